@@ -1,0 +1,450 @@
+//! Tables precomputed once per (catalog, `now`) and shared by every terminal's plan:
+//! required threats, coverage by seq, candidates per product and platform, track records,
+//! and candidates ranked per platform and `min_danger`.
+//!
+//! This is what makes planning a fleet cheap: a terminal's plan only looks values up here
+//! (binary searches and array reads), it never walks the threats.
+
+use std::cmp::Ordering;
+
+use herd_core::{Catalog, Danger, Date, PlatformIdx, ProductIdx, ReleaseIdx, ThreatIdx, Timestamp};
+
+/// Counts of uncovered threats by danger level, indexed by [`Danger::index`].
+/// Ordered as SPEC §5 rule 2 says: fewer critical is better, then fewer high, and so on;
+/// `Ord` puts the better (smaller) severity first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Severity(pub [u32; 4]);
+
+impl Severity {
+    pub fn count(&self, danger: Danger) -> u32 {
+        self.0[danger.index()]
+    }
+
+    pub fn total(&self) -> u32 {
+        self.0.iter().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+}
+
+impl Ord for Severity {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.iter().rev().cmp(other.0.iter().rev())
+    }
+}
+
+impl PartialOrd for Severity {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A product's track record (SPEC §5 rule 8); `Ord` puts the better record first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackRecord {
+    /// Twice the median days from discovery to coverage (twice, so that the mean of the two
+    /// middle values of an even count stays an integer).
+    pub median_days_x2: u64,
+    /// Threats of the period it covers.
+    pub covered: u32,
+    /// Threats discovered in the period.
+    pub threats: u32,
+}
+
+impl Ord for TrackRecord {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.median_days_x2
+            .cmp(&other.median_days_x2)
+            .then(other.covered.cmp(&self.covered))
+    }
+}
+
+impl PartialOrd for TrackRecord {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A product's newest usable release, with the gap it leaves, for one platform and `min_danger`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ranked {
+    pub product: ProductIdx,
+    pub release: ReleaseIdx,
+    pub severity: Severity,
+}
+
+/// Threats are grouped in blocks of this many (in required order) to skip covered stretches
+/// quickly when listing a gap.
+const BLOCK: usize = 64;
+
+/// Coverage of one product, restricted to threats discovered by `now`.
+#[derive(Debug)]
+struct ProductCoverage {
+    /// Seqs from which threats are covered, ascending; `cumulative[k]` counts by danger the
+    /// threats covered from the first `k` of them.
+    since_seqs: Vec<u64>,
+    cumulative: Vec<[u32; 4]>,
+    /// For each threat in required order, the seq it is covered from (`u64::MAX`: not covered).
+    since_in_order: Vec<u64>,
+    /// For each threat in required order, the date its coverage shipped, if the vendor said.
+    covered_on_in_order: Vec<Option<Date>>,
+    /// The largest `since_in_order` value of each block of [`BLOCK`] threats.
+    block_max: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub struct Index {
+    pub now: Timestamp,
+    pub today: Date,
+    /// Threats discovered by `now`, most dangerous first, then by id: the order gaps are listed in.
+    pub required_order: Vec<ThreatIdx>,
+    /// `position[threat]`: where a threat stands in `required_order` (`u32::MAX`: not required yet).
+    position: Vec<u32>,
+    /// `required_end[d]`: threats with danger ≥ `d` are `required_order[..required_end[d]]`.
+    required_end: [usize; 4],
+    required_totals: [u32; 4],
+    coverage: Vec<ProductCoverage>,
+    pub track: Vec<TrackRecord>,
+    /// `candidates[product][platform]`: its newest release published by `now` with a package for the platform.
+    candidates: Vec<Vec<Option<ReleaseIdx>>>,
+    /// `ranked[platform][min_danger]`: every candidate for the platform, best first by (severity, track record, id).
+    ranked: Vec<[Vec<Ranked>; 4]>,
+}
+
+impl Index {
+    pub fn new(catalog: &Catalog, now: Timestamp) -> Index {
+        let today = now.date();
+        let threats = &catalog.threats;
+
+        let mut required_order: Vec<ThreatIdx> = (0..threats.len() as u32)
+            .map(ThreatIdx)
+            .filter(|&t| catalog.threat(t).discovered <= today)
+            .collect();
+        required_order.sort_unstable_by(|&a, &b| {
+            let (ta, tb) = (catalog.threat(a), catalog.threat(b));
+            tb.danger.cmp(&ta.danger).then_with(|| ta.id.cmp(&tb.id))
+        });
+        let mut required_totals = [0u32; 4];
+        for &t in &required_order {
+            required_totals[catalog.threat(t).danger.index()] += 1;
+        }
+        let required_end =
+            Danger::ALL.map(|d| required_order.partition_point(|&t| catalog.threat(t).danger >= d));
+        let mut position = vec![u32::MAX; threats.len()];
+        for (i, &t) in required_order.iter().enumerate() {
+            position[t.get()] = i as u32;
+        }
+
+        let mut coverage: Vec<ProductCoverage> = (0..catalog.products.len())
+            .map(|_| ProductCoverage {
+                since_seqs: Vec::new(),
+                cumulative: Vec::new(),
+                since_in_order: vec![u64::MAX; required_order.len()],
+                covered_on_in_order: vec![None; required_order.len()],
+                block_max: Vec::new(),
+            })
+            .collect();
+        let mut covered_pairs: Vec<Vec<(u64, u8)>> = vec![Vec::new(); catalog.products.len()];
+        for c in &catalog.coverage {
+            let (Some(since), pos) = (c.since_seq, position[c.threat.get()]) else {
+                continue;
+            };
+            if pos == u32::MAX {
+                continue;
+            }
+            coverage[c.product.get()].since_in_order[pos as usize] = since;
+            coverage[c.product.get()].covered_on_in_order[pos as usize] = c.covered_on;
+            covered_pairs[c.product.get()]
+                .push((since, catalog.threat(c.threat).danger.index() as u8));
+        }
+        for (cov, mut pairs) in coverage.iter_mut().zip(covered_pairs) {
+            pairs.sort_unstable();
+            cov.since_seqs = pairs.iter().map(|&(s, _)| s).collect();
+            cov.cumulative = Vec::with_capacity(pairs.len() + 1);
+            let mut running = [0u32; 4];
+            cov.cumulative.push(running);
+            for &(_, danger) in &pairs {
+                running[danger as usize] += 1;
+                cov.cumulative.push(running);
+            }
+            cov.block_max = cov
+                .since_in_order
+                .chunks(BLOCK)
+                .map(|b| b.iter().copied().max().unwrap_or(0))
+                .collect();
+        }
+
+        let track = track_records(catalog, today);
+
+        let candidates: Vec<Vec<Option<ReleaseIdx>>> = (0..catalog.products.len() as u32)
+            .map(|p| {
+                let product = ProductIdx(p);
+                (0..catalog.platforms.len() as u32)
+                    .map(|platform| {
+                        catalog.releases_of(product).rev().find(|&r| {
+                            let release = catalog.release(r);
+                            release.published <= now
+                                && release
+                                    .packages
+                                    .iter()
+                                    .any(|pkg| pkg.platform.0 == platform)
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+
+        let mut index = Index {
+            now,
+            today,
+            required_order,
+            position,
+            required_end,
+            required_totals,
+            coverage,
+            track,
+            candidates,
+            ranked: Vec::new(),
+        };
+        index.ranked = (0..catalog.platforms.len() as u32)
+            .map(|platform| {
+                Danger::ALL.map(|min_danger| {
+                    let mut ranked: Vec<Ranked> = (0..catalog.products.len() as u32)
+                        .filter_map(|p| {
+                            let release = index.candidates[p as usize][platform as usize]?;
+                            let severity = index.severity(
+                                Some(ProductIdx(p)),
+                                catalog.release(release).seq,
+                                min_danger,
+                            );
+                            Some(Ranked {
+                                product: ProductIdx(p),
+                                release,
+                                severity,
+                            })
+                        })
+                        .collect();
+                    ranked.sort_by(|a, b| {
+                        a.severity
+                            .cmp(&b.severity)
+                            .then_with(|| {
+                                index.track[a.product.get()].cmp(&index.track[b.product.get()])
+                            })
+                            .then_with(|| {
+                                catalog
+                                    .product(a.product)
+                                    .id
+                                    .cmp(&catalog.product(b.product).id)
+                            })
+                    });
+                    ranked
+                })
+            })
+            .collect();
+        index
+    }
+
+    /// The gap severity of `product` at definitions `seq` (no product: every required threat is a gap).
+    pub fn severity(&self, product: Option<ProductIdx>, seq: u64, min_danger: Danger) -> Severity {
+        let covered = match product {
+            Some(p) => {
+                let cov = &self.coverage[p.get()];
+                cov.cumulative[cov.since_seqs.partition_point(|&s| s <= seq)]
+            }
+            None => [0; 4],
+        };
+        let mut counts = [0u32; 4];
+        for d in Danger::ALL {
+            if d >= min_danger {
+                counts[d.index()] = self.required_totals[d.index()] - covered[d.index()];
+            }
+        }
+        Severity(counts)
+    }
+
+    /// The threats of a gap, most dangerous first, then by id.
+    pub fn gap(&self, product: Option<ProductIdx>, seq: u64, min_danger: Danger) -> GapIter<'_> {
+        GapIter {
+            order: &self.required_order[..self.required_end[min_danger.index()]],
+            coverage: product.map(|p| &self.coverage[p.get()]),
+            seq,
+            at: 0,
+        }
+    }
+
+    pub fn candidate(&self, product: ProductIdx, platform: PlatformIdx) -> Option<ReleaseIdx> {
+        self.candidates[product.get()][platform.get()]
+    }
+
+    pub fn ranked(&self, platform: PlatformIdx, min_danger: Danger) -> &[Ranked] {
+        &self.ranked[platform.get()][min_danger.index()]
+    }
+
+    /// The seq from which `product` covers a required `threat`, and the date that coverage shipped.
+    pub fn covered_since(
+        &self,
+        product: ProductIdx,
+        threat: ThreatIdx,
+    ) -> Option<(u64, Option<Date>)> {
+        let at = *self.position.get(threat.get())? as usize;
+        let cov = &self.coverage[product.get()];
+        let since = *cov.since_in_order.get(at)?;
+        (since != u64::MAX).then(|| (since, cov.covered_on_in_order[at]))
+    }
+}
+
+/// Iterates a gap without visiting every threat: blocks whose threats are all covered are skipped.
+#[derive(Debug, Clone)]
+pub struct GapIter<'i> {
+    order: &'i [ThreatIdx],
+    coverage: Option<&'i ProductCoverage>,
+    seq: u64,
+    at: usize,
+}
+
+impl Iterator for GapIter<'_> {
+    type Item = ThreatIdx;
+
+    fn next(&mut self) -> Option<ThreatIdx> {
+        let Some(cov) = self.coverage else {
+            let t = self.order.get(self.at).copied();
+            self.at += 1;
+            return t;
+        };
+        while self.at < self.order.len() {
+            if self.at % BLOCK == 0 && cov.block_max[self.at / BLOCK] <= self.seq {
+                self.at += BLOCK;
+                continue;
+            }
+            let at = self.at;
+            self.at += 1;
+            if cov.since_in_order[at] > self.seq {
+                return Some(self.order[at]);
+            }
+        }
+        None
+    }
+}
+
+/// Track records of every product at `today` (SPEC §5 rule 8): over the threats discovered in
+/// the 365 days up to `today`, the median days from discovery to coverage, counting a threat
+/// still uncovered as its days since discovery.
+///
+/// A threat counts as covered at `today` when its statement has a `covered_on` date by then,
+/// or, without `covered_on`, when the first release carrying its `since_seq` was published by then.
+fn track_records(catalog: &Catalog, today: Date) -> Vec<TrackRecord> {
+    let period_start = Date::from_days_since_epoch(today.days_since_epoch() - 365);
+    let in_period = |t: ThreatIdx| {
+        let d = catalog.threat(t).discovered;
+        d >= period_start && d <= today
+    };
+    let period: Vec<ThreatIdx> = (0..catalog.threats.len() as u32)
+        .map(ThreatIdx)
+        .filter(|&t| in_period(t))
+        .collect();
+    let mut days_by_product: Vec<Vec<u64>> = vec![Vec::new(); catalog.products.len()];
+    let mut covered_by_product = vec![0u32; catalog.products.len()];
+    let mut period_covered: Vec<Vec<bool>> = Vec::new();
+    period_covered.resize_with(catalog.products.len(), || {
+        vec![false; catalog.threats.len()]
+    });
+    for c in &catalog.coverage {
+        if !in_period(c.threat) {
+            continue;
+        }
+        let Some(since) = c.since_seq else { continue };
+        let date = c.covered_on.or_else(|| {
+            let releases = catalog.product_releases(c.product);
+            releases
+                .get(releases.partition_point(|r| r.seq < since))
+                .map(|r| r.published.date())
+        });
+        let Some(date) = date.filter(|&d| d <= today) else {
+            continue;
+        };
+        let discovered = catalog.threat(c.threat).discovered;
+        days_by_product[c.product.get()].push(discovered.days_until(date).max(0) as u64);
+        covered_by_product[c.product.get()] += 1;
+        period_covered[c.product.get()][c.threat.get()] = true;
+    }
+    days_by_product
+        .into_iter()
+        .enumerate()
+        .map(|(p, mut days)| {
+            for &t in &period {
+                if !period_covered[p][t.get()] {
+                    days.push(catalog.threat(t).discovered.days_until(today).max(0) as u64);
+                }
+            }
+            let median_days_x2 = median_x2(&mut days);
+            TrackRecord {
+                median_days_x2,
+                covered: covered_by_product[p],
+                threats: period.len() as u32,
+            }
+        })
+        .collect()
+}
+
+/// Twice the median (the sum of the two middle values for an even count); 0 for no values.
+fn median_x2(values: &mut [u64]) -> u64 {
+    let n = values.len();
+    if n == 0 {
+        return 0;
+    }
+    let (_, &mut upper, _) = values.select_nth_unstable(n / 2);
+    if n % 2 == 1 {
+        2 * upper
+    } else {
+        let lower = *values[..n / 2]
+            .iter()
+            .max()
+            .expect("n is even and positive");
+        lower + upper
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_compares_critical_first() {
+        let one_critical = Severity([0, 0, 0, 1]);
+        let many_high = Severity([9, 9, 9, 0]);
+        assert!(many_high < one_critical);
+        assert!(Severity([0, 0, 1, 0]) < Severity([0, 0, 2, 0]));
+        assert!(Severity([5, 0, 1, 0]) < Severity([0, 1, 1, 0]));
+    }
+
+    #[test]
+    fn track_record_prefers_faster_then_broader() {
+        let fast = TrackRecord {
+            median_days_x2: 2,
+            covered: 1,
+            threats: 3,
+        };
+        let slow = TrackRecord {
+            median_days_x2: 4,
+            covered: 3,
+            threats: 3,
+        };
+        let fast_broad = TrackRecord {
+            median_days_x2: 2,
+            covered: 2,
+            threats: 3,
+        };
+        assert!(fast < slow);
+        assert!(fast_broad < fast);
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median_x2(&mut []), 0);
+        assert_eq!(median_x2(&mut [7]), 14);
+        assert_eq!(median_x2(&mut [9, 1, 5]), 10);
+        assert_eq!(median_x2(&mut [4, 1, 3, 2]), 5);
+    }
+}

@@ -1,0 +1,401 @@
+//! The planner of SPEC §5: for a terminal at time `now`, decide nothing, an update within the
+//! installed product, a switch to another vendor's product, or that the terminal is exposed —
+//! and say why in words a user understands.
+//!
+//! Pure: the catalog, the terminal and `now` are arguments; there is no I/O, no clock and no
+//! randomness, so the same inputs give the same plan byte for byte (rule 10).
+//!
+//! [`Planner::new`] precomputes everything terminals share (see `index.rs`); [`Planner::plan`]
+//! then costs a few lookups per terminal. Decisions are memoised by what they depend on
+//! (installed product and seq, platform, package format, `min_danger`, `apply`), which is why
+//! `plan` takes `&mut self`; the memo never changes a result, only how fast it comes.
+
+mod index;
+mod render;
+pub mod script;
+
+use std::sync::Arc;
+
+use herd_core::{
+    Apply, Catalog, Consent, Danger, PackageFormat, PlatformIdx, ProductIdx, ReleaseIdx, Terminal,
+    Timestamp,
+};
+use rustc_hash::FxHashMap;
+
+use index::Index;
+pub use index::{Ranked, Severity, TrackRecord};
+
+/// What a plan does (SPEC §4 `action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    None,
+    Update,
+    Switch,
+    Exposed,
+}
+
+/// The uncovered required threats of one product at one definitions seq (or of no product).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub product: Option<ProductIdx>,
+    pub seq: u64,
+    pub min_danger: Danger,
+    pub severity: Severity,
+}
+
+/// The release a plan installs, with the package chosen for the terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub release: ReleaseIdx,
+    /// Index into the release's `packages`.
+    pub package: usize,
+}
+
+/// The part of a plan shared by every terminal with the same installed product and seq,
+/// platform, package format and policy (`apply`, `min_danger`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub uncovered_now: Gap,
+    pub uncovered_after: Gap,
+    pub target: Option<Target>,
+    pub install_script: Option<Arc<str>>,
+    /// For `exposed`: candidates that would leave a smaller gap, best first.
+    pub alternatives: Vec<Ranked>,
+    pub reason: Arc<str>,
+}
+
+/// A terminal's plan. Serialise it with [`Planner::render`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan<'t> {
+    pub terminal: &'t Terminal,
+    pub decision: Arc<Decision>,
+    /// The script removing what the terminal runs now, when the plan replaces it.
+    pub uninstall_script: Option<Arc<str>>,
+    pub consent_required: bool,
+    /// The start of the terminal's next maintenance window, when `now` is outside it.
+    pub not_before: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    installed: Option<(ProductIdx, u64)>,
+    platform: Option<PlatformIdx>,
+    format: Option<PackageFormat>,
+    min_danger: Danger,
+    apply: Apply,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct UninstallKey {
+    product: ProductIdx,
+    seq: u64,
+    version: String,
+    platform: Option<PlatformIdx>,
+    format: PackageFormat,
+}
+
+/// Plans terminals against one catalog at one instant.
+#[derive(Debug)]
+pub struct Planner<'c> {
+    catalog: &'c Catalog,
+    index: Index,
+    decisions: FxHashMap<DecisionKey, Arc<Decision>>,
+    install_scripts: FxHashMap<(ReleaseIdx, usize), Arc<str>>,
+    uninstall_scripts: FxHashMap<UninstallKey, Arc<str>>,
+}
+
+impl<'c> Planner<'c> {
+    /// Precomputes the tables every terminal's plan shares.
+    pub fn new(catalog: &'c Catalog, now: Timestamp) -> Planner<'c> {
+        Planner {
+            catalog,
+            index: Index::new(catalog, now),
+            decisions: FxHashMap::default(),
+            install_scripts: FxHashMap::default(),
+            uninstall_scripts: FxHashMap::default(),
+        }
+    }
+
+    pub fn catalog(&self) -> &'c Catalog {
+        self.catalog
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.index.now
+    }
+
+    /// The track record of a product at `now` (SPEC §5 rule 8).
+    pub fn track_record(&self, product: ProductIdx) -> TrackRecord {
+        self.index.track[product.get()]
+    }
+
+    /// Plans one terminal (validated against this planner's catalog).
+    pub fn plan<'t>(&mut self, terminal: &'t Terminal) -> Plan<'t> {
+        let policy = &terminal.policy;
+        let key = DecisionKey {
+            installed: terminal.installed.as_ref().map(|i| (i.product, i.seq)),
+            platform: terminal.hardware.platform_idx,
+            format: terminal.installed.as_ref().map(|i| i.format),
+            min_danger: policy.min_danger,
+            apply: policy.apply,
+        };
+        let decision = match self.decisions.get(&key) {
+            Some(decision) => decision.clone(),
+            None => {
+                let decision = Arc::new(self.decide(key));
+                self.decisions.insert(key, decision.clone());
+                decision
+            }
+        };
+        let changes_software = matches!(decision.action, Action::Update | Action::Switch);
+        let uninstall_script = if changes_software {
+            self.uninstall_for(terminal, &decision)
+        } else {
+            None
+        };
+        let not_before = match policy.window {
+            Some(window) if changes_software => window.next_start(self.index.now, policy.tz),
+            _ => None,
+        };
+        Plan {
+            terminal,
+            decision,
+            uninstall_script,
+            consent_required: changes_software && policy.consent == Consent::Ask,
+            not_before,
+        }
+    }
+
+    /// Rules 1–8 for one decision key.
+    fn decide(&mut self, key: DecisionKey) -> Decision {
+        let catalog = self.catalog;
+        let index = &self.index;
+        let (installed_product, installed_seq) = match key.installed {
+            Some((product, seq)) => (Some(product), seq),
+            None => (None, 0),
+        };
+        let gap_of = |product: Option<ProductIdx>, seq: u64| Gap {
+            product,
+            seq,
+            min_danger: key.min_danger,
+            severity: index.severity(product, seq, key.min_danger),
+        };
+        let current = gap_of(installed_product, installed_seq);
+        let ranked = key
+            .platform
+            .map_or(&[][..], |platform| index.ranked(platform, key.min_danger));
+
+        // Rule 5: a newer release of the installed product for this platform.
+        let update = match (installed_product, key.platform) {
+            (Some(product), Some(platform)) => index
+                .candidate(product, platform)
+                .filter(|&r| catalog.release(r).seq > installed_seq)
+                .map(|release| Ranked {
+                    product,
+                    release,
+                    severity: index.severity(
+                        Some(product),
+                        catalog.release(release).seq,
+                        key.min_danger,
+                    ),
+                }),
+            _ => None,
+        };
+        // Rule 6: the best other product, only if strictly better than the update (or what runs now).
+        let baseline = update.map_or(current.severity, |u| u.severity);
+        let best_other = ranked
+            .iter()
+            .find(|r| Some(r.product) != installed_product)
+            .copied();
+        let switch = match key.apply {
+            Apply::LatestAnyVendor => best_other.filter(|s| s.severity < baseline),
+            Apply::LatestSameVendor | Apply::Pinned => None,
+        };
+
+        // Rules 4 and 7.
+        let (action, chosen) = match (key.apply, switch, update) {
+            (Apply::Pinned, _, _) => (
+                if current.severity.is_empty() {
+                    Action::None
+                } else {
+                    Action::Exposed
+                },
+                None,
+            ),
+            (_, Some(s), _) => (Action::Switch, Some(s)),
+            (_, None, Some(u)) => (Action::Update, Some(u)),
+            (_, None, None) if current.severity.is_empty() => (Action::None, None),
+            (_, None, None) => (Action::Exposed, None),
+        };
+        let alternatives: Vec<Ranked> = if action == Action::Exposed {
+            ranked
+                .iter()
+                .filter(|r| r.severity < current.severity)
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let uncovered_after = chosen.map_or(current, |c| {
+            gap_of(Some(c.product), catalog.release(c.release).seq)
+        });
+        let target = chosen.map(|c| Target {
+            release: c.release,
+            package: choose_package(
+                catalog,
+                c.release,
+                key.platform.expect("a chosen release has a platform"),
+                key.format,
+            ),
+        });
+        let install_script = target.map(|t| self.install_script(t));
+        let reason = render::reason(
+            self,
+            &render::ReasonFacts {
+                apply: key.apply,
+                has_platform: key.platform.is_some(),
+                installed: key.installed,
+                action,
+                current: &current,
+                update: update.as_ref(),
+                chosen: chosen.as_ref(),
+                after: &uncovered_after,
+                alternatives: &alternatives,
+            },
+        );
+        Decision {
+            action,
+            uncovered_now: current,
+            uncovered_after,
+            target,
+            install_script,
+            alternatives,
+            reason: reason.into(),
+        }
+    }
+
+    fn install_script(&mut self, target: Target) -> Arc<str> {
+        let catalog = self.catalog;
+        self.install_scripts
+            .entry((target.release, target.package))
+            .or_insert_with(|| {
+                let release = catalog.release(target.release);
+                let package = &release.packages[target.package];
+                script::install_script(&script::InstallSpec {
+                    product: &catalog.product(release.product).id,
+                    version: &release.version,
+                    pattern: &release.pattern,
+                    format: package.format,
+                    sha256: package.sha256,
+                    size: package.size,
+                    name: package.name.as_deref(),
+                    product_code: package.product_code.as_deref(),
+                    post_install: package.hooks.post_install.as_deref(),
+                })
+                .into()
+            })
+            .clone()
+    }
+
+    /// The uninstall step of a plan that changes software: the old product on a switch; on an
+    /// update, the old version when it lives beside the new one (an `archive`) or when the new
+    /// release comes in another package format. Package managers upgrade in place otherwise.
+    fn uninstall_for(&mut self, terminal: &Terminal, decision: &Decision) -> Option<Arc<str>> {
+        let installed = terminal.installed.as_ref()?;
+        let target = decision.target?;
+        let catalog = self.catalog;
+        let release = catalog.release(target.release);
+        let new_format = release.packages[target.package].format;
+        let needed = match decision.action {
+            Action::Switch => true,
+            Action::Update => {
+                new_format != installed.format
+                    || (new_format == PackageFormat::Archive
+                        && release.version != installed.version)
+            }
+            Action::None | Action::Exposed => false,
+        };
+        if !needed {
+            return None;
+        }
+        let key = UninstallKey {
+            product: installed.product,
+            seq: installed.seq,
+            version: installed.version.clone(),
+            platform: terminal.hardware.platform_idx,
+            format: installed.format,
+        };
+        if let Some(script) = self.uninstall_scripts.get(&key) {
+            return Some(script.clone());
+        }
+        // The package-manager name, ProductCode or hook come from the catalog's package of
+        // the installed release; failing that, from the newest release with such a package.
+        let releases = catalog.product_releases(installed.product);
+        let (format, platform) = (installed.format, key.platform);
+        fn of_release(
+            r: &herd_core::Release,
+            format: PackageFormat,
+            platform: Option<PlatformIdx>,
+        ) -> Option<&herd_core::Package> {
+            r.packages
+                .iter()
+                .find(|p| p.format == format && Some(p.platform) == platform)
+        }
+        let package = catalog
+            .release_by_seq(installed.product, installed.seq)
+            .and_then(|r| of_release(catalog.release(r), format, platform))
+            .or_else(|| {
+                releases
+                    .iter()
+                    .rev()
+                    .find_map(|r| of_release(r, format, platform))
+            });
+        let script: Arc<str> = script::uninstall_script(&script::UninstallSpec {
+            product: &catalog.product(installed.product).id,
+            version: &installed.version,
+            format: installed.format,
+            name: package.and_then(|p| p.name.as_deref()),
+            product_code: package.and_then(|p| p.product_code.as_deref()),
+            pre_uninstall: package.and_then(|p| p.hooks.pre_uninstall.as_deref()),
+        })
+        .into();
+        self.uninstall_scripts.insert(key, script.clone());
+        Some(script)
+    }
+
+    /// The threats of a gap, most dangerous first, then by id.
+    pub fn gap_threats(&self, gap: &Gap) -> impl Iterator<Item = &'c herd_core::Threat> + '_ {
+        let catalog = self.catalog;
+        self.index
+            .gap(gap.product, gap.seq, gap.min_danger)
+            .map(move |t| catalog.threat(t))
+    }
+
+    /// Renders a plan as the wire document of SPEC §4.
+    pub fn render(&self, plan: &Plan<'_>) -> herd_proto::plan::PlanDoc {
+        render::plan_doc(self, plan)
+    }
+}
+
+/// The package of `release` for `platform`: the one in the terminal's current format if there
+/// is one, else the first in format order (archive, deb, rpm, msi, apk).
+fn choose_package(
+    catalog: &Catalog,
+    release: ReleaseIdx,
+    platform: PlatformIdx,
+    format: Option<PackageFormat>,
+) -> usize {
+    let packages = &catalog.release(release).packages;
+    let for_platform = || {
+        packages
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.platform == platform)
+    };
+    for_platform()
+        .find(|(_, p)| Some(p.format) == format)
+        .or_else(|| for_platform().min_by_key(|(_, p)| p.format))
+        .map(|(i, _)| i)
+        .expect("a candidate release has a package for the platform")
+}

@@ -1,0 +1,284 @@
+//! Turning decisions into words and documents: the `reason` sentence of a plan, and the
+//! plan's wire document (SPEC §4).
+
+use herd_core::{Apply, ProductIdx, ThreatIdx};
+use herd_proto::plan::{self as wire, PlanDoc, ReleaseRef, SeverityCounts, Step};
+
+use crate::{Action, Gap, Plan, Planner, Ranked, Severity};
+
+/// How many threats a reason names before it says "and N more".
+const NAMED_THREATS: usize = 3;
+
+/// Everything a reason sentence is made from.
+pub(crate) struct ReasonFacts<'a> {
+    pub apply: Apply,
+    pub has_platform: bool,
+    pub installed: Option<(ProductIdx, u64)>,
+    pub action: Action,
+    pub current: &'a Gap,
+    pub update: Option<&'a Ranked>,
+    pub chosen: Option<&'a Ranked>,
+    pub after: &'a Gap,
+    pub alternatives: &'a [Ranked],
+}
+
+/// `vaccine-a 5.1 (a-1101)`, or `vaccine-a at definitions seq 1105` for a seq the catalog does not list.
+fn describe(planner: &Planner<'_>, product: ProductIdx, seq: u64) -> String {
+    let catalog = planner.catalog;
+    let id = &catalog.product(product).id;
+    match catalog.release_by_seq(product, seq) {
+        Some(r) => {
+            let release = catalog.release(r);
+            format!("{id} {} ({})", release.version, release.pattern)
+        }
+        None => format!("{id} at definitions seq {seq}"),
+    }
+}
+
+fn gap_ids(planner: &Planner<'_>, gap: &Gap) -> impl Iterator<Item = ThreatIdx> {
+    planner.index.gap(gap.product, gap.seq, gap.min_danger)
+}
+
+/// `virus-a (high)`, `virus-a (high) and virus-b (low)`, `… and 7 more`.
+fn list_gap(planner: &Planner<'_>, gap: &Gap) -> String {
+    let total = gap.severity.total() as usize;
+    let named: Vec<String> = gap_ids(planner, gap)
+        .take(NAMED_THREATS)
+        .map(|t| {
+            let threat = planner.catalog.threat(t);
+            format!("{} ({})", threat.id, threat.danger)
+        })
+        .collect();
+    match (named.as_slice(), total.saturating_sub(named.len())) {
+        ([one], 0) => one.clone(),
+        ([init @ .., last], 0) => format!("{} and {last}", init.join(", ")),
+        (names, more) => format!("{} and {more} more", names.join(", ")),
+    }
+}
+
+/// What the target does about the current gap: `covers it since 2000-11-12`, `covers all of them`,
+/// or `leaves virus-c (low) uncovered`.
+fn coverage_phrase(planner: &Planner<'_>, current: &Gap, target: &Ranked, after: &Gap) -> String {
+    if !after.severity.is_empty() {
+        return format!("leaves {} uncovered", list_gap(planner, after));
+    }
+    if current.severity.total() != 1 {
+        return "covers all of them".to_string();
+    }
+    let threat = gap_ids(planner, current)
+        .next()
+        .expect("a gap of one has a threat");
+    match planner.index.covered_since(target.product, threat) {
+        Some((_, Some(date))) => format!("covers it since {date}"),
+        Some((seq, None)) => format!("covers it from {}", describe(planner, target.product, seq)),
+        None => "covers it".to_string(),
+    }
+}
+
+fn describe_ranked(planner: &Planner<'_>, r: &Ranked) -> String {
+    describe(planner, r.product, planner.catalog.release(r.release).seq)
+}
+
+/// What the best alternative would do, for an exposed terminal.
+fn alternatives_phrase(planner: &Planner<'_>, current: &Gap, alternatives: &[Ranked]) -> String {
+    let Some(best) = alternatives.first() else {
+        return String::new();
+    };
+    let what = if best.severity.is_empty() {
+        if current.severity.total() == 1 {
+            "would cover it".to_string()
+        } else {
+            "would cover all of them".to_string()
+        }
+    } else {
+        format!("would leave {} uncovered", best.severity.total())
+    };
+    let more = match alternatives.len() - 1 {
+        0 => String::new(),
+        1 => " (1 more alternative listed)".to_string(),
+        n => format!(" ({n} more alternatives listed)"),
+    };
+    format!("; {} {what}{more}", describe_ranked(planner, best))
+}
+
+pub(crate) fn reason(planner: &Planner<'_>, f: &ReasonFacts<'_>) -> String {
+    let policy = format!("policy {}", f.apply.as_str());
+    let from = f.installed.map(|(p, seq)| describe(planner, p, seq));
+    let uncovered = || list_gap(planner, f.current);
+    let min = f.current.min_danger;
+    let today = planner.index.today;
+    match (f.action, &from) {
+        (Action::None, Some(from)) if f.current.severity.is_empty() => {
+            let required = planner.index.severity(None, 0, min).total();
+            if required == 0 {
+                format!(
+                    "{from} is installed and no threat with danger {min} or above has been discovered by {today}; {policy}"
+                )
+            } else {
+                format!(
+                    "{from} covers every threat with danger {min} or above discovered by {today} ({required}); {policy}"
+                )
+            }
+        }
+        (Action::None, _) => format!(
+            "no vaccine product is installed and no threat with danger {min} or above has been discovered by {today}; {policy}"
+        ),
+        (Action::Update | Action::Switch, _) => {
+            let target = f.chosen.expect("update and switch have a target");
+            let to = describe_ranked(planner, target);
+            let lead = match &from {
+                Some(from) if f.current.severity.is_empty() => {
+                    return format!("{to} is newer than {from}; {policy}");
+                }
+                Some(from) => format!("{from} does not cover {}", uncovered()),
+                None => format!(
+                    "no vaccine product is installed, leaving {} uncovered",
+                    uncovered()
+                ),
+            };
+            let update_note = match (f.action, f.update) {
+                (Action::Switch, Some(u)) => format!(
+                    "; its newest release {} would leave {} uncovered",
+                    describe_ranked(planner, u),
+                    u.severity.total()
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "{lead}{update_note}; {to} {}; {policy}",
+                coverage_phrase(planner, f.current, target, f.after)
+            )
+        }
+        (Action::Exposed, _) => {
+            let lead = match &from {
+                Some(from) => format!("{from} does not cover {}", uncovered()),
+                None => format!(
+                    "no vaccine product is installed, leaving {} uncovered",
+                    uncovered()
+                ),
+            };
+            let why = if !f.has_platform {
+                "no product in the catalog supports this terminal's platform".to_string()
+            } else {
+                match f.apply {
+                    Apply::Pinned => "policy pinned changes nothing".to_string(),
+                    Apply::LatestSameVendor if from.is_some() => {
+                        "no newer release of it is published for this platform, and policy latest-same-vendor keeps it".to_string()
+                    }
+                    Apply::LatestSameVendor => "policy latest-same-vendor installs no other product".to_string(),
+                    Apply::LatestAnyVendor => {
+                        "no release of any product for this platform would leave fewer uncovered; policy latest-any-vendor".to_string()
+                    }
+                }
+            };
+            format!(
+                "{lead}; {why}{}",
+                alternatives_phrase(planner, f.current, f.alternatives)
+            )
+        }
+    }
+}
+
+fn counts(s: Severity) -> SeverityCounts {
+    use herd_core::Danger::*;
+    SeverityCounts {
+        critical: s.count(Critical),
+        high: s.count(High),
+        medium: s.count(Medium),
+        low: s.count(Low),
+    }
+}
+
+pub(crate) fn plan_doc(planner: &Planner<'_>, plan: &Plan<'_>) -> PlanDoc {
+    let catalog = planner.catalog;
+    let d = &plan.decision;
+    let terminal = plan.terminal;
+    let gap_list = |gap: &Gap| {
+        planner
+            .gap_threats(gap)
+            .map(|t| t.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let from = terminal.installed.as_ref().map(|i| ReleaseRef {
+        product: catalog.product(i.product).id.clone(),
+        version: i.version.clone(),
+        seq: i.seq,
+    });
+    let mut steps = Vec::new();
+    let mut to = None;
+    if let Some(target) = d.target {
+        let release = catalog.release(target.release);
+        let package = &release.packages[target.package];
+        let product = catalog.product(release.product).id.clone();
+        to = Some(ReleaseRef {
+            product: product.clone(),
+            version: release.version.clone(),
+            seq: release.seq,
+        });
+        steps.push(Step::Fetch {
+            product: product.clone(),
+            version: release.version.clone(),
+            format: package.format.to_string(),
+            sha256: package.sha256.to_string(),
+            size: package.size,
+        });
+        steps.push(Step::Install {
+            product: product.clone(),
+            version: release.version.clone(),
+            format: package.format.to_string(),
+            script: d
+                .install_script
+                .as_deref()
+                .expect("a target has an install script")
+                .to_string(),
+        });
+        steps.push(Step::Verify {
+            product,
+            version: release.version.clone(),
+            pattern: release.pattern.clone(),
+        });
+        if let (Some(script), Some(installed)) = (&plan.uninstall_script, &terminal.installed) {
+            steps.push(Step::Uninstall {
+                product: catalog.product(installed.product).id.clone(),
+                version: installed.version.clone(),
+                format: installed.format.to_string(),
+                script: script.to_string(),
+            });
+        }
+    }
+    PlanDoc {
+        terminal: terminal.id.clone(),
+        action: match d.action {
+            Action::None => wire::Action::None,
+            Action::Update => wire::Action::Update,
+            Action::Switch => wire::Action::Switch,
+            Action::Exposed => wire::Action::Exposed,
+        },
+        uncovered_now: gap_list(&d.uncovered_now),
+        uncovered_after: gap_list(&d.uncovered_after),
+        from,
+        to,
+        consent_required: plan.consent_required,
+        not_before: plan
+            .not_before
+            .map(|t| t.display_in(terminal.policy.tz).to_string()),
+        steps,
+        alternatives: d
+            .alternatives
+            .iter()
+            .map(|r| {
+                let release = catalog.release(r.release);
+                let product = catalog.product(r.product);
+                wire::Alternative {
+                    product: product.id.clone(),
+                    vendor: catalog.vendors[product.vendor.get()].id.clone(),
+                    version: release.version.clone(),
+                    seq: release.seq,
+                    pattern: release.pattern.clone(),
+                    uncovered: counts(r.severity),
+                }
+            })
+            .collect(),
+        reason: d.reason.to_string(),
+    }
+}

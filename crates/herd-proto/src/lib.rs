@@ -1,0 +1,15 @@
+//! Herd's wire formats — the compatibility contract with vendors, agents and scripts —
+//! and their validation into `herd-core`'s model.
+//!
+//! Each format is a plain serde struct mirroring SPEC §4 field for field (unknown fields are
+//! refused, so a typo is an error rather than a silently ignored setting). Validation turns a
+//! document into the indexed model, or into a [`ValidationError`] that names the document,
+//! the JSON path and what is wrong, and lists every problem found, not just the first.
+
+pub mod catalog;
+pub mod plan;
+pub mod terminal;
+
+mod error;
+
+pub use error::{Problem, ValidationError};

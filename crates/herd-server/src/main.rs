@@ -1,0 +1,50 @@
+//! `herd`, the server-side program: today `herd plan`; the center, site server, demo and
+//! admin commands join it as they are built. Glue only: it reads files, calls the pure crates,
+//! prints, and decides the exit code in one place.
+
+mod plan_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Herd keeps a fleet of devices covered against every dangerous threat, whichever antivirus
+/// vendor covers it first.
+///
+/// Start with `herd plan --catalog examples/seed/catalog.json --terminal examples/seed/terminals`
+/// to see what Herd would do for the worked example of the specification.
+#[derive(Debug, Parser)]
+#[command(name = "herd", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Plan(plan_cmd::PlanArgs),
+}
+
+/// How a command ended, mapped to the process exit code in `main` and nowhere else.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Everything worked.
+    Success,
+    /// Some input was refused (the errors were printed); exit code 1.
+    InvalidInput,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(args) => plan_cmd::run(args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::InvalidInput) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("herd: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
