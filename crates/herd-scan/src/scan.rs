@@ -1,0 +1,219 @@
+//! Scanning one buffer: its own bytes, then the members of any container in it, recursively,
+//! within limits. The result is data (`Report`): detections, notes about what was not
+//! scanned and why, and an error if verification gave up.
+
+use std::sync::Arc;
+
+use crate::archive::{self, InflateError};
+use crate::engine::{Engine, MatchOptions, Scratch};
+use crate::error::{ArchivePath, ScanError};
+
+/// The name reported for a member whose compression ratio exceeds the limit. Zip bombs are
+/// hostile by construction, so they are a detection, not a silent skip.
+pub const BOMB_NAME: &str = "Herd.Heuristic.ArchiveBomb";
+
+/// Limits on what container scanning may do, per scanned top-level buffer. The defaults follow
+/// clamscan's (`--max-recursion 17`, `--max-files 10000`, `--max-scansize 400M`,
+/// `--max-filesize 100M`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Containers nested deeper than this are not opened (the top level is depth 0).
+    pub max_depth: u32,
+    /// Members extracted in total.
+    pub max_files: u32,
+    /// Bytes extracted in total.
+    pub max_total: u64,
+    /// Bytes of one extracted member.
+    pub max_member: u64,
+    /// Largest output/input ratio of a compressed member…
+    pub max_ratio: u64,
+    /// …once its output is above this many bytes.
+    pub ratio_floor: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 16,
+            max_files: 10_000,
+            max_total: 400 << 20,
+            max_member: 100 << 20,
+            max_ratio: 100,
+            ratio_floor: 1 << 20,
+        }
+    }
+}
+
+/// A signature found, and where inside containers (empty path: the buffer itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    pub name: Arc<str>,
+    pub path: ArchivePath,
+}
+
+/// Something not scanned, and why. Not an error: the rest of the buffer was scanned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub path: ArchivePath,
+    pub kind: NoteKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoteKind {
+    DepthLimit,
+    FileCountLimit,
+    TotalSizeLimit,
+    MemberTooLarge,
+    Archive(archive::Problem),
+    CorruptMember(String),
+}
+
+impl std::fmt::Display for NoteKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoteKind::DepthLimit => {
+                f.write_str("archive nesting limit reached; deeper members not scanned")
+            }
+            NoteKind::FileCountLimit => {
+                f.write_str("archive member count limit reached; the rest not scanned")
+            }
+            NoteKind::TotalSizeLimit => {
+                f.write_str("archive total size limit reached; the rest not scanned")
+            }
+            NoteKind::MemberTooLarge => {
+                f.write_str("archive member larger than the limit; not scanned")
+            }
+            NoteKind::Archive(p) => p.fmt(f),
+            NoteKind::CorruptMember(why) => write!(f, "corrupt member: {why}"),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub detections: Vec<Detection>,
+    pub notes: Vec<Note>,
+    pub error: Option<ScanError>,
+}
+
+/// An engine with the limits and options of one kind of scan.
+#[derive(Debug, Clone, Copy)]
+pub struct Scanner<'e> {
+    pub engine: &'e Engine,
+    pub limits: Limits,
+    pub options: MatchOptions,
+}
+
+struct Walk<'s> {
+    scratch: &'s mut Scratch,
+    report: Report,
+    files: u32,
+    total: u64,
+    /// Reusable output buffers, one per nesting level.
+    buffers: Vec<Vec<u8>>,
+    stop: bool,
+}
+
+impl Scanner<'_> {
+    /// Scans `data` and the containers in it.
+    pub fn scan(&self, data: &[u8], scratch: &mut Scratch) -> Report {
+        let mut walk = Walk {
+            scratch,
+            report: Report::default(),
+            files: 0,
+            total: 0,
+            buffers: Vec::new(),
+            stop: false,
+        };
+        let mut path = Vec::new();
+        self.scan_level(data, 0, &mut path, &mut walk);
+        walk.report
+    }
+
+    fn detect(&self, name: Arc<str>, path: &[String], walk: &mut Walk<'_>) {
+        walk.report.detections.push(Detection {
+            name,
+            path: ArchivePath(path.to_vec()),
+        });
+        if !self.options.all_matches {
+            walk.stop = true;
+        }
+    }
+
+    fn note(&self, kind: NoteKind, path: &[String], walk: &mut Walk<'_>) {
+        walk.report.notes.push(Note {
+            path: ArchivePath(path.to_vec()),
+            kind,
+        });
+    }
+
+    fn scan_level(&self, data: &[u8], depth: u32, path: &mut Vec<String>, walk: &mut Walk<'_>) {
+        match self.engine.match_bytes(data, walk.scratch, self.options) {
+            Ok(names) => {
+                for name in names {
+                    self.detect(name, path, walk);
+                }
+            }
+            Err(e) => {
+                walk.report.error = Some(e);
+                walk.stop = true;
+            }
+        }
+        if walk.stop {
+            return;
+        }
+        let Some(kind) = archive::detect(data) else {
+            return;
+        };
+        if depth >= self.limits.max_depth {
+            self.note(NoteKind::DepthLimit, path, walk);
+            return;
+        }
+        for entry in archive::members(kind, data) {
+            let member = match entry {
+                Ok(m) => m,
+                Err((name, problem)) => {
+                    path.push(name);
+                    self.note(NoteKind::Archive(problem), path, walk);
+                    path.pop();
+                    continue;
+                }
+            };
+            if walk.files >= self.limits.max_files {
+                self.note(NoteKind::FileCountLimit, path, walk);
+                return;
+            }
+            walk.files += 1;
+            path.push(member.name);
+            let remaining = self.limits.max_total.saturating_sub(walk.total);
+            let limit = remaining.min(self.limits.max_member);
+            let mut buf = walk.buffers.pop().unwrap_or_default();
+            match archive::inflate(
+                member.content,
+                limit,
+                self.limits.max_ratio,
+                self.limits.ratio_floor,
+                &mut buf,
+            ) {
+                Ok(()) => {
+                    walk.total += buf.len() as u64;
+                    self.scan_level(&buf, depth + 1, path, walk);
+                }
+                Err(InflateError::Bomb { .. }) => self.detect(Arc::from(BOMB_NAME), path, walk),
+                Err(InflateError::TooLarge) if remaining <= self.limits.max_member => {
+                    self.note(NoteKind::TotalSizeLimit, path, walk);
+                    walk.stop = true;
+                }
+                Err(InflateError::TooLarge) => self.note(NoteKind::MemberTooLarge, path, walk),
+                Err(InflateError::Corrupt(why)) => {
+                    self.note(NoteKind::CorruptMember(why), path, walk)
+                }
+            }
+            walk.buffers.push(buf);
+            path.pop();
+            if walk.stop {
+                return;
+            }
+        }
+    }
+}

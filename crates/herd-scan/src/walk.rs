@@ -1,0 +1,233 @@
+//! The edge of the engine that touches the file system: walking scan roots and reading files.
+//!
+//! Symlink policy (clamscan's default): a root given by the caller is followed if it is a
+//! symlink, but symlinks met while walking are reported and never followed, so a walk cannot
+//! leave its roots or loop through links. Directories are also remembered by device and inode,
+//! so bind-mount loops end too. Entries are visited in name order, for stable output.
+
+use std::collections::HashSet;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// What the walk found.
+#[derive(Debug)]
+pub enum Event {
+    /// A regular file to scan, with its size at the time of the walk.
+    File {
+        path: PathBuf,
+        size: u64,
+    },
+    /// A directory entered.
+    Dir(PathBuf),
+    /// A symlink inside a root, not followed.
+    Symlink(PathBuf),
+    /// A directory not entered because it was already visited (a loop) or because the walk is
+    /// not recursive.
+    SkippedDir(PathBuf),
+    /// A FIFO, socket or device: never opened, as reading one can block or never end.
+    Special(PathBuf),
+    Error {
+        path: PathBuf,
+        error: io::Error,
+    },
+}
+
+/// Walks `root`, calling `visit` for everything found.
+pub fn walk(root: &Path, recursive: bool, visit: &mut dyn FnMut(Event)) {
+    let meta = match std::fs::metadata(root) {
+        Ok(m) => m,
+        Err(error) => {
+            return visit(Event::Error {
+                path: root.to_owned(),
+                error,
+            });
+        }
+    };
+    let mut seen = HashSet::new();
+    if meta.is_dir() {
+        walk_dir(root, &meta, recursive, true, &mut seen, visit);
+    } else {
+        visit_entry(root.to_owned(), &meta, recursive, &mut seen, visit);
+    }
+}
+
+fn visit_entry(
+    path: PathBuf,
+    meta: &Metadata,
+    recursive: bool,
+    seen: &mut HashSet<(u64, u64)>,
+    visit: &mut dyn FnMut(Event),
+) {
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        visit(Event::Symlink(path));
+    } else if ft.is_dir() {
+        walk_dir(&path, meta, recursive, false, seen, visit);
+    } else if ft.is_file() {
+        visit(Event::File {
+            path,
+            size: meta.len(),
+        });
+    } else {
+        visit(Event::Special(path));
+    }
+}
+
+fn walk_dir(
+    dir: &Path,
+    meta: &Metadata,
+    recursive: bool,
+    is_root: bool,
+    seen: &mut HashSet<(u64, u64)>,
+    visit: &mut dyn FnMut(Event),
+) {
+    if (!recursive && !is_root) || !seen.insert((meta.dev(), meta.ino())) {
+        return visit(Event::SkippedDir(dir.to_owned()));
+    }
+    visit(Event::Dir(dir.to_owned()));
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(error) => {
+            return visit(Event::Error {
+                path: dir.to_owned(),
+                error,
+            });
+        }
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) => paths.push(e.path()),
+            Err(error) => visit(Event::Error {
+                path: dir.to_owned(),
+                error,
+            }),
+        }
+    }
+    paths.sort();
+    for path in paths {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) => visit_entry(path, &m, recursive, seen, visit),
+            Err(error) => visit(Event::Error { path, error }),
+        }
+    }
+}
+
+/// What `read_file` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The whole file is in the buffer.
+    Read,
+    /// The file is larger than the limit; the buffer holds nothing useful.
+    TooLarge,
+    /// The path is no longer a regular file (replaced since the walk).
+    NotRegular,
+}
+
+/// Reads a regular file into `buf` (cleared first), refusing symlinks and anything that is
+/// not a regular file at open time, and files over `max` bytes.
+pub fn read_file(path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
+    buf.clear();
+    // O_NOFOLLOW: the path was a regular file when walked; if it has been swapped for a
+    // symlink since, do not follow it out of the roots. O_NONBLOCK: if it has been swapped
+    // for a FIFO, do not hang in open().
+    let file = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(ReadOutcome::NotRegular),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(ReadOutcome::NotRegular);
+    }
+    if meta.len() > max {
+        return Ok(ReadOutcome::TooLarge);
+    }
+    buf.reserve(meta.len() as usize);
+    let n = file.take(max + 1).read_to_end(buf)?;
+    if n as u64 > max {
+        buf.clear();
+        return Ok(ReadOutcome::TooLarge);
+    }
+    Ok(ReadOutcome::Read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(root: &Path, recursive: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(root, recursive, &mut |e| {
+            let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+            out.push(match e {
+                Event::File { path, size } => format!("file {} {size}", rel(&path)),
+                Event::Dir(p) => format!("dir {}", rel(&p)),
+                Event::Symlink(p) => format!("symlink {}", rel(&p)),
+                Event::SkippedDir(p) => format!("skipped {}", rel(&p)),
+                Event::Special(p) => format!("special {}", rel(&p)),
+                Event::Error { path, error } => format!("error {} {:?}", rel(&path), error.kind()),
+            });
+        });
+        out
+    }
+
+    #[test]
+    fn symlinks_are_not_followed_and_loops_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), b"12345").unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("a/b/loop")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("a/out")).unwrap();
+        std::os::unix::fs::symlink("self", root.join("self")).unwrap();
+        assert_eq!(
+            events(root, true),
+            [
+                "dir ",
+                "dir a",
+                "dir a/b",
+                "file a/b/f 5",
+                "symlink a/b/loop",
+                "symlink a/out",
+                "symlink self"
+            ]
+        );
+        assert_eq!(events(root, false), ["dir ", "skipped a", "symlink self"]);
+        // A root given as a symlink is followed, like clamscan does with command-line paths.
+        assert_eq!(
+            events(&root.join("a/b/loop"), true)[..3],
+            ["dir ", "dir b", "file b/f 5"]
+        );
+        // A self-referencing root is an error, not a hang.
+        assert_eq!(events(&root.join("self"), true), ["error  FilesystemLoop"]);
+    }
+
+    #[test]
+    fn read_file_limits_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"hello").unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_file(&f, 5, &mut buf).unwrap(), ReadOutcome::Read);
+        assert_eq!(buf, b"hello");
+        assert_eq!(read_file(&f, 4, &mut buf).unwrap(), ReadOutcome::TooLarge);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert_eq!(
+            read_file(&link, 5, &mut buf).unwrap(),
+            ReadOutcome::NotRegular
+        );
+        assert_eq!(
+            read_file(dir.path(), 5, &mut buf).unwrap(),
+            ReadOutcome::NotRegular
+        );
+        assert!(read_file(&dir.path().join("missing"), 5, &mut buf).is_err());
+    }
+}
