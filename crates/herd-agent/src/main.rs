@@ -1,0 +1,46 @@
+//! `herd-agent`, the program on each terminal: a thin dispatcher to one module per command.
+//! For now `scan` and `quarantine`; enrolment, check-in and plan execution arrive with the
+//! agent issue. The exit code is decided here, in one place, from what each command returns.
+
+mod quarantine;
+mod scan;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The Herd agent: keeps this terminal's antivirus product covering every dangerous threat.
+#[derive(Debug, Parser)]
+#[command(name = "herd-agent", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Scan files and directories with ClamAV-format signatures (clamscan-compatible output).
+    Scan(scan::ScanArgs),
+    /// List, restore or delete files moved into quarantine by `scan --quarantine`.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCommand),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        None => {
+            eprintln!("herd-agent: nothing to do; see `herd-agent --help`");
+            return ExitCode::from(2);
+        }
+        Some(Command::Scan(args)) => scan::run(&args),
+        Some(Command::Quarantine(command)) => quarantine::run(&command).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("herd-agent: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The quarantine store and `herd-agent quarantine list|restore|delete`.
+//!
+//! A quarantined file is stored as `ID.bin`, its bytes XOR-ed with a SHA-256 keystream derived
+//! from the ID, so it can neither run nor match a signature where it lies (not a secrecy
+//! measure: the key is the ID), plus `ID.json` with what restoring needs: the original path,
+//! owner, mode and modification time, the signatures and the SHA-256 of the original bytes.
+//! Both are written to temporary names, synced and renamed before the original is removed, so
+//! a crash leaves either the original or a complete quarantine entry.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Where quarantine lives unless `--dir` says otherwise.
+const DEFAULT_DIR: &str = "/var/lib/herd/quarantine";
+
+#[derive(Debug, clap::Args)]
+pub struct DirArg {
+    /// The quarantine directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantined files.
+    List {
+        #[command(flatten)]
+        dir: DirArg,
+        /// One JSON object per entry.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a quarantined file back (its original path, or `--to`), with its owner, mode and time.
+    Restore {
+        id: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Restore to this path instead of the original one.
+        #[arg(long, value_name = "PATH")]
+        to: Option<PathBuf>,
+    },
+    /// Delete a quarantined file for good.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+pub fn run(command: &QuarantineCommand) -> Result<()> {
+    match command {
+        QuarantineCommand::List { dir, json } => {
+            let store = Store::open(&dir.dir)?;
+            for meta in store.list()? {
+                if *json {
+                    println!("{}", serde_json::to_string(&meta)?);
+                } else {
+                    println!(
+                        "{}  {}  {}  {}",
+                        meta.id,
+                        meta.quarantined_unix,
+                        meta.signatures.join(","),
+                        meta.original_path().display()
+                    );
+                }
+            }
+        }
+        QuarantineCommand::Restore { id, dir, to } => {
+            let path = Store::open(&dir.dir)?.restore(id, to.as_deref())?;
+            println!("{id}: restored to {}", path.display());
+        }
+        QuarantineCommand::Delete { id, dir } => {
+            Store::open(&dir.dir)?.delete(id)?;
+            println!("{id}: deleted");
+        }
+    }
+    Ok(())
+}
+
+/// What `ID.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    pub id: String,
+    /// The original path as raw bytes in hex (paths need not be UTF-8)…
+    pub original_path_hex: String,
+    /// …and for people, lossily decoded.
+    pub original_path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub mtime_unix: i64,
+    pub quarantined_unix: u64,
+    pub signatures: Vec<String>,
+}
+
+impl Meta {
+    fn original_path(&self) -> PathBuf {
+        PathBuf::from(std::ffi::OsString::from_vec(
+            decode_hex(&self.original_path_hex).unwrap_or_default(),
+        ))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .collect()
+}
+
+/// XORs `data` with the keystream of `id`; applying it twice restores the data.
+fn neutralise(id: &str, data: &mut [u8]) {
+    for (block, chunk) in data.chunks_mut(32).enumerate() {
+        let key = Sha256::new()
+            .chain_update(id.as_bytes())
+            .chain_update((block as u64).to_le_bytes())
+            .finalize();
+        for (b, k) in chunk.iter_mut().zip(key) {
+            *b ^= k;
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Writes `bytes` to `path` via a synced temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store> {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("quarantine directory {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        Ok(Store {
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn paths(&self, id: &str) -> Result<(PathBuf, PathBuf)> {
+        if !valid_id(id) {
+            bail!("{id:?} is not a quarantine id (32 hex digits)");
+        }
+        Ok((
+            self.dir.join(format!("{id}.bin")),
+            self.dir.join(format!("{id}.json")),
+        ))
+    }
+
+    /// Moves `path`, whose scanned content is `content`, into quarantine; returns the new id.
+    pub fn put(&self, path: &Path, content: &[u8], signatures: &[Arc<str>]) -> Result<String> {
+        let meta = fs::symlink_metadata(path).with_context(|| format!("{}", path.display()))?;
+        if !meta.is_file() || meta.len() != content.len() as u64 {
+            bail!(
+                "{} changed since it was scanned; not quarantined",
+                path.display()
+            );
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        let digest = Sha256::digest(content);
+        let id_source = Sha256::new()
+            .chain_update(digest)
+            .chain_update(path.as_os_str().as_bytes())
+            .chain_update(now.as_nanos().to_le_bytes())
+            .chain_update(std::process::id().to_le_bytes())
+            .finalize();
+        let id = hex(&id_source[..16]);
+        let (bin, json) = self.paths(&id)?;
+        let record = Meta {
+            id: id.clone(),
+            original_path_hex: hex(path.as_os_str().as_bytes()),
+            original_path: path.display().to_string(),
+            size: content.len() as u64,
+            sha256: hex(&digest),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode() & 0o7777,
+            mtime_unix: meta.mtime(),
+            quarantined_unix: now.as_secs(),
+            signatures: signatures.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut neutral = content.to_vec();
+        neutralise(&id, &mut neutral);
+        write_atomic(&bin, &neutral)?;
+        write_atomic(&json, &serde_json::to_vec_pretty(&record)?)?;
+        File::open(&self.dir).and_then(|d| d.sync_all())?;
+        if let Err(e) = fs::remove_file(path) {
+            // Leave no half entry: the file stays where it was and the caller reports it.
+            let _ = fs::remove_file(&bin);
+            let _ = fs::remove_file(&json);
+            return Err(e).with_context(|| format!("removing {}", path.display()));
+        }
+        Ok(id)
+    }
+
+    pub fn list(&self) -> Result<Vec<Meta>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let meta: Meta = serde_json::from_slice(&fs::read(&path)?)
+                    .with_context(|| format!("{}", path.display()))?;
+                out.push(meta);
+            }
+        }
+        out.sort_by(|a, b| (a.quarantined_unix, &a.id).cmp(&(b.quarantined_unix, &b.id)));
+        Ok(out)
+    }
+
+    fn meta(&self, id: &str) -> Result<Meta> {
+        let (_, json) = self.paths(id)?;
+        let bytes = fs::read(&json).with_context(|| format!("no quarantine entry {id}"))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Restores entry `id` to `to` or its original path; refuses to overwrite anything.
+    pub fn restore(&self, id: &str, to: Option<&Path>) -> Result<PathBuf> {
+        let meta = self.meta(id)?;
+        let (bin, json) = self.paths(id)?;
+        let mut data = fs::read(&bin)?;
+        neutralise(id, &mut data);
+        if hex(&Sha256::digest(&data)) != meta.sha256 {
+            bail!("quarantine entry {id} is corrupt (SHA-256 differs); not restored");
+        }
+        let target = to
+            .map(Path::to_owned)
+            .unwrap_or_else(|| meta.original_path());
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&target)
+            .with_context(|| format!("restoring to {}", target.display()))?;
+        f.write_all(&data)?;
+        f.set_permissions(fs::Permissions::from_mode(meta.mode))?;
+        let mtime = UNIX_EPOCH + Duration::from_secs(meta.mtime_unix.max(0) as u64);
+        f.set_modified(mtime)?;
+        f.sync_all()?;
+        // Ownership can only be given away by root; as anyone else the file stays theirs.
+        if let Err(e) = std::os::unix::fs::fchown(&f, Some(meta.uid), Some(meta.gid))
+            && e.kind() != std::io::ErrorKind::PermissionDenied
+        {
+            return Err(e.into());
+        }
+        fs::remove_file(&bin)?;
+        fs::remove_file(&json)?;
+        Ok(target)
+    }
+
+    pub fn delete(&self, id: &str) -> Result<()> {
+        self.meta(id)?;
+        let (bin, json) = self.paths(id)?;
+        fs::remove_file(bin)?;
+        fs::remove_file(json)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_list_restore_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q")).unwrap();
+        let file = dir.path().join("evil.com");
+        fs::write(&file, herd_scan::EICAR).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o751)).unwrap();
+        let id = store
+            .put(&file, herd_scan::EICAR, &[Arc::from("Eicar")])
+            .unwrap();
+        assert!(!file.exists());
+        let stored = fs::read(dir.path().join(format!("q/{id}.bin"))).unwrap();
+        assert_eq!(stored.len(), 68);
+        assert!(!stored.windows(5).any(|w| w == b"EICAR"), "neutralised");
+        let list = store.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].signatures, ["Eicar"]);
+        assert_eq!(list[0].original_path(), file);
+        assert_eq!(store.restore(&id, None).unwrap(), file);
+        assert_eq!(fs::read(&file).unwrap(), herd_scan::EICAR);
+        assert_eq!(fs::metadata(&file).unwrap().mode() & 0o7777, 0o751);
+        assert!(store.list().unwrap().is_empty());
+
+        let id = store
+            .put(&file, herd_scan::EICAR, &[Arc::from("Eicar")])
+            .unwrap();
+        fs::write(&file, b"new file in the way").unwrap();
+        assert!(store.restore(&id, None).is_err(), "never overwrites");
+        store.delete(&id).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert!(store.delete(&id).is_err());
+        assert!(store.delete("../../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn changed_files_are_not_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q")).unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"longer than scanned").unwrap();
+        assert!(store.put(&file, b"short", &[]).is_err());
+        assert!(file.exists());
+    }
+}

@@ -1,0 +1,442 @@
+//! `herd-agent scan`: loads ClamAV-format databases, walks the given paths and prints results
+//! the way `clamscan` does, so scripts written for clamscan keep working.
+//!
+//! Output, matching clamscan 1.4 without `--infected`: `PATH: NAME FOUND` per detection (the
+//! first one, or all with `--allmatch`), `PATH: OK` for clean files, `PATH: Empty file`,
+//! `PATH: Symbolic link` for links met inside directories (never followed), then the
+//! `SCAN SUMMARY` block. With `-i` only detections are printed. Differences, on purpose: names
+//! carry no `.UNOFFICIAL` suffix; an unreadable file prints `PATH: REASON ERROR` (clamd's
+//! form) on stdout; files over `--max-filesize` print `PATH: Skipped (larger than …)` instead
+//! of clamscan's silent `OK`; archive limits print `WARNING:` lines on stderr.
+//! Exit code: 1 if anything was found, else 2 if any error occurred, else 0 (as clamscan).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use herd_scan::walk::{self, Event, ReadOutcome};
+use herd_scan::{Database, Engine, Limits, MatchOptions, Scanner, Scratch};
+use serde_json::json;
+
+use crate::quarantine;
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// A signature database file (.hdb, .hsb, .ndb, .ldb) or a directory of them; repeatable.
+    #[arg(short = 'd', long = "database", value_name = "PATH")]
+    databases: Vec<PathBuf>,
+    /// Files and directories to scan.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Print one JSON object per file and a summary object instead of clamscan's text.
+    #[arg(long)]
+    json: bool,
+    /// Scan directories recursively (the default; accepted for clamscan compatibility).
+    #[arg(short = 'r', long, overrides_with = "no_recursive")]
+    recursive: bool,
+    /// Scan only the files directly inside the given directories.
+    #[arg(long)]
+    no_recursive: bool,
+    /// Print only infected files.
+    #[arg(short = 'i', long)]
+    infected: bool,
+    /// Report every matching signature, not just the first.
+    #[arg(short = 'z', long)]
+    allmatch: bool,
+    /// Do not print the summary block.
+    #[arg(long)]
+    no_summary: bool,
+    /// Files larger than this are skipped (suffixes K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "100M", value_parser = parse_size)]
+    max_filesize: u64,
+    /// Load the good lines of databases with bad lines instead of refusing to scan.
+    #[arg(long)]
+    allow_bad_signatures: bool,
+    /// Move infected files into this quarantine directory, neutralised.
+    #[arg(long, value_name = "DIR")]
+    quarantine: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
+        _ => (s, ' '),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 100M"))?;
+    let scale = match unit {
+        ' ' => 1,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        _ => return Err(format!("unknown size unit in {s:?} (K, M or G)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Database file types clamscan knows that this engine does not load: refused loudly when found
+/// in a database directory, rather than skipped.
+const UNSUPPORTED_DB_TYPES: &[&str] = &[
+    "cvd", "cld", "cud", "hdu", "hsu", "mdb", "msb", "mdu", "msu", "ndu", "ldu", "idb", "fp",
+    "sfp", "ign", "ign2", "cdb", "cbc", "pdb", "gdb", "wdb", "ftm", "crb", "yar", "yara", "pwdb",
+];
+
+/// Loads every database named on the command line; returns the database and the errors.
+fn load_databases(paths: &[PathBuf]) -> Result<(Database, Vec<String>)> {
+    let mut db = Database::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("database {}", path.display()))?;
+        let files = if meta.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("database directory {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let ext = p
+                        .extension()
+                        .and_then(|e| e.to_str())
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
+                    matches!(ext.as_str(), "hdb" | "hsb" | "ndb" | "ldb")
+                        || UNSUPPORTED_DB_TYPES.contains(&ext.as_str())
+                })
+                .collect();
+            files.sort();
+            files
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            let content =
+                std::fs::read(&file).with_context(|| format!("database {}", file.display()))?;
+            let name = file.display().to_string();
+            errors.extend(db.load(&name, &content).iter().map(ToString::to_string));
+        }
+    }
+    Ok((db, errors))
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    dirs: u64,
+    files: u64,
+    infected: u64,
+    errors: u64,
+    bytes: u64,
+}
+
+/// Everything the printer needs; text and JSON output are two views of it.
+struct Printer {
+    json: bool,
+    infected_only: bool,
+    progress: Option<Progress>,
+}
+
+struct Progress {
+    last: Instant,
+    shown: bool,
+}
+
+impl Printer {
+    fn line(&mut self, path: &Path, status: &str, text: &str, extra: serde_json::Value) {
+        if self.infected_only && status != "found" {
+            return;
+        }
+        self.clear_progress();
+        let mut out = std::io::stdout().lock();
+        let result = if self.json {
+            let mut obj = json!({ "path": path.display().to_string(), "status": status });
+            if let (Some(o), serde_json::Value::Object(e)) = (obj.as_object_mut(), extra) {
+                o.extend(e);
+            }
+            writeln!(out, "{obj}")
+        } else {
+            writeln!(out, "{}: {text}", path.display())
+        };
+        // A closed stdout (e.g. `| head`) ends the output, not the scan's exit code.
+        drop(result);
+    }
+
+    fn warn(&mut self, text: &str) {
+        self.clear_progress();
+        eprintln!("WARNING: {text}");
+    }
+
+    fn clear_progress(&mut self) {
+        if let Some(p) = &mut self.progress
+            && p.shown
+        {
+            eprint!("\r\x1b[K");
+            p.shown = false;
+        }
+    }
+
+    fn tick(&mut self, totals: &Totals) {
+        if let Some(p) = &mut self.progress
+            && p.last.elapsed() >= Duration::from_millis(200)
+        {
+            eprint!(
+                "\r\x1b[Kscanning: {} files, {:.1} MB",
+                totals.files,
+                totals.bytes as f64 / 1e6
+            );
+            p.last = Instant::now();
+            p.shown = true;
+        }
+    }
+}
+
+pub fn run(args: &ScanArgs) -> Result<u8> {
+    if args.databases.is_empty() {
+        bail!(
+            "no signature database given: pass -d/--database PATH (a .hdb, .hsb, .ndb or .ldb file, \
+             or a directory of them). Using the active product's definitions by default arrives \
+             with the enrolled agent."
+        );
+    }
+    let started = Instant::now();
+    let (db, errors) = load_databases(&args.databases)?;
+    for e in &errors {
+        eprintln!("ERROR: {e}");
+    }
+    if !errors.is_empty() && !args.allow_bad_signatures {
+        bail!(
+            "{} bad or unsupported signature line(s); fix them or pass --allow-bad-signatures to load the rest",
+            errors.len()
+        );
+    }
+    let engine = Engine::new(&db);
+    drop(db);
+    let load_time = started.elapsed();
+    let quarantine = match &args.quarantine {
+        Some(dir) => Some(quarantine::Store::open(dir)?),
+        None => None,
+    };
+
+    let scanner = Scanner {
+        engine: &engine,
+        limits: Limits {
+            max_member: args.max_filesize,
+            ..Limits::default()
+        },
+        options: MatchOptions {
+            all_matches: args.allmatch,
+            ..MatchOptions::default()
+        },
+    };
+    let mut printer = Printer {
+        json: args.json,
+        infected_only: args.infected,
+        progress: (!args.json && std::io::stderr().is_terminal()).then(|| Progress {
+            last: Instant::now(),
+            shown: false,
+        }),
+    };
+    let mut totals = Totals::default();
+    let mut scratch = Scratch::default();
+    let mut buf = Vec::new();
+    let recursive = !args.no_recursive;
+    for root in &args.paths {
+        walk::walk(root, recursive, &mut |event| match event {
+            Event::Dir(_) => totals.dirs += 1,
+            Event::SkippedDir(_) => {}
+            Event::Symlink(path) => printer.line(&path, "symlink", "Symbolic link", json!({})),
+            Event::Special(path) => {
+                if path == *root {
+                    totals.errors += 1;
+                    printer.warn(&format!("{}: Not supported file type", path.display()));
+                }
+            }
+            Event::Error { path, error } => {
+                totals.errors += 1;
+                printer.line(
+                    &path,
+                    "error",
+                    &format!("{error} ERROR"),
+                    json!({ "error": error.to_string() }),
+                );
+            }
+            Event::File { path, .. } => {
+                scan_file(
+                    &path,
+                    args,
+                    &scanner,
+                    &mut scratch,
+                    &mut buf,
+                    &mut totals,
+                    &mut printer,
+                    quarantine.as_ref(),
+                );
+                printer.tick(&totals);
+            }
+        });
+    }
+    printer.clear_progress();
+
+    if !args.no_summary {
+        let elapsed = started.elapsed();
+        let mb = totals.bytes as f64 / (1024.0 * 1024.0);
+        if args.json {
+            println!(
+                "{}",
+                json!({ "summary": {
+                    "known_signatures": engine.signature_count(),
+                    "scanned_directories": totals.dirs,
+                    "scanned_files": totals.files,
+                    "infected_files": totals.infected,
+                    "errors": totals.errors,
+                    "data_scanned_bytes": totals.bytes,
+                    "database_load_seconds": load_time.as_secs_f64(),
+                    "seconds": elapsed.as_secs_f64(),
+                }})
+            );
+        } else {
+            println!("\n----------- SCAN SUMMARY -----------");
+            println!("Known viruses: {}", engine.signature_count());
+            println!("Engine version: herd-scan {}", env!("CARGO_PKG_VERSION"));
+            println!("Scanned directories: {}", totals.dirs);
+            println!("Scanned files: {}", totals.files);
+            println!("Infected files: {}", totals.infected);
+            if totals.errors > 0 {
+                println!("Total errors: {}", totals.errors);
+            }
+            println!("Data scanned: {mb:.2} MB");
+            println!("Database load time: {:.3} sec", load_time.as_secs_f64());
+            let secs = elapsed.as_secs_f64();
+            println!(
+                "Time: {secs:.3} sec ({} m {} s)",
+                elapsed.as_secs() / 60,
+                elapsed.as_secs() % 60
+            );
+        }
+    }
+    Ok(if totals.infected > 0 {
+        1
+    } else if totals.errors > 0 {
+        2
+    } else {
+        0
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
+fn scan_file(
+    path: &Path,
+    args: &ScanArgs,
+    scanner: &Scanner<'_>,
+    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+    totals: &mut Totals,
+    printer: &mut Printer,
+    quarantine: Option<&quarantine::Store>,
+) {
+    match walk::read_file(path, args.max_filesize, buf) {
+        Err(error) => {
+            totals.errors += 1;
+            printer.line(
+                path,
+                "error",
+                &format!("{error} ERROR"),
+                json!({ "error": error.to_string() }),
+            );
+            return;
+        }
+        Ok(ReadOutcome::NotRegular) => return,
+        Ok(ReadOutcome::TooLarge) => {
+            let text = format!(
+                "Skipped (larger than --max-filesize {} bytes)",
+                args.max_filesize
+            );
+            printer.line(path, "skipped", &text, json!({ "reason": "max-filesize" }));
+            return;
+        }
+        Ok(ReadOutcome::Read) => {}
+    }
+    if buf.is_empty() {
+        printer.line(path, "empty", "Empty file", json!({}));
+        return;
+    }
+    totals.files += 1;
+    totals.bytes += buf.len() as u64;
+    let report = scanner.scan(buf, scratch);
+    for note in &report.notes {
+        printer.warn(&format!("{}: {}: {}", path.display(), note.path, note.kind));
+    }
+    let detections: Vec<serde_json::Value> = report
+        .detections
+        .iter()
+        .map(|d| json!({ "signature": &*d.name, "member": d.path.to_string() }))
+        .collect();
+    if let Some(error) = &report.error {
+        totals.errors += 1;
+        printer.line(
+            path,
+            "error",
+            &format!("{error} ERROR"),
+            json!({ "error": error.to_string() }),
+        );
+    }
+    if report.detections.is_empty() {
+        if report.error.is_none() {
+            printer.line(path, "ok", "OK", json!({}));
+        }
+        return;
+    }
+    totals.infected += 1;
+    let mut quarantined = None;
+    if let Some(store) = quarantine {
+        let names: Vec<Arc<str>> = report.detections.iter().map(|d| d.name.clone()).collect();
+        match store.put(path, buf, &names) {
+            Ok(id) => quarantined = Some(id),
+            Err(error) => {
+                totals.errors += 1;
+                let text = format!("quarantine failed: {error:#} ERROR");
+                printer.line(
+                    path,
+                    "error",
+                    &text,
+                    json!({ "error": format!("{error:#}") }),
+                );
+            }
+        }
+    }
+    if printer.json {
+        printer.line(
+            path,
+            "found",
+            "",
+            json!({ "detections": detections, "quarantined": quarantined }),
+        );
+        return;
+    }
+    for d in &report.detections {
+        printer.line(path, "found", &format!("{} FOUND", d.name), json!({}));
+    }
+    if let Some(id) = quarantined {
+        printer.line(
+            path,
+            "found",
+            &format!("moved to quarantine as {id}"),
+            json!({}),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("7"), Ok(7));
+        assert_eq!(parse_size("2k"), Ok(2048));
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("M").is_err());
+    }
+}
