@@ -82,8 +82,8 @@ const BLOCK: usize = 64;
 /// Coverage of one product, restricted to threats discovered by `now`.
 #[derive(Debug)]
 struct ProductCoverage {
-    /// Seqs from which threats are covered, ascending; `cumulative[k]` counts by danger the
-    /// threats covered from the first `k` of them.
+    /// The distinct seqs from which threats are covered, ascending; `cumulative[k]` counts by
+    /// danger the threats covered at the `k`-th of them (`cumulative[0]`: none).
     since_seqs: Vec<u64>,
     cumulative: Vec<[u32; 4]>,
     /// For each threat in required order, the seq it is covered from (`u64::MAX`: not covered).
@@ -160,14 +160,17 @@ impl Index {
                 .push((since, catalog.threat(c.threat).danger.index() as u8));
         }
         for (cov, mut pairs) in coverage.iter_mut().zip(covered_pairs) {
+            // One entry per distinct seq (a product has far fewer releases than threats), so
+            // that the binary search in `severity` stays within a few cache lines.
             pairs.sort_unstable();
-            cov.since_seqs = pairs.iter().map(|&(s, _)| s).collect();
-            cov.cumulative = Vec::with_capacity(pairs.len() + 1);
             let mut running = [0u32; 4];
             cov.cumulative.push(running);
-            for &(_, danger) in &pairs {
+            for (k, &(since, danger)) in pairs.iter().enumerate() {
                 running[danger as usize] += 1;
-                cov.cumulative.push(running);
+                if pairs.get(k + 1).is_none_or(|&(next, _)| next != since) {
+                    cov.since_seqs.push(since);
+                    cov.cumulative.push(running);
+                }
             }
             cov.block_max = cov
                 .since_in_order
@@ -271,6 +274,7 @@ impl Index {
             coverage: product.map(|p| &self.coverage[p.get()]),
             seq,
             at: 0,
+            remaining: self.severity(product, seq, min_danger).total() as usize,
         }
     }
 
@@ -295,19 +299,40 @@ impl Index {
     }
 }
 
-/// Iterates a gap without visiting every threat: blocks whose threats are all covered are skipped.
+/// Iterates a gap without visiting every threat: blocks whose threats are all covered are
+/// skipped, and iteration stops as soon as the gap's known size has been reached.
 #[derive(Debug, Clone)]
 pub struct GapIter<'i> {
     order: &'i [ThreatIdx],
     coverage: Option<&'i ProductCoverage>,
     seq: u64,
     at: usize,
+    /// Threats of the gap not yet returned (its size is known from the prefix counts).
+    remaining: usize,
 }
 
 impl Iterator for GapIter<'_> {
     type Item = ThreatIdx;
 
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+
     fn next(&mut self) -> Option<ThreatIdx> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let found = self.find_next();
+        debug_assert!(found.is_some(), "the prefix counts promised another threat");
+        self.remaining -= usize::from(found.is_some());
+        found
+    }
+}
+
+impl ExactSizeIterator for GapIter<'_> {}
+
+impl GapIter<'_> {
+    fn find_next(&mut self) -> Option<ThreatIdx> {
         let Some(cov) = self.coverage else {
             let t = self.order.get(self.at).copied();
             self.at += 1;

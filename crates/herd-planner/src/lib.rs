@@ -86,11 +86,12 @@ struct DecisionKey {
     apply: Apply,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Uninstall scripts depend on the installed version too; it is matched within the entry so
+/// that looking a script up never allocates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct UninstallKey {
     product: ProductIdx,
     seq: u64,
-    version: String,
     platform: Option<PlatformIdx>,
     format: PackageFormat,
 }
@@ -102,7 +103,7 @@ pub struct Planner<'c> {
     index: Index,
     decisions: FxHashMap<DecisionKey, Arc<Decision>>,
     install_scripts: FxHashMap<(ReleaseIdx, usize), Arc<str>>,
-    uninstall_scripts: FxHashMap<UninstallKey, Arc<str>>,
+    uninstall_scripts: FxHashMap<UninstallKey, Vec<(String, Arc<str>)>>,
 }
 
 impl<'c> Planner<'c> {
@@ -123,6 +124,11 @@ impl<'c> Planner<'c> {
 
     pub fn now(&self) -> Timestamp {
         self.index.now
+    }
+
+    /// How many distinct decisions have been made (and memoised) so far.
+    pub fn distinct_decisions(&self) -> usize {
+        self.decisions.len()
     }
 
     /// The track record of a product at `now` (SPEC §5 rule 8).
@@ -322,12 +328,17 @@ impl<'c> Planner<'c> {
         let key = UninstallKey {
             product: installed.product,
             seq: installed.seq,
-            version: installed.version.clone(),
             platform: terminal.hardware.platform_idx,
             format: installed.format,
         };
-        if let Some(script) = self.uninstall_scripts.get(&key) {
-            return Some(script.clone());
+        let known = self.uninstall_scripts.get(&key).and_then(|by_version| {
+            by_version
+                .iter()
+                .find(|(version, _)| *version == installed.version)
+                .map(|(_, script)| script.clone())
+        });
+        if known.is_some() {
+            return known;
         }
         // The package-manager name, ProductCode or hook come from the catalog's package of
         // the installed release; failing that, from the newest release with such a package.
@@ -360,7 +371,10 @@ impl<'c> Planner<'c> {
             pre_uninstall: package.and_then(|p| p.hooks.pre_uninstall.as_deref()),
         })
         .into();
-        self.uninstall_scripts.insert(key, script.clone());
+        self.uninstall_scripts
+            .entry(key)
+            .or_default()
+            .push((installed.version.clone(), script.clone()));
         Some(script)
     }
 
