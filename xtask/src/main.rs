@@ -10,7 +10,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Herd's project automation: benchmarks and checks")]
+#[command(
+    name = "cargo xtask",
+    about = "Herd's project automation: benchmarks and checks"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -56,5 +59,9 @@ pub fn median(mut samples: Vec<f64>) -> f64 {
     assert!(!samples.is_empty(), "median of no samples");
     samples.sort_by(f64::total_cmp);
     let mid = samples.len() / 2;
-    if samples.len() % 2 == 1 { samples[mid] } else { (samples[mid - 1] + samples[mid]) / 2.0 }
+    if samples.len() % 2 == 1 {
+        samples[mid]
+    } else {
+        (samples[mid - 1] + samples[mid]) / 2.0
+    }
 }

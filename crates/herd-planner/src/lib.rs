@@ -386,6 +386,12 @@ impl<'c> Planner<'c> {
             .map(move |t| catalog.threat(t))
     }
 
+    /// Plans one terminal and renders the plan, in one call.
+    pub fn plan_doc(&mut self, terminal: &Terminal) -> herd_proto::plan::PlanDoc {
+        let plan = self.plan(terminal);
+        self.render(&plan)
+    }
+
     /// Renders a plan as the wire document of SPEC §4.
     pub fn render(&self, plan: &Plan<'_>) -> herd_proto::plan::PlanDoc {
         render::plan_doc(self, plan)

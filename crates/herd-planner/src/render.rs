@@ -116,7 +116,7 @@ pub(crate) fn reason(planner: &Planner<'_>, f: &ReasonFacts<'_>) -> String {
                 )
             } else {
                 format!(
-                    "{from} covers every threat with danger {min} or above discovered by {today} ({required}); {policy}"
+                    "{from} covers all {required} threats with danger {min} or above discovered by {today}; {policy}"
                 )
             }
         }
@@ -167,7 +167,7 @@ pub(crate) fn reason(planner: &Planner<'_>, f: &ReasonFacts<'_>) -> String {
                     }
                     Apply::LatestSameVendor => "policy latest-same-vendor installs no other product".to_string(),
                     Apply::LatestAnyVendor => {
-                        "no release of any product for this platform would leave fewer uncovered; policy latest-any-vendor".to_string()
+                        "no product for this platform would leave a less severe gap; policy latest-any-vendor".to_string()
                     }
                 }
             };

@@ -90,8 +90,7 @@ pub fn run(args: PlanArgs) -> Result<Outcome> {
     let stdout = std::io::stdout().lock();
     let mut out = BufWriter::new(stdout);
     for terminal in &terminals {
-        let plan = planner.plan(terminal);
-        let doc = planner.render(&plan);
+        let doc = planner.plan_doc(terminal);
         if single_record && !args.lines {
             serde_json::to_writer_pretty(&mut out, &doc)?;
         } else {
