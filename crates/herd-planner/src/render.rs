@@ -116,7 +116,8 @@ pub(crate) fn reason(planner: &Planner<'_>, f: &ReasonFacts<'_>) -> String {
                 )
             } else {
                 format!(
-                    "{from} covers all {required} threats with danger {min} or above discovered by {today}; {policy}"
+                    "{from} covers all {required} {} with danger {min} or above discovered by {today}; {policy}",
+                    if required == 1 { "threat" } else { "threats" }
                 )
             }
         }

@@ -223,8 +223,10 @@ impl CatalogDoc {
             });
         }
 
-        // Releases and their packages.
+        // Releases and their packages. Each release of a product needs its own version: an
+        // `archive` release is unpacked into a directory named after it.
         let mut releases = Vec::with_capacity(self.releases.len());
+        let mut versions = HashMap::new();
         for (i, r) in self.releases.iter().enumerate() {
             let at = |field: &str| format!("$.releases[{i}].{field}");
             let product = product_by_id.get(r.product.as_str()).copied();
@@ -234,7 +236,16 @@ impl CatalogDoc {
                     format!("unknown product {:?} (not in $.products)", r.product),
                 );
             }
-            p.check(|| at("version"), check_version(&r.version));
+            if p.check(|| at("version"), check_version(&r.version))
+                .is_some()
+            {
+                if let Some(first) = versions.insert((r.product.as_str(), r.version.as_str()), i) {
+                    p.add(at("version"), format!(
+                        "product {:?} has version {:?} twice (also $.releases[{first}]); each release needs its own version",
+                        r.product, r.version
+                    ));
+                }
+            }
             if r.pattern.is_empty() {
                 p.add(at("pattern"), "the pattern name must not be empty");
             }

@@ -1,0 +1,205 @@
+//! `herd plan` as a user runs it: the shipped example, byte-identical output, exit codes,
+//! and clear errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn herd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("herd runs")
+}
+
+const NOW: &str = "2000-11-13T08:00:00+09:00";
+
+#[test]
+fn the_worked_example_switches_user_a_and_offers_user_b_vaccine_b() {
+    let out = herd(&[
+        "plan",
+        "--catalog",
+        "examples/seed/catalog.json",
+        "--terminal",
+        "examples/seed/terminals",
+        "--now",
+        NOW,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plans: Vec<serde_json::Value> = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(plans.len(), 4);
+    assert_eq!(plans[0]["terminal"], "45a");
+    assert_eq!(plans[0]["action"], "switch");
+    assert_eq!(plans[0]["to"]["product"], "vaccine-b");
+    assert_eq!(
+        plans[0]["reason"],
+        "vaccine-a 5.1 (a-1101) does not cover virus-a (high); vaccine-b 7.0 (b-1112) covers it since 2000-11-12; policy latest-any-vendor"
+    );
+    let kinds: Vec<&str> = plans[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["fetch", "install", "verify", "uninstall"]);
+    assert_eq!(plans[1]["action"], "exposed");
+    assert_eq!(plans[1]["alternatives"][0]["product"], "vaccine-b");
+
+    let again = herd(&[
+        "plan",
+        "--catalog",
+        "examples/seed/catalog.json",
+        "--terminal",
+        "examples/seed/terminals",
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(
+        out.stdout, again.stdout,
+        "the same inputs print the same bytes"
+    );
+}
+
+#[test]
+fn one_terminal_prints_one_indented_plan_with_keys_in_contract_order() {
+    let out = herd(&[
+        "plan",
+        "--catalog",
+        "examples/seed/catalog.json",
+        "--terminal",
+        "examples/seed/terminals/45a-user-a-phone.json",
+        "--now",
+        NOW,
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(
+            "{\n  \"terminal\": \"45a\",\n  \"action\": \"switch\",\n  \"uncovered_now\""
+        ),
+        "{text}"
+    );
+    let keys = [
+        "terminal",
+        "action",
+        "uncovered_now",
+        "uncovered_after",
+        "from",
+        "to",
+        "consent_required",
+        "not_before",
+        "steps",
+        "alternatives",
+        "reason",
+    ];
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            text.find(&format!("\n  \"{k}\""))
+                .unwrap_or_else(|| panic!("{k} missing"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "keys out of order"
+    );
+}
+
+#[test]
+fn a_bad_catalog_changes_nothing_and_says_where() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("examples/seed/catalog.json"))
+        .unwrap()
+        .replace("\"high\"", "\"severe\"");
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, text).unwrap();
+    let out = herd(&[
+        "plan",
+        "--catalog",
+        bad.to_str().unwrap(),
+        "--terminal",
+        "examples/seed/terminals",
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is planned from a refused catalog"
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("bad.json: $.threats[0].danger: unknown danger \"severe\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_terminal_is_reported_and_the_others_are_planned() {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("examples/seed/terminals")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(tmp.path().join("zz-broken.json"), "{\"id\": \"x\", \"hardware\": {\"kind\": \"pc\", \"platform\": \"pc\"}, \"policy\": {\"apply\": \"often\"}}").unwrap();
+    let out = herd(&[
+        "plan",
+        "--catalog",
+        "examples/seed/catalog.json",
+        "--terminal",
+        tmp.path().to_str().unwrap(),
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 4);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("zz-broken.json: $.policy.apply: unknown policy \"often\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 terminal record(s) refused; 4 planned"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_are_clear() {
+    let out = herd(&[
+        "plan",
+        "--catalog",
+        "no/such/file.json",
+        "--terminal",
+        "examples/seed/terminals",
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read no/such/file.json"));
+    let out = herd(&[
+        "plan",
+        "--catalog",
+        "examples/seed/catalog.json",
+        "--terminal",
+        "examples/seed/terminals",
+        "--now",
+        "yesterday",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an RFC 3339 time"));
+    let help = herd(&["plan", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("JSON lines"));
+}
