@@ -19,7 +19,7 @@ use herd_proto::catalog::{
 };
 use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc, TerminalDoc};
 
-use crate::{median, peak_rss_bytes};
+use crate::{median, peak_rss_bytes, rss_bytes};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -280,11 +280,13 @@ pub fn run(o: Options) -> Result<()> {
         catalog.coverage.len(),
         catalog.releases.len()
     );
+    let rss_before = rss_bytes();
     let now = Timestamp::from_unix_seconds(START + (o.releases as i64 * 7 - 3) * DAY + 12 * 3600);
 
     let mut samples = Vec::with_capacity(o.runs);
     let mut precompute = Vec::with_capacity(o.runs);
     let mut counts = [0usize; 4];
+    let mut rss_with_plans = None;
     for run in 0..o.runs {
         let t0 = Instant::now();
         let mut planner = Planner::new(&catalog, now);
@@ -292,19 +294,10 @@ pub fn run(o: Options) -> Result<()> {
         let plans: Vec<_> = terminals.iter().map(|t| planner.plan(t)).collect();
         let elapsed = t0.elapsed().as_secs_f64();
         let distinct = planner.distinct_decisions();
-        #[allow(unsafe_code)]
-        unsafe {
-            eprintln!(
-                "decide {} ms reason {} ms",
-                herd_planner::DECIDE_NS / 1000000,
-                herd_planner::REASON_NS / 1000000
-            );
-            herd_planner::DECIDE_NS = 0;
-            herd_planner::REASON_NS = 0;
-        }
         precompute.push((t1 - t0).as_secs_f64());
         samples.push(elapsed);
         if run == 0 {
+            rss_with_plans = rss_bytes();
             for plan in &plans {
                 counts[match plan.decision.action {
                     Action::None => 0,
@@ -376,9 +369,15 @@ pub fn run(o: Options) -> Result<()> {
         sample as f64 / render_seconds,
         bytes as f64 / sample as f64 / 1000.0
     );
-    if let Some(peak) = peak_rss_bytes() {
+    if let (Some(before), Some(with_plans), Some(peak)) =
+        (rss_before, rss_with_plans, peak_rss_bytes())
+    {
         println!(
-            "  peak resident memory (whole process, generation included): {:.0} MB",
+            "  resident memory: {:.0} MB with the validated catalog and fleet; {:.0} MB with the planner's tables and all {} plans too; \
+             process peak {:.0} MB (data generation included)",
+            before as f64 / 1e6,
+            with_plans as f64 / 1e6,
+            terminals.len(),
             peak as f64 / 1e6
         );
     }

@@ -62,7 +62,15 @@ pub struct Decision {
     pub install_script: Option<Arc<str>>,
     /// For `exposed`: candidates that would leave a smaller gap, best first.
     pub alternatives: Vec<Ranked>,
-    pub reason: Arc<str>,
+    /// What the reason sentence is made of; the sentence itself is written when the plan is
+    /// rendered ([`Planner::reason`]), so that planning a fleet formats no text.
+    pub apply: Apply,
+    pub has_platform: bool,
+    pub installed: Option<(ProductIdx, u64)>,
+    /// The same-product update candidate (rule 5), if any.
+    pub update: Option<Ranked>,
+    /// The release the plan installs, with its gap severity.
+    pub chosen: Option<Ranked>,
 }
 
 /// A terminal's plan. Serialise it with [`Planner::render`].
@@ -256,20 +264,6 @@ impl<'c> Planner<'c> {
             ),
         });
         let install_script = target.map(|t| self.install_script(t));
-        let reason = render::reason(
-            self,
-            &render::ReasonFacts {
-                apply: key.apply,
-                has_platform: key.platform.is_some(),
-                installed: key.installed,
-                action,
-                current: &current,
-                update: update.as_ref(),
-                chosen: chosen.as_ref(),
-                after: &uncovered_after,
-                alternatives: &alternatives,
-            },
-        );
         Decision {
             action,
             uncovered_now: current,
@@ -277,7 +271,11 @@ impl<'c> Planner<'c> {
             target,
             install_script,
             alternatives,
-            reason: reason.into(),
+            apply: key.apply,
+            has_platform: key.platform.is_some(),
+            installed: key.installed,
+            update,
+            chosen,
         }
     }
 
@@ -384,6 +382,24 @@ impl<'c> Planner<'c> {
         self.index
             .gap(gap.product, gap.seq, gap.min_danger)
             .map(move |t| catalog.threat(t))
+    }
+
+    /// The plan's `reason`: why this decision, in words a user understands.
+    pub fn reason(&self, decision: &Decision) -> String {
+        render::reason(
+            self,
+            &render::ReasonFacts {
+                apply: decision.apply,
+                has_platform: decision.has_platform,
+                installed: decision.installed,
+                action: decision.action,
+                current: &decision.uncovered_now,
+                update: decision.update.as_ref(),
+                chosen: decision.chosen.as_ref(),
+                after: &decision.uncovered_after,
+                alternatives: &decision.alternatives,
+            },
+        )
     }
 
     /// Plans one terminal and renders the plan, in one call.

@@ -116,8 +116,8 @@ pub(crate) fn reason(planner: &Planner<'_>, f: &ReasonFacts<'_>) -> String {
                 )
             } else {
                 format!(
-                    "{from} covers all {required} {} with danger {min} or above discovered by {today}; {policy}",
-                    if required == 1 { "threat" } else { "threats" }
+                    "{from} covers {} with danger {min} or above discovered by {today}; {policy}",
+                    if required == 1 { "the one threat".to_string() } else { format!("all {required} threats") }
                 )
             }
         }
@@ -280,6 +280,6 @@ pub(crate) fn plan_doc(planner: &Planner<'_>, plan: &Plan<'_>) -> PlanDoc {
                 }
             })
             .collect(),
-        reason: d.reason.to_string(),
+        reason: planner.reason(d),
     }
 }
