@@ -394,3 +394,68 @@ fn one_bad_record_in_an_array_does_not_spoil_the_others() {
         "{err}"
     );
 }
+
+/// A deterministic stand-in for the fuzz target (`crates/herd-proto/fuzz`) that runs in every
+/// test run: thousands of mutations of the worked example must each parse or be refused,
+/// never panic.
+#[test]
+fn mutated_documents_never_panic() {
+    let catalog = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed/catalog.json"
+    ))
+    .unwrap();
+    let terminal = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed/terminals/46c-user-c-pc.json"
+    ))
+    .unwrap();
+    let good = parse_catalog("seed", std::str::from_utf8(&catalog).unwrap()).unwrap();
+    let mut state = 0x2000_1110_u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as usize
+    };
+    const BYTES: &[u8] = b"{}[]\",:0123456789-+.eEtrufalsn\\ \n\x00\xff";
+    for round in 0..3000 {
+        let (source, is_catalog) = if round % 2 == 0 {
+            (&catalog, true)
+        } else {
+            (&terminal, false)
+        };
+        let mut doc = source.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = next() % doc.len();
+            match next() % 3 {
+                0 => doc[at] = BYTES[next() % BYTES.len()],
+                1 => {
+                    doc.remove(at);
+                }
+                _ => doc.insert(at, BYTES[next() % BYTES.len()]),
+            }
+        }
+        let Ok(text) = std::str::from_utf8(&doc) else {
+            continue;
+        };
+        if is_catalog {
+            let _ = parse_catalog("mutated", text);
+        } else if let Ok(results) = parse_terminals("mutated", text, &good) {
+            let mut planner = herd_planner_free_check(&good);
+            for t in results.into_iter().flatten() {
+                planner(&t);
+            }
+        }
+    }
+}
+
+/// herd-proto cannot depend on the planner; validated terminals are checked for their invariants instead.
+fn herd_planner_free_check(catalog: &herd_core::Catalog) -> impl FnMut(&herd_core::Terminal) + '_ {
+    move |t| {
+        if let Some(installed) = &t.installed {
+            assert!(installed.product.get() < catalog.products.len());
+        }
+        assert!(!t.id.is_empty());
+    }
+}
