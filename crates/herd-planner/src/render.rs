@@ -117,7 +117,11 @@ pub(crate) fn reason(planner: &Planner<'_>, f: &ReasonFacts<'_>) -> String {
             } else {
                 format!(
                     "{from} covers {} with danger {min} or above discovered by {today}; {policy}",
-                    if required == 1 { "the one threat".to_string() } else { format!("all {required} threats") }
+                    if required == 1 {
+                        "the one threat".to_string()
+                    } else {
+                        format!("all {required} threats")
+                    }
                 )
             }
         }
