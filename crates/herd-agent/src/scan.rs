@@ -10,14 +10,15 @@
 //! of clamscan's silent `OK`; archive limits print `WARNING:` lines on stderr.
 //! Exit code: 1 if anything was found, else 2 if any error occurred, else 0 (as clamscan).
 
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use herd_scan::walk::{self, Event, ReadOutcome};
-use herd_scan::{Database, Engine, Limits, MatchOptions, Scanner, Scratch};
+use herd_scan::{Database, Detection, Engine, Limits, MatchOptions, Scanner, Scratch};
 use serde_json::json;
 
 use crate::quarantine;
@@ -54,6 +55,9 @@ pub struct ScanArgs {
     /// Load the good lines of databases with bad lines instead of refusing to scan.
     #[arg(long)]
     allow_bad_signatures: bool,
+    /// Scanning threads (one walker feeds them). With more than one, output follows completion.
+    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    threads: usize,
     /// Move infected files into this quarantine directory, neutralised.
     #[arg(long, value_name = "DIR")]
     quarantine: Option<PathBuf>,
@@ -191,6 +195,142 @@ impl Printer {
     }
 }
 
+/// What happened to one walked path. Workers produce these; only the printer prints, so
+/// output lines never interleave and the totals are counted in one place.
+enum Outcome {
+    Scanned {
+        detections: Vec<Detection>,
+        error: Option<String>,
+        quarantined: Option<Result<String, String>>,
+    },
+    Empty,
+    TooLarge(u64),
+    Symlink,
+    /// Replaced by something other than a regular file since the walk: nothing to say.
+    Gone,
+    Unsupported,
+    Error(String),
+}
+
+struct FileResult {
+    path: PathBuf,
+    outcome: Outcome,
+    notes: Vec<String>,
+    bytes: u64,
+}
+
+enum Message {
+    Dir,
+    File(FileResult),
+}
+
+impl Printer {
+    fn emit(&mut self, r: FileResult, totals: &mut Totals) {
+        for note in &r.notes {
+            self.warn(&format!("{}: {note}", r.path.display()));
+        }
+        let path = &r.path;
+        match r.outcome {
+            Outcome::Error(e) => {
+                totals.errors += 1;
+                self.line(path, "error", &format!("{e} ERROR"), json!({ "error": e }));
+            }
+            Outcome::Unsupported => {
+                totals.errors += 1;
+                self.warn(&format!("{}: Not supported file type", path.display()));
+            }
+            Outcome::Empty => self.line(path, "empty", "Empty file", json!({})),
+            Outcome::Symlink => self.line(path, "symlink", "Symbolic link", json!({})),
+            Outcome::Gone => {}
+            Outcome::TooLarge(max) => {
+                let text = format!("Skipped (larger than --max-filesize {max} bytes)");
+                self.line(path, "skipped", &text, json!({ "reason": "max-filesize" }));
+            }
+            Outcome::Scanned {
+                detections,
+                error,
+                quarantined,
+            } => {
+                totals.files += 1;
+                totals.bytes += r.bytes;
+                if let Some(e) = &error {
+                    totals.errors += 1;
+                    self.line(path, "error", &format!("{e} ERROR"), json!({ "error": e }));
+                }
+                if detections.is_empty() {
+                    if error.is_none() {
+                        self.line(path, "ok", "OK", json!({}));
+                    }
+                    return;
+                }
+                totals.infected += 1;
+                if let Some(Err(e)) = &quarantined {
+                    totals.errors += 1;
+                    let text = format!("quarantine failed: {e} ERROR");
+                    self.line(
+                        path,
+                        "error",
+                        &text,
+                        json!({ "error": format!("quarantine failed: {e}") }),
+                    );
+                }
+                if self.json {
+                    let list: Vec<_> = detections
+                        .iter()
+                        .map(|d| json!({ "signature": &*d.name, "member": d.path.to_string() }))
+                        .collect();
+                    let q = quarantined.and_then(Result::ok);
+                    self.line(
+                        path,
+                        "found",
+                        "",
+                        json!({ "detections": list, "quarantined": q }),
+                    );
+                    return;
+                }
+                for d in &detections {
+                    self.line(path, "found", &format!("{} FOUND", d.name), json!({}));
+                }
+                if let Some(Ok(id)) = quarantined {
+                    self.line(
+                        path,
+                        "found",
+                        &format!("moved to quarantine as {id}"),
+                        json!({}),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Turns a walk event into a message, or hands a file to `scan` (inline or to a worker).
+fn event_message(
+    event: Event,
+    root: &Path,
+    scan: &mut dyn FnMut(PathBuf) -> Option<Message>,
+) -> Option<Message> {
+    let file = |path, outcome| {
+        Some(Message::File(FileResult {
+            path,
+            outcome,
+            notes: Vec::new(),
+            bytes: 0,
+        }))
+    };
+    match event {
+        Event::Dir(_) => Some(Message::Dir),
+        Event::SkippedDir(_) => None,
+        Event::Symlink(path) => file(path, Outcome::Symlink),
+        // Like clamscan: a FIFO or device named on the command line is an error; one met
+        // inside a directory is silently passed over.
+        Event::Special(path) if path == root => file(path, Outcome::Unsupported),
+        Event::Special(_) => None,
+        Event::Error { path, error } => file(path, Outcome::Error(error.to_string())),
+        Event::File { path, .. } => scan(path),
+    }
+}
+
 pub fn run(args: &ScanArgs) -> Result<u8> {
     if args.databases.is_empty() {
         bail!(
@@ -238,51 +378,86 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
         }),
     };
     let mut totals = Totals::default();
-    let mut scratch = Scratch::default();
-    let mut buf = Vec::new();
     let recursive = !args.no_recursive;
-    for root in &args.paths {
-        walk::walk(root, recursive, &mut |event| match event {
-            Event::Dir(_) => totals.dirs += 1,
-            Event::SkippedDir(_) => {}
-            Event::Symlink(path) => printer.line(&path, "symlink", "Symbolic link", json!({})),
-            Event::Special(path) => {
-                if path == *root {
-                    totals.errors += 1;
-                    printer.warn(&format!("{}: Not supported file type", path.display()));
+    let handle = |message: Message, printer: &mut Printer, totals: &mut Totals| {
+        match message {
+            Message::Dir => totals.dirs += 1,
+            Message::File(r) => printer.emit(r, totals),
+        }
+        printer.tick(totals);
+    };
+    if args.threads <= 1 {
+        let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
+        for root in &args.paths {
+            walk::walk(root, recursive, &mut |event| {
+                let mut scan = |path: PathBuf| {
+                    Some(Message::File(scan_file(
+                        path,
+                        args,
+                        &scanner,
+                        &mut scratch,
+                        &mut buf,
+                        quarantine.as_ref(),
+                    )))
+                };
+                if let Some(m) = event_message(event, root, &mut scan) {
+                    handle(m, &mut printer, &mut totals);
                 }
+            });
+        }
+    } else {
+        // One walker, `threads` scanners, and this thread printing. Output order follows
+        // completion, as with clamdscan --multiscan.
+        let (path_tx, path_rx) = mpsc::sync_channel::<PathBuf>(1024);
+        let path_rx = Mutex::new(path_rx);
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<Message>();
+            for _ in 0..args.threads {
+                let (tx, path_rx, scanner, quarantine) =
+                    (tx.clone(), &path_rx, &scanner, quarantine.as_ref());
+                s.spawn(move || {
+                    let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
+                    loop {
+                        let next = path_rx
+                            .lock()
+                            .map_err(|_| ())
+                            .and_then(|rx| rx.recv().map_err(|_| ()));
+                        let Ok(path) = next else { break };
+                        let r = scan_file(path, args, scanner, &mut scratch, &mut buf, quarantine);
+                        if tx.send(Message::File(r)).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-            Event::Error { path, error } => {
-                totals.errors += 1;
-                printer.line(
-                    &path,
-                    "error",
-                    &format!("{error} ERROR"),
-                    json!({ "error": error.to_string() }),
-                );
-            }
-            Event::File { path, .. } => {
-                scan_file(
-                    &path,
-                    args,
-                    &scanner,
-                    &mut scratch,
-                    &mut buf,
-                    &mut totals,
-                    &mut printer,
-                    quarantine.as_ref(),
-                );
-                printer.tick(&totals);
+            s.spawn(move || {
+                for root in &args.paths {
+                    walk::walk(root, recursive, &mut |event| {
+                        let mut scan = |path: PathBuf| {
+                            let _ = path_tx.send(path);
+                            None
+                        };
+                        if let Some(m) = event_message(event, root, &mut scan) {
+                            let _ = tx.send(m);
+                        }
+                    });
+                }
+            });
+            for message in rx {
+                handle(message, &mut printer, &mut totals);
             }
         });
     }
     printer.clear_progress();
 
     if !args.no_summary {
+        // Written with errors ignored: a closed stdout (`| head`) must not turn into a panic.
+        let mut out = String::new();
         let elapsed = started.elapsed();
         let mb = totals.bytes as f64 / (1024.0 * 1024.0);
         if args.json {
-            println!(
+            let _ = writeln!(
+                out,
                 "{}",
                 json!({ "summary": {
                     "known_signatures": engine.signature_count(),
@@ -296,24 +471,34 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
                 }})
             );
         } else {
-            println!("\n----------- SCAN SUMMARY -----------");
-            println!("Known viruses: {}", engine.signature_count());
-            println!("Engine version: herd-scan {}", env!("CARGO_PKG_VERSION"));
-            println!("Scanned directories: {}", totals.dirs);
-            println!("Scanned files: {}", totals.files);
-            println!("Infected files: {}", totals.infected);
+            let _ = writeln!(out, "\n----------- SCAN SUMMARY -----------");
+            let _ = writeln!(out, "Known viruses: {}", engine.signature_count());
+            let _ = writeln!(
+                out,
+                "Engine version: herd-scan {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            let _ = writeln!(out, "Scanned directories: {}", totals.dirs);
+            let _ = writeln!(out, "Scanned files: {}", totals.files);
+            let _ = writeln!(out, "Infected files: {}", totals.infected);
             if totals.errors > 0 {
-                println!("Total errors: {}", totals.errors);
+                let _ = writeln!(out, "Total errors: {}", totals.errors);
             }
-            println!("Data scanned: {mb:.2} MB");
-            println!("Database load time: {:.3} sec", load_time.as_secs_f64());
+            let _ = writeln!(out, "Data scanned: {mb:.2} MB");
+            let _ = writeln!(
+                out,
+                "Database load time: {:.3} sec",
+                load_time.as_secs_f64()
+            );
             let secs = elapsed.as_secs_f64();
-            println!(
+            let _ = writeln!(
+                out,
                 "Time: {secs:.3} sec ({} m {} s)",
                 elapsed.as_secs() / 60,
                 elapsed.as_secs() % 60
             );
         }
+        let _ = std::io::stdout().write_all(out.as_bytes());
     }
     Ok(if totals.infected > 0 {
         1
@@ -324,106 +509,52 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     })
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
+/// Reads and scans one file (and quarantines it if asked); prints nothing.
 fn scan_file(
-    path: &Path,
+    path: PathBuf,
     args: &ScanArgs,
     scanner: &Scanner<'_>,
     scratch: &mut Scratch,
     buf: &mut Vec<u8>,
-    totals: &mut Totals,
-    printer: &mut Printer,
     quarantine: Option<&quarantine::Store>,
-) {
-    match walk::read_file(path, args.max_filesize, buf) {
-        Err(error) => {
-            totals.errors += 1;
-            printer.line(
-                path,
-                "error",
-                &format!("{error} ERROR"),
-                json!({ "error": error.to_string() }),
-            );
-            return;
-        }
-        Ok(ReadOutcome::NotRegular) => return,
-        Ok(ReadOutcome::TooLarge) => {
-            let text = format!(
-                "Skipped (larger than --max-filesize {} bytes)",
-                args.max_filesize
-            );
-            printer.line(path, "skipped", &text, json!({ "reason": "max-filesize" }));
-            return;
-        }
+) -> FileResult {
+    let result = |path, outcome| FileResult {
+        path,
+        outcome,
+        notes: Vec::new(),
+        bytes: 0,
+    };
+    match walk::read_file(&path, args.max_filesize, buf) {
+        Err(error) => return result(path, Outcome::Error(error.to_string())),
+        Ok(ReadOutcome::NotRegular) => return result(path, Outcome::Gone),
+        Ok(ReadOutcome::TooLarge) => return result(path, Outcome::TooLarge(args.max_filesize)),
         Ok(ReadOutcome::Read) => {}
     }
     if buf.is_empty() {
-        printer.line(path, "empty", "Empty file", json!({}));
-        return;
+        return result(path, Outcome::Empty);
     }
-    totals.files += 1;
-    totals.bytes += buf.len() as u64;
     let report = scanner.scan(buf, scratch);
-    for note in &report.notes {
-        printer.warn(&format!("{}: {}: {}", path.display(), note.path, note.kind));
-    }
-    let detections: Vec<serde_json::Value> = report
-        .detections
+    let notes = report
+        .notes
         .iter()
-        .map(|d| json!({ "signature": &*d.name, "member": d.path.to_string() }))
+        .map(|n| format!("{}: {}", n.path, n.kind))
         .collect();
-    if let Some(error) = &report.error {
-        totals.errors += 1;
-        printer.line(
-            path,
-            "error",
-            &format!("{error} ERROR"),
-            json!({ "error": error.to_string() }),
-        );
-    }
-    if report.detections.is_empty() {
-        if report.error.is_none() {
-            printer.line(path, "ok", "OK", json!({}));
+    let quarantined = match quarantine {
+        Some(store) if !report.detections.is_empty() => {
+            let names: Vec<Arc<str>> = report.detections.iter().map(|d| d.name.clone()).collect();
+            Some(store.put(&path, buf, &names).map_err(|e| format!("{e:#}")))
         }
-        return;
-    }
-    totals.infected += 1;
-    let mut quarantined = None;
-    if let Some(store) = quarantine {
-        let names: Vec<Arc<str>> = report.detections.iter().map(|d| d.name.clone()).collect();
-        match store.put(path, buf, &names) {
-            Ok(id) => quarantined = Some(id),
-            Err(error) => {
-                totals.errors += 1;
-                let text = format!("quarantine failed: {error:#} ERROR");
-                printer.line(
-                    path,
-                    "error",
-                    &text,
-                    json!({ "error": format!("{error:#}") }),
-                );
-            }
-        }
-    }
-    if printer.json {
-        printer.line(
-            path,
-            "found",
-            "",
-            json!({ "detections": detections, "quarantined": quarantined }),
-        );
-        return;
-    }
-    for d in &report.detections {
-        printer.line(path, "found", &format!("{} FOUND", d.name), json!({}));
-    }
-    if let Some(id) = quarantined {
-        printer.line(
-            path,
-            "found",
-            &format!("moved to quarantine as {id}"),
-            json!({}),
-        );
+        _ => None,
+    };
+    FileResult {
+        path,
+        outcome: Outcome::Scanned {
+            detections: report.detections,
+            error: report.error.map(|e| e.to_string()),
+            quarantined,
+        },
+        notes,
+        bytes: buf.len() as u64,
     }
 }
 
