@@ -6,6 +6,10 @@
 //! owner, mode and modification time, the signatures and the SHA-256 of the original bytes.
 //! Both are written to temporary names, synced and renamed before the original is removed, so
 //! a crash leaves either the original or a complete quarantine entry.
+//!
+//! The sample queue (`scan --samples DIR`) is the same store without removing the original:
+//! copies of files to send to the center (suspicious hits, files that could not be
+//! quarantined), with the reason in their metadata.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -103,6 +107,9 @@ pub struct Meta {
     pub mtime_unix: i64,
     pub quarantined_unix: u64,
     pub signatures: Vec<String>,
+    /// Why a sample was captured (sample queue only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Meta {
@@ -183,6 +190,35 @@ impl Store {
 
     /// Moves `path`, whose scanned content is `content`, into quarantine; returns the new id.
     pub fn put(&self, path: &Path, content: &[u8], signatures: &[Arc<str>]) -> Result<String> {
+        let (id, bin, json) = self.store(path, content, signatures, None)?;
+        if let Err(e) = fs::remove_file(path) {
+            // Leave no half entry: the file stays where it was and the caller reports it.
+            let _ = fs::remove_file(&bin);
+            let _ = fs::remove_file(&json);
+            return Err(e).with_context(|| format!("removing {}", path.display()));
+        }
+        Ok(id)
+    }
+
+    /// Copies `path` (its scanned `content`) into the store, neutralised, leaving the original:
+    /// the sample queue, for files to send to the center.
+    pub fn capture(
+        &self,
+        path: &Path,
+        content: &[u8],
+        signatures: &[Arc<str>],
+        reason: &str,
+    ) -> Result<String> {
+        Ok(self.store(path, content, signatures, Some(reason))?.0)
+    }
+
+    fn store(
+        &self,
+        path: &Path,
+        content: &[u8],
+        signatures: &[Arc<str>],
+        reason: Option<&str>,
+    ) -> Result<(String, PathBuf, PathBuf)> {
         let meta = fs::symlink_metadata(path).with_context(|| format!("{}", path.display()))?;
         if !meta.is_file() || meta.len() != content.len() as u64 {
             bail!(
@@ -214,19 +250,14 @@ impl Store {
             mtime_unix: meta.mtime(),
             quarantined_unix: now.as_secs(),
             signatures: signatures.iter().map(|s| s.to_string()).collect(),
+            reason: reason.map(str::to_owned),
         };
         let mut neutral = content.to_vec();
         neutralise(&id, &mut neutral);
         write_atomic(&bin, &neutral)?;
         write_atomic(&json, &serde_json::to_vec_pretty(&record)?)?;
         File::open(&self.dir).and_then(|d| d.sync_all())?;
-        if let Err(e) = fs::remove_file(path) {
-            // Leave no half entry: the file stays where it was and the caller reports it.
-            let _ = fs::remove_file(&bin);
-            let _ = fs::remove_file(&json);
-            return Err(e).with_context(|| format!("removing {}", path.display()));
-        }
-        Ok(id)
+        Ok((id, bin, json))
     }
 
     pub fn list(&self) -> Result<Vec<Meta>> {
@@ -328,6 +359,21 @@ mod tests {
         assert!(store.list().unwrap().is_empty());
         assert!(store.delete(&id).is_err());
         assert!(store.delete("../../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn captured_samples_keep_the_original() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Store::open(&dir.path().join("samples")).unwrap();
+        let file = dir.path().join("odd.bin");
+        fs::write(&file, b"odd").unwrap();
+        let id = queue
+            .capture(&file, b"odd", &[Arc::from("Suspicious.Odd")], "suspicious")
+            .unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"odd");
+        let list = queue.list().unwrap();
+        assert_eq!(list[0].id, id);
+        assert_eq!(list[0].reason.as_deref(), Some("suspicious"));
     }
 
     #[test]

@@ -58,6 +58,14 @@ pub struct ScanArgs {
     /// Scanning threads (one walker feeds them). With more than one, output follows completion.
     #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
     threads: usize,
+    /// Copy suspicious hits and files that could not be quarantined, neutralised, into this
+    /// sample queue for upload to the center.
+    #[arg(long, value_name = "DIR")]
+    samples: Option<PathBuf>,
+    /// Signature name prefixes that mark a hit as suspicious: such files are captured as
+    /// samples and left in place rather than quarantined. Repeatable.
+    #[arg(long, value_name = "PREFIX", default_values_t = ["Suspicious.".to_owned(), "Heuristics.".to_owned()])]
+    sample_prefix: Vec<String>,
     /// Move infected files into this quarantine directory, neutralised.
     #[arg(long, value_name = "DIR")]
     quarantine: Option<PathBuf>,
@@ -202,6 +210,7 @@ enum Outcome {
         detections: Vec<Detection>,
         error: Option<String>,
         quarantined: Option<Result<String, String>>,
+        sample: Option<Result<String, String>>,
     },
     Empty,
     TooLarge(u64),
@@ -250,6 +259,7 @@ impl Printer {
                 detections,
                 error,
                 quarantined,
+                sample,
             } => {
                 totals.files += 1;
                 totals.bytes += r.bytes;
@@ -264,15 +274,13 @@ impl Printer {
                     return;
                 }
                 totals.infected += 1;
-                if let Some(Err(e)) = &quarantined {
-                    totals.errors += 1;
-                    let text = format!("quarantine failed: {e} ERROR");
-                    self.line(
-                        path,
-                        "error",
-                        &text,
-                        json!({ "error": format!("quarantine failed: {e}") }),
-                    );
+                for (what, outcome) in [("quarantine", &quarantined), ("sample capture", &sample)] {
+                    if let Some(Err(e)) = outcome {
+                        totals.errors += 1;
+                        let text = format!("{what} failed: {e} ERROR");
+                        let e = format!("{what} failed: {e}");
+                        self.line(path, "error", &text, json!({ "error": e }));
+                    }
                 }
                 if self.json {
                     let list: Vec<_> = detections
@@ -280,12 +288,9 @@ impl Printer {
                         .map(|d| json!({ "signature": &*d.name, "member": d.path.to_string() }))
                         .collect();
                     let q = quarantined.and_then(Result::ok);
-                    self.line(
-                        path,
-                        "found",
-                        "",
-                        json!({ "detections": list, "quarantined": q }),
-                    );
+                    let sample = sample.and_then(Result::ok);
+                    let extra = json!({ "detections": list, "quarantined": q, "sample": sample });
+                    self.line(path, "found", "", extra);
                     return;
                 }
                 for d in &detections {
@@ -296,6 +301,14 @@ impl Printer {
                         path,
                         "found",
                         &format!("moved to quarantine as {id}"),
+                        json!({}),
+                    );
+                }
+                if let Some(Ok(id)) = sample {
+                    self.line(
+                        path,
+                        "found",
+                        &format!("captured as sample {id}"),
                         json!({}),
                     );
                 }
@@ -353,9 +366,17 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     let engine = Engine::new(&db);
     drop(db);
     let load_time = started.elapsed();
-    let quarantine = match &args.quarantine {
-        Some(dir) => Some(quarantine::Store::open(dir)?),
-        None => None,
+    let stores = Stores {
+        quarantine: args
+            .quarantine
+            .as_deref()
+            .map(quarantine::Store::open)
+            .transpose()?,
+        samples: args
+            .samples
+            .as_deref()
+            .map(quarantine::Store::open)
+            .transpose()?,
     };
 
     let scanner = Scanner {
@@ -397,7 +418,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
                         &scanner,
                         &mut scratch,
                         &mut buf,
-                        quarantine.as_ref(),
+                        &stores,
                     )))
                 };
                 if let Some(m) = event_message(event, root, &mut scan) {
@@ -413,8 +434,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel::<Message>();
             for _ in 0..args.threads {
-                let (tx, path_rx, scanner, quarantine) =
-                    (tx.clone(), &path_rx, &scanner, quarantine.as_ref());
+                let (tx, path_rx, scanner, stores) = (tx.clone(), &path_rx, &scanner, &stores);
                 s.spawn(move || {
                     let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
                     loop {
@@ -423,7 +443,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
                             .map_err(|_| ())
                             .and_then(|rx| rx.recv().map_err(|_| ()));
                         let Ok(path) = next else { break };
-                        let r = scan_file(path, args, scanner, &mut scratch, &mut buf, quarantine);
+                        let r = scan_file(path, args, scanner, &mut scratch, &mut buf, stores);
                         if tx.send(Message::File(r)).is_err() {
                             break;
                         }
@@ -509,6 +529,53 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     })
 }
 
+/// Where detected files go: quarantine and the sample queue, each if configured.
+#[derive(Debug, Default)]
+struct Stores {
+    quarantine: Option<quarantine::Store>,
+    samples: Option<quarantine::Store>,
+}
+
+type StoreResult = Option<Result<String, String>>;
+
+/// Quarantines a detected file, or captures it as a sample when every hit is suspicious (an
+/// uncertain verdict leaves the file in place) or when quarantining it failed.
+fn handle_detections(
+    path: &Path,
+    content: &[u8],
+    detections: &[Detection],
+    args: &ScanArgs,
+    stores: &Stores,
+) -> (StoreResult, StoreResult) {
+    if detections.is_empty() {
+        return (None, None);
+    }
+    let names: Vec<Arc<str>> = detections.iter().map(|d| d.name.clone()).collect();
+    let suspicious = |n: &str| args.sample_prefix.iter().any(|p| n.starts_with(p.as_str()));
+    let only_suspicious = names.iter().all(|n| suspicious(n));
+    let quarantined = match &stores.quarantine {
+        Some(q) if !only_suspicious => {
+            Some(q.put(path, content, &names).map_err(|e| format!("{e:#}")))
+        }
+        _ => None,
+    };
+    let reason = if let Some(Err(e)) = &quarantined {
+        Some(format!("quarantine failed: {e}"))
+    } else if names.iter().any(|n| suspicious(n)) {
+        Some("suspicious".to_owned())
+    } else {
+        None
+    };
+    let sample = match (&stores.samples, reason) {
+        (Some(s), Some(reason)) => Some(
+            s.capture(path, content, &names, &reason)
+                .map_err(|e| format!("{e:#}")),
+        ),
+        _ => None,
+    };
+    (quarantined, sample)
+}
+
 /// Reads and scans one file (and quarantines it if asked); prints nothing.
 fn scan_file(
     path: PathBuf,
@@ -516,7 +583,7 @@ fn scan_file(
     scanner: &Scanner<'_>,
     scratch: &mut Scratch,
     buf: &mut Vec<u8>,
-    quarantine: Option<&quarantine::Store>,
+    stores: &Stores,
 ) -> FileResult {
     let result = |path, outcome| FileResult {
         path,
@@ -539,19 +606,14 @@ fn scan_file(
         .iter()
         .map(|n| format!("{}: {}", n.path, n.kind))
         .collect();
-    let quarantined = match quarantine {
-        Some(store) if !report.detections.is_empty() => {
-            let names: Vec<Arc<str>> = report.detections.iter().map(|d| d.name.clone()).collect();
-            Some(store.put(&path, buf, &names).map_err(|e| format!("{e:#}")))
-        }
-        _ => None,
-    };
+    let (quarantined, sample) = handle_detections(&path, buf, &report.detections, args, stores);
     FileResult {
         path,
         outcome: Outcome::Scanned {
             detections: report.detections,
             error: report.error.map(|e| e.to_string()),
             quarantined,
+            sample,
         },
         notes,
         bytes: buf.len() as u64,

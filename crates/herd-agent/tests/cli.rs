@@ -743,3 +743,48 @@ fn quarantine_round_trip() {
     let o = run(&["quarantine", "delete", id, "--dir", q_s]);
     assert_eq!(o.status.code(), Some(2), "already restored");
 }
+
+#[test]
+fn suspicious_hits_become_samples_and_stay_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.ndb");
+    let odd = "odd-but-not-proven";
+    std::fs::write(
+        &db,
+        format!(
+            "Suspicious.Odd:0:*:{}\nEicar-Test-Signature:0:*:{}\n",
+            hex(odd.as_bytes()),
+            hex(EICAR)
+        ),
+    )
+    .unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("odd.txt"), odd).unwrap();
+    std::fs::write(files.join("eicar.com"), EICAR).unwrap();
+    let (q, s) = (dir.path().join("q"), dir.path().join("samples"));
+    let o = run(&[
+        "scan",
+        "--quarantine",
+        q.to_str().unwrap(),
+        "--samples",
+        s.to_str().unwrap(),
+        "-d",
+        db.to_str().unwrap(),
+        files.to_str().unwrap(),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("odd.txt: Suspicious.Odd FOUND"), "{out}");
+    assert!(out.contains("odd.txt: captured as sample "), "{out}");
+    assert!(out.contains("eicar.com: moved to quarantine as "), "{out}");
+    assert!(
+        files.join("odd.txt").exists(),
+        "suspicious files stay in place"
+    );
+    assert!(!files.join("eicar.com").exists());
+    let o = run(&["quarantine", "list", "--dir", s.to_str().unwrap(), "--json"]);
+    let meta: serde_json::Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(meta["reason"], "suspicious");
+    assert_eq!(stdout(&o).lines().count(), 1);
+}
