@@ -114,18 +114,14 @@ impl Sha256 {
             ));
         }
         let mut bytes = [0u8; 32];
-        for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            match (hex(pair[0]), hex(pair[1])) {
-                (Some(hi), Some(lo)) => bytes[i] = (hi * 16 + lo) as u8,
-                _ => {
-                    return Err(format!(
-                        "a SHA-256 digest is hexadecimal; found {:?} at character {}",
-                        pair[0] as char,
-                        2 * i + 1
-                    ));
-                }
-            }
+        for (i, c) in text.chars().enumerate() {
+            let Some(nibble) = c.to_digit(16) else {
+                return Err(format!(
+                    "a SHA-256 digest is hexadecimal; found {c:?} at character {}",
+                    i + 1
+                ));
+            };
+            bytes[i / 2] |= (nibble as u8) << if i % 2 == 0 { 4 } else { 0 };
         }
         Ok(Sha256(bytes))
     }
