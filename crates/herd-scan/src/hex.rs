@@ -97,6 +97,10 @@ pub fn parse(text: &str) -> Result<HexPattern, ParseErrorKind> {
     if s.is_empty() {
         return Err(bad(1, "empty signature"));
     }
+    // Everything below indexes by byte; a multi-byte character would split (found by fuzzing).
+    if let Some(i) = s.iter().position(|b| !b.is_ascii()) {
+        return Err(bad(i + 1, "non-ASCII character"));
+    }
     let mut elems: Vec<Elem> = Vec::new();
     let mut i = 0;
     while i < s.len() {
@@ -443,6 +447,10 @@ mod tests {
         assert_eq!(
             err("aabb{2}"),
             "bad hex signature at column 7: a signature cannot end with a gap"
+        );
+        assert_eq!(
+            err("4142\u{2b7}4"),
+            "bad hex signature at column 5: non-ASCII character"
         );
         assert_eq!(
             err("aa??bb"),
