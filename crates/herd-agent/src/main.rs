@@ -1,7 +1,8 @@
 //! `herd-agent`, the program on each terminal: a thin dispatcher to one module per command.
-//! For now `scan` and `quarantine`; enrolment, check-in and plan execution arrive with the
+//! For now `scan`, `watch` and `quarantine`; enrolment, check-in and plan execution arrive with the
 //! agent issue. The exit code is decided here, in one place, from what each command returns.
 
+mod onaccess;
 mod quarantine;
 mod scan;
 
@@ -21,6 +22,9 @@ struct Args {
 enum Command {
     /// Scan files and directories with ClamAV-format signatures (clamscan-compatible output).
     Scan(scan::ScanArgs),
+    /// Scan on access (fanotify as root: infected opens are denied; else inotify after writes)
+    /// and optionally on a daily schedule, until stopped.
+    Watch(onaccess::WatchArgs),
     /// List, restore or delete files moved into quarantine by `scan --quarantine`.
     #[command(subcommand)]
     Quarantine(quarantine::QuarantineCommand),
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Some(Command::Scan(args)) => scan::run(&args),
+        Some(Command::Watch(args)) => onaccess::run(&args),
         Some(Command::Quarantine(command)) => quarantine::run(&command).map(|()| 0),
     };
     match result {

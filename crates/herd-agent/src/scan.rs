@@ -71,7 +71,7 @@ pub struct ScanArgs {
     quarantine: Option<PathBuf>,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, unit) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
         _ => (s, ' '),
@@ -98,7 +98,7 @@ const UNSUPPORTED_DB_TYPES: &[&str] = &[
 ];
 
 /// Loads every database named on the command line; returns the database and the errors.
-fn load_databases(paths: &[PathBuf]) -> Result<(Database, Vec<String>)> {
+pub(crate) fn load_databases(paths: &[PathBuf]) -> Result<(Database, Vec<String>)> {
     let mut db = Database::new();
     let mut errors = Vec::new();
     for path in paths {

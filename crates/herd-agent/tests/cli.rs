@@ -788,3 +788,104 @@ fn suspicious_hits_become_samples_and_stay_in_place() {
     assert_eq!(meta["reason"], "suspicious");
     assert_eq!(stdout(&o).lines().count(), 1);
 }
+
+/// Starts `herd-agent watch` and waits until it says it is watching; `None` if it could not
+/// start in this mode (fanotify needs root).
+fn start_watch(args: &[&str]) -> Option<std::process::Child> {
+    use std::io::BufRead;
+    let mut child = Command::new(AGENT)
+        .arg("watch")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    if !line.contains("watching") {
+        println!("watch did not start: {line}");
+        let _ = child.wait();
+        return None;
+    }
+    Some(child)
+}
+
+#[test]
+fn on_access_with_fanotify_denies_infected_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = eicar_db(dir.path());
+    let root = dir.path().join("protected");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_s = root.to_str().unwrap();
+    let Some(child) = start_watch(&["--mode", "fanotify", "--stop-after", "4", "-d", &db, root_s])
+    else {
+        println!("skipped: fanotify needs root (CAP_SYS_ADMIN)");
+        return;
+    };
+    std::fs::write(root.join("clean.txt"), b"hello").unwrap();
+    std::fs::write(root.join("eicar.com"), EICAR).unwrap();
+    assert_eq!(std::fs::read(root.join("clean.txt")).unwrap(), b"hello");
+    let denied = std::fs::read(root.join("eicar.com")).unwrap_err();
+    assert_eq!(
+        denied.raw_os_error(),
+        Some(1),
+        "EPERM from fanotify: {denied}"
+    );
+    // Directories created after the start are protected too.
+    std::fs::create_dir_all(root.join("later/deeper")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::write(root.join("later/deeper/e.com"), EICAR).unwrap();
+    assert!(std::fs::read(root.join("later/deeper/e.com")).is_err());
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("eicar.com: Eicar-Test-Signature FOUND"),
+        "{text}"
+    );
+    assert!(
+        text.contains("eicar.com: access denied (fanotify)"),
+        "{text}"
+    );
+    assert!(text.contains("later/deeper/e.com: access denied"), "{text}");
+    assert!(!text.contains("clean.txt"), "{text}");
+    // Once the watcher has stopped, the file opens again.
+    assert!(std::fs::read(root.join("eicar.com")).is_ok());
+}
+
+#[test]
+fn on_access_with_inotify_reports_and_quarantines_after_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = eicar_db(dir.path());
+    let root = dir.path().join("watched");
+    std::fs::create_dir_all(&root).unwrap();
+    let q = dir.path().join("q");
+    let args = [
+        "--mode",
+        "inotify",
+        "--json",
+        "--stop-after",
+        "3",
+        "--quarantine",
+        q.to_str().unwrap(),
+        "--exclude",
+    ];
+    let skip = root.join("skip");
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend([skip.to_str().unwrap(), "-d", &db, root.to_str().unwrap()]);
+    let child = start_watch(&args).expect("inotify works for anyone");
+    std::fs::write(root.join("eicar.com"), EICAR).unwrap();
+    std::fs::create_dir_all(root.join("skip")).unwrap();
+    std::fs::write(root.join("skip/eicar.com"), EICAR).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["signatures"][0], "Eicar-Test-Signature");
+    assert_eq!(lines[0]["action"], "reported");
+    assert!(lines[0]["quarantine"]["id"].is_string(), "{lines:?}");
+    assert!(!root.join("eicar.com").exists());
+    assert!(root.join("skip/eicar.com").exists(), "excluded");
+}

@@ -1,0 +1,494 @@
+//! `herd-agent watch`: on-access and scheduled scanning on Linux.
+//!
+//! Two modes, chosen by `--mode` (default `auto`: fanotify when permitted, else inotify):
+//! - fanotify (root): every directory under the roots gets a `FAN_OPEN_PERM` mark, so each open
+//!   of a file in them waits for a verdict; an infected file's open is denied. Marks are per
+//!   directory rather than per mount, so other programs on the same file system are never held
+//!   up; new directories are marked as inotify reports them. Verdicts are cached by inode,
+//!   size and change time. Opens made by this process (the scheduled scan) are allowed at once.
+//! - inotify (anyone): files are scanned after they are written or moved in; detections are
+//!   reported (and quarantined if asked) but nothing is blocked.
+//!
+//! Exclusions (`--exclude`) are path prefixes; the quarantine directory is always excluded so
+//! quarantining never waits on its own open. `--daily-scan HH:MM` (UTC) also runs a full scan
+//! of the roots once a day. Detections are printed one per line (JSON with `--json`), ready
+//! to become agent events once the agent's outbox exists.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use herd_scan::walk::{self, Event, ReadOutcome};
+use herd_scan::{Engine, Limits, MatchOptions, Scanner, Scratch};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::fanotify::{
+    EventFFlags, Fanotify, FanotifyResponse, InitFlags, MarkFlags, MaskFlags, Response,
+};
+use nix::sys::inotify::{AddWatchFlags, InitFlags as InotifyFlags, Inotify, WatchDescriptor};
+use serde_json::json;
+
+use crate::quarantine;
+use crate::scan::{load_databases, parse_size};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Auto,
+    Fanotify,
+    Inotify,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// A signature database file or directory, as for `scan`; repeatable.
+    #[arg(short = 'd', long = "database", value_name = "PATH", required = true)]
+    databases: Vec<PathBuf>,
+    /// Directories to protect (recursively).
+    #[arg(required = true, value_name = "DIR")]
+    paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    mode: Mode,
+    /// Paths (prefixes) never scanned; repeatable.
+    #[arg(long = "exclude", value_name = "PATH")]
+    excludes: Vec<PathBuf>,
+    /// Move detected files into this quarantine directory.
+    #[arg(long, value_name = "DIR")]
+    quarantine: Option<PathBuf>,
+    /// One JSON object per detection.
+    #[arg(long)]
+    json: bool,
+    /// Files larger than this are not scanned (suffixes K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "100M", value_parser = parse_size)]
+    max_filesize: u64,
+    /// Also scan all roots every day at this UTC time.
+    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
+    daily_scan: Option<u32>,
+    /// Stop after this many seconds (for trials and tests); by default run until killed.
+    #[arg(long, value_name = "SECONDS")]
+    stop_after: Option<u64>,
+}
+
+/// `HH:MM` as minutes after midnight.
+fn parse_time_of_day(s: &str) -> Result<u32, String> {
+    let bad = || format!("{s:?} is not a time like 02:30");
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+/// The next time, strictly after `now` (Unix seconds), that is `minute_of_day` minutes past
+/// a UTC midnight.
+pub fn next_daily(now: u64, minute_of_day: u32) -> u64 {
+    let today = now - now % 86_400 + u64::from(minute_of_day) * 60;
+    if today > now { today } else { today + 86_400 }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the watcher shares between its threads.
+struct Ctx<'e> {
+    scanner: Scanner<'e>,
+    args: &'e WatchArgs,
+    excludes: Vec<PathBuf>,
+    quarantine: Option<quarantine::Store>,
+}
+
+impl Ctx<'_> {
+    fn excluded(&self, path: &Path) -> bool {
+        self.excludes.iter().any(|e| path.starts_with(e))
+    }
+
+    /// Prints a detection and, if asked, quarantines the file. `action` says what already
+    /// happened to the access ("denied", "reported").
+    fn detected(&self, mode: &str, path: &Path, content: &[u8], names: &[Arc<str>], action: &str) {
+        let quarantined = self
+            .quarantine
+            .as_ref()
+            .map(|q| q.put(path, content, names).map_err(|e| format!("{e:#}")));
+        let line = if self.args.json {
+            let q = match &quarantined {
+                Some(Ok(id)) => json!({ "id": id }),
+                Some(Err(e)) => json!({ "error": e }),
+                None => json!(null),
+            };
+            let sigs: Vec<&str> = names.iter().map(|n| &**n).collect();
+            json!({ "event": "detection", "mode": mode, "path": path.display().to_string(), "signatures": sigs, "action": action, "quarantine": q })
+                .to_string()
+        } else {
+            let mut l = names
+                .iter()
+                .map(|n| format!("{}: {n} FOUND", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n");
+            l.push_str(&format!("\n{}: {action} ({mode})", path.display()));
+            match &quarantined {
+                Some(Ok(id)) => l.push_str(&format!(
+                    "\n{}: moved to quarantine as {id}",
+                    path.display()
+                )),
+                Some(Err(e)) => l.push_str(&format!(
+                    "\n{}: quarantine failed: {e} ERROR",
+                    path.display()
+                )),
+                None => {}
+            }
+            l
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+
+    /// Scans bytes; the detection names, empty when clean. A verification error is reported
+    /// and treated as clean: on-access scanning must not make files unreadable by accident.
+    fn verdict(&self, path: &Path, content: &[u8], scratch: &mut Scratch) -> Vec<Arc<str>> {
+        let report = self.scanner.scan(content, scratch);
+        if let Some(e) = report.error {
+            eprintln!("WARNING: {}: {e}", path.display());
+        }
+        report.detections.into_iter().map(|d| d.name).collect()
+    }
+
+    /// Scans a path after the fact (inotify events, scheduled scans).
+    fn scan_path(&self, mode: &str, path: &Path, scratch: &mut Scratch, buf: &mut Vec<u8>) {
+        if self.excluded(path) {
+            return;
+        }
+        match walk::read_file(path, self.args.max_filesize, buf) {
+            Ok(ReadOutcome::Read) if !buf.is_empty() => {
+                let names = self.verdict(path, buf, scratch);
+                if !names.is_empty() {
+                    self.detected(mode, path, buf, &names, "reported");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("WARNING: {}: {e}", path.display()),
+        }
+    }
+
+    /// A full scan of every root, as the daily schedule asks.
+    fn full_scan(&self) {
+        let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
+        for root in &self.args.paths {
+            walk::walk(root, true, &mut |event| {
+                if let Event::File { path, .. } = event {
+                    self.scan_path("scheduled", &path, &mut scratch, &mut buf);
+                }
+            });
+        }
+    }
+}
+
+/// Directories under `root` (itself included), not following symlinks, minus exclusions.
+fn directories(root: &Path, ctx: &Ctx<'_>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    walk::walk(root, true, &mut |event| {
+        if let Event::Dir(d) = event
+            && !ctx.excluded(&d)
+        {
+            dirs.push(d);
+        }
+    });
+    dirs
+}
+
+pub fn run(args: &WatchArgs) -> Result<u8> {
+    let (db, errors) = load_databases(&args.databases)?;
+    for e in &errors {
+        eprintln!("ERROR: {e}");
+    }
+    if !errors.is_empty() {
+        bail!("{} bad or unsupported signature line(s)", errors.len());
+    }
+    let engine = Engine::new(&db);
+    drop(db);
+    let quarantine = args
+        .quarantine
+        .as_deref()
+        .map(quarantine::Store::open)
+        .transpose()?;
+    let mut excludes: Vec<PathBuf> = args
+        .excludes
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    if let Some(q) = &args.quarantine {
+        excludes.push(std::fs::canonicalize(q)?);
+    }
+    let ctx = Ctx {
+        scanner: Scanner {
+            engine: &engine,
+            limits: Limits {
+                max_member: args.max_filesize,
+                ..Limits::default()
+            },
+            options: MatchOptions::default(),
+        },
+        args,
+        excludes,
+        quarantine,
+    };
+    let deadline = args
+        .stop_after
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let fanotify = match args.mode {
+        Mode::Inotify => None,
+        Mode::Fanotify => Some(init_fanotify().context("fanotify (needs root / CAP_SYS_ADMIN)")?),
+        Mode::Auto => init_fanotify().ok(),
+    };
+    std::thread::scope(|s| -> Result<()> {
+        let mut next_scan = args.daily_scan.map(|m| next_daily(unix_now(), m));
+        let mut scheduled: Option<std::thread::ScopedJoinHandle<'_, ()>> = None;
+        let mut tick = || -> bool {
+            if let Some(at) = next_scan
+                && unix_now() >= at
+                && scheduled.as_ref().is_none_or(|h| h.is_finished())
+            {
+                let ctx = &ctx;
+                scheduled = Some(s.spawn(move || ctx.full_scan()));
+                next_scan = args.daily_scan.map(|m| next_daily(unix_now(), m));
+            }
+            deadline.is_none_or(|d| Instant::now() < d)
+        };
+        match &fanotify {
+            Some(group) => watch_fanotify(group, &ctx, &mut tick),
+            None => watch_inotify(&ctx, &mut tick),
+        }
+    })?;
+    Ok(0)
+}
+
+fn init_fanotify() -> nix::Result<Fanotify> {
+    Fanotify::init(
+        InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
+        EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
+    )
+}
+
+/// Inotify watches for new directories (fanotify mode) or for written files (inotify mode).
+struct DirWatches {
+    inotify: Inotify,
+    dirs: HashMap<WatchDescriptor, PathBuf>,
+    flags: AddWatchFlags,
+}
+
+impl DirWatches {
+    fn new(flags: AddWatchFlags) -> Result<DirWatches> {
+        let inotify = Inotify::init(InotifyFlags::IN_NONBLOCK | InotifyFlags::IN_CLOEXEC)?;
+        Ok(DirWatches {
+            inotify,
+            dirs: HashMap::new(),
+            flags,
+        })
+    }
+    fn add(&mut self, dir: &Path) {
+        match self.inotify.add_watch(dir, self.flags) {
+            Ok(wd) => {
+                self.dirs.insert(wd, dir.to_owned());
+            }
+            Err(e) => eprintln!("WARNING: {}: cannot watch: {e}", dir.display()),
+        }
+    }
+    /// Drains pending events: (path, is a directory, mask).
+    fn events(&mut self) -> Vec<(PathBuf, bool)> {
+        let Ok(events) = self.inotify.read_events() else {
+            return Vec::new();
+        };
+        events
+            .into_iter()
+            .filter_map(|e| {
+                let dir = self.dirs.get(&e.wd)?;
+                let name = e.name?;
+                Some((dir.join(name), e.mask.contains(AddWatchFlags::IN_ISDIR)))
+            })
+            .collect()
+    }
+}
+
+fn wait_readable(fds: &[BorrowedFd<'_>]) {
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    let _ = poll(&mut polls, PollTimeout::from(200u16));
+}
+
+fn watch_fanotify(group: &Fanotify, ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> bool) -> Result<()> {
+    let mut watches = DirWatches::new(
+        AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR,
+    )?;
+    let mask = MaskFlags::FAN_OPEN_PERM | MaskFlags::FAN_EVENT_ON_CHILD;
+    let mark = |dir: &Path, watches: &mut DirWatches| -> usize {
+        let mut n = 0;
+        for d in directories(dir, ctx) {
+            match group.mark(
+                MarkFlags::FAN_MARK_ADD,
+                mask,
+                nix::fcntl::AT_FDCWD,
+                Some(&d),
+            ) {
+                Ok(()) => n += 1,
+                Err(e) => eprintln!("WARNING: {}: cannot mark: {e}", d.display()),
+            }
+            watches.add(&d);
+        }
+        n
+    };
+    let mut marked = 0;
+    for root in &ctx.args.paths {
+        marked += mark(root, &mut watches);
+    }
+    eprintln!(
+        "herd-agent watch: watching {marked} directories (fanotify, opens of infected files are denied)"
+    );
+    let own_pid = std::process::id() as i32;
+    let mut cache: HashMap<(u64, u64, i64, i64, i64, i64), bool> = HashMap::new();
+    let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
+    while tick() {
+        wait_readable(&[group.as_fd(), watches.inotify.as_fd()]);
+        for (path, is_dir) in watches.events() {
+            if is_dir && !ctx.excluded(&path) {
+                mark(&path, &mut watches);
+            }
+        }
+        let events = match group.read_events() {
+            Ok(e) => e,
+            Err(nix::errno::Errno::EAGAIN) => continue,
+            Err(e) => return Err(e).context("reading fanotify events"),
+        };
+        for event in events {
+            let Some(fd) = event.fd() else { continue }; // queue overflow: nothing to answer
+            let response = if event.pid() == own_pid {
+                Response::FAN_ALLOW
+            } else {
+                decide(fd, ctx, &mut cache, &mut scratch, &mut buf)
+            };
+            group
+                .write_response(FanotifyResponse::new(fd, response))
+                .context("answering fanotify")?;
+        }
+    }
+    Ok(())
+}
+
+/// The verdict on one permission event: read through the event's own descriptor (no new open,
+/// so no new event), scan, report; errors allow the open (and are reported).
+fn decide(
+    fd: BorrowedFd<'_>,
+    ctx: &Ctx<'_>,
+    cache: &mut HashMap<(u64, u64, i64, i64, i64, i64), bool>,
+    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+) -> Response {
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
+    if ctx.excluded(&path) {
+        return Response::FAN_ALLOW;
+    }
+    let Ok(st) = nix::sys::stat::fstat(fd) else {
+        return Response::FAN_ALLOW;
+    };
+    let size = st.st_size as u64;
+    let regular = st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
+    if !regular || size == 0 || size > ctx.args.max_filesize {
+        return Response::FAN_ALLOW;
+    }
+    let key = (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_nsec,
+        st.st_ctime,
+        st.st_ctime_nsec,
+    );
+    if let Some(&infected) = cache.get(&key) {
+        return if infected {
+            Response::FAN_DENY
+        } else {
+            Response::FAN_ALLOW
+        };
+    }
+    buf.clear();
+    let read = fd
+        .try_clone_to_owned()
+        .map(File::from)
+        .and_then(|f| f.take(ctx.args.max_filesize + 1).read_to_end(buf));
+    if let Err(e) = read {
+        eprintln!("WARNING: {}: {e}", path.display());
+        return Response::FAN_ALLOW;
+    }
+    let names = ctx.verdict(&path, buf, scratch);
+    if cache.len() >= 100_000 {
+        cache.clear();
+    }
+    cache.insert(key, !names.is_empty());
+    if names.is_empty() {
+        return Response::FAN_ALLOW;
+    }
+    ctx.detected("fanotify", &path, buf, &names, "access denied");
+    Response::FAN_DENY
+}
+
+fn watch_inotify(ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> bool) -> Result<()> {
+    let flags =
+        AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE;
+    let mut watches = DirWatches::new(flags)?;
+    let mut count = 0;
+    for root in &ctx.args.paths {
+        for d in directories(root, ctx) {
+            watches.add(&d);
+            count += 1;
+        }
+    }
+    eprintln!(
+        "herd-agent watch: watching {count} directories (inotify, files are scanned after writing)"
+    );
+    let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
+    while tick() {
+        wait_readable(&[watches.inotify.as_fd()]);
+        for (path, is_dir) in watches.events() {
+            if ctx.excluded(&path) {
+                continue;
+            }
+            if is_dir {
+                // Files may have landed before the watch did: scan what is there.
+                for d in directories(&path, ctx) {
+                    watches.add(&d);
+                }
+                walk::walk(&path, true, &mut |event| {
+                    if let Event::File { path, .. } = event {
+                        ctx.scan_path("inotify", &path, &mut scratch, &mut buf);
+                    }
+                });
+            } else {
+                ctx.scan_path("inotify", &path, &mut scratch, &mut buf);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daily_schedule() {
+        let day = 86_400;
+        let monday = 1_700_006_400; // a UTC midnight
+        assert_eq!(next_daily(monday, 150), monday + 150 * 60);
+        assert_eq!(next_daily(monday + 150 * 60, 150), monday + day + 150 * 60);
+        assert_eq!(next_daily(monday + 23 * 3600, 0), monday + day);
+        assert_eq!(parse_time_of_day("02:30"), Ok(150));
+        assert!(parse_time_of_day("24:00").is_err());
+        assert!(parse_time_of_day("2").is_err());
+    }
+}
