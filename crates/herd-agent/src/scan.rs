@@ -25,7 +25,8 @@ use crate::quarantine;
 
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
-    /// A signature database file (.hdb, .hsb, .ndb, .ldb) or a directory of them; repeatable.
+    /// A signature database file (.hdb, .hsb, .ndb, .ldb; .yar/.yara in builds with the `yara`
+    /// feature) or a directory of them; repeatable.
     #[arg(short = 'd', long = "database", value_name = "PATH")]
     databases: Vec<PathBuf>,
     /// Files and directories to scan.
@@ -94,7 +95,7 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 /// in a database directory, rather than skipped.
 const UNSUPPORTED_DB_TYPES: &[&str] = &[
     "cvd", "cld", "cud", "hdu", "hsu", "mdb", "msb", "mdu", "msu", "ndu", "ldu", "idb", "fp",
-    "sfp", "ign", "ign2", "cdb", "cbc", "pdb", "gdb", "wdb", "ftm", "crb", "yar", "yara", "pwdb",
+    "sfp", "ign", "ign2", "cdb", "cbc", "pdb", "gdb", "wdb", "ftm", "crb", "pwdb",
 ];
 
 /// Loads every database named on the command line; returns the database and the errors.
@@ -114,7 +115,7 @@ pub(crate) fn load_databases(paths: &[PathBuf]) -> Result<(Database, Vec<String>
                         .and_then(|e| e.to_str())
                         .unwrap_or_default()
                         .to_ascii_lowercase();
-                    matches!(ext.as_str(), "hdb" | "hsb" | "ndb" | "ldb")
+                    matches!(ext.as_str(), "hdb" | "hsb" | "ndb" | "ldb" | "yar" | "yara")
                         || UNSUPPORTED_DB_TYPES.contains(&ext.as_str())
                 })
                 .collect();

@@ -472,7 +472,7 @@ fn same_detections_as_clamscan() {
         .collect();
     let only_clam: Vec<_> = clam_found
         .difference(&herd_found)
-        .filter(|p| !divergences.contains(p))
+        .filter(|p| !divergences.contains(*p))
         .collect();
     let diverged: BTreeSet<_> = clam_found.intersection(&divergences).cloned().collect();
     if diverged != divergences {
@@ -888,4 +888,35 @@ fn on_access_with_inotify_reports_and_quarantines_after_writes() {
     assert!(lines[0]["quarantine"]["id"].is_string(), "{lines:?}");
     assert!(!root.join("eicar.com").exists());
     assert!(root.join("skip/eicar.com").exists(), "excluded");
+}
+
+#[cfg(feature = "yara")]
+#[test]
+fn yara_rules_detect_alongside_clamav_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let sigs = dir.path().join("sigs");
+    std::fs::create_dir_all(&sigs).unwrap();
+    std::fs::write(
+        sigs.join("r.yar"),
+        "rule eicar_string { strings: $a = \"EICAR-STANDARD\" condition: $a }\n",
+    )
+    .unwrap();
+    std::fs::write(sigs.join("bad.yara"), "rule broken { condition: $nope }\n").unwrap();
+    let f = dir.path().join("eicar.com");
+    std::fs::write(&f, EICAR).unwrap();
+    let o = run(&["scan", "-d", sigs.to_str().unwrap(), f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("bad.yara:0: bad YARA rules"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(sigs.join("bad.yara")).unwrap();
+    let o = run(&["scan", "-d", sigs.to_str().unwrap(), f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("eicar.com: YARA.eicar_string FOUND"),
+        "{}",
+        stdout(&o)
+    );
 }

@@ -103,12 +103,21 @@ pub struct LogicalSig {
     pub subsigs: Vec<(Offset, HexPattern)>,
 }
 
+/// One file of YARA rules, already checked to compile (see `yara`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YaraSource {
+    pub file: String,
+    pub source: String,
+    pub rules: usize,
+}
+
 /// Every loaded signature, before compilation into an `Engine`.
 #[derive(Debug, Clone, Default)]
 pub struct Database {
     pub hashes: Vec<HashSig>,
     pub bodies: Vec<BodySig>,
     pub logicals: Vec<LogicalSig>,
+    pub yara: Vec<YaraSource>,
 }
 
 impl Database {
@@ -118,7 +127,10 @@ impl Database {
 
     /// The number of signatures loaded, counted as clamscan's "Known viruses" does.
     pub fn len(&self) -> usize {
-        self.hashes.len() + self.bodies.len() + self.logicals.len()
+        self.hashes.len()
+            + self.bodies.len()
+            + self.logicals.len()
+            + self.yara.iter().map(|y| y.rules).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,6 +151,9 @@ impl Database {
                 kind,
             }]
         };
+        if matches!(ext.as_str(), "yar" | "yara") {
+            return self.load_yara(file_name, content);
+        }
         if !matches!(ext.as_str(), "hdb" | "hsb" | "ndb" | "ldb") {
             return whole_file(ParseErrorKind::UnsupportedDatabaseType(
                 file_name.to_owned(),
@@ -168,6 +183,37 @@ impl Database {
             }
         }
         errors
+    }
+
+    fn load_yara(&mut self, file_name: &str, content: &[u8]) -> Vec<ParseError> {
+        let error = |kind| {
+            vec![ParseError {
+                file: file_name.to_owned(),
+                line: 0,
+                kind,
+            }]
+        };
+        let Ok(source) = std::str::from_utf8(content) else {
+            return error(ParseErrorKind::NotText);
+        };
+        #[cfg(feature = "yara")]
+        match crate::yara::compile(source) {
+            Ok(rules) => {
+                let rules = crate::yara::count(&rules);
+                self.yara.push(YaraSource {
+                    file: file_name.to_owned(),
+                    source: source.to_owned(),
+                    rules,
+                });
+                Vec::new()
+            }
+            Err(kind) => error(kind),
+        }
+        #[cfg(not(feature = "yara"))]
+        {
+            let _ = source;
+            error(ParseErrorKind::YaraDisabled)
+        }
     }
 }
 
@@ -568,7 +614,16 @@ mod tests {
         let (_, errors) = load("x.mdb", "whatever");
         assert_eq!(
             errors,
-            ["x.mdb:0: unsupported database type \"x.mdb\" (supported: .hdb, .hsb, .ndb, .ldb)"]
+            [
+                "x.mdb:0: unsupported database type \"x.mdb\" (supported: .hdb, .hsb, .ndb, .ldb, .yar, .yara)"
+            ]
+        );
+        #[cfg(not(feature = "yara"))]
+        assert_eq!(
+            load("r.yar", "rule r { condition: true }").1,
+            [
+                "r.yar:0: YARA rules need herd-scan's `yara` cargo feature, which this build does not have"
+            ]
         );
         let mut db = Database::new();
         let errors = db.load("x.ndb", b"\xff\xfe");

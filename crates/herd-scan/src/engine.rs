@@ -122,6 +122,8 @@ pub struct Engine {
     /// Patterns with a constrained start offset, verified directly.
     fixed: Vec<u32>,
     signature_count: usize,
+    #[cfg(feature = "yara")]
+    yara: Vec<yara_x::Rules>,
 }
 
 /// Per-thread working memory for scans, reused across buffers to avoid allocation.
@@ -234,6 +236,12 @@ impl Engine {
             grams,
             fixed,
             signature_count: db.len(),
+            #[cfg(feature = "yara")]
+            yara: db
+                .yara
+                .iter()
+                .filter_map(|y| crate::yara::compile(&y.source).ok())
+                .collect(),
         }
     }
 
@@ -274,10 +282,19 @@ impl Engine {
             found.truncate(1);
             return Ok(found);
         }
-        if self.patterns.is_empty() {
-            return Ok(found);
+        if !self.patterns.is_empty() {
+            self.match_body(data, scratch, options, &mut found)?;
         }
-        self.match_body(data, scratch, options, &mut found)?;
+        #[cfg(feature = "yara")]
+        for rules in &self.yara {
+            if !found.is_empty() && !options.all_matches {
+                break;
+            }
+            crate::yara::scan(rules, data, &mut found)?;
+        }
+        if !options.all_matches {
+            found.truncate(1);
+        }
         Ok(found)
     }
 

@@ -20,7 +20,7 @@ pub struct ParseError {
 /// implement; the others are malformed input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseErrorKind {
-    #[error("unsupported database type {0:?} (supported: .hdb, .hsb, .ndb, .ldb)")]
+    #[error("unsupported database type {0:?} (supported: .hdb, .hsb, .ndb, .ldb, .yar, .yara)")]
     UnsupportedDatabaseType(String),
     #[error("expected {expected} fields separated by '{separator}', found {found}")]
     FieldCount {
@@ -60,6 +60,10 @@ pub enum ParseErrorKind {
     UnsupportedLogical(String),
     #[error("the file is not valid UTF-8 text")]
     NotText,
+    #[error("YARA rules need herd-scan's `yara` cargo feature, which this build does not have")]
+    YaraDisabled,
+    #[error("bad YARA rules: {0}")]
+    BadYara(String),
 }
 
 /// A scan of one buffer that could not finish. Limits that stop archive extraction are not
@@ -70,6 +74,9 @@ pub enum ScanError {
     /// make verification slow, so it is reported rather than passed as clean.
     #[error("signature verification exceeded its work budget ({0} steps)")]
     VerificationBudget(u64),
+    /// yara-x refused or failed the scan (for example its timeout).
+    #[error("YARA scan failed: {0}")]
+    Yara(String),
 }
 
 /// Where in a nested archive something was found: the member names from outside in.

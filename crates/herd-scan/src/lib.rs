@@ -4,7 +4,8 @@
 //! is the one edge that touches the file system (directory walking without following
 //! symlinks, reading files into a reused buffer); everything else is testable on slices.
 //!
-//! Pipeline: `Database::load` parses `.hdb`/`.hsb`/`.ndb`/`.ldb` text (one `ParseError` per
+//! Pipeline: `Database::load` parses `.hdb`/`.hsb`/`.ndb`/`.ldb` text (and `.yar` with the
+//! `yara` feature) (one `ParseError` per
 //! bad or unsupported line, the good lines kept), `Engine::new` compiles it, and
 //! `Scanner::scan` runs it over a buffer and the zip/tar/gzip members inside it.
 //!
@@ -23,6 +24,8 @@ pub mod hex;
 pub mod scan;
 pub mod verify;
 pub mod walk;
+#[cfg(feature = "yara")]
+pub mod yara;
 
 pub use db::Database;
 pub use engine::{Engine, EngineOptions, MatchOptions, Scratch};
