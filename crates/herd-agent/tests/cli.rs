@@ -366,6 +366,36 @@ fn cases() -> Vec<Case> {
             ("miss", b" lo-head-28 middle lo-tail28".to_vec(), false),
         ],
     ));
+    // Inside containers: the hit is reported on the container, as clamscan does. The padding
+    // makes deflate really compress, so the marker is not visible in the container's bytes.
+    let inner = cat(&[b"archived-marker-29 ", &[b'.'; 3000]]);
+    c.push(case(
+        "t.ndb",
+        "Herd.InArchive",
+        ndb("Herd.InArchive", "*", h("archived-marker-29")),
+        vec![
+            (
+                "zip",
+                zip(&[("a.txt", b"nothing", true), ("dir/b.txt", &inner, true)]),
+                true,
+            ),
+            (
+                "tgz",
+                gzip(&herd_scan::archive::build::tar("x/y.txt", &inner)),
+                true,
+            ),
+            ("gz", gzip(&inner), true),
+            (
+                "zip-miss",
+                zip(&[(
+                    "b.txt",
+                    &cat(&[b"archived-marker-30 ", &[b'.'; 3000]]),
+                    true,
+                )]),
+                false,
+            ),
+        ],
+    ));
     let eicar_hex = hex(EICAR);
     c.push(case(
         "eicar.ndb",
