@@ -2,8 +2,9 @@
 //! multi-pattern prefilter over each signature's longest fixed anchor, then exact verification.
 //!
 //! Two prefilters share the anchors (see ARCHITECTURE notes in `lib.rs`):
-//! - anchors of at least `gram::WINDOW` bytes go to a sampled 8-byte-gram filter that reads
-//!   one gram every `gram::STEP` bytes, so its cost barely depends on the signature count;
+//! - anchors of at least 16 bytes go to a sampled 8-byte-gram filter that reads one gram
+//!   every 9 bytes, so its cost barely depends on the signature count, and anchors of 8 to 15
+//!   bytes to the same kind of filter with 4-byte grams every 5 bytes (`gram`);
 //! - shorter anchors go to an Aho-Corasick automaton (the `aho-corasick` crate), which is
 //!   exact but slows down with thousands of patterns (57 MB/s with 10,000 was measured here).
 //!
@@ -19,7 +20,7 @@ use sha2::Sha256;
 
 use crate::db::{Database, Expr, HashKind, Offset};
 use crate::error::ScanError;
-use crate::gram::{self, GramFilter};
+use crate::gram;
 use crate::hex::{Elem, HexPattern};
 use crate::verify::{self, Budget};
 
@@ -118,7 +119,8 @@ pub struct Engine {
     /// Indices into `anchors` searched by `ac` (pattern i of the automaton is `ac_anchors[i]`).
     ac_anchors: Vec<u32>,
     ac: Option<AhoCorasick>,
-    grams: Option<GramFilter>,
+    long_grams: Option<gram::Long>,
+    mid_grams: Option<gram::Mid>,
     /// Patterns with a constrained start offset, verified directly.
     fixed: Vec<u32>,
     signature_count: usize,
@@ -214,10 +216,29 @@ impl Engine {
             });
             anchors[id as usize].patterns.push(i as u32);
         }
-        let (long, short): (Vec<u32>, Vec<u32>) = (0..anchors.len() as u32)
-            .partition(|&a| options.gram_filter && anchors[a as usize].bytes.len() >= gram::WINDOW);
-        let grams = (!long.is_empty())
-            .then(|| GramFilter::new(long.iter().map(|&a| (a, &anchors[a as usize].bytes[..]))));
+        let tier = |a: &u32| {
+            let len = anchors[*a as usize].bytes.len();
+            match options.gram_filter {
+                true if len >= gram::Long::WINDOW => 2,
+                true if len >= gram::Mid::WINDOW => 1,
+                _ => 0,
+            }
+        };
+        let all: Vec<u32> = (0..anchors.len() as u32).collect();
+        let pick = |t| {
+            all.iter()
+                .copied()
+                .filter(|a| tier(a) == t)
+                .collect::<Vec<u32>>()
+        };
+        let (short, mid, long) = (pick(0), pick(1), pick(2));
+        let bytes_of = |ids: &[u32]| {
+            ids.iter()
+                .map(|&a| (a, &anchors[a as usize].bytes[..]))
+                .collect::<Vec<_>>()
+        };
+        let long_grams = (!long.is_empty()).then(|| gram::Long::new(bytes_of(&long).into_iter()));
+        let mid_grams = (!mid.is_empty()).then(|| gram::Mid::new(bytes_of(&mid).into_iter()));
         let ac = (!short.is_empty()).then(|| {
             AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
@@ -233,7 +254,8 @@ impl Engine {
             anchors,
             ac_anchors: short,
             ac,
-            grams,
+            long_grams,
+            mid_grams,
             fixed,
             signature_count: db.len(),
             #[cfg(feature = "yara")]
@@ -334,7 +356,12 @@ impl Engine {
             }
         }
         if !state.stop
-            && let Some(grams) = &self.grams
+            && let Some(grams) = &self.long_grams
+        {
+            grams.scan(data, |anchor, start| state.on_anchor(anchor, start))?;
+        }
+        if !state.stop
+            && let Some(grams) = &self.mid_grams
         {
             grams.scan(data, |anchor, start| state.on_anchor(anchor, start))?;
         }

@@ -1,26 +1,29 @@
 //! The sampled-gram prefilter for long anchors: a multi-pattern search whose cost per byte
 //! hardly grows with the number of patterns.
 //!
-//! Every anchor handled here is at least `WINDOW` bytes long; one `WINDOW`-byte slice of it is
-//! chosen (the one with the most varied bytes, as runs of zeros are common in files). Any
-//! occurrence of that slice contains an 8-byte gram starting at a multiple of `STEP`, because
-//! `STEP = WINDOW - 8 + 1`. So the scan reads only one gram every `STEP` bytes, tests it in a
-//! bitmap, and only on a hit looks it up exactly and compares the whole anchor. Every gram of
-//! every window position is indexed, so no occurrence is missed (tested against a naive search).
+//! Every anchor handled by a `GramFilter<W, Q>` is at least `W` bytes long; one `W`-byte
+//! slice of it is chosen (the one with the most varied bytes, as runs of zeros are common in
+//! files). Any occurrence of that slice contains a `Q`-byte gram starting at a multiple of
+//! `W - Q + 1`. So the scan reads only one gram every `W - Q + 1` bytes, tests it in a bitmap,
+//! and only on a hit looks it up exactly and compares the whole anchor. Every gram of every
+//! window position is indexed, so no occurrence is missed (tested against a naive search).
+//! Two shapes are used: `Long` (16-byte windows, 8-byte grams, a sample every 9 bytes) and
+//! `Mid` (8-byte windows, 4-byte grams, every 5 bytes) for anchors of 8 to 15 bytes.
 
 use rustc_hash::FxHashMap;
 
 use crate::error::ScanError;
 
-/// The anchor slice length the filter indexes.
-pub const WINDOW: usize = 16;
-const GRAM: usize = 8;
-/// Distance between sampled positions.
-pub const STEP: usize = WINDOW - GRAM + 1;
 const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// The filter for anchors of 16 bytes or more.
+pub type Long = GramFilter<16, 8>;
+/// The filter for anchors of 8 to 15 bytes.
+pub type Mid = GramFilter<8, 4>;
+
+/// A sampled-gram filter over anchors of at least `W` bytes, with `Q`-byte grams (`Q <= 8`).
 #[derive(Debug)]
-pub struct GramFilter {
+pub struct GramFilter<const W: usize, const Q: usize> {
     bits: Vec<u64>,
     shift: u32,
     /// Gram value -> range in `entries`.
@@ -31,8 +34,9 @@ pub struct GramFilter {
     anchors: Vec<Box<[u8]>>,
 }
 
-fn gram_at(data: &[u8], i: usize) -> u64 {
-    let bytes: [u8; GRAM] = data[i..i + GRAM].try_into().expect("slice of GRAM bytes");
+fn gram_at<const Q: usize>(data: &[u8], i: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes[..Q].copy_from_slice(&data[i..i + Q]);
     u64::from_le_bytes(bytes)
 }
 
@@ -52,19 +56,24 @@ fn score(window: &[u8]) -> i32 {
     s
 }
 
-impl GramFilter {
-    /// Builds the filter over `(anchor id, bytes)` pairs; every anchor is at least `WINDOW`
-    /// bytes long.
-    pub fn new<'a>(anchors: impl Iterator<Item = (u32, &'a [u8])>) -> GramFilter {
+impl<const W: usize, const Q: usize> GramFilter<W, Q> {
+    /// The anchor slice length the filter indexes: anchors must be at least this long.
+    pub const WINDOW: usize = W;
+    /// Distance between sampled positions.
+    const STEP: usize = W - Q + 1;
+
+    /// Builds the filter over `(anchor id, bytes)` pairs; every anchor is at least `W` bytes
+    /// long.
+    pub fn new<'a>(anchors: impl Iterator<Item = (u32, &'a [u8])>) -> Self {
         let mut by_gram: Vec<(u64, u32, u32)> = Vec::new();
         let mut stored: Vec<Box<[u8]>> = Vec::new();
         for (id, bytes) in anchors {
-            assert!(bytes.len() >= WINDOW, "anchor shorter than the gram window");
-            let best = (0..=bytes.len() - WINDOW)
-                .max_by_key(|&w| (score(&bytes[w..w + WINDOW]), std::cmp::Reverse(w)));
+            assert!(bytes.len() >= W, "anchor shorter than the gram window");
+            let best = (0..=bytes.len() - W)
+                .max_by_key(|&w| (score(&bytes[w..w + W]), std::cmp::Reverse(w)));
             let w = best.unwrap_or(0);
-            for k in 0..STEP {
-                by_gram.push((gram_at(bytes, w + k), id, (w + k) as u32));
+            for k in 0..Self::STEP {
+                by_gram.push((gram_at::<Q>(bytes, w + k), id, (w + k) as u32));
             }
             if stored.len() <= id as usize {
                 stored.resize(id as usize + 1, Box::default());
@@ -110,20 +119,20 @@ impl GramFilter {
         data: &[u8],
         mut on_match: impl FnMut(u32, usize) -> Result<bool, ScanError>,
     ) -> Result<(), ScanError> {
-        if data.len() < WINDOW {
+        if data.len() < W {
             return Ok(());
         }
-        let last = data.len() - GRAM;
+        let last = data.len() - Q;
         let mut p = 0;
         while p <= last {
-            let g = gram_at(data, p);
+            let g = gram_at::<Q>(data, p);
             let h = (g.wrapping_mul(MULTIPLIER) >> self.shift) as usize;
             if self.bits[h >> 6] & (1 << (h & 63)) != 0
                 && !self.candidates(data, p, g, &mut on_match)?
             {
                 return Ok(());
             }
-            p += STEP;
+            p += Self::STEP;
         }
         Ok(())
     }
@@ -167,12 +176,18 @@ mod tests {
 
     #[test]
     fn finds_exactly_what_a_naive_search_finds() {
+        check_against_naive::<16, 8>();
+        check_against_naive::<8, 4>();
+    }
+
+    fn check_against_naive<const W: usize, const Q: usize>() {
         let mut seed = 7;
         let anchors: Vec<Vec<u8>> = (0..50)
-            .map(|i| (0..WINDOW + i % 13).map(|_| lcg(&mut seed)).collect())
-            .chain([vec![0u8; 20], vec![1u8; 16]])
+            .map(|i| (0..W + i % 13).map(|_| lcg(&mut seed)).collect())
+            .chain([vec![0u8; W + 4], vec![1u8; W]])
             .collect();
-        let filter = GramFilter::new(anchors.iter().enumerate().map(|(i, a)| (i as u32, &a[..])));
+        let filter =
+            GramFilter::<W, Q>::new(anchors.iter().enumerate().map(|(i, a)| (i as u32, &a[..])));
         for round in 0..20 {
             let mut data: Vec<u8> = (0..5000).map(|_| lcg(&mut seed)).collect();
             for (i, a) in anchors.iter().enumerate() {
@@ -206,7 +221,7 @@ mod tests {
     #[test]
     fn short_input_and_early_stop() {
         let a = [7u8; 16];
-        let filter = GramFilter::new([(0, &a[..])].into_iter());
+        let filter = Long::new([(0, &a[..])].into_iter());
         filter
             .scan(&[7; 15], |_, _| panic!("too short to match"))
             .unwrap();

@@ -12,8 +12,8 @@
 //! Why two prefilters: the `aho-corasick` crate is exact and fast for a few patterns but ran at
 //! 57 MB/s with 10,000 literals on this machine (DEPENDENCIES.md), far from the 1 GB/s target;
 //! a sampled 8-byte-gram bitmap over anchors of at least 16 bytes reads one gram every 9
-//! bytes whatever the signature count. Anchors shorter than 16 bytes still go to
-//! Aho-Corasick. Hash signatures only cost a digest when a file's size appears in them.
+//! bytes whatever the signature count (4-byte grams every 5 bytes for anchors of 8 to 15
+//! bytes). Anchors shorter than 8 bytes still go to Aho-Corasick. Hash signatures only cost a digest when a file's size appears in them.
 
 pub mod archive;
 pub mod db;

@@ -237,7 +237,7 @@ fn pathological_verification_is_an_error_not_a_hang() {
 /// Signatures built from a small alphabet so random texts hit them often.
 fn sig_strategy() -> impl Strategy<Value = String> {
     let byte = prop::sample::select(vec!["41", "42", "43"]);
-    let anchor_len = prop_oneof![2usize..4, 16usize..20];
+    let anchor_len = prop_oneof![2usize..4, 8usize..12, 16usize..20];
     let piece = prop_oneof![
         Just("??".to_owned()),
         Just("4?".to_owned()),
