@@ -9,8 +9,9 @@
 //! - inotify (anyone): files are scanned after they are written or moved in; detections are
 //!   reported (and quarantined if asked) but nothing is blocked.
 //!
-//! Exclusions (`--exclude`) are path prefixes; the quarantine directory is always excluded so
-//! quarantining never waits on its own open. `--daily-scan HH:MM` (UTC) also runs a full scan
+//! Exclusions (`--exclude`) are path prefixes; the quarantine and sample directories are always
+//! excluded so storing a file never waits on its own open. Suspicious-only hits (see
+//! `--sample-prefix`) are reported and sampled but never denied or quarantined. `--daily-scan HH:MM` (UTC) also runs a full scan
 //! of the roots once a day. Detections are printed one per line (JSON with `--json`), ready
 //! to become agent events once the agent's outbox exists.
 
@@ -32,7 +33,7 @@ use nix::sys::fanotify::{
 use nix::sys::inotify::{AddWatchFlags, InitFlags as InotifyFlags, Inotify, WatchDescriptor};
 use serde_json::json;
 
-use crate::quarantine;
+use crate::quarantine::{StoreResult, Stores};
 use crate::scan::{load_databases, parse_size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +59,13 @@ pub struct WatchArgs {
     /// Move detected files into this quarantine directory.
     #[arg(long, value_name = "DIR")]
     quarantine: Option<PathBuf>,
+    /// Copy suspicious hits and files that could not be quarantined into this sample queue.
+    #[arg(long, value_name = "DIR")]
+    samples: Option<PathBuf>,
+    /// Signature name prefixes that only make a file suspicious: sampled, neither denied nor
+    /// quarantined. Repeatable.
+    #[arg(long, value_name = "PREFIX", default_values_t = ["Suspicious.".to_owned(), "Heuristics.".to_owned()])]
+    sample_prefix: Vec<String>,
     /// One JSON object per detection.
     #[arg(long)]
     json: bool,
@@ -101,7 +109,7 @@ struct Ctx<'e> {
     scanner: Scanner<'e>,
     args: &'e WatchArgs,
     excludes: Vec<PathBuf>,
-    quarantine: Option<quarantine::Store>,
+    stores: Stores,
 }
 
 impl Ctx<'_> {
@@ -109,41 +117,43 @@ impl Ctx<'_> {
         self.excludes.iter().any(|e| path.starts_with(e))
     }
 
-    /// Prints a detection and, if asked, quarantines the file. `action` says what already
-    /// happened to the access ("denied", "reported").
+    /// Prints a detection and quarantines or samples the file as configured. `action` says
+    /// what already happened to the access ("access denied", "reported").
     fn detected(&self, mode: &str, path: &Path, content: &[u8], names: &[Arc<str>], action: &str) {
-        let quarantined = self
-            .quarantine
-            .as_ref()
-            .map(|q| q.put(path, content, names).map_err(|e| format!("{e:#}")));
+        let (quarantined, sample) = self.stores.handle(path, content, names);
+        let to_json = |r: &StoreResult| match r {
+            Some(Ok(id)) => json!({ "id": id }),
+            Some(Err(e)) => json!({ "error": e }),
+            None => json!(null),
+        };
         let line = if self.args.json {
-            let q = match &quarantined {
-                Some(Ok(id)) => json!({ "id": id }),
-                Some(Err(e)) => json!({ "error": e }),
-                None => json!(null),
-            };
             let sigs: Vec<&str> = names.iter().map(|n| &**n).collect();
-            json!({ "event": "detection", "mode": mode, "path": path.display().to_string(), "signatures": sigs, "action": action, "quarantine": q })
-                .to_string()
+            json!({
+                "event": "detection",
+                "mode": mode,
+                "path": path.display().to_string(),
+                "signatures": sigs,
+                "action": action,
+                "quarantine": to_json(&quarantined),
+                "sample": to_json(&sample),
+            })
+            .to_string()
         } else {
-            let mut l = names
-                .iter()
-                .map(|n| format!("{}: {n} FOUND", path.display()))
-                .collect::<Vec<_>>()
-                .join("\n");
-            l.push_str(&format!("\n{}: {action} ({mode})", path.display()));
-            match &quarantined {
-                Some(Ok(id)) => l.push_str(&format!(
-                    "\n{}: moved to quarantine as {id}",
-                    path.display()
-                )),
-                Some(Err(e)) => l.push_str(&format!(
-                    "\n{}: quarantine failed: {e} ERROR",
-                    path.display()
-                )),
-                None => {}
+            let p = path.display();
+            let mut lines: Vec<String> = names.iter().map(|n| format!("{p}: {n} FOUND")).collect();
+            lines.push(format!("{p}: {action} ({mode})"));
+            let stores = [
+                ("moved to quarantine as", "quarantine", &quarantined),
+                ("captured as sample", "sample capture", &sample),
+            ];
+            for (done, what, r) in stores {
+                match r {
+                    Some(Ok(id)) => lines.push(format!("{p}: {done} {id}")),
+                    Some(Err(e)) => lines.push(format!("{p}: {what} failed: {e} ERROR")),
+                    None => {}
+                }
             }
-            l
+            lines.join("\n")
         };
         let _ = writeln!(std::io::stdout().lock(), "{line}");
     }
@@ -211,18 +221,18 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
     }
     let engine = Engine::new(&db);
     drop(db);
-    let quarantine = args
-        .quarantine
-        .as_deref()
-        .map(quarantine::Store::open)
-        .transpose()?;
+    let stores = Stores::open(
+        args.quarantine.as_deref(),
+        args.samples.as_deref(),
+        &args.sample_prefix,
+    )?;
     let mut excludes: Vec<PathBuf> = args
         .excludes
         .iter()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    if let Some(q) = &args.quarantine {
-        excludes.push(std::fs::canonicalize(q)?);
+    for dir in [&args.quarantine, &args.samples].into_iter().flatten() {
+        excludes.push(std::fs::canonicalize(dir)?);
     }
     let ctx = Ctx {
         scanner: Scanner {
@@ -235,7 +245,7 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
         },
         args,
         excludes,
-        quarantine,
+        stores,
     };
     let deadline = args
         .stop_after
@@ -429,8 +439,14 @@ fn decide(
     if cache.len() >= 100_000 {
         cache.clear();
     }
-    cache.insert(key, !names.is_empty());
+    // A suspicious-only verdict is reported and sampled but does not block the file.
+    let deny = names.iter().any(|n| !ctx.stores.suspicious(n));
+    cache.insert(key, deny);
     if names.is_empty() {
+        return Response::FAN_ALLOW;
+    }
+    if !deny {
+        ctx.detected("fanotify", &path, buf, &names, "reported");
         return Response::FAN_ALLOW;
     }
     ctx.detected("fanotify", &path, buf, &names, "access denied");

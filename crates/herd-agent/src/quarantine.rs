@@ -163,6 +163,74 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Where detected files go: quarantine and the sample queue, each if configured, and which
+/// signature names only make a file suspicious.
+#[derive(Debug, Default)]
+pub struct Stores {
+    pub quarantine: Option<Store>,
+    pub samples: Option<Store>,
+    pub suspicious_prefixes: Vec<String>,
+}
+
+/// What happened in a store: the entry id, or why it failed.
+pub type StoreResult = Option<Result<String, String>>;
+
+impl Stores {
+    pub fn open(
+        quarantine: Option<&Path>,
+        samples: Option<&Path>,
+        suspicious_prefixes: &[String],
+    ) -> Result<Stores> {
+        Ok(Stores {
+            quarantine: quarantine.map(Store::open).transpose()?,
+            samples: samples.map(Store::open).transpose()?,
+            suspicious_prefixes: suspicious_prefixes.to_vec(),
+        })
+    }
+
+    /// Whether a signature name marks its file as only suspicious (not proven malicious).
+    pub fn suspicious(&self, name: &str) -> bool {
+        self.suspicious_prefixes
+            .iter()
+            .any(|p| name.starts_with(p.as_str()))
+    }
+
+    /// Quarantines a detected file, or captures it as a sample when every hit is suspicious
+    /// (an uncertain verdict leaves the file in place) or when quarantining it failed.
+    pub fn handle(
+        &self,
+        path: &Path,
+        content: &[u8],
+        names: &[Arc<str>],
+    ) -> (StoreResult, StoreResult) {
+        if names.is_empty() {
+            return (None, None);
+        }
+        let only_suspicious = names.iter().all(|n| self.suspicious(n));
+        let quarantined = match &self.quarantine {
+            Some(q) if !only_suspicious => {
+                Some(q.put(path, content, names).map_err(|e| format!("{e:#}")))
+            }
+            _ => None,
+        };
+        let reason = if let Some(Err(e)) = &quarantined {
+            Some(format!("quarantine failed: {e}"))
+        } else if names.iter().any(|n| self.suspicious(n)) {
+            Some("suspicious".to_owned())
+        } else {
+            None
+        };
+        let sample = match (&self.samples, reason) {
+            (Some(s), Some(reason)) => Some(
+                s.capture(path, content, names, &reason)
+                    .map_err(|e| format!("{e:#}")),
+            ),
+            _ => None,
+        };
+        (quarantined, sample)
+    }
+}
+
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,

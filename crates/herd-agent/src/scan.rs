@@ -21,7 +21,7 @@ use herd_scan::walk::{self, Event, ReadOutcome};
 use herd_scan::{Database, Detection, Engine, Limits, MatchOptions, Scanner, Scratch};
 use serde_json::json;
 
-use crate::quarantine;
+use crate::quarantine::Stores;
 
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
@@ -367,18 +367,11 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     let engine = Engine::new(&db);
     drop(db);
     let load_time = started.elapsed();
-    let stores = Stores {
-        quarantine: args
-            .quarantine
-            .as_deref()
-            .map(quarantine::Store::open)
-            .transpose()?,
-        samples: args
-            .samples
-            .as_deref()
-            .map(quarantine::Store::open)
-            .transpose()?,
-    };
+    let stores = Stores::open(
+        args.quarantine.as_deref(),
+        args.samples.as_deref(),
+        &args.sample_prefix,
+    )?;
 
     let scanner = Scanner {
         engine: &engine,
@@ -530,53 +523,6 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     })
 }
 
-/// Where detected files go: quarantine and the sample queue, each if configured.
-#[derive(Debug, Default)]
-struct Stores {
-    quarantine: Option<quarantine::Store>,
-    samples: Option<quarantine::Store>,
-}
-
-type StoreResult = Option<Result<String, String>>;
-
-/// Quarantines a detected file, or captures it as a sample when every hit is suspicious (an
-/// uncertain verdict leaves the file in place) or when quarantining it failed.
-fn handle_detections(
-    path: &Path,
-    content: &[u8],
-    detections: &[Detection],
-    args: &ScanArgs,
-    stores: &Stores,
-) -> (StoreResult, StoreResult) {
-    if detections.is_empty() {
-        return (None, None);
-    }
-    let names: Vec<Arc<str>> = detections.iter().map(|d| d.name.clone()).collect();
-    let suspicious = |n: &str| args.sample_prefix.iter().any(|p| n.starts_with(p.as_str()));
-    let only_suspicious = names.iter().all(|n| suspicious(n));
-    let quarantined = match &stores.quarantine {
-        Some(q) if !only_suspicious => {
-            Some(q.put(path, content, &names).map_err(|e| format!("{e:#}")))
-        }
-        _ => None,
-    };
-    let reason = if let Some(Err(e)) = &quarantined {
-        Some(format!("quarantine failed: {e}"))
-    } else if names.iter().any(|n| suspicious(n)) {
-        Some("suspicious".to_owned())
-    } else {
-        None
-    };
-    let sample = match (&stores.samples, reason) {
-        (Some(s), Some(reason)) => Some(
-            s.capture(path, content, &names, &reason)
-                .map_err(|e| format!("{e:#}")),
-        ),
-        _ => None,
-    };
-    (quarantined, sample)
-}
-
 /// Reads and scans one file (and quarantines it if asked); prints nothing.
 fn scan_file(
     path: PathBuf,
@@ -607,7 +553,8 @@ fn scan_file(
         .iter()
         .map(|n| format!("{}: {}", n.path, n.kind))
         .collect();
-    let (quarantined, sample) = handle_detections(&path, buf, &report.detections, args, stores);
+    let names: Vec<Arc<str>> = report.detections.iter().map(|d| d.name.clone()).collect();
+    let (quarantined, sample) = stores.handle(&path, buf, &names);
     FileResult {
         path,
         outcome: Outcome::Scanned {

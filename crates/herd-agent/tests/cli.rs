@@ -950,3 +950,44 @@ fn yara_rules_detect_alongside_clamav_signatures() {
         stdout(&o)
     );
 }
+
+#[test]
+fn on_access_suspicious_hits_are_sampled_not_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.ndb");
+    std::fs::write(
+        &db,
+        format!("Suspicious.Odd:0:*:{}\n", hex(b"odd-but-not-proven")),
+    )
+    .unwrap();
+    let root = dir.path().join("watched");
+    std::fs::create_dir_all(&root).unwrap();
+    let samples = dir.path().join("samples");
+    let (db_s, root_s, samples_s) = (
+        db.to_str().unwrap(),
+        root.to_str().unwrap(),
+        samples.to_str().unwrap(),
+    );
+    let Some(child) = start_watch(&[
+        "--mode",
+        "fanotify",
+        "--json",
+        "--stop-after",
+        "3",
+        "--samples",
+        samples_s,
+        "-d",
+        db_s,
+        root_s,
+    ]) else {
+        println!("skipped: fanotify needs root (CAP_SYS_ADMIN)");
+        return;
+    };
+    std::fs::write(root.join("odd.txt"), b"this is odd-but-not-proven").unwrap();
+    assert!(std::fs::read(root.join("odd.txt")).is_ok(), "not denied");
+    let out = child.wait_with_output().unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(line["action"], "reported");
+    assert!(line["sample"]["id"].is_string(), "{line}");
+}
