@@ -293,12 +293,25 @@ impl Engine {
     ) -> Result<Vec<Arc<str>>, ScanError> {
         let mut found = Vec::new();
         let size = data.len() as u64;
-        if self.md5.wanted(size) {
-            self.md5.lookup(Md5::digest(data).into(), size, &mut found);
-        }
-        if self.sha256.wanted(size) {
-            self.sha256
-                .lookup(Sha256::digest(data).into(), size, &mut found);
+        let (want_md5, want_sha) = (self.md5.wanted(size), self.sha256.wanted(size));
+        if want_md5 || want_sha {
+            // One pass for both digests, a cache-sized block at a time, so a file wanted by
+            // both kinds is read from memory once.
+            let (mut md5, mut sha) = (Md5::new(), Sha256::new());
+            for block in data.chunks(64 * 1024) {
+                if want_md5 {
+                    md5.update(block);
+                }
+                if want_sha {
+                    sha.update(block);
+                }
+            }
+            if want_md5 {
+                self.md5.lookup(md5.finalize().into(), size, &mut found);
+            }
+            if want_sha {
+                self.sha256.lookup(sha.finalize().into(), size, &mut found);
+            }
         }
         if !found.is_empty() && !options.all_matches {
             found.truncate(1);
