@@ -308,19 +308,28 @@ impl DirWatches {
             Err(e) => eprintln!("WARNING: {}: cannot watch: {e}", dir.display()),
         }
     }
-    /// Drains pending events: (path, is a directory, mask).
+    /// Drains pending events: new directories, and files that are complete (closed after
+    /// writing or moved in; a file's `IN_CREATE` comes before its content and is ignored).
     fn events(&mut self) -> Vec<(PathBuf, bool)> {
         let Ok(events) = self.inotify.read_events() else {
             return Vec::new();
         };
-        events
-            .into_iter()
-            .filter_map(|e| {
-                let dir = self.dirs.get(&e.wd)?;
-                let name = e.name?;
-                Some((dir.join(name), e.mask.contains(AddWatchFlags::IN_ISDIR)))
-            })
-            .collect()
+        let complete = AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO;
+        let mut out = Vec::new();
+        for e in events {
+            if e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                eprintln!("WARNING: inotify queue overflowed; some changes were not scanned");
+                continue;
+            }
+            let (Some(dir), Some(name)) = (self.dirs.get(&e.wd), e.name) else {
+                continue;
+            };
+            let is_dir = e.mask.contains(AddWatchFlags::IN_ISDIR);
+            if is_dir || e.mask.intersects(complete) {
+                out.push((dir.join(name), is_dir));
+            }
+        }
+        out
     }
 }
 
