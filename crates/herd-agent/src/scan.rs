@@ -6,8 +6,9 @@
 //! `PATH: Symbolic link` for links met inside directories (never followed), then the
 //! `SCAN SUMMARY` block. With `-i` only detections are printed. Differences, on purpose: names
 //! carry no `.UNOFFICIAL` suffix; an unreadable file prints `PATH: REASON ERROR` (clamd's
-//! form) on stdout; files over `--max-filesize` print `PATH: Skipped (larger than …)` instead
-//! of clamscan's silent `OK`; archive limits print `WARNING:` lines on stderr.
+//! form) on stdout; files over `--max-filesize` are checked against hash signatures of their
+//! size (streaming) and otherwise print `PATH: Skipped (larger than …)` instead of
+//! clamscan's silent `OK`; archive limits print `WARNING:` lines on stderr.
 //! Exit code: 1 if anything was found, else 2 if any error occurred, else 0 (as clamscan).
 
 use std::fmt::Write as _;
@@ -523,6 +524,51 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     })
 }
 
+/// A file over `--max-filesize`: not held in memory, so only hash signatures of its size are
+/// checked, streaming. A hit is reported but not quarantined (the store works in memory).
+fn large_file(
+    path: PathBuf,
+    args: &ScanArgs,
+    scanner: &Scanner<'_>,
+    stores: &Stores,
+) -> FileResult {
+    let result = |path, outcome, bytes| FileResult {
+        path,
+        outcome,
+        notes: Vec::new(),
+        bytes,
+    };
+    let names = match walk::open_regular(&path) {
+        Ok(Some((mut file, meta))) if scanner.engine.wants_hash(meta.len()) => scanner
+            .engine
+            .match_hashes_stream(meta.len(), &mut file)
+            .map(|n| (n, meta.len())),
+        Ok(_) => Ok((Vec::new(), 0)),
+        Err(e) => Err(e),
+    };
+    match names {
+        Err(e) => result(path, Outcome::Error(e.to_string()), 0),
+        Ok((names, _)) if names.is_empty() => result(path, Outcome::TooLarge(args.max_filesize), 0),
+        Ok((names, size)) => {
+            let not_stored = || Some(Err("larger than --max-filesize; left in place".to_owned()));
+            let detections = names
+                .into_iter()
+                .map(|name| Detection {
+                    name,
+                    path: herd_scan::error::ArchivePath::default(),
+                })
+                .collect();
+            let outcome = Outcome::Scanned {
+                detections,
+                error: None,
+                quarantined: stores.quarantine.as_ref().and_then(|_| not_stored()),
+                sample: None,
+            };
+            result(path, outcome, size)
+        }
+    }
+}
+
 /// Reads and scans one file (and quarantines it if asked); prints nothing.
 fn scan_file(
     path: PathBuf,
@@ -541,7 +587,7 @@ fn scan_file(
     match walk::read_file(&path, args.max_filesize, buf) {
         Err(error) => return result(path, Outcome::Error(error.to_string())),
         Ok(ReadOutcome::NotRegular) => return result(path, Outcome::Gone),
-        Ok(ReadOutcome::TooLarge) => return result(path, Outcome::TooLarge(args.max_filesize)),
+        Ok(ReadOutcome::TooLarge) => return large_file(path, args, scanner, stores),
         Ok(ReadOutcome::Read) => {}
     }
     if buf.is_empty() {

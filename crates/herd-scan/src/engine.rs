@@ -278,6 +278,46 @@ impl Engine {
         self.md5.wanted(size) || self.sha256.wanted(size)
     }
 
+    /// The hash signatures matching a stream of `size` bytes, digests computed in one pass.
+    /// For files too large to hold in memory: body signatures are not checked on them.
+    pub fn match_hashes_stream(
+        &self,
+        size: u64,
+        reader: &mut dyn std::io::Read,
+    ) -> std::io::Result<Vec<Arc<str>>> {
+        let mut found = Vec::new();
+        let (want_md5, want_sha) = (self.md5.wanted(size), self.sha256.wanted(size));
+        if !want_md5 && !want_sha {
+            return Ok(found);
+        }
+        let (mut md5, mut sha) = (Md5::new(), Sha256::new());
+        let mut block = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match reader.read(&mut block) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            total += n as u64;
+            if want_md5 {
+                md5.update(&block[..n]);
+            }
+            if want_sha {
+                sha.update(&block[..n]);
+            }
+        }
+        // A file that changed size while being read is judged by what was read.
+        if want_md5 && self.md5.wanted(total) {
+            self.md5.lookup(md5.finalize().into(), total, &mut found);
+        }
+        if want_sha && self.sha256.wanted(total) {
+            self.sha256.lookup(sha.finalize().into(), total, &mut found);
+        }
+        Ok(found)
+    }
+
     /// Whether there are body or logical signatures (otherwise only hashes are checked).
     pub fn has_body_signatures(&self) -> bool {
         !self.patterns.is_empty()

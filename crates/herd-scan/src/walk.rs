@@ -126,10 +126,8 @@ pub enum ReadOutcome {
     NotRegular,
 }
 
-/// Reads a regular file into `buf` (cleared first), refusing symlinks and anything that is
-/// not a regular file at open time, and files over `max` bytes.
-pub fn read_file(path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
-    buf.clear();
+/// Opens a path for reading only if it is a regular file at open time (`None` otherwise).
+pub fn open_regular(path: &Path) -> io::Result<Option<(File, Metadata)>> {
     // O_NOFOLLOW: the path was a regular file when walked; if it has been swapped for a
     // symlink since, do not follow it out of the roots. O_NONBLOCK: if it has been swapped
     // for a FIFO, do not hang in open().
@@ -139,13 +137,20 @@ pub fn read_file(path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Result<ReadOut
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(ReadOutcome::NotRegular),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
         Err(e) => return Err(e),
     };
     let meta = file.metadata()?;
-    if !meta.is_file() {
+    Ok(meta.is_file().then_some((file, meta)))
+}
+
+/// Reads a regular file into `buf` (cleared first), refusing symlinks and anything that is
+/// not a regular file at open time, and files over `max` bytes.
+pub fn read_file(path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
+    buf.clear();
+    let Some((file, meta)) = open_regular(path)? else {
         return Ok(ReadOutcome::NotRegular);
-    }
+    };
     if meta.len() > max {
         return Ok(ReadOutcome::TooLarge);
     }

@@ -7,6 +7,7 @@ use herd_scan::{
     Database, EICAR, Engine, EngineOptions, Limits, MatchOptions, Report, Scanner, Scratch,
 };
 use proptest::prelude::*;
+use std::io::Read as _;
 
 const EICAR_HEX: &str = "58354f2150254041505b345c505a58353428505e2937434329377d2445494341522d5354414e444152442d414e544956495255532d544553542d46494c452124482b482a";
 
@@ -68,6 +69,30 @@ fn eicar_by_every_signature_kind() {
     longer.push(b'\n');
     assert_eq!(found(&e, &longer), ["Eicar.Ndb@"]);
     assert_eq!(found(&e, b"clean"), Vec::<String>::new());
+}
+
+#[test]
+fn hashes_of_streams_too_large_to_hold() {
+    let md5 = "44d88612fea8a8f36de82e1278abb02f";
+    let e = engine(&[("e.hdb", &format!("{md5}:68:Eicar.Hdb\n"))]);
+    let found = e.match_hashes_stream(68, &mut &EICAR[..]).unwrap();
+    assert_eq!(
+        found.iter().map(|n| &**n).collect::<Vec<_>>(),
+        ["Eicar.Hdb"]
+    );
+    // A size no signature has is not even read.
+    let mut never = std::io::repeat(0).take(1 << 40);
+    assert!(
+        e.match_hashes_stream(1 << 40, &mut never)
+            .unwrap()
+            .is_empty()
+    );
+    // A stream shorter than announced is judged by what was read.
+    assert!(
+        e.match_hashes_stream(68, &mut &EICAR[..60])
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
