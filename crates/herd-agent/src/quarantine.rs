@@ -64,17 +64,22 @@ pub fn run(command: &QuarantineCommand) -> Result<()> {
     match command {
         QuarantineCommand::List { dir, json } => {
             let store = Store::open(&dir.dir)?;
+            let mut out = std::io::stdout().lock();
             for meta in store.list()? {
-                if *json {
-                    println!("{}", serde_json::to_string(&meta)?);
+                let line = if *json {
+                    serde_json::to_string(&meta)?
                 } else {
-                    println!(
-                        "{}  {}  {}  {}",
+                    let when = meta.quarantined_unix;
+                    let sigs = meta.signatures.join(",");
+                    format!(
+                        "{}  {when}  {sigs}  {}",
                         meta.id,
-                        meta.quarantined_unix,
-                        meta.signatures.join(","),
                         meta.original_path().display()
-                    );
+                    )
+                };
+                // A closed stdout (`| head`) ends the listing quietly.
+                if writeln!(out, "{line}").is_err() {
+                    break;
                 }
             }
         }
