@@ -19,6 +19,7 @@ use herd_proto::catalog::{
 };
 use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc, TerminalDoc};
 
+use crate::rng::Rng;
 use crate::{median, peak_rss_bytes, rss_bytes};
 
 #[derive(Debug, clap::Args)]
@@ -41,28 +42,6 @@ pub struct Options {
     /// Seed of the generated data.
     #[arg(long, default_value_t = 2000_11_10)]
     seed: u64,
-}
-
-/// SplitMix64: a tiny, well-mixed deterministic generator, so the data needs no crate and never changes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True with probability `percent` / 100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
 }
 
 const PLATFORMS: [&str; 5] = ["phone", "pda", "pc", "stb", "server"];

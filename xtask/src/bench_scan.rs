@@ -23,6 +23,7 @@ use herd_scan::{Database, Engine, EngineOptions, MatchOptions, Scratch};
 use md5::{Digest, Md5};
 
 use crate::median;
+use crate::rng::Rng;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,33 +55,6 @@ struct Options {
     no_clamscan: bool,
     #[arg(long, default_value_t = 5)]
     seed: u64,
-}
-
-/// SplitMix64, as in the planner benchmark: deterministic data without a crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = vec![0; n];
-        self.fill(&mut v);
-        v
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -5,6 +5,7 @@
 
 mod bench_planner;
 mod bench_scan;
+mod rng;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
