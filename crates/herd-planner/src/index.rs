@@ -370,7 +370,6 @@ fn track_records(catalog: &Catalog, today: Date) -> Vec<TrackRecord> {
         .filter(|&t| in_period(t))
         .collect();
     let mut days_by_product: Vec<Vec<u64>> = vec![Vec::new(); catalog.products.len()];
-    let mut covered_by_product = vec![0u32; catalog.products.len()];
     let mut period_covered: Vec<Vec<bool>> = Vec::new();
     period_covered.resize_with(catalog.products.len(), || {
         vec![false; catalog.threats.len()]
@@ -391,13 +390,14 @@ fn track_records(catalog: &Catalog, today: Date) -> Vec<TrackRecord> {
         };
         let discovered = catalog.threat(c.threat).discovered;
         days_by_product[c.product.get()].push(discovered.days_until(date).max(0) as u64);
-        covered_by_product[c.product.get()] += 1;
         period_covered[c.product.get()][c.threat.get()] = true;
     }
     days_by_product
         .into_iter()
         .enumerate()
         .map(|(p, mut days)| {
+            // So far `days` holds one entry per covered threat of the period.
+            let covered = days.len() as u32;
             for &t in &period {
                 if !period_covered[p][t.get()] {
                     days.push(catalog.threat(t).discovered.days_until(today).max(0) as u64);
@@ -406,7 +406,7 @@ fn track_records(catalog: &Catalog, today: Date) -> Vec<TrackRecord> {
             let median_days_x2 = median_x2(&mut days);
             TrackRecord {
                 median_days_x2,
-                covered: covered_by_product[p],
+                covered,
                 threats: period.len() as u32,
             }
         })

@@ -16,19 +16,24 @@ fn herd(args: &[&str]) -> Output {
         .expect("herd runs")
 }
 
+/// `herd plan --catalog CATALOG --terminal TERMINAL --now NOW`.
+fn plan(catalog: &str, terminal: &str, now: &str) -> Output {
+    herd(&[
+        "plan",
+        "--catalog",
+        catalog,
+        "--terminal",
+        terminal,
+        "--now",
+        now,
+    ])
+}
+
 const NOW: &str = "2000-11-13T08:00:00+09:00";
 
 #[test]
 fn the_worked_example_switches_user_a_and_offers_user_b_vaccine_b() {
-    let out = herd(&[
-        "plan",
-        "--catalog",
-        "examples/seed/catalog.json",
-        "--terminal",
-        "examples/seed/terminals",
-        "--now",
-        NOW,
-    ]);
+    let out = plan("examples/seed/catalog.json", "examples/seed/terminals", NOW);
     assert!(
         out.status.success(),
         "{}",
@@ -57,15 +62,7 @@ fn the_worked_example_switches_user_a_and_offers_user_b_vaccine_b() {
     assert_eq!(plans[1]["action"], "exposed");
     assert_eq!(plans[1]["alternatives"][0]["product"], "vaccine-b");
 
-    let again = herd(&[
-        "plan",
-        "--catalog",
-        "examples/seed/catalog.json",
-        "--terminal",
-        "examples/seed/terminals",
-        "--now",
-        NOW,
-    ]);
+    let again = plan("examples/seed/catalog.json", "examples/seed/terminals", NOW);
     assert_eq!(
         out.stdout, again.stdout,
         "the same inputs print the same bytes"
@@ -74,15 +71,11 @@ fn the_worked_example_switches_user_a_and_offers_user_b_vaccine_b() {
 
 #[test]
 fn one_terminal_prints_one_indented_plan_with_keys_in_contract_order() {
-    let out = herd(&[
-        "plan",
-        "--catalog",
+    let out = plan(
         "examples/seed/catalog.json",
-        "--terminal",
         "examples/seed/terminals/45a-user-a-phone.json",
-        "--now",
         NOW,
-    ]);
+    );
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -125,15 +118,7 @@ fn a_bad_catalog_changes_nothing_and_says_where() {
         .replace("\"high\"", "\"severe\"");
     let bad = tmp.path().join("bad.json");
     std::fs::write(&bad, text).unwrap();
-    let out = herd(&[
-        "plan",
-        "--catalog",
-        bad.to_str().unwrap(),
-        "--terminal",
-        "examples/seed/terminals",
-        "--now",
-        NOW,
-    ]);
+    let out = plan(bad.to_str().unwrap(), "examples/seed/terminals", NOW);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         out.stdout.is_empty(),
@@ -154,15 +139,11 @@ fn a_bad_terminal_is_reported_and_the_others_are_planned() {
         std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
     }
     std::fs::write(tmp.path().join("zz-broken.json"), "{\"id\": \"x\", \"hardware\": {\"kind\": \"pc\", \"platform\": \"pc\"}, \"policy\": {\"apply\": \"often\"}}").unwrap();
-    let out = herd(&[
-        "plan",
-        "--catalog",
+    let out = plan(
         "examples/seed/catalog.json",
-        "--terminal",
         tmp.path().to_str().unwrap(),
-        "--now",
         NOW,
-    ]);
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 4);
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -178,26 +159,14 @@ fn a_bad_terminal_is_reported_and_the_others_are_planned() {
 
 #[test]
 fn usage_errors_are_clear() {
-    let out = herd(&[
-        "plan",
-        "--catalog",
-        "no/such/file.json",
-        "--terminal",
-        "examples/seed/terminals",
-        "--now",
-        NOW,
-    ]);
+    let out = plan("no/such/file.json", "examples/seed/terminals", NOW);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read no/such/file.json"));
-    let out = herd(&[
-        "plan",
-        "--catalog",
+    let out = plan(
         "examples/seed/catalog.json",
-        "--terminal",
         "examples/seed/terminals",
-        "--now",
         "yesterday",
-    ]);
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an RFC 3339 time"));
     let help = herd(&["plan", "--help"]);
