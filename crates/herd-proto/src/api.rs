@@ -1,0 +1,461 @@
+//! API v1 wire types: the JSON bodies the center, the agent, `herd sim` and the admin CLI
+//! exchange over HTTPS (SPEC §3.1, §3.6, §7). Catalog feeds and plans travel as their own
+//! formats ([`crate::catalog::CatalogDoc`], [`crate::plan::PlanDoc`]).
+//!
+//! Requests refuse unknown fields (a typo is an error, not a silently dropped setting);
+//! responses may grow fields, so clients must ignore what they do not know.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::PlanDoc;
+use crate::terminal::{HardwareDoc, InstalledDoc, PolicyDoc};
+
+/// Every error response: `{"error": {"code": "...", "message": "...", "problems": [...]}}`.
+/// `code` is stable and machine-readable (see [`codes`]); `message` is for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+    /// For refused documents: every problem, each with its JSON path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<ApiProblem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl From<&crate::Problem> for ApiProblem {
+    fn from(problem: &crate::Problem) -> ApiProblem {
+        ApiProblem {
+            path: problem.path.clone(),
+            message: problem.message.clone(),
+        }
+    }
+}
+
+/// The stable error codes of API v1.
+pub mod codes {
+    /// The request body is not valid JSON or does not match the request schema.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// A catalog feed failed validation (alone or merged with the other vendors' feeds).
+    pub const FEED_INVALID: &str = "feed_invalid";
+    /// A vendor tried to publish or upload for another vendor.
+    pub const FORBIDDEN_VENDOR: &str = "forbidden_vendor";
+    /// No credentials, or unknown credentials.
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// The API token has expired.
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    /// The credentials are valid but not allowed to do this.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// A terminal tried to act as another terminal.
+    pub const IDENTITY_MISMATCH: &str = "identity_mismatch";
+    /// Terminal endpoints need the client certificate issued at enrolment.
+    pub const CLIENT_CERT_REQUIRED: &str = "client_certificate_required";
+    /// The client certificate is not the terminal's current one (re-enrolled or deleted).
+    pub const CERT_REVOKED: &str = "certificate_revoked";
+    /// The enrolment token is unknown, expired or used up.
+    pub const ENROL_TOKEN_INVALID: &str = "enrolment_token_invalid";
+    /// A terminal with this id is already enrolled.
+    pub const TERMINAL_EXISTS: &str = "terminal_exists";
+    /// The certificate signing request could not be parsed or its signature is wrong.
+    pub const CSR_INVALID: &str = "csr_invalid";
+    /// An uploaded package's SHA-256 or size does not match what was declared.
+    pub const DIGEST_MISMATCH: &str = "digest_mismatch";
+    /// A body or upload is larger than the configured limit.
+    pub const TOO_LARGE: &str = "too_large";
+    /// The requested thing does not exist.
+    pub const NOT_FOUND: &str = "not_found";
+    /// The request conflicts with the current state (for example deleting a group in use).
+    pub const CONFLICT: &str = "conflict";
+    /// A `Range` header the package cannot satisfy.
+    pub const RANGE_NOT_SATISFIABLE: &str = "range_not_satisfiable";
+    /// The terminal reported something the catalog cannot validate (unknown platform, product…).
+    pub const INVENTORY_INVALID: &str = "inventory_invalid";
+    /// Something failed inside the center; the message says what, the log has details.
+    pub const INTERNAL: &str = "internal";
+    /// The store (database) is unreachable or failing.
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminals: enrolment, check-in, events.
+
+/// `POST /v1/enrol` (no client certificate yet): trade an enrolment token and a certificate
+/// signing request for the terminal's own client certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnrolRequest {
+    pub token: String,
+    /// PKCS#10 CSR in PEM; its key stays on the terminal.
+    pub csr_pem: String,
+    /// The terminal's id (an identifier); the center assigns one when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub hardware: HardwareDoc,
+    /// The terminal's UTC offset like `+09:00` (maintenance windows are in terminal time).
+    #[serde(default)]
+    pub tz: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnrolResponse {
+    pub terminal: String,
+    /// The terminal's client certificate (PEM), valid for mutual TLS on terminal endpoints.
+    pub certificate_pem: String,
+    /// The center's CA certificate (PEM): trust it for the server's certificate.
+    pub ca_pem: String,
+    /// The group placement rules put the terminal in (`unknown` when none matched).
+    pub group: String,
+    /// Check in again after about this many seconds.
+    pub checkin_interval_secs: u64,
+}
+
+/// `POST /v1/checkin` (client certificate): the terminal's inventory; the answer is its plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckinRequest {
+    /// If present it must be the id in the client certificate.
+    #[serde(default)]
+    pub terminal: Option<String>,
+    /// What runs now; `null` when no vaccine product is installed.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub installed: Option<InstalledDoc>,
+    /// Hardware as detected now; the enrolment record is kept when absent.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub hardware: Option<HardwareDoc>,
+    #[serde(default)]
+    pub tz: Option<String>,
+    #[serde(default)]
+    pub agent_version: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckinResponse {
+    /// Identifies this plan in reports: the SHA-256 of its JSON, so the same plan keeps its id.
+    pub plan_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub plan: PlanDoc,
+    /// Check in again after this many seconds (the interval with jitter applied).
+    pub next_checkin_secs: u64,
+    /// The center's clock, RFC 3339 UTC.
+    pub server_time: String,
+}
+
+/// `POST /v1/events` (client certificate): a batch from the agent's outbox, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventBatch {
+    pub events: Vec<EventDoc>,
+}
+
+/// One event. `seq` is the agent's outbox sequence number, strictly increasing per terminal:
+/// it is the idempotency key, so a batch sent twice is stored once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventDoc {
+    pub seq: u64,
+    /// RFC 3339 time the event happened on the terminal.
+    pub at: String,
+    /// For example `plan.report`, `scan.detection`, `agent.started`, `consent.declined`.
+    pub kind: String,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub data: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventAck {
+    /// Every event with `seq` ≤ this is stored: the agent may delete them from its outbox.
+    pub acked_through: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+}
+
+/// The `data` of a `plan.report` event: what happened when the terminal carried out a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanReport {
+    pub plan_id: String,
+    pub outcome: ReportOutcome,
+    pub steps: Vec<StepResult>,
+    /// What runs after the plan (the new product, or the old one after a rollback).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub installed: Option<InstalledDoc>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ReportOutcome {
+    /// Every step succeeded; the new product is active.
+    Succeeded,
+    /// A step failed and the previous product was kept or restored.
+    RolledBack,
+    /// The user declined (consent `ask`).
+    Declined,
+    /// Not carried out yet: waiting for consent, a maintenance window or disk space.
+    Deferred,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepResult {
+    /// Index into the plan's `steps`.
+    pub step: usize,
+    /// `fetch`, `install`, `verify`, `uninstall`, `activate` or `rollback`.
+    pub kind: String,
+    pub status: StepStatus,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum StepStatus {
+    Ok,
+    Failed,
+    Skipped,
+    Undone,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vendors.
+
+/// `PUT /v1/feeds/{vendor}` answers with the catalog revision the feed produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PublishResponse {
+    pub vendor: String,
+    pub revision: u64,
+    /// False when the same feed was already published (republishing is idempotent).
+    pub changed: bool,
+    pub sha256: String,
+}
+
+/// `PUT /v1/packages/{sha256}` answers with what was stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PackageInfo {
+    pub sha256: String,
+    pub size: u64,
+    pub vendor: Option<String>,
+    /// RFC 3339 UTC.
+    pub uploaded_at: String,
+    /// False when the package was already stored.
+    pub created: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators.
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TerminalSummary {
+    pub id: String,
+    pub user: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub hardware: HardwareDoc,
+    pub tz: Option<String>,
+    pub group: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub installed: Option<InstalledDoc>,
+    /// RFC 3339 UTC.
+    pub enrolled_at: String,
+    pub last_checkin: Option<String>,
+    pub last_address: Option<String>,
+    /// The action of the current plan (`none`, `update`, `switch`, `exposed`), if planned yet.
+    pub action: Option<String>,
+    /// How many required threats the installed product does not cover.
+    pub uncovered: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TerminalList {
+    pub terminals: Vec<TerminalSummary>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TerminalDetail {
+    #[serde(flatten)]
+    pub summary: TerminalSummary,
+    pub plan_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub plan: Option<PlanDoc>,
+    pub planned_at: Option<String>,
+    /// The network map: every source address seen, most recent first.
+    pub addresses: Vec<AddressSeen>,
+    /// The last `plan.report` the terminal sent.
+    pub last_report: Option<PlanReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AddressSeen {
+    pub address: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub checkins: u64,
+}
+
+/// `GET /v1/coverage`: threats × products, with since when each product covers each threat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CoverageMatrix {
+    pub revision: u64,
+    pub products: Vec<CoverageProduct>,
+    pub threats: Vec<CoverageRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CoverageProduct {
+    pub id: String,
+    pub vendor: String,
+    pub name: String,
+    /// The newest release's version and seq.
+    pub latest_version: Option<String>,
+    pub latest_seq: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CoverageRow {
+    pub threat: String,
+    pub name: String,
+    pub danger: String,
+    pub discovered: String,
+    /// One cell per product, in the order of `products`.
+    pub cells: Vec<CoverageCell>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CoverageCell {
+    /// Covered by the product's newest release.
+    pub covered: bool,
+    pub since_seq: Option<u64>,
+    pub covered_on: Option<String>,
+    pub expected: Option<String>,
+}
+
+/// A group and the policy its terminals get.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GroupDoc {
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    /// The terminal's `tz` comes from the terminal; a `tz` here is refused.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub policy: PolicyDoc,
+    /// How many terminals are in it (responses only).
+    #[serde(default, skip_deserializing)]
+    pub terminals: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GroupList {
+    pub groups: Vec<GroupDoc>,
+}
+
+/// A placement rule: every condition given must hold; the first matching rule wins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlacementRule {
+    pub group: String,
+    /// Hardware kind, like `phone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// An address range in CIDR notation (`10.1.0.0/16`, `fd00::/8`) matched against the
+    /// address the terminal enrols from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlacementRules {
+    pub rules: Vec<PlacementRule>,
+}
+
+/// `POST /v1/enrolment-tokens` (operator).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewEnrolmentToken {
+    #[serde(default)]
+    pub label: String,
+    /// How many terminals may enrol with it (default 1).
+    #[serde(default)]
+    pub uses: Option<u64>,
+    /// Lifetime in seconds (default 7 days).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/tokens` (operator): an API token for an operator or a vendor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewApiToken {
+    /// `operator` or `vendor`.
+    pub role: String,
+    /// Required for `vendor`: the vendor id the token may publish for.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    #[serde(default)]
+    pub label: String,
+    /// Lifetime in seconds (default 365 days).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A newly created secret: shown once, stored only as its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenCreated {
+    pub token: String,
+    pub expires_at: String,
+}

@@ -1,0 +1,384 @@
+//! The center's storage: the [`Store`] trait, in the words of the domain (enrol a terminal,
+//! record check-ins, publish a vendor's feed…), and its two implementations, embedded SQLite
+//! (the default, WAL mode) and PostgreSQL (several center processes sharing one database).
+//!
+//! Everything a center process needs to agree on with other center processes lives here:
+//! the CA, the catalog feeds and their revision, tokens, terminals, groups and rules, events.
+//! Multi-row changes are single transactions, so a failure applies nothing. Each backend has
+//! its own migrations (`migrations/sqlite`, `migrations/postgres`); one conformance suite
+//! (`tests/conformance.rs`) runs against both.
+//!
+//! Times are Unix seconds (`i64`, UTC). JSON-shaped parts (inventory, plans, policies, event
+//! data) are stored as JSON text: the center validates them before they get here.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.
+/// Runs the backend's migrations before returning.
+pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(PostgresStore::open(url).await?))
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Box::new(SqliteStore::open(std::path::Path::new(path)).await?))
+    } else {
+        Err(StoreError::BadUrl(url.to_owned()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
+    BadUrl(String),
+    /// The database cannot be reached or opened (the message says which and why).
+    #[error("cannot open the database {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A unique key already exists (terminal id, token, group…); the message names it.
+    #[error("{0}")]
+    Conflict(String),
+    /// The thing to change does not exist; the message names it.
+    #[error("{0}")]
+    NotFound(String),
+    /// A value read back from the database is not what this program wrote (corruption or a
+    /// newer schema).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Why an enrolment was refused; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    #[error("the enrolment token is unknown")]
+    TokenUnknown,
+    #[error("the enrolment token expired")]
+    TokenExpired,
+    #[error("the enrolment token has been used up")]
+    TokenUsedUp,
+    #[error("a terminal with id {0:?} is already enrolled")]
+    TerminalExists(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The center's CA: created once by whichever center process starts first, then shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaMaterial {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Counters bumped by every change of their kind, so center processes can tell cheaply
+/// whether their cached catalog or configuration is stale.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Revisions {
+    /// Bumped when a published feed changes the merged catalog.
+    pub catalog: u64,
+    /// Bumped when groups, placement rules or terminals' group/certificate change.
+    pub config: u64,
+}
+
+/// One vendor's published feed: the whole `herd.catalog/v1` document as sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFeed {
+    pub vendor: String,
+    /// The document as JSON text.
+    pub doc: String,
+    /// SHA-256 (hex) of `doc`: republishing the same bytes changes nothing.
+    pub sha256: String,
+    pub published_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// The catalog revision after the publish (unchanged when `changed` is false).
+    pub revision: u64,
+    pub changed: bool,
+}
+
+/// A package in the blob store (the bytes live in the content-addressed blob directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackageRow {
+    pub sha256: String,
+    pub size: u64,
+    /// The vendor whose token uploaded it (`None` for operators).
+    pub vendor: Option<String>,
+    pub uploaded_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Operator,
+    Vendor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Vendor => "vendor",
+        }
+    }
+}
+
+/// An API token, stored by the SHA-256 (hex) of its secret only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTokenRow {
+    pub hash: String,
+    pub role: Role,
+    /// For vendor tokens: the vendor id they act for.
+    pub vendor: Option<String>,
+    pub label: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrolTokenRow {
+    pub hash: String,
+    pub label: String,
+    /// How many more terminals may enrol with it.
+    pub uses_left: u64,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What enrolment writes. `group` was chosen by the placement rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTerminal {
+    pub id: String,
+    pub user: Option<String>,
+    /// `HardwareDoc` as JSON text.
+    pub hardware: String,
+    pub tz: Option<String>,
+    pub group: String,
+    /// SHA-256 (hex) of the DER client certificate issued: terminal endpoints accept only it.
+    pub cert_sha256: String,
+    pub enrolled_at: i64,
+    /// The address the terminal enrolled from (the first entry of its network map).
+    pub address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TerminalRow {
+    pub id: String,
+    pub user: Option<String>,
+    /// `HardwareDoc` JSON.
+    pub hardware: String,
+    pub tz: Option<String>,
+    pub group: String,
+    pub cert_sha256: String,
+    pub enrolled_at: i64,
+    pub last_checkin: Option<i64>,
+    pub last_address: Option<String>,
+    /// `InstalledDoc` JSON or `None` when nothing is installed (or never checked in).
+    pub installed: Option<String>,
+    pub agent_version: Option<String>,
+    /// The current plan: its id, action, uncovered count, `PlanDoc` JSON and when it was made.
+    pub plan_id: Option<String>,
+    pub plan_action: Option<String>,
+    pub plan_uncovered: u64,
+    pub plan: Option<String>,
+    pub planned_at: Option<i64>,
+    /// The last `plan.report` event's data (JSON).
+    pub last_report: Option<String>,
+}
+
+/// What one check-in changes. Written in batches: [`Store::record_checkins`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckinWrite {
+    pub terminal: String,
+    pub at: i64,
+    pub address: String,
+    /// The inventory reported (`InstalledDoc` JSON or `None` for nothing installed).
+    pub installed: Option<String>,
+    /// `HardwareDoc` JSON when the terminal reported it.
+    pub hardware: Option<String>,
+    pub tz: Option<String>,
+    pub agent_version: Option<String>,
+    /// The plan computed, written only when its id differs from the stored one.
+    pub plan: PlanWrite,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanWrite {
+    pub id: String,
+    pub action: String,
+    pub uncovered: u64,
+    pub doc: String,
+}
+
+/// Listing filter for [`Store::terminals`]; results are ordered by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TerminalQuery {
+    pub group: Option<String>,
+    /// Only terminals whose current plan has this action (`exposed`, `switch`…).
+    pub action: Option<String>,
+    /// Only ids greater than this (keyset paging).
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressRow {
+    pub address: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub checkins: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRow {
+    pub id: String,
+    pub description: String,
+    /// `PolicyDoc` JSON (without `tz`).
+    pub policy: String,
+}
+
+/// A placement rule, as `PlacementRule` JSON; the list order is the evaluation order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleRow {
+    /// The group the rule places terminals in (must exist).
+    pub group: String,
+    /// The whole rule as `PlacementRule` JSON.
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRow {
+    pub terminal: String,
+    pub seq: u64,
+    /// When it happened on the terminal.
+    pub at: i64,
+    pub kind: String,
+    /// JSON.
+    pub data: String,
+    /// When the center stored it (set by the store).
+    pub received_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub accepted: u64,
+    /// Events whose (terminal, seq) was already stored: dropped, harmlessly.
+    pub duplicates: u64,
+    /// The highest seq stored for the terminal after this append.
+    pub last_seq: u64,
+}
+
+/// The id of the group terminals land in when no placement rule matches. It always exists
+/// (the migrations create it with the default policy) and cannot be deleted.
+pub const UNKNOWN_GROUP: &str = "unknown";
+
+/// The center's storage, in domain terms. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    fn backend(&self) -> Backend;
+
+    /// Stores `candidate` as the CA unless one exists; returns the one that is stored.
+    /// Safe when several processes race at first start.
+    async fn ca_get_or_insert(&self, candidate: CaMaterial) -> Result<CaMaterial, StoreError>;
+
+    async fn revisions(&self) -> Result<Revisions, StoreError>;
+
+    // --- catalog -------------------------------------------------------------------------
+
+    /// Every vendor's current feed (ordered by vendor) and the catalog revision they make.
+    async fn feeds(&self) -> Result<(u64, Vec<StoredFeed>), StoreError>;
+
+    /// Replaces `feed.vendor`'s feed, atomically and serialised against other publishes.
+    /// Inside the transaction, `check` is called with the feeds of every *other* vendor, so the
+    /// caller can validate the merged catalog; its error aborts the publish and is returned
+    /// as is. Publishing the same `sha256` again changes nothing (`changed: false`) and does
+    /// not call `check`.
+    async fn publish_feed(
+        &self,
+        feed: StoredFeed,
+        check: &(dyn Fn(&[StoredFeed]) -> Result<(), String> + Send + Sync),
+    ) -> Result<Result<PublishOutcome, String>, StoreError>;
+
+    // --- packages ------------------------------------------------------------------------
+
+    /// Records a stored blob; returns false (and keeps the first row) if it was known.
+    async fn package_put(&self, package: PackageRow) -> Result<bool, StoreError>;
+    async fn package_get(&self, sha256: &str) -> Result<Option<PackageRow>, StoreError>;
+
+    // --- credentials ---------------------------------------------------------------------
+
+    async fn api_token_insert(&self, token: ApiTokenRow) -> Result<(), StoreError>;
+    async fn api_token_find(&self, hash: &str) -> Result<Option<ApiTokenRow>, StoreError>;
+    async fn api_tokens_count(&self) -> Result<u64, StoreError>;
+    async fn enrol_token_insert(&self, token: EnrolTokenRow) -> Result<(), StoreError>;
+
+    // --- terminals -----------------------------------------------------------------------
+
+    /// Consumes one use of the enrolment token (by hash) and inserts the terminal, with its
+    /// first network-map entry, in one transaction: a refused enrolment writes nothing.
+    async fn enrol(
+        &self,
+        token_hash: &str,
+        now: i64,
+        terminal: NewTerminal,
+    ) -> Result<TerminalRow, EnrolError>;
+
+    async fn terminal(&self, id: &str) -> Result<Option<TerminalRow>, StoreError>;
+    async fn terminals(&self, query: &TerminalQuery) -> Result<Vec<TerminalRow>, StoreError>;
+    /// Deletes a terminal with its addresses and events (bumps the config revision, so its
+    /// certificate stops working everywhere). False if there was none.
+    async fn terminal_delete(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Records a batch of check-ins in one transaction: last check-in time and address,
+    /// inventory, the network map (address first/last seen, count), and the plan where its
+    /// id changed. A write for an unknown terminal is skipped.
+    async fn record_checkins(&self, batch: &[CheckinWrite]) -> Result<(), StoreError>;
+
+    /// The terminal's network map, most recently seen first.
+    async fn addresses(&self, terminal: &str) -> Result<Vec<AddressRow>, StoreError>;
+
+    // --- groups and placement ------------------------------------------------------------
+
+    /// Groups ordered by id, each with its terminal count.
+    async fn groups(&self) -> Result<Vec<(GroupRow, u64)>, StoreError>;
+    /// Creates or replaces a group (bumps the config revision).
+    async fn group_put(&self, group: GroupRow) -> Result<(), StoreError>;
+    /// Deletes a group: `Conflict` if terminals or rules still use it or it is `unknown`,
+    /// `NotFound` if it does not exist.
+    async fn group_delete(&self, id: &str) -> Result<(), StoreError>;
+    async fn rules(&self) -> Result<Vec<RuleRow>, StoreError>;
+    /// Replaces all placement rules (bumps the config revision). `Conflict` naming the group
+    /// if a rule names a group that does not exist.
+    async fn rules_replace(&self, rules: &[RuleRow]) -> Result<(), StoreError>;
+
+    // --- events --------------------------------------------------------------------------
+
+    /// Appends a terminal's events, idempotently by (terminal, seq). For `plan.report`
+    /// events the terminal's `last_report` is updated in the same transaction.
+    async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError>;
+    /// Events ordered by (terminal, seq): of one terminal, or all; after `after_seq`.
+    async fn events(
+        &self,
+        terminal: Option<&str>,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError>;
+}
