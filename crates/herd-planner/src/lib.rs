@@ -14,6 +14,7 @@ mod index;
 mod render;
 pub mod script;
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use herd_core::{
@@ -105,29 +106,33 @@ struct UninstallKey {
 }
 
 /// Plans terminals against one catalog at one instant.
+///
+/// `C` is how the planner holds its catalog: a borrow (`Planner::new(&catalog, now)`) for a
+/// one-shot run, or an `Arc<Catalog>` for a long-lived server that keeps a planner per thread
+/// and replaces it when a new catalog is published.
 #[derive(Debug)]
-pub struct Planner<'c> {
-    catalog: &'c Catalog,
+pub struct Planner<C: Deref<Target = Catalog> = &'static Catalog> {
+    catalog: C,
     index: Index,
     decisions: FxHashMap<DecisionKey, Arc<Decision>>,
     install_scripts: FxHashMap<(ReleaseIdx, usize), Arc<str>>,
     uninstall_scripts: FxHashMap<UninstallKey, Vec<(String, Arc<str>)>>,
 }
 
-impl<'c> Planner<'c> {
+impl<C: Deref<Target = Catalog>> Planner<C> {
     /// Precomputes the tables every terminal's plan shares.
-    pub fn new(catalog: &'c Catalog, now: Timestamp) -> Planner<'c> {
+    pub fn new(catalog: C, now: Timestamp) -> Planner<C> {
         Planner {
+            index: Index::new(&catalog, now),
             catalog,
-            index: Index::new(catalog, now),
             decisions: FxHashMap::default(),
             install_scripts: FxHashMap::default(),
             uninstall_scripts: FxHashMap::default(),
         }
     }
 
-    pub fn catalog(&self) -> &'c Catalog {
-        self.catalog
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     pub fn now(&self) -> Timestamp {
@@ -183,7 +188,7 @@ impl<'c> Planner<'c> {
 
     /// Rules 1–8 for one decision key.
     fn decide(&mut self, key: DecisionKey) -> Decision {
-        let catalog = self.catalog;
+        let catalog = &*self.catalog;
         let index = &self.index;
         let (installed_product, installed_seq) = match key.installed {
             Some((product, seq)) => (Some(product), seq),
@@ -280,7 +285,7 @@ impl<'c> Planner<'c> {
     }
 
     fn install_script(&mut self, target: Target) -> Arc<str> {
-        let catalog = self.catalog;
+        let catalog = &*self.catalog;
         self.install_scripts
             .entry((target.release, target.package))
             .or_insert_with(|| {
@@ -308,7 +313,7 @@ impl<'c> Planner<'c> {
     fn uninstall_for(&mut self, terminal: &Terminal, decision: &Decision) -> Option<Arc<str>> {
         let installed = terminal.installed.as_ref()?;
         let target = decision.target?;
-        let catalog = self.catalog;
+        let catalog = &*self.catalog;
         let release = catalog.release(target.release);
         let new_format = release.packages[target.package].format;
         let needed = match decision.action {
@@ -377,8 +382,8 @@ impl<'c> Planner<'c> {
     }
 
     /// The threats of a gap, most dangerous first, then by id.
-    pub fn gap_threats(&self, gap: &Gap) -> impl Iterator<Item = &'c herd_core::Threat> + '_ {
-        let catalog = self.catalog;
+    pub fn gap_threats(&self, gap: &Gap) -> impl Iterator<Item = &herd_core::Threat> + '_ {
+        let catalog = &*self.catalog;
         self.index
             .gap(gap.product, gap.seq, gap.min_danger)
             .map(move |t| catalog.threat(t))

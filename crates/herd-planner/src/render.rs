@@ -1,7 +1,9 @@
 //! Turning decisions into words and documents: the `reason` sentence of a plan, and the
 //! plan's wire document (SPEC §4).
 
-use herd_core::{Apply, ProductIdx, ThreatIdx};
+use std::ops::Deref;
+
+use herd_core::{Apply, Catalog, ProductIdx, ThreatIdx};
 use herd_proto::plan::{self as wire, PlanDoc, ReleaseRef, SeverityCounts, Step};
 
 use crate::{Action, Gap, Plan, Planner, Ranked, Severity};
@@ -23,8 +25,12 @@ pub(crate) struct ReasonFacts<'a> {
 }
 
 /// `vaccine-a 5.1 (a-1101)`, or `vaccine-a at definitions seq 1105` for a seq the catalog does not list.
-fn describe(planner: &Planner<'_>, product: ProductIdx, seq: u64) -> String {
-    let catalog = planner.catalog;
+fn describe(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    product: ProductIdx,
+    seq: u64,
+) -> String {
+    let catalog = &*planner.catalog;
     let id = &catalog.product(product).id;
     match catalog.release_by_seq(product, seq) {
         Some(r) => {
@@ -35,12 +41,15 @@ fn describe(planner: &Planner<'_>, product: ProductIdx, seq: u64) -> String {
     }
 }
 
-fn gap_ids(planner: &Planner<'_>, gap: &Gap) -> impl Iterator<Item = ThreatIdx> {
+fn gap_ids(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    gap: &Gap,
+) -> impl Iterator<Item = ThreatIdx> {
     planner.index.gap(gap.product, gap.seq, gap.min_danger)
 }
 
 /// `virus-a (high)`, `virus-a (high) and virus-b (low)`, `… and 7 more`.
-fn list_gap(planner: &Planner<'_>, gap: &Gap) -> String {
+fn list_gap(planner: &Planner<impl Deref<Target = Catalog>>, gap: &Gap) -> String {
     let total = gap.severity.total() as usize;
     let named: Vec<String> = gap_ids(planner, gap)
         .take(NAMED_THREATS)
@@ -58,7 +67,12 @@ fn list_gap(planner: &Planner<'_>, gap: &Gap) -> String {
 
 /// What the target does about the current gap: `covers it since 2000-11-12`, `covers all of them`,
 /// or `leaves virus-c (low) uncovered`.
-fn coverage_phrase(planner: &Planner<'_>, current: &Gap, target: &Ranked, after: &Gap) -> String {
+fn coverage_phrase(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    current: &Gap,
+    target: &Ranked,
+    after: &Gap,
+) -> String {
     if !after.severity.is_empty() {
         return format!("leaves {} uncovered", list_gap(planner, after));
     }
@@ -75,12 +89,16 @@ fn coverage_phrase(planner: &Planner<'_>, current: &Gap, target: &Ranked, after:
     }
 }
 
-fn describe_ranked(planner: &Planner<'_>, r: &Ranked) -> String {
+fn describe_ranked(planner: &Planner<impl Deref<Target = Catalog>>, r: &Ranked) -> String {
     describe(planner, r.product, planner.catalog.release(r.release).seq)
 }
 
 /// What the best alternative would do, for an exposed terminal.
-fn alternatives_phrase(planner: &Planner<'_>, current: &Gap, alternatives: &[Ranked]) -> String {
+fn alternatives_phrase(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    current: &Gap,
+    alternatives: &[Ranked],
+) -> String {
     let Some(best) = alternatives.first() else {
         return String::new();
     };
@@ -101,7 +119,10 @@ fn alternatives_phrase(planner: &Planner<'_>, current: &Gap, alternatives: &[Ran
     format!("; {} {what}{more}", describe_ranked(planner, best))
 }
 
-pub(crate) fn reason(planner: &Planner<'_>, f: &ReasonFacts<'_>) -> String {
+pub(crate) fn reason(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    f: &ReasonFacts<'_>,
+) -> String {
     let policy = format!("policy {}", f.apply.as_str());
     let from = f.installed.map(|(p, seq)| describe(planner, p, seq));
     let uncovered = || list_gap(planner, f.current);
@@ -194,8 +215,11 @@ fn counts(s: Severity) -> SeverityCounts {
     }
 }
 
-pub(crate) fn plan_doc(planner: &Planner<'_>, plan: &Plan<'_>) -> PlanDoc {
-    let catalog = planner.catalog;
+pub(crate) fn plan_doc(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    plan: &Plan<'_>,
+) -> PlanDoc {
+    let catalog = &*planner.catalog;
     let d = &plan.decision;
     let terminal = plan.terminal;
     let gap_list = |gap: &Gap| {
