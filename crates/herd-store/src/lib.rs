@@ -27,7 +27,9 @@ pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Box::new(PostgresStore::open(url).await?))
     } else if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Box::new(SqliteStore::open(std::path::Path::new(path)).await?))
+        Ok(Box::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
     } else {
         Err(StoreError::BadUrl(url.to_owned()))
     }
