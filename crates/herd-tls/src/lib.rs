@@ -1,0 +1,567 @@
+//! The center's PKI: a certificate authority, server certificates, terminal client certificates
+//! signed from CSRs, and the rustls configurations every tier uses (ring provider only).
+//!
+//! Trust model (SPEC §3.6): the center owns one CA. Site servers and the center serve TLS with
+//! certificates from it; terminals enrol with a token and a PKCS#10 request and get back a
+//! client certificate whose identity the center chose (`CN = <id>` and the SAN URI
+//! `urn:herd:terminal:<id>`), never the one the request asked for. Servers ask for client
+//! certificates but do not require them, so enrolment (which has no certificate yet) and
+//! authenticated calls share one listener; the HTTP layer decides per route, through
+//! [`terminal_id_of`] on the verified peer certificate.
+//!
+//! Every certificate here is ECDSA P-256 with a random serial. Issued certificates start one
+//! hour in the past so a terminal whose clock is a little behind the center's still accepts
+//! them. Nothing here reads a file or opens a socket: PEM text in, PEM text and configs out.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    SubjectPublicKeyInfo,
+};
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+/// The prefix of the SAN URI that carries a terminal's identity in its client certificate.
+pub const TERMINAL_URI_PREFIX: &str = "urn:herd:terminal:";
+
+/// The only ALPN protocol Herd speaks over TLS.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// Longest terminal id accepted into a certificate; ids are also path components elsewhere.
+pub const MAX_TERMINAL_ID_LEN: usize = 128;
+
+/// Longest validity [`CertificateAuthority::sign_terminal_csr`] grants (ten years).
+pub const MAX_TERMINAL_VALIDITY_DAYS: u32 = 3653;
+
+const CA_VALIDITY: Duration = Duration::from_secs(3653 * 86_400);
+const SERVER_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+/// Issued certificates are valid from this long before "now", to tolerate clock skew.
+const BACKDATE: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Something wrong with keys, certificates or TLS configuration; the message says what.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what} is not a PEM certificate")]
+    NotPemCertificate { what: &'static str },
+    #[error("{what} is not a PEM private key (PKCS#8 \"PRIVATE KEY\" expected)")]
+    NotPemKey { what: &'static str },
+    #[error("{what} could not be parsed: {reason}")]
+    BadCertificate { what: &'static str, reason: String },
+    #[error("{what} could not be loaded: {source}")]
+    BadKey {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("the CA certificate is not a CA certificate (no basic constraints with CA:true)")]
+    NotACa,
+    #[error("the CA key does not match the CA certificate")]
+    CaKeyMismatch,
+    #[error("a server certificate needs at least one DNS name or IP address")]
+    NoServerNames,
+    #[error("server name {name:?} is neither a DNS name nor an IP address")]
+    BadServerName { name: String },
+    #[error("terminal id {id:?} is not 1 to {MAX_TERMINAL_ID_LEN} characters of [A-Za-z0-9._-]")]
+    BadTerminalId { id: String },
+    #[error("generating {what} failed: {source}")]
+    Generate {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("the TLS configuration was refused: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("the client-certificate verifier could not be built: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// Why a terminal's certificate request was not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum CsrError {
+    #[error("not a PEM certificate request (\"CERTIFICATE REQUEST\" expected)")]
+    NotPem,
+    #[error("the certificate request is malformed: {0}")]
+    Malformed(String),
+    #[error("the CSR's signature does not verify")]
+    BadSignature,
+    #[error("the CSR's public key is not supported (ECDSA P-256 or P-384, or Ed25519)")]
+    UnsupportedKey,
+    #[error("terminal id {id:?} is not 1 to {MAX_TERMINAL_ID_LEN} characters of [A-Za-z0-9._-]")]
+    BadTerminalId { id: String },
+    #[error("certificate validity must be 1 to {MAX_TERMINAL_VALIDITY_DAYS} days, not {days}")]
+    BadValidityDays { days: u32 },
+    #[error("certificate validity must end after it starts")]
+    EmptyValidity,
+    #[error("signing the terminal certificate failed: {0}")]
+    Sign(rcgen::Error),
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPairPem {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for KeyPairPem {
+    /// Never prints the private key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPairPem")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"[elided]")
+            .finish()
+    }
+}
+
+/// A certificate the CA just issued to a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCert {
+    pub cert_pem: String,
+    /// SHA-256 of the DER certificate, lowercase hex: what the center stores to accept only
+    /// the terminal's current certificate.
+    pub cert_sha256: String,
+}
+
+/// Installs ring as the process-wide rustls `CryptoProvider`. Idempotent: a provider already
+/// installed (by an earlier call or by anyone else) is kept. Call it at start-up and in tests;
+/// the configs built here name ring explicitly and do not depend on it.
+pub fn install_crypto_provider() {
+    if CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: some provider is then installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+fn ring_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The center's certificate authority: its certificate and signing key.
+pub struct CertificateAuthority {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl fmt::Debug for CertificateAuthority {
+    /// Never prints the signing key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// A new self-signed CA (ECDSA P-256): `CN = name`, valid 10 years, key usage
+    /// certSign + crlSign, basic constraints CA with path length 0 (it signs leaves only).
+    /// Returns `(cert_pem, key_pem)`; load them with [`CertificateAuthority::from_pem`].
+    pub fn generate(name: &str) -> Result<(String, String), TlsError> {
+        let key = new_key("the CA key")?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.serial_number = Some(random_serial());
+        let now = SystemTime::now();
+        set_validity(&mut params, now - BACKDATE, now + CA_VALIDITY);
+        let cert = params
+            .self_signed(&key)
+            .map_err(|source| TlsError::Generate {
+                what: "the CA certificate",
+                source,
+            })?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Loads a CA from its certificate and PKCS#8 key. Refuses a certificate that is not a CA
+    /// and a key that does not belong to the certificate.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let what = "the CA certificate";
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|_| TlsError::NotPemCertificate { what })?;
+        let (rest, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| {
+            TlsError::BadCertificate {
+                what,
+                reason: e.to_string(),
+            }
+        })?;
+        if !rest.is_empty() {
+            return Err(TlsError::BadCertificate {
+                what,
+                reason: "trailing bytes after the certificate".into(),
+            });
+        }
+        let is_ca = parsed
+            .basic_constraints()
+            .map_err(|e| TlsError::BadCertificate {
+                what,
+                reason: e.to_string(),
+            })?
+            .is_some_and(|bc| bc.value.ca);
+        if !is_ca {
+            return Err(TlsError::NotACa);
+        }
+        let key = load_key(key_pem, "the CA key")?;
+        if key.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
+            return Err(TlsError::CaKeyMismatch);
+        }
+        let issuer =
+            Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| TlsError::BadCertificate {
+                what,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            cert_pem: cert_pem.to_owned(),
+            cert_der,
+            issuer,
+        })
+    }
+
+    /// The CA certificate as loaded: what clients trust.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A server certificate and fresh key for these names (each a DNS name or an IP address
+    /// literal; the first is also the CN): EKU serverAuth, valid one year.
+    pub fn issue_server(&self, names: &[String]) -> Result<KeyPairPem, TlsError> {
+        let first = names.first().ok_or(TlsError::NoServerNames)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(first);
+        params.subject_alt_names = names
+            .iter()
+            .map(|name| server_san(name))
+            .collect::<Result<_, _>>()?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        let now = SystemTime::now();
+        set_validity(&mut params, now - BACKDATE, now + SERVER_VALIDITY);
+        let key = new_key("the server key")?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|source| TlsError::Generate {
+                what: "the server certificate",
+                source,
+            })?;
+        Ok(KeyPairPem {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Signs a terminal's PKCS#10 request for `days` days (valid from one hour ago).
+    ///
+    /// Only the request's public key is used, once its self-signature verifies: the subject,
+    /// SANs and extensions it asks for are ignored, and the certificate gets `CN = terminal_id`,
+    /// the SAN URI `urn:herd:terminal:<terminal_id>`, and EKU clientAuth only.
+    pub fn sign_terminal_csr(
+        &self,
+        csr_pem: &str,
+        terminal_id: &str,
+        days: u32,
+    ) -> Result<IssuedCert, CsrError> {
+        if days == 0 || days > MAX_TERMINAL_VALIDITY_DAYS {
+            return Err(CsrError::BadValidityDays { days });
+        }
+        let now = SystemTime::now();
+        self.sign_terminal_csr_between(csr_pem, terminal_id, now - BACKDATE, now + DAY * days)
+    }
+
+    /// [`sign_terminal_csr`](Self::sign_terminal_csr) with an explicit validity period, for
+    /// tests (an expired certificate) and simulations with their own clock.
+    pub fn sign_terminal_csr_between(
+        &self,
+        csr_pem: &str,
+        terminal_id: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<IssuedCert, CsrError> {
+        if !is_valid_terminal_id(terminal_id) {
+            return Err(CsrError::BadTerminalId {
+                id: terminal_id.to_owned(),
+            });
+        }
+        if not_after <= not_before {
+            return Err(CsrError::EmptyValidity);
+        }
+        let public_key = verified_csr_public_key(csr_pem)?;
+
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(terminal_id);
+        let uri = format!("{TERMINAL_URI_PREFIX}{terminal_id}");
+        // The id was checked to be ASCII alphanumerics and `._-`, all valid IA5 characters.
+        let uri = uri
+            .try_into()
+            .map_err(|e: rcgen::Error| CsrError::Sign(e))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        set_validity(&mut params, not_before, not_after);
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(CsrError::Sign)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            cert_sha256: cert_sha256_hex(cert.der()),
+        })
+    }
+
+    /// The rustls server config of the center: the given server certificate and key; client
+    /// certificates optional but, when presented, verified against this CA.
+    pub fn server_config(&self, server: &KeyPairPem) -> Result<Arc<ServerConfig>, TlsError> {
+        server_config_for_roots(vec![self.cert_der.clone()], server)
+    }
+}
+
+/// The rustls server config of a tier that does not hold the CA key (a site server): serves
+/// `server`, and verifies client certificates, when presented, against `ca_pem` (one or more
+/// PEM certificates). Client certificates are optional; ALPN http/1.1; TLS 1.2 and 1.3.
+pub fn server_config(ca_pem: &str, server: &KeyPairPem) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for_roots(certs_from_pem(ca_pem, "the CA certificate")?, server)
+}
+
+fn server_config_for_roots(
+    roots: Vec<CertificateDer<'static>>,
+    server: &KeyPairPem,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = ring_provider();
+    let chain = certs_from_pem(&server.cert_pem, "the server certificate")?;
+    let key = private_key_from_pem(&server.key_pem, "the server key")?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(roots)?), provider.clone())
+            .allow_unauthenticated()
+            .build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A rustls client config trusting only `ca_pem` (the center's CA; one or more PEM
+/// certificates), presenting `identity` as client certificate when given; ALPN http/1.1.
+pub fn client_config(
+    ca_pem: &str,
+    identity: Option<&KeyPairPem>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = root_store(certs_from_pem(ca_pem, "the CA certificate")?)?;
+    let builder = ClientConfig::builder_with_provider(ring_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => builder.with_client_auth_cert(
+            certs_from_pem(&identity.cert_pem, "the client certificate")?,
+            private_key_from_pem(&identity.key_pem, "the client key")?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A fresh ECDSA P-256 key and a CSR for it whose subject names `terminal_id`. Returns
+/// `(key_pem, csr_pem)`. The center decides the identity it certifies; the subject is a hint
+/// for operators reading the request.
+pub fn new_key_and_csr(terminal_id: &str) -> Result<(String, String), TlsError> {
+    if !is_valid_terminal_id(terminal_id) {
+        return Err(TlsError::BadTerminalId {
+            id: terminal_id.to_owned(),
+        });
+    }
+    let key = new_key("the terminal key")?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = common_name(terminal_id);
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .map_err(|source| TlsError::Generate {
+            what: "the certificate request",
+            source,
+        })?;
+    Ok((key.serialize_pem(), csr))
+}
+
+/// The terminal id in a client certificate, from its `urn:herd:terminal:<id>` SAN URI. `None`
+/// when the certificate does not parse, has no such URI, has two different ones, or the id is
+/// not a valid terminal id. Only meaningful on a certificate the TLS layer has verified.
+pub fn terminal_id_of(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut found: Option<&str> = None;
+    for name in &san.value.general_names {
+        if let GeneralName::URI(uri) = name
+            && let Some(id) = uri.strip_prefix(TERMINAL_URI_PREFIX)
+        {
+            match found {
+                Some(previous) if previous != id => return None,
+                _ => found = Some(id),
+            }
+        }
+    }
+    found
+        .filter(|id| is_valid_terminal_id(id))
+        .map(str::to_owned)
+}
+
+/// SHA-256 of a DER certificate, lowercase hex.
+pub fn cert_sha256_hex(cert_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(cert_der))
+}
+
+/// The DER form of the first certificate in `cert_pem`, e.g. to compute
+/// [`cert_sha256_hex`] of a certificate kept as PEM.
+pub fn cert_der_from_pem(cert_pem: &str) -> Result<Vec<u8>, TlsError> {
+    CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map(|der| der.to_vec())
+        .map_err(|_| TlsError::NotPemCertificate {
+            what: "the certificate",
+        })
+}
+
+/// When the first certificate in `cert_pem` stops being valid: an agent renews before this.
+pub fn cert_not_after(cert_pem: &str) -> Result<SystemTime, TlsError> {
+    let what = "the certificate";
+    let der = cert_der_from_pem(cert_pem)?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| TlsError::BadCertificate {
+            what,
+            reason: e.to_string(),
+        })?;
+    let seconds = cert.validity().not_after.timestamp();
+    Ok(match u64::try_from(seconds) {
+        Ok(after_epoch) => UNIX_EPOCH + Duration::from_secs(after_epoch),
+        Err(_) => UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()),
+    })
+}
+
+/// Terminal ids become certificate names, URIs and path components: `[A-Za-z0-9._-]`, not
+/// empty, at most [`MAX_TERMINAL_ID_LEN`] characters (the same alphabet herd-core uses for ids).
+pub fn is_valid_terminal_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_TERMINAL_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Parses a PEM CSR, verifies its self-signature and returns its public key.
+fn verified_csr_public_key(csr_pem: &str) -> Result<SubjectPublicKeyInfo, CsrError> {
+    let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+        .map_err(|_| CsrError::NotPem)?;
+    let (rest, csr) = X509CertificationRequest::from_der(der.as_ref())
+        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CsrError::Malformed(
+            "trailing bytes after the request".into(),
+        ));
+    }
+    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
+    SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+        .map_err(|_| CsrError::UnsupportedKey)
+}
+
+fn new_key(what: &'static str) -> Result<KeyPair, TlsError> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|source| TlsError::Generate { what, source })
+}
+
+fn load_key(key_pem: &str, what: &'static str) -> Result<KeyPair, TlsError> {
+    // Check the PEM label first so a certificate pasted in the key's place gets a clear message.
+    PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| TlsError::NotPemKey { what })?;
+    KeyPair::from_pem(key_pem).map_err(|source| TlsError::BadKey { what, source })
+}
+
+fn common_name(name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn
+}
+
+fn server_san(name: &str) -> Result<SanType, TlsError> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    // rustls' own parser decides what a valid DNS name is, so what we issue is what it accepts.
+    let bad = || TlsError::BadServerName {
+        name: name.to_owned(),
+    };
+    rustls_pki_types::DnsName::try_from(name).map_err(|_| bad())?;
+    Ok(SanType::DnsName(
+        name.to_owned().try_into().map_err(|_| bad())?,
+    ))
+}
+
+/// 16 random bytes, top bit clear so the DER INTEGER stays positive without padding.
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    // ring's system RNG reads the OS; if that fails nothing cryptographic can work anyway, but
+    // a serial only needs uniqueness, so fall back to the clock rather than fail issuance.
+    if rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .is_err()
+    {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes = nanos.to_be_bytes();
+    }
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01; // never a leading zero byte either
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Sets rcgen's validity from `SystemTime`s (rcgen takes `time::OffsetDateTime`, which is
+/// built here from the Unix epoch so this crate needs no date library of its own).
+fn set_validity(params: &mut CertificateParams, not_before: SystemTime, not_after: SystemTime) {
+    let since_epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(not_before);
+    params.not_after = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(not_after);
+}
+
+fn certs_from_pem(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::NotPemCertificate { what })?;
+    if certs.is_empty() {
+        return Err(TlsError::NotPemCertificate { what });
+    }
+    Ok(certs)
+}
+
+fn private_key_from_pem(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| TlsError::NotPemKey { what })
+}
+
+fn root_store(roots: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root)?;
+    }
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests;
