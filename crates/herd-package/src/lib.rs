@@ -1,0 +1,31 @@
+//! Vaccine packages in the `archive` format (SPEC §3.1, §6): a tar stream, gzip- or
+//! zstd-compressed, with a manifest `herd-package.json` at its root naming the product, its
+//! vendor, version, definitions `seq` and pattern name, the engine and definition files it
+//! carries, the test pattern those definitions must detect, and optional hooks.
+//!
+//! - [`manifest`]: the manifest format and its validation (pure).
+//! - [`archive`]: deterministic encoding and checked reading of the tar stream (pure).
+//! - [`build`] / [`build_dir`]: writing a package file and its catalog entries.
+//! - [`inspect_file`], [`verify_installed`], [`installed_product`]: what the agent does with a
+//!   downloaded package and an unpacked product under its prefix.
+//!
+//! Why the agent verifies with `herd-scan`: a vaccine product here is Herd's own scan engine
+//! loading the ClamAV-format definitions the vendor ships, so "the product works" means exactly
+//! "these definitions load and detect the vendor's own test pattern".
+
+pub mod archive;
+pub mod manifest;
+
+mod build;
+mod installed;
+
+pub use archive::{Codec, InspectError, Inspection, MemberKind};
+pub use build::{BuildError, BuiltPackage, PackageSpec, build, build_dir};
+pub use installed::{
+    CURRENT_LINK, Expected, InstalledError, VerifyError, VerifyOutcome, active_dir, current_target,
+    inspect_file, installed_manifest, installed_product, read_manifest, verify_installed,
+};
+pub use manifest::{ENGINE, MANIFEST_FILE, Manifest, PACKAGE_FORMAT};
+
+#[cfg(test)]
+mod tests;
