@@ -259,6 +259,9 @@ pub struct PublishResponse {
     /// False when the same feed was already published (republishing is idempotent).
     pub changed: bool,
     pub sha256: String,
+    /// Packages the feed's releases list that the center does not hold yet: upload them
+    /// (`PUT /v1/packages/{sha256}`) before terminals need them.
+    pub missing_packages: Vec<String>,
 }
 
 /// `PUT /v1/packages/{sha256}` answers with what was stored.

@@ -1,8 +1,11 @@
-//! `herd`, the server-side program: today `herd plan`; the center, site server, demo and
-//! admin commands join it as they are built. Glue only: it reads files, calls the pure crates,
-//! prints, and decides the exit code in one place.
+//! `herd`, the server-side program: `herd serve` (the center), `herd plan`, configuration and
+//! administration commands. Glue only: it reads files and flags, calls the libraries, prints,
+//! and decides the exit code in one place.
 
+mod blobs;
+mod center;
 mod plan_cmd;
+mod serve_cmd;
 
 use std::process::ExitCode;
 
@@ -22,7 +25,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Serve(serve_cmd::ServeArgs),
     Plan(plan_cmd::PlanArgs),
+    /// Print or check the `herd serve` configuration file.
+    #[command(subcommand)]
+    Config(serve_cmd::ConfigCommand),
 }
 
 /// How a command ended, mapped to the process exit code in `main` and nowhere else.
@@ -37,7 +44,9 @@ pub enum Outcome {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve_cmd::run(args),
         Command::Plan(args) => plan_cmd::run(args),
+        Command::Config(command) => serve_cmd::config(command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

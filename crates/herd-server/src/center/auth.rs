@@ -1,0 +1,200 @@
+//! Who is calling: operators and vendors by API token (`Authorization: Bearer …`), terminals by
+//! the client certificate issued at enrolment. A terminal is only ever the terminal its
+//! certificate names, and only while that certificate is the one the store holds for it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use herd_proto::api::codes;
+use herd_proto::terminal::{HardwareDoc, PolicyDoc};
+use herd_store::Role;
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+
+use super::error::{ApiErr, ApiResult};
+use super::listener::ConnInfo;
+use super::{Center, unix_now};
+
+/// How long a token read from the store is trusted before it is read again.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// A new secret (API or enrolment token): 32 random bytes, hex, with a recognisable prefix.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("herd_{}", hex::encode(bytes))
+}
+
+/// Secrets are stored only as their SHA-256.
+pub fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// An authenticated operator or vendor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Operator,
+    Vendor(String),
+}
+
+impl Center {
+    /// The caller behind an `Authorization: Bearer` header.
+    pub async fn caller(&self, headers: &HeaderMap) -> ApiResult<Caller> {
+        let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiErr::unauthenticated(
+                "this endpoint needs an API token: send `Authorization: Bearer <token>`",
+            )
+        })?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiErr::unauthenticated("the Authorization header must be `Bearer <token>`")
+            })?;
+        let hash = secret_hash(token);
+        let cached = {
+            let tokens = self.tokens.lock().expect("token cache");
+            tokens
+                .get(&hash)
+                .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+                .map(|(row, _)| row.clone())
+        };
+        let row = match cached {
+            Some(row) => row,
+            None => {
+                let row = self
+                    .store
+                    .api_token_find(&hash)
+                    .await?
+                    .ok_or_else(|| ApiErr::unauthenticated("unknown API token"))?;
+                self.tokens
+                    .lock()
+                    .expect("token cache")
+                    .insert(hash, (row.clone(), Instant::now()));
+                row
+            }
+        };
+        if row.expires_at <= unix_now() {
+            return Err(ApiErr::new(
+                StatusCode::UNAUTHORIZED,
+                codes::TOKEN_EXPIRED,
+                format!(
+                    "the API token {:?} expired at {}",
+                    row.label,
+                    super::rfc3339(row.expires_at)
+                ),
+            ));
+        }
+        match row.role {
+            Role::Operator => Ok(Caller::Operator),
+            Role::Vendor => match row.vendor {
+                Some(vendor) => Ok(Caller::Vendor(vendor)),
+                None => Err(ApiErr::internal(
+                    "a vendor token without a vendor id is stored",
+                )),
+            },
+        }
+    }
+
+    pub async fn require_operator(&self, headers: &HeaderMap) -> ApiResult<()> {
+        match self.caller(headers).await? {
+            Caller::Operator => Ok(()),
+            Caller::Vendor(vendor) => Err(ApiErr::forbidden(format!(
+                "this endpoint is for operators; the token is vendor {vendor:?}'s"
+            ))),
+        }
+    }
+
+    /// The terminal behind a connection's client certificate.
+    pub async fn terminal(&self, conn: &ConnInfo) -> ApiResult<Arc<KnownTerminal>> {
+        let peer = conn.peer.as_ref().ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::UNAUTHORIZED,
+                codes::CLIENT_CERT_REQUIRED,
+                "terminal endpoints need the client certificate issued at enrolment",
+            )
+        })?;
+        let id = peer.terminal.as_deref().ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::FORBIDDEN,
+                codes::CLIENT_CERT_REQUIRED,
+                "the client certificate does not name a terminal",
+            )
+        })?;
+        let known = self.known_terminal(id).await?;
+        if known.cert_sha256 != peer.sha256 {
+            return Err(ApiErr::new(
+                StatusCode::UNAUTHORIZED,
+                codes::CERT_REVOKED,
+                format!(
+                    "this certificate is no longer terminal {id:?}'s (it was re-enrolled or deleted)"
+                ),
+            ));
+        }
+        Ok(known)
+    }
+
+    /// A terminal's identity and policy, from the cache or the store.
+    pub async fn known_terminal(&self, id: &str) -> ApiResult<Arc<KnownTerminal>> {
+        if let Some(known) = self.terminals.lock().expect("terminal cache").get(id) {
+            return Ok(known.clone());
+        }
+        let revision = self.terminals_revision.load(Relaxed);
+        let row = self.store.terminal(id).await?.ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::UNAUTHORIZED,
+                codes::CERT_REVOKED,
+                format!("terminal {id:?} is not enrolled (deleted?); enrol it again"),
+            )
+        })?;
+        let groups = self.store.groups().await?;
+        let group = groups
+            .iter()
+            .find(|(g, _)| g.id == row.group)
+            .map(|(g, _)| g)
+            .ok_or_else(|| {
+                ApiErr::internal(format!(
+                    "terminal {id:?} is in a missing group {:?}",
+                    row.group
+                ))
+            })?;
+        let policy: PolicyDoc = serde_json::from_str(&group.policy).map_err(|err| {
+            ApiErr::internal(format!("group {:?} has a corrupt policy: {err}", group.id))
+        })?;
+        let hardware: HardwareDoc = serde_json::from_str(&row.hardware).map_err(|err| {
+            ApiErr::internal(format!("terminal {id:?} has corrupt hardware: {err}"))
+        })?;
+        let known = Arc::new(KnownTerminal {
+            id: row.id,
+            user: row.user,
+            hardware,
+            tz: row.tz,
+            policy,
+            cert_sha256: row.cert_sha256,
+        });
+        // Cache only if no configuration change happened while we were reading.
+        if self.terminals_revision.load(Relaxed) == revision {
+            self.terminals
+                .lock()
+                .expect("terminal cache")
+                .insert(known.id.clone(), known.clone());
+        }
+        Ok(known)
+    }
+}
+
+/// What the center needs to know about a terminal on every check-in.
+#[derive(Debug)]
+pub struct KnownTerminal {
+    pub id: String,
+    pub user: Option<String>,
+    pub hardware: HardwareDoc,
+    pub tz: Option<String>,
+    /// The group's policy (its `tz` is the terminal's).
+    pub policy: PolicyDoc,
+    pub cert_sha256: String,
+}

@@ -1,0 +1,248 @@
+//! Check-ins: the hot path. A check-in validates the reported inventory against the catalog,
+//! plans with this thread's planner, and hands one write to the group-commit writer, which
+//! stores whatever check-ins arrived meanwhile in one transaction and then answers them all —
+//! so every answered check-in is stored, and the store sees one transaction per batch instead
+//! of one per terminal.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use herd_core::Timestamp;
+use herd_proto::api::{CheckinRequest, CheckinResponse, codes};
+use herd_proto::plan::Action;
+use herd_proto::terminal::{PolicyDoc, TerminalDoc};
+use herd_store::{CheckinWrite, PlanWrite, Store};
+use rand::Rng as _;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::{ApiErr, ApiResult};
+use super::metrics::Metrics;
+use super::{Center, KnownTerminal, catalog, rfc3339};
+use axum::http::StatusCode;
+
+/// The most check-ins one transaction stores.
+const MAX_BATCH: usize = 1024;
+
+struct Pending {
+    write: CheckinWrite,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The group-commit writer's queue.
+#[derive(Debug)]
+pub struct CheckinWriter {
+    queue: std::sync::Mutex<Option<mpsc::Sender<Pending>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("terminal", &self.write.terminal)
+            .finish()
+    }
+}
+
+impl CheckinWriter {
+    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> CheckinWriter {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
+        let task = tokio::spawn(write_batches(store, metrics, rx));
+        CheckinWriter {
+            queue: std::sync::Mutex::new(Some(tx)),
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Stores one check-in (with whatever else is waiting) and returns once it is committed.
+    pub async fn write(&self, write: CheckinWrite) -> ApiResult<()> {
+        let queue = self.queue.lock().expect("writer queue").clone();
+        let queue = queue.ok_or_else(|| unavailable("the center is shutting down"))?;
+        let (done, answer) = oneshot::channel();
+        queue
+            .send(Pending { write, done })
+            .await
+            .map_err(|_| unavailable("the center is shutting down"))?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(unavailable(&message)),
+            Err(_) => Err(unavailable("the check-in writer stopped")),
+        }
+    }
+
+    /// Stops accepting writes and waits until the queued ones are stored.
+    pub async fn close(&self) {
+        self.queue.lock().expect("writer queue").take();
+        let task = self.task.lock().expect("writer task").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+fn unavailable(message: &str) -> ApiErr {
+    ApiErr::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        codes::UNAVAILABLE,
+        format!("the check-in was not stored: {message}"),
+    )
+}
+
+async fn write_batches(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Pending>,
+) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut writes: Vec<CheckinWrite> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        writes.extend(
+            batch
+                .iter_mut()
+                .map(|p| std::mem::replace(&mut p.write, empty_write())),
+        );
+        metrics.checkin_batch_size.observe(writes.len() as f64);
+        let result = store.record_checkins(&writes).await.map_err(|err| {
+            tracing::error!(%err, batch = writes.len(), "storing check-ins failed");
+            err.to_string()
+        });
+        writes.clear();
+        for pending in batch.drain(..) {
+            let _ = pending.done.send(result.clone());
+        }
+    }
+}
+
+fn empty_write() -> CheckinWrite {
+    CheckinWrite {
+        terminal: String::new(),
+        at: 0,
+        address: String::new(),
+        installed: None,
+        hardware: None,
+        tz: None,
+        agent_version: None,
+        plan: PlanWrite {
+            id: String::new(),
+            action: String::new(),
+            uncovered: 0,
+            doc: String::new(),
+        },
+    }
+}
+
+impl Center {
+    /// Plans for a terminal's reported inventory, stores the check-in, returns the answer.
+    pub async fn check_in(
+        &self,
+        terminal: &KnownTerminal,
+        request: CheckinRequest,
+        address: String,
+    ) -> ApiResult<CheckinResponse> {
+        let started = Instant::now();
+        if let Some(claimed) = &request.terminal {
+            if claimed != &terminal.id {
+                return Err(ApiErr::new(
+                    StatusCode::FORBIDDEN,
+                    codes::IDENTITY_MISMATCH,
+                    format!(
+                        "this client certificate is terminal {:?}'s; it cannot check in as {claimed:?}",
+                        terminal.id
+                    ),
+                ));
+            }
+        }
+        let now = super::unix_now();
+        let hardware = request
+            .hardware
+            .clone()
+            .unwrap_or_else(|| terminal.hardware.clone());
+        let tz = request.tz.clone().or_else(|| terminal.tz.clone());
+        let doc = TerminalDoc {
+            id: terminal.id.clone(),
+            user: terminal.user.clone(),
+            hardware: hardware.clone(),
+            installed: request.installed.clone(),
+            policy: PolicyDoc {
+                tz: tz.clone(),
+                ..terminal.policy.clone()
+            },
+        };
+        let snapshot = self.catalog();
+        let document = format!("check-in of terminal {}", terminal.id);
+        let model = doc.validate(&document, &snapshot.catalog).map_err(|err| {
+            ApiErr::invalid(
+                codes::INVENTORY_INVALID,
+                format!("the reported inventory does not fit the catalog: {err}"),
+                &err,
+            )
+        })?;
+        let plan = catalog::with_planner(&snapshot, Timestamp::from_unix_seconds(now), |planner| {
+            planner.plan_doc(&model)
+        });
+        let plan_json = serde_json::to_string(&plan)
+            .map_err(|err| ApiErr::internal(format!("cannot serialise a plan: {err}")))?;
+        let plan_id = hex::encode(Sha256::digest(plan_json.as_bytes()));
+        let action_index = match plan.action {
+            Action::None => 0,
+            Action::Update => 1,
+            Action::Switch => 2,
+            Action::Exposed => 3,
+        };
+        let write = CheckinWrite {
+            terminal: terminal.id.clone(),
+            at: now,
+            address,
+            installed: request
+                .installed
+                .as_ref()
+                .map(|i| serde_json::to_string(i).expect("inventory serialises")),
+            hardware: request
+                .hardware
+                .as_ref()
+                .map(|h| serde_json::to_string(h).expect("hardware serialises")),
+            tz: request.tz.clone(),
+            agent_version: request.agent_version.clone(),
+            plan: PlanWrite {
+                id: plan_id.clone(),
+                action: action_name(plan.action).to_owned(),
+                uncovered: plan.uncovered_now.len() as u64,
+                doc: plan_json,
+            },
+        };
+        self.checkins.write(write).await?;
+        self.metrics.checkins.fetch_add(1, Relaxed);
+        self.metrics.plans[action_index].fetch_add(1, Relaxed);
+        self.metrics
+            .checkin_seconds
+            .observe_duration(started.elapsed());
+        Ok(CheckinResponse {
+            plan_id,
+            plan,
+            next_checkin_secs: self.next_checkin_secs(),
+            server_time: rfc3339(now),
+        })
+    }
+
+    /// The check-in interval with jitter, so a fleet started together spreads out.
+    pub fn next_checkin_secs(&self) -> u64 {
+        let base = self.config.checkin_interval_secs as f64;
+        let spread = self.config.checkin_jitter;
+        let factor = if spread > 0.0 {
+            1.0 + rand::rng().random_range(-spread..=spread)
+        } else {
+            1.0
+        };
+        (base * factor).round().max(1.0) as u64
+    }
+}
+
+pub fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::None => "none",
+        Action::Update => "update",
+        Action::Switch => "switch",
+        Action::Exposed => "exposed",
+    }
+}

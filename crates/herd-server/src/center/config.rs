@@ -1,0 +1,283 @@
+//! `herd serve` configuration: a TOML file (every key documented in [`DEFAULT_CONFIG`], unknown
+//! keys refused with their name) overridden by command-line flags, then checked into a
+//! [`CenterConfig`] the rest of the center takes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The commented default configuration that `herd config default` prints.
+pub const DEFAULT_CONFIG: &str = r#"# herd serve configuration (TOML). Every key is optional; flags override the file.
+
+# Address of the HTTPS listener (mutual TLS for terminals, API tokens for vendors and operators).
+listen = "127.0.0.1:8443"
+
+# Where the center keeps its embedded database (herd.db), package blobs and its CA certificate copy.
+data_dir = "herd-data"
+
+# The store: empty for embedded SQLite in data_dir, or a PostgreSQL URL such as
+# "postgres://herd@db.example:5432/herd". Several center processes may share one PostgreSQL
+# database; they must then also share blob_dir (a shared file system).
+database = ""
+
+# Package blobs (content-addressed by SHA-256). Empty: <data_dir>/blobs.
+blob_dir = ""
+
+# Names (DNS names or IP addresses) the server certificate is issued for.
+server_names = ["localhost", "127.0.0.1", "::1"]
+
+# An extra plaintext HTTP listener, for debugging and local metrics scraping only.
+# Refused unless it is a loopback address. Terminal endpoints never work over it.
+plaintext_listen = ""
+
+# How often terminals check in, and the random spread applied to it (0.1 = ±10 %).
+checkin_interval_secs = 3600
+checkin_jitter = 0.1
+
+# Lifetime of the client certificates issued to terminals at enrolment.
+terminal_cert_days = 365
+
+# Largest catalog feed and package a vendor may upload.
+max_feed_bytes = 16777216
+max_package_bytes = 2147483648
+
+# Logs: "text" or "json"; the filter uses tracing's syntax ("info", "herd=debug,info").
+log_format = "text"
+log = "info"
+"#;
+
+/// The file's keys, as written; every field optional so flags can fill the gaps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
+    pub blob_dir: Option<PathBuf>,
+    pub server_names: Option<Vec<String>>,
+    pub plaintext_listen: Option<String>,
+    pub checkin_interval_secs: Option<u64>,
+    pub checkin_jitter: Option<f64>,
+    pub terminal_cert_days: Option<u32>,
+    pub max_feed_bytes: Option<u64>,
+    pub max_package_bytes: Option<u64>,
+    pub log_format: Option<String>,
+    pub log: Option<String>,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        ConfigFile::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(name: &str, text: &str) -> anyhow::Result<ConfigFile> {
+        // toml's messages name the key and the line, e.g. "unknown field `listn`, expected one of …".
+        toml::from_str(text).map_err(|err| anyhow::anyhow!("{name}: {err}"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The checked configuration.
+#[derive(Clone, Debug)]
+pub struct CenterConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`.
+    pub database: String,
+    pub blob_dir: PathBuf,
+    pub server_names: Vec<String>,
+    pub plaintext_listen: Option<SocketAddr>,
+    pub checkin_interval_secs: u64,
+    pub checkin_jitter: f64,
+    pub terminal_cert_days: u32,
+    pub max_feed_bytes: u64,
+    pub max_package_bytes: u64,
+    pub log_format: LogFormat,
+    pub log: String,
+}
+
+impl CenterConfig {
+    /// Checks the merged file-and-flag values; every error names the key.
+    pub fn from_file(file: ConfigFile) -> anyhow::Result<CenterConfig> {
+        let listen_text = file.listen.unwrap_or_else(|| "127.0.0.1:8443".to_owned());
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("listen: {listen_text:?} is not an address like 127.0.0.1:8443")
+        })?;
+        let data_dir = file.data_dir.unwrap_or_else(|| PathBuf::from("herd-data"));
+        let database = match file.database.filter(|d| !d.is_empty()) {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
+            Some(url) if url.starts_with("sqlite://") => url,
+            Some(other) => bail!(
+                "database: {other:?} is neither empty (embedded SQLite) nor a postgres:// or sqlite:// URL"
+            ),
+            None => format!("sqlite://{}", data_dir.join("herd.db").display()),
+        };
+        let blob_dir = file
+            .blob_dir
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| data_dir.join("blobs"));
+        let server_names = file
+            .server_names
+            .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]);
+        if server_names.is_empty() {
+            bail!("server_names: give at least one name for the server certificate");
+        }
+        let plaintext_listen = match file.plaintext_listen.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().with_context(|| {
+                    format!("plaintext_listen: {text:?} is not an address like 127.0.0.1:8080")
+                })?;
+                if !addr.ip().is_loopback() {
+                    bail!(
+                        "plaintext_listen: {addr} is not a loopback address; plaintext HTTP is only allowed on loopback"
+                    );
+                }
+                Some(addr)
+            }
+        };
+        let checkin_interval_secs = file.checkin_interval_secs.unwrap_or(3600);
+        if checkin_interval_secs == 0 {
+            bail!("checkin_interval_secs: must be at least 1");
+        }
+        let checkin_jitter = file.checkin_jitter.unwrap_or(0.1);
+        if !(0.0..=0.5).contains(&checkin_jitter) {
+            bail!("checkin_jitter: {checkin_jitter} is outside 0.0..=0.5");
+        }
+        let terminal_cert_days = file.terminal_cert_days.unwrap_or(365);
+        if terminal_cert_days == 0 {
+            bail!("terminal_cert_days: must be at least 1");
+        }
+        let log_format = match file.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log_format: {other:?} is neither \"text\" nor \"json\""),
+        };
+        Ok(CenterConfig {
+            listen,
+            data_dir,
+            database,
+            blob_dir,
+            server_names,
+            plaintext_listen,
+            checkin_interval_secs,
+            checkin_jitter,
+            terminal_cert_days,
+            max_feed_bytes: file.max_feed_bytes.unwrap_or(16 << 20),
+            max_package_bytes: file.max_package_bytes.unwrap_or(2 << 30),
+            log_format,
+            log: file.log.unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+
+    /// The database URL with any password hidden, for logs and messages.
+    pub fn database_for_display(&self) -> String {
+        redact_url(&self.database)
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _password)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_parses_to_the_defaults() {
+        let file = ConfigFile::parse("default", DEFAULT_CONFIG).unwrap();
+        let config = CenterConfig::from_file(file).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
+        assert!(config.database.starts_with("sqlite://"));
+        assert_eq!(config.checkin_interval_secs, 3600);
+        assert!(config.plaintext_listen.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = ConfigFile::parse("herd.toml", "listn = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("herd.toml") && err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_must_be_loopback() {
+        let file = ConfigFile {
+            plaintext_listen: Some("0.0.0.0:8080".into()),
+            ..ConfigFile::default()
+        };
+        let err = CenterConfig::from_file(file).unwrap_err().to_string();
+        assert!(
+            err.contains("plaintext_listen") && err.contains("loopback"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (file, key) in [
+            (
+                ConfigFile {
+                    listen: Some("nowhere".into()),
+                    ..Default::default()
+                },
+                "listen",
+            ),
+            (
+                ConfigFile {
+                    database: Some("mysql://x".into()),
+                    ..Default::default()
+                },
+                "database",
+            ),
+            (
+                ConfigFile {
+                    checkin_jitter: Some(2.0),
+                    ..Default::default()
+                },
+                "checkin_jitter",
+            ),
+            (
+                ConfigFile {
+                    log_format: Some("xml".into()),
+                    ..Default::default()
+                },
+                "log_format",
+            ),
+        ] {
+            let err = CenterConfig::from_file(file).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("postgres://herd:s3cret@db/herd"),
+            "postgres://herd:***@db/herd"
+        );
+        assert_eq!(
+            redact_url("postgres://herd@db/herd"),
+            "postgres://herd@db/herd"
+        );
+    }
+}

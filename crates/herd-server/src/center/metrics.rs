@@ -1,0 +1,235 @@
+//! Prometheus metrics for `/metrics`: plain atomics on the hot paths (a check-in bumps a few
+//! counters and one histogram without taking a lock) and the text exposition format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A cumulative histogram with fixed bucket bounds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: f64) {
+        if let Some(i) = self.bounds.iter().position(|&b| value <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.sum_micros.fetch_add((value * 1e6) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    pub fn observe_duration(&self, elapsed: Duration) {
+        self.observe(elapsed.as_secs_f64());
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+const LATENCY_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+const BATCH_BOUNDS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
+
+/// Every metric the center exports.
+#[derive(Debug)]
+pub struct Metrics {
+    /// HTTP responses by status class (index 1 = 1xx … 5 = 5xx).
+    pub responses: [AtomicU64; 6],
+    pub checkins: AtomicU64,
+    /// Plans handed out by action: none, update, switch, exposed.
+    pub plans: [AtomicU64; 4],
+    pub checkin_seconds: Histogram,
+    pub checkin_batch_size: Histogram,
+    pub enrolments: AtomicU64,
+    pub enrolments_refused: AtomicU64,
+    pub events_accepted: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    pub feeds_published: AtomicU64,
+    pub feeds_refused: AtomicU64,
+    pub packages_uploaded: AtomicU64,
+    pub package_bytes_uploaded: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub catalog_revision: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            responses: Default::default(),
+            checkins: AtomicU64::new(0),
+            plans: Default::default(),
+            checkin_seconds: Histogram::new(LATENCY_BOUNDS),
+            checkin_batch_size: Histogram::new(BATCH_BOUNDS),
+            enrolments: AtomicU64::new(0),
+            enrolments_refused: AtomicU64::new(0),
+            events_accepted: AtomicU64::new(0),
+            events_duplicate: AtomicU64::new(0),
+            feeds_published: AtomicU64::new(0),
+            feeds_refused: AtomicU64::new(0),
+            packages_uploaded: AtomicU64::new(0),
+            package_bytes_uploaded: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            catalog_revision: AtomicU64::new(0),
+        }
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+        value.load(Relaxed)
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+        value.load(Relaxed)
+    );
+}
+
+impl Metrics {
+    pub fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100).min(5);
+        self.responses[class].fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP herd_http_responses_total HTTP responses by status class.\n# TYPE herd_http_responses_total counter"
+        );
+        for class in 1..=5 {
+            let _ = writeln!(
+                out,
+                "herd_http_responses_total{{class=\"{class}xx\"}} {}",
+                self.responses[class].load(Relaxed)
+            );
+        }
+        counter(
+            &mut out,
+            "herd_checkins_total",
+            "Check-ins answered with a plan.",
+            &self.checkins,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP herd_plans_total Plans handed out at check-in, by action.\n# TYPE herd_plans_total counter"
+        );
+        for (i, action) in ["none", "update", "switch", "exposed"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "herd_plans_total{{action=\"{action}\"}} {}",
+                self.plans[i].load(Relaxed)
+            );
+        }
+        self.checkin_seconds.render(
+            &mut out,
+            "herd_checkin_seconds",
+            "Time to answer a check-in, from request to stored plan.",
+        );
+        self.checkin_batch_size.render(
+            &mut out,
+            "herd_checkin_batch_size",
+            "Check-ins written to the store per transaction (group commit).",
+        );
+        counter(
+            &mut out,
+            "herd_enrolments_total",
+            "Terminals enrolled.",
+            &self.enrolments,
+        );
+        counter(
+            &mut out,
+            "herd_enrolments_refused_total",
+            "Enrolments refused.",
+            &self.enrolments_refused,
+        );
+        counter(
+            &mut out,
+            "herd_events_accepted_total",
+            "Terminal events stored.",
+            &self.events_accepted,
+        );
+        counter(
+            &mut out,
+            "herd_events_duplicate_total",
+            "Terminal events received again and dropped (idempotency).",
+            &self.events_duplicate,
+        );
+        counter(
+            &mut out,
+            "herd_feeds_published_total",
+            "Catalog feeds that changed the catalog.",
+            &self.feeds_published,
+        );
+        counter(
+            &mut out,
+            "herd_feeds_refused_total",
+            "Catalog feeds refused.",
+            &self.feeds_refused,
+        );
+        counter(
+            &mut out,
+            "herd_packages_uploaded_total",
+            "Packages stored.",
+            &self.packages_uploaded,
+        );
+        counter(
+            &mut out,
+            "herd_package_bytes_uploaded_total",
+            "Bytes of packages stored.",
+            &self.package_bytes_uploaded,
+        );
+        counter(
+            &mut out,
+            "herd_tls_handshake_failures_total",
+            "TLS handshakes that failed (bad or foreign client certificates, scanners).",
+            &self.tls_handshake_failures,
+        );
+        gauge(
+            &mut out,
+            "herd_connections_open",
+            "Open client connections.",
+            &self.connections_open,
+        );
+        gauge(
+            &mut out,
+            "herd_catalog_revision",
+            "The catalog revision this process plans with.",
+            &self.catalog_revision,
+        );
+        out
+    }
+}
