@@ -1,0 +1,681 @@
+//! Blocking HTTPS client for the center's API v1 (`herd_proto::api`): enrolment, check-in,
+//! events and package downloads for terminals; feeds and packages for vendors; the fleet,
+//! coverage, groups, rules and tokens for operators.
+//!
+//! One [`Client`] per process: it holds one ureq agent whose connections are kept alive and
+//! reused. It is blocking on purpose, with no async runtime, so the agent stays small when idle.
+//! TLS is rustls with the ring provider, trusting only the center's CA certificate; a terminal
+//! presents the client certificate it got at enrolment, vendors and operators send
+//! `Authorization: Bearer <token>` (see [`Client::with_token`]).
+//!
+//! Every non-2xx answer becomes [`ClientError::Api`] with the server's stable code; failing to
+//! get an answer at all becomes [`ClientError::Unreachable`], which is worth retrying.
+
+mod error;
+mod transfer;
+
+use std::fmt;
+use std::io::Read as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_proto::api::{
+    CheckinRequest, CheckinResponse, CoverageMatrix, EnrolRequest, EnrolResponse, EventAck,
+    EventBatch, GroupDoc, GroupList, NewApiToken, NewEnrolmentToken, PlacementRules,
+    PublishResponse, TerminalDetail, TerminalList, TerminalSummary, TokenCreated,
+};
+use herd_tls::KeyPairPem;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use ureq::http::{self, Method, header};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+use ureq::{Body, SendBody};
+
+pub use error::ClientError;
+
+/// Longest wait for a TCP connection and TLS handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a whole API call may take, from connecting to the end of the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Package transfers have no overall deadline (a large package over a slow link takes as long
+/// as it takes), but one that makes no progress for this long is abandoned; downloads resume.
+pub const TRANSFER_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The largest JSON answer read into memory (a terminal page, a plan, the coverage matrix).
+const MAX_JSON_ANSWER: u64 = 64 << 20;
+/// The merged catalog of a large deployment (100,000 threats) is much bigger than other answers.
+const MAX_CATALOG_ANSWER: u64 = 1 << 30;
+/// Error bodies are short; anything beyond this is not an API error worth reading.
+const MAX_ERROR_ANSWER: u64 = 1 << 20;
+/// The page size [`Client::all_terminals`] asks for (the most the center serves at once).
+const TERMINAL_PAGE: u32 = 1000;
+
+/// A connection to one center (or site server) speaking API v1. Cheap to clone; clones share
+/// the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    /// `https://host:port`, without a trailing slash.
+    server: String,
+    /// `Bearer <token>` when a token was given.
+    authorization: Option<Arc<str>>,
+}
+
+impl fmt::Debug for Client {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.server)
+            .field("token", &self.authorization.as_ref().map(|_| "[elided]"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `server` (like `https://127.0.0.1:8443`) that trusts only the
+    /// certificates in `ca_pem` (the center's CA) and presents `identity` (a terminal's
+    /// certificate and key from enrolment) when given.
+    ///
+    /// Nothing is sent yet; bad certificates, keys or URLs are reported here, naming which.
+    pub fn new(
+        server: &str,
+        ca_pem: &str,
+        identity: Option<&KeyPairPem>,
+    ) -> Result<Client, ClientError> {
+        let server = normalise_server(server)?;
+        // herd-tls checks the PEM material and that the key matches the certificate, with
+        // messages naming what is wrong; ureq would only panic later on a bad client key.
+        herd_tls::client_config(ca_pem, identity)
+            .map_err(|err| ClientError::Other(format!("cannot set up TLS for {server}: {err}")))?;
+        let roots = pem_certificates(ca_pem, "the CA certificate")?;
+        let client_cert = match identity {
+            Some(identity) => {
+                let chain = pem_certificates(&identity.cert_pem, "the client certificate")?;
+                let key = PrivateKey::from_pem(identity.key_pem.as_bytes()).map_err(|err| {
+                    ClientError::Other(format!("the client key is not a PEM private key: {err}"))
+                })?;
+                Some(ClientCert::new_with_certs(&chain, key))
+            }
+            None => None,
+        };
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .root_certs(RootCerts::new_with_certs(&roots))
+            .client_cert(client_cert)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .https_only(true)
+            // Answers are read whatever their status; non-2xx bodies are API errors.
+            .http_status_as_error(false)
+            // API v1 never redirects; following one could send a token elsewhere.
+            .max_redirects(0)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .user_agent(concat!("herd-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Ok(Client {
+            agent,
+            server,
+            authorization: None,
+        })
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>` (vendors and operators).
+    /// Surrounding whitespace (a token file's newline) is ignored.
+    pub fn with_token(self, token: &str) -> Client {
+        Client {
+            authorization: Some(format!("Bearer {}", token.trim()).into()),
+            ..self
+        }
+    }
+
+    /// The server this client talks to, as normalised (`https://host:port`).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Public endpoints.
+
+    /// Succeeds when the center answers `GET /v1/health`.
+    pub fn health(&self) -> Result<(), ClientError> {
+        let response = self.call(Method::GET, "/v1/health", &[], Payload::None, false)?;
+        self.drain(response, "GET /v1/health")
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Terminals.
+
+    /// Trades an enrolment token and a CSR for the terminal's client certificate
+    /// (`POST /v1/enrol`).
+    pub fn enrol(&self, request: &EnrolRequest) -> Result<EnrolResponse, ClientError> {
+        self.send_json(Method::POST, "/v1/enrol", request)
+    }
+
+    /// Reports the inventory and receives the plan (`POST /v1/checkin`, client certificate).
+    pub fn checkin(&self, request: &CheckinRequest) -> Result<CheckinResponse, ClientError> {
+        self.send_json(Method::POST, "/v1/checkin", request)
+    }
+
+    /// Delivers a batch from the outbox (`POST /v1/events`, client certificate).
+    pub fn send_events(&self, batch: &EventBatch) -> Result<EventAck, ClientError> {
+        self.send_json(Method::POST, "/v1/events", batch)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Vendors.
+
+    /// Publishes a vendor's whole catalog feed (`PUT /v1/feeds/{vendor}`), sent as given.
+    pub fn publish_feed(
+        &self,
+        vendor: &str,
+        feed_json: &[u8],
+    ) -> Result<PublishResponse, ClientError> {
+        let path = format!("/v1/feeds/{}", segment(vendor));
+        let response = self.call(
+            Method::PUT,
+            &path,
+            &[],
+            Payload::Json(feed_json.to_vec()),
+            false,
+        )?;
+        self.json(response, &format!("PUT {path}"), MAX_JSON_ANSWER)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Operators.
+
+    /// One page of the fleet, ordered by terminal id (`GET /v1/terminals`). `action` is one of
+    /// `none`, `update`, `switch`, `exposed`; `after` is the previous page's `next`; `limit`
+    /// is 1 to 1000.
+    pub fn terminals(
+        &self,
+        group: Option<&str>,
+        action: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<TerminalList, ClientError> {
+        let limit = limit.to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        for (name, value) in [("group", group), ("action", action), ("after", after)] {
+            if let Some(value) = value {
+                query.push((name, value));
+            }
+        }
+        self.get_json("/v1/terminals", &query, MAX_JSON_ANSWER)
+    }
+
+    /// Every terminal matching the filters, fetching page after page.
+    pub fn all_terminals(
+        &self,
+        group: Option<&str>,
+        action: Option<&str>,
+    ) -> Result<Vec<TerminalSummary>, ClientError> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.terminals(group, action, after.as_deref(), TERMINAL_PAGE)?;
+            all.extend(page.terminals);
+            match page.next {
+                // A server repeating the same cursor would loop forever.
+                Some(next) if after.as_deref() != Some(next.as_str()) => after = Some(next),
+                Some(next) => {
+                    return Err(ClientError::Other(format!(
+                        "GET /v1/terminals: the center returned the cursor {next:?} twice"
+                    )));
+                }
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One terminal: inventory, current plan, last report, addresses (`GET /v1/terminals/{id}`).
+    pub fn terminal(&self, id: &str) -> Result<TerminalDetail, ClientError> {
+        let path = format!("/v1/terminals/{}", segment(id));
+        self.get_json(&path, &[], MAX_JSON_ANSWER)
+    }
+
+    /// A terminal's current plan exactly as the terminal received it (`GET
+    /// /v1/terminals/{id}/plan`), unparsed.
+    pub fn terminal_plan(&self, id: &str) -> Result<String, ClientError> {
+        let path = format!("/v1/terminals/{}/plan", segment(id));
+        let response = self.call(Method::GET, &path, &[], Payload::None, false)?;
+        let bytes = self.read_body(response, MAX_JSON_ANSWER, &format!("GET {path}"))?;
+        String::from_utf8(bytes).map_err(|_| {
+            ClientError::Other(format!("GET {path}: the center's answer is not UTF-8 text"))
+        })
+    }
+
+    /// Removes a terminal; its certificate stops working at once (`DELETE /v1/terminals/{id}`).
+    pub fn delete_terminal(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/terminals/{}", segment(id));
+        let response = self.call(Method::DELETE, &path, &[], Payload::None, false)?;
+        self.drain(response, &format!("DELETE {path}"))
+    }
+
+    /// Threats × products: who covers what since when (`GET /v1/coverage`).
+    pub fn coverage(&self) -> Result<CoverageMatrix, ClientError> {
+        self.get_json("/v1/coverage", &[], MAX_CATALOG_ANSWER)
+    }
+
+    /// The merged `herd.catalog/v1` document every plan is computed from (`GET /v1/catalog`).
+    pub fn catalog(&self) -> Result<serde_json::Value, ClientError> {
+        self.get_json("/v1/catalog", &[], MAX_CATALOG_ANSWER)
+    }
+
+    /// Groups with their policies and sizes (`GET /v1/groups`).
+    pub fn groups(&self) -> Result<GroupList, ClientError> {
+        let served: ServedGroupList = self.get_json("/v1/groups", &[], MAX_JSON_ANSWER)?;
+        Ok(GroupList {
+            groups: served.groups.into_iter().map(GroupDoc::from).collect(),
+        })
+    }
+
+    /// Creates or replaces a group (`PUT /v1/groups/{id}`).
+    pub fn put_group(&self, group: &GroupDoc) -> Result<GroupDoc, ClientError> {
+        /// The request body: a group without the response-only terminal count.
+        #[derive(Serialize)]
+        struct GroupRequest<'a> {
+            id: &'a str,
+            description: &'a str,
+            policy: &'a herd_proto::terminal::PolicyDoc,
+        }
+        let path = format!("/v1/groups/{}", segment(&group.id));
+        let body = GroupRequest {
+            id: &group.id,
+            description: &group.description,
+            policy: &group.policy,
+        };
+        let served: ServedGroup = self.send_json(Method::PUT, &path, &body)?;
+        Ok(served.into())
+    }
+
+    /// Deletes a group no terminal and no rule uses (`DELETE /v1/groups/{id}`).
+    pub fn delete_group(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/groups/{}", segment(id));
+        let response = self.call(Method::DELETE, &path, &[], Payload::None, false)?;
+        self.drain(response, &format!("DELETE {path}"))
+    }
+
+    /// The placement rules in evaluation order (`GET /v1/placement-rules`).
+    pub fn rules(&self) -> Result<PlacementRules, ClientError> {
+        self.get_json("/v1/placement-rules", &[], MAX_JSON_ANSWER)
+    }
+
+    /// Replaces every placement rule at once (`PUT /v1/placement-rules`).
+    pub fn put_rules(&self, rules: &PlacementRules) -> Result<PlacementRules, ClientError> {
+        self.send_json(Method::PUT, "/v1/placement-rules", rules)
+    }
+
+    /// A new enrolment token for terminals (`POST /v1/enrolment-tokens`); shown once.
+    pub fn new_enrolment_token(
+        &self,
+        request: &NewEnrolmentToken,
+    ) -> Result<TokenCreated, ClientError> {
+        self.send_json(Method::POST, "/v1/enrolment-tokens", request)
+    }
+
+    /// A new API token for an operator or a vendor (`POST /v1/tokens`); shown once.
+    pub fn new_api_token(&self, request: &NewApiToken) -> Result<TokenCreated, ClientError> {
+        self.send_json(Method::POST, "/v1/tokens", request)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Plumbing.
+
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        limit: u64,
+    ) -> Result<T, ClientError> {
+        let response = self.call(Method::GET, path, query, Payload::None, false)?;
+        self.json(response, &format!("GET {path}"), limit)
+    }
+
+    fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let what = format!("{method} {path}");
+        let bytes = serde_json::to_vec(body).map_err(|err| {
+            ClientError::Other(format!("{what}: cannot encode the request: {err}"))
+        })?;
+        let response = self.call(method, path, &[], Payload::Json(bytes), false)?;
+        self.json(response, &what, MAX_JSON_ANSWER)
+    }
+
+    /// Sends one request and returns the answer if it is a success; any other status becomes
+    /// [`ClientError::Api`]. `transfer` replaces the overall deadline by a stall timeout.
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        payload: Payload,
+        transfer: bool,
+    ) -> Result<http::Response<Body>, ClientError> {
+        self.call_with(method, path, query, &[], payload, transfer)
+    }
+
+    /// [`call`](Self::call) with extra request headers.
+    fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(header::HeaderName, String)],
+        payload: Payload,
+        transfer: bool,
+    ) -> Result<http::Response<Body>, ClientError> {
+        let what = format!("{method} {path}");
+        let mut url = format!("{}{path}", self.server);
+        for (i, (name, value)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&query_component(name));
+            url.push('=');
+            url.push_str(&query_component(value));
+        }
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header(header::ACCEPT, "application/json");
+        if let Some(authorization) = &self.authorization {
+            builder = builder.header(header::AUTHORIZATION, &**authorization);
+        }
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let body = match payload {
+            Payload::None => SendBody::none(),
+            Payload::Json(bytes) => {
+                builder = builder
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::CONTENT_LENGTH, bytes.len());
+                SendBody::from_owned_reader(std::io::Cursor::new(bytes))
+            }
+            Payload::Stream { reader, length } => {
+                builder = builder
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .header(header::CONTENT_LENGTH, length)
+                    // The center answers an unauthorised upload before reading the body, so
+                    // a refused package is not sent in full only to be thrown away.
+                    .header(header::EXPECT, "100-continue");
+                SendBody::from_owned_reader(reader)
+            }
+        };
+        let request = builder.body(body).map_err(|err| {
+            ClientError::Other(format!(
+                "{what}: cannot build the request (is the API token plain text?): {err}"
+            ))
+        })?;
+        let request = if transfer {
+            self.agent
+                .configure_request(request)
+                .timeout_global(None)
+                .timeout_per_read(Some(TRANSFER_STALL_TIMEOUT))
+                .timeout_per_write(Some(TRANSFER_STALL_TIMEOUT))
+                .build()
+        } else {
+            request
+        };
+        let response = self
+            .agent
+            .run(request)
+            .map_err(|err| self.transport_error(err))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        // An error body that cannot be read in full still has a status worth reporting.
+        let _ = response
+            .into_body()
+            .into_with_config()
+            .limit(MAX_ERROR_ANSWER)
+            .reader()
+            .read_to_end(&mut body);
+        Err(ClientError::from_answer(status, &body))
+    }
+
+    fn read_body(
+        &self,
+        response: http::Response<Body>,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, ClientError> {
+        response
+            .into_body()
+            .into_with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|err| match err {
+                ureq::Error::BodyExceedsLimit(_) => ClientError::Other(format!(
+                    "{what}: the center's answer is larger than {limit} bytes"
+                )),
+                other => self.transport_error(other),
+            })
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        response: http::Response<Body>,
+        what: &str,
+        limit: u64,
+    ) -> Result<T, ClientError> {
+        let bytes = self.read_body(response, limit, what)?;
+        serde_json::from_slice(&bytes).map_err(|err| {
+            ClientError::Other(format!(
+                "{what}: the center's answer is not what API v1 describes: {err}"
+            ))
+        })
+    }
+
+    /// Reads and drops a success answer's body, so the connection can be reused.
+    fn drain(&self, response: http::Response<Body>, what: &str) -> Result<(), ClientError> {
+        self.read_body(response, MAX_JSON_ANSWER, what).map(drop)
+    }
+
+    /// Sorts a ureq failure into "no answer" (retry later) and everything else.
+    fn transport_error(&self, err: ureq::Error) -> ClientError {
+        use ureq::Error as E;
+        let unreachable = |detail: String| ClientError::Unreachable {
+            server: self.server.clone(),
+            detail,
+        };
+        match err {
+            E::Io(io) => unreachable(io.to_string()),
+            E::Timeout(which) => unreachable(format!("no answer in time ({which} timeout)")),
+            E::HostNotFound => unreachable("the host name does not resolve".to_owned()),
+            E::ConnectionFailed => unreachable("the connection failed".to_owned()),
+            E::Tls(detail) => unreachable(format!("TLS failed: {detail}")),
+            E::Rustls(tls) => unreachable(format!("TLS failed: {tls}")),
+            E::Protocol(protocol) => unreachable(format!("the HTTP exchange broke: {protocol}")),
+            E::BodyStalled => unreachable("the answer stopped arriving".to_owned()),
+            other => ClientError::Other(format!("request to {} failed: {other}", self.server)),
+        }
+    }
+}
+
+/// A group as the center serves it. `GroupDoc` is also the request type and refuses the
+/// response-only `terminals` count, so answers are read through this and converted.
+#[derive(Deserialize)]
+struct ServedGroup {
+    id: String,
+    #[serde(default)]
+    description: String,
+    policy: herd_proto::terminal::PolicyDoc,
+    #[serde(default)]
+    terminals: u64,
+}
+
+impl From<ServedGroup> for GroupDoc {
+    fn from(served: ServedGroup) -> GroupDoc {
+        GroupDoc {
+            id: served.id,
+            description: served.description,
+            policy: served.policy,
+            terminals: served.terminals,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ServedGroupList {
+    groups: Vec<ServedGroup>,
+}
+
+/// What a request carries.
+enum Payload {
+    None,
+    Json(Vec<u8>),
+    /// Exactly `length` bytes from `reader`, sent as they are read.
+    Stream {
+        reader: Box<dyn std::io::Read + Send>,
+        length: u64,
+    },
+}
+
+fn normalise_server(server: &str) -> Result<String, ClientError> {
+    let trimmed = server.trim().trim_end_matches('/');
+    let bad = |why: &str| ClientError::Other(format!("the server address {server:?} {why}"));
+    let uri: http::Uri = trimmed
+        .parse()
+        .map_err(|err| bad(&format!("is not a URL: {err}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad(
+            "must start with https:// (the center speaks HTTPS only), like https://127.0.0.1:8443",
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("has no host name"));
+    }
+    if uri.query().is_some() {
+        return Err(bad("must not have a query (`?…`)"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn pem_certificates(pem: &str, what: &str) -> Result<Vec<Certificate<'static>>, ClientError> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem.as_bytes()) {
+        match item {
+            Ok(PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(err) => {
+                return Err(ClientError::Other(format!(
+                    "{what} is not valid PEM: {err}"
+                )));
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(ClientError::Other(format!(
+            "{what} holds no PEM certificate"
+        )));
+    }
+    Ok(certs)
+}
+
+/// Percent-encodes one path segment: everything but RFC 3986's unreserved characters, so an
+/// id can never add a path component or a query.
+fn segment(value: &str) -> String {
+    percent_encode(value)
+}
+
+fn query_component(value: &str) -> String {
+    percent_encode(value)
+}
+
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_are_normalised_and_checked() {
+        assert_eq!(
+            normalise_server(" https://127.0.0.1:8443/ ").unwrap(),
+            "https://127.0.0.1:8443"
+        );
+        assert_eq!(
+            normalise_server("https://center.example/herd").unwrap(),
+            "https://center.example/herd"
+        );
+        let err = normalise_server("http://127.0.0.1:8443").unwrap_err();
+        assert!(
+            err.to_string().contains("must start with https://"),
+            "{err}"
+        );
+        let err = normalise_server("127.0.0.1:8443").unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        let err = normalise_server("https://127.0.0.1:8443/?x=1").unwrap_err();
+        assert!(err.to_string().contains("query"), "{err}");
+        assert!(normalise_server("https://").is_err());
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_path_segment() {
+        assert_eq!(segment("maker-a_1.2~x"), "maker-a_1.2~x");
+        assert_eq!(segment("../admin?x=1#y"), "..%2Fadmin%3Fx%3D1%23y");
+        assert_eq!(query_component("a b&c=é"), "a%20b%26c%3D%C3%A9");
+    }
+
+    #[test]
+    fn bad_tls_material_is_refused_when_the_client_is_built() {
+        let err = Client::new("https://127.0.0.1:1", "not a certificate", None).unwrap_err();
+        assert!(err.to_string().contains("the CA certificate"), "{err}");
+
+        let (ca_pem, _ca_key) = herd_tls::CertificateAuthority::generate("test CA").unwrap();
+        let (key_pem, _csr) = herd_tls::new_key_and_csr("t1").unwrap();
+        let identity = KeyPairPem {
+            cert_pem: ca_pem.clone(),
+            key_pem,
+        };
+        let err = Client::new("https://127.0.0.1:1", &ca_pem, Some(&identity)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot set up TLS for https://127.0.0.1:1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let (ca_pem, _ca_key) = herd_tls::CertificateAuthority::generate("test CA").unwrap();
+        let client = Client::new("https://127.0.0.1:1", &ca_pem, None)
+            .unwrap()
+            .with_token("herd_secret\n");
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("herd_secret"), "{shown}");
+        assert!(shown.contains("elided"), "{shown}");
+    }
+
+    #[test]
+    fn group_lists_as_served_parse() {
+        // The center serves each group with its terminal count.
+        let served = r#"{"groups": [{"id": "unknown", "description": "", "policy":
+            {"apply": "latest-any-vendor", "window": null}, "terminals": 3}]}"#;
+        let groups: ServedGroupList = serde_json::from_str(served).unwrap();
+        let group = GroupDoc::from(groups.groups.into_iter().next().unwrap());
+        assert_eq!(group.id, "unknown");
+        assert_eq!(group.terminals, 3);
+        assert_eq!(group.policy.apply, "latest-any-vendor");
+    }
+}
