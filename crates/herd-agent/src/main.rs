@@ -2,6 +2,7 @@
 //! For now `scan`, `watch` and `quarantine`; enrolment, check-in and plan execution arrive with the
 //! agent issue. The exit code is decided here, in one place, from what each command returns.
 
+mod execute;
 mod onaccess;
 mod quarantine;
 mod scan;
@@ -28,6 +29,9 @@ enum Command {
     /// List, restore or delete files moved into quarantine by `scan --quarantine`.
     #[command(subcommand)]
     Quarantine(quarantine::QuarantineCommand),
+    /// Carry out a plan file offline as a transaction, fetching packages from a directory of
+    /// `<sha256>` files; prints the plan report as JSON.
+    Apply(execute::ApplyArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Some(Command::Scan(args)) => scan::run(&args),
         Some(Command::Watch(args)) => onaccess::run(&args),
         Some(Command::Quarantine(command)) => quarantine::run(&command).map(|()| 0),
+        Some(Command::Apply(args)) => execute::run_apply(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,297 @@
+//! The transaction journal (`<state>/journal.json`) and the record of finished plans
+//! (`<state>/reports.json`), both written atomically: a temporary file, fsync, rename over
+//! the old one, fsync of the directory. A crash at any instant leaves either the old or the
+//! new document, never a torn one, and never loses a transition once `save` returned.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use herd_proto::api::{PlanReport, StepResult, StepStatus};
+use herd_proto::plan::PlanDoc;
+use serde::{Deserialize, Serialize};
+
+pub(super) const JOURNAL_FORMAT: &str = "herd.journal/v1";
+
+/// How many finished plans' reports are remembered (to make re-execution a no-op).
+const REPORTS_KEPT: usize = 32;
+
+/// How far a transaction got. Before `Verified` a restart rolls back; from `Verified` on it
+/// rolls forward (the new product works; finish activating it and remove the old one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Phase {
+    /// Downloading packages; nothing installed.
+    Fetching,
+    /// The install script may be running: the new version directory and `current` may be
+    /// half-changed.
+    Installing,
+    /// The install script succeeded (it switched `current`); not verified yet.
+    Installed,
+    /// The new product loaded its definitions and detected its test pattern.
+    Verified,
+    /// `current` points at the new product, durably.
+    Activated,
+    /// Removing the old product.
+    Uninstalling,
+    /// Restoring the previous product.
+    RollingBack,
+}
+
+impl Phase {
+    pub(super) fn rolls_forward(self) -> bool {
+        matches!(
+            self,
+            Phase::Verified | Phase::Activated | Phase::Uninstalling
+        )
+    }
+
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Phase::Fetching => "downloading packages",
+            Phase::Installing => "installing",
+            Phase::Installed => "installing (before verification)",
+            Phase::Verified => "verification",
+            Phase::Activated => "activation",
+            Phase::Uninstalling => "removing the old product",
+            Phase::RollingBack => "rolling back",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Journal {
+    pub format: String,
+    pub plan_id: String,
+    pub plan: PlanDoc,
+    /// Where this plan's packages are downloaded.
+    pub download_dir: PathBuf,
+    /// The text of the `current` link before the install (`None`: no product was active).
+    pub previous_current: Option<PathBuf>,
+    pub phase: Phase,
+    /// Step results so far, in the order they happened.
+    pub results: Vec<StepResult>,
+}
+
+impl Journal {
+    pub(super) fn new(
+        plan_id: &str,
+        plan: &PlanDoc,
+        download_dir: PathBuf,
+        previous_current: Option<PathBuf>,
+    ) -> Journal {
+        Journal {
+            format: JOURNAL_FORMAT.to_owned(),
+            plan_id: plan_id.to_owned(),
+            plan: plan.clone(),
+            download_dir,
+            previous_current,
+            phase: Phase::Fetching,
+            results: Vec::new(),
+        }
+    }
+
+    /// Records the result of a step, replacing an earlier one for the same step and kind.
+    pub(super) fn record(
+        &mut self,
+        step: usize,
+        kind: &str,
+        status: StepStatus,
+        detail: Option<String>,
+    ) {
+        let result = StepResult {
+            step,
+            kind: kind.to_owned(),
+            status,
+            detail,
+        };
+        match self
+            .results
+            .iter_mut()
+            .find(|r| r.step == step && r.kind == kind)
+        {
+            Some(existing) => *existing = result,
+            None => self.results.push(result),
+        }
+    }
+
+    pub(super) fn result(&self, step: usize, kind: &str) -> Option<&StepResult> {
+        self.results
+            .iter()
+            .find(|r| r.step == step && r.kind == kind)
+    }
+
+    pub(super) fn result_mut(&mut self, step: usize, kind: &str) -> Option<&mut StepResult> {
+        self.results
+            .iter_mut()
+            .find(|r| r.step == step && r.kind == kind)
+    }
+}
+
+/// Loads the journal, `Ok(None)` when there is none.
+pub(super) fn load(path: &Path) -> Result<Option<Journal>, String> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "{} is not a journal this agent understands: {e}",
+            path.display()
+        )
+    })?;
+    if journal.format != JOURNAL_FORMAT {
+        return Err(format!(
+            "{} has format {:?}; expected {JOURNAL_FORMAT:?}",
+            path.display(),
+            journal.format
+        ));
+    }
+    Ok(Some(journal))
+}
+
+pub(super) fn save(path: &Path, journal: &Journal) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(journal).map_err(io::Error::other)?;
+    write_atomically(path, &bytes)
+}
+
+/// Removes a file durably (the directory entry is synced).
+pub(super) fn remove_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReportLog {
+    /// Oldest first.
+    pub reports: Vec<PlanReport>,
+}
+
+impl ReportLog {
+    pub(super) fn load(path: &Path) -> Result<ReportLog, String> {
+        match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{} is not a report log: {e}", path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ReportLog::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// The last report for this plan id.
+    pub(super) fn find(&self, plan_id: &str) -> Option<&PlanReport> {
+        self.reports.iter().rev().find(|r| r.plan_id == plan_id)
+    }
+
+    pub(super) fn push(&mut self, report: PlanReport) {
+        self.reports.retain(|r| r.plan_id != report.plan_id);
+        self.reports.push(report);
+        let excess = self.reports.len().saturating_sub(REPORTS_KEPT);
+        self.reports.drain(..excess);
+    }
+
+    pub(super) fn save(&self, path: &Path) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        write_atomically(path, &bytes)
+    }
+}
+
+/// Temporary file, fsync, rename, fsync of the directory.
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temp_name = path.file_name().unwrap_or_default().to_owned();
+    temp_name.push(".tmp");
+    let temp = path.with_file_name(temp_name);
+    let written = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    sync_dir(parent(path))
+}
+
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_proto::api::ReportOutcome;
+    use herd_proto::plan::Action;
+
+    fn plan() -> PlanDoc {
+        PlanDoc {
+            terminal: "t".into(),
+            action: Action::None,
+            uncovered_now: vec![],
+            uncovered_after: vec![],
+            from: None,
+            to: None,
+            consent_required: false,
+            not_before: None,
+            steps: vec![],
+            alternatives: vec![],
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn journal_round_trips_and_replaces_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        assert_eq!(load(&path).unwrap(), None);
+        let mut journal = Journal::new("p1", &plan(), dir.path().into(), None);
+        journal.record(0, "fetch", StepStatus::Failed, Some("x".into()));
+        journal.record(0, "fetch", StepStatus::Ok, None);
+        journal.record(1, "install", StepStatus::Ok, None);
+        save(&path, &journal).unwrap();
+        let loaded = load(&path).unwrap().unwrap();
+        assert_eq!(loaded, journal);
+        assert_eq!(loaded.results.len(), 2);
+        assert_eq!(loaded.results[0].status, StepStatus::Ok);
+        assert!(!dir.path().join("journal.json.tmp").exists());
+        remove_durably(&path).unwrap();
+        assert_eq!(load(&path).unwrap(), None);
+        fs::write(&path, b"{\"format\": 1}").unwrap();
+        assert!(load(&path).unwrap_err().contains("journal.json"));
+    }
+
+    #[test]
+    fn report_log_keeps_the_latest_per_plan_and_a_bounded_number() {
+        let report = |id: &str, outcome| PlanReport {
+            plan_id: id.into(),
+            outcome,
+            steps: vec![],
+            installed: None,
+            message: None,
+        };
+        let mut log = ReportLog::default();
+        log.push(report("a", ReportOutcome::RolledBack));
+        log.push(report("a", ReportOutcome::Succeeded));
+        assert_eq!(log.reports.len(), 1);
+        assert_eq!(log.find("a").unwrap().outcome, ReportOutcome::Succeeded);
+        for i in 0..40 {
+            log.push(report(&i.to_string(), ReportOutcome::Succeeded));
+        }
+        assert_eq!(log.reports.len(), REPORTS_KEPT);
+        assert!(log.find("a").is_none());
+        assert!(log.find("39").is_some());
+    }
+}

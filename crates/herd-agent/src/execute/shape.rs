@@ -1,0 +1,328 @@
+//! The shape a plan must have to be carried out as one transaction: every fetch first, then
+//! one `archive` install of the plan's `to` release with a fetched package, its verify step,
+//! then the uninstalls. Checked before anything is downloaded, so a malformed plan changes
+//! nothing.
+
+use herd_core::Sha256;
+use herd_proto::plan::{PlanDoc, Step};
+
+use super::space::Wanted;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct FetchItem {
+    pub step: usize,
+    pub product: String,
+    pub version: String,
+    /// Lowercase hex.
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct UninstallItem {
+    pub step: usize,
+    pub product: String,
+    pub version: String,
+    pub format: String,
+    pub script: String,
+}
+
+/// What the executor needs from a plan, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Shape {
+    pub fetches: Vec<FetchItem>,
+    pub install_step: usize,
+    pub install_script: String,
+    /// The fetch whose package the install script unpacks.
+    pub package: usize,
+    pub product: String,
+    pub version: String,
+    pub seq: u64,
+    pub pattern: String,
+    pub verify_step: usize,
+    pub uninstalls: Vec<UninstallItem>,
+}
+
+impl Shape {
+    /// `<product>/<version>` under `<prefix>/products`: the `current` link's text once active.
+    pub(super) fn link_target(&self) -> String {
+        format!("products/{}/{}", self.product, self.version)
+    }
+
+    pub(super) fn wanted(&self) -> Vec<Wanted> {
+        self.fetches
+            .iter()
+            .map(|f| Wanted {
+                sha256: f.sha256.clone(),
+                size: f.size,
+            })
+            .collect()
+    }
+
+    pub(super) fn package_sha256(&self) -> &str {
+        &self.fetches[self.package].sha256
+    }
+}
+
+/// `Ok(None)` for a plan without steps (nothing to do); `Err` names what is wrong.
+pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
+    if plan.steps.is_empty() {
+        return Ok(None);
+    }
+    let to = plan
+        .to
+        .as_ref()
+        .ok_or("the plan has steps but no `to` release")?;
+    let mut fetches = Vec::new();
+    let mut install = None;
+    let mut verify = None;
+    let mut uninstalls = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let at = |what: &str| format!("step {i} ({what})");
+        match step {
+            Step::Fetch {
+                product,
+                version,
+                sha256,
+                size,
+                ..
+            } => {
+                if install.is_some() {
+                    return Err(format!(
+                        "{}: every fetch must come before the install",
+                        at("fetch")
+                    ));
+                }
+                let digest =
+                    Sha256::parse_hex(sha256).map_err(|e| format!("{}: {e}", at("fetch")))?;
+                if *size == 0 {
+                    return Err(format!("{}: a package cannot be empty", at("fetch")));
+                }
+                fetches.push(FetchItem {
+                    step: i,
+                    product: product.clone(),
+                    version: version.clone(),
+                    sha256: digest.to_string(),
+                    size: *size,
+                });
+            }
+            Step::Install {
+                product,
+                version,
+                format,
+                script,
+            } => {
+                if install.is_some() {
+                    return Err(format!("{}: a plan installs one product", at("install")));
+                }
+                if format != "archive" {
+                    return Err(format!(
+                        "{}: this agent installs archive packages only, not {format:?}",
+                        at("install")
+                    ));
+                }
+                if *product != to.product || *version != to.version {
+                    return Err(format!(
+                        "{}: installs {product} {version}, but the plan is to {} {}",
+                        at("install"),
+                        to.product,
+                        to.version
+                    ));
+                }
+                install = Some((i, script.clone()));
+            }
+            Step::Verify {
+                product,
+                version,
+                pattern,
+            } => {
+                if install.is_none() || verify.is_some() {
+                    return Err(format!(
+                        "{}: one verify step, after the install",
+                        at("verify")
+                    ));
+                }
+                if *product != to.product || *version != to.version {
+                    return Err(format!(
+                        "{}: verifies {product} {version}, but the plan installs {} {}",
+                        at("verify"),
+                        to.product,
+                        to.version
+                    ));
+                }
+                verify = Some((i, pattern.clone()));
+            }
+            Step::Uninstall {
+                product,
+                version,
+                format,
+                script,
+            } => {
+                if verify.is_none() {
+                    return Err(format!(
+                        "{}: the old product is removed only after the new one is verified",
+                        at("uninstall")
+                    ));
+                }
+                if format == "msi" {
+                    return Err(format!(
+                        "{}: msi uninstall scripts are PowerShell, which this agent does not run",
+                        at("uninstall")
+                    ));
+                }
+                if *product == to.product && *version == to.version {
+                    return Err(format!(
+                        "{}: would remove the product the plan installs",
+                        at("uninstall")
+                    ));
+                }
+                uninstalls.push(UninstallItem {
+                    step: i,
+                    product: product.clone(),
+                    version: version.clone(),
+                    format: format.clone(),
+                    script: script.clone(),
+                });
+            }
+        }
+    }
+    let (install_step, install_script) = install.ok_or("the plan has steps but no install")?;
+    let (verify_step, pattern) = verify.ok_or("the plan installs without a verify step")?;
+    let package = fetches
+        .iter()
+        .position(|f| f.product == to.product && f.version == to.version)
+        .ok_or_else(|| {
+            format!(
+                "no fetch step downloads the package of {} {}",
+                to.product, to.version
+            )
+        })?;
+    Ok(Some(Shape {
+        fetches,
+        install_step,
+        install_script,
+        package,
+        product: to.product.clone(),
+        version: to.version.clone(),
+        seq: to.seq,
+        pattern,
+        verify_step,
+        uninstalls,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_proto::plan::{Action, ReleaseRef};
+
+    fn plan(steps: Vec<Step>) -> PlanDoc {
+        PlanDoc {
+            terminal: "t".into(),
+            action: Action::Switch,
+            uncovered_now: vec![],
+            uncovered_after: vec![],
+            from: None,
+            to: Some(ReleaseRef {
+                product: "b".into(),
+                version: "7.0".into(),
+                seq: 7,
+            }),
+            consent_required: false,
+            not_before: None,
+            steps,
+            alternatives: vec![],
+            reason: String::new(),
+        }
+    }
+
+    fn fetch() -> Step {
+        Step::Fetch {
+            product: "b".into(),
+            version: "7.0".into(),
+            format: "archive".into(),
+            sha256: "AB".repeat(32),
+            size: 10,
+        }
+    }
+
+    fn install(format: &str) -> Step {
+        Step::Install {
+            product: "b".into(),
+            version: "7.0".into(),
+            format: format.into(),
+            script: "true".into(),
+        }
+    }
+
+    fn verify() -> Step {
+        Step::Verify {
+            product: "b".into(),
+            version: "7.0".into(),
+            pattern: "b-7".into(),
+        }
+    }
+
+    fn uninstall() -> Step {
+        Step::Uninstall {
+            product: "a".into(),
+            version: "5.1".into(),
+            format: "archive".into(),
+            script: "true".into(),
+        }
+    }
+
+    #[test]
+    fn a_planner_shaped_plan_is_accepted() {
+        let shape = check(&plan(vec![
+            fetch(),
+            install("archive"),
+            verify(),
+            uninstall(),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            shape.fetches[0].sha256,
+            "ab".repeat(32),
+            "digests are normalised"
+        );
+        assert_eq!((shape.install_step, shape.verify_step), (1, 2));
+        assert_eq!(shape.uninstalls[0].step, 3);
+        assert_eq!(shape.link_target(), "products/b/7.0");
+        assert_eq!(check(&plan(vec![])).unwrap(), None);
+    }
+
+    #[test]
+    fn out_of_order_or_unsupported_plans_are_refused() {
+        let cases = [
+            (
+                vec![install("archive"), fetch(), verify()],
+                "before the install",
+            ),
+            (
+                vec![fetch(), install("deb"), verify()],
+                "archive packages only",
+            ),
+            (
+                vec![fetch(), install("archive"), uninstall(), verify()],
+                "only after",
+            ),
+            (vec![fetch(), install("archive")], "without a verify"),
+            (vec![fetch(), verify()], "after the install"),
+        ];
+        for (steps, why) in cases {
+            let err = check(&plan(steps)).unwrap_err();
+            assert!(err.contains(why), "{err} (expected {why:?})");
+        }
+        let mut bad = plan(vec![fetch(), install("archive"), verify()]);
+        bad.steps[0] = Step::Fetch {
+            product: "b".into(),
+            version: "7.0".into(),
+            format: "archive".into(),
+            sha256: "xyz".into(),
+            size: 10,
+        };
+        assert!(check(&bad).unwrap_err().contains("SHA-256"));
+    }
+}

@@ -1,0 +1,393 @@
+//! In-process tests of the executor's less common paths (the end-to-end runs through
+//! `herd-agent apply` are in `tests/execute.rs`): a failing removal of the old product, a disk
+//! filling up during a download, a package missing from the source or holding another
+//! product, unsupported plans, the lock, and journals that are pending or unreadable.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use herd_core::{PackageFormat, Sha256 as Digest256};
+use herd_package::{BuiltPackage, PackageSpec};
+use herd_planner::script::{InstallSpec, UninstallSpec, install_script, uninstall_script};
+use herd_proto::api::{ReportOutcome, StepStatus};
+use herd_proto::plan::{Action, PlanDoc, ReleaseRef, Step};
+
+use super::*;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    executor: Executor,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["packages", "src"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let mut config = ExecutorConfig::new(dir.path().join("prefix"), dir.path().join("state"));
+        config.space_margin = 0;
+        let executor = Executor::new(config).unwrap();
+        Setup { dir, executor }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn fetcher(&self) -> DirFetcher {
+        DirFetcher::new(self.path("packages"))
+    }
+
+    fn package(&self, product: &str, version: &str, seq: u64) -> BuiltPackage {
+        let src = |name: &str, content: &[u8]| {
+            let path = self.path(&format!("src/{product}-{version}/{name}"));
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, content).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            path
+        };
+        let marker = format!("TEST-PATTERN-{product}-{version}");
+        let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+        let spec = PackageSpec {
+            product: product.into(),
+            vendor: "maker".into(),
+            version: version.into(),
+            seq,
+            pattern: format!("p-{seq}"),
+            definitions: vec![src(
+                "defs.ndb",
+                format!("Test.{product}:0:*:{hex}\n").as_bytes(),
+            )],
+            test_pattern: src("test.txt", marker.as_bytes()),
+            post_install: None,
+            pre_uninstall: None,
+            platforms: vec!["pc".into()],
+        };
+        let out = self.path(&format!("src/{product}-{version}.tar.gz"));
+        let built = herd_package::build(&spec, &out).unwrap();
+        fs::copy(&out, self.path("packages").join(&built.sha256)).unwrap();
+        built
+    }
+
+    /// A plan as the planner writes it: fetch, install, verify, and optionally an uninstall
+    /// with the given script.
+    fn plan(&self, to: &BuiltPackage, uninstall: Option<(&str, &str, String)>) -> PlanDoc {
+        let m = &to.manifest;
+        let install = install_script(&InstallSpec {
+            product: &m.product,
+            version: &m.version,
+            pattern: &m.pattern,
+            format: PackageFormat::Archive,
+            sha256: Digest256::parse_hex(&to.sha256).unwrap(),
+            size: to.size,
+            name: None,
+            product_code: None,
+            post_install: None,
+        });
+        let mut steps = vec![
+            Step::Fetch {
+                product: m.product.clone(),
+                version: m.version.clone(),
+                format: "archive".into(),
+                sha256: to.sha256.clone(),
+                size: to.size,
+            },
+            Step::Install {
+                product: m.product.clone(),
+                version: m.version.clone(),
+                format: "archive".into(),
+                script: install,
+            },
+            Step::Verify {
+                product: m.product.clone(),
+                version: m.version.clone(),
+                pattern: m.pattern.clone(),
+            },
+        ];
+        if let Some((product, version, script)) = uninstall {
+            steps.push(Step::Uninstall {
+                product: product.into(),
+                version: version.into(),
+                format: "archive".into(),
+                script,
+            });
+        }
+        PlanDoc {
+            terminal: "t1".into(),
+            action: Action::Switch,
+            uncovered_now: vec![],
+            uncovered_after: vec![],
+            from: None,
+            to: Some(ReleaseRef {
+                product: m.product.clone(),
+                version: m.version.clone(),
+                seq: m.seq,
+            }),
+            consent_required: false,
+            not_before: None,
+            steps,
+            alternatives: vec![],
+            reason: "test".into(),
+        }
+    }
+
+    fn install(&self, package: &BuiltPackage) {
+        let plan = self.plan(package, None);
+        let report = self
+            .executor
+            .execute(&plan_id(&plan), &plan, &self.fetcher())
+            .unwrap();
+        assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:?}");
+    }
+
+    fn current(&self) -> PathBuf {
+        fs::read_link(self.path("prefix/current")).unwrap()
+    }
+
+    fn downloads(&self) -> Vec<String> {
+        fs::read_dir(self.path("state/downloads"))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn statuses(report: &PlanReport) -> Vec<(&str, StepStatus)> {
+    report
+        .steps
+        .iter()
+        .map(|s| (s.kind.as_str(), s.status))
+        .collect()
+}
+
+#[test]
+fn a_failing_removal_of_the_old_product_keeps_the_new_one_active() {
+    let setup = Setup::new();
+    setup.install(&setup.package("old", "1.0", 1));
+    let new = setup.package("new", "2.0", 2);
+    let failing = "echo 'old: service still running' >&2\nexit 4\n".to_owned();
+    let plan = setup.plan(&new, Some(("old", "1.0", failing)));
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Succeeded);
+    assert_eq!(
+        statuses(&report),
+        [
+            ("fetch", StepStatus::Ok),
+            ("install", StepStatus::Ok),
+            ("verify", StepStatus::Ok),
+            ("activate", StepStatus::Ok),
+            ("uninstall", StepStatus::Failed)
+        ]
+    );
+    let message = report.message.unwrap();
+    assert!(
+        message.contains("the new product stays active")
+            && message.contains("old 1.0 could not be removed")
+            && message.contains("old: service still running"),
+        "{message}"
+    );
+    assert_eq!(setup.current(), PathBuf::from("products/new/2.0"));
+    assert!(!setup.path("state/journal.json").exists());
+}
+
+#[test]
+fn the_real_uninstall_script_removes_the_old_version_on_an_update() {
+    let setup = Setup::new();
+    setup.install(&setup.package("vaccine", "1.0", 1));
+    let next = setup.package("vaccine", "1.1", 2);
+    let script = uninstall_script(&UninstallSpec {
+        product: "vaccine",
+        version: "1.0",
+        format: PackageFormat::Archive,
+        name: None,
+        product_code: None,
+        pre_uninstall: None,
+    });
+    let plan = setup.plan(&next, Some(("vaccine", "1.0", script)));
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:?}");
+    assert_eq!(setup.current(), PathBuf::from("products/vaccine/1.1"));
+    assert!(!setup.path("prefix/products/vaccine/1.0").exists());
+    assert!(setup.downloads().is_empty(), "{:?}", setup.downloads());
+}
+
+/// Writes a few bytes, then fails the way a full disk does.
+struct FillsTheDisk;
+
+impl Fetcher for FillsTheDisk {
+    fn fetch(&self, _: &str, _: u64, dest: &Path, _: u64) -> Result<(), FetchError> {
+        fs::write(dest, b"partial").unwrap();
+        Err(FetchError::Write {
+            path: dest.to_owned(),
+            source: io::Error::from(io::ErrorKind::StorageFull),
+        })
+    }
+}
+
+#[test]
+fn a_disk_filling_up_during_a_download_defers_and_leaves_no_partial_file() {
+    let setup = Setup::new();
+    setup.install(&setup.package("old", "1.0", 1));
+    let plan = setup.plan(&setup.package("new", "2.0", 2), None);
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &FillsTheDisk)
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Deferred);
+    let fetch = report.steps[0].detail.as_deref().unwrap();
+    assert!(
+        fetch.contains("the disk filled up") && fetch.contains("deleted"),
+        "{fetch}"
+    );
+    assert!(setup.downloads().is_empty(), "{:?}", setup.downloads());
+    assert_eq!(setup.current(), PathBuf::from("products/old/1.0"));
+}
+
+#[test]
+fn a_package_missing_from_the_source_rolls_back() {
+    let setup = Setup::new();
+    let new = setup.package("new", "2.0", 2);
+    fs::remove_file(setup.path("packages").join(&new.sha256)).unwrap();
+    let plan = setup.plan(&new, None);
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::RolledBack);
+    assert!(
+        report.steps[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("has no package"),
+        "{report:?}"
+    );
+    assert_eq!(report.installed, None);
+    assert!(!setup.path("prefix/current").exists());
+}
+
+#[test]
+fn a_package_holding_another_product_is_refused_before_unpacking() {
+    let setup = Setup::new();
+    let new = setup.package("new", "2.0", 2);
+    let other = setup.package("other", "9.9", 9);
+    let mut plan = setup.plan(&new, None);
+    // The catalog's digest and script name `other`'s package, the release says `new`.
+    let other_plan = setup.plan(&other, None);
+    plan.steps[0] = Step::Fetch {
+        product: "new".into(),
+        version: "2.0".into(),
+        format: "archive".into(),
+        sha256: other.sha256.clone(),
+        size: other.size,
+    };
+    let Step::Install { script, .. } = &other_plan.steps[1] else {
+        unreachable!()
+    };
+    plan.steps[1] = Step::Install {
+        product: "new".into(),
+        version: "2.0".into(),
+        format: "archive".into(),
+        script: script.clone(),
+    };
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::RolledBack);
+    let install = report.steps[1].detail.as_deref().unwrap();
+    assert!(
+        install.contains("the package holds other 9.9, but the plan installs new 2.0"),
+        "{install}"
+    );
+    assert!(!setup.path("prefix/products").exists());
+}
+
+#[test]
+fn a_plan_this_agent_cannot_carry_out_changes_nothing() {
+    let setup = Setup::new();
+    let mut plan = setup.plan(&setup.package("new", "2.0", 2), None);
+    if let Step::Install { format, .. } = &mut plan.steps[1] {
+        *format = "deb".into();
+    }
+    let report = setup
+        .executor
+        .execute("p", &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::RolledBack);
+    assert!(
+        report.steps.iter().all(|s| s.status == StepStatus::Skipped),
+        "{report:?}"
+    );
+    assert!(report.message.unwrap().contains("archive packages only"));
+    assert!(setup.downloads().is_empty());
+
+    let mut nothing = plan.clone();
+    nothing.steps.clear();
+    nothing.action = Action::None;
+    let report = setup
+        .executor
+        .execute("n", &nothing, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Succeeded);
+    assert!(report.steps.is_empty());
+}
+
+#[test]
+fn one_process_at_a_time() {
+    let setup = Setup::new();
+    let plan = setup.plan(&setup.package("new", "2.0", 2), None);
+    let held = setup.executor.lock().unwrap();
+    let err = setup
+        .executor
+        .execute("p", &plan, &setup.fetcher())
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Busy { .. }), "{err}");
+    assert!(matches!(
+        setup.executor.recover(),
+        Err(ExecError::Busy { .. })
+    ));
+    drop(held);
+    setup
+        .executor
+        .execute("p", &plan, &setup.fetcher())
+        .unwrap();
+}
+
+#[test]
+fn a_pending_journal_must_be_recovered_and_a_corrupt_one_is_set_aside() {
+    let setup = Setup::new();
+    let plan = setup.plan(&setup.package("new", "2.0", 2), None);
+    let journal_path = setup.path("state/journal.json");
+    let pending = Journal::new("earlier", &plan, setup.path("state/downloads"), None);
+    journal::save(&journal_path, &pending).unwrap();
+    let err = setup
+        .executor
+        .execute("p", &plan, &setup.fetcher())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plan earlier was interrupted and must be recovered first (Executor::recover)"
+    );
+    let report = setup.executor.recover().unwrap().unwrap();
+    assert_eq!(report.plan_id, "earlier");
+    assert_eq!(report.outcome, ReportOutcome::Deferred);
+    assert_eq!(setup.executor.recover().unwrap(), None);
+
+    fs::write(&journal_path, b"{ torn").unwrap();
+    let err = setup.executor.recover().unwrap_err().to_string();
+    assert!(err.contains("moved aside to"), "{err}");
+    assert!(setup.path("state/journal.json.corrupt").exists());
+    assert_eq!(setup.executor.recover().unwrap(), None);
+}
