@@ -113,6 +113,7 @@ fn danger_rank(danger: &str) -> u8 {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only terminals of this group.
     group: Option<String>,
