@@ -15,6 +15,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+mod common;
 mod postgres;
 mod sqlite;
 
@@ -214,9 +215,11 @@ pub struct CheckinWrite {
     pub address: String,
     /// The inventory reported (`InstalledDoc` JSON or `None` for nothing installed).
     pub installed: Option<String>,
-    /// `HardwareDoc` JSON when the terminal reported it.
+    /// `HardwareDoc` JSON when the terminal reported it (`None` keeps the stored one).
     pub hardware: Option<String>,
+    /// `None` keeps the stored time zone.
     pub tz: Option<String>,
+    /// `None` keeps the stored agent version.
     pub agent_version: Option<String>,
     /// The plan computed, written only when its id differs from the stored one.
     pub plan: PlanWrite,
@@ -238,6 +241,7 @@ pub struct TerminalQuery {
     pub action: Option<String>,
     /// Only ids greater than this (keyset paging).
     pub after: Option<String>,
+    /// At most this many rows; 0 means no limit.
     pub limit: u32,
 }
 
@@ -246,6 +250,7 @@ pub struct AddressRow {
     pub address: String,
     pub first_seen: i64,
     pub last_seen: i64,
+    /// Check-ins from this address (the enrolment that may have created the entry is not one).
     pub checkins: u64,
 }
 
@@ -275,7 +280,7 @@ pub struct EventRow {
     pub kind: String,
     /// JSON.
     pub data: String,
-    /// When the center stored it (set by the store).
+    /// When the center received it (the caller's `now`; the store reads no clock).
     pub received_at: i64,
 }
 
@@ -316,7 +321,7 @@ pub trait Store: Send + Sync + Debug {
     async fn publish_feed(
         &self,
         feed: StoredFeed,
-        check: &(dyn Fn(&[StoredFeed]) -> Result<(), String> + Send + Sync),
+        check: &(dyn for<'a> Fn(&'a [StoredFeed]) -> Result<(), String> + Send + Sync),
     ) -> Result<Result<PublishOutcome, String>, StoreError>;
 
     // --- packages ------------------------------------------------------------------------
@@ -374,9 +379,13 @@ pub trait Store: Send + Sync + Debug {
     // --- events --------------------------------------------------------------------------
 
     /// Appends a terminal's events, idempotently by (terminal, seq). For `plan.report`
-    /// events the terminal's `last_report` is updated in the same transaction.
+    /// events the terminal's `last_report` is updated in the same transaction (to the stored
+    /// report with the highest seq). All events must belong to one terminal (`Conflict`
+    /// otherwise); `NotFound` if it is not enrolled. An empty slice changes nothing and
+    /// returns zeros.
     async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError>;
-    /// Events ordered by (terminal, seq): of one terminal, or all; after `after_seq`.
+    /// Events ordered by (terminal, seq): of one terminal, or all; with seq above `after_seq`;
+    /// at most `limit` (0 means no limit).
     async fn events(
         &self,
         terminal: Option<&str>,

@@ -1,0 +1,340 @@
+//! What the SQLite and PostgreSQL backends share: row decoding, integer range checks, error
+//! mapping, and the JSON shapes in which batches (check-ins, events, rules) travel to the
+//! database as one parameter, so a batch costs a few statements instead of a few per row.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::{
+    AddressRow, ApiTokenRow, CheckinWrite, EventRow, GroupRow, PackageRow, Role, RuleRow,
+    StoreError, StoredFeed, TerminalRow,
+};
+
+/// The columns [`terminal_from_row`] reads, in the order both schemas declare them.
+macro_rules! terminal_columns {
+    () => {
+        "id, group_id, last_checkin, last_address, agent_version, plan_id, plan_action, \
+         plan_uncovered, planned_at, enrolled_at, cert_sha256, user_name, tz, hardware, \
+         installed, plan, last_report"
+    };
+}
+pub(crate) use terminal_columns;
+
+/// A `u64` of the API as the `BIGINT`/`INTEGER` both databases store (at most `i64::MAX`).
+pub(crate) fn to_db_int(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::Db(sqlx::Error::Encode(
+            format!("{what} {value} is larger than the database can store (2^63 - 1)").into(),
+        ))
+    })
+}
+
+/// A stored integer that the API declares unsigned; a negative one was not written by us.
+pub(crate) fn from_db_int(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is negative ({value})")))
+}
+
+/// Turns a unique-key violation into `Conflict` with `what` as the message; other errors pass.
+pub(crate) fn conflict_on_unique(error: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match error.as_database_error() {
+        Some(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+        _ => StoreError::Db(error),
+    }
+}
+
+/// Decodes the columns of [`terminal_columns!`].
+pub(crate) fn terminal_from_row<R>(row: &R) -> Result<TerminalRow, StoreError>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let id: String = row.try_get("id")?;
+    let plan_uncovered: i64 = row.try_get("plan_uncovered")?;
+    Ok(TerminalRow {
+        plan_uncovered: from_db_int(plan_uncovered, &format!("terminal {id:?}: plan_uncovered"))?,
+        user: row.try_get("user_name")?,
+        hardware: row.try_get("hardware")?,
+        tz: row.try_get("tz")?,
+        group: row.try_get("group_id")?,
+        cert_sha256: row.try_get("cert_sha256")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        last_checkin: row.try_get("last_checkin")?,
+        last_address: row.try_get("last_address")?,
+        installed: row.try_get("installed")?,
+        agent_version: row.try_get("agent_version")?,
+        plan_id: row.try_get("plan_id")?,
+        plan_action: row.try_get("plan_action")?,
+        plan: row.try_get("plan")?,
+        planned_at: row.try_get("planned_at")?,
+        last_report: row.try_get("last_report")?,
+        id,
+    })
+}
+
+/// Implements one `*_from_row` per row type, generic over the backend's row like
+/// [`terminal_from_row`].
+macro_rules! generic_row_decoder {
+    ($(#[$doc:meta])* fn $name:ident($row:ident) -> $out:ty $body:block) => {
+        $(#[$doc])*
+        pub(crate) fn $name<R>($row: &R) -> Result<$out, StoreError>
+        where
+            R: Row,
+            &'static str: ColumnIndex<R>,
+            for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+            for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+            for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+        $body
+    };
+}
+
+generic_row_decoder! {
+    /// Columns `vendor, doc, sha256, published_at` of `feeds`.
+    fn feed_from_row(row) -> StoredFeed {
+        Ok(StoredFeed {
+            vendor: row.try_get("vendor")?,
+            doc: row.try_get("doc")?,
+            sha256: row.try_get("sha256")?,
+            published_at: row.try_get("published_at")?,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `sha256, size, vendor, uploaded_at` of `packages`.
+    fn package_from_row(row) -> PackageRow {
+        let sha256: String = row.try_get("sha256")?;
+        let size: i64 = row.try_get("size")?;
+        Ok(PackageRow {
+            size: from_db_int(size, &format!("package {sha256}: size"))?,
+            vendor: row.try_get("vendor")?,
+            uploaded_at: row.try_get("uploaded_at")?,
+            sha256,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `hash, role, vendor, label, created_at, expires_at` of `api_tokens`.
+    fn api_token_from_row(row) -> ApiTokenRow {
+        let hash: String = row.try_get("hash")?;
+        let role: String = row.try_get("role")?;
+        let role = match role.as_str() {
+            "operator" => Role::Operator,
+            "vendor" => Role::Vendor,
+            other => {
+                return Err(StoreError::Corrupt(format!("API token {hash}: unknown role {other:?}")))
+            }
+        };
+        Ok(ApiTokenRow {
+            role,
+            vendor: row.try_get("vendor")?,
+            label: row.try_get("label")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            hash,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `address, first_seen, last_seen, checkins` of `terminal_addresses`.
+    fn address_from_row(row) -> AddressRow {
+        let address: String = row.try_get("address")?;
+        let checkins: i64 = row.try_get("checkins")?;
+        Ok(AddressRow {
+            checkins: from_db_int(checkins, &format!("address {address}: checkins"))?,
+            first_seen: row.try_get("first_seen")?,
+            last_seen: row.try_get("last_seen")?,
+            address,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `id, description, policy` of `groups` and the terminal count as `terminals`.
+    fn group_with_count_from_row(row) -> (GroupRow, u64) {
+        let id: String = row.try_get("id")?;
+        let terminals: i64 = row.try_get("terminals")?;
+        let terminals = from_db_int(terminals, &format!("group {id}: terminal count"))?;
+        let group = GroupRow {
+            description: row.try_get("description")?,
+            policy: row.try_get("policy")?,
+            id,
+        };
+        Ok((group, terminals))
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `group_id, rule` of `rules`.
+    fn rule_from_row(row) -> RuleRow {
+        Ok(RuleRow { group: row.try_get("group_id")?, rule: row.try_get("rule")? })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `terminal, seq, at, kind, data, received_at` of `events`.
+    fn event_from_row(row) -> EventRow {
+        let terminal: String = row.try_get("terminal")?;
+        let seq: i64 = row.try_get("seq")?;
+        Ok(EventRow {
+            seq: from_db_int(seq, &format!("event of terminal {terminal}: seq"))?,
+            at: row.try_get("at")?,
+            kind: row.try_get("kind")?,
+            data: row.try_get("data")?,
+            received_at: row.try_get("received_at")?,
+            terminal,
+        })
+    }
+}
+
+/// A listing limit: 0 means no limit.
+pub(crate) fn limit_or_all(limit: u32) -> i64 {
+    if limit == 0 {
+        i64::MAX
+    } else {
+        i64::from(limit)
+    }
+}
+
+/// The event kind whose data becomes the terminal's `last_report`.
+pub(crate) const PLAN_REPORT: &str = "plan.report";
+
+/// A check-in batch as JSON arrays, each one statement's parameter. Terminals appearing twice
+/// keep their later write; addresses are aggregated per (terminal, address), because one
+/// statement may change a row only once (PostgreSQL refuses otherwise, and SQLite's
+/// `UPDATE … FROM` would pick an arbitrary match). Rows are sorted by terminal id, so
+/// concurrent batches lock rows in the same order.
+#[derive(Debug)]
+pub(crate) struct CheckinBatch {
+    /// `[terminal, at, address, installed, hardware, tz, agent_version]` per terminal.
+    pub checkins: String,
+    /// `[terminal, plan_id, action, uncovered, doc, at]` per terminal.
+    pub plans: String,
+    /// `[terminal, address, first_seen, last_seen, checkins]` per (terminal, address).
+    pub addresses: String,
+    /// The distinct terminal ids, sorted (a JSON array of strings).
+    pub terminals: String,
+}
+
+type CheckinJson<'a> = (
+    &'a str,
+    i64,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+type PlanJson<'a> = (&'a str, &'a str, &'a str, i64, &'a str, i64);
+type AddressJson<'a> = (&'a str, &'a str, i64, i64, i64);
+
+impl CheckinBatch {
+    pub fn new(batch: &[CheckinWrite]) -> Result<Self, StoreError> {
+        let mut last_write: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+        // (terminal, address) → (first seen, last seen, check-ins)
+        let mut addresses: BTreeMap<(&str, &str), (i64, i64, i64)> = BTreeMap::new();
+        for (index, write) in batch.iter().enumerate() {
+            last_write.insert(&write.terminal, index);
+            addresses
+                .entry((&write.terminal, &write.address))
+                .and_modify(|(first, last, count)| {
+                    *first = (*first).min(write.at);
+                    *last = (*last).max(write.at);
+                    *count += 1;
+                })
+                .or_insert((write.at, write.at, 1));
+        }
+        let mut latest: Vec<&CheckinWrite> = last_write.into_values().map(|i| &batch[i]).collect();
+        latest.sort_unstable_by(|a, b| a.terminal.cmp(&b.terminal));
+
+        let checkins: Vec<CheckinJson> = latest
+            .iter()
+            .map(|w| {
+                (
+                    w.terminal.as_str(),
+                    w.at,
+                    w.address.as_str(),
+                    w.installed.as_deref(),
+                    w.hardware.as_deref(),
+                    w.tz.as_deref(),
+                    w.agent_version.as_deref(),
+                )
+            })
+            .collect();
+        let plans = latest
+            .iter()
+            .map(|w| {
+                let uncovered = to_db_int(w.plan.uncovered, "plan uncovered count")?;
+                Ok((
+                    w.terminal.as_str(),
+                    w.plan.id.as_str(),
+                    w.plan.action.as_str(),
+                    uncovered,
+                    w.plan.doc.as_str(),
+                    w.at,
+                ))
+            })
+            .collect::<Result<Vec<PlanJson>, StoreError>>()?;
+        let addresses: Vec<AddressJson> = addresses
+            .into_iter()
+            .map(|((terminal, address), (first, last, count))| {
+                (terminal, address, first, last, count)
+            })
+            .collect();
+        let terminals: Vec<&str> = latest.iter().map(|w| w.terminal.as_str()).collect();
+        Ok(Self {
+            checkins: to_json(&checkins)?,
+            plans: to_json(&plans)?,
+            addresses: to_json(&addresses)?,
+            terminals: to_json(&terminals)?,
+        })
+    }
+}
+
+/// Events of one terminal as `[seq, at, kind, data, received_at]` arrays, and that terminal.
+pub(crate) fn events_json(events: &[EventRow]) -> Result<(&str, String), StoreError> {
+    let Some(first) = events.first() else {
+        return Ok(("", "[]".to_owned()));
+    };
+    let terminal = first.terminal.as_str();
+    let rows = events
+        .iter()
+        .map(|event| {
+            if event.terminal != terminal {
+                return Err(StoreError::Conflict(format!(
+                    "events of several terminals in one append ({terminal:?} and {:?})",
+                    event.terminal
+                )));
+            }
+            let seq = to_db_int(event.seq, "event seq")?;
+            Ok((
+                seq,
+                event.at,
+                event.kind.as_str(),
+                event.data.as_str(),
+                event.received_at,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((terminal, to_json(&rows)?))
+}
+
+/// Placement rules as `[position, group, rule]` arrays.
+pub(crate) fn rules_json(rules: &[RuleRow]) -> Result<String, StoreError> {
+    let rows: Vec<(usize, &str, &str)> = rules
+        .iter()
+        .enumerate()
+        .map(|(position, rule)| (position, rule.group.as_str(), rule.rule.as_str()))
+        .collect();
+    to_json(&rows)
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|error| StoreError::Db(sqlx::Error::Encode(error.into())))
+}

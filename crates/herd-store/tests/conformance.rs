@@ -1,0 +1,1339 @@
+//! The conformance suite of the `Store` trait: every check is written once, against a
+//! [`Fixture`] (a fresh, empty store plus the URL to open more instances of it, as other center
+//! processes would), and runs on SQLite in a temporary directory always, and on PostgreSQL in
+//! a fresh schema when `HERD_TEST_POSTGRES_URL` names a server.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herd_store::{
+    AddressRow, ApiTokenRow, Backend, CaMaterial, CheckinWrite, EnrolError, EnrolTokenRow,
+    EventRow, GroupRow, NewTerminal, PackageRow, PlanWrite, Revisions, Role, RuleRow, Store,
+    StoreError, StoredFeed, TerminalQuery, TerminalRow, UNKNOWN_GROUP,
+};
+
+// --- fixtures -----------------------------------------------------------------------------
+
+/// A fresh store, and what it takes to open the same database again.
+struct Fixture {
+    store: Arc<dyn Store>,
+    url: String,
+}
+
+impl Fixture {
+    /// Another instance on the same database, as a second center process would open it.
+    async fn another(&self) -> Box<dyn Store> {
+        herd_store::open(&self.url)
+            .await
+            .expect("opening a second instance")
+    }
+}
+
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `test` on a fresh store of each backend available.
+async fn on_each_backend<F, Fut>(test: F)
+where
+    F: Fn(Arc<Fixture>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("herd.db").display());
+        let store: Arc<dyn Store> = Arc::from(herd_store::open(&url).await.expect("open SQLite"));
+        assert_eq!(store.backend(), Backend::Sqlite);
+        // A task of its own, so a panic comes back here as a JoinError and cleanup still runs.
+        let outcome = tokio::spawn(test(Arc::new(Fixture { store, url }))).await;
+        drop(dir);
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic.into_panic());
+        }
+    }
+    if let Ok(base) = std::env::var("HERD_TEST_POSTGRES_URL") {
+        let schema = format!("herd_t_{}", unique_suffix());
+        let admin = sqlx::PgPool::connect(&base)
+            .await
+            .expect("connect to HERD_TEST_POSTGRES_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .expect("create the test schema");
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        let (outcome, opened_error) = match herd_store::open(&url).await {
+            Ok(store) => {
+                assert_eq!(store.backend(), Backend::Postgres);
+                let fixture = Arc::new(Fixture {
+                    store: Arc::from(store),
+                    url,
+                });
+                (Some(tokio::spawn(test(fixture)).await), None)
+            }
+            Err(error) => (None, Some(error)),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .expect("drop the test schema");
+        match (outcome, opened_error) {
+            (Some(Err(panic)), _) => std::panic::resume_unwind(panic.into_panic()),
+            (None, Some(error)) => panic!("opening PostgreSQL in the test schema: {error}"),
+            _ => {}
+        }
+    }
+}
+
+/// One `#[tokio::test]` per suite function, each on every backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod run {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::on_each_backend(|fixture| async move { super::$name(&fixture).await })
+                        .await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    ca_is_created_once_even_when_processes_race,
+    publish_feed_stores_checks_and_bumps_the_catalog_revision,
+    concurrent_publishes_see_each_other,
+    packages_keep_their_first_row,
+    api_tokens,
+    enrolment_refusals_write_nothing,
+    enrolment_consumes_token_uses,
+    one_use_token_enrols_exactly_one_of_concurrent_terminals,
+    same_terminal_id_enrols_once_under_concurrency,
+    checkins_update_terminals_plans_and_the_network_map,
+    checkin_batches_take_the_later_write_and_skip_unknown_terminals,
+    terminals_are_listed_by_pages_and_filters,
+    groups_put_list_and_delete,
+    rules_replace_is_atomic_and_checks_groups,
+    events_are_idempotent_and_ordered,
+    plan_reports_update_the_terminal,
+    terminal_delete_takes_addresses_and_events,
+);
+
+// --- helpers ------------------------------------------------------------------------------
+
+const DEFAULT_POLICY: &str =
+    r#"{"apply":"latest-any-vendor","min_danger":"low","consent":"auto","window":null}"#;
+const HARDWARE: &str = r#"{"platform":"linux-x86_64"}"#;
+
+fn enrol_token(hash: &str, uses: u64, expires_at: i64) -> EnrolTokenRow {
+    EnrolTokenRow {
+        hash: hash.to_owned(),
+        label: format!("token {hash}"),
+        uses_left: uses,
+        created_at: 1_000,
+        expires_at,
+    }
+}
+
+fn new_terminal(id: &str, group: &str) -> NewTerminal {
+    NewTerminal {
+        id: id.to_owned(),
+        user: Some(format!("user of {id}")),
+        hardware: HARDWARE.to_owned(),
+        tz: Some("+01:00".to_owned()),
+        group: group.to_owned(),
+        cert_sha256: format!("cert-{id}"),
+        enrolled_at: 50,
+        address: "192.0.2.1".to_owned(),
+    }
+}
+
+/// Enrols each id in `group` with a one-use token of its own.
+async fn enrol_all(store: &dyn Store, group: &str, ids: &[&str]) {
+    static TOKENS: AtomicU64 = AtomicU64::new(0);
+    for id in ids {
+        let hash = format!("tok-{id}-{}", TOKENS.fetch_add(1, Ordering::Relaxed));
+        store
+            .enrol_token_insert(enrol_token(&hash, 1, 10_000))
+            .await
+            .unwrap();
+        store
+            .enrol(&hash, 2_000, new_terminal(id, group))
+            .await
+            .unwrap();
+    }
+}
+
+fn plan(id: &str, action: &str) -> PlanWrite {
+    PlanWrite {
+        id: id.to_owned(),
+        action: action.to_owned(),
+        uncovered: 3,
+        doc: format!(r#"{{"plan":"{id}","action":"{action}"}}"#),
+    }
+}
+
+fn checkin(terminal: &str, at: i64, address: &str, plan: PlanWrite) -> CheckinWrite {
+    CheckinWrite {
+        terminal: terminal.to_owned(),
+        at,
+        address: address.to_owned(),
+        installed: Some(format!(r#"{{"at":{at}}}"#)),
+        hardware: None,
+        tz: None,
+        agent_version: Some("1.0.0".to_owned()),
+        plan,
+    }
+}
+
+fn feed(vendor: &str, version: u32) -> StoredFeed {
+    let doc = format!(r#"{{"vendor":"{vendor}","version":{version}}}"#);
+    StoredFeed {
+        vendor: vendor.to_owned(),
+        sha256: format!("sha-{vendor}-{version}"),
+        doc,
+        published_at: 5_000 + i64::from(version),
+    }
+}
+
+fn event(terminal: &str, seq: u64, kind: &str) -> EventRow {
+    EventRow {
+        terminal: terminal.to_owned(),
+        seq,
+        at: 3_000 + seq as i64,
+        kind: kind.to_owned(),
+        data: format!(r#"{{"seq":{seq}}}"#),
+        received_at: 4_000,
+    }
+}
+
+fn group(id: &str) -> GroupRow {
+    GroupRow {
+        id: id.to_owned(),
+        description: format!("the {id} group"),
+        policy: DEFAULT_POLICY.to_owned(),
+    }
+}
+
+fn rule(group: &str, name: &str) -> RuleRow {
+    RuleRow {
+        group: group.to_owned(),
+        rule: format!(r#"{{"name":"{name}","group":"{group}"}}"#),
+    }
+}
+
+async fn all_terminal_ids(store: &dyn Store) -> Vec<String> {
+    let rows = store.terminals(&TerminalQuery::default()).await.unwrap();
+    rows.into_iter().map(|row| row.id).collect()
+}
+
+fn ids(rows: &[TerminalRow]) -> Vec<&str> {
+    rows.iter().map(|row| row.id.as_str()).collect()
+}
+
+fn expect_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions: &[&str]) {
+    match result {
+        Err(StoreError::Conflict(message)) => {
+            for word in mentions {
+                assert!(
+                    message.contains(word),
+                    "{message:?} should mention {word:?}"
+                );
+            }
+        }
+        other => panic!("expected a Conflict mentioning {mentions:?}, got {other:?}"),
+    }
+}
+
+// --- the suite ----------------------------------------------------------------------------
+
+async fn ca_is_created_once_even_when_processes_race(fixture: &Fixture) {
+    let other = fixture.another().await;
+    let first = CaMaterial {
+        cert_pem: "cert one".into(),
+        key_pem: "key one".into(),
+    };
+    let second = CaMaterial {
+        cert_pem: "cert two".into(),
+        key_pem: "key two".into(),
+    };
+    let (a, b) = tokio::join!(
+        fixture.store.ca_get_or_insert(first.clone()),
+        other.ca_get_or_insert(second.clone())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "both processes must use the same CA");
+    assert!(a == first || a == second);
+    let third = CaMaterial {
+        cert_pem: "cert three".into(),
+        key_pem: "key three".into(),
+    };
+    assert_eq!(fixture.store.ca_get_or_insert(third).await.unwrap(), a);
+}
+
+async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fixture) {
+    let store = &*fixture.store;
+    assert_eq!(
+        store.revisions().await.unwrap(),
+        Revisions {
+            catalog: 0,
+            config: 0
+        }
+    );
+    assert_eq!(store.feeds().await.unwrap(), (0, vec![]));
+
+    let seen: Mutex<Vec<Vec<String>>> = Mutex::new(Vec::new());
+    let record = |others: &[StoredFeed]| -> Result<(), String> {
+        seen.lock()
+            .unwrap()
+            .push(others.iter().map(|f| f.vendor.clone()).collect());
+        Ok(())
+    };
+
+    let outcome = store
+        .publish_feed(feed("acme", 1), &record)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.changed);
+    assert_eq!(outcome.revision, 1);
+    assert_eq!(seen.lock().unwrap().pop(), Some(vec![]));
+
+    // The same bytes again: nothing changes and the check is not run.
+    let outcome = store
+        .publish_feed(feed("acme", 1), &record)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!outcome.changed);
+    assert_eq!(outcome.revision, 1);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "check must not run for an unchanged feed"
+    );
+
+    let outcome = store
+        .publish_feed(feed("zeta", 1), &record)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((outcome.changed, outcome.revision), (true, 2));
+    assert_eq!(seen.lock().unwrap().pop(), Some(vec!["acme".to_owned()]));
+
+    // A refused publish writes nothing and returns the check's message as is.
+    let refused = store
+        .publish_feed(feed("acme", 2), &|others: &[StoredFeed]| {
+            assert_eq!(
+                others,
+                [feed("zeta", 1)],
+                "check sees the other vendors' stored feeds"
+            );
+            Err("product p is also zeta's".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused, Err("product p is also zeta's".to_owned()));
+    assert_eq!(
+        store.feeds().await.unwrap(),
+        (2, vec![feed("acme", 1), feed("zeta", 1)])
+    );
+
+    let outcome = store
+        .publish_feed(feed("acme", 2), &record)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((outcome.changed, outcome.revision), (true, 3));
+    assert_eq!(seen.lock().unwrap().pop(), Some(vec!["zeta".to_owned()]));
+    assert_eq!(
+        store.feeds().await.unwrap(),
+        (3, vec![feed("acme", 2), feed("zeta", 1)])
+    );
+    // Publishing never touches the configuration revision.
+    assert_eq!(
+        store.revisions().await.unwrap(),
+        Revisions {
+            catalog: 3,
+            config: 0
+        }
+    );
+}
+
+async fn concurrent_publishes_see_each_other(fixture: &Fixture) {
+    let other = fixture.another().await;
+    // Each check lingers, so without serialisation both would see no other feed.
+    fn slow_check(
+        seen: &Mutex<Option<usize>>,
+    ) -> impl Fn(&[StoredFeed]) -> Result<(), String> + Send + Sync + '_ {
+        move |others| {
+            std::thread::sleep(Duration::from_millis(150));
+            *seen.lock().unwrap() = Some(others.len());
+            Ok(())
+        }
+    }
+    let (seen_a, seen_b) = (Mutex::new(None), Mutex::new(None));
+    let (check_a, check_b) = (slow_check(&seen_a), slow_check(&seen_b));
+    let (a, b) = tokio::join!(
+        fixture.store.publish_feed(feed("acme", 1), &check_a),
+        other.publish_feed(feed("zeta", 1), &check_b)
+    );
+    let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+    let mut revisions = [a.revision, b.revision];
+    revisions.sort();
+    assert_eq!(revisions, [1, 2]);
+    let mut seen = [
+        seen_a.lock().unwrap().unwrap(),
+        seen_b.lock().unwrap().unwrap(),
+    ];
+    seen.sort();
+    assert_eq!(
+        seen,
+        [0, 1],
+        "the later publish must check against the earlier one"
+    );
+    assert_eq!(fixture.store.feeds().await.unwrap().1.len(), 2);
+}
+
+async fn packages_keep_their_first_row(fixture: &Fixture) {
+    let store = &*fixture.store;
+    assert_eq!(store.package_get("abc").await.unwrap(), None);
+    let first = PackageRow {
+        sha256: "abc".into(),
+        size: 1 << 40,
+        vendor: Some("acme".into()),
+        uploaded_at: 7,
+    };
+    assert!(store.package_put(first.clone()).await.unwrap());
+    let again = PackageRow {
+        vendor: None,
+        uploaded_at: 9,
+        ..first.clone()
+    };
+    assert!(!store.package_put(again).await.unwrap());
+    assert_eq!(store.package_get("abc").await.unwrap(), Some(first));
+    let operator = PackageRow {
+        sha256: "def".into(),
+        size: 0,
+        vendor: None,
+        uploaded_at: 8,
+    };
+    assert!(store.package_put(operator.clone()).await.unwrap());
+    assert_eq!(store.package_get("def").await.unwrap(), Some(operator));
+}
+
+async fn api_tokens(fixture: &Fixture) {
+    let store = &*fixture.store;
+    assert_eq!(store.api_tokens_count().await.unwrap(), 0);
+    let operator = ApiTokenRow {
+        hash: "h-op".into(),
+        role: Role::Operator,
+        vendor: None,
+        label: "first operator".into(),
+        created_at: 1,
+        expires_at: 100,
+    };
+    let vendor = ApiTokenRow {
+        hash: "h-vendor".into(),
+        role: Role::Vendor,
+        vendor: Some("acme".into()),
+        label: "acme publishing".into(),
+        created_at: 2,
+        expires_at: 200,
+    };
+    store.api_token_insert(operator.clone()).await.unwrap();
+    store.api_token_insert(vendor.clone()).await.unwrap();
+    assert_eq!(store.api_tokens_count().await.unwrap(), 2);
+    assert_eq!(
+        store.api_token_find("h-op").await.unwrap(),
+        Some(operator.clone())
+    );
+    assert_eq!(
+        store.api_token_find("h-vendor").await.unwrap(),
+        Some(vendor)
+    );
+    assert_eq!(store.api_token_find("h-none").await.unwrap(), None);
+    let duplicate = ApiTokenRow {
+        label: "other".into(),
+        ..operator
+    };
+    expect_conflict(store.api_token_insert(duplicate).await, &["h-op"]);
+    assert_eq!(store.api_tokens_count().await.unwrap(), 2);
+}
+
+async fn enrolment_refusals_write_nothing(fixture: &Fixture) {
+    let store = &*fixture.store;
+    store
+        .enrol_token_insert(enrol_token("live", 1, 10_000))
+        .await
+        .unwrap();
+    store
+        .enrol_token_insert(enrol_token("old", 5, 2_000))
+        .await
+        .unwrap();
+    store
+        .enrol_token_insert(enrol_token("spent", 0, 10_000))
+        .await
+        .unwrap();
+    expect_conflict(
+        store.enrol_token_insert(enrol_token("live", 3, 1)).await,
+        &["live"],
+    );
+
+    let outcome = store
+        .enrol("nope", 2_000, new_terminal("t1", UNKNOWN_GROUP))
+        .await;
+    assert!(
+        matches!(outcome, Err(EnrolError::TokenUnknown)),
+        "{outcome:?}"
+    );
+    // Expiry is exclusive: at `expires_at` the token no longer works.
+    let outcome = store
+        .enrol("old", 2_000, new_terminal("t1", UNKNOWN_GROUP))
+        .await;
+    assert!(
+        matches!(outcome, Err(EnrolError::TokenExpired)),
+        "{outcome:?}"
+    );
+    let outcome = store
+        .enrol("spent", 2_000, new_terminal("t1", UNKNOWN_GROUP))
+        .await;
+    assert!(
+        matches!(outcome, Err(EnrolError::TokenUsedUp)),
+        "{outcome:?}"
+    );
+    let outcome = store
+        .enrol("live", 2_000, new_terminal("t1", "no-such-group"))
+        .await;
+    match outcome {
+        Err(EnrolError::Store(StoreError::NotFound(message))) => {
+            assert!(message.contains("no-such-group"), "{message}")
+        }
+        other => panic!("expected NotFound for the group, got {other:?}"),
+    }
+    assert!(all_terminal_ids(store).await.is_empty());
+    assert!(store.addresses("t1").await.unwrap().is_empty());
+
+    // None of the refusals used the live token's only use.
+    let row = store
+        .enrol("live", 1_999, new_terminal("t1", UNKNOWN_GROUP))
+        .await
+        .unwrap();
+    let outcome = store
+        .enrol("live", 2_000, new_terminal("t2", UNKNOWN_GROUP))
+        .await;
+    assert!(
+        matches!(outcome, Err(EnrolError::TokenUsedUp)),
+        "{outcome:?}"
+    );
+
+    let expected = TerminalRow {
+        id: "t1".into(),
+        user: Some("user of t1".into()),
+        hardware: HARDWARE.into(),
+        tz: Some("+01:00".into()),
+        group: UNKNOWN_GROUP.into(),
+        cert_sha256: "cert-t1".into(),
+        enrolled_at: 50,
+        last_checkin: None,
+        last_address: Some("192.0.2.1".into()),
+        installed: None,
+        agent_version: None,
+        plan_id: None,
+        plan_action: None,
+        plan_uncovered: 0,
+        plan: None,
+        planned_at: None,
+        last_report: None,
+    };
+    assert_eq!(row, expected);
+    assert_eq!(store.terminal("t1").await.unwrap(), Some(expected));
+    assert_eq!(
+        store.addresses("t1").await.unwrap(),
+        [AddressRow {
+            address: "192.0.2.1".into(),
+            first_seen: 50,
+            last_seen: 50,
+            checkins: 0
+        }]
+    );
+    // Enrolment is not a configuration change.
+    assert_eq!(store.revisions().await.unwrap().config, 0);
+}
+
+async fn enrolment_consumes_token_uses(fixture: &Fixture) {
+    let store = &*fixture.store;
+    store
+        .enrol_token_insert(enrol_token("two", 2, 10_000))
+        .await
+        .unwrap();
+    store
+        .enrol("two", 2_000, new_terminal("t1", UNKNOWN_GROUP))
+        .await
+        .unwrap();
+    // A terminal id that exists is refused without using the token.
+    let outcome = store
+        .enrol("two", 2_000, new_terminal("t1", UNKNOWN_GROUP))
+        .await;
+    assert!(
+        matches!(&outcome, Err(EnrolError::TerminalExists(id)) if id == "t1"),
+        "{outcome:?}"
+    );
+    store
+        .enrol("two", 2_000, new_terminal("t2", UNKNOWN_GROUP))
+        .await
+        .unwrap();
+    let outcome = store
+        .enrol("two", 2_000, new_terminal("t3", UNKNOWN_GROUP))
+        .await;
+    assert!(
+        matches!(outcome, Err(EnrolError::TokenUsedUp)),
+        "{outcome:?}"
+    );
+    assert_eq!(all_terminal_ids(store).await, ["t1", "t2"]);
+    assert_eq!(store.groups().await.unwrap()[0].1, 2);
+}
+
+async fn one_use_token_enrols_exactly_one_of_concurrent_terminals(fixture: &Fixture) {
+    let other = fixture.another().await;
+    fixture
+        .store
+        .enrol_token_insert(enrol_token("once", 1, 10_000))
+        .await
+        .unwrap();
+    let attempts = (0..8).map(|i| {
+        let store: &dyn Store = if i % 2 == 0 { &*fixture.store } else { &*other };
+        store.enrol("once", 2_000, new_terminal(&format!("t{i}"), UNKNOWN_GROUP))
+    });
+    let outcomes = join_all(attempts).await;
+    let enrolled = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    assert_eq!(enrolled, 1, "{outcomes:?}");
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Ok(_) | Err(EnrolError::TokenUsedUp)),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(all_terminal_ids(&*fixture.store).await.len(), 1);
+}
+
+async fn same_terminal_id_enrols_once_under_concurrency(fixture: &Fixture) {
+    let other = fixture.another().await;
+    fixture
+        .store
+        .enrol_token_insert(enrol_token("many", 100, 10_000))
+        .await
+        .unwrap();
+    let attempts = (0..6).map(|i| {
+        let store: &dyn Store = if i % 2 == 0 { &*fixture.store } else { &*other };
+        store.enrol("many", 2_000, new_terminal("same", UNKNOWN_GROUP))
+    });
+    let outcomes = join_all(attempts).await;
+    assert_eq!(
+        outcomes.iter().filter(|outcome| outcome.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Ok(_) | Err(EnrolError::TerminalExists(_))),
+            "{outcome:?}"
+        );
+    }
+    // The refused attempts gave their use back: 99 uses remain.
+    for i in 0..99 {
+        fixture
+            .store
+            .enrol("many", 2_000, new_terminal(&format!("u{i}"), UNKNOWN_GROUP))
+            .await
+            .unwrap();
+    }
+    let outcome = fixture
+        .store
+        .enrol("many", 2_000, new_terminal("last", UNKNOWN_GROUP))
+        .await;
+    assert!(
+        matches!(outcome, Err(EnrolError::TokenUsedUp)),
+        "{outcome:?}"
+    );
+}
+
+async fn checkins_update_terminals_plans_and_the_network_map(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    store.record_checkins(&[]).await.unwrap();
+
+    store
+        .record_checkins(&[checkin("t1", 100, "198.51.100.7", plan("p1", "update"))])
+        .await
+        .unwrap();
+    let t1 = store.terminal("t1").await.unwrap().unwrap();
+    assert_eq!(t1.last_checkin, Some(100));
+    assert_eq!(t1.last_address.as_deref(), Some("198.51.100.7"));
+    assert_eq!(t1.installed.as_deref(), Some(r#"{"at":100}"#));
+    assert_eq!(t1.agent_version.as_deref(), Some("1.0.0"));
+    assert_eq!(
+        t1.hardware, HARDWARE,
+        "hardware not reported: the stored one stays"
+    );
+    assert_eq!(
+        t1.tz.as_deref(),
+        Some("+01:00"),
+        "tz not reported: the stored one stays"
+    );
+    assert_eq!(t1.plan_id.as_deref(), Some("p1"));
+    assert_eq!(t1.plan_action.as_deref(), Some("update"));
+    assert_eq!(t1.plan_uncovered, 3);
+    assert_eq!(t1.plan.as_deref(), Some(plan("p1", "update").doc.as_str()));
+    assert_eq!(t1.planned_at, Some(100));
+    let t2 = store.terminal("t2").await.unwrap().unwrap();
+    assert_eq!(
+        (t2.last_checkin, t2.plan_id),
+        (None, None),
+        "t2 did not check in"
+    );
+
+    // Same plan id: the stored plan (and when it was made) stays, even if the doc differs.
+    let mut same_id = checkin("t1", 200, "198.51.100.7", plan("p1", "exposed"));
+    same_id.plan.doc = r#"{"different":"rendering"}"#.to_owned();
+    same_id.hardware = Some(r#"{"platform":"linux-arm64"}"#.to_owned());
+    same_id.tz = Some("+02:00".to_owned());
+    same_id.installed = None;
+    store.record_checkins(&[same_id]).await.unwrap();
+    let t1 = store.terminal("t1").await.unwrap().unwrap();
+    assert_eq!(t1.last_checkin, Some(200));
+    assert_eq!(t1.plan_action.as_deref(), Some("update"));
+    assert_eq!(t1.plan.as_deref(), Some(plan("p1", "update").doc.as_str()));
+    assert_eq!(t1.planned_at, Some(100));
+    assert_eq!(t1.hardware, r#"{"platform":"linux-arm64"}"#);
+    assert_eq!(t1.tz.as_deref(), Some("+02:00"));
+    assert_eq!(t1.installed, None, "nothing installed is stored as such");
+
+    // A new plan id replaces the plan.
+    store
+        .record_checkins(&[checkin("t1", 300, "203.0.113.9", plan("p2", "switch"))])
+        .await
+        .unwrap();
+    let t1 = store.terminal("t1").await.unwrap().unwrap();
+    assert_eq!(t1.plan_id.as_deref(), Some("p2"));
+    assert_eq!(t1.plan_action.as_deref(), Some("switch"));
+    assert_eq!(t1.planned_at, Some(300));
+
+    assert_eq!(
+        store.addresses("t1").await.unwrap(),
+        [
+            AddressRow {
+                address: "203.0.113.9".into(),
+                first_seen: 300,
+                last_seen: 300,
+                checkins: 1
+            },
+            AddressRow {
+                address: "198.51.100.7".into(),
+                first_seen: 100,
+                last_seen: 200,
+                checkins: 2
+            },
+            AddressRow {
+                address: "192.0.2.1".into(),
+                first_seen: 50,
+                last_seen: 50,
+                checkins: 0
+            },
+        ]
+    );
+    // Check-ins are not configuration changes.
+    assert_eq!(store.revisions().await.unwrap().config, 0);
+}
+
+async fn checkin_batches_take_the_later_write_and_skip_unknown_terminals(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    let batch = [
+        checkin("t1", 300, "198.51.100.1", plan("p1", "update")),
+        checkin("ghost", 300, "198.51.100.1", plan("g1", "update")),
+        checkin("t2", 305, "198.51.100.2", plan("q1", "none")),
+        checkin("t1", 310, "198.51.100.3", plan("p2", "exposed")),
+        checkin("t1", 320, "198.51.100.1", plan("p3", "switch")),
+    ];
+    store.record_checkins(&batch).await.unwrap();
+    let t1 = store.terminal("t1").await.unwrap().unwrap();
+    assert_eq!(t1.last_checkin, Some(320));
+    assert_eq!(t1.last_address.as_deref(), Some("198.51.100.1"));
+    assert_eq!(t1.plan_id.as_deref(), Some("p3"));
+    assert_eq!(t1.plan_action.as_deref(), Some("switch"));
+    assert_eq!(t1.installed.as_deref(), Some(r#"{"at":320}"#));
+    let t2 = store.terminal("t2").await.unwrap().unwrap();
+    assert_eq!(
+        (t2.last_checkin, t2.plan_id.as_deref()),
+        (Some(305), Some("q1"))
+    );
+    assert_eq!(store.terminal("ghost").await.unwrap(), None);
+    assert!(store.addresses("ghost").await.unwrap().is_empty());
+    // Every check-in of the batch counts in the network map.
+    assert_eq!(
+        store.addresses("t1").await.unwrap(),
+        [
+            AddressRow {
+                address: "198.51.100.1".into(),
+                first_seen: 300,
+                last_seen: 320,
+                checkins: 2
+            },
+            AddressRow {
+                address: "198.51.100.3".into(),
+                first_seen: 310,
+                last_seen: 310,
+                checkins: 1
+            },
+            AddressRow {
+                address: "192.0.2.1".into(),
+                first_seen: 50,
+                last_seen: 50,
+                checkins: 0
+            },
+        ]
+    );
+    // A batch made only of unknown terminals is no error either.
+    store
+        .record_checkins(&[checkin("ghost", 400, "x", plan("g", "none"))])
+        .await
+        .unwrap();
+
+    // A late batch with an older time does not move first/last seen the wrong way.
+    store
+        .record_checkins(&[checkin("t1", 250, "198.51.100.1", plan("p3", "switch"))])
+        .await
+        .unwrap();
+    let map = store.addresses("t1").await.unwrap();
+    assert_eq!(
+        map[0],
+        AddressRow {
+            address: "198.51.100.1".into(),
+            first_seen: 250,
+            last_seen: 320,
+            checkins: 3
+        }
+    );
+}
+
+async fn terminals_are_listed_by_pages_and_filters(fixture: &Fixture) {
+    let store = &*fixture.store;
+    store.group_put(group("lab")).await.unwrap();
+    let all: Vec<String> = (0..25).map(|i| format!("term-{i:02}")).collect();
+    for (i, id) in all.iter().enumerate() {
+        let group = if i % 3 == 0 { "lab" } else { UNKNOWN_GROUP };
+        enrol_all(store, group, &[id]).await;
+    }
+    let checkins: Vec<CheckinWrite> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 4)
+        .map(|(i, id)| {
+            let action = if i % 2 == 0 { "exposed" } else { "none" };
+            checkin(id, 100, "192.0.2.9", plan(&format!("p-{id}"), action))
+        })
+        .collect();
+    store.record_checkins(&checkins).await.unwrap();
+
+    // Keyset paging: 10, 10, 5, then nothing; ascending, no overlap.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .terminals(&TerminalQuery {
+                after: after.clone(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 10);
+        after = page.last().map(|row| row.id.clone());
+        paged.extend(page.into_iter().map(|row| row.id));
+    }
+    assert_eq!(paged, all);
+    assert_eq!(
+        all_terminal_ids(store).await,
+        all,
+        "limit 0 lists everything"
+    );
+
+    let lab = store
+        .terminals(&TerminalQuery {
+            group: Some("lab".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let expected: Vec<&str> = all.iter().step_by(3).map(String::as_str).collect();
+    assert_eq!(ids(&lab), expected);
+    assert!(lab.iter().all(|row| row.group == "lab"));
+
+    let exposed = store
+        .terminals(&TerminalQuery {
+            action: Some("exposed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let expected: Vec<&str> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 4 && i % 2 == 0)
+        .map(|(_, id)| id.as_str())
+        .collect();
+    assert_eq!(ids(&exposed), expected);
+
+    let lab_exposed_page = store
+        .terminals(&TerminalQuery {
+            group: Some("lab".into()),
+            action: Some("exposed".into()),
+            after: Some("term-00".into()),
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    // lab: 0, 3, 6, 9, 12, …; exposed among them: 0, 6, 12, 18, 24 (none of them i % 5 == 4 but 24).
+    assert_eq!(ids(&lab_exposed_page), ["term-06", "term-12"]);
+    let none = store
+        .terminals(&TerminalQuery {
+            action: Some("switch".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let past_the_end = store
+        .terminals(&TerminalQuery {
+            after: Some("term-99".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(past_the_end.is_empty());
+}
+
+async fn groups_put_list_and_delete(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let groups = store.groups().await.unwrap();
+    assert_eq!(
+        groups,
+        [(
+            GroupRow {
+                id: UNKNOWN_GROUP.into(),
+                description: groups[0].0.description.clone(),
+                policy: DEFAULT_POLICY.into()
+            },
+            0
+        )]
+    );
+    expect_conflict(store.group_delete(UNKNOWN_GROUP).await, &[UNKNOWN_GROUP]);
+
+    store.group_put(group("lab")).await.unwrap();
+    assert_eq!(store.revisions().await.unwrap().config, 1);
+    let replaced = GroupRow {
+        description: "the laboratory".into(),
+        ..group("lab")
+    };
+    store.group_put(replaced.clone()).await.unwrap();
+    assert_eq!(store.revisions().await.unwrap().config, 2);
+    store.group_put(group("field")).await.unwrap();
+    let listed = store.groups().await.unwrap();
+    let listed_ids: Vec<&str> = listed.iter().map(|(g, _)| g.id.as_str()).collect();
+    assert_eq!(listed_ids, ["field", "lab", UNKNOWN_GROUP]);
+    assert_eq!(listed[1], (replaced, 0));
+    let config = store.revisions().await.unwrap().config;
+
+    match store.group_delete("nowhere").await {
+        Err(StoreError::NotFound(message)) => assert!(message.contains("nowhere"), "{message}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    enrol_all(store, "lab", &["t1", "t2"]).await;
+    assert_eq!(store.groups().await.unwrap()[1].1, 2);
+    expect_conflict(store.group_delete("lab").await, &["lab", "terminal"]);
+    store.rules_replace(&[rule("field", "r1")]).await.unwrap();
+    let config = config + 1;
+    expect_conflict(store.group_delete("field").await, &["field", "rule"]);
+    // Refusals change nothing, the revision included.
+    assert_eq!(store.revisions().await.unwrap().config, config);
+    assert_eq!(store.groups().await.unwrap().len(), 3);
+
+    store.rules_replace(&[]).await.unwrap();
+    store.group_delete("field").await.unwrap();
+    assert_eq!(store.revisions().await.unwrap().config, config + 2);
+    let listed_ids: Vec<String> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(g, _)| g.id)
+        .collect();
+    assert_eq!(listed_ids, ["lab", UNKNOWN_GROUP]);
+}
+
+async fn rules_replace_is_atomic_and_checks_groups(fixture: &Fixture) {
+    let store = &*fixture.store;
+    assert!(store.rules().await.unwrap().is_empty());
+    store.group_put(group("lab")).await.unwrap();
+    store.group_put(group("field")).await.unwrap();
+    let rules = [
+        rule("lab", "a"),
+        rule("field", "b"),
+        rule(UNKNOWN_GROUP, "c"),
+        rule("lab", "d"),
+    ];
+    store.rules_replace(&rules).await.unwrap();
+    assert_eq!(store.rules().await.unwrap(), rules, "the order is kept");
+    assert_eq!(store.revisions().await.unwrap().config, 3);
+
+    let refused = store
+        .rules_replace(&[rule("lab", "e"), rule("ghost-group", "f")])
+        .await;
+    expect_conflict(refused, &["ghost-group"]);
+    assert_eq!(
+        store.rules().await.unwrap(),
+        rules,
+        "a refused replacement changes nothing"
+    );
+    assert_eq!(store.revisions().await.unwrap().config, 3);
+
+    store.rules_replace(&[rule("field", "g")]).await.unwrap();
+    assert_eq!(store.rules().await.unwrap(), [rule("field", "g")]);
+    assert_eq!(store.revisions().await.unwrap().config, 4);
+}
+
+async fn events_are_idempotent_and_ordered(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    let outcome = store.events_append(&[]).await.unwrap();
+    assert_eq!(
+        (outcome.accepted, outcome.duplicates, outcome.last_seq),
+        (0, 0, 0)
+    );
+
+    let outcome = store
+        .events_append(&[
+            event("t1", 1, "scan.hit"),
+            event("t1", 2, "x"),
+            event("t1", 3, "x"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.accepted, outcome.duplicates, outcome.last_seq),
+        (3, 0, 3)
+    );
+    // A resend overlapping what is stored, with a duplicate inside the call as well.
+    let outcome = store
+        .events_append(&[
+            event("t1", 2, "x"),
+            event("t1", 3, "x"),
+            event("t1", 4, "y"),
+            event("t1", 4, "y"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.accepted, outcome.duplicates, outcome.last_seq),
+        (1, 3, 4)
+    );
+    // Out of order: the highest seq stored is reported.
+    let outcome = store.events_append(&[event("t1", 10, "z")]).await.unwrap();
+    assert_eq!(outcome.last_seq, 10);
+    let outcome = store.events_append(&[event("t1", 7, "z")]).await.unwrap();
+    assert_eq!((outcome.accepted, outcome.last_seq), (1, 10));
+    store
+        .events_append(&[event("t2", 1, "a"), event("t2", 5, "b")])
+        .await
+        .unwrap();
+
+    let seqs = |rows: Vec<EventRow>| -> Vec<(String, u64)> {
+        rows.into_iter().map(|e| (e.terminal, e.seq)).collect()
+    };
+    let t1 = store.events(Some("t1"), 0, 0).await.unwrap();
+    assert_eq!(t1[0], event("t1", 1, "scan.hit"), "stored as sent");
+    let t1: Vec<u64> = t1.into_iter().map(|e| e.seq).collect();
+    assert_eq!(t1, [1, 2, 3, 4, 7, 10]);
+    let page = store.events(Some("t1"), 3, 2).await.unwrap();
+    assert_eq!(seqs(page), [("t1".into(), 4), ("t1".into(), 7)]);
+    let all = store.events(None, 0, 0).await.unwrap();
+    assert_eq!(all.len(), 8);
+    let all = seqs(all);
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "ordered by (terminal, seq)");
+    let after_4 = store.events(None, 4, 0).await.unwrap();
+    assert_eq!(
+        seqs(after_4),
+        [("t1".into(), 7), ("t1".into(), 10), ("t2".into(), 5)]
+    );
+    assert!(store.events(Some("nobody"), 0, 0).await.unwrap().is_empty());
+
+    // Mixed terminals in one call: refused, nothing stored.
+    let mixed = store
+        .events_append(&[event("t2", 9, "a"), event("t1", 11, "a")])
+        .await;
+    expect_conflict(mixed, &["t1", "t2"]);
+    assert_eq!(store.events(Some("t2"), 5, 0).await.unwrap(), []);
+    match store.events_append(&[event("ghost", 1, "a")]).await {
+        Err(StoreError::NotFound(message)) => assert!(message.contains("ghost"), "{message}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+async fn plan_reports_update_the_terminal(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1"]).await;
+    store
+        .events_append(&[event("t1", 1, "scan.hit")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.terminal("t1").await.unwrap().unwrap().last_report,
+        None
+    );
+    store
+        .events_append(&[event("t1", 2, "plan.report"), event("t1", 3, "scan.hit")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .terminal("t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_report
+            .as_deref(),
+        Some(r#"{"seq":2}"#)
+    );
+    store
+        .events_append(&[event("t1", 5, "plan.report")])
+        .await
+        .unwrap();
+    // An older report arriving late does not replace the newer one.
+    store
+        .events_append(&[event("t1", 4, "plan.report")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .terminal("t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_report
+            .as_deref(),
+        Some(r#"{"seq":5}"#)
+    );
+}
+
+async fn terminal_delete_takes_addresses_and_events(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    store
+        .record_checkins(&[
+            checkin("t1", 100, "198.51.100.1", plan("p", "none")),
+            checkin("t2", 100, "198.51.100.2", plan("p", "none")),
+        ])
+        .await
+        .unwrap();
+    store
+        .events_append(&[event("t1", 1, "a"), event("t1", 2, "plan.report")])
+        .await
+        .unwrap();
+    store.events_append(&[event("t2", 1, "a")]).await.unwrap();
+    let config = store.revisions().await.unwrap().config;
+
+    assert!(store.terminal_delete("t1").await.unwrap());
+    assert_eq!(store.revisions().await.unwrap().config, config + 1);
+    assert_eq!(store.terminal("t1").await.unwrap(), None);
+    assert!(store.addresses("t1").await.unwrap().is_empty());
+    assert!(store.events(Some("t1"), 0, 0).await.unwrap().is_empty());
+    assert_eq!(
+        store.events(None, 0, 0).await.unwrap().len(),
+        1,
+        "t2's event stays"
+    );
+    assert_eq!(store.addresses("t2").await.unwrap().len(), 2);
+
+    assert!(!store.terminal_delete("t1").await.unwrap());
+    assert_eq!(
+        store.revisions().await.unwrap().config,
+        config + 1,
+        "nothing deleted, no bump"
+    );
+
+    // The id can enrol again, with a fresh history.
+    enrol_all(store, UNKNOWN_GROUP, &["t1"]).await;
+    let outcome = store.events_append(&[event("t1", 1, "a")]).await.unwrap();
+    assert_eq!((outcome.accepted, outcome.last_seq), (1, 1));
+}
+
+/// Polls all futures concurrently (in one task), returning their outputs in order.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (slot, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future completed"))
+        .collect()
+}
+
+// --- backend-specific ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_reopened_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("herd.db").display());
+    let ca = CaMaterial {
+        cert_pem: "cert".into(),
+        key_pem: "key".into(),
+    };
+    {
+        let store = herd_store::open(&url).await.unwrap();
+        store.ca_get_or_insert(ca.clone()).await.unwrap();
+        store
+            .publish_feed(feed("acme", 1), &|_: &[StoredFeed]| Ok(()))
+            .await
+            .unwrap()
+            .unwrap();
+        store.group_put(group("lab")).await.unwrap();
+        store.rules_replace(&[rule("lab", "r")]).await.unwrap();
+        store
+            .enrol_token_insert(enrol_token("one-use", 1, 10_000))
+            .await
+            .unwrap();
+        store
+            .enrol("one-use", 2_000, new_terminal("t1", "lab"))
+            .await
+            .unwrap();
+        store
+            .record_checkins(&[checkin("t1", 100, "198.51.100.1", plan("p", "none"))])
+            .await
+            .unwrap();
+        store
+            .events_append(&[event("t1", 1, "plan.report")])
+            .await
+            .unwrap();
+    }
+    // Give the dropped pools' connections time to close, as a stopped process's would be.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..2 {
+        let store = herd_store::open(&url)
+            .await
+            .expect("reopen: migrations are idempotent");
+        let other = CaMaterial {
+            cert_pem: "new".into(),
+            key_pem: "new".into(),
+        };
+        assert_eq!(store.ca_get_or_insert(other).await.unwrap(), ca);
+        assert_eq!(
+            store.revisions().await.unwrap(),
+            Revisions {
+                catalog: 1,
+                config: 2
+            }
+        );
+        assert_eq!(store.feeds().await.unwrap(), (1, vec![feed("acme", 1)]));
+        assert_eq!(store.rules().await.unwrap(), [rule("lab", "r")]);
+        let t1 = store.terminal("t1").await.unwrap().unwrap();
+        assert_eq!((t1.group.as_str(), t1.last_checkin), ("lab", Some(100)));
+        assert_eq!(t1.last_report.as_deref(), Some(r#"{"seq":1}"#));
+        assert_eq!(store.addresses("t1").await.unwrap().len(), 2);
+        assert_eq!(store.events(Some("t1"), 0, 0).await.unwrap().len(), 1);
+        let outcome = store
+            .enrol("one-use", 2_000, new_terminal("t9", "lab"))
+            .await;
+        assert!(
+            matches!(outcome, Err(EnrolError::TokenUsedUp)),
+            "{outcome:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_open_names_the_path_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("herd.db");
+    let url = format!("sqlite://{}", missing.display());
+    match herd_store::open(&url).await {
+        Err(error @ StoreError::Open { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains(&missing.display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains("no-such-dir"), "{message}");
+        }
+        other => panic!("expected an Open error, got {other:?}"),
+    }
+    // A directory where the file should be.
+    let url = format!("sqlite://{}", dir.path().display());
+    match herd_store::open(&url).await {
+        Err(error @ StoreError::Open { .. }) => {
+            assert!(
+                error
+                    .to_string()
+                    .contains(&dir.path().display().to_string()),
+                "{error}"
+            );
+        }
+        other => panic!("expected an Open error, got {other:?}"),
+    }
+    match herd_store::open("mysql://localhost/herd").await {
+        Err(StoreError::BadUrl(url)) => assert_eq!(url, "mysql://localhost/herd"),
+        other => panic!("expected BadUrl, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_an_open_error_without_the_password() {
+    // Port 1 on loopback: nothing listens there, the connection is refused at once.
+    let url = "postgres://herd:hunter2@127.0.0.1:1/herd";
+    match herd_store::open(url).await {
+        Err(error @ StoreError::Open { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("127.0.0.1:1"), "{message}");
+            assert!(message.to_lowercase().contains("refused"), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        other => panic!("expected an Open error, got {other:?}"),
+    }
+}
