@@ -227,7 +227,11 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             .iter()
             .find(|r| Some(r.product) != installed_product)
             .copied();
+        // A terminal with no product at all is worse off than with any product, even one
+        // whose gap is as large (it still brings an engine and every older definition), so
+        // under latest-any-vendor it gets the best candidate whatever its gap.
         let switch = match key.apply {
+            Apply::LatestAnyVendor if installed_product.is_none() => best_other,
             Apply::LatestAnyVendor => best_other.filter(|s| s.severity < baseline),
             Apply::LatestSameVendor | Apply::Pinned => None,
         };
