@@ -700,3 +700,126 @@ fn sigterm_stops_the_center_gracefully() {
     let (status, stderr) = center.stop();
     assert!(status.success(), "exit {status}: {stderr}");
 }
+
+/// A fresh PostgreSQL schema for one test, on the server `HERD_TEST_POSTGRES_URL` names
+/// (CI sets it); `None` skips the test.
+fn postgres_schema() -> Option<String> {
+    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
+    let schema = format!("herd_center_{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connect to HERD_TEST_POSTGRES_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
+
+/// Two center processes on one PostgreSQL database agree on everything: the CA, tokens,
+/// terminals and the catalog (a feed published through one is planned with by the other).
+#[test]
+fn two_centers_share_one_postgres_database() {
+    let Some(url) = postgres_schema() else {
+        eprintln!("skipped: HERD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("shared-blobs").display().to_string();
+    let args = ["--database", url.as_str(), "--blob-dir", blobs.as_str()];
+    let one = TestCenter::spawn(&dir.path().join("one"), &args);
+    let two = TestCenter::spawn(&dir.path().join("two"), &args);
+    assert_eq!(
+        one.ca_pem(),
+        two.ca_pem(),
+        "both centers serve with the CA stored in the database"
+    );
+    // Only the first start bootstraps an operator token; it works on both.
+    let token = one.operator_token();
+    let operator_two = two.anonymous().with_token(&token);
+
+    let catalog = seed_catalog();
+    let feed_a = serde_json::to_vec(&vendor_feed(&catalog, "maker-a")).unwrap();
+    one.operator().publish_feed("maker-a", &feed_a).unwrap();
+    let enrol_token = operator_two
+        .new_enrolment_token(&NewEnrolmentToken {
+            label: "pg".into(),
+            uses: Some(1),
+            ttl_secs: None,
+        })
+        .unwrap()
+        .token;
+    // Enrolled through the second center, checking in through the first.
+    let identity = enrol(&two, &enrol_token, "45a", "user-a", "phone");
+    let phone_via_one = one.terminal_client(&identity);
+    let before = phone_via_one.checkin(&checkin(Some(vaccine_a()))).unwrap();
+    assert_eq!(
+        before.plan.action,
+        Action::Exposed,
+        "only vaccine a is known: {}",
+        before.plan.reason
+    );
+
+    // Maker B publishes through the second center; the first plans with it within seconds.
+    let feed_b = serde_json::to_vec(&vendor_feed(&catalog, "maker-b")).unwrap();
+    operator_two.publish_feed("maker-b", &feed_b).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let plan = phone_via_one
+            .checkin(&checkin(Some(vaccine_a())))
+            .unwrap()
+            .plan;
+        if plan.action == Action::Switch {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "center one never saw maker B's feed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Deleting the terminal through one center revokes it on the other.
+    one.operator().delete_terminal("45a").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let phone_via_two = two.terminal_client(&identity);
+    while phone_via_two.checkin(&checkin(Some(vaccine_a()))).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "center two still accepts a deleted terminal"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn oversized_feeds_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herd.toml");
+    std::fs::write(&config, "max_feed_bytes = 200\n").unwrap();
+    let center = TestCenter::start_with(&["--config", config.to_str().unwrap()]);
+    let feed = serde_json::to_vec(&vendor_feed(&seed_catalog(), "maker-a")).unwrap();
+    assert!(feed.len() > 200);
+    assert_eq!(
+        code(
+            center
+                .operator()
+                .publish_feed("maker-a", &feed)
+                .unwrap_err()
+        ),
+        (413, "too_large".into())
+    );
+}

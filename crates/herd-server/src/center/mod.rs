@@ -93,11 +93,6 @@ impl Center {
             .await?;
         let ca = CertificateAuthority::from_pem(&ca_material.cert_pem, &ca_material.key_pem)
             .context("the CA stored in the database is unusable")?;
-        write_private(
-            &config.data_dir.join("ca.pem"),
-            ca.cert_pem().as_bytes(),
-            0o644,
-        )?;
 
         let (revision, feeds) = store.feeds().await?;
         let snapshot = CatalogSnapshot::from_feeds(revision, &feeds)
@@ -118,6 +113,12 @@ impl Center {
             checkins,
         });
         center.bootstrap_operator_token().await?;
+        // Written last: its presence tells scripts and tests that start-up is complete.
+        write_private(
+            &center.config.data_dir.join("ca.pem"),
+            center.ca.cert_pem().as_bytes(),
+            0o644,
+        )?;
         let revisions = center.store.revisions().await?;
         center.terminals_revision.store(revisions.config, Relaxed);
         Ok(center)

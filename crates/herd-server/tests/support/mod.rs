@@ -85,8 +85,8 @@ impl TestCenter {
                 }
                 panic!("herd serve exited with {status} before it was ready:\n{stderr}");
             }
+            // The center writes ca.pem last, once its start-up is complete.
             let ready = self.data_dir.join("ca.pem").exists()
-                && self.data_dir.join("operator.token").exists()
                 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
             if ready {
                 return;
