@@ -2,6 +2,7 @@
 //! administration commands. Glue only: it reads files and flags, calls the libraries, prints,
 //! and decides the exit code in one place.
 
+mod admin_cmd;
 mod blobs;
 mod center;
 mod plan_cmd;
@@ -30,6 +31,8 @@ enum Command {
     /// Print or check the `herd serve` configuration file.
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
+    #[command(flatten)]
+    Admin(admin_cmd::AdminCommand),
 }
 
 /// How a command ended, mapped to the process exit code in `main` and nowhere else.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Plan(args) => plan_cmd::run(args),
         Command::Config(command) => serve_cmd::config(command),
+        Command::Admin(command) => admin_cmd::run(command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -1,0 +1,703 @@
+//! The admin commands as an operator and two vendors run them against a real `herd serve`:
+//! tokens, feeds split per vendor, coverage, the fleet, groups and rules, uploads, and the
+//! errors people meet (another vendor's feed, bad or expired tokens, no center listening).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use herd_client::Client;
+use herd_proto::api::{CheckinRequest, EnrolRequest, NewApiToken};
+use herd_proto::terminal::{HardwareDoc, InstalledDoc};
+
+const HERD: &str = env!("CARGO_BIN_EXE_herd");
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A `herd serve` process on a free loopback port with its data in a temporary directory;
+/// stopped with SIGTERM (and checked to shut down cleanly) by [`Center::stop`].
+struct Center {
+    child: Option<Child>,
+    url: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    /// The working directory of the admin commands (holds feeds, rules, tokens).
+    work: tempfile::TempDir,
+}
+
+impl Center {
+    fn start() -> Center {
+        let work = tempfile::tempdir().unwrap();
+        let data_dir = work.path().join("data");
+        let log = work.path().join("serve.log");
+        // The center binds what it is given: pick a port that is free right now.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(HERD)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("herd serve starts");
+        let mut center = Center {
+            child: Some(child),
+            url: format!("https://127.0.0.1:{port}"),
+            data_dir,
+            log,
+            work,
+        };
+        center.wait_ready(port);
+        center
+    }
+
+    fn wait_ready(&mut self, port: u16) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "herd serve exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            let token_written = self.data_dir.join("operator.token").is_file();
+            if token_written && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            assert!(
+                started.elapsed() < STARTUP_LIMIT,
+                "herd serve was not ready within {STARTUP_LIMIT:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("ca.pem")).unwrap()
+    }
+
+    fn operator_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("operator.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn operator(&self) -> Client {
+        Client::new(&self.url, &self.ca_pem(), None)
+            .unwrap()
+            .with_token(&self.operator_token())
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.work.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs `herd ARGS` against this center, authenticated by the operator token file unless
+    /// the arguments say otherwise.
+    fn herd(&self, args: &[&str]) -> Output {
+        Command::new(HERD)
+            .args(args)
+            .current_dir(self.work.path())
+            .env("HERD_SERVER", &self.url)
+            .env("HERD_CA", self.data_dir.join("ca.pem"))
+            .env("HERD_TOKEN_FILE", self.data_dir.join("operator.token"))
+            .env_remove("HERD_TOKEN")
+            .output()
+            .expect("herd runs")
+    }
+
+    /// Sends SIGTERM and expects a clean exit within a few seconds.
+    fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!(
+                    "herd serve did not stop within 15 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "herd serve exited with {status}:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Center {
+    fn drop(&mut self) {
+        // A failed test must not leave a server behind.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+#[track_caller]
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// The seed catalog split into one feed per vendor: its vendor, products, releases and
+/// coverage, and every threat (both vendors describe virus-a).
+fn vendor_feed(catalog: &serde_json::Value, vendor: &str) -> String {
+    let products: Vec<&serde_json::Value> = catalog["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["vendor"] == vendor)
+        .collect();
+    let owns = |product: &serde_json::Value| products.iter().any(|p| p["id"] == *product);
+    let feed = serde_json::json!({
+        "format": "herd.catalog/v1",
+        "vendors": catalog["vendors"].as_array().unwrap().iter().filter(|v| v["id"] == vendor).collect::<Vec<_>>(),
+        "products": products,
+        "releases": catalog["releases"].as_array().unwrap().iter().filter(|r| owns(&r["product"])).collect::<Vec<_>>(),
+        "threats": catalog["threats"],
+        "coverage": catalog["coverage"].as_array().unwrap().iter().filter(|c| owns(&c["product"])).collect::<Vec<_>>(),
+    });
+    serde_json::to_string_pretty(&feed).unwrap()
+}
+
+fn one_line(out: &Output) -> String {
+    let text = stdout(out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly the secret is printed: {text:?}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
+    let center = Center::start();
+    let catalog: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/seed/catalog.json")).unwrap(),
+    )
+    .unwrap();
+    let feed_a = center.write("maker-a.json", &vendor_feed(&catalog, "maker-a"));
+    let feed_b = center.write("maker-b.json", &vendor_feed(&catalog, "maker-b"));
+    let feed_a = feed_a.to_str().unwrap();
+    let feed_b = feed_b.to_str().unwrap();
+
+    // Vendor tokens: the secret alone on stdout, so scripts can capture it.
+    let out = center.herd(&[
+        "token",
+        "create",
+        "--role",
+        "vendor",
+        "--vendor",
+        "maker-a",
+        "--label",
+        "maker-a CI",
+    ]);
+    assert_exit(&out, 0);
+    let token_a = one_line(&out);
+    let out = center.herd(&["token", "create", "--role", "vendor", "--vendor", "maker-b"]);
+    assert_exit(&out, 0);
+    let token_b = one_line(&out);
+    assert_ne!(token_a, token_b);
+    let out = center.herd(&["token", "create", "--role", "vendor"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--vendor"), "{}", stderr(&out));
+
+    // Each vendor publishes its own part; republishing changes nothing.
+    let out = center.herd(&[
+        "publish", feed_a, "--vendor", "maker-a", "--token", &token_a,
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with("published the feed of maker-a: catalog revision "),
+        "{}",
+        stdout(&out)
+    );
+    let out = center.herd(&["publish", feed_a, "--token", &token_a]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with("the feed of maker-a is unchanged: catalog revision "),
+        "{}",
+        stdout(&out)
+    );
+
+    // A vendor cannot publish the other's feed, under either vendor's name.
+    let out = center.herd(&["publish", feed_b, "--token", &token_a]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("forbidden_vendor"),
+        "{}",
+        stderr(&out)
+    );
+    let out = center.herd(&[
+        "publish", feed_b, "--vendor", "maker-a", "--token", &token_a,
+    ]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("forbidden_vendor"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("$.products[0].vendor"),
+        "{}",
+        stderr(&out)
+    );
+
+    let token_b_file = center.write("maker-b.token", &format!("{token_b}\n"));
+    let out = center.herd(&[
+        "publish",
+        feed_b,
+        "--token-file",
+        token_b_file.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("published the feed of maker-b"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("the center does not hold 2 of the packages"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A refused feed prints every problem with its path.
+    let broken = vendor_feed(&catalog, "maker-a").replace("\"high\"", "\"huge\"");
+    let broken = center.write("broken.json", &broken);
+    let out = center.herd(&["publish", broken.to_str().unwrap(), "--token", &token_a]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("feed_invalid: "), "{err}");
+    assert!(err.contains("\n  $.threats[0].danger: "), "{err}");
+
+    // The coverage matrix: vaccine-b covers virus-a since 1112, vaccine-a is expected to.
+    let out = center.herd(&["coverage"]);
+    assert_exit(&out, 0);
+    let table = stdout(&out);
+    let header = table.lines().nth(1).unwrap();
+    let row = table.lines().find(|l| l.starts_with("virus-a")).unwrap();
+    assert!(
+        header.find("vaccine-a").unwrap() < header.find("vaccine-b").unwrap(),
+        "{table}"
+    );
+    assert_eq!(
+        row.find("exp. 2000-11-15"),
+        header.find("vaccine-a"),
+        "{table}"
+    );
+    assert_eq!(row.find("since 1112"), header.find("vaccine-b"), "{table}");
+    assert!(row.starts_with("virus-a  high    2000-11-10"), "{table}");
+    let out = center.herd(&["coverage", "--json"]);
+    assert_exit(&out, 0);
+    let matrix: herd_proto::api::CoverageMatrix = serde_json::from_slice(&out.stdout).unwrap();
+    let b = matrix
+        .products
+        .iter()
+        .position(|p| p.id == "vaccine-b")
+        .unwrap();
+    assert_eq!(matrix.threats[0].cells[b].since_seq, Some(1112));
+    assert!(matrix.threats[0].cells[b].covered);
+
+    // Credentials: garbage, expired, and a vendor's token on an operator endpoint.
+    let out = center.herd(&["coverage", "--token", "garbage"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("unauthenticated"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the API token came from --token"),
+        "{}",
+        stderr(&out)
+    );
+    let expired = center
+        .operator()
+        .new_api_token(&NewApiToken {
+            role: "operator".to_owned(),
+            vendor: None,
+            label: "already expired".to_owned(),
+            ttl_secs: Some(0),
+        })
+        .unwrap();
+    let out = center.herd(&["coverage", "--token", &expired.token]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("token_expired"), "{}", stderr(&out));
+    let out = center.herd(&["terminals", "--token", &token_a]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("forbidden"), "{}", stderr(&out));
+
+    // Groups: the policy every enrolling terminal gets, and a refused window.
+    let out = center.herd(&[
+        "groups",
+        "put",
+        "unknown",
+        "--policy-apply",
+        "latest-any-vendor",
+    ]);
+    assert_exit(&out, 0);
+    let out = center.herd(&[
+        "groups",
+        "put",
+        "kiosks",
+        "--policy-apply",
+        "pinned",
+        "--min-danger",
+        "high",
+        "--window",
+        "01:00-05:00",
+        "--description",
+        "vending machines",
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with("group kiosks saved: pinned, min danger high"),
+        "{}",
+        stdout(&out)
+    );
+    let out = center.herd(&[
+        "groups",
+        "put",
+        "bad",
+        "--policy-apply",
+        "pinned",
+        "--window",
+        "25:00-26:00",
+    ]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("bad_request"), "{}", stderr(&out));
+    let out = center.herd(&["groups", "list"]);
+    assert_exit(&out, 0);
+    let kiosks = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("kiosks"))
+        .map(str::to_owned);
+    let kiosks = kiosks.unwrap_or_else(|| panic!("{}", stdout(&out)));
+    assert!(
+        kiosks.contains("pinned")
+            && kiosks.contains("01:00-05:00")
+            && kiosks.ends_with("vending machines"),
+        "{kiosks}"
+    );
+
+    // Placement rules round-trip; a rule's group cannot be deleted while the rule uses it.
+    let rules = center.write(
+        "rules.json",
+        r#"{"rules": [{"group": "kiosks", "kind": "vending"}]}"#,
+    );
+    let out = center.herd(&["rules", "set", rules.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with("1 placement rule set"),
+        "{}",
+        stdout(&out)
+    );
+    let out = center.herd(&["rules", "show"]);
+    assert_exit(&out, 0);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown,
+        serde_json::json!({"rules": [{"group": "kiosks", "kind": "vending"}]})
+    );
+    let out = center.herd(&["groups", "delete", "kiosks"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("conflict"), "{}", stderr(&out));
+    let typo = center.write(
+        "typo.json",
+        r#"{"rules": [{"group": "kiosks", "knd": "vending"}]}"#,
+    );
+    let out = center.herd(&["rules", "set", typo.to_str().unwrap()]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("$.rules[0].knd: unknown field `knd`"),
+        "{}",
+        stderr(&out)
+    );
+    let none = center.write("none.json", r#"{"rules": []}"#);
+    assert_exit(&center.herd(&["rules", "set", none.to_str().unwrap()]), 0);
+    assert_exit(&center.herd(&["groups", "delete", "kiosks"]), 0);
+
+    // A terminal enrols with a token from `herd enrol-token create` and checks in.
+    let out = center.herd(&["enrol-token", "create", "--uses", "2", "--label", "phones"]);
+    assert_exit(&out, 0);
+    let enrol_token = one_line(&out);
+    let (key_pem, csr_pem) = herd_tls::new_key_and_csr("45a").unwrap();
+    let anonymous = Client::new(&center.url, &center.ca_pem(), None).unwrap();
+    let enrolled = anonymous
+        .enrol(&EnrolRequest {
+            token: enrol_token,
+            csr_pem,
+            id: Some("45a".to_owned()),
+            user: Some("user-a".to_owned()),
+            hardware: HardwareDoc {
+                kind: "phone".to_owned(),
+                platform: "phone".to_owned(),
+                model: None,
+            },
+            tz: Some("+09:00".to_owned()),
+        })
+        .unwrap();
+    let identity = herd_tls::KeyPairPem {
+        cert_pem: enrolled.certificate_pem,
+        key_pem,
+    };
+    let terminal = Client::new(&center.url, &center.ca_pem(), Some(&identity)).unwrap();
+    let checkin = terminal
+        .checkin(&CheckinRequest {
+            terminal: None,
+            installed: Some(InstalledDoc {
+                product: "vaccine-a".to_owned(),
+                version: "5.1".to_owned(),
+                seq: 1101,
+                pattern: "a-1101".to_owned(),
+                format: "archive".to_owned(),
+            }),
+            hardware: None,
+            tz: None,
+            agent_version: None,
+        })
+        .unwrap();
+    assert_eq!(checkin.plan.action, herd_proto::plan::Action::Switch);
+
+    let out = center.herd(&["terminals"]);
+    assert_exit(&out, 0);
+    let table = stdout(&out);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("45a "))
+        .unwrap_or_else(|| panic!("{table}"));
+    for expected in [
+        "user-a",
+        "phone/phone",
+        "unknown",
+        "vaccine-a 5.1 (a-1101)",
+        "switch",
+    ] {
+        assert!(row.contains(expected), "{expected:?} missing in {row:?}");
+    }
+    assert!(table.ends_with("1 terminal\n"), "{table}");
+    let out = center.herd(&["terminals", "--exposed"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "no terminals match\n");
+    let out = center.herd(&["terminals", "--action", "switch", "--json"]);
+    assert_exit(&out, 0);
+    let listed: Vec<herd_proto::api::TerminalSummary> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, "45a");
+
+    let out = center.herd(&["terminal", "45a"]);
+    assert_exit(&out, 0);
+    let detail = stdout(&out);
+    assert!(detail.starts_with("terminal 45a\n"), "{detail}");
+    assert!(detail.contains(&checkin.plan.reason), "{detail}");
+    assert!(detail.contains("    1. fetch vaccine-b 7.0"), "{detail}");
+    assert!(
+        detail.contains("addresses (most recent first):"),
+        "{detail}"
+    );
+    let out = center.herd(&["terminal", "45a", "--plan"]);
+    assert_exit(&out, 0);
+    let plan: herd_proto::plan::PlanDoc = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan, checkin.plan);
+    let out = center.herd(&["terminal", "nobody"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));
+
+    // Packages: uploaded by a vendor, then downloaded by the terminal, verified.
+    let package = center.write("vaccine-b-7.0-phone.tar.gz", &"vaccine b ".repeat(10_000));
+    let out = center.herd(&["upload", package.to_str().unwrap(), "--token", &token_b]);
+    assert_exit(&out, 0);
+    let line = stdout(&out);
+    let sha256 = line.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(sha256.len(), 64, "{line}");
+    assert!(line.contains("  100000  "), "{line}");
+    let out = center.herd(&[
+        "upload",
+        package.to_str().unwrap(),
+        "missing.tar.gz",
+        "--token",
+        &token_b,
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stdout(&out).contains("(already stored)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("cannot read missing.tar.gz"),
+        "{}",
+        stderr(&out)
+    );
+    let dest = center.work.path().join("downloaded");
+    terminal.download_package(&sha256, 100_000, &dest).unwrap();
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&package).unwrap()
+    );
+
+    center.stop();
+}
+
+#[test]
+fn an_unreachable_center_or_missing_credentials_exit_2_with_a_clear_message() {
+    let work = tempfile::tempdir().unwrap();
+    let (ca_pem, _key) = herd_tls::CertificateAuthority::generate("test CA").unwrap();
+    let ca = work.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("https://127.0.0.1:{port}");
+    let herd = |args: &[&str]| {
+        Command::new(HERD)
+            .args(args)
+            .current_dir(work.path())
+            .env_remove("HERD_SERVER")
+            .env_remove("HERD_CA")
+            .env_remove("HERD_TOKEN")
+            .env_remove("HERD_TOKEN_FILE")
+            .output()
+            .unwrap()
+    };
+
+    let out = herd(&[
+        "coverage",
+        "--server",
+        &server,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--token",
+        "x",
+    ]);
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot reach the center at {server}: ")),
+        "{err}"
+    );
+    assert!(err.contains("is `herd serve` running there?"), "{err}");
+
+    // Without a token and without the default token file.
+    let out = herd(&[
+        "terminals",
+        "--server",
+        &server,
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("no API token: cannot read herd-data/operator.token"),
+        "{err}"
+    );
+
+    // Without the CA certificate.
+    let out = herd(&["terminals", "--server", &server, "--token", "x"]);
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot read the center's CA certificate herd-data/ca.pem"),
+        "{err}"
+    );
+
+    let out = herd(&[
+        "coverage",
+        "--server",
+        "http://127.0.0.1:1",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--token",
+        "x",
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("must start with https://"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn every_admin_command_teaches_with_examples() {
+    for command in [
+        &["publish", "--help"][..],
+        &["upload", "--help"],
+        &["terminals", "--help"],
+        &["terminal", "--help"],
+        &["coverage", "--help"],
+        &["token", "create", "--help"],
+        &["enrol-token", "create", "--help"],
+        &["groups", "put", "--help"],
+        &["rules", "set", "--help"],
+    ] {
+        let out = Command::new(HERD).args(command).output().unwrap();
+        assert_exit(&out, 0);
+        let help = stdout(&out);
+        assert!(help.contains("Examples:\n  herd "), "{command:?}:\n{help}");
+        assert!(help.contains("HERD_SERVER"), "{command:?}:\n{help}");
+    }
+    let text = stdout(&Command::new(HERD).arg("--help").output().unwrap());
+    for command in [
+        "publish",
+        "upload",
+        "terminals",
+        "terminal",
+        "coverage",
+        "token",
+        "enrol-token",
+        "groups",
+        "rules",
+    ] {
+        assert!(
+            text.contains(&format!("  {command} ")),
+            "{command} missing in:\n{text}"
+        );
+    }
+}
