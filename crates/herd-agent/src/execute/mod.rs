@@ -989,25 +989,17 @@ impl Executor {
     }
 }
 
-/// The step a restart found in progress (where the rollback is reported).
+/// The step a restart found in progress (where the rollback is reported): the install, or
+/// for a rollback that was itself interrupted, the step that failed.
 fn interrupted_step(journal: &Journal, shape: &Shape) -> usize {
     match journal.phase {
-        Phase::Fetching => shape
-            .fetches
-            .iter()
-            .find(|f| {
-                journal
-                    .result(f.step, "fetch")
-                    .is_none_or(|r| r.status != StepStatus::Ok)
-            })
-            .map_or(shape.install_step, |f| f.step),
         Phase::Installing | Phase::Installed => shape.install_step,
         _ => journal
             .results
             .iter()
             .rev()
             .find(|r| r.status == StepStatus::Failed)
-            .map_or(shape.verify_step, |r| r.step),
+            .map_or(shape.install_step, |r| r.step),
     }
 }
 
