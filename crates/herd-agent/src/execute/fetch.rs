@@ -33,6 +33,10 @@ pub enum FetchError {
     /// kept in the part file and the next attempt resumes from it.
     #[error("the download was interrupted: {0}")]
     Interrupted(String),
+    /// The source served bytes that are not the package (its own digest check failed, or
+    /// it refused the range): the part file is deleted and the plan rolled back.
+    #[error("the package source served a corrupt package: {0}")]
+    Corrupt(String),
     /// Writing the part file failed; `StorageFull` / `QuotaExceeded` mean the disk is full.
     #[error("cannot write {path}: {source}")]
     Write {

@@ -254,6 +254,34 @@ fn a_disk_filling_up_during_a_download_defers_and_leaves_no_partial_file() {
     assert_eq!(setup.current(), PathBuf::from("products/old/1.0"));
 }
 
+/// A source whose own digest check failed.
+struct ServesCorruptBytes;
+
+impl Fetcher for ServesCorruptBytes {
+    fn fetch(&self, _: &str, size: u64, dest: &Path, _: u64) -> Result<(), FetchError> {
+        fs::write(dest, vec![0u8; size as usize]).unwrap();
+        Err(FetchError::Corrupt(
+            "SHA-256 mismatch after download".into(),
+        ))
+    }
+}
+
+#[test]
+fn a_source_reporting_corrupt_bytes_rolls_back_and_deletes_them() {
+    let setup = Setup::new();
+    setup.install(&setup.package("old", "1.0", 1));
+    let plan = setup.plan(&setup.package("new", "2.0", 2), None);
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &ServesCorruptBytes)
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::RolledBack);
+    let fetch = report.steps[0].detail.as_deref().unwrap();
+    assert!(fetch.contains("corrupt package"), "{fetch}");
+    assert!(setup.downloads().is_empty(), "{:?}", setup.downloads());
+    assert_eq!(setup.current(), PathBuf::from("products/old/1.0"));
+}
+
 #[test]
 fn a_package_missing_from_the_source_rolls_back() {
     let setup = Setup::new();
