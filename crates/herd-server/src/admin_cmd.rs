@@ -352,7 +352,7 @@ impl Session {
         })?;
         let (token, token_source) = resolve_token(args)?;
         let client = Client::new(&server, &ca_pem, None)
-            .with_context(|| format!("--ca {}", ca.display()))?
+            .map_err(|err| anyhow!("{err} (the CA certificate was read from {})", ca.display()))?
             .with_token(&token);
         Ok(Session {
             client,

@@ -572,6 +572,11 @@ fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
         "{}",
         stderr(&out)
     );
+    // A refused upload is answered before the body is sent, and reported as a refusal.
+    let big = center.write("big.pkg", &"x".repeat(4 << 20));
+    let out = center.herd(&["upload", big.to_str().unwrap(), "--token", "garbage"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("unauthenticated"), "{}", stderr(&out));
     let dest = center.work.path().join("downloaded");
     terminal.download_package(&sha256, 100_000, &dest).unwrap();
     assert_eq!(

@@ -186,8 +186,12 @@ fn serve_connection(
                 }
                 early => {
                     seen.lock().unwrap().push(request);
-                    // The body was not read: the connection cannot carry another request.
-                    let _ = write_reply(reader.get_mut(), early);
+                    // The body was not read, so the connection cannot carry another request:
+                    // answer and close it cleanly, as hyper does (TLS close_notify first).
+                    let stream = reader.get_mut();
+                    let _ = write_reply(stream, early);
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
                     return;
                 }
             }
