@@ -385,13 +385,12 @@ pub struct GroupDoc {
     /// The terminal's `tz` comes from the terminal; a `tz` here is refused.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub policy: PolicyDoc,
-    /// How many terminals are in it (responses only).
-    #[serde(default, skip_deserializing)]
+    /// How many terminals are in it (in responses; ignored in requests).
+    #[serde(default)]
     pub terminals: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupList {
     pub groups: Vec<GroupDoc>,

@@ -2,11 +2,13 @@
 //!
 //! Field order here is the order in the JSON output, which is part of the contract:
 //! the same plan always serialises to the same bytes.
+//!
+//! Agents in the field run older versions than the center, so reading a plan ignores fields it
+//! does not know (a newer center may add some); a step of an unknown kind is still an error.
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PlanDoc {
     pub terminal: String,
     pub action: Action,
@@ -35,7 +37,6 @@ pub enum Action {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReleaseRef {
     pub product: String,
     pub version: String,
@@ -44,7 +45,7 @@ pub struct ReleaseRef {
 
 /// One step of a plan, executed in order as one transaction by the agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Step {
     /// Download a package by digest and check its size and digest before anything is installed.
     Fetch {
@@ -77,7 +78,6 @@ pub enum Step {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Alternative {
     pub product: String,
     pub vendor: String,
@@ -90,7 +90,6 @@ pub struct Alternative {
 
 /// Counts of uncovered threats by danger; compared critical first (SPEC §5 rule 2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SeverityCounts {
     pub critical: u32,
     pub high: u32,
