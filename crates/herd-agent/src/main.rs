@@ -1,10 +1,13 @@
-//! `herd-agent`, the program on each terminal: a thin dispatcher to one module per command.
-//! For now `scan`, `watch` and `quarantine`; enrolment, check-in and plan execution arrive with the
-//! agent issue. The exit code is decided here, in one place, from what each command returns.
+//! `herd-agent`, the program on each terminal: a thin dispatcher to one module per command —
+//! `run` (enrolment, check-ins, plans, the outbox), `status`, `consent`, `scan`, `watch`,
+//! `quarantine` and `apply`. The exit code is decided here, in one place, from what each
+//! command returns.
 
 mod execute;
 mod onaccess;
+mod outbox;
 mod quarantine;
+mod run;
 mod scan;
 
 use std::process::ExitCode;
@@ -21,6 +24,15 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Enrol once, then check in at start-up and at the center's interval, carry out plans
+    /// (with consent and maintenance windows where policy asks), and report through a durable
+    /// outbox. `--once` does one cycle and exits.
+    Run(run::RunArgs),
+    /// Show what this terminal runs, its plan, what it waits for, and its outbox.
+    Status(run::StatusArgs),
+    /// Answer a plan that waits for your consent.
+    #[command(subcommand)]
+    Consent(run::ConsentCommand),
     /// Scan files and directories with ClamAV-format signatures (clamscan-compatible output).
     Scan(scan::ScanArgs),
     /// Scan on access (fanotify as root: infected opens are denied; else inotify after writes)
@@ -41,6 +53,9 @@ fn main() -> ExitCode {
             eprintln!("herd-agent: nothing to do; see `herd-agent --help`");
             return ExitCode::from(2);
         }
+        Some(Command::Run(args)) => run::run(&args),
+        Some(Command::Status(args)) => run::run_status(&args),
+        Some(Command::Consent(command)) => run::run_consent(&command),
         Some(Command::Scan(args)) => scan::run(&args),
         Some(Command::Watch(args)) => onaccess::run(&args),
         Some(Command::Quarantine(command)) => quarantine::run(&command).map(|()| 0),

@@ -30,6 +30,10 @@ pub struct ScanArgs {
     /// feature) or a directory of them; repeatable.
     #[arg(short = 'd', long = "database", value_name = "PATH")]
     databases: Vec<PathBuf>,
+    /// Without -d: scan with the definitions of the product active in this prefix (the
+    /// `current` link, as `herd-agent run --prefix` manages it).
+    #[arg(long, value_name = "DIR")]
+    prefix: Option<PathBuf>,
     /// Files and directories to scan.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -346,16 +350,33 @@ fn event_message(
     }
 }
 
+/// The definition files of the product active in `prefix`, as its manifest lists them.
+fn active_definitions(prefix: &Path) -> Result<Vec<PathBuf>> {
+    let dir = herd_package::active_dir(prefix)
+        .with_context(|| format!("cannot read {}/current", prefix.display()))?
+        .with_context(|| {
+            format!(
+                "no vaccine product is active in {} (it has no `current` link); pass -d PATH",
+                prefix.display()
+            )
+        })?;
+    let manifest = herd_package::installed_manifest(&dir)
+        .with_context(|| format!("the active product in {} is broken", prefix.display()))?;
+    Ok(manifest.definitions.iter().map(|d| dir.join(d)).collect())
+}
+
 pub fn run(args: &ScanArgs) -> Result<u8> {
-    if args.databases.is_empty() {
-        bail!(
-            "no signature database given: pass -d/--database PATH (a .hdb, .hsb, .ndb or .ldb file, \
-             or a directory of them). Using the active product's definitions by default arrives \
-             with the enrolled agent."
-        );
-    }
+    let databases = match (&args.prefix, args.databases.is_empty()) {
+        (Some(prefix), true) => active_definitions(prefix)?,
+        (_, false) => args.databases.clone(),
+        (None, true) => bail!(
+            "no signature database given: pass -d/--database PATH (a .hdb, .hsb, .ndb or .ldb \
+             file, or a directory of them), or --prefix DIR to use the active product's \
+             definitions"
+        ),
+    };
     let started = Instant::now();
-    let (db, errors) = load_databases(&args.databases)?;
+    let (db, errors) = load_databases(&databases)?;
     for e in &errors {
         eprintln!("ERROR: {e}");
     }

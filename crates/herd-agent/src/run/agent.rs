@@ -1,0 +1,818 @@
+//! One agent and its cycle: enrol if needed, send the outbox, check in with the inventory, act
+//! on the plan (record it, notify, ask for consent, wait for a window, or carry it out), send
+//! the outbox again, and — when the plan changed what is installed — check in once more so the
+//! center sees the new inventory at once.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+use herd_client::Client;
+use herd_proto::api::{CheckinRequest, CheckinResponse, PlanReport, ReportOutcome};
+use herd_proto::plan::{Action, PlanDoc};
+use serde_json::json;
+
+use super::clock;
+use super::consent::{self, ConsentFile, Decision};
+use super::enrol::{self, Declared};
+use super::fetcher::CenterFetcher;
+use super::state::{
+    self, AgentFile, PlanState, Progress, ReportSummary, StateDir, StatePaths, Waiting,
+};
+use super::{RunArgs, VERSION};
+use crate::execute::{ExecError, Executor, ExecutorConfig};
+use crate::outbox::{FlushError, Outbox};
+
+/// How many times one cycle checks in again after a plan changed what is installed.
+const MAX_FOLLOW_UPS: usize = 2;
+
+/// Why a cycle did not complete.
+#[derive(Debug)]
+pub(crate) enum CycleError {
+    /// The center could not be reached or failed inside (5xx, 429): back off and retry.
+    Unreachable(anyhow::Error),
+    /// The center refused something, or a local step failed: retry later.
+    Failed(anyhow::Error),
+    /// Nothing helps without someone changing something (no token, enrolment refused, bad
+    /// flags): stop.
+    Fatal(anyhow::Error),
+}
+
+impl CycleError {
+    pub(crate) fn into_error(self) -> anyhow::Error {
+        match self {
+            CycleError::Unreachable(e) | CycleError::Failed(e) | CycleError::Fatal(e) => e,
+        }
+    }
+
+    fn error(&self) -> &anyhow::Error {
+        match self {
+            CycleError::Unreachable(e) | CycleError::Failed(e) | CycleError::Fatal(e) => e,
+        }
+    }
+}
+
+impl From<anyhow::Error> for CycleError {
+    fn from(error: anyhow::Error) -> CycleError {
+        CycleError::Failed(error)
+    }
+}
+
+/// When to check in next, as a cycle that completed sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Next {
+    /// The center's interval (with its jitter).
+    pub after: Duration,
+    /// Earlier than that: when a maintenance window opens.
+    pub until: Option<SystemTime>,
+    /// Earlier still: after a short back-off (an interrupted download).
+    pub soon: bool,
+}
+
+/// What acting on a plan did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Acted {
+    Nothing,
+    /// A plan was carried out: what is installed changed.
+    Changed,
+    /// The plan waits for its maintenance window, which opens then.
+    WaitingWindow(SystemTime),
+    /// The plan could not finish for a passing reason (a download broke off): retry soon.
+    RetrySoon,
+}
+
+pub(crate) struct Agent {
+    args: RunArgs,
+    state: StateDir,
+    declared: Declared,
+    token: Option<String>,
+    /// `agent.json`; `None` until enrolled.
+    identity: Option<AgentFile>,
+    client: Option<Client>,
+    executor: Executor,
+    /// The product prefix (absolute).
+    prefix: PathBuf,
+    outbox: Outbox,
+    progress: Progress,
+    /// Plans whose notice this process printed (a daemon prints each once).
+    notified: HashSet<String>,
+    /// A plan was rolled back during this run.
+    plan_failed: bool,
+}
+
+impl Agent {
+    /// Takes the state directory, finishes an interrupted plan, records the start in the
+    /// outbox; enrolment waits for the first cycle (it needs the center).
+    pub(crate) fn start(args: &RunArgs) -> Result<Agent> {
+        let state = StateDir::open(&args.state_dir)?;
+        let paths = state.paths.clone();
+        let identity: Option<AgentFile> = state::load_json(&paths.agent())?;
+        let declared = Declared {
+            id: args.id.clone(),
+            user: args.user.clone(),
+            kind: args.kind.clone(),
+            platform: args.platform.clone(),
+            model: args.model.clone(),
+            tz: args.tz.clone(),
+        };
+        if let Some(identity) = &identity {
+            check_flags_match(identity, &declared)?;
+        }
+        let prefix = args
+            .prefix
+            .clone()
+            .or_else(|| identity.as_ref().map(|i| i.prefix.clone()))
+            .unwrap_or_else(|| paths.default_prefix());
+        // Kept in agent.json for `status`, which may run from another directory.
+        let prefix = std::path::absolute(&prefix)
+            .with_context(|| format!("cannot resolve the prefix {}", prefix.display()))?;
+        let mut config = ExecutorConfig::new(&prefix, &paths.root);
+        config
+            .download_dirs
+            .extend(args.download_dirs.iter().cloned());
+        config.space_margin = args.space_margin;
+        config.script_timeout = Duration::from_secs(args.script_timeout);
+        let executor = Executor::new(config)?;
+        let outbox = Outbox::open(&paths.outbox())?;
+        let progress = match state::load_json::<Progress>(&paths.status()) {
+            Ok(progress) => progress.unwrap_or_default(),
+            Err(e) => {
+                eprintln!("herd-agent: warning: {e:#}; starting afresh");
+                Progress::default()
+            }
+        };
+        let token = enrol::token(
+            args.enrol_token.as_deref(),
+            args.enrol_token_file.as_deref(),
+        )?;
+        let mut agent = Agent {
+            args: args.clone(),
+            state,
+            declared,
+            token,
+            identity,
+            client: None,
+            executor,
+            prefix,
+            outbox,
+            progress,
+            notified: HashSet::new(),
+            plan_failed: false,
+        };
+        agent.progress.pid = Some(std::process::id());
+
+        match agent.executor.recover() {
+            Ok(Some(report)) => {
+                agent.say(&format!(
+                    "finished plan {} that was interrupted",
+                    short(&report.plan_id)
+                ));
+                agent.report(report)?;
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("herd-agent: warning: recovering an interrupted plan: {e}"),
+        }
+        agent.outbox.push(
+            "agent.started",
+            json!({ "version": VERSION, "pid": std::process::id(), "once": args.once }),
+        )?;
+        if let Some(n) = args.emit_test_events {
+            let events = (0..n)
+                .map(|i| ("test.event".to_owned(), json!({ "n": i })))
+                .collect();
+            let seqs = agent.outbox.push_all(events)?;
+            agent.say(&format!(
+                "queued {n} test events (seq {} to {})",
+                seqs.start,
+                seqs.end.saturating_sub(1)
+            ));
+        }
+        agent.save_progress();
+        Ok(agent)
+    }
+
+    pub(crate) fn state_root(&self) -> &Path {
+        &self.state.paths.root
+    }
+
+    fn paths(&self) -> &StatePaths {
+        &self.state.paths
+    }
+
+    pub(crate) fn plan_failed(&self) -> bool {
+        self.plan_failed
+    }
+
+    /// A line for the user, on stdout.
+    pub(crate) fn say(&self, line: &str) {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "herd-agent: {line}");
+        let _ = out.flush();
+    }
+
+    /// One cycle: see the module documentation.
+    pub(crate) fn cycle(&mut self) -> Result<Next, CycleError> {
+        self.ensure_enrolled()?;
+        // What queued up while the center was away goes first, in the order it happened.
+        self.flush()?;
+        let mut follow_ups = 0;
+        loop {
+            let response = self.check_in()?;
+            let acted = self.act(&response);
+            let flushed = self.flush();
+            self.save_progress();
+            let acted = acted?;
+            flushed?;
+            let after = Duration::from_secs(response.next_checkin_secs.max(1));
+            let next = |until, soon| Next { after, until, soon };
+            match acted {
+                Acted::Changed if follow_ups < MAX_FOLLOW_UPS => follow_ups += 1,
+                Acted::Changed | Acted::Nothing => return Ok(next(None, false)),
+                Acted::WaitingWindow(at) => return Ok(next(Some(at), false)),
+                Acted::RetrySoon => return Ok(next(None, true)),
+            }
+        }
+    }
+
+    /// After a successful `--once` cycle: no next check-in is scheduled.
+    pub(crate) fn finish_once(&mut self) {
+        self.progress.next_checkin = None;
+        self.save_progress();
+    }
+
+    /// Records a failed cycle in `status.json`.
+    pub(crate) fn note_failure(&mut self, error: &CycleError, retry_at: Option<SystemTime>) {
+        self.progress.last_error = Some(format!("{:#}", error.error()));
+        self.progress.last_error_at = Some(clock::now_rfc3339());
+        self.progress.next_checkin = retry_at.map(clock::rfc3339);
+        self.save_progress();
+    }
+
+    pub(crate) fn set_next_checkin(&mut self, at: SystemTime) {
+        self.progress.next_checkin = Some(clock::rfc3339(at));
+        self.save_progress();
+    }
+
+    /// `error`, saying how many events wait in the outbox when any do.
+    pub(crate) fn with_outbox_note(&self, error: anyhow::Error) -> anyhow::Error {
+        match self.outbox.stats() {
+            Ok(stats) if stats.pending > 0 => error.context(format!(
+                "{} event(s) wait in the outbox {} and are sent once the center answers",
+                stats.pending,
+                self.outbox.dir().display()
+            )),
+            _ => error,
+        }
+    }
+
+    /// Whether the user answered the consent question the agent is waiting on.
+    pub(crate) fn consent_answer_waiting(&self) -> bool {
+        let Some(plan) = &self.progress.plan else {
+            return false;
+        };
+        if plan.waiting != Some(Waiting::Consent) {
+            return false;
+        }
+        matches!(
+            consent::load(self.paths()),
+            Ok(Some(ConsentFile { plan_id, decision: Some(_), .. })) if plan_id == plan.plan_id
+        )
+    }
+
+    fn save_progress(&mut self) {
+        if let Err(e) = state::save_json(&self.paths().status(), &self.progress) {
+            eprintln!("herd-agent: warning: {e:#}");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Enrolment and the client.
+
+    fn ensure_enrolled(&mut self) -> Result<(), CycleError> {
+        if self.client.is_some() {
+            return Ok(());
+        }
+        let paths = self.paths().clone();
+        let mut identity = match self.identity.clone() {
+            Some(identity) => identity,
+            None => self.enrol()?,
+        };
+        identity.prefix = self.prefix.clone();
+        if let Some(server) = &self.args.server
+            && server.trim().trim_end_matches('/') != identity.server
+        {
+            // The terminal now talks to another server of the same center (a site server).
+            identity.server = server.trim().trim_end_matches('/').to_owned();
+        }
+        let hardware = enrol::hardware(&self.declared, Some(&identity.hardware));
+        let tz = enrol::tz(&self.declared, identity.tz.as_deref());
+        if hardware != identity.hardware || tz != identity.tz {
+            identity.hardware = hardware;
+            identity.tz = tz;
+        }
+        if self.identity.as_ref() != Some(&identity) {
+            state::save_json(&paths.agent(), &identity).map_err(CycleError::Fatal)?;
+        }
+        let ca_pem = std::fs::read_to_string(paths.ca())
+            .with_context(|| format!("cannot read the center's CA {}", paths.ca().display()))
+            .map_err(CycleError::Fatal)?;
+        let key_pair = enrol::load_identity(&paths).map_err(CycleError::Fatal)?;
+        let client = Client::new(&identity.server, &ca_pem, Some(&key_pair))
+            .map_err(|e| CycleError::Fatal(anyhow!("{e}")))?;
+        self.identity = Some(identity);
+        self.client = Some(client);
+        Ok(())
+    }
+
+    fn enrol(&mut self) -> Result<AgentFile, CycleError> {
+        let Some(token) = self.token.clone() else {
+            return Err(CycleError::Fatal(anyhow!(
+                "this agent is not enrolled yet: pass --enrol-token TOKEN (or --enrol-token-file \
+                 FILE) with a token from your operator, with --server and --ca"
+            )));
+        };
+        let Some(server) = self.args.server.clone() else {
+            return Err(CycleError::Fatal(anyhow!(
+                "--server URL is needed to enrol (the center's address, like https://center:8443)"
+            )));
+        };
+        let Some(ca) = self.args.ca.clone() else {
+            return Err(CycleError::Fatal(anyhow!(
+                "--ca FILE is needed to enrol: the center's CA certificate (its <data-dir>/ca.pem)"
+            )));
+        };
+        let ca_pem = std::fs::read_to_string(&ca)
+            .with_context(|| format!("cannot read the CA certificate --ca {}", ca.display()))
+            .map_err(CycleError::Fatal)?;
+        let identity = enrol::enrol(
+            self.paths(),
+            &server,
+            &ca_pem,
+            &token,
+            &self.declared,
+            &self.prefix,
+        )
+        .map_err(|failure| {
+            let error = failure.error.context("enrolment failed");
+            if failure.retryable {
+                CycleError::Unreachable(error)
+            } else {
+                CycleError::Fatal(error)
+            }
+        })?;
+        self.say(&format!(
+            "enrolled as terminal {} (group {}) with {}",
+            identity.terminal, identity.group, identity.server
+        ));
+        Ok(identity)
+    }
+
+    fn client(&self) -> &Client {
+        self.client
+            .as_ref()
+            .expect("ensure_enrolled runs first in every cycle")
+    }
+
+    fn server(&self) -> String {
+        self.client().server().to_owned()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Talking to the center.
+
+    /// Sends everything in the outbox.
+    fn flush(&mut self) -> Result<(), CycleError> {
+        let client = self.client().clone();
+        let server = self.server();
+        let flushed = self.outbox.flush(
+            &mut |batch| client.send_events(batch),
+            self.args.flush_batch,
+        );
+        match flushed {
+            Ok(flushed) => {
+                for (seq, why) in &flushed.refused {
+                    eprintln!(
+                        "herd-agent: warning: the center refused event {seq}; it was set aside \
+                         in {}/refused: {why}",
+                        self.outbox.dir().display()
+                    );
+                }
+                for (name, why) in &flushed.corrupt {
+                    eprintln!(
+                        "herd-agent: warning: outbox file {name} was unreadable and set aside \
+                         in {}/corrupt: {why}",
+                        self.outbox.dir().display()
+                    );
+                }
+                Ok(())
+            }
+            Err(FlushError::Send(err)) if err.is_retryable() => Err(CycleError::Unreachable(
+                enrol::explain(err, "accept events from", &server),
+            )),
+            Err(FlushError::Send(err)) => Err(CycleError::Failed(enrol::explain(
+                err,
+                "accept events from",
+                &server,
+            ))),
+            Err(e) => Err(CycleError::Failed(e.into())),
+        }
+    }
+
+    fn check_in(&mut self) -> Result<CheckinResponse, CycleError> {
+        let identity = self
+            .identity
+            .as_ref()
+            .expect("ensure_enrolled runs first in every cycle");
+        let request = CheckinRequest {
+            terminal: Some(identity.terminal.clone()),
+            installed: self.executor.installed(),
+            hardware: Some(identity.hardware.clone()),
+            tz: identity.tz.clone(),
+            agent_version: Some(VERSION.to_owned()),
+        };
+        let server = self.server();
+        match self.client().checkin(&request) {
+            Ok(response) => {
+                self.progress.last_checkin = Some(clock::now_rfc3339());
+                self.progress.last_error = None;
+                self.progress.last_error_at = None;
+                Ok(response)
+            }
+            Err(err) if err.is_retryable() => Err(CycleError::Unreachable(enrol::explain(
+                err, "check in", &server,
+            ))),
+            Err(err) => Err(CycleError::Failed(enrol::explain(err, "check in", &server))),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Acting on plans.
+
+    fn act(&mut self, response: &CheckinResponse) -> Result<Acted> {
+        let plan = &response.plan;
+        let plan_id = response.plan_id.as_str();
+        let action = action_name(plan.action);
+        if self.progress.plan.as_ref().map(|p| p.plan_id.as_str()) != Some(plan_id) {
+            self.progress.plan = Some(PlanState {
+                plan_id: plan_id.to_owned(),
+                action: action.to_owned(),
+                reason: plan.reason.clone(),
+                not_before: plan.not_before.clone(),
+                received_at: clock::now_rfc3339(),
+                waiting: None,
+                deferral_reported: false,
+                decline_reported: false,
+            });
+            self.outbox.push(
+                "plan.received",
+                json!({
+                    "plan_id": plan_id,
+                    "action": action,
+                    "reason": plan.reason,
+                    "consent_required": plan.consent_required,
+                    "not_before": plan.not_before,
+                }),
+            )?;
+            self.say(&format!(
+                "plan {} {action}: {}",
+                short(plan_id),
+                plan.reason
+            ));
+        }
+        if !(plan.consent_required && matches!(plan.action, Action::Update | Action::Switch)) {
+            self.forget_stale_consent(plan_id)?;
+        }
+        match plan.action {
+            Action::None => Ok(Acted::Nothing),
+            Action::Exposed => {
+                self.notify(plan_id, &exposed_notice(plan));
+                Ok(Acted::Nothing)
+            }
+            Action::Update | Action::Switch => self.carry_out(plan_id, plan),
+        }
+    }
+
+    fn carry_out(&mut self, plan_id: &str, plan: &PlanDoc) -> Result<Acted> {
+        let change = consent::describe_change(plan);
+        if plan.consent_required {
+            match self.consent_for(plan_id, plan)? {
+                Some(Decision::Accepted) => {}
+                Some(Decision::Declined) => {
+                    let state = self.plan_state();
+                    state.waiting = None;
+                    if !state.decline_reported {
+                        state.decline_reported = true;
+                        self.outbox.push(
+                            "consent.declined",
+                            json!({ "plan_id": plan_id, "change": change }),
+                        )?;
+                        self.report(self.unexecuted(
+                            plan_id,
+                            ReportOutcome::Declined,
+                            format!("the user declined to {change}"),
+                        ))?;
+                    }
+                    return Ok(Acted::Nothing);
+                }
+                None => {
+                    let dir = self.state_root().display().to_string();
+                    self.notify(
+                        plan_id,
+                        &format!(
+                            "NOTICE: your operator wants to {change} on this terminal ({}). \
+                             Run `herd-agent consent accept --state-dir {dir}` to allow it or \
+                             `herd-agent consent decline --state-dir {dir}` to refuse.",
+                            plan.reason
+                        ),
+                    );
+                    self.defer(
+                        plan_id,
+                        Waiting::Consent,
+                        format!("waiting for the user's consent to {change}"),
+                    )?;
+                    return Ok(Acted::Nothing);
+                }
+            }
+        }
+        if let Some(not_before) = &plan.not_before {
+            let opens = clock::parse_rfc3339(not_before)
+                .map_err(|e| anyhow!("the plan's not_before: {e}"))?;
+            if opens > SystemTime::now() {
+                self.defer(
+                    plan_id,
+                    Waiting::Window,
+                    format!("waiting for the maintenance window, which opens at {not_before}"),
+                )?;
+                return Ok(Acted::WaitingWindow(opens));
+            }
+        }
+        self.plan_state().waiting = None;
+        self.execute(plan_id, plan, &change)
+    }
+
+    fn execute(&mut self, plan_id: &str, plan: &PlanDoc, change: &str) -> Result<Acted> {
+        if let Some(last) = &self.progress.last_report
+            && last.plan_id == plan_id
+            && last.outcome == ReportOutcome::Succeeded
+        {
+            // Carried out and reported already; the center will plan anew from the inventory.
+            return Ok(Acted::Nothing);
+        }
+        self.say(&format!("carrying out plan {}: {change}", short(plan_id)));
+        let client = self.client().clone();
+        let fetcher = CenterFetcher { client: &client };
+        let report = match self.executor.execute(plan_id, plan, &fetcher) {
+            Ok(report) => report,
+            Err(ExecError::RecoveryPending { .. }) => {
+                if let Some(recovered) = self.executor.recover()? {
+                    self.report(recovered)?;
+                }
+                self.executor.execute(plan_id, plan, &fetcher)?
+            }
+            Err(ExecError::Busy { path }) => {
+                eprintln!(
+                    "herd-agent: warning: another herd-agent process is carrying out a plan \
+                     (it holds {}); trying again later",
+                    path.display()
+                );
+                return Ok(Acted::RetrySoon);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let outcome = report.outcome;
+        self.report(report)?;
+        Ok(match outcome {
+            ReportOutcome::Succeeded => Acted::Changed,
+            ReportOutcome::RolledBack => {
+                self.plan_failed = true;
+                Acted::Nothing
+            }
+            ReportOutcome::Deferred => Acted::RetrySoon,
+            ReportOutcome::Declined => Acted::Nothing,
+        })
+    }
+
+    /// The user's answer for this plan, asking (writing `consent.json`, queuing
+    /// `consent.requested`) when the question is new.
+    fn consent_for(&mut self, plan_id: &str, plan: &PlanDoc) -> Result<Option<Decision>> {
+        let paths = self.paths().clone();
+        let _lock = consent::lock(&paths)?;
+        match consent::load(&paths) {
+            Ok(Some(consent)) if consent.plan_id == plan_id => return Ok(consent.decision),
+            Ok(_) => {}
+            Err(e) => eprintln!("herd-agent: warning: {e:#}; asking again"),
+        }
+        consent::save(
+            &paths,
+            &ConsentFile {
+                plan_id: plan_id.to_owned(),
+                plan: plan.clone(),
+                requested_at: clock::now_rfc3339(),
+                decision: None,
+                decided_at: None,
+            },
+        )?;
+        self.outbox.push(
+            "consent.requested",
+            json!({
+                "plan_id": plan_id,
+                "change": consent::describe_change(plan),
+                "reason": plan.reason,
+            }),
+        )?;
+        Ok(None)
+    }
+
+    /// Removes a consent question about a plan the center no longer wants carried out.
+    fn forget_stale_consent(&mut self, plan_id: &str) -> Result<()> {
+        let paths = self.paths().clone();
+        if !paths.consent().exists() {
+            return Ok(());
+        }
+        let _lock = consent::lock(&paths)?;
+        if let Ok(Some(consent)) = consent::load(&paths)
+            && consent.plan_id == plan_id
+        {
+            return Ok(());
+        }
+        match std::fs::remove_file(paths.consent()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot remove {}", paths.consent().display()))
+            }
+        }
+    }
+
+    /// Reports `deferred` once per wait.
+    fn defer(&mut self, plan_id: &str, why: Waiting, message: String) -> Result<()> {
+        let state = self.plan_state();
+        if state.waiting == Some(why) && state.deferral_reported {
+            return Ok(());
+        }
+        state.waiting = Some(why);
+        state.deferral_reported = true;
+        let report = self.unexecuted(plan_id, ReportOutcome::Deferred, message);
+        self.report(report)
+    }
+
+    fn plan_state(&mut self) -> &mut PlanState {
+        self.progress
+            .plan
+            .as_mut()
+            .expect("act() records the plan before acting on it")
+    }
+
+    /// A report for a plan not carried out (yet).
+    fn unexecuted(&self, plan_id: &str, outcome: ReportOutcome, message: String) -> PlanReport {
+        PlanReport {
+            plan_id: plan_id.to_owned(),
+            outcome,
+            steps: Vec::new(),
+            installed: self.executor.installed(),
+            message: Some(message),
+        }
+    }
+
+    /// Queues a `plan.report` and tells the user.
+    fn report(&mut self, report: PlanReport) -> Result<()> {
+        let data = serde_json::to_value(&report).context("cannot encode a plan report")?;
+        self.outbox.push("plan.report", data)?;
+        let at = clock::now_rfc3339();
+        let what = match (report.outcome, &report.installed) {
+            (ReportOutcome::Succeeded, Some(installed)) => format!(
+                "{} {} ({}) is active",
+                installed.product, installed.version, installed.pattern
+            ),
+            _ => report.message.clone().unwrap_or_default(),
+        };
+        self.say(&format!(
+            "plan {} {}: {what}",
+            short(&report.plan_id),
+            state::outcome_name(report.outcome)
+        ));
+        self.progress.last_report = Some(ReportSummary::of(&report, at));
+        Ok(())
+    }
+
+    /// Prints a notice once per plan in a running agent, every time with `--once`.
+    fn notify(&mut self, plan_id: &str, text: &str) {
+        if self.args.once || self.notified.insert(plan_id.to_owned()) {
+            self.say(text);
+        }
+    }
+}
+
+/// The flags that cannot change after enrolment must match what was enrolled.
+fn check_flags_match(identity: &AgentFile, declared: &Declared) -> Result<()> {
+    if let Some(id) = &declared.id
+        && id != &identity.terminal
+    {
+        anyhow::bail!(
+            "this state directory belongs to terminal {}, not {id}; use another --state-dir to \
+             enrol another terminal",
+            identity.terminal
+        );
+    }
+    if let Some(user) = &declared.user
+        && Some(user) != identity.user.as_ref()
+    {
+        eprintln!(
+            "herd-agent: warning: --user {user} is ignored: the user is given at enrolment ({})",
+            identity.user.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(())
+}
+
+/// The notice for an exposed terminal: what it lacks and what would help.
+fn exposed_notice(plan: &PlanDoc) -> String {
+    let threats = if plan.uncovered_now.is_empty() {
+        "some threats".to_owned()
+    } else {
+        plan.uncovered_now.join(", ")
+    };
+    let running = match &plan.from {
+        Some(from) => format!("{} {}", from.product, from.version),
+        None => "no vaccine product".to_owned(),
+    };
+    let help = match plan.alternatives.first() {
+        Some(alt) => {
+            let left = alt.uncovered.critical
+                + alt.uncovered.high
+                + alt.uncovered.medium
+                + alt.uncovered.low;
+            if left == 0 {
+                format!(
+                    "{} {} ({}) would cover {threats}",
+                    alt.product, alt.version, alt.vendor
+                )
+            } else {
+                format!(
+                    "{} {} ({}) would leave {left} uncovered",
+                    alt.product, alt.version, alt.vendor
+                )
+            }
+        }
+        None => "no product covers them yet".to_owned(),
+    };
+    format!(
+        "NOTICE: this terminal is exposed: {running} does not cover {threats}; {help}; ask your \
+         operator"
+    )
+}
+
+pub(crate) fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::None => "none",
+        Action::Update => "update",
+        Action::Switch => "switch",
+        Action::Exposed => "exposed",
+    }
+}
+
+/// The first 12 hex digits of a plan id, as people read it.
+pub(crate) fn short(plan_id: &str) -> &str {
+    &plan_id[..plan_id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_proto::plan::{Alternative, ReleaseRef, SeverityCounts};
+
+    #[test]
+    fn the_exposed_notice_names_the_gap_and_the_way_out() {
+        let plan = PlanDoc {
+            terminal: "45b".into(),
+            action: Action::Exposed,
+            uncovered_now: vec!["virus-a".into()],
+            uncovered_after: vec!["virus-a".into()],
+            from: Some(ReleaseRef {
+                product: "vaccine-a".into(),
+                version: "5.1".into(),
+                seq: 1101,
+            }),
+            to: None,
+            consent_required: false,
+            not_before: None,
+            steps: vec![],
+            alternatives: vec![Alternative {
+                product: "vaccine-b".into(),
+                vendor: "maker-b".into(),
+                version: "7.0".into(),
+                seq: 1112,
+                pattern: "b-1112".into(),
+                uncovered: SeverityCounts::default(),
+            }],
+            reason: "…".into(),
+        };
+        assert_eq!(
+            exposed_notice(&plan),
+            "NOTICE: this terminal is exposed: vaccine-a 5.1 does not cover virus-a; vaccine-b \
+             7.0 (maker-b) would cover virus-a; ask your operator"
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! Enrolment (SPEC §3.6): once per state directory, the agent makes its own key, sends a
+//! certificate request with an enrolment token, and keeps the certificate the center's CA
+//! issues — the terminal's identity for mutual TLS from then on. Also what the agent reports
+//! about its hardware: flags first, then what it was enrolled with, then what it detects.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, anyhow, bail};
+use herd_client::{Client, ClientError};
+use herd_proto::api::{EnrolRequest, codes};
+use herd_proto::terminal::HardwareDoc;
+use herd_tls::KeyPairPem;
+
+use super::clock;
+use super::durable::{self, PRIVATE_FILE};
+use super::state::{AGENT_FORMAT, AgentFile, StatePaths};
+
+/// What the command line says about this terminal (each may be absent).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Declared {
+    pub id: Option<String>,
+    pub user: Option<String>,
+    pub kind: Option<String>,
+    pub platform: Option<String>,
+    pub model: Option<String>,
+    pub tz: Option<String>,
+}
+
+/// The hardware to report: flags, else what was enrolled, else detected.
+pub(crate) fn hardware(declared: &Declared, enrolled: Option<&HardwareDoc>) -> HardwareDoc {
+    let detected_model = || {
+        std::fs::read_to_string("/sys/class/dmi/id/product_name")
+            .ok()
+            .map(|m| m.trim().chars().take(64).collect::<String>())
+            .filter(|m| !m.is_empty())
+    };
+    HardwareDoc {
+        kind: declared
+            .kind
+            .clone()
+            .or_else(|| enrolled.map(|h| h.kind.clone()))
+            .unwrap_or_else(|| "pc".to_owned()),
+        platform: declared
+            .platform
+            .clone()
+            .or_else(|| enrolled.map(|h| h.platform.clone()))
+            .unwrap_or_else(|| "pc".to_owned()),
+        model: declared
+            .model
+            .clone()
+            .or_else(|| enrolled.and_then(|h| h.model.clone()))
+            .or_else(detected_model),
+    }
+}
+
+/// The terminal's UTC offset: the flag, else what was enrolled, else the system's now.
+pub(crate) fn tz(declared: &Declared, enrolled: Option<&str>) -> Option<String> {
+    declared
+        .tz
+        .clone()
+        .or_else(|| enrolled.map(str::to_owned))
+        .or_else(system_offset)
+}
+
+/// The system's current UTC offset as `+HH:MM` (`date +%z` knows the zone rules).
+fn system_offset() -> Option<String> {
+    let output = Command::new("date").arg("+%z").output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let text = text.trim();
+    if text.len() != 5 || !matches!(text.as_bytes()[0], b'+' | b'-') {
+        return None;
+    }
+    let offset = format!("{}:{}", &text[..3], &text[3..]);
+    herd_core::TzOffset::parse(&offset).ok().map(|_| offset)
+}
+
+/// Reads the identity kept in the state directory.
+pub(crate) fn load_identity(paths: &StatePaths) -> Result<KeyPairPem> {
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the terminal identity {}", path.display()))
+    };
+    Ok(KeyPairPem {
+        cert_pem: read(paths.cert())?,
+        key_pem: read(paths.key())?,
+    })
+}
+
+/// Why enrolment failed, and whether trying again later may help (the center was
+/// unreachable) or not (the token was refused, the state directory is not writable).
+#[derive(Debug)]
+pub(crate) struct EnrolFailure {
+    pub error: anyhow::Error,
+    pub retryable: bool,
+}
+
+impl From<anyhow::Error> for EnrolFailure {
+    fn from(error: anyhow::Error) -> EnrolFailure {
+        EnrolFailure {
+            error,
+            retryable: false,
+        }
+    }
+}
+
+/// Enrols with `token`, keeping key and certificate in `<state>/identity` (0600, directory
+/// 0700) and writing `agent.json`. The key is written before the request is sent, so a
+/// certificate never exists for a key that was lost.
+pub(crate) fn enrol(
+    paths: &StatePaths,
+    server: &str,
+    ca_pem: &str,
+    token: &str,
+    declared: &Declared,
+    prefix: &Path,
+) -> Result<AgentFile, EnrolFailure> {
+    let hint = declared.id.clone().unwrap_or_else(hostname_hint);
+    let (key_pem, csr_pem) = herd_tls::new_key_and_csr(&hint)
+        .with_context(|| format!("cannot make a key for terminal {hint:?}"))?;
+    durable::create_private_dir(&paths.identity_dir()).with_context(|| {
+        format!(
+            "cannot create the identity directory {}",
+            paths.identity_dir().display()
+        )
+    })?;
+    durable::write_file(&paths.key(), key_pem.as_bytes(), PRIVATE_FILE)
+        .with_context(|| format!("cannot write {}", paths.key().display()))?;
+
+    let hardware = hardware(declared, None);
+    let tz = tz(declared, None);
+    let request = EnrolRequest {
+        token: token.trim().to_owned(),
+        csr_pem,
+        id: declared.id.clone(),
+        user: declared.user.clone(),
+        hardware: hardware.clone(),
+        tz: tz.clone(),
+    };
+    let client = Client::new(server, ca_pem, None).map_err(|e| anyhow!("{e}"))?;
+    let response = client.enrol(&request).map_err(|err| EnrolFailure {
+        retryable: err.is_retryable(),
+        error: explain(err, "enrol", client.server()),
+    })?;
+
+    durable::write_file(
+        &paths.cert(),
+        response.certificate_pem.as_bytes(),
+        PRIVATE_FILE,
+    )
+    .with_context(|| format!("cannot write {}", paths.cert().display()))?;
+    durable::write_file(&paths.ca(), response.ca_pem.as_bytes(), PRIVATE_FILE)
+        .with_context(|| format!("cannot write {}", paths.ca().display()))?;
+    let agent = AgentFile {
+        format: AGENT_FORMAT.to_owned(),
+        server: client.server().to_owned(),
+        terminal: response.terminal,
+        group: response.group,
+        user: declared.user.clone(),
+        hardware,
+        tz,
+        prefix: prefix.to_owned(),
+        enrolled_at: clock::now_rfc3339(),
+    };
+    super::state::save_json(&paths.agent(), &agent)?;
+    Ok(agent)
+}
+
+/// A CSR subject hint from the host name (the center decides the identity it certifies).
+fn hostname_hint() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let cleaned: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if herd_tls::is_valid_terminal_id(&cleaned) {
+        cleaned
+    } else {
+        "terminal".to_owned()
+    }
+}
+
+/// A client error turned into a message that says what to do about it.
+pub(crate) fn explain(err: ClientError, doing: &str, server: &str) -> anyhow::Error {
+    let hint = match &err {
+        ClientError::Unreachable { detail, .. }
+            if detail.to_lowercase().contains("certificate")
+                || detail.to_lowercase().contains("issuer") =>
+        {
+            " (is --ca the center's CA certificate, its <data-dir>/ca.pem?)"
+        }
+        ClientError::Unreachable { .. } => " (is the center running, and is --server right?)",
+        ClientError::Api { code, .. } if code == codes::ENROL_TOKEN_INVALID => {
+            " (ask your operator for a new enrolment token)"
+        }
+        ClientError::Api { code, .. } if code == codes::TERMINAL_EXISTS => {
+            " (a terminal with this id is already enrolled: choose another --id, or ask your \
+             operator to delete the old one)"
+        }
+        ClientError::Api { code, .. } if code == codes::CERT_REVOKED => {
+            " (this terminal was deleted or enrolled again elsewhere: enrol it again with a new \
+             token and an empty --state-dir)"
+        }
+        _ => "",
+    };
+    match err {
+        ClientError::Api { status, .. } => {
+            anyhow!(
+                "the center at {server} refused to {doing} this terminal (HTTP {status}): {err}{hint}"
+            )
+        }
+        ClientError::Unreachable { .. } => anyhow!("{err}{hint}"),
+        ClientError::Other(_) => {
+            anyhow!("cannot {doing} this terminal with the center at {server}: {err}{hint}")
+        }
+    }
+}
+
+/// Reads the enrolment token from the flag or the file.
+pub(crate) fn token(inline: Option<&str>, file: Option<&Path>) -> Result<Option<String>> {
+    match (inline, file) {
+        (Some(token), _) => Ok(Some(token.trim().to_owned())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the enrolment token {}", path.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                bail!("the enrolment token file {} is empty", path.display());
+            }
+            Ok(Some(token.to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_what_was_enrolled_which_wins_over_detection() {
+        let enrolled = HardwareDoc {
+            kind: "phone".into(),
+            platform: "phone".into(),
+            model: Some("p-1".into()),
+        };
+        let declared = Declared {
+            platform: Some("pda".into()),
+            ..Declared::default()
+        };
+        let hw = hardware(&declared, Some(&enrolled));
+        assert_eq!(
+            (hw.kind.as_str(), hw.platform.as_str(), hw.model.as_deref()),
+            ("phone", "pda", Some("p-1"))
+        );
+        let fresh = hardware(&Declared::default(), None);
+        assert_eq!((fresh.kind.as_str(), fresh.platform.as_str()), ("pc", "pc"));
+        let declared = Declared {
+            tz: Some("+09:00".into()),
+            ..Declared::default()
+        };
+        assert_eq!(tz(&declared, Some("-05:00")).as_deref(), Some("+09:00"));
+        assert_eq!(
+            tz(&Declared::default(), Some("-05:00")).as_deref(),
+            Some("-05:00")
+        );
+        if let Some(offset) = tz(&Declared::default(), None) {
+            herd_core::TzOffset::parse(&offset).unwrap();
+        }
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let err = explain(
+            ClientError::Api {
+                status: 403,
+                code: codes::ENROL_TOKEN_INVALID.into(),
+                message: "the enrolment token is unknown, expired or used up".into(),
+                problems: vec![],
+            },
+            "enrol",
+            "https://127.0.0.1:8443",
+        )
+        .to_string();
+        assert!(
+            err.starts_with("the center at https://127.0.0.1:8443 refused to enrol this terminal (HTTP 403): enrolment_token_invalid:"),
+            "{err}"
+        );
+        assert!(err.contains("new enrolment token"), "{err}");
+        let err = explain(
+            ClientError::Unreachable {
+                server: "https://127.0.0.1:1".into(),
+                detail: "TLS failed: invalid peer certificate: UnknownIssuer".into(),
+            },
+            "check in",
+            "https://127.0.0.1:1",
+        )
+        .to_string();
+        assert!(err.contains("is --ca the center's CA certificate"), "{err}");
+    }
+
+    #[test]
+    fn tokens_come_from_the_flag_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "herd_enrol_abc\n").unwrap();
+        assert_eq!(
+            token(None, Some(&file)).unwrap().as_deref(),
+            Some("herd_enrol_abc")
+        );
+        assert_eq!(token(Some(" t "), None).unwrap().as_deref(), Some("t"));
+        assert_eq!(token(None, None).unwrap(), None);
+        std::fs::write(&file, "\n").unwrap();
+        assert!(
+            token(None, Some(&file))
+                .unwrap_err()
+                .to_string()
+                .contains("is empty")
+        );
+    }
+}

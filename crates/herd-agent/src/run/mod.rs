@@ -1,0 +1,177 @@
+//! `herd-agent run`: the agent proper (SPEC §2 "Agent", §3.1, §3.5, §3.6). It enrols once,
+//! then checks in at start-up and at the interval the center gives, reporting what it runs;
+//! it carries out the plans it receives (through the transactional executor), waiting for
+//! the user's consent or a maintenance window where policy says so, and reports every outcome
+//! through the outbox, which keeps events while the center is unreachable.
+//!
+//! Between check-ins it sleeps in one `poll` (see [`wake`]): no timer ticks, no CPU. It is
+//! blocking and single-threaded on purpose — an async runtime would cost memory for nothing.
+//!
+//! `--once` runs one cycle (recover, enrol if needed, check in, act, flush) and exits:
+//! 0 when all went well (including a plan that waits for consent or a window), 1 when a plan
+//! was rolled back, 2 on errors (the center unreachable, enrolment refused, …).
+//!
+//! Also here: `herd-agent status` ([`status`]) and `herd-agent consent` ([`consent`]).
+
+mod agent;
+pub(crate) mod clock;
+mod consent;
+pub(crate) mod durable;
+mod enrol;
+mod fetcher;
+mod state;
+mod status;
+mod wake;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Result, anyhow};
+
+pub use consent::{ConsentCommand, run as run_consent};
+pub use status::{StatusArgs, run as run_status};
+
+use crate::scan::parse_size;
+use agent::{Agent, CycleError};
+use clock::Backoff;
+use wake::{Wake, Waker};
+
+/// The agent's version, reported at check-in.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The center (or site server) to talk to, like https://center.example:8443. Needed to
+    /// enrol; remembered afterwards.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// The center's CA certificate (PEM, the center's <data-dir>/ca.pem), trusted to enrol.
+    /// Afterwards the agent keeps the CA certificate the center sent with its identity.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Where the agent keeps its identity, state, outbox and (by default) products.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Enrolment token from the operator; needed once, for the first run.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "enrol_token_file")]
+    enrol_token: Option<String>,
+    /// A file holding the enrolment token (keeps it out of the process list).
+    #[arg(long, value_name = "FILE")]
+    enrol_token_file: Option<PathBuf>,
+    /// The product prefix: products/<product>/<version> and the `current` link
+    /// [default: <state-dir>/prefix; remembered after enrolment].
+    #[arg(long, value_name = "DIR")]
+    prefix: Option<PathBuf>,
+    /// The terminal id to ask for at enrolment (the center assigns one when absent).
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// The terminal's user, for placement rules (given at enrolment).
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Hardware kind, like phone, pda, pc, stb [default: pc, or as enrolled].
+    #[arg(long, value_name = "KIND")]
+    kind: Option<String>,
+    /// Platform packages are chosen for [default: pc, or as enrolled].
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// Hardware model [default: detected, or as enrolled].
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// The terminal's UTC offset for maintenance windows, like +09:00 [default: the system's].
+    #[arg(long, value_name = "±HH:MM", allow_hyphen_values = true)]
+    tz: Option<String>,
+    /// Another candidate download directory besides <state-dir>/downloads (repeatable); each
+    /// plan downloads into the one on the volume with the most free space.
+    #[arg(long = "download-dir", value_name = "DIR")]
+    download_dirs: Vec<PathBuf>,
+    /// Free space to keep beyond a plan's packages and unpacked product (suffixes K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
+    space_margin: u64,
+    /// Seconds an install or uninstall script may run before it is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    script_timeout: u64,
+    /// One cycle, then exit: recover, enrol if needed, check in, act on the plan, send the
+    /// outbox. Exit code 0 ok, 1 a plan was rolled back, 2 error.
+    #[arg(long)]
+    once: bool,
+    /// Tests and demos: queue N `test.event` events in the outbox at start-up.
+    #[arg(long, hide = true, value_name = "N")]
+    emit_test_events: Option<u64>,
+    /// Events per request when sending the outbox (at most 500).
+    #[arg(long, hide = true, value_name = "N", default_value_t = crate::outbox::MAX_BATCH)]
+    flush_batch: usize,
+    /// First retry delay, in seconds, while the center is unreachable (doubles up to
+    /// --retry-max, with jitter).
+    #[arg(long, hide = true, value_name = "SECONDS", default_value_t = 5)]
+    retry_min: u64,
+    #[arg(long, hide = true, value_name = "SECONDS", default_value_t = 900)]
+    retry_max: u64,
+}
+
+pub fn run(args: &RunArgs) -> Result<u8> {
+    if let Some(tz) = &args.tz {
+        herd_core::TzOffset::parse(tz).map_err(|e| anyhow!("--tz: {e}"))?;
+    }
+    herd_tls::install_crypto_provider();
+    let mut agent = Agent::start(args)?;
+    if args.once {
+        return match agent.cycle() {
+            Ok(_) => {
+                agent.finish_once();
+                Ok(if agent.plan_failed() { 1 } else { 0 })
+            }
+            Err(error) => {
+                agent.note_failure(&error, None);
+                Err(agent.with_outbox_note(error.into_error()))
+            }
+        };
+    }
+    let waker = Waker::new(agent.state_root())?;
+    let mut backoff = Backoff::new(
+        Duration::from_secs(args.retry_min.max(1)),
+        Duration::from_secs(args.retry_max.max(1)),
+    );
+    loop {
+        let now = SystemTime::now();
+        let outcome = agent.cycle();
+        let healthy = outcome.is_ok();
+        let deadline = match outcome {
+            Ok(next) => {
+                let mut at = now + next.after;
+                if let Some(until) = next.until {
+                    at = at.min(until);
+                }
+                if next.soon {
+                    at = at.min(now + backoff.next_delay());
+                } else {
+                    backoff.reset();
+                }
+                at
+            }
+            Err(CycleError::Fatal(error)) => return Err(error),
+            Err(error) => {
+                let delay = backoff.next_delay();
+                agent.note_failure(&error, Some(now + delay));
+                eprintln!(
+                    "herd-agent: {:#}; trying again in {} s",
+                    agent.with_outbox_note(error.into_error()),
+                    delay.as_secs().max(1)
+                );
+                now + delay
+            }
+        };
+        agent.set_next_checkin(deadline);
+        waker.drain();
+        // An answer written while the agent worked was drained with its own writes.
+        if healthy && agent.consent_answer_waiting() {
+            continue;
+        }
+        match waker.sleep_until(deadline)? {
+            Wake::Deadline | Wake::Consent => {}
+            Wake::Stop(signal) => {
+                agent.say(&format!("stopping ({signal})"));
+                return Ok(0);
+            }
+        }
+    }
+}

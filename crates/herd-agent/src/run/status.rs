@@ -1,0 +1,192 @@
+//! `herd-agent status`: what the agent in a state directory is, runs, waits for and last did,
+//! read from its state files (it needs neither the center nor the running agent).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use super::agent::short;
+use super::consent;
+use super::state::{self, AgentFile, Progress, StatePaths, Waiting};
+use crate::outbox::Outbox;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The agent's state directory (as given to `herd-agent run`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &StatusArgs) -> Result<u8> {
+    let paths = StatePaths::new(&args.state_dir);
+    if !paths.root.is_dir() {
+        bail!(
+            "{} is not an agent state directory (it does not exist)",
+            paths.root.display()
+        );
+    }
+    let agent: Option<AgentFile> = state::load_json(&paths.agent())?;
+    let progress: Progress = state::load_json(&paths.status())?.unwrap_or_default();
+    let consent = consent::load(&paths)?;
+    let outbox = if paths.outbox().is_dir() {
+        Some(Outbox::open(&paths.outbox())?.stats()?)
+    } else {
+        None
+    };
+    let prefix = agent
+        .as_ref()
+        .map(|a| a.prefix.clone())
+        .unwrap_or_else(|| paths.default_prefix());
+    let installed = herd_package::installed_product(&prefix);
+    let running = state::running_pid(&paths);
+
+    if args.json {
+        let (installed_json, installed_error) = match &installed {
+            Ok(doc) => (json!(doc), None),
+            Err(e) => (serde_json::Value::Null, Some(e.to_string())),
+        };
+        let document = json!({
+            "enrolled": agent.is_some(),
+            "agent": agent,
+            "running": running.is_some(),
+            "pid": running,
+            "prefix": prefix,
+            "installed": installed_json,
+            "installed_error": installed_error,
+            "progress": progress,
+            "consent": consent.as_ref().map(|c| json!({
+                "plan_id": c.plan_id,
+                "change": consent::describe_change(&c.plan),
+                "reason": c.plan.reason,
+                "requested_at": c.requested_at,
+                "decision": c.decision,
+                "decided_at": c.decided_at,
+            })),
+            "outbox": outbox,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        return Ok(0);
+    }
+
+    let line = |label: &str, value: String| println!("{:<14}{value}", format!("{label}:"));
+    match &agent {
+        Some(a) => line(
+            "terminal",
+            format!(
+                "{} (group {}, {} {}) with {}",
+                a.terminal, a.group, a.hardware.kind, a.hardware.platform, a.server
+            ),
+        ),
+        None => line("terminal", "not enrolled yet".to_owned()),
+    }
+    line(
+        "agent",
+        match running {
+            Some(pid) => format!("running (pid {pid})"),
+            None => "not running".to_owned(),
+        },
+    );
+    line(
+        "installed",
+        match &installed {
+            Ok(Some(i)) => format!(
+                "{} {} ({}) in {}",
+                i.product,
+                i.version,
+                i.pattern,
+                prefix.display()
+            ),
+            Ok(None) => format!("no vaccine product in {}", prefix.display()),
+            Err(e) => format!("broken: {e}"),
+        },
+    );
+    line(
+        "last check-in",
+        progress
+            .last_checkin
+            .clone()
+            .unwrap_or_else(|| "never".to_owned()),
+    );
+    if let Some(error) = &progress.last_error {
+        line(
+            "last error",
+            format!(
+                "{} at {}",
+                error,
+                progress.last_error_at.as_deref().unwrap_or("?")
+            ),
+        );
+    }
+    if running.is_some()
+        && let Some(next) = &progress.next_checkin
+    {
+        line("next check-in", next.clone());
+    }
+    if let Some(plan) = &progress.plan {
+        let waiting = match plan.waiting {
+            Some(Waiting::Consent) => " — waiting for your consent".to_owned(),
+            Some(Waiting::Window) => format!(
+                " — waiting for the maintenance window at {}",
+                plan.not_before.as_deref().unwrap_or("?")
+            ),
+            None => String::new(),
+        };
+        line(
+            "plan",
+            format!(
+                "{} {}{waiting}: {}",
+                short(&plan.plan_id),
+                plan.action,
+                plan.reason
+            ),
+        );
+    }
+    if let Some(c) = &consent {
+        let answer = match c.decision {
+            None => format!(
+                "waiting for your answer: `herd-agent consent accept|decline --state-dir {}`",
+                paths.root.display()
+            ),
+            Some(consent::Decision::Accepted) => "accepted".to_owned(),
+            Some(consent::Decision::Declined) => "declined".to_owned(),
+        };
+        line(
+            "consent",
+            format!(
+                "{} (plan {}): {answer}",
+                consent::describe_change(&c.plan),
+                short(&c.plan_id)
+            ),
+        );
+    }
+    if let Some(report) = &progress.last_report {
+        line(
+            "last report",
+            format!(
+                "plan {} {} at {}{}",
+                short(&report.plan_id),
+                state::outcome_name(report.outcome),
+                report.at,
+                report
+                    .message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    if let Some(stats) = &outbox {
+        line(
+            "outbox",
+            format!(
+                "{} event(s) waiting; the center acknowledged through seq {}",
+                stats.pending, stats.acked_through
+            ),
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,177 @@
+//! Sleeping between check-ins without using the CPU: one `poll` on two descriptors, an
+//! inotify watch on the state directory (so `herd-agent consent accept` wakes the agent the
+//! moment it writes its answer) and a signalfd for SIGTERM, SIGINT and SIGHUP (so a stop
+//! request while idle ends the agent cleanly). No timer ticks, no polling loop.
+//!
+//! The stop signals are blocked only while sleeping: during work they keep their default
+//! action (the agent's state is crash-safe, so dying mid-work loses nothing), and the scripts
+//! a plan runs never inherit a blocked mask.
+//!
+//! Deadlines are wall-clock times. `poll` measures its timeout on the monotonic clock, which
+//! stops while a device is suspended, so a long sleep is cut into naps of at most
+//! [`MAX_NAP`] and the deadline re-checked after each: a phone that slept through its
+//! check-in time checks in within minutes of waking.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::state::CONSENT_FILE;
+
+/// The longest single `poll`: bounds how late a check-in is after a suspend.
+pub(crate) const MAX_NAP: Duration = Duration::from_secs(600);
+
+/// Why a sleep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The deadline passed.
+    Deadline,
+    /// `consent.json` was written (an answer, probably).
+    Consent,
+    /// A stop signal arrived.
+    Stop(Signal),
+}
+
+#[derive(Debug)]
+pub(crate) struct Waker {
+    inotify: Inotify,
+    signals: SignalFd,
+    mask: SigSet,
+}
+
+impl Waker {
+    pub(crate) fn new(state_dir: &Path) -> Result<Waker> {
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .context("cannot set up inotify to watch for consent answers")?;
+        inotify
+            .add_watch(
+                state_dir,
+                AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+            )
+            .with_context(|| format!("cannot watch {} with inotify", state_dir.display()))?;
+        let mut mask = SigSet::empty();
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(signal);
+        }
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .context("cannot set up a signalfd for stop signals")?;
+        Ok(Waker {
+            inotify,
+            signals,
+            mask,
+        })
+    }
+
+    /// Forgets file events seen so far (the agent's own writes while it worked).
+    pub(crate) fn drain(&self) {
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// Sleeps until `deadline`, an answer in `consent.json`, or a stop signal.
+    pub(crate) fn sleep_until(&self, deadline: SystemTime) -> Result<Wake> {
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&self.mask), None)
+            .context("cannot block stop signals")?;
+        let result = self.wait(deadline);
+        // A stop signal that arrives from here on takes its default action.
+        let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&self.mask), None);
+        result
+    }
+
+    fn wait(&self, deadline: SystemTime) -> Result<Wake> {
+        loop {
+            let Ok(left) = deadline.duration_since(SystemTime::now()) else {
+                return Ok(Wake::Deadline);
+            };
+            if left.is_zero() {
+                return Ok(Wake::Deadline);
+            }
+            // Round up so the deadline has passed when the nap ends, not a millisecond before.
+            let nap = left.min(MAX_NAP) + Duration::from_millis(1);
+            let timeout = PollTimeout::try_from(nap).unwrap_or(PollTimeout::MAX);
+            let mut fds = [
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("poll failed while the agent slept"),
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            if ready(&fds[0])
+                && let Ok(Some(info)) = self.signals.read_signal()
+            {
+                let signal = i32::try_from(info.ssi_signo)
+                    .ok()
+                    .and_then(|n| Signal::try_from(n).ok())
+                    .unwrap_or(Signal::SIGTERM);
+                return Ok(Wake::Stop(signal));
+            }
+            if ready(&fds[1]) {
+                let events = self.inotify.read_events().unwrap_or_default();
+                if events
+                    .iter()
+                    .any(|e| e.name.as_deref() == Some(std::ffi::OsStr::new(CONSENT_FILE)))
+                {
+                    return Ok(Wake::Consent);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn sleeps_until_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let waker = Waker::new(dir.path()).unwrap();
+        let started = Instant::now();
+        let wake = waker
+            .sleep_until(SystemTime::now() + Duration::from_millis(200))
+            .unwrap();
+        assert_eq!(wake, Wake::Deadline);
+        assert!(started.elapsed() >= Duration::from_millis(190));
+        // A deadline in the past returns at once.
+        let wake = waker
+            .sleep_until(SystemTime::now() - Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(wake, Wake::Deadline);
+    }
+
+    #[test]
+    fn a_consent_answer_wakes_it_and_other_files_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let waker = Waker::new(dir.path()).unwrap();
+        let path = dir.path().to_owned();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::write(path.join("status.json"), b"{}").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            crate::run::durable::write_file(&path.join(CONSENT_FILE), b"{}", 0o600).unwrap();
+        });
+        let started = Instant::now();
+        let wake = waker
+            .sleep_until(SystemTime::now() + Duration::from_secs(30))
+            .unwrap();
+        writer.join().unwrap();
+        assert_eq!(wake, Wake::Consent);
+        assert!(started.elapsed() >= Duration::from_millis(190));
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}

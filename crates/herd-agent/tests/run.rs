@@ -1,0 +1,1134 @@
+//! `herd-agent run` end to end, with real processes on loopback: a real `herd serve` center,
+//! real vaccine packages built with herd-package and uploaded to it, feeds published per
+//! vendor, and agents that enrol, check in, carry out plans and report through their outbox.
+//!
+//! - the worked example: install, update (vaccine-a 5.1 → 5.2), switch (→ vaccine-b), exposed
+//!   (latest-same-vendor through a placement rule by user), with `scan --prefix` showing the
+//!   sample undetected before the switch and detected after;
+//! - consent (deferred, declined, then accepted) and a maintenance window, and a running agent
+//!   woken by `herd-agent consent accept`, then idle: no CPU, resident memory printed;
+//! - the outbox: 1,000 events produced while the center is stopped, the agent aborted after an
+//!   acknowledgement and killed -9 mid-flush; every event arrives, in order, once;
+//! - clear errors: unreachable center, wrong CA, refused token, unusable state directory.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use herd_client::Client;
+use herd_package::{BuiltPackage, PackageSpec};
+use herd_proto::api::{
+    GroupDoc, NewEnrolmentToken, PlacementRule, PlacementRules, ReportOutcome, TerminalDetail,
+};
+use herd_proto::terminal::PolicyDoc;
+use serde_json::{Value, json};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_herd-agent");
+
+/// The body of "virus a" (SPEC §5's worked example): vaccine-b detects it, vaccine-a does not.
+const VIRUS_A: &str = "VIRUS-A-BODY-0xDEADBEEF";
+
+// ---------------------------------------------------------------------------------------------
+// The center.
+
+/// The `herd` binary: `$HERD_BIN` if set, else this checkout's `target/debug/herd`, built
+/// here if it is missing (binaries of other packages are not built for this package's tests;
+/// `cargo test --workspace` builds it, so does `cargo build -p herd-server`).
+fn herd_binary() -> &'static Path {
+    static HERD: OnceLock<PathBuf> = OnceLock::new();
+    HERD.get_or_init(|| {
+        if let Some(path) = std::env::var_os("HERD_BIN") {
+            return PathBuf::from(path);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let path = root.join("target/debug/herd");
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "herd-server", "--bin", "herd"])
+                .current_dir(&root)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the herd binary failed");
+            assert!(path.exists(), "{} was not built", path.display());
+        }
+        path
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A running `herd serve`, stopped when dropped; restartable on the same data and ports.
+struct Center {
+    child: Option<Child>,
+    data_dir: PathBuf,
+    port: u16,
+    /// The plaintext loopback listener, for `/metrics` without TLS.
+    plain_port: u16,
+    url: String,
+    checkin_interval: u64,
+}
+
+impl Center {
+    fn start(data_dir: &Path, checkin_interval: u64) -> Center {
+        let port = free_port();
+        let mut center = Center {
+            child: None,
+            data_dir: data_dir.to_owned(),
+            port,
+            plain_port: free_port(),
+            url: format!("https://127.0.0.1:{port}"),
+            checkin_interval,
+        };
+        center.spawn();
+        center
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(herd_binary())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--plaintext-listen")
+            .arg(format!("127.0.0.1:{}", self.plain_port))
+            .arg("--checkin-interval")
+            .arg(self.checkin_interval.to_string())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("herd serve starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("herd serve exited with {status} before it was ready");
+            }
+            if self.data_dir.join("operator.token").exists()
+                && self.data_dir.join("ca.pem").exists()
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.plain_port)).is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herd serve did not start in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the center (SIGTERM) and waits for it.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("the center runs");
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.data_dir.join("ca.pem")
+    }
+
+    fn operator(&self) -> Client {
+        herd_tls::install_crypto_provider();
+        let token = fs::read_to_string(self.data_dir.join("operator.token")).unwrap();
+        Client::new(&self.url, &fs::read_to_string(self.ca()).unwrap(), None)
+            .unwrap()
+            .with_token(token.trim())
+    }
+
+    fn enrolment_token(&self) -> String {
+        self.operator()
+            .new_enrolment_token(&NewEnrolmentToken {
+                label: "tests".into(),
+                uses: Some(50),
+                ttl_secs: None,
+            })
+            .unwrap()
+            .token
+    }
+
+    fn detail(&self, terminal: &str) -> TerminalDetail {
+        self.operator().terminal(terminal).unwrap()
+    }
+
+    fn group(&self, id: &str, policy: Value) {
+        let policy: PolicyDoc = serde_json::from_value(policy).unwrap();
+        self.operator()
+            .put_group(&GroupDoc {
+                id: id.into(),
+                description: String::new(),
+                policy,
+                terminals: 0,
+            })
+            .unwrap();
+    }
+
+    fn rules(&self, by_user: &[(&str, &str)]) {
+        let rules = by_user
+            .iter()
+            .map(|(user, group)| PlacementRule {
+                group: (*group).into(),
+                kind: None,
+                platform: None,
+                address: None,
+                user: Some((*user).into()),
+            })
+            .collect();
+        self.operator()
+            .put_rules(&PlacementRules { rules })
+            .unwrap();
+    }
+
+    /// Publishes a vendor's feed and uploads its packages.
+    fn publish(&self, vendor: &str, feed: &Value, packages: &[&Package]) {
+        let operator = self.operator();
+        operator
+            .publish_feed(vendor, feed.to_string().as_bytes())
+            .unwrap();
+        for package in packages {
+            operator.upload_package(&package.path).unwrap();
+        }
+    }
+
+    /// A counter from `/metrics` (over the plaintext loopback listener).
+    fn metric(&self, name: &str) -> u64 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.plain_port)).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+}
+
+impl Drop for Center {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vendors: packages and feeds.
+
+struct Package {
+    path: PathBuf,
+    built: BuiltPackage,
+}
+
+/// Builds `product` `version` for phones; `detects_virus_a` decides whether its definitions
+/// detect "virus a".
+fn package(root: &Path, product: &str, version: &str, seq: u64, detects_virus_a: bool) -> Package {
+    let tag = format!("{product}-{version}");
+    let src = root.join("src").join(&tag);
+    fs::create_dir_all(&src).unwrap();
+    let hex = |text: &str| -> String { text.bytes().map(|b| format!("{b:02x}")).collect() };
+    let own = format!("HERD-TEST-PATTERN-{tag}");
+    let mut defs = format!("{product}.Test.Pattern:0:*:{}\n", hex(&own));
+    if detects_virus_a {
+        defs += &format!("{product}.VirusA:0:*:{}\n", hex(VIRUS_A));
+    }
+    let definitions = src.join(format!("{tag}.ndb"));
+    fs::write(&definitions, defs).unwrap();
+    let test_pattern = src.join("test.txt");
+    fs::write(&test_pattern, format!("== {own} ==\n")).unwrap();
+    let hook = src.join("post-install");
+    fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    let vendor = if product == "vaccine-a" {
+        "maker-a"
+    } else {
+        "maker-b"
+    };
+    let spec = PackageSpec {
+        product: product.into(),
+        vendor: vendor.into(),
+        version: version.into(),
+        seq,
+        pattern: format!("{}-{seq}", &product[product.len() - 1..]),
+        definitions: vec![definitions],
+        test_pattern,
+        post_install: Some(hook),
+        pre_uninstall: None,
+        platforms: vec!["phone".into()],
+    };
+    let path = root.join(format!("{tag}.tar.gz"));
+    let built = herd_package::build(&spec, &path).unwrap();
+    Package { path, built }
+}
+
+const THREATS: &str = r#"[
+    {"id": "virus-old", "name": "an old virus", "danger": "low", "discovered": "2000-10-01"},
+    {"id": "virus-a", "name": "virus a", "danger": "high", "discovered": "2000-11-10"}]"#;
+
+/// Maker A's feed with these vaccine-a releases. Maker A speaks only of the old virus it
+/// covers: "virus a" enters the catalog with maker B's feed, and no statement means not
+/// covered.
+fn feed_a(releases: &[(&Package, &str)]) -> Value {
+    let releases: Vec<Value> = releases
+        .iter()
+        .map(|(p, published)| {
+            let m = &p.built.manifest;
+            json!({"product": "vaccine-a", "version": m.version, "pattern": m.pattern, "seq": m.seq,
+                   "published": published, "packages": p.built.catalog_packages})
+        })
+        .collect();
+    json!({
+        "format": "herd.catalog/v1",
+        "vendors": [{"id": "maker-a", "name": "Vaccine Maker A"}],
+        "products": [{"id": "vaccine-a", "vendor": "maker-a", "name": "Vaccine a", "platforms": ["phone"]}],
+        "releases": releases,
+        "threats": [serde_json::from_str::<Value>(THREATS).unwrap()[0].clone()],
+        "coverage": [{"product": "vaccine-a", "threat": "virus-old", "since_seq": 1101, "covered_on": "2000-11-01"}]
+    })
+}
+
+/// Maker B's feed: vaccine-b 7.0 covers virus-a since 2000-11-12.
+fn feed_b(b: &Package) -> Value {
+    json!({
+        "format": "herd.catalog/v1",
+        "vendors": [{"id": "maker-b", "name": "Vaccine Maker B"}],
+        "products": [{"id": "vaccine-b", "vendor": "maker-b", "name": "Vaccine b", "platforms": ["phone"]}],
+        "releases": [{"product": "vaccine-b", "version": "7.0", "pattern": "b-1112", "seq": 1112,
+                      "published": "2000-11-12T00:00:00Z", "packages": b.built.catalog_packages}],
+        "threats": serde_json::from_str::<Value>(THREATS).unwrap(),
+        "coverage": [{"product": "vaccine-b", "threat": "virus-old", "since_seq": 1112, "covered_on": "2000-11-12"},
+                     {"product": "vaccine-b", "threat": "virus-a", "since_seq": 1112, "covered_on": "2000-11-12"}]
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents.
+
+/// One terminal: its state directory and how it enrols.
+struct Terminal {
+    id: &'static str,
+    user: &'static str,
+    state: PathBuf,
+}
+
+impl Terminal {
+    fn new(root: &Path, id: &'static str, user: &'static str) -> Terminal {
+        Terminal {
+            id,
+            user,
+            state: root.join(id),
+        }
+    }
+
+    fn prefix(&self) -> PathBuf {
+        self.state.join("prefix")
+    }
+
+    fn run_command(&self, center: &Center, token: &str, extra: &[&str]) -> Command {
+        let mut command = Command::new(AGENT);
+        command
+            .arg("run")
+            .arg("--server")
+            .arg(&center.url)
+            .arg("--ca")
+            .arg(center.ca())
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--enrol-token", token, "--id", self.id, "--user", self.user])
+            .args(["--kind", "phone", "--platform", "phone", "--tz", "+00:00"])
+            .args(extra)
+            .env_remove("HERD_AGENT_FAULT")
+            .env_remove("HERD_AGENT_OUTBOX_FAULT");
+        command
+    }
+
+    /// `herd-agent run --once`.
+    fn once(&self, center: &Center, token: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["--once"];
+        args.extend_from_slice(extra);
+        self.run_command(center, token, &args).output().unwrap()
+    }
+
+    fn status(&self) -> Value {
+        let output = Command::new(AGENT)
+            .args(["status", "--json", "--state-dir"])
+            .arg(&self.state)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn consent(&self, answer: &str) -> Output {
+        Command::new(AGENT)
+            .args(["consent", answer, "--state-dir"])
+            .arg(&self.state)
+            .output()
+            .unwrap()
+    }
+
+    /// The product `current` points at, as `products/<product>/<version>`.
+    fn active(&self) -> Option<String> {
+        fs::read_link(self.prefix().join("current"))
+            .ok()
+            .map(|t| t.display().to_string())
+    }
+
+    /// `herd-agent scan --prefix` over a file holding "virus a": its exit code (0 clean,
+    /// 1 found).
+    fn scan_sample(&self, sample: &Path) -> i32 {
+        let output = Command::new(AGENT)
+            .arg("scan")
+            .arg("--prefix")
+            .arg(self.prefix())
+            .arg("--no-summary")
+            .arg(sample)
+            .output()
+            .unwrap();
+        output.status.code().unwrap_or(-1)
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[track_caller]
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", text(output));
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn last_outcome(detail: &TerminalDetail) -> Option<ReportOutcome> {
+    detail.last_report.as_ref().map(|r| r.outcome)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// SPEC §5's worked example through the center: install, update within a product, switch to
+/// another vendor, and an exposed terminal under latest-same-vendor.
+#[test]
+fn install_update_switch_and_exposed_through_the_center() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let a51 = package(root, "vaccine-a", "5.1", 1101, false);
+    let a52 = package(root, "vaccine-a", "5.2", 1105, false);
+    let b70 = package(root, "vaccine-b", "7.0", 1112, true);
+    let sample = root.join("sample.bin");
+    fs::write(&sample, format!("junk {VIRUS_A} junk")).unwrap();
+
+    // User b's terminals stay with their vendor later; for now they follow any vendor.
+    center.group("stay", json!({"apply": "latest-any-vendor"}));
+    center.rules(&[("user-b", "stay")]);
+    center.publish(
+        "maker-a",
+        &feed_a(&[(&a51, "2000-11-01T00:00:00Z")]),
+        &[&a51],
+    );
+
+    let phone_a = Terminal::new(root, "45a", "user-a");
+    let phone_b = Terminal::new(root, "45b", "user-b");
+    for phone in [&phone_a, &phone_b] {
+        let output = phone.once(&center, &token, &[]);
+        assert_exit(&output, 0);
+        let out = stdout(&output);
+        assert!(
+            out.contains(&format!("enrolled as terminal {}", phone.id)),
+            "{out}"
+        );
+        assert!(out.contains("install vaccine-a 5.1"), "{out}");
+        assert!(
+            out.contains("succeeded: vaccine-a 5.1 (a-1101) is active"),
+            "{out}"
+        );
+        assert_eq!(phone.active().as_deref(), Some("products/vaccine-a/5.1"));
+        // The identity is the terminal's alone.
+        let mode = |p: PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(phone.state.join("identity")), 0o700);
+        assert_eq!(mode(phone.state.join("identity/key.pem")), 0o600);
+        assert_eq!(mode(phone.state.join("identity/cert.pem")), 0o600);
+        let detail = center.detail(phone.id);
+        assert_eq!(last_outcome(&detail), Some(ReportOutcome::Succeeded));
+        assert_eq!(detail.summary.action.as_deref(), Some("none"));
+        assert_eq!(
+            detail
+                .summary
+                .installed
+                .as_ref()
+                .map(|i| i.version.as_str()),
+            Some("5.1")
+        );
+    }
+    assert_eq!(center.detail("45b").summary.group, "stay");
+    assert_eq!(
+        phone_a.scan_sample(&sample),
+        0,
+        "vaccine-a does not detect virus a"
+    );
+
+    // An update within the product: vaccine-a 5.1 → 5.2, the old version removed.
+    center.publish(
+        "maker-a",
+        &feed_a(&[
+            (&a51, "2000-11-01T00:00:00Z"),
+            (&a52, "2000-11-05T00:00:00Z"),
+        ]),
+        &[&a52],
+    );
+    let output = phone_b.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    let out = stdout(&output);
+    assert!(out.contains("update vaccine-a 5.1 to 5.2"), "{out}");
+    assert_eq!(phone_b.active().as_deref(), Some("products/vaccine-a/5.2"));
+    assert!(!phone_b.prefix().join("products/vaccine-a/5.1").exists());
+    let detail = center.detail("45b");
+    assert_eq!(last_outcome(&detail), Some(ReportOutcome::Succeeded));
+    assert_eq!(detail.summary.action.as_deref(), Some("none"));
+
+    // Maker B covers virus a; user b's group now stays with its vendor.
+    center.group("stay", json!({"apply": "latest-same-vendor"}));
+    center.publish("maker-b", &feed_b(&b70), &[&b70]);
+
+    // Phone a switches vendors (the plan of the worked example).
+    let output = phone_a.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    let out = stdout(&output);
+    assert!(
+        out.contains("switch from vaccine-a 5.1 to vaccine-b 7.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("succeeded: vaccine-b 7.0 (b-1112) is active"),
+        "{out}"
+    );
+    assert_eq!(phone_a.active().as_deref(), Some("products/vaccine-b/7.0"));
+    assert!(!phone_a.prefix().join("products/vaccine-a").exists());
+    let detail = center.detail("45a");
+    let report = detail.last_report.as_ref().unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Succeeded);
+    assert_eq!(report.installed.as_ref().unwrap().product, "vaccine-b");
+    // The agent checked in again after the switch: the center plans from the new inventory.
+    assert_eq!(detail.summary.action.as_deref(), Some("none"));
+    assert_eq!(detail.summary.uncovered, 0);
+    assert_eq!(phone_a.scan_sample(&sample), 1, "vaccine-b detects virus a");
+
+    // Phone b is exposed: told so, nothing changed.
+    let output = phone_b.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    let out = stdout(&output);
+    assert!(
+        out.contains(
+            "NOTICE: this terminal is exposed: vaccine-a 5.2 does not cover virus-a; \
+             vaccine-b 7.0 (maker-b) would cover virus-a; ask your operator"
+        ),
+        "{out}"
+    );
+    assert_eq!(phone_b.active().as_deref(), Some("products/vaccine-a/5.2"));
+    let detail = center.detail("45b");
+    assert_eq!(detail.summary.action.as_deref(), Some("exposed"));
+    assert_eq!(
+        detail
+            .last_report
+            .as_ref()
+            .unwrap()
+            .installed
+            .as_ref()
+            .unwrap()
+            .version,
+        "5.2"
+    );
+
+    let status = phone_b.status();
+    assert_eq!(status["agent"]["terminal"], "45b");
+    assert_eq!(status["progress"]["plan"]["action"], "exposed");
+    assert_eq!(status["installed"]["version"], "5.2");
+    assert_eq!(status["outbox"]["pending"], 0);
+    assert_eq!(status["running"], false);
+}
+
+/// Consent: deferred until the user answers, declined, then accepted; a running agent is
+/// woken by the answer, carries the plan out, and then idles without using the CPU. A plan
+/// outside its maintenance window waits for it.
+#[test]
+fn consent_windows_and_an_idle_running_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let a51 = package(root, "vaccine-a", "5.1", 1101, false);
+    let b70 = package(root, "vaccine-b", "7.0", 1112, true);
+    center.group(
+        "ask",
+        json!({"apply": "latest-any-vendor", "consent": "ask"}),
+    );
+    // A window that opens two hours from now (UTC): the plan must wait for it.
+    let now = SystemNow::minutes_of_day();
+    let window = format!(
+        "{}-{}",
+        SystemNow::hh_mm(now + 120),
+        SystemNow::hh_mm(now + 180)
+    );
+    center.group(
+        "night",
+        json!({"apply": "latest-any-vendor", "window": window}),
+    );
+    center.rules(&[("user-c", "ask"), ("user-d", "ask"), ("user-w", "night")]);
+    center.publish(
+        "maker-a",
+        &feed_a(&[(&a51, "2000-11-01T00:00:00Z")]),
+        &[&a51],
+    );
+    center.publish("maker-b", &feed_b(&b70), &[&b70]);
+
+    // Asked, not carried out: a notice, a `deferred` report.
+    let phone = Terminal::new(root, "46c", "user-c");
+    let output = phone.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    let out = stdout(&output);
+    assert!(
+        out.contains("NOTICE: your operator wants to install vaccine-b 7.0 on this terminal"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "herd-agent consent accept --state-dir {}",
+            phone.state.display()
+        )),
+        "{out}"
+    );
+    assert_eq!(phone.active(), None);
+    let detail = center.detail("46c");
+    assert_eq!(last_outcome(&detail), Some(ReportOutcome::Deferred));
+    let deferred_at = phone.status()["progress"]["last_report"]["at"].clone();
+    // Asked again at the next run: the notice again, no second report.
+    let output = phone.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    assert!(stdout(&output).contains("NOTICE: your operator wants to"));
+    assert_eq!(phone.status()["progress"]["last_report"]["at"], deferred_at);
+    assert_eq!(phone.status()["consent"]["decision"], Value::Null);
+
+    // Declined: the center is told; nothing installed.
+    assert_exit(&phone.consent("decline"), 0);
+    let output = phone.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    assert!(stdout(&output).contains("declined: the user declined to install vaccine-b 7.0"));
+    assert_eq!(
+        last_outcome(&center.detail("46c")),
+        Some(ReportOutcome::Declined)
+    );
+    assert_eq!(phone.active(), None);
+
+    // The user changes their mind.
+    let answer = phone.consent("accept");
+    assert_exit(&answer, 0);
+    assert!(stdout(&answer).contains("accepted (changed from declined): install vaccine-b 7.0"));
+    let output = phone.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    assert_eq!(phone.active().as_deref(), Some("products/vaccine-b/7.0"));
+    let detail = center.detail("46c");
+    assert_eq!(last_outcome(&detail), Some(ReportOutcome::Succeeded));
+    assert_eq!(detail.summary.action.as_deref(), Some("none"));
+    // The question is gone with the plan.
+    assert_exit(&phone.consent("accept"), 1);
+
+    // A maintenance window: deferred until it opens.
+    let night = Terminal::new(root, "46w", "user-w");
+    let output = night.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    let out = stdout(&output);
+    assert!(
+        out.contains("waiting for the maintenance window, which opens at"),
+        "{out}"
+    );
+    assert_eq!(night.active(), None);
+    let detail = center.detail("46w");
+    assert_eq!(last_outcome(&detail), Some(ReportOutcome::Deferred));
+    assert!(detail.plan.as_ref().unwrap().not_before.is_some());
+    assert_eq!(night.status()["progress"]["plan"]["waiting"], "window");
+
+    // A running agent: asks, is woken by the answer, carries the plan out, then idles.
+    let daemon_phone = Terminal::new(root, "46d", "user-d");
+    let mut daemon = daemon_phone
+        .run_command(&center, &token, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(daemon.stdout.take().unwrap());
+    wait_for_line(
+        &lines,
+        "NOTICE: your operator wants to install vaccine-b 7.0",
+    );
+    let status = daemon_phone.status();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["pid"], daemon.id());
+    wait_until("the agent to wait for consent", || {
+        let status = daemon_phone.status();
+        status["progress"]["plan"]["waiting"] == "consent"
+            && status["progress"]["next_checkin"].is_string()
+    });
+    let asleep_until = daemon_phone.status()["progress"]["next_checkin"].clone();
+    let answer = daemon_phone.consent("accept");
+    assert_exit(&answer, 0);
+    assert!(
+        stdout(&answer).contains(&format!(
+            "the running agent (pid {}) carries it out now",
+            daemon.id()
+        )),
+        "{}",
+        text(&answer)
+    );
+    wait_for_line(&lines, "succeeded: vaccine-b 7.0 (b-1112) is active");
+    assert_eq!(
+        daemon_phone.active().as_deref(),
+        Some("products/vaccine-b/7.0")
+    );
+    // The report is queued, then sent.
+    wait_until("the center to get the report", || {
+        last_outcome(&center.detail("46d")) == Some(ReportOutcome::Succeeded)
+    });
+
+    // Idle until its next check-in (an hour away): no CPU at all. It goes back to sleep once
+    // it has checked in again with its new inventory and scheduled the next check-in.
+    wait_until("the agent to go back to sleep", || {
+        let next = daemon_phone.status()["progress"]["next_checkin"].clone();
+        next.is_string() && next != asleep_until
+    });
+    assert_eq!(center.detail("46d").summary.action.as_deref(), Some("none"));
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = daemon.id();
+    let (ticks_before, _) = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let (ticks_after, state) = cpu_ticks(pid);
+    let (rss, hwm) = memory_kib(pid);
+    eprintln!(
+        "herd-agent run idle (debug build): {} CPU ticks in 10 s (state {state}); VmRSS {rss} KiB, \
+         VmHWM {hwm} KiB",
+        ticks_after - ticks_before
+    );
+    assert_eq!(ticks_after, ticks_before, "the idle agent used the CPU");
+
+    // SIGTERM while idle: a clean stop.
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = daemon.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    wait_for_line(&lines, "stopping (SIGTERM)");
+    assert!(!daemon_phone.state.join("agent.pid").exists());
+}
+
+/// The outbox: events produced while the center is down are all delivered once it is back,
+/// in order and exactly once, even when the agent dies mid-flush.
+#[test]
+fn the_outbox_survives_a_center_outage_and_a_killed_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let a51 = package(root, "vaccine-a", "5.1", 1101, false);
+    center.publish(
+        "maker-a",
+        &feed_a(&[(&a51, "2000-11-01T00:00:00Z")]),
+        &[&a51],
+    );
+    let phone = Terminal::new(root, "47e", "user-e");
+    assert_exit(&phone.once(&center, &token, &[]), 0);
+    let delivered_before = phone.status()["outbox"]["acked_through"].as_u64().unwrap();
+    assert!(
+        delivered_before >= 4,
+        "agent.started, plan.received, plan.report…"
+    );
+    assert_eq!(
+        center.metric("herd_events_accepted_total"),
+        delivered_before
+    );
+
+    // The center stops; the agent keeps producing events and says where they wait.
+    center.stop();
+    let output = phone.once(&center, &token, &["--emit-test-events", "1000"]);
+    assert_exit(&output, 2);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains(&format!("cannot reach the center at {}", center.url)),
+        "{err}"
+    );
+    assert!(err.contains("1001 event(s) wait in the outbox"), "{err}");
+    let outbox = phone.state.join("outbox");
+    let files = || event_files(&outbox);
+    assert_eq!(files(), 1001);
+
+    center.spawn();
+    // Dies right after the center acknowledged its second batch, before deleting anything
+    // of it: that batch is sent again next time (and deduplicated by the center).
+    let output = phone
+        .run_command(&center, &token, &["--once", "--flush-batch", "100"])
+        .env("HERD_AGENT_OUTBOX_FAULT", "abort-after-ack:2")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.signal(), Some(6), "{}", text(&output));
+    let left = files();
+    assert_eq!(
+        left,
+        1002 - 100,
+        "one agent.started more, the first batch deleted"
+    );
+
+    // Killed -9 in the middle of a flush of small batches.
+    let mut child = phone
+        .run_command(&center, &token, &["--once", "--flush-batch", "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now_left = files();
+        if now_left < left && now_left > 100 {
+            child.kill().unwrap();
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the flush ended before the agent could be killed in the middle of it"
+        );
+        assert!(Instant::now() < deadline, "the flush did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    assert!(files() > 0);
+
+    // Restarted: everything arrives.
+    let output = phone.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    assert_eq!(files(), 0);
+    let status = phone.status();
+    let total = status["outbox"]["acked_through"].as_u64().unwrap();
+    assert_eq!(status["outbox"]["pending"], 0);
+    assert_eq!(status["outbox"]["next_seq"], total + 1);
+    // Every event exactly once: the center accepted each seq once across both of its runs;
+    // the resent ones were recognised as duplicates.
+    let accepted = center.metric("herd_events_accepted_total");
+    let duplicates = center.metric("herd_events_duplicate_total");
+    assert_eq!(
+        delivered_before + accepted,
+        total,
+        "{duplicates} duplicates"
+    );
+    assert!(
+        duplicates >= 100,
+        "the acknowledged but undeleted batch was sent again"
+    );
+
+    // In order: the center's store received the events in seq order, the test events in the
+    // order they were produced (checked in the database when the sqlite3 tool is there).
+    let db = center.data_dir.join("herd.db");
+    match Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(&db)
+        .arg("SELECT seq, kind, data FROM events WHERE terminal = '47e' ORDER BY rowid")
+        .output()
+    {
+        Ok(output) if output.status.success() => {
+            let rows: Vec<(u64, String, String)> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(|line| {
+                    let mut parts = line.splitn(3, '|');
+                    let seq = parts.next().unwrap().parse().unwrap();
+                    (
+                        seq,
+                        parts.next().unwrap().to_owned(),
+                        parts.next().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+            assert_eq!(
+                seqs,
+                (1..=total).collect::<Vec<_>>(),
+                "arrival order is seq order"
+            );
+            let ns: Vec<u64> = rows
+                .iter()
+                .filter(|r| r.1 == "test.event")
+                .map(|r| {
+                    serde_json::from_str::<Value>(&r.2).unwrap()["n"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(ns, (0..1000).collect::<Vec<_>>());
+        }
+        _ => eprintln!("sqlite3 is not available: arrival order checked by counts only"),
+    }
+}
+
+/// Mistakes a user can make get messages that say what is wrong and what to do.
+#[test]
+fn errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let run = |args: &[&str]| -> Output {
+        Command::new(AGENT)
+            .arg("run")
+            .arg("--once")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let state = |name: &str| root.join(name).display().to_string();
+    let ca = center.ca().display().to_string();
+
+    // Nobody listens there.
+    let nowhere = format!("https://127.0.0.1:{}", free_port());
+    let output = run(&[
+        "--server",
+        &nowhere,
+        "--ca",
+        &ca,
+        "--state-dir",
+        &state("s1"),
+        "--enrol-token",
+        &token,
+    ]);
+    assert_exit(&output, 2);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains(&format!("cannot reach the center at {nowhere}")),
+        "{err}"
+    );
+    assert!(err.contains("is the center running"), "{err}");
+
+    // Another CA than the center's.
+    let (other_ca, _) = herd_tls::CertificateAuthority::generate("not the center").unwrap();
+    let other = root.join("other-ca.pem");
+    fs::write(&other, other_ca).unwrap();
+    let output = run(&[
+        "--server",
+        &center.url,
+        "--ca",
+        &other.display().to_string(),
+        "--state-dir",
+        &state("s2"),
+        "--enrol-token",
+        &token,
+    ]);
+    assert_exit(&output, 2);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("is --ca the center's CA certificate"), "{err}");
+
+    // A token the center does not know.
+    let output = run(&[
+        "--server",
+        &center.url,
+        "--ca",
+        &ca,
+        "--state-dir",
+        &state("s3"),
+        "--enrol-token",
+        "herd_enrol_made_up",
+    ]);
+    assert_exit(&output, 2);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("refused to enrol this terminal (HTTP 403): enrolment_token_invalid"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ask your operator for a new enrolment token"),
+        "{err}"
+    );
+
+    // No token at all.
+    let output = run(&[
+        "--server",
+        &center.url,
+        "--ca",
+        &ca,
+        "--state-dir",
+        &state("s4"),
+    ]);
+    assert_exit(&output, 2);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("this agent is not enrolled yet: pass --enrol-token"),
+        "{err}"
+    );
+
+    // A state directory that cannot exist.
+    let file = root.join("a-file");
+    fs::write(&file, b"x").unwrap();
+    let output = run(&[
+        "--server",
+        &center.url,
+        "--ca",
+        &ca,
+        "--state-dir",
+        &file.join("state").display().to_string(),
+        "--enrol-token",
+        &token,
+    ]);
+    assert_exit(&output, 2);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("cannot create the state directory"), "{err}");
+
+    // Enrolled, then asked to be someone else.
+    let output = run(&[
+        "--server",
+        &center.url,
+        "--ca",
+        &ca,
+        "--state-dir",
+        &state("s5"),
+        "--enrol-token",
+        &token,
+        "--id",
+        "48f",
+        "--kind",
+        "phone",
+        "--platform",
+        "phone",
+    ]);
+    assert_exit(&output, 0);
+    let output = run(&["--state-dir", &state("s5"), "--id", "48g"]);
+    assert_exit(&output, 2);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("belongs to terminal 48f, not 48g"), "{err}");
+    // Once enrolled, the agent needs neither --server nor --ca nor a token.
+    assert_exit(&run(&["--state-dir", &state("s5")]), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// The wall clock in minutes of the UTC day, and `HH:MM` for such minutes.
+struct SystemNow;
+
+impl SystemNow {
+    fn minutes_of_day() -> u64 {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        secs % 86_400 / 60
+    }
+
+    fn hh_mm(minutes: u64) -> String {
+        let m = minutes % 1440;
+        format!("{:02}:{:02}", m / 60, m % 60)
+    }
+}
+
+/// Event files waiting in an outbox directory.
+fn event_files(outbox: &Path) -> usize {
+    fs::read_dir(outbox)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.len() == 25 && name.ends_with(".json")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn lines_of(stdout: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[track_caller]
+fn wait_for_line(lines: &mpsc::Receiver<String>, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(wanted) => return,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {wanted:?} in 30 s; saw:\n{}", seen.join("\n"));
+}
+
+#[track_caller]
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited 30 s for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// utime + stime of a process, in clock ticks, and its state letter (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> (u64, String) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields[11].parse().unwrap();
+    let stime: u64 = fields[12].parse().unwrap();
+    (utime + stime, fields[0].to_owned())
+}
+
+/// VmRSS and VmHWM of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
