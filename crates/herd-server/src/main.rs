@@ -5,6 +5,7 @@
 mod admin_cmd;
 mod blobs;
 mod center;
+mod demo;
 mod plan_cmd;
 mod serve_cmd;
 
@@ -28,6 +29,7 @@ struct Cli {
 enum Command {
     Serve(serve_cmd::ServeArgs),
     Plan(plan_cmd::PlanArgs),
+    Demo(demo::DemoArgs),
     /// Print or check the `herd serve` configuration file.
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Plan(args) => plan_cmd::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Config(command) => serve_cmd::config(command),
         Command::Admin(command) => admin_cmd::run(command),
     };
