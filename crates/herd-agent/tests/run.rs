@@ -30,7 +30,14 @@ use herd_proto::api::{
 use herd_proto::terminal::PolicyDoc;
 use serde_json::{Value, json};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_herd-agent");
+/// The agent under test: this build's, or `$HERD_AGENT_BIN` (to measure a release build's
+/// footprint with the same scenario).
+fn agent() -> Command {
+    match std::env::var_os("HERD_AGENT_BIN") {
+        Some(path) => Command::new(path),
+        None => Command::new(env!("CARGO_BIN_EXE_herd-agent")),
+    }
+}
 
 /// The body of "virus a" (SPEC §5's worked example): vaccine-b detects it, vaccine-a does not.
 const VIRUS_A: &str = "VIRUS-A-BODY-0xDEADBEEF";
@@ -348,7 +355,7 @@ impl Terminal {
     }
 
     fn run_command(&self, center: &Center, token: &str, extra: &[&str]) -> Command {
-        let mut command = Command::new(AGENT);
+        let mut command = agent();
         command
             .arg("run")
             .arg("--server")
@@ -373,7 +380,7 @@ impl Terminal {
     }
 
     fn status(&self) -> Value {
-        let output = Command::new(AGENT)
+        let output = agent()
             .args(["status", "--json", "--state-dir"])
             .arg(&self.state)
             .output()
@@ -383,7 +390,7 @@ impl Terminal {
     }
 
     fn consent(&self, answer: &str) -> Output {
-        Command::new(AGENT)
+        agent()
             .args(["consent", answer, "--state-dir"])
             .arg(&self.state)
             .output()
@@ -400,7 +407,7 @@ impl Terminal {
     /// `herd-agent scan --prefix` over a file holding "virus a": its exit code (0 clean,
     /// 1 found).
     fn scan_sample(&self, sample: &Path) -> i32 {
-        let output = Command::new(AGENT)
+        let output = agent()
             .arg("scan")
             .arg("--prefix")
             .arg(self.prefix())
@@ -733,10 +740,10 @@ fn consent_windows_and_an_idle_running_agent() {
     let (ticks_before, _) = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(10));
     let (ticks_after, state) = cpu_ticks(pid);
-    let (rss, hwm) = memory_kib(pid);
+    let [rss, hwm, anon, file] = memory_kib(pid);
     eprintln!(
-        "herd-agent run idle (debug build): {} CPU ticks in 10 s (state {state}); VmRSS {rss} KiB, \
-         VmHWM {hwm} KiB",
+        "herd-agent run idle: {} CPU ticks in 10 s (state {state}); VmRSS {rss} KiB (anonymous \
+         {anon}, file {file}), VmHWM {hwm} KiB",
         ticks_after - ticks_before
     );
     assert_eq!(ticks_after, ticks_before, "the idle agent used the CPU");
@@ -905,7 +912,7 @@ fn errors_are_clear() {
     let center = Center::start(&root.join("center"), 3600);
     let token = center.enrolment_token();
     let run = |args: &[&str]| -> Output {
-        Command::new(AGENT)
+        agent()
             .arg("run")
             .arg("--once")
             .args(args)
@@ -1119,16 +1126,15 @@ fn cpu_ticks(pid: u32) -> (u64, String) {
     (utime + stime, fields[0].to_owned())
 }
 
-/// VmRSS and VmHWM of a process, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
+/// VmRSS, VmHWM, RssAnon and RssFile of a process, in KiB.
+fn memory_kib(pid: u32) -> [u64; 4] {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
+    ["VmRSS:", "VmHWM:", "RssAnon:", "RssFile:"].map(|name| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    })
 }

@@ -258,11 +258,11 @@ impl Agent {
     /// `error`, saying how many events wait in the outbox when any do.
     pub(crate) fn with_outbox_note(&self, error: anyhow::Error) -> anyhow::Error {
         match self.outbox.stats() {
-            Ok(stats) if stats.pending > 0 => error.context(format!(
-                "{} event(s) wait in the outbox {} and are sent once the center answers",
+            Ok(stats) if stats.pending > 0 => anyhow!(
+                "{error:#}; {} event(s) wait in the outbox {} and are sent once the center answers",
                 stats.pending,
                 self.outbox.dir().display()
-            )),
+            ),
             _ => error,
         }
     }

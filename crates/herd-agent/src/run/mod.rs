@@ -153,9 +153,9 @@ pub fn run(args: &RunArgs) -> Result<u8> {
                 let delay = backoff.next_delay();
                 agent.note_failure(&error, Some(now + delay));
                 eprintln!(
-                    "herd-agent: {:#}; trying again in {} s",
+                    "herd-agent: {:#}; trying again in {:.0} s",
                     agent.with_outbox_note(error.into_error()),
-                    delay.as_secs().max(1)
+                    delay.as_secs_f64().max(1.0)
                 );
                 now + delay
             }

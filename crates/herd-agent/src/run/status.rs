@@ -72,7 +72,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         return Ok(0);
     }
 
-    let line = |label: &str, value: String| println!("{:<14}{value}", format!("{label}:"));
+    let line = |label: &str, value: String| println!("{:<15}{value}", format!("{label}:"));
     match &agent {
         Some(a) => line(
             "terminal",
