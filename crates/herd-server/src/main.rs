@@ -8,6 +8,7 @@ mod center;
 mod demo;
 mod plan_cmd;
 mod serve_cmd;
+mod sim_cmd;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,7 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     Plan(plan_cmd::PlanArgs),
     Demo(demo::DemoArgs),
+    Sim(sim_cmd::SimArgs),
     /// Print or check the `herd serve` configuration file.
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Plan(args) => plan_cmd::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Sim(args) => sim_cmd::run(args),
         Command::Config(command) => serve_cmd::config(command),
         Command::Admin(command) => admin_cmd::run(command),
     };

@@ -1,0 +1,259 @@
+//! One keep-alive HTTPS connection of the simulator: hyper 1's HTTP/1.1 client connection over
+//! tokio-rustls, driven inside the task that sends the requests (no connection task, no channel
+//! hop between tasks), so a check-in costs one wake-up of one task on the generator's side.
+//!
+//! The identity is the TLS client config: a terminal's connection presents its certificate,
+//! an operator's presents none and sends a bearer token.
+
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// How long connecting (TCP and TLS) may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an administrative call (publish, enrol) may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the center is.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// The name the server certificate must carry (a DNS name or an IP address).
+    pub server_name: ServerName<'static>,
+    /// The `Host` header: HTTP/1.1 requires it and hyper's connection API leaves it to us.
+    pub host: HeaderValue,
+}
+
+impl Endpoint {
+    /// Parses `https://HOST[:PORT][/]` and resolves HOST.
+    pub async fn from_url(url: &str) -> anyhow::Result<Endpoint> {
+        let rest = url
+            .strip_prefix("https://")
+            .with_context(|| format!("--server {url:?}: the center is reached over https://"))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() {
+            anyhow::bail!("--server {url:?}: no host after https://");
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                let port: u16 = port
+                    .parse()
+                    .with_context(|| format!("--server {url:?}: {port:?} is not a port number"))?;
+                (host, port)
+            }
+            _ => (authority, 443),
+        };
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = tokio::net::lookup_host((bare_host, port))
+            .await
+            .with_context(|| format!("--server {url:?}: cannot resolve {bare_host:?}"))?
+            .next()
+            .with_context(|| format!("--server {url:?}: {bare_host:?} has no address"))?;
+        let server_name = ServerName::try_from(bare_host.to_owned())
+            .with_context(|| format!("--server {url:?}: {bare_host:?} is not a server name"))?;
+        let host = HeaderValue::from_str(authority)
+            .with_context(|| format!("--server {url:?}: {authority:?} is not a valid host"))?;
+        Ok(Endpoint {
+            addr,
+            server_name,
+            host,
+        })
+    }
+
+    /// A center on this machine at `addr`, whose certificate names the IP address.
+    pub fn loopback(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            server_name: ServerName::IpAddress(addr.ip().into()),
+            host: HeaderValue::from_str(&addr.to_string()).expect("an address is a valid host"),
+        }
+    }
+}
+
+/// Why a request got no HTTP answer. The names are the error kinds the report counts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("tls handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("connect: timed out after {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout,
+    #[error("http: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("connection closed by the center")]
+    Closed,
+}
+
+impl ConnError {
+    /// A short, stable name for counting errors by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnError::Connect(_) | ConnError::ConnectTimeout => "connect",
+            ConnError::Tls(_) => "tls handshake",
+            ConnError::Http(_) => "http",
+            ConnError::Closed => "connection closed",
+        }
+    }
+}
+
+type Io = TokioIo<TlsStream<TcpStream>>;
+
+/// An open HTTP/1.1 connection over TLS.
+pub struct Https {
+    sender: SendRequest<Full<Bytes>>,
+    connection: Connection<Io, Full<Bytes>>,
+    host: HeaderValue,
+    /// The connection future finished: nothing more can be sent.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Https {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Https")
+            .field("host", &self.host)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+impl Https {
+    pub async fn connect(endpoint: &Endpoint, tls: Arc<ClientConfig>) -> Result<Https, ConnError> {
+        let connecting = async {
+            let tcp = TcpStream::connect(endpoint.addr)
+                .await
+                .map_err(ConnError::Connect)?;
+            // Requests are small and answered before the next one: never wait for more bytes.
+            tcp.set_nodelay(true).map_err(ConnError::Connect)?;
+            let stream = TlsConnector::from(tls)
+                .connect(endpoint.server_name.clone(), tcp)
+                .await
+                .map_err(ConnError::Tls)?;
+            let (sender, connection) = hyper::client::conn::http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await?;
+            Ok(Https {
+                sender,
+                connection,
+                host: endpoint.host.clone(),
+                closed: false,
+            })
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .unwrap_or(Err(ConnError::ConnectTimeout))
+    }
+
+    /// The `Host` header value for requests on this connection.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed || self.sender.is_closed()
+    }
+
+    /// A request to this connection's host.
+    pub fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.host.clone())
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), ConnError> {
+        if self.closed {
+            return Err(ConnError::Closed);
+        }
+        let answer = self.sender.send_request(request);
+        let response: hyper::Response<Incoming> =
+            drive(&mut self.connection, &mut self.closed, answer).await??;
+        let status = response.status();
+        let body = drive(
+            &mut self.connection,
+            &mut self.closed,
+            response.into_body().collect(),
+        )
+        .await??
+        .to_bytes();
+        Ok((status, body))
+    }
+
+    /// An administrative call with a JSON body (or none) and an optional bearer token, with a
+    /// time limit.
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut builder = self.request(method.clone(), path);
+        if let Some(token) = token {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .with_context(|| format!("cannot build the request {method} {path}"))?;
+        tokio::time::timeout(CALL_TIMEOUT, self.send(request))
+            .await
+            .with_context(|| format!("{method} {path}: no answer within {CALL_TIMEOUT:?}"))?
+            .with_context(|| format!("{method} {path}"))
+    }
+}
+
+/// Polls `future` while also driving the connection that feeds it, in the calling task.
+/// The connection goes first so that an answer it has just read completes `future` in the
+/// same poll.
+async fn drive<F: Future>(
+    connection: &mut Connection<Io, Full<Bytes>>,
+    closed: &mut bool,
+    future: F,
+) -> Result<F::Output, ConnError> {
+    let mut future = pin!(future);
+    poll_fn(|cx| {
+        let ended = if *closed {
+            Some(Ok(()))
+        } else {
+            match Pin::new(&mut *connection).poll(cx) {
+                Poll::Ready(result) => {
+                    *closed = true;
+                    Some(result)
+                }
+                Poll::Pending => None,
+            }
+        };
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        match ended {
+            Some(Ok(())) => Poll::Ready(Err(ConnError::Closed)),
+            Some(Err(err)) => Poll::Ready(Err(ConnError::Http(err))),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}

@@ -1,0 +1,801 @@
+//! `herd sim`: a fleet of simulated terminals speaking the real protocol to a real center
+//! (SPEC §7), for load measurements (SPEC §8: check-ins per second end to end).
+//!
+//! `herd sim checkins` starts a `herd serve` child (or targets an existing center), publishes a
+//! generated catalog, enrols terminals with their own keys and certificates, has each check in
+//! once, then drives check-ins over keep-alive mutual-TLS connections and reports throughput,
+//! latency percentiles, errors by kind, the plan mix, the center's group-commit batch size and
+//! the CPU time both sides used.
+
+#[path = "sim/center.rs"]
+mod center;
+#[path = "sim/client.rs"]
+mod client;
+#[path = "sim/fleet.rs"]
+mod fleet;
+#[path = "sim/report.rs"]
+mod report;
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, StatusCode, Uri};
+use rustls::ClientConfig;
+use tokio::task::JoinSet;
+
+use crate::Outcome;
+use client::{Endpoint, Https};
+use fleet::Action;
+use report::{CenterCounters, PhaseReport, Report, Tally};
+
+/// Simulate a fleet of terminals against a real center, over the real protocol.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    command: SimCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCommand {
+    Checkins(CheckinArgs),
+}
+
+/// Measure check-ins per second, end to end.
+///
+/// Starts `herd serve` (this program) on embedded SQLite in a temporary directory and a free
+/// loopback port, publishes a generated catalog (three vendors, two threats; plans are a mix of
+/// none, update, switch and exposed), enrols the terminals concurrently (each with its own key,
+/// CSR and certificate), and has every terminal check in once over a new connection (the roll
+/// call). Then CONNECTIONS keep-alive mutual-TLS connections check in back to back for the
+/// warm-up and the measured DURATION.
+///
+/// A connection carries one terminal's identity (the identity is the client certificate).
+/// Connection i checks in as terminals i, i+C, i+2C, … in turn: by default it stays with its
+/// first terminal for the whole run, so the measurement is of check-ins and not of TLS
+/// handshakes (terminals keep their connection between check-ins, and the roll call has
+/// already had every terminal check in over its own handshake); with `--reconnect-every K` a
+/// connection is closed after K check-ins and the next terminal of its share connects, which
+/// cycles all terminals and measures handshakes too.
+///
+/// The center is killed when the simulation ends, also on Ctrl-C or an error. With `--server`,
+/// `--ca` and `--token-file` an existing center is used instead (its ids all start with
+/// `sim-`, so nothing of a real fleet is touched, but the terminals stay enrolled).
+#[derive(Debug, Args)]
+struct CheckinArgs {
+    /// Terminals to enrol.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    terminals: usize,
+    /// Keep-alive connections checking in concurrently (at most one per terminal).
+    #[arg(long, default_value_t = 256, value_name = "C")]
+    connections: usize,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    duration: f64,
+    /// Seconds of load before the measurement starts (not counted).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    warmup: f64,
+    /// Replace each connection with the next terminal's after this many check-ins (0: never).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    reconnect_every: u64,
+    /// Print the report as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Threads of this load generator (1: a single-threaded runtime, which leaves the other
+    /// core to the center).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+    /// Tokio worker threads of the spawned center [default: one per core].
+    #[arg(long, value_name = "N", conflicts_with = "server")]
+    center_threads: Option<usize>,
+    /// Keep the spawned center's data (database, log) in this directory instead of a
+    /// temporary one that is removed at the end.
+    #[arg(long, value_name = "DIR", conflicts_with = "server")]
+    data_dir: Option<PathBuf>,
+    /// Use the existing center at this URL (https://host:port) instead of starting one.
+    #[arg(long, value_name = "URL", requires_all = ["ca", "token_file"])]
+    server: Option<String>,
+    /// The existing center's CA certificate (PEM), e.g. <data-dir>/ca.pem.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca: Option<PathBuf>,
+    /// A file holding an operator API token of the existing center, e.g.
+    /// <data-dir>/operator.token.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    token_file: Option<PathBuf>,
+}
+
+/// Enrolments in flight at once.
+const ENROL_WORKERS: usize = 16;
+/// How long requests still in flight at the end of the measured window may take to finish.
+const GRACE: Duration = Duration::from_secs(5);
+/// Pause before reconnecting after a failed connection, so a dead center is not hammered.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+
+pub fn run(args: SimArgs) -> anyhow::Result<Outcome> {
+    match args.command {
+        SimCommand::Checkins(args) => checkins(args),
+    }
+}
+
+fn checkins(args: CheckinArgs) -> anyhow::Result<Outcome> {
+    if args.terminals == 0 {
+        bail!("--terminals must be at least 1");
+    }
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        bail!("--duration must be a positive number of seconds");
+    }
+    if !(args.warmup >= 0.0 && args.warmup.is_finite()) {
+        bail!("--warmup must be zero or a positive number of seconds");
+    }
+    if args.threads == 0 || args.center_threads == Some(0) {
+        bail!("--threads and --center-threads must be at least 1");
+    }
+    herd_tls::install_crypto_provider();
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .thread_name("herd-sim")
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = simulate(&args) => report,
+            signal = interrupted() => bail!("interrupted by {signal}; the center was stopped"),
+        }
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("cannot serialise the report")?
+        );
+    } else {
+        print!("{}", report.text());
+    }
+    if report.checkins == 0 {
+        bail!("no check-in was answered during the measured window");
+    }
+    Ok(Outcome::Success)
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Progress lines on stderr: rewritten in place on a terminal, one per update otherwise.
+fn progress(line: &str) {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+fn progress_done() {
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+}
+
+/// A simulated terminal that enrolled.
+#[derive(Debug)]
+struct SimTerminal {
+    id: String,
+    tls: Arc<ClientConfig>,
+    /// The check-in body, serialised once.
+    body: Bytes,
+    expected: Action,
+}
+
+async fn simulate(args: &CheckinArgs) -> anyhow::Result<Report> {
+    // Declared first so that it is dropped (the child killed) last, after every connection.
+    let mut spawned = None;
+    let (endpoint, ca_pem, operator_token, center_report) = match &args.server {
+        Some(url) => {
+            let endpoint = Endpoint::from_url(url).await?;
+            let ca = args.ca.as_ref().context("--server needs --ca")?;
+            let token = args
+                .token_file
+                .as_ref()
+                .context("--server needs --token-file")?;
+            (
+                endpoint,
+                center::read_text(ca, "the CA certificate")?,
+                center::read_text(token, "the operator token file")?,
+                report::CenterReport {
+                    kind: "existing",
+                    address: url.clone(),
+                    worker_threads: None,
+                    data_dir: None,
+                },
+            )
+        }
+        None => {
+            let center = spawned.insert(center::SpawnedCenter::start(
+                args.data_dir.as_deref(),
+                args.center_threads,
+            )?);
+            let addr = center.wait_listening().await?;
+            let data_dir = center.data_dir().to_owned();
+            (
+                Endpoint::loopback(addr),
+                center::read_text(&data_dir.join("ca.pem"), "the center's CA certificate")?,
+                center::read_text(&data_dir.join("operator.token"), "the operator token")?,
+                report::CenterReport {
+                    kind: "spawned",
+                    address: format!("https://{addr}"),
+                    worker_threads: args.center_threads,
+                    data_dir: Some(data_dir.display().to_string()),
+                },
+            )
+        }
+    };
+    let center_pid = spawned.as_ref().map(center::SpawnedCenter::pid);
+    let result = drive(
+        args,
+        &endpoint,
+        &ca_pem,
+        &operator_token,
+        center_pid,
+        center_report,
+    )
+    .await;
+    match result {
+        Ok(report) => Ok(report),
+        Err(err) => match &spawned {
+            Some(center) => Err(err.context(format!(
+                "the center's log ends with:\n{}",
+                center.log_tail()
+            ))),
+            None => Err(err),
+        },
+    }
+}
+
+/// The phases of the load, in order; check-ins are counted in the phase they finish in.
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// What the connections share.
+#[derive(Debug)]
+struct Load {
+    endpoint: Endpoint,
+    terminals: Vec<Option<SimTerminal>>,
+    connections: usize,
+    reconnect_every: u64,
+    /// Whether the plans must be the ones the generated catalog gives (only on a center this
+    /// simulation started: an existing center's groups may have other policies).
+    check_plans: bool,
+    phase: AtomicU8,
+    warmup: Tally,
+    measured: Tally,
+    checkin_uri: Uri,
+}
+
+impl Load {
+    fn tally(&self, phase: u8) -> Option<&Tally> {
+        match phase {
+            WARMUP => Some(&self.warmup),
+            MEASURE => Some(&self.measured),
+            _ => None,
+        }
+    }
+}
+
+async fn drive(
+    args: &CheckinArgs,
+    endpoint: &Endpoint,
+    ca_pem: &str,
+    operator_token: &str,
+    center_pid: Option<u32>,
+    center_report: report::CenterReport,
+) -> anyhow::Result<Report> {
+    let operator_tls = herd_tls::client_config(ca_pem, None)?;
+    let mut admin = Https::connect(endpoint, operator_tls.clone())
+        .await
+        .with_context(|| format!("cannot reach the center at {}", endpoint.addr))?;
+
+    for (vendor, feed) in fleet::feeds() {
+        let path = format!("/v1/feeds/{vendor}");
+        let (status, body) = admin
+            .call(
+                Method::PUT,
+                &path,
+                Some(operator_token),
+                Some(feed.into_bytes()),
+            )
+            .await?;
+        expect_status(
+            status,
+            StatusCode::OK,
+            &body,
+            &format!("publishing the feed of {vendor}"),
+        )?;
+    }
+    let request =
+        serde_json::json!({"label": "herd sim", "uses": args.terminals, "ttl_secs": 86_400});
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/v1/enrolment-tokens",
+            Some(operator_token),
+            Some(request.to_string().into_bytes()),
+        )
+        .await?;
+    expect_status(
+        status,
+        StatusCode::CREATED,
+        &body,
+        "creating an enrolment token",
+    )?;
+    let enrol_token: herd_proto::api::TokenCreated =
+        serde_json::from_slice(&body).context("the enrolment token answer is not a token")?;
+    drop(admin);
+
+    let started = Instant::now();
+    let (terminals, enrol_errors) = enrol(
+        endpoint,
+        &operator_tls,
+        ca_pem,
+        &enrol_token.token,
+        args.terminals,
+    )
+    .await?;
+    let enrolled = terminals.iter().flatten().count() as u64;
+    let enrolment = phase_report(enrolled, started.elapsed(), enrol_errors.errors());
+    if enrolled == 0 {
+        bail!(
+            "no terminal could enrol: {}",
+            serde_json::to_string(&enrolment.errors).unwrap_or_default()
+        );
+    }
+
+    let load = Arc::new(Load {
+        endpoint: endpoint.clone(),
+        terminals,
+        connections: args.connections.min(args.terminals),
+        reconnect_every: args.reconnect_every,
+        check_plans: center_pid.is_some(),
+        phase: AtomicU8::new(WARMUP),
+        warmup: Tally::default(),
+        measured: Tally::default(),
+        checkin_uri: Uri::from_static("/v1/checkin"),
+    });
+
+    let started = Instant::now();
+    let roll_call_tally = roll_call(&load).await;
+    let roll_call = phase_report(
+        roll_call_tally.checkins(),
+        started.elapsed(),
+        roll_call_tally.errors(),
+    );
+    progress(&format!(
+        "roll call: {} check-ins on new connections in {:.2} s",
+        roll_call.count, roll_call.secs
+    ));
+    progress_done();
+
+    // The load: one task per connection.
+    let mut tasks = JoinSet::new();
+    for slot in 0..load.connections {
+        tasks.spawn(connection_slot(load.clone(), slot));
+    }
+    progress(&format!(
+        "load: {} connections, warming up for {} s",
+        load.connections, args.warmup
+    ));
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+
+    let metrics_before = center_counters(endpoint, &operator_tls).await?;
+    let center_cpu_before = center_pid.and_then(report::cpu_time);
+    let own_cpu_before = report::cpu_time(std::process::id());
+    let measure_start = Instant::now();
+    load.phase.store(MEASURE, Relaxed);
+    progress(&format!("load: measuring for {} s", args.duration));
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    load.phase.store(STOP, Relaxed);
+    let measured = measure_start.elapsed();
+    let center_cpu = center_pid
+        .and_then(report::cpu_time)
+        .zip(center_cpu_before)
+        .map(|(after, before)| after.saturating_sub(before).as_secs_f64());
+    let own_cpu = report::cpu_time(std::process::id())
+        .zip(own_cpu_before)
+        .map(|(after, before)| after.saturating_sub(before).as_secs_f64());
+    progress("load: done, waiting for the last answers");
+    progress_done();
+
+    let grace_end = tokio::time::Instant::now() + GRACE;
+    while tokio::time::timeout_at(grace_end, tasks.join_next())
+        .await
+        .is_ok_and(|joined| joined.is_some())
+    {}
+    let unfinished = tasks.len() as u64;
+    tasks.abort_all();
+    let metrics = center_counters(endpoint, &operator_tls)
+        .await?
+        .since(metrics_before);
+
+    let tally = &load.measured;
+    let checkins = tally.checkins();
+    let duration_secs = measured.as_secs_f64();
+    Ok(Report {
+        terminals: args.terminals,
+        connections: load.connections,
+        reconnect_every: args.reconnect_every,
+        warmup_secs: args.warmup,
+        duration_secs,
+        center: center_report,
+        enrolment,
+        roll_call,
+        checkins,
+        checkins_per_sec: checkins as f64 / duration_secs,
+        latency_ms: report::LatencyReport::of(&tally.latency),
+        errors: tally.errors(),
+        warmup_errors: load.warmup.errors(),
+        plans: tally.plan_mix(),
+        unfinished,
+        store: report::StoreReport {
+            batches: metrics.batches as u64,
+            mean_batch_size: if metrics.batches > 0.0 {
+                metrics.stored / metrics.batches
+            } else {
+                0.0
+            },
+            center_mean_ms: if metrics.checkins > 0.0 {
+                metrics.checkin_seconds * 1e3 / metrics.checkins
+            } else {
+                0.0
+            },
+        },
+        cpu: report::CpuReport {
+            center_secs: center_cpu,
+            generator_secs: own_cpu,
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            micros_per_checkin: match (center_cpu, own_cpu) {
+                (Some(center), Some(own)) if checkins > 0 => {
+                    Some((center + own) * 1e6 / checkins as f64)
+                }
+                _ => None,
+            },
+        },
+    })
+}
+
+fn phase_report(
+    count: u64,
+    elapsed: Duration,
+    errors: std::collections::BTreeMap<String, u64>,
+) -> PhaseReport {
+    let secs = elapsed.as_secs_f64();
+    PhaseReport {
+        count,
+        secs,
+        per_sec: if secs > 0.0 { count as f64 / secs } else { 0.0 },
+        errors,
+    }
+}
+
+fn expect_status(got: StatusCode, want: StatusCode, body: &[u8], what: &str) -> anyhow::Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    bail!(
+        "{what}: the center answered {got}: {}",
+        String::from_utf8_lossy(body)
+    )
+}
+
+/// The error kind of a refused request: its status and the API's stable error code.
+fn refusal_kind(status: StatusCode, body: &[u8]) -> String {
+    let code = serde_json::from_slice::<herd_proto::api::ErrorBody>(body)
+        .map(|body| body.error.code)
+        .unwrap_or_else(|_| "no error body".to_owned());
+    format!("{} {code}", status.as_u16())
+}
+
+/// The center's counters from `/metrics`, over a connection of its own.
+async fn center_counters(
+    endpoint: &Endpoint,
+    tls: &Arc<ClientConfig>,
+) -> anyhow::Result<CenterCounters> {
+    let mut connection = Https::connect(endpoint, tls.clone())
+        .await
+        .context("cannot connect to read the center's /metrics")?;
+    let (status, body) = connection.call(Method::GET, "/metrics", None, None).await?;
+    expect_status(status, StatusCode::OK, &body, "reading /metrics")?;
+    Ok(CenterCounters::parse(&String::from_utf8_lossy(&body)))
+}
+
+/// Enrols `count` terminals, [`ENROL_WORKERS`] at a time, each with a fresh key and CSR.
+/// Terminals that could not enrol are `None`; their errors are in the tally.
+async fn enrol(
+    endpoint: &Endpoint,
+    operator_tls: &Arc<ClientConfig>,
+    ca_pem: &str,
+    token: &str,
+    count: usize,
+) -> anyhow::Result<(Vec<Option<SimTerminal>>, Tally)> {
+    // Ids are unique per run, so runs against one existing center never collide.
+    let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(Tally::default());
+    let bodies: Vec<Bytes> = fleet::PROFILES
+        .iter()
+        .map(|profile| Bytes::from(profile.checkin_body()))
+        .collect();
+    let mut workers = JoinSet::new();
+    for _ in 0..ENROL_WORKERS.min(count) {
+        let (endpoint, tls, ca_pem, token, run) = (
+            endpoint.clone(),
+            operator_tls.clone(),
+            ca_pem.to_owned(),
+            token.to_owned(),
+            run.clone(),
+        );
+        let (next, done, errors, bodies) =
+            (next.clone(), done.clone(), errors.clone(), bodies.clone());
+        workers.spawn(async move {
+            let mut enrolled = Vec::new();
+            let mut connection: Option<Https> = None;
+            loop {
+                let index = next.fetch_add(1, Relaxed);
+                if index >= count {
+                    return enrolled;
+                }
+                let id = format!("sim-{run}-{index}");
+                match enrol_one(
+                    &endpoint,
+                    &tls,
+                    &mut connection,
+                    &ca_pem,
+                    &token,
+                    &id,
+                    index,
+                )
+                .await
+                {
+                    Ok(tls) => enrolled.push((
+                        index,
+                        SimTerminal {
+                            id,
+                            tls,
+                            body: bodies[index % bodies.len()].clone(),
+                            expected: fleet::profile(index).expected,
+                        },
+                    )),
+                    Err(kind) => errors.error(&kind),
+                }
+                done.fetch_add(1, Relaxed);
+            }
+        });
+    }
+    let mut terminals: Vec<Option<SimTerminal>> = (0..count).map(|_| None).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                Some(Ok(enrolled)) => {
+                    for (index, terminal) in enrolled {
+                        terminals[index] = Some(terminal);
+                    }
+                }
+                Some(Err(err)) => bail!("an enrolment worker failed: {err}"),
+                None => break,
+            },
+            _ = tick.tick() => progress(&format!("enrolling: {}/{count}", done.load(Relaxed))),
+        }
+    }
+    progress(&format!(
+        "enrolled: {}/{count}",
+        terminals.iter().flatten().count()
+    ));
+    progress_done();
+    let errors = Arc::try_unwrap(errors).unwrap_or_default();
+    Ok((terminals, errors))
+}
+
+/// Enrols one terminal over `connection` (opened or reopened as needed) and returns its TLS
+/// identity; on failure, the error kind.
+async fn enrol_one(
+    endpoint: &Endpoint,
+    tls: &Arc<ClientConfig>,
+    connection: &mut Option<Https>,
+    ca_pem: &str,
+    token: &str,
+    id: &str,
+    index: usize,
+) -> Result<Arc<ClientConfig>, String> {
+    let (key_pem, csr_pem) =
+        herd_tls::new_key_and_csr(id).map_err(|err| format!("key generation: {err}"))?;
+    let profile = fleet::profile(index);
+    let request = herd_proto::api::EnrolRequest {
+        token: token.to_owned(),
+        csr_pem,
+        id: Some(id.to_owned()),
+        user: Some(format!("user-{index}")),
+        hardware: profile.hardware(),
+        tz: None,
+    };
+    let body = serde_json::to_vec(&request).map_err(|err| format!("serialising: {err}"))?;
+    if connection.as_ref().is_none_or(Https::is_closed) {
+        *connection = Some(
+            Https::connect(endpoint, tls.clone())
+                .await
+                .map_err(|err| err.kind().to_owned())?,
+        );
+    }
+    let open = connection.as_mut().expect("just connected");
+    let (status, answer) = match open.call(Method::POST, "/v1/enrol", None, Some(body)).await {
+        Ok(answer) => answer,
+        Err(err) => {
+            *connection = None;
+            return Err(format!("enrol: {}", err.root_cause()));
+        }
+    };
+    if status != StatusCode::CREATED {
+        return Err(refusal_kind(status, &answer));
+    }
+    let enrolled: herd_proto::api::EnrolResponse =
+        serde_json::from_slice(&answer).map_err(|_| "unreadable enrolment answer".to_owned())?;
+    let identity = herd_tls::KeyPairPem {
+        cert_pem: enrolled.certificate_pem,
+        key_pem,
+    };
+    herd_tls::client_config(ca_pem, Some(&identity)).map_err(|err| format!("client config: {err}"))
+}
+
+/// Every enrolled terminal checks in once over a new connection of its own, `connections`
+/// at a time. Answers are parsed completely here (in the load, only the action is read).
+async fn roll_call(load: &Arc<Load>) -> Tally {
+    let tally = Arc::new(Tally::default());
+    let mut tasks = JoinSet::new();
+    for slot in 0..load.connections {
+        let (load, tally) = (load.clone(), tally.clone());
+        tasks.spawn(async move {
+            for index in (slot..load.terminals.len()).step_by(load.connections) {
+                let Some(terminal) = &load.terminals[index] else {
+                    continue;
+                };
+                let started = Instant::now();
+                let mut connection =
+                    match Https::connect(&load.endpoint, terminal.tls.clone()).await {
+                        Ok(connection) => connection,
+                        Err(err) => {
+                            tally.error(err.kind());
+                            continue;
+                        }
+                    };
+                let request = checkin_request(&load, &connection, terminal);
+                match connection.send(request).await {
+                    Ok((StatusCode::OK, body)) => {
+                        match serde_json::from_slice::<herd_proto::api::CheckinResponse>(&body) {
+                            Ok(answer) => {
+                                let action = Action::find_in(&body);
+                                if answer.plan.terminal != terminal.id {
+                                    tally.error("plan for another terminal");
+                                } else if action.is_none() {
+                                    tally.error("unreadable answer");
+                                } else if load.check_plans && action != Some(terminal.expected) {
+                                    tally.error("unexpected plan");
+                                } else if let Some(action) = action {
+                                    tally.answered(started.elapsed(), action);
+                                }
+                            }
+                            Err(_) => tally.error("unreadable answer"),
+                        }
+                    }
+                    Ok((status, body)) => tally.error(&refusal_kind(status, &body)),
+                    Err(err) => tally.error(err.kind()),
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Arc::try_unwrap(tally).unwrap_or_default()
+}
+
+fn checkin_request(
+    load: &Load,
+    connection: &Https,
+    terminal: &SimTerminal,
+) -> hyper::Request<Full<Bytes>> {
+    let mut request = hyper::Request::new(Full::new(terminal.body.clone()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = load.checkin_uri.clone();
+    let headers = request.headers_mut();
+    headers.insert(hyper::header::HOST, connection.host().clone());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    request
+}
+
+/// One connection of the load: checks in back to back as its terminal until the load stops,
+/// moving on to the next terminal of its share after `reconnect_every` check-ins (if set) and
+/// reconnecting after errors.
+async fn connection_slot(load: Arc<Load>, slot: usize) {
+    let share: Vec<&SimTerminal> = (slot..load.terminals.len())
+        .step_by(load.connections)
+        .filter_map(|index| load.terminals[index].as_ref())
+        .collect();
+    if share.is_empty() {
+        return;
+    }
+    let mut turn = 0;
+    while load.phase.load(Relaxed) != STOP {
+        let terminal = share[turn % share.len()];
+        turn += 1;
+        let mut connection = match Https::connect(&load.endpoint, terminal.tls.clone()).await {
+            Ok(connection) => connection,
+            Err(err) => {
+                if let Some(tally) = load.tally(load.phase.load(Relaxed)) {
+                    tally.error(err.kind());
+                }
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                continue;
+            }
+        };
+        let mut sent = 0;
+        while load.phase.load(Relaxed) != STOP {
+            let started = Instant::now();
+            let result = connection
+                .send(checkin_request(&load, &connection, terminal))
+                .await;
+            let latency = started.elapsed();
+            let tally = load.tally(load.phase.load(Relaxed));
+            match result {
+                Ok((StatusCode::OK, body)) => match (Action::find_in(&body), tally) {
+                    (Some(action), Some(tally)) => {
+                        if load.check_plans && action != terminal.expected {
+                            tally.error("unexpected plan");
+                        } else {
+                            tally.answered(latency, action);
+                        }
+                    }
+                    (None, Some(tally)) => tally.error("unreadable answer"),
+                    (_, None) => {}
+                },
+                Ok((status, body)) => {
+                    if let Some(tally) = tally {
+                        tally.error(&refusal_kind(status, &body));
+                    }
+                }
+                Err(err) => {
+                    if let Some(tally) = tally {
+                        tally.error(err.kind());
+                    }
+                    break;
+                }
+            }
+            sent += 1;
+            if connection.is_closed() || (load.reconnect_every > 0 && sent >= load.reconnect_every)
+            {
+                break;
+            }
+        }
+    }
+}
