@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use herd_core::Timestamp;
-use herd_proto::api::{CheckinRequest, CheckinResponse, codes};
+#[cfg(test)]
+use herd_proto::api::CheckinResponse;
+use herd_proto::api::{CheckinRequest, codes};
 use herd_proto::plan::Action;
 use herd_proto::terminal::{PolicyDoc, TerminalDoc};
 use herd_store::{CheckinWrite, PlanWrite, Store};
@@ -20,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::error::{ApiErr, ApiResult};
 use super::metrics::Metrics;
 use super::{Center, KnownTerminal, catalog, rfc3339};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 /// The most check-ins one transaction stores.
 const MAX_BATCH: usize = 1024;
@@ -139,51 +142,56 @@ impl Center {
         terminal: &KnownTerminal,
         request: CheckinRequest,
         address: String,
-    ) -> ApiResult<CheckinResponse> {
+    ) -> ApiResult<CheckinAnswer> {
         let started = Instant::now();
-        if let Some(claimed) = &request.terminal {
-            if claimed != &terminal.id {
-                return Err(ApiErr::new(
-                    StatusCode::FORBIDDEN,
-                    codes::IDENTITY_MISMATCH,
-                    format!(
-                        "this client certificate is terminal {:?}'s; it cannot check in as {claimed:?}",
-                        terminal.id
-                    ),
-                ));
-            }
+        if let Some(claimed) = &request.terminal
+            && claimed != &terminal.id
+        {
+            return Err(ApiErr::new(
+                StatusCode::FORBIDDEN,
+                codes::IDENTITY_MISMATCH,
+                format!(
+                    "this client certificate is terminal {:?}'s; it cannot check in as {claimed:?}",
+                    terminal.id
+                ),
+            ));
         }
         let now = super::unix_now();
-        let hardware = request
+        // What the store keeps is serialised before the request's parts move into the model.
+        let installed_json = request
+            .installed
+            .as_ref()
+            .map(|i| serde_json::to_string(i).expect("inventory serialises"));
+        let hardware_json = request
             .hardware
-            .clone()
-            .unwrap_or_else(|| terminal.hardware.clone());
-        let tz = request.tz.clone().or_else(|| terminal.tz.clone());
+            .as_ref()
+            .map(|h| serde_json::to_string(h).expect("hardware serialises"));
         let doc = TerminalDoc {
             id: terminal.id.clone(),
             user: terminal.user.clone(),
-            hardware: hardware.clone(),
-            installed: request.installed.clone(),
+            hardware: request
+                .hardware
+                .unwrap_or_else(|| terminal.hardware.clone()),
+            installed: request.installed,
             policy: PolicyDoc {
-                tz: tz.clone(),
+                tz: request.tz.clone().or_else(|| terminal.tz.clone()),
                 ..terminal.policy.clone()
             },
         };
         let snapshot = self.catalog();
-        let document = format!("check-in of terminal {}", terminal.id);
-        let model = doc.validate(&document, &snapshot.catalog).map_err(|err| {
+        let model = doc.validate("check-in", &snapshot.catalog).map_err(|err| {
             ApiErr::invalid(
                 codes::INVENTORY_INVALID,
-                format!("the reported inventory does not fit the catalog: {err}"),
+                format!(
+                    "the reported inventory of terminal {} does not fit the catalog: {err}",
+                    terminal.id
+                ),
                 &err,
             )
         })?;
-        let plan = catalog::with_planner(&snapshot, Timestamp::from_unix_seconds(now), |planner| {
-            planner.plan_doc(&model)
-        });
-        let plan_json = serde_json::to_string(&plan)
-            .map_err(|err| ApiErr::internal(format!("cannot serialise a plan: {err}")))?;
-        let plan_id = hex::encode(Sha256::digest(plan_json.as_bytes()));
+        let plan = catalog::render_plan(&snapshot, Timestamp::from_unix_seconds(now), &model);
+        let plan_id = hex::encode(Sha256::digest(plan.json.as_bytes()));
+        let answer = answer_json(&plan_id, &plan.json, self.next_checkin_secs(), now);
         let action_index = match plan.action {
             Action::None => 0,
             Action::Update => 1,
@@ -194,21 +202,15 @@ impl Center {
             terminal: terminal.id.clone(),
             at: now,
             address,
-            installed: request
-                .installed
-                .as_ref()
-                .map(|i| serde_json::to_string(i).expect("inventory serialises")),
-            hardware: request
-                .hardware
-                .as_ref()
-                .map(|h| serde_json::to_string(h).expect("hardware serialises")),
-            tz: request.tz.clone(),
-            agent_version: request.agent_version.clone(),
+            installed: installed_json,
+            hardware: hardware_json,
+            tz: request.tz,
+            agent_version: request.agent_version,
             plan: PlanWrite {
-                id: plan_id.clone(),
+                id: plan_id,
                 action: action_name(plan.action).to_owned(),
-                uncovered: plan.uncovered_now.len() as u64,
-                doc: plan_json,
+                uncovered: plan.uncovered,
+                doc: plan.json,
             },
         };
         self.checkins.write(write).await?;
@@ -217,12 +219,7 @@ impl Center {
         self.metrics
             .checkin_seconds
             .observe_duration(started.elapsed());
-        Ok(CheckinResponse {
-            plan_id,
-            plan,
-            next_checkin_secs: self.next_checkin_secs(),
-            server_time: rfc3339(now),
-        })
+        Ok(CheckinAnswer(answer))
     }
 
     /// The check-in interval with jitter, so a fleet started together spreads out.
@@ -238,11 +235,76 @@ impl Center {
     }
 }
 
+/// The answer to a check-in: a [`CheckinResponse`] serialised by splicing the plan's JSON,
+/// which was already made to be hashed and stored, instead of serialising the plan again.
+#[derive(Debug)]
+pub struct CheckinAnswer(String);
+
+impl IntoResponse for CheckinAnswer {
+    fn into_response(self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
+/// `CheckinResponse` as JSON, byte for byte what serde_json makes of it (fields in declaration
+/// order; a hex digest and an RFC 3339 time need no escaping).
+fn answer_json(plan_id: &str, plan_json: &str, next_checkin_secs: u64, now: i64) -> String {
+    let server_time = rfc3339(now);
+    let mut out = String::with_capacity(plan_json.len() + plan_id.len() + server_time.len() + 80);
+    out.push_str("{\"plan_id\":\"");
+    out.push_str(plan_id);
+    out.push_str("\",\"plan\":");
+    out.push_str(plan_json);
+    out.push_str(",\"next_checkin_secs\":");
+    out.push_str(&next_checkin_secs.to_string());
+    out.push_str(",\"server_time\":\"");
+    out.push_str(&server_time);
+    out.push_str("\"}");
+    out
+}
+
 pub fn action_name(action: Action) -> &'static str {
     match action {
         Action::None => "none",
         Action::Update => "update",
         Action::Switch => "switch",
         Action::Exposed => "exposed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spliced_answer_is_what_serde_makes_of_a_checkin_response() {
+        let plan: herd_proto::plan::PlanDoc = serde_json::from_str(
+            r#"{"terminal":"45a","action":"switch","uncovered_now":["virus-a"],"uncovered_after":[],
+                "from":{"product":"vaccine-a","version":"5.1","seq":1101},
+                "to":{"product":"vaccine-b","version":"7.0","seq":1112},
+                "consent_required":false,"not_before":null,
+                "steps":[{"kind":"verify","product":"vaccine-b","version":"7.0","pattern":"b-1112"}],"alternatives":[],"reason":"a \"quoted\" reason"}"#,
+        )
+        .expect("a plan");
+        let plan_json = serde_json::to_string(&plan).expect("serialises");
+        let plan_id = hex::encode(Sha256::digest(plan_json.as_bytes()));
+        let expected = serde_json::to_string(&CheckinResponse {
+            plan_id: plan_id.clone(),
+            plan,
+            next_checkin_secs: 3517,
+            server_time: rfc3339(975_000_000),
+        })
+        .expect("serialises");
+        assert_eq!(
+            answer_json(&plan_id, &plan_json, 3517, 975_000_000),
+            expected
+        );
     }
 }

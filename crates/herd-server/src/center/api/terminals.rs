@@ -18,6 +18,7 @@ use herd_store::{EventRow, NewTerminal, UNKNOWN_GROUP};
 
 use super::{MAX_JSON_BODY, parse_json, read_body};
 use crate::center::auth::secret_hash;
+use crate::center::checkin::CheckinAnswer;
 use crate::center::error::{ApiErr, ApiResult};
 use crate::center::listener::ConnInfo;
 use crate::center::placement::{self, Candidate};
@@ -149,14 +150,13 @@ pub async fn checkin(
     State(center): State<Arc<Center>>,
     Extension(conn): Extension<ConnInfo>,
     body: Body,
-) -> ApiResult<Json<CheckinResponse>> {
+) -> ApiResult<CheckinAnswer> {
     let terminal = center.terminal(&conn).await?;
     let bytes = read_body(body, MAX_JSON_BODY, "the check-in").await?;
     let request: CheckinRequest = parse_json("the check-in", &bytes)?;
-    let response = center
+    center
         .check_in(&terminal, request, conn.remote.ip().to_string())
-        .await?;
-    Ok(Json(response))
+        .await
 }
 
 /// Deliver events from the terminal's outbox, in order; idempotent by `seq`.
