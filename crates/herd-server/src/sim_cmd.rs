@@ -248,7 +248,10 @@ async fn simulate(args: &CheckinArgs) -> anyhow::Result<Report> {
                     kind: "spawned",
                     address: format!("https://{addr}"),
                     worker_threads: args.center_threads,
-                    data_dir: Some(data_dir.display().to_string()),
+                    data_dir: args
+                        .data_dir
+                        .as_ref()
+                        .map(|_| data_dir.display().to_string()),
                 },
             )
         }

@@ -239,6 +239,8 @@ pub struct CenterReport {
     pub address: String,
     /// The spawned center's tokio worker threads (None: its default, one per core).
     pub worker_threads: Option<usize>,
+    /// Where the spawned center's data was kept (`--data-dir`); None when it was a temporary
+    /// directory, removed at the end, or the center is an existing one.
     pub data_dir: Option<String>,
 }
 
@@ -330,11 +332,11 @@ impl Report {
                 .worker_threads
                 .map(|n| format!(", {n} worker threads"))
                 .unwrap_or_default(),
-            center
-                .data_dir
-                .as_ref()
-                .map(|d| format!(", SQLite in {d}"))
-                .unwrap_or_default(),
+            match (&center.data_dir, center.kind) {
+                (Some(dir), _) => format!(", SQLite in {dir}"),
+                (None, "spawned") => ", SQLite in a temporary directory".to_owned(),
+                (None, _) => String::new(),
+            },
         );
         let _ = writeln!(
             out,
