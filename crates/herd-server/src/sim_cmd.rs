@@ -153,10 +153,11 @@ fn checkins(args: CheckinArgs) -> anyhow::Result<Outcome> {
             .build()
     }
     .context("cannot start the async runtime")?;
+    // On a signal the simulation is dropped, and with it the spawned center (killed).
     let report = runtime.block_on(async {
         tokio::select! {
             report = simulate(&args) => report,
-            signal = interrupted() => bail!("interrupted by {signal}; the center was stopped"),
+            signal = interrupted() => bail!("interrupted by {signal}"),
         }
     })?;
     if args.json {
