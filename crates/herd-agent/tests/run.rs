@@ -45,7 +45,7 @@ const VIRUS_A: &str = "VIRUS-A-BODY-0xDEADBEEF";
 // ---------------------------------------------------------------------------------------------
 // The center.
 
-/// The `herd` binary: `$HERD_BIN` if set, else this checkout's `target/debug/herd`, built
+/// The `herd` binary: `$HERD_BIN` if set, else the one beside `herd-agent` in the target directory, built
 /// here if it is missing (binaries of other packages are not built for this package's tests;
 /// `cargo test --workspace` builds it, so does `cargo build -p herd-server`).
 fn herd_binary() -> &'static Path {
@@ -55,7 +55,11 @@ fn herd_binary() -> &'static Path {
             return PathBuf::from(path);
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let path = root.join("target/debug/herd");
+        // Beside this package's own binary, so a CARGO_TARGET_DIR outside the checkout works.
+        let path = Path::new(env!("CARGO_BIN_EXE_herd-agent"))
+            .parent()
+            .expect("the agent binary has a directory")
+            .join("herd");
         if !path.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let status = Command::new(cargo)
