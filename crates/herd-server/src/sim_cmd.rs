@@ -417,6 +417,7 @@ async fn drive(
     let metrics_before = center_counters(endpoint, &operator_tls).await?;
     let center_cpu_before = center_pid.and_then(report::cpu_time);
     let own_cpu_before = report::cpu_time(std::process::id());
+    let machine_before = report::machine_busy();
     let measure_start = Instant::now();
     load.phase.store(MEASURE, Relaxed);
     progress(&format!("load: measuring for {} s", args.duration));
@@ -430,6 +431,14 @@ async fn drive(
     let own_cpu = report::cpu_time(std::process::id())
         .zip(own_cpu_before)
         .map(|(after, before)| after.saturating_sub(before).as_secs_f64());
+    let machine = report::machine_busy()
+        .zip(machine_before)
+        .map(|(after, before)| after.saturating_sub(before).as_secs_f64());
+    let others = match (machine, center_cpu, own_cpu) {
+        (Some(machine), Some(center), Some(own)) => Some((machine - center - own).max(0.0)),
+        // Against an existing center, "others" would include it: not worth reporting.
+        _ => None,
+    };
     progress("load: done, waiting for the last answers");
     progress_done();
 
@@ -486,6 +495,7 @@ async fn drive(
                 }
                 _ => None,
             },
+            others_secs: others,
         },
     })
 }

@@ -162,6 +162,22 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((user + system) * 10))
 }
 
+/// CPU time the whole machine has spent busy (every core, every process, kernel included), from
+/// the first line of `/proc/stat`: user, nice, system, irq, softirq and steal.
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_ascii_whitespace()
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(Duration::from_millis(busy * 10))
+}
+
 /// The center's own counters, read from its Prometheus text at `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CenterCounters {
@@ -292,6 +308,9 @@ pub struct CpuReport {
     pub cores: usize,
     /// CPU time of center + generator per check-in, microseconds.
     pub micros_per_checkin: Option<f64>,
+    /// CPU seconds every other process on the machine used meanwhile: when it is not near
+    /// zero, the run competed for the cores and its throughput understates what they can do.
+    pub others_secs: Option<f64>,
 }
 
 fn thousands(value: u64) -> String {
@@ -356,7 +375,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "load:        {} connections{}, {:.0} s warm-up, {:.2} s measured",
+            "load:        {} connections{}, {} s warm-up, {:.2} s measured",
             self.connections,
             if self.reconnect_every > 0 {
                 format!(", each replaced after {} check-ins", self.reconnect_every)
@@ -414,14 +433,19 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "cpu:         center {}, generator {}, {} cores{}",
+            "cpu:         center {}, generator {}{}",
             secs(self.cpu.center_secs),
             secs(self.cpu.generator_secs),
-            self.cpu.cores,
             self.cpu
                 .micros_per_checkin
                 .map(|m| format!("; {m:.0} µs per check-in"))
                 .unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "machine:     {} cores; other processes used {}",
+            self.cpu.cores,
+            secs(self.cpu.others_secs)
         );
         out
     }
@@ -485,8 +509,10 @@ mod tests {
     }
 
     #[test]
-    fn cpu_time_of_this_process_is_readable() {
-        assert!(cpu_time(std::process::id()).is_some());
+    fn cpu_time_of_this_process_and_the_machine_is_readable() {
+        let own = cpu_time(std::process::id()).expect("this process's CPU time");
+        let machine = machine_busy().expect("the machine's CPU time");
+        assert!(machine >= own, "{machine:?} < {own:?}");
     }
 
     #[test]
