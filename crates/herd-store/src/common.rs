@@ -2,7 +2,7 @@
 //! mapping, and the JSON shapes in which batches (check-ins, events, rules) travel to the
 //! database as one parameter, so a batch costs a few statements instead of a few per row.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
@@ -205,70 +205,75 @@ pub(crate) fn limit_or_all(limit: u32) -> i64 {
 /// The event kind whose data becomes the terminal's `last_report`.
 pub(crate) const PLAN_REPORT: &str = "plan.report";
 
-/// A check-in batch as JSON arrays, each one statement's parameter. Terminals appearing twice
-/// keep their later write; addresses are aggregated per (terminal, address), because one
+/// A check-in batch reduced to what one statement per kind of change needs. Terminals appearing
+/// twice keep their later write; addresses are aggregated per (terminal, address), because one
 /// statement may change a row only once (PostgreSQL refuses otherwise, and SQLite's
-/// `UPDATE … FROM` would pick an arbitrary match). Rows are sorted by terminal id, so
-/// concurrent batches lock rows in the same order.
+/// `UPDATE … FROM` would pick an arbitrary match). Everything is sorted by terminal id, so
+/// concurrent batches lock rows in the same order. Each backend turns it into the JSON
+/// parameters of its statements.
 #[derive(Debug)]
-pub(crate) struct CheckinBatch {
-    /// `[terminal, at, address, installed, hardware, tz, agent_version]` per terminal.
-    pub checkins: String,
-    /// `[terminal, plan_id, action, uncovered, doc, at]` per terminal.
-    pub plans: String,
-    /// `[terminal, address, first_seen, last_seen, checkins]` per (terminal, address).
-    pub addresses: String,
-    /// The distinct terminal ids, sorted (a JSON array of strings).
-    pub terminals: String,
+pub(crate) struct CheckinBatch<'a> {
+    /// The write that counts for each terminal, sorted by terminal id.
+    pub latest: Vec<&'a CheckinWrite>,
+    /// Per (terminal, address): first seen, last seen and the number of check-ins.
+    pub addresses: BTreeMap<(&'a str, &'a str), AddressStats>,
 }
 
-type CheckinJson<'a> = (
-    &'a str,
-    i64,
-    &'a str,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-);
-type PlanJson<'a> = (&'a str, &'a str, &'a str, i64, &'a str, i64);
-type AddressJson<'a> = (&'a str, &'a str, i64, i64, i64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AddressStats {
+    pub first: i64,
+    pub last: i64,
+    pub checkins: i64,
+}
 
-impl CheckinBatch {
-    pub fn new(batch: &[CheckinWrite]) -> Result<Self, StoreError> {
+impl<'a> CheckinBatch<'a> {
+    pub fn new(batch: &'a [CheckinWrite]) -> Self {
         let mut last_write: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
-        // (terminal, address) → (first seen, last seen, check-ins)
-        let mut addresses: BTreeMap<(&str, &str), (i64, i64, i64)> = BTreeMap::new();
+        let mut addresses: BTreeMap<(&str, &str), AddressStats> = BTreeMap::new();
         for (index, write) in batch.iter().enumerate() {
             last_write.insert(&write.terminal, index);
             addresses
                 .entry((&write.terminal, &write.address))
-                .and_modify(|(first, last, count)| {
-                    *first = (*first).min(write.at);
-                    *last = (*last).max(write.at);
-                    *count += 1;
+                .and_modify(|stats| {
+                    stats.first = stats.first.min(write.at);
+                    stats.last = stats.last.max(write.at);
+                    stats.checkins += 1;
                 })
-                .or_insert((write.at, write.at, 1));
+                .or_insert(AddressStats {
+                    first: write.at,
+                    last: write.at,
+                    checkins: 1,
+                });
         }
         let mut latest: Vec<&CheckinWrite> = last_write.into_values().map(|i| &batch[i]).collect();
         latest.sort_unstable_by(|a, b| a.terminal.cmp(&b.terminal));
+        Self { latest, addresses }
+    }
 
-        let checkins: Vec<CheckinJson> = latest
+    /// The distinct terminal ids, sorted, as a JSON array of strings.
+    pub fn terminals_json(&self) -> Result<String, StoreError> {
+        let terminals: Vec<&str> = self.latest.iter().map(|w| w.terminal.as_str()).collect();
+        to_json(&terminals)
+    }
+
+    /// `[terminal, address, first_seen, last_seen, checkins]` per (terminal, address).
+    pub fn addresses_json(&self) -> Result<String, StoreError> {
+        let rows: Vec<(&str, &str, i64, i64, i64)> = self
+            .addresses
             .iter()
-            .map(|w| {
-                (
-                    w.terminal.as_str(),
-                    w.at,
-                    w.address.as_str(),
-                    w.installed.as_deref(),
-                    w.hardware.as_deref(),
-                    w.tz.as_deref(),
-                    w.agent_version.as_deref(),
-                )
-            })
+            .map(|(&(terminal, address), s)| (terminal, address, s.first, s.last, s.checkins))
             .collect();
-        let plans = latest
+        to_json(&rows)
+    }
+
+    /// `[terminal, plan_id, action, uncovered, doc, at]` for the terminals `changed` names,
+    /// or `None` if it names none of the batch. Plan documents are the bulk of a batch, and
+    /// most check-ins do not change the plan: only those that do send theirs.
+    pub fn plans_json(&self, changed: &HashSet<&str>) -> Result<Option<String>, StoreError> {
+        let plans = self
+            .latest
             .iter()
+            .filter(|w| changed.contains(w.terminal.as_str()))
             .map(|w| {
                 let uncovered = to_db_int(w.plan.uncovered, "plan uncovered count")?;
                 Ok((
@@ -280,20 +285,12 @@ impl CheckinBatch {
                     w.at,
                 ))
             })
-            .collect::<Result<Vec<PlanJson>, StoreError>>()?;
-        let addresses: Vec<AddressJson> = addresses
-            .into_iter()
-            .map(|((terminal, address), (first, last, count))| {
-                (terminal, address, first, last, count)
-            })
-            .collect();
-        let terminals: Vec<&str> = latest.iter().map(|w| w.terminal.as_str()).collect();
-        Ok(Self {
-            checkins: to_json(&checkins)?,
-            plans: to_json(&plans)?,
-            addresses: to_json(&addresses)?,
-            terminals: to_json(&terminals)?,
-        })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if plans.is_empty() {
+            Ok(None)
+        } else {
+            to_json(&plans).map(Some)
+        }
     }
 }
 
@@ -335,6 +332,6 @@ pub(crate) fn rules_json(rules: &[RuleRow]) -> Result<String, StoreError> {
     to_json(&rows)
 }
 
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|error| StoreError::Db(sqlx::Error::Encode(error.into())))
 }

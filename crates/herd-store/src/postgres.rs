@@ -6,6 +6,7 @@
 //! with one conditional `UPDATE`, and check-in batches lock their terminals in id order before
 //! changing them, so two batches never deadlock.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::common::{
     CheckinBatch, PLAN_REPORT, address_from_row, api_token_from_row, conflict_on_unique,
     event_from_row, events_json, feed_from_row, from_db_int, group_with_count_from_row,
     limit_or_all, package_from_row, rule_from_row, rules_json, terminal_columns, terminal_from_row,
-    to_db_int,
+    to_db_int, to_json,
 };
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Backend, CaMaterial, CheckinWrite, EnrolError,
@@ -502,17 +503,40 @@ impl Store for PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let batch = CheckinBatch::new(batch)?;
+        let batch = CheckinBatch::new(batch);
+        // `[terminal, at, address, installed, hardware, tz, agent_version, plan_id]` per terminal.
+        let checkins = to_json(
+            &batch
+                .latest
+                .iter()
+                .map(|w| {
+                    (
+                        w.terminal.as_str(),
+                        w.at,
+                        w.address.as_str(),
+                        w.installed.as_deref(),
+                        w.hardware.as_deref(),
+                        w.tz.as_deref(),
+                        w.agent_version.as_deref(),
+                        w.plan.id.as_str(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )?;
         let mut tx = self.pool.begin().await?;
         // Lock the batch's terminals in id order first: two processes' batches sharing
-        // terminals then wait for each other instead of deadlocking.
-        sqlx::query(
-            "SELECT count(*) FROM (SELECT id FROM terminals \
-                 WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)) \
-                 ORDER BY id FOR UPDATE) AS locked",
+        // terminals then wait for each other instead of deadlocking. The same statement finds
+        // the terminals whose plan changes.
+        let changed_plans: Vec<String> = sqlx::query_scalar(
+            "SELECT locked.id FROM (SELECT terminals.id, terminals.plan_id FROM terminals \
+                     WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)) \
+                     ORDER BY id FOR UPDATE) AS locked \
+                 JOIN jsonb_array_elements($2::jsonb) AS b ON b ->> 0 = locked.id \
+             WHERE locked.plan_id IS DISTINCT FROM b ->> 7",
         )
-        .bind(&batch.terminals)
-        .execute(&mut *tx)
+        .bind(batch.terminals_json()?)
+        .bind(&checkins)
+        .fetch_all(&mut *tx)
         .await?;
         // `hardware`, `tz` and the agent version are kept when a check-in does not report them.
         sqlx::query(
@@ -526,21 +550,24 @@ impl Store for PostgresStore {
                    FROM jsonb_array_elements($1::jsonb) AS e) AS b \
              WHERE terminals.id = b.terminal",
         )
-        .bind(&batch.checkins)
+        .bind(&checkins)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE terminals SET plan_id = b.plan_id, plan_action = b.action, \
-                 plan_uncovered = b.uncovered, plan = b.doc, planned_at = b.at \
-             FROM (SELECT e ->> 0 AS terminal, e ->> 1 AS plan_id, e ->> 2 AS action, \
-                          (e ->> 3)::bigint AS uncovered, e ->> 4 AS doc, \
-                          (e ->> 5)::bigint AS at \
-                   FROM jsonb_array_elements($1::jsonb) AS e) AS b \
-             WHERE terminals.id = b.terminal AND terminals.plan_id IS DISTINCT FROM b.plan_id",
-        )
-        .bind(&batch.plans)
-        .execute(&mut *tx)
-        .await?;
+        let changed_plans: HashSet<&str> = changed_plans.iter().map(String::as_str).collect();
+        if let Some(plans) = batch.plans_json(&changed_plans)? {
+            sqlx::query(
+                "UPDATE terminals SET plan_id = b.plan_id, plan_action = b.action, \
+                     plan_uncovered = b.uncovered, plan = b.doc, planned_at = b.at \
+                 FROM (SELECT e ->> 0 AS terminal, e ->> 1 AS plan_id, e ->> 2 AS action, \
+                              (e ->> 3)::bigint AS uncovered, e ->> 4 AS doc, \
+                              (e ->> 5)::bigint AS at \
+                       FROM jsonb_array_elements($1::jsonb) AS e) AS b \
+                 WHERE terminals.id = b.terminal",
+            )
+            .bind(plans)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO terminal_addresses (terminal, address, first_seen, last_seen, checkins) \
              SELECT a.terminal, a.address, a.first_seen, a.last_seen, a.checkins \
@@ -555,7 +582,7 @@ impl Store for PostgresStore {
                  last_seen = GREATEST(terminal_addresses.last_seen, EXCLUDED.last_seen), \
                  checkins = terminal_addresses.checkins + EXCLUDED.checkins",
         )
-        .bind(&batch.addresses)
+        .bind(batch.addresses_json()?)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

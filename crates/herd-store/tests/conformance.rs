@@ -124,6 +124,7 @@ conformance!(
     same_terminal_id_enrols_once_under_concurrency,
     checkins_update_terminals_plans_and_the_network_map,
     checkin_batches_take_the_later_write_and_skip_unknown_terminals,
+    the_network_map_follows_a_terminal_that_moves,
     terminals_are_listed_by_pages_and_filters,
     groups_put_list_and_delete,
     rules_replace_is_atomic_and_checks_groups,
@@ -826,6 +827,99 @@ async fn checkin_batches_take_the_later_write_and_skip_unknown_terminals(fixture
             last_seen: 320,
             checkins: 3
         }
+    );
+}
+
+async fn the_network_map_follows_a_terminal_that_moves(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    let at = |at: i64, address: &str| checkin("t1", at, address, plan("p", "none"));
+    let (a, b) = ("198.51.100.1", "198.51.100.2");
+    store.record_checkins(&[at(100, a)]).await.unwrap();
+    store.record_checkins(&[at(110, a)]).await.unwrap();
+    let map = store.addresses("t1").await.unwrap();
+    assert_eq!(
+        map[0],
+        AddressRow {
+            address: a.into(),
+            first_seen: 100,
+            last_seen: 110,
+            checkins: 2
+        }
+    );
+    store.record_checkins(&[at(120, b)]).await.unwrap();
+    // Back and forth inside one batch, ending where it was.
+    store
+        .record_checkins(&[at(130, a), at(140, b)])
+        .await
+        .unwrap();
+    store.record_checkins(&[at(150, a)]).await.unwrap();
+    // Another terminal at the same address is counted apart.
+    store
+        .record_checkins(&[checkin("t2", 160, a, plan("q", "none"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.addresses("t1").await.unwrap(),
+        [
+            AddressRow {
+                address: a.into(),
+                first_seen: 100,
+                last_seen: 150,
+                checkins: 4
+            },
+            AddressRow {
+                address: b.into(),
+                first_seen: 120,
+                last_seen: 140,
+                checkins: 2
+            },
+            AddressRow {
+                address: "192.0.2.1".into(),
+                first_seen: 50,
+                last_seen: 50,
+                checkins: 0
+            },
+        ]
+    );
+    assert_eq!(
+        store
+            .terminal("t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_address
+            .as_deref(),
+        Some(a)
+    );
+    // Checking in again from the enrolment address counts there.
+    store
+        .record_checkins(&[at(170, "192.0.2.1"), at(180, "192.0.2.1")])
+        .await
+        .unwrap();
+    store.record_checkins(&[at(190, b)]).await.unwrap();
+    assert_eq!(
+        store.addresses("t1").await.unwrap(),
+        [
+            AddressRow {
+                address: b.into(),
+                first_seen: 120,
+                last_seen: 190,
+                checkins: 3
+            },
+            AddressRow {
+                address: "192.0.2.1".into(),
+                first_seen: 50,
+                last_seen: 180,
+                checkins: 2
+            },
+            AddressRow {
+                address: a.into(),
+                first_seen: 100,
+                last_seen: 150,
+                checkins: 4
+            },
+        ]
     );
 }
 

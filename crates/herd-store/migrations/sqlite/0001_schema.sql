@@ -66,32 +66,45 @@ CREATE TABLE rules (
 );
 CREATE INDEX rules_by_group ON rules (group_id);
 
--- Small columns that change at every check-in come first, the large JSON documents last, so a
--- check-in that leaves the documents alone rewrites only the row's first page.
+-- A terminal is two rows. This one holds what check-ins change and stays narrow (about 200
+-- bytes), so a batch of check-ins dirties few pages; the documents live in terminal_docs and
+-- are rewritten only when their digest here changes.
 CREATE TABLE terminals (
     id TEXT PRIMARY KEY,
     group_id TEXT NOT NULL REFERENCES groups (id),
     last_checkin INTEGER,
     last_address TEXT,
+    -- Check-ins from last_address not yet added to its terminal_addresses row: they are added
+    -- when the terminal's address changes, and the network map is read as the sum of both.
+    address_checkins INTEGER NOT NULL DEFAULT 0,
+    address_first INTEGER,
+    address_last INTEGER,
     agent_version TEXT,
+    tz TEXT,
+    -- 64-bit FNV-1a digests of terminal_docs.installed and .hardware as last written.
+    installed_digest INTEGER,
+    hardware_digest INTEGER,
     plan_id TEXT,
     plan_action TEXT,
     plan_uncovered INTEGER NOT NULL DEFAULT 0,
-    planned_at INTEGER,
+    planned_at INTEGER
+) WITHOUT ROWID;
+-- Listing by group or by plan action, in id order (keyset paging).
+CREATE INDEX terminals_by_group ON terminals (group_id, id);
+CREATE INDEX terminals_by_action ON terminals (plan_action, id);
+
+CREATE TABLE terminal_docs (
+    id TEXT PRIMARY KEY REFERENCES terminals (id) ON DELETE CASCADE,
     enrolled_at INTEGER NOT NULL,
     cert_sha256 TEXT NOT NULL,
     user_name TEXT,
-    tz TEXT,
     hardware TEXT NOT NULL,
     installed TEXT,
     plan TEXT,
     last_report TEXT
 );
--- Listing by group or by plan action, in id order (keyset paging).
-CREATE INDEX terminals_by_group ON terminals (group_id, id);
-CREATE INDEX terminals_by_action ON terminals (plan_action, id);
 
--- The network map: every address a terminal was seen at.
+-- The network map: every address a terminal was seen at (see terminals.address_checkins).
 CREATE TABLE terminal_addresses (
     terminal TEXT NOT NULL REFERENCES terminals (id) ON DELETE CASCADE,
     address TEXT NOT NULL,
