@@ -5,6 +5,15 @@
 //! `BEGIN IMMEDIATE`, taking the write lock before reading: a read-then-write transaction
 //! (publish, enrol) cannot interleave with another process's. Reads use a separate pool of a few
 //! `query_only` connections, which WAL lets run beside the writer; they see every committed write.
+//!
+//! Check-ins are the hot path, and what they cost is mostly the pages they dirty: every page a
+//! transaction changes is written to the WAL and later copied into the database. So a terminal
+//! is two rows: a narrow `terminals` row with what every check-in changes, and a
+//! `terminal_docs` row with the documents (hardware, inventory, plan, last report), rewritten
+//! only when a digest on the narrow row says the document changed. The network map counts the
+//! check-ins from the current address on the narrow row too, and moves them into
+//! `terminal_addresses` when the address changes. A batch is a handful of statements whatever
+//! its size; see `record_checkins`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -132,11 +141,11 @@ impl SqliteStore {
                 Box::pin(async move {
                     // Where `record_checkins` stages a batch; temporary tables are per connection.
                     sqlx::query(
-                        "CREATE TEMP TABLE checkin_batch (terminal TEXT PRIMARY KEY, \
+                        "CREATE TEMP TABLE checkin_batch (terminal TEXT NOT NULL, \
                              at INTEGER, address TEXT, tz TEXT, agent_version TEXT, \
                              plan_id TEXT, installed_digest INTEGER, hardware_digest INTEGER, \
                              address_first INTEGER, address_last INTEGER, \
-                             address_checkins INTEGER) WITHOUT ROWID",
+                             address_checkins INTEGER)",
                     )
                     .execute(connection)
                     .await?;

@@ -125,6 +125,7 @@ conformance!(
     checkins_update_terminals_plans_and_the_network_map,
     checkin_batches_take_the_later_write_and_skip_unknown_terminals,
     the_network_map_follows_a_terminal_that_moves,
+    concurrent_checkin_batches_from_two_processes_all_count,
     terminals_are_listed_by_pages_and_filters,
     groups_put_list_and_delete,
     rules_replace_is_atomic_and_checks_groups,
@@ -921,6 +922,62 @@ async fn the_network_map_follows_a_terminal_that_moves(fixture: &Fixture) {
             },
         ]
     );
+}
+
+async fn concurrent_checkin_batches_from_two_processes_all_count(fixture: &Fixture) {
+    let other = fixture.another().await;
+    let ids: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    enrol_all(&*fixture.store, UNKNOWN_GROUP, &id_refs).await;
+    let batch = |round: i64, reversed: bool| -> Vec<CheckinWrite> {
+        let mut writes: Vec<CheckinWrite> = ids
+            .iter()
+            .map(|id| {
+                checkin(
+                    id,
+                    100 + round,
+                    "198.51.100.9",
+                    plan(&format!("p{round}"), "none"),
+                )
+            })
+            .collect();
+        if reversed {
+            writes.reverse();
+        }
+        writes
+    };
+    // Same terminals, opposite orders, at the same time: neither may fail (no deadlock).
+    let forward = async {
+        for round in 0..8 {
+            fixture
+                .store
+                .record_checkins(&batch(round, false))
+                .await
+                .unwrap();
+        }
+    };
+    let backward = async {
+        for round in 0..8 {
+            other.record_checkins(&batch(round, true)).await.unwrap();
+        }
+    };
+    tokio::join!(forward, backward);
+    for id in &ids {
+        let map = fixture.store.addresses(id).await.unwrap();
+        assert_eq!(
+            map[0],
+            AddressRow {
+                address: "198.51.100.9".into(),
+                first_seen: 100,
+                last_seen: 107,
+                checkins: 16
+            },
+            "{id}"
+        );
+        let row = fixture.store.terminal(id).await.unwrap().unwrap();
+        assert_eq!(row.last_checkin, Some(107), "{id}");
+        assert_eq!(row.plan_id.as_deref(), Some("p7"), "{id}");
+    }
 }
 
 async fn terminals_are_listed_by_pages_and_filters(fixture: &Fixture) {
