@@ -317,7 +317,8 @@ pub trait Store: Send + Sync + Debug {
     /// Inside the transaction, `check` is called with the feeds of every *other* vendor, so the
     /// caller can validate the merged catalog; its error aborts the publish and is returned
     /// as is. Publishing the same `sha256` again changes nothing (`changed: false`) and does
-    /// not call `check`.
+    /// not call `check`. (The `for<'a>` is spelled out: left implicit, `async_trait` would tie
+    /// the slice's lifetime to the call's, and no slice made inside the call outlives that.)
     async fn publish_feed(
         &self,
         feed: StoredFeed,
