@@ -278,7 +278,8 @@ pub struct LatencyReport {
 
 impl LatencyReport {
     pub fn of(histogram: &Histogram) -> LatencyReport {
-        let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        // Milliseconds to the microsecond the histogram resolves, without binary-float tails.
+        let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_micros() as f64 / 1e3);
         LatencyReport {
             median: ms(histogram.quantile(0.5)),
             p90: ms(histogram.quantile(0.9)),
