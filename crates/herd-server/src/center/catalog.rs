@@ -90,7 +90,8 @@ fn merge_threat(kept: &mut ThreatDoc, other: &ThreatDoc) {
     }
 }
 
-fn danger_rank(danger: &str) -> u8 {
+/// Orders danger names for display and merging (unknown names rank lowest).
+pub fn danger_rank(danger: &str) -> u8 {
     match danger {
         "critical" => 4,
         "high" => 3,

@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::{MAX_JSON_BODY, parse_json, read_body};
 use crate::center::auth::{new_secret, secret_hash};
+use crate::center::catalog::danger_rank;
 use crate::center::error::{ApiErr, ApiResult};
 use crate::center::placement;
 use crate::center::{Center, rfc3339, unix_now};
@@ -100,15 +101,6 @@ pub async fn coverage(
         products,
         threats: rows,
     }))
-}
-
-fn danger_rank(danger: &str) -> u8 {
-    match danger {
-        "critical" => 4,
-        "high" => 3,
-        "medium" => 2,
-        _ => 1,
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
