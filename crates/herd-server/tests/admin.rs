@@ -2,109 +2,41 @@
 //! tokens, feeds split per vendor, coverage, the fleet, groups and rules, uploads, and the
 //! errors people meet (another vendor's feed, bad or expired tokens, no center listening).
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
 use herd_client::Client;
 use herd_proto::api::{CheckinRequest, EnrolRequest, NewApiToken};
 use herd_proto::terminal::{HardwareDoc, InstalledDoc};
+use support::{HERD, TestCenter};
 
-const HERD: &str = env!("CARGO_BIN_EXE_herd");
-const STARTUP_LIMIT: Duration = Duration::from_secs(20);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A `herd serve` process on a free loopback port with its data in a temporary directory;
-/// stopped with SIGTERM (and checked to shut down cleanly) by [`Center::stop`].
+/// A real center (the shared [`TestCenter`]) and the working directory the admin commands
+/// run in (it holds feeds, rules and downloads).
 struct Center {
-    child: Option<Child>,
+    center: TestCenter,
     url: String,
-    data_dir: PathBuf,
-    log: PathBuf,
-    /// The working directory of the admin commands (holds feeds, rules, tokens).
     work: tempfile::TempDir,
 }
 
 impl Center {
     fn start() -> Center {
-        let work = tempfile::tempdir().unwrap();
-        let data_dir = work.path().join("data");
-        let log = work.path().join("serve.log");
-        // The center binds what it is given: pick a port that is free right now.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(HERD)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("herd serve starts");
-        let mut center = Center {
-            child: Some(child),
-            url: format!("https://127.0.0.1:{port}"),
-            data_dir,
-            log,
-            work,
-        };
-        center.wait_ready(port);
-        center
-    }
-
-    fn wait_ready(&mut self, port: u16) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "herd serve exited with {status} before it was ready:\n{}",
-                    self.log()
-                );
-            }
-            let token_written = self.data_dir.join("operator.token").is_file();
-            if token_written && TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            assert!(
-                started.elapsed() < STARTUP_LIMIT,
-                "herd serve was not ready within {STARTUP_LIMIT:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let center = TestCenter::start();
+        Center {
+            url: center.url.clone(),
+            center,
+            work: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     fn ca_pem(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("ca.pem")).unwrap()
-    }
-
-    fn operator_token(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("operator.token"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        self.center.ca_pem()
     }
 
     fn operator(&self) -> Client {
-        Client::new(&self.url, &self.ca_pem(), None)
-            .unwrap()
-            .with_token(&self.operator_token())
+        self.center.operator()
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
@@ -120,50 +52,23 @@ impl Center {
             .args(args)
             .current_dir(self.work.path())
             .env("HERD_SERVER", &self.url)
-            .env("HERD_CA", self.data_dir.join("ca.pem"))
-            .env("HERD_TOKEN_FILE", self.data_dir.join("operator.token"))
+            .env("HERD_CA", self.center.data_dir.join("ca.pem"))
+            .env(
+                "HERD_TOKEN_FILE",
+                self.center.data_dir.join("operator.token"),
+            )
             .env_remove("HERD_TOKEN")
             .output()
             .expect("herd runs")
     }
 
-    /// Sends SIGTERM and expects a clean exit within a few seconds.
+    /// Sends SIGTERM and expects a clean exit.
     fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let term = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(term.success());
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(15) {
-                let _ = child.kill();
-                panic!(
-                    "herd serve did not stop within 15 s of SIGTERM:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let (status, stderr) = self.center.stop();
         assert!(
             status.success(),
-            "herd serve exited with {status}:\n{}",
-            self.log()
+            "herd serve exited with {status}:\n{stderr}"
         );
-    }
-}
-
-impl Drop for Center {
-    fn drop(&mut self) {
-        // A failed test must not leave a server behind.
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -186,25 +91,9 @@ fn assert_exit(out: &Output, code: i32) {
     );
 }
 
-/// The seed catalog split into one feed per vendor: its vendor, products, releases and
-/// coverage, and every threat (both vendors describe virus-a).
+/// The seed catalog's part one vendor publishes, as the file a vendor would write.
 fn vendor_feed(catalog: &serde_json::Value, vendor: &str) -> String {
-    let products: Vec<&serde_json::Value> = catalog["products"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["vendor"] == vendor)
-        .collect();
-    let owns = |product: &serde_json::Value| products.iter().any(|p| p["id"] == *product);
-    let feed = serde_json::json!({
-        "format": "herd.catalog/v1",
-        "vendors": catalog["vendors"].as_array().unwrap().iter().filter(|v| v["id"] == vendor).collect::<Vec<_>>(),
-        "products": products,
-        "releases": catalog["releases"].as_array().unwrap().iter().filter(|r| owns(&r["product"])).collect::<Vec<_>>(),
-        "threats": catalog["threats"],
-        "coverage": catalog["coverage"].as_array().unwrap().iter().filter(|c| owns(&c["product"])).collect::<Vec<_>>(),
-    });
-    serde_json::to_string_pretty(&feed).unwrap()
+    serde_json::to_string_pretty(&support::vendor_feed(catalog, vendor)).unwrap()
 }
 
 fn one_line(out: &Output) -> String {
@@ -217,10 +106,8 @@ fn one_line(out: &Output) -> String {
 #[test]
 fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
     let center = Center::start();
-    let catalog: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("examples/seed/catalog.json")).unwrap(),
-    )
-    .unwrap();
+    let catalog: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&support::seed_catalog()).unwrap()).unwrap();
     let feed_a = center.write("maker-a.json", &vendor_feed(&catalog, "maker-a"));
     let feed_b = center.write("maker-b.json", &vendor_feed(&catalog, "maker-b"));
     let feed_a = feed_a.to_str().unwrap();

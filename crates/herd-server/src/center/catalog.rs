@@ -13,6 +13,7 @@ use std::sync::Arc;
 use herd_core::{Catalog, Terminal, Timestamp};
 use herd_planner::Planner;
 use herd_proto::ValidationError;
+use herd_proto::api::{CoverageCell, CoverageMatrix, CoverageProduct, CoverageRow};
 use herd_proto::catalog::{CATALOG_FORMAT, CatalogDoc, ThreatDoc};
 use herd_proto::plan::Action;
 use herd_store::StoredFeed;
@@ -48,6 +49,67 @@ impl CatalogSnapshot {
             doc,
             catalog: Arc::new(catalog),
         })
+    }
+}
+
+impl CatalogSnapshot {
+    /// Threats (most dangerous first) × products: since when each product covers each threat.
+    pub fn coverage_matrix(&self) -> CoverageMatrix {
+        let doc = &self.doc;
+        let products: Vec<CoverageProduct> = doc
+            .products
+            .iter()
+            .map(|p| {
+                let latest = doc
+                    .releases
+                    .iter()
+                    .filter(|r| r.product == p.id)
+                    .max_by_key(|r| r.seq);
+                CoverageProduct {
+                    id: p.id.clone(),
+                    vendor: p.vendor.clone(),
+                    name: p.name.clone(),
+                    latest_version: latest.map(|r| r.version.clone()),
+                    latest_seq: latest.map(|r| r.seq),
+                }
+            })
+            .collect();
+        let mut threats: Vec<&herd_proto::catalog::ThreatDoc> = doc.threats.iter().collect();
+        threats.sort_by(|a, b| {
+            danger_rank(&b.danger)
+                .cmp(&danger_rank(&a.danger))
+                .then(a.id.cmp(&b.id))
+        });
+        let rows = threats
+            .into_iter()
+            .map(|t| CoverageRow {
+                threat: t.id.clone(),
+                name: t.name.clone(),
+                danger: t.danger.clone(),
+                discovered: t.discovered.clone(),
+                cells: products
+                    .iter()
+                    .map(|p| {
+                        let statement = doc
+                            .coverage
+                            .iter()
+                            .find(|c| c.product == p.id && c.threat == t.id);
+                        let since = statement.and_then(|c| c.since_seq);
+                        CoverageCell {
+                            covered: matches!((since, p.latest_seq), (Some(s), Some(l)) if s <= l),
+                            since_seq: since,
+                            covered_on: statement.and_then(|c| c.covered_on.clone()),
+                            expected: statement.and_then(|c| c.expected.clone()),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        CoverageMatrix {
+            revision: self.revision,
+            products,
+            threats: rows,
+        }
     }
 }
 
@@ -91,7 +153,7 @@ fn merge_threat(kept: &mut ThreatDoc, other: &ThreatDoc) {
 }
 
 /// Orders danger names for display and merging (unknown names rank lowest).
-pub fn danger_rank(danger: &str) -> u8 {
+fn danger_rank(danger: &str) -> u8 {
     match danger {
         "critical" => 4,
         "high" => 3,

@@ -12,6 +12,7 @@ pub mod catalog;
 mod checkin;
 pub mod config;
 pub mod error;
+mod feeds;
 mod listener;
 pub mod metrics;
 mod placement;

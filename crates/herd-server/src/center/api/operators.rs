@@ -9,9 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use herd_core::check_identifier;
 use herd_proto::api::{
-    AddressSeen, CoverageCell, CoverageMatrix, CoverageProduct, CoverageRow, ErrorBody, GroupDoc,
-    GroupList, NewApiToken, NewEnrolmentToken, PlacementRules, PlanReport, TerminalDetail,
-    TerminalList, TerminalSummary, TokenCreated,
+    AddressSeen, CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken, NewEnrolmentToken,
+    PlacementRules, PlanReport, TerminalDetail, TerminalList, TerminalSummary, TokenCreated,
 };
 use herd_proto::catalog::CatalogDoc;
 use herd_proto::plan::PlanDoc;
@@ -21,7 +20,6 @@ use serde::Deserialize;
 
 use super::{MAX_JSON_BODY, parse_json, read_body};
 use crate::center::auth::{new_secret, secret_hash};
-use crate::center::catalog::danger_rank;
 use crate::center::error::{ApiErr, ApiResult};
 use crate::center::placement;
 use crate::center::{Center, rfc3339, unix_now};
@@ -45,62 +43,7 @@ pub async fn coverage(
     headers: HeaderMap,
 ) -> ApiResult<Json<CoverageMatrix>> {
     center.require_operator(&headers).await?;
-    let snapshot = center.catalog();
-    let doc = &snapshot.doc;
-    let products: Vec<CoverageProduct> = doc
-        .products
-        .iter()
-        .map(|p| {
-            let latest = doc
-                .releases
-                .iter()
-                .filter(|r| r.product == p.id)
-                .max_by_key(|r| r.seq);
-            CoverageProduct {
-                id: p.id.clone(),
-                vendor: p.vendor.clone(),
-                name: p.name.clone(),
-                latest_version: latest.map(|r| r.version.clone()),
-                latest_seq: latest.map(|r| r.seq),
-            }
-        })
-        .collect();
-    let mut threats: Vec<&herd_proto::catalog::ThreatDoc> = doc.threats.iter().collect();
-    threats.sort_by(|a, b| {
-        danger_rank(&b.danger)
-            .cmp(&danger_rank(&a.danger))
-            .then(a.id.cmp(&b.id))
-    });
-    let rows = threats
-        .into_iter()
-        .map(|t| CoverageRow {
-            threat: t.id.clone(),
-            name: t.name.clone(),
-            danger: t.danger.clone(),
-            discovered: t.discovered.clone(),
-            cells: products
-                .iter()
-                .map(|p| {
-                    let statement = doc
-                        .coverage
-                        .iter()
-                        .find(|c| c.product == p.id && c.threat == t.id);
-                    let since = statement.and_then(|c| c.since_seq);
-                    CoverageCell {
-                        covered: matches!((since, p.latest_seq), (Some(s), Some(l)) if s <= l),
-                        since_seq: since,
-                        covered_on: statement.and_then(|c| c.covered_on.clone()),
-                        expected: statement.and_then(|c| c.expected.clone()),
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    Ok(Json(CoverageMatrix {
-        revision: snapshot.revision,
-        products,
-        threats: rows,
-    }))
+    Ok(Json(center.catalog().coverage_matrix()))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -13,14 +13,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use herd_proto::api::{ErrorBody, PackageInfo, PublishResponse, codes};
-use herd_proto::catalog::CatalogDoc;
-use herd_store::{PackageRow, StoredFeed};
-use sha2::{Digest as _, Sha256};
+use herd_store::PackageRow;
 
 use super::read_body;
 use crate::blobs::BlobError;
 use crate::center::auth::Caller;
-use crate::center::catalog::{check_vendor_scope, merge};
 use crate::center::error::{ApiErr, ApiResult};
 use crate::center::listener::ConnInfo;
 use crate::center::{Center, rfc3339, unix_now};
@@ -55,90 +52,14 @@ pub async fn publish_feed(
             ));
         }
     }
-    let result = publish(&center, &vendor, body).await;
+    let result = match read_body(body, center.config.max_feed_bytes, "the feed").await {
+        Ok(bytes) => center.publish_feed(&vendor, &bytes).await,
+        Err(err) => Err(err),
+    };
     if result.is_err() {
         center.metrics.feeds_refused.fetch_add(1, Relaxed);
     }
     result.map(Json)
-}
-
-async fn publish(center: &Center, vendor: &str, body: Body) -> ApiResult<PublishResponse> {
-    let bytes = read_body(body, center.config.max_feed_bytes, "the feed").await?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiErr::bad_request("the feed is not UTF-8 text"))?;
-    let document = format!("feed of {vendor}");
-    herd_proto::catalog::parse_catalog(&document, text)
-        .map_err(|err| ApiErr::invalid(codes::FEED_INVALID, err.to_string(), &err))?;
-    let doc: CatalogDoc = serde_json::from_str(text).map_err(|err| {
-        ApiErr::internal(format!("a validated feed failed to parse again: {err}"))
-    })?;
-    check_vendor_scope(&document, &doc, vendor).map_err(|err| ApiErr {
-        status: StatusCode::FORBIDDEN,
-        code: codes::FORBIDDEN_VENDOR,
-        message: err.to_string(),
-        problems: err.problems.iter().map(Into::into).collect(),
-    })?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    let feed = StoredFeed {
-        vendor: vendor.to_owned(),
-        doc: text.to_owned(),
-        sha256: sha256.clone(),
-        published_at: unix_now(),
-    };
-    // Inside the store's transaction: the merge with every other vendor's current feed must
-    // validate too (no product id taken by two vendors, no conflicting data).
-    let check = |others: &[StoredFeed]| -> Result<(), String> {
-        let mut docs = Vec::with_capacity(others.len() + 1);
-        for other in others {
-            let other_doc: CatalogDoc = serde_json::from_str(&other.doc).map_err(|err| {
-                format!(
-                    "the stored feed of vendor {} is corrupt: {err}",
-                    other.vendor
-                )
-            })?;
-            docs.push(other_doc);
-        }
-        docs.push(doc.clone());
-        merge(docs.iter())
-            .validate("the catalog merged with the other vendors' feeds")
-            .map(|_| ())
-            .map_err(|err| err.to_string())
-    };
-    let outcome = center
-        .store
-        .publish_feed(feed, &check)
-        .await?
-        .map_err(|message| {
-            ApiErr::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                codes::FEED_INVALID,
-                message,
-            )
-        })?;
-    if outcome.changed {
-        center.metrics.feeds_published.fetch_add(1, Relaxed);
-        center.refresh_catalog().await.map_err(|err| {
-            ApiErr::internal(format!(
-                "the feed is stored but the catalog did not reload: {err:#}"
-            ))
-        })?;
-        tracing::info!(%vendor, revision = outcome.revision, "feed published");
-    }
-    let mut missing_packages = Vec::new();
-    for package in doc.releases.iter().flat_map(|r| &r.packages) {
-        if center.blobs.contains(&package.sha256).await.is_none()
-            && !missing_packages.contains(&package.sha256)
-        {
-            missing_packages.push(package.sha256.clone());
-        }
-    }
-    Ok(PublishResponse {
-        vendor: vendor.to_owned(),
-        revision: outcome.revision,
-        changed: outcome.changed,
-        sha256,
-        missing_packages,
-    })
 }
 
 /// Upload a package by its SHA-256; the body is the package, streamed and verified.
