@@ -3,12 +3,8 @@
 //! and decides the exit code in one place.
 
 mod admin_cmd;
-mod blobs;
-mod center;
-mod demo;
 mod plan_cmd;
 mod serve_cmd;
-mod sim_cmd;
 
 use std::process::ExitCode;
 
@@ -30,8 +26,8 @@ struct Cli {
 enum Command {
     Serve(serve_cmd::ServeArgs),
     Plan(plan_cmd::PlanArgs),
-    Demo(demo::DemoArgs),
-    Sim(sim_cmd::SimArgs),
+    Demo(herd_lab::demo::DemoArgs),
+    Sim(herd_lab::sim::SimArgs),
     /// Print or check the `herd serve` configuration file.
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
@@ -53,8 +49,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Plan(args) => plan_cmd::run(args),
-        Command::Demo(args) => demo::run(args),
-        Command::Sim(args) => sim_cmd::run(args),
+        Command::Demo(args) => herd_lab::demo::run(args).map(|passed| {
+            if passed {
+                Outcome::Success
+            } else {
+                Outcome::InvalidInput
+            }
+        }),
+        Command::Sim(args) => herd_lab::sim::run(args).map(|()| Outcome::Success),
         Command::Config(command) => serve_cmd::config(command),
         Command::Admin(command) => admin_cmd::run(command),
     };

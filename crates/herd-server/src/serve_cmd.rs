@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::Outcome;
-use crate::center::config::{CenterConfig, ConfigFile, DEFAULT_CONFIG, LogFormat};
+use herd_center::config::{CenterConfig, ConfigFile, DEFAULT_CONFIG, LogFormat};
 
 /// Run the center: the maintenance server terminals check in with, vendors publish to and
 /// operators watch.
@@ -48,7 +48,7 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
-    /// Log filter, like `info` or `herd=debug,info` [default: info; env RUST_LOG wins].
+    /// Log filter, like `info` or `herd_center=debug,info` [default: info; env RUST_LOG wins].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
 }
@@ -91,7 +91,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         .thread_name("herd-center")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(crate::center::run(config))?;
+    runtime.block_on(herd_center::run(config))?;
     Ok(Outcome::Success)
 }
 

@@ -9,7 +9,9 @@ use herd_store::StoredFeed;
 use sha2::{Digest as _, Sha256};
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::catalog::{check_vendor_scope, merge};
+use herd_proto::merge::merge;
+
+use super::catalog::check_vendor_scope;
 use super::error::{ApiErr, ApiResult};
 use super::{Center, unix_now};
 

@@ -17,12 +17,12 @@ use herd_proto::api::{
 use herd_store::{EventRow, NewTerminal, UNKNOWN_GROUP};
 
 use super::{MAX_JSON_BODY, parse_json, read_body};
-use crate::center::auth::secret_hash;
-use crate::center::checkin::CheckinAnswer;
-use crate::center::error::{ApiErr, ApiResult};
-use crate::center::listener::ConnInfo;
-use crate::center::placement::{self, Candidate};
-use crate::center::{Center, unix_now};
+use crate::auth::secret_hash;
+use crate::checkin::CheckinAnswer;
+use crate::error::{ApiErr, ApiResult};
+use crate::listener::ConnInfo;
+use crate::placement::{self, Candidate};
+use crate::{Center, unix_now};
 
 /// The most events one batch may carry.
 const MAX_EVENTS_PER_BATCH: usize = 1000;
@@ -65,10 +65,7 @@ async fn enrol_terminal(
             })?;
             id
         }
-        None => format!(
-            "t-{}",
-            &secret_hash(&crate::center::auth::new_secret())[..12]
-        ),
+        None => format!("t-{}", &secret_hash(&crate::auth::new_secret())[..12]),
     };
     for (path, value) in [
         ("$.hardware.kind", &request.hardware.kind),

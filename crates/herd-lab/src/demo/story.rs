@@ -243,7 +243,7 @@ mod tests {
             .iter()
             .map(|f| serde_json::from_value(f.clone()).unwrap())
             .collect();
-        let merged = crate::center::catalog::merge(docs.iter());
+        let merged = herd_proto::merge::merge(docs.iter());
         merged.validate("merged").unwrap();
         assert_eq!(merged.threats.len(), 1);
         assert_eq!(a.catalog_packages.len(), 4);

@@ -16,11 +16,11 @@ use herd_proto::api::{ErrorBody, PackageInfo, PublishResponse, codes};
 use herd_store::PackageRow;
 
 use super::read_body;
+use crate::auth::Caller;
 use crate::blobs::BlobError;
-use crate::center::auth::Caller;
-use crate::center::error::{ApiErr, ApiResult};
-use crate::center::listener::ConnInfo;
-use crate::center::{Center, rfc3339, unix_now};
+use crate::error::{ApiErr, ApiResult};
+use crate::listener::ConnInfo;
+use crate::{Center, rfc3339, unix_now};
 
 /// Publish a vendor's whole catalog feed (`herd.catalog/v1`), replacing its previous one.
 #[utoipa::path(

@@ -31,7 +31,6 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use herd_package::BuiltPackage;
 
-use crate::Outcome;
 use procs::{AgentProgram, CenterProcess};
 use show::Show;
 use signals::Interrupt;
@@ -71,7 +70,8 @@ pub struct DemoArgs {
     agent: Option<PathBuf>,
 }
 
-pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
+/// Plays the demo; `Ok(true)` when every step happened as expected.
+pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let agent = AgentProgram::locate(args.agent.clone())?;
     let herd = std::env::current_exe().context("cannot find this herd program to run `serve`")?;
     let interrupt = Interrupt::install()?;
@@ -114,11 +114,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     if interrupted {
         bail!("interrupted before the demo finished");
     }
-    Ok(if passed {
-        Outcome::Success
-    } else {
-        Outcome::InvalidInput
-    })
+    Ok(passed)
 }
 
 type StepFn = fn(&mut Demo) -> anyhow::Result<()>;

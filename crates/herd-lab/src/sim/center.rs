@@ -43,7 +43,7 @@ impl SpawnedCenter {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--log", "warn,herd::center=info"])
+            .args(["--log", "warn,herd_center=info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);

@@ -1,4 +1,4 @@
-//! `herd serve` in the center role: the maintenance server of SPEC §2–3.1.
+//! The center as a library: the maintenance server of SPEC §2–3.1, which `herd serve` runs.
 //!
 //! [`Center`] is the state every request shares: the store (the single source of truth that
 //! several center processes agree through), the blob store, the CA, and caches derived from
@@ -8,6 +8,7 @@
 
 pub mod api;
 mod auth;
+pub mod blobs;
 pub mod catalog;
 mod checkin;
 pub mod config;

@@ -19,10 +19,10 @@ use herd_store::{ApiTokenRow, EnrolTokenRow, GroupRow, Role, RuleRow, TerminalQu
 use serde::Deserialize;
 
 use super::{MAX_JSON_BODY, parse_json, read_body};
-use crate::center::auth::{new_secret, secret_hash};
-use crate::center::error::{ApiErr, ApiResult};
-use crate::center::placement;
-use crate::center::{Center, rfc3339, unix_now};
+use crate::auth::{new_secret, secret_hash};
+use crate::error::{ApiErr, ApiResult};
+use crate::placement;
+use crate::{Center, rfc3339, unix_now};
 
 /// The merged catalog every plan is computed from (all vendors' feeds).
 #[utoipa::path(get, path = "/v1/catalog", tag = "operators",

@@ -217,7 +217,7 @@ mod tests {
             herd_proto::catalog::parse_catalog(vendor, &text).expect("the feed validates");
             docs.push(serde_json::from_str(&text).expect("the feed parses"));
         }
-        crate::center::catalog::merge(docs.iter())
+        herd_proto::merge::merge(docs.iter())
             .validate("merged")
             .expect("the merged catalog validates");
     }
@@ -228,7 +228,7 @@ mod tests {
             .iter()
             .map(|(_, text)| serde_json::from_str(text).expect("the feed parses"))
             .collect();
-        let catalog = crate::center::catalog::merge(docs.iter())
+        let catalog = herd_proto::merge::merge(docs.iter())
             .validate("merged")
             .expect("the merged catalog validates");
         let now = herd_core::Timestamp::parse("2026-01-01T00:00:00Z").expect("a timestamp");

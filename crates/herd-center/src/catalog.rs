@@ -14,7 +14,8 @@ use herd_core::{Catalog, Terminal, Timestamp};
 use herd_planner::Planner;
 use herd_proto::ValidationError;
 use herd_proto::api::{CoverageCell, CoverageMatrix, CoverageProduct, CoverageRow};
-use herd_proto::catalog::{CATALOG_FORMAT, CatalogDoc, ThreatDoc};
+use herd_proto::catalog::CatalogDoc;
+use herd_proto::merge::{danger_rank, merge};
 use herd_proto::plan::Action;
 use herd_store::StoredFeed;
 
@@ -110,56 +111,6 @@ impl CatalogSnapshot {
             products,
             threats: rows,
         }
-    }
-}
-
-/// Merges vendors' feeds into one catalog document. Vendors, products, releases and coverage
-/// are each vendor's own and are concatenated. Threats are shared: vendors describe the same
-/// threat independently, so a threat listed by several feeds keeps the first name, the
-/// highest danger and the earliest discovery date any of them gives — the conservative
-/// reading, which makes Herd act sooner rather than later.
-pub fn merge<'a>(docs: impl Iterator<Item = &'a CatalogDoc>) -> CatalogDoc {
-    let mut merged = CatalogDoc {
-        format: CATALOG_FORMAT.to_owned(),
-        ..CatalogDoc::default()
-    };
-    let mut threat_at: HashMap<String, usize> = HashMap::new();
-    for doc in docs {
-        merged.vendors.extend(doc.vendors.iter().cloned());
-        merged.products.extend(doc.products.iter().cloned());
-        merged.releases.extend(doc.releases.iter().cloned());
-        merged.coverage.extend(doc.coverage.iter().cloned());
-        for threat in &doc.threats {
-            match threat_at.get(&threat.id) {
-                None => {
-                    threat_at.insert(threat.id.clone(), merged.threats.len());
-                    merged.threats.push(threat.clone());
-                }
-                Some(&at) => merge_threat(&mut merged.threats[at], threat),
-            }
-        }
-    }
-    merged
-}
-
-fn merge_threat(kept: &mut ThreatDoc, other: &ThreatDoc) {
-    if danger_rank(&other.danger) > danger_rank(&kept.danger) {
-        kept.danger = other.danger.clone();
-    }
-    // Validated dates are YYYY-MM-DD, so text order is date order.
-    if other.discovered < kept.discovered {
-        kept.discovered = other.discovered.clone();
-    }
-}
-
-/// Orders danger names for display and merging (unknown names rank lowest).
-fn danger_rank(danger: &str) -> u8 {
-    match danger {
-        "critical" => 4,
-        "high" => 3,
-        "medium" => 2,
-        "low" => 1,
-        _ => 0,
     }
 }
 
@@ -396,7 +347,7 @@ mod tests {
     use super::*;
     use herd_proto::terminal::TerminalDoc;
 
-    const SEED_CATALOG: &str = include_str!("../../../../examples/seed/catalog.json");
+    const SEED_CATALOG: &str = include_str!("../../../examples/seed/catalog.json");
 
     fn seed_snapshot() -> CatalogSnapshot {
         let doc: CatalogDoc = serde_json::from_str(SEED_CATALOG).expect("the seed catalog parses");

@@ -1,0 +1,57 @@
+//! Merging vendors' feeds into one catalog document: a pure function of the documents, shared
+//! by the center (which plans with the merged catalog) and the tools that model it (the demo,
+//! the load generator).
+
+use std::collections::HashMap;
+
+use crate::catalog::{CATALOG_FORMAT, CatalogDoc, ThreatDoc};
+
+/// Merges vendors' feeds into one catalog document. Vendors, products, releases and coverage
+/// are each vendor's own and are concatenated. Threats are shared: vendors describe the same
+/// threat independently, so a threat listed by several feeds keeps the first name, the
+/// highest danger and the earliest discovery date any of them gives — the conservative
+/// reading, which makes Herd act sooner rather than later.
+pub fn merge<'a>(docs: impl Iterator<Item = &'a CatalogDoc>) -> CatalogDoc {
+    let mut merged = CatalogDoc {
+        format: CATALOG_FORMAT.to_owned(),
+        ..CatalogDoc::default()
+    };
+    let mut threat_at: HashMap<String, usize> = HashMap::new();
+    for doc in docs {
+        merged.vendors.extend(doc.vendors.iter().cloned());
+        merged.products.extend(doc.products.iter().cloned());
+        merged.releases.extend(doc.releases.iter().cloned());
+        merged.coverage.extend(doc.coverage.iter().cloned());
+        for threat in &doc.threats {
+            match threat_at.get(&threat.id) {
+                None => {
+                    threat_at.insert(threat.id.clone(), merged.threats.len());
+                    merged.threats.push(threat.clone());
+                }
+                Some(&at) => merge_threat(&mut merged.threats[at], threat),
+            }
+        }
+    }
+    merged
+}
+
+fn merge_threat(kept: &mut ThreatDoc, other: &ThreatDoc) {
+    if danger_rank(&other.danger) > danger_rank(&kept.danger) {
+        kept.danger = other.danger.clone();
+    }
+    // Validated dates are YYYY-MM-DD, so text order is date order.
+    if other.discovered < kept.discovered {
+        kept.discovered = other.discovered.clone();
+    }
+}
+
+/// Orders danger names for display and merging (unknown names rank lowest).
+pub fn danger_rank(danger: &str) -> u8 {
+    match danger {
+        "critical" => 4,
+        "high" => 3,
+        "medium" => 2,
+        "low" => 1,
+        _ => 0,
+    }
+}
