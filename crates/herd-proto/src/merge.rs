@@ -55,3 +55,65 @@ pub fn danger_rank(danger: &str) -> u8 {
         _ => 0,
     }
 }
+
+/// Splits a catalog into the feeds its vendors would publish — the inverse of [`merge`]: each
+/// vendor gets itself, its products with their releases and coverage, and the threats its
+/// coverage speaks about; threats no coverage mentions go to the first vendor, so merging the
+/// feeds gives back every threat. Ordered as the catalog lists its vendors.
+pub fn split_by_vendor(doc: &CatalogDoc) -> Vec<(String, CatalogDoc)> {
+    let mut vendor_of_product: HashMap<&str, usize> = HashMap::new();
+    for product in &doc.products {
+        if let Some(v) = doc.vendors.iter().position(|v| v.id == product.vendor) {
+            vendor_of_product.insert(&product.id, v);
+        }
+    }
+    let mut feeds: Vec<CatalogDoc> = doc
+        .vendors
+        .iter()
+        .map(|vendor| CatalogDoc {
+            format: CATALOG_FORMAT.to_owned(),
+            vendors: vec![vendor.clone()],
+            ..CatalogDoc::default()
+        })
+        .collect();
+    for product in &doc.products {
+        if let Some(&v) = vendor_of_product.get(product.id.as_str()) {
+            feeds[v].products.push(product.clone());
+        }
+    }
+    for release in &doc.releases {
+        if let Some(&v) = vendor_of_product.get(release.product.as_str()) {
+            feeds[v].releases.push(release.clone());
+        }
+    }
+    // Which feeds speak about each threat, in catalog order.
+    let mut speakers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for statement in &doc.coverage {
+        if let Some(&v) = vendor_of_product.get(statement.product.as_str()) {
+            feeds[v].coverage.push(statement.clone());
+            let list = speakers.entry(statement.threat.as_str()).or_default();
+            if list.last() != Some(&v) && !list.contains(&v) {
+                list.push(v);
+            }
+        }
+    }
+    for threat in &doc.threats {
+        match speakers.get(threat.id.as_str()) {
+            Some(list) => {
+                for &v in list {
+                    feeds[v].threats.push(threat.clone());
+                }
+            }
+            None => {
+                if let Some(first) = feeds.first_mut() {
+                    first.threats.push(threat.clone());
+                }
+            }
+        }
+    }
+    doc.vendors
+        .iter()
+        .map(|v| v.id.clone())
+        .zip(feeds)
+        .collect()
+}

@@ -356,6 +356,11 @@ fn server_config_for_roots(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    // Terminals reconnect at every check-in: stateless session tickets let any number of them
+    // resume (no certificate exchange, no signature), where the default stateful cache holds
+    // 256 sessions for a fleet of a million. Resumed sessions carry the client certificate
+    // chain, so a terminal's identity is the same on a resumed connection.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(Arc::new(config))
 }
 

@@ -122,6 +122,8 @@ pub struct Https {
     host: HeaderValue,
     /// The connection future finished: nothing more can be sent.
     closed: bool,
+    /// The TLS handshake resumed an earlier session (no certificate exchange).
+    resumed: bool,
 }
 
 impl std::fmt::Debug for Https {
@@ -145,6 +147,8 @@ impl Https {
                 .connect(endpoint.server_name.clone(), tcp)
                 .await
                 .map_err(ConnError::Tls)?;
+            let resumed =
+                stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             let (sender, connection) = hyper::client::conn::http1::Builder::new()
                 .handshake(TokioIo::new(stream))
                 .await?;
@@ -153,6 +157,7 @@ impl Https {
                 connection,
                 host: endpoint.host.clone(),
                 closed: false,
+                resumed,
             })
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connecting)
@@ -163,6 +168,11 @@ impl Https {
     /// The `Host` header value for requests on this connection.
     pub fn host(&self) -> &HeaderValue {
         &self.host
+    }
+
+    /// Whether the TLS handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     pub fn is_closed(&self) -> bool {

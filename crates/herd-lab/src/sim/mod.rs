@@ -15,7 +15,7 @@ mod report;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -27,6 +27,7 @@ use hyper::{Method, StatusCode, Uri};
 use rustls::ClientConfig;
 use tokio::task::JoinSet;
 
+use crate::world;
 use client::{Endpoint, Https};
 use fleet::Action;
 use report::{CenterCounters, PhaseReport, Report, Tally};
@@ -46,11 +47,14 @@ enum SimCommand {
 /// Measure check-ins per second, end to end.
 ///
 /// Starts `herd serve` (this program) on embedded SQLite in a temporary directory and a free
-/// loopback port, publishes a generated catalog (three vendors, two threats; plans are a mix of
-/// none, update, switch and exposed), enrols the terminals concurrently (each with its own key,
-/// CSR and certificate), and has every terminal check in once over a new connection (the roll
-/// call). Then CONNECTIONS keep-alive mutual-TLS connections check in back to back for the
-/// warm-up and the measured DURATION.
+/// loopback port, publishes a generated catalog (by default SPEC §8's 100,000 threats × 20
+/// products, each vendor its own feed), makes a group per policy of the fleet with placement
+/// rules, enrols the terminals concurrently (each with its own key, CSR and certificate, and
+/// its own platform and installed product, so plans differ between terminals), and has every
+/// terminal check in once over a new connection (the roll call). Then CONNECTIONS keep-alive
+/// mutual-TLS connections check in back to back for the warm-up and the measured DURATION.
+/// Every answer's action is checked against the plan this program computes with the same
+/// planner.
 ///
 /// A connection carries one terminal's identity (the identity is the client certificate).
 /// Connection i checks in as terminals i, i+C, i+2C, … in turn: by default it stays with its
@@ -58,7 +62,9 @@ enum SimCommand {
 /// handshakes (terminals keep their connection between check-ins, and the roll call has
 /// already had every terminal check in over its own handshake); with `--reconnect-every K` a
 /// connection is closed after K check-ins and the next terminal of its share connects, which
-/// cycles all terminals and measures handshakes too.
+/// cycles all terminals and measures handshakes too. `--rotate` is the fleet as it really
+/// is: every check-in comes from the next terminal of the whole enrolled fleet over a new
+/// connection, resuming the TLS session that terminal had before, as an agent does.
 ///
 /// The center is killed when the simulation ends, also on Ctrl-C or an error. With `--server`,
 /// `--ca` and `--token-file` an existing center is used instead (its ids all start with
@@ -78,8 +84,24 @@ struct CheckinArgs {
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     warmup: f64,
     /// Replace each connection with the next terminal's after this many check-ins (0: never).
-    #[arg(long, default_value_t = 0, value_name = "K")]
+    #[arg(long, default_value_t = 0, value_name = "K", conflicts_with = "rotate")]
     reconnect_every: u64,
+    /// Every check-in from a different terminal of the whole fleet, each over a new
+    /// connection with its own identity, resuming its TLS session (like `--reconnect-every 1`).
+    #[arg(long)]
+    rotate: bool,
+    /// Threats in the generated catalog.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    threats: usize,
+    /// Products in the generated catalog (two per vendor, each vendor its own feed).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    products: usize,
+    /// Weekly definitions releases per product in the generated catalog.
+    #[arg(long, default_value_t = 160, value_name = "N")]
+    releases: usize,
+    /// Seed of the generated catalog and fleet (the same seed, the same world).
+    #[arg(long, default_value_t = 2000_11_10, value_name = "N")]
+    seed: u64,
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -104,6 +126,13 @@ struct CheckinArgs {
     /// <data-dir>/operator.token.
     #[arg(long, value_name = "FILE", requires = "server")]
     token_file: Option<PathBuf>,
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Enrolments in flight at once.
@@ -134,6 +163,9 @@ fn checkins(args: CheckinArgs) -> anyhow::Result<()> {
     }
     if args.threads == 0 || args.center_threads == Some(0) {
         bail!("--threads and --center-threads must be at least 1");
+    }
+    if args.threats == 0 || args.products == 0 || args.releases == 0 {
+        bail!("--threats, --products and --releases must be at least 1");
     }
     herd_tls::install_crypto_provider();
     let runtime = if args.threads == 1 {
@@ -290,6 +322,9 @@ struct Load {
     /// simulation started: an existing center's groups may have other policies).
     check_plans: bool,
     phase: AtomicU8,
+    /// Connections the load opened, and how many of them resumed a TLS session.
+    handshakes: AtomicU64,
+    resumed: AtomicU64,
     warmup: Tally,
     measured: Tally,
     checkin_uri: Uri,
@@ -318,7 +353,27 @@ async fn drive(
         .await
         .with_context(|| format!("cannot reach the center at {}", endpoint.addr))?;
 
-    for (vendor, feed) in fleet::feeds() {
+    let started = Instant::now();
+    let world = fleet::World::generate(world::Shape {
+        threats: args.threats,
+        products: args.products,
+        releases: args.releases,
+        seed: args.seed,
+    })?;
+    let feeds = world.feeds();
+    let feed_sizes: Vec<u64> = feeds.iter().map(|(_, feed)| feed.len() as u64).collect();
+    let feed_bytes: u64 = feed_sizes.iter().sum();
+    progress(&format!(
+        "catalog: {} threats × {} products generated in {:.1} s; publishing {} feeds ({:.1} MB)",
+        args.threats,
+        args.products,
+        started.elapsed().as_secs_f64(),
+        feeds.len(),
+        feed_bytes as f64 / 1e6
+    ));
+    progress_done();
+    let started = Instant::now();
+    for (vendor, feed) in feeds {
         let path = format!("/v1/feeds/{vendor}");
         let (status, body) = admin
             .call(
@@ -334,6 +389,51 @@ async fn drive(
             &body,
             &format!("publishing the feed of {vendor}"),
         )?;
+    }
+    let catalog_report = report::CatalogReport {
+        threats: args.threats,
+        products: args.products,
+        releases_per_product: args.releases,
+        seed: args.seed,
+        feeds: feed_sizes.len(),
+        feed_bytes: feed_sizes.iter().sum(),
+        largest_feed_bytes: feed_sizes.iter().copied().max().unwrap_or(0),
+        publish_secs: started.elapsed().as_secs_f64(),
+    };
+    // Groups and rules change the center's configuration: only on a center of our own.
+    let check_plans = center_pid.is_some();
+    if check_plans {
+        for group in world.groups() {
+            let (status, body) = admin
+                .call(
+                    Method::PUT,
+                    &format!("/v1/groups/{}", group.id),
+                    Some(operator_token),
+                    Some(serde_json::to_vec(&group)?),
+                )
+                .await?;
+            if !status.is_success() {
+                bail!(
+                    "creating the group {}: the center answered {status}: {}",
+                    group.id,
+                    String::from_utf8_lossy(&body)
+                );
+            }
+        }
+        let (status, body) = admin
+            .call(
+                Method::PUT,
+                "/v1/placement-rules",
+                Some(operator_token),
+                Some(serde_json::to_vec(&world.rules())?),
+            )
+            .await?;
+        if !status.is_success() {
+            bail!(
+                "setting the placement rules: the center answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
     }
     let request =
         serde_json::json!({"label": "herd sim", "uses": args.terminals, "ttl_secs": 86_400});
@@ -362,6 +462,7 @@ async fn drive(
         ca_pem,
         &enrol_token.token,
         args.terminals,
+        Arc::new(world),
     )
     .await?;
     let enrolled = terminals.iter().flatten().count() as u64;
@@ -377,9 +478,11 @@ async fn drive(
         endpoint: endpoint.clone(),
         terminals,
         connections: args.connections.min(args.terminals),
-        reconnect_every: args.reconnect_every,
-        check_plans: center_pid.is_some(),
+        reconnect_every: if args.rotate { 1 } else { args.reconnect_every },
+        check_plans,
         phase: AtomicU8::new(WARMUP),
+        handshakes: AtomicU64::new(0),
+        resumed: AtomicU64::new(0),
         warmup: Tally::default(),
         measured: Tally::default(),
         checkin_uri: Uri::from_static("/v1/checkin"),
@@ -419,6 +522,7 @@ async fn drive(
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     load.phase.store(STOP, Relaxed);
     let measured = measure_start.elapsed();
+    let center_memory = center_pid.and_then(report::memory);
     let center_cpu = center_pid
         .and_then(report::cpu_time)
         .zip(center_cpu_before)
@@ -454,10 +558,11 @@ async fn drive(
     Ok(Report {
         terminals: args.terminals,
         connections: load.connections,
-        reconnect_every: args.reconnect_every,
+        reconnect_every: load.reconnect_every,
         warmup_secs: args.warmup,
         duration_secs,
         center: center_report,
+        catalog: catalog_report,
         enrolment,
         roll_call,
         checkins,
@@ -492,6 +597,10 @@ async fn drive(
             },
             others_secs: others,
         },
+        handshakes: load.handshakes.load(Relaxed),
+        resumed: load.resumed.load(Relaxed),
+        center_rss_mb: center_memory.map(|(now, _)| now as f64 / 1e6),
+        center_peak_rss_mb: center_memory.map(|(_, peak)| peak as f64 / 1e6),
     })
 }
 
@@ -548,16 +657,13 @@ async fn enrol(
     ca_pem: &str,
     token: &str,
     count: usize,
+    world: Arc<fleet::World>,
 ) -> anyhow::Result<(Vec<Option<SimTerminal>>, Tally)> {
     // Ids are unique per run, so runs against one existing center never collide.
     let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(Tally::default());
-    let bodies: Vec<Bytes> = fleet::PROFILES
-        .iter()
-        .map(|profile| Bytes::from(profile.checkin_body()))
-        .collect();
     let mut workers = JoinSet::new();
     for _ in 0..ENROL_WORKERS.min(count) {
         let (endpoint, tls, ca_pem, token, run) = (
@@ -567,35 +673,27 @@ async fn enrol(
             token.to_owned(),
             run.clone(),
         );
-        let (next, done, errors, bodies) =
-            (next.clone(), done.clone(), errors.clone(), bodies.clone());
+        let (next, done, errors, world) =
+            (next.clone(), done.clone(), errors.clone(), world.clone());
         workers.spawn(async move {
             let mut enrolled = Vec::new();
             let mut connection: Option<Https> = None;
+            let mut planner = world.planner(herd_core::Timestamp::from_unix_seconds(unix_now()));
             loop {
                 let index = next.fetch_add(1, Relaxed);
                 if index >= count {
                     return enrolled;
                 }
                 let id = format!("sim-{run}-{index}");
-                match enrol_one(
-                    &endpoint,
-                    &tls,
-                    &mut connection,
-                    &ca_pem,
-                    &token,
-                    &id,
-                    index,
-                )
-                .await
-                {
+                let doc = world.terminal(index, &id);
+                match enrol_one(&endpoint, &tls, &mut connection, &ca_pem, &token, &doc).await {
                     Ok(tls) => enrolled.push((
                         index,
                         SimTerminal {
                             id,
                             tls,
-                            body: bodies[index % bodies.len()].clone(),
-                            expected: fleet::profile(index).expected,
+                            body: Bytes::from(fleet::checkin_body(&doc)),
+                            expected: world.expected(&mut planner, &doc),
                         },
                     )),
                     Err(kind) => errors.error(&kind),
@@ -637,18 +735,16 @@ async fn enrol_one(
     connection: &mut Option<Https>,
     ca_pem: &str,
     token: &str,
-    id: &str,
-    index: usize,
+    terminal: &herd_proto::terminal::TerminalDoc,
 ) -> Result<Arc<ClientConfig>, String> {
     let (key_pem, csr_pem) =
-        herd_tls::new_key_and_csr(id).map_err(|err| format!("key generation: {err}"))?;
-    let profile = fleet::profile(index);
+        herd_tls::new_key_and_csr(&terminal.id).map_err(|err| format!("key generation: {err}"))?;
     let request = herd_proto::api::EnrolRequest {
         token: token.to_owned(),
         csr_pem,
-        id: Some(id.to_owned()),
-        user: Some(format!("user-{index}")),
-        hardware: profile.hardware(),
+        id: Some(terminal.id.clone()),
+        user: terminal.user.clone(),
+        hardware: terminal.hardware.clone(),
         tz: None,
     };
     let body = serde_json::to_vec(&request).map_err(|err| format!("serialising: {err}"))?;
@@ -768,6 +864,12 @@ async fn connection_slot(load: Arc<Load>, slot: usize) {
                 continue;
             }
         };
+        if load.phase.load(Relaxed) == MEASURE {
+            load.handshakes.fetch_add(1, Relaxed);
+            if connection.resumed() {
+                load.resumed.fetch_add(1, Relaxed);
+            }
+        }
         let mut sent = 0;
         while load.phase.load(Relaxed) != STOP {
             let started = Instant::now();

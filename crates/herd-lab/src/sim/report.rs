@@ -162,6 +162,23 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((user + system) * 10))
 }
 
+/// A process's resident memory now and at its peak, in bytes (`VmRSS` and `VmHWM` of
+/// `/proc/<pid>/status`); `None` off Linux or once the process is gone.
+pub fn memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// CPU time the whole machine has spent busy (every core, every process, kernel included), from
 /// the first line of `/proc/stat`: user, nice, system, irq, softirq and steal.
 pub fn machine_busy() -> Option<Duration> {
@@ -232,6 +249,7 @@ pub struct Report {
     /// The measured window.
     pub duration_secs: f64,
     pub center: CenterReport,
+    pub catalog: CatalogReport,
     pub enrolment: PhaseReport,
     /// Every terminal's first check-in, each over a new connection (TLS handshake included).
     pub roll_call: PhaseReport,
@@ -246,6 +264,28 @@ pub struct Report {
     pub unfinished: u64,
     pub store: StoreReport,
     pub cpu: CpuReport,
+    /// New connections opened during the measured window, and how many resumed a TLS session.
+    pub handshakes: u64,
+    pub resumed: u64,
+    /// The spawned center's resident memory at the end of the measured window, and its peak
+    /// (MB); None against an existing center.
+    pub center_rss_mb: Option<f64>,
+    pub center_peak_rss_mb: Option<f64>,
+}
+
+/// The generated catalog the center planned with.
+#[derive(Debug, Serialize)]
+pub struct CatalogReport {
+    pub threats: usize,
+    pub products: usize,
+    pub releases_per_product: usize,
+    pub seed: u64,
+    pub feeds: usize,
+    /// All feeds together, and the largest one.
+    pub feed_bytes: u64,
+    pub largest_feed_bytes: u64,
+    /// Publishing every feed, one after another.
+    pub publish_secs: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -358,6 +398,19 @@ impl Report {
                 (None, _) => String::new(),
             },
         );
+        let c = &self.catalog;
+        let _ = writeln!(
+            out,
+            "catalog:     {} threats × {} products ({} releases each, seed {}): {} feeds, {:.1} MB (largest {:.1} MB), published in {:.2} s",
+            thousands(c.threats as u64),
+            c.products,
+            c.releases_per_product,
+            c.seed,
+            c.feeds,
+            c.feed_bytes as f64 / 1e6,
+            c.largest_feed_bytes as f64 / 1e6,
+            c.publish_secs
+        );
         let _ = writeln!(
             out,
             "enrolment:   {} terminals in {:.2} s ({:.0}/s), errors: {}",
@@ -399,6 +452,21 @@ impl Report {
             l.median, l.p90, l.p99, l.max
         );
         let _ = writeln!(out, "errors:      {}", errors_line(&self.errors));
+        if self.handshakes > 0 {
+            let _ = writeln!(
+                out,
+                "handshakes:  {} new connections measured, {} resumed a TLS session ({:.0}%)",
+                thousands(self.handshakes),
+                thousands(self.resumed),
+                100.0 * self.resumed as f64 / self.handshakes as f64
+            );
+        }
+        if let (Some(now), Some(peak)) = (self.center_rss_mb, self.center_peak_rss_mb) {
+            let _ = writeln!(
+                out,
+                "center RSS:  {now:.0} MB at the end, peak {peak:.0} MB"
+            );
+        }
         if !self.warmup_errors.is_empty() {
             let _ = writeln!(out, "  warm-up:   {}", errors_line(&self.warmup_errors));
         }
