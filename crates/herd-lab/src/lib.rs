@@ -6,5 +6,6 @@
 //! dispatches to it.
 
 pub mod demo;
+pub mod harness;
 pub mod sim;
 pub mod world;

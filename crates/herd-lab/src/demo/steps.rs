@@ -15,7 +15,7 @@ use herd_proto::terminal::PolicyDoc;
 
 use super::Demo;
 use super::describe::*;
-use super::procs::{self, AgentRun, CenterProcess};
+use super::procs::{self, AgentRun, CenterProcess, CenterSpec};
 use super::show::{short_digest, table};
 use super::story::{
     self, DEVICES, Device, PC, PHONE, SAME_VENDOR_GROUP, VACCINE_A, VACCINE_B, Vaccine,
@@ -69,7 +69,10 @@ impl Demo {
     pub(super) fn start_center(&mut self) -> anyhow::Result<()> {
         let data_dir = self.dir.join("center");
         let log = self.dir.join("center.log");
-        let center = CenterProcess::start(&self.herd, &data_dir, &log, &self.interrupt)?;
+        let spec = CenterSpec::new(&self.herd, &data_dir).log(&log);
+        let interrupt = &self.interrupt;
+        let center =
+            CenterProcess::start_interruptible(&spec, &mut |pause| interrupt.sleep(pause))?;
         self.show.detail(&format!(
             "$ herd serve --data-dir {} --listen {}    (log: {})",
             self.rel(&center.data_dir),

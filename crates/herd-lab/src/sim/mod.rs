@@ -266,7 +266,7 @@ async fn simulate(args: &CheckinArgs) -> anyhow::Result<Report> {
                 args.data_dir.as_deref(),
                 args.center_threads,
             )?);
-            let addr = center.wait_listening().await?;
+            let addr = center.addr()?;
             let data_dir = center.data_dir().to_owned();
             (
                 Endpoint::loopback(addr),
