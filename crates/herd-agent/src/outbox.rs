@@ -434,9 +434,12 @@ fn seq_of(name: &str) -> Option<u64> {
     digits.parse().ok().filter(|seq| *seq > 0)
 }
 
-/// The center refused the events themselves (not who sent them, nor its own state).
+/// The center refused the events themselves (not who sent them, nor its own state). A batch
+/// cut off while it was being sent counts as too large: that is what a center does with a
+/// body over its limit, and splitting the batch is how the outbox gets past it.
 fn is_malformed(err: &ClientError) -> bool {
-    matches!(err.code(), Some(codes::BAD_REQUEST | codes::TOO_LARGE))
+    matches!(err, ClientError::RejectedWhileSending { .. })
+        || matches!(err.code(), Some(codes::BAD_REQUEST | codes::TOO_LARGE))
 }
 
 #[cfg(test)]
@@ -474,7 +477,7 @@ mod tests {
                 assert!(event.seq > previous, "events out of order in a batch");
                 previous = event.seq;
                 if Some(event.seq) == self.poison {
-                    return Err(ClientError::Api {
+                    return Err(ClientError::Refused {
                         status: 400,
                         code: codes::BAD_REQUEST.into(),
                         message: format!("event {} is bad", event.seq),

@@ -1,46 +1,94 @@
-//! What can go wrong talking to the center, sorted by what the caller should do about it:
-//! an answer from the server (fix the input, or wait on a 5xx), no answer at all (retry
-//! later), or a local problem.
+//! What can go wrong talking to the center, one variant per kind of failure, so callers decide
+//! on the kind and never on the wording: the center refused (fix the input, or wait on a 5xx),
+//! no answer at all or an answer cut short (retry later; downloads resume), bytes that are not
+//! what was asked for (do not retry against the same source), a refused upload, local trouble.
 
 use std::fmt;
+use std::io;
+use std::path::PathBuf;
 
 use herd_proto::api::{ApiProblem, ErrorBody, codes};
 
 /// A failed call to the center.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientError {
-    /// The server answered with an API error: status, stable code (see
+    /// The center answered with an API error: status, stable code (see
     /// [`herd_proto::api::codes`]), message, and for refused documents every problem.
-    Api {
+    Refused {
         status: u16,
         code: String,
         message: String,
         problems: Vec<ApiProblem>,
     },
-    /// Could not reach the server (connection refused, TLS failure, timeout, connection
-    /// dropped mid-answer). The agent's outbox retries these.
+    /// No answer: connection refused or reset before an answer, the host name does not
+    /// resolve, the TLS handshake did not complete, a timeout. Worth retrying later.
     Unreachable { server: String, detail: String },
-    /// Anything else: an answer that is not what API v1 promises, local I/O, bad local
-    /// configuration (an unreadable CA certificate, a malformed server URL).
-    Other(String),
+    /// The TLS handshake failed on a certificate: the server's is not signed by the pinned CA
+    /// (or is expired, or names another host), or the server refused the client's.
+    Certificate { server: String, detail: String },
+    /// An answer stopped part-way (the connection dropped mid-body, a short read, a stall).
+    /// For a package download what arrived is kept and the next attempt resumes from it.
+    Interrupted {
+        server: String,
+        /// The request, like `GET /v1/packages/…`.
+        what: String,
+        detail: String,
+    },
+    /// The center's answer is not what was asked for: downloaded bytes that fail the size or
+    /// SHA-256 check (already deleted), a range or length other than requested, a body that
+    /// is not what API v1 documents. Retrying against the same center will not help.
+    Corrupt {
+        server: String,
+        what: String,
+        detail: String,
+    },
+    /// The center closed the connection while the request body was still being sent and its
+    /// answer could not be read: most likely the document exceeds the center's request size
+    /// limit (HTTP 413). `sent` counts the bytes of the document handed to the connection.
+    RejectedWhileSending {
+        server: String,
+        what: String,
+        sent: u64,
+        total: u64,
+        detail: String,
+    },
+    /// Reading or writing a local file failed (the package to upload, the download's file).
+    /// `kind` is the operating system's (`StorageFull` for a full disk).
+    LocalIo {
+        path: PathBuf,
+        /// The verb: `read`, `write`, `open`, `truncate`.
+        doing: &'static str,
+        kind: io::ErrorKind,
+        detail: String,
+    },
+    /// The request cannot be made from what was given: a malformed server address, CA
+    /// certificate, client key or package digest, a token that is not header text.
+    Invalid(String),
 }
 
 impl ClientError {
     /// Whether trying the same call again later may succeed without changing anything:
-    /// the server was unreachable, failed inside (5xx, including 503 `unavailable` when its
-    /// database is down), or asked to slow down (429).
+    /// the server was unreachable, the answer broke off, the server failed inside (5xx,
+    /// including 503 `unavailable` when its database is down) or asked to slow down (429).
+    /// A certificate failure counts too: it is fixed on the center (a new certificate, a
+    /// clock set right), and a terminal that gave up would need a person to restart it.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ClientError::Unreachable { .. } => true,
-            ClientError::Api { status, .. } => *status >= 500 || *status == 429,
-            ClientError::Other(_) => false,
+            ClientError::Unreachable { .. }
+            | ClientError::Certificate { .. }
+            | ClientError::Interrupted { .. } => true,
+            ClientError::Refused { status, .. } => *status >= 500 || *status == 429,
+            ClientError::Corrupt { .. }
+            | ClientError::RejectedWhileSending { .. }
+            | ClientError::LocalIo { .. }
+            | ClientError::Invalid(_) => false,
         }
     }
 
     /// The stable API error code, when the server answered with an error.
     pub fn code(&self) -> Option<&str> {
         match self {
-            ClientError::Api { code, .. } => Some(code),
+            ClientError::Refused { code, .. } => Some(code),
             _ => None,
         }
     }
@@ -48,14 +96,28 @@ impl ClientError {
     /// The HTTP status, when the server answered with an error.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ClientError::Api { status, .. } => Some(*status),
+            ClientError::Refused { status, .. } => Some(*status),
             _ => None,
         }
     }
 
-    /// True for a 4xx answer: the server refused what was sent (or who sent it).
+    /// True when the center refused what was sent (or who sent it): a 4xx answer, or a
+    /// connection closed while a document was being sent.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, ClientError::Api { status, .. } if (400..500).contains(status))
+        match self {
+            ClientError::Refused { status, .. } => (400..500).contains(status),
+            ClientError::RejectedWhileSending { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn local_io(path: &std::path::Path, doing: &'static str, err: &io::Error) -> Self {
+        ClientError::LocalIo {
+            path: path.to_owned(),
+            doing,
+            kind: err.kind(),
+            detail: err.to_string(),
+        }
     }
 
     /// Builds the error for a non-2xx answer from its status and body. A body that is not
@@ -63,7 +125,7 @@ impl ClientError {
     /// code derived from the status and the start of the body as the message.
     pub(crate) fn from_answer(status: u16, body: &[u8]) -> ClientError {
         if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
-            return ClientError::Api {
+            return ClientError::Refused {
                 status,
                 code: parsed.error.code,
                 message: parsed.error.message,
@@ -95,7 +157,7 @@ impl ClientError {
             };
             format!("the server answered HTTP {status}: {excerpt}{ellipsis}")
         };
-        ClientError::Api {
+        ClientError::Refused {
             status,
             code: code.to_owned(),
             message,
@@ -105,10 +167,11 @@ impl ClientError {
 }
 
 impl fmt::Display for ClientError {
-    /// `code: message`, then each problem on its own line as `  path: message`.
+    /// For a refusal `code: message`, then each problem on its own line as `  path: message`;
+    /// otherwise a sentence naming the request or file and what to look at.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Api {
+            ClientError::Refused {
                 code,
                 message,
                 problems,
@@ -123,7 +186,47 @@ impl fmt::Display for ClientError {
             ClientError::Unreachable { server, detail } => {
                 write!(f, "cannot reach the center at {server}: {detail}")
             }
-            ClientError::Other(message) => f.write_str(message),
+            ClientError::Certificate { server, detail } => write!(
+                f,
+                "the TLS handshake with the center at {server} failed on a certificate: {detail} \
+                 (the client trusts only the center's CA certificate, and a terminal presents \
+                 the certificate it got at enrolment)"
+            ),
+            ClientError::Interrupted {
+                server,
+                what,
+                detail,
+            } => write!(
+                f,
+                "{what}: the answer from {server} stopped part-way: {detail}"
+            ),
+            ClientError::Corrupt {
+                server,
+                what,
+                detail,
+            } => write!(
+                f,
+                "{what}: the answer from {server} is not usable: {detail}"
+            ),
+            ClientError::RejectedWhileSending {
+                server,
+                what,
+                sent,
+                total,
+                detail,
+            } => write!(
+                f,
+                "{what}: the center at {server} closed the connection while the {total}-byte \
+                 document was being sent ({sent} bytes had gone; {detail}), most likely because \
+                 the document exceeds the center's request size limit (HTTP 413)"
+            ),
+            ClientError::LocalIo {
+                path,
+                doing,
+                detail,
+                ..
+            } => write!(f, "cannot {doing} {}: {detail}", path.display()),
+            ClientError::Invalid(message) => f.write_str(message),
         }
     }
 }
@@ -191,6 +294,18 @@ mod tests {
         assert!(!unavailable.is_refusal());
         assert!(ClientError::from_answer(429, b"slow down").is_retryable());
         assert!(!ClientError::from_answer(401, b"").is_retryable());
-        assert!(!ClientError::Other("bad JSON".into()).is_retryable());
+        assert!(!ClientError::Invalid("bad URL".into()).is_retryable());
+        let corrupt = ClientError::Corrupt {
+            server: "https://c".into(),
+            what: "GET /v1/packages/ab".into(),
+            detail: "wrong digest".into(),
+        };
+        assert!(!corrupt.is_retryable());
+        let interrupted = ClientError::Interrupted {
+            server: "https://c".into(),
+            what: "GET /v1/packages/ab".into(),
+            detail: "broke off after 5 of 10 bytes".into(),
+        };
+        assert!(interrupted.is_retryable());
     }
 }

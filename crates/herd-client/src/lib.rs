@@ -8,15 +8,18 @@
 //! presents the client certificate it got at enrolment, vendors and operators send
 //! `Authorization: Bearer <token>` (see [`Client::with_token`]).
 //!
-//! Every non-2xx answer becomes [`ClientError::Api`] with the server's stable code; failing to
-//! get an answer at all becomes [`ClientError::Unreachable`], which is worth retrying.
+//! Every non-2xx answer becomes [`ClientError::Refused`] with the server's stable code; the
+//! other variants say what kind of failure it was (no answer, an answer cut short, bytes that
+//! are not what was asked for, …) so callers decide on the kind, never on the wording.
 
 mod error;
+mod tls;
 mod transfer;
 
 use std::fmt;
-use std::io::Read as _;
+use std::io::{self, Read as _};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use herd_proto::api::{
@@ -28,7 +31,8 @@ use herd_tls::KeyPairPem;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use ureq::http::{self, Method, header};
-use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use ureq::{Body, SendBody};
 
 pub use error::ClientError;
@@ -51,7 +55,8 @@ const MAX_ERROR_ANSWER: u64 = 1 << 20;
 const TERMINAL_PAGE: u32 = 1000;
 
 /// A connection to one center (or site server) speaking API v1. Cheap to clone; clones share
-/// the connection pool.
+/// the connection pool and the TLS configuration, so keep one per process and identity: every
+/// new connection then resumes the TLS session of an earlier one.
 #[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
@@ -84,28 +89,13 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let server = normalise_server(server)?;
         // herd-tls checks the PEM material and that the key matches the certificate, with
-        // messages naming what is wrong; ureq would only panic later on a bad client key.
-        herd_tls::client_config(ca_pem, identity)
-            .map_err(|err| ClientError::Other(format!("cannot set up TLS for {server}: {err}")))?;
-        let roots = pem_certificates(ca_pem, "the CA certificate")?;
-        let client_cert = match identity {
-            Some(identity) => {
-                let chain = pem_certificates(&identity.cert_pem, "the client certificate")?;
-                let key = PrivateKey::from_pem(identity.key_pem.as_bytes()).map_err(|err| {
-                    ClientError::Other(format!("the client key is not a PEM private key: {err}"))
-                })?;
-                Some(ClientCert::new_with_certs(&chain, key))
-            }
-            None => None,
-        };
-        let tls = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .root_certs(RootCerts::new_with_certs(&roots))
-            .client_cert(client_cert)
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
+        // messages naming what is wrong. This one config (and its session cache) serves every
+        // connection the client opens, so reconnections resume the TLS session.
+        let config = herd_tls::client_config(ca_pem, identity).map_err(|err| {
+            ClientError::Invalid(format!("cannot set up TLS for {server}: {err}"))
+        })?;
+        let connector = ().chain(TcpConnector::default()).chain(tls::TlsConnector { config });
+        let config = ureq::Agent::config_builder()
             .https_only(true)
             // Answers are read whatever their status; non-2xx bodies are API errors.
             .http_status_as_error(false)
@@ -114,8 +104,8 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
             .user_agent(concat!("herd-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+            .build();
+        let agent = ureq::Agent::with_parts(config, connector, DefaultResolver::default());
         Ok(Client {
             agent,
             server,
@@ -223,9 +213,11 @@ impl Client {
                 // A server repeating the same cursor would loop forever.
                 Some(next) if after.as_deref() != Some(next.as_str()) => after = Some(next),
                 Some(next) => {
-                    return Err(ClientError::Other(format!(
-                        "GET /v1/terminals: the center returned the cursor {next:?} twice"
-                    )));
+                    return Err(ClientError::Corrupt {
+                        server: self.server.clone(),
+                        what: "GET /v1/terminals".to_owned(),
+                        detail: format!("the center returned the cursor {next:?} twice"),
+                    });
                 }
                 None => return Ok(all),
             }
@@ -244,8 +236,10 @@ impl Client {
         let path = format!("/v1/terminals/{}/plan", segment(id));
         let response = self.call(Method::GET, &path, &[], Payload::None, false)?;
         let bytes = self.read_body(response, MAX_JSON_ANSWER, &format!("GET {path}"))?;
-        String::from_utf8(bytes).map_err(|_| {
-            ClientError::Other(format!("GET {path}: the center's answer is not UTF-8 text"))
+        String::from_utf8(bytes).map_err(|_| ClientError::Corrupt {
+            server: self.server.clone(),
+            what: format!("GET {path}"),
+            detail: "the center's answer is not UTF-8 text".to_owned(),
         })
     }
 
@@ -344,14 +338,14 @@ impl Client {
     ) -> Result<T, ClientError> {
         let what = format!("{method} {path}");
         let bytes = serde_json::to_vec(body).map_err(|err| {
-            ClientError::Other(format!("{what}: cannot encode the request: {err}"))
+            ClientError::Invalid(format!("{what}: cannot encode the request: {err}"))
         })?;
         let response = self.call(method, path, &[], Payload::Json(bytes), false)?;
         self.json(response, &what, MAX_JSON_ANSWER)
     }
 
     /// Sends one request and returns the answer if it is a success; any other status becomes
-    /// [`ClientError::Api`]. `transfer` replaces the overall deadline by a stall timeout.
+    /// [`ClientError::Refused`]. `transfer` replaces the overall deadline by a stall timeout.
     fn call(
         &self,
         method: Method,
@@ -391,13 +385,20 @@ impl Client {
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
-        let body = match payload {
-            Payload::None => SendBody::none(),
+        // How much of the body ureq took, to say how far an upload got if the center cut it.
+        let sent = Arc::new(AtomicU64::new(0));
+        let (body, total) = match payload {
+            Payload::None => (SendBody::none(), None),
             Payload::Json(bytes) => {
+                let total = bytes.len() as u64;
                 builder = builder
                     .header(header::CONTENT_TYPE, "application/json")
-                    .header(header::CONTENT_LENGTH, bytes.len());
-                SendBody::from_owned_reader(std::io::Cursor::new(bytes))
+                    .header(header::CONTENT_LENGTH, total);
+                let reader = Counted {
+                    inner: io::Cursor::new(bytes),
+                    count: sent.clone(),
+                };
+                (SendBody::from_owned_reader(reader), Some(total))
             }
             Payload::Stream { reader, length } => {
                 builder = builder
@@ -406,11 +407,15 @@ impl Client {
                     // The center answers an unauthorised upload before reading the body, so
                     // a refused package is not sent in full only to be thrown away.
                     .header(header::EXPECT, "100-continue");
-                SendBody::from_owned_reader(reader)
+                let reader = Counted {
+                    inner: reader,
+                    count: sent.clone(),
+                };
+                (SendBody::from_owned_reader(reader), Some(length))
             }
         };
         let request = builder.body(body).map_err(|err| {
-            ClientError::Other(format!(
+            ClientError::Invalid(format!(
                 "{what}: cannot build the request (is the API token plain text?): {err}"
             ))
         })?;
@@ -424,10 +429,19 @@ impl Client {
         } else {
             request
         };
-        let response = self
-            .agent
-            .run(request)
-            .map_err(|err| self.transport_error(err))?;
+        tls::clear_send_broken();
+        let response = self.agent.run(request).map_err(|err| match (err, total) {
+            (ureq::Error::Io(io), Some(total)) if is_send_broken(&io) => {
+                ClientError::RejectedWhileSending {
+                    server: self.server.clone(),
+                    what: what.clone(),
+                    sent: sent.load(Ordering::Relaxed).min(total),
+                    total,
+                    detail: io.to_string(),
+                }
+            }
+            (err, _) => self.transport_error(err, &what, false),
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -440,7 +454,15 @@ impl Client {
             .limit(MAX_ERROR_ANSWER)
             .reader()
             .read_to_end(&mut body);
-        Err(ClientError::from_answer(status, &body))
+        let mut err = ClientError::from_answer(status, &body);
+        if let (ClientError::Refused { message, .. }, Some(total), 413) = (&mut err, total, status)
+        {
+            // The center's message names its limit; the size of what was sent completes it.
+            *message = format!(
+                "the center refused the document as too large ({total} bytes; the center's limit is in its answer): {message}"
+            );
+        }
+        Err(err)
     }
 
     fn read_body(
@@ -455,10 +477,12 @@ impl Client {
             .limit(limit)
             .read_to_vec()
             .map_err(|err| match err {
-                ureq::Error::BodyExceedsLimit(_) => ClientError::Other(format!(
-                    "{what}: the center's answer is larger than {limit} bytes"
-                )),
-                other => self.transport_error(other),
+                ureq::Error::BodyExceedsLimit(_) => ClientError::Corrupt {
+                    server: self.server.clone(),
+                    what: what.to_owned(),
+                    detail: format!("the answer is larger than {limit} bytes"),
+                },
+                other => self.transport_error(other, what, true),
             })
     }
 
@@ -469,10 +493,10 @@ impl Client {
         limit: u64,
     ) -> Result<T, ClientError> {
         let bytes = self.read_body(response, limit, what)?;
-        serde_json::from_slice(&bytes).map_err(|err| {
-            ClientError::Other(format!(
-                "{what}: the center's answer is not what API v1 describes: {err}"
-            ))
+        serde_json::from_slice(&bytes).map_err(|err| ClientError::Corrupt {
+            server: self.server.clone(),
+            what: what.to_owned(),
+            detail: format!("the center's answer is not what API v1 describes: {err}"),
         })
     }
 
@@ -481,15 +505,42 @@ impl Client {
         self.read_body(response, MAX_JSON_ANSWER, what).map(drop)
     }
 
-    /// Sorts a ureq failure into "no answer" (retry later) and everything else.
-    fn transport_error(&self, err: ureq::Error) -> ClientError {
+    /// Sorts a ureq failure by kind. `in_body`: the answer had started, so a broken connection
+    /// or a stall cut it short (`Interrupted`) rather than preventing it (`Unreachable`).
+    pub(crate) fn transport_error(
+        &self,
+        err: ureq::Error,
+        what: &str,
+        in_body: bool,
+    ) -> ClientError {
         use ureq::Error as E;
-        let unreachable = |detail: String| ClientError::Unreachable {
-            server: self.server.clone(),
-            detail,
+        let server = self.server.clone();
+        let unreachable = |detail: String| {
+            if in_body {
+                ClientError::Interrupted {
+                    server: self.server.clone(),
+                    what: what.to_owned(),
+                    detail,
+                }
+            } else {
+                ClientError::Unreachable {
+                    server: self.server.clone(),
+                    detail,
+                }
+            }
         };
         match err {
-            E::Io(io) => unreachable(io.to_string()),
+            E::Rustls(tls) if is_certificate_error(&tls) => ClientError::Certificate {
+                server,
+                detail: tls.to_string(),
+            },
+            E::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                Some(tls) if is_certificate_error(tls) => ClientError::Certificate {
+                    server,
+                    detail: tls.to_string(),
+                },
+                _ => unreachable(io.to_string()),
+            },
             E::Timeout(which) => unreachable(format!("no answer in time ({which} timeout)")),
             E::HostNotFound => unreachable("the host name does not resolve".to_owned()),
             E::ConnectionFailed => unreachable("the connection failed".to_owned()),
@@ -497,8 +548,54 @@ impl Client {
             E::Rustls(tls) => unreachable(format!("TLS failed: {tls}")),
             E::Protocol(protocol) => unreachable(format!("the HTTP exchange broke: {protocol}")),
             E::BodyStalled => unreachable("the answer stopped arriving".to_owned()),
-            other => ClientError::Other(format!("request to {} failed: {other}", self.server)),
+            other => ClientError::Corrupt {
+                server,
+                what: what.to_owned(),
+                detail: other.to_string(),
+            },
         }
+    }
+}
+
+/// A TLS failure about certificates — ours refused by the server, or the server's not trusted —
+/// as opposed to a handshake the network broke.
+fn is_certificate_error(err: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    match err {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => true,
+        rustls::Error::AlertReceived(alert) => matches!(
+            alert,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::CertificateRequired
+        ),
+        _ => false,
+    }
+}
+
+/// Whether `err` is the TLS transport's report of a request body cut off by the center.
+fn is_send_broken(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| e.is::<tls::SendBroken>())
+}
+
+/// Counts the bytes ureq reads from a request body, until the connection breaks while sending
+/// (from then on ureq reads on but nothing is sent).
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: io::Read> io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if !tls::send_broken() {
+            self.count.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 }
 
@@ -543,7 +640,7 @@ enum Payload {
 
 fn normalise_server(server: &str) -> Result<String, ClientError> {
     let trimmed = server.trim().trim_end_matches('/');
-    let bad = |why: &str| ClientError::Other(format!("the server address {server:?} {why}"));
+    let bad = |why: &str| ClientError::Invalid(format!("the server address {server:?} {why}"));
     let uri: http::Uri = trimmed
         .parse()
         .map_err(|err| bad(&format!("is not a URL: {err}")))?;
@@ -559,27 +656,6 @@ fn normalise_server(server: &str) -> Result<String, ClientError> {
         return Err(bad("must not have a query (`?…`)"));
     }
     Ok(trimmed.to_owned())
-}
-
-fn pem_certificates(pem: &str, what: &str) -> Result<Vec<Certificate<'static>>, ClientError> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem.as_bytes()) {
-        match item {
-            Ok(PemItem::Certificate(cert)) => certs.push(cert),
-            Ok(_) => {}
-            Err(err) => {
-                return Err(ClientError::Other(format!(
-                    "{what} is not valid PEM: {err}"
-                )));
-            }
-        }
-    }
-    if certs.is_empty() {
-        return Err(ClientError::Other(format!(
-            "{what} holds no PEM certificate"
-        )));
-    }
-    Ok(certs)
 }
 
 /// Percent-encodes one path segment: everything but RFC 3986's unreserved characters, so an

@@ -19,8 +19,7 @@ impl Client {
     /// Uploads a package file (`PUT /v1/packages/{sha256}`). The file is read twice: once to
     /// compute its SHA-256 and size, then streamed to the center, which checks both.
     pub fn upload_package(&self, path: &Path) -> Result<PackageInfo, ClientError> {
-        let local =
-            |err: io::Error| ClientError::Other(format!("cannot read {}: {err}", path.display()));
+        let local = |err: io::Error| ClientError::local_io(path, "read", &err);
         let mut file = File::open(path).map_err(local)?;
         let (digest, size) = hash_stream(&mut file, &mut Sha256::new()).map_err(local)?;
         let sha256 = hex::encode(digest);
@@ -64,7 +63,7 @@ impl Client {
                 .bytes()
                 .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
-            return Err(ClientError::Other(format!(
+            return Err(ClientError::Invalid(format!(
                 "{sha256:?} is not a package digest (64 lowercase hexadecimal digits)"
             )));
         }
@@ -72,9 +71,11 @@ impl Client {
             Attempt::Done => Ok(()),
             Attempt::Restart => match self.download_attempt(sha256, size, dest, true)? {
                 Attempt::Done => Ok(()),
-                Attempt::Restart => Err(ClientError::Other(format!(
-                    "package {sha256}: the download restarted twice; giving up for now"
-                ))),
+                Attempt::Restart => Err(ClientError::Corrupt {
+                    server: self.server.clone(),
+                    what: format!("GET /v1/packages/{sha256}"),
+                    detail: "a fresh download after a restart still did not verify".to_owned(),
+                }),
             },
         }
     }
@@ -86,9 +87,7 @@ impl Client {
         dest: &Path,
         fresh: bool,
     ) -> Result<Attempt, ClientError> {
-        let local = |what: &str, err: io::Error| {
-            ClientError::Other(format!("cannot {what} {}: {err}", dest.display()))
-        };
+        let local = |doing: &'static str, err: io::Error| ClientError::local_io(dest, doing, &err);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -122,6 +121,11 @@ impl Client {
 
         let url_path = format!("/v1/packages/{sha256}");
         let what = format!("GET {url_path}");
+        let corrupt = |detail: String| ClientError::Corrupt {
+            server: self.server.clone(),
+            what: what.clone(),
+            detail,
+        };
         let range = (have > 0).then(|| (header::RANGE, format!("bytes={have}-")));
         let response = match self.call_with(
             Method::GET,
@@ -144,8 +148,8 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 if parse_content_range(content_range) != Some((have, size - 1, size)) {
-                    return Err(ClientError::Other(format!(
-                        "{what}: asked for bytes {have}- of {size} and got the range {content_range:?}"
+                    return Err(corrupt(format!(
+                        "asked for bytes {have}- of {size} and got the range {content_range:?}"
                     )));
                 }
             }
@@ -153,8 +157,8 @@ impl Client {
                 if let Some(length) = content_length(&response)
                     && length != size
                 {
-                    return Err(ClientError::Other(format!(
-                        "{what}: the center holds {length} bytes for this package, {size} were expected"
+                    return Err(corrupt(format!(
+                        "the center holds {length} bytes for this package, {size} were expected"
                     )));
                 }
                 if have > 0 {
@@ -166,8 +170,8 @@ impl Client {
                 }
             }
             other => {
-                return Err(ClientError::Other(format!(
-                    "{what}: unexpected answer {other} to a package download"
+                return Err(corrupt(format!(
+                    "unexpected answer {other} to a package download"
                 )));
             }
         }
@@ -188,10 +192,12 @@ impl Client {
                 Err(err) => {
                     // Keep what arrived for the next attempt to resume from.
                     let _ = file.sync_data();
-                    return Err(ClientError::Unreachable {
+                    return Err(ClientError::Interrupted {
                         server: self.server.clone(),
+                        what,
                         detail: format!(
-                            "the download of package {sha256} broke off after {} of {size} bytes: {err}",
+                            "the download broke off after {} of {size} bytes ({err}); what \
+                             arrived is kept for the next attempt to resume from",
                             have + received
                         ),
                     });
@@ -204,10 +210,15 @@ impl Client {
         }
         if received < wanted {
             let _ = file.sync_data();
-            return Err(ClientError::Other(format!(
-                "{what}: the center's answer ended after {} of {size} bytes",
-                have + received
-            )));
+            return Err(ClientError::Interrupted {
+                server: self.server.clone(),
+                what,
+                detail: format!(
+                    "the answer ended after {} of {size} bytes; what arrived is kept for the \
+                     next attempt to resume from",
+                    have + received
+                ),
+            });
         }
         self.finish_download(sha256, size, dest, file, hasher, resumed_from)
     }
@@ -230,13 +241,16 @@ impl Client {
             }
             drop(file);
             let _ = std::fs::remove_file(dest);
-            return Err(ClientError::Other(format!(
-                "package {sha256} from {}: the {size} bytes received have SHA-256 {got}; the download was deleted",
-                self.server
-            )));
+            return Err(ClientError::Corrupt {
+                server: self.server.clone(),
+                what: format!("GET /v1/packages/{sha256}"),
+                detail: format!(
+                    "the {size} bytes received have SHA-256 {got}; the download was deleted"
+                ),
+            });
         }
         file.sync_all()
-            .map_err(|err| ClientError::Other(format!("cannot write {}: {err}", dest.display())))?;
+            .map_err(|err| ClientError::local_io(dest, "write", &err))?;
         Ok(Attempt::Done)
     }
 }

@@ -1,6 +1,7 @@
 //! The client against a scripted HTTPS server on loopback: authentication (token, client
-//! certificate, the pinned CA), API errors, paging, and package transfers — resumed, restarted,
-//! broken off, corrupt, refused before the body is sent.
+//! certificate, the pinned CA), each kind of failure as its own `ClientError` variant, paging,
+//! package transfers — resumed, restarted, broken off, corrupt, refused before the body is
+//! sent —, documents refused while they are being sent, and TLS session resumption.
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herd_client::{Client, ClientError};
-use herd_proto::api::{EventBatch, EventDoc};
+use herd_proto::api::{EventBatch, EventDoc, codes};
 use sha2::{Digest as _, Sha256};
 use support::{Phase, Reply, Seen, TestServer};
 
@@ -75,6 +76,11 @@ fn api_errors_arrive_typed_with_every_problem_and_the_token_is_sent() {
         "feed_invalid: the feed of maker-a is refused\n  $.releases[0].seq: must be at least 1"
     );
     assert!(err.is_refusal());
+    assert!(
+        matches!(&err, ClientError::Refused { status: 422, code, problems, .. }
+            if code == codes::FEED_INVALID && problems.len() == 1),
+        "{err:?}"
+    );
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "PUT");
@@ -127,14 +133,14 @@ fn a_server_whose_certificate_another_ca_signed_is_not_trusted() {
     let client = Client::new(&server.url, &other_ca, None).unwrap();
     let err = client.health().unwrap_err();
     match &err {
-        ClientError::Unreachable {
+        ClientError::Certificate {
             server: url,
             detail,
         } => {
             assert_eq!(url, &server.url);
             assert!(detail.to_lowercase().contains("certificate"), "{detail}");
         }
-        other => panic!("expected Unreachable, got {other:?}"),
+        other => panic!("expected Certificate, got {other:?}"),
     }
     assert!(err.is_retryable());
     assert!(server.seen().is_empty());
@@ -172,10 +178,13 @@ fn answers_that_are_not_api_v1_are_reported_as_such() {
     let server = TestServer::start(|_| Reply::json(200, "<html>a login page</html>"));
     let client = Client::new(&server.url, &server.ca_pem, None).unwrap();
     let err = client.coverage().unwrap_err();
-    assert!(matches!(err, ClientError::Other(_)), "{err:?}");
+    assert!(matches!(err, ClientError::Corrupt { .. }), "{err:?}");
+    assert!(!err.is_retryable());
     assert!(
-        err.to_string()
-            .starts_with("GET /v1/coverage: the center's answer is not what API v1 describes"),
+        err.to_string().starts_with(&format!(
+            "GET /v1/coverage: the answer from {} is not usable: the center's answer is not what API v1 describes",
+            server.url
+        )),
         "{err}"
     );
 }
@@ -291,6 +300,10 @@ fn a_download_broken_off_resumes_where_it_stopped() {
     let err = client
         .download_package(&sha, content.len() as u64, &dest)
         .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Interrupted { what, .. } if what == &format!("GET /v1/packages/{sha}")),
+        "{err:?}"
+    );
     assert!(err.is_retryable(), "{err:?}");
     assert!(
         err.to_string()
@@ -367,6 +380,7 @@ fn a_partial_file_longer_than_the_servers_copy_is_restarted_after_416() {
     let err = client
         .download_package(&sha, content.len() as u64, &dest)
         .unwrap_err();
+    assert!(matches!(err, ClientError::Corrupt { .. }), "{err:?}");
     assert!(
         err.to_string()
             .contains("holds 3000 bytes for this package, 5000 were expected"),
@@ -392,6 +406,8 @@ fn a_fresh_download_with_the_wrong_digest_is_deleted() {
     let err = client
         .download_package(&wrong_sha, 10_000, &dest)
         .unwrap_err();
+    assert!(matches!(err, ClientError::Corrupt { .. }), "{err:?}");
+    assert!(!err.is_retryable());
     assert!(
         err.to_string().contains("the download was deleted"),
         "{err}"
@@ -407,6 +423,7 @@ fn a_bad_digest_is_refused_before_anything_is_sent() {
     let err = client
         .download_package("../../etc/passwd", 10, &dir.path().join("p"))
         .unwrap_err();
+    assert!(matches!(err, ClientError::Invalid(_)), "{err:?}");
     assert!(err.to_string().contains("is not a package digest"), "{err}");
     assert!(server.seen().is_empty());
 }
@@ -483,8 +500,148 @@ fn uploading_a_missing_file_names_it() {
         .upload_package(std::path::Path::new("/nonexistent/pkg.tar.gz"))
         .unwrap_err();
     assert!(
+        matches!(&err, ClientError::LocalIo { path, doing: "read", kind: std::io::ErrorKind::NotFound, .. }
+            if path == std::path::Path::new("/nonexistent/pkg.tar.gz")),
+        "{err:?}"
+    );
+    assert!(
         err.to_string()
             .starts_with("cannot read /nonexistent/pkg.tar.gz: "),
         "{err}"
     );
+}
+
+/// A feed of `size` bytes that is valid JSON (the server never looks at it).
+fn big_feed(size: usize) -> Vec<u8> {
+    let mut feed = b"{\"padding\": \"".to_vec();
+    feed.resize(size - 2, b'x');
+    feed.extend_from_slice(b"\"}");
+    feed
+}
+
+#[test]
+fn a_document_refused_as_too_large_while_it_is_sent_reads_the_answer() {
+    // Like a center whose body limit is exceeded: it answers 413 after the headers, without
+    // reading the body, and closes while the client is still sending megabytes.
+    let server = TestServer::start_answering_early(|seen| {
+        assert_eq!(seen.phase, Phase::Head, "the body is never read");
+        Reply::Close {
+            status: 413,
+            body: br#"{"error": {"code": "too_large", "message": "the request body exceeds the limit of 1048576 bytes"}}"#.to_vec(),
+        }
+    });
+    let client = Client::new(&server.url, &server.ca_pem, None)
+        .unwrap()
+        .with_token("v");
+    let feed = big_feed(8 << 20);
+
+    let err = client.publish_feed("maker-a", &feed).unwrap_err();
+    let shown = err.to_string();
+    assert!(!shown.contains("cannot reach"), "{shown}");
+    match &err {
+        // The answer was read although sending failed.
+        ClientError::Refused { status, code, .. } => {
+            assert_eq!((*status, code.as_str()), (413, codes::TOO_LARGE));
+            assert!(
+                shown.contains(&format!(
+                    "the center refused the document as too large ({} bytes; the center's limit is in its answer)",
+                    feed.len()
+                )),
+                "{shown}"
+            );
+            assert!(shown.contains("limit of 1048576 bytes"), "{shown}");
+        }
+        // The kernel dropped the answer with the reset: still not "cannot reach".
+        ClientError::RejectedWhileSending { total, .. } => {
+            assert_eq!(*total, feed.len() as u64);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(err.is_refusal());
+    assert!(!err.is_retryable());
+}
+
+#[test]
+fn a_document_cut_off_without_an_answer_is_rejected_while_sending() {
+    // The center resets the connection after the headers without a word.
+    let server = TestServer::start_answering_early(|_| Reply::Abort);
+    let client = Client::new(&server.url, &server.ca_pem, None)
+        .unwrap()
+        .with_token("v");
+    let feed = big_feed(8 << 20);
+
+    let err = client.publish_feed("maker-a", &feed).unwrap_err();
+    match &err {
+        ClientError::RejectedWhileSending {
+            what, sent, total, ..
+        } => {
+            assert_eq!(what, "PUT /v1/feeds/maker-a");
+            assert_eq!(*total, feed.len() as u64);
+            assert!(*sent < *total, "{sent} of {total}");
+        }
+        other => panic!("expected RejectedWhileSending, got {other:?}"),
+    }
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!(
+            "closed the connection while the {}-byte document was being sent",
+            feed.len()
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("request size limit (HTTP 413)"), "{shown}");
+    assert!(!shown.contains("cannot reach"), "{shown}");
+    assert!(err.is_refusal());
+}
+
+#[test]
+fn a_second_connection_resumes_the_tls_session() {
+    // Every answer closes its connection, as between two check-ins of an agent, so each
+    // request needs a new TLS handshake. The first request is a package transfer (which ureq's
+    // own connector served with a config of its own, losing the session).
+    let content = Arc::new(package(20_000));
+    let sha = sha256_hex(&content);
+    let served = content.clone();
+    let server = TestServer::start(move |seen| {
+        if seen.target.starts_with("/v1/packages/") {
+            Reply::Close {
+                status: 200,
+                body: served.to_vec(),
+            }
+        } else {
+            Reply::Close {
+                status: 200,
+                body: br#"{"acked_through": 1, "accepted": 1, "duplicates": 0}"#.to_vec(),
+            }
+        }
+    });
+    let identity = server.terminal_identity("45a");
+    let client = Client::new(&server.url, &server.ca_pem, Some(&identity)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    client
+        .download_package(&sha, content.len() as u64, &dir.path().join("p"))
+        .unwrap();
+    let batch = EventBatch {
+        events: vec![EventDoc {
+            seq: 1,
+            at: "2000-11-12T00:00:00Z".to_owned(),
+            kind: "agent.started".to_owned(),
+            data: serde_json::json!({}),
+        }],
+    };
+    client.send_events(&batch).unwrap();
+    // A clone shares the configuration, and so the sessions.
+    client.clone().send_events(&batch).unwrap();
+
+    let seen = server.seen();
+    let resumed: Vec<bool> = seen.iter().map(|s| s.resumed).collect();
+    assert_eq!(resumed, [false, true, true]);
+    // The resumed sessions still carry the terminal's certificate.
+    let terminals: Vec<Option<&str>> = seen.iter().map(|s| s.terminal.as_deref()).collect();
+    assert_eq!(terminals, [Some("45a"); 3]);
+
+    // Another client (another identity, another process) starts with a full handshake.
+    let other = Client::new(&server.url, &server.ca_pem, None).unwrap();
+    let _ = other.send_events(&batch);
+    assert!(!server.seen()[3].resumed);
 }

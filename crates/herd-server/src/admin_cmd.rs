@@ -372,9 +372,7 @@ impl Session {
             return Ok(Outcome::InvalidInput);
         }
         let hint = match &err {
-            ClientError::Unreachable { detail, .. }
-                if detail.contains("certificate") || detail.contains("TLS") =>
-            {
+            ClientError::Certificate { .. } => {
                 format!(
                     "\n  is {} the CA of the center at {}? pass --ca FILE or set HERD_CA",
                     self.ca.display(),
@@ -519,8 +517,8 @@ fn upload(args: UploadArgs) -> anyhow::Result<Outcome> {
                 ))?;
             }
             // A file that cannot be read does not stop the others from being uploaded.
-            Err(ClientError::Other(message)) => {
-                eprintln!("herd: {message}");
+            Err(err @ ClientError::LocalIo { .. }) => {
+                eprintln!("herd: {err}");
                 unreadable += 1;
             }
             Err(err) if err.is_refusal() => {

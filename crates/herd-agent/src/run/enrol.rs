@@ -185,36 +185,33 @@ fn hostname_hint() -> String {
 /// A client error turned into a message that says what to do about it.
 pub(crate) fn explain(err: ClientError, doing: &str, server: &str) -> anyhow::Error {
     let hint = match &err {
-        ClientError::Unreachable { detail, .. }
-            if detail.to_lowercase().contains("certificate")
-                || detail.to_lowercase().contains("issuer") =>
-        {
+        ClientError::Certificate { .. } => {
             " (is --ca the center's CA certificate, its <data-dir>/ca.pem?)"
         }
         ClientError::Unreachable { .. } => " (is the center running, and is --server right?)",
-        ClientError::Api { code, .. } if code == codes::ENROL_TOKEN_INVALID => {
+        ClientError::Refused { code, .. } if code == codes::ENROL_TOKEN_INVALID => {
             " (ask your operator for a new enrolment token)"
         }
-        ClientError::Api { code, .. } if code == codes::TERMINAL_EXISTS => {
+        ClientError::Refused { code, .. } if code == codes::TERMINAL_EXISTS => {
             " (a terminal with this id is already enrolled: choose another --id, or ask your \
              operator to delete the old one)"
         }
-        ClientError::Api { code, .. } if code == codes::CERT_REVOKED => {
+        ClientError::Refused { code, .. } if code == codes::CERT_REVOKED => {
             " (this terminal was deleted or enrolled again elsewhere: enrol it again with a new \
              token and an empty --state-dir)"
         }
         _ => "",
     };
     match err {
-        ClientError::Api { status, .. } => {
+        ClientError::Refused { status, .. } => {
             anyhow!(
                 "the center at {server} refused to {doing} this terminal (HTTP {status}): {err}{hint}"
             )
         }
-        ClientError::Unreachable { .. } => anyhow!("{err}{hint}"),
-        ClientError::Other(_) => {
-            anyhow!("cannot {doing} this terminal with the center at {server}: {err}{hint}")
+        ClientError::Unreachable { .. } | ClientError::Certificate { .. } => {
+            anyhow!("{err}{hint}")
         }
+        _ => anyhow!("cannot {doing} this terminal with the center at {server}: {err}{hint}"),
     }
 }
 
@@ -274,7 +271,7 @@ mod tests {
     #[test]
     fn errors_say_what_to_do() {
         let err = explain(
-            ClientError::Api {
+            ClientError::Refused {
                 status: 403,
                 code: codes::ENROL_TOKEN_INVALID.into(),
                 message: "the enrolment token is unknown, expired or used up".into(),
@@ -290,9 +287,9 @@ mod tests {
         );
         assert!(err.contains("new enrolment token"), "{err}");
         let err = explain(
-            ClientError::Unreachable {
+            ClientError::Certificate {
                 server: "https://127.0.0.1:1".into(),
-                detail: "TLS failed: invalid peer certificate: UnknownIssuer".into(),
+                detail: "invalid peer certificate: UnknownIssuer".into(),
             },
             "check in",
             "https://127.0.0.1:1",

@@ -25,37 +25,47 @@ impl Fetcher for CenterFetcher<'_> {
         // The client resumes from whatever `dest` holds, which is `resume_from` bytes.
         match self.client.download_package(sha256, size, dest) {
             Ok(()) => Ok(()),
-            Err(err) => Err(classify(err, sha256, dest, disk_full(dest, size))),
+            Err(err) => Err(classify(err, sha256, || disk_full(dest, size))),
         }
     }
 }
 
-/// What a failed download means for the executor. The client reports local trouble and
-/// answers that are not the package as `Other` with words; a full disk is recognised by asking
-/// the file system (the executor refuses rather than truncates), local I/O by the client's
-/// `cannot <verb> <path>` form.
-fn classify(err: ClientError, sha256: &str, dest: &Path, disk_full: bool) -> FetchError {
+/// What a failed download means for the executor, decided on the kind of failure alone:
+/// retry later and resume (`Interrupted`), roll the plan back (`Corrupt`, `NotFound`), or a
+/// local write failure (`Write`; the executor defers on a full disk rather than truncating).
+/// `disk_full` asks the file system, for write errors whose kind does not say so.
+fn classify(err: ClientError, sha256: &str, disk_full: impl FnOnce() -> bool) -> FetchError {
     match err {
-        err if err.status() == Some(404) => FetchError::NotFound {
+        ClientError::Refused { status: 404, .. } => FetchError::NotFound {
             sha256: sha256.to_owned(),
         },
-        ClientError::Other(message) if disk_full => FetchError::Write {
-            path: dest.to_owned(),
-            source: io::Error::new(io::ErrorKind::StorageFull, message),
-        },
-        ClientError::Other(message) if message.starts_with("cannot ") => FetchError::Write {
-            path: dest.to_owned(),
-            source: io::Error::other(message),
-        },
-        // A body cut short: what arrived is kept and the next attempt resumes.
-        ClientError::Other(message) if message.contains("ended after") => {
-            FetchError::Interrupted(message)
+        ClientError::LocalIo {
+            path, kind, detail, ..
+        } => {
+            let kind = if disk_full() {
+                io::ErrorKind::StorageFull
+            } else {
+                kind
+            };
+            FetchError::Write {
+                path,
+                source: io::Error::new(kind, detail),
+            }
         }
-        // Bytes that are not the package (wrong digest, wrong length or range): the client
-        // deleted them; the plan is rolled back rather than retried against the same source.
-        ClientError::Other(message) => FetchError::Corrupt(message),
-        // Unreachable, 5xx, a refused certificate: try again later.
-        err => FetchError::Interrupted(err.to_string()),
+        // Bytes that are not the package (wrong digest, length or range; the client deleted
+        // them) or a digest that cannot be one: the plan is rolled back rather than retried
+        // against the same source.
+        ClientError::Corrupt { .. } | ClientError::Invalid(_) => {
+            FetchError::Corrupt(err.to_string())
+        }
+        // No answer, an answer cut short (what arrived is kept and the next attempt resumes),
+        // a certificate the center must fix, a 5xx or any other refusal of the center's: the
+        // package is still what the plan needs, so try again later.
+        ClientError::Unreachable { .. }
+        | ClientError::Certificate { .. }
+        | ClientError::Interrupted { .. }
+        | ClientError::Refused { .. }
+        | ClientError::RejectedWhileSending { .. } => FetchError::Interrupted(err.to_string()),
     }
 }
 
@@ -79,9 +89,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_are_sorted_by_what_the_executor_should_do() {
+    fn failures_are_sorted_by_their_kind() {
         let dest = Path::new("/state/downloads/abc.part");
-        let other = |m: &str| ClientError::Other(m.to_owned());
         let kind = |e: FetchError| match e {
             FetchError::NotFound { .. } => "not found",
             FetchError::Interrupted(_) => "interrupted",
@@ -91,42 +100,59 @@ mod tests {
             }
             FetchError::Write { .. } => "write",
         };
-        let api = |status: u16, code: &str| ClientError::Api {
+        let decide = |err: ClientError| kind(classify(err, "abc", || false));
+        let refused = |status: u16, code: &str| ClientError::Refused {
             status,
             code: code.to_owned(),
             message: String::new(),
             problems: vec![],
         };
-        assert_eq!(
-            kind(classify(api(404, "not_found"), "abc", dest, false)),
-            "not found"
-        );
-        assert_eq!(
-            kind(classify(api(503, "unavailable"), "abc", dest, false)),
-            "interrupted"
-        );
+        let server = || "https://127.0.0.1:1".to_owned();
+        let what = || "GET /v1/packages/abc".to_owned();
+        // Words that once decided the outcome no longer matter: only the variant does.
+        let misleading = "cannot write: the center's answer ended after 5 of 10 bytes".to_owned();
+
+        assert_eq!(decide(refused(404, "not_found")), "not found");
+        assert_eq!(decide(refused(503, "unavailable")), "interrupted");
+        assert_eq!(decide(refused(401, "unauthenticated")), "interrupted");
         let unreachable = ClientError::Unreachable {
-            server: "https://127.0.0.1:1".into(),
-            detail: "the download of package abc broke off".into(),
+            server: server(),
+            detail: misleading.clone(),
         };
-        assert_eq!(
-            kind(classify(unreachable, "abc", dest, false)),
-            "interrupted"
-        );
-        let mismatch = "package abc from https://c: the 10 bytes received have SHA-256 def; the \
-                        download was deleted";
-        assert_eq!(
-            kind(classify(other(mismatch), "abc", dest, false)),
-            "corrupt"
-        );
-        let short = "GET /v1/packages/abc: the center's answer ended after 5 of 10 bytes";
-        assert_eq!(
-            kind(classify(other(short), "abc", dest, false)),
-            "interrupted"
-        );
-        let local = "cannot write /state/downloads/abc.part: No space left on device (os error 28)";
-        assert_eq!(kind(classify(other(local), "abc", dest, true)), "disk full");
-        let local = "cannot open /state/downloads/abc.part: Permission denied (os error 13)";
-        assert_eq!(kind(classify(other(local), "abc", dest, false)), "write");
+        assert_eq!(decide(unreachable), "interrupted");
+        let certificate = ClientError::Certificate {
+            server: server(),
+            detail: misleading.clone(),
+        };
+        assert_eq!(decide(certificate), "interrupted");
+        let interrupted = ClientError::Interrupted {
+            server: server(),
+            what: what(),
+            detail: "the package has SHA-256 def; the download was deleted".to_owned(),
+        };
+        assert_eq!(decide(interrupted), "interrupted");
+        let corrupt = ClientError::Corrupt {
+            server: server(),
+            what: what(),
+            detail: misleading.clone(),
+        };
+        assert_eq!(decide(corrupt), "corrupt");
+        assert_eq!(decide(ClientError::Invalid(misleading.clone())), "corrupt");
+
+        let local = |kind: io::ErrorKind| ClientError::LocalIo {
+            path: dest.to_owned(),
+            doing: "write",
+            kind,
+            detail: "the answer ended after".to_owned(),
+        };
+        assert_eq!(decide(local(io::ErrorKind::StorageFull)), "disk full");
+        assert_eq!(decide(local(io::ErrorKind::PermissionDenied)), "write");
+        // A full disk the error kind does not name is recognised by asking the file system.
+        let full = classify(local(io::ErrorKind::Other), "abc", || true);
+        assert_eq!(kind(full), "disk full");
+        match classify(local(io::ErrorKind::PermissionDenied), "abc", || false) {
+            FetchError::Write { path, .. } => assert_eq!(path, dest),
+            other => panic!("expected Write, got {other:?}"),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! A scripted HTTPS server on loopback for the client's tests: the center's TLS setup (a CA
-//! from herd-tls, client certificates optional but verified), HTTP/1.1 keep-alive, and a
-//! handler that decides each answer, including answers that break off mid-body.
+//! from herd-tls, client certificates optional but verified, sessions resumable), HTTP/1.1
+//! keep-alive, and a handler that decides each answer, including answers that break off
+//! mid-body, answers that close the connection, and answers given before the body is read.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use herd_tls::{CertificateAuthority, KeyPairPem};
-use rustls::{ServerConnection, StreamOwned};
+use rustls::{HandshakeKind, ServerConnection, StreamOwned};
 
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
@@ -21,8 +22,11 @@ pub struct Seen {
     pub body: Vec<u8>,
     /// The terminal id in the client certificate, if one was presented.
     pub terminal: Option<String>,
-    /// `Head` when the client sent `Expect: 100-continue` and the body is not read yet.
+    /// `Head` when the body is not read yet: the client sent `Expect: 100-continue`, or the
+    /// server was started with [`TestServer::start_answering_early`].
     pub phase: Phase,
+    /// The TLS session of the connection carrying this request was resumed (no full handshake).
+    pub resumed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,8 +59,12 @@ pub enum Reply {
         body: Vec<u8>,
         declared: u64,
     },
-    /// Only valid in `Phase::Head`: send `100 Continue` and read the body.
+    /// Only valid in `Phase::Head`: read the body (after `100 Continue` if it was asked for).
     Continue,
+    /// A complete answer, then the connection is closed (TLS close_notify, TCP shutdown).
+    Close { status: u16, body: Vec<u8> },
+    /// Drop the TCP connection at once without answering: a reset when the client is sending.
+    Abort,
 }
 
 impl Reply {
@@ -81,6 +89,19 @@ pub struct TestServer {
 impl TestServer {
     /// Starts serving on an ephemeral loopback port; the server lives until the test ends.
     pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> TestServer {
+        TestServer::serve(false, handler)
+    }
+
+    /// Like [`start`](Self::start), but the handler also sees every request with a body in
+    /// `Phase::Head`, after its headers and before its body, and may answer there (the body is
+    /// then never read) or return `Reply::Continue` to have the body read.
+    pub fn start_answering_early(
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> TestServer {
+        TestServer::serve(true, handler)
+    }
+
+    fn serve(early: bool, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> TestServer {
         herd_tls::install_crypto_provider();
         let (ca_cert, ca_key) = CertificateAuthority::generate("test center CA").unwrap();
         let ca = CertificateAuthority::from_pem(&ca_cert, &ca_key).unwrap();
@@ -100,7 +121,7 @@ impl TestServer {
                     let handler = handler.clone();
                     thread::spawn(move || {
                         let conn = ServerConnection::new(config).unwrap();
-                        serve_connection(StreamOwned::new(conn, stream), &*handler, &seen);
+                        serve_connection(StreamOwned::new(conn, stream), &*handler, &seen, early);
                     });
                 }
             });
@@ -133,6 +154,7 @@ fn serve_connection(
     stream: StreamOwned<ServerConnection, TcpStream>,
     handler: &Handler,
     seen: &Mutex<Vec<Seen>>,
+    early: bool,
 ) {
     let mut reader = BufReader::new(stream);
     loop {
@@ -163,6 +185,7 @@ fn serve_connection(
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|cert| herd_tls::terminal_id_of(cert));
+        let resumed = reader.get_ref().conn.handshake_kind() == Some(HandshakeKind::Resumed);
         let mut request = Seen {
             method,
             target,
@@ -170,19 +193,29 @@ fn serve_connection(
             body: Vec::new(),
             terminal,
             phase: Phase::Full,
+            resumed,
         };
         assert!(
             request.header("transfer-encoding").is_none(),
             "the test server only reads bodies with Content-Length"
         );
-        if request.header("expect") == Some("100-continue") {
+        let expects_continue = request.header("expect") == Some("100-continue");
+        let has_body = request.header("content-length").is_some_and(|v| v != "0");
+        if expects_continue || (early && has_body) {
             request.phase = Phase::Head;
             match handler(&request) {
                 Reply::Continue => {
-                    let stream = reader.get_mut();
-                    stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
-                    stream.flush().unwrap();
+                    if expects_continue {
+                        let stream = reader.get_mut();
+                        stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+                        stream.flush().unwrap();
+                    }
                     request.phase = Phase::Full;
+                }
+                Reply::Abort => {
+                    seen.lock().unwrap().push(request);
+                    abort(reader.into_inner());
+                    return;
                 }
                 early => {
                     seen.lock().unwrap().push(request);
@@ -207,6 +240,10 @@ fn serve_connection(
         request.body = body;
         let reply = handler(&request);
         seen.lock().unwrap().push(request);
+        if let Reply::Abort = reply {
+            abort(reader.into_inner());
+            return;
+        }
         match write_reply(reader.get_mut(), reply) {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
@@ -219,6 +256,7 @@ fn write_reply(
     stream: &mut StreamOwned<ServerConnection, TcpStream>,
     reply: Reply,
 ) -> std::io::Result<bool> {
+    let closing = matches!(reply, Reply::Close { .. });
     let (status, headers, body, declared, keep) = match reply {
         Reply::Full {
             status,
@@ -234,7 +272,18 @@ fn write_reply(
             body,
             declared,
         } => (status, headers, body, declared, false),
-        Reply::Continue => panic!("Reply::Continue answers only an Expect: 100-continue head"),
+        Reply::Close { status, body } => {
+            let len = body.len() as u64;
+            (
+                status,
+                vec![("connection", "close".to_owned())],
+                body,
+                len,
+                false,
+            )
+        }
+        Reply::Continue => panic!("Reply::Continue answers only a request in Phase::Head"),
+        Reply::Abort => unreachable!("handled by the caller"),
     };
     let mut head = format!("HTTP/1.1 {status} Test\r\ncontent-length: {declared}\r\n");
     for (name, value) in headers {
@@ -244,9 +293,21 @@ fn write_reply(
     stream.write_all(head.as_bytes())?;
     stream.write_all(&body)?;
     stream.flush()?;
+    if closing {
+        stream.conn.send_close_notify();
+        stream.flush()?;
+        stream.sock.shutdown(std::net::Shutdown::Both)?;
+        return Ok(false);
+    }
     if !keep {
         // Drop the TCP connection without a TLS close_notify, like a network failure.
         stream.sock.shutdown(std::net::Shutdown::Both)?;
     }
     Ok(keep)
+}
+
+/// Closes the connection without TLS close_notify or answer. The client is still sending, so
+/// unread bytes remain and the kernel answers with a reset, as when a server gives up on a body.
+fn abort(stream: StreamOwned<ServerConnection, TcpStream>) {
+    drop(stream);
 }
