@@ -99,7 +99,7 @@ fn checkin(installed: Option<InstalledDoc>) -> CheckinRequest {
 
 fn code(err: ClientError) -> (u16, String) {
     match err {
-        ClientError::Api { status, code, .. } => (status, code),
+        ClientError::Refused { status, code, .. } => (status, code),
         other => panic!("expected an API error, got {other}"),
     }
 }
@@ -251,7 +251,7 @@ fn refused_input_has_stable_codes_and_changes_nothing() {
         .publish_feed("maker-a", &serde_json::to_vec(&bad).unwrap())
         .unwrap_err();
     match &err {
-        ClientError::Api {
+        ClientError::Refused {
             status: 422,
             code,
             problems,
@@ -269,7 +269,7 @@ fn refused_input_has_stable_codes_and_changes_nothing() {
         .publish_feed("maker-a", &serde_json::to_vec(&bad).unwrap())
         .unwrap_err();
     match &err {
-        ClientError::Api { problems, .. } => {
+        ClientError::Refused { problems, .. } => {
             let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
             assert!(paths.contains(&"$.coverage[0].threat"), "{paths:?}");
             assert!(
