@@ -4,8 +4,9 @@
 //! from the ID, so it can neither run nor match a signature where it lies (not a secrecy
 //! measure: the key is the ID), plus `ID.json` with what restoring needs: the original path,
 //! owner, mode and modification time, the signatures and the SHA-256 of the original bytes.
-//! Both are written to temporary names, synced and renamed before the original is removed, so
-//! a crash leaves either the original or a complete quarantine entry.
+//! Both are written through `herd_fs::write_atomic` (a temporary with a unique name, synced,
+//! renamed) before the original is removed, so a crash leaves either the original or a
+//! complete quarantine entry, and never blocks the next quarantine.
 //!
 //! The sample queue (`scan --samples DIR`) is the same store without removing the original:
 //! copies of files to send to the center (suspicious hits, files that could not be
@@ -153,21 +154,6 @@ fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Writes `bytes` to `path` via a synced temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 /// Where detected files go: quarantine and the sample queue, each if configured, and which
 /// signature names only make a file suspicious.
 #[derive(Debug, Default)]
@@ -246,6 +232,8 @@ impl Store {
         fs::create_dir_all(dir)
             .with_context(|| format!("quarantine directory {}", dir.display()))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        // A quarantine interrupted by a crash leaves a temporary, never a half entry.
+        herd_fs::remove_stale_temporaries(dir)?;
         Ok(Store {
             dir: dir.to_owned(),
         })
@@ -327,9 +315,10 @@ impl Store {
         };
         let mut neutral = content.to_vec();
         neutralise(&id, &mut neutral);
-        write_atomic(&bin, &neutral)?;
-        write_atomic(&json, &serde_json::to_vec_pretty(&record)?)?;
-        File::open(&self.dir).and_then(|d| d.sync_all())?;
+        // The content before the metadata: `list` goes by the metadata, so an entry it shows
+        // always has its content. Each write syncs the directory.
+        herd_fs::write_atomic(&bin, &neutral, 0o600)?;
+        herd_fs::write_atomic(&json, &serde_json::to_vec_pretty(&record)?, 0o600)?;
         Ok((id, bin, json))
     }
 

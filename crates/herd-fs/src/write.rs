@@ -78,6 +78,18 @@ impl WriteError {
     }
 }
 
+impl WriteError {
+    /// The path, and an `io::Error` of the same kind saying the step and the cause: for error
+    /// types that put the path in front themselves (`"{path}: {source}"`).
+    pub fn into_path_and_io_error(self) -> (PathBuf, io::Error) {
+        let io = io::Error::new(
+            self.source.kind(),
+            format!("{} failed: {}", self.step, self.source),
+        );
+        (self.path, io)
+    }
+}
+
 /// For callers that speak `io::Result`: keeps the kind, and the message names path and step.
 impl From<WriteError> for io::Error {
     fn from(e: WriteError) -> io::Error {
