@@ -637,6 +637,150 @@ mod tests {
         assert_eq!(outbox.stats().unwrap().pending, 3);
     }
 
+    // -- Crash safety, with real processes killed mid-write (see `crate::crash_child`). ------
+
+    const CHILD_TEST: &str = "outbox::tests::crash_child";
+
+    /// Not a test: the body of the child processes the crash tests start and kill.
+    #[test]
+    fn crash_child() {
+        let Some((role, dir)) = crate::crash_child::role() else {
+            return;
+        };
+        let outbox = Outbox::open(&dir).unwrap();
+        match role.as_str() {
+            // Three events pushed; the fourth written and synced, killed before its rename.
+            "push-then-die" => {
+                push_numbered(&outbox, 0..3);
+                let event = EventDoc {
+                    seq: 4,
+                    at: clock::now_rfc3339(),
+                    kind: "test.event".into(),
+                    data: json!({ "n": 3 }),
+                };
+                let bytes = serde_json::to_vec(&event).unwrap();
+                crate::crash_child::write_then_die(&dir.join(file_name(4)), &bytes, PRIVATE_FILE);
+            }
+            // Pushes events one by one, saying which seq each got, until it is killed.
+            "push-forever" => {
+                for n in 0u64.. {
+                    let seq = outbox.push("test.event", json!({ "n": n })).unwrap();
+                    crate::crash_child::say(&format!("PUSHED {seq}"));
+                }
+            }
+            other => panic!("unknown child role {other}"),
+        }
+    }
+
+    fn temporaries(dir: &Path) -> Vec<std::ffi::OsString> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| herd_fs::is_temporary(name))
+            .collect()
+    }
+
+    #[test]
+    fn an_event_killed_before_its_rename_is_never_sent_and_its_temporary_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox");
+        let mut child = crate::crash_child::spawn(CHILD_TEST, "push-then-die", &path);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the child dies by SIGKILL: {status}"
+        );
+        assert_eq!(
+            temporaries(&path).len(),
+            1,
+            "the crash left the fourth event's temporary"
+        );
+
+        // A process that had the outbox open before the crash ignores the temporary...
+        let running = Outbox {
+            dir: path.clone(),
+            abort_after_ack: None,
+        };
+        let stats = running.stats().unwrap();
+        assert_eq!((stats.pending, stats.next_seq), (3, 4));
+        let mut center = FakeCenter::default();
+        let flushed = running.flush(&mut |b| center.send(b), 10).unwrap();
+        assert_eq!(
+            flushed,
+            Flushed {
+                delivered: 3,
+                batches: 1,
+                ..Flushed::default()
+            }
+        );
+        assert_eq!(center.arrivals, [1, 2, 3]);
+
+        // ...and opening it removes the temporary, whose writer is dead. The unsent event's
+        // seq is given again: the center never saw it.
+        let outbox = Outbox::open(&path).unwrap();
+        assert!(temporaries(&path).is_empty());
+        assert_eq!(outbox.push("test.event", json!({ "n": 3 })).unwrap(), 4);
+        outbox.flush(&mut |b| center.send(b), 10).unwrap();
+        assert_eq!(center.arrivals, [1, 2, 3, 4]);
+        assert_eq!(center.duplicates, 0);
+    }
+
+    #[test]
+    fn a_writer_killed_at_any_moment_loses_no_completed_event_and_reorders_nothing() {
+        for round in 0..3u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("outbox");
+            let mut child = crate::crash_child::spawn(CHILD_TEST, "push-forever", &path);
+            let (first, mut out) = crate::crash_child::wait_for(&mut child, "PUSHED");
+            // Kill -9 at a different moment each round, most likely inside a write.
+            std::thread::sleep(std::time::Duration::from_millis(5 + 10 * round));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let mut last_reported: u64 = first
+                .split("PUSHED ")
+                .nth(1)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut out, &mut line).unwrap_or(0) > 0 {
+                if let Some((_, seq)) = line.trim().split_once("PUSHED ") {
+                    last_reported = seq.parse().unwrap();
+                }
+                line.clear();
+            }
+
+            let outbox = Outbox::open(&path).unwrap();
+            assert!(temporaries(&path).is_empty(), "round {round}");
+            let mut center = FakeCenter::default();
+            let flushed = outbox.flush(&mut |b| center.send(b), MAX_BATCH).unwrap();
+            assert!(
+                flushed.corrupt.is_empty(),
+                "round {round}: {:?}",
+                flushed.corrupt
+            );
+            // Every push that returned is delivered; the push in flight at the kill may be too
+            // (its rename happened, its report did not); nothing after it, no gap, no repeat.
+            let delivered = flushed.delivered;
+            assert!(
+                (last_reported..=last_reported + 1).contains(&delivered),
+                "round {round}: {delivered} delivered, {last_reported} reported"
+            );
+            assert_eq!(center.arrivals, (1..=delivered).collect::<Vec<_>>());
+            assert_eq!(center.duplicates, 0);
+            for (seq, event) in &center.stored {
+                assert_eq!(
+                    event.data["n"],
+                    json!(seq - 1),
+                    "round {round}: event order"
+                );
+            }
+        }
+    }
+
     #[test]
     fn file_names_sort_as_numbers() {
         assert_eq!(file_name(42), "00000000000000000042.json");

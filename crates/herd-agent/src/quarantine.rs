@@ -423,6 +423,48 @@ mod tests {
         assert!(store.delete("../../etc/passwd").is_err());
     }
 
+    /// Not a test: the body of the child process the crash test below starts and kills.
+    #[test]
+    fn crash_child() {
+        let Some((role, path)) = crate::crash_child::role() else {
+            return;
+        };
+        assert_eq!(role, "metadata-then-die");
+        crate::crash_child::write_then_die(&path, b"{ \"id\": torn", 0o600);
+    }
+
+    #[test]
+    fn a_quarantine_killed_mid_write_blocks_nothing_and_is_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("q");
+        Store::open(&q).unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut child = crate::crash_child::spawn(
+            "quarantine::tests::crash_child",
+            "metadata-then-die",
+            &q.join(format!("{id}.json")),
+        );
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+        let leftovers = |q: &Path| {
+            fs::read_dir(q)
+                .unwrap()
+                .filter(|e| herd_fs::is_temporary(&e.as_ref().unwrap().file_name()))
+                .count()
+        };
+        assert_eq!(leftovers(&q), 1);
+        // The half-written entry is not an entry, and opening the store removes it.
+        let store = Store::open(&q).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(leftovers(&q), 0);
+        let file = dir.path().join("evil.com");
+        fs::write(&file, herd_scan::EICAR).unwrap();
+        store
+            .put(&file, herd_scan::EICAR, &[Arc::from("Eicar")])
+            .unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
     #[test]
     fn captured_samples_keep_the_original() {
         let dir = tempfile::tempdir().unwrap();
