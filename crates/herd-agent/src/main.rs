@@ -3,6 +3,8 @@
 //! `quarantine` and `apply`. The exit code is decided here, in one place, from what each
 //! command returns.
 
+#[cfg(test)]
+mod crash_child;
 mod execute;
 mod onaccess;
 mod outbox;

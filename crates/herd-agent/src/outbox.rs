@@ -6,27 +6,28 @@
 //!
 //! Layout of the outbox directory:
 //! - `<seq>.json` (`seq` zero-padded to 20 digits, so names sort as numbers): one `EventDoc`,
-//!   written to a temporary file, fsync'ed, renamed into place, and the directory fsync'ed
-//!   before [`Outbox::push`] returns — before anything can be sent.
+//!   written through `herd_fs` (a temporary file, fsync'ed, renamed into place) and the
+//!   directory fsync'ed before [`Outbox::push`] returns — before anything can be sent.
+//!   Temporaries a killed writer left are never read as events, and are removed by
+//!   [`Outbox::open`].
 //! - `acked`: the highest seq the center acknowledged, written durably before acknowledged files
 //!   are deleted. The next seq is one more than the highest of the files and `acked`, so a seq is
 //!   never reused, even after every file was sent and deleted and the agent then crashed.
-//! - `lock`: flock'ed by whoever reads or changes the directory, so several processes may
-//!   emit events and flush safely.
+//! - `lock`: a `herd_fs::LockFile` held by whoever reads or changes the directory, so several
+//!   processes may emit events and flush safely.
 //! - `refused/`: events the center refused as malformed, kept with the reason for inspection
 //!   instead of blocking everything behind them; `corrupt/`: files that could not be read back.
 //!
 //! The seq is the idempotency key the center deduplicates on (per terminal), so sending a batch
 //! twice — after a crash between the center's acknowledgement and the deletion — is harmless.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use herd_client::ClientError;
+use herd_fs::{LockError, LockFile};
 use herd_proto::api::{EventAck, EventBatch, EventDoc, codes};
-use nix::fcntl::{Flock, FlockArg};
 
 use crate::run::clock;
 use crate::run::durable::{self, PRIVATE_DIR, PRIVATE_FILE};
@@ -53,6 +54,9 @@ pub enum OutboxError {
         #[source]
         source: io::Error,
     },
+    /// A durable write (an event, `acked`, a note) failed; the error names the file and step.
+    #[error("outbox {0}")]
+    Write(#[from] herd_fs::WriteError),
     #[error("{FAULT_ENV}={0:?}: expected abort-after-ack:N")]
     Fault(String),
 }
@@ -126,7 +130,10 @@ impl Outbox {
             abort_after_ack,
         };
         let _lock = outbox.lock()?;
+        herd_fs::remove_stale_temporaries(dir)?;
         for name in outbox.names()? {
+            // The temporaries of agents before herd-fs (`.tmp-<seq>`), which nothing else
+            // would ever remove.
             if name.starts_with(".tmp-") {
                 let path = dir.join(&name);
                 fs::remove_file(&path).map_err(|source| OutboxError::Io { path, source })?;
@@ -169,7 +176,7 @@ impl Outbox {
             self.write_event(seq, &bytes)?;
             seq += 1;
         }
-        durable::sync_dir(&self.dir).map_err(|source| self.io(source))?;
+        herd_fs::sync_dir(&self.dir)?;
         Ok(first..seq)
     }
 
@@ -254,22 +261,14 @@ impl Outbox {
         }
     }
 
-    fn lock(&self) -> Result<Flock<File>, OutboxError> {
-        let path = self.dir.join("lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(PRIVATE_FILE)
-            .open(&path)
-            .map_err(|source| OutboxError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| OutboxError::Io {
-            path,
-            source: io::Error::from(errno),
+    fn lock(&self) -> Result<LockFile, OutboxError> {
+        LockFile::acquire(&self.dir.join("lock")).map_err(|e| match e {
+            LockError::Io { path, source } => OutboxError::Io { path, source },
+            // A waiting acquire never reports the lock as held, but say so if it does.
+            locked @ LockError::Locked { .. } => OutboxError::Io {
+                path: self.dir.join("lock"),
+                source: io::Error::new(io::ErrorKind::WouldBlock, locked),
+            },
         })
     }
 
@@ -318,24 +317,14 @@ impl Outbox {
         Ok(highest.max(self.acked()?) + 1)
     }
 
+    /// Writes one event whole; the caller syncs the directory once for all it writes.
     fn write_event(&self, seq: u64, bytes: &[u8]) -> Result<(), OutboxError> {
-        let temp = self.dir.join(format!(".tmp-{seq}"));
         let path = self.dir.join(file_name(seq));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(PRIVATE_FILE)
-                .open(&temp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)
-        })();
-        written.map_err(|source| {
-            let _ = fs::remove_file(&temp);
-            OutboxError::Io { path, source }
-        })
+        Ok(herd_fs::replace_without_dir_sync(
+            &path,
+            bytes,
+            PRIVATE_FILE,
+        )?)
     }
 
     /// The oldest events, at most `limit` of them and about [`MAX_BATCH_BYTES`]; files that
@@ -387,12 +376,11 @@ impl Outbox {
     fn delete_through(&self, sent: &[EventDoc], through: u64) -> Result<u64, OutboxError> {
         let _lock = self.lock()?;
         if through > self.acked()? {
-            durable::write_file(
+            herd_fs::write_atomic(
                 &self.dir.join("acked"),
                 format!("{through}\n").as_bytes(),
                 PRIVATE_FILE,
-            )
-            .map_err(|e| self.io(e))?;
+            )?;
         }
         let mut deleted = 0;
         for event in sent.iter().filter(|e| e.seq <= through) {
@@ -416,9 +404,8 @@ impl Outbox {
         fs::rename(&from, aside.join(&name))
             .map_err(|source| OutboxError::Io { path: from, source })?;
         let note = aside.join(format!("{name}.reason"));
-        durable::write_file(&note, format!("{why}\n").as_bytes(), PRIVATE_FILE)
-            .map_err(|source| OutboxError::Io { path: note, source })?;
-        durable::sync_dir(&self.dir).map_err(|e| self.io(e))
+        herd_fs::write_atomic(&note, format!("{why}\n").as_bytes(), PRIVATE_FILE)?;
+        Ok(herd_fs::sync_dir(&self.dir)?)
     }
 }
 
@@ -651,6 +638,150 @@ mod tests {
             "{err}"
         );
         assert_eq!(outbox.stats().unwrap().pending, 3);
+    }
+
+    // -- Crash safety, with real processes killed mid-write (see `crate::crash_child`). ------
+
+    const CHILD_TEST: &str = "outbox::tests::crash_child";
+
+    /// Not a test: the body of the child processes the crash tests start and kill.
+    #[test]
+    fn crash_child() {
+        let Some((role, dir)) = crate::crash_child::role() else {
+            return;
+        };
+        let outbox = Outbox::open(&dir).unwrap();
+        match role.as_str() {
+            // Three events pushed; the fourth written and synced, killed before its rename.
+            "push-then-die" => {
+                push_numbered(&outbox, 0..3);
+                let event = EventDoc {
+                    seq: 4,
+                    at: clock::now_rfc3339(),
+                    kind: "test.event".into(),
+                    data: json!({ "n": 3 }),
+                };
+                let bytes = serde_json::to_vec(&event).unwrap();
+                crate::crash_child::write_then_die(&dir.join(file_name(4)), &bytes, PRIVATE_FILE);
+            }
+            // Pushes events one by one, saying which seq each got, until it is killed.
+            "push-forever" => {
+                for n in 0u64.. {
+                    let seq = outbox.push("test.event", json!({ "n": n })).unwrap();
+                    crate::crash_child::say(&format!("PUSHED {seq}"));
+                }
+            }
+            other => panic!("unknown child role {other}"),
+        }
+    }
+
+    fn temporaries(dir: &Path) -> Vec<std::ffi::OsString> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| herd_fs::is_temporary(name))
+            .collect()
+    }
+
+    #[test]
+    fn an_event_killed_before_its_rename_is_never_sent_and_its_temporary_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox");
+        let mut child = crate::crash_child::spawn(CHILD_TEST, "push-then-die", &path);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the child dies by SIGKILL: {status}"
+        );
+        assert_eq!(
+            temporaries(&path).len(),
+            1,
+            "the crash left the fourth event's temporary"
+        );
+
+        // A process that had the outbox open before the crash ignores the temporary...
+        let running = Outbox {
+            dir: path.clone(),
+            abort_after_ack: None,
+        };
+        let stats = running.stats().unwrap();
+        assert_eq!((stats.pending, stats.next_seq), (3, 4));
+        let mut center = FakeCenter::default();
+        let flushed = running.flush(&mut |b| center.send(b), 10).unwrap();
+        assert_eq!(
+            flushed,
+            Flushed {
+                delivered: 3,
+                batches: 1,
+                ..Flushed::default()
+            }
+        );
+        assert_eq!(center.arrivals, [1, 2, 3]);
+
+        // ...and opening it removes the temporary, whose writer is dead. The unsent event's
+        // seq is given again: the center never saw it.
+        let outbox = Outbox::open(&path).unwrap();
+        assert!(temporaries(&path).is_empty());
+        assert_eq!(outbox.push("test.event", json!({ "n": 3 })).unwrap(), 4);
+        outbox.flush(&mut |b| center.send(b), 10).unwrap();
+        assert_eq!(center.arrivals, [1, 2, 3, 4]);
+        assert_eq!(center.duplicates, 0);
+    }
+
+    #[test]
+    fn a_writer_killed_at_any_moment_loses_no_completed_event_and_reorders_nothing() {
+        for round in 0..3u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("outbox");
+            let mut child = crate::crash_child::spawn(CHILD_TEST, "push-forever", &path);
+            let (first, mut out) = crate::crash_child::wait_for(&mut child, "PUSHED");
+            // Kill -9 at a different moment each round, most likely inside a write.
+            std::thread::sleep(std::time::Duration::from_millis(5 + 10 * round));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let mut last_reported: u64 = first
+                .split("PUSHED ")
+                .nth(1)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut out, &mut line).unwrap_or(0) > 0 {
+                if let Some((_, seq)) = line.trim().split_once("PUSHED ") {
+                    last_reported = seq.parse().unwrap();
+                }
+                line.clear();
+            }
+
+            let outbox = Outbox::open(&path).unwrap();
+            assert!(temporaries(&path).is_empty(), "round {round}");
+            let mut center = FakeCenter::default();
+            let flushed = outbox.flush(&mut |b| center.send(b), MAX_BATCH).unwrap();
+            assert!(
+                flushed.corrupt.is_empty(),
+                "round {round}: {:?}",
+                flushed.corrupt
+            );
+            // Every push that returned is delivered; the push in flight at the kill may be too
+            // (its rename happened, its report did not); nothing after it, no gap, no repeat.
+            let delivered = flushed.delivered;
+            assert!(
+                (last_reported..=last_reported + 1).contains(&delivered),
+                "round {round}: {delivered} delivered, {last_reported} reported"
+            );
+            assert_eq!(center.arrivals, (1..=delivered).collect::<Vec<_>>());
+            assert_eq!(center.duplicates, 0);
+            for (seq, event) in &center.stored {
+                assert_eq!(
+                    event.data["n"],
+                    json!(seq - 1),
+                    "round {round}: event order"
+                );
+            }
+        }
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! from the ID, so it can neither run nor match a signature where it lies (not a secrecy
 //! measure: the key is the ID), plus `ID.json` with what restoring needs: the original path,
 //! owner, mode and modification time, the signatures and the SHA-256 of the original bytes.
-//! Both are written to temporary names, synced and renamed before the original is removed, so
-//! a crash leaves either the original or a complete quarantine entry.
+//! Both are written through `herd_fs::write_atomic` (a temporary with a unique name, synced,
+//! renamed) before the original is removed, so a crash leaves either the original or a
+//! complete quarantine entry, and never blocks the next quarantine.
 //!
 //! The sample queue (`scan --samples DIR`) is the same store without removing the original:
 //! copies of files to send to the center (suspicious hits, files that could not be
@@ -153,21 +154,6 @@ fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Writes `bytes` to `path` via a synced temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 /// Where detected files go: quarantine and the sample queue, each if configured, and which
 /// signature names only make a file suspicious.
 #[derive(Debug, Default)]
@@ -246,6 +232,8 @@ impl Store {
         fs::create_dir_all(dir)
             .with_context(|| format!("quarantine directory {}", dir.display()))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        // A quarantine interrupted by a crash leaves a temporary, never a half entry.
+        herd_fs::remove_stale_temporaries(dir)?;
         Ok(Store {
             dir: dir.to_owned(),
         })
@@ -327,9 +315,10 @@ impl Store {
         };
         let mut neutral = content.to_vec();
         neutralise(&id, &mut neutral);
-        write_atomic(&bin, &neutral)?;
-        write_atomic(&json, &serde_json::to_vec_pretty(&record)?)?;
-        File::open(&self.dir).and_then(|d| d.sync_all())?;
+        // The content before the metadata: `list` goes by the metadata, so an entry it shows
+        // always has its content. Each write syncs the directory.
+        herd_fs::write_atomic(&bin, &neutral, 0o600)?;
+        herd_fs::write_atomic(&json, &serde_json::to_vec_pretty(&record)?, 0o600)?;
         Ok((id, bin, json))
     }
 
@@ -432,6 +421,48 @@ mod tests {
         assert!(store.list().unwrap().is_empty());
         assert!(store.delete(&id).is_err());
         assert!(store.delete("../../etc/passwd").is_err());
+    }
+
+    /// Not a test: the body of the child process the crash test below starts and kills.
+    #[test]
+    fn crash_child() {
+        let Some((role, path)) = crate::crash_child::role() else {
+            return;
+        };
+        assert_eq!(role, "metadata-then-die");
+        crate::crash_child::write_then_die(&path, b"{ \"id\": torn", 0o600);
+    }
+
+    #[test]
+    fn a_quarantine_killed_mid_write_blocks_nothing_and_is_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("q");
+        Store::open(&q).unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut child = crate::crash_child::spawn(
+            "quarantine::tests::crash_child",
+            "metadata-then-die",
+            &q.join(format!("{id}.json")),
+        );
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+        let leftovers = |q: &Path| {
+            fs::read_dir(q)
+                .unwrap()
+                .filter(|e| herd_fs::is_temporary(&e.as_ref().unwrap().file_name()))
+                .count()
+        };
+        assert_eq!(leftovers(&q), 1);
+        // The half-written entry is not an entry, and opening the store removes it.
+        let store = Store::open(&q).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(leftovers(&q), 0);
+        let file = dir.path().join("evil.com");
+        fs::write(&file, herd_scan::EICAR).unwrap();
+        store
+            .put(&file, herd_scan::EICAR, &[Arc::from("Eicar")])
+            .unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
     }
 
     #[test]

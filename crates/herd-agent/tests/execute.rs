@@ -329,6 +329,7 @@ impl World {
                     || name.ends_with(".part")
                     || name.ends_with(".herd-new")
                     || name.ends_with(".tmp")
+                    || herd_fs::is_temporary(path.file_name().unwrap())
                     || name == "journal.json"
                     || (downloads_empty && path.parent().unwrap().ends_with("downloads"))
                 {

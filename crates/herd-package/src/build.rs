@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -238,25 +237,19 @@ fn write_package(
     })
 }
 
-/// Writes `bytes` to a temporary file beside `out`, syncs it, and renames it into place, so a
-/// reader never sees half a package.
+/// Writes `bytes` to `out` atomically (herd-fs), so a reader never sees half a package.
+/// Packages are published, hence readable by all (less the umask).
 fn write_atomically(out: &Path, bytes: &[u8]) -> Result<(), BuildError> {
-    let file_name = out
-        .file_name()
-        .ok_or_else(|| BuildError::Input(format!("{}: not a file path", out.display())))?;
-    let mut temp_name = file_name.to_owned();
-    temp_name.push(".herd-tmp");
-    let temp = out.with_file_name(temp_name);
-    let result = (|| {
-        let mut file = fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, out)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+    if out.file_name().is_none() {
+        return Err(BuildError::Input(format!(
+            "{}: not a file path",
+            out.display()
+        )));
     }
-    result.map_err(io_error(out))
+    herd_fs::write_atomic(out, bytes, 0o644).map_err(|e| {
+        let (path, source) = e.into_path_and_io_error();
+        BuildError::Io { path, source }
+    })
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -1,12 +1,14 @@
 //! The transaction journal (`<state>/journal.json`) and the record of finished plans
-//! (`<state>/reports.json`), both written atomically: a temporary file, fsync, rename over
-//! the old one, fsync of the directory. A crash at any instant leaves either the old or the
-//! new document, never a torn one, and never loses a transition once `save` returned.
+//! (`<state>/reports.json`), both written through `herd_fs::write_atomic` (a temporary file,
+//! fsync, rename over the old one, fsync of the directory). A crash at any instant leaves
+//! either the old or the new document, never a torn one, and never loses a transition once
+//! `save` returned; the temporary it may leave is ignored and removed at `recover`.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+use herd_fs::WriteError;
 use herd_proto::api::{PlanReport, StepResult, StepStatus};
 use herd_proto::plan::PlanDoc;
 use serde::{Deserialize, Serialize};
@@ -152,9 +154,8 @@ pub(super) fn load(path: &Path) -> Result<Option<Journal>, String> {
     Ok(Some(journal))
 }
 
-pub(super) fn save(path: &Path, journal: &Journal) -> io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(journal).map_err(io::Error::other)?;
-    write_atomically(path, &bytes)
+pub(super) fn save(path: &Path, journal: &Journal) -> Result<(), WriteError> {
+    write_json(path, journal)
 }
 
 /// Removes a file durably (the directory entry is synced).
@@ -195,32 +196,25 @@ impl ReportLog {
         self.reports.drain(..excess);
     }
 
-    pub(super) fn save(&self, path: &Path) -> io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        write_atomically(path, &bytes)
+    pub(super) fn save(&self, path: &Path) -> Result<(), WriteError> {
+        write_json(path, self)
     }
 }
 
-/// Temporary file, fsync, rename, fsync of the directory.
-pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut temp_name = path.file_name().unwrap_or_default().to_owned();
-    temp_name.push(".tmp");
-    let temp = path.with_file_name(temp_name);
-    let written = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(e);
-    }
-    sync_dir(parent(path))
+/// The journal's documents keep the mode the executor always gave them (readable, in an
+/// owner-only state directory).
+const MODE: u32 = 0o644;
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), WriteError> {
+    herd_fs::write_atomic_with(path, MODE, |file| {
+        let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+        file.write_all(&bytes)
+    })
 }
 
+/// Makes the entries of `dir` durable (for the executor's renames of links and downloads).
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    Ok(herd_fs::sync_dir(dir)?)
 }
 
 fn parent(path: &Path) -> &Path {
@@ -266,7 +260,11 @@ mod tests {
         assert_eq!(loaded, journal);
         assert_eq!(loaded.results.len(), 2);
         assert_eq!(loaded.results[0].status, StepStatus::Ok);
-        assert!(!dir.path().join("journal.json.tmp").exists());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["journal.json"], "no temporary is left behind");
         remove_durably(&path).unwrap();
         assert_eq!(load(&path).unwrap(), None);
         fs::write(&path, b"{\"format\": 1}").unwrap();

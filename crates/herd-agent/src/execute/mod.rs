@@ -8,7 +8,7 @@
 //! before the next step starts; [`Executor::recover`], called at agent start, rolls an
 //! interrupted plan back if its new product was not verified yet, and forward otherwise.
 //! Finished plans' reports are kept in `<state>/reports.json`, so executing a plan that
-//! already succeeded does nothing. One process at a time: `<state>/execute.lock` (flock).
+//! already succeeded does nothing. One process at a time: `<state>/execute.lock` (a `herd_fs::LockFile`).
 //!
 //! The `archive` install script (herd-planner's `script.rs`) switches `<prefix>/current`
 //! itself once its hook succeeded; the executor records the previous link text before the
@@ -29,11 +29,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use herd_fs::{LockError, LockFile};
 use herd_package::{Expected, verify_installed};
 use herd_proto::api::{PlanReport, ReportOutcome, StepResult, StepStatus};
 use herd_proto::plan::{PlanDoc, Step};
 use herd_proto::terminal::InstalledDoc;
-use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
 pub use cli::{ApplyArgs, run as run_apply};
@@ -175,6 +175,11 @@ impl Executor {
     /// `journal.json.corrupt` and reported as an error; the next call finds none.
     pub fn recover(&self) -> Result<Option<PlanReport>, ExecError> {
         let _lock = self.lock()?;
+        // What a crash left mid-write (the journal's, the report log's) is never read back.
+        herd_fs::remove_stale_temporaries(&self.config.state_dir).map_err(|e| {
+            let (path, source) = e.into_path_and_io_error();
+            ExecError::Io { path, source }
+        })?;
         let path = self.journal_path();
         let mut journal = match journal::load(&path) {
             Ok(Some(journal)) => journal,
@@ -292,9 +297,9 @@ impl Executor {
                 source,
             })?;
         let mut journal = Journal::new(plan_id, plan, download_dir, previous);
-        journal::save(&self.journal_path(), &journal).map_err(|source| ExecError::Io {
-            path: self.journal_path(),
-            source,
+        journal::save(&self.journal_path(), &journal).map_err(|e| {
+            let (path, source) = e.into_path_and_io_error();
+            ExecError::Io { path, source }
         })?;
 
         for fetch in &shape.fetches {
@@ -922,22 +927,18 @@ impl Executor {
     }
 
     fn save(&self, journal: &Journal) -> Result<(), String> {
-        journal::save(&self.journal_path(), journal).map_err(|e| {
-            format!(
-                "cannot write the journal {}: {e}",
-                self.journal_path().display()
-            )
-        })
+        journal::save(&self.journal_path(), journal)
+            .map_err(|e| format!("cannot write the journal {e}"))
     }
 
     fn remember(&self, report: &PlanReport) {
         let mut log = self.report_log();
         log.push(report.clone());
         if let Err(e) = log.save(&self.reports_path()) {
+            // `e` names the file and the step that failed.
             eprintln!(
-                "herd-agent: cannot record the report of plan {} in {}: {e}",
-                report.plan_id,
-                self.reports_path().display()
+                "herd-agent: cannot record the report of plan {}: {e}",
+                report.plan_id
             );
         }
     }
@@ -957,26 +958,10 @@ impl Executor {
         }
     }
 
-    fn lock(&self) -> Result<Flock<File>, ExecError> {
-        let path = self.config.state_dir.join("execute.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| ExecError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-            if errno == nix::errno::Errno::EWOULDBLOCK {
-                ExecError::Busy { path: path.clone() }
-            } else {
-                ExecError::Io {
-                    path: path.clone(),
-                    source: errno.into(),
-                }
-            }
+    fn lock(&self) -> Result<LockFile, ExecError> {
+        LockFile::try_acquire(&self.config.state_dir.join("execute.lock")).map_err(|e| match e {
+            LockError::Locked { path, .. } => ExecError::Busy { path },
+            LockError::Io { path, source } => ExecError::Io { path, source },
         })
     }
 

@@ -1,7 +1,8 @@
 //! In-process tests of the executor's less common paths (the end-to-end runs through
 //! `herd-agent apply` are in `tests/execute.rs`): a failing removal of the old product, a disk
 //! filling up during a download, a package missing from the source or holding another
-//! product, unsupported plans, the lock, and journals that are pending or unreadable.
+//! product, unsupported plans, the lock, journals that are pending or unreadable, and a
+//! journal write killed before its rename.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -417,5 +418,48 @@ fn a_pending_journal_must_be_recovered_and_a_corrupt_one_is_set_aside() {
     let err = setup.executor.recover().unwrap_err().to_string();
     assert!(err.contains("moved aside to"), "{err}");
     assert!(setup.path("state/journal.json.corrupt").exists());
+    assert_eq!(setup.executor.recover().unwrap(), None);
+}
+
+/// Not a test: the body of the child process the crash test below starts; it overwrites the
+/// journal with a torn document and is killed (SIGKILL) before the rename.
+#[test]
+fn crash_child() {
+    let Some((role, path)) = crate::crash_child::role() else {
+        return;
+    };
+    assert_eq!(role, "journal-then-die");
+    crate::crash_child::write_then_die(&path, b"{ \"format\": \"herd.journal/v1\", torn", 0o644);
+}
+
+#[test]
+fn a_journal_write_killed_before_its_rename_leaves_the_previous_journal_and_recovery_cleans_up() {
+    let setup = Setup::new();
+    let plan = setup.plan(&setup.package("new", "2.0", 2), None);
+    let journal_path = setup.path("state/journal.json");
+    let pending = Journal::new("earlier", &plan, setup.path("state/downloads"), None);
+    journal::save(&journal_path, &pending).unwrap();
+    let mut child = crate::crash_child::spawn(
+        "execute::tests::crash_child",
+        "journal-then-die",
+        &journal_path,
+    );
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    let temporaries = || {
+        fs::read_dir(setup.path("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| herd_fs::is_temporary(name))
+            .count()
+    };
+    assert_eq!(temporaries(), 1, "the killed write left its temporary");
+    // The journal is the one saved before the crash, whole; the torn temporary is ignored.
+    assert_eq!(journal::load(&journal_path).unwrap(), Some(pending));
+    // Recovery finishes the pending plan and removes the temporary, whose writer is dead.
+    let report = setup.executor.recover().unwrap().unwrap();
+    assert_eq!(report.plan_id, "earlier");
+    assert_eq!(report.outcome, ReportOutcome::Deferred);
+    assert_eq!(temporaries(), 0);
     assert_eq!(setup.executor.recover().unwrap(), None);
 }

@@ -6,18 +6,14 @@
 //! An answer is bound to one plan id: if the center's plan changes before the user answers
 //! (a newer release, another policy), the new plan needs its own consent.
 
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use herd_fs::LockFile;
 use herd_proto::plan::{Action, PlanDoc};
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::clock;
-use super::durable::PRIVATE_FILE;
 use super::state::{self, StatePaths};
 
 /// `consent.json`: the plan waiting for the user, and the answer once given.
@@ -40,19 +36,8 @@ pub(crate) enum Decision {
 }
 
 /// Holds `consent.lock` so the agent and the consent command never overwrite each other.
-pub(crate) fn lock(paths: &StatePaths) -> Result<Flock<File>> {
-    let path = paths.consent_lock();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(PRIVATE_FILE)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| io::Error::from(errno))
-        .with_context(|| format!("cannot lock {}", path.display()))
+pub(crate) fn lock(paths: &StatePaths) -> Result<LockFile> {
+    Ok(LockFile::acquire(&paths.consent_lock())?)
 }
 
 pub(crate) fn load(paths: &StatePaths) -> Result<Option<ConsentFile>> {

@@ -124,8 +124,11 @@ pub(crate) fn enrol(
             paths.identity_dir().display()
         )
     })?;
-    durable::write_file(&paths.key(), key_pem.as_bytes(), PRIVATE_FILE)
-        .with_context(|| format!("cannot write {}", paths.key().display()))?;
+    // A key a crash left half-saved must not linger, even in an owner-only directory.
+    herd_fs::remove_stale_temporaries(&paths.identity_dir())
+        .context("cannot clean up the identity directory")?;
+    herd_fs::write_atomic(&paths.key(), key_pem.as_bytes(), PRIVATE_FILE)
+        .context("cannot save the terminal's private key")?;
 
     let hardware = hardware(declared, None);
     let tz = tz(declared, None);
@@ -143,14 +146,14 @@ pub(crate) fn enrol(
         error: explain(err, "enrol", client.server()),
     })?;
 
-    durable::write_file(
+    herd_fs::write_atomic(
         &paths.cert(),
         response.certificate_pem.as_bytes(),
         PRIVATE_FILE,
     )
-    .with_context(|| format!("cannot write {}", paths.cert().display()))?;
-    durable::write_file(&paths.ca(), response.ca_pem.as_bytes(), PRIVATE_FILE)
-        .with_context(|| format!("cannot write {}", paths.ca().display()))?;
+    .context("cannot save the terminal's certificate")?;
+    herd_fs::write_atomic(&paths.ca(), response.ca_pem.as_bytes(), PRIVATE_FILE)
+        .context("cannot save the center's CA certificate")?;
     let agent = AgentFile {
         format: AGENT_FORMAT.to_owned(),
         server: client.server().to_owned(),

@@ -9,19 +9,19 @@
 //!   consent.json       a plan waiting for the user's consent, and the answer
 //!   outbox/            events waiting for the center (see `crate::outbox`)
 //!   journal.json, reports.json, execute.lock, downloads/   the plan executor's
-//!   agent.lock         flock'ed by the running `herd-agent run`; agent.pid names it
+//!   agent.lock         flock'ed by the running `herd-agent run` (herd-fs `LockFile`, which
+//!                      records its pid); agent.pid names it too, for scripts
 //!   prefix/            the product prefix, unless --prefix says otherwise
 //! ```
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use herd_fs::{LockError, LockFile};
 use herd_proto::api::{PlanReport, ReportOutcome};
 use herd_proto::terminal::HardwareDoc;
-use nix::fcntl::{Flock, FlockArg};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +89,7 @@ pub(crate) const CONSENT_FILE: &str = "consent.json";
 #[derive(Debug)]
 pub(crate) struct StateDir {
     pub paths: StatePaths,
-    _lock: Flock<File>,
+    _lock: LockFile,
 }
 
 impl StateDir {
@@ -99,39 +99,30 @@ impl StateDir {
         let paths = StatePaths::new(root);
         durable::create_dir(root, PRIVATE_DIR)
             .with_context(|| format!("cannot create the state directory {}", root.display()))?;
-        let lock_path = paths.lock();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(PRIVATE_FILE)
-            .open(&lock_path)
-            .map_err(|e| not_writable(root, &lock_path, e))?;
-        let lock = match lock_briefly(file) {
+        let lock = match LockFile::acquire_within(&paths.lock(), PROBE_GRACE) {
             Ok(lock) => lock,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let pid = running_pid(&paths)
-                    .map(|pid| format!(" (pid {pid})"))
-                    .unwrap_or_default();
+            Err(LockError::Locked { pid, .. }) => {
+                let pid = pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
                 bail!(
                     "another herd-agent run{pid} is using the state directory {}; stop it first \
                      or use `herd-agent status`",
                     root.display()
                 );
             }
-            Err((_, errno)) => {
-                return Err(io::Error::from(errno))
-                    .with_context(|| format!("cannot lock {}", lock_path.display()));
-            }
+            Err(LockError::Io { path, source }) => return Err(not_writable(root, &path, source)),
         };
+        // A crash may have left temporaries here (state files, consent, journal): those whose
+        // writer is gone are removed; a consent command writing right now keeps its own
+        // (herd-fs checks the writer's pid).
+        herd_fs::remove_stale_temporaries(root)
+            .map_err(|e| not_writable(root, &e.path, e.source))?;
         let pid_path = paths.pid();
-        durable::write_file(
+        herd_fs::write_atomic(
             &pid_path,
             format!("{}\n", std::process::id()).as_bytes(),
             0o644,
         )
-        .map_err(|e| not_writable(root, &pid_path, e))?;
+        .map_err(|e| not_writable(root, &pid_path, e.source))?;
         Ok(StateDir { paths, _lock: lock })
     }
 }
@@ -142,20 +133,9 @@ impl Drop for StateDir {
     }
 }
 
-/// Takes the agent lock, waiting up to a second: `status` and `consent` probe it with a shared
-/// lock for an instant, which must not make an agent starting at that moment give up.
-fn lock_briefly(mut file: File) -> Result<Flock<File>, (File, nix::errno::Errno)> {
-    for _ in 0..20 {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
-                file = back;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
-    Flock::lock(file, FlockArg::LockExclusiveNonblock)
-}
+/// How long the agent waits for its lock: `status` and `consent` probe it with a shared lock
+/// for an instant, which must not make an agent starting at that moment give up.
+const PROBE_GRACE: Duration = Duration::from_secs(1);
 
 fn not_writable(root: &Path, path: &Path, error: io::Error) -> anyhow::Error {
     anyhow::anyhow!(
@@ -168,15 +148,7 @@ fn not_writable(root: &Path, path: &Path, error: io::Error) -> anyhow::Error {
 
 /// The pid of the `herd-agent run` holding the state directory's lock, if one runs.
 pub(crate) fn running_pid(paths: &StatePaths) -> Option<u32> {
-    let file = File::open(paths.lock()).ok()?;
-    match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        // Nobody holds it: nothing runs (our shared lock is released on drop).
-        Ok(_) => None,
-        Err(_) => {
-            let text = std::fs::read_to_string(paths.pid()).ok()?;
-            text.trim().parse().ok()
-        }
-    }
+    LockFile::holder(&paths.lock()).ok()??.pid
 }
 
 /// Who this terminal is (`agent.json`), written at enrolment and when flags change it.
@@ -286,8 +258,7 @@ pub(crate) fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 pub(crate) fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).context("cannot encode agent state")?;
     bytes.push(b'\n');
-    durable::write_file(path, &bytes, PRIVATE_FILE)
-        .with_context(|| format!("cannot write {}", path.display()))
+    herd_fs::write_atomic(path, &bytes, PRIVATE_FILE).context("cannot save the agent's state")
 }
 
 pub(crate) fn outcome_name(outcome: ReportOutcome) -> &'static str {

@@ -163,7 +163,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             std::fs::write(path.join("status.json"), b"{}").unwrap();
             std::thread::sleep(Duration::from_millis(100));
-            crate::run::durable::write_file(&path.join(CONSENT_FILE), b"{}", 0o600).unwrap();
+            herd_fs::write_atomic(&path.join(CONSENT_FILE), b"{}", 0o600).unwrap();
         });
         let started = Instant::now();
         let wake = waker
