@@ -6,6 +6,7 @@ mod admin_cmd;
 mod blobs;
 mod center;
 mod demo;
+mod package_cmd;
 mod plan_cmd;
 mod serve_cmd;
 mod sim_cmd;
@@ -32,6 +33,9 @@ enum Command {
     Plan(plan_cmd::PlanArgs),
     Demo(demo::DemoArgs),
     Sim(sim_cmd::SimArgs),
+    /// Build or inspect vaccine packages (`archive` format).
+    #[command(subcommand)]
+    Package(package_cmd::PackageCommand),
     /// Print or check the `herd serve` configuration file.
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan_cmd::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Package(command) => package_cmd::run(command),
         Command::Config(command) => serve_cmd::config(command),
         Command::Admin(command) => admin_cmd::run(command),
     };

@@ -1,0 +1,1 @@
+//! Shell completions and man pages for `herd` and `herd-agent`.

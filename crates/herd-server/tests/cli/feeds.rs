@@ -1,0 +1,1 @@
+//! The example vendor feeds the README publishes.
