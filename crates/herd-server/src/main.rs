@@ -13,7 +13,7 @@ mod sim_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Herd keeps a fleet of devices covered against every dangerous threat, whichever antivirus
 /// vendor covers it first.
@@ -41,6 +41,8 @@ enum Command {
     Config(serve_cmd::ConfigCommand),
     #[command(flatten)]
     Admin(admin_cmd::AdminCommand),
+    Completions(herd_cli_docs::CompletionsArgs),
+    Man(herd_cli_docs::ManArgs),
 }
 
 /// How a command ended, mapped to the process exit code in `main` and nowhere else.
@@ -62,6 +64,12 @@ fn main() -> ExitCode {
         Command::Package(command) => package_cmd::run(command),
         Command::Config(command) => serve_cmd::config(command),
         Command::Admin(command) => admin_cmd::run(command),
+        Command::Completions(args) => herd_cli_docs::completions(Cli::command(), &args)
+            .map(|()| Outcome::Success)
+            .map_err(Into::into),
+        Command::Man(args) => herd_cli_docs::man(Cli::command(), &args)
+            .map(|()| Outcome::Success)
+            .map_err(Into::into),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
