@@ -1,7 +1,7 @@
 //! `herd-agent`, the program on each terminal: a thin dispatcher to one module per command —
 //! `run` (enrolment, check-ins, plans, the outbox), `status`, `consent`, `scan`, `watch`,
-//! `quarantine` and `apply`. The exit code is decided here, in one place, from what each
-//! command returns.
+//! `quarantine`, `apply`, and `completions` and `man` (from herd-cli-docs). The exit code is
+//! decided here, in one place, from what each command returns.
 
 #[cfg(test)]
 mod crash_child;
@@ -14,7 +14,7 @@ mod scan;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// The Herd agent: keeps this terminal's antivirus product covering every dangerous threat.
 #[derive(Debug, Parser)]
@@ -46,6 +46,8 @@ enum Command {
     /// Carry out a plan file offline as a transaction, fetching packages from a directory of
     /// `<sha256>` files; prints the plan report as JSON.
     Apply(execute::ApplyArgs),
+    Completions(herd_cli_docs::CompletionsArgs),
+    Man(herd_cli_docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,12 @@ fn main() -> ExitCode {
         Some(Command::Watch(args)) => onaccess::run(&args),
         Some(Command::Quarantine(command)) => quarantine::run(&command).map(|()| 0),
         Some(Command::Apply(args)) => execute::run_apply(&args),
+        Some(Command::Completions(args)) => herd_cli_docs::completions(Args::command(), &args)
+            .map(|()| 0)
+            .map_err(Into::into),
+        Some(Command::Man(args)) => herd_cli_docs::man(Args::command(), &args)
+            .map(|()| 0)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => ExitCode::from(code),

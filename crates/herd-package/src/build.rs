@@ -1,9 +1,14 @@
 //! Building packages from files (`herd package build`, the demo and the tests): collect the
-//! inputs, write the manifest, encode deterministically, write the file atomically, and hand
-//! back the digest, size and the catalog `packages[]` entries that describe it.
+//! inputs, write the manifest, check what an agent will check (and, when asked, that the
+//! definitions detect the test pattern), encode deterministically, write the file atomically,
+//! and hand back the digest, size and the catalog `packages[]` entries that describe it.
+//!
+//! Every refusal happens before the output path is touched, and the file appears there only
+//! by a rename, so a refused or interrupted build never leaves half a package behind.
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +17,21 @@ use herd_proto::ValidationError;
 use herd_proto::catalog::PackageDoc;
 use sha2::{Digest, Sha256};
 
-use crate::archive::{self, FileEntry, MemberKind};
+use crate::archive::{self, FileEntry, MAX_MANIFEST_SIZE, MemberKind};
+use crate::installed::{self, VerifyError};
 use crate::manifest::{ENGINE, MANIFEST_FILE, Manifest, PACKAGE_FORMAT};
+
+/// Whether a build proves, before writing anything, that the definitions load and detect the
+/// test pattern — what every agent checks after installing, and so what makes a package usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detection {
+    /// Load the definitions with `herd-scan` and scan the test pattern; refuse the package if
+    /// they do not load or do not detect it. What `herd package build` does.
+    Required,
+    /// Build without that check: for tests that need the broken packages an agent must refuse
+    /// or roll back.
+    NotChecked,
+}
 
 /// The inputs of a package given one by one. Files are placed by kind: definitions under
 /// `defs/`, the test pattern under `test/`, hooks under `bin/`, each under its own file name.
@@ -57,6 +75,8 @@ pub enum BuildError {
     Manifest(#[from] ValidationError),
     #[error(transparent)]
     Package(#[from] archive::InspectError),
+    #[error("{0}")]
+    Detection(#[from] VerifyError),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -66,9 +86,20 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     }
 }
 
-/// Builds a package from explicit inputs into `out`.
+/// Builds a package from explicit inputs into `out`, without checking that the definitions
+/// detect the test pattern (see [`build_with`]).
 pub fn build(spec: &PackageSpec, out: &Path) -> Result<BuiltPackage, BuildError> {
+    build_with(spec, out, Detection::NotChecked)
+}
+
+/// Builds a package from explicit inputs into `out`.
+pub fn build_with(
+    spec: &PackageSpec,
+    out: &Path,
+    detection: Detection,
+) -> Result<BuiltPackage, BuildError> {
     let mut files = BTreeMap::new();
+    let mut sources = BTreeMap::new();
     let mut place = |dir: &str, source: &Path, executable: bool| -> Result<String, BuildError> {
         let name = source.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
             BuildError::Input(format!(
@@ -78,6 +109,7 @@ pub fn build(spec: &PackageSpec, out: &Path) -> Result<BuiltPackage, BuildError>
         })?;
         let path = format!("{dir}/{name}");
         let data = read_regular(source)?;
+        sources.insert(path.clone(), source.to_owned());
         if files
             .insert(path.clone(), FileEntry { data, executable })
             .is_some()
@@ -117,21 +149,136 @@ pub fn build(spec: &PackageSpec, out: &Path) -> Result<BuiltPackage, BuildError>
         post_install,
         pre_uninstall,
     };
-    manifest.validate("the package being built")?;
-    write_package(&manifest, &files, &spec.platforms, out)
+    let document = "the package being built";
+    manifest.validate(document)?;
+    if detection == Detection::Required {
+        check_detection(document, &manifest, &files, &sources)?;
+    }
+    write_package(document, &manifest, &files, &spec.platforms, out)
 }
 
 /// Builds a package from a directory holding `herd-package.json` and the files it names; every
 /// regular file under the directory goes into the package (executable if any x bit is set).
-/// Symbolic links and special files are refused rather than followed or skipped.
-pub fn build_dir(dir: &Path, platforms: &[String], out: &Path) -> Result<BuiltPackage, BuildError> {
+/// Symbolic links and special files are refused rather than followed or skipped, and `out` may
+/// not lie inside `dir` (the next build would pack the previous package).
+pub fn build_dir(
+    dir: &Path,
+    platforms: &[String],
+    out: &Path,
+    detection: Detection,
+) -> Result<BuiltPackage, BuildError> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let manifest_text = fs::read(&manifest_path).map_err(io_error(&manifest_path))?;
-    let manifest = Manifest::parse(&manifest_path.display().to_string(), &manifest_text)?;
+    let document = manifest_path.display().to_string();
+    let manifest_text = read_manifest_file(&manifest_path)?;
+    let manifest = Manifest::parse(&document, &manifest_text)?;
+    refuse_output_inside(dir, out)?;
     let mut files = BTreeMap::new();
     collect_dir(dir, "", &mut files)?;
     files.remove(MANIFEST_FILE);
-    write_package(&manifest, &files, platforms, out)
+    if detection == Detection::Required {
+        let sources = files.keys().map(|p| (p.clone(), dir.join(p))).collect();
+        // Missing files are reported by `check_members` below in the manifest's words, but
+        // detection needs them first.
+        archive::check_members(&document, &manifest, &members_of(&files))?;
+        check_detection(&document, &manifest, &files, &sources)?;
+    }
+    write_package(&document, &manifest, &files, platforms, out)
+}
+
+/// The manifest's bytes: a regular file (not a link to one elsewhere), at most
+/// [`MAX_MANIFEST_SIZE`] bytes, the same limit an agent applies.
+fn read_manifest_file(path: &Path) -> Result<Vec<u8>, BuildError> {
+    let meta = fs::symlink_metadata(path).map_err(io_error(path))?;
+    if !meta.is_file() {
+        return Err(BuildError::Input(format!(
+            "{}: the manifest must be a regular file, not a symbolic link or directory",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_MANIFEST_SIZE {
+        return Err(BuildError::Input(format!(
+            "{}: the manifest is {} bytes; an agent reads at most {MAX_MANIFEST_SIZE}",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let mut text = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(MAX_MANIFEST_SIZE + 1).read_to_end(&mut text))
+        .map_err(io_error(path))?;
+    Ok(text)
+}
+
+/// Refuses an output path inside the source directory, which would put this package into the
+/// next one built from the same directory.
+fn refuse_output_inside(dir: &Path, out: &Path) -> Result<(), BuildError> {
+    let dir = fs::canonicalize(dir).map_err(io_error(dir))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // A parent that does not exist is reported when the package is written.
+    if let Ok(parent) = fs::canonicalize(parent)
+        && parent.starts_with(&dir)
+    {
+        return Err(BuildError::Input(format!(
+            "{}: the output lies inside the package directory {}; write it elsewhere",
+            out.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn members_of(files: &BTreeMap<String, FileEntry>) -> BTreeMap<String, MemberKind> {
+    files
+        .iter()
+        .map(|(path, f)| {
+            (
+                path.clone(),
+                MemberKind::File {
+                    size: f.data.len() as u64,
+                    executable: f.executable,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Runs the agent's proof (definitions load, test pattern detected) on the files about to be
+/// packed; errors name each file by its source path.
+fn check_detection(
+    document: &str,
+    manifest: &Manifest,
+    files: &BTreeMap<String, FileEntry>,
+    sources: &BTreeMap<String, PathBuf>,
+) -> Result<(), BuildError> {
+    let source = |path: &str| {
+        sources
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(path))
+    };
+    let file = |path: &str| {
+        files.get(path).map(|f| f.data.as_slice()).ok_or_else(|| {
+            BuildError::Input(format!(
+                "{document}: {MANIFEST_FILE} names {path:?}, which is not in the package"
+            ))
+        })
+    };
+    let definition_paths: Vec<PathBuf> = manifest.definitions.iter().map(|d| source(d)).collect();
+    let mut definitions = Vec::with_capacity(definition_paths.len());
+    for (path, relative) in definition_paths.iter().zip(&manifest.definitions) {
+        definitions.push((path.as_path(), file(relative)?));
+    }
+    let test_pattern = source(&manifest.test_pattern);
+    let test_bytes = file(&manifest.test_pattern)?;
+    installed::detect(
+        Path::new(document),
+        &definitions,
+        (&test_pattern, test_bytes),
+    )?;
+    Ok(())
 }
 
 fn collect_dir(
@@ -182,6 +329,7 @@ fn read_regular(path: &Path) -> Result<Vec<u8>, BuildError> {
 }
 
 fn write_package(
+    document: &str,
     manifest: &Manifest,
     files: &BTreeMap<String, FileEntry>,
     platforms: &[String],
@@ -196,19 +344,7 @@ fn write_package(
         check_identifier(platform)
             .map_err(|why| BuildError::Input(format!("platform {platform:?}: {why}")))?;
     }
-    let members: BTreeMap<String, MemberKind> = files
-        .iter()
-        .map(|(path, f)| {
-            (
-                path.clone(),
-                MemberKind::File {
-                    size: f.data.len() as u64,
-                    executable: f.executable,
-                },
-            )
-        })
-        .collect();
-    archive::check_members("the package being built", manifest, &members)?;
+    archive::check_members(document, manifest, &members_of(files))?;
     let bytes = archive::encode(manifest, files).map_err(io_error(out))?;
     // The same checks an agent makes: what is built here is what an agent accepts.
     let inspected = archive::inspect(&out.display().to_string(), &bytes[..])?;

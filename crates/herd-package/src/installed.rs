@@ -172,11 +172,10 @@ pub fn verify_installed(dir: &Path, expected: &Expected<'_>) -> Result<VerifyOut
             });
         }
     }
-    let mut db = Database::new();
-    let mut errors = Vec::new();
-    let mut buf = Vec::new();
-    for definitions in &manifest.definitions {
-        let path = dir.join(definitions);
+    let mut definitions = Vec::with_capacity(manifest.definitions.len());
+    for relative in &manifest.definitions {
+        let path = dir.join(relative);
+        let mut buf = Vec::new();
         match walk::read_file(&path, MAX_DEFINITIONS_FILE, &mut buf) {
             Ok(ReadOutcome::Read) => {}
             Ok(outcome) => {
@@ -191,29 +190,10 @@ pub fn verify_installed(dir: &Path, expected: &Expected<'_>) -> Result<VerifyOut
             }
             Err(source) => return Err(VerifyError::DefinitionsUnreadable { path, source }),
         }
-        errors.extend(
-            db.load(&path.display().to_string(), &buf)
-                .iter()
-                .map(ToString::to_string),
-        );
+        definitions.push((path, buf));
     }
-    if !errors.is_empty() {
-        const SHOWN: usize = 5;
-        let more = errors.len().saturating_sub(SHOWN);
-        errors.truncate(SHOWN);
-        if more > 0 {
-            errors.push(format!("and {more} more"));
-        }
-        return Err(VerifyError::Definitions { errors });
-    }
-    if db.is_empty() {
-        return Err(VerifyError::NoSignatures {
-            dir: dir.to_owned(),
-        });
-    }
-    let signatures = db.len();
-    let engine = Engine::new(&db);
     let test_pattern = dir.join(&manifest.test_pattern);
+    let mut buf = Vec::new();
     match walk::read_file(&test_pattern, MAX_TEST_PATTERN, &mut buf) {
         Ok(ReadOutcome::Read) => {}
         Ok(ReadOutcome::TooLarge) => {
@@ -235,27 +215,71 @@ pub fn verify_installed(dir: &Path, expected: &Expected<'_>) -> Result<VerifyOut
             });
         }
     }
+    let definitions: Vec<(&Path, &[u8])> = definitions
+        .iter()
+        .map(|(path, bytes)| (path.as_path(), bytes.as_slice()))
+        .collect();
+    let (signatures, detected_as) = detect(dir, &definitions, (&test_pattern, &buf))?;
+    Ok(VerifyOutcome {
+        manifest,
+        signatures,
+        detected_as,
+    })
+}
+
+/// Loads `definitions` (each named by the path shown in errors) with `herd-scan`'s loader and
+/// scans `test_pattern` with them: the one proof that a product works, shared by the agent
+/// (files unpacked under `dir`) and `herd package build` (files about to be packed, so a
+/// vendor learns of a broken package before any terminal does). Returns the signature count
+/// and the name the test pattern was detected as.
+pub(crate) fn detect(
+    dir: &Path,
+    definitions: &[(&Path, &[u8])],
+    test_pattern: (&Path, &[u8]),
+) -> Result<(usize, String), VerifyError> {
+    let mut db = Database::new();
+    let mut errors = Vec::new();
+    for (path, bytes) in definitions {
+        errors.extend(
+            db.load(&path.display().to_string(), bytes)
+                .iter()
+                .map(ToString::to_string),
+        );
+    }
+    if !errors.is_empty() {
+        const SHOWN: usize = 5;
+        let more = errors.len().saturating_sub(SHOWN);
+        errors.truncate(SHOWN);
+        if more > 0 {
+            errors.push(format!("and {more} more"));
+        }
+        return Err(VerifyError::Definitions { errors });
+    }
+    if db.is_empty() {
+        return Err(VerifyError::NoSignatures {
+            dir: dir.to_owned(),
+        });
+    }
+    let signatures = db.len();
+    let engine = Engine::new(&db);
+    let (path, bytes) = test_pattern;
     let scanner = Scanner {
         engine: &engine,
         limits: Limits::default(),
         options: MatchOptions::default(),
     };
-    let report = scanner.scan(&buf, &mut Scratch::default());
+    let report = scanner.scan(bytes, &mut Scratch::default());
     if let Some(detection) = report.detections.first() {
-        return Ok(VerifyOutcome {
-            manifest,
-            signatures,
-            detected_as: detection.name.to_string(),
-        });
+        return Ok((signatures, detection.name.to_string()));
     }
     if let Some(error) = report.error {
         return Err(VerifyError::Scan {
-            path: test_pattern,
+            path: path.to_owned(),
             why: error.to_string(),
         });
     }
     Err(VerifyError::NotDetected {
-        path: test_pattern,
+        path: path.to_owned(),
         signatures,
     })
 }

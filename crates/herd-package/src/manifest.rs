@@ -51,6 +51,22 @@ pub struct Manifest {
 impl Manifest {
     /// Parses and validates manifest text; `document` names it in errors.
     pub fn parse(document: &str, bytes: &[u8]) -> Result<Manifest, ValidationError> {
+        // Another format version has other fields: saying "unknown field" about them would
+        // hide the one thing that is wrong, so the format is checked before the shape.
+        if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(bytes)
+            && let Some(format) = object.get("format")
+            && format.as_str() != Some(PACKAGE_FORMAT)
+        {
+            return Err(ValidationError {
+                document: document.to_owned(),
+                problems: vec![Problem {
+                    path: "$.format".to_owned(),
+                    message: format!(
+                        "unknown format {format}; this version of Herd reads \"{PACKAGE_FORMAT}\""
+                    ),
+                }],
+            });
+        }
         let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
         let manifest: Manifest = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let path = match err.path().to_string().as_str() {
@@ -61,7 +77,16 @@ impl Manifest {
                 document: document.to_owned(),
                 problems: vec![Problem {
                     path,
-                    message: err.into_inner().to_string(),
+                    message: {
+                        let inner = err.into_inner();
+                        // serde's "expected ident at line 1 column 2" does not say the
+                        // manifest is not JSON at all; a syntax error is named as one.
+                        if inner.is_syntax() || inner.is_eof() {
+                            format!("not valid JSON: {inner}")
+                        } else {
+                            inner.to_string()
+                        }
+                    },
                 }],
             }
         })?;
@@ -329,6 +354,16 @@ mod tests {
         assert_eq!(err.problems[0].path, "$.colour");
         let err = Manifest::parse("m.json", b"{").unwrap_err();
         assert_eq!(err.problems[0].path, "$");
+    }
+
+    #[test]
+    fn another_format_version_is_named_before_its_unknown_fields() {
+        let text = br#"{"format":"herd.package/v2","product":"p","layers":[]}"#;
+        let err = Manifest::parse("m.json", text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m.json: $.format: unknown format \"herd.package/v2\"; this version of Herd reads \"herd.package/v1\""
+        );
     }
 
     #[test]

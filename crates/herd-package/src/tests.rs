@@ -282,6 +282,7 @@ fn a_spec_directory_builds_with_its_own_manifest() {
         &spec_dir,
         &["pc".into(), "phone".into()],
         &inputs.dir.path().join("c.tar.gz"),
+        Detection::Required,
     )
     .unwrap();
     assert_eq!(from_dir.sha256, built.sha256, "the same package either way");
@@ -291,7 +292,78 @@ fn a_spec_directory_builds_with_its_own_manifest() {
         &spec_dir,
         &["pc".into()],
         &inputs.dir.path().join("d.tar.gz"),
+        Detection::Required,
     )
     .unwrap_err();
     assert!(err.to_string().contains("only regular files"), "{err}");
+}
+
+#[test]
+fn a_required_detection_refuses_a_package_that_would_not_verify_and_writes_nothing() {
+    let inputs = Inputs::new();
+    let out = inputs.dir.path().join("b.tar.gz");
+    let err = build_with(&inputs.spec(false), &out, Detection::Required).unwrap_err();
+    assert!(matches!(err, BuildError::Detection(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("src/b-test.txt: the test pattern is not detected"),
+        "the error names the source file: {err}"
+    );
+    assert_eq!(
+        fs::read_dir(inputs.dir.path()).unwrap().count(),
+        1,
+        "only src/"
+    );
+
+    let mut spec = inputs.spec(true);
+    spec.definitions = vec![inputs.file("src/broken.ndb", b"Broken:0:*:zz\n", false)];
+    let err = build_with(&spec, &out, Detection::Required).unwrap_err();
+    assert!(err.to_string().contains("src/broken.ndb:1"), "{err}");
+    assert!(!out.exists());
+
+    build_with(&inputs.spec(true), &out, Detection::Required).unwrap();
+    let names: Vec<_> = fs::read_dir(inputs.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "no temporary file is left beside the package: {names:?}"
+    );
+}
+
+#[test]
+fn a_spec_directory_refuses_a_huge_or_linked_manifest_and_an_output_inside_itself() {
+    let inputs = Inputs::new();
+    let spec_dir = inputs.dir.path().join("spec");
+    let manifest = inputs.file("spec/herd-package.json", &vec![b' '; (1 << 20) + 1], false);
+    let out = inputs.dir.path().join("x.tar.gz");
+    let err = build_dir(&spec_dir, &["pc".into()], &out, Detection::Required).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("herd-package.json: the manifest is 1048577 bytes"),
+        "{err}"
+    );
+
+    fs::remove_file(&manifest).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &manifest).unwrap();
+    let err = build_dir(&spec_dir, &["pc".into()], &out, Detection::Required).unwrap_err();
+    assert!(err.to_string().contains("must be a regular file"), "{err}");
+    assert!(!out.exists());
+
+    let built = build(&inputs.spec(true), &inputs.dir.path().join("b.tar.gz")).unwrap();
+    fs::remove_file(&manifest).unwrap();
+    inputs.file("spec/herd-package.json", &built.manifest.to_json(), false);
+    let err = build_dir(
+        &spec_dir,
+        &["pc".into()],
+        &spec_dir.join("b.tar.gz"),
+        Detection::Required,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("inside the package directory"),
+        "{err}"
+    );
 }

@@ -3,12 +3,13 @@
 //! and decides the exit code in one place.
 
 mod admin_cmd;
+mod package_cmd;
 mod plan_cmd;
 mod serve_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Herd keeps a fleet of devices covered against every dangerous threat, whichever antivirus
 /// vendor covers it first.
@@ -28,11 +29,16 @@ enum Command {
     Plan(plan_cmd::PlanArgs),
     Demo(herd_lab::demo::DemoArgs),
     Sim(herd_lab::sim::SimArgs),
+    /// Build or inspect vaccine packages (`archive` format).
+    #[command(subcommand)]
+    Package(package_cmd::PackageCommand),
     /// Print or check the `herd serve` configuration file.
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
     #[command(flatten)]
     Admin(admin_cmd::AdminCommand),
+    Completions(herd_cli_docs::CompletionsArgs),
+    Man(herd_cli_docs::ManArgs),
 }
 
 /// How a command ended, mapped to the process exit code in `main` and nowhere else.
@@ -57,8 +63,15 @@ fn main() -> ExitCode {
             }
         }),
         Command::Sim(args) => herd_lab::sim::run(args).map(|()| Outcome::Success),
+        Command::Package(command) => package_cmd::run(command),
         Command::Config(command) => serve_cmd::config(command),
         Command::Admin(command) => admin_cmd::run(command),
+        Command::Completions(args) => herd_cli_docs::completions(Cli::command(), &args)
+            .map(|()| Outcome::Success)
+            .map_err(Into::into),
+        Command::Man(args) => herd_cli_docs::man(Cli::command(), &args)
+            .map(|()| Outcome::Success)
+            .map_err(Into::into),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -3,33 +3,92 @@
 //! `packages[]` entries that describe them; inspects a package file the way an agent does
 //! before installing it.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use herd_package::{BuildError, BuiltPackage, InspectError, MemberKind, PackageSpec};
+use herd_package::{
+    BuildError, BuiltPackage, Detection, InspectError, Manifest, MemberKind, PackageSpec,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::Outcome;
 
+/// What a manifest looks like and how to build from one; shown by `herd package --help` and
+/// `herd package build --help`, where a vendor first needs it.
+const MANIFEST_HELP: &str = r#"A package directory holds herd-package.json and the files it names:
+
+  vaccine-b/
+    herd-package.json
+    defs/b-1112.ndb          ClamAV-format definitions (.hdb .hsb .ndb .ldb)
+    test/b-test.txt          a file those definitions detect
+    bin/post-install         optional hook, executable
+
+  (the repository ships one as examples/packages/vaccine-b)
+
+  herd-package.json:
+  {
+    "format": "herd.package/v1",
+    "product": "vaccine-b",
+    "vendor": "maker-b",
+    "version": "7.0",
+    "seq": 1112,
+    "pattern": "b-1112",
+    "engine": "herd-scan/1",
+    "definitions": ["defs/b-1112.ndb"],
+    "test_pattern": "test/b-test.txt",
+    "post_install": "bin/post-install",
+    "pre_uninstall": null
+  }
+
+Paths are relative, '/'-separated, without '.' or '..' parts. Every regular file under the
+directory goes into the package; symbolic links and special files are refused. Before anything
+is written, the definitions are loaded and must detect the test pattern, as every agent checks
+after installing.
+
+Examples:
+  herd package build --from-dir vaccine-b --platform phone,pc --out vaccine-b-7.0.tar.gz
+  herd package build --product vaccine-b --vendor maker-b --version 7.0 --seq 1112 \
+      --pattern b-1112 --defs b-1112.ndb --test-pattern b-test.txt --platform pc --out b.tar.gz
+  herd package inspect vaccine-b-7.0.tar.gz
+
+build prints the release's "packages" entries as JSON (one per platform, with the SHA-256 and
+size); paste them into the release in your herd.catalog/v1 feed, then `herd publish` the feed
+and upload the package.
+
+Exit status: 0 built or accepted, 1 the input was refused (every reason printed), 2 usage or
+I/O error."#;
+
 /// Build or inspect vaccine packages (`archive` format).
+///
+/// A package is a deterministic tar.gz with a herd-package.json manifest: the same inputs
+/// always give the same bytes, so the same SHA-256 in the catalog.
 #[derive(Debug, clap::Subcommand)]
+#[command(after_long_help = MANIFEST_HELP)]
 pub enum PackageCommand {
     // `--version` is the package's version here, not the program's.
-    #[command(disable_version_flag = true)]
+    #[command(disable_version_flag = true, after_long_help = MANIFEST_HELP)]
     Build(Box<BuildArgs>),
     Inspect(InspectArgs),
 }
 
-/// Build a package and print the catalog `packages[]` entries (one per platform) as JSON.
+/// Build a package and print its catalog `packages[]` entries (one per platform) as JSON.
 ///
-/// Either name every input (`--product … --defs … --test-pattern …`): definitions go under
-/// `defs/`, the test pattern under `test/`, hooks under `bin/` (made executable); or give
-/// `--from-dir DIR` holding a `herd-package.json` and the files it names. The same inputs
-/// always give the same bytes, so the same SHA-256.
+/// Either give `--from-dir DIR` holding a herd-package.json and the files it names, or name
+/// every input (`--product … --defs … --test-pattern …`): definitions then go under `defs/`,
+/// the test pattern under `test/`, hooks under `bin/` (made executable). Nothing is written at
+/// `--out` unless the package is accepted; it appears there whole, by a rename.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
+    /// Build from a directory holding herd-package.json and the files it names.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["product", "vendor", "version", "seq", "pattern", "defs", "test_pattern", "post_install", "pre_uninstall"]
+    )]
+    from_dir: Option<PathBuf>,
     /// The product id, as in the catalog.
     #[arg(long, value_name = "ID", required_unless_present = "from_dir")]
     product: Option<String>,
@@ -57,27 +116,26 @@ pub struct BuildArgs {
     /// Run before the product is removed.
     #[arg(long, value_name = "FILE")]
     pre_uninstall: Option<PathBuf>,
-    /// Build from a directory holding herd-package.json and the files it names.
-    #[arg(
-        long,
-        value_name = "DIR",
-        conflicts_with_all = ["product", "vendor", "version", "seq", "pattern", "defs", "test_pattern", "post_install", "pre_uninstall"]
-    )]
-    from_dir: Option<PathBuf>,
     /// Platforms the package is for (repeatable or comma-separated): one catalog entry each.
     #[arg(long, value_name = "PLATFORM", required = true, value_delimiter = ',')]
     platform: Vec<String>,
-    /// Where to write the package.
+    /// Where to write the package (replaced atomically if it exists).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
 }
 
-/// Check a package as an agent would and print its manifest, members and digest as JSON.
+/// Check a package as an agent would before installing it, and describe it.
+///
+/// Refuses what an agent refuses: links, devices, absolute or `..` paths, members given twice,
+/// setuid bits, a missing or invalid manifest, files the manifest names that are not there.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// The package file (tar, gzip- or zstd-compressed).
     #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// Print the digest, manifest and members as one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(command: PackageCommand) -> Result<Outcome> {
@@ -89,8 +147,10 @@ pub fn run(command: PackageCommand) -> Result<Outcome> {
 
 fn build(args: &BuildArgs) -> Result<Outcome> {
     let built = match &args.from_dir {
-        Some(dir) => herd_package::build_dir(dir, &args.platform, &args.out),
+        Some(dir) => herd_package::build_dir(dir, &args.platform, &args.out, Detection::Required),
         None => {
+            // clap's `required_unless_present` guarantees these; a message beats a panic if
+            // the attributes ever drift.
             let missing = || anyhow::anyhow!("every input is needed without --from-dir");
             let spec = PackageSpec {
                 product: args.product.clone().ok_or_else(missing)?,
@@ -104,7 +164,7 @@ fn build(args: &BuildArgs) -> Result<Outcome> {
                 pre_uninstall: args.pre_uninstall.clone(),
                 platforms: args.platform.clone(),
             };
-            herd_package::build(&spec, &args.out)
+            herd_package::build_with(&spec, &args.out, Detection::Required)
         }
     };
     let built = match built {
@@ -114,7 +174,10 @@ fn build(args: &BuildArgs) -> Result<Outcome> {
         }
         Err(refused) => {
             eprintln!("{refused}");
-            eprintln!("herd: the package was not built");
+            eprintln!(
+                "herd: the package was not built; nothing was written to {}",
+                args.out.display()
+            );
             return Ok(Outcome::InvalidInput);
         }
     };
@@ -154,18 +217,13 @@ fn inspect(args: &InspectArgs) -> Result<Outcome> {
             return Ok(Outcome::InvalidInput);
         }
     };
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let sha256: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let compression = match herd_package::archive::detect_compression(&bytes) {
+    let (sha256, size, magic) = digest(&args.file)?;
+    let compression = match herd_package::archive::detect_compression(&magic) {
         herd_package::Codec::Gzip => "gzip",
         herd_package::Codec::Zstd => "zstd",
         herd_package::Codec::PlainTar => "none",
     };
-    let members = inspection
+    let members: Vec<Member> = inspection
         .members
         .iter()
         .map(|(path, kind)| match kind {
@@ -183,19 +241,119 @@ fn inspect(args: &InspectArgs) -> Result<Outcome> {
             },
         })
         .collect();
-    print_json(&Inspected {
+    let inspected = Inspected {
         file: args.file.display().to_string(),
         sha256,
-        size: bytes.len() as u64,
+        size,
         compression,
         unpacked_size: inspection.unpacked_size,
         manifest: &inspection.manifest,
         members,
-    })?;
+    };
+    if args.json {
+        print_json(&inspected)?;
+    } else {
+        print_text(&describe(&inspected))?;
+    }
     Ok(Outcome::Success)
 }
 
-/// What `herd package inspect` prints, in this order.
+/// The file's SHA-256, size and first bytes, streamed: a package can be large.
+fn digest(path: &Path) -> Result<(String, u64, Vec<u8>)> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    let mut magic = Vec::new();
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        if magic.len() < 4 {
+            magic.extend_from_slice(&buf[..n.min(4 - magic.len())]);
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let sha256 = hasher.finalize().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    Ok((sha256, size, magic))
+}
+
+/// The text form: what the package is first, then what it unpacks, each file with its role.
+fn describe(i: &Inspected<'_>) -> String {
+    let m: &Manifest = i.manifest;
+    let mut text = String::new();
+    let _ = writeln!(text, "{}: a package an agent accepts", i.file);
+    let _ = writeln!(
+        text,
+        "  product      {} {} by {}",
+        m.product, m.version, m.vendor
+    );
+    let _ = writeln!(
+        text,
+        "  definitions  seq {} ({}), engine {}",
+        m.seq, m.pattern, m.engine
+    );
+    let _ = writeln!(text, "  sha256       {}", i.sha256);
+    let _ = writeln!(
+        text,
+        "  size         {} bytes ({}), {} bytes unpacked",
+        i.size, i.compression, i.unpacked_size
+    );
+    let _ = writeln!(text, "  members");
+    let width = i
+        .members
+        .iter()
+        .map(|m| m.path.len() + 1)
+        .max()
+        .unwrap_or(0);
+    for member in &i.members {
+        let role = role(m, member.path);
+        match member.size {
+            None => {
+                let _ = writeln!(text, "    {}/", member.path);
+            }
+            Some(size) => {
+                let exec = if member.executable == Some(true) {
+                    " executable"
+                } else {
+                    ""
+                };
+                let line = format!(
+                    "    {:width$} {size:>10}{exec}{}",
+                    member.path,
+                    role.map(|r| format!("  ({r})")).unwrap_or_default()
+                );
+                let _ = writeln!(text, "{}", line.trim_end());
+            }
+        }
+    }
+    text
+}
+
+fn role(m: &Manifest, path: &str) -> Option<&'static str> {
+    if path == herd_package::MANIFEST_FILE {
+        Some("manifest")
+    } else if m.definitions.iter().any(|d| d == path) {
+        Some("definitions")
+    } else if m.test_pattern == path {
+        Some("test pattern")
+    } else if m.post_install.as_deref() == Some(path) {
+        Some("post-install hook")
+    } else if m.pre_uninstall.as_deref() == Some(path) {
+        Some("pre-uninstall hook")
+    } else {
+        None
+    }
+}
+
+/// What `herd package inspect --json` prints, in this order.
 #[derive(Serialize)]
 struct Inspected<'a> {
     file: String,
@@ -217,6 +375,15 @@ struct Member<'a> {
     executable: Option<bool>,
 }
 
+fn print_text(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // A closed stdout (`| head`) ends the output; it is not a failure of the command.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 fn print_json(value: &impl Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let written = serde_json::to_writer_pretty(&mut out, value)
@@ -227,127 +394,5 @@ fn print_json(value: &impl Serialize) -> Result<()> {
         // A closed stdout (`| head`) ends the output; it is not a failure of the command.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    /// As `herd`'s own: the program's `--version` propagated to every subcommand.
-    #[derive(Debug, Parser)]
-    #[command(version, propagate_version = true)]
-    struct Cli {
-        #[command(subcommand)]
-        command: PackageCommand,
-    }
-
-    fn parse(args: &[&str]) -> PackageCommand {
-        Cli::try_parse_from(std::iter::once("package").chain(args.iter().copied()))
-            .unwrap()
-            .command
-    }
-
-    #[test]
-    fn builds_from_flags_and_from_a_directory_to_the_same_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str, content: &str| {
-            let path = dir.path().join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, content).unwrap();
-            path.display().to_string()
-        };
-        let defs = file("in/b.ndb", "B.Test:0:*:48455244\n");
-        let test = file("in/b.txt", "HERD");
-        let out = dir.path().join("b.tar.gz").display().to_string();
-        let command = parse(&[
-            "build",
-            "--product",
-            "vaccine-b",
-            "--vendor",
-            "maker-b",
-            "--version",
-            "7.0",
-            "--seq",
-            "1112",
-            "--pattern",
-            "b-1112",
-            "--defs",
-            &defs,
-            "--test-pattern",
-            &test,
-            "--platform",
-            "pc,phone",
-            "--out",
-            &out,
-        ]);
-        assert!(matches!(run(command).unwrap(), Outcome::Success));
-        let first = std::fs::read(&out).unwrap();
-        let manifest = herd_package::read_manifest(Path::new(&out)).unwrap();
-        assert_eq!(manifest.definitions, ["defs/b.ndb"]);
-
-        file(
-            "spec/herd-package.json",
-            &String::from_utf8(manifest.to_json()).unwrap(),
-        );
-        file("spec/defs/b.ndb", "B.Test:0:*:48455244\n");
-        file("spec/test/b.txt", "HERD");
-        let spec = dir.path().join("spec").display().to_string();
-        let out2 = dir.path().join("c.tar.gz").display().to_string();
-        let command = parse(&[
-            "build",
-            "--from-dir",
-            &spec,
-            "--platform",
-            "pc",
-            "--platform",
-            "phone",
-            "--out",
-            &out2,
-        ]);
-        assert!(matches!(run(command).unwrap(), Outcome::Success));
-        assert_eq!(std::fs::read(&out2).unwrap(), first);
-
-        let command = parse(&["inspect", &out]);
-        assert!(matches!(run(command).unwrap(), Outcome::Success));
-    }
-
-    #[test]
-    fn refused_inputs_are_invalid_input_not_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let defs = dir.path().join("b.cvd");
-        std::fs::write(&defs, "x").unwrap();
-        let out = dir.path().join("b.tar.gz");
-        let command = parse(&[
-            "build",
-            "--product",
-            "b",
-            "--vendor",
-            "m",
-            "--version",
-            "1",
-            "--seq",
-            "1",
-            "--pattern",
-            "p",
-            "--defs",
-            defs.to_str().unwrap(),
-            "--test-pattern",
-            defs.to_str().unwrap(),
-            "--platform",
-            "pc",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(matches!(run(command).unwrap(), Outcome::InvalidInput));
-        assert!(!out.exists());
-
-        let not_a_package = dir.path().join("x.tar");
-        std::fs::write(&not_a_package, vec![0u8; 1024]).unwrap();
-        let command = parse(&["inspect", not_a_package.to_str().unwrap()]);
-        assert!(matches!(run(command).unwrap(), Outcome::InvalidInput));
-        let command = parse(&["inspect", dir.path().join("missing").to_str().unwrap()]);
-        assert!(run(command).is_err());
     }
 }

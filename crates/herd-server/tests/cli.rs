@@ -1,5 +1,16 @@
-//! `herd plan` as a user runs it: the shipped example, byte-identical output, exit codes,
-//! and clear errors for bad input.
+//! The `herd` program as a user runs it, without a center: `herd plan` on the shipped example
+//! (byte-identical output, exit codes, clear errors for bad input), `herd package` (in
+//! `cli/package.rs`), completions and man pages (`cli/completions.rs`), and the example vendor
+//! feeds the README publishes (`cli/feeds.rs`).
+
+// A test crate's root looks for modules beside it, where cargo would take them for test crates
+// of their own; under `cli/` they stay part of this one binary.
+#[path = "cli/completions.rs"]
+mod completions;
+#[path = "cli/feeds.rs"]
+mod feeds;
+#[path = "cli/package.rs"]
+mod package;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -8,10 +19,15 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Runs `herd` from the repository root, so the README's relative paths work as written.
 fn herd(args: &[&str]) -> Output {
+    herd_in(&repo(), args)
+}
+
+fn herd_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_herd"))
         .args(args)
-        .current_dir(repo())
+        .current_dir(dir)
         .output()
         .expect("herd runs")
 }
