@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use herd_client::Client;
+use herd_lab::harness::{CenterProcess, CenterSpec, free_port};
 use herd_package::{BuiltPackage, PackageSpec};
 use herd_proto::api::{
     GroupDoc, NewEnrolmentToken, PlacementRule, PlacementRules, ReportOutcome, TerminalDetail,
@@ -74,85 +75,50 @@ fn herd_binary() -> &'static Path {
     })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// A running `herd serve`, stopped when dropped; restartable on the same data and ports.
+/// A running `herd serve` (the lab's process harness), stopped when dropped; restartable on
+/// the same data and ports.
 struct Center {
-    child: Option<Child>,
+    process: Option<CenterProcess>,
+    spec: CenterSpec,
     data_dir: PathBuf,
-    port: u16,
+    url: String,
     /// The plaintext loopback listener, for `/metrics` without TLS.
     plain_port: u16,
-    url: String,
-    checkin_interval: u64,
 }
 
 impl Center {
     fn start(data_dir: &Path, checkin_interval: u64) -> Center {
-        let port = free_port();
+        let port = free_port().expect("a free port");
+        let plain_port = free_port().expect("a free port");
+        let spec = CenterSpec::new(herd_binary(), data_dir)
+            .log(&data_dir.with_extension("log"))
+            .listen(&format!("127.0.0.1:{port}"))
+            // The plaintext loopback listener serves `/metrics` without TLS.
+            .arg("--plaintext-listen")
+            .arg(format!("127.0.0.1:{plain_port}"))
+            .arg("--checkin-interval")
+            .arg(checkin_interval.to_string())
+            .env("RUST_LOG", Some("error"));
         let mut center = Center {
-            child: None,
+            process: None,
+            spec,
             data_dir: data_dir.to_owned(),
-            port,
-            plain_port: free_port(),
             url: format!("https://127.0.0.1:{port}"),
-            checkin_interval,
+            plain_port,
         };
         center.spawn();
         center
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(herd_binary())
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--plaintext-listen")
-            .arg(format!("127.0.0.1:{}", self.plain_port))
-            .arg("--checkin-interval")
-            .arg(self.checkin_interval.to_string())
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("herd serve starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("herd serve exited with {status} before it was ready");
-            }
-            if self.data_dir.join("operator.token").exists()
-                && self.data_dir.join("ca.pem").exists()
-                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && TcpStream::connect(("127.0.0.1", self.plain_port)).is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herd serve did not start in 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process = Some(CenterProcess::start(&self.spec).expect("herd serve starts"));
     }
 
     /// Stops the center (SIGTERM) and waits for it.
     fn stop(&mut self) {
-        let mut child = self.child.take().expect("the center runs");
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        child.wait().unwrap();
+        let mut process = self.process.take().expect("the center runs");
+        let (status, killed) = process.stop().expect("herd serve stops");
+        assert!(!killed, "herd serve did not stop on SIGTERM ({status})");
     }
 
     fn ca(&self) -> PathBuf {
@@ -234,15 +200,6 @@ impl Center {
         text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
-    }
-}
-
-impl Drop for Center {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -36,6 +36,9 @@ pub struct CenterSpec {
     pub args: Vec<OsString>,
     /// Environment variables to set (`Some`) or remove (`None`).
     pub env: Vec<(String, Option<String>)>,
+    /// The address to listen on; a free loopback port when `None`. A center restarted on its
+    /// data directory keeps its address when it is given here.
+    pub listen: Option<String>,
 }
 
 impl CenterSpec {
@@ -47,7 +50,13 @@ impl CenterSpec {
             log: data_dir.join("center.log"),
             args: Vec::new(),
             env: Vec::new(),
+            listen: None,
         }
+    }
+
+    pub fn listen(mut self, addr: &str) -> CenterSpec {
+        self.listen = Some(addr.to_owned());
+        self
     }
 
     pub fn log(mut self, log: &Path) -> CenterSpec {
@@ -110,8 +119,14 @@ impl CenterProcess {
             )
         })?;
         for attempt in 1..=ATTEMPTS {
-            let port = free_port()?;
-            let listen = format!("127.0.0.1:{port}");
+            let listen = match &spec.listen {
+                Some(addr) => addr.clone(),
+                None => format!("127.0.0.1:{}", free_port()?),
+            };
+            let port = listen
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse().ok())
+                .with_context(|| format!("{listen} is not a host:port address"))?;
             let log_file = append(&spec.log)?;
             let mut command = Command::new(&spec.herd);
             command
@@ -149,7 +164,7 @@ impl CenterProcess {
                 None => return Ok(center),
                 Some(status) => {
                     let tail = log_tail(&spec.log);
-                    if attempt < ATTEMPTS && tail.contains("in use") {
+                    if attempt < ATTEMPTS && spec.listen.is_none() && tail.contains("in use") {
                         continue;
                     }
                     bail!(
