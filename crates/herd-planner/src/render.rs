@@ -1,15 +1,75 @@
 //! Turning decisions into words and documents: the `reason` sentence of a plan, and the
 //! plan's wire document (SPEC §4).
+//!
+//! What depends only on a decision (the bounded threat lists, the reason) is written once per
+//! decision ([`DecisionText`]); rendering a plan then copies it beside the terminal's own fields.
 
 use std::ops::Deref;
 
 use herd_core::{Apply, Catalog, ProductIdx, ThreatIdx};
-use herd_proto::plan::{self as wire, PlanDoc, ReleaseRef, SeverityCounts, Step};
+use herd_proto::plan::{self as wire, LISTED_THREATS, PlanDoc, ReleaseRef, SeverityCounts, Step};
 
-use crate::{Action, Gap, Plan, Planner, Ranked, Severity};
+use crate::{Action, Decision, Gap, Plan, Planner, Ranked, Severity};
 
 /// How many threats a reason names before it says "and N more".
 const NAMED_THREATS: usize = 3;
+
+/// A gap as a plan lists it (SPEC §4): the first [`LISTED_THREATS`] ids, counts by danger,
+/// and how many are not listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListedGap {
+    pub ids: Vec<String>,
+    pub counts: SeverityCounts,
+    pub more: u64,
+}
+
+/// The words of one decision, shared by every plan with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecisionText {
+    pub uncovered_now: ListedGap,
+    pub uncovered_after: ListedGap,
+    pub reason: String,
+}
+
+/// Only the first ids are read: the listing order puts them at the front of the gap, and the
+/// counts come from the prefix counts already known, so a gap of thousands costs as little
+/// as a gap of twenty.
+fn listed_gap(planner: &Planner<impl Deref<Target = Catalog>>, gap: &Gap) -> ListedGap {
+    let ids: Vec<String> = gap_ids(planner, gap)
+        .take(LISTED_THREATS)
+        .map(|t| planner.catalog.threat(t).id.clone())
+        .collect();
+    let total = u64::from(gap.severity.total());
+    ListedGap {
+        more: total - ids.len() as u64,
+        counts: counts(gap.severity),
+        ids,
+    }
+}
+
+pub(crate) fn decision_text(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    decision: &Decision,
+) -> DecisionText {
+    DecisionText {
+        uncovered_now: listed_gap(planner, &decision.uncovered_now),
+        uncovered_after: listed_gap(planner, &decision.uncovered_after),
+        reason: planner.write_reason(decision),
+    }
+}
+
+/// `4,998`: counts in a sentence may run to thousands, and grouped digits read at a glance.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// Everything a reason sentence is made from.
 pub(crate) struct ReasonFacts<'a> {
@@ -61,7 +121,7 @@ fn list_gap(planner: &Planner<impl Deref<Target = Catalog>>, gap: &Gap) -> Strin
     match (named.as_slice(), total.saturating_sub(named.len())) {
         ([one], 0) => one.clone(),
         ([init @ .., last], 0) => format!("{} and {last}", init.join(", ")),
-        (names, more) => format!("{} and {more} more", names.join(", ")),
+        (names, more) => format!("{} and {} more", names.join(", "), grouped(more as u64)),
     }
 }
 
@@ -109,7 +169,10 @@ fn alternatives_phrase(
             "would cover all of them".to_string()
         }
     } else {
-        format!("would leave {} uncovered", best.severity.total())
+        format!(
+            "would leave {} uncovered",
+            grouped(best.severity.total().into())
+        )
     };
     let more = match alternatives.len() - 1 {
         0 => String::new(),
@@ -141,7 +204,7 @@ pub(crate) fn reason(
                     if required == 1 {
                         "the one threat".to_string()
                     } else {
-                        format!("all {required} threats")
+                        format!("all {} threats", grouped(required.into()))
                     }
                 )
             }
@@ -166,7 +229,7 @@ pub(crate) fn reason(
                 (Action::Switch, Some(u)) => format!(
                     "; its newest release {} would leave {} uncovered",
                     describe_ranked(planner, u),
-                    u.severity.total()
+                    grouped(u.severity.total().into())
                 ),
                 _ => String::new(),
             };
@@ -222,12 +285,7 @@ pub(crate) fn plan_doc(
     let catalog = &*planner.catalog;
     let d = &plan.decision;
     let terminal = plan.terminal;
-    let gap_list = |gap: &Gap| {
-        planner
-            .gap_threats(gap)
-            .map(|t| t.id.clone())
-            .collect::<Vec<_>>()
-    };
+    let text = planner.decision_text(d);
     let from = terminal.installed.as_ref().map(|i| ReleaseRef {
         product: catalog.product(i.product).id.clone(),
         version: i.version.clone(),
@@ -283,8 +341,12 @@ pub(crate) fn plan_doc(
             Action::Switch => wire::Action::Switch,
             Action::Exposed => wire::Action::Exposed,
         },
-        uncovered_now: gap_list(&d.uncovered_now),
-        uncovered_after: gap_list(&d.uncovered_after),
+        uncovered_now: text.uncovered_now.ids.clone(),
+        uncovered_now_counts: text.uncovered_now.counts,
+        uncovered_now_more: text.uncovered_now.more,
+        uncovered_after: text.uncovered_after.ids.clone(),
+        uncovered_after_counts: text.uncovered_after.counts,
+        uncovered_after_more: text.uncovered_after.more,
         from,
         to,
         consent_required: plan.consent_required,
@@ -308,6 +370,20 @@ pub(crate) fn plan_doc(
                 }
             })
             .collect(),
-        reason: planner.reason(d),
+        reason: text.reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grouped;
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(4998), "4,998");
+        assert_eq!(grouped(1_234_567), "1,234,567");
     }
 }

@@ -84,8 +84,24 @@ pub fn summarize(plan: &PlanDoc) -> String {
         "action: {}",
         serde_json::to_value(plan.action).unwrap().as_str().unwrap()
     );
+    let counts = |c: &herd_proto::plan::SeverityCounts, more: u64| {
+        format!(
+            "c{} h{} m{} l{}, {more} more",
+            c.critical, c.high, c.medium, c.low
+        )
+    };
     let _ = writeln!(s, "uncovered_now: {}", or_dash(&plan.uncovered_now));
+    let _ = writeln!(
+        s,
+        "uncovered_now_counts: {}",
+        counts(&plan.uncovered_now_counts, plan.uncovered_now_more)
+    );
     let _ = writeln!(s, "uncovered_after: {}", or_dash(&plan.uncovered_after));
+    let _ = writeln!(
+        s,
+        "uncovered_after_counts: {}",
+        counts(&plan.uncovered_after_counts, plan.uncovered_after_more)
+    );
     let _ = writeln!(s, "from: {}", release(&plan.from));
     let _ = writeln!(s, "to: {}", release(&plan.to));
     let _ = writeln!(s, "consent_required: {}", plan.consent_required);
