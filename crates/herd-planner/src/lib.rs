@@ -529,6 +529,15 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
     pub fn render(&self, plan: &Plan<'_>) -> herd_proto::plan::PlanDoc {
         render::plan_doc(self, plan)
     }
+
+    /// Appends a plan's JSON to `out`: exactly the bytes `serde_json::to_writer(out,
+    /// &self.render(plan))` writes, without building the document. What every plan with the
+    /// same decision shares (threat lists, `to`, the install steps and their script,
+    /// alternatives, reason) is serialised once per decision and copied; only the terminal's
+    /// own fields are written per plan. This is what a check-in answer should use.
+    pub fn render_json(&self, plan: &Plan<'_>, out: &mut Vec<u8>) {
+        render::plan_json(self, plan, out)
+    }
 }
 
 /// The threats of one gap in listing order (see [`Planner::gap_threats`]); it knows how many

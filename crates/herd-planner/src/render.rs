@@ -23,12 +23,13 @@ pub(crate) struct ListedGap {
     pub more: u64,
 }
 
-/// The words of one decision, shared by every plan with it.
+/// The words of one decision, shared by every plan with it, as values and as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DecisionText {
     pub uncovered_now: ListedGap,
     pub uncovered_after: ListedGap,
     pub reason: String,
+    pub json: DecisionJson,
 }
 
 /// Only the first ids are read: the listing order puts them at the front of the gap, and the
@@ -51,10 +52,14 @@ pub(crate) fn decision_text(
     planner: &Planner<impl Deref<Target = Catalog>>,
     decision: &Decision,
 ) -> DecisionText {
+    let uncovered_now = listed_gap(planner, &decision.uncovered_now);
+    let uncovered_after = listed_gap(planner, &decision.uncovered_after);
+    let reason = planner.write_reason(decision);
     DecisionText {
-        uncovered_now: listed_gap(planner, &decision.uncovered_now),
-        uncovered_after: listed_gap(planner, &decision.uncovered_after),
-        reason: planner.write_reason(decision),
+        json: decision_json(planner, decision, &uncovered_now, &uncovered_after, &reason),
+        uncovered_now,
+        uncovered_after,
+        reason,
     }
 }
 
@@ -278,6 +283,82 @@ fn counts(s: Severity) -> SeverityCounts {
     }
 }
 
+/// `to` and the steps every plan with this decision shares (fetch, install, verify); the
+/// uninstall step depends on what the terminal runs, so it is added per plan.
+fn target_parts(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    d: &Decision,
+) -> (Option<ReleaseRef>, Vec<Step>) {
+    let catalog = &*planner.catalog;
+    let Some(target) = d.target else {
+        return (None, Vec::new());
+    };
+    let release = catalog.release(target.release);
+    let package = &release.packages[target.package];
+    let product = catalog.product(release.product).id.clone();
+    let to = ReleaseRef {
+        product: product.clone(),
+        version: release.version.clone(),
+        seq: release.seq,
+    };
+    let steps = vec![
+        Step::Fetch {
+            product: product.clone(),
+            version: release.version.clone(),
+            format: package.format.to_string(),
+            sha256: package.sha256.to_string(),
+            size: package.size,
+        },
+        Step::Install {
+            product: product.clone(),
+            version: release.version.clone(),
+            format: package.format.to_string(),
+            script: d
+                .install_script
+                .as_deref()
+                .expect("a target has an install script")
+                .to_string(),
+        },
+        Step::Verify {
+            product,
+            version: release.version.clone(),
+            pattern: release.pattern.clone(),
+        },
+    ];
+    (Some(to), steps)
+}
+
+fn alternatives(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    d: &Decision,
+) -> Vec<wire::Alternative> {
+    let catalog = &*planner.catalog;
+    d.alternatives
+        .iter()
+        .map(|r| {
+            let release = catalog.release(r.release);
+            let product = catalog.product(r.product);
+            wire::Alternative {
+                product: product.id.clone(),
+                vendor: catalog.vendors[product.vendor.get()].id.clone(),
+                version: release.version.clone(),
+                seq: release.seq,
+                pattern: release.pattern.clone(),
+                uncovered: counts(r.severity),
+            }
+        })
+        .collect()
+}
+
+fn wire_action(action: Action) -> wire::Action {
+    match action {
+        Action::None => wire::Action::None,
+        Action::Update => wire::Action::Update,
+        Action::Switch => wire::Action::Switch,
+        Action::Exposed => wire::Action::Exposed,
+    }
+}
+
 pub(crate) fn plan_doc(
     planner: &Planner<impl Deref<Target = Catalog>>,
     plan: &Plan<'_>,
@@ -291,56 +372,18 @@ pub(crate) fn plan_doc(
         version: i.version.clone(),
         seq: i.seq,
     });
-    let mut steps = Vec::new();
-    let mut to = None;
-    if let Some(target) = d.target {
-        let release = catalog.release(target.release);
-        let package = &release.packages[target.package];
-        let product = catalog.product(release.product).id.clone();
-        to = Some(ReleaseRef {
-            product: product.clone(),
-            version: release.version.clone(),
-            seq: release.seq,
+    let (to, mut steps) = target_parts(planner, d);
+    if let (Some(script), Some(installed)) = (&plan.uninstall_script, &terminal.installed) {
+        steps.push(Step::Uninstall {
+            product: catalog.product(installed.product).id.clone(),
+            version: installed.version.clone(),
+            format: installed.format.to_string(),
+            script: script.to_string(),
         });
-        steps.push(Step::Fetch {
-            product: product.clone(),
-            version: release.version.clone(),
-            format: package.format.to_string(),
-            sha256: package.sha256.to_string(),
-            size: package.size,
-        });
-        steps.push(Step::Install {
-            product: product.clone(),
-            version: release.version.clone(),
-            format: package.format.to_string(),
-            script: d
-                .install_script
-                .as_deref()
-                .expect("a target has an install script")
-                .to_string(),
-        });
-        steps.push(Step::Verify {
-            product,
-            version: release.version.clone(),
-            pattern: release.pattern.clone(),
-        });
-        if let (Some(script), Some(installed)) = (&plan.uninstall_script, &terminal.installed) {
-            steps.push(Step::Uninstall {
-                product: catalog.product(installed.product).id.clone(),
-                version: installed.version.clone(),
-                format: installed.format.to_string(),
-                script: script.to_string(),
-            });
-        }
     }
     PlanDoc {
         terminal: terminal.id.clone(),
-        action: match d.action {
-            Action::None => wire::Action::None,
-            Action::Update => wire::Action::Update,
-            Action::Switch => wire::Action::Switch,
-            Action::Exposed => wire::Action::Exposed,
-        },
+        action: wire_action(d.action),
         uncovered_now: text.uncovered_now.ids.clone(),
         uncovered_now_counts: text.uncovered_now.counts,
         uncovered_now_more: text.uncovered_now.more,
@@ -354,24 +397,129 @@ pub(crate) fn plan_doc(
             .not_before
             .map(|t| t.display_in(terminal.policy.tz).to_string()),
         steps,
-        alternatives: d
-            .alternatives
-            .iter()
-            .map(|r| {
-                let release = catalog.release(r.release);
-                let product = catalog.product(r.product);
-                wire::Alternative {
-                    product: product.id.clone(),
-                    vendor: catalog.vendors[product.vendor.get()].id.clone(),
-                    version: release.version.clone(),
-                    seq: release.seq,
-                    pattern: release.pattern.clone(),
-                    uncovered: counts(r.severity),
-                }
-            })
-            .collect(),
+        alternatives: alternatives(planner, d),
         reason: text.reason.clone(),
     }
+}
+
+/// The JSON of what every plan with one decision shares, serialised once by serde_json, each
+/// part with its keys: `lists` from `"uncovered_now"` to `"uncovered_after_more"`, `to`,
+/// `steps` (fetch, install, verify, comma-separated without brackets), and `tail` from
+/// `"alternatives"` to the end of `"reason"`.
+///
+/// Escaping the scripts and copying every string into a `PlanDoc` cost most of a rendered
+/// plan, and they are the same for every terminal with the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecisionJson {
+    lists: String,
+    to: String,
+    steps: String,
+    tail: String,
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("plan parts serialise")
+}
+
+fn decision_json(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    d: &Decision,
+    now: &ListedGap,
+    after: &ListedGap,
+    reason: &str,
+) -> DecisionJson {
+    let (to, steps) = target_parts(planner, d);
+    let steps: Vec<String> = steps.iter().map(json).collect();
+    DecisionJson {
+        lists: format!(
+            "\"uncovered_now\":{},\"uncovered_now_counts\":{},\"uncovered_now_more\":{},\
+             \"uncovered_after\":{},\"uncovered_after_counts\":{},\"uncovered_after_more\":{}",
+            json(&now.ids),
+            json(&now.counts),
+            now.more,
+            json(&after.ids),
+            json(&after.counts),
+            after.more
+        ),
+        to: format!("\"to\":{}", json(&to)),
+        steps: steps.join(","),
+        tail: format!(
+            "\"alternatives\":{},\"reason\":{}",
+            json(&alternatives(planner, d)),
+            json(reason)
+        ),
+    }
+}
+
+/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
+fn push_str(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
+}
+
+/// Writes the plan's JSON: the bytes `serde_json::to_writer(out, &plan_doc(planner, plan))`
+/// writes, with the parts the decision shares copied from [`DecisionJson`] and only the
+/// terminal's own fields (id, `from`, consent, `not_before`, the uninstall step) written here.
+pub(crate) fn plan_json(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    plan: &Plan<'_>,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write;
+    let catalog = &*planner.catalog;
+    let d = &plan.decision;
+    let terminal = plan.terminal;
+    let shared = &planner.decision_text(d).json;
+    out.extend_from_slice(b"{\"terminal\":");
+    push_str(out, &terminal.id);
+    out.extend_from_slice(match d.action {
+        Action::None => b",\"action\":\"none\",",
+        Action::Update => b",\"action\":\"update\",",
+        Action::Switch => b",\"action\":\"switch\",",
+        Action::Exposed => b",\"action\":\"exposed\",",
+    });
+    out.extend_from_slice(shared.lists.as_bytes());
+    out.extend_from_slice(b",\"from\":");
+    match &terminal.installed {
+        Some(installed) => {
+            out.extend_from_slice(b"{\"product\":");
+            push_str(out, &catalog.product(installed.product).id);
+            out.extend_from_slice(b",\"version\":");
+            push_str(out, &installed.version);
+            let _ = write!(out, ",\"seq\":{}}}", installed.seq);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b',');
+    out.extend_from_slice(shared.to.as_bytes());
+    out.extend_from_slice(if plan.consent_required {
+        b",\"consent_required\":true,\"not_before\":"
+    } else {
+        b",\"consent_required\":false,\"not_before\":"
+    });
+    match plan.not_before {
+        // An RFC 3339 instant has nothing to escape.
+        Some(t) => {
+            let _ = write!(out, "\"{}\"", t.display_in(terminal.policy.tz));
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"steps\":[");
+    out.extend_from_slice(shared.steps.as_bytes());
+    if let (Some(script), Some(installed)) = (&plan.uninstall_script, &terminal.installed) {
+        if !shared.steps.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"kind\":\"uninstall\",\"product\":");
+        push_str(out, &catalog.product(installed.product).id);
+        out.extend_from_slice(b",\"version\":");
+        push_str(out, &installed.version);
+        let _ = write!(out, ",\"format\":\"{}\",\"script\":", installed.format);
+        push_str(out, script);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],");
+    out.extend_from_slice(shared.tail.as_bytes());
+    out.push(b'}');
 }
 
 #[cfg(test)]

@@ -214,5 +214,10 @@ fn plans_are_byte_identical_across_planners_and_orders() {
         let c = serde_json::to_string(&second.plan_doc(&terminal)).unwrap();
         assert_eq!(a, b, "{}", path.display());
         assert_eq!(a, c, "{}", path.display());
+        // The direct rendering a check-in answer uses writes the same bytes.
+        let mut direct = Vec::new();
+        let plan = second.plan(&terminal);
+        second.render_json(&plan, &mut direct);
+        assert_eq!(String::from_utf8(direct).unwrap(), a, "{}", path.display());
     }
 }

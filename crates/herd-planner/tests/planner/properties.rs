@@ -225,10 +225,19 @@ fn variants(terminal: &Terminal) -> Vec<Terminal> {
     out
 }
 
+/// Each terminal's plan as JSON, checking on the way that the direct rendering writes the
+/// document's bytes.
 fn json_plans(planner: &mut Planner<&Catalog>, terminals: &[Terminal]) -> Vec<String> {
     terminals
         .iter()
-        .map(|t| serde_json::to_string(&planner.plan_doc(t)).expect("a plan serialises"))
+        .map(|t| {
+            let plan = planner.plan(t);
+            let doc = serde_json::to_string(&planner.render(&plan)).expect("a plan serialises");
+            let mut direct = Vec::new();
+            planner.render_json(&plan, &mut direct);
+            assert_eq!(String::from_utf8(direct).expect("UTF-8"), doc);
+            doc
+        })
         .collect()
 }
 
@@ -326,6 +335,21 @@ proptest! {
             prop_assert_eq!(counts.total(), full.len() as u64);
             prop_assert_eq!(&listed[..], &full[..listed.len()]);
             prop_assert_eq!(listed.len(), full.len().min(LISTED_THREATS));
+        }
+    }
+
+    /// `render_json` writes exactly the bytes of the rendered document, for every policy.
+    #[test]
+    fn render_json_writes_the_documents_bytes(w in world_with(30)) {
+        let (catalog, terminal) = validate(&w);
+        let mut planner = Planner::new(&catalog, w.now);
+        for t in variants(&terminal) {
+            let plan = planner.plan(&t);
+            let doc = serde_json::to_vec(&planner.render(&plan)).expect("serialises");
+            let mut direct = b"[previous]".to_vec();
+            planner.render_json(&plan, &mut direct);
+            prop_assert_eq!(&direct[..10], b"[previous]", "it appends");
+            prop_assert_eq!(String::from_utf8_lossy(&direct[10..]), String::from_utf8_lossy(&doc));
         }
     }
 
