@@ -41,6 +41,18 @@ pub enum Action {
     Exposed,
 }
 
+impl From<Action> for herd_proto::plan::Action {
+    fn from(action: Action) -> herd_proto::plan::Action {
+        use herd_proto::plan::Action as Wire;
+        match action {
+            Action::None => Wire::None,
+            Action::Update => Wire::Update,
+            Action::Switch => Wire::Switch,
+            Action::Exposed => Wire::Exposed,
+        }
+    }
+}
+
 /// The uncovered required threats of one product at one definitions seq (or of no product).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gap {

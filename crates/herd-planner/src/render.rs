@@ -350,15 +350,6 @@ fn alternatives(
         .collect()
 }
 
-fn wire_action(action: Action) -> wire::Action {
-    match action {
-        Action::None => wire::Action::None,
-        Action::Update => wire::Action::Update,
-        Action::Switch => wire::Action::Switch,
-        Action::Exposed => wire::Action::Exposed,
-    }
-}
-
 pub(crate) fn plan_doc(
     planner: &Planner<impl Deref<Target = Catalog>>,
     plan: &Plan<'_>,
@@ -383,7 +374,7 @@ pub(crate) fn plan_doc(
     }
     PlanDoc {
         terminal: terminal.id.clone(),
-        action: wire_action(d.action),
+        action: d.action.into(),
         uncovered_now: text.uncovered_now.ids.clone(),
         uncovered_now_counts: text.uncovered_now.counts,
         uncovered_now_more: text.uncovered_now.more,
