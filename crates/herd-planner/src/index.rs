@@ -96,9 +96,17 @@ struct ProductCoverage {
 
 #[derive(Debug)]
 pub struct Index {
+    /// The instant plans are made at; it may move within `valid_from..valid_until`
+    /// ([`Index::set_now`]) without changing any table.
     pub now: Timestamp,
     pub today: Date,
-    /// Threats discovered by `now`, most dangerous first, then by id: the order gaps are listed in.
+    /// The tables are the same for every `now` in `valid_from..valid_until` (see [`Index::new`]).
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+    /// Threats discovered by `now`, most dangerous first, then newest discovered first, then by
+    /// id: the order gaps are listed in. Newest first so that a plan's bounded list (the first
+    /// few of a gap) names the threats a terminal far behind has missed most recently, and
+    /// comes from the front of the order without walking the rest.
     pub required_order: Vec<ThreatIdx>,
     /// `position[threat]`: where a threat stands in `required_order` (`u32::MAX`: not required yet).
     position: Vec<u32>,
@@ -114,9 +122,29 @@ pub struct Index {
 }
 
 impl Index {
+    /// The tables depend on `now` in exactly two ways, so they stay the same between two
+    /// consecutive instants where either changes:
+    /// - through the releases published by `now` (candidates, rule 3): they change at each
+    ///   release's `published` instant;
+    /// - through `today`, the UTC date of `now`: required threats are those discovered by
+    ///   `today` (rule 1), track records count days up to `today` over the 365 days before it
+    ///   and coverage shipped by `today` (rule 8), and reasons say "discovered by `today`";
+    ///   they change at each UTC midnight.
+    ///
+    /// Nothing else reads `now` at precompute time, and per-plan values that do (a window's
+    /// `not_before`) are computed per plan from the current `now`.
     pub fn new(catalog: &Catalog, now: Timestamp) -> Index {
         let today = now.date();
         let threats = &catalog.threats;
+        let tomorrow = Date::from_days_since_epoch(today.days_since_epoch() + 1).start();
+        let (mut valid_from, mut valid_until) = (today.start(), tomorrow);
+        for release in &catalog.releases {
+            if release.published <= now {
+                valid_from = valid_from.max(release.published);
+            } else {
+                valid_until = valid_until.min(release.published);
+            }
+        }
 
         let mut required_order: Vec<ThreatIdx> = (0..threats.len() as u32)
             .map(ThreatIdx)
@@ -124,7 +152,10 @@ impl Index {
             .collect();
         required_order.sort_unstable_by(|&a, &b| {
             let (ta, tb) = (catalog.threat(a), catalog.threat(b));
-            tb.danger.cmp(&ta.danger).then_with(|| ta.id.cmp(&tb.id))
+            tb.danger
+                .cmp(&ta.danger)
+                .then_with(|| tb.discovered.cmp(&ta.discovered))
+                .then_with(|| ta.id.cmp(&tb.id))
         });
         let mut required_totals = [0u32; 4];
         for &t in &required_order {
@@ -202,6 +233,8 @@ impl Index {
         let mut index = Index {
             now,
             today,
+            valid_from,
+            valid_until,
             required_order,
             position,
             required_end,
@@ -249,6 +282,16 @@ impl Index {
         index
     }
 
+    /// Moves `now` within the span where every table stays the same; refused (false, nothing
+    /// changed) outside it, where the tables would have to be rebuilt.
+    pub fn set_now(&mut self, now: Timestamp) -> bool {
+        let valid = self.valid_from <= now && now < self.valid_until;
+        if valid {
+            self.now = now;
+        }
+        valid
+    }
+
     /// The gap severity of `product` at definitions `seq` (no product: every required threat is a gap).
     pub fn severity(&self, product: Option<ProductIdx>, seq: u64, min_danger: Danger) -> Severity {
         let covered = match product {
@@ -267,7 +310,7 @@ impl Index {
         Severity(counts)
     }
 
-    /// The threats of a gap, most dangerous first, then by id.
+    /// The threats of a gap in listing order (most dangerous, then newest discovered, then by id).
     pub fn gap(&self, product: Option<ProductIdx>, seq: u64, min_danger: Danger) -> GapIter<'_> {
         GapIter {
             order: &self.required_order[..self.required_end[min_danger.index()]],

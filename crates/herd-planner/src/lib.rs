@@ -9,13 +9,18 @@
 //! then costs a few lookups per terminal. Decisions are memoised by what they depend on
 //! (installed product and seq, platform, package format, `min_danger`, `apply`), which is why
 //! `plan` takes `&mut self`; the memo never changes a result, only how fast it comes.
+//!
+//! The tables stay valid from one instant that could change them to the next (a release's
+//! publication, a UTC midnight): [`Planner::valid_until`] says until when, and
+//! [`Planner::set_now`] moves the clock within that span without rebuilding anything, so a
+//! long-lived server keeps its planner (and its memo) across check-ins.
 
 mod index;
 mod render;
 pub mod script;
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use herd_core::{
     Apply, Catalog, Consent, Danger, PackageFormat, PlatformIdx, ProductIdx, ReleaseIdx, Terminal,
@@ -23,7 +28,8 @@ use herd_core::{
 };
 use rustc_hash::FxHashMap;
 
-use index::Index;
+pub use herd_proto::plan::LISTED_THREATS;
+use index::{GapIter, Index};
 pub use index::{Ranked, Severity, TrackRecord};
 
 /// What a plan does (SPEC §4 `action`).
@@ -33,6 +39,18 @@ pub enum Action {
     Update,
     Switch,
     Exposed,
+}
+
+impl From<Action> for herd_proto::plan::Action {
+    fn from(action: Action) -> herd_proto::plan::Action {
+        use herd_proto::plan::Action as Wire;
+        match action {
+            Action::None => Wire::None,
+            Action::Update => Wire::Update,
+            Action::Switch => Wire::Switch,
+            Action::Exposed => Wire::Exposed,
+        }
+    }
 }
 
 /// The uncovered required threats of one product at one definitions seq (or of no product).
@@ -72,7 +90,24 @@ pub struct Decision {
     pub update: Option<Ranked>,
     /// The release the plan installs, with its gap severity.
     pub chosen: Option<Ranked>,
+    /// The words of the plan (bounded threat lists, reason), written the first time a plan
+    /// with this decision is rendered and shared by every later one: they depend on the
+    /// decision and the tables only, never on the terminal or the exact `now`.
+    text: TextCache,
 }
+
+/// A cache of what a decision's other fields determine, so two decisions compare equal
+/// whether or not either has been rendered yet.
+#[derive(Clone, Debug, Default)]
+struct TextCache(OnceLock<render::DecisionText>);
+
+impl PartialEq for TextCache {
+    fn eq(&self, _: &TextCache) -> bool {
+        true
+    }
+}
+
+impl Eq for TextCache {}
 
 /// A terminal's plan. Serialise it with [`Planner::render`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +139,28 @@ struct UninstallKey {
     platform: Option<PlatformIdx>,
     format: PackageFormat,
 }
+
+/// `set_now` was asked to move the planner's clock past what its tables hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleTables {
+    /// The instant asked for.
+    pub now: Timestamp,
+    /// The tables hold for `valid_from <= now < valid_until`.
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+}
+
+impl std::fmt::Display for StaleTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the planner's tables hold from {} until {}, not at {}; build a new planner",
+            self.valid_from, self.valid_until, self.now
+        )
+    }
+}
+
+impl std::error::Error for StaleTables {}
 
 /// Plans terminals against one catalog at one instant.
 ///
@@ -137,6 +194,41 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
 
     pub fn now(&self) -> Timestamp {
         self.index.now
+    }
+
+    /// The first instant after `now` at which a precomputed table could change, so a planner
+    /// built at `now` must not plan at or after it: the earliest release published after
+    /// `now` (it becomes a candidate, rule 3) or the next UTC midnight (threats discovered
+    /// that day become required, rule 1; track records move on a day, rule 8; reasons say
+    /// "discovered by" that date), whichever comes first.
+    pub fn valid_until(&self) -> Timestamp {
+        self.index.valid_until
+    }
+
+    /// The last instant at or before `now` at which a table could have changed (the latest
+    /// release published by `now`, or the UTC midnight starting `now`'s day): the planner may
+    /// move back to it, not before.
+    pub fn valid_from(&self) -> Timestamp {
+        self.index.valid_from
+    }
+
+    /// Moves the planner's clock to `now` without rebuilding its tables or forgetting its
+    /// memo, when the tables hold at `now` (`valid_from() <= now < valid_until()`); refused
+    /// otherwise, leaving the planner as it was, so a stale table never gives a wrong plan.
+    ///
+    /// Plans made after this are byte-identical to those of `Planner::new(catalog, now)`: the
+    /// memoised decisions and their words depend only on the tables, and what depends on the
+    /// exact instant (a window's `not_before`) is computed per plan from the current `now`.
+    pub fn set_now(&mut self, now: Timestamp) -> Result<(), StaleTables> {
+        if self.index.set_now(now) {
+            Ok(())
+        } else {
+            Err(StaleTables {
+                now,
+                valid_from: self.index.valid_from,
+                valid_until: self.index.valid_until,
+            })
+        }
     }
 
     /// How many distinct decisions have been made (and memoised) so far.
@@ -285,6 +377,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             installed: key.installed,
             update,
             chosen,
+            text: TextCache::default(),
         }
     }
 
@@ -385,16 +478,43 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
         Some(script)
     }
 
-    /// The threats of a gap, most dangerous first, then by id.
-    pub fn gap_threats(&self, gap: &Gap) -> impl Iterator<Item = &herd_core::Threat> + '_ {
-        let catalog = &*self.catalog;
-        self.index
-            .gap(gap.product, gap.seq, gap.min_danger)
-            .map(move |t| catalog.threat(t))
+    /// Every threat of a gap, in listing order: most dangerous first, then newest discovered
+    /// first, then by id. It costs what is listed: covered stretches are skipped, and it
+    /// stops at the gap's known size.
+    pub fn gap_threats(&self, gap: &Gap) -> GapThreats<'_> {
+        GapThreats {
+            catalog: &self.catalog,
+            ids: self.index.gap(gap.product, gap.seq, gap.min_danger),
+        }
+    }
+
+    /// The full gaps of a terminal's plan, unbounded, for the API that lists them (a plan
+    /// lists only the first [`LISTED_THREATS`] of each): the required threats the installed
+    /// product does not cover, and those still uncovered once the plan is carried out, in the
+    /// plan's listing order, so the first ids are the plan's own.
+    pub fn full_gap(&mut self, terminal: &Terminal) -> FullGap<'_> {
+        let decision = self.plan(terminal).decision;
+        let this: &Self = self;
+        FullGap {
+            now: this.gap_threats(&decision.uncovered_now),
+            after: this.gap_threats(&decision.uncovered_after),
+        }
     }
 
     /// The plan's `reason`: why this decision, in words a user understands.
     pub fn reason(&self, decision: &Decision) -> String {
+        self.decision_text(decision).reason.clone()
+    }
+
+    /// The words of a decision, written once and shared by every plan with it.
+    fn decision_text<'d>(&self, decision: &'d Decision) -> &'d render::DecisionText {
+        decision
+            .text
+            .0
+            .get_or_init(|| render::decision_text(self, decision))
+    }
+
+    fn write_reason(&self, decision: &Decision) -> String {
         render::reason(
             self,
             &render::ReasonFacts {
@@ -421,6 +541,46 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
     pub fn render(&self, plan: &Plan<'_>) -> herd_proto::plan::PlanDoc {
         render::plan_doc(self, plan)
     }
+
+    /// Appends a plan's JSON to `out`: exactly the bytes `serde_json::to_writer(out,
+    /// &self.render(plan))` writes, without building the document. What every plan with the
+    /// same decision shares (threat lists, `to`, the install steps and their script,
+    /// alternatives, reason) is serialised once per decision and copied; only the terminal's
+    /// own fields are written per plan. This is what a check-in answer should use.
+    pub fn render_json(&self, plan: &Plan<'_>, out: &mut Vec<u8>) {
+        render::plan_json(self, plan, out)
+    }
+}
+
+/// The threats of one gap in listing order (see [`Planner::gap_threats`]); it knows how many
+/// remain.
+#[derive(Debug, Clone)]
+pub struct GapThreats<'p> {
+    catalog: &'p Catalog,
+    ids: GapIter<'p>,
+}
+
+impl<'p> Iterator for GapThreats<'p> {
+    type Item = &'p herd_core::Threat;
+
+    fn next(&mut self) -> Option<&'p herd_core::Threat> {
+        self.ids.next().map(|t| self.catalog.threat(t))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.ids.size_hint()
+    }
+}
+
+impl ExactSizeIterator for GapThreats<'_> {}
+
+/// A terminal's two gaps in full (see [`Planner::full_gap`]).
+#[derive(Debug, Clone)]
+pub struct FullGap<'p> {
+    /// What the installed product does not cover (the plan's `uncovered_now`, unbounded).
+    pub now: GapThreats<'p>,
+    /// What stays uncovered once the plan is carried out (`uncovered_after`, unbounded).
+    pub after: GapThreats<'p>,
 }
 
 /// The package of `release` for `platform`: the one in the terminal's current format if there

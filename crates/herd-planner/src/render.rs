@@ -1,15 +1,80 @@
 //! Turning decisions into words and documents: the `reason` sentence of a plan, and the
 //! plan's wire document (SPEC §4).
+//!
+//! What depends only on a decision (the bounded threat lists, the reason) is written once per
+//! decision ([`DecisionText`]); rendering a plan then copies it beside the terminal's own fields.
 
 use std::ops::Deref;
 
 use herd_core::{Apply, Catalog, ProductIdx, ThreatIdx};
-use herd_proto::plan::{self as wire, PlanDoc, ReleaseRef, SeverityCounts, Step};
+use herd_proto::plan::{self as wire, LISTED_THREATS, PlanDoc, ReleaseRef, SeverityCounts, Step};
 
-use crate::{Action, Gap, Plan, Planner, Ranked, Severity};
+use crate::{Action, Decision, Gap, Plan, Planner, Ranked, Severity};
 
 /// How many threats a reason names before it says "and N more".
 const NAMED_THREATS: usize = 3;
+
+/// A gap as a plan lists it (SPEC §4): the first [`LISTED_THREATS`] ids, counts by danger,
+/// and how many are not listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListedGap {
+    pub ids: Vec<String>,
+    pub counts: SeverityCounts,
+    pub more: u64,
+}
+
+/// The words of one decision, shared by every plan with it, as values and as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecisionText {
+    pub uncovered_now: ListedGap,
+    pub uncovered_after: ListedGap,
+    pub reason: String,
+    pub json: DecisionJson,
+}
+
+/// Only the first ids are read: the listing order puts them at the front of the gap, and the
+/// counts come from the prefix counts already known, so a gap of thousands costs as little
+/// as a gap of twenty.
+fn listed_gap(planner: &Planner<impl Deref<Target = Catalog>>, gap: &Gap) -> ListedGap {
+    let ids: Vec<String> = gap_ids(planner, gap)
+        .take(LISTED_THREATS)
+        .map(|t| planner.catalog.threat(t).id.clone())
+        .collect();
+    let total = u64::from(gap.severity.total());
+    ListedGap {
+        more: total - ids.len() as u64,
+        counts: counts(gap.severity),
+        ids,
+    }
+}
+
+pub(crate) fn decision_text(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    decision: &Decision,
+) -> DecisionText {
+    let uncovered_now = listed_gap(planner, &decision.uncovered_now);
+    let uncovered_after = listed_gap(planner, &decision.uncovered_after);
+    let reason = planner.write_reason(decision);
+    DecisionText {
+        json: decision_json(planner, decision, &uncovered_now, &uncovered_after, &reason),
+        uncovered_now,
+        uncovered_after,
+        reason,
+    }
+}
+
+/// `4,998`: counts in a sentence may run to thousands, and grouped digits read at a glance.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// Everything a reason sentence is made from.
 pub(crate) struct ReasonFacts<'a> {
@@ -61,7 +126,7 @@ fn list_gap(planner: &Planner<impl Deref<Target = Catalog>>, gap: &Gap) -> Strin
     match (named.as_slice(), total.saturating_sub(named.len())) {
         ([one], 0) => one.clone(),
         ([init @ .., last], 0) => format!("{} and {last}", init.join(", ")),
-        (names, more) => format!("{} and {more} more", names.join(", ")),
+        (names, more) => format!("{} and {} more", names.join(", "), grouped(more as u64)),
     }
 }
 
@@ -109,7 +174,10 @@ fn alternatives_phrase(
             "would cover all of them".to_string()
         }
     } else {
-        format!("would leave {} uncovered", best.severity.total())
+        format!(
+            "would leave {} uncovered",
+            grouped(best.severity.total().into())
+        )
     };
     let more = match alternatives.len() - 1 {
         0 => String::new(),
@@ -141,7 +209,7 @@ pub(crate) fn reason(
                     if required == 1 {
                         "the one threat".to_string()
                     } else {
-                        format!("all {required} threats")
+                        format!("all {} threats", grouped(required.into()))
                     }
                 )
             }
@@ -166,7 +234,7 @@ pub(crate) fn reason(
                 (Action::Switch, Some(u)) => format!(
                     "; its newest release {} would leave {} uncovered",
                     describe_ranked(planner, u),
-                    u.severity.total()
+                    grouped(u.severity.total().into())
                 ),
                 _ => String::new(),
             };
@@ -215,43 +283,33 @@ fn counts(s: Severity) -> SeverityCounts {
     }
 }
 
-pub(crate) fn plan_doc(
+/// `to` and the steps every plan with this decision shares (fetch, install, verify); the
+/// uninstall step depends on what the terminal runs, so it is added per plan.
+fn target_parts(
     planner: &Planner<impl Deref<Target = Catalog>>,
-    plan: &Plan<'_>,
-) -> PlanDoc {
+    d: &Decision,
+) -> (Option<ReleaseRef>, Vec<Step>) {
     let catalog = &*planner.catalog;
-    let d = &plan.decision;
-    let terminal = plan.terminal;
-    let gap_list = |gap: &Gap| {
-        planner
-            .gap_threats(gap)
-            .map(|t| t.id.clone())
-            .collect::<Vec<_>>()
+    let Some(target) = d.target else {
+        return (None, Vec::new());
     };
-    let from = terminal.installed.as_ref().map(|i| ReleaseRef {
-        product: catalog.product(i.product).id.clone(),
-        version: i.version.clone(),
-        seq: i.seq,
-    });
-    let mut steps = Vec::new();
-    let mut to = None;
-    if let Some(target) = d.target {
-        let release = catalog.release(target.release);
-        let package = &release.packages[target.package];
-        let product = catalog.product(release.product).id.clone();
-        to = Some(ReleaseRef {
-            product: product.clone(),
-            version: release.version.clone(),
-            seq: release.seq,
-        });
-        steps.push(Step::Fetch {
+    let release = catalog.release(target.release);
+    let package = &release.packages[target.package];
+    let product = catalog.product(release.product).id.clone();
+    let to = ReleaseRef {
+        product: product.clone(),
+        version: release.version.clone(),
+        seq: release.seq,
+    };
+    let steps = vec![
+        Step::Fetch {
             product: product.clone(),
             version: release.version.clone(),
             format: package.format.to_string(),
             sha256: package.sha256.to_string(),
             size: package.size,
-        });
-        steps.push(Step::Install {
+        },
+        Step::Install {
             product: product.clone(),
             version: release.version.clone(),
             format: package.format.to_string(),
@@ -260,31 +318,69 @@ pub(crate) fn plan_doc(
                 .as_deref()
                 .expect("a target has an install script")
                 .to_string(),
-        });
-        steps.push(Step::Verify {
+        },
+        Step::Verify {
             product,
             version: release.version.clone(),
             pattern: release.pattern.clone(),
+        },
+    ];
+    (Some(to), steps)
+}
+
+fn alternatives(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    d: &Decision,
+) -> Vec<wire::Alternative> {
+    let catalog = &*planner.catalog;
+    d.alternatives
+        .iter()
+        .map(|r| {
+            let release = catalog.release(r.release);
+            let product = catalog.product(r.product);
+            wire::Alternative {
+                product: product.id.clone(),
+                vendor: catalog.vendors[product.vendor.get()].id.clone(),
+                version: release.version.clone(),
+                seq: release.seq,
+                pattern: release.pattern.clone(),
+                uncovered: counts(r.severity),
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn plan_doc(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    plan: &Plan<'_>,
+) -> PlanDoc {
+    let catalog = &*planner.catalog;
+    let d = &plan.decision;
+    let terminal = plan.terminal;
+    let text = planner.decision_text(d);
+    let from = terminal.installed.as_ref().map(|i| ReleaseRef {
+        product: catalog.product(i.product).id.clone(),
+        version: i.version.clone(),
+        seq: i.seq,
+    });
+    let (to, mut steps) = target_parts(planner, d);
+    if let (Some(script), Some(installed)) = (&plan.uninstall_script, &terminal.installed) {
+        steps.push(Step::Uninstall {
+            product: catalog.product(installed.product).id.clone(),
+            version: installed.version.clone(),
+            format: installed.format.to_string(),
+            script: script.to_string(),
         });
-        if let (Some(script), Some(installed)) = (&plan.uninstall_script, &terminal.installed) {
-            steps.push(Step::Uninstall {
-                product: catalog.product(installed.product).id.clone(),
-                version: installed.version.clone(),
-                format: installed.format.to_string(),
-                script: script.to_string(),
-            });
-        }
     }
     PlanDoc {
         terminal: terminal.id.clone(),
-        action: match d.action {
-            Action::None => wire::Action::None,
-            Action::Update => wire::Action::Update,
-            Action::Switch => wire::Action::Switch,
-            Action::Exposed => wire::Action::Exposed,
-        },
-        uncovered_now: gap_list(&d.uncovered_now),
-        uncovered_after: gap_list(&d.uncovered_after),
+        action: d.action.into(),
+        uncovered_now: text.uncovered_now.ids.clone(),
+        uncovered_now_counts: text.uncovered_now.counts,
+        uncovered_now_more: text.uncovered_now.more,
+        uncovered_after: text.uncovered_after.ids.clone(),
+        uncovered_after_counts: text.uncovered_after.counts,
+        uncovered_after_more: text.uncovered_after.more,
         from,
         to,
         consent_required: plan.consent_required,
@@ -292,22 +388,141 @@ pub(crate) fn plan_doc(
             .not_before
             .map(|t| t.display_in(terminal.policy.tz).to_string()),
         steps,
-        alternatives: d
-            .alternatives
-            .iter()
-            .map(|r| {
-                let release = catalog.release(r.release);
-                let product = catalog.product(r.product);
-                wire::Alternative {
-                    product: product.id.clone(),
-                    vendor: catalog.vendors[product.vendor.get()].id.clone(),
-                    version: release.version.clone(),
-                    seq: release.seq,
-                    pattern: release.pattern.clone(),
-                    uncovered: counts(r.severity),
-                }
-            })
-            .collect(),
-        reason: planner.reason(d),
+        alternatives: alternatives(planner, d),
+        reason: text.reason.clone(),
+    }
+}
+
+/// The JSON of what every plan with one decision shares, serialised once by serde_json, each
+/// part with its keys: `lists` from `"uncovered_now"` to `"uncovered_after_more"`, `to`,
+/// `steps` (fetch, install, verify, comma-separated without brackets), and `tail` from
+/// `"alternatives"` to the end of `"reason"`.
+///
+/// Escaping the scripts and copying every string into a `PlanDoc` cost most of a rendered
+/// plan, and they are the same for every terminal with the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecisionJson {
+    lists: String,
+    to: String,
+    steps: String,
+    tail: String,
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("plan parts serialise")
+}
+
+fn decision_json(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    d: &Decision,
+    now: &ListedGap,
+    after: &ListedGap,
+    reason: &str,
+) -> DecisionJson {
+    let (to, steps) = target_parts(planner, d);
+    let steps: Vec<String> = steps.iter().map(json).collect();
+    DecisionJson {
+        lists: format!(
+            "\"uncovered_now\":{},\"uncovered_now_counts\":{},\"uncovered_now_more\":{},\
+             \"uncovered_after\":{},\"uncovered_after_counts\":{},\"uncovered_after_more\":{}",
+            json(&now.ids),
+            json(&now.counts),
+            now.more,
+            json(&after.ids),
+            json(&after.counts),
+            after.more
+        ),
+        to: format!("\"to\":{}", json(&to)),
+        steps: steps.join(","),
+        tail: format!(
+            "\"alternatives\":{},\"reason\":{}",
+            json(&alternatives(planner, d)),
+            json(reason)
+        ),
+    }
+}
+
+/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
+fn push_str(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
+}
+
+/// Writes the plan's JSON: the bytes `serde_json::to_writer(out, &plan_doc(planner, plan))`
+/// writes, with the parts the decision shares copied from [`DecisionJson`] and only the
+/// terminal's own fields (id, `from`, consent, `not_before`, the uninstall step) written here.
+pub(crate) fn plan_json(
+    planner: &Planner<impl Deref<Target = Catalog>>,
+    plan: &Plan<'_>,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write;
+    let catalog = &*planner.catalog;
+    let d = &plan.decision;
+    let terminal = plan.terminal;
+    let shared = &planner.decision_text(d).json;
+    out.extend_from_slice(b"{\"terminal\":");
+    push_str(out, &terminal.id);
+    out.extend_from_slice(match d.action {
+        Action::None => b",\"action\":\"none\",",
+        Action::Update => b",\"action\":\"update\",",
+        Action::Switch => b",\"action\":\"switch\",",
+        Action::Exposed => b",\"action\":\"exposed\",",
+    });
+    out.extend_from_slice(shared.lists.as_bytes());
+    out.extend_from_slice(b",\"from\":");
+    match &terminal.installed {
+        Some(installed) => {
+            out.extend_from_slice(b"{\"product\":");
+            push_str(out, &catalog.product(installed.product).id);
+            out.extend_from_slice(b",\"version\":");
+            push_str(out, &installed.version);
+            let _ = write!(out, ",\"seq\":{}}}", installed.seq);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b',');
+    out.extend_from_slice(shared.to.as_bytes());
+    out.extend_from_slice(if plan.consent_required {
+        b",\"consent_required\":true,\"not_before\":"
+    } else {
+        b",\"consent_required\":false,\"not_before\":"
+    });
+    match plan.not_before {
+        // An RFC 3339 instant has nothing to escape.
+        Some(t) => {
+            let _ = write!(out, "\"{}\"", t.display_in(terminal.policy.tz));
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"steps\":[");
+    out.extend_from_slice(shared.steps.as_bytes());
+    if let (Some(script), Some(installed)) = (&plan.uninstall_script, &terminal.installed) {
+        if !shared.steps.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"kind\":\"uninstall\",\"product\":");
+        push_str(out, &catalog.product(installed.product).id);
+        out.extend_from_slice(b",\"version\":");
+        push_str(out, &installed.version);
+        let _ = write!(out, ",\"format\":\"{}\",\"script\":", installed.format);
+        push_str(out, script);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],");
+    out.extend_from_slice(shared.tail.as_bytes());
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grouped;
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(4998), "4,998");
+        assert_eq!(grouped(1_234_567), "1,234,567");
     }
 }

@@ -5,17 +5,41 @@
 //!
 //! Agents in the field run older versions than the center, so reading a plan ignores fields it
 //! does not know (a newer center may add some); a step of an unknown kind is still an error.
+//! Fields added later carry `#[serde(default)]`, so a plan from an older center still reads.
+//!
+//! A plan bounds its threat lists (SPEC §4): a terminal far behind may lack thousands of
+//! threats, and every check-in answer would carry all of them. It lists at most
+//! [`LISTED_THREATS`] ids, the most dangerous and newest first, with counts by danger and how
+//! many more there are; the full gap is available from the API.
 
 use serde::{Deserialize, Serialize};
+
+/// How many threat ids a plan lists per gap (`uncovered_now`, `uncovered_after`); the rest are
+/// counted in `uncovered_*_more`. Twenty fills a notice or a console row and keeps a plan
+/// under a few kilobytes whatever the gap.
+pub const LISTED_THREATS: usize = 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanDoc {
     pub terminal: String,
     pub action: Action,
-    /// Required threats the installed product does not cover, most dangerous first.
+    /// Required threats the installed product does not cover: at most [`LISTED_THREATS`] ids,
+    /// most dangerous first, then newest discovered first, then by id.
     pub uncovered_now: Vec<String>,
-    /// Required threats still uncovered once the plan is carried out.
+    /// The whole gap of `uncovered_now` by danger.
+    #[serde(default)]
+    pub uncovered_now_counts: SeverityCounts,
+    /// How many uncovered threats `uncovered_now` does not list.
+    #[serde(default)]
+    pub uncovered_now_more: u64,
+    /// Required threats still uncovered once the plan is carried out, listed as `uncovered_now`.
     pub uncovered_after: Vec<String>,
+    /// The whole gap of `uncovered_after` by danger.
+    #[serde(default)]
+    pub uncovered_after_counts: SeverityCounts,
+    /// How many threats still uncovered afterwards `uncovered_after` does not list.
+    #[serde(default)]
+    pub uncovered_after_more: u64,
     pub from: Option<ReleaseRef>,
     pub to: Option<ReleaseRef>,
     pub consent_required: bool,
@@ -95,4 +119,67 @@ pub struct SeverityCounts {
     pub high: u32,
     pub medium: u32,
     pub low: u32,
+}
+
+impl SeverityCounts {
+    /// Every threat counted, whatever its danger.
+    pub fn total(&self) -> u64 {
+        u64::from(self.critical)
+            + u64::from(self.high)
+            + u64::from(self.medium)
+            + u64::from(self.low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plan from a center older than the bounded lists still reads: the counts default to
+    /// zero and `more` to none.
+    #[test]
+    fn a_plan_without_counts_still_reads() {
+        let plan: PlanDoc = serde_json::from_str(
+            r#"{"terminal": "45a", "action": "exposed", "uncovered_now": ["virus-a"],
+                "uncovered_after": ["virus-a"], "from": null, "to": null, "consent_required": false,
+                "not_before": null, "steps": [], "alternatives": [], "reason": "r"}"#,
+        )
+        .expect("an older plan reads");
+        assert_eq!(plan.uncovered_now_counts, SeverityCounts::default());
+        assert_eq!(plan.uncovered_now_more, 0);
+    }
+
+    #[test]
+    fn counts_serialise_in_contract_order_after_their_list() {
+        let plan = PlanDoc {
+            terminal: "t".into(),
+            action: Action::None,
+            uncovered_now: vec!["virus-a".into()],
+            uncovered_now_counts: SeverityCounts {
+                critical: 0,
+                high: 1,
+                medium: 0,
+                low: 2,
+            },
+            uncovered_now_more: 2,
+            uncovered_after: vec![],
+            uncovered_after_counts: SeverityCounts::default(),
+            uncovered_after_more: 0,
+            from: None,
+            to: None,
+            consent_required: false,
+            not_before: None,
+            steps: vec![],
+            alternatives: vec![],
+            reason: String::new(),
+        };
+        let json = serde_json::to_string(&plan).expect("serialises");
+        assert!(
+            json.contains(
+                r#""uncovered_now":["virus-a"],"uncovered_now_counts":{"critical":0,"high":1,"medium":0,"low":2},"uncovered_now_more":2,"uncovered_after":[],"uncovered_after_counts":{"critical":0,"high":0,"medium":0,"low":0},"uncovered_after_more":0,"from":null"#
+            ),
+            "{json}"
+        );
+        assert_eq!(plan.uncovered_now_counts.total(), 3);
+    }
 }

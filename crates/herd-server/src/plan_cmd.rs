@@ -18,6 +18,10 @@ use crate::Outcome;
 /// in input order. A record that fails validation is reported on stderr and skipped; the
 /// exit code is then 1. A catalog that fails validation prints every problem and exits 1.
 /// Output is byte-identical for identical inputs and `--now`.
+///
+/// A plan lists at most 20 threat ids per gap, the most dangerous and newest first, with
+/// counts by danger and how many more there are, as a check-in answer does (SPEC §4);
+/// `--full-gap` lists every one.
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     /// The catalog feed (`herd.catalog/v1` JSON).
@@ -32,6 +36,10 @@ pub struct PlanArgs {
     /// Print one plan per line even for a single terminal record.
     #[arg(long)]
     lines: bool,
+    /// List every uncovered threat in `uncovered_now` and `uncovered_after` (`*_more` is then
+    /// 0), not only the first 20 a check-in answer carries.
+    #[arg(long)]
+    full_gap: bool,
 }
 
 fn parse_now(text: &str) -> Result<Timestamp, String> {
@@ -90,7 +98,14 @@ pub fn run(args: PlanArgs) -> Result<Outcome> {
     let stdout = std::io::stdout().lock();
     let mut out = BufWriter::new(stdout);
     for terminal in &terminals {
-        let doc = planner.plan_doc(terminal);
+        let mut doc = planner.plan_doc(terminal);
+        if args.full_gap {
+            let full = planner.full_gap(terminal);
+            doc.uncovered_now = full.now.map(|t| t.id.clone()).collect();
+            doc.uncovered_now_more = 0;
+            doc.uncovered_after = full.after.map(|t| t.id.clone()).collect();
+            doc.uncovered_after_more = 0;
+        }
         if single_record && !args.lines {
             serde_json::to_writer_pretty(&mut out, &doc)?;
         } else {

@@ -104,7 +104,11 @@ fn one_terminal_prints_one_indented_plan_with_keys_in_contract_order() {
         "terminal",
         "action",
         "uncovered_now",
+        "uncovered_now_counts",
+        "uncovered_now_more",
         "uncovered_after",
+        "uncovered_after_counts",
+        "uncovered_after_more",
         "from",
         "to",
         "consent_required",
@@ -124,6 +128,84 @@ fn one_terminal_prints_one_indented_plan_with_keys_in_contract_order() {
         positions.windows(2).all(|w| w[0] < w[1]),
         "keys out of order"
     );
+}
+
+/// A terminal far behind: 30 more threats no product covers. The plan lists 20 of them, most
+/// dangerous and newest first, and counts the rest; `--full-gap` lists them all.
+#[test]
+fn a_large_gap_is_listed_up_to_twenty_and_counted_unless_full_gap_is_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut catalog: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/seed/catalog.json")).unwrap(),
+    )
+    .unwrap();
+    let threats = catalog["threats"].as_array_mut().unwrap();
+    for k in 0..30 {
+        let danger = ["low", "medium", "critical"][k % 3];
+        threats.push(serde_json::json!({
+            "id": format!("worm-{k:02}"), "name": format!("worm {k}"),
+            "danger": danger,
+            "discovered": format!("2000-10-{:02}", 1 + k),
+        }));
+    }
+    let path = tmp.path().join("catalog.json");
+    std::fs::write(&path, catalog.to_string()).unwrap();
+    let terminal = "examples/seed/terminals/45a-user-a-phone.json";
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--catalog",
+            path.to_str().unwrap(),
+            "--terminal",
+            terminal,
+            "--now",
+            NOW,
+        ];
+        args.extend_from_slice(extra);
+        let out = herd(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let bounded = run(&[]);
+    let listed: Vec<&str> = bounded["uncovered_now"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 20);
+    // Ten critical worms, newest first, then virus-a (high), then the medium ones.
+    assert_eq!(listed[..3], ["worm-29", "worm-26", "worm-23"]);
+    assert_eq!(listed[9..12], ["worm-02", "virus-a", "worm-28"]);
+    assert_eq!(
+        bounded["uncovered_now_counts"],
+        serde_json::json!({"critical": 10, "high": 1, "medium": 10, "low": 10})
+    );
+    assert_eq!(bounded["uncovered_now_more"], 11);
+    assert_eq!(bounded["uncovered_after"].as_array().unwrap().len(), 20);
+    assert_eq!(bounded["uncovered_after_more"], 10);
+    let reason = bounded["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "vaccine-a 5.1 (a-1101) does not cover worm-29 (critical), worm-26 (critical), worm-23 (critical) and 28 more;"
+        ),
+        "{reason}"
+    );
+
+    let full = run(&["--full-gap"]);
+    let all = full["uncovered_now"].as_array().unwrap();
+    assert_eq!(all.len(), 31);
+    assert_eq!(full["uncovered_now_more"], 0);
+    assert_eq!(
+        full["uncovered_now_counts"],
+        bounded["uncovered_now_counts"]
+    );
+    assert_eq!(all[..20], bounded["uncovered_now"].as_array().unwrap()[..]);
+    assert_eq!(full["uncovered_after"].as_array().unwrap().len(), 30);
 }
 
 #[test]

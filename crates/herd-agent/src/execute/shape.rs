@@ -221,7 +221,11 @@ mod tests {
             terminal: "t".into(),
             action: Action::Switch,
             uncovered_now: vec![],
+            uncovered_now_counts: Default::default(),
+            uncovered_now_more: 0,
             uncovered_after: vec![],
+            uncovered_after_counts: Default::default(),
+            uncovered_after_more: 0,
             from: None,
             to: Some(ReleaseRef {
                 product: "b".into(),

@@ -119,7 +119,11 @@ impl Setup {
             terminal: "t1".into(),
             action: Action::Switch,
             uncovered_now: vec![],
+            uncovered_now_counts: Default::default(),
+            uncovered_now_more: 0,
             uncovered_after: vec![],
+            uncovered_after_counts: Default::default(),
+            uncovered_after_more: 0,
             from: None,
             to: Some(ReleaseRef {
                 product: m.product.clone(),

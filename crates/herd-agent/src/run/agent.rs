@@ -729,10 +729,11 @@ fn check_flags_match(identity: &AgentFile, declared: &Declared) -> Result<()> {
 
 /// The notice for an exposed terminal: what it lacks and what would help.
 fn exposed_notice(plan: &PlanDoc) -> String {
-    let threats = if plan.uncovered_now.is_empty() {
-        "some threats".to_owned()
-    } else {
-        plan.uncovered_now.join(", ")
+    // A plan lists a bounded number of threats and counts the rest.
+    let threats = match (plan.uncovered_now.is_empty(), plan.uncovered_now_more) {
+        (true, _) => "some threats".to_owned(),
+        (false, 0) => plan.uncovered_now.join(", "),
+        (false, more) => format!("{} and {more} more", plan.uncovered_now.join(", ")),
     };
     let running = match &plan.from {
         Some(from) => format!("{} {}", from.product, from.version),
@@ -789,7 +790,17 @@ mod tests {
             terminal: "45b".into(),
             action: Action::Exposed,
             uncovered_now: vec!["virus-a".into()],
+            uncovered_now_counts: SeverityCounts {
+                high: 1,
+                ..SeverityCounts::default()
+            },
+            uncovered_now_more: 0,
             uncovered_after: vec!["virus-a".into()],
+            uncovered_after_counts: SeverityCounts {
+                high: 1,
+                ..SeverityCounts::default()
+            },
+            uncovered_after_more: 0,
             from: Some(ReleaseRef {
                 product: "vaccine-a".into(),
                 version: "5.1".into(),
@@ -813,6 +824,16 @@ mod tests {
             exposed_notice(&plan),
             "NOTICE: this terminal is exposed: vaccine-a 5.1 does not cover virus-a; vaccine-b \
              7.0 (maker-b) would cover virus-a; ask your operator"
+        );
+        let far_behind = PlanDoc {
+            uncovered_now_more: 4998,
+            ..plan
+        };
+        assert!(
+            exposed_notice(&far_behind)
+                .contains("vaccine-a 5.1 does not cover virus-a and 4998 more;"),
+            "{}",
+            exposed_notice(&far_behind)
         );
     }
 }

@@ -84,8 +84,24 @@ pub fn summarize(plan: &PlanDoc) -> String {
         "action: {}",
         serde_json::to_value(plan.action).unwrap().as_str().unwrap()
     );
+    let counts = |c: &herd_proto::plan::SeverityCounts, more: u64| {
+        format!(
+            "c{} h{} m{} l{}, {more} more",
+            c.critical, c.high, c.medium, c.low
+        )
+    };
     let _ = writeln!(s, "uncovered_now: {}", or_dash(&plan.uncovered_now));
+    let _ = writeln!(
+        s,
+        "uncovered_now_counts: {}",
+        counts(&plan.uncovered_now_counts, plan.uncovered_now_more)
+    );
     let _ = writeln!(s, "uncovered_after: {}", or_dash(&plan.uncovered_after));
+    let _ = writeln!(
+        s,
+        "uncovered_after_counts: {}",
+        counts(&plan.uncovered_after_counts, plan.uncovered_after_more)
+    );
     let _ = writeln!(s, "from: {}", release(&plan.from));
     let _ = writeln!(s, "to: {}", release(&plan.to));
     let _ = writeln!(s, "consent_required: {}", plan.consent_required);
@@ -198,5 +214,10 @@ fn plans_are_byte_identical_across_planners_and_orders() {
         let c = serde_json::to_string(&second.plan_doc(&terminal)).unwrap();
         assert_eq!(a, b, "{}", path.display());
         assert_eq!(a, c, "{}", path.display());
+        // The direct rendering a check-in answer uses writes the same bytes.
+        let mut direct = Vec::new();
+        let plan = second.plan(&terminal);
+        second.render_json(&plan, &mut direct);
+        assert_eq!(String::from_utf8(direct).unwrap(), a, "{}", path.display());
     }
 }
