@@ -20,13 +20,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use herd_core::{Terminal, Timestamp};
 use herd_planner::{Action, Planner};
-use herd_proto::catalog::{
-    CatalogDoc, CoverageDoc, PackageDoc, ProductDoc, ReleaseDoc, ThreatDoc, VendorDoc,
-};
+use herd_proto::catalog::{CatalogDoc, ProductDoc};
 use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc, TerminalDoc};
 
-use crate::rng::Rng;
 use crate::{median, peak_rss_bytes, rss_bytes};
+use herd_lab::world::{self, PLATFORMS, Rng};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -53,134 +51,7 @@ pub struct Options {
     seed: u64,
 }
 
-const PLATFORMS: [&str; 5] = ["phone", "pda", "pc", "stb", "server"];
-const DAY: i64 = 86_400;
-/// 2021-01-01T00:00:00Z: the first release; threats are discovered from here on.
-const START: i64 = 1_609_459_200;
-
-fn generate_catalog(o: &Options, rng: &mut Rng) -> CatalogDoc {
-    let vendors: Vec<VendorDoc> = (0..o.products.div_ceil(2))
-        .map(|v| VendorDoc {
-            id: format!("maker-{v:02}"),
-            name: format!("Vaccine Maker {v:02}"),
-        })
-        .collect();
-    let products: Vec<ProductDoc> = (0..o.products)
-        .map(|p| {
-            let mut platforms: Vec<String> = PLATFORMS
-                .iter()
-                .filter(|_| rng.chance(70))
-                .map(|s| s.to_string())
-                .collect();
-            if platforms.is_empty() {
-                platforms.push(PLATFORMS[p % PLATFORMS.len()].to_string());
-            }
-            ProductDoc {
-                id: format!("vaccine-{p:02}"),
-                vendor: format!("maker-{:02}", p / 2),
-                name: format!("Vaccine {p:02}"),
-                platforms,
-            }
-        })
-        .collect();
-    let mut releases = Vec::with_capacity(o.products * o.releases);
-    for (p, product) in products.iter().enumerate() {
-        for k in 0..o.releases {
-            let published = START + k as i64 * 7 * DAY + p as i64 * 3600;
-            releases.push(ReleaseDoc {
-                product: product.id.clone(),
-                version: format!("{}.{k}", 1 + p % 7),
-                pattern: format!("p{p:02}-{k:04}"),
-                seq: 1000 + k as u64,
-                published: Timestamp::from_unix_seconds(published).to_string(),
-                packages: product
-                    .platforms
-                    .iter()
-                    .map(|platform| PackageDoc {
-                        platform: platform.clone(),
-                        format: "archive".into(),
-                        sha256: format!(
-                            "{:016x}{:016x}{:016x}{:016x}",
-                            rng.next(),
-                            rng.next(),
-                            rng.next(),
-                            rng.next()
-                        ),
-                        size: 1_000_000 + rng.below(50_000_000),
-                        name: None,
-                        product_code: None,
-                        post_install: None,
-                        pre_uninstall: None,
-                    })
-                    .collect(),
-            });
-        }
-    }
-    let span_days = o.releases as u64 * 7;
-    let threats: Vec<ThreatDoc> = (0..o.threats)
-        .map(|t| {
-            let danger = match rng.below(100) {
-                0..5 => "critical",
-                5..25 => "high",
-                25..65 => "medium",
-                _ => "low",
-            };
-            let discovered = START + rng.below(span_days) as i64 * DAY;
-            ThreatDoc {
-                id: format!("threat-{t:06}"),
-                name: format!("threat {t}"),
-                danger: danger.into(),
-                discovered: Timestamp::from_unix_seconds(discovered).date().to_string(),
-            }
-        })
-        .collect();
-    // Each product covers most threats some days after discovery: a product-specific typical lag.
-    let mut coverage = Vec::with_capacity(o.products * o.threats);
-    for (p, product) in products.iter().enumerate() {
-        let typical_lag = 1 + (p as u64 * 7) % 15;
-        for threat in &threats {
-            let discovered = herd_core::Date::parse(&threat.discovered)
-                .expect("generated date")
-                .start()
-                .unix_seconds();
-            if rng.chance(1) && rng.chance(50) {
-                let expected =
-                    Timestamp::from_unix_seconds(discovered + (10 + rng.below(60) as i64) * DAY);
-                coverage.push(CoverageDoc {
-                    product: product.id.clone(),
-                    threat: threat.id.clone(),
-                    since_seq: None,
-                    covered_on: None,
-                    expected: Some(expected.date().to_string()),
-                });
-                continue;
-            }
-            let lag = rng.below(2 * typical_lag + 1) as i64;
-            let ready = discovered + lag * DAY;
-            // The first release published at or after the day coverage was ready.
-            let k = ((ready - START - p as i64 * 3600).max(0) + 7 * DAY - 1) / (7 * DAY);
-            if k as usize >= o.releases {
-                continue;
-            }
-            let published = START + k * 7 * DAY + p as i64 * 3600;
-            coverage.push(CoverageDoc {
-                product: product.id.clone(),
-                threat: threat.id.clone(),
-                since_seq: Some(1000 + k as u64),
-                covered_on: Some(Timestamp::from_unix_seconds(published).date().to_string()),
-                expected: None,
-            });
-        }
-    }
-    CatalogDoc {
-        format: herd_proto::catalog::CATALOG_FORMAT.into(),
-        vendors,
-        products,
-        releases,
-        threats,
-        coverage,
-    }
-}
+use world::{DAY, START};
 
 fn generate_terminals(o: &Options, catalog: &CatalogDoc, rng: &mut Rng) -> Vec<TerminalDoc> {
     const OFFSETS: [&str; 6] = ["+00:00", "+09:00", "-05:00", "+01:00", "+05:30", "-08:00"];
@@ -250,7 +121,13 @@ pub fn run(o: Options) -> Result<()> {
         "generating {} threats x {} products ({} releases each) and {} terminals (seed {}) ...",
         o.threats, o.products, o.releases, o.terminals, o.seed
     );
-    let catalog_doc = generate_catalog(&o, &mut rng);
+    let shape = world::Shape {
+        threats: o.threats,
+        products: o.products,
+        releases: o.releases,
+        seed: o.seed,
+    };
+    let catalog_doc = world::catalog_with(&shape, "", &mut rng);
     let terminal_docs = generate_terminals(&o, &catalog_doc, &mut rng);
     let catalog = catalog_doc
         .validate("generated catalog")

@@ -23,7 +23,7 @@ use herd_scan::{Database, Engine, EngineOptions, MatchOptions, Scratch};
 use md5::{Digest, Md5};
 
 use crate::median;
-use crate::rng::Rng;
+use herd_lab::world::Rng;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -5,7 +5,6 @@
 
 mod bench_planner;
 mod bench_scan;
-mod rng;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

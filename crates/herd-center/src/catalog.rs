@@ -3,7 +3,8 @@
 //! result as an immutable snapshot tagged with the store's catalog revision.
 //!
 //! Planners are kept one per worker thread (building one precomputes tables over the whole
-//! catalog) and rebuilt when the snapshot or the second of `now` changes. Each keeps the plans
+//! catalog) and rebuilt only when the snapshot changes or `now` reaches the planner's
+//! `valid_until` (the next release's publication or the next UTC day). Each keeps the plans
 //! it rendered as JSON, so terminals with the same inputs cost one render and serialisation.
 
 use std::cell::RefCell;
@@ -178,11 +179,23 @@ fn with_thread_planner<R>(
 ) -> R {
     PLANNER.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let fresh = matches!(&*slot, Some(state)
+        let same_catalog = matches!(&*slot, Some(state)
             if state.revision == snapshot.revision
-                && std::ptr::eq(state.planner.catalog(), &*snapshot.catalog)
-                && state.planner.now() == now);
-        if !fresh {
+                && std::ptr::eq(state.planner.catalog(), &*snapshot.catalog));
+        // A planner's tables hold until the next instant that can change a decision (a
+        // release's publication, a new day): until then it only moves its clock.
+        let reusable = same_catalog && {
+            let state = slot.as_mut().expect("matched above");
+            if state.planner.now() == now {
+                true
+            } else if state.planner.set_now(now).is_ok() {
+                state.rendered.forget_time_dependent();
+                true
+            } else {
+                false
+            }
+        };
+        if !reusable {
             *slot = Some(ThreadPlanner {
                 revision: snapshot.revision,
                 planner: Planner::new(snapshot.catalog.clone(), now),
@@ -215,6 +228,22 @@ pub struct RenderedPlan {
 struct RenderedPlans {
     by_hash: HashMap<u64, Vec<RenderedEntry>>,
     entries: usize,
+}
+
+impl RenderedPlans {
+    /// Drops the plans that depend on the exact time: a terminal with a maintenance window
+    /// gets `not_before`, the start of its next window, which moves with `now`. Every other
+    /// plan depends on the planner's tables only, which outlive a second.
+    fn forget_time_dependent(&mut self) {
+        let mut dropped = 0;
+        self.by_hash.retain(|_, entries| {
+            let before = entries.len();
+            entries.retain(|entry| entry.inputs.policy.window.is_none());
+            dropped += before - entries.len();
+            !entries.is_empty()
+        });
+        self.entries -= dropped;
+    }
 }
 
 /// Enough for every combination of a large, varied fleet; beyond it plans are rendered
@@ -322,11 +351,13 @@ pub fn render_plan(
 }
 
 fn render_uncached(planner: &mut Planner<Arc<Catalog>>, terminal: &Terminal) -> RenderedPlan {
-    let plan = planner.plan_doc(terminal);
+    let plan = planner.plan(terminal);
+    let mut json = Vec::with_capacity(8 * 1024);
+    planner.render_json(&plan, &mut json);
     RenderedPlan {
-        json: serde_json::to_string(&plan).expect("a plan serialises"),
-        action: plan.action,
-        uncovered: plan.uncovered_now.len() as u64,
+        json: String::from_utf8(json).expect("the planner writes UTF-8 JSON"),
+        action: plan.decision.action.into(),
+        uncovered: u64::from(plan.decision.uncovered_now.severity.total()),
     }
 }
 
@@ -389,7 +420,7 @@ mod tests {
                     let plan: herd_proto::plan::PlanDoc =
                         serde_json::from_str(&expected).expect("a plan");
                     assert_eq!(rendered.action, plan.action);
-                    assert_eq!(rendered.uncovered, plan.uncovered_now.len() as u64);
+                    assert_eq!(rendered.uncovered, plan.uncovered_now_counts.total());
                 }
             }
         }

@@ -74,13 +74,19 @@ impl Default for Shape {
 }
 
 pub const PLATFORMS: [&str; 5] = ["phone", "pda", "pc", "stb", "server"];
-const DAY: i64 = 86_400;
+pub const DAY: i64 = 86_400;
 /// 2021-01-01T00:00:00Z: the first release; threats are discovered from here on.
-const START: i64 = 1_609_459_200;
+pub const START: i64 = 1_609_459_200;
 
-/// The catalog of a world: every vendor's products, weekly releases, threats and coverage.
+/// The catalog of a world: every vendor's products, weekly releases, threats and coverage;
+/// every id starts with `prefix`.
 pub fn catalog(shape: &Shape, prefix: &str) -> CatalogDoc {
-    let mut rng = Rng(shape.seed);
+    catalog_with(shape, prefix, &mut Rng(shape.seed))
+}
+
+/// [`catalog`] drawing from `rng`, which a caller may go on drawing from afterwards (the
+/// planner benchmark generates its fleet from the same stream).
+pub fn catalog_with(shape: &Shape, prefix: &str, rng: &mut Rng) -> CatalogDoc {
     let vendors: Vec<VendorDoc> = (0..shape.products.div_ceil(2))
         .map(|v| VendorDoc {
             id: format!("{prefix}maker-{v:02}"),
