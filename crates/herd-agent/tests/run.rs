@@ -13,11 +13,11 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -884,7 +884,7 @@ fn errors_are_clear() {
     let ca = center.ca().display().to_string();
 
     // Nobody listens there.
-    let nowhere = format!("https://127.0.0.1:{}", free_port());
+    let nowhere = format!("https://127.0.0.1:{}", free_port().expect("a free port"));
     let output = run(&[
         "--server",
         &nowhere,

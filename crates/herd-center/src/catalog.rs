@@ -82,6 +82,13 @@ impl CatalogSnapshot {
                 .cmp(&danger_rank(&a.danger))
                 .then(a.id.cmp(&b.id))
         });
+        // One lookup per cell: a scan of the coverage list per cell would cost threats ×
+        // products × statements (10^12 with SPEC §8's catalog).
+        let statements: HashMap<(&str, &str), &herd_proto::catalog::CoverageDoc> = doc
+            .coverage
+            .iter()
+            .map(|c| ((c.product.as_str(), c.threat.as_str()), c))
+            .collect();
         let rows = threats
             .into_iter()
             .map(|t| CoverageRow {
@@ -92,10 +99,7 @@ impl CatalogSnapshot {
                 cells: products
                     .iter()
                     .map(|p| {
-                        let statement = doc
-                            .coverage
-                            .iter()
-                            .find(|c| c.product == p.id && c.threat == t.id);
+                        let statement = statements.get(&(p.id.as_str(), t.id.as_str()));
                         let since = statement.and_then(|c| c.since_seq);
                         CoverageCell {
                             covered: matches!((since, p.latest_seq), (Some(s), Some(l)) if s <= l),
