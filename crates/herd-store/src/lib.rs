@@ -17,6 +17,7 @@ use async_trait::async_trait;
 
 mod common;
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use postgres::PostgresStore;
