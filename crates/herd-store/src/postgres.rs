@@ -3,10 +3,11 @@
 //! transactions it shares with SQLite are written once in `sql.rs`.
 //!
 //! Transactions run at READ COMMITTED; where processes could interleave, the order is imposed
-//! explicitly: publishes take a transaction-scoped advisory lock, configuration changes update
-//! the one `revisions` row first (so they queue on its row lock), enrolment consumes a token use
-//! with one conditional `UPDATE`, and check-in batches lock their terminals in id order before
-//! changing them, so two batches never deadlock.
+//! explicitly: publishes take a transaction-scoped advisory lock, group and rule changes update
+//! the one `revisions` row first (so they queue on its row lock), enrolments and terminal
+//! deletions lock the terminal change log (so its ids commit in order), enrolment consumes a
+//! token use with one conditional `UPDATE`, and check-in batches lock their terminals in id
+//! order before changing them, so two batches never deadlock.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -107,6 +108,14 @@ impl Dialect for Postgres {
     // until commit or rollback.
     const LOCK_PUBLISHES: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(7522544528132498788)");
+    // Ids come from a sequence, which hands them out in the order transactions ask but lets
+    // them commit in any order: a reader that saw change 7 committed while change 6 was not
+    // yet would continue after 7 and never see 6. Holding this lock from before the id is
+    // taken until commit makes ids commit in order. It serialises enrolments and terminal
+    // deletions, which are rare next to check-ins (which never take it); readers are not
+    // blocked (EXCLUSIVE still admits ACCESS SHARE).
+    const LOCK_TERMINAL_CHANGES: Option<&'static str> =
+        Some("LOCK TABLE terminal_changes IN EXCLUSIVE MODE");
     // Locking the group row waits for enrolments into it that are still in flight (they hold
     // a key-share lock on it), so the terminal count that follows includes them.
     const SELECT_GROUP_TO_DELETE: &'static str = "SELECT id FROM groups WHERE id = $1 FOR UPDATE";

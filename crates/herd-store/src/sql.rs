@@ -18,8 +18,8 @@ use sqlx::{
 
 use crate::common::{
     PLAN_REPORT, api_token_from_row, conflict_on_unique, event_from_row, events_json,
-    feed_from_row, from_db_int, group_with_count_from_row, limit_or_all, package_from_row,
-    rule_from_row, rules_json, terminal_from_row, to_db_int,
+    feed_from_row, from_db_int, group_from_row, group_with_count_from_row, limit_or_all,
+    package_from_row, rule_from_row, rules_json, terminal_from_row, to_db_int,
 };
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Backend, CaMaterial, CheckinWrite, EnrolError,
@@ -37,6 +37,9 @@ pub trait Dialect: Database {
     const BEGIN_SNAPSHOT: &'static str;
     /// Run first in a publish, where `BEGIN_WRITE` alone does not serialise publishes.
     const LOCK_PUBLISHES: Option<&'static str>;
+    /// Run first in every transaction that appends to `terminal_changes`, where `BEGIN_WRITE`
+    /// alone does not make those transactions commit in the order of the ids they take.
+    const LOCK_TERMINAL_CHANGES: Option<&'static str>;
     /// `SELECT id FROM groups WHERE id = $1`, locking the row where a concurrent enrolment could
     /// otherwise add a terminal to the group while it is being deleted.
     const SELECT_GROUP_TO_DELETE: &'static str;
@@ -122,10 +125,31 @@ where
     &'static str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    /// Bumps the configuration revision. Called first in every configuration change: on
+    /// Bumps the groups revision. Called first in every change of groups or rules: on
     /// PostgreSQL the row lock it takes queues concurrent changes behind each other.
-    async fn bump_config(tx: &mut Transaction<'static, DB>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE revisions SET config = config + 1 WHERE id = 1")
+    async fn bump_groups(tx: &mut Transaction<'static, DB>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE revisions SET groups = groups + 1 WHERE id = 1")
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the lock that orders terminal changes; first in the transaction, before any row
+    /// lock, so it cannot close a cycle with one (enrolments also lock their token's row).
+    async fn lock_terminal_changes(tx: &mut Transaction<'static, DB>) -> Result<(), StoreError> {
+        if let Some(lock) = DB::LOCK_TERMINAL_CHANGES {
+            sqlx::query(lock).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a change of `terminal` to the log (after [`Self::lock_terminal_changes`]).
+    async fn log_terminal_change(
+        tx: &mut Transaction<'static, DB>,
+        terminal: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO terminal_changes (terminal) VALUES ($1)")
+            .bind(terminal)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -197,12 +221,18 @@ where
     }
 
     async fn revisions(&self) -> Result<Revisions, StoreError> {
-        let row = sqlx::query("SELECT catalog, config FROM revisions WHERE id = 1")
-            .fetch_one(&self.reader)
-            .await?;
+        // One statement, so one snapshot on either database.
+        let row = sqlx::query(
+            "SELECT catalog, groups, \
+                 (SELECT coalesce(max(id), 0) FROM terminal_changes) AS terminals \
+             FROM revisions WHERE id = 1",
+        )
+        .fetch_one(&self.reader)
+        .await?;
         Ok(Revisions {
             catalog: revision(row.try_get("catalog")?, "catalog")?,
-            config: revision(row.try_get("config")?, "config")?,
+            groups: revision(row.try_get("groups")?, "groups")?,
+            terminals: revision(row.try_get("terminals")?, "terminals")?,
         })
     }
 
@@ -363,6 +393,8 @@ where
     ) -> Result<TerminalRow, EnrolError> {
         // Every refusal returns before the commit; dropping `tx` rolls back the use consumed.
         let mut tx = self.write().await?;
+        // Enrolments are few (a fleet enrols once), so serialising them all is cheap.
+        Self::lock_terminal_changes(&mut tx).await?;
         // One statement takes the use or finds none: on PostgreSQL concurrent enrolments queue
         // on the row lock and re-check `uses_left` after the one before them commits.
         let consumed: Option<i64> = sqlx::query_scalar(
@@ -429,6 +461,8 @@ where
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
+        // A process may still cache a deleted terminal of the same id.
+        Self::log_terminal_change(&mut tx, &terminal.id).await?;
         let row = sqlx::query(assembled(format!(
             "{} WHERE t.id = $1",
             DB::SELECT_TERMINALS
@@ -489,6 +523,7 @@ where
 
     async fn terminal_delete(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
+        Self::lock_terminal_changes(&mut tx).await?;
         // Its documents, addresses and events go with it (ON DELETE CASCADE).
         let deleted = sqlx::query("DELETE FROM terminals WHERE id = $1")
             .bind(id)
@@ -497,9 +532,31 @@ where
         if DB::rows_affected(&deleted) == 0 {
             return Ok(false);
         }
-        Self::bump_config(&mut tx).await?;
+        Self::log_terminal_change(&mut tx, id).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn terminal_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let after = to_db_int(after, "terminal change id")?;
+        sqlx::query("SELECT id, terminal FROM terminal_changes WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(limit_or_all(limit))
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                Ok((
+                    from_db_int(id, "terminal change id")?,
+                    row.try_get("terminal")?,
+                ))
+            })
+            .collect()
     }
 
     async fn record_checkins(&self, batch: &[CheckinWrite]) -> Result<(), StoreError> {
@@ -523,9 +580,18 @@ where
         .collect()
     }
 
+    async fn group_policies(&self) -> Result<Vec<GroupRow>, StoreError> {
+        sqlx::query("SELECT id, description, policy FROM groups ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(group_from_row)
+            .collect()
+    }
+
     async fn group_put(&self, group: GroupRow) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        Self::bump_config(&mut tx).await?;
+        Self::bump_groups(&mut tx).await?;
         sqlx::query(
             "INSERT INTO groups (id, description, policy) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET description = excluded.description, \
@@ -547,7 +613,7 @@ where
             )));
         }
         let mut tx = self.write().await?;
-        Self::bump_config(&mut tx).await?;
+        Self::bump_groups(&mut tx).await?;
         let exists: Option<String> = sqlx::query_scalar(DB::SELECT_GROUP_TO_DELETE)
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -608,7 +674,7 @@ where
     async fn rules_replace(&self, rules: &[RuleRow]) -> Result<(), StoreError> {
         let rules_json = rules_json(rules)?;
         let mut tx = self.write().await?;
-        Self::bump_config(&mut tx).await?;
+        Self::bump_groups(&mut tx).await?;
         let missing = sqlx::query(assembled(format!(
             "SELECT CAST(r.value ->> 0 AS BIGINT) AS position, r.value ->> 1 AS group_id \
              FROM {} \

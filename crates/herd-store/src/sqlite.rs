@@ -166,6 +166,8 @@ impl Dialect for Sqlite {
     // A deferred transaction's snapshot starts at its first read and lasts until it ends.
     const BEGIN_SNAPSHOT: &'static str = "BEGIN";
     const LOCK_PUBLISHES: Option<&'static str> = None;
+    // `BEGIN IMMEDIATE` already commits terminal changes one after the other, in id order.
+    const LOCK_TERMINAL_CHANGES: Option<&'static str> = None;
     const SELECT_GROUP_TO_DELETE: &'static str = "SELECT id FROM groups WHERE id = $1";
     const SELECT_TERMINALS: &'static str = concat!(
         "SELECT ",
