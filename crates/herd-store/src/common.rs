@@ -156,16 +156,22 @@ generic_row_decoder! {
 }
 
 generic_row_decoder! {
-    /// Columns `id, description, policy` of `groups` and the terminal count as `terminals`.
-    fn group_with_count_from_row(row) -> (GroupRow, u64) {
-        let id: String = row.try_get("id")?;
-        let terminals: i64 = row.try_get("terminals")?;
-        let terminals = from_db_int(terminals, &format!("group {id}: terminal count"))?;
-        let group = GroupRow {
+    /// Columns `id, description, policy` of `groups`.
+    fn group_from_row(row) -> GroupRow {
+        Ok(GroupRow {
+            id: row.try_get("id")?,
             description: row.try_get("description")?,
             policy: row.try_get("policy")?,
-            id,
-        };
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `id, description, policy` of `groups` and the terminal count as `terminals`.
+    fn group_with_count_from_row(row) -> (GroupRow, u64) {
+        let group = group_from_row(row)?;
+        let terminals: i64 = row.try_get("terminals")?;
+        let terminals = from_db_int(terminals, &format!("group {}: terminal count", group.id))?;
         Ok((group, terminals))
     }
 }

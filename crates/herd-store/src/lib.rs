@@ -17,6 +17,7 @@ use async_trait::async_trait;
 
 mod common;
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use postgres::PostgresStore;
@@ -91,14 +92,18 @@ pub struct CaMaterial {
     pub key_pem: String,
 }
 
-/// Counters bumped by every change of their kind, so center processes can tell cheaply
-/// whether their cached catalog or configuration is stale.
+/// Counters that grow with every change of their kind, so center processes can tell cheaply
+/// which of their caches is stale, and keep the others.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Revisions {
     /// Bumped when a published feed changes the merged catalog.
     pub catalog: u64,
-    /// Bumped when groups, placement rules or terminals' group/certificate change.
-    pub config: u64,
+    /// Bumped by every change of groups or placement rules ([`Store::group_put`],
+    /// [`Store::group_delete`], [`Store::rules_replace`]).
+    pub groups: u64,
+    /// The id of the latest terminal change ([`Store::terminal_changes`]), 0 before the first:
+    /// a process that saw an older one evicts the terminals changed since.
+    pub terminals: u64,
 }
 
 /// One vendor's published feed: the whole `herd.catalog/v1` document as sent.
@@ -342,6 +347,8 @@ pub trait Store: Send + Sync + Debug {
 
     /// Consumes one use of the enrolment token (by hash) and inserts the terminal, with its
     /// first network-map entry, in one transaction: a refused enrolment writes nothing.
+    /// Appends a terminal change, so an id enrolled again after a deletion is evicted from
+    /// every process's cache.
     async fn enrol(
         &self,
         token_hash: &str,
@@ -351,9 +358,19 @@ pub trait Store: Send + Sync + Debug {
 
     async fn terminal(&self, id: &str) -> Result<Option<TerminalRow>, StoreError>;
     async fn terminals(&self, query: &TerminalQuery) -> Result<Vec<TerminalRow>, StoreError>;
-    /// Deletes a terminal with its addresses and events (bumps the config revision, so its
-    /// certificate stops working everywhere). False if there was none.
+    /// Deletes a terminal with its addresses and events, and appends a terminal change, so its
+    /// certificate stops working everywhere. False if there was none (and nothing changes).
     async fn terminal_delete(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Changes of terminals' identities (enrolment, deletion) with an id above `after`, in id
+    /// order, at most `limit` (0 means no limit): `(id, terminal)`. The ids grow with every
+    /// change, and a change becomes visible only after every change with a lower id, so a
+    /// reader that continues after the last id it saw misses none.
+    async fn terminal_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
 
     /// Records a batch of check-ins in one transaction: last check-in time and address,
     /// inventory, the network map (address first/last seen, count), and the plan where its
@@ -365,15 +382,19 @@ pub trait Store: Send + Sync + Debug {
 
     // --- groups and placement ------------------------------------------------------------
 
-    /// Groups ordered by id, each with its terminal count.
+    /// Groups ordered by id, each with its terminal count (which counts the whole fleet: for
+    /// the operator's listing, not for a cache).
     async fn groups(&self) -> Result<Vec<(GroupRow, u64)>, StoreError>;
-    /// Creates or replaces a group (bumps the config revision).
+    /// Groups ordered by id, without counting their terminals: what a center process caches
+    /// to plan by, reloaded when the groups revision moves.
+    async fn group_policies(&self) -> Result<Vec<GroupRow>, StoreError>;
+    /// Creates or replaces a group (bumps the groups revision).
     async fn group_put(&self, group: GroupRow) -> Result<(), StoreError>;
-    /// Deletes a group: `Conflict` if terminals or rules still use it or it is `unknown`,
-    /// `NotFound` if it does not exist.
+    /// Deletes a group (bumps the groups revision): `Conflict` if terminals or rules still use
+    /// it or it is `unknown`, `NotFound` if it does not exist.
     async fn group_delete(&self, id: &str) -> Result<(), StoreError>;
     async fn rules(&self) -> Result<Vec<RuleRow>, StoreError>;
-    /// Replaces all placement rules (bumps the config revision). `Conflict` naming the group
+    /// Replaces all placement rules (bumps the groups revision). `Conflict` naming the group
     /// if a rule names a group that does not exist.
     async fn rules_replace(&self, rules: &[RuleRow]) -> Result<(), StoreError>;
 

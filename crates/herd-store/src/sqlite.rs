@@ -1,4 +1,6 @@
-//! [`SqliteStore`]: the [`Store`] on one embedded SQLite file in WAL mode, the center's default.
+//! [`SqliteStore`]: the [`Store`](crate::Store) on one embedded SQLite file in WAL mode, the
+//! center's default: how it is opened, SQLite's [`Dialect`], and its check-in path. The
+//! transactions it shares with PostgreSQL are written once in `sql.rs`.
 //!
 //! SQLite allows one writer at a time, so every write goes through a pool of exactly one
 //! connection (writers queue in the pool instead of spinning on `SQLITE_BUSY`) and starts with
@@ -19,24 +21,16 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    SqliteQueryResult, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite};
 
-use crate::common::{
-    CheckinBatch, PLAN_REPORT, address_from_row, api_token_from_row, conflict_on_unique,
-    event_from_row, events_json, feed_from_row, from_db_int, group_with_count_from_row,
-    limit_or_all, package_from_row, rule_from_row, rules_json, terminal_from_row, to_db_int,
-    to_json,
-};
-use crate::{
-    AddressRow, ApiTokenRow, AppendOutcome, Backend, CaMaterial, CheckinWrite, EnrolError,
-    EnrolTokenRow, EventRow, GroupRow, NewTerminal, PackageRow, PublishOutcome, Revisions, RuleRow,
-    Store, StoreError, StoredFeed, TerminalQuery, TerminalRow, UNKNOWN_GROUP,
-};
+use crate::common::{CheckinBatch, address_from_row, to_db_int, to_json};
+use crate::sql::{Dialect, SqlStore};
+use crate::{AddressRow, Backend, CheckinWrite, NewTerminal, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -84,15 +78,10 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// WAL pages (of 4 KiB) after which a commit checkpoints them into the database.
 const WAL_CHECKPOINT_PAGES: i64 = 16 * 1024;
 
-#[derive(Debug)]
-pub struct SqliteStore {
-    /// Exactly one connection: every write transaction.
-    writer: SqlitePool,
-    /// `query_only` connections for everything that does not write.
-    reader: SqlitePool,
-}
+/// The store on one embedded SQLite file.
+pub type SqliteStore = SqlStore<Sqlite>;
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Opens (creating if missing) the database file at `path` and brings its schema up to
     /// date. The directory must exist.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -166,399 +155,73 @@ impl SqliteStore {
             .map_err(open_error)?;
         Ok(Self { writer, reader })
     }
-
-    /// A write transaction holding SQLite's write lock from its first statement.
-    async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-    }
 }
 
-async fn bump_config(tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
-    sqlx::query("UPDATE revisions SET config = config + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+impl Dialect for Sqlite {
+    const BACKEND: Backend = Backend::Sqlite;
+    // Takes the write lock before the first read, so a read-then-write transaction (publish,
+    // enrol) cannot interleave with another process's. As it serialises every write, SQLite
+    // needs none of PostgreSQL's explicit locks.
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    // A deferred transaction's snapshot starts at its first read and lasts until it ends.
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN";
+    const LOCK_PUBLISHES: Option<&'static str> = None;
+    // `BEGIN IMMEDIATE` already commits terminal changes one after the other, in id order.
+    const LOCK_TERMINAL_CHANGES: Option<&'static str> = None;
+    const SELECT_GROUP_TO_DELETE: &'static str = "SELECT id FROM groups WHERE id = $1";
+    const SELECT_TERMINALS: &'static str = concat!(
+        "SELECT ",
+        sqlite_terminal_columns!(),
+        " FROM terminals AS t JOIN terminal_docs AS d ON d.id = t.id"
+    );
+    const UPDATE_LAST_REPORT: &'static str = "UPDATE terminal_docs SET last_report = \
+         (SELECT data FROM events WHERE terminal = $1 AND kind = 'plan.report' \
+          ORDER BY seq DESC LIMIT 1) \
+         WHERE id = $1";
 
-fn revision(value: i64, which: &str) -> Result<u64, StoreError> {
-    from_db_int(value, &format!("{which} revision"))
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
+    fn json_rows(param: &str) -> String {
+        format!("jsonb_each({param}) AS r")
     }
 
-    async fn ca_get_or_insert(&self, candidate: CaMaterial) -> Result<CaMaterial, StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO ca (id, cert_pem, key_pem) VALUES (1, ?1, ?2) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(candidate.cert_pem)
-        .bind(candidate.key_pem)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query("SELECT cert_pem, key_pem FROM ca WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(CaMaterial {
-            cert_pem: row.try_get("cert_pem")?,
-            key_pem: row.try_get("key_pem")?,
-        })
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
     }
 
-    async fn revisions(&self) -> Result<Revisions, StoreError> {
-        let row = sqlx::query("SELECT catalog, config FROM revisions WHERE id = 1")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(Revisions {
-            catalog: revision(row.try_get("catalog")?, "catalog")?,
-            config: revision(row.try_get("config")?, "config")?,
-        })
-    }
-
-    async fn feeds(&self) -> Result<(u64, Vec<StoredFeed>), StoreError> {
-        // One read transaction: the revision belongs to exactly these feeds.
-        let mut tx = self.reader.begin().await?;
-        let catalog: i64 = sqlx::query_scalar("SELECT catalog FROM revisions WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        let feeds =
-            sqlx::query("SELECT vendor, doc, sha256, published_at FROM feeds ORDER BY vendor")
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(feed_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-        tx.commit().await?;
-        Ok((revision(catalog, "catalog")?, feeds))
-    }
-
-    async fn publish_feed(
-        &self,
-        feed: StoredFeed,
-        check: &(dyn for<'a> Fn(&'a [StoredFeed]) -> Result<(), String> + Send + Sync),
-    ) -> Result<Result<PublishOutcome, String>, StoreError> {
-        let mut tx = self.write().await?;
-        let stored_sha: Option<String> =
-            sqlx::query_scalar("SELECT sha256 FROM feeds WHERE vendor = ?1")
-                .bind(&feed.vendor)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if stored_sha.as_deref() == Some(feed.sha256.as_str()) {
-            let catalog: i64 = sqlx::query_scalar("SELECT catalog FROM revisions WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(Ok(PublishOutcome {
-                revision: revision(catalog, "catalog")?,
-                changed: false,
-            }));
-        }
-        let others = sqlx::query(
-            "SELECT vendor, doc, sha256, published_at FROM feeds WHERE vendor <> ?1 ORDER BY vendor",
-        )
-        .bind(&feed.vendor)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(feed_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-        if let Err(refusal) = check(&others) {
-            tx.rollback().await?;
-            return Ok(Err(refusal));
-        }
-        sqlx::query(
-            "INSERT INTO feeds (vendor, doc, sha256, published_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (vendor) DO UPDATE SET doc = excluded.doc, sha256 = excluded.sha256, \
-             published_at = excluded.published_at",
-        )
-        .bind(&feed.vendor)
-        .bind(&feed.doc)
-        .bind(&feed.sha256)
-        .bind(feed.published_at)
-        .execute(&mut *tx)
-        .await?;
-        let catalog: i64 = sqlx::query_scalar(
-            "UPDATE revisions SET catalog = catalog + 1 WHERE id = 1 RETURNING catalog",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(PublishOutcome {
-            revision: revision(catalog, "catalog")?,
-            changed: true,
-        }))
-    }
-
-    async fn package_put(&self, package: PackageRow) -> Result<bool, StoreError> {
-        let size = to_db_int(package.size, "package size")?;
-        let inserted = sqlx::query(
-            "INSERT INTO packages (sha256, size, vendor, uploaded_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(package.sha256)
-        .bind(size)
-        .bind(package.vendor)
-        .bind(package.uploaded_at)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
-    }
-
-    async fn package_get(&self, sha256: &str) -> Result<Option<PackageRow>, StoreError> {
-        sqlx::query("SELECT sha256, size, vendor, uploaded_at FROM packages WHERE sha256 = ?1")
-            .bind(sha256)
-            .fetch_optional(&self.reader)
-            .await?
-            .as_ref()
-            .map(package_from_row)
-            .transpose()
-    }
-
-    async fn api_token_insert(&self, token: ApiTokenRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_tokens (hash, role, vendor, label, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(&token.hash)
-        .bind(token.role.as_str())
-        .bind(&token.vendor)
-        .bind(&token.label)
-        .bind(token.created_at)
-        .bind(token.expires_at)
-        .execute(&self.writer)
-        .await
-        .map_err(|e| {
-            conflict_on_unique(e, || {
-                format!("an API token with hash {} already exists", token.hash)
-            })
-        })?;
-        Ok(())
-    }
-
-    async fn api_token_find(&self, hash: &str) -> Result<Option<ApiTokenRow>, StoreError> {
-        sqlx::query(
-            "SELECT hash, role, vendor, label, created_at, expires_at FROM api_tokens \
-             WHERE hash = ?1",
-        )
-        .bind(hash)
-        .fetch_optional(&self.reader)
-        .await?
-        .as_ref()
-        .map(api_token_from_row)
-        .transpose()
-    }
-
-    async fn api_tokens_count(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")
-            .fetch_one(&self.reader)
-            .await?;
-        from_db_int(count, "API token count")
-    }
-
-    async fn enrol_token_insert(&self, token: EnrolTokenRow) -> Result<(), StoreError> {
-        let uses_left = to_db_int(token.uses_left, "enrolment token uses")?;
-        sqlx::query(
-            "INSERT INTO enrol_tokens (hash, label, uses_left, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(&token.hash)
-        .bind(&token.label)
-        .bind(uses_left)
-        .bind(token.created_at)
-        .bind(token.expires_at)
-        .execute(&self.writer)
-        .await
-        .map_err(|e| {
-            conflict_on_unique(e, || {
-                format!("an enrolment token with hash {} already exists", token.hash)
-            })
-        })?;
-        Ok(())
-    }
-
-    async fn enrol(
-        &self,
-        token_hash: &str,
-        now: i64,
-        terminal: NewTerminal,
-    ) -> Result<TerminalRow, EnrolError> {
-        // Every refusal returns before the first write; dropping `tx` rolls back.
-        let mut tx = self.write().await?;
-        let token = sqlx::query("SELECT uses_left, expires_at FROM enrol_tokens WHERE hash = ?1")
-            .bind(token_hash)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or(EnrolError::TokenUnknown)?;
-        let expires_at: i64 = token.try_get("expires_at").map_err(StoreError::from)?;
-        let uses_left: i64 = token.try_get("uses_left").map_err(StoreError::from)?;
-        if expires_at <= now {
-            return Err(EnrolError::TokenExpired);
-        }
-        if uses_left <= 0 {
-            return Err(EnrolError::TokenUsedUp);
-        }
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM terminals WHERE id = ?1")
-            .bind(&terminal.id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-        if exists.is_some() {
-            return Err(EnrolError::TerminalExists(terminal.id));
-        }
-        let group: Option<i64> = sqlx::query_scalar("SELECT 1 FROM groups WHERE id = ?1")
-            .bind(&terminal.group)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-        if group.is_none() {
-            return Err(StoreError::NotFound(format!(
-                "cannot enrol terminal {:?} into group {:?}: no such group",
-                terminal.id, terminal.group
-            ))
-            .into());
-        }
-
-        sqlx::query("UPDATE enrol_tokens SET uses_left = uses_left - 1 WHERE hash = ?1")
-            .bind(token_hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+    async fn insert_terminal(
+        connection: &mut SqliteConnection,
+        terminal: &NewTerminal,
+    ) -> Result<(), sqlx::Error> {
+        // The narrow row, with the digest of the hardware document check-ins compare theirs
+        // against, and the row of documents.
         sqlx::query(
             "INSERT INTO terminals (id, group_id, last_address, tz, hardware_digest) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&terminal.id)
         .bind(&terminal.group)
         .bind(&terminal.address)
         .bind(&terminal.tz)
         .bind(digest(&terminal.hardware))
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+        .execute(&mut *connection)
+        .await?;
         sqlx::query(
             "INSERT INTO terminal_docs (id, enrolled_at, cert_sha256, user_name, hardware) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&terminal.id)
         .bind(terminal.enrolled_at)
         .bind(&terminal.cert_sha256)
         .bind(&terminal.user)
         .bind(&terminal.hardware)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        sqlx::query(
-            "INSERT INTO terminal_addresses (terminal, address, first_seen, last_seen, checkins) \
-             VALUES (?1, ?2, ?3, ?3, 0)",
-        )
-        .bind(&terminal.id)
-        .bind(&terminal.address)
-        .bind(terminal.enrolled_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            sqlite_terminal_columns!(),
-            " FROM terminals AS t JOIN terminal_docs AS d ON d.id = t.id WHERE t.id = ?1"
-        ))
-        .bind(&terminal.id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        let enrolled = terminal_from_row(&row)?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(enrolled)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
     }
 
-    async fn terminal(&self, id: &str) -> Result<Option<TerminalRow>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            sqlite_terminal_columns!(),
-            " FROM terminals AS t JOIN terminal_docs AS d ON d.id = t.id WHERE t.id = ?1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?
-        .as_ref()
-        .map(terminal_from_row)
-        .transpose()
-    }
-
-    async fn terminals(&self, query: &TerminalQuery) -> Result<Vec<TerminalRow>, StoreError> {
-        let after = query.after.as_deref().unwrap_or("");
-        let limit = limit_or_all(query.limit);
-        // One statement per filter combination, each able to use its index.
-        let statement = match (&query.group, &query.action) {
-            (None, None) => sqlx::query(concat!(
-                "SELECT ",
-                sqlite_terminal_columns!(),
-                " FROM terminals AS t JOIN terminal_docs AS d ON d.id = t.id \
-                 WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"
-            ))
-            .bind(after)
-            .bind(limit),
-            (Some(group), None) => sqlx::query(concat!(
-                "SELECT ",
-                sqlite_terminal_columns!(),
-                " FROM terminals AS t JOIN terminal_docs AS d ON d.id = t.id \
-                 WHERE t.group_id = ?3 AND t.id > ?1 ORDER BY t.id LIMIT ?2"
-            ))
-            .bind(after)
-            .bind(limit)
-            .bind(group),
-            (None, Some(action)) => sqlx::query(concat!(
-                "SELECT ",
-                sqlite_terminal_columns!(),
-                " FROM terminals AS t JOIN terminal_docs AS d ON d.id = t.id \
-                 WHERE t.plan_action = ?3 AND t.id > ?1 ORDER BY t.id LIMIT ?2"
-            ))
-            .bind(after)
-            .bind(limit)
-            .bind(action),
-            (Some(group), Some(action)) => sqlx::query(concat!(
-                "SELECT ",
-                sqlite_terminal_columns!(),
-                " FROM terminals AS t JOIN terminal_docs AS d ON d.id = t.id \
-                 WHERE t.group_id = ?3 AND t.plan_action = ?4 AND t.id > ?1 \
-                 ORDER BY t.id LIMIT ?2"
-            ))
-            .bind(after)
-            .bind(limit)
-            .bind(group)
-            .bind(action),
-        };
-        statement
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(terminal_from_row)
-            .collect()
-    }
-
-    async fn terminal_delete(&self, id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        // Documents, addresses and events go with it (ON DELETE CASCADE).
-        let deleted = sqlx::query("DELETE FROM terminals WHERE id = ?1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Ok(false);
-        }
-        bump_config(&mut tx).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn record_checkins(&self, batch: &[CheckinWrite]) -> Result<(), StoreError> {
+    async fn record_checkins(
+        store: &SqlStore<Self>,
+        batch: &[CheckinWrite],
+    ) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -593,7 +256,7 @@ impl Store for SqliteStore {
                 .collect::<Vec<_>>(),
         )?;
 
-        let mut tx = self.write().await?;
+        let mut tx = store.write().await?;
         // The batch goes into the connection's temporary table first (memory only), so the
         // statements below read plain columns: a statement that writes several rows and calls
         // a function (JSON extraction included) makes SQLite keep a statement journal, a copy
@@ -787,7 +450,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn addresses(&self, terminal: &str) -> Result<Vec<AddressRow>, StoreError> {
+    async fn addresses(
+        store: &SqlStore<Self>,
+        terminal: &str,
+    ) -> Result<Vec<AddressRow>, StoreError> {
         // The network map's rows plus the check-ins counted on the terminal for its current
         // address (see `record_checkins`).
         sqlx::query(
@@ -801,207 +467,10 @@ impl Store for SqliteStore {
              GROUP BY address ORDER BY max(last_seen) DESC, address",
         )
         .bind(terminal)
-        .fetch_all(&self.reader)
+        .fetch_all(&store.reader)
         .await?
         .iter()
         .map(address_from_row)
         .collect()
-    }
-
-    async fn groups(&self) -> Result<Vec<(GroupRow, u64)>, StoreError> {
-        sqlx::query(
-            "SELECT g.id, g.description, g.policy, \
-                 (SELECT count(*) FROM terminals AS t WHERE t.group_id = g.id) AS terminals \
-             FROM groups AS g ORDER BY g.id",
-        )
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(group_with_count_from_row)
-        .collect()
-    }
-
-    async fn group_put(&self, group: GroupRow) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO groups (id, description, policy) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (id) DO UPDATE SET description = excluded.description, \
-             policy = excluded.policy",
-        )
-        .bind(&group.id)
-        .bind(&group.description)
-        .bind(&group.policy)
-        .execute(&mut *tx)
-        .await?;
-        bump_config(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn group_delete(&self, id: &str) -> Result<(), StoreError> {
-        if id == UNKNOWN_GROUP {
-            return Err(StoreError::Conflict(format!(
-                "group {id:?} cannot be deleted: terminals that no rule places land there"
-            )));
-        }
-        let mut tx = self.write().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM groups WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound(format!("group {id:?} does not exist")));
-        }
-        let terminals: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM terminals WHERE group_id = ?1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if terminals > 0 {
-            return Err(StoreError::Conflict(format!(
-                "group {id:?} cannot be deleted: {terminals} terminal(s) are in it"
-            )));
-        }
-        let rule: Option<i64> = sqlx::query_scalar(
-            "SELECT position FROM rules WHERE group_id = ?1 ORDER BY position LIMIT 1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(position) = rule {
-            return Err(StoreError::Conflict(format!(
-                "group {id:?} cannot be deleted: placement rule {} places terminals in it",
-                position + 1
-            )));
-        }
-        sqlx::query("DELETE FROM groups WHERE id = ?1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        bump_config(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn rules(&self) -> Result<Vec<RuleRow>, StoreError> {
-        sqlx::query("SELECT group_id, rule FROM rules ORDER BY position")
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(rule_from_row)
-            .collect()
-    }
-
-    async fn rules_replace(&self, rules: &[RuleRow]) -> Result<(), StoreError> {
-        let rules_json = rules_json(rules)?;
-        let mut tx = self.write().await?;
-        let missing = sqlx::query(
-            "SELECT r.value ->> 0 AS position, r.value ->> 1 AS group_id FROM jsonb_each(?1) AS r \
-             WHERE NOT EXISTS (SELECT 1 FROM groups WHERE groups.id = r.value ->> 1) \
-             ORDER BY r.key LIMIT 1",
-        )
-        .bind(&rules_json)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(missing) = missing {
-            let position: i64 = missing.try_get("position")?;
-            let group: String = missing.try_get("group_id")?;
-            return Err(StoreError::Conflict(format!(
-                "placement rule {} names group {group:?}, which does not exist",
-                position + 1
-            )));
-        }
-        sqlx::query("DELETE FROM rules").execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO rules (position, group_id, rule) \
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM jsonb_each(?1)",
-        )
-        .bind(&rules_json)
-        .execute(&mut *tx)
-        .await?;
-        bump_config(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError> {
-        let (terminal, rows) = events_json(events)?;
-        if events.is_empty() {
-            return Ok(AppendOutcome::default());
-        }
-        let mut tx = self.write().await?;
-        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM terminals WHERE id = ?1")
-            .bind(terminal)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if known.is_none() {
-            return Err(StoreError::NotFound(format!(
-                "cannot store events of terminal {terminal:?}: it is not enrolled"
-            )));
-        }
-        let accepted = sqlx::query(
-            "INSERT INTO events (terminal, seq, at, kind, data, received_at) \
-             SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
-             FROM jsonb_each(?2) WHERE true \
-             ON CONFLICT (terminal, seq) DO NOTHING",
-        )
-        .bind(terminal)
-        .bind(&rows)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if events.iter().any(|event| event.kind == PLAN_REPORT) {
-            // The report with the highest seq wins, whatever order reports arrive in.
-            sqlx::query(
-                "UPDATE terminal_docs SET last_report = (SELECT data FROM events \
-                     WHERE terminal = ?1 AND kind = 'plan.report' ORDER BY seq DESC LIMIT 1) \
-                 WHERE id = ?1",
-            )
-            .bind(terminal)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let last_seq: Option<i64> =
-            sqlx::query_scalar("SELECT max(seq) FROM events WHERE terminal = ?1")
-                .bind(terminal)
-                .fetch_one(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(AppendOutcome {
-            accepted,
-            duplicates: events.len() as u64 - accepted,
-            last_seq: from_db_int(last_seq.unwrap_or(0), "event seq")?,
-        })
-    }
-
-    async fn events(
-        &self,
-        terminal: Option<&str>,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRow>, StoreError> {
-        let after_seq = to_db_int(after_seq, "event seq")?;
-        let limit = limit_or_all(limit);
-        let statement = match terminal {
-            Some(terminal) => sqlx::query(
-                "SELECT terminal, seq, at, kind, data, received_at FROM events \
-                 WHERE terminal = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )
-            .bind(terminal)
-            .bind(after_seq)
-            .bind(limit),
-            None => sqlx::query(
-                "SELECT terminal, seq, at, kind, data, received_at FROM events \
-                 WHERE seq > ?1 ORDER BY terminal, seq LIMIT ?2",
-            )
-            .bind(after_seq)
-            .bind(limit),
-        };
-        statement
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(event_from_row)
-            .collect()
     }
 }

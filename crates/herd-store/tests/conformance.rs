@@ -132,6 +132,10 @@ conformance!(
     events_are_idempotent_and_ordered,
     plan_reports_update_the_terminal,
     terminal_delete_takes_addresses_and_events,
+    each_change_bumps_exactly_its_revision,
+    terminal_changes_list_enrolments_and_deletions_in_order,
+    a_follower_of_terminal_changes_misses_none_under_concurrency,
+    group_policies_are_the_groups_without_counts,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -292,7 +296,8 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
         store.revisions().await.unwrap(),
         Revisions {
             catalog: 0,
-            config: 0
+            groups: 0,
+            terminals: 0
         }
     );
     assert_eq!(store.feeds().await.unwrap(), (0, vec![]));
@@ -364,12 +369,13 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
         store.feeds().await.unwrap(),
         (3, vec![feed("acme", 2), feed("zeta", 1)])
     );
-    // Publishing never touches the configuration revision.
+    // Publishing touches no other revision.
     assert_eq!(
         store.revisions().await.unwrap(),
         Revisions {
             catalog: 3,
-            config: 0
+            groups: 0,
+            terminals: 0
         }
     );
 }
@@ -571,8 +577,19 @@ async fn enrolment_refusals_write_nothing(fixture: &Fixture) {
             checkins: 0
         }]
     );
-    // Enrolment is not a configuration change.
-    assert_eq!(store.revisions().await.unwrap().config, 0);
+    // Enrolment is a terminal change, the one enrolment that succeeded only.
+    assert_eq!(
+        store.revisions().await.unwrap(),
+        Revisions {
+            catalog: 0,
+            groups: 0,
+            terminals: 1
+        }
+    );
+    assert_eq!(
+        store.terminal_changes(0, 0).await.unwrap(),
+        [(1, "t1".to_owned())]
+    );
 }
 
 async fn enrolment_consumes_token_uses(fixture: &Fixture) {
@@ -756,8 +773,15 @@ async fn checkins_update_terminals_plans_and_the_network_map(fixture: &Fixture) 
             },
         ]
     );
-    // Check-ins are not configuration changes.
-    assert_eq!(store.revisions().await.unwrap().config, 0);
+    // Check-ins change no revision; the two enrolments are the only terminal changes.
+    assert_eq!(
+        store.revisions().await.unwrap(),
+        Revisions {
+            catalog: 0,
+            groups: 0,
+            terminals: 2
+        }
+    );
 }
 
 async fn checkin_batches_take_the_later_write_and_skip_unknown_terminals(fixture: &Fixture) {
@@ -1098,19 +1122,19 @@ async fn groups_put_list_and_delete(fixture: &Fixture) {
     expect_conflict(store.group_delete(UNKNOWN_GROUP).await, &[UNKNOWN_GROUP]);
 
     store.group_put(group("lab")).await.unwrap();
-    assert_eq!(store.revisions().await.unwrap().config, 1);
+    assert_eq!(store.revisions().await.unwrap().groups, 1);
     let replaced = GroupRow {
         description: "the laboratory".into(),
         ..group("lab")
     };
     store.group_put(replaced.clone()).await.unwrap();
-    assert_eq!(store.revisions().await.unwrap().config, 2);
+    assert_eq!(store.revisions().await.unwrap().groups, 2);
     store.group_put(group("field")).await.unwrap();
     let listed = store.groups().await.unwrap();
     let listed_ids: Vec<&str> = listed.iter().map(|(g, _)| g.id.as_str()).collect();
     assert_eq!(listed_ids, ["field", "lab", UNKNOWN_GROUP]);
     assert_eq!(listed[1], (replaced, 0));
-    let config = store.revisions().await.unwrap().config;
+    let revision = store.revisions().await.unwrap().groups;
 
     match store.group_delete("nowhere").await {
         Err(StoreError::NotFound(message)) => assert!(message.contains("nowhere"), "{message}"),
@@ -1120,15 +1144,15 @@ async fn groups_put_list_and_delete(fixture: &Fixture) {
     assert_eq!(store.groups().await.unwrap()[1].1, 2);
     expect_conflict(store.group_delete("lab").await, &["lab", "terminal"]);
     store.rules_replace(&[rule("field", "r1")]).await.unwrap();
-    let config = config + 1;
+    let revision = revision + 1;
     expect_conflict(store.group_delete("field").await, &["field", "rule"]);
     // Refusals change nothing, the revision included.
-    assert_eq!(store.revisions().await.unwrap().config, config);
+    assert_eq!(store.revisions().await.unwrap().groups, revision);
     assert_eq!(store.groups().await.unwrap().len(), 3);
 
     store.rules_replace(&[]).await.unwrap();
     store.group_delete("field").await.unwrap();
-    assert_eq!(store.revisions().await.unwrap().config, config + 2);
+    assert_eq!(store.revisions().await.unwrap().groups, revision + 2);
     let listed_ids: Vec<String> = store
         .groups()
         .await
@@ -1152,7 +1176,7 @@ async fn rules_replace_is_atomic_and_checks_groups(fixture: &Fixture) {
     ];
     store.rules_replace(&rules).await.unwrap();
     assert_eq!(store.rules().await.unwrap(), rules, "the order is kept");
-    assert_eq!(store.revisions().await.unwrap().config, 3);
+    assert_eq!(store.revisions().await.unwrap().groups, 3);
 
     let refused = store
         .rules_replace(&[rule("lab", "e"), rule("ghost-group", "f")])
@@ -1163,11 +1187,11 @@ async fn rules_replace_is_atomic_and_checks_groups(fixture: &Fixture) {
         rules,
         "a refused replacement changes nothing"
     );
-    assert_eq!(store.revisions().await.unwrap().config, 3);
+    assert_eq!(store.revisions().await.unwrap().groups, 3);
 
     store.rules_replace(&[rule("field", "g")]).await.unwrap();
     assert_eq!(store.rules().await.unwrap(), [rule("field", "g")]);
-    assert_eq!(store.revisions().await.unwrap().config, 4);
+    assert_eq!(store.revisions().await.unwrap().groups, 4);
 }
 
 async fn events_are_idempotent_and_ordered(fixture: &Fixture) {
@@ -1310,10 +1334,18 @@ async fn terminal_delete_takes_addresses_and_events(fixture: &Fixture) {
         .await
         .unwrap();
     store.events_append(&[event("t2", 1, "a")]).await.unwrap();
-    let config = store.revisions().await.unwrap().config;
+    let before = store.revisions().await.unwrap();
 
     assert!(store.terminal_delete("t1").await.unwrap());
-    assert_eq!(store.revisions().await.unwrap().config, config + 1);
+    let after = Revisions {
+        terminals: before.terminals + 1,
+        ..before
+    };
+    assert_eq!(store.revisions().await.unwrap(), after);
+    assert_eq!(
+        store.terminal_changes(before.terminals, 0).await.unwrap(),
+        [(after.terminals, "t1".to_owned())]
+    );
     assert_eq!(store.terminal("t1").await.unwrap(), None);
     assert!(store.addresses("t1").await.unwrap().is_empty());
     assert!(store.events(Some("t1"), 0, 0).await.unwrap().is_empty());
@@ -1326,15 +1358,206 @@ async fn terminal_delete_takes_addresses_and_events(fixture: &Fixture) {
 
     assert!(!store.terminal_delete("t1").await.unwrap());
     assert_eq!(
-        store.revisions().await.unwrap().config,
-        config + 1,
-        "nothing deleted, no bump"
+        store.revisions().await.unwrap(),
+        after,
+        "nothing deleted, no change"
     );
 
     // The id can enrol again, with a fresh history.
     enrol_all(store, UNKNOWN_GROUP, &["t1"]).await;
     let outcome = store.events_append(&[event("t1", 1, "a")]).await.unwrap();
     assert_eq!((outcome.accepted, outcome.last_seq), (1, 1));
+}
+
+async fn each_change_bumps_exactly_its_revision(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let mut expected = Revisions::default();
+    assert_eq!(store.revisions().await.unwrap(), expected);
+    let accept = |_: &[StoredFeed]| Ok(());
+
+    store
+        .publish_feed(feed("acme", 1), &accept)
+        .await
+        .unwrap()
+        .unwrap();
+    expected.catalog += 1;
+    assert_eq!(store.revisions().await.unwrap(), expected, "publish");
+    store.group_put(group("lab")).await.unwrap();
+    expected.groups += 1;
+    assert_eq!(store.revisions().await.unwrap(), expected, "group_put");
+    store.rules_replace(&[rule("lab", "r")]).await.unwrap();
+    expected.groups += 1;
+    assert_eq!(store.revisions().await.unwrap(), expected, "rules_replace");
+    enrol_all(store, "lab", &["t1"]).await;
+    expected.terminals += 1;
+    assert_eq!(store.revisions().await.unwrap(), expected, "enrol");
+
+    // Changes no cache depends on bump nothing.
+    store
+        .record_checkins(&[checkin("t1", 100, "198.51.100.1", plan("p", "none"))])
+        .await
+        .unwrap();
+    store
+        .events_append(&[event("t1", 1, "plan.report")])
+        .await
+        .unwrap();
+    store
+        .package_put(PackageRow {
+            sha256: "sha".into(),
+            size: 1,
+            vendor: None,
+            uploaded_at: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .api_token_insert(ApiTokenRow {
+            hash: "h".into(),
+            role: Role::Operator,
+            vendor: None,
+            label: "l".into(),
+            created_at: 1,
+            expires_at: 2,
+        })
+        .await
+        .unwrap();
+    store
+        .publish_feed(feed("acme", 1), &accept)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.revisions().await.unwrap(),
+        expected,
+        "unrelated changes"
+    );
+
+    // Refusals bump nothing either.
+    assert!(store.group_delete("nowhere").await.is_err());
+    assert!(store.group_delete("lab").await.is_err());
+    assert!(store.rules_replace(&[rule("ghost", "r")]).await.is_err());
+    assert!(!store.terminal_delete("ghost").await.unwrap());
+    assert!(
+        store
+            .enrol("unknown-token", 2_000, new_terminal("t2", "lab"))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.revisions().await.unwrap(), expected, "refusals");
+
+    store.rules_replace(&[]).await.unwrap();
+    expected.groups += 1;
+    assert!(store.terminal_delete("t1").await.unwrap());
+    expected.terminals += 1;
+    assert_eq!(
+        store.revisions().await.unwrap(),
+        expected,
+        "terminal_delete"
+    );
+    store.group_delete("lab").await.unwrap();
+    expected.groups += 1;
+    assert_eq!(store.revisions().await.unwrap(), expected, "group_delete");
+}
+
+async fn terminal_changes_list_enrolments_and_deletions_in_order(fixture: &Fixture) {
+    let store = &*fixture.store;
+    assert!(store.terminal_changes(0, 0).await.unwrap().is_empty());
+    enrol_all(store, UNKNOWN_GROUP, &["a", "b"]).await;
+    assert!(store.terminal_delete("a").await.unwrap());
+    // Enrolled again: a process caching the deleted "a" must evict it once more.
+    enrol_all(store, UNKNOWN_GROUP, &["a"]).await;
+    assert!(store.terminal_delete("b").await.unwrap());
+
+    let changes = store.terminal_changes(0, 0).await.unwrap();
+    let names: Vec<&str> = changes.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(names, ["a", "b", "a", "a", "b"]);
+    assert!(
+        changes.windows(2).all(|pair| pair[0].0 < pair[1].0),
+        "ids grow: {changes:?}"
+    );
+    let last = changes[4].0;
+    assert_eq!(store.revisions().await.unwrap().terminals, last);
+
+    // `after` is exclusive, `limit` caps, 0 means no limit.
+    let after = changes[1].0;
+    assert_eq!(
+        store.terminal_changes(after, 0).await.unwrap(),
+        changes[2..]
+    );
+    assert_eq!(
+        store.terminal_changes(after, 2).await.unwrap(),
+        changes[2..4]
+    );
+    assert_eq!(store.terminal_changes(0, 1).await.unwrap(), changes[..1]);
+    assert!(store.terminal_changes(last, 0).await.unwrap().is_empty());
+    // Another process reads the same log.
+    let other = fixture.another().await;
+    assert_eq!(other.terminal_changes(0, 0).await.unwrap(), changes);
+}
+
+async fn a_follower_of_terminal_changes_misses_none_under_concurrency(fixture: &Fixture) {
+    // Enrolments and deletions from two processes race while a third reader follows the log
+    // the way a center process does, continuing after the last id it saw. Were ids to commit
+    // out of order, it would step over one committed late and never see it.
+    let other: Arc<dyn Store> = Arc::from(fixture.another().await);
+    fixture
+        .store
+        .enrol_token_insert(enrol_token("many", 1_000, 10_000))
+        .await
+        .unwrap();
+    let writers: Vec<_> = (0..24)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                Arc::clone(&fixture.store)
+            } else {
+                Arc::clone(&other)
+            };
+            tokio::spawn(async move {
+                let id = format!("t{i:02}");
+                store
+                    .enrol("many", 2_000, new_terminal(&id, UNKNOWN_GROUP))
+                    .await
+                    .unwrap();
+                if i % 3 == 0 {
+                    assert!(store.terminal_delete(&id).await.unwrap());
+                }
+            })
+        })
+        .collect();
+    let follower = fixture.another().await;
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    let mut after = 0;
+    loop {
+        let done = writers.iter().all(|writer| writer.is_finished());
+        for change in follower.terminal_changes(after, 0).await.unwrap() {
+            after = change.0;
+            seen.push(change);
+        }
+        if done {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let all = fixture.store.terminal_changes(0, 0).await.unwrap();
+    assert_eq!(all.len(), 24 + 8);
+    assert_eq!(seen, all);
+}
+
+async fn group_policies_are_the_groups_without_counts(fixture: &Fixture) {
+    let store = &*fixture.store;
+    store.group_put(group("lab")).await.unwrap();
+    store.group_put(group("field")).await.unwrap();
+    enrol_all(store, "lab", &["t1", "t2"]).await;
+    let policies = store.group_policies().await.unwrap();
+    let listed = store.groups().await.unwrap();
+    assert_eq!(listed[1].1, 2, "groups() still counts");
+    let without_counts: Vec<GroupRow> = listed.into_iter().map(|(g, _)| g).collect();
+    assert_eq!(policies, without_counts);
+    let ids: Vec<&str> = policies.iter().map(|g| g.id.as_str()).collect();
+    assert_eq!(ids, ["field", "lab", UNKNOWN_GROUP]);
 }
 
 /// Polls all futures concurrently (in one task), returning their outputs in order.
@@ -1419,7 +1642,8 @@ async fn sqlite_reopened_keeps_everything() {
             store.revisions().await.unwrap(),
             Revisions {
                 catalog: 1,
-                config: 2
+                groups: 2,
+                terminals: 1
             }
         );
         assert_eq!(store.feeds().await.unwrap(), (1, vec![feed("acme", 1)]));

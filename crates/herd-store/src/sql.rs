@@ -1,0 +1,799 @@
+//! [`SqlStore`]: the [`Store`] written once over `sqlx::Database`, for both backends. A backend
+//! is a [`Dialect`]: how its transactions begin and lock, the few statements whose SQL differs
+//! (its schema splits a terminal in two on SQLite), and its own check-in path, which is where
+//! the two backends genuinely differ. Everything else (publishing, enrolment, groups, rules,
+//! events…) is one transaction here, in SQL both databases accept: `$N` placeholders (sqlx
+//! binds them by number on SQLite too), `ON CONFLICT … DO UPDATE`, `RETURNING`, and `CAST`
+//! wherever PostgreSQL's types are narrower or JSON yields text.
+//!
+//! It is not where rows are decoded or batches encoded: that is `common.rs`.
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row,
+    Transaction, Type,
+};
+
+use crate::common::{
+    PLAN_REPORT, api_token_from_row, conflict_on_unique, event_from_row, events_json,
+    feed_from_row, from_db_int, group_from_row, group_with_count_from_row, limit_or_all,
+    package_from_row, rule_from_row, rules_json, terminal_from_row, to_db_int,
+};
+use crate::{
+    AddressRow, ApiTokenRow, AppendOutcome, Backend, CaMaterial, CheckinWrite, EnrolError,
+    EnrolTokenRow, EventRow, GroupRow, NewTerminal, PackageRow, PublishOutcome, Revisions, RuleRow,
+    Store, StoreError, StoredFeed, TerminalQuery, TerminalRow, UNKNOWN_GROUP,
+};
+
+/// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
+/// `sqlx::Postgres` (`postgres.rs`).
+pub trait Dialect: Database {
+    const BACKEND: Backend;
+    /// Begins every write transaction.
+    const BEGIN_WRITE: &'static str;
+    /// Begins a read-only transaction whose statements all see one snapshot.
+    const BEGIN_SNAPSHOT: &'static str;
+    /// Run first in a publish, where `BEGIN_WRITE` alone does not serialise publishes.
+    const LOCK_PUBLISHES: Option<&'static str>;
+    /// Run first in every transaction that appends to `terminal_changes`, where `BEGIN_WRITE`
+    /// alone does not make those transactions commit in the order of the ids they take.
+    const LOCK_TERMINAL_CHANGES: Option<&'static str>;
+    /// `SELECT id FROM groups WHERE id = $1`, locking the row where a concurrent enrolment could
+    /// otherwise add a terminal to the group while it is being deleted.
+    const SELECT_GROUP_TO_DELETE: &'static str;
+    /// `SELECT` of the columns `terminal_from_row` reads `FROM terminals AS t` (and whatever
+    /// else holds them); callers append conditions on `t.id`, `t.group_id`, `t.plan_action`.
+    const SELECT_TERMINALS: &'static str;
+    /// Sets terminal `$1`'s `last_report` to the data of its plan report with the highest seq.
+    const UPDATE_LAST_REPORT: &'static str;
+
+    /// A table expression over the elements of the JSON array in parameter `param`, named `r`
+    /// with one column `value` (so `r.value ->> 0` is the first field of an element).
+    fn json_rows(param: &str) -> String;
+
+    /// How many rows a statement changed (sqlx offers it per database, not generically).
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Inserts a new terminal's own rows (not its network map). A unique violation means the
+    /// id is taken and a foreign-key violation that its group is gone; callers map both.
+    fn insert_terminal(
+        connection: &mut Self::Connection,
+        terminal: &NewTerminal,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// [`Store::record_checkins`], the hot path, which each backend stores its own way.
+    fn record_checkins(
+        store: &SqlStore<Self>,
+        batch: &[CheckinWrite],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// [`Store::addresses`], which reads what `record_checkins` wrote.
+    fn addresses(
+        store: &SqlStore<Self>,
+        terminal: &str,
+    ) -> impl Future<Output = Result<Vec<AddressRow>, StoreError>> + Send;
+}
+
+/// The store on one database. Use it as `SqliteStore` or `PostgresStore`.
+#[derive(Debug)]
+pub struct SqlStore<DB: Database> {
+    /// Where write transactions run (on SQLite exactly one connection).
+    pub(crate) writer: Pool<DB>,
+    /// Where reads run (on PostgreSQL the same pool as `writer`).
+    pub(crate) reader: Pool<DB>,
+}
+
+impl<DB: Dialect> SqlStore<DB> {
+    /// A write transaction, begun the dialect's way.
+    pub(crate) async fn write(&self) -> Result<Transaction<'static, DB>, StoreError> {
+        Ok(self.writer.begin_with(DB::BEGIN_WRITE).await?)
+    }
+}
+
+fn revision(value: i64, which: &str) -> Result<u64, StoreError> {
+    from_db_int(value, &format!("{which} revision"))
+}
+
+/// A statement assembled from the dialect's fragments: dynamic only in which constant pieces
+/// it joins, never in values, which are always bound.
+fn assembled(sql: String) -> AssertSqlSafe<String> {
+    AssertSqlSafe(sql)
+}
+
+fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|db| db.is_foreign_key_violation())
+}
+
+/// The helpers of the transactions below. (The bounds say what the shared SQL needs of a
+/// database; they are repeated on the `Store` impl because Rust does not infer them from
+/// `Dialect`.)
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    &'static str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// Bumps the groups revision. Called first in every change of groups or rules: on
+    /// PostgreSQL the row lock it takes queues concurrent changes behind each other.
+    async fn bump_groups(tx: &mut Transaction<'static, DB>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE revisions SET groups = groups + 1 WHERE id = 1")
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the lock that orders terminal changes; first in the transaction, before any row
+    /// lock, so it cannot close a cycle with one (enrolments also lock their token's row).
+    async fn lock_terminal_changes(tx: &mut Transaction<'static, DB>) -> Result<(), StoreError> {
+        if let Some(lock) = DB::LOCK_TERMINAL_CHANGES {
+            sqlx::query(lock).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a change of `terminal` to the log (after [`Self::lock_terminal_changes`]).
+    async fn log_terminal_change(
+        tx: &mut Transaction<'static, DB>,
+        terminal: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO terminal_changes (terminal) VALUES ($1)")
+            .bind(terminal)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn catalog_revision(connection: &mut DB::Connection) -> Result<u64, StoreError> {
+        let catalog: i64 = sqlx::query_scalar("SELECT catalog FROM revisions WHERE id = 1")
+            .fetch_one(connection)
+            .await?;
+        revision(catalog, "catalog")
+    }
+
+    async fn feeds_in(
+        connection: &mut DB::Connection,
+        except_vendor: &str,
+    ) -> Result<Vec<StoredFeed>, StoreError> {
+        sqlx::query(
+            "SELECT vendor, doc, sha256, published_at FROM feeds WHERE vendor <> $1 \
+             ORDER BY vendor",
+        )
+        .bind(except_vendor)
+        .fetch_all(connection)
+        .await?
+        .iter()
+        .map(feed_from_row)
+        .collect()
+    }
+}
+
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    &'static str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    fn backend(&self) -> Backend {
+        DB::BACKEND
+    }
+
+    async fn ca_get_or_insert(&self, candidate: CaMaterial) -> Result<CaMaterial, StoreError> {
+        // A racing insert either wins or waits for the winner's commit and does nothing; the
+        // SELECT then sees the winner's row (on PostgreSQL each statement of a READ COMMITTED
+        // transaction sees what committed before it began).
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO ca (id, cert_pem, key_pem) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate.cert_pem.as_str())
+        .bind(candidate.key_pem.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT cert_pem, key_pem FROM ca WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(CaMaterial {
+            cert_pem: row.try_get("cert_pem")?,
+            key_pem: row.try_get("key_pem")?,
+        })
+    }
+
+    async fn revisions(&self) -> Result<Revisions, StoreError> {
+        // One statement, so one snapshot on either database.
+        let row = sqlx::query(
+            "SELECT catalog, groups, \
+                 (SELECT coalesce(max(id), 0) FROM terminal_changes) AS terminals \
+             FROM revisions WHERE id = 1",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(Revisions {
+            catalog: revision(row.try_get("catalog")?, "catalog")?,
+            groups: revision(row.try_get("groups")?, "groups")?,
+            terminals: revision(row.try_get("terminals")?, "terminals")?,
+        })
+    }
+
+    async fn feeds(&self) -> Result<(u64, Vec<StoredFeed>), StoreError> {
+        // One snapshot for both statements: the revision belongs to exactly these feeds.
+        let mut tx = self.reader.begin_with(DB::BEGIN_SNAPSHOT).await?;
+        let catalog = Self::catalog_revision(&mut *tx).await?;
+        // No vendor is the empty string: this is every feed.
+        let feeds = Self::feeds_in(&mut *tx, "").await?;
+        tx.commit().await?;
+        Ok((catalog, feeds))
+    }
+
+    async fn publish_feed(
+        &self,
+        feed: StoredFeed,
+        check: &(dyn for<'a> Fn(&'a [StoredFeed]) -> Result<(), String> + Send + Sync),
+    ) -> Result<Result<PublishOutcome, String>, StoreError> {
+        let mut tx = self.write().await?;
+        // Held until commit or rollback: the feeds `check` sees stay the other vendors' current
+        // ones until this publish is stored.
+        if let Some(lock) = DB::LOCK_PUBLISHES {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
+        let stored_sha: Option<String> =
+            sqlx::query_scalar("SELECT sha256 FROM feeds WHERE vendor = $1")
+                .bind(feed.vendor.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored_sha.as_deref() == Some(feed.sha256.as_str()) {
+            let catalog = Self::catalog_revision(&mut *tx).await?;
+            tx.commit().await?;
+            return Ok(Ok(PublishOutcome {
+                revision: catalog,
+                changed: false,
+            }));
+        }
+        let others = Self::feeds_in(&mut *tx, &feed.vendor).await?;
+        if let Err(refusal) = check(&others) {
+            tx.rollback().await?;
+            return Ok(Err(refusal));
+        }
+        sqlx::query(
+            "INSERT INTO feeds (vendor, doc, sha256, published_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (vendor) DO UPDATE SET doc = excluded.doc, sha256 = excluded.sha256, \
+             published_at = excluded.published_at",
+        )
+        .bind(feed.vendor.as_str())
+        .bind(feed.doc.as_str())
+        .bind(feed.sha256.as_str())
+        .bind(feed.published_at)
+        .execute(&mut *tx)
+        .await?;
+        let catalog: i64 = sqlx::query_scalar(
+            "UPDATE revisions SET catalog = catalog + 1 WHERE id = 1 RETURNING catalog",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(PublishOutcome {
+            revision: revision(catalog, "catalog")?,
+            changed: true,
+        }))
+    }
+
+    async fn package_put(&self, package: PackageRow) -> Result<bool, StoreError> {
+        let size = to_db_int(package.size, "package size")?;
+        let inserted = sqlx::query(
+            "INSERT INTO packages (sha256, size, vendor, uploaded_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(package.sha256.as_str())
+        .bind(size)
+        .bind(package.vendor.as_deref())
+        .bind(package.uploaded_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&inserted) == 1)
+    }
+
+    async fn package_get(&self, sha256: &str) -> Result<Option<PackageRow>, StoreError> {
+        sqlx::query("SELECT sha256, size, vendor, uploaded_at FROM packages WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(package_from_row)
+            .transpose()
+    }
+
+    async fn api_token_insert(&self, token: ApiTokenRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (hash, role, vendor, label, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token.hash.as_str())
+        .bind(token.role.as_str())
+        .bind(token.vendor.as_deref())
+        .bind(token.label.as_str())
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || {
+                format!("an API token with hash {} already exists", token.hash)
+            })
+        })?;
+        Ok(())
+    }
+
+    async fn api_token_find(&self, hash: &str) -> Result<Option<ApiTokenRow>, StoreError> {
+        sqlx::query(
+            "SELECT hash, role, vendor, label, created_at, expires_at FROM api_tokens \
+             WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(api_token_from_row)
+        .transpose()
+    }
+
+    async fn api_tokens_count(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")
+            .fetch_one(&self.reader)
+            .await?;
+        from_db_int(count, "API token count")
+    }
+
+    async fn enrol_token_insert(&self, token: EnrolTokenRow) -> Result<(), StoreError> {
+        let uses_left = to_db_int(token.uses_left, "enrolment token uses")?;
+        sqlx::query(
+            "INSERT INTO enrol_tokens (hash, label, uses_left, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token.hash.as_str())
+        .bind(token.label.as_str())
+        .bind(uses_left)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || {
+                format!("an enrolment token with hash {} already exists", token.hash)
+            })
+        })?;
+        Ok(())
+    }
+
+    async fn enrol(
+        &self,
+        token_hash: &str,
+        now: i64,
+        terminal: NewTerminal,
+    ) -> Result<TerminalRow, EnrolError> {
+        // Every refusal returns before the commit; dropping `tx` rolls back the use consumed.
+        let mut tx = self.write().await?;
+        // Enrolments are few (a fleet enrols once), so serialising them all is cheap.
+        Self::lock_terminal_changes(&mut tx).await?;
+        // One statement takes the use or finds none: on PostgreSQL concurrent enrolments queue
+        // on the row lock and re-check `uses_left` after the one before them commits.
+        let consumed: Option<i64> = sqlx::query_scalar(
+            "UPDATE enrol_tokens SET uses_left = uses_left - 1 \
+             WHERE hash = $1 AND uses_left > 0 AND expires_at > $2 RETURNING uses_left",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if consumed.is_none() {
+            let expires_at: i64 =
+                sqlx::query_scalar("SELECT expires_at FROM enrol_tokens WHERE hash = $1")
+                    .bind(token_hash)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?
+                    .ok_or(EnrolError::TokenUnknown)?;
+            return Err(if expires_at <= now {
+                EnrolError::TokenExpired
+            } else {
+                EnrolError::TokenUsedUp
+            });
+        }
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM terminals WHERE id = $1")
+            .bind(terminal.id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        if exists.is_some() {
+            return Err(EnrolError::TerminalExists(terminal.id));
+        }
+        let no_group = || {
+            StoreError::NotFound(format!(
+                "cannot enrol terminal {:?} into group {:?}: no such group",
+                terminal.id, terminal.group
+            ))
+        };
+        let group: Option<String> = sqlx::query_scalar("SELECT id FROM groups WHERE id = $1")
+            .bind(terminal.group.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        if group.is_none() {
+            return Err(no_group().into());
+        }
+        if let Err(error) = DB::insert_terminal(&mut *tx, &terminal).await {
+            // On PostgreSQL another process may have enrolled the same id, or deleted the
+            // group, since the checks above.
+            return Err(match error.as_database_error() {
+                Some(db) if db.is_unique_violation() => EnrolError::TerminalExists(terminal.id),
+                _ if is_foreign_key_violation(&error) => no_group().into(),
+                _ => StoreError::Db(error).into(),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO terminal_addresses (terminal, address, first_seen, last_seen, checkins) \
+             VALUES ($1, $2, $3, $3, 0)",
+        )
+        .bind(terminal.id.as_str())
+        .bind(terminal.address.as_str())
+        .bind(terminal.enrolled_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        // A process may still cache a deleted terminal of the same id.
+        Self::log_terminal_change(&mut tx, &terminal.id).await?;
+        let row = sqlx::query(assembled(format!(
+            "{} WHERE t.id = $1",
+            DB::SELECT_TERMINALS
+        )))
+        .bind(terminal.id.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let enrolled = terminal_from_row(&row)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(enrolled)
+    }
+
+    async fn terminal(&self, id: &str) -> Result<Option<TerminalRow>, StoreError> {
+        sqlx::query(assembled(format!(
+            "{} WHERE t.id = $1",
+            DB::SELECT_TERMINALS
+        )))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(terminal_from_row)
+        .transpose()
+    }
+
+    async fn terminals(&self, query: &TerminalQuery) -> Result<Vec<TerminalRow>, StoreError> {
+        let after = query.after.as_deref().unwrap_or("");
+        let limit = limit_or_all(query.limit);
+        // One statement per filter combination, each able to use its index.
+        let condition = match (&query.group, &query.action) {
+            (None, None) => "",
+            (Some(_), None) => "t.group_id = $3 AND",
+            (None, Some(_)) => "t.plan_action = $3 AND",
+            (Some(_), Some(_)) => "t.group_id = $3 AND t.plan_action = $4 AND",
+        };
+        let statement = sqlx::query(assembled(format!(
+            "{} WHERE {condition} t.id > $1 ORDER BY t.id LIMIT $2",
+            DB::SELECT_TERMINALS
+        )))
+        .bind(after)
+        .bind(limit);
+        let statement = match &query.group {
+            Some(group) => statement.bind(group.as_str()),
+            None => statement,
+        };
+        let statement = match &query.action {
+            Some(action) => statement.bind(action.as_str()),
+            None => statement,
+        };
+        statement
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(terminal_from_row)
+            .collect()
+    }
+
+    async fn terminal_delete(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        Self::lock_terminal_changes(&mut tx).await?;
+        // Its documents, addresses and events go with it (ON DELETE CASCADE).
+        let deleted = sqlx::query("DELETE FROM terminals WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&deleted) == 0 {
+            return Ok(false);
+        }
+        Self::log_terminal_change(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn terminal_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let after = to_db_int(after, "terminal change id")?;
+        sqlx::query("SELECT id, terminal FROM terminal_changes WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(limit_or_all(limit))
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                Ok((
+                    from_db_int(id, "terminal change id")?,
+                    row.try_get("terminal")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn record_checkins(&self, batch: &[CheckinWrite]) -> Result<(), StoreError> {
+        DB::record_checkins(self, batch).await
+    }
+
+    async fn addresses(&self, terminal: &str) -> Result<Vec<AddressRow>, StoreError> {
+        DB::addresses(self, terminal).await
+    }
+
+    async fn groups(&self) -> Result<Vec<(GroupRow, u64)>, StoreError> {
+        sqlx::query(
+            "SELECT g.id, g.description, g.policy, \
+                 (SELECT count(*) FROM terminals AS t WHERE t.group_id = g.id) AS terminals \
+             FROM groups AS g ORDER BY g.id",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(group_with_count_from_row)
+        .collect()
+    }
+
+    async fn group_policies(&self) -> Result<Vec<GroupRow>, StoreError> {
+        sqlx::query("SELECT id, description, policy FROM groups ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(group_from_row)
+            .collect()
+    }
+
+    async fn group_put(&self, group: GroupRow) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        Self::bump_groups(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO groups (id, description, policy) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET description = excluded.description, \
+             policy = excluded.policy",
+        )
+        .bind(group.id.as_str())
+        .bind(group.description.as_str())
+        .bind(group.policy.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn group_delete(&self, id: &str) -> Result<(), StoreError> {
+        if id == UNKNOWN_GROUP {
+            return Err(StoreError::Conflict(format!(
+                "group {id:?} cannot be deleted: terminals that no rule places land there"
+            )));
+        }
+        let mut tx = self.write().await?;
+        Self::bump_groups(&mut tx).await?;
+        let exists: Option<String> = sqlx::query_scalar(DB::SELECT_GROUP_TO_DELETE)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("group {id:?} does not exist")));
+        }
+        let terminals: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM terminals WHERE group_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if terminals > 0 {
+            return Err(StoreError::Conflict(format!(
+                "group {id:?} cannot be deleted: {terminals} terminal(s) are in it"
+            )));
+        }
+        // `position` is a 32-bit INTEGER on PostgreSQL.
+        let rule: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(position AS BIGINT) FROM rules WHERE group_id = $1 \
+             ORDER BY position LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(position) = rule {
+            return Err(StoreError::Conflict(format!(
+                "group {id:?} cannot be deleted: placement rule {} places terminals in it",
+                position + 1
+            )));
+        }
+        sqlx::query("DELETE FROM groups WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::Conflict(format!(
+                        "group {id:?} cannot be deleted: terminals or rules refer to it"
+                    ))
+                } else {
+                    StoreError::Db(e)
+                }
+            })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rules(&self) -> Result<Vec<RuleRow>, StoreError> {
+        sqlx::query("SELECT group_id, rule FROM rules ORDER BY position")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(rule_from_row)
+            .collect()
+    }
+
+    async fn rules_replace(&self, rules: &[RuleRow]) -> Result<(), StoreError> {
+        let rules_json = rules_json(rules)?;
+        let mut tx = self.write().await?;
+        Self::bump_groups(&mut tx).await?;
+        let missing = sqlx::query(assembled(format!(
+            "SELECT CAST(r.value ->> 0 AS BIGINT) AS position, r.value ->> 1 AS group_id \
+             FROM {} \
+             WHERE NOT EXISTS (SELECT 1 FROM groups WHERE groups.id = r.value ->> 1) \
+             ORDER BY 1 LIMIT 1",
+            DB::json_rows("$1")
+        )))
+        .bind(rules_json.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(missing) = missing {
+            let position: i64 = missing.try_get("position")?;
+            let group: String = missing.try_get("group_id")?;
+            return Err(StoreError::Conflict(format!(
+                "placement rule {} names group {group:?}, which does not exist",
+                position + 1
+            )));
+        }
+        sqlx::query("DELETE FROM rules").execute(&mut *tx).await?;
+        sqlx::query(assembled(format!(
+            "INSERT INTO rules (position, group_id, rule) \
+             SELECT CAST(r.value ->> 0 AS INTEGER), r.value ->> 1, r.value ->> 2 FROM {}",
+            DB::json_rows("$1")
+        )))
+        .bind(rules_json.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError> {
+        let (terminal, rows) = events_json(events)?;
+        if events.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        let not_enrolled = || {
+            StoreError::NotFound(format!(
+                "cannot store events of terminal {terminal:?}: it is not enrolled"
+            ))
+        };
+        let mut tx = self.write().await?;
+        let known: Option<String> = sqlx::query_scalar("SELECT id FROM terminals WHERE id = $1")
+            .bind(terminal)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Err(not_enrolled());
+        }
+        // `WHERE true` tells SQLite's parser that `ON CONFLICT` is not a join constraint.
+        let accepted = sqlx::query(assembled(format!(
+            "INSERT INTO events (terminal, seq, at, kind, data, received_at) \
+             SELECT $1, CAST(r.value ->> 0 AS BIGINT), CAST(r.value ->> 1 AS BIGINT), \
+                    r.value ->> 2, r.value ->> 3, CAST(r.value ->> 4 AS BIGINT) \
+             FROM {} WHERE true \
+             ON CONFLICT (terminal, seq) DO NOTHING",
+            DB::json_rows("$2")
+        )))
+        .bind(terminal)
+        .bind(rows.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            // The terminal was deleted since the check above (PostgreSQL).
+            if is_foreign_key_violation(&e) {
+                not_enrolled()
+            } else {
+                StoreError::Db(e)
+            }
+        })?;
+        let accepted = DB::rows_affected(&accepted);
+        if events.iter().any(|event| event.kind == PLAN_REPORT) {
+            // The report with the highest seq wins, whatever order reports arrive in.
+            sqlx::query(DB::UPDATE_LAST_REPORT)
+                .bind(terminal)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let last_seq: Option<i64> =
+            sqlx::query_scalar("SELECT max(seq) FROM events WHERE terminal = $1")
+                .bind(terminal)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(AppendOutcome {
+            accepted,
+            duplicates: events.len() as u64 - accepted,
+            last_seq: from_db_int(last_seq.unwrap_or(0), "event seq")?,
+        })
+    }
+
+    async fn events(
+        &self,
+        terminal: Option<&str>,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let after_seq = to_db_int(after_seq, "event seq")?;
+        let limit = limit_or_all(limit);
+        let statement = match terminal {
+            Some(terminal) => sqlx::query(
+                "SELECT terminal, seq, at, kind, data, received_at FROM events \
+                 WHERE terminal = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(terminal)
+            .bind(after_seq)
+            .bind(limit),
+            None => sqlx::query(
+                "SELECT terminal, seq, at, kind, data, received_at FROM events \
+                 WHERE seq > $1 ORDER BY terminal, seq LIMIT $2",
+            )
+            .bind(after_seq)
+            .bind(limit),
+        };
+        statement
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+}
