@@ -1,21 +1,19 @@
-//! Who is calling: operators and vendors by API token (`Authorization: Bearer …`), terminals by
-//! the client certificate issued at enrolment. A terminal is only ever the terminal its
-//! certificate names, and only while that certificate is the one the store holds for it.
+//! Who is calling: operators and vendors by API token (the HTTP layer takes it from
+//! `Authorization: Bearer …`), terminals by the client certificate issued at enrolment. A
+//! terminal is only ever the terminal its certificate names, and only while that certificate
+//! is the one the store holds for it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, StatusCode, header};
-use herd_proto::api::codes;
 use herd_proto::terminal::{HardwareDoc, PolicyDoc};
 use herd_store::Role;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
-use super::error::{ApiErr, ApiResult};
-use super::listener::ConnInfo;
-use super::{Center, unix_now};
+use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::{Center, unix_now};
 
 /// How long a token read from the store is trusted before it is read again.
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -32,6 +30,15 @@ pub fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The verified client certificate a connection presented, as the TLS listener saw it.
+#[derive(Debug)]
+pub struct PeerIdentity {
+    /// SHA-256 (hex) of the DER certificate: the center accepts only a terminal's current one.
+    pub sha256: String,
+    /// The terminal id the certificate was issued for.
+    pub terminal: Option<String>,
+}
+
 /// An authenticated operator or vendor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
@@ -40,21 +47,8 @@ pub enum Caller {
 }
 
 impl Center {
-    /// The caller behind an `Authorization: Bearer` header.
-    pub async fn caller(&self, headers: &HeaderMap) -> ApiResult<Caller> {
-        let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiErr::unauthenticated(
-                "this endpoint needs an API token: send `Authorization: Bearer <token>`",
-            )
-        })?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiErr::unauthenticated("the Authorization header must be `Bearer <token>`")
-            })?;
+    /// The caller holding API token `token`.
+    pub async fn caller(&self, token: &str) -> CenterResult<Caller> {
         let hash = secret_hash(token);
         let cached = {
             let tokens = self.tokens.lock().expect("token cache");
@@ -70,7 +64,7 @@ impl Center {
                     .store
                     .api_token_find(&hash)
                     .await?
-                    .ok_or_else(|| ApiErr::unauthenticated("unknown API token"))?;
+                    .ok_or_else(|| CenterError::unauthenticated("unknown API token"))?;
                 self.tokens
                     .lock()
                     .expect("token cache")
@@ -79,9 +73,8 @@ impl Center {
             }
         };
         if row.expires_at <= unix_now() {
-            return Err(ApiErr::new(
-                StatusCode::UNAUTHORIZED,
-                codes::TOKEN_EXPIRED,
+            return Err(CenterError::new(
+                ErrorKind::TokenExpired,
                 format!(
                     "the API token {:?} expired at {}",
                     row.label,
@@ -93,43 +86,41 @@ impl Center {
             Role::Operator => Ok(Caller::Operator),
             Role::Vendor => match row.vendor {
                 Some(vendor) => Ok(Caller::Vendor(vendor)),
-                None => Err(ApiErr::internal(
+                None => Err(CenterError::internal(
                     "a vendor token without a vendor id is stored",
                 )),
             },
         }
     }
 
-    pub async fn require_operator(&self, headers: &HeaderMap) -> ApiResult<()> {
-        match self.caller(headers).await? {
+    /// Succeeds for an operator's token only.
+    pub async fn operator(&self, token: &str) -> CenterResult<()> {
+        match self.caller(token).await? {
             Caller::Operator => Ok(()),
-            Caller::Vendor(vendor) => Err(ApiErr::forbidden(format!(
+            Caller::Vendor(vendor) => Err(CenterError::forbidden(format!(
                 "this endpoint is for operators; the token is vendor {vendor:?}'s"
             ))),
         }
     }
 
-    /// The terminal behind a connection's client certificate.
-    pub async fn terminal(&self, conn: &ConnInfo) -> ApiResult<Arc<KnownTerminal>> {
-        let peer = conn.peer.as_ref().ok_or_else(|| {
-            ApiErr::new(
-                StatusCode::UNAUTHORIZED,
-                codes::CLIENT_CERT_REQUIRED,
+    /// The terminal behind a connection's client certificate (`None`: it presented none).
+    pub async fn terminal(&self, peer: Option<&PeerIdentity>) -> CenterResult<Arc<KnownTerminal>> {
+        let peer = peer.ok_or_else(|| {
+            CenterError::new(
+                ErrorKind::ClientCertRequired,
                 "terminal endpoints need the client certificate issued at enrolment",
             )
         })?;
         let id = peer.terminal.as_deref().ok_or_else(|| {
-            ApiErr::new(
-                StatusCode::FORBIDDEN,
-                codes::CLIENT_CERT_REQUIRED,
+            CenterError::new(
+                ErrorKind::ClientCertNotTerminal,
                 "the client certificate does not name a terminal",
             )
         })?;
         let known = self.known_terminal(id).await?;
         if known.cert_sha256 != peer.sha256 {
-            return Err(ApiErr::new(
-                StatusCode::UNAUTHORIZED,
-                codes::CERT_REVOKED,
+            return Err(CenterError::new(
+                ErrorKind::CertRevoked,
                 format!(
                     "this certificate is no longer terminal {id:?}'s (it was re-enrolled or deleted)"
                 ),
@@ -139,15 +130,14 @@ impl Center {
     }
 
     /// A terminal's identity and policy, from the cache or the store.
-    pub async fn known_terminal(&self, id: &str) -> ApiResult<Arc<KnownTerminal>> {
+    pub async fn known_terminal(&self, id: &str) -> CenterResult<Arc<KnownTerminal>> {
         if let Some(known) = self.terminals.lock().expect("terminal cache").get(id) {
             return Ok(known.clone());
         }
         let revision = self.terminals_revision.load(Relaxed);
         let row = self.store.terminal(id).await?.ok_or_else(|| {
-            ApiErr::new(
-                StatusCode::UNAUTHORIZED,
-                codes::CERT_REVOKED,
+            CenterError::new(
+                ErrorKind::CertRevoked,
                 format!("terminal {id:?} is not enrolled (deleted?); enrol it again"),
             )
         })?;
@@ -157,16 +147,16 @@ impl Center {
             .find(|(g, _)| g.id == row.group)
             .map(|(g, _)| g)
             .ok_or_else(|| {
-                ApiErr::internal(format!(
+                CenterError::internal(format!(
                     "terminal {id:?} is in a missing group {:?}",
                     row.group
                 ))
             })?;
         let policy: PolicyDoc = serde_json::from_str(&group.policy).map_err(|err| {
-            ApiErr::internal(format!("group {:?} has a corrupt policy: {err}", group.id))
+            CenterError::internal(format!("group {:?} has a corrupt policy: {err}", group.id))
         })?;
         let hardware: HardwareDoc = serde_json::from_str(&row.hardware).map_err(|err| {
-            ApiErr::internal(format!("terminal {id:?} has corrupt hardware: {err}"))
+            CenterError::internal(format!("terminal {id:?} has corrupt hardware: {err}"))
         })?;
         let known = Arc::new(KnownTerminal {
             id: row.id,

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use herd_core::Timestamp;
+use herd_proto::api::CheckinRequest;
 #[cfg(test)]
 use herd_proto::api::CheckinResponse;
-use herd_proto::api::{CheckinRequest, codes};
 use herd_proto::plan::Action;
 use herd_proto::terminal::{PolicyDoc, TerminalDoc};
 use herd_store::{CheckinWrite, PlanWrite, Store};
@@ -19,11 +19,9 @@ use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use super::error::{ApiErr, ApiResult};
-use super::metrics::Metrics;
-use super::{Center, KnownTerminal, catalog, rfc3339};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::metrics::Metrics;
+use crate::{Center, KnownTerminal, catalog, rfc3339};
 
 /// The most check-ins one transaction stores.
 const MAX_BATCH: usize = 1024;
@@ -59,7 +57,7 @@ impl CheckinWriter {
     }
 
     /// Stores one check-in (with whatever else is waiting) and returns once it is committed.
-    pub async fn write(&self, write: CheckinWrite) -> ApiResult<()> {
+    pub async fn write(&self, write: CheckinWrite) -> CenterResult<()> {
         let queue = self.queue.lock().expect("writer queue").clone();
         let queue = queue.ok_or_else(|| unavailable("the center is shutting down"))?;
         let (done, answer) = oneshot::channel();
@@ -84,10 +82,9 @@ impl CheckinWriter {
     }
 }
 
-fn unavailable(message: &str) -> ApiErr {
-    ApiErr::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        codes::UNAVAILABLE,
+fn unavailable(message: &str) -> CenterError {
+    CenterError::new(
+        ErrorKind::Unavailable,
         format!("the check-in was not stored: {message}"),
     )
 }
@@ -142,21 +139,20 @@ impl Center {
         terminal: &KnownTerminal,
         request: CheckinRequest,
         address: String,
-    ) -> ApiResult<CheckinAnswer> {
+    ) -> CenterResult<CheckinAnswer> {
         let started = Instant::now();
         if let Some(claimed) = &request.terminal
             && claimed != &terminal.id
         {
-            return Err(ApiErr::new(
-                StatusCode::FORBIDDEN,
-                codes::IDENTITY_MISMATCH,
+            return Err(CenterError::new(
+                ErrorKind::IdentityMismatch,
                 format!(
                     "this client certificate is terminal {:?}'s; it cannot check in as {claimed:?}",
                     terminal.id
                 ),
             ));
         }
-        let now = super::unix_now();
+        let now = crate::unix_now();
         // What the store keeps is serialised before the request's parts move into the model.
         let installed_json = request
             .installed
@@ -180,8 +176,8 @@ impl Center {
         };
         let snapshot = self.catalog();
         let model = doc.validate("check-in", &snapshot.catalog).map_err(|err| {
-            ApiErr::invalid(
-                codes::INVENTORY_INVALID,
+            CenterError::invalid(
+                ErrorKind::InventoryInvalid,
                 format!(
                     "the reported inventory of terminal {} does not fit the catalog: {err}",
                     terminal.id
@@ -235,21 +231,16 @@ impl Center {
     }
 }
 
-/// The answer to a check-in: a [`CheckinResponse`] serialised by splicing the plan's JSON,
-/// which was already made to be hashed and stored, instead of serialising the plan again.
+/// The answer to a check-in: a [`CheckinResponse`](herd_proto::api::CheckinResponse)
+/// serialised by splicing the plan's JSON, which was already made to be hashed and stored,
+/// instead of serialising the plan again.
 #[derive(Debug)]
 pub struct CheckinAnswer(String);
 
-impl IntoResponse for CheckinAnswer {
-    fn into_response(self) -> Response {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            self.0,
-        )
-            .into_response()
+impl CheckinAnswer {
+    /// The `CheckinResponse` JSON document.
+    pub fn into_json(self) -> String {
+        self.0
     }
 }
 

@@ -2,8 +2,7 @@
 //! its own vendor, validated again merged with every other vendor's current feed inside the
 //! store's transaction, stored, and the catalog reloaded.
 
-use axum::http::StatusCode;
-use herd_proto::api::{PublishResponse, codes};
+use herd_proto::api::PublishResponse;
 use herd_proto::catalog::CatalogDoc;
 use herd_store::StoredFeed;
 use sha2::{Digest as _, Sha256};
@@ -11,28 +10,58 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use herd_proto::merge::merge;
 
-use super::catalog::check_vendor_scope;
-use super::error::{ApiErr, ApiResult};
-use super::{Center, unix_now};
+use crate::auth::Caller;
+use crate::catalog::check_vendor_scope;
+use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::{Center, unix_now};
 
 impl Center {
+    /// Refuses a vendor's token publishing for another vendor, before its feed is even read.
+    pub fn may_publish(&self, caller: &Caller, vendor: &str) -> CenterResult<()> {
+        match caller {
+            Caller::Vendor(own) if own != vendor => {
+                self.metrics.feeds_refused.fetch_add(1, Relaxed);
+                Err(CenterError::new(
+                    ErrorKind::ForbiddenVendor,
+                    format!("this token publishes for vendor {own:?}, not {vendor:?}"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a feed refused before it reached [`Center::publish_feed`] (unreadable, too large).
+    pub fn feed_refused(&self) {
+        self.metrics.feeds_refused.fetch_add(1, Relaxed);
+    }
+
     /// Validates a vendor's feed alone and merged with every other vendor's, stores it in one
-    /// transaction (idempotent when republished), and reloads the catalog.
-    pub async fn publish_feed(&self, vendor: &str, bytes: &[u8]) -> ApiResult<PublishResponse> {
+    /// transaction (idempotent when republished), and reloads the catalog. Refusals are
+    /// counted.
+    pub async fn publish_feed(&self, vendor: &str, bytes: &[u8]) -> CenterResult<PublishResponse> {
+        let result = self.publish_feed_counted(vendor, bytes).await;
+        if result.is_err() {
+            self.feed_refused();
+        }
+        result
+    }
+
+    async fn publish_feed_counted(
+        &self,
+        vendor: &str,
+        bytes: &[u8],
+    ) -> CenterResult<PublishResponse> {
         let center = self;
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| ApiErr::bad_request("the feed is not UTF-8 text"))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| CenterError::bad_request("the feed is not UTF-8 text"))?;
         let document = format!("feed of {vendor}");
         herd_proto::catalog::parse_catalog(&document, text)
-            .map_err(|err| ApiErr::invalid(codes::FEED_INVALID, err.to_string(), &err))?;
+            .map_err(|err| CenterError::invalid(ErrorKind::FeedInvalid, err.to_string(), &err))?;
         let doc: CatalogDoc = serde_json::from_str(text).map_err(|err| {
-            ApiErr::internal(format!("a validated feed failed to parse again: {err}"))
+            CenterError::internal(format!("a validated feed failed to parse again: {err}"))
         })?;
-        check_vendor_scope(&document, &doc, vendor).map_err(|err| ApiErr {
-            status: StatusCode::FORBIDDEN,
-            code: codes::FORBIDDEN_VENDOR,
-            message: err.to_string(),
-            problems: err.problems.iter().map(Into::into).collect(),
+        check_vendor_scope(&document, &doc, vendor).map_err(|err| {
+            CenterError::invalid(ErrorKind::ForbiddenVendor, err.to_string(), &err)
         })?;
         let sha256 = hex::encode(Sha256::digest(bytes));
         let feed = StoredFeed {
@@ -64,17 +93,11 @@ impl Center {
             .store
             .publish_feed(feed, &check)
             .await?
-            .map_err(|message| {
-                ApiErr::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    codes::FEED_INVALID,
-                    message,
-                )
-            })?;
+            .map_err(|message| CenterError::new(ErrorKind::FeedInvalid, message))?;
         if outcome.changed {
             center.metrics.feeds_published.fetch_add(1, Relaxed);
             center.refresh_catalog().await.map_err(|err| {
-                ApiErr::internal(format!(
+                CenterError::internal(format!(
                     "the feed is stored but the catalog did not reload: {err:#}"
                 ))
             })?;

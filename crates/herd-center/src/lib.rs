@@ -4,7 +4,14 @@
 //! several center processes agree through), the blob store, the CA, and caches derived from
 //! the store that are refreshed when the store's revisions move (so no process knows anything
 //! the others cannot learn). [`run`] opens everything, binds the listeners and serves until
-//! SIGINT/SIGTERM. The HTTP surface is in `api`.
+//! SIGINT/SIGTERM.
+//!
+//! Two layers: the domain services (every module but `api`: enrolment, check-in, events,
+//! feeds, the fleet, groups and rules, tokens, packages and the blob store, authentication)
+//! take plain values and return [`CenterResult`]s; they know nothing of HTTP, which
+//! `tests/boundaries.rs` in herd-server checks. `api` is the edge: the router and its thin
+//! handlers, the extractors, the one mapping of [`ErrorKind`] to a status, the blob store's
+//! HTTP serving, the TLS listener and [`run`].
 
 pub mod api;
 mod auth;
@@ -12,11 +19,16 @@ pub mod blobs;
 pub mod catalog;
 mod checkin;
 pub mod config;
+mod enrol;
 pub mod error;
+pub mod events;
 mod feeds;
-mod listener;
+pub mod fleet;
+mod groups;
 pub mod metrics;
+mod packages;
 mod placement;
+mod tokens;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,7 +46,11 @@ use catalog::CatalogSnapshot;
 use config::CenterConfig;
 use metrics::Metrics;
 
-pub use auth::KnownTerminal;
+pub use api::run;
+pub use auth::{Caller, KnownTerminal, PeerIdentity};
+pub use checkin::CheckinAnswer;
+pub use error::{CenterError, CenterResult, ErrorKind};
+pub use packages::PackageUpload;
 
 /// Everything requests share.
 #[derive(Debug)]
@@ -154,7 +170,7 @@ impl Center {
 
     /// Follows the store's revisions, so changes made through other center processes reach
     /// this one within about a second.
-    async fn follow_revisions(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn follow_revisions(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -175,6 +191,11 @@ impl Center {
                 Err(err) => tracing::warn!(%err, "cannot read the store's revisions"),
             }
         }
+    }
+
+    /// Stops taking check-ins and waits until those queued are stored.
+    pub async fn close(&self) {
+        self.checkins.close().await;
     }
 
     /// At first start there is no operator: create a token and leave it, readable only by
@@ -227,81 +248,4 @@ pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()>
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
-}
-
-/// Runs the center until SIGINT or SIGTERM. Binding errors (port in use, no permission) are
-/// returned with the address named.
-pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
-    herd_tls::install_crypto_provider();
-    let listen = config.listen;
-    let plaintext = config.plaintext_listen;
-    // Bind first: a port in use is the most common start-up error and needs no database.
-    let tls_listener = bind(listen).await?;
-    let plain_listener = match plaintext {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
-    };
-    let center = Center::open(config).await?;
-    let server_cert = center.ca.issue_server(&center.config.server_names)?;
-    let tls = tokio_rustls::TlsAcceptor::from(center.ca.server_config(&server_cert)?);
-    let (router, _openapi) = api::router(center.clone());
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(center.clone().follow_revisions(stop_rx.clone()));
-    let local = tls_listener.local_addr()?;
-    let mut servers = vec![tokio::spawn(listener::serve(
-        tls_listener,
-        Some(tls),
-        router.clone(),
-        center.metrics.clone(),
-        stop_rx.clone(),
-    ))];
-    if let Some(plain) = plain_listener {
-        tracing::warn!(addr = %plain.local_addr()?, "plaintext HTTP listener on loopback (no terminal endpoints)");
-        servers.push(tokio::spawn(listener::serve(
-            plain,
-            None,
-            router,
-            center.metrics.clone(),
-            stop_rx,
-        )));
-    }
-    tracing::info!(
-        addr = %local,
-        url = %format!("https://{local}"),
-        store = %center.config.database_for_display(),
-        ca = %center.config.data_dir.join("ca.pem").display(),
-        "herd center listening"
-    );
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing requests in flight");
-    let _ = stop_tx.send(true);
-    for server in servers {
-        let _ = server.await;
-    }
-    center.checkins.close().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|err| {
-        let hint = match err.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                " (another program is using this port; choose another with --listen)"
-            }
-            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
-            _ => "",
-        };
-        anyhow::anyhow!("cannot listen on {addr}: {err}{hint}")
-    })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -48,6 +48,8 @@ impl From<&crate::Problem> for ApiProblem {
 pub mod codes {
     /// The request body is not valid JSON or does not match the request schema.
     pub const BAD_REQUEST: &str = "bad_request";
+    /// The request body's `Content-Type` is not the one the endpoint reads.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     /// A catalog feed failed validation (alone or merged with the other vendors' feeds).
     pub const FEED_INVALID: &str = "feed_invalid";
     /// A vendor tried to publish or upload for another vendor.

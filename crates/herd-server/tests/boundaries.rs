@@ -1,9 +1,18 @@
 //! Architecture invariants checked by machine (see ARCHITECTURE.md): the pure crates never
-//! depend on an async runtime, a web framework, a database driver or an HTTP client.
+//! depend on an async runtime, a web framework, a database driver or an HTTP client; the
+//! planner reads no clock; the center's domain services know nothing of HTTP.
 
 use std::process::Command;
 
-const PURE: [&str; 4] = ["herd-core", "herd-planner", "herd-proto", "herd-scan"];
+/// Crates that never touch the network or an async runtime. (herd-package reads and writes
+/// package files, but as a library for the agent and the CLI it must stay free of these too.)
+const PURE: [&str; 5] = [
+    "herd-core",
+    "herd-planner",
+    "herd-proto",
+    "herd-scan",
+    "herd-package",
+];
 const FORBIDDEN: [&str; 8] = [
     "tokio",
     "axum",
@@ -73,4 +82,52 @@ fn the_planner_reads_no_clock_and_touches_no_files() {
             );
         }
     }
+}
+
+/// The center's HTTP layer: the only part of herd-center that may speak HTTP.
+const CENTER_HTTP_LAYER: &str = "api";
+
+#[test]
+fn the_centers_domain_services_know_nothing_of_http() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../herd-center/src");
+    let mut checked = 0;
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path != src.join(CENTER_HTTP_LAYER) {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if path.extension().is_none_or(|ext| ext != "rs") {
+                continue;
+            }
+            checked += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for banned in [
+                "axum",
+                "hyper",
+                "http::",
+                "http_body",
+                "StatusCode",
+                "IntoResponse",
+                // The HTTP layer's own types are HTTP too: domain code never reaches into it.
+                "crate::api",
+                "super::api",
+            ] {
+                assert!(
+                    !text.contains(banned),
+                    "{} mentions {banned}; domain modules of the center know nothing of HTTP (that is src/{CENTER_HTTP_LAYER}/)",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(
+        checked >= 10,
+        "found only {checked} domain files under {}",
+        src.display()
+    );
 }

@@ -1,8 +1,13 @@
-//! API v1: the router, the OpenAPI document generated from the handlers' annotations (so the
-//! served `/v1/openapi.json` cannot drift from the code), and the helpers every handler uses
-//! to read bodies and turn results into responses. Handlers are thin: they authenticate,
-//! parse, call the [`Center`](super::Center), and answer.
+//! The HTTP edge of the center: API v1's router, the OpenAPI document generated from the
+//! handlers' annotations (so the served `/v1/openapi.json` cannot drift from the code), and
+//! [`run`], which binds the listeners and serves until a signal. Handlers are thin: their
+//! extractors authenticate and parse, they call a domain service of the
+//! [`Center`](crate::Center), and answer; failures answer through `error.rs`.
 
+pub mod blobs;
+pub mod error;
+pub mod extract;
+pub mod listener;
 mod operators;
 mod terminals;
 mod vendors;
@@ -10,20 +15,19 @@ mod vendors;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use herd_proto::api::{self as wire, codes};
-use serde::de::DeserializeOwned;
+use herd_proto::api as wire;
+use tokio::sync::watch;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Center;
-use super::error::{ApiErr, ApiResult};
+use crate::config::CenterConfig;
+use crate::{Center, CenterError};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -88,7 +92,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         )
         .route("/metrics", get(metrics).with_state(center.clone()))
         .fallback(|| async {
-            ApiErr::not_found("no such endpoint; the API is described at /v1/openapi.json")
+            CenterError::not_found("no such endpoint; the API is described at /v1/openapi.json")
         })
         .layer(axum::middleware::from_fn_with_state(
             center,
@@ -130,45 +134,79 @@ async fn metrics(State(center): State<Arc<Center>>) -> impl IntoResponse {
     )
 }
 
-/// Reads a whole request body, refusing more than `limit` bytes with `too_large`.
-pub async fn read_body(body: Body, limit: u64, what: &str) -> ApiResult<axum::body::Bytes> {
-    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|err| {
-            let too_large = std::error::Error::source(&err)
-                .is_some_and(|source| source.to_string().contains("length limit"))
-                || err.to_string().contains("length limit");
-            if too_large {
-                ApiErr::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    codes::TOO_LARGE,
-                    format!("{what} is larger than the limit of {limit} bytes"),
-                )
-            } else {
-                ApiErr::bad_request(format!("cannot read {what}: {err}"))
+/// Runs the center until SIGINT or SIGTERM. Binding errors (port in use, no permission) are
+/// returned with the address named.
+pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
+    herd_tls::install_crypto_provider();
+    let listen = config.listen;
+    let plaintext = config.plaintext_listen;
+    // Bind first: a port in use is the most common start-up error and needs no database.
+    let tls_listener = bind(listen).await?;
+    let plain_listener = match plaintext {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let center = Center::open(config).await?;
+    let server_cert = center.ca.issue_server(&center.config.server_names)?;
+    let tls = tokio_rustls::TlsAcceptor::from(center.ca.server_config(&server_cert)?);
+    let (router, _openapi) = router(center.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(center.clone().follow_revisions(stop_rx.clone()));
+    let local = tls_listener.local_addr()?;
+    let mut servers = vec![tokio::spawn(listener::serve(
+        tls_listener,
+        Some(tls),
+        router.clone(),
+        center.metrics.clone(),
+        stop_rx.clone(),
+    ))];
+    if let Some(plain) = plain_listener {
+        tracing::warn!(addr = %plain.local_addr()?, "plaintext HTTP listener on loopback (no terminal endpoints)");
+        servers.push(tokio::spawn(listener::serve(
+            plain,
+            None,
+            router,
+            center.metrics.clone(),
+            stop_rx,
+        )));
+    }
+    tracing::info!(
+        addr = %local,
+        url = %format!("https://{local}"),
+        store = %center.config.database_for_display(),
+        ca = %center.config.data_dir.join("ca.pem").display(),
+        "herd center listening"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop_tx.send(true);
+    for server in servers {
+        let _ = server.await;
+    }
+    center.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+        let hint = match err.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another program is using this port; choose another with --listen)"
             }
-        })
-}
-
-/// Parses a JSON body; a mistake is named with its JSON path (`$.hardware.kind: …`).
-pub fn parse_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> ApiResult<T> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let path = if path == "." {
-            "$".to_owned()
-        } else {
-            format!("$.{path}")
+            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+            _ => "",
         };
-        ApiErr::bad_request(format!("{what}: {path}: {}", err.inner()))
-    })?;
-    deserializer.end().map_err(|err| {
-        ApiErr::bad_request(format!(
-            "{what}: trailing characters after the JSON value: {err}"
-        ))
-    })?;
-    Ok(value)
+        anyhow::anyhow!("cannot listen on {addr}: {err}{hint}")
+    })
 }
 
-/// The JSON bodies of API v1 are small; feeds have their own, configurable limit.
-pub const MAX_JSON_BODY: u64 = 1 << 20;
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

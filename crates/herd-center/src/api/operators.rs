@@ -4,34 +4,26 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use herd_core::check_identifier;
+use axum::extract::State;
+use axum::http::{HeaderName, StatusCode, header};
 use herd_proto::api::{
-    AddressSeen, CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken, NewEnrolmentToken,
-    PlacementRules, PlanReport, TerminalDetail, TerminalList, TerminalSummary, TokenCreated,
+    CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken, NewEnrolmentToken, PlacementRules,
+    TerminalDetail, TerminalList, TokenCreated,
 };
 use herd_proto::catalog::CatalogDoc;
-use herd_proto::plan::PlanDoc;
-use herd_proto::terminal::{HardwareDoc, InstalledDoc};
-use herd_store::{ApiTokenRow, EnrolTokenRow, GroupRow, Role, RuleRow, TerminalQuery, TerminalRow};
 use serde::Deserialize;
 
-use super::{MAX_JSON_BODY, parse_json, read_body};
-use crate::auth::{new_secret, secret_hash};
-use crate::error::{ApiErr, ApiResult};
-use crate::placement;
-use crate::{Center, rfc3339, unix_now};
+use super::extract::{JsonBody, Operator, Path, Query};
+use crate::fleet::FleetQuery;
+use crate::{Center, CenterResult};
 
 /// The merged catalog every plan is computed from (all vendors' feeds).
 #[utoipa::path(get, path = "/v1/catalog", tag = "operators",
     responses((status = 200, description = "A `herd.catalog/v1` document.", body = Object), (status = 401, body = ErrorBody)))]
 pub async fn catalog(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
-) -> ApiResult<Json<CatalogDoc>> {
-    center.require_operator(&headers).await?;
+    _: Operator,
+) -> CenterResult<Json<CatalogDoc>> {
     Ok(Json(center.catalog().doc.clone()))
 }
 
@@ -40,9 +32,8 @@ pub async fn catalog(
     responses((status = 200, body = CoverageMatrix), (status = 401, body = ErrorBody)))]
 pub async fn coverage(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
-) -> ApiResult<Json<CoverageMatrix>> {
-    center.require_operator(&headers).await?;
+    _: Operator,
+) -> CenterResult<Json<CoverageMatrix>> {
     Ok(Json(center.catalog().coverage_matrix()))
 }
 
@@ -60,16 +51,26 @@ pub struct ListParams {
     limit: Option<u32>,
 }
 
+impl From<ListParams> for FleetQuery {
+    fn from(params: ListParams) -> FleetQuery {
+        FleetQuery {
+            group: params.group,
+            action: params.action,
+            after: params.after,
+            limit: params.limit,
+        }
+    }
+}
+
 /// The fleet, ordered by terminal id, a page at a time.
 #[utoipa::path(get, path = "/v1/terminals", tag = "operators", params(ListParams),
     responses((status = 200, body = TerminalList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list_terminals(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
+    _: Operator,
     Query(params): Query<ListParams>,
-) -> ApiResult<Json<TerminalList>> {
-    center.require_operator(&headers).await?;
-    list(&center, params).await.map(Json)
+) -> CenterResult<Json<TerminalList>> {
+    center.terminals(params.into()).await.map(Json)
 }
 
 /// Terminals whose current plan is `exposed`: no product they may run covers every required threat.
@@ -77,87 +78,10 @@ pub async fn list_terminals(
     responses((status = 200, body = TerminalList), (status = 401, body = ErrorBody)))]
 pub async fn exposed(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
+    _: Operator,
     Query(params): Query<ListParams>,
-) -> ApiResult<Json<TerminalList>> {
-    center.require_operator(&headers).await?;
-    let params = ListParams {
-        action: Some("exposed".to_owned()),
-        ..params
-    };
-    list(&center, params).await.map(Json)
-}
-
-async fn list(center: &Center, params: ListParams) -> ApiResult<TerminalList> {
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiErr::bad_request(format!(
-            "limit: {limit} is outside 1..=1000"
-        )));
-    }
-    if let Some(action) = &params.action {
-        if !["none", "update", "switch", "exposed"].contains(&action.as_str()) {
-            return Err(ApiErr::bad_request(format!(
-                "action: {action:?} is not one of none, update, switch, exposed"
-            )));
-        }
-    }
-    let rows = center
-        .store
-        .terminals(&TerminalQuery {
-            group: params.group,
-            action: params.action,
-            after: params.after,
-            limit: limit + 1,
-        })
-        .await?;
-    let more = rows.len() > limit as usize;
-    let terminals: Vec<TerminalSummary> = rows
-        .iter()
-        .take(limit as usize)
-        .map(summary)
-        .collect::<ApiResult<_>>()?;
-    let next = if more {
-        terminals.last().map(|t| t.id.clone())
-    } else {
-        None
-    };
-    Ok(TerminalList { terminals, next })
-}
-
-fn summary(row: &TerminalRow) -> ApiResult<TerminalSummary> {
-    let corrupt = |what: &str, err: serde_json::Error| {
-        ApiErr::internal(format!("terminal {:?} has a corrupt {what}: {err}", row.id))
-    };
-    let hardware: HardwareDoc =
-        serde_json::from_str(&row.hardware).map_err(|e| corrupt("hardware", e))?;
-    let installed: Option<InstalledDoc> = row
-        .installed
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| corrupt("inventory", e))?;
-    Ok(TerminalSummary {
-        id: row.id.clone(),
-        user: row.user.clone(),
-        hardware,
-        tz: row.tz.clone(),
-        group: row.group.clone(),
-        installed,
-        enrolled_at: rfc3339(row.enrolled_at),
-        last_checkin: row.last_checkin.map(rfc3339),
-        last_address: row.last_address.clone(),
-        action: row.plan_action.clone(),
-        uncovered: row.plan_uncovered,
-    })
-}
-
-async fn terminal_row(center: &Center, id: &str) -> ApiResult<TerminalRow> {
-    center
-        .store
-        .terminal(id)
-        .await?
-        .ok_or_else(|| ApiErr::not_found(format!("no terminal {id:?} is enrolled")))
+) -> CenterResult<Json<TerminalList>> {
+    center.exposed(params.into()).await.map(Json)
 }
 
 /// One terminal: its inventory, current plan, last report and network map.
@@ -166,43 +90,10 @@ async fn terminal_row(center: &Center, id: &str) -> ApiResult<TerminalRow> {
     responses((status = 200, body = TerminalDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn terminal_detail(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
-) -> ApiResult<Json<TerminalDetail>> {
-    center.require_operator(&headers).await?;
-    let row = terminal_row(&center, &id).await?;
-    let plan: Option<PlanDoc> = row
-        .plan
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|err| ApiErr::internal(format!("terminal {id:?} has a corrupt plan: {err}")))?;
-    let last_report: Option<PlanReport> = row
-        .last_report
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|err| ApiErr::internal(format!("terminal {id:?} has a corrupt report: {err}")))?;
-    let addresses = center
-        .store
-        .addresses(&id)
-        .await?
-        .into_iter()
-        .map(|a| AddressSeen {
-            address: a.address,
-            first_seen: rfc3339(a.first_seen),
-            last_seen: rfc3339(a.last_seen),
-            checkins: a.checkins,
-        })
-        .collect();
-    Ok(Json(TerminalDetail {
-        summary: summary(&row)?,
-        plan_id: row.plan_id.clone(),
-        plan,
-        planned_at: row.planned_at.map(rfc3339),
-        addresses,
-        last_report,
-    }))
+) -> CenterResult<Json<TerminalDetail>> {
+    center.terminal_detail(&id).await.map(Json)
 }
 
 /// A terminal's current plan, exactly as it was handed to the terminal.
@@ -211,18 +102,11 @@ pub async fn terminal_detail(
     responses((status = 200, description = "The plan (SPEC §4).", body = Object), (status = 404, body = ErrorBody, description = "No such terminal, or it has not checked in yet.")))]
 pub async fn terminal_plan(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
-) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
-    center.require_operator(&headers).await?;
-    let row = terminal_row(&center, &id).await?;
-    let plan = row
-        .plan
-        .ok_or_else(|| ApiErr::not_found(format!("terminal {id:?} has not checked in yet")))?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        plan,
-    ))
+) -> CenterResult<([(HeaderName, &'static str); 1], String)> {
+    let plan = center.terminal_plan(&id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], plan))
 }
 
 /// Remove a terminal: its certificate stops working at once on every center process.
@@ -231,14 +115,10 @@ pub async fn terminal_plan(
     responses((status = 204, description = "Deleted."), (status = 404, body = ErrorBody)))]
 pub async fn delete_terminal(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    center.require_operator(&headers).await?;
-    if !center.store.terminal_delete(&id).await? {
-        return Err(ApiErr::not_found(format!("no terminal {id:?} is enrolled")));
-    }
-    center.forget_config(center.store.revisions().await?.config);
+) -> CenterResult<StatusCode> {
+    center.delete_terminal(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -247,27 +127,9 @@ pub async fn delete_terminal(
     responses((status = 200, body = GroupList), (status = 401, body = ErrorBody)))]
 pub async fn list_groups(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
-) -> ApiResult<Json<GroupList>> {
-    center.require_operator(&headers).await?;
-    let groups = center
-        .store
-        .groups()
-        .await?
-        .into_iter()
-        .map(|(row, terminals)| {
-            let policy = serde_json::from_str(&row.policy).map_err(|err| {
-                ApiErr::internal(format!("group {:?} has a corrupt policy: {err}", row.id))
-            })?;
-            Ok(GroupDoc {
-                id: row.id,
-                description: row.description,
-                policy,
-                terminals,
-            })
-        })
-        .collect::<ApiResult<_>>()?;
-    Ok(Json(GroupList { groups }))
+    _: Operator,
+) -> CenterResult<Json<GroupList>> {
+    center.groups().await.map(Json)
 }
 
 /// Create or replace a group and its policy. Its terminals plan with it from their next check-in.
@@ -277,52 +139,11 @@ pub async fn list_groups(
     responses((status = 200, body = GroupDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn put_group(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
-    body: Body,
-) -> ApiResult<Json<GroupDoc>> {
-    center.require_operator(&headers).await?;
-    let bytes = read_body(body, MAX_JSON_BODY, "the group").await?;
-    let group: GroupDoc = parse_json("the group", &bytes)?;
-    if group.id != id {
-        return Err(ApiErr::bad_request(format!(
-            "the group: $.id: {:?} differs from the id in the path {id:?}",
-            group.id
-        )));
-    }
-    check_identifier(&id).map_err(|m| ApiErr::bad_request(format!("the group: $.id: {m}")))?;
-    if group.policy.tz.is_some() {
-        return Err(ApiErr::bad_request(
-            "the group: $.policy.tz: a group's policy has no time zone; each terminal reports its own",
-        ));
-    }
-    // Validate the policy the same way a terminal record's is validated.
-    let probe = herd_proto::terminal::TerminalDoc {
-        id: "policy-check".to_owned(),
-        user: None,
-        hardware: HardwareDoc {
-            kind: "any".to_owned(),
-            platform: "any".to_owned(),
-            model: None,
-        },
-        installed: None,
-        policy: group.policy.clone(),
-    };
-    probe
-        .validate("the group", &center.catalog().catalog)
-        .map_err(|err| {
-            ApiErr::invalid(herd_proto::api::codes::BAD_REQUEST, err.to_string(), &err)
-        })?;
-    center
-        .store
-        .group_put(GroupRow {
-            id: id.clone(),
-            description: group.description.clone(),
-            policy: serde_json::to_string(&group.policy).expect("policy serialises"),
-        })
-        .await?;
-    center.forget_config(center.store.revisions().await?.config);
-    Ok(Json(group))
+    JsonBody(group): JsonBody<GroupDoc>,
+) -> CenterResult<Json<GroupDoc>> {
+    center.put_group(&id, group).await.map(Json)
 }
 
 /// Delete a group that no terminal and no rule uses (`unknown` cannot be deleted).
@@ -331,12 +152,10 @@ pub async fn put_group(
     responses((status = 204, description = "Deleted."), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`conflict`: still in use")))]
 pub async fn delete_group(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    center.require_operator(&headers).await?;
-    center.store.group_delete(&id).await?;
-    center.forget_config(center.store.revisions().await?.config);
+) -> CenterResult<StatusCode> {
+    center.delete_group(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -345,21 +164,9 @@ pub async fn delete_group(
     responses((status = 200, body = PlacementRules), (status = 401, body = ErrorBody)))]
 pub async fn get_rules(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
-) -> ApiResult<Json<PlacementRules>> {
-    center.require_operator(&headers).await?;
-    let rules = center
-        .store
-        .rules()
-        .await?
-        .iter()
-        .map(|row| {
-            serde_json::from_str(&row.rule).map_err(|err| {
-                ApiErr::internal(format!("a stored placement rule is corrupt: {err}"))
-            })
-        })
-        .collect::<ApiResult<_>>()?;
-    Ok(Json(PlacementRules { rules }))
+    _: Operator,
+) -> CenterResult<Json<PlacementRules>> {
+    center.rules().await.map(Json)
 }
 
 /// Replace every placement rule at once. They apply to terminals enrolling from now on.
@@ -368,29 +175,10 @@ pub async fn get_rules(
     responses((status = 200, body = PlacementRules), (status = 409, body = ErrorBody, description = "`conflict`: a rule names a missing group"), (status = 422, body = ErrorBody)))]
 pub async fn put_rules(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Json<PlacementRules>> {
-    center.require_operator(&headers).await?;
-    let bytes = read_body(body, MAX_JSON_BODY, "the placement rules").await?;
-    let rules: PlacementRules = parse_json("the placement rules", &bytes)?;
-    placement::check_rules(&rules.rules).map_err(|problems| ApiErr {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        code: herd_proto::api::codes::BAD_REQUEST,
-        message: "the placement rules are refused".to_owned(),
-        problems: problems.iter().map(Into::into).collect(),
-    })?;
-    let rows: Vec<RuleRow> = rules
-        .rules
-        .iter()
-        .map(|rule| RuleRow {
-            group: rule.group.clone(),
-            rule: serde_json::to_string(rule).expect("rule serialises"),
-        })
-        .collect();
-    center.store.rules_replace(&rows).await?;
-    center.forget_config(center.store.revisions().await?.config);
-    Ok(Json(rules))
+    _: Operator,
+    JsonBody(rules): JsonBody<PlacementRules>,
+) -> CenterResult<Json<PlacementRules>> {
+    center.put_rules(rules).await.map(Json)
 }
 
 /// A new enrolment token: give it to the terminals that should enrol (shown once).
@@ -399,36 +187,11 @@ pub async fn put_rules(
     responses((status = 201, body = TokenCreated), (status = 401, body = ErrorBody)))]
 pub async fn new_enrolment_token(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
-    center.require_operator(&headers).await?;
-    let bytes = read_body(body, MAX_JSON_BODY, "the token request").await?;
-    let request: NewEnrolmentToken = parse_json("the token request", &bytes)?;
-    let now = unix_now();
-    let expires_at = now
-        + request
-            .ttl_secs
-            .unwrap_or(7 * 86_400)
-            .min(10 * 365 * 86_400) as i64;
-    let token = new_secret();
-    center
-        .store
-        .enrol_token_insert(EnrolTokenRow {
-            hash: secret_hash(&token),
-            label: request.label,
-            uses_left: request.uses.unwrap_or(1),
-            created_at: now,
-            expires_at,
-        })
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenCreated {
-            token,
-            expires_at: rfc3339(expires_at),
-        }),
-    ))
+    _: Operator,
+    JsonBody(request): JsonBody<NewEnrolmentToken>,
+) -> CenterResult<(StatusCode, Json<TokenCreated>)> {
+    let created = center.new_enrolment_token(request).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// A new API token for an operator or a vendor (shown once).
@@ -437,58 +200,9 @@ pub async fn new_enrolment_token(
     responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn new_api_token(
     State(center): State<Arc<Center>>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
-    center.require_operator(&headers).await?;
-    let bytes = read_body(body, MAX_JSON_BODY, "the token request").await?;
-    let request: NewApiToken = parse_json("the token request", &bytes)?;
-    let (role, vendor) = match (request.role.as_str(), request.vendor) {
-        ("operator", None) => (Role::Operator, None),
-        ("operator", Some(_)) => {
-            return Err(ApiErr::bad_request(
-                "the token request: $.vendor: operator tokens have no vendor",
-            ));
-        }
-        ("vendor", Some(vendor)) => {
-            check_identifier(&vendor)
-                .map_err(|m| ApiErr::bad_request(format!("the token request: $.vendor: {m}")))?;
-            (Role::Vendor, Some(vendor))
-        }
-        ("vendor", None) => {
-            return Err(ApiErr::bad_request(
-                "the token request: $.vendor: a vendor token needs the vendor id",
-            ));
-        }
-        (other, _) => {
-            return Err(ApiErr::bad_request(format!(
-                "the token request: $.role: {other:?} is neither \"operator\" nor \"vendor\""
-            )));
-        }
-    };
-    let now = unix_now();
-    let expires_at = now
-        + request
-            .ttl_secs
-            .unwrap_or(365 * 86_400)
-            .min(10 * 365 * 86_400) as i64;
-    let token = new_secret();
-    center
-        .store
-        .api_token_insert(ApiTokenRow {
-            hash: secret_hash(&token),
-            role,
-            vendor,
-            label: request.label,
-            created_at: now,
-            expires_at,
-        })
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenCreated {
-            token,
-            expires_at: rfc3339(expires_at),
-        }),
-    ))
+    _: Operator,
+    JsonBody(request): JsonBody<NewApiToken>,
+) -> CenterResult<(StatusCode, Json<TokenCreated>)> {
+    let created = center.new_api_token(request).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }

@@ -4,23 +4,17 @@
 //! resume). Operators may do what any vendor may.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
-use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use herd_proto::api::{ErrorBody, PackageInfo, PublishResponse, codes};
-use herd_store::PackageRow;
+use herd_proto::api::{ErrorBody, PackageInfo, PublishResponse};
 
-use super::read_body;
-use crate::auth::Caller;
-use crate::blobs::BlobError;
-use crate::error::{ApiErr, ApiResult};
-use crate::listener::ConnInfo;
-use crate::{Center, rfc3339, unix_now};
+use super::blobs;
+use super::extract::{Downloader, Path, read_body};
+use crate::{Caller, Center, CenterError, CenterResult};
 
 /// Publish a vendor's whole catalog feed (`herd.catalog/v1`), replacing its previous one.
 #[utoipa::path(
@@ -38,28 +32,14 @@ use crate::{Center, rfc3339, unix_now};
 pub async fn publish_feed(
     State(center): State<Arc<Center>>,
     Path(vendor): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
-) -> ApiResult<Json<PublishResponse>> {
-    let caller = center.caller(&headers).await?;
-    if let Caller::Vendor(own) = &caller {
-        if own != &vendor {
-            center.metrics.feeds_refused.fetch_add(1, Relaxed);
-            return Err(ApiErr::new(
-                StatusCode::FORBIDDEN,
-                codes::FORBIDDEN_VENDOR,
-                format!("this token publishes for vendor {own:?}, not {vendor:?}"),
-            ));
-        }
-    }
-    let result = match read_body(body, center.config.max_feed_bytes, "the feed").await {
-        Ok(bytes) => center.publish_feed(&vendor, &bytes).await,
-        Err(err) => Err(err),
-    };
-    if result.is_err() {
-        center.metrics.feeds_refused.fetch_add(1, Relaxed);
-    }
-    result.map(Json)
+) -> CenterResult<Json<PublishResponse>> {
+    center.may_publish(&caller, &vendor)?;
+    let bytes = read_body(body, center.config.max_feed_bytes, "the feed")
+        .await
+        .inspect_err(|_| center.feed_refused())?;
+    center.publish_feed(&vendor, &bytes).await.map(Json)
 }
 
 /// Upload a package by its SHA-256; the body is the package, streamed and verified.
@@ -78,67 +58,29 @@ pub async fn publish_feed(
 pub async fn upload_package(
     State(center): State<Arc<Center>>,
     Path(sha256): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<(StatusCode, Json<PackageInfo>)> {
-    let caller = center.caller(&headers).await?;
+) -> CenterResult<(StatusCode, Json<PackageInfo>)> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .map(|v| {
             v.to_str()
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| ApiErr::bad_request("Content-Length is not a number"))
+                .ok_or_else(|| CenterError::bad_request("Content-Length is not a number"))
         })
         .transpose()?;
-    let limit = center.config.max_package_bytes;
-    if declared.is_some_and(|size| size > limit) {
-        return Err(too_large(limit));
-    }
-    let outcome = center
-        .blobs
-        .put(&sha256, declared, limit, body)
-        .await
-        .map_err(blob_error)?;
-    let vendor = match caller {
-        Caller::Vendor(vendor) => Some(vendor),
-        Caller::Operator => None,
+    let mut upload = center
+        .begin_package_upload(&caller, &sha256, declared)
+        .await?;
+    blobs::receive(body, &mut upload.blob).await?;
+    let info = center.finish_package_upload(upload).await?;
+    let status = match info.created {
+        true => StatusCode::CREATED,
+        false => StatusCode::OK,
     };
-    let row = PackageRow {
-        sha256: sha256.clone(),
-        size: outcome.size,
-        vendor,
-        uploaded_at: unix_now(),
-    };
-    let created = center.store.package_put(row.clone()).await?;
-    let stored = if created {
-        row
-    } else {
-        center.store.package_get(&sha256).await?.unwrap_or(row)
-    };
-    if created {
-        center.metrics.packages_uploaded.fetch_add(1, Relaxed);
-        center
-            .metrics
-            .package_bytes_uploaded
-            .fetch_add(outcome.size, Relaxed);
-        tracing::info!(%sha256, size = outcome.size, "package stored");
-    }
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(PackageInfo {
-            sha256,
-            size: stored.size,
-            vendor: stored.vendor,
-            uploaded_at: rfc3339(stored.uploaded_at),
-            created,
-        }),
-    ))
+    Ok((status, Json(info)))
 }
 
 /// Download a package; `Range: bytes=N-` resumes an interrupted download.
@@ -155,41 +97,9 @@ pub async fn upload_package(
 )]
 pub async fn download_package(
     State(center): State<Arc<Center>>,
-    Extension(conn): Extension<ConnInfo>,
     Path(sha256): Path<String>,
+    _who: Downloader,
     headers: HeaderMap,
-) -> ApiResult<Response> {
-    if conn.peer.is_some() {
-        center.terminal(&conn).await?;
-    } else {
-        center.caller(&headers).await?;
-    }
-    center
-        .blobs
-        .serve(&sha256, &headers)
-        .await
-        .map_err(blob_error)
-}
-
-fn too_large(limit: u64) -> ApiErr {
-    ApiErr::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        codes::TOO_LARGE,
-        format!("the package is larger than the limit of {limit} bytes (max_package_bytes)"),
-    )
-}
-
-fn blob_error(err: BlobError) -> ApiErr {
-    match err {
-        BlobError::BadDigest { .. } => ApiErr::bad_request(err.to_string()),
-        BlobError::DigestMismatch { .. } | BlobError::SizeMismatch { .. } => ApiErr::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            codes::DIGEST_MISMATCH,
-            err.to_string(),
-        ),
-        BlobError::TooLarge { limit } => too_large(limit),
-        BlobError::NotFound { .. } => ApiErr::not_found(err.to_string()),
-        BlobError::Body { .. } => ApiErr::bad_request(err.to_string()),
-        other => ApiErr::internal(other.to_string()),
-    }
+) -> CenterResult<Response> {
+    Ok(blobs::serve(&center.blobs, &sha256, &headers).await?)
 }

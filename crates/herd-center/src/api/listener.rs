@@ -2,7 +2,7 @@
 //! and operators use tokens), and an optional plaintext listener on loopback. Each connection
 //! learns once who is on the other end ([`ConnInfo`]) and hands it to every request on it.
 //! Shutdown stops accepting, lets requests in flight finish, then closes keep-alive
-//! connections.
+//! connections. Site servers reuse it as it is: it knows the router it serves, not the center.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,22 +18,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 
-use super::metrics::Metrics;
+use crate::PeerIdentity;
+use crate::metrics::Metrics;
 
 /// Who is on the other end of a connection, attached to each of its requests.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
     /// The verified client certificate, if the client presented one.
-    pub peer: Option<Arc<PeerCert>>,
-}
-
-#[derive(Debug)]
-pub struct PeerCert {
-    /// SHA-256 (hex) of the DER certificate: the center accepts only a terminal's current one.
-    pub sha256: String,
-    /// The terminal id the certificate was issued for.
-    pub terminal: Option<String>,
+    pub peer: Option<Arc<PeerIdentity>>,
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,7 +76,7 @@ pub async fn serve(
                                 .peer_certificates()
                                 .and_then(|chain| chain.first())
                                 .map(|cert| {
-                                    Arc::new(PeerCert {
+                                    Arc::new(PeerIdentity {
                                         sha256: herd_tls::cert_sha256_hex(cert.as_ref()),
                                         terminal: herd_tls::terminal_id_of(cert.as_ref()),
                                     })

@@ -1,0 +1,263 @@
+//! Extractors: what every handler used to repeat before doing its work. Each rejects with the
+//! API's JSON error body (a [`CenterError`]), never axum's plain-text rejections.
+//!
+//! - [`Operator`]: a request with a valid operator token;
+//! - [`Caller`]: a request with a valid operator or vendor token;
+//! - [`TerminalIdentity`]: the terminal named by the connection's client certificate, while
+//!   that certificate is still the terminal's;
+//! - [`Downloader`]: a terminal by its certificate, or else an operator or vendor by token;
+//! - [`JsonBody`]: a JSON body read within its type's size limit and parsed, a mistake named
+//!   with its JSON path (`the check-in: $.hardware.kind: …`);
+//! - [`Query`] and [`Path`]: axum's, with the JSON error on a malformed query or path.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use herd_proto::api::{
+    CheckinRequest, EnrolRequest, EventBatch, GroupDoc, NewApiToken, NewEnrolmentToken,
+    PlacementRules,
+};
+use serde::de::DeserializeOwned;
+
+use super::listener::ConnInfo;
+use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::{Caller, Center, KnownTerminal};
+
+/// The JSON bodies of API v1 are small; feeds have their own, configurable limit.
+pub const MAX_JSON_BODY: u64 = 1 << 20;
+
+/// An operator's request.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+/// The terminal behind the connection's client certificate.
+#[derive(Debug, Clone)]
+pub struct TerminalIdentity(pub Arc<KnownTerminal>);
+
+/// Who may download a package: a terminal (by certificate) or an operator or vendor.
+#[derive(Debug, Clone)]
+pub enum Downloader {
+    Terminal(Arc<KnownTerminal>),
+    Caller(Caller),
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(parts: &Parts) -> CenterResult<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        CenterError::unauthenticated(
+            "this endpoint needs an API token: send `Authorization: Bearer <token>`",
+        )
+    })?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            CenterError::unauthenticated("the Authorization header must be `Bearer <token>`")
+        })
+}
+
+impl FromRequestParts<Arc<Center>> for Caller {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(parts: &mut Parts, center: &Arc<Center>) -> CenterResult<Caller> {
+        center.caller(bearer(parts)?).await
+    }
+}
+
+impl FromRequestParts<Arc<Center>> for Operator {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(parts: &mut Parts, center: &Arc<Center>) -> CenterResult<Operator> {
+        center.operator(bearer(parts)?).await.map(|()| Operator)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ConnInfo {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> CenterResult<ConnInfo> {
+        // The listener attaches it to every request; its absence is a wiring fault.
+        parts
+            .extensions
+            .get::<ConnInfo>()
+            .cloned()
+            .ok_or_else(|| CenterError::internal("the request came through no listener"))
+    }
+}
+
+impl FromRequestParts<Arc<Center>> for TerminalIdentity {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        center: &Arc<Center>,
+    ) -> CenterResult<TerminalIdentity> {
+        let conn = ConnInfo::from_request_parts(parts, center).await?;
+        center
+            .terminal(conn.peer.as_deref())
+            .await
+            .map(TerminalIdentity)
+    }
+}
+
+impl FromRequestParts<Arc<Center>> for Downloader {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        center: &Arc<Center>,
+    ) -> CenterResult<Downloader> {
+        let conn = ConnInfo::from_request_parts(parts, center).await?;
+        match conn.peer.as_deref() {
+            Some(peer) => center.terminal(Some(peer)).await.map(Downloader::Terminal),
+            None => Caller::from_request_parts(parts, center)
+                .await
+                .map(Downloader::Caller),
+        }
+    }
+}
+
+/// A request body type: what it is called in error messages, and how large it may be.
+pub trait JsonRequest: DeserializeOwned {
+    /// How messages name it: "the check-in".
+    const WHAT: &'static str;
+    /// The largest body accepted, in bytes.
+    const LIMIT: u64 = MAX_JSON_BODY;
+}
+
+impl JsonRequest for EnrolRequest {
+    const WHAT: &'static str = "the enrolment request";
+}
+impl JsonRequest for CheckinRequest {
+    const WHAT: &'static str = "the check-in";
+}
+impl JsonRequest for EventBatch {
+    const WHAT: &'static str = "the event batch";
+    // Up to a thousand events with their data.
+    const LIMIT: u64 = 8 * MAX_JSON_BODY;
+}
+impl JsonRequest for GroupDoc {
+    const WHAT: &'static str = "the group";
+}
+impl JsonRequest for PlacementRules {
+    const WHAT: &'static str = "the placement rules";
+}
+impl JsonRequest for NewEnrolmentToken {
+    const WHAT: &'static str = "the token request";
+}
+impl JsonRequest for NewApiToken {
+    const WHAT: &'static str = "the token request";
+}
+
+/// A JSON request body of type `T`, read within `T::LIMIT` and parsed.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: JsonRequest, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = CenterError;
+
+    async fn from_request(request: Request, _: &S) -> CenterResult<JsonBody<T>> {
+        check_json_content_type(&request, T::WHAT)?;
+        let bytes = read_body(request.into_body(), T::LIMIT, T::WHAT).await?;
+        parse_json(T::WHAT, &bytes).map(JsonBody)
+    }
+}
+
+/// A body declared as something other than JSON is refused before it is read. A body without
+/// a `Content-Type` is read as JSON: older scripts send none.
+pub fn check_json_content_type(request: &Request, what: &str) -> CenterResult<()> {
+    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json") => Ok(()),
+        Some(other) if other.starts_with("application/") && other.ends_with("+json") => Ok(()),
+        _ => Err(CenterError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("{what} must be sent as Content-Type: application/json, not {value:?}"),
+        )),
+    }
+}
+
+/// Reads a whole request body, refusing more than `limit` bytes with `too_large`.
+pub async fn read_body(body: axum::body::Body, limit: u64, what: &str) -> CenterResult<Bytes> {
+    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|err| {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.to_string().contains("length limit"))
+                || err.to_string().contains("length limit");
+            if too_large {
+                CenterError::new(
+                    ErrorKind::TooLarge,
+                    format!("{what} is larger than the limit of {limit} bytes"),
+                )
+            } else {
+                CenterError::bad_request(format!("cannot read {what}: {err}"))
+            }
+        })
+}
+
+/// Parses a JSON body; a mistake is named with its JSON path (`$.hardware.kind: …`).
+pub fn parse_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> CenterResult<T> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let path = if path == "." {
+            "$".to_owned()
+        } else {
+            format!("$.{path}")
+        };
+        CenterError::bad_request(format!("{what}: {path}: {}", err.inner()))
+    })?;
+    deserializer.end().map_err(|err| {
+        CenterError::bad_request(format!(
+            "{what}: trailing characters after the JSON value: {err}"
+        ))
+    })?;
+    Ok(value)
+}
+
+/// Query parameters of type `T`; a malformed or unknown parameter is a JSON `bad_request`.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> CenterResult<Query<T>> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| {
+                CenterError::bad_request(format!("the query string: {}", rejection.body_text()))
+            })
+    }
+}
+
+/// Path parameters of type `T`; one that does not decode is a JSON `bad_request`.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> CenterResult<Path<T>> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| {
+                CenterError::bad_request(format!("the path: {}", rejection.body_text()))
+            })
+    }
+}

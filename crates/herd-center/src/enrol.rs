@@ -1,0 +1,110 @@
+//! Enrolment: a terminal trades an enrolment token and a certificate signing request for its
+//! client certificate; placement rules choose its group from what it reports and the address
+//! it enrols from. The store consumes the token and inserts the terminal in one transaction.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use herd_core::check_identifier;
+use herd_proto::api::{EnrolRequest, EnrolResponse, PlacementRule};
+use herd_store::{NewTerminal, UNKNOWN_GROUP};
+
+use crate::auth::{new_secret, secret_hash};
+use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::placement::{self, Candidate};
+use crate::{Center, unix_now};
+
+impl Center {
+    /// Enrols a terminal enrolling from `address`; refusals are counted.
+    pub async fn enrol(
+        &self,
+        request: EnrolRequest,
+        address: IpAddr,
+    ) -> CenterResult<EnrolResponse> {
+        let result = self.enrol_terminal(request, address).await;
+        match &result {
+            Ok(_) => self.metrics.enrolments.fetch_add(1, Relaxed),
+            Err(_) => self.metrics.enrolments_refused.fetch_add(1, Relaxed),
+        };
+        result
+    }
+
+    async fn enrol_terminal(
+        &self,
+        request: EnrolRequest,
+        address: IpAddr,
+    ) -> CenterResult<EnrolResponse> {
+        let id = match request.id {
+            Some(id) => {
+                check_identifier(&id).map_err(|message| {
+                    CenterError::bad_request(format!("the enrolment request: $.id: {message}"))
+                })?;
+                id
+            }
+            None => format!("t-{}", &secret_hash(&new_secret())[..12]),
+        };
+        for (path, value) in [
+            ("$.hardware.kind", &request.hardware.kind),
+            ("$.hardware.platform", &request.hardware.platform),
+        ] {
+            check_identifier(value).map_err(|message| {
+                CenterError::bad_request(format!("the enrolment request: {path}: {message}"))
+            })?;
+        }
+        if let Some(tz) = &request.tz {
+            herd_core::TzOffset::parse(tz).map_err(|message| {
+                CenterError::bad_request(format!("the enrolment request: $.tz: {message}"))
+            })?;
+        }
+        let issued = self
+            .ca
+            .sign_terminal_csr(&request.csr_pem, &id, self.config.terminal_cert_days)
+            .map_err(|err| CenterError::new(ErrorKind::CsrInvalid, err.to_string()))?;
+
+        let rules: Vec<PlacementRule> = self
+            .store
+            .rules()
+            .await?
+            .iter()
+            .filter_map(|row| serde_json::from_str(&row.rule).ok())
+            .collect();
+        let group = placement::place(
+            &rules,
+            Candidate {
+                kind: &request.hardware.kind,
+                platform: &request.hardware.platform,
+                address,
+                user: request.user.as_deref(),
+            },
+        )
+        .unwrap_or(UNKNOWN_GROUP)
+        .to_owned();
+
+        let row = self
+            .store
+            .enrol(
+                &secret_hash(&request.token),
+                unix_now(),
+                NewTerminal {
+                    id: id.clone(),
+                    user: request.user,
+                    hardware: serde_json::to_string(&request.hardware)
+                        .expect("hardware serialises"),
+                    tz: request.tz,
+                    group: group.clone(),
+                    cert_sha256: issued.cert_sha256,
+                    enrolled_at: unix_now(),
+                    address: address.to_string(),
+                },
+            )
+            .await?;
+        tracing::info!(terminal = %row.id, group = %row.group, %address, "terminal enrolled");
+        Ok(EnrolResponse {
+            terminal: row.id,
+            certificate_pem: issued.cert_pem,
+            ca_pem: self.ca.cert_pem().to_owned(),
+            group,
+            checkin_interval_secs: self.next_checkin_secs(),
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! Events from terminals' outboxes: a batch is validated whole (ordered sequence numbers,
+//! timestamps, event kinds, plan reports) before anything is stored, then appended; the store
+//! deduplicates by (terminal, seq), so a batch sent twice is acknowledged twice and stored once.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use herd_core::Timestamp;
+use herd_proto::api::{EventAck, EventBatch, PlanReport};
+use herd_store::EventRow;
+
+use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::{Center, KnownTerminal, unix_now};
+
+/// The most events one batch may carry.
+pub const MAX_EVENTS_PER_BATCH: usize = 1000;
+
+impl Center {
+    /// Validates and stores a terminal's batch of events.
+    pub async fn append_events(
+        &self,
+        terminal: &KnownTerminal,
+        batch: EventBatch,
+    ) -> CenterResult<EventAck> {
+        let rows = event_rows(&terminal.id, batch, unix_now())?;
+        let outcome = self.store.events_append(&rows).await?;
+        self.metrics
+            .events_accepted
+            .fetch_add(outcome.accepted, Relaxed);
+        self.metrics
+            .events_duplicate
+            .fetch_add(outcome.duplicates, Relaxed);
+        Ok(EventAck {
+            acked_through: outcome.last_seq,
+            accepted: outcome.accepted,
+            duplicates: outcome.duplicates,
+        })
+    }
+}
+
+/// The rows a batch stores, or the first problem, named with its JSON path.
+fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResult<Vec<EventRow>> {
+    if batch.events.len() > MAX_EVENTS_PER_BATCH {
+        return Err(CenterError::new(
+            ErrorKind::TooLarge,
+            format!(
+                "the batch has {} events; send at most {MAX_EVENTS_PER_BATCH} at a time",
+                batch.events.len()
+            ),
+        ));
+    }
+    let mut rows = Vec::with_capacity(batch.events.len());
+    let mut previous = 0u64;
+    for (i, event) in batch.events.into_iter().enumerate() {
+        let at_path = |field: &str| format!("the event batch: $.events[{i}].{field}");
+        if event.seq == 0 || event.seq <= previous {
+            return Err(CenterError::bad_request(format!(
+                "{}: seq {} must be at least 1 and greater than the previous event's ({previous})",
+                at_path("seq"),
+                event.seq
+            )));
+        }
+        previous = event.seq;
+        let at = Timestamp::parse(&event.at)
+            .map_err(|message| CenterError::bad_request(format!("{}: {message}", at_path("at"))))?;
+        if event.kind.is_empty()
+            || event.kind.len() > 64
+            || !event
+                .kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(CenterError::bad_request(format!(
+                "{}: {:?} is not an event kind (1-64 of a-z, 0-9, '.', '_', '-')",
+                at_path("kind"),
+                event.kind
+            )));
+        }
+        if event.kind == "plan.report" {
+            let report: Result<PlanReport, _> = serde_json::from_value(event.data.clone());
+            if let Err(err) = report {
+                return Err(CenterError::bad_request(format!(
+                    "{}: not a plan report: {err}",
+                    at_path("data")
+                )));
+            }
+        }
+        rows.push(EventRow {
+            terminal: terminal.to_owned(),
+            seq: event.seq,
+            at: at.unix_seconds(),
+            kind: event.kind,
+            data: event.data.to_string(),
+            received_at,
+        });
+    }
+    if rows.is_empty() {
+        return Err(CenterError::bad_request(
+            "the event batch: $.events: send at least one event",
+        ));
+    }
+    Ok(rows)
+}

@@ -1,0 +1,173 @@
+//! The fleet as operators see it: terminals a page at a time (optionally only a group's, or
+//! only those whose plan has an action, such as the exposed ones), one terminal in detail with
+//! its plan, last report and network map, and removing a terminal.
+
+use herd_proto::api::{AddressSeen, PlanReport, TerminalDetail, TerminalList, TerminalSummary};
+use herd_proto::plan::PlanDoc;
+use herd_proto::terminal::{HardwareDoc, InstalledDoc};
+use herd_store::{TerminalQuery, TerminalRow};
+
+use crate::error::{CenterError, CenterResult};
+use crate::{Center, rfc3339};
+
+/// The plan actions a listing may be filtered by.
+pub const ACTIONS: [&str; 4] = ["none", "update", "switch", "exposed"];
+/// The page sizes a listing accepts.
+pub const PAGE_LIMITS: std::ops::RangeInclusive<u32> = 1..=1000;
+/// The page size when none is asked for.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// Which terminals to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetQuery {
+    /// Only terminals of this group.
+    pub group: Option<String>,
+    /// Only terminals whose current plan has this action (one of [`ACTIONS`]).
+    pub action: Option<String>,
+    /// Continue after this terminal id.
+    pub after: Option<String>,
+    /// The page size (within [`PAGE_LIMITS`]; [`DEFAULT_PAGE`] when absent).
+    pub limit: Option<u32>,
+}
+
+impl Center {
+    /// The fleet, ordered by terminal id, a page at a time.
+    pub async fn terminals(&self, query: FleetQuery) -> CenterResult<TerminalList> {
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+        if !PAGE_LIMITS.contains(&limit) {
+            return Err(CenterError::bad_request(format!(
+                "limit: {limit} is outside 1..=1000"
+            )));
+        }
+        if let Some(action) = &query.action
+            && !ACTIONS.contains(&action.as_str())
+        {
+            return Err(CenterError::bad_request(format!(
+                "action: {action:?} is not one of none, update, switch, exposed"
+            )));
+        }
+        let rows = self
+            .store
+            .terminals(&TerminalQuery {
+                group: query.group,
+                action: query.action,
+                after: query.after,
+                limit: limit + 1,
+            })
+            .await?;
+        let more = rows.len() > limit as usize;
+        let terminals: Vec<TerminalSummary> = rows
+            .iter()
+            .take(limit as usize)
+            .map(summary)
+            .collect::<CenterResult<_>>()?;
+        let next = if more {
+            terminals.last().map(|t| t.id.clone())
+        } else {
+            None
+        };
+        Ok(TerminalList { terminals, next })
+    }
+
+    /// Terminals whose current plan is `exposed`.
+    pub async fn exposed(&self, query: FleetQuery) -> CenterResult<TerminalList> {
+        self.terminals(FleetQuery {
+            action: Some("exposed".to_owned()),
+            ..query
+        })
+        .await
+    }
+
+    /// One terminal: its inventory, current plan, last report and network map.
+    pub async fn terminal_detail(&self, id: &str) -> CenterResult<TerminalDetail> {
+        let row = self.terminal_row(id).await?;
+        let plan: Option<PlanDoc> = row
+            .plan
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|err| {
+                CenterError::internal(format!("terminal {id:?} has a corrupt plan: {err}"))
+            })?;
+        let last_report: Option<PlanReport> = row
+            .last_report
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|err| {
+                CenterError::internal(format!("terminal {id:?} has a corrupt report: {err}"))
+            })?;
+        let addresses = self
+            .store
+            .addresses(id)
+            .await?
+            .into_iter()
+            .map(|a| AddressSeen {
+                address: a.address,
+                first_seen: rfc3339(a.first_seen),
+                last_seen: rfc3339(a.last_seen),
+                checkins: a.checkins,
+            })
+            .collect();
+        Ok(TerminalDetail {
+            summary: summary(&row)?,
+            plan_id: row.plan_id.clone(),
+            plan,
+            planned_at: row.planned_at.map(rfc3339),
+            addresses,
+            last_report,
+        })
+    }
+
+    /// A terminal's current plan, the JSON exactly as it was handed to the terminal.
+    pub async fn terminal_plan(&self, id: &str) -> CenterResult<String> {
+        self.terminal_row(id).await?.plan.ok_or_else(|| {
+            CenterError::not_found(format!("terminal {id:?} has not checked in yet"))
+        })
+    }
+
+    /// Removes a terminal: its certificate stops working at once on every center process.
+    pub async fn delete_terminal(&self, id: &str) -> CenterResult<()> {
+        if !self.store.terminal_delete(id).await? {
+            return Err(CenterError::not_found(format!(
+                "no terminal {id:?} is enrolled"
+            )));
+        }
+        self.forget_config(self.store.revisions().await?.config);
+        Ok(())
+    }
+
+    async fn terminal_row(&self, id: &str) -> CenterResult<TerminalRow> {
+        self.store
+            .terminal(id)
+            .await?
+            .ok_or_else(|| CenterError::not_found(format!("no terminal {id:?} is enrolled")))
+    }
+}
+
+fn summary(row: &TerminalRow) -> CenterResult<TerminalSummary> {
+    let corrupt = |what: &str, err: serde_json::Error| {
+        CenterError::internal(format!("terminal {:?} has a corrupt {what}: {err}", row.id))
+    };
+    let hardware: HardwareDoc =
+        serde_json::from_str(&row.hardware).map_err(|e| corrupt("hardware", e))?;
+    let installed: Option<InstalledDoc> = row
+        .installed
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| corrupt("inventory", e))?;
+    Ok(TerminalSummary {
+        id: row.id.clone(),
+        user: row.user.clone(),
+        hardware,
+        tz: row.tz.clone(),
+        group: row.group.clone(),
+        installed,
+        enrolled_at: rfc3339(row.enrolled_at),
+        last_checkin: row.last_checkin.map(rfc3339),
+        last_address: row.last_address.clone(),
+        action: row.plan_action.clone(),
+        uncovered: row.plan_uncovered,
+    })
+}
