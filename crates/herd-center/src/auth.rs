@@ -4,10 +4,9 @@
 //! is the one the store holds for it.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use herd_proto::terminal::{HardwareDoc, PolicyDoc};
+use herd_proto::terminal::HardwareDoc;
 use herd_store::Role;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
@@ -128,53 +127,6 @@ impl Center {
         }
         Ok(known)
     }
-
-    /// A terminal's identity and policy, from the cache or the store.
-    pub async fn known_terminal(&self, id: &str) -> CenterResult<Arc<KnownTerminal>> {
-        if let Some(known) = self.terminals.lock().expect("terminal cache").get(id) {
-            return Ok(known.clone());
-        }
-        let revision = self.terminals_revision.load(Relaxed);
-        let row = self.store.terminal(id).await?.ok_or_else(|| {
-            CenterError::new(
-                ErrorKind::CertRevoked,
-                format!("terminal {id:?} is not enrolled (deleted?); enrol it again"),
-            )
-        })?;
-        let groups = self.store.groups().await?;
-        let group = groups
-            .iter()
-            .find(|(g, _)| g.id == row.group)
-            .map(|(g, _)| g)
-            .ok_or_else(|| {
-                CenterError::internal(format!(
-                    "terminal {id:?} is in a missing group {:?}",
-                    row.group
-                ))
-            })?;
-        let policy: PolicyDoc = serde_json::from_str(&group.policy).map_err(|err| {
-            CenterError::internal(format!("group {:?} has a corrupt policy: {err}", group.id))
-        })?;
-        let hardware: HardwareDoc = serde_json::from_str(&row.hardware).map_err(|err| {
-            CenterError::internal(format!("terminal {id:?} has corrupt hardware: {err}"))
-        })?;
-        let known = Arc::new(KnownTerminal {
-            id: row.id,
-            user: row.user,
-            hardware,
-            tz: row.tz,
-            policy,
-            cert_sha256: row.cert_sha256,
-        });
-        // Cache only if no configuration change happened while we were reading.
-        if self.terminals_revision.load(Relaxed) == revision {
-            self.terminals
-                .lock()
-                .expect("terminal cache")
-                .insert(known.id.clone(), known.clone());
-        }
-        Ok(known)
-    }
 }
 
 /// What the center needs to know about a terminal on every check-in.
@@ -184,7 +136,8 @@ pub struct KnownTerminal {
     pub user: Option<String>,
     pub hardware: HardwareDoc,
     pub tz: Option<String>,
-    /// The group's policy (its `tz` is the terminal's).
-    pub policy: PolicyDoc,
+    /// The group it is in: its policy comes from the group cache at each check-in, so a
+    /// group's change reaches its terminals without them being read again.
+    pub group: String,
     pub cert_sha256: String,
 }

@@ -153,6 +153,7 @@ impl Center {
             ));
         }
         let now = crate::unix_now();
+        let policy = self.group_policy(&terminal.group).await?;
         // What the store keeps is serialised before the request's parts move into the model.
         let installed_json = request
             .installed
@@ -171,7 +172,7 @@ impl Center {
             installed: request.installed,
             policy: PolicyDoc {
                 tz: request.tz.clone().or_else(|| terminal.tz.clone()),
-                ..terminal.policy.clone()
+                ..PolicyDoc::clone(&policy)
             },
         };
         let snapshot = self.catalog();

@@ -133,7 +133,7 @@ impl Center {
                 "no terminal {id:?} is enrolled"
             )));
         }
-        self.forget_config(self.store.revisions().await?.config);
+        self.follow_terminal_changes().await?;
         Ok(())
     }
 

@@ -72,14 +72,15 @@ impl Center {
                 policy: serde_json::to_string(&group.policy).expect("policy serialises"),
             })
             .await?;
-        self.forget_config(self.store.revisions().await?.config);
+        // Its terminals take the new policy at their next check-in; none is read again.
+        self.reload_groups().await?;
         Ok(group)
     }
 
     /// Deletes a group that no terminal and no rule uses.
     pub async fn delete_group(&self, id: &str) -> CenterResult<()> {
         self.store.group_delete(id).await?;
-        self.forget_config(self.store.revisions().await?.config);
+        self.reload_groups().await?;
         Ok(())
     }
 
@@ -114,8 +115,9 @@ impl Center {
                 rule: serde_json::to_string(rule).expect("rule serialises"),
             })
             .collect();
+        // Rules place terminals at enrolment, which reads them from the store: nothing cached
+        // depends on them.
         self.store.rules_replace(&rows).await?;
-        self.forget_config(self.store.revisions().await?.config);
         Ok(rules)
     }
 }

@@ -16,6 +16,7 @@
 pub mod api;
 mod auth;
 pub mod blobs;
+mod cache;
 pub mod catalog;
 mod checkin;
 pub mod config;
@@ -32,7 +33,7 @@ mod tokens;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,10 +62,8 @@ pub struct Center {
     pub ca: CertificateAuthority,
     pub metrics: Arc<Metrics>,
     catalog: RwLock<Arc<CatalogSnapshot>>,
-    /// Terminals seen by this process, valid while the store's config revision is
-    /// `terminals_revision` (any group, rule or terminal change empties it).
-    terminals: Mutex<HashMap<String, Arc<KnownTerminal>>>,
-    terminals_revision: AtomicU64,
+    /// Terminals and group policies this process has read (see `cache`).
+    caches: cache::Caches,
     /// API tokens by hash, re-read from the store after a short time.
     tokens: Mutex<HashMap<String, (ApiTokenRow, std::time::Instant)>>,
     checkins: checkin::CheckinWriter,
@@ -97,6 +96,21 @@ impl Center {
             .await
             .with_context(|| format!("cannot open the store {}", config.database_for_display()))?
             .into();
+        Center::open_with_store(config, store).await
+    }
+
+    /// [`Center::open`] with a store the caller opened (a test may wrap it to watch what the
+    /// center asks of it). `config.database` is then only shown, not opened.
+    pub async fn open_with_store(
+        config: CenterConfig,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Arc<Center>> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
         let blobs = BlobStore::open(&config.blob_dir).with_context(|| {
             format!(
                 "cannot open the blob directory {}",
@@ -118,6 +132,8 @@ impl Center {
         let metrics = Arc::new(Metrics::default());
         metrics.catalog_revision.store(revision, Relaxed);
         let checkins = checkin::CheckinWriter::start(store.clone(), metrics.clone());
+        // Read before anything is cached, so no change made from here on is missed.
+        let revisions = store.revisions().await?;
         let center = Arc::new(Center {
             config,
             store,
@@ -125,8 +141,7 @@ impl Center {
             ca,
             metrics,
             catalog: RwLock::new(Arc::new(snapshot)),
-            terminals: Mutex::new(HashMap::new()),
-            terminals_revision: AtomicU64::new(0),
+            caches: cache::Caches::starting_at(revisions),
             tokens: Mutex::new(HashMap::new()),
             checkins,
         });
@@ -137,8 +152,7 @@ impl Center {
             center.ca.cert_pem().as_bytes(),
             0o644,
         )?;
-        let revisions = center.store.revisions().await?;
-        center.terminals_revision.store(revisions.config, Relaxed);
+        center.reload_groups().await?;
         Ok(center)
     }
 
@@ -161,13 +175,6 @@ impl Center {
         Ok(())
     }
 
-    /// Drops cached terminals, groups and tokens (their source changed in the store).
-    pub fn forget_config(&self, revision: u64) {
-        self.terminals.lock().expect("terminal cache").clear();
-        self.tokens.lock().expect("token cache").clear();
-        self.terminals_revision.store(revision, Relaxed);
-    }
-
     /// Follows the store's revisions, so changes made through other center processes reach
     /// this one within about a second.
     pub(crate) async fn follow_revisions(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
@@ -184,8 +191,15 @@ impl Center {
                             tracing::error!(%err, "cannot reload the catalog");
                         }
                     }
-                    if revisions.config != self.terminals_revision.load(Relaxed) {
-                        self.forget_config(revisions.config);
+                    if revisions.groups != self.caches.groups_revision() {
+                        if let Err(err) = self.reload_groups().await {
+                            tracing::error!(%err, "cannot reload the groups");
+                        }
+                    }
+                    if revisions.terminals != self.caches.terminal_changes_seen() {
+                        if let Err(err) = self.follow_terminal_changes().await {
+                            tracing::error!(%err, "cannot follow the terminals' changes");
+                        }
                     }
                 }
                 Err(err) => tracing::warn!(%err, "cannot read the store's revisions"),

@@ -1,0 +1,332 @@
+//! Costs that must not grow with the fleet, checked by counting what the center asks of its
+//! store (not by timing): a terminal missing from the cache costs one row read, and a change
+//! to one group's policy neither reads nor counts the fleet, nor makes cached terminals be
+//! read again. A decorator store counts every call and passes it to a real SQLite store.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use herd_center::Center;
+use herd_center::config::{CenterConfig, ConfigFile};
+use herd_proto::api::{CheckinRequest, GroupDoc};
+use herd_proto::terminal::PolicyDoc;
+use herd_store::*;
+
+/// A store that counts calls by method name.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Store>,
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Counting {
+    fn count(&self, method: &'static str) {
+        *self.calls.lock().unwrap().entry(method).or_default() += 1;
+    }
+
+    fn take(&self) -> BTreeMap<&'static str, u64> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+    async fn ca_get_or_insert(&self, candidate: CaMaterial) -> Result<CaMaterial, StoreError> {
+        self.count("ca_get_or_insert");
+        self.inner.ca_get_or_insert(candidate).await
+    }
+    async fn revisions(&self) -> Result<Revisions, StoreError> {
+        self.count("revisions");
+        self.inner.revisions().await
+    }
+    async fn feeds(&self) -> Result<(u64, Vec<StoredFeed>), StoreError> {
+        self.count("feeds");
+        self.inner.feeds().await
+    }
+    async fn publish_feed(
+        &self,
+        feed: StoredFeed,
+        check: &(dyn for<'a> Fn(&'a [StoredFeed]) -> Result<(), String> + Send + Sync),
+    ) -> Result<Result<PublishOutcome, String>, StoreError> {
+        self.count("publish_feed");
+        self.inner.publish_feed(feed, check).await
+    }
+    async fn package_put(&self, package: PackageRow) -> Result<bool, StoreError> {
+        self.count("package_put");
+        self.inner.package_put(package).await
+    }
+    async fn package_get(&self, sha256: &str) -> Result<Option<PackageRow>, StoreError> {
+        self.count("package_get");
+        self.inner.package_get(sha256).await
+    }
+    async fn api_token_insert(&self, token: ApiTokenRow) -> Result<(), StoreError> {
+        self.count("api_token_insert");
+        self.inner.api_token_insert(token).await
+    }
+    async fn api_token_find(&self, hash: &str) -> Result<Option<ApiTokenRow>, StoreError> {
+        self.count("api_token_find");
+        self.inner.api_token_find(hash).await
+    }
+    async fn api_tokens_count(&self) -> Result<u64, StoreError> {
+        self.count("api_tokens_count");
+        self.inner.api_tokens_count().await
+    }
+    async fn enrol_token_insert(&self, token: EnrolTokenRow) -> Result<(), StoreError> {
+        self.count("enrol_token_insert");
+        self.inner.enrol_token_insert(token).await
+    }
+    async fn enrol(
+        &self,
+        token_hash: &str,
+        now: i64,
+        terminal: NewTerminal,
+    ) -> Result<TerminalRow, EnrolError> {
+        self.count("enrol");
+        self.inner.enrol(token_hash, now, terminal).await
+    }
+    async fn terminal(&self, id: &str) -> Result<Option<TerminalRow>, StoreError> {
+        self.count("terminal");
+        self.inner.terminal(id).await
+    }
+    async fn terminals(&self, query: &TerminalQuery) -> Result<Vec<TerminalRow>, StoreError> {
+        self.count("terminals");
+        self.inner.terminals(query).await
+    }
+    async fn terminal_delete(&self, id: &str) -> Result<bool, StoreError> {
+        self.count("terminal_delete");
+        self.inner.terminal_delete(id).await
+    }
+    async fn terminal_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        self.count("terminal_changes");
+        self.inner.terminal_changes(after, limit).await
+    }
+    async fn record_checkins(&self, batch: &[CheckinWrite]) -> Result<(), StoreError> {
+        self.count("record_checkins");
+        self.inner.record_checkins(batch).await
+    }
+    async fn addresses(&self, terminal: &str) -> Result<Vec<AddressRow>, StoreError> {
+        self.count("addresses");
+        self.inner.addresses(terminal).await
+    }
+    async fn groups(&self) -> Result<Vec<(GroupRow, u64)>, StoreError> {
+        self.count("groups");
+        self.inner.groups().await
+    }
+    async fn group_policies(&self) -> Result<Vec<GroupRow>, StoreError> {
+        self.count("group_policies");
+        self.inner.group_policies().await
+    }
+    async fn group_put(&self, group: GroupRow) -> Result<(), StoreError> {
+        self.count("group_put");
+        self.inner.group_put(group).await
+    }
+    async fn group_delete(&self, id: &str) -> Result<(), StoreError> {
+        self.count("group_delete");
+        self.inner.group_delete(id).await
+    }
+    async fn rules(&self) -> Result<Vec<RuleRow>, StoreError> {
+        self.count("rules");
+        self.inner.rules().await
+    }
+    async fn rules_replace(&self, rules: &[RuleRow]) -> Result<(), StoreError> {
+        self.count("rules_replace");
+        self.inner.rules_replace(rules).await
+    }
+    async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError> {
+        self.count("events_append");
+        self.inner.events_append(events).await
+    }
+    async fn events(
+        &self,
+        terminal: Option<&str>,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        self.count("events");
+        self.inner.events(terminal, after_seq, limit).await
+    }
+}
+
+/// Methods whose cost grows with the fleet: they count or list terminals.
+const FLEET_WIDE: [&str; 2] = ["groups", "terminals"];
+
+const TERMINALS: usize = 200;
+
+fn policy(apply: &str) -> PolicyDoc {
+    PolicyDoc {
+        apply: apply.to_owned(),
+        min_danger: None,
+        consent: None,
+        window: None,
+        tz: None,
+    }
+}
+
+#[tokio::test]
+async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
+    herd_tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("herd.db"))
+            .await
+            .unwrap(),
+    );
+    let counting = Arc::new(Counting {
+        inner: inner.clone(),
+        calls: Mutex::new(BTreeMap::new()),
+    });
+    let file = ConfigFile::parse(
+        "test",
+        &format!(
+            "data_dir = {:?}\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let center = Center::open_with_store(CenterConfig::from_file(file).unwrap(), counting.clone())
+        .await
+        .unwrap();
+
+    // A fleet in the default group, enrolled straight into the store.
+    inner
+        .enrol_token_insert(EnrolTokenRow {
+            hash: "h".repeat(64),
+            label: "costs".to_owned(),
+            uses_left: TERMINALS as u64,
+            created_at: 0,
+            expires_at: i64::MAX,
+        })
+        .await
+        .unwrap();
+    for i in 0..TERMINALS {
+        inner
+            .enrol(
+                &"h".repeat(64),
+                1,
+                NewTerminal {
+                    id: format!("t-{i:04}"),
+                    user: None,
+                    hardware: r#"{"kind":"phone","platform":"phone"}"#.to_owned(),
+                    tz: None,
+                    group: UNKNOWN_GROUP.to_owned(),
+                    cert_sha256: format!("{i:064x}"),
+                    enrolled_at: 1,
+                    address: "127.0.0.1".to_owned(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    center.follow_terminal_changes().await.unwrap();
+    counting.take();
+
+    // Every terminal's first check-in: one row read each, nothing fleet-wide.
+    for i in 0..TERMINALS {
+        let known = center.known_terminal(&format!("t-{i:04}")).await.unwrap();
+        let request = CheckinRequest {
+            terminal: None,
+            installed: None,
+            hardware: None,
+            tz: None,
+            agent_version: None,
+        };
+        center
+            .check_in(&known, request, "127.0.0.1".to_owned())
+            .await
+            .unwrap();
+    }
+    let calls = counting.take();
+    assert_eq!(
+        calls.get("terminal"),
+        Some(&(TERMINALS as u64)),
+        "{calls:?}"
+    );
+    for method in FLEET_WIDE {
+        assert_eq!(
+            calls.get(method),
+            None,
+            "{method} on first check-ins: {calls:?}"
+        );
+    }
+    assert_eq!(center.cached_terminals(), TERMINALS);
+
+    // One group's policy changes: the groups are reloaded, no terminal is read or dropped.
+    center
+        .put_group(
+            UNKNOWN_GROUP,
+            GroupDoc {
+                id: UNKNOWN_GROUP.to_owned(),
+                description: String::new(),
+                policy: policy("latest-same-vendor"),
+                terminals: 0,
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..TERMINALS {
+        let known = center.known_terminal(&format!("t-{i:04}")).await.unwrap();
+        let policy = center.group_policy(&known.group).await.unwrap();
+        assert_eq!(policy.apply, "latest-same-vendor");
+    }
+    let calls = counting.take();
+    assert_eq!(calls.get("terminal"), None, "{calls:?}");
+    for method in FLEET_WIDE {
+        assert_eq!(
+            calls.get(method),
+            None,
+            "{method} after a group change: {calls:?}"
+        );
+    }
+    assert_eq!(center.cached_terminals(), TERMINALS);
+
+    // Deleting one terminal evicts exactly that one.
+    center.delete_terminal("t-0007").await.unwrap();
+    assert_eq!(center.cached_terminals(), TERMINALS - 1);
+    let err = center.known_terminal("t-0007").await.expect_err("deleted");
+    assert!(err.to_string().contains("not enrolled"), "{err}");
+    let calls = counting.take();
+    for method in FLEET_WIDE {
+        assert_eq!(
+            calls.get(method),
+            None,
+            "{method} after a deletion: {calls:?}"
+        );
+    }
+
+    // Another center process on the same database learns of a deletion from the change log
+    // and evicts exactly that terminal.
+    let other_store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("herd.db"))
+            .await
+            .unwrap(),
+    );
+    let other_file = ConfigFile::parse(
+        "test",
+        &format!(
+            "data_dir = {:?}\n",
+            dir.path().join("other").display().to_string()
+        ),
+    )
+    .unwrap();
+    let other = Center::open_with_store(CenterConfig::from_file(other_file).unwrap(), other_store)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        other.known_terminal(&format!("t-{i:04}")).await.ok();
+    }
+    assert_eq!(other.cached_terminals(), 9, "t-0007 is gone");
+    center.delete_terminal("t-0003").await.unwrap();
+    other.follow_terminal_changes().await.unwrap();
+    assert_eq!(other.cached_terminals(), 8);
+    assert!(other.known_terminal("t-0003").await.is_err());
+    other.close().await;
+    center.close().await;
+}
