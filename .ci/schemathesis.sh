@@ -64,15 +64,18 @@ done
 curl -fsS "http://127.0.0.1:$plain_port/v1/health" >/dev/null
 
 status=0
-"$venv/bin/schemathesis" --config-file .ci/schemathesis.toml --no-color run \
+config="$PWD/.ci/schemathesis.toml"
+token="$(tr -d '\n' <"$work/data/operator.token")"
+# From the temp dir: schemathesis leaves a cache directory where it runs.
+(cd "$work" && "$venv/bin/schemathesis" --config-file "$config" --no-color run \
     "http://127.0.0.1:$plain_port/v1/openapi.json" \
     --checks all \
-    -H "Authorization: Bearer $(tr -d '\n' <"$work/data/operator.token")" \
+    -H "Authorization: Bearer $token" \
     --max-examples "$MAX_EXAMPLES" \
     --max-time "$MAX_TIME" \
     --request-timeout 10 \
     --generation-database none \
-    --workers 2 \
+    --workers 2) \
     || status=$?
 if [[ $status -ne 0 ]]; then
     echo "schemathesis: failures (exit $status); the center's log follows" >&2
