@@ -26,7 +26,8 @@ pub enum ErrorKind {
     BadRequest,
     /// The request's media type is not the one the endpoint reads.
     UnsupportedMediaType,
-    /// The certificate signing request of an enrolment cannot be used.
+    /// The certificate signing request of an enrolment cannot be used (a well-formed request
+    /// whose content is refused, like the other `…Invalid` kinds).
     CsrInvalid,
     /// No API token, an unreadable one, or an unknown one.
     Unauthenticated,
@@ -57,8 +58,9 @@ pub enum ErrorKind {
     FeedInvalid,
     /// A check-in's inventory that does not fit the catalog.
     InventoryInvalid,
-    /// A group policy or placement rules that do not validate (well-formed JSON, refused
-    /// content; the code stays `bad_request`, as API v1 has always answered).
+    /// A request that matches its schema but whose content is refused where the schema cannot
+    /// say so (a group policy against the catalog, placement rules, fields that contradict
+    /// each other or the path). The code stays `bad_request`, as API v1 has always answered.
     DocumentInvalid,
     /// An upload whose bytes do not have the announced SHA-256 or size.
     DigestMismatch,

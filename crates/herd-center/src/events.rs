@@ -52,16 +52,23 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
     let mut previous = 0u64;
     for (i, event) in batch.events.into_iter().enumerate() {
         let at_path = |field: &str| format!("the event batch: $.events[{i}].{field}");
-        if event.seq == 0 || event.seq <= previous {
+        if event.seq == 0 {
             return Err(CenterError::bad_request(format!(
-                "{}: seq {} must be at least 1 and greater than the previous event's ({previous})",
+                "{}: seq must be at least 1",
+                at_path("seq")
+            )));
+        }
+        // Order and dates are content the schema cannot express: refused as such (422).
+        if event.seq <= previous {
+            return Err(invalid(format!(
+                "{}: seq {} must be greater than the previous event's ({previous})",
                 at_path("seq"),
                 event.seq
             )));
         }
         previous = event.seq;
         let at = Timestamp::parse(&event.at)
-            .map_err(|message| CenterError::bad_request(format!("{}: {message}", at_path("at"))))?;
+            .map_err(|message| invalid(format!("{}: {message}", at_path("at"))))?;
         if event.kind.is_empty()
             || event.kind.len() > 64
             || !event
@@ -78,7 +85,7 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
         if event.kind == "plan.report" {
             let report: Result<PlanReport, _> = serde_json::from_value(event.data.clone());
             if let Err(err) = report {
-                return Err(CenterError::bad_request(format!(
+                return Err(invalid(format!(
                     "{}: not a plan report: {err}",
                     at_path("data")
                 )));
@@ -99,4 +106,8 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
         ));
     }
     Ok(rows)
+}
+
+fn invalid(message: String) -> CenterError {
+    CenterError::new(ErrorKind::DocumentInvalid, message)
 }

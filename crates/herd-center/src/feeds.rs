@@ -18,6 +18,12 @@ use crate::{Center, unix_now};
 impl Center {
     /// Refuses a vendor's token publishing for another vendor, before its feed is even read.
     pub fn may_publish(&self, caller: &Caller, vendor: &str) -> CenterResult<()> {
+        if let Err(message) = herd_core::check_identifier(vendor) {
+            self.metrics.feeds_refused.fetch_add(1, Relaxed);
+            return Err(CenterError::bad_request(format!(
+                "the vendor id: {message}"
+            )));
+        }
         match caller {
             Caller::Vendor(own) if own != vendor => {
                 self.metrics.feeds_refused.fetch_add(1, Relaxed);

@@ -36,15 +36,19 @@ impl Center {
     /// Creates or replaces group `id` (the id in `group` must be the same).
     pub async fn put_group(&self, id: &str, group: GroupDoc) -> CenterResult<GroupDoc> {
         if group.id != id {
-            return Err(CenterError::bad_request(format!(
-                "the group: $.id: {:?} differs from the id in the path {id:?}",
-                group.id
-            )));
+            return Err(CenterError::new(
+                ErrorKind::DocumentInvalid,
+                format!(
+                    "the group: $.id: {:?} differs from the id in the path {id:?}",
+                    group.id
+                ),
+            ));
         }
         check_identifier(id)
             .map_err(|m| CenterError::bad_request(format!("the group: $.id: {m}")))?;
         if group.policy.tz.is_some() {
-            return Err(CenterError::bad_request(
+            return Err(CenterError::new(
+                ErrorKind::DocumentInvalid,
                 "the group: $.policy.tz: a group's policy has no time zone; each terminal reports its own",
             ));
         }

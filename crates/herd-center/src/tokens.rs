@@ -7,11 +7,14 @@ use herd_proto::api::{NewApiToken, NewEnrolmentToken, TokenCreated};
 use herd_store::{ApiTokenRow, EnrolTokenRow, Role};
 
 use crate::auth::{new_secret, secret_hash};
-use crate::error::{CenterError, CenterResult};
+use crate::error::{CenterError, CenterResult, ErrorKind};
 use crate::{Center, rfc3339, unix_now};
 
 /// No token lives longer than ten years, whatever was asked for.
 const MAX_TTL_SECS: u64 = 10 * 365 * 86_400;
+/// The most enrolments one token allows (the store keeps counts as signed 64-bit integers;
+/// the API promises less, a number that is still far beyond any fleet).
+const MAX_USES: u64 = 1_000_000_000;
 
 impl Center {
     /// A new enrolment token.
@@ -19,6 +22,12 @@ impl Center {
         &self,
         request: NewEnrolmentToken,
     ) -> CenterResult<TokenCreated> {
+        let uses = request.uses.unwrap_or(1);
+        if uses > MAX_USES {
+            return Err(CenterError::bad_request(format!(
+                "the token request: $.uses: {uses} is more than {MAX_USES}"
+            )));
+        }
         let now = unix_now();
         let expires_at = now + request.ttl_secs.unwrap_or(7 * 86_400).min(MAX_TTL_SECS) as i64;
         let token = new_secret();
@@ -26,7 +35,7 @@ impl Center {
             .enrol_token_insert(EnrolTokenRow {
                 hash: secret_hash(&token),
                 label: request.label,
-                uses_left: request.uses.unwrap_or(1),
+                uses_left: uses,
                 created_at: now,
                 expires_at,
             })
@@ -42,7 +51,8 @@ impl Center {
         let (role, vendor) = match (request.role.as_str(), request.vendor) {
             ("operator", None) => (Role::Operator, None),
             ("operator", Some(_)) => {
-                return Err(CenterError::bad_request(
+                return Err(CenterError::new(
+                    ErrorKind::DocumentInvalid,
                     "the token request: $.vendor: operator tokens have no vendor",
                 ));
             }
@@ -53,7 +63,8 @@ impl Center {
                 (Role::Vendor, Some(vendor))
             }
             ("vendor", None) => {
-                return Err(CenterError::bad_request(
+                return Err(CenterError::new(
+                    ErrorKind::DocumentInvalid,
                     "the token request: $.vendor: a vendor token needs the vendor id",
                 ));
             }

@@ -10,6 +10,122 @@ use serde::{Deserialize, Serialize};
 use crate::plan::PlanDoc;
 use crate::terminal::{HardwareDoc, InstalledDoc, PolicyDoc};
 
+// Patterns in the schemas say what validation accepts (`herd_core::check_identifier`,
+// `TzOffset::parse`…): the document and the code must agree, or an independent tester finds
+// schema-valid requests refused. utoipa takes only literals, hence the repetition.
+#[cfg(feature = "openapi")]
+const IDENTIFIER_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
+
+/// The schema of a group's policy in request bodies (a terminal's `policy` without `tz`).
+#[cfg(feature = "openapi")]
+fn group_policy_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let text = |pattern: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+    };
+    let optional = |pattern: &str| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .pattern(Some(pattern))
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "apply",
+            text("^(latest-any-vendor|latest-same-vendor|pinned)$"),
+        )
+        .required("apply")
+        .property("min_danger", optional("^(low|medium|high|critical)$"))
+        .property("consent", optional("^(auto|ask)$"))
+        .property(
+            "window",
+            optional("^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$").description(
+                Some("`HH:MM-HH:MM` in each terminal's time, or null for any time."),
+            ),
+        )
+        .additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ))
+        .build()
+}
+
+/// Integers in request bodies: JSON Schema counts `5.0` as the integer 5, so the center does
+/// too (serde alone would refuse it); and the document calls them `int64`, so nothing above
+/// `i64::MAX` is taken.
+mod whole_number {
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    fn from_f64<E: serde::de::Error>(value: f64) -> Result<u64, E> {
+        // 2^63 is exactly representable; everything below it that is whole fits an i64.
+        if value.fract() == 0.0 && (0.0..9_223_372_036_854_775_808.0).contains(&value) {
+            Ok(value as u64)
+        } else {
+            Err(E::custom(format!(
+                "{value} is not a whole number from 0 to 2^63 - 1"
+            )))
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Float(f64),
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        option(d)?.ok_or_else(|| D::Error::custom("expected a whole number from 0, not null"))
+    }
+
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Number>::deserialize(d) {
+            Ok(None) => Ok(None),
+            Ok(Some(Number::Whole(n))) if n <= i64::MAX as u64 => Ok(Some(n)),
+            Ok(Some(Number::Whole(n))) => Err(D::Error::custom(format!(
+                "{n} is larger than the largest int64"
+            ))),
+            Ok(Some(Number::Float(f))) => from_f64(f).map(Some),
+            Err(_) => Err(D::Error::custom("expected a whole number from 0, or null")),
+        }
+    }
+}
+
+/// The schema of a hardware description (`herd.terminal` `hardware`) in request bodies.
+#[cfg(feature = "openapi")]
+fn hardware_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let identifier = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(IDENTIFIER_PATTERN))
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "kind",
+            identifier().description(Some("Like `phone` or `laptop`.")),
+        )
+        .required("kind")
+        .property(
+            "platform",
+            identifier().description(Some("Like `android-14`.")),
+        )
+        .required("platform")
+        .property(
+            "model",
+            ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::String,
+                Type::Null,
+            ])),
+        )
+        .additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ))
+        .build()
+}
+
 /// Every error response: `{"error": {"code": "...", "message": "...", "problems": [...]}}`.
 /// `code` is stable and machine-readable (see [`codes`]); `message` is for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,13 +220,21 @@ pub struct EnrolRequest {
     pub csr_pem: String,
     /// The terminal's id (an identifier); the center assigns one when absent.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    )]
     pub id: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = hardware_schema))]
     pub hardware: HardwareDoc,
     /// The terminal's UTC offset like `+09:00` (maintenance windows are in terminal time).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+    )]
     pub tz: Option<String>,
 }
 
@@ -168,6 +292,8 @@ pub struct CheckinResponse {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventBatch {
+    /// At least one event, at most 1000.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub events: Vec<EventDoc>,
 }
 
@@ -177,10 +303,14 @@ pub struct EventBatch {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventDoc {
+    /// At least 1, and greater than the previous event's in the batch.
+    #[serde(deserialize_with = "whole_number::required")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub seq: u64,
     /// RFC 3339 time the event happened on the terminal.
     pub at: String,
     /// For example `plan.report`, `scan.detection`, `agent.started`, `consent.declined`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub kind: String,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
@@ -381,14 +511,20 @@ pub struct CoverageCell {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupDoc {
+    /// The same id as in the path.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    )]
     pub id: String,
     #[serde(default)]
     pub description: String,
     /// The terminal's `tz` comes from the terminal; a `tz` here is refused.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = group_policy_schema))]
     pub policy: PolicyDoc,
     /// How many terminals are in it (in responses; ignored in requests).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::required")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub terminals: u64,
 }
 
@@ -431,11 +567,13 @@ pub struct PlacementRules {
 pub struct NewEnrolmentToken {
     #[serde(default)]
     pub label: String,
-    /// How many terminals may enrol with it (default 1).
-    #[serde(default)]
+    /// How many terminals may enrol with it (default 1, at most 1,000,000,000).
+    #[serde(default, deserialize_with = "whole_number::option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000_000))]
     pub uses: Option<u64>,
-    /// Lifetime in seconds (default 7 days).
-    #[serde(default)]
+    /// Lifetime in seconds (default 7 days; at most 10 years are granted).
+    #[serde(default, deserialize_with = "whole_number::option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub ttl_secs: Option<u64>,
 }
 
@@ -445,14 +583,20 @@ pub struct NewEnrolmentToken {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApiToken {
     /// `operator` or `vendor`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^(operator|vendor)$"))]
     pub role: String,
-    /// Required for `vendor`: the vendor id the token may publish for.
+    /// Required for `vendor`, refused for `operator`: the vendor id the token may publish for.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    )]
     pub vendor: Option<String>,
     #[serde(default)]
     pub label: String,
-    /// Lifetime in seconds (default 365 days).
-    #[serde(default)]
+    /// Lifetime in seconds (default 365 days; at most 10 years are granted).
+    #[serde(default, deserialize_with = "whole_number::option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub ttl_secs: Option<u64>,
 }
 

@@ -399,7 +399,7 @@ fn refused_input_has_stable_codes_and_changes_nothing() {
                 ))
                 .unwrap_err()
         ),
-        (400, "csr_invalid".into())
+        (422, "csr_invalid".into())
     );
     assert_eq!(
         code(

@@ -11,7 +11,7 @@ use crate::error::{CenterError, ErrorKind};
 /// The HTTP status of each kind of failure.
 pub fn status(kind: ErrorKind) -> StatusCode {
     match kind {
-        ErrorKind::BadRequest | ErrorKind::CsrInvalid => StatusCode::BAD_REQUEST,
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         ErrorKind::Unauthenticated
         | ErrorKind::TokenExpired
         | ErrorKind::ClientCertRequired
@@ -25,7 +25,9 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict | ErrorKind::TerminalExists => StatusCode::CONFLICT,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        ErrorKind::FeedInvalid
+        // Well-formed by the schema, refused on content the schema cannot express.
+        ErrorKind::CsrInvalid
+        | ErrorKind::FeedInvalid
         | ErrorKind::InventoryInvalid
         | ErrorKind::DocumentInvalid
         | ErrorKind::DigestMismatch => StatusCode::UNPROCESSABLE_ENTITY,

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use herd_proto::api::{
     CheckinRequest, EnrolRequest, EventBatch, GroupDoc, NewApiToken, NewEnrolmentToken,
     PlacementRules,
@@ -162,16 +162,24 @@ impl<T: JsonRequest, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = CenterError;
 
     async fn from_request(request: Request, _: &S) -> CenterResult<JsonBody<T>> {
-        check_json_content_type(&request, T::WHAT)?;
+        check_json_content_type(request.headers(), T::WHAT)?;
         let bytes = read_body(request.into_body(), T::LIMIT, T::WHAT).await?;
+        // Every request body of API v1 is an object; serde would also fill a struct from an
+        // array of its fields in order, which the schema does not allow.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(CenterError::bad_request(format!(
+                "{}: $: expected a JSON object",
+                T::WHAT
+            )));
+        }
         parse_json(T::WHAT, &bytes).map(JsonBody)
     }
 }
 
 /// A body declared as something other than JSON is refused before it is read. A body without
 /// a `Content-Type` is read as JSON: older scripts send none.
-pub fn check_json_content_type(request: &Request, what: &str) -> CenterResult<()> {
-    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
+pub fn check_json_content_type(headers: &HeaderMap, what: &str) -> CenterResult<()> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
     let essence = value

@@ -73,6 +73,8 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(operators::new_api_token))
         .with_state(center.clone())
         .split_for_parts();
+    let mut openapi = openapi;
+    document_common_errors(&mut openapi);
     let openapi_json: Arc<str> = openapi
         .to_pretty_json()
         .expect("the OpenAPI document serialises")
@@ -99,6 +101,84 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
             count_responses,
         ));
     (router, openapi)
+}
+
+/// Documents, on every operation that can answer them and does not already say more, the
+/// errors every endpoint of its kind shares: 400 for a malformed path, query or body, 401 and
+/// 403 from the extractors, 413 and 415 for bodies, 503 when the store fails. An independent
+/// tester (schemathesis, in CI) holds the document to every status the center answers.
+fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let public = operation
+                .tags
+                .as_ref()
+                .is_some_and(|tags| tags.iter().any(|tag| tag == "public"));
+            if public {
+                continue;
+            }
+            let has_parameters = operation
+                .parameters
+                .as_ref()
+                .is_some_and(|parameters| !parameters.is_empty());
+            let body = operation.request_body.as_ref().map(|body| {
+                body.content
+                    .keys()
+                    .any(|media_type| media_type == "application/json")
+            });
+            // Enrolment is the one endpoint without credentials: its token is in the body.
+            let authenticated = path != "/v1/enrol";
+            let mut errors: Vec<(&str, &str)> = Vec::new();
+            if has_parameters || body.is_some() {
+                errors.push((
+                    "400",
+                    "`bad_request`: a malformed path, query string or body",
+                ));
+            }
+            if authenticated {
+                errors.push((
+                    "401",
+                    "`unauthenticated`, `token_expired`, `client_certificate_required` or `certificate_revoked`",
+                ));
+                errors.push(("403", "`forbidden`: these credentials may not do this"));
+            }
+            if body.is_some() {
+                errors.push(("413", "`too_large`: the body is over its limit"));
+            }
+            if body == Some(true) {
+                errors.push((
+                    "415",
+                    "`unsupported_media_type`: the body is declared as something other than JSON",
+                ));
+            }
+            errors.push(("503", "`unavailable`: the center's database is failing"));
+            for (status, description) in errors {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                    .build(),
+                            )
+                            .build()
+                            .into()
+                    });
+            }
+        }
+    }
 }
 
 async fn count_responses(

@@ -44,11 +44,38 @@ pub struct ListParams {
     /// Only terminals of this group.
     group: Option<String>,
     /// Only terminals whose current plan has this action: none, update, switch, exposed.
+    #[param(pattern = r"^(none|update|switch|exposed)$")]
     action: Option<String>,
     /// Continue after this terminal id (the `next` of the previous page).
     after: Option<String>,
     /// Page size, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+}
+
+/// The query of `/v1/exposed`: a listing whose action is fixed.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExposedParams {
+    /// Only terminals of this group.
+    group: Option<String>,
+    /// Continue after this terminal id (the `next` of the previous page).
+    after: Option<String>,
+    /// Page size, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+impl From<ExposedParams> for FleetQuery {
+    fn from(params: ExposedParams) -> FleetQuery {
+        FleetQuery {
+            group: params.group,
+            action: None,
+            after: params.after,
+            limit: params.limit,
+        }
+    }
 }
 
 impl From<ListParams> for FleetQuery {
@@ -74,12 +101,12 @@ pub async fn list_terminals(
 }
 
 /// Terminals whose current plan is `exposed`: no product they may run covers every required threat.
-#[utoipa::path(get, path = "/v1/exposed", tag = "operators", params(ListParams),
+#[utoipa::path(get, path = "/v1/exposed", tag = "operators", params(ExposedParams),
     responses((status = 200, body = TerminalList), (status = 401, body = ErrorBody)))]
 pub async fn exposed(
     State(center): State<Arc<Center>>,
     _: Operator,
-    Query(params): Query<ListParams>,
+    Query(params): Query<ExposedParams>,
 ) -> CenterResult<Json<TerminalList>> {
     center.exposed(params.into()).await.map(Json)
 }
@@ -134,9 +161,9 @@ pub async fn list_groups(
 
 /// Create or replace a group and its policy. Its terminals plan with it from their next check-in.
 #[utoipa::path(put, path = "/v1/groups/{id}", tag = "operators",
-    params(("id" = String, Path, description = "The group id.")),
+    params(("id" = String, Path, description = "The group id (an identifier).", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
     request_body = GroupDoc,
-    responses((status = 200, body = GroupDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = GroupDoc), (status = 422, body = ErrorBody, description = "`bad_request`: the policy does not validate against the catalog, has a `tz`, or the id differs from the path's")))]
 pub async fn put_group(
     State(center): State<Arc<Center>>,
     _: Operator,
@@ -197,7 +224,7 @@ pub async fn new_enrolment_token(
 /// A new API token for an operator or a vendor (shown once).
 #[utoipa::path(post, path = "/v1/tokens", tag = "operators",
     request_body = NewApiToken,
-    responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = TokenCreated), (status = 422, body = ErrorBody, description = "`bad_request`: a vendor token without a vendor, or an operator token with one")))]
 pub async fn new_api_token(
     State(center): State<Arc<Center>>,
     _: Operator,

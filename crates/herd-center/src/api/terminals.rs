@@ -21,7 +21,8 @@ use crate::{Center, CenterResult, CheckinAnswer};
     request_body = EnrolRequest,
     responses(
         (status = 201, body = EnrolResponse, description = "Enrolled; keep the certificate with the key the CSR was made from."),
-        (status = 400, body = ErrorBody, description = "`bad_request` or `csr_invalid`"),
+        (status = 400, body = ErrorBody, description = "`bad_request`"),
+        (status = 422, body = ErrorBody, description = "`csr_invalid`: the CSR cannot be parsed or its signature is wrong"),
         (status = 403, body = ErrorBody, description = "`enrolment_token_invalid`"),
         (status = 409, body = ErrorBody, description = "`terminal_exists`"),
     )
@@ -79,6 +80,8 @@ impl IntoResponse for CheckinAnswer {
         (status = 200, body = EventAck, description = "Stored; delete everything up to `acked_through` from the outbox."),
         (status = 400, body = ErrorBody, description = "`bad_request` (the message names the event and field)"),
         (status = 401, body = ErrorBody, description = "`client_certificate_required` or `certificate_revoked`"),
+        (status = 413, body = ErrorBody, description = "`too_large`: more than 1000 events, or a body over its limit"),
+        (status = 422, body = ErrorBody, description = "`bad_request`: events out of order, a time that is not RFC 3339, a `plan.report` that is not a plan report"),
     )
 )]
 pub async fn events(

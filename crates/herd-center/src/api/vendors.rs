@@ -13,13 +13,13 @@ use axum::response::Response;
 use herd_proto::api::{ErrorBody, PackageInfo, PublishResponse};
 
 use super::blobs;
-use super::extract::{Downloader, Path, read_body};
+use super::extract::{Downloader, Path, check_json_content_type, read_body};
 use crate::{Caller, Center, CenterError, CenterResult};
 
 /// Publish a vendor's whole catalog feed (`herd.catalog/v1`), replacing its previous one.
 #[utoipa::path(
     put, path = "/v1/feeds/{vendor}", tag = "vendors",
-    params(("vendor" = String, Path, description = "The vendor id the feed is for.")),
+    params(("vendor" = String, Path, description = "The vendor id the feed is for (an identifier).", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
     request_body(content = Object, description = "A `herd.catalog/v1` document describing only this vendor and its products.", content_type = "application/json"),
     responses(
         (status = 200, body = PublishResponse),
@@ -33,19 +33,23 @@ pub async fn publish_feed(
     State(center): State<Arc<Center>>,
     Path(vendor): Path<String>,
     caller: Caller,
+    headers: HeaderMap,
     body: Body,
 ) -> CenterResult<Json<PublishResponse>> {
     center.may_publish(&caller, &vendor)?;
-    let bytes = read_body(body, center.config.max_feed_bytes, "the feed")
-        .await
-        .inspect_err(|_| center.feed_refused())?;
+    let bytes = async {
+        check_json_content_type(&headers, "the feed")?;
+        read_body(body, center.config.max_feed_bytes, "the feed").await
+    }
+    .await
+    .inspect_err(|_| center.feed_refused())?;
     center.publish_feed(&vendor, &bytes).await.map(Json)
 }
 
 /// Upload a package by its SHA-256; the body is the package, streamed and verified.
 #[utoipa::path(
     put, path = "/v1/packages/{sha256}", tag = "vendors",
-    params(("sha256" = String, Path, description = "The package's SHA-256, 64 lowercase hex digits.")),
+    params(("sha256" = String, Path, description = "The package's SHA-256, 64 lowercase hex digits.", pattern = r"^[0-9a-f]{64}$")),
     request_body(content = Vec<u8>, description = "The package bytes. Send Content-Length: it is checked against what arrives.", content_type = "application/octet-stream"),
     responses(
         (status = 201, body = PackageInfo, description = "Stored."),
@@ -87,7 +91,7 @@ pub async fn upload_package(
 /// Terminals use their client certificate; vendors and operators their token.
 #[utoipa::path(
     get, path = "/v1/packages/{sha256}", tag = "vendors",
-    params(("sha256" = String, Path, description = "The package's SHA-256.")),
+    params(("sha256" = String, Path, description = "The package's SHA-256, 64 lowercase hex digits.", pattern = r"^[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "The whole package.", content_type = "application/octet-stream"),
         (status = 206, description = "The requested range.", content_type = "application/octet-stream"),
