@@ -14,24 +14,29 @@ use std::sync::Arc;
 use herd_core::{Catalog, Terminal, Timestamp};
 use herd_planner::Planner;
 use herd_proto::ValidationError;
-use herd_proto::api::{CoverageCell, CoverageMatrix, CoverageProduct, CoverageRow};
+use herd_proto::api::{CoverageCell, CoverageMatrix, CoverageProduct, CoverageRow, GapThreat};
 use herd_proto::catalog::CatalogDoc;
-use herd_proto::merge::{danger_rank, merge};
+use herd_proto::merge::merge_owned;
 use herd_proto::plan::Action;
 use herd_store::StoredFeed;
 
-/// One consistent catalog: the merged document, its validated model, and the revision.
+/// One consistent catalog: its validated model and the store's revision it was built from.
+///
+/// Only the compact model is kept (about a quarter of the documents' size for SPEC §8's
+/// catalog): the merged document, which an operator asks for rarely, is made from it on
+/// demand ([`CatalogSnapshot::doc`]).
 #[derive(Debug)]
 pub struct CatalogSnapshot {
     pub revision: u64,
-    pub doc: CatalogDoc,
     pub catalog: Arc<Catalog>,
 }
 
 impl CatalogSnapshot {
     /// Merges and validates stored feeds (each was validated when it was published; the
-    /// merge can still fail if the database was edited by hand).
-    pub fn from_feeds(revision: u64, feeds: &[StoredFeed]) -> Result<CatalogSnapshot, String> {
+    /// merge can still fail if the database was edited by hand). Each feed's text is dropped
+    /// as soon as it is parsed, and the documents are merged without copies, so building a
+    /// snapshot of a catalog of hundreds of MB does not hold it several times over.
+    pub fn from_feeds(revision: u64, feeds: Vec<StoredFeed>) -> Result<CatalogSnapshot, String> {
         let mut docs = Vec::with_capacity(feeds.len());
         for feed in feeds {
             let doc: CatalogDoc = serde_json::from_str(&feed.doc).map_err(|err| {
@@ -42,73 +47,89 @@ impl CatalogSnapshot {
             })?;
             docs.push(doc);
         }
-        let doc = merge(docs.iter());
-        let catalog = doc
-            .validate("merged catalog")
-            .map_err(|err| err.to_string())?;
+        CatalogSnapshot::from_docs(revision, docs).map_err(|err| err.to_string())
+    }
+
+    /// Merges and validates vendors' documents.
+    pub fn from_docs(
+        revision: u64,
+        docs: Vec<CatalogDoc>,
+    ) -> Result<CatalogSnapshot, ValidationError> {
+        let merged = merge_owned(docs);
+        let catalog = merged.validate("merged catalog")?;
+        drop(merged);
+        // The documents were many small allocations; give their pages back to the system.
+        crate::memory::release_freed();
         Ok(CatalogSnapshot {
             revision,
-            doc,
             catalog: Arc::new(catalog),
         })
+    }
+
+    /// The merged `herd.catalog/v1` document this catalog was built from.
+    pub fn doc(&self) -> CatalogDoc {
+        CatalogDoc::from_model(&self.catalog)
     }
 }
 
 impl CatalogSnapshot {
     /// Threats (most dangerous first) × products: since when each product covers each threat.
     pub fn coverage_matrix(&self) -> CoverageMatrix {
-        let doc = &self.doc;
-        let products: Vec<CoverageProduct> = doc
+        let catalog = &*self.catalog;
+        let products: Vec<CoverageProduct> = catalog
             .products
             .iter()
-            .map(|p| {
-                let latest = doc
-                    .releases
+            .enumerate()
+            .map(|(i, p)| {
+                let latest = catalog
+                    .product_releases(herd_core::ProductIdx(i as u32))
                     .iter()
-                    .filter(|r| r.product == p.id)
                     .max_by_key(|r| r.seq);
                 CoverageProduct {
                     id: p.id.clone(),
-                    vendor: p.vendor.clone(),
+                    vendor: catalog.vendors[p.vendor.get()].id.clone(),
                     name: p.name.clone(),
                     latest_version: latest.map(|r| r.version.clone()),
                     latest_seq: latest.map(|r| r.seq),
                 }
             })
             .collect();
-        let mut threats: Vec<&herd_proto::catalog::ThreatDoc> = doc.threats.iter().collect();
-        threats.sort_by(|a, b| {
-            danger_rank(&b.danger)
-                .cmp(&danger_rank(&a.danger))
-                .then(a.id.cmp(&b.id))
+        let mut threats: Vec<usize> = (0..catalog.threats.len()).collect();
+        threats.sort_by(|&a, &b| {
+            let (a, b) = (&catalog.threats[a], &catalog.threats[b]);
+            b.danger.cmp(&a.danger).then(a.id.cmp(&b.id))
         });
         // One lookup per cell: a scan of the coverage list per cell would cost threats ×
         // products × statements (10^12 with SPEC §8's catalog).
-        let statements: HashMap<(&str, &str), &herd_proto::catalog::CoverageDoc> = doc
+        let statements: HashMap<(u32, u32), &herd_core::Coverage> = catalog
             .coverage
             .iter()
-            .map(|c| ((c.product.as_str(), c.threat.as_str()), c))
+            .map(|c| ((c.product.0, c.threat.0), c))
             .collect();
         let rows = threats
             .into_iter()
-            .map(|t| CoverageRow {
-                threat: t.id.clone(),
-                name: t.name.clone(),
-                danger: t.danger.clone(),
-                discovered: t.discovered.clone(),
-                cells: products
-                    .iter()
-                    .map(|p| {
-                        let statement = statements.get(&(p.id.as_str(), t.id.as_str()));
-                        let since = statement.and_then(|c| c.since_seq);
-                        CoverageCell {
-                            covered: matches!((since, p.latest_seq), (Some(s), Some(l)) if s <= l),
-                            since_seq: since,
-                            covered_on: statement.and_then(|c| c.covered_on.clone()),
-                            expected: statement.and_then(|c| c.expected.clone()),
-                        }
-                    })
-                    .collect(),
+            .map(|t| {
+                let threat = &catalog.threats[t];
+                CoverageRow {
+                    threat: threat.id.clone(),
+                    name: threat.name.clone(),
+                    danger: threat.danger.to_string(),
+                    discovered: threat.discovered.to_string(),
+                    cells: products
+                        .iter()
+                        .enumerate()
+                        .map(|(p, product)| {
+                            let statement = statements.get(&(p as u32, t as u32));
+                            let since = statement.and_then(|c| c.since_seq);
+                            CoverageCell {
+                                covered: matches!((since, product.latest_seq), (Some(s), Some(l)) if s <= l),
+                                since_seq: since,
+                                covered_on: statement.and_then(|c| c.covered_on.map(|d| d.to_string())),
+                                expected: statement.and_then(|c| c.expected.map(|d| d.to_string())),
+                            }
+                        })
+                        .collect(),
+                }
             })
             .collect();
         CoverageMatrix {
@@ -354,6 +375,25 @@ pub fn render_plan(
     })
 }
 
+/// The whole gaps of `terminal`'s plan at `now` (what its plan lists the first of), with
+/// this thread's planner for `snapshot`.
+pub fn full_gap(
+    snapshot: &CatalogSnapshot,
+    now: Timestamp,
+    terminal: &Terminal,
+) -> (Vec<GapThreat>, Vec<GapThreat>) {
+    with_thread_planner(snapshot, now, |state| {
+        let gap = state.planner.full_gap(terminal);
+        let wire = |threat: &herd_core::Threat| GapThreat {
+            id: threat.id.clone(),
+            name: threat.name.clone(),
+            danger: threat.danger.to_string(),
+            discovered: threat.discovered.to_string(),
+        };
+        (gap.now.map(wire).collect(), gap.after.map(wire).collect())
+    })
+}
+
 fn render_uncached(planner: &mut Planner<Arc<Catalog>>, terminal: &Terminal) -> RenderedPlan {
     let plan = planner.plan(terminal);
     let mut json = Vec::with_capacity(8 * 1024);
@@ -389,7 +429,6 @@ mod tests {
         let catalog = doc.validate("seed").expect("the seed catalog validates");
         CatalogSnapshot {
             revision: 7,
-            doc,
             catalog: Arc::new(catalog),
         }
     }

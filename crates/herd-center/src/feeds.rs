@@ -8,8 +8,6 @@ use herd_store::StoredFeed;
 use sha2::{Digest as _, Sha256};
 use std::sync::atomic::Ordering::Relaxed;
 
-use herd_proto::merge::merge;
-
 use crate::auth::Caller;
 use crate::catalog::check_vendor_scope;
 use crate::error::{CenterError, CenterResult, ErrorKind};
@@ -77,7 +75,10 @@ impl Center {
             published_at: unix_now(),
         };
         // Inside the store's transaction: the merge with every other vendor's current feed must
-        // validate too (no product id taken by two vendors, no conflicting data).
+        // validate too (no product id taken by two vendors, no conflicting data). The catalog
+        // it builds is the one this process plans with once the publish is committed.
+        let built: std::sync::Mutex<Option<crate::catalog::CatalogSnapshot>> =
+            std::sync::Mutex::new(None);
         let check = |others: &[StoredFeed]| -> Result<(), String> {
             let mut docs = Vec::with_capacity(others.len() + 1);
             for other in others {
@@ -90,10 +91,11 @@ impl Center {
                 docs.push(other_doc);
             }
             docs.push(doc.clone());
-            merge(docs.iter())
-                .validate("the catalog merged with the other vendors' feeds")
-                .map(|_| ())
-                .map_err(|err| err.to_string())
+            let snapshot = crate::catalog::CatalogSnapshot::from_docs(0, docs).map_err(|err| {
+                format!("the catalog merged with the other vendors' feeds: {err}")
+            })?;
+            *built.lock().expect("built catalog") = Some(snapshot);
+            Ok(())
         };
         let outcome = center
             .store
@@ -102,11 +104,17 @@ impl Center {
             .map_err(|message| CenterError::new(ErrorKind::FeedInvalid, message))?;
         if outcome.changed {
             center.metrics.feeds_published.fetch_add(1, Relaxed);
-            center.refresh_catalog().await.map_err(|err| {
-                CenterError::internal(format!(
-                    "the feed is stored but the catalog did not reload: {err:#}"
-                ))
-            })?;
+            match built.into_inner().expect("built catalog") {
+                Some(mut snapshot) => {
+                    snapshot.revision = outcome.revision;
+                    center.install_catalog(snapshot);
+                }
+                None => center.refresh_catalog().await.map_err(|err| {
+                    CenterError::internal(format!(
+                        "the feed is stored but the catalog did not reload: {err:#}"
+                    ))
+                })?,
+            }
             tracing::info!(%vendor, revision = outcome.revision, "feed published");
         }
         let mut missing_packages = Vec::new();

@@ -2,12 +2,14 @@
 //! only those whose plan has an action, such as the exposed ones), one terminal in detail with
 //! its plan, last report and network map, and removing a terminal.
 
-use herd_proto::api::{AddressSeen, PlanReport, TerminalDetail, TerminalList, TerminalSummary};
+use herd_proto::api::{
+    AddressSeen, PlanReport, TerminalDetail, TerminalGap, TerminalList, TerminalSummary,
+};
 use herd_proto::plan::PlanDoc;
-use herd_proto::terminal::{HardwareDoc, InstalledDoc};
+use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc, TerminalDoc};
 use herd_store::{TerminalQuery, TerminalRow};
 
-use crate::error::{CenterError, CenterResult};
+use crate::error::{CenterError, CenterResult, ErrorKind};
 use crate::{Center, rfc3339};
 
 /// The plan actions a listing may be filtered by.
@@ -123,6 +125,50 @@ impl Center {
     pub async fn terminal_plan(&self, id: &str) -> CenterResult<String> {
         self.terminal_row(id).await?.plan.ok_or_else(|| {
             CenterError::not_found(format!("terminal {id:?} has not checked in yet"))
+        })
+    }
+
+    /// The whole gaps of a terminal's plan, planned now from what it last reported.
+    pub async fn terminal_gap(&self, id: &str) -> CenterResult<TerminalGap> {
+        let row = self.terminal_row(id).await?;
+        let corrupt = |what: &str, err: serde_json::Error| {
+            CenterError::internal(format!("terminal {id:?} has a corrupt {what}: {err}"))
+        };
+        let hardware = serde_json::from_str(&row.hardware).map_err(|e| corrupt("hardware", e))?;
+        let installed = row
+            .installed
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt("inventory", e))?;
+        let policy = self.group_policy(&row.group).await?;
+        let doc = TerminalDoc {
+            id: row.id.clone(),
+            user: row.user.clone(),
+            hardware,
+            installed,
+            policy: PolicyDoc {
+                tz: row.tz.clone(),
+                ..PolicyDoc::clone(&policy)
+            },
+        };
+        let snapshot = self.catalog();
+        let terminal = doc
+            .validate("stored terminal", &snapshot.catalog)
+            .map_err(|err| {
+                CenterError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "terminal {id:?}'s last inventory does not fit the current catalog: {err}"
+                    ),
+                )
+            })?;
+        let now = herd_core::Timestamp::from_unix_seconds(crate::unix_now());
+        let (uncovered_now, uncovered_after) = crate::catalog::full_gap(&snapshot, now, &terminal);
+        Ok(TerminalGap {
+            terminal: row.id,
+            uncovered_now,
+            uncovered_after,
         })
     }
 

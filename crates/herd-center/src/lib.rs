@@ -26,6 +26,7 @@ pub mod events;
 mod feeds;
 pub mod fleet;
 mod groups;
+mod memory;
 pub mod metrics;
 mod packages;
 mod placement;
@@ -127,7 +128,7 @@ impl Center {
             .context("the CA stored in the database is unusable")?;
 
         let (revision, feeds) = store.feeds().await?;
-        let snapshot = CatalogSnapshot::from_feeds(revision, &feeds)
+        let snapshot = CatalogSnapshot::from_feeds(revision, feeds)
             .map_err(|err| anyhow::anyhow!("the stored catalog does not validate: {err}"))?;
         let metrics = Arc::new(Metrics::default());
         metrics.catalog_revision.store(revision, Relaxed);
@@ -167,12 +168,28 @@ impl Center {
         if revision == self.catalog().revision {
             return Ok(());
         }
-        let snapshot = CatalogSnapshot::from_feeds(revision, &feeds)
-            .map_err(|err| anyhow::anyhow!("the stored catalog does not validate: {err}"))?;
-        *self.catalog.write().expect("catalog lock") = Arc::new(snapshot);
+        // Parsing and validating a large catalog takes seconds: not on a request thread.
+        let snapshot =
+            tokio::task::spawn_blocking(move || CatalogSnapshot::from_feeds(revision, feeds))
+                .await
+                .map_err(|err| anyhow::anyhow!("building the catalog failed: {err}"))?
+                .map_err(|err| anyhow::anyhow!("the stored catalog does not validate: {err}"))?;
+        self.install_catalog(snapshot);
+        Ok(())
+    }
+
+    /// Makes `snapshot` the catalog this process plans with, unless a newer one is installed.
+    pub(crate) fn install_catalog(&self, snapshot: CatalogSnapshot) {
+        let revision = snapshot.revision;
+        {
+            let mut current = self.catalog.write().expect("catalog lock");
+            if revision <= current.revision {
+                return;
+            }
+            *current = Arc::new(snapshot);
+        }
         self.metrics.catalog_revision.store(revision, Relaxed);
         tracing::info!(revision, "catalog updated");
-        Ok(())
     }
 
     /// Follows the store's revisions, so changes made through other center processes reach

@@ -230,6 +230,14 @@ impl Client {
         self.get_json(&path, &[], MAX_JSON_ANSWER)
     }
 
+    /// A terminal's whole gaps (`GET /v1/terminals/{id}/gap`): every threat its plan lists
+    /// only the first of.
+    pub fn terminal_gap(&self, id: &str) -> Result<herd_proto::api::TerminalGap, ClientError> {
+        let path = format!("/v1/terminals/{}/gap", segment(id));
+        // A gap can name every threat of the catalog: allow more than a usual answer.
+        self.get_json(&path, &[], 4 * MAX_JSON_ANSWER)
+    }
+
     /// A terminal's current plan exactly as the terminal received it (`GET
     /// /v1/terminals/{id}/plan`), unparsed.
     pub fn terminal_plan(&self, id: &str) -> Result<String, ClientError> {

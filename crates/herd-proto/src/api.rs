@@ -441,6 +441,28 @@ pub struct TerminalList {
     pub next: Option<String>,
 }
 
+/// `GET /v1/terminals/{id}/gap` (operator): the whole of what a plan lists only the first
+/// `LISTED_THREATS` of (SPEC §4) — every required threat the terminal's installed product
+/// leaves uncovered now, and those still uncovered once its plan is carried out — in the
+/// plan's order (most dangerous, then newest, first), planned now with the current catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TerminalGap {
+    pub terminal: String,
+    pub uncovered_now: Vec<GapThreat>,
+    pub uncovered_after: Vec<GapThreat>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GapThreat {
+    pub id: String,
+    pub name: String,
+    pub danger: String,
+    /// `YYYY-MM-DD`.
+    pub discovered: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TerminalDetail {

@@ -129,6 +129,85 @@ pub fn parse_catalog(document: &str, text: &str) -> Result<Catalog, ValidationEr
 }
 
 impl CatalogDoc {
+    /// The document of a validated catalog: what it was built from, in the catalog's order
+    /// (releases by product and seq, platforms as the catalog numbers them) and with times in
+    /// UTC. Validating it again gives the same
+    /// catalog, so a process may keep only the compact model and make the document on demand.
+    pub fn from_model(catalog: &Catalog) -> CatalogDoc {
+        let product_id = |idx: ProductIdx| catalog.product(idx).id.clone();
+        CatalogDoc {
+            format: CATALOG_FORMAT.to_owned(),
+            vendors: catalog
+                .vendors
+                .iter()
+                .map(|v| VendorDoc {
+                    id: v.id.clone(),
+                    name: v.name.clone(),
+                })
+                .collect(),
+            products: catalog
+                .products
+                .iter()
+                .map(|p| ProductDoc {
+                    id: p.id.clone(),
+                    vendor: catalog.vendors[p.vendor.get()].id.clone(),
+                    name: p.name.clone(),
+                    platforms: p
+                        .platforms
+                        .iter()
+                        .map(|&q| catalog.platforms[q.get()].clone())
+                        .collect(),
+                })
+                .collect(),
+            releases: catalog
+                .releases
+                .iter()
+                .map(|r| ReleaseDoc {
+                    product: product_id(r.product),
+                    version: r.version.clone(),
+                    pattern: r.pattern.clone(),
+                    seq: r.seq,
+                    published: r.published.to_string(),
+                    packages: r
+                        .packages
+                        .iter()
+                        .map(|k| PackageDoc {
+                            platform: catalog.platforms[k.platform.get()].clone(),
+                            format: k.format.to_string(),
+                            sha256: k.sha256.to_string(),
+                            size: k.size,
+                            name: k.name.clone(),
+                            product_code: k.product_code.clone(),
+                            post_install: k.hooks.post_install.clone(),
+                            pre_uninstall: k.hooks.pre_uninstall.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            threats: catalog
+                .threats
+                .iter()
+                .map(|t| ThreatDoc {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    danger: t.danger.to_string(),
+                    discovered: t.discovered.to_string(),
+                })
+                .collect(),
+            coverage: catalog
+                .coverage
+                .iter()
+                .map(|c| CoverageDoc {
+                    product: product_id(c.product),
+                    threat: catalog.threat(c.threat).id.clone(),
+                    since_seq: c.since_seq,
+                    covered_on: c.covered_on.map(|d| d.to_string()),
+                    expected: c.expected.map(|d| d.to_string()),
+                })
+                .collect(),
+        }
+    }
+
     /// Checks every rule of the format and builds the indexed catalog, or reports every problem.
     pub fn validate(&self, document: &str) -> Result<Catalog, ValidationError> {
         let mut p = Problems::default();

@@ -12,23 +12,29 @@ use crate::catalog::{CATALOG_FORMAT, CatalogDoc, ThreatDoc};
 /// highest danger and the earliest discovery date any of them gives — the conservative
 /// reading, which makes Herd act sooner rather than later.
 pub fn merge<'a>(docs: impl Iterator<Item = &'a CatalogDoc>) -> CatalogDoc {
+    merge_owned(docs.cloned())
+}
+
+/// [`merge`], taking the documents: nothing is copied, so merging a large catalog needs no
+/// more memory than its feeds already take (the center merges feeds of hundreds of MB).
+pub fn merge_owned(docs: impl IntoIterator<Item = CatalogDoc>) -> CatalogDoc {
     let mut merged = CatalogDoc {
         format: CATALOG_FORMAT.to_owned(),
         ..CatalogDoc::default()
     };
     let mut threat_at: HashMap<String, usize> = HashMap::new();
     for doc in docs {
-        merged.vendors.extend(doc.vendors.iter().cloned());
-        merged.products.extend(doc.products.iter().cloned());
-        merged.releases.extend(doc.releases.iter().cloned());
-        merged.coverage.extend(doc.coverage.iter().cloned());
-        for threat in &doc.threats {
+        merged.vendors.extend(doc.vendors);
+        merged.products.extend(doc.products);
+        merged.releases.extend(doc.releases);
+        merged.coverage.extend(doc.coverage);
+        for threat in doc.threats {
             match threat_at.get(&threat.id) {
                 None => {
                     threat_at.insert(threat.id.clone(), merged.threats.len());
-                    merged.threats.push(threat.clone());
+                    merged.threats.push(threat);
                 }
-                Some(&at) => merge_threat(&mut merged.threats[at], threat),
+                Some(&at) => merge_threat(&mut merged.threats[at], &threat),
             }
         }
     }

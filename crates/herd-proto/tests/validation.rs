@@ -459,3 +459,38 @@ fn herd_planner_free_check(catalog: &herd_core::Catalog) -> impl FnMut(&herd_cor
         assert!(!t.id.is_empty());
     }
 }
+
+#[test]
+fn a_catalog_made_back_into_a_document_validates_to_the_same_catalog() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/catalog.json"),
+    )
+    .unwrap();
+    let doc: herd_proto::catalog::CatalogDoc = serde_json::from_str(&text).unwrap();
+    let catalog = doc.validate("seed").unwrap();
+    let again = herd_proto::catalog::CatalogDoc::from_model(&catalog);
+    // Same content: the seed lists releases in the catalog's order already.
+    assert_eq!(again.vendors, doc.vendors);
+    // Platforms come back in the catalog's order of platforms.
+    let sorted = |products: &[herd_proto::catalog::ProductDoc]| {
+        let mut products = products.to_vec();
+        for p in &mut products {
+            p.platforms.sort();
+        }
+        products
+    };
+    assert_eq!(sorted(&again.products), sorted(&doc.products));
+    assert_eq!(again.threats, doc.threats);
+    assert_eq!(again.coverage, doc.coverage);
+    assert_eq!(again.releases.len(), doc.releases.len());
+    for (a, b) in again.releases.iter().zip(&doc.releases) {
+        assert_eq!(
+            (&a.product, &a.version, a.seq),
+            (&b.product, &b.version, b.seq)
+        );
+        assert_eq!(a.packages, b.packages);
+    }
+    // And a fixed point: validating it again and back gives the same document.
+    let twice = herd_proto::catalog::CatalogDoc::from_model(&again.validate("again").unwrap());
+    assert_eq!(twice, again);
+}

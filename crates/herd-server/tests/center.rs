@@ -195,6 +195,18 @@ fn worked_example_through_the_api() {
     assert_eq!(detail.addresses[0].address, "127.0.0.1");
     assert!(detail.addresses[0].checkins >= 1);
     assert_eq!(operator.terminal("45a").unwrap().summary.group, "unknown");
+    // The whole gap, which a plan only begins to list: 45a's vaccine-a misses virus-a, and
+    // the switch to vaccine-b closes it.
+    let gap = operator.terminal_gap("45a").unwrap();
+    assert_eq!(gap.terminal, "45a");
+    let ids: Vec<&str> = gap.uncovered_now.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["virus-a"]);
+    assert_eq!(gap.uncovered_now[0].danger, "high");
+    assert!(gap.uncovered_after.is_empty());
+    let err = operator
+        .terminal_gap("nobody")
+        .expect_err("no such terminal");
+    assert!(err.to_string().contains("nobody"), "{err}");
     let plan: serde_json::Value =
         serde_json::from_str(&operator.terminal_plan("45a").unwrap()).unwrap();
     assert_eq!(plan["action"], "switch");
@@ -822,4 +834,19 @@ fn oversized_feeds_are_refused() {
         ),
         (413, "too_large".into())
     );
+    // A feed of many megabytes, still being sent when the center refuses it: the center reads
+    // and drops the rest, so the client reads the refusal instead of a broken pipe.
+    let mut big = vendor_feed(&seed_catalog(), "maker-a");
+    let threats: Vec<serde_json::Value> = (0..60_000)
+        .map(|i| {
+            serde_json::json!({"id": format!("threat-{i:06}"), "name": format!("threat {i}"),
+                "danger": "low", "discovered": "2000-11-01"})
+        })
+        .collect();
+    big["threats"] = serde_json::Value::Array(threats);
+    let big = serde_json::to_vec(&big).unwrap();
+    assert!(big.len() > 4_000_000);
+    let err = center.operator().publish_feed("maker-a", &big).unwrap_err();
+    assert!(!err.to_string().contains("cannot reach"), "{err}");
+    assert_eq!(code(err), (413, "too_large".into()));
 }

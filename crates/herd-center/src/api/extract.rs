@@ -199,22 +199,46 @@ pub fn check_json_content_type(headers: &HeaderMap, what: &str) -> CenterResult<
 
 /// Reads a whole request body, refusing more than `limit` bytes with `too_large`.
 pub async fn read_body(body: axum::body::Body, limit: u64, what: &str) -> CenterResult<Bytes> {
-    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|err| {
-            let too_large = std::error::Error::source(&err)
-                .is_some_and(|source| source.to_string().contains("length limit"))
-                || err.to_string().contains("length limit");
-            if too_large {
-                CenterError::new(
-                    ErrorKind::TooLarge,
-                    format!("{what} is larger than the limit of {limit} bytes"),
-                )
-            } else {
-                CenterError::bad_request(format!("cannot read {what}: {err}"))
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut kept: Vec<u8> = Vec::new();
+    let mut received: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|err| CenterError::bad_request(format!("cannot read {what}: {err}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len() as u64;
+        if received <= limit {
+            kept.extend_from_slice(&data);
+            continue;
+        }
+        // Too large. The client is most likely still sending: read (and drop) the rest, up to
+        // a bound, so that it gets to read this answer instead of a reset connection.
+        drop(std::mem::take(&mut kept));
+        let drain_limit = limit.saturating_mul(4).clamp(MAX_JSON_BODY, MAX_DRAIN);
+        while received <= drain_limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    received += frame.data_ref().map_or(0, |data| data.len() as u64);
+                }
+                Some(Err(_)) | None => break,
             }
-        })
+        }
+        return Err(CenterError::new(
+            ErrorKind::TooLarge,
+            format!(
+                "{what} is larger than the limit of {limit} bytes (at least {received} bytes arrived)"
+            ),
+        ));
+    }
+    Ok(Bytes::from(kept))
 }
+
+/// The most of a refused, too-large body the center reads and drops so the client can read
+/// the refusal; beyond it the connection is closed.
+const MAX_DRAIN: u64 = 1 << 30;
 
 /// Parses a JSON body; a mistake is named with its JSON path (`$.hardware.kind: …`).
 pub fn parse_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> CenterResult<T> {

@@ -65,6 +65,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
             operators::delete_terminal
         ))
         .routes(routes!(operators::terminal_plan))
+        .routes(routes!(operators::terminal_gap))
         .routes(routes!(operators::exposed))
         .routes(routes!(operators::list_groups))
         .routes(routes!(operators::put_group, operators::delete_group))

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderName, StatusCode, header};
 use herd_proto::api::{
     CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken, NewEnrolmentToken, PlacementRules,
-    TerminalDetail, TerminalList, TokenCreated,
+    TerminalDetail, TerminalGap, TerminalList, TokenCreated,
 };
 use herd_proto::catalog::CatalogDoc;
 use serde::Deserialize;
@@ -24,7 +24,7 @@ pub async fn catalog(
     State(center): State<Arc<Center>>,
     _: Operator,
 ) -> CenterResult<Json<CatalogDoc>> {
-    Ok(Json(center.catalog().doc.clone()))
+    Ok(Json(center.catalog().doc()))
 }
 
 /// Threats × products: which product covers which threat, since when.
@@ -134,6 +134,18 @@ pub async fn terminal_plan(
 ) -> CenterResult<([(HeaderName, &'static str); 1], String)> {
     let plan = center.terminal_plan(&id).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], plan))
+}
+
+/// A terminal's whole gaps: every threat its plan lists only the first of (SPEC §4).
+#[utoipa::path(get, path = "/v1/terminals/{id}/gap", tag = "operators",
+    params(("id" = String, Path, description = "The terminal id.")),
+    responses((status = 200, body = TerminalGap), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "No such terminal."), (status = 409, body = ErrorBody, description = "`conflict`: its last inventory does not fit the current catalog.")))]
+pub async fn terminal_gap(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> CenterResult<Json<TerminalGap>> {
+    center.terminal_gap(&id).await.map(Json)
 }
 
 /// Remove a terminal: its certificate stops working at once on every center process.
