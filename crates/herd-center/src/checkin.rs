@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{CenterError, CenterResult, ErrorKind};
 use crate::metrics::Metrics;
-use crate::{Center, KnownTerminal, catalog, rfc3339};
+use crate::{Center, KnownTerminal, planners, rfc3339};
 
 /// The most check-ins one transaction stores.
 const MAX_BATCH: usize = 1024;
@@ -186,7 +186,7 @@ impl Center {
                 &err,
             )
         })?;
-        let plan = catalog::render_plan(&snapshot, Timestamp::from_unix_seconds(now), &model);
+        let plan = planners::render_plan(&snapshot, Timestamp::from_unix_seconds(now), &model);
         let plan_id = hex::encode(Sha256::digest(plan.json.as_bytes()));
         let answer = answer_json(&plan_id, &plan.json, self.next_checkin_secs(), now);
         let action_index = match plan.action {

@@ -164,7 +164,7 @@ impl Center {
                 )
             })?;
         let now = herd_core::Timestamp::from_unix_seconds(crate::unix_now());
-        let (uncovered_now, uncovered_after) = crate::catalog::full_gap(&snapshot, now, &terminal);
+        let (uncovered_now, uncovered_after) = crate::planners::full_gap(&snapshot, now, &terminal);
         Ok(TerminalGap {
             terminal: row.id,
             uncovered_now,

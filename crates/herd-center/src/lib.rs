@@ -30,11 +30,12 @@ mod memory;
 pub mod metrics;
 mod packages;
 mod placement;
+pub mod planners;
 mod tokens;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -54,6 +55,10 @@ pub use checkin::CheckinAnswer;
 pub use error::{CenterError, CenterResult, ErrorKind};
 pub use packages::PackageUpload;
 
+/// Seconds after a catalog change when the memory of the catalog it replaced, dropped by the
+/// planners at their next check-in, is given back to the system.
+const RELEASE_MEMORY_AFTER_TICKS: u64 = 3;
+
 /// Everything requests share.
 #[derive(Debug)]
 pub struct Center {
@@ -68,6 +73,9 @@ pub struct Center {
     /// API tokens by hash, re-read from the store after a short time.
     tokens: Mutex<HashMap<String, (ApiTokenRow, std::time::Instant)>>,
     checkins: checkin::CheckinWriter,
+    /// Ticks of the revision follower left until freed memory is given back after a catalog
+    /// change (the worker threads' planners drop the old catalog at their next check-in).
+    release_memory_in: AtomicU64,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -145,15 +153,16 @@ impl Center {
             caches: cache::Caches::starting_at(revisions),
             tokens: Mutex::new(HashMap::new()),
             checkins,
+            release_memory_in: AtomicU64::new(0),
         });
         center.bootstrap_operator_token().await?;
+        center.reload_groups().await?;
         // Written last: its presence tells scripts and tests that start-up is complete.
-        write_private(
+        herd_fs::write_atomic(
             &center.config.data_dir.join("ca.pem"),
             center.ca.cert_pem().as_bytes(),
             0o644,
         )?;
-        center.reload_groups().await?;
         Ok(center)
     }
 
@@ -189,6 +198,9 @@ impl Center {
             *current = Arc::new(snapshot);
         }
         self.metrics.catalog_revision.store(revision, Relaxed);
+        self.release_memory_in
+            .store(RELEASE_MEMORY_AFTER_TICKS, Relaxed);
+        crate::memory::release_freed();
         tracing::info!(revision, "catalog updated");
     }
 
@@ -200,6 +212,13 @@ impl Center {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
+            }
+            let due = self.release_memory_in.load(Relaxed);
+            if due > 0 {
+                self.release_memory_in.store(due - 1, Relaxed);
+                if due == 1 {
+                    crate::memory::release_freed();
+                }
             }
             match self.store.revisions().await {
                 Ok(revisions) => {
@@ -248,7 +267,7 @@ impl Center {
             })
             .await?;
         let path = self.config.data_dir.join("operator.token");
-        write_private(&path, format!("{token}\n").as_bytes(), 0o600)?;
+        herd_fs::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)?;
         tracing::info!(path = %path.display(), "created the first operator token");
         Ok(())
     }
@@ -259,24 +278,5 @@ fn check_writable(dir: &Path) -> anyhow::Result<()> {
     std::fs::write(&probe, b"")
         .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
-    Ok(())
-}
-
-/// Writes a file atomically with the given mode (secrets: 0600).
-pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -834,17 +834,10 @@ impl Demo {
 
 const SAMPLE_NAME: &str = "greeting-card.exe";
 
-/// Writes a secret readable by its owner only.
+/// Writes a secret readable by its owner only, durably (herd-fs).
 fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(file, "{secret}").with_context(|| format!("cannot write {}", path.display()))
+    herd_fs::write_atomic(path, format!("{secret}\n").as_bytes(), 0o600)?;
+    Ok(())
 }
 
 fn group(id: &str, apply: &str) -> GroupDoc {
