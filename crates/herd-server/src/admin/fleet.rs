@@ -1,5 +1,5 @@
 //! The fleet: `herd terminals` (the list) and `herd terminal ID` (one terminal in words, its
-//! plan as the terminal received it, or as JSON).
+//! plan as the terminal received it, its whole gap, or as JSON).
 
 use clap::Args;
 use herd_proto::api::{TerminalDetail, TerminalSummary};
@@ -7,7 +7,7 @@ use herd_proto::terminal::InstalledDoc;
 
 use super::connect::{ServerArgs, Session};
 use super::output::{print_json, print_out};
-use super::plan::{describe_plan, describe_report};
+use super::plan::{describe_gap, describe_plan, describe_report};
 use super::table::Table;
 use crate::Outcome;
 
@@ -39,18 +39,30 @@ pub struct TerminalsArgs {
 }
 
 /// Show one terminal: inventory, group, addresses, last report, and its current plan.
+///
+/// A plan lists at most 20 of the threats the terminal lacks now and after the plan, with
+/// how many more there are and the whole gap by danger; --gap lists every one of them.
 #[derive(Debug, Args)]
 #[command(after_long_help = "Examples:
   herd terminal 45a
   herd terminal 45a --plan > 45a-plan.json
-  herd terminal 45a --json | jq .addresses")]
+  herd terminal 45a --json | jq .addresses
+  herd terminal 45a --gap
+  herd terminal 45a --gap --json | jq -r '.uncovered_now[] | select(.danger == \"critical\") | .id'")]
 pub struct TerminalArgs {
     /// The terminal id.
     id: String,
     /// Print only the current plan, exactly as the terminal received it (JSON).
     #[arg(long, conflicts_with = "json")]
     plan: bool,
-    /// Print everything as JSON.
+    /// Print the whole gap: every threat uncovered now and after the plan, not just 20.
+    ///
+    /// Every required threat the installed product leaves uncovered now, and every one still
+    /// uncovered once the plan is carried out, each with its danger and discovery date, most
+    /// dangerous first; computed with the center's current catalog.
+    #[arg(long, conflicts_with = "plan")]
+    gap: bool,
+    /// Print everything as JSON (with --gap, the gap).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -120,6 +132,18 @@ pub(super) fn terminal(args: TerminalArgs) -> anyhow::Result<Outcome> {
             }
             Err(err) => session.failed(&format!("terminal {}", args.id), err),
         };
+    }
+    if args.gap {
+        let gap = match session.client.terminal_gap(&args.id) {
+            Ok(gap) => gap,
+            Err(err) => return session.failed(&format!("the gap of terminal {}", args.id), err),
+        };
+        if args.json {
+            print_json(&gap)?;
+        } else {
+            print_out(&describe_gap(&gap))?;
+        }
+        return Ok(Outcome::Success);
     }
     let detail = match session.client.terminal(&args.id) {
         Ok(detail) => detail,

@@ -1,6 +1,7 @@
-//! A plan and a plan report in words, as `herd terminal ID` prints them.
+//! A plan, a plan report and a terminal's whole gap in words, as `herd terminal ID` and
+//! `herd terminal ID --gap` print them.
 
-use herd_proto::api::PlanReport;
+use herd_proto::api::{GapThreat, PlanReport, TerminalGap};
 use herd_proto::plan::{PlanDoc, SeverityCounts, Step};
 
 use super::fleet::installed_short;
@@ -14,13 +15,6 @@ pub(super) fn describe_plan(
     let release = |r: &Option<herd_proto::plan::ReleaseRef>| match r {
         Some(r) => format!("{} {} (seq {})", r.product, r.version, r.seq),
         None => "nothing".to_owned(),
-    };
-    let list = |items: &[String]| {
-        if items.is_empty() {
-            "-".to_owned()
-        } else {
-            items.join(", ")
-        }
     };
     let mut out = format!(
         "plan {} (planned {}):\n",
@@ -36,8 +30,22 @@ pub(super) fn describe_plan(
     fields.row(["  reason:".to_owned(), plan.reason.clone()]);
     fields.row(["  from:".to_owned(), release(&plan.from)]);
     fields.row(["  to:".to_owned(), release(&plan.to)]);
-    fields.row(["  uncovered now:".to_owned(), list(&plan.uncovered_now)]);
-    fields.row(["  uncovered after:".to_owned(), list(&plan.uncovered_after)]);
+    fields.row([
+        "  uncovered now:".to_owned(),
+        gap_line(
+            &plan.uncovered_now,
+            plan.uncovered_now_more,
+            &plan.uncovered_now_counts,
+        ),
+    ]);
+    fields.row([
+        "  uncovered after:".to_owned(),
+        gap_line(
+            &plan.uncovered_after,
+            plan.uncovered_after_more,
+            &plan.uncovered_after_counts,
+        ),
+    ]);
     fields.row([
         "  consent:".to_owned(),
         if plan.consent_required {
@@ -97,6 +105,108 @@ pub(super) fn describe_plan(
         }
     }
     out
+}
+
+/// One gap of a plan in a line: the threats it lists, how many more there are, and the whole
+/// gap by danger, e.g. `virus-a, virus-b … and 4,998 more (critical 3, high 120, medium 4,877)`.
+/// A plan lists at most 20 threats of a gap (SPEC §4), so the count says how large it is;
+/// `--gap` lists it all. A plan from a center older than the counts has none: no parentheses.
+fn gap_line(listed: &[String], more: u64, counts: &SeverityCounts) -> String {
+    let mut parts = Vec::new();
+    if !listed.is_empty() {
+        parts.push(listed.join(", "));
+    }
+    if more > 0 {
+        parts.push(format!("… and {} more", thousands(more)));
+    }
+    if counts.total() > 0 {
+        parts.push(format!("({})", by_danger(counts)));
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The nonzero counts, most dangerous first: `critical 3, high 120`.
+fn by_danger(counts: &SeverityCounts) -> String {
+    [
+        ("critical", counts.critical),
+        ("high", counts.high),
+        ("medium", counts.medium),
+        ("low", counts.low),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(danger, n)| format!("{danger} {}", thousands(u64::from(*n))))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// `4998` as `4,998`: gaps run to thousands, and grouped digits are read at a glance.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The readable form of `herd terminal ID --gap`: each gap whole, as a table of threats in
+/// the plan's order (most dangerous, then newest, first).
+pub(super) fn describe_gap(gap: &TerminalGap) -> String {
+    let mut out = format!(
+        "terminal {}
+",
+        gap.terminal
+    );
+    for (when, threats) in [("now", &gap.uncovered_now), ("after", &gap.uncovered_after)] {
+        if threats.is_empty() {
+            out.push_str(&format!(
+                "uncovered {when}: nothing
+"
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            "uncovered {when}: {} threat{} ({})
+",
+            thousands(threats.len() as u64),
+            if threats.len() == 1 { "" } else { "s" },
+            by_danger(&count_by_danger(threats))
+        ));
+        let mut table = Table::new(["  THREAT", "DANGER", "DISCOVERED", "NAME"]);
+        for t in threats {
+            table.row([
+                format!("  {}", t.id),
+                t.danger.clone(),
+                t.discovered.clone(),
+                t.name.clone(),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+    out
+}
+
+fn count_by_danger(threats: &[GapThreat]) -> SeverityCounts {
+    let mut counts = SeverityCounts::default();
+    for t in threats {
+        match t.danger.as_str() {
+            "critical" => counts.critical += 1,
+            "high" => counts.high += 1,
+            "medium" => counts.medium += 1,
+            "low" => counts.low += 1,
+            // The wire names exactly these four; a newer center's fifth is still listed.
+            _ => {}
+        }
+    }
+    counts
 }
 
 fn severity(counts: &SeverityCounts) -> String {
@@ -167,5 +277,63 @@ mod tests {
         };
         assert_eq!(severity(&counts), "2 high, 1 low uncovered");
         assert_eq!(severity(&SeverityCounts::default()), "nothing uncovered");
+    }
+
+    #[test]
+    fn a_bounded_gap_says_how_many_more_and_how_dangerous_the_whole_is() {
+        let listed = ["virus-a".to_owned(), "virus-b".to_owned()];
+        let counts = SeverityCounts {
+            critical: 3,
+            high: 120,
+            medium: 4_877,
+            low: 0,
+        };
+        assert_eq!(
+            gap_line(&listed, 4_998, &counts),
+            "virus-a, virus-b … and 4,998 more (critical 3, high 120, medium 4,877)"
+        );
+        let one = SeverityCounts {
+            high: 1,
+            ..SeverityCounts::default()
+        };
+        assert_eq!(gap_line(&listed[..1], 0, &one), "virus-a (high 1)");
+        // A plan from a center older than the counts.
+        assert_eq!(
+            gap_line(&listed[..1], 0, &SeverityCounts::default()),
+            "virus-a"
+        );
+        assert_eq!(gap_line(&[], 0, &SeverityCounts::default()), "-");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn the_whole_gap_is_a_table_per_gap() {
+        let threat = |id: &str, danger: &str, discovered: &str| GapThreat {
+            id: id.to_owned(),
+            name: id.replace('-', " "),
+            danger: danger.to_owned(),
+            discovered: discovered.to_owned(),
+        };
+        let gap = TerminalGap {
+            terminal: "45a".to_owned(),
+            uncovered_now: vec![
+                threat("virus-a", "high", "2000-11-10"),
+                threat("worm-long-name", "low", "2000-11-11"),
+            ],
+            uncovered_after: vec![],
+        };
+        assert_eq!(
+            describe_gap(&gap),
+            "terminal 45a
+uncovered now: 2 threats (high 1, low 1)
+  THREAT          DANGER  DISCOVERED  NAME
+  virus-a         high    2000-11-10  virus a
+  worm-long-name  low     2000-11-11  worm long name
+uncovered after: nothing
+"
+        );
     }
 }
