@@ -2,7 +2,7 @@
 //! administration commands. Glue only: it reads files and flags, calls the libraries, prints,
 //! and decides the exit code in one place.
 
-mod admin_cmd;
+mod admin;
 mod package_cmd;
 mod plan_cmd;
 mod serve_cmd;
@@ -36,7 +36,7 @@ enum Command {
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
     #[command(flatten)]
-    Admin(admin_cmd::AdminCommand),
+    Admin(admin::AdminCommand),
     Completions(herd_cli_docs::CompletionsArgs),
     Man(herd_cli_docs::ManArgs),
 }
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => herd_lab::sim::run(args).map(|()| Outcome::Success),
         Command::Package(command) => package_cmd::run(command),
         Command::Config(command) => serve_cmd::config(command),
-        Command::Admin(command) => admin_cmd::run(command),
+        Command::Admin(command) => admin::run(command),
         Command::Completions(args) => herd_cli_docs::completions(Cli::command(), &args)
             .map(|()| Outcome::Success)
             .map_err(Into::into),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use herd_client::Client;
-use herd_proto::api::{CheckinRequest, EnrolRequest, NewApiToken};
+use herd_proto::api::{CheckinRequest, EnrolRequest, GapThreat, NewApiToken, TerminalGap};
 use herd_proto::terminal::{HardwareDoc, InstalledDoc};
 use support::{HERD, TestCenter};
 
@@ -421,6 +421,12 @@ fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
     assert!(detail.starts_with("terminal 45a\n"), "{detail}");
     assert!(detail.contains(&checkin.plan.reason), "{detail}");
     assert!(detail.contains("    1. fetch vaccine-b 7.0"), "{detail}");
+    // The plan's bounded list with the whole gap's size by danger.
+    assert!(
+        detail.contains("  uncovered now:    virus-a (high 1)\n"),
+        "{detail}"
+    );
+    assert!(detail.contains("  uncovered after:  -\n"), "{detail}");
     assert!(
         detail.contains("addresses (most recent first):"),
         "{detail}"
@@ -429,6 +435,39 @@ fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
     assert_exit(&out, 0);
     let plan: herd_proto::plan::PlanDoc = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan, checkin.plan);
+
+    // The whole gap, of which a plan lists the first 20: virus-a (high) now, nothing once the
+    // switch to vaccine-b is carried out.
+    let out = center.herd(&["terminal", "45a", "--gap"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "terminal 45a
+uncovered now: 1 threat (high 1)
+  THREAT   DANGER  DISCOVERED  NAME
+  virus-a  high    2000-11-10  virus a
+uncovered after: nothing
+"
+    );
+    let out = center.herd(&["terminal", "45a", "--gap", "--json"]);
+    assert_exit(&out, 0);
+    let gap: TerminalGap = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        gap,
+        TerminalGap {
+            terminal: "45a".to_owned(),
+            uncovered_now: vec![GapThreat {
+                id: "virus-a".to_owned(),
+                name: "virus a".to_owned(),
+                danger: "high".to_owned(),
+                discovered: "2000-11-10".to_owned(),
+            }],
+            uncovered_after: vec![],
+        }
+    );
+    let out = center.herd(&["terminal", "nobody", "--gap"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));
     let out = center.herd(&["terminal", "nobody"]);
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));

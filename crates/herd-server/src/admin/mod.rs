@@ -1,0 +1,76 @@
+//! Administrative commands over API v1 (`herd publish`, `upload`, `terminals`, `terminal`,
+//! `coverage`, `token`, `enrol-token`, `groups`, `rules`): each one call or a few through
+//! herd-client, printed as a readable table or as JSON for scripts.
+//!
+//! Exit codes follow `main`: 0 done, 1 the center refused the input or the credentials (its
+//! error code and every problem are printed), 2 usage, local I/O, or the center unreachable.
+//!
+//! This file is the command list and its dispatch; each command lives with its kind:
+//! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
+//! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules).
+//! What they share: `connect.rs` (finding the center and the credentials, and what a failed
+//! call prints), `output.rs` (stdout and JSON) and `table.rs` (the one table renderer).
+
+mod catalog;
+mod config;
+mod connect;
+mod fleet;
+mod output;
+mod plan;
+mod table;
+mod tokens;
+mod vendor;
+
+use clap::Subcommand;
+
+use crate::Outcome;
+use catalog::CoverageArgs;
+use config::{GroupsCommand, RulesCommand};
+use fleet::{TerminalArgs, TerminalsArgs};
+use tokens::{EnrolTokenCommand, TokenCommand};
+use vendor::{PublishArgs, UploadArgs};
+
+/// Administrative commands; each talks to a running center over its API.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    Publish(PublishArgs),
+    Upload(UploadArgs),
+    Terminals(TerminalsArgs),
+    Terminal(TerminalArgs),
+    Coverage(CoverageArgs),
+    /// Create API tokens for operators and vendors.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Create enrolment tokens for terminals.
+    #[command(subcommand, name = "enrol-token")]
+    EnrolToken(EnrolTokenCommand),
+    /// List, create or change, and delete groups and their policies.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// Show or replace the placement rules that put enrolling terminals into groups.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
+    match command {
+        AdminCommand::Publish(args) => vendor::publish(args),
+        AdminCommand::Upload(args) => vendor::upload(args),
+        AdminCommand::Terminals(args) => fleet::terminals(args),
+        AdminCommand::Terminal(args) => fleet::terminal(args),
+        AdminCommand::Coverage(args) => catalog::coverage(args),
+        AdminCommand::Token(TokenCommand::Create(args)) => tokens::token_create(args),
+        AdminCommand::EnrolToken(EnrolTokenCommand::Create(args)) => {
+            tokens::enrol_token_create(args)
+        }
+        AdminCommand::Groups(GroupsCommand::List { json, server }) => {
+            config::groups_list(&server, json)
+        }
+        AdminCommand::Groups(GroupsCommand::Put(args)) => config::group_put(args),
+        AdminCommand::Groups(GroupsCommand::Delete { id, server }) => {
+            config::group_delete(&server, &id)
+        }
+        AdminCommand::Rules(RulesCommand::Show { server }) => config::rules_show(&server),
+        AdminCommand::Rules(RulesCommand::Set(args)) => config::rules_set(args),
+    }
+}

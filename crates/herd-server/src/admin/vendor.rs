@@ -1,0 +1,185 @@
+//! The vendors' commands: `herd publish` (a catalog feed) and `herd upload` (package files).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use herd_client::ClientError;
+
+use super::connect::{ServerArgs, Session};
+use super::output::print_out;
+use crate::Outcome;
+
+/// Publish a vendor's catalog feed (`herd.catalog/v1`) to the center.
+///
+/// The feed replaces the vendor's previous one. It must describe only this vendor and its own
+/// products; threats may be shared with other vendors' feeds. The center validates the feed
+/// alone and merged with every other vendor's, and applies it completely or not at all.
+/// Prints the catalog revision it produced, or that it was unchanged; a refused feed prints
+/// every problem with its JSON path and exits 1.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Examples:
+  herd publish maker-a.json --vendor maker-a --token-file maker-a.token
+  HERD_TOKEN=$(cat maker-b.token) herd publish maker-b.json")]
+pub struct PublishArgs {
+    /// The feed file.
+    #[arg(value_name = "FEED.json")]
+    feed: PathBuf,
+    /// The vendor id the feed is for [default: the feed's only vendor].
+    #[arg(long, value_name = "VENDOR")]
+    vendor: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Upload package files to the center, which stores them by SHA-256.
+///
+/// Each file is hashed, then streamed; the center checks the digest and size before storing
+/// it. Prints each package's SHA-256 and size, as the feed's `packages` entries need them.
+/// Uploading a package the center already holds is harmless.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Examples:
+  herd upload dist/vaccine-b-7.0-phone.tar.gz dist/vaccine-b-7.0-pc.tar.gz
+  herd upload --token-file maker-b.token dist/*.tar.gz")]
+pub struct UploadArgs {
+    /// The package files.
+    #[arg(value_name = "PACKAGE", required = true)]
+    packages: Vec<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub(super) fn publish(args: PublishArgs) -> anyhow::Result<Outcome> {
+    let feed = std::fs::read(&args.feed)
+        .with_context(|| format!("cannot read the feed {}", args.feed.display()))?;
+    let vendor = match args.vendor {
+        Some(vendor) => vendor,
+        None => match feed_vendor(&feed) {
+            Ok(vendor) => vendor,
+            Err(why) => {
+                eprintln!(
+                    "herd: {}: {why}; name the vendor with --vendor",
+                    args.feed.display()
+                );
+                return Ok(Outcome::InvalidInput);
+            }
+        },
+    };
+    let session = Session::open(&args.server)?;
+    let published = match session.client.publish_feed(&vendor, &feed) {
+        Ok(published) => published,
+        Err(err) => {
+            return session.failed(&format!("publishing {}", args.feed.display()), err);
+        }
+    };
+    let mut text = if published.changed {
+        format!(
+            "published the feed of {}: catalog revision {} (feed sha256 {})\n",
+            published.vendor, published.revision, published.sha256
+        )
+    } else {
+        format!(
+            "the feed of {} is unchanged: catalog revision {}\n",
+            published.vendor, published.revision
+        )
+    };
+    if !published.missing_packages.is_empty() {
+        text.push_str(&format!(
+            "the center does not hold {} of the packages the feed lists yet; upload them with `herd upload`:\n",
+            published.missing_packages.len()
+        ));
+        for sha256 in &published.missing_packages {
+            text.push_str(&format!("  {sha256}\n"));
+        }
+    }
+    print_out(&text)?;
+    Ok(Outcome::Success)
+}
+
+/// The vendor a feed describes, when it describes exactly one.
+fn feed_vendor(feed: &[u8]) -> Result<String, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(feed).map_err(|err| format!("not JSON: {err}"))?;
+    let ids: Vec<&str> = value
+        .get("vendors")
+        .and_then(|v| v.as_array())
+        .map(|vendors| {
+            vendors
+                .iter()
+                .filter_map(|v| v.get("id").and_then(|id| id.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    match ids.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => Err("the feed lists no vendor".to_owned()),
+        many => Err(format!(
+            "the feed lists {} vendors ({})",
+            many.len(),
+            many.join(", ")
+        )),
+    }
+}
+
+pub(super) fn upload(args: UploadArgs) -> anyhow::Result<Outcome> {
+    let session = Session::open(&args.server)?;
+    let mut outcome = Outcome::Success;
+    let mut unreadable = 0;
+    for path in &args.packages {
+        match session.client.upload_package(path) {
+            Ok(info) => {
+                let note = if info.created {
+                    ""
+                } else {
+                    "  (already stored)"
+                };
+                print_out(&format!(
+                    "{}  {:>12}  {}{note}\n",
+                    info.sha256,
+                    info.size,
+                    path.display()
+                ))?;
+            }
+            // A file that cannot be read does not stop the others from being uploaded.
+            Err(err @ ClientError::LocalIo { .. }) => {
+                eprintln!("herd: {err}");
+                unreadable += 1;
+            }
+            Err(err) if err.is_refusal() => {
+                session.failed(&format!("uploading {}", path.display()), err)?;
+                outcome = Outcome::InvalidInput;
+            }
+            // Unreachable or failing: the next files would fail the same way.
+            Err(err) => return session.failed(&format!("uploading {}", path.display()), err),
+        }
+    }
+    if unreadable > 0 {
+        anyhow::bail!(
+            "{unreadable} of {} package files could not be uploaded",
+            args.packages.len()
+        );
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vendor_of_a_feed_is_inferred_only_when_it_is_unambiguous() {
+        assert_eq!(
+            feed_vendor(br#"{"vendors": [{"id": "maker-a", "name": "A"}]}"#),
+            Ok("maker-a".to_owned())
+        );
+        assert_eq!(
+            feed_vendor(br#"{"vendors": [{"id": "a"}, {"id": "b"}]}"#),
+            Err("the feed lists 2 vendors (a, b)".to_owned())
+        );
+        assert_eq!(
+            feed_vendor(br#"{"vendors": []}"#),
+            Err("the feed lists no vendor".to_owned())
+        );
+        assert!(feed_vendor(b"{").unwrap_err().starts_with("not JSON: "));
+    }
+}
