@@ -189,8 +189,9 @@ impl CenterProcess {
                 self.child = None;
                 return Ok(Some(status));
             }
-            // The center writes ca.pem last, once its start-up is complete.
-            if self.ca_path().exists() && self.operator_token_path().exists() {
+            // The center writes ca.pem last, once its start-up is complete. (The operator token
+            // is written only by the first center process of a database.)
+            if self.ca_path().exists() {
                 let answered = self
                     .client(None)
                     .ok()

@@ -1,22 +1,20 @@
-//! Test support shared by the end-to-end tests: a real `herd serve` process in a temporary
-//! directory on a free loopback port, stopped (SIGTERM, then waited for) when dropped.
+//! Test support shared by the end-to-end tests: a real `herd serve` process started through
+//! the lab's process harness, in a temporary directory on a free loopback port, stopped
+//! (SIGTERM, then waited for) or killed when dropped.
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
-use std::io::Read as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use herd_client::Client;
+use herd_lab::harness::{CenterProcess, CenterSpec};
 
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
 /// A running center.
 #[derive(Debug)]
 pub struct TestCenter {
-    pub child: Option<Child>,
+    process: CenterProcess,
     pub data_dir: PathBuf,
     pub port: u16,
     pub url: String,
@@ -25,10 +23,7 @@ pub struct TestCenter {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+    herd_lab::harness::free_port().expect("a free loopback port")
 }
 
 impl TestCenter {
@@ -45,69 +40,29 @@ impl TestCenter {
         center
     }
 
-    /// Starts `herd serve` on `data_dir` (kept by the caller).
+    /// Starts `herd serve` on `data_dir` (kept by the caller); its log is `data_dir.log`.
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> TestCenter {
-        let port = free_port();
-        let child = Command::new(HERD)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("herd serve starts");
-        let mut center = TestCenter {
-            child: Some(child),
+        herd_tls::install_crypto_provider();
+        let spec = CenterSpec::new(Path::new(HERD), data_dir)
+            .log(&data_dir.with_extension("log"))
+            .args(extra.iter().copied())
+            .env("RUST_LOG", Some("warn"));
+        let process = CenterProcess::start(&spec).unwrap_or_else(|err| panic!("{err:#}"));
+        TestCenter {
             data_dir: data_dir.to_owned(),
-            port,
-            url: format!("https://127.0.0.1:{port}"),
+            port: process.port,
+            url: process.url.clone(),
+            process,
             _tmp: None,
-        };
-        center.wait_ready();
-        center
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                let mut stderr = String::new();
-                if let Some(mut err) = self.child.as_mut().and_then(|c| c.stderr.take()) {
-                    let _ = err.read_to_string(&mut stderr);
-                }
-                panic!("herd serve exited with {status} before it was ready:\n{stderr}");
-            }
-            // The center writes ca.pem last, once its start-up is complete.
-            let ready = self.data_dir.join("ca.pem").exists()
-                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herd serve did not start within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub fn ca_pem(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("ca.pem")).expect("ca.pem")
+        self.process.ca_pem().expect("ca.pem")
     }
 
     pub fn operator_token(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("operator.token"))
-            .expect("operator.token")
-            .trim()
-            .to_owned()
+        self.process.operator_token().expect("operator.token")
     }
 
     /// A client with the operator's token.
@@ -125,28 +80,12 @@ impl TestCenter {
         Client::new(&self.url, &self.ca_pem(), Some(identity)).expect("client")
     }
 
-    /// Stops the center with SIGTERM and returns its exit status and stderr.
+    /// Stops the center with SIGTERM and returns its exit status and what it logged.
     pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let mut stderr = String::new();
-        if let Some(mut err) = child.stderr.take() {
-            let _ = err.read_to_string(&mut stderr);
-        }
-        let status = child.wait().expect("wait");
-        (status, stderr)
-    }
-}
-
-impl Drop for TestCenter {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let (status, killed) = self.process.stop().expect("herd serve stops");
+        assert!(!killed, "herd serve did not stop on SIGTERM");
+        let log = std::fs::read_to_string(&self.process.log).unwrap_or_default();
+        (status, log)
     }
 }
 
