@@ -120,7 +120,7 @@ pub struct TerminalsArgs {
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
     /// Only terminals whose current plan has this action.
-    #[arg(long, value_name = "ACTION", value_parser = ["none", "update", "switch", "exposed"])]
+    #[arg(long, value_name = "ACTION", value_parser = herd_proto::plan::Action::NAMES)]
     action: Option<String>,
     /// Only exposed terminals (no product they may run covers every required threat).
     #[arg(long, conflicts_with = "action")]
@@ -544,7 +544,7 @@ fn upload(args: UploadArgs) -> anyhow::Result<Outcome> {
 fn terminals(args: TerminalsArgs) -> anyhow::Result<Outcome> {
     let session = Session::open(&args.server)?;
     let action = if args.exposed {
-        Some("exposed")
+        Some(herd_proto::plan::Action::Exposed.as_str())
     } else {
         args.action.as_deref()
     };

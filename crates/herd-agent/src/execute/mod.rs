@@ -32,6 +32,7 @@ use std::time::Duration;
 use herd_fs::{LockError, LockFile};
 use herd_package::{Expected, verify_installed};
 use herd_proto::api::{PlanReport, ReportOutcome, StepResult, StepStatus};
+use herd_proto::layout;
 use herd_proto::plan::{PlanDoc, Step};
 use herd_proto::terminal::InstalledDoc;
 use sha2::{Digest, Sha256};
@@ -293,7 +294,7 @@ impl Executor {
         self.remove_stale_downloads(&shape);
         let previous =
             herd_package::current_target(&self.config.prefix).map_err(|source| ExecError::Io {
-                path: self.config.prefix.join(herd_package::CURRENT_LINK),
+                path: self.config.prefix.join(layout::CURRENT),
                 source,
             })?;
         let mut journal = Journal::new(plan_id, plan, download_dir, previous);
@@ -623,7 +624,7 @@ impl Executor {
                 }
             }
             (None, Ok(Some(current))) if current == new_target => {
-                match fs::remove_file(prefix.join(herd_package::CURRENT_LINK))
+                match fs::remove_file(prefix.join(layout::CURRENT))
                     .and_then(|()| journal::sync_dir(prefix))
                 {
                     Ok(()) => done.push("current removed (no product was active before)".into()),
@@ -653,9 +654,9 @@ impl Executor {
             }
         }
         let mut staging = new_dir.as_os_str().to_owned();
-        staging.push(".herd-staging");
+        staging.push(layout::STAGING_SUFFIX);
         let _ = fs::remove_dir_all(PathBuf::from(staging));
-        let _ = fs::remove_file(prefix.join("current.herd-new"));
+        let _ = fs::remove_file(prefix.join(layout::CURRENT_NEW));
         if let Some(product_dir) = new_dir.parent() {
             // Only if empty: other versions of the product stay.
             let _ = fs::remove_dir(product_dir);
@@ -1013,14 +1014,14 @@ fn activate(prefix: &Path, target: &str) -> io::Result<String> {
 
 /// Replaces `<prefix>/current` by a link to `target` atomically: a new link, renamed over.
 fn swap_link(prefix: &Path, target: &Path) -> io::Result<()> {
-    let temp = prefix.join("current.herd-new");
+    let temp = prefix.join(layout::CURRENT_NEW);
     match fs::remove_file(&temp) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     std::os::unix::fs::symlink(target, &temp)?;
-    fs::rename(&temp, prefix.join(herd_package::CURRENT_LINK))?;
+    fs::rename(&temp, prefix.join(layout::CURRENT))?;
     journal::sync_dir(prefix)
 }
 
