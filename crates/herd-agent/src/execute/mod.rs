@@ -197,7 +197,7 @@ impl Executor {
         let shape = match shape::check(&journal.plan) {
             Ok(Some(shape)) => shape,
             Ok(None) | Err(_) => {
-                let _ = journal::remove_durably(&path);
+                let _ = journal.finish();
                 return Err(ExecError::Journal(format!(
                     "{} holds plan {} that cannot be carried out; removed it",
                     path.display(),
@@ -297,17 +297,19 @@ impl Executor {
                 path: self.config.prefix.join(layout::CURRENT),
                 source,
             })?;
-        let mut journal = Journal::new(plan_id, plan, download_dir, previous);
-        journal::save(&self.journal_path(), &journal).map_err(|e| {
-            let (path, source) = e.into_path_and_io_error();
-            ExecError::Io { path, source }
-        })?;
+        let mut journal =
+            Journal::begin(self.journal_path(), plan_id, plan, download_dir, previous).map_err(
+                |e| {
+                    let (path, source) = e.into_path_and_io_error();
+                    ExecError::Io { path, source }
+                },
+            )?;
 
         for fetch in &shape.fetches {
             match self.fetch_one(&journal.download_dir, fetch, fetcher) {
                 Ok(detail) => {
                     journal.record(fetch.step, "fetch", StepStatus::Ok, Some(detail));
-                    if let Err(e) = self.save(&journal) {
+                    if let Err(e) = journal.persist() {
                         return Ok(self.roll_back(&mut journal, &shape, fetch.step, e));
                     }
                 }
@@ -384,8 +386,7 @@ impl Executor {
                 return self.roll_back(journal, shape, step, "the install could not start".into());
             }
         }
-        journal.phase = Phase::Installing;
-        if let Err(e) = self.save(journal) {
+        if let Err(e) = journal.advance(Phase::Installing) {
             return self.roll_back(journal, shape, step, e);
         }
         let env = [
@@ -423,8 +424,7 @@ impl Executor {
             let reason = format!("installing {} {} failed", shape.product, shape.version);
             return self.roll_back(journal, shape, step, reason);
         }
-        journal.phase = Phase::Installed;
-        if let Err(e) = self.save(journal) {
+        if let Err(e) = journal.advance(Phase::Installed) {
             return self.roll_back(journal, shape, step, e);
         }
         self.fault_point(FaultPoint::Install);
@@ -438,8 +438,7 @@ impl Executor {
                 return self.roll_back(journal, shape, step, reason);
             }
         }
-        journal.phase = Phase::Verified;
-        if let Err(e) = self.save(journal) {
+        if let Err(e) = journal.advance(Phase::Verified) {
             return self.roll_back(journal, shape, step, e);
         }
         self.fault_point(FaultPoint::Verify);
@@ -508,8 +507,7 @@ impl Executor {
                     return self.roll_back(journal, shape, shape.verify_step, reason);
                 }
             }
-            journal.phase = Phase::Activated;
-            if let Err(e) = self.save(journal) {
+            if let Err(e) = journal.advance(Phase::Activated) {
                 return self.roll_back(journal, shape, shape.verify_step, e);
             }
             self.fault_point(FaultPoint::Activate);
@@ -523,8 +521,7 @@ impl Executor {
             if done {
                 continue;
             }
-            journal.phase = Phase::Uninstalling;
-            if let Err(e) = self.save(journal) {
+            if let Err(e) = journal.advance(Phase::Uninstalling) {
                 // Without a journal entry a crash would not know the old product is half
                 // removed: leave it in place.
                 journal.record(
@@ -562,7 +559,7 @@ impl Executor {
                 ));
             }
             journal.record(uninstall.step, "uninstall", status, Some(detail));
-            let _ = self.save(journal);
+            let _ = journal.persist();
         }
 
         let mut message = format!(
@@ -602,8 +599,7 @@ impl Executor {
         reason: String,
     ) -> PlanReport {
         let prefix = &self.config.prefix;
-        journal.phase = Phase::RollingBack;
-        let _ = self.save(journal);
+        let _ = journal.advance(Phase::RollingBack);
         let new_target = PathBuf::from(shape.link_target());
         let new_dir = prefix.join(&new_target);
         let previous = journal.previous_current.clone();
@@ -689,7 +685,7 @@ impl Executor {
         };
         if !problems.is_empty() {
             // Keep the journal: the next start tries the rollback again.
-            let _ = self.save(journal);
+            let _ = journal.persist();
             let message = format!(
                 "{reason}; the rollback is incomplete ({}); {now_active}; it is retried at the next start",
                 problems.join("; ")
@@ -722,7 +718,7 @@ impl Executor {
             format!("{why}; nothing was installed; the plan is retried later"),
         );
         self.remember(&report);
-        let _ = journal::remove_durably(&self.journal_path());
+        let _ = journal.finish();
         report
     }
 
@@ -737,7 +733,7 @@ impl Executor {
     ) -> PlanReport {
         let report = self.compose(journal, outcome, message);
         self.remember(&report);
-        let _ = journal::remove_durably(&self.journal_path());
+        let _ = journal.finish();
         for fetch in &shape.fetches {
             remove_download(&journal.download_dir, &fetch.sha256);
         }
@@ -925,11 +921,6 @@ impl Executor {
                 }
             }
         }
-    }
-
-    fn save(&self, journal: &Journal) -> Result<(), String> {
-        journal::save(&self.journal_path(), journal)
-            .map_err(|e| format!("cannot write the journal {e}"))
     }
 
     fn remember(&self, report: &PlanReport) {
