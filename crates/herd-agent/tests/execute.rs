@@ -16,6 +16,7 @@ use herd_core::Timestamp;
 use herd_package::{BuiltPackage, Expected, PackageSpec};
 use herd_planner::Planner;
 use herd_proto::api::{PlanReport, ReportOutcome, StepStatus};
+use herd_proto::layout;
 use herd_proto::plan::{Action, PlanDoc};
 use serde_json::json;
 
@@ -314,7 +315,7 @@ impl World {
             "vaccine-a"
         };
         assert!(
-            !prefix.join("products").join(other).exists(),
+            !prefix.join(layout::PRODUCTS_DIR).join(other).exists(),
             "{other} left behind"
         );
         self.assert_no_leftovers(true);
@@ -325,9 +326,9 @@ impl World {
         for root in [self.prefix(), self.path("state")] {
             walk(&root, &mut |path| {
                 let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                if name.ends_with(".herd-staging")
+                if name.ends_with(layout::STAGING_SUFFIX)
                     || name.ends_with(".part")
-                    || name.ends_with(".herd-new")
+                    || name.ends_with(layout::CURRENT_NEW)
                     || name.ends_with(".tmp")
                     || herd_fs::is_temporary(path.file_name().unwrap())
                     || name == "journal.json"

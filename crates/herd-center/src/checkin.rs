@@ -12,7 +12,6 @@ use herd_core::Timestamp;
 use herd_proto::api::CheckinRequest;
 #[cfg(test)]
 use herd_proto::api::CheckinResponse;
-use herd_proto::plan::Action;
 use herd_proto::terminal::{PolicyDoc, TerminalDoc};
 use herd_store::{CheckinWrite, PlanWrite, Store};
 use rand::Rng as _;
@@ -189,12 +188,6 @@ impl Center {
         let plan = planners::render_plan(&snapshot, Timestamp::from_unix_seconds(now), &model);
         let plan_id = hex::encode(Sha256::digest(plan.json.as_bytes()));
         let answer = answer_json(&plan_id, &plan.json, self.next_checkin_secs(), now);
-        let action_index = match plan.action {
-            Action::None => 0,
-            Action::Update => 1,
-            Action::Switch => 2,
-            Action::Exposed => 3,
-        };
         let write = CheckinWrite {
             terminal: terminal.id.clone(),
             at: now,
@@ -205,14 +198,14 @@ impl Center {
             agent_version: request.agent_version,
             plan: PlanWrite {
                 id: plan_id,
-                action: action_name(plan.action).to_owned(),
+                action: plan.action.as_str().to_owned(),
                 uncovered: plan.uncovered,
                 doc: plan.json,
             },
         };
         self.checkins.write(write).await?;
         self.metrics.checkins.fetch_add(1, Relaxed);
-        self.metrics.plans[action_index].fetch_add(1, Relaxed);
+        self.metrics.plans[plan.action.index()].fetch_add(1, Relaxed);
         self.metrics
             .checkin_seconds
             .observe_duration(started.elapsed());
@@ -260,15 +253,6 @@ fn answer_json(plan_id: &str, plan_json: &str, next_checkin_secs: u64, now: i64)
     out.push_str(&server_time);
     out.push_str("\"}");
     out
-}
-
-pub fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::None => "none",
-        Action::Update => "update",
-        Action::Switch => "switch",
-        Action::Exposed => "exposed",
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use herd_core::Timestamp;
-use herd_proto::api::{EventAck, EventBatch, PlanReport};
+use herd_proto::api::{EventAck, EventBatch, PlanReport, events};
 use herd_store::EventRow;
 
 use crate::error::{CenterError, CenterResult, ErrorKind};
@@ -82,7 +82,7 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
                 event.kind
             )));
         }
-        if event.kind == "plan.report" {
+        if event.kind == events::PLAN_REPORT {
             let report: Result<PlanReport, _> = serde_json::from_value(event.data.clone());
             if let Err(err) = report {
                 return Err(invalid(format!(

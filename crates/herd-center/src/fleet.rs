@@ -5,15 +5,13 @@
 use herd_proto::api::{
     AddressSeen, PlanReport, TerminalDetail, TerminalGap, TerminalList, TerminalSummary,
 };
-use herd_proto::plan::PlanDoc;
+use herd_proto::plan::{Action, PlanDoc};
 use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc, TerminalDoc};
 use herd_store::{TerminalQuery, TerminalRow};
 
 use crate::error::{CenterError, CenterResult, ErrorKind};
 use crate::{Center, rfc3339};
 
-/// The plan actions a listing may be filtered by.
-pub const ACTIONS: [&str; 4] = ["none", "update", "switch", "exposed"];
 /// The page sizes a listing accepts.
 pub const PAGE_LIMITS: std::ops::RangeInclusive<u32> = 1..=1000;
 /// The page size when none is asked for.
@@ -24,7 +22,7 @@ pub const DEFAULT_PAGE: u32 = 100;
 pub struct FleetQuery {
     /// Only terminals of this group.
     pub group: Option<String>,
-    /// Only terminals whose current plan has this action (one of [`ACTIONS`]).
+    /// Only terminals whose current plan has this action (one of [`Action::NAMES`]).
     pub action: Option<String>,
     /// Continue after this terminal id.
     pub after: Option<String>,
@@ -42,10 +40,11 @@ impl Center {
             )));
         }
         if let Some(action) = &query.action
-            && !ACTIONS.contains(&action.as_str())
+            && action.parse::<Action>().is_err()
         {
             return Err(CenterError::bad_request(format!(
-                "action: {action:?} is not one of none, update, switch, exposed"
+                "action: {action:?} is not one of {}",
+                Action::NAMES.join(", ")
             )));
         }
         let rows = self

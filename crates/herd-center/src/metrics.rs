@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use herd_proto::plan::Action;
+
 /// A cumulative histogram with fixed bucket bounds.
 #[derive(Debug)]
 pub struct Histogram {
@@ -61,7 +63,7 @@ pub struct Metrics {
     /// HTTP responses by status class (index 1 = 1xx … 5 = 5xx).
     pub responses: [AtomicU64; 6],
     pub checkins: AtomicU64,
-    /// Plans handed out by action: none, update, switch, exposed.
+    /// Plans handed out by action, indexed by `Action::index` (the order of `Action::ALL`).
     pub plans: [AtomicU64; 4],
     pub checkin_seconds: Histogram,
     pub checkin_batch_size: Histogram,
@@ -147,11 +149,11 @@ impl Metrics {
             out,
             "# HELP herd_plans_total Plans handed out at check-in, by action.\n# TYPE herd_plans_total counter"
         );
-        for (i, action) in ["none", "update", "switch", "exposed"].iter().enumerate() {
+        for action in Action::ALL {
             let _ = writeln!(
                 out,
                 "herd_plans_total{{action=\"{action}\"}} {}",
-                self.plans[i].load(Relaxed)
+                self.plans[action.index()].load(Relaxed)
             );
         }
         self.checkin_seconds.render(

@@ -11,15 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use herd_proto::ValidationError;
+use herd_proto::layout::CURRENT;
 use herd_proto::terminal::InstalledDoc;
 use herd_scan::walk::{self, ReadOutcome};
 use herd_scan::{Database, Engine, Limits, MatchOptions, Scanner, Scratch};
 
 use crate::archive::{self, Codec, InspectError, Inspection};
 use crate::manifest::{MANIFEST_FILE, Manifest};
-
-/// The active-product link, relative to the prefix.
-pub const CURRENT_LINK: &str = "current";
 
 /// A definitions file larger than this is refused unread.
 const MAX_DEFINITIONS_FILE: u64 = 1 << 30;
@@ -286,7 +284,7 @@ pub(crate) fn detect(
 
 /// Where `<prefix>/current` points (the link text), or `None` when there is no such link.
 pub fn current_target(prefix: &Path) -> io::Result<Option<PathBuf>> {
-    match fs::read_link(prefix.join(CURRENT_LINK)) {
+    match fs::read_link(prefix.join(CURRENT)) {
         Ok(target) => Ok(Some(target)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),

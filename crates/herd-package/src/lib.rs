@@ -22,8 +22,8 @@ mod installed;
 pub use archive::{Codec, InspectError, Inspection, MemberKind};
 pub use build::{BuildError, BuiltPackage, Detection, PackageSpec, build, build_dir, build_with};
 pub use installed::{
-    CURRENT_LINK, Expected, InstalledError, VerifyError, VerifyOutcome, active_dir, current_target,
-    inspect_file, installed_manifest, installed_product, read_manifest, verify_installed,
+    Expected, InstalledError, VerifyError, VerifyOutcome, active_dir, current_target, inspect_file,
+    installed_manifest, installed_product, read_manifest, verify_installed,
 };
 pub use manifest::{ENGINE, MANIFEST_FILE, Manifest, PACKAGE_FORMAT};
 

@@ -462,12 +462,9 @@ pub(crate) fn plan_json(
     let shared = &planner.decision_text(d).json;
     out.extend_from_slice(b"{\"terminal\":");
     push_str(out, &terminal.id);
-    out.extend_from_slice(match d.action {
-        Action::None => b",\"action\":\"none\",",
-        Action::Update => b",\"action\":\"update\",",
-        Action::Switch => b",\"action\":\"switch\",",
-        Action::Exposed => b",\"action\":\"exposed\",",
-    });
+    out.extend_from_slice(b",\"action\":\"");
+    out.extend_from_slice(herd_proto::plan::Action::from(d.action).as_str().as_bytes());
+    out.extend_from_slice(b"\",");
     out.extend_from_slice(shared.lists.as_bytes());
     out.extend_from_slice(b",\"from\":");
     match &terminal.installed {

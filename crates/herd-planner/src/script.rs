@@ -9,6 +9,7 @@
 use std::fmt::Write;
 
 use herd_core::{PackageFormat, Sha256};
+use herd_proto::layout::{CURRENT, CURRENT_NEW, PRODUCTS_DIR, STAGING_SUFFIX};
 
 /// What an install script needs to know about the package it installs.
 #[derive(Clone, Copy, Debug)]
@@ -123,7 +124,7 @@ pub fn install_script(spec: &InstallSpec<'_>) -> String {
                 sh_quote(spec.post_install.unwrap_or(""))
             );
             s.push_str(SH_VERIFY);
-            s.push_str(ARCHIVE_INSTALL);
+            push_archive_install(&mut s);
         }
         PackageFormat::Deb => {
             s.push_str(SH_VERIFY);
@@ -144,10 +145,14 @@ pub fn install_script(spec: &InstallSpec<'_>) -> String {
 
 /// Unpacks into a staging directory, moves it into place, runs the hook, and only then
 /// switches the `current` link, with a rename, so that a failure at any point leaves the
-/// previously active product active.
-const ARCHIVE_INSTALL: &str = r#"prefix="${HERD_PREFIX:?HERD_PREFIX must name the product prefix}"
-dir="$prefix/products/$product/$version"
-staging="$dir.herd-staging"
+/// previously active product active. The prefix's names come from `herd_proto::layout`,
+/// which the agent's rollback uses too.
+fn push_archive_install(s: &mut String) {
+    let _ = write!(
+        s,
+        r#"prefix="${{HERD_PREFIX:?HERD_PREFIX must name the product prefix}}"
+dir="$prefix/{PRODUCTS_DIR}/$product/$version"
+staging="$dir{STAGING_SUFFIX}"
 rm -rf -- "$staging"
 mkdir -p -- "$staging"
 case $(od -An -tx1 -N4 < "$package" | tr -d ' \n') in
@@ -155,7 +160,7 @@ case $(od -An -tx1 -N4 < "$package" | tr -d ' \n') in
     28b52ffd) zstd -dcq < "$package" | tar -xf - -C "$staging" ;;
     *) tar -xf - -C "$staging" < "$package" ;;
 esac
-if [ "$(readlink "$prefix/current" 2>/dev/null || true)" = "products/$product/$version" ]; then
+if [ "$(readlink "$prefix/{CURRENT}" 2>/dev/null || true)" = "{PRODUCTS_DIR}/$product/$version" ]; then
     echo "herd: $product $version is the active product; refusing to replace it in place" >&2
     rm -rf -- "$staging"
     exit 1
@@ -165,10 +170,12 @@ mv -- "$staging" "$dir"
 if [ -n "$post_install" ]; then
     (cd "$dir" && "./$post_install")
 fi
-rm -f -- "$prefix/current.herd-new"
-ln -s "products/$product/$version" "$prefix/current.herd-new"
-mv -f -T -- "$prefix/current.herd-new" "$prefix/current"
-"#;
+rm -f -- "$prefix/{CURRENT_NEW}"
+ln -s "{PRODUCTS_DIR}/$product/$version" "$prefix/{CURRENT_NEW}"
+mv -f -T -- "$prefix/{CURRENT_NEW}" "$prefix/{CURRENT}"
+"#
+    );
+}
 
 fn msi_install(spec: &InstallSpec<'_>, header: &str) -> String {
     let mut s = String::with_capacity(1024);
@@ -249,7 +256,7 @@ if ($process.ExitCode -notin 0, 3010) { throw "herd: msiexec /x failed with exit
                 "pre_uninstall={}",
                 sh_quote(spec.pre_uninstall.unwrap_or(""))
             );
-            s.push_str(ARCHIVE_UNINSTALL);
+            push_archive_uninstall(&mut s);
         }
         (PackageFormat::Deb, Some(name)) => {
             let _ = writeln!(s, "dpkg --remove {}", sh_quote(name));
@@ -269,13 +276,16 @@ if ($process.ExitCode -notin 0, 3010) { throw "herd: msiexec /x failed with exit
 }
 
 /// Refuses to remove the active product, runs the hook, removes the version directory.
-const ARCHIVE_UNINSTALL: &str = r#"prefix="${HERD_PREFIX:?HERD_PREFIX must name the product prefix}"
-dir="$prefix/products/$product/$version"
+fn push_archive_uninstall(s: &mut String) {
+    let _ = write!(
+        s,
+        r#"prefix="${{HERD_PREFIX:?HERD_PREFIX must name the product prefix}}"
+dir="$prefix/{PRODUCTS_DIR}/$product/$version"
 if [ ! -d "$dir" ]; then
     echo "herd: $product $version is not installed under $prefix; nothing to remove" >&2
     exit 0
 fi
-if [ "$(readlink "$prefix/current" 2>/dev/null || true)" = "products/$product/$version" ]; then
+if [ "$(readlink "$prefix/{CURRENT}" 2>/dev/null || true)" = "{PRODUCTS_DIR}/$product/$version" ]; then
     echo "herd: refusing to remove $product $version: it is the active product" >&2
     exit 1
 fi
@@ -283,8 +293,10 @@ if [ -n "$pre_uninstall" ] && [ -e "$dir/$pre_uninstall" ]; then
     (cd "$dir" && "./$pre_uninstall")
 fi
 rm -rf -- "$dir"
-rmdir -- "$prefix/products/$product" 2>/dev/null || true
-"#;
+rmdir -- "$prefix/{PRODUCTS_DIR}/$product" 2>/dev/null || true
+"#
+    );
+}
 
 #[cfg(test)]
 mod tests {

@@ -297,6 +297,25 @@ pub struct EventBatch {
     pub events: Vec<EventDoc>,
 }
 
+/// The kinds of event an agent sends (`EventDoc::kind`): names the agent, the center and the
+/// store must agree on, so each is spelled here once. Kinds are open-ended on the wire (the
+/// center stores any kind it does not know), but a kind someone acts on lives here.
+pub mod events {
+    /// The agent started (`data`: version, pid, whether it runs once).
+    pub const AGENT_STARTED: &str = "agent.started";
+    /// A new plan arrived at the terminal (`data`: plan id, action, reason, consent, window).
+    pub const PLAN_RECEIVED: &str = "plan.received";
+    /// What happened to a plan (`data`: a [`super::PlanReport`]); the center keeps the latest
+    /// per terminal.
+    pub const PLAN_REPORT: &str = "plan.report";
+    /// The agent asked the user for consent to a plan.
+    pub const CONSENT_REQUESTED: &str = "consent.requested";
+    /// The user declined a plan.
+    pub const CONSENT_DECLINED: &str = "consent.declined";
+    /// Filler events `herd-agent run --emit-test-events N` queues to exercise the outbox.
+    pub const TEST_EVENT: &str = "test.event";
+}
+
 /// One event. `seq` is the agent's outbox sequence number, strictly increasing per terminal:
 /// it is the idempotency key, so a batch sent twice is stored once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -354,6 +373,32 @@ pub enum ReportOutcome {
     Declined,
     /// Not carried out yet: waiting for consent, a maintenance window or disk space.
     Deferred,
+}
+
+impl ReportOutcome {
+    /// Every outcome.
+    pub const ALL: [ReportOutcome; 4] = [
+        ReportOutcome::Succeeded,
+        ReportOutcome::RolledBack,
+        ReportOutcome::Declined,
+        ReportOutcome::Deferred,
+    ];
+
+    /// The wire name, as serde writes it (`rolled_back`); a test holds the two together.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReportOutcome::Succeeded => "succeeded",
+            ReportOutcome::RolledBack => "rolled_back",
+            ReportOutcome::Declined => "declined",
+            ReportOutcome::Deferred => "deferred",
+        }
+    }
+}
+
+impl std::fmt::Display for ReportOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -628,4 +673,18 @@ pub struct NewApiToken {
 pub struct TokenCreated {
     pub token: String,
     pub expires_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` is what serde writes: one spelling of each outcome.
+    #[test]
+    fn outcome_names_are_the_serde_names() {
+        for outcome in ReportOutcome::ALL {
+            let json = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(json, format!("\"{}\"", outcome.as_str()));
+        }
+    }
 }

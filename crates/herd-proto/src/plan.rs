@@ -51,13 +51,83 @@ pub struct PlanDoc {
     pub reason: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a plan does. Its name (`as_str`, serde, `FromStr`) is the wire text of `action` in a
+/// plan, a check-in answer, the API's `?action=` filter and the metrics' labels: every program
+/// takes it from here, so the spellings cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     None,
     Update,
     Switch,
     Exposed,
+}
+
+impl Action {
+    /// Every action, in the order people read them (and the metrics list them).
+    pub const ALL: [Action; 4] = [
+        Action::None,
+        Action::Update,
+        Action::Switch,
+        Action::Exposed,
+    ];
+
+    /// The wire name, as serde writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::None => "none",
+            Action::Update => "update",
+            Action::Switch => "switch",
+            Action::Exposed => "exposed",
+        }
+    }
+
+    /// Every wire name, in the order of [`Action::ALL`] (for command-line value lists).
+    pub const NAMES: [&'static str; 4] = [
+        Action::ALL[0].as_str(),
+        Action::ALL[1].as_str(),
+        Action::ALL[2].as_str(),
+        Action::ALL[3].as_str(),
+    ];
+
+    /// This action's position in [`Action::ALL`], for tables indexed by action.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of [`Action::ALL`]'s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownAction(pub String);
+
+impl std::fmt::Display for UnknownAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown action {:?} (expected one of {})",
+            self.0,
+            Action::NAMES.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownAction {}
+
+impl std::str::FromStr for Action {
+    type Err = UnknownAction;
+
+    fn from_str(name: &str) -> Result<Action, UnknownAction> {
+        Action::ALL
+            .into_iter()
+            .find(|action| action.as_str() == name)
+            .ok_or_else(|| UnknownAction(name.to_owned()))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,5 +251,18 @@ mod tests {
             "{json}"
         );
         assert_eq!(plan.uncovered_now_counts.total(), 3);
+    }
+
+    /// `as_str` is what serde writes, and `FromStr` reads it back: one spelling of each name.
+    #[test]
+    fn action_names_are_the_serde_names() {
+        for (i, action) in Action::ALL.into_iter().enumerate() {
+            let json = serde_json::to_string(&action).unwrap();
+            assert_eq!(json, format!("\"{}\"", action.as_str()));
+            assert_eq!(action.as_str().parse::<Action>(), Ok(action));
+            assert_eq!(Action::NAMES[i], action.as_str());
+            assert_eq!(action.index(), i);
+        }
+        assert!("Update".parse::<Action>().is_err());
     }
 }

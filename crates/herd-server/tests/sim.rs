@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use herd_proto::plan::Action;
+
 /// A generated catalog small enough for a debug build: the default is SPEC §8's full size.
 const SMALL_WORLD: [&str; 6] = ["--threats", "500", "--products", "6", "--releases", "20"];
 
@@ -49,15 +51,15 @@ fn a_short_simulation_checks_in_without_errors_and_gets_plans_of_every_kind() {
     assert!(checkins > 0, "{report:#}");
     assert_eq!(report["errors"], serde_json::json!({}), "{report:#}");
     let plans = &report["plans"];
-    let total: u64 = ["none", "update", "switch", "exposed"]
+    let total: u64 = Action::ALL
         .iter()
-        .map(|action| plans[action].as_u64().expect("a count per action"))
+        .map(|action| plans[action.as_str()].as_u64().expect("a count per action"))
         .sum();
     assert_eq!(total, checkins, "{report:#}");
     // A generated world leaves every product a few threats it never covers: `none` is rare.
-    for action in ["update", "switch", "exposed"] {
+    for action in [Action::Update, Action::Switch, Action::Exposed] {
         assert!(
-            plans[action].as_u64() > Some(0),
+            plans[action.as_str()].as_u64() > Some(0),
             "no {action} plan: {report:#}"
         );
     }

@@ -208,8 +208,11 @@ pub(crate) fn limit_or_all(limit: u32) -> i64 {
     }
 }
 
-/// The event kind whose data becomes the terminal's `last_report`.
-pub(crate) const PLAN_REPORT: &str = "plan.report";
+/// The event kind whose data becomes the terminal's `last_report`. The dialects'
+/// `UPDATE_LAST_REPORT` and the migrations' partial index spell it as an SQL literal (a
+/// partial index is used only for a query naming the same literal, and migrations are never
+/// edited); `tests::sql_names_the_plan_report_kind` holds them to this name.
+pub(crate) use herd_proto::api::events::PLAN_REPORT;
 
 /// A check-in batch reduced to what one statement per kind of change needs. Terminals appearing
 /// twice keep their later write; addresses are aggregated per (terminal, address), because one
@@ -340,4 +343,35 @@ pub(crate) fn rules_json(rules: &[RuleRow]) -> Result<String, StoreError> {
 
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|error| StoreError::Db(sqlx::Error::Encode(error.into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PLAN_REPORT;
+    use crate::sql::Dialect;
+
+    #[test]
+    fn sql_names_the_plan_report_kind() {
+        let literal = format!("kind = '{PLAN_REPORT}'");
+        for (name, sql) in [
+            (
+                "SQLite's UPDATE_LAST_REPORT",
+                sqlx::Sqlite::UPDATE_LAST_REPORT,
+            ),
+            (
+                "PostgreSQL's UPDATE_LAST_REPORT",
+                sqlx::Postgres::UPDATE_LAST_REPORT,
+            ),
+            (
+                "the SQLite schema",
+                include_str!("../migrations/sqlite/0001_schema.sql"),
+            ),
+            (
+                "the PostgreSQL schema",
+                include_str!("../migrations/postgres/0001_schema.sql"),
+            ),
+        ] {
+            assert!(sql.contains(&literal), "{name} does not say {literal}");
+        }
+    }
 }

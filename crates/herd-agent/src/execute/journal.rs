@@ -2,7 +2,12 @@
 //! (`<state>/reports.json`), both written through `herd_fs::write_atomic` (a temporary file,
 //! fsync, rename over the old one, fsync of the directory). A crash at any instant leaves
 //! either the old or the new document, never a torn one, and never loses a transition once
-//! `save` returned; the temporary it may leave is ignored and removed at `recover`.
+//! it returned; the temporary it may leave is ignored and removed at `recover`.
+//!
+//! The journal persists its own transitions: [`Journal::begin`] writes it, [`Journal::advance`]
+//! moves it to the next phase and writes it before returning, [`Journal::finish`] removes it.
+//! Step results ([`Journal::record`]) are kept in memory until the next transition, or
+//! [`Journal::persist`] where one must survive a crash on its own (a finished download).
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -64,6 +69,9 @@ impl Phase {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Journal {
+    /// Where the journal lives (not part of the document).
+    #[serde(skip)]
+    path: PathBuf,
     pub format: String,
     pub plan_id: String,
     pub plan: PlanDoc,
@@ -77,13 +85,17 @@ pub(super) struct Journal {
 }
 
 impl Journal {
-    pub(super) fn new(
+    /// Starts the journal of a transaction at [`Phase::Fetching`] and writes it durably: from
+    /// here on a crash is recovered at the next start.
+    pub(super) fn begin(
+        path: PathBuf,
         plan_id: &str,
         plan: &PlanDoc,
         download_dir: PathBuf,
         previous_current: Option<PathBuf>,
-    ) -> Journal {
-        Journal {
+    ) -> Result<Journal, WriteError> {
+        let journal = Journal {
+            path,
             format: JOURNAL_FORMAT.to_owned(),
             plan_id: plan_id.to_owned(),
             plan: plan.clone(),
@@ -91,7 +103,26 @@ impl Journal {
             previous_current,
             phase: Phase::Fetching,
             results: Vec::new(),
-        }
+        };
+        write_json(&journal.path, &journal)?;
+        Ok(journal)
+    }
+
+    /// Moves to `phase` and writes the journal (with every result recorded so far) before
+    /// returning, so the next step starts only once a crash would find this one.
+    pub(super) fn advance(&mut self, phase: Phase) -> Result<(), String> {
+        self.phase = phase;
+        self.persist()
+    }
+
+    /// Writes the journal as it is now (results recorded since the last transition included).
+    pub(super) fn persist(&self) -> Result<(), String> {
+        write_json(&self.path, self).map_err(|e| format!("cannot write the journal {e}"))
+    }
+
+    /// The transaction is over: the journal goes, durably.
+    pub(super) fn finish(&self) -> io::Result<()> {
+        remove_durably(&self.path)
     }
 
     /// Records the result of a step, replacing an earlier one for the same step and kind.
@@ -138,7 +169,7 @@ pub(super) fn load(path: &Path) -> Result<Option<Journal>, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut journal: Journal = serde_json::from_slice(&bytes).map_err(|e| {
         format!(
             "{} is not a journal this agent understands: {e}",
             path.display()
@@ -151,11 +182,8 @@ pub(super) fn load(path: &Path) -> Result<Option<Journal>, String> {
             journal.format
         ));
     }
+    journal.path = path.to_owned();
     Ok(Some(journal))
-}
-
-pub(super) fn save(path: &Path, journal: &Journal) -> Result<(), WriteError> {
-    write_json(path, journal)
 }
 
 /// Removes a file durably (the directory entry is synced).
@@ -255,13 +283,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
         assert_eq!(load(&path).unwrap(), None);
-        let mut journal = Journal::new("p1", &plan(), dir.path().into(), None);
+        let mut journal =
+            Journal::begin(path.clone(), "p1", &plan(), dir.path().into(), None).unwrap();
+        assert_eq!(
+            load(&path).unwrap().unwrap(),
+            journal,
+            "begin writes the journal"
+        );
         journal.record(0, "fetch", StepStatus::Failed, Some("x".into()));
         journal.record(0, "fetch", StepStatus::Ok, None);
         journal.record(1, "install", StepStatus::Ok, None);
-        save(&path, &journal).unwrap();
+        assert_eq!(
+            load(&path).unwrap().unwrap().results,
+            [],
+            "results wait for a transition"
+        );
+        journal.advance(Phase::Installed).unwrap();
         let loaded = load(&path).unwrap().unwrap();
         assert_eq!(loaded, journal);
+        assert_eq!(loaded.phase, Phase::Installed);
         assert_eq!(loaded.results.len(), 2);
         assert_eq!(loaded.results[0].status, StepStatus::Ok);
         let names: Vec<_> = fs::read_dir(dir.path())
@@ -269,7 +309,7 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["journal.json"], "no temporary is left behind");
-        remove_durably(&path).unwrap();
+        journal.finish().unwrap();
         assert_eq!(load(&path).unwrap(), None);
         fs::write(&path, b"{\"format\": 1}").unwrap();
         assert!(load(&path).unwrap_err().contains("journal.json"));

@@ -46,7 +46,7 @@ pub(super) struct Shape {
 impl Shape {
     /// `<product>/<version>` under `<prefix>/products`: the `current` link's text once active.
     pub(super) fn link_target(&self) -> String {
-        format!("products/{}/{}", self.product, self.version)
+        herd_proto::layout::link_target(&self.product, &self.version)
     }
 
     pub(super) fn wanted(&self) -> Vec<Wanted> {

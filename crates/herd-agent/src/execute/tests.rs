@@ -403,8 +403,14 @@ fn a_pending_journal_must_be_recovered_and_a_corrupt_one_is_set_aside() {
     let setup = Setup::new();
     let plan = setup.plan(&setup.package("new", "2.0", 2), None);
     let journal_path = setup.path("state/journal.json");
-    let pending = Journal::new("earlier", &plan, setup.path("state/downloads"), None);
-    journal::save(&journal_path, &pending).unwrap();
+    Journal::begin(
+        journal_path.clone(),
+        "earlier",
+        &plan,
+        setup.path("state/downloads"),
+        None,
+    )
+    .unwrap();
     let err = setup
         .executor
         .execute("p", &plan, &setup.fetcher())
@@ -441,8 +447,14 @@ fn a_journal_write_killed_before_its_rename_leaves_the_previous_journal_and_reco
     let setup = Setup::new();
     let plan = setup.plan(&setup.package("new", "2.0", 2), None);
     let journal_path = setup.path("state/journal.json");
-    let pending = Journal::new("earlier", &plan, setup.path("state/downloads"), None);
-    journal::save(&journal_path, &pending).unwrap();
+    let pending = Journal::begin(
+        journal_path.clone(),
+        "earlier",
+        &plan,
+        setup.path("state/downloads"),
+        None,
+    )
+    .unwrap();
     let mut child = crate::crash_child::spawn(
         "execute::tests::crash_child",
         "journal-then-die",

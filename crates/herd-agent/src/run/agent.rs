@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use herd_client::Client;
-use herd_proto::api::{CheckinRequest, CheckinResponse, PlanReport, ReportOutcome};
+use herd_proto::api::{CheckinRequest, CheckinResponse, PlanReport, ReportOutcome, events};
 use herd_proto::plan::{Action, PlanDoc};
 use serde_json::json;
 
@@ -174,12 +174,12 @@ impl Agent {
             Err(e) => eprintln!("herd-agent: warning: recovering an interrupted plan: {e}"),
         }
         agent.outbox.push(
-            "agent.started",
+            events::AGENT_STARTED,
             json!({ "version": VERSION, "pid": std::process::id(), "once": args.once }),
         )?;
         if let Some(n) = args.emit_test_events {
             let events = (0..n)
-                .map(|i| ("test.event".to_owned(), json!({ "n": i })))
+                .map(|i| (events::TEST_EVENT.to_owned(), json!({ "n": i })))
                 .collect();
             let seqs = agent.outbox.push_all(events)?;
             agent.say(&format!(
@@ -453,7 +453,7 @@ impl Agent {
     fn act(&mut self, response: &CheckinResponse) -> Result<Acted> {
         let plan = &response.plan;
         let plan_id = response.plan_id.as_str();
-        let action = action_name(plan.action);
+        let action = plan.action.as_str();
         if self.progress.plan.as_ref().map(|p| p.plan_id.as_str()) != Some(plan_id) {
             self.progress.plan = Some(PlanState {
                 plan_id: plan_id.to_owned(),
@@ -466,7 +466,7 @@ impl Agent {
                 decline_reported: false,
             });
             self.outbox.push(
-                "plan.received",
+                events::PLAN_RECEIVED,
                 json!({
                     "plan_id": plan_id,
                     "action": action,
@@ -505,7 +505,7 @@ impl Agent {
                     if !state.decline_reported {
                         state.decline_reported = true;
                         self.outbox.push(
-                            "consent.declined",
+                            events::CONSENT_DECLINED,
                             json!({ "plan_id": plan_id, "change": change }),
                         )?;
                         self.report(self.unexecuted(
@@ -615,7 +615,7 @@ impl Agent {
             },
         )?;
         self.outbox.push(
-            "consent.requested",
+            events::CONSENT_REQUESTED,
             json!({
                 "plan_id": plan_id,
                 "change": consent::describe_change(plan),
@@ -679,7 +679,7 @@ impl Agent {
     /// Queues a `plan.report` and tells the user.
     fn report(&mut self, report: PlanReport) -> Result<()> {
         let data = serde_json::to_value(&report).context("cannot encode a plan report")?;
-        self.outbox.push("plan.report", data)?;
+        self.outbox.push(events::PLAN_REPORT, data)?;
         let at = clock::now_rfc3339();
         let what = match (report.outcome, &report.installed) {
             (ReportOutcome::Succeeded, Some(installed)) => format!(
@@ -763,15 +763,6 @@ fn exposed_notice(plan: &PlanDoc) -> String {
         "NOTICE: this terminal is exposed: {running} does not cover {threats}; {help}; ask your \
          operator"
     )
-}
-
-pub(crate) fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::None => "none",
-        Action::Update => "update",
-        Action::Switch => "switch",
-        Action::Exposed => "exposed",
-    }
 }
 
 /// The first 12 hex digits of a plan id, as people read it.

@@ -261,13 +261,10 @@ pub(crate) fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     herd_fs::write_atomic(path, &bytes, PRIVATE_FILE).context("cannot save the agent's state")
 }
 
-pub(crate) fn outcome_name(outcome: ReportOutcome) -> &'static str {
-    match outcome {
-        ReportOutcome::Succeeded => "succeeded",
-        ReportOutcome::RolledBack => "rolled back",
-        ReportOutcome::Declined => "declined",
-        ReportOutcome::Deferred => "deferred",
-    }
+/// An outcome as people read it: the wire name (`ReportOutcome::as_str`) with its underscores
+/// as spaces (`rolled back`), so a new outcome needs no second spelling here.
+pub(crate) fn outcome_name(outcome: ReportOutcome) -> String {
+    outcome.as_str().replace('_', " ")
 }
 
 #[cfg(test)]

@@ -64,12 +64,9 @@ impl Expect {
         };
         let announced = announced_plan(run, &report.plan_id);
         self.that(
-            announced.is_some_and(|(said, _)| said == action_name(action)),
+            announced.is_some_and(|(said, _)| said == action.as_str()),
             || match announced {
-                Some((said, _)) => format!(
-                    "the plan it carried out was {said}, not {}",
-                    action_name(action)
-                ),
+                Some((said, _)) => format!("the plan it carried out was {said}, not {action}"),
                 None => format!(
                     "the agent did not announce plan {} (the one it reported on)",
                     short_id(&report.plan_id)
@@ -143,15 +140,6 @@ impl Expect {
     }
 }
 
-pub(super) fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::None => "none",
-        Action::Update => "update",
-        Action::Switch => "switch",
-        Action::Exposed => "exposed",
-    }
-}
-
 /// How the agent names a plan in what it prints: the first 12 digits of its id.
 pub(super) fn short_id(plan_id: &str) -> &str {
     &plan_id[..plan_id.len().min(12)]
@@ -165,9 +153,7 @@ pub(super) fn announced_plan<'r>(run: &'r AgentRun, plan_id: &str) -> Option<(&'
     run.output.lines().find_map(|line| {
         let rest = line.strip_prefix(&opening)?;
         let (action, reason) = rest.split_once(": ")?;
-        ["none", "update", "switch", "exposed"]
-            .contains(&action)
-            .then_some((action, reason))
+        action.parse::<Action>().is_ok().then_some((action, reason))
     })
 }
 
@@ -176,13 +162,8 @@ pub(super) fn describe_plan(plan: Option<&PlanDoc>) -> String {
     match plan {
         None => "none yet".to_owned(),
         Some(plan) => match &plan.to {
-            Some(to) => format!(
-                "{} → {} {}",
-                action_name(plan.action),
-                to.product,
-                to.version
-            ),
-            None => action_name(plan.action).to_owned(),
+            Some(to) => format!("{} → {} {}", plan.action, to.product, to.version),
+            None => plan.action.to_string(),
         },
     }
 }

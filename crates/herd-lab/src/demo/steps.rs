@@ -321,7 +321,7 @@ impl Demo {
                 expect.runs(&seen.installed, &VACCINE_B);
                 let old = self
                     .prefix(&device)
-                    .join("products")
+                    .join(herd_proto::layout::PRODUCTS_DIR)
                     .join(VACCINE_A.product)
                     .join(VACCINE_A.version);
                 let old_removed = !old.exists();
@@ -467,16 +467,16 @@ impl Demo {
         for device in DEVICES {
             let summary = fleet.iter().find(|t| t.id == device.id);
             let (vaccine, action, uncovered) = if device.id == PHONE.id {
-                (VACCINE_B, "none", 0)
+                (VACCINE_B, Action::None, 0)
             } else {
-                (VACCINE_A, "exposed", 1)
+                (VACCINE_A, Action::Exposed, 1)
             };
             let mut expect = Expect::default();
             expect.that(
                 summary.is_some_and(|t| {
                     t.installed.as_ref().is_some_and(|i| {
                         i.product == vaccine.product && i.version == vaccine.version
-                    }) && t.action.as_deref() == Some(action)
+                    }) && t.action.as_deref() == Some(action.as_str())
                         && t.uncovered == uncovered
                 }),
                 || match summary {
@@ -502,7 +502,7 @@ impl Demo {
         }
 
         let exposed: Vec<String> = operator
-            .all_terminals(None, Some("exposed"))
+            .all_terminals(None, Some(Action::Exposed.as_str()))
             .context("GET /v1/terminals?action=exposed")?
             .into_iter()
             .map(|t| t.id)

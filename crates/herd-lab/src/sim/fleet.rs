@@ -11,6 +11,8 @@ use herd_core::Timestamp;
 use herd_planner::Planner;
 use herd_proto::api::{CheckinRequest, GroupDoc, PlacementRule, PlacementRules};
 use herd_proto::catalog::CatalogDoc;
+/// A plan's action: the wire enum itself, so the simulator reads the names the center writes.
+pub use herd_proto::plan::Action;
 use herd_proto::terminal::TerminalDoc;
 
 use crate::world::{self, POLICIES, Shape};
@@ -101,12 +103,7 @@ impl World {
         let model = terminal
             .validate("a generated terminal", &self.catalog)
             .expect("generated terminals fit their catalog");
-        match planner.plan(&model).decision.action {
-            herd_planner::Action::None => Action::None,
-            herd_planner::Action::Update => Action::Update,
-            herd_planner::Action::Switch => Action::Switch,
-            herd_planner::Action::Exposed => Action::Exposed,
-        }
+        planner.plan(&model).decision.action.into()
     }
 }
 
@@ -122,49 +119,15 @@ pub fn checkin_body(terminal: &TerminalDoc) -> Vec<u8> {
     serde_json::to_vec(&request).expect("a check-in request serialises")
 }
 
-/// A plan's `action`, as the check-in answer spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    None,
-    Update,
-    Switch,
-    Exposed,
-}
-
-impl Action {
-    pub const ALL: [Action; 4] = [
-        Action::None,
-        Action::Update,
-        Action::Switch,
-        Action::Exposed,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::None => "none",
-            Action::Update => "update",
-            Action::Switch => "switch",
-            Action::Exposed => "exposed",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The action of a check-in answer, found without parsing the whole document: the
-    /// answer is `{"plan_id":"<hex>","plan":{"terminal":"<id>","action":"…",…}` and neither
-    /// a hex digest nor a terminal id can contain a quote, so the first `"action":"` is the
-    /// plan's.
-    pub fn find_in(answer: &[u8]) -> Option<Action> {
-        const KEY: &[u8] = b"\"action\":\"";
-        let at = answer.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-        let rest = &answer[at..];
-        let end = rest.iter().position(|&b| b == b'"')?;
-        Action::ALL
-            .into_iter()
-            .find(|action| action.name().as_bytes() == &rest[..end])
-    }
+/// The action of a check-in answer, found without parsing the whole document: the answer is
+/// `{"plan_id":"<hex>","plan":{"terminal":"<id>","action":"…",…}` and neither a hex digest
+/// nor a terminal id can contain a quote, so the first `"action":"` is the plan's.
+pub fn find_action(answer: &[u8]) -> Option<Action> {
+    const KEY: &[u8] = b"\"action\":\"";
+    let at = answer.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &answer[at..];
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -218,8 +181,8 @@ mod tests {
 
     #[test]
     fn an_answer_without_a_known_action_is_not_read_as_one() {
-        assert_eq!(Action::find_in(b"{\"plan\":{\"action\":\"reboot\"}}"), None);
-        assert_eq!(Action::find_in(b"{\"plan\":{\"action\":\"none"), None);
-        assert_eq!(Action::find_in(b"{}"), None);
+        assert_eq!(find_action(b"{\"plan\":{\"action\":\"reboot\"}}"), None);
+        assert_eq!(find_action(b"{\"plan\":{\"action\":\"none"), None);
+        assert_eq!(find_action(b"{}"), None);
     }
 }

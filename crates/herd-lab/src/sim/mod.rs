@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::world;
 use client::{Endpoint, Https};
-use fleet::Action;
+use fleet::{Action, find_action};
 use report::{CenterCounters, PhaseReport, Report, Tally};
 
 /// Simulate a fleet of terminals against a real center, over the real protocol.
@@ -801,7 +801,7 @@ async fn roll_call(load: &Arc<Load>) -> Tally {
                     Ok((StatusCode::OK, body)) => {
                         match serde_json::from_slice::<herd_proto::api::CheckinResponse>(&body) {
                             Ok(answer) => {
-                                let action = Action::find_in(&body);
+                                let action = find_action(&body);
                                 if answer.plan.terminal != terminal.id {
                                     tally.error("plan for another terminal");
                                 } else if action.is_none() {
@@ -879,7 +879,7 @@ async fn connection_slot(load: Arc<Load>, slot: usize) {
             let latency = started.elapsed();
             let tally = load.tally(load.phase.load(Relaxed));
             match result {
-                Ok((StatusCode::OK, body)) => match (Action::find_in(&body), tally) {
+                Ok((StatusCode::OK, body)) => match (find_action(&body), tally) {
                     (Some(action), Some(tally)) => {
                         if load.check_plans && action != terminal.expected {
                             tally.error("unexpected plan");

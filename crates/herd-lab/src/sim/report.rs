@@ -148,6 +148,17 @@ pub struct PlanMix {
     pub exposed: u64,
 }
 
+impl PlanMix {
+    pub fn count(&self, action: Action) -> u64 {
+        match action {
+            Action::None => self.none,
+            Action::Update => self.update,
+            Action::Switch => self.switch,
+            Action::Exposed => self.exposed,
+        }
+    }
+}
+
 /// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`; `None` off
 /// Linux or once the process is gone.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
@@ -475,15 +486,13 @@ impl Report {
         }
         let total = self.checkins.max(1) as f64;
         let plans = &self.plans;
-        let mix: Vec<String> = [
-            ("none", plans.none),
-            ("update", plans.update),
-            ("switch", plans.switch),
-            ("exposed", plans.exposed),
-        ]
-        .iter()
-        .map(|(action, count)| format!("{action} {:.1} %", *count as f64 * 100.0 / total))
-        .collect();
+        let mix: Vec<String> = Action::ALL
+            .iter()
+            .map(|&action| {
+                let share = plans.count(action) as f64 * 100.0 / total;
+                format!("{action} {share:.1} %")
+            })
+            .collect();
         let _ = writeln!(out, "plans:       {}", mix.join(", "));
         let _ = writeln!(
             out,

@@ -3,6 +3,7 @@
 
 use clap::Args;
 use herd_proto::api::{TerminalDetail, TerminalSummary};
+use herd_proto::plan::Action;
 use herd_proto::terminal::InstalledDoc;
 
 use super::connect::{ServerArgs, Session};
@@ -26,7 +27,7 @@ pub struct TerminalsArgs {
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
     /// Only terminals whose current plan has this action.
-    #[arg(long, value_name = "ACTION", value_parser = ["none", "update", "switch", "exposed"])]
+    #[arg(long, value_name = "ACTION", value_parser = Action::NAMES)]
     action: Option<String>,
     /// Only exposed terminals (no product they may run covers every required threat).
     #[arg(long, conflicts_with = "action")]
@@ -72,7 +73,7 @@ pub struct TerminalArgs {
 pub(super) fn terminals(args: TerminalsArgs) -> anyhow::Result<Outcome> {
     let session = Session::open(&args.server)?;
     let action = if args.exposed {
-        Some("exposed")
+        Some(Action::Exposed.as_str())
     } else {
         args.action.as_deref()
     };
