@@ -23,6 +23,9 @@ use herd_store::StoredFeed;
 pub struct CatalogSnapshot {
     pub revision: u64,
     pub catalog: Arc<Catalog>,
+    /// The planner tables built for this catalog, which every worker thread's planner shares
+    /// (see `planners`), for the span of time they hold.
+    pub(crate) planner_tables: std::sync::Mutex<Option<herd_planner::Planner<Arc<Catalog>>>>,
 }
 
 impl CatalogSnapshot {
@@ -54,10 +57,15 @@ impl CatalogSnapshot {
         drop(merged);
         // The documents were many small allocations; give their pages back to the system.
         crate::memory::release_freed();
-        Ok(CatalogSnapshot {
+        Ok(CatalogSnapshot::new(revision, Arc::new(catalog)))
+    }
+
+    pub fn new(revision: u64, catalog: Arc<Catalog>) -> CatalogSnapshot {
+        CatalogSnapshot {
             revision,
-            catalog: Arc::new(catalog),
-        })
+            catalog,
+            planner_tables: std::sync::Mutex::new(None),
+        }
     }
 
     /// The merged `herd.catalog/v1` document this catalog was built from.

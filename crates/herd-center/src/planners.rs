@@ -53,12 +53,29 @@ fn with_thread_planner<R>(
         if !reusable {
             *slot = Some(ThreadPlanner {
                 revision: snapshot.revision,
-                planner: Planner::new(snapshot.catalog.clone(), now),
+                planner: planner_for(snapshot, now),
                 rendered: RenderedPlans::default(),
             });
         }
         f(slot.as_mut().expect("just filled"))
     })
+}
+
+/// A planner for `snapshot` at `now` with its own memo, sharing the tables other threads built
+/// for the same catalog and span of time (built here if none holds at `now`).
+fn planner_for(snapshot: &CatalogSnapshot, now: Timestamp) -> Planner<Arc<Catalog>> {
+    let mut tables = snapshot.planner_tables.lock().expect("planner tables");
+    if let Some(shared) = tables.as_ref() {
+        let mut planner = shared.share_tables();
+        if planner.set_now(now).is_ok() {
+            return planner;
+        }
+    }
+    // Built under the lock: the other worker threads wait for these tables instead of
+    // building their own copies at the same time.
+    let planner = Planner::new(snapshot.catalog.clone(), now);
+    *tables = Some(planner.share_tables());
+    planner
 }
 
 /// A plan as JSON (`PlanDoc`, byte for byte what `serde_json::to_string` makes of it), with
@@ -258,10 +275,7 @@ mod tests {
     fn seed_snapshot() -> CatalogSnapshot {
         let doc: CatalogDoc = serde_json::from_str(SEED_CATALOG).expect("the seed catalog parses");
         let catalog = doc.validate("seed").expect("the seed catalog validates");
-        CatalogSnapshot {
-            revision: 7,
-            catalog: Arc::new(catalog),
-        }
+        CatalogSnapshot::new(7, Arc::new(catalog))
     }
 
     fn terminal(snapshot: &CatalogSnapshot, id: &str, platform: &str, policy: &str) -> Terminal {

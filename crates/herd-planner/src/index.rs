@@ -96,9 +96,6 @@ struct ProductCoverage {
 
 #[derive(Debug)]
 pub struct Index {
-    /// The instant plans are made at; it may move within `valid_from..valid_until`
-    /// ([`Index::set_now`]) without changing any table.
-    pub now: Timestamp,
     pub today: Date,
     /// The tables are the same for every `now` in `valid_from..valid_until` (see [`Index::new`]).
     pub valid_from: Timestamp,
@@ -231,7 +228,6 @@ impl Index {
             .collect();
 
         let mut index = Index {
-            now,
             today,
             valid_from,
             valid_until,
@@ -280,16 +276,6 @@ impl Index {
             })
             .collect();
         index
-    }
-
-    /// Moves `now` within the span where every table stays the same; refused (false, nothing
-    /// changed) outside it, where the tables would have to be rebuilt.
-    pub fn set_now(&mut self, now: Timestamp) -> bool {
-        let valid = self.valid_from <= now && now < self.valid_until;
-        if valid {
-            self.now = now;
-        }
-        valid
     }
 
     /// The gap severity of `product` at definitions `seq` (no product: every required threat is a gap).

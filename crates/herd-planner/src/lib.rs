@@ -170,7 +170,10 @@ impl std::error::Error for StaleTables {}
 #[derive(Debug)]
 pub struct Planner<C: Deref<Target = Catalog> = &'static Catalog> {
     catalog: C,
-    index: Index,
+    /// The tables, which planners on other threads may share ([`Planner::share_tables`]).
+    index: Arc<Index>,
+    /// The instant plans are made at, within the tables' `valid_from..valid_until`.
+    now: Timestamp,
     decisions: FxHashMap<DecisionKey, Arc<Decision>>,
     install_scripts: FxHashMap<(ReleaseIdx, usize), Arc<str>>,
     uninstall_scripts: FxHashMap<UninstallKey, Vec<(String, Arc<str>)>>,
@@ -180,7 +183,8 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
     /// Precomputes the tables every terminal's plan shares.
     pub fn new(catalog: C, now: Timestamp) -> Planner<C> {
         Planner {
-            index: Index::new(&catalog, now),
+            index: Arc::new(Index::new(&catalog, now)),
+            now,
             catalog,
             decisions: FxHashMap::default(),
             install_scripts: FxHashMap::default(),
@@ -193,7 +197,24 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
     }
 
     pub fn now(&self) -> Timestamp {
-        self.index.now
+        self.now
+    }
+
+    /// A planner with the same tables and clock and an empty memo: the tables (tens of MB for
+    /// SPEC §8's catalog) are shared, not copied, so a server can give each worker thread its
+    /// own planner (the memo needs `&mut`) for the price of one.
+    pub fn share_tables(&self) -> Planner<C>
+    where
+        C: Clone,
+    {
+        Planner {
+            catalog: self.catalog.clone(),
+            index: self.index.clone(),
+            now: self.now,
+            decisions: FxHashMap::default(),
+            install_scripts: FxHashMap::default(),
+            uninstall_scripts: FxHashMap::default(),
+        }
     }
 
     /// The first instant after `now` at which a precomputed table could change, so a planner
@@ -220,7 +241,8 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
     /// memoised decisions and their words depend only on the tables, and what depends on the
     /// exact instant (a window's `not_before`) is computed per plan from the current `now`.
     pub fn set_now(&mut self, now: Timestamp) -> Result<(), StaleTables> {
-        if self.index.set_now(now) {
+        if self.index.valid_from <= now && now < self.index.valid_until {
+            self.now = now;
             Ok(())
         } else {
             Err(StaleTables {
@@ -266,7 +288,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             None
         };
         let not_before = match policy.window {
-            Some(window) if changes_software => window.next_start(self.index.now, policy.tz),
+            Some(window) if changes_software => window.next_start(self.now, policy.tz),
             _ => None,
         };
         Plan {

@@ -266,6 +266,9 @@ fn check_set_now(
         let moved = json_plans(&mut planner, terminals);
         let fresh = json_plans(&mut Planner::new(catalog, at), terminals);
         prop_assert_eq!(&moved, &fresh, "planned at {} then moved to {}", t1, at);
+        // A planner sharing these tables (another thread's) plans the same.
+        let shared = json_plans(&mut planner.share_tables(), terminals);
+        prop_assert_eq!(&shared, &fresh, "shared tables at {}", at);
         if at == t1 {
             prop_assert_eq!(&at_t1, &fresh);
         }
