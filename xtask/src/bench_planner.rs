@@ -20,11 +20,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use herd_core::{Terminal, Timestamp};
 use herd_planner::{Action, Planner};
-use herd_proto::catalog::{CatalogDoc, ProductDoc};
-use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc, TerminalDoc};
 
 use crate::{median, peak_rss_bytes, rss_bytes};
-use herd_lab::world::{self, PLATFORMS, Rng};
+use herd_lab::world;
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -53,69 +51,7 @@ pub struct Options {
 
 use world::{DAY, START};
 
-fn generate_terminals(o: &Options, catalog: &CatalogDoc, rng: &mut Rng) -> Vec<TerminalDoc> {
-    const OFFSETS: [&str; 6] = ["+00:00", "+09:00", "-05:00", "+01:00", "+05:30", "-08:00"];
-    (0..o.terminals)
-        .map(|i| {
-            let platform = PLATFORMS[rng.below(PLATFORMS.len() as u64) as usize];
-            let supporting: Vec<&ProductDoc> = catalog
-                .products
-                .iter()
-                .filter(|p| p.platforms.iter().any(|q| q == platform))
-                .collect();
-            let installed = if supporting.is_empty() || rng.chance(2) {
-                None
-            } else {
-                let product = supporting[rng.below(supporting.len() as u64) as usize];
-                let p: usize = product.id["vaccine-".len()..]
-                    .parse()
-                    .expect("generated id");
-                // Most terminals run recent definitions: a few releases behind at most, some far behind.
-                let behind = if rng.chance(90) {
-                    rng.below(6)
-                } else {
-                    rng.below(o.releases as u64)
-                } as usize;
-                let k = o.releases - 1 - behind.min(o.releases - 1);
-                let release = &catalog.releases[p * o.releases + k];
-                Some(InstalledDoc {
-                    product: product.id.clone(),
-                    version: release.version.clone(),
-                    seq: release.seq,
-                    pattern: release.pattern.clone(),
-                    format: "archive".into(),
-                })
-            };
-            let apply = match rng.below(10) {
-                0..6 => "latest-any-vendor",
-                6..9 => "latest-same-vendor",
-                _ => "pinned",
-            };
-            let min_danger =
-                ["low", "low", "low", "medium", "high", "critical"][rng.below(6) as usize];
-            TerminalDoc {
-                id: format!("term-{i:07}"),
-                user: Some(format!("user-{}", i % 50_000)),
-                hardware: HardwareDoc {
-                    kind: platform.into(),
-                    platform: platform.into(),
-                    model: None,
-                },
-                installed,
-                policy: PolicyDoc {
-                    apply: apply.into(),
-                    min_danger: Some(min_danger.into()),
-                    consent: Some(if rng.chance(20) { "ask" } else { "auto" }.into()),
-                    window: rng.chance(30).then(|| "01:00-05:00".to_string()),
-                    tz: Some(OFFSETS[rng.below(OFFSETS.len() as u64) as usize].into()),
-                },
-            }
-        })
-        .collect()
-}
-
 pub fn run(o: Options) -> Result<()> {
-    let mut rng = Rng(o.seed);
     let started = Instant::now();
     eprintln!(
         "generating {} threats x {} products ({} releases each) and {} terminals (seed {}) ...",
@@ -127,8 +63,10 @@ pub fn run(o: Options) -> Result<()> {
         releases: o.releases,
         seed: o.seed,
     };
-    let catalog_doc = world::catalog_with(&shape, "", &mut rng);
-    let terminal_docs = generate_terminals(&o, &catalog_doc, &mut rng);
+    let catalog_doc = world::catalog(&shape, "");
+    let terminal_docs: Vec<_> = (0..o.terminals)
+        .map(|i| world::terminal(&shape, &catalog_doc, "", i))
+        .collect();
     let catalog = catalog_doc
         .validate("generated catalog")
         .context("the generated catalog is invalid")?;

@@ -81,12 +81,7 @@ pub const START: i64 = 1_609_459_200;
 /// The catalog of a world: every vendor's products, weekly releases, threats and coverage;
 /// every id starts with `prefix`.
 pub fn catalog(shape: &Shape, prefix: &str) -> CatalogDoc {
-    catalog_with(shape, prefix, &mut Rng(shape.seed))
-}
-
-/// [`catalog`] drawing from `rng`, which a caller may go on drawing from afterwards (the
-/// planner benchmark generates its fleet from the same stream).
-pub fn catalog_with(shape: &Shape, prefix: &str, rng: &mut Rng) -> CatalogDoc {
+    let rng = &mut Rng(shape.seed);
     let vendors: Vec<VendorDoc> = (0..shape.products.div_ceil(2))
         .map(|v| VendorDoc {
             id: format!("{prefix}maker-{v:02}"),
@@ -265,10 +260,17 @@ impl PolicyMix {
     }
 }
 
+/// Time zones of a generated fleet.
+const OFFSETS: [&str; 6] = ["+00:00", "+09:00", "-05:00", "+01:00", "+05:30", "-08:00"];
+
 /// Terminal `index` of a world's fleet: its platform, what it runs (most run recent
 /// definitions of a product for their platform — a few releases behind at most —, some are
-/// far behind, a few run nothing) and its policy. Each terminal is generated from the seed
-/// and its index alone, so a fleet of any size needs no memory to describe.
+/// far behind, a few run nothing), its policy (one of [`POLICIES`], some asking for consent,
+/// some with a nightly maintenance window) and its time zone. Each terminal is generated from
+/// the seed and its index alone, so a fleet of any size needs no memory to describe.
+///
+/// The terminal's `user` names its policy, so placement rules can put it in a group of that
+/// policy ([`PolicyMix::name`]).
 pub fn terminal(shape: &Shape, catalog: &CatalogDoc, prefix: &str, index: usize) -> TerminalDoc {
     let mut rng = Rng(shape.seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
     let platform = PLATFORMS[rng.below(PLATFORMS.len() as u64) as usize];
@@ -306,6 +308,14 @@ pub fn terminal(shape: &Shape, catalog: &CatalogDoc, prefix: &str, index: usize)
             inside
         })
         .unwrap_or(&POLICIES[0]);
+    let mut policy = mix.policy();
+    if rng.chance(20) {
+        policy.consent = Some("ask".into());
+    }
+    if rng.chance(30) {
+        policy.window = Some("01:00-05:00".into());
+    }
+    policy.tz = Some(OFFSETS[rng.below(OFFSETS.len() as u64) as usize].into());
     TerminalDoc {
         id: format!("{prefix}term-{index:07}"),
         user: Some(format!("{prefix}{}", mix.name)),
@@ -315,7 +325,7 @@ pub fn terminal(shape: &Shape, catalog: &CatalogDoc, prefix: &str, index: usize)
             model: None,
         },
         installed,
-        policy: mix.policy(),
+        policy,
     }
 }
 

@@ -745,7 +745,7 @@ async fn enrol_one(
         id: Some(terminal.id.clone()),
         user: terminal.user.clone(),
         hardware: terminal.hardware.clone(),
-        tz: None,
+        tz: terminal.policy.tz.clone(),
     };
     let body = serde_json::to_vec(&request).map_err(|err| format!("serialising: {err}"))?;
     if connection.as_ref().is_none_or(Https::is_closed) {
