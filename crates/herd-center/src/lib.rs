@@ -58,6 +58,8 @@ pub use packages::PackageUpload;
 /// Seconds after a catalog change when the memory of the catalog it replaced, dropped by the
 /// planners at their next check-in, is given back to the system.
 const RELEASE_MEMORY_AFTER_TICKS: u64 = 3;
+/// Seconds between two times freed memory is given back anyway.
+const RELEASE_MEMORY_EVERY_TICKS: u64 = 30;
 
 /// Everything requests share.
 #[derive(Debug)]
@@ -208,18 +210,21 @@ impl Center {
     /// this one within about a second.
     pub(crate) async fn follow_revisions(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks: u64 = 1;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            // Give freed memory back a few seconds after a catalog change (when the worker
+            // threads have let go of the old catalog), and every half minute anyway: thousands
+            // of connections opened and closed a second leave freed buffers behind.
             let due = self.release_memory_in.load(Relaxed);
-            if due > 0 {
-                self.release_memory_in.store(due - 1, Relaxed);
-                if due == 1 {
-                    crate::memory::release_freed();
-                }
+            self.release_memory_in.store(due.saturating_sub(1), Relaxed);
+            if due == 1 || ticks % RELEASE_MEMORY_EVERY_TICKS == 0 {
+                crate::memory::release_freed();
             }
+            ticks += 1;
             match self.store.revisions().await {
                 Ok(revisions) => {
                     if revisions.catalog != self.catalog().revision {

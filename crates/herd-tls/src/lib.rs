@@ -146,7 +146,15 @@ pub fn install_crypto_provider() {
 }
 
 fn ring_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    // AES-128-GCM with SHA-256 first: every handshake, and every resumption (a terminal's
+    // check-in), runs the TLS 1.3 key schedule over the suite's hash, and SHA-384 costs about
+    // twice SHA-256 there (it was an eighth of the center's CPU on resumed connections). Both
+    // are TLS 1.3 suites every client supports; the others stay, in ring's order, after it.
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 /// The center's certificate authority: its certificate and signing key.
@@ -361,6 +369,9 @@ fn server_config_for_roots(
     // 256 sessions for a fleet of a million. Resumed sessions carry the client certificate
     // chain, so a terminal's identity is the same on a resumed connection.
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    // One ticket per connection is enough for a client that reconnects once per check-in
+    // (each resumption brings a fresh one); every ticket costs an encryption and a send.
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 
