@@ -7,7 +7,7 @@
 //! "from parsed catalog to plans": `Planner::new` plus one `Planner::plan` per terminal, on
 //! one thread.
 //!
-//! A second timed phase renders check-in answers: for each terminal of a sample (the first
+//! A second timed phase renders check-in answers: for every terminal (or the first
 //! `--render-sample` of the fleet), plan it and write its plan JSON (threat lists bounded as
 //! SPEC §4 says) into a reused buffer with `Planner::render_json`, which writes the bytes of
 //! the `PlanDoc` serialised by serde_json; one thread, with a planner built beforehand (its
@@ -41,9 +41,10 @@ pub struct Options {
     /// Timed runs; the median is reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Terminals whose plans are rendered to JSON in the rendering phase (the first of the fleet).
-    #[arg(long, default_value_t = 200_000)]
-    render_sample: usize,
+    /// Terminals whose plans are rendered to JSON in the rendering phase (the first of the
+    /// fleet) [default: every terminal].
+    #[arg(long, value_name = "N")]
+    render_sample: Option<usize>,
     /// Seed of the generated data.
     #[arg(long, default_value_t = 2000_11_10)]
     seed: u64,
@@ -131,7 +132,7 @@ pub fn run(o: Options) -> Result<()> {
     }
 
     // Rendering check-in answers: plan, render, serialise, for every terminal of the sample.
-    let sample = &terminals[..terminals.len().min(o.render_sample)];
+    let sample = &terminals[..terminals.len().min(o.render_sample.unwrap_or(usize::MAX))];
     let mut planner = Planner::new(&catalog, now);
     let mut buffer = Vec::with_capacity(64 * 1024);
     let mut sizes: Vec<usize> = Vec::with_capacity(sample.len());
