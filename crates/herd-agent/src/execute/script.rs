@@ -1,5 +1,7 @@
 //! Running a plan's install and uninstall scripts (and package hooks) with `sh`, in their own
-//! process group, with a time limit, capturing what they print on stderr for the report.
+//! process group, with a time limit, capturing the end of what they print on stderr for the
+//! report. A script or hook comes from a package or a center the agent does not fully trust, so
+//! neither its output nor its run time is allowed to be unbounded.
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -14,6 +16,12 @@ use nix::unistd::Pid;
 
 /// How much of a script's stderr is kept for the report (the end, where errors are).
 const STDERR_KEPT: usize = 2000;
+
+/// How many bytes of stderr the agent holds in memory while a script runs: the last 64 KiB,
+/// enough for [`STDERR_KEPT`] characters of any script, however it spells them. The rest is
+/// read and dropped, so a script printing gigabytes neither fills the agent's memory nor
+/// blocks on a full pipe.
+const STDERR_HELD: usize = 64 << 10;
 
 /// How a script ended.
 #[derive(Debug)]
@@ -85,12 +93,13 @@ pub(super) fn run_hook(
 }
 
 fn wait(mut child: Child, timeout: Duration) -> std::io::Result<ScriptRun> {
-    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let Some(stderr) = child.stderr.take() else {
+        // Both callers pipe stderr; without it there is only nothing to capture.
+        return Err(std::io::Error::other("the script's stderr was not piped"));
+    };
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut captured = Vec::new();
-        let _ = stderr.read_to_end(&mut captured);
-        let _ = sender.send(captured);
+        let _ = sender.send(tail(stderr, STDERR_HELD));
     });
     let started = Instant::now();
     let mut timed_out = false;
@@ -109,15 +118,17 @@ fn wait(mut child: Child, timeout: Duration) -> std::io::Result<ScriptRun> {
     let captured = receiver
         .recv_timeout(Duration::from_secs(2))
         .unwrap_or_default();
-    let text = String::from_utf8_lossy(&captured);
+    let text = String::from_utf8_lossy(&captured.kept);
     let text = text.trim();
     let tail_start = text
         .char_indices()
         .rev()
         .nth(STDERR_KEPT.saturating_sub(1))
         .map_or(0, |(i, _)| i);
-    let stderr = if tail_start > 0 {
-        format!("…{}", &text[tail_start..])
+    let shown = &text[tail_start..];
+    let cut = captured.total.saturating_sub(shown.len() as u64);
+    let stderr = if tail_start > 0 || captured.total > captured.kept.len() as u64 {
+        format!("[{cut} earlier bytes cut] …{shown}")
     } else {
         text.to_owned()
     };
@@ -131,6 +142,41 @@ fn wait(mut child: Child, timeout: Duration) -> std::io::Result<ScriptRun> {
         status: status_text,
         stderr: stderr.replace('\n', " | "),
     })
+}
+
+/// The end of what a reader yields, and how much it yielded in all.
+#[derive(Debug, Default)]
+struct Tail {
+    /// At most the last `held` bytes (they may start inside a UTF-8 character).
+    kept: Vec<u8>,
+    total: u64,
+}
+
+/// Reads `reader` to its end, keeping only its last `held` bytes: memory stays bounded and the
+/// writer never blocks on a full pipe, however much it writes.
+fn tail(mut reader: impl Read, held: usize) -> Tail {
+    let mut out = Tail::default();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        out.total = out.total.saturating_add(n as u64);
+        out.kept.extend_from_slice(&buf[..n]);
+        // Trimming only once twice the limit is held moves each byte at most once more.
+        if out.kept.len() > 2 * held {
+            let excess = out.kept.len() - held;
+            out.kept.drain(..excess);
+        }
+    }
+    if out.kept.len() > held {
+        let excess = out.kept.len() - held;
+        out.kept.drain(..excess);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -151,6 +197,53 @@ mod tests {
         assert!(!run.success);
         assert_eq!(run.stderr, "oops 42");
         assert_eq!(run.describe(), "exit status: 3; stderr: oops 42");
+    }
+
+    #[test]
+    fn a_reader_yielding_gigabytes_is_held_to_its_tail() {
+        // 3 GiB from a reader that never ends on its own: the memory held stays at the limit.
+        let gigabytes = std::io::repeat(b'x')
+            .take(3 << 30)
+            .chain(&b"the real error"[..]);
+        let tail = tail(gigabytes, STDERR_HELD);
+        assert_eq!(tail.total, (3u64 << 30) + 14);
+        assert_eq!(tail.kept.len(), STDERR_HELD);
+        assert!(tail.kept.ends_with(b"xxthe real error"));
+    }
+
+    #[test]
+    fn a_hook_printing_gigabytes_is_cut_not_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("post-install");
+        // A quarter of a gigabyte through the pipe (a real hook's worth of noise, kept quick),
+        // multi-byte characters included, then the line that matters.
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\nhead -c 268435456 /dev/zero | tr '\\0' 'é' >&2\n\
+             printf 'é%.0s' $(seq 3000) >&2\necho 'the real error' >&2\nexit 4\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let run = run_hook(&hook, dir.path(), &[], Duration::from_secs(60)).unwrap();
+        assert!(!run.success);
+        assert!(
+            run.stderr.ends_with("the real error"),
+            "{}",
+            run.stderr.chars().take(80).collect::<String>()
+        );
+        assert!(
+            run.stderr.starts_with('['),
+            "{}",
+            run.stderr.chars().take(80).collect::<String>()
+        );
+        assert!(
+            run.stderr.contains("earlier bytes cut] …"),
+            "{}",
+            run.stderr.chars().take(80).collect::<String>()
+        );
+        assert!(run.stderr.chars().count() < STDERR_KEPT + 40);
+        assert!(run.describe().contains("exit status: 4"));
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
         .to
         .as_ref()
         .ok_or("the plan has steps but no `to` release")?;
+    release(&to.product, &to.version).map_err(|e| format!("the plan's `to` release: {e}"))?;
     let mut fetches = Vec::new();
     let mut install = None;
     let mut verify = None;
@@ -93,6 +94,7 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
                         at("fetch")
                     ));
                 }
+                release(product, version).map_err(|e| format!("{}: {e}", at("fetch")))?;
                 let digest =
                     Sha256::parse_hex(sha256).map_err(|e| format!("{}: {e}", at("fetch")))?;
                 if *size == 0 {
@@ -115,6 +117,8 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
                 if install.is_some() {
                     return Err(format!("{}: a plan installs one product", at("install")));
                 }
+                release(product, version).map_err(|e| format!("{}: {e}", at("install")))?;
+                known_format(format).map_err(|e| format!("{}: {e}", at("install")))?;
                 if format != "archive" {
                     return Err(format!(
                         "{}: this agent installs archive packages only, not {format:?}",
@@ -142,6 +146,9 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
                         at("verify")
                     ));
                 }
+                release(product, version).map_err(|e| format!("{}: {e}", at("verify")))?;
+                herd_package::manifest::check_pattern_name(pattern)
+                    .map_err(|e| format!("{}: {e}", at("verify")))?;
                 if *product != to.product || *version != to.version {
                     return Err(format!(
                         "{}: verifies {product} {version}, but the plan installs {} {}",
@@ -164,6 +171,8 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
                         at("uninstall")
                     ));
                 }
+                release(product, version).map_err(|e| format!("{}: {e}", at("uninstall")))?;
+                known_format(format).map_err(|e| format!("{}: {e}", at("uninstall")))?;
                 if format == "msi" {
                     return Err(format!(
                         "{}: msi uninstall scripts are PowerShell, which this agent does not run",
@@ -209,6 +218,26 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
         verify_step,
         uninstalls,
     }))
+}
+
+/// Checks a product and version the executor will turn into `products/<product>/<version>`,
+/// put in script environments and print: the center validated them against its catalog, but a
+/// stolen or buggy center could send `..`, a slash, control characters or megabytes, and the
+/// agent refuses those itself rather than trusting the center's word.
+fn release(product: &str, version: &str) -> Result<(), String> {
+    herd_core::check_identifier(product).map_err(|e| format!("product: {e}"))?;
+    herd_core::check_version(version).map_err(|e| format!("version of {product}: {e}"))?;
+    Ok(())
+}
+
+/// Checks a package format is one Herd knows; the refusal quotes at most 32 characters of it, so
+/// a megabyte of garbage does not end up in the report.
+fn known_format(format: &str) -> Result<(), String> {
+    herd_core::PackageFormat::parse(format).map(drop).map_err(|_| {
+        let shown: String = format.chars().take(32).collect();
+        let more = if shown.len() < format.len() { "…" } else { "" };
+        format!("unknown package format {shown:?}{more}; expected one of archive, deb, rpm, msi, apk")
+    })
 }
 
 #[cfg(test)]

@@ -39,7 +39,11 @@ pub(super) fn choose_download_dir(
     wanted: &[Wanted],
     margin: u64,
 ) -> Result<PathBuf, String> {
-    let total: u64 = wanted.iter().map(|w| w.size).sum();
+    // Sizes come from the center: a sum that overflows (a panic in a debug build, a small
+    // wrapped number in a release one) must read as "far too much", not crash or fit.
+    let total = wanted
+        .iter()
+        .fold(0u64, |sum, w| sum.saturating_add(w.size));
     let mut best: Option<(PathBuf, u64, u64)> = None; // dir, free, needed there
     let mut unusable = Vec::new();
     for dir in candidates {
@@ -54,7 +58,9 @@ pub(super) fn choose_download_dir(
                 continue;
             }
         };
-        let have: u64 = wanted.iter().map(|w| present(dir, w)).sum();
+        let have = wanted
+            .iter()
+            .fold(0u64, |sum, w| sum.saturating_add(present(dir, w)));
         let needed = total.saturating_sub(have).saturating_add(margin);
         if have > 0 && free >= needed {
             return Ok(dir.clone());

@@ -225,7 +225,11 @@ impl Agent {
             self.save_progress();
             let acted = acted?;
             flushed?;
-            let after = Duration::from_secs(response.next_checkin_secs.max(1));
+            // The center's interval is a hint from a party the agent does not fully trust.
+            let (after, clamped) = clock::checkin_interval(response.next_checkin_secs);
+            if let Some(note) = clamped {
+                eprintln!("herd-agent: warning: {note}");
+            }
             let next = |until, soon| Next { after, until, soon };
             match acted {
                 Acted::Changed if follow_ups < MAX_FOLLOW_UPS => follow_ups += 1,
@@ -765,15 +769,30 @@ fn exposed_notice(plan: &PlanDoc) -> String {
     )
 }
 
-/// The first 12 hex digits of a plan id, as people read it.
+/// The first 12 hex digits of a plan id, as people read it. The id comes from the center (and
+/// from state files), so it is cut at a character boundary, never inside a multi-byte one.
 pub(crate) fn short(plan_id: &str) -> &str {
-    &plan_id[..plan_id.len().min(12)]
+    match plan_id.char_indices().nth(12) {
+        Some((end, _)) => &plan_id[..end],
+        None => plan_id,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use herd_proto::plan::{Alternative, ReleaseRef, SeverityCounts};
+
+    #[test]
+    fn non_ascii_ids_are_reported_not_panicked_on() {
+        assert_eq!(short("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short(""), "");
+        // Twelve bytes would end inside the fifth `é` (two bytes each) or a four-byte emoji.
+        assert_eq!(short("éééééééééééééé"), "éééééééééééé");
+        assert_eq!(short("abcdefghijk🦀🦀"), "abcdefghijk🦀");
+        assert_eq!(short("\u{7}\u{1b}[2J"), "\u{7}\u{1b}[2J");
+    }
 
     #[test]
     fn the_exposed_notice_names_the_gap_and_the_way_out() {

@@ -103,7 +103,7 @@ pub fn run(command: &ConsentCommand) -> Result<u8> {
         return Ok(if decision.is_some() { 1 } else { 0 });
     };
     let change = describe_change(&consent.plan);
-    let short = &consent.plan_id[..consent.plan_id.len().min(12)];
+    let short = super::agent::short(&consent.plan_id);
     if let Some(wanted) = &args.plan
         && !consent.plan_id.starts_with(wanted.as_str())
     {

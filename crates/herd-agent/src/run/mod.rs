@@ -137,12 +137,12 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         let healthy = outcome.is_ok();
         let deadline = match outcome {
             Ok(next) => {
-                let mut at = now + next.after;
+                let mut at = clock::later(now, next.after);
                 if let Some(until) = next.until {
                     at = at.min(until);
                 }
                 if next.soon {
-                    at = at.min(now + backoff.next_delay());
+                    at = at.min(clock::later(now, backoff.next_delay()));
                 } else {
                     backoff.reset();
                 }
@@ -151,13 +151,13 @@ pub fn run(args: &RunArgs) -> Result<u8> {
             Err(CycleError::Fatal(error)) => return Err(error),
             Err(error) => {
                 let delay = backoff.next_delay();
-                agent.note_failure(&error, Some(now + delay));
+                agent.note_failure(&error, Some(clock::later(now, delay)));
                 eprintln!(
                     "herd-agent: {:#}; trying again in {:.0} s",
                     agent.with_outbox_note(error.into_error()),
                     delay.as_secs_f64().max(1.0)
                 );
-                now + delay
+                clock::later(now, delay)
             }
         };
         agent.set_next_checkin(deadline);
