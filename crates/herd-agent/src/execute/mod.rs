@@ -34,6 +34,8 @@ mod activate;
 mod cli;
 mod download;
 mod fetch;
+#[cfg(test)]
+mod hostile;
 mod install;
 mod journal;
 mod recover;

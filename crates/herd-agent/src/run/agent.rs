@@ -208,7 +208,7 @@ impl Agent {
     pub(crate) fn say(&self, line: &str) {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "herd-agent: {line}");
+        let _ = writeln!(out, "herd-agent: {}", printable(line));
         let _ = out.flush();
     }
 
@@ -769,6 +769,25 @@ fn exposed_notice(plan: &PlanDoc) -> String {
     )
 }
 
+/// `text` with its control characters escaped (`\u{1b}`), for a terminal: plan reasons, ids
+/// and product names come from the center, and an escape sequence in them must not rewrite
+/// what the user sees or hide a line.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// The first 12 hex digits of a plan id, as people read it. The id comes from the center (and
 /// from state files), so it is cut at a character boundary, never inside a multi-byte one.
 pub(crate) fn short(plan_id: &str) -> &str {
@@ -792,6 +811,20 @@ mod tests {
         assert_eq!(short("éééééééééééééé"), "éééééééééééé");
         assert_eq!(short("abcdefghijk🦀🦀"), "abcdefghijk🦀");
         assert_eq!(short("\u{7}\u{1b}[2J"), "\u{7}\u{1b}[2J");
+        assert_eq!(printable("ok\u{1b}[2Jé\n"), "ok\\u{1b}[2Jé\\n");
+        assert_eq!(printable("vaccine-b 7.0"), "vaccine-b 7.0");
+    }
+
+    proptest::proptest! {
+        /// Whatever a center sends as a plan id or reason, cutting and printing it cannot panic,
+        /// and what is printed is one line without control characters.
+        #[test]
+        fn any_id_or_reason_from_a_center_is_cut_and_printed_safely(text in "\\PC*|.*|[\\x00-\\x1f]*") {
+            let cut = short(&text);
+            proptest::prop_assert!(text.starts_with(cut));
+            proptest::prop_assert!(cut.chars().count() <= 12);
+            proptest::prop_assert!(!printable(&text).chars().any(char::is_control));
+        }
     }
 
     #[test]

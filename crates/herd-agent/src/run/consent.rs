@@ -122,7 +122,10 @@ pub fn run(command: &ConsentCommand) -> Result<u8> {
             ),
         };
         println!("plan:      {short}… ({change})");
-        println!("reason:    {}", consent.plan.reason);
+        println!(
+            "reason:    {}",
+            super::agent::printable(&consent.plan.reason)
+        );
         println!("requested: {}", consent.requested_at);
         println!("answer:    {answer}");
         return Ok(0);
