@@ -68,7 +68,8 @@ fn system_offset() -> Option<String> {
     let output = Command::new("date").arg("+%z").output().ok()?;
     let text = String::from_utf8(output.stdout).ok()?;
     let text = text.trim();
-    if text.len() != 5 || !matches!(text.as_bytes()[0], b'+' | b'-') {
+    // ASCII first: the split below is by bytes, and a locale's `date` may print anything.
+    if !text.is_ascii() || text.len() != 5 || !matches!(text.as_bytes()[0], b'+' | b'-') {
         return None;
     }
     let offset = format!("{}:{}", &text[..3], &text[3..]);
