@@ -32,6 +32,11 @@ server_names = ["localhost", "127.0.0.1", "::1"]
 # Refused unless it is a loopback address. Terminal endpoints never work over it.
 plaintext_listen = ""
 
+# Serve Prometheus metrics (`/metrics`) only on this plaintext listener, e.g. a loopback or
+# management address, instead of to every client of the API. Empty: served at /metrics of the
+# API listeners.
+metrics_listen = ""
+
 # How often terminals check in, and the random spread applied to it (0.1 = ±10 %).
 checkin_interval_secs = 3600
 checkin_jitter = 0.1
@@ -59,6 +64,7 @@ pub struct ConfigFile {
     pub blob_dir: Option<PathBuf>,
     pub server_names: Option<Vec<String>>,
     pub plaintext_listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub checkin_interval_secs: Option<u64>,
     pub checkin_jitter: Option<f64>,
     pub terminal_cert_days: Option<u32>,
@@ -97,6 +103,8 @@ pub struct CenterConfig {
     pub blob_dir: PathBuf,
     pub server_names: Vec<String>,
     pub plaintext_listen: Option<SocketAddr>,
+    /// Where `/metrics` is served instead of on the API listeners.
+    pub metrics_listen: Option<SocketAddr>,
     pub checkin_interval_secs: u64,
     pub checkin_jitter: f64,
     pub terminal_cert_days: u32,
@@ -146,6 +154,12 @@ impl CenterConfig {
                 Some(addr)
             }
         };
+        let metrics_listen = match file.metrics_listen.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().with_context(|| {
+                format!("metrics_listen: {text:?} is not an address like 127.0.0.1:9464")
+            })?),
+        };
         let checkin_interval_secs = file.checkin_interval_secs.unwrap_or(3600);
         if checkin_interval_secs == 0 {
             bail!("checkin_interval_secs: must be at least 1");
@@ -170,6 +184,7 @@ impl CenterConfig {
             blob_dir,
             server_names,
             plaintext_listen,
+            metrics_listen,
             checkin_interval_secs,
             checkin_jitter,
             terminal_cert_days,

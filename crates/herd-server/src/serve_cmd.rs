@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Also serve plaintext HTTP here (loopback only; no terminal endpoints).
     #[arg(long, value_name = "ADDR")]
     plaintext_listen: Option<String>,
+    /// Serve Prometheus metrics only here (plaintext), not on the API listeners.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Seconds between terminal check-ins [default: 3600].
     #[arg(long, value_name = "SECS")]
     checkin_interval: Option<u64>,
@@ -71,6 +74,7 @@ impl ServeArgs {
         flag!(database);
         flag!(blob_dir);
         flag!(plaintext_listen);
+        flag!(metrics_listen);
         flag!(log_format);
         flag!(log);
         if self.checkin_interval.is_some() {

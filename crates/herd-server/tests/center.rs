@@ -705,6 +705,41 @@ fn startup_errors_are_clear() {
     );
 }
 
+/// A plain HTTP/1.0 GET on loopback: the status code and the body.
+fn plain_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[test]
+fn metrics_are_not_served_to_api_clients_when_a_metrics_listener_is_set() {
+    let (plain, scrape) = (support::free_port(), support::free_port());
+    let center = TestCenter::start_with(&[
+        "--plaintext-listen",
+        &format!("127.0.0.1:{plain}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{scrape}"),
+    ]);
+    center.operator().health().unwrap();
+    let (status, _) = plain_get(plain, "/metrics");
+    assert_eq!(status, 404, "the API listener still serves /metrics");
+    let (status, body) = plain_get(scrape, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("herd_checkins_total"), "{body}");
+    let (status, _) = plain_get(scrape, "/v1/health");
+    assert_eq!(status, 404, "the metrics listener serves only /metrics");
+}
+
 #[test]
 fn sigterm_stops_the_center_gracefully() {
     let mut center = TestCenter::start();

@@ -93,7 +93,11 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
                 }
             }),
         )
-        .route("/metrics", get(metrics).with_state(center.clone()))
+        .merge(if center.config.metrics_listen.is_some() {
+            Router::new()
+        } else {
+            metrics_router(center.clone())
+        })
         .fallback(|| async {
             CenterError::not_found("no such endpoint; the API is described at /v1/openapi.json")
         })
@@ -208,6 +212,11 @@ async fn ca_pem(State(center): State<Arc<Center>>) -> impl IntoResponse {
     )
 }
 
+/// `/metrics` alone: on the API listeners, or on a listener of its own (`metrics_listen`).
+fn metrics_router(center: Arc<Center>) -> Router {
+    Router::new().route("/metrics", get(metrics).with_state(center))
+}
+
 async fn metrics(State(center): State<Arc<Center>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -227,6 +236,10 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let center = Center::open(config).await?;
     let server_cert = center.ca.issue_server(&center.config.server_names)?;
     let tls = tokio_rustls::TlsAcceptor::from(center.ca.server_config(&server_cert)?);
@@ -242,6 +255,18 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         center.metrics.clone(),
         stop_rx.clone(),
     ))];
+    if let Some(scrape) = metrics_listener {
+        tracing::info!(addr = %scrape.local_addr()?, "metrics served here only (plaintext)");
+        servers.push(tokio::spawn(listener::serve(
+            scrape,
+            None,
+            metrics_router(center.clone()).fallback(|| async {
+                CenterError::not_found("this listener serves /metrics only")
+            }),
+            center.metrics.clone(),
+            stop_rx.clone(),
+        )));
+    }
     if let Some(plain) = plain_listener {
         tracing::warn!(addr = %plain.local_addr()?, "plaintext HTTP listener on loopback (no terminal endpoints)");
         servers.push(tokio::spawn(listener::serve(
