@@ -4,10 +4,18 @@
 //! - fanotify (root): every directory under the roots gets a `FAN_OPEN_PERM` mark, so each open
 //!   of a file in them waits for a verdict; an infected file's open is denied. Marks are per
 //!   directory rather than per mount, so other programs on the same file system are never held
-//!   up; new directories are marked as inotify reports them. Verdicts are cached by inode,
-//!   size and change time. Opens made by this process (the scheduled scan) are allowed at once.
+//!   up; new directories are marked as inotify reports them. Opens made by this process (the
+//!   scheduled scan) are allowed at once. Events are answered by a small pool of threads
+//!   (`--workers`), so one slow scan holds up only opens of that file, not the machine's.
+//!   Verdicts are cached only where no writer could have changed the bytes since (see
+//!   `VerdictCache`).
 //! - inotify (anyone): files are scanned after they are written or moved in; detections are
 //!   reported (and quarantined if asked) but nothing is blocked.
+//!
+//! Undecidable files (the scan ran out of its verification budget, the file could not be read,
+//! it is larger than `--max-filesize`, or an archive limit left members unscanned) are never
+//! taken for clean: each is reported with its reason, and `--undecidable` (default `deny`)
+//! decides whether a fanotify open is refused.
 //!
 //! Exclusions (`--exclude`) are path prefixes; the quarantine and sample directories are always
 //! excluded so storing a file never waits on its own open. Suspicious-only hits (see
@@ -20,15 +28,16 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use herd_scan::walk::{self, Event, ReadOutcome};
-use herd_scan::{Engine, Limits, MatchOptions, Scanner, Scratch};
+use herd_scan::{Engine, Limits, MatchOptions, Scanner, Scratch, Verdict};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::fanotify::{
-    EventFFlags, Fanotify, FanotifyResponse, InitFlags, MarkFlags, MaskFlags, Response,
+    EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags,
+    Response,
 };
 use nix::sys::inotify::{AddWatchFlags, InitFlags as InotifyFlags, Inotify, WatchDescriptor};
 use serde_json::json;
@@ -41,6 +50,15 @@ pub enum Mode {
     Auto,
     Fanotify,
     Inotify,
+}
+
+/// What an on-access scan that cannot decide does to the open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Undecidable {
+    /// Refuse the open, as for an infected file.
+    Deny,
+    /// Let the file open, and report it.
+    AllowAndReport,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,9 +87,24 @@ pub struct WatchArgs {
     /// One JSON object per detection.
     #[arg(long)]
     json: bool,
-    /// Files larger than this are not scanned (suffixes K, M, G).
+    /// Files larger than this are not scanned, and so are undecidable (suffixes K, M, G).
     #[arg(long, value_name = "SIZE", default_value = "100M", value_parser = parse_size)]
     max_filesize: u64,
+    /// What a fanotify open of an undecidable file gets: `deny` refuses it like an infected
+    /// file, `allow-and-report` lets it open. Undecidable means the scan ran out of its
+    /// verification budget, the file could not be read, it is larger than --max-filesize, or
+    /// an archive limit left members unscanned. Either way each such file is reported with its
+    /// reason (inotify mode blocks nothing, so there it is only reported).
+    #[arg(long, value_enum, default_value_t = Undecidable::Deny)]
+    undecidable: Undecidable,
+    /// Signature verification steps allowed per file; a file needing more is undecidable.
+    #[arg(long, value_name = "STEPS", default_value_t = MatchOptions::default().verify_budget)]
+    verify_budget: u64,
+    /// Threads answering fanotify permission events, so one slow scan holds up only the opens
+    /// of that file.
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u8).range(1..=64))]
+    workers: u8,
     /// Also scan all roots every day at this UTC time.
     #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
     daily_scan: Option<u32>,
@@ -158,14 +191,31 @@ impl Ctx<'_> {
         let _ = writeln!(std::io::stdout().lock(), "{line}");
     }
 
-    /// Scans bytes; the detection names, empty when clean. A verification error is reported
-    /// and treated as clean: on-access scanning must not make files unreadable by accident.
-    fn verdict(&self, path: &Path, content: &[u8], scratch: &mut Scratch) -> Vec<Arc<str>> {
-        let report = self.scanner.scan(content, scratch);
-        if let Some(e) = report.error {
-            eprintln!("WARNING: {}: {e}", path.display());
-        }
-        report.detections.into_iter().map(|d| d.name).collect()
+    /// Reports a file that could not be decided, with the reason and what happened to the
+    /// access. Every one is reported: an attacker who can make files undecidable at will must
+    /// at least be seen doing it.
+    fn undecided(&self, mode: &str, path: &Path, reason: &str, action: &str) {
+        let line = if self.args.json {
+            json!({
+                "event": "undecidable",
+                "mode": mode,
+                "path": path.display().to_string(),
+                "reason": reason,
+                "action": action,
+            })
+            .to_string()
+        } else {
+            let p = path.display();
+            format!("{p}: {reason} UNDECIDABLE\n{p}: {action} ({mode})")
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+
+    fn too_large(&self) -> String {
+        format!(
+            "larger than --max-filesize {} bytes, not scanned",
+            self.args.max_filesize
+        )
     }
 
     /// Scans a path after the fact (inotify events, scheduled scans).
@@ -173,15 +223,16 @@ impl Ctx<'_> {
         if self.excluded(path) {
             return;
         }
-        match walk::read_file(path, self.args.max_filesize, buf) {
-            Ok(ReadOutcome::Read) if !buf.is_empty() => {
-                let names = self.verdict(path, buf, scratch);
-                if !names.is_empty() {
-                    self.detected(mode, path, buf, &names, "reported");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("WARNING: {}: {e}", path.display()),
+        let verdict = match walk::read_file(path, self.args.max_filesize, buf) {
+            Ok(ReadOutcome::Read) if !buf.is_empty() => self.scanner.scan(buf, scratch).verdict(),
+            Ok(ReadOutcome::TooLarge) => Verdict::Undecidable(self.too_large()),
+            Ok(_) => return,
+            Err(e) => Verdict::Undecidable(format!("cannot be read: {e}")),
+        };
+        match verdict {
+            Verdict::Clean => {}
+            Verdict::Infected(names) => self.detected(mode, path, buf, &names, "reported"),
+            Verdict::Undecidable(why) => self.undecided(mode, path, &why, "reported"),
         }
     }
 
@@ -241,7 +292,10 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
                 max_member: args.max_filesize,
                 ..Limits::default()
             },
-            options: MatchOptions::default(),
+            options: MatchOptions {
+                verify_budget: args.verify_budget,
+                ..MatchOptions::default()
+            },
         },
         args,
         excludes,
@@ -345,7 +399,10 @@ fn watch_fanotify(group: &Fanotify, ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> boo
     let mut watches = DirWatches::new(
         AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR,
     )?;
-    let mask = MaskFlags::FAN_OPEN_PERM | MaskFlags::FAN_EVENT_ON_CHILD;
+    // FAN_CLOSE_WRITE only tells the cache to forget the file; the permission events are
+    // what is answered.
+    let mask =
+        MaskFlags::FAN_OPEN_PERM | MaskFlags::FAN_CLOSE_WRITE | MaskFlags::FAN_EVENT_ON_CHILD;
     let mark = |dir: &Path, watches: &mut DirWatches| -> usize {
         let mut n = 0;
         for d in directories(dir, ctx) {
@@ -366,45 +423,174 @@ fn watch_fanotify(group: &Fanotify, ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> boo
     for root in &ctx.args.paths {
         marked += mark(root, &mut watches);
     }
+    ignore_lease_breaks();
     eprintln!(
         "herd-agent watch: watching {marked} directories (fanotify, opens of infected files are denied)"
     );
     let own_pid = std::process::id() as i32;
-    let mut cache: HashMap<(u64, u64, i64, i64, i64, i64), bool> = HashMap::new();
-    let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
-    while tick() {
-        wait_readable(&[group.as_fd(), watches.inotify.as_fd()]);
-        for (path, is_dir) in watches.events() {
-            if is_dir && !ctx.excluded(&path) {
-                mark(&path, &mut watches);
-            }
+    let cache = VerdictCache::default();
+    // Bounded: when every worker is busy and the queue is full, the reader waits rather than
+    // holding an unbounded number of open descriptors.
+    let workers = usize::from(ctx.args.workers);
+    let (tx, rx) = mpsc::sync_channel::<FanotifyEvent>(workers * 4);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| -> Result<()> {
+        for _ in 0..workers {
+            let (rx, cache) = (&rx, &cache);
+            s.spawn(move || {
+                let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
+                loop {
+                    // The lock is held only while waiting for the next event, not while scanning.
+                    let next = rx.lock().map(|r| r.recv());
+                    let Ok(Ok(event)) = next else { return };
+                    let Some(fd) = event.fd() else { continue };
+                    let response = decide(fd, ctx, cache, &mut scratch, &mut buf);
+                    if let Err(e) = group.write_response(FanotifyResponse::new(fd, response)) {
+                        eprintln!("WARNING: answering fanotify: {e}");
+                    }
+                }
+            });
         }
-        let events = match group.read_events() {
-            Ok(e) => e,
-            Err(nix::errno::Errno::EAGAIN) => continue,
-            Err(e) => return Err(e).context("reading fanotify events"),
-        };
-        for event in events {
-            let Some(fd) = event.fd() else { continue }; // queue overflow: nothing to answer
-            let response = if event.pid() == own_pid {
-                Response::FAN_ALLOW
-            } else {
-                decide(fd, ctx, &mut cache, &mut scratch, &mut buf)
-            };
-            group
-                .write_response(FanotifyResponse::new(fd, response))
-                .context("answering fanotify")?;
+        let result = (|| -> Result<()> {
+            while tick() {
+                wait_readable(&[group.as_fd(), watches.inotify.as_fd()]);
+                for (path, is_dir) in watches.events() {
+                    if is_dir && !ctx.excluded(&path) {
+                        mark(&path, &mut watches);
+                    }
+                }
+                let events = match group.read_events() {
+                    Ok(e) => e,
+                    Err(nix::errno::Errno::EAGAIN) => continue,
+                    Err(e) => return Err(e).context("reading fanotify events"),
+                };
+                for event in events {
+                    let Some(fd) = event.fd() else { continue }; // queue overflow
+                    if !event.mask().contains(MaskFlags::FAN_OPEN_PERM) {
+                        if let Ok(st) = nix::sys::stat::fstat(fd) {
+                            cache.forget((st.st_dev, st.st_ino));
+                        }
+                        continue;
+                    }
+                    if event.pid() == own_pid {
+                        group
+                            .write_response(FanotifyResponse::new(fd, Response::FAN_ALLOW))
+                            .context("answering fanotify")?;
+                        continue;
+                    }
+                    tx.send(event).context("on-access workers stopped")?;
+                }
+            }
+            Ok(())
+        })();
+        // Closing the queue lets the workers answer what is left and end.
+        drop(tx);
+        result
+    })
+}
+
+/// The file's identity and the stamps a write changes, compared before a cached verdict is
+/// used. Kernels do not expose the inode's change counter (i_version) to user space, so
+/// ctime (which every write, truncate, chmod and rename updates, and user space cannot set)
+/// stands in for it, with mtime and size as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(st: &nix::sys::stat::FileStat) -> Stamp {
+        Stamp {
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
         }
     }
-    Ok(())
+}
+
+/// Verdicts by (device, inode), shared by the workers.
+///
+/// Why a cached verdict cannot be outrun. Writes through a shared writable mapping update
+/// mtime and ctime only on the first write fault of a page, and send no FAN_MODIFY, so once a
+/// page is mapped writable its content can change any number of times with the stamps frozen.
+/// Stamps alone therefore cannot guard a cache. Instead:
+/// - a verdict is cached, and a cached one used, only when nobody has the file open for
+///   writing; a live shared writable mapping counts, since it keeps its writable file open
+///   (`nobody_writes`). Any later write needs a new writer, whose open goes through a
+///   permission event (which forgets the entry) or, through a link outside the marked
+///   directories, changes ctime when it writes;
+/// - the stamps are taken before the read and again after the scan, and must agree;
+/// - a file whose ctime is less than `SETTLE` old is not cached, because timestamps are
+///   coarse: a write in the same clock tick as the read could leave ctime unchanged;
+/// - FAN_CLOSE_WRITE forgets the inode, so the common case does not even reach a comparison.
+#[derive(Default)]
+struct VerdictCache {
+    entries: Mutex<HashMap<(u64, u64), (Stamp, Response)>>,
+}
+
+const SETTLE: Duration = Duration::from_secs(2);
+
+impl VerdictCache {
+    fn get(&self, id: (u64, u64), stamp: Stamp) -> Option<Response> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(&id)
+            .and_then(|(s, r)| (*s == stamp).then_some(*r))
+    }
+    fn forget(&self, id: (u64, u64)) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(&id);
+        }
+    }
+    fn insert(&self, id: (u64, u64), stamp: Stamp, response: Response) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= 100_000 {
+                entries.clear();
+            }
+            entries.insert(id, (stamp, response));
+        }
+    }
+}
+
+/// True when no one has the file open for writing (a shared writable mapping included), as
+/// far as the kernel says; false when someone has or when it cannot tell.
+///
+/// A read lease can be taken only when the inode has no writers (`i_writecount` is zero), so
+/// taking one and dropping it at once is a two-syscall probe. Root may take a lease on any
+/// regular file; file systems without lease support answer an error, and then nothing of
+/// theirs is cached.
+fn nobody_writes(fd: BorrowedFd<'_>) -> bool {
+    #[allow(unsafe_code)]
+    // SAFETY: `fd` is a valid open descriptor for the duration of the borrow, and F_SETLEASE
+    // takes an integer argument; no memory is passed to the kernel.
+    unsafe {
+        let raw = fd.as_raw_fd();
+        if nix::libc::fcntl(raw, nix::libc::F_SETLEASE, nix::libc::F_RDLCK) != 0 {
+            return false;
+        }
+        nix::libc::fcntl(raw, nix::libc::F_SETLEASE, nix::libc::F_UNLCK) == 0
+    }
+}
+
+/// A writer opening the file during the instant a probe lease is held breaks it, and the
+/// kernel then signals the lease holder with SIGIO, whose default action ends the process.
+/// The lease is dropped right after, so the signal carries nothing to act on.
+fn ignore_lease_breaks() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    #[allow(unsafe_code)]
+    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety question arises.
+    let _ = unsafe { signal(Signal::SIGIO, SigHandler::SigIgn) };
 }
 
 /// The verdict on one permission event: read through the event's own descriptor (no new open,
-/// so no new event), scan, report; errors allow the open (and are reported).
+/// so no new event), scan, report. What cannot be decided is reported and answered by
+/// `--undecidable`, never taken for clean.
 fn decide(
     fd: BorrowedFd<'_>,
     ctx: &Ctx<'_>,
-    cache: &mut HashMap<(u64, u64, i64, i64, i64, i64), bool>,
+    cache: &VerdictCache,
     scratch: &mut Scratch,
     buf: &mut Vec<u8>,
 ) -> Response {
@@ -412,54 +598,66 @@ fn decide(
     if ctx.excluded(&path) {
         return Response::FAN_ALLOW;
     }
-    let Ok(st) = nix::sys::stat::fstat(fd) else {
-        return Response::FAN_ALLOW;
-    };
-    let size = st.st_size as u64;
-    let regular = st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
-    if !regular || size == 0 || size > ctx.args.max_filesize {
-        return Response::FAN_ALLOW;
-    }
-    let key = (
-        st.st_dev,
-        st.st_ino,
-        st.st_size,
-        st.st_mtime_nsec,
-        st.st_ctime,
-        st.st_ctime_nsec,
-    );
-    if let Some(&infected) = cache.get(&key) {
-        return if infected {
-            Response::FAN_DENY
-        } else {
-            Response::FAN_ALLOW
+    let undecided = |why: &str| {
+        let (response, action) = match ctx.args.undecidable {
+            Undecidable::Deny => (Response::FAN_DENY, "access denied"),
+            Undecidable::AllowAndReport => (Response::FAN_ALLOW, "allowed"),
         };
-    }
-    buf.clear();
-    let read = fd
-        .try_clone_to_owned()
-        .map(File::from)
-        .and_then(|f| f.take(ctx.args.max_filesize + 1).read_to_end(buf));
-    if let Err(e) = read {
-        eprintln!("WARNING: {}: {e}", path.display());
+        ctx.undecided("fanotify", &path, why, action);
+        response
+    };
+    let st = match nix::sys::stat::fstat(fd) {
+        Ok(st) => st,
+        Err(e) => return undecided(&format!("cannot be read: {e}")),
+    };
+    let regular = st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
+    if !regular || st.st_size == 0 {
         return Response::FAN_ALLOW;
     }
-    let names = ctx.verdict(&path, buf, scratch);
-    if cache.len() >= 100_000 {
-        cache.clear();
+    let id = (st.st_dev, st.st_ino);
+    let before = Stamp::of(&st);
+    if !nobody_writes(fd) {
+        // A writer may change the bytes at any moment (through a mapping, without a trace).
+        cache.forget(id);
+    } else if let Some(response) = cache.get(id, before) {
+        return response;
     }
-    // A suspicious-only verdict is reported and sampled but does not block the file.
-    let deny = names.iter().any(|n| !ctx.stores.suspicious(n));
-    cache.insert(key, deny);
-    if names.is_empty() {
-        return Response::FAN_ALLOW;
+    let verdict = if st.st_size as u64 > ctx.args.max_filesize {
+        Verdict::Undecidable(ctx.too_large())
+    } else {
+        buf.clear();
+        let read = fd
+            .try_clone_to_owned()
+            .map(File::from)
+            .and_then(|f| f.take(ctx.args.max_filesize + 1).read_to_end(buf));
+        match read {
+            Err(e) => Verdict::Undecidable(format!("cannot be read: {e}")),
+            Ok(n) if n as u64 > ctx.args.max_filesize => Verdict::Undecidable(ctx.too_large()),
+            Ok(_) => ctx.scanner.scan(buf, scratch).verdict(),
+        }
+    };
+    let response = match &verdict {
+        Verdict::Clean => Response::FAN_ALLOW,
+        Verdict::Undecidable(why) => undecided(why),
+        // A suspicious-only verdict is reported and sampled but does not block the file.
+        Verdict::Infected(names) if names.iter().all(|n| ctx.stores.suspicious(n)) => {
+            ctx.detected("fanotify", &path, buf, names, "reported");
+            Response::FAN_ALLOW
+        }
+        Verdict::Infected(names) => {
+            ctx.detected("fanotify", &path, buf, names, "access denied");
+            Response::FAN_DENY
+        }
+    };
+    let settled = SystemTime::now()
+        .checked_sub(SETTLE)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .is_some_and(|t| before.ctime.0 < t.as_secs() as i64);
+    let unchanged = nix::sys::stat::fstat(fd).is_ok_and(|st| Stamp::of(&st) == before);
+    if settled && unchanged && nobody_writes(fd) {
+        cache.insert(id, before, response);
     }
-    if !deny {
-        ctx.detected("fanotify", &path, buf, &names, "reported");
-        return Response::FAN_ALLOW;
-    }
-    ctx.detected("fanotify", &path, buf, &names, "access denied");
-    Response::FAN_DENY
+    response
 }
 
 fn watch_inotify(ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> bool) -> Result<()> {

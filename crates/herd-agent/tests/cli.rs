@@ -1,4 +1,4 @@
-//! End-to-end tests of `herd-agent scan` and `herd-agent quarantine`, run as real processes in
+//! End-to-end tests of `herd-agent scan`, `watch` and `quarantine`, run as real processes in
 //! temporary directories: the comparison with clamscan on generated signatures and files that
 //! hit or narrowly miss each one, and bad input (malformed signatures, huge, unreadable and
 //! hostile files, symlink loops).
@@ -990,4 +990,213 @@ fn on_access_suspicious_hits_are_sampled_not_denied() {
         serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
     assert_eq!(line["action"], "reported");
     assert!(line["sample"]["id"].is_string(), "{line}");
+}
+
+/// Starts a fanotify watcher on a fresh `protected` directory for `seconds`; `None` (the
+/// test is skipped) when not root.
+fn start_fanotify(
+    dir: &Path,
+    seconds: &str,
+    extra: &[&str],
+) -> Option<(PathBuf, std::process::Child)> {
+    let db = eicar_db(dir);
+    let root = dir.join("protected");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut args = vec!["--mode", "fanotify", "--stop-after", seconds, "-d", &db];
+    args.extend(extra);
+    args.push(root.to_str().unwrap());
+    let Some(child) = start_watch(&args) else {
+        println!("skipped: fanotify needs root (CAP_SYS_ADMIN)");
+        return None;
+    };
+    Some((root, child))
+}
+
+fn is_eperm(r: std::io::Result<Vec<u8>>) -> bool {
+    r.is_err_and(|e| e.raw_os_error() == Some(1))
+}
+
+#[test]
+fn a_file_that_exhausts_the_scan_budget_is_not_allowed_as_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every 'A' is a candidate start, so verifying this signature over a run of 'A's costs far
+    // more than the 1000 steps allowed: the scan gives up without an answer.
+    let slow = dir.path().join("slow.ndb");
+    std::fs::write(&slow, "Slow.Signature:0:*:41414141*41414141{-20}42\n").unwrap();
+    let Some((root, child)) = start_fanotify(
+        dir.path(),
+        "3",
+        &["-d", slow.to_str().unwrap(), "--verify-budget", "1000"],
+    ) else {
+        return;
+    };
+    std::fs::write(root.join("crafted.bin"), vec![b'A'; 64 << 10]).unwrap();
+    std::fs::write(root.join("clean.txt"), b"hello").unwrap();
+    assert!(is_eperm(std::fs::read(root.join("crafted.bin"))));
+    assert_eq!(std::fs::read(root.join("clean.txt")).unwrap(), b"hello");
+    let text = stdout(&child.wait_with_output().unwrap());
+    assert!(
+        text.contains(
+            "crafted.bin: signature verification exceeded its work budget (1000 steps) UNDECIDABLE"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("crafted.bin: access denied (fanotify)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_oversized_file_is_not_allowed_as_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((root, child)) = start_fanotify(dir.path(), "3", &["--max-filesize", "1K", "--json"])
+    else {
+        return;
+    };
+    // EICAR past the size limit: a watcher that skipped large files would let it through.
+    let mut padded = vec![b' '; 4096];
+    padded.extend_from_slice(EICAR);
+    std::fs::write(root.join("padded.com"), &padded).unwrap();
+    std::fs::write(root.join("small.txt"), b"hello").unwrap();
+    assert!(is_eperm(std::fs::read(root.join("padded.com"))));
+    assert_eq!(std::fs::read(root.join("small.txt")).unwrap(), b"hello");
+    let text = stdout(&child.wait_with_output().unwrap());
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["event"], "undecidable");
+    assert!(lines[0]["path"].as_str().unwrap().ends_with("padded.com"));
+    assert_eq!(
+        lines[0]["reason"],
+        "larger than --max-filesize 1024 bytes, not scanned"
+    );
+    assert_eq!(lines[0]["action"], "access denied");
+}
+
+#[test]
+fn an_oversized_file_may_be_allowed_but_is_still_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((root, child)) = start_fanotify(
+        dir.path(),
+        "3",
+        &["--max-filesize", "1K", "--undecidable", "allow-and-report"],
+    ) else {
+        return;
+    };
+    std::fs::write(root.join("big.bin"), vec![b' '; 4096]).unwrap();
+    assert_eq!(std::fs::read(root.join("big.bin")).unwrap().len(), 4096);
+    let text = stdout(&child.wait_with_output().unwrap());
+    assert!(
+        text.contains("big.bin: larger than --max-filesize 1024 bytes, not scanned UNDECIDABLE"),
+        "{text}"
+    );
+    assert!(text.contains("big.bin: allowed (fanotify)"), "{text}");
+}
+
+#[test]
+fn an_unreadable_file_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| stdout(&o).trim() == "0");
+    if !is_root || Command::new("setpriv").arg("--help").output().is_err() {
+        println!("skipped: needs root (to make a file its watcher cannot read) and setpriv");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let perm = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    perm(dir.path(), 0o755).unwrap();
+    let db = eicar_db(dir.path());
+    perm(Path::new(&db), 0o644).unwrap();
+    let root = dir.path().join("watched");
+    std::fs::create_dir_all(&root).unwrap();
+    // The watcher runs as nobody, the file belongs to root with mode 0600: it cannot be read,
+    // which must not pass as "nothing found".
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", AGENT])
+        .args(["watch", "--mode", "inotify", "--stop-after", "3", "-d", &db])
+        .arg(&root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("watching"), "{line}");
+    let secret = root.join("secret.com");
+    std::fs::write(&secret, b"").unwrap();
+    perm(&secret, 0o600).unwrap();
+    std::fs::write(&secret, EICAR).unwrap();
+    let text = stdout(&child.wait_with_output().unwrap());
+    assert!(
+        text.contains("secret.com: cannot be read: Permission denied (os error 13) UNDECIDABLE"),
+        "{text}"
+    );
+    assert!(text.contains("secret.com: reported (inotify)"), "{text}");
+}
+
+/// Writes through a shared writable mapping change a file's bytes without FAN_MODIFY and,
+/// once the page is mapped writable, without touching mtime or ctime: a verdict cache keyed on
+/// the stamps alone would keep answering "clean" for what is now EICAR.
+#[test]
+fn a_write_through_a_shared_mapping_after_a_clean_verdict_is_scanned_at_the_next_open() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let Some((root, child)) = start_fanotify(dir.path(), "3", &[]) else {
+        return;
+    };
+    let path = root.join("mapped.bin");
+    let clean = vec![b'.'; EICAR.len()];
+    std::fs::write(&path, &clean).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let len = EICAR.len();
+    #[allow(unsafe_code)]
+    // SAFETY: a fresh shared mapping of `len` bytes of a file that is `len` bytes long, written
+    // only within those bytes and unmapped before the test ends.
+    let map = unsafe {
+        let p = nix::libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            nix::libc::PROT_READ | nix::libc::PROT_WRITE,
+            nix::libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, nix::libc::MAP_FAILED);
+        // The first write faults the page in writable (this is when mtime moves).
+        std::ptr::copy_nonoverlapping(clean.as_ptr(), p.cast::<u8>(), len);
+        p
+    };
+    // Only the mapping is left writing, as an attacker's process would keep it.
+    drop(file);
+    assert_eq!(std::fs::read(&path).unwrap(), clean, "clean verdict");
+    #[allow(unsafe_code)]
+    // SAFETY: as above; the mapping is still live.
+    unsafe {
+        std::ptr::copy_nonoverlapping(EICAR.as_ptr(), map.cast::<u8>(), len);
+    }
+    let denied = is_eperm(std::fs::read(&path));
+    #[allow(unsafe_code)]
+    // SAFETY: `map` came from mmap with this length and is not used after.
+    unsafe {
+        nix::libc::munmap(map, len);
+    }
+    assert!(denied, "the new content was not scanned");
+    let text = stdout(&child.wait_with_output().unwrap());
+    assert!(
+        text.contains("mapped.bin: access denied (fanotify)"),
+        "{text}"
+    );
 }

@@ -30,7 +30,7 @@ pub mod yara;
 pub use db::Database;
 pub use engine::{Engine, EngineOptions, MatchOptions, Scratch};
 pub use error::{ParseError, ParseErrorKind, ScanError};
-pub use scan::{Detection, Limits, Note, NoteKind, Report, Scanner};
+pub use scan::{Detection, Limits, Note, NoteKind, Report, Scanner, Verdict};
 
 /// The EICAR anti-virus test file (68 bytes), for tests and self-checks.
 pub const EICAR: &[u8; 68] =

@@ -1,6 +1,7 @@
 //! Scanning one buffer: its own bytes, then the members of any container in it, recursively,
 //! within limits. The result is data (`Report`): detections, notes about what was not
-//! scanned and why, and an error if verification gave up.
+//! scanned and why, and an error if verification gave up. `Report::verdict` reduces it to
+//! clean, infected or undecidable for callers that must allow or refuse (on-access scanning).
 
 use std::sync::Arc;
 
@@ -68,6 +69,22 @@ pub enum NoteKind {
     CorruptMember(String),
 }
 
+impl NoteKind {
+    /// Whether a limit stopped scanning before all content was seen, so "nothing found" does
+    /// not mean clean: a file crafted to hit the limit could carry its payload past it.
+    /// Encrypted, unsupported or corrupt members are not limits: they cannot be scanned by any
+    /// budget and are reported as notes, as clamscan does.
+    pub fn leaves_undecided(&self) -> bool {
+        matches!(
+            self,
+            NoteKind::DepthLimit
+                | NoteKind::FileCountLimit
+                | NoteKind::TotalSizeLimit
+                | NoteKind::MemberTooLarge
+        )
+    }
+}
+
 impl std::fmt::Display for NoteKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -94,6 +111,35 @@ pub struct Report {
     pub detections: Vec<Detection>,
     pub notes: Vec<Note>,
     pub error: Option<ScanError>,
+}
+
+/// What a report means for a caller that must allow or refuse the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything was scanned and nothing was found.
+    Clean,
+    /// At least one signature matched (whatever else happened).
+    Infected(Vec<Arc<str>>),
+    /// Nothing was found, but not everything could be scanned; the reason says why. Never the
+    /// same as clean: the caller's policy decides.
+    Undecidable(String),
+}
+
+impl Report {
+    /// Clean, infected, or undecidable (verification gave up, or a limit left content unseen).
+    pub fn verdict(&self) -> Verdict {
+        if !self.detections.is_empty() {
+            return Verdict::Infected(self.detections.iter().map(|d| d.name.clone()).collect());
+        }
+        if let Some(e) = &self.error {
+            return Verdict::Undecidable(e.to_string());
+        }
+        match self.notes.iter().find(|n| n.kind.leaves_undecided()) {
+            Some(n) if n.path.0.is_empty() => Verdict::Undecidable(n.kind.to_string()),
+            Some(n) => Verdict::Undecidable(format!("{}: {}", n.path, n.kind)),
+            None => Verdict::Clean,
+        }
+    }
 }
 
 /// An engine with the limits and options of one kind of scan.

@@ -4,7 +4,7 @@
 use herd_scan::archive::build::{gzip, tar, zip};
 use herd_scan::scan::BOMB_NAME;
 use herd_scan::{
-    Database, EICAR, Engine, EngineOptions, Limits, MatchOptions, Report, Scanner, Scratch,
+    Database, EICAR, Engine, EngineOptions, Limits, MatchOptions, Report, Scanner, Scratch, Verdict,
 };
 use proptest::prelude::*;
 use std::io::Read as _;
@@ -257,6 +257,56 @@ fn pathological_verification_is_an_error_not_a_hang() {
     };
     let report = scanner.scan(&data, &mut Scratch::default());
     assert!(report.error.is_some());
+    assert_eq!(
+        report.verdict(),
+        Verdict::Undecidable(
+            "signature verification exceeded its work budget (1048576 steps)".into()
+        )
+    );
+}
+
+/// On-access scanning allows or refuses on `Report::verdict`; a file that stops the scan at a
+/// limit must not pass as clean, or an attacker pads the payload past the limit.
+#[test]
+fn limits_make_a_verdict_undecidable_never_clean() {
+    let e = eicar_engine();
+    let z = zip(&[
+        ("a", &[b'x'; 1000][..], true),
+        ("b", &[b'y'; 1000][..], true),
+    ]);
+    assert_eq!(
+        scan_with(&e, Limits::default(), false, &z).verdict(),
+        Verdict::Clean
+    );
+    let limits = Limits {
+        max_files: 1,
+        ..Limits::default()
+    };
+    assert_eq!(
+        scan_with(&e, limits, false, &z).verdict(),
+        Verdict::Undecidable("archive member count limit reached; the rest not scanned".into())
+    );
+    let limits = Limits {
+        max_member: 999,
+        ..Limits::default()
+    };
+    assert_eq!(
+        scan_with(&e, limits, false, &z).verdict(),
+        Verdict::Undecidable("a: archive member larger than the limit; not scanned".into())
+    );
+    // A detection decides, whatever was left unscanned.
+    let z = zip(&[
+        ("e", &eicar_padded()[..], true),
+        ("b", &[b'y'; 4000][..], true),
+    ]);
+    let limits = Limits {
+        max_member: 3000,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        scan_with(&e, limits, true, &z).verdict(),
+        Verdict::Infected(names) if names.len() == 1
+    ));
 }
 
 /// Signatures built from a small alphabet so random texts hit them often.
