@@ -240,6 +240,7 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         Some(tls),
         router.clone(),
         center.metrics.clone(),
+        center.config.limits,
         stop_rx.clone(),
     ))];
     if let Some(plain) = plain_listener {
@@ -249,6 +250,7 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
             None,
             router,
             center.metrics.clone(),
+            center.config.limits,
             stop_rx,
         )));
     }
