@@ -106,7 +106,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
 
 /// Documents, on every operation that can answer them and does not already say more, the
 /// errors every endpoint of its kind shares: 400 for a malformed path, query or body, 401 and
-/// 403 from the extractors, 413 and 415 for bodies, 503 when the store fails. An independent
+/// 403 from the extractors, 408, 413 and 415 for bodies, 503 when the store fails. An independent
 /// tester (schemathesis, in CI) holds the document to every status the center answers.
 fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -151,6 +151,7 @@ fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
                 errors.push(("403", "`forbidden`: these credentials may not do this"));
             }
             if body.is_some() {
+                errors.push(("408", "`request_timeout`: the body arrived too slowly"));
                 errors.push(("413", "`too_large`: the body is over its limit"));
             }
             if body == Some(true) {
