@@ -126,7 +126,7 @@ pub struct CenterConfig {
     pub log_format: LogFormat,
     pub log: String,
     /// What one client can make the listeners spend: connections and timeouts.
-    pub limits: crate::api::listener::Limits,
+    pub limits: Limits,
     /// Events a terminal may keep stored before its batches are refused.
     pub max_events_per_terminal: u64,
 }
@@ -188,13 +188,13 @@ impl CenterConfig {
             "json" => LogFormat::Json,
             other => bail!("log_format: {other:?} is neither \"text\" nor \"json\""),
         };
-        let limits = crate::api::listener::Limits::default();
+        let limits = Limits::default();
         let positive = |value: Option<u64>, key: &str, default: std::time::Duration| match value {
             None => Ok(default),
             Some(0) => bail!("{key}: must be at least 1"),
             Some(secs) => Ok(std::time::Duration::from_secs(secs)),
         };
-        let limits = crate::api::listener::Limits {
+        let limits = Limits {
             max_connections: match file.max_connections {
                 None => limits.max_connections,
                 Some(0) => bail!("max_connections: must be at least 1"),
@@ -263,6 +263,35 @@ pub fn redact_url(url: &str) -> String {
     url.to_owned()
 }
 
+/// What one client can make a listener spend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once; more are closed as they are accepted, before any TLS work.
+    pub max_connections: usize,
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: std::time::Duration,
+    /// From the first byte of a request's headers to their end.
+    pub header_timeout: std::time::Duration,
+    /// How long a connection may wait for a request (a new one that sends nothing, or an idle
+    /// keep-alive one) with nothing in flight.
+    pub idle_timeout: std::time::Duration,
+    /// How long a request body may take before it must keep arriving at
+    /// `api::listener::MIN_BODY_RATE` or faster.
+    pub body_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 10_000,
+            handshake_timeout: std::time::Duration::from_secs(10),
+            header_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(120),
+            body_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,7 +304,7 @@ mod tests {
         assert!(config.database.starts_with("sqlite://"));
         assert_eq!(config.checkin_interval_secs, 3600);
         assert!(config.plaintext_listen.is_none());
-        assert_eq!(config.limits, crate::api::listener::Limits::default());
+        assert_eq!(config.limits, Limits::default());
         assert_eq!(config.max_events_per_terminal, 100_000);
     }
 
@@ -323,6 +352,27 @@ mod tests {
                     ..Default::default()
                 },
                 "checkin_jitter",
+            ),
+            (
+                ConfigFile {
+                    max_connections: Some(0),
+                    ..Default::default()
+                },
+                "max_connections",
+            ),
+            (
+                ConfigFile {
+                    idle_timeout_secs: Some(0),
+                    ..Default::default()
+                },
+                "idle_timeout_secs",
+            ),
+            (
+                ConfigFile {
+                    max_events_per_terminal: Some(0),
+                    ..Default::default()
+                },
+                "max_events_per_terminal",
             ),
             (
                 ConfigFile {

@@ -38,33 +38,7 @@ pub struct ConnInfo {
     pub peer: Option<Arc<PeerIdentity>>,
 }
 
-/// What one client can make a listener spend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections open at once; more are closed as they are accepted, before any TLS work.
-    pub max_connections: usize,
-    /// From accept to the end of the TLS handshake.
-    pub handshake_timeout: Duration,
-    /// From the first byte of a request's headers to their end.
-    pub header_timeout: Duration,
-    /// How long a connection may wait for a request (a new one that sends nothing, or an idle
-    /// keep-alive one) with nothing in flight.
-    pub idle_timeout: Duration,
-    /// How long a request body may take before it must arrive at [`MIN_BODY_RATE`] or faster.
-    pub body_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_connections: 10_000,
-            handshake_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(120),
-            body_timeout: Duration::from_secs(60),
-        }
-    }
-}
+pub use crate::config::Limits;
 
 /// Bytes per second a body must average once `body_timeout` has passed: each byte received
 /// moves the deadline on, so a large upload on a working link is never cut, and a body trickled
