@@ -59,7 +59,9 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     loop {
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -110,6 +112,9 @@ pub async fn serve(
                     match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await
                     {
                         Ok(Ok(stream)) => {
+                            // The handshake's own reads are not a request's headers: the
+                            // connection now waits for its first request.
+                            conn.clock.reset();
                             let peer = stream
                                 .get_ref()
                                 .1
@@ -261,6 +266,12 @@ impl Clock {
             drop(state);
             self.changed.notify_one();
         }
+    }
+
+    fn reset(&self) {
+        let mut state = self.state();
+        state.last_activity = Instant::now();
+        state.head_started = None;
     }
 
     fn wrote(&self) {
@@ -438,6 +449,13 @@ mod tests {
     /// A plaintext listener with `limits` serving a greeting and a body reader; its address,
     /// its metrics, and the sender that stops it.
     async fn start(limits: Limits) -> (SocketAddr, Arc<Metrics>, watch::Sender<bool>) {
+        start_with(limits, None).await
+    }
+
+    async fn start_with(
+        limits: Limits,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> (SocketAddr, Arc<Metrics>, watch::Sender<bool>) {
         let app = Router::new()
             .route("/hello", get(|| async { "hello" }))
             .route(
@@ -452,7 +470,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(serve(listener, None, app, metrics.clone(), limits, stopped));
+        tokio::spawn(serve(listener, tls, app, metrics.clone(), limits, stopped));
         (addr, metrics, stop)
     }
 
@@ -555,6 +573,25 @@ mod tests {
         assert!(hello(&mut idle).await.starts_with("HTTP/1.1 200"));
         until_closed(&mut idle, Duration::from_secs(3)).await;
         assert_eq!(metrics.connections_timed_out.load(Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_tls_handshake_is_disconnected() {
+        herd_tls::install_crypto_provider();
+        let (cert, key) = herd_tls::CertificateAuthority::generate("test").unwrap();
+        let ca = herd_tls::CertificateAuthority::from_pem(&cert, &key).unwrap();
+        let server = ca.issue_server(&["127.0.0.1".to_owned()]).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&server).unwrap());
+        let limits = Limits {
+            handshake_timeout: Duration::from_millis(300),
+            ..short()
+        };
+        let (addr, metrics, _stop) = start_with(limits, Some(acceptor)).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let (took, _) = until_closed(&mut silent, Duration::from_secs(3)).await;
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        assert_eq!(metrics.connections_timed_out.load(Relaxed), 1);
+        assert_eq!(metrics.tls_handshake_failures.load(Relaxed), 1);
     }
 
     #[tokio::test]
