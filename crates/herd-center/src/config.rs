@@ -52,6 +52,21 @@ max_package_bytes = 2147483648
 # Logs: "text" or "json"; the filter uses tracing's syntax ("info", "herd_center=debug,info").
 log_format = "text"
 log = "info"
+
+# What one client can make the center spend. Connections beyond max_connections (per listener)
+# are closed as they are accepted. A TLS handshake must finish within handshake_timeout_secs;
+# a request's headers within header_timeout_secs of their first byte; a connection waiting for
+# its next request is closed after idle_timeout_secs; a request body must keep arriving (after
+# body_timeout_secs it is cut unless it comes at 1 KiB/s or more).
+max_connections = 10000
+handshake_timeout_secs = 10
+header_timeout_secs = 30
+idle_timeout_secs = 120
+body_timeout_secs = 60
+
+# Events a terminal may keep stored; beyond it its batches are refused (429, quota_exceeded)
+# and stay in the agent's outbox until an operator deletes or re-enrols the terminal.
+max_events_per_terminal = 100000
 "#;
 
 /// The file's keys, as written; every field optional so flags can fill the gaps.
@@ -72,6 +87,12 @@ pub struct ConfigFile {
     pub max_package_bytes: Option<u64>,
     pub log_format: Option<String>,
     pub log: Option<String>,
+    pub max_connections: Option<usize>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub max_events_per_terminal: Option<u64>,
 }
 
 impl ConfigFile {
@@ -112,6 +133,10 @@ pub struct CenterConfig {
     pub max_package_bytes: u64,
     pub log_format: LogFormat,
     pub log: String,
+    /// What one client can make the listeners spend: connections and timeouts.
+    pub limits: Limits,
+    /// Events a terminal may keep stored before its batches are refused.
+    pub max_events_per_terminal: u64,
 }
 
 impl CenterConfig {
@@ -177,6 +202,44 @@ impl CenterConfig {
             "json" => LogFormat::Json,
             other => bail!("log_format: {other:?} is neither \"text\" nor \"json\""),
         };
+        let limits = Limits::default();
+        let positive = |value: Option<u64>, key: &str, default: std::time::Duration| match value {
+            None => Ok(default),
+            Some(0) => bail!("{key}: must be at least 1"),
+            Some(secs) => Ok(std::time::Duration::from_secs(secs)),
+        };
+        let limits = Limits {
+            max_connections: match file.max_connections {
+                None => limits.max_connections,
+                Some(0) => bail!("max_connections: must be at least 1"),
+                Some(n) => n,
+            },
+            handshake_timeout: positive(
+                file.handshake_timeout_secs,
+                "handshake_timeout_secs",
+                limits.handshake_timeout,
+            )?,
+            header_timeout: positive(
+                file.header_timeout_secs,
+                "header_timeout_secs",
+                limits.header_timeout,
+            )?,
+            idle_timeout: positive(
+                file.idle_timeout_secs,
+                "idle_timeout_secs",
+                limits.idle_timeout,
+            )?,
+            body_timeout: positive(
+                file.body_timeout_secs,
+                "body_timeout_secs",
+                limits.body_timeout,
+            )?,
+        };
+        let max_events_per_terminal = match file.max_events_per_terminal {
+            None => 100_000,
+            Some(0) => bail!("max_events_per_terminal: must be at least 1"),
+            Some(n) => n,
+        };
         Ok(CenterConfig {
             listen,
             data_dir,
@@ -192,6 +255,8 @@ impl CenterConfig {
             max_package_bytes: file.max_package_bytes.unwrap_or(2 << 30),
             log_format,
             log: file.log.unwrap_or_else(|| "info".to_owned()),
+            limits,
+            max_events_per_terminal,
         })
     }
 
@@ -213,6 +278,35 @@ pub fn redact_url(url: &str) -> String {
     url.to_owned()
 }
 
+/// What one client can make a listener spend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once; more are closed as they are accepted, before any TLS work.
+    pub max_connections: usize,
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: std::time::Duration,
+    /// From the first byte of a request's headers to their end.
+    pub header_timeout: std::time::Duration,
+    /// How long a connection may wait for a request (a new one that sends nothing, or an idle
+    /// keep-alive one) with nothing in flight.
+    pub idle_timeout: std::time::Duration,
+    /// How long a request body may take before it must keep arriving at
+    /// `api::listener::MIN_BODY_RATE` or faster.
+    pub body_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 10_000,
+            handshake_timeout: std::time::Duration::from_secs(10),
+            header_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(120),
+            body_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +319,8 @@ mod tests {
         assert!(config.database.starts_with("sqlite://"));
         assert_eq!(config.checkin_interval_secs, 3600);
         assert!(config.plaintext_listen.is_none());
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.max_events_per_terminal, 100_000);
     }
 
     #[test]
@@ -271,6 +367,27 @@ mod tests {
                     ..Default::default()
                 },
                 "checkin_jitter",
+            ),
+            (
+                ConfigFile {
+                    max_connections: Some(0),
+                    ..Default::default()
+                },
+                "max_connections",
+            ),
+            (
+                ConfigFile {
+                    idle_timeout_secs: Some(0),
+                    ..Default::default()
+                },
+                "idle_timeout_secs",
+            ),
+            (
+                ConfigFile {
+                    max_events_per_terminal: Some(0),
+                    ..Default::default()
+                },
+                "max_events_per_terminal",
             ),
             (
                 ConfigFile {

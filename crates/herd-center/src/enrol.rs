@@ -1,13 +1,15 @@
 //! Enrolment: a terminal trades an enrolment token and a certificate signing request for its
 //! client certificate; placement rules choose its group from what it reports and the address
 //! it enrols from. The store consumes the token and inserts the terminal in one transaction.
+//! The token is looked up first, with one read that does not take the store's writer, so an
+//! enrolment with a bogus token costs neither the CA's signature nor a write.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use herd_core::check_identifier;
 use herd_proto::api::{EnrolRequest, EnrolResponse, PlacementRule};
-use herd_store::{NewTerminal, UNKNOWN_GROUP};
+use herd_store::{EnrolError, NewTerminal, UNKNOWN_GROUP};
 
 use crate::auth::{new_secret, secret_hash};
 use crate::error::{CenterError, CenterResult, ErrorKind};
@@ -56,6 +58,16 @@ impl Center {
                 CenterError::bad_request(format!("the enrolment request: $.tz: {message}"))
             })?;
         }
+        // Refused here, a bogus token has cost one indexed read. The use is still taken, and
+        // checked again, atomically in `store.enrol`: this look-up only refuses early.
+        let token_hash = secret_hash(&request.token);
+        let now = unix_now();
+        match self.store.enrol_token_find(&token_hash).await? {
+            None => return Err(EnrolError::TokenUnknown.into()),
+            Some(token) if token.expires_at <= now => return Err(EnrolError::TokenExpired.into()),
+            Some(token) if token.uses_left == 0 => return Err(EnrolError::TokenUsedUp.into()),
+            Some(_) => {}
+        }
         let issued = self
             .ca
             .sign_terminal_csr(&request.csr_pem, &id, self.config.terminal_cert_days)
@@ -83,7 +95,7 @@ impl Center {
         let row = self
             .store
             .enrol(
-                &secret_hash(&request.token),
+                &token_hash,
                 unix_now(),
                 NewTerminal {
                     id: id.clone(),

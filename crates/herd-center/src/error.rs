@@ -54,6 +54,10 @@ pub enum ErrorKind {
     TerminalExists,
     /// A body or an upload over its limit.
     TooLarge,
+    /// A quota used up (a terminal's stored events): the request may succeed later.
+    QuotaExceeded,
+    /// A request body that arrived too slowly.
+    RequestTimeout,
     /// A catalog feed that does not validate, alone or merged with the others.
     FeedInvalid,
     /// A check-in's inventory that does not fit the catalog.
@@ -91,6 +95,8 @@ impl ErrorKind {
             ErrorKind::Conflict => codes::CONFLICT,
             ErrorKind::TerminalExists => codes::TERMINAL_EXISTS,
             ErrorKind::TooLarge => codes::TOO_LARGE,
+            ErrorKind::QuotaExceeded => codes::QUOTA_EXCEEDED,
+            ErrorKind::RequestTimeout => codes::REQUEST_TIMEOUT,
             ErrorKind::FeedInvalid => codes::FEED_INVALID,
             ErrorKind::InventoryInvalid => codes::INVENTORY_INVALID,
             ErrorKind::DigestMismatch => codes::DIGEST_MISMATCH,

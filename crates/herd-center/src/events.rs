@@ -1,6 +1,9 @@
 //! Events from terminals' outboxes: a batch is validated whole (ordered sequence numbers,
 //! timestamps, event kinds, plan reports) before anything is stored, then appended; the store
 //! deduplicates by (terminal, seq), so a batch sent twice is acknowledged twice and stored once.
+//! A terminal keeps at most `max_events_per_terminal` events stored: beyond it its batches are
+//! refused (`quota_exceeded`) rather than older events pruned, so nothing a terminal reported is
+//! lost; the agent keeps them in its outbox and sends them again later.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -22,6 +25,22 @@ impl Center {
         batch: EventBatch,
     ) -> CenterResult<EventAck> {
         let rows = event_rows(&terminal.id, batch, unix_now())?;
+        // Checked on the reader before the writer is taken. Concurrent batches of one terminal
+        // may pass together, so the quota can be passed by at most a batch per connection.
+        let limit = self.config.max_events_per_terminal;
+        let stored = self.store.events_count(&terminal.id).await?;
+        if stored.saturating_add(rows.len() as u64) > limit {
+            self.metrics.events_over_quota.fetch_add(1, Relaxed);
+            return Err(CenterError::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "terminal {:?} has {stored} events stored and may keep at most {limit} \
+                     (max_events_per_terminal); keep this batch of {} and send it again later",
+                    terminal.id,
+                    rows.len()
+                ),
+            ));
+        }
         let outcome = self.store.events_append(&rows).await?;
         self.metrics
             .events_accepted

@@ -78,6 +78,14 @@ pub struct Metrics {
     pub tls_handshake_failures: AtomicU64,
     pub connections_open: AtomicU64,
     pub catalog_revision: AtomicU64,
+    /// Connections closed at accept because the listener had `max_connections` open.
+    pub connections_refused: AtomicU64,
+    /// Connections closed because a handshake, headers or the next request took too long.
+    pub connections_timed_out: AtomicU64,
+    /// Request bodies that arrived too slowly.
+    pub bodies_timed_out: AtomicU64,
+    /// Event batches refused because the terminal had `max_events_per_terminal` stored.
+    pub events_over_quota: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -99,6 +107,10 @@ impl Default for Metrics {
             tls_handshake_failures: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             catalog_revision: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            connections_timed_out: AtomicU64::new(0),
+            bodies_timed_out: AtomicU64::new(0),
+            events_over_quota: AtomicU64::new(0),
         }
     }
 }
@@ -231,6 +243,30 @@ impl Metrics {
             "herd_catalog_revision",
             "The catalog revision this process plans with.",
             &self.catalog_revision,
+        );
+        counter(
+            &mut out,
+            "herd_connections_refused_total",
+            "Connections closed as they were accepted: max_connections were open.",
+            &self.connections_refused,
+        );
+        counter(
+            &mut out,
+            "herd_connections_timed_out_total",
+            "Connections closed because the TLS handshake, a request's headers or the next request took too long.",
+            &self.connections_timed_out,
+        );
+        counter(
+            &mut out,
+            "herd_request_bodies_timed_out_total",
+            "Requests refused because their body arrived too slowly.",
+            &self.bodies_timed_out,
+        );
+        counter(
+            &mut out,
+            "herd_events_over_quota_total",
+            "Event batches refused because the terminal had max_events_per_terminal events stored.",
+            &self.events_over_quota,
         );
         out
     }

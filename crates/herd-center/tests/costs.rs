@@ -2,14 +2,17 @@
 //! store (not by timing): a terminal missing from the cache costs one row read, and a change
 //! to one group's policy neither reads nor counts the fleet, nor makes cached terminals be
 //! read again. A decorator store counts every call and passes it to a real SQLite store.
+//! What an attacker can make the center spend is counted the same way: an enrolment with a
+//! bogus token costs one read, and a terminal's stored events are bounded by a quota.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herd_center::Center;
 use herd_center::config::{CenterConfig, ConfigFile};
-use herd_proto::api::{CheckinRequest, GroupDoc};
+use herd_proto::api::{CheckinRequest, EnrolRequest, EventBatch, GroupDoc, codes};
 use herd_proto::terminal::PolicyDoc;
 use herd_store::*;
 
@@ -79,6 +82,10 @@ impl Store for Counting {
         self.count("enrol_token_insert");
         self.inner.enrol_token_insert(token).await
     }
+    async fn enrol_token_find(&self, hash: &str) -> Result<Option<EnrolTokenRow>, StoreError> {
+        self.count("enrol_token_find");
+        self.inner.enrol_token_find(hash).await
+    }
     async fn enrol(
         &self,
         token_hash: &str,
@@ -143,6 +150,10 @@ impl Store for Counting {
     async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError> {
         self.count("events_append");
         self.inner.events_append(events).await
+    }
+    async fn events_count(&self, terminal: &str) -> Result<u64, StoreError> {
+        self.count("events_count");
+        self.inner.events_count(terminal).await
     }
     async fn events(
         &self,
@@ -328,5 +339,124 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
     assert_eq!(other.cached_terminals(), 8);
     assert!(other.known_terminal("t-0003").await.is_err());
     other.close().await;
+    center.close().await;
+}
+
+/// A center on a counting SQLite store in `dir`, with `extra` appended to its configuration.
+async fn counting_center(
+    dir: &std::path::Path,
+    extra: &str,
+) -> (Arc<Center>, Arc<Counting>, Arc<dyn Store>) {
+    herd_tls::install_crypto_provider();
+    let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("herd.db")).await.unwrap());
+    let counting = Arc::new(Counting {
+        inner: inner.clone(),
+        calls: Mutex::new(BTreeMap::new()),
+    });
+    let text = format!(
+        "data_dir = {:?}\n{extra}",
+        dir.join("data").display().to_string()
+    );
+    let file = ConfigFile::parse("test", &text).unwrap();
+    let center = Center::open_with_store(CenterConfig::from_file(file).unwrap(), counting.clone())
+        .await
+        .unwrap();
+    counting.take();
+    (center, counting, inner)
+}
+
+#[tokio::test]
+async fn enrolment_with_a_bogus_token_signs_nothing_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (center, counting, _) = counting_center(dir.path(), "").await;
+    // The CSR is garbage too: had it been signed before the token was checked, the refusal
+    // would be `csr_invalid`.
+    let request: EnrolRequest = serde_json::from_value(serde_json::json!({
+        "token": "bogus",
+        "csr_pem": "not a CSR",
+        "hardware": {"kind": "laptop", "platform": "linux"},
+    }))
+    .unwrap();
+    let address = "192.0.2.1".parse().unwrap();
+    let err = center.enrol(request, address).await.unwrap_err();
+    assert_eq!(err.code(), codes::ENROL_TOKEN_INVALID, "{err}");
+    let calls = counting.take();
+    assert_eq!(
+        calls,
+        BTreeMap::from([("enrol_token_find", 1)]),
+        "one indexed read, no write, not even the placement rules"
+    );
+    assert_eq!(center.metrics.enrolments_refused.load(Relaxed), 1);
+    assert!(
+        center
+            .metrics
+            .render()
+            .contains("herd_enrolments_refused_total 1")
+    );
+    center.close().await;
+}
+
+#[tokio::test]
+async fn events_beyond_a_terminals_quota_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (center, counting, inner) =
+        counting_center(dir.path(), "max_events_per_terminal = 3\n").await;
+    inner
+        .enrol_token_insert(EnrolTokenRow {
+            hash: "h".repeat(64),
+            label: "quota".to_owned(),
+            uses_left: 1,
+            created_at: 0,
+            expires_at: i64::MAX,
+        })
+        .await
+        .unwrap();
+    inner
+        .enrol(
+            &"h".repeat(64),
+            1,
+            NewTerminal {
+                id: "t-noisy".to_owned(),
+                user: None,
+                hardware: r#"{"kind":"phone","platform":"phone"}"#.to_owned(),
+                tz: None,
+                group: UNKNOWN_GROUP.to_owned(),
+                cert_sha256: "0".repeat(64),
+                enrolled_at: 1,
+                address: "127.0.0.1".to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+    let known = center.known_terminal("t-noisy").await.unwrap();
+    let batch = |seqs: std::ops::RangeInclusive<u64>| -> EventBatch {
+        let events: Vec<_> = seqs
+            .map(|seq| serde_json::json!({"seq": seq, "at": "2026-01-01T00:00:00Z", "kind": "scan.hit"}))
+            .collect();
+        serde_json::from_value(serde_json::json!({ "events": events })).unwrap()
+    };
+    let ack = center.append_events(&known, batch(1..=2)).await.unwrap();
+    assert_eq!(ack.accepted, 2);
+    counting.take();
+
+    // Two more would make four: the whole batch is refused, and the writer is not taken.
+    let err = center
+        .append_events(&known, batch(3..=4))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), codes::QUOTA_EXCEEDED, "{err}");
+    assert!(err.message.contains("max_events_per_terminal"), "{err}");
+    assert_eq!(counting.take(), BTreeMap::from([("events_count", 1)]));
+    assert_eq!(inner.events_count("t-noisy").await.unwrap(), 2);
+    assert!(
+        center
+            .metrics
+            .render()
+            .contains("herd_events_over_quota_total 1")
+    );
+
+    // What still fits is stored.
+    let ack = center.append_events(&known, batch(3..=3)).await.unwrap();
+    assert_eq!((ack.accepted, ack.acked_through), (1, 3));
     center.close().await;
 }

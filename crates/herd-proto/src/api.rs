@@ -192,6 +192,11 @@ pub mod codes {
     pub const DIGEST_MISMATCH: &str = "digest_mismatch";
     /// A body or upload is larger than the configured limit.
     pub const TOO_LARGE: &str = "too_large";
+    /// The caller has used up a quota (a terminal's stored events); retry later, keeping what
+    /// was refused.
+    pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
+    /// The request body arrived too slowly.
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
     /// The requested thing does not exist.
     pub const NOT_FOUND: &str = "not_found";
     /// The request conflicts with the current state (for example deleting a group in use).

@@ -342,6 +342,10 @@ pub trait Store: Send + Sync + Debug {
     async fn api_token_find(&self, hash: &str) -> Result<Option<ApiTokenRow>, StoreError>;
     async fn api_tokens_count(&self) -> Result<u64, StoreError>;
     async fn enrol_token_insert(&self, token: EnrolTokenRow) -> Result<(), StoreError>;
+    /// The enrolment token with this hash, read without the writer: what enrolment checks
+    /// before any expensive work, so a bogus token costs one indexed read. Only a hint: the
+    /// use is taken atomically by [`Store::enrol`].
+    async fn enrol_token_find(&self, hash: &str) -> Result<Option<EnrolTokenRow>, StoreError>;
 
     // --- terminals -----------------------------------------------------------------------
 
@@ -406,6 +410,9 @@ pub trait Store: Send + Sync + Debug {
     /// otherwise); `NotFound` if it is not enrolled. An empty slice changes nothing and
     /// returns zeros.
     async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError>;
+    /// How many events are stored for `terminal` (0 for an unknown one), read without the
+    /// writer: what the center's per-terminal quota is checked against.
+    async fn events_count(&self, terminal: &str) -> Result<u64, StoreError>;
     /// Events ordered by (terminal, seq): of one terminal, or all; with seq above `after_seq`;
     /// at most `limit` (0 means no limit).
     async fn events(

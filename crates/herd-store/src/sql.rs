@@ -385,6 +385,26 @@ where
         Ok(())
     }
 
+    async fn enrol_token_find(&self, hash: &str) -> Result<Option<EnrolTokenRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT hash, label, uses_left, created_at, expires_at FROM enrol_tokens \
+             WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            Ok(EnrolTokenRow {
+                hash: row.try_get("hash")?,
+                label: row.try_get("label")?,
+                uses_left: from_db_int(row.try_get("uses_left")?, "enrolment token uses")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
     async fn enrol(
         &self,
         token_hash: &str,
@@ -764,6 +784,15 @@ where
             duplicates: events.len() as u64 - accepted,
             last_seq: from_db_int(last_seq.unwrap_or(0), "event seq")?,
         })
+    }
+
+    async fn events_count(&self, terminal: &str) -> Result<u64, StoreError> {
+        // Counted on the (terminal, seq) primary key's index: no table rows are read.
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE terminal = $1")
+            .bind(terminal)
+            .fetch_one(&self.reader)
+            .await?;
+        from_db_int(count, "event count")
     }
 
     async fn events(

@@ -136,6 +136,8 @@ conformance!(
     terminal_changes_list_enrolments_and_deletions_in_order,
     a_follower_of_terminal_changes_misses_none_under_concurrency,
     group_policies_are_the_groups_without_counts,
+    enrol_tokens_are_found_without_consuming_a_use,
+    events_are_counted_per_terminal,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -1711,4 +1713,62 @@ async fn postgres_unreachable_is_an_open_error_without_the_password() {
         }
         other => panic!("expected an Open error, got {other:?}"),
     }
+}
+
+async fn enrol_tokens_are_found_without_consuming_a_use(fixture: &Fixture) {
+    let store = &*fixture.store;
+    assert_eq!(store.enrol_token_find("nope").await.unwrap(), None);
+    store
+        .enrol_token_insert(enrol_token("two", 2, 10_000))
+        .await
+        .unwrap();
+    let revisions = store.revisions().await.unwrap();
+    assert_eq!(
+        store.enrol_token_find("two").await.unwrap(),
+        Some(enrol_token("two", 2, 10_000))
+    );
+    assert_eq!(
+        store
+            .enrol_token_find("two")
+            .await
+            .unwrap()
+            .unwrap()
+            .uses_left,
+        2,
+        "finding a token takes no use"
+    );
+    assert_eq!(store.revisions().await.unwrap(), revisions);
+    store
+        .enrol("two", 2_000, new_terminal("t1", UNKNOWN_GROUP))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .enrol_token_find("two")
+            .await
+            .unwrap()
+            .unwrap()
+            .uses_left,
+        1,
+        "the use taken by `enrol` is seen"
+    );
+}
+
+async fn events_are_counted_per_terminal(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    assert_eq!(store.events_count("t1").await.unwrap(), 0);
+    assert_eq!(store.events_count("ghost").await.unwrap(), 0);
+    store
+        .events_append(&[event("t1", 1, "x"), event("t1", 2, "x")])
+        .await
+        .unwrap();
+    // A duplicate is not stored, so not counted.
+    store
+        .events_append(&[event("t1", 2, "x"), event("t1", 9, "x")])
+        .await
+        .unwrap();
+    store.events_append(&[event("t2", 1, "x")]).await.unwrap();
+    assert_eq!(store.events_count("t1").await.unwrap(), 3);
+    assert_eq!(store.events_count("t2").await.unwrap(), 1);
 }

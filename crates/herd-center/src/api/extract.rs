@@ -204,8 +204,7 @@ pub async fn read_body(body: axum::body::Body, limit: u64, what: &str) -> Center
     let mut kept: Vec<u8> = Vec::new();
     let mut received: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|err| CenterError::bad_request(format!("cannot read {what}: {err}")))?;
+        let frame = frame.map_err(|err| body_error(err, what))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -234,6 +233,18 @@ pub async fn read_body(body: axum::body::Body, limit: u64, what: &str) -> Center
         ));
     }
     Ok(Bytes::from(kept))
+}
+
+/// A body that failed while being read: too slow (`request_timeout`), or broken.
+fn body_error(err: axum::Error, what: &str) -> CenterError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(cause) = source {
+        if let Some(slow) = cause.downcast_ref::<super::listener::BodyTimedOut>() {
+            return CenterError::new(ErrorKind::RequestTimeout, format!("{what}: {slow}"));
+        }
+        source = cause.source();
+    }
+    CenterError::bad_request(format!("cannot read {what}: {err}"))
 }
 
 /// The most of a refused, too-large body the center reads and drops so the client can read

@@ -110,7 +110,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
 
 /// Documents, on every operation that can answer them and does not already say more, the
 /// errors every endpoint of its kind shares: 400 for a malformed path, query or body, 401 and
-/// 403 from the extractors, 413 and 415 for bodies, 503 when the store fails. An independent
+/// 403 from the extractors, 408, 413 and 415 for bodies, 503 when the store fails. An independent
 /// tester (schemathesis, in CI) holds the document to every status the center answers.
 fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -155,6 +155,7 @@ fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
                 errors.push(("403", "`forbidden`: these credentials may not do this"));
             }
             if body.is_some() {
+                errors.push(("408", "`request_timeout`: the body arrived too slowly"));
                 errors.push(("413", "`too_large`: the body is over its limit"));
             }
             if body == Some(true) {
@@ -253,6 +254,7 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         Some(tls),
         router.clone(),
         center.metrics.clone(),
+        center.config.limits,
         stop_rx.clone(),
     ))];
     if let Some(scrape) = metrics_listener {
@@ -274,6 +276,7 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
             None,
             router,
             center.metrics.clone(),
+            center.config.limits,
             stop_rx,
         )));
     }

@@ -82,6 +82,7 @@ impl IntoResponse for CheckinAnswer {
         (status = 401, body = ErrorBody, description = "`client_certificate_required` or `certificate_revoked`"),
         (status = 413, body = ErrorBody, description = "`too_large`: more than 1000 events, or a body over its limit"),
         (status = 422, body = ErrorBody, description = "`bad_request`: events out of order, a time that is not RFC 3339, a `plan.report` that is not a plan report"),
+        (status = 429, body = ErrorBody, description = "`quota_exceeded`: the terminal has `max_events_per_terminal` events stored; keep the batch and send it again later"),
     )
 )]
 pub async fn events(
