@@ -266,6 +266,7 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
                 CenterError::not_found("this listener serves /metrics only")
             }),
             center.metrics.clone(),
+            center.config.limits,
             stop_rx.clone(),
         )));
     }
