@@ -262,10 +262,15 @@ async fn simulate(args: &CheckinArgs) -> anyhow::Result<Report> {
             )
         }
         None => {
-            let center = spawned.insert(center::SpawnedCenter::start(
-                args.data_dir.as_deref(),
-                args.center_threads,
-            )?);
+            // Starting waits until the center answers: off the runtime's thread, so that a
+            // SIGTERM meanwhile is handled (the simulation dropped, the center killed).
+            let (data_dir, threads) = (args.data_dir.clone(), args.center_threads);
+            let started = tokio::task::spawn_blocking(move || {
+                center::SpawnedCenter::start(data_dir.as_deref(), threads)
+            })
+            .await
+            .context("starting the center failed")??;
+            let center = spawned.insert(started);
             let addr = center.addr()?;
             let data_dir = center.data_dir().to_owned();
             (
