@@ -67,17 +67,17 @@ impl TestCenter {
 
     /// A client with the operator's token.
     pub fn operator(&self) -> Client {
-        self.anonymous().with_token(&self.operator_token())
+        self.process.operator().expect("client")
     }
 
     /// A client without credentials.
     pub fn anonymous(&self) -> Client {
-        Client::new(&self.url, &self.ca_pem(), None).expect("client")
+        self.process.client(None).expect("client")
     }
 
     /// A client presenting a terminal's certificate.
     pub fn terminal_client(&self, identity: &herd_tls::KeyPairPem) -> Client {
-        Client::new(&self.url, &self.ca_pem(), Some(identity)).expect("client")
+        self.process.terminal_client(identity).expect("client")
     }
 
     /// Stops the center with SIGTERM and returns its exit status and what it logged.
