@@ -22,6 +22,22 @@ data_dir = "herd-data"
 # database; they must then also share blob_dir (a shared file system).
 database = ""
 
+# A PostgreSQL server not on loopback must be reached over TLS that verifies its certificate:
+# the URL needs sslmode=verify-full (or verify-ca) and sslrootcert=FILE, e.g.
+# "postgres://herd@db.example/herd?sslmode=verify-full&sslrootcert=/etc/herd/db-ca.pem".
+# false accepts an unverified or plaintext connection (a network attacker could then read and
+# change everything the center stores).
+database_require_verified_tls = true
+
+# The key-encryption key (KEK) the CA's private key is sealed under in the database: a file
+# holding a secret of at least 16 bytes (`herd ca new-kek --out FILE` makes one; a long
+# passphrase works too). Keep it outside data_dir and out of database backups, e.g.
+# /etc/herd/ca.kek readable only by the center's user, or a systemd credential named
+# herd-ca-kek. The environment can give it instead: HERD_CA_KEK (the secret itself) or
+# HERD_CA_KEK_FILE. With none of these, the center generates <data_dir>/ca.kek at first start
+# and warns: the database alone (a backup, a PostgreSQL dump) then still does not reveal the key.
+ca_kek_file = ""
+
 # Package blobs (content-addressed by SHA-256). Empty: <data_dir>/blobs.
 blob_dir = ""
 
@@ -76,6 +92,8 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database: Option<String>,
+    pub database_require_verified_tls: Option<bool>,
+    pub ca_kek_file: Option<PathBuf>,
     pub blob_dir: Option<PathBuf>,
     pub server_names: Option<Vec<String>>,
     pub plaintext_listen: Option<String>,
@@ -121,6 +139,9 @@ pub struct CenterConfig {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`.
     pub database: String,
+    /// Where the CA key's key-encryption key is read from, when the file names one (the
+    /// environment and systemd credentials are looked at by `keys::load_kek`).
+    pub ca_kek_file: Option<PathBuf>,
     pub blob_dir: PathBuf,
     pub server_names: Vec<String>,
     pub plaintext_listen: Option<SocketAddr>,
@@ -155,6 +176,10 @@ impl CenterConfig {
             ),
             None => format!("sqlite://{}", data_dir.join("herd.db").display()),
         };
+        if file.database_require_verified_tls.unwrap_or(true) {
+            check_database_tls(&database)?;
+        }
+        let ca_kek_file = file.ca_kek_file.filter(|p| !p.as_os_str().is_empty());
         let blob_dir = file
             .blob_dir
             .filter(|p| !p.as_os_str().is_empty())
@@ -244,6 +269,7 @@ impl CenterConfig {
             listen,
             data_dir,
             database,
+            ca_kek_file,
             blob_dir,
             server_names,
             plaintext_listen,
@@ -263,6 +289,59 @@ impl CenterConfig {
     /// The database URL with any password hidden, for logs and messages.
     pub fn database_for_display(&self) -> String {
         redact_url(&self.database)
+    }
+}
+
+/// Refuses a PostgreSQL URL whose server is not on loopback unless it verifies the server's
+/// certificate (`sslmode=verify-full` or `verify-ca`): everything the center stores, the sealed
+/// CA key and the token hashes included, crosses that connection.
+fn check_database_tls(url: &str) -> anyhow::Result<()> {
+    let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    else {
+        return Ok(());
+    };
+    let (authority, query) = match rest.split_once('?') {
+        Some((authority, query)) => (authority, query),
+        None => (rest, ""),
+    };
+    let hostport = authority.split('/').next().unwrap_or("");
+    let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, host)| host);
+    let host = match hostport.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => hostport.split(':').next().unwrap_or(""),
+    };
+    let param = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key == name).then_some(value)
+        })
+    };
+    // A `host=/run/postgresql` parameter or an empty host is a Unix socket: local.
+    let host = param("host").unwrap_or(host);
+    let local = host.is_empty()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if local {
+        return Ok(());
+    }
+    match param("sslmode") {
+        Some("verify-full" | "verify-ca") if param("sslrootcert").is_some() => Ok(()),
+        Some("verify-full" | "verify-ca") => bail!(
+            "database: the URL asks to verify the PostgreSQL server's certificate but names no \
+             CA to verify it with: add &sslrootcert=/path/to/ca.pem"
+        ),
+        mode => bail!(
+            "database: the PostgreSQL server {host:?} is not on loopback and the URL does not \
+             verify its certificate (sslmode={}): add ?sslmode=verify-full&sslrootcert=/path/to/ca.pem, \
+             or set database_require_verified_tls = false to accept a connection a network \
+             attacker could read and change",
+            mode.unwrap_or("prefer, the default")
+        ),
     }
 }
 
@@ -400,6 +479,38 @@ mod tests {
             let err = CenterConfig::from_file(file).unwrap_err().to_string();
             assert!(err.starts_with(key), "{err}");
         }
+    }
+
+    #[test]
+    fn a_remote_database_without_verified_tls_is_refused() {
+        let load = |database: &str, require: Option<bool>| {
+            CenterConfig::from_file(ConfigFile {
+                database: Some(database.to_owned()),
+                database_require_verified_tls: require,
+                ..ConfigFile::default()
+            })
+        };
+        for refused in [
+            "postgres://herd@db.example/herd",
+            "postgres://herd:pw@10.0.0.5:5432/herd?sslmode=require",
+            "postgresql://herd@[2001:db8::1]:5432/herd?sslmode=prefer",
+            "postgres://herd@db.example/herd?sslmode=verify-full",
+        ] {
+            let err = load(refused, None).unwrap_err().to_string();
+            assert!(err.starts_with("database:"), "{refused}: {err}");
+            assert!(!err.contains("pw"), "the password is not repeated: {err}");
+        }
+        for accepted in [
+            "postgres://herd@127.0.0.1:5432/herd",
+            "postgres://herd@localhost/herd",
+            "postgres://herd@[::1]/herd",
+            "postgres:///herd?host=/run/postgresql",
+            "postgres://herd@db.example/herd?sslmode=verify-full&sslrootcert=/etc/herd/db-ca.pem",
+            "postgres://herd@db.example/herd?sslmode=verify-ca&sslrootcert=ca.pem",
+        ] {
+            load(accepted, None).unwrap_or_else(|e| panic!("{accepted}: {e}"));
+        }
+        load("postgres://herd@db.example/herd", Some(false)).expect("explicitly allowed");
     }
 
     #[test]

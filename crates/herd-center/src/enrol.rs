@@ -69,7 +69,7 @@ impl Center {
             Some(_) => {}
         }
         let issued = self
-            .ca
+            .ca()
             .sign_terminal_csr(&request.csr_pem, &id, self.config.terminal_cert_days)
             .map_err(|err| CenterError::new(ErrorKind::CsrInvalid, err.to_string()))?;
 
@@ -114,7 +114,7 @@ impl Center {
         Ok(EnrolResponse {
             terminal: row.id,
             certificate_pem: issued.cert_pem,
-            ca_pem: self.ca.cert_pem().to_owned(),
+            ca_pem: self.ca().trust_pem().to_owned(),
             group,
             checkin_interval_secs: self.next_checkin_secs(),
         })

@@ -26,6 +26,7 @@ pub mod events;
 mod feeds;
 pub mod fleet;
 mod groups;
+pub mod keys;
 mod memory;
 pub mod metrics;
 mod packages;
@@ -67,7 +68,12 @@ pub struct Center {
     pub config: CenterConfig,
     pub store: Arc<dyn Store>,
     pub blobs: BlobStore,
-    pub ca: CertificateAuthority,
+    /// The CA, replaced when an operator installs an intermediate (see `keys.rs`; read it
+    /// with [`Center::ca`]).
+    ca: RwLock<Arc<CertificateAuthority>>,
+    ca_generation: AtomicU64,
+    /// The key-encryption key the CA's key is sealed under in the store.
+    kek: herd_tls::seal::KeyEncryptionKey,
     pub metrics: Arc<Metrics>,
     catalog: RwLock<Arc<CatalogSnapshot>>,
     /// Terminals and group policies this process has read (see `cache`).
@@ -96,12 +102,7 @@ pub fn rfc3339(seconds: i64) -> String {
 impl Center {
     /// Opens the store, the CA and the blob store; bootstraps what a first start needs.
     pub async fn open(config: CenterConfig) -> anyhow::Result<Arc<Center>> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+        create_private_dir(&config.data_dir)?;
         check_writable(&config.data_dir)?;
         let store: Arc<dyn Store> = herd_store::open(&config.database)
             .await
@@ -116,12 +117,10 @@ impl Center {
         config: CenterConfig,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Arc<Center>> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+        create_private_dir(&config.data_dir)?;
+        // The embedded database holds the (sealed) CA key, token hashes and the whole fleet:
+        // whatever created it, and whatever the umask was, it is readable by its owner only.
+        make_private_files(&config.data_dir)?;
         let blobs = BlobStore::open(&config.blob_dir).with_context(|| {
             format!(
                 "cannot open the blob directory {}",
@@ -129,13 +128,18 @@ impl Center {
             )
         })?;
 
-        // The CA lives in the store so that every center process on one database shares it.
-        let (cert_pem, key_pem) = CertificateAuthority::generate("Herd center CA")?;
-        let ca_material = store
-            .ca_get_or_insert(herd_store::CaMaterial { cert_pem, key_pem })
-            .await?;
-        let ca = CertificateAuthority::from_pem(&ca_material.cert_pem, &ca_material.key_pem)
-            .context("the CA stored in the database is unusable")?;
+        // The CA lives in the store so that every center process on one database shares it,
+        // its key sealed under the operator's key-encryption key.
+        let (kek, kek_source) = keys::load_kek(&config)?;
+        if let keys::KekSource::Generated(path) = &kek_source {
+            tracing::warn!(
+                path = %path.display(),
+                "the CA key is sealed under a key-encryption key kept in the data directory; \
+                 move it elsewhere and set ca_kek_file (or HERD_CA_KEK_FILE) so that a copy of \
+                 the data directory does not hold both"
+            );
+        }
+        let (ca, ca_generation) = keys::open_ca(&*store, &kek).await?;
 
         let (revision, feeds) = store.feeds().await?;
         let snapshot = CatalogSnapshot::from_feeds(revision, feeds)
@@ -149,7 +153,9 @@ impl Center {
             config,
             store,
             blobs,
-            ca,
+            ca: RwLock::new(Arc::new(ca)),
+            ca_generation: AtomicU64::new(ca_generation),
+            kek,
             metrics,
             catalog: RwLock::new(Arc::new(snapshot)),
             caches: cache::Caches::starting_at(revisions),
@@ -162,7 +168,7 @@ impl Center {
         // Written last: its presence tells scripts and tests that start-up is complete.
         herd_fs::write_atomic(
             &center.config.data_dir.join("ca.pem"),
-            center.ca.cert_pem().as_bytes(),
+            center.ca().trust_pem().as_bytes(),
             0o644,
         )?;
         Ok(center)
@@ -237,6 +243,11 @@ impl Center {
                             tracing::error!(%err, "cannot reload the groups");
                         }
                     }
+                    if revisions.ca != self.ca_generation.load(Relaxed) {
+                        if let Err(err) = self.reload_ca().await {
+                            tracing::error!(%err, "cannot reload the CA");
+                        }
+                    }
                     if revisions.terminals != self.caches.terminal_changes_seen() {
                         if let Err(err) = self.follow_terminal_changes().await {
                             tracing::error!(%err, "cannot follow the terminals' changes");
@@ -276,6 +287,47 @@ impl Center {
         tracing::info!(path = %path.display(), "created the first operator token");
         Ok(())
     }
+}
+
+/// Creates `dir` (and its missing parents) readable by its owner only, and tightens an existing
+/// one that others could enter.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the data directory {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make the data directory {} private", dir.display()))?;
+        tracing::warn!(dir = %dir.display(), "the data directory was open to other users ({:04o}); it is now 0700", mode & 0o7777);
+    }
+    Ok(())
+}
+
+/// Makes the embedded database's files (and any other file in the data directory but the
+/// public `ca.pem`) readable by their owner only.
+fn make_private_files(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the data directory {}", dir.display()))?
+    {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if !meta.is_file() || entry.file_name() == "ca.pem" {
+            continue;
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn check_writable(dir: &Path) -> anyhow::Result<()> {

@@ -42,6 +42,20 @@ impl Store for Counting {
         self.count("ca_get_or_insert");
         self.inner.ca_get_or_insert(candidate).await
     }
+    async fn ca_get(&self) -> Result<Option<CaMaterial>, StoreError> {
+        self.count("ca_get");
+        self.inner.ca_get().await
+    }
+    async fn ca_replace(
+        &self,
+        expected_generation: u64,
+        replacement: CaMaterial,
+    ) -> Result<CaMaterial, StoreError> {
+        self.count("ca_replace");
+        self.inner
+            .ca_replace(expected_generation, replacement)
+            .await
+    }
     async fn revisions(&self) -> Result<Revisions, StoreError> {
         self.count("revisions");
         self.inner.revisions().await
@@ -312,8 +326,8 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
         );
     }
 
-    // Another center process on the same database learns of a deletion from the change log
-    // and evicts exactly that terminal.
+    // Another center process on the same database (sharing its key-encryption key) learns of
+    // a deletion from the change log and evicts exactly that terminal.
     let other_store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&dir.path().join("herd.db"))
             .await
@@ -322,8 +336,9 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
     let other_file = ConfigFile::parse(
         "test",
         &format!(
-            "data_dir = {:?}\n",
-            dir.path().join("other").display().to_string()
+            "data_dir = {:?}\nca_kek_file = {:?}\n",
+            dir.path().join("other").display().to_string(),
+            dir.path().join("data").join("ca.kek").display().to_string()
         ),
     )
     .unwrap();

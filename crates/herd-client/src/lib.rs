@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use herd_proto::api::{
-    CheckinRequest, CheckinResponse, CoverageMatrix, EnrolRequest, EnrolResponse, EventAck,
-    EventBatch, GroupDoc, GroupList, NewApiToken, NewEnrolmentToken, PlacementRules,
-    PublishResponse, TerminalDetail, TerminalList, TerminalSummary, TokenCreated,
+    CaInfo, CaInstall, CheckinRequest, CheckinResponse, CoverageMatrix, EnrolRequest,
+    EnrolResponse, EventAck, EventBatch, GroupDoc, GroupList, NewApiToken, NewEnrolmentToken,
+    PlacementRules, PublishResponse, TerminalDetail, TerminalList, TerminalSummary, TokenCreated,
 };
 use herd_tls::KeyPairPem;
 use serde::de::DeserializeOwned;
@@ -323,6 +323,16 @@ impl Client {
     /// A new API token for an operator or a vendor (`POST /v1/tokens`); shown once.
     pub fn new_api_token(&self, request: &NewApiToken) -> Result<TokenCreated, ClientError> {
         self.send_json(Method::POST, "/v1/tokens", request)
+    }
+
+    /// The center's CA: trust anchors, issuer, expiry (`GET /v1/ca`).
+    pub fn ca(&self) -> Result<CaInfo, ClientError> {
+        self.get_json("/v1/ca", &[], MAX_JSON_ANSWER)
+    }
+
+    /// Installs an intermediate CA under an offline root (`PUT /v1/ca`).
+    pub fn install_ca(&self, request: &CaInstall) -> Result<CaInfo, ClientError> {
+        self.send_json(Method::PUT, "/v1/ca", request)
     }
 
     // -----------------------------------------------------------------------------------------

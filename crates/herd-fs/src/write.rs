@@ -8,7 +8,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -202,7 +202,15 @@ fn create_temporary(dir: &Path, target: &OsStr, mode: u32) -> io::Result<(PathBu
             .mode(mode)
             .open(&temp)
         {
-            Ok(file) => return Ok((temp, file)),
+            Ok(file) => {
+                // Exactly `mode`, whatever the process's umask (a center running with umask
+                // 077 still writes its public `ca.pem` readable by all).
+                if let Err(err) = file.set_permissions(fs::Permissions::from_mode(mode)) {
+                    let _ = fs::remove_file(&temp);
+                    return Err(err);
+                }
+                return Ok((temp, file));
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < NAME_TRIES => {
                 tries += 1;
             }
@@ -281,7 +289,6 @@ impl Drop for RemoveOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)

@@ -672,6 +672,51 @@ pub struct NewApiToken {
     pub ttl_secs: Option<u64>,
 }
 
+/// The center's CA as clients may know it (`GET /v1/ca`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CaInfo {
+    /// The trust anchors, PEM: what terminals and tools pin as `ca.pem`.
+    pub trust_pem: String,
+    /// The certificate of the CA that issues (an intermediate when `offline_root`).
+    pub issuer_pem: String,
+    /// When the issuing CA's certificate expires (RFC 3339).
+    pub issuer_not_after: String,
+    /// True when the issuer is an online intermediate under an offline root.
+    pub offline_root: bool,
+    /// Bumped by every change of the CA.
+    pub generation: u64,
+}
+
+/// An intermediate CA to install in place of the center's CA (`PUT /v1/ca`), as
+/// `herd ca intermediate` writes it. Its `Debug` never prints the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CaInstall {
+    /// The intermediate's certificate, PEM (then any certificates between it and the root).
+    pub certificate_pem: String,
+    /// Its private key, PKCS#8 PEM; sealed by the center before it is stored.
+    pub key_pem: String,
+    /// The offline root's certificate, PEM: the trust anchor the intermediate must chain to.
+    pub trust_pem: String,
+    /// Install a new root although enrolled terminals trust only the current CA (they must
+    /// then re-enrol).
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl std::fmt::Debug for CaInstall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaInstall")
+            .field("certificate_pem", &self.certificate_pem)
+            .field("key_pem", &"[elided]")
+            .field("trust_pem", &self.trust_pem)
+            .field("force", &self.force)
+            .finish()
+    }
+}
+
 /// A newly created secret: shown once, stored only as its SHA-256.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -88,6 +88,9 @@ impl ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
+    // Everything the center creates (database, WAL, blobs, tokens, keys) is its owner's alone,
+    // from the first byte: permissions fixed after creation would leave a window.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = args.into_config()?;
     init_logs(config.log_format, &config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()

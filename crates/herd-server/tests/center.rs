@@ -788,8 +788,17 @@ fn two_centers_share_one_postgres_database() {
     let dir = tempfile::tempdir().unwrap();
     let blobs = dir.path().join("shared-blobs").display().to_string();
     let args = ["--database", url.as_str(), "--blob-dir", blobs.as_str()];
-    let one = TestCenter::spawn(&dir.path().join("one"), &args);
-    let two = TestCenter::spawn(&dir.path().join("two"), &args);
+    // Processes of one database share the key-encryption key its CA key is sealed under.
+    let kek = [("HERD_CA_KEK", "the fleet's key-encryption key")];
+    let one = TestCenter::try_spawn(&dir.path().join("one"), &args, &kek).unwrap();
+    let two = TestCenter::try_spawn(&dir.path().join("two"), &args, &kek).unwrap();
+    let stranger = TestCenter::try_spawn(
+        &dir.path().join("three"),
+        &args,
+        &[("HERD_CA_KEK", "someone else's key-encryption key")],
+    );
+    let err = format!("{:#}", stranger.unwrap_err());
+    assert!(err.contains("cannot open the CA key"), "{err}");
     assert_eq!(
         one.ca_pem(),
         two.ca_pem(),

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::{
-    AddressRow, ApiTokenRow, CheckinWrite, EventRow, GroupRow, PackageRow, Role, RuleRow,
-    StoreError, StoredFeed, TerminalRow,
+    AddressRow, ApiTokenRow, CaMaterial, CheckinWrite, EventRow, GroupRow, PackageRow, Role,
+    RuleRow, StoreError, StoredFeed, TerminalRow,
 };
 
 /// The columns [`terminal_from_row`] reads, in the order both schemas declare them.
@@ -41,6 +41,23 @@ pub(crate) fn conflict_on_unique(error: sqlx::Error, what: impl FnOnce() -> Stri
         Some(db) if db.is_unique_violation() => StoreError::Conflict(what()),
         _ => StoreError::Db(error),
     }
+}
+
+/// Decodes the `ca` row (`cert_pem, key_pem, trust_pem, generation`).
+pub(crate) fn ca_material<R>(row: &R) -> Result<CaMaterial, StoreError>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(CaMaterial {
+        cert_pem: row.try_get("cert_pem")?,
+        key_pem: row.try_get("key_pem")?,
+        trust_pem: row.try_get("trust_pem")?,
+        generation: from_db_int(row.try_get("generation")?, "CA generation")?,
+    })
 }
 
 /// Decodes the columns of [`terminal_columns!`].

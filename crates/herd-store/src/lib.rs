@@ -88,8 +88,16 @@ pub enum Backend {
 /// The center's CA: created once by whichever center process starts first, then shared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaMaterial {
+    /// The issuing CA's certificate.
     pub cert_pem: String,
+    /// Its private key: sealed under the operator's key-encryption key (the store neither
+    /// knows nor checks; the center seals and opens).
     pub key_pem: String,
+    /// The trust anchors clients verify against, when the issuer is an intermediate under an
+    /// offline root; `None` when the CA is its own anchor.
+    pub trust_pem: Option<String>,
+    /// Bumped by every [`Store::ca_replace`]; ignored on insert (the first is 1).
+    pub generation: u64,
 }
 
 /// Counters that grow with every change of their kind, so center processes can tell cheaply
@@ -104,6 +112,8 @@ pub struct Revisions {
     /// The id of the latest terminal change ([`Store::terminal_changes`]), 0 before the first:
     /// a process that saw an older one evicts the terminals changed since.
     pub terminals: u64,
+    /// The CA's generation ([`CaMaterial::generation`]), 0 before there is one.
+    pub ca: u64,
 }
 
 /// One vendor's published feed: the whole `herd.catalog/v1` document as sent.
@@ -310,6 +320,18 @@ pub trait Store: Send + Sync + Debug {
     /// Stores `candidate` as the CA unless one exists; returns the one that is stored.
     /// Safe when several processes race at first start.
     async fn ca_get_or_insert(&self, candidate: CaMaterial) -> Result<CaMaterial, StoreError>;
+
+    /// The CA, if one was stored.
+    async fn ca_get(&self) -> Result<Option<CaMaterial>, StoreError>;
+
+    /// Replaces the CA if its generation is still `expected_generation` (a rotation, or a key
+    /// sealed afresh), bumping the generation; a [`StoreError::Conflict`] when another process
+    /// replaced it first. Returns what is stored.
+    async fn ca_replace(
+        &self,
+        expected_generation: u64,
+        replacement: CaMaterial,
+    ) -> Result<CaMaterial, StoreError>;
 
     async fn revisions(&self) -> Result<Revisions, StoreError>;
 

@@ -17,7 +17,7 @@ use sqlx::{
 };
 
 use crate::common::{
-    PLAN_REPORT, api_token_from_row, conflict_on_unique, event_from_row, events_json,
+    PLAN_REPORT, api_token_from_row, ca_material, conflict_on_unique, event_from_row, events_json,
     feed_from_row, from_db_int, group_from_row, group_with_count_from_row, limit_or_all,
     package_from_row, rule_from_row, rules_json, terminal_from_row, to_db_int,
 };
@@ -204,27 +204,64 @@ where
         // transaction sees what committed before it began).
         let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO ca (id, cert_pem, key_pem) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO ca (id, cert_pem, key_pem, trust_pem, generation) \
+             VALUES (1, $1, $2, $3, 1) ON CONFLICT (id) DO NOTHING",
         )
         .bind(candidate.cert_pem.as_str())
         .bind(candidate.key_pem.as_str())
+        .bind(candidate.trust_pem.as_deref())
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT cert_pem, key_pem FROM ca WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT cert_pem, key_pem, trust_pem, generation FROM ca WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
         tx.commit().await?;
-        Ok(CaMaterial {
-            cert_pem: row.try_get("cert_pem")?,
-            key_pem: row.try_get("key_pem")?,
-        })
+        ca_material(&row)
+    }
+
+    async fn ca_get(&self) -> Result<Option<CaMaterial>, StoreError> {
+        let row =
+            sqlx::query("SELECT cert_pem, key_pem, trust_pem, generation FROM ca WHERE id = 1")
+                .fetch_optional(&self.reader)
+                .await?;
+        row.as_ref().map(ca_material).transpose()
+    }
+
+    async fn ca_replace(
+        &self,
+        expected_generation: u64,
+        replacement: CaMaterial,
+    ) -> Result<CaMaterial, StoreError> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query(
+            "UPDATE ca SET cert_pem = $1, key_pem = $2, trust_pem = $3, generation = generation + 1 \
+             WHERE id = 1 AND generation = $4 \
+             RETURNING cert_pem, key_pem, trust_pem, generation",
+        )
+        .bind(replacement.cert_pem.as_str())
+        .bind(replacement.key_pem.as_str())
+        .bind(replacement.trust_pem.as_deref())
+        .bind(to_db_int(expected_generation, "CA generation")?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::Conflict(format!(
+                "the CA is no longer at generation {expected_generation}: another center \
+                 process replaced it; try again"
+            )));
+        };
+        let stored = ca_material(&row)?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn revisions(&self) -> Result<Revisions, StoreError> {
         // One statement, so one snapshot on either database.
         let row = sqlx::query(
             "SELECT catalog, groups, \
-                 (SELECT coalesce(max(id), 0) FROM terminal_changes) AS terminals \
+                 (SELECT coalesce(max(id), 0) FROM terminal_changes) AS terminals, \
+                 (SELECT coalesce(max(generation), 0) FROM ca) AS ca \
              FROM revisions WHERE id = 1",
         )
         .fetch_one(&self.reader)
@@ -233,6 +270,7 @@ where
             catalog: revision(row.try_get("catalog")?, "catalog")?,
             groups: revision(row.try_get("groups")?, "groups")?,
             terminals: revision(row.try_get("terminals")?, "terminals")?,
+            ca: revision(row.try_get("ca")?, "CA")?,
         })
     }
 

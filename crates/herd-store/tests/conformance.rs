@@ -114,6 +114,7 @@ macro_rules! conformance {
 
 conformance!(
     ca_is_created_once_even_when_processes_race,
+    ca_is_replaced_only_from_the_generation_read,
     publish_feed_stores_checks_and_bumps_the_catalog_revision,
     concurrent_publishes_see_each_other,
     packages_keep_their_first_row,
@@ -273,10 +274,14 @@ async fn ca_is_created_once_even_when_processes_race(fixture: &Fixture) {
     let first = CaMaterial {
         cert_pem: "cert one".into(),
         key_pem: "key one".into(),
+        trust_pem: None,
+        generation: 1,
     };
     let second = CaMaterial {
         cert_pem: "cert two".into(),
         key_pem: "key two".into(),
+        trust_pem: None,
+        generation: 1,
     };
     let (a, b) = tokio::join!(
         fixture.store.ca_get_or_insert(first.clone()),
@@ -288,8 +293,50 @@ async fn ca_is_created_once_even_when_processes_race(fixture: &Fixture) {
     let third = CaMaterial {
         cert_pem: "cert three".into(),
         key_pem: "key three".into(),
+        trust_pem: None,
+        generation: 1,
     };
     assert_eq!(fixture.store.ca_get_or_insert(third).await.unwrap(), a);
+}
+
+async fn ca_is_replaced_only_from_the_generation_read(fixture: &Fixture) {
+    let store = &*fixture.store;
+    assert_eq!(store.ca_get().await.unwrap(), None);
+    let first = store
+        .ca_get_or_insert(CaMaterial {
+            cert_pem: "cert one".into(),
+            key_pem: "key one".into(),
+            trust_pem: None,
+            generation: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.generation, 1);
+    assert_eq!(store.ca_get().await.unwrap().as_ref(), Some(&first));
+    assert_eq!(store.revisions().await.unwrap().ca, 1);
+    let intermediate = CaMaterial {
+        cert_pem: "intermediate".into(),
+        key_pem: "sealed".into(),
+        trust_pem: Some("root".into()),
+        generation: 0,
+    };
+    let stored = store.ca_replace(1, intermediate.clone()).await.unwrap();
+    assert_eq!(
+        stored,
+        CaMaterial {
+            generation: 2,
+            ..intermediate.clone()
+        }
+    );
+    assert_eq!(store.revisions().await.unwrap().ca, 2);
+    // A second process that read generation 1 loses, and changes nothing.
+    let other = fixture.another().await;
+    expect_conflict(
+        other.ca_replace(1, intermediate.clone()).await,
+        &["generation 1"],
+    );
+    let again = other.ca_get_or_insert(first.clone()).await.unwrap();
+    assert_eq!(again, stored, "the replacement stands");
 }
 
 async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fixture) {
@@ -299,7 +346,8 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
         Revisions {
             catalog: 0,
             groups: 0,
-            terminals: 0
+            terminals: 0,
+            ca: 0
         }
     );
     assert_eq!(store.feeds().await.unwrap(), (0, vec![]));
@@ -377,7 +425,8 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
         Revisions {
             catalog: 3,
             groups: 0,
-            terminals: 0
+            terminals: 0,
+            ca: 0
         }
     );
 }
@@ -585,7 +634,8 @@ async fn enrolment_refusals_write_nothing(fixture: &Fixture) {
         Revisions {
             catalog: 0,
             groups: 0,
-            terminals: 1
+            terminals: 1,
+            ca: 0
         }
     );
     assert_eq!(
@@ -781,7 +831,8 @@ async fn checkins_update_terminals_plans_and_the_network_map(fixture: &Fixture) 
         Revisions {
             catalog: 0,
             groups: 0,
-            terminals: 2
+            terminals: 2,
+            ca: 0
         }
     );
 }
@@ -1601,6 +1652,8 @@ async fn sqlite_reopened_keeps_everything() {
     let ca = CaMaterial {
         cert_pem: "cert".into(),
         key_pem: "key".into(),
+        trust_pem: None,
+        generation: 1,
     };
     {
         let store = herd_store::open(&url).await.unwrap();
@@ -1638,6 +1691,8 @@ async fn sqlite_reopened_keeps_everything() {
         let other = CaMaterial {
             cert_pem: "new".into(),
             key_pem: "new".into(),
+            trust_pem: None,
+            generation: 1,
         };
         assert_eq!(store.ca_get_or_insert(other).await.unwrap(), ca);
         assert_eq!(
@@ -1645,7 +1700,8 @@ async fn sqlite_reopened_keeps_everything() {
             Revisions {
                 catalog: 1,
                 groups: 2,
-                terminals: 1
+                terminals: 1,
+                ca: 1
             }
         );
         assert_eq!(store.feeds().await.unwrap(), (1, vec![feed("acme", 1)]));

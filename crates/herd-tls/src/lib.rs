@@ -70,6 +70,8 @@ pub enum TlsError {
     NotACa,
     #[error("the CA key does not match the CA certificate")]
     CaKeyMismatch,
+    #[error("the CA certificate does not chain to the trust anchors: {reason}")]
+    NotChainedToTrust { reason: String },
     #[error("a server certificate needs at least one DNS name or IP address")]
     NoServerNames,
     #[error("server name {name:?} is neither a DNS name nor an IP address")]
@@ -126,7 +128,8 @@ impl fmt::Debug for KeyPairPem {
     }
 }
 
-/// A certificate the CA just issued to a terminal.
+/// A certificate the CA just issued to a terminal: the leaf, then the intermediate when the
+/// CA has an offline root (present both as the client certificate chain).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedCert {
     pub cert_pem: String,
@@ -157,10 +160,25 @@ fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(provider)
 }
 
-/// The center's certificate authority: its certificate and signing key.
+/// The center's certificate authority: the issuing CA's certificate and signing key, and the
+/// trust anchors clients verify against.
+///
+/// Two shapes: a single self-signed CA (what a center creates at first start; it is its own
+/// anchor), or an online intermediate signed by an offline root ([`generate_root`] and
+/// [`issue_intermediate`] run on the offline machine). With an intermediate, every certificate
+/// issued carries the intermediate after the leaf, and clients trust only the root: a new
+/// intermediate can replace the old one without touching a terminal, and certificates the old
+/// one issued stay valid.
+///
+/// [`generate_root`]: CertificateAuthority::generate_root
+/// [`issue_intermediate`]: CertificateAuthority::issue_intermediate
 pub struct CertificateAuthority {
-    cert_pem: String,
-    cert_der: CertificateDer<'static>,
+    issuer_pem: String,
+    /// Appended to every issued certificate: the issuer's certificate when it is not itself a
+    /// trust anchor, else empty.
+    chain_pem: String,
+    trust_pem: String,
+    trust_der: Vec<CertificateDer<'static>>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -178,10 +196,21 @@ impl CertificateAuthority {
     /// certSign + crlSign, basic constraints CA with path length 0 (it signs leaves only).
     /// Returns `(cert_pem, key_pem)`; load them with [`CertificateAuthority::from_pem`].
     pub fn generate(name: &str) -> Result<(String, String), TlsError> {
+        Self::generate_self_signed(name, 0)
+    }
+
+    /// A new offline root CA (ECDSA P-256, ten years): like [`generate`](Self::generate) but
+    /// with path length 1, so it can sign intermediates and they can sign leaves. Its key is
+    /// meant to stay on an offline machine.
+    pub fn generate_root(name: &str) -> Result<(String, String), TlsError> {
+        Self::generate_self_signed(name, 1)
+    }
+
+    fn generate_self_signed(name: &str, path_len: u8) -> Result<(String, String), TlsError> {
         let key = new_key("the CA key")?;
         let mut params = CertificateParams::default();
         params.distinguished_name = common_name(name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.serial_number = Some(random_serial());
         let now = SystemTime::now();
@@ -195,9 +224,48 @@ impl CertificateAuthority {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
-    /// Loads a CA from its certificate and PKCS#8 key. Refuses a certificate that is not a CA
-    /// and a key that does not belong to the certificate.
+    /// An intermediate CA for the online center, signed by this (root) CA, valid `days` days
+    /// but never beyond the root: path length 0, key usage certSign + crlSign.
+    pub fn issue_intermediate(&self, name: &str, days: u32) -> Result<KeyPairPem, TlsError> {
+        let key = new_key("the intermediate CA key")?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        let now = SystemTime::now();
+        let root_ends = cert_not_after(&self.issuer_pem)?;
+        let not_after = (now + DAY * days).min(root_ends);
+        set_validity(&mut params, now - BACKDATE, not_after);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|source| TlsError::Generate {
+                what: "the intermediate CA certificate",
+                source,
+            })?;
+        Ok(KeyPairPem {
+            cert_pem: format!("{}{}", cert.pem(), self.chain_pem),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Loads a self-signed CA from its certificate and PKCS#8 key: it is its own trust anchor.
+    /// Refuses a certificate that is not a CA and a key that does not belong to it.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        Self::from_parts(cert_pem, key_pem, None)
+    }
+
+    /// Loads the issuing CA (`cert_pem`, the first certificate, with its key) and the trust
+    /// anchors clients verify against (`trust_pem`, one or more certificates; `None` when the
+    /// issuer is its own anchor). An issuer that is not an anchor must chain to one: a test
+    /// certificate it issues is verified against the anchors as a client would, so a mismatched
+    /// intermediate is refused here rather than by every terminal later.
+    pub fn from_parts(
+        cert_pem: &str,
+        key_pem: &str,
+        trust_pem: Option<&str>,
+    ) -> Result<Self, TlsError> {
         let what = "the CA certificate";
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|_| TlsError::NotPemCertificate { what })?;
@@ -232,16 +300,71 @@ impl CertificateAuthority {
                 what,
                 reason: e.to_string(),
             })?;
-        Ok(Self {
-            cert_pem: cert_pem.to_owned(),
-            cert_der,
+        let issuer_pem = pem_encode("CERTIFICATE", &cert_der);
+        let (trust_pem, trust_der) = match trust_pem {
+            None => (issuer_pem.clone(), vec![cert_der.clone()]),
+            Some(trust) => (
+                trust.to_owned(),
+                certs_from_pem(trust, "the trust anchors")?,
+            ),
+        };
+        let chain_pem = if trust_der.contains(&cert_der) {
+            String::new()
+        } else {
+            issuer_pem.clone()
+        };
+        let ca = Self {
+            issuer_pem,
+            chain_pem,
+            trust_pem,
+            trust_der,
             issuer,
-        })
+        };
+        if !ca.chain_pem.is_empty() {
+            ca.check_chains_to_trust()?;
+        }
+        Ok(ca)
     }
 
-    /// The CA certificate as loaded: what clients trust.
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
+    /// Issues a throwaway server certificate and verifies it against the trust anchors with
+    /// rustls' own verifier: what every client will do with what this CA issues.
+    fn check_chains_to_trust(&self) -> Result<(), TlsError> {
+        let name = "chain-check.herd.invalid";
+        let probe = self.issue_server(&[name.to_owned()])?;
+        let mut chain = certs_from_pem(&probe.cert_pem, "the test certificate")?;
+        let leaf = chain.remove(0);
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(root_store(self.trust_der.clone())?),
+            ring_provider(),
+        )
+        .build()
+        .map_err(|e| TlsError::NotChainedToTrust {
+            reason: e.to_string(),
+        })?;
+        let server_name = rustls_pki_types::ServerName::try_from(name).expect("valid DNS name");
+        let now = rustls_pki_types::UnixTime::now();
+        use rustls::client::danger::ServerCertVerifier;
+        verifier
+            .verify_server_cert(&leaf, &chain, &server_name, &[], now)
+            .map(|_| ())
+            .map_err(|e| TlsError::NotChainedToTrust {
+                reason: e.to_string(),
+            })
+    }
+
+    /// The trust anchors, PEM: what clients trust (the `ca.pem` terminals and tools pin).
+    pub fn trust_pem(&self) -> &str {
+        &self.trust_pem
+    }
+
+    /// The issuing CA's certificate, PEM.
+    pub fn issuer_cert_pem(&self) -> &str {
+        &self.issuer_pem
+    }
+
+    /// Whether the issuer is an intermediate (it has an offline root above it).
+    pub fn has_offline_root(&self) -> bool {
+        !self.chain_pem.is_empty()
     }
 
     /// A server certificate and fresh key for these names (each a DNS name or an IP address
@@ -269,7 +392,7 @@ impl CertificateAuthority {
                 source,
             })?;
         Ok(KeyPairPem {
-            cert_pem: cert.pem(),
+            cert_pem: format!("{}{}", cert.pem(), self.chain_pem),
             key_pem: key.serialize_pem(),
         })
     }
@@ -329,7 +452,7 @@ impl CertificateAuthority {
             .signed_by(&public_key, &self.issuer)
             .map_err(CsrError::Sign)?;
         Ok(IssuedCert {
-            cert_pem: cert.pem(),
+            cert_pem: format!("{}{}", cert.pem(), self.chain_pem),
             cert_sha256: cert_sha256_hex(cert.der()),
         })
     }
@@ -337,7 +460,7 @@ impl CertificateAuthority {
     /// The rustls server config of the center: the given server certificate and key; client
     /// certificates optional but, when presented, verified against this CA.
     pub fn server_config(&self, server: &KeyPairPem) -> Result<Arc<ServerConfig>, TlsError> {
-        server_config_for_roots(vec![self.cert_der.clone()], server)
+        server_config_for_roots(self.trust_der.clone(), server)
     }
 }
 
@@ -578,6 +701,21 @@ fn root_store(roots: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsE
     }
     Ok(store)
 }
+
+/// PEM armour around DER, 64 base64 characters a line (RFC 7468).
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+pub mod seal;
 
 #[cfg(test)]
 mod tests;

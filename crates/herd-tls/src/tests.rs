@@ -65,7 +65,7 @@ fn from_pem_refuses_swapped_inputs_and_non_ca_certificates() {
 fn a_loaded_ca_issues_certificates_chained_to_its_own() {
     let (cert_pem, key_pem) = CertificateAuthority::generate("Herd test CA").unwrap();
     let ca = CertificateAuthority::from_pem(&cert_pem, &key_pem).unwrap();
-    assert_eq!(ca.cert_pem(), cert_pem);
+    assert_eq!(ca.trust_pem(), cert_pem);
     let server = ca.issue_server(&["localhost".into()]).unwrap();
     let ca_der = parse(&cert_pem);
     let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
@@ -213,7 +213,7 @@ fn csr_input_errors_say_what_was_wrong() {
         "not a PEM certificate request (\"CERTIFICATE REQUEST\" expected)"
     );
     // A certificate is not a request.
-    let err = ca.sign_terminal_csr(ca.cert_pem(), "45a", 1).unwrap_err();
+    let err = ca.sign_terminal_csr(ca.trust_pem(), "45a", 1).unwrap_err();
     assert!(matches!(err, CsrError::NotPem), "{err}");
     // Garbage inside a request's PEM armour.
     let garbage = pem_encode("CERTIFICATE REQUEST", b"\x30\x03\x02\x01\x00");
@@ -337,15 +337,49 @@ fn install_crypto_provider_is_idempotent() {
     assert!(CryptoProvider::get_default().is_some());
 }
 
-/// PEM armour around DER, 64 base64 characters a line (RFC 7468).
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+#[test]
+fn an_intermediate_under_an_offline_root_issues_chains_the_root_verifies() {
+    let (root_cert, root_key) = CertificateAuthority::generate_root("Herd root").unwrap();
+    let root = CertificateAuthority::from_pem(&root_cert, &root_key).unwrap();
+    let intermediate = root.issue_intermediate("Herd intermediate 1", 730).unwrap();
+    let ca = CertificateAuthority::from_parts(
+        &intermediate.cert_pem,
+        &intermediate.key_pem,
+        Some(&root_cert),
+    )
+    .unwrap();
+    assert!(ca.has_offline_root());
+    assert_eq!(ca.trust_pem(), root_cert, "clients trust the root only");
+    let (_, csr) = new_key_and_csr("t1").unwrap();
+    let issued = ca.sign_terminal_csr(&csr, "t1", 30).unwrap();
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(chain.len(), 2, "leaf and intermediate");
+    assert_eq!(
+        issued.cert_sha256,
+        cert_sha256_hex(&chain[0]),
+        "the leaf's digest"
+    );
+    assert_eq!(terminal_id_of(&chain[0]).as_deref(), Some("t1"));
+
+    // A second intermediate of the same root: what the first issued stays trusted.
+    let next = root.issue_intermediate("Herd intermediate 2", 730).unwrap();
+    let rotated =
+        CertificateAuthority::from_parts(&next.cert_pem, &next.key_pem, Some(&root_cert)).unwrap();
+    assert_eq!(rotated.trust_pem(), ca.trust_pem());
+}
+
+#[test]
+fn an_intermediate_of_another_root_is_refused() {
+    let (root_cert, _) = CertificateAuthority::generate_root("Herd root").unwrap();
+    let (other_cert, other_key) = CertificateAuthority::generate_root("Impostor").unwrap();
+    let other = CertificateAuthority::from_pem(&other_cert, &other_key).unwrap();
+    let foreign = other
+        .issue_intermediate("Impostor intermediate", 30)
+        .unwrap();
+    let err =
+        CertificateAuthority::from_parts(&foreign.cert_pem, &foreign.key_pem, Some(&root_cert))
+            .unwrap_err();
+    assert!(matches!(err, TlsError::NotChainedToTrust { .. }), "{err}");
 }

@@ -130,7 +130,7 @@ fn a_terminal_certificate_identifies_the_terminal_to_the_server() {
     };
     let (server, client) = exchange(
         pki.ca.server_config(&pki.server).unwrap(),
-        client_config(pki.ca.cert_pem(), Some(&identity)).unwrap(),
+        client_config(pki.ca.trust_pem(), Some(&identity)).unwrap(),
         "localhost",
     );
     client.expect("client completes");
@@ -150,7 +150,7 @@ fn a_client_without_a_certificate_connects_anonymously() {
     let pki = pki("Herd CA");
     let (server, client) = exchange(
         pki.ca.server_config(&pki.server).unwrap(),
-        client_config(pki.ca.cert_pem(), None).unwrap(),
+        client_config(pki.ca.trust_pem(), None).unwrap(),
         "127.0.0.1",
     );
     client.expect("client completes");
@@ -165,7 +165,7 @@ fn a_client_certificate_from_another_ca_is_refused() {
     let stranger = terminal(&theirs.ca, "45a");
     let (server, client) = exchange(
         ours.ca.server_config(&ours.server).unwrap(),
-        client_config(ours.ca.cert_pem(), Some(&stranger)).unwrap(),
+        client_config(ours.ca.trust_pem(), Some(&stranger)).unwrap(),
         "localhost",
     );
     let server_err = server.expect_err("the server refuses the handshake");
@@ -196,7 +196,7 @@ fn an_expired_terminal_certificate_is_refused() {
     };
     let (server, client) = exchange(
         pki.ca.server_config(&pki.server).unwrap(),
-        client_config(pki.ca.cert_pem(), Some(&expired)).unwrap(),
+        client_config(pki.ca.trust_pem(), Some(&expired)).unwrap(),
         "localhost",
     );
     let server_err = server.expect_err("the server refuses an expired certificate");
@@ -215,7 +215,7 @@ fn a_server_certificate_cannot_serve_as_a_client_certificate() {
     let pki = pki("Herd CA");
     let (server, client) = exchange(
         pki.ca.server_config(&pki.server).unwrap(),
-        client_config(pki.ca.cert_pem(), Some(&pki.server)).unwrap(),
+        client_config(pki.ca.trust_pem(), Some(&pki.server)).unwrap(),
         "localhost",
     );
     let server_err = server.expect_err("serverAuth-only certificate refused as a client's");
@@ -235,7 +235,7 @@ fn a_terminal_certificate_cannot_serve_as_a_server_certificate() {
     let impostor = terminal(&pki.ca, "45a");
     let (server, client) = exchange(
         pki.ca.server_config(&impostor).unwrap(),
-        client_config(pki.ca.cert_pem(), None).unwrap(),
+        client_config(pki.ca.trust_pem(), None).unwrap(),
         "localhost",
     );
     let client_err = client.expect_err("the client refuses a clientAuth-only server certificate");
@@ -256,7 +256,7 @@ fn the_client_refuses_a_server_from_another_ca() {
     let theirs = pki("Someone else's CA");
     let (server, client) = exchange(
         theirs.ca.server_config(&theirs.server).unwrap(),
-        client_config(ours.ca.cert_pem(), None).unwrap(),
+        client_config(ours.ca.trust_pem(), None).unwrap(),
         "localhost",
     );
     let client_err = client.expect_err("unknown issuer");
@@ -272,7 +272,7 @@ fn the_client_refuses_a_server_certificate_for_another_name() {
     let pki = pki("Herd CA");
     let (server, client) = exchange(
         pki.ca.server_config(&pki.server).unwrap(),
-        client_config(pki.ca.cert_pem(), None).unwrap(),
+        client_config(pki.ca.trust_pem(), None).unwrap(),
         "center.example",
     );
     let client_err = client.expect_err("name mismatch");
@@ -292,8 +292,8 @@ fn a_site_server_without_the_ca_key_verifies_terminals_too() {
     let site = pki.ca.issue_server(&["localhost".into()]).unwrap();
     let identity = terminal(&pki.ca, "pda-2");
     let (server, client) = exchange(
-        herd_tls::server_config(pki.ca.cert_pem(), &site).unwrap(),
-        client_config(pki.ca.cert_pem(), Some(&identity)).unwrap(),
+        herd_tls::server_config(pki.ca.trust_pem(), &site).unwrap(),
+        client_config(pki.ca.trust_pem(), Some(&identity)).unwrap(),
         "localhost",
     );
     client.expect("client completes");
@@ -307,7 +307,7 @@ fn tls_1_2_clients_with_certificates_are_served() {
     let identity = terminal(&pki.ca, "stb-9");
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(cert_der_from_pem(pki.ca.cert_pem()).unwrap().into())
+        .add(cert_der_from_pem(pki.ca.trust_pem()).unwrap().into())
         .unwrap();
     let tls12_only =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -349,7 +349,7 @@ fn configs_refuse_mismatched_or_missing_material() {
         "the CA certificate is not a PEM certificate"
     );
     let err = client_config(
-        pki.ca.cert_pem(),
+        pki.ca.trust_pem(),
         Some(&KeyPairPem {
             cert_pem: pki.server.cert_pem.clone(),
             key_pem: "nope".into(),

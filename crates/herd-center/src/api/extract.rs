@@ -17,7 +17,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use herd_proto::api::{
-    CheckinRequest, EnrolRequest, EventBatch, GroupDoc, NewApiToken, NewEnrolmentToken,
+    CaInstall, CheckinRequest, EnrolRequest, EventBatch, GroupDoc, NewApiToken, NewEnrolmentToken,
     PlacementRules,
 };
 use serde::de::DeserializeOwned;
@@ -152,6 +152,9 @@ impl JsonRequest for NewEnrolmentToken {
 }
 impl JsonRequest for NewApiToken {
     const WHAT: &'static str = "the token request";
+}
+impl JsonRequest for CaInstall {
+    const WHAT: &'static str = "the CA";
 }
 
 /// A JSON request body of type `T`, read within `T::LIMIT` and parsed.

@@ -52,6 +52,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ca_pem))
+        .routes(routes!(operators::get_ca, operators::put_ca))
         .routes(routes!(terminals::enrol))
         .routes(routes!(terminals::checkin))
         .routes(routes!(terminals::events))
@@ -209,7 +210,7 @@ async fn health() -> impl IntoResponse {
 async fn ca_pem(State(center): State<Arc<Center>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
-        center.ca.cert_pem().to_owned(),
+        center.ca().trust_pem().to_owned(),
     )
 }
 
@@ -242,8 +243,8 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         None => None,
     };
     let center = Center::open(config).await?;
-    let server_cert = center.ca.issue_server(&center.config.server_names)?;
-    let tls = tokio_rustls::TlsAcceptor::from(center.ca.server_config(&server_cert)?);
+    let server_cert = center.ca().issue_server(&center.config.server_names)?;
+    let tls = tokio_rustls::TlsAcceptor::from(center.ca().server_config(&server_cert)?);
     let (router, _openapi) = router(center.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderName, StatusCode, header};
 use herd_proto::api::{
-    CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken, NewEnrolmentToken, PlacementRules,
-    TerminalDetail, TerminalGap, TerminalList, TokenCreated,
+    CaInfo, CaInstall, CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken,
+    NewEnrolmentToken, PlacementRules, TerminalDetail, TerminalGap, TerminalList, TokenCreated,
 };
 use herd_proto::catalog::CatalogDoc;
 use serde::Deserialize;
@@ -244,4 +244,30 @@ pub async fn new_api_token(
 ) -> CenterResult<(StatusCode, Json<TokenCreated>)> {
     let created = center.new_api_token(request).await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The center's CA: its trust anchors, the issuing CA and when it expires, whether it is an
+/// intermediate under an offline root.
+#[utoipa::path(get, path = "/v1/ca", tag = "operators",
+    responses((status = 200, body = CaInfo), (status = 401, body = ErrorBody)))]
+pub async fn get_ca(State(center): State<Arc<Center>>, _: Operator) -> CenterResult<Json<CaInfo>> {
+    Ok(Json(center.ca_info()?))
+}
+
+/// Installs an online intermediate CA signed by an offline root (made with
+/// `herd ca intermediate`): its key is sealed before it is stored, and every center process
+/// issues with it within a second. A new root while terminals trust only the current CA needs
+/// `force` (those terminals must re-enrol).
+#[utoipa::path(put, path = "/v1/ca", tag = "operators",
+    request_body = CaInstall,
+    responses((status = 200, body = CaInfo),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`conflict`: a new root while terminals trust only the current CA, or another process changed the CA first"),
+        (status = 422, body = ErrorBody, description = "`document_invalid`: not an intermediate, a key that does not match, or a chain that does not reach the root")))]
+pub async fn put_ca(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+    JsonBody(request): JsonBody<CaInstall>,
+) -> CenterResult<Json<CaInfo>> {
+    Ok(Json(center.install_ca(request).await?))
 }

@@ -7,10 +7,11 @@
 //!
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
-//! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules).
+//! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules), `ca.rs` (the CA: offline root, intermediates, KEKs).
 //! What they share: `connect.rs` (finding the center and the credentials, and what a failed
 //! call prints), `output.rs` (stdout and JSON) and `table.rs` (the one table renderer).
 
+mod ca;
 mod catalog;
 mod config;
 mod connect;
@@ -24,6 +25,7 @@ mod vendor;
 use clap::Subcommand;
 
 use crate::Outcome;
+use ca::CaCommand;
 use catalog::CoverageArgs;
 use config::{GroupsCommand, RulesCommand};
 use fleet::{TerminalArgs, TerminalsArgs};
@@ -50,6 +52,9 @@ pub enum AdminCommand {
     /// Show or replace the placement rules that put enrolling terminals into groups.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// The center's CA: key-encryption keys, an offline root, intermediates to install.
+    #[command(subcommand)]
+    Ca(CaCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -72,5 +77,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         }
         AdminCommand::Rules(RulesCommand::Show { server }) => config::rules_show(&server),
         AdminCommand::Rules(RulesCommand::Set(args)) => config::rules_set(args),
+        AdminCommand::Ca(command) => ca::run(command),
     }
 }

@@ -42,19 +42,31 @@ impl TestCenter {
 
     /// Starts `herd serve` on `data_dir` (kept by the caller); its log is `data_dir.log`.
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> TestCenter {
+        TestCenter::try_spawn(data_dir, extra, &[]).unwrap_or_else(|err| panic!("{err:#}"))
+    }
+
+    /// [`TestCenter::spawn`] with environment variables, returning why it did not start.
+    pub fn try_spawn(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<TestCenter> {
         herd_tls::install_crypto_provider();
-        let spec = CenterSpec::new(Path::new(HERD), data_dir)
+        let mut spec = CenterSpec::new(Path::new(HERD), data_dir)
             .log(&data_dir.with_extension("log"))
             .args(extra.iter().copied())
             .env("RUST_LOG", Some("warn"));
-        let process = CenterProcess::start(&spec).unwrap_or_else(|err| panic!("{err:#}"));
-        TestCenter {
+        for (name, value) in env {
+            spec = spec.env(name, Some(value));
+        }
+        let process = CenterProcess::start(&spec)?;
+        Ok(TestCenter {
             data_dir: data_dir.to_owned(),
             port: process.port,
             url: process.url.clone(),
             process,
             _tmp: None,
-        }
+        })
     }
 
     pub fn ca_pem(&self) -> String {
