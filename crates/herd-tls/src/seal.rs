@@ -264,6 +264,32 @@ mod tests {
         KeyEncryptionKey::from_secret(secret.as_bytes()).unwrap();
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Stored text is hostile input: whatever a database row holds, opening it either
+        /// fails with a reason or yields exactly what was sealed; it never panics.
+        #[test]
+        fn a_mangled_seal_never_panics_and_never_opens_to_something_else(
+            position in 0usize..400,
+            byte in proptest::prelude::any::<u8>(),
+            junk in "\\PC{0,80}",
+        ) {
+            let key = kek("0123456789abcdef");
+            let sealed = key.seal("the key", b"binding").unwrap();
+            let mut bytes = sealed.clone().into_bytes();
+            let at = position % bytes.len();
+            bytes[at] = byte;
+            let mangled = String::from_utf8_lossy(&bytes).into_owned();
+            match key.open(&mangled, b"binding") {
+                Ok(opened) => proptest::prop_assert_eq!(opened, "the key"),
+                Err(_) => {}
+            }
+            let _ = key.open(&junk, b"binding");
+            let _ = key.open(&format!("{SEALED_KEY_TAG} {junk}"), b"binding");
+        }
+    }
+
     #[test]
     fn debug_hides_the_secret() {
         assert_eq!(
