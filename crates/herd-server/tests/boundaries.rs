@@ -6,12 +6,13 @@ use std::process::Command;
 
 /// Crates that never touch the network or an async runtime. (herd-package reads and writes
 /// package files, but as a library for the agent and the CLI it must stay free of these too.)
-const PURE: [&str; 5] = [
+const PURE: [&str; 6] = [
     "herd-core",
     "herd-planner",
     "herd-proto",
     "herd-scan",
     "herd-package",
+    "herd-tuf",
 ];
 const FORBIDDEN: [&str; 8] = [
     "tokio",
