@@ -49,7 +49,9 @@ impl FileId {
 
     /// The identity of an open file (or directory) descriptor.
     pub fn of_fd(fd: impl AsFd) -> io::Result<FileId> {
-        Ok(FileId::of_stat(&fstat(fd.as_fd()).map_err(io::Error::from)?))
+        Ok(FileId::of_stat(
+            &fstat(fd.as_fd()).map_err(io::Error::from)?,
+        ))
     }
 }
 
@@ -66,7 +68,9 @@ pub enum DirError {
     BadName { path: PathBuf },
     #[error("{path}: already exists; refusing to replace it")]
     Exists { path: PathBuf },
-    #[error("{path}: is no longer the file that was checked (it was replaced or moved); left alone")]
+    #[error(
+        "{path}: is no longer the file that was checked (it was replaced or moved); left alone"
+    )]
     Replaced { path: PathBuf },
     #[error("{path}: {action}: {source}")]
     Io {
@@ -228,17 +232,9 @@ impl Dir {
     /// right). Refuses anything already there, a symlink included.
     pub fn create_file(&self, name: &OsStr, mode: u32) -> Result<File, DirError> {
         let path = self.child(name)?;
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_EXCL
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC;
-        match openat(
-            self.fd.as_fd(),
-            name,
-            flags,
-            Mode::from_bits_truncate(mode),
-        ) {
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match openat(self.fd.as_fd(), name, flags, Mode::from_bits_truncate(mode)) {
             Ok(fd) => Ok(File::from(fd)),
             Err(Errno::EEXIST) => Err(DirError::Exists { path }),
             Err(e) => Err(DirError::io(&path, "creating the file", e)),
@@ -329,14 +325,11 @@ impl Dir {
 
     /// The names in this directory (without `.` and `..`), sorted.
     pub fn entries(&self) -> Result<Vec<OsString>, DirError> {
-        let fd = self
-            .fd
-            .try_clone()
-            .map_err(|source| DirError::Io {
-                path: self.path.clone(),
-                action: "duplicating the handle",
-                source,
-            })?;
+        let fd = self.fd.try_clone().map_err(|source| DirError::Io {
+            path: self.path.clone(),
+            action: "duplicating the handle",
+            source,
+        })?;
         let mut dir = nix::dir::Dir::from_fd(fd)
             .map_err(|e| DirError::io(&self.path, "listing the directory", e))?;
         let mut names = Vec::new();

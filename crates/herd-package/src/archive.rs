@@ -225,7 +225,9 @@ pub fn read_package(
         }
         check_package_path(path).map_err(refuse)?;
         if members.len() >= MAX_MEMBERS {
-            return Err(TarError::Archive(format!("more than {MAX_MEMBERS} members")));
+            return Err(TarError::Archive(format!(
+                "more than {MAX_MEMBERS} members"
+            )));
         }
         let mode = header.mode;
         let kind = match header.kind {

@@ -31,8 +31,8 @@ pub use installed::{
     Expected, InstalledError, VerifyError, VerifyOutcome, active_dir, current_target, inspect_file,
     installed_manifest, installed_product, read_manifest, verify_installed,
 };
-pub use unpack::{UnpackError, unpack_file, unpack_tar};
 pub use manifest::{ENGINE, HooksRunAs, MANIFEST_FILE, Manifest, PACKAGE_FORMAT};
+pub use unpack::{UnpackError, unpack_file, unpack_tar};
 
 #[cfg(test)]
 mod tests;

@@ -193,7 +193,11 @@ fn a_pax_header_that_renames_a_member_is_refused() {
         &package_with(&[pax.bytes()], None),
         "PAX extended header sets \"path\"",
     );
-    for record in [&b"14 size=99999\n"[..], b"12 uid=1000\n", b"28 GNU.sparse.name=bin/evil\n"] {
+    for record in [
+        &b"14 size=99999\n"[..],
+        b"12 uid=1000\n",
+        b"28 GNU.sparse.name=bin/evil\n",
+    ] {
         let pax = Member {
             path: b"././@PaxHeader",
             kind: b'x',
@@ -201,7 +205,10 @@ fn a_pax_header_that_renames_a_member_is_refused() {
             uid: 0,
             data: record,
         };
-        assert_refused(&package_with(&[pax.bytes()], None), "PAX extended header sets");
+        assert_refused(
+            &package_with(&[pax.bytes()], None),
+            "PAX extended header sets",
+        );
     }
     // A global header too.
     let global = Member {
@@ -313,7 +320,10 @@ fn unpacked_files_belong_to_the_agent_not_the_archive() {
     fs::write(&package, &tar).unwrap();
     let parent = Dir::open(&products).unwrap();
     unpack_file(&package, &parent, "staging").unwrap();
-    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
     assert_ne!(gid, other_gid, "the test needs a group the agent is not in");
     let staging = products.join("staging");
     for (path, mode) in [
@@ -341,7 +351,11 @@ fn a_staging_directory_planted_as_a_symlink_is_replaced_not_followed() {
     fs::write(&package, package_with(&[], None)).unwrap();
     unpack_file(&package, &Dir::open(&products).unwrap(), "staging").unwrap();
     assert!(fs::read_dir(&elsewhere).unwrap().next().is_none());
-    assert!(fs::symlink_metadata(products.join("staging")).unwrap().is_dir());
+    assert!(
+        fs::symlink_metadata(products.join("staging"))
+            .unwrap()
+            .is_dir()
+    );
 }
 
 /// Everything under `root`: no symlinks, nothing writable by others, no privilege bits.

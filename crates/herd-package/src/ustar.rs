@@ -174,11 +174,18 @@ fn parse_header(block: &[u8; BLOCK]) -> Result<RawHeader, TarError> {
         member: shown.clone(),
         why,
     };
-    let stored = number(&block[148..156]).map_err(|why| member(format!("checksum field: {why}")))?;
+    let stored =
+        number(&block[148..156]).map_err(|why| member(format!("checksum field: {why}")))?;
     let computed: u64 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
         .sum();
     if stored != computed {
         return Err(member(format!(
@@ -192,8 +199,8 @@ fn parse_header(block: &[u8; BLOCK]) -> Result<RawHeader, TarError> {
             String::from_utf8_lossy(&block[257..265])
         )));
     }
-    let path = String::from_utf8(path_bytes)
-        .map_err(|_| member("the name is not valid UTF-8".into()))?;
+    let path =
+        String::from_utf8(path_bytes).map_err(|_| member("the name is not valid UTF-8".into()))?;
     let field = |range: std::ops::Range<usize>, what: &str| {
         number(&block[range]).map_err(|why| member(format!("{what} field: {why}")))
     };
