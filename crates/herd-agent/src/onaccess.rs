@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use herd_fs::FileId;
 use herd_scan::walk::{self, Event, ReadOutcome};
 use herd_scan::{Engine, Limits, MatchOptions, Scanner, Scratch, Verdict};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -152,8 +153,17 @@ impl Ctx<'_> {
 
     /// Prints a detection and quarantines or samples the file as configured. `action` says
     /// what already happened to the access ("access denied", "reported").
-    fn detected(&self, mode: &str, path: &Path, content: &[u8], names: &[Arc<str>], action: &str) {
-        let (quarantined, sample) = self.stores.handle(path, content, names);
+    /// `scanned` is the file `content` was read from (quarantine acts on it only).
+    fn detected(
+        &self,
+        mode: &str,
+        path: &Path,
+        scanned: FileId,
+        content: &[u8],
+        names: &[Arc<str>],
+        action: &str,
+    ) {
+        let (quarantined, sample) = self.stores.handle(path, scanned, content, names);
         let to_json = |r: &StoreResult| match r {
             Some(Ok(id)) => json!({ "id": id }),
             Some(Err(e)) => json!({ "error": e }),
@@ -223,16 +233,27 @@ impl Ctx<'_> {
         if self.excluded(path) {
             return;
         }
-        let verdict = match walk::read_file(path, self.args.max_filesize, buf) {
-            Ok(ReadOutcome::Read) if !buf.is_empty() => self.scanner.scan(buf, scratch).verdict(),
-            Ok(ReadOutcome::TooLarge) => Verdict::Undecidable(self.too_large()),
+        let mut scanned = None;
+        let verdict = match walk::read_file_identified(path, self.args.max_filesize, buf) {
+            Ok((ReadOutcome::Read, id)) if !buf.is_empty() => {
+                scanned = id.map(|(dev, ino)| FileId { dev, ino });
+                self.scanner.scan(buf, scratch).verdict()
+            }
+            Ok((ReadOutcome::TooLarge, _)) => Verdict::Undecidable(self.too_large()),
             Ok(_) => return,
             Err(e) => Verdict::Undecidable(format!("cannot be read: {e}")),
         };
-        match verdict {
-            Verdict::Clean => {}
-            Verdict::Infected(names) => self.detected(mode, path, buf, &names, "reported"),
-            Verdict::Undecidable(why) => self.undecided(mode, path, &why, "reported"),
+        match (verdict, scanned) {
+            (Verdict::Clean, _) => {}
+            (Verdict::Infected(names), Some(scanned)) => {
+                self.detected(mode, path, scanned, buf, &names, "reported")
+            }
+            // Unreachable: an infected verdict comes from a read, which knows its file.
+            (Verdict::Infected(names), None) => {
+                let why = format!("detected as {} but its file is unknown", names.join(", "));
+                self.undecided(mode, path, &why, "reported")
+            }
+            (Verdict::Undecidable(why), _) => self.undecided(mode, path, &why, "reported"),
         }
     }
 
@@ -641,11 +662,25 @@ fn decide(
         Verdict::Undecidable(why) => undecided(why),
         // A suspicious-only verdict is reported and sampled but does not block the file.
         Verdict::Infected(names) if names.iter().all(|n| ctx.stores.suspicious(n)) => {
-            ctx.detected("fanotify", &path, buf, names, "reported");
+            ctx.detected(
+                "fanotify",
+                &path,
+                FileId::of_stat(&st),
+                buf,
+                names,
+                "reported",
+            );
             Response::FAN_ALLOW
         }
         Verdict::Infected(names) => {
-            ctx.detected("fanotify", &path, buf, names, "access denied");
+            ctx.detected(
+                "fanotify",
+                &path,
+                FileId::of_stat(&st),
+                buf,
+                names,
+                "access denied",
+            );
             Response::FAN_DENY
         }
     };

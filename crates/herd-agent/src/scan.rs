@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use herd_fs::FileId;
 use herd_scan::walk::{self, Event, ReadOutcome};
 use herd_scan::{Database, Detection, Engine, Limits, MatchOptions, Scanner, Scratch};
 use serde_json::json;
@@ -605,12 +606,16 @@ fn scan_file(
         notes: Vec::new(),
         bytes: 0,
     };
-    match walk::read_file(&path, args.max_filesize, buf) {
+    // The (device, inode) of the descriptor read: quarantine acts on that file only.
+    let scanned = match walk::read_file_identified(&path, args.max_filesize, buf) {
         Err(error) => return result(path, Outcome::Error(error.to_string())),
-        Ok(ReadOutcome::NotRegular) => return result(path, Outcome::Gone),
-        Ok(ReadOutcome::TooLarge) => return large_file(path, args, scanner, stores),
-        Ok(ReadOutcome::Read) => {}
-    }
+        Ok((ReadOutcome::NotRegular, _)) => return result(path, Outcome::Gone),
+        Ok((ReadOutcome::TooLarge, _)) => return large_file(path, args, scanner, stores),
+        Ok((ReadOutcome::Read, id)) => id.map(|(dev, ino)| FileId { dev, ino }),
+    };
+    let Some(scanned) = scanned else {
+        return result(path, Outcome::Gone);
+    };
     if buf.is_empty() {
         return result(path, Outcome::Empty);
     }
@@ -621,7 +626,7 @@ fn scan_file(
         .map(|n| format!("{}: {}", n.path, n.kind))
         .collect();
     let names: Vec<Arc<str>> = report.detections.iter().map(|d| d.name.clone()).collect();
-    let (quarantined, sample) = stores.handle(&path, buf, &names);
+    let (quarantined, sample) = stores.handle(&path, scanned, buf, &names);
     FileResult {
         path,
         outcome: Outcome::Scanned {

@@ -72,6 +72,8 @@ pub enum DirError {
         "{path}: is no longer the file that was checked (it was replaced or moved); left alone"
     )]
     Replaced { path: PathBuf },
+    #[error("{path}: {why}; refusing to keep files there")]
+    NotPrivate { path: PathBuf, why: String },
     #[error("{path}: {action}: {source}")]
     Io {
         path: PathBuf,
@@ -165,6 +167,68 @@ impl Dir {
             .map_err(|e| DirError::io(path, "opening the directory", e))?;
         Ok(Dir {
             fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens (creating it with mode 0700 if missing, its parents as `create_dir_all` would)
+    /// a directory only this process's user may change: the last component must not be a
+    /// symlink, it must belong to the effective uid and not be group- or world-writable.
+    /// For directories where the agent keeps files it later trusts (downloads, quarantine).
+    pub fn open_private(path: &Path) -> Result<Dir, DirError> {
+        let (parent, name) = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => {
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                std::fs::create_dir_all(parent).map_err(|source| DirError::Io {
+                    path: parent.to_owned(),
+                    action: "creating the directory",
+                    source,
+                })?;
+                (Dir::open_followed(parent)?, name)
+            }
+            _ => {
+                return Err(DirError::BadName {
+                    path: path.to_owned(),
+                });
+            }
+        };
+        let dir = match parent.create_dir(name, 0o700) {
+            Err(DirError::Exists { .. }) => parent.open_dir(name),
+            other => other,
+        }
+        .map_err(|e| match e {
+            DirError::NotADirectory { path, .. } => DirError::NotPrivate {
+                path,
+                why: "is a symbolic link or not a directory".into(),
+            },
+            other => other,
+        })?;
+        let stat = dir.stat()?;
+        let euid = nix::unistd::geteuid().as_raw();
+        if stat.st_uid != euid {
+            return Err(DirError::NotPrivate {
+                path: path.to_owned(),
+                why: format!(
+                    "belongs to uid {}, not to this process (uid {euid})",
+                    stat.st_uid
+                ),
+            });
+        }
+        if stat.st_mode & 0o022 != 0 {
+            return Err(DirError::NotPrivate {
+                path: path.to_owned(),
+                why: format!(
+                    "mode {:o} lets other users change what is in it",
+                    stat.st_mode & 0o7777
+                ),
+            });
+        }
+        Ok(Dir {
+            fd: dir.fd,
             path: path.to_owned(),
         })
     }
@@ -425,6 +489,34 @@ mod tests {
             Err(DirError::Exists { .. })
         ));
         assert_eq!(fs::read(&secret).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn a_private_directory_must_be_ours_and_closed_to_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let made = tmp.path().join("a/downloads");
+        Dir::open_private(&made).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&made).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Dir::open_private(&open).unwrap_err();
+        assert!(err.to_string().contains("lets other users change"), "{err}");
+        symlink(&made, tmp.path().join("link")).unwrap();
+        let err = Dir::open_private(&tmp.path().join("link")).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let theirs = tmp.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
+        if nix::unistd::geteuid().as_raw() != 65534 {
+            let err = Dir::open_private(&theirs).unwrap_err();
+            assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
+        }
     }
 
     #[test]

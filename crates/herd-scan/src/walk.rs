@@ -147,20 +147,31 @@ pub fn open_regular(path: &Path) -> io::Result<Option<(File, Metadata)>> {
 /// Reads a regular file into `buf` (cleared first), refusing symlinks and anything that is
 /// not a regular file at open time, and files over `max` bytes.
 pub fn read_file(path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
+    read_file_identified(path, max, buf).map(|(outcome, _)| outcome)
+}
+
+/// [`read_file`], also returning the (device, inode) of the file it opened and read, so a
+/// caller acting on the file later (quarantine) can check it still has the file it scanned.
+pub fn read_file_identified(
+    path: &Path,
+    max: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<(ReadOutcome, Option<(u64, u64)>)> {
     buf.clear();
     let Some((file, meta)) = open_regular(path)? else {
-        return Ok(ReadOutcome::NotRegular);
+        return Ok((ReadOutcome::NotRegular, None));
     };
+    let id = Some((meta.dev(), meta.ino()));
     if meta.len() > max {
-        return Ok(ReadOutcome::TooLarge);
+        return Ok((ReadOutcome::TooLarge, id));
     }
     buf.reserve(meta.len() as usize);
     let n = file.take(max + 1).read_to_end(buf)?;
     if n as u64 > max {
         buf.clear();
-        return Ok(ReadOutcome::TooLarge);
+        return Ok((ReadOutcome::TooLarge, id));
     }
-    Ok(ReadOutcome::Read)
+    Ok((ReadOutcome::Read, id))
 }
 
 #[cfg(test)]
@@ -212,6 +223,30 @@ mod tests {
         );
         // A self-referencing root is an error, not a hang.
         assert_eq!(events(&root.join("self"), true), ["error  FilesystemLoop"]);
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_after_the_walk_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"not for the scanner").unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"walked").unwrap();
+        let mut found = Vec::new();
+        walk(dir.path(), true, &mut |e| {
+            if let Event::File { path, .. } = e {
+                found.push(path);
+            }
+        });
+        assert!(found.contains(&f));
+        // Between the walk and the read, the file becomes a link to another one.
+        std::fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink(&secret, &f).unwrap();
+        let mut buf = Vec::new();
+        let (outcome, id) = read_file_identified(&f, 100, &mut buf).unwrap();
+        assert_eq!(outcome, ReadOutcome::NotRegular);
+        assert_eq!(id, None);
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -193,7 +193,10 @@ impl Executor {
         hook: &str,
         run_as: RunAs,
     ) -> Result<String, String> {
-        let path: PathBuf = dir.join(hook);
+        // Relative to the working directory, which is entered before privileges are dropped:
+        // an unprivileged hook user needs no access to the directories above the product
+        // (the default prefix lies inside the agent's private state directory).
+        let path: PathBuf = Path::new(".").join(hook);
         let env = [("HERD_PREFIX", self.config.prefix.as_os_str())];
         let who = self.config.hooks.describe(run_as);
         match script::run_hook(&path, dir, &env, self.config.script_timeout, run_as) {

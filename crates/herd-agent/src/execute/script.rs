@@ -80,7 +80,8 @@ pub(super) enum RunAs {
     User { uid: u32, gid: u32 },
 }
 
-/// Runs an executable file (a package hook) in `cwd`, as `run_as`, in its own process group,
+/// Runs an executable file (a package hook; a path relative to `cwd`, which the child enters
+/// before it drops privileges) in `cwd`, as `run_as`, in its own process group,
 /// unable to gain privileges (`PR_SET_NO_NEW_PRIVS`: a setuid program it starts stays
 /// unprivileged).
 pub(super) fn run_hook(

@@ -605,3 +605,55 @@ fn root_is_not_an_unprivileged_hook_user() {
     let err = HookPolicy::resolve("no-such-user-herd", false).unwrap_err();
     assert!(err.contains("no such user"), "{err}");
 }
+
+#[test]
+fn a_part_file_planted_as_a_symlink_is_not_followed() {
+    let setup = Setup::new();
+    let new = setup.package("new", "2.0", 2);
+    let victim = setup.path("victim");
+    fs::write(&victim, b"root's file").unwrap();
+    let downloads = setup.path("state/downloads");
+    fs::create_dir_all(&downloads).unwrap();
+    fs::set_permissions(&downloads, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&victim, downloads.join(format!("{}.part", new.sha256))).unwrap();
+    let plan = setup.plan(&new, None);
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:?}");
+    assert_eq!(fs::read(&victim).unwrap(), b"root's file");
+    assert_eq!(setup.current(), PathBuf::from("products/new/2.0"));
+}
+
+#[test]
+fn a_download_directory_a_local_user_can_write_is_refused() {
+    let setup = Setup::new();
+    let new = setup.package("new", "2.0", 2);
+    let shared = setup.path("shared-downloads");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut config = setup.executor.config.clone();
+    config.download_dirs = vec![shared.clone()];
+    let executor = Executor::new(config).unwrap();
+    let plan = setup.plan(&new, None);
+    let report = executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Deferred, "{report:?}");
+    let message = report.message.unwrap();
+    assert!(message.contains("lets other users change"), "{message}");
+    assert!(fs::read_dir(&shared).unwrap().next().is_none());
+
+    // A download directory that is a symlink is refused the same way.
+    let link = setup.path("linked-downloads");
+    std::os::unix::fs::symlink(setup.path("state"), &link).unwrap();
+    let mut config = setup.executor.config.clone();
+    config.download_dirs = vec![link];
+    let executor = Executor::new(config).unwrap();
+    let report = executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Deferred, "{report:?}");
+    assert!(report.message.unwrap().contains("symbolic link"));
+}
