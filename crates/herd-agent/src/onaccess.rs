@@ -660,28 +660,15 @@ fn decide(
     let response = match &verdict {
         Verdict::Clean => Response::FAN_ALLOW,
         Verdict::Undecidable(why) => undecided(why),
-        // A suspicious-only verdict is reported and sampled but does not block the file.
-        Verdict::Infected(names) if names.iter().all(|n| ctx.stores.suspicious(n)) => {
-            ctx.detected(
-                "fanotify",
-                &path,
-                FileId::of_stat(&st),
-                buf,
-                names,
-                "reported",
-            );
-            Response::FAN_ALLOW
-        }
         Verdict::Infected(names) => {
-            ctx.detected(
-                "fanotify",
-                &path,
-                FileId::of_stat(&st),
-                buf,
-                names,
-                "access denied",
-            );
-            Response::FAN_DENY
+            // A suspicious-only verdict is reported and sampled but does not block the file.
+            let (response, action) = if names.iter().all(|n| ctx.stores.suspicious(n)) {
+                (Response::FAN_ALLOW, "reported")
+            } else {
+                (Response::FAN_DENY, "access denied")
+            };
+            ctx.detected("fanotify", &path, FileId::of_stat(&st), buf, names, action);
+            response
         }
     };
     let settled = SystemTime::now()
