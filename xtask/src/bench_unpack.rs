@@ -97,7 +97,10 @@ fn bench(options: &Options, work: &Path) -> Result<()> {
         hooks_run_as: None,
     };
     let unpacked: usize = members.values().map(|m| m.data.len()).sum();
-    eprintln!("building a package of {} MB of definitions…", unpacked / 1_000_000);
+    eprintln!(
+        "building a package of {} MB of definitions…",
+        unpacked / 1_000_000
+    );
     let bytes = encode(&manifest, &members).context("encoding the package")?;
     let package = work.join("bench.tar.gz");
     std::fs::write(&package, &bytes)?;

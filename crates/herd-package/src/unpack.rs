@@ -91,10 +91,20 @@ pub fn unpack_tar(
 /// Syncs every unpacked directory and opens the staging directory to 0755, so hooks running
 /// as an unprivileged user can read the product (but not change it).
 fn finish(staging: &Dir, inspection: &Inspection) -> Result<(), DirError> {
-    for (path, kind) in inspection.members.iter().rev() {
+    // Every directory: those the package lists, and those made as the parents of members.
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, kind) in &inspection.members {
         if *kind == MemberKind::Dir {
-            open_path(staging, path, false)?.sync()?;
+            dirs.insert(path.as_str());
         }
+        let mut end = 0;
+        while let Some(slash) = path[end..].find('/') {
+            dirs.insert(&path[..end + slash]);
+            end += slash + 1;
+        }
+    }
+    for path in dirs.iter().rev() {
+        open_path(staging, path, false)?.sync()?;
     }
     give_to_agent(staging).map_err(|source| DirError::Io {
         path: staging.path().to_owned(),

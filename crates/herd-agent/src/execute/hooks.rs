@@ -13,6 +13,9 @@ use super::script::RunAs;
 /// The user hooks run as by default when the agent is root.
 pub const DEFAULT_HOOK_USER: &str = "nobody";
 
+/// The uid and gid of `nobody` by convention (Linux's overflow ids), for systems without one.
+const NOBODY_ID: u32 = 65534;
+
 /// The hook flags `herd-agent run` and `herd-agent apply` share.
 #[derive(Clone, Debug, clap::Args)]
 pub struct HookArgs {
@@ -56,10 +59,20 @@ impl HookPolicy {
             Err(_) => User::from_name(hook_user),
         }
         .map_err(|e| format!("--hook-user {hook_user:?}: cannot look the user up: {e}"))?;
-        let Some(user) = found else {
-            return Err(format!(
-                "--hook-user {hook_user:?}: no such user on this system"
-            ));
+        let user = match found {
+            Some(user) => user,
+            // Systems without a `nobody` entry still have its conventional ids free.
+            None if hook_user == DEFAULT_HOOK_USER => {
+                return Ok(HookPolicy {
+                    unprivileged: Some((hook_user.to_owned(), NOBODY_ID, NOBODY_ID)),
+                    allow_root,
+                });
+            }
+            None => {
+                return Err(format!(
+                    "--hook-user {hook_user:?}: no such user on this system"
+                ));
+            }
         };
         if user.uid.is_root() {
             return Err(format!(
@@ -77,7 +90,10 @@ impl HookPolicy {
     /// the default, for tests and library callers.
     pub fn least_privilege() -> HookPolicy {
         HookPolicy::resolve(DEFAULT_HOOK_USER, false).unwrap_or(HookPolicy {
-            unprivileged: None,
+            // Never root by accident: a lookup that failed falls back to nobody's usual ids.
+            unprivileged: geteuid()
+                .is_root()
+                .then(|| (DEFAULT_HOOK_USER.to_owned(), NOBODY_ID, NOBODY_ID)),
             allow_root: false,
         })
     }

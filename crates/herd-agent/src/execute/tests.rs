@@ -506,7 +506,10 @@ fn package_with_id_hook(setup: &Setup, version: &str, root: bool) -> BuiltPackag
         hooks_run_as: root.then_some(HooksRunAs::Root),
     };
     let entry = |data: Vec<u8>, executable| FileEntry { data, executable };
-    let hook = format!("#!/bin/sh\nid -u > \"$HERD_PREFIX/../ids/{version}\"\n");
+    let hook = format!(
+        "#!/bin/sh\nout=\"$HERD_PREFIX/../ids/{version}\"\nid -u > \"$out\"\nid -G > \"$out.groups\"\n\
+         grep NoNewPrivs /proc/self/status > \"$out.nnp\"\n"
+    );
     let files = [
         (
             "defs/defs.ndb",
@@ -555,6 +558,9 @@ fn a_hook_runs_as_nobody_unless_the_policy_allows_root() {
         .unwrap();
     assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:?}");
     assert_eq!(uid_of("1.0"), "65534");
+    // No supplementary groups (root's included), and no way back up through a setuid program.
+    assert_eq!(uid_of("1.0.groups"), "65534");
+    assert!(uid_of("1.0.nnp").ends_with('1'), "{}", uid_of("1.0.nnp"));
     let install = report.steps.iter().find(|s| s.kind == "install").unwrap();
     assert!(
         install
