@@ -229,7 +229,16 @@ impl Ctx<'_> {
     }
 
     /// Scans a path after the fact (inotify events, scheduled scans).
-    fn scan_path(&self, mode: &str, path: &Path, scratch: &mut Scratch, buf: &mut Vec<u8>) {
+    /// `walked`: the identity a directory walk saw the file with; a file that is no longer it
+    /// (a parent swapped for a symlink since) is passed over, not read in its stead.
+    fn scan_path(
+        &self,
+        mode: &str,
+        path: &Path,
+        walked: Option<FileId>,
+        scratch: &mut Scratch,
+        buf: &mut Vec<u8>,
+    ) {
         if self.excluded(path) {
             return;
         }
@@ -237,6 +246,9 @@ impl Ctx<'_> {
         let verdict = match walk::read_file_identified(path, self.args.max_filesize, buf) {
             Ok((ReadOutcome::Read, id)) if !buf.is_empty() => {
                 scanned = id.map(|(dev, ino)| FileId { dev, ino });
+                if walked.is_some_and(|w| Some(w) != scanned) {
+                    return;
+                }
                 self.scanner.scan(buf, scratch).verdict()
             }
             Ok((ReadOutcome::TooLarge, _)) => Verdict::Undecidable(self.too_large()),
@@ -262,8 +274,12 @@ impl Ctx<'_> {
         let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
         for root in &self.args.paths {
             walk::walk(root, true, &mut |event| {
-                if let Event::File { path, .. } = event {
-                    self.scan_path("scheduled", &path, &mut scratch, &mut buf);
+                if let Event::File { path, id, .. } = event {
+                    let walked = Some(FileId {
+                        dev: id.0,
+                        ino: id.1,
+                    });
+                    self.scan_path("scheduled", &path, walked, &mut scratch, &mut buf);
                 }
             });
         }
@@ -709,12 +725,16 @@ fn watch_inotify(ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> bool) -> Result<()> {
                     watches.add(&d);
                 }
                 walk::walk(&path, true, &mut |event| {
-                    if let Event::File { path, .. } = event {
-                        ctx.scan_path("inotify", &path, &mut scratch, &mut buf);
+                    if let Event::File { path, id, .. } = event {
+                        let walked = Some(FileId {
+                            dev: id.0,
+                            ino: id.1,
+                        });
+                        ctx.scan_path("inotify", &path, walked, &mut scratch, &mut buf);
                     }
                 });
             } else {
-                ctx.scan_path("inotify", &path, &mut scratch, &mut buf);
+                ctx.scan_path("inotify", &path, None, &mut scratch, &mut buf);
             }
         }
     }

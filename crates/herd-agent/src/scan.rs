@@ -328,7 +328,7 @@ impl Printer {
 fn event_message(
     event: Event,
     root: &Path,
-    scan: &mut dyn FnMut(PathBuf) -> Option<Message>,
+    scan: &mut dyn FnMut(PathBuf, Walked) -> Option<Message>,
 ) -> Option<Message> {
     let file = |path, outcome| {
         Some(Message::File(FileResult {
@@ -347,7 +347,13 @@ fn event_message(
         Event::Special(path) if path == root => file(path, Outcome::Unsupported),
         Event::Special(_) => None,
         Event::Error { path, error } => file(path, Outcome::Error(error.to_string())),
-        Event::File { path, .. } => scan(path),
+        Event::File { path, id, .. } => scan(
+            path,
+            Some(FileId {
+                dev: id.0,
+                ino: id.1,
+            }),
+        ),
     }
 }
 
@@ -428,9 +434,10 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
         let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
         for root in &args.paths {
             walk::walk(root, recursive, &mut |event| {
-                let mut scan = |path: PathBuf| {
+                let mut scan = |path: PathBuf, walked: Walked| {
                     Some(Message::File(scan_file(
                         path,
+                        walked,
                         args,
                         &scanner,
                         &mut scratch,
@@ -446,7 +453,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     } else {
         // One walker, `threads` scanners, and this thread printing. Output order follows
         // completion, as with clamdscan --multiscan.
-        let (path_tx, path_rx) = mpsc::sync_channel::<PathBuf>(1024);
+        let (path_tx, path_rx) = mpsc::sync_channel::<(PathBuf, Walked)>(1024);
         let path_rx = Mutex::new(path_rx);
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel::<Message>();
@@ -459,8 +466,9 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
                             .lock()
                             .map_err(|_| ())
                             .and_then(|rx| rx.recv().map_err(|_| ()));
-                        let Ok(path) = next else { break };
-                        let r = scan_file(path, args, scanner, &mut scratch, &mut buf, stores);
+                        let Ok((path, walked)) = next else { break };
+                        let r =
+                            scan_file(path, walked, args, scanner, &mut scratch, &mut buf, stores);
                         if tx.send(Message::File(r)).is_err() {
                             break;
                         }
@@ -470,8 +478,8 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
             s.spawn(move || {
                 for root in &args.paths {
                     walk::walk(root, recursive, &mut |event| {
-                        let mut scan = |path: PathBuf| {
-                            let _ = path_tx.send(path);
+                        let mut scan = |path: PathBuf, walked: Walked| {
+                            let _ = path_tx.send((path, walked));
                             None
                         };
                         if let Some(m) = event_message(event, root, &mut scan) {
@@ -591,9 +599,17 @@ fn large_file(
     }
 }
 
-/// Reads and scans one file (and quarantines it if asked); prints nothing.
+/// The identity a directory walk saw a file with (`None` for a file named on the command
+/// line, which is read as whatever it is when opened).
+type Walked = Option<FileId>;
+
+/// Reads and scans one file (and quarantines it if asked); prints nothing. A file that is no
+/// longer the one the walk saw (a parent directory swapped for a symlink, the file replaced)
+/// is reported gone, not scanned in its stead.
+#[allow(clippy::too_many_arguments)]
 fn scan_file(
     path: PathBuf,
+    walked: Walked,
     args: &ScanArgs,
     scanner: &Scanner<'_>,
     scratch: &mut Scratch,
@@ -613,7 +629,8 @@ fn scan_file(
         Ok((ReadOutcome::TooLarge, _)) => return large_file(path, args, scanner, stores),
         Ok((ReadOutcome::Read, id)) => id.map(|(dev, ino)| FileId { dev, ino }),
     };
-    let Some(scanned) = scanned else {
+    let Some(scanned) = scanned.filter(|id| walked.is_none_or(|w| w == *id)) else {
+        buf.clear();
         return result(path, Outcome::Gone);
     };
     if buf.is_empty() {

@@ -14,10 +14,13 @@ use std::path::{Path, PathBuf};
 /// What the walk found.
 #[derive(Debug)]
 pub enum Event {
-    /// A regular file to scan, with its size at the time of the walk.
+    /// A regular file to scan, with its size and (device, inode) at the time of the walk. A
+    /// reader can compare the identity with what it opens: a parent directory swapped for a
+    /// symlink since the walk makes the path name another file.
     File {
         path: PathBuf,
         size: u64,
+        id: (u64, u64),
     },
     /// A directory entered.
     Dir(PathBuf),
@@ -69,6 +72,7 @@ fn visit_entry(
         visit(Event::File {
             path,
             size: meta.len(),
+            id: (meta.dev(), meta.ino()),
         });
     } else {
         visit(Event::Special(path));
@@ -183,7 +187,7 @@ mod tests {
         walk(root, recursive, &mut |e| {
             let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
             out.push(match e {
-                Event::File { path, size } => format!("file {} {size}", rel(&path)),
+                Event::File { path, size, .. } => format!("file {} {size}", rel(&path)),
                 Event::Dir(p) => format!("dir {}", rel(&p)),
                 Event::Symlink(p) => format!("symlink {}", rel(&p)),
                 Event::SkippedDir(p) => format!("skipped {}", rel(&p)),
@@ -247,6 +251,31 @@ mod tests {
         assert_eq!(outcome, ReadOutcome::NotRegular);
         assert_eq!(id, None);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_parent_swapped_for_a_symlink_after_the_walk_shows_in_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/f"), b"walked").unwrap();
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        std::fs::write(dir.path().join("elsewhere/f"), b"not walked").unwrap();
+        let mut walked = None;
+        walk(dir.path(), true, &mut |e| {
+            if let Event::File { path, id, .. } = e
+                && path.ends_with("d/f")
+            {
+                walked = Some(id);
+            }
+        });
+        std::fs::rename(dir.path().join("d"), dir.path().join("d.old")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("d")).unwrap();
+        let mut buf = Vec::new();
+        let (outcome, id) = read_file_identified(&dir.path().join("d/f"), 100, &mut buf).unwrap();
+        // The final component is a regular file, so the read succeeds; the identity tells the
+        // caller it is not the file the walk saw.
+        assert_eq!(outcome, ReadOutcome::Read);
+        assert_ne!(id, walked);
     }
 
     #[test]
