@@ -5,6 +5,7 @@
 
 mod bench_planner;
 mod bench_scan;
+mod bench_unpack;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Bench {
     /// Plans for a generated fleet against a generated catalog (SPEC §8: 1,000,000 terminals,
     /// 100,000 threats × 20 products, under 1 s on one core).
     Planner(bench_planner::Options),
+    /// Unpacking a package with the agent's checked reader against `tar -xzf` of the same file.
+    Unpack(bench_unpack::Options),
     /// The scan engine against clamscan on the same signatures and corpus (SPEC §8).
     Scan {
         /// Options passed to the scan benchmark; see `cargo xtask bench scan -- --help`.
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
     match Args::parse().command {
         Command::Bench(Bench::Planner(options)) => bench_planner::run(options),
         Command::Bench(Bench::Scan { args }) => bench_scan::run(args),
+        Command::Bench(Bench::Unpack(options)) => bench_unpack::run(options),
     }
 }
 

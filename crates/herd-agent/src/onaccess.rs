@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use herd_fs::FileId;
 use herd_scan::walk::{self, Event, ReadOutcome};
 use herd_scan::{Engine, Limits, MatchOptions, Scanner, Scratch, Verdict};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -152,8 +153,17 @@ impl Ctx<'_> {
 
     /// Prints a detection and quarantines or samples the file as configured. `action` says
     /// what already happened to the access ("access denied", "reported").
-    fn detected(&self, mode: &str, path: &Path, content: &[u8], names: &[Arc<str>], action: &str) {
-        let (quarantined, sample) = self.stores.handle(path, content, names);
+    /// `scanned` is the file `content` was read from (quarantine acts on it only).
+    fn detected(
+        &self,
+        mode: &str,
+        path: &Path,
+        scanned: FileId,
+        content: &[u8],
+        names: &[Arc<str>],
+        action: &str,
+    ) {
+        let (quarantined, sample) = self.stores.handle(path, scanned, content, names);
         let to_json = |r: &StoreResult| match r {
             Some(Ok(id)) => json!({ "id": id }),
             Some(Err(e)) => json!({ "error": e }),
@@ -219,20 +229,43 @@ impl Ctx<'_> {
     }
 
     /// Scans a path after the fact (inotify events, scheduled scans).
-    fn scan_path(&self, mode: &str, path: &Path, scratch: &mut Scratch, buf: &mut Vec<u8>) {
+    /// `walked`: the identity a directory walk saw the file with; a file that is no longer it
+    /// (a parent swapped for a symlink since) is passed over, not read in its stead.
+    fn scan_path(
+        &self,
+        mode: &str,
+        path: &Path,
+        walked: Option<FileId>,
+        scratch: &mut Scratch,
+        buf: &mut Vec<u8>,
+    ) {
         if self.excluded(path) {
             return;
         }
-        let verdict = match walk::read_file(path, self.args.max_filesize, buf) {
-            Ok(ReadOutcome::Read) if !buf.is_empty() => self.scanner.scan(buf, scratch).verdict(),
-            Ok(ReadOutcome::TooLarge) => Verdict::Undecidable(self.too_large()),
+        let mut scanned = None;
+        let verdict = match walk::read_file_identified(path, self.args.max_filesize, buf) {
+            Ok((ReadOutcome::Read, id)) if !buf.is_empty() => {
+                scanned = id.map(|(dev, ino)| FileId { dev, ino });
+                if walked.is_some_and(|w| Some(w) != scanned) {
+                    return;
+                }
+                self.scanner.scan(buf, scratch).verdict()
+            }
+            Ok((ReadOutcome::TooLarge, _)) => Verdict::Undecidable(self.too_large()),
             Ok(_) => return,
             Err(e) => Verdict::Undecidable(format!("cannot be read: {e}")),
         };
-        match verdict {
-            Verdict::Clean => {}
-            Verdict::Infected(names) => self.detected(mode, path, buf, &names, "reported"),
-            Verdict::Undecidable(why) => self.undecided(mode, path, &why, "reported"),
+        match (verdict, scanned) {
+            (Verdict::Clean, _) => {}
+            (Verdict::Infected(names), Some(scanned)) => {
+                self.detected(mode, path, scanned, buf, &names, "reported")
+            }
+            // Unreachable: an infected verdict comes from a read, which knows its file.
+            (Verdict::Infected(names), None) => {
+                let why = format!("detected as {} but its file is unknown", names.join(", "));
+                self.undecided(mode, path, &why, "reported")
+            }
+            (Verdict::Undecidable(why), _) => self.undecided(mode, path, &why, "reported"),
         }
     }
 
@@ -241,8 +274,12 @@ impl Ctx<'_> {
         let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
         for root in &self.args.paths {
             walk::walk(root, true, &mut |event| {
-                if let Event::File { path, .. } = event {
-                    self.scan_path("scheduled", &path, &mut scratch, &mut buf);
+                if let Event::File { path, id, .. } = event {
+                    let walked = Some(FileId {
+                        dev: id.0,
+                        ino: id.1,
+                    });
+                    self.scan_path("scheduled", &path, walked, &mut scratch, &mut buf);
                 }
             });
         }
@@ -639,14 +676,15 @@ fn decide(
     let response = match &verdict {
         Verdict::Clean => Response::FAN_ALLOW,
         Verdict::Undecidable(why) => undecided(why),
-        // A suspicious-only verdict is reported and sampled but does not block the file.
-        Verdict::Infected(names) if names.iter().all(|n| ctx.stores.suspicious(n)) => {
-            ctx.detected("fanotify", &path, buf, names, "reported");
-            Response::FAN_ALLOW
-        }
         Verdict::Infected(names) => {
-            ctx.detected("fanotify", &path, buf, names, "access denied");
-            Response::FAN_DENY
+            // A suspicious-only verdict is reported and sampled but does not block the file.
+            let (response, action) = if names.iter().all(|n| ctx.stores.suspicious(n)) {
+                (Response::FAN_ALLOW, "reported")
+            } else {
+                (Response::FAN_DENY, "access denied")
+            };
+            ctx.detected("fanotify", &path, FileId::of_stat(&st), buf, names, action);
+            response
         }
     };
     let settled = SystemTime::now()
@@ -687,12 +725,16 @@ fn watch_inotify(ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> bool) -> Result<()> {
                     watches.add(&d);
                 }
                 walk::walk(&path, true, &mut |event| {
-                    if let Event::File { path, .. } = event {
-                        ctx.scan_path("inotify", &path, &mut scratch, &mut buf);
+                    if let Event::File { path, id, .. } = event {
+                        let walked = Some(FileId {
+                            dev: id.0,
+                            ino: id.1,
+                        });
+                        ctx.scan_path("inotify", &path, walked, &mut scratch, &mut buf);
                     }
                 });
             } else {
-                ctx.scan_path("inotify", &path, &mut scratch, &mut buf);
+                ctx.scan_path("inotify", &path, None, &mut scratch, &mut buf);
             }
         }
     }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use herd_fs::FileId;
 use herd_scan::walk::{self, Event, ReadOutcome};
 use herd_scan::{Database, Detection, Engine, Limits, MatchOptions, Scanner, Scratch};
 use serde_json::json;
@@ -327,7 +328,7 @@ impl Printer {
 fn event_message(
     event: Event,
     root: &Path,
-    scan: &mut dyn FnMut(PathBuf) -> Option<Message>,
+    scan: &mut dyn FnMut(PathBuf, Walked) -> Option<Message>,
 ) -> Option<Message> {
     let file = |path, outcome| {
         Some(Message::File(FileResult {
@@ -346,7 +347,13 @@ fn event_message(
         Event::Special(path) if path == root => file(path, Outcome::Unsupported),
         Event::Special(_) => None,
         Event::Error { path, error } => file(path, Outcome::Error(error.to_string())),
-        Event::File { path, .. } => scan(path),
+        Event::File { path, id, .. } => scan(
+            path,
+            Some(FileId {
+                dev: id.0,
+                ino: id.1,
+            }),
+        ),
     }
 }
 
@@ -427,9 +434,10 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
         let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
         for root in &args.paths {
             walk::walk(root, recursive, &mut |event| {
-                let mut scan = |path: PathBuf| {
+                let mut scan = |path: PathBuf, walked: Walked| {
                     Some(Message::File(scan_file(
                         path,
+                        walked,
                         args,
                         &scanner,
                         &mut scratch,
@@ -445,7 +453,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     } else {
         // One walker, `threads` scanners, and this thread printing. Output order follows
         // completion, as with clamdscan --multiscan.
-        let (path_tx, path_rx) = mpsc::sync_channel::<PathBuf>(1024);
+        let (path_tx, path_rx) = mpsc::sync_channel::<(PathBuf, Walked)>(1024);
         let path_rx = Mutex::new(path_rx);
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel::<Message>();
@@ -458,8 +466,9 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
                             .lock()
                             .map_err(|_| ())
                             .and_then(|rx| rx.recv().map_err(|_| ()));
-                        let Ok(path) = next else { break };
-                        let r = scan_file(path, args, scanner, &mut scratch, &mut buf, stores);
+                        let Ok((path, walked)) = next else { break };
+                        let r =
+                            scan_file(path, walked, args, scanner, &mut scratch, &mut buf, stores);
                         if tx.send(Message::File(r)).is_err() {
                             break;
                         }
@@ -469,8 +478,8 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
             s.spawn(move || {
                 for root in &args.paths {
                     walk::walk(root, recursive, &mut |event| {
-                        let mut scan = |path: PathBuf| {
-                            let _ = path_tx.send(path);
+                        let mut scan = |path: PathBuf, walked: Walked| {
+                            let _ = path_tx.send((path, walked));
                             None
                         };
                         if let Some(m) = event_message(event, root, &mut scan) {
@@ -590,9 +599,17 @@ fn large_file(
     }
 }
 
-/// Reads and scans one file (and quarantines it if asked); prints nothing.
+/// The identity a directory walk saw a file with (`None` for a file named on the command
+/// line, which is read as whatever it is when opened).
+type Walked = Option<FileId>;
+
+/// Reads and scans one file (and quarantines it if asked); prints nothing. A file that is no
+/// longer the one the walk saw (a parent directory swapped for a symlink, the file replaced)
+/// is reported gone, not scanned in its stead.
+#[allow(clippy::too_many_arguments)]
 fn scan_file(
     path: PathBuf,
+    walked: Walked,
     args: &ScanArgs,
     scanner: &Scanner<'_>,
     scratch: &mut Scratch,
@@ -605,12 +622,17 @@ fn scan_file(
         notes: Vec::new(),
         bytes: 0,
     };
-    match walk::read_file(&path, args.max_filesize, buf) {
+    // The (device, inode) of the descriptor read: quarantine acts on that file only.
+    let scanned = match walk::read_file_identified(&path, args.max_filesize, buf) {
         Err(error) => return result(path, Outcome::Error(error.to_string())),
-        Ok(ReadOutcome::NotRegular) => return result(path, Outcome::Gone),
-        Ok(ReadOutcome::TooLarge) => return large_file(path, args, scanner, stores),
-        Ok(ReadOutcome::Read) => {}
-    }
+        Ok((ReadOutcome::NotRegular, _)) => return result(path, Outcome::Gone),
+        Ok((ReadOutcome::TooLarge, _)) => return large_file(path, args, scanner, stores),
+        Ok((ReadOutcome::Read, id)) => id.map(|(dev, ino)| FileId { dev, ino }),
+    };
+    let Some(scanned) = scanned.filter(|id| walked.is_none_or(|w| w == *id)) else {
+        buf.clear();
+        return result(path, Outcome::Gone);
+    };
     if buf.is_empty() {
         return result(path, Outcome::Empty);
     }
@@ -621,7 +643,7 @@ fn scan_file(
         .map(|n| format!("{}: {}", n.path, n.kind))
         .collect();
     let names: Vec<Arc<str>> = report.detections.iter().map(|d| d.name.clone()).collect();
-    let (quarantined, sample) = stores.handle(&path, buf, &names);
+    let (quarantined, sample) = stores.handle(&path, scanned, buf, &names);
     FileResult {
         path,
         outcome: Outcome::Scanned {

@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use herd_proto::api::PackageInfo;
@@ -93,6 +94,8 @@ impl Client {
             .write(true)
             .create(true)
             .truncate(false)
+            // A part file swapped for a symlink is refused, not written through.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(dest)
             .map_err(|e| local("open", e))?;
         let mut have = file.metadata().map_err(|e| local("read", e))?.len();

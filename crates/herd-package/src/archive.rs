@@ -6,10 +6,13 @@
 //! and executables, and a gzip header without a time or name, so the same inputs always give
 //! the same bytes (and so the same SHA-256 in the catalog).
 //!
-//! Reading refuses what could make `tar -x` (run by the generated install script) write
-//! outside the version directory or plant privileges: anything but regular files and
-//! directories (links, devices, FIFOs), absolute paths and `..`, a path given twice (a later
-//! member would silently replace what was checked), setuid, setgid and sticky bits.
+//! Reading ([`read_package`], over `ustar.rs`, the one tar reader) is the single pass both
+//! inspection and unpacking (`unpack.rs`) make, and refuses what could make an unpack write
+//! outside the version directory, plant privileges or leave something a local user can change:
+//! anything but regular files and directories (links, devices, FIFOs), absolute paths and
+//! `..`, a path given twice (a later member would silently replace what was checked), owners
+//! other than uid and gid 0, setuid, setgid and sticky bits, group- or world-writable modes,
+//! and every tar construct two readers could read differently (see `ustar.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
@@ -18,6 +21,7 @@ use flate2::Compression;
 use herd_proto::ValidationError;
 
 use crate::manifest::{MANIFEST_FILE, Manifest, check_package_path};
+use crate::ustar::{self, RawHeader, TarError};
 
 /// The mtime of every member: 2000-01-01T00:00:00Z (GNU tar warns about 0 as implausible).
 pub const FIXED_MTIME: u64 = 946_684_800;
@@ -180,85 +184,144 @@ pub fn inspect(document: &str, reader: impl Read) -> Result<Inspection, InspectE
 
 /// Reads an uncompressed tar stream of a package.
 pub fn inspect_tar(document: &str, reader: impl Read) -> Result<Inspection, InspectError> {
-    let read_error = |source| InspectError::Read {
-        document: document.to_owned(),
-        source,
-    };
+    read_package(document, reader, &mut |_, _, _| Ok(()))
+}
+
+/// What [`read_package`] hands each checked member to: its normalised path, its kind, and a
+/// reader of its data (the manifest's bytes for the manifest). An `Err` names why the member
+/// could not be written and stops the read.
+pub type MemberSink<'a> = dyn FnMut(&str, &MemberKind, &mut dyn Read) -> Result<(), String> + 'a;
+
+/// The one pass over a package's tar stream that both inspection and unpacking make: every
+/// member is checked (by `ustar.rs` for the tar format, here for what a package may hold)
+/// before `sink` sees it, and the manifest and the member list are checked at the end. An
+/// unpacker must discard what it wrote if this returns an error.
+pub fn read_package(
+    document: &str,
+    reader: impl Read,
+    sink: &mut MemberSink<'_>,
+) -> Result<Inspection, InspectError> {
     let member_error = |member: &str, why: String| InspectError::Member {
         document: document.to_owned(),
         member: member.to_owned(),
         why,
     };
-    let mut archive = tar::Archive::new(reader);
     let mut members = BTreeMap::new();
     let mut manifest_bytes = None;
     let mut unpacked_size: u64 = 0;
-    for entry in archive.entries().map_err(read_error)? {
-        let mut entry = entry.map_err(read_error)?;
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let path = normalise(&raw);
+    let mut on_member = |header: &RawHeader, data: &mut dyn Read| -> Result<(), TarError> {
+        let raw = &header.path;
+        let refuse = |why: String| TarError::Member {
+            member: raw.clone(),
+            why,
+        };
+        let path = normalise(raw);
         if path.is_empty() {
             // `./` itself: the version directory.
-            if entry.header().entry_type().is_dir() {
-                continue;
+            if header.kind == b'5' && header.size == 0 {
+                return Ok(());
             }
-            return Err(member_error(
-                &raw,
-                "a file cannot be the package root".into(),
-            ));
+            return Err(refuse("a file cannot be the package root".into()));
         }
-        check_package_path(path).map_err(|why| member_error(&raw, why))?;
+        check_package_path(path).map_err(refuse)?;
         if members.len() >= MAX_MEMBERS {
-            return Err(InspectError::Package {
-                document: document.to_owned(),
-                why: format!("more than {MAX_MEMBERS} members"),
-            });
+            return Err(TarError::Archive(format!(
+                "more than {MAX_MEMBERS} members"
+            )));
         }
-        let mode = entry.header().mode().map_err(read_error)?;
-        if mode & 0o7000 != 0 {
-            return Err(member_error(
-                &raw,
-                format!("mode {mode:o} has setuid, setgid or sticky bits"),
-            ));
-        }
-        let kind = match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry.size();
-                unpacked_size = unpacked_size.saturating_add(size);
-                MemberKind::File {
-                    size,
-                    executable: mode & 0o111 != 0,
-                }
-            }
-            tar::EntryType::Directory => MemberKind::Dir,
-            other => {
-                return Err(member_error(
-                    &raw,
-                    format!(
-                        "{} members are not allowed in a package (only regular files and directories)",
-                        type_name(other)
-                    ),
+        let mode = header.mode;
+        let kind = match header.kind {
+            b'0' | 0 | b'7' if raw.ends_with('/') => {
+                return Err(refuse(
+                    "a regular file whose name ends in '/' (older tar readers make it a \
+                     directory)"
+                        .into(),
                 ));
+            }
+            b'0' | 0 | b'7' => MemberKind::File {
+                size: header.size,
+                executable: mode & 0o111 != 0,
+            },
+            b'5' if header.size != 0 => {
+                return Err(refuse(format!(
+                    "a directory with {} bytes of data",
+                    header.size
+                )));
+            }
+            b'5' => MemberKind::Dir,
+            other => {
+                return Err(refuse(format!(
+                    "{} members are not allowed in a package (only regular files and directories)",
+                    type_name(other)
+                )));
             }
         };
-        if path == MANIFEST_FILE && matches!(kind, MemberKind::File { .. }) {
-            if entry.size() > MAX_MANIFEST_SIZE {
-                return Err(member_error(
-                    &raw,
-                    format!("the manifest is larger than {MAX_MANIFEST_SIZE} bytes"),
-                ));
-            }
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut bytes).map_err(read_error)?;
-            manifest_bytes = Some(bytes);
+        if header.uid != 0 || header.gid != 0 {
+            return Err(refuse(format!(
+                "foreign owner (uid {}, gid {}): the package builder writes 0, and an unpacked \
+                 file belongs to the agent, never to a user the archive names",
+                header.uid, header.gid
+            )));
         }
-        if members.insert(path.to_owned(), kind).is_some() {
-            return Err(member_error(
-                &raw,
+        for name in [&header.user_name, &header.group_name] {
+            if !name.is_empty() && name != "root" {
+                return Err(refuse(format!(
+                    "foreign owner name {name:?}: the package builder writes none"
+                )));
+            }
+        }
+        if mode & 0o7000 != 0 {
+            return Err(refuse(format!(
+                "mode {mode:o} has setuid, setgid or sticky bits"
+            )));
+        }
+        if mode & 0o022 != 0 {
+            return Err(refuse(format!(
+                "mode {mode:o} is group- or world-writable: a local user could change what \
+                 the agent later runs or loads"
+            )));
+        }
+        if !header.link_name.is_empty() {
+            return Err(refuse(format!(
+                "a link name ({:?}) on a member that is not a link",
+                header.link_name
+            )));
+        }
+        if members.contains_key(path) {
+            return Err(refuse(
                 "appears twice; a later member would replace the first".into(),
             ));
         }
-    }
+        if let MemberKind::File { size, .. } = kind {
+            unpacked_size = unpacked_size.saturating_add(size);
+        }
+        if path == MANIFEST_FILE && matches!(kind, MemberKind::File { .. }) {
+            if header.size > MAX_MANIFEST_SIZE {
+                return Err(refuse(format!(
+                    "the manifest is larger than {MAX_MANIFEST_SIZE} bytes"
+                )));
+            }
+            let mut bytes = Vec::with_capacity(header.size as usize);
+            data.read_to_end(&mut bytes)?;
+            sink(path, &kind, &mut &bytes[..]).map_err(refuse)?;
+            manifest_bytes = Some(bytes);
+        } else {
+            sink(path, &kind, data).map_err(refuse)?;
+        }
+        members.insert(path.to_owned(), kind);
+        Ok(())
+    };
+    ustar::read_members(reader, &mut on_member).map_err(|e| match e {
+        TarError::Read(source) => InspectError::Read {
+            document: document.to_owned(),
+            source,
+        },
+        TarError::Member { member, why } => member_error(&member, why),
+        TarError::Archive(why) => InspectError::Package {
+            document: document.to_owned(),
+            why,
+        },
+    })?;
     let Some(manifest_bytes) = manifest_bytes else {
         return Err(InspectError::Package {
             document: document.to_owned(),
@@ -339,14 +402,13 @@ fn normalise(raw: &str) -> &str {
     path.strip_suffix('/').unwrap_or(path)
 }
 
-fn type_name(kind: tar::EntryType) -> &'static str {
+fn type_name(kind: u8) -> &'static str {
     match kind {
-        tar::EntryType::Symlink => "symbolic link",
-        tar::EntryType::Link => "hard link",
-        tar::EntryType::Char => "character device",
-        tar::EntryType::Block => "block device",
-        tar::EntryType::Fifo => "FIFO",
-        tar::EntryType::GNUSparse => "sparse file",
+        b'2' => "symbolic link",
+        b'1' => "hard link",
+        b'3' => "character device",
+        b'4' => "block device",
+        b'6' => "FIFO",
         _ => "special",
     }
 }
@@ -369,6 +431,7 @@ mod tests {
             test_pattern: "test/a.txt".to_owned(),
             post_install: Some("bin/post-install".to_owned()),
             pre_uninstall: None,
+            hooks_run_as: None,
         }
     }
 

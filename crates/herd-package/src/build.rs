@@ -148,6 +148,9 @@ pub fn build_with(
         test_pattern,
         post_install,
         pre_uninstall,
+        // A spec builds packages whose hooks run unprivileged; a vendor whose hooks need root
+        // says so in a spec directory's own manifest (`build_dir`).
+        hooks_run_as: None,
     };
     let document = "the package being built";
     manifest.validate(document)?;

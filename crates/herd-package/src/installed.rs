@@ -28,6 +28,17 @@ const MAX_TEST_PATTERN: u64 = 64 << 20;
 /// Reads and checks a package file, whatever its compression.
 pub fn inspect_file(path: &Path) -> Result<Inspection, InspectError> {
     let document = path.display().to_string();
+    read_decompressed(path, &mut |reader| archive::inspect_tar(&document, reader))
+}
+
+/// Hands `read` the package file's tar stream, decompressed: gzip in process, zstd through the
+/// `zstd` program (as the install scripts do), plain tar as it is. Only decompression happens
+/// here; the tar stream is read by `read` alone.
+pub(crate) fn read_decompressed<T>(
+    path: &Path,
+    read: &mut dyn FnMut(&mut dyn io::Read) -> Result<T, InspectError>,
+) -> Result<T, InspectError> {
+    let document = path.display().to_string();
     let read_error = |source| InspectError::Read {
         document: document.clone(),
         source,
@@ -35,9 +46,17 @@ pub fn inspect_file(path: &Path) -> Result<Inspection, InspectError> {
     let mut file = fs::File::open(path).map_err(read_error)?;
     let mut magic = [0u8; 4];
     let n = io::Read::read(&mut file, &mut magic).map_err(read_error)?;
-    if archive::detect_compression(&magic[..n]) != Codec::Zstd {
-        let file = fs::File::open(path).map_err(read_error)?;
-        return archive::inspect(&document, file);
+    match archive::detect_compression(&magic[..n]) {
+        Codec::Gzip => {
+            let file = fs::File::open(path).map_err(read_error)?;
+            let mut decoder = flate2::read::GzDecoder::new(io::BufReader::new(file));
+            return read(&mut decoder);
+        }
+        Codec::PlainTar => {
+            let file = fs::File::open(path).map_err(read_error)?;
+            return read(&mut io::BufReader::new(file));
+        }
+        Codec::Zstd => {}
     }
     let zstd_error = |why: String| InspectError::Zstd {
         document: document.clone(),
@@ -51,9 +70,10 @@ pub fn inspect_file(path: &Path) -> Result<Inspection, InspectError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| zstd_error(format!("cannot run zstd: {e}")))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    // Inspection consumes and drops the pipe, so a zstd still writing gets EPIPE and ends.
-    let result = archive::inspect_tar(&document, stdout);
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let result = read(&mut stdout);
+    // Dropping the pipe makes a zstd still writing get EPIPE and end.
+    drop(stdout);
     let output = child
         .wait_with_output()
         .map_err(|e| zstd_error(format!("waiting for zstd: {e}")))?;
@@ -66,7 +86,7 @@ pub fn inspect_file(path: &Path) -> Result<Inspection, InspectError> {
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         ))),
-        Ok(inspection) => Ok(inspection),
+        Ok(value) => Ok(value),
         Err(err) => Err(err),
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! - [`manifest`]: the manifest format and its validation (pure).
 //! - [`archive`]: deterministic encoding and checked reading of the tar stream (pure).
+//! - [`unpack_file`]: unpacking a package into a staging directory from the same pass that
+//!   checks it, through directory handles, with the agent's owner and safe modes.
 //! - [`build`] / [`build_dir`]: writing a package file and its catalog entries.
 //! - [`inspect_file`], [`verify_installed`], [`installed_product`]: what the agent does with a
 //!   downloaded package and an unpacked product under its prefix.
@@ -18,6 +20,10 @@ pub mod manifest;
 
 mod build;
 mod installed;
+mod unpack;
+#[cfg(test)]
+mod unpack_attacks;
+mod ustar;
 
 pub use archive::{Codec, InspectError, Inspection, MemberKind};
 pub use build::{BuildError, BuiltPackage, Detection, PackageSpec, build, build_dir, build_with};
@@ -25,7 +31,8 @@ pub use installed::{
     Expected, InstalledError, VerifyError, VerifyOutcome, active_dir, current_target, inspect_file,
     installed_manifest, installed_product, read_manifest, verify_installed,
 };
-pub use manifest::{ENGINE, MANIFEST_FILE, Manifest, PACKAGE_FORMAT};
+pub use manifest::{ENGINE, HooksRunAs, MANIFEST_FILE, Manifest, PACKAGE_FORMAT};
+pub use unpack::{UnpackError, unpack_file, unpack_tar};
 
 #[cfg(test)]
 mod tests;

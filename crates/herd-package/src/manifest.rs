@@ -23,8 +23,9 @@ pub const ENGINE: &str = "herd-scan/1";
 /// Definition file types `herd-scan` loads without the `yara` feature.
 pub const DEFINITION_EXTENSIONS: [&str; 4] = ["hdb", "hsb", "ndb", "ldb"];
 
-/// Longest path accepted inside a package (bytes).
-const MAX_PATH_LEN: usize = 255;
+/// Longest path accepted inside a package (bytes): what one tar header's name field holds, so
+/// no extended header (which tar readers apply differently) is ever needed for a name.
+const MAX_PATH_LEN: usize = 100;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +47,20 @@ pub struct Manifest {
     pub post_install: Option<String>,
     /// Run from the version directory before it is removed.
     pub pre_uninstall: Option<String>,
+    /// Who the hooks run as. Absent: an unprivileged user the agent chooses (its `hook_user`,
+    /// `nobody` by default). `"root"`: the package says its hooks need root; an agent runs
+    /// them so only if its policy allows root hooks (`--allow-root-hooks`), and refuses the
+    /// install otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks_run_as: Option<HooksRunAs>,
+}
+
+/// The privilege a package asks for its hooks (the manifest's `hooks_run_as`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HooksRunAs {
+    /// The hooks need root (to touch system files): allowed only by the agent's policy.
+    Root,
 }
 
 impl Manifest {
@@ -161,6 +176,12 @@ impl Manifest {
                 add(&at, format!("{path:?} is listed twice"));
             }
         }
+        if self.hooks_run_as.is_some() && self.hooks().next().is_none() {
+            add(
+                "$.hooks_run_as",
+                "names who the hooks run as, but the package has no hooks".to_owned(),
+            );
+        }
         if let Err(why) = check_package_path(&self.test_pattern) {
             add("$.test_pattern", why);
         }
@@ -247,7 +268,7 @@ pub fn check_pattern_name(name: &str) -> Result<(), String> {
 }
 
 /// A path inside a package: relative, `/`-separated, without empty, `.` or `..` parts, without
-/// control characters or backslashes, at most 255 bytes.
+/// control characters or backslashes, at most 100 bytes.
 pub fn check_package_path(path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("a package path must not be empty".to_owned());
@@ -296,6 +317,7 @@ mod tests {
             test_pattern: "test/b.txt".to_owned(),
             post_install: Some("bin/post-install".to_owned()),
             pre_uninstall: None,
+            hooks_run_as: None,
         }
     }
 

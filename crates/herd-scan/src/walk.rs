@@ -14,10 +14,13 @@ use std::path::{Path, PathBuf};
 /// What the walk found.
 #[derive(Debug)]
 pub enum Event {
-    /// A regular file to scan, with its size at the time of the walk.
+    /// A regular file to scan, with its size and (device, inode) at the time of the walk. A
+    /// reader can compare the identity with what it opens: a parent directory swapped for a
+    /// symlink since the walk makes the path name another file.
     File {
         path: PathBuf,
         size: u64,
+        id: (u64, u64),
     },
     /// A directory entered.
     Dir(PathBuf),
@@ -69,6 +72,7 @@ fn visit_entry(
         visit(Event::File {
             path,
             size: meta.len(),
+            id: (meta.dev(), meta.ino()),
         });
     } else {
         visit(Event::Special(path));
@@ -147,20 +151,31 @@ pub fn open_regular(path: &Path) -> io::Result<Option<(File, Metadata)>> {
 /// Reads a regular file into `buf` (cleared first), refusing symlinks and anything that is
 /// not a regular file at open time, and files over `max` bytes.
 pub fn read_file(path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
+    read_file_identified(path, max, buf).map(|(outcome, _)| outcome)
+}
+
+/// [`read_file`], also returning the (device, inode) of the file it opened and read, so a
+/// caller acting on the file later (quarantine) can check it still has the file it scanned.
+pub fn read_file_identified(
+    path: &Path,
+    max: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<(ReadOutcome, Option<(u64, u64)>)> {
     buf.clear();
     let Some((file, meta)) = open_regular(path)? else {
-        return Ok(ReadOutcome::NotRegular);
+        return Ok((ReadOutcome::NotRegular, None));
     };
+    let id = Some((meta.dev(), meta.ino()));
     if meta.len() > max {
-        return Ok(ReadOutcome::TooLarge);
+        return Ok((ReadOutcome::TooLarge, id));
     }
     buf.reserve(meta.len() as usize);
     let n = file.take(max + 1).read_to_end(buf)?;
     if n as u64 > max {
         buf.clear();
-        return Ok(ReadOutcome::TooLarge);
+        return Ok((ReadOutcome::TooLarge, id));
     }
-    Ok(ReadOutcome::Read)
+    Ok((ReadOutcome::Read, id))
 }
 
 #[cfg(test)]
@@ -172,7 +187,7 @@ mod tests {
         walk(root, recursive, &mut |e| {
             let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
             out.push(match e {
-                Event::File { path, size } => format!("file {} {size}", rel(&path)),
+                Event::File { path, size, .. } => format!("file {} {size}", rel(&path)),
                 Event::Dir(p) => format!("dir {}", rel(&p)),
                 Event::Symlink(p) => format!("symlink {}", rel(&p)),
                 Event::SkippedDir(p) => format!("skipped {}", rel(&p)),
@@ -212,6 +227,55 @@ mod tests {
         );
         // A self-referencing root is an error, not a hang.
         assert_eq!(events(&root.join("self"), true), ["error  FilesystemLoop"]);
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_after_the_walk_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"not for the scanner").unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"walked").unwrap();
+        let mut found = Vec::new();
+        walk(dir.path(), true, &mut |e| {
+            if let Event::File { path, .. } = e {
+                found.push(path);
+            }
+        });
+        assert!(found.contains(&f));
+        // Between the walk and the read, the file becomes a link to another one.
+        std::fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink(&secret, &f).unwrap();
+        let mut buf = Vec::new();
+        let (outcome, id) = read_file_identified(&f, 100, &mut buf).unwrap();
+        assert_eq!(outcome, ReadOutcome::NotRegular);
+        assert_eq!(id, None);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_parent_swapped_for_a_symlink_after_the_walk_shows_in_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/f"), b"walked").unwrap();
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        std::fs::write(dir.path().join("elsewhere/f"), b"not walked").unwrap();
+        let mut walked = None;
+        walk(dir.path(), true, &mut |e| {
+            if let Event::File { path, id, .. } = e
+                && path.ends_with("d/f")
+            {
+                walked = Some(id);
+            }
+        });
+        std::fs::rename(dir.path().join("d"), dir.path().join("d.old")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("d")).unwrap();
+        let mut buf = Vec::new();
+        let (outcome, id) = read_file_identified(&dir.path().join("d/f"), 100, &mut buf).unwrap();
+        // The final component is a regular file, so the read succeeds; the identity tells the
+        // caller it is not the file the walk saw.
+        assert_eq!(outcome, ReadOutcome::Read);
+        assert_ne!(id, walked);
     }
 
     #[test]

@@ -43,8 +43,13 @@ const MANIFEST_HELP: &str = r#"A package directory holds herd-package.json and t
     "pre_uninstall": null
   }
 
-Paths are relative, '/'-separated, without '.' or '..' parts. Every regular file under the
-directory goes into the package; symbolic links and special files are refused. Before anything
+Paths are relative, '/'-separated, at most 100 bytes, without '.' or '..' parts. Every regular
+file under the directory goes into the package; symbolic links and special files are refused.
+
+Hooks run from the installed version directory as an unprivileged user (the agent's
+--hook-user, nobody by default), which can read the product but not change it. A package whose
+hooks need root says so with "hooks_run_as": "root"; an agent runs them as root only if it was
+started with --allow-root-hooks, and refuses to install the package otherwise. Before anything
 is written, the definitions are loaded and must detect the test pattern, as every agent checks
 after installing.
 

@@ -4,6 +4,7 @@
 //! directory and a half-made link removed). Names come from `herd_proto::layout`, which the
 //! install scripts use too.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -68,34 +69,38 @@ impl Executor {
                 }
             }
             if problems.is_empty() {
-                match fs::remove_dir_all(&new_dir) {
+                let removed = self
+                    .product_dir(&shape.product, false)
+                    .and_then(|products| match products {
+                        Some(products) => products.remove_tree(OsStr::new(&shape.version)),
+                        None => Ok(()),
+                    });
+                match removed {
                     Ok(()) => done.push(format!("{} removed", new_target.display())),
                     Err(e) => problems.push(format!("cannot remove {}: {e}", new_dir.display())),
                 }
             }
         }
-        let mut staging = new_dir.as_os_str().to_owned();
-        staging.push(layout::STAGING_SUFFIX);
-        let _ = fs::remove_dir_all(PathBuf::from(staging));
-        let _ = fs::remove_file(prefix.join(layout::CURRENT_NEW));
-        if let Some(product_dir) = new_dir.parent() {
-            // Only if empty: other versions of the product stay.
-            let _ = fs::remove_dir(product_dir);
+        if let Ok(Some(products)) = self.product_dir(&shape.product, false) {
+            let staging = format!("{}{}", shape.version, layout::STAGING_SUFFIX);
+            let _ = products.remove_tree(OsStr::new(&staging));
+            if !previous_is_new && problems.is_empty() {
+                // Removes the product directory only if empty: other versions stay.
+                let _ = self.remove_version(&products, &shape.version);
+            }
         }
+        let _ = fs::remove_file(prefix.join(layout::CURRENT_NEW));
         let _ = journal::sync_dir(prefix);
         (done, problems)
     }
 }
 
-/// Points `<prefix>/current` at `target` durably (it usually already does: the install
-/// script switched it).
+/// Points `<prefix>/current` at `target` durably (a restart after a crash may find it done).
 pub(super) fn activate(prefix: &Path, target: &str) -> io::Result<String> {
     let current = herd_package::current_target(prefix)?;
     if current.as_deref() == Some(Path::new(target)) {
         journal::sync_dir(prefix)?;
-        return Ok(format!(
-            "current → {target} (switched by the install script)"
-        ));
+        return Ok(format!("current → {target}"));
     }
     swap_link(prefix, Path::new(target))?;
     Ok(format!("current → {target}"))

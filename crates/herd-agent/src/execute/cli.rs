@@ -37,6 +37,8 @@ pub struct ApplyArgs {
     /// Seconds an install or uninstall script may run before it is killed.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     script_timeout: u64,
+    #[command(flatten)]
+    hooks: crate::execute::HookArgs,
     /// The plan's id in the report (default: the SHA-256 of the plan's JSON, as the center's).
     #[arg(long, value_name = "ID")]
     plan_id: Option<String>,
@@ -58,6 +60,7 @@ pub fn run(args: &ApplyArgs) -> Result<u8> {
         .extend(args.download_dirs.iter().cloned());
     config.space_margin = args.space_margin;
     config.script_timeout = Duration::from_secs(args.script_timeout);
+    config.hooks = args.hooks.policy().map_err(anyhow::Error::msg)?;
     let executor = Executor::new(config)?;
 
     let recovered = executor.recover()?;

@@ -1,18 +1,24 @@
-//! Downloading a plan's packages into the chosen directory through a [`Fetcher`]: resumable
-//! `<sha256>.part` files, size and SHA-256 checked before the rename to `<sha256>`, a full disk
+//! Downloading a plan's packages into the chosen directory through a [`Fetcher`]: a directory
+//! only the agent can change (checked: not a symlink, the agent's, not group- or
+//! world-writable), resumable `<sha256>.part` files created exclusively and never followed if
+//! something else was planted under their name, size and SHA-256 checked before the rename to `<sha256>`, a full disk
 //! or an interruption deferred (the plan is retried), anything else refused; and the removal
 //! of downloads no plan will finish.
 
-use std::fs::{self, File};
+use std::ffi::{OsStr, OsString};
+use std::fs;
 use std::io;
 use std::path::Path;
+
+use herd_fs::Dir;
+use nix::sys::stat::SFlag;
 
 use sha2::{Digest, Sha256};
 
 use super::fetch::{self, FetchError, Fetcher};
 use super::shape::{FetchItem, Shape};
 use super::space::{self, human};
-use super::{Executor, hex, journal};
+use super::{Executor, hex};
 
 /// A download that did not complete: try again later, or give up on the plan.
 pub(super) struct FetchFailure {
@@ -28,10 +34,15 @@ impl Executor {
         fetcher: &dyn Fetcher,
     ) -> Result<String, FetchFailure> {
         let refuse = |why: String| FetchFailure { retry: false, why };
-        let final_path = dir.join(&item.sha256);
-        let part = dir.join(format!("{}.part", item.sha256));
-        if fetch::len_or_zero(&final_path).unwrap_or(0) == item.size
-            && sha256_file(&final_path).is_ok_and(|d| d == item.sha256)
+        // The agent writes here as root and later unpacks what it finds: only a directory
+        // nobody else can change will do (not a symlink, ours, not group- or world-writable).
+        let handle = Dir::open_private(dir).map_err(|e| refuse(e.to_string()))?;
+        let final_name = OsString::from(&item.sha256);
+        let part_name = OsString::from(format!("{}.part", item.sha256));
+        let final_path = dir.join(&final_name);
+        let part = dir.join(&part_name);
+        if regular_len(&handle, &final_name) == item.size
+            && sha256_file(&handle, &final_name).is_ok_and(|d| d == item.sha256)
         {
             return Ok(format!(
                 "{} already downloaded in {}",
@@ -39,11 +50,32 @@ impl Executor {
                 final_path.display()
             ));
         }
-        let _ = fs::remove_file(&final_path);
-        let mut resume_from = fetch::len_or_zero(&part).unwrap_or(0);
+        let _ = handle.remove_entry(&final_name);
+        // A part file is resumed only if it is a regular file; anything else there (a symlink
+        // planted to make the agent append to another file) is removed, never followed.
+        let mut resume_from = match handle.stat_at(&part_name) {
+            Ok(Some(stat))
+                if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG =>
+            {
+                stat.st_size as u64
+            }
+            Ok(None) => 0,
+            _ => {
+                handle
+                    .remove_entry(&part_name)
+                    .map_err(|e| refuse(e.to_string()))?;
+                0
+            }
+        };
         if resume_from > item.size {
-            let _ = fs::remove_file(&part);
+            let _ = handle.remove_entry(&part_name);
             resume_from = 0;
+        }
+        if resume_from == 0 {
+            let _ = handle.remove_entry(&part_name);
+            handle
+                .create_file(&part_name, 0o600)
+                .map_err(|e| refuse(format!("cannot start the download: {e}")))?;
         }
         if resume_from < item.size {
             match fetcher.fetch(&item.sha256, item.size, &part, resume_from) {
@@ -83,7 +115,7 @@ impl Executor {
                 }
             }
         }
-        let got = fetch::len_or_zero(&part).unwrap_or(0);
+        let got = regular_len(&handle, &part_name);
         if got != item.size {
             let _ = fs::remove_file(&part);
             return Err(refuse(format!(
@@ -91,7 +123,8 @@ impl Executor {
                 item.size
             )));
         }
-        let digest = sha256_file(&part).map_err(|e| refuse(format!("{}: {e}", part.display())))?;
+        let digest = sha256_file(&handle, &part_name)
+            .map_err(|e| refuse(format!("{}: {e}", part.display())))?;
         if digest != item.sha256 {
             let _ = fs::remove_file(&part);
             return Err(refuse(format!(
@@ -99,10 +132,17 @@ impl Executor {
                 item.sha256
             )));
         }
-        File::open(&part)
-            .and_then(|f| f.sync_all())
-            .and_then(|()| fs::rename(&part, &final_path))
-            .and_then(|()| journal::sync_dir(dir))
+        handle
+            .open_file(&part_name)
+            .and_then(|f| {
+                f.sync_all().map_err(|source| herd_fs::DirError::Io {
+                    path: part.clone(),
+                    action: "syncing",
+                    source,
+                })
+            })
+            .and_then(|()| handle.rename(&part_name, &handle, &final_name))
+            .and_then(|()| handle.sync())
             .map_err(|e| refuse(format!("{}: {e}", final_path.display())))?;
         let mut detail = format!(
             "{} verified (size and SHA-256) in {}",
@@ -144,9 +184,26 @@ pub(super) fn remove_download(dir: &Path, sha256: &str) {
     let _ = fs::remove_file(dir.join(format!("{sha256}.part")));
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
+/// The SHA-256 of the regular file `name` in `dir`, opened without following a symlink.
+fn sha256_file(dir: &Dir, name: &OsStr) -> Result<String, herd_fs::DirError> {
+    let mut file = dir.open_file(name)?;
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher)?;
+    io::copy(&mut file, &mut hasher).map_err(|source| herd_fs::DirError::Io {
+        path: dir.path().join(name),
+        action: "reading",
+        source,
+    })?;
     Ok(hex(&hasher.finalize()))
+}
+
+/// The length of the regular file `name` in `dir`; 0 when absent or anything else.
+fn regular_len(dir: &Dir, name: &OsStr) -> u64 {
+    match dir.stat_at(name) {
+        Ok(Some(stat))
+            if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG =>
+        {
+            stat.st_size as u64
+        }
+        _ => 0,
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ impl Fetcher for DirFetcher {
         let mut out = OpenOptions::new()
             .create(true)
             .append(true)
+            // The executor made the part file; a symlink in its place is not written through.
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(dest)
             .map_err(write_error)?;
         let mut remaining = size.saturating_sub(resume_from);

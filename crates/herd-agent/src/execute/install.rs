@@ -1,60 +1,29 @@
-//! Installing and removing products: the plan's install and uninstall scripts (run by
-//! `script.rs` in their own process group, under the time limit), syncing what an install
-//! wrote, verifying the new product, and a package's pre-uninstall hook when a rollback
-//! removes it. What these steps mean for the transaction (journal, rollback) is `mod.rs`'s.
+//! Removing products (an `archive` version by the agent's own code in `archive.rs`, other
+//! formats by the plan's uninstall script, run by `script.rs` in its own process group under
+//! the time limit), verifying the new product, and a package's pre-uninstall hook when a
+//! rollback removes it. What these steps mean for the transaction (journal, rollback) is
+//! `mod.rs`'s.
 
-use std::fs::{self, File};
-use std::io;
 use std::path::Path;
 
+use herd_core::PackageFormat;
 use herd_package::{Expected, verify_installed};
 use herd_proto::api::StepStatus;
 
 use super::shape::{Shape, UninstallItem};
-use super::{Executor, journal, script};
+use super::{Executor, script};
 
 impl Executor {
-    /// Runs the install script with `HERD_PACKAGE` and `HERD_PREFIX`, then syncs the new
-    /// version directory; the step's detail, or why it failed.
-    pub(super) fn run_install_script(
-        &self,
-        shape: &Shape,
-        package: &Path,
-    ) -> Result<String, String> {
-        let prefix = &self.config.prefix;
-        let env = [
-            ("HERD_PACKAGE", package.as_os_str()),
-            ("HERD_PREFIX", prefix.as_os_str()),
-        ];
-        let new_dir = prefix.join(shape.link_target());
-        let installed = script::run(
-            "herd-install",
-            &shape.install_script,
-            &env,
-            prefix,
-            self.config.script_timeout,
-        );
-        match installed {
-            Err(e) => Err(format!("cannot run sh: {e}")),
-            Ok(run) if !run.success => Err(run.describe()),
-            Ok(run) => match sync_tree(&new_dir) {
-                Err(e) => Err(format!(
-                    "the install script succeeded but {} cannot be synced to disk: {e}",
-                    new_dir.display()
-                )),
-                Ok(()) => {
-                    let mut detail = format!("unpacked into {}", new_dir.display());
-                    if !run.stderr.is_empty() {
-                        detail.push_str(&format!("; stderr: {}", run.stderr));
-                    }
-                    Ok(detail)
-                }
-            },
+    /// Removes an old product: an `archive` version by the agent's own code (`archive.rs`),
+    /// other formats by the plan's uninstall script with `HERD_PREFIX`; the step's status and
+    /// detail.
+    pub(super) fn run_uninstall(&self, uninstall: &UninstallItem) -> (StepStatus, String) {
+        if uninstall.format == PackageFormat::Archive.as_str() {
+            return match self.uninstall_archive(&uninstall.product, &uninstall.version) {
+                Ok(detail) => (StepStatus::Ok, detail),
+                Err(why) => (StepStatus::Failed, why),
+            };
         }
-    }
-
-    /// Runs one uninstall script with `HERD_PREFIX`; the step's status and detail.
-    pub(super) fn run_uninstall_script(&self, uninstall: &UninstallItem) -> (StepStatus, String) {
         let prefix = &self.config.prefix;
         let env = [("HERD_PREFIX", prefix.as_os_str())];
         let run = script::run(
@@ -97,31 +66,18 @@ impl Executor {
         ))
     }
 
+    /// A rollback's chance for the package to undo its post-install hook, under the same hook
+    /// policy; what happened, for the rollback's detail.
     pub(super) fn run_pre_uninstall_hook(&self, dir: &Path) -> Option<String> {
         let manifest = herd_package::installed_manifest(dir).ok()?;
-        let hook = manifest.pre_uninstall?;
-        let path = dir.join(&hook);
-        let env = [("HERD_PREFIX", self.config.prefix.as_os_str())];
-        let note = match script::run_hook(&path, dir, &env, self.config.script_timeout) {
-            Ok(run) if run.success => format!("its pre-uninstall hook {hook} ran"),
-            Ok(run) => format!("its pre-uninstall hook {hook} failed ({})", run.describe()),
-            Err(e) => format!("its pre-uninstall hook {hook} could not run: {e}"),
+        let hook = manifest.pre_uninstall.clone()?;
+        let note = match self
+            .hook_run_as(&manifest)
+            .and_then(|run_as| self.run_package_hook(dir, &hook, run_as))
+        {
+            Ok(who) => format!("its pre-uninstall hook {hook} ran {who}"),
+            Err(why) => format!("its pre-uninstall hook did not run cleanly: {why}"),
         };
         Some(note)
     }
-}
-
-/// Syncs every file and directory under `dir`, so an installed product survives a power loss
-/// once the journal says it was installed.
-fn sync_tree(dir: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            sync_tree(&entry.path())?;
-        } else if kind.is_file() {
-            File::open(entry.path())?.sync_all()?;
-        }
-    }
-    journal::sync_dir(dir)
 }

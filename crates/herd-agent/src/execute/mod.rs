@@ -9,8 +9,13 @@
 //!
 //! - `download.rs`: packages into the download directory (resumable, size and SHA-256
 //!   checked), through the `Fetcher` port of `fetch.rs`; `space.rs` picks the directory;
-//! - `install.rs`: the install and uninstall scripts (run by `script.rs` with limits), and
-//!   verifying the new product;
+//! - `archive.rs`: the agent's own install of an `archive` package (unpacked by
+//!   `herd_package::unpack_file` into `.herd-staging`, moved into place, post-install hook) and
+//!   removal of a version (pre-uninstall hook, then `unlinkat` through directory handles);
+//! - `hooks.rs`: who hooks run as (`--hook-user`, `nobody` by default; root only for packages
+//!   that declare it and an agent started with `--allow-root-hooks`);
+//! - `install.rs`: removal of other formats by the plan's uninstall scripts (run by
+//!   `script.rs` with limits), and verifying the new product;
 //! - `activate.rs`: the `current` link swap, and undoing an install on rollback;
 //! - `recover.rs`: finishing, at agent start, a transaction the journal says was interrupted;
 //! - `report.rs`: the `PlanReport` and the record of finished plans;
@@ -25,15 +30,19 @@
 //! Finished plans' reports are kept in `<state>/reports.json`, so executing a plan that
 //! already succeeded does nothing. One process at a time: `<state>/execute.lock` (a `herd_fs::LockFile`).
 //!
-//! The `archive` install script (herd-planner's `script.rs`) switches `<prefix>/current`
-//! itself once its hook succeeded; the executor records the previous link text before the
-//! install and restores it (symlink + rename) on any later failure, removing the new version
-//! directory. Consent and maintenance windows are the caller's business: `execute` acts now.
+//! The plan's `archive` install script (herd-planner's `script.rs`) is not run: it would
+//! unpack with `tar`, a second parser keeping the archive's owners and modes. The executor
+//! unpacks the package itself (`archive.rs`), switches `<prefix>/current` only once the new
+//! product is verified, records the previous link text before the install and restores it
+//! (symlink + rename) on any later failure, removing the new version directory. Consent and
+//! maintenance windows are the caller's business: `execute` acts now.
 
 mod activate;
+mod archive;
 mod cli;
 mod download;
 mod fetch;
+mod hooks;
 #[cfg(test)]
 mod hostile;
 mod install;
@@ -60,6 +69,7 @@ use sha2::{Digest, Sha256};
 
 pub use cli::{ApplyArgs, run as run_apply};
 pub use fetch::{DirFetcher, FetchError, Fetcher};
+pub use hooks::{HookArgs, HookPolicy};
 
 use activate::activate;
 use journal::{Journal, Phase};
@@ -87,11 +97,13 @@ pub struct ExecutorConfig {
     pub download_dirs: Vec<PathBuf>,
     pub space_margin: u64,
     pub script_timeout: Duration,
+    /// Who package hooks run as.
+    pub hooks: HookPolicy,
 }
 
 impl ExecutorConfig {
     /// Defaults: downloads into `<state_dir>/downloads` only, an 8 MiB margin, 10 minutes
-    /// per script.
+    /// per script, hooks as `nobody` and never as root.
     pub fn new(prefix: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> ExecutorConfig {
         let state_dir = state_dir.into();
         ExecutorConfig {
@@ -100,6 +112,7 @@ impl ExecutorConfig {
             state_dir,
             space_margin: DEFAULT_SPACE_MARGIN,
             script_timeout: DEFAULT_SCRIPT_TIMEOUT,
+            hooks: HookPolicy::least_privilege(),
         }
     }
 }
@@ -294,9 +307,9 @@ impl Executor {
         let prefix = &self.config.prefix;
         let step = shape.install_step;
         let package = journal.download_dir.join(shape.package_sha256());
-        // The package is checked before `tar` sees it: members, manifest, and that it is the
-        // release the plan installs.
-        match herd_package::inspect_file(&package) {
+        // The package is checked before anything is written: members, manifest, that it is the
+        // release the plan installs, and that it fits.
+        let inspection = match herd_package::inspect_file(&package) {
             Ok(inspection) => {
                 let m = &inspection.manifest;
                 if m.product != shape.product || m.version != shape.version {
@@ -328,13 +341,14 @@ impl Executor {
                     }
                     _ => {}
                 }
+                inspection
             }
             Err(e) => {
                 let why = format!("the package is refused: {e}");
                 journal.record(step, "install", StepStatus::Failed, Some(why));
                 return self.roll_back(journal, shape, step, "the package was refused".into());
             }
-        }
+        };
 
         match herd_package::current_target(prefix) {
             Ok(previous) => journal.previous_current = previous,
@@ -347,13 +361,14 @@ impl Executor {
         if let Err(e) = journal.advance(Phase::Installing) {
             return self.roll_back(journal, shape, step, e);
         }
-        let failure = match self.run_install_script(shape, &package) {
-            Ok(detail) => {
-                journal.record(step, "install", StepStatus::Ok, Some(detail));
-                None
-            }
-            Err(why) => Some(why),
-        };
+        let failure =
+            match self.install_archive(&shape.product, &shape.version, &package, &inspection) {
+                Ok(detail) => {
+                    journal.record(step, "install", StepStatus::Ok, Some(detail));
+                    None
+                }
+                Err(why) => Some(why),
+            };
         if let Some(why) = failure {
             journal.record(step, "install", StepStatus::Failed, Some(why));
             let reason = format!("installing {} {} failed", shape.product, shape.version);
@@ -425,7 +440,7 @@ impl Executor {
                 removal_problems.push(e);
                 break;
             }
-            let (status, detail) = self.run_uninstall_script(uninstall);
+            let (status, detail) = self.run_uninstall(uninstall);
             if status == StepStatus::Failed {
                 removal_problems.push(format!(
                     "{} {} could not be removed: {detail}",

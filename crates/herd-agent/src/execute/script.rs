@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::sys::prctl::set_no_new_privs;
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid, setgid, setgroups, setuid};
 
 /// How much of a script's stderr is kept for the report (the end, where errors are).
 const STDERR_KEPT: usize = 2000;
@@ -71,12 +72,24 @@ pub(super) fn run(
     wait(child, timeout)
 }
 
-/// Runs an executable file (a package hook) in `cwd`.
+/// Who a hook runs as: the agent's own user (root only when the policy allowed it, or the
+/// agent's user when the agent is not root), or an unprivileged user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RunAs {
+    Agent,
+    User { uid: u32, gid: u32 },
+}
+
+/// Runs an executable file (a package hook; a path relative to `cwd`, which the child enters
+/// before it drops privileges) in `cwd`, as `run_as`, in its own process group,
+/// unable to gain privileges (`PR_SET_NO_NEW_PRIVS`: a setuid program it starts stays
+/// unprivileged).
 pub(super) fn run_hook(
     hook: &Path,
     cwd: &Path,
     env: &[(&str, &OsStr)],
     timeout: Duration,
+    run_as: RunAs,
 ) -> std::io::Result<ScriptRun> {
     let mut command = Command::new(hook);
     command
@@ -88,6 +101,28 @@ pub(super) fn run_hook(
         .env_remove("HERD_AGENT_FAULT");
     for (key, value) in env {
         command.env(key, value);
+    }
+    let user = match run_as {
+        RunAs::Agent => None,
+        RunAs::User { uid, gid } => Some((Uid::from_raw(uid), Gid::from_raw(gid))),
+    };
+    let drop_privileges = move || -> std::io::Result<()> {
+        if let Some((uid, gid)) = user {
+            // Groups first, then the group, then the user: once the user is changed the
+            // process can no longer change the others.
+            setgroups(&[])?;
+            setgid(gid)?;
+            setuid(uid)?;
+        }
+        set_no_new_privs()?;
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec; it only makes system calls
+    // (setgroups, setgid, setuid, prctl) through nix's thin wrappers, which neither allocate
+    // nor take locks, so it is async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(drop_privileges);
     }
     wait(command.spawn()?, timeout)
 }
@@ -225,7 +260,14 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let run = run_hook(&hook, dir.path(), &[], Duration::from_secs(60)).unwrap();
+        let run = run_hook(
+            &hook,
+            dir.path(),
+            &[],
+            Duration::from_secs(60),
+            RunAs::Agent,
+        )
+        .unwrap();
         assert!(!run.success);
         assert!(
             run.stderr.ends_with("the real error"),

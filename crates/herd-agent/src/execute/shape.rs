@@ -32,7 +32,6 @@ pub(super) struct UninstallItem {
 pub(super) struct Shape {
     pub fetches: Vec<FetchItem>,
     pub install_step: usize,
-    pub install_script: String,
     /// The fetch whose package the install script unpacks.
     pub package: usize,
     pub product: String,
@@ -112,7 +111,7 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
                 product,
                 version,
                 format,
-                script,
+                ..
             } => {
                 if install.is_some() {
                     return Err(format!("{}: a plan installs one product", at("install")));
@@ -133,7 +132,7 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
                         to.version
                     ));
                 }
-                install = Some((i, script.clone()));
+                install = Some(i);
             }
             Step::Verify {
                 product,
@@ -195,7 +194,8 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
             }
         }
     }
-    let (install_step, install_script) = install.ok_or("the plan has steps but no install")?;
+    // The install script's text is not run: the agent unpacks `archive` packages itself.
+    let install_step = install.ok_or("the plan has steps but no install")?;
     let (verify_step, pattern) = verify.ok_or("the plan installs without a verify step")?;
     let package = fetches
         .iter()
@@ -209,7 +209,6 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
     Ok(Some(Shape {
         fetches,
         install_step,
-        install_script,
         package,
         product: to.product.clone(),
         version: to.version.clone(),

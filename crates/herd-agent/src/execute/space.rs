@@ -1,7 +1,6 @@
 //! Free space (SPEC §3.5): the download directory is the candidate on the volume with the
 //! most free space, and a plan whose packages do not fit is refused before a byte is written.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -47,8 +46,10 @@ pub(super) fn choose_download_dir(
     let mut best: Option<(PathBuf, u64, u64)> = None; // dir, free, needed there
     let mut unusable = Vec::new();
     for dir in candidates {
-        if let Err(e) = fs::create_dir_all(dir) {
-            unusable.push(format!("{} ({e})", dir.display()));
+        // Only a directory nobody else can change: the agent writes there as root and later
+        // unpacks what it finds.
+        if let Err(e) = herd_fs::Dir::open_private(dir) {
+            unusable.push(e.to_string());
             continue;
         }
         let free = match free_bytes(dir) {
@@ -109,6 +110,7 @@ pub(super) fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn sizes_read_well() {

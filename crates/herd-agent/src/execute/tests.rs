@@ -24,6 +24,8 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
+        // Hooks run as `nobody`, which must be able to reach the prefix (as on a real system).
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         for sub in ["packages", "src"] {
             fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
@@ -73,8 +75,8 @@ impl Setup {
     }
 
     /// A plan as the planner writes it: fetch, install, verify, and optionally an uninstall
-    /// with the given script.
-    fn plan(&self, to: &BuiltPackage, uninstall: Option<(&str, &str, String)>) -> PlanDoc {
+    /// (product, version, format, script).
+    fn plan(&self, to: &BuiltPackage, uninstall: Option<(&str, &str, &str, String)>) -> PlanDoc {
         let m = &to.manifest;
         let install = install_script(&InstallSpec {
             product: &m.product,
@@ -107,11 +109,11 @@ impl Setup {
                 pattern: m.pattern.clone(),
             },
         ];
-        if let Some((product, version, script)) = uninstall {
+        if let Some((product, version, format, script)) = uninstall {
             steps.push(Step::Uninstall {
                 product: product.into(),
                 version: version.into(),
-                format: "archive".into(),
+                format: format.into(),
                 script,
             });
         }
@@ -175,8 +177,9 @@ fn a_failing_removal_of_the_old_product_keeps_the_new_one_active() {
     let setup = Setup::new();
     setup.install(&setup.package("old", "1.0", 1));
     let new = setup.package("new", "2.0", 2);
+    // A package manager's uninstall script (the agent removes `archive` versions itself).
     let failing = "echo 'old: service still running' >&2\nexit 4\n".to_owned();
-    let plan = setup.plan(&new, Some(("old", "1.0", failing)));
+    let plan = setup.plan(&new, Some(("old", "1.0", "deb", failing)));
     let report = setup
         .executor
         .execute(&plan_id(&plan), &plan, &setup.fetcher())
@@ -204,7 +207,7 @@ fn a_failing_removal_of_the_old_product_keeps_the_new_one_active() {
 }
 
 #[test]
-fn the_real_uninstall_script_removes_the_old_version_on_an_update() {
+fn an_archive_update_removes_the_old_version_with_the_agents_own_code() {
     let setup = Setup::new();
     setup.install(&setup.package("vaccine", "1.0", 1));
     let next = setup.package("vaccine", "1.1", 2);
@@ -216,7 +219,7 @@ fn the_real_uninstall_script_removes_the_old_version_on_an_update() {
         product_code: None,
         pre_uninstall: None,
     });
-    let plan = setup.plan(&next, Some(("vaccine", "1.0", script)));
+    let plan = setup.plan(&next, Some(("vaccine", "1.0", "archive", script)));
     let report = setup
         .executor
         .execute(&plan_id(&plan), &plan, &setup.fetcher())
@@ -224,6 +227,7 @@ fn the_real_uninstall_script_removes_the_old_version_on_an_update() {
     assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:?}");
     assert_eq!(setup.current(), PathBuf::from("products/vaccine/1.1"));
     assert!(!setup.path("prefix/products/vaccine/1.0").exists());
+    assert!(setup.path("prefix/products/vaccine/1.1").exists());
     assert!(setup.downloads().is_empty(), "{:?}", setup.downloads());
 }
 
@@ -478,4 +482,184 @@ fn a_journal_write_killed_before_its_rename_leaves_the_previous_journal_and_reco
     assert_eq!(report.outcome, ReportOutcome::Deferred);
     assert_eq!(temporaries(), 0);
     assert_eq!(setup.executor.recover().unwrap(), None);
+}
+
+/// A package with a post-install hook that writes the uid it runs as into `<dir>/ids/<version>`
+/// (a directory anyone may write), and, when `root`, a manifest saying its hooks need root.
+fn package_with_id_hook(setup: &Setup, version: &str, root: bool) -> BuiltPackage {
+    use herd_package::archive::{FileEntry, encode};
+    use herd_package::{ENGINE, HooksRunAs, Manifest, PACKAGE_FORMAT};
+    let marker = format!("TEST-PATTERN-hooked-{version}");
+    let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+    let manifest = Manifest {
+        format: PACKAGE_FORMAT.into(),
+        product: "hooked".into(),
+        vendor: "maker".into(),
+        version: version.into(),
+        seq: 1,
+        pattern: "p-1".into(),
+        engine: ENGINE.into(),
+        definitions: vec!["defs/defs.ndb".into()],
+        test_pattern: "test/test.txt".into(),
+        post_install: Some("bin/post-install".into()),
+        pre_uninstall: None,
+        hooks_run_as: root.then_some(HooksRunAs::Root),
+    };
+    let entry = |data: Vec<u8>, executable| FileEntry { data, executable };
+    let hook = format!(
+        "#!/bin/sh\nout=\"$HERD_PREFIX/../ids/{version}\"\nid -u > \"$out\"\nid -G > \"$out.groups\"\n\
+         grep NoNewPrivs /proc/self/status > \"$out.nnp\"\n"
+    );
+    let files = [
+        (
+            "defs/defs.ndb",
+            entry(format!("Test.hooked:0:*:{hex}\n").into_bytes(), false),
+        ),
+        ("test/test.txt", entry(marker.into_bytes(), false)),
+        ("bin/post-install", entry(hook.into_bytes(), true)),
+    ]
+    .into_iter()
+    .map(|(path, e)| (path.to_owned(), e))
+    .collect();
+    let bytes = encode(&manifest, &files).unwrap();
+    let sha256 = hex_digest(&bytes);
+    fs::write(setup.path("packages").join(&sha256), &bytes).unwrap();
+    BuiltPackage {
+        sha256,
+        size: bytes.len() as u64,
+        manifest,
+        catalog_packages: vec![],
+    }
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+#[test]
+fn a_hook_runs_as_nobody_unless_the_policy_allows_root() {
+    let setup = Setup::new();
+    let ids = setup.path("ids");
+    fs::create_dir(&ids).unwrap();
+    fs::set_permissions(&ids, fs::Permissions::from_mode(0o777)).unwrap();
+    let uid_of = |version: &str| {
+        fs::read_to_string(ids.join(version))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+
+    // An ordinary package: its hook runs as nobody, not as the root agent.
+    let plain = package_with_id_hook(&setup, "1.0", false);
+    let plan = setup.plan(&plain, None);
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:?}");
+    assert_eq!(uid_of("1.0"), "65534");
+    // No supplementary groups (root's included), and no way back up through a setuid program.
+    assert_eq!(uid_of("1.0.groups"), "65534");
+    assert!(uid_of("1.0.nnp").ends_with('1'), "{}", uid_of("1.0.nnp"));
+    let install = report.steps.iter().find(|s| s.kind == "install").unwrap();
+    assert!(
+        install
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("as nobody (uid 65534)"),
+        "{install:?}"
+    );
+
+    // A package declaring root hooks, on an agent whose policy does not allow them: refused,
+    // rolled back, nothing unpacked, the hook never ran.
+    let wants_root = package_with_id_hook(&setup, "2.0", true);
+    let plan = setup.plan(&wants_root, None);
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::RolledBack, "{report:?}");
+    let install = report.steps.iter().find(|s| s.kind == "install").unwrap();
+    assert!(
+        install
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("--allow-root-hooks"),
+        "{install:?}"
+    );
+    assert!(!ids.join("2.0").exists());
+    assert!(!setup.path("prefix/products/hooked/2.0").exists());
+    assert_eq!(setup.current(), PathBuf::from("products/hooked/1.0"));
+
+    // The same package on an agent started with --allow-root-hooks: its hook runs as root.
+    let mut config = setup.executor.config.clone();
+    config.hooks = HookPolicy::resolve("nobody", true).unwrap();
+    let allowing = Executor::new(config).unwrap();
+    let plan = setup.plan(&wants_root, None);
+    let id = format!("{}-allowed", plan_id(&plan));
+    let report = allowing.execute(&id, &plan, &setup.fetcher()).unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:?}");
+    assert_eq!(uid_of("2.0"), "0");
+}
+
+#[test]
+fn root_is_not_an_unprivileged_hook_user() {
+    let err = HookPolicy::resolve("root", false).unwrap_err();
+    assert!(err.contains("is root"), "{err}");
+    let err = HookPolicy::resolve("no-such-user-herd", false).unwrap_err();
+    assert!(err.contains("no such user"), "{err}");
+}
+
+#[test]
+fn a_part_file_planted_as_a_symlink_is_not_followed() {
+    let setup = Setup::new();
+    let new = setup.package("new", "2.0", 2);
+    let victim = setup.path("victim");
+    fs::write(&victim, b"root's file").unwrap();
+    let downloads = setup.path("state/downloads");
+    fs::create_dir_all(&downloads).unwrap();
+    fs::set_permissions(&downloads, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&victim, downloads.join(format!("{}.part", new.sha256))).unwrap();
+    let plan = setup.plan(&new, None);
+    let report = setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:?}");
+    assert_eq!(fs::read(&victim).unwrap(), b"root's file");
+    assert_eq!(setup.current(), PathBuf::from("products/new/2.0"));
+}
+
+#[test]
+fn a_download_directory_a_local_user_can_write_is_refused() {
+    let setup = Setup::new();
+    let new = setup.package("new", "2.0", 2);
+    let shared = setup.path("shared-downloads");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut config = setup.executor.config.clone();
+    config.download_dirs = vec![shared.clone()];
+    let executor = Executor::new(config).unwrap();
+    let plan = setup.plan(&new, None);
+    let report = executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Deferred, "{report:?}");
+    let message = report.message.unwrap();
+    assert!(message.contains("lets other users change"), "{message}");
+    assert!(fs::read_dir(&shared).unwrap().next().is_none());
+
+    // A download directory that is a symlink is refused the same way.
+    let link = setup.path("linked-downloads");
+    std::os::unix::fs::symlink(setup.path("state"), &link).unwrap();
+    let mut config = setup.executor.config.clone();
+    config.download_dirs = vec![link];
+    let executor = Executor::new(config).unwrap();
+    let report = executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Deferred, "{report:?}");
+    assert!(report.message.unwrap().contains("symbolic link"));
 }

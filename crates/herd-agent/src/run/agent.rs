@@ -133,6 +133,7 @@ impl Agent {
             .extend(args.download_dirs.iter().cloned());
         config.space_margin = args.space_margin;
         config.script_timeout = Duration::from_secs(args.script_timeout);
+        config.hooks = args.hooks.policy().map_err(anyhow::Error::msg)?;
         let executor = Executor::new(config)?;
         let outbox = Outbox::open(&paths.outbox())?;
         let progress = match state::load_json::<Progress>(&paths.status()) {

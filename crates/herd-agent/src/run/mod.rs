@@ -90,6 +90,8 @@ pub struct RunArgs {
     /// Seconds an install or uninstall script may run before it is killed.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     script_timeout: u64,
+    #[command(flatten)]
+    hooks: crate::execute::HookArgs,
     /// One cycle, then exit: recover, enrol if needed, check in, act on the plan, send the
     /// outbox. Exit code 0 ok, 1 a plan was rolled back, 2 error.
     #[arg(long)]
