@@ -214,6 +214,7 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
             uses_left: TERMINALS as u64,
             created_at: 0,
             expires_at: i64::MAX,
+            reenrol_terminal: None,
         })
         .await
         .unwrap();
@@ -408,6 +409,7 @@ async fn events_beyond_a_terminals_quota_are_refused_and_nothing_is_stored() {
             uses_left: 1,
             created_at: 0,
             expires_at: i64::MAX,
+            reenrol_terminal: None,
         })
         .await
         .unwrap();
