@@ -139,6 +139,7 @@ impl Center {
                 label: "tests".into(),
                 uses: Some(50),
                 ttl_secs: None,
+                reenrol_terminal: None,
             })
             .unwrap()
             .token

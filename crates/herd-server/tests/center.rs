@@ -72,6 +72,7 @@ fn enrolment_token(center: &TestCenter, uses: u64) -> String {
             label: "test".into(),
             uses: Some(uses),
             ttl_secs: None,
+            reenrol_terminal: None,
         })
         .unwrap()
         .token
@@ -807,6 +808,7 @@ fn two_centers_share_one_postgres_database() {
             label: "pg".into(),
             uses: Some(1),
             ttl_secs: None,
+            reenrol_terminal: None,
         })
         .unwrap()
         .token;

@@ -24,7 +24,8 @@ use rcgen::{
     SubjectPublicKeyInfo,
 };
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
@@ -337,24 +338,84 @@ impl CertificateAuthority {
     /// The rustls server config of the center: the given server certificate and key; client
     /// certificates optional but, when presented, verified against this CA.
     pub fn server_config(&self, server: &KeyPairPem) -> Result<Arc<ServerConfig>, TlsError> {
-        server_config_for_roots(vec![self.cert_der.clone()], server)
+        server_config_for_roots(
+            vec![self.cert_der.clone()],
+            Arc::new(ServerCertSlot::new(server)?),
+        )
     }
+
+    /// [`server_config`](Self::server_config) serving whatever certificate `slot` holds when
+    /// a connection's handshake starts: [`ServerCertSlot::replace`] reissues the server's
+    /// certificate without a restart, and without invalidating session tickets.
+    pub fn server_config_swappable(
+        &self,
+        slot: Arc<ServerCertSlot>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        server_config_for_roots(vec![self.cert_der.clone()], slot)
+    }
+}
+
+/// The server certificate a server config presents, replaceable while it serves: each
+/// handshake reads the current one (one uncontended read lock).
+#[derive(Debug)]
+pub struct ServerCertSlot {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCertSlot {
+    /// A slot holding `server` (a certificate, possibly followed by its chain, and its key).
+    pub fn new(server: &KeyPairPem) -> Result<ServerCertSlot, TlsError> {
+        Ok(ServerCertSlot {
+            current: std::sync::RwLock::new(certified_key(server)?),
+        })
+    }
+
+    /// Serves `server` to every handshake from now on; connections already open keep theirs.
+    /// A certificate that does not parse or does not match its key leaves the slot unchanged.
+    pub fn replace(&self, server: &KeyPairPem) -> Result<(), TlsError> {
+        let next = certified_key(server)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServerCertSlot {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn certified_key(server: &KeyPairPem) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = certs_from_pem(&server.cert_pem, "the server certificate")?;
+    let key = private_key_from_pem(&server.key_pem, "the server key")?;
+    // Checks that the key is the certificate's, as `with_single_cert` would.
+    Ok(Arc::new(CertifiedKey::from_der(
+        chain,
+        key,
+        &ring_provider(),
+    )?))
 }
 
 /// The rustls server config of a tier that does not hold the CA key (a site server): serves
 /// `server`, and verifies client certificates, when presented, against `ca_pem` (one or more
 /// PEM certificates). Client certificates are optional; ALPN http/1.1; TLS 1.2 and 1.3.
 pub fn server_config(ca_pem: &str, server: &KeyPairPem) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_for_roots(certs_from_pem(ca_pem, "the CA certificate")?, server)
+    server_config_for_roots(
+        certs_from_pem(ca_pem, "the CA certificate")?,
+        Arc::new(ServerCertSlot::new(server)?),
+    )
 }
 
 fn server_config_for_roots(
     roots: Vec<CertificateDer<'static>>,
-    server: &KeyPairPem,
+    server: Arc<dyn ResolvesServerCert>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = ring_provider();
-    let chain = certs_from_pem(&server.cert_pem, "the server certificate")?;
-    let key = private_key_from_pem(&server.key_pem, "the server key")?;
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(roots)?), provider.clone())
             .allow_unauthenticated()
@@ -362,7 +423,7 @@ fn server_config_for_roots(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(server);
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     // Terminals reconnect at every check-in: stateless session tickets let any number of them
     // resume (no certificate exchange, no signature), where the default stateful cache holds
@@ -457,6 +518,12 @@ pub fn cert_der_from_pem(cert_pem: &str) -> Result<Vec<u8>, TlsError> {
 
 /// When the first certificate in `cert_pem` stops being valid: an agent renews before this.
 pub fn cert_not_after(cert_pem: &str) -> Result<SystemTime, TlsError> {
+    Ok(cert_validity(cert_pem)?.1)
+}
+
+/// When the first certificate in `cert_pem` (the leaf of a chain) starts and stops being
+/// valid: what deciding when to renew it needs.
+pub fn cert_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), TlsError> {
     let what = "the certificate";
     let der = cert_der_from_pem(cert_pem)?;
     let (_, cert) =
@@ -464,11 +531,21 @@ pub fn cert_not_after(cert_pem: &str) -> Result<SystemTime, TlsError> {
             what,
             reason: e.to_string(),
         })?;
-    let seconds = cert.validity().not_after.timestamp();
-    Ok(match u64::try_from(seconds) {
+    let instant = |seconds: i64| match u64::try_from(seconds) {
         Ok(after_epoch) => UNIX_EPOCH + Duration::from_secs(after_epoch),
         Err(_) => UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()),
-    })
+    };
+    let validity = cert.validity();
+    Ok((
+        instant(validity.not_before.timestamp()),
+        instant(validity.not_after.timestamp()),
+    ))
+}
+
+/// Whether a server certificate can be issued for `name`: a DNS name or an IP address, as
+/// [`CertificateAuthority::issue_server`] and rustls accept them.
+pub fn is_valid_server_name(name: &str) -> bool {
+    server_san(name).is_ok()
 }
 
 /// Terminal ids become certificate names, URIs and path components: `[A-Za-z0-9._-]`, not

@@ -153,6 +153,9 @@ impl JsonRequest for NewEnrolmentToken {
 impl JsonRequest for NewApiToken {
     const WHAT: &'static str = "the token request";
 }
+impl JsonRequest for herd_proto::api::CertificateRenewal {
+    const WHAT: &'static str = "the renewal request";
+}
 
 /// A JSON request body of type `T`, read within `T::LIMIT` and parsed.
 #[derive(Debug)]
