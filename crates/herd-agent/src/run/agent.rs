@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use herd_client::Client;
-use herd_proto::api::{CheckinRequest, CheckinResponse, PlanReport, ReportOutcome, events};
+use herd_proto::api::{
+    CertificateRenewal, CheckinRequest, CheckinResponse, PlanReport, ReportOutcome, codes, events,
+};
 use herd_proto::plan::{Action, PlanDoc};
 use serde_json::json;
 
@@ -17,6 +19,7 @@ use super::clock;
 use super::consent::{self, ConsentFile, Decision};
 use super::enrol::{self, Declared};
 use super::fetcher::CenterFetcher;
+use super::identity;
 use super::state::{
     self, AgentFile, PlanState, Progress, ReportSummary, StateDir, StatePaths, Waiting,
 };
@@ -215,6 +218,7 @@ impl Agent {
     /// One cycle: see the module documentation.
     pub(crate) fn cycle(&mut self) -> Result<Next, CycleError> {
         self.ensure_enrolled()?;
+        self.keep_identity()?;
         // What queued up while the center was away goes first, in the order it happened.
         self.flush()?;
         let mut follow_ups = 0;
@@ -415,6 +419,9 @@ impl Agent {
             Err(FlushError::Send(err)) if err.is_retryable() => Err(CycleError::Unreachable(
                 enrol::explain(err, "accept events from", &server),
             )),
+            Err(FlushError::Send(err)) if err.code() == Some(codes::CERT_REVOKED) => {
+                Err(self.identity_refused(enrol::explain(err, "accept events from", &server)))
+            }
             Err(FlushError::Send(err)) => Err(CycleError::Failed(enrol::explain(
                 err,
                 "accept events from",
@@ -447,7 +454,93 @@ impl Agent {
             Err(err) if err.is_retryable() => Err(CycleError::Unreachable(enrol::explain(
                 err, "check in", &server,
             ))),
+            Err(err) if err.code() == Some(codes::CERT_REVOKED) => {
+                Err(self.identity_refused(enrol::explain(err, "check in", &server)))
+            }
             Err(err) => Err(CycleError::Failed(enrol::explain(err, "check in", &server))),
+        }
+    }
+
+    /// The center no longer accepts this terminal's certificate: retrying cannot help, so
+    /// the agent stops, saying how to recover (in its log and, through `status.json`, in
+    /// `herd-agent status`).
+    fn identity_refused(&self, error: anyhow::Error) -> CycleError {
+        let terminal = self
+            .identity
+            .as_ref()
+            .map(|i| i.terminal.as_str())
+            .unwrap_or("ID");
+        CycleError::Fatal(anyhow!(
+            "{error:#}; {}",
+            identity::recovery(terminal, &self.paths().root)
+        ))
+    }
+
+    /// Stops with the way to recover when the certificate has expired, and renews it when
+    /// less than a third of its lifetime (or 30 days) remains: a fresh key, a CSR, and the new
+    /// pair saved as one before it is used, from the next connection on. A renewal that fails
+    /// for a passing reason is tried again at the next cycle; the certificate still works.
+    fn keep_identity(&mut self) -> Result<(), CycleError> {
+        let paths = self.paths().clone();
+        let terminal = self
+            .identity
+            .as_ref()
+            .expect("ensure_enrolled runs first in every cycle")
+            .terminal
+            .clone();
+        let now = SystemTime::now();
+        identity::check_not_expired(&paths, &terminal, now).map_err(CycleError::Fatal)?;
+        let validity = identity::stored_validity(&paths).map_err(CycleError::Fatal)?;
+        let forced = self
+            .args
+            .renew_when_left
+            .is_some_and(|secs| validity.1 < clock::later(now, Duration::from_secs(secs)));
+        if !forced && !identity::renewal_due(validity, now) {
+            return Ok(());
+        }
+        let (key_pem, csr_pem) = herd_tls::new_key_and_csr(&terminal)
+            .with_context(|| format!("cannot make a key for terminal {terminal:?}"))
+            .map_err(CycleError::Failed)?;
+        let server = self.server();
+        match self
+            .client()
+            .renew_certificate(&CertificateRenewal { csr_pem })
+        {
+            Ok(renewed) => {
+                identity::save_pair(
+                    &paths,
+                    &herd_tls::KeyPairPem {
+                        cert_pem: renewed.certificate_pem,
+                        key_pem,
+                    },
+                    &renewed.ca_pem,
+                )
+                .map_err(CycleError::Fatal)?;
+                // The next connection presents the new certificate.
+                self.client = None;
+                self.ensure_enrolled()?;
+                self.progress.certificate_renewed_at = Some(clock::now_rfc3339());
+                self.save_progress();
+                self.say(&format!(
+                    "renewed this terminal's certificate (it was to expire at {}); the new one \
+                     expires at {}",
+                    clock::rfc3339(validity.1),
+                    printable(&renewed.expires_at)
+                ));
+                Ok(())
+            }
+            Err(err) if err.code() == Some(codes::CERT_REVOKED) => {
+                Err(self.identity_refused(enrol::explain(err, "renew the certificate of", &server)))
+            }
+            Err(err) => {
+                eprintln!(
+                    "herd-agent: warning: {:#}; the certificate expires at {}, renewal is tried \
+                     again at the next check-in",
+                    enrol::explain(err, "renew the certificate of", &server),
+                    clock::rfc3339(validity.1)
+                );
+                Ok(())
+            }
         }
     }
 

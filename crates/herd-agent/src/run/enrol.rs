@@ -3,7 +3,7 @@
 //! issues — the terminal's identity for mutual TLS from then on. Also what the agent reports
 //! about its hardware: flags first, then what it was enrolled with, then what it detects.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -78,14 +78,7 @@ fn system_offset() -> Option<String> {
 
 /// Reads the identity kept in the state directory.
 pub(crate) fn load_identity(paths: &StatePaths) -> Result<KeyPairPem> {
-    let read = |path: PathBuf| {
-        std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the terminal identity {}", path.display()))
-    };
-    Ok(KeyPairPem {
-        cert_pem: read(paths.cert())?,
-        key_pem: read(paths.key())?,
-    })
+    super::identity::load(paths)
 }
 
 /// Why enrolment failed, and whether trying again later may help (the center was
@@ -130,6 +123,8 @@ pub(crate) fn enrol(
         .context("cannot clean up the identity directory")?;
     herd_fs::write_atomic(&paths.key(), key_pem.as_bytes(), PRIVATE_FILE)
         .context("cannot save the terminal's private key")?;
+    // A renewal's new pair a crash left behind must not overwrite the new key.
+    let _ = std::fs::remove_file(paths.identity_pending());
 
     let hardware = hardware(declared, None);
     let tz = tz(declared, None);
@@ -147,14 +142,14 @@ pub(crate) fn enrol(
         error: explain(err, "enrol", client.server()),
     })?;
 
-    herd_fs::write_atomic(
-        &paths.cert(),
-        response.certificate_pem.as_bytes(),
-        PRIVATE_FILE,
-    )
-    .context("cannot save the terminal's certificate")?;
-    herd_fs::write_atomic(&paths.ca(), response.ca_pem.as_bytes(), PRIVATE_FILE)
-        .context("cannot save the center's CA certificate")?;
+    super::identity::save_pair(
+        paths,
+        &KeyPairPem {
+            cert_pem: response.certificate_pem,
+            key_pem,
+        },
+        &response.ca_pem,
+    )?;
     let agent = AgentFile {
         format: AGENT_FORMAT.to_owned(),
         server: client.server().to_owned(),
@@ -165,6 +160,54 @@ pub(crate) fn enrol(
         tz,
         prefix: prefix.to_owned(),
         enrolled_at: clock::now_rfc3339(),
+    };
+    super::state::save_json(&paths.agent(), &agent)?;
+    Ok(agent)
+}
+
+/// Enrols an enrolled terminal again with a re-enrolment token, keeping its id: a new key and
+/// certificate replace the old ones (as one pair: see `identity`). The old identity stays until
+/// the center has answered, so a refused token changes nothing here either.
+pub(crate) fn reenrol(
+    paths: &StatePaths,
+    agent: &AgentFile,
+    ca_pem: &str,
+    token: &str,
+) -> Result<AgentFile, EnrolFailure> {
+    let (key_pem, csr_pem) = herd_tls::new_key_and_csr(&agent.terminal)
+        .with_context(|| format!("cannot make a key for terminal {:?}", agent.terminal))?;
+    let request = EnrolRequest {
+        token: token.trim().to_owned(),
+        csr_pem,
+        id: Some(agent.terminal.clone()),
+        user: agent.user.clone(),
+        hardware: agent.hardware.clone(),
+        tz: agent.tz.clone(),
+    };
+    let client = Client::new(&agent.server, ca_pem, None).map_err(|e| anyhow!("{e}"))?;
+    let response = client.enrol(&request).map_err(|err| EnrolFailure {
+        retryable: err.is_retryable(),
+        error: explain(err, "re-enrol", client.server()),
+    })?;
+    if response.terminal != agent.terminal {
+        return Err(anyhow!(
+            "the center re-enrolled this terminal as {:?}, not {:?}; the identity was not changed",
+            response.terminal,
+            agent.terminal
+        )
+        .into());
+    }
+    super::identity::save_pair(
+        paths,
+        &KeyPairPem {
+            cert_pem: response.certificate_pem,
+            key_pem,
+        },
+        &response.ca_pem,
+    )?;
+    let agent = AgentFile {
+        group: response.group,
+        ..agent.clone()
     };
     super::state::save_json(&paths.agent(), &agent)?;
     Ok(agent)
@@ -201,8 +244,10 @@ pub(crate) fn explain(err: ClientError, doing: &str, server: &str) -> anyhow::Er
              operator to delete the old one)"
         }
         ClientError::Refused { code, .. } if code == codes::CERT_REVOKED => {
-            " (this terminal was deleted or enrolled again elsewhere: enrol it again with a new \
-             token and an empty --state-dir)"
+            " (this terminal was deleted, or its certificate replaced: if it still exists at \
+             the center, ask your operator for a re-enrolment token, `herd enrol-token create \
+             --reenrol ID`, and run `herd-agent enrol --state-dir DIR --token TOKEN`; if it was \
+             deleted, enrol it again with a new token and an empty --state-dir)"
         }
         _ => "",
     };
