@@ -15,6 +15,9 @@ use crate::Outcome;
 pub enum TokenCommand {
     Create(TokenCreateArgs),
     /// List every API and enrolment token: id, kind, label, expiry, uses left (no secrets).
+    #[command(after_long_help = "Examples:
+  herd token list
+  herd token list --json | jq -r '.tokens[] | select(.expired) | .id'")]
     List {
         /// Print the tokens as JSON.
         #[arg(long)]
