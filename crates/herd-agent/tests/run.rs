@@ -145,6 +145,19 @@ impl Center {
             .token
     }
 
+    /// A re-enrolment token for enrolled terminal `id`.
+    fn reenrolment_token(&self, id: &str) -> String {
+        self.operator()
+            .new_enrolment_token(&NewEnrolmentToken {
+                label: String::new(),
+                uses: None,
+                ttl_secs: None,
+                reenrol_terminal: Some(id.into()),
+            })
+            .unwrap()
+            .token
+    }
+
     fn detail(&self, terminal: &str) -> TerminalDetail {
         self.operator().terminal(terminal).unwrap()
     }
@@ -1278,18 +1291,6 @@ fn a_reenrolment_token_works_once_and_only_for_its_terminal() {
     assert_exit(&mine.once(&center, &token, &["--emit-test-events", "3"]), 0);
     assert_exit(&other.once(&center, &token, &[]), 0);
     let events_before = center.operator().terminal("mine").unwrap();
-    let reenrol_token = |id: &str| {
-        center
-            .operator()
-            .new_enrolment_token(&NewEnrolmentToken {
-                label: String::new(),
-                uses: None,
-                ttl_secs: None,
-                reenrol_terminal: Some(id.into()),
-            })
-            .unwrap()
-            .token
-    };
     let reenrol = |terminal: &Terminal, token: &str| -> Output {
         agent()
             .args(["enrol", "--token", token, "--state-dir"])
@@ -1297,7 +1298,7 @@ fn a_reenrolment_token_works_once_and_only_for_its_terminal() {
             .output()
             .unwrap()
     };
-    let token = reenrol_token("mine");
+    let token = center.reenrolment_token("mine");
 
     // Another terminal cannot use it: refused, its identity untouched, the use not taken.
     let others = identity_of(&other.state);
@@ -1360,16 +1361,7 @@ fn an_expired_terminal_is_told_how_to_recover() {
 
     // Replaced: the center refuses the certificate; the daemon stops instead of backing off
     // forever, saying what to do.
-    let reenrolment = center
-        .operator()
-        .new_enrolment_token(&NewEnrolmentToken {
-            label: String::new(),
-            uses: None,
-            ttl_secs: None,
-            reenrol_terminal: Some("lost".into()),
-        })
-        .unwrap()
-        .token;
+    let reenrolment = center.reenrolment_token("lost");
     let (_, csr_pem) = herd_tls::new_key_and_csr("lost").unwrap();
     Client::new(&center.url, &fs::read_to_string(center.ca()).unwrap(), None)
         .unwrap()
@@ -1436,16 +1428,7 @@ fn an_expired_terminal_is_told_how_to_recover() {
     assert!(human.contains(&recovery[1]), "{human}");
 
     // The way back, taken: a re-enrolment token, `herd-agent enrol`, and check-ins again.
-    let reenrolment = center
-        .operator()
-        .new_enrolment_token(&NewEnrolmentToken {
-            label: String::new(),
-            uses: None,
-            ttl_secs: None,
-            reenrol_terminal: Some("lost".into()),
-        })
-        .unwrap()
-        .token;
+    let reenrolment = center.reenrolment_token("lost");
     let output = agent()
         .args(["enrol", "--token", &reenrolment, "--state-dir", &state])
         .output()

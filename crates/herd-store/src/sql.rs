@@ -17,9 +17,10 @@ use sqlx::{
 };
 
 use crate::common::{
-    PLAN_REPORT, api_token_from_row, conflict_on_unique, event_from_row, events_json,
-    feed_from_row, from_db_int, group_from_row, group_with_count_from_row, limit_or_all,
-    package_from_row, rule_from_row, rules_json, terminal_from_row, to_db_int,
+    ENROL_TOKEN_COLUMNS, PLAN_REPORT, api_token_from_row, conflict_on_unique, enrol_token_from_row,
+    event_from_row, events_json, feed_from_row, from_db_int, group_from_row,
+    group_with_count_from_row, limit_or_all, package_from_row, rule_from_row, rules_json,
+    terminal_from_row, to_db_int,
 };
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Backend, CaMaterial, CheckinWrite, EnrolError,
@@ -94,28 +95,6 @@ impl<DB: Dialect> SqlStore<DB> {
     pub(crate) async fn write(&self) -> Result<Transaction<'static, DB>, StoreError> {
         Ok(self.writer.begin_with(DB::BEGIN_WRITE).await?)
     }
-}
-
-/// The columns [`enrol_token_from_row`] reads.
-const ENROL_TOKEN_COLUMNS: &str =
-    "hash, label, uses_left, created_at, expires_at, reenrol_terminal";
-
-fn enrol_token_from_row<R>(row: &R) -> Result<EnrolTokenRow, StoreError>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(EnrolTokenRow {
-        hash: row.try_get("hash")?,
-        label: row.try_get("label")?,
-        uses_left: from_db_int(row.try_get("uses_left")?, "enrolment token uses")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        reenrol_terminal: row.try_get("reenrol_terminal")?,
-    })
 }
 
 fn revision(value: i64, which: &str) -> Result<u64, StoreError> {

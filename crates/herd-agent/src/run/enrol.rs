@@ -136,25 +136,12 @@ pub(crate) fn enrol(
         hardware: hardware.clone(),
         tz: tz.clone(),
     };
-    let client = Client::new(server, ca_pem, None).map_err(|e| anyhow!("{e}"))?;
-    let response = client.enrol(&request).map_err(|err| EnrolFailure {
-        retryable: err.is_retryable(),
-        error: explain(err, "enrol", client.server()),
-    })?;
-
-    super::identity::save_pair(
-        paths,
-        &KeyPairPem {
-            cert_pem: response.certificate_pem,
-            key_pem,
-        },
-        &response.ca_pem,
-    )?;
+    let enrolled = enrol_with(paths, server, ca_pem, &request, key_pem, "enrol")?;
     let agent = AgentFile {
         format: AGENT_FORMAT.to_owned(),
-        server: client.server().to_owned(),
-        terminal: response.terminal,
-        group: response.group,
+        server: enrolled.server,
+        terminal: enrolled.terminal,
+        group: enrolled.group,
         user: declared.user.clone(),
         hardware,
         tz,
@@ -184,16 +171,44 @@ pub(crate) fn reenrol(
         hardware: agent.hardware.clone(),
         tz: agent.tz.clone(),
     };
-    let client = Client::new(&agent.server, ca_pem, None).map_err(|e| anyhow!("{e}"))?;
-    let response = client.enrol(&request).map_err(|err| EnrolFailure {
+    let enrolled = enrol_with(paths, &agent.server, ca_pem, &request, key_pem, "re-enrol")?;
+    let agent = AgentFile {
+        group: enrolled.group,
+        ..agent.clone()
+    };
+    super::state::save_json(&paths.agent(), &agent)?;
+    Ok(agent)
+}
+
+/// Who the center enrolled this terminal as.
+struct Enrolled {
+    terminal: String,
+    group: String,
+    server: String,
+}
+
+/// Sends `request` (its CSR made from `key_pem`) to the center at `server`, trusting `ca_pem`,
+/// and keeps the certificate it answers with, with `key_pem`, as the terminal's identity. When
+/// the request names the terminal, an answer for another terminal is refused and kept nowhere.
+fn enrol_with(
+    paths: &StatePaths,
+    server: &str,
+    ca_pem: &str,
+    request: &EnrolRequest,
+    key_pem: String,
+    doing: &str,
+) -> Result<Enrolled, EnrolFailure> {
+    let client = Client::new(server, ca_pem, None).map_err(|e| anyhow!("{e}"))?;
+    let response = client.enrol(request).map_err(|err| EnrolFailure {
         retryable: err.is_retryable(),
-        error: explain(err, "re-enrol", client.server()),
+        error: explain(err, doing, client.server()),
     })?;
-    if response.terminal != agent.terminal {
+    if let Some(asked) = &request.id
+        && response.terminal != *asked
+    {
         return Err(anyhow!(
-            "the center re-enrolled this terminal as {:?}, not {:?}; the identity was not changed",
-            response.terminal,
-            agent.terminal
+            "the center enrolled this terminal as {:?}, not {asked:?}; its identity was not kept",
+            response.terminal
         )
         .into());
     }
@@ -205,12 +220,11 @@ pub(crate) fn reenrol(
         },
         &response.ca_pem,
     )?;
-    let agent = AgentFile {
+    Ok(Enrolled {
+        terminal: response.terminal,
         group: response.group,
-        ..agent.clone()
-    };
-    super::state::save_json(&paths.agent(), &agent)?;
-    Ok(agent)
+        server: client.server().to_owned(),
+    })
 }
 
 /// A CSR subject hint from the host name (the center decides the identity it certifies).
