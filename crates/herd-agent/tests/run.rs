@@ -1239,14 +1239,30 @@ fn a_lost_renewal_answer_does_not_lock_the_terminal_out() {
     let lost = renew(&center, &held, "lossy").unwrap();
     assert_refused(checkin_as(&center, &held), "certificate_revoked");
 
-    // The agent, still holding its old certificate, renews again with it and carries on.
-    let output = terminal.once(&center, &token, &["--renew-when-left", "34560000"]);
+    // The agent, still holding its old certificate, is refused at check-in; it renews with
+    // that certificate, which the center still accepts for that, and carries on.
+    let output = terminal.once(&center, &token, &[]);
     assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("renewed this terminal's certificate"),
+        "{}",
+        text(&output)
+    );
     let now_held = identity_of(&terminal.state);
     assert_ne!(cert_sha256(&now_held), cert_sha256(&held));
     // The certificate whose answer was lost is no longer the terminal's.
     assert_refused(checkin_as(&center, &lost), "certificate_revoked");
     checkin_as(&center, &now_held).unwrap();
+
+    // The same when the lost answer was to a renewal that is still due: renewed first.
+    let held = now_held;
+    renew(&center, &held, "lossy").unwrap();
+    let output = terminal.once(&center, &token, &["--renew-when-left", "34560000"]);
+    assert_exit(&output, 0);
+    let now_held = identity_of(&terminal.state);
+    assert_ne!(cert_sha256(&now_held), cert_sha256(&held));
+    checkin_as(&center, &now_held).unwrap();
+    assert_eq!(center.metric("herd_certificate_renewals_total"), 4);
 }
 
 #[test]

@@ -109,8 +109,8 @@ impl Center {
                 ErrorKind::CertRevoked,
                 format!(
                     "this certificate is no longer terminal {id:?}'s (it was renewed, re-enrolled \
-                     or deleted); if the terminal lost its identity, an operator can issue a \
-                     re-enrolment token: herd enrol-token create --reenrol {id}"
+                     or deleted; `herd enrol-token create --reenrol {id}` lets the terminal \
+                     enrol again, keeping its id)"
                 ),
             ));
         }

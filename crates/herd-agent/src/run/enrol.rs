@@ -257,12 +257,6 @@ pub(crate) fn explain(err: ClientError, doing: &str, server: &str) -> anyhow::Er
             " (a terminal with this id is already enrolled: choose another --id, or ask your \
              operator to delete the old one)"
         }
-        ClientError::Refused { code, .. } if code == codes::CERT_REVOKED => {
-            " (this terminal was deleted, or its certificate replaced: if it still exists at \
-             the center, ask your operator for a re-enrolment token, `herd enrol-token create \
-             --reenrol ID`, and run `herd-agent enrol --state-dir DIR --token TOKEN`; if it was \
-             deleted, enrol it again with a new token and an empty --state-dir)"
-        }
         _ => "",
     };
     match err {

@@ -109,7 +109,9 @@ pub(crate) fn recovery(terminal: &str, state_dir: &Path) -> String {
     format!(
         "to recover, an operator runs `herd enrol-token create --reenrol {terminal}` and gives \
          you the token; then stop the agent and run `herd-agent enrol --state-dir {} --token \
-         TOKEN` (the terminal keeps its id and history), and start the agent again",
+         TOKEN` (the terminal keeps its id and history), and start the agent again (if the \
+         terminal was deleted at the center, enrol it afresh: a new enrolment token and an empty \
+         --state-dir)",
         state_dir.display()
     )
 }
