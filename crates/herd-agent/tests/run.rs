@@ -343,7 +343,8 @@ impl Terminal {
             .args(["--kind", "phone", "--platform", "phone", "--tz", "+00:00"])
             .args(extra)
             .env_remove("HERD_AGENT_FAULT")
-            .env_remove("HERD_AGENT_OUTBOX_FAULT");
+            .env_remove("HERD_AGENT_OUTBOX_FAULT")
+            .env_remove("HERD_AGENT_IDENTITY_FAULT");
         command
     }
 
@@ -1263,6 +1264,55 @@ fn a_lost_renewal_answer_does_not_lock_the_terminal_out() {
     assert_ne!(cert_sha256(&now_held), cert_sha256(&held));
     checkin_as(&center, &now_held).unwrap();
     assert_eq!(center.metric("herd_certificate_renewals_total"), 4);
+}
+
+/// The agent dies (SIGABRT, like a power cut) after the renewed key replaced key.pem and before
+/// the certificate replaced cert.pem: the next start finishes the switch from the one file
+/// holding both, so the key on disk is never used with a certificate that is not its own.
+#[test]
+fn a_crash_between_saving_the_key_and_the_certificate_keeps_a_matching_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let terminal = Terminal::new(root, "crashy", "alice");
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    let before = identity_of(&terminal.state);
+
+    let output = terminal
+        .run_command(
+            &center,
+            &token,
+            &["--once", "--renew-when-left", "34560000"],
+        )
+        .env("HERD_AGENT_IDENTITY_FAULT", "abort-after:key")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.signal(), Some(6), "{}", text(&output));
+    let torn = identity_of(&terminal.state);
+    assert_ne!(torn.key_pem, before.key_pem);
+    assert_eq!(
+        torn.cert_pem, before.cert_pem,
+        "the crash came before cert.pem"
+    );
+    assert!(
+        herd_tls::client_config(&fs::read_to_string(center.ca()).unwrap(), Some(&torn)).is_err()
+    );
+    assert!(terminal.state.join("identity/renewed.pem").exists());
+
+    // The next run finishes the switch first, and checks in with the renewed pair.
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    let after = identity_of(&terminal.state);
+    assert_eq!(after.key_pem, torn.key_pem);
+    assert_ne!(after.cert_pem, before.cert_pem);
+    assert!(!terminal.state.join("identity/renewed.pem").exists());
+    checkin_as(&center, &after).unwrap();
+    assert!(
+        terminal.status()["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("expires at "),
+    );
 }
 
 #[test]

@@ -18,6 +18,10 @@ use super::clock;
 use super::durable::PRIVATE_FILE;
 use super::state::StatePaths;
 
+/// Test-only: `HERD_AGENT_IDENTITY_FAULT=abort-after:key` aborts the process once a new key has
+/// replaced key.pem and before its certificate replaces cert.pem, as a power cut there would.
+const IDENTITY_FAULT_ENV: &str = "HERD_AGENT_IDENTITY_FAULT";
+
 /// Renew when less than this remains, even of a long-lived certificate.
 const RENEW_WITHIN: Duration = Duration::from_secs(30 * 86_400);
 
@@ -72,6 +76,10 @@ fn finish_switch(paths: &StatePaths) -> Result<()> {
     let pair = split_pair(&text, &pending)?;
     herd_fs::write_atomic(&paths.key(), pair.key_pem.as_bytes(), PRIVATE_FILE)
         .context("cannot save the terminal's private key")?;
+    if std::env::var_os(IDENTITY_FAULT_ENV).is_some_and(|v| v == "abort-after:key") {
+        eprintln!("herd-agent: {IDENTITY_FAULT_ENV}: aborting between the key and the certificate");
+        std::process::abort();
+    }
     herd_fs::write_atomic(&paths.cert(), pair.cert_pem.as_bytes(), PRIVATE_FILE)
         .context("cannot save the terminal's certificate")?;
     std::fs::remove_file(&pending)
