@@ -32,6 +32,9 @@ enum Command {
     Run(run::RunArgs),
     /// Show what this terminal runs, its plan, what it waits for, and its outbox.
     Status(run::StatusArgs),
+    /// Enrol this terminal again with a re-enrolment token, keeping its id and history (after
+    /// its certificate expired or the center refused it).
+    Enrol(run::EnrolArgs),
     /// Answer a plan that waits for your consent.
     #[command(subcommand)]
     Consent(run::ConsentCommand),
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Run(args)) => run::run(&args),
         Some(Command::Status(args)) => run::run_status(&args),
+        Some(Command::Enrol(args)) => run::run_enrol(&args),
         Some(Command::Consent(command)) => run::run_consent(&command),
         Some(Command::Scan(args)) => scan::run(&args),
         Some(Command::Watch(args)) => onaccess::run(&args),

@@ -139,6 +139,20 @@ impl Center {
                 label: "tests".into(),
                 uses: Some(50),
                 ttl_secs: None,
+                reenrol_terminal: None,
+            })
+            .unwrap()
+            .token
+    }
+
+    /// A re-enrolment token for enrolled terminal `id`.
+    fn reenrolment_token(&self, id: &str) -> String {
+        self.operator()
+            .new_enrolment_token(&NewEnrolmentToken {
+                label: String::new(),
+                uses: None,
+                ttl_secs: None,
+                reenrol_terminal: Some(id.into()),
             })
             .unwrap()
             .token
@@ -329,7 +343,8 @@ impl Terminal {
             .args(["--kind", "phone", "--platform", "phone", "--tz", "+00:00"])
             .args(extra)
             .env_remove("HERD_AGENT_FAULT")
-            .env_remove("HERD_AGENT_OUTBOX_FAULT");
+            .env_remove("HERD_AGENT_OUTBOX_FAULT")
+            .env_remove("HERD_AGENT_IDENTITY_FAULT");
         command
     }
 
@@ -1098,4 +1113,398 @@ fn memory_kib(pid: u32) -> [u64; 4] {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The identity's lifecycle: renewal, a lost renewal answer, re-enrolment, and the way back for
+// a terminal whose certificate expired or was replaced.
+
+/// The terminal's key and certificate as its state directory holds them.
+fn identity_of(state: &Path) -> herd_tls::KeyPairPem {
+    herd_tls::KeyPairPem {
+        cert_pem: fs::read_to_string(state.join("identity/cert.pem")).unwrap(),
+        key_pem: fs::read_to_string(state.join("identity/key.pem")).unwrap(),
+    }
+}
+
+fn cert_sha256(identity: &herd_tls::KeyPairPem) -> String {
+    herd_tls::cert_sha256_hex(&herd_tls::cert_der_from_pem(&identity.cert_pem).unwrap())
+}
+
+/// A client of `center` presenting `identity` (as a terminal holding those files would).
+fn terminal_client(center: &Center, identity: &herd_tls::KeyPairPem) -> Client {
+    herd_tls::install_crypto_provider();
+    Client::new(
+        &center.url,
+        &fs::read_to_string(center.ca()).unwrap(),
+        Some(identity),
+    )
+    .unwrap()
+}
+
+/// Renews `identity`'s certificate over mutual TLS, as the agent does.
+fn renew(
+    center: &Center,
+    identity: &herd_tls::KeyPairPem,
+    id: &str,
+) -> Result<herd_tls::KeyPairPem, herd_client::ClientError> {
+    let (key_pem, csr_pem) = herd_tls::new_key_and_csr(id).unwrap();
+    let renewed = terminal_client(center, identity)
+        .renew_certificate(&herd_proto::api::CertificateRenewal { csr_pem })?;
+    Ok(herd_tls::KeyPairPem {
+        cert_pem: renewed.certificate_pem,
+        key_pem,
+    })
+}
+
+fn checkin_as(
+    center: &Center,
+    identity: &herd_tls::KeyPairPem,
+) -> Result<herd_proto::api::CheckinResponse, herd_client::ClientError> {
+    terminal_client(center, identity).checkin(&herd_proto::api::CheckinRequest {
+        terminal: None,
+        installed: None,
+        hardware: None,
+        tz: None,
+        agent_version: None,
+    })
+}
+
+#[track_caller]
+fn assert_refused(result: Result<impl std::fmt::Debug, herd_client::ClientError>, code: &str) {
+    match result {
+        Err(err) => assert_eq!(err.code(), Some(code), "{err}"),
+        Ok(answer) => panic!("expected {code}, got {answer:?}"),
+    }
+}
+
+/// Renewal with the real agent (a test flag makes its year-long certificate due now), a
+/// renewal whose answer was lost, and certificates older than the previous one.
+#[test]
+fn a_terminal_renews_before_its_certificate_expires() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let terminal = Terminal::new(root, "renewer", "alice");
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    let first = identity_of(&terminal.state);
+    let status = terminal.status();
+    assert!(
+        status["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("expires at "),
+        "{status}"
+    );
+
+    // Not due: nothing renewed.
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    assert_eq!(identity_of(&terminal.state), first);
+
+    // Due (less than 400 days left): a new key and certificate, used by this same cycle's
+    // check-in, which succeeds.
+    let output = terminal.once(&center, &token, &["--renew-when-left", "34560000"]);
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("renewed this terminal's certificate"),
+        "{}",
+        text(&output)
+    );
+    let second = identity_of(&terminal.state);
+    assert_ne!(second.key_pem, first.key_pem);
+    assert_ne!(cert_sha256(&second), cert_sha256(&first));
+    assert!(!terminal.state.join("identity/renewed.pem").exists());
+    assert!(
+        terminal.status()["progress"]["certificate_renewed_at"].is_string(),
+        "{}",
+        terminal.status()
+    );
+    assert_eq!(center.metric("herd_certificate_renewals_total"), 1);
+    // The certificate it renewed from checks in no more.
+    assert_refused(checkin_as(&center, &first), "certificate_revoked");
+    checkin_as(&center, &second).unwrap();
+}
+
+#[test]
+fn a_lost_renewal_answer_does_not_lock_the_terminal_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let terminal = Terminal::new(root, "lossy", "alice");
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    let held = identity_of(&terminal.state);
+
+    // The center renews, and the answer never reaches the terminal.
+    let lost = renew(&center, &held, "lossy").unwrap();
+    assert_refused(checkin_as(&center, &held), "certificate_revoked");
+
+    // The agent, still holding its old certificate, is refused at check-in; it renews with
+    // that certificate, which the center still accepts for that, and carries on.
+    let output = terminal.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("renewed this terminal's certificate"),
+        "{}",
+        text(&output)
+    );
+    let now_held = identity_of(&terminal.state);
+    assert_ne!(cert_sha256(&now_held), cert_sha256(&held));
+    // The certificate whose answer was lost is no longer the terminal's.
+    assert_refused(checkin_as(&center, &lost), "certificate_revoked");
+    checkin_as(&center, &now_held).unwrap();
+
+    // The same when the lost answer was to a renewal that is still due: renewed first.
+    let held = now_held;
+    renew(&center, &held, "lossy").unwrap();
+    let output = terminal.once(&center, &token, &["--renew-when-left", "34560000"]);
+    assert_exit(&output, 0);
+    let now_held = identity_of(&terminal.state);
+    assert_ne!(cert_sha256(&now_held), cert_sha256(&held));
+    checkin_as(&center, &now_held).unwrap();
+    assert_eq!(center.metric("herd_certificate_renewals_total"), 4);
+}
+
+/// The agent dies (SIGABRT, like a power cut) after the renewed key replaced key.pem and before
+/// the certificate replaced cert.pem: the next start finishes the switch from the one file
+/// holding both, so the key on disk is never used with a certificate that is not its own.
+#[test]
+fn a_crash_between_saving_the_key_and_the_certificate_keeps_a_matching_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let terminal = Terminal::new(root, "crashy", "alice");
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    let before = identity_of(&terminal.state);
+
+    let output = terminal
+        .run_command(
+            &center,
+            &token,
+            &["--once", "--renew-when-left", "34560000"],
+        )
+        .env("HERD_AGENT_IDENTITY_FAULT", "abort-after:key")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.signal(), Some(6), "{}", text(&output));
+    let torn = identity_of(&terminal.state);
+    assert_ne!(torn.key_pem, before.key_pem);
+    assert_eq!(
+        torn.cert_pem, before.cert_pem,
+        "the crash came before cert.pem"
+    );
+    assert!(
+        herd_tls::client_config(&fs::read_to_string(center.ca()).unwrap(), Some(&torn)).is_err()
+    );
+    assert!(terminal.state.join("identity/renewed.pem").exists());
+
+    // The next run finishes the switch first, and checks in with the renewed pair.
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    let after = identity_of(&terminal.state);
+    assert_eq!(after.key_pem, torn.key_pem);
+    assert_ne!(after.cert_pem, before.cert_pem);
+    assert!(!terminal.state.join("identity/renewed.pem").exists());
+    checkin_as(&center, &after).unwrap();
+    assert!(
+        terminal.status()["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("expires at "),
+    );
+}
+
+#[test]
+fn a_renewed_terminal_cannot_use_a_certificate_older_than_the_previous() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let terminal = Terminal::new(root, "thrice", "alice");
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    let first = identity_of(&terminal.state);
+    let second = renew(&center, &first, "thrice").unwrap();
+    let third = renew(&center, &second, "thrice").unwrap();
+    let refused_before = center.metric("herd_certificate_renewals_refused_total");
+
+    // The first certificate is older than the previous one (the second): it neither renews
+    // nor checks in, and trying changes nothing.
+    assert_refused(renew(&center, &first, "thrice"), "certificate_revoked");
+    assert_refused(checkin_as(&center, &first), "certificate_revoked");
+    assert_eq!(
+        center.metric("herd_certificate_renewals_refused_total"),
+        refused_before + 1
+    );
+    checkin_as(&center, &third).unwrap();
+    // A renewal cannot take another terminal's identity either: the center certifies the id
+    // of the certificate that renews, whatever the request asks.
+    let other = renew(&center, &third, "someone-else").unwrap();
+    assert_eq!(
+        herd_tls::terminal_id_of(&herd_tls::cert_der_from_pem(&other.cert_pem).unwrap()).as_deref(),
+        Some("thrice")
+    );
+}
+
+#[test]
+fn a_reenrolment_token_works_once_and_only_for_its_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let mine = Terminal::new(root, "mine", "alice");
+    let other = Terminal::new(root, "other", "bob");
+    assert_exit(&mine.once(&center, &token, &["--emit-test-events", "3"]), 0);
+    assert_exit(&other.once(&center, &token, &[]), 0);
+    let events_before = center.operator().terminal("mine").unwrap();
+    let reenrol = |terminal: &Terminal, token: &str| -> Output {
+        agent()
+            .args(["enrol", "--token", token, "--state-dir"])
+            .arg(&terminal.state)
+            .output()
+            .unwrap()
+    };
+    let token = center.reenrolment_token("mine");
+
+    // Another terminal cannot use it: refused, its identity untouched, the use not taken.
+    let others = identity_of(&other.state);
+    let output = reenrol(&other, &token);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output).contains("re-enrols terminal \"mine\" only"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(identity_of(&other.state), others);
+
+    // Its terminal: a new identity, the same id, group and history.
+    let before = identity_of(&mine.state);
+    let output = reenrol(&mine, &token);
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("re-enrolled terminal mine"),
+        "{}",
+        text(&output)
+    );
+    let after = identity_of(&mine.state);
+    assert_ne!(cert_sha256(&after), cert_sha256(&before));
+    assert_refused(checkin_as(&center, &before), "certificate_revoked");
+    assert_exit(&mine.once(&center, &token, &[]), 0);
+    let detail = center.operator().terminal("mine").unwrap();
+    assert_eq!(detail.summary.group, events_before.summary.group);
+    assert_eq!(
+        detail.summary.enrolled_at,
+        events_before.summary.enrolled_at
+    );
+    assert!(detail.addresses[0].checkins > events_before.addresses[0].checkins);
+
+    // Once only.
+    let output = reenrol(&mine, &token);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output).contains("enrolment_token_invalid"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(identity_of(&mine.state), after);
+}
+
+/// A terminal whose certificate the center replaced (re-enrolled from elsewhere) or that has
+/// expired stops with the exact way back, in its log and in `herd-agent status`, and takes it.
+#[test]
+fn an_expired_terminal_is_told_how_to_recover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let terminal = Terminal::new(root, "lost", "alice");
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    let state = terminal.state.display().to_string();
+    let recovery = [
+        "herd enrol-token create --reenrol lost".to_owned(),
+        format!("herd-agent enrol --state-dir {state} --token TOKEN"),
+    ];
+
+    // Replaced: the center refuses the certificate; the daemon stops instead of backing off
+    // forever, saying what to do.
+    let reenrolment = center.reenrolment_token("lost");
+    let (_, csr_pem) = herd_tls::new_key_and_csr("lost").unwrap();
+    Client::new(&center.url, &fs::read_to_string(center.ca()).unwrap(), None)
+        .unwrap()
+        .enrol(&herd_proto::api::EnrolRequest {
+            token: reenrolment,
+            csr_pem,
+            id: None,
+            user: None,
+            hardware: herd_proto::terminal::HardwareDoc {
+                kind: "phone".into(),
+                platform: "phone".into(),
+                model: None,
+            },
+            tz: None,
+        })
+        .unwrap();
+    let output = terminal
+        .run_command(&center, &token, &["--retry-min", "1"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("certificate_revoked"), "{err}");
+    for step in &recovery {
+        assert!(err.contains(step.as_str()), "{err}");
+    }
+    let status = terminal.status();
+    let last_error = status["progress"]["last_error"].as_str().unwrap();
+    assert!(last_error.contains(&recovery[0]), "{status}");
+
+    // Expired: refused before anything is sent, with the same way back. (The certificate put
+    // in place is signed by another CA: the agent refuses it on its date, before any TLS.)
+    let (ca_cert, ca_key) = herd_tls::CertificateAuthority::generate("elsewhere").unwrap();
+    let ca = herd_tls::CertificateAuthority::from_pem(&ca_cert, &ca_key).unwrap();
+    let (key_pem, csr) = herd_tls::new_key_and_csr("lost").unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(400 * 86_400);
+    let expired = ca
+        .sign_terminal_csr_between(
+            &csr,
+            "lost",
+            long_ago,
+            long_ago + Duration::from_secs(365 * 86_400),
+        )
+        .unwrap();
+    fs::write(terminal.state.join("identity/key.pem"), key_pem).unwrap();
+    fs::write(terminal.state.join("identity/cert.pem"), expired.cert_pem).unwrap();
+    let output = terminal.once(&center, &token, &[]);
+    assert_exit(&output, 2);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("this terminal's certificate expired at"),
+        "{err}"
+    );
+    for step in &recovery {
+        assert!(err.contains(step.as_str()), "{err}");
+    }
+    let human = agent()
+        .args(["status", "--state-dir"])
+        .arg(&terminal.state)
+        .output()
+        .unwrap();
+    let human = stdout(&human);
+    assert!(human.contains("certificate:   EXPIRED at"), "{human}");
+    assert!(human.contains(&recovery[1]), "{human}");
+
+    // The way back, taken: a re-enrolment token, `herd-agent enrol`, and check-ins again.
+    let reenrolment = center.reenrolment_token("lost");
+    let output = agent()
+        .args(["enrol", "--token", &reenrolment, "--state-dir", &state])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_exit(&terminal.once(&center, &token, &[]), 0);
+    assert!(
+        terminal.status()["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("expires at "),
+    );
 }

@@ -4,7 +4,6 @@
 //! is the one the store holds for it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use herd_proto::terminal::HardwareDoc;
 use herd_store::Role;
@@ -13,9 +12,6 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{CenterError, CenterResult, ErrorKind};
 use crate::{Center, unix_now};
-
-/// How long a token read from the store is trusted before it is read again.
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// A new secret (API or enrolment token): 32 random bytes, hex, with a recognisable prefix.
 pub fn new_secret() -> String {
@@ -46,31 +42,15 @@ pub enum Caller {
 }
 
 impl Center {
-    /// The caller holding API token `token`.
+    /// The caller holding API token `token`. Read from the store at every request (one
+    /// indexed read, without the writer): a revoked token is refused at once by every center
+    /// process, which a cache would delay.
     pub async fn caller(&self, token: &str) -> CenterResult<Caller> {
-        let hash = secret_hash(token);
-        let cached = {
-            let tokens = self.tokens.lock().expect("token cache");
-            tokens
-                .get(&hash)
-                .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
-                .map(|(row, _)| row.clone())
-        };
-        let row = match cached {
-            Some(row) => row,
-            None => {
-                let row = self
-                    .store
-                    .api_token_find(&hash)
-                    .await?
-                    .ok_or_else(|| CenterError::unauthenticated("unknown API token"))?;
-                self.tokens
-                    .lock()
-                    .expect("token cache")
-                    .insert(hash, (row.clone(), Instant::now()));
-                row
-            }
-        };
+        let row = self
+            .store
+            .api_token_find(&secret_hash(token))
+            .await?
+            .ok_or_else(|| CenterError::unauthenticated("unknown API token"))?;
         if row.expires_at <= unix_now() {
             return Err(CenterError::new(
                 ErrorKind::TokenExpired,
@@ -116,12 +96,21 @@ impl Center {
                 "the client certificate does not name a terminal",
             )
         })?;
-        let known = self.known_terminal(id).await?;
+        let mut known = self.known_terminal(id).await?;
+        if known.cert_sha256 != peer.sha256 {
+            // This process's copy may predate a renewal or re-enrolment made through another
+            // center process (the change log reaches it within a second): the certificate is
+            // refused only once the store says so too. A mismatch is rare, so one more read.
+            self.forget_terminal(id);
+            known = self.known_terminal(id).await?;
+        }
         if known.cert_sha256 != peer.sha256 {
             return Err(CenterError::new(
                 ErrorKind::CertRevoked,
                 format!(
-                    "this certificate is no longer terminal {id:?}'s (it was re-enrolled or deleted)"
+                    "this certificate is no longer terminal {id:?}'s (it was renewed, re-enrolled \
+                     or deleted; `herd enrol-token create --reenrol {id}` lets the terminal \
+                     enrol again, keeping its id)"
                 ),
             ));
         }

@@ -163,6 +163,15 @@ impl Center {
         }
     }
 
+    /// Drops this process's copy of terminal `id`, so the next look-up reads the store.
+    pub(crate) fn forget_terminal(&self, id: &str) {
+        self.caches
+            .terminals
+            .lock()
+            .expect("terminal cache")
+            .remove(id);
+    }
+
     /// How many terminals this process has cached (for tests and metrics).
     pub fn cached_terminals(&self) -> usize {
         self.caches.terminals.lock().expect("terminal cache").len()

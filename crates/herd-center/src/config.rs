@@ -57,8 +57,19 @@ metrics_listen = ""
 checkin_interval_secs = 3600
 checkin_jitter = 0.1
 
-# Lifetime of the client certificates issued to terminals at enrolment.
+# Lifetime of the client certificates issued to terminals at enrolment and renewal (agents
+# renew when less than a third of it, or 30 days, remains). At most 3653, and refused at start
+# if it would outlive the CA certificate.
 terminal_cert_days = 365
+
+# How often (seconds) the center checks whether its server certificate (valid one year) needs
+# reissuing: it is reissued when less than a third of its validity remains, without a restart.
+server_cert_check_secs = 3600
+
+# Longest lifetime an API token (operator or vendor) and an enrolment token may be given;
+# longer requests are refused, naming the cap.
+max_api_token_days = 365
+max_enrol_token_days = 30
 
 # Largest catalog feed and package a vendor may upload. A feed of 100,000 threats with two
 # products' coverage is about 25 MB; the default leaves room for ten times that.
@@ -101,6 +112,9 @@ pub struct ConfigFile {
     pub checkin_interval_secs: Option<u64>,
     pub checkin_jitter: Option<f64>,
     pub terminal_cert_days: Option<u32>,
+    pub server_cert_check_secs: Option<u64>,
+    pub max_api_token_days: Option<u32>,
+    pub max_enrol_token_days: Option<u32>,
     pub max_feed_bytes: Option<u64>,
     pub max_package_bytes: Option<u64>,
     pub log_format: Option<String>,
@@ -150,6 +164,11 @@ pub struct CenterConfig {
     pub checkin_interval_secs: u64,
     pub checkin_jitter: f64,
     pub terminal_cert_days: u32,
+    /// How often the server certificate's remaining validity is checked.
+    pub server_cert_check: std::time::Duration,
+    /// Caps on the lifetimes tokens may be given (requests over them are refused).
+    pub max_api_token_days: u32,
+    pub max_enrol_token_days: u32,
     pub max_feed_bytes: u64,
     pub max_package_bytes: u64,
     pub log_format: LogFormat,
@@ -190,6 +209,13 @@ impl CenterConfig {
         if server_names.is_empty() {
             bail!("server_names: give at least one name for the server certificate");
         }
+        // Checked here, not when the certificate is issued: a bad name would stop every start.
+        if let Some(bad) = server_names
+            .iter()
+            .find(|name| !herd_tls::is_valid_server_name(name))
+        {
+            bail!("server_names: {bad:?} is neither a DNS name nor an IP address");
+        }
         let plaintext_listen = match file.plaintext_listen.filter(|s| !s.is_empty()) {
             None => None,
             Some(text) => {
@@ -219,8 +245,27 @@ impl CenterConfig {
             bail!("checkin_jitter: {checkin_jitter} is outside 0.0..=0.5");
         }
         let terminal_cert_days = file.terminal_cert_days.unwrap_or(365);
-        if terminal_cert_days == 0 {
-            bail!("terminal_cert_days: must be at least 1");
+        if terminal_cert_days == 0 || terminal_cert_days > herd_tls::MAX_TERMINAL_VALIDITY_DAYS {
+            bail!(
+                "terminal_cert_days: {terminal_cert_days} is outside 1..={} (every enrolment would be refused)",
+                herd_tls::MAX_TERMINAL_VALIDITY_DAYS
+            );
+        }
+        let server_cert_check_secs = file.server_cert_check_secs.unwrap_or(3600);
+        // The certificate is reissued with four months left: a check less often than daily
+        // could still be in time, but an operator who wrote more meant something else.
+        if !(1..=86_400).contains(&server_cert_check_secs) {
+            bail!(
+                "server_cert_check_secs: {server_cert_check_secs} is outside 1..=86400 (one day)"
+            );
+        }
+        let max_api_token_days = file.max_api_token_days.unwrap_or(365);
+        if !(1..=3653).contains(&max_api_token_days) {
+            bail!("max_api_token_days: {max_api_token_days} is outside 1..=3653");
+        }
+        let max_enrol_token_days = file.max_enrol_token_days.unwrap_or(30);
+        if !(1..=3653).contains(&max_enrol_token_days) {
+            bail!("max_enrol_token_days: {max_enrol_token_days} is outside 1..=3653");
         }
         let log_format = match file.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -277,6 +322,9 @@ impl CenterConfig {
             checkin_interval_secs,
             checkin_jitter,
             terminal_cert_days,
+            server_cert_check: std::time::Duration::from_secs(server_cert_check_secs),
+            max_api_token_days,
+            max_enrol_token_days,
             max_feed_bytes: file.max_feed_bytes.unwrap_or(256 << 20),
             max_package_bytes: file.max_package_bytes.unwrap_or(2 << 30),
             log_format,
@@ -511,6 +559,77 @@ mod tests {
             load(accepted, None).unwrap_or_else(|e| panic!("{accepted}: {e}"));
         }
         load("postgres://herd@db.example/herd", Some(false)).expect("explicitly allowed");
+    }
+
+    #[test]
+    fn a_config_that_would_fail_every_enrolment_is_refused_at_load() {
+        for (file, key) in [
+            (
+                ConfigFile {
+                    terminal_cert_days: Some(herd_tls::MAX_TERMINAL_VALIDITY_DAYS + 1),
+                    ..Default::default()
+                },
+                "terminal_cert_days",
+            ),
+            (
+                ConfigFile {
+                    terminal_cert_days: Some(0),
+                    ..Default::default()
+                },
+                "terminal_cert_days",
+            ),
+            (
+                ConfigFile {
+                    server_names: Some(vec!["localhost".into(), "not a name!".into()]),
+                    ..Default::default()
+                },
+                "server_names",
+            ),
+            (
+                ConfigFile {
+                    server_names: Some(vec!["*.*.example".into()]),
+                    ..Default::default()
+                },
+                "server_names",
+            ),
+            (
+                ConfigFile {
+                    server_cert_check_secs: Some(0),
+                    ..Default::default()
+                },
+                "server_cert_check_secs",
+            ),
+            (
+                ConfigFile {
+                    server_cert_check_secs: Some(30 * 86_400),
+                    ..Default::default()
+                },
+                "server_cert_check_secs",
+            ),
+            (
+                ConfigFile {
+                    max_api_token_days: Some(0),
+                    ..Default::default()
+                },
+                "max_api_token_days",
+            ),
+            (
+                ConfigFile {
+                    max_enrol_token_days: Some(100_000),
+                    ..Default::default()
+                },
+                "max_enrol_token_days",
+            ),
+        ] {
+            let err = CenterConfig::from_file(file).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+        let file = ConfigFile::parse("default", DEFAULT_CONFIG).unwrap();
+        let config = CenterConfig::from_file(file).unwrap();
+        assert_eq!(
+            (config.max_api_token_days, config.max_enrol_token_days),
+            (365, 30)
+        );
     }
 
     #[test]

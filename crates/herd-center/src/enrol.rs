@@ -36,15 +36,11 @@ impl Center {
         request: EnrolRequest,
         address: IpAddr,
     ) -> CenterResult<EnrolResponse> {
-        let id = match request.id {
-            Some(id) => {
-                check_identifier(&id).map_err(|message| {
-                    CenterError::bad_request(format!("the enrolment request: $.id: {message}"))
-                })?;
-                id
-            }
-            None => format!("t-{}", &secret_hash(&new_secret())[..12]),
-        };
+        if let Some(id) = &request.id {
+            check_identifier(id).map_err(|message| {
+                CenterError::bad_request(format!("the enrolment request: $.id: {message}"))
+            })?;
+        }
         for (path, value) in [
             ("$.hardware.kind", &request.hardware.kind),
             ("$.hardware.platform", &request.hardware.platform),
@@ -62,12 +58,22 @@ impl Center {
         // checked again, atomically in `store.enrol`: this look-up only refuses early.
         let token_hash = secret_hash(&request.token);
         let now = unix_now();
-        match self.store.enrol_token_find(&token_hash).await? {
+        let reenrol = match self.store.enrol_token_find(&token_hash).await? {
             None => return Err(EnrolError::TokenUnknown.into()),
             Some(token) if token.expires_at <= now => return Err(EnrolError::TokenExpired.into()),
             Some(token) if token.uses_left == 0 => return Err(EnrolError::TokenUsedUp.into()),
-            Some(_) => {}
-        }
+            Some(token) => token.reenrol_terminal,
+        };
+        // A re-enrolment token names the terminal; a request naming another is refused before
+        // the CA signs anything (and again, atomically, by the store).
+        let id = match (reenrol, request.id) {
+            (Some(bound), Some(asked)) if bound != asked => {
+                return Err(EnrolError::TokenForAnotherTerminal { bound, asked }.into());
+            }
+            (Some(bound), _) => bound,
+            (None, Some(id)) => id,
+            (None, None) => format!("t-{}", &secret_hash(&new_secret())[..12]),
+        };
         let issued = self
             .ca()
             .sign_terminal_csr(&request.csr_pem, &id, self.config.terminal_cert_days)
@@ -103,19 +109,21 @@ impl Center {
                     hardware: serde_json::to_string(&request.hardware)
                         .expect("hardware serialises"),
                     tz: request.tz,
-                    group: group.clone(),
+                    group,
                     cert_sha256: issued.cert_sha256,
                     enrolled_at: unix_now(),
                     address: address.to_string(),
                 },
             )
             .await?;
+        // A re-enrolment replaced a certificate this process may have cached.
+        self.follow_terminal_changes().await?;
         tracing::info!(terminal = %row.id, group = %row.group, %address, "terminal enrolled");
         Ok(EnrolResponse {
             terminal: row.id,
             certificate_pem: issued.cert_pem,
             ca_pem: self.ca().trust_pem().to_owned(),
-            group,
+            group: row.group,
             checkin_interval_secs: self.next_checkin_secs(),
         })
     }

@@ -179,6 +179,10 @@ impl From<EnrolError> for CenterError {
             EnrolError::TerminalExists(_) => {
                 CenterError::new(ErrorKind::TerminalExists, err.to_string())
             }
+            EnrolError::TokenForAnotherTerminal { .. } => {
+                CenterError::new(ErrorKind::EnrolTokenInvalid, err.to_string())
+            }
+            EnrolError::ReenrolTerminalGone(_) => CenterError::not_found(err.to_string()),
             EnrolError::Store(err) => err.into(),
         }
     }

@@ -282,6 +282,14 @@ impl Center {
     fn use_ca(&self, ca: CertificateAuthority, generation: u64) {
         *self.ca.write().expect("CA lock") = Arc::new(ca);
         self.ca_generation.store(generation, Relaxed);
+        // New connections verify client certificates against the new anchors and get a server
+        // certificate from the new CA; connections already open keep theirs.
+        if let Err(err) = self.server_cert.trust.replace(&self.ca()) {
+            tracing::error!(%err, "cannot verify client certificates against the new CA");
+        }
+        if let Err(err) = self.reissue_server_certificate() {
+            tracing::error!(err = %format!("{err:#}"), "cannot reissue the server certificate from the new CA");
+        }
         // Clients read the trust anchors from here; written like at start-up.
         if let Err(err) = herd_fs::write_atomic(
             &self.config.data_dir.join("ca.pem"),

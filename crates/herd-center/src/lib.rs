@@ -26,6 +26,7 @@ pub mod events;
 mod feeds;
 pub mod fleet;
 mod groups;
+mod identity;
 pub mod keys;
 mod memory;
 pub mod metrics;
@@ -34,10 +35,9 @@ mod placement;
 pub mod planners;
 mod tokens;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -78,8 +78,8 @@ pub struct Center {
     catalog: RwLock<Arc<CatalogSnapshot>>,
     /// Terminals and group policies this process has read (see `cache`).
     caches: cache::Caches,
-    /// API tokens by hash, re-read from the store after a short time.
-    tokens: Mutex<HashMap<String, (ApiTokenRow, std::time::Instant)>>,
+    /// The server certificate the TLS listener serves, reissued before it expires.
+    server_cert: identity::ServerCertificate,
     checkins: checkin::CheckinWriter,
     /// Ticks of the revision follower left until freed memory is given back after a catalog
     /// change (the worker threads' planners drop the old catalog at their next check-in).
@@ -140,6 +140,26 @@ impl Center {
             );
         }
         let (ca, ca_generation) = keys::open_ca(&*store, &kek).await?;
+        // Certificates are cut to the issuing CA's expiry (herd-tls); say so at start, while
+        // there is time to install the next intermediate, rather than refuse to serve.
+        if let Some(ca_expiry) = identity::outlives_ca(
+            ca.issuer_cert_pem(),
+            config.terminal_cert_days,
+            SystemTime::now(),
+        )? {
+            tracing::warn!(
+                ca_expires_at = %rfc3339(
+                    ca_expiry
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0)
+                ),
+                "terminal certificates of terminal_cert_days = {} would outlive the issuing CA: \
+                 they end with it; install a new intermediate (`herd ca intermediate`)",
+                config.terminal_cert_days
+            );
+        }
+        let server_cert = identity::ServerCertificate::issue(&ca, &config.server_names)?;
 
         let (revision, feeds) = store.feeds().await?;
         let snapshot = CatalogSnapshot::from_feeds(revision, feeds)
@@ -159,10 +179,11 @@ impl Center {
             metrics,
             catalog: RwLock::new(Arc::new(snapshot)),
             caches: cache::Caches::starting_at(revisions),
-            tokens: Mutex::new(HashMap::new()),
+            server_cert,
             checkins,
             release_memory_in: AtomicU64::new(0),
         });
+        center.note_server_cert_expiry();
         center.bootstrap_operator_token().await?;
         center.reload_groups().await?;
         // Written last: its presence tells scripts and tests that start-up is complete.
@@ -265,13 +286,22 @@ impl Center {
     }
 
     /// At first start there is no operator: create a token and leave it, readable only by
-    /// the owner, in the data directory.
+    /// the owner, in the data directory. The same when every operator token has expired or was
+    /// revoked (tokens live at most `max_api_token_days`): whoever can restart the center can
+    /// read its data directory anyway, so this is the way back in, not a new one.
     async fn bootstrap_operator_token(&self) -> anyhow::Result<()> {
-        if self.store.api_tokens_count().await? > 0 {
+        let now = unix_now();
+        let operators = self.store.api_tokens().await?;
+        if operators
+            .iter()
+            .any(|t| t.role == Role::Operator && t.expires_at > now)
+        {
             return Ok(());
         }
+        if !operators.is_empty() {
+            tracing::warn!("no operator token is valid any more: creating a new one");
+        }
         let token = auth::new_secret();
-        let now = unix_now();
         self.store
             .api_token_insert(ApiTokenRow {
                 hash: auth::secret_hash(&token),
@@ -279,7 +309,7 @@ impl Center {
                 vendor: None,
                 label: "bootstrap operator token".to_owned(),
                 created_at: now,
-                expires_at: now + 10 * 365 * 86_400,
+                expires_at: now + i64::from(self.config.max_api_token_days) * 86_400,
             })
             .await?;
         let path = self.config.data_dir.join("operator.token");

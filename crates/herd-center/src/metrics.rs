@@ -86,6 +86,11 @@ pub struct Metrics {
     pub bodies_timed_out: AtomicU64,
     /// Event batches refused because the terminal had `max_events_per_terminal` stored.
     pub events_over_quota: AtomicU64,
+    /// When the server certificate this process serves expires (Unix seconds).
+    pub server_cert_expiry: AtomicU64,
+    pub server_cert_reissues: AtomicU64,
+    pub certificate_renewals: AtomicU64,
+    pub certificate_renewals_refused: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -111,6 +116,10 @@ impl Default for Metrics {
             connections_timed_out: AtomicU64::new(0),
             bodies_timed_out: AtomicU64::new(0),
             events_over_quota: AtomicU64::new(0),
+            server_cert_expiry: AtomicU64::new(0),
+            server_cert_reissues: AtomicU64::new(0),
+            certificate_renewals: AtomicU64::new(0),
+            certificate_renewals_refused: AtomicU64::new(0),
         }
     }
 }
@@ -267,6 +276,30 @@ impl Metrics {
             "herd_events_over_quota_total",
             "Event batches refused because the terminal had max_events_per_terminal events stored.",
             &self.events_over_quota,
+        );
+        gauge(
+            &mut out,
+            "herd_server_certificate_expiry_timestamp_seconds",
+            "When the server certificate this process serves expires (Unix time); it is reissued with a third of its validity left.",
+            &self.server_cert_expiry,
+        );
+        counter(
+            &mut out,
+            "herd_server_certificate_reissues_total",
+            "Server certificates reissued while serving.",
+            &self.server_cert_reissues,
+        );
+        counter(
+            &mut out,
+            "herd_certificate_renewals_total",
+            "Terminal client certificates renewed.",
+            &self.certificate_renewals,
+        );
+        counter(
+            &mut out,
+            "herd_certificate_renewals_refused_total",
+            "Terminal certificate renewals refused.",
+            &self.certificate_renewals_refused,
         );
         out
     }

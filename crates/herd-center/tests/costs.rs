@@ -100,6 +100,40 @@ impl Store for Counting {
         self.count("enrol_token_find");
         self.inner.enrol_token_find(hash).await
     }
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>, StoreError> {
+        self.count("api_tokens");
+        self.inner.api_tokens().await
+    }
+    async fn enrol_tokens(&self) -> Result<Vec<EnrolTokenRow>, StoreError> {
+        self.count("enrol_tokens");
+        self.inner.enrol_tokens().await
+    }
+    async fn token_revoke(
+        &self,
+        hash_prefix: &str,
+        now: i64,
+        allow_last_operator: bool,
+    ) -> Result<RevokedToken, StoreError> {
+        self.count("token_revoke");
+        self.inner
+            .token_revoke(hash_prefix, now, allow_last_operator)
+            .await
+    }
+    async fn terminal_renew_cert(
+        &self,
+        id: &str,
+        presented_sha256: &str,
+        new_sha256: &str,
+    ) -> Result<(), RenewError> {
+        self.count("terminal_renew_cert");
+        self.inner
+            .terminal_renew_cert(id, presented_sha256, new_sha256)
+            .await
+    }
+    async fn terminal_previous_cert(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.count("terminal_previous_cert");
+        self.inner.terminal_previous_cert(id).await
+    }
     async fn enrol(
         &self,
         token_hash: &str,
@@ -228,6 +262,7 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
             uses_left: TERMINALS as u64,
             created_at: 0,
             expires_at: i64::MAX,
+            reenrol_terminal: None,
         })
         .await
         .unwrap();
@@ -423,6 +458,7 @@ async fn events_beyond_a_terminals_quota_are_refused_and_nothing_is_stored() {
             uses_left: 1,
             created_at: 0,
             expires_at: i64::MAX,
+            reenrol_terminal: None,
         })
         .await
         .unwrap();

@@ -335,6 +335,33 @@ impl Client {
         self.send_json(Method::PUT, "/v1/ca", request)
     }
 
+    /// Every API and enrolment token, without secrets (`GET /v1/tokens`).
+    pub fn tokens(&self) -> Result<herd_proto::api::TokenList, ClientError> {
+        self.get_json("/v1/tokens", &[], MAX_JSON_ANSWER)
+    }
+
+    /// Revokes the token with this id (`DELETE /v1/tokens/{id}`); `force` allows revoking the
+    /// last valid operator token.
+    pub fn revoke_token(
+        &self,
+        id: &str,
+        force: bool,
+    ) -> Result<herd_proto::api::TokenRevoked, ClientError> {
+        let path = format!("/v1/tokens/{}", segment(id));
+        let query: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
+        let response = self.call(Method::DELETE, &path, query, Payload::None, false)?;
+        self.json(response, &format!("DELETE {path}"), MAX_JSON_ANSWER)
+    }
+
+    /// Renews this terminal's client certificate (`POST /v1/renew`, mutual TLS): the new
+    /// certificate and the center's CA certificates.
+    pub fn renew_certificate(
+        &self,
+        request: &herd_proto::api::CertificateRenewal,
+    ) -> Result<herd_proto::api::CertificateRenewed, ClientError> {
+        self.send_json(Method::POST, "/v1/renew", request)
+    }
+
     // -----------------------------------------------------------------------------------------
     // Plumbing.
 

@@ -643,10 +643,20 @@ pub struct NewEnrolmentToken {
     #[serde(default, deserialize_with = "whole_number::option")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000_000))]
     pub uses: Option<u64>,
-    /// Lifetime in seconds (default 7 days; at most 10 years are granted).
+    /// Lifetime in seconds (default 7 days or the center's `max_enrol_token_days`, whichever
+    /// is less; a longer one is refused).
     #[serde(default, deserialize_with = "whole_number::option")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub ttl_secs: Option<u64>,
+    /// A re-enrolment token: only this (enrolled) terminal may enrol with it, keeping its id,
+    /// group and history, with a new certificate — the way back for a terminal whose
+    /// certificate expired or was lost. Such a token has one use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    )]
+    pub reenrol_terminal: Option<String>,
 }
 
 /// `POST /v1/tokens` (operator): an API token for an operator or a vendor.
@@ -666,7 +676,8 @@ pub struct NewApiToken {
     pub vendor: Option<String>,
     #[serde(default)]
     pub label: String,
-    /// Lifetime in seconds (default 365 days; at most 10 years are granted).
+    /// Lifetime in seconds (default 365 days or the center's `max_api_token_days`, whichever
+    /// is less; a longer one is refused).
     #[serde(default, deserialize_with = "whole_number::option")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub ttl_secs: Option<u64>,
@@ -715,6 +726,66 @@ impl std::fmt::Debug for CaInstall {
             .field("force", &self.force)
             .finish()
     }
+}
+
+/// `GET /v1/tokens` (operator): every API and enrolment token, never their secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// A token as operators see it: what it is for, not what it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenInfo {
+    /// The first 12 hex digits of the secret's SHA-256: what `DELETE /v1/tokens/{id}` takes.
+    pub id: String,
+    /// `operator`, `vendor` (API tokens) or `enrolment`.
+    pub kind: String,
+    /// The vendor a vendor token publishes for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// The terminal a re-enrolment token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reenrol_terminal: Option<String>,
+    pub label: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub expired: bool,
+    /// Enrolment tokens: how many more terminals may enrol with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_left: Option<u64>,
+}
+
+/// `DELETE /v1/tokens/{id}` (operator): the token revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenRevoked {
+    pub token: TokenInfo,
+}
+
+/// `POST /v1/terminals/self/certificate` (the terminal's current client certificate): a new
+/// certificate for the same terminal, from a request for a fresh key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CertificateRenewal {
+    /// PKCS#10 CSR in PEM for a new key; its key stays on the terminal.
+    pub csr_pem: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CertificateRenewed {
+    pub terminal: String,
+    /// The new client certificate (PEM; possibly followed by the chain to the CA). The
+    /// certificate that renewed stays valid until it expires or the next renewal.
+    pub certificate_pem: String,
+    /// The center's CA certificates (PEM): trust them for the server's certificate from now on.
+    pub ca_pem: String,
+    /// When the new certificate expires (RFC 3339).
+    pub expires_at: String,
 }
 
 /// A newly created secret: shown once, stored only as its SHA-256.

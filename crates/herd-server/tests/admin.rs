@@ -1,6 +1,7 @@
 //! The admin commands as an operator and two vendors run them against a real `herd serve`:
-//! tokens, feeds split per vendor, coverage, the fleet, groups and rules, uploads, and the
-//! errors people meet (another vendor's feed, bad or expired tokens, no center listening).
+//! tokens (created, listed, revoked, capped), feeds split per vendor, coverage, the fleet,
+//! groups and rules, uploads, and the errors people meet (another vendor's feed, bad or
+//! expired tokens, no center listening).
 
 mod support;
 
@@ -605,6 +606,8 @@ fn every_admin_command_teaches_with_examples() {
         &["coverage", "--help"],
         &["token", "create", "--help"],
         &["enrol-token", "create", "--help"],
+        &["token", "list", "--help"],
+        &["token", "revoke", "--help"],
         &["groups", "put", "--help"],
         &["rules", "set", "--help"],
     ] {
@@ -631,4 +634,156 @@ fn every_admin_command_teaches_with_examples() {
             "{command} missing in:\n{text}"
         );
     }
+}
+
+/// The id `herd token list --json` gives the token labelled `label`.
+fn token_id(center: &Center, label: &str) -> String {
+    let out = center.herd(&["token", "list", "--json"]);
+    assert_exit(&out, 0);
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == label)
+        .unwrap_or_else(|| panic!("no token {label:?} in {list}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_revoked_token_is_refused_at_once() {
+    let center = Center::start();
+    let out = center.herd(&["token", "create", "--role", "operator", "--label", "alice"]);
+    assert_exit(&out, 0);
+    let alice = one_line(&out);
+    let out = center.herd(&[
+        "enrol-token",
+        "create",
+        "--uses",
+        "5",
+        "--label",
+        "shop floor",
+    ]);
+    assert_exit(&out, 0);
+    let enrolment = one_line(&out);
+    assert_exit(&center.herd(&["terminals", "--token", &alice]), 0);
+
+    // Listed by id, kind and label; never a secret.
+    let out = center.herd(&["token", "list"]);
+    assert_exit(&out, 0);
+    let listing = stdout(&out);
+    for expected in [
+        "ID",
+        "alice",
+        "bootstrap operator token",
+        "shop floor",
+        "enrolment",
+    ] {
+        assert!(listing.contains(expected), "{listing}");
+    }
+    let secret = std::fs::read_to_string(center.center.data_dir.join("operator.token")).unwrap();
+    for secret in [secret.trim(), &alice, &enrolment] {
+        assert!(!listing.contains(secret), "{listing}");
+    }
+
+    // Revoked: refused by the very next request, with no cache to wait for.
+    let out = center.herd(&["token", "revoke", &token_id(&center, "alice")]);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("revoked operator token"),
+        "{}",
+        stderr(&out)
+    );
+    let out = center.herd(&["terminals", "--token", &alice]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("unauthenticated"), "{}", stderr(&out));
+
+    let out = center.herd(&["token", "revoke", &token_id(&center, "shop floor")]);
+    assert_exit(&out, 0);
+    let (_, csr_pem) = herd_tls::new_key_and_csr("late").unwrap();
+    let refused = Client::new(&center.url, &center.ca_pem(), None)
+        .unwrap()
+        .enrol(&EnrolRequest {
+            token: enrolment,
+            csr_pem,
+            id: None,
+            user: None,
+            hardware: HardwareDoc {
+                kind: "pc".into(),
+                platform: "pc".into(),
+                model: None,
+            },
+            tz: None,
+        })
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("enrolment_token_invalid"), "{refused}");
+
+    // The last operator token is kept unless forced.
+    let bootstrap = token_id(&center, "bootstrap operator token");
+    let out = center.herd(&["token", "revoke", &bootstrap]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("last operator token"),
+        "{}",
+        stderr(&out)
+    );
+    assert_exit(&center.herd(&["terminals"]), 0);
+    let out = center.herd(&["token", "revoke", "--force", &bootstrap]);
+    assert_exit(&out, 0);
+    let out = center.herd(&["terminals"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("unauthenticated"), "{}", stderr(&out));
+    center.stop();
+}
+
+#[test]
+fn a_token_longer_than_the_cap_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("herd.toml");
+    std::fs::write(
+        &config,
+        "max_api_token_days = 30\nmax_enrol_token_days = 2\n",
+    )
+    .unwrap();
+    let center = Center {
+        center: TestCenter::start_with(&["--config", config.to_str().unwrap()]),
+        url: String::new(),
+        work,
+    };
+    let center = Center {
+        url: center.center.url.clone(),
+        ..center
+    };
+    let out = center.herd(&["token", "create", "--role", "operator", "--ttl-days", "31"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("30 days (max_api_token_days)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = center.herd(&["enrol-token", "create", "--ttl-days", "3"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("2 days (max_enrol_token_days)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_exit(
+        &center.herd(&["token", "create", "--role", "operator", "--ttl-days", "30"]),
+        0,
+    );
+    // The default lifetime of an API token (a year) is cut to the cap, which is no surprise:
+    // nobody asked for more.
+    let out = center.herd(&[
+        "token", "create", "--role", "operator", "--label", "default",
+    ]);
+    assert_exit(&out, 0);
+    let list = center.operator().tokens().unwrap();
+    let default = list.tokens.iter().find(|t| t.label == "default").unwrap();
+    let created = herd_core::Timestamp::parse(&default.created_at).unwrap();
+    let expires = herd_core::Timestamp::parse(&default.expires_at).unwrap();
+    assert_eq!(expires.unix_seconds() - created.unix_seconds(), 30 * 86_400);
+    center.stop();
 }

@@ -72,6 +72,7 @@ fn enrolment_token(center: &TestCenter, uses: u64) -> String {
             label: "test".into(),
             uses: Some(uses),
             ttl_secs: None,
+            reenrol_terminal: None,
         })
         .unwrap()
         .token
@@ -644,6 +645,48 @@ fn openapi_document_matches_the_code_and_every_documented_route_exists() {
 }
 
 #[test]
+fn a_config_that_would_fail_every_enrolment_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (config, says)) in [
+        (
+            "terminal_cert_days = 4000\n",
+            "terminal_cert_days: 4000 is outside 1..=3653",
+        ),
+        // Within the limit, but longer than the CA (ten years from now) has left.
+        (
+            "terminal_cert_days = 3653\n",
+            "terminal_cert_days: 3653 days would outlive the CA certificate",
+        ),
+        (
+            "server_names = [\"localhost\", \"not a name\"]\n",
+            "server_names: \"not a name\" is neither a DNS name nor an IP address",
+        ),
+        ("max_enrol_token_days = 0\n", "max_enrol_token_days"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = dir.path().join(format!("herd-{i}.toml"));
+        std::fs::write(&file, config).unwrap();
+        let out = Command::new(HERD)
+            .arg("serve")
+            .arg("--config")
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("data-{i}")))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", support::free_port()))
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}: {err}");
+        assert!(err.contains(says), "{config}: {err}");
+        assert!(!dir.path().join(format!("data-{i}/ca.pem")).exists());
+    }
+}
+
+#[test]
 fn startup_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
@@ -816,6 +859,7 @@ fn two_centers_share_one_postgres_database() {
             label: "pg".into(),
             uses: Some(1),
             ttl_secs: None,
+            reenrol_terminal: None,
         })
         .unwrap()
         .token;

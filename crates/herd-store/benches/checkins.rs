@@ -107,6 +107,7 @@ async fn enrol_fleet(store: &dyn Store, terminals: u64) {
             uses_left: terminals,
             created_at: 0,
             expires_at: i64::MAX,
+            reenrol_terminal: None,
         })
         .await
         .expect("enrolment token");

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::{
-    AddressRow, ApiTokenRow, CaMaterial, CheckinWrite, EventRow, GroupRow, PackageRow, Role,
-    RuleRow, StoreError, StoredFeed, TerminalRow,
+    AddressRow, ApiTokenRow, CaMaterial, CheckinWrite, EnrolTokenRow, EventRow, GroupRow,
+    PackageRow, Role, RuleRow, StoreError, StoredFeed, TerminalRow,
 };
 
 /// The columns [`terminal_from_row`] reads, in the order both schemas declare them.
@@ -131,6 +131,24 @@ generic_row_decoder! {
             vendor: row.try_get("vendor")?,
             uploaded_at: row.try_get("uploaded_at")?,
             sha256,
+        })
+    }
+}
+
+/// The columns [`enrol_token_from_row`] reads.
+pub(crate) const ENROL_TOKEN_COLUMNS: &str =
+    "hash, label, uses_left, created_at, expires_at, reenrol_terminal";
+
+generic_row_decoder! {
+    /// [`ENROL_TOKEN_COLUMNS`] of `enrol_tokens`.
+    fn enrol_token_from_row(row) -> EnrolTokenRow {
+        Ok(EnrolTokenRow {
+            hash: row.try_get("hash")?,
+            label: row.try_get("label")?,
+            uses_left: from_db_int(row.try_get("uses_left")?, "enrolment token uses")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            reenrol_terminal: row.try_get("reenrol_terminal")?,
         })
     }
 }

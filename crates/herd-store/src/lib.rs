@@ -75,6 +75,12 @@ pub enum EnrolError {
     TokenUsedUp,
     #[error("a terminal with id {0:?} is already enrolled")]
     TerminalExists(String),
+    /// A re-enrolment token was presented for another terminal than the one it is bound to.
+    #[error("the enrolment token re-enrols terminal {bound:?} only, not {asked:?}")]
+    TokenForAnotherTerminal { bound: String, asked: String },
+    /// The terminal a re-enrolment token is bound to no longer exists.
+    #[error("terminal {0:?}, which the re-enrolment token is for, is not enrolled (deleted?)")]
+    ReenrolTerminalGone(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -179,6 +185,29 @@ pub struct EnrolTokenRow {
     pub uses_left: u64,
     pub created_at: i64,
     pub expires_at: i64,
+    /// A re-enrolment token: only this terminal may enrol with it, and it keeps its id, group
+    /// and history (its certificate is replaced). `None`: an ordinary enrolment token.
+    pub reenrol_terminal: Option<String>,
+}
+
+/// Which kind of token [`Store::token_revoke`] revoked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevokedToken {
+    Api(ApiTokenRow),
+    Enrolment(EnrolTokenRow),
+}
+
+/// Why [`Store::terminal_renew_cert`] renewed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error("terminal {0:?} is not enrolled")]
+    TerminalGone(String),
+    /// The certificate presented is neither the terminal's current one nor the one it replaced
+    /// last: an older certificate cannot renew.
+    #[error("this certificate is no longer terminal {0:?}'s, so it cannot renew it")]
+    NotCurrent(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What enrolment writes. `group` was chosen by the placement rules.
@@ -368,11 +397,29 @@ pub trait Store: Send + Sync + Debug {
     /// before any expensive work, so a bogus token costs one indexed read. Only a hint: the
     /// use is taken atomically by [`Store::enrol`].
     async fn enrol_token_find(&self, hash: &str) -> Result<Option<EnrolTokenRow>, StoreError>;
+    /// Every API token, oldest first (by creation, then hash).
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>, StoreError>;
+    /// Every enrolment token, used up or expired included, oldest first.
+    async fn enrol_tokens(&self) -> Result<Vec<EnrolTokenRow>, StoreError>;
+    /// Deletes the one API or enrolment token whose hash starts with `hash_prefix` (hex, at
+    /// least 8 digits). `NotFound` if none does, `Conflict` if several do (nothing is
+    /// deleted), and `Conflict` if it is the last operator token not expired at `now`, unless
+    /// `allow_last_operator`: without one nobody can administer the center. Center processes
+    /// read tokens from the store on every request, so it takes effect at once everywhere.
+    async fn token_revoke(
+        &self,
+        hash_prefix: &str,
+        now: i64,
+        allow_last_operator: bool,
+    ) -> Result<RevokedToken, StoreError>;
 
     // --- terminals -----------------------------------------------------------------------
 
     /// Consumes one use of the enrolment token (by hash) and inserts the terminal, with its
     /// first network-map entry, in one transaction: a refused enrolment writes nothing.
+    /// With a re-enrolment token (bound to `terminal.id`, else `TokenForAnotherTerminal`) the
+    /// terminal must exist, and only its certificate is replaced (the previous one forgotten):
+    /// it keeps its group, documents, addresses and events.
     /// Appends a terminal change, so an id enrolled again after a deletion is evicted from
     /// every process's cache.
     async fn enrol(
@@ -381,6 +428,22 @@ pub trait Store: Send + Sync + Debug {
         now: i64,
         terminal: NewTerminal,
     ) -> Result<TerminalRow, EnrolError>;
+
+    /// Makes `new_sha256` terminal `id`'s certificate, renewing from the certificate
+    /// `presented_sha256`. Presented the current one, that one is kept as the previous
+    /// certificate (still accepted, until it expires or the next renewal, so a terminal whose
+    /// renewal answer was lost can renew again with it); presented the previous one (that
+    /// retry), the current one is replaced and the previous one kept. Anything else renews
+    /// nothing. Appends a terminal change, so every process re-reads the certificate.
+    async fn terminal_renew_cert(
+        &self,
+        id: &str,
+        presented_sha256: &str,
+        new_sha256: &str,
+    ) -> Result<(), RenewError>;
+    /// The certificate terminal `id` renewed from last ([`Store::terminal_renew_cert`]), if
+    /// any: read only when a terminal presents a certificate other than its current one.
+    async fn terminal_previous_cert(&self, id: &str) -> Result<Option<String>, StoreError>;
 
     async fn terminal(&self, id: &str) -> Result<Option<TerminalRow>, StoreError>;
     async fn terminals(&self, query: &TerminalQuery) -> Result<Vec<TerminalRow>, StoreError>;

@@ -121,6 +121,8 @@ impl Dialect for Postgres {
     const SELECT_GROUP_TO_DELETE: &'static str = "SELECT id FROM groups WHERE id = $1 FOR UPDATE";
     const SELECT_TERMINALS: &'static str =
         concat!("SELECT ", terminal_columns!(), " FROM terminals AS t");
+    const UPDATE_CERT_FROM: &'static str =
+        "UPDATE terminals SET cert_sha256 = $2 WHERE id = $1 AND cert_sha256 = $3";
     const UPDATE_LAST_REPORT: &'static str = "UPDATE terminals SET last_report = \
          (SELECT data FROM events WHERE terminal = $1 AND kind = 'plan.report' \
           ORDER BY seq DESC LIMIT 1) \

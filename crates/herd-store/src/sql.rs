@@ -17,14 +17,16 @@ use sqlx::{
 };
 
 use crate::common::{
-    PLAN_REPORT, api_token_from_row, ca_material, conflict_on_unique, event_from_row, events_json,
-    feed_from_row, from_db_int, group_from_row, group_with_count_from_row, limit_or_all,
-    package_from_row, rule_from_row, rules_json, terminal_from_row, to_db_int,
+    ENROL_TOKEN_COLUMNS, PLAN_REPORT, api_token_from_row, ca_material, conflict_on_unique,
+    enrol_token_from_row, event_from_row, events_json, feed_from_row, from_db_int, group_from_row,
+    group_with_count_from_row, limit_or_all, package_from_row, rule_from_row, rules_json,
+    terminal_from_row, to_db_int,
 };
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Backend, CaMaterial, CheckinWrite, EnrolError,
-    EnrolTokenRow, EventRow, GroupRow, NewTerminal, PackageRow, PublishOutcome, Revisions, RuleRow,
-    Store, StoreError, StoredFeed, TerminalQuery, TerminalRow, UNKNOWN_GROUP,
+    EnrolTokenRow, EventRow, GroupRow, NewTerminal, PackageRow, PublishOutcome, RenewError,
+    Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TerminalQuery,
+    TerminalRow, UNKNOWN_GROUP,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -48,6 +50,9 @@ pub trait Dialect: Database {
     const SELECT_TERMINALS: &'static str;
     /// Sets terminal `$1`'s `last_report` to the data of its plan report with the highest seq.
     const UPDATE_LAST_REPORT: &'static str;
+    /// Sets terminal `$1`'s current certificate to `$2` where it is `$3`, changing one row or
+    /// none (the schemas keep `cert_sha256` in different tables).
+    const UPDATE_CERT_FROM: &'static str;
 
     /// A table expression over the elements of the JSON array in parameter `param`, named `r`
     /// with one column `value` (so `r.value ->> 0` is the first field of an element).
@@ -153,6 +158,55 @@ where
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    /// The rest of an enrolment with a re-enrolment token bound to `bound`, whose use `tx`
+    /// has taken: replaces the terminal's certificate, forgets the previous one, and commits.
+    async fn reenrol(
+        mut tx: Transaction<'static, DB>,
+        bound: String,
+        terminal: NewTerminal,
+    ) -> Result<TerminalRow, EnrolError> {
+        if bound != terminal.id {
+            return Err(EnrolError::TokenForAnotherTerminal {
+                bound,
+                asked: terminal.id,
+            });
+        }
+        let select = assembled(format!("{} WHERE t.id = $1", DB::SELECT_TERMINALS));
+        let Some(row) = sqlx::query(select)
+            .bind(bound.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?
+        else {
+            return Err(EnrolError::ReenrolTerminalGone(bound));
+        };
+        let old = terminal_from_row(&row)?;
+        sqlx::query(DB::UPDATE_CERT_FROM)
+            .bind(bound.as_str())
+            .bind(terminal.cert_sha256.as_str())
+            .bind(old.cert_sha256.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        sqlx::query("DELETE FROM terminal_previous_certs WHERE terminal = $1")
+            .bind(bound.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        Self::log_terminal_change(&mut tx, &bound).await?;
+        let row = sqlx::query(assembled(format!(
+            "{} WHERE t.id = $1",
+            DB::SELECT_TERMINALS
+        )))
+        .bind(bound.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let reenrolled = terminal_from_row(&row)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(reenrolled)
     }
 
     async fn catalog_revision(connection: &mut DB::Connection) -> Result<u64, StoreError> {
@@ -405,14 +459,15 @@ where
     async fn enrol_token_insert(&self, token: EnrolTokenRow) -> Result<(), StoreError> {
         let uses_left = to_db_int(token.uses_left, "enrolment token uses")?;
         sqlx::query(
-            "INSERT INTO enrol_tokens (hash, label, uses_left, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO enrol_tokens (hash, label, uses_left, created_at, expires_at, \
+             reenrol_terminal) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token.hash.as_str())
         .bind(token.label.as_str())
         .bind(uses_left)
         .bind(token.created_at)
         .bind(token.expires_at)
+        .bind(token.reenrol_terminal.as_deref())
         .execute(&self.writer)
         .await
         .map_err(|e| {
@@ -424,23 +479,190 @@ where
     }
 
     async fn enrol_token_find(&self, hash: &str) -> Result<Option<EnrolTokenRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT hash, label, uses_left, created_at, expires_at FROM enrol_tokens \
-             WHERE hash = $1",
-        )
+        sqlx::query(assembled(format!(
+            "SELECT {ENROL_TOKEN_COLUMNS} FROM enrol_tokens WHERE hash = $1"
+        )))
         .bind(hash)
         .fetch_optional(&self.reader)
-        .await?;
-        row.map(|row| {
-            Ok(EnrolTokenRow {
-                hash: row.try_get("hash")?,
-                label: row.try_get("label")?,
-                uses_left: from_db_int(row.try_get("uses_left")?, "enrolment token uses")?,
-                created_at: row.try_get("created_at")?,
-                expires_at: row.try_get("expires_at")?,
-            })
-        })
+        .await?
+        .as_ref()
+        .map(enrol_token_from_row)
         .transpose()
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>, StoreError> {
+        sqlx::query(
+            "SELECT hash, role, vendor, label, created_at, expires_at FROM api_tokens \
+             ORDER BY created_at, hash",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(api_token_from_row)
+        .collect()
+    }
+
+    async fn enrol_tokens(&self) -> Result<Vec<EnrolTokenRow>, StoreError> {
+        sqlx::query(assembled(format!(
+            "SELECT {ENROL_TOKEN_COLUMNS} FROM enrol_tokens ORDER BY created_at, hash"
+        )))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(enrol_token_from_row)
+        .collect()
+    }
+
+    async fn token_revoke(
+        &self,
+        hash_prefix: &str,
+        now: i64,
+        allow_last_operator: bool,
+    ) -> Result<RevokedToken, StoreError> {
+        // A prefix is hex, so it holds no LIKE wildcard; short ones would match by accident.
+        if hash_prefix.len() < 8 || !hash_prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound(format!(
+                "no token has id {hash_prefix:?} (token ids are at least 8 hex digits)"
+            )));
+        }
+        let pattern = format!("{}%", hash_prefix.to_ascii_lowercase());
+        let mut tx = self.write().await?;
+        let api: Vec<ApiTokenRow> = sqlx::query(
+            "SELECT hash, role, vendor, label, created_at, expires_at FROM api_tokens \
+             WHERE hash LIKE $1",
+        )
+        .bind(pattern.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(api_token_from_row)
+        .collect::<Result<_, _>>()?;
+        let enrolment: Vec<EnrolTokenRow> = sqlx::query(assembled(format!(
+            "SELECT {ENROL_TOKEN_COLUMNS} FROM enrol_tokens WHERE hash LIKE $1"
+        )))
+        .bind(pattern.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(enrol_token_from_row)
+        .collect::<Result<_, _>>()?;
+        let revoked = match (api.as_slice(), enrolment.as_slice()) {
+            ([], []) => {
+                return Err(StoreError::NotFound(format!(
+                    "no token has id {hash_prefix:?}"
+                )));
+            }
+            ([token], []) => RevokedToken::Api(token.clone()),
+            ([], [token]) => RevokedToken::Enrolment(token.clone()),
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "several tokens have ids starting with {hash_prefix:?}: give more digits"
+                )));
+            }
+        };
+        match &revoked {
+            RevokedToken::Api(token) => {
+                if token.role == Role::Operator && !allow_last_operator {
+                    let others: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM api_tokens WHERE role = 'operator' \
+                         AND expires_at > $1 AND hash <> $2",
+                    )
+                    .bind(now)
+                    .bind(token.hash.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if others == 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "token {:?} is the last operator token still valid: without it \
+                             nobody can administer the center (create another operator token \
+                             first, or force the revocation)",
+                            token.label
+                        )));
+                    }
+                }
+                sqlx::query("DELETE FROM api_tokens WHERE hash = $1")
+                    .bind(token.hash.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            RevokedToken::Enrolment(token) => {
+                sqlx::query("DELETE FROM enrol_tokens WHERE hash = $1")
+                    .bind(token.hash.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn terminal_renew_cert(
+        &self,
+        id: &str,
+        presented_sha256: &str,
+        new_sha256: &str,
+    ) -> Result<(), RenewError> {
+        let mut tx = self.write().await?;
+        Self::lock_terminal_changes(&mut tx).await?;
+        let current = sqlx::query(assembled(format!(
+            "{} WHERE t.id = $1",
+            DB::SELECT_TERMINALS
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?
+        .as_ref()
+        .map(terminal_from_row)
+        .transpose()?
+        .ok_or_else(|| RenewError::TerminalGone(id.to_owned()))?
+        .cert_sha256;
+        let previous: Option<String> = sqlx::query_scalar(
+            "SELECT cert_sha256 FROM terminal_previous_certs WHERE terminal = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if current == presented_sha256 {
+            // The certificate renewing becomes the previous one: if the answer is lost, the
+            // terminal still holds it and renews again with it.
+            sqlx::query(
+                "INSERT INTO terminal_previous_certs (terminal, cert_sha256) VALUES ($1, $2) \
+                 ON CONFLICT (terminal) DO UPDATE SET cert_sha256 = excluded.cert_sha256",
+            )
+            .bind(id)
+            .bind(presented_sha256)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        } else if previous.as_deref() != Some(presented_sha256) {
+            return Err(RenewError::NotCurrent(id.to_owned()));
+        }
+        // Presented the previous certificate, the terminal never received the current one:
+        // it is replaced, and the previous one stays.
+        let updated = sqlx::query(DB::UPDATE_CERT_FROM)
+            .bind(id)
+            .bind(new_sha256)
+            .bind(current.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        if DB::rows_affected(&updated) != 1 {
+            return Err(RenewError::NotCurrent(id.to_owned()));
+        }
+        Self::log_terminal_change(&mut tx, id).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn terminal_previous_cert(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT cert_sha256 FROM terminal_previous_certs WHERE terminal = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?)
     }
 
     async fn enrol(
@@ -455,9 +677,9 @@ where
         Self::lock_terminal_changes(&mut tx).await?;
         // One statement takes the use or finds none: on PostgreSQL concurrent enrolments queue
         // on the row lock and re-check `uses_left` after the one before them commits.
-        let consumed: Option<i64> = sqlx::query_scalar(
+        let consumed: Option<Option<String>> = sqlx::query_scalar(
             "UPDATE enrol_tokens SET uses_left = uses_left - 1 \
-             WHERE hash = $1 AND uses_left > 0 AND expires_at > $2 RETURNING uses_left",
+             WHERE hash = $1 AND uses_left > 0 AND expires_at > $2 RETURNING reenrol_terminal",
         )
         .bind(token_hash)
         .bind(now)
@@ -477,6 +699,9 @@ where
             } else {
                 EnrolError::TokenUsedUp
             });
+        }
+        if let Some(Some(bound)) = consumed {
+            return Self::reenrol(tx, bound, terminal).await;
         }
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM terminals WHERE id = $1")
             .bind(terminal.id.as_str())

@@ -178,6 +178,8 @@ impl Dialect for Sqlite {
         sqlite_terminal_columns!(),
         " FROM terminals AS t JOIN terminal_docs AS d ON d.id = t.id"
     );
+    const UPDATE_CERT_FROM: &'static str =
+        "UPDATE terminal_docs SET cert_sha256 = $2 WHERE id = $1 AND cert_sha256 = $3";
     const UPDATE_LAST_REPORT: &'static str = "UPDATE terminal_docs SET last_report = \
          (SELECT data FROM events WHERE terminal = $1 AND kind = 'plan.report' \
           ORDER BY seq DESC LIMIT 1) \

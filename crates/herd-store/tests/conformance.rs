@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
     AddressRow, ApiTokenRow, Backend, CaMaterial, CheckinWrite, EnrolError, EnrolTokenRow,
-    EventRow, GroupRow, NewTerminal, PackageRow, PlanWrite, Revisions, Role, RuleRow, Store,
-    StoreError, StoredFeed, TerminalQuery, TerminalRow, UNKNOWN_GROUP,
+    EventRow, GroupRow, NewTerminal, PackageRow, PlanWrite, RenewError, Revisions, RevokedToken,
+    Role, RuleRow, Store, StoreError, StoredFeed, TerminalQuery, TerminalRow, UNKNOWN_GROUP,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -139,6 +139,11 @@ conformance!(
     group_policies_are_the_groups_without_counts,
     enrol_tokens_are_found_without_consuming_a_use,
     events_are_counted_per_terminal,
+    tokens_are_listed_and_a_revoked_one_is_gone_for_every_process,
+    the_last_operator_token_is_not_revoked_by_accident,
+    a_renewal_keeps_the_previous_certificate_and_no_older_one,
+    a_refused_renewal_changes_nothing,
+    a_reenrolment_token_works_once_and_only_for_its_terminal,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -154,6 +159,7 @@ fn enrol_token(hash: &str, uses: u64, expires_at: i64) -> EnrolTokenRow {
         uses_left: uses,
         created_at: 1_000,
         expires_at,
+        reenrol_terminal: None,
     }
 }
 
@@ -1827,4 +1833,286 @@ async fn events_are_counted_per_terminal(fixture: &Fixture) {
     store.events_append(&[event("t2", 1, "x")]).await.unwrap();
     assert_eq!(store.events_count("t1").await.unwrap(), 3);
     assert_eq!(store.events_count("t2").await.unwrap(), 1);
+}
+
+// --- identity lifecycle -------------------------------------------------------------------
+
+fn api_token(hash: &str, role: Role, expires_at: i64) -> ApiTokenRow {
+    ApiTokenRow {
+        hash: hash.to_owned(),
+        role,
+        vendor: (role == Role::Vendor).then(|| "acme".to_owned()),
+        label: format!("token {hash}"),
+        created_at: 10,
+        expires_at,
+    }
+}
+
+async fn tokens_are_listed_and_a_revoked_one_is_gone_for_every_process(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let other_process = fixture.another().await;
+    store
+        .api_token_insert(api_token("aaaa0000op1", Role::Operator, 1_000))
+        .await
+        .unwrap();
+    store
+        .api_token_insert(api_token("bbbb0000vendor", Role::Vendor, 1_000))
+        .await
+        .unwrap();
+    store
+        .enrol_token_insert(enrol_token("cccc0000enrol", 3, 1_000))
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .api_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.hash)
+        .collect();
+    assert_eq!(listed, ["aaaa0000op1", "bbbb0000vendor"]);
+    assert_eq!(
+        store.enrol_tokens().await.unwrap(),
+        [enrol_token("cccc0000enrol", 3, 1_000)]
+    );
+
+    let revoked = store.token_revoke("bbbb0000", 500, false).await.unwrap();
+    assert!(matches!(revoked, RevokedToken::Api(ref t) if t.hash == "bbbb0000vendor"));
+    assert_eq!(
+        other_process
+            .api_token_find("bbbb0000vendor")
+            .await
+            .unwrap(),
+        None
+    );
+    let revoked = store.token_revoke("CCCC0000", 500, false).await.unwrap();
+    assert!(matches!(revoked, RevokedToken::Enrolment(ref t) if t.hash == "cccc0000enrol"));
+    assert_eq!(
+        other_process
+            .enrol_token_find("cccc0000enrol")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        store.token_revoke("cccc0000", 500, false).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Too short to name a token, or not hex (a LIKE wildcard): nothing matches.
+    for bogus in ["aaaa", "%%%%%%%%", "aaaa000_"] {
+        assert!(
+            matches!(
+                store.token_revoke(bogus, 500, true).await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{bogus}"
+        );
+    }
+    assert_eq!(store.api_tokens_count().await.unwrap(), 1);
+}
+
+async fn the_last_operator_token_is_not_revoked_by_accident(fixture: &Fixture) {
+    let store = &*fixture.store;
+    store
+        .api_token_insert(api_token("dddd0000live", Role::Operator, 1_000))
+        .await
+        .unwrap();
+    // An expired operator token does not count as a way back in.
+    store
+        .api_token_insert(api_token("eeee0000expired", Role::Operator, 100))
+        .await
+        .unwrap();
+    store
+        .api_token_insert(api_token("ffff00001111", Role::Operator, 1_000))
+        .await
+        .unwrap();
+    store
+        .api_token_insert(api_token("ffff00002222", Role::Operator, 1_000))
+        .await
+        .unwrap();
+    expect_conflict(
+        store.token_revoke("ffff0000", 500, false).await,
+        &["several"],
+    );
+    store
+        .token_revoke("ffff00001111", 500, false)
+        .await
+        .unwrap();
+    store
+        .token_revoke("ffff00002222", 500, false)
+        .await
+        .unwrap();
+    expect_conflict(
+        store.token_revoke("dddd0000", 500, false).await,
+        &["last operator token"],
+    );
+    assert!(
+        store
+            .api_token_find("dddd0000live")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.token_revoke("dddd0000", 500, true).await.unwrap();
+    assert!(
+        store
+            .api_token_find("dddd0000live")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn a_renewal_keeps_the_previous_certificate_and_no_older_one(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1"]).await;
+    let changes = store.revisions().await.unwrap().terminals;
+    store
+        .terminal_renew_cert("t1", "cert-t1", "cert-2")
+        .await
+        .unwrap();
+    assert!(store.revisions().await.unwrap().terminals > changes);
+    let row = store.terminal("t1").await.unwrap().unwrap();
+    assert_eq!(row.cert_sha256, "cert-2");
+    assert_eq!(
+        store.terminal_previous_cert("t1").await.unwrap().as_deref(),
+        Some("cert-t1")
+    );
+    // The answer was lost: the terminal renews again with its old certificate, and the one it
+    // never received is replaced.
+    store
+        .terminal_renew_cert("t1", "cert-t1", "cert-3")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.terminal("t1").await.unwrap().unwrap().cert_sha256,
+        "cert-3"
+    );
+    assert_eq!(
+        store.terminal_previous_cert("t1").await.unwrap().as_deref(),
+        Some("cert-t1")
+    );
+    // Renewed from the current one, the first certificate is forgotten.
+    store
+        .terminal_renew_cert("t1", "cert-3", "cert-4")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.terminal_previous_cert("t1").await.unwrap().as_deref(),
+        Some("cert-3")
+    );
+    assert!(matches!(
+        store.terminal_renew_cert("t1", "cert-t1", "cert-5").await,
+        Err(RenewError::NotCurrent(_))
+    ));
+    assert!(matches!(
+        store.terminal_renew_cert("t1", "cert-2", "cert-5").await,
+        Err(RenewError::NotCurrent(_))
+    ));
+    assert_eq!(
+        store.terminal("t1").await.unwrap().unwrap().cert_sha256,
+        "cert-4"
+    );
+    // Deleting the terminal forgets its certificates.
+    assert!(store.terminal_delete("t1").await.unwrap());
+    assert_eq!(store.terminal_previous_cert("t1").await.unwrap(), None);
+}
+
+async fn a_refused_renewal_changes_nothing(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1"]).await;
+    let revisions = store.revisions().await.unwrap();
+    assert!(matches!(
+        store.terminal_renew_cert("t1", "forged", "cert-x").await,
+        Err(RenewError::NotCurrent(_))
+    ));
+    assert!(matches!(
+        store
+            .terminal_renew_cert("nobody", "cert-t1", "cert-x")
+            .await,
+        Err(RenewError::TerminalGone(_))
+    ));
+    assert_eq!(store.revisions().await.unwrap(), revisions);
+    assert_eq!(
+        store.terminal("t1").await.unwrap().unwrap().cert_sha256,
+        "cert-t1"
+    );
+    assert_eq!(store.terminal_previous_cert("t1").await.unwrap(), None);
+}
+
+async fn a_reenrolment_token_works_once_and_only_for_its_terminal(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    store
+        .events_append(&[event("t1", 1, "test.event")])
+        .await
+        .unwrap();
+    store
+        .terminal_renew_cert("t1", "cert-t1", "cert-renewed")
+        .await
+        .unwrap();
+    store
+        .enrol_token_insert(EnrolTokenRow {
+            reenrol_terminal: Some("t1".into()),
+            ..enrol_token("re-t1", 1, 10_000)
+        })
+        .await
+        .unwrap();
+    let before = store.terminal("t2").await.unwrap().unwrap();
+    let outcome = store
+        .enrol(
+            "re-t1",
+            2_000,
+            NewTerminal {
+                cert_sha256: "cert-stolen".into(),
+                ..new_terminal("t2", UNKNOWN_GROUP)
+            },
+        )
+        .await;
+    assert!(
+        matches!(&outcome, Err(EnrolError::TokenForAnotherTerminal { bound, asked }) if bound == "t1" && asked == "t2"),
+        "{outcome:?}"
+    );
+    assert_eq!(store.terminal("t2").await.unwrap().unwrap(), before);
+    assert_eq!(
+        store
+            .enrol_token_find("re-t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .uses_left,
+        1
+    );
+
+    let reenrolled = store
+        .enrol(
+            "re-t1",
+            2_000,
+            NewTerminal {
+                cert_sha256: "cert-fresh".into(),
+                group: "ignored".into(),
+                ..new_terminal("t1", UNKNOWN_GROUP)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(reenrolled.cert_sha256, "cert-fresh");
+    assert_eq!(reenrolled.group, UNKNOWN_GROUP);
+    assert_eq!(store.events(Some("t1"), 0, 0).await.unwrap().len(), 1);
+    assert_eq!(store.terminal_previous_cert("t1").await.unwrap(), None);
+    let again = store
+        .enrol(
+            "re-t1",
+            2_000,
+            NewTerminal {
+                cert_sha256: "cert-again".into(),
+                ..new_terminal("t1", UNKNOWN_GROUP)
+            },
+        )
+        .await;
+    assert!(matches!(again, Err(EnrolError::TokenUsedUp)), "{again:?}");
+    assert_eq!(
+        store.terminal("t1").await.unwrap().unwrap().cert_sha256,
+        "cert-fresh"
+    );
 }

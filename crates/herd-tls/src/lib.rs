@@ -24,7 +24,9 @@ use rcgen::{
     SubjectPublicKeyInfo,
 };
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
@@ -174,6 +176,8 @@ fn ring_provider() -> Arc<CryptoProvider> {
 /// [`issue_intermediate`]: CertificateAuthority::issue_intermediate
 pub struct CertificateAuthority {
     issuer_pem: String,
+    /// When the issuer's certificate expires: nothing it issues outlives it.
+    issuer_not_after: SystemTime,
     /// Appended to every issued certificate: the issuer's certificate when it is not itself a
     /// trust anchor, else empty.
     chain_pem: String,
@@ -313,8 +317,10 @@ impl CertificateAuthority {
         } else {
             issuer_pem.clone()
         };
+        let issuer_not_after = cert_not_after(&issuer_pem)?;
         let ca = Self {
             issuer_pem,
+            issuer_not_after,
             chain_pem,
             trust_pem,
             trust_der,
@@ -383,7 +389,11 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
         let now = SystemTime::now();
-        set_validity(&mut params, now - BACKDATE, now + SERVER_VALIDITY);
+        set_validity(
+            &mut params,
+            now - BACKDATE,
+            (now + SERVER_VALIDITY).min(self.issuer_not_after),
+        );
         let key = new_key("the server key")?;
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -412,7 +422,9 @@ impl CertificateAuthority {
             return Err(CsrError::BadValidityDays { days });
         }
         let now = SystemTime::now();
-        self.sign_terminal_csr_between(csr_pem, terminal_id, now - BACKDATE, now + DAY * days)
+        // A certificate that outlived its issuer could not be verified to its end: cut it.
+        let not_after = (now + DAY * days).min(self.issuer_not_after);
+        self.sign_terminal_csr_between(csr_pem, terminal_id, now - BACKDATE, not_after)
     }
 
     /// [`sign_terminal_csr`](Self::sign_terminal_csr) with an explicit validity period, for
@@ -460,32 +472,197 @@ impl CertificateAuthority {
     /// The rustls server config of the center: the given server certificate and key; client
     /// certificates optional but, when presented, verified against this CA.
     pub fn server_config(&self, server: &KeyPairPem) -> Result<Arc<ServerConfig>, TlsError> {
-        server_config_for_roots(self.trust_der.clone(), server)
+        server_config_for_roots(
+            self.trust_der.clone(),
+            Arc::new(ServerCertSlot::new(server)?),
+        )
     }
+
+    /// [`server_config`](Self::server_config) serving whatever certificate `slot` holds when
+    /// a connection's handshake starts, and verifying client certificates against whatever
+    /// anchors `trust` holds: [`ServerCertSlot::replace`] reissues the server's certificate and
+    /// [`TrustSlot::replace`] follows a CA change, both without a restart and without
+    /// invalidating session tickets.
+    pub fn server_config_swappable(
+        slot: Arc<ServerCertSlot>,
+        trust: Arc<TrustSlot>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        server_config_with(trust, slot)
+    }
+
+    /// The trust anchors as DER certificates.
+    pub fn trust_der(&self) -> &[CertificateDer<'static>] {
+        &self.trust_der
+    }
+}
+
+/// The server certificate a server config presents, replaceable while it serves: each
+/// handshake reads the current one (one uncontended read lock).
+#[derive(Debug)]
+pub struct ServerCertSlot {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCertSlot {
+    /// A slot holding `server` (a certificate, possibly followed by its chain, and its key).
+    pub fn new(server: &KeyPairPem) -> Result<ServerCertSlot, TlsError> {
+        Ok(ServerCertSlot {
+            current: std::sync::RwLock::new(certified_key(server)?),
+        })
+    }
+
+    /// Serves `server` to every handshake from now on; connections already open keep theirs.
+    /// A certificate that does not parse or does not match its key leaves the slot unchanged.
+    pub fn replace(&self, server: &KeyPairPem) -> Result<(), TlsError> {
+        let next = certified_key(server)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServerCertSlot {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The client-certificate verifier a server config uses, replaceable while it serves: each
+/// handshake that presents a certificate verifies it against the anchors current then (a CA
+/// rotation that adds a root is followed without a restart).
+pub struct TrustSlot {
+    current: std::sync::RwLock<Arc<dyn ClientCertVerifier>>,
+}
+
+impl fmt::Debug for TrustSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustSlot").finish_non_exhaustive()
+    }
+}
+
+impl TrustSlot {
+    /// A slot verifying client certificates against `ca`'s trust anchors.
+    pub fn new(ca: &CertificateAuthority) -> Result<TrustSlot, TlsError> {
+        Ok(TrustSlot {
+            current: std::sync::RwLock::new(client_verifier(ca.trust_der.clone())?),
+        })
+    }
+
+    /// Verifies against `ca`'s anchors from the next handshake on.
+    pub fn replace(&self, ca: &CertificateAuthority) -> Result<(), TlsError> {
+        let next = client_verifier(ca.trust_der.clone())?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ClientCertVerifier for TrustSlot {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        // Enrolment comes without a certificate; the HTTP layer decides per route.
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // Hints are optional: a terminal has one certificate and presents it anyway.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
+}
+
+fn certified_key(server: &KeyPairPem) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = certs_from_pem(&server.cert_pem, "the server certificate")?;
+    let key = private_key_from_pem(&server.key_pem, "the server key")?;
+    // Checks that the key is the certificate's, as `with_single_cert` would.
+    Ok(Arc::new(CertifiedKey::from_der(
+        chain,
+        key,
+        &ring_provider(),
+    )?))
 }
 
 /// The rustls server config of a tier that does not hold the CA key (a site server): serves
 /// `server`, and verifies client certificates, when presented, against `ca_pem` (one or more
 /// PEM certificates). Client certificates are optional; ALPN http/1.1; TLS 1.2 and 1.3.
 pub fn server_config(ca_pem: &str, server: &KeyPairPem) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_for_roots(certs_from_pem(ca_pem, "the CA certificate")?, server)
+    server_config_for_roots(
+        certs_from_pem(ca_pem, "the CA certificate")?,
+        Arc::new(ServerCertSlot::new(server)?),
+    )
 }
 
 fn server_config_for_roots(
     roots: Vec<CertificateDer<'static>>,
-    server: &KeyPairPem,
+    server: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(client_verifier(roots)?, server)
+}
+
+/// Client certificates optional but, when presented, verified against `roots`.
+fn client_verifier(
+    roots: Vec<CertificateDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    Ok(
+        WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(roots)?), ring_provider())
+            .allow_unauthenticated()
+            .build()?,
+    )
+}
+
+fn server_config_with(
+    verifier: Arc<dyn ClientCertVerifier>,
+    server: Arc<dyn ResolvesServerCert>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = ring_provider();
-    let chain = certs_from_pem(&server.cert_pem, "the server certificate")?;
-    let key = private_key_from_pem(&server.key_pem, "the server key")?;
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(roots)?), provider.clone())
-            .allow_unauthenticated()
-            .build()?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(server);
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     // Terminals reconnect at every check-in: stateless session tickets let any number of them
     // resume (no certificate exchange, no signature), where the default stateful cache holds
@@ -580,6 +757,12 @@ pub fn cert_der_from_pem(cert_pem: &str) -> Result<Vec<u8>, TlsError> {
 
 /// When the first certificate in `cert_pem` stops being valid: an agent renews before this.
 pub fn cert_not_after(cert_pem: &str) -> Result<SystemTime, TlsError> {
+    Ok(cert_validity(cert_pem)?.1)
+}
+
+/// When the first certificate in `cert_pem` (the leaf of a chain) starts and stops being
+/// valid: what deciding when to renew it needs.
+pub fn cert_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), TlsError> {
     let what = "the certificate";
     let der = cert_der_from_pem(cert_pem)?;
     let (_, cert) =
@@ -587,11 +770,21 @@ pub fn cert_not_after(cert_pem: &str) -> Result<SystemTime, TlsError> {
             what,
             reason: e.to_string(),
         })?;
-    let seconds = cert.validity().not_after.timestamp();
-    Ok(match u64::try_from(seconds) {
+    let instant = |seconds: i64| match u64::try_from(seconds) {
         Ok(after_epoch) => UNIX_EPOCH + Duration::from_secs(after_epoch),
         Err(_) => UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()),
-    })
+    };
+    let validity = cert.validity();
+    Ok((
+        instant(validity.not_before.timestamp()),
+        instant(validity.not_after.timestamp()),
+    ))
+}
+
+/// Whether a server certificate can be issued for `name`: a DNS name or an IP address, as
+/// [`CertificateAuthority::issue_server`] and rustls accept them.
+pub fn is_valid_server_name(name: &str) -> bool {
+    server_san(name).is_ok()
 }
 
 /// Terminal ids become certificate names, URIs and path components: `[A-Za-z0-9._-]`, not

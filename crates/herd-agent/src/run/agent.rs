@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use herd_client::Client;
-use herd_proto::api::{CheckinRequest, CheckinResponse, PlanReport, ReportOutcome, events};
+use herd_proto::api::{
+    CertificateRenewal, CheckinRequest, CheckinResponse, PlanReport, ReportOutcome, codes, events,
+};
 use herd_proto::plan::{Action, PlanDoc};
 use serde_json::json;
 
@@ -17,6 +19,7 @@ use super::clock;
 use super::consent::{self, ConsentFile, Decision};
 use super::enrol::{self, Declared};
 use super::fetcher::CenterFetcher;
+use super::identity;
 use super::state::{
     self, AgentFile, PlanState, Progress, ReportSummary, StateDir, StatePaths, Waiting,
 };
@@ -37,18 +40,27 @@ pub(crate) enum CycleError {
     /// Nothing helps without someone changing something (no token, enrolment refused, bad
     /// flags): stop.
     Fatal(anyhow::Error),
+    /// The center no longer accepts this terminal's certificate. The cycle renews once with it
+    /// (the center may hold a renewal whose answer was lost), and stops if that is refused too.
+    CertificateRefused(anyhow::Error),
 }
 
 impl CycleError {
     pub(crate) fn into_error(self) -> anyhow::Error {
         match self {
-            CycleError::Unreachable(e) | CycleError::Failed(e) | CycleError::Fatal(e) => e,
+            CycleError::Unreachable(e)
+            | CycleError::Failed(e)
+            | CycleError::Fatal(e)
+            | CycleError::CertificateRefused(e) => e,
         }
     }
 
     fn error(&self) -> &anyhow::Error {
         match self {
-            CycleError::Unreachable(e) | CycleError::Failed(e) | CycleError::Fatal(e) => e,
+            CycleError::Unreachable(e)
+            | CycleError::Failed(e)
+            | CycleError::Fatal(e)
+            | CycleError::CertificateRefused(e) => e,
         }
     }
 }
@@ -56,6 +68,21 @@ impl CycleError {
 impl From<anyhow::Error> for CycleError {
     fn from(error: anyhow::Error) -> CycleError {
         CycleError::Failed(error)
+    }
+}
+
+/// Why a renewal did not happen.
+enum RenewFailure {
+    /// The center refused the certificate that asked: it is no longer this terminal's.
+    Refused(anyhow::Error),
+    /// Anything else (the center unreachable, a local step failed): the certificate is as it
+    /// was, and still works until it expires.
+    Other(CycleError),
+}
+
+impl From<CycleError> for RenewFailure {
+    fn from(error: CycleError) -> RenewFailure {
+        RenewFailure::Other(error)
     }
 }
 
@@ -215,7 +242,29 @@ impl Agent {
 
     /// One cycle: see the module documentation.
     pub(crate) fn cycle(&mut self) -> Result<Next, CycleError> {
+        match self.cycle_with_identity() {
+            Err(CycleError::CertificateRefused(refused)) => {
+                // A renewal the center committed but whose answer never arrived (a connection
+                // cut, a crash before the new pair was saved) leaves this certificate as the
+                // previous one, with which the center still renews.
+                self.renew().map_err(|failure| match failure {
+                    RenewFailure::Refused(_) => self.identity_refused(refused),
+                    RenewFailure::Other(error) => error,
+                })?;
+                match self.cycle_with_identity() {
+                    Err(CycleError::CertificateRefused(refused)) => {
+                        Err(self.identity_refused(refused))
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn cycle_with_identity(&mut self) -> Result<Next, CycleError> {
         self.ensure_enrolled()?;
+        self.keep_identity()?;
         // What queued up while the center was away goes first, in the order it happened.
         self.flush()?;
         let mut follow_ups = 0;
@@ -416,6 +465,9 @@ impl Agent {
             Err(FlushError::Send(err)) if err.is_retryable() => Err(CycleError::Unreachable(
                 enrol::explain(err, "accept events from", &server),
             )),
+            Err(FlushError::Send(err)) if err.code() == Some(codes::CERT_REVOKED) => Err(
+                CycleError::CertificateRefused(enrol::explain(err, "accept events from", &server)),
+            ),
             Err(FlushError::Send(err)) => Err(CycleError::Failed(enrol::explain(
                 err,
                 "accept events from",
@@ -448,8 +500,127 @@ impl Agent {
             Err(err) if err.is_retryable() => Err(CycleError::Unreachable(enrol::explain(
                 err, "check in", &server,
             ))),
+            Err(err) if err.code() == Some(codes::CERT_REVOKED) => Err(
+                CycleError::CertificateRefused(enrol::explain(err, "check in", &server)),
+            ),
             Err(err) => Err(CycleError::Failed(enrol::explain(err, "check in", &server))),
         }
+    }
+
+    /// The center no longer accepts this terminal's certificate: retrying cannot help, so
+    /// the agent stops, saying how to recover (in its log and, through `status.json`, in
+    /// `herd-agent status`).
+    fn identity_refused(&self, error: anyhow::Error) -> CycleError {
+        let terminal = self
+            .identity
+            .as_ref()
+            .map(|i| i.terminal.as_str())
+            .unwrap_or("ID");
+        CycleError::Fatal(anyhow!(
+            "{error:#}; {}",
+            identity::recovery(terminal, &self.paths().root)
+        ))
+    }
+
+    /// Stops with the way to recover when the certificate has expired, and renews it when
+    /// less than a third of its lifetime (or 30 days) remains. A renewal that fails for a
+    /// passing reason is tried again at the next cycle; the certificate still works.
+    fn keep_identity(&mut self) -> Result<(), CycleError> {
+        let paths = self.paths().clone();
+        let terminal = self.terminal_id();
+        let now = SystemTime::now();
+        identity::check_not_expired(&paths, &terminal, now).map_err(CycleError::Fatal)?;
+        let validity = identity::stored_validity(&paths).map_err(CycleError::Fatal)?;
+        let forced = self
+            .args
+            .renew_when_left
+            .is_some_and(|secs| validity.1 < clock::later(now, Duration::from_secs(secs)));
+        if !forced && !identity::renewal_due(validity, now) {
+            return Ok(());
+        }
+        match self.renew() {
+            Ok(()) => Ok(()),
+            Err(RenewFailure::Refused(error)) => Err(CycleError::CertificateRefused(error)),
+            Err(RenewFailure::Other(error)) => {
+                eprintln!(
+                    "herd-agent: warning: {:#}; the certificate expires at {}, renewal is tried \
+                     again at the next check-in",
+                    error.error(),
+                    clock::rfc3339(validity.1)
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn terminal_id(&self) -> String {
+        self.identity
+            .as_ref()
+            .expect("ensure_enrolled runs first in every cycle")
+            .terminal
+            .clone()
+    }
+
+    /// Renews the certificate: a fresh key, a CSR, and the new pair saved as one before it is
+    /// used, from the next connection on.
+    fn renew(&mut self) -> Result<(), RenewFailure> {
+        let paths = self.paths().clone();
+        let terminal = self.terminal_id();
+        let (_, expiring) = identity::stored_validity(&paths).map_err(CycleError::Fatal)?;
+        let (key_pem, csr_pem) = herd_tls::new_key_and_csr(&terminal)
+            .with_context(|| format!("cannot make a key for terminal {terminal:?}"))
+            .map_err(CycleError::Failed)?;
+        let server = self.server();
+        let renewed = match self
+            .client()
+            .renew_certificate(&CertificateRenewal { csr_pem })
+        {
+            Ok(renewed) => renewed,
+            Err(err) if err.code() == Some(codes::CERT_REVOKED) => {
+                return Err(RenewFailure::Refused(enrol::explain(
+                    err,
+                    "renew the certificate of",
+                    &server,
+                )));
+            }
+            Err(err) if err.is_retryable() => {
+                return Err(CycleError::Unreachable(enrol::explain(
+                    err,
+                    "renew the certificate of",
+                    &server,
+                ))
+                .into());
+            }
+            Err(err) => {
+                return Err(CycleError::Failed(enrol::explain(
+                    err,
+                    "renew the certificate of",
+                    &server,
+                ))
+                .into());
+            }
+        };
+        identity::save_pair(
+            &paths,
+            &herd_tls::KeyPairPem {
+                cert_pem: renewed.certificate_pem,
+                key_pem,
+            },
+            &renewed.ca_pem,
+        )
+        .map_err(CycleError::Fatal)?;
+        // The next connection presents the new certificate.
+        self.client = None;
+        self.ensure_enrolled()?;
+        self.progress.certificate_renewed_at = Some(clock::now_rfc3339());
+        self.save_progress();
+        self.say(&format!(
+            "renewed this terminal's certificate (it was to expire at {}); the new one expires \
+             at {}",
+            clock::rfc3339(expiring),
+            printable(&renewed.expires_at)
+        ));
+        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------

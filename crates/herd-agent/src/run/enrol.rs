@@ -3,7 +3,7 @@
 //! issues — the terminal's identity for mutual TLS from then on. Also what the agent reports
 //! about its hardware: flags first, then what it was enrolled with, then what it detects.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -78,14 +78,7 @@ fn system_offset() -> Option<String> {
 
 /// Reads the identity kept in the state directory.
 pub(crate) fn load_identity(paths: &StatePaths) -> Result<KeyPairPem> {
-    let read = |path: PathBuf| {
-        std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the terminal identity {}", path.display()))
-    };
-    Ok(KeyPairPem {
-        cert_pem: read(paths.cert())?,
-        key_pem: read(paths.key())?,
-    })
+    super::identity::load(paths)
 }
 
 /// Why enrolment failed, and whether trying again later may help (the center was
@@ -130,6 +123,8 @@ pub(crate) fn enrol(
         .context("cannot clean up the identity directory")?;
     herd_fs::write_atomic(&paths.key(), key_pem.as_bytes(), PRIVATE_FILE)
         .context("cannot save the terminal's private key")?;
+    // A renewal's new pair a crash left behind must not overwrite the new key.
+    let _ = std::fs::remove_file(paths.identity_pending());
 
     let hardware = hardware(declared, None);
     let tz = tz(declared, None);
@@ -141,25 +136,12 @@ pub(crate) fn enrol(
         hardware: hardware.clone(),
         tz: tz.clone(),
     };
-    let client = Client::new(server, ca_pem, None).map_err(|e| anyhow!("{e}"))?;
-    let response = client.enrol(&request).map_err(|err| EnrolFailure {
-        retryable: err.is_retryable(),
-        error: explain(err, "enrol", client.server()),
-    })?;
-
-    herd_fs::write_atomic(
-        &paths.cert(),
-        response.certificate_pem.as_bytes(),
-        PRIVATE_FILE,
-    )
-    .context("cannot save the terminal's certificate")?;
-    herd_fs::write_atomic(&paths.ca(), response.ca_pem.as_bytes(), PRIVATE_FILE)
-        .context("cannot save the center's CA certificate")?;
+    let enrolled = enrol_with(paths, server, ca_pem, &request, key_pem, "enrol")?;
     let agent = AgentFile {
         format: AGENT_FORMAT.to_owned(),
-        server: client.server().to_owned(),
-        terminal: response.terminal,
-        group: response.group,
+        server: enrolled.server,
+        terminal: enrolled.terminal,
+        group: enrolled.group,
         user: declared.user.clone(),
         hardware,
         tz,
@@ -168,6 +150,81 @@ pub(crate) fn enrol(
     };
     super::state::save_json(&paths.agent(), &agent)?;
     Ok(agent)
+}
+
+/// Enrols an enrolled terminal again with a re-enrolment token, keeping its id: a new key and
+/// certificate replace the old ones (as one pair: see `identity`). The old identity stays until
+/// the center has answered, so a refused token changes nothing here either.
+pub(crate) fn reenrol(
+    paths: &StatePaths,
+    agent: &AgentFile,
+    ca_pem: &str,
+    token: &str,
+) -> Result<AgentFile, EnrolFailure> {
+    let (key_pem, csr_pem) = herd_tls::new_key_and_csr(&agent.terminal)
+        .with_context(|| format!("cannot make a key for terminal {:?}", agent.terminal))?;
+    let request = EnrolRequest {
+        token: token.trim().to_owned(),
+        csr_pem,
+        id: Some(agent.terminal.clone()),
+        user: agent.user.clone(),
+        hardware: agent.hardware.clone(),
+        tz: agent.tz.clone(),
+    };
+    let enrolled = enrol_with(paths, &agent.server, ca_pem, &request, key_pem, "re-enrol")?;
+    let agent = AgentFile {
+        group: enrolled.group,
+        ..agent.clone()
+    };
+    super::state::save_json(&paths.agent(), &agent)?;
+    Ok(agent)
+}
+
+/// Who the center enrolled this terminal as.
+struct Enrolled {
+    terminal: String,
+    group: String,
+    server: String,
+}
+
+/// Sends `request` (its CSR made from `key_pem`) to the center at `server`, trusting `ca_pem`,
+/// and keeps the certificate it answers with, with `key_pem`, as the terminal's identity. When
+/// the request names the terminal, an answer for another terminal is refused and kept nowhere.
+fn enrol_with(
+    paths: &StatePaths,
+    server: &str,
+    ca_pem: &str,
+    request: &EnrolRequest,
+    key_pem: String,
+    doing: &str,
+) -> Result<Enrolled, EnrolFailure> {
+    let client = Client::new(server, ca_pem, None).map_err(|e| anyhow!("{e}"))?;
+    let response = client.enrol(request).map_err(|err| EnrolFailure {
+        retryable: err.is_retryable(),
+        error: explain(err, doing, client.server()),
+    })?;
+    if let Some(asked) = &request.id
+        && response.terminal != *asked
+    {
+        return Err(anyhow!(
+            "the center enrolled this terminal as {:?}, not {asked:?}; its identity was not kept",
+            response.terminal
+        )
+        .into());
+    }
+    super::identity::save_pair(
+        paths,
+        &KeyPairPem {
+            cert_pem: response.certificate_pem,
+            key_pem,
+        },
+        &response.ca_pem,
+    )?;
+    Ok(Enrolled {
+        terminal: response.terminal,
+        group: response.group,
+        server: client.server().to_owned(),
+    })
 }
 
 /// A CSR subject hint from the host name (the center decides the identity it certifies).
@@ -199,10 +256,6 @@ pub(crate) fn explain(err: ClientError, doing: &str, server: &str) -> anyhow::Er
         ClientError::Refused { code, .. } if code == codes::TERMINAL_EXISTS => {
             " (a terminal with this id is already enrolled: choose another --id, or ask your \
              operator to delete the old one)"
-        }
-        ClientError::Refused { code, .. } if code == codes::CERT_REVOKED => {
-            " (this terminal was deleted or enrolled again elsewhere: enrol it again with a new \
-             token and an empty --state-dir)"
         }
         _ => "",
     };

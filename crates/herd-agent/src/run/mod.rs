@@ -19,6 +19,7 @@ mod consent;
 pub(crate) mod durable;
 mod enrol;
 mod fetcher;
+mod identity;
 mod state;
 mod status;
 mod wake;
@@ -108,6 +109,62 @@ pub struct RunArgs {
     retry_min: u64,
     #[arg(long, hide = true, value_name = "SECONDS", default_value_t = 900)]
     retry_max: u64,
+    /// Tests: renew the certificate whenever less than this many seconds of it remain (besides
+    /// the usual third of its lifetime or 30 days).
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    renew_when_left: Option<u64>,
+}
+
+/// Enrol this terminal again, keeping its id and history, with a re-enrolment token from the
+/// operator (`herd enrol-token create --reenrol ID`): after its certificate expired, or when
+/// the center refuses it as replaced. Stop the running agent first.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = "Examples:
+  herd-agent enrol --state-dir /var/lib/herd-agent --token-file reenrol.token")]
+pub struct EnrolArgs {
+    /// The state directory of the enrolled terminal.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// The re-enrolment token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        conflicts_with = "token_file",
+        required_unless_present = "token_file"
+    )]
+    token: Option<String>,
+    /// A file holding the re-enrolment token (keeps it out of the process list).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+pub fn run_enrol(args: &EnrolArgs) -> Result<u8> {
+    herd_tls::install_crypto_provider();
+    // Taking the state directory's lock: the running agent must be stopped first.
+    let state = state::StateDir::open(&args.state_dir)?;
+    let paths = state.paths.clone();
+    let agent: state::AgentFile = state::load_json(&paths.agent())?.ok_or_else(|| {
+        anyhow!(
+            "{} holds no enrolled terminal; a new terminal enrols with `herd-agent run \
+             --enrol-token TOKEN --server URL --ca FILE`",
+            args.state_dir.display()
+        )
+    })?;
+    let token = enrol::token(args.token.as_deref(), args.token_file.as_deref())?
+        .ok_or_else(|| anyhow!("--token or --token-file is needed"))?;
+    let ca_pem = std::fs::read_to_string(paths.ca()).map_err(|e| {
+        anyhow!(
+            "cannot read the center's CA certificate {}: {e}",
+            paths.ca().display()
+        )
+    })?;
+    let agent = enrol::reenrol(&paths, &agent, &ca_pem, &token)
+        .map_err(|failure| failure.error.context("re-enrolment failed"))?;
+    println!(
+        "herd-agent: re-enrolled terminal {} (group {}) with {}; start the agent again",
+        agent.terminal, agent.group, agent.server
+    );
+    Ok(0)
 }
 
 pub fn run(args: &RunArgs) -> Result<u8> {
@@ -150,7 +207,11 @@ pub fn run(args: &RunArgs) -> Result<u8> {
                 }
                 at
             }
-            Err(CycleError::Fatal(error)) => return Err(error),
+            Err(error @ CycleError::Fatal(_)) => {
+                // Said in status.json too, for `herd-agent status`: the agent stops here.
+                agent.note_failure(&error, None);
+                return Err(error.into_error());
+            }
             Err(error) => {
                 let delay = backoff.next_delay();
                 agent.note_failure(&error, Some(clock::later(now, delay)));

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! <state>/
-//!   identity/          0700: key.pem, cert.pem (0600), ca.pem — the terminal's identity
+//!   identity/          0700: key.pem, cert.pem (0600), ca.pem — the terminal's identity;
+//!                      renewed.pem, while a renewal is being switched to: key and certificate
+//!                      in one file, which wins over key.pem and cert.pem (see `identity`)
 //!   agent.json         who this terminal is: server, terminal id, group, user, hardware, prefix
 //!   status.json        what happened last: check-in, plan, reports (for `herd-agent status`)
 //!   consent.json       a plan waiting for the user's consent, and the answer
@@ -54,6 +56,10 @@ impl StatePaths {
     }
     pub fn ca(&self) -> PathBuf {
         self.identity_dir().join("ca.pem")
+    }
+    /// A new key and certificate, written as one file before they replace key.pem and cert.pem.
+    pub fn identity_pending(&self) -> PathBuf {
+        self.identity_dir().join("renewed.pem")
     }
     pub fn agent(&self) -> PathBuf {
         self.root.join("agent.json")
@@ -190,6 +196,9 @@ pub(crate) struct Progress {
     /// The pid of the agent that wrote this, so `status` can tell a stale file.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// When the terminal's certificate was last renewed.
+    #[serde(default)]
+    pub certificate_renewed_at: Option<String>,
 }
 
 /// The current plan and what the agent did about it.

@@ -43,6 +43,27 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         .unwrap_or_else(|| paths.default_prefix());
     let installed = herd_package::installed_product(&prefix);
     let running = state::running_pid(&paths);
+    // What `status` says about the certificate: when it expires, or that it has and how to
+    // recover; nothing before enrolment.
+    let certificate = agent
+        .as_ref()
+        .map(|a| match super::identity::stored_validity(&paths) {
+            Ok((_, not_after)) if not_after <= std::time::SystemTime::now() => format!(
+                "EXPIRED at {}; {}",
+                super::clock::rfc3339(not_after),
+                super::identity::recovery(&a.terminal, &paths.root)
+            ),
+            Ok((_, not_after)) => format!(
+                "expires at {}{}",
+                super::clock::rfc3339(not_after),
+                progress
+                    .certificate_renewed_at
+                    .as_deref()
+                    .map(|at| format!(" (renewed at {at})"))
+                    .unwrap_or_default()
+            ),
+            Err(e) => format!("unreadable: {e:#}"),
+        });
 
     if args.json {
         let (installed_json, installed_error) = match &installed {
@@ -51,6 +72,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         };
         let document = json!({
             "enrolled": agent.is_some(),
+            "certificate": certificate,
             "agent": agent,
             "running": running.is_some(),
             "pid": running,
@@ -82,6 +104,9 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             ),
         ),
         None => line("terminal", "not enrolled yet".to_owned()),
+    }
+    if let Some(certificate) = &certificate {
+        line("certificate", certificate.clone());
     }
     line(
         "agent",

@@ -156,6 +156,9 @@ impl JsonRequest for NewApiToken {
 impl JsonRequest for CaInstall {
     const WHAT: &'static str = "the CA";
 }
+impl JsonRequest for herd_proto::api::CertificateRenewal {
+    const WHAT: &'static str = "the renewal request";
+}
 
 /// A JSON request body of type `T`, read within `T::LIMIT` and parsed.
 #[derive(Debug)]

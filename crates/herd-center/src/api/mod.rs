@@ -56,6 +56,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(terminals::enrol))
         .routes(routes!(terminals::checkin))
         .routes(routes!(terminals::events))
+        .routes(routes!(terminals::renew))
         .routes(routes!(vendors::publish_feed))
         .routes(routes!(vendors::upload_package, vendors::download_package))
         .routes(routes!(operators::catalog))
@@ -72,7 +73,8 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(operators::put_group, operators::delete_group))
         .routes(routes!(operators::get_rules, operators::put_rules))
         .routes(routes!(operators::new_enrolment_token))
-        .routes(routes!(operators::new_api_token))
+        .routes(routes!(operators::new_api_token, operators::list_tokens))
+        .routes(routes!(operators::revoke_token))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
@@ -243,12 +245,16 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         None => None,
     };
     let center = Center::open(config).await?;
-    let server_cert = center.ca().issue_server(&center.config.server_names)?;
-    let tls = tokio_rustls::TlsAcceptor::from(center.ca().server_config(&server_cert)?);
+    let tls = tokio_rustls::TlsAcceptor::from(center.server_config()?);
     let (router, _openapi) = router(center.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(center.clone().follow_revisions(stop_rx.clone()));
+    tokio::spawn(
+        center
+            .clone()
+            .keep_server_certificate_fresh(stop_rx.clone()),
+    );
     let local = tls_listener.local_addr()?;
     let mut servers = vec![tokio::spawn(listener::serve(
         tls_listener,

@@ -9,6 +9,7 @@ use axum::http::{HeaderName, StatusCode, header};
 use herd_proto::api::{
     CaInfo, CaInstall, CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken,
     NewEnrolmentToken, PlacementRules, TerminalDetail, TerminalGap, TerminalList, TokenCreated,
+    TokenList, TokenRevoked,
 };
 use herd_proto::catalog::CatalogDoc;
 use serde::Deserialize;
@@ -220,10 +221,12 @@ pub async fn put_rules(
     center.put_rules(rules).await.map(Json)
 }
 
-/// A new enrolment token: give it to the terminals that should enrol (shown once).
+/// A new enrolment token: give it to the terminals that should enrol (shown once). With
+/// `reenrol_terminal`, a one-use token with which only that enrolled terminal enrols again,
+/// keeping its id and history (after its certificate expired or was lost).
 #[utoipa::path(post, path = "/v1/enrolment-tokens", tag = "operators",
     request_body = NewEnrolmentToken,
-    responses((status = 201, body = TokenCreated), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = TokenCreated), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "`not_found`: the terminal to re-enrol is not enrolled")))]
 pub async fn new_enrolment_token(
     State(center): State<Arc<Center>>,
     _: Operator,
@@ -270,4 +273,38 @@ pub async fn put_ca(
     JsonBody(request): JsonBody<CaInstall>,
 ) -> CenterResult<Json<CaInfo>> {
     Ok(Json(center.install_ca(request).await?))
+}
+
+/// Every API and enrolment token: id (the first digits of its hash), kind, label, lifetime,
+/// uses left. Never the secrets.
+#[utoipa::path(get, path = "/v1/tokens", tag = "operators",
+    responses((status = 200, body = TokenList), (status = 401, body = ErrorBody)))]
+pub async fn list_tokens(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+) -> CenterResult<Json<TokenList>> {
+    center.tokens().await.map(Json)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RevokeParams {
+    /// Revoke even the last operator token still valid (then nobody can administer the
+    /// center until it is restarted, which creates a new one in its data directory).
+    #[serde(default)]
+    force: bool,
+}
+
+/// Revoke a token: refused from now on by every center process.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "operators",
+    params(("id" = String, Path, description = "The token's id as listed: 8 to 64 hex digits of its hash."), RevokeParams),
+    responses((status = 200, body = TokenRevoked), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`conflict`: several tokens have this id, or it is the last operator token (see `force`)")))]
+pub async fn revoke_token(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+    Path(id): Path<String>,
+    Query(params): Query<RevokeParams>,
+) -> CenterResult<Json<TokenRevoked>> {
+    center.revoke_token(&id, params.force).await.map(Json)
 }

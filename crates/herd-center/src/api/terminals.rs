@@ -8,7 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herd_proto::api::{
-    CheckinRequest, CheckinResponse, EnrolRequest, EnrolResponse, ErrorBody, EventAck, EventBatch,
+    CertificateRenewal, CertificateRenewed, CheckinRequest, CheckinResponse, EnrolRequest,
+    EnrolResponse, ErrorBody, EventAck, EventBatch,
 };
 
 use super::extract::{JsonBody, TerminalIdentity};
@@ -91,4 +92,29 @@ pub async fn events(
     JsonBody(batch): JsonBody<EventBatch>,
 ) -> CenterResult<Json<EventAck>> {
     center.append_events(&terminal, batch).await.map(Json)
+}
+
+/// Renew the calling terminal's client certificate: a new one for the same terminal, from a
+/// CSR for a fresh key, with the center's current CA certificates. Authenticated by the
+/// certificate it renews — the current one, or the one the terminal renewed from last (whose
+/// renewal answer may have been lost); that one stays valid until it expires or the next
+/// renewal. A refused renewal changes nothing.
+#[utoipa::path(
+    post, path = "/v1/renew", tag = "terminals",
+    request_body = CertificateRenewal,
+    responses(
+        (status = 200, body = CertificateRenewed, description = "Renewed; use the new certificate, with the key the CSR was made from, from the next connection."),
+        (status = 401, body = ErrorBody, description = "`client_certificate_required` or `certificate_revoked`"),
+        (status = 422, body = ErrorBody, description = "`csr_invalid`"),
+    )
+)]
+pub async fn renew(
+    State(center): State<Arc<Center>>,
+    conn: ConnInfo,
+    JsonBody(request): JsonBody<CertificateRenewal>,
+) -> CenterResult<Json<CertificateRenewed>> {
+    center
+        .renew_certificate(conn.peer.as_deref(), request)
+        .await
+        .map(Json)
 }

@@ -148,6 +148,7 @@ impl Demo {
                 label: "herd demo terminals".to_owned(),
                 uses: Some(DEVICES.len() as u64),
                 ttl_secs: Some(3600),
+                reenrol_terminal: None,
             })
             .context("POST /v1/enrolment-tokens")?;
         let token_file = self.dir.join("enrol.token");

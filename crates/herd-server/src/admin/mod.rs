@@ -40,10 +40,11 @@ pub enum AdminCommand {
     Terminals(TerminalsArgs),
     Terminal(TerminalArgs),
     Coverage(CoverageArgs),
-    /// Create API tokens for operators and vendors.
-    #[command(subcommand)]
+    /// Create, list and revoke API tokens for operators and vendors (and list and revoke
+    /// enrolment tokens).
+    #[command(subcommand, visible_alias = "tokens")]
     Token(TokenCommand),
-    /// Create enrolment tokens for terminals.
+    /// Create enrolment tokens for terminals, or a re-enrolment token for one terminal.
     #[command(subcommand, name = "enrol-token")]
     EnrolToken(EnrolTokenCommand),
     /// List, create or change, and delete groups and their policies.
@@ -65,6 +66,10 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Terminal(args) => fleet::terminal(args),
         AdminCommand::Coverage(args) => catalog::coverage(args),
         AdminCommand::Token(TokenCommand::Create(args)) => tokens::token_create(args),
+        AdminCommand::Token(TokenCommand::List { json, server }) => {
+            tokens::token_list(&server, json)
+        }
+        AdminCommand::Token(TokenCommand::Revoke(args)) => tokens::token_revoke(args),
         AdminCommand::EnrolToken(EnrolTokenCommand::Create(args)) => {
             tokens::enrol_token_create(args)
         }
