@@ -168,18 +168,24 @@ impl BlobStore {
             UPLOAD_SEQ.fetch_add(1, Ordering::Relaxed)
         );
         let path = self.dirs.tmp.join(name);
-        let file = tokio::fs::OpenOptions::new()
+        // Created synchronously, with its guard at once: an upload abandoned while an
+        // asynchronous open was still running on a blocking thread would leave the file behind
+        // (the guard would not exist yet when the request's future was dropped).
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
-            .await
             .map_err(|source| BlobError::Io {
                 path: path.clone(),
                 source,
             })?;
+        let temp = TempFile { path: Some(path) };
         Ok(Sink {
-            file: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file),
-            temp: TempFile { path: Some(path) },
+            file: tokio::io::BufWriter::with_capacity(
+                WRITE_BUFFER,
+                tokio::fs::File::from_std(file),
+            ),
+            temp,
         })
     }
 }

@@ -50,7 +50,7 @@ async fn the_server_certificate_is_reissued_before_it_expires() {
             });
         }
     });
-    let ca_pem = center.ca.cert_pem().to_owned();
+    let ca_pem = center.ca().trust_pem().to_owned();
     let first = served_certificate(addr, &ca_pem).await;
     let expiry = center.server_certificate_expiry();
     let metrics = center.metrics.render();

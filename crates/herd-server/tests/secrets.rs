@@ -307,6 +307,7 @@ fn enrolment_token(center: &TestCenter) -> String {
             label: "test".into(),
             uses: Some(10),
             ttl_secs: None,
+            reenrol_terminal: None,
         })
         .unwrap()
         .token
