@@ -532,7 +532,7 @@ pub fn run(o: Options) -> Result<()> {
         ),
     ];
     println!(
-        "  {:<42} {:>10} {:>7} {:>10} {:>7} {:>11}",
+        "  {:<42} {:>10} {:>7} {:>10} {:>7} {:>11}   run medians (min-max)",
         "state", "median", "×", "p99", "×", "pass total"
     );
     for (label, state, baseline) in states {
@@ -548,14 +548,21 @@ pub fn run(o: Options) -> Result<()> {
                     .collect(),
             )
         };
+        // A shared machine makes runs differ; the spread of the medians shows by how much.
+        let medians = per_run(&|l| percentile(l, 0.5));
+        let (least, most) = medians
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), m| (lo.min(*m), hi.max(*m)));
         println!(
-            "  {:<42} {:>10} {:>6.1}× {:>10} {:>6.1}× {:>9.3} s",
+            "  {:<42} {:>10} {:>6.1}× {:>10} {:>6.1}× {:>9.3} s   {}-{}",
             label,
-            micros(median(per_run(&|l| percentile(l, 0.5)))),
+            micros(median(medians)),
             ratio(0.5),
             micros(median(per_run(&|l| percentile(l, 0.99)))),
             ratio(0.99),
             median(per_run(&|l| l.iter().sum())),
+            micros(least),
+            micros(most),
         );
     }
     println!(
