@@ -117,7 +117,7 @@ fn copy_corpus(o: &Options, root: &Path, rng: &mut Rng) -> Result<Corpus> {
         let quota = o.files / SOURCES.len() + usize::from(s < o.files % SOURCES.len());
         let mut found = Vec::new();
         walk::walk(Path::new(source), true, &mut |event| {
-            if let Event::File { path, size } = event
+            if let Event::File { path, size, .. } = event
                 && (1..=max).contains(&size)
             {
                 found.push(path);

@@ -45,9 +45,9 @@ enum Bench {
 
 fn main() -> Result<()> {
     match Args::parse().command {
+        Command::Bench(Bench::Onaccess(options)) => bench_onaccess::run(options),
         Command::Bench(Bench::Planner(options)) => bench_planner::run(options),
         Command::Bench(Bench::Scan { args }) => bench_scan::run(args),
-        Command::Bench(Bench::Onaccess(options)) => bench_onaccess::run(options),
     }
 }
 
