@@ -57,12 +57,12 @@ struct Options {
     seed: u64,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A generated body signature and a byte string that matches it.
-struct BodySig {
+pub(crate) struct BodySig {
     line: String,
     instance: Vec<u8>,
 }
@@ -92,6 +92,35 @@ fn body_sig(i: usize, anchor_min: usize, rng: &mut Rng) -> BodySig {
         line,
         instance: [head, mid_bytes, tail].concat(),
     }
+}
+
+/// `count` generated body signatures (see `body_sig`).
+pub(crate) fn body_signatures(count: usize, anchor_min: usize, rng: &mut Rng) -> Vec<BodySig> {
+    (0..count).map(|i| body_sig(i, anchor_min, rng)).collect()
+}
+
+/// The `.ndb` file of some body signatures.
+pub(crate) fn ndb_text(bodies: &[BodySig]) -> String {
+    bodies.iter().map(|b| format!("{}\n", b.line)).collect()
+}
+
+/// An `.hdb` file of `count` MD5 signatures: the `planted` (hex MD5, size) pairs first, then
+/// random digests with sizes from 1 B to 5 MB, so some files of a corpus share a size with a
+/// signature and are hashed, as with a real database.
+pub(crate) fn hdb_text(count: usize, planted: &[(String, usize)], rng: &mut Rng) -> String {
+    let mut hdb = String::new();
+    for i in 0..count {
+        if let Some((digest, size)) = planted.get(i) {
+            hdb.push_str(&format!("{digest}:{size}:Herd.Bench.Hash-{i}\n"));
+        } else {
+            let size = 1 + rng.below(5_000_000);
+            hdb.push_str(&format!(
+                "{}:{size}:Herd.Bench.Hash-{i}\n",
+                hex(&rng.bytes(16))
+            ));
+        }
+    }
+    hdb
 }
 
 const WORDS: &[&str] = &[
@@ -195,11 +224,8 @@ fn generate(o: &Options, dir: &Path) -> Result<Generated> {
     std::fs::create_dir_all(&sigs)?;
     std::fs::create_dir_all(&corpus)?;
     let mut rng = Rng(o.seed);
-    let bodies: Vec<BodySig> = (0..o.ndb)
-        .map(|i| body_sig(i, o.anchor_min, &mut rng))
-        .collect();
-    let ndb: String = bodies.iter().map(|b| format!("{}\n", b.line)).collect();
-    std::fs::write(sigs.join("bench.ndb"), ndb)?;
+    let bodies = body_signatures(o.ndb, o.anchor_min, &mut rng);
+    std::fs::write(sigs.join("bench.ndb"), ndb_text(&bodies))?;
 
     let mut planted_hashes = Vec::new();
     let (mut files, mut bytes) = (0usize, 0u64);
@@ -240,19 +266,10 @@ fn generate(o: &Options, dir: &Path) -> Result<Generated> {
         bytes += data.len() as u64;
     }
 
-    let mut hdb = String::new();
-    for i in 0..o.hdb {
-        if let Some((digest, size)) = planted_hashes.get(i) {
-            hdb.push_str(&format!("{digest}:{size}:Herd.Bench.Hash-{i}\n"));
-        } else {
-            let size = 1 + rng.below(5_000_000);
-            hdb.push_str(&format!(
-                "{}:{size}:Herd.Bench.Hash-{i}\n",
-                hex(&rng.bytes(16))
-            ));
-        }
-    }
-    std::fs::write(sigs.join("bench.hdb"), hdb)?;
+    std::fs::write(
+        sigs.join("bench.hdb"),
+        hdb_text(o.hdb, &planted_hashes, &mut rng),
+    )?;
     std::fs::write(&stamp, want)?;
     Ok(Generated {
         sigs,
@@ -327,7 +344,8 @@ fn infected(output: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn warm(files: &[PathBuf]) -> Result<()> {
+/// Reads every file once, so timed runs find them in the page cache.
+pub(crate) fn warm(files: &[PathBuf]) -> Result<()> {
     let mut buf = Vec::new();
     for f in files {
         buf.clear();
@@ -336,7 +354,8 @@ fn warm(files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-fn build_agent() -> Result<PathBuf> {
+/// Builds the release `herd-agent` (in `CARGO_TARGET_DIR` when set) and returns its path.
+pub(crate) fn build_agent() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "--release", "--quiet", "-p", "herd-agent"])

@@ -3,6 +3,7 @@
 //! Benchmarks run in release mode (the `xtask` alias builds with `--release`) and report
 //! medians over several runs plus peak memory, never a single timing.
 
+mod bench_onaccess;
 mod bench_planner;
 mod bench_scan;
 mod bench_unpack;
@@ -40,10 +41,14 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The latency on-access scanning adds to opening a file (`herd-agent watch`, fanotify;
+    /// needs root): no watcher, first access, cached verdict, a file open for writing.
+    Onaccess(bench_onaccess::Options),
 }
 
 fn main() -> Result<()> {
     match Args::parse().command {
+        Command::Bench(Bench::Onaccess(options)) => bench_onaccess::run(options),
         Command::Bench(Bench::Planner(options)) => bench_planner::run(options),
         Command::Bench(Bench::Scan { args }) => bench_scan::run(args),
         Command::Bench(Bench::Unpack(options)) => bench_unpack::run(options),
@@ -52,16 +57,21 @@ fn main() -> Result<()> {
 
 /// Peak resident memory of this process so far, in bytes (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmHWM:")
+    proc_status_bytes("self", "VmHWM:")
+}
+
+/// Peak resident memory of another running process so far, in bytes (its `VmHWM`), if known.
+pub fn process_peak_rss_bytes(pid: u32) -> Option<u64> {
+    proc_status_bytes(&pid.to_string(), "VmHWM:")
 }
 
 /// Resident memory of this process now, in bytes (Linux `VmRSS`), if known.
 pub fn rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmRSS:")
+    proc_status_bytes("self", "VmRSS:")
 }
 
-fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+fn proc_status_bytes(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
