@@ -14,9 +14,11 @@ use herd_proto::terminal::HardwareDoc;
 async fn center_on(store_url: &str, data_dir: &std::path::Path) -> Arc<Center> {
     let file = ConfigFile::parse(
         "test",
+        // Processes of one database share the key-encryption key of its CA.
         &format!(
-            "data_dir = {:?}\ndatabase = {store_url:?}\n",
-            data_dir.to_str().unwrap()
+            "data_dir = {:?}\ndatabase = {store_url:?}\nca_kek_file = {:?}\n",
+            data_dir.to_str().unwrap(),
+            data_dir.parent().unwrap().join("ca.kek").to_str().unwrap()
         ),
     )
     .unwrap();
@@ -38,6 +40,9 @@ async fn a_renewed_certificate_works_at_once_on_every_center_process() {
     herd_tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("herd.db").display());
+    let kek = dir.path().join("ca.kek");
+    std::fs::write(&kek, "the key-encryption key both processes share").unwrap();
+    std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let one = center_on(&url, &dir.path().join("one")).await;
     let two = center_on(&url, &dir.path().join("two")).await;
 

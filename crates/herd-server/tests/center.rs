@@ -652,11 +652,6 @@ fn a_config_that_would_fail_every_enrolment_is_refused_at_load() {
             "terminal_cert_days = 4000\n",
             "terminal_cert_days: 4000 is outside 1..=3653",
         ),
-        // Within the limit, but longer than the CA (ten years from now) has left.
-        (
-            "terminal_cert_days = 3653\n",
-            "terminal_cert_days: 3653 days would outlive the CA certificate",
-        ),
         (
             "server_names = [\"localhost\", \"not a name\"]\n",
             "server_names: \"not a name\" is neither a DNS name nor an IP address",

@@ -383,3 +383,26 @@ fn an_intermediate_of_another_root_is_refused() {
             .unwrap_err();
     assert!(matches!(err, TlsError::NotChainedToTrust { .. }), "{err}");
 }
+
+#[test]
+fn a_certificate_never_outlives_its_issuer() {
+    let (root_cert, root_key) = CertificateAuthority::generate_root("root").unwrap();
+    let root = CertificateAuthority::from_pem(&root_cert, &root_key).unwrap();
+    let intermediate = root.issue_intermediate("short-lived", 10).unwrap();
+    let ca = CertificateAuthority::from_parts(
+        &intermediate.cert_pem,
+        &intermediate.key_pem,
+        Some(&root_cert),
+    )
+    .unwrap();
+    let ends = cert_not_after(ca.issuer_cert_pem()).unwrap();
+    let (_, csr) = new_key_and_csr("t1").unwrap();
+    let issued = ca.sign_terminal_csr(&csr, "t1", 365).unwrap();
+    assert_eq!(
+        cert_not_after(&issued.cert_pem).unwrap(),
+        ends,
+        "cut to the issuer"
+    );
+    let server = ca.issue_server(&["localhost".into()]).unwrap();
+    assert_eq!(cert_not_after(&server.cert_pem).unwrap(), ends);
+}
