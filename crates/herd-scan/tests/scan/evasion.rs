@@ -541,3 +541,45 @@ fn a_deflate_stream_cut_short_is_scanned_up_to_the_cut() {
     cut[eocd + 16..eocd + 20].copy_from_slice(&new_cd.to_le_bytes());
     assert!(is_infected(&verdict(&cut)), "{:?}", detections(&cut));
 }
+
+/// Containers each holding the compressed payload once, with the byte ranges of their headers
+/// (what an author of an evasion edits): zip local header, central directory and end record;
+/// the tar header; the gzip header and trailer.
+pub fn containers_with_header_ranges() -> Vec<(&'static str, Vec<u8>, Vec<std::ops::Range<usize>>)>
+{
+    let z = zip(&[("evil.com", &eicar_padded(), true)]);
+    let cd = find(&z, b"PK\x01\x02");
+    let zip_ranges = vec![0..30 + "evil.com".len(), cd..z.len()];
+    let t = tar("evil.gz", &hidden_payload());
+    let g = gzip(&eicar_padded());
+    // Not the magic: without it gzip refuses the file too.
+    let gzip_ranges = vec![3..10, g.len() - 8..g.len()];
+    vec![
+        ("zip", z, zip_ranges),
+        // Not the magic: a header with neither a valid checksum nor the magic is no header to
+        // GNU tar either, which then extracts nothing from this one-member archive.
+        ("tar", t, vec![0..257, 263..512]),
+        ("gzip", g, gzip_ranges),
+    ]
+}
+
+#[test]
+fn no_single_header_byte_change_lets_a_hidden_member_pass_as_clean() {
+    // Every byte of every header, set to each of a few values: the member is then found, or
+    // the headers are flagged, or the verdict is undecidable — never clean.
+    let engine = eicar_engine();
+    for (kind, data, ranges) in containers_with_header_ranges() {
+        for at in ranges.into_iter().flatten() {
+            for value in [0x00, 0xff, data[at] ^ 0x01, data[at] ^ 0x80, b'5'] {
+                let mut mutated = data.clone();
+                mutated[at] = value;
+                let verdict = scan_with(&engine, Limits::default(), false, &mutated).verdict();
+                assert_ne!(
+                    verdict,
+                    Verdict::Clean,
+                    "{kind}: byte {at} set to {value:#04x} hides the member"
+                );
+            }
+        }
+    }
+}
