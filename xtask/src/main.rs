@@ -1,10 +1,12 @@
-//! `cargo xtask`: Herd's project automation — the shipped benchmarks and tidy checks.
+//! `cargo xtask`: Herd's project automation — the shipped benchmarks, tidy checks and the
+//! Debian packages.
 //!
 //! Benchmarks run in release mode (the `xtask` alias builds with `--release`) and report
 //! medians over several runs plus peak memory, never a single timing.
 
 mod bench_planner;
 mod bench_scan;
+mod deb;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -12,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
-    about = "Herd's project automation: benchmarks and checks"
+    about = "Herd's project automation: benchmarks, checks and packages"
 )]
 struct Args {
     #[command(subcommand)]
@@ -24,6 +26,9 @@ enum Command {
     /// Run one of the shipped benchmarks.
     #[command(subcommand)]
     Bench(Bench),
+    /// Build the Debian packages `herd` and `herd-agent` (release binaries, systemd units,
+    /// maintainer scripts, man pages, completions) with dpkg-deb.
+    Deb(deb::Options),
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +48,7 @@ fn main() -> Result<()> {
     match Args::parse().command {
         Command::Bench(Bench::Planner(options)) => bench_planner::run(options),
         Command::Bench(Bench::Scan { args }) => bench_scan::run(args),
+        Command::Deb(options) => deb::run_deb(options),
     }
 }
 

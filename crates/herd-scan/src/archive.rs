@@ -95,6 +95,11 @@ impl Content<'_> {
 pub struct Member<'a> {
     pub name: String,
     pub content: Content<'a>,
+    /// The CRC-32 the container records for the member's bytes, when it records one (zip;
+    /// gzip's own is checked while inflating). Bytes that do not match were not read as they
+    /// were written — a shifted header, say — so what was scanned may not be what an unpacker
+    /// extracts.
+    pub crc: Option<u32>,
 }
 
 /// Why a member (or the whole container) could not be extracted.
@@ -184,6 +189,7 @@ pub fn members(kind: Kind, data: &[u8]) -> Vec<Entry<'_>> {
         Kind::Gzip => vec![Entry::Member(Member {
             name: "(gzip)".to_owned(),
             content: Content::Gzip(data),
+            crc: None,
         })],
     }
 }
@@ -301,6 +307,7 @@ struct ZipHeader<'a> {
     name: &'a [u8],
     flags: u16,
     method: u16,
+    crc: u32,
     csize: u64,
     usize: u64,
     /// Offset of the local header (central directory entries only).
@@ -362,6 +369,7 @@ fn central_entry(data: &[u8], at: usize) -> Option<(ZipHeader<'_>, usize)> {
         name,
         flags: u16_at(data, at + 8)?,
         method: u16_at(data, at + 10)?,
+        crc: u32_at(data, at + 16)?,
         csize: u64::from(u32_at(data, at + 20)?),
         usize: u64::from(u32_at(data, at + 24)?),
         local: u64::from(u32_at(data, at + 42)?),
@@ -386,6 +394,7 @@ fn local_entry(data: &[u8], at: usize) -> Option<(ZipHeader<'_>, usize)> {
         name,
         flags: u16_at(data, at + 6)?,
         method: u16_at(data, at + 8)?,
+        crc: u32_at(data, at + 14)?,
         csize: u64::from(u32_at(data, at + 18)?),
         usize: u64::from(u32_at(data, at + 22)?),
         local: at as u64,
@@ -433,7 +442,13 @@ fn zip_member<'a>(
     } else {
         String::new()
     };
-    out.push(Entry::Member(Member { name, content }));
+    // A member written with a data descriptor may carry no CRC in its local header.
+    let crc = (header.crc != 0 || !header.has_descriptor()).then_some(header.crc);
+    out.push(Entry::Member(Member {
+        name,
+        content,
+        crc,
+    }));
     if truncated {
         out.push(unreadable(member_name, Problem::Truncated));
     }
@@ -829,6 +844,7 @@ fn tar_members(data: &[u8]) -> Vec<Entry<'_>> {
                     out.push(Entry::Member(Member {
                         name: name.clone(),
                         content: Content::Stored(body),
+                        crc: None,
                     }));
                 }
             }

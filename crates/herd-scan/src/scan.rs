@@ -276,6 +276,20 @@ impl Scanner<'_> {
             ) {
                 Ok(inflated) => {
                     walk.total += buf.len() as u64;
+                    if let Some(expected) = member.crc {
+                        let mut crc = flate2::Crc::new();
+                        crc.update(&buf);
+                        if crc.sum() != expected {
+                            self.note(
+                                NoteKind::CorruptMember(
+                                    "CRC-32 differs from the archive's: not read as written"
+                                        .to_owned(),
+                                ),
+                                path,
+                                walk,
+                            );
+                        }
+                    }
                     self.scan_level(&buf, depth + 1, path, walk);
                     if let archive::Content::Gzip(stream) = member.content
                         && inflated.trailing > 0

@@ -583,3 +583,17 @@ fn no_single_header_byte_change_lets_a_hidden_member_pass_as_clean() {
         }
     }
 }
+
+#[test]
+fn a_member_read_from_the_wrong_offset_is_not_reported_clean() {
+    // Found by fuzzing (archive_mutations): a local header whose extra-field length is raised
+    // shifts where the member's data seems to start; the shifted bytes may inflate without
+    // error into something harmless. Its CRC-32 then differs from the archive's.
+    let mut z = zip(&[("evil.com", &eicar_padded(), true)]);
+    z[28] = 0x3f;
+    assert!(
+        matches!(verdict(&z), Verdict::Undecidable(_) | Verdict::Infected(_)),
+        "{:?}",
+        verdict(&z)
+    );
+}
