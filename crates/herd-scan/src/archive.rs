@@ -444,11 +444,7 @@ fn zip_member<'a>(
     };
     // A member written with a data descriptor may carry no CRC in its local header.
     let crc = (header.crc != 0 || !header.has_descriptor()).then_some(header.crc);
-    out.push(Entry::Member(Member {
-        name,
-        content,
-        crc,
-    }));
+    out.push(Entry::Member(Member { name, content, crc }));
     if truncated {
         out.push(unreadable(member_name, Problem::Truncated));
     }

@@ -597,3 +597,30 @@ fn a_member_read_from_the_wrong_offset_is_not_reported_clean() {
         verdict(&z)
     );
 }
+
+#[test]
+fn a_gzip_with_every_optional_header_field_is_scanned() {
+    // FEXTRA, FNAME, FCOMMENT and FHCRC shift where the deflate data starts; a walker that
+    // assumed the 10-byte minimal header would inflate noise.
+    let mut encoder = flate2::GzBuilder::new()
+        .filename("evil.com")
+        .comment("nothing to see")
+        .extra(vec![b'A', b'B', 4, 0, 1, 2, 3, 4])
+        .operating_system(3)
+        .write(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&eicar_padded()).unwrap();
+    let mut data = encoder.finish().unwrap();
+    // FHCRC: the flag, then the header's own CRC-16 after the fields, which gzip checks.
+    let header_end = find(&data, b"nothing to see\0") + b"nothing to see\0".len();
+    data[3] |= 0x02;
+    let mut crc = flate2::Crc::new();
+    crc.update(&data[..header_end]);
+    let crc16_with_flag = (crc.sum() & 0xffff) as u16;
+    data.splice(header_end..header_end, crc16_with_flag.to_le_bytes());
+    assert_extracted(unpacker_extracts_eicar(
+        "sh",
+        &["-c", "gzip -dc < {} > out"],
+        &data,
+    ));
+    assert_eq!(detections(&data), ["Eicar-Test-Signature@(gzip)"]);
+}
