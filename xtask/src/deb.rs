@@ -51,7 +51,7 @@ const PACKAGES: &[Package] = &[
         description: "The center terminals check in with, vendors publish to and operators \
 watch (herd serve), with its admin commands. Runs as the system user herd under \
 herd-center.service, sandboxed; herd-site.service runs a site server once /etc/herd/site.toml exists.",
-        depends: "libc6, adduser | passwd",
+        depends: "libc6, libgcc-s1, adduser | passwd",
         units: &["herd-center.service", "herd-site.service"],
     },
     Package {
@@ -62,7 +62,7 @@ herd-center.service, sandboxed; herd-site.service runs a site server once /etc/h
         description: "Enrols with a Herd center, checks in, installs, verifies and switches \
 antivirus products as planned (herd-agent.service), scans files and, with \
 herd-agent-watch.service, scans on access.",
-        depends: "libc6",
+        depends: "libc6, libgcc-s1",
         units: &["herd-agent.service", "herd-agent-watch.service"],
     },
 ];
@@ -186,6 +186,17 @@ fn build_package(
         &bytes,
         0o755,
     )?;
+    // The release profile keeps line tables for backtraces (a binary several times larger);
+    // the package ships the code only, as dh_strip would. Without binutils it goes as is.
+    let staged = staging.join("usr/bin").join(package.binary);
+    match Command::new("strip")
+        .args(["--strip-debug", "--remove-section=.comment"])
+        .arg(&staged)
+        .status()
+    {
+        Ok(status) => ensure!(status.success(), "strip {} failed", staged.display()),
+        Err(e) => eprintln!("xtask deb: strip not run ({e}); the binary keeps its debug info"),
+    }
     for unit in package.units {
         let text = std::fs::read(root.join("packaging/systemd").join(unit))?;
         put(
