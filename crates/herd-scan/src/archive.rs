@@ -451,13 +451,16 @@ fn zip_member<'a>(
 }
 
 /// Where the data of a member written with a data descriptor ends, when its local header does
-/// not say: at the next zip signature, as a streaming reader finds it.
+/// not say: at the next zip signature, as a streaming reader finds it. One pass over the "PK"
+/// pairs up to that signature, so a run of such members costs linear time, not quadratic.
 fn descriptor_data_end(data: &[u8], start: usize) -> usize {
     let rest = data.get(start..).unwrap_or(&[]);
-    [DESCRIPTOR_SIG, LOCAL_SIG, CENTRAL_SIG]
-        .iter()
-        .filter_map(|sig| memmem::find(rest, *sig))
-        .min()
+    memmem::find_iter(rest, b"PK")
+        .find(|&i| {
+            [DESCRIPTOR_SIG, LOCAL_SIG, CENTRAL_SIG]
+                .iter()
+                .any(|sig| rest[i..].starts_with(*sig))
+        })
         .map_or(data.len(), |i| start + i)
 }
 

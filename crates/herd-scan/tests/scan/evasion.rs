@@ -624,3 +624,19 @@ fn a_gzip_with_every_optional_header_field_is_scanned() {
     ));
     assert_eq!(detections(&data), ["Eicar-Test-Signature@(gzip)"]);
 }
+
+#[test]
+fn many_members_without_sizes_cost_linear_time() {
+    // Local headers with a data descriptor and no sizes, none listed in a directory: each one's
+    // end is found by looking for the next signature, which must not rescan the rest.
+    let mut data = Vec::new();
+    for _ in 0..40_000 {
+        data.extend_from_slice(
+            b"PK\x03\x04\x14\0\x08\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01\0\0\0x",
+        );
+    }
+    let started = std::time::Instant::now();
+    let report = scan_with(&eicar_engine(), Limits::default(), true, &data);
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    assert!(matches!(report.verdict(), Verdict::Undecidable(_)));
+}
