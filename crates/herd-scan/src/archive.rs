@@ -576,11 +576,17 @@ fn zip_members(data: &[u8]) -> Vec<Entry<'_>> {
     }
     // The local headers in sequence, as a streaming reader sees them: the members the central
     // directory does not list are scanned too.
-    let mut at = if data.starts_with(LOCAL_SIG) {
-        0
-    } else {
-        listed.first().map_or(end.map_or(0, |e| e.delta), |l| l.0)
-    };
+    // It starts at the earliest local header among offset 0, where the end record says the
+    // archive starts (after a self-extractor's stub), and the first one the directory lists.
+    let mut at = [
+        0,
+        end.map_or(0, |e| e.delta),
+        listed.first().map_or(0, |l| l.0),
+    ]
+    .into_iter()
+    .filter(|&p| at_sig(data, p, LOCAL_SIG))
+    .min()
+    .unwrap_or(data.len());
     while at_sig(data, at, LOCAL_SIG) {
         let next = match listed.binary_search_by_key(&at, |l| l.0) {
             Ok(i) => {

@@ -640,3 +640,27 @@ fn many_members_without_sizes_cost_linear_time() {
     assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
     assert!(matches!(report.verdict(), Verdict::Undecidable(_)));
 }
+
+#[test]
+fn a_member_left_out_of_a_self_extractors_directory_is_scanned() {
+    // As above, behind an executable stub: the walk of local headers starts where the archive
+    // starts, not at the first member the directory lists.
+    let hidden = zip(&[("evil.com", &eicar_padded(), true)]);
+    let hidden_locals = &hidden[..find(&hidden, b"PK\x01\x02")];
+    let visible = zip(&[("readme.txt", b"nothing here", false)]);
+    let cd = find(&visible, b"PK\x01\x02");
+    let mut archive = hidden_locals.to_vec();
+    archive.extend_from_slice(&visible[..cd]);
+    let new_cd = archive.len() as u32;
+    archive.extend_from_slice(&visible[cd..]);
+    let eocd = archive.len() - 22;
+    archive[eocd + 16..eocd + 20].copy_from_slice(&new_cd.to_le_bytes());
+    // The directory's local offset counts from the archive's start.
+    let listed_at = hidden_locals.len() as u32;
+    archive[new_cd as usize + 42..new_cd as usize + 46].copy_from_slice(&listed_at.to_le_bytes());
+    let mut sfx = b"\x7fELF\x02\x01\x01".to_vec();
+    sfx.resize(3000, 0x90);
+    sfx.extend_from_slice(&archive);
+    // No unpacker on this machine reads local headers in sequence (see above).
+    assert_eq!(detections(&sfx), ["Eicar-Test-Signature@evil.com"]);
+}
