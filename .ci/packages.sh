@@ -57,6 +57,7 @@ getent passwd herd
 
 # The installed units, with the installed binaries and man pages they name.
 if ! command -v systemd-analyze >/dev/null 2>&1; then
+    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
 fi
 man_check=yes
