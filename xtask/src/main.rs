@@ -1,4 +1,5 @@
-//! `cargo xtask`: Herd's project automation — the shipped benchmarks and tidy checks.
+//! `cargo xtask`: Herd's project automation — the shipped benchmarks, tidy checks and the
+//! Debian packages.
 //!
 //! Benchmarks run in release mode (the `xtask` alias builds with `--release`) and report
 //! medians over several runs plus peak memory, never a single timing.
@@ -7,6 +8,7 @@ mod bench_onaccess;
 mod bench_planner;
 mod bench_scan;
 mod bench_unpack;
+mod deb;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
-    about = "Herd's project automation: benchmarks and checks"
+    about = "Herd's project automation: benchmarks, checks and packages"
 )]
 struct Args {
     #[command(subcommand)]
@@ -26,6 +28,9 @@ enum Command {
     /// Run one of the shipped benchmarks.
     #[command(subcommand)]
     Bench(Bench),
+    /// Build the Debian packages `herd` and `herd-agent` (release binaries, systemd units,
+    /// maintainer scripts, man pages, completions) with dpkg-deb.
+    Deb(deb::Options),
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +57,7 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Planner(options)) => bench_planner::run(options),
         Command::Bench(Bench::Scan { args }) => bench_scan::run(args),
         Command::Bench(Bench::Unpack(options)) => bench_unpack::run(options),
+        Command::Deb(options) => deb::run_deb(options),
     }
 }
 

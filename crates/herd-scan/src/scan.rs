@@ -5,13 +5,16 @@
 
 use std::sync::Arc;
 
-use crate::archive::{self, InflateError};
+use crate::archive::{self, Entry, InflateError};
 use crate::engine::{Engine, MatchOptions, Scratch};
 use crate::error::{ArchivePath, ScanError};
 
 /// The name reported for a member whose compression ratio exceeds the limit. Zip bombs are
 /// hostile by construction, so they are a detection, not a silent skip.
 pub const BOMB_NAME: &str = "Herd.Heuristic.ArchiveBomb";
+
+/// The member name of the bytes after a gzip stream's last member.
+pub const TRAILING_NAME: &str = "(after gzip)";
 
 /// Limits on what container scanning may do, per scanned top-level buffer. The defaults follow
 /// clamscan's (`--max-recursion 17`, `--max-files 10000`, `--max-scansize 400M`,
@@ -52,7 +55,11 @@ pub struct Detection {
     pub path: ArchivePath,
 }
 
-/// Something not scanned, and why. Not an error: the rest of the buffer was scanned.
+/// Something not scanned, and why. Not an error: the rest of the buffer was scanned. But every
+/// note means "nothing found" is not "clean": a file crafted to hit a limit could carry its
+/// payload past it, and a member that is encrypted, compressed with an unsupported method,
+/// truncated or corrupt is one an unpacker may still extract (clamscan only notes these; Herd
+/// makes the verdict undecidable, so on-access policy decides).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub path: ArchivePath,
@@ -67,22 +74,6 @@ pub enum NoteKind {
     MemberTooLarge,
     Archive(archive::Problem),
     CorruptMember(String),
-}
-
-impl NoteKind {
-    /// Whether a limit stopped scanning before all content was seen, so "nothing found" does
-    /// not mean clean: a file crafted to hit the limit could carry its payload past it.
-    /// Encrypted, unsupported or corrupt members are not limits: they cannot be scanned by any
-    /// budget and are reported as notes, as clamscan does.
-    pub fn leaves_undecided(&self) -> bool {
-        matches!(
-            self,
-            NoteKind::DepthLimit
-                | NoteKind::FileCountLimit
-                | NoteKind::TotalSizeLimit
-                | NoteKind::MemberTooLarge
-        )
-    }
 }
 
 impl std::fmt::Display for NoteKind {
@@ -126,7 +117,8 @@ pub enum Verdict {
 }
 
 impl Report {
-    /// Clean, infected, or undecidable (verification gave up, or a limit left content unseen).
+    /// Clean, infected, or undecidable (verification gave up, a limit left content unseen, or a
+    /// member could not be read).
     pub fn verdict(&self) -> Verdict {
         if !self.detections.is_empty() {
             return Verdict::Infected(self.detections.iter().map(|d| d.name.clone()).collect());
@@ -134,7 +126,7 @@ impl Report {
         if let Some(e) = &self.error {
             return Verdict::Undecidable(e.to_string());
         }
-        match self.notes.iter().find(|n| n.kind.leaves_undecided()) {
+        match self.notes.first() {
             Some(n) if n.path.0.is_empty() => Verdict::Undecidable(n.kind.to_string()),
             Some(n) => Verdict::Undecidable(format!("{}: {}", n.path, n.kind)),
             None => Verdict::Clean,
@@ -186,6 +178,18 @@ impl Scanner<'_> {
         }
     }
 
+    /// A note about `name` inside the container at `path` (the container itself when empty).
+    fn note_at(&self, kind: NoteKind, name: String, path: &[String], walk: &mut Walk<'_>) {
+        let mut at = path.to_vec();
+        if !name.is_empty() {
+            at.push(name);
+        }
+        walk.report.notes.push(Note {
+            path: ArchivePath(at),
+            kind,
+        });
+    }
+
     fn note(&self, kind: NoteKind, path: &[String], walk: &mut Walk<'_>) {
         walk.report.notes.push(Note {
             path: ArchivePath(path.to_vec()),
@@ -208,20 +212,49 @@ impl Scanner<'_> {
         if walk.stop {
             return;
         }
-        let Some(kind) = archive::detect(data) else {
-            return;
-        };
-        if depth >= self.limits.max_depth {
+        let mut kinds = archive::detect(data).peekable();
+        if kinds.peek().is_some() && depth >= self.limits.max_depth {
             self.note(NoteKind::DepthLimit, path, walk);
             return;
         }
+        for kind in kinds {
+            self.scan_members(kind, data, depth, path, walk);
+            if walk.stop {
+                return;
+            }
+        }
+    }
+
+    /// Scans the members of one container reading of `data`.
+    fn scan_members(
+        &self,
+        kind: archive::Kind,
+        data: &[u8],
+        depth: u32,
+        path: &mut Vec<String>,
+        walk: &mut Walk<'_>,
+    ) {
         for entry in archive::members(kind, data) {
             let member = match entry {
-                Ok(m) => m,
-                Err((name, problem)) => {
-                    path.push(name);
-                    self.note(NoteKind::Archive(problem), path, walk);
-                    path.pop();
+                Entry::Member(m) => m,
+                Entry::Unreadable { name, problem } => {
+                    self.note_at(NoteKind::Archive(problem), name, path, walk);
+                    continue;
+                }
+                Entry::Suspicious {
+                    name, heuristic, ..
+                } => {
+                    let pushed = !name.is_empty();
+                    if pushed {
+                        path.push(name);
+                    }
+                    self.detect(Arc::from(heuristic.name()), path, walk);
+                    if pushed {
+                        path.pop();
+                    }
+                    if walk.stop {
+                        return;
+                    }
                     continue;
                 }
             };
@@ -241,9 +274,33 @@ impl Scanner<'_> {
                 self.limits.ratio_floor,
                 &mut buf,
             ) {
-                Ok(()) => {
+                Ok(inflated) => {
                     walk.total += buf.len() as u64;
+                    if let Some(expected) = member.crc {
+                        let mut crc = flate2::Crc::new();
+                        crc.update(&buf);
+                        if crc.sum() != expected {
+                            self.note(
+                                NoteKind::CorruptMember(
+                                    "CRC-32 differs from the archive's: not read as written"
+                                        .to_owned(),
+                                ),
+                                path,
+                                walk,
+                            );
+                        }
+                    }
                     self.scan_level(&buf, depth + 1, path, walk);
+                    if let archive::Content::Gzip(stream) = member.content
+                        && inflated.trailing > 0
+                        && !walk.stop
+                    {
+                        // What follows the gzip stream: gzip ignores it, unzip may not.
+                        let after = &stream[stream.len() - inflated.trailing..];
+                        path.push(TRAILING_NAME.to_owned());
+                        self.scan_level(after, depth + 1, path, walk);
+                        path.pop();
+                    }
                 }
                 Err(InflateError::Bomb { .. }) => self.detect(Arc::from(BOMB_NAME), path, walk),
                 Err(InflateError::TooLarge) if remaining <= self.limits.max_member => {
@@ -252,7 +309,11 @@ impl Scanner<'_> {
                 }
                 Err(InflateError::TooLarge) => self.note(NoteKind::MemberTooLarge, path, walk),
                 Err(InflateError::Corrupt(why)) => {
-                    self.note(NoteKind::CorruptMember(why), path, walk)
+                    // What inflated before the damage is what an unpacker writes out before it
+                    // stops: scanned, and the member still reported as not wholly read.
+                    self.note(NoteKind::CorruptMember(why), path, walk);
+                    walk.total += buf.len() as u64;
+                    self.scan_level(&buf, depth + 1, path, walk);
                 }
             }
             walk.buffers.push(buf);

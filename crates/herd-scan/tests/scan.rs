@@ -9,6 +9,9 @@ use herd_scan::{
 use proptest::prelude::*;
 use std::io::Read as _;
 
+#[path = "scan/evasion.rs"]
+mod evasion;
+
 const EICAR_HEX: &str = "58354f2150254041505b345c505a58353428505e2937434329377d2445494341522d5354414e444152442d414e544956495255532d544553542d46494c452124482b482a";
 
 fn engine(files: &[(&str, &str)]) -> Engine {

@@ -1,7 +1,11 @@
 //! Fuzz target: the archive walker (zip, tar, gzip detection, parsing, inflating and
-//! recursion) under small limits, with one body signature so matching runs too.
+//! recursion) under small limits, with one body signature so matching runs too. The input is
+//! also scanned behind an executable's first bytes and behind a gzip stream, the two places a
+//! zip is looked for other than offset 0 (its end record searched from the end, and what
+//! follows a gzip's last member).
 #![no_main]
 
+use herd_scan::archive::build::gzip;
 use herd_scan::{Database, Engine, Limits, MatchOptions, Scanner, Scratch};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -33,8 +37,14 @@ fuzz_target!(|data: &[u8]| {
             verify_budget: 1 << 20,
         },
     };
-    let report = scanner.scan(data, &mut Scratch::default());
+    let mut scratch = Scratch::default();
+    let report = scanner.scan(data, &mut scratch);
     for note in &report.notes {
         let _ = format!("{}: {}", note.path, note.kind);
     }
+    let _ = report.verdict();
+    let behind_an_executable = [&b"\x7fELF\x02\x01\x01\0"[..], data].concat();
+    let _ = scanner.scan(&behind_an_executable, &mut scratch).verdict();
+    let behind_a_gzip = [&gzip(b"first member")[..], data].concat();
+    let _ = scanner.scan(&behind_a_gzip, &mut scratch).verdict();
 });
