@@ -123,6 +123,7 @@ fn worked_example_through_the_api() {
                 consent: Some("ask".into()),
                 window: None,
                 tz: None,
+                vendors: None,
             },
             terminals: 0,
         })
@@ -509,6 +510,7 @@ fn refused_input_has_stable_codes_and_changes_nothing() {
             consent: None,
             window: None,
             tz: None,
+            vendors: None,
         },
         terminals: 0,
     };

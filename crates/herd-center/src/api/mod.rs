@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod listener;
 mod operators;
+mod registry;
 mod terminals;
 mod vendors;
 
@@ -72,6 +73,14 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(operators::get_rules, operators::put_rules))
         .routes(routes!(operators::new_enrolment_token))
         .routes(routes!(operators::new_api_token))
+        .routes(routes!(registry::list_threats))
+        .routes(routes!(registry::approve_threat))
+        .routes(routes!(registry::reject_threat))
+        .routes(routes!(registry::reassign_threat))
+        .routes(routes!(registry::list_vendors))
+        .routes(routes!(registry::approve_vendor))
+        .routes(routes!(registry::reject_vendor))
+        .routes(routes!(registry::collect_blobs))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
@@ -248,6 +257,7 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(center.clone().follow_revisions(stop_rx.clone()));
+    tokio::spawn(center.clone().collect_blobs_periodically(stop_rx.clone()));
     let local = tls_listener.local_addr()?;
     let mut servers = vec![tokio::spawn(listener::serve(
         tls_listener,

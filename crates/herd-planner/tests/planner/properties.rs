@@ -96,7 +96,7 @@ prop_compose! {
             catalog: CatalogDoc { format: "herd.catalog/v1".into(), vendors: (0..2).map(|v| VendorDoc { id: format!("vendor-{v}"), name: format!("Vendor {v}") }).collect(),
                 products: product_docs, releases, threats: threat_docs, coverage },
             terminal: TerminalDoc { id: "t1".into(), user: None, hardware: HardwareDoc { kind: "x".into(), platform: PLATFORMS[platform].into(), model: None },
-                installed, policy: PolicyDoc { apply: APPLIES[apply].into(), min_danger: Some(DANGERS[min_danger].into()), consent: None, window: None, tz: None } },
+                installed, policy: PolicyDoc { apply: APPLIES[apply].into(), min_danger: Some(DANGERS[min_danger].into()), consent: None, window: None, tz: None, vendors: None } },
             now: day(now_day),
         }
     }
