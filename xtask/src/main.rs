@@ -3,6 +3,7 @@
 //! Benchmarks run in release mode (the `xtask` alias builds with `--release`) and report
 //! medians over several runs plus peak memory, never a single timing.
 
+mod bench_feed;
 mod bench_planner;
 mod bench_scan;
 
@@ -31,6 +32,9 @@ enum Bench {
     /// Plans for a generated fleet against a generated catalog (SPEC §8: 1,000,000 terminals,
     /// 100,000 threats × 20 products, under 1 s on one core).
     Planner(bench_planner::Options),
+    /// Publishing a large vendor feed to a real center, merged with another vendor's (the
+    /// checks must stay near-linear in the feed's size).
+    Feed(bench_feed::Options),
     /// The scan engine against clamscan on the same signatures and corpus (SPEC §8).
     Scan {
         /// Options passed to the scan benchmark; see `cargo xtask bench scan -- --help`.
@@ -42,6 +46,7 @@ enum Bench {
 fn main() -> Result<()> {
     match Args::parse().command {
         Command::Bench(Bench::Planner(options)) => bench_planner::run(options),
+        Command::Bench(Bench::Feed(options)) => bench_feed::run(options),
         Command::Bench(Bench::Scan { args }) => bench_scan::run(args),
     }
 }
