@@ -85,6 +85,8 @@ pub struct Decision {
     /// rendered ([`Planner::reason`]), so that planning a fleet formats no text.
     pub apply: Apply,
     pub has_platform: bool,
+    /// Whether the terminal's group allows only some vendors (the reason says so).
+    pub restricted: bool,
     pub installed: Option<(ProductIdx, u64)>,
     /// The same-product update candidate (rule 5), if any.
     pub update: Option<Ranked>,
@@ -406,6 +408,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             alternatives,
             apply: key.apply,
             has_platform: key.platform.is_some(),
+            restricted: key.vendors.is_some(),
             installed: key.installed,
             update,
             chosen,
@@ -552,6 +555,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             &render::ReasonFacts {
                 apply: decision.apply,
                 has_platform: decision.has_platform,
+                restricted: decision.restricted,
                 installed: decision.installed,
                 action: decision.action,
                 current: &decision.uncovered_now,
