@@ -221,6 +221,28 @@ impl BlobStore {
         meta.is_file().then_some(meta.len())
     }
 
+    /// The digests of `wanted` that are not stored (in their first order, each once), looked
+    /// up in one blocking task: a feed lists thousands of packages, and a task per lookup
+    /// costs more than the lookup.
+    pub async fn missing(&self, wanted: Vec<String>) -> Vec<String> {
+        let dirs = self.dirs.clone();
+        let lookup = move || {
+            let mut seen = std::collections::HashSet::new();
+            wanted
+                .into_iter()
+                .filter(|digest| seen.insert(digest.clone()))
+                .filter(|digest| {
+                    check_digest(digest).is_err()
+                        || !std::fs::metadata(dirs.blobs.join(&digest[..2]).join(digest))
+                            .is_ok_and(|meta| meta.is_file())
+                })
+                .collect()
+        };
+        tokio::task::spawn_blocking(lookup)
+            .await
+            .expect("the lookup does not panic")
+    }
+
     /// Opens blob `sha256` for reading.
     pub async fn read(&self, sha256: &str) -> Result<BlobFile, BlobError> {
         check_digest(sha256)?;

@@ -8,7 +8,7 @@
 //! for an operator. Neither refuses the feed (honest feeds list competitors' threats they
 //! cover, often with their own wording): the publish answer says what does not count.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 use herd_proto::api::{ApiProblem, PublishResponse};
@@ -159,16 +159,13 @@ impl Center {
             }
             tracing::info!(%vendor, revision = outcome.revision, "feed published");
         }
-        // One lookup per distinct package: a feed lists the same package in many places.
-        let mut seen = HashSet::new();
-        let mut missing_packages = Vec::new();
-        for package in doc.releases.iter().flat_map(|r| &r.packages) {
-            if seen.insert(package.sha256.as_str())
-                && center.blobs.contains(&package.sha256).await.is_none()
-            {
-                missing_packages.push(package.sha256.clone());
-            }
-        }
+        // One lookup per distinct package (a feed may list one package in many places), all in
+        // one blocking task.
+        let listed = doc.releases.iter().flat_map(|r| &r.packages);
+        let missing_packages = center
+            .blobs
+            .missing(listed.map(|p| p.sha256.clone()).collect())
+            .await;
         Ok(PublishResponse {
             vendor: vendor.to_owned(),
             revision: outcome.revision,
