@@ -7,7 +7,7 @@ mod support;
 
 use std::process::Command;
 
-use herd_client::{Client, ClientError};
+use herd_client::ClientError;
 use herd_proto::api::{
     CheckinRequest, EnrolRequest, EventBatch, EventDoc, GroupDoc, NewApiToken, NewEnrolmentToken,
     PlacementRule, PlacementRules,
@@ -15,20 +15,7 @@ use herd_proto::api::{
 use herd_proto::plan::Action;
 use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc};
 use herd_tls::KeyPairPem;
-use support::{HERD, TestCenter, seed_catalog, vendor_feed};
-
-fn vendor_client(center: &TestCenter, vendor: &str) -> Client {
-    let token = center
-        .operator()
-        .new_api_token(&NewApiToken {
-            role: "vendor".into(),
-            vendor: Some(vendor.into()),
-            label: format!("{vendor} publisher"),
-            ttl_secs: None,
-        })
-        .expect("vendor token");
-    center.anonymous().with_token(&token.token)
-}
+use support::{HERD, TestCenter, code, seed_catalog, vendor_client, vendor_feed};
 
 fn publish_seed(center: &TestCenter) {
     let catalog = seed_catalog();
@@ -94,13 +81,6 @@ fn checkin(installed: Option<InstalledDoc>) -> CheckinRequest {
         hardware: None,
         tz: None,
         agent_version: Some("test".into()),
-    }
-}
-
-fn code(err: ClientError) -> (u16, String) {
-    match err {
-        ClientError::Refused { status, code, .. } => (status, code),
-        other => panic!("expected an API error, got {other}"),
     }
 }
 

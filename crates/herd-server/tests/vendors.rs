@@ -5,32 +5,14 @@
 
 mod support;
 
-use herd_client::{Client, ClientError};
+use herd_client::Client;
 use herd_proto::api::{
-    CheckinRequest, EnrolRequest, GroupDoc, NewApiToken, NewEnrolmentToken, PlacementRule,
-    PlacementRules,
+    CheckinRequest, EnrolRequest, GroupDoc, NewEnrolmentToken, PlacementRule, PlacementRules,
 };
 use herd_proto::plan::Action;
 use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc};
 use serde_json::{Value, json};
-use support::{TestCenter, seed_catalog, vendor_feed};
-
-fn vendor_client(center: &TestCenter, vendor: &str) -> Client {
-    center.anonymous().with_token(&vendor_token(center, vendor))
-}
-
-fn vendor_token(center: &TestCenter, vendor: &str) -> String {
-    center
-        .operator()
-        .new_api_token(&NewApiToken {
-            role: "vendor".into(),
-            vendor: Some(vendor.into()),
-            label: format!("{vendor} publisher"),
-            ttl_secs: None,
-        })
-        .expect("vendor token")
-        .token
-}
+use support::{TestCenter, code, seed_catalog, vendor_client, vendor_feed, vendor_token};
 
 /// `GET path` with curl, trusting the center's CA: (status, body).
 fn curl(center: &TestCenter, args: &[&str], path: &str) -> (String, String) {
@@ -155,13 +137,6 @@ fn plan_of(terminal: &Client, installed: Option<InstalledDoc>) -> herd_proto::pl
         })
         .expect("check-in")
         .plan
-}
-
-fn code(err: ClientError) -> (u16, String) {
-    match err {
-        ClientError::Refused { status, code, .. } => (status, code),
-        other => panic!("expected an API error, got {other}"),
-    }
 }
 
 /// Maker B rewrites virus-a, which maker A declared as `high`, as `critical`: had the merge
