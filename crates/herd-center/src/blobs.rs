@@ -200,11 +200,13 @@ impl BlobStore {
                 .split('.')
                 .next()
                 .is_some_and(|digest| live.contains_key(digest));
-            if meta.is_file() && !in_progress && old_enough(modified_secs(&meta)) {
-                if std::fs::remove_file(entry.path()).is_ok() {
-                    collected.partial_uploads += 1;
-                    collected.partial_bytes += meta.len();
-                }
+            if meta.is_file()
+                && !in_progress
+                && old_enough(modified_secs(&meta))
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                collected.partial_uploads += 1;
+                collected.partial_bytes += meta.len();
             }
         }
         if !collected.blobs.is_empty() {
