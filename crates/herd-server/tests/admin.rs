@@ -309,6 +309,65 @@ fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
         "{kiosks}"
     );
 
+    // A group restricted to some vendors; threats with their owners; vendors; the blob store.
+    let out = center.herd(&[
+        "groups",
+        "put",
+        "loyal",
+        "--policy-apply",
+        "latest-any-vendor",
+        "--vendors",
+        "maker-a,maker-c",
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("vendors maker-a,maker-c"),
+        "{}",
+        stdout(&out)
+    );
+    let out = center.herd(&["threats", "list"]);
+    assert_exit(&out, 0);
+    let virus = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("virus-a"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("{}", stdout(&out)));
+    assert!(
+        virus.contains("maker-a") && virus.contains("approved") && virus.contains("high"),
+        "{virus}"
+    );
+    assert_exit(
+        &center.herd(&["threats", "reassign", "virus-a", "maker-b"]),
+        0,
+    );
+    let out = center.herd(&["threats", "list", "--json"]);
+    assert_exit(&out, 0);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["threats"][0]["vendor"], "maker-b");
+    let out = center.herd(&["threats", "approve", "nothing-such"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));
+    let out = center.herd(&["threats", "pending", "--token", &token_a]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("forbidden"), "{}", stderr(&out));
+    let out = center.herd(&["vendors", "list"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("maker-b") && l.contains("approved")),
+        "{}",
+        stdout(&out)
+    );
+    let out = center.herd(&["blobs", "gc"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with("collected 0 packages and 0 abandoned uploads"),
+        "{}",
+        stdout(&out)
+    );
+    assert_exit(&center.herd(&["groups", "delete", "loyal"]), 0);
+
     // Placement rules round-trip; a rule's group cannot be deleted while the rule uses it.
     let rules = center.write(
         "rules.json",
@@ -607,6 +666,12 @@ fn every_admin_command_teaches_with_examples() {
         &["enrol-token", "create", "--help"],
         &["groups", "put", "--help"],
         &["rules", "set", "--help"],
+        &["threats", "pending", "--help"],
+        &["threats", "approve", "--help"],
+        &["threats", "reassign", "--help"],
+        &["vendors", "pending", "--help"],
+        &["vendors", "approve", "--help"],
+        &["blobs", "gc", "--help"],
     ] {
         let out = Command::new(HERD).args(command).output().unwrap();
         assert_exit(&out, 0);
@@ -625,6 +690,9 @@ fn every_admin_command_teaches_with_examples() {
         "enrol-token",
         "groups",
         "rules",
+        "threats",
+        "vendors",
+        "blobs",
     ] {
         assert!(
             text.contains(&format!("  {command} ")),

@@ -37,7 +37,8 @@ pub enum GroupsCommand {
 #[derive(Debug, Args)]
 #[command(after_long_help = "Examples:
   herd groups put shop-floor --policy-apply latest-any-vendor --min-danger medium
-  herd groups put kiosks --policy-apply latest-same-vendor --consent ask --window 01:00-05:00")]
+  herd groups put kiosks --policy-apply latest-same-vendor --consent ask --window 01:00-05:00
+  herd groups put contract-x --policy-apply latest-any-vendor --vendors maker-a,maker-c")]
 pub struct GroupPutArgs {
     /// The group id.
     id: String,

@@ -13,14 +13,26 @@ use crate::Outcome;
 #[derive(Debug, Subcommand)]
 pub enum ThreatsCommand {
     /// List every threat with its owner and status.
+    #[command(after_long_help = "Examples:
+  herd threats list
+  herd threats list --json | jq '.threats[] | select(.vendor == \"maker-a\")'")]
     List(ListArgs),
     /// List the threats awaiting an operator (threat_approval = "operator").
+    #[command(after_long_help = "Examples:
+  herd threats pending
+  herd threats pending --json")]
     Pending(ListArgs),
     /// Approve a threat: terminals are planned against it from now on.
+    #[command(after_long_help = "Examples:
+  herd threats approve worm-x")]
     Approve(IdArgs),
     /// Reject a threat: no terminal is planned against it, whatever feeds say.
+    #[command(after_long_help = "Examples:
+  herd threats reject worm-x")]
     Reject(IdArgs),
     /// Give a threat to another vendor, whose feed then names and rates it.
+    #[command(after_long_help = "Examples:
+  herd threats reassign virus-a maker-b")]
     Reassign {
         /// The threat id.
         id: String,
@@ -35,12 +47,20 @@ pub enum ThreatsCommand {
 #[derive(Debug, Subcommand)]
 pub enum VendorsCommand {
     /// List every vendor with its status.
+    #[command(after_long_help = "Examples:
+  herd vendors list")]
     List(ListArgs),
     /// List the vendors awaiting an operator (vendor_approval = "operator").
+    #[command(after_long_help = "Examples:
+  herd vendors pending")]
     Pending(ListArgs),
     /// Approve a vendor: its feed counts from now on.
+    #[command(after_long_help = "Examples:
+  herd vendors approve maker-c")]
     Approve(IdArgs),
     /// Reject a vendor: its feed is kept but does not count.
+    #[command(after_long_help = "Examples:
+  herd vendors reject maker-c")]
     Reject(IdArgs),
 }
 
@@ -49,6 +69,9 @@ pub enum VendorsCommand {
 pub enum BlobsCommand {
     /// Delete now the packages no current feed lists and abandoned uploads, once older than
     /// the center's blob_grace_secs (the center also does this every hour or so).
+    #[command(after_long_help = "Examples:
+  herd blobs gc
+  herd blobs gc --json")]
     Gc {
         /// Print the result as JSON.
         #[arg(long)]
