@@ -344,6 +344,19 @@ fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
     assert_exit(&out, 0);
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["threats"][0]["vendor"], "maker-b");
+    // maker-a's feed now describes a threat maker-b owns: stored, and told what does not count.
+    let mut rated = support::vendor_feed(&catalog, "maker-a");
+    rated["threats"][0]["danger"] = serde_json::json!("critical");
+    let rated = center.write("maker-a-rated.json", &rated.to_string());
+    let out = center.herd(&["publish", rated.to_str().unwrap(), "--token", &token_a]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains(
+            "do not count:\n  $.threats[0]: threat \"virus-a\" belongs to vendor \"maker-b\""
+        ),
+        "{}",
+        stdout(&out)
+    );
     let out = center.herd(&["threats", "approve", "nothing-such"]);
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));
