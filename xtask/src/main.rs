@@ -4,6 +4,7 @@
 //! Benchmarks run in release mode (the `xtask` alias builds with `--release`) and report
 //! medians over several runs plus peak memory, never a single timing.
 
+mod bench_feed;
 mod bench_onaccess;
 mod bench_planner;
 mod bench_scan;
@@ -40,6 +41,9 @@ enum Bench {
     Planner(bench_planner::Options),
     /// Unpacking a package with the agent's checked reader against `tar -xzf` of the same file.
     Unpack(bench_unpack::Options),
+    /// Publishing a large vendor feed to a real center, merged with another vendor's (the
+    /// checks must stay near-linear in the feed's size).
+    Feed(bench_feed::Options),
     /// The scan engine against clamscan on the same signatures and corpus (SPEC §8).
     Scan {
         /// Options passed to the scan benchmark; see `cargo xtask bench scan -- --help`.
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
     match Args::parse().command {
         Command::Bench(Bench::Onaccess(options)) => bench_onaccess::run(options),
         Command::Bench(Bench::Planner(options)) => bench_planner::run(options),
+        Command::Bench(Bench::Feed(options)) => bench_feed::run(options),
         Command::Bench(Bench::Scan { args }) => bench_scan::run(args),
         Command::Bench(Bench::Unpack(options)) => bench_unpack::run(options),
         Command::Deb(options) => deb::run_deb(options),

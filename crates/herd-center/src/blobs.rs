@@ -40,6 +40,9 @@ pub enum BlobError {
     SizeMismatch { expected: u64, actual: u64 },
     #[error("the upload exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The uploader's stored blobs and this upload would exceed its storage quota.
+    #[error("the upload would exceed the storage quota of {quota} bytes ({room} bytes are left)")]
+    QuotaExceeded { quota: u64, room: u64 },
     #[error("no such blob")]
     NotFound,
     #[error("{}: {source}", path.display())]
@@ -71,6 +74,20 @@ pub struct BlobStore {
 struct Dirs {
     blobs: PathBuf,
     tmp: PathBuf,
+    /// Digests with an upload in progress in this process, and how many: never collected.
+    live: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// What [`BlobStore::collect`] removed and kept.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// Blobs removed, with their sizes.
+    pub blobs: Vec<(String, u64)>,
+    /// Temporary files of abandoned uploads removed, and their bytes.
+    pub partial_uploads: u64,
+    pub partial_bytes: u64,
+    /// Bytes of the blobs still stored.
+    pub bytes_kept: u64,
 }
 
 /// Distinguishes temporary files of concurrent uploads within one process.
@@ -83,6 +100,7 @@ impl BlobStore {
         let dirs = Dirs {
             blobs: root.join("sha256"),
             tmp: root.join("tmp"),
+            live: Default::default(),
         };
         for dir in [&dirs.blobs, &dirs.tmp] {
             std::fs::create_dir_all(dir).map_err(|source| BlobError::Io {
@@ -124,10 +142,78 @@ impl BlobStore {
             final_path,
             expected_size,
             max_size,
+            quota: None,
             size: 0,
             hasher: Sha256::new(),
             sink,
+            _live: LiveUpload::register(&self.dirs, sha256),
         })
+    }
+
+    /// Removes the blobs `keep` refuses and the temporary files of abandoned uploads, each
+    /// only once it is older than `grace` at `now` (Unix seconds): a blob's age counts from
+    /// `uploaded_at(digest)` when known, else from its file's modification time. Blobs and
+    /// temporary files of uploads in progress in this process are never removed.
+    pub fn collect(
+        &self,
+        now: i64,
+        grace: Duration,
+        keep: &dyn Fn(&str) -> bool,
+        uploaded_at: &dyn Fn(&str) -> Option<i64>,
+    ) -> Result<Collected, BlobError> {
+        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let old_enough = |since: i64| now.saturating_sub(since) >= grace;
+        let live = self.dirs.live.lock().expect("live uploads").clone();
+        let mut collected = Collected::default();
+        for fan_out in read_dir(&self.dirs.blobs)? {
+            if !fan_out.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for entry in read_dir(&fan_out.path())? {
+                let name = entry.file_name();
+                let Some(digest) = name.to_str().filter(|d| check_digest(d).is_ok()) else {
+                    continue;
+                };
+                let Ok(meta) = entry.metadata() else { continue };
+                let since = uploaded_at(digest).unwrap_or_else(|| modified_secs(&meta));
+                if keep(digest) || live.contains_key(digest) || !old_enough(since) {
+                    collected.bytes_kept += meta.len();
+                    continue;
+                }
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => collected.blobs.push((digest.to_owned(), meta.len())),
+                    // Another center process on the same directory got there first.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(BlobError::Io {
+                            path: entry.path(),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        for entry in read_dir(&self.dirs.tmp)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            let in_progress = name
+                .split('.')
+                .next()
+                .is_some_and(|digest| live.contains_key(digest));
+            if meta.is_file()
+                && !in_progress
+                && old_enough(modified_secs(&meta))
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                collected.partial_uploads += 1;
+                collected.partial_bytes += meta.len();
+            }
+        }
+        if !collected.blobs.is_empty() {
+            // The removals are not worth a sync each; one per collection keeps them durable.
+            let _ = std::fs::File::open(&self.dirs.blobs).and_then(|d| d.sync_all());
+        }
+        Ok(collected)
     }
 
     /// The size of the stored blob `sha256`, if there is one (and `sha256` is a digest).
@@ -135,6 +221,28 @@ impl BlobStore {
         check_digest(sha256).ok()?;
         let meta = tokio::fs::metadata(self.path_of(sha256)).await.ok()?;
         meta.is_file().then_some(meta.len())
+    }
+
+    /// The digests of `wanted` that are not stored (in their first order, each once), looked
+    /// up in one blocking task: a feed lists thousands of packages, and a task per lookup
+    /// costs more than the lookup.
+    pub async fn missing(&self, wanted: Vec<String>) -> Vec<String> {
+        let dirs = self.dirs.clone();
+        let lookup = move || {
+            let mut seen = std::collections::HashSet::new();
+            wanted
+                .into_iter()
+                .filter(|digest| seen.insert(digest.clone()))
+                .filter(|digest| {
+                    check_digest(digest).is_err()
+                        || !std::fs::metadata(dirs.blobs.join(&digest[..2]).join(digest))
+                            .is_ok_and(|meta| meta.is_file())
+                })
+                .collect()
+        };
+        tokio::task::spawn_blocking(lookup)
+            .await
+            .expect("the lookup does not panic")
     }
 
     /// Opens blob `sha256` for reading.
@@ -220,12 +328,66 @@ pub struct Upload {
     final_path: PathBuf,
     expected_size: Option<u64>,
     max_size: u64,
+    /// The uploader's storage quota and the bytes of it left when the upload began.
+    quota: Option<(u64, u64)>,
     size: u64,
     hasher: Sha256,
     sink: Option<Sink>,
+    /// Keeps the blob from being collected while the upload is in progress.
+    _live: LiveUpload,
+}
+
+/// Registers a digest as being uploaded for as long as it lives.
+#[derive(Debug)]
+struct LiveUpload {
+    dirs: Arc<Dirs>,
+    sha256: String,
+}
+
+impl LiveUpload {
+    fn register(dirs: &Arc<Dirs>, sha256: &str) -> LiveUpload {
+        *dirs
+            .live
+            .lock()
+            .expect("live uploads")
+            .entry(sha256.to_owned())
+            .or_default() += 1;
+        LiveUpload {
+            dirs: dirs.clone(),
+            sha256: sha256.to_owned(),
+        }
+    }
+}
+
+impl Drop for LiveUpload {
+    fn drop(&mut self) {
+        let mut live = self.dirs.live.lock().expect("live uploads");
+        if let Some(count) = live.get_mut(&self.sha256) {
+            *count -= 1;
+            if *count == 0 {
+                live.remove(&self.sha256);
+            }
+        }
+    }
 }
 
 impl Upload {
+    /// Whether the blob is new here (an upload of a stored blob is only verified and adds
+    /// no bytes, so no quota applies to it).
+    pub fn is_new(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Limits the upload to `room` more bytes of the uploader's `quota`: refused at once if
+    /// the announced size does not fit, else at the first chunk past it.
+    pub fn limit_to_quota(&mut self, quota: u64, room: u64) -> Result<(), BlobError> {
+        if self.expected_size.is_some_and(|expected| expected > room) {
+            return Err(BlobError::QuotaExceeded { quota, room });
+        }
+        self.quota = Some((quota, room));
+        Ok(())
+    }
+
     /// Takes the next chunk. Refuses it, and with it the whole upload, once the upload is
     /// longer than the limit or than announced: the caller stops reading at once.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
@@ -234,6 +396,11 @@ impl Upload {
             return Err(BlobError::TooLarge {
                 limit: self.max_size,
             });
+        }
+        if let Some((quota, room)) = self.quota
+            && self.size > room
+        {
+            return Err(BlobError::QuotaExceeded { quota, room });
         }
         if let Some(expected) = self.expected_size
             && self.size > expected
@@ -414,6 +581,23 @@ async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
         .sync_all()
         .await
         .map_err(io_error)
+}
+
+fn read_dir(dir: &Path) -> Result<impl Iterator<Item = std::fs::DirEntry>, BlobError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| BlobError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // An entry that vanishes while listed is one fewer to look at, not an error.
+    Ok(entries.filter_map(Result::ok))
+}
+
+/// A file's modification time in Unix seconds (0, "long ago", when unknown).
+fn modified_secs(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn sweep_stale_uploads(tmp: &Path) -> Result<(), BlobError> {

@@ -11,8 +11,8 @@ use herd_core::Catalog;
 use herd_proto::ValidationError;
 use herd_proto::api::{CoverageCell, CoverageMatrix, CoverageProduct, CoverageRow};
 use herd_proto::catalog::CatalogDoc;
-use herd_proto::merge::merge_owned;
-use herd_store::StoredFeed;
+use herd_proto::merge::{Scope, merge_scoped};
+use herd_store::{Approval, Registry, StoredFeed};
 
 /// One consistent catalog: its validated model and the store's revision it was built from.
 ///
@@ -29,11 +29,16 @@ pub struct CatalogSnapshot {
 }
 
 impl CatalogSnapshot {
-    /// Merges and validates stored feeds (each was validated when it was published; the
-    /// merge can still fail if the database was edited by hand). Each feed's text is dropped
-    /// as soon as it is parsed, and the documents are merged without copies, so building a
-    /// snapshot of a catalog of hundreds of MB does not hold it several times over.
-    pub fn from_feeds(revision: u64, feeds: Vec<StoredFeed>) -> Result<CatalogSnapshot, String> {
+    /// Merges and validates stored feeds under the registry's scope (each was validated when
+    /// it was published; the merge can still fail if the database was edited by hand). Each
+    /// feed's text is dropped as soon as it is parsed, and the documents are merged without
+    /// copies, so building a snapshot of a catalog of hundreds of MB does not hold it several
+    /// times over.
+    pub fn from_feeds(
+        revision: u64,
+        feeds: Vec<StoredFeed>,
+        registry: &Registry,
+    ) -> Result<CatalogSnapshot, String> {
         let mut docs = Vec::with_capacity(feeds.len());
         for feed in feeds {
             let doc: CatalogDoc = serde_json::from_str(&feed.doc).map_err(|err| {
@@ -42,17 +47,19 @@ impl CatalogSnapshot {
                     feed.vendor
                 )
             })?;
-            docs.push(doc);
+            docs.push((feed.vendor, doc));
         }
-        CatalogSnapshot::from_docs(revision, docs).map_err(|err| err.to_string())
+        CatalogSnapshot::from_docs(revision, docs, &scope_of(registry))
+            .map_err(|err| err.to_string())
     }
 
-    /// Merges and validates vendors' documents.
+    /// Merges and validates vendors' documents, `(vendor, feed)`, under `scope`.
     pub fn from_docs(
         revision: u64,
-        docs: Vec<CatalogDoc>,
+        docs: Vec<(String, CatalogDoc)>,
+        scope: &Scope,
     ) -> Result<CatalogSnapshot, ValidationError> {
-        let merged = merge_owned(docs);
+        let merged = merge_scoped(docs, scope);
         let catalog = merged.validate("merged catalog")?;
         drop(merged);
         // The documents were many small allocations; give their pages back to the system.
@@ -140,6 +147,24 @@ impl CatalogSnapshot {
             threats: rows,
         }
     }
+}
+
+/// The merge's scope from the store's registry: who owns each threat, and which threats and
+/// vendors an operator has not (or not yet) let count.
+pub fn scope_of(registry: &Registry) -> Scope {
+    let mut scope = Scope::default();
+    for row in &registry.threats {
+        scope.owners.insert(row.threat.clone(), row.vendor.clone());
+        if row.status != Approval::Approved {
+            scope.withheld_threats.insert(row.threat.clone());
+        }
+    }
+    for row in &registry.vendors {
+        if row.status != Approval::Approved {
+            scope.withheld_vendors.insert(row.vendor.clone());
+        }
+    }
+    scope
 }
 
 /// Checks what a vendor may publish: only itself as vendor, only its own products (releases

@@ -94,6 +94,23 @@ body_timeout_secs = 60
 # Events a terminal may keep stored; beyond it its batches are refused (429, quota_exceeded)
 # and stay in the agent's outbox until an operator deletes or re-enrols the terminal.
 max_events_per_terminal = 100000
+
+# Whether what a vendor's feed introduces counts at once ("auto") or only once an operator
+# approves it ("operator": `herd threats pending|approve|reject`, `herd vendors pending|...`).
+# threat_approval covers threats nobody declared before; vendor_approval a vendor's first
+# feed. "auto" is the default so a center keeps working as before for a single trusted vendor
+# or a demo; a center serving competing vendors should say "operator" for both. Either way a
+# threat belongs to the vendor that declared it first: other feeds cannot rename or rate it.
+threat_approval = "auto"
+vendor_approval = "auto"
+
+# Bytes of packages each vendor may keep stored (uploads past it are refused with 413,
+# quota_exceeded). Operators' uploads are not counted. 21474836480 = 20 GiB.
+vendor_storage_quota_bytes = 21474836480
+
+# Blobs no current feed references, and uploads abandoned half-way, are deleted once they are
+# this old (seconds): long enough to upload packages and then publish the feed naming them.
+blob_grace_secs = 86400
 "#;
 
 /// The file's keys, as written; every field optional so flags can fill the gaps.
@@ -125,6 +142,10 @@ pub struct ConfigFile {
     pub idle_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub max_events_per_terminal: Option<u64>,
+    pub threat_approval: Option<String>,
+    pub vendor_approval: Option<String>,
+    pub vendor_storage_quota_bytes: Option<u64>,
+    pub blob_grace_secs: Option<u64>,
 }
 
 impl ConfigFile {
@@ -177,7 +198,34 @@ pub struct CenterConfig {
     pub limits: Limits,
     /// Events a terminal may keep stored before its batches are refused.
     pub max_events_per_terminal: u64,
+    /// What a vendor's feed introduces counts at once or awaits an operator.
+    pub threat_approval: ApprovalMode,
+    pub vendor_approval: ApprovalMode,
+    /// Bytes of packages each vendor may keep stored.
+    pub vendor_storage_quota_bytes: u64,
+    /// How old an unreferenced blob or an abandoned upload must be to be collected.
+    pub blob_grace: std::time::Duration,
 }
+
+/// Whether something new a vendor publishes counts at once or waits for an operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApprovalMode {
+    Auto,
+    Operator,
+}
+
+impl ApprovalMode {
+    fn parse(key: &str, value: Option<&str>) -> anyhow::Result<ApprovalMode> {
+        match value.unwrap_or("auto") {
+            "auto" => Ok(ApprovalMode::Auto),
+            "operator" => Ok(ApprovalMode::Operator),
+            other => bail!("{key}: {other:?} is neither \"auto\" nor \"operator\""),
+        }
+    }
+}
+
+/// Below this, a package uploaded for a feed could be collected before the feed is published.
+pub const MIN_BLOB_GRACE_SECS: u64 = 600;
 
 impl CenterConfig {
     /// Checks the merged file-and-flag values; every error names the key.
@@ -310,6 +358,22 @@ impl CenterConfig {
             Some(0) => bail!("max_events_per_terminal: must be at least 1"),
             Some(n) => n,
         };
+        let threat_approval =
+            ApprovalMode::parse("threat_approval", file.threat_approval.as_deref())?;
+        let vendor_approval =
+            ApprovalMode::parse("vendor_approval", file.vendor_approval.as_deref())?;
+        let vendor_storage_quota_bytes = match file.vendor_storage_quota_bytes {
+            None => 20 << 30,
+            Some(0) => bail!("vendor_storage_quota_bytes: must be at least 1"),
+            Some(n) => n,
+        };
+        let blob_grace = match file.blob_grace_secs {
+            None => std::time::Duration::from_secs(86_400),
+            Some(secs) if secs < MIN_BLOB_GRACE_SECS => bail!(
+                "blob_grace_secs: {secs} is below {MIN_BLOB_GRACE_SECS}; a package could be collected between its upload and the publish of its feed"
+            ),
+            Some(secs) => std::time::Duration::from_secs(secs),
+        };
         Ok(CenterConfig {
             listen,
             data_dir,
@@ -331,6 +395,10 @@ impl CenterConfig {
             log: file.log.unwrap_or_else(|| "info".to_owned()),
             limits,
             max_events_per_terminal,
+            threat_approval,
+            vendor_approval,
+            vendor_storage_quota_bytes,
+            blob_grace,
         })
     }
 
@@ -448,6 +516,9 @@ mod tests {
         assert!(config.plaintext_listen.is_none());
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.max_events_per_terminal, 100_000);
+        assert_eq!(config.threat_approval, ApprovalMode::Auto);
+        assert_eq!(config.vendor_storage_quota_bytes, 20 << 30);
+        assert_eq!(config.blob_grace.as_secs(), 86_400);
     }
 
     #[test]
@@ -515,6 +586,27 @@ mod tests {
                     ..Default::default()
                 },
                 "max_events_per_terminal",
+            ),
+            (
+                ConfigFile {
+                    threat_approval: Some("sometimes".into()),
+                    ..Default::default()
+                },
+                "threat_approval",
+            ),
+            (
+                ConfigFile {
+                    vendor_storage_quota_bytes: Some(0),
+                    ..Default::default()
+                },
+                "vendor_storage_quota_bytes",
+            ),
+            (
+                ConfigFile {
+                    blob_grace_secs: Some(5),
+                    ..Default::default()
+                },
+                "blob_grace_secs",
             ),
             (
                 ConfigFile {

@@ -196,6 +196,7 @@ impl From<BlobError> for CenterError {
                 ErrorKind::DigestMismatch
             }
             BlobError::TooLarge { .. } => ErrorKind::TooLarge,
+            BlobError::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
             BlobError::NotFound => ErrorKind::NotFound,
             BlobError::Io { .. } => ErrorKind::Internal,
         };
@@ -203,6 +204,9 @@ impl From<BlobError> for CenterError {
             BlobError::TooLarge { limit } => {
                 format!("the package is larger than the limit of {limit} bytes (max_package_bytes)")
             }
+            BlobError::QuotaExceeded { quota, room } => format!(
+                "the package would exceed this vendor's storage quota of {quota} bytes ({room} bytes left; vendor_storage_quota_bytes): packages no current feed lists are deleted after blob_grace_secs"
+            ),
             other => other.to_string(),
         };
         CenterError::new(kind, message)

@@ -33,6 +33,7 @@ pub mod metrics;
 mod packages;
 mod placement;
 pub mod planners;
+mod registry;
 mod tokens;
 
 use std::path::Path;
@@ -84,6 +85,11 @@ pub struct Center {
     /// Ticks of the revision follower left until freed memory is given back after a catalog
     /// change (the worker threads' planners drop the old catalog at their next check-in).
     release_memory_in: AtomicU64,
+    /// Bytes announced by package uploads in progress, per vendor (see `packages`).
+    package_reservations: packages::Reservations,
+    /// Held by a collection of the blob store and by a publish, so no feed is published
+    /// naming a blob a collection is deleting.
+    blob_collection: tokio::sync::Mutex<()>,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -161,8 +167,8 @@ impl Center {
         }
         let server_cert = identity::ServerCertificate::issue(&ca, &config.server_names)?;
 
-        let (revision, feeds) = store.feeds().await?;
-        let snapshot = CatalogSnapshot::from_feeds(revision, feeds)
+        let (revision, feeds, registry) = store.catalog_inputs().await?;
+        let snapshot = CatalogSnapshot::from_feeds(revision, feeds, &registry)
             .map_err(|err| anyhow::anyhow!("the stored catalog does not validate: {err}"))?;
         let metrics = Arc::new(Metrics::default());
         metrics.catalog_revision.store(revision, Relaxed);
@@ -182,6 +188,8 @@ impl Center {
             server_cert,
             checkins,
             release_memory_in: AtomicU64::new(0),
+            package_reservations: Default::default(),
+            blob_collection: tokio::sync::Mutex::new(()),
         });
         center.note_server_cert_expiry();
         center.bootstrap_operator_token().await?;
@@ -202,16 +210,17 @@ impl Center {
 
     /// Re-reads the catalog from the store if its revision moved.
     pub async fn refresh_catalog(&self) -> anyhow::Result<()> {
-        let (revision, feeds) = self.store.feeds().await?;
+        let (revision, feeds, registry) = self.store.catalog_inputs().await?;
         if revision == self.catalog().revision {
             return Ok(());
         }
         // Parsing and validating a large catalog takes seconds: not on a request thread.
-        let snapshot =
-            tokio::task::spawn_blocking(move || CatalogSnapshot::from_feeds(revision, feeds))
-                .await
-                .map_err(|err| anyhow::anyhow!("building the catalog failed: {err}"))?
-                .map_err(|err| anyhow::anyhow!("the stored catalog does not validate: {err}"))?;
+        let snapshot = tokio::task::spawn_blocking(move || {
+            CatalogSnapshot::from_feeds(revision, feeds, &registry)
+        })
+        .await
+        .map_err(|err| anyhow::anyhow!("building the catalog failed: {err}"))?
+        .map_err(|err| anyhow::anyhow!("the stored catalog does not validate: {err}"))?;
         self.install_catalog(snapshot);
         Ok(())
     }

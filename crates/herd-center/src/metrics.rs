@@ -91,6 +91,13 @@ pub struct Metrics {
     pub server_cert_reissues: AtomicU64,
     pub certificate_renewals: AtomicU64,
     pub certificate_renewals_refused: AtomicU64,
+    /// Package uploads refused because the vendor's stored packages reached its quota.
+    pub packages_over_quota: AtomicU64,
+    /// Bytes of blobs stored, as of the last collection.
+    pub blob_bytes_stored: AtomicU64,
+    /// Unreferenced blobs and abandoned uploads the collection deleted.
+    pub blobs_collected: AtomicU64,
+    pub blob_bytes_collected: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -120,6 +127,10 @@ impl Default for Metrics {
             server_cert_reissues: AtomicU64::new(0),
             certificate_renewals: AtomicU64::new(0),
             certificate_renewals_refused: AtomicU64::new(0),
+            packages_over_quota: AtomicU64::new(0),
+            blob_bytes_stored: AtomicU64::new(0),
+            blobs_collected: AtomicU64::new(0),
+            blob_bytes_collected: AtomicU64::new(0),
         }
     }
 }
@@ -300,6 +311,30 @@ impl Metrics {
             "herd_certificate_renewals_refused_total",
             "Terminal certificate renewals refused.",
             &self.certificate_renewals_refused,
+        );
+        counter(
+            &mut out,
+            "herd_packages_over_quota_total",
+            "Package uploads refused because the vendor's packages reached vendor_storage_quota_bytes.",
+            &self.packages_over_quota,
+        );
+        gauge(
+            &mut out,
+            "herd_blob_bytes_stored",
+            "Bytes of package blobs stored, as of the last collection.",
+            &self.blob_bytes_stored,
+        );
+        counter(
+            &mut out,
+            "herd_blobs_collected_total",
+            "Unreferenced blobs and abandoned uploads deleted after the grace period.",
+            &self.blobs_collected,
+        );
+        counter(
+            &mut out,
+            "herd_blob_bytes_collected_total",
+            "Bytes freed by collecting unreferenced blobs and abandoned uploads.",
+            &self.blob_bytes_collected,
         );
         out
     }

@@ -155,6 +155,7 @@ fn inputs_hash(terminal: &Terminal) -> u64 {
         policy.consent,
         policy.window,
         policy.tz,
+        &policy.vendors,
     )
         .hash(&mut hasher);
     hasher.finish()

@@ -67,10 +67,41 @@ impl Store for Counting {
     async fn publish_feed(
         &self,
         feed: StoredFeed,
-        check: &(dyn for<'a> Fn(&'a [StoredFeed]) -> Result<(), String> + Send + Sync),
+        claims: &FeedClaims,
+        check: &(
+             dyn for<'a> Fn(&'a [StoredFeed], &'a Registry) -> Result<(), String> + Send + Sync
+         ),
     ) -> Result<Result<PublishOutcome, String>, StoreError> {
         self.count("publish_feed");
-        self.inner.publish_feed(feed, check).await
+        self.inner.publish_feed(feed, claims, check).await
+    }
+    async fn catalog_inputs(&self) -> Result<(u64, Vec<StoredFeed>, Registry), StoreError> {
+        self.count("catalog_inputs");
+        self.inner.catalog_inputs().await
+    }
+    async fn threat_set_status(&self, threat: &str, status: Approval) -> Result<(), StoreError> {
+        self.count("threat_set_status");
+        self.inner.threat_set_status(threat, status).await
+    }
+    async fn threat_reassign(&self, threat: &str, vendor: &str) -> Result<(), StoreError> {
+        self.count("threat_reassign");
+        self.inner.threat_reassign(threat, vendor).await
+    }
+    async fn vendor_set_status(&self, vendor: &str, status: Approval) -> Result<(), StoreError> {
+        self.count("vendor_set_status");
+        self.inner.vendor_set_status(vendor, status).await
+    }
+    async fn package_bytes_of(&self, vendor: &str) -> Result<u64, StoreError> {
+        self.count("package_bytes_of");
+        self.inner.package_bytes_of(vendor).await
+    }
+    async fn packages(&self) -> Result<Vec<PackageRow>, StoreError> {
+        self.count("packages");
+        self.inner.packages().await
+    }
+    async fn package_delete(&self, sha256: &str) -> Result<bool, StoreError> {
+        self.count("package_delete");
+        self.inner.package_delete(sha256).await
     }
     async fn package_put(&self, package: PackageRow) -> Result<bool, StoreError> {
         self.count("package_put");
@@ -226,6 +257,7 @@ fn policy(apply: &str) -> PolicyDoc {
         consent: None,
         window: None,
         tz: None,
+        vendors: None,
     }
 }
 

@@ -23,9 +23,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use herd_proto::api::{
-    CaInfo, CaInstall, CheckinRequest, CheckinResponse, CoverageMatrix, EnrolRequest,
-    EnrolResponse, EventAck, EventBatch, GroupDoc, GroupList, NewApiToken, NewEnrolmentToken,
-    PlacementRules, PublishResponse, TerminalDetail, TerminalList, TerminalSummary, TokenCreated,
+    BlobCollection, CaInfo, CaInstall, CheckinRequest, CheckinResponse, CoverageMatrix,
+    EnrolRequest, EnrolResponse, EventAck, EventBatch, GroupDoc, GroupList, NewApiToken,
+    NewEnrolmentToken, PlacementRules, PublishResponse, TerminalDetail, TerminalList,
+    TerminalSummary, ThreatList, ThreatOwner, TokenCreated, VendorList,
 };
 use herd_tls::KeyPairPem;
 use serde::de::DeserializeOwned;
@@ -364,6 +365,53 @@ impl Client {
 
     // -----------------------------------------------------------------------------------------
     // Plumbing.
+
+    /// Threats with their owner and approval, of one `status` or all (`GET /v1/threats`).
+    pub fn threats(&self, status: Option<&str>) -> Result<ThreatList, ClientError> {
+        let query: Vec<(&str, &str)> = status.map(|s| ("status", s)).into_iter().collect();
+        self.get_json("/v1/threats", &query, MAX_JSON_ANSWER)
+    }
+
+    /// Approves or rejects a threat (`POST /v1/threats/{id}/approve|reject`).
+    pub fn decide_threat(&self, id: &str, approve: bool) -> Result<(), ClientError> {
+        let verb = if approve { "approve" } else { "reject" };
+        self.post_empty(&format!("/v1/threats/{}/{verb}", segment(id)))
+    }
+
+    /// Gives a threat to another vendor (`PUT /v1/threats/{id}/owner`).
+    pub fn reassign_threat(&self, id: &str, vendor: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/threats/{}/owner", segment(id));
+        let bytes = serde_json::to_vec(&ThreatOwner {
+            vendor: vendor.to_owned(),
+        })
+        .map_err(|err| ClientError::Invalid(format!("PUT {path}: {err}")))?;
+        let response = self.call(Method::PUT, &path, &[], Payload::Json(bytes), false)?;
+        self.drain(response, &format!("PUT {path}"))
+    }
+
+    /// Vendors that have published, of one `status` or all (`GET /v1/vendors`).
+    pub fn vendors(&self, status: Option<&str>) -> Result<VendorList, ClientError> {
+        let query: Vec<(&str, &str)> = status.map(|s| ("status", s)).into_iter().collect();
+        self.get_json("/v1/vendors", &query, MAX_JSON_ANSWER)
+    }
+
+    /// Approves or rejects a vendor (`POST /v1/vendors/{id}/approve|reject`).
+    pub fn decide_vendor(&self, id: &str, approve: bool) -> Result<(), ClientError> {
+        let verb = if approve { "approve" } else { "reject" };
+        self.post_empty(&format!("/v1/vendors/{}/{verb}", segment(id)))
+    }
+
+    /// Collects the center's blob store now (`POST /v1/blobs/collect`).
+    pub fn collect_blobs(&self) -> Result<BlobCollection, ClientError> {
+        let path = "/v1/blobs/collect";
+        let response = self.call(Method::POST, path, &[], Payload::None, false)?;
+        self.json(response, &format!("POST {path}"), MAX_JSON_ANSWER)
+    }
+
+    fn post_empty(&self, path: &str) -> Result<(), ClientError> {
+        let response = self.call(Method::POST, path, &[], Payload::None, false)?;
+        self.drain(response, &format!("POST {path}"))
+    }
 
     fn get_json<T: DeserializeOwned>(
         &self,

@@ -181,6 +181,14 @@ impl Catalog {
         self.product_by_id.get(id).copied()
     }
 
+    /// The vendor with this id (a catalog has few vendors: a scan costs less than a map).
+    pub fn vendor_by_id(&self, id: &str) -> Option<VendorIdx> {
+        self.vendors
+            .iter()
+            .position(|v| v.id == id)
+            .map(|i| VendorIdx(i as u32))
+    }
+
     pub fn platform_by_name(&self, name: &str) -> Option<PlatformIdx> {
         self.platforms
             .binary_search_by(|p| p.as_str().cmp(name))

@@ -14,6 +14,6 @@ pub use catalog::{
     Catalog, Coverage, Hooks, Package, PlatformIdx, Product, ProductIdx, Release, ReleaseIdx,
     Threat, ThreatIdx, Vendor, VendorIdx,
 };
-pub use terminal::{Apply, Consent, Hardware, Installed, Policy, Terminal};
+pub use terminal::{AllowedVendors, Apply, Consent, Hardware, Installed, Policy, Terminal};
 pub use time::{DailyWindow, Date, Timestamp, TzOffset};
 pub use vocab::{Danger, PackageFormat, Sha256, check_identifier, check_version};

@@ -1,6 +1,8 @@
 //! The validated terminal record: who it is, what it runs, and the policy it is planned under.
 
-use crate::{DailyWindow, Danger, PackageFormat, PlatformIdx, ProductIdx, TzOffset};
+use std::sync::Arc;
+
+use crate::{DailyWindow, Danger, PackageFormat, PlatformIdx, ProductIdx, TzOffset, VendorIdx};
 
 /// Which changes the planner may propose (SPEC §4 `policy.apply`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,6 +61,30 @@ pub struct Policy {
     pub window: Option<DailyWindow>,
     /// The terminal's offset from UTC, used for `window` and to show `not_before`.
     pub tz: TzOffset,
+    /// The vendors whose products the terminal may switch to (its group's allow-list), or
+    /// `None` for any vendor. Updates of the installed product are never restricted.
+    pub vendors: Option<AllowedVendors>,
+}
+
+/// A set of vendors by catalog index: sorted and without duplicates, shared (not copied) by
+/// every terminal of a group, so comparing and hashing it costs what its few entries cost.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AllowedVendors(Arc<[VendorIdx]>);
+
+impl AllowedVendors {
+    pub fn new(mut vendors: Vec<VendorIdx>) -> AllowedVendors {
+        vendors.sort_unstable();
+        vendors.dedup();
+        AllowedVendors(vendors.into())
+    }
+
+    pub fn contains(&self, vendor: VendorIdx) -> bool {
+        self.0.binary_search(&vendor).is_ok()
+    }
+
+    pub fn as_slice(&self) -> &[VendorIdx] {
+        &self.0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -256,6 +256,7 @@ impl PolicyMix {
             consent: Some("auto".into()),
             window: None,
             tz: None,
+            vendors: None,
         }
     }
 }

@@ -23,8 +23,8 @@ use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
 use herd_core::{
-    Apply, Catalog, Consent, Danger, PackageFormat, PlatformIdx, ProductIdx, ReleaseIdx, Terminal,
-    Timestamp,
+    AllowedVendors, Apply, Catalog, Consent, Danger, PackageFormat, PlatformIdx, ProductIdx,
+    ReleaseIdx, Terminal, Timestamp,
 };
 use rustc_hash::FxHashMap;
 
@@ -85,6 +85,8 @@ pub struct Decision {
     /// rendered ([`Planner::reason`]), so that planning a fleet formats no text.
     pub apply: Apply,
     pub has_platform: bool,
+    /// Whether the terminal's group allows only some vendors (the reason says so).
+    pub restricted: bool,
     pub installed: Option<(ProductIdx, u64)>,
     /// The same-product update candidate (rule 5), if any.
     pub update: Option<Ranked>,
@@ -121,13 +123,16 @@ pub struct Plan<'t> {
     pub not_before: Option<Timestamp>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct DecisionKey {
     installed: Option<(ProductIdx, u64)>,
     platform: Option<PlatformIdx>,
     format: Option<PackageFormat>,
     min_danger: Danger,
     apply: Apply,
+    /// The group's vendor allow-list: it changes which switches and alternatives exist. A
+    /// shared set, so a key of a restricted group costs a reference count, not a copy.
+    vendors: Option<AllowedVendors>,
 }
 
 /// Uninstall scripts depend on the installed version too; it is matched within the entry so
@@ -272,11 +277,12 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             format: terminal.installed.as_ref().map(|i| i.format),
             min_danger: policy.min_danger,
             apply: policy.apply,
+            vendors: policy.vendors.clone(),
         };
         let decision = match self.decisions.get(&key) {
             Some(decision) => decision.clone(),
             None => {
-                let decision = Arc::new(self.decide(key));
+                let decision = Arc::new(self.decide(&key));
                 self.decisions.insert(key, decision.clone());
                 decision
             }
@@ -301,7 +307,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
     }
 
     /// Rules 1–8 for one decision key.
-    fn decide(&mut self, key: DecisionKey) -> Decision {
+    fn decide(&mut self, key: &DecisionKey) -> Decision {
         let catalog = &*self.catalog;
         let index = &self.index;
         let (installed_product, installed_seq) = match key.installed {
@@ -318,6 +324,12 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
         let ranked = key
             .platform
             .map_or(&[][..], |platform| index.ranked(platform, key.min_danger));
+        // A group's allow-list removes other vendors' products from what a terminal may switch
+        // to and from the alternatives it is shown; the installed product's updates stay.
+        let allowed = |candidate: &Ranked| match &key.vendors {
+            None => true,
+            Some(vendors) => vendors.contains(catalog.product(candidate.product).vendor),
+        };
 
         // Rule 5: a newer release of the installed product for this platform.
         let update = match (installed_product, key.platform) {
@@ -339,7 +351,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
         let baseline = update.map_or(current.severity, |u| u.severity);
         let best_other = ranked
             .iter()
-            .find(|r| Some(r.product) != installed_product)
+            .find(|r| Some(r.product) != installed_product && allowed(r))
             .copied();
         // A terminal with no product at all is worse off than with any product, even one
         // whose gap is as large (it still brings an engine and every older definition), so
@@ -368,7 +380,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
         let alternatives: Vec<Ranked> = if action == Action::Exposed {
             ranked
                 .iter()
-                .filter(|r| r.severity < current.severity)
+                .filter(|r| r.severity < current.severity && allowed(r))
                 .copied()
                 .collect()
         } else {
@@ -396,6 +408,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             alternatives,
             apply: key.apply,
             has_platform: key.platform.is_some(),
+            restricted: key.vendors.is_some(),
             installed: key.installed,
             update,
             chosen,
@@ -542,6 +555,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             &render::ReasonFacts {
                 apply: decision.apply,
                 has_platform: decision.has_platform,
+                restricted: decision.restricted,
                 installed: decision.installed,
                 action: decision.action,
                 current: &decision.uncovered_now,

@@ -80,6 +80,7 @@ fn grouped(n: u64) -> String {
 pub(crate) struct ReasonFacts<'a> {
     pub apply: Apply,
     pub has_platform: bool,
+    pub restricted: bool,
     pub installed: Option<(ProductIdx, u64)>,
     pub action: Action,
     pub current: &'a Gap,
@@ -260,6 +261,9 @@ pub(crate) fn reason(
                         "no newer release of it is published for this platform, and policy latest-same-vendor keeps it".to_string()
                     }
                     Apply::LatestSameVendor => "policy latest-same-vendor installs no other product".to_string(),
+                    Apply::LatestAnyVendor if f.restricted => {
+                        "no product of the vendors this terminal's group allows would leave a less severe gap; policy latest-any-vendor".to_string()
+                    }
                     Apply::LatestAnyVendor => {
                         "no product for this platform would leave a less severe gap; policy latest-any-vendor".to_string()
                     }

@@ -192,8 +192,8 @@ pub mod codes {
     pub const DIGEST_MISMATCH: &str = "digest_mismatch";
     /// A body or upload is larger than the configured limit.
     pub const TOO_LARGE: &str = "too_large";
-    /// The caller has used up a quota (a terminal's stored events); retry later, keeping what
-    /// was refused.
+    /// The caller has used up a quota (a terminal's stored events, a vendor's package storage);
+    /// retry later, keeping what was refused.
     pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
     /// The request body arrived too slowly.
     pub const REQUEST_TIMEOUT: &str = "request_timeout";
@@ -444,6 +444,10 @@ pub struct PublishResponse {
     /// Packages the feed's releases list that the center does not hold yet: upload them
     /// (`PUT /v1/packages/{sha256}`) before terminals need them.
     pub missing_packages: Vec<String>,
+    /// What the feed says that does not count, with its JSON path: descriptions of threats
+    /// another vendor owns, threats or a vendor awaiting an operator's approval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ApiProblem>,
 }
 
 /// `PUT /v1/packages/{sha256}` answers with what was stored.
@@ -794,6 +798,80 @@ pub struct CertificateRenewed {
 pub struct TokenCreated {
     pub token: String,
     pub expires_at: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators: who may say what about threats, and the blob store.
+
+/// A threat as the center's registry knows it: who owns it (only the owner's feed names and
+/// rates it) and whether it is planned against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ThreatEntry {
+    pub id: String,
+    /// The vendor that owns it: the first to declare it, or the one an operator gave it to.
+    pub vendor: String,
+    /// `approved`, `pending` (not planned against until approved) or `rejected`.
+    pub status: String,
+    /// RFC 3339 UTC: when its owner's feed first declared it.
+    pub declared_at: String,
+    /// From the owner's current feed; absent when that feed no longer lists it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub danger: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovered: Option<String>,
+}
+
+/// `GET /v1/threats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ThreatList {
+    pub threats: Vec<ThreatEntry>,
+}
+
+/// `PUT /v1/threats/{id}/owner`: give a threat to another vendor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ThreatOwner {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    )]
+    pub vendor: String,
+}
+
+/// A vendor that has published, and whether its feed counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VendorEntry {
+    pub id: String,
+    /// `approved`, `pending` (its feed does not count until approved) or `rejected`.
+    pub status: String,
+    /// RFC 3339 UTC.
+    pub first_published_at: String,
+}
+
+/// `GET /v1/vendors`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VendorList {
+    pub vendors: Vec<VendorEntry>,
+}
+
+/// What a collection of the blob store removed (`POST /v1/blobs/collect`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlobCollection {
+    /// Blobs no current feed references, older than the grace period, deleted.
+    pub blobs_collected: u64,
+    pub bytes_collected: u64,
+    /// Uploads abandoned half-way, older than the grace period, deleted.
+    pub partial_uploads_removed: u64,
+    /// Bytes of blobs still stored.
+    pub bytes_stored: u64,
 }
 
 #[cfg(test)]

@@ -2,15 +2,13 @@
 //! by the center (which plans with the merged catalog) and the tools that model it (the demo,
 //! the load generator).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::catalog::{CATALOG_FORMAT, CatalogDoc, ThreatDoc};
+use crate::catalog::{CATALOG_FORMAT, CatalogDoc};
 
-/// Merges vendors' feeds into one catalog document. Vendors, products, releases and coverage
-/// are each vendor's own and are concatenated. Threats are shared: vendors describe the same
-/// threat independently, so a threat listed by several feeds keeps the first name, the
-/// highest danger and the earliest discovery date any of them gives — the conservative
-/// reading, which makes Herd act sooner rather than later.
+/// Merges vendors' feeds into one catalog document, unscoped: vendors, products, releases
+/// and coverage are each vendor's own and are concatenated; a threat several feeds list keeps
+/// the first feed's description (see [`merge_scoped`] for the center's rules).
 pub fn merge<'a>(docs: impl Iterator<Item = &'a CatalogDoc>) -> CatalogDoc {
     merge_owned(docs.cloned())
 }
@@ -18,37 +16,82 @@ pub fn merge<'a>(docs: impl Iterator<Item = &'a CatalogDoc>) -> CatalogDoc {
 /// [`merge`], taking the documents: nothing is copied, so merging a large catalog needs no
 /// more memory than its feeds already take (the center merges feeds of hundreds of MB).
 pub fn merge_owned(docs: impl IntoIterator<Item = CatalogDoc>) -> CatalogDoc {
+    let unscoped = Scope::default();
+    merge_scoped(
+        docs.into_iter().map(|doc| {
+            let vendor = doc
+                .vendors
+                .first()
+                .map(|v| v.id.clone())
+                .unwrap_or_default();
+            (vendor, doc)
+        }),
+        &unscoped,
+    )
+}
+
+/// What the center lets each feed assert (its registry of threat owners and approvals).
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Threat id → the vendor that owns it: only the owner's feed names and rates it.
+    pub owners: HashMap<String, String>,
+    /// Threats not planned against (pending or rejected by an operator): dropped with every
+    /// coverage statement about them.
+    pub withheld_threats: HashSet<String>,
+    /// Vendors whose feeds do not count (pending or rejected): dropped whole.
+    pub withheld_vendors: HashSet<String>,
+}
+
+/// Merges `(vendor, feed)` pairs under `scope`. A threat several feeds describe takes its
+/// name, danger and discovery date from its owner's feed; from the first feed listing it when
+/// the owner's does not (or it has no owner). Nobody's description is raised or lowered by
+/// another's: a vendor cannot make a competitor's threat look more dangerous than its owner
+/// says, so it cannot steer `latest-any-vendor` terminals to itself that way.
+/// Linear in the feeds' size: one hash lookup per threat and per coverage statement.
+pub fn merge_scoped(
+    feeds: impl IntoIterator<Item = (String, CatalogDoc)>,
+    scope: &Scope,
+) -> CatalogDoc {
     let mut merged = CatalogDoc {
         format: CATALOG_FORMAT.to_owned(),
         ..CatalogDoc::default()
     };
-    let mut threat_at: HashMap<String, usize> = HashMap::new();
-    for doc in docs {
+    // Where each threat sits in `merged.threats`, and whether that is its owner's description.
+    let mut threat_at: HashMap<String, (usize, bool)> = HashMap::new();
+    for (vendor, doc) in feeds {
+        if scope.withheld_vendors.contains(&vendor) {
+            continue;
+        }
         merged.vendors.extend(doc.vendors);
         merged.products.extend(doc.products);
         merged.releases.extend(doc.releases);
-        merged.coverage.extend(doc.coverage);
+        merged.coverage.extend(
+            doc.coverage
+                .into_iter()
+                .filter(|c| !scope.withheld_threats.contains(&c.threat)),
+        );
         for threat in doc.threats {
-            match threat_at.get(&threat.id) {
+            if scope.withheld_threats.contains(&threat.id) {
+                continue;
+            }
+            let by_owner = scope
+                .owners
+                .get(&threat.id)
+                .is_some_and(|owner| *owner == vendor);
+            match threat_at.get_mut(&threat.id) {
                 None => {
-                    threat_at.insert(threat.id.clone(), merged.threats.len());
+                    threat_at.insert(threat.id.clone(), (merged.threats.len(), by_owner));
                     merged.threats.push(threat);
                 }
-                Some(&at) => merge_threat(&mut merged.threats[at], &threat),
+                Some((at, kept_by_owner)) if by_owner && !*kept_by_owner => {
+                    merged.threats[*at] = threat;
+                    *kept_by_owner = true;
+                }
+                Some(_) => {}
             }
         }
     }
     merged
-}
-
-fn merge_threat(kept: &mut ThreatDoc, other: &ThreatDoc) {
-    if danger_rank(&other.danger) > danger_rank(&kept.danger) {
-        kept.danger = other.danger.clone();
-    }
-    // Validated dates are YYYY-MM-DD, so text order is date order.
-    if other.discovered < kept.discovered {
-        kept.discovered = other.discovered.clone();
-    }
 }
 
 /// Orders danger names for display and merging (unknown names rank lowest).
@@ -98,6 +141,7 @@ pub fn split_by_vendor(doc: &CatalogDoc) -> Vec<(String, CatalogDoc)> {
         if let Some(&v) = vendor_of_product.get(statement.product.as_str()) {
             feeds[v].coverage.push(statement.clone());
             let list = speakers.entry(statement.threat.as_str()).or_default();
+            // Feeds are few: a scan of this short list is cheaper than a set.
             if list.last() != Some(&v) && !list.contains(&v) {
                 list.push(v);
             }

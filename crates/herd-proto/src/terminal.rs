@@ -1,8 +1,8 @@
 //! The terminal record (SPEC §4): what an agent reports about itself, and its policy.
 
 use herd_core::{
-    Apply, Catalog, Consent, DailyWindow, Danger, Hardware, Installed, PackageFormat, Policy,
-    Terminal, TzOffset, check_identifier, check_version,
+    AllowedVendors, Apply, Catalog, Consent, DailyWindow, Danger, Hardware, Installed,
+    PackageFormat, Policy, Terminal, TzOffset, check_identifier, check_version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,10 @@ pub struct PolicyDoc {
     /// The terminal's offset from UTC, like `+09:00`; defaults to UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tz: Option<String>,
+    /// The vendors whose products terminals may switch to; absent for any vendor. Vendors
+    /// not (yet) in the catalog are allowed in the list and simply match nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendors: Option<Vec<String>>,
 }
 
 /// One or many terminal records, as `herd plan --terminal` accepts them.
@@ -167,6 +171,16 @@ impl TerminalDoc {
             || at("policy.tz"),
             pol.tz.as_deref().map_or(Ok(TzOffset::UTC), TzOffset::parse),
         );
+        let vendors = pol.vendors.as_ref().map(|ids| {
+            for (i, id) in ids.iter().enumerate() {
+                p.check(|| at(&format!("policy.vendors[{i}]")), check_identifier(id));
+            }
+            AllowedVendors::new(
+                ids.iter()
+                    .filter_map(|id| catalog.vendor_by_id(id))
+                    .collect(),
+            )
+        });
         p.finish(document, || Terminal {
             id: self.id.clone(),
             user: self.user.clone(),
@@ -183,6 +197,7 @@ impl TerminalDoc {
                 consent: consent.expect("checked"),
                 window: window.expect("checked"),
                 tz: tz.expect("checked"),
+                vendors,
             },
         })
     }

@@ -310,6 +310,78 @@ fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
         "{kiosks}"
     );
 
+    // A group restricted to some vendors; threats with their owners; vendors; the blob store.
+    let out = center.herd(&[
+        "groups",
+        "put",
+        "loyal",
+        "--policy-apply",
+        "latest-any-vendor",
+        "--vendors",
+        "maker-a,maker-c",
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("vendors maker-a,maker-c"),
+        "{}",
+        stdout(&out)
+    );
+    let out = center.herd(&["threats", "list"]);
+    assert_exit(&out, 0);
+    let virus = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("virus-a"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("{}", stdout(&out)));
+    assert!(
+        virus.contains("maker-a") && virus.contains("approved") && virus.contains("high"),
+        "{virus}"
+    );
+    assert_exit(
+        &center.herd(&["threats", "reassign", "virus-a", "maker-b"]),
+        0,
+    );
+    let out = center.herd(&["threats", "list", "--json"]);
+    assert_exit(&out, 0);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["threats"][0]["vendor"], "maker-b");
+    // maker-a's feed now describes a threat maker-b owns: stored, and told what does not count.
+    let mut rated = support::vendor_feed(&catalog, "maker-a");
+    rated["threats"][0]["danger"] = serde_json::json!("critical");
+    let rated = center.write("maker-a-rated.json", &rated.to_string());
+    let out = center.herd(&["publish", rated.to_str().unwrap(), "--token", &token_a]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains(
+            "do not count:\n  $.threats[0]: threat \"virus-a\" belongs to vendor \"maker-b\""
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let out = center.herd(&["threats", "approve", "nothing-such"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));
+    let out = center.herd(&["threats", "pending", "--token", &token_a]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("forbidden"), "{}", stderr(&out));
+    let out = center.herd(&["vendors", "list"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("maker-b") && l.contains("approved")),
+        "{}",
+        stdout(&out)
+    );
+    let out = center.herd(&["blobs", "gc"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with("collected 0 packages and 0 abandoned uploads"),
+        "{}",
+        stdout(&out)
+    );
+    assert_exit(&center.herd(&["groups", "delete", "loyal"]), 0);
+
     // Placement rules round-trip; a rule's group cannot be deleted while the rule uses it.
     let rules = center.write(
         "rules.json",
@@ -610,6 +682,12 @@ fn every_admin_command_teaches_with_examples() {
         &["token", "revoke", "--help"],
         &["groups", "put", "--help"],
         &["rules", "set", "--help"],
+        &["threats", "pending", "--help"],
+        &["threats", "approve", "--help"],
+        &["threats", "reassign", "--help"],
+        &["vendors", "pending", "--help"],
+        &["vendors", "approve", "--help"],
+        &["blobs", "gc", "--help"],
     ] {
         let out = Command::new(HERD).args(command).output().unwrap();
         assert_exit(&out, 0);
@@ -628,6 +706,9 @@ fn every_admin_command_teaches_with_examples() {
         "enrol-token",
         "groups",
         "rules",
+        "threats",
+        "vendors",
+        "blobs",
     ] {
         assert!(
             text.contains(&format!("  {command} ")),

@@ -7,7 +7,7 @@ mod support;
 
 use std::process::Command;
 
-use herd_client::{Client, ClientError};
+use herd_client::ClientError;
 use herd_proto::api::{
     CheckinRequest, EnrolRequest, EventBatch, EventDoc, GroupDoc, NewApiToken, NewEnrolmentToken,
     PlacementRule, PlacementRules,
@@ -15,20 +15,7 @@ use herd_proto::api::{
 use herd_proto::plan::Action;
 use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc};
 use herd_tls::KeyPairPem;
-use support::{HERD, TestCenter, seed_catalog, vendor_feed};
-
-fn vendor_client(center: &TestCenter, vendor: &str) -> Client {
-    let token = center
-        .operator()
-        .new_api_token(&NewApiToken {
-            role: "vendor".into(),
-            vendor: Some(vendor.into()),
-            label: format!("{vendor} publisher"),
-            ttl_secs: None,
-        })
-        .expect("vendor token");
-    center.anonymous().with_token(&token.token)
-}
+use support::{HERD, TestCenter, code, seed_catalog, vendor_client, vendor_feed};
 
 fn publish_seed(center: &TestCenter) {
     let catalog = seed_catalog();
@@ -98,13 +85,6 @@ fn checkin(installed: Option<InstalledDoc>) -> CheckinRequest {
     }
 }
 
-fn code(err: ClientError) -> (u16, String) {
-    match err {
-        ClientError::Refused { status, code, .. } => (status, code),
-        other => panic!("expected an API error, got {other}"),
-    }
-}
-
 /// SPEC §5's worked example, through the API: vendors A and B publish, user A's phone is
 /// told to switch to vaccine b, user B's phone (latest-same-vendor) is exposed with vaccine b
 /// offered.
@@ -124,6 +104,7 @@ fn worked_example_through_the_api() {
                 consent: Some("ask".into()),
                 window: None,
                 tz: None,
+                vendors: None,
             },
             terminals: 0,
         })
@@ -510,6 +491,7 @@ fn refused_input_has_stable_codes_and_changes_nothing() {
             consent: None,
             window: None,
             tz: None,
+            vendors: None,
         },
         terminals: 0,
     };

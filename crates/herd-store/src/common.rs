@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::{
-    AddressRow, ApiTokenRow, CaMaterial, CheckinWrite, EnrolTokenRow, EventRow, GroupRow,
-    PackageRow, Role, RuleRow, StoreError, StoredFeed, TerminalRow,
+    AddressRow, ApiTokenRow, Approval, CaMaterial, CheckinWrite, EnrolTokenRow, EventRow, GroupRow,
+    PackageRow, Role, RuleRow, StoreError, StoredFeed, TerminalRow, ThreatOwnerRow,
+    VendorApprovalRow,
 };
 
 /// The columns [`terminal_from_row`] reads, in the order both schemas declare them.
@@ -117,6 +118,37 @@ generic_row_decoder! {
             doc: row.try_get("doc")?,
             sha256: row.try_get("sha256")?,
             published_at: row.try_get("published_at")?,
+        })
+    }
+}
+
+fn approval_of(text: &str, what: &str) -> Result<Approval, StoreError> {
+    Approval::parse(text).ok_or_else(|| StoreError::Corrupt(format!("{what}: status {text:?}")))
+}
+
+generic_row_decoder! {
+    /// Columns `threat, vendor, status, declared_at` of `threat_owners`.
+    fn threat_owner_from_row(row) -> ThreatOwnerRow {
+        let threat: String = row.try_get("threat")?;
+        let status: String = row.try_get("status")?;
+        Ok(ThreatOwnerRow {
+            status: approval_of(&status, &format!("threat {threat:?}"))?,
+            vendor: row.try_get("vendor")?,
+            declared_at: row.try_get("declared_at")?,
+            threat,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `vendor, status, first_published_at` of `vendor_approvals`.
+    fn vendor_approval_from_row(row) -> VendorApprovalRow {
+        let vendor: String = row.try_get("vendor")?;
+        let status: String = row.try_get("status")?;
+        Ok(VendorApprovalRow {
+            status: approval_of(&status, &format!("vendor {vendor:?}"))?,
+            first_published_at: row.try_get("first_published_at")?,
+            vendor,
         })
     }
 }

@@ -140,6 +140,69 @@ pub struct PublishOutcome {
     pub changed: bool,
 }
 
+/// Whether an operator lets a vendor or a threat count: a pending or rejected one is stored
+/// but not planned with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Approval {
+    Approved,
+    Pending,
+    Rejected,
+}
+
+impl Approval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Approval::Approved => "approved",
+            Approval::Pending => "pending",
+            Approval::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Approval> {
+        match text {
+            "approved" => Some(Approval::Approved),
+            "pending" => Some(Approval::Pending),
+            "rejected" => Some(Approval::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// A threat's owner: the vendor whose feed declared it first (or whom an operator gave it
+/// to). Only the owner's feed says what the threat is called, how dangerous it is and when it
+/// was discovered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreatOwnerRow {
+    pub threat: String,
+    pub vendor: String,
+    pub status: Approval,
+    pub declared_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorApprovalRow {
+    pub vendor: String,
+    pub status: Approval,
+    pub first_published_at: i64,
+}
+
+/// Everything the merge of the feeds is scoped by: threat owners and vendors' approvals,
+/// each ordered by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registry {
+    pub threats: Vec<ThreatOwnerRow>,
+    pub vendors: Vec<VendorApprovalRow>,
+}
+
+/// What a publish claims: the threats its feed lists, which become the publishing vendor's if
+/// nobody owns them yet, with the status new threats and a new vendor get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedClaims {
+    pub threats: Vec<String>,
+    pub new_threat_status: Approval,
+    pub new_vendor_status: Approval,
+}
+
 /// A package in the blob store (the bytes live in the content-addressed blob directory).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackageRow {
@@ -375,17 +438,43 @@ pub trait Store: Send + Sync + Debug {
     /// as is. Publishing the same `sha256` again changes nothing (`changed: false`) and does
     /// not call `check`. (The `for<'a>` is spelled out: left implicit, `async_trait` would tie
     /// the slice's lifetime to the call's, and no slice made inside the call outlives that.)
+    ///
+    /// Before `check`, the publish claims what it may: the vendor is recorded (with
+    /// `claims.new_vendor_status`) if it never published, and each threat of
+    /// `claims.threats` nobody owns becomes the vendor's (with `claims.new_threat_status`);
+    /// `check` then sees the registry with those claims, and a refusal undoes them.
     async fn publish_feed(
         &self,
         feed: StoredFeed,
-        check: &(dyn for<'a> Fn(&'a [StoredFeed]) -> Result<(), String> + Send + Sync),
+        claims: &FeedClaims,
+        check: &(
+             dyn for<'a> Fn(&'a [StoredFeed], &'a Registry) -> Result<(), String> + Send + Sync
+         ),
     ) -> Result<Result<PublishOutcome, String>, StoreError>;
+
+    /// Every feed, the catalog revision they make and the registry that scopes their merge,
+    /// read in one snapshot.
+    async fn catalog_inputs(&self) -> Result<(u64, Vec<StoredFeed>, Registry), StoreError>;
+
+    /// Sets a threat's status (bumps the catalog revision); `NotFound` if no feed declared it.
+    async fn threat_set_status(&self, threat: &str, status: Approval) -> Result<(), StoreError>;
+    /// Gives a threat to another vendor (bumps the catalog revision); `NotFound` if no feed
+    /// declared it.
+    async fn threat_reassign(&self, threat: &str, vendor: &str) -> Result<(), StoreError>;
+    /// Sets a vendor's status (bumps the catalog revision); `NotFound` if it never published.
+    async fn vendor_set_status(&self, vendor: &str, status: Approval) -> Result<(), StoreError>;
 
     // --- packages ------------------------------------------------------------------------
 
     /// Records a stored blob; returns false (and keeps the first row) if it was known.
     async fn package_put(&self, package: PackageRow) -> Result<bool, StoreError>;
     async fn package_get(&self, sha256: &str) -> Result<Option<PackageRow>, StoreError>;
+    /// The bytes of every package `vendor`'s tokens uploaded: what its quota is checked against.
+    async fn package_bytes_of(&self, vendor: &str) -> Result<u64, StoreError>;
+    /// Every package, ordered by digest.
+    async fn packages(&self) -> Result<Vec<PackageRow>, StoreError>;
+    /// Forgets a package whose blob was collected; false if there was no row.
+    async fn package_delete(&self, sha256: &str) -> Result<bool, StoreError>;
 
     // --- credentials ---------------------------------------------------------------------
 

@@ -20,13 +20,13 @@ use crate::common::{
     ENROL_TOKEN_COLUMNS, PLAN_REPORT, api_token_from_row, ca_material, conflict_on_unique,
     enrol_token_from_row, event_from_row, events_json, feed_from_row, from_db_int, group_from_row,
     group_with_count_from_row, limit_or_all, package_from_row, rule_from_row, rules_json,
-    terminal_from_row, to_db_int,
+    terminal_from_row, threat_owner_from_row, to_db_int, to_json, vendor_approval_from_row,
 };
 use crate::{
-    AddressRow, ApiTokenRow, AppendOutcome, Backend, CaMaterial, CheckinWrite, EnrolError,
-    EnrolTokenRow, EventRow, GroupRow, NewTerminal, PackageRow, PublishOutcome, RenewError,
-    Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TerminalQuery,
-    TerminalRow, UNKNOWN_GROUP,
+    AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
+    EnrolError, EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, PackageRow,
+    PublishOutcome, Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, Store,
+    StoreError, StoredFeed, TerminalQuery, TerminalRow, UNKNOWN_GROUP,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -216,6 +216,59 @@ where
         revision(catalog, "catalog")
     }
 
+    async fn registry_in(connection: &mut DB::Connection) -> Result<Registry, StoreError> {
+        let threats = sqlx::query(
+            "SELECT threat, vendor, status, declared_at FROM threat_owners ORDER BY threat",
+        )
+        .fetch_all(&mut *connection)
+        .await?
+        .iter()
+        .map(threat_owner_from_row)
+        .collect::<Result<_, _>>()?;
+        let vendors = sqlx::query(
+            "SELECT vendor, status, first_published_at FROM vendor_approvals ORDER BY vendor",
+        )
+        .fetch_all(&mut *connection)
+        .await?
+        .iter()
+        .map(vendor_approval_from_row)
+        .collect::<Result<_, _>>()?;
+        Ok(Registry { threats, vendors })
+    }
+
+    async fn bump_catalog(connection: &mut DB::Connection) -> Result<u64, StoreError> {
+        let catalog: i64 = sqlx::query_scalar(
+            "UPDATE revisions SET catalog = catalog + 1 WHERE id = 1 RETURNING catalog",
+        )
+        .fetch_one(connection)
+        .await?;
+        revision(catalog, "catalog")
+    }
+
+    /// One statement changing one registry row, then a catalog revision bump: `NotFound`
+    /// (and nothing changed) when the statement matched no row.
+    async fn registry_update(
+        &self,
+        statement: &'static str,
+        first: &str,
+        second: &str,
+        missing: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(statement)
+            .bind(first)
+            .bind(second)
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&changed) == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound(missing()));
+        }
+        Self::bump_catalog(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn feeds_in(
         connection: &mut DB::Connection,
         except_vendor: &str,
@@ -338,10 +391,52 @@ where
         Ok((catalog, feeds))
     }
 
+    async fn catalog_inputs(&self) -> Result<(u64, Vec<StoredFeed>, Registry), StoreError> {
+        let mut tx = self.reader.begin_with(DB::BEGIN_SNAPSHOT).await?;
+        let catalog = Self::catalog_revision(&mut *tx).await?;
+        let feeds = Self::feeds_in(&mut *tx, "").await?;
+        let registry = Self::registry_in(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((catalog, feeds, registry))
+    }
+
+    async fn threat_set_status(&self, threat: &str, status: Approval) -> Result<(), StoreError> {
+        self.registry_update(
+            "UPDATE threat_owners SET status = $2 WHERE threat = $1",
+            threat,
+            status.as_str(),
+            || format!("no feed declared threat {threat:?}"),
+        )
+        .await
+    }
+
+    async fn threat_reassign(&self, threat: &str, vendor: &str) -> Result<(), StoreError> {
+        self.registry_update(
+            "UPDATE threat_owners SET vendor = $2 WHERE threat = $1",
+            threat,
+            vendor,
+            || format!("no feed declared threat {threat:?}"),
+        )
+        .await
+    }
+
+    async fn vendor_set_status(&self, vendor: &str, status: Approval) -> Result<(), StoreError> {
+        self.registry_update(
+            "UPDATE vendor_approvals SET status = $2 WHERE vendor = $1",
+            vendor,
+            status.as_str(),
+            || format!("vendor {vendor:?} never published a feed"),
+        )
+        .await
+    }
+
     async fn publish_feed(
         &self,
         feed: StoredFeed,
-        check: &(dyn for<'a> Fn(&'a [StoredFeed]) -> Result<(), String> + Send + Sync),
+        claims: &FeedClaims,
+        check: &(
+             dyn for<'a> Fn(&'a [StoredFeed], &'a Registry) -> Result<(), String> + Send + Sync
+         ),
     ) -> Result<Result<PublishOutcome, String>, StoreError> {
         let mut tx = self.write().await?;
         // Held until commit or rollback: the feeds `check` sees stay the other vendors' current
@@ -362,8 +457,31 @@ where
                 changed: false,
             }));
         }
+        sqlx::query(
+            "INSERT INTO vendor_approvals (vendor, status, first_published_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (vendor) DO NOTHING",
+        )
+        .bind(feed.vendor.as_str())
+        .bind(claims.new_vendor_status.as_str())
+        .bind(feed.published_at)
+        .execute(&mut *tx)
+        .await?;
+        // One statement for every threat, however many: the ids travel as one JSON array.
+        sqlx::query(assembled(format!(
+            "INSERT INTO threat_owners (threat, vendor, status, declared_at) \
+             SELECT r.value ->> 0, $2, $3, $4 FROM {} WHERE true \
+             ON CONFLICT (threat) DO NOTHING",
+            DB::json_rows("$1")
+        )))
+        .bind(to_json(&claims.threats.iter().map(|t| [t]).collect::<Vec<_>>())?.as_str())
+        .bind(feed.vendor.as_str())
+        .bind(claims.new_threat_status.as_str())
+        .bind(feed.published_at)
+        .execute(&mut *tx)
+        .await?;
         let others = Self::feeds_in(&mut *tx, &feed.vendor).await?;
-        if let Err(refusal) = check(&others) {
+        let registry = Self::registry_in(&mut *tx).await?;
+        if let Err(refusal) = check(&others, &registry) {
             tx.rollback().await?;
             return Ok(Err(refusal));
         }
@@ -378,14 +496,10 @@ where
         .bind(feed.published_at)
         .execute(&mut *tx)
         .await?;
-        let catalog: i64 = sqlx::query_scalar(
-            "UPDATE revisions SET catalog = catalog + 1 WHERE id = 1 RETURNING catalog",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let catalog = Self::bump_catalog(&mut *tx).await?;
         tx.commit().await?;
         Ok(Ok(PublishOutcome {
-            revision: revision(catalog, "catalog")?,
+            revision: catalog,
             changed: true,
         }))
     }
@@ -403,6 +517,33 @@ where
         .execute(&self.writer)
         .await?;
         Ok(DB::rows_affected(&inserted) == 1)
+    }
+
+    async fn package_bytes_of(&self, vendor: &str) -> Result<u64, StoreError> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM packages WHERE vendor = $1",
+        )
+        .bind(vendor)
+        .fetch_one(&self.reader)
+        .await?;
+        from_db_int(bytes, &format!("vendor {vendor:?}'s package bytes"))
+    }
+
+    async fn packages(&self) -> Result<Vec<PackageRow>, StoreError> {
+        sqlx::query("SELECT sha256, size, vendor, uploaded_at FROM packages ORDER BY sha256")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(package_from_row)
+            .collect()
+    }
+
+    async fn package_delete(&self, sha256: &str) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM packages WHERE sha256 = $1")
+            .bind(sha256)
+            .execute(&self.writer)
+            .await?;
+        Ok(DB::rows_affected(&deleted) == 1)
     }
 
     async fn package_get(&self, sha256: &str) -> Result<Option<PackageRow>, StoreError> {

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
-    AddressRow, ApiTokenRow, Backend, CaMaterial, CheckinWrite, EnrolError, EnrolTokenRow,
-    EventRow, GroupRow, NewTerminal, PackageRow, PlanWrite, RenewError, Revisions, RevokedToken,
-    Role, RuleRow, Store, StoreError, StoredFeed, TerminalQuery, TerminalRow, UNKNOWN_GROUP,
+    AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
+    EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, PackageRow, PlanWrite, Registry,
+    RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed,
+    TerminalQuery, TerminalRow, UNKNOWN_GROUP,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -117,7 +118,9 @@ conformance!(
     ca_is_replaced_only_from_the_generation_read,
     publish_feed_stores_checks_and_bumps_the_catalog_revision,
     concurrent_publishes_see_each_other,
+    a_threat_belongs_to_the_first_vendor_that_claims_it,
     packages_keep_their_first_row,
+    package_bytes_are_counted_per_vendor_and_rows_deleted,
     api_tokens,
     enrolment_refusals_write_nothing,
     enrolment_consumes_token_uses,
@@ -221,6 +224,15 @@ fn feed(vendor: &str, version: u32) -> StoredFeed {
         sha256: format!("sha-{vendor}-{version}"),
         doc,
         published_at: 5_000 + i64::from(version),
+    }
+}
+
+/// A publish claiming no threats, by a vendor approved at once.
+fn no_claims() -> FeedClaims {
+    FeedClaims {
+        threats: vec![],
+        new_threat_status: Approval::Approved,
+        new_vendor_status: Approval::Approved,
     }
 }
 
@@ -359,7 +371,7 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
     assert_eq!(store.feeds().await.unwrap(), (0, vec![]));
 
     let seen: Mutex<Vec<Vec<String>>> = Mutex::new(Vec::new());
-    let record = |others: &[StoredFeed]| -> Result<(), String> {
+    let record = |others: &[StoredFeed], _: &Registry| -> Result<(), String> {
         seen.lock()
             .unwrap()
             .push(others.iter().map(|f| f.vendor.clone()).collect());
@@ -367,7 +379,7 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
     };
 
     let outcome = store
-        .publish_feed(feed("acme", 1), &record)
+        .publish_feed(feed("acme", 1), &no_claims(), &record)
         .await
         .unwrap()
         .unwrap();
@@ -377,7 +389,7 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
 
     // The same bytes again: nothing changes and the check is not run.
     let outcome = store
-        .publish_feed(feed("acme", 1), &record)
+        .publish_feed(feed("acme", 1), &no_claims(), &record)
         .await
         .unwrap()
         .unwrap();
@@ -389,7 +401,7 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
     );
 
     let outcome = store
-        .publish_feed(feed("zeta", 1), &record)
+        .publish_feed(feed("zeta", 1), &no_claims(), &record)
         .await
         .unwrap()
         .unwrap();
@@ -398,14 +410,18 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
 
     // A refused publish writes nothing and returns the check's message as is.
     let refused = store
-        .publish_feed(feed("acme", 2), &|others: &[StoredFeed]| {
-            assert_eq!(
-                others,
-                [feed("zeta", 1)],
-                "check sees the other vendors' stored feeds"
-            );
-            Err("product p is also zeta's".to_owned())
-        })
+        .publish_feed(
+            feed("acme", 2),
+            &no_claims(),
+            &|others: &[StoredFeed], _: &Registry| {
+                assert_eq!(
+                    others,
+                    [feed("zeta", 1)],
+                    "check sees the other vendors' stored feeds"
+                );
+                Err("product p is also zeta's".to_owned())
+            },
+        )
         .await
         .unwrap();
     assert_eq!(refused, Err("product p is also zeta's".to_owned()));
@@ -415,7 +431,7 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
     );
 
     let outcome = store
-        .publish_feed(feed("acme", 2), &record)
+        .publish_feed(feed("acme", 2), &no_claims(), &record)
         .await
         .unwrap()
         .unwrap();
@@ -442,8 +458,8 @@ async fn concurrent_publishes_see_each_other(fixture: &Fixture) {
     // Each check lingers, so without serialisation both would see no other feed.
     fn slow_check(
         seen: &Mutex<Option<usize>>,
-    ) -> impl Fn(&[StoredFeed]) -> Result<(), String> + Send + Sync + '_ {
-        move |others| {
+    ) -> impl Fn(&[StoredFeed], &Registry) -> Result<(), String> + Send + Sync + '_ {
+        move |others, _| {
             std::thread::sleep(Duration::from_millis(150));
             *seen.lock().unwrap() = Some(others.len());
             Ok(())
@@ -451,9 +467,12 @@ async fn concurrent_publishes_see_each_other(fixture: &Fixture) {
     }
     let (seen_a, seen_b) = (Mutex::new(None), Mutex::new(None));
     let (check_a, check_b) = (slow_check(&seen_a), slow_check(&seen_b));
+    let claims = no_claims();
     let (a, b) = tokio::join!(
-        fixture.store.publish_feed(feed("acme", 1), &check_a),
-        other.publish_feed(feed("zeta", 1), &check_b)
+        fixture
+            .store
+            .publish_feed(feed("acme", 1), &claims, &check_a),
+        other.publish_feed(feed("zeta", 1), &claims, &check_b)
     );
     let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
     let mut revisions = [a.revision, b.revision];
@@ -470,6 +489,140 @@ async fn concurrent_publishes_see_each_other(fixture: &Fixture) {
         "the later publish must check against the earlier one"
     );
     assert_eq!(fixture.store.feeds().await.unwrap().1.len(), 2);
+}
+
+async fn a_threat_belongs_to_the_first_vendor_that_claims_it(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let claims = |threats: &[&str], status: Approval| FeedClaims {
+        threats: threats.iter().map(|&t| t.to_owned()).collect(),
+        new_threat_status: status,
+        new_vendor_status: status,
+    };
+    let seen: Mutex<Option<Registry>> = Mutex::new(None);
+    let record = |_: &[StoredFeed], registry: &Registry| -> Result<(), String> {
+        *seen.lock().unwrap() = Some(registry.clone());
+        Ok(())
+    };
+    store
+        .publish_feed(
+            feed("acme", 1),
+            &claims(&["t1", "t2"], Approval::Approved),
+            &record,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // The check sees this publish's own claims.
+    let registry = seen.lock().unwrap().take().unwrap();
+    assert_eq!(
+        registry
+            .threats
+            .iter()
+            .map(|t| (t.threat.as_str(), t.vendor.as_str(), t.status))
+            .collect::<Vec<_>>(),
+        [
+            ("t1", "acme", Approval::Approved),
+            ("t2", "acme", Approval::Approved)
+        ]
+    );
+    // A second vendor listing t2 does not take it; its new t3 waits for an operator.
+    store
+        .publish_feed(
+            feed("zeta", 1),
+            &claims(&["t2", "t3"], Approval::Pending),
+            &record,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // A refused publish claims nothing.
+    let refused = store
+        .publish_feed(
+            feed("zeta", 2),
+            &claims(&["t4"], Approval::Approved),
+            &|_: &[StoredFeed], _: &Registry| Err("no".to_owned()),
+        )
+        .await
+        .unwrap();
+    assert!(refused.is_err());
+    let (revision, _, registry) = store.catalog_inputs().await.unwrap();
+    assert_eq!(
+        registry
+            .threats
+            .iter()
+            .map(|t| (t.threat.as_str(), t.vendor.as_str(), t.status))
+            .collect::<Vec<_>>(),
+        [
+            ("t1", "acme", Approval::Approved),
+            ("t2", "acme", Approval::Approved),
+            ("t3", "zeta", Approval::Pending)
+        ]
+    );
+    assert_eq!(
+        registry
+            .vendors
+            .iter()
+            .map(|v| (v.vendor.as_str(), v.status))
+            .collect::<Vec<_>>(),
+        [("acme", Approval::Approved), ("zeta", Approval::Pending)]
+    );
+    // Every operator decision bumps the catalog revision; an unknown id changes nothing.
+    store
+        .threat_set_status("t3", Approval::Approved)
+        .await
+        .unwrap();
+    store.threat_reassign("t2", "zeta").await.unwrap();
+    store
+        .vendor_set_status("zeta", Approval::Rejected)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.threat_set_status("t9", Approval::Approved).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.vendor_set_status("nobody", Approval::Approved).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let (after, _, registry) = store.catalog_inputs().await.unwrap();
+    assert_eq!(after, revision + 3);
+    assert_eq!(registry.threats[1].vendor, "zeta");
+    assert_eq!(registry.threats[2].status, Approval::Approved);
+    assert_eq!(registry.vendors[1].status, Approval::Rejected);
+}
+
+async fn package_bytes_are_counted_per_vendor_and_rows_deleted(fixture: &Fixture) {
+    let store = &*fixture.store;
+    assert_eq!(store.package_bytes_of("acme").await.unwrap(), 0);
+    for (sha256, size, vendor) in [
+        ("a1", 10, Some("acme")),
+        ("a2", 5, Some("acme")),
+        ("o1", 7, None),
+        ("z1", 3, Some("zeta")),
+    ] {
+        store
+            .package_put(PackageRow {
+                sha256: sha256.into(),
+                size,
+                vendor: vendor.map(Into::into),
+                uploaded_at: 1,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.package_bytes_of("acme").await.unwrap(), 15);
+    assert_eq!(store.package_bytes_of("zeta").await.unwrap(), 3);
+    assert!(store.package_delete("a1").await.unwrap());
+    assert!(!store.package_delete("a1").await.unwrap());
+    assert_eq!(store.package_bytes_of("acme").await.unwrap(), 5);
+    let left: Vec<String> = store
+        .packages()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.sha256)
+        .collect();
+    assert_eq!(left, ["a2", "o1", "z1"]);
 }
 
 async fn packages_keep_their_first_row(fixture: &Fixture) {
@@ -1432,10 +1585,10 @@ async fn each_change_bumps_exactly_its_revision(fixture: &Fixture) {
     let store = &*fixture.store;
     let mut expected = Revisions::default();
     assert_eq!(store.revisions().await.unwrap(), expected);
-    let accept = |_: &[StoredFeed]| Ok(());
+    let accept = |_: &[StoredFeed], _: &Registry| Ok(());
 
     store
-        .publish_feed(feed("acme", 1), &accept)
+        .publish_feed(feed("acme", 1), &no_claims(), &accept)
         .await
         .unwrap()
         .unwrap();
@@ -1481,7 +1634,7 @@ async fn each_change_bumps_exactly_its_revision(fixture: &Fixture) {
         .await
         .unwrap();
     store
-        .publish_feed(feed("acme", 1), &accept)
+        .publish_feed(feed("acme", 1), &no_claims(), &accept)
         .await
         .unwrap()
         .unwrap();
@@ -1665,7 +1818,11 @@ async fn sqlite_reopened_keeps_everything() {
         let store = herd_store::open(&url).await.unwrap();
         store.ca_get_or_insert(ca.clone()).await.unwrap();
         store
-            .publish_feed(feed("acme", 1), &|_: &[StoredFeed]| Ok(()))
+            .publish_feed(
+                feed("acme", 1),
+                &no_claims(),
+                &|_: &[StoredFeed], _: &Registry| Ok(()),
+            )
             .await
             .unwrap()
             .unwrap();

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod listener;
 mod operators;
+mod registry;
 mod terminals;
 mod vendors;
 
@@ -75,6 +76,14 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(operators::new_enrolment_token))
         .routes(routes!(operators::new_api_token, operators::list_tokens))
         .routes(routes!(operators::revoke_token))
+        .routes(routes!(registry::list_threats))
+        .routes(routes!(registry::approve_threat))
+        .routes(routes!(registry::reject_threat))
+        .routes(routes!(registry::reassign_threat))
+        .routes(routes!(registry::list_vendors))
+        .routes(routes!(registry::approve_vendor))
+        .routes(routes!(registry::reject_vendor))
+        .routes(routes!(registry::collect_blobs))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
@@ -255,6 +264,7 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
             .clone()
             .keep_server_certificate_fresh(stop_rx.clone()),
     );
+    tokio::spawn(center.clone().collect_blobs_periodically(stop_rx.clone()));
     let local = tls_listener.local_addr()?;
     let mut servers = vec![tokio::spawn(listener::serve(
         tls_listener,

@@ -43,7 +43,10 @@ pub async fn publish_feed(
     }
     .await
     .inspect_err(|_| center.feed_refused())?;
-    center.publish_feed(&vendor, &bytes).await.map(Json)
+    center
+        .publish_feed(&caller, &vendor, &bytes)
+        .await
+        .map(Json)
 }
 
 /// Upload a package by its SHA-256; the body is the package, streamed and verified.
@@ -57,6 +60,7 @@ pub async fn publish_feed(
         (status = 400, body = ErrorBody, description = "`bad_request` (malformed digest)"),
         (status = 413, body = ErrorBody, description = "`too_large`"),
         (status = 422, body = ErrorBody, description = "`digest_mismatch`: the bytes do not have this SHA-256 or Content-Length"),
+        (status = 429, body = ErrorBody, description = "`quota_exceeded`: the vendor's stored packages and this one exceed its storage quota"),
     )
 )]
 pub async fn upload_package(
@@ -78,7 +82,9 @@ pub async fn upload_package(
     let mut upload = center
         .begin_package_upload(&caller, &sha256, declared)
         .await?;
-    blobs::receive(body, &mut upload.blob).await?;
+    blobs::receive(body, &mut upload.blob)
+        .await
+        .inspect_err(|err| center.package_upload_failed(err))?;
     let info = center.finish_package_upload(upload).await?;
     let status = match info.created {
         true => StatusCode::CREATED,

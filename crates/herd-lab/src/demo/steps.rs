@@ -851,6 +851,7 @@ fn group(id: &str, apply: &str) -> GroupDoc {
             consent: Some("auto".to_owned()),
             window: None,
             tz: None,
+            vendors: None,
         },
         terminals: 0,
     }

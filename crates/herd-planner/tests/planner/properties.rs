@@ -96,7 +96,7 @@ prop_compose! {
             catalog: CatalogDoc { format: "herd.catalog/v1".into(), vendors: (0..2).map(|v| VendorDoc { id: format!("vendor-{v}"), name: format!("Vendor {v}") }).collect(),
                 products: product_docs, releases, threats: threat_docs, coverage },
             terminal: TerminalDoc { id: "t1".into(), user: None, hardware: HardwareDoc { kind: "x".into(), platform: PLATFORMS[platform].into(), model: None },
-                installed, policy: PolicyDoc { apply: APPLIES[apply].into(), min_danger: Some(DANGERS[min_danger].into()), consent: None, window: None, tz: None } },
+                installed, policy: PolicyDoc { apply: APPLIES[apply].into(), min_danger: Some(DANGERS[min_danger].into()), consent: None, window: None, tz: None, vendors: None } },
             now: day(now_day),
         }
     }
@@ -116,6 +116,32 @@ fn validate(w: &World) -> (Catalog, Terminal) {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// A group allowed only vendor-0 is never switched to, nor shown, another vendor's
+    /// product; and one planner planning the same terminal under both policies, in either
+    /// order, gives each the plan a fresh planner gives it (the memo keeps them apart).
+    #[test]
+    fn a_restricted_group_switches_only_to_allowed_vendors(w in world()) {
+        let (catalog, free) = validate(&w);
+        let mut restricted_doc = w.terminal.clone();
+        restricted_doc.policy.vendors = Some(vec!["vendor-0".into()]);
+        let restricted = restricted_doc.validate("generated", &catalog).expect("valid");
+        let vendor_of = |product: herd_core::ProductIdx| catalog.vendors[catalog.product(product).vendor.get()].id.as_str();
+        let mut planner = Planner::new(&catalog, w.now);
+        let plan = planner.plan(&restricted);
+        let d = &plan.decision;
+        if d.action == Action::Switch {
+            prop_assert_eq!(vendor_of(d.chosen.unwrap().product), "vendor-0");
+        }
+        for alternative in &d.alternatives {
+            prop_assert_eq!(vendor_of(alternative.product), "vendor-0");
+        }
+        let fresh = |t: &Terminal| serde_json::to_string(&Planner::new(&catalog, w.now).plan_doc(t)).unwrap();
+        let shared_free = serde_json::to_string(&planner.plan_doc(&free)).unwrap();
+        let shared_restricted = serde_json::to_string(&planner.plan_doc(&restricted)).unwrap();
+        prop_assert_eq!(shared_free, fresh(&free));
+        prop_assert_eq!(shared_restricted, fresh(&restricted));
+    }
 
     #[test]
     fn same_inputs_same_plan(w in world()) {

@@ -37,7 +37,8 @@ pub enum GroupsCommand {
 #[derive(Debug, Args)]
 #[command(after_long_help = "Examples:
   herd groups put shop-floor --policy-apply latest-any-vendor --min-danger medium
-  herd groups put kiosks --policy-apply latest-same-vendor --consent ask --window 01:00-05:00")]
+  herd groups put kiosks --policy-apply latest-same-vendor --consent ask --window 01:00-05:00
+  herd groups put contract-x --policy-apply latest-any-vendor --vendors maker-a,maker-c")]
 pub struct GroupPutArgs {
     /// The group id.
     id: String,
@@ -53,6 +54,10 @@ pub struct GroupPutArgs {
     /// Maintenance window `HH:MM-HH:MM` in each terminal's time zone [default: any time].
     #[arg(long, value_name = "HH:MM-HH:MM")]
     window: Option<String>,
+    /// Vendors whose products terminals may switch to, comma-separated [default: any vendor].
+    /// Updates of what a terminal runs are never restricted.
+    #[arg(long, value_name = "VENDOR,...", value_delimiter = ',')]
+    vendors: Option<Vec<String>>,
     /// What the group is for.
     #[arg(long, value_name = "TEXT", default_value = "")]
     description: String,
@@ -110,6 +115,7 @@ pub(super) fn groups_list(server: &ServerArgs, json: bool) -> anyhow::Result<Out
         "MIN DANGER",
         "CONSENT",
         "WINDOW",
+        "VENDORS",
         "DESCRIPTION",
     ]);
     for g in &groups {
@@ -129,11 +135,21 @@ pub(super) fn groups_list(server: &ServerArgs, json: bool) -> anyhow::Result<Out
                 .window
                 .clone()
                 .unwrap_or_else(|| "any time".to_owned()),
+            vendors_text(g.policy.vendors.as_deref()),
             g.description.clone(),
         ]);
     }
     print_out(&table.render())?;
     Ok(Outcome::Success)
+}
+
+/// A group's vendor allow-list as the listing shows it.
+fn vendors_text(vendors: Option<&[String]>) -> String {
+    match vendors {
+        None => "any".to_owned(),
+        Some([]) => "none".to_owned(),
+        Some(list) => list.join(","),
+    }
 }
 
 pub(super) fn group_put(args: GroupPutArgs) -> anyhow::Result<Outcome> {
@@ -147,6 +163,7 @@ pub(super) fn group_put(args: GroupPutArgs) -> anyhow::Result<Outcome> {
             consent: args.consent,
             window: args.window,
             tz: None,
+            vendors: args.vendors,
         },
         terminals: 0,
     };
@@ -154,12 +171,13 @@ pub(super) fn group_put(args: GroupPutArgs) -> anyhow::Result<Outcome> {
         Ok(saved) => {
             let p = &saved.policy;
             print_out(&format!(
-                "group {} saved: {}, min danger {}, consent {}, window {}\n",
+                "group {} saved: {}, min danger {}, consent {}, window {}, vendors {}\n",
                 saved.id,
                 p.apply,
                 p.min_danger.as_deref().unwrap_or("low"),
                 p.consent.as_deref().unwrap_or("auto"),
                 p.window.as_deref().unwrap_or("any time"),
+                vendors_text(p.vendors.as_deref()),
             ))?;
             Ok(Outcome::Success)
         }

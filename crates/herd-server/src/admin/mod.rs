@@ -1,5 +1,5 @@
 //! Administrative commands over API v1 (`herd publish`, `upload`, `terminals`, `terminal`,
-//! `coverage`, `token`, `enrol-token`, `groups`, `rules`): each one call or a few through
+//! `coverage`, `token`, `enrol-token`, `groups`, `rules`, `threats`, `vendors`, `blobs`): each one call or a few through
 //! herd-client, printed as a readable table or as JSON for scripts.
 //!
 //! Exit codes follow `main`: 0 done, 1 the center refused the input or the credentials (its
@@ -7,7 +7,8 @@
 //!
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
-//! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules), `ca.rs` (the CA: offline root, intermediates, KEKs).
+//! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
+//! `registry.rs` (threats, vendors, blobs), `ca.rs` (the CA: offline root, intermediates, KEKs).
 //! What they share: `connect.rs` (finding the center and the credentials, and what a failed
 //! call prints), `output.rs` (stdout and JSON) and `table.rs` (the one table renderer).
 
@@ -18,6 +19,7 @@ mod connect;
 mod fleet;
 mod output;
 mod plan;
+mod registry;
 mod table;
 mod tokens;
 mod vendor;
@@ -29,6 +31,7 @@ use ca::CaCommand;
 use catalog::CoverageArgs;
 use config::{GroupsCommand, RulesCommand};
 use fleet::{TerminalArgs, TerminalsArgs};
+use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
 use tokens::{EnrolTokenCommand, TokenCommand};
 use vendor::{PublishArgs, UploadArgs};
 
@@ -56,6 +59,15 @@ pub enum AdminCommand {
     /// The center's CA: key-encryption keys, an offline root, intermediates to install.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Threats vendors declared: owners, and approval when the center requires it.
+    #[command(subcommand)]
+    Threats(ThreatsCommand),
+    /// Vendors that have published, and approval when the center requires it.
+    #[command(subcommand)]
+    Vendors(VendorsCommand),
+    /// The package store: collect what no current feed lists.
+    #[command(subcommand)]
+    Blobs(BlobsCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -83,5 +95,8 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Rules(RulesCommand::Show { server }) => config::rules_show(&server),
         AdminCommand::Rules(RulesCommand::Set(args)) => config::rules_set(args),
         AdminCommand::Ca(command) => ca::run(command),
+        AdminCommand::Threats(command) => registry::threats(command),
+        AdminCommand::Vendors(command) => registry::vendors(command),
+        AdminCommand::Blobs(command) => registry::blobs(command),
     }
 }

@@ -92,6 +92,12 @@ pub(super) fn publish(args: PublishArgs) -> anyhow::Result<Outcome> {
             text.push_str(&format!("  {sha256}\n"));
         }
     }
+    if !published.warnings.is_empty() {
+        text.push_str("stored, but these parts do not count:\n");
+        for warning in &published.warnings {
+            text.push_str(&format!("  {}: {}\n", warning.path, warning.message));
+        }
+    }
     print_out(&text)?;
     Ok(Outcome::Success)
 }

@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use herd_client::Client;
+use herd_client::{Client, ClientError};
 use herd_lab::harness::{CenterProcess, CenterSpec};
+use herd_proto::api::NewApiToken;
 
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
@@ -98,6 +99,33 @@ impl TestCenter {
         assert!(!killed, "herd serve did not stop on SIGTERM");
         let log = std::fs::read_to_string(&self.process.log).unwrap_or_default();
         (status, log)
+    }
+}
+
+/// A new API token of `vendor`, made by the operator.
+pub fn vendor_token(center: &TestCenter, vendor: &str) -> String {
+    center
+        .operator()
+        .new_api_token(&NewApiToken {
+            role: "vendor".into(),
+            vendor: Some(vendor.into()),
+            label: format!("{vendor} publisher"),
+            ttl_secs: None,
+        })
+        .expect("vendor token")
+        .token
+}
+
+/// A client acting for `vendor` with a token of its own.
+pub fn vendor_client(center: &TestCenter, vendor: &str) -> Client {
+    center.anonymous().with_token(&vendor_token(center, vendor))
+}
+
+/// The HTTP status and stable code of a refusal.
+pub fn code(err: ClientError) -> (u16, String) {
+    match err {
+        ClientError::Refused { status, code, .. } => (status, code),
+        other => panic!("expected an API error, got {other}"),
     }
 }
 
