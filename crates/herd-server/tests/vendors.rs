@@ -87,6 +87,7 @@ fn phone(center: &TestCenter, id: &str, user: &str) -> Client {
             label: "test".into(),
             uses: Some(1),
             ttl_secs: None,
+            reenrol_terminal: None,
         })
         .unwrap()
         .token;
