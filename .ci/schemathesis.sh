@@ -66,10 +66,13 @@ curl -fsS "http://127.0.0.1:$plain_port/v1/health" >/dev/null
 status=0
 config="$PWD/.ci/schemathesis.toml"
 token="$(tr -d '\n' <"$work/data/operator.token")"
-# From the temp dir: schemathesis leaves a cache directory where it runs.
+# From the temp dir: schemathesis leaves a cache directory where it runs. Revoking tokens is
+# left out: with the ids `GET /v1/tokens` lists and `force`, the tester would revoke its own
+# operator token and test the rest of the API as a stranger (the center's tests cover it).
 (cd "$work" && "$venv/bin/schemathesis" --config-file "$config" --no-color run \
     "http://127.0.0.1:$plain_port/v1/openapi.json" \
     --checks all \
+    --exclude-path '/v1/tokens/{id}' \
     -H "Authorization: Bearer $token" \
     --max-examples "$MAX_EXAMPLES" \
     --max-time "$MAX_TIME" \

@@ -33,10 +33,14 @@ fn lifetime(
     let cap_secs = u64::from(cap_days) * DAY_SECS;
     let ttl = ttl_secs.unwrap_or((default_days * DAY_SECS).min(cap_secs));
     if ttl > cap_secs {
-        return Err(CenterError::bad_request(format!(
-            "the token request: $.ttl_secs: {ttl} s is longer than this center allows for such \
+        // A value the schema allows, refused by this center's configuration: 422.
+        return Err(CenterError::new(
+            ErrorKind::DocumentInvalid,
+            format!(
+                "the token request: $.ttl_secs: {ttl} s is longer than this center allows for such \
              tokens: {cap_days} days ({cap_key})"
-        )));
+            ),
+        ));
     }
     Ok(ttl as i64)
 }
@@ -94,10 +98,14 @@ impl Center {
         let mut label = request.label;
         if let Some(terminal) = &request.reenrol_terminal {
             if uses != 1 {
-                return Err(CenterError::bad_request(format!(
-                    "the token request: $.uses: a re-enrolment token re-enrols its terminal once, \
+                // Contradicting fields, which the schema cannot express: 422.
+                return Err(CenterError::new(
+                    ErrorKind::DocumentInvalid,
+                    format!(
+                        "the token request: $.uses: a re-enrolment token re-enrols its terminal once, \
                      not {uses} times"
-                )));
+                    ),
+                ));
             }
             if self.store.terminal(terminal).await?.is_none() {
                 return Err(CenterError::not_found(format!(
@@ -205,7 +213,8 @@ impl Center {
     /// center process. The last valid operator token is kept unless `force`.
     pub async fn revoke_token(&self, id: &str, force: bool) -> CenterResult<TokenRevoked> {
         if id.len() < 8 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(CenterError::bad_request(format!(
+            // No token can have such an id.
+            return Err(CenterError::not_found(format!(
                 "{id:?} is not a token id: 8 to 64 hex digits, as `herd token list` shows them"
             )));
         }

@@ -226,7 +226,7 @@ pub async fn put_rules(
 /// keeping its id and history (after its certificate expired or was lost).
 #[utoipa::path(post, path = "/v1/enrolment-tokens", tag = "operators",
     request_body = NewEnrolmentToken,
-    responses((status = 201, body = TokenCreated), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "`not_found`: the terminal to re-enrol is not enrolled")))]
+    responses((status = 201, body = TokenCreated), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "`not_found`: the terminal to re-enrol is not enrolled"), (status = 422, body = ErrorBody, description = "`bad_request`: a lifetime beyond this center's cap (`max_enrol_token_days`), or a re-enrolment token for more than one use")))]
 pub async fn new_enrolment_token(
     State(center): State<Arc<Center>>,
     _: Operator,
@@ -239,7 +239,7 @@ pub async fn new_enrolment_token(
 /// A new API token for an operator or a vendor (shown once).
 #[utoipa::path(post, path = "/v1/tokens", tag = "operators",
     request_body = NewApiToken,
-    responses((status = 201, body = TokenCreated), (status = 422, body = ErrorBody, description = "`bad_request`: a vendor token without a vendor, or an operator token with one")))]
+    responses((status = 201, body = TokenCreated), (status = 422, body = ErrorBody, description = "`bad_request`: a vendor token without a vendor, an operator token with one, or a lifetime beyond this center's cap (`max_api_token_days`)")))]
 pub async fn new_api_token(
     State(center): State<Arc<Center>>,
     _: Operator,
