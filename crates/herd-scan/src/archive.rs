@@ -930,7 +930,7 @@ pub fn inflate(
             Ok(Inflated { trailing: 0 })
         }
         Content::Deflate(d) => {
-            drain(&mut flate2::read::DeflateDecoder::new(d), out)?;
+            drain(&mut RawInflater::new(d), out)?;
             Ok(Inflated { trailing: 0 })
         }
         Content::Gzip(d) => {
@@ -949,6 +949,62 @@ pub fn inflate(
                     return Ok(Inflated { trailing });
                 }
                 rest = after;
+            }
+        }
+    }
+}
+
+/// Raw deflate through `flate2::Decompress` itself: on damaged or cut input the bytes inflated
+/// before the damage come first and the error at the next read, whichever backend flate2 was
+/// built with (its reader drops them with zlib-rs, which another crate in the build may pick).
+struct RawInflater<'a> {
+    input: &'a [u8],
+    state: flate2::Decompress,
+    failed: Option<String>,
+}
+
+impl<'a> RawInflater<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        RawInflater {
+            input,
+            state: flate2::Decompress::new(false),
+            failed: None,
+        }
+    }
+}
+
+impl Read for RawInflater<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let corrupt = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        if let Some(error) = self.failed.take() {
+            return Err(corrupt(error));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let (before_in, before_out) = (self.state.total_in(), self.state.total_out());
+            let flush = if self.input.is_empty() {
+                flate2::FlushDecompress::Finish
+            } else {
+                flate2::FlushDecompress::None
+            };
+            let result = self.state.decompress(self.input, buf, flush);
+            let consumed = (self.state.total_in() - before_in) as usize;
+            let produced = (self.state.total_out() - before_out) as usize;
+            self.input = &self.input[consumed..];
+            match result {
+                Ok(flate2::Status::StreamEnd) => return Ok(produced),
+                Ok(_) if produced > 0 => return Ok(produced),
+                Ok(_) if consumed == 0 => {
+                    return Err(corrupt("the deflate stream is cut short".into()));
+                }
+                Ok(_) => continue,
+                Err(e) if produced > 0 => {
+                    self.failed = Some(e.to_string());
+                    return Ok(produced);
+                }
+                Err(e) => return Err(corrupt(e.to_string())),
             }
         }
     }
