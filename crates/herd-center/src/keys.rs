@@ -80,11 +80,6 @@ fn read_kek_file(path: &Path) -> anyhow::Result<KeyEncryptionKey> {
     Ok(KeyEncryptionKey::from_secret(&secret)?)
 }
 
-/// Seals `key_pem`, the key of `cert_pem`'s first certificate, under `kek`.
-fn seal(kek: &KeyEncryptionKey, cert_pem: &str, key_pem: &str) -> anyhow::Result<String> {
-    Ok(kek.seal_for_certificate(key_pem, cert_pem)?)
-}
-
 /// The stored CA, created (self-signed) at the first start of the first center process; a key
 /// stored in the clear by an older center is sealed in place. Returns it with its generation.
 pub(crate) async fn open_ca(
@@ -95,7 +90,7 @@ pub(crate) async fn open_ca(
         Some(material) => material,
         None => {
             let (cert_pem, key_pem) = CertificateAuthority::generate("Herd center CA")?;
-            let key_pem = seal(kek, &cert_pem, &key_pem)?;
+            let key_pem = kek.seal_for_certificate(&key_pem, &cert_pem)?;
             let candidate = CaMaterial {
                 cert_pem,
                 key_pem,
@@ -115,7 +110,7 @@ pub(crate) async fn open_ca(
     )
     .context("the CA stored in the database is unusable")?;
     let sealed = CaMaterial {
-        key_pem: seal(kek, &material.cert_pem, &material.key_pem)?,
+        key_pem: kek.seal_for_certificate(&material.key_pem, &material.cert_pem)?,
         ..material.clone()
     };
     match store.ca_replace(material.generation, sealed).await {
@@ -150,14 +145,6 @@ fn ca_from_material(
         )?;
     CertificateAuthority::from_parts(&material.cert_pem, &key_pem, material.trust_pem.as_deref())
         .context("the CA stored in the database is unusable")
-}
-
-/// The DER certificates of a PEM bundle (unparsable blocks are left out: the bundle was
-/// checked when it was stored).
-fn anchors(pem: &str) -> Vec<Vec<u8>> {
-    pem.split_inclusive("-----END CERTIFICATE-----")
-        .filter_map(|block| herd_tls::cert_der_from_pem(block).ok())
-        .collect()
 }
 
 impl Center {
@@ -203,8 +190,8 @@ impl Center {
             ));
         }
         let current = self.ca();
-        let current_anchors = anchors(current.trust_pem());
-        let new_anchors = anchors(&request.trust_pem);
+        let current_anchors = current.trust_der();
+        let new_anchors = candidate.trust_der();
         let mut trust_pem = request.trust_pem.clone();
         if !new_anchors.iter().any(|a| current_anchors.contains(a)) {
             // A root terminals do not know yet: the center's certificate will chain to it,
@@ -224,12 +211,9 @@ impl Center {
             }
         }
         // Keep accepting client certificates the current anchors issued until they are renewed.
-        for pem in current
-            .trust_pem()
-            .split_inclusive("-----END CERTIFICATE-----\n")
-        {
-            if herd_tls::cert_der_from_pem(pem).is_ok_and(|der| !new_anchors.contains(&der)) {
-                trust_pem.push_str(pem);
+        for anchor in current_anchors {
+            if !new_anchors.contains(anchor) {
+                trust_pem.push_str(&herd_tls::cert_pem_from_der(anchor));
             }
         }
         let ca = CertificateAuthority::from_parts(
@@ -238,7 +222,9 @@ impl Center {
             Some(&trust_pem),
         )
         .map_err(|e| invalid(format!("the CA: {e}")))?;
-        let key_pem = seal(&self.kek, &request.certificate_pem, &request.key_pem)
+        let key_pem = self
+            .kek
+            .seal_for_certificate(&request.key_pem, &request.certificate_pem)
             .map_err(|e| CenterError::internal(format!("sealing the CA key: {e:#}")))?;
         let stored = self
             .store

@@ -414,11 +414,12 @@ fn type_name(kind: u8) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::manifest::{ENGINE, PACKAGE_FORMAT};
 
-    fn manifest() -> Manifest {
+    /// Vaccine a's manifest, the package the tests build and attack.
+    pub(crate) fn manifest() -> Manifest {
         Manifest {
             format: PACKAGE_FORMAT.to_owned(),
             product: "vaccine-a".to_owned(),

@@ -13,25 +13,9 @@ use herd_fs::Dir;
 use proptest::prelude::*;
 
 use crate::archive::FIXED_MTIME;
-use crate::manifest::{ENGINE, MANIFEST_FILE, Manifest, PACKAGE_FORMAT};
+use crate::archive::tests::manifest;
+use crate::manifest::MANIFEST_FILE;
 use crate::{UnpackError, unpack_file, unpack_tar};
-
-fn manifest() -> Manifest {
-    Manifest {
-        format: PACKAGE_FORMAT.to_owned(),
-        product: "vaccine-a".to_owned(),
-        vendor: "maker-a".to_owned(),
-        version: "5.1".to_owned(),
-        seq: 1101,
-        pattern: "a-1101".to_owned(),
-        engine: ENGINE.to_owned(),
-        definitions: vec!["defs/a.ndb".to_owned()],
-        test_pattern: "test/a.txt".to_owned(),
-        post_install: Some("bin/post-install".to_owned()),
-        pre_uninstall: None,
-        hooks_run_as: None,
-    }
-}
 
 /// One raw tar member with every header field chosen by the test (GNU header, as the builder
 /// writes), bypassing every check a builder would make.

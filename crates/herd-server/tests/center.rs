@@ -14,8 +14,9 @@ use herd_proto::api::{
 };
 use herd_proto::plan::Action;
 use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc};
-use herd_tls::KeyPairPem;
-use support::{HERD, TestCenter, code, seed_catalog, vendor_client, vendor_feed};
+use support::{
+    HERD, TestCenter, code, enrol, enrolment_token, seed_catalog, vendor_client, vendor_feed,
+};
 
 fn publish_seed(center: &TestCenter) {
     let catalog = seed_catalog();
@@ -26,43 +27,6 @@ fn publish_seed(center: &TestCenter) {
             .expect("publish");
         assert!(published.changed);
     }
-}
-
-fn enrol(center: &TestCenter, token: &str, id: &str, user: &str, kind: &str) -> KeyPairPem {
-    let (key_pem, csr_pem) = herd_tls::new_key_and_csr(id).unwrap();
-    let enrolled = center
-        .anonymous()
-        .enrol(&EnrolRequest {
-            token: token.to_owned(),
-            csr_pem,
-            id: Some(id.to_owned()),
-            user: Some(user.to_owned()),
-            hardware: HardwareDoc {
-                kind: kind.to_owned(),
-                platform: kind.to_owned(),
-                model: None,
-            },
-            tz: Some("+09:00".to_owned()),
-        })
-        .expect("enrol");
-    assert_eq!(enrolled.terminal, id);
-    KeyPairPem {
-        cert_pem: enrolled.certificate_pem,
-        key_pem,
-    }
-}
-
-fn enrolment_token(center: &TestCenter, uses: u64) -> String {
-    center
-        .operator()
-        .new_enrolment_token(&NewEnrolmentToken {
-            label: "test".into(),
-            uses: Some(uses),
-            ttl_secs: None,
-            reenrol_terminal: None,
-        })
-        .unwrap()
-        .token
 }
 
 fn vaccine_a() -> InstalledDoc {

@@ -9,10 +9,9 @@ use std::path::Path;
 use std::process::Command;
 
 use herd_client::ClientError;
-use herd_proto::api::{CaInstall, CheckinRequest, EnrolRequest};
-use herd_proto::terminal::HardwareDoc;
+use herd_proto::api::{CaInstall, CheckinRequest};
 use herd_tls::KeyPairPem;
-use support::{HERD, TestCenter};
+use support::{HERD, TestCenter, enrol, enrolment_token};
 
 /// A directory a local user could enter, like `/var/lib`: tests' temporary directories are
 /// 0700, which would hide what the center itself does.
@@ -52,44 +51,45 @@ fn spawn(data_dir: &Path, env: &[(&str, String)]) -> anyhow::Result<TestCenter> 
     TestCenter::try_spawn(data_dir, &[], &env)
 }
 
-fn ca_row(db: &Path) -> (String, Option<String>, i64) {
+/// Runs `query` against the center's SQLite database `db` (the center stopped or idle), as
+/// someone holding a copy of the file would.
+fn with_database<T>(db: &Path, query: impl AsyncFnOnce(&sqlx::SqlitePool) -> T) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        use sqlx::Row;
         let url = format!("sqlite://{}", db.display());
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        let row = sqlx::query("SELECT key_pem, trust_pem, generation FROM ca")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        let result = (
-            row.get("key_pem"),
-            row.get("trust_pem"),
-            row.get("generation"),
-        );
+        let result = query(&pool).await;
         pool.close().await;
         result
     })
 }
 
+fn ca_row(db: &Path) -> (String, Option<String>, i64) {
+    with_database(db, async |pool| {
+        use sqlx::Row;
+        let row = sqlx::query("SELECT key_pem, trust_pem, generation FROM ca")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        (
+            row.get("key_pem"),
+            row.get("trust_pem"),
+            row.get("generation"),
+        )
+    })
+}
+
 fn set_ca_row(db: &Path, cert_pem: &str, key_pem: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let url = format!("sqlite://{}", db.display());
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    with_database(db, async |pool| {
         sqlx::query("UPDATE ca SET cert_pem = $1, key_pem = $2")
             .bind(cert_pem)
             .bind(key_pem)
-            .execute(&pool)
+            .execute(pool)
             .await
             .unwrap();
-        pool.close().await;
     })
 }
 
@@ -219,18 +219,11 @@ fn a_kek_other_users_can_read_is_refused() {
 
 /// True when the database holds no CA (a refused start created none).
 fn ca_exists_not(data: &Path) -> bool {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let url = format!("sqlite://{}", data.join("herd.db").display());
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    with_database(&data.join("herd.db"), async |pool| {
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM ca")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .unwrap_or(0);
-        pool.close().await;
         count == 0
     })
 }
@@ -275,42 +268,6 @@ fn herd(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
             String::from_utf8_lossy(&output.stderr)
         ),
     )
-}
-
-fn enrol(center: &TestCenter, token: &str, id: &str) -> KeyPairPem {
-    let (key_pem, csr_pem) = herd_tls::new_key_and_csr(id).unwrap();
-    let enrolled = center
-        .anonymous()
-        .enrol(&EnrolRequest {
-            token: token.to_owned(),
-            csr_pem,
-            id: Some(id.to_owned()),
-            user: None,
-            hardware: HardwareDoc {
-                kind: "pc".into(),
-                platform: "linux".into(),
-                model: None,
-            },
-            tz: None,
-        })
-        .expect("enrol");
-    KeyPairPem {
-        cert_pem: enrolled.certificate_pem,
-        key_pem,
-    }
-}
-
-fn enrolment_token(center: &TestCenter) -> String {
-    center
-        .operator()
-        .new_enrolment_token(&herd_proto::api::NewEnrolmentToken {
-            label: "test".into(),
-            uses: Some(10),
-            ttl_secs: None,
-            reenrol_terminal: None,
-        })
-        .unwrap()
-        .token
 }
 
 fn checks_in(center: &TestCenter, identity: &KeyPairPem) -> bool {
@@ -411,8 +368,8 @@ fn an_intermediate_of_the_offline_root_replaces_the_center_ca_and_rotates_unnoti
 
     let data = tmp.path().join("data");
     let mut center = spawn(&data, &[]).unwrap();
-    let token = enrolment_token(&center);
-    let early = enrol(&center, &token, "early");
+    let token = enrolment_token(&center, 10);
+    let early = enrol(&center, &token, "early", "user-e", "pc");
     let server_env = |center: &TestCenter| {
         vec![
             ("HERD_SERVER", center.url.clone()),
@@ -441,8 +398,8 @@ fn an_intermediate_of_the_offline_root_replaces_the_center_ca_and_rotates_unnoti
         ca_pem.starts_with(&root_pem),
         "ca.pem leads with the root: {ca_pem}"
     );
-    let token = enrolment_token(&center);
-    let one = enrol(&center, &token, "one");
+    let token = enrolment_token(&center, 10);
+    let one = enrol(&center, &token, "one", "user-1", "pc");
     let issuer_one = issuer_of(&one);
     assert!(checks_in(&center, &one));
     assert!(
@@ -456,7 +413,7 @@ fn an_intermediate_of_the_offline_root_replaces_the_center_ca_and_rotates_unnoti
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (ok, out) = herd(&["ca", "install", &second.display().to_string()], &env);
     assert!(ok, "{out}");
-    let two = enrol(&center, &token, "two");
+    let two = enrol(&center, &token, "two", "user-2", "pc");
     assert_ne!(
         issuer_of(&two),
         issuer_one,

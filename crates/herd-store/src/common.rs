@@ -44,23 +44,6 @@ pub(crate) fn conflict_on_unique(error: sqlx::Error, what: impl FnOnce() -> Stri
     }
 }
 
-/// Decodes the `ca` row (`cert_pem, key_pem, trust_pem, generation`).
-pub(crate) fn ca_material<R>(row: &R) -> Result<CaMaterial, StoreError>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(CaMaterial {
-        cert_pem: row.try_get("cert_pem")?,
-        key_pem: row.try_get("key_pem")?,
-        trust_pem: row.try_get("trust_pem")?,
-        generation: from_db_int(row.try_get("generation")?, "CA generation")?,
-    })
-}
-
 /// Decodes the columns of [`terminal_columns!`].
 pub(crate) fn terminal_from_row<R>(row: &R) -> Result<TerminalRow, StoreError>
 where
@@ -108,6 +91,18 @@ macro_rules! generic_row_decoder {
             for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
         $body
     };
+}
+
+generic_row_decoder! {
+    /// Columns `cert_pem, key_pem, trust_pem, generation` of `ca`.
+    fn ca_material(row) -> CaMaterial {
+        Ok(CaMaterial {
+            cert_pem: row.try_get("cert_pem")?,
+            key_pem: row.try_get("key_pem")?,
+            trust_pem: row.try_get("trust_pem")?,
+            generation: from_db_int(row.try_get("generation")?, "CA generation")?,
+        })
+    }
 }
 
 generic_row_decoder! {

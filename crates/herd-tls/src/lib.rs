@@ -755,6 +755,19 @@ pub fn cert_der_from_pem(cert_pem: &str) -> Result<Vec<u8>, TlsError> {
         })
 }
 
+/// Every certificate of a PEM bundle (a trust bundle, a chain), as DER.
+pub fn cert_ders_from_pem(bundle: &str) -> Result<Vec<Vec<u8>>, TlsError> {
+    Ok(certs_from_pem(bundle, "the certificates")?
+        .into_iter()
+        .map(|der| der.to_vec())
+        .collect())
+}
+
+/// One DER certificate as PEM text.
+pub fn cert_pem_from_der(der: &[u8]) -> String {
+    pem_encode("CERTIFICATE", der)
+}
+
 /// When the first certificate in `cert_pem` stops being valid: an agent renews before this.
 pub fn cert_not_after(cert_pem: &str) -> Result<SystemTime, TlsError> {
     Ok(cert_validity(cert_pem)?.1)

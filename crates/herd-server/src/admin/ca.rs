@@ -235,16 +235,11 @@ fn show(args: ShowArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     }
     let mut text = String::new();
-    for anchor in info
-        .trust_pem
-        .split_inclusive("-----END CERTIFICATE-----\n")
-    {
-        if anchor.contains("BEGIN CERTIFICATE") {
-            text.push_str(&format!(
-                "trust anchor     SHA-256 {}\n",
-                fingerprint(anchor)?
-            ));
-        }
+    for anchor in herd_tls::cert_ders_from_pem(&info.trust_pem)? {
+        text.push_str(&format!(
+            "trust anchor     SHA-256 {}\n",
+            herd_tls::cert_sha256_hex(&anchor)
+        ));
     }
     text.push_str(&format!(
         "issuing CA       SHA-256 {}\n  valid until    {}\n  offline root   {}\n  generation     {}\n",

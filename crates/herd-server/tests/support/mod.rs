@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use herd_client::{Client, ClientError};
 use herd_lab::harness::{CenterProcess, CenterSpec};
-use herd_proto::api::NewApiToken;
+use herd_proto::api::{EnrolRequest, NewApiToken, NewEnrolmentToken};
+use herd_proto::terminal::HardwareDoc;
+use herd_tls::KeyPairPem;
 
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
@@ -127,6 +129,45 @@ pub fn code(err: ClientError) -> (u16, String) {
         ClientError::Refused { status, code, .. } => (status, code),
         other => panic!("expected an API error, got {other}"),
     }
+}
+
+/// Enrols terminal `id` of `user` (hardware kind and platform `kind`) with `token`.
+pub fn enrol(center: &TestCenter, token: &str, id: &str, user: &str, kind: &str) -> KeyPairPem {
+    let (key_pem, csr_pem) = herd_tls::new_key_and_csr(id).unwrap();
+    let enrolled = center
+        .anonymous()
+        .enrol(&EnrolRequest {
+            token: token.to_owned(),
+            csr_pem,
+            id: Some(id.to_owned()),
+            user: Some(user.to_owned()),
+            hardware: HardwareDoc {
+                kind: kind.to_owned(),
+                platform: kind.to_owned(),
+                model: None,
+            },
+            tz: Some("+09:00".to_owned()),
+        })
+        .expect("enrol");
+    assert_eq!(enrolled.terminal, id);
+    KeyPairPem {
+        cert_pem: enrolled.certificate_pem,
+        key_pem,
+    }
+}
+
+/// An enrolment token good for `uses` terminals.
+pub fn enrolment_token(center: &TestCenter, uses: u64) -> String {
+    center
+        .operator()
+        .new_enrolment_token(&NewEnrolmentToken {
+            label: "test".into(),
+            uses: Some(uses),
+            ttl_secs: None,
+            reenrol_terminal: None,
+        })
+        .unwrap()
+        .token
 }
 
 /// The part of a catalog document one vendor publishes: itself, its products, their
