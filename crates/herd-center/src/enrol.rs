@@ -125,6 +125,8 @@ impl Center {
             ca_pem: self.ca().trust_pem().to_owned(),
             group: row.group,
             checkin_interval_secs: self.next_checkin_secs(),
+            // Filled once the center serves its TUF repository (issue 11).
+            tuf_root: None,
         })
     }
 }

@@ -111,13 +111,39 @@ impl PartialEq for TextCache {
 
 impl Eq for TextCache {}
 
+/// The uninstall step of a plan: the script, and the signed target it was generated from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uninstall {
+    pub script: Arc<str>,
+    /// The package target (`herd_proto::distribution::package_target`) whose metadata gave the
+    /// script's package-manager name, ProductCode or hook; `None` when the catalog has no
+    /// package of the installed product's format for the terminal's platform.
+    pub target: Option<Arc<str>>,
+}
+
+/// The TUF target path of a release's package (`herd_proto::distribution::package_target`).
+pub fn package_target(
+    catalog: &Catalog,
+    release: &herd_core::Release,
+    package: &herd_core::Package,
+) -> String {
+    let product = catalog.product(release.product);
+    herd_proto::distribution::package_target(
+        &catalog.vendors[product.vendor.get()].id,
+        &product.id,
+        &release.version,
+        &catalog.platforms[package.platform.get()],
+        &package.format.to_string(),
+    )
+}
+
 /// A terminal's plan. Serialise it with [`Planner::render`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan<'t> {
     pub terminal: &'t Terminal,
     pub decision: Arc<Decision>,
-    /// The script removing what the terminal runs now, when the plan replaces it.
-    pub uninstall_script: Option<Arc<str>>,
+    /// The removal of what the terminal runs now, when the plan replaces it.
+    pub uninstall: Option<Uninstall>,
     pub consent_required: bool,
     /// The start of the terminal's next maintenance window, when `now` is outside it.
     pub not_before: Option<Timestamp>,
@@ -181,7 +207,7 @@ pub struct Planner<C: Deref<Target = Catalog> = &'static Catalog> {
     now: Timestamp,
     decisions: FxHashMap<DecisionKey, Arc<Decision>>,
     install_scripts: FxHashMap<(ReleaseIdx, usize), Arc<str>>,
-    uninstall_scripts: FxHashMap<UninstallKey, Vec<(String, Arc<str>)>>,
+    uninstall_scripts: FxHashMap<UninstallKey, Vec<(String, Uninstall)>>,
 }
 
 impl<C: Deref<Target = Catalog>> Planner<C> {
@@ -288,7 +314,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             }
         };
         let changes_software = matches!(decision.action, Action::Update | Action::Switch);
-        let uninstall_script = if changes_software {
+        let uninstall = if changes_software {
             self.uninstall_for(terminal, &decision)
         } else {
             None
@@ -300,7 +326,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
         Plan {
             terminal,
             decision,
-            uninstall_script,
+            uninstall,
             consent_required: changes_software && policy.consent == Consent::Ask,
             not_before,
         }
@@ -442,7 +468,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
     /// The uninstall step of a plan that changes software: the old product on a switch; on an
     /// update, the old version when it lives beside the new one (an `archive`) or when the new
     /// release comes in another package format. Package managers upgrade in place otherwise.
-    fn uninstall_for(&mut self, terminal: &Terminal, decision: &Decision) -> Option<Arc<str>> {
+    fn uninstall_for(&mut self, terminal: &Terminal, decision: &Decision) -> Option<Uninstall> {
         let installed = terminal.installed.as_ref()?;
         let target = decision.target?;
         let catalog = &*self.catalog;
@@ -470,7 +496,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             by_version
                 .iter()
                 .find(|(version, _)| *version == installed.version)
-                .map(|(_, script)| script.clone())
+                .map(|(_, uninstall)| uninstall.clone())
         });
         if known.is_some() {
             return known;
@@ -483,12 +509,13 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             r: &herd_core::Release,
             format: PackageFormat,
             platform: Option<PlatformIdx>,
-        ) -> Option<&herd_core::Package> {
+        ) -> Option<(&herd_core::Release, &herd_core::Package)> {
             r.packages
                 .iter()
                 .find(|p| p.format == format && Some(p.platform) == platform)
+                .map(|p| (r, p))
         }
-        let package = catalog
+        let found = catalog
             .release_by_seq(installed.product, installed.seq)
             .and_then(|r| of_release(catalog.release(r), format, platform))
             .or_else(|| {
@@ -497,6 +524,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
                     .rev()
                     .find_map(|r| of_release(r, format, platform))
             });
+        let package = found.map(|(_, p)| p);
         let script: Arc<str> = script::uninstall_script(&script::UninstallSpec {
             product: &catalog.product(installed.product).id,
             version: &installed.version,
@@ -506,11 +534,15 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             pre_uninstall: package.and_then(|p| p.hooks.pre_uninstall.as_deref()),
         })
         .into();
+        let uninstall = Uninstall {
+            script,
+            target: found.map(|(r, p)| package_target(catalog, r, p).into()),
+        };
         self.uninstall_scripts
             .entry(key)
             .or_default()
-            .push((installed.version.clone(), script.clone()));
-        Some(script)
+            .push((installed.version.clone(), uninstall.clone()));
+        Some(uninstall)
     }
 
     /// Every threat of a gap, in listing order: most dangerous first, then newest discovered

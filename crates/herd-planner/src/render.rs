@@ -312,6 +312,7 @@ fn target_parts(
             format: package.format.to_string(),
             sha256: package.sha256.to_string(),
             size: package.size,
+            target: Some(crate::package_target(catalog, release, package)),
         },
         Step::Install {
             product: product.clone(),
@@ -368,12 +369,13 @@ pub(crate) fn plan_doc(
         seq: i.seq,
     });
     let (to, mut steps) = target_parts(planner, d);
-    if let (Some(script), Some(installed)) = (&plan.uninstall_script, &terminal.installed) {
+    if let (Some(uninstall), Some(installed)) = (&plan.uninstall, &terminal.installed) {
         steps.push(Step::Uninstall {
             product: catalog.product(installed.product).id.clone(),
             version: installed.version.clone(),
             format: installed.format.to_string(),
-            script: script.to_string(),
+            script: uninstall.script.to_string(),
+            target: uninstall.target.as_deref().map(str::to_owned),
         });
     }
     PlanDoc {
@@ -497,7 +499,7 @@ pub(crate) fn plan_json(
     }
     out.extend_from_slice(b",\"steps\":[");
     out.extend_from_slice(shared.steps.as_bytes());
-    if let (Some(script), Some(installed)) = (&plan.uninstall_script, &terminal.installed) {
+    if let (Some(uninstall), Some(installed)) = (&plan.uninstall, &terminal.installed) {
         if !shared.steps.is_empty() {
             out.push(b',');
         }
@@ -506,7 +508,11 @@ pub(crate) fn plan_json(
         out.extend_from_slice(b",\"version\":");
         push_str(out, &installed.version);
         let _ = write!(out, ",\"format\":\"{}\",\"script\":", installed.format);
-        push_str(out, script);
+        push_str(out, &uninstall.script);
+        if let Some(target) = &uninstall.target {
+            out.extend_from_slice(b",\"target\":");
+            push_str(out, target);
+        }
         out.push(b'}');
     }
     out.extend_from_slice(b"],");

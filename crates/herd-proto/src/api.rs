@@ -255,6 +255,10 @@ pub struct EnrolResponse {
     pub group: String,
     /// Check in again after about this many seconds.
     pub checkin_interval_secs: u64,
+    /// The center's current TUF `root.json` (exactly as signed): the terminal's initial root of
+    /// trust for signed distribution. Absent from centers older than signed distribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuf_root: Option<String>,
 }
 
 /// `POST /v1/checkin` (client certificate): the terminal's inventory; the answer is its plan.
@@ -317,8 +321,64 @@ pub mod events {
     pub const CONSENT_REQUESTED: &str = "consent.requested";
     /// The user declined a plan.
     pub const CONSENT_DECLINED: &str = "consent.declined";
+    /// The agent refused what its upstream served because the signed metadata does not vouch
+    /// for it (`data`: a [`super::TrustRefusal`]): tampered, rolled back, expired, unsigned.
+    pub const TRUST_REFUSED: &str = "trust.refused";
     /// Filler events `herd-agent run --emit-test-events N` queues to exercise the outbox.
     pub const TEST_EVENT: &str = "test.event";
+}
+
+/// Why an agent refused metadata or a target (`trust.refused` events): `kind` is one of
+/// [`trust_refusals`]' names (the center counts refusals by it), `detail` the agent's words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrustRefusal {
+    pub kind: String,
+    /// The role or target refused, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub detail: String,
+    /// The plan the refusal stopped, when it stopped one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+/// The kinds of [`TrustRefusal`], the labels of the center's refusal metric.
+pub mod trust_refusals {
+    /// Metadata not signed by a threshold of the role's keys.
+    pub const SIGNATURE: &str = "signature";
+    /// A version lower than one already trusted (rollback), or a version other than the one
+    /// the higher role names (mix-and-match).
+    pub const ROLLBACK: &str = "rollback";
+    /// Metadata past its expiry (a freeze attack, or a repository not refreshed).
+    pub const EXPIRED: &str = "expired";
+    /// A length or hash other than the signed one, or more bytes than allowed (endless data).
+    pub const MISMATCH: &str = "mismatch";
+    /// A download that stalled or did not finish in time (slow retrieval).
+    pub const SLOW: &str = "slow";
+    /// A plan naming a target the verified metadata does not list, or lists for another
+    /// product, version or platform (arbitrary installation, wrong software).
+    pub const UNLISTED: &str = "unlisted";
+    /// A plan whose script is not the one the agent generates from signed metadata.
+    pub const SCRIPT: &str = "script";
+    /// The upstream could not be reached or did not serve the metadata.
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// Anything else the metadata got wrong (malformed documents, bad delegations).
+    pub const INVALID: &str = "invalid";
+
+    /// Every kind, in the order the metrics list them.
+    pub const ALL: [&str; 9] = [
+        SIGNATURE,
+        ROLLBACK,
+        EXPIRED,
+        MISMATCH,
+        SLOW,
+        UNLISTED,
+        SCRIPT,
+        UNAVAILABLE,
+        INVALID,
+    ];
 }
 
 /// One event. `seq` is the agent's outbox sequence number, strictly increasing per terminal:

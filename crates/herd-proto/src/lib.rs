@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod distribution;
 pub mod layout;
 pub mod merge;
 pub mod plan;

@@ -148,6 +148,11 @@ pub enum Step {
         format: String,
         sha256: String,
         size: u64,
+        /// The package's target in the signed TUF metadata (`herd_proto::distribution`); the
+        /// agent refuses a package the verified metadata does not list with this size and digest.
+        /// Absent from plans of centers older than signed distribution.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
     },
     /// Install the new product beside the old one.
     Install {
@@ -168,6 +173,10 @@ pub enum Step {
         version: String,
         format: String,
         script: String,
+        /// The target whose signed metadata the uninstall script was generated from (the
+        /// installed release's package, or the product's newest of that format and platform).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
     },
 }
 

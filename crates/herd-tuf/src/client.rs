@@ -59,6 +59,14 @@ pub enum TrustError {
     Dropped { role: String },
     #[error("target {path}: {detail}")]
     Target { path: String, detail: String },
+    #[error(
+        "{role}: delegated to key {keyid}, but root pins it to {pinned:?} (a forged delegation)"
+    )]
+    Unpinned {
+        role: String,
+        keyid: String,
+        pinned: Vec<String>,
+    },
 }
 
 /// A document that passed every check, with its envelope.
@@ -351,6 +359,23 @@ impl TrustedSet {
             .iter()
             .find(|r| r.name == role)
             .ok_or_else(not_delegated)?;
+        // A role root pins may be delegated only to the pinned keys: whoever holds the online
+        // targets key (the center) cannot hand a vendor's packages to a key of its own.
+        if let Some(pinned) = self.root().pinned_roles.get(role) {
+            // The key id must also be the listed key's own (its canonical JSON's SHA-256), or a
+            // forged delegation could map a pinned id to another key.
+            let forged = |k: &&String| {
+                !pinned.contains(k)
+                    || delegations.keys.get(*k).map(|key| key.key_id()).as_ref() != Some(*k)
+            };
+            if let Some(keyid) = delegated.keyids.iter().find(forged) {
+                return Err(TrustError::Unpinned {
+                    role: role.to_owned(),
+                    keyid: keyid.clone(),
+                    pinned: pinned.clone(),
+                });
+            }
+        }
         let keys = RoleKeys {
             keyids: delegated.keyids.clone(),
             threshold: delegated.threshold,
@@ -447,15 +472,7 @@ pub enum TargetSearch {
 /// components and each matches shell-style (`*`, `?`), as python-tuf reads TUF's `paths`.
 fn delegated_for(role: &DelegatedRole, path: &str) -> bool {
     if let Some(patterns) = &role.paths {
-        return patterns.iter().any(|pattern| {
-            let parts: Vec<&str> = pattern.split('/').collect();
-            let names: Vec<&str> = path.split('/').collect();
-            parts.len() == names.len()
-                && parts
-                    .iter()
-                    .zip(&names)
-                    .all(|(p, n)| glob(p.as_bytes(), n.as_bytes()))
-        });
+        return patterns.iter().any(|pattern| path_matches(pattern, path));
     }
     if let Some(prefixes) = &role.path_hash_prefixes {
         use sha2::{Digest, Sha256};
@@ -465,6 +482,18 @@ fn delegated_for(role: &DelegatedRole, path: &str) -> bool {
             .any(|prefix| digest.starts_with(prefix.as_str()));
     }
     false
+}
+
+/// Whether one of TUF's `paths` patterns matches `path`: as many `/`-separated components,
+/// each matching shell-style.
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('/').collect();
+    let names: Vec<&str> = path.split('/').collect();
+    parts.len() == names.len()
+        && parts
+            .iter()
+            .zip(&names)
+            .all(|(p, n)| glob(p.as_bytes(), n.as_bytes()))
 }
 
 /// Shell-style matching of one component: `*` any run, `?` one byte, `[…]` not supported

@@ -2,7 +2,8 @@
 //! (`canonical`), ed25519 keys (`keys`), the metadata of the roles root, timestamp, snapshot,
 //! targets and delegated targets with signing and threshold checks (`metadata`), and the
 //! client's trusted set that refuses rollback, freeze, mix-and-match, tampered or
-//! under-signed metadata and targets (`client`).
+//! under-signed metadata and targets (`client`), and the repository side that signs what
+//! changed or is about to expire (`repository`).
 //!
 //! No I/O, no clock: documents are bytes, `now` is an argument. The center signs with it and
 //! serves what it signs; the agent verifies with it whatever its upstream (center, site,
@@ -13,6 +14,7 @@ pub mod canonical;
 pub mod client;
 pub mod keys;
 pub mod metadata;
+pub mod repository;
 
 pub use client::{TargetSearch, TrustError, TrustedSet, verify_target};
 pub use keys::{PublicKey, SigningKey};

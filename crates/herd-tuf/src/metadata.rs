@@ -86,6 +86,16 @@ pub struct Root {
     pub consistent_snapshot: bool,
     pub keys: BTreeMap<String, PublicKey>,
     pub roles: BTreeMap<String, RoleKeys>,
+    /// Herd's pins of delegated roles' keys (a vendor's `vendor-<id>` role), an extension field
+    /// other TUF clients ignore (and still verify, as part of the signed document): a role
+    /// named here is trusted only when delegated to keys all among these key ids. Only the
+    /// offline root keys sign root, so not even the center can replace a vendor's pinned key.
+    #[serde(
+        rename = "x-herd-pinned-roles",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub pinned_roles: BTreeMap<String, Vec<String>>,
 }
 
 /// What timestamp says of snapshot, and snapshot of each targets role.

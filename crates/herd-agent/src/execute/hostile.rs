@@ -71,6 +71,7 @@ fn hostile_step() -> impl Strategy<Value = Step> {
                 format,
                 sha256,
                 size,
+                target: None
             }
         ),
         (s(), s(), hostile_format(), s()).prop_map(|(product, version, format, script)| {
@@ -92,6 +93,7 @@ fn hostile_step() -> impl Strategy<Value = Step> {
                 version,
                 format,
                 script,
+                target: None,
             }
         }),
     ]
@@ -118,6 +120,7 @@ fn hostile_plan() -> impl Strategy<Value = PlanDoc> {
                     format: "archive".into(),
                     sha256: "ab".repeat(32),
                     size,
+                    target: None,
                 },
                 Step::Fetch {
                     product: "other".into(),
@@ -125,6 +128,7 @@ fn hostile_plan() -> impl Strategy<Value = PlanDoc> {
                     format: "archive".into(),
                     sha256: "cd".repeat(32),
                     size: other_size,
+                    target: None,
                 },
                 Step::Install {
                     product: product.clone(),

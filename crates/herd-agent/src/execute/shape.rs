@@ -163,6 +163,7 @@ pub(super) fn check(plan: &PlanDoc) -> Result<Option<Shape>, String> {
                 version,
                 format,
                 script,
+                ..
             } => {
                 if verify.is_none() {
                     return Err(format!(
@@ -275,6 +276,7 @@ mod tests {
             format: "archive".into(),
             sha256: "AB".repeat(32),
             size: 10,
+            target: None,
         }
     }
 
@@ -301,6 +303,7 @@ mod tests {
             version: "5.1".into(),
             format: "archive".into(),
             script: "true".into(),
+            target: None,
         }
     }
 
@@ -354,6 +357,7 @@ mod tests {
             format: "archive".into(),
             sha256: "xyz".into(),
             size: 10,
+            target: None,
         };
         assert!(check(&bad).unwrap_err().contains("SHA-256"));
     }

@@ -96,6 +96,7 @@ impl Setup {
                 format: "archive".into(),
                 sha256: to.sha256.clone(),
                 size: to.size,
+                target: None,
             },
             Step::Install {
                 product: m.product.clone(),
@@ -115,6 +116,7 @@ impl Setup {
                 version: version.into(),
                 format: format.into(),
                 script,
+                target: None,
             });
         }
         PlanDoc {
@@ -328,6 +330,7 @@ fn a_package_holding_another_product_is_refused_before_unpacking() {
         format: "archive".into(),
         sha256: other.sha256.clone(),
         size: other.size,
+        target: None,
     };
     let Step::Install { script, .. } = &other_plan.steps[1] else {
         unreachable!()

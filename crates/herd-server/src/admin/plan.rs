@@ -69,7 +69,15 @@ pub(super) fn describe_plan(
                     format,
                     sha256,
                     size,
-                } => format!("fetch {product} {version} ({format}, {size} bytes, sha256 {sha256})"),
+                    target,
+                } => match target {
+                    Some(target) => format!(
+                        "fetch {product} {version} ({format}, {size} bytes, sha256 {sha256}, signed target {target})"
+                    ),
+                    None => format!(
+                        "fetch {product} {version} ({format}, {size} bytes, sha256 {sha256})"
+                    ),
+                },
                 Step::Install {
                     product,
                     version,

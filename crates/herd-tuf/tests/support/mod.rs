@@ -76,6 +76,7 @@ impl Repo {
             expires: format_expiry(days(365)),
             consistent_snapshot: true,
             keys,
+            pinned_roles: BTreeMap::new(),
             roles: BTreeMap::from([
                 (
                     "root".to_owned(),
