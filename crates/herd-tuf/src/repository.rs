@@ -108,6 +108,21 @@ struct Current {
     bytes: Vec<u8>,
 }
 
+/// The key ids that signed a document (to notice that a role must be signed again with
+/// a rotated key).
+fn signers(bytes: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("signatures")?.as_array().map(|sigs| {
+                sigs.iter()
+                    .filter_map(|s| s.get("keyid")?.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
 impl std::fmt::Debug for OnlineKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnlineKeys")
@@ -225,22 +240,30 @@ impl Repository {
         let root = check_root_chain(&chain)?;
         self.roots = chain;
         self.root = root;
-        // Force new top-level documents signed with whatever keys the root now names.
-        if let Some((current, _)) = &mut self.targets {
-            current.expires = Timestamp::from_unix_seconds(0);
-        }
-        if let Some((current, _)) = &mut self.snapshot {
-            current.expires = Timestamp::from_unix_seconds(0);
-        }
-        if let Some(current) = &mut self.timestamp {
-            current.expires = Timestamp::from_unix_seconds(0);
-        }
+        self.resign_top_level();
         Ok(())
     }
 
-    /// Replaces the online keys (a rotation the newest root already names).
+    /// Replaces the online keys (a rotation the newest root already names); the next
+    /// `update` signs every document again with them.
     pub fn set_online_keys(&mut self, keys: OnlineKeys) {
         self.keys = keys;
+        self.resign_top_level();
+    }
+
+    /// Makes the next `update` sign targets, snapshot and timestamp again, whatever changed
+    /// (their keys may have). Delegated roles notice a new targets key by their signer.
+    fn resign_top_level(&mut self) {
+        let expired = Timestamp::from_unix_seconds(0);
+        if let Some((current, _)) = &mut self.targets {
+            current.expires = expired;
+        }
+        if let Some((current, _)) = &mut self.snapshot {
+            current.expires = expired;
+        }
+        if let Some(current) = &mut self.timestamp {
+            current.expires = expired;
+        }
     }
 
     /// The current timestamp document, if one was signed.
@@ -291,7 +314,9 @@ impl Repository {
                     }
                     let previous = self.delegated.get(&role.name);
                     let unchanged = previous.is_some_and(|(current, signed)| {
-                        &signed.targets == targets && !stale(current, lifetimes.targets_secs)
+                        &signed.targets == targets
+                            && !stale(current, lifetimes.targets_secs)
+                            && signers(&current.bytes) == [targets_key_id.clone()]
                     });
                     if unchanged {
                         continue;
