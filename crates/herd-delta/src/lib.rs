@@ -157,6 +157,9 @@ pub fn header(delta: &[u8]) -> Result<Header, DeltaError> {
         return Err(DeltaError::NotADelta);
     }
     let after_magic = &delta[MAGIC.len()..];
+    if VERSION.starts_with(after_magic) && after_magic.len() < VERSION.len() {
+        return Err(DeltaError::TruncatedHeader { len: delta.len() });
+    }
     if !after_magic.starts_with(VERSION) {
         // Name the version as written, up to its line end (bounded, printable).
         let line = after_magic.split(|&b| b == b'\n').next().unwrap_or(&[]);
@@ -190,7 +193,7 @@ fn write_header(header: &Header, out: &mut Vec<u8>) {
 /// SHA-256 and length. Refuses a delta for another base, one declaring a result over
 /// `max_output` bytes, a corrupt or truncated patch and a result other than declared. Never
 /// allocates more than `max_output` + 1 bytes for the result, plus zstd's decoding context (a
-/// constant, about 160 KB, whatever the patch says).
+/// constant, about 120 KB, whatever the patch says).
 pub fn apply(old: &[u8], delta: &[u8], max_output: u64) -> Result<Vec<u8>, DeltaError> {
     let header = header(delta)?;
     if header.result.len > max_output {

@@ -153,7 +153,13 @@ fn another_version_is_named_and_refused() {
 fn a_truncated_header_is_refused_with_its_length() {
     let (old, new) = definitions(100, 1);
     let delta = diff(&old, &new);
-    for len in [MAGIC.len() + VERSION.len(), 50, HEADER_LEN - 1] {
+    for len in [
+        MAGIC.len(),
+        MAGIC.len() + 1,
+        MAGIC.len() + VERSION.len(),
+        50,
+        HEADER_LEN - 1,
+    ] {
         let err = apply(&old, &delta[..len], u64::MAX).unwrap_err();
         assert_eq!(err, DeltaError::TruncatedHeader { len });
         assert!(err.to_string().contains(&format!("{len} bytes, shorter")));
