@@ -63,13 +63,13 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// A generated body signature and a byte string that matches it.
 pub(crate) struct BodySig {
-    line: String,
-    instance: Vec<u8>,
+    pub(crate) line: String,
+    pub(crate) instance: Vec<u8>,
 }
 
 /// Signatures shaped like ClamAV's: a fixed head (the anchor, 16–32 bytes by default), then one of the
 /// wildcard constructs, then a fixed tail.
-fn body_sig(i: usize, anchor_min: usize, rng: &mut Rng) -> BodySig {
+pub(crate) fn body_sig(i: usize, anchor_min: usize, rng: &mut Rng) -> BodySig {
     let head_len = anchor_min + rng.below(anchor_min as u64 + 1) as usize;
     let head = rng.bytes(head_len);
     let tail_len = 4 + rng.below(12) as usize;
@@ -113,14 +113,16 @@ pub(crate) fn hdb_text(count: usize, planted: &[(String, usize)], rng: &mut Rng)
         if let Some((digest, size)) = planted.get(i) {
             hdb.push_str(&format!("{digest}:{size}:Herd.Bench.Hash-{i}\n"));
         } else {
-            let size = 1 + rng.below(5_000_000);
-            hdb.push_str(&format!(
-                "{}:{size}:Herd.Bench.Hash-{i}\n",
-                hex(&rng.bytes(16))
-            ));
+            hdb.push_str(&hdb_line(i, rng));
         }
     }
     hdb
+}
+
+/// One random `.hdb` line (digest, a size from 1 B to 5 MB, name), newline included.
+pub(crate) fn hdb_line(i: usize, rng: &mut Rng) -> String {
+    let size = 1 + rng.below(5_000_000);
+    format!("{}:{size}:Herd.Bench.Hash-{i}\n", hex(&rng.bytes(16)))
 }
 
 const WORDS: &[&str] = &[

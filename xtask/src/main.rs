@@ -4,6 +4,7 @@
 //! Benchmarks run in release mode (the `xtask` alias builds with `--release`) and report
 //! medians over several runs plus peak memory, never a single timing.
 
+mod bench_delta;
 mod bench_feed;
 mod bench_onaccess;
 mod bench_planner;
@@ -39,6 +40,9 @@ enum Bench {
     /// Plans for a generated fleet against a generated catalog (SPEC §8: 1,000,000 terminals,
     /// 100,000 threats × 20 products, under 1 s on one core).
     Planner(bench_planner::Options),
+    /// Definition deltas between two releases' packages: size against the full package and
+    /// time to make and apply (SPEC §8: under 2 % of the full set for a 1 % change).
+    Delta(bench_delta::Options),
     /// Unpacking a package with the agent's checked reader against `tar -xzf` of the same file.
     Unpack(bench_unpack::Options),
     /// Publishing a large vendor feed to a real center, merged with another vendor's (the
@@ -58,6 +62,7 @@ enum Bench {
 fn main() -> Result<()> {
     match Args::parse().command {
         Command::Bench(Bench::Onaccess(options)) => bench_onaccess::run(options),
+        Command::Bench(Bench::Delta(options)) => bench_delta::run(options),
         Command::Bench(Bench::Planner(options)) => bench_planner::run(options),
         Command::Bench(Bench::Feed(options)) => bench_feed::run(options),
         Command::Bench(Bench::Scan { args }) => bench_scan::run(args),

@@ -182,6 +182,44 @@ pub fn inspect(document: &str, reader: impl Read) -> Result<Inspection, InspectE
     }
 }
 
+/// Why a package's content (its uncompressed tar) could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("cannot decompress the package: {0}")]
+    Read(#[source] io::Error),
+    #[error("the package's content (its uncompressed tar) is over the limit of {max} bytes")]
+    TooLarge { max: u64 },
+    #[error(
+        "the package is zstd-compressed; its content is read through the `zstd` program, not here"
+    )]
+    Zstd,
+}
+
+/// The content of a package (gzip-compressed or plain tar): its uncompressed tar stream, the
+/// bytes definition deltas are made between and applied to (a gzip stream diverges after the
+/// first change, its content does not). Refuses more than `max` bytes of it, so endless data
+/// stops there; the buffer never grows past twice the bytes read. Checks nothing inside: that
+/// is [`inspect_tar`]'s and `unpack_tar`'s work on the same bytes.
+pub fn content_of(package: impl Read, max: u64) -> Result<Vec<u8>, ContentError> {
+    let mut reader = io::BufReader::new(package);
+    let first = io::BufRead::fill_buf(&mut reader).map_err(ContentError::Read)?;
+    let mut content = Vec::new();
+    // One byte over the limit tells "exactly max" from "more".
+    let limit = max.saturating_add(1);
+    let read = match detect_compression(first) {
+        Codec::Gzip => flate2::read::GzDecoder::new(reader)
+            .take(limit)
+            .read_to_end(&mut content),
+        Codec::PlainTar => reader.take(limit).read_to_end(&mut content),
+        Codec::Zstd => return Err(ContentError::Zstd),
+    };
+    read.map_err(ContentError::Read)?;
+    if content.len() as u64 > max {
+        return Err(ContentError::TooLarge { max });
+    }
+    Ok(content)
+}
+
 /// Reads an uncompressed tar stream of a package.
 pub fn inspect_tar(document: &str, reader: impl Read) -> Result<Inspection, InspectError> {
     read_package(document, reader, &mut |_, _, _| Ok(()))

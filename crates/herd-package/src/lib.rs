@@ -5,6 +5,8 @@
 //!
 //! - [`manifest`]: the manifest format and its validation (pure).
 //! - [`archive`]: deterministic encoding and checked reading of the tar stream (pure).
+//! - [`content_of`]: a package's uncompressed tar, what definition deltas (`herd-delta`) are
+//!   made between and applied to; [`unpack_tar`] unpacks it.
 //! - [`unpack_file`]: unpacking a package into a staging directory from the same pass that
 //!   checks it, through directory handles, with the agent's owner and safe modes.
 //! - [`build`] / [`build_dir`]: writing a package file and its catalog entries.
@@ -25,7 +27,7 @@ mod unpack;
 mod unpack_attacks;
 mod ustar;
 
-pub use archive::{Codec, InspectError, Inspection, MemberKind};
+pub use archive::{Codec, ContentError, InspectError, Inspection, MemberKind, content_of};
 pub use build::{BuildError, BuiltPackage, Detection, PackageSpec, build, build_dir, build_with};
 pub use installed::{
     Expected, InstalledError, VerifyError, VerifyOutcome, active_dir, current_target, inspect_file,

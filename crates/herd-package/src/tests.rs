@@ -367,3 +367,99 @@ fn a_spec_directory_refuses_a_huge_or_linked_manifest_and_an_output_inside_itsel
         "{err}"
     );
 }
+
+/// Every file under `dir`, by relative path, with its content and mode.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(at) = pending.pop() {
+        for entry in fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let content = if meta.is_dir() {
+                pending.push(path.clone());
+                Vec::new()
+            } else {
+                fs::read(&path).unwrap()
+            };
+            let relative = path.strip_prefix(dir).unwrap().to_owned();
+            out.push((relative, content, meta.permissions().mode() & 0o7777));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_content_of_a_package_is_its_tar_and_unpacks_as_the_package_does() {
+    let inputs = Inputs::new();
+    let package = inputs.dir.path().join("b.tar.gz");
+    build(&inputs.spec(true), &package).unwrap();
+    let content = content_of(fs::File::open(&package).unwrap(), 1 << 20).unwrap();
+    let gunzipped = Command::new("gzip")
+        .arg("-dc")
+        .arg(&package)
+        .output()
+        .unwrap();
+    assert!(gunzipped.status.success());
+    assert_eq!(
+        content, gunzipped.stdout,
+        "the content is the gzip stream's tar"
+    );
+    // A plain tar is its own content.
+    assert_eq!(content_of(&content[..], 1 << 20).unwrap(), content);
+
+    let products = inputs.dir.path().join("products");
+    fs::create_dir(&products).unwrap();
+    let parent = herd_fs::Dir::open(&products).unwrap();
+    let from_package = unpack_file(&package, &parent, "from-package").unwrap();
+    let staging = parent
+        .create_dir(std::ffi::OsStr::new("from-content"), 0o700)
+        .unwrap();
+    let from_content = unpack_tar("the content", &content[..], &staging).unwrap();
+    assert_eq!(from_content, from_package);
+    assert_eq!(from_content, inspect_file(&package).unwrap());
+    let (a, b) = (
+        tree(&products.join("from-package")),
+        tree(&products.join("from-content")),
+    );
+    assert!(a.len() >= 5, "{a:?}");
+    assert_eq!(a, b, "the same files, contents and modes");
+}
+
+#[test]
+fn the_content_of_a_package_is_bounded_and_refuses_what_it_cannot_read() {
+    let inputs = Inputs::new();
+    let package = inputs.dir.path().join("b.tar.gz");
+    build(&inputs.spec(true), &package).unwrap();
+    let gz = fs::read(&package).unwrap();
+    let len = content_of(&gz[..], u64::MAX).unwrap().len() as u64;
+    assert_eq!(content_of(&gz[..], len).unwrap().len() as u64, len);
+    let err = content_of(&gz[..], len - 1).unwrap_err();
+    assert!(matches!(err, ContentError::TooLarge { max } if max == len - 1));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the package's content (its uncompressed tar) is over the limit of {} bytes",
+            len - 1
+        )
+    );
+    // A gzip stream cut short, and one whose data is damaged.
+    let err = content_of(&gz[..gz.len() / 2], u64::MAX).unwrap_err();
+    assert!(matches!(err, ContentError::Read(_)), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot decompress the package: ")
+    );
+    let mut damaged = gz.clone();
+    damaged[gz.len() / 2] ^= 0xff;
+    assert!(matches!(
+        content_of(&damaged[..], u64::MAX),
+        Err(ContentError::Read(_))
+    ));
+    let zstd = [0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0];
+    assert!(matches!(
+        content_of(&zstd[..], u64::MAX),
+        Err(ContentError::Zstd)
+    ));
+}

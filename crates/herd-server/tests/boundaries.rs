@@ -6,13 +6,14 @@ use std::process::Command;
 
 /// Crates that never touch the network or an async runtime. (herd-package reads and writes
 /// package files, but as a library for the agent and the CLI it must stay free of these too.)
-const PURE: [&str; 6] = [
+const PURE: [&str; 7] = [
     "herd-core",
     "herd-planner",
     "herd-proto",
     "herd-scan",
     "herd-package",
     "herd-tuf",
+    "herd-delta",
 ];
 const FORBIDDEN: [&str; 8] = [
     "tokio",
