@@ -11,6 +11,7 @@ pub mod listener;
 mod operators;
 mod registry;
 mod terminals;
+pub mod tuf;
 mod vendors;
 
 use std::sync::Arc;
@@ -105,6 +106,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
                 }
             }),
         )
+        .merge(tuf::router(center.clone()))
         .merge(if center.config.metrics_listen.is_some() {
             Router::new()
         } else {
