@@ -566,7 +566,9 @@ impl Center {
             };
             match self.store.tuf_sign(state.revision, &signed).await {
                 Ok(_) => {
-                    for file in &files {
+                    // A vendor's own document is adopted, not signed here.
+                    let adopted = upload.map(|u| vendor_role(&u.vendor));
+                    for file in files.iter().filter(|f| Some(&f.role) != adopted.as_ref()) {
                         self.metrics.count_signature(&file.role);
                     }
                     memo.catalog_revision = Some(snapshot.revision);

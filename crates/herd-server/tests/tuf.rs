@@ -505,3 +505,486 @@ fn python() -> Option<String> {
     assert!(ok, "HERD_TEST_PYTHON={python} cannot import tuf.ngclient");
     Some(python)
 }
+
+// --- the repository's keys: status, the next root, online keys ---------------------------
+
+fn expires_in(days: i64) -> Timestamp {
+    Timestamp::from_unix_seconds(herd_center::unix_now()).plus_seconds(days * 86_400)
+}
+
+fn refused(result: Result<impl std::fmt::Debug, herd_client::ClientError>) -> (u16, String) {
+    match result {
+        Err(herd_client::ClientError::Refused {
+            status, message, ..
+        }) => (status, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn public_of(key: &Value) -> herd_tuf::PublicKey {
+    serde_json::from_value(key.clone()).unwrap()
+}
+
+#[test]
+fn an_operator_moves_the_root_offline_and_rotates_an_online_key() {
+    let center = TestCenter::start();
+    let operator = center.operator();
+    let status = operator.trust_status().unwrap();
+    assert_eq!(status.root.version, 1);
+    assert_eq!(status.online_keys.len(), 3);
+    assert!(
+        status
+            .online_keys
+            .iter()
+            .all(|k| k.state.as_deref() == Some("active"))
+    );
+    let root_role = status.root.roles.iter().find(|r| r.role == "root").unwrap();
+    assert_eq!(
+        status.center_root_keyids, root_role.keyids,
+        "auto-initialised: 1 of 1, held"
+    );
+    assert_eq!(
+        status
+            .delegations
+            .iter()
+            .map(|d| (d.role.as_str(), d.signed_by.as_str()))
+            .collect::<Vec<_>>(),
+        [("herd", "center")]
+    );
+    assert_eq!(refused(center.anonymous().trust_status()).0, 401);
+    assert_eq!(
+        refused(vendor_client(&center, "acme").trust_status()).0,
+        403
+    );
+
+    // The root key the center holds sits in the data directory, readable by the center only.
+    let keys_dir = center.data_dir.join("tuf-root-keys");
+    let key_file = std::fs::read_dir(&keys_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .expect("a root key file");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::read(keys_dir.join("1.root.json")).unwrap(),
+        get(&center, "/tuf/metadata/1.root.json")
+    );
+
+    // A pending snapshot key for the next root; an unknown role has none.
+    let pending = operator.new_online_key("snapshot").unwrap();
+    assert_eq!(pending.state.as_deref(), Some("pending"));
+    assert_eq!(refused(operator.new_online_key("root")).0, 404);
+
+    // Root version 2: two offline keys (2 of 2), the new snapshot key, the same timestamp and
+    // targets keys. Signed by the new keys only: the center co-signs with the key it holds.
+    let root1_bytes = get(&center, "/tuf/metadata/root.json");
+    let root1: herd_tuf::Root = serde_json::from_value(signed(&root1_bytes)).unwrap();
+    let offline = [
+        herd_tuf::SigningKey::generate().unwrap(),
+        herd_tuf::SigningKey::generate().unwrap(),
+    ];
+    let online_public = |role: &str| {
+        let id = &root1.roles[role].keyids[0];
+        root1.keys[id].clone()
+    };
+    let root2 = herd_tuf::repository::root_document(
+        Some(&root1),
+        &[offline[0].public(), offline[1].public()],
+        2,
+        [
+            &online_public("timestamp"),
+            &public_of(&pending.public),
+            &online_public("targets"),
+        ],
+        expires_in(365),
+    );
+    let unsigned_by_center = herd_tuf::sign(&root2, &[&offline[0], &offline[1]]);
+    let status = operator.install_root(&unsigned_by_center).unwrap();
+    assert_eq!(status.root.version, 2);
+    assert!(
+        status.center_root_keyids.is_empty(),
+        "the root is offline now"
+    );
+    let snapshot_keys: Vec<_> = status
+        .online_keys
+        .iter()
+        .filter(|k| k.role == "snapshot")
+        .collect();
+    assert_eq!(snapshot_keys.len(), 1, "the old snapshot key is forgotten");
+    assert_eq!(snapshot_keys[0].keyid, pending.keyid);
+    assert_eq!(snapshot_keys[0].state.as_deref(), Some("active"));
+    let root2_served = get(&center, "/tuf/metadata/2.root.json");
+    assert_eq!(get(&center, "/tuf/metadata/root.json"), root2_served);
+    assert_eq!(
+        std::fs::read(keys_dir.join("2.root.json")).unwrap(),
+        root2_served
+    );
+
+    // A terminal holding root 1 walks to root 2 and trusts the snapshot its new key signed.
+    let now = Timestamp::from_unix_seconds(herd_center::unix_now());
+    let mut set = TrustedSet::new(&root1_bytes, now).unwrap();
+    set.update_root(&root2_served).unwrap();
+    set.root_update_finished().unwrap();
+    set.update_timestamp(&get(&center, "/tuf/metadata/timestamp.json"), None)
+        .unwrap();
+    let snapshot = set.snapshot_meta().unwrap().version;
+    set.update_snapshot(
+        &get(&center, &format!("/tuf/metadata/{snapshot}.snapshot.json")),
+        None,
+    )
+    .unwrap();
+
+    // Refusals, each naming why; nothing changes.
+    let (status, message) = refused(operator.install_root(&unsigned_by_center));
+    assert_eq!(status, 409, "{message}");
+    assert!(message.contains("next root is version 3"), "{message}");
+    let root2_typed: herd_tuf::Root = serde_json::from_value(signed(&root2_served)).unwrap();
+    let next = |online: [&herd_tuf::PublicKey; 3], expires: Timestamp| {
+        herd_tuf::repository::root_document(
+            Some(&root2_typed),
+            &[offline[0].public(), offline[1].public()],
+            2,
+            online,
+            expires,
+        )
+    };
+    let same_online = [
+        &online_public("timestamp"),
+        &public_of(&pending.public),
+        &online_public("targets"),
+    ];
+    let under_threshold = herd_tuf::sign(&next(same_online, expires_in(365)), &[&offline[0]]);
+    let (status, message) = refused(operator.install_root(&under_threshold));
+    assert_eq!(status, 422, "{message}");
+    assert!(message.contains("signature"), "{message}");
+    let stranger = herd_tuf::SigningKey::generate().unwrap().public();
+    let foreign_online = herd_tuf::sign(
+        &next(
+            [
+                &stranger,
+                &public_of(&pending.public),
+                &online_public("targets"),
+            ],
+            expires_in(365),
+        ),
+        &[&offline[0], &offline[1]],
+    );
+    let (status, message) = refused(operator.install_root(&foreign_online));
+    assert_eq!(status, 422, "{message}");
+    assert!(
+        message.contains("names no timestamp key the center holds"),
+        "{message}"
+    );
+    let expired = herd_tuf::sign(
+        &next(same_online, expires_in(-1)),
+        &[&offline[0], &offline[1]],
+    );
+    let (status, message) = refused(operator.install_root(&expired));
+    assert_eq!(status, 422, "{message}");
+    assert!(message.contains("expired"), "{message}");
+    let (status, _) = refused(operator.install_root(b"{\"signed\": 1}"));
+    assert_eq!(status, 422);
+    assert_eq!(operator.trust_status().unwrap().root.version, 2);
+}
+
+// --- vendors' own keys ----------------------------------------------------------------------
+
+/// A vendor's role document listing `targets`, version `version`, signed by `key`.
+fn vendor_role_doc(
+    targets: &std::collections::BTreeMap<String, TargetFile>,
+    version: u64,
+    expires: Timestamp,
+    key: &herd_tuf::SigningKey,
+) -> Vec<u8> {
+    herd_tuf::sign(
+        &herd_tuf::Targets {
+            type_: "targets".into(),
+            spec_version: herd_tuf::metadata::SPEC_VERSION.into(),
+            version,
+            expires: herd_tuf::format_expiry(expires),
+            targets: targets.clone(),
+            delegations: None,
+        },
+        &[key],
+    )
+}
+
+fn signing_key_request(key: &herd_tuf::SigningKey) -> herd_proto::api::VendorSigningKey {
+    herd_proto::api::VendorSigningKey {
+        public: serde_json::to_value(key.public()).unwrap(),
+    }
+}
+
+#[test]
+fn a_vendor_signs_its_own_role_and_the_center_serves_only_that() {
+    let center = TestCenter::start();
+    let work = tempfile::tempdir().unwrap();
+    let acme = vendor_client(&center, "acme");
+    let (package, packages) = build_package(work.path(), "1.0", 1);
+    acme.upload_package(&package).unwrap();
+    publish(&acme, "acme", &feed("acme", &[("1.0", 1, &packages)]));
+    let before = wait_for(&center, "acme's role", |v| {
+        version_of(v, "vendor-acme").is_some()
+    });
+    let online_version = version_of(&before, "vendor-acme").unwrap();
+    let listed: herd_tuf::Targets = serde_json::from_value(signed(&get(
+        &center,
+        &format!("/tuf/metadata/{online_version}.vendor-acme.json"),
+    )))
+    .unwrap();
+    let targets = listed.targets;
+
+    // Registering: only acme (or an operator) for acme, and only an ed25519 key.
+    let key = herd_tuf::SigningKey::generate().unwrap();
+    let beta = vendor_client(&center, "beta");
+    assert_eq!(
+        refused(beta.register_signing_key("acme", &signing_key_request(&key))).0,
+        403
+    );
+    let (status, message) = refused(acme.register_signing_key(
+        "acme",
+        &herd_proto::api::VendorSigningKey {
+            public: json!({"keytype": "rsa", "scheme": "rsa", "keyval": {"public": "00"}}),
+        },
+    ));
+    assert_eq!(status, 422, "{message}");
+    assert!(message.contains("ed25519"), "{message}");
+    let registered = acme
+        .register_signing_key("acme", &signing_key_request(&key))
+        .unwrap();
+    assert_eq!(registered.keyid, key.key_id());
+
+    // From now on the role is delegated to acme's key, and what the center signed for it is
+    // no longer in the snapshot: until acme uploads, its packages are simply not listed.
+    let status = center.operator().trust_status().unwrap();
+    let delegation = status
+        .delegations
+        .iter()
+        .find(|d| d.role == "vendor-acme")
+        .unwrap();
+    assert_eq!(
+        (delegation.signed_by.as_str(), delegation.keyids.clone()),
+        ("vendor", vec![key.key_id()])
+    );
+    let unlisted = wait_for(&center, "the online-signed role withdrawn", |v| {
+        version_of(v, "vendor-acme").is_none()
+    });
+    assert!(version_of(&unlisted, "targets").unwrap() > version_of(&before, "targets").unwrap());
+
+    // Refusals, each with its reason, before anything is served.
+    let good = |version| vendor_role_doc(&targets, version, expires_in(30), &key);
+    let next = online_version + 1;
+    let other_key = herd_tuf::SigningKey::generate().unwrap();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "signed by another key",
+            vendor_role_doc(&targets, next, expires_in(30), &other_key),
+            422,
+            "not signed by",
+        ),
+        ("a rollback", good(online_version), 409, "not above"),
+        (
+            "expired",
+            vendor_role_doc(&targets, next, expires_in(-1), &key),
+            422,
+            "expired",
+        ),
+        {
+            let mut extra = targets.clone();
+            let (_, file) = targets.iter().next().unwrap();
+            extra.insert(
+                package_target("acme", "acme-av", "9.9", "linux", "archive"),
+                file.clone(),
+            );
+            (
+                "a package not in the feed",
+                vendor_role_doc(&extra, next, expires_in(30), &key),
+                422,
+                "not a package of vendor \"acme\"'s current feed",
+            )
+        },
+        {
+            let mut outside = targets.clone();
+            let (_, file) = targets.iter().next().unwrap();
+            outside.insert(
+                package_target("beta", "beta-av", "1", "linux", "archive"),
+                file.clone(),
+            );
+            (
+                "outside its paths",
+                vendor_role_doc(&outside, next, expires_in(30), &key),
+                422,
+                "outside its paths",
+            )
+        },
+        {
+            let mut longer = targets.clone();
+            longer.values_mut().for_each(|f| f.length += 1);
+            (
+                "another length",
+                vendor_role_doc(&longer, next, expires_in(30), &key),
+                422,
+                "but the feed's package has length",
+            )
+        },
+    ];
+    for (what, document, status, words) in cases {
+        let (got, message) = refused(acme.put_role("vendor-acme", &document));
+        assert_eq!(got, status, "{what}: {message}");
+        assert!(message.contains(words), "{what}: {message}");
+    }
+    assert_eq!(refused(beta.put_role("vendor-acme", &good(next))).0, 403);
+    assert_eq!(refused(acme.put_role("herd", &good(next))).0, 404);
+    let (status, message) = refused(beta.put_role("vendor-beta", &good(1)));
+    assert_eq!(status, 409, "no key registered: {message}");
+    assert_eq!(versions(&center), unlisted, "nothing changed");
+
+    // The genuine document is served byte for byte and verifies from the root.
+    let document = good(next);
+    let accepted = acme.put_role("vendor-acme", &document).unwrap();
+    assert_eq!(accepted.version, next);
+    let served = wait_for(&center, "acme's own role", |v| {
+        version_of(v, "vendor-acme") == Some(next)
+    });
+    assert_eq!(
+        accepted.snapshot_version,
+        version_of(&served, "snapshot").unwrap()
+    );
+    assert_eq!(
+        get(&center, &format!("/tuf/metadata/{next}.vendor-acme.json")),
+        document
+    );
+    let bytes = std::fs::read(&package).unwrap();
+    let (path, url) = acme_paths("1.0", &hex::encode(Sha256::digest(&bytes)));
+    let root = get(&center, "/tuf/metadata/root.json");
+    let file = refresh_and_find(&center, &root, &path);
+    verify_target(&path, &file, &get(&center, &url)).unwrap();
+
+    // A republish and an expiry refresh never put a center-signed acme role back.
+    let (second, second_packages) = build_package(work.path(), "1.1", 2);
+    acme.upload_package(&second).unwrap();
+    publish(
+        &acme,
+        "acme",
+        &feed(
+            "acme",
+            &[("1.0", 1, &packages), ("1.1", 2, &second_packages)],
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(version_of(&versions(&center), "vendor-acme"), Some(next));
+    let metrics = String::from_utf8(get(&center, "/metrics")).unwrap();
+    assert!(
+        metrics.contains("herd_tuf_signatures_total{role=\"vendor-acme\"} 1\n"),
+        "the center signed acme's role once, before the key: {metrics}"
+    );
+}
+
+#[test]
+fn a_center_requiring_vendor_signatures_never_signs_a_vendor_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herd.toml");
+    std::fs::write(&config, "require_vendor_signatures = true\n").unwrap();
+    let center = TestCenter::start_with(&["--config", config.to_str().unwrap()]);
+    let work = tempfile::tempdir().unwrap();
+    let acme = vendor_client(&center, "acme");
+    let (package, packages) = build_package(work.path(), "1.0", 1);
+    acme.upload_package(&package).unwrap();
+    let document = serde_json::to_vec(&feed("acme", &[("1.0", 1, &packages)])).unwrap();
+    let (status, message) = refused(acme.publish_feed("acme", &document));
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("require_vendor_signatures"), "{message}");
+
+    let key = herd_tuf::SigningKey::generate().unwrap();
+    acme.register_signing_key("acme", &signing_key_request(&key))
+        .unwrap();
+    acme.publish_feed("acme", &document).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let status = center.operator().trust_status().unwrap();
+    let delegation = status
+        .delegations
+        .iter()
+        .find(|d| d.role == "vendor-acme")
+        .unwrap();
+    assert_eq!(delegation.signed_by, "vendor");
+    assert_eq!(version_of(&versions(&center), "vendor-acme"), None);
+    let metrics = String::from_utf8(get(&center, "/metrics")).unwrap();
+    assert!(!metrics.contains("role=\"vendor-acme\"} "), "{metrics}");
+}
+
+// --- what terminals refuse ------------------------------------------------------------------
+
+#[test]
+fn trust_refusals_terminals_report_are_counted_by_kind_once() {
+    let center = TestCenter::start();
+    let token = enrolment_token(&center, 1);
+    let identity = support::enrol(&center, &token, "t1", "alice", "linux");
+    let terminal = center.terminal_client(&identity);
+    let event = |seq: u64, data: Value| herd_proto::api::EventDoc {
+        seq,
+        at: "2026-01-01T00:00:00Z".into(),
+        kind: herd_proto::api::events::TRUST_REFUSED.into(),
+        data,
+    };
+    let batch = herd_proto::api::EventBatch {
+        events: vec![
+            event(
+                1,
+                json!({"kind": "rollback", "detail": "timestamp 3 after 4"}),
+            ),
+            event(2, json!({"kind": "from-the-future", "detail": "?"})),
+            event(3, json!("not a refusal")),
+        ],
+    };
+    terminal.send_events(&batch).unwrap();
+    // Sent again (an acknowledgement lost): stored once, counted once.
+    terminal.send_events(&batch).unwrap();
+    let metrics = String::from_utf8(get(&center, "/metrics")).unwrap();
+    assert!(
+        metrics.contains("herd_trust_refusals_total{kind=\"rollback\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herd_trust_refusals_total{kind=\"invalid\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herd_trust_refusals_total{kind=\"expired\"} 0\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn herd_trust_status_prints_the_repository() {
+    let center = TestCenter::start();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(support::HERD)
+            .args(["trust", "status", "--server", &center.url, "--ca"])
+            .arg(center.data_dir.join("ca.pem"))
+            .args(["--token", &center.operator_token()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(&[]);
+    assert!(table.contains("root version 1"), "{table}");
+    assert!(table.contains("the center holds 1 online"), "{table}");
+    for role in ["timestamp", "snapshot", "targets", "herd"] {
+        assert!(
+            table.lines().any(|l| l.starts_with(role)),
+            "{role}: {table}"
+        );
+    }
+    let json: herd_proto::api::TrustStatus = serde_json::from_str(&run(&["--json"])).unwrap();
+    assert_eq!(json.root.version, 1);
+}
