@@ -297,10 +297,10 @@ impl Center {
                             tracing::error!(%err, "cannot follow the terminals' changes");
                         }
                     }
-                    if revisions.tuf != self.trust.served().revision {
-                        if let Err(err) = self.reload_repository().await {
-                            tracing::error!(%err, "cannot reload the signed repository");
-                        }
+                    if revisions.tuf != self.trust.served().revision
+                        && let Err(err) = self.reload_repository().await
+                    {
+                        tracing::error!(%err, "cannot reload the signed repository");
                     }
                 }
                 Err(err) => tracing::warn!(%err, "cannot read the store's revisions"),
