@@ -724,14 +724,25 @@ impl Center {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        if wanted.is_empty() {
+            return Ok(known);
+        }
+        // One read for all: a feed may name thousands of packages not uploaded yet.
+        let stored: HashSet<String> = self
+            .store
+            .packages()
+            .await?
+            .into_iter()
+            .map(|p| p.sha256)
+            .collect();
         for sha256 in wanted {
-            if self
-                .trust
-                .unreadable_content
-                .lock()
-                .expect("content lock")
-                .contains(&sha256)
-                || self.store.package_get(&sha256).await?.is_none()
+            if !stored.contains(&sha256)
+                || self
+                    .trust
+                    .unreadable_content
+                    .lock()
+                    .expect("content lock")
+                    .contains(&sha256)
             {
                 continue;
             }
