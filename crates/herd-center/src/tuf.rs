@@ -430,6 +430,32 @@ pub fn desired(
     Desired { roles }
 }
 
+/// Every target the roles of `desired` list, path → SHA-256: what `/tuf/targets/` serves.
+/// A vendor's own document counts for what it lists (the center checked each entry against
+/// the feed when it was uploaded).
+pub fn listed_targets(desired: &Desired) -> HashMap<String, String> {
+    let mut index = HashMap::new();
+    let mut add = |listed: &BTreeMap<String, TargetFile>| {
+        for (path, file) in listed {
+            if let Some(sha256) = file.hashes.get("sha256") {
+                index.insert(path.clone(), sha256.clone());
+            }
+        }
+    };
+    for role in &desired.roles {
+        match &role.content {
+            RoleContent::Online(listed) => add(listed),
+            RoleContent::Signed(Some(bytes)) => {
+                if let Ok(envelope) = Envelope::<Targets>::parse(&role.name, bytes) {
+                    add(&envelope.signed.targets);
+                }
+            }
+            RoleContent::Signed(None) => {}
+        }
+    }
+    index
+}
+
 /// Whether `bytes` is a targets document signed by `key`.
 pub(crate) fn signed_by(role: &str, bytes: &[u8], key: &PublicKey) -> bool {
     let Ok(envelope) = Envelope::<Targets>::parse(role, bytes) else {
@@ -523,20 +549,11 @@ impl Center {
             let snapshot = self.catalog();
             let contents = self.archive_contents(&snapshot.catalog).await?;
             let targets = package_targets(&snapshot.catalog, &contents);
-            let index: Arc<HashMap<String, String>> = Arc::new(
-                targets
-                    .values()
-                    .flat_map(|listed| {
-                        listed
-                            .iter()
-                            .map(|(path, file)| (path.clone(), file.hashes["sha256"].clone()))
-                    })
-                    .collect(),
-            );
             let now = unix_now();
             let (mut repository, desired) = self
                 .prepare(&state, &targets, upload)
                 .map_err(SignError::Center)?;
+            let index = Arc::new(listed_targets(&desired));
             let files = repository
                 .update(&desired, Timestamp::from_unix_seconds(now))
                 .map_err(|err| SignError::Refused(err.to_string()))?;

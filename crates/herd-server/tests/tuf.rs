@@ -774,6 +774,12 @@ fn a_vendor_signs_its_own_role_and_the_center_serves_only_that() {
         version_of(v, "vendor-acme").is_none()
     });
     assert!(version_of(&unlisted, "targets").unwrap() > version_of(&before, "targets").unwrap());
+    let package_sha256 = hex::encode(Sha256::digest(std::fs::read(&package).unwrap()));
+    assert_eq!(
+        fetch(&center, &acme_paths("1.0", &package_sha256).1).0,
+        404,
+        "not listed by any signed role, not served"
+    );
 
     // Refusals, each with its reason, before anything is served.
     let good = |version| vendor_role_doc(&targets, version, expires_in(30), &key);
@@ -914,6 +920,9 @@ fn a_center_requiring_vendor_signatures_never_signs_a_vendor_role() {
     assert_eq!(version_of(&versions(&center), "vendor-acme"), None);
     let metrics = String::from_utf8(get(&center, "/metrics")).unwrap();
     assert!(!metrics.contains("role=\"vendor-acme\"} "), "{metrics}");
+    // What no signed role lists is not served either.
+    let sha256 = hex::encode(Sha256::digest(std::fs::read(&package).unwrap()));
+    assert_eq!(fetch(&center, &acme_paths("1.0", &sha256).1).0, 404);
 }
 
 // --- what terminals refuse ------------------------------------------------------------------
