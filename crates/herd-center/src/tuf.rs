@@ -548,15 +548,33 @@ impl Center {
             let state = self.store.tuf_state().await?;
             let snapshot = self.catalog();
             let contents = self.archive_contents(&snapshot.catalog).await?;
-            let targets = package_targets(&snapshot.catalog, &contents);
+            let keys = self.online_keys(&state).map_err(SignError::Center)?;
             let now = unix_now();
-            let (mut repository, desired) = self
-                .prepare(&state, &targets, upload)
-                .map_err(SignError::Center)?;
-            let index = Arc::new(listed_targets(&desired));
-            let files = repository
-                .update(&desired, Timestamp::from_unix_seconds(now))
-                .map_err(|err| SignError::Refused(err.to_string()))?;
+            // Listing a large catalog and signing its roles takes a good part of a second:
+            // off the threads that answer requests.
+            let round = {
+                let (state, catalog, upload) =
+                    (state.clone(), snapshot.catalog.clone(), upload.cloned());
+                let (lifetimes, require) = (
+                    self.config.tuf_lifetimes,
+                    self.config.require_vendor_signatures,
+                );
+                move || -> Result<_, SignError> {
+                    let targets = package_targets(&catalog, &contents);
+                    let (mut repository, desired) =
+                        prepare(&state, &targets, upload.as_ref(), keys, lifetimes, require)
+                            .map_err(SignError::Center)?;
+                    let index = listed_targets(&desired);
+                    let files = repository
+                        .update(&desired, Timestamp::from_unix_seconds(now))
+                        .map_err(|err| SignError::Refused(err.to_string()))?;
+                    Ok((files, index))
+                }
+            };
+            let (files, index) = tokio::task::spawn_blocking(round).await.map_err(|err| {
+                SignError::Center(CenterError::internal(format!("a sign round failed: {err}")))
+            })??;
+            let index = Arc::new(index);
             if files.is_empty() {
                 memo.catalog_revision = Some(snapshot.revision);
                 memo.at = now;
@@ -610,13 +628,8 @@ impl Center {
         )))
     }
 
-    /// The repository the store holds, resumed, and what it should list.
-    fn prepare(
-        &self,
-        state: &TufState,
-        targets: &BTreeMap<String, BTreeMap<String, TargetFile>>,
-        upload: Option<&VendorUpload>,
-    ) -> CenterResult<(Repository, Desired)> {
+    /// The online keys (timestamp, snapshot, targets) the newest stored root names, opened.
+    fn online_keys(&self, state: &TufState) -> CenterResult<[Arc<SigningKey>; 3]> {
         let roots: Vec<Vec<u8>> = state
             .roots
             .iter()
@@ -646,68 +659,7 @@ impl Center {
                 })?;
             keys.push(self.trust.open_key(row, &self.kek)?);
         }
-        let copy = |key: &Arc<SigningKey>| {
-            SigningKey::from_pkcs8(key.pkcs8()).expect("an opened key reloads")
-        };
-        let targets_public = keys[2].public();
-        let online = OnlineKeys {
-            timestamp: copy(&keys[0]),
-            snapshot: copy(&keys[1]),
-            targets: copy(&keys[2]),
-        };
-        let mut repository = Repository::new(roots, online, self.config.tuf_lifetimes)
-            .map_err(|err| CenterError::internal(format!("the stored repository: {err}")))?;
-
-        let mut vendor_keys = BTreeMap::new();
-        for row in &state.vendor_keys {
-            vendor_keys.insert(
-                row.vendor.clone(),
-                public_key(&row.public, &format!("vendor {}'s signing key", row.vendor))?,
-            );
-        }
-        // A vendor's upload is served only while its registered key signs it (a replaced key
-        // leaves the role empty until the vendor signs again).
-        let mut uploads: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for row in &state.vendor_roles {
-            uploads.insert(row.vendor.clone(), row.doc.as_bytes().to_vec());
-        }
-        if let Some(upload) = upload {
-            uploads.insert(upload.vendor.clone(), upload.bytes.clone());
-        }
-        uploads.retain(|vendor, bytes| {
-            vendor_keys
-                .get(vendor)
-                .is_some_and(|key| signed_by(&vendor_role(vendor), bytes, key))
-        });
-        // Resume from the newest documents, except a vendor role the vendor's key did not
-        // sign: once a vendor has a key, what the center signed for it is never served again.
-        let resumed: Vec<(String, Vec<u8>)> = state
-            .latest
-            .iter()
-            .filter(|doc| {
-                let vendor = vendor_keys
-                    .keys()
-                    .find(|vendor| vendor_role(vendor) == doc.role);
-                match vendor {
-                    None => true,
-                    Some(vendor) => state.vendor_roles.iter().any(|u| {
-                        &u.vendor == vendor && u.doc == doc.doc && uploads.contains_key(vendor)
-                    }),
-                }
-            })
-            .map(|doc| (doc.role.clone(), doc.doc.as_bytes().to_vec()))
-            .collect();
-        repository
-            .resume(&resumed)
-            .map_err(|err| CenterError::internal(format!("the stored metadata: {err}")))?;
-        let desired = desired(
-            targets,
-            &vendor_keys,
-            &uploads,
-            &targets_public,
-            self.config.require_vendor_signatures,
-        );
-        Ok((repository, desired))
+        Ok(keys.try_into().expect("one key per online role"))
     }
 
     /// The content digest of every archive package of `catalog` whose blob is stored,
@@ -857,6 +809,83 @@ impl Center {
             _ => Err(missing()),
         }
     }
+}
+
+/// The repository the store holds, resumed, and what it should list.
+fn prepare(
+    state: &TufState,
+    targets: &BTreeMap<String, BTreeMap<String, TargetFile>>,
+    upload: Option<&VendorUpload>,
+    keys: [Arc<SigningKey>; 3],
+    lifetimes: Lifetimes,
+    require_vendor_signatures: bool,
+) -> CenterResult<(Repository, Desired)> {
+    let roots: Vec<Vec<u8>> = state
+        .roots
+        .iter()
+        .map(|r| r.doc.as_bytes().to_vec())
+        .collect();
+    let copy =
+        |key: &Arc<SigningKey>| SigningKey::from_pkcs8(key.pkcs8()).expect("an opened key reloads");
+    let targets_public = keys[2].public();
+    let online = OnlineKeys {
+        timestamp: copy(&keys[0]),
+        snapshot: copy(&keys[1]),
+        targets: copy(&keys[2]),
+    };
+    let mut repository = Repository::new(roots, online, lifetimes)
+        .map_err(|err| CenterError::internal(format!("the stored repository: {err}")))?;
+
+    let mut vendor_keys = BTreeMap::new();
+    for row in &state.vendor_keys {
+        vendor_keys.insert(
+            row.vendor.clone(),
+            public_key(&row.public, &format!("vendor {}'s signing key", row.vendor))?,
+        );
+    }
+    // A vendor's upload is served only while its registered key signs it (a replaced key
+    // leaves the role empty until the vendor signs again).
+    let mut uploads: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for row in &state.vendor_roles {
+        uploads.insert(row.vendor.clone(), row.doc.as_bytes().to_vec());
+    }
+    if let Some(upload) = upload {
+        uploads.insert(upload.vendor.clone(), upload.bytes.clone());
+    }
+    uploads.retain(|vendor, bytes| {
+        vendor_keys
+            .get(vendor)
+            .is_some_and(|key| signed_by(&vendor_role(vendor), bytes, key))
+    });
+    // Resume from the newest documents, except a vendor role the vendor's key did not
+    // sign: once a vendor has a key, what the center signed for it is never served again.
+    let resumed: Vec<(String, Vec<u8>)> = state
+        .latest
+        .iter()
+        .filter(|doc| {
+            let vendor = vendor_keys
+                .keys()
+                .find(|vendor| vendor_role(vendor) == doc.role);
+            match vendor {
+                None => true,
+                Some(vendor) => state.vendor_roles.iter().any(|u| {
+                    &u.vendor == vendor && u.doc == doc.doc && uploads.contains_key(vendor)
+                }),
+            }
+        })
+        .map(|doc| (doc.role.clone(), doc.doc.as_bytes().to_vec()))
+        .collect();
+    repository
+        .resume(&resumed)
+        .map_err(|err| CenterError::internal(format!("the stored metadata: {err}")))?;
+    let desired = desired(
+        targets,
+        &vendor_keys,
+        &uploads,
+        &targets_public,
+        require_vendor_signatures,
+    );
+    Ok((repository, desired))
 }
 
 /// `N.ROLE.json` → (N, ROLE), for a version without leading zeros and a role of identifier
