@@ -997,3 +997,106 @@ fn herd_trust_status_prints_the_repository() {
     let json: herd_proto::api::TrustStatus = serde_json::from_str(&run(&["--json"])).unwrap();
     assert_eq!(json.root.version, 1);
 }
+
+// --- several center processes ----------------------------------------------------------------
+
+/// A fresh schema of `HERD_TEST_POSTGRES_URL`, or `None` (the test is skipped).
+fn postgres_schema() -> Option<String> {
+    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
+    let schema = format!("herd_tuf_{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connect to HERD_TEST_POSTGRES_URL");
+        for statement in [
+            format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+            format!("CREATE SCHEMA {schema}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    });
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
+
+/// Two center processes started together on one database initialise one repository, and
+/// serve the same signed documents: what one signs, the other serves within seconds.
+#[test]
+fn two_centers_on_one_database_serve_one_repository() {
+    let Some(url) = postgres_schema() else {
+        eprintln!("skipped: HERD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("shared-blobs").display().to_string();
+    let start = |name: &str| {
+        let data = dir.path().join(name);
+        let (url, blobs) = (url.clone(), blobs.clone());
+        std::thread::spawn(move || {
+            TestCenter::try_spawn(
+                &data,
+                &["--database", &url, "--blob-dir", &blobs],
+                &[("HERD_CA_KEK", "the fleet's key-encryption key")],
+            )
+            .unwrap()
+        })
+    };
+    let (one, two) = (start("one"), start("two"));
+    let (one, two) = (one.join().unwrap(), two.join().unwrap());
+    let root = get(&one, "/tuf/metadata/root.json");
+    assert_eq!(
+        root,
+        get(&two, "/tuf/metadata/root.json"),
+        "one root for both"
+    );
+    let holders = [&one, &two]
+        .iter()
+        .filter(|c| {
+            c.data_dir
+                .join("tuf-root-keys")
+                .read_dir()
+                .is_ok_and(|mut d| d.next().is_some())
+        })
+        .count();
+    assert_eq!(
+        holders, 1,
+        "only the process that initialised keeps a root key"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    // The operator token is written by the process that bootstrapped it; it works on both.
+    let bootstrapped = [&one, &two]
+        .into_iter()
+        .find(|c| c.data_dir.join("operator.token").exists())
+        .unwrap();
+    let acme = one
+        .anonymous()
+        .with_token(&support::vendor_token(bootstrapped, "acme"));
+    let (package, packages) = build_package(work.path(), "1.0", 1);
+    acme.upload_package(&package).unwrap();
+    publish(&acme, "acme", &feed("acme", &[("1.0", 1, &packages)]));
+    wait_for(&two, "acme's role through the other process", |v| {
+        version_of(v, "vendor-acme").is_some()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&one, "/tuf/metadata/timestamp.json") != get(&two, "/tuf/metadata/timestamp.json") {
+        assert!(
+            Instant::now() < deadline,
+            "the two processes serve different timestamps"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(versions(&one), versions(&two));
+    let bytes = std::fs::read(&package).unwrap();
+    let (path, url) = acme_paths("1.0", &hex::encode(Sha256::digest(&bytes)));
+    let file = refresh_and_find(&two, &root, &path);
+    verify_target(&path, &file, &get(&two, &url)).unwrap();
+}
