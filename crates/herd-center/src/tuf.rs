@@ -35,11 +35,11 @@ use herd_store::{
     TufState, VendorRoleRow,
 };
 use herd_tls::seal::KeyEncryptionKey;
-use herd_tuf::metadata::Envelope;
+use herd_tuf::metadata::{Envelope, parse_expiry};
 use herd_tuf::repository::{
     Desired, DesiredRole, File, Lifetimes, OnlineKeys, Repository, RoleContent, root_document,
 };
-use herd_tuf::{PublicKey, SigningKey, TargetFile, Targets, sign};
+use herd_tuf::{PublicKey, Root, SigningKey, TargetFile, Targets, format_expiry, sign};
 use sha2::{Digest, Sha256};
 
 use crate::config::CenterConfig;
@@ -456,6 +456,37 @@ pub fn listed_targets(desired: &Desired) -> HashMap<String, String> {
     index
 }
 
+/// The next root — the same keys, a fresh expiry — when less than half of `lifetime_secs`
+/// remains of `root` and `held` has a threshold of its root keys (a root the center
+/// initialised and still holds): without it, a center left with its first root would stop
+/// being trusted after a year. `None` otherwise.
+pub fn renewed_root(
+    root: &Root,
+    held: &[SigningKey],
+    now: Timestamp,
+    lifetime_secs: i64,
+) -> Option<(Root, Vec<u8>)> {
+    let expires = parse_expiry("root", &root.expires).ok()?;
+    if expires >= now.plus_seconds(lifetime_secs / 2) {
+        return None;
+    }
+    let role = root.roles.get("root")?;
+    let mut signers: Vec<&SigningKey> = held
+        .iter()
+        .filter(|key| role.keyids.contains(&key.key_id()))
+        .collect();
+    signers.sort_by_key(|key| key.key_id());
+    signers.dedup_by_key(|key| key.key_id());
+    if (signers.len() as u64) < u64::from(role.threshold) {
+        return None;
+    }
+    let mut next = root.clone();
+    next.version += 1;
+    next.expires = format_expiry(now.plus_seconds(lifetime_secs));
+    let bytes = sign(&next, &signers);
+    Some((next, bytes))
+}
+
 /// Whether `bytes` is a targets document signed by `key`.
 pub(crate) fn signed_by(role: &str, bytes: &[u8], key: &PublicKey) -> bool {
     let Ok(envelope) = Envelope::<Targets>::parse(role, bytes) else {
@@ -545,7 +576,14 @@ impl Center {
     ) -> Result<Vec<File>, SignError> {
         let mut memo = self.trust.rounds.lock().await;
         for _ in 0..SIGN_ATTEMPTS {
-            let state = self.store.tuf_state().await?;
+            let mut state = self.store.tuf_state().await?;
+            match self.renew_root(&state).await {
+                Ok(true) => state = self.store.tuf_state().await?,
+                Ok(false) => {}
+                // Another process changed the repository first: read it again.
+                Err(StoreError::Conflict(_)) => continue,
+                Err(err) => return Err(err.into()),
+            }
             let snapshot = self.catalog();
             let contents = self.archive_contents(&snapshot.catalog).await?;
             let keys = self.online_keys(&state).map_err(SignError::Center)?;
@@ -626,6 +664,51 @@ impl Center {
             ErrorKind::Conflict,
             "other center processes kept signing the repository; try again",
         )))
+    }
+
+    /// Installs the next root with a fresh expiry when it is due and the center holds the
+    /// root keys to sign it ([`renewed_root`]); true if it did.
+    async fn renew_root(&self, state: &TufState) -> Result<bool, StoreError> {
+        let roots: Vec<Vec<u8>> = state
+            .roots
+            .iter()
+            .map(|r| r.doc.as_bytes().to_vec())
+            .collect();
+        let Ok(root) = herd_tuf::repository::check_root_chain(&roots) else {
+            return Ok(false);
+        };
+        let now = Timestamp::from_unix_seconds(unix_now());
+        let lifetime = self.config.tuf_lifetimes.root_secs;
+        let held = held_root_keys(&self.config.data_dir);
+        let Some((next, bytes)) = renewed_root(&root, &held, now, lifetime) else {
+            return Ok(false);
+        };
+        let active: Vec<String> = state
+            .online_keys
+            .iter()
+            .filter(|k| k.state == OnlineKeyState::Active)
+            .map(|k| k.keyid.clone())
+            .collect();
+        let document = TufDocument {
+            role: "root".into(),
+            version: next.version,
+            expires_at: now.plus_seconds(lifetime).unix_seconds(),
+            doc: String::from_utf8(bytes.clone()).expect("signed JSON is UTF-8"),
+        };
+        self.store
+            .tuf_root_install(state.revision, &document, &active)
+            .await?;
+        let path = root_keys_dir(&self.config.data_dir).join(format!("{}.root.json", next.version));
+        if let Err(err) = herd_fs::write_atomic(&path, &bytes, 0o600) {
+            tracing::warn!(path = %path.display(), %err, "cannot keep a copy of the renewed root");
+        }
+        tracing::warn!(
+            version = next.version,
+            expires = %next.expires,
+            "renewed the root with the root key the center holds online; move it offline with \
+             `herd keys init --install`"
+        );
+        Ok(true)
     }
 
     /// The online keys (timestamp, snapshot, targets) the newest stored root names, opened.
@@ -972,6 +1055,42 @@ mod tests {
         assert!(err.contains("inflates past 100"), "{err}");
         let err = content_digest(&b"plain"[..], 100).unwrap_err();
         assert!(err.contains("not a gzip"), "{err}");
+    }
+
+    #[test]
+    fn a_root_the_center_holds_is_renewed_at_half_its_life_and_chains() {
+        let key = SigningKey::generate().unwrap();
+        let online: Vec<SigningKey> = (0..3).map(|_| SigningKey::generate().unwrap()).collect();
+        let year = 365 * 86_400;
+        let start = Timestamp::from_unix_seconds(1_000_000_000);
+        let root = root_document(
+            None,
+            &[key.public()],
+            1,
+            [
+                &online[0].public(),
+                &online[1].public(),
+                &online[2].public(),
+            ],
+            start.plus_seconds(year),
+        );
+        let first = sign(&root, &[&key]);
+        let held = [key];
+        assert!(
+            renewed_root(&root, &held, start, year).is_none(),
+            "a fresh root"
+        );
+        let later = start.plus_seconds(year / 2 + 1);
+        let (next, bytes) = renewed_root(&root, &held, later, year).unwrap();
+        assert_eq!(next.version, 2);
+        assert_eq!(next.keys, root.keys);
+        assert_eq!(next.expires, format_expiry(later.plus_seconds(year)));
+        let chained = herd_tuf::repository::check_root_chain(&[first, bytes]).unwrap();
+        assert_eq!(chained, next);
+        // Without the root key (moved offline), the center cannot and does not renew it.
+        let stranger = [SigningKey::generate().unwrap()];
+        assert!(renewed_root(&root, &stranger, later, year).is_none());
+        assert!(renewed_root(&root, &[], later, year).is_none());
     }
 
     #[test]
