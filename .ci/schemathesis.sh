@@ -72,10 +72,14 @@ token="$(tr -d '\n' <"$work/data/operator.token")"
 # From the temp dir: schemathesis leaves a cache directory where it runs. Revoking tokens is
 # left out: with the ids `GET /v1/tokens` lists and `force`, the tester would revoke its own
 # operator token and test the rest of the API as a stranger (the center's tests cover it).
+# Installing a root is left out too: while the center holds its own root key it co-signs
+# whatever next root an operator sends, so a generated one naming the online keys `GET
+# /v1/trust` lists could rotate the repository's keys mid-run (tests/tuf.rs covers it).
 (cd "$work" && "$venv/bin/schemathesis" --config-file "$config" --no-color run \
     "http://127.0.0.1:$plain_port/v1/openapi.json" \
     --checks all \
     --exclude-path '/v1/tokens/{id}' \
+    --exclude-path '/v1/trust/root' \
     -H "Authorization: Bearer $token" \
     --max-examples "$MAX_EXAMPLES" \
     --max-time "$MAX_TIME" \

@@ -111,6 +111,19 @@ vendor_storage_quota_bytes = 21474836480
 # Blobs no current feed references, and uploads abandoned half-way, are deleted once they are
 # this old (seconds): long enough to upload packages and then publish the feed naming them.
 blob_grace_secs = 86400
+
+# Signed distribution (TUF, SPEC §3.4): how long each signature the center makes online is
+# good for. A role is signed again once less than half of it remains, so a terminal never sees
+# one expire while the center runs; the timestamp's lifetime is also how long an attacker who
+# cuts a terminal off its center can keep it on stale metadata. Minimums: timestamp 10 s,
+# snapshot and targets 60 s.
+tuf_timestamp_lifetime_secs = 21600
+tuf_snapshot_lifetime_secs = 604800
+tuf_targets_lifetime_secs = 604800
+
+# When true, a vendor must register its own signing key (`herd vendor key register`) before
+# its feed is accepted, and the center never signs a vendor's packages itself.
+require_vendor_signatures = false
 "#;
 
 /// The file's keys, as written; every field optional so flags can fill the gaps.
@@ -146,6 +159,10 @@ pub struct ConfigFile {
     pub vendor_approval: Option<String>,
     pub vendor_storage_quota_bytes: Option<u64>,
     pub blob_grace_secs: Option<u64>,
+    pub tuf_timestamp_lifetime_secs: Option<u64>,
+    pub tuf_snapshot_lifetime_secs: Option<u64>,
+    pub tuf_targets_lifetime_secs: Option<u64>,
+    pub require_vendor_signatures: Option<bool>,
 }
 
 impl ConfigFile {
@@ -205,6 +222,11 @@ pub struct CenterConfig {
     pub vendor_storage_quota_bytes: u64,
     /// How old an unreferenced blob or an abandoned upload must be to be collected.
     pub blob_grace: std::time::Duration,
+    /// How long the signatures the center makes online are good for (root's is the
+    /// operator's business once it moves offline; the auto-initialised one lives a year).
+    pub tuf_lifetimes: herd_tuf::repository::Lifetimes,
+    /// Vendors must sign their own roles; the center never signs one for them.
+    pub require_vendor_signatures: bool,
 }
 
 /// Whether something new a vendor publishes counts at once or waits for an operator.
@@ -223,6 +245,15 @@ impl ApprovalMode {
         }
     }
 }
+
+/// The shortest timestamp lifetime: the center checks its signatures four times per the
+/// shortest lifetime, and a terminal must be able to fetch the chain before it expires.
+pub const MIN_TUF_TIMESTAMP_LIFETIME_SECS: i64 = 10;
+/// The shortest snapshot and targets lifetime.
+pub const MIN_TUF_LIFETIME_SECS: i64 = 60;
+/// The longest lifetime of an online signature (a year): longer would leave a stolen online
+/// key's signatures valid for too long.
+pub const MAX_TUF_LIFETIME_SECS: i64 = 366 * 86_400;
 
 /// Below this, a package uploaded for a feed could be collected before the feed is published.
 pub const MIN_BLOB_GRACE_SECS: u64 = 600;
@@ -374,7 +405,39 @@ impl CenterConfig {
             ),
             Some(secs) => std::time::Duration::from_secs(secs),
         };
+        let defaults = herd_tuf::repository::Lifetimes::default();
+        let lifetime = |key: &str, value: Option<u64>, default: i64, minimum: i64| match value {
+            None => Ok(default),
+            Some(secs) if secs < minimum as u64 || secs > MAX_TUF_LIFETIME_SECS as u64 => bail!(
+                "{key}: {secs} is outside {minimum}..={MAX_TUF_LIFETIME_SECS} seconds; the center \
+                 signs again when half of it remains"
+            ),
+            Some(secs) => Ok(secs as i64),
+        };
+        let tuf_lifetimes = herd_tuf::repository::Lifetimes {
+            timestamp_secs: lifetime(
+                "tuf_timestamp_lifetime_secs",
+                file.tuf_timestamp_lifetime_secs,
+                defaults.timestamp_secs,
+                MIN_TUF_TIMESTAMP_LIFETIME_SECS,
+            )?,
+            snapshot_secs: lifetime(
+                "tuf_snapshot_lifetime_secs",
+                file.tuf_snapshot_lifetime_secs,
+                defaults.snapshot_secs,
+                MIN_TUF_LIFETIME_SECS,
+            )?,
+            targets_secs: lifetime(
+                "tuf_targets_lifetime_secs",
+                file.tuf_targets_lifetime_secs,
+                defaults.targets_secs,
+                MIN_TUF_LIFETIME_SECS,
+            )?,
+            root_secs: defaults.root_secs,
+        };
         Ok(CenterConfig {
+            tuf_lifetimes,
+            require_vendor_signatures: file.require_vendor_signatures.unwrap_or(false),
             listen,
             data_dir,
             database,
@@ -519,6 +582,11 @@ mod tests {
         assert_eq!(config.threat_approval, ApprovalMode::Auto);
         assert_eq!(config.vendor_storage_quota_bytes, 20 << 30);
         assert_eq!(config.blob_grace.as_secs(), 86_400);
+        assert_eq!(
+            config.tuf_lifetimes,
+            herd_tuf::repository::Lifetimes::default()
+        );
+        assert!(!config.require_vendor_signatures);
     }
 
     #[test]
@@ -607,6 +675,27 @@ mod tests {
                     ..Default::default()
                 },
                 "blob_grace_secs",
+            ),
+            (
+                ConfigFile {
+                    tuf_timestamp_lifetime_secs: Some(9),
+                    ..Default::default()
+                },
+                "tuf_timestamp_lifetime_secs",
+            ),
+            (
+                ConfigFile {
+                    tuf_snapshot_lifetime_secs: Some(59),
+                    ..Default::default()
+                },
+                "tuf_snapshot_lifetime_secs",
+            ),
+            (
+                ConfigFile {
+                    tuf_targets_lifetime_secs: Some(400 * 86_400),
+                    ..Default::default()
+                },
+                "tuf_targets_lifetime_secs",
             ),
             (
                 ConfigFile {

@@ -125,8 +125,9 @@ impl Center {
             ca_pem: self.ca().trust_pem().to_owned(),
             group: row.group,
             checkin_interval_secs: self.next_checkin_secs(),
-            // Filled once the center serves its TUF repository (issue 11).
-            tuf_root: None,
+            // The root the terminal trusts from now on (it came over the TLS connection the
+            // enrolment token authenticates: trust on first use, as the CA certificate).
+            tuf_root: self.tuf_root_text().await?,
         })
     }
 }

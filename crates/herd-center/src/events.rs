@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use herd_core::Timestamp;
-use herd_proto::api::{EventAck, EventBatch, PlanReport, events};
+use herd_proto::api::{EventAck, EventBatch, PlanReport, TrustRefusal, events};
 use herd_store::EventRow;
 
 use crate::error::{CenterError, CenterResult, ErrorKind};
@@ -42,6 +42,18 @@ impl Center {
             ));
         }
         let outcome = self.store.events_append(&rows).await?;
+        // An outbox sends its events oldest first and again until acknowledged, so the
+        // duplicates of a batch are its oldest events: the refusals counted are those among
+        // the newest `accepted`.
+        let stored = rows.len().saturating_sub(outcome.accepted as usize);
+        for row in &rows[stored..] {
+            if row.kind == events::TRUST_REFUSED {
+                let kind = serde_json::from_str::<TrustRefusal>(&row.data)
+                    .map(|refusal| refusal.kind)
+                    .unwrap_or_default();
+                self.metrics.count_trust_refusal(&kind);
+            }
+        }
         self.metrics
             .events_accepted
             .fetch_add(outcome.accepted, Relaxed);

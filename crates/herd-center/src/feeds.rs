@@ -75,6 +75,7 @@ impl Center {
         bytes: &[u8],
     ) -> CenterResult<PublishResponse> {
         let center = self;
+        self.check_vendor_signs(vendor).await?;
         let text = std::str::from_utf8(bytes)
             .map_err(|_| CenterError::bad_request("the feed is not UTF-8 text"))?;
         let document = format!("feed of {vendor}");

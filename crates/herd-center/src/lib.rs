@@ -35,6 +35,8 @@ mod placement;
 pub mod planners;
 mod registry;
 mod tokens;
+mod trust;
+pub mod tuf;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -90,6 +92,8 @@ pub struct Center {
     /// Held by a collection of the blob store and by a publish, so no feed is published
     /// naming a blob a collection is deleting.
     blob_collection: tokio::sync::Mutex<()>,
+    /// The signed repository as this process serves and signs it (see `tuf`).
+    trust: tuf::Trust,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -166,6 +170,11 @@ impl Center {
             );
         }
         let server_cert = identity::ServerCertificate::issue(&ca, &config.server_names)?;
+        // The signed repository: initialised at first start (its online keys sealed under the
+        // same KEK as the CA's key), signed below once the catalog is loaded.
+        tuf::initialise(&*store, &kek, &config)
+            .await
+            .context("cannot initialise the signed repository")?;
 
         let (revision, feeds, registry) = store.catalog_inputs().await?;
         let snapshot = CatalogSnapshot::from_feeds(revision, feeds, &registry)
@@ -190,10 +199,15 @@ impl Center {
             release_memory_in: AtomicU64::new(0),
             package_reservations: Default::default(),
             blob_collection: tokio::sync::Mutex::new(()),
+            trust: tuf::Trust::default(),
         });
         center.note_server_cert_expiry();
         center.bootstrap_operator_token().await?;
         center.reload_groups().await?;
+        center
+            .sign_repository(None)
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot sign the repository: {err}"))?;
         // Written last: its presence tells scripts and tests that start-up is complete.
         herd_fs::write_atomic(
             &center.config.data_dir.join("ca.pem"),
@@ -283,9 +297,15 @@ impl Center {
                             tracing::error!(%err, "cannot follow the terminals' changes");
                         }
                     }
+                    if revisions.tuf != self.trust.served().revision
+                        && let Err(err) = self.reload_repository().await
+                    {
+                        tracing::error!(%err, "cannot reload the signed repository");
+                    }
                 }
                 Err(err) => tracing::warn!(%err, "cannot read the store's revisions"),
             }
+            self.sign_if_due().await;
         }
     }
 

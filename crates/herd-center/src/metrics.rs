@@ -1,10 +1,13 @@
 //! Prometheus metrics for `/metrics`: plain atomics on the hot paths (a check-in bumps a few
 //! counters and one histogram without taking a lock) and the text exposition format.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use herd_proto::api::trust_refusals;
 use herd_proto::plan::Action;
 
 /// A cumulative histogram with fixed bucket bounds.
@@ -98,6 +101,14 @@ pub struct Metrics {
     /// Unreferenced blobs and abandoned uploads the collection deleted.
     pub blobs_collected: AtomicU64,
     pub blob_bytes_collected: AtomicU64,
+    /// The signed repository's revision this process last read.
+    pub tuf_revision: AtomicU64,
+    /// Documents this process signed, by role (roles are per vendor, so not a fixed set).
+    tuf_signatures: Mutex<BTreeMap<String, u64>>,
+    /// When each role's newest document expires (Unix seconds), as last read.
+    tuf_expiries: Mutex<BTreeMap<String, i64>>,
+    /// `trust.refused` events stored, by kind (the order of `trust_refusals::ALL`).
+    pub trust_refusals: [AtomicU64; trust_refusals::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -131,6 +142,10 @@ impl Default for Metrics {
             blob_bytes_stored: AtomicU64::new(0),
             blobs_collected: AtomicU64::new(0),
             blob_bytes_collected: AtomicU64::new(0),
+            tuf_revision: AtomicU64::new(0),
+            tuf_signatures: Mutex::new(BTreeMap::new()),
+            tuf_expiries: Mutex::new(BTreeMap::new()),
+            trust_refusals: Default::default(),
         }
     }
 }
@@ -157,8 +172,85 @@ impl Metrics {
         self.responses[class].fetch_add(1, Relaxed);
     }
 
+    /// Counts a document signed for `role`.
+    pub fn count_signature(&self, role: &str) {
+        *self
+            .tuf_signatures
+            .lock()
+            .expect("metrics lock")
+            .entry(role.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Replaces the expiries of the repository's newest documents, by role.
+    pub fn set_tuf_expiries(&self, expiries: BTreeMap<String, i64>) {
+        *self.tuf_expiries.lock().expect("metrics lock") = expiries;
+    }
+
+    /// Counts a `trust.refused` event of `kind`; a kind this center does not know counts as
+    /// `invalid` (an agent newer than the center, or a malformed event).
+    pub fn count_trust_refusal(&self, kind: &str) {
+        let index = trust_refusals::ALL
+            .iter()
+            .position(|known| *known == kind)
+            .or_else(|| {
+                trust_refusals::ALL
+                    .iter()
+                    .position(|known| *known == trust_refusals::INVALID)
+            })
+            .expect("invalid is a kind");
+        self.trust_refusals[index].fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4), with expiries counted from `now`
+    /// (Unix seconds).
+    pub fn render_at(&self, now: i64) -> String {
+        let mut out = self.render_fixed();
+        let _ = writeln!(
+            out,
+            "# HELP herd_tuf_signatures_total Signed metadata documents this process made, by role.\n# TYPE herd_tuf_signatures_total counter"
+        );
+        for (role, count) in self.tuf_signatures.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "herd_tuf_signatures_total{{role=\"{role}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP herd_tuf_expiry_seconds Seconds until each role's newest signed document expires (negative: expired).\n# TYPE herd_tuf_expiry_seconds gauge"
+        );
+        for (role, expires) in self.tuf_expiries.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "herd_tuf_expiry_seconds{{role=\"{role}\"}} {}",
+                expires - now
+            );
+        }
+        gauge(
+            &mut out,
+            "herd_tuf_revision",
+            "The signed repository's revision this process last read.",
+            &self.tuf_revision,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP herd_trust_refusals_total Metadata or targets terminals refused (trust.refused events stored), by kind.\n# TYPE herd_trust_refusals_total counter"
+        );
+        for (kind, count) in trust_refusals::ALL.iter().zip(&self.trust_refusals) {
+            let _ = writeln!(
+                out,
+                "herd_trust_refusals_total{{kind=\"{kind}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+        out
+    }
+
     /// The Prometheus text exposition (version 0.0.4).
     pub fn render(&self) -> String {
+        self.render_at(crate::unix_now())
+    }
+
+    /// The metrics whose names do not depend on what is served.
+    fn render_fixed(&self) -> String {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(
             out,

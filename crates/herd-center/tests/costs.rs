@@ -75,6 +75,61 @@ impl Store for Counting {
         self.count("publish_feed");
         self.inner.publish_feed(feed, claims, check).await
     }
+    async fn package_content_set(&self, content: &PackageContent) -> Result<(), StoreError> {
+        self.count("package_content_set");
+        self.inner.package_content_set(content).await
+    }
+    async fn package_contents(&self) -> Result<Vec<PackageContent>, StoreError> {
+        self.count("package_contents");
+        self.inner.package_contents().await
+    }
+    async fn tuf_state(&self) -> Result<TufState, StoreError> {
+        self.count("tuf_state");
+        self.inner.tuf_state().await
+    }
+    async fn tuf_initialise(
+        &self,
+        root: &TufDocument,
+        keys: &[OnlineKeyRow],
+    ) -> Result<bool, StoreError> {
+        self.count("tuf_initialise");
+        self.inner.tuf_initialise(root, keys).await
+    }
+    async fn tuf_sign(
+        &self,
+        expected_revision: u64,
+        signed: &TufSigned,
+    ) -> Result<u64, StoreError> {
+        self.count("tuf_sign");
+        self.inner.tuf_sign(expected_revision, signed).await
+    }
+    async fn tuf_root_install(
+        &self,
+        expected_revision: u64,
+        root: &TufDocument,
+        active_keyids: &[String],
+    ) -> Result<u64, StoreError> {
+        self.count("tuf_root_install");
+        self.inner
+            .tuf_root_install(expected_revision, root, active_keyids)
+            .await
+    }
+    async fn tuf_online_key_add(&self, key: &OnlineKeyRow) -> Result<u64, StoreError> {
+        self.count("tuf_online_key_add");
+        self.inner.tuf_online_key_add(key).await
+    }
+    async fn tuf_vendor_key_put(&self, key: &VendorKeyRow) -> Result<u64, StoreError> {
+        self.count("tuf_vendor_key_put");
+        self.inner.tuf_vendor_key_put(key).await
+    }
+    async fn tuf_document(
+        &self,
+        role: &str,
+        version: Option<u64>,
+    ) -> Result<Option<TufDocument>, StoreError> {
+        self.count("tuf_document");
+        self.inner.tuf_document(role, version).await
+    }
     async fn catalog_inputs(&self) -> Result<(u64, Vec<StoredFeed>, Registry), StoreError> {
         self.count("catalog_inputs");
         self.inner.catalog_inputs().await

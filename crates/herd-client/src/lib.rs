@@ -15,6 +15,7 @@
 mod error;
 mod tls;
 mod transfer;
+mod trust;
 
 use std::fmt;
 use std::io::{self, Read as _};

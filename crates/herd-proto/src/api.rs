@@ -934,6 +934,127 @@ pub struct BlobCollection {
     pub bytes_stored: u64,
 }
 
+// --- signed distribution: the center's TUF repository ---------------------------------------
+
+/// The signed repository as the center serves it (`GET /v1/trust`): what an operator checks
+/// before and after a key ceremony, and what `herd keys` builds the next root from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrustStatus {
+    pub root: TrustRoot,
+    /// Every other role the repository serves: its newest version and expiry.
+    pub roles: Vec<TrustRoleStatus>,
+    /// What top-level `targets` delegates, in its order.
+    pub delegations: Vec<TrustDelegation>,
+    /// The keys the center signs with online (active), or holds for a root not installed yet
+    /// (pending).
+    pub online_keys: Vec<OnlineKey>,
+    /// Vendors' registered signing keys.
+    pub vendor_keys: Vec<VendorSigningKeyInfo>,
+    /// Root keys the center holds itself (an auto-initialised repository; empty once the root
+    /// moved offline): it co-signs a root installed with `PUT /v1/trust/root` with them.
+    pub center_root_keyids: Vec<String>,
+}
+
+/// The newest root.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrustRoot {
+    pub version: u64,
+    /// RFC 3339.
+    pub expires: String,
+    /// Each top-level role's key ids and threshold.
+    pub roles: Vec<TrustRoleKeys>,
+    /// Every key the root names, by key id, in TUF's JSON form.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub keys: serde_json::Value,
+    /// Delegated roles whose keys the root pins (`x-herd-pinned-roles`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub pinned_roles: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrustRoleKeys {
+    pub role: String,
+    pub keyids: Vec<String>,
+    pub threshold: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrustRoleStatus {
+    pub role: String,
+    pub version: u64,
+    /// RFC 3339.
+    pub expires: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrustDelegation {
+    pub role: String,
+    pub keyids: Vec<String>,
+    pub threshold: u32,
+    pub paths: Vec<String>,
+    /// `center` (the online targets key) or `vendor` (the vendor's registered key).
+    pub signed_by: String,
+}
+
+/// An online key (`POST /v1/trust/online-keys/{role}` answers the one it generated).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OnlineKey {
+    /// `timestamp`, `snapshot` or `targets`.
+    pub role: String,
+    pub keyid: String,
+    /// The TUF public key JSON (`{"keytype": "ed25519", "scheme": "ed25519", "keyval": …}`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub public: serde_json::Value,
+    /// `active` (signs now) or `pending` (waits for a root naming it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// A vendor's signing key (`PUT /v1/vendors/{vendor}/signing-key`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VendorSigningKey {
+    /// The TUF ed25519 public key JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub public: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VendorSigningKeyInfo {
+    pub vendor: String,
+    pub keyid: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub public: serde_json::Value,
+    /// RFC 3339.
+    pub registered_at: String,
+}
+
+/// What the center did with a vendor's signed role (`PUT /v1/tuf/roles/{role}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoleAccepted {
+    pub role: String,
+    pub version: u64,
+    /// The snapshot version that lists it.
+    pub snapshot_version: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,9 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::{
     AddressRow, ApiTokenRow, Approval, CaMaterial, CheckinWrite, EnrolTokenRow, EventRow, GroupRow,
-    PackageRow, Role, RuleRow, StoreError, StoredFeed, TerminalRow, ThreatOwnerRow,
-    VendorApprovalRow,
+    OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, Role, RuleRow, StoreError,
+    StoredFeed, TerminalRow, ThreatOwnerRow, TufDocument, VendorApprovalRow, VendorKeyRow,
+    VendorRoleRow,
 };
 
 /// The columns [`terminal_from_row`] reads, in the order both schemas declare them.
@@ -101,6 +102,77 @@ generic_row_decoder! {
             key_pem: row.try_get("key_pem")?,
             trust_pem: row.try_get("trust_pem")?,
             generation: from_db_int(row.try_get("generation")?, "CA generation")?,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `role, version, expires_at, doc` of `tuf_metadata`.
+    fn tuf_document_from_row(row) -> TufDocument {
+        let role: String = row.try_get("role")?;
+        Ok(TufDocument {
+            version: from_db_int(row.try_get("version")?, &format!("TUF role {role}'s version"))?,
+            expires_at: row.try_get("expires_at")?,
+            doc: row.try_get("doc")?,
+            role,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `keyid, role, public, sealed, state, created_at` of `tuf_online_keys`.
+    fn online_key_from_row(row) -> OnlineKeyRow {
+        let keyid: String = row.try_get("keyid")?;
+        let state: String = row.try_get("state")?;
+        Ok(OnlineKeyRow {
+            state: OnlineKeyState::parse(&state).ok_or_else(|| {
+                StoreError::Corrupt(format!("online key {keyid}: state {state:?}"))
+            })?,
+            role: row.try_get("role")?,
+            public: row.try_get("public")?,
+            sealed: row.try_get("sealed")?,
+            created_at: row.try_get("created_at")?,
+            keyid,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `vendor, keyid, public, registered_at` of `tuf_vendor_keys`.
+    fn vendor_key_from_row(row) -> VendorKeyRow {
+        Ok(VendorKeyRow {
+            vendor: row.try_get("vendor")?,
+            keyid: row.try_get("keyid")?,
+            public: row.try_get("public")?,
+            registered_at: row.try_get("registered_at")?,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `vendor, version, doc, uploaded_at` of `tuf_vendor_roles`.
+    fn vendor_role_from_row(row) -> VendorRoleRow {
+        let vendor: String = row.try_get("vendor")?;
+        Ok(VendorRoleRow {
+            version: from_db_int(row.try_get("version")?, &format!("vendor {vendor}'s role version"))?,
+            doc: row.try_get("doc")?,
+            uploaded_at: row.try_get("uploaded_at")?,
+            vendor,
+        })
+    }
+}
+
+generic_row_decoder! {
+    /// Columns `sha256, content_sha256, content_length` of `packages` (both set).
+    fn package_content_from_row(row) -> PackageContent {
+        let sha256: String = row.try_get("sha256")?;
+        Ok(PackageContent {
+            content_sha256: row.try_get("content_sha256")?,
+            content_length: from_db_int(
+                row.try_get("content_length")?,
+                &format!("package {sha256}'s content length"),
+            )?,
+            sha256,
         })
     }
 }

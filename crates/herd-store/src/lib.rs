@@ -120,6 +120,9 @@ pub struct Revisions {
     pub terminals: u64,
     /// The CA's generation ([`CaMaterial::generation`]), 0 before there is one.
     pub ca: u64,
+    /// Bumped by every change of the signed repository ([`Store::tuf_state`]): metadata
+    /// signed, a root installed, an online key or a vendor's key added.
+    pub tuf: u64,
 }
 
 /// One vendor's published feed: the whole `herd.catalog/v1` document as sent.
@@ -400,6 +403,114 @@ pub struct AppendOutcome {
     pub last_seq: u64,
 }
 
+/// One signed metadata document as served under `/tuf/metadata/`, byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TufDocument {
+    /// `root`, `timestamp`, `snapshot`, `targets` or a delegated role's name.
+    pub role: String,
+    pub version: u64,
+    /// When its signature expires (Unix seconds).
+    pub expires_at: i64,
+    /// The signed JSON exactly as signed.
+    pub doc: String,
+}
+
+/// Whether an online key signs now or waits for a root that names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnlineKeyState {
+    Active,
+    Pending,
+}
+
+impl OnlineKeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnlineKeyState::Active => "active",
+            OnlineKeyState::Pending => "pending",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<OnlineKeyState> {
+        match text {
+            "active" => Some(OnlineKeyState::Active),
+            "pending" => Some(OnlineKeyState::Pending),
+            _ => None,
+        }
+    }
+}
+
+/// A key the center signs with while online (timestamp, snapshot or targets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnlineKeyRow {
+    pub keyid: String,
+    /// `timestamp`, `snapshot` or `targets`.
+    pub role: String,
+    /// The TUF public key JSON.
+    pub public: String,
+    /// The PKCS#8 private key sealed under the key-encryption key (the store neither knows
+    /// nor checks; the center seals and opens).
+    pub sealed: String,
+    pub state: OnlineKeyState,
+    pub created_at: i64,
+}
+
+/// A vendor's own signing key: its role is delegated to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorKeyRow {
+    pub vendor: String,
+    pub keyid: String,
+    /// The TUF public key JSON.
+    pub public: String,
+    pub registered_at: i64,
+}
+
+/// The latest role document a vendor signed and uploaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorRoleRow {
+    pub vendor: String,
+    pub version: u64,
+    pub doc: String,
+    pub uploaded_at: i64,
+}
+
+/// Everything the signed repository is, read in one snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TufState {
+    /// [`Revisions::tuf`] of exactly this state.
+    pub revision: u64,
+    /// Every root, version 1 first.
+    pub roots: Vec<TufDocument>,
+    /// The newest document of every other role, ordered by role.
+    pub latest: Vec<TufDocument>,
+    /// Ordered by role, then key id.
+    pub online_keys: Vec<OnlineKeyRow>,
+    /// Ordered by vendor.
+    pub vendor_keys: Vec<VendorKeyRow>,
+    /// Ordered by vendor.
+    pub vendor_roles: Vec<VendorRoleRow>,
+}
+
+/// What a sign round stores: new documents (in the order a reader must find them), and the
+/// vendor's upload they adopt, if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TufSigned {
+    pub documents: Vec<TufDocument>,
+    pub upload: Option<VendorRoleRow>,
+}
+
+/// The uncompressed content of an archive package (the tar inside its gzip).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackageContent {
+    /// The package's (the blob's) SHA-256.
+    pub sha256: String,
+    pub content_sha256: String,
+    pub content_length: u64,
+}
+
+/// How many versions of each role but root the store keeps: a client that read an older
+/// timestamp may still fetch the snapshot and targets it names, for a few sign rounds.
+pub const TUF_VERSIONS_KEPT: u64 = 4;
+
 /// The id of the group terminals land in when no placement rule matches. It always exists
 /// (the migrations create it with the default policy) and cannot be deleted.
 pub const UNKNOWN_GROUP: &str = "unknown";
@@ -475,6 +586,48 @@ pub trait Store: Send + Sync + Debug {
     async fn packages(&self) -> Result<Vec<PackageRow>, StoreError>;
     /// Forgets a package whose blob was collected; false if there was no row.
     async fn package_delete(&self, sha256: &str) -> Result<bool, StoreError>;
+    /// Records what an archive package's uncompressed content is (computed once); `NotFound`
+    /// if the package is unknown.
+    async fn package_content_set(&self, content: &PackageContent) -> Result<(), StoreError>;
+    /// The content recorded for every package that has one, ordered by digest.
+    async fn package_contents(&self) -> Result<Vec<PackageContent>, StoreError>;
+
+    // --- the signed repository (TUF) -----------------------------------------------------
+
+    /// The repository's whole state, in one snapshot.
+    async fn tuf_state(&self) -> Result<TufState, StoreError>;
+    /// A first start's repository: stores `root` (version 1) and its online keys (active)
+    /// unless a root exists; false (and nothing written) when another process was first.
+    async fn tuf_initialise(
+        &self,
+        root: &TufDocument,
+        keys: &[OnlineKeyRow],
+    ) -> Result<bool, StoreError>;
+    /// Stores what a sign round made, if the repository is still at `expected_revision`
+    /// (else `Conflict`: another process signed first, and this one must read its state
+    /// again), and forgets versions older than the last [`TUF_VERSIONS_KEPT`] of each role
+    /// but root. Returns the new revision.
+    async fn tuf_sign(&self, expected_revision: u64, signed: &TufSigned)
+    -> Result<u64, StoreError>;
+    /// Installs the next root (`Conflict` if the revision moved or the version is taken)
+    /// and makes exactly the keys `active_keyids` the active online keys (pending ones
+    /// become active, active ones not named are forgotten; `NotFound` naming an unknown one).
+    async fn tuf_root_install(
+        &self,
+        expected_revision: u64,
+        root: &TufDocument,
+        active_keyids: &[String],
+    ) -> Result<u64, StoreError>;
+    /// Adds an online key (normally pending).
+    async fn tuf_online_key_add(&self, key: &OnlineKeyRow) -> Result<u64, StoreError>;
+    /// Registers (or replaces) a vendor's signing key.
+    async fn tuf_vendor_key_put(&self, key: &VendorKeyRow) -> Result<u64, StoreError>;
+    /// One stored document: `version` `None` is the newest of the role.
+    async fn tuf_document(
+        &self,
+        role: &str,
+        version: Option<u64>,
+    ) -> Result<Option<TufDocument>, StoreError>;
 
     // --- credentials ---------------------------------------------------------------------
 

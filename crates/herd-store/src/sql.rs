@@ -19,14 +19,17 @@ use sqlx::{
 use crate::common::{
     ENROL_TOKEN_COLUMNS, PLAN_REPORT, api_token_from_row, ca_material, conflict_on_unique,
     enrol_token_from_row, event_from_row, events_json, feed_from_row, from_db_int, group_from_row,
-    group_with_count_from_row, limit_or_all, package_from_row, rule_from_row, rules_json,
-    terminal_from_row, threat_owner_from_row, to_db_int, to_json, vendor_approval_from_row,
+    group_with_count_from_row, limit_or_all, online_key_from_row, package_content_from_row,
+    package_from_row, rule_from_row, rules_json, terminal_from_row, threat_owner_from_row,
+    to_db_int, to_json, tuf_document_from_row, vendor_approval_from_row, vendor_key_from_row,
+    vendor_role_from_row,
 };
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
-    EnrolError, EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, PackageRow,
-    PublishOutcome, Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, Store,
-    StoreError, StoredFeed, TerminalQuery, TerminalRow, UNKNOWN_GROUP,
+    EnrolError, EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, OnlineKeyRow,
+    OnlineKeyState, PackageContent, PackageRow, PublishOutcome, Registry, RenewError, Revisions,
+    RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
+    TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -269,6 +272,80 @@ where
         Ok(())
     }
 
+    /// Bumps the TUF revision if it is still `expected` (first in the transaction: on
+    /// PostgreSQL the row lock queues concurrent sign rounds, and the one that waited finds the
+    /// revision moved); `Conflict` otherwise.
+    async fn bump_tuf_from(
+        tx: &mut Transaction<'static, DB>,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        let bumped: Option<i64> = sqlx::query_scalar(
+            "UPDATE revisions SET tuf = tuf + 1 WHERE id = 1 AND tuf = $1 RETURNING tuf",
+        )
+        .bind(to_db_int(expected, "TUF revision")?)
+        .fetch_optional(&mut **tx)
+        .await?;
+        match bumped {
+            Some(tuf) => revision(tuf, "TUF"),
+            None => Err(StoreError::Conflict(format!(
+                "the signed repository is no longer at revision {expected}: another center \
+                 process changed it; read it again"
+            ))),
+        }
+    }
+
+    async fn bump_tuf(tx: &mut Transaction<'static, DB>) -> Result<u64, StoreError> {
+        let tuf: i64 =
+            sqlx::query_scalar("UPDATE revisions SET tuf = tuf + 1 WHERE id = 1 RETURNING tuf")
+                .fetch_one(&mut **tx)
+                .await?;
+        revision(tuf, "TUF")
+    }
+
+    async fn insert_tuf_document(
+        tx: &mut Transaction<'static, DB>,
+        document: &TufDocument,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tuf_metadata (role, version, expires_at, doc) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(document.role.as_str())
+        .bind(to_db_int(document.version, "TUF version")?)
+        .bind(document.expires_at)
+        .bind(document.doc.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(|err| {
+            conflict_on_unique(err, || {
+                format!(
+                    "version {} of TUF role {} is already signed",
+                    document.version, document.role
+                )
+            })
+        })?;
+        Ok(())
+    }
+
+    async fn insert_online_key(
+        tx: &mut Transaction<'static, DB>,
+        key: &OnlineKeyRow,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tuf_online_keys (keyid, role, public, sealed, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.keyid.as_str())
+        .bind(key.role.as_str())
+        .bind(key.public.as_str())
+        .bind(key.sealed.as_str())
+        .bind(key.state.as_str())
+        .bind(key.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(|err| conflict_on_unique(err, || format!("online key {} exists", key.keyid)))?;
+        Ok(())
+    }
+
     async fn feeds_in(
         connection: &mut DB::Connection,
         except_vendor: &str,
@@ -368,7 +445,7 @@ where
         let row = sqlx::query(
             "SELECT catalog, groups, \
                  (SELECT coalesce(max(id), 0) FROM terminal_changes) AS terminals, \
-                 (SELECT coalesce(max(generation), 0) FROM ca) AS ca \
+                 (SELECT coalesce(max(generation), 0) FROM ca) AS ca, tuf \
              FROM revisions WHERE id = 1",
         )
         .fetch_one(&self.reader)
@@ -378,6 +455,7 @@ where
             groups: revision(row.try_get("groups")?, "groups")?,
             terminals: revision(row.try_get("terminals")?, "terminals")?,
             ca: revision(row.try_get("ca")?, "CA")?,
+            tuf: revision(row.try_get("tuf")?, "TUF")?,
         })
     }
 
@@ -544,6 +622,256 @@ where
             .execute(&self.writer)
             .await?;
         Ok(DB::rows_affected(&deleted) == 1)
+    }
+
+    async fn package_content_set(&self, content: &PackageContent) -> Result<(), StoreError> {
+        let changed = sqlx::query(
+            "UPDATE packages SET content_sha256 = $2, content_length = $3 WHERE sha256 = $1",
+        )
+        .bind(content.sha256.as_str())
+        .bind(content.content_sha256.as_str())
+        .bind(to_db_int(content.content_length, "content length")?)
+        .execute(&self.writer)
+        .await?;
+        if DB::rows_affected(&changed) == 0 {
+            return Err(StoreError::NotFound(format!(
+                "package {} is not stored",
+                content.sha256
+            )));
+        }
+        Ok(())
+    }
+
+    async fn package_contents(&self) -> Result<Vec<PackageContent>, StoreError> {
+        sqlx::query(
+            "SELECT sha256, content_sha256, content_length FROM packages \
+             WHERE content_sha256 IS NOT NULL AND content_length IS NOT NULL ORDER BY sha256",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(package_content_from_row)
+        .collect()
+    }
+
+    async fn tuf_state(&self) -> Result<TufState, StoreError> {
+        let mut tx = self.reader.begin_with(DB::BEGIN_SNAPSHOT).await?;
+        let tuf: i64 = sqlx::query_scalar("SELECT tuf FROM revisions WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let roots = sqlx::query(
+            "SELECT role, version, expires_at, doc FROM tuf_metadata WHERE role = 'root' \
+             ORDER BY version",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(tuf_document_from_row)
+        .collect::<Result<_, _>>()?;
+        let latest = sqlx::query(
+            "SELECT m.role, m.version, m.expires_at, m.doc FROM tuf_metadata AS m \
+             JOIN (SELECT role, max(version) AS version FROM tuf_metadata \
+                   WHERE role <> 'root' GROUP BY role) AS newest \
+             ON m.role = newest.role AND m.version = newest.version ORDER BY m.role",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(tuf_document_from_row)
+        .collect::<Result<_, _>>()?;
+        let online_keys = sqlx::query(
+            "SELECT keyid, role, public, sealed, state, created_at FROM tuf_online_keys \
+             ORDER BY role, keyid",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(online_key_from_row)
+        .collect::<Result<_, _>>()?;
+        let vendor_keys = sqlx::query(
+            "SELECT vendor, keyid, public, registered_at FROM tuf_vendor_keys ORDER BY vendor",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(vendor_key_from_row)
+        .collect::<Result<_, _>>()?;
+        let vendor_roles = sqlx::query(
+            "SELECT vendor, version, doc, uploaded_at FROM tuf_vendor_roles ORDER BY vendor",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(vendor_role_from_row)
+        .collect::<Result<_, _>>()?;
+        tx.commit().await?;
+        Ok(TufState {
+            revision: revision(tuf, "TUF")?,
+            roots,
+            latest,
+            online_keys,
+            vendor_keys,
+            vendor_roles,
+        })
+    }
+
+    async fn tuf_initialise(
+        &self,
+        root: &TufDocument,
+        keys: &[OnlineKeyRow],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        // The revision row first: on PostgreSQL its lock queues a racing first start behind
+        // this one, which then finds the root and writes nothing.
+        Self::bump_tuf(&mut tx).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO tuf_metadata (role, version, expires_at, doc) \
+             SELECT 'root', $1, $2, $3 WHERE NOT EXISTS \
+             (SELECT 1 FROM tuf_metadata WHERE role = 'root') \
+             ON CONFLICT (role, version) DO NOTHING",
+        )
+        .bind(to_db_int(root.version, "root version")?)
+        .bind(root.expires_at)
+        .bind(root.doc.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&inserted) == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for key in keys {
+            Self::insert_online_key(&mut tx, key).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn tuf_sign(
+        &self,
+        expected_revision: u64,
+        signed: &TufSigned,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let tuf = Self::bump_tuf_from(&mut tx, expected_revision).await?;
+        for document in &signed.documents {
+            Self::insert_tuf_document(&mut tx, document).await?;
+            if document.role != "root" {
+                sqlx::query("DELETE FROM tuf_metadata WHERE role = $1 AND version <= $2")
+                    .bind(document.role.as_str())
+                    .bind(to_db_int(
+                        document.version.saturating_sub(TUF_VERSIONS_KEPT),
+                        "TUF version",
+                    )?)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some(upload) = &signed.upload {
+            sqlx::query(
+                "INSERT INTO tuf_vendor_roles (vendor, version, doc, uploaded_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (vendor) DO UPDATE SET \
+                 version = excluded.version, doc = excluded.doc, uploaded_at = excluded.uploaded_at",
+            )
+            .bind(upload.vendor.as_str())
+            .bind(to_db_int(upload.version, "role version")?)
+            .bind(upload.doc.as_str())
+            .bind(upload.uploaded_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(tuf)
+    }
+
+    async fn tuf_root_install(
+        &self,
+        expected_revision: u64,
+        root: &TufDocument,
+        active_keyids: &[String],
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let tuf = Self::bump_tuf_from(&mut tx, expected_revision).await?;
+        Self::insert_tuf_document(&mut tx, root).await?;
+        for keyid in active_keyids {
+            let changed = sqlx::query("UPDATE tuf_online_keys SET state = $2 WHERE keyid = $1")
+                .bind(keyid.as_str())
+                .bind(OnlineKeyState::Active.as_str())
+                .execute(&mut *tx)
+                .await?;
+            if DB::rows_affected(&changed) == 0 {
+                tx.rollback().await?;
+                return Err(StoreError::NotFound(format!(
+                    "the center holds no online key {keyid}"
+                )));
+            }
+        }
+        sqlx::query(assembled(format!(
+            "DELETE FROM tuf_online_keys WHERE state = $1 AND keyid NOT IN \
+             (SELECT r.value ->> 0 FROM {} WHERE true)",
+            DB::json_rows("$2")
+        )))
+        .bind(OnlineKeyState::Active.as_str())
+        .bind(to_json(&active_keyids.iter().map(|k| [k]).collect::<Vec<_>>())?.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(tuf)
+    }
+
+    async fn tuf_online_key_add(&self, key: &OnlineKeyRow) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let tuf = Self::bump_tuf(&mut tx).await?;
+        Self::insert_online_key(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(tuf)
+    }
+
+    async fn tuf_vendor_key_put(&self, key: &VendorKeyRow) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let tuf = Self::bump_tuf(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO tuf_vendor_keys (vendor, keyid, public, registered_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (vendor) DO UPDATE SET \
+             keyid = excluded.keyid, public = excluded.public, \
+             registered_at = excluded.registered_at",
+        )
+        .bind(key.vendor.as_str())
+        .bind(key.keyid.as_str())
+        .bind(key.public.as_str())
+        .bind(key.registered_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(tuf)
+    }
+
+    async fn tuf_document(
+        &self,
+        role: &str,
+        version: Option<u64>,
+    ) -> Result<Option<TufDocument>, StoreError> {
+        let row = match version {
+            Some(version) => {
+                sqlx::query(
+                    "SELECT role, version, expires_at, doc FROM tuf_metadata \
+                     WHERE role = $1 AND version = $2",
+                )
+                .bind(role)
+                .bind(to_db_int(version, "TUF version")?)
+                .fetch_optional(&self.reader)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT role, version, expires_at, doc FROM tuf_metadata \
+                     WHERE role = $1 ORDER BY version DESC LIMIT 1",
+                )
+                .bind(role)
+                .fetch_optional(&self.reader)
+                .await?
+            }
+        };
+        row.as_ref().map(tuf_document_from_row).transpose()
     }
 
     async fn package_get(&self, sha256: &str) -> Result<Option<PackageRow>, StoreError> {

@@ -10,9 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
     AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
-    EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, PackageRow, PlanWrite, Registry,
-    RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed,
-    TerminalQuery, TerminalRow, UNKNOWN_GROUP,
+    EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, OnlineKeyRow, OnlineKeyState,
+    PackageContent, PackageRow, PlanWrite, Registry, RenewError, Revisions, RevokedToken, Role,
+    RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
+    TufDocument, TufSigned, UNKNOWN_GROUP, VendorKeyRow, VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -114,6 +115,10 @@ macro_rules! conformance {
 }
 
 conformance!(
+    the_repository_is_initialised_once_even_when_processes_race,
+    a_sign_round_stores_only_from_the_revision_it_read_and_prunes_old_versions,
+    a_root_installs_and_activates_exactly_the_keys_it_names,
+    vendor_keys_uploads_and_package_contents,
     ca_is_created_once_even_when_processes_race,
     ca_is_replaced_only_from_the_generation_read,
     publish_feed_stores_checks_and_bumps_the_catalog_revision,
@@ -365,7 +370,8 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
             catalog: 0,
             groups: 0,
             terminals: 0,
-            ca: 0
+            ca: 0,
+            tuf: 0
         }
     );
     assert_eq!(store.feeds().await.unwrap(), (0, vec![]));
@@ -448,7 +454,8 @@ async fn publish_feed_stores_checks_and_bumps_the_catalog_revision(fixture: &Fix
             catalog: 3,
             groups: 0,
             terminals: 0,
-            ca: 0
+            ca: 0,
+            tuf: 0
         }
     );
 }
@@ -794,7 +801,8 @@ async fn enrolment_refusals_write_nothing(fixture: &Fixture) {
             catalog: 0,
             groups: 0,
             terminals: 1,
-            ca: 0
+            ca: 0,
+            tuf: 0
         }
     );
     assert_eq!(
@@ -991,7 +999,8 @@ async fn checkins_update_terminals_plans_and_the_network_map(fixture: &Fixture) 
             catalog: 0,
             groups: 0,
             terminals: 2,
-            ca: 0
+            ca: 0,
+            tuf: 0
         }
     );
 }
@@ -1864,7 +1873,8 @@ async fn sqlite_reopened_keeps_everything() {
                 catalog: 1,
                 groups: 2,
                 terminals: 1,
-                ca: 1
+                ca: 1,
+                tuf: 0
             }
         );
         assert_eq!(store.feeds().await.unwrap(), (1, vec![feed("acme", 1)]));
@@ -2271,5 +2281,277 @@ async fn a_reenrolment_token_works_once_and_only_for_its_terminal(fixture: &Fixt
     assert_eq!(
         store.terminal("t1").await.unwrap().unwrap().cert_sha256,
         "cert-fresh"
+    );
+}
+
+// --- the signed repository (TUF) ----------------------------------------------------------
+
+fn tuf_doc(role: &str, version: u64) -> TufDocument {
+    TufDocument {
+        role: role.into(),
+        version,
+        expires_at: 1_000 + version as i64,
+        doc: format!("{{\"role\":\"{role}\",\"version\":{version}}}"),
+    }
+}
+
+fn online_key(keyid: &str, role: &str, state: OnlineKeyState) -> OnlineKeyRow {
+    OnlineKeyRow {
+        keyid: keyid.into(),
+        role: role.into(),
+        public: format!("{{\"public\":\"{keyid}\"}}"),
+        sealed: format!("sealed {keyid}"),
+        state,
+        created_at: 5,
+    }
+}
+
+async fn the_repository_is_initialised_once_even_when_processes_race(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let empty = store.tuf_state().await.unwrap();
+    assert!(empty.roots.is_empty() && empty.online_keys.is_empty());
+    let others: Vec<Box<dyn Store>> = join_all((0..3).map(|_| fixture.another())).await;
+    let firsts = join_all(others.iter().enumerate().map(|(i, other)| {
+        let key = online_key(&format!("k{i}"), "timestamp", OnlineKeyState::Active);
+        async move {
+            let mut root = tuf_doc("root", 1);
+            root.doc = format!("root of process {i}");
+            other.tuf_initialise(&root, &[key]).await.unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(
+        firsts.iter().filter(|first| **first).count(),
+        1,
+        "{firsts:?}"
+    );
+    let winner = firsts.iter().position(|first| *first).unwrap();
+    let state = store.tuf_state().await.unwrap();
+    assert_eq!(state.roots.len(), 1);
+    assert_eq!(state.roots[0].doc, format!("root of process {winner}"));
+    assert_eq!(
+        state.online_keys,
+        vec![online_key(
+            &format!("k{winner}"),
+            "timestamp",
+            OnlineKeyState::Active
+        )],
+        "only the winner's keys"
+    );
+    assert!(state.revision > 0);
+    assert_eq!(store.revisions().await.unwrap().tuf, state.revision);
+}
+
+async fn a_sign_round_stores_only_from_the_revision_it_read_and_prunes_old_versions(
+    fixture: &Fixture,
+) {
+    let store = &*fixture.store;
+    assert!(
+        store
+            .tuf_initialise(&tuf_doc("root", 1), &[])
+            .await
+            .unwrap()
+    );
+    let mut revision = store.tuf_state().await.unwrap().revision;
+    let rounds = TUF_VERSIONS_KEPT + 3;
+    for version in 1..=rounds {
+        let signed = TufSigned {
+            documents: vec![
+                tuf_doc("targets", version),
+                tuf_doc("snapshot", version),
+                tuf_doc("timestamp", version),
+            ],
+            upload: None,
+        };
+        let next = store.tuf_sign(revision, &signed).await.unwrap();
+        assert_eq!(next, revision + 1);
+        // Signing again from the revision read before: another process signed first.
+        expect_conflict(store.tuf_sign(revision, &signed).await, &["revision"]);
+        revision = next;
+    }
+    let state = store.tuf_state().await.unwrap();
+    assert_eq!(state.revision, revision);
+    assert_eq!(
+        state.latest,
+        vec![
+            tuf_doc("snapshot", rounds),
+            tuf_doc("targets", rounds),
+            tuf_doc("timestamp", rounds)
+        ]
+    );
+    assert_eq!(
+        state.roots,
+        vec![tuf_doc("root", 1)],
+        "roots are never pruned"
+    );
+    for version in 1..=rounds {
+        let kept = version > rounds - TUF_VERSIONS_KEPT;
+        assert_eq!(
+            store.tuf_document("snapshot", Some(version)).await.unwrap(),
+            kept.then(|| tuf_doc("snapshot", version)),
+            "snapshot version {version}"
+        );
+    }
+    assert_eq!(
+        store.tuf_document("timestamp", None).await.unwrap(),
+        Some(tuf_doc("timestamp", rounds))
+    );
+    assert_eq!(
+        store.tuf_document("root", None).await.unwrap(),
+        Some(tuf_doc("root", 1))
+    );
+    assert_eq!(
+        store.tuf_document("vendor-ghost", None).await.unwrap(),
+        None
+    );
+    // A version already signed is refused whole: nothing of the round is stored.
+    let taken = TufSigned {
+        documents: vec![tuf_doc("vendor-acme", 1), tuf_doc("targets", rounds)],
+        upload: None,
+    };
+    expect_conflict(
+        store.tuf_sign(revision, &taken).await,
+        &["targets", "already signed"],
+    );
+    assert_eq!(store.tuf_document("vendor-acme", None).await.unwrap(), None);
+    assert_eq!(store.tuf_state().await.unwrap().revision, revision);
+}
+
+async fn a_root_installs_and_activates_exactly_the_keys_it_names(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let first = [
+        online_key("t1", "timestamp", OnlineKeyState::Active),
+        online_key("s1", "snapshot", OnlineKeyState::Active),
+    ];
+    assert!(
+        store
+            .tuf_initialise(&tuf_doc("root", 1), &first)
+            .await
+            .unwrap()
+    );
+    store
+        .tuf_online_key_add(&online_key("t2", "timestamp", OnlineKeyState::Pending))
+        .await
+        .unwrap();
+    store
+        .tuf_online_key_add(&online_key("s2", "snapshot", OnlineKeyState::Pending))
+        .await
+        .unwrap();
+    expect_conflict(
+        store
+            .tuf_online_key_add(&online_key("t2", "timestamp", OnlineKeyState::Pending))
+            .await,
+        &["t2"],
+    );
+    let revision = store.tuf_state().await.unwrap().revision;
+    let unknown = store
+        .tuf_root_install(revision, &tuf_doc("root", 2), &["t2".into(), "nope".into()])
+        .await;
+    assert!(
+        matches!(&unknown, Err(StoreError::NotFound(m)) if m.contains("nope")),
+        "{unknown:?}"
+    );
+    assert_eq!(
+        store.tuf_state().await.unwrap().roots.len(),
+        1,
+        "nothing installed"
+    );
+    expect_conflict(
+        store
+            .tuf_root_install(revision, &tuf_doc("root", 1), &["t2".into()])
+            .await,
+        &["root", "already signed"],
+    );
+    expect_conflict(
+        store
+            .tuf_root_install(revision + 7, &tuf_doc("root", 2), &["t2".into()])
+            .await,
+        &["revision"],
+    );
+    store
+        .tuf_root_install(revision, &tuf_doc("root", 2), &["t2".into(), "s1".into()])
+        .await
+        .unwrap();
+    let state = store.tuf_state().await.unwrap();
+    assert_eq!(state.roots, vec![tuf_doc("root", 1), tuf_doc("root", 2)]);
+    assert_eq!(
+        state.online_keys,
+        vec![
+            online_key("s1", "snapshot", OnlineKeyState::Active),
+            online_key("s2", "snapshot", OnlineKeyState::Pending),
+            online_key("t2", "timestamp", OnlineKeyState::Active),
+        ],
+        "t1 is forgotten, s2 still waits"
+    );
+}
+
+async fn vendor_keys_uploads_and_package_contents(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let before = store.revisions().await.unwrap().tuf;
+    let key = VendorKeyRow {
+        vendor: "acme".into(),
+        keyid: "k1".into(),
+        public: "{}".into(),
+        registered_at: 3,
+    };
+    store.tuf_vendor_key_put(&key).await.unwrap();
+    let replaced = VendorKeyRow {
+        keyid: "k2".into(),
+        ..key
+    };
+    store.tuf_vendor_key_put(&replaced).await.unwrap();
+    let state = store.tuf_state().await.unwrap();
+    assert_eq!(state.vendor_keys, vec![replaced]);
+    assert_eq!(state.revision, before + 2);
+    let upload = VendorRoleRow {
+        vendor: "acme".into(),
+        version: 4,
+        doc: "signed by acme".into(),
+        uploaded_at: 9,
+    };
+    store
+        .tuf_sign(
+            state.revision,
+            &TufSigned {
+                documents: vec![TufDocument {
+                    doc: upload.doc.clone(),
+                    ..tuf_doc("vendor-acme", 4)
+                }],
+                upload: Some(upload.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let state = store.tuf_state().await.unwrap();
+    assert_eq!(state.vendor_roles, vec![upload]);
+    assert_eq!(state.latest[0].doc, "signed by acme");
+
+    let content = PackageContent {
+        sha256: "aa".into(),
+        content_sha256: "bb".into(),
+        content_length: 77,
+    };
+    let missing = store.package_content_set(&content).await;
+    assert!(
+        matches!(&missing, Err(StoreError::NotFound(m)) if m.contains("aa")),
+        "{missing:?}"
+    );
+    for sha256 in ["aa", "cc"] {
+        store
+            .package_put(PackageRow {
+                sha256: sha256.into(),
+                size: 10,
+                vendor: None,
+                uploaded_at: 1,
+            })
+            .await
+            .unwrap();
+    }
+    store.package_content_set(&content).await.unwrap();
+    assert_eq!(store.package_contents().await.unwrap(), vec![content]);
+    assert_eq!(
+        store.revisions().await.unwrap().tuf,
+        state.revision,
+        "packages bump no TUF revision"
     );
 }

@@ -106,21 +106,24 @@ struct Current {
     version: u64,
     expires: Timestamp,
     bytes: Vec<u8>,
+    /// The key ids its signatures name: a document the repository signs online is signed
+    /// again when the online key that should sign it is not among them (a rotated key).
+    signers: Vec<String>,
 }
 
-/// The key ids that signed a document (to notice that a role must be signed again with
-/// a rotated key).
-fn signers(bytes: &[u8]) -> Vec<String> {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .and_then(|v| {
-            v.get("signatures")?.as_array().map(|sigs| {
-                sigs.iter()
-                    .filter_map(|s| s.get("keyid")?.as_str().map(str::to_owned))
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
+impl Current {
+    fn signed(version: u64, expires: Timestamp, bytes: Vec<u8>, key: &SigningKey) -> Current {
+        Current {
+            version,
+            expires,
+            bytes,
+            signers: vec![key.key_id()],
+        }
+    }
+
+    fn signed_by(&self, key: &SigningKey) -> bool {
+        self.signers.contains(&key.key_id())
+    }
 }
 
 impl std::fmt::Debug for OnlineKeys {
@@ -154,6 +157,11 @@ fn parse_current<T: Role>(name: &str, bytes: &[u8]) -> Result<(Current, T), Repo
             version: envelope.signed.version(),
             expires,
             bytes: bytes.to_vec(),
+            signers: envelope
+                .signatures
+                .iter()
+                .map(|s| s.keyid.clone())
+                .collect(),
         },
         envelope.signed,
     ))
@@ -240,30 +248,22 @@ impl Repository {
         let root = check_root_chain(&chain)?;
         self.roots = chain;
         self.root = root;
-        self.resign_top_level();
+        // Force new top-level documents signed with whatever keys the root now names.
+        if let Some((current, _)) = &mut self.targets {
+            current.expires = Timestamp::from_unix_seconds(0);
+        }
+        if let Some((current, _)) = &mut self.snapshot {
+            current.expires = Timestamp::from_unix_seconds(0);
+        }
+        if let Some(current) = &mut self.timestamp {
+            current.expires = Timestamp::from_unix_seconds(0);
+        }
         Ok(())
     }
 
-    /// Replaces the online keys (a rotation the newest root already names); the next
-    /// `update` signs every document again with them.
+    /// Replaces the online keys (a rotation the newest root already names).
     pub fn set_online_keys(&mut self, keys: OnlineKeys) {
         self.keys = keys;
-        self.resign_top_level();
-    }
-
-    /// Makes the next `update` sign targets, snapshot and timestamp again, whatever changed
-    /// (their keys may have). Delegated roles notice a new targets key by their signer.
-    fn resign_top_level(&mut self) {
-        let expired = Timestamp::from_unix_seconds(0);
-        if let Some((current, _)) = &mut self.targets {
-            current.expires = expired;
-        }
-        if let Some((current, _)) = &mut self.snapshot {
-            current.expires = expired;
-        }
-        if let Some(current) = &mut self.timestamp {
-            current.expires = expired;
-        }
     }
 
     /// The current timestamp document, if one was signed.
@@ -316,7 +316,7 @@ impl Repository {
                     let unchanged = previous.is_some_and(|(current, signed)| {
                         &signed.targets == targets
                             && !stale(current, lifetimes.targets_secs)
-                            && signers(&current.bytes) == [targets_key_id.clone()]
+                            && current.signed_by(&self.keys.targets)
                     });
                     if unchanged {
                         continue;
@@ -336,11 +336,7 @@ impl Repository {
                     self.delegated.insert(
                         role.name.clone(),
                         (
-                            Current {
-                                version,
-                                expires,
-                                bytes,
-                            },
+                            Current::signed(version, expires, bytes, &self.keys.targets),
                             signed,
                         ),
                     );
@@ -410,6 +406,11 @@ impl Repository {
                                 version,
                                 expires,
                                 bytes: bytes.clone(),
+                                signers: envelope
+                                    .signatures
+                                    .iter()
+                                    .map(|s| s.keyid.clone())
+                                    .collect(),
                             },
                             envelope.signed,
                         ),
@@ -423,7 +424,9 @@ impl Repository {
         let delegations = Some(delegations);
         let targets_changed = match &self.targets {
             Some((current, signed)) => {
-                signed.delegations != delegations || stale(current, lifetimes.targets_secs)
+                signed.delegations != delegations
+                    || stale(current, lifetimes.targets_secs)
+                    || !current.signed_by(&self.keys.targets)
             }
             None => true,
         };
@@ -441,11 +444,7 @@ impl Repository {
             let bytes = sign(&signed, &[&self.keys.targets]);
             out.push(file("targets", version, expires, &bytes));
             self.targets = Some((
-                Current {
-                    version,
-                    expires,
-                    bytes,
-                },
+                Current::signed(version, expires, bytes, &self.keys.targets),
                 signed,
             ));
             any_changed = true;
@@ -463,7 +462,10 @@ impl Repository {
         }
         let snapshot_changed = match &self.snapshot {
             Some((current, signed)) => {
-                any_changed || signed.meta != meta || stale(current, lifetimes.snapshot_secs)
+                any_changed
+                    || signed.meta != meta
+                    || stale(current, lifetimes.snapshot_secs)
+                    || !current.signed_by(&self.keys.snapshot)
             }
             None => true,
         };
@@ -480,18 +482,18 @@ impl Repository {
             let bytes = sign(&signed, &[&self.keys.snapshot]);
             out.push(file("snapshot", version, expires, &bytes));
             self.snapshot = Some((
-                Current {
-                    version,
-                    expires,
-                    bytes,
-                },
+                Current::signed(version, expires, bytes, &self.keys.snapshot),
                 signed,
             ));
         }
 
         // Timestamp: the snapshot's version, length and hashes.
         let timestamp_stale = match &self.timestamp {
-            Some(current) => snapshot_changed || stale(current, lifetimes.timestamp_secs),
+            Some(current) => {
+                snapshot_changed
+                    || stale(current, lifetimes.timestamp_secs)
+                    || !current.signed_by(&self.keys.timestamp)
+            }
             None => true,
         };
         if timestamp_stale {
@@ -514,11 +516,12 @@ impl Repository {
             };
             let bytes = sign(&signed, &[&self.keys.timestamp]);
             out.push(file("timestamp", version, expires, &bytes));
-            self.timestamp = Some(Current {
+            self.timestamp = Some(Current::signed(
                 version,
                 expires,
                 bytes,
-            });
+                &self.keys.timestamp,
+            ));
         }
         Ok(out)
     }
@@ -617,5 +620,99 @@ pub fn root_document(
             ("snapshot".to_owned(), role(&[snapshot], 1)),
             ("targets".to_owned(), role(&[targets], 1)),
         ]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online() -> OnlineKeys {
+        OnlineKeys {
+            timestamp: SigningKey::generate().unwrap(),
+            snapshot: SigningKey::generate().unwrap(),
+            targets: SigningKey::generate().unwrap(),
+        }
+    }
+
+    fn root_of(root_key: &SigningKey, keys: &OnlineKeys, previous: Option<&Root>) -> Root {
+        root_document(
+            previous,
+            &[root_key.public()],
+            1,
+            [
+                &keys.timestamp.public(),
+                &keys.snapshot.public(),
+                &keys.targets.public(),
+            ],
+            Timestamp::from_unix_seconds(10_000_000),
+        )
+    }
+
+    fn desired(keys: &OnlineKeys) -> Desired {
+        Desired {
+            roles: vec![DesiredRole {
+                name: "herd".into(),
+                paths: vec!["herd/*".into()],
+                terminating: true,
+                keys: vec![keys.targets.public()],
+                threshold: 1,
+                content: RoleContent::Online(BTreeMap::new()),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_resumed_repository_signs_again_what_a_rotated_online_key_signed() {
+        let root_key = SigningKey::generate().unwrap();
+        let first_keys = online();
+        let root1 = root_of(&root_key, &first_keys, None);
+        let root1_bytes = sign(&root1, &[&root_key]);
+        let now = Timestamp::from_unix_seconds(1_000);
+        let mut repository =
+            Repository::new(vec![root1_bytes.clone()], first_keys, Lifetimes::default()).unwrap();
+        let first_desired = desired(&repository.keys);
+        let files = repository.update(&first_desired, now).unwrap();
+        assert_eq!(files.len(), 4, "herd, targets, snapshot, timestamp");
+        let stored: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .map(|f| (f.role.clone(), f.bytes.clone()))
+            .collect();
+
+        // Resumed with the same keys, nothing is due.
+        let same = OnlineKeys {
+            timestamp: SigningKey::from_pkcs8(repository.keys.timestamp.pkcs8()).unwrap(),
+            snapshot: SigningKey::from_pkcs8(repository.keys.snapshot.pkcs8()).unwrap(),
+            targets: SigningKey::from_pkcs8(repository.keys.targets.pkcs8()).unwrap(),
+        };
+        let mut again =
+            Repository::new(vec![root1_bytes.clone()], same, Lifetimes::default()).unwrap();
+        again.resume(&stored).unwrap();
+        assert!(again.update(&first_desired, now).unwrap().is_empty());
+
+        // Resumed under a root naming new online keys, everything is signed again by them,
+        // each version one above the last.
+        let new_keys = online();
+        let root2 = root_of(&root_key, &new_keys, Some(&root1));
+        let root2_bytes = sign(&root2, &[&root_key]);
+        let mut rotated = Repository::new(
+            vec![root1_bytes, root2_bytes],
+            new_keys,
+            Lifetimes::default(),
+        )
+        .unwrap();
+        rotated.resume(&stored).unwrap();
+        let files = rotated.update(&desired(&rotated.keys), now).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "2.herd.json",
+                "2.targets.json",
+                "2.snapshot.json",
+                "timestamp.json"
+            ]
+        );
+        assert_eq!(files[3].version, 2);
     }
 }

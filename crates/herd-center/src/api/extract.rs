@@ -156,6 +156,10 @@ impl JsonRequest for NewApiToken {
 impl JsonRequest for CaInstall {
     const WHAT: &'static str = "the CA";
 }
+impl JsonRequest for herd_proto::api::VendorSigningKey {
+    const WHAT: &'static str = "the signing key";
+}
+
 impl JsonRequest for herd_proto::api::CertificateRenewal {
     const WHAT: &'static str = "the renewal request";
 }

@@ -11,6 +11,8 @@ pub mod listener;
 mod operators;
 mod registry;
 mod terminals;
+mod trust;
+pub mod tuf;
 mod vendors;
 
 use std::sync::Arc;
@@ -84,6 +86,11 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(registry::approve_vendor))
         .routes(routes!(registry::reject_vendor))
         .routes(routes!(registry::collect_blobs))
+        .routes(routes!(trust::status))
+        .routes(routes!(trust::put_root))
+        .routes(routes!(trust::new_online_key))
+        .routes(routes!(trust::put_signing_key))
+        .routes(routes!(trust::put_role))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
@@ -105,6 +112,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
                 }
             }),
         )
+        .merge(tuf::router(center.clone()))
         .merge(if center.config.metrics_listen.is_some() {
             Router::new()
         } else {

@@ -8,7 +8,7 @@
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
 //! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
-//! `registry.rs` (threats, vendors, blobs), `ca.rs` (the CA: offline root, intermediates, KEKs).
+//! `registry.rs` (threats, vendors, blobs), `trust.rs` (the signed repository), `ca.rs` (the CA: offline root, intermediates, KEKs).
 //! What they share: `connect.rs` (finding the center and the credentials, and what a failed
 //! call prints), `output.rs` (stdout and JSON) and `table.rs` (the one table renderer).
 
@@ -22,6 +22,7 @@ mod plan;
 mod registry;
 mod table;
 mod tokens;
+mod trust;
 mod vendor;
 
 use clap::Subcommand;
@@ -33,6 +34,7 @@ use config::{GroupsCommand, RulesCommand};
 use fleet::{TerminalArgs, TerminalsArgs};
 use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
 use tokens::{EnrolTokenCommand, TokenCommand};
+use trust::TrustCommand;
 use vendor::{PublishArgs, UploadArgs};
 
 /// Administrative commands; each talks to a running center over its API.
@@ -68,6 +70,9 @@ pub enum AdminCommand {
     /// The package store: collect what no current feed lists.
     #[command(subcommand)]
     Blobs(BlobsCommand),
+    /// The signed repository terminals verify packages with (TUF): its status.
+    #[command(subcommand)]
+    Trust(TrustCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -98,5 +103,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Threats(command) => registry::threats(command),
         AdminCommand::Vendors(command) => registry::vendors(command),
         AdminCommand::Blobs(command) => registry::blobs(command),
+        AdminCommand::Trust(command) => trust::run(command),
     }
 }
