@@ -12,6 +12,7 @@
 
 pub mod canonical;
 pub mod client;
+pub mod keyfile;
 pub mod keys;
 pub mod metadata;
 pub mod repository;
