@@ -374,7 +374,7 @@ fn a_vendor_signs_its_own_role_and_the_root_pins_its_key() {
         .clone()
         .unwrap();
     let delegated = delegation.roles.iter().find(|r| r.name == role).unwrap();
-    assert_eq!(delegated.keyids, [key_id.clone()]);
+    assert_eq!(delegated.keyids, std::slice::from_ref(&key_id));
     let version = trusted.targets_meta(&role).unwrap().version;
     let bytes = env.metadata(&format!("{version}.{role}.json")).unwrap();
     trusted.update_delegated(&role, "targets", &bytes).unwrap();

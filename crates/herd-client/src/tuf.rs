@@ -1,9 +1,10 @@
-//! Signed distribution's calls (contract of issue 11): the center's TUF metadata as served under
-//! `/tuf/metadata/` (public, no token needed), its trust status and root installation, pending
-//! online keys, a vendor's signing key and the role documents a vendor signs itself.
+//! Signed distribution's calls as the key tools need them (contract of issue 11): the center's
+//! TUF metadata as served under `/tuf/metadata/` (public, no token needed), root installation,
+//! pending online keys, a vendor's signing key and the role documents a vendor signs itself.
 //!
-//! Answers whose shape the center documents in its own status types are returned as JSON
-//! values: the tools read the few fields they need and print the rest as it came.
+//! Answers are read as JSON values with only the fields the tools use typed here, so these calls
+//! do not depend on the center's status types; where the center's typed calls exist (its
+//! `trust.rs`), they say the same to the same routes.
 
 use serde::{Deserialize, Serialize};
 use ureq::http::Method;
@@ -41,11 +42,6 @@ impl Client {
         }
     }
 
-    /// The center's trust status (`GET /v1/trust`).
-    pub fn trust_status(&self) -> Result<serde_json::Value, ClientError> {
-        self.get_json("/v1/trust", &[], MAX_JSON_ANSWER)
-    }
-
     /// Installs the next root (`PUT /v1/trust/root`, the signed root.json as its body); the
     /// answer is the trust status.
     pub fn install_tuf_root(&self, root_json: &[u8]) -> Result<serde_json::Value, ClientError> {
@@ -53,7 +49,7 @@ impl Client {
     }
 
     /// Asks the center for a pending online key for `role` (timestamp, snapshot or targets).
-    pub fn new_online_key(&self, role: &str) -> Result<PendingOnlineKey, ClientError> {
+    pub fn new_pending_online_key(&self, role: &str) -> Result<PendingOnlineKey, ClientError> {
         let path = format!("/v1/trust/online-keys/{}", segment(role));
         let response = self.call(Method::POST, &path, &[], Payload::None, false)?;
         self.json(response, &format!("POST {path}"), MAX_JSON_ANSWER)
@@ -61,7 +57,7 @@ impl Client {
 
     /// Registers a vendor's public signing key (`PUT /v1/vendors/{vendor}/signing-key`, body
     /// `{"public": <TUF key JSON>}`).
-    pub fn register_vendor_key(
+    pub fn register_vendor_signing_key(
         &self,
         vendor: &str,
         public: &serde_json::Value,
@@ -73,7 +69,11 @@ impl Client {
     }
 
     /// Uploads a role document the vendor signed (`PUT /v1/tuf/roles/{role}`), as signed.
-    pub fn upload_role(&self, role: &str, signed: &[u8]) -> Result<serde_json::Value, ClientError> {
+    pub fn upload_vendor_role(
+        &self,
+        role: &str,
+        signed: &[u8],
+    ) -> Result<serde_json::Value, ClientError> {
         let path = format!("/v1/tuf/roles/{}", segment(role));
         self.send_raw(Method::PUT, &path, signed)
     }
