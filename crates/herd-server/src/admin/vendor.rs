@@ -140,7 +140,13 @@ pub(super) fn publish(args: PublishArgs) -> anyhow::Result<Outcome> {
             &key,
             &packages,
             args.role_expires_days,
-        );
+        )
+        .with_context(|| {
+            format!(
+                "the feed of {vendor} is published, but its role {} is not signed",
+                herd_proto::distribution::vendor_role(&vendor)
+            )
+        });
     }
     Ok(Outcome::Success)
 }
