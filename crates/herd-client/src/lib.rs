@@ -1,6 +1,7 @@
 //! Blocking HTTPS client for the center's API v1 (`herd_proto::api`): enrolment, check-in,
 //! events and package downloads for terminals; feeds and packages for vendors; the fleet,
-//! coverage, groups, rules and tokens for operators.
+//! coverage, groups, rules and tokens for operators; signed distribution's metadata, root
+//! installation and vendor keys for the key tools (`tuf.rs`).
 //!
 //! One [`Client`] per process: it holds one ureq agent whose connections are kept alive and
 //! reused. It is blocking on purpose, with no async runtime, so the agent stays small when idle.
@@ -16,6 +17,7 @@ mod error;
 mod tls;
 mod transfer;
 mod trust;
+mod tuf;
 
 use std::fmt;
 use std::io::{self, Read as _};
@@ -38,6 +40,7 @@ use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use ureq::{Body, SendBody};
 
 pub use error::ClientError;
+pub use tuf::PendingOnlineKey;
 
 /// Longest wait for a TCP connection and TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::CatalogDoc;
+
 /// Where the repository's metadata and targets are, under the center's (or a mirror's) base
 /// URL: `/tuf/metadata/root.json`, `/tuf/metadata/N.snapshot.json`, `/tuf/targets/…`.
 pub const METADATA_PATH: &str = "/tuf/metadata/";
@@ -66,6 +68,67 @@ pub fn delta_target(result_target: &str, base_content_sha256: &str) -> Option<St
     Some(format!(
         "{HERD_CONTENT_DIR}/deltas/{rest}.from-{base_content_sha256}"
     ))
+}
+
+/// One package of a feed as a TUF target: where it is, its length and SHA-256 (the package
+/// file's), and what the signed metadata says of it. `custom.content` is `None`: only whoever
+/// holds the package file can compute it (the vendor's `herd publish --key`, the center from its
+/// blob), and they fill it in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackageTarget {
+    pub path: String,
+    pub length: u64,
+    /// Lowercase hex, as the feed gives it.
+    pub sha256: String,
+    pub custom: PackageCustom,
+}
+
+/// Every package of `feed` as a target, in the feed's order (releases, then their packages).
+///
+/// The center and `herd publish --key` both list a vendor's packages through this one function,
+/// so a role the vendor signs names exactly what the center would. It takes the feed as
+/// published, which validation has accepted: a release of a product the feed does not describe
+/// has no vendor to file it under and is left out (validation refuses such a feed anyway).
+pub fn package_targets(feed: &CatalogDoc) -> Vec<PackageTarget> {
+    let vendor_of: std::collections::HashMap<&str, &str> = feed
+        .products
+        .iter()
+        .map(|p| (p.id.as_str(), p.vendor.as_str()))
+        .collect();
+    let mut targets = Vec::new();
+    for release in &feed.releases {
+        let Some(vendor) = vendor_of.get(release.product.as_str()) else {
+            continue;
+        };
+        for package in &release.packages {
+            targets.push(PackageTarget {
+                path: package_target(
+                    vendor,
+                    &release.product,
+                    &release.version,
+                    &package.platform,
+                    &package.format,
+                ),
+                length: package.size,
+                sha256: package.sha256.to_ascii_lowercase(),
+                custom: PackageCustom {
+                    vendor: (*vendor).to_owned(),
+                    product: release.product.clone(),
+                    version: release.version.clone(),
+                    seq: release.seq,
+                    pattern: release.pattern.clone(),
+                    platform: package.platform.clone(),
+                    format: package.format.clone(),
+                    name: package.name.clone(),
+                    product_code: package.product_code.clone(),
+                    post_install: package.post_install.clone(),
+                    pre_uninstall: package.pre_uninstall.clone(),
+                    content: None,
+                },
+            });
+        }
+    }
+    targets
 }
 
 /// The key under which Herd's metadata sits in a target's `custom` object: `{"herd": …}`.
@@ -166,6 +229,71 @@ mod tests {
             "only packages have deltas"
         );
         assert_eq!(delta_target("packages/a/b", "ab").as_deref(), None);
+    }
+
+    fn feed() -> CatalogDoc {
+        serde_json::from_value(serde_json::json!({
+            "format": "herd.catalog/v1",
+            "vendors": [{"id": "acme", "name": "Acme"}],
+            "products": [{"id": "acme-av", "vendor": "acme", "name": "Acme AV",
+                          "platforms": ["linux", "windows"]}],
+            "releases": [
+                {"product": "acme-av", "version": "1.0", "pattern": "p1", "seq": 1,
+                 "published": "2026-01-01T00:00:00Z", "packages": [
+                    {"platform": "linux", "format": "archive", "sha256": "AB".repeat(32),
+                     "size": 10, "post_install": "hooks/post"},
+                    {"platform": "windows", "format": "msi", "sha256": "cd".repeat(32),
+                     "size": 20, "product_code": "{00000000-0000-0000-0000-000000000000}"}]},
+                {"product": "acme-av", "version": "2.0", "pattern": "p2", "seq": 2,
+                 "published": "2026-02-01T00:00:00Z", "packages": [
+                    {"platform": "linux", "format": "deb", "sha256": "ef".repeat(32),
+                     "size": 30, "name": "acme-av"}]},
+                {"product": "ghost", "version": "1", "pattern": "p", "seq": 1,
+                 "published": "2026-01-01T00:00:00Z", "packages": [
+                    {"platform": "linux", "format": "archive", "sha256": "00".repeat(32),
+                     "size": 1}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_feeds_packages_become_targets_with_their_signed_metadata() {
+        let targets = package_targets(&feed());
+        let listed: Vec<(&str, u64, &str)> = targets
+            .iter()
+            .map(|t| (t.path.as_str(), t.length, &t.sha256[..4]))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("packages/acme/acme-av/1.0/linux.archive", 10, "abab"),
+                ("packages/acme/acme-av/1.0/windows.msi", 20, "cdcd"),
+                ("packages/acme/acme-av/2.0/linux.deb", 30, "efef"),
+            ],
+            "in feed order, sha256 lowercase; a release of an undescribed product is left out"
+        );
+        let first = &targets[0].custom;
+        assert_eq!(
+            (first.vendor.as_str(), first.seq, first.pattern.as_str()),
+            ("acme", 1, "p1")
+        );
+        assert_eq!(first.post_install.as_deref(), Some("hooks/post"));
+        assert_eq!(first.content, None, "callers fill the content in");
+        assert!(targets[1].custom.product_code.is_some());
+        assert_eq!(targets[2].custom.name.as_deref(), Some("acme-av"));
+        for target in &targets {
+            assert!(
+                vendor_paths("acme")
+                    .iter()
+                    .all(|p| p.split('/').count() == target.path.split('/').count())
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_feed_has_no_targets() {
+        assert_eq!(package_targets(&CatalogDoc::default()), []);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `herd` program as a user runs it, without a center: `herd plan` on the shipped example
 //! (byte-identical output, exit codes, clear errors for bad input), `herd package` (in
 //! `cli/package.rs`), completions and man pages (`cli/completions.rs`), and the example vendor
-//! feeds the README publishes (`cli/feeds.rs`).
+//! feeds the README publishes (`cli/feeds.rs`), and the offline side of `herd keys` and `herd
+//! vendor key` (`cli/keys.rs`).
 
 // A test crate's root looks for modules beside it, where cargo would take them for test crates
 // of their own; under `cli/` they stay part of this one binary.
@@ -9,6 +10,8 @@
 mod completions;
 #[path = "cli/feeds.rs"]
 mod feeds;
+#[path = "cli/keys.rs"]
+mod keys;
 #[path = "cli/package.rs"]
 mod package;
 

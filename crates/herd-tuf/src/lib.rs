@@ -2,8 +2,9 @@
 //! (`canonical`), ed25519 keys (`keys`), the metadata of the roles root, timestamp, snapshot,
 //! targets and delegated targets with signing and threshold checks (`metadata`), and the
 //! client's trusted set that refuses rollback, freeze, mix-and-match, tampered or
-//! under-signed metadata and targets (`client`), and the repository side that signs what
-//! changed or is about to expire (`repository`).
+//! under-signed metadata and targets (`client`), the repository side that signs what
+//! changed or is about to expire (`repository`), signing key files (`keyfile`), and the root
+//! key ceremony: the next root, and a proposal gathering the root keys' signatures (`ceremony`).
 //!
 //! No I/O, no clock: documents are bytes, `now` is an argument. The center signs with it and
 //! serves what it signs; the agent verifies with it whatever its upstream (center, site,
@@ -11,7 +12,9 @@
 //! `ngclient`) verifies the same metadata (`tests/python_tuf.rs`).
 
 pub mod canonical;
+pub mod ceremony;
 pub mod client;
+pub mod keyfile;
 pub mod keys;
 pub mod metadata;
 pub mod repository;

@@ -1,6 +1,8 @@
 //! Interoperability: python-tuf's `ngclient`, an independent TUF client, refreshes from a
 //! repository Herd signed (served over HTTP by Python's own server, consistent snapshots),
-//! downloads the vendor's target and verifies it — and refuses the same target tampered.
+//! downloads the vendor's target and verifies it — and refuses the same target tampered; and
+//! its client follows a root chain Herd's key ceremony signed (offline keys, a rotated online
+//! key, a vendor pinned) and refuses a root under its own threshold.
 //!
 //! Needs a Python with `tuf` installed: `HERD_TEST_PYTHON` names it (CI sets it to a venv with
 //! a pinned python-tuf, and then a missing `tuf` fails the test); otherwise `python3` is tried
@@ -167,4 +169,128 @@ fn python_tuf_ngclient_refreshes_downloads_and_verifies_a_herd_signed_target() {
         stderr.contains("LengthOrHashMismatchError") || stderr.contains("length"),
         "{stderr}"
     );
+}
+
+/// python-tuf's client walks a root chain (its `TrustedMetadataSet.update_root`, as `refresh`
+/// does) and prints the newest root's version and the roles it pins.
+const ROOT_CHAIN: &str = r#"
+import sys
+from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
+from tuf.ngclient.config import EnvelopeType
+roots = [open(f, "rb").read() for f in sys.argv[1:]]
+trusted = TrustedMetadataSet(roots[0], EnvelopeType.METADATA)
+for root in roots[1:]:
+    trusted.update_root(root)
+pins = trusted.root.unrecognized_fields.get("x-herd-pinned-roles", {})
+print(trusted.root.version, ",".join(sorted(pins)))
+"#;
+
+#[test]
+fn python_tuf_follows_roots_the_key_ceremony_signs_and_refuses_an_under_signed_one() {
+    use herd_tuf::ceremony::{OnlineRole, RootChanges, RootProposal, next_root};
+    use herd_tuf::metadata::Envelope;
+    use herd_tuf::repository::root_document;
+    use herd_tuf::{Root, SigningKey, sign};
+
+    let Some(python) = python() else {
+        eprintln!("skipped: no python with tuf (set HERD_TEST_PYTHON, as CI does)");
+        return;
+    };
+    let now = Timestamp::from_unix_seconds(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
+    let year = now.plus_seconds(365 * 86_400);
+    // Root v1 as a center auto-initialises it.
+    let center_key = SigningKey::generate().unwrap();
+    let online: Vec<SigningKey> = (0..3).map(|_| SigningKey::generate().unwrap()).collect();
+    let v1 = sign(
+        &root_document(
+            None,
+            &[center_key.public()],
+            1,
+            [
+                &online[0].public(),
+                &online[1].public(),
+                &online[2].public(),
+            ],
+            year,
+        ),
+        &[&center_key],
+    );
+    // v2: three offline keys (two sign), a new timestamp key, a vendor pinned; co-signed by
+    // the center's key.
+    let offline: Vec<SigningKey> = (0..3).map(|_| SigningKey::generate().unwrap()).collect();
+    let changes = RootChanges {
+        root_keys: Some(offline.iter().map(SigningKey::public).collect()),
+        threshold: Some(2),
+        online: vec![(
+            OnlineRole::Timestamp,
+            SigningKey::generate().unwrap().public(),
+        )],
+        pin: vec![(
+            "vendor-acme".into(),
+            vec![SigningKey::generate().unwrap().key_id()],
+        )],
+        ..RootChanges::renewal(year)
+    };
+    let root_v1 = Envelope::<Root>::parse("root", &v1).unwrap().signed;
+    let mut v2 = RootProposal::new(&v1, next_root(&root_v1, &changes, now).unwrap()).unwrap();
+    v2.sign(&[&offline[0], &offline[2], &center_key]);
+    v2.check(now).unwrap();
+    // v3: a renewal signed by two of the three offline keys.
+    let mut v3 = RootProposal::new(
+        &v2.bytes(),
+        next_root(
+            v2.root(),
+            &RootChanges::renewal(year.plus_seconds(86_400)),
+            now,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    v3.sign(&[&offline[1], &offline[2]]);
+    v3.check(now).unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let walk = |roots: &[Vec<u8>]| {
+        let files: Vec<_> = roots
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let path = tmp.path().join(format!("{}.root.json", i + 1));
+                write(&path, bytes);
+                path
+            })
+            .collect();
+        Command::new(&python)
+            .args(["-c", ROOT_CHAIN])
+            .args(&files)
+            .output()
+            .unwrap()
+    };
+    let output = walk(&[v1.clone(), v2.bytes(), v3.bytes()]);
+    assert!(
+        output.status.success(),
+        "python-tuf refused the chain: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "3 vendor-acme"
+    );
+
+    // The same v2 with one of the offline keys only: under its own threshold.
+    let mut under = RootProposal::new(&v1, v2.root().clone()).unwrap();
+    under.sign(&[&offline[0], &center_key]);
+    assert!(under.check(now).is_err());
+    let output = walk(&[v1, under.bytes()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "an under-signed root was accepted"
+    );
+    assert!(stderr.contains("UnsignedMetadataError"), "{stderr}");
 }

@@ -8,7 +8,10 @@
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
 //! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
-//! `registry.rs` (threats, vendors, blobs), `trust.rs` (the signed repository), `ca.rs` (the CA: offline root, intermediates, KEKs).
+//! `registry.rs` (threats, vendors, blobs), `trust.rs` (the signed repository's status),
+//! `ca.rs` (the CA: offline root, intermediates, KEKs), `keys.rs` (signed distribution's root
+//! keys, a vendor's signing key) with `vendor_role.rs` (the role a vendor signs itself on
+//! `herd publish --key`).
 //! What they share: `connect.rs` (finding the center and the credentials, and what a failed
 //! call prints), `output.rs` (stdout and JSON) and `table.rs` (the one table renderer).
 
@@ -17,6 +20,7 @@ mod catalog;
 mod config;
 mod connect;
 mod fleet;
+mod keys;
 mod output;
 mod plan;
 mod registry;
@@ -24,6 +28,7 @@ mod table;
 mod tokens;
 mod trust;
 mod vendor;
+mod vendor_role;
 
 use clap::Subcommand;
 
@@ -32,6 +37,7 @@ use ca::CaCommand;
 use catalog::CoverageArgs;
 use config::{GroupsCommand, RulesCommand};
 use fleet::{TerminalArgs, TerminalsArgs};
+use keys::KeysCommand;
 use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
 use tokens::{EnrolTokenCommand, TokenCommand};
 use trust::TrustCommand;
@@ -64,9 +70,30 @@ pub enum AdminCommand {
     /// Threats vendors declared: owners, and approval when the center requires it.
     #[command(subcommand)]
     Threats(ThreatsCommand),
-    /// Vendors that have published, and approval when the center requires it.
-    #[command(subcommand)]
+    /// Vendors that have published, and approval when the center requires it; a vendor's own
+    /// signing key (`herd vendor key`).
+    #[command(subcommand, visible_alias = "vendor")]
     Vendors(VendorsCommand),
+    /// Signed distribution's root keys: move the center's root offline, rotate and renew it
+    ///
+    /// At its first start the center makes its own 1-of-1 root key (in <data-dir>/tuf-root-keys/,
+    /// with a warning): terminals can verify from day one, but whoever holds the center holds the
+    /// root. Moving the root offline:
+    ///
+    ///   1. offline: `herd keys init --out DIR` (3 keys, 2 needed, by default);
+    ///      carry DIR/root-keys.pub.json (public keys only) to an operator's machine;
+    ///   2. online:  `herd keys propose-root --new-keys root-keys.pub.json --out next.json`;
+    ///   3. offline: `herd keys sign-root next.json --keys DIR` (each key holder in turn);
+    ///   4. online:  `herd keys install-root next.json` (the center co-signs with its own
+    ///      root key, so every terminal accepts the chain; then delete that key,
+    ///      <data-dir>/tuf-root-keys/, which no longer signs anything).
+    ///
+    /// With the keys on the operator's machine, `herd keys init --out DIR --install` does 1-4
+    /// at once. Later, `herd keys rotate-root --keys DIR` renews the root (it expires after a
+    /// year), rotates root or online keys, and pins vendors' keys; with the keys on separate
+    /// machines, the same changes go through propose-root, sign-root and install-root.
+    #[command(subcommand, verbatim_doc_comment)]
+    Keys(KeysCommand),
     /// The package store: collect what no current feed lists.
     #[command(subcommand)]
     Blobs(BlobsCommand),
@@ -104,5 +131,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Vendors(command) => registry::vendors(command),
         AdminCommand::Blobs(command) => registry::blobs(command),
         AdminCommand::Trust(command) => trust::run(command),
+        AdminCommand::Keys(command) => keys::run(command),
     }
 }

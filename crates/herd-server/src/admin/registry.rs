@@ -62,6 +62,9 @@ pub enum VendorsCommand {
     #[command(after_long_help = "Examples:
   herd vendors reject maker-c")]
     Reject(IdArgs),
+    /// A vendor's own signing key: generate it, register it with the center.
+    #[command(subcommand)]
+    Key(super::keys::VendorKeyCommand),
 }
 
 /// The package store.
@@ -145,6 +148,7 @@ pub(super) fn vendors(command: VendorsCommand) -> anyhow::Result<Outcome> {
         VendorsCommand::Pending(args) => (args, Some("pending")),
         VendorsCommand::Approve(args) => return decide(args, "vendor", true),
         VendorsCommand::Reject(args) => return decide(args, "vendor", false),
+        VendorsCommand::Key(command) => return super::keys::vendor_key(command),
     };
     let session = Session::open(&args.server)?;
     let list = match session.client.vendors(status) {

@@ -1,6 +1,8 @@
-//! The vendors' commands: `herd publish` (a catalog feed) and `herd upload` (package files).
+//! The vendors' commands: `herd publish` (a catalog feed, and with `--key` the vendor's own
+//! signed role, built in `vendor_role.rs`) and `herd upload` (package files).
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -17,10 +19,17 @@ use crate::Outcome;
 /// alone and merged with every other vendor's, and applies it completely or not at all.
 /// Prints the catalog revision it produced, or that it was unchanged; a refused feed prints
 /// every problem with its JSON path and exits 1.
+///
+/// With --key (the vendor's signing key, registered with `herd vendor key register`), then signs
+/// the vendor's role `vendor-<vendor>` itself: every package of the feed as a target (with the
+/// SHA-256 and length of an archive package's uncompressed tar, from the package files under
+/// --packages), the next version, and uploads it: terminals then trust the vendor's key, not
+/// the center's, for its packages.
 #[derive(Debug, Args)]
 #[command(after_long_help = "Examples:
   herd publish maker-a.json --vendor maker-a --token-file maker-a.token
-  HERD_TOKEN=$(cat maker-b.token) herd publish maker-b.json")]
+  HERD_TOKEN=$(cat maker-b.token) herd publish maker-b.json
+  herd publish dist/maker-a.json --key maker-a.key --packages dist/")]
 pub struct PublishArgs {
     /// The feed file.
     #[arg(value_name = "FEED.json")]
@@ -28,6 +37,19 @@ pub struct PublishArgs {
     /// The vendor id the feed is for [default: the feed's only vendor].
     #[arg(long, value_name = "VENDOR")]
     vendor: Option<String>,
+    /// Sign the vendor's role with this key file after publishing.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The key-encryption key the key is sealed under, if it is.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    kek_file: Option<PathBuf>,
+    /// Where the feed's package files are (found by SHA-256) [default: the feed's directory].
+    #[arg(long, value_name = "DIR", requires = "key")]
+    packages: Option<PathBuf>,
+    /// Days until the signed role expires (publish again before).
+    #[arg(long, value_name = "DAYS", default_value_t = 30, requires = "key",
+          value_parser = clap::value_parser!(u32).range(1..=366))]
+    role_expires_days: u32,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -52,6 +74,13 @@ pub struct UploadArgs {
 pub(super) fn publish(args: PublishArgs) -> anyhow::Result<Outcome> {
     let feed = std::fs::read(&args.feed)
         .with_context(|| format!("cannot read the feed {}", args.feed.display()))?;
+    // The key is opened before anything is sent: a wrong KEK must not leave a feed published
+    // without its signed role.
+    let signing_key = args
+        .key
+        .as_deref()
+        .map(|key| super::keys::open_key_file(key, args.kek_file.as_deref()))
+        .transpose()?;
     let vendor = match args.vendor {
         Some(vendor) => vendor,
         None => match feed_vendor(&feed) {
@@ -99,7 +128,104 @@ pub(super) fn publish(args: PublishArgs) -> anyhow::Result<Outcome> {
         }
     }
     print_out(&text)?;
+    if let Some(key) = signing_key {
+        let packages = match &args.packages {
+            Some(dir) => dir.clone(),
+            None => feed_dir(&args.feed),
+        };
+        return sign_role(
+            &session,
+            &vendor,
+            &feed,
+            &key,
+            &packages,
+            args.role_expires_days,
+        )
+        .with_context(|| {
+            format!(
+                "the feed of {vendor} is published, but its role {} is not signed",
+                herd_proto::distribution::vendor_role(&vendor)
+            )
+        });
+    }
     Ok(Outcome::Success)
+}
+
+fn feed_dir(feed: &Path) -> PathBuf {
+    feed.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Signs and uploads the vendor's role for the feed just published.
+fn sign_role(
+    session: &Session,
+    vendor: &str,
+    feed: &[u8],
+    key: &herd_tuf::SigningKey,
+    packages: &Path,
+    expires_days: u32,
+) -> anyhow::Result<Outcome> {
+    use super::vendor_role;
+    let role = herd_proto::distribution::vendor_role(vendor);
+    let doc: herd_proto::catalog::CatalogDoc =
+        serde_json::from_slice(feed).context("the feed the center accepted does not parse")?;
+    let mut targets: Vec<_> = herd_proto::distribution::package_targets(&doc)
+        .into_iter()
+        .filter(|t| t.custom.vendor == vendor)
+        .collect();
+    let wanted: HashMap<String, u64> = targets
+        .iter()
+        .map(|t| (t.sha256.clone(), t.length))
+        .collect();
+    let files = vendor_role::index_packages(packages, &wanted)?;
+    vendor_role::fill_content(&mut targets, &files, packages)?;
+    let version = current_snapshot(session)
+        .map(|snapshot| vendor_role::next_role_version(snapshot.as_ref(), &role))?;
+    let now = herd_core::Timestamp::from_unix_seconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    );
+    let expires = now.plus_seconds(i64::from(expires_days) * 86_400);
+    let document = vendor_role::role_document(&targets, version, expires);
+    let signed = herd_tuf::sign(&document, &[key]);
+    if let Err(err) = session.client.upload_vendor_role(&role, &signed) {
+        return session.failed(&format!("uploading {role} version {version}"), err);
+    }
+    print_out(&format!(
+        "signed {role} version {version} with key {}: {} package target(s), expires {}\n",
+        key.key_id(),
+        targets.len(),
+        document.expires
+    ))?;
+    Ok(Outcome::Success)
+}
+
+/// The snapshot the center serves now (through its timestamp), `None` before it serves any.
+/// Only version numbers are read from it: the center checks what is uploaded.
+fn current_snapshot(session: &Session) -> anyhow::Result<Option<herd_tuf::Snapshot>> {
+    use herd_tuf::metadata::Envelope;
+    let fetch = |file: &str| {
+        session
+            .client
+            .tuf_metadata(file)
+            .map_err(|err| anyhow::anyhow!("reading the center's {file}: {err}"))
+    };
+    let Some(timestamp) = fetch("timestamp.json")? else {
+        return Ok(None);
+    };
+    let timestamp = Envelope::<herd_tuf::TimestampRole>::parse("timestamp.json", &timestamp)?;
+    let Some(meta) = timestamp.signed.meta.get("snapshot.json") else {
+        return Ok(None);
+    };
+    let file = format!("{}.snapshot.json", meta.version);
+    let Some(bytes) = fetch(&file)? else {
+        anyhow::bail!("the center's timestamp names {file}, which it does not serve");
+    };
+    Ok(Some(
+        Envelope::<herd_tuf::Snapshot>::parse(&file, &bytes)?.signed,
+    ))
 }
 
 /// The vendor a feed describes, when it describes exactly one.
