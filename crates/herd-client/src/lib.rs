@@ -13,6 +13,7 @@
 //! are not what was asked for, …) so callers decide on the kind, never on the wording.
 
 mod error;
+mod repository;
 mod tls;
 mod transfer;
 
@@ -37,6 +38,7 @@ use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use ureq::{Body, SendBody};
 
 pub use error::ClientError;
+pub use repository::{ReadLimits, Repository, RepositoryError};
 
 /// Longest wait for a TCP connection and TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
