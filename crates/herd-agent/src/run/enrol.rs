@@ -220,11 +220,30 @@ fn enrol_with(
         },
         &response.ca_pem,
     )?;
+    if let Some(root) = &response.tuf_root {
+        keep_tuf_root(paths, root)?;
+    }
     Ok(Enrolled {
         terminal: response.terminal,
         group: response.group,
         server: client.server().to_owned(),
     })
+}
+
+/// Keeps the center's TUF root from the enrolment answer as the terminal's root of trust for
+/// signed distribution, unless one is already trusted (a re-enrolment keeps the newer root it
+/// walked to). It must be signed by a threshold of its own keys; expiry is checked at refresh.
+fn keep_tuf_root(paths: &StatePaths, root: &str) -> Result<()> {
+    let store = crate::trust::TrustStore::new(&paths.root);
+    if store.has_root()? {
+        return Ok(());
+    }
+    let now =
+        herd_core::Timestamp::from_unix_seconds(clock::unix_seconds(std::time::SystemTime::now()));
+    herd_tuf::TrustedSet::new(root.as_bytes(), now)
+        .map_err(|e| anyhow!("the center's TUF root from enrolment is refused: {e}"))?;
+    store.save("root", root.as_bytes())?;
+    Ok(())
 }
 
 /// A CSR subject hint from the host name (the center decides the identity it certifies).

@@ -37,7 +37,7 @@ use herd_tuf::{Snapshot, TargetFile, TargetSearch, Targets, TimestampRole, Trust
 pub use fetcher::MirrorFetcher;
 pub use plan::{Ours, VerifiedPlan, verify_plan};
 pub use refusal::Refusal;
-pub use store::TrustStore;
+pub use store::{StoreError, TrustStore};
 
 /// What one refresh did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,11 +77,8 @@ impl TrustClient {
         &self.upstream
     }
 
-    pub fn store(&self) -> &TrustStore {
-        &self.store
-    }
-
     /// The trusted set of the last successful refresh.
+    #[cfg(test)]
     pub fn trusted(&self) -> Option<&TrustedSet> {
         self.trusted.as_ref()
     }
