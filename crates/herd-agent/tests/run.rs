@@ -9,7 +9,9 @@
 //!   woken by `herd-agent consent accept`, then idle: no CPU, resident memory printed;
 //! - the outbox: 1,000 events produced while the center is stopped, the agent aborted after an
 //!   acknowledgement and killed -9 mid-flush; every event arrives, in order, once;
-//! - clear errors: unreachable center, wrong CA, refused token, unusable state directory.
+//! - clear errors: unreachable center, wrong CA, refused token, unusable state directory;
+//! - signed distribution: a mirror withholding the signed metadata gets nothing installed, and
+//!   the refusal reaches the center (`trust.refused`, the plan's report) and `status`.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,6 +32,9 @@ use herd_proto::api::{
 };
 use herd_proto::terminal::PolicyDoc;
 use serde_json::{Value, json};
+
+#[path = "support/mirror.rs"]
+mod mirror;
 
 /// The agent under test: this build's, or `$HERD_AGENT_BIN` (to measure a release build's
 /// footprint with the same scenario).
@@ -1506,5 +1511,62 @@ fn an_expired_terminal_is_told_how_to_recover() {
             .as_str()
             .unwrap()
             .starts_with("expires at "),
+    );
+}
+
+/// A plan is carried out only once signed metadata vouches for it: an upstream that withholds
+/// the metadata (here a mirror, `--mirror`) gets the plan deferred with nothing downloaded or
+/// installed, a `trust.refused` event and the plan's report at the center, and the refusal in
+/// `herd-agent status`.
+#[test]
+fn a_plan_the_signed_metadata_does_not_vouch_for_changes_nothing_and_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let a51 = package(root, "vaccine-a", "5.1", 1101, false);
+    center.publish(
+        "maker-a",
+        &feed_a(&[(&a51, "2000-11-01T00:00:00Z")]),
+        &[&a51],
+    );
+    let mirror = mirror::Mirror::start();
+    mirror.set("/tuf/metadata/timestamp.json", mirror::Behaviour::Withhold);
+    let phone = Terminal::new(root, "45t", "user-a");
+    let output = phone.once(&center, &token, &["--mirror", &mirror.url()]);
+    assert_exit(&output, 0);
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(err.contains("refused plan"), "{}", text(&output));
+    assert!(err.contains("(unavailable)"), "{}", text(&output));
+    assert_eq!(phone.active(), None, "nothing was installed");
+    assert!(
+        fs::read_dir(phone.state.join("downloads"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "nothing was downloaded"
+    );
+
+    let detail = center.detail(phone.id);
+    let report = detail.last_report.as_ref().unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Deferred);
+    let message = report.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("the signed metadata does not vouch for this plan (unavailable)"),
+        "{message}"
+    );
+    let status = phone.status();
+    let refusal = &status["progress"]["trust"]["last_refusal"];
+    assert_eq!(refusal["kind"], "unavailable", "{status:#}");
+    assert_eq!(refusal["plan_id"], report.plan_id.as_str());
+    assert_eq!(status["outbox"]["pending"], 0, "the refusal was sent");
+    let shown = agent()
+        .args(["status", "--state-dir"])
+        .arg(&phone.state)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&shown).contains("last refusal:  unavailable at"),
+        "{}",
+        text(&shown)
     );
 }

@@ -10,6 +10,7 @@
 //!   status.json        what happened last: check-in, plan, reports (for `herd-agent status`)
 //!   consent.json       a plan waiting for the user's consent, and the answer
 //!   outbox/            events waiting for the center (see `crate::outbox`)
+//!   trust/             the signed metadata the agent trusts (see `crate::trust`)
 //!   journal.json, reports.json, execute.lock, downloads/   the plan executor's
 //!   agent.lock         flock'ed by the running `herd-agent run` (herd-fs `LockFile`, which
 //!                      records its pid); agent.pid names it too, for scripts
