@@ -1102,3 +1102,65 @@ fn a_terminal_without_a_root_is_told_where_it_comes_from() {
     assert!(refusal.detail.contains("no trusted root"), "{refusal}");
     let _ = DirFetcher::new(f.path("unused"));
 }
+
+/// Whatever a hostile center puts in a plan's signed-target fields (traversal, other roles'
+/// paths, control characters, megabytes, digests and sizes of anything), verification never
+/// panics, and refuses every plan but the genuine one.
+#[test]
+fn hostile_plans_are_refused_never_panicked_on() {
+    use proptest::prelude::*;
+    let (f, v2) = installed_fixture();
+    let genuine = f.plan(&v2, Some(uninstall_step("av", "1.0")));
+    let installed = f.executor().installed();
+    // The property runs in a `Fn` closure; the client it verifies with is one across cases.
+    let client = std::cell::RefCell::new(f.client());
+    client.borrow_mut().refresh(now()).unwrap();
+    let hostile = || {
+        prop_oneof![
+            Just(v2.path.clone()),
+            Just("packages/acme/av/2.0/../../../etc/passwd".to_owned()),
+            Just("packages/evil/av/2.0/pc.archive".to_owned()),
+            Just("herd/deltas/acme/av/2.0/pc.archive.from-00".to_owned()),
+            Just("packages/acme/av/2.0/pc.archive\u{0}".to_owned()),
+            Just(format!("{}/", v2.path)),
+            Just("packages/acme/*/*/*".to_owned()),
+            Just(String::new()),
+            "\\PC{0,40}",
+            (1usize..100_000).prop_map(|n| "packages/".repeat(n)),
+        ]
+    };
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(
+        target in prop::option::of(hostile()),
+        uninstall_target in prop::option::of(hostile()),
+        sha in prop_oneof![Just(String::new()), "[0-9a-f]{64}", "\\PC{0,70}"],
+        size in any::<u64>(),
+        which in 0usize..4,
+    )| {
+        let mut plan = genuine.clone();
+        match (which, &mut plan.steps[0]) {
+            (0, Step::Fetch { target: t, .. }) => *t = target.clone(),
+            (1, Step::Fetch { sha256, .. }) => *sha256 = sha.clone(),
+            (2, Step::Fetch { size: s, .. }) => *s = size,
+            _ => {}
+        }
+        if which == 3
+            && let Step::Uninstall { target: t, format, .. } = &mut plan.steps[3]
+        {
+            *format = "deb".into();
+            *t = uninstall_target.clone();
+        }
+        let result = verify_plan(
+            &mut client.borrow_mut(),
+            &plan,
+            &Ours { platform: PLATFORM, installed: installed.as_ref() },
+        );
+        match result {
+            Ok(verified) => prop_assert_eq!(&verified.plan, &genuine),
+            Err(refusal) => prop_assert!(kinds::ALL.contains(&refusal.kind), "{}", refusal),
+        }
+    });
+}
