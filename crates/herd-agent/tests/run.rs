@@ -1569,4 +1569,24 @@ fn a_plan_the_signed_metadata_does_not_vouch_for_changes_nothing_and_is_reported
         "{}",
         text(&shown)
     );
+    // Tried again, refused again for the same reason: said once upstream (the second run
+    // sends only its `agent.started`), still in status.
+    let acked = status["outbox"]["acked_through"].as_u64().unwrap();
+    let output = phone.once(&center, &token, &["--mirror", &mirror.url()]);
+    assert_exit(&output, 0);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("refused plan"),
+        "{}",
+        text(&output)
+    );
+    let again = center.detail(phone.id);
+    assert_eq!(again.last_report.as_ref().unwrap().plan_id, report.plan_id);
+    let status = phone.status();
+    assert_eq!(
+        status["progress"]["trust"]["last_refusal"]["kind"],
+        "unavailable"
+    );
+    assert_eq!(status["outbox"]["pending"], 0);
+    assert_eq!(status["outbox"]["acked_through"], acked + 1);
+    assert_eq!(phone.active(), None);
 }

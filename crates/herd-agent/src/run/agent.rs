@@ -884,9 +884,23 @@ impl Agent {
     /// plan's report), shown by `status`, and nothing changed. An upstream that is away or
     /// slow defers the plan (tried again soon); anything else fails it.
     fn refused(&mut self, plan_id: &str, refusal: &Refusal) -> Result<Acted> {
-        let event = serde_json::to_value(refusal.event(Some(plan_id)))
-            .context("cannot encode a trust refusal")?;
-        self.outbox.push(events::TRUST_REFUSED, event)?;
+        // The same refusal of the same plan at every retry is said once upstream: a mirror
+        // withholding for days must not fill the outbox.
+        let repeated = self
+            .progress
+            .trust
+            .last_refusal
+            .as_ref()
+            .is_some_and(|last| {
+                last.plan_id.as_deref() == Some(plan_id)
+                    && last.kind == refusal.kind
+                    && last.detail == refusal.detail
+            });
+        if !repeated {
+            let event = serde_json::to_value(refusal.event(Some(plan_id)))
+                .context("cannot encode a trust refusal")?;
+            self.outbox.push(events::TRUST_REFUSED, event)?;
+        }
         self.progress.trust.last_refusal = Some(RefusalSummary {
             at: clock::now_rfc3339(),
             kind: refusal.kind.to_owned(),
@@ -912,7 +926,9 @@ impl Agent {
             "the signed metadata does not vouch for this plan ({}): {}; {after}",
             refusal.kind, refusal.detail
         );
-        self.report(self.unexecuted(plan_id, outcome, message))?;
+        if !repeated {
+            self.report(self.unexecuted(plan_id, outcome, message))?;
+        }
         Ok(if transient {
             Acted::RetrySoon
         } else {
