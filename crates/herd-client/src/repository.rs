@@ -244,7 +244,25 @@ impl Repository {
         let remaining = limits.max_bytes.saturating_sub(resume_from);
         match status {
             StatusCode::OK if resume_from > 0 => return Ok(false),
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
+            StatusCode::OK => {}
+            StatusCode::PARTIAL_CONTENT => {
+                // Only the range asked for may be appended to what the file holds.
+                let range = response
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let starts_right = resume_from > 0
+                    && range
+                        .strip_prefix("bytes ")
+                        .and_then(|r| r.split_once('-'))
+                        .is_some_and(|(first, _)| first.trim() == resume_from.to_string());
+                if !starts_right {
+                    return Err(unavailable(format!(
+                        "asked for bytes {resume_from}- and got the range {range:?}"
+                    )));
+                }
+            }
             StatusCode::NOT_FOUND => return Err(RepositoryError::NotFound { url }),
             other => return Err(unavailable(format!("answered {other}"))),
         }

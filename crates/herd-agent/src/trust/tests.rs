@@ -1164,3 +1164,24 @@ fn hostile_plans_are_refused_never_panicked_on() {
         }
     });
 }
+
+#[test]
+fn a_download_from_a_mirror_resumes_where_it_stopped() {
+    let mut f = Fixture::new();
+    let v1 = f.package("acme", "av", "1.0", 1, PLATFORM);
+    f.publish();
+    let mut client = f.client();
+    let verified = check_plan(&mut client, &f.plan(&v1, None), &ours(), now()).unwrap();
+    let sha = hashes_of(&v1.bytes)["sha256"].clone();
+    let fetcher = MirrorFetcher {
+        upstream: client.upstream(),
+        targets: &verified.targets,
+    };
+    let dest = f.path("download.part");
+    fs::write(&dest, &v1.bytes[..100]).unwrap();
+    f.mirror.take_requests();
+    crate::execute::Fetcher::fetch(&fetcher, &sha, v1.bytes.len() as u64, &dest, 100).unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), v1.bytes);
+    let url = format!("{TARGETS_PATH}{}", consistent_name(&v1.path, &sha));
+    assert_eq!(f.mirror.take_requests(), [format!("{url} (from 100)")]);
+}
