@@ -1185,3 +1185,26 @@ fn a_download_from_a_mirror_resumes_where_it_stopped() {
     let url = format!("{TARGETS_PATH}{}", consistent_name(&v1.path, &sha));
     assert_eq!(f.mirror.take_requests(), [format!("{url} (from 100)")]);
 }
+
+#[test]
+fn a_mirror_in_front_of_a_repository_tampers_with_what_passes_through() {
+    let mut f = Fixture::new();
+    f.package("acme", "av", "1.0", 1, PLATFORM);
+    f.publish();
+    let front = Mirror::start();
+    front.proxy(Upstream::mirror(&f.mirror.url()).unwrap());
+    let client = |dir: &str| {
+        let mut client = f.client_in(&f.path(dir));
+        client.upstream = Upstream::mirror(&front.url()).unwrap();
+        client
+    };
+    client("honest").refresh(now()).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&f.timestamp()).unwrap();
+    doc["signed"]["version"] = 99.into();
+    front.put(
+        &format!("{METADATA_PATH}timestamp.json"),
+        serde_json::to_vec(&doc).unwrap(),
+    );
+    let refusal = client("tampered").refresh(now()).unwrap_err();
+    assert_eq!(refusal.kind, kinds::SIGNATURE, "{refusal}");
+}

@@ -2,8 +2,9 @@
 //! HTTP on loopback (std `TcpListener`, one thread per connection, every connection bounded
 //! in time), and for any path can withhold it, fail, replace its bytes, trickle them, stall,
 //! or send endless data — the attacker of TUF's threat list sitting between a terminal and its
-//! repository. Point it at a real repository with [`Mirror::serve_dir`] (a directory laid out
-//! like `/tuf/metadata/…` and `/tuf/targets/…`) or fill it with [`Mirror::put`].
+//! repository. Point it at a real repository with [`Mirror::proxy`] (a center's `/tuf/`, read
+//! through herd-client, so with its CA), [`Mirror::serve_dir`] (a directory laid out like
+//! `/tuf/metadata/…` and `/tuf/targets/…`), or fill it with [`Mirror::put`].
 //!
 //! Shared by the agent's unit tests (included with `#[path]`) and its integration tests.
 
@@ -41,6 +42,8 @@ const CONNECTION_LIMIT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct State {
     files: BTreeMap<String, Vec<u8>>,
+    /// Where files not put here come from.
+    upstream: Option<herd_client::Repository>,
     behaviours: BTreeMap<String, Behaviour>,
     requests: Vec<String>,
 }
@@ -99,6 +102,12 @@ impl Mirror {
 
     pub fn remove(&self, path: &str) {
         self.state.lock().unwrap().files.remove(path);
+    }
+
+    /// Serves what it was not given from `upstream` (a center's repository:
+    /// `Client::new(url, ca_pem, None)?.repository()`), read anew at each request.
+    pub fn proxy(&self, upstream: herd_client::Repository) {
+        self.state.lock().unwrap().upstream = Some(upstream);
     }
 
     /// Serves every file under `dir` at `/` + its relative path (a copy of a repository).
@@ -176,7 +185,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             .parse()
             .ok()
     });
-    let (file, behaviour) = {
+    let (file, behaviour, upstream) = {
         let mut state = state.lock().unwrap();
         let noted = match range_from {
             Some(from) => format!("{path} (from {from})"),
@@ -186,7 +195,27 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
         (
             state.files.get(path).cloned(),
             state.behaviours.get(path).cloned(),
+            state.upstream.clone(),
         )
+    };
+    let file = match (file, upstream) {
+        (Some(file), _) => Some(file),
+        (None, Some(upstream)) => {
+            match upstream.get(path, herd_client::ReadLimits::metadata(1 << 30)) {
+                Ok(bytes) => Some(bytes),
+                Err(herd_client::RepositoryError::NotFound { .. }) => None,
+                Err(e) => {
+                    let _ = respond(
+                        &mut stream,
+                        "502 Bad Gateway",
+                        &[],
+                        format!("{e}\n").as_bytes(),
+                    );
+                    return;
+                }
+            }
+        }
+        (None, None) => None,
     };
     if method != "GET" {
         let _ = respond(&mut stream, "405 Method Not Allowed", &[], b"");
