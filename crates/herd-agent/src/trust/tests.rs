@@ -609,6 +609,28 @@ fn rollback_an_older_timestamp_is_refused_also_after_a_restart() {
     .unwrap_err();
     assert_eq!(refusal.kind, kinds::ROLLBACK, "{refusal}");
     assert!(refusal.detail.contains("mix-and-match"), "{refusal}");
+
+    // A newer timestamp (its key stolen) naming the older snapshot, exactly as it was signed.
+    let old_snapshot = f
+        .mirror
+        .get(&format!("{METADATA_PATH}1.snapshot.json"))
+        .unwrap();
+    let genuine: serde_json::Value = serde_json::from_slice(&f.timestamp()).unwrap();
+    let mut forged: TimestampRole = serde_json::from_value(genuine["signed"].clone()).unwrap();
+    forged.version += 1;
+    forged.meta.insert(
+        "snapshot.json".into(),
+        herd_tuf::MetaFile {
+            version: 1,
+            length: Some(old_snapshot.len() as u64),
+            hashes: Some(hashes_of(&old_snapshot)),
+        },
+    );
+    f.mirror
+        .set(&ts, Behaviour::Replace(sign(&forged, &[&f.online[0]])));
+    let refusal = f.client().refresh(now()).unwrap_err();
+    assert_eq!(refusal.kind, kinds::ROLLBACK, "{refusal}");
+    assert!(refusal.detail.contains("snapshot"), "{refusal}");
 }
 
 #[test]
