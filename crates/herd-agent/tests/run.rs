@@ -9,7 +9,13 @@
 //!   woken by `herd-agent consent accept`, then idle: no CPU, resident memory printed;
 //! - the outbox: 1,000 events produced while the center is stopped, the agent aborted after an
 //!   acknowledgement and killed -9 mid-flush; every event arrives, in order, once;
-//! - clear errors: unreachable center, wrong CA, refused token, unusable state directory.
+//! - clear errors: unreachable center, wrong CA, refused token, unusable state directory;
+//! - signed distribution: a plan verified against a repository signed with herd-tuf (as the
+//!   center will sign) and served by a mirror is carried out with the package from the mirror;
+//!   a mirror withholding the metadata, or serving a role signed by another key, gets nothing
+//!   installed, and the refusal reaches the center (`trust.refused`, the plan's report) and
+//!   `status`. (Until the center serves `/tuf/`, the tests above without `--mirror` have their
+//!   plans refused as `unavailable`.)
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,6 +36,9 @@ use herd_proto::api::{
 };
 use herd_proto::terminal::PolicyDoc;
 use serde_json::{Value, json};
+
+#[path = "support/mirror.rs"]
+mod mirror;
 
 /// The agent under test: this build's, or `$HERD_AGENT_BIN` (to measure a release build's
 /// footprint with the same scenario).
@@ -1506,5 +1515,284 @@ fn an_expired_terminal_is_told_how_to_recover() {
             .as_str()
             .unwrap()
             .starts_with("expires at "),
+    );
+}
+
+/// A plan is carried out only once signed metadata vouches for it: an upstream that withholds
+/// the metadata (here a mirror, `--mirror`) gets the plan deferred with nothing downloaded or
+/// installed, a `trust.refused` event and the plan's report at the center, and the refusal in
+/// `herd-agent status`.
+#[test]
+fn a_plan_the_signed_metadata_does_not_vouch_for_changes_nothing_and_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let a51 = package(root, "vaccine-a", "5.1", 1101, false);
+    center.publish(
+        "maker-a",
+        &feed_a(&[(&a51, "2000-11-01T00:00:00Z")]),
+        &[&a51],
+    );
+    let mirror = mirror::Mirror::start();
+    mirror.set("/tuf/metadata/timestamp.json", mirror::Behaviour::Withhold);
+    let phone = Terminal::new(root, "45t", "user-a");
+    let output = phone.once(&center, &token, &["--mirror", &mirror.url()]);
+    assert_exit(&output, 0);
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(err.contains("refused plan"), "{}", text(&output));
+    assert!(err.contains("(unavailable)"), "{}", text(&output));
+    assert_eq!(phone.active(), None, "nothing was installed");
+    assert!(
+        fs::read_dir(phone.state.join("downloads"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "nothing was downloaded"
+    );
+
+    let detail = center.detail(phone.id);
+    let report = detail.last_report.as_ref().unwrap();
+    assert_eq!(report.outcome, ReportOutcome::Deferred);
+    let message = report.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("the signed metadata does not vouch for this plan (unavailable)"),
+        "{message}"
+    );
+    let status = phone.status();
+    let refusal = &status["progress"]["trust"]["last_refusal"];
+    assert_eq!(refusal["kind"], "unavailable", "{status:#}");
+    assert_eq!(refusal["plan_id"], report.plan_id.as_str());
+    assert_eq!(status["outbox"]["pending"], 0, "the refusal was sent");
+    let shown = agent()
+        .args(["status", "--state-dir"])
+        .arg(&phone.state)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&shown).contains("last refusal:  unavailable at"),
+        "{}",
+        text(&shown)
+    );
+    // Tried again, refused again for the same reason: said once upstream (the second run
+    // sends only its `agent.started`), still in status.
+    let acked = status["outbox"]["acked_through"].as_u64().unwrap();
+    let output = phone.once(&center, &token, &["--mirror", &mirror.url()]);
+    assert_exit(&output, 0);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("refused plan"),
+        "{}",
+        text(&output)
+    );
+    let again = center.detail(phone.id);
+    assert_eq!(again.last_report.as_ref().unwrap().plan_id, report.plan_id);
+    let status = phone.status();
+    assert_eq!(
+        status["progress"]["trust"]["last_refusal"]["kind"],
+        "unavailable"
+    );
+    assert_eq!(status["outbox"]["pending"], 0);
+    assert_eq!(status["outbox"]["acked_through"], acked + 1);
+    assert_eq!(phone.active(), None);
+}
+
+/// A TUF repository listing maker A's packages as the center will sign it, for a mirror.
+struct SignedRepository {
+    repo: herd_tuf::repository::Repository,
+    targets: Vec<(String, Vec<u8>, herd_proto::distribution::PackageCustom)>,
+    /// Every file signed so far, by its path on a mirror.
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl SignedRepository {
+    fn new() -> SignedRepository {
+        use herd_tuf::SigningKey;
+        let now = herd_core::Timestamp::from_unix_seconds(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+        );
+        let key = || SigningKey::generate().unwrap();
+        let (root_key, timestamp, snapshot, targets) = (key(), key(), key(), key());
+        let root = herd_tuf::repository::root_document(
+            None,
+            &[root_key.public()],
+            1,
+            [&timestamp.public(), &snapshot.public(), &targets.public()],
+            now.plus_seconds(365 * 86_400),
+        );
+        let repo = herd_tuf::repository::Repository::new(
+            vec![herd_tuf::sign(&root, &[&root_key])],
+            herd_tuf::repository::OnlineKeys {
+                timestamp,
+                snapshot,
+                targets,
+            },
+            herd_tuf::repository::Lifetimes::default(),
+        )
+        .unwrap();
+        SignedRepository {
+            repo,
+            targets: Vec::new(),
+            files: Default::default(),
+        }
+    }
+
+    /// Lists a package built for phones, with the metadata its catalog entry has.
+    fn list(&mut self, package: &Package) {
+        let m = &package.built.manifest;
+        let doc = &package.built.catalog_packages[0];
+        let path = herd_proto::distribution::package_target(
+            &m.vendor,
+            &m.product,
+            &m.version,
+            &doc.platform,
+            &doc.format,
+        );
+        let custom = herd_proto::distribution::PackageCustom {
+            vendor: m.vendor.clone(),
+            product: m.product.clone(),
+            version: m.version.clone(),
+            seq: m.seq,
+            pattern: m.pattern.clone(),
+            platform: doc.platform.clone(),
+            format: doc.format.clone(),
+            name: doc.name.clone(),
+            product_code: doc.product_code.clone(),
+            post_install: doc.post_install.clone(),
+            pre_uninstall: doc.pre_uninstall.clone(),
+            content: None,
+        };
+        self.targets
+            .push((path, fs::read(&package.path).unwrap(), custom));
+    }
+
+    /// Signs what changed, and serves everything on `mirror`.
+    fn serve(&mut self, mirror: &mirror::Mirror) {
+        use herd_tuf::repository::{Desired, DesiredRole, RoleContent};
+        let key = self.repo.root().roles["targets"].keyids[0].clone();
+        let public = self.repo.root().keys[&key].clone();
+        let listed = self
+            .targets
+            .iter()
+            .map(|(path, bytes, custom)| {
+                let file = herd_tuf::TargetFile {
+                    length: bytes.len() as u64,
+                    hashes: herd_tuf::hashes_of(bytes),
+                    custom: Some(herd_proto::distribution::custom_value(custom)),
+                };
+                let sha = file.hashes["sha256"].clone();
+                let (dir, name) = path.rsplit_once('/').unwrap();
+                self.files
+                    .insert(format!("/tuf/targets/{dir}/{sha}.{name}"), bytes.clone());
+                (path.clone(), file)
+            })
+            .collect();
+        let desired = Desired {
+            roles: vec![DesiredRole {
+                name: herd_proto::distribution::vendor_role("maker-a"),
+                paths: herd_proto::distribution::vendor_paths("maker-a"),
+                terminating: true,
+                keys: vec![public],
+                threshold: 1,
+                content: RoleContent::Online(listed),
+            }],
+        };
+        let now = herd_core::Timestamp::from_unix_seconds(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+        );
+        for file in self.repo.update(&desired, now).unwrap() {
+            self.files
+                .insert(format!("/tuf/metadata/{}", file.name), file.bytes);
+        }
+        let root = self.repo.roots()[0].clone();
+        self.files
+            .insert("/tuf/metadata/1.root.json".into(), root.clone());
+        self.files.insert("/tuf/metadata/root.json".into(), root);
+        for (path, bytes) in &self.files {
+            mirror.put(path, bytes.clone());
+        }
+    }
+
+    /// Makes `state` trust this repository's root, as enrolment with a signing center does.
+    fn trust_in(&self, state: &Path) {
+        fs::create_dir_all(state.join("trust")).unwrap();
+        fs::write(state.join("trust/root.json"), &self.repo.roots()[0]).unwrap();
+    }
+}
+
+/// The whole path with signed metadata: the center plans, a mirror serves the signed
+/// repository and the package, the agent verifies the plan against it, downloads the package
+/// from the mirror by its consistent-snapshot name and installs it; another terminal, whose
+/// mirror serves a vendor role signed by another key, installs nothing.
+#[test]
+fn a_plan_vouched_for_by_signed_metadata_is_carried_out_from_a_mirror() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let a51 = package(root, "vaccine-a", "5.1", 1101, false);
+    center.publish(
+        "maker-a",
+        &feed_a(&[(&a51, "2000-11-01T00:00:00Z")]),
+        &[&a51],
+    );
+    let mut signed = SignedRepository::new();
+    signed.list(&a51);
+    let mirror = mirror::Mirror::start();
+    signed.serve(&mirror);
+
+    let phone = Terminal::new(root, "45s", "user-a");
+    signed.trust_in(&phone.state);
+    let output = phone.once(&center, &token, &["--mirror", &mirror.url()]);
+    assert_exit(&output, 0);
+    let out = stdout(&output);
+    assert!(
+        out.contains("succeeded: vaccine-a 5.1 (a-1101) is active"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(phone.active().as_deref(), Some("products/vaccine-a/5.1"));
+    let target = format!(
+        "/tuf/targets/packages/maker-a/vaccine-a/5.1/{}.phone.archive",
+        a51.built.sha256
+    );
+    assert!(mirror.take_requests().contains(&target));
+    let status = phone.status();
+    let refresh = &status["progress"]["trust"]["last_refresh"];
+    assert_eq!(refresh["upstream"], mirror.url(), "{status:#}");
+    assert_eq!(refresh["root_version"], 1);
+    assert_eq!(status["progress"]["trust"]["last_refusal"], Value::Null);
+
+    // Another terminal's mirror serves maker A's role re-signed by a key nobody delegated to.
+    let evil = mirror::Mirror::start();
+    signed.serve(&evil);
+    let role = "/tuf/metadata/1.vendor-maker-a.json";
+    let genuine: Value = serde_json::from_slice(&evil.get(role).unwrap()).unwrap();
+    let forged: herd_tuf::Targets = serde_json::from_value(genuine["signed"].clone()).unwrap();
+    let attacker = herd_tuf::SigningKey::generate().unwrap();
+    evil.put(role, herd_tuf::sign(&forged, &[&attacker]));
+    let other = Terminal::new(root, "45e", "user-a");
+    signed.trust_in(&other.state);
+    let output = other.once(&center, &token, &["--mirror", &evil.url()]);
+    assert_exit(&output, 1);
+    assert_eq!(other.active(), None);
+    let detail = center.detail(other.id);
+    let report = detail.last_report.as_ref().unwrap();
+    assert_eq!(report.outcome, ReportOutcome::RolledBack);
+    assert!(
+        report
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("(signature)"),
+        "{report:?}"
+    );
+    assert_eq!(
+        other.status()["progress"]["trust"]["last_refusal"]["kind"],
+        "signature"
     );
 }

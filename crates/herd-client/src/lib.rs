@@ -14,6 +14,7 @@
 //! are not what was asked for, …) so callers decide on the kind, never on the wording.
 
 mod error;
+mod repository;
 mod tls;
 mod transfer;
 mod trust;
@@ -41,6 +42,7 @@ use ureq::{Body, SendBody};
 
 pub use error::ClientError;
 pub use tuf::PendingOnlineKey;
+pub use repository::{ReadLimits, Repository, RepositoryError};
 
 /// Longest wait for a TCP connection and TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -259,10 +259,10 @@ proptest! {
         config.space_margin = 0;
         let executor = Executor::new(config).unwrap();
         let fetcher = DirFetcher::new(dir.path().join("no-packages"));
-        if let Ok(report) = executor.execute(&plan_id, &plan, &fetcher) {
-            if !plan.steps.is_empty() {
-                prop_assert_ne!(report.outcome, ReportOutcome::Succeeded);
-            }
+        if let Ok(report) = executor.execute(&plan_id, &plan, &fetcher)
+            && !plan.steps.is_empty()
+        {
+            prop_assert_ne!(report.outcome, ReportOutcome::Succeeded);
         }
         prop_assert!(!dir.path().join("prefix/current").exists());
         let products = dir.path().join("prefix/products");

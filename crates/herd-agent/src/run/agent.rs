@@ -21,11 +21,13 @@ use super::enrol::{self, Declared};
 use super::fetcher::CenterFetcher;
 use super::identity;
 use super::state::{
-    self, AgentFile, PlanState, Progress, ReportSummary, StateDir, StatePaths, Waiting,
+    self, AgentFile, PlanState, Progress, RefreshSummary, RefusalSummary, ReportSummary, StateDir,
+    StatePaths, Waiting,
 };
 use super::{RunArgs, VERSION};
-use crate::execute::{ExecError, Executor, ExecutorConfig};
+use crate::execute::{ExecError, Executor, ExecutorConfig, Fetcher};
 use crate::outbox::{FlushError, Outbox};
+use crate::trust::{MirrorFetcher, Ours, Refusal, TrustClient, TrustStore, VerifiedPlan};
 
 /// How many times one cycle checks in again after a plan changed what is installed.
 const MAX_FOLLOW_UPS: usize = 2;
@@ -126,6 +128,9 @@ pub(crate) struct Agent {
     notified: HashSet<String>,
     /// A plan was rolled back during this run.
     plan_failed: bool,
+    /// Signed distribution: the upstream's repository and what it last verified; made at
+    /// the first plan with steps (after enrolment), remade when the client is.
+    trust: Option<TrustClient>,
 }
 
 impl Agent {
@@ -187,6 +192,7 @@ impl Agent {
             progress,
             notified: HashSet::new(),
             plan_failed: false,
+            trust: None,
         };
         agent.progress.pid = Some(std::process::id());
 
@@ -611,6 +617,7 @@ impl Agent {
         .map_err(CycleError::Fatal)?;
         // The next connection presents the new certificate.
         self.client = None;
+        self.trust = None;
         self.ensure_enrolled()?;
         self.progress.certificate_renewed_at = Some(clock::now_rfc3339());
         self.save_progress();
@@ -737,16 +744,43 @@ impl Agent {
             return Ok(Acted::Nothing);
         }
         self.say(&format!("carrying out plan {}: {change}", short(plan_id)));
+        // Nothing is downloaded before the signed metadata vouches for every step.
+        let verified = if plan.steps.is_empty() {
+            None
+        } else {
+            match self.verify(plan) {
+                Ok(verified) => Some(verified),
+                Err(refusal) => return self.refused(plan_id, &refusal),
+            }
+        };
+        // Only the verified plan, with the scripts the agent generated, is carried out.
+        let plan = verified.as_ref().map_or(plan, |v| &v.plan);
         let client = self.client().clone();
-        let fetcher = CenterFetcher { client: &client };
-        let report = match self.executor.execute(plan_id, plan, &fetcher) {
-            Ok(report) => report,
+        let center = CenterFetcher { client: &client };
+        // Packages come from the mirror when there is one, by their signed target names.
+        let from_mirror = self.args.mirror.is_some();
+        let mirror = mirror_fetcher(from_mirror, verified.as_ref(), self.trust.as_ref());
+        let first = self.executor.execute(
+            plan_id,
+            plan,
+            mirror.as_ref().map_or(&center as &dyn Fetcher, |m| m),
+        );
+        let report = match first {
             Err(ExecError::RecoveryPending { .. }) => {
                 if let Some(recovered) = self.executor.recover()? {
                     self.report(recovered)?;
                 }
-                self.executor.execute(plan_id, plan, &fetcher)?
+                let mirror = mirror_fetcher(from_mirror, verified.as_ref(), self.trust.as_ref());
+                self.executor.execute(
+                    plan_id,
+                    plan,
+                    mirror.as_ref().map_or(&center as &dyn Fetcher, |m| m),
+                )
             }
+            other => other,
+        };
+        let report = match report {
+            Ok(report) => report,
             Err(ExecError::Busy { path }) => {
                 eprintln!(
                     "herd-agent: warning: another herd-agent process is carrying out a plan \
@@ -767,6 +801,139 @@ impl Agent {
             }
             ReportOutcome::Deferred => Acted::RetrySoon,
             ReportOutcome::Declined => Acted::Nothing,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Signed distribution.
+
+    /// Refreshes the signed metadata from the upstream and checks the plan against it.
+    fn verify(&mut self, plan: &PlanDoc) -> Result<VerifiedPlan, Refusal> {
+        let now = herd_core::Timestamp::from_unix_seconds(clock::unix_seconds(SystemTime::now()));
+        let platform = self
+            .identity
+            .as_ref()
+            .expect("ensure_enrolled runs first in every cycle")
+            .hardware
+            .platform
+            .clone();
+        let installed = self.executor.installed();
+        self.ensure_trust(now)?;
+        let trust = self.trust.as_mut().expect("made just above");
+        let refreshed = trust.refresh(now)?;
+        self.progress.trust.last_refresh = Some(RefreshSummary {
+            at: clock::now_rfc3339(),
+            upstream: trust.upstream().base().to_owned(),
+            bytes: refreshed.bytes,
+            requests: refreshed.requests,
+            root_version: refreshed.root_version,
+            timestamp_version: refreshed.timestamp_version,
+            snapshot_version: refreshed.snapshot_version,
+        });
+        crate::trust::verify_plan(
+            trust,
+            plan,
+            &Ours {
+                platform: &platform,
+                installed: installed.as_ref(),
+            },
+        )
+    }
+
+    /// The trust client over the upstream (`--mirror`, else the center). An agent enrolled
+    /// before signed distribution has no root yet: it takes the center's `root.json` over the
+    /// pinned mutual-TLS connection, once (trust on first use, said in the log).
+    fn ensure_trust(&mut self, now: herd_core::Timestamp) -> Result<(), Refusal> {
+        use herd_proto::api::trust_refusals as kinds;
+        if self.trust.is_some() {
+            return Ok(());
+        }
+        let store = TrustStore::new(&self.paths().root);
+        let store_error = |e: crate::trust::StoreError| {
+            Refusal::new(kinds::INVALID, Some("root"), format!("{e}"))
+        };
+        if !store.has_root().map_err(store_error)? {
+            let name = "root.json";
+            let bytes = self
+                .client()
+                .repository()
+                .get(
+                    &format!("{}{name}", herd_proto::distribution::METADATA_PATH),
+                    herd_client::ReadLimits::metadata(herd_tuf::client::MAX_ROOT_BYTES),
+                )
+                .map_err(|e| Refusal::of_read(&e, name))?;
+            let set = herd_tuf::TrustedSet::new(&bytes, now).map_err(|e| Refusal::of_trust(&e))?;
+            store.save("root", &bytes).map_err(store_error)?;
+            self.say(&format!(
+                "trusting the center's TUF root version {} on first use: this terminal enrolled \
+                 before signed distribution, and took it over its pinned connection to {}",
+                set.root_version(),
+                self.server()
+            ));
+        }
+        let upstream = match &self.args.mirror {
+            Some(url) => herd_client::Repository::mirror(url)
+                .map_err(|e| Refusal::new(kinds::UNAVAILABLE, None, format!("--mirror: {e}")))?,
+            None => self.client().repository(),
+        };
+        self.trust = Some(TrustClient::new(store, upstream));
+        Ok(())
+    }
+
+    /// A plan the signed metadata does not vouch for: reported (`trust.refused` and the
+    /// plan's report), shown by `status`, and nothing changed. An upstream that is away or
+    /// slow defers the plan (tried again soon); anything else fails it.
+    fn refused(&mut self, plan_id: &str, refusal: &Refusal) -> Result<Acted> {
+        // The same refusal of the same plan at every retry is said once upstream: a mirror
+        // withholding for days must not fill the outbox.
+        let repeated = self
+            .progress
+            .trust
+            .last_refusal
+            .as_ref()
+            .is_some_and(|last| {
+                last.plan_id.as_deref() == Some(plan_id)
+                    && last.kind == refusal.kind
+                    && last.detail == refusal.detail
+            });
+        if !repeated {
+            let event = serde_json::to_value(refusal.event(Some(plan_id)))
+                .context("cannot encode a trust refusal")?;
+            self.outbox.push(events::TRUST_REFUSED, event)?;
+        }
+        self.progress.trust.last_refusal = Some(RefusalSummary {
+            at: clock::now_rfc3339(),
+            kind: refusal.kind.to_owned(),
+            subject: refusal.subject.clone(),
+            detail: refusal.detail.clone(),
+            plan_id: Some(plan_id.to_owned()),
+        });
+        eprintln!(
+            "herd-agent: warning: refused plan {}: {}",
+            short(plan_id),
+            printable(&refusal.to_string())
+        );
+        let transient = refusal.is_transient();
+        let (outcome, after) = if transient {
+            (ReportOutcome::Deferred, "it is tried again later")
+        } else {
+            (
+                ReportOutcome::RolledBack,
+                "nothing was downloaded or changed",
+            )
+        };
+        let message = format!(
+            "the signed metadata does not vouch for this plan ({}): {}; {after}",
+            refusal.kind, refusal.detail
+        );
+        if !repeated {
+            self.report(self.unexecuted(plan_id, outcome, message))?;
+        }
+        Ok(if transient {
+            Acted::RetrySoon
+        } else {
+            self.plan_failed = true;
+            Acted::Nothing
         })
     }
 
@@ -958,6 +1125,21 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect::<String>()
         .into()
+}
+
+/// The executor's source of packages when they come from a mirror (`--mirror`).
+fn mirror_fetcher<'a>(
+    from_mirror: bool,
+    verified: Option<&'a VerifiedPlan>,
+    trust: Option<&'a TrustClient>,
+) -> Option<MirrorFetcher<'a>> {
+    match (from_mirror, verified, trust) {
+        (true, Some(verified), Some(trust)) => Some(MirrorFetcher {
+            upstream: trust.upstream(),
+            targets: &verified.targets,
+        }),
+        _ => None,
+    }
 }
 
 /// The first 12 hex digits of a plan id, as people read it. The id comes from the center (and

@@ -220,11 +220,30 @@ fn enrol_with(
         },
         &response.ca_pem,
     )?;
+    if let Some(root) = &response.tuf_root {
+        keep_tuf_root(paths, root)?;
+    }
     Ok(Enrolled {
         terminal: response.terminal,
         group: response.group,
         server: client.server().to_owned(),
     })
+}
+
+/// Keeps the center's TUF root from the enrolment answer as the terminal's root of trust for
+/// signed distribution, unless one is already trusted (a re-enrolment keeps the newer root it
+/// walked to). It must be signed by a threshold of its own keys; expiry is checked at refresh.
+fn keep_tuf_root(paths: &StatePaths, root: &str) -> Result<()> {
+    let store = crate::trust::TrustStore::new(&paths.root);
+    if store.has_root()? {
+        return Ok(());
+    }
+    let now =
+        herd_core::Timestamp::from_unix_seconds(clock::unix_seconds(std::time::SystemTime::now()));
+    herd_tuf::TrustedSet::new(root.as_bytes(), now)
+        .map_err(|e| anyhow!("the center's TUF root from enrolment is refused: {e}"))?;
+    store.save("root", root.as_bytes())?;
+    Ok(())
 }
 
 /// A CSR subject hint from the host name (the center decides the identity it certifies).
@@ -292,6 +311,43 @@ pub(crate) fn token(inline: Option<&str>, file: Option<&Path>) -> Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signed_root(threshold: usize) -> String {
+        use herd_tuf::SigningKey;
+        let keys: Vec<SigningKey> = (0..threshold.max(1))
+            .map(|_| SigningKey::generate().unwrap())
+            .collect();
+        let online = SigningKey::generate().unwrap().public();
+        let root = herd_tuf::repository::root_document(
+            None,
+            &keys.iter().map(SigningKey::public).collect::<Vec<_>>(),
+            threshold as u32,
+            [&online, &online, &online],
+            herd_core::Timestamp::parse("2099-01-01T00:00:00Z").unwrap(),
+        );
+        // Signed by the first key only: a threshold of 2 is not met.
+        String::from_utf8(herd_tuf::sign(&root, &[&keys[0]])).unwrap()
+    }
+
+    #[test]
+    fn the_enrolment_answers_root_becomes_the_root_of_trust_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = StatePaths::new(dir.path());
+        let store = crate::trust::TrustStore::new(dir.path());
+        let under_signed = signed_root(2);
+        let err = keep_tuf_root(&paths, &under_signed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TUF root from enrolment is refused"), "{err}");
+        assert!(!store.has_root().unwrap());
+
+        let first = signed_root(1);
+        keep_tuf_root(&paths, &first).unwrap();
+        assert_eq!(store.load("root").unwrap().unwrap(), first.as_bytes());
+        // A re-enrolment keeps the root the terminal already trusts (it may have walked on).
+        keep_tuf_root(&paths, &signed_root(1)).unwrap();
+        assert_eq!(store.load("root").unwrap().unwrap(), first.as_bytes());
+    }
 
     #[test]
     fn flags_win_over_what_was_enrolled_which_wins_over_detection() {

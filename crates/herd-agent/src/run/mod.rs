@@ -50,6 +50,11 @@ pub struct RunArgs {
     /// Afterwards the agent keeps the CA certificate the center sent with its identity.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// Read the signed TUF repository (metadata and packages) from this mirror, like
+    /// http://mirror.example/herd, instead of the center: plain HTTP is fine, since everything
+    /// is verified against the root of trust the center gave at enrolment.
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
     /// Where the agent keeps its identity, state, outbox and (by default) products.
     #[arg(long, value_name = "DIR")]
     state_dir: PathBuf,

@@ -10,6 +10,7 @@
 //!   status.json        what happened last: check-in, plan, reports (for `herd-agent status`)
 //!   consent.json       a plan waiting for the user's consent, and the answer
 //!   outbox/            events waiting for the center (see `crate::outbox`)
+//!   trust/             the signed metadata the agent trusts (see `crate::trust`)
 //!   journal.json, reports.json, execute.lock, downloads/   the plan executor's
 //!   agent.lock         flock'ed by the running `herd-agent run` (herd-fs `LockFile`, which
 //!                      records its pid); agent.pid names it too, for scripts
@@ -199,6 +200,42 @@ pub(crate) struct Progress {
     /// When the terminal's certificate was last renewed.
     #[serde(default)]
     pub certificate_renewed_at: Option<String>,
+    /// Signed distribution: the last metadata refresh and the last refusal.
+    #[serde(default)]
+    pub trust: TrustProgress,
+}
+
+/// What the agent last verified, and the last thing it refused (`herd-agent status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TrustProgress {
+    #[serde(default)]
+    pub last_refresh: Option<RefreshSummary>,
+    #[serde(default)]
+    pub last_refusal: Option<RefusalSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RefreshSummary {
+    pub at: String,
+    /// Where the metadata came from (the center or a mirror).
+    pub upstream: String,
+    /// Body bytes and requests of that refresh (an idle one reads only the timestamp).
+    pub bytes: u64,
+    pub requests: u64,
+    pub root_version: u64,
+    pub timestamp_version: u64,
+    pub snapshot_version: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RefusalSummary {
+    pub at: String,
+    pub kind: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub detail: String,
+    #[serde(default)]
+    pub plan_id: Option<String>,
 }
 
 /// The current plan and what the agent did about it.

@@ -204,6 +204,37 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             ),
         );
     }
+    if let Some(refresh) = &progress.trust.last_refresh {
+        line(
+            "metadata",
+            format!(
+                "root v{}, timestamp v{}, snapshot v{} from {} at {} ({} bytes in {} requests)",
+                refresh.root_version,
+                refresh.timestamp_version,
+                refresh.snapshot_version,
+                refresh.upstream,
+                refresh.at,
+                refresh.bytes,
+                refresh.requests
+            ),
+        );
+    }
+    if let Some(refusal) = &progress.trust.last_refusal {
+        line(
+            "last refusal",
+            format!(
+                "{} at {}{}: {}",
+                refusal.kind,
+                refusal.at,
+                refusal
+                    .plan_id
+                    .as_deref()
+                    .map(|p| format!(" (plan {})", short(p)))
+                    .unwrap_or_default(),
+                super::agent::printable(&refusal.detail)
+            ),
+        );
+    }
     if let Some(stats) = &outbox {
         line(
             "outbox",

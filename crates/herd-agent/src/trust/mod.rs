@@ -1,0 +1,281 @@
+//! Signed distribution on the terminal (SPEC §3.4, issue 11): the agent believes nothing its
+//! upstream (the center, a site server, any mirror) says about software unless TUF metadata
+//! signed by the right keys vouches for it.
+//!
+//! - `store.rs`: `<state>/trust/`, the trusted documents, kept across restarts;
+//! - [`TrustClient::refresh`]: TUF's client workflow over HTTP(S) — root chain walk
+//!   (`N+1.root.json` until 404), `timestamp.json`, and only when the snapshot changed
+//!   `N.snapshot.json` and `N.targets.json`; delegated roles are loaded when a plan needs them
+//!   ([`TrustClient::find_target`]); every read bounded in bytes and time (herd-client's
+//!   `Repository`), every document checked by herd-tuf's `TrustedSet`;
+//! - `plan.rs`: a plan's steps checked against the verified targets, and the scripts the agent
+//!   generates itself from signed metadata (only those are ever run);
+//! - `fetcher.rs`: packages from a mirror's `/tuf/targets/…` (consistent-snapshot names);
+//! - `refusal.rs`: what a refusal is reported as (`trust.refused`), its kind decided in one
+//!   function from the error's variant.
+//!
+//! An idle refresh (nothing changed upstream) costs two small reads: the 404 of the next root
+//! and `timestamp.json`; snapshot and targets come from the store.
+
+mod fetcher;
+mod plan;
+mod refusal;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use herd_client::{ReadLimits, Repository, RepositoryError};
+use herd_core::Timestamp;
+use herd_proto::api::trust_refusals as kinds;
+use herd_proto::distribution::METADATA_PATH;
+use herd_tuf::client::{
+    MAX_METADATA_BYTES, MAX_ROOT_BYTES, MAX_ROOT_ROTATIONS, MAX_TIMESTAMP_BYTES,
+};
+use herd_tuf::metadata::Envelope;
+use herd_tuf::{Snapshot, TargetFile, TargetSearch, Targets, TimestampRole, TrustedSet};
+
+pub use fetcher::MirrorFetcher;
+pub use plan::{Ours, VerifiedPlan, verify_plan};
+pub use refusal::Refusal;
+pub use store::{StoreError, TrustStore};
+
+/// What one refresh did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refreshed {
+    /// Body bytes received and requests made (what an idle refresh costs).
+    pub bytes: u64,
+    pub requests: u64,
+    pub root_version: u64,
+    pub timestamp_version: u64,
+    pub snapshot_version: u64,
+    /// Whether the snapshot was new (and snapshot and targets were read).
+    pub snapshot_changed: bool,
+}
+
+/// The agent's view of its upstream's repository: the store, the upstream, and (after a
+/// refresh) the trusted set.
+#[derive(Debug)]
+pub struct TrustClient {
+    store: TrustStore,
+    upstream: Repository,
+    /// Overrides of the read bounds' deadline (tests).
+    pub metadata_deadline: std::time::Duration,
+    trusted: Option<TrustedSet>,
+}
+
+impl TrustClient {
+    pub fn new(store: TrustStore, upstream: Repository) -> TrustClient {
+        TrustClient {
+            store,
+            upstream,
+            metadata_deadline: ReadLimits::metadata(0).deadline,
+            trusted: None,
+        }
+    }
+
+    pub fn upstream(&self) -> &Repository {
+        &self.upstream
+    }
+
+    /// The trusted set of the last successful refresh.
+    #[cfg(test)]
+    pub fn trusted(&self) -> Option<&TrustedSet> {
+        self.trusted.as_ref()
+    }
+
+    fn limits(&self, max_bytes: u64) -> ReadLimits {
+        ReadLimits {
+            deadline: self.metadata_deadline,
+            ..ReadLimits::metadata(max_bytes)
+        }
+    }
+
+    fn get(&self, name: &str, max_bytes: u64) -> Result<Vec<u8>, RepositoryError> {
+        self.upstream
+            .get(&format!("{METADATA_PATH}{name}"), self.limits(max_bytes))
+    }
+
+    fn fetch(&self, name: &str, max_bytes: u64) -> Result<Vec<u8>, Refusal> {
+        self.get(name, max_bytes)
+            .map_err(|e| Refusal::of_read(&e, name))
+    }
+
+    fn save(&self, role: &str, bytes: &[u8]) -> Result<(), Refusal> {
+        self.store
+            .save(role, bytes)
+            .map_err(|e| Refusal::new(kinds::INVALID, Some(role), format!("trust store: {e}")))
+    }
+
+    fn load(&self, role: &str) -> Result<Option<Vec<u8>>, Refusal> {
+        self.store
+            .load(role)
+            .map_err(|e| Refusal::new(kinds::INVALID, Some(role), format!("trust store: {e}")))
+    }
+
+    /// TUF's client workflow (§5.3–5.6) against the upstream, at `now`. On a refusal the
+    /// previous trusted set is dropped: no plan is verified against stale trust.
+    pub fn refresh(&mut self, now: Timestamp) -> Result<Refreshed, Refusal> {
+        self.trusted = None;
+        self.upstream.take_counts();
+        let result = self.refresh_inner(now);
+        let (bytes, requests) = self.upstream.take_counts();
+        let (set, snapshot_changed) = result?;
+        let refreshed = Refreshed {
+            bytes,
+            requests,
+            root_version: set.root_version(),
+            timestamp_version: set.timestamp().map_or(0, |t| t.version),
+            snapshot_version: set.snapshot().map_or(0, |s| s.version),
+            snapshot_changed,
+        };
+        self.trusted = Some(set);
+        Ok(refreshed)
+    }
+
+    fn refresh_inner(&mut self, now: Timestamp) -> Result<(TrustedSet, bool), Refusal> {
+        let root = self.load("root")?.ok_or_else(|| {
+            Refusal::new(
+                kinds::INVALID,
+                Some("root"),
+                format!(
+                    "no trusted root in {} (enrolment stores the center's)",
+                    self.store.dir().display()
+                ),
+            )
+        })?;
+        let mut set = TrustedSet::new(&root, now).map_err(|e| Refusal::of_trust(&e))?;
+        let first_root = set.root().clone();
+
+        // The root chain: each next version signed by the previous root's keys and its own.
+        for _ in 0..MAX_ROOT_ROTATIONS {
+            let name = format!("{}.root.json", set.root_version() + 1);
+            match self.get(&name, MAX_ROOT_BYTES) {
+                Err(RepositoryError::NotFound { .. }) => break,
+                Err(e) => return Err(Refusal::of_read(&e, &name)),
+                Ok(bytes) => {
+                    set.update_root(&bytes).map_err(|e| Refusal::of_trust(&e))?;
+                    self.save("root", &bytes)?;
+                }
+            }
+        }
+        set.root_update_finished()
+            .map_err(|e| Refusal::of_trust(&e))?;
+        // Fast-forward attack recovery (§5.3.11): documents signed by rotated keys are
+        // forgotten, so a version a compromised key pushed high no longer blocks the new ones.
+        if set.keys_rotated(&first_root, "timestamp") || set.keys_rotated(&first_root, "snapshot") {
+            for role in ["timestamp", "snapshot"] {
+                self.store.remove(role).map_err(|e| {
+                    Refusal::new(kinds::INVALID, Some(role), format!("trust store: {e}"))
+                })?;
+            }
+        }
+        if set.keys_rotated(&first_root, "targets") {
+            self.store.remove("targets").map_err(|e| {
+                Refusal::new(kinds::INVALID, Some("targets"), format!("trust store: {e}"))
+            })?;
+        }
+
+        // Timestamp: never older than the stored one (rollback), never expired (freeze).
+        let stored_timestamp = self.load("timestamp")?;
+        let stored = stored_timestamp
+            .as_deref()
+            .and_then(|b| Envelope::<TimestampRole>::parse("timestamp", b).ok())
+            .map(|e| e.signed);
+        let bytes = self.fetch("timestamp.json", MAX_TIMESTAMP_BYTES)?;
+        set.update_timestamp(&bytes, stored.as_ref())
+            .map_err(|e| Refusal::of_trust(&e))?;
+        if stored_timestamp.as_deref() != Some(bytes.as_slice()) {
+            self.save("timestamp", &bytes)?;
+        }
+
+        // Snapshot: from the store when it is the version the timestamp names and still valid.
+        let meta = set
+            .snapshot_meta()
+            .map_err(|e| Refusal::of_trust(&e))?
+            .clone();
+        let stored_snapshot = self.load("snapshot")?;
+        let local_ok = stored_snapshot.as_deref().is_some_and(|bytes| {
+            version_of::<Snapshot>("snapshot", bytes) == Some(meta.version)
+                && set.update_snapshot(bytes, None).is_ok()
+        });
+        let snapshot_changed = !local_ok;
+        if !local_ok {
+            let previous = stored_snapshot
+                .as_deref()
+                .and_then(|b| Envelope::<Snapshot>::parse("snapshot", b).ok())
+                .map(|e| e.signed);
+            let name = format!("{}.snapshot.json", meta.version);
+            let bytes = self.fetch(&name, meta.length.unwrap_or(MAX_METADATA_BYTES))?;
+            set.update_snapshot(&bytes, previous.as_ref())
+                .map_err(|e| Refusal::of_trust(&e))?;
+            self.save("snapshot", &bytes)?;
+        }
+        self.load_role(&mut set, "targets", None)?;
+        Ok((set, snapshot_changed))
+    }
+
+    /// Loads a targets role into `set`: the stored document when it is the version the
+    /// snapshot names and still verifies, else `N.<role>.json` from the upstream.
+    fn load_role(
+        &self,
+        set: &mut TrustedSet,
+        role: &str,
+        delegator: Option<&str>,
+    ) -> Result<(), Refusal> {
+        if delegator.is_some() && !store::is_role_name(role) {
+            return Err(Refusal::new(
+                kinds::INVALID,
+                Some(role),
+                format!("delegated role name {role:?} is not one the agent can fetch or keep"),
+            ));
+        }
+        let meta = set
+            .targets_meta(role)
+            .map_err(|e| Refusal::of_trust(&e))?
+            .clone();
+        let update = |set: &mut TrustedSet, bytes: &[u8]| match delegator {
+            None => set.update_targets(bytes),
+            Some(delegator) => set.update_delegated(role, delegator, bytes),
+        };
+        if let Some(local) = self.load(role)?
+            && version_of::<Targets>(role, &local) == Some(meta.version)
+            && update(set, &local).is_ok()
+        {
+            return Ok(());
+        }
+        let name = format!("{}.{role}.json", meta.version);
+        let bytes = self.fetch(&name, meta.length.unwrap_or(MAX_METADATA_BYTES))?;
+        update(set, &bytes).map_err(|e| Refusal::of_trust(&e))?;
+        self.save(role, &bytes)
+    }
+
+    /// The signed description of `path`, loading the delegated roles the search needs;
+    /// `Ok(None)` when no role delegated for it lists it. Needs a refresh first.
+    pub fn find_target(&mut self, path: &str) -> Result<Option<(String, TargetFile)>, Refusal> {
+        let mut set = self
+            .trusted
+            .take()
+            .ok_or_else(|| Refusal::new(kinds::INVALID, None, "the metadata was not refreshed"))?;
+        let result = (|| {
+            for _ in 0..=herd_tuf::client::MAX_DELEGATIONS {
+                match set.find_target(path) {
+                    TargetSearch::Found { role, file } => return Ok(Some((role, file))),
+                    TargetSearch::NotFound => return Ok(None),
+                    TargetSearch::NeedRole { role, delegator } => {
+                        self.load_role(&mut set, &role, Some(&delegator))?;
+                    }
+                }
+            }
+            Ok(None)
+        })();
+        self.trusted = Some(set);
+        result
+    }
+}
+
+/// The version a stored document says it has, if it parses.
+fn version_of<T: herd_tuf::metadata::Role>(role: &str, bytes: &[u8]) -> Option<u64> {
+    Envelope::<T>::parse(role, bytes)
+        .ok()
+        .map(|e| e.signed.version())
+}
