@@ -159,6 +159,10 @@ impl Center {
                 })?,
             }
             tracing::info!(%vendor, revision = outcome.revision, "feed published");
+            // The publish answers once signed metadata lists what the new catalog plans, so
+            // a terminal planned from it finds its targets (a sign round that fails is logged
+            // and retried by the follower within a second).
+            center.sign_if_due().await;
         }
         // One lookup per distinct package (a feed may list one package in many places), all in
         // one blocking task.

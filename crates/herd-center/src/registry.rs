@@ -126,6 +126,9 @@ impl Center {
             CenterError::internal(format!(
                 "the change is stored but the catalog did not reload: {err:#}"
             ))
-        })
+        })?;
+        // Signed metadata follows before the answer, as after a publish.
+        self.sign_if_due().await;
+        Ok(())
     }
 }

@@ -35,6 +35,7 @@ use herd_store::{
     TufState, VendorRoleRow,
 };
 use herd_tls::seal::KeyEncryptionKey;
+use herd_tuf::keyfile::{self, KeyFile};
 use herd_tuf::metadata::{Envelope, parse_expiry};
 use herd_tuf::repository::{
     Desired, DesiredRole, File, Lifetimes, OnlineKeys, Repository, RoleContent, root_document,
@@ -48,9 +49,6 @@ use crate::{Center, unix_now};
 
 /// Where an auto-initialised center keeps its root key and the roots it signed.
 pub const ROOT_KEYS_DIR: &str = "tuf-root-keys";
-/// The armor of a key file (`herd keys init` writes the same).
-pub const KEY_ARMOR_BEGIN: &str = "-----BEGIN HERD TUF KEY-----";
-pub const KEY_ARMOR_END: &str = "-----END HERD TUF KEY-----";
 /// The roles the center signs with online keys.
 pub const ONLINE_ROLES: [&str; 3] = ["timestamp", "snapshot", "targets"];
 /// The most uncompressed bytes hashed for one archive package: a package inflating past this
@@ -213,42 +211,6 @@ fn open_sealed_key(row: &OnlineKeyRow, kek: &KeyEncryptionKey) -> CenterResult<S
     Ok(key)
 }
 
-/// A key file as `herd keys init` writes it: the PKCS#8 key in base64 between armor lines.
-pub fn encode_key_file(key: &SigningKey) -> String {
-    let encoded = BASE64.encode(key.pkcs8());
-    let mut text = format!("{KEY_ARMOR_BEGIN}\n");
-    for line in encoded.as_bytes().chunks(64) {
-        text.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        text.push('\n');
-    }
-    text.push_str(KEY_ARMOR_END);
-    text.push('\n');
-    text
-}
-
-/// Reads a key file written by [`encode_key_file`]; `None` for a sealed one (the operator's
-/// business: the center never writes those). The error names what is wrong.
-pub fn decode_key_file(text: &str) -> Result<Option<SigningKey>, String> {
-    if text
-        .trim_start()
-        .starts_with(herd_tls::seal::SEALED_KEY_TAG)
-    {
-        return Ok(None);
-    }
-    let body = text
-        .trim()
-        .strip_prefix(KEY_ARMOR_BEGIN)
-        .and_then(|rest| rest.strip_suffix(KEY_ARMOR_END))
-        .ok_or_else(|| format!("not between {KEY_ARMOR_BEGIN} and {KEY_ARMOR_END}"))?;
-    let encoded: String = body.split_whitespace().collect();
-    let der = BASE64
-        .decode(encoded)
-        .map_err(|err| format!("not base64: {err}"))?;
-    SigningKey::from_pkcs8(&der)
-        .map(Some)
-        .map_err(|err| err.to_string())
-}
-
 /// The root keys the center holds in `<data-dir>/tuf-root-keys/` (an auto-initialised
 /// repository), unsealed ones only. A file that is not a key is reported in the log and
 /// skipped.
@@ -263,13 +225,15 @@ pub(crate) fn held_root_keys(data_dir: &Path) -> Vec<SigningKey> {
         if path.extension().and_then(|e| e.to_str()) != Some("key") {
             continue;
         }
+        let file = path.display().to_string();
         match std::fs::read_to_string(&path)
             .map_err(|err| err.to_string())
-            .and_then(|text| decode_key_file(&text))
+            .and_then(|text| keyfile::decode(&file, &text).map_err(|err| err.to_string()))
         {
-            Ok(Some(key)) => keys.push(key),
-            Ok(None) => {}
-            Err(why) => tracing::warn!(path = %path.display(), %why, "not a root key; skipped"),
+            Ok(KeyFile::Clear(key)) => keys.push(key),
+            // The operator's sealed keys: the center never writes those, nor opens them.
+            Ok(KeyFile::Sealed { .. }) => {}
+            Err(why) => tracing::warn!(path = %file, %why, "not a root key; skipped"),
         }
     }
     keys
@@ -307,9 +271,9 @@ pub(crate) async fn initialise(
     let bytes = sign(&root, &[&root_key]);
     let dir = config.data_dir.join(ROOT_KEYS_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let key_path = dir.join(format!("root-{}.key", &root_key.key_id()[..16]));
+    let key_path = dir.join(keyfile::file_name("root", &root_key.key_id()));
     let root_path = dir.join("1.root.json");
-    herd_fs::write_atomic(&key_path, encode_key_file(&root_key).as_bytes(), 0o600)?;
+    herd_fs::write_atomic(&key_path, keyfile::encode(&root_key).as_bytes(), 0o600)?;
     herd_fs::write_atomic(&root_path, &bytes, 0o600)?;
     let rows = ONLINE_ROLES
         .iter()
@@ -1024,22 +988,6 @@ mod tests {
         ] {
             assert_eq!(parse_versioned_name(odd), None, "{odd}");
         }
-    }
-
-    #[test]
-    fn a_key_file_round_trips_and_names_what_is_wrong() {
-        let key = SigningKey::generate().unwrap();
-        let text = encode_key_file(&key);
-        assert!(text.starts_with(KEY_ARMOR_BEGIN));
-        let again = decode_key_file(&text).unwrap().unwrap();
-        assert_eq!(again.key_id(), key.key_id());
-        assert!(decode_key_file("herd-sealed-key/v1 x").unwrap().is_none());
-        let err = decode_key_file("hello").err().unwrap();
-        assert!(err.contains(KEY_ARMOR_BEGIN), "{err}");
-        let err = decode_key_file(&format!("{KEY_ARMOR_BEGIN}\n!!\n{KEY_ARMOR_END}"))
-            .err()
-            .unwrap();
-        assert!(err.contains("base64"), "{err}");
     }
 
     #[test]

@@ -41,7 +41,6 @@ use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use ureq::{Body, SendBody};
 
 pub use error::ClientError;
-pub use tuf::PendingOnlineKey;
 pub use repository::{ReadLimits, Repository, RepositoryError};
 
 /// Longest wait for a TCP connection and TLS handshake.

@@ -3,9 +3,6 @@
 //! offline machine's proposal), renewing and rotating it, a vendor signing its own role and the
 //! root pinning that vendor's key — each result walked as a terminal walks it, with herd-tuf's
 //! client, from the root the terminal trusted first.
-//!
-//! These need the center's side of the contract (`/tuf/…`, `/v1/trust…`, vendor keys and
-//! roles), built on the branch wip-center; they are ignored until it is merged.
 
 mod support;
 
@@ -122,7 +119,6 @@ fn root_of(bytes: &[u8]) -> Root {
 }
 
 #[test]
-#[ignore = "needs the center's /v1/trust endpoints (wip-center)"]
 fn the_root_moves_offline_then_is_renewed_and_rotated_and_every_terminal_follows() {
     let env = Env::start();
     let v1 = env
@@ -251,7 +247,6 @@ fn the_root_moves_offline_then_is_renewed_and_rotated_and_every_terminal_follows
 }
 
 #[test]
-#[ignore = "needs the center's /v1/trust endpoints (wip-center)"]
 fn the_offline_machine_signs_a_proposal_without_the_network() {
     let env = Env::start();
     let v1 = env.metadata("root.json").unwrap();
@@ -308,7 +303,6 @@ fn build_package(dir: &Path) -> herd_package::BuiltPackage {
 }
 
 #[test]
-#[ignore = "needs the center's /v1/trust endpoints (wip-center)"]
 fn a_vendor_signs_its_own_role_and_the_root_pins_its_key() {
     let env = Env::start();
     let v1 = env.metadata("root.json").unwrap();

@@ -261,8 +261,10 @@ pub fn vendor_key(command: VendorKeyCommand) -> anyhow::Result<Outcome> {
         } => {
             let public = read_key_file(&key)?.public();
             let session = Session::open(&server)?;
-            let value = serde_json::to_value(&public)?;
-            match session.client.register_vendor_signing_key(&vendor, &value) {
+            let request = herd_proto::api::VendorSigningKey {
+                public: serde_json::to_value(&public)?,
+            };
+            match session.client.register_signing_key(&vendor, &request) {
                 Ok(_) => {
                     eprintln!(
                         "herd: registered key {} for {vendor}: the center serves role {} only as \
@@ -596,7 +598,7 @@ fn install(
             status.previous.valid, status.previous.threshold
         );
     }
-    if let Err(err) = session.client.install_tuf_root(&proposal.bytes()) {
+    if let Err(err) = session.client.install_root(&proposal.bytes()) {
         return session.failed(&format!("installing root version {version}"), err);
     }
     let file = format!("{version}.root.json");
@@ -663,7 +665,7 @@ fn root_changes(
     }
     for name in &args.rotate_online {
         let role = OnlineRole::parse(name).map_err(|e| anyhow!("--rotate-online: {e}"))?;
-        let pending = match session.client.new_pending_online_key(role.as_str()) {
+        let pending = match session.client.new_online_key(role.as_str()) {
             Ok(pending) => pending,
             Err(err) => {
                 return Err(anyhow!("asking the center for a new {role} key: {err}"));

@@ -190,7 +190,7 @@ fn sign_role(
     let expires = now.plus_seconds(i64::from(expires_days) * 86_400);
     let document = vendor_role::role_document(&targets, version, expires);
     let signed = herd_tuf::sign(&document, &[key]);
-    if let Err(err) = session.client.upload_vendor_role(&role, &signed) {
+    if let Err(err) = session.client.put_role(&role, &signed) {
         return session.failed(&format!("uploading {role} version {version}"), err);
     }
     print_out(&format!(
