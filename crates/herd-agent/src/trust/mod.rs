@@ -14,8 +14,13 @@
 //! - `refusal.rs`: what a refusal is reported as (`trust.refused`), its kind decided in one
 //!   function from the error's variant.
 //!
-//! An idle refresh (nothing changed upstream) costs two small reads: the 404 of the next root
-//! and `timestamp.json`; snapshot and targets come from the store.
+//! An idle refresh (nothing changed upstream) costs one small read, `timestamp.json`; snapshot
+//! and targets come from the store. The next root is probed at the first refresh of a process,
+//! at least once every [`ROOT_PROBE_SECS`], and whenever the timestamp does not verify against
+//! the trusted root (a rotation of its key is how a new root shows first). TUF's workflow probes
+//! at every refresh; what probing less gives up is small: an upstream that wants to hide a new
+//! root just answers 404 anyway, so only an honest upstream's new root waits, and then its
+//! timestamp, signed by the new key, forces the probe at once.
 
 mod fetcher;
 mod plan;
@@ -39,6 +44,9 @@ pub use plan::{Ours, VerifiedPlan, verify_plan};
 pub use refusal::Refusal;
 pub use store::{StoreError, TrustStore};
 
+/// The longest an agent goes without probing for the next root (see the module documentation).
+pub const ROOT_PROBE_SECS: i64 = 86_400;
+
 /// What one refresh did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refreshed {
@@ -52,6 +60,26 @@ pub struct Refreshed {
     pub snapshot_changed: bool,
 }
 
+/// How a refresh attempt failed: for good, or in a way a probe for a new root may cure.
+enum Retry {
+    Refused(Refusal),
+    ProbeRoot(Refusal),
+}
+
+impl Retry {
+    fn into_refusal(self) -> Refusal {
+        match self {
+            Retry::Refused(refusal) | Retry::ProbeRoot(refusal) => refusal,
+        }
+    }
+}
+
+impl From<Refusal> for Retry {
+    fn from(refusal: Refusal) -> Retry {
+        Retry::Refused(refusal)
+    }
+}
+
 /// The agent's view of its upstream's repository: the store, the upstream, and (after a
 /// refresh) the trusted set.
 #[derive(Debug)]
@@ -61,6 +89,8 @@ pub struct TrustClient {
     /// Overrides of the read bounds' deadline (tests).
     pub metadata_deadline: std::time::Duration,
     trusted: Option<TrustedSet>,
+    /// When the next root was last probed for (in this process).
+    root_probed_at: Option<Timestamp>,
 }
 
 impl TrustClient {
@@ -70,6 +100,7 @@ impl TrustClient {
             upstream,
             metadata_deadline: ReadLimits::metadata(0).deadline,
             trusted: None,
+            root_probed_at: None,
         }
     }
 
@@ -117,7 +148,15 @@ impl TrustClient {
     pub fn refresh(&mut self, now: Timestamp) -> Result<Refreshed, Refusal> {
         self.trusted = None;
         self.upstream.take_counts();
-        let result = self.refresh_inner(now);
+        let probe = self
+            .root_probed_at
+            .is_none_or(|at| now.unix_seconds() - at.unix_seconds() >= ROOT_PROBE_SECS);
+        let result = match self.refresh_inner(now, probe) {
+            // A timestamp the trusted root's keys do not sign: probe for a new root first.
+            Err(Retry::ProbeRoot(_)) => self.refresh_inner(now, true),
+            other => other,
+        }
+        .map_err(Retry::into_refusal);
         let (bytes, requests) = self.upstream.take_counts();
         let (set, snapshot_changed) = result?;
         let refreshed = Refreshed {
@@ -132,7 +171,11 @@ impl TrustClient {
         Ok(refreshed)
     }
 
-    fn refresh_inner(&mut self, now: Timestamp) -> Result<(TrustedSet, bool), Refusal> {
+    fn refresh_inner(
+        &mut self,
+        now: Timestamp,
+        probe_root: bool,
+    ) -> Result<(TrustedSet, bool), Retry> {
         let root = self.load("root")?.ok_or_else(|| {
             Refusal::new(
                 kinds::INVALID,
@@ -147,11 +190,17 @@ impl TrustClient {
         let first_root = set.root().clone();
 
         // The root chain: each next version signed by the previous root's keys and its own.
-        for _ in 0..MAX_ROOT_ROTATIONS {
+        let rotations = if probe_root {
+            self.root_probed_at = Some(now);
+            MAX_ROOT_ROTATIONS
+        } else {
+            0
+        };
+        for _ in 0..rotations {
             let name = format!("{}.root.json", set.root_version() + 1);
             match self.get(&name, MAX_ROOT_BYTES) {
                 Err(RepositoryError::NotFound { .. }) => break,
-                Err(e) => return Err(Refusal::of_read(&e, &name)),
+                Err(e) => return Err(Refusal::of_read(&e, &name).into()),
                 Ok(bytes) => {
                     set.update_root(&bytes).map_err(|e| Refusal::of_trust(&e))?;
                     self.save("root", &bytes)?;
@@ -182,8 +231,14 @@ impl TrustClient {
             .and_then(|b| Envelope::<TimestampRole>::parse("timestamp", b).ok())
             .map(|e| e.signed);
         let bytes = self.fetch("timestamp.json", MAX_TIMESTAMP_BYTES)?;
-        set.update_timestamp(&bytes, stored.as_ref())
-            .map_err(|e| Refusal::of_trust(&e))?;
+        if let Err(e) = set.update_timestamp(&bytes, stored.as_ref()) {
+            let refusal = Refusal::of_trust(&e);
+            return Err(if probe_root {
+                Retry::Refused(refusal)
+            } else {
+                Retry::ProbeRoot(refusal)
+            });
+        }
         if stored_timestamp.as_deref() != Some(bytes.as_slice()) {
             self.save("timestamp", &bytes)?;
         }
