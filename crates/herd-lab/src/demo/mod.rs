@@ -10,6 +10,7 @@
 //! turns the tally into the exit code. Without `--exit` the center keeps running for the
 //! reader to explore until Ctrl-C.
 //!
+//! - `attack`: the malicious mirror the phone refuses before it switches;
 //! - `story`: the cast (vendors, packages, feeds, terminals), pure data;
 //! - `steps`: the story's steps, each printing what happens and checking what it expects;
 //! - `describe`: the expectations of one check, and the phrases for plans and reports;
@@ -17,6 +18,7 @@
 //! - `show`: printing steps and keeping the score;
 //! - `signals`: Ctrl-C, so an interrupted demo still cleans up.
 
+mod attack;
 mod describe;
 mod procs;
 mod show;
@@ -87,6 +89,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
         packages: Vec::new(),
         center: None,
         enrol_token: None,
+        mirror: None,
+        phone_said: String::new(),
     };
     demo.show
         .banner("Herd demo: SPEC §5's worked example, with a real center and four real agents");
@@ -152,6 +156,10 @@ fn story_steps(exit: bool) -> Vec<(&'static str, StepFn)> {
             Demo::maker_b_publishes,
         ),
         (
+            "A malicious mirror serves the phone a tampered vaccine b: refused",
+            Demo::malicious_mirror,
+        ),
+        (
             "The terminals check in: the phone switches vendors, the others are exposed",
             Demo::terminals_check_in,
         ),
@@ -187,6 +195,11 @@ struct Demo {
     center: Option<CenterProcess>,
     /// The file holding the terminals' enrolment token (kept off command lines).
     enrol_token: Option<PathBuf>,
+    /// The mirror the phone reads the signed repository from, once the attacker's is honest.
+    mirror: Option<crate::mirror::Mirror>,
+    /// What the phone's agent said while refusing the malicious mirror: it announced there
+    /// the plan it carries out at the next check-in.
+    phone_said: String,
 }
 
 impl Demo {
