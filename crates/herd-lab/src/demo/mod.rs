@@ -3,7 +3,8 @@
 //! in a scratch directory, and plays SPEC §5's worked example through them: virus a appears,
 //! only maker B's vaccine b covers it, the phone switches vendors, user B's PC (policy
 //! `latest-same-vendor`) is reported exposed with vaccine b offered — and a sample carrying
-//! virus a is proven undetected on the phone before the switch and detected after.
+//! virus a is proven undetected on the phone before the switch and detected after. Before the
+//! switch, an attacker's mirror serves the phone a tampered vaccine b, which it refuses.
 //!
 //! Every step states what it expects and checks it against what really happened (the
 //! agents' exit codes, the center's API, the files in each agent's product prefix); `--exit`
@@ -43,8 +44,9 @@ use story::{PHONE, Vaccine};
 /// Builds vaccine packages for two vendors, starts `herd serve` on a loopback port with
 /// embedded SQLite, runs `herd-agent` for a phone, a PDA, a PC and a set-top box, and shows
 /// the phone switching to the vendor that covers a new virus, a PC on `latest-same-vendor`
-/// reported exposed with that vendor's product offered, and a sample of the virus undetected
-/// before the switch and detected after. Needs `herd-agent` beside `herd` (build both:
+/// reported exposed with that vendor's product offered, a malicious mirror's tampered package
+/// refused by the phone, and a sample of the virus undetected before the switch and detected
+/// after. Needs `herd-agent` beside `herd` (build both:
 /// `cargo build --release --bin herd --bin herd-agent`).
 ///
 /// Without `--exit`, the center keeps running afterwards, with the commands to explore it
