@@ -63,6 +63,13 @@ impl Demo {
         let seen = self.look(&PHONE)?;
         let status = self.agent_status(&PHONE)?;
         let refusal = &status["progress"]["trust"]["last_refusal"];
+        self.show.detail(&format!(
+            "  $ herd-agent status --state-dir {} --json  → last_refusal: {} ({}): {}",
+            self.rel(&self.terminal_dir(&PHONE).join("state")),
+            refusal["kind"].as_str().unwrap_or("none"),
+            refusal["subject"].as_str().unwrap_or("-"),
+            refusal["detail"].as_str().unwrap_or("-"),
+        ));
         let mut expect = Expect::default();
         expect.exit_code(&run, 1);
         expect.that(run.output.contains("refused plan"), || {
@@ -196,15 +203,20 @@ impl Demo {
             &self.interrupt,
         )?;
         // The JSON comes first; the output holds stderr after it, if anything.
-        let first = serde_json::Deserializer::from_str(&run.output)
+        match serde_json::Deserializer::from_str(&run.output)
             .into_iter::<Value>()
-            .next();
-        first.unwrap_or_else(|| Ok(Value::Null)).with_context(|| {
-            format!(
-                "`herd-agent status --json` did not print JSON:\n{}",
+            .next()
+        {
+            Some(Ok(status)) => Ok(status),
+            Some(Err(err)) => Err(anyhow!(
+                "`herd-agent status --json` did not print JSON ({err}):\n{}",
                 run.tail()
-            )
-        })
+            )),
+            None => Err(anyhow!(
+                "`herd-agent status --json` printed nothing:\n{}",
+                run.tail()
+            )),
+        }
     }
 
     /// The `trust.refused` events of `kind` the center has counted (its `/metrics`).
