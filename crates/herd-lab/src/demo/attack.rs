@@ -299,3 +299,104 @@ fn forge_role(genuine: &[u8], target: &str, bytes: &[u8]) -> anyhow::Result<Vec<
     let attacker = herd_tuf::SigningKey::generate().context("cannot make the attacker's key")?;
     Ok(herd_tuf::sign(&forged, &[&attacker]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(target: &str, bytes: &[u8], key: &herd_tuf::SigningKey) -> Vec<u8> {
+        let targets = herd_tuf::Targets {
+            type_: "targets".to_owned(),
+            spec_version: "1.0.31".to_owned(),
+            version: 3,
+            expires: "2030-01-01T00:00:00Z".to_owned(),
+            targets: [(
+                target.to_owned(),
+                herd_tuf::TargetFile {
+                    length: bytes.len() as u64,
+                    hashes: herd_tuf::hashes_of(bytes),
+                    custom: Some(serde_json::json!({"herd": {"kept": true}})),
+                },
+            )]
+            .into(),
+            delegations: None,
+        };
+        herd_tuf::sign(&targets, &[key])
+    }
+
+    #[test]
+    fn the_forged_role_lists_the_attackers_bytes_under_the_genuine_name_and_another_key() {
+        let vendor = herd_tuf::SigningKey::generate().unwrap();
+        let path = "packages/maker-b/vaccine-b/7.0/phone.archive";
+        let genuine = role(path, b"genuine package", &vendor);
+        let forged = forge_role(&genuine, path, b"the attacker's bytes").unwrap();
+        let (genuine, forged): (Value, Value) = (
+            serde_json::from_slice(&genuine).unwrap(),
+            serde_json::from_slice(&forged).unwrap(),
+        );
+        let listed = &forged["signed"]["targets"][path];
+        assert_eq!(listed["length"], 20);
+        assert_eq!(
+            listed["hashes"]["sha256"],
+            herd_tuf::hashes_of(b"the attacker's bytes")["sha256"].as_str()
+        );
+        // Everything else as the vendor signed it: version, expiry, what Herd says of it.
+        assert_eq!(forged["signed"]["version"], genuine["signed"]["version"]);
+        assert_eq!(
+            listed["custom"],
+            genuine["signed"]["targets"][path]["custom"]
+        );
+        assert_ne!(
+            forged["signatures"][0]["keyid"],
+            genuine["signatures"][0]["keyid"]
+        );
+    }
+
+    #[test]
+    fn a_role_that_cannot_be_forged_says_why() {
+        let key = herd_tuf::SigningKey::generate().unwrap();
+        let path = "packages/maker-b/vaccine-b/7.0/phone.archive";
+        for (doc, said) in [
+            (b"<html>".to_vec(), "the role is not JSON"),
+            (
+                br#"{"signed": {"_type": "targets"}}"#.to_vec(),
+                "not a targets role",
+            ),
+            (
+                role("packages/maker-b/other/1/phone.archive", b"x", &key),
+                "the role does not list packages/maker-b/vaccine-b/7.0/phone.archive",
+            ),
+        ] {
+            let err = forge_role(&doc, path, b"bytes").unwrap_err();
+            assert!(format!("{err:#}").contains(said), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn the_current_role_is_found_through_timestamp_and_snapshot_or_said_missing() {
+        let mirror = Mirror::start().unwrap();
+        let upstream = herd_client::Repository::mirror(&mirror.url()).unwrap();
+        let err = current_role_url(&upstream, "vendor-maker-b").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("GET /tuf/metadata/timestamp.json"),
+            "{err:#}"
+        );
+        mirror.put(
+            "/tuf/metadata/timestamp.json",
+            r#"{"signed": {"meta": {"snapshot.json": {"version": 7}}}}"#,
+        );
+        mirror.put(
+            "/tuf/metadata/7.snapshot.json",
+            r#"{"signed": {"meta": {"vendor-maker-b.json": {"version": 4}}}}"#,
+        );
+        assert_eq!(
+            current_role_url(&upstream, "vendor-maker-b").unwrap(),
+            "/tuf/metadata/4.vendor-maker-b.json"
+        );
+        let err = current_role_url(&upstream, "vendor-maker-c").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("the repository lists no vendor-maker-c.json"),
+            "{err:#}"
+        );
+    }
+}
