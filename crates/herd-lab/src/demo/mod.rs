@@ -260,6 +260,13 @@ impl Demo {
             "  API description: {}/v1/openapi.json   metrics: {}/metrics",
             center.url, center.url
         ));
+        if let Some(mirror) = &self.mirror {
+            self.show.line(&format!(
+                "  the mirror {} reads the signed repository from (honest now): {}/tuf/",
+                PHONE.id,
+                mirror.url()
+            ));
+        }
         self.show.line(&format!(
             "  logs: {}, {}",
             center.log.display(),
