@@ -1,6 +1,7 @@
 //! `herd demo --exit` as a user runs it: the real `herd serve` and four real `herd-agent`s play
-//! SPEC §5's worked example and every step must hold; an agent that does nothing makes the
-//! demo fail with exit code 1; usage errors exit 2 with a message saying what to do.
+//! SPEC §5's worked example (with a malicious mirror the phone refuses) and every step must
+//! hold; an agent that does nothing makes the demo fail with exit code 1; usage errors exit 2
+//! with a message saying what to do.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -114,6 +115,15 @@ fn the_worked_example_plays_through_and_every_step_holds() {
         "uninstall  ok",
         "✓ phone-a switched vendors as one transaction: it runs vaccine-b 7.0 (b-1112) and \
          vaccine-a is uninstalled",
+        // A malicious mirror's tampered vaccine b is refused, metadata first, then bytes…
+        "herd-agent: warning: refused plan",
+        "✓ phone-a refused maker B's role signed by a key its root does not delegate to \
+         (signature): nothing downloaded, it still runs vaccine-a 5.1 (a-1101)",
+        "✓ the center received the trust.refused event \
+         (herd_trust_refusals_total{kind=\"signature\"} 0 → 1)",
+        "✓ the downloaded bytes are not the signed SHA-256: plan rolled back",
+        // …and the genuine one installed from the mirror once it is honest.
+        "nothing is left to do (the genuine package, from the mirror)",
         // …and detects it after.
         "samples/greeting-card.exe: MakerB.VirusA FOUND\n   ✓ detected (exit 1)",
         // The latest-same-vendor PC is exposed with vaccine b offered, and told so.
@@ -125,7 +135,7 @@ fn the_worked_example_plays_through_and_every_step_holds() {
         "phone-a   user-a  phone  unknown      vaccine-b 7.0  none     0",
         "✓ the exposed terminals operators are asked to look at: pc-b, pda-c, stb-d",
         "✓ the center stopped cleanly on SIGTERM",
-        "12/12 steps as expected",
+        "13/13 steps as expected",
     ] {
         assert!(
             stdout.contains(expected),
@@ -154,11 +164,11 @@ fn an_agent_that_does_nothing_fails_the_demo_and_stops_the_center() {
     let (output, stdout) = demo(&["--exit", "--dir", work.to_str().unwrap()], &fake);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("[5/12] Four terminals enrol and get a product"),
+        stdout.contains("[5/13] Four terminals enrol and get a product"),
         "{stdout}"
     );
     assert!(stdout.contains("✗ this step could not go on"), "{stdout}");
-    assert!(stdout.contains("4/12 steps as expected"), "{stdout}");
+    assert!(stdout.contains("4/13 steps as expected"), "{stdout}");
     assert!(
         stdout.contains("Center stopped (exit status: 0)"),
         "the center was not stopped cleanly:\n{stdout}"

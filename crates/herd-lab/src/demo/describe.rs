@@ -48,9 +48,13 @@ impl Expect {
     /// The agent announced a plan with `action` towards `vaccine` and carried it out, and the
     /// center received the report: it succeeded, every step was ok, and `vaccine` is what
     /// runs afterwards. Returns the announced action and reason, for display.
+    ///
+    /// `earlier` is what the agent said in earlier runs: a plan refused once (a malicious
+    /// mirror) was announced when it first arrived, not when it is finally carried out.
     pub(super) fn carried_out<'r>(
         &mut self,
         run: &'r AgentRun,
+        earlier: &'r str,
         seen: &Seen,
         action: Action,
         vaccine: &Vaccine,
@@ -62,7 +66,8 @@ impl Expect {
             });
             return None;
         };
-        let announced = announced_plan(run, &report.plan_id);
+        let announced =
+            announced_plan(run, &report.plan_id).or_else(|| announced_in(earlier, &report.plan_id));
         self.that(
             announced.is_some_and(|(said, _)| said == action.as_str()),
             || match announced {
@@ -149,8 +154,13 @@ pub(super) fn short_id(plan_id: &str) -> &str {
 /// (`herd-agent: plan <id> <action>: <reason>`): the center keeps only a terminal's current
 /// plan, and after carrying one out the agent checks in again and gets the next.
 pub(super) fn announced_plan<'r>(run: &'r AgentRun, plan_id: &str) -> Option<(&'r str, &'r str)> {
+    announced_in(&run.output, plan_id)
+}
+
+/// [`announced_plan`] in what an agent printed.
+fn announced_in<'r>(said: &'r str, plan_id: &str) -> Option<(&'r str, &'r str)> {
     let opening = format!("herd-agent: plan {} ", short_id(plan_id));
-    run.output.lines().find_map(|line| {
+    said.lines().find_map(|line| {
         let rest = line.strip_prefix(&opening)?;
         let (action, reason) = rest.split_once(": ")?;
         action.parse::<Action>().is_ok().then_some((action, reason))

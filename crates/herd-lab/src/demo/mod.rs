@@ -3,13 +3,15 @@
 //! in a scratch directory, and plays SPEC §5's worked example through them: virus a appears,
 //! only maker B's vaccine b covers it, the phone switches vendors, user B's PC (policy
 //! `latest-same-vendor`) is reported exposed with vaccine b offered — and a sample carrying
-//! virus a is proven undetected on the phone before the switch and detected after.
+//! virus a is proven undetected on the phone before the switch and detected after. Before the
+//! switch, an attacker's mirror serves the phone a tampered vaccine b, which it refuses.
 //!
 //! Every step states what it expects and checks it against what really happened (the
 //! agents' exit codes, the center's API, the files in each agent's product prefix); `--exit`
 //! turns the tally into the exit code. Without `--exit` the center keeps running for the
 //! reader to explore until Ctrl-C.
 //!
+//! - `attack`: the malicious mirror the phone refuses before it switches;
 //! - `story`: the cast (vendors, packages, feeds, terminals), pure data;
 //! - `steps`: the story's steps, each printing what happens and checking what it expects;
 //! - `describe`: the expectations of one check, and the phrases for plans and reports;
@@ -17,6 +19,7 @@
 //! - `show`: printing steps and keeping the score;
 //! - `signals`: Ctrl-C, so an interrupted demo still cleans up.
 
+mod attack;
 mod describe;
 mod procs;
 mod show;
@@ -41,8 +44,9 @@ use story::{PHONE, Vaccine};
 /// Builds vaccine packages for two vendors, starts `herd serve` on a loopback port with
 /// embedded SQLite, runs `herd-agent` for a phone, a PDA, a PC and a set-top box, and shows
 /// the phone switching to the vendor that covers a new virus, a PC on `latest-same-vendor`
-/// reported exposed with that vendor's product offered, and a sample of the virus undetected
-/// before the switch and detected after. Needs `herd-agent` beside `herd` (build both:
+/// reported exposed with that vendor's product offered, a malicious mirror's tampered package
+/// refused by the phone, and a sample of the virus undetected before the switch and detected
+/// after. Needs `herd-agent` beside `herd` (build both:
 /// `cargo build --release --bin herd --bin herd-agent`).
 ///
 /// Without `--exit`, the center keeps running afterwards, with the commands to explore it
@@ -87,6 +91,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
         packages: Vec::new(),
         center: None,
         enrol_token: None,
+        mirror: None,
+        phone_said: String::new(),
     };
     demo.show
         .banner("Herd demo: SPEC §5's worked example, with a real center and four real agents");
@@ -152,6 +158,10 @@ fn story_steps(exit: bool) -> Vec<(&'static str, StepFn)> {
             Demo::maker_b_publishes,
         ),
         (
+            "A malicious mirror serves the phone a tampered vaccine b: refused",
+            Demo::malicious_mirror,
+        ),
+        (
             "The terminals check in: the phone switches vendors, the others are exposed",
             Demo::terminals_check_in,
         ),
@@ -187,6 +197,11 @@ struct Demo {
     center: Option<CenterProcess>,
     /// The file holding the terminals' enrolment token (kept off command lines).
     enrol_token: Option<PathBuf>,
+    /// The mirror the phone reads the signed repository from, once the attacker's is honest.
+    mirror: Option<crate::mirror::Mirror>,
+    /// What the phone's agent said while refusing the malicious mirror: it announced there
+    /// the plan it carries out at the next check-in.
+    phone_said: String,
 }
 
 impl Demo {
@@ -245,6 +260,13 @@ impl Demo {
             "  API description: {}/v1/openapi.json   metrics: {}/metrics",
             center.url, center.url
         ));
+        if let Some(mirror) = &self.mirror {
+            self.show.line(&format!(
+                "  the mirror {} reads the signed repository from (honest now): {}/tuf/",
+                PHONE.id,
+                mirror.url()
+            ));
+        }
         self.show.line(&format!(
             "  logs: {}, {}",
             center.log.display(),

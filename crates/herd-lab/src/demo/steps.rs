@@ -193,7 +193,7 @@ impl Demo {
                     seen.detail.summary.group
                 )
             });
-            let executed = expect.carried_out(&run, &seen, Action::Switch, &VACCINE_A);
+            let executed = expect.carried_out(&run, "", &seen, Action::Switch, &VACCINE_A);
             expect.runs(&seen.installed, &VACCINE_A);
             let now = seen.detail.plan.as_ref();
             expect.that(now.is_some_and(|p| p.action == Action::Exposed), || {
@@ -289,8 +289,13 @@ impl Demo {
              beside the old product, prove the new one detects its test file, switch, and only\n\
              then uninstall the old one; any failure puts the old product back.",
         );
+        let mirror_url = self.mirror.as_ref().map(crate::mirror::Mirror::url);
         for device in DEVICES {
-            let run = self.agent_run_once(&device)?;
+            // The phone reads the signed repository from the mirror, honest by now.
+            let run = match (&mirror_url, device.id == PHONE.id) {
+                (Some(url), true) => self.agent_run_once_with(&device, &["--mirror", url])?,
+                _ => self.agent_run_once(&device)?,
+            };
             let seen = self.look(&device)?;
             let plan = seen.detail.plan.as_ref();
             self.show.line("");
@@ -312,8 +317,20 @@ impl Demo {
                     .say(&format!("{} ({}):", device.id, device.describe));
             }
             if device.id == PHONE.id {
-                let executed = expect.carried_out(&run, &seen, Action::Switch, &VACCINE_B);
+                self.show.detail(&format!("  $ {}", run.command));
+                let earlier = std::mem::take(&mut self.phone_said);
+                let executed =
+                    expect.carried_out(&run, &earlier, &seen, Action::Switch, &VACCINE_B);
                 self.show_executed(executed, seen.detail.last_report.as_ref());
+                let from_mirror = match &self.mirror {
+                    Some(mirror) => {
+                        let genuine = self.phone_target()?.url;
+                        let served = mirror.take_requests().contains(&genuine);
+                        expect.that(served, || format!("the mirror did not serve it {genuine}"));
+                        served
+                    }
+                    None => false,
+                };
                 self.show.say(&format!(
                     "  then: {} — {}",
                     describe_plan(plan),
@@ -336,11 +353,16 @@ impl Demo {
                     )
                 });
                 let text = format!(
-                    "{} switched vendors as one transaction: it runs {}{}; nothing is left to do",
+                    "{} switched vendors as one transaction: it runs {}{}; nothing is left to do{}",
                     device.id,
                     installed_label(seen.installed.as_ref()),
                     if old_removed {
                         " and vaccine-a is uninstalled"
+                    } else {
+                        ""
+                    },
+                    if from_mirror {
+                        " (the genuine package, from the mirror)"
                     } else {
                         ""
                     }
@@ -672,6 +694,15 @@ impl Demo {
 
     /// `herd-agent run --once` for one terminal (enrolling it the first time).
     pub(super) fn agent_run_once(&self, device: &Device) -> anyhow::Result<AgentRun> {
+        self.agent_run_once_with(device, &[])
+    }
+
+    /// `herd-agent run --once` with more options (`--mirror URL`).
+    pub(super) fn agent_run_once_with(
+        &self,
+        device: &Device,
+        more: &[&str],
+    ) -> anyhow::Result<AgentRun> {
         let center = self.center()?;
         let token_file = self
             .enrol_token
@@ -680,7 +711,7 @@ impl Demo {
         let dir = self.terminal_dir(device);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = |p: PathBuf| p.display().to_string();
-        let args: Vec<String> = vec![
+        let args: Vec<String> = [
             "run".into(),
             "--server".into(),
             center.url.clone(),
@@ -703,10 +734,13 @@ impl Demo {
             "--tz".into(),
             story::TZ.into(),
             "--once".into(),
-        ];
+        ]
+        .into_iter()
+        .chain(more.iter().map(|s| (*s).to_owned()))
+        .collect();
         let shown = format!(
             "herd-agent run --server {} --ca {} --state-dir {} --prefix {} --enrol-token-file {} \
-             --id {} --user {} --kind {} --platform {} --tz {} --once",
+             --id {} --user {} --kind {} --platform {} --tz {} --once{}",
             center.url,
             self.rel(&center.ca_path()),
             self.rel(&dir.join("state")),
@@ -716,7 +750,8 @@ impl Demo {
             device.user,
             device.kind,
             device.kind,
-            story::TZ
+            story::TZ,
+            more.iter().map(|s| format!(" {s}")).collect::<String>()
         );
         self.agent.run(
             &args,
