@@ -24,6 +24,8 @@ use super::{Executor, hex};
 pub(super) struct FetchFailure {
     pub retry: bool,
     pub why: String,
+    /// The bytes received are not the package's (size or SHA-256): tampered on the way.
+    pub tampered: bool,
 }
 
 impl Executor {
@@ -33,7 +35,16 @@ impl Executor {
         item: &FetchItem,
         fetcher: &dyn Fetcher,
     ) -> Result<String, FetchFailure> {
-        let refuse = |why: String| FetchFailure { retry: false, why };
+        let refuse = |why: String| FetchFailure {
+            retry: false,
+            why,
+            tampered: false,
+        };
+        let tampered = |why: String| FetchFailure {
+            retry: false,
+            why,
+            tampered: true,
+        };
         // The agent writes here as root and later unpacks what it finds: only a directory
         // nobody else can change will do (not a symlink, ours, not group- or world-writable).
         let handle = Dir::open_private(dir).map_err(|e| refuse(e.to_string()))?;
@@ -84,6 +95,7 @@ impl Executor {
                     let kept = fetch::len_or_zero(&part).unwrap_or(0);
                     return Err(FetchFailure {
                         retry: true,
+                        tampered: false,
                         why: format!(
                             "the download was interrupted ({why}); {kept} of {} bytes are kept in {} and the next attempt resumes from there",
                             item.size,
@@ -103,6 +115,7 @@ impl Executor {
                     let free = space::free_bytes(dir).map(human).unwrap_or_default();
                     return Err(FetchFailure {
                         retry: true,
+                        tampered: false,
                         why: format!(
                             "the disk filled up while downloading into {} ({source}; {free} free); the partial download was deleted",
                             path.display()
@@ -118,7 +131,7 @@ impl Executor {
         let got = regular_len(&handle, &part_name);
         if got != item.size {
             let _ = fs::remove_file(&part);
-            return Err(refuse(format!(
+            return Err(tampered(format!(
                 "received {got} bytes, but the plan says the package has {}; the download was deleted",
                 item.size
             )));
@@ -127,7 +140,7 @@ impl Executor {
             .map_err(|e| refuse(format!("{}: {e}", part.display())))?;
         if digest != item.sha256 {
             let _ = fs::remove_file(&part);
-            return Err(refuse(format!(
+            return Err(tampered(format!(
                 "the download has SHA-256 {digest}, but the plan says {}; the download was deleted",
                 item.sha256
             )));

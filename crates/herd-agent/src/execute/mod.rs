@@ -174,9 +174,17 @@ pub fn plan_id(plan: &PlanDoc) -> String {
 pub struct Executor {
     config: ExecutorConfig,
     fault: Option<FaultPoint>,
+    /// What the last `execute` downloaded that was not the package it should be (its size or
+    /// SHA-256 differ from the signed ones): the caller reports it as a trust refusal.
+    tampered: std::cell::RefCell<Option<String>>,
 }
 
 impl Executor {
+    /// What the last `execute` downloaded that was not the signed package, once.
+    pub fn take_tampered(&self) -> Option<String> {
+        self.tampered.borrow_mut().take()
+    }
+
     /// Creates the state and prefix directories if needed and reads the fault hook.
     pub fn new(config: ExecutorConfig) -> Result<Executor, ExecError> {
         for dir in [&config.state_dir, &config.prefix] {
@@ -187,6 +195,7 @@ impl Executor {
         }
         Ok(Executor {
             fault: FaultPoint::from_env()?,
+            tampered: std::cell::RefCell::new(None),
             config,
         })
     }
@@ -293,6 +302,12 @@ impl Executor {
                     );
                     if failure.retry {
                         return Ok(self.defer(&mut journal, failure.why));
+                    }
+                    if failure.tampered {
+                        *self.tampered.borrow_mut() = Some(format!(
+                            "{} {}: {}",
+                            fetch.product, fetch.version, failure.why
+                        ));
                     }
                     let reason = format!("downloading {} {} failed", fetch.product, fetch.version);
                     return Ok(self.roll_back(&mut journal, &shape, fetch.step, reason));

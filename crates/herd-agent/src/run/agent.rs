@@ -792,6 +792,26 @@ impl Agent {
             Err(e) => return Err(e.into()),
         };
         let outcome = report.outcome;
+        // Bytes that are not the signed package are an attack on the way (a tampered mirror
+        // or network), reported as such besides the plan's report.
+        if let Some(detail) = self.executor.take_tampered() {
+            let refusal = Refusal::new(herd_proto::api::trust_refusals::MISMATCH, None, detail);
+            let event = serde_json::to_value(refusal.event(Some(plan_id)))
+                .context("cannot encode a trust refusal")?;
+            self.outbox.push(events::TRUST_REFUSED, event)?;
+            eprintln!(
+                "herd-agent: warning: refused a package of plan {}: {}",
+                short(plan_id),
+                printable(&refusal.to_string())
+            );
+            self.progress.trust.last_refusal = Some(RefusalSummary {
+                at: clock::now_rfc3339(),
+                kind: refusal.kind.to_owned(),
+                subject: refusal.subject.clone(),
+                detail: refusal.detail.clone(),
+                plan_id: Some(plan_id.to_owned()),
+            });
+        }
         self.report(report)?;
         Ok(match outcome {
             ReportOutcome::Succeeded => Acted::Changed,

@@ -104,6 +104,7 @@ impl Demo {
             "The attacker tries again with the genuine metadata, changing only the package's bytes:",
         );
         mirror.honest(&role_url);
+        let mismatches_before = self.center_refusals(trust_refusals::MISMATCH)?;
         let run = self.agent_run_once_with(&PHONE, &["--mirror", &mirror.url()])?;
         self.show_agent_lines(&run);
         self.phone_said.push_str(&run.output);
@@ -141,6 +142,16 @@ impl Demo {
                 installed_label(seen.installed.as_ref())
             ),
             &run,
+        );
+
+        let mismatches = self.center_refusals(trust_refusals::MISMATCH)?;
+        self.show.check(
+            mismatches == mismatches_before + 1,
+            &format!(
+                "the center received the trust.refused event for the tampered bytes \
+                 (herd_trust_refusals_total{{kind=\"{}\"}} {mismatches_before} → {mismatches})",
+                trust_refusals::MISMATCH
+            ),
         );
 
         mirror.honest_all();
