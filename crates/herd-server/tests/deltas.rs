@@ -77,7 +77,7 @@ fn build_package(dir: &Path, release: &Release<'_>) -> (PathBuf, Value) {
     let definitions = sources.join("acme.ndb");
     let mut text = format!("Acme.TestPattern:0:*:{}\n", hex::encode(test_pattern));
     text.push_str(&signatures(0, 6000, "base"));
-    text.push_str(&signatures(6000, release.extra, release.version));
+    text.push_str(&signatures(6000, release.extra, "new"));
     std::fs::write(&definitions, text).unwrap();
     let pattern_file = sources.join("test-pattern.txt");
     std::fs::write(&pattern_file, format!("{test_pattern}\n")).unwrap();
