@@ -1927,7 +1927,7 @@ fn an_update_takes_the_delta_and_falls_back_to_the_full_package_on_any_failure()
         assert_exit(&output, 0);
         assert_eq!(phone.active().as_deref(), Some("products/vaccine-a/5.1"));
         // A first install has nothing to delta from; the content is kept for the next one.
-        assert_eq!(kept_content(phone), [content_51.clone()]);
+        assert_eq!(kept_content(phone), vec![content_51.clone()]);
         let mode = fs::metadata(phone.state.join("content").join(&content_51))
             .unwrap()
             .permissions()
@@ -1952,7 +1952,7 @@ fn an_update_takes_the_delta_and_falls_back_to_the_full_package_on_any_failure()
     let check_updated = |phone: &Terminal| {
         assert_eq!(phone.active().as_deref(), Some("products/vaccine-a/5.2"));
         assert!(!phone.prefix().join("products/vaccine-a/5.1").exists());
-        assert_eq!(kept_content(phone), [content_52.clone()]);
+        assert_eq!(kept_content(phone), vec![content_52.clone()]);
     };
 
     // d1: the delta.

@@ -344,3 +344,190 @@ impl Center {
         Ok(Some(MadeDelta { sha256, length }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn sha(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    fn digest(n: u8) -> ContentDigest {
+        ContentDigest {
+            sha256: sha(n + 100),
+            length: u64::from(n) * 1000,
+        }
+    }
+
+    /// Releases 1..=6 of acme-av with a linux archive package each (SHA-256 `sha(seq)`), a
+    /// windows archive in 2 and 5 only, and a linux deb in 3.
+    fn catalog() -> Catalog {
+        let release = |seq: u8| {
+            let mut packages = vec![serde_json::json!({"platform": "linux", "format": "archive",
+                "sha256": sha(seq), "size": 100_000})];
+            if seq == 2 || seq == 5 {
+                packages.push(
+                    serde_json::json!({"platform": "windows", "format": "archive",
+                    "sha256": sha(seq + 50), "size": 100_000}),
+                );
+            }
+            if seq == 3 {
+                packages.push(serde_json::json!({"platform": "linux", "format": "deb",
+                    "sha256": sha(seq + 70), "size": 100_000, "name": "acme-av"}));
+            }
+            serde_json::json!({"product": "acme-av", "version": format!("{seq}.0"),
+                "pattern": format!("p{seq}"), "seq": seq,
+                "published": format!("2026-01-{seq:02}T00:00:00Z"), "packages": packages})
+        };
+        let feed = serde_json::json!({
+            "format": "herd.catalog/v1",
+            "vendors": [{"id": "acme", "name": "Acme"}],
+            "products": [{"id": "acme-av", "vendor": "acme", "name": "Acme AV",
+                          "platforms": ["linux", "windows"]}],
+            // Out of order on purpose: deltas follow `seq`, not the feed's order.
+            "releases": [release(6), release(1), release(2), release(3), release(4), release(5)],
+            "threats": [], "coverage": []
+        });
+        herd_proto::catalog::parse_catalog("feed", &feed.to_string()).unwrap()
+    }
+
+    #[test]
+    fn each_archive_gets_deltas_from_its_three_previous_releases_of_its_platform() {
+        let mut contents: HashMap<String, ContentDigest> =
+            (1..=6).map(|seq| (sha(seq), digest(seq))).collect();
+        contents.insert(sha(52), digest(52));
+        contents.insert(sha(55), digest(55));
+        contents.insert(sha(73), digest(73));
+        // Release 4's linux content is unknown (not uploaded yet): no delta to or from it.
+        contents.remove(&sha(4));
+        let wanted = wanted_deltas(&catalog(), &contents);
+        let pairs: Vec<(&str, &str)> = wanted
+            .iter()
+            .map(|w| (w.result_target.as_str(), w.base_package.as_str()))
+            .collect();
+        let linux = |v: u8| format!("packages/acme/acme-av/{v}.0/linux.archive");
+        let windows = |v: u8| format!("packages/acme/acme-av/{v}.0/windows.archive");
+        let (l2, l3, l5, l6, w5) = (linux(2), linux(3), linux(5), linux(6), windows(5));
+        let (s1, s2, s3, s5, s52) = (sha(1), sha(2), sha(3), sha(5), sha(52));
+        assert_eq!(
+            pairs,
+            [
+                (l2.as_str(), s1.as_str()),
+                (l3.as_str(), s2.as_str()),
+                (l3.as_str(), s1.as_str()),
+                (l5.as_str(), s3.as_str()),
+                (l5.as_str(), s2.as_str()),
+                (l5.as_str(), s1.as_str()),
+                (l6.as_str(), s5.as_str()),
+                (l6.as_str(), s3.as_str()),
+                (l6.as_str(), s2.as_str()),
+                (w5.as_str(), s52.as_str()),
+            ],
+            "newest base first, three at most, per platform, archives only"
+        );
+        let first = &wanted[0];
+        assert_eq!(first.path, delta_target(&l2, &digest(1).sha256).unwrap());
+        assert_eq!(
+            (first.base.clone(), first.result.clone()),
+            (digest(1), digest(2))
+        );
+        assert_eq!(first.result_package_length, 100_000);
+    }
+
+    #[test]
+    fn a_release_with_the_same_content_as_its_base_gets_no_delta_from_it() {
+        let mut contents: HashMap<String, ContentDigest> =
+            (1..=6).map(|seq| (sha(seq), digest(seq))).collect();
+        contents.insert(sha(2), digest(1));
+        let wanted = wanted_deltas(&catalog(), &contents);
+        assert!(
+            !wanted
+                .iter()
+                .any(|w| w.result_target.contains("/2.0/linux") && w.base.sha256 == sha(101)),
+            "{wanted:#?}"
+        );
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(bytes).unwrap();
+        gzip.finish().unwrap()
+    }
+
+    fn wanted_between(base: &[u8], result: &[u8], result_package_length: u64) -> WantedDelta {
+        let of = |bytes: &[u8]| ContentDigest {
+            sha256: hex::encode(herd_delta::Content::of(bytes).sha256),
+            length: bytes.len() as u64,
+        };
+        WantedDelta {
+            path: "herd/deltas/a/b/2/linux.archive.from-x".into(),
+            result_target: "packages/a/b/2/linux.archive".into(),
+            result_package: sha(2),
+            result_package_length,
+            result: of(result),
+            base_package: sha(1),
+            base: of(base),
+        }
+    }
+
+    #[test]
+    fn a_delta_rebuilds_the_result_and_is_refused_when_not_worth_it_or_not_the_content() {
+        let base: Vec<u8> = (0..200_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let mut result = base.clone();
+        result[1000..1010].copy_from_slice(b"0123456789");
+        let (base_gz, result_gz) = (gzip(&base), gzip(&result));
+        let wanted = wanted_between(&base, &result, result_gz.len() as u64);
+        let delta = make_delta(&base_gz[..], &result_gz[..], &wanted)
+            .unwrap()
+            .expect("a small change makes a small delta");
+        assert_eq!(
+            herd_delta::apply(&base, &delta, result.len() as u64).unwrap(),
+            result
+        );
+
+        // Not smaller than half the full package: not listed.
+        let tiny = wanted_between(&base, &result, 10);
+        assert_eq!(
+            make_delta(&base_gz[..], &result_gz[..], &tiny).unwrap(),
+            None
+        );
+
+        // A blob whose content is not what the target says is refused, by name.
+        let err = make_delta(&result_gz[..], &result_gz[..], &wanted).unwrap_err();
+        assert!(err.contains("the base package's content is"), "{err}");
+        let err = make_delta(&base_gz[..], &b"not gzip"[..], &wanted).unwrap_err();
+        assert!(
+            err.contains("the result package's content: not a gzip"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_blobs_a_herd_role_lists_are_read_from_its_document() {
+        let key = herd_tuf::SigningKey::generate().unwrap();
+        let targets = Targets {
+            type_: "targets".into(),
+            spec_version: "1.0.31".into(),
+            version: 3,
+            expires: "2030-01-01T00:00:00Z".into(),
+            targets: BTreeMap::from([(
+                "herd/deltas/a/b/2/linux.archive.from-x".to_owned(),
+                TargetFile {
+                    length: 5,
+                    hashes: BTreeMap::from([("sha256".to_owned(), sha(9))]),
+                    custom: None,
+                },
+            )]),
+            delegations: None,
+        };
+        let doc = herd_tuf::sign(&targets, &[&key]);
+        assert_eq!(
+            herd_role_blobs(std::str::from_utf8(&doc).unwrap()),
+            [sha(9)]
+        );
+        assert!(herd_role_blobs("not json").is_empty());
+    }
+}
