@@ -5,7 +5,8 @@
 //! `herd_proto::distribution::delta_target`.
 //!
 //! Computed in the sign round that first lists the release (so a terminal can take the delta
-//! as soon as it can take the release), off the request threads, once per (base content,
+//! as soon as it can take the release; at most [`MAX_DELTAS_MADE_PER_ROUND`] per round, the
+//! newest releases' first, the rest in the next rounds), off the request threads, once per (base content,
 //! result content) pair: the delta is a blob of the blob store (content-addressed, so every
 //! center process on the store serves it), and the pair is remembered in this process and
 //! recovered by any process from the `herd` role the store holds (its blob's header names the
@@ -32,6 +33,10 @@ use crate::Center;
 /// How many earlier releases a release gets a delta from: a terminal more releases behind
 /// downloads the full package.
 pub const MAX_DELTA_BASES: usize = 3;
+/// The most deltas one sign round makes (the newest releases' first): a release's own deltas
+/// are in the round that lists it, while a center starting on a long history spreads the
+/// work over its rounds (a minute apart at most) instead of holding a publish for minutes.
+pub const MAX_DELTAS_MADE_PER_ROUND: usize = 2 * MAX_DELTA_BASES;
 /// The largest content a delta is computed for: diffing holds the base, the result and the
 /// delta in memory at once.
 pub const MAX_DELTA_CONTENT_BYTES: u64 = 512 << 20;
@@ -46,6 +51,8 @@ pub struct WantedDelta {
     /// The result package's (blob's) SHA-256 and length.
     pub result_package: String,
     pub result_package_length: u64,
+    /// The result release's `seq`: the newest releases' deltas are made first.
+    pub result_seq: u64,
     pub result: ContentDigest,
     /// The base package's (blob's) SHA-256.
     pub base_package: String,
@@ -95,7 +102,7 @@ pub fn wanted_deltas(
 ) -> Vec<WantedDelta> {
     // (product, platform) → the archive packages, in release order (releases are sorted by
     // product, then seq): (version, package SHA-256, length, content).
-    type Line<'a> = Vec<(&'a str, String, u64, &'a ContentDigest)>;
+    type Line<'a> = Vec<(&'a str, u64, String, u64, &'a ContentDigest)>;
     let mut lines: BTreeMap<(usize, usize), Line<'_>> = BTreeMap::new();
     for release in &catalog.releases {
         for package in &release.packages {
@@ -109,7 +116,7 @@ pub fn wanted_deltas(
             lines
                 .entry((release.product.get(), package.platform.get()))
                 .or_default()
-                .push((&release.version, sha256, package.size, content));
+                .push((&release.version, release.seq, sha256, package.size, content));
         }
     }
     let mut wanted = Vec::new();
@@ -117,7 +124,7 @@ pub fn wanted_deltas(
         let product = &catalog.products[*product];
         let vendor = &catalog.vendors[product.vendor.get()].id;
         let platform = &catalog.platforms[*platform];
-        for (index, (version, package, length, result)) in line.iter().enumerate() {
+        for (index, (version, seq, package, length, result)) in line.iter().enumerate() {
             let result_target = package_target(
                 vendor,
                 &product.id,
@@ -126,7 +133,7 @@ pub fn wanted_deltas(
                 PackageFormat::Archive.as_str(),
             );
             let bases = line[..index].iter().rev().take(MAX_DELTA_BASES);
-            for (_, base_package, _, base) in bases {
+            for (_, _, base_package, _, base) in bases {
                 if base.sha256 == result.sha256 {
                     continue;
                 }
@@ -138,6 +145,7 @@ pub fn wanted_deltas(
                     result_target: result_target.clone(),
                     result_package: package.clone(),
                     result_package_length: *length,
+                    result_seq: *seq,
                     result: (*result).clone(),
                     base_package: base_package.clone(),
                     base: (*base).clone(),
@@ -234,7 +242,10 @@ impl Center {
             return listed;
         }
         let stored = stored_herd_targets(state);
-        for delta in wanted {
+        let mut budget = MAX_DELTAS_MADE_PER_ROUND;
+        let mut order: Vec<&WantedDelta> = wanted.iter().collect();
+        order.sort_by_key(|delta| std::cmp::Reverse(delta.result_seq));
+        for delta in order {
             let known = self.trust.delta_outcome(&delta.pair());
             let outcome = match known {
                 Some(DeltaOutcome::Made(made))
@@ -243,9 +254,15 @@ impl Center {
                     DeltaOutcome::Made(made)
                 }
                 Some(DeltaOutcome::Skipped) => DeltaOutcome::Skipped,
-                _ => match self.recover_delta(&delta, stored.get(&delta.path)).await {
+                _ => match self.recover_delta(delta, stored.get(&delta.path)).await {
                     Some(made) => DeltaOutcome::Made(made),
-                    None => self.compute_delta(&delta).await,
+                    // Past the budget: a later round makes it (terminals download the full
+                    // package meanwhile).
+                    None if budget == 0 => continue,
+                    None => {
+                        budget -= 1;
+                        self.compute_delta(delta).await
+                    }
                 },
             };
             self.trust.remember_delta(delta.pair(), outcome.clone());
@@ -467,6 +484,7 @@ mod tests {
             result_target: "packages/a/b/2/linux.archive".into(),
             result_package: sha(2),
             result_package_length,
+            result_seq: 2,
             result: of(result),
             base_package: sha(1),
             base: of(base),

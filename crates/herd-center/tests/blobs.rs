@@ -231,3 +231,62 @@ async fn a_delta_the_signed_herd_role_lists_is_never_collected() {
     assert!(!blob_path(&center, delta).exists());
     center.close().await;
 }
+
+#[tokio::test]
+async fn a_long_history_gets_its_deltas_over_several_rounds_the_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = center(dir.path()).await;
+    let base: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let mut releases = Vec::new();
+    for seq in 1..=5u8 {
+        let mut content = base.clone();
+        content[1000 * usize::from(seq)] = seq;
+        let package = gzip(&content);
+        let digest = upload(&center, &package).await;
+        releases.push((format!("{seq}.0"), u64::from(seq), digest, package.len()));
+    }
+    let listed: Vec<(&str, u64, &str, usize)> = releases
+        .iter()
+        .map(|(v, seq, d, len)| (v.as_str(), *seq, d.as_str(), *len))
+        .collect();
+    let feed = feed_of(&listed);
+    center
+        .publish_feed(&maker_a(), "maker-a", feed.as_bytes())
+        .await
+        .unwrap();
+    // 1 + 2 + 3 + 3 deltas are wanted; one round makes six, those of 5.0 and 4.0.
+    let first_round = herd_role_blobs(&center).await;
+    assert_eq!(first_round.len(), 6, "{first_round:?}");
+    let herd: serde_json::Value = serde_json::from_str(
+        &center
+            .store
+            .tuf_document("herd", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .doc,
+    )
+    .unwrap();
+    let paths: Vec<&String> = herd["signed"]["targets"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.contains("/5.0/") || p.contains("/4.0/")),
+        "{paths:?}"
+    );
+    // The next round (here: the catalog changed again) makes the rest.
+    let mut doc: serde_json::Value = serde_json::from_str(&feed).unwrap();
+    doc["products"][0]["name"] = "Vaccine A, renamed".into();
+    center
+        .publish_feed(&maker_a(), "maker-a", doc.to_string().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(herd_role_blobs(&center).await.len(), 9);
+    center.close().await;
+}
