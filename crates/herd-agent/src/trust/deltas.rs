@@ -213,3 +213,7 @@ pub fn rebuild(
         ),
     })
 }
+
+#[cfg(test)]
+#[path = "deltas_tests.rs"]
+mod tests;
