@@ -1960,6 +1960,11 @@ fn an_update_takes_the_delta_and_falls_back_to_the_full_package_on_any_failure()
     let output = phones[0].once(&center, &token, &via_mirror);
     assert_exit(&output, 0);
     check_updated(&phones[0]);
+    let out = stdout(&output);
+    assert!(
+        out.contains("(fetch): rebuilt the package's content from a delta"),
+        "the log says which way the package came: {out}"
+    );
     let requests = mirror.take_requests();
     let delta_path = requests
         .iter()

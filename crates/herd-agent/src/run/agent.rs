@@ -801,6 +801,13 @@ impl Agent {
             }
             Err(e) => return Err(e.into()),
         };
+        // Which way each package came, in the log as in the report: a definitions delta (and
+        // the bytes it saved), or the full package and why not a delta.
+        for step in report.steps.iter().filter(|s| s.kind == "fetch") {
+            if let Some(detail) = step.detail.as_deref().filter(|d| d.contains("delta")) {
+                self.say(&format!("step {} (fetch): {detail}", step.step));
+            }
+        }
         let outcome = report.outcome;
         self.report(report)?;
         Ok(match outcome {
