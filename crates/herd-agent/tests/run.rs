@@ -1796,3 +1796,269 @@ fn a_plan_vouched_for_by_signed_metadata_is_carried_out_from_a_mirror() {
         "signature"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Definition deltas.
+
+/// vaccine-a `version` with a large definitions set (6,000 signatures, of which the `changed`
+/// first ones differ from release to release): a full package of ~200 KB whose update changes
+/// a few lines, as definitions updates do.
+fn large_package(root: &Path, version: &str, seq: u64, changed: usize) -> Package {
+    let tag = format!("vaccine-a-{version}");
+    let src = root.join("src").join(&tag);
+    fs::create_dir_all(&src).unwrap();
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let own = "HERD-TEST-PATTERN-vaccine-a";
+    let mut defs = format!("vaccine-a.Test.Pattern:0:*:{}\n", hex(own.as_bytes()));
+    for i in 0..6000 {
+        let salt = if i < changed { version } else { "base" };
+        let body: [u8; 24] = std::array::from_fn(|k| {
+            (i as u64 * 7919 + k as u64 * 104_729 + salt.len() as u64 * 31)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left((k % 60) as u32)
+                .to_le_bytes()[k % 8]
+                ^ salt.bytes().fold(0u8, |a, b| a.wrapping_mul(31) ^ b)
+        });
+        defs += &format!("vaccine-a.Sig{i}:0:*:{}\n", hex(&body));
+    }
+    let definitions = src.join(format!("{tag}.ndb"));
+    fs::write(&definitions, defs).unwrap();
+    let test_pattern = src.join("test.txt");
+    fs::write(&test_pattern, format!("== {own} ==\n")).unwrap();
+    let spec = PackageSpec {
+        product: "vaccine-a".into(),
+        vendor: "maker-a".into(),
+        version: version.into(),
+        seq,
+        pattern: format!("a-{seq}"),
+        definitions: vec![definitions],
+        test_pattern,
+        post_install: None,
+        pre_uninstall: None,
+        platforms: vec!["phone".into()],
+    };
+    let path = root.join(format!("{tag}.tar.gz"));
+    let built = herd_package::build(&spec, &path).unwrap();
+    Package { path, built }
+}
+
+/// The uncompressed tar of a package: its content.
+fn content_of(package: &Package) -> Vec<u8> {
+    let bytes = fs::read(&package.path).unwrap();
+    herd_package::content_of(&bytes[..], 1 << 30).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The kept content files of a terminal (`<state>/content/`).
+fn kept_content(phone: &Terminal) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(phone.state.join("content"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The detail of the fetch step of a terminal's last report.
+fn fetch_detail(center: &Center, terminal: &str) -> String {
+    let detail = center.detail(terminal);
+    let report = detail.last_report.expect("a report");
+    assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:#?}");
+    report
+        .steps
+        .iter()
+        .find(|s| s.kind == "fetch")
+        .and_then(|s| s.detail.clone())
+        .expect("a fetch step with a detail")
+}
+
+/// SPEC §3.4's definitions update: an update of the installed release takes the delta the
+/// center lists from the content the terminal keeps (fewer bytes, the package itself never
+/// downloaded, the product correct); a corrupt delta, content the terminal no longer has
+/// intact, or no kept content at all fall back to the full download, and the product is
+/// correct all the same.
+#[test]
+fn an_update_takes_the_delta_and_falls_back_to_the_full_package_on_any_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let a51 = large_package(root, "5.1", 1101, 0);
+    let a52 = large_package(root, "5.2", 1105, 40);
+    // Uploaded before their feed: the sign round of the publish reads their content and
+    // makes the delta (a package uploaded later gets them at the next periodic round).
+    for package in [&a51, &a52] {
+        center.operator().upload_package(&package.path).unwrap();
+    }
+    center.publish(
+        "maker-a",
+        &feed_a(&[(&a51, "2000-11-01T00:00:00Z")]),
+        &[&a51],
+    );
+    // The mirror passes the center's repository through, and tells what was asked of it.
+    let mirror = mirror::Mirror::start();
+    mirror.proxy(
+        Client::new(&center.url, &fs::read_to_string(center.ca()).unwrap(), None)
+            .unwrap()
+            .repository(),
+    );
+    let via_mirror = ["--mirror".to_owned(), mirror.url()];
+    let via_mirror: Vec<&str> = via_mirror.iter().map(String::as_str).collect();
+    let phones = [
+        Terminal::new(root, "d1", "user-a"),
+        Terminal::new(root, "d2", "user-a"),
+        Terminal::new(root, "d3", "user-a"),
+        Terminal::new(root, "d4", "user-a"),
+    ];
+    let content_51 = format!("{}.tar", sha256_hex(&content_of(&a51)));
+    for phone in &phones {
+        let output = phone.once(&center, &token, &via_mirror);
+        assert_exit(&output, 0);
+        assert_eq!(phone.active().as_deref(), Some("products/vaccine-a/5.1"));
+        // A first install has nothing to delta from; the content is kept for the next one.
+        assert_eq!(kept_content(phone), vec![content_51.clone()]);
+        let mode = fs::metadata(phone.state.join("content").join(&content_51))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    center.publish(
+        "maker-a",
+        &feed_a(&[
+            (&a51, "2000-11-01T00:00:00Z"),
+            (&a52, "2000-11-05T00:00:00Z"),
+        ]),
+        &[&a52],
+    );
+    let package_target = format!(
+        "/tuf/targets/packages/maker-a/vaccine-a/5.2/{}.phone.archive",
+        a52.built.sha256
+    );
+    let content_52 = format!("{}.tar", sha256_hex(&content_of(&a52)));
+    let delta_prefix = "/tuf/targets/herd/deltas/maker-a/vaccine-a/5.2/";
+    let check_updated = |phone: &Terminal| {
+        assert_eq!(phone.active().as_deref(), Some("products/vaccine-a/5.2"));
+        assert!(!phone.prefix().join("products/vaccine-a/5.1").exists());
+        assert_eq!(kept_content(phone), vec![content_52.clone()]);
+    };
+
+    // d1: the delta.
+    mirror.take_requests();
+    let output = phones[0].once(&center, &token, &via_mirror);
+    assert_exit(&output, 0);
+    check_updated(&phones[0]);
+    let out = stdout(&output);
+    assert!(
+        out.contains("(fetch): rebuilt the package's content from a delta"),
+        "the log says which way the package came: {out}"
+    );
+    let requests = mirror.take_requests();
+    let delta_path = requests
+        .iter()
+        .find(|r| r.starts_with(delta_prefix))
+        .unwrap_or_else(|| {
+            panic!(
+                "no delta downloaded: {requests:?}; {}",
+                fetch_detail(&center, "d1")
+            )
+        })
+        .clone();
+    assert!(
+        !requests.iter().any(|r| r.starts_with(&package_target)),
+        "{requests:?}"
+    );
+    let detail = fetch_detail(&center, "d1");
+    assert!(
+        detail.contains("rebuilt the package's content from a delta"),
+        "{detail}"
+    );
+    let delta = mirror_bytes(&mirror, &delta_path);
+    assert!(
+        (delta.len() as u64) * 10 < a52.built.size,
+        "a delta of {} bytes for a package of {}",
+        delta.len(),
+        a52.built.size
+    );
+    eprintln!(
+        "delta: {} bytes downloaded instead of {} ({detail})",
+        delta.len(),
+        a52.built.size
+    );
+
+    // d2: the mirror corrupts the delta.
+    let mut corrupt = delta.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    mirror.set(&delta_path, mirror::Behaviour::Replace(corrupt));
+    mirror.take_requests();
+    let output = phones[1].once(&center, &token, &via_mirror);
+    assert_exit(&output, 0);
+    check_updated(&phones[1]);
+    let requests = mirror.take_requests();
+    assert!(requests.contains(&delta_path), "{requests:?}");
+    assert!(
+        requests.iter().any(|r| r.starts_with(&package_target)),
+        "{requests:?}"
+    );
+    let detail = fetch_detail(&center, "d2");
+    assert!(
+        detail.contains("the full package, not a delta: the delta is not the signed one"),
+        "{detail}"
+    );
+    mirror.honest(&delta_path);
+
+    // d3: its kept content was changed behind the agent's back.
+    let kept = phones[2].state.join("content").join(&content_51);
+    let mut tampered = fs::read(&kept).unwrap();
+    tampered[600] ^= 1;
+    fs::write(&kept, tampered).unwrap();
+    mirror.take_requests();
+    let output = phones[2].once(&center, &token, &via_mirror);
+    assert_exit(&output, 0);
+    check_updated(&phones[2]);
+    let requests = mirror.take_requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with(&package_target)),
+        "{requests:?}"
+    );
+    let detail = fetch_detail(&center, "d3");
+    assert!(detail.contains("the kept content"), "{detail}");
+    assert!(detail.contains("changed"), "{detail}");
+
+    // d4: content of a release the center has no delta from (another release's).
+    fs::remove_file(phones[3].state.join("content").join(&content_51)).unwrap();
+    let other = format!("{}.tar", "ab".repeat(32));
+    fs::write(phones[3].state.join("content").join(&other), b"other").unwrap();
+    mirror.take_requests();
+    let output = phones[3].once(&center, &token, &via_mirror);
+    assert_exit(&output, 0);
+    check_updated(&phones[3]);
+    let requests = mirror.take_requests();
+    assert!(
+        !requests.iter().any(|r| r.starts_with(delta_prefix)),
+        "{requests:?}"
+    );
+    let detail = fetch_detail(&center, "d4");
+    assert!(detail.contains("no delta is listed"), "{detail}");
+}
+
+/// The bytes the mirror serves at `path` (from its upstream).
+fn mirror_bytes(mirror: &mirror::Mirror, path: &str) -> Vec<u8> {
+    herd_client::Repository::mirror(&mirror.url())
+        .unwrap()
+        .get(path, herd_client::ReadLimits::metadata(1 << 20))
+        .unwrap()
+}

@@ -20,6 +20,7 @@ mod cache;
 pub mod catalog;
 mod checkin;
 pub mod config;
+mod deltas;
 mod enrol;
 pub mod error;
 pub mod events;

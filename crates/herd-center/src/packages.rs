@@ -173,7 +173,7 @@ struct PackageDigest {
 const COLLECT_EVERY: Duration = Duration::from_secs(3600);
 
 impl Center {
-    /// Deletes the blobs no current feed lists (whatever the vendor's approval: a pending
+    /// Deletes the blobs no current feed (nor the signed `herd` role: deltas) lists (whatever the vendor's approval: a pending
     /// vendor's packages are kept for when it is approved) and abandoned uploads, once older
     /// than `blob_grace_secs` at `now` (Unix seconds), and forgets their packages, which frees
     /// their vendors' quota. A blob being uploaded in this process is never deleted, and a
@@ -192,6 +192,16 @@ impl Center {
             for release in packages.releases {
                 referenced.extend(release.packages.into_iter().map(|p| p.sha256));
             }
+        }
+        // The definition deltas the signed `herd` role lists are blobs no feed names; a
+        // terminal may fetch them until the role changes (a delta made but not signed yet is
+        // younger than the grace period).
+        if let Some(herd) = self
+            .store
+            .tuf_document(herd_proto::distribution::HERD_ROLE, None)
+            .await?
+        {
+            referenced.extend(crate::deltas::herd_role_blobs(&herd.doc));
         }
         let uploaded_at: HashMap<String, i64> = self
             .store

@@ -44,6 +44,7 @@ use herd_tuf::{PublicKey, Root, SigningKey, TargetFile, Targets, format_expiry, 
 use sha2::{Digest, Sha256};
 
 use crate::config::CenterConfig;
+use crate::deltas::DeltaOutcome;
 use crate::error::{CenterError, CenterResult, ErrorKind};
 use crate::{Center, unix_now};
 
@@ -71,6 +72,8 @@ pub struct Trust {
     rounds: tokio::sync::Mutex<RoundMemo>,
     /// Blobs whose content could not be read (not gzip, too large): not tried again.
     unreadable_content: Mutex<HashSet<String>>,
+    /// Definition deltas made or skipped, by (base content, result content) SHA-256.
+    deltas: Mutex<HashMap<(String, String), DeltaOutcome>>,
 }
 
 /// The inputs of the last sign round, to tell whether the next one is due.
@@ -120,6 +123,17 @@ impl From<StoreError> for SignError {
 }
 
 impl Trust {
+    pub(crate) fn delta_outcome(&self, pair: &(String, String)) -> Option<DeltaOutcome> {
+        self.deltas.lock().expect("deltas lock").get(pair).cloned()
+    }
+
+    pub(crate) fn remember_delta(&self, pair: (String, String), outcome: DeltaOutcome) {
+        self.deltas
+            .lock()
+            .expect("deltas lock")
+            .insert(pair, outcome);
+    }
+
     /// What this process serves now.
     pub fn served(&self) -> Arc<Served> {
         self.served.read().expect("served lock").clone()
@@ -353,9 +367,10 @@ pub fn package_targets(
 /// What every targets role should be: one `vendor-<id>` role per vendor of the catalog, signed
 /// by the vendor's registered key (`vendor_keys`, serving its checked upload from `uploads`)
 /// or else by the center's online targets key (unless `require_vendor_signatures`, when such a
-/// vendor gets no role), then `herd` (empty until deltas come).
+/// vendor gets no role), then `herd`, listing `herd_targets` (the definition deltas).
 pub fn desired(
     targets: &BTreeMap<String, BTreeMap<String, TargetFile>>,
+    herd_targets: &BTreeMap<String, TargetFile>,
     vendor_keys: &BTreeMap<String, PublicKey>,
     uploads: &BTreeMap<String, Vec<u8>>,
     targets_key: &PublicKey,
@@ -389,7 +404,7 @@ pub fn desired(
         terminating: true,
         keys: vec![targets_key.clone()],
         threshold: 1,
-        content: RoleContent::Online(BTreeMap::new()),
+        content: RoleContent::Online(herd_targets.clone()),
     });
     Desired { roles }
 }
@@ -550,6 +565,9 @@ impl Center {
             }
             let snapshot = self.catalog();
             let contents = self.archive_contents(&snapshot.catalog).await?;
+            let deltas = self
+                .delta_targets(&snapshot.catalog, &contents, &state)
+                .await;
             let keys = self.online_keys(&state).map_err(SignError::Center)?;
             let now = unix_now();
             // Listing a large catalog and signing its roles takes a good part of a second:
@@ -563,9 +581,16 @@ impl Center {
                 );
                 move || -> Result<_, SignError> {
                     let targets = package_targets(&catalog, &contents);
-                    let (mut repository, desired) =
-                        prepare(&state, &targets, upload.as_ref(), keys, lifetimes, require)
-                            .map_err(SignError::Center)?;
+                    let (mut repository, desired) = prepare(
+                        &state,
+                        &targets,
+                        &deltas,
+                        upload.as_ref(),
+                        keys,
+                        lifetimes,
+                        require,
+                    )
+                    .map_err(SignError::Center)?;
                     let index = listed_targets(&desired);
                     let files = repository
                         .update(&desired, Timestamp::from_unix_seconds(now))
@@ -862,6 +887,7 @@ impl Center {
 fn prepare(
     state: &TufState,
     targets: &BTreeMap<String, BTreeMap<String, TargetFile>>,
+    herd_targets: &BTreeMap<String, TargetFile>,
     upload: Option<&VendorUpload>,
     keys: [Arc<SigningKey>; 3],
     lifetimes: Lifetimes,
@@ -927,6 +953,7 @@ fn prepare(
         .map_err(|err| CenterError::internal(format!("the stored metadata: {err}")))?;
     let desired = desired(
         targets,
+        herd_targets,
         &vendor_keys,
         &uploads,
         &targets_public,

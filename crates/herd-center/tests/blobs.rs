@@ -1,7 +1,8 @@
 //! The collection of the package store, with time injected (`Center::collect_blobs(now)`):
 //! a blob no current feed lists is deleted once older than the grace period, with its
 //! package row, which frees its vendor's quota; abandoned uploads likewise; a blob a current
-//! feed lists, or one being uploaded, never is.
+//! feed lists, or one being uploaded, or a definitions delta the signed `herd` role lists,
+//! never is.
 
 use std::sync::Arc;
 
@@ -134,5 +135,158 @@ async fn a_referenced_blob_is_never_collected() {
     assert_eq!(collected.blobs_collected, 1);
     assert!(!blob_path(&center, &reuploaded).exists());
     assert!(blob_path(&center, &listed).exists());
+    center.close().await;
+}
+
+/// An archive package whose content is `content`, gzip-compressed.
+fn gzip(content: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(content).unwrap();
+    gzip.finish().unwrap()
+}
+
+/// Maker A's feed with a release per `(version, seq, package, size)`.
+fn feed_of(releases: &[(&str, u64, &str, usize)]) -> String {
+    let releases: Vec<serde_json::Value> = releases
+        .iter()
+        .map(|(version, seq, package, size)| {
+            serde_json::json!({"product": "vaccine-a", "version": version,
+                "pattern": format!("a-{seq}"), "seq": seq,
+                "published": format!("2000-01-{seq:02}T00:00:00Z"),
+                "packages": [{"platform": "pc", "format": "archive", "sha256": package,
+                              "size": size}]})
+        })
+        .collect();
+    serde_json::json!({
+        "format": "herd.catalog/v1",
+        "vendors": [{"id": "maker-a", "name": "Maker A"}],
+        "products": [{"id": "vaccine-a", "vendor": "maker-a", "name": "Vaccine A", "platforms": ["pc"]}],
+        "releases": releases,
+        "threats": [],
+        "coverage": [],
+    })
+    .to_string()
+}
+
+/// The SHA-256 of every target the stored `herd` role lists (the definition deltas).
+async fn herd_role_blobs(center: &Center) -> Vec<String> {
+    let doc = center
+        .store
+        .tuf_document("herd", None)
+        .await
+        .unwrap()
+        .expect("a herd role");
+    let doc: serde_json::Value = serde_json::from_str(&doc.doc).unwrap();
+    doc["signed"]["targets"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|t| t["hashes"]["sha256"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_delta_the_signed_herd_role_lists_is_never_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = center(dir.path()).await;
+    // Two releases whose contents differ in a few bytes: a delta far smaller than either.
+    let first: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut second = first.clone();
+    second[150_000..150_016].copy_from_slice(b"a new signature!");
+    let (first, second) = (gzip(&first), gzip(&second));
+    let (one, two) = (
+        upload(&center, &first).await,
+        upload(&center, &second).await,
+    );
+    let both = feed_of(&[
+        ("1.0", 1, &one, first.len()),
+        ("2.0", 2, &two, second.len()),
+    ]);
+    center
+        .publish_feed(&maker_a(), "maker-a", both.as_bytes())
+        .await
+        .unwrap();
+    let deltas = herd_role_blobs(&center).await;
+    assert_eq!(deltas.len(), 1, "one delta, from 1.0's content to 2.0's");
+    let delta = &deltas[0];
+    assert!(blob_path(&center, delta).exists());
+
+    let decade_later = herd_center::unix_now() + 10 * 365 * 86_400;
+    let collected = center.collect_blobs(decade_later).await.unwrap();
+    assert_eq!(collected.blobs_collected, 0, "{collected:?}");
+    assert!(blob_path(&center, delta).exists());
+
+    // Once 2.0 is gone from the feed, the signed role lists no delta, and the blob goes.
+    let only_first = feed_of(&[("1.0", 1, &one, first.len())]);
+    center
+        .publish_feed(&maker_a(), "maker-a", only_first.as_bytes())
+        .await
+        .unwrap();
+    assert!(herd_role_blobs(&center).await.is_empty());
+    let collected = center.collect_blobs(decade_later).await.unwrap();
+    assert_eq!(collected.blobs_collected, 2, "2.0's package and the delta");
+    assert!(!blob_path(&center, delta).exists());
+    center.close().await;
+}
+
+#[tokio::test]
+async fn a_long_history_gets_its_deltas_over_several_rounds_the_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = center(dir.path()).await;
+    let base: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let mut releases = Vec::new();
+    for seq in 1..=5u8 {
+        let mut content = base.clone();
+        content[1000 * usize::from(seq)] = seq;
+        let package = gzip(&content);
+        let digest = upload(&center, &package).await;
+        releases.push((format!("{seq}.0"), u64::from(seq), digest, package.len()));
+    }
+    let listed: Vec<(&str, u64, &str, usize)> = releases
+        .iter()
+        .map(|(v, seq, d, len)| (v.as_str(), *seq, d.as_str(), *len))
+        .collect();
+    let feed = feed_of(&listed);
+    center
+        .publish_feed(&maker_a(), "maker-a", feed.as_bytes())
+        .await
+        .unwrap();
+    // 1 + 2 + 3 + 3 deltas are wanted; one round makes six, those of 5.0 and 4.0.
+    let first_round = herd_role_blobs(&center).await;
+    assert_eq!(first_round.len(), 6, "{first_round:?}");
+    let herd: serde_json::Value = serde_json::from_str(
+        &center
+            .store
+            .tuf_document("herd", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .doc,
+    )
+    .unwrap();
+    let paths: Vec<&String> = herd["signed"]["targets"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.contains("/5.0/") || p.contains("/4.0/")),
+        "{paths:?}"
+    );
+    // The next round (here: the catalog changed again) makes the rest.
+    let mut doc: serde_json::Value = serde_json::from_str(&feed).unwrap();
+    doc["products"][0]["name"] = "Vaccine A, renamed".into();
+    center
+        .publish_feed(&maker_a(), "maker-a", doc.to_string().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(herd_role_blobs(&center).await.len(), 9);
     center.close().await;
 }

@@ -1,6 +1,6 @@
 //! The agent's own install and removal of `archive` products, instead of the plan's shell
-//! scripts: the package is unpacked by `herd_package::unpack_file` (the same pass that checks
-//! it, files owned by the agent with safe modes) into `<version>.herd-staging`, moved into
+//! scripts: the package is unpacked by `herd_package::unpack_file` (or its content rebuilt from
+//! a delta by `unpack_tar`: the same pass that checks it, files owned by the agent with safe modes) into `<version>.herd-staging`, moved into
 //! place, and its post-install hook run with the hook policy; a version is removed, after its
 //! pre-uninstall hook, through directory handles (`unlinkat`, never following a symlink).
 //! The `current` link is switched later, by `activate.rs`, once the product is verified.
@@ -15,6 +15,7 @@ use herd_package::Manifest;
 use herd_proto::layout;
 
 use super::Executor;
+use super::content::Source;
 use super::script::{self, RunAs};
 
 impl Executor {
@@ -51,7 +52,7 @@ impl Executor {
         &self,
         product: &str,
         version: &str,
-        package: &Path,
+        package: &Source,
         inspection: &herd_package::Inspection,
     ) -> Result<String, String> {
         let new_dir = self
@@ -73,7 +74,8 @@ impl Executor {
         // Who the hook will run as is decided before anything is written: a package whose
         // hooks the policy refuses is not unpacked at all.
         let run_as = self.hook_run_as(&inspection.manifest)?;
-        let unpacked = herd_package::unpack_file(package, &products, &staging)
+        let unpacked = package
+            .unpack(&products, &staging)
             .map_err(|e| format!("the package is refused: {e}"))?;
         if unpacked != *inspection {
             let _ = products.remove_tree(OsStr::new(&staging));

@@ -3,7 +3,9 @@
 //! world-writable), resumable `<sha256>.part` files created exclusively and never followed if
 //! something else was planted under their name, size and SHA-256 checked before the rename to `<sha256>`, a full disk
 //! or an interruption deferred (the plan is retried), anything else refused; and the removal
-//! of downloads no plan will finish.
+//! of downloads no plan will finish. An `archive` package's content rebuilt from a delta
+//! (`Fetcher::rebuild_content`, `<sha256>.tar`) stands for the package when the fetcher offers
+//! one; any failure of it falls back to the full download.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -62,6 +64,27 @@ impl Executor {
             ));
         }
         let _ = handle.remove_entry(&final_name);
+        // Rebuilt content is never reused across attempts: it is rebuilt (and checked) again.
+        let content_name = OsString::from(fetch::content_file_name(&item.sha256));
+        let _ = handle.remove_entry(&content_name);
+        let no_delta = match fetcher.rebuild_content(&item.sha256, &dir.join(&content_name)) {
+            None => None,
+            Some(Ok(rebuilt)) => {
+                return Ok(format!(
+                    "rebuilt the package's content from {}: {} downloaded instead of {} ({} \
+                     saved), checked against its signed content digest, in {}",
+                    rebuilt.from,
+                    human(rebuilt.downloaded),
+                    human(item.size),
+                    human(item.size.saturating_sub(rebuilt.downloaded)),
+                    dir.join(&content_name).display()
+                ));
+            }
+            Some(Err(why)) => {
+                let _ = handle.remove_entry(&content_name);
+                Some(why)
+            }
+        };
         // A part file is resumed only if it is a regular file; anything else there (a symlink
         // planted to make the agent append to another file) is removed, never followed.
         let mut resume_from = match handle.stat_at(&part_name) {
@@ -165,6 +188,9 @@ impl Executor {
         if resume_from > 0 {
             detail.push_str(&format!("; resumed at byte {resume_from}"));
         }
+        if let Some(why) = no_delta {
+            detail.push_str(&format!("; the full package, not a delta: {why}"));
+        }
         Ok(detail)
     }
 
@@ -179,7 +205,10 @@ impl Executor {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                let digest = name.strip_suffix(".part").unwrap_or(name);
+                let digest = name
+                    .strip_suffix(".part")
+                    .or_else(|| name.strip_suffix(".tar"))
+                    .unwrap_or(name);
                 let ours = digest.len() == 64
                     && digest
                         .bytes()
@@ -195,6 +224,7 @@ impl Executor {
 pub(super) fn remove_download(dir: &Path, sha256: &str) {
     let _ = fs::remove_file(dir.join(sha256));
     let _ = fs::remove_file(dir.join(format!("{sha256}.part")));
+    let _ = fs::remove_file(dir.join(fetch::content_file_name(sha256)));
 }
 
 /// The SHA-256 of the regular file `name` in `dir`, opened without following a symlink.

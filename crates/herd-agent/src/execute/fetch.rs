@@ -23,6 +23,30 @@ pub trait Fetcher {
         dest: &Path,
         resume_from: u64,
     ) -> Result<(), FetchError>;
+
+    /// The content (the uncompressed tar) of the `archive` package with this SHA-256, rebuilt
+    /// without downloading the package — from a definitions delta against the content this
+    /// terminal keeps — and written to `dest` only once it matched the package's signed
+    /// content digest. `None`: nothing to try, download the package; `Some(Err(why))`: tried
+    /// or not possible, for the reason given, and the package is downloaded in full.
+    fn rebuild_content(&self, sha256: &str, dest: &Path) -> Option<Result<Rebuilt, String>> {
+        let _ = (sha256, dest);
+        None
+    }
+}
+
+/// A package's content rebuilt from a delta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Bytes downloaded to rebuild it (the delta).
+    pub downloaded: u64,
+    /// What it was rebuilt from, for the report.
+    pub from: String,
+}
+
+/// The name of a package's rebuilt content in the download directory: `<sha256>.tar`.
+pub fn content_file_name(sha256: &str) -> String {
+    format!("{sha256}.tar")
 }
 
 #[derive(Debug, thiserror::Error)]

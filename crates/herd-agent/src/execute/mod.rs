@@ -40,6 +40,7 @@
 mod activate;
 mod archive;
 mod cli;
+mod content;
 mod download;
 mod fetch;
 mod hooks;
@@ -68,7 +69,8 @@ use herd_proto::terminal::InstalledDoc;
 use sha2::{Digest, Sha256};
 
 pub use cli::{ApplyArgs, run as run_apply};
-pub use fetch::{DirFetcher, FetchError, Fetcher};
+pub use content::MAX_KEPT_CONTENT;
+pub use fetch::{DirFetcher, FetchError, Fetcher, Rebuilt, content_file_name};
 pub use hooks::{HookArgs, HookPolicy};
 
 use activate::activate;
@@ -321,10 +323,10 @@ impl Executor {
     fn install_and_verify(&self, journal: &mut Journal, shape: &Shape) -> PlanReport {
         let prefix = &self.config.prefix;
         let step = shape.install_step;
-        let package = journal.download_dir.join(shape.package_sha256());
+        let package = self.package_source(journal, shape);
         // The package is checked before anything is written: members, manifest, that it is the
         // release the plan installs, and that it fits.
-        let inspection = match herd_package::inspect_file(&package) {
+        let inspection = match package.inspect() {
             Ok(inspection) => {
                 let m = &inspection.manifest;
                 if m.product != shape.product || m.version != shape.version {
@@ -489,7 +491,31 @@ impl Executor {
                 removal_problems.join("; ")
             ));
         }
+        // The content deltas apply to next time: the active release's, and only it.
+        let source = self.package_source(journal, shape);
+        if source.path().exists()
+            && let Err(why) = self.keep_content(&source)
+        {
+            self.forget_content(None);
+            message.push_str(&format!(
+                "; its content is not kept for definition deltas ({why}): the next update \
+                 downloads the full package"
+            ));
+        }
         self.conclude(journal, shape, ReportOutcome::Succeeded, message)
+    }
+
+    /// The downloaded package of `shape`, or its content rebuilt from a delta.
+    fn package_source(&self, journal: &Journal, shape: &Shape) -> content::Source {
+        let package = journal.download_dir.join(shape.package_sha256());
+        let rebuilt = journal
+            .download_dir
+            .join(content_file_name(shape.package_sha256()));
+        if !package.exists() && rebuilt.exists() {
+            content::Source::Content(rebuilt)
+        } else {
+            content::Source::Package(package)
+        }
     }
 
     /// Puts the previous product back: the `current` link as it was, the new version

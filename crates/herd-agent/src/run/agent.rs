@@ -27,7 +27,9 @@ use super::state::{
 use super::{RunArgs, VERSION};
 use crate::execute::{ExecError, Executor, ExecutorConfig, Fetcher};
 use crate::outbox::{FlushError, Outbox};
-use crate::trust::{MirrorFetcher, Ours, Refusal, TrustClient, TrustStore, VerifiedPlan};
+use crate::trust::{
+    DeltaFetcher, MirrorFetcher, Offers, Ours, Refusal, TrustClient, TrustStore, VerifiedPlan,
+};
 
 /// How many times one cycle checks in again after a plan changed what is installed.
 const MAX_FOLLOW_UPS: usize = 2;
@@ -757,25 +759,33 @@ impl Agent {
         let plan = verified.as_ref().map_or(plan, |v| &v.plan);
         let client = self.client().clone();
         let center = CenterFetcher { client: &client };
+        // Definition deltas from the content this terminal keeps, where the verified metadata
+        // lists one: looked up before anything is downloaded.
+        let content_dir = self.executor.content_dir();
+        let offers = match (verified.as_ref(), self.trust.as_mut()) {
+            (Some(verified), Some(trust)) => {
+                crate::trust::find_offers(trust, verified, &content_dir)
+            }
+            _ => Offers::new(),
+        };
         // Packages come from the mirror when there is one, by their signed target names.
         let from_mirror = self.args.mirror.is_some();
         let mirror = mirror_fetcher(from_mirror, verified.as_ref(), self.trust.as_ref());
-        let first = self.executor.execute(
-            plan_id,
-            plan,
-            mirror.as_ref().map_or(&center as &dyn Fetcher, |m| m),
-        );
+        let inner = mirror.as_ref().map_or(&center as &dyn Fetcher, |m| m);
+        let deltas = delta_fetcher(inner, self.trust.as_ref(), &offers, &content_dir);
+        let first = self
+            .executor
+            .execute(plan_id, plan, deltas.as_ref().map_or(inner, |d| d));
         let report = match first {
             Err(ExecError::RecoveryPending { .. }) => {
                 if let Some(recovered) = self.executor.recover()? {
                     self.report(recovered)?;
                 }
                 let mirror = mirror_fetcher(from_mirror, verified.as_ref(), self.trust.as_ref());
-                self.executor.execute(
-                    plan_id,
-                    plan,
-                    mirror.as_ref().map_or(&center as &dyn Fetcher, |m| m),
-                )
+                let inner = mirror.as_ref().map_or(&center as &dyn Fetcher, |m| m);
+                let deltas = delta_fetcher(inner, self.trust.as_ref(), &offers, &content_dir);
+                self.executor
+                    .execute(plan_id, plan, deltas.as_ref().map_or(inner, |d| d))
             }
             other => other,
         };
@@ -791,6 +801,13 @@ impl Agent {
             }
             Err(e) => return Err(e.into()),
         };
+        // Which way each package came, in the log as in the report: a definitions delta (and
+        // the bytes it saved), or the full package and why not a delta.
+        for step in report.steps.iter().filter(|s| s.kind == "fetch") {
+            if let Some(detail) = step.detail.as_deref().filter(|d| d.contains("delta")) {
+                self.say(&format!("step {} (fetch): {detail}", step.step));
+            }
+        }
         let outcome = report.outcome;
         // Bytes that are not the signed package are an attack on the way (a tampered mirror
         // or network), reported as such besides the plan's report.
@@ -1145,6 +1162,22 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect::<String>()
         .into()
+}
+
+/// `inner` with the definition deltas `offers` names, rebuilt from the trust client's
+/// upstream; `None` without signed metadata (a plan without steps).
+fn delta_fetcher<'a>(
+    inner: &'a dyn Fetcher,
+    trust: Option<&'a TrustClient>,
+    offers: &'a Offers,
+    content_dir: &'a Path,
+) -> Option<DeltaFetcher<'a>> {
+    trust.map(|trust| DeltaFetcher {
+        inner,
+        upstream: trust.upstream(),
+        offers,
+        content_dir,
+    })
 }
 
 /// The executor's source of packages when they come from a mirror (`--mirror`).

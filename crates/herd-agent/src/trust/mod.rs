@@ -11,6 +11,8 @@
 //! - `plan.rs`: a plan's steps checked against the verified targets, and the scripts the agent
 //!   generates itself from signed metadata (only those are ever run);
 //! - `fetcher.rs`: packages from a mirror's `/tuf/targets/…` (consistent-snapshot names);
+//! - `deltas.rs`: definition deltas from the content the terminal keeps, looked up in the
+//!   verified metadata and checked against the package's signed content digest;
 //! - `refusal.rs`: what a refusal is reported as (`trust.refused`), its kind decided in one
 //!   function from the error's variant.
 //!
@@ -22,6 +24,7 @@
 //! root just answers 404 anyway, so only an honest upstream's new root waits, and then its
 //! timestamp, signed by the new key, forces the probe at once.
 
+mod deltas;
 mod fetcher;
 mod plan;
 mod refusal;
@@ -39,6 +42,7 @@ use herd_tuf::client::{
 use herd_tuf::metadata::Envelope;
 use herd_tuf::{Snapshot, TargetFile, TargetSearch, Targets, TimestampRole, TrustedSet};
 
+pub use deltas::{DeltaFetcher, Offers, find_offers};
 pub use fetcher::MirrorFetcher;
 pub use plan::{Ours, VerifiedPlan, verify_plan};
 pub use refusal::Refusal;
