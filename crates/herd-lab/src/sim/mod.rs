@@ -70,9 +70,10 @@ enum SimCommand {
 /// With `--refresh-metadata` each check-in is followed, on the same connection, by the idle
 /// metadata refresh an agent makes before a plan: one GET of `/tuf/metadata/timestamp.json`,
 /// checked to be a TUF timestamp at least as new as the center's current one. With
-/// `--publish-during` the first vendor publishes a new release halfway through the measured
-/// window, so the center signs under load; plans are then checked against the new catalog,
-/// and the report says when refreshes first saw the new timestamp.
+/// `--publish-during` the first vendor publishes a new release a tenth into the measured
+/// window, so the center signs under load (the window is extended, if need be, until the
+/// publish is answered and a refresh saw the new timestamp); plans are then checked against
+/// the new catalog, and the report says when refreshes first saw the new timestamp.
 ///
 /// The center is killed when the simulation ends, also on Ctrl-C or an error. With `--server`,
 /// `--ca` and `--token-file` an existing center is used instead (its ids all start with
@@ -114,8 +115,9 @@ struct CheckinArgs {
     /// on the same connection.
     #[arg(long)]
     refresh_metadata: bool,
-    /// Halfway through the measured window, publish a new release of one vendor (its feed
-    /// changed), so that the center signs new metadata under load.
+    /// A tenth into the measured window, publish a new release of one vendor (its feed
+    /// changed), so that the center signs new metadata under load; the window lasts until
+    /// the publish is answered.
     #[arg(long)]
     publish_during: bool,
     /// Print the report as JSON on stdout (progress still goes to stderr).
@@ -155,6 +157,8 @@ fn unix_now() -> i64 {
 const ENROL_WORKERS: usize = 16;
 /// How long requests still in flight at the end of the measured window may take to finish.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long the measured window may be extended for `--publish-during`'s sign round.
+const PUBLISH_OVERTIME: Duration = Duration::from_secs(60);
 /// Pause before reconnecting after a failed connection, so a dead center is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -608,7 +612,7 @@ async fn drive(
     load.phase.store(MEASURE, Relaxed);
     progress(&format!("load: measuring for {} s", args.duration));
     let publisher = next_release.map(|(vendor, feed, _)| {
-        let at = Duration::from_secs_f64(args.duration / 2.0);
+        let at = Duration::from_secs_f64(args.duration / 10.0);
         let (load, tls, token) = (
             load.clone(),
             operator_tls.clone(),
@@ -620,6 +624,17 @@ async fn drive(
         })
     });
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    if publisher.is_some() {
+        // The window covers the whole sign round: it lasts until the publish is answered
+        // and, with refreshes, until one saw the new timestamp.
+        let limit = Instant::now() + PUBLISH_OVERTIME;
+        while (load.publish_stage.load(Relaxed) != PUBLISHED
+            || (load.refresh && load.new_timestamp_seen_us.load(Relaxed) == 0))
+            && Instant::now() < limit
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     load.phase.store(STOP, Relaxed);
     let measured = measure_start.elapsed();
     let center_memory = center_pid.and_then(report::memory);
