@@ -93,6 +93,74 @@ fn rotating_terminals_reconnect_with_resumed_tls_sessions() {
 }
 
 #[test]
+fn metadata_refreshes_follow_check_ins_and_see_a_release_published_under_load() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["sim", "checkins", "--refresh-metadata", "--publish-during"])
+        .args(SMALL_WORLD)
+        .args(["--terminals", "40", "--connections", "4"])
+        .args(["--duration", "3", "--warmup", "0.5", "--json"])
+        .output()
+        .expect("herd runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "herd sim failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|err| panic!("the report is not JSON ({err}): {stderr}"));
+    // Plans are checked against the catalog before and after the publish, every refresh
+    // against the center's current timestamp: any mismatch would be an error here.
+    assert_eq!(report["errors"], serde_json::json!({}), "{report:#}");
+    let checkins = report["checkins"].as_u64().expect("a check-in count");
+    let refresh = &report["refresh"];
+    let refreshes = refresh["count"].as_u64().expect("a refresh count");
+    // One refresh after each check-in; the last ones may fall after the window closed.
+    assert!(
+        refreshes > 0 && refreshes.abs_diff(checkins) <= 4,
+        "{report:#}"
+    );
+    // An idle refresh is the timestamp alone: a few hundred bytes, not the whole metadata.
+    let body = refresh["body_bytes_median"].as_u64().expect("body bytes");
+    let wire = refresh["wire_bytes_median"].as_u64().expect("wire bytes");
+    assert!((200..2000).contains(&body), "{report:#}");
+    assert!(wire > body && wire < body + 1000, "{report:#}");
+    let publish = &report["publish"];
+    assert_eq!(publish["vendor"], "sim-maker-00", "{report:#}");
+    let before = publish["timestamp_version_before"]
+        .as_u64()
+        .expect("a version");
+    assert_eq!(
+        refresh["timestamp_version"].as_u64(),
+        Some(before),
+        "{report:#}"
+    );
+    assert!(
+        publish["timestamp_version_after"].as_u64() > Some(before),
+        "the publish signed no new timestamp: {report:#}"
+    );
+    let at = publish["at_secs"].as_f64().expect("when");
+    assert!((0.0..3.0).contains(&at), "{report:#}");
+    let seen = publish["new_timestamp_secs"]
+        .as_f64()
+        .expect("a refresh saw it");
+    assert!(seen > 0.0, "{report:#}");
+}
+
+#[test]
+fn without_the_flags_there_is_no_refresh_nor_publish_in_the_report() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["sim", "checkins"])
+        .args(SMALL_WORLD)
+        .args(["--terminals", "8", "--connections", "2"])
+        .args(["--duration", "0.5", "--warmup", "0", "--json"])
+        .output()
+        .expect("herd runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "herd sim failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|err| panic!("the report is not JSON ({err}): {stderr}"));
+    assert!(report["refresh"].is_null(), "{report:#}");
+    assert!(report["publish"].is_null(), "{report:#}");
+}
+
+#[test]
 fn an_interrupted_simulation_stops_its_center() {
     let data = tempfile::tempdir().expect("a temporary directory");
     let sim = Command::new(env!("CARGO_BIN_EXE_herd"))

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use http_body_util::{BodyExt as _, Full};
+use hyper::body::Body as _;
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
@@ -192,13 +193,41 @@ impl Https {
         &mut self,
         request: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, Bytes), ConnError> {
+        let exchange = self.exchange(request, false).await?;
+        Ok((exchange.status, exchange.body))
+    }
+
+    /// Sends a request, reads the whole answer and counts the HTTP/1.1 bytes both ways (what
+    /// a metadata refresh costs the network, TLS records aside).
+    pub async fn send_counted(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Exchange, ConnError> {
+        self.exchange(request, true).await
+    }
+
+    async fn exchange(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        count: bool,
+    ) -> Result<Exchange, ConnError> {
         if self.closed {
             return Err(ConnError::Closed);
         }
+        let request_bytes = if count {
+            request_head_len(&request) + request.body().size_hint().exact().unwrap_or(0) as usize
+        } else {
+            0
+        };
         let answer = self.sender.send_request(request);
         let response: hyper::Response<Incoming> =
             drive(&mut self.connection, &mut self.closed, answer).await??;
         let status = response.status();
+        let head_bytes = if count {
+            response_head_len(&response)
+        } else {
+            0
+        };
         let body = drive(
             &mut self.connection,
             &mut self.closed,
@@ -206,7 +235,11 @@ impl Https {
         )
         .await??
         .to_bytes();
-        Ok((status, body))
+        Ok(Exchange {
+            status,
+            wire_bytes: request_bytes + head_bytes + body.len(),
+            body,
+        })
     }
 
     /// An administrative call with a JSON body (or none) and an optional bearer token, with a
@@ -233,6 +266,35 @@ impl Https {
             .with_context(|| format!("{method} {path}: no answer within {CALL_TIMEOUT:?}"))?
             .with_context(|| format!("{method} {path}"))
     }
+}
+
+/// An answer, and the HTTP/1.1 bytes of the request and the answer (0 when not counted).
+#[derive(Debug)]
+pub struct Exchange {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub wire_bytes: usize,
+}
+
+/// Bytes of a request's head as HTTP/1.1 writes it: `METHOD URI HTTP/1.1\r\n`, each header
+/// `name: value\r\n`, then `\r\n`.
+fn request_head_len<B>(request: &Request<B>) -> usize {
+    let line = request.method().as_str().len() + 1 + request.uri().to_string().len() + 11;
+    line + headers_len(request.headers()) + 2
+}
+
+/// Bytes of an answer's head: `HTTP/1.1 200 OK\r\n`, the headers, `\r\n`.
+fn response_head_len<B>(response: &hyper::Response<B>) -> usize {
+    let reason = response.status().canonical_reason().unwrap_or("").len();
+    let line = 8 + 1 + 3 + 1 + reason + 2;
+    line + headers_len(response.headers()) + 2
+}
+
+fn headers_len(headers: &hyper::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum()
 }
 
 /// Polls `future` while also driving the connection that feeds it, in the calling task.
@@ -266,4 +328,28 @@ async fn drive<F: Future>(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_counted_as_http_1_1_writes_them() {
+        let request = Request::get("/tuf/metadata/timestamp.json")
+            .header(HOST, "127.0.0.1:8443")
+            .body(())
+            .expect("a request");
+        let written = "GET /tuf/metadata/timestamp.json HTTP/1.1\r\nhost: 127.0.0.1:8443\r\n\r\n";
+        assert_eq!(request_head_len(&request), written.len());
+        let response = hyper::Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "application/json")
+            .header("content-length", "612")
+            .body(())
+            .expect("a response");
+        let written =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 612\r\n\r\n";
+        assert_eq!(response_head_len(&response), written.len());
+    }
 }

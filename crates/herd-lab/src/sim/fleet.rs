@@ -94,6 +94,71 @@ impl World {
         Planner::new(&self.catalog, now)
     }
 
+    /// The world after its first vendor published a new release of each of its products, as
+    /// a vendor's weekly update does: a week after their last one, with new packages, now
+    /// covering the threats these products only expected to cover. Returns the vendor, its
+    /// changed feed (JSON) and the new world, whose planner gives the plans after the publish.
+    pub fn next_release(&self) -> anyhow::Result<(String, String, World)> {
+        let mut doc = self.doc.clone();
+        let vendor = doc
+            .vendors
+            .first()
+            .map(|v| v.id.clone())
+            .ok_or_else(|| anyhow::anyhow!("the generated world has no vendor"))?;
+        let mut rng = world::Rng(self.shape.seed ^ 0x6e65_7772_656c_6561);
+        let mut new_releases = Vec::new();
+        for product in doc.products.iter().filter(|p| p.vendor == vendor) {
+            let last = doc
+                .releases
+                .iter()
+                .filter(|r| r.product == product.id)
+                .max_by_key(|r| r.seq)
+                .ok_or_else(|| anyhow::anyhow!("{} has no release", product.id))?;
+            let published = Timestamp::parse(&last.published)
+                .map_err(|err| anyhow::anyhow!("{}: {err}", last.published))?
+                .unix_seconds()
+                + 7 * world::DAY;
+            let seq = last.seq + 1;
+            let mut release = last.clone();
+            release.seq = seq;
+            release.version = format!("{}.next", last.version);
+            release.pattern = format!("{}-next", last.pattern);
+            release.published = Timestamp::from_unix_seconds(published).to_string();
+            for package in &mut release.packages {
+                package.sha256 = hex::encode(rng.bytes(32));
+                package.size = 1_000_000 + rng.below(50_000_000);
+            }
+            new_releases.push(release);
+        }
+        for coverage in &mut doc.coverage {
+            let Some(release) = new_releases.iter().find(|r| r.product == coverage.product) else {
+                continue;
+            };
+            if coverage.expected.take().is_some() {
+                coverage.since_seq = Some(release.seq);
+                let published = Timestamp::parse(&release.published)
+                    .map_err(|err| anyhow::anyhow!("{}: {err}", release.published))?;
+                coverage.covered_on = Some(published.date().to_string());
+            }
+        }
+        doc.releases.extend(new_releases);
+        let catalog = doc
+            .validate("the generated catalog after a new release")
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        let next = World {
+            shape: self.shape,
+            doc,
+            catalog,
+        };
+        let feed = next
+            .feeds()
+            .into_iter()
+            .find(|(id, _)| *id == vendor)
+            .map(|(_, feed)| feed)
+            .ok_or_else(|| anyhow::anyhow!("no feed for {vendor}"))?;
+        Ok((vendor, feed, next))
+    }
+
     /// The action the center must plan for `terminal`.
     pub fn expected(
         &self,
@@ -177,6 +242,31 @@ mod tests {
             seen[1..].iter().all(|&n| n > 100),
             "plan mix (none, update, switch, exposed) {seen:?}"
         );
+    }
+
+    #[test]
+    fn a_new_release_changes_one_vendors_feed_and_some_plans() {
+        let world = small_world();
+        let (vendor, feed, next) = world.next_release().expect("a new release");
+        herd_proto::catalog::parse_catalog(&vendor, &feed).expect("the changed feed validates");
+        let before: Vec<(String, String)> = world.feeds();
+        let after: Vec<(String, String)> = next.feeds();
+        assert_eq!(before.len(), after.len());
+        for ((id, old), (same_id, new)) in before.iter().zip(&after) {
+            assert_eq!(id, same_id);
+            assert_eq!(old != new, *id == vendor, "feed of {id}");
+        }
+        assert_eq!(next.doc.releases.len(), world.doc.releases.len() + 2);
+        let now = Timestamp::parse("2026-01-01T00:00:00Z").expect("a timestamp");
+        let (mut old_planner, mut new_planner) = (world.planner(now), next.planner(now));
+        let changed = (0..2000)
+            .filter(|&index| {
+                let terminal = world.terminal(index, &format!("sim-{index}"));
+                world.expected(&mut old_planner, &terminal)
+                    != next.expected(&mut new_planner, &terminal)
+            })
+            .count();
+        assert!(changed > 0, "the new release changed no plan");
     }
 
     #[test]

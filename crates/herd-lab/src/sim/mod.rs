@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use crate::world;
 use client::{Endpoint, Https};
 use fleet::{Action, find_action};
+use herd_tuf::metadata::{Envelope, TimestampRole};
 use report::{CenterCounters, PhaseReport, Report, Tally};
 
 /// Simulate a fleet of terminals against a real center, over the real protocol.
@@ -65,6 +66,14 @@ enum SimCommand {
 /// cycles all terminals and measures handshakes too. `--rotate` is the fleet as it really
 /// is: every check-in comes from the next terminal of the whole enrolled fleet over a new
 /// connection, resuming the TLS session that terminal had before, as an agent does.
+///
+/// With `--refresh-metadata` each check-in is followed, on the same connection, by the idle
+/// metadata refresh an agent makes before a plan: one GET of `/tuf/metadata/timestamp.json`,
+/// checked to be a TUF timestamp at least as new as the center's current one. With
+/// `--publish-during` the first vendor publishes a new release a tenth into the measured
+/// window, so the center signs under load (the window is extended, if need be, until the
+/// publish is answered and a refresh saw the new timestamp); plans are then checked against
+/// the new catalog, and the report says when refreshes first saw the new timestamp.
 ///
 /// The center is killed when the simulation ends, also on Ctrl-C or an error. With `--server`,
 /// `--ca` and `--token-file` an existing center is used instead (its ids all start with
@@ -102,6 +111,15 @@ struct CheckinArgs {
     /// Seed of the generated catalog and fleet (the same seed, the same world).
     #[arg(long, default_value_t = 2000_11_10, value_name = "N")]
     seed: u64,
+    /// After each check-in, refresh signed metadata as an idle agent does: GET the timestamp
+    /// on the same connection.
+    #[arg(long)]
+    refresh_metadata: bool,
+    /// A tenth into the measured window, publish a new release of one vendor (its feed
+    /// changed), so that the center signs new metadata under load; the window lasts until
+    /// the publish is answered.
+    #[arg(long)]
+    publish_during: bool,
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -139,6 +157,8 @@ fn unix_now() -> i64 {
 const ENROL_WORKERS: usize = 16;
 /// How long requests still in flight at the end of the measured window may take to finish.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long the measured window may be extended for `--publish-during`'s sign round.
+const PUBLISH_OVERTIME: Duration = Duration::from_secs(60);
 /// Pause before reconnecting after a failed connection, so a dead center is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -236,7 +256,32 @@ struct SimTerminal {
     /// The check-in body, serialised once.
     body: Bytes,
     expected: Action,
+    /// The plan once `--publish-during`'s release is published (else `expected`).
+    expected_after: Action,
 }
+
+impl SimTerminal {
+    /// Whether `action` is the plan this terminal must get for a check-in sent when the
+    /// publish was at stage `sent` and answered at stage `answered`.
+    fn plans(&self, action: Action, sent: u8, answered: u8) -> bool {
+        if sent == PUBLISHED {
+            action == self.expected_after
+        } else if answered == BEFORE_PUBLISH {
+            action == self.expected
+        } else {
+            action == self.expected || action == self.expected_after
+        }
+    }
+}
+
+/// Where `--publish-during`'s publish is when a check-in is sent: not started (or none), under
+/// way (either catalog may plan), answered (the new catalog plans).
+const BEFORE_PUBLISH: u8 = 0;
+const PUBLISHING: u8 = 1;
+const PUBLISHED: u8 = 2;
+
+/// Where the signed metadata's timestamp is served, to anyone.
+const TIMESTAMP_PATH: &str = "/tuf/metadata/timestamp.json";
 
 async fn simulate(args: &CheckinArgs) -> anyhow::Result<Report> {
     // Declared first so that it is dropped (the child killed) last, after every connection.
@@ -333,6 +378,20 @@ struct Load {
     warmup: Tally,
     measured: Tally,
     checkin_uri: Uri,
+    /// Refresh the metadata after each check-in.
+    refresh: bool,
+    refresh_uri: Uri,
+    /// The timestamp version served when the load started, and the oldest a refresh sent now
+    /// may see (raised once a publish is answered).
+    timestamp_start: u64,
+    timestamp_floor: AtomicU64,
+    /// [`BEFORE_PUBLISH`], [`PUBLISHING`] or [`PUBLISHED`].
+    publish_stage: AtomicU8,
+    /// Microseconds from `epoch` to the publish's start and to the first refresh that saw a
+    /// timestamp newer than `timestamp_start` after it (0: not yet).
+    epoch: Instant,
+    publish_started_us: AtomicU64,
+    new_timestamp_seen_us: AtomicU64,
 }
 
 impl Load {
@@ -342,6 +401,12 @@ impl Load {
             MEASURE => Some(&self.measured),
             _ => None,
         }
+    }
+
+    fn micros_since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 }
 
@@ -366,6 +431,14 @@ async fn drive(
         seed: args.seed,
     })?;
     let feeds = world.feeds();
+    // The release `--publish-during` publishes, and the world after it, made now so that the
+    // expected plans after it are known before the load.
+    let next_release = if args.publish_during {
+        let (vendor, feed, next) = world.next_release()?;
+        Some((vendor, feed, Arc::new(next)))
+    } else {
+        None
+    };
     let feed_sizes: Vec<u64> = feeds.iter().map(|(_, feed)| feed.len() as u64).collect();
     let feed_bytes: u64 = feed_sizes.iter().sum();
     progress(&format!(
@@ -468,6 +541,7 @@ async fn drive(
         &enrol_token.token,
         args.terminals,
         Arc::new(world),
+        next_release.as_ref().map(|(_, _, next)| next.clone()),
     )
     .await?;
     let enrolled = terminals.iter().flatten().count() as u64;
@@ -479,6 +553,11 @@ async fn drive(
         );
     }
 
+    let timestamp_start = if args.refresh_metadata || args.publish_during {
+        timestamp_version(endpoint, &operator_tls).await?
+    } else {
+        0
+    };
     let load = Arc::new(Load {
         endpoint: endpoint.clone(),
         terminals,
@@ -491,6 +570,14 @@ async fn drive(
         warmup: Tally::default(),
         measured: Tally::default(),
         checkin_uri: Uri::from_static("/v1/checkin"),
+        refresh: args.refresh_metadata,
+        refresh_uri: Uri::from_static(TIMESTAMP_PATH),
+        timestamp_start,
+        timestamp_floor: AtomicU64::new(timestamp_start),
+        publish_stage: AtomicU8::new(BEFORE_PUBLISH),
+        epoch: Instant::now(),
+        publish_started_us: AtomicU64::new(0),
+        new_timestamp_seen_us: AtomicU64::new(0),
     });
 
     let started = Instant::now();
@@ -524,7 +611,30 @@ async fn drive(
     let measure_start = Instant::now();
     load.phase.store(MEASURE, Relaxed);
     progress(&format!("load: measuring for {} s", args.duration));
+    let publisher = next_release.map(|(vendor, feed, _)| {
+        let at = Duration::from_secs_f64(args.duration / 10.0);
+        let (load, tls, token) = (
+            load.clone(),
+            operator_tls.clone(),
+            operator_token.to_owned(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            publish_under_load(&load, &tls, &token, vendor, feed, measure_start).await
+        })
+    });
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    if publisher.is_some() {
+        // The window covers the whole sign round: it lasts until the publish is answered
+        // and, with refreshes, until one saw the new timestamp.
+        let limit = Instant::now() + PUBLISH_OVERTIME;
+        while (load.publish_stage.load(Relaxed) != PUBLISHED
+            || (load.refresh && load.new_timestamp_seen_us.load(Relaxed) == 0))
+            && Instant::now() < limit
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     load.phase.store(STOP, Relaxed);
     let measured = measure_start.elapsed();
     let center_memory = center_pid.and_then(report::memory);
@@ -556,6 +666,20 @@ async fn drive(
     let metrics = center_counters(endpoint, &operator_tls)
         .await?
         .since(metrics_before);
+    let publish = match publisher {
+        Some(task) => {
+            let mut report = task.await.context("the publishing task failed")??;
+            let (started, seen) = (
+                load.publish_started_us.load(Relaxed),
+                load.new_timestamp_seen_us.load(Relaxed),
+            );
+            if seen > 0 {
+                report.new_timestamp_secs = Some(seen.saturating_sub(started) as f64 / 1e6);
+            }
+            Some(report)
+        }
+        None => None,
+    };
 
     let tally = &load.measured;
     let checkins = tally.checkins();
@@ -606,7 +730,142 @@ async fn drive(
         resumed: load.resumed.load(Relaxed),
         center_rss_mb: center_memory.map(|(now, _)| now as f64 / 1e6),
         center_peak_rss_mb: center_memory.map(|(_, peak)| peak as f64 / 1e6),
+        refresh: args.refresh_metadata.then(|| {
+            let (count, body_bytes_median, wire_bytes_median) = tally.refreshes();
+            report::RefreshReport {
+                count,
+                per_sec: count as f64 / duration_secs,
+                body_bytes_median,
+                wire_bytes_median,
+                latency_ms: report::LatencyReport::of(&tally.refresh_latency),
+                timestamp_version: load.timestamp_start,
+            }
+        }),
+        publish,
     })
+}
+
+/// The version of the timestamp the center serves now, over a connection of its own.
+async fn timestamp_version(endpoint: &Endpoint, tls: &Arc<ClientConfig>) -> anyhow::Result<u64> {
+    let mut connection = Https::connect(endpoint, tls.clone())
+        .await
+        .context("cannot connect to read the center's timestamp")?;
+    let (status, body) = connection
+        .call(Method::GET, TIMESTAMP_PATH, None, None)
+        .await?;
+    expect_status(status, StatusCode::OK, &body, "reading the timestamp")?;
+    let timestamp = Envelope::<TimestampRole>::parse("timestamp", &body)
+        .with_context(|| format!("{TIMESTAMP_PATH} is not a TUF timestamp"))?;
+    Ok(timestamp.signed.version)
+}
+
+/// Publishes `vendor`'s changed feed while the load runs, as at the start, and raises the
+/// timestamp version refreshes must see to the one served once the publish is answered.
+async fn publish_under_load(
+    load: &Load,
+    tls: &Arc<ClientConfig>,
+    token: &str,
+    vendor: String,
+    feed: String,
+    measure_start: Instant,
+) -> anyhow::Result<report::PublishReport> {
+    let mut admin = Https::connect(&load.endpoint, tls.clone())
+        .await
+        .context("cannot connect to publish during the load")?;
+    progress(&format!("load: publishing a new release of {vendor}"));
+    let started = Instant::now();
+    load.publish_started_us
+        .store(load.micros_since_epoch(), Relaxed);
+    load.publish_stage.store(PUBLISHING, Relaxed);
+    let (status, body) = admin
+        .call(
+            Method::PUT,
+            &format!("/v1/feeds/{vendor}"),
+            Some(token),
+            Some(feed.into_bytes()),
+        )
+        .await?;
+    let answered = started.elapsed();
+    expect_status(
+        status,
+        StatusCode::OK,
+        &body,
+        &format!("publishing the new release of {vendor}"),
+    )?;
+    let published: herd_proto::api::PublishResponse =
+        serde_json::from_slice(&body).context("the publish answer is not a publish response")?;
+    if !published.changed {
+        bail!("the new release of {vendor} did not change its feed");
+    }
+    let after = timestamp_version(&load.endpoint, tls).await?;
+    load.timestamp_floor.fetch_max(after, Relaxed);
+    load.publish_stage.store(PUBLISHED, Relaxed);
+    Ok(report::PublishReport {
+        vendor,
+        at_secs: started.duration_since(measure_start).as_secs_f64(),
+        answered_secs: answered.as_secs_f64(),
+        timestamp_version_before: load.timestamp_start,
+        timestamp_version_after: after,
+        new_timestamp_secs: None,
+    })
+}
+
+/// The idle metadata refresh an agent makes before a plan: one GET of the timestamp on the
+/// check-in's connection, checked to be a TUF timestamp no older than the center's current
+/// one. False when the connection failed.
+async fn refresh_metadata(load: &Load, connection: &mut Https) -> bool {
+    let floor = load.timestamp_floor.load(Relaxed);
+    let mut request = hyper::Request::new(Full::new(Bytes::new()));
+    *request.uri_mut() = load.refresh_uri.clone();
+    request
+        .headers_mut()
+        .insert(hyper::header::HOST, connection.host().clone());
+    let started = Instant::now();
+    let result = connection.send_counted(request).await;
+    let latency = started.elapsed();
+    let tally = load.tally(load.phase.load(Relaxed));
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(err) => {
+            if let Some(tally) = tally {
+                tally.error(&format!("refresh: {}", err.kind()));
+            }
+            return false;
+        }
+    };
+    let outcome = if answer.status != StatusCode::OK {
+        Err(format!(
+            "refresh: {}",
+            refusal_kind(answer.status, &answer.body)
+        ))
+    } else {
+        match Envelope::<TimestampRole>::parse("timestamp", &answer.body) {
+            Err(_) => Err("refresh: not a TUF timestamp".to_owned()),
+            Ok(timestamp) if timestamp.signed.version < floor => {
+                Err("refresh: older timestamp than the center's current one".to_owned())
+            }
+            Ok(timestamp) => {
+                if timestamp.signed.version > load.timestamp_start
+                    && load.publish_stage.load(Relaxed) != BEFORE_PUBLISH
+                {
+                    let _ = load.new_timestamp_seen_us.compare_exchange(
+                        0,
+                        load.micros_since_epoch(),
+                        Relaxed,
+                        Relaxed,
+                    );
+                }
+                Ok(())
+            }
+        }
+    };
+    if let Some(tally) = tally {
+        match outcome {
+            Ok(()) => tally.refreshed(latency, answer.body.len(), answer.wire_bytes),
+            Err(kind) => tally.error(&kind),
+        }
+    }
+    true
 }
 
 fn phase_report(
@@ -663,9 +922,11 @@ async fn enrol(
     token: &str,
     count: usize,
     world: Arc<fleet::World>,
+    next: Option<Arc<fleet::World>>,
 ) -> anyhow::Result<(Vec<Option<SimTerminal>>, Tally)> {
     // Ids are unique per run, so runs against one existing center never collide.
     let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let after = next;
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(Tally::default());
@@ -678,12 +939,19 @@ async fn enrol(
             token.to_owned(),
             run.clone(),
         );
-        let (next, done, errors, world) =
-            (next.clone(), done.clone(), errors.clone(), world.clone());
+        let (next, done, errors, world, after) = (
+            next.clone(),
+            done.clone(),
+            errors.clone(),
+            world.clone(),
+            after.clone(),
+        );
         workers.spawn(async move {
             let mut enrolled = Vec::new();
             let mut connection: Option<Https> = None;
-            let mut planner = world.planner(herd_core::Timestamp::from_unix_seconds(unix_now()));
+            let now = herd_core::Timestamp::from_unix_seconds(unix_now());
+            let mut planner = world.planner(now);
+            let mut planner_after = after.as_ref().map(|after| after.planner(now));
             loop {
                 let index = next.fetch_add(1, Relaxed);
                 if index >= count {
@@ -692,15 +960,23 @@ async fn enrol(
                 let id = format!("sim-{run}-{index}");
                 let doc = world.terminal(index, &id);
                 match enrol_one(&endpoint, &tls, &mut connection, &ca_pem, &token, &doc).await {
-                    Ok(tls) => enrolled.push((
-                        index,
-                        SimTerminal {
-                            id,
-                            tls,
-                            body: Bytes::from(fleet::checkin_body(&doc)),
-                            expected: world.expected(&mut planner, &doc),
-                        },
-                    )),
+                    Ok(tls) => {
+                        let expected = world.expected(&mut planner, &doc);
+                        let expected_after = match (&after, &mut planner_after) {
+                            (Some(after), Some(planner)) => after.expected(planner, &doc),
+                            _ => expected,
+                        };
+                        enrolled.push((
+                            index,
+                            SimTerminal {
+                                id,
+                                tls,
+                                body: Bytes::from(fleet::checkin_body(&doc)),
+                                expected,
+                                expected_after,
+                            },
+                        ))
+                    }
                     Err(kind) => errors.error(&kind),
                 }
                 done.fetch_add(1, Relaxed);
@@ -877,6 +1153,7 @@ async fn connection_slot(load: Arc<Load>, slot: usize) {
         }
         let mut sent = 0;
         while load.phase.load(Relaxed) != STOP {
+            let stage = load.publish_stage.load(Relaxed);
             let started = Instant::now();
             let result = connection
                 .send(checkin_request(&load, &connection, terminal))
@@ -884,17 +1161,23 @@ async fn connection_slot(load: Arc<Load>, slot: usize) {
             let latency = started.elapsed();
             let tally = load.tally(load.phase.load(Relaxed));
             match result {
-                Ok((StatusCode::OK, body)) => match (find_action(&body), tally) {
-                    (Some(action), Some(tally)) => {
-                        if load.check_plans && action != terminal.expected {
-                            tally.error("unexpected plan");
-                        } else {
-                            tally.answered(latency, action);
+                Ok((StatusCode::OK, body)) => {
+                    match (find_action(&body), tally) {
+                        (Some(action), Some(tally)) => {
+                            let answered = load.publish_stage.load(Relaxed);
+                            if load.check_plans && !terminal.plans(action, stage, answered) {
+                                tally.error("unexpected plan");
+                            } else {
+                                tally.answered(latency, action);
+                            }
                         }
+                        (None, Some(tally)) => tally.error("unreadable answer"),
+                        (_, None) => {}
                     }
-                    (None, Some(tally)) => tally.error("unreadable answer"),
-                    (_, None) => {}
-                },
+                    if load.refresh && !refresh_metadata(&load, &mut connection).await {
+                        break;
+                    }
+                }
                 Ok((status, body)) => {
                     if let Some(tally) = tally {
                         tally.error(&refusal_kind(status, &body));

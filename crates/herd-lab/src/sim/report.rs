@@ -102,6 +102,29 @@ pub struct Tally {
     pub plans: [AtomicU64; 4],
     /// Errors by kind (a transport failure, or an HTTP status with the API's error code).
     errors: Mutex<BTreeMap<String, u64>>,
+    /// Metadata refreshes answered with a current timestamp: their latency, and how many had
+    /// each size (body bytes; HTTP/1.1 bytes both ways).
+    pub refresh_latency: Histogram,
+    refresh_sizes: Mutex<Sizes>,
+}
+
+#[derive(Debug, Default)]
+struct Sizes {
+    body: BTreeMap<u64, u64>,
+    wire: BTreeMap<u64, u64>,
+}
+
+/// The median of values counted by value.
+fn median(counts: &BTreeMap<u64, u64>) -> u64 {
+    let total: u64 = counts.values().sum();
+    let mut seen = 0;
+    for (&value, &count) in counts {
+        seen += count;
+        if seen * 2 >= total {
+            return value;
+        }
+    }
+    0
 }
 
 impl Tally {
@@ -118,6 +141,23 @@ impl Tally {
                 errors.insert(kind.to_owned(), 1);
             }
         }
+    }
+
+    pub fn refreshed(&self, latency: Duration, body_bytes: usize, wire_bytes: usize) {
+        self.refresh_latency.record(latency);
+        let mut sizes = self.refresh_sizes.lock().expect("refresh sizes");
+        *sizes.body.entry(body_bytes as u64).or_default() += 1;
+        *sizes.wire.entry(wire_bytes as u64).or_default() += 1;
+    }
+
+    /// Refreshes answered, with the median body and wire bytes.
+    pub fn refreshes(&self) -> (u64, u64, u64) {
+        let sizes = self.refresh_sizes.lock().expect("refresh sizes");
+        (
+            sizes.body.values().sum(),
+            median(&sizes.body),
+            median(&sizes.wire),
+        )
     }
 
     pub fn errors(&self) -> BTreeMap<String, u64> {
@@ -282,6 +322,45 @@ pub struct Report {
     /// (MB); None against an existing center.
     pub center_rss_mb: Option<f64>,
     pub center_peak_rss_mb: Option<f64>,
+    /// With `--refresh-metadata`: the metadata refreshes of the measured window.
+    pub refresh: Option<RefreshReport>,
+    /// With `--publish-during`: the release published during the measured window.
+    pub publish: Option<PublishReport>,
+}
+
+/// Idle metadata refreshes: after each check-in, one GET of `/tuf/metadata/timestamp.json` on
+/// the check-in's connection. Failed ones are in the report's errors, as `refresh: …`.
+#[derive(Debug, Serialize)]
+pub struct RefreshReport {
+    /// Refreshes answered with a timestamp at least as new as the center's current one.
+    pub count: u64,
+    pub per_sec: f64,
+    /// Median bytes of the timestamp document itself.
+    pub body_bytes_median: u64,
+    /// Median HTTP/1.1 bytes of the whole exchange, request and answer heads included (TLS
+    /// records add about 22 bytes each way).
+    pub wire_bytes_median: u64,
+    pub latency_ms: LatencyReport,
+    /// The timestamp's version the center served when the load started.
+    pub timestamp_version: u64,
+}
+
+/// A vendor's new release, published once during the measured window so that the center
+/// signs under load.
+#[derive(Debug, Serialize)]
+pub struct PublishReport {
+    pub vendor: String,
+    /// When the publish started, in seconds into the measured window.
+    pub at_secs: f64,
+    /// How long the publish took to be answered (the center answers once the new catalog is
+    /// installed and its metadata signed).
+    pub answered_secs: f64,
+    /// The timestamp's version before the publish and once it was answered.
+    pub timestamp_version_before: u64,
+    pub timestamp_version_after: u64,
+    /// From the publish's start to the first refresh that saw a newer timestamp (None without
+    /// `--refresh-metadata`, or when no refresh saw one).
+    pub new_timestamp_secs: Option<f64>,
 }
 
 /// The generated catalog the center planned with.
@@ -478,6 +557,34 @@ impl Report {
                 "center RSS:  {now:.0} MB at the end, peak {peak:.0} MB"
             );
         }
+        if let Some(r) = &self.refresh {
+            let _ = writeln!(
+                out,
+                "refreshes:   {} = {}/s, timestamp v{}: median {} B body, {} B HTTP both ways; latency median {:.2} ms, p99 {:.2} ms",
+                thousands(r.count),
+                thousands(r.per_sec.round() as u64),
+                r.timestamp_version,
+                r.body_bytes_median,
+                r.wire_bytes_median,
+                r.latency_ms.median,
+                r.latency_ms.p99
+            );
+        }
+        if let Some(p) = &self.publish {
+            let _ = writeln!(
+                out,
+                "publish:     new release of {} at {:.2} s, answered in {:.2} s; timestamp v{} → v{}, {}",
+                p.vendor,
+                p.at_secs,
+                p.answered_secs,
+                p.timestamp_version_before,
+                p.timestamp_version_after,
+                p.new_timestamp_secs
+                    .map_or("no refresh saw the new one".to_owned(), |s| {
+                        format!("first refreshed {s:.2} s after the publish started")
+                    })
+            );
+        }
         if !self.warmup_errors.is_empty() {
             let _ = writeln!(out, "  warm-up:   {}", errors_line(&self.warmup_errors));
         }
@@ -591,6 +698,16 @@ mod tests {
         let own = cpu_time(std::process::id()).expect("this process's CPU time");
         let machine = machine_busy().expect("the machine's CPU time");
         assert!(machine >= own, "{machine:?} < {own:?}");
+    }
+
+    #[test]
+    fn refresh_sizes_have_a_median() {
+        let tally = Tally::default();
+        assert_eq!(tally.refreshes(), (0, 0, 0));
+        for body in [600, 600, 610] {
+            tally.refreshed(Duration::from_micros(300), body, body + 200);
+        }
+        assert_eq!(tally.refreshes(), (3, 600, 800));
     }
 
     #[test]
