@@ -42,7 +42,9 @@ cargo xtask deb --out "$out"
 ls -l "$out"
 for deb in "$out"/*.deb; do
     dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
-    dpkg-deb --contents "$deb" | awk '{print $1, $6}' | head -n 12
+    # awk stops printing, not reading: `head` would close the pipe early, and with pipefail
+    # the SIGPIPE dpkg-deb or awk then gets fails the script once a listing passes 12 lines.
+    dpkg-deb --contents "$deb" | awk 'NR <= 12 {print $1, $6}'
 done
 
 dpkg -i "$out"/herd_*.deb "$out"/herd-agent_*.deb
