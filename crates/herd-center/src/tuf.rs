@@ -28,7 +28,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use herd_core::{Catalog, PackageFormat, Timestamp};
 use herd_proto::distribution::{
     ContentDigest, HERD_ROLE, PackageCustom, custom_value, herd_paths, package_target,
-    vendor_paths, vendor_role,
+    parse_consistent_target_name, vendor_paths, vendor_role,
 };
 use herd_store::{
     OnlineKeyRow, OnlineKeyState, PackageContent, Store, StoreError, TufDocument, TufSigned,
@@ -873,10 +873,9 @@ impl Center {
     /// `DIRS/BASENAME` is a target listed now with that SHA-256. `NotFound` otherwise.
     pub fn tuf_target_blob(&self, path: &str) -> CenterResult<String> {
         let missing = || CenterError::not_found(format!("no target {path:?} in this repository"));
-        let (dirs, file) = path.rsplit_once('/').ok_or_else(missing)?;
-        let (sha256, basename) = file.split_once('.').ok_or_else(missing)?;
+        let (target, sha256) = parse_consistent_target_name(path).ok_or_else(missing)?;
         let served = self.trust.served();
-        match served.targets.get(&format!("{dirs}/{basename}")) {
+        match served.targets.get(&target) {
             Some(listed) if listed == sha256 => Ok(sha256.to_owned()),
             _ => Err(missing()),
         }

@@ -131,6 +131,30 @@ pub fn package_targets(feed: &CatalogDoc) -> Vec<PackageTarget> {
     targets
 }
 
+/// Where a target is served under [`TARGETS_PATH`] (TUF's consistent-snapshot name):
+/// `{dir}/{sha256}.{basename}` of the target path `{dir}/{basename}`.
+pub fn consistent_target_name(target: &str, sha256: &str) -> String {
+    match target.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/{sha256}.{name}"),
+        None => format!("{sha256}.{target}"),
+    }
+}
+
+/// The target path and SHA-256 a consistent-snapshot name stands for (the inverse of
+/// [`consistent_target_name`]); `None` when it has no `{sha256}.` before its basename.
+pub fn parse_consistent_target_name(name: &str) -> Option<(String, &str)> {
+    let (dir, file) = match name.rsplit_once('/') {
+        Some((dir, file)) => (Some(dir), file),
+        None => (None, name),
+    };
+    let (sha256, basename) = file.split_once('.')?;
+    let target = match dir {
+        Some(dir) => format!("{dir}/{basename}"),
+        None => basename.to_owned(),
+    };
+    Some((target, sha256))
+}
+
 /// The key under which Herd's metadata sits in a target's `custom` object: `{"herd": …}`.
 pub const CUSTOM_KEY: &str = "herd";
 
@@ -294,6 +318,23 @@ mod tests {
     #[test]
     fn an_empty_feed_has_no_targets() {
         assert_eq!(package_targets(&CatalogDoc::default()), []);
+    }
+
+    #[test]
+    fn a_target_is_served_under_its_consistent_snapshot_name_and_read_back() {
+        let target = "packages/acme/av/2/linux.archive";
+        let name = consistent_target_name(target, "ab12");
+        assert_eq!(name, "packages/acme/av/2/ab12.linux.archive");
+        assert_eq!(
+            parse_consistent_target_name(&name),
+            Some((target.to_owned(), "ab12"))
+        );
+        assert_eq!(consistent_target_name("top", "ab"), "ab.top");
+        assert_eq!(
+            parse_consistent_target_name("ab.top"),
+            Some(("top".into(), "ab"))
+        );
+        assert_eq!(parse_consistent_target_name("packages/no-digest"), None);
     }
 
     #[test]

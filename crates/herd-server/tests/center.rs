@@ -732,40 +732,11 @@ fn sigterm_stops_the_center_gracefully() {
     assert!(status.success(), "exit {status}: {stderr}");
 }
 
-/// A fresh PostgreSQL schema for one test, on the server `HERD_TEST_POSTGRES_URL` names
-/// (CI sets it); `None` skips the test.
-fn postgres_schema() -> Option<String> {
-    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
-    let schema = format!("herd_center_{}", std::process::id());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::PgConnection::connect(&base)
-            .await
-            .expect("connect to HERD_TEST_POSTGRES_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    });
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
-}
-
 /// Two center processes on one PostgreSQL database agree on everything: the CA, tokens,
 /// terminals and the catalog (a feed published through one is planned with by the other).
 #[test]
 fn two_centers_share_one_postgres_database() {
-    let Some(url) = postgres_schema() else {
+    let Some(url) = support::postgres_schema("herd_center") else {
         eprintln!("skipped: HERD_TEST_POSTGRES_URL is not set");
         return;
     };

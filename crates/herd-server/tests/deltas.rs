@@ -172,8 +172,10 @@ fn wait_listed(center: &TestCenter, path: &str) -> TargetFile {
 
 /// Where the center serves target `path` with SHA-256 `sha256`.
 fn target_url(path: &str, sha256: &str) -> String {
-    let (dirs, basename) = path.rsplit_once('/').unwrap();
-    format!("/tuf/targets/{dirs}/{sha256}.{basename}")
+    format!(
+        "/tuf/targets/{}",
+        herd_proto::distribution::consistent_target_name(path, sha256)
+    )
 }
 
 fn content(package: &[u8]) -> Vec<u8> {

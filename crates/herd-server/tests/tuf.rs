@@ -204,11 +204,11 @@ fn content_of(package: &[u8]) -> (String, u64) {
 /// The target path of acme-av `version`'s package, and where the center serves its bytes.
 fn acme_paths(version: &str, sha256: &str) -> (String, String) {
     let path = package_target("acme", "acme-av", version, "linux", "archive");
-    let (dirs, basename) = path.rsplit_once('/').unwrap();
-    (
-        path.clone(),
-        format!("/tuf/targets/{dirs}/{sha256}.{basename}"),
-    )
+    let url = format!(
+        "/tuf/targets/{}",
+        herd_proto::distribution::consistent_target_name(&path, sha256)
+    );
+    (path, url)
 }
 
 #[test]
@@ -1001,38 +1001,11 @@ fn herd_trust_status_prints_the_repository() {
 
 // --- several center processes ----------------------------------------------------------------
 
-/// A fresh schema of `HERD_TEST_POSTGRES_URL`, or `None` (the test is skipped).
-fn postgres_schema() -> Option<String> {
-    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
-    let schema = format!("herd_tuf_{}", std::process::id());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::PgConnection::connect(&base)
-            .await
-            .expect("connect to HERD_TEST_POSTGRES_URL");
-        for statement in [
-            format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-            format!("CREATE SCHEMA {schema}"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    });
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
-}
-
 /// Two center processes started together on one database initialise one repository, and
 /// serve the same signed documents: what one signs, the other serves within seconds.
 #[test]
 fn two_centers_on_one_database_serve_one_repository() {
-    let Some(url) = postgres_schema() else {
+    let Some(url) = support::postgres_schema("herd_tuf") else {
         eprintln!("skipped: HERD_TEST_POSTGRES_URL is not set");
         return;
     };

@@ -20,9 +20,9 @@ use herd_proto::distribution::{
 use herd_tuf::{TargetFile, verify_target};
 use sha2::{Digest, Sha256};
 
-use super::fetcher::consistent_name;
 use super::{TrustClient, VerifiedPlan};
 use crate::execute::{FetchError, Fetcher, MAX_KEPT_CONTENT, Rebuilt};
+use herd_proto::distribution::consistent_target_name;
 
 /// A delta the verified metadata lists for one package of the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +171,10 @@ pub fn rebuild(
         .hashes
         .get("sha256")
         .ok_or_else(|| format!("{}: its signed metadata has no SHA-256", offer.path))?;
-    let url = format!("{TARGETS_PATH}{}", consistent_name(&offer.path, delta_sha));
+    let url = format!(
+        "{TARGETS_PATH}{}",
+        consistent_target_name(&offer.path, delta_sha)
+    );
     let delta = upstream
         .get(&url, ReadLimits::target(offer.delta.length))
         .map_err(|e| format!("downloading the delta {}: {e}", offer.path))?;

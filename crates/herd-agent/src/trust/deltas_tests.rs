@@ -15,7 +15,7 @@ use mirror::{Behaviour, Mirror};
 use sha2::{Digest, Sha256};
 
 use super::{DeltaOffer, rebuild};
-use crate::trust::fetcher::consistent_name;
+use herd_proto::distribution::consistent_target_name;
 
 fn sha(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
@@ -42,7 +42,10 @@ fn setup() -> Setup {
     std::fs::write(dir.path().join(format!("{}.tar", sha(&base))), &base).unwrap();
     let mirror = Mirror::start();
     mirror.put(
-        &format!("/tuf/targets/{}", consistent_name(DELTA_PATH, &sha(&delta))),
+        &format!(
+            "/tuf/targets/{}",
+            consistent_target_name(DELTA_PATH, &sha(&delta))
+        ),
         delta.clone(),
     );
     let offer = DeltaOffer {
@@ -88,7 +91,7 @@ impl Setup {
     fn delta_url(&self) -> String {
         format!(
             "/tuf/targets/{}",
-            consistent_name(DELTA_PATH, &self.offer.delta.hashes["sha256"])
+            consistent_target_name(DELTA_PATH, &self.offer.delta.hashes["sha256"])
         )
     }
 }

@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use herd_client::{ReadLimits, Repository, RepositoryError};
-use herd_proto::distribution::TARGETS_PATH;
+use herd_proto::distribution::{TARGETS_PATH, consistent_target_name};
 
 use crate::execute::{FetchError, Fetcher};
 
@@ -18,14 +18,6 @@ pub struct MirrorFetcher<'a> {
     pub upstream: &'a Repository,
     /// Target paths by SHA-256, from the verified plan.
     pub targets: &'a BTreeMap<String, String>,
-}
-
-/// `{dir}/{sha256}.{basename}` of a target path.
-pub fn consistent_name(target: &str, sha256: &str) -> String {
-    match target.rsplit_once('/') {
-        Some((dir, name)) => format!("{dir}/{sha256}.{name}"),
-        None => format!("{sha256}.{target}"),
-    }
 }
 
 impl Fetcher for MirrorFetcher<'_> {
@@ -42,7 +34,7 @@ impl Fetcher for MirrorFetcher<'_> {
             .ok_or_else(|| FetchError::NotFound {
                 sha256: sha256.to_owned(),
             })?;
-        let path = format!("{TARGETS_PATH}{}", consistent_name(target, sha256));
+        let path = format!("{TARGETS_PATH}{}", consistent_target_name(target, sha256));
         let write_error = |source| FetchError::Write {
             path: dest.to_owned(),
             source,
@@ -85,18 +77,5 @@ fn classify(error: RepositoryError, dest: &Path) -> FetchError {
         RepositoryError::Slow { .. }
         | RepositoryError::Unavailable { .. }
         | RepositoryError::Invalid(_) => FetchError::Interrupted(error.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_are_fetched_by_their_consistent_snapshot_name() {
-        assert_eq!(
-            consistent_name("packages/acme/av/2/linux.archive", "ab12"),
-            "packages/acme/av/2/ab12.linux.archive"
-        );
     }
 }

@@ -30,9 +30,9 @@ use herd_tuf::{Root, SigningKey, TargetFile, TimestampRole, hashes_of, sign};
 #[path = "../../tests/support/mirror.rs"]
 mod mirror;
 
-use super::fetcher::consistent_name;
 use super::*;
 use crate::execute::{DirFetcher, Executor, ExecutorConfig, plan_id};
+use herd_proto::distribution::consistent_target_name;
 use mirror::{Behaviour, Mirror};
 
 const PLATFORM: &str = "pc";
@@ -260,7 +260,10 @@ impl Fixture {
         for listed in self.listed.values().flatten() {
             let sha = hashes_of(&listed.bytes)["sha256"].clone();
             self.mirror.put(
-                &format!("{TARGETS_PATH}{}", consistent_name(&listed.path, &sha)),
+                &format!(
+                    "{TARGETS_PATH}{}",
+                    consistent_target_name(&listed.path, &sha)
+                ),
                 listed.bytes.clone(),
             );
         }
@@ -478,7 +481,7 @@ fn an_honest_plan_is_carried_out_and_an_idle_refresh_reads_only_the_timestamp() 
     assert!(!f.path("prefix/products/av/1.0").exists());
     // The package came from the mirror's consistent-snapshot name.
     let sha = hashes_of(&v2.bytes)["sha256"].clone();
-    let fetched = format!("{TARGETS_PATH}{}", consistent_name(&v2.path, &sha));
+    let fetched = format!("{TARGETS_PATH}{}", consistent_target_name(&v2.path, &sha));
     assert!(f.mirror.take_requests().contains(&fetched));
 
     // Nothing changed upstream: the timestamp, nothing else (the root was probed for at the
@@ -529,7 +532,7 @@ fn arbitrary_installation_a_tampered_target_is_refused_and_nothing_changes() {
     let mut evil = v2.bytes.clone();
     evil[10] ^= 0xff;
     f.mirror.set(
-        &format!("{TARGETS_PATH}{}", consistent_name(&v2.path, &sha)),
+        &format!("{TARGETS_PATH}{}", consistent_target_name(&v2.path, &sha)),
         Behaviour::Replace(evil),
     );
     let plan = f.plan(&v2, Some(uninstall_step("av", "1.0")));
@@ -671,7 +674,7 @@ fn endless_data_metadata_and_targets_longer_than_allowed_are_cut_off() {
     let mut client = f.client();
     let verified = check_plan(&mut client, &f.plan(&v1, None), &ours(), now()).unwrap();
     let sha = hashes_of(&v1.bytes)["sha256"].clone();
-    let url = format!("{TARGETS_PATH}{}", consistent_name(&v1.path, &sha));
+    let url = format!("{TARGETS_PATH}{}", consistent_target_name(&v1.path, &sha));
     let mut bigger = v1.bytes.clone();
     bigger.extend(std::iter::repeat_n(0u8, 1 << 20));
     f.mirror.set(&url, Behaviour::Replace(bigger));
@@ -1207,7 +1210,7 @@ fn a_download_from_a_mirror_resumes_where_it_stopped() {
     f.mirror.take_requests();
     crate::execute::Fetcher::fetch(&fetcher, &sha, v1.bytes.len() as u64, &dest, 100).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), v1.bytes);
-    let url = format!("{TARGETS_PATH}{}", consistent_name(&v1.path, &sha));
+    let url = format!("{TARGETS_PATH}{}", consistent_target_name(&v1.path, &sha));
     assert_eq!(f.mirror.take_requests(), [format!("{url} (from 100)")]);
 }
 

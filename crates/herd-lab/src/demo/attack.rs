@@ -183,10 +183,10 @@ impl Demo {
             &doc.platform,
             &doc.format,
         );
-        let (dir, name) = target
-            .rsplit_once('/')
-            .ok_or_else(|| anyhow!("the target path {target} has no directory"))?;
-        let url = format!("{TARGETS_PATH}{dir}/{}.{name}", doc.sha256);
+        let url = format!(
+            "{TARGETS_PATH}{}",
+            herd_proto::distribution::consistent_target_name(&target, &doc.sha256)
+        );
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         Ok(Target {

@@ -204,3 +204,31 @@ pub fn seed_catalog() -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/catalog.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// A fresh PostgreSQL schema named `<prefix>_<pid>` on the server `HERD_TEST_POSTGRES_URL`
+/// names (CI sets it), as a database URL whose search path is that schema; `None` skips the test.
+pub fn postgres_schema(prefix: &str) -> Option<String> {
+    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
+    let schema = format!("{prefix}_{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connect to HERD_TEST_POSTGRES_URL");
+        for statement in [
+            format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+            format!("CREATE SCHEMA {schema}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    });
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
