@@ -1176,6 +1176,7 @@ fn checkin_as(
         hardware: None,
         tz: None,
         agent_version: None,
+        interfaces: None,
     })
 }
 

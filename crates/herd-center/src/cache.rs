@@ -138,6 +138,7 @@ impl Center {
         }
         *self.caches.groups.write().expect("group cache") =
             Arc::new(GroupPolicies { revision, by_id });
+        self.announce_changes();
         Ok(())
     }
 

@@ -128,6 +128,7 @@ impl Center {
             // The root the terminal trusts from now on (it came over the TLS connection the
             // enrolment token authenticates: trust on first use, as the CA certificate).
             tuf_root: self.tuf_root_text().await?,
+            upstreams: Vec::new(),
         })
     }
 }

@@ -95,6 +95,10 @@ pub struct Center {
     blob_collection: tokio::sync::Mutex<()>,
     /// The signed repository as this process serves and signs it (see `tuf`).
     trust: tuf::Trust,
+    /// What a terminal's plan or its signed metadata depend on, as a token that moves with
+    /// each change (see [`Center::change_token`]); held requests (`/v1/wait`, a site's
+    /// `/v1/sites/changes`) wait on it.
+    changes: watch::Sender<String>,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -201,6 +205,7 @@ impl Center {
             package_reservations: Default::default(),
             blob_collection: tokio::sync::Mutex::new(()),
             trust: tuf::Trust::default(),
+            changes: watch::Sender::new(String::new()),
         });
         center.note_server_cert_expiry();
         center.bootstrap_operator_token().await?;
@@ -255,6 +260,38 @@ impl Center {
             .store(RELEASE_MEMORY_AFTER_TICKS, Relaxed);
         crate::memory::release_freed();
         tracing::info!(revision, "catalog updated");
+        self.announce_changes();
+    }
+
+    /// The change token: the catalog revision, the groups revision and the version of the
+    /// served `timestamp.json`, as `C.G.T`. It moves whenever a terminal's plan may differ or
+    /// new signed metadata is there.
+    pub fn change_token(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.catalog().revision,
+            self.caches.groups_revision(),
+            self.trust.timestamp_version()
+        )
+    }
+
+    /// Wakes every held request if the change token moved. Called wherever one of its parts
+    /// changes in this process.
+    pub(crate) fn announce_changes(&self) {
+        let token = self.change_token();
+        self.changes.send_if_modified(|current| {
+            if *current == token {
+                false
+            } else {
+                *current = token;
+                true
+            }
+        });
+    }
+
+    /// A receiver that sees each new change token (see [`Center::change_token`]).
+    pub fn subscribe_changes(&self) -> watch::Receiver<String> {
+        self.changes.subscribe()
     }
 
     /// Follows the store's revisions, so changes made through other center processes reach

@@ -134,6 +134,14 @@ impl Trust {
             .insert(pair, outcome);
     }
 
+    /// The version of the `timestamp.json` this process serves (0 before there is one).
+    pub fn timestamp_version(&self) -> u64 {
+        self.served()
+            .latest
+            .get("timestamp")
+            .map_or(0, |(version, _)| *version)
+    }
+
     /// What this process serves now.
     pub fn served(&self) -> Arc<Served> {
         self.served.read().expect("served lock").clone()
@@ -544,6 +552,7 @@ impl Center {
         let state = self.store.tuf_state().await?;
         self.observe_expiries(&state);
         self.trust.serve(&state, None);
+        self.announce_changes();
         Ok(())
     }
 
@@ -607,6 +616,7 @@ impl Center {
                 memo.at = now;
                 self.observe_expiries(&state);
                 self.trust.serve(&state, Some((snapshot.revision, index)));
+                self.announce_changes();
                 return Ok(files);
             }
             let signed = TufSigned {
@@ -638,6 +648,7 @@ impl Center {
                     let state = self.store.tuf_state().await?;
                     self.observe_expiries(&state);
                     self.trust.serve(&state, Some((snapshot.revision, index)));
+                    self.announce_changes();
                     tracing::info!(
                         files = %files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(" "),
                         "signed the repository"

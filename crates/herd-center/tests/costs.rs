@@ -384,6 +384,7 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
             hardware: None,
             tz: None,
             agent_version: None,
+            interfaces: None,
         };
         center
             .check_in(&known, request, "127.0.0.1".to_owned())

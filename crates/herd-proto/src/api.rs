@@ -259,6 +259,11 @@ pub struct EnrolResponse {
     /// trust for signed distribution. Absent from centers older than signed distribution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuf_root: Option<String>,
+    /// Where the terminal checks in, in order of preference: the site it enrolled through,
+    /// then the center (an agent fails over to the next when one is unreachable). Empty from a
+    /// center enrolled with directly: the terminal uses the address it enrolled at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<String>,
 }
 
 /// `POST /v1/checkin` (client certificate): the terminal's inventory; the answer is its plan.
@@ -281,6 +286,25 @@ pub struct CheckinRequest {
     pub tz: Option<String>,
     #[serde(default)]
     pub agent_version: Option<String>,
+    /// The terminal's network interfaces now (the network map); absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
+    pub interfaces: Option<Vec<NetworkInterface>>,
+}
+
+/// One network interface as the agent saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NetworkInterface {
+    /// The interface's name (`eth0`, `wlan0`, `ppp0`).
+    pub name: String,
+    /// Its hardware address (`aa:bb:cc:dd:ee:ff`), absent for interfaces without one.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Its addresses, IPv4 and IPv6, without prefix lengths.
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ pub mod distribution;
 pub mod layout;
 pub mod merge;
 pub mod plan;
+pub mod site;
 pub mod terminal;
 
 mod error;

@@ -457,6 +457,7 @@ fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
             hardware: None,
             tz: None,
             agent_version: None,
+            interfaces: None,
         })
         .unwrap();
     assert_eq!(checkin.plan.action, herd_proto::plan::Action::Switch);

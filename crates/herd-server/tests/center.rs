@@ -46,6 +46,7 @@ fn checkin(installed: Option<InstalledDoc>) -> CheckinRequest {
         hardware: None,
         tz: None,
         agent_version: Some("test".into()),
+        interfaces: None,
     }
 }
 

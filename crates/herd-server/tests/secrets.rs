@@ -279,6 +279,7 @@ fn checks_in(center: &TestCenter, identity: &KeyPairPem) -> bool {
             hardware: None,
             tz: None,
             agent_version: Some("test".into()),
+            interfaces: None,
         })
         .is_ok()
 }

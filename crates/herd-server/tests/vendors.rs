@@ -135,6 +135,7 @@ fn plan_of(terminal: &Client, installed: Option<InstalledDoc>) -> herd_proto::pl
             hardware: None,
             tz: None,
             agent_version: Some("test".into()),
+            interfaces: None,
         })
         .expect("check-in")
         .plan

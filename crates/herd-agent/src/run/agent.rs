@@ -496,6 +496,7 @@ impl Agent {
             hardware: Some(identity.hardware.clone()),
             tz: identity.tz.clone(),
             agent_version: Some(VERSION.to_owned()),
+            interfaces: None,
         };
         let server = self.server();
         match self.client().checkin(&request) {
