@@ -8,6 +8,9 @@
 //! same certificate serves its terminals under the center's CA, which they pin). A site's
 //! certificate is refused on every terminal, vendor and operator endpoint, and a terminal's
 //! on every site endpoint; a site acts only for the terminals enrolled through it.
+//!
+//! A site runs as `herd serve --role site --upstream URL --site-id ID --site-token TOKEN
+//! [--listen ADDR] [--server-name NAME]... [--data-dir DIR]` (the token only at first start).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +41,11 @@ pub const SITE_RELAY: &str = "/v1/sites/relay";
 /// `POST` on a site, called by the center (center certificate) when the site has not pulled
 /// for a few of its poll intervals: the site pulls at once. Body: [`SiteChanges`].
 pub const SITE_NOTIFY: &str = "/v1/site/notify";
+/// `POST` (operator token) — a site enrolment token, shown once: [`SiteTokenResponse`].
+/// `herd sites token create`.
+pub const SITE_TOKENS: &str = "/v1/site-tokens";
+/// `GET` (operator token) — every site: `Vec<`[`SiteSummary`]`>`. `herd sites`.
+pub const SITES: &str = "/v1/sites";
 /// `GET ?after=TOKEN&timeout_secs=N` (terminal certificate), on the center and on a site —
 /// the agent's push connection: [`WaitResponse`].
 pub const WAIT: &str = "/v1/wait";
@@ -291,4 +299,14 @@ pub struct SiteStatus {
     pub cache_bytes: u64,
     pub cache_limit_bytes: u64,
     pub terminals: u64,
+}
+
+/// The answer to `POST /v1/site-tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SiteTokenResponse {
+    /// The secret: give it to `herd serve --role site --site-token`; shown once.
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
 }
