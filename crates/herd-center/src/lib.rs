@@ -136,12 +136,26 @@ impl Center {
         // The embedded database holds the (sealed) CA key, token hashes and the whole fleet:
         // whatever created it, and whatever the umask was, it is readable by its owner only.
         make_private_files(&config.data_dir)?;
-        let blobs = BlobStore::open(&config.blob_dir).with_context(|| {
-            format!(
-                "cannot open the blob directory {}",
-                config.blob_dir.display()
-            )
-        })?;
+        let blobs = match &config.blob_store {
+            config::BlobBackend::Files => {
+                BlobStore::open(&config.blob_dir).with_context(|| {
+                    format!(
+                        "cannot open the blob directory {}",
+                        config.blob_dir.display()
+                    )
+                })?
+            }
+            config::BlobBackend::S3 { bucket, prefix } => {
+                BlobStore::open_s3(&config.blob_dir, bucket.clone(), prefix)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot open the blob store s3://{}/{prefix} (blob_store = \"s3\")",
+                            bucket.name()
+                        )
+                    })?
+            }
+        };
 
         // The CA lives in the store so that every center process on one database shares it,
         // its key sealed under the operator's key-encryption key.
