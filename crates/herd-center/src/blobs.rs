@@ -381,7 +381,9 @@ impl BlobStore {
         // Created synchronously, with its guard at once: an upload abandoned while an
         // asynchronous open was still running on a blocking thread would leave the file behind
         // (the guard would not exist yet when the request's future was dropped).
+        // Readable too: an upload to an object store is sent from this file once verified.
         let file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)

@@ -346,9 +346,10 @@ impl BlobBackend {
                 let session_token = env("AWS_SESSION_TOKEN").filter(|v| !v.is_empty());
                 let extra_roots_pem = match path(&file.s3_ca_file) {
                     None => None,
-                    Some(ca) => Some(std::fs::read(&ca).with_context(|| {
-                        format!("s3_ca_file: cannot read {}", ca.display())
-                    })?),
+                    Some(ca) => Some(
+                        std::fs::read(&ca)
+                            .with_context(|| format!("s3_ca_file: cannot read {}", ca.display()))?,
+                    ),
                 };
                 let bucket = herd_s3::Bucket::new(herd_s3::BucketConfig {
                     endpoint,
@@ -378,7 +379,9 @@ fn check_s3_endpoint(endpoint: &str) -> anyhow::Result<()> {
     let authority = rest.split('/').next().unwrap_or_default();
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
     };
     let loopback = host == "localhost"
         || host
@@ -792,8 +795,8 @@ mod tests {
 
     #[test]
     fn an_s3_blob_store_is_read_from_its_keys_and_the_environment() {
-        let backend = BlobBackend::from_file(&s3_file("http://127.0.0.1:9000"), &with_secret)
-            .unwrap();
+        let backend =
+            BlobBackend::from_file(&s3_file("http://127.0.0.1:9000"), &with_secret).unwrap();
         let BlobBackend::S3 { bucket, prefix } = backend else {
             panic!("not s3");
         };
@@ -825,7 +828,9 @@ mod tests {
         };
         assert!(BlobBackend::from_file(&file, &|_| None).is_ok());
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = BlobBackend::from_file(&file, &|_| None).unwrap_err().to_string();
+        let err = BlobBackend::from_file(&file, &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("s3_secret_access_key_file:") && err.contains("chmod 600"),
             "{err}"

@@ -125,6 +125,26 @@ pub struct Revisions {
     pub tuf: u64,
 }
 
+/// The PostgreSQL notification channel a transaction that moves a revision notifies (the
+/// triggers of migration 0009 spell it in SQL; the conformance suite holds them to this).
+pub const REVISIONS_CHANNEL: &str = "herd_revisions";
+
+/// Wake-ups when another process may have moved a revision ([`Store::revision_changes`]).
+#[derive(Clone, Debug)]
+pub struct RevisionChanges(tokio::sync::watch::Receiver<u64>);
+
+impl RevisionChanges {
+    pub(crate) fn new(receiver: tokio::sync::watch::Receiver<u64>) -> RevisionChanges {
+        RevisionChanges(receiver)
+    }
+
+    /// Waits for the next wake-up (several while waiting count as one). False once nothing
+    /// will wake it any more: poll from then on.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
+
 /// One vendor's published feed: the whole `herd.catalog/v1` document as sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredFeed {
@@ -537,6 +557,15 @@ pub trait Store: Send + Sync + Debug {
     ) -> Result<CaMaterial, StoreError>;
 
     async fn revisions(&self) -> Result<Revisions, StoreError>;
+
+    /// Wakes its holder whenever a revision may have moved in another process (the moment
+    /// the changing transaction commits), so the [`Store::revisions`] poll can be slow.
+    /// `None` where nothing can wake it (SQLite, one process; a wrapper): poll then.
+    /// Notifications can be lost (a dropped connection); after each reconnection the holder
+    /// is woken once, and it should still poll now and then.
+    fn revision_changes(&self) -> Option<RevisionChanges> {
+        None
+    }
 
     // --- catalog -------------------------------------------------------------------------
 

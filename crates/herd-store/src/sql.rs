@@ -57,6 +57,11 @@ pub trait Dialect: Database {
     /// none (the schemas keep `cert_sha256` in different tables).
     const UPDATE_CERT_FROM: &'static str;
 
+    /// Wake-ups when another process moves a revision, where the backend has them.
+    fn revision_changes(_store: &SqlStore<Self>) -> Option<crate::RevisionChanges> {
+        None
+    }
+
     /// A table expression over the elements of the JSON array in parameter `param`, named `r`
     /// with one column `value` (so `r.value ->> 0` is the first field of an element).
     fn json_rows(param: &str) -> String;
@@ -91,6 +96,8 @@ pub struct SqlStore<DB: Database> {
     pub(crate) writer: Pool<DB>,
     /// Where reads run (on PostgreSQL the same pool as `writer`).
     pub(crate) reader: Pool<DB>,
+    /// The revision wake-ups, once asked for (PostgreSQL's listener task feeds them).
+    pub(crate) revision_changes: std::sync::OnceLock<crate::RevisionChanges>,
 }
 
 impl<DB: Dialect> SqlStore<DB> {
@@ -380,6 +387,10 @@ where
 {
     fn backend(&self) -> Backend {
         DB::BACKEND
+    }
+
+    fn revision_changes(&self) -> Option<crate::RevisionChanges> {
+        DB::revision_changes(self)
     }
 
     async fn ca_get_or_insert(&self, candidate: CaMaterial) -> Result<CaMaterial, StoreError> {

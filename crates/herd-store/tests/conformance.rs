@@ -152,6 +152,7 @@ conformance!(
     a_renewal_keeps_the_previous_certificate_and_no_older_one,
     a_refused_renewal_changes_nothing,
     a_reenrolment_token_works_once_and_only_for_its_terminal,
+    another_process_is_woken_when_a_revision_moves,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -1588,6 +1589,85 @@ async fn terminal_delete_takes_addresses_and_events(fixture: &Fixture) {
     enrol_all(store, UNKNOWN_GROUP, &["t1"]).await;
     let outcome = store.events_append(&[event("t1", 1, "a")]).await.unwrap();
     assert_eq!((outcome.accepted, outcome.last_seq), (1, 1));
+}
+
+/// On PostgreSQL a second process's [`Store::revision_changes`] wakes when a transaction of
+/// the first moves a revision, through `NOTIFY` on [`REVISIONS_CHANNEL`]; SQLite has none.
+/// (Only wake-ups are checked, never their absence: notifications are database-wide, and
+/// other tests' schemas share the database.)
+async fn another_process_is_woken_when_a_revision_moves(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let other = fixture.another().await;
+    let Some(mut changes) = other.revision_changes() else {
+        assert_eq!(other.backend(), Backend::Sqlite);
+        return;
+    };
+    let woken = |changes: &mut herd_store::RevisionChanges| {
+        let mut changes = changes.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), changes.changed())
+                .await
+                .expect("woken within 5 s")
+        }
+    };
+    // Woken once when the listener first listens.
+    assert!(woken(&mut changes).await);
+    let mut raw = sqlx::postgres::PgListener::connect(&fixture.url)
+        .await
+        .unwrap();
+    raw.listen(herd_store::REVISIONS_CHANNEL).await.unwrap();
+
+    let accept = |_: &[StoredFeed], _: &Registry| Ok(());
+    let mut waiting = tokio::spawn({
+        let mut changes = changes.clone();
+        async move { changes.changed().await }
+    });
+    store
+        .publish_feed(feed("acme", 1), &no_claims(), &accept)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), &mut waiting)
+            .await
+            .expect("a publish wakes the other process")
+            .unwrap()
+    );
+    let notification = tokio::time::timeout(Duration::from_secs(5), raw.recv())
+        .await
+        .expect("notified on the channel")
+        .unwrap();
+    assert_eq!(notification.channel(), herd_store::REVISIONS_CHANNEL);
+    // Groups, terminal changes and the CA notify as well.
+    for change in ["group", "enrolment", "ca"] {
+        let waiting = tokio::spawn({
+            let mut changes = changes.clone();
+            async move { changes.changed().await }
+        });
+        // Let the waiter see the current value before the change.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match change {
+            "group" => store.group_put(group("lab")).await.unwrap(),
+            "enrolment" => enrol_all(store, "lab", &["t1"]).await,
+            _ => {
+                store
+                    .ca_get_or_insert(CaMaterial {
+                        cert_pem: "cert".into(),
+                        key_pem: "key".into(),
+                        trust_pem: None,
+                        generation: 1,
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), waiting)
+                .await
+                .unwrap_or_else(|_| panic!("a {change} wakes the other process"))
+                .unwrap()
+        );
+    }
 }
 
 async fn each_change_bumps_exactly_its_revision(fixture: &Fixture) {
