@@ -1,4 +1,4 @@
-//! Two real `herd serve` processes on one PostgreSQL: a publish through one reaches the other
+//! Two real `herd serve` processes on one PostgreSQL database of their own: a publish through one reaches the other
 //! through LISTEN/NOTIFY well within the old one-second poll (the latency is measured and
 //! printed), and when notifications are lost — the listening connection killed with
 //! `pg_terminate_backend`, or the notifying trigger disabled — the other process still catches
@@ -67,6 +67,47 @@ fn sql(url: &str, statement: &str) -> u64 {
     })
 }
 
+/// A fresh database of its own on the server `HERD_TEST_POSTGRES_URL` names (notifications
+/// are per database: other tests' schemas on the shared one would wake these centers too and
+/// hide a lost notification), as a URL; `None` skips the test.
+fn fresh_database(name: &str) -> Option<String> {
+    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
+    let database = format!("{name}_{}", std::process::id());
+    sql(
+        &base,
+        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    );
+    sql(&base, &format!("CREATE DATABASE {database}"));
+    let (url, query) = match base.split_once('?') {
+        Some((url, query)) => (url, format!("?{query}")),
+        None => (base.as_str(), String::new()),
+    };
+    let (server, _) = url
+        .rsplit_once('/')
+        .expect("a database URL ends with /DATABASE");
+    Some(format!("{server}/{database}{query}"))
+}
+
+/// Drops the database `url` names once the centers using it are gone.
+struct DropDatabase(String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        if let (Ok(base), Some((_, database))) = (
+            std::env::var("HERD_TEST_POSTGRES_URL"),
+            self.0
+                .split('?')
+                .next()
+                .and_then(|url| url.rsplit_once('/')),
+        ) {
+            sql(
+                &base,
+                &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
 struct Pair {
     one: TestCenter,
     two: TestCenter,
@@ -75,12 +116,15 @@ struct Pair {
     acme: Client,
     operator_two: Client,
     _dir: tempfile::TempDir,
+    // Dropped after the centers (fields drop in order).
+    _database: DropDatabase,
 }
 
 /// Two centers on one fresh schema; the second's connections carry `application_name`
 /// `two_name`, so a test can find its listening connection.
-fn two_centers(schema_prefix: &str, two_name: &str) -> Option<Pair> {
-    let url = support::postgres_schema(schema_prefix)?;
+fn two_centers(database: &str, two_name: &str) -> Option<Pair> {
+    let url = fresh_database(database)?;
+    let separator = if url.contains('?') { '&' } else { '?' };
     let dir = tempfile::tempdir().unwrap();
     let blobs = dir.path().join("blobs").display().to_string();
     let start = |name: &str, url: &str| {
@@ -92,7 +136,10 @@ fn two_centers(schema_prefix: &str, two_name: &str) -> Option<Pair> {
         .unwrap()
     };
     let one = start("one", &url);
-    let two = start("two", &format!("{url}&application_name={two_name}"));
+    let two = start(
+        "two",
+        &format!("{url}{separator}application_name={two_name}"),
+    );
     let bootstrapped = [&one, &two]
         .into_iter()
         .find(|c| c.data_dir.join("operator.token").exists())
@@ -103,10 +150,11 @@ fn two_centers(schema_prefix: &str, two_name: &str) -> Option<Pair> {
     Some(Pair {
         one,
         two,
-        url,
+        url: url.clone(),
         acme,
         operator_two,
         _dir: dir,
+        _database: DropDatabase(url),
     })
 }
 
@@ -151,8 +199,6 @@ fn a_publish_on_one_center_is_planned_by_the_other_at_once() {
     // A poll every second would average 500 ms; notified, it is the time to rebuild a catalog.
     assert!(answer_median < 250.0, "median {answer_median} ms");
     assert!(max < 900.0, "max {max} ms");
-    drop(pair.one);
-    drop(pair.two);
 }
 
 #[test]
@@ -189,6 +235,7 @@ fn a_process_that_missed_notifications_still_catches_up() {
     let seen = wait_for_release(&pair.operator_two, 4, Duration::from_secs(15));
     let polled = seen.saturating_duration_since(answered);
     eprintln!("with notifications lost, the fallback poll caught up in {polled:?}");
+
     sql(
         &pair.url,
         "ALTER TABLE revisions ENABLE TRIGGER herd_revisions_notify",
