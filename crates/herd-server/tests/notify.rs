@@ -109,8 +109,9 @@ impl Drop for DropDatabase {
 }
 
 struct Pair {
-    one: TestCenter,
-    two: TestCenter,
+    /// Held so the processes run as long as the test.
+    _one: TestCenter,
+    _two: TestCenter,
     /// The database URL (in the test's schema).
     url: String,
     acme: Client,
@@ -148,8 +149,8 @@ fn two_centers(database: &str, two_name: &str) -> Option<Pair> {
     let acme = one.anonymous().with_token(&token);
     let operator_two = two.anonymous().with_token(&bootstrapped.operator_token());
     Some(Pair {
-        one,
-        two,
+        _one: one,
+        _two: two,
         url: url.clone(),
         acme,
         operator_two,
