@@ -342,7 +342,7 @@ impl Center {
                     crate::memory::release_freed();
                 }
                 ticks += 1;
-                if changes.is_some() && ticks % REVISIONS_FALLBACK_POLL_TICKS != 0 {
+                if changes.is_some() && !ticks.is_multiple_of(REVISIONS_FALLBACK_POLL_TICKS) {
                     self.sign_if_due().await;
                     continue;
                 }
