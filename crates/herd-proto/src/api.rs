@@ -209,6 +209,9 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     /// The store (database) is unreachable or failing.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// The endpoint belongs to the other role: a center-only action asked of a site server,
+    /// or a site's endpoint of the center.
+    pub const WRONG_ROLE: &str = "wrong_role";
 }
 
 // ---------------------------------------------------------------------------------------------
