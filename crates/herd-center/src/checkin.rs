@@ -149,7 +149,8 @@ impl Center {
         let now = crate::unix_now();
         let answer = self.check_in_at(terminal, request, address, now).await?;
         if let Some((request, address)) = relayed {
-            self.queue_checkin(&terminal.id, request, address, now).await?;
+            self.queue_checkin(&terminal.id, request, address, now)
+                .await?;
         }
         Ok(answer)
     }

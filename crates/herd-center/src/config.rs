@@ -493,10 +493,9 @@ impl CenterConfig {
         let site = match file.role.as_deref().unwrap_or("center") {
             "center" | "" => None,
             "site" => {
-                let upstream = file
-                    .upstream
-                    .filter(|u| !u.is_empty())
-                    .context("upstream: a site needs the center's URL (--upstream https://center:8443)")?;
+                let upstream = file.upstream.filter(|u| !u.is_empty()).context(
+                    "upstream: a site needs the center's URL (--upstream https://center:8443)",
+                )?;
                 if !upstream.starts_with("https://") {
                     bail!("upstream: {upstream:?} is not an https:// URL");
                 }
@@ -545,7 +544,9 @@ impl CenterConfig {
             other => bail!("role: {other:?} is neither \"center\" nor \"site\""),
         };
         if site.is_some() && database.starts_with("postgres") {
-            bail!("database: a site server keeps its own embedded SQLite store; leave database empty");
+            bail!(
+                "database: a site server keeps its own embedded SQLite store; leave database empty"
+            );
         }
         let site_push_after = match file.site_push_after_secs {
             None => std::time::Duration::from_secs(90),

@@ -23,7 +23,11 @@ impl Center {
         request: EnrolRequest,
         address: IpAddr,
     ) -> CenterResult<EnrolResponse> {
-        let result = self.enrol_terminal(request, address, None).await;
+        let result = if self.site().is_some() {
+            self.site_relay_enrol(request, address).await
+        } else {
+            self.enrol_terminal(request, address, None).await
+        };
         match &result {
             Ok(_) => self.metrics.enrolments.fetch_add(1, Relaxed),
             Err(_) => self.metrics.enrolments_refused.fetch_add(1, Relaxed),

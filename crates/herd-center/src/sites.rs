@@ -134,13 +134,16 @@ impl Center {
             )
         })?;
         let id = peer.site.as_deref().ok_or_else(|| {
-            CenterError::forbidden("site endpoints are for site servers; this certificate is not a site's")
+            CenterError::forbidden(
+                "site endpoints are for site servers; this certificate is not a site's",
+            )
         })?;
-        let site = self
-            .store
-            .site(id)
-            .await?
-            .ok_or_else(|| CenterError::new(ErrorKind::CertRevoked, format!("site {id:?} is not enrolled")))?;
+        let site = self.store.site(id).await?.ok_or_else(|| {
+            CenterError::new(
+                ErrorKind::CertRevoked,
+                format!("site {id:?} is not enrolled"),
+            )
+        })?;
         if site.cert_sha256 != peer.sha256 {
             return Err(CenterError::new(
                 ErrorKind::CertRevoked,
@@ -245,14 +248,20 @@ impl Center {
     }
 
     /// A terminal enrolling through `site`.
-    pub async fn relay_enrol(&self, site: &str, relayed: RelayedEnrol) -> CenterResult<EnrolResponse> {
+    pub async fn relay_enrol(
+        &self,
+        site: &str,
+        relayed: RelayedEnrol,
+    ) -> CenterResult<EnrolResponse> {
         let address: IpAddr = relayed.address.parse().map_err(|_| {
             CenterError::bad_request(format!(
                 "the relayed enrolment: $.address: {:?} is not an IP address",
                 relayed.address
             ))
         })?;
-        let result = self.enrol_terminal(relayed.request, address, Some(site)).await;
+        let result = self
+            .enrol_terminal(relayed.request, address, Some(site))
+            .await;
         match &result {
             Ok(_) => self.metrics.enrolments.fetch_add(1, Relaxed),
             Err(_) => self.metrics.enrolments_refused.fetch_add(1, Relaxed),
@@ -285,7 +294,9 @@ impl Center {
             .await?
             .ok_or_else(|| CenterError::not_found(format!("no terminal {id:?} is enrolled")))?;
         let hardware = serde_json::from_str(&row.hardware).map_err(|err| {
-            CenterError::internal(format!("terminal {id:?} has a corrupt hardware record: {err}"))
+            CenterError::internal(format!(
+                "terminal {id:?} has a corrupt hardware record: {err}"
+            ))
         })?;
         Ok(SiteTerminal {
             id: row.id,
@@ -301,7 +312,9 @@ impl Center {
     /// Refuses unless terminal `id` enrolled through `site`.
     async fn terminal_of_site(&self, site: &str, id: &str) -> CenterResult<Arc<KnownTerminal>> {
         match self.store.terminal_site(id).await? {
-            None => Err(CenterError::not_found(format!("no terminal {id:?} is enrolled"))),
+            None => Err(CenterError::not_found(format!(
+                "no terminal {id:?} is enrolled"
+            ))),
             Some(Some(owner)) if owner == site => self.known_terminal(id).await,
             Some(_) => Err(CenterError::forbidden(format!(
                 "terminal {id:?} did not enrol through site {site:?}; a site acts only for its own terminals"
@@ -364,7 +377,10 @@ impl Center {
             self.store.site_relay_advance(site, applied_through).await?;
         }
         self.metrics.sites.relayed_items.fetch_add(applied, Relaxed);
-        self.metrics.sites.relayed_duplicates.fetch_add(duplicates, Relaxed);
+        self.metrics
+            .sites
+            .relayed_duplicates
+            .fetch_add(duplicates, Relaxed);
         match outcome {
             Ok(()) => Ok(RelayAck {
                 acked_through: applied_through,
@@ -391,7 +407,8 @@ impl Center {
                 address,
                 request,
             } => {
-                self.record_relayed_checkin(&known, request, address, at).await
+                self.record_relayed_checkin(&known, request, address, at)
+                    .await
             }
             RelayBody::Events { batch } => self.append_relayed_events(&known, batch).await,
         }
@@ -450,10 +467,7 @@ impl Center {
 
     /// Pushes to the sites that have not pulled since a change for `site_push_after`: the
     /// seed's fallback from pull to push (S110–S111). Runs until `shutdown`.
-    pub(crate) async fn push_to_late_sites(
-        self: Arc<Center>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub(crate) async fn push_to_late_sites(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         let mut changed_at: Option<i64> = None;
         let mut changes = self.subscribe_changes();

@@ -81,8 +81,9 @@ impl Client {
 
     /// The center's push to a site (`POST /v1/site/notify`, center certificate).
     pub fn site_notify(&self, changes: &SiteChanges) -> Result<(), ClientError> {
-        let bytes = serde_json::to_vec(changes)
-            .map_err(|err| ClientError::Invalid(format!("cannot encode the notification: {err}")))?;
+        let bytes = serde_json::to_vec(changes).map_err(|err| {
+            ClientError::Invalid(format!("cannot encode the notification: {err}"))
+        })?;
         let response = self.call(
             Method::POST,
             wire::SITE_NOTIFY,

@@ -723,6 +723,16 @@ pub struct PlacementRules {
     pub rules: Vec<PlacementRule>,
 }
 
+/// `POST /v1/site-tokens` (operator): a site enrolment token for one site, valid 7 days.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewSiteToken {
+    /// A note for operators (which site it is for).
+    #[serde(default)]
+    pub label: String,
+}
+
 /// `POST /v1/enrolment-tokens` (operator).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -301,4 +301,3 @@ pub struct SiteStatus {
     pub cache_limit_bytes: u64,
     pub terminals: u64,
 }
-
