@@ -35,6 +35,7 @@ mod packages;
 mod placement;
 pub mod planners;
 mod registry;
+pub mod site;
 mod tokens;
 mod trust;
 pub mod tuf;
