@@ -48,7 +48,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek as _, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
@@ -587,6 +587,18 @@ impl Mirror {
             .contains_key(sha256)
     }
 
+    /// Whether the verified metadata served now lists a target with this SHA-256.
+    pub fn is_listed(&self, sha256: &str) -> bool {
+        self.served().blobs.contains_key(sha256)
+    }
+
+    /// Every target path the verified metadata served now lists, sorted.
+    pub fn listed_targets(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self.served().targets.keys().cloned().collect();
+        paths.sort();
+        paths
+    }
+
     /// The SHA-256 of every cached blob.
     pub fn cached(&self) -> BTreeSet<String> {
         let cache = self.cache.lock().expect("cache lock");
@@ -835,8 +847,12 @@ impl Mirror {
                 return Err(io::Error::other("wrong length"));
             }
             file.flush()?;
-            file.rewind()?;
-            let actual = sha256_of(file)?;
+            // The temporary is open for writing only: read it back through a second
+            // descriptor of the same file.
+            let actual = sha256_of_file(Path::new(&format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(file)
+            )))?;
             if actual != sha256 {
                 outcome = Err(MirrorError::Upstream(format!(
                     "{url_path}: its SHA-256 is {actual}, not the signed {sha256}"
