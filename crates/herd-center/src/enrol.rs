@@ -113,6 +113,7 @@ impl Center {
                     cert_sha256: issued.cert_sha256,
                     enrolled_at: unix_now(),
                     address: address.to_string(),
+                    site: None,
                 },
             )
             .await?;
