@@ -709,3 +709,66 @@ fn metadata_that_does_not_verify_is_refused_and_the_previous_set_stays_served() 
     proxy.honest_all();
     site.sync().unwrap();
 }
+
+#[test]
+fn the_root_chain_is_mirrored_both_ways_for_terminals_that_trust_an_older_root() {
+    let center = TestCenter::start();
+    let work = tempfile::tempdir().unwrap();
+    let acme = vendor_client(&center, "acme");
+    let package = Package::build(work.path(), "acme-av", "1.0", 1, 10);
+    publish(&acme, &[&package]);
+    let root1 = trusted_root(&center);
+    let site = Site::open(&center, &work.path().join("site"), 1 << 30);
+    site.sync_until("listed", |m| m.is_listed(&package.sha256));
+    assert_eq!(site.curl("/tuf/metadata/2.root.json").0, 404);
+
+    // The operator moves the root offline: root 2, two new root keys, the same online keys.
+    let root1_typed: herd_tuf::Root =
+        serde_json::from_value(serde_json::from_slice::<Value>(&root1).unwrap()["signed"].clone())
+            .unwrap();
+    let offline = [
+        herd_tuf::SigningKey::generate().unwrap(),
+        herd_tuf::SigningKey::generate().unwrap(),
+    ];
+    let online = |role: &str| root1_typed.keys[&root1_typed.roles[role].keyids[0]].clone();
+    let root2 = herd_tuf::repository::root_document(
+        Some(&root1_typed),
+        &[offline[0].public(), offline[1].public()],
+        2,
+        [
+            &online("timestamp"),
+            &online("snapshot"),
+            &online("targets"),
+        ],
+        Timestamp::from_unix_seconds(herd_center::unix_now() + 365 * 86_400),
+    );
+    let root2 = herd_tuf::sign(&root2, &[&offline[0], &offline[1]]);
+    let installed = center.operator().install_root(&root2).unwrap();
+    assert_eq!(installed.root.version, 2);
+
+    // The site walks forwards to root 2 at the sync that sees the new timestamp.
+    site.sync_until("root 2 is mirrored", |m| {
+        m.stats().timestamp_version > 0
+            && Repository::mirror(&site.url)
+                .unwrap()
+                .get("/tuf/metadata/2.root.json", ReadLimits::metadata(1 << 20))
+                .is_ok()
+    });
+    let served_root2 = site.get("/tuf/metadata/2.root.json");
+    assert_eq!(site.get("/tuf/metadata/root.json"), served_root2);
+    let file = refresh_and_find(&site, &root1, &package.target).expect("from root 1");
+    verify_target(&package.target, &file, &site.get(&package.url())).unwrap();
+
+    // A site given root 2 (enrolled later) verifies root 1 backwards and serves it, so a
+    // terminal still trusting root 1 walks the chain through it.
+    let later = Site::open_with(
+        center.anonymous().repository(),
+        &served_root2,
+        &work.path().join("later-site"),
+        1 << 30,
+    );
+    later.sync_until("listed", |m| m.is_listed(&package.sha256));
+    assert_eq!(later.get("/tuf/metadata/1.root.json"), root1);
+    let file = refresh_and_find(&later, &root1, &package.target).expect("from root 1");
+    assert_eq!(file.hashes["sha256"], package.sha256);
+}

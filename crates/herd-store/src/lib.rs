@@ -813,12 +813,8 @@ pub trait Store: Send + Sync + Debug {
     async fn site(&self, id: &str) -> Result<Option<SiteRow>, StoreError>;
     async fn sites(&self) -> Result<Vec<SiteRow>, StoreError>;
     /// Records a site's call (and what it said of itself, when it said it).
-    async fn site_contact(
-        &self,
-        id: &str,
-        at: i64,
-        status: Option<&str>,
-    ) -> Result<(), StoreError>;
+    async fn site_contact(&self, id: &str, at: i64, status: Option<&str>)
+    -> Result<(), StoreError>;
     /// Raises a site's applied queue seq to `through` (never lowers it).
     async fn site_relay_advance(&self, id: &str, through: u64) -> Result<(), StoreError>;
     async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError>;

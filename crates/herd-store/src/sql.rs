@@ -29,8 +29,8 @@ use crate::{
     EnrolError, EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, OnlineKeyRow,
     OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem,
     Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, SiteRow, Store, StoreError,
-    StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
-    TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState,
+    UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -1162,10 +1162,10 @@ where
                 "SELECT expires_at FROM enrol_tokens WHERE hash = $1 AND kind = 'terminal'",
             )
             .bind(token_hash)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?
-                    .ok_or(EnrolError::TokenUnknown)?;
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(EnrolError::TokenUnknown)?;
             return Err(if expires_at <= now {
                 EnrolError::TokenExpired
             } else {
@@ -1684,13 +1684,11 @@ where
 
     async fn site_relay_advance(&self, id: &str, through: u64) -> Result<(), StoreError> {
         let through = to_db_int(through, "queue seq")?;
-        sqlx::query(
-            "UPDATE sites SET relay_applied = $2 WHERE id = $1 AND relay_applied < $2",
-        )
-        .bind(id)
-        .bind(through)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query("UPDATE sites SET relay_applied = $2 WHERE id = $1 AND relay_applied < $2")
+            .bind(id)
+            .bind(through)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -1937,9 +1935,10 @@ where
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
-        let row = sqlx::query("SELECT count(*) AS depth, min(created_at) AS oldest FROM site_queue")
-            .fetch_one(&self.reader)
-            .await?;
+        let row =
+            sqlx::query("SELECT count(*) AS depth, min(created_at) AS oldest FROM site_queue")
+                .fetch_one(&self.reader)
+                .await?;
         Ok(QueueStats {
             depth: from_db_int(row.try_get("depth")?, "queue depth")?,
             oldest_at: row.try_get("oldest")?,

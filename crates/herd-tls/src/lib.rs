@@ -503,9 +503,9 @@ impl CertificateAuthority {
             .map_err(|e: rcgen::Error| CsrError::Sign(e))?;
         let mut sans = vec![SanType::URI(uri)];
         for name in names {
-            sans.push(server_san(name).map_err(|_| CsrError::BadServerName {
-                name: name.clone(),
-            })?);
+            sans.push(
+                server_san(name).map_err(|_| CsrError::BadServerName { name: name.clone() })?,
+            );
         }
         params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
@@ -535,12 +535,12 @@ impl CertificateAuthority {
     pub fn issue_center_client(&self) -> Result<KeyPairPem, TlsError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = common_name("herd center");
-        params.subject_alt_names = vec![SanType::URI(CENTER_URI.try_into().map_err(
-            |source| TlsError::Generate {
+        params.subject_alt_names = vec![SanType::URI(CENTER_URI.try_into().map_err(|source| {
+            TlsError::Generate {
                 what: "the center's client certificate",
                 source,
-            },
-        )?)];
+            }
+        })?)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

@@ -442,7 +442,8 @@ fn site_certificates_name_the_site_and_its_addresses_and_serve_and_call() {
         CsrError::BadTerminalId { .. }
     ));
     assert!(matches!(
-        ca.sign_site_csr(&csr, "ok", &["a/b".into()], 365).unwrap_err(),
+        ca.sign_site_csr(&csr, "ok", &["a/b".into()], 365)
+            .unwrap_err(),
         CsrError::BadServerName { .. }
     ));
 }

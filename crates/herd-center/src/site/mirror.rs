@@ -3,8 +3,8 @@
 //! so that each package crosses the center→site link once per site whatever the number of
 //! terminals behind it.
 //!
-//! **Metadata.** [`Mirror::sync_metadata`] reads the upstream `timestamp.json`; when it changed,
-//! it walks the root chain (`N.root.json` until 404), reads the snapshot and every targets
+//! **Metadata.** [`Mirror::sync_metadata`] reads the upstream `timestamp.json` and probes the
+//! next root; when either is new, it walks the root chain (`N.root.json` until 404), reads the snapshot and every targets
 //! role it lists that is not on disk yet (versioned files never change), and verifies the
 //! whole set with `herd_tuf::client` from the root the site trusts (the one it got at
 //! enrolment). Only a set that verifies is written (through herd-fs, `timestamp.json` last) and
@@ -39,8 +39,8 @@
 //! files' modification times (when they were fetched).
 //!
 //! **Damage.** A cached blob whose size is not the one it was stored with is noticed when it is
-//! served and fetched again; on open every cached blob is hashed again (reading the cache once,
-//! about a second per few hundred MB) and one that does not match is removed. A same-size
+//! served and fetched again; on open every cached blob is hashed again (the whole cache is read
+//! once at start) and one that does not match is removed. A same-size
 //! change made while the site runs is served as it is and refused by the terminal's own
 //! verification of the signed SHA-256 (then repaired at the next open).
 //!
@@ -52,7 +52,7 @@ use std::io::{self, Read, Seek as _, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use herd_client::{ReadLimits, Repository, RepositoryError};
 use herd_core::Timestamp;
@@ -934,7 +934,7 @@ impl Mirror {
         }
     }
 
-    /// Reads the center's timestamp and, when it moved, mirrors and verifies the set it names;
+    /// Reads the center's timestamp (and probes the next root) and, when either moved, mirrors and verifies the set it names;
     /// starts prefetching what the new set lists that the previous one did not. A set that
     /// does not verify is refused (the previous one stays served) and returned as `Untrusted`.
     pub async fn sync_metadata(self: &Arc<Self>) -> Result<SyncOutcome, MirrorError> {
@@ -982,6 +982,27 @@ impl Mirror {
         })
     }
 
+    /// Syncs now and then every `interval` until `stop` turns true, logging what fails (the
+    /// center away is expected: the site keeps serving what it has).
+    pub async fn sync_every(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
+        loop {
+            match self.sync_metadata().await {
+                Ok(outcome) if outcome.changed => tracing::info!(
+                    timestamp = outcome.timestamp_version,
+                    prefetching = outcome.prefetching,
+                    "mirrored the center's metadata"
+                ),
+                Ok(_) => {}
+                Err(MirrorError::Untrusted(_)) => {} // logged and counted by the sync
+                Err(err) => tracing::warn!("mirroring the center's metadata: {err}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
+            }
+        }
+    }
+
     fn prefetch(self: &Arc<Self>, sha256: String, listed: Listed) {
         if self.is_cached(&sha256) || listed.length > self.limit {
             return;
@@ -1007,10 +1028,16 @@ impl Mirror {
         let previous = self.served();
         let source = UpstreamSource { mirror: self };
         let timestamp = source.timestamp()?;
+        // A new root need not come with a new timestamp (the online keys may stay): the next
+        // root is probed at every sync, as TUF clients do, one small request (a 404 mostly).
         if previous
             .timestamp
             .as_ref()
             .is_some_and(|served| **served == *timestamp)
+            && source
+                .with_timestamp(Vec::new())
+                .root(previous.root_version + 1)?
+                .is_none()
         {
             return Ok(None);
         }
