@@ -299,6 +299,22 @@ fn a_terminal_refresh_through_the_mirror_verifies_and_the_headers_are_the_center
     assert_eq!(site.curl("/tuf/metadata/timestamp.json").0, 404);
     site.sync_until("the package is listed", |m| m.is_listed(&package.sha256));
 
+    // An idle sync: the timestamp and the probe of the next root (a 404), nothing else.
+    let before = site.stats();
+    let outcome = site.sync().unwrap();
+    let after = site.stats();
+    if !outcome.changed {
+        assert_eq!(
+            after.metadata_requests - before.metadata_requests,
+            2,
+            "{after:?}"
+        );
+        eprintln!(
+            "an idle sync: 2 requests (one a 404), {} bytes of timestamp",
+            after.metadata_bytes - before.metadata_bytes
+        );
+    }
+
     let root = trusted_root(&center);
     let file = refresh_and_find(&site, &root, &package.target).expect("listed");
     assert_eq!(file.hashes["sha256"], package.sha256);
@@ -771,4 +787,39 @@ fn the_root_chain_is_mirrored_both_ways_for_terminals_that_trust_an_older_root()
     assert_eq!(later.get("/tuf/metadata/1.root.json"), root1);
     let file = refresh_and_find(&later, &root1, &package.target).expect("from root 1");
     assert_eq!(file.hashes["sha256"], package.sha256);
+}
+
+#[test]
+fn a_requester_that_goes_away_does_not_cancel_the_fetch_for_the_others() {
+    let center = TestCenter::start();
+    let work = tempfile::tempdir().unwrap();
+    let acme = vendor_client(&center, "acme");
+    let package = Package::build(work.path(), "acme-av", "1.0", 1, 20_000);
+    publish(&acme, &[&package]);
+    let site = Site::open(&center, &work.path().join("site"), 1 << 30);
+    site.sync_until("listed", |m| m.is_listed(&package.sha256));
+
+    let request = |mirror: &Arc<Mirror>| {
+        let (mirror, sha256) = (mirror.clone(), package.sha256.clone());
+        site.runtime.spawn(async move {
+            let blob = mirror.package(&sha256).await?;
+            Ok::<u64, MirrorError>(blob.size)
+        })
+    };
+    let leaving = request(&site.mirror);
+    // Once the fetch has started, the first requester goes away and another one comes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while site.stats().upstream_requests == 0 {
+        assert!(Instant::now() < deadline, "the fetch never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let staying = request(&site.mirror);
+    leaving.abort();
+    let size = site.runtime.block_on(staying).unwrap().unwrap();
+    assert_eq!(size, package.bytes.len() as u64);
+    assert!(site.runtime.block_on(leaving).unwrap_err().is_cancelled());
+    assert!(site.mirror.is_cached(&package.sha256));
+    assert_eq!(site.get(&package.url()), package.bytes);
+    let stats = site.stats();
+    assert_eq!(stats.upstream_requests, 1, "{stats:?}");
 }

@@ -135,7 +135,7 @@ pub struct MirrorStats {
     pub upstream_requests: u64,
     /// Target bytes received from the center.
     pub upstream_bytes: u64,
-    /// Metadata files read from the center, and their bytes.
+    /// Metadata requests to the center (a 404 of the next root's probe counts), and the bytes.
     pub metadata_requests: u64,
     pub metadata_bytes: u64,
     /// Target requests answered from the cache as they arrived.
@@ -1225,12 +1225,12 @@ impl<'a> UpstreamSource<'a> {
     }
 
     fn get(&self, name: &str, max: u64) -> Result<Vec<u8>, RepositoryError> {
+        let counters = &self.mirror.counters;
+        counters.metadata_requests.fetch_add(1, Relaxed);
         let bytes = self
             .mirror
             .upstream
             .get(&format!("{METADATA_PATH}{name}"), ReadLimits::metadata(max))?;
-        let counters = &self.mirror.counters;
-        counters.metadata_requests.fetch_add(1, Relaxed);
         counters
             .metadata_bytes
             .fetch_add(bytes.len() as u64, Relaxed);
