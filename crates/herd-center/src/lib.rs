@@ -61,6 +61,9 @@ pub use checkin::CheckinAnswer;
 pub use error::{CenterError, CenterResult, ErrorKind};
 pub use packages::PackageUpload;
 
+/// The longest a site's pull is held by the center (and so the longest `site_poll_secs`).
+pub const SITE_MAX_POLL_SECS: u64 = herd_proto::site::MAX_WAIT_SECS;
+
 /// Seconds after a catalog change when the memory of the catalog it replaced, dropped by the
 /// planners at their next check-in, is given back to the system.
 const RELEASE_MEMORY_AFTER_TICKS: u64 = 3;
