@@ -10,6 +10,7 @@ pub mod extract;
 pub mod listener;
 mod operators;
 mod registry;
+pub mod site_mirror;
 mod sites;
 mod terminals;
 mod trust;

@@ -7,6 +7,7 @@
 //! served while the center is down and nothing they reported is lost or applied twice.
 
 mod link;
+pub mod mirror;
 mod queue;
 mod sync;
 
