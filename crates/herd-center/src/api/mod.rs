@@ -167,6 +167,18 @@ fn site_router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(operators::list_groups))
         .with_state(center.clone())
         .split_for_parts();
+    let mirror = center
+        .site()
+        .map(|site| site.mirror.clone())
+        .expect("a site router is built for a site");
+    // Packages go to this site's terminals only, as the center's go to terminals and callers
+    // with tokens; the signed metadata and targets are public, as on the center.
+    let packages = site_mirror::packages_router(mirror.clone()).route_layer(
+        axum::middleware::from_fn_with_state(center.clone(), require_terminal),
+    );
+    let router = router
+        .merge(site_mirror::tuf_router(mirror))
+        .merge(packages);
     let upstream = center
         .site()
         .map(|site| site.identity.upstream.clone())
@@ -275,6 +287,22 @@ fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Lets a request through only with the client certificate of a terminal this site serves.
+async fn require_terminal(
+    State(center): State<Arc<Center>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<listener::ConnInfo>()
+        .and_then(|conn| conn.peer.clone());
+    match center.terminal(peer.as_deref()).await {
+        Ok(_) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
 async fn count_responses(
     State(center): State<Arc<Center>>,
     request: Request,
@@ -307,10 +335,11 @@ fn metrics_router(center: Arc<Center>) -> Router {
 }
 
 async fn metrics(State(center): State<Arc<Center>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        center.metrics.render(),
-    )
+    let mut text = center.metrics.render();
+    if let Some(site) = center.site() {
+        text.push_str(&site.mirror.stats().render());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Runs the center until SIGINT or SIGTERM. Binding errors (port in use, no permission) are

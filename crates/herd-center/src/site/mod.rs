@@ -35,6 +35,8 @@ pub struct SiteLink {
     last_token: std::sync::Mutex<Option<String>>,
     /// The center's `timestamp.json` version as of the last sync.
     timestamp_version: AtomicU64,
+    /// The center's signed metadata and packages, mirrored for this site's terminals.
+    pub mirror: Arc<mirror::Mirror>,
 }
 
 impl SiteLink {
@@ -50,7 +52,18 @@ impl SiteLink {
             &identity.ca_pem,
             Some(&identity.key_pair()),
         )?;
+        // Opening reads the cache once (every blob is hashed again): off the async threads.
+        let mirror_dir = data_dir.join("site").join("mirror");
+        let repository = client.repository();
+        let root = identity.tuf_root.clone();
+        let limit = config.cache_bytes;
+        let mirror = tokio::task::spawn_blocking(move || {
+            mirror::Mirror::open(&mirror_dir, limit, repository, root.as_bytes())
+        })
+        .await?
+        .map_err(|err| anyhow::anyhow!("cannot open the site's mirror: {err}"))?;
         Ok(SiteLink {
+            mirror,
             identity,
             client,
             forward_wake: Notify::new(),

@@ -216,8 +216,15 @@ impl Center {
         if site.timestamp_version() == timestamp_version {
             return Ok(());
         }
-        // The mirror of the signed metadata and packages (site/mirror.rs) syncs here.
-        site.timestamp_version.store(timestamp_version, Relaxed);
+        let outcome =
+            site.mirror.sync_metadata().await.map_err(|err| {
+                anyhow::anyhow!("cannot mirror the center's signed metadata: {err}")
+            })?;
+        site.timestamp_version
+            .store(outcome.timestamp_version, Relaxed);
+        if outcome.changed {
+            self.metrics.sites.syncs.fetch_add(1, Relaxed);
+        }
         Ok(())
     }
 
@@ -229,14 +236,16 @@ impl Center {
             queue_oldest_secs: stats
                 .oldest_at
                 .map_or(0, |at| unix_now().saturating_sub(at).max(0) as u64),
-            cache_bytes: 0,
+            cache_bytes: self.site().map_or(0, |s| s.mirror.stats().cache_bytes),
             cache_limit_bytes: self.config.site.as_ref().map_or(0, |s| s.cache_bytes),
-            terminals: self.caches_terminal_count(),
+            // Groups are counted with their terminals: their sum is every terminal here.
+            terminals: self
+                .store
+                .groups()
+                .await
+                .map(|groups| groups.iter().map(|(_, count)| count).sum())
+                .unwrap_or_default(),
         }
-    }
-
-    fn caches_terminal_count(&self) -> u64 {
-        0
     }
 
     /// A terminal's enrolment through this site: relayed to the center, which issues the
