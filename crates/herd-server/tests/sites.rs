@@ -85,7 +85,11 @@ impl TestSite {
 /// A short pull, so tests need not wait for a held request to end.
 fn site_config(dir: &Path, id: &str) -> PathBuf {
     let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, "site_poll_secs = 5\n").unwrap();
+    std::fs::write(
+        &path,
+        "site_poll_secs = 5\nmax_events_per_terminal = 1000000\n",
+    )
+    .unwrap();
     path
 }
 
@@ -467,4 +471,116 @@ fn a_site_acts_only_as_itself_and_for_its_own_terminals() {
     };
     assert_eq!(code(as_site1.relay(&too_many).unwrap_err()).0, 413);
     let _ = (t2, ClientError::Invalid(String::new()));
+}
+
+/// SPEC §8's durability bar across the site tier: a terminal streams 100,000 reports to its
+/// site, sending again whatever was not acknowledged (as the agent's outbox does), while the
+/// site and the center are each killed with SIGKILL at random moments and started again.
+/// Every report reaches the center, once, in order.
+#[test]
+fn kill_9_of_the_site_and_the_center_during_100000_reports_loses_nothing_and_applies_nothing_twice()
+{
+    use rand::{Rng, SeedableRng};
+    const REPORTS: u64 = 100_000;
+    const BATCH: u64 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let center_data = dir.path().join("center");
+    let center_config = dir.path().join("center.toml");
+    std::fs::write(&center_config, "max_events_per_terminal = 1000000\n").unwrap();
+    let center_args = ["--config", center_config.to_str().unwrap()];
+    let mut center = TestCenter::spawn(&center_data, &center_args);
+    let center_listen = format!("127.0.0.1:{}", center.port);
+    let ca = center.ca_pem();
+    let mut site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 1);
+    let (t1, _) = enrol_at(site.url(), &ca, &token, "t1");
+
+    // A killer thread sends SIGKILL at random moments — to the site 4 times, to the center 3
+    // times — whatever either is doing (storing a batch, forwarding the queue, applying it);
+    // the sender restarts whichever it finds dead.
+    let seed = rand::random::<u64>();
+    eprintln!("seed {seed}");
+    let pids = std::sync::Arc::new(std::sync::Mutex::new((site.process.pid(), center.pid())));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let pids = pids.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut kills = vec![true, true, true, true, false, false, false];
+            let mut made = 0;
+            while !kills.is_empty() && !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+                let site_next = kills.swap_remove(rng.random_range(0..kills.len()));
+                let (site_pid, center_pid) = *pids.lock().unwrap();
+                let pid = if site_next { site_pid } else { center_pid };
+                if let Some(pid) = pid {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    made += 1;
+                }
+            }
+            made
+        })
+    };
+    let mut next = 1;
+    let mut refused_sends = 0;
+    let mut restarts = 0;
+    while next <= REPORTS {
+        if !site.process.running() {
+            site.restart();
+            restarts += 1;
+            pids.lock().unwrap().0 = site.process.pid();
+        }
+        if !center.running() {
+            center = TestCenter::spawn(
+                &center_data,
+                &[center_args[0], center_args[1], "--listen", &center_listen],
+            );
+            restarts += 1;
+            pids.lock().unwrap().1 = center.pid();
+        }
+        let count = BATCH.min(REPORTS - next + 1);
+        let client = Client::new(site.url(), &ca, Some(&t1)).unwrap();
+        match client.send_events(&events(next, count)) {
+            Ok(ack) => {
+                assert!(ack.acked_through >= next - 1, "acknowledged backwards");
+                next = ack.acked_through + 1;
+            }
+            Err(_) => {
+                refused_sends += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killer.join().unwrap();
+    if !site.process.running() {
+        site.restart();
+    }
+    if !center.running() {
+        center = TestCenter::spawn(
+            &center_data,
+            &[center_args[0], center_args[1], "--listen", &center_listen],
+        );
+    }
+    wait_until("the site's queue drained", 300, || {
+        site.metric("herd_site_queue_depth") == 0 && site.metric("herd_site_upstream_up") == 1
+    });
+    center.stop();
+    let seqs = stored_seqs(&center_data, "t1");
+    assert_eq!(
+        seqs.len() as u64,
+        REPORTS,
+        "seed {seed}: every report stored once"
+    );
+    assert!(
+        seqs.iter().copied().eq(1..=REPORTS),
+        "seed {seed}: every report in order"
+    );
+    eprintln!(
+        "seed {seed}: {REPORTS} reports, {kills} kills, {restarts} restarts, {refused_sends} sends failed and repeated"
+    );
 }

@@ -109,6 +109,21 @@ impl TestCenter {
         self.process.terminal_client(identity).expect("client")
     }
 
+    /// Whether the process still runs (a kill from elsewhere reaps here).
+    pub fn running(&mut self) -> bool {
+        self.process.running()
+    }
+
+    /// The process id, to signal it from another thread.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Kills the center with SIGKILL (a crash at whatever it was doing) and waits for it.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
     /// Stops the center with SIGTERM and returns its exit status and what it logged.
     pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
         let (status, killed) = self.process.stop().expect("herd serve stops");
