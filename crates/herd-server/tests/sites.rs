@@ -584,3 +584,40 @@ fn kill_9_of_the_site_and_the_center_during_100000_reports_loses_nothing_and_app
         "seed {seed}: {REPORTS} reports, {kills} kills, {restarts} restarts, {refused_sends} sends failed and repeated"
     );
 }
+
+/// An agent whose site is unreachable checks in with the next upstream it was given: the
+/// center, or another site, which asks the center for the terminal and serves it from then on;
+/// its reports still reach the center.
+#[test]
+fn a_terminal_fails_over_to_the_center_and_to_another_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let mut site1 = TestSite::start(&center, dir.path(), "office-1");
+    let site2 = TestSite::start(&center, dir.path(), "office-2");
+    let token = enrolment_token(&center, 1);
+    let (t1, upstreams) = enrol_at(site1.url(), &ca, &token, "t1");
+    site1.process.kill();
+    // The next upstream in its list: the center knows the terminal.
+    let at_center = Client::new(&upstreams[1], &ca, Some(&t1)).unwrap();
+    at_center.checkin(&checkin()).unwrap();
+    at_center.send_events(&events(1, 10)).unwrap();
+    // Another site learns the terminal from the center and relays for it from then on.
+    let at_site2 = Client::new(site2.url(), &ca, Some(&t1)).unwrap();
+    at_site2.checkin(&checkin()).unwrap();
+    let ack = at_site2.send_events(&events(11, 10)).unwrap();
+    assert_eq!(ack.acked_through, 20);
+    wait_until("site 2's queue drained", 30, || {
+        site2.metric("herd_site_queue_depth") == 0
+            && site2.metric("herd_site_forwarded_items_total") >= 2
+    });
+    let sites = center.operator().sites().unwrap();
+    let office2 = sites.iter().find(|s| s.id == "office-2").unwrap();
+    assert_eq!(office2.terminals, 1, "t1 is office-2's now");
+    // Its old site, back, still serves it (it kept the terminal).
+    site1.restart();
+    Client::new(site1.url(), &ca, Some(&t1))
+        .unwrap()
+        .checkin(&checkin())
+        .unwrap();
+}
