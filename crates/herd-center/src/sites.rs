@@ -169,9 +169,9 @@ impl Center {
         let timeout = timeout.min(Duration::from_secs(MAX_WAIT_SECS));
         let mut changes = self.subscribe_changes();
         if after.is_some_and(|after| *changes.borrow_and_update() == after) {
+            // The contact is recorded when a pull starts, not when it is answered: whether the
+            // answer reached the site is known only when it pulls again, after applying it.
             let _ = tokio::time::timeout(timeout, changes.changed()).await;
-            // Seen at the end of the wait: the site pulled what it will fetch now.
-            self.store.site_contact(site, unix_now(), None).await?;
         }
         Ok(self.site_change_numbers())
     }
@@ -513,7 +513,10 @@ impl Center {
             };
             let mut all_caught_up = true;
             for site in sites {
-                let pulled_since = site.last_contact.is_some_and(|at| at >= since);
+                // Strictly after: contacts are in whole seconds, and a pull started in the
+                // second of the change may have started before it (a needless push costs the
+                // site one pull).
+                let pulled_since = site.last_contact.is_some_and(|at| at > since);
                 if pulled_since {
                     continue;
                 }

@@ -621,3 +621,72 @@ fn a_terminal_fails_over_to_the_center_and_to_another_site() {
         .checkin(&checkin())
         .unwrap();
 }
+
+/// Pull first, push behind it (seed 001 S109–S111): a publish reaches a site holding its pull
+/// at once; a site that cannot pull (it is down) is pushed to after `site_push_after_secs`, the
+/// push fails and is counted, and the site catches up by pulling when it returns.
+#[test]
+fn a_change_reaches_a_pulling_site_at_once_and_a_site_that_missed_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("center.toml");
+    std::fs::write(&config, "site_push_after_secs = 1\n").unwrap();
+    let metrics_port = free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let center = TestCenter::spawn(
+        &dir.path().join("center"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--plaintext-listen",
+            &metrics_listen,
+        ],
+    );
+    let ca = center.ca_pem();
+    let mut site = TestSite::start(&center, dir.path(), "office-1");
+    let site_catalog = |site: &TestSite| {
+        let token = std::fs::read_to_string(site.data_dir.join("operator.token")).unwrap();
+        Client::new(site.url(), &ca, None)
+            .unwrap()
+            .with_token(&token)
+            .catalog()
+            .ok()
+            .and_then(|doc| doc["releases"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let acme = vendor_client(&center, "acme");
+    let (package, packages) = build_package(dir.path(), "1.0", 1);
+    acme.upload_package(&package).unwrap();
+    let published = Instant::now();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed("acme", &[("1.0", 1, &packages)])).unwrap(),
+    )
+    .unwrap();
+    wait_until("the site has the new release", 5, || {
+        site_catalog(&site) == 1
+    });
+    let took = published.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Down, the site misses the next release; the center pushes, fails, counts it.
+    site.process.kill();
+    let (second, packages2) = build_package(dir.path(), "2.0", 2);
+    acme.upload_package(&second).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed(
+            "acme",
+            &[("1.0", 1, &packages), ("2.0", 2, &packages2)],
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    wait_until("the center tried to push to the silent site", 30, || {
+        metric(metrics_port, "herd_site_pushes_failed_total") >= 1
+    });
+    // Back, it pulls what it missed.
+    site.restart();
+    wait_until("the site caught up", 10, || site_catalog(&site) == 2);
+    let sites = center.operator().sites().unwrap();
+    assert_eq!(sites[0].state, "ok");
+}
