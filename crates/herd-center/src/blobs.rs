@@ -425,6 +425,19 @@ enum ServedSource {
 }
 
 impl ServedBlob {
+    /// A blob file opened elsewhere (the site's mirror cache) of `size` bytes, positioned at
+    /// its start.
+    pub fn from_file(file: tokio::fs::File, size: u64) -> ServedBlob {
+        ServedBlob {
+            size,
+            source: ServedSource::File(BlobFile {
+                file,
+                size,
+                path: PathBuf::from("(a cached blob)"),
+            }),
+        }
+    }
+
     /// A reader of `len` bytes from `start` (within the blob: the caller checked the range).
     pub async fn range(self, start: u64, len: u64) -> Result<BlobReader, BlobError> {
         let source = match self.source {
@@ -519,6 +532,11 @@ impl BlobReader {
 }
 
 impl BlobFile {
+    /// Where the blob is stored (for error messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Moves the read position to `offset` (where a resumed download starts).
     pub async fn seek(&mut self, offset: u64) -> Result<(), BlobError> {
         self.file

@@ -15,7 +15,7 @@ use hyper::body::{Frame, SizeHint};
 
 #[cfg(test)]
 use crate::blobs::PutOutcome;
-use crate::blobs::{BlobError, BlobReader, BlobStore, Upload};
+use crate::blobs::{BlobError, BlobReader, BlobStore, ServedBlob, Upload};
 
 /// Blobs never change under their name, so caches (site servers, proxies) may keep them.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -73,7 +73,30 @@ pub async fn serve(
     sha256: &str,
     headers: &HeaderMap,
 ) -> Result<Response, BlobError> {
-    let blob = store.open_for_serving(sha256).await?;
+    serve_blob(store.open_for_serving(sha256).await?, sha256, headers).await
+}
+
+/// [`serve`] for a file opened elsewhere (the site's mirror cache): `file` holds the blob
+/// `sha256` of `size` bytes, read from its current position, which must be the start.
+pub async fn serve_file(
+    file: tokio::fs::File,
+    size: u64,
+    sha256: &str,
+    headers: &HeaderMap,
+) -> io::Result<Response> {
+    serve_blob(ServedBlob::from_file(file, size), sha256, headers)
+        .await
+        .map_err(|err| match err {
+            BlobError::Io { source, .. } => source,
+            other => io::Error::other(other),
+        })
+}
+
+async fn serve_blob(
+    blob: ServedBlob,
+    sha256: &str,
+    headers: &HeaderMap,
+) -> Result<Response, BlobError> {
     let size = blob.size;
     let etag = format!("\"{sha256}\"");
     let response = Response::builder()
