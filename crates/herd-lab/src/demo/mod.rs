@@ -119,7 +119,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     }
     let interrupted = played == Played::Interrupted;
     if interrupted {
-        demo.show.line("Interrupted: stopping the site server and the center.");
+        demo.show
+            .line("Interrupted: stopping the site server and the center.");
     }
     demo.stop_site_quietly();
     demo.stop_center_quietly();

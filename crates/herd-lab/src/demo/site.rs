@@ -15,8 +15,8 @@ use herd_client::ReadLimits;
 use herd_core::Timestamp;
 
 use super::Demo;
-use super::describe::{describe_report, installed_label};
 use super::procs::{AgentRun, CenterProcess, CenterSpec};
+use super::show::table;
 use super::story::{DEVICES, Device, PHONE};
 
 /// The site's id at the center (what `herd sites` lists).
@@ -130,7 +130,10 @@ impl Demo {
             &format!(
                 "the site server answers at {} over TLS; the center lists site {SITE_ID}{}",
                 self.site()?.url,
-                listed.map_or(String::new(), |s| format!(" ({}, state {})", s.url, s.state))
+                listed.map_or(String::new(), |s| format!(
+                    " ({}, state {})",
+                    s.url, s.state
+                ))
             ),
         );
         let (replicated, revision) = self.await_site_catalog()?;
@@ -167,17 +170,20 @@ impl Demo {
             .ok_or_else(|| anyhow!("the center is not running"))?;
         let listen = center.listen.clone();
         let (status, killed) = center.stop()?;
-        self.show.detail(&format!("$ kill -TERM <herd serve> (the center, {listen})"));
+        self.show
+            .detail(&format!("$ kill -TERM <herd serve> (the center, {listen})"));
         self.show.check(
             status.success() && !killed,
             &format!("the center stopped ({status}); nothing answers at https://{listen}"),
         );
         let down_at = unix_now();
 
-        self.show.say("Meanwhile every terminal checks in with the site:");
+        self.show
+            .say("Meanwhile every terminal checks in with the site:");
+        let mut checkins = Vec::new();
         for device in DEVICES {
             let run = self.agent_run_through_site(&device, &[], false)?;
-            self.expect_site_plan(&device, &run, down_at)?;
+            checkins.push(self.expect_site_plan(&device, &run, down_at)?);
         }
 
         let mut queued = (0, 0);
@@ -195,7 +201,7 @@ impl Demo {
             depth >= depth_before + DEVICES.len() as u64 && up == 0,
             &format!(
                 "the site queued what they reported: herd_site_queue_depth {depth_before} → {depth} \
-                 (check-ins and plan reports), herd_site_upstream_up {up}"
+                 (their check-ins and events), herd_site_upstream_up {up}"
             ),
         );
 
@@ -212,11 +218,13 @@ impl Demo {
             "$ herd serve --data-dir {} --listen {listen}    (the center again)",
             self.rel(&center.data_dir)
         ));
+        let same_address = center.listen == listen;
         self.center = Some(center);
+        let answers = self.operator()?.health().is_ok();
         self.show.check(
-            true,
+            same_address && answers,
             &format!(
-                "the center is back at https://{listen} after {} s away",
+                "the center is back at https://{listen} on the same data after {} s away",
                 up_at - down_at
             ),
         );
@@ -256,32 +264,60 @@ impl Demo {
             ),
         );
 
-        for device in DEVICES {
+        for (device, agent_says) in DEVICES.iter().zip(&checkins) {
             let detail = self
                 .operator()?
                 .terminal(device.id)
                 .with_context(|| format!("GET /v1/terminals/{}", device.id))?;
-            let checked_in = detail
-                .summary
-                .last_checkin
-                .as_deref()
+            let center_says = detail.summary.last_checkin.as_deref();
+            let while_down = center_says
                 .and_then(|at| Timestamp::parse(at).ok())
-                .map(Timestamp::unix_seconds);
-            let while_down = checked_in.is_some_and(|at| down_at <= at && at <= up_at);
+                .map(Timestamp::unix_seconds)
+                .is_some_and(|at| down_at <= at && at <= up_at);
+            let same = agent_says.is_some() && center_says == agent_says.as_deref();
             self.show.check(
-                while_down,
+                while_down && same,
                 &format!(
-                    "the center shows {}'s check-in from while it was down ({}); last report: {}",
+                    "the center shows {}'s latest check-in, made through the site while the center \
+                     was down ({}{}), action {}",
                     device.id,
-                    detail
-                        .summary
-                        .last_checkin
-                        .as_deref()
-                        .unwrap_or("never"),
-                    describe_report(detail.last_report.as_ref())
+                    center_says.unwrap_or("never"),
+                    if same {
+                        String::new()
+                    } else {
+                        format!(
+                            "; the agent says {}",
+                            agent_says.as_deref().unwrap_or("never")
+                        )
+                    },
+                    detail.summary.action.as_deref().unwrap_or("none yet"),
                 ),
             );
         }
+        let sites = self.operator()?.sites().context("GET /v1/sites")?;
+        let rows: Vec<Vec<String>> = sites
+            .iter()
+            .map(|s| {
+                vec![
+                    s.id.clone(),
+                    s.state.clone(),
+                    s.terminals.to_string(),
+                    s.relay_applied.to_string(),
+                    s.last_contact.clone().unwrap_or_else(|| "never".to_owned()),
+                ]
+            })
+            .collect();
+        self.show.say("What `herd sites` shows the operators now:");
+        self.show.detail(&table(
+            &[
+                "site",
+                "state",
+                "terminals",
+                "applied through",
+                "last contact",
+            ],
+            &rows,
+        ));
         self.links_crossed_once()
     }
 
@@ -289,7 +325,13 @@ impl Demo {
     /// checked in after the center went down, holds the plan it had before the outage (the
     /// phone nothing to do, the others exposed), and the site acknowledged all it reported
     /// (the agent's own status says so).
-    fn expect_site_plan(&mut self, device: &Device, run: &AgentRun, down_at: i64) -> anyhow::Result<()> {
+    /// Returns the agent's last check-in time as it says it.
+    fn expect_site_plan(
+        &mut self,
+        device: &Device,
+        run: &AgentRun,
+        down_at: i64,
+    ) -> anyhow::Result<Option<String>> {
         if device.id == PHONE.id {
             self.show.detail(&format!("  $ {}", run.command));
         }
@@ -340,7 +382,7 @@ impl Demo {
             ));
         }
         self.show.check(problems.is_empty(), &text);
-        Ok(())
+        Ok(checked_in.map(str::to_owned))
     }
 
     fn say_waiting_for_the_site(&mut self) {
@@ -426,7 +468,11 @@ impl Demo {
 
     /// After an operator's change at the center: waits until the site replicated it (its
     /// count of changes moved past `before`) and says so.
-    pub(super) fn await_site_sync(&mut self, before: Option<u64>, what: &str) -> anyhow::Result<()> {
+    pub(super) fn await_site_sync(
+        &mut self,
+        before: Option<u64>,
+        what: &str,
+    ) -> anyhow::Result<()> {
         let Some(before) = before else {
             return Ok(());
         };
