@@ -273,6 +273,7 @@ impl Demo {
             &format!("terminal {}", PHONE.id),
             "coverage",
             "groups list",
+            "sites list",
         ] {
             self.show.line(&format!("  {herd} {command}"));
         }
@@ -282,7 +283,7 @@ impl Demo {
         ));
         if let Some(site) = &self.site {
             self.show.line(&format!(
-                "  the terminals' site server {}: {}   metrics: {}/metrics   `herd sites` lists it",
+                "  the terminals' site server {}: {}   metrics: {}/metrics",
                 site::SITE_ID,
                 site.url,
                 site.url
@@ -303,12 +304,12 @@ impl Demo {
         ));
         self.show.line(&if workdir.remove {
             format!(
-                "Press Ctrl-C to stop the center and remove {}.",
+                "Press Ctrl-C to stop the site server and the center and remove {}.",
                 workdir.path.display()
             )
         } else {
             format!(
-                "Press Ctrl-C to stop the center ({} is kept).",
+                "Press Ctrl-C to stop the site server and the center ({} is kept).",
                 workdir.path.display()
             )
         });
