@@ -818,9 +818,9 @@ pub trait Store: Send + Sync + Debug {
     /// Raises a site's applied queue seq to `through` (never lowers it).
     async fn site_relay_advance(&self, id: &str, through: u64) -> Result<(), StoreError>;
     async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError>;
-    /// The site a terminal enrolled through: `None` for an unknown terminal, `Some(None)` for
-    /// one enrolled with the center directly.
-    async fn terminal_site(&self, id: &str) -> Result<Option<Option<String>>, StoreError>;
+    /// Whether `site` has served `terminal` (enrolled it, or adopted it when it failed over
+    /// there) and so may relay for it; `None` for an unknown terminal.
+    async fn site_serves(&self, site: &str, terminal: &str) -> Result<Option<bool>, StoreError>;
 
     // Site servers, a site's side.
 

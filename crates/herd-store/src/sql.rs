@@ -143,6 +143,28 @@ where
         Ok(())
     }
 
+    /// Makes `site` the site a terminal came through last, and one that may relay for it.
+    async fn record_site_terminal(
+        tx: &mut Transaction<'static, DB>,
+        site: &str,
+        terminal: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE terminals SET site = $2 WHERE id = $1")
+            .bind(terminal)
+            .bind(site)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO site_terminals (site, terminal) VALUES ($1, $2) \
+             ON CONFLICT (site, terminal) DO NOTHING",
+        )
+        .bind(site)
+        .bind(terminal)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     /// Takes the lock that orders terminal changes; first in the transaction, before any row
     /// lock, so it cannot close a cycle with one (enrolments also lock their token's row).
     async fn lock_terminal_changes(tx: &mut Transaction<'static, DB>) -> Result<(), StoreError> {
@@ -1207,10 +1229,7 @@ where
             });
         }
         if let Some(site) = &terminal.site {
-            sqlx::query("UPDATE terminals SET site = $2 WHERE id = $1")
-                .bind(terminal.id.as_str())
-                .bind(site.as_str())
-                .execute(&mut *tx)
+            Self::record_site_terminal(&mut tx, site, &terminal.id)
                 .await
                 .map_err(StoreError::from)?;
         }
@@ -1701,13 +1720,18 @@ where
         Ok(())
     }
 
-    async fn terminal_site(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
-        let row = sqlx::query("SELECT site FROM terminals WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
+    async fn site_serves(&self, site: &str, terminal: &str) -> Result<Option<bool>, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM site_terminals s \
+                     WHERE s.site = $1 AND s.terminal = t.id) AS serves \
+             FROM terminals t WHERE t.id = $2",
+        )
+        .bind(site)
+        .bind(terminal)
+        .fetch_optional(&self.reader)
+        .await?;
         Ok(match row {
-            Some(row) => Some(row.try_get::<Option<String>, _>("site")?),
+            Some(row) => Some(row.try_get::<i64, _>("serves")? > 0),
             None => None,
         })
     }
@@ -1863,11 +1887,7 @@ where
             }
         }
         if let Some(site) = &terminal.site {
-            sqlx::query("UPDATE terminals SET site = $2 WHERE id = $1")
-                .bind(terminal.id.as_str())
-                .bind(site.as_str())
-                .execute(&mut *tx)
-                .await?;
+            Self::record_site_terminal(&mut tx, site, &terminal.id).await?;
         }
         Self::log_terminal_change(&mut tx, &terminal.id).await?;
         tx.commit().await?;
