@@ -307,7 +307,8 @@ impl Demo {
                 ]
             })
             .collect();
-        self.show.say("What `herd sites list` shows the operators now:");
+        self.show
+            .say("What `herd sites list` shows the operators now:");
         self.show.detail(&table(
             &[
                 "site",
