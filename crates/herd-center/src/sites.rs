@@ -341,7 +341,11 @@ impl Center {
     /// Applies a site's queue batch, each seq once: items at or below the site's applied seq
     /// are acknowledged without being applied again. Items are applied in order; the first
     /// refusal stops the batch (what came before it stays applied and acknowledged).
-    pub async fn relay(&self, site: &str, batch: RelayBatch) -> CenterResult<RelayAck> {
+    pub async fn relay(
+        self: &Arc<Center>,
+        site: &str,
+        batch: RelayBatch,
+    ) -> CenterResult<RelayAck> {
         if batch.items.len() > MAX_RELAY_ITEMS {
             return Err(CenterError::new(
                 ErrorKind::TooLarge,
@@ -372,22 +376,56 @@ impl Center {
         let mut applied_through = row.relay_applied;
         let (mut applied, mut duplicates) = (0u64, 0u64);
         let mut outcome = Ok(());
-        for item in batch.items {
+        let mut items = batch.items.into_iter().peekable();
+        while let Some(item) = items.next() {
             if item.seq <= applied_through {
                 duplicates += 1;
                 continue;
             }
-            if let Err(err) = self.apply_relayed(site, &item.terminal, item.body).await {
-                // A terminal deleted at the center since: its reports have nowhere to go.
-                if err.kind == ErrorKind::NotFound {
-                    tracing::warn!(site, terminal = %item.terminal, seq = item.seq, %err, "relayed item dropped");
-                } else {
-                    outcome = Err(err);
-                    break;
+            // Consecutive check-ins (one per terminal: the site's queue keeps only the latest)
+            // are applied together, so the group-commit writer stores them in one transaction;
+            // events one batch after another, in order.
+            let mut run = vec![item];
+            if matches!(run[0].body, RelayBody::Checkin { .. }) {
+                while let Some(next) = items.next_if(|next| {
+                    matches!(next.body, RelayBody::Checkin { .. }) && next.seq > applied_through
+                }) {
+                    run.push(next);
                 }
             }
-            applied += 1;
-            applied_through = item.seq;
+            let last = run.last().map_or(applied_through, |item| item.seq);
+            let count = run.len() as u64;
+            let mut tasks = tokio::task::JoinSet::new();
+            for item in run {
+                let center = self.clone();
+                let site = site.to_owned();
+                tasks.spawn(async move {
+                    let result = center.apply_relayed(&site, &item.terminal, item.body).await;
+                    (item.terminal, item.seq, result)
+                });
+            }
+            let mut failed = None;
+            while let Some(joined) = tasks.join_next().await {
+                let (terminal, seq, result) = joined.map_err(|err| {
+                    CenterError::internal(format!("a relayed item's task failed: {err}"))
+                })?;
+                match result {
+                    Ok(()) => {}
+                    // A terminal deleted at the center since: its reports have nowhere to go.
+                    Err(err) if err.kind == ErrorKind::NotFound => {
+                        tracing::warn!(site, %terminal, seq, %err, "relayed item dropped");
+                    }
+                    Err(err) => failed = Some(err),
+                }
+            }
+            if let Some(err) = failed {
+                // Nothing of this run is acknowledged; what of it was applied is applied again
+                // when the site sends it again (a check-in is state, events are deduplicated).
+                outcome = Err(err);
+                break;
+            }
+            applied += count;
+            applied_through = last;
         }
         if applied_through > row.relay_applied {
             self.store.site_relay_advance(site, applied_through).await?;
