@@ -38,6 +38,7 @@ mod registry;
 mod tokens;
 mod trust;
 pub mod tuf;
+pub mod wait;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -99,6 +100,8 @@ pub struct Center {
     /// each change (see [`Center::change_token`]); held requests (`/v1/wait`, a site's
     /// `/v1/sites/changes`) wait on it.
     changes: watch::Sender<String>,
+    /// The push connections held now (`/v1/wait`), their cap and their shutdown.
+    pub waits: wait::Waits,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -189,7 +192,9 @@ impl Center {
         let checkins = checkin::CheckinWriter::start(store.clone(), metrics.clone());
         // Read before anything is cached, so no change made from here on is missed.
         let revisions = store.revisions().await?;
+        let max_waits = config.max_waits;
         let center = Arc::new(Center {
+            waits: wait::Waits::new(max_waits, metrics.clone()),
             config,
             store,
             blobs,

@@ -51,6 +51,21 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// as it takes), but one that makes no progress for this long is abandoned; downloads resume.
 pub const TRANSFER_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How much longer than the time a server may hold a request ([`Client::wait`]) the client
+/// waits for its answer before it calls the server unreachable.
+pub const HELD_ANSWER_MARGIN: Duration = Duration::from_secs(30);
+
+/// How long one call may take.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deadline {
+    /// [`REQUEST_TIMEOUT`] for the whole call.
+    Request,
+    /// No overall deadline, but [`TRANSFER_STALL_TIMEOUT`] without progress.
+    Transfer,
+    /// A request the server holds for up to this long, plus [`HELD_ANSWER_MARGIN`].
+    Held(Duration),
+}
+
 /// The largest JSON answer read into memory (a terminal page, a plan, the coverage matrix).
 const MAX_JSON_ANSWER: u64 = 64 << 20;
 /// The merged catalog of a large deployment (100,000 threats) is much bigger than other answers.
@@ -135,6 +150,32 @@ impl Client {
 
     // -----------------------------------------------------------------------------------------
     // Public endpoints.
+
+    /// The push connection (`GET /v1/wait`, a terminal's certificate): held by the server until
+    /// its change token differs from `after` (`changed`: check in now) or `timeout` passes
+    /// (`changed: false`: ask again with the answer's token). A server holding as many waits as
+    /// it may answers 503 (`Refused`, `unavailable`): pull for a while before waiting again.
+    pub fn wait(
+        &self,
+        after: Option<&str>,
+        timeout: Duration,
+    ) -> Result<herd_proto::site::WaitResponse, ClientError> {
+        let secs = timeout.as_secs().max(1).to_string();
+        let mut query = vec![("timeout_secs", secs.as_str())];
+        if let Some(after) = after {
+            query.push(("after", after));
+        }
+        let what = format!("GET {}", herd_proto::site::WAIT);
+        let response = self.call_with(
+            Method::GET,
+            herd_proto::site::WAIT,
+            &query,
+            &[],
+            Payload::None,
+            Deadline::Held(Duration::from_secs(timeout.as_secs().max(1))),
+        )?;
+        self.json(response, &what, MAX_ERROR_ANSWER)
+    }
 
     /// Succeeds when the center answers `GET /v1/health`.
     pub fn health(&self) -> Result<(), ClientError> {
@@ -452,7 +493,12 @@ impl Client {
         payload: Payload,
         transfer: bool,
     ) -> Result<http::Response<Body>, ClientError> {
-        self.call_with(method, path, query, &[], payload, transfer)
+        let deadline = if transfer {
+            Deadline::Transfer
+        } else {
+            Deadline::Request
+        };
+        self.call_with(method, path, query, &[], payload, deadline)
     }
 
     /// [`call`](Self::call) with extra request headers.
@@ -463,7 +509,7 @@ impl Client {
         query: &[(&str, &str)],
         headers: &[(header::HeaderName, String)],
         payload: Payload,
-        transfer: bool,
+        deadline: Deadline,
     ) -> Result<http::Response<Body>, ClientError> {
         let what = format!("{method} {path}");
         let mut url = format!("{}{path}", self.server);
@@ -517,15 +563,20 @@ impl Client {
                 "{what}: cannot build the request (is the API token plain text?): {err}"
             ))
         })?;
-        let request = if transfer {
-            self.agent
+        let request = match deadline {
+            Deadline::Request => request,
+            Deadline::Transfer => self
+                .agent
                 .configure_request(request)
                 .timeout_global(None)
                 .timeout_per_read(Some(TRANSFER_STALL_TIMEOUT))
                 .timeout_per_write(Some(TRANSFER_STALL_TIMEOUT))
-                .build()
-        } else {
-            request
+                .build(),
+            Deadline::Held(held) => self
+                .agent
+                .configure_request(request)
+                .timeout_global(Some(held + HELD_ANSWER_MARGIN))
+                .build(),
         };
         tls::clear_send_broken();
         let response = self.agent.run(request).map_err(|err| match (err, total) {

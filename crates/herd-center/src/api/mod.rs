@@ -60,6 +60,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(terminals::checkin))
         .routes(routes!(terminals::events))
         .routes(routes!(terminals::renew))
+        .routes(routes!(terminals::wait))
         .routes(routes!(vendors::publish_feed))
         .routes(routes!(vendors::upload_package, vendors::download_package))
         .routes(routes!(operators::catalog))
@@ -315,6 +316,8 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
+    // Held waits would otherwise keep their connections until they time out.
+    center.waits.stop();
     let _ = stop_tx.send(true);
     for server in servers {
         let _ = server.await;
