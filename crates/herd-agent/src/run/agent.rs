@@ -20,10 +20,12 @@ use super::consent::{self, ConsentFile, Decision};
 use super::enrol::{self, Declared};
 use super::fetcher::CenterFetcher;
 use super::identity;
+use super::push::Push;
 use super::state::{
     self, AgentFile, PlanState, Progress, RefreshSummary, RefusalSummary, ReportSummary, StateDir,
     StatePaths, Waiting,
 };
+use super::upstreams::Upstreams;
 use super::{RunArgs, VERSION};
 use crate::execute::{ExecError, Executor, ExecutorConfig, Fetcher};
 use crate::outbox::{FlushError, Outbox};
@@ -37,8 +39,11 @@ const MAX_FOLLOW_UPS: usize = 2;
 /// Why a cycle did not complete.
 #[derive(Debug)]
 pub(crate) enum CycleError {
-    /// The center could not be reached or failed inside (5xx, 429): back off and retry.
+    /// The center failed inside (5xx, 429) or refused the TLS handshake: back off and retry.
     Unreachable(anyhow::Error),
+    /// The upstream did not answer at all (no connection, or the answer broke off): back off
+    /// and retry, and after `--failover-after` of this try the next upstream.
+    Silent(anyhow::Error),
     /// The center refused something, or a local step failed: retry later.
     Failed(anyhow::Error),
     /// Nothing helps without someone changing something (no token, enrolment refused, bad
@@ -53,6 +58,7 @@ impl CycleError {
     pub(crate) fn into_error(self) -> anyhow::Error {
         match self {
             CycleError::Unreachable(e)
+            | CycleError::Silent(e)
             | CycleError::Failed(e)
             | CycleError::Fatal(e)
             | CycleError::CertificateRefused(e) => e,
@@ -62,6 +68,7 @@ impl CycleError {
     fn error(&self) -> &anyhow::Error {
         match self {
             CycleError::Unreachable(e)
+            | CycleError::Silent(e)
             | CycleError::Failed(e)
             | CycleError::Fatal(e)
             | CycleError::CertificateRefused(e) => e,
@@ -133,6 +140,10 @@ pub(crate) struct Agent {
     /// Signed distribution: the upstream's repository and what it last verified; made at
     /// the first plan with steps (after enrolment), remade when the client is.
     trust: Option<TrustClient>,
+    /// The upstreams and which one the agent talks to; known once enrolled.
+    upstreams: Option<Upstreams>,
+    /// The push connection, unless `--no-push` (or `--once`).
+    push: Option<Push>,
 }
 
 impl Agent {
@@ -195,7 +206,12 @@ impl Agent {
             notified: HashSet::new(),
             plan_failed: false,
             trust: None,
+            upstreams: None,
+            push: None,
         };
+        if !args.no_push && !args.once {
+            agent.push = Some(Push::start()?);
+        }
         agent.progress.pid = Some(std::process::id());
 
         match agent.executor.recover() {
@@ -234,6 +250,11 @@ impl Agent {
 
     fn paths(&self) -> &StatePaths {
         &self.state.paths
+    }
+
+    /// The push connection, for the waker.
+    pub(crate) fn push(&self) -> Option<&Push> {
+        self.push.as_ref()
     }
 
     pub(crate) fn plan_failed(&self) -> bool {
@@ -344,6 +365,7 @@ impl Agent {
     }
 
     fn save_progress(&mut self) {
+        self.progress.push = self.push.as_ref().map(Push::status);
         if let Err(e) = state::save_json(&self.paths().status(), &self.progress) {
             eprintln!("herd-agent: warning: {e:#}");
         }
@@ -377,15 +399,115 @@ impl Agent {
         if self.identity.as_ref() != Some(&identity) {
             state::save_json(&paths.agent(), &identity).map_err(CycleError::Fatal)?;
         }
-        let ca_pem = std::fs::read_to_string(paths.ca())
-            .with_context(|| format!("cannot read the center's CA {}", paths.ca().display()))
-            .map_err(CycleError::Fatal)?;
-        let key_pair = enrol::load_identity(&paths).map_err(CycleError::Fatal)?;
-        let client = Client::new(&identity.server, &ca_pem, Some(&key_pair))
-            .map_err(|e| CycleError::Fatal(anyhow!("{e}")))?;
+        let upstreams = self.upstreams.get_or_insert_with(|| {
+            let list = if !self.args.upstreams.is_empty() {
+                self.args.upstreams.clone()
+            } else if !identity.upstreams.is_empty() {
+                identity.upstreams.clone()
+            } else {
+                vec![identity.server.clone()]
+            };
+            Upstreams::new(
+                list,
+                Duration::from_secs(self.args.failover_after.max(1)),
+                Duration::from_secs(self.args.probe_preferred_every.max(1)),
+            )
+        });
+        let server = upstreams.current().to_owned();
+        self.progress.upstream = Some(server.clone());
+        self.progress.upstreams = upstreams.list().to_vec();
+        let client = self.client_for(&server)?;
+        if let Some(push) = &self.push {
+            push.follow(&client);
+        }
         self.identity = Some(identity);
         self.client = Some(client);
         Ok(())
+    }
+
+    /// A client for `server` with this terminal's identity.
+    fn client_for(&self, server: &str) -> Result<Client, CycleError> {
+        let paths = self.paths();
+        let ca_pem = std::fs::read_to_string(paths.ca())
+            .with_context(|| format!("cannot read the center's CA {}", paths.ca().display()))
+            .map_err(CycleError::Fatal)?;
+        let key_pair = enrol::load_identity(paths).map_err(CycleError::Fatal)?;
+        Client::new(server, &ca_pem, Some(&key_pair)).map_err(|e| CycleError::Fatal(anyhow!("{e}")))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Failover between upstreams.
+
+    /// After a cycle failed with `error` at `now`: counts a silence of the current upstream and,
+    /// once it has lasted `--failover-after`, moves to the next one (true: check in with it at
+    /// once). An upstream that answered, even with a refusal, is not left.
+    pub(crate) fn fail_over_if_silent(&mut self, error: &CycleError, now: SystemTime) -> bool {
+        let Some(upstreams) = self.upstreams.as_mut() else {
+            return false;
+        };
+        if !matches!(error, CycleError::Silent(_)) {
+            upstreams.answered();
+            return false;
+        }
+        let Some(next) = upstreams.silent(now) else {
+            return false;
+        };
+        let from = upstreams.current().to_owned();
+        upstreams.switch_to(next, now);
+        let to = upstreams.current().to_owned();
+        self.say(&format!(
+            "{from} has not answered for {} s; checking in with {to}",
+            self.args.failover_after
+        ));
+        self.use_current_upstream();
+        true
+    }
+
+    /// When the current upstream will have been silent long enough to leave it.
+    pub(crate) fn failover_at(&self) -> Option<SystemTime> {
+        self.upstreams.as_ref().and_then(Upstreams::failover_at)
+    }
+
+    /// After a cycle that reached its upstream: while not on the preferred one, probes it when
+    /// due and goes back when it answers (true: check in with it at once).
+    pub(crate) fn return_to_preferred_if_back(&mut self, now: SystemTime) -> bool {
+        let Some(upstreams) = self.upstreams.as_mut() else {
+            return false;
+        };
+        upstreams.answered();
+        if upstreams.on_preferred() || !upstreams.probe_due(now) {
+            return false;
+        }
+        let preferred = upstreams.preferred().to_owned();
+        let answered = self
+            .client_for(&preferred)
+            .ok()
+            .is_some_and(|client| client.health().is_ok());
+        let upstreams = self.upstreams.as_mut().expect("checked above");
+        if !answered {
+            upstreams.probed(now);
+            return false;
+        }
+        let from = upstreams.current().to_owned();
+        upstreams.switch_to(0, now);
+        self.say(&format!(
+            "{preferred} answers again; checking in with it instead of {from}"
+        ));
+        self.use_current_upstream();
+        true
+    }
+
+    /// When to probe the preferred upstream next (while on another).
+    pub(crate) fn next_probe(&self) -> Option<SystemTime> {
+        self.upstreams.as_ref().and_then(Upstreams::next_probe)
+    }
+
+    /// Everything that talks upstream — check-ins, the outbox, trust refreshes, downloads, the
+    /// push connection — follows the new current upstream from the next request.
+    fn use_current_upstream(&mut self) {
+        self.client = None;
+        self.trust = None;
+        self.save_progress();
     }
 
     fn enrol(&mut self) -> Result<AgentFile, CycleError> {
@@ -470,9 +592,9 @@ impl Agent {
                 }
                 Ok(())
             }
-            Err(FlushError::Send(err)) if err.is_retryable() => Err(CycleError::Unreachable(
-                enrol::explain(err, "accept events from", &server),
-            )),
+            Err(FlushError::Send(err)) if err.is_retryable() => {
+                Err(retry_later(err, "accept events from", &server))
+            }
             Err(FlushError::Send(err)) if err.code() == Some(codes::CERT_REVOKED) => Err(
                 CycleError::CertificateRefused(enrol::explain(err, "accept events from", &server)),
             ),
@@ -506,9 +628,7 @@ impl Agent {
                 self.progress.last_error_at = None;
                 Ok(response)
             }
-            Err(err) if err.is_retryable() => Err(CycleError::Unreachable(enrol::explain(
-                err, "check in", &server,
-            ))),
+            Err(err) if err.is_retryable() => Err(retry_later(err, "check in", &server)),
             Err(err) if err.code() == Some(codes::CERT_REVOKED) => Err(
                 CycleError::CertificateRefused(enrol::explain(err, "check in", &server)),
             ),
@@ -1193,6 +1313,21 @@ fn mirror_fetcher<'a>(
             targets: &verified.targets,
         }),
         _ => None,
+    }
+}
+
+/// A retryable failure to talk to the upstream: [`CycleError::Silent`] when it did not answer
+/// at all (what failover counts), else [`CycleError::Unreachable`].
+fn retry_later(err: herd_client::ClientError, doing: &str, server: &str) -> CycleError {
+    let silent = matches!(
+        err,
+        herd_client::ClientError::Unreachable { .. } | herd_client::ClientError::Interrupted { .. }
+    );
+    let error = enrol::explain(err, doing, server);
+    if silent {
+        CycleError::Silent(error)
+    } else {
+        CycleError::Unreachable(error)
     }
 }
 

@@ -20,8 +20,10 @@ pub(crate) mod durable;
 mod enrol;
 mod fetcher;
 mod identity;
+mod push;
 mod state;
 mod status;
+mod upstreams;
 mod wake;
 
 use std::path::PathBuf;
@@ -50,6 +52,23 @@ pub struct RunArgs {
     /// Afterwards the agent keeps the CA certificate the center sent with its identity.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// Check in with these upstreams, in order of preference (repeatable): when one does not
+    /// answer for --failover-after the agent moves to the next, and it goes back to the first
+    /// as soon as that answers again [default: what enrolment answered (the site, then the
+    /// center), else the server enrolled with].
+    #[arg(long = "upstream", value_name = "URL")]
+    upstreams: Vec<String>,
+    /// Seconds an upstream may stay silent (no answer at all; a refusal is an answer) before
+    /// the agent checks in with the next one.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    failover_after: u64,
+    /// While on another upstream, how often (seconds) to see whether the preferred one answers.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    probe_preferred_every: u64,
+    /// Do not hold a push connection to the upstream: learn of changes at the check-in
+    /// interval only.
+    #[arg(long)]
+    no_push: bool,
     /// Read the signed TUF repository (metadata and packages) from this mirror, like
     /// http://mirror.example/herd, instead of the center: plain HTTP is fine, since everything
     /// is verified against the root of trust the center gave at enrolment.
@@ -201,6 +220,10 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         let healthy = outcome.is_ok();
         let deadline = match outcome {
             Ok(next) => {
+                if agent.return_to_preferred_if_back(SystemTime::now()) {
+                    backoff.reset();
+                    continue;
+                }
                 let mut at = clock::later(now, next.after);
                 if let Some(until) = next.until {
                     at = at.min(until);
@@ -210,6 +233,9 @@ pub fn run(args: &RunArgs) -> Result<u8> {
                 } else {
                     backoff.reset();
                 }
+                if let Some(probe) = agent.next_probe() {
+                    at = at.min(probe);
+                }
                 at
             }
             Err(error @ CycleError::Fatal(_)) => {
@@ -218,7 +244,17 @@ pub fn run(args: &RunArgs) -> Result<u8> {
                 return Err(error.into_error());
             }
             Err(error) => {
-                let delay = backoff.next_delay();
+                if agent.fail_over_if_silent(&error, SystemTime::now()) {
+                    eprintln!("herd-agent: {:#}", error.into_error());
+                    backoff.reset();
+                    continue;
+                }
+                let mut delay = backoff.next_delay();
+                // Not later than the moment the silence is long enough to fail over.
+                if let Some(failover) = agent.failover_at() {
+                    let until = failover.duration_since(now).unwrap_or_default();
+                    delay = delay.min(until.max(Duration::from_secs(1)));
+                }
                 agent.note_failure(&error, Some(clock::later(now, delay)));
                 eprintln!(
                     "herd-agent: {:#}; trying again in {:.0} s",
@@ -234,8 +270,9 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         if healthy && agent.consent_answer_waiting() {
             continue;
         }
-        match waker.sleep_until(deadline)? {
+        match waker.sleep_until(deadline, agent.push())? {
             Wake::Deadline | Wake::Consent => {}
+            Wake::Push => agent.say("the upstream announced a change; checking in now"),
             Wake::Stop(signal) => {
                 agent.say(&format!("stopping ({signal})"));
                 return Ok(0);
