@@ -2278,3 +2278,104 @@ fn an_agent_fails_over_to_the_next_upstream_and_returns() {
         "{status:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The network map.
+
+/// The agent reports its interfaces; when DHCP moves an address the center keeps both, the
+/// old one as history; an unchanged set is not sent again; the terminal stays in Unknown.
+#[test]
+fn the_network_map_shows_where_a_terminal_has_been() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let interfaces = root.join("interfaces.json");
+    let report = |addresses: &[&str]| {
+        fs::write(
+            &interfaces,
+            json!([
+                {"name": "eth0", "mac": "52:54:00:12:34:56", "addresses": addresses},
+                {"name": "wlan0", "mac": null, "addresses": []},
+            ])
+            .to_string(),
+        )
+        .unwrap();
+    };
+    let phone = Terminal::new(root, "47n", "user-n");
+    let file = interfaces.to_str().unwrap();
+    report(&["192.0.2.10", "2001:db8::10"]);
+    assert_exit(
+        &phone.once(&center, &token, &["--interfaces-file", file]),
+        0,
+    );
+    let detail = center.detail("47n");
+    assert_eq!(detail.summary.group, "unknown");
+    let rows = |detail: &TerminalDetail| -> Vec<(String, Option<String>, bool, String)> {
+        detail
+            .interfaces
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    i.address.clone(),
+                    i.current,
+                    i.first_seen.clone(),
+                )
+            })
+            .collect()
+    };
+    let first = rows(&detail);
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(first.iter().all(|(_, _, current, _)| *current));
+    assert_eq!(
+        detail.interfaces[0].mac.as_deref(),
+        Some("52:54:00:12:34:56")
+    );
+    let reported = phone.status()["progress"]["interfaces_reported"].clone();
+    assert!(reported.is_string(), "{reported}");
+
+    // Unchanged: not sent again (the stored rows keep their last_seen).
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_exit(
+        &phone.once(&center, &token, &["--interfaces-file", file]),
+        0,
+    );
+    let again = center.detail("47n");
+    assert_eq!(
+        again
+            .interfaces
+            .iter()
+            .map(|i| i.last_seen.clone())
+            .collect::<Vec<_>>(),
+        detail
+            .interfaces
+            .iter()
+            .map(|i| i.last_seen.clone())
+            .collect::<Vec<_>>()
+    );
+
+    // DHCP moves eth0's IPv4 address: both rows show, the old one no longer current.
+    std::thread::sleep(Duration::from_millis(1100));
+    report(&["192.0.2.99", "2001:db8::10"]);
+    assert_exit(
+        &phone.once(&center, &token, &["--interfaces-file", file]),
+        0,
+    );
+    let moved = center.detail("47n");
+    let now: Vec<_> = rows(&moved)
+        .into_iter()
+        .map(|(name, address, current, _)| (name, address, current))
+        .collect();
+    assert_eq!(
+        now,
+        vec![
+            ("eth0".to_owned(), Some("192.0.2.99".to_owned()), true),
+            ("eth0".to_owned(), Some("2001:db8::10".to_owned()), true),
+            ("wlan0".to_owned(), None, true),
+            ("eth0".to_owned(), Some("192.0.2.10".to_owned()), false),
+        ]
+    );
+    assert_ne!(phone.status()["progress"]["interfaces_reported"], reported);
+    assert_eq!(moved.summary.group, "unknown");
+}

@@ -20,6 +20,7 @@ use super::consent::{self, ConsentFile, Decision};
 use super::enrol::{self, Declared};
 use super::fetcher::CenterFetcher;
 use super::identity;
+use super::interfaces;
 use super::push::Push;
 use super::state::{
     self, AgentFile, PlanState, Progress, RefreshSummary, RefusalSummary, ReportSummary, StateDir,
@@ -507,6 +508,8 @@ impl Agent {
     fn use_current_upstream(&mut self) {
         self.client = None;
         self.trust = None;
+        // Another upstream may not have them (a site that has not relayed them yet).
+        self.progress.interfaces_reported = None;
         self.save_progress();
     }
 
@@ -612,17 +615,32 @@ impl Agent {
             .identity
             .as_ref()
             .expect("ensure_enrolled runs first in every cycle");
+        // The network map: sent only when the interfaces changed since they were reported.
+        let interfaces = match interfaces::current(self.args.interfaces_file.as_deref()) {
+            Ok(list) => {
+                let digest = interfaces::digest(&list);
+                (self.progress.interfaces_reported.as_deref() != Some(digest.as_str()))
+                    .then_some((list, digest))
+            }
+            Err(e) => {
+                eprintln!("herd-agent: warning: {e:#}; the network map is not reported");
+                None
+            }
+        };
         let request = CheckinRequest {
             terminal: Some(identity.terminal.clone()),
             installed: self.executor.installed(),
             hardware: Some(identity.hardware.clone()),
             tz: identity.tz.clone(),
             agent_version: Some(VERSION.to_owned()),
-            interfaces: None,
+            interfaces: interfaces.as_ref().map(|(list, _)| list.clone()),
         };
         let server = self.server();
         match self.client().checkin(&request) {
             Ok(response) => {
+                if let Some((_, digest)) = interfaces {
+                    self.progress.interfaces_reported = Some(digest);
+                }
                 self.progress.last_checkin = Some(clock::now_rfc3339());
                 self.progress.last_error = None;
                 self.progress.last_error_at = None;

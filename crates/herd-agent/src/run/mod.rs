@@ -20,6 +20,7 @@ pub(crate) mod durable;
 mod enrol;
 mod fetcher;
 mod identity;
+mod interfaces;
 mod push;
 mod state;
 mod status;
@@ -65,6 +66,10 @@ pub struct RunArgs {
     /// While on another upstream, how often (seconds) to see whether the preferred one answers.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     probe_preferred_every: u64,
+    /// Tests: read the network interfaces reported for the network map from this JSON file
+    /// (a list of {name, mac, addresses}) instead of asking the system.
+    #[arg(long, hide = true, value_name = "FILE")]
+    interfaces_file: Option<PathBuf>,
     /// Do not hold a push connection to the upstream: learn of changes at the check-in
     /// interval only.
     #[arg(long)]

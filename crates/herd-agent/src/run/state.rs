@@ -215,6 +215,10 @@ pub(crate) struct Progress {
     /// What the push connection is doing (absent with `--no-push`).
     #[serde(default)]
     pub push: Option<String>,
+    /// The digest of the network interfaces last reported to the current upstream (they are
+    /// sent again only when they change).
+    #[serde(default)]
+    pub interfaces_reported: Option<String>,
 }
 
 /// What the agent last verified, and the last thing it refused (`herd-agent status`).
