@@ -27,6 +27,7 @@ use super::state::{
     StatePaths, Waiting,
 };
 use super::upstreams::Upstreams;
+use super::volumes::{self, MountWatch};
 use super::{RunArgs, VERSION};
 use crate::execute::{ExecError, Executor, ExecutorConfig, Fetcher};
 use crate::outbox::{FlushError, Outbox};
@@ -145,6 +146,10 @@ pub(crate) struct Agent {
     upstreams: Option<Upstreams>,
     /// The push connection, unless `--no-push` (or `--once`).
     push: Option<Push>,
+    /// The mount table, watched for volumes coming and going (not with `--once`).
+    mounts: Option<MountWatch>,
+    /// The download directories that do not depend on a volume being mounted.
+    fixed_download_dirs: Vec<PathBuf>,
 }
 
 impl Agent {
@@ -180,6 +185,7 @@ impl Agent {
         config.space_margin = args.space_margin;
         config.script_timeout = Duration::from_secs(args.script_timeout);
         config.hooks = args.hooks.policy().map_err(anyhow::Error::msg)?;
+        let fixed_download_dirs = config.download_dirs.clone();
         let executor = Executor::new(config)?;
         let outbox = Outbox::open(&paths.outbox())?;
         let progress = match state::load_json::<Progress>(&paths.status()) {
@@ -209,7 +215,18 @@ impl Agent {
             trust: None,
             upstreams: None,
             push: None,
+            mounts: None,
+            fixed_download_dirs,
         };
+        if !args.once && !args.download_volumes.is_empty() {
+            match MountWatch::open() {
+                Ok(watch) => agent.mounts = Some(watch),
+                Err(e) => eprintln!(
+                    "herd-agent: warning: {e:#}; volumes are looked at only when the agent starts"
+                ),
+            }
+        }
+        agent.find_download_dirs();
         if !args.no_push && !args.once {
             agent.push = Some(Push::start()?);
         }
@@ -256,6 +273,43 @@ impl Agent {
     /// The push connection, for the waker.
     pub(crate) fn push(&self) -> Option<&Push> {
         self.push.as_ref()
+    }
+
+    /// The watched mount table, for the waker.
+    pub(crate) fn mounts(&self) -> Option<&MountWatch> {
+        self.mounts.as_ref()
+    }
+
+    /// A volume came or went: the candidate download directories are looked for again. True
+    /// when they changed and a plan waits (deferred, perhaps for want of room), so the caller
+    /// checks in at once and the plan is tried where there is room now.
+    pub(crate) fn volumes_changed(&mut self) -> bool {
+        if let Some(mounts) = self.mounts.as_mut() {
+            mounts.rearm();
+        }
+        let before = self.executor.download_dirs().to_vec();
+        self.find_download_dirs();
+        let changed = self.executor.download_dirs() != before.as_slice();
+        if changed {
+            self.say(&format!(
+                "volumes changed; downloads go to the one with the most room of: {}",
+                self.progress.downloads.clone().unwrap_or_default()
+            ));
+        }
+        changed && self.progress.plan.is_some()
+    }
+
+    /// Sets the executor's candidate download directories from the fixed ones and the
+    /// volumes mounted now, and says where they stand in `status.json`.
+    fn find_download_dirs(&mut self) {
+        let (dirs, problems) =
+            volumes::candidates(&self.fixed_download_dirs, &self.args.download_volumes);
+        for problem in problems {
+            eprintln!("herd-agent: warning: {problem}");
+        }
+        self.progress.downloads = Some(volumes::describe(&dirs));
+        self.executor.set_download_dirs(dirs);
+        self.save_progress();
     }
 
     pub(crate) fn plan_failed(&self) -> bool {

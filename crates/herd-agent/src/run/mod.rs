@@ -25,6 +25,7 @@ mod push;
 mod state;
 mod status;
 mod upstreams;
+mod volumes;
 mod wake;
 
 use std::path::PathBuf;
@@ -114,6 +115,11 @@ pub struct RunArgs {
     /// plan downloads into the one on the volume with the most free space.
     #[arg(long = "download-dir", value_name = "DIR")]
     download_dirs: Vec<PathBuf>,
+    /// A volume (a mount point, like /media/usb) on which the agent may keep its download
+    /// directory, `.herd-agent-downloads`, while it is mounted (repeatable). Volumes are watched:
+    /// when one appears or disappears the agent looks again for the one with the most room.
+    #[arg(long = "download-volume", value_name = "DIR")]
+    download_volumes: Vec<PathBuf>,
     /// Free space to keep beyond a plan's packages and unpacked product (suffixes K, M, G).
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     space_margin: u64,
@@ -275,12 +281,24 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         if healthy && agent.consent_answer_waiting() {
             continue;
         }
-        match waker.sleep_until(deadline, agent.push())? {
-            Wake::Deadline | Wake::Consent => {}
-            Wake::Push => agent.say("the upstream announced a change; checking in now"),
-            Wake::Stop(signal) => {
-                agent.say(&format!("stopping ({signal})"));
-                return Ok(0);
+        loop {
+            match waker.sleep_until(deadline, agent.push(), agent.mounts())? {
+                Wake::Deadline | Wake::Consent => break,
+                Wake::Push => {
+                    agent.say("the upstream announced a change; checking in now");
+                    break;
+                }
+                // Where downloads go may have changed: a plan deferred for want of space is
+                // tried again at once; otherwise the agent sleeps on until its deadline.
+                Wake::Volumes => {
+                    if agent.volumes_changed() {
+                        break;
+                    }
+                }
+                Wake::Stop(signal) => {
+                    agent.say(&format!("stopping ({signal})"));
+                    return Ok(0);
+                }
             }
         }
     }

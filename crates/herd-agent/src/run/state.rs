@@ -219,6 +219,9 @@ pub(crate) struct Progress {
     /// sent again only when they change).
     #[serde(default)]
     pub interfaces_reported: Option<String>,
+    /// The candidate download directories and their free space, the most first.
+    #[serde(default)]
+    pub downloads: Option<String>,
 }
 
 /// What the agent last verified, and the last thing it refused (`herd-agent status`).

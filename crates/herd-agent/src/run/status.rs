@@ -159,6 +159,9 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
     {
         line("push", push.clone());
     }
+    if let Some(downloads) = &progress.downloads {
+        line("downloads", downloads.clone());
+    }
     line(
         "last check-in",
         progress

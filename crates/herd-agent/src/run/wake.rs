@@ -27,6 +27,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::push::Push;
 use super::state::CONSENT_FILE;
+use super::volumes::MountWatch;
 
 /// The longest single `poll`: bounds how late a check-in is after a suspend.
 pub(crate) const MAX_NAP: Duration = Duration::from_secs(600);
@@ -42,6 +43,8 @@ pub(crate) enum Wake {
     Stop(Signal),
     /// The push connection says something changed upstream.
     Push,
+    /// A volume was mounted or unmounted.
+    Volumes,
 }
 
 #[derive(Debug)]
@@ -84,7 +87,12 @@ impl Waker {
     }
 
     /// Sleeps until `deadline`, an answer in `consent.json`, a stop signal, or a push.
-    pub(crate) fn sleep_until(&self, deadline: SystemTime, push: Option<&Push>) -> Result<Wake> {
+    pub(crate) fn sleep_until(
+        &self,
+        deadline: SystemTime,
+        push: Option<&Push>,
+        mounts: Option<&MountWatch>,
+    ) -> Result<Wake> {
         if push.is_some_and(Push::take_wakes) {
             return Ok(Wake::Push);
         }
@@ -92,13 +100,18 @@ impl Waker {
         // is this thread's: its default action while it works, the signalfd while it sleeps.
         pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&self.mask), None)
             .context("cannot block stop signals")?;
-        let result = self.wait(deadline, push);
+        let result = self.wait(deadline, push, mounts);
         // A stop signal that arrives from here on takes its default action.
         let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&self.mask), None);
         result
     }
 
-    fn wait(&self, deadline: SystemTime, push: Option<&Push>) -> Result<Wake> {
+    fn wait(
+        &self,
+        deadline: SystemTime,
+        push: Option<&Push>,
+        mounts: Option<&MountWatch>,
+    ) -> Result<Wake> {
         loop {
             let Ok(left) = deadline.duration_since(SystemTime::now()) else {
                 return Ok(Wake::Deadline);
@@ -115,6 +128,11 @@ impl Waker {
             ];
             if let Some(push) = push {
                 fds.push(PollFd::new(push.wake_socket().as_fd(), PollFlags::POLLIN));
+            }
+            let mounts_at = fds.len();
+            if let Some(mounts) = mounts {
+                // The mount table says it changed with POLLPRI (and POLLERR).
+                fds.push(PollFd::new(mounts.file().as_fd(), PollFlags::POLLPRI));
             }
             match poll(&mut fds, timeout) {
                 Ok(0) => continue,
@@ -141,8 +159,12 @@ impl Waker {
                     return Ok(Wake::Consent);
                 }
             }
-            if fds.get(2).is_some_and(ready) && push.is_some_and(Push::take_wakes) {
+            if push.is_some() && fds.get(2).is_some_and(ready) && push.is_some_and(Push::take_wakes)
+            {
                 return Ok(Wake::Push);
+            }
+            if mounts.is_some() && fds.get(mounts_at).is_some_and(ready) {
+                return Ok(Wake::Volumes);
             }
         }
     }
@@ -159,13 +181,13 @@ mod tests {
         let waker = Waker::new(dir.path()).unwrap();
         let started = Instant::now();
         let wake = waker
-            .sleep_until(SystemTime::now() + Duration::from_millis(200), None)
+            .sleep_until(SystemTime::now() + Duration::from_millis(200), None, None)
             .unwrap();
         assert_eq!(wake, Wake::Deadline);
         assert!(started.elapsed() >= Duration::from_millis(190));
         // A deadline in the past returns at once.
         let wake = waker
-            .sleep_until(SystemTime::now() - Duration::from_secs(1), None)
+            .sleep_until(SystemTime::now() - Duration::from_secs(1), None, None)
             .unwrap();
         assert_eq!(wake, Wake::Deadline);
     }
@@ -183,7 +205,7 @@ mod tests {
         });
         let started = Instant::now();
         let wake = waker
-            .sleep_until(SystemTime::now() + Duration::from_secs(30), None)
+            .sleep_until(SystemTime::now() + Duration::from_secs(30), None, None)
             .unwrap();
         writer.join().unwrap();
         assert_eq!(wake, Wake::Consent);
