@@ -2379,3 +2379,139 @@ fn the_network_map_shows_where_a_terminal_has_been() {
     assert_ne!(phone.status()["progress"]["interfaces_reported"], reported);
     assert_eq!(moved.summary.group, "unknown");
 }
+
+/// A fresh PostgreSQL schema for this test (through `psql`), as a database URL whose
+/// connections use it; `None` without `HERD_TEST_POSTGRES_URL` or `psql`.
+fn postgres_schema(prefix: &str) -> Option<String> {
+    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
+    let schema = format!("{prefix}_{}", std::process::id());
+    let status = Command::new("psql")
+        .arg(&base)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .status()
+        .ok()?;
+    assert!(status.success(), "psql could not make schema {schema}");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
+
+impl Center {
+    /// A center process on a shared PostgreSQL database (`url`), with the shared blob
+    /// directory and key-encryption key several processes of one database need.
+    fn start_on_postgres(data_dir: &Path, url: &str, blobs: &Path) -> Center {
+        let port = free_port().expect("a free port");
+        let plain_port = free_port().expect("a free port");
+        let spec = CenterSpec::new(herd_binary(), data_dir)
+            .log(&data_dir.with_extension("log"))
+            .listen(&format!("127.0.0.1:{port}"))
+            .arg("--plaintext-listen")
+            .arg(format!("127.0.0.1:{plain_port}"))
+            .args([
+                "--checkin-interval",
+                "3600",
+                "--database",
+                url,
+                "--blob-dir",
+            ])
+            .arg(blobs)
+            .env("HERD_CA_KEK", Some("the fleet's key-encryption key"))
+            .env("RUST_LOG", Some("error"));
+        let mut center = Center {
+            process: None,
+            spec,
+            data_dir: data_dir.to_owned(),
+            url: format!("https://127.0.0.1:{port}"),
+            plain_port,
+        };
+        center.spawn();
+        center
+    }
+}
+
+/// Failover with the preferred upstream's return seen by the probe while the other still
+/// answers: two center processes on one PostgreSQL database (so both accept the terminal),
+/// A stopped (the agent moves to B), A started again (the agent's probe finds it and it goes
+/// back, B still up).
+#[test]
+fn a_probe_brings_the_agent_back_to_its_preferred_upstream() {
+    let Some(url) = postgres_schema("herd_agent_failover") else {
+        eprintln!("skipped: HERD_TEST_POSTGRES_URL is not set (or psql is missing)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let blobs = root.join("blobs");
+    let mut a = Center::start_on_postgres(&root.join("a"), &url, &blobs);
+    let b = Center::start_on_postgres(&root.join("b"), &url, &blobs);
+    let token = a.enrolment_token();
+    let phone = Terminal::new(root, "47g", "user-g");
+    assert_exit(&phone.once(&a, &token, &[]), 0);
+    let (a_url, b_url) = (a.url.clone(), b.url.clone());
+    a.stop();
+    let mut daemon = phone
+        .run_command(
+            &b,
+            &token,
+            &[
+                "--upstream",
+                &a_url,
+                "--upstream",
+                &b_url,
+                "--failover-after",
+                "2",
+                "--probe-preferred-every",
+                "2",
+                "--retry-min",
+                "1",
+                "--retry-max",
+                "1",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(daemon.stdout.take().unwrap());
+    wait_for_line(
+        &lines,
+        &format!("{a_url} has not answered for 2 s; checking in with {b_url}"),
+    );
+    wait_until("a check-in with B and a push connection to it", || {
+        let status = phone.status();
+        status["progress"]["upstream"] == b_url.as_str()
+            && status["progress"]["last_error"].is_null()
+            && status["progress"]["push"]
+                .as_str()
+                .is_some_and(|p| p.contains(&format!("push connection to {b_url}")))
+    });
+    a.spawn();
+    wait_for_line(
+        &lines,
+        &format!("{a_url} answers again; checking in with it instead of {b_url}"),
+    );
+    wait_until(
+        "a check-in with A and the push connection following",
+        || {
+            let status = phone.status();
+            status["progress"]["upstream"] == a_url.as_str()
+                && status["progress"]["last_error"].is_null()
+                && status["progress"]["push"]
+                    .as_str()
+                    .is_some_and(|p| p.contains(&format!("push connection to {a_url}")))
+        },
+    );
+    let pid = daemon.id();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(
+        status.code() == Some(0) || status.signal() == Some(15),
+        "{status:?}"
+    );
+    drop(b);
+}

@@ -2,7 +2,9 @@
 //! `GET /v1/wait` to the agent's current upstream and, when the upstream answers `changed`,
 //! wakes the main loop (a byte on a socket pair that [`Waker`](super::wake::Waker) polls) to
 //! check in at once. Between answers it is blocked in a socket read: no CPU, and its stack is
-//! small.
+//! small. A blocking read cannot be interrupted, so when the agent moves to another upstream a
+//! new thread holds the new connection, and the old one ends (without waking anyone) when its
+//! wait returns, at most one wait's time later.
 //!
 //! Pull stays underneath: the main loop's check-in interval runs whatever happens here. On an
 //! error the thread backs off with jitter; when the upstream holds as many waits as it may
@@ -40,6 +42,8 @@ pub(crate) struct Push {
     shared: Arc<Shared>,
     /// Readable when the upstream said something changed; polled by the waker.
     wake: UnixStream,
+    /// The other end, cloned for each thread.
+    notify: UnixStream,
 }
 
 #[derive(Debug)]
@@ -52,7 +56,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct PushState {
     client: Option<Client>,
-    /// Moves with every new client.
+    /// Moves with every new upstream: a thread holds the push connection only while its
+    /// generation is the current one.
     generation: u64,
     /// What the thread is doing, for `herd-agent status`.
     status: String,
@@ -61,7 +66,8 @@ struct PushState {
 }
 
 impl Push {
-    /// Starts the thread; it waits for a client ([`Push::follow`]) before it connects.
+    /// Sets the push connection up; its thread starts with the first client
+    /// ([`Push::follow`]).
     pub(crate) fn start() -> Result<Push> {
         let (wake, notify) =
             UnixStream::pair().context("cannot make the push connection's wake-up socket")?;
@@ -74,16 +80,11 @@ impl Push {
             }),
             followed: Condvar::new(),
         });
-        let thread_shared = shared.clone();
-        std::thread::Builder::new()
-            .name("push".to_owned())
-            .stack_size(STACK_BYTES)
-            .spawn(move || {
-                block_stop_signals();
-                hold(&thread_shared, notify)
-            })
-            .context("cannot start the push connection's thread")?;
-        Ok(Push { shared, wake })
+        Ok(Push {
+            shared,
+            wake,
+            notify,
+        })
     }
 
     /// Holds the push connection through `client` from now on (a new upstream or identity).
@@ -94,14 +95,32 @@ impl Push {
             .as_ref()
             .is_some_and(|held| held.server() == client.server())
         {
-            // Same upstream: only the identity may have changed; keep the token.
+            // Same upstream: only the identity may have changed; the thread keeps its token
+            // and takes the new client at its next wait.
             state.client = Some(client.clone());
             return;
         }
         state.client = Some(client.clone());
         state.generation += 1;
+        let generation = state.generation;
         drop(state);
+        // A thread backing off for an older upstream ends now.
         self.shared.followed.notify_all();
+        let spawned = self.notify.try_clone().and_then(|notify| {
+            let shared = self.shared.clone();
+            std::thread::Builder::new()
+                .name("push".to_owned())
+                .stack_size(STACK_BYTES)
+                .spawn(move || {
+                    block_stop_signals();
+                    hold(&shared, notify, generation)
+                })
+        });
+        if let Err(e) = spawned {
+            lock(&self.shared.state).status = format!(
+                "no push connection (cannot start its thread: {e}); checking in at the interval"
+            );
+        }
     }
 
     /// The descriptor the waker polls.
@@ -150,61 +169,58 @@ fn lock(state: &Mutex<PushState>) -> MutexGuard<'_, PushState> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The thread: wait, wake the main loop on a change, back off on errors, for ever (the process
-/// ends when the main loop returns).
-fn hold(shared: &Shared, mut notify: UnixStream) {
-    let mut generation = 0;
+/// The thread of upstream `generation`: wait, wake the main loop on a change, back off on
+/// errors, until the agent moves to another upstream (or the process ends).
+fn hold(shared: &Shared, mut notify: UnixStream, generation: u64) {
     let mut after: Option<String> = None;
     let mut failures: u32 = 0;
     loop {
         let client = {
             let mut state = lock(&shared.state);
-            while state.client.is_none() {
-                state = shared
-                    .followed
-                    .wait(state)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
             if state.generation != generation {
-                generation = state.generation;
-                after = None;
-                failures = 0;
+                return;
             }
             state.status = format!("holding a push connection to {}", server_of(&state));
-            state.client.clone().expect("checked above")
+            match state.client.clone() {
+                Some(client) => client,
+                None => return,
+            }
         };
-        let pause = match client.wait(after.as_deref(), Duration::from_secs(WAIT_SECS)) {
+        let result = client.wait(after.as_deref(), Duration::from_secs(WAIT_SECS));
+        let mut state = lock(&shared.state);
+        if state.generation != generation {
+            // The agent moved on while this wait was held: its answer is another upstream's.
+            return;
+        }
+        let (pause, why) = match result {
             Ok(answer) => {
                 failures = 0;
                 // The first answer of a connection only gives the token: the main loop has
                 // just checked in with this upstream.
                 if answer.changed && after.is_some() {
-                    lock(&shared.state).last_push = Some(SystemTime::now());
+                    state.last_push = Some(SystemTime::now());
                     // A full socket means wake-ups are already pending: nothing is lost.
                     let _ = notify.write(&[1]);
                 }
                 after = Some(answer.token);
-                None
+                continue;
             }
             Err(err) => {
                 let (pause, why) = pause_after(&err, failures);
                 failures = failures.saturating_add(1);
-                Some((pause, format!("{why}: {err}")))
+                (pause, format!("{why}: {err}"))
             }
         };
-        if let Some((pause, why)) = pause {
-            let until = clock::later(SystemTime::now(), pause);
-            let mut state = lock(&shared.state);
-            state.status = format!(
-                "not holding a push connection ({why}); checking in at the interval, trying \
-                 again at {}",
-                clock::rfc3339(until)
-            );
-            // Until the pause is over, or a new client arrives.
-            let _ = shared
-                .followed
-                .wait_timeout_while(state, pause, |state| state.generation == generation);
-        }
+        let until = clock::later(SystemTime::now(), pause);
+        state.status = format!(
+            "not holding a push connection ({why}); checking in at the interval, trying again \
+             at {}",
+            clock::rfc3339(until)
+        );
+        // Until the pause is over, or the agent moves to another upstream.
+        let _ = shared
+            .followed
+            .wait_timeout_while(state, pause, |state| state.generation == generation);
     }
 }
 
