@@ -15,6 +15,7 @@
 
 mod error;
 mod repository;
+mod site;
 mod tls;
 mod transfer;
 mod trust;
@@ -50,21 +51,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Package transfers have no overall deadline (a large package over a slow link takes as long
 /// as it takes), but one that makes no progress for this long is abandoned; downloads resume.
 pub const TRANSFER_STALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How much longer than the time a server may hold a request ([`Client::wait`]) the client
-/// waits for its answer before it calls the server unreachable.
-pub const HELD_ANSWER_MARGIN: Duration = Duration::from_secs(30);
-
-/// How long one call may take.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Deadline {
-    /// [`REQUEST_TIMEOUT`] for the whole call.
-    Request,
-    /// No overall deadline, but [`TRANSFER_STALL_TIMEOUT`] without progress.
-    Transfer,
-    /// A request the server holds for up to this long, plus [`HELD_ANSWER_MARGIN`].
-    Held(Duration),
-}
 
 /// The largest JSON answer read into memory (a terminal page, a plan, the coverage matrix).
 const MAX_JSON_ANSWER: u64 = 64 << 20;
@@ -160,21 +146,13 @@ impl Client {
         after: Option<&str>,
         timeout: Duration,
     ) -> Result<herd_proto::site::WaitResponse, ClientError> {
-        let secs = timeout.as_secs().max(1).to_string();
-        let mut query = vec![("timeout_secs", secs.as_str())];
+        let secs = timeout.as_secs().max(1);
+        let secs_text = secs.to_string();
+        let mut query = vec![("timeout_secs", secs_text.as_str())];
         if let Some(after) = after {
             query.push(("after", after));
         }
-        let what = format!("GET {}", herd_proto::site::WAIT);
-        let response = self.call_with(
-            Method::GET,
-            herd_proto::site::WAIT,
-            &query,
-            &[],
-            Payload::None,
-            Deadline::Held(Duration::from_secs(timeout.as_secs().max(1))),
-        )?;
-        self.json(response, &what, MAX_ERROR_ANSWER)
+        self.get_json_held(herd_proto::site::WAIT, &query, Duration::from_secs(secs))
     }
 
     /// Succeeds when the center answers `GET /v1/health`.
@@ -493,12 +471,7 @@ impl Client {
         payload: Payload,
         transfer: bool,
     ) -> Result<http::Response<Body>, ClientError> {
-        let deadline = if transfer {
-            Deadline::Transfer
-        } else {
-            Deadline::Request
-        };
-        self.call_with(method, path, query, &[], payload, deadline)
+        self.call_with(method, path, query, &[], payload, transfer)
     }
 
     /// [`call`](Self::call) with extra request headers.
@@ -509,7 +482,43 @@ impl Client {
         query: &[(&str, &str)],
         headers: &[(header::HeaderName, String)],
         payload: Payload,
-        deadline: Deadline,
+        transfer: bool,
+    ) -> Result<http::Response<Body>, ClientError> {
+        let timing = if transfer {
+            Timing::Transfer
+        } else {
+            Timing::Request
+        };
+        self.call_timed(method, path, query, headers, payload, timing)
+    }
+
+    /// A `GET` the server may hold for up to `hold` before answering (`/v1/wait`, a site's
+    /// pull): its deadline is the hold plus [`REQUEST_TIMEOUT`].
+    pub(crate) fn get_json_held<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        hold: Duration,
+    ) -> Result<T, ClientError> {
+        let response = self.call_timed(
+            Method::GET,
+            path,
+            query,
+            &[],
+            Payload::None,
+            Timing::Held(hold),
+        )?;
+        self.json(response, &format!("GET {path}"), MAX_JSON_ANSWER)
+    }
+
+    fn call_timed(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(header::HeaderName, String)],
+        payload: Payload,
+        timing: Timing,
     ) -> Result<http::Response<Body>, ClientError> {
         let what = format!("{method} {path}");
         let mut url = format!("{}{path}", self.server);
@@ -563,20 +572,20 @@ impl Client {
                 "{what}: cannot build the request (is the API token plain text?): {err}"
             ))
         })?;
-        let request = match deadline {
-            Deadline::Request => request,
-            Deadline::Transfer => self
+        let request = match timing {
+            Timing::Transfer => self
                 .agent
                 .configure_request(request)
                 .timeout_global(None)
                 .timeout_per_read(Some(TRANSFER_STALL_TIMEOUT))
                 .timeout_per_write(Some(TRANSFER_STALL_TIMEOUT))
                 .build(),
-            Deadline::Held(held) => self
+            Timing::Held(hold) => self
                 .agent
                 .configure_request(request)
-                .timeout_global(Some(held + HELD_ANSWER_MARGIN))
+                .timeout_global(Some(hold + REQUEST_TIMEOUT))
                 .build(),
+            Timing::Request => request,
         };
         tls::clear_send_broken();
         let response = self.agent.run(request).map_err(|err| match (err, total) {
@@ -774,6 +783,15 @@ impl From<ServedGroup> for GroupDoc {
 #[derive(Deserialize)]
 struct ServedGroupList {
     groups: Vec<ServedGroup>,
+}
+
+/// A request's deadline: the overall [`REQUEST_TIMEOUT`], a transfer's stall timeout, or a
+/// held request's hold plus the timeout.
+#[derive(Clone, Copy, Debug)]
+enum Timing {
+    Request,
+    Transfer,
+    Held(Duration),
 }
 
 /// What a request carries.

@@ -136,7 +136,7 @@ impl Client {
             &[],
             range.as_slice(),
             Payload::None,
-            crate::Deadline::Transfer,
+            true,
         ) {
             Ok(response) => response,
             // The server's copy is shorter than what we hold: ours is not a prefix of it.
