@@ -2111,17 +2111,37 @@ fn a_publish_reaches_a_pushed_agent_without_waiting_for_its_interval() {
         center.metric("herd_waits_held") == 1
     });
     let pid = daemon.id();
-    let (ticks_before, _) = cpu_ticks(pid);
     let idle = push_idle_secs();
-    std::thread::sleep(Duration::from_secs(idle));
-    let (ticks_after, state) = cpu_ticks(pid);
-    let [rss, hwm, anon, file] = memory_kib(pid);
-    eprintln!(
-        "herd-agent run holding its push connection: {} CPU ticks in {idle} s (state {state}); \
-         VmRSS {rss} KiB (anonymous {anon}, file {file}), VmHWM {hwm} KiB",
-        ticks_after - ticks_before
-    );
-    assert_eq!(ticks_after, ticks_before, "the idle agent used the CPU");
+    // A window in which the center announced something (a sign round after the first
+    // publish) and the agent rightly checked in is not idle: measured again, up to 3 times.
+    let mut windows = 0;
+    loop {
+        windows += 1;
+        let before = phone.status()["progress"].clone();
+        let (ticks_before, _) = cpu_ticks(pid);
+        std::thread::sleep(Duration::from_secs(idle));
+        let (ticks_after, state) = cpu_ticks(pid);
+        let after = phone.status()["progress"].clone();
+        let [rss, hwm, anon, file] = memory_kib(pid);
+        let woken =
+            before["last_checkin"] != after["last_checkin"] || before["push"] != after["push"];
+        eprintln!(
+            "herd-agent run holding its push connection: {} CPU ticks in {idle} s (state \
+             {state}){}; VmRSS {rss} KiB (anonymous {anon}, file {file}), VmHWM {hwm} KiB",
+            ticks_after - ticks_before,
+            if woken {
+                ", woken by a change meanwhile"
+            } else {
+                ""
+            }
+        );
+        if woken && windows < 3 {
+            continue;
+        }
+        assert!(!woken, "the center kept announcing changes");
+        assert_eq!(ticks_after, ticks_before, "the idle agent used the CPU");
+        break;
+    }
     assert_eq!(center.metric("herd_waits_held"), 1);
 
     // A new release: packages first, then the feed naming them.
