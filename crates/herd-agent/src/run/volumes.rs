@@ -88,7 +88,7 @@ pub(crate) fn describe(dirs: &[PathBuf]) -> String {
         .iter()
         .filter_map(|dir| space::free_bytes(dir).ok().map(|free| (free, dir)))
         .collect();
-    measured.sort_by(|a, b| b.0.cmp(&a.0));
+    measured.sort_by_key(|(free, _)| std::cmp::Reverse(*free));
     if measured.is_empty() {
         return "no usable download directory".to_owned();
     }
