@@ -584,3 +584,109 @@ fn kill_9_of_the_site_and_the_center_during_100000_reports_loses_nothing_and_app
         "seed {seed}: {REPORTS} reports, {kills} kills, {restarts} restarts, {refused_sends} sends failed and repeated"
     );
 }
+
+/// An agent whose site is unreachable checks in with the next upstream it was given: the
+/// center, or another site, which asks the center for the terminal and serves it from then on;
+/// its reports still reach the center.
+#[test]
+fn a_terminal_fails_over_to_the_center_and_to_another_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let mut site1 = TestSite::start(&center, dir.path(), "office-1");
+    let site2 = TestSite::start(&center, dir.path(), "office-2");
+    let token = enrolment_token(&center, 1);
+    let (t1, upstreams) = enrol_at(site1.url(), &ca, &token, "t1");
+    site1.process.kill();
+    // The next upstream in its list: the center knows the terminal.
+    let at_center = Client::new(&upstreams[1], &ca, Some(&t1)).unwrap();
+    at_center.checkin(&checkin()).unwrap();
+    at_center.send_events(&events(1, 10)).unwrap();
+    // Another site learns the terminal from the center and relays for it from then on.
+    let at_site2 = Client::new(site2.url(), &ca, Some(&t1)).unwrap();
+    at_site2.checkin(&checkin()).unwrap();
+    let ack = at_site2.send_events(&events(11, 10)).unwrap();
+    assert_eq!(ack.acked_through, 20);
+    wait_until("site 2's queue drained", 30, || {
+        site2.metric("herd_site_queue_depth") == 0
+            && site2.metric("herd_site_forwarded_items_total") >= 2
+    });
+    let sites = center.operator().sites().unwrap();
+    let office2 = sites.iter().find(|s| s.id == "office-2").unwrap();
+    assert_eq!(office2.terminals, 1, "t1 is office-2's now");
+    // Its old site, back, still serves it (it kept the terminal).
+    site1.restart();
+    Client::new(site1.url(), &ca, Some(&t1))
+        .unwrap()
+        .checkin(&checkin())
+        .unwrap();
+}
+
+/// Pull first, push behind it (seed 001 S109–S111): a publish reaches a site holding its pull
+/// at once; a site that cannot pull (it is down) is pushed to after `site_push_after_secs`, the
+/// push fails and is counted, and the site catches up by pulling when it returns.
+#[test]
+fn a_change_reaches_a_pulling_site_at_once_and_a_site_that_missed_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("center.toml");
+    std::fs::write(&config, "site_push_after_secs = 1\n").unwrap();
+    let metrics_port = free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let center = TestCenter::spawn(
+        &dir.path().join("center"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--plaintext-listen",
+            &metrics_listen,
+        ],
+    );
+    let ca = center.ca_pem();
+    let mut site = TestSite::start(&center, dir.path(), "office-1");
+    let site_catalog = |site: &TestSite| {
+        let token = std::fs::read_to_string(site.data_dir.join("operator.token")).unwrap();
+        Client::new(site.url(), &ca, None)
+            .unwrap()
+            .with_token(&token)
+            .catalog()
+            .ok()
+            .and_then(|doc| doc["releases"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let acme = vendor_client(&center, "acme");
+    let (package, packages) = build_package(dir.path(), "1.0", 1);
+    acme.upload_package(&package).unwrap();
+    let published = Instant::now();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed("acme", &[("1.0", 1, &packages)])).unwrap(),
+    )
+    .unwrap();
+    wait_until("the site has the new release", 5, || {
+        site_catalog(&site) == 1
+    });
+    let took = published.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Down, the site misses the next release; the center pushes, fails, counts it.
+    site.process.kill();
+    let (second, packages2) = build_package(dir.path(), "2.0", 2);
+    acme.upload_package(&second).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed(
+            "acme",
+            &[("1.0", 1, &packages), ("2.0", 2, &packages2)],
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    wait_until("the center tried to push to the silent site", 30, || {
+        metric(metrics_port, "herd_site_pushes_failed_total") >= 1
+    });
+    // Back, it pulls what it missed.
+    site.restart();
+    wait_until("the site caught up", 10, || site_catalog(&site) == 2);
+    let sites = center.operator().sites().unwrap();
+    assert_eq!(sites[0].state, "ok");
+}
