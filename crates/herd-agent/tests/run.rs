@@ -2063,3 +2063,475 @@ fn mirror_bytes(mirror: &mirror::Mirror, path: &str) -> Vec<u8> {
         .get(path, herd_client::ReadLimits::metadata(1 << 20))
         .unwrap()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The push connection and failover between upstreams.
+
+/// Seconds the pushed agent is watched idle; `HERD_PUSH_IDLE_SECS=60` with a release
+/// `HERD_AGENT_BIN` measures the footprint the brief asks for.
+fn push_idle_secs() -> u64 {
+    std::env::var("HERD_PUSH_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+}
+
+/// A release published while a running agent sleeps an hour until its next check-in reaches it
+/// within seconds through its push connection; holding that connection costs no CPU.
+#[test]
+fn a_publish_reaches_a_pushed_agent_without_waiting_for_its_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let a51 = package(root, "vaccine-a", "5.1", 1101, false);
+    center.publish(
+        "maker-a",
+        &feed_a(&[(&a51, "2000-11-01T00:00:00Z")]),
+        &[&a51],
+    );
+
+    let phone = Terminal::new(root, "47p", "user-p");
+    let mut daemon = phone
+        .run_command(&center, &token, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(daemon.stdout.take().unwrap());
+    wait_for_line(&lines, "vaccine-a 5.1 (a-1101) is active");
+    wait_until("the agent to sleep an hour", || {
+        let status = phone.status();
+        status["progress"]["next_checkin"].is_string()
+            && status["progress"]["push"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("holding a push connection"))
+    });
+    wait_until("the center to hold the agent's wait", || {
+        center.metric("herd_waits_held") == 1
+    });
+    let pid = daemon.id();
+    let idle = push_idle_secs();
+    // A window in which the center announced something (a sign round after the first
+    // publish) and the agent rightly checked in is not idle: measured again, up to 3 times.
+    let mut windows = 0;
+    loop {
+        windows += 1;
+        let before = phone.status()["progress"].clone();
+        let (ticks_before, _) = cpu_ticks(pid);
+        std::thread::sleep(Duration::from_secs(idle));
+        let (ticks_after, state) = cpu_ticks(pid);
+        let after = phone.status()["progress"].clone();
+        let [rss, hwm, anon, file] = memory_kib(pid);
+        let woken =
+            before["last_checkin"] != after["last_checkin"] || before["push"] != after["push"];
+        eprintln!(
+            "herd-agent run holding its push connection: {} CPU ticks in {idle} s (state \
+             {state}){}; VmRSS {rss} KiB (anonymous {anon}, file {file}), VmHWM {hwm} KiB",
+            ticks_after - ticks_before,
+            if woken {
+                ", woken by a change meanwhile"
+            } else {
+                ""
+            }
+        );
+        if woken && windows < 3 {
+            continue;
+        }
+        assert!(!woken, "the center kept announcing changes");
+        assert_eq!(ticks_after, ticks_before, "the idle agent used the CPU");
+        break;
+    }
+    assert_eq!(center.metric("herd_waits_held"), 1);
+
+    // A new release: packages first, then the feed naming them.
+    let a52 = package(root, "vaccine-a", "5.2", 1102, false);
+    let operator = center.operator();
+    operator.upload_package(&a52.path).unwrap();
+    let published = Instant::now();
+    operator
+        .publish_feed(
+            "maker-a",
+            feed_a(&[
+                (&a51, "2000-11-01T00:00:00Z"),
+                (&a52, "2000-11-02T00:00:00Z"),
+            ])
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+    wait_for_line(&lines, "the upstream announced a change; checking in now");
+    wait_for_line(&lines, "vaccine-a 5.2 (a-1102) is active");
+    let took = published.elapsed();
+    eprintln!("publish → pushed agent runs the new release: {took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(phone.active().as_deref(), Some("products/vaccine-a/5.2"));
+    // Stopped once asleep again (a stop signal while it works takes its default action).
+    wait_until("the center to see the new release installed", || {
+        center.detail("47p").summary.action.as_deref() == Some("none")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = daemon.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// An agent whose first upstream stops answering checks in with the next after
+/// `--failover-after`, and goes back to the first once it answers again. The two upstreams are
+/// one center on two ports in turn (a second `herd serve` on the same SQLite data is not
+/// allowed): A, then B while A is down, then A again.
+#[test]
+fn an_agent_fails_over_to_the_next_upstream_and_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let phone = Terminal::new(root, "47f", "user-f");
+    assert_exit(&phone.once(&center, &token, &["--no-push"]), 0);
+    let a = center.url.clone();
+    let b_port = free_port().unwrap();
+    let b = format!("https://127.0.0.1:{b_port}");
+    let a_listen = center.spec.listen.clone().unwrap();
+
+    // A goes away; the same center answers at B.
+    center.stop();
+    center.spec.listen = Some(format!("127.0.0.1:{b_port}"));
+    center.url = b.clone();
+    center.spawn();
+    let mut daemon = phone
+        .run_command(
+            &center,
+            &token,
+            &[
+                "--upstream",
+                &a,
+                "--upstream",
+                &b,
+                "--failover-after",
+                "3",
+                "--probe-preferred-every",
+                "2",
+                "--retry-min",
+                "1",
+                "--retry-max",
+                "2",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(root.join("agent.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(daemon.stdout.take().unwrap());
+    let started = Instant::now();
+    wait_for_line(
+        &lines,
+        &format!("{a} has not answered for 3 s; checking in with {b}"),
+    );
+    let failed_over = started.elapsed();
+    assert!(failed_over >= Duration::from_secs(3), "{failed_over:?}");
+    wait_until("a check-in with B", || {
+        let status = phone.status();
+        status["progress"]["upstream"] == b.as_str()
+            && status["progress"]["last_error"].is_null()
+            && status["progress"]["next_checkin"].is_string()
+    });
+    assert_eq!(
+        phone.status()["progress"]["upstreams"],
+        json!([a.clone(), b.clone()])
+    );
+    let status_text = agent()
+        .args(["status", "--state-dir"])
+        .arg(&phone.state)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&status_text).contains(&format!(
+            "upstream:      {b} (failed over; the preferred one is probed); also {a}"
+        )),
+        "{}",
+        text(&status_text)
+    );
+
+    // A answers again (and B, the same center, no longer): the agent goes back to A — by its
+    // probe of the preferred upstream when that comes first, else by failing over from B.
+    // (The probe while B still answers is `upstreams.rs`'s unit tests' part.)
+    center.stop();
+    center.spec.listen = Some(a_listen);
+    center.url = a.clone();
+    center.spawn();
+    let checked_in_before = phone.status()["progress"]["last_checkin"].clone();
+    let probed_back = format!("{a} answers again; checking in with it instead of {b}");
+    let failed_back = format!("{b} has not answered for 3 s; checking in with {a}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+            panic!(
+                "the agent did not go back to {a}; its stderr:\n{}",
+                fs::read_to_string(root.join("agent.stderr")).unwrap_or_default()
+            )
+        });
+        if line.contains(&probed_back) || line.contains(&failed_back) {
+            break;
+        }
+    }
+    wait_until("a check-in with A", || {
+        let status = phone.status();
+        status["progress"]["upstream"] == a.as_str()
+            && status["progress"]["last_checkin"] != checked_in_before
+            && status["progress"]["last_error"].is_null()
+    });
+    // A stop signal ends it: cleanly while it sleeps, by the signal's default action while it
+    // works (its state is crash-safe either way).
+    let pid = daemon.id();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(
+        status.code() == Some(0) || status.signal() == Some(15),
+        "{status:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The network map.
+
+/// The agent reports its interfaces; when DHCP moves an address the center keeps both, the
+/// old one as history; an unchanged set is not sent again; the terminal stays in Unknown.
+#[test]
+fn the_network_map_shows_where_a_terminal_has_been() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let interfaces = root.join("interfaces.json");
+    let report = |addresses: &[&str]| {
+        fs::write(
+            &interfaces,
+            json!([
+                {"name": "eth0", "mac": "52:54:00:12:34:56", "addresses": addresses},
+                {"name": "wlan0", "mac": null, "addresses": []},
+            ])
+            .to_string(),
+        )
+        .unwrap();
+    };
+    let phone = Terminal::new(root, "47n", "user-n");
+    let file = interfaces.to_str().unwrap();
+    report(&["192.0.2.10", "2001:db8::10"]);
+    assert_exit(
+        &phone.once(&center, &token, &["--interfaces-file", file]),
+        0,
+    );
+    let detail = center.detail("47n");
+    assert_eq!(detail.summary.group, "unknown");
+    let rows = |detail: &TerminalDetail| -> Vec<(String, Option<String>, bool, String)> {
+        detail
+            .interfaces
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    i.address.clone(),
+                    i.current,
+                    i.first_seen.clone(),
+                )
+            })
+            .collect()
+    };
+    let first = rows(&detail);
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(first.iter().all(|(_, _, current, _)| *current));
+    assert_eq!(
+        detail.interfaces[0].mac.as_deref(),
+        Some("52:54:00:12:34:56")
+    );
+    let reported = phone.status()["progress"]["interfaces_reported"].clone();
+    assert!(reported.is_string(), "{reported}");
+
+    // Unchanged: not sent again (the stored rows keep their last_seen).
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_exit(
+        &phone.once(&center, &token, &["--interfaces-file", file]),
+        0,
+    );
+    let again = center.detail("47n");
+    assert_eq!(
+        again
+            .interfaces
+            .iter()
+            .map(|i| i.last_seen.clone())
+            .collect::<Vec<_>>(),
+        detail
+            .interfaces
+            .iter()
+            .map(|i| i.last_seen.clone())
+            .collect::<Vec<_>>()
+    );
+
+    // DHCP moves eth0's IPv4 address: both rows show, the old one no longer current.
+    std::thread::sleep(Duration::from_millis(1100));
+    report(&["192.0.2.99", "2001:db8::10"]);
+    assert_exit(
+        &phone.once(&center, &token, &["--interfaces-file", file]),
+        0,
+    );
+    let moved = center.detail("47n");
+    let now: Vec<_> = rows(&moved)
+        .into_iter()
+        .map(|(name, address, current, _)| (name, address, current))
+        .collect();
+    assert_eq!(
+        now,
+        vec![
+            ("eth0".to_owned(), Some("192.0.2.99".to_owned()), true),
+            ("eth0".to_owned(), Some("2001:db8::10".to_owned()), true),
+            ("wlan0".to_owned(), None, true),
+            ("eth0".to_owned(), Some("192.0.2.10".to_owned()), false),
+        ]
+    );
+    assert_ne!(phone.status()["progress"]["interfaces_reported"], reported);
+    assert_eq!(moved.summary.group, "unknown");
+}
+
+/// A fresh PostgreSQL schema for this test (through `psql`), as a database URL whose
+/// connections use it; `None` without `HERD_TEST_POSTGRES_URL` or `psql`.
+fn postgres_schema(prefix: &str) -> Option<String> {
+    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
+    let schema = format!("{prefix}_{}", std::process::id());
+    let status = Command::new("psql")
+        .arg(&base)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .status()
+        .ok()?;
+    assert!(status.success(), "psql could not make schema {schema}");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
+
+impl Center {
+    /// A center process on a shared PostgreSQL database (`url`), with the shared blob
+    /// directory and key-encryption key several processes of one database need.
+    fn start_on_postgres(data_dir: &Path, url: &str, blobs: &Path) -> Center {
+        let port = free_port().expect("a free port");
+        let plain_port = free_port().expect("a free port");
+        let spec = CenterSpec::new(herd_binary(), data_dir)
+            .log(&data_dir.with_extension("log"))
+            .listen(&format!("127.0.0.1:{port}"))
+            .arg("--plaintext-listen")
+            .arg(format!("127.0.0.1:{plain_port}"))
+            .args([
+                "--checkin-interval",
+                "3600",
+                "--database",
+                url,
+                "--blob-dir",
+            ])
+            .arg(blobs)
+            .env("HERD_CA_KEK", Some("the fleet's key-encryption key"))
+            .env("RUST_LOG", Some("error"));
+        let mut center = Center {
+            process: None,
+            spec,
+            data_dir: data_dir.to_owned(),
+            url: format!("https://127.0.0.1:{port}"),
+            plain_port,
+        };
+        center.spawn();
+        center
+    }
+}
+
+/// Failover with the preferred upstream's return seen by the probe while the other still
+/// answers: two center processes on one PostgreSQL database (so both accept the terminal),
+/// A stopped (the agent moves to B), A started again (the agent's probe finds it and it goes
+/// back, B still up).
+#[test]
+fn a_probe_brings_the_agent_back_to_its_preferred_upstream() {
+    let Some(url) = postgres_schema("herd_agent_failover") else {
+        eprintln!("skipped: HERD_TEST_POSTGRES_URL is not set (or psql is missing)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let blobs = root.join("blobs");
+    let mut a = Center::start_on_postgres(&root.join("a"), &url, &blobs);
+    let b = Center::start_on_postgres(&root.join("b"), &url, &blobs);
+    let token = a.enrolment_token();
+    let phone = Terminal::new(root, "47g", "user-g");
+    assert_exit(&phone.once(&a, &token, &[]), 0);
+    let (a_url, b_url) = (a.url.clone(), b.url.clone());
+    a.stop();
+    let mut daemon = phone
+        .run_command(
+            &b,
+            &token,
+            &[
+                "--upstream",
+                &a_url,
+                "--upstream",
+                &b_url,
+                "--failover-after",
+                "2",
+                "--probe-preferred-every",
+                "2",
+                "--retry-min",
+                "1",
+                "--retry-max",
+                "1",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(daemon.stdout.take().unwrap());
+    wait_for_line(
+        &lines,
+        &format!("{a_url} has not answered for 2 s; checking in with {b_url}"),
+    );
+    wait_until("a check-in with B and a push connection to it", || {
+        let status = phone.status();
+        status["progress"]["upstream"] == b_url.as_str()
+            && status["progress"]["last_error"].is_null()
+            && status["progress"]["push"]
+                .as_str()
+                .is_some_and(|p| p.contains(&format!("push connection to {b_url}")))
+    });
+    a.spawn();
+    wait_for_line(
+        &lines,
+        &format!("{a_url} answers again; checking in with it instead of {b_url}"),
+    );
+    wait_until(
+        "a check-in with A and the push connection following",
+        || {
+            let status = phone.status();
+            status["progress"]["upstream"] == a_url.as_str()
+                && status["progress"]["last_error"].is_null()
+                && status["progress"]["push"]
+                    .as_str()
+                    .is_some_and(|p| p.contains(&format!("push connection to {a_url}")))
+        },
+    );
+    let pid = daemon.id();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(
+        status.code() == Some(0) || status.signal() == Some(15),
+        "{status:?}"
+    );
+    drop(b);
+}

@@ -133,4 +133,7 @@ pub struct KnownTerminal {
     /// group's change reaches its terminals without them being read again.
     pub group: String,
     pub cert_sha256: String,
+    /// A digest of the network interfaces this process last stored for the terminal (0:
+    /// none yet), so a set reported again is not written again (see `checkin`).
+    pub interfaces_digest: std::sync::atomic::AtomicU64,
 }

@@ -92,6 +92,7 @@ impl Center {
             tz: row.tz,
             group: row.group,
             cert_sha256: row.cert_sha256,
+            interfaces_digest: Default::default(),
         });
         // Cache it only if no terminal change was applied while the row was read: that
         // change may be this terminal's, and the row then already stale.

@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use herd_core::Timestamp;
-use herd_proto::api::CheckinRequest;
 #[cfg(test)]
 use herd_proto::api::CheckinResponse;
+use herd_proto::api::{CheckinRequest, MAX_INTERFACE_ADDRESSES, MAX_INTERFACES, NetworkInterface};
 use herd_proto::terminal::{PolicyDoc, TerminalDoc};
-use herd_store::{CheckinWrite, PlanWrite, Store};
+use herd_store::{CheckinWrite, InterfaceSeen, PlanWrite, Store};
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -228,6 +228,11 @@ impl Center {
                 &err,
             )
         })?;
+        // Checked before anything is written; stored (below) only when the set changed.
+        let interfaces = match &request.interfaces {
+            Some(reported) => Some(interface_rows(&terminal.id, reported)?),
+            None => None,
+        };
         let plan = planners::render_plan(&snapshot, Timestamp::from_unix_seconds(now), &model);
         let plan_id = hex::encode(Sha256::digest(plan.json.as_bytes()));
         let answer = answer_json(&plan_id, &plan.json, self.next_checkin_secs(), now);
@@ -247,12 +252,43 @@ impl Center {
             },
         };
         self.checkins.write(write).await?;
+        if let Some(rows) = interfaces {
+            self.record_interfaces(terminal, now, &rows).await?;
+        }
         self.metrics.checkins.fetch_add(1, Relaxed);
         self.metrics.plans[plan.action.index()].fetch_add(1, Relaxed);
         self.metrics
             .checkin_seconds
             .observe_duration(started.elapsed());
         Ok(CheckinAnswer(answer))
+    }
+
+    /// Stores the reported interfaces unless they are what this process stored last for the
+    /// terminal (an agent sends them only when they changed, but again after a restart). A
+    /// separate transaction from the check-in's batch: rare, and it keeps the batch narrow.
+    async fn record_interfaces(
+        &self,
+        terminal: &KnownTerminal,
+        now: i64,
+        rows: &[InterfaceSeen],
+    ) -> CenterResult<()> {
+        let mut hasher = Sha256::new();
+        for row in rows {
+            for part in [&row.interface, &row.mac, &row.address] {
+                hasher.update(part.as_bytes());
+                hasher.update([0]);
+            }
+        }
+        let digest = hasher.finalize();
+        let digest = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) | 1;
+        if terminal.interfaces_digest.load(Relaxed) == digest {
+            return Ok(());
+        }
+        self.store
+            .record_interfaces(&terminal.id, now, rows)
+            .await?;
+        terminal.interfaces_digest.store(digest, Relaxed);
+        Ok(())
     }
 
     /// The check-in interval with jitter, so a fleet started together spreads out.
@@ -266,6 +302,83 @@ impl Center {
         };
         (base * factor).round().max(1.0) as u64
     }
+}
+
+/// A check-in's `interfaces` as the store's rows, sorted and without duplicates: one per
+/// address, or one without an address for an interface that has none. Everything is the
+/// terminal's word, so it is bounded and checked: names are short printable text, MACs hex
+/// pairs, addresses IP addresses.
+fn interface_rows(
+    terminal: &str,
+    reported: &[NetworkInterface],
+) -> CenterResult<Vec<InterfaceSeen>> {
+    let refuse = |what: String| {
+        Err(CenterError::bad_request(format!(
+            "the check-in of terminal {terminal}: $.interfaces{what}"
+        )))
+    };
+    if reported.len() > MAX_INTERFACES {
+        return refuse(format!(
+            ": {} interfaces; at most {MAX_INTERFACES} are accepted",
+            reported.len()
+        ));
+    }
+    let mut rows = Vec::new();
+    for (i, interface) in reported.iter().enumerate() {
+        let name = &interface.name;
+        if name.is_empty()
+            || name.len() > 64
+            || name.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return refuse(format!(
+                "[{i}].name: {name:?} is not an interface name (1 to 64 printable characters, no spaces)"
+            ));
+        }
+        let mac = match &interface.mac {
+            None => String::new(),
+            Some(mac) => {
+                let pairs: Vec<&str> = mac.split(':').collect();
+                let valid = (6..=20).contains(&pairs.len())
+                    && pairs
+                        .iter()
+                        .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+                if !valid {
+                    return refuse(format!(
+                        "[{i}].mac: {mac:?} is not a hardware address (hex pairs separated by colons)"
+                    ));
+                }
+                mac.to_ascii_lowercase()
+            }
+        };
+        if interface.addresses.len() > MAX_INTERFACE_ADDRESSES {
+            return refuse(format!(
+                "[{i}].addresses: {} addresses; at most {MAX_INTERFACE_ADDRESSES} are accepted",
+                interface.addresses.len()
+            ));
+        }
+        if interface.addresses.is_empty() {
+            rows.push(InterfaceSeen {
+                interface: name.clone(),
+                mac: mac.clone(),
+                address: String::new(),
+            });
+        }
+        for (j, address) in interface.addresses.iter().enumerate() {
+            let Ok(parsed) = address.parse::<std::net::IpAddr>() else {
+                return refuse(format!(
+                    "[{i}].addresses[{j}]: {address:?} is not an IP address (no prefix length)"
+                ));
+            };
+            rows.push(InterfaceSeen {
+                interface: name.clone(),
+                mac: mac.clone(),
+                address: parsed.to_string(),
+            });
+        }
+    }
+    rows.sort();
+    rows.dedup();
+    Ok(rows)
 }
 
 /// The answer to a check-in: a [`CheckinResponse`](herd_proto::api::CheckinResponse)
@@ -301,6 +414,75 @@ fn answer_json(plan_id: &str, plan_json: &str, next_checkin_secs: u64, now: i64)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn interface(name: &str, mac: Option<&str>, addresses: &[&str]) -> NetworkInterface {
+        NetworkInterface {
+            name: name.into(),
+            mac: mac.map(str::to_owned),
+            addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn reported_interfaces_become_sorted_rows_and_bad_ones_are_named() {
+        let rows = interface_rows(
+            "t1",
+            &[
+                interface("wlan0", None, &[]),
+                interface(
+                    "eth0",
+                    Some("52:54:00:AB:CD:EF"),
+                    &["2001:db8::1", "192.0.2.1", "192.0.2.1"],
+                ),
+            ],
+        )
+        .unwrap();
+        let flat: Vec<(&str, &str, &str)> = rows
+            .iter()
+            .map(|r| (r.interface.as_str(), r.mac.as_str(), r.address.as_str()))
+            .collect();
+        assert_eq!(
+            flat,
+            vec![
+                ("eth0", "52:54:00:ab:cd:ef", "192.0.2.1"),
+                ("eth0", "52:54:00:ab:cd:ef", "2001:db8::1"),
+                ("wlan0", "", ""),
+            ]
+        );
+        for (bad, says) in [
+            (interface("", None, &[]), "$.interfaces[0].name"),
+            (interface("eth 0", None, &[]), "$.interfaces[0].name"),
+            (
+                interface("eth0", Some("52:54:00"), &[]),
+                "$.interfaces[0].mac",
+            ),
+            (
+                interface("eth0", Some("zz:54:00:ab:cd:ef"), &[]),
+                "$.interfaces[0].mac",
+            ),
+            (
+                interface("eth0", None, &["192.0.2.1/24"]),
+                "$.interfaces[0].addresses[0]",
+            ),
+            (
+                interface("eth0", None, &["host.example"]),
+                "$.interfaces[0].addresses[0]",
+            ),
+        ] {
+            let err = interface_rows("t1", &[bad]).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::BadRequest);
+            assert!(err.message.contains(says), "{says}: {err}");
+        }
+        let many: Vec<_> = (0..=MAX_INTERFACES)
+            .map(|i| interface(&format!("e{i}"), None, &[]))
+            .collect();
+        assert!(
+            interface_rows("t1", &many)
+                .unwrap_err()
+                .message
+                .contains("at most")
+        );
+    }
 
     #[test]
     fn the_spliced_answer_is_what_serde_makes_of_a_checkin_response() {

@@ -117,6 +117,11 @@ body_timeout_secs = 60
 # and stay in the agent's outbox until an operator deletes or re-enrols the terminal.
 max_events_per_terminal = 100000
 
+# Push connections (GET /v1/wait) one process holds at once; beyond it a wait is refused with
+# 503 and Retry-After, and the agent checks in at its interval until it tries again. Each held
+# wait is one open connection too, so max_connections bounds them first.
+max_waits = 200000
+
 # Whether what a vendor's feed introduces counts at once ("auto") or only once an operator
 # approves it ("operator": `herd threats pending|approve|reject`, `herd vendors pending|...`).
 # threat_approval covers threats nobody declared before; vendor_approval a vendor's first
@@ -211,6 +216,7 @@ pub struct ConfigFile {
     pub idle_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub max_events_per_terminal: Option<u64>,
+    pub max_waits: Option<u64>,
     pub threat_approval: Option<String>,
     pub vendor_approval: Option<String>,
     pub vendor_storage_quota_bytes: Option<u64>,
@@ -282,6 +288,8 @@ pub struct CenterConfig {
     pub limits: Limits,
     /// Events a terminal may keep stored before its batches are refused.
     pub max_events_per_terminal: u64,
+    /// Push connections (`/v1/wait`) held at once by a process.
+    pub max_waits: u64,
     /// What a vendor's feed introduces counts at once or awaits an operator.
     pub threat_approval: ApprovalMode,
     pub vendor_approval: ApprovalMode,
@@ -633,6 +641,11 @@ impl CenterConfig {
             Some(0) => bail!("max_events_per_terminal: must be at least 1"),
             Some(n) => n,
         };
+        let max_waits = match file.max_waits {
+            None => 200_000,
+            Some(0) => bail!("max_waits: must be at least 1"),
+            Some(n) => n,
+        };
         let threat_approval =
             ApprovalMode::parse("threat_approval", file.threat_approval.as_deref())?;
         let vendor_approval =
@@ -768,6 +781,7 @@ impl CenterConfig {
             log: file.log.unwrap_or_else(|| "info".to_owned()),
             limits,
             max_events_per_terminal,
+            max_waits,
             threat_approval,
             vendor_approval,
             vendor_storage_quota_bytes,

@@ -3,7 +3,8 @@
 //! its plan, last report and network map, and removing a terminal.
 
 use herd_proto::api::{
-    AddressSeen, PlanReport, TerminalDetail, TerminalGap, TerminalList, TerminalSummary,
+    AddressSeen, InterfaceSeen, PlanReport, TerminalDetail, TerminalGap, TerminalList,
+    TerminalSummary,
 };
 use herd_proto::plan::{Action, PlanDoc};
 use herd_proto::terminal::{HardwareDoc, InstalledDoc, PolicyDoc, TerminalDoc};
@@ -110,7 +111,22 @@ impl Center {
                 checkins: a.checkins,
             })
             .collect();
+        let interfaces = self
+            .store
+            .interfaces(id)
+            .await?
+            .into_iter()
+            .map(|i| InterfaceSeen {
+                name: i.interface,
+                mac: (!i.mac.is_empty()).then_some(i.mac),
+                address: (!i.address.is_empty()).then_some(i.address),
+                first_seen: rfc3339(i.first_seen),
+                last_seen: rfc3339(i.last_seen),
+                current: i.current,
+            })
+            .collect();
         Ok(TerminalDetail {
+            interfaces,
             summary: summary(&row)?,
             plan_id: row.plan_id.clone(),
             plan,

@@ -40,6 +40,7 @@ mod sites;
 mod tokens;
 mod trust;
 pub mod tuf;
+pub mod wait;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -111,6 +112,8 @@ pub struct Center {
     site: Option<Arc<site::SiteLink>>,
     /// The center's own client certificate, issued when it first pushes to a site.
     center_client: std::sync::Mutex<Option<herd_tls::KeyPairPem>>,
+    /// The push connections held now (`/v1/wait`), their cap and their shutdown.
+    pub waits: wait::Waits,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -196,7 +199,9 @@ impl Center {
         let checkins = checkin::CheckinWriter::start(store.clone(), metrics.clone());
         // Read before anything is cached, so no change made from here on is missed.
         let revisions = store.revisions().await?;
+        let max_waits = config.max_waits;
         let center = Arc::new(Center {
+            waits: wait::Waits::new(max_waits, metrics.clone()),
             config,
             store,
             blobs,

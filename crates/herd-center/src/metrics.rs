@@ -91,6 +91,10 @@ pub struct Metrics {
     pub bodies_timed_out: AtomicU64,
     /// Event batches refused because the terminal had `max_events_per_terminal` stored.
     pub events_over_quota: AtomicU64,
+    /// Push connections (`/v1/wait`) held now; `wait::Waits` counts its cap on it.
+    pub waits_held: AtomicU64,
+    /// Waits refused because `max_waits` were held.
+    pub waits_refused: AtomicU64,
     /// When the server certificate this process serves expires (Unix seconds).
     pub server_cert_expiry: AtomicU64,
     pub server_cert_reissues: AtomicU64,
@@ -137,6 +141,8 @@ impl Default for Metrics {
             connections_timed_out: AtomicU64::new(0),
             bodies_timed_out: AtomicU64::new(0),
             events_over_quota: AtomicU64::new(0),
+            waits_held: AtomicU64::new(0),
+            waits_refused: AtomicU64::new(0),
             server_cert_expiry: AtomicU64::new(0),
             server_cert_reissues: AtomicU64::new(0),
             certificate_renewals: AtomicU64::new(0),
@@ -382,6 +388,18 @@ impl Metrics {
             "herd_events_over_quota_total",
             "Event batches refused because the terminal had max_events_per_terminal events stored.",
             &self.events_over_quota,
+        );
+        gauge(
+            &mut out,
+            "herd_waits_held",
+            "Push connections (GET /v1/wait) held now.",
+            &self.waits_held,
+        );
+        counter(
+            &mut out,
+            "herd_waits_refused_total",
+            "Waits refused because max_waits were held (the agents pull instead).",
+            &self.waits_refused,
         );
         gauge(
             &mut out,

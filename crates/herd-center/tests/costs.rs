@@ -257,6 +257,19 @@ impl Store for Counting {
         self.count("addresses");
         self.inner.addresses(terminal).await
     }
+    async fn record_interfaces(
+        &self,
+        terminal: &str,
+        at: i64,
+        seen: &[InterfaceSeen],
+    ) -> Result<(), StoreError> {
+        self.count("record_interfaces");
+        self.inner.record_interfaces(terminal, at, seen).await
+    }
+    async fn interfaces(&self, terminal: &str) -> Result<Vec<InterfaceRow>, StoreError> {
+        self.count("interfaces");
+        self.inner.interfaces(terminal).await
+    }
     async fn groups(&self) -> Result<Vec<(GroupRow, u64)>, StoreError> {
         self.count("groups");
         self.inner.groups().await
@@ -492,6 +505,42 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
         );
     }
     assert_eq!(center.cached_terminals(), TERMINALS);
+    assert_eq!(calls.get("record_interfaces"), None, "{calls:?}");
+
+    // The network map: written when a terminal reports a set this process has not stored for
+    // it, not when the same set comes again, nor when none is reported (unchanged).
+    let known = center.known_terminal("t-0000").await.unwrap();
+    let with = |address: Option<&str>| CheckinRequest {
+        terminal: None,
+        installed: None,
+        hardware: None,
+        tz: None,
+        agent_version: None,
+        interfaces: address.map(|a| {
+            vec![herd_proto::api::NetworkInterface {
+                name: "eth0".into(),
+                mac: Some("52:54:00:12:34:56".into()),
+                addresses: vec![a.into()],
+            }]
+        }),
+    };
+    for (request, writes) in [
+        (with(Some("192.0.2.10")), 1),
+        (with(Some("192.0.2.10")), 0),
+        (with(None), 0),
+        (with(Some("192.0.2.99")), 1),
+    ] {
+        center
+            .check_in(&known, request, "127.0.0.1".to_owned())
+            .await
+            .unwrap();
+        let calls = counting.take();
+        assert_eq!(
+            calls.get("record_interfaces").copied().unwrap_or(0),
+            writes,
+            "{calls:?}"
+        );
+    }
 
     // One group's policy changes: the groups are reloaded, no terminal is read or dropped.
     center

@@ -137,6 +137,24 @@ impl Client {
     // -----------------------------------------------------------------------------------------
     // Public endpoints.
 
+    /// The push connection (`GET /v1/wait`, a terminal's certificate): held by the server until
+    /// its change token differs from `after` (`changed`: check in now) or `timeout` passes
+    /// (`changed: false`: ask again with the answer's token). A server holding as many waits as
+    /// it may answers 503 (`Refused`, `unavailable`): pull for a while before waiting again.
+    pub fn wait(
+        &self,
+        after: Option<&str>,
+        timeout: Duration,
+    ) -> Result<herd_proto::site::WaitResponse, ClientError> {
+        let secs = timeout.as_secs().max(1);
+        let secs_text = secs.to_string();
+        let mut query = vec![("timeout_secs", secs_text.as_str())];
+        if let Some(after) = after {
+            query.push(("after", after));
+        }
+        self.get_json_held(herd_proto::site::WAIT, &query, Duration::from_secs(secs))
+    }
+
     /// Succeeds when the center answers `GET /v1/health`.
     pub fn health(&self) -> Result<(), ClientError> {
         let response = self.call(Method::GET, "/v1/health", &[], Payload::None, false)?;

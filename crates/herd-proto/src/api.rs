@@ -617,7 +617,34 @@ pub struct TerminalDetail {
     pub addresses: Vec<AddressSeen>,
     /// The last `plan.report` the terminal sent.
     pub last_report: Option<PlanReport>,
+    /// The network map as the terminal's agent reports it: every (interface, MAC, address)
+    /// it held, those it holds now first, then most recently seen first.
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceSeen>,
 }
+
+/// One (interface, MAC, address) a terminal held, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InterfaceSeen {
+    pub name: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Absent for an interface reported without addresses.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// RFC 3339.
+    pub first_seen: String,
+    /// When the agent last reported holding it (RFC 3339); for current rows, the terminal's
+    /// last check-in says it still does.
+    pub last_seen: String,
+    /// Part of what the agent reported last.
+    pub current: bool,
+}
+
+/// How many interfaces one check-in may report, and addresses per interface.
+pub const MAX_INTERFACES: usize = 64;
+pub const MAX_INTERFACE_ADDRESSES: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -430,6 +430,27 @@ pub struct AddressRow {
     pub checkins: u64,
 }
 
+/// One (interface, MAC, address) of a terminal's network map (migration 0008); `mac` and
+/// `address` are empty when the interface has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceRow {
+    pub interface: String,
+    pub mac: String,
+    pub address: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Part of the set the terminal reported last.
+    pub current: bool,
+}
+
+/// One (interface, MAC, address) a terminal reports holding now.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InterfaceSeen {
+    pub interface: String,
+    pub mac: String,
+    pub address: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupRow {
     pub id: String,
@@ -785,6 +806,20 @@ pub trait Store: Send + Sync + Debug {
 
     /// The terminal's network map, most recently seen first.
     async fn addresses(&self, terminal: &str) -> Result<Vec<AddressRow>, StoreError>;
+
+    /// Records the set of (interface, MAC, address) the terminal reported at `at`, in one
+    /// transaction: rows of the set are added (first seen `at`) or seen again (last seen `at`)
+    /// and marked current, every other row of the terminal stays as history, no longer
+    /// current. Called only when the reported set changed. An unknown terminal is skipped.
+    async fn record_interfaces(
+        &self,
+        terminal: &str,
+        at: i64,
+        seen: &[InterfaceSeen],
+    ) -> Result<(), StoreError>;
+
+    /// The terminal's interfaces over time: current ones first, then most recently seen first.
+    async fn interfaces(&self, terminal: &str) -> Result<Vec<InterfaceRow>, StoreError>;
 
     // --- groups and placement ------------------------------------------------------------
 

@@ -26,11 +26,11 @@ use crate::common::{
 };
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
-    EnrolError, EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, OnlineKeyRow,
-    OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem,
-    Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, SiteRow, Store, StoreError,
-    StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState,
-    UNKNOWN_GROUP, VendorKeyRow,
+    EnrolError, EnrolTokenRow, EventRow, FeedClaims, GroupRow, InterfaceRow, InterfaceSeen,
+    NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome,
+    QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role,
+    RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
+    TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -1358,6 +1358,72 @@ where
 
     async fn addresses(&self, terminal: &str) -> Result<Vec<AddressRow>, StoreError> {
         DB::addresses(self, terminal).await
+    }
+
+    async fn record_interfaces(
+        &self,
+        terminal: &str,
+        at: i64,
+        seen: &[InterfaceSeen],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let known = sqlx::query("SELECT 1 FROM terminals WHERE id = $1")
+            .bind(terminal)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE terminal_interfaces SET current = $2 WHERE terminal = $1 AND current = $3",
+        )
+        .bind(terminal)
+        .bind(0_i64)
+        .bind(1_i64)
+        .execute(&mut *tx)
+        .await?;
+        for row in seen {
+            sqlx::query(
+                "INSERT INTO terminal_interfaces \
+                     (terminal, interface, mac, address, first_seen, last_seen, current) \
+                 VALUES ($1, $2, $3, $4, $5, $5, $6) \
+                 ON CONFLICT (terminal, interface, mac, address) DO UPDATE SET \
+                     last_seen = excluded.last_seen, current = excluded.current",
+            )
+            .bind(terminal)
+            .bind(row.interface.as_str())
+            .bind(row.mac.as_str())
+            .bind(row.address.as_str())
+            .bind(at)
+            .bind(1_i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn interfaces(&self, terminal: &str) -> Result<Vec<InterfaceRow>, StoreError> {
+        sqlx::query(
+            "SELECT interface, mac, address, first_seen, last_seen, current \
+             FROM terminal_interfaces WHERE terminal = $1 \
+             ORDER BY current DESC, last_seen DESC, interface, mac, address",
+        )
+        .bind(terminal)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(InterfaceRow {
+                interface: row.try_get("interface")?,
+                mac: row.try_get("mac")?,
+                address: row.try_get("address")?,
+                first_seen: row.try_get("first_seen")?,
+                last_seen: row.try_get("last_seen")?,
+                current: row.try_get::<i64, _>("current")? != 0,
+            })
+        })
+        .collect()
     }
 
     async fn groups(&self) -> Result<Vec<(GroupRow, u64)>, StoreError> {

@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
     AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
-    EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, OnlineKeyRow, OnlineKeyState,
-    PackageContent, PackageRow, PlanWrite, QueueItem, Registry, RenewError, Revisions,
-    RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
-    TerminalRow, ThreatOwnerRow, TufDocument, TufSigned, UNKNOWN_GROUP, VendorApprovalRow,
-    VendorKeyRow, VendorRoleRow,
+    EnrolTokenRow, EventRow, FeedClaims, GroupRow, InterfaceSeen, NewTerminal, OnlineKeyRow,
+    OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem, Registry, RenewError,
+    Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT,
+    TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument, TufSigned, UNKNOWN_GROUP,
+    VendorApprovalRow, VendorKeyRow, VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -153,6 +153,7 @@ conformance!(
     a_renewal_keeps_the_previous_certificate_and_no_older_one,
     a_refused_renewal_changes_nothing,
     a_reenrolment_token_works_once_and_only_for_its_terminal,
+    the_interface_map_keeps_every_address_a_terminal_held,
     another_process_is_woken_when_a_revision_moves,
     sites_enrol_with_site_tokens_and_relay_only_for_terminals_they_served,
     a_site_replicates_catalog_and_groups_at_the_centers_revisions,
@@ -2639,6 +2640,110 @@ async fn vendor_keys_uploads_and_package_contents(fixture: &Fixture) {
         state.revision,
         "packages bump no TUF revision"
     );
+}
+
+fn seen(interface: &str, mac: &str, address: &str) -> InterfaceSeen {
+    InterfaceSeen {
+        interface: interface.into(),
+        mac: mac.into(),
+        address: address.into(),
+    }
+}
+
+/// The network map of interfaces (migration 0008): a DHCP change adds a row beside the old
+/// one, which stays as history; a set reported again moves last_seen only; an unknown terminal
+/// writes nothing; deleting the terminal takes its rows.
+async fn the_interface_map_keeps_every_address_a_terminal_held(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    assert!(store.interfaces("t1").await.unwrap().is_empty());
+    let mac = "52:54:00:12:34:56";
+    store
+        .record_interfaces(
+            "t1",
+            100,
+            &[
+                seen("eth0", mac, "192.0.2.10"),
+                seen("eth0", mac, "2001:db8::10"),
+                seen("wlan0", "", ""),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .record_interfaces("t2", 100, &[seen("ppp0", "", "198.51.100.7")])
+        .await
+        .unwrap();
+    let rows = store.interfaces("t1").await.unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.current && r.first_seen == 100 && r.last_seen == 100)
+    );
+
+    // DHCP gives eth0 another IPv4 address: a new row, the old one kept as history.
+    store
+        .record_interfaces(
+            "t1",
+            200,
+            &[
+                seen("eth0", mac, "192.0.2.99"),
+                seen("eth0", mac, "2001:db8::10"),
+                seen("wlan0", "", ""),
+            ],
+        )
+        .await
+        .unwrap();
+    let rows = store.interfaces("t1").await.unwrap();
+    let summary: Vec<(&str, &str, i64, i64, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.interface.as_str(),
+                r.address.as_str(),
+                r.first_seen,
+                r.last_seen,
+                r.current,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("eth0", "192.0.2.99", 200, 200, true),
+            ("eth0", "2001:db8::10", 100, 200, true),
+            ("wlan0", "", 100, 200, true),
+            ("eth0", "192.0.2.10", 100, 100, false),
+        ]
+    );
+    assert!(rows.iter().all(|r| r.interface != "eth0" || r.mac == mac));
+    // The old address comes back: the same row again, current, first seen unchanged.
+    store
+        .record_interfaces("t1", 300, &[seen("eth0", mac, "192.0.2.10")])
+        .await
+        .unwrap();
+    let rows = store.interfaces("t1").await.unwrap();
+    assert_eq!(rows.len(), 4);
+    let current: Vec<_> = rows.iter().filter(|r| r.current).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(
+        (
+            current[0].address.as_str(),
+            current[0].first_seen,
+            current[0].last_seen
+        ),
+        ("192.0.2.10", 100, 300)
+    );
+    // Other terminals are untouched; an unknown one writes nothing.
+    assert_eq!(store.interfaces("t2").await.unwrap().len(), 1);
+    store
+        .record_interfaces("nobody", 300, &[seen("eth0", "", "192.0.2.1")])
+        .await
+        .unwrap();
+    assert!(store.interfaces("nobody").await.unwrap().is_empty());
+    assert!(store.terminal_delete("t1").await.unwrap());
+    assert!(store.interfaces("t1").await.unwrap().is_empty());
+    assert_eq!(store.interfaces("t2").await.unwrap().len(), 1);
 }
 
 // --- site servers -------------------------------------------------------------------------

@@ -52,7 +52,7 @@ mod recover;
 mod report;
 mod script;
 mod shape;
-mod space;
+pub(crate) mod space;
 #[cfg(test)]
 mod tests;
 
@@ -200,6 +200,17 @@ impl Executor {
             tampered: std::cell::RefCell::new(None),
             config,
         })
+    }
+
+    /// The candidate download directories from now on (volumes came or went: see
+    /// `run::volumes`).
+    pub fn set_download_dirs(&mut self, dirs: Vec<PathBuf>) {
+        self.config.download_dirs = dirs;
+    }
+
+    /// The candidate download directories now.
+    pub fn download_dirs(&self) -> &[PathBuf] {
+        &self.config.download_dirs
     }
 
     /// What runs now, as the agent reports it (`None`: no product, or a broken one).

@@ -20,10 +20,14 @@ use super::consent::{self, ConsentFile, Decision};
 use super::enrol::{self, Declared};
 use super::fetcher::CenterFetcher;
 use super::identity;
+use super::interfaces;
+use super::push::Push;
 use super::state::{
     self, AgentFile, PlanState, Progress, RefreshSummary, RefusalSummary, ReportSummary, StateDir,
     StatePaths, Waiting,
 };
+use super::upstreams::Upstreams;
+use super::volumes::{self, MountWatch};
 use super::{RunArgs, VERSION};
 use crate::execute::{ExecError, Executor, ExecutorConfig, Fetcher};
 use crate::outbox::{FlushError, Outbox};
@@ -37,8 +41,11 @@ const MAX_FOLLOW_UPS: usize = 2;
 /// Why a cycle did not complete.
 #[derive(Debug)]
 pub(crate) enum CycleError {
-    /// The center could not be reached or failed inside (5xx, 429): back off and retry.
+    /// The center failed inside (5xx, 429) or refused the TLS handshake: back off and retry.
     Unreachable(anyhow::Error),
+    /// The upstream did not answer at all (no connection, or the answer broke off): back off
+    /// and retry, and after `--failover-after` of this try the next upstream.
+    Silent(anyhow::Error),
     /// The center refused something, or a local step failed: retry later.
     Failed(anyhow::Error),
     /// Nothing helps without someone changing something (no token, enrolment refused, bad
@@ -53,6 +60,7 @@ impl CycleError {
     pub(crate) fn into_error(self) -> anyhow::Error {
         match self {
             CycleError::Unreachable(e)
+            | CycleError::Silent(e)
             | CycleError::Failed(e)
             | CycleError::Fatal(e)
             | CycleError::CertificateRefused(e) => e,
@@ -62,6 +70,7 @@ impl CycleError {
     fn error(&self) -> &anyhow::Error {
         match self {
             CycleError::Unreachable(e)
+            | CycleError::Silent(e)
             | CycleError::Failed(e)
             | CycleError::Fatal(e)
             | CycleError::CertificateRefused(e) => e,
@@ -133,6 +142,14 @@ pub(crate) struct Agent {
     /// Signed distribution: the upstream's repository and what it last verified; made at
     /// the first plan with steps (after enrolment), remade when the client is.
     trust: Option<TrustClient>,
+    /// The upstreams and which one the agent talks to; known once enrolled.
+    upstreams: Option<Upstreams>,
+    /// The push connection, unless `--no-push` (or `--once`).
+    push: Option<Push>,
+    /// The mount table, watched for volumes coming and going (not with `--once`).
+    mounts: Option<MountWatch>,
+    /// The download directories that do not depend on a volume being mounted.
+    fixed_download_dirs: Vec<PathBuf>,
 }
 
 impl Agent {
@@ -168,6 +185,7 @@ impl Agent {
         config.space_margin = args.space_margin;
         config.script_timeout = Duration::from_secs(args.script_timeout);
         config.hooks = args.hooks.policy().map_err(anyhow::Error::msg)?;
+        let fixed_download_dirs = config.download_dirs.clone();
         let executor = Executor::new(config)?;
         let outbox = Outbox::open(&paths.outbox())?;
         let progress = match state::load_json::<Progress>(&paths.status()) {
@@ -195,7 +213,23 @@ impl Agent {
             notified: HashSet::new(),
             plan_failed: false,
             trust: None,
+            upstreams: None,
+            push: None,
+            mounts: None,
+            fixed_download_dirs,
         };
+        if !args.once && !args.download_volumes.is_empty() {
+            match MountWatch::open() {
+                Ok(watch) => agent.mounts = Some(watch),
+                Err(e) => eprintln!(
+                    "herd-agent: warning: {e:#}; volumes are looked at only when the agent starts"
+                ),
+            }
+        }
+        agent.find_download_dirs();
+        if !args.no_push && !args.once {
+            agent.push = Some(Push::start()?);
+        }
         agent.progress.pid = Some(std::process::id());
 
         match agent.executor.recover() {
@@ -234,6 +268,48 @@ impl Agent {
 
     fn paths(&self) -> &StatePaths {
         &self.state.paths
+    }
+
+    /// The push connection, for the waker.
+    pub(crate) fn push(&self) -> Option<&Push> {
+        self.push.as_ref()
+    }
+
+    /// The watched mount table, for the waker.
+    pub(crate) fn mounts(&self) -> Option<&MountWatch> {
+        self.mounts.as_ref()
+    }
+
+    /// A volume came or went: the candidate download directories are looked for again. True
+    /// when they changed and a plan waits (deferred, perhaps for want of room), so the caller
+    /// checks in at once and the plan is tried where there is room now.
+    pub(crate) fn volumes_changed(&mut self) -> bool {
+        if let Some(mounts) = self.mounts.as_mut() {
+            mounts.rearm();
+        }
+        let before = self.executor.download_dirs().to_vec();
+        self.find_download_dirs();
+        let changed = self.executor.download_dirs() != before.as_slice();
+        if changed {
+            self.say(&format!(
+                "volumes changed; downloads go to the one with the most room of: {}",
+                self.progress.downloads.clone().unwrap_or_default()
+            ));
+        }
+        changed && self.progress.plan.is_some()
+    }
+
+    /// Sets the executor's candidate download directories from the fixed ones and the
+    /// volumes mounted now, and says where they stand in `status.json`.
+    fn find_download_dirs(&mut self) {
+        let (dirs, problems) =
+            volumes::candidates(&self.fixed_download_dirs, &self.args.download_volumes);
+        for problem in problems {
+            eprintln!("herd-agent: warning: {problem}");
+        }
+        self.progress.downloads = Some(volumes::describe(&dirs));
+        self.executor.set_download_dirs(dirs);
+        self.save_progress();
     }
 
     pub(crate) fn plan_failed(&self) -> bool {
@@ -344,6 +420,7 @@ impl Agent {
     }
 
     fn save_progress(&mut self) {
+        self.progress.push = self.push.as_ref().map(Push::status);
         if let Err(e) = state::save_json(&self.paths().status(), &self.progress) {
             eprintln!("herd-agent: warning: {e:#}");
         }
@@ -377,15 +454,117 @@ impl Agent {
         if self.identity.as_ref() != Some(&identity) {
             state::save_json(&paths.agent(), &identity).map_err(CycleError::Fatal)?;
         }
-        let ca_pem = std::fs::read_to_string(paths.ca())
-            .with_context(|| format!("cannot read the center's CA {}", paths.ca().display()))
-            .map_err(CycleError::Fatal)?;
-        let key_pair = enrol::load_identity(&paths).map_err(CycleError::Fatal)?;
-        let client = Client::new(&identity.server, &ca_pem, Some(&key_pair))
-            .map_err(|e| CycleError::Fatal(anyhow!("{e}")))?;
+        let upstreams = self.upstreams.get_or_insert_with(|| {
+            let list = if !self.args.upstreams.is_empty() {
+                self.args.upstreams.clone()
+            } else if !identity.upstreams.is_empty() {
+                identity.upstreams.clone()
+            } else {
+                vec![identity.server.clone()]
+            };
+            Upstreams::new(
+                list,
+                Duration::from_secs(self.args.failover_after.max(1)),
+                Duration::from_secs(self.args.probe_preferred_every.max(1)),
+            )
+        });
+        let server = upstreams.current().to_owned();
+        self.progress.upstream = Some(server.clone());
+        self.progress.upstreams = upstreams.list().to_vec();
+        let client = self.client_for(&server)?;
+        if let Some(push) = &self.push {
+            push.follow(&client);
+        }
         self.identity = Some(identity);
         self.client = Some(client);
         Ok(())
+    }
+
+    /// A client for `server` with this terminal's identity.
+    fn client_for(&self, server: &str) -> Result<Client, CycleError> {
+        let paths = self.paths();
+        let ca_pem = std::fs::read_to_string(paths.ca())
+            .with_context(|| format!("cannot read the center's CA {}", paths.ca().display()))
+            .map_err(CycleError::Fatal)?;
+        let key_pair = enrol::load_identity(paths).map_err(CycleError::Fatal)?;
+        Client::new(server, &ca_pem, Some(&key_pair)).map_err(|e| CycleError::Fatal(anyhow!("{e}")))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Failover between upstreams.
+
+    /// After a cycle failed with `error` at `now`: counts a silence of the current upstream and,
+    /// once it has lasted `--failover-after`, moves to the next one (true: check in with it at
+    /// once). An upstream that answered, even with a refusal, is not left.
+    pub(crate) fn fail_over_if_silent(&mut self, error: &CycleError, now: SystemTime) -> bool {
+        let Some(upstreams) = self.upstreams.as_mut() else {
+            return false;
+        };
+        if !matches!(error, CycleError::Silent(_)) {
+            upstreams.answered();
+            return false;
+        }
+        let Some(next) = upstreams.silent(now) else {
+            return false;
+        };
+        let from = upstreams.current().to_owned();
+        upstreams.switch_to(next, now);
+        let to = upstreams.current().to_owned();
+        self.say(&format!(
+            "{from} has not answered for {} s; checking in with {to}",
+            self.args.failover_after
+        ));
+        self.use_current_upstream();
+        true
+    }
+
+    /// When the current upstream will have been silent long enough to leave it.
+    pub(crate) fn failover_at(&self) -> Option<SystemTime> {
+        self.upstreams.as_ref().and_then(Upstreams::failover_at)
+    }
+
+    /// After a cycle that reached its upstream: while not on the preferred one, probes it when
+    /// due and goes back when it answers (true: check in with it at once).
+    pub(crate) fn return_to_preferred_if_back(&mut self, now: SystemTime) -> bool {
+        let Some(upstreams) = self.upstreams.as_mut() else {
+            return false;
+        };
+        upstreams.answered();
+        if upstreams.on_preferred() || !upstreams.probe_due(now) {
+            return false;
+        }
+        let preferred = upstreams.preferred().to_owned();
+        let answered = self
+            .client_for(&preferred)
+            .ok()
+            .is_some_and(|client| client.health().is_ok());
+        let upstreams = self.upstreams.as_mut().expect("checked above");
+        if !answered {
+            upstreams.probed(now);
+            return false;
+        }
+        let from = upstreams.current().to_owned();
+        upstreams.switch_to(0, now);
+        self.say(&format!(
+            "{preferred} answers again; checking in with it instead of {from}"
+        ));
+        self.use_current_upstream();
+        true
+    }
+
+    /// When to probe the preferred upstream next (while on another).
+    pub(crate) fn next_probe(&self) -> Option<SystemTime> {
+        self.upstreams.as_ref().and_then(Upstreams::next_probe)
+    }
+
+    /// Everything that talks upstream — check-ins, the outbox, trust refreshes, downloads, the
+    /// push connection — follows the new current upstream from the next request.
+    fn use_current_upstream(&mut self) {
+        self.client = None;
+        self.trust = None;
+        // Another upstream may not have them (a site that has not relayed them yet).
+        self.progress.interfaces_reported = None;
+        self.save_progress();
     }
 
     fn enrol(&mut self) -> Result<AgentFile, CycleError> {
@@ -470,9 +649,9 @@ impl Agent {
                 }
                 Ok(())
             }
-            Err(FlushError::Send(err)) if err.is_retryable() => Err(CycleError::Unreachable(
-                enrol::explain(err, "accept events from", &server),
-            )),
+            Err(FlushError::Send(err)) if err.is_retryable() => {
+                Err(retry_later(err, "accept events from", &server))
+            }
             Err(FlushError::Send(err)) if err.code() == Some(codes::CERT_REVOKED) => Err(
                 CycleError::CertificateRefused(enrol::explain(err, "accept events from", &server)),
             ),
@@ -490,25 +669,38 @@ impl Agent {
             .identity
             .as_ref()
             .expect("ensure_enrolled runs first in every cycle");
+        // The network map: sent only when the interfaces changed since they were reported.
+        let interfaces = match interfaces::current(self.args.interfaces_file.as_deref()) {
+            Ok(list) => {
+                let digest = interfaces::digest(&list);
+                (self.progress.interfaces_reported.as_deref() != Some(digest.as_str()))
+                    .then_some((list, digest))
+            }
+            Err(e) => {
+                eprintln!("herd-agent: warning: {e:#}; the network map is not reported");
+                None
+            }
+        };
         let request = CheckinRequest {
             terminal: Some(identity.terminal.clone()),
             installed: self.executor.installed(),
             hardware: Some(identity.hardware.clone()),
             tz: identity.tz.clone(),
             agent_version: Some(VERSION.to_owned()),
-            interfaces: None,
+            interfaces: interfaces.as_ref().map(|(list, _)| list.clone()),
         };
         let server = self.server();
         match self.client().checkin(&request) {
             Ok(response) => {
+                if let Some((_, digest)) = interfaces {
+                    self.progress.interfaces_reported = Some(digest);
+                }
                 self.progress.last_checkin = Some(clock::now_rfc3339());
                 self.progress.last_error = None;
                 self.progress.last_error_at = None;
                 Ok(response)
             }
-            Err(err) if err.is_retryable() => Err(CycleError::Unreachable(enrol::explain(
-                err, "check in", &server,
-            ))),
+            Err(err) if err.is_retryable() => Err(retry_later(err, "check in", &server)),
             Err(err) if err.code() == Some(codes::CERT_REVOKED) => Err(
                 CycleError::CertificateRefused(enrol::explain(err, "check in", &server)),
             ),
@@ -1193,6 +1385,21 @@ fn mirror_fetcher<'a>(
             targets: &verified.targets,
         }),
         _ => None,
+    }
+}
+
+/// A retryable failure to talk to the upstream: [`CycleError::Silent`] when it did not answer
+/// at all (what failover counts), else [`CycleError::Unreachable`].
+fn retry_later(err: herd_client::ClientError, doing: &str, server: &str) -> CycleError {
+    let silent = matches!(
+        err,
+        herd_client::ClientError::Unreachable { .. } | herd_client::ClientError::Interrupted { .. }
+    );
+    let error = enrol::explain(err, doing, server);
+    if silent {
+        CycleError::Silent(error)
+    } else {
+        CycleError::Unreachable(error)
     }
 }
 

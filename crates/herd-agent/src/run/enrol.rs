@@ -147,6 +147,7 @@ pub(crate) fn enrol(
         tz,
         prefix: prefix.to_owned(),
         enrolled_at: clock::now_rfc3339(),
+        upstreams: enrolled.upstreams,
     };
     super::state::save_json(&paths.agent(), &agent)?;
     Ok(agent)
@@ -174,6 +175,7 @@ pub(crate) fn reenrol(
     let enrolled = enrol_with(paths, &agent.server, ca_pem, &request, key_pem, "re-enrol")?;
     let agent = AgentFile {
         group: enrolled.group,
+        upstreams: enrolled.upstreams,
         ..agent.clone()
     };
     super::state::save_json(&paths.agent(), &agent)?;
@@ -185,6 +187,8 @@ struct Enrolled {
     terminal: String,
     group: String,
     server: String,
+    /// Where to check in, in order of preference (empty: `server`).
+    upstreams: Vec<String>,
 }
 
 /// Sends `request` (its CSR made from `key_pem`) to the center at `server`, trusting `ca_pem`,
@@ -227,6 +231,7 @@ fn enrol_with(
         terminal: response.terminal,
         group: response.group,
         server: client.server().to_owned(),
+        upstreams: response.upstreams,
     })
 }
 

@@ -20,8 +20,12 @@ pub(crate) mod durable;
 mod enrol;
 mod fetcher;
 mod identity;
+mod interfaces;
+mod push;
 mod state;
 mod status;
+mod upstreams;
+mod volumes;
 mod wake;
 
 use std::path::PathBuf;
@@ -50,6 +54,27 @@ pub struct RunArgs {
     /// Afterwards the agent keeps the CA certificate the center sent with its identity.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// Check in with these upstreams, in order of preference (repeatable): when one does not
+    /// answer for --failover-after the agent moves to the next, and it goes back to the first
+    /// as soon as that answers again [default: what enrolment answered (the site, then the
+    /// center), else the server enrolled with].
+    #[arg(long = "upstream", value_name = "URL")]
+    upstreams: Vec<String>,
+    /// Seconds an upstream may stay silent (no answer at all; a refusal is an answer) before
+    /// the agent checks in with the next one.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    failover_after: u64,
+    /// While on another upstream, how often (seconds) to see whether the preferred one answers.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    probe_preferred_every: u64,
+    /// Tests: read the network interfaces reported for the network map from this JSON file
+    /// (a list of {name, mac, addresses}) instead of asking the system.
+    #[arg(long, hide = true, value_name = "FILE")]
+    interfaces_file: Option<PathBuf>,
+    /// Do not hold a push connection to the upstream: learn of changes at the check-in
+    /// interval only.
+    #[arg(long)]
+    no_push: bool,
     /// Read the signed TUF repository (metadata and packages) from this mirror, like
     /// http://mirror.example/herd, instead of the center: plain HTTP is fine, since everything
     /// is verified against the root of trust the center gave at enrolment.
@@ -90,6 +115,11 @@ pub struct RunArgs {
     /// plan downloads into the one on the volume with the most free space.
     #[arg(long = "download-dir", value_name = "DIR")]
     download_dirs: Vec<PathBuf>,
+    /// A volume (a mount point, like /media/usb) on which the agent may keep its download
+    /// directory, `.herd-agent-downloads`, while it is mounted (repeatable). Volumes are watched:
+    /// when one appears or disappears the agent looks again for the one with the most room.
+    #[arg(long = "download-volume", value_name = "DIR")]
+    download_volumes: Vec<PathBuf>,
     /// Free space to keep beyond a plan's packages and unpacked product (suffixes K, M, G).
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     space_margin: u64,
@@ -201,6 +231,10 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         let healthy = outcome.is_ok();
         let deadline = match outcome {
             Ok(next) => {
+                if agent.return_to_preferred_if_back(SystemTime::now()) {
+                    backoff.reset();
+                    continue;
+                }
                 let mut at = clock::later(now, next.after);
                 if let Some(until) = next.until {
                     at = at.min(until);
@@ -210,6 +244,9 @@ pub fn run(args: &RunArgs) -> Result<u8> {
                 } else {
                     backoff.reset();
                 }
+                if let Some(probe) = agent.next_probe() {
+                    at = at.min(probe);
+                }
                 at
             }
             Err(error @ CycleError::Fatal(_)) => {
@@ -218,7 +255,17 @@ pub fn run(args: &RunArgs) -> Result<u8> {
                 return Err(error.into_error());
             }
             Err(error) => {
-                let delay = backoff.next_delay();
+                if agent.fail_over_if_silent(&error, SystemTime::now()) {
+                    eprintln!("herd-agent: {:#}", error.into_error());
+                    backoff.reset();
+                    continue;
+                }
+                let mut delay = backoff.next_delay();
+                // Not later than the moment the silence is long enough to fail over.
+                if let Some(failover) = agent.failover_at() {
+                    let until = failover.duration_since(now).unwrap_or_default();
+                    delay = delay.min(until.max(Duration::from_secs(1)));
+                }
                 agent.note_failure(&error, Some(clock::later(now, delay)));
                 eprintln!(
                     "herd-agent: {:#}; trying again in {:.0} s",
@@ -234,11 +281,24 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         if healthy && agent.consent_answer_waiting() {
             continue;
         }
-        match waker.sleep_until(deadline)? {
-            Wake::Deadline | Wake::Consent => {}
-            Wake::Stop(signal) => {
-                agent.say(&format!("stopping ({signal})"));
-                return Ok(0);
+        loop {
+            match waker.sleep_until(deadline, agent.push(), agent.mounts())? {
+                Wake::Deadline | Wake::Consent => break,
+                Wake::Push => {
+                    agent.say("the upstream announced a change; checking in now");
+                    break;
+                }
+                // Where downloads go may have changed: a plan deferred for want of space is
+                // tried again at once; otherwise the agent sleeps on until its deadline.
+                Wake::Volumes => {
+                    if agent.volumes_changed() {
+                        break;
+                    }
+                }
+                Wake::Stop(signal) => {
+                    agent.say(&format!("stopping ({signal})"));
+                    return Ok(0);
+                }
             }
         }
     }

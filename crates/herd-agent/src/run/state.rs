@@ -175,6 +175,10 @@ pub(crate) struct AgentFile {
     /// The product prefix the agent manages.
     pub prefix: PathBuf,
     pub enrolled_at: String,
+    /// Where to check in, in order of preference, as the enrolment answered (its site, then
+    /// the center); empty means `server` alone. `herd-agent run --upstream` overrides it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<String>,
 }
 
 /// What happened last (`status.json`): for `herd-agent status`, and so that a plan's
@@ -203,6 +207,21 @@ pub(crate) struct Progress {
     /// Signed distribution: the last metadata refresh and the last refusal.
     #[serde(default)]
     pub trust: TrustProgress,
+    /// The upstream the agent talks to now, and every one it knows, preferred first.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// What the push connection is doing (absent with `--no-push`).
+    #[serde(default)]
+    pub push: Option<String>,
+    /// The digest of the network interfaces last reported to the current upstream (they are
+    /// sent again only when they change).
+    #[serde(default)]
+    pub interfaces_reported: Option<String>,
+    /// The candidate download directories and their free space, the most first.
+    #[serde(default)]
+    pub downloads: Option<String>,
 }
 
 /// What the agent last verified, and the last thing it refused (`herd-agent status`).

@@ -129,6 +129,39 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             Err(e) => format!("broken: {e}"),
         },
     );
+    if let Some(upstream) = &progress.upstream {
+        let others: Vec<&str> = progress
+            .upstreams
+            .iter()
+            .map(String::as_str)
+            .filter(|u| u != upstream)
+            .collect();
+        let preferred = progress.upstreams.first() == Some(upstream);
+        line(
+            "upstream",
+            format!(
+                "{upstream}{}{}",
+                if preferred || progress.upstreams.len() < 2 {
+                    ""
+                } else {
+                    " (failed over; the preferred one is probed)"
+                },
+                if others.is_empty() {
+                    String::new()
+                } else {
+                    format!("; also {}", others.join(", "))
+                }
+            ),
+        );
+    }
+    if running.is_some()
+        && let Some(push) = &progress.push
+    {
+        line("push", push.clone());
+    }
+    if let Some(downloads) = &progress.downloads {
+        line("downloads", downloads.clone());
+    }
     line(
         "last check-in",
         progress

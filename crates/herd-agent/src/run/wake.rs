@@ -1,7 +1,9 @@
-//! Sleeping between check-ins without using the CPU: one `poll` on two descriptors, an
+//! Sleeping between check-ins without using the CPU: one `poll` on a few descriptors, an
 //! inotify watch on the state directory (so `herd-agent consent accept` wakes the agent the
-//! moment it writes its answer) and a signalfd for SIGTERM, SIGINT and SIGHUP (so a stop
-//! request while idle ends the agent cleanly). No timer ticks, no polling loop.
+//! moment it writes its answer), a signalfd for SIGTERM, SIGINT and SIGHUP (so a stop
+//! request while idle ends the agent cleanly), and the push connection's wake-up socket (so a
+//! change the upstream announces is checked in for at once, see `push`). No timer ticks, no
+//! polling loop.
 //!
 //! The stop signals are blocked only while sleeping: during work they keep their default
 //! action (the agent's state is crash-safe, so dying mid-work loses nothing), and the scripts
@@ -23,7 +25,9 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::push::Push;
 use super::state::CONSENT_FILE;
+use super::volumes::MountWatch;
 
 /// The longest single `poll`: bounds how late a check-in is after a suspend.
 pub(crate) const MAX_NAP: Duration = Duration::from_secs(600);
@@ -37,6 +41,10 @@ pub(crate) enum Wake {
     Consent,
     /// A stop signal arrived.
     Stop(Signal),
+    /// The push connection says something changed upstream.
+    Push,
+    /// A volume was mounted or unmounted.
+    Volumes,
 }
 
 #[derive(Debug)]
@@ -78,17 +86,32 @@ impl Waker {
         }
     }
 
-    /// Sleeps until `deadline`, an answer in `consent.json`, or a stop signal.
-    pub(crate) fn sleep_until(&self, deadline: SystemTime) -> Result<Wake> {
+    /// Sleeps until `deadline`, an answer in `consent.json`, a stop signal, or a push.
+    pub(crate) fn sleep_until(
+        &self,
+        deadline: SystemTime,
+        push: Option<&Push>,
+        mounts: Option<&MountWatch>,
+    ) -> Result<Wake> {
+        if push.is_some_and(Push::take_wakes) {
+            return Ok(Wake::Push);
+        }
+        // The push thread blocks them for good (`push::block_stop_signals`), so a stop signal
+        // is this thread's: its default action while it works, the signalfd while it sleeps.
         pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&self.mask), None)
             .context("cannot block stop signals")?;
-        let result = self.wait(deadline);
+        let result = self.wait(deadline, push, mounts);
         // A stop signal that arrives from here on takes its default action.
         let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&self.mask), None);
         result
     }
 
-    fn wait(&self, deadline: SystemTime) -> Result<Wake> {
+    fn wait(
+        &self,
+        deadline: SystemTime,
+        push: Option<&Push>,
+        mounts: Option<&MountWatch>,
+    ) -> Result<Wake> {
         loop {
             let Ok(left) = deadline.duration_since(SystemTime::now()) else {
                 return Ok(Wake::Deadline);
@@ -99,10 +122,18 @@ impl Waker {
             // Round up so the deadline has passed when the nap ends, not a millisecond before.
             let nap = left.min(MAX_NAP) + Duration::from_millis(1);
             let timeout = PollTimeout::try_from(nap).unwrap_or(PollTimeout::MAX);
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(push) = push {
+                fds.push(PollFd::new(push.wake_socket().as_fd(), PollFlags::POLLIN));
+            }
+            let mounts_at = fds.len();
+            if let Some(mounts) = mounts {
+                // The mount table says it changed with POLLPRI (and POLLERR).
+                fds.push(PollFd::new(mounts.file().as_fd(), PollFlags::POLLPRI));
+            }
             match poll(&mut fds, timeout) {
                 Ok(0) => continue,
                 Ok(_) => {}
@@ -128,6 +159,13 @@ impl Waker {
                     return Ok(Wake::Consent);
                 }
             }
+            if push.is_some() && fds.get(2).is_some_and(ready) && push.is_some_and(Push::take_wakes)
+            {
+                return Ok(Wake::Push);
+            }
+            if mounts.is_some() && fds.get(mounts_at).is_some_and(ready) {
+                return Ok(Wake::Volumes);
+            }
         }
     }
 }
@@ -143,13 +181,13 @@ mod tests {
         let waker = Waker::new(dir.path()).unwrap();
         let started = Instant::now();
         let wake = waker
-            .sleep_until(SystemTime::now() + Duration::from_millis(200))
+            .sleep_until(SystemTime::now() + Duration::from_millis(200), None, None)
             .unwrap();
         assert_eq!(wake, Wake::Deadline);
         assert!(started.elapsed() >= Duration::from_millis(190));
         // A deadline in the past returns at once.
         let wake = waker
-            .sleep_until(SystemTime::now() - Duration::from_secs(1))
+            .sleep_until(SystemTime::now() - Duration::from_secs(1), None, None)
             .unwrap();
         assert_eq!(wake, Wake::Deadline);
     }
@@ -167,7 +205,7 @@ mod tests {
         });
         let started = Instant::now();
         let wake = waker
-            .sleep_until(SystemTime::now() + Duration::from_secs(30))
+            .sleep_until(SystemTime::now() + Duration::from_secs(30), None, None)
             .unwrap();
         writer.join().unwrap();
         assert_eq!(wake, Wake::Consent);

@@ -66,6 +66,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(terminals::checkin))
         .routes(routes!(terminals::events))
         .routes(routes!(terminals::renew))
+        .routes(routes!(terminals::wait))
         .routes(routes!(vendors::publish_feed))
         .routes(routes!(vendors::upload_package, vendors::download_package))
         .routes(routes!(operators::catalog))
@@ -156,6 +157,7 @@ fn site_router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(terminals::checkin))
         .routes(routes!(terminals::events))
         .routes(routes!(terminals::renew))
+        .routes(routes!(terminals::wait))
         .routes(routes!(sites::notify))
         .routes(routes!(operators::catalog))
         .routes(routes!(operators::coverage))
@@ -419,6 +421,8 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
+    // Held waits would otherwise keep their connections until they time out.
+    center.waits.stop();
     let _ = stop_tx.send(true);
     for server in servers {
         let _ = server.await;

@@ -1,5 +1,6 @@
 //! Terminal endpoints: enrolment (with an enrolment token, no certificate yet), then check-in
-//! and events over mutual TLS, where the client certificate is the terminal's identity.
+//! and events over mutual TLS, where the client certificate is the terminal's identity; and
+//! the push connection (`/v1/wait`) that tells a terminal to check in now.
 
 use std::sync::Arc;
 
@@ -11,9 +12,12 @@ use herd_proto::api::{
     CertificateRenewal, CertificateRenewed, CheckinRequest, CheckinResponse, EnrolRequest,
     EnrolResponse, ErrorBody, EventAck, EventBatch,
 };
+use herd_proto::site::WaitResponse;
 
-use super::extract::{JsonBody, TerminalIdentity};
+use super::extract::{JsonBody, Query, TerminalIdentity};
 use super::listener::ConnInfo;
+use crate::error::{CenterError, ErrorKind};
+use crate::wait::WaitOutcome;
 use crate::{Center, CenterResult, CheckinAnswer};
 
 /// Enrol a terminal: trade an enrolment token and a CSR for a client certificate.
@@ -117,4 +121,54 @@ pub async fn renew(
         .renew_certificate(conn.peer.as_deref(), request)
         .await
         .map(Json)
+}
+
+/// The query of `/v1/wait`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// The token of the last answer (absent: answered at once with the current one).
+    #[param(max_length = 200)]
+    after: Option<String>,
+    /// How long to hold, in seconds (default 240, at most 300).
+    #[param(minimum = 1, maximum = 300)]
+    timeout_secs: Option<u64>,
+}
+
+/// The push connection: held until what a terminal's plan or signed metadata depend on changes
+/// (answered `changed: true`: check in now), or the timeout passes (`changed: false`: ask again
+/// with the same token). A stale or absent `after` is answered at once.
+#[utoipa::path(
+    get, path = "/v1/wait", tag = "terminals", params(WaitParams),
+    responses(
+        (status = 200, body = WaitResponse),
+        (status = 401, body = ErrorBody, description = "`client_certificate_required` or `certificate_revoked`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: this process holds `max_waits` waits; check in at the interval and try again after `Retry-After` seconds"),
+    )
+)]
+pub async fn wait(
+    State(center): State<Arc<Center>>,
+    TerminalIdentity(_terminal): TerminalIdentity,
+    Query(params): Query<WaitParams>,
+) -> Response {
+    let timeout = crate::wait::wait_timeout(params.timeout_secs);
+    match center
+        .wait_for_change(params.after.as_deref(), timeout)
+        .await
+    {
+        WaitOutcome::Answered(answer) => Json(answer).into_response(),
+        WaitOutcome::Full { retry_after_secs } => {
+            let mut response = CenterError::new(
+                ErrorKind::Unavailable,
+                "this server holds as many push connections as it may (max_waits); check in at \
+                 the interval and try to wait again later",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response
+        }
+    }
 }

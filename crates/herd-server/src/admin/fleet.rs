@@ -215,6 +215,29 @@ fn describe_terminal(detail: &TerminalDetail) -> String {
         }
         out.push_str(&table.render());
     }
+    // Absent from centers older than the network map, and for agents that never reported.
+    if !detail.interfaces.is_empty() {
+        out.push_str("interfaces (held now first, then most recent first):\n");
+        let mut table = Table::new([
+            "  INTERFACE",
+            "MAC",
+            "ADDRESS",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "NOW",
+        ]);
+        for i in &detail.interfaces {
+            table.row([
+                format!("  {}", i.name),
+                i.mac.clone().unwrap_or_else(|| "-".to_owned()),
+                i.address.clone().unwrap_or_else(|| "-".to_owned()),
+                i.first_seen.clone(),
+                i.last_seen.clone(),
+                if i.current { "yes" } else { "no" }.to_owned(),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
 
     match &detail.plan {
         Some(plan) => out.push_str(&describe_plan(
