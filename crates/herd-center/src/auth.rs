@@ -32,6 +32,10 @@ pub struct PeerIdentity {
     pub sha256: String,
     /// The terminal id the certificate was issued for.
     pub terminal: Option<String>,
+    /// The site id, when it is a site server's certificate.
+    pub site: Option<String>,
+    /// Whether it is the center's own client certificate (a center pushing to a site).
+    pub center: bool,
 }
 
 /// An authenticated operator or vendor.

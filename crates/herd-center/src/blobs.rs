@@ -307,6 +307,11 @@ pub struct BlobFile {
 }
 
 impl BlobFile {
+    /// Where the blob is stored (for error messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Moves the read position to `offset` (where a resumed download starts).
     pub async fn seek(&mut self, offset: u64) -> Result<(), BlobError> {
         self.file

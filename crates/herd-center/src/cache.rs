@@ -70,7 +70,13 @@ impl Center {
             return Ok(known.clone());
         }
         let seen = self.caches.terminal_changes_seen.load(Relaxed);
-        let row = self.store.terminal(id).await?.ok_or_else(|| {
+        let mut row = self.store.terminal(id).await?;
+        // A site that does not know a terminal (one failing over from another site) asks the
+        // center, whose CA issued the certificate the terminal presented.
+        if row.is_none() && self.site().is_some() && self.site_adopt_terminal(id).await? {
+            row = self.store.terminal(id).await?;
+        }
+        let row = row.ok_or_else(|| {
             CenterError::new(
                 ErrorKind::CertRevoked,
                 format!("terminal {id:?} is not enrolled (deleted?); enrol it again"),

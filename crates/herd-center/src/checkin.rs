@@ -139,6 +139,49 @@ impl Center {
         request: CheckinRequest,
         address: String,
     ) -> CenterResult<CheckinAnswer> {
+        // On a site server, what the terminal reported goes to the center too: queued once the
+        // check-in is stored, before it is answered.
+        let relayed = self
+            .config
+            .site
+            .is_some()
+            .then(|| (request.clone(), address.clone()));
+        let now = crate::unix_now();
+        let answer = self.check_in_at(terminal, request, address, now).await?;
+        if let Some((request, address)) = relayed {
+            self.queue_checkin(&terminal.id, request, address, now)
+                .await?;
+        }
+        Ok(answer)
+    }
+
+    /// A check-in a site answered at `at`, relayed by it: stored as the terminal's latest
+    /// state, planned again here for the center's view. An inventory this catalog cannot
+    /// validate is logged and dropped: the site's queue must not wait for it forever.
+    pub(crate) async fn record_relayed_checkin(
+        &self,
+        terminal: &KnownTerminal,
+        request: CheckinRequest,
+        address: String,
+        at: i64,
+    ) -> CenterResult<()> {
+        match self.check_in_at(terminal, request, address, at).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind == ErrorKind::InventoryInvalid => {
+                tracing::warn!(terminal = %terminal.id, %err, "relayed check-in not recorded");
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn check_in_at(
+        &self,
+        terminal: &KnownTerminal,
+        request: CheckinRequest,
+        address: String,
+        at: i64,
+    ) -> CenterResult<CheckinAnswer> {
         let started = Instant::now();
         if let Some(claimed) = &request.terminal
             && claimed != &terminal.id
@@ -190,7 +233,7 @@ impl Center {
         let answer = answer_json(&plan_id, &plan.json, self.next_checkin_secs(), now);
         let write = CheckinWrite {
             terminal: terminal.id.clone(),
-            at: now,
+            at,
             address,
             installed: installed_json,
             hardware: hardware_json,

@@ -124,6 +124,32 @@ tuf_targets_lifetime_secs = 604800
 # When true, a vendor must register its own signing key (`herd vendor key register`) before
 # its feed is accepted, and the center never signs a vendor's packages itself.
 require_vendor_signatures = false
+
+# The role of this process: "center" (the default), or "site" — a site server (SPEC §2): it
+# enrols with the center at `upstream`, replicates the catalog and the groups, mirrors the
+# signed metadata and packages, answers its terminals' check-ins itself and relays what they
+# report through a durable queue, so its terminals keep being served while the center is down.
+role = "center"
+
+# Site only: the center's URL, and its CA certificate (the center's ca.pem) for the first
+# start; afterwards the site keeps its identity in <data_dir>/site/.
+upstream = ""
+upstream_ca = ""
+# Site only: this site's id, the site enrolment token for its first start (`herd sites token
+# create` at the center), and the URL its terminals and the center reach it at (empty: https://
+# the first server name and the listen port).
+site_id = ""
+site_token = ""
+site_url = ""
+# Site only: how often the site asks the center for news when nothing wakes it (seconds; the
+# request is held by the center until something changes, up to this long), and the most bytes
+# of packages its cache keeps.
+site_poll_secs = 30
+site_cache_bytes = 10737418240
+
+# Center only: a site that has not pulled for this many seconds after a change is pushed to
+# (the center calls the site's URL, which then pulls at once).
+site_push_after_secs = 90
 "#;
 
 /// The file's keys, as written; every field optional so flags can fill the gaps.
@@ -163,6 +189,15 @@ pub struct ConfigFile {
     pub tuf_snapshot_lifetime_secs: Option<u64>,
     pub tuf_targets_lifetime_secs: Option<u64>,
     pub require_vendor_signatures: Option<bool>,
+    pub role: Option<String>,
+    pub upstream: Option<String>,
+    pub upstream_ca: Option<PathBuf>,
+    pub site_id: Option<String>,
+    pub site_token: Option<String>,
+    pub site_url: Option<String>,
+    pub site_poll_secs: Option<u64>,
+    pub site_cache_bytes: Option<u64>,
+    pub site_push_after_secs: Option<u64>,
 }
 
 impl ConfigFile {
@@ -227,6 +262,26 @@ pub struct CenterConfig {
     pub tuf_lifetimes: herd_tuf::repository::Lifetimes,
     /// Vendors must sign their own roles; the center never signs one for them.
     pub require_vendor_signatures: bool,
+    /// `Some` when this process is a site server.
+    pub site: Option<SiteConfig>,
+    /// A center pushes to a site that has not pulled for this long after a change.
+    pub site_push_after: std::time::Duration,
+}
+
+/// A site server's settings (`role = "site"`).
+#[derive(Clone, Debug)]
+pub struct SiteConfig {
+    /// The center, `https://host:port`.
+    pub upstream: String,
+    /// The center's CA (needed at the first start only).
+    pub upstream_ca: Option<PathBuf>,
+    pub id: String,
+    /// The site enrolment token (first start only).
+    pub token: Option<String>,
+    /// Where terminals and the center reach this site.
+    pub url: String,
+    pub poll: std::time::Duration,
+    pub cache_bytes: u64,
 }
 
 /// Whether something new a vendor publishes counts at once or waits for an operator.
@@ -435,7 +490,72 @@ impl CenterConfig {
             )?,
             root_secs: defaults.root_secs,
         };
+        let site = match file.role.as_deref().unwrap_or("center") {
+            "center" | "" => None,
+            "site" => {
+                let upstream = file.upstream.filter(|u| !u.is_empty()).context(
+                    "upstream: a site needs the center's URL (--upstream https://center:8443)",
+                )?;
+                if !upstream.starts_with("https://") {
+                    bail!("upstream: {upstream:?} is not an https:// URL");
+                }
+                let id = file
+                    .site_id
+                    .filter(|id| !id.is_empty())
+                    .context("site_id: a site needs an id (--site-id office-1)")?;
+                if !herd_tls::is_valid_terminal_id(&id) {
+                    bail!("site_id: {id:?} is not 1 to 128 characters of [A-Za-z0-9._-]");
+                }
+                let url = match file.site_url.filter(|u| !u.is_empty()) {
+                    Some(url) if url.starts_with("https://") => url,
+                    Some(url) => bail!("site_url: {url:?} is not an https:// URL"),
+                    None => {
+                        let host = &server_names[0];
+                        let host = if host.contains(':') {
+                            format!("[{host}]")
+                        } else {
+                            host.clone()
+                        };
+                        format!("https://{host}:{}", listen.port())
+                    }
+                };
+                let poll_secs = file.site_poll_secs.unwrap_or(30);
+                if !(1..=crate::SITE_MAX_POLL_SECS).contains(&poll_secs) {
+                    bail!(
+                        "site_poll_secs: {poll_secs} is outside 1..={}",
+                        crate::SITE_MAX_POLL_SECS
+                    );
+                }
+                let cache_bytes = match file.site_cache_bytes {
+                    None => 10 << 30,
+                    Some(0) => bail!("site_cache_bytes: must be at least 1"),
+                    Some(n) => n,
+                };
+                Some(SiteConfig {
+                    upstream,
+                    upstream_ca: file.upstream_ca.filter(|p| !p.as_os_str().is_empty()),
+                    id,
+                    token: file.site_token.filter(|t| !t.is_empty()),
+                    url,
+                    poll: std::time::Duration::from_secs(poll_secs),
+                    cache_bytes,
+                })
+            }
+            other => bail!("role: {other:?} is neither \"center\" nor \"site\""),
+        };
+        if site.is_some() && database.starts_with("postgres") {
+            bail!(
+                "database: a site server keeps its own embedded SQLite store; leave database empty"
+            );
+        }
+        let site_push_after = match file.site_push_after_secs {
+            None => std::time::Duration::from_secs(90),
+            Some(0) => bail!("site_push_after_secs: must be at least 1"),
+            Some(secs) => std::time::Duration::from_secs(secs),
+        };
         Ok(CenterConfig {
+            site,
+            site_push_after,
             tuf_lifetimes,
             require_vendor_signatures: file.require_vendor_signatures.unwrap_or(false),
             listen,

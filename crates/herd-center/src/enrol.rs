@@ -23,7 +23,11 @@ impl Center {
         request: EnrolRequest,
         address: IpAddr,
     ) -> CenterResult<EnrolResponse> {
-        let result = self.enrol_terminal(request, address).await;
+        let result = if self.site().is_some() {
+            self.site_relay_enrol(request, address).await
+        } else {
+            self.enrol_terminal(request, address, None).await
+        };
         match &result {
             Ok(_) => self.metrics.enrolments.fetch_add(1, Relaxed),
             Err(_) => self.metrics.enrolments_refused.fetch_add(1, Relaxed),
@@ -31,10 +35,12 @@ impl Center {
         result
     }
 
-    async fn enrol_terminal(
+    /// Enrols a terminal; `site` is the site server that relayed the enrolment, if one did.
+    pub(crate) async fn enrol_terminal(
         &self,
         request: EnrolRequest,
         address: IpAddr,
+        site: Option<&str>,
     ) -> CenterResult<EnrolResponse> {
         if let Some(id) = &request.id {
             check_identifier(id).map_err(|message| {
@@ -113,6 +119,7 @@ impl Center {
                     cert_sha256: issued.cert_sha256,
                     enrolled_at: unix_now(),
                     address: address.to_string(),
+                    site: site.map(str::to_owned),
                 },
             )
             .await?;

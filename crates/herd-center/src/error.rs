@@ -72,6 +72,8 @@ pub enum ErrorKind {
     Unavailable,
     /// A fault inside the center.
     Internal,
+    /// What the other role does: a center-only action asked of a site server.
+    WrongRole,
 }
 
 impl ErrorKind {
@@ -102,6 +104,7 @@ impl ErrorKind {
             ErrorKind::DigestMismatch => codes::DIGEST_MISMATCH,
             ErrorKind::Unavailable => codes::UNAVAILABLE,
             ErrorKind::Internal => codes::INTERNAL,
+            ErrorKind::WrongRole => codes::WRONG_ROLE,
         }
     }
 }

@@ -24,6 +24,8 @@ impl Center {
         terminal: &KnownTerminal,
         batch: EventBatch,
     ) -> CenterResult<EventAck> {
+        // A site sends what it acknowledges to the center too (queued before it answers).
+        let relayed = self.site().is_some().then(|| batch.clone());
         let rows = event_rows(&terminal.id, batch, unix_now())?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
@@ -60,6 +62,9 @@ impl Center {
         self.metrics
             .events_duplicate
             .fetch_add(outcome.duplicates, Relaxed);
+        if let Some(batch) = relayed {
+            self.queue_events(&terminal.id, batch).await?;
+        }
         Ok(EventAck {
             acked_through: outcome.last_seq,
             accepted: outcome.accepted,

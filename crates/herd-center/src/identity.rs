@@ -42,6 +42,18 @@ impl ServerCertificate {
         })
     }
 
+    /// A site server's: the certificate the center issued it, verifying client certificates
+    /// against the center's anchors.
+    pub fn from_site(site: &crate::site::SiteLink) -> anyhow::Result<Self> {
+        let pair = site.key_pair();
+        let validity = herd_tls::cert_validity(&pair.cert_pem)?;
+        Ok(ServerCertificate {
+            slot: Arc::new(ServerCertSlot::new(&pair)?),
+            trust: Arc::new(TrustSlot::from_pem(&site.identity.ca_pem)?),
+            validity: Mutex::new(validity),
+        })
+    }
+
     pub fn validity(&self) -> (SystemTime, SystemTime) {
         *self.validity.lock().expect("server certificate validity")
     }
@@ -150,7 +162,11 @@ impl Center {
         peer: Option<&PeerIdentity>,
         request: CertificateRenewal,
     ) -> CenterResult<CertificateRenewed> {
-        let result = self.renew_terminal_certificate(peer, request).await;
+        let result = if self.site().is_some() {
+            self.site_relay_renew(peer, request).await
+        } else {
+            self.renew_terminal_certificate(peer, request).await
+        };
         match &result {
             Ok(_) => self.metrics.certificate_renewals.fetch_add(1, Relaxed),
             Err(_) => self

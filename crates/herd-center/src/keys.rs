@@ -149,8 +149,34 @@ fn ca_from_material(
 
 impl Center {
     /// The CA this process issues with (replaced when an operator installs an intermediate).
+    ///
+    /// Only a center holds a CA: a site server relays whatever needs it (enrolment, renewal)
+    /// and refuses the rest (`refuse_at_site`) before reaching here.
     pub fn ca(&self) -> Arc<CertificateAuthority> {
-        self.ca.read().expect("CA lock").clone()
+        self.ca
+            .read()
+            .expect("CA lock")
+            .clone()
+            .expect("only a center holds a CA; a site server never asks for it")
+    }
+
+    /// The trust anchors clients pin (PEM): the CA's on a center, the center's on a site.
+    pub fn trust_pem(&self) -> String {
+        match self.site() {
+            Some(site) => site.identity.ca_pem.clone(),
+            None => self.ca().trust_pem().to_owned(),
+        }
+    }
+
+    /// The center's own client certificate (for pushing to sites), issued once per process.
+    pub(crate) fn center_client_identity(&self) -> anyhow::Result<herd_tls::KeyPairPem> {
+        let mut held = self.center_client.lock().expect("center client lock");
+        if let Some(identity) = held.as_ref() {
+            return Ok(identity.clone());
+        }
+        let identity = self.ca().issue_center_client()?;
+        *held = Some(identity.clone());
+        Ok(identity)
     }
 
     /// What clients may know of the CA.
@@ -266,7 +292,7 @@ impl Center {
     }
 
     fn use_ca(&self, ca: CertificateAuthority, generation: u64) {
-        *self.ca.write().expect("CA lock") = Arc::new(ca);
+        *self.ca.write().expect("CA lock") = Some(Arc::new(ca));
         self.ca_generation.store(generation, Relaxed);
         // New connections verify client certificates against the new anchors and get a server
         // certificate from the new CA; connections already open keep theirs.

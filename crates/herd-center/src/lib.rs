@@ -35,6 +35,8 @@ mod packages;
 mod placement;
 pub mod planners;
 mod registry;
+pub mod site;
+mod sites;
 mod tokens;
 mod trust;
 pub mod tuf;
@@ -60,6 +62,9 @@ pub use checkin::CheckinAnswer;
 pub use error::{CenterError, CenterResult, ErrorKind};
 pub use packages::PackageUpload;
 
+/// The longest a site's pull is held by the center (and so the longest `site_poll_secs`).
+pub const SITE_MAX_POLL_SECS: u64 = herd_proto::site::MAX_WAIT_SECS;
+
 /// Seconds after a catalog change when the memory of the catalog it replaced, dropped by the
 /// planners at their next check-in, is given back to the system.
 const RELEASE_MEMORY_AFTER_TICKS: u64 = 3;
@@ -73,8 +78,8 @@ pub struct Center {
     pub store: Arc<dyn Store>,
     pub blobs: BlobStore,
     /// The CA, replaced when an operator installs an intermediate (see `keys.rs`; read it
-    /// with [`Center::ca`]).
-    ca: RwLock<Arc<CertificateAuthority>>,
+    /// with [`Center::ca`]). `None` on a site server, which holds no CA.
+    ca: RwLock<Option<Arc<CertificateAuthority>>>,
     ca_generation: AtomicU64,
     /// The key-encryption key the CA's key is sealed under in the store.
     kek: herd_tls::seal::KeyEncryptionKey,
@@ -99,6 +104,10 @@ pub struct Center {
     /// each change (see [`Center::change_token`]); held requests (`/v1/wait`, a site's
     /// `/v1/sites/changes`) wait on it.
     changes: watch::Sender<String>,
+    /// A site server's link to its center; `None` on a center.
+    site: Option<Arc<site::SiteLink>>,
+    /// The center's own client certificate, issued when it first pushes to a site.
+    center_client: std::sync::Mutex<Option<herd_tls::KeyPairPem>>,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -143,6 +152,84 @@ impl Center {
             )
         })?;
 
+        // A site holds no CA: its certificate, and the anchors it verifies its terminals
+        // against, come from the center it enrolled with.
+        let site = match &config.site {
+            Some(site_config) => Some(Arc::new(
+                site::SiteLink::open(&config.data_dir, site_config, &config.server_names).await?,
+            )),
+            None => None,
+        };
+        let (kek, ca, ca_generation, server_cert) = match &site {
+            Some(site) => {
+                let (kek, _) = keys::load_kek(&config)?;
+                let server_cert = identity::ServerCertificate::from_site(site)?;
+                (kek, None, 0, server_cert)
+            }
+            None => {
+                let (kek, ca, ca_generation, server_cert) =
+                    Center::open_ca_and_repository(&config, &*store).await?;
+                (kek, Some(ca), ca_generation, server_cert)
+            }
+        };
+
+        let (revision, feeds, registry) = store.catalog_inputs().await?;
+        let snapshot = CatalogSnapshot::from_feeds(revision, feeds, &registry)
+            .map_err(|err| anyhow::anyhow!("the stored catalog does not validate: {err}"))?;
+        let metrics = Arc::new(Metrics::default());
+        metrics.catalog_revision.store(revision, Relaxed);
+        let checkins = checkin::CheckinWriter::start(store.clone(), metrics.clone());
+        // Read before anything is cached, so no change made from here on is missed.
+        let revisions = store.revisions().await?;
+        let center = Arc::new(Center {
+            config,
+            store,
+            blobs,
+            ca: RwLock::new(ca.map(Arc::new)),
+            ca_generation: AtomicU64::new(ca_generation),
+            kek,
+            metrics,
+            catalog: RwLock::new(Arc::new(snapshot)),
+            caches: cache::Caches::starting_at(revisions),
+            server_cert,
+            checkins,
+            release_memory_in: AtomicU64::new(0),
+            package_reservations: Default::default(),
+            blob_collection: tokio::sync::Mutex::new(()),
+            trust: tuf::Trust::default(),
+            changes: watch::Sender::new(String::new()),
+            site,
+            center_client: std::sync::Mutex::new(None),
+        });
+        center.note_server_cert_expiry();
+        center.bootstrap_operator_token().await?;
+        center.reload_groups().await?;
+        if center.site.is_none() {
+            center
+                .sign_repository(None)
+                .await
+                .map_err(|err| anyhow::anyhow!("cannot sign the repository: {err}"))?;
+        }
+        // Written last: its presence tells scripts and tests that start-up is complete.
+        herd_fs::write_atomic(
+            &center.config.data_dir.join("ca.pem"),
+            center.trust_pem().as_bytes(),
+            0o644,
+        )?;
+        Ok(center)
+    }
+
+    /// A center's CA (opened from the store, or generated at first start), its server
+    /// certificate, and its signed repository (initialised at first start).
+    async fn open_ca_and_repository(
+        config: &CenterConfig,
+        store: &dyn Store,
+    ) -> anyhow::Result<(
+        herd_tls::seal::KeyEncryptionKey,
+        CertificateAuthority,
+        u64,
+        identity::ServerCertificate,
+    )> {
         // The CA lives in the store so that every center process on one database shares it,
         // its key sealed under the operator's key-encryption key.
         let (kek, kek_source) = keys::load_kek(&config)?;
@@ -154,7 +241,7 @@ impl Center {
                  the data directory does not hold both"
             );
         }
-        let (ca, ca_generation) = keys::open_ca(&*store, &kek).await?;
+        let (ca, ca_generation) = keys::open_ca(store, &kek).await?;
         // Certificates are cut to the issuing CA's expiry (herd-tls); say so at start, while
         // there is time to install the next intermediate, rather than refuse to serve.
         if let Some(ca_expiry) = identity::outlives_ca(
@@ -177,50 +264,11 @@ impl Center {
         let server_cert = identity::ServerCertificate::issue(&ca, &config.server_names)?;
         // The signed repository: initialised at first start (its online keys sealed under the
         // same KEK as the CA's key), signed below once the catalog is loaded.
-        tuf::initialise(&*store, &kek, &config)
+        tuf::initialise(store, &kek, &config)
             .await
             .context("cannot initialise the signed repository")?;
 
-        let (revision, feeds, registry) = store.catalog_inputs().await?;
-        let snapshot = CatalogSnapshot::from_feeds(revision, feeds, &registry)
-            .map_err(|err| anyhow::anyhow!("the stored catalog does not validate: {err}"))?;
-        let metrics = Arc::new(Metrics::default());
-        metrics.catalog_revision.store(revision, Relaxed);
-        let checkins = checkin::CheckinWriter::start(store.clone(), metrics.clone());
-        // Read before anything is cached, so no change made from here on is missed.
-        let revisions = store.revisions().await?;
-        let center = Arc::new(Center {
-            config,
-            store,
-            blobs,
-            ca: RwLock::new(Arc::new(ca)),
-            ca_generation: AtomicU64::new(ca_generation),
-            kek,
-            metrics,
-            catalog: RwLock::new(Arc::new(snapshot)),
-            caches: cache::Caches::starting_at(revisions),
-            server_cert,
-            checkins,
-            release_memory_in: AtomicU64::new(0),
-            package_reservations: Default::default(),
-            blob_collection: tokio::sync::Mutex::new(()),
-            trust: tuf::Trust::default(),
-            changes: watch::Sender::new(String::new()),
-        });
-        center.note_server_cert_expiry();
-        center.bootstrap_operator_token().await?;
-        center.reload_groups().await?;
-        center
-            .sign_repository(None)
-            .await
-            .map_err(|err| anyhow::anyhow!("cannot sign the repository: {err}"))?;
-        // Written last: its presence tells scripts and tests that start-up is complete.
-        herd_fs::write_atomic(
-            &center.config.data_dir.join("ca.pem"),
-            center.ca().trust_pem().as_bytes(),
-            0o644,
-        )?;
-        Ok(center)
+        Ok((kek, ca, ca_generation, server_cert))
     }
 
     /// The catalog snapshot current in this process.
@@ -267,11 +315,15 @@ impl Center {
     /// served `timestamp.json`, as `C.G.T`. It moves whenever a terminal's plan may differ or
     /// new signed metadata is there.
     pub fn change_token(&self) -> String {
+        let timestamp = match self.site() {
+            Some(site) => site.timestamp_version(),
+            None => self.trust.timestamp_version(),
+        };
         format!(
             "{}.{}.{}",
             self.catalog().revision,
             self.caches.groups_revision(),
-            self.trust.timestamp_version()
+            timestamp
         )
     }
 
@@ -325,7 +377,7 @@ impl Center {
                             tracing::error!(%err, "cannot reload the groups");
                         }
                     }
-                    if revisions.ca != self.ca_generation.load(Relaxed) {
+                    if self.site.is_none() && revisions.ca != self.ca_generation.load(Relaxed) {
                         if let Err(err) = self.reload_ca().await {
                             tracing::error!(%err, "cannot reload the CA");
                         }
@@ -335,7 +387,8 @@ impl Center {
                             tracing::error!(%err, "cannot follow the terminals' changes");
                         }
                     }
-                    if revisions.tuf != self.trust.served().revision
+                    if self.site.is_none()
+                        && revisions.tuf != self.trust.served().revision
                         && let Err(err) = self.reload_repository().await
                     {
                         tracing::error!(%err, "cannot reload the signed repository");
@@ -343,7 +396,9 @@ impl Center {
                 }
                 Err(err) => tracing::warn!(%err, "cannot read the store's revisions"),
             }
-            self.sign_if_due().await;
+            if self.site.is_none() {
+                self.sign_if_due().await;
+            }
         }
     }
 

@@ -63,6 +63,8 @@ const BATCH_BOUNDS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
 /// Every metric the center exports.
 #[derive(Debug)]
 pub struct Metrics {
+    /// The site tier's counters (the center's side and a site's own).
+    pub sites: SiteMetrics,
     /// HTTP responses by status class (index 1 = 1xx … 5 = 5xx).
     pub responses: [AtomicU64; 6],
     pub checkins: AtomicU64,
@@ -115,6 +117,7 @@ impl Default for Metrics {
     fn default() -> Metrics {
         Metrics {
             responses: Default::default(),
+            sites: SiteMetrics::default(),
             checkins: AtomicU64::new(0),
             plans: Default::default(),
             checkin_seconds: Histogram::new(LATENCY_BOUNDS),
@@ -428,6 +431,90 @@ impl Metrics {
             "Bytes freed by collecting unreferenced blobs and abandoned uploads.",
             &self.blob_bytes_collected,
         );
+        self.sites.render(&mut out);
         out
+    }
+}
+
+/// The site tier's metrics: on the center, what sites relayed and the pushes to sites that
+/// did not pull; on a site, its queue to the center and its link.
+#[derive(Debug, Default)]
+pub struct SiteMetrics {
+    pub relayed_items: AtomicU64,
+    pub relayed_duplicates: AtomicU64,
+    pub pushes: AtomicU64,
+    pub pushes_failed: AtomicU64,
+    /// A site's: items waiting in its queue, the oldest one's age, and whether the center
+    /// answered its last call (1) or not (0).
+    pub queue_depth: AtomicU64,
+    pub queue_oldest_seconds: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub upstream_up: AtomicU64,
+    pub syncs: AtomicU64,
+    pub notified: AtomicU64,
+}
+
+impl SiteMetrics {
+    fn render(&self, out: &mut String) {
+        counter(
+            out,
+            "herd_site_relayed_items_total",
+            "Items of sites' queues applied (center).",
+            &self.relayed_items,
+        );
+        counter(
+            out,
+            "herd_site_relayed_duplicates_total",
+            "Items of sites' queues received again and not applied twice (center).",
+            &self.relayed_duplicates,
+        );
+        counter(
+            out,
+            "herd_site_pushes_total",
+            "Pushes to sites that had not pulled after a change (center).",
+            &self.pushes,
+        );
+        counter(
+            out,
+            "herd_site_pushes_failed_total",
+            "Pushes to sites that did not answer: the site is unreachable (center).",
+            &self.pushes_failed,
+        );
+        gauge(
+            out,
+            "herd_site_queue_depth",
+            "Items waiting in this site's queue to the center (site).",
+            &self.queue_depth,
+        );
+        gauge(
+            out,
+            "herd_site_queue_oldest_seconds",
+            "Age of the oldest item waiting in this site's queue; it grows while the center is unreachable (site).",
+            &self.queue_oldest_seconds,
+        );
+        counter(
+            out,
+            "herd_site_forwarded_items_total",
+            "Queue items the center acknowledged (site).",
+            &self.forwarded,
+        );
+        gauge(
+            out,
+            "herd_site_upstream_up",
+            "1 when the center answered this site's last call, else 0 (site).",
+            &self.upstream_up,
+        );
+        counter(
+            out,
+            "herd_site_syncs_total",
+            "Catalog, groups or metadata changes this site replicated (site).",
+            &self.syncs,
+        );
+        counter(
+            out,
+            "herd_site_notified_total",
+            "Pushes from the center this site received (site).",
+            &self.notified,
+        );
     }
 }

@@ -367,6 +367,7 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
                     cert_sha256: format!("{i:064x}"),
                     enrolled_at: 1,
                     address: "127.0.0.1".to_owned(),
+                    site: None,
                 },
             )
             .await
@@ -563,6 +564,7 @@ async fn events_beyond_a_terminals_quota_are_refused_and_nothing_is_stored() {
                 cert_sha256: "0".repeat(64),
                 enrolled_at: 1,
                 address: "127.0.0.1".to_owned(),
+                site: None,
             },
         )
         .await

@@ -32,6 +32,8 @@ fn peer(cert_pem: &str) -> PeerIdentity {
     PeerIdentity {
         sha256: herd_tls::cert_sha256_hex(&der),
         terminal: herd_tls::terminal_id_of(&der),
+        site: None,
+        center: false,
     }
 }
 

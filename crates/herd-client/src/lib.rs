@@ -15,6 +15,7 @@
 
 mod error;
 mod repository;
+mod site;
 mod tls;
 mod transfer;
 mod trust;
@@ -465,6 +466,42 @@ impl Client {
         payload: Payload,
         transfer: bool,
     ) -> Result<http::Response<Body>, ClientError> {
+        let timing = if transfer {
+            Timing::Transfer
+        } else {
+            Timing::Request
+        };
+        self.call_timed(method, path, query, headers, payload, timing)
+    }
+
+    /// A `GET` the server may hold for up to `hold` before answering (`/v1/wait`, a site's
+    /// pull): its deadline is the hold plus [`REQUEST_TIMEOUT`].
+    pub(crate) fn get_json_held<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        hold: Duration,
+    ) -> Result<T, ClientError> {
+        let response = self.call_timed(
+            Method::GET,
+            path,
+            query,
+            &[],
+            Payload::None,
+            Timing::Held(hold),
+        )?;
+        self.json(response, &format!("GET {path}"), MAX_JSON_ANSWER)
+    }
+
+    fn call_timed(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(header::HeaderName, String)],
+        payload: Payload,
+        timing: Timing,
+    ) -> Result<http::Response<Body>, ClientError> {
         let what = format!("{method} {path}");
         let mut url = format!("{}{path}", self.server);
         for (i, (name, value)) in query.iter().enumerate() {
@@ -517,15 +554,20 @@ impl Client {
                 "{what}: cannot build the request (is the API token plain text?): {err}"
             ))
         })?;
-        let request = if transfer {
-            self.agent
+        let request = match timing {
+            Timing::Transfer => self
+                .agent
                 .configure_request(request)
                 .timeout_global(None)
                 .timeout_per_read(Some(TRANSFER_STALL_TIMEOUT))
                 .timeout_per_write(Some(TRANSFER_STALL_TIMEOUT))
-                .build()
-        } else {
-            request
+                .build(),
+            Timing::Held(hold) => self
+                .agent
+                .configure_request(request)
+                .timeout_global(Some(hold + REQUEST_TIMEOUT))
+                .build(),
+            Timing::Request => request,
         };
         tls::clear_send_broken();
         let response = self.agent.run(request).map_err(|err| match (err, total) {
@@ -723,6 +765,15 @@ impl From<ServedGroup> for GroupDoc {
 #[derive(Deserialize)]
 struct ServedGroupList {
     groups: Vec<ServedGroup>,
+}
+
+/// A request's deadline: the overall [`REQUEST_TIMEOUT`], a transfer's stall timeout, or a
+/// held request's hold plus the timeout.
+#[derive(Clone, Copy, Debug)]
+enum Timing {
+    Request,
+    Transfer,
+    Held(Duration),
 }
 
 /// What a request carries.

@@ -209,6 +209,9 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     /// The store (database) is unreachable or failing.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// The endpoint belongs to the other role: a center-only action asked of a site server,
+    /// or a site's endpoint of the center.
+    pub const WRONG_ROLE: &str = "wrong_role";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -718,6 +721,16 @@ pub struct PlacementRule {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlacementRules {
     pub rules: Vec<PlacementRule>,
+}
+
+/// `POST /v1/site-tokens` (operator): a site enrolment token for one site, valid 7 days.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewSiteToken {
+    /// A note for operators (which site it is for).
+    #[serde(default)]
+    pub label: String,
 }
 
 /// `POST /v1/enrolment-tokens` (operator).

@@ -41,7 +41,8 @@ pub const SITE_RELAY: &str = "/v1/sites/relay";
 /// `POST` on a site, called by the center (center certificate) when the site has not pulled
 /// for a few of its poll intervals: the site pulls at once. Body: [`SiteChanges`].
 pub const SITE_NOTIFY: &str = "/v1/site/notify";
-/// `POST` (operator token) — a site enrolment token, shown once: [`SiteTokenResponse`].
+/// `POST` (operator token, body `{"label"}`) — a site enrolment token, shown once:
+/// `api::TokenCreated`.
 /// `herd sites token create`.
 pub const SITE_TOKENS: &str = "/v1/site-tokens";
 /// `GET` (operator token) — every site: `Vec<`[`SiteSummary`]`>`. `herd sites`.
@@ -299,14 +300,4 @@ pub struct SiteStatus {
     pub cache_bytes: u64,
     pub cache_limit_bytes: u64,
     pub terminals: u64,
-}
-
-/// The answer to `POST /v1/site-tokens`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct SiteTokenResponse {
-    /// The secret: give it to `herd serve --role site --site-token`; shown once.
-    pub token: String,
-    /// RFC 3339.
-    pub expires_at: String,
 }

@@ -54,6 +54,28 @@ pub struct ServeArgs {
     /// Log filter, like `info` or `herd_center=debug,info` [default: info; env RUST_LOG wins].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// `center` (the default) or `site`: a site server, which enrols with the center at
+    /// `--upstream`, serves its terminals with its own planner over the replicated catalog,
+    /// mirrors the signed packages and relays what its terminals report, queuing it while the
+    /// center is down.
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
+    /// Site: the center's URL, like https://center.example:8443.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Site, first start: the center's CA certificate (its ca.pem).
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// Site: this site's id (an identifier such as office-1).
+    #[arg(long, value_name = "ID")]
+    site_id: Option<String>,
+    /// Site, first start: a site enrolment token (`herd sites token create` at the center).
+    #[arg(long, value_name = "TOKEN")]
+    site_token: Option<String>,
+    /// Site: the URL its terminals and the center reach it at [default: https://<first
+    /// server name>:<listen port>].
+    #[arg(long, value_name = "URL")]
+    site_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -77,6 +99,12 @@ impl ServeArgs {
         flag!(metrics_listen);
         flag!(log_format);
         flag!(log);
+        flag!(role);
+        flag!(upstream);
+        flag!(upstream_ca);
+        flag!(site_id);
+        flag!(site_token);
+        flag!(site_url);
         if self.checkin_interval.is_some() {
             file.checkin_interval_secs = self.checkin_interval;
         }

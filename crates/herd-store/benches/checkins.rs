@@ -123,6 +123,7 @@ async fn enrol_fleet(store: &dyn Store, terminals: u64) {
             cert_sha256: format!("{:064x}", u128::from(i)),
             enrolled_at: 1_700_000_000,
             address: format!("192.168.{}.{}", i / 256 % 256, i % 256),
+            site: None,
         };
         store
             .enrol("bench", 1_700_000_000, terminal)

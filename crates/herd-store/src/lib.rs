@@ -290,6 +290,8 @@ pub struct NewTerminal {
     pub enrolled_at: i64,
     /// The address the terminal enrolled from (the first entry of its network map).
     pub address: String,
+    /// The site server it enrolled through, `None` when it enrolled with the center directly.
+    pub site: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -315,6 +317,50 @@ pub struct TerminalRow {
     pub planned_at: Option<i64>,
     /// The last `plan.report` event's data (JSON).
     pub last_report: Option<String>,
+}
+
+/// A site server enrolled with this center.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteRow {
+    pub id: String,
+    pub url: String,
+    /// SHA-256 (hex) of the DER certificate issued at its enrolment: only it acts as the site.
+    pub cert_sha256: String,
+    pub enrolled_at: i64,
+    pub last_contact: Option<i64>,
+    /// The highest queue seq of the site applied here.
+    pub relay_applied: u64,
+    /// What the site said of itself at its last pull (`SiteStatus` JSON).
+    pub status: Option<String>,
+    /// When the center last pushed to it (it had not pulled for a while).
+    pub pushed_at: Option<i64>,
+    /// Terminals enrolled through it.
+    pub terminals: u64,
+}
+
+/// One item of a site's queue to its center ([`Store::queue_push`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueItem {
+    pub terminal: String,
+    /// `checkin` (a terminal has at most one waiting: a newer one replaces it) or `events`.
+    pub kind: String,
+    /// The item's JSON.
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// A queued item with its seq.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedItem {
+    pub seq: u64,
+    pub item: QueueItem,
+}
+
+/// How much a site's queue holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub depth: u64,
+    pub oldest_at: Option<i64>,
 }
 
 /// What one check-in changes. Written in batches: [`Store::record_checkins`].
@@ -748,4 +794,60 @@ pub trait Store: Send + Sync + Debug {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError>;
+
+    // Site servers, the center's side.
+
+    /// Stores a site enrolment token (one use; `uses_left` and `reenrol_terminal` are ignored).
+    async fn site_token_insert(&self, token: EnrolTokenRow) -> Result<(), StoreError>;
+    /// Enrols a site with a site token, consuming it. A site already enrolled under this id is
+    /// enrolled again (a site that lost its data directory): its certificate and URL replaced,
+    /// its applied queue seq reset, since its new queue starts again at 1.
+    async fn site_enrol(
+        &self,
+        token_hash: &str,
+        now: i64,
+        id: &str,
+        url: &str,
+        cert_sha256: &str,
+    ) -> Result<SiteRow, EnrolError>;
+    async fn site(&self, id: &str) -> Result<Option<SiteRow>, StoreError>;
+    async fn sites(&self) -> Result<Vec<SiteRow>, StoreError>;
+    /// Records a site's call (and what it said of itself, when it said it).
+    async fn site_contact(&self, id: &str, at: i64, status: Option<&str>)
+    -> Result<(), StoreError>;
+    /// Raises a site's applied queue seq to `through` (never lowers it).
+    async fn site_relay_advance(&self, id: &str, through: u64) -> Result<(), StoreError>;
+    async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError>;
+    /// The site a terminal enrolled through: `None` for an unknown terminal, `Some(None)` for
+    /// one enrolled with the center directly.
+    async fn terminal_site(&self, id: &str) -> Result<Option<Option<String>>, StoreError>;
+
+    // Site servers, a site's side.
+
+    /// Replaces the feeds and the registry with the center's, at the center's catalog
+    /// revision (one transaction).
+    async fn replicate_catalog(
+        &self,
+        revision: u64,
+        feeds: &[StoredFeed],
+        registry: &Registry,
+    ) -> Result<(), StoreError>;
+    /// Replaces groups and placement rules with the center's, at its groups revision. A group
+    /// no longer at the center but still holding terminals here is kept until they move.
+    async fn replicate_groups(
+        &self,
+        revision: u64,
+        groups: &[GroupRow],
+        rules: &[RuleRow],
+    ) -> Result<(), StoreError>;
+    /// Adds a terminal the center enrolled (through this site or another), or replaces its
+    /// certificate, group and description when it is known already.
+    async fn terminal_adopt(&self, terminal: NewTerminal) -> Result<(), StoreError>;
+    /// Appends to the queue in order; a `checkin` replaces the terminal's waiting one.
+    async fn queue_push(&self, items: &[QueueItem]) -> Result<(), StoreError>;
+    /// The oldest `limit` items.
+    async fn queue_peek(&self, limit: u32) -> Result<Vec<QueuedItem>, StoreError>;
+    /// Deletes every item up to `through` (what the center acknowledged).
+    async fn queue_delete_through(&self, through: u64) -> Result<u64, StoreError>;
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
 }

@@ -27,9 +27,10 @@ use crate::common::{
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
     EnrolError, EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, OnlineKeyRow,
-    OnlineKeyState, PackageContent, PackageRow, PublishOutcome, Registry, RenewError, Revisions,
-    RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
-    TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem,
+    Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, SiteRow, Store, StoreError,
+    StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState,
+    UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -1148,7 +1149,8 @@ where
         // on the row lock and re-check `uses_left` after the one before them commits.
         let consumed: Option<Option<String>> = sqlx::query_scalar(
             "UPDATE enrol_tokens SET uses_left = uses_left - 1 \
-             WHERE hash = $1 AND uses_left > 0 AND expires_at > $2 RETURNING reenrol_terminal",
+             WHERE hash = $1 AND uses_left > 0 AND expires_at > $2 AND kind = 'terminal' \
+             RETURNING reenrol_terminal",
         )
         .bind(token_hash)
         .bind(now)
@@ -1156,13 +1158,14 @@ where
         .await
         .map_err(StoreError::from)?;
         if consumed.is_none() {
-            let expires_at: i64 =
-                sqlx::query_scalar("SELECT expires_at FROM enrol_tokens WHERE hash = $1")
-                    .bind(token_hash)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?
-                    .ok_or(EnrolError::TokenUnknown)?;
+            let expires_at: i64 = sqlx::query_scalar(
+                "SELECT expires_at FROM enrol_tokens WHERE hash = $1 AND kind = 'terminal'",
+            )
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(EnrolError::TokenUnknown)?;
             return Err(if expires_at <= now {
                 EnrolError::TokenExpired
             } else {
@@ -1202,6 +1205,14 @@ where
                 _ if is_foreign_key_violation(&error) => no_group().into(),
                 _ => StoreError::Db(error).into(),
             });
+        }
+        if let Some(site) = &terminal.site {
+            sqlx::query("UPDATE terminals SET site = $2 WHERE id = $1")
+                .bind(terminal.id.as_str())
+                .bind(site.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
         }
         sqlx::query(
             "INSERT INTO terminal_addresses (terminal, address, first_seen, last_seen, checkins) \
@@ -1557,4 +1568,409 @@ where
             .map(event_from_row)
             .collect()
     }
+
+    async fn site_token_insert(&self, token: EnrolTokenRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO enrol_tokens (hash, label, uses_left, created_at, expires_at, kind) \
+             VALUES ($1, $2, 1, $3, $4, 'site')",
+        )
+        .bind(token.hash.as_str())
+        .bind(token.label.as_str())
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || {
+                format!("an enrolment token with hash {} already exists", token.hash)
+            })
+        })?;
+        Ok(())
+    }
+
+    async fn site_enrol(
+        &self,
+        token_hash: &str,
+        now: i64,
+        id: &str,
+        url: &str,
+        cert_sha256: &str,
+    ) -> Result<SiteRow, EnrolError> {
+        let mut tx = self.write().await?;
+        let consumed: Option<i64> = sqlx::query_scalar(
+            "UPDATE enrol_tokens SET uses_left = uses_left - 1 \
+             WHERE hash = $1 AND uses_left > 0 AND expires_at > $2 AND kind = 'site' \
+             RETURNING expires_at",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if consumed.is_none() {
+            let expires_at: i64 = sqlx::query_scalar(
+                "SELECT expires_at FROM enrol_tokens WHERE hash = $1 AND kind = 'site'",
+            )
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(EnrolError::TokenUnknown)?;
+            return Err(if expires_at <= now {
+                EnrolError::TokenExpired
+            } else {
+                EnrolError::TokenUsedUp
+            });
+        }
+        sqlx::query(
+            "INSERT INTO sites (id, url, cert_sha256, enrolled_at, relay_applied) \
+             VALUES ($1, $2, $3, $4, 0) \
+             ON CONFLICT (id) DO UPDATE SET url = excluded.url, \
+             cert_sha256 = excluded.cert_sha256, enrolled_at = excluded.enrolled_at, \
+             relay_applied = 0, status = NULL, pushed_at = NULL",
+        )
+        .bind(id)
+        .bind(url)
+        .bind(cert_sha256)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let row = sqlx::query(SITE_SELECT_ONE)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        let site = site_from_row(&row)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(site)
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<SiteRow>, StoreError> {
+        sqlx::query(SITE_SELECT_ONE)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(site_from_row)
+            .transpose()
+    }
+
+    async fn sites(&self) -> Result<Vec<SiteRow>, StoreError> {
+        sqlx::query(assembled(format!("{SITE_SELECT} ORDER BY s.id")))
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(site_from_row)
+            .collect()
+    }
+
+    async fn site_contact(
+        &self,
+        id: &str,
+        at: i64,
+        status: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sites SET last_contact = $2, status = coalesce($3, status) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(status)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn site_relay_advance(&self, id: &str, through: u64) -> Result<(), StoreError> {
+        let through = to_db_int(through, "queue seq")?;
+        sqlx::query("UPDATE sites SET relay_applied = $2 WHERE id = $1 AND relay_applied < $2")
+            .bind(id)
+            .bind(through)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sites SET pushed_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn terminal_site(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
+        let row = sqlx::query("SELECT site FROM terminals WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(match row {
+            Some(row) => Some(row.try_get::<Option<String>, _>("site")?),
+            None => None,
+        })
+    }
+
+    async fn replicate_catalog(
+        &self,
+        revision: u64,
+        feeds: &[StoredFeed],
+        registry: &Registry,
+    ) -> Result<(), StoreError> {
+        let revision = to_db_int(revision, "catalog revision")?;
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM feeds").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM threat_owners")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM vendor_approvals")
+            .execute(&mut *tx)
+            .await?;
+        for feed in feeds {
+            sqlx::query(
+                "INSERT INTO feeds (vendor, doc, sha256, published_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(feed.vendor.as_str())
+            .bind(feed.doc.as_str())
+            .bind(feed.sha256.as_str())
+            .bind(feed.published_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for owner in &registry.threats {
+            sqlx::query(
+                "INSERT INTO threat_owners (threat, vendor, status, declared_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(owner.threat.as_str())
+            .bind(owner.vendor.as_str())
+            .bind(owner.status.as_str())
+            .bind(owner.declared_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for vendor in &registry.vendors {
+            sqlx::query(
+                "INSERT INTO vendor_approvals (vendor, status, first_published_at) \
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(vendor.vendor.as_str())
+            .bind(vendor.status.as_str())
+            .bind(vendor.first_published_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE revisions SET catalog = $1 WHERE id = 1")
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replicate_groups(
+        &self,
+        revision: u64,
+        groups: &[GroupRow],
+        rules: &[RuleRow],
+    ) -> Result<(), StoreError> {
+        let revision = to_db_int(revision, "groups revision")?;
+        let rules_json = rules_json(rules)?;
+        let mut tx = self.write().await?;
+        for group in groups {
+            sqlx::query(
+                "INSERT INTO groups (id, description, policy) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET description = excluded.description, \
+                 policy = excluded.policy",
+            )
+            .bind(group.id.as_str())
+            .bind(group.description.as_str())
+            .bind(group.policy.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM rules").execute(&mut *tx).await?;
+        let kept = to_json(&groups.iter().map(|g| [g.id.as_str()]).collect::<Vec<_>>())?;
+        sqlx::query(assembled(format!(
+            "DELETE FROM groups WHERE id NOT IN (SELECT r.value ->> 0 FROM {}) \
+             AND id <> $2 AND NOT EXISTS (SELECT 1 FROM terminals t WHERE t.group_id = groups.id)",
+            DB::json_rows("$1")
+        )))
+        .bind(kept.as_str())
+        .bind(UNKNOWN_GROUP)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(assembled(format!(
+            "INSERT INTO rules (position, group_id, rule) \
+             SELECT CAST(r.value ->> 0 AS INTEGER), r.value ->> 1, r.value ->> 2 FROM {}",
+            DB::json_rows("$1")
+        )))
+        .bind(rules_json.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE revisions SET groups = $1 WHERE id = 1")
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn terminal_adopt(&self, terminal: NewTerminal) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        Self::lock_terminal_changes(&mut tx).await?;
+        let current = sqlx::query(assembled(format!(
+            "{} WHERE t.id = $1",
+            DB::SELECT_TERMINALS
+        )))
+        .bind(terminal.id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(terminal_from_row)
+        .transpose()?;
+        match current {
+            Some(current) => {
+                if current.cert_sha256 != terminal.cert_sha256 {
+                    sqlx::query(DB::UPDATE_CERT_FROM)
+                        .bind(terminal.id.as_str())
+                        .bind(terminal.cert_sha256.as_str())
+                        .bind(current.cert_sha256.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if current.group != terminal.group {
+                    sqlx::query("UPDATE terminals SET group_id = $2 WHERE id = $1")
+                        .bind(terminal.id.as_str())
+                        .bind(terminal.group.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            None => {
+                DB::insert_terminal(&mut *tx, &terminal).await?;
+                sqlx::query(
+                    "INSERT INTO terminal_addresses \
+                     (terminal, address, first_seen, last_seen, checkins) \
+                     VALUES ($1, $2, $3, $3, 0)",
+                )
+                .bind(terminal.id.as_str())
+                .bind(terminal.address.as_str())
+                .bind(terminal.enrolled_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some(site) = &terminal.site {
+            sqlx::query("UPDATE terminals SET site = $2 WHERE id = $1")
+                .bind(terminal.id.as_str())
+                .bind(site.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Self::log_terminal_change(&mut tx, &terminal.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn queue_push(&self, items: &[QueueItem]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for item in items {
+            let checkin_of = (item.kind == "checkin").then_some(item.terminal.as_str());
+            if let Some(terminal) = checkin_of {
+                sqlx::query("DELETE FROM site_queue WHERE checkin_of = $1")
+                    .bind(terminal)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO site_queue (terminal, kind, body, created_at, checkin_of) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(item.terminal.as_str())
+            .bind(item.kind.as_str())
+            .bind(item.body.as_str())
+            .bind(item.created_at)
+            .bind(checkin_of)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn queue_peek(&self, limit: u32) -> Result<Vec<QueuedItem>, StoreError> {
+        sqlx::query(
+            "SELECT seq, terminal, kind, body, created_at FROM site_queue ORDER BY seq LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(QueuedItem {
+                seq: from_db_int(row.try_get("seq")?, "queue seq")?,
+                item: QueueItem {
+                    terminal: row.try_get("terminal")?,
+                    kind: row.try_get("kind")?,
+                    body: row.try_get("body")?,
+                    created_at: row.try_get("created_at")?,
+                },
+            })
+        })
+        .collect()
+    }
+
+    async fn queue_delete_through(&self, through: u64) -> Result<u64, StoreError> {
+        let through = to_db_int(through, "queue seq")?;
+        let done = sqlx::query("DELETE FROM site_queue WHERE seq <= $1")
+            .bind(through)
+            .execute(&self.writer)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let row =
+            sqlx::query("SELECT count(*) AS depth, min(created_at) AS oldest FROM site_queue")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(QueueStats {
+            depth: from_db_int(row.try_get("depth")?, "queue depth")?,
+            oldest_at: row.try_get("oldest")?,
+        })
+    }
+}
+
+const SITE_SELECT: &str = "SELECT s.id, s.url, s.cert_sha256, s.enrolled_at, s.last_contact, \
+     s.relay_applied, s.status, s.pushed_at, \
+     (SELECT count(*) FROM terminals t WHERE t.site = s.id) AS terminals FROM sites s";
+const SITE_SELECT_ONE: &str = "SELECT s.id, s.url, s.cert_sha256, s.enrolled_at, \
+     s.last_contact, s.relay_applied, s.status, s.pushed_at, \
+     (SELECT count(*) FROM terminals t WHERE t.site = s.id) AS terminals FROM sites s \
+     WHERE s.id = $1";
+
+fn site_from_row<R: Row>(row: &R) -> Result<SiteRow, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    Ok(SiteRow {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        cert_sha256: row.try_get("cert_sha256")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        last_contact: row.try_get("last_contact")?,
+        relay_applied: from_db_int(row.try_get("relay_applied")?, "queue seq")?,
+        status: row.try_get("status")?,
+        pushed_at: row.try_get("pushed_at")?,
+        terminals: from_db_int(row.try_get("terminals")?, "terminal count")?,
+    })
 }

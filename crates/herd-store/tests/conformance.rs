@@ -181,6 +181,7 @@ fn new_terminal(id: &str, group: &str) -> NewTerminal {
         cert_sha256: format!("cert-{id}"),
         enrolled_at: 50,
         address: "192.0.2.1".to_owned(),
+        site: None,
     }
 }
 

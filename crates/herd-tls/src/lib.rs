@@ -37,6 +37,10 @@ use x509_parser::prelude::FromDer;
 
 /// The prefix of the SAN URI that carries a terminal's identity in its client certificate.
 pub const TERMINAL_URI_PREFIX: &str = "urn:herd:terminal:";
+/// The SAN URI prefix of a site server's certificate.
+pub const SITE_URI_PREFIX: &str = "urn:herd:site:";
+/// The SAN URI of the center's own client certificate (it calls its sites with it).
+pub const CENTER_URI: &str = "urn:herd:center";
 
 /// The only ALPN protocol Herd speaks over TLS.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
@@ -109,6 +113,8 @@ pub enum CsrError {
     BadValidityDays { days: u32 },
     #[error("certificate validity must end after it starts")]
     EmptyValidity,
+    #[error("{name:?} is neither a DNS name nor an IP address")]
+    BadServerName { name: String },
     #[error("signing the terminal certificate failed: {0}")]
     Sign(rcgen::Error),
 }
@@ -469,6 +475,96 @@ impl CertificateAuthority {
         })
     }
 
+    /// Signs a site server's PKCS#10 request for `days` days: the SAN URI
+    /// `urn:herd:site:<site_id>` and the DNS names and IP addresses in `names` (what its
+    /// terminals connect to), EKU serverAuth and clientAuth — it serves its terminals and calls
+    /// the center with the same certificate. As for terminals, only the request's key is used.
+    pub fn sign_site_csr(
+        &self,
+        csr_pem: &str,
+        site_id: &str,
+        names: &[String],
+        days: u32,
+    ) -> Result<IssuedCert, CsrError> {
+        if !is_valid_terminal_id(site_id) {
+            return Err(CsrError::BadTerminalId {
+                id: site_id.to_owned(),
+            });
+        }
+        if days == 0 || days > MAX_TERMINAL_VALIDITY_DAYS {
+            return Err(CsrError::BadValidityDays { days });
+        }
+        let public_key = verified_csr_public_key(csr_pem)?;
+        let now = SystemTime::now();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(site_id);
+        let uri = format!("{SITE_URI_PREFIX}{site_id}")
+            .try_into()
+            .map_err(|e: rcgen::Error| CsrError::Sign(e))?;
+        let mut sans = vec![SanType::URI(uri)];
+        for name in names {
+            sans.push(
+                server_san(name).map_err(|_| CsrError::BadServerName { name: name.clone() })?,
+            );
+        }
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        set_validity(
+            &mut params,
+            now - BACKDATE,
+            (now + DAY * days).min(self.issuer_not_after),
+        );
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(CsrError::Sign)?;
+        Ok(IssuedCert {
+            cert_pem: format!("{}{}", cert.pem(), self.chain_pem),
+            cert_sha256: cert_sha256_hex(cert.der()),
+        })
+    }
+
+    /// The center's own client certificate and a fresh key (SAN URI `urn:herd:center`, EKU
+    /// clientAuth, valid a year): what it presents when it pushes to a site.
+    pub fn issue_center_client(&self) -> Result<KeyPairPem, TlsError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name("herd center");
+        params.subject_alt_names = vec![SanType::URI(CENTER_URI.try_into().map_err(|source| {
+            TlsError::Generate {
+                what: "the center's client certificate",
+                source,
+            }
+        })?)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        let now = SystemTime::now();
+        set_validity(
+            &mut params,
+            now - BACKDATE,
+            (now + SERVER_VALIDITY).min(self.issuer_not_after),
+        );
+        let key = new_key("the center's client key")?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|source| TlsError::Generate {
+                what: "the center's client certificate",
+                source,
+            })?;
+        Ok(KeyPairPem {
+            cert_pem: format!("{}{}", cert.pem(), self.chain_pem),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     /// The rustls server config of the center: the given server certificate and key; client
     /// certificates optional but, when presented, verified against this CA.
     pub fn server_config(&self, server: &KeyPairPem) -> Result<Arc<ServerConfig>, TlsError> {
@@ -549,6 +645,17 @@ impl TrustSlot {
     pub fn new(ca: &CertificateAuthority) -> Result<TrustSlot, TlsError> {
         Ok(TrustSlot {
             current: std::sync::RwLock::new(client_verifier(ca.trust_der.clone())?),
+        })
+    }
+
+    /// A slot verifying client certificates against the PEM certificates of `ca_pem` (a site
+    /// server, which verifies its terminals against the center's CA without holding it).
+    pub fn from_pem(ca_pem: &str) -> Result<TrustSlot, TlsError> {
+        Ok(TrustSlot {
+            current: std::sync::RwLock::new(client_verifier(certs_from_pem(
+                ca_pem,
+                "the CA certificate",
+            )?)?),
         })
     }
 
@@ -738,6 +845,36 @@ pub fn terminal_id_of(cert_der: &[u8]) -> Option<String> {
     found
         .filter(|id| is_valid_terminal_id(id))
         .map(str::to_owned)
+}
+
+/// The SAN URIs of a certificate that start with `prefix`, with the prefix removed; `None`
+/// when the certificate does not parse or has no SAN extension.
+fn uris_with_prefix(cert_der: &[u8], prefix: &str) -> Option<Vec<String>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    Some(
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) => uri.strip_prefix(prefix).map(str::to_owned),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The site id in a site server's certificate (`urn:herd:site:<id>`); `None` as for
+/// [`terminal_id_of`]. Only meaningful on a certificate the TLS layer has verified.
+pub fn site_id_of(cert_der: &[u8]) -> Option<String> {
+    let ids = uris_with_prefix(cert_der, SITE_URI_PREFIX)?;
+    let first = ids.first()?;
+    (ids.iter().all(|id| id == first) && is_valid_terminal_id(first)).then(|| first.clone())
+}
+
+/// Whether a certificate is the center's own client certificate (`urn:herd:center`).
+pub fn is_center_cert(cert_der: &[u8]) -> bool {
+    uris_with_prefix(cert_der, CENTER_URI).is_some_and(|rest| rest.iter().any(String::is_empty))
 }
 
 /// SHA-256 of a DER certificate, lowercase hex.

@@ -406,3 +406,44 @@ fn a_certificate_never_outlives_its_issuer() {
     let server = ca.issue_server(&["localhost".into()]).unwrap();
     assert_eq!(cert_not_after(&server.cert_pem).unwrap(), ends);
 }
+
+#[test]
+fn site_certificates_name_the_site_and_its_addresses_and_serve_and_call() {
+    let ca = ca();
+    let (_, csr) = new_key_and_csr("office-1").unwrap();
+    let issued = ca
+        .sign_site_csr(
+            &csr,
+            "office-1",
+            &["site.example".into(), "127.0.0.2".into()],
+            365,
+        )
+        .unwrap();
+    let der = parse(&issued.cert_pem);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && eku.server_auth && !eku.any);
+    assert_eq!(site_id_of(&der).as_deref(), Some("office-1"));
+    // A site is never a terminal, nor the center.
+    assert_eq!(terminal_id_of(&der), None);
+    assert!(!is_center_cert(&der));
+    // A terminal is never a site.
+    let (_, csr) = new_key_and_csr("45a").unwrap();
+    let terminal = parse(&ca.sign_terminal_csr(&csr, "45a", 30).unwrap().cert_pem);
+    assert_eq!(site_id_of(&terminal), None);
+    assert!(!is_center_cert(&terminal));
+    let center = parse(&ca.issue_center_client().unwrap().cert_pem);
+    assert!(is_center_cert(&center));
+    assert_eq!(site_id_of(&center), None);
+    assert_eq!(terminal_id_of(&center), None);
+    let (_, csr) = new_key_and_csr("x").unwrap();
+    assert!(matches!(
+        ca.sign_site_csr(&csr, "bad id", &[], 365).unwrap_err(),
+        CsrError::BadTerminalId { .. }
+    ));
+    assert!(matches!(
+        ca.sign_site_csr(&csr, "ok", &["a/b".into()], 365)
+            .unwrap_err(),
+        CsrError::BadServerName { .. }
+    ));
+}

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncSeekExt as _, ReadBuf};
 
 #[cfg(test)]
 use crate::blobs::PutOutcome;
@@ -76,8 +76,21 @@ pub async fn serve(
     sha256: &str,
     headers: &HeaderMap,
 ) -> Result<Response, BlobError> {
-    let mut blob = store.read(sha256).await?;
-    let size = blob.size;
+    let blob = store.read(sha256).await?;
+    let path = blob.path().to_owned();
+    serve_file(blob.file, blob.size, sha256, headers)
+        .await
+        .map_err(|source| BlobError::Io { path, source })
+}
+
+/// [`serve`] for a file opened elsewhere (the site's mirror cache): `file` holds the blob
+/// `sha256` of `size` bytes, read from its current position, which must be the start.
+pub async fn serve_file(
+    mut file: tokio::fs::File,
+    size: u64,
+    sha256: &str,
+    headers: &HeaderMap,
+) -> io::Result<Response> {
     let etag = format!("\"{sha256}\"");
     let response = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
@@ -116,13 +129,13 @@ pub async fn serve(
         }
     };
     if start > 0 {
-        blob.seek(start).await?;
+        file.seek(io::SeekFrom::Start(start)).await?;
     }
     let response = response
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len);
-    Ok(finish(response, Body::new(FileBody::new(blob.file, len))))
+    Ok(finish(response, Body::new(FileBody::new(file, len))))
 }
 
 fn finish(builder: axum::http::response::Builder, body: Body) -> Response {

@@ -35,6 +35,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         | ErrorKind::DigestMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::WrongRole => StatusCode::MISDIRECTED_REQUEST,
     }
 }
 

@@ -314,3 +314,69 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             })
     }
 }
+
+/// The site server behind the connection's certificate (center side of the site endpoints).
+#[derive(Debug, Clone)]
+pub struct SiteCaller(pub String);
+
+impl FromRequestParts<Arc<Center>> for SiteCaller {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        center: &Arc<Center>,
+    ) -> CenterResult<SiteCaller> {
+        let conn = ConnInfo::from_request_parts(parts, center).await?;
+        center
+            .site_caller(conn.peer.as_deref())
+            .await
+            .map(SiteCaller)
+    }
+}
+
+/// The center calling one of its sites with its own certificate (a site's notify endpoint).
+#[derive(Debug, Clone, Copy)]
+pub struct CenterCaller;
+
+impl FromRequestParts<Arc<Center>> for CenterCaller {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        center: &Arc<Center>,
+    ) -> CenterResult<CenterCaller> {
+        let conn = ConnInfo::from_request_parts(parts, center).await?;
+        match conn.peer.as_deref() {
+            Some(peer) if peer.center => Ok(CenterCaller),
+            Some(_) => Err(CenterError::forbidden(
+                "only the center may notify a site; this certificate is not the center's",
+            )),
+            None => Err(CenterError::new(
+                ErrorKind::ClientCertRequired,
+                "the center notifies a site with its client certificate",
+            )),
+        }
+    }
+}
+
+impl JsonRequest for herd_proto::site::SiteEnrolRequest {
+    const WHAT: &'static str = "the site enrolment";
+}
+impl JsonRequest for herd_proto::site::RelayedEnrol {
+    const WHAT: &'static str = "the relayed enrolment";
+}
+impl JsonRequest for herd_proto::site::RelayedRenewal {
+    const WHAT: &'static str = "the relayed renewal";
+}
+impl JsonRequest for herd_proto::site::RelayBatch {
+    const WHAT: &'static str = "the relay batch";
+    // A site sends at most 8 MiB of queue per batch (and always at least one item, which is a
+    // terminal's event batch of at most 8 MiB).
+    const LIMIT: u64 = 20 * MAX_JSON_BODY;
+}
+impl JsonRequest for herd_proto::site::SiteChanges {
+    const WHAT: &'static str = "the notification";
+}
+impl JsonRequest for herd_proto::api::NewSiteToken {
+    const WHAT: &'static str = "the token request";
+}

@@ -124,6 +124,8 @@ pub async fn serve(
                                     Arc::new(PeerIdentity {
                                         sha256: herd_tls::cert_sha256_hex(cert.as_ref()),
                                         terminal: herd_tls::terminal_id_of(cert.as_ref()),
+                                        site: herd_tls::site_id_of(cert.as_ref()),
+                                        center: herd_tls::is_center_cert(cert.as_ref()),
                                     })
                                 });
                             let info = ConnInfo { remote, peer };

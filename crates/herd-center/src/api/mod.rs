@@ -10,6 +10,8 @@ pub mod extract;
 pub mod listener;
 mod operators;
 mod registry;
+pub mod site_mirror;
+mod sites;
 mod terminals;
 mod trust;
 pub mod tuf;
@@ -44,6 +46,7 @@ use crate::{Center, CenterError};
         (name = "terminals", description = "Enrolment, check-in and events (mutual TLS)."),
         (name = "vendors", description = "Catalog feeds and packages (vendor or operator token)."),
         (name = "operators", description = "The fleet, the catalog, groups and tokens (operator token)."),
+        (name = "sites", description = "Site servers: operators make site tokens and list sites; a site enrols, pulls, replicates and relays with its certificate; the center pushes to a site."),
         (name = "public", description = "Health, the CA certificate, this document.")
     )
 )]
@@ -52,6 +55,9 @@ struct ApiDoc;
 /// The application and its OpenAPI document. Everything a test needs to call the API in
 /// process, without a socket.
 pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
+    if center.site().is_some() {
+        return site_router(center);
+    }
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ca_pem))
@@ -91,6 +97,17 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(trust::new_online_key))
         .routes(routes!(trust::put_signing_key))
         .routes(routes!(trust::put_role))
+        .routes(routes!(sites::new_site_token))
+        .routes(routes!(sites::list_sites))
+        .routes(routes!(sites::enrol_site))
+        .routes(routes!(sites::site_changes))
+        .routes(routes!(sites::site_catalog))
+        .routes(routes!(sites::site_groups))
+        .routes(routes!(sites::relay_enrol))
+        .routes(routes!(sites::relay_renew))
+        .routes(routes!(sites::site_terminal))
+        .routes(routes!(sites::relay))
+        .routes(routes!(sites::notify))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
@@ -120,6 +137,69 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         })
         .fallback(|| async {
             CenterError::not_found("no such endpoint; the API is described at /v1/openapi.json")
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            center,
+            count_responses,
+        ));
+    (router, openapi)
+}
+
+/// A site server's router: its terminals' endpoints (enrolment and renewal relayed to the
+/// center), the center's push, the fleet as this site sees it (read-only for its operators),
+/// health and metrics. What only the center does answers `wrong_role` with where to go.
+fn site_router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ca_pem))
+        .routes(routes!(terminals::enrol))
+        .routes(routes!(terminals::checkin))
+        .routes(routes!(terminals::events))
+        .routes(routes!(terminals::renew))
+        .routes(routes!(sites::notify))
+        .routes(routes!(operators::catalog))
+        .routes(routes!(operators::coverage))
+        .routes(routes!(operators::list_terminals))
+        .routes(routes!(operators::terminal_detail))
+        .routes(routes!(operators::terminal_plan))
+        .routes(routes!(operators::terminal_gap))
+        .routes(routes!(operators::exposed))
+        .routes(routes!(operators::list_groups))
+        .with_state(center.clone())
+        .split_for_parts();
+    let mirror = center
+        .site()
+        .map(|site| site.mirror.clone())
+        .expect("a site router is built for a site");
+    // Packages go to this site's terminals only, as the center's go to terminals and callers
+    // with tokens; the signed metadata and targets are public, as on the center.
+    let packages = site_mirror::packages_router(mirror.clone()).route_layer(
+        axum::middleware::from_fn_with_state(center.clone(), require_terminal),
+    );
+    let router = router
+        .merge(site_mirror::tuf_router(mirror))
+        .merge(packages);
+    let upstream = center
+        .site()
+        .map(|site| site.identity.upstream.clone())
+        .unwrap_or_default();
+    let router = router
+        .merge(if center.config.metrics_listen.is_some() {
+            Router::new()
+        } else {
+            metrics_router(center.clone())
+        })
+        .fallback(move || {
+            let upstream = upstream.clone();
+            async move {
+                CenterError::new(
+                    crate::ErrorKind::WrongRole,
+                    format!(
+                        "this is a site server, which serves its terminals; everything else is \
+                         done at the center, {upstream}"
+                    ),
+                )
+            }
         })
         .layer(axum::middleware::from_fn_with_state(
             center,
@@ -207,6 +287,22 @@ fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Lets a request through only with the client certificate of a terminal this site serves.
+async fn require_terminal(
+    State(center): State<Arc<Center>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<listener::ConnInfo>()
+        .and_then(|conn| conn.peer.clone());
+    match center.terminal(peer.as_deref()).await {
+        Ok(_) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
 async fn count_responses(
     State(center): State<Arc<Center>>,
     request: Request,
@@ -229,7 +325,7 @@ async fn health() -> impl IntoResponse {
 async fn ca_pem(State(center): State<Arc<Center>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
-        center.ca().trust_pem().to_owned(),
+        center.trust_pem(),
     )
 }
 
@@ -239,10 +335,11 @@ fn metrics_router(center: Arc<Center>) -> Router {
 }
 
 async fn metrics(State(center): State<Arc<Center>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        center.metrics.render(),
-    )
+    let mut text = center.metrics.render();
+    if let Some(site) = center.site() {
+        text.push_str(&site.mirror.stats().render());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Runs the center until SIGINT or SIGTERM. Binding errors (port in use, no permission) are
@@ -267,12 +364,18 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(center.clone().follow_revisions(stop_rx.clone()));
-    tokio::spawn(
-        center
-            .clone()
-            .keep_server_certificate_fresh(stop_rx.clone()),
-    );
-    tokio::spawn(center.clone().collect_blobs_periodically(stop_rx.clone()));
+    if center.site().is_some() {
+        // A site's certificate is the center's to issue; it enrols again to replace it.
+        center.start_site_tasks(stop_rx.clone());
+    } else {
+        tokio::spawn(
+            center
+                .clone()
+                .keep_server_certificate_fresh(stop_rx.clone()),
+        );
+        tokio::spawn(center.clone().collect_blobs_periodically(stop_rx.clone()));
+        tokio::spawn(center.clone().push_to_late_sites(stop_rx.clone()));
+    }
     let local = tls_listener.local_addr()?;
     let mut servers = vec![tokio::spawn(listener::serve(
         tls_listener,
@@ -311,7 +414,8 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         url = %format!("https://{local}"),
         store = %center.config.database_for_display(),
         ca = %center.config.data_dir.join("ca.pem").display(),
-        "herd center listening"
+        "herd {} listening",
+        if center.site().is_some() { "site server" } else { "center" }
     );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");

@@ -8,7 +8,7 @@
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
 //! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
-//! `registry.rs` (threats, vendors, blobs), `trust.rs` (the signed repository's status),
+//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `trust.rs` (the signed repository's status),
 //! `ca.rs` (the CA: offline root, intermediates, KEKs), `keys.rs` (signed distribution's root
 //! keys, a vendor's signing key) with `vendor_role.rs` (the role a vendor signs itself on
 //! `herd publish --key`).
@@ -24,6 +24,7 @@ mod keys;
 mod output;
 mod plan;
 mod registry;
+mod sites;
 mod table;
 mod tokens;
 mod trust;
@@ -39,6 +40,7 @@ use config::{GroupsCommand, RulesCommand};
 use fleet::{TerminalArgs, TerminalsArgs};
 use keys::KeysCommand;
 use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
+use sites::SitesCommand;
 use tokens::{EnrolTokenCommand, TokenCommand};
 use trust::TrustCommand;
 use vendor::{PublishArgs, UploadArgs};
@@ -100,6 +102,10 @@ pub enum AdminCommand {
     /// The signed repository terminals verify packages with (TUF): its status.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Site servers (`herd serve --role site`): their state, queues and caches, and tokens
+    /// for new ones.
+    #[command(subcommand, visible_alias = "site")]
+    Sites(SitesCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -132,5 +138,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Blobs(command) => registry::blobs(command),
         AdminCommand::Trust(command) => trust::run(command),
         AdminCommand::Keys(command) => keys::run(command),
+        AdminCommand::Sites(command) => sites::run(command),
     }
 }

@@ -1,0 +1,101 @@
+//! The site server (`herd serve --role site`, SPEC §2, §3.5): the center's code in its second
+//! role. A site enrols with its center once (`link.rs`: its identity under `<data>/site/`), then
+//! replicates what its planner needs — the catalog's inputs, groups and rules (`sync.rs`, the
+//! pull held by the center, with the center's push behind it) — answers its terminals'
+//! check-ins itself with the same planner, relays their enrolments and renewals, and sends what
+//! they report upstream through its durable queue (`queue.rs`), so its terminals keep being
+//! served while the center is down and nothing they reported is lost or applied twice.
+
+mod link;
+pub mod mirror;
+mod queue;
+mod sync;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use herd_tls::KeyPairPem;
+use tokio::sync::{Mutex, Notify, watch};
+
+pub use link::SiteIdentity;
+
+use crate::Center;
+
+/// What a site process holds of its link to the center.
+#[derive(Debug)]
+pub struct SiteLink {
+    pub identity: SiteIdentity,
+    /// The center, with this site's certificate (blocking: called off the async threads).
+    client: herd_client::Client,
+    /// Wakes the forwarder when something was queued.
+    forward_wake: Notify,
+    /// One sync at a time (the pull loop's and a push's).
+    syncing: Mutex<()>,
+    /// The change token of the center as of the last sync.
+    last_token: std::sync::Mutex<Option<String>>,
+    /// The center's `timestamp.json` version as of the last sync.
+    timestamp_version: AtomicU64,
+    /// The center's signed metadata and packages, mirrored for this site's terminals.
+    pub mirror: Arc<mirror::Mirror>,
+}
+
+impl SiteLink {
+    /// Opens the site's identity, enrolling with the center at the first start.
+    pub(crate) async fn open(
+        data_dir: &std::path::Path,
+        config: &crate::config::SiteConfig,
+        server_names: &[String],
+    ) -> anyhow::Result<SiteLink> {
+        let identity = link::open_or_enrol(data_dir, config, server_names).await?;
+        let client = herd_client::Client::new(
+            &identity.upstream,
+            &identity.ca_pem,
+            Some(&identity.key_pair()),
+        )?;
+        // Opening reads the cache once (every blob is hashed again): off the async threads.
+        let mirror_dir = data_dir.join("site").join("mirror");
+        let repository = client.repository();
+        let root = identity.tuf_root.clone();
+        let limit = config.cache_bytes;
+        let mirror = tokio::task::spawn_blocking(move || {
+            mirror::Mirror::open(&mirror_dir, limit, repository, root.as_bytes())
+        })
+        .await?
+        .map_err(|err| anyhow::anyhow!("cannot open the site's mirror: {err}"))?;
+        Ok(SiteLink {
+            mirror,
+            identity,
+            client,
+            forward_wake: Notify::new(),
+            syncing: Mutex::new(()),
+            last_token: std::sync::Mutex::new(None),
+            timestamp_version: AtomicU64::new(0),
+        })
+    }
+
+    /// The site's certificate and key, which its listener serves.
+    pub fn key_pair(&self) -> KeyPairPem {
+        self.identity.key_pair()
+    }
+
+    /// The version of the center's `timestamp.json` this site mirrors.
+    pub fn timestamp_version(&self) -> u64 {
+        self.timestamp_version.load(Relaxed)
+    }
+}
+
+impl Center {
+    /// The site link, when this process is a site server.
+    pub fn site(&self) -> Option<&SiteLink> {
+        self.site.as_deref()
+    }
+
+    /// Starts a site's background work: the pull loop and the queue's forwarder.
+    pub(crate) fn start_site_tasks(self: &Arc<Center>, shutdown: watch::Receiver<bool>) {
+        if self.site.is_none() {
+            return;
+        }
+        tokio::spawn(self.clone().pull_loop(shutdown.clone()));
+        tokio::spawn(self.clone().forward_loop(shutdown));
+    }
+}
