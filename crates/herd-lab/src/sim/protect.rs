@@ -206,7 +206,12 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
         first.package_bytes, first.secs
     );
 
-    let sites = protect_sites::start_sites(&center, args.sites, &work.path)?;
+    let sites = protect_sites::start_sites(
+        &center,
+        args.sites,
+        args.terminals.div_ceil(args.sites.max(1)),
+        &work.path,
+    )?;
     let upstreams: Vec<String> = if sites.is_empty() {
         vec![center.addr()?.to_string()]
     } else {
@@ -590,6 +595,7 @@ impl Fleet {
                 wake: match args.wake {
                     WakeMode::Push => Wake::Push {
                         wait_secs: args.wait_secs,
+                        fallback_poll_ms: args.poll_ms,
                     },
                     WakeMode::Poll => Wake::Poll {
                         interval_ms: args.poll_ms,

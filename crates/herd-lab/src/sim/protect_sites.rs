@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use herd_proto::site::{SITE_TOKENS, SiteTokenResponse};
-use hyper::Method;
+use herd_client::Client;
+use herd_proto::site::SITE_TOKENS;
 
 use super::center::SpawnedCenter;
-use super::client::{Endpoint, Https};
 use crate::harness::{CenterProcess, CenterSpec, free_port, read_text};
 
 /// A running site server; dropping it kills the process.
@@ -37,7 +36,12 @@ pub fn site_ip(index: usize) -> String {
 
 /// Starts `count` sites in front of `center`, each with its data under `work/site-<n>`, and
 /// waits until each answers.
-pub fn start_sites(center: &SpawnedCenter, count: usize, work: &Path) -> anyhow::Result<Vec<Site>> {
+pub fn start_sites(
+    center: &SpawnedCenter,
+    count: usize,
+    terminals_per_site: usize,
+    work: &Path,
+) -> anyhow::Result<Vec<Site>> {
     if count > 250 {
         bail!("--sites {count}: at most 250 (one loopback address each)");
     }
@@ -46,14 +50,28 @@ pub fn start_sites(center: &SpawnedCenter, count: usize, work: &Path) -> anyhow:
     let mut sites = Vec::with_capacity(count);
     for index in 0..count {
         let id = format!("sim-site-{index}");
-        let token = site_token(center).with_context(|| {
+        let token = site_token(center, &id).with_context(|| {
             format!("creating the enrolment token of {id} (POST {SITE_TOKENS})")
         })?;
         let ip = site_ip(index);
         let listen = format!("{ip}:{}", free_port()?);
         let data_dir = work.join(format!("site-{index}"));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        // A site holds a connection per terminal, beyond the default limit of 10,000.
+        let config = data_dir.join("site.toml");
+        std::fs::write(
+            &config,
+            format!("max_connections = {}\n", terminals_per_site + 1000),
+        )
+        .with_context(|| format!("cannot write {}", config.display()))?;
+        let center_ca = center.data_dir().join("ca.pem");
         let spec = CenterSpec::new(&exe, &data_dir)
             .listen(&listen)
+            .arg("-c")
+            .arg(config.clone())
+            .arg("--upstream-ca")
+            .arg(center_ca)
             .args([
                 "--role",
                 "site",
@@ -82,38 +100,13 @@ pub fn start_sites(center: &SpawnedCenter, count: usize, work: &Path) -> anyhow:
 }
 
 /// A new site enrolment token from the center, asked with the operator's token.
-fn site_token(center: &SpawnedCenter) -> anyhow::Result<String> {
+fn site_token(center: &SpawnedCenter, label: &str) -> anyhow::Result<String> {
     let ca_pem = read_text(&center.data_dir().join("ca.pem"), "the center's CA")?;
     let token = read_text(
         &center.data_dir().join("operator.token"),
         "the operator token",
     )?;
-    let endpoint = Endpoint::loopback(center.addr()?);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start an async runtime")?;
-    let (status, body) = runtime.block_on(async {
-        let mut connection = Https::connect(&endpoint, herd_tls::client_config(&ca_pem, None)?)
-            .await
-            .with_context(|| format!("cannot connect to the center at {}", endpoint.addr))?;
-        let request = serde_json::json!({"label": "herd sim protect"});
-        connection
-            .call(
-                Method::POST,
-                SITE_TOKENS,
-                Some(token.trim()),
-                Some(request.to_string().into_bytes()),
-            )
-            .await
-    })?;
-    if !status.is_success() {
-        bail!(
-            "the center answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let created: SiteTokenResponse =
-        serde_json::from_slice(&body).context("the answer is not a site token")?;
-    Ok(created.token)
+    let operator =
+        Client::new(&format!("https://{}", center.addr()?), &ca_pem, None)?.with_token(&token);
+    Ok(operator.new_site_token(label)?.token)
 }

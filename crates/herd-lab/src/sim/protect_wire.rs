@@ -39,8 +39,12 @@ pub struct WorkerOrders {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Wake {
-    /// Holding `GET /v1/wait` (falling back to polling where it is refused).
-    Push { wait_secs: u64 },
+    /// Holding `GET /v1/wait`, falling back to polling every `fallback_poll_ms` where it is
+    /// refused.
+    Push {
+        wait_secs: u64,
+        fallback_poll_ms: u64,
+    },
     /// Checking in every `interval_ms` (with jitter), as an agent without push does.
     Poll { interval_ms: u64 },
 }

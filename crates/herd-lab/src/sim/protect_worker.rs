@@ -603,11 +603,13 @@ impl From<String> for Stop {
 
 impl Terminal {
     async fn live(mut self, sim: Arc<Sim>) {
-        let poll_interval = match sim.wake {
-            Wake::Poll { interval_ms } => Some(Duration::from_millis(interval_ms.max(1))),
-            Wake::Push { .. } => None,
+        let (poll_interval, push) = match sim.wake {
+            Wake::Poll { interval_ms } => (Duration::from_millis(interval_ms.max(1)), false),
+            Wake::Push {
+                fallback_poll_ms, ..
+            } => (Duration::from_millis(fallback_poll_ms.max(1)), true),
         };
-        self.polling = poll_interval.is_some();
+        self.polling = !push;
         // The first cycle: the check-in at start-up and the metadata it will compare with.
         self.cycle_with_retries(&sim).await;
         loop {
@@ -616,13 +618,13 @@ impl Terminal {
                 sim.holding.fetch_add(1, Relaxed);
             }
             if self.polling {
-                let interval = poll_interval.unwrap_or(Duration::from_secs(1));
-                let jitter = rand::random::<u64>() % (interval.as_millis() as u64 + 1);
-                tokio::time::sleep(interval / 2 + Duration::from_millis(jitter / 2)).await;
+                // Uniformly within [interval / 2, interval], as an agent's jittered interval.
+                let jitter = rand::random::<u64>() % (poll_interval.as_millis() as u64 + 1);
+                tokio::time::sleep(poll_interval / 2 + Duration::from_millis(jitter / 2)).await;
                 self.cycle_with_retries(&sim).await;
                 continue;
             }
-            let Wake::Push { wait_secs } = sim.wake else {
+            let Wake::Push { wait_secs, .. } = sim.wake else {
                 unreachable!("push")
             };
             match self.wait(&sim, wait_secs).await {
@@ -650,16 +652,27 @@ impl Terminal {
 
     /// Holds `GET /v1/wait` until the change token moves (true) or the wait times out.
     async fn wait(&mut self, sim: &Sim, wait_secs: u64) -> Result<bool, String> {
-        let path = format!(
-            "{WAIT}?after={}&timeout_secs={wait_secs}",
-            percent_encode(&self.token)
-        );
+        // Without `after` the upstream answers at once with its current token.
+        let path = if self.token.is_empty() {
+            format!("{WAIT}?timeout_secs={wait_secs}")
+        } else {
+            format!(
+                "{WAIT}?after={}&timeout_secs={wait_secs}",
+                percent_encode(&self.token)
+            )
+        };
         let timeout = Duration::from_secs(wait_secs) + REQUEST_TIMEOUT;
         let (status, body) = self
             .send(sim, Method::GET, &path, None, timeout)
             .await
             .map_err(|kind| format!("{kind}"))?;
-        if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
+        // An upstream without the endpoint (404, 405) or a site that sends it elsewhere (421).
+        if matches!(
+            status,
+            StatusCode::NOT_FOUND
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::MISDIRECTED_REQUEST
+        ) {
             // No push here: poll as an agent that cannot hold a connection does.
             if !self.polling {
                 self.polling = true;
