@@ -1,5 +1,6 @@
-//! `herd sim protect` end to end, small: a real center, simulated terminals in two worker
-//! processes enrolled with real certificates, two releases published; every terminal must be
+//! `herd sim protect` end to end, small: a real center (and two real sites), simulated
+//! terminals in two worker processes enrolled with real certificates, two releases published;
+//! every terminal must be
 //! protected in every run (checked in, verified the signed metadata, downloaded and checked
 //! the package, reported) and the report's numbers must agree with each other. Asserts no
 //! timings beyond the run's own limit.
@@ -96,6 +97,33 @@ fn every_terminal_at_the_center_is_protected_in_every_run() {
     for run in report["runs"].as_array().expect("runs") {
         assert!(run["upstream_bytes"].is_null(), "{run:#}");
         assert_eq!(run["one_copy_per_site_bytes"], 0, "{run:#}");
+    }
+}
+
+#[test]
+fn every_terminal_behind_two_sites_is_protected_and_each_package_crosses_once_per_site() {
+    let report = protect(&[
+        "--terminals",
+        "200",
+        "--sites",
+        "2",
+        "--processes",
+        "2",
+        "--definitions-kib",
+        "8",
+    ]);
+    check_fully_protected(&report, 200);
+    for run in report["runs"].as_array().expect("runs") {
+        let package = run["package_bytes"].as_u64().expect("a package size");
+        assert_eq!(run["one_copy_per_site_bytes"], package * 2, "{run:#}");
+        // The sites fetched the package from the center once each, not once per terminal.
+        let upstream = run["upstream_bytes"]
+            .as_u64()
+            .expect("the sites' upstream bytes");
+        assert!(
+            (package * 2..package * 4).contains(&upstream),
+            "{upstream} bytes for a {package}-byte package: {run:#}"
+        );
     }
 }
 
