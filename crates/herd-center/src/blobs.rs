@@ -12,18 +12,36 @@
 //! Nothing here holds a whole blob in memory: packages can be far larger than RAM allows.
 //! Digests are checked to be exactly 64 lowercase hexadecimal digits before they are ever
 //! joined to a path, which is what makes path traversal impossible.
+//!
+//! With `blob_store = "s3"` the blobs live in an S3-compatible bucket instead (`s3.rs`), under
+//! `<s3_prefix><sha256>`, so several center processes share them without a shared disk; the
+//! root directory then only spools: an upload is written and verified there exactly as above,
+//! then sent with one `PUT` (which the object store checks against the same SHA-256 and makes
+//! visible whole or not at all), and reads that need a file (hashing a package's content,
+//! making a delta) download into an unnamed spool file. Downloads to clients stream from a
+//! ranged `GET` ([`BlobStore::open_for_serving`]).
 
+mod s3;
+
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWriteExt, ReadBuf};
+
+use s3::Remote;
 
 /// Upload bytes buffered before a write to the temporary file.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes read from a blob file per chunk served.
+const READ_CHUNK: usize = 64 * 1024;
 /// Temporary files untouched for this long belong to no live upload (every write touches them).
 pub(crate) const STALE_UPLOAD: Duration = Duration::from_secs(3600);
 
@@ -54,6 +72,10 @@ pub enum BlobError {
     /// Whatever delivers the upload's bytes (a request body) failed before its end.
     #[error("reading the upload failed: {0}")]
     Source(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The object store failed or refused a request (the error names the request and the
+    /// endpoint).
+    #[error("the object store: {0}")]
+    Remote(#[from] herd_s3::S3Error),
 }
 
 /// What a committed [`Upload`] did.
@@ -68,6 +90,8 @@ pub struct PutOutcome {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dirs: Arc<Dirs>,
+    /// The bucket blobs live in, when not in `dirs.blobs`.
+    remote: Option<Remote>,
 }
 
 #[derive(Debug)]
@@ -111,7 +135,41 @@ impl BlobStore {
         sweep_stale_uploads(&dirs.tmp)?;
         Ok(BlobStore {
             dirs: Arc::new(dirs),
+            remote: None,
         })
+    }
+
+    /// Opens a store whose blobs live in `bucket` under `prefix`, spooling under `spool`, and
+    /// checks that the bucket answers (a start that cannot reach it fails, naming it).
+    pub async fn open_s3(
+        spool: &Path,
+        bucket: herd_s3::Bucket,
+        prefix: &str,
+    ) -> Result<BlobStore, BlobError> {
+        let tmp = spool.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|source| BlobError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        sweep_stale_uploads(&tmp)?;
+        let remote = Remote::new(bucket, prefix);
+        remote.check().await?;
+        Ok(BlobStore {
+            dirs: Arc::new(Dirs {
+                blobs: spool.join("sha256"),
+                tmp,
+                live: Default::default(),
+            }),
+            remote: Some(remote),
+        })
+    }
+
+    /// Where blobs are, for messages: a directory or `s3://bucket/prefix`.
+    pub fn location(&self) -> String {
+        match &self.remote {
+            None => self.dirs.blobs.display().to_string(),
+            Some(remote) => remote.location(),
+        }
     }
 
     /// Begins storing blob `sha256`: write its bytes with [`Upload::write`], then
@@ -131,15 +189,25 @@ impl BlobStore {
         if expected_size.is_some_and(|expected| expected > max_size) {
             return Err(BlobError::TooLarge { limit: max_size });
         }
-        let final_path = self.path_of(sha256);
+        let (destination, stored) = match &self.remote {
+            None => {
+                let path = self.path_of(sha256);
+                let stored = is_file(&path).await;
+                (Destination::File(path), stored)
+            }
+            Some(remote) => {
+                let stored = remote.size_of(sha256).await?.is_some();
+                (Destination::Object(remote.clone()), stored)
+            }
+        };
         // A blob already present is only hashed: no temporary file, no disk writes.
-        let sink = match is_file(&final_path).await {
+        let sink = match stored {
             true => None,
             false => Some(self.start_sink(sha256).await?),
         };
         Ok(Upload {
             sha256: sha256.to_owned(),
-            final_path,
+            destination,
             expected_size,
             max_size,
             quota: None,
@@ -152,87 +220,95 @@ impl BlobStore {
 
     /// Removes the blobs `keep` refuses and the temporary files of abandoned uploads, each
     /// only once it is older than `grace` at `now` (Unix seconds): a blob's age counts from
-    /// `uploaded_at(digest)` when known, else from its file's modification time. Blobs and
-    /// temporary files of uploads in progress in this process are never removed.
-    pub fn collect(
+    /// `uploaded_at(digest)` when known, else from its file's modification time (an object's
+    /// `LastModified`). Blobs and temporary files of uploads in progress in this process are
+    /// never removed.
+    pub async fn collect(
         &self,
         now: i64,
         grace: Duration,
-        keep: &dyn Fn(&str) -> bool,
-        uploaded_at: &dyn Fn(&str) -> Option<i64>,
+        keep: impl Fn(&str) -> bool + Send + 'static,
+        uploaded_at: impl Fn(&str) -> Option<i64> + Send + 'static,
     ) -> Result<Collected, BlobError> {
         let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        let old_enough = |since: i64| now.saturating_sub(since) >= grace;
+        let old_enough = move |since: i64| now.saturating_sub(since) >= grace;
         let live = self.dirs.live.lock().expect("live uploads").clone();
         let mut collected = Collected::default();
-        for fan_out in read_dir(&self.dirs.blobs)? {
-            if !fan_out.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
+        match &self.remote {
+            None => {
+                let dirs = self.dirs.clone();
+                let live = live.clone();
+                collected = tokio::task::spawn_blocking(move || {
+                    collect_blob_files(&dirs, &live, &keep, &uploaded_at, old_enough)
+                })
+                .await
+                .map_err(|err| BlobError::Source(Box::new(err)))??;
             }
-            for entry in read_dir(&fan_out.path())? {
-                let name = entry.file_name();
-                let Some(digest) = name.to_str().filter(|d| check_digest(d).is_ok()) else {
-                    continue;
-                };
-                let Ok(meta) = entry.metadata() else { continue };
-                let since = uploaded_at(digest).unwrap_or_else(|| modified_secs(&meta));
-                if keep(digest) || live.contains_key(digest) || !old_enough(since) {
-                    collected.bytes_kept += meta.len();
-                    continue;
-                }
-                match std::fs::remove_file(entry.path()) {
-                    Ok(()) => collected.blobs.push((digest.to_owned(), meta.len())),
-                    // Another center process on the same directory got there first.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(BlobError::Io {
-                            path: entry.path(),
-                            source,
-                        });
+            Some(remote) => {
+                for object in remote.stored().await? {
+                    let since = uploaded_at(&object.sha256).unwrap_or(object.last_modified);
+                    if keep(&object.sha256)
+                        || live.contains_key(&object.sha256)
+                        || !old_enough(since)
+                    {
+                        collected.bytes_kept += object.size;
+                        continue;
                     }
+                    remote.delete(&object.sha256).await?;
+                    collected.blobs.push((object.sha256, object.size));
                 }
             }
         }
-        for entry in read_dir(&self.dirs.tmp)? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(meta) = entry.metadata() else { continue };
-            let in_progress = name
-                .split('.')
-                .next()
-                .is_some_and(|digest| live.contains_key(digest));
-            if meta.is_file()
-                && !in_progress
-                && old_enough(modified_secs(&meta))
-                && std::fs::remove_file(entry.path()).is_ok()
-            {
-                collected.partial_uploads += 1;
-                collected.partial_bytes += meta.len();
-            }
-        }
-        if !collected.blobs.is_empty() {
-            // The removals are not worth a sync each; one per collection keeps them durable.
-            let _ = std::fs::File::open(&self.dirs.blobs).and_then(|d| d.sync_all());
-        }
+        let dirs = self.dirs.clone();
+        let (count, bytes) = tokio::task::spawn_blocking(move || {
+            collect_partial_uploads(&dirs.tmp, &live, old_enough)
+        })
+        .await
+        .map_err(|err| BlobError::Source(Box::new(err)))??;
+        collected.partial_uploads = count;
+        collected.partial_bytes = bytes;
         Ok(collected)
     }
 
     /// The size of the stored blob `sha256`, if there is one (and `sha256` is a digest).
+    /// An object store that cannot be asked counts as not having it.
     pub async fn contains(&self, sha256: &str) -> Option<u64> {
         check_digest(sha256).ok()?;
+        if let Some(remote) = &self.remote {
+            return remote.size_of(sha256).await.ok().flatten();
+        }
         let meta = tokio::fs::metadata(self.path_of(sha256)).await.ok()?;
         meta.is_file().then_some(meta.len())
     }
 
     /// The digests of `wanted` that are not stored (in their first order, each once), looked
-    /// up in one blocking task: a feed lists thousands of packages, and a task per lookup
-    /// costs more than the lookup.
+    /// up in one blocking task (a feed lists thousands of packages, and a task per lookup
+    /// costs more than the lookup), or in one listing of the bucket (pages of 1,000 objects
+    /// rather than a request per package). When the bucket cannot be listed, every digest is
+    /// reported missing: the answer is advice to the publisher, and the error is logged.
     pub async fn missing(&self, wanted: Vec<String>) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let wanted: Vec<String> = wanted
+            .into_iter()
+            .filter(|digest| seen.insert(digest.clone()))
+            .collect();
+        if let Some(remote) = &self.remote {
+            let stored: HashSet<String> = match remote.stored().await {
+                Ok(objects) => objects.into_iter().map(|object| object.sha256).collect(),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot list the blobs stored in the object store");
+                    HashSet::new()
+                }
+            };
+            return wanted
+                .into_iter()
+                .filter(|digest| !stored.contains(digest))
+                .collect();
+        }
         let dirs = self.dirs.clone();
         let lookup = move || {
-            let mut seen = std::collections::HashSet::new();
             wanted
                 .into_iter()
-                .filter(|digest| seen.insert(digest.clone()))
                 .filter(|digest| {
                     check_digest(digest).is_err()
                         || !std::fs::metadata(dirs.blobs.join(&digest[..2]).join(digest))
@@ -245,9 +321,13 @@ impl BlobStore {
             .expect("the lookup does not panic")
     }
 
-    /// Opens blob `sha256` for reading.
+    /// Opens blob `sha256` for reading as a file (from an object store: downloaded into an
+    /// unnamed spool file first, which disappears with the handle).
     pub async fn read(&self, sha256: &str) -> Result<BlobFile, BlobError> {
         check_digest(sha256)?;
+        if let Some(remote) = &self.remote {
+            return remote.download(sha256, &self.dirs.tmp).await;
+        }
         let path = self.path_of(sha256);
         let file = match tokio::fs::File::open(&path).await {
             Ok(file) => file,
@@ -265,6 +345,28 @@ impl BlobStore {
         Ok(BlobFile { file, size, path })
     }
 
+    /// Blob `sha256` about to be served: its size is known, its bytes not read yet (a
+    /// `HEAD` of the object on S3; the file opened on disk).
+    pub async fn open_for_serving(&self, sha256: &str) -> Result<ServedBlob, BlobError> {
+        check_digest(sha256)?;
+        match &self.remote {
+            None => {
+                let blob = self.read(sha256).await?;
+                Ok(ServedBlob {
+                    size: blob.size,
+                    source: ServedSource::File(blob),
+                })
+            }
+            Some(remote) => {
+                let size = remote.size_of(sha256).await?.ok_or(BlobError::NotFound)?;
+                Ok(ServedBlob {
+                    size,
+                    source: ServedSource::Object(remote.clone(), sha256.to_owned()),
+                })
+            }
+        }
+    }
+
     fn path_of(&self, sha256: &str) -> PathBuf {
         self.dirs.blobs.join(&sha256[..2]).join(sha256)
     }
@@ -279,7 +381,9 @@ impl BlobStore {
         // Created synchronously, with its guard at once: an upload abandoned while an
         // asynchronous open was still running on a blocking thread would leave the file behind
         // (the guard would not exist yet when the request's future was dropped).
+        // Readable too: an upload to an object store is sent from this file once verified.
         let file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
@@ -306,6 +410,127 @@ pub struct BlobFile {
     path: PathBuf,
 }
 
+/// A stored blob about to be served (see [`BlobStore::open_for_serving`]).
+#[derive(Debug)]
+pub struct ServedBlob {
+    pub size: u64,
+    source: ServedSource,
+}
+
+#[derive(Debug)]
+enum ServedSource {
+    File(BlobFile),
+    /// The bucket and the digest: nothing is read before [`ServedBlob::range`].
+    Object(Remote, String),
+}
+
+impl ServedBlob {
+    /// A blob file opened elsewhere (the site's mirror cache) of `size` bytes, positioned at
+    /// its start.
+    pub fn from_file(file: tokio::fs::File, size: u64) -> ServedBlob {
+        ServedBlob {
+            size,
+            source: ServedSource::File(BlobFile {
+                file,
+                size,
+                path: PathBuf::from("(a cached blob)"),
+            }),
+        }
+    }
+
+    /// A reader of `len` bytes from `start` (within the blob: the caller checked the range).
+    pub async fn range(self, start: u64, len: u64) -> Result<BlobReader, BlobError> {
+        let source = match self.source {
+            _ if len == 0 => ReaderSource::Done,
+            ServedSource::File(mut blob) => {
+                if start > 0 {
+                    blob.seek(start).await?;
+                }
+                ReaderSource::File(blob.file)
+            }
+            ServedSource::Object(remote, sha256) => {
+                let range = (start > 0 || len < self.size).then(|| (start, start + len - 1));
+                ReaderSource::Object(remote.get(&sha256, range).await?)
+            }
+        };
+        let chunk = usize::try_from(len).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+        Ok(BlobReader {
+            source,
+            remaining: len,
+            buf: Vec::new(),
+            chunk,
+        })
+    }
+}
+
+/// A blob's bytes as a client takes them: read from disk a chunk at a time, or passed on from
+/// the object store as they arrive.
+#[derive(Debug)]
+pub struct BlobReader {
+    source: ReaderSource,
+    remaining: u64,
+    /// Reused for reads from a file (allocated at the first one).
+    buf: Vec<u8>,
+    chunk: usize,
+}
+
+#[derive(Debug)]
+enum ReaderSource {
+    File(tokio::fs::File),
+    Object(herd_s3::ObjectStream),
+    Done,
+}
+
+impl BlobReader {
+    /// Bytes still to come.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The next chunk, `None` once every byte came; a blob that ends early is an error.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let chunk = match &mut self.source {
+            ReaderSource::Done => return Poll::Ready(None),
+            ReaderSource::Object(stream) => match stream.poll_chunk(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the object is shorter than announced",
+                    ))));
+                }
+                Poll::Ready(Some(chunk)) => chunk,
+            },
+            ReaderSource::File(file) => {
+                if self.buf.is_empty() {
+                    self.buf = vec![0; self.chunk];
+                }
+                let want = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
+                let mut read_buf = ReadBuf::new(&mut self.buf[..want]);
+                match Pin::new(file).poll_read(cx, &mut read_buf) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => Err(e),
+                    // Blobs never shrink; a short file means someone damaged the store.
+                    Poll::Ready(Ok(())) if read_buf.filled().is_empty() => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the blob file is shorter than when it was opened",
+                    )),
+                    Poll::Ready(Ok(())) => Ok(Bytes::copy_from_slice(read_buf.filled())),
+                }
+            }
+        };
+        if let Ok(data) = &chunk {
+            self.remaining = self.remaining.saturating_sub(data.len() as u64);
+        }
+        Poll::Ready(Some(chunk))
+    }
+}
+
 impl BlobFile {
     /// Where the blob is stored (for error messages).
     pub fn path(&self) -> &Path {
@@ -330,7 +555,7 @@ impl BlobFile {
 #[derive(Debug)]
 pub struct Upload {
     sha256: String,
-    final_path: PathBuf,
+    destination: Destination,
     expected_size: Option<u64>,
     max_size: u64,
     /// The uploader's storage quota and the bytes of it left when the upload began.
@@ -447,9 +672,22 @@ impl Upload {
                 created: false,
             });
         };
-        let created = sink.commit(&self.final_path).await?;
+        let created = match self.destination {
+            Destination::File(path) => sink.commit(&path).await?,
+            Destination::Object(remote) => {
+                sink.send(&remote, &self.sha256, size).await?;
+                true
+            }
+        };
         Ok(PutOutcome { size, created })
     }
+}
+
+/// Where a verified upload goes.
+#[derive(Debug)]
+enum Destination {
+    File(PathBuf),
+    Object(Remote),
 }
 
 /// The temporary file an upload of a new blob is written to.
@@ -465,6 +703,20 @@ impl Sink {
             .write_all(data)
             .await
             .map_err(|source| self.temp.io_error(source))
+    }
+
+    /// Sends the verified upload to the object store, which stores it under its digest once
+    /// it has received all of it (and checked it against the digest); the spool file goes.
+    async fn send(mut self, remote: &Remote, sha256: &str, size: u64) -> Result<(), BlobError> {
+        self.file
+            .flush()
+            .await
+            .map_err(|source| self.temp.io_error(source))?;
+        let mut file = self.file.into_inner();
+        file.seek(io::SeekFrom::Start(0))
+            .await
+            .map_err(|source| self.temp.io_error(source))?;
+        remote.put(sha256, file, size).await
     }
 
     /// Makes the verified upload durable and links it in at `final_path`. Returns false when
@@ -586,6 +838,76 @@ async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
         .sync_all()
         .await
         .map_err(io_error)
+}
+
+/// The file-system half of [`BlobStore::collect`]: blobs under `sha256/`.
+fn collect_blob_files(
+    dirs: &Dirs,
+    live: &HashMap<String, usize>,
+    keep: &dyn Fn(&str) -> bool,
+    uploaded_at: &dyn Fn(&str) -> Option<i64>,
+    old_enough: impl Fn(i64) -> bool,
+) -> Result<Collected, BlobError> {
+    let mut collected = Collected::default();
+    for fan_out in read_dir(&dirs.blobs)? {
+        if !fan_out.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for entry in read_dir(&fan_out.path())? {
+            let name = entry.file_name();
+            let Some(digest) = name.to_str().filter(|d| check_digest(d).is_ok()) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            let since = uploaded_at(digest).unwrap_or_else(|| modified_secs(&meta));
+            if keep(digest) || live.contains_key(digest) || !old_enough(since) {
+                collected.bytes_kept += meta.len();
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => collected.blobs.push((digest.to_owned(), meta.len())),
+                // Another center process on the same directory got there first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(BlobError::Io {
+                        path: entry.path(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    if !collected.blobs.is_empty() {
+        // The removals are not worth a sync each; one per collection keeps them durable.
+        let _ = std::fs::File::open(&dirs.blobs).and_then(|d| d.sync_all());
+    }
+    Ok(collected)
+}
+
+/// Removes the temporary files of abandoned uploads in `tmp`: how many, and their bytes.
+fn collect_partial_uploads(
+    tmp: &Path,
+    live: &HashMap<String, usize>,
+    old_enough: impl Fn(i64) -> bool,
+) -> Result<(u64, u64), BlobError> {
+    let (mut count, mut bytes) = (0, 0);
+    for entry in read_dir(tmp)? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else { continue };
+        let in_progress = name
+            .split('.')
+            .next()
+            .is_some_and(|digest| live.contains_key(digest));
+        if meta.is_file()
+            && !in_progress
+            && old_enough(modified_secs(&meta))
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            count += 1;
+            bytes += meta.len();
+        }
+    }
+    Ok((count, bytes))
 }
 
 fn read_dir(dir: &Path) -> Result<impl Iterator<Item = std::fs::DirEntry>, BlobError> {

@@ -19,7 +19,8 @@ data_dir = "herd-data"
 
 # The store: empty for embedded SQLite in data_dir, or a PostgreSQL URL such as
 # "postgres://herd@db.example:5432/herd". Several center processes may share one PostgreSQL
-# database; they must then also share blob_dir (a shared file system).
+# database; they must then also share their package blobs: one blob_dir on a shared file
+# system, or one bucket (blob_store = "s3" below).
 database = ""
 
 # A PostgreSQL server not on loopback must be reached over TLS that verifies its certificate:
@@ -38,8 +39,29 @@ database_require_verified_tls = true
 # and warns: the database alone (a backup, a PostgreSQL dump) then still does not reveal the key.
 ca_kek_file = ""
 
-# Package blobs (content-addressed by SHA-256). Empty: <data_dir>/blobs.
+# Package blobs (content-addressed by SHA-256). Empty: <data_dir>/blobs. With
+# blob_store = "s3" only uploads and reads in progress are spooled here.
 blob_dir = ""
+
+# Where package blobs (and definition deltas) live: "fs" (blob_dir) or "s3", a bucket of an
+# S3-compatible object store (AWS S3, MinIO, Ceph, Garage), so several center processes on one
+# PostgreSQL need no shared disk. Each blob is the object <s3_prefix><sha256>, stored only once
+# verified and served with ranges. The center checks at start that the bucket answers.
+blob_store = "fs"
+# The endpoint, path-style: "https://s3.eu-west-1.amazonaws.com", "http://127.0.0.1:9000".
+# Plain http is refused unless the host is a loopback address.
+s3_endpoint = ""
+s3_bucket = ""
+s3_region = "us-east-1"
+# Prepended to each blob's SHA-256, e.g. "herd/blobs/" (letters, digits, ". _ - /").
+s3_prefix = ""
+# Credentials: the access key id and a file holding the secret access key (readable by the
+# center's user only), or else the environment's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+# (and AWS_SESSION_TOKEN for temporary credentials).
+s3_access_key_id = ""
+s3_secret_access_key_file = ""
+# PEM certificates to trust for an https endpoint besides the public web roots (a private CA).
+s3_ca_file = ""
 
 # Names (DNS names or IP addresses) the server certificate is issued for.
 server_names = ["localhost", "127.0.0.1", "::1"]
@@ -162,6 +184,14 @@ pub struct ConfigFile {
     pub database_require_verified_tls: Option<bool>,
     pub ca_kek_file: Option<PathBuf>,
     pub blob_dir: Option<PathBuf>,
+    pub blob_store: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_prefix: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    pub s3_ca_file: Option<PathBuf>,
     pub server_names: Option<Vec<String>>,
     pub plaintext_listen: Option<String>,
     pub metrics_listen: Option<String>,
@@ -230,6 +260,8 @@ pub struct CenterConfig {
     /// environment and systemd credentials are looked at by `keys::load_kek`).
     pub ca_kek_file: Option<PathBuf>,
     pub blob_dir: PathBuf,
+    /// Where blobs live: `blob_dir`, or a bucket (then `blob_dir` only spools).
+    pub blob_store: BlobBackend,
     pub server_names: Vec<String>,
     pub plaintext_listen: Option<SocketAddr>,
     /// Where `/metrics` is served instead of on the API listeners.
@@ -284,6 +316,162 @@ pub struct SiteConfig {
     pub cache_bytes: u64,
 }
 
+/// Where the center keeps package blobs.
+#[derive(Clone, Debug)]
+pub enum BlobBackend {
+    /// Files under `blob_dir`.
+    Files,
+    /// Objects `<prefix><sha256>` of a bucket.
+    S3 {
+        bucket: herd_s3::Bucket,
+        prefix: String,
+    },
+}
+
+/// The `s3_*` keys, which only `blob_store = "s3"` uses.
+const S3_KEYS: [&str; 7] = [
+    "s3_endpoint",
+    "s3_bucket",
+    "s3_region",
+    "s3_prefix",
+    "s3_access_key_id",
+    "s3_secret_access_key_file",
+    "s3_ca_file",
+];
+
+impl BlobBackend {
+    /// Reads `blob_store` and the `s3_*` keys; `env` looks up the environment (the AWS
+    /// credentials' variables).
+    fn from_file(
+        file: &ConfigFile,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<BlobBackend> {
+        let text = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
+        let path = |value: &Option<PathBuf>| value.clone().filter(|p| !p.as_os_str().is_empty());
+        let given = [
+            text(&file.s3_endpoint).is_some(),
+            text(&file.s3_bucket).is_some(),
+            // The default file spells out the default region.
+            text(&file.s3_region).is_some_and(|region| region != "us-east-1"),
+            text(&file.s3_prefix).is_some(),
+            text(&file.s3_access_key_id).is_some(),
+            path(&file.s3_secret_access_key_file).is_some(),
+            path(&file.s3_ca_file).is_some(),
+        ];
+        match file.blob_store.as_deref().unwrap_or("fs") {
+            "fs" => match given.iter().position(|given| *given) {
+                Some(key) => bail!(
+                    "{}: set, but blob_store is \"fs\"; say blob_store = \"s3\" to keep blobs in a bucket",
+                    S3_KEYS[key]
+                ),
+                None => Ok(BlobBackend::Files),
+            },
+            "s3" => {
+                let endpoint = text(&file.s3_endpoint).with_context(|| {
+                    "s3_endpoint: required with blob_store = \"s3\" (e.g. \"https://s3.eu-west-1.amazonaws.com\" or \"http://127.0.0.1:9000\")"
+                })?;
+                check_s3_endpoint(&endpoint)?;
+                let bucket = text(&file.s3_bucket)
+                    .context("s3_bucket: required with blob_store = \"s3\"")?;
+                let region = text(&file.s3_region).unwrap_or_else(|| "us-east-1".to_owned());
+                let prefix = text(&file.s3_prefix).unwrap_or_default();
+                if prefix.starts_with('/')
+                    || prefix.split('/').any(|part| part == "..")
+                    || !prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+                {
+                    bail!(
+                        "s3_prefix: {prefix:?} may hold only letters, digits, '.', '_', '-' and '/', and not start with '/'"
+                    );
+                }
+                let access_key_id = text(&file.s3_access_key_id)
+                    .or_else(|| env("AWS_ACCESS_KEY_ID").filter(|v| !v.is_empty()))
+                    .context(
+                        "s3_access_key_id: no access key; set s3_access_key_id and s3_secret_access_key_file, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                    )?;
+                let secret = match path(&file.s3_secret_access_key_file) {
+                    Some(secret_file) => read_secret_file(&secret_file)?,
+                    None => env("AWS_SECRET_ACCESS_KEY")
+                        .filter(|v| !v.is_empty())
+                        .context(
+                            "s3_secret_access_key_file: no secret access key; set s3_secret_access_key_file or AWS_SECRET_ACCESS_KEY",
+                        )?,
+                };
+                let session_token = env("AWS_SESSION_TOKEN").filter(|v| !v.is_empty());
+                let extra_roots_pem = match path(&file.s3_ca_file) {
+                    None => None,
+                    Some(ca) => Some(
+                        std::fs::read(&ca)
+                            .with_context(|| format!("s3_ca_file: cannot read {}", ca.display()))?,
+                    ),
+                };
+                let bucket = herd_s3::Bucket::new(herd_s3::BucketConfig {
+                    endpoint,
+                    bucket,
+                    region,
+                    credentials: herd_s3::Credentials::new(
+                        &access_key_id,
+                        &secret,
+                        session_token.as_deref(),
+                    ),
+                    extra_roots_pem,
+                })
+                .map_err(|err| anyhow::anyhow!("s3_endpoint: {err}"))?;
+                Ok(BlobBackend::S3 { bucket, prefix })
+            }
+            other => bail!("blob_store: {other:?} is neither \"fs\" nor \"s3\""),
+        }
+    }
+}
+
+/// Plain http only to a loopback host: over a network, the object store's answers would be
+/// open to tampering (terminals verify packages, but the center hashes and signs what it reads).
+fn check_s3_endpoint(endpoint: &str) -> anyhow::Result<()> {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return Ok(());
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("s3_endpoint: {endpoint:?} is plain http to a host that is not loopback; use https");
+    }
+    Ok(())
+}
+
+/// The secret access key in `path` (surrounding whitespace dropped), refused when other
+/// users could read it.
+fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = "s3_secret_access_key_file";
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{key}: {} is open to other users (mode {:04o}); make it readable by the center's user only (chmod 600)",
+            path.display(),
+            mode & 0o7777
+        );
+    }
+    let secret = std::fs::read_to_string(path)
+        .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+    let secret = secret.trim().to_owned();
+    if secret.is_empty() {
+        bail!("{key}: {} is empty", path.display());
+    }
+    Ok(secret)
+}
+
 /// Whether something new a vendor publishes counts at once or waits for an operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApprovalMode {
@@ -316,6 +504,7 @@ pub const MIN_BLOB_GRACE_SECS: u64 = 600;
 impl CenterConfig {
     /// Checks the merged file-and-flag values; every error names the key.
     pub fn from_file(file: ConfigFile) -> anyhow::Result<CenterConfig> {
+        let blob_store = BlobBackend::from_file(&file, &|name| std::env::var(name).ok())?;
         let listen_text = file.listen.unwrap_or_else(|| "127.0.0.1:8443".to_owned());
         let listen: SocketAddr = listen_text.parse().with_context(|| {
             format!("listen: {listen_text:?} is not an address like 127.0.0.1:8443")
@@ -563,6 +752,7 @@ impl CenterConfig {
             database,
             ca_kek_file,
             blob_dir,
+            blob_store,
             server_names,
             plaintext_listen,
             metrics_listen,
@@ -707,6 +897,140 @@ mod tests {
             herd_tuf::repository::Lifetimes::default()
         );
         assert!(!config.require_vendor_signatures);
+    }
+
+    fn s3_file(endpoint: &str) -> ConfigFile {
+        ConfigFile {
+            blob_store: Some("s3".into()),
+            s3_endpoint: Some(endpoint.into()),
+            s3_bucket: Some("herd".into()),
+            s3_access_key_id: Some("AKID".into()),
+            ..ConfigFile::default()
+        }
+    }
+
+    fn with_secret(name: &str) -> Option<String> {
+        (name == "AWS_SECRET_ACCESS_KEY").then(|| "secret".to_owned())
+    }
+
+    #[test]
+    fn an_s3_blob_store_is_read_from_its_keys_and_the_environment() {
+        let backend =
+            BlobBackend::from_file(&s3_file("http://127.0.0.1:9000"), &with_secret).unwrap();
+        let BlobBackend::S3 { bucket, prefix } = backend else {
+            panic!("not s3");
+        };
+        assert_eq!((bucket.name(), prefix.as_str()), ("herd", ""));
+        // Credentials from the environment alone.
+        let file = ConfigFile {
+            s3_access_key_id: None,
+            s3_prefix: Some("herd/blobs/".into()),
+            ..s3_file("https://s3.example")
+        };
+        let env = |name: &str| match name {
+            "AWS_ACCESS_KEY_ID" => Some("AKID".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("secret".to_owned()),
+            _ => None,
+        };
+        assert!(matches!(
+            BlobBackend::from_file(&file, &env).unwrap(),
+            BlobBackend::S3 { prefix, .. } if prefix == "herd/blobs/"
+        ));
+        // A secret file readable by its owner only.
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s3.secret");
+        std::fs::write(&secret, "from-file\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let file = ConfigFile {
+            s3_secret_access_key_file: Some(secret.clone()),
+            ..s3_file("http://localhost:9000")
+        };
+        assert!(BlobBackend::from_file(&file, &|_| None).is_ok());
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = BlobBackend::from_file(&file, &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("s3_secret_access_key_file:") && err.contains("chmod 600"),
+            "{err}"
+        );
+        assert!(matches!(
+            BlobBackend::from_file(&ConfigFile::default(), &with_secret).unwrap(),
+            BlobBackend::Files
+        ));
+    }
+
+    #[test]
+    fn unusable_s3_settings_name_their_key() {
+        let no = |file: ConfigFile, key: &str, why: &str| {
+            let err = BlobBackend::from_file(&file, &with_secret)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(key) && err.contains(why), "{key}: {err}");
+        };
+        no(
+            ConfigFile {
+                blob_store: Some("nfs".into()),
+                ..ConfigFile::default()
+            },
+            "blob_store",
+            "neither",
+        );
+        no(
+            ConfigFile {
+                s3_bucket: Some("herd".into()),
+                ..ConfigFile::default()
+            },
+            "s3_bucket",
+            "blob_store is \"fs\"",
+        );
+        no(
+            ConfigFile {
+                s3_bucket: None,
+                ..s3_file("http://127.0.0.1:9000")
+            },
+            "s3_bucket",
+            "required",
+        );
+        no(
+            ConfigFile {
+                s3_endpoint: None,
+                ..s3_file("")
+            },
+            "s3_endpoint",
+            "required",
+        );
+        no(s3_file("http://s3.example"), "s3_endpoint", "not loopback");
+        no(s3_file("127.0.0.1:9000"), "s3_endpoint", "not a URL");
+        no(
+            ConfigFile {
+                s3_prefix: Some("../x".into()),
+                ..s3_file("http://127.0.0.1:9000")
+            },
+            "s3_prefix",
+            "letters",
+        );
+        no(
+            ConfigFile {
+                s3_access_key_id: None,
+                ..s3_file("http://127.0.0.1:9000")
+            },
+            "s3_access_key_id",
+            "AWS_ACCESS_KEY_ID",
+        );
+        let err = BlobBackend::from_file(&s3_file("http://127.0.0.1:9000"), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("s3_secret_access_key_file"), "{err}");
+        no(
+            ConfigFile {
+                s3_secret_access_key_file: Some("/nonexistent/secret".into()),
+                ..s3_file("http://127.0.0.1:9000")
+            },
+            "s3_secret_access_key_file",
+            "/nonexistent/secret",
+        );
     }
 
     #[test]

@@ -202,6 +202,8 @@ impl From<BlobError> for CenterError {
             BlobError::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
             BlobError::NotFound => ErrorKind::NotFound,
             BlobError::Io { .. } => ErrorKind::Internal,
+            // The object store is down or refuses: a later try may succeed.
+            BlobError::Remote(_) => ErrorKind::Unavailable,
         };
         let message = match err {
             BlobError::TooLarge { limit } => {

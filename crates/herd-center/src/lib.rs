@@ -70,6 +70,9 @@ pub const SITE_MAX_POLL_SECS: u64 = herd_proto::site::MAX_WAIT_SECS;
 const RELEASE_MEMORY_AFTER_TICKS: u64 = 3;
 /// Seconds between two times freed memory is given back anyway.
 const RELEASE_MEMORY_EVERY_TICKS: u64 = 30;
+/// Seconds between two reads of the store's revisions when the store also wakes the follower
+/// on every change: only for notifications that were lost.
+const REVISIONS_FALLBACK_POLL_TICKS: u64 = 10;
 
 /// Everything requests share.
 #[derive(Debug)]
@@ -145,12 +148,24 @@ impl Center {
         // The embedded database holds the (sealed) CA key, token hashes and the whole fleet:
         // whatever created it, and whatever the umask was, it is readable by its owner only.
         make_private_files(&config.data_dir)?;
-        let blobs = BlobStore::open(&config.blob_dir).with_context(|| {
-            format!(
-                "cannot open the blob directory {}",
-                config.blob_dir.display()
-            )
-        })?;
+        let blobs = match &config.blob_store {
+            config::BlobBackend::Files => BlobStore::open(&config.blob_dir).with_context(|| {
+                format!(
+                    "cannot open the blob directory {}",
+                    config.blob_dir.display()
+                )
+            })?,
+            config::BlobBackend::S3 { bucket, prefix } => {
+                BlobStore::open_s3(&config.blob_dir, bucket.clone(), prefix)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot open the blob store s3://{}/{prefix} (blob_store = \"s3\")",
+                            bucket.name()
+                        )
+                    })?
+            }
+        };
 
         // A site holds no CA: its certificate, and the anchors it verifies its terminals
         // against, come from the center it enrolled with.
@@ -347,26 +362,46 @@ impl Center {
     }
 
     /// Follows the store's revisions, so changes made through other center processes reach
-    /// this one within about a second.
+    /// this one: at once where the store wakes it ([`Store::revision_changes`], PostgreSQL's
+    /// LISTEN/NOTIFY), with a poll every `REVISIONS_FALLBACK_POLL_TICKS` seconds in case a
+    /// notification was lost; else by reading them every second.
     pub(crate) async fn follow_revisions(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 1;
+        let mut changes = self.store.revision_changes();
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
+            let woken = tokio::select! {
+                _ = tick.tick() => false,
+                alive = next_revision_change(&mut changes) => {
+                    if !alive {
+                        tracing::warn!("revision changes are no longer notified; polling every second");
+                        changes = None;
+                    }
+                    true
+                }
                 _ = shutdown.changed() => return,
+            };
+            if !woken {
+                // Give freed memory back a few seconds after a catalog change (when the worker
+                // threads have let go of the old catalog), and every half minute anyway:
+                // thousands of connections opened and closed a second leave freed buffers.
+                let due = self.release_memory_in.load(Relaxed);
+                self.release_memory_in.store(due.saturating_sub(1), Relaxed);
+                if due == 1 || ticks % RELEASE_MEMORY_EVERY_TICKS == 0 {
+                    crate::memory::release_freed();
+                }
+                ticks += 1;
             }
-            // Give freed memory back a few seconds after a catalog change (when the worker
-            // threads have let go of the old catalog), and every half minute anyway: thousands
-            // of connections opened and closed a second leave freed buffers behind.
-            let due = self.release_memory_in.load(Relaxed);
-            self.release_memory_in.store(due.saturating_sub(1), Relaxed);
-            if due == 1 || ticks % RELEASE_MEMORY_EVERY_TICKS == 0 {
-                crate::memory::release_freed();
-            }
-            ticks += 1;
-            match self.store.revisions().await {
-                Ok(revisions) => {
+            // Notified processes read only when woken, and now and then in case one was lost.
+            let read_revisions =
+                woken || changes.is_none() || ticks.is_multiple_of(REVISIONS_FALLBACK_POLL_TICKS);
+            let revisions = match read_revisions {
+                true => Some(self.store.revisions().await),
+                false => None,
+            };
+            match revisions {
+                None => {}
+                Some(Ok(revisions)) => {
                     if revisions.catalog != self.catalog().revision {
                         if let Err(err) = self.refresh_catalog().await {
                             tracing::error!(%err, "cannot reload the catalog");
@@ -394,7 +429,7 @@ impl Center {
                         tracing::error!(%err, "cannot reload the signed repository");
                     }
                 }
-                Err(err) => tracing::warn!(%err, "cannot read the store's revisions"),
+                Some(Err(err)) => tracing::warn!(%err, "cannot read the store's revisions"),
             }
             if self.site.is_none() {
                 self.sign_if_due().await;
@@ -438,6 +473,14 @@ impl Center {
         herd_fs::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)?;
         tracing::info!(path = %path.display(), "created the first operator token");
         Ok(())
+    }
+}
+
+/// The next wake-up from `changes` (true), or false once it can give none; never, without one.
+async fn next_revision_change(changes: &mut Option<herd_store::RevisionChanges>) -> bool {
+    match changes {
+        Some(changes) => changes.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -210,18 +210,15 @@ impl Center {
             .into_iter()
             .map(|row| (row.sha256, row.uploaded_at))
             .collect();
-        let blobs = self.blobs.clone();
-        let grace = self.config.blob_grace;
-        let collected = tokio::task::spawn_blocking(move || {
-            blobs.collect(
+        let collected = self
+            .blobs
+            .collect(
                 now,
-                grace,
-                &|digest| referenced.contains(digest),
-                &|digest| uploaded_at.get(digest).copied(),
+                self.config.blob_grace,
+                move |digest| referenced.contains(digest),
+                move |digest| uploaded_at.get(digest).copied(),
             )
-        })
-        .await
-        .map_err(|err| CenterError::internal(format!("collecting blobs failed: {err}")))??;
+            .await?;
         for (digest, _) in &collected.blobs {
             self.store.package_delete(digest).await?;
         }

@@ -19,7 +19,7 @@ use herd_proto::site::{
     SiteEnrolResponse, SiteStatus, SiteSummary, SiteTerminal, ThreatOwnerInput,
     VendorApprovalInput,
 };
-use herd_store::{EnrolError, EnrolTokenRow, SiteRow};
+use herd_store::{EnrolError, EnrolTokenRow, NewTerminal, SiteRow};
 use tokio::sync::watch;
 
 use crate::auth::{PeerIdentity, new_secret, secret_hash};
@@ -169,9 +169,9 @@ impl Center {
         let timeout = timeout.min(Duration::from_secs(MAX_WAIT_SECS));
         let mut changes = self.subscribe_changes();
         if after.is_some_and(|after| *changes.borrow_and_update() == after) {
+            // The contact is recorded when a pull starts, not when it is answered: whether the
+            // answer reached the site is known only when it pulls again, after applying it.
             let _ = tokio::time::timeout(timeout, changes.changed()).await;
-            // Seen at the end of the wait: the site pulled what it will fetch now.
-            self.store.site_contact(site, unix_now(), None).await?;
         }
         Ok(self.site_change_numbers())
     }
@@ -285,9 +285,10 @@ impl Center {
         self.renew_certificate(Some(&peer), relayed.request).await
     }
 
-    /// What a site needs to serve terminal `id` (one that failed over to it, or that it lost).
+    /// What a site needs to serve terminal `id` (one that failed over to it from another
+    /// site, or that it lost): the terminal is the asking site's from now on, so that site
+    /// relays for it (a terminal belongs to the site it last came through).
     pub async fn site_terminal(&self, site: &str, id: &str) -> CenterResult<SiteTerminal> {
-        let _ = site;
         let row = self
             .store
             .terminal(id)
@@ -298,6 +299,21 @@ impl Center {
                 "terminal {id:?} has a corrupt hardware record: {err}"
             ))
         })?;
+        self.store
+            .terminal_adopt(NewTerminal {
+                id: row.id.clone(),
+                user: row.user.clone(),
+                hardware: row.hardware.clone(),
+                tz: row.tz.clone(),
+                group: row.group.clone(),
+                cert_sha256: row.cert_sha256.clone(),
+                enrolled_at: row.enrolled_at,
+                address: String::new(),
+                site: Some(site.to_owned()),
+            })
+            .await?;
+        self.follow_terminal_changes().await?;
+        tracing::info!(terminal = id, site, "terminal moved to another site");
         Ok(SiteTerminal {
             id: row.id,
             user: row.user,
@@ -309,15 +325,15 @@ impl Center {
         })
     }
 
-    /// Refuses unless terminal `id` enrolled through `site`.
+    /// Refuses unless `site` has served terminal `id` (enrolled it, or adopted it).
     async fn terminal_of_site(&self, site: &str, id: &str) -> CenterResult<Arc<KnownTerminal>> {
-        match self.store.terminal_site(id).await? {
+        match self.store.site_serves(site, id).await? {
             None => Err(CenterError::not_found(format!(
                 "no terminal {id:?} is enrolled"
             ))),
-            Some(Some(owner)) if owner == site => self.known_terminal(id).await,
-            Some(_) => Err(CenterError::forbidden(format!(
-                "terminal {id:?} did not enrol through site {site:?}; a site acts only for its own terminals"
+            Some(true) => self.known_terminal(id).await,
+            Some(false) => Err(CenterError::forbidden(format!(
+                "site {site:?} has never served terminal {id:?}; a site acts only for its own terminals"
             ))),
         }
     }
@@ -497,7 +513,10 @@ impl Center {
             };
             let mut all_caught_up = true;
             for site in sites {
-                let pulled_since = site.last_contact.is_some_and(|at| at >= since);
+                // Strictly after: contacts are in whole seconds, and a pull started in the
+                // second of the change may have started before it (a needless push costs the
+                // site one pull).
+                let pulled_since = site.last_contact.is_some_and(|at| at > since);
                 if pulled_since {
                     continue;
                 }

@@ -298,6 +298,92 @@ impl Store for Counting {
         self.count("events");
         self.inner.events(terminal, after_seq, limit).await
     }
+    async fn site_token_insert(&self, token: EnrolTokenRow) -> Result<(), StoreError> {
+        self.count("site_token_insert");
+        self.inner.site_token_insert(token).await
+    }
+    async fn site_enrol(
+        &self,
+        token_hash: &str,
+        now: i64,
+        id: &str,
+        url: &str,
+        cert_sha256: &str,
+    ) -> Result<SiteRow, EnrolError> {
+        self.count("site_enrol");
+        self.inner
+            .site_enrol(token_hash, now, id, url, cert_sha256)
+            .await
+    }
+    async fn site(&self, id: &str) -> Result<Option<SiteRow>, StoreError> {
+        self.count("site");
+        self.inner.site(id).await
+    }
+    async fn sites(&self) -> Result<Vec<SiteRow>, StoreError> {
+        self.count("sites");
+        self.inner.sites().await
+    }
+    async fn site_contact(
+        &self,
+        id: &str,
+        at: i64,
+        status: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.count("site_contact");
+        self.inner.site_contact(id, at, status).await
+    }
+    async fn site_relay_advance(&self, id: &str, through: u64) -> Result<(), StoreError> {
+        self.count("site_relay_advance");
+        self.inner.site_relay_advance(id, through).await
+    }
+    async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        self.count("site_pushed");
+        self.inner.site_pushed(id, at).await
+    }
+    async fn site_serves(&self, site: &str, terminal: &str) -> Result<Option<bool>, StoreError> {
+        self.count("site_serves");
+        self.inner.site_serves(site, terminal).await
+    }
+    async fn replicate_catalog(
+        &self,
+        revision: u64,
+        feeds: &[StoredFeed],
+        registry: &Registry,
+    ) -> Result<(), StoreError> {
+        self.count("replicate_catalog");
+        self.inner
+            .replicate_catalog(revision, feeds, registry)
+            .await
+    }
+    async fn replicate_groups(
+        &self,
+        revision: u64,
+        groups: &[GroupRow],
+        rules: &[RuleRow],
+    ) -> Result<(), StoreError> {
+        self.count("replicate_groups");
+        self.inner.replicate_groups(revision, groups, rules).await
+    }
+    async fn terminal_adopt(&self, terminal: NewTerminal) -> Result<(), StoreError> {
+        self.count("terminal_adopt");
+        self.inner.terminal_adopt(terminal).await
+    }
+    async fn queue_push(&self, items: &[QueueItem]) -> Result<(), StoreError> {
+        self.count("queue_push");
+        self.inner.queue_push(items).await
+    }
+    async fn queue_peek(&self, limit: u32) -> Result<Vec<QueuedItem>, StoreError> {
+        self.count("queue_peek");
+        self.inner.queue_peek(limit).await
+    }
+    async fn queue_delete_through(&self, through: u64) -> Result<u64, StoreError> {
+        self.count("queue_delete_through");
+        self.inner.queue_delete_through(through).await
+    }
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        self.count("queue_stats");
+        self.inner.queue_stats().await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

@@ -126,7 +126,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         .thread_name("herd-center")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(herd_center::run(config))?;
+    let result = runtime.block_on(herd_center::run(config));
+    // A site's held pull runs on a blocking thread until the center answers it: don't wait
+    // for it (nothing it holds needs finishing; the queue is durable).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result?;
     Ok(Outcome::Success)
 }
 

@@ -1,6 +1,6 @@
-//! `herd demo --exit` as a user runs it: the real `herd serve` and four real `herd-agent`s play
-//! SPEC §5's worked example (with a malicious mirror the phone refuses) and every step must
-//! hold; an agent that does nothing makes the demo fail with exit code 1; usage errors exit 2
+//! `herd demo --exit` as a user runs it: the real `herd serve`, a real site server and four
+//! real `herd-agent`s behind it play SPEC §5's worked example (with a malicious mirror the phone
+//! refuses, and the center stopped while the site keeps serving) and every step must hold; an agent that does nothing makes the demo fail with exit code 1; usage errors exit 2
 //! with a message saying what to do.
 
 use std::path::{Path, PathBuf};
@@ -134,8 +134,23 @@ fn the_worked_example_plays_through_and_every_step_holds() {
         // The center's view, through the API.
         "phone-a   user-a  phone  unknown      vaccine-b 7.0  none     0",
         "✓ the exposed terminals operators are asked to look at: pc-b, pda-c, stb-d",
+        // The terminals sit behind a site server…
+        "✓ the site server answers at https://127.0.0.1:",
+        "herd-agent: enrolled as terminal phone-a (group unknown) with https://127.0.0.1:",
+        // …which keeps answering them while the center is down, and queues what they report…
+        "✓ the center stopped (exit status: 0)",
+        "✓ pc-b checked in with the site at ",
+        "plan exposed (vaccine-a 5.1 (a-1101) does not cover virus-a (high); no newer release",
+        "✓ the site queued what they reported: herd_site_queue_depth 0 → ",
+        // …which the center, back, receives once and in order.
+        "✓ the queue drained to 0: the center applied ",
+        " 0 duplicate(s)",
+        "✓ the center shows stb-d's latest check-in, made through the site while the center was \
+         down",
+        "✓ each package crossed the center→site link once",
+        "✓ the site server stopped cleanly on SIGTERM",
         "✓ the center stopped cleanly on SIGTERM",
-        "13/13 steps as expected",
+        "15/15 steps as expected",
     ] {
         assert!(
             stdout.contains(expected),
@@ -164,11 +179,15 @@ fn an_agent_that_does_nothing_fails_the_demo_and_stops_the_center() {
     let (output, stdout) = demo(&["--exit", "--dir", work.to_str().unwrap()], &fake);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("[5/13] Four terminals enrol and get a product"),
+        stdout.contains("[6/15] Four terminals enrol through the site and get a product"),
         "{stdout}"
     );
     assert!(stdout.contains("✗ this step could not go on"), "{stdout}");
-    assert!(stdout.contains("4/13 steps as expected"), "{stdout}");
+    assert!(stdout.contains("5/15 steps as expected"), "{stdout}");
+    assert!(
+        stdout.contains("Site server stopped (exit status: 0)"),
+        "the site server was not stopped cleanly:\n{stdout}"
+    );
     assert!(
         stdout.contains("Center stopped (exit status: 0)"),
         "the center was not stopped cleanly:\n{stdout}"

@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use herd_client::Client;
@@ -16,7 +16,7 @@ use herd_proto::distribution::{PackageCustom, package_target, read_custom};
 use herd_tuf::{TargetFile, TargetSearch, TrustedSet, verify_target};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{TestCenter, enrolment_token, vendor_client};
+use support::{TestCenter, build_package, enrolment_token, feed, vendor_client};
 
 /// `GET path` with curl, trusting the center's CA: (status, headers, body).
 fn fetch(center: &TestCenter, path: &str) -> (u16, String, Vec<u8>) {
@@ -102,55 +102,6 @@ fn wait_for(
         assert!(Instant::now() < deadline, "{what}: still {now:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// A real archive package of `acme-av` `version` built in `dir`: (path, feed packages).
-fn build_package(dir: &Path, version: &str, seq: u64) -> (PathBuf, Value) {
-    let sources = dir.join(format!("src-{version}"));
-    std::fs::create_dir_all(&sources).unwrap();
-    let test_pattern = format!("ACME-TEST-PATTERN-{version}");
-    let definitions = sources.join("acme.ndb");
-    std::fs::write(
-        &definitions,
-        format!("Acme.TestPattern:0:*:{}\n", hex::encode(&test_pattern)),
-    )
-    .unwrap();
-    let pattern_file = sources.join("test-pattern.txt");
-    std::fs::write(&pattern_file, format!("{test_pattern}\n")).unwrap();
-    let out = dir.join(format!("acme-av-{version}.tar.gz"));
-    let built = herd_package::build(
-        &herd_package::PackageSpec {
-            product: "acme-av".into(),
-            vendor: "acme".into(),
-            version: version.into(),
-            seq,
-            pattern: format!("acme-{seq}"),
-            definitions: vec![definitions],
-            test_pattern: pattern_file,
-            post_install: None,
-            pre_uninstall: None,
-            platforms: vec!["linux".into()],
-        },
-        &out,
-    )
-    .unwrap();
-    (out, serde_json::to_value(&built.catalog_packages).unwrap())
-}
-
-/// Acme's feed with one release per `(version, seq, packages)`.
-fn feed(vendor: &str, releases: &[(&str, u64, &Value)]) -> Value {
-    json!({
-        "format": "herd.catalog/v1",
-        "vendors": [{"id": vendor, "name": vendor}],
-        "products": [{"id": format!("{vendor}-av"), "vendor": vendor, "name": "AV",
-                      "platforms": ["linux"]}],
-        "releases": releases.iter().map(|(version, seq, packages)| json!({
-            "product": format!("{vendor}-av"), "version": version, "pattern": format!("{vendor}-{seq}"),
-            "seq": seq, "published": format!("2000-01-{seq:02}T00:00:00Z"), "packages": packages,
-        })).collect::<Vec<_>>(),
-        "threats": [],
-        "coverage": [],
-    })
 }
 
 fn publish(client: &Client, vendor: &str, feed: &Value) {

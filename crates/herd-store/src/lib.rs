@@ -125,6 +125,26 @@ pub struct Revisions {
     pub tuf: u64,
 }
 
+/// The PostgreSQL notification channel a transaction that moves a revision notifies (the
+/// triggers of migration 0009 spell it in SQL; the conformance suite holds them to this).
+pub const REVISIONS_CHANNEL: &str = "herd_revisions";
+
+/// Wake-ups when another process may have moved a revision ([`Store::revision_changes`]).
+#[derive(Clone, Debug)]
+pub struct RevisionChanges(tokio::sync::watch::Receiver<u64>);
+
+impl RevisionChanges {
+    pub(crate) fn new(receiver: tokio::sync::watch::Receiver<u64>) -> RevisionChanges {
+        RevisionChanges(receiver)
+    }
+
+    /// Waits for the next wake-up (several while waiting count as one). False once nothing
+    /// will wake it any more: poll from then on.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
+
 /// One vendor's published feed: the whole `herd.catalog/v1` document as sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredFeed {
@@ -584,6 +604,15 @@ pub trait Store: Send + Sync + Debug {
 
     async fn revisions(&self) -> Result<Revisions, StoreError>;
 
+    /// Wakes its holder whenever a revision may have moved in another process (the moment
+    /// the changing transaction commits), so the [`Store::revisions`] poll can be slow.
+    /// `None` where nothing can wake it (SQLite, one process; a wrapper): poll then.
+    /// Notifications can be lost (a dropped connection); after each reconnection the holder
+    /// is woken once, and it should still poll now and then.
+    fn revision_changes(&self) -> Option<RevisionChanges> {
+        None
+    }
+
     // --- catalog -------------------------------------------------------------------------
 
     /// Every vendor's current feed (ordered by vendor) and the catalog revision they make.
@@ -818,9 +847,9 @@ pub trait Store: Send + Sync + Debug {
     /// Raises a site's applied queue seq to `through` (never lowers it).
     async fn site_relay_advance(&self, id: &str, through: u64) -> Result<(), StoreError>;
     async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError>;
-    /// The site a terminal enrolled through: `None` for an unknown terminal, `Some(None)` for
-    /// one enrolled with the center directly.
-    async fn terminal_site(&self, id: &str) -> Result<Option<Option<String>>, StoreError>;
+    /// Whether `site` has served `terminal` (enrolled it, or adopted it when it failed over
+    /// there) and so may relay for it; `None` for an unknown terminal.
+    async fn site_serves(&self, site: &str, terminal: &str) -> Result<Option<bool>, StoreError>;
 
     // Site servers, a site's side.
 

@@ -14,12 +14,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgQueryResult};
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgQueryResult,
+};
 use sqlx::{Connection, Postgres};
+use tokio::sync::watch;
 
 use crate::common::{CheckinBatch, address_from_row, terminal_columns, to_json};
 use crate::sql::{Dialect, SqlStore};
-use crate::{AddressRow, Backend, CheckinWrite, NewTerminal, StoreError};
+use crate::{
+    AddressRow, Backend, CheckinWrite, NewTerminal, REVISIONS_CHANNEL, RevisionChanges, StoreError,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -64,7 +69,65 @@ impl SqlStore<Postgres> {
         Ok(Self {
             writer: pool.clone(),
             reader: pool,
+            revision_changes: Default::default(),
         })
+    }
+}
+
+/// How long the listener waits before listening again after its connection failed.
+const RELISTEN_AFTER: Duration = Duration::from_millis(500);
+
+/// Listens on [`REVISIONS_CHANNEL`] on a connection of its own, waking `wake`'s receivers at
+/// each notification and at each (re)connection, until no receiver is left.
+async fn listen_for_revisions(pool: PgPool, wake: watch::Sender<u64>) {
+    let mut wakes: u64 = 0;
+    let mut bump = |wake: &watch::Sender<u64>| {
+        wakes += 1;
+        wake.send_replace(wakes);
+    };
+    'connect: loop {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(REVISIONS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            _ = wake.closed() => return,
+            listening = listening => match listening {
+                Ok(listener) => listener,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot listen for revision changes; polling until it can");
+                    tokio::select! {
+                        _ = wake.closed() => return,
+                        _ = tokio::time::sleep(RELISTEN_AFTER) => continue 'connect,
+                    }
+                }
+            },
+        };
+        // Whatever was notified while nobody listened is lost: look once now.
+        bump(&wake);
+        loop {
+            let received = tokio::select! {
+                _ = wake.closed() => return,
+                received = listener.try_recv() => received,
+            };
+            match received {
+                Ok(Some(_)) => bump(&wake),
+                // The connection dropped; the next `try_recv` reconnects and listens again.
+                Ok(None) => {
+                    tracing::warn!("the revision listener's connection dropped; reconnecting");
+                    bump(&wake);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "the revision listener failed; listening again");
+                    bump(&wake);
+                    tokio::select! {
+                        _ = wake.closed() => return,
+                        _ = tokio::time::sleep(RELISTEN_AFTER) => continue 'connect,
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -101,6 +164,17 @@ fn redact_password(url: &str) -> String {
 
 impl Dialect for Postgres {
     const BACKEND: Backend = Backend::Postgres;
+
+    /// Started at the first call: one listening connection per store, whoever asks.
+    fn revision_changes(store: &SqlStore<Postgres>) -> Option<RevisionChanges> {
+        let changes = store.revision_changes.get_or_init(|| {
+            let (wake, receiver) = watch::channel(0);
+            tokio::spawn(listen_for_revisions(store.reader.clone(), wake));
+            RevisionChanges::new(receiver)
+        });
+        Some(changes.clone())
+    }
+
     // READ COMMITTED: where processes could interleave, the statements below impose the order.
     const BEGIN_WRITE: &'static str = "BEGIN";
     const BEGIN_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";

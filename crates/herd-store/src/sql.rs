@@ -58,6 +58,11 @@ pub trait Dialect: Database {
     /// none (the schemas keep `cert_sha256` in different tables).
     const UPDATE_CERT_FROM: &'static str;
 
+    /// Wake-ups when another process moves a revision, where the backend has them.
+    fn revision_changes(_store: &SqlStore<Self>) -> Option<crate::RevisionChanges> {
+        None
+    }
+
     /// A table expression over the elements of the JSON array in parameter `param`, named `r`
     /// with one column `value` (so `r.value ->> 0` is the first field of an element).
     fn json_rows(param: &str) -> String;
@@ -92,6 +97,8 @@ pub struct SqlStore<DB: Database> {
     pub(crate) writer: Pool<DB>,
     /// Where reads run (on PostgreSQL the same pool as `writer`).
     pub(crate) reader: Pool<DB>,
+    /// The revision wake-ups, once asked for (PostgreSQL's listener task feeds them).
+    pub(crate) revision_changes: std::sync::OnceLock<crate::RevisionChanges>,
 }
 
 impl<DB: Dialect> SqlStore<DB> {
@@ -140,6 +147,28 @@ where
         sqlx::query("UPDATE revisions SET groups = groups + 1 WHERE id = 1")
             .execute(&mut **tx)
             .await?;
+        Ok(())
+    }
+
+    /// Makes `site` the site a terminal came through last, and one that may relay for it.
+    async fn record_site_terminal(
+        tx: &mut Transaction<'static, DB>,
+        site: &str,
+        terminal: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE terminals SET site = $2 WHERE id = $1")
+            .bind(terminal)
+            .bind(site)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO site_terminals (site, terminal) VALUES ($1, $2) \
+             ON CONFLICT (site, terminal) DO NOTHING",
+        )
+        .bind(site)
+        .bind(terminal)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 
@@ -381,6 +410,10 @@ where
 {
     fn backend(&self) -> Backend {
         DB::BACKEND
+    }
+
+    fn revision_changes(&self) -> Option<crate::RevisionChanges> {
+        DB::revision_changes(self)
     }
 
     async fn ca_get_or_insert(&self, candidate: CaMaterial) -> Result<CaMaterial, StoreError> {
@@ -1207,10 +1240,7 @@ where
             });
         }
         if let Some(site) = &terminal.site {
-            sqlx::query("UPDATE terminals SET site = $2 WHERE id = $1")
-                .bind(terminal.id.as_str())
-                .bind(site.as_str())
-                .execute(&mut *tx)
+            Self::record_site_terminal(&mut tx, site, &terminal.id)
                 .await
                 .map_err(StoreError::from)?;
         }
@@ -1701,13 +1731,18 @@ where
         Ok(())
     }
 
-    async fn terminal_site(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
-        let row = sqlx::query("SELECT site FROM terminals WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
+    async fn site_serves(&self, site: &str, terminal: &str) -> Result<Option<bool>, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM site_terminals s \
+                     WHERE s.site = $1 AND s.terminal = t.id) AS serves \
+             FROM terminals t WHERE t.id = $2",
+        )
+        .bind(site)
+        .bind(terminal)
+        .fetch_optional(&self.reader)
+        .await?;
         Ok(match row {
-            Some(row) => Some(row.try_get::<Option<String>, _>("site")?),
+            Some(row) => Some(row.try_get::<i64, _>("serves")? > 0),
             None => None,
         })
     }
@@ -1863,11 +1898,7 @@ where
             }
         }
         if let Some(site) = &terminal.site {
-            sqlx::query("UPDATE terminals SET site = $2 WHERE id = $1")
-                .bind(terminal.id.as_str())
-                .bind(site.as_str())
-                .execute(&mut *tx)
-                .await?;
+            Self::record_site_terminal(&mut tx, site, &terminal.id).await?;
         }
         Self::log_terminal_change(&mut tx, &terminal.id).await?;
         tx.commit().await?;

@@ -157,7 +157,11 @@ impl SqlStore<Sqlite> {
             .connect_with(reader_options)
             .await
             .map_err(open_error)?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            revision_changes: Default::default(),
+        })
     }
 }
 

@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use herd_store::{
     AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
     EnrolTokenRow, EventRow, FeedClaims, GroupRow, NewTerminal, OnlineKeyRow, OnlineKeyState,
-    PackageContent, PackageRow, PlanWrite, Registry, RenewError, Revisions, RevokedToken, Role,
-    RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
-    TufDocument, TufSigned, UNKNOWN_GROUP, VendorKeyRow, VendorRoleRow,
+    PackageContent, PackageRow, PlanWrite, QueueItem, Registry, RenewError, Revisions,
+    RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
+    TerminalRow, ThreatOwnerRow, TufDocument, TufSigned, UNKNOWN_GROUP, VendorApprovalRow,
+    VendorKeyRow, VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -152,6 +153,10 @@ conformance!(
     a_renewal_keeps_the_previous_certificate_and_no_older_one,
     a_refused_renewal_changes_nothing,
     a_reenrolment_token_works_once_and_only_for_its_terminal,
+    another_process_is_woken_when_a_revision_moves,
+    sites_enrol_with_site_tokens_and_relay_only_for_terminals_they_served,
+    a_site_replicates_catalog_and_groups_at_the_centers_revisions,
+    a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_an_ack,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -1591,6 +1596,85 @@ async fn terminal_delete_takes_addresses_and_events(fixture: &Fixture) {
     assert_eq!((outcome.accepted, outcome.last_seq), (1, 1));
 }
 
+/// On PostgreSQL a second process's [`Store::revision_changes`] wakes when a transaction of
+/// the first moves a revision, through `NOTIFY` on [`REVISIONS_CHANNEL`]; SQLite has none.
+/// (Only wake-ups are checked, never their absence: notifications are database-wide, and
+/// other tests' schemas share the database.)
+async fn another_process_is_woken_when_a_revision_moves(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let other = fixture.another().await;
+    let Some(mut changes) = other.revision_changes() else {
+        assert_eq!(other.backend(), Backend::Sqlite);
+        return;
+    };
+    let woken = |changes: &mut herd_store::RevisionChanges| {
+        let mut changes = changes.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), changes.changed())
+                .await
+                .expect("woken within 5 s")
+        }
+    };
+    // Woken once when the listener first listens.
+    assert!(woken(&mut changes).await);
+    let mut raw = sqlx::postgres::PgListener::connect(&fixture.url)
+        .await
+        .unwrap();
+    raw.listen(herd_store::REVISIONS_CHANNEL).await.unwrap();
+
+    let accept = |_: &[StoredFeed], _: &Registry| Ok(());
+    let mut waiting = tokio::spawn({
+        let mut changes = changes.clone();
+        async move { changes.changed().await }
+    });
+    store
+        .publish_feed(feed("acme", 1), &no_claims(), &accept)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), &mut waiting)
+            .await
+            .expect("a publish wakes the other process")
+            .unwrap()
+    );
+    let notification = tokio::time::timeout(Duration::from_secs(5), raw.recv())
+        .await
+        .expect("notified on the channel")
+        .unwrap();
+    assert_eq!(notification.channel(), herd_store::REVISIONS_CHANNEL);
+    // Groups, terminal changes and the CA notify as well.
+    for change in ["group", "enrolment", "ca"] {
+        let waiting = tokio::spawn({
+            let mut changes = changes.clone();
+            async move { changes.changed().await }
+        });
+        // Let the waiter see the current value before the change.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match change {
+            "group" => store.group_put(group("lab")).await.unwrap(),
+            "enrolment" => enrol_all(store, "lab", &["t1"]).await,
+            _ => {
+                store
+                    .ca_get_or_insert(CaMaterial {
+                        cert_pem: "cert".into(),
+                        key_pem: "key".into(),
+                        trust_pem: None,
+                        generation: 1,
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), waiting)
+                .await
+                .unwrap_or_else(|_| panic!("a {change} wakes the other process"))
+                .unwrap()
+        );
+    }
+}
+
 async fn each_change_bumps_exactly_its_revision(fixture: &Fixture) {
     let store = &*fixture.store;
     let mut expected = Revisions::default();
@@ -2555,4 +2639,206 @@ async fn vendor_keys_uploads_and_package_contents(fixture: &Fixture) {
         state.revision,
         "packages bump no TUF revision"
     );
+}
+
+// --- site servers -------------------------------------------------------------------------
+
+async fn sites_enrol_with_site_tokens_and_relay_only_for_terminals_they_served(fixture: &Fixture) {
+    let store = &fixture.store;
+    store
+        .site_token_insert(enrol_token("site-tok", 5, 10_000))
+        .await
+        .unwrap();
+    store
+        .enrol_token_insert(enrol_token("term-tok", 5, 10_000))
+        .await
+        .unwrap();
+    // A terminal token enrols no site, and a site token no terminal.
+    assert!(matches!(
+        store
+            .site_enrol("term-tok", 100, "s1", "https://s1", "c1")
+            .await,
+        Err(EnrolError::TokenUnknown)
+    ));
+    assert!(matches!(
+        store
+            .enrol("site-tok", 100, new_terminal("t0", UNKNOWN_GROUP))
+            .await,
+        Err(EnrolError::TokenUnknown)
+    ));
+    let site = store
+        .site_enrol("site-tok", 100, "s1", "https://s1", "c1")
+        .await
+        .unwrap();
+    assert_eq!(
+        (site.id.as_str(), site.relay_applied, site.terminals),
+        ("s1", 0, 0)
+    );
+    // One site per token.
+    assert!(matches!(
+        store
+            .site_enrol("site-tok", 100, "s2", "https://s2", "c2")
+            .await,
+        Err(EnrolError::TokenUsedUp)
+    ));
+    let mut through_s1 = new_terminal("t1", UNKNOWN_GROUP);
+    through_s1.site = Some("s1".into());
+    store.enrol("term-tok", 100, through_s1).await.unwrap();
+    store
+        .enrol("term-tok", 100, new_terminal("t2", UNKNOWN_GROUP))
+        .await
+        .unwrap();
+    assert_eq!(store.site_serves("s1", "t1").await.unwrap(), Some(true));
+    assert_eq!(store.site_serves("s1", "t2").await.unwrap(), Some(false));
+    assert_eq!(store.site_serves("s1", "nobody").await.unwrap(), None);
+    // Applied seqs only rise.
+    store.site_relay_advance("s1", 10).await.unwrap();
+    store.site_relay_advance("s1", 7).await.unwrap();
+    store
+        .site_contact("s1", 200, Some(r#"{"queue_depth":3}"#))
+        .await
+        .unwrap();
+    store.site_contact("s1", 201, None).await.unwrap();
+    let site = store.site("s1").await.unwrap().unwrap();
+    assert_eq!(site.relay_applied, 10);
+    assert_eq!(site.last_contact, Some(201));
+    assert_eq!(site.status.as_deref(), Some(r#"{"queue_depth":3}"#));
+    assert_eq!(site.terminals, 1);
+    // A terminal adopted by another site (it failed over there) may be relayed by both.
+    store
+        .site_token_insert(enrol_token("site-tok-2", 1, 10_000))
+        .await
+        .unwrap();
+    store
+        .site_enrol("site-tok-2", 100, "s2", "https://s2", "c2")
+        .await
+        .unwrap();
+    let mut moved = new_terminal("t1", UNKNOWN_GROUP);
+    moved.site = Some("s2".into());
+    store.terminal_adopt(moved).await.unwrap();
+    assert_eq!(store.site_serves("s2", "t1").await.unwrap(), Some(true));
+    assert_eq!(store.site_serves("s1", "t1").await.unwrap(), Some(true));
+    let sites = store.sites().await.unwrap();
+    assert_eq!(
+        sites
+            .iter()
+            .map(|s| (s.id.as_str(), s.terminals))
+            .collect::<Vec<_>>(),
+        [("s1", 0), ("s2", 1)]
+    );
+    // Enrolling again (a site that lost its data) restarts its queue's seqs.
+    store
+        .site_token_insert(enrol_token("site-tok-3", 1, 10_000))
+        .await
+        .unwrap();
+    let again = store
+        .site_enrol("site-tok-3", 300, "s1", "https://s1b", "c3")
+        .await
+        .unwrap();
+    assert_eq!((again.relay_applied, again.cert_sha256.as_str()), (0, "c3"));
+}
+
+async fn a_site_replicates_catalog_and_groups_at_the_centers_revisions(fixture: &Fixture) {
+    let store = &fixture.store;
+    let registry = Registry {
+        threats: vec![ThreatOwnerRow {
+            threat: "virus-a".into(),
+            vendor: "acme".into(),
+            status: Approval::Approved,
+            declared_at: 7,
+        }],
+        vendors: vec![VendorApprovalRow {
+            vendor: "acme".into(),
+            status: Approval::Pending,
+            first_published_at: 6,
+        }],
+    };
+    store
+        .replicate_catalog(42, &[feed("acme", 1)], &registry)
+        .await
+        .unwrap();
+    let (revision, feeds, stored) = store.catalog_inputs().await.unwrap();
+    assert_eq!(
+        (revision, feeds, stored),
+        (42, vec![feed("acme", 1)], registry)
+    );
+    // Replaced whole.
+    store
+        .replicate_catalog(43, &[feed("beta", 2)], &Registry::default())
+        .await
+        .unwrap();
+    let (revision, feeds, stored) = store.catalog_inputs().await.unwrap();
+    assert_eq!(
+        (revision, feeds, stored),
+        (43, vec![feed("beta", 2)], Registry::default())
+    );
+    // Groups and rules; a group still holding terminals is kept until they move.
+    store
+        .replicate_groups(9, &[group("kiosk"), group("office")], &[rule("kiosk", "k")])
+        .await
+        .unwrap();
+    store
+        .enrol_token_insert(enrol_token("tok", 5, 10_000))
+        .await
+        .unwrap();
+    store
+        .enrol("tok", 100, new_terminal("t1", "office"))
+        .await
+        .unwrap();
+    store
+        .replicate_groups(10, &[group("kiosk")], &[])
+        .await
+        .unwrap();
+    let ids: Vec<String> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(g, _)| g.id)
+        .collect();
+    assert_eq!(ids, ["kiosk", "office", UNKNOWN_GROUP]);
+    assert!(store.rules().await.unwrap().is_empty());
+    assert_eq!(store.revisions().await.unwrap().groups, 10);
+}
+
+async fn a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_an_ack(
+    fixture: &Fixture,
+) {
+    let store = &fixture.store;
+    let item = |terminal: &str, kind: &str, body: &str| QueueItem {
+        terminal: terminal.into(),
+        kind: kind.into(),
+        body: body.into(),
+        created_at: 50,
+    };
+    store
+        .queue_push(&[item("t1", "checkin", "c1"), item("t1", "events", "e1")])
+        .await
+        .unwrap();
+    store
+        .queue_push(&[item("t2", "checkin", "d1")])
+        .await
+        .unwrap();
+    // A newer check-in of t1 replaces its waiting one, at the end of the queue.
+    store
+        .queue_push(&[item("t1", "checkin", "c2"), item("t1", "events", "e2")])
+        .await
+        .unwrap();
+    let queued = store.queue_peek(10).await.unwrap();
+    let bodies: Vec<&str> = queued.iter().map(|q| q.item.body.as_str()).collect();
+    assert_eq!(bodies, ["e1", "d1", "c2", "e2"]);
+    assert!(queued.windows(2).all(|w| w[0].seq < w[1].seq));
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.depth, stats.oldest_at), (4, Some(50)));
+    assert_eq!(store.queue_delete_through(queued[1].seq).await.unwrap(), 2);
+    let rest: Vec<String> = store
+        .queue_peek(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.item.body)
+        .collect();
+    assert_eq!(rest, ["c2", "e2"]);
+    store.queue_delete_through(u64::MAX >> 1).await.unwrap();
+    assert_eq!(store.queue_stats().await.unwrap().depth, 0);
 }

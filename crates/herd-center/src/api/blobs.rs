@@ -1,7 +1,7 @@
 //! The blob store over HTTP: request bodies streamed into an [`Upload`] chunk by chunk, and
 //! blobs served with `Range` (single ranges; downloads resume), `If-Range`, `ETag` and
-//! `If-None-Match`, their bodies read from disk as the client takes them. The store itself
-//! (files, digests, commits) is `crate::blobs`.
+//! `If-None-Match`, their bodies read from disk or the object store as the client takes them.
+//! The store itself (files, objects, digests, commits) is `crate::blobs`.
 
 use std::io;
 use std::pin::Pin;
@@ -12,14 +12,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncSeekExt as _, ReadBuf};
 
 #[cfg(test)]
 use crate::blobs::PutOutcome;
-use crate::blobs::{BlobError, BlobStore, Upload};
+use crate::blobs::{BlobError, BlobReader, BlobStore, ServedBlob, Upload};
 
-/// Bytes read from disk per response frame.
-const READ_CHUNK: usize = 64 * 1024;
 /// Blobs never change under their name, so caches (site servers, proxies) may keep them.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -70,27 +67,37 @@ async fn put(
 /// - 304 when `If-None-Match` names the blob's ETag.
 ///
 /// Every answer carries `Accept-Ranges: bytes` and `ETag: "<sha256>"`; the body is read
-/// from disk chunk by chunk as the client takes it.
+/// chunk by chunk as the client takes it (from disk, or from a ranged `GET` of the object).
 pub async fn serve(
     store: &BlobStore,
     sha256: &str,
     headers: &HeaderMap,
 ) -> Result<Response, BlobError> {
-    let blob = store.read(sha256).await?;
-    let path = blob.path().to_owned();
-    serve_file(blob.file, blob.size, sha256, headers)
-        .await
-        .map_err(|source| BlobError::Io { path, source })
+    serve_blob(store.open_for_serving(sha256).await?, sha256, headers).await
 }
 
 /// [`serve`] for a file opened elsewhere (the site's mirror cache): `file` holds the blob
 /// `sha256` of `size` bytes, read from its current position, which must be the start.
 pub async fn serve_file(
-    mut file: tokio::fs::File,
+    file: tokio::fs::File,
     size: u64,
     sha256: &str,
     headers: &HeaderMap,
 ) -> io::Result<Response> {
+    serve_blob(ServedBlob::from_file(file, size), sha256, headers)
+        .await
+        .map_err(|err| match err {
+            BlobError::Io { source, .. } => source,
+            other => io::Error::other(other),
+        })
+}
+
+async fn serve_blob(
+    blob: ServedBlob,
+    sha256: &str,
+    headers: &HeaderMap,
+) -> Result<Response, BlobError> {
+    let size = blob.size;
     let etag = format!("\"{sha256}\"");
     let response = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
@@ -128,14 +135,12 @@ pub async fn serve_file(
             return Ok(finish(response, Body::empty()));
         }
     };
-    if start > 0 {
-        file.seek(io::SeekFrom::Start(start)).await?;
-    }
+    let reader = blob.range(start, len).await?;
     let response = response
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len);
-    Ok(finish(response, Body::new(FileBody::new(file, len))))
+    Ok(finish(response, Body::new(BlobBody(reader))))
 }
 
 fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
@@ -240,26 +245,11 @@ fn parse_position(digits: &str) -> Result<u64, RangeError> {
     }))
 }
 
-/// A response body reading `remaining` bytes of a file from its current position, a chunk
-/// per frame, only as fast as the connection takes them.
-struct FileBody {
-    file: tokio::fs::File,
-    remaining: u64,
-    buf: Vec<u8>,
-}
+/// A response body passing on a [`BlobReader`]'s chunks, only as fast as the connection
+/// takes them.
+struct BlobBody(BlobReader);
 
-impl FileBody {
-    fn new(file: tokio::fs::File, len: u64) -> Self {
-        let chunk = usize::try_from(len).unwrap_or(READ_CHUNK).min(READ_CHUNK);
-        FileBody {
-            file,
-            remaining: len,
-            buf: vec![0; chunk],
-        }
-    }
-}
-
-impl HttpBody for FileBody {
+impl HttpBody for BlobBody {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -267,38 +257,18 @@ impl HttpBody for FileBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = self.get_mut();
-        if this.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let want = usize::try_from(this.remaining)
-            .unwrap_or(usize::MAX)
-            .min(this.buf.len());
-        let mut read_buf = ReadBuf::new(&mut this.buf[..want]);
-        match Pin::new(&mut this.file).poll_read(cx, &mut read_buf) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(Ok(())) => {
-                let read = read_buf.filled();
-                if read.is_empty() {
-                    // Blobs never shrink; a short file means someone damaged the store.
-                    return Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the blob file is shorter than when it was opened",
-                    ))));
-                }
-                this.remaining -= read.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(read)))))
-            }
-        }
+        self.get_mut()
+            .0
+            .poll_chunk(cx)
+            .map(|chunk| chunk.map(|data| data.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == 0
+        self.0.remaining() == 0
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        SizeHint::with_exact(self.0.remaining())
     }
 }
 

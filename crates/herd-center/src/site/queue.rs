@@ -84,33 +84,18 @@ impl Center {
                 Err(err) => {
                     self.metrics.sites.upstream_up.store(0, Relaxed);
                     tracing::warn!(%err, retry_in = ?backoff, "cannot send the queue to the center; keeping it");
+                    self.note_queue_size(&mut warned).await;
+                    // A pull that reaches the center again wakes the sender at once.
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
+                        _ = site.forward_wake.notified() => {}
                         _ = shutdown.changed() => return,
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     0
                 }
             };
-            match self.store.queue_stats().await {
-                Ok(stats) => {
-                    let age = stats
-                        .oldest_at
-                        .map_or(0, |at| unix_now().saturating_sub(at).max(0) as u64);
-                    self.metrics.sites.queue_depth.store(stats.depth, Relaxed);
-                    self.metrics.sites.queue_oldest_seconds.store(age, Relaxed);
-                    let grown = stats.depth >= WARN_DEPTH || age >= WARN_AGE_SECS;
-                    if grown && !warned {
-                        tracing::warn!(
-                            depth = stats.depth,
-                            oldest_secs = age,
-                            "the queue to the center is growing: the center has not acknowledged for a while"
-                        );
-                    }
-                    warned = grown;
-                }
-                Err(err) => tracing::warn!(%err, "cannot read the queue's size"),
-            }
+            self.note_queue_size(&mut warned).await;
             if sent == 0 {
                 tokio::select! {
                     _ = site.forward_wake.notified() => {}
@@ -118,6 +103,29 @@ impl Center {
                     _ = shutdown.changed() => return,
                 }
             }
+        }
+    }
+
+    /// Updates the queue's gauges, and warns once when it has grown past its thresholds.
+    async fn note_queue_size(&self, warned: &mut bool) {
+        match self.store.queue_stats().await {
+            Ok(stats) => {
+                let age = stats
+                    .oldest_at
+                    .map_or(0, |at| unix_now().saturating_sub(at).max(0) as u64);
+                self.metrics.sites.queue_depth.store(stats.depth, Relaxed);
+                self.metrics.sites.queue_oldest_seconds.store(age, Relaxed);
+                let grown = stats.depth >= WARN_DEPTH || age >= WARN_AGE_SECS;
+                if grown && !*warned {
+                    tracing::warn!(
+                        depth = stats.depth,
+                        oldest_secs = age,
+                        "the queue to the center is growing: the center has not acknowledged for a while"
+                    );
+                }
+                *warned = grown;
+            }
+            Err(err) => tracing::warn!(%err, "cannot read the queue's size"),
         }
     }
 

@@ -71,6 +71,8 @@ impl Center {
         })
         .await??;
         self.metrics.sites.upstream_up.store(1, Relaxed);
+        // The center answers again: the queue need not wait for its sender's back-off.
+        site.forward_wake.notify_one();
         self.apply_changes(&changes).await
     }
 

@@ -197,7 +197,7 @@ impl Demo {
     }
 
     /// `herd-agent status --json` of a terminal.
-    fn agent_status(&self, device: &super::story::Device) -> anyhow::Result<Value> {
+    pub(super) fn agent_status(&self, device: &super::story::Device) -> anyhow::Result<Value> {
         let state = self.terminal_dir(device).join("state");
         let args: Vec<String> = vec![
             "status".into(),

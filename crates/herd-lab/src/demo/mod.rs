@@ -1,10 +1,13 @@
 //! `herd demo`: SPEC §9's first five minutes. Builds two vendors' real vaccine packages,
-//! starts a real `herd serve` and runs four real `herd-agent`s (phone, PDA, PC, set-top box)
-//! in a scratch directory, and plays SPEC §5's worked example through them: virus a appears,
+//! starts a real `herd serve`, a real site server (`herd serve --role site`) beside it, and
+//! runs four real `herd-agent`s (phone, PDA, PC, set-top box) behind the site in a scratch
+//! directory, and plays SPEC §5's worked example through them: virus a appears,
 //! only maker B's vaccine b covers it, the phone switches vendors, user B's PC (policy
 //! `latest-same-vendor`) is reported exposed with vaccine b offered — and a sample carrying
 //! virus a is proven undetected on the phone before the switch and detected after. Before the
-//! switch, an attacker's mirror serves the phone a tampered vaccine b, which it refuses.
+//! switch, an attacker's mirror serves the phone a tampered vaccine b, which it refuses. At the
+//! end the center goes down: the site keeps answering its terminals and queues what they
+//! report, and the center, restarted, receives it all once and in order.
 //!
 //! Every step states what it expects and checks it against what really happened (the
 //! agents' exit codes, the center's API, the files in each agent's product prefix); `--exit`
@@ -12,6 +15,7 @@
 //! reader to explore until Ctrl-C.
 //!
 //! - `attack`: the malicious mirror the phone refuses before it switches;
+//! - `site`: the site server, waiting for it, and the center's outage;
 //! - `story`: the cast (vendors, packages, feeds, terminals), pure data;
 //! - `steps`: the story's steps, each printing what happens and checking what it expects;
 //! - `describe`: the expectations of one check, and the phrases for plans and reports;
@@ -24,6 +28,7 @@ mod describe;
 mod procs;
 mod show;
 mod signals;
+mod site;
 mod steps;
 mod story;
 
@@ -42,11 +47,13 @@ use story::{PHONE, Vaccine};
 /// Play SPEC's worked example with a real center and four real agents, checking every step.
 ///
 /// Builds vaccine packages for two vendors, starts `herd serve` on a loopback port with
-/// embedded SQLite, runs `herd-agent` for a phone, a PDA, a PC and a set-top box, and shows
+/// embedded SQLite and a site server (`herd serve --role site`) beside it, runs `herd-agent`
+/// for a phone, a PDA, a PC and a set-top box behind the site, and shows
 /// the phone switching to the vendor that covers a new virus, a PC on `latest-same-vendor`
 /// reported exposed with that vendor's product offered, a malicious mirror's tampered package
 /// refused by the phone, and a sample of the virus undetected before the switch and detected
-/// after. Needs `herd-agent` beside `herd` (build both:
+/// after; then stops the center for a moment while the site keeps serving and queuing, and
+/// shows everything queued arriving once and in order. Needs `herd-agent` beside `herd` (build both:
 /// `cargo build --release --bin herd --bin herd-agent`).
 ///
 /// Without `--exit`, the center keeps running afterwards, with the commands to explore it
@@ -90,6 +97,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
         dir: workdir.path.clone(),
         packages: Vec::new(),
         center: None,
+        site: None,
         enrol_token: None,
         mirror: None,
         phone_said: String::new(),
@@ -111,8 +119,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     }
     let interrupted = played == Played::Interrupted;
     if interrupted {
-        demo.show.line("Interrupted: stopping the center.");
+        demo.show
+            .line("Interrupted: stopping the site server and the center.");
     }
+    demo.stop_site_quietly();
     demo.stop_center_quietly();
     let passed = demo.show.all_passed();
     drop(demo);
@@ -142,7 +152,11 @@ fn story_steps(exit: bool) -> Vec<(&'static str, StepFn)> {
             Demo::operators_prepare,
         ),
         (
-            "Four terminals enrol and get a product",
+            "A site server starts in the terminals' office",
+            Demo::start_site,
+        ),
+        (
+            "Four terminals enrol through the site and get a product",
             Demo::terminals_enrol,
         ),
         (
@@ -166,10 +180,14 @@ fn story_steps(exit: bool) -> Vec<(&'static str, StepFn)> {
             Demo::terminals_check_in,
         ),
         ("The phone now detects virus a", Demo::scan_after_switch),
+        (
+            "The center goes down; the site keeps serving",
+            Demo::center_goes_down,
+        ),
         ("The center's view of the fleet", Demo::center_view),
     ];
     if exit {
-        steps.push(("The center stops", Demo::stop_center));
+        steps.push(("The site server and the center stop", Demo::stop_center));
     }
     steps
 }
@@ -195,6 +213,8 @@ struct Demo {
     /// Each vendor's release, package file and what building it produced.
     packages: Vec<(Vaccine, PathBuf, BuiltPackage)>,
     center: Option<CenterProcess>,
+    /// The terminals' site server (`herd serve --role site`), once started.
+    site: Option<CenterProcess>,
     /// The file holding the terminals' enrolment token (kept off command lines).
     enrol_token: Option<PathBuf>,
     /// The mirror the phone reads the signed repository from, once the attacker's is honest.
@@ -253,6 +273,7 @@ impl Demo {
             &format!("terminal {}", PHONE.id),
             "coverage",
             "groups list",
+            "sites list",
         ] {
             self.show.line(&format!("  {herd} {command}"));
         }
@@ -260,6 +281,14 @@ impl Demo {
             "  API description: {}/v1/openapi.json   metrics: {}/metrics",
             center.url, center.url
         ));
+        if let Some(site) = &self.site {
+            self.show.line(&format!(
+                "  the terminals' site server {}: {}   metrics: {}/metrics",
+                site::SITE_ID,
+                site.url,
+                site.url
+            ));
+        }
         if let Some(mirror) = &self.mirror {
             self.show.line(&format!(
                 "  the mirror {} reads the signed repository from (honest now): {}/tuf/",
@@ -268,18 +297,19 @@ impl Demo {
             ));
         }
         self.show.line(&format!(
-            "  logs: {}, {}",
+            "  logs: {}, {}, {}",
             center.log.display(),
+            self.dir.join("site.log").display(),
             self.dir.join("terminals/*/agent.log").display()
         ));
         self.show.line(&if workdir.remove {
             format!(
-                "Press Ctrl-C to stop the center and remove {}.",
+                "Press Ctrl-C to stop the site server and the center and remove {}.",
                 workdir.path.display()
             )
         } else {
             format!(
-                "Press Ctrl-C to stop the center ({} is kept).",
+                "Press Ctrl-C to stop the site server and the center ({} is kept).",
                 workdir.path.display()
             )
         });
@@ -296,6 +326,24 @@ impl Demo {
                 break;
             }
         }
+    }
+
+    /// Stops the site server if it still runs (before the center, whose terminals it serves).
+    fn stop_site_quietly(&mut self) {
+        let Some(mut site) = self.site.take() else {
+            return;
+        };
+        if !site.running() {
+            return;
+        }
+        let said = match site.stop() {
+            Ok((status, false)) => format!("Site server stopped ({status})."),
+            Ok((status, true)) => {
+                format!("The site server did not stop in time and was killed ({status}).")
+            }
+            Err(err) => format!("Cannot stop the site server: {err:#}"),
+        };
+        self.show.line(&said);
     }
 
     /// Stops the center if it still runs (after exploring, on an interruption, or when a

@@ -228,6 +228,7 @@ impl Demo {
              run, never another vendor's. Terminals plan with it from their next check-in.",
         ));
         let operator = self.operator()?;
+        let syncs = self.site_syncs()?;
         operator
             .put_group(&group(SAME_VENDOR_GROUP, "latest-same-vendor"))
             .with_context(|| format!("PUT /v1/groups/{SAME_VENDOR_GROUP}"))?;
@@ -242,6 +243,7 @@ impl Demo {
                 PC.id
             ),
         );
+        self.await_site_sync(syncs, "the new policy")?;
         Ok(())
     }
 
@@ -275,7 +277,9 @@ impl Demo {
              a new plan at its next check-in.",
             VACCINE_B.pattern, VACCINE_B.version
         ));
+        let syncs = self.site_syncs()?;
         self.vendor_publishes(VACCINE_B)?;
+        self.await_site_sync(syncs, "maker B's release and its signed metadata")?;
         let coverage = self.operator()?.coverage().context("GET /v1/coverage")?;
         let (held, text) = virus_a_coverage(&coverage);
         self.show.check(held, &text);
@@ -582,6 +586,20 @@ impl Demo {
     }
 
     pub(super) fn stop_center(&mut self) -> anyhow::Result<()> {
+        if let Some(site) = self.site.as_mut() {
+            let (status, killed) = site.stop()?;
+            self.show.check(
+                status.success() && !killed,
+                &if killed {
+                    format!(
+                        "the site server did not stop within {} s of SIGTERM and was killed ({status})",
+                        procs::CENTER_STOP_TIMEOUT.as_secs()
+                    )
+                } else {
+                    format!("the site server stopped cleanly on SIGTERM ({status})")
+                },
+            );
+        }
         let center = self
             .center
             .as_mut()
@@ -693,17 +711,42 @@ impl Demo {
     }
 
     /// `herd-agent run --once` for one terminal (enrolling it the first time).
-    pub(super) fn agent_run_once(&self, device: &Device) -> anyhow::Result<AgentRun> {
+    pub(super) fn agent_run_once(&mut self, device: &Device) -> anyhow::Result<AgentRun> {
         self.agent_run_once_with(device, &[])
     }
 
-    /// `herd-agent run --once` with more options (`--mirror URL`).
+    /// `herd-agent run --once` with more options (`--mirror URL`), through the site when
+    /// there is one; returns once what the terminal reported reached the center.
     pub(super) fn agent_run_once_with(
-        &self,
+        &mut self,
         device: &Device,
         more: &[&str],
     ) -> anyhow::Result<AgentRun> {
-        let center = self.center()?;
+        self.agent_run_through_site(device, more, true)
+    }
+
+    /// `herd-agent run --once` with the site as its server (the center before the site
+    /// starts), waiting for the site to forward what it reported when `settle`. The agent
+    /// trusts the center's CA, which issued the site's certificate too.
+    pub(super) fn agent_run_through_site(
+        &mut self,
+        device: &Device,
+        more: &[&str],
+        settle: bool,
+    ) -> anyhow::Result<AgentRun> {
+        let run = self.agent_command(device, more)?;
+        if settle {
+            self.settle_site()?;
+        }
+        Ok(run)
+    }
+
+    fn agent_command(&self, device: &Device, more: &[&str]) -> anyhow::Result<AgentRun> {
+        let server = match &self.site {
+            Some(site) => site.url.clone(),
+            None => self.center()?.url.clone(),
+        };
+        let ca = self.dir.join("center").join("ca.pem");
         let token_file = self
             .enrol_token
             .as_deref()
@@ -714,9 +757,9 @@ impl Demo {
         let args: Vec<String> = [
             "run".into(),
             "--server".into(),
-            center.url.clone(),
+            server.clone(),
             "--ca".into(),
-            path(center.ca_path()),
+            path(ca.clone()),
             "--state-dir".into(),
             path(dir.join("state")),
             "--prefix".into(),
@@ -741,8 +784,8 @@ impl Demo {
         let shown = format!(
             "herd-agent run --server {} --ca {} --state-dir {} --prefix {} --enrol-token-file {} \
              --id {} --user {} --kind {} --platform {} --tz {} --once{}",
-            center.url,
-            self.rel(&center.ca_path()),
+            server,
+            self.rel(&ca),
             self.rel(&dir.join("state")),
             self.rel(&self.prefix(device)),
             self.rel(token_file),

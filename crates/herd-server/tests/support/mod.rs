@@ -55,10 +55,24 @@ impl TestCenter {
         env: &[(&str, &str)],
     ) -> anyhow::Result<TestCenter> {
         herd_tls::install_crypto_provider();
+        // `--listen ADDR` among `extra` is the harness's to pass (it picks a port otherwise).
+        let mut args: Vec<&str> = Vec::new();
+        let mut listen = None;
+        let mut rest = extra.iter().copied();
+        while let Some(arg) = rest.next() {
+            if arg == "--listen" {
+                listen = rest.next();
+            } else {
+                args.push(arg);
+            }
+        }
         let mut spec = CenterSpec::new(Path::new(HERD), data_dir)
             .log(&data_dir.with_extension("log"))
-            .args(extra.iter().copied())
+            .args(args)
             .env("RUST_LOG", Some("warn"));
+        if let Some(listen) = listen {
+            spec = spec.listen(listen);
+        }
         for (name, value) in env {
             spec = spec.env(name, Some(value));
         }
@@ -93,6 +107,21 @@ impl TestCenter {
     /// A client presenting a terminal's certificate.
     pub fn terminal_client(&self, identity: &herd_tls::KeyPairPem) -> Client {
         self.process.terminal_client(identity).expect("client")
+    }
+
+    /// Whether the process still runs (a kill from elsewhere reaps here).
+    pub fn running(&mut self) -> bool {
+        self.process.running()
+    }
+
+    /// The process id, to signal it from another thread.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Kills the center with SIGKILL (a crash at whatever it was doing) and waits for it.
+    pub fn kill(&mut self) {
+        self.process.kill();
     }
 
     /// Stops the center with SIGTERM and returns its exit status and what it logged.
@@ -231,4 +260,53 @@ pub fn postgres_schema(prefix: &str) -> Option<String> {
     });
     let separator = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
+
+/// A real archive package of `acme-av` `version` built in `dir`: (path, feed packages).
+pub fn build_package(dir: &Path, version: &str, seq: u64) -> (PathBuf, serde_json::Value) {
+    let sources = dir.join(format!("src-{version}"));
+    std::fs::create_dir_all(&sources).unwrap();
+    let test_pattern = format!("ACME-TEST-PATTERN-{version}");
+    let definitions = sources.join("acme.ndb");
+    std::fs::write(
+        &definitions,
+        format!("Acme.TestPattern:0:*:{}\n", hex::encode(&test_pattern)),
+    )
+    .unwrap();
+    let pattern_file = sources.join("test-pattern.txt");
+    std::fs::write(&pattern_file, format!("{test_pattern}\n")).unwrap();
+    let out = dir.join(format!("acme-av-{version}.tar.gz"));
+    let built = herd_package::build(
+        &herd_package::PackageSpec {
+            product: "acme-av".into(),
+            vendor: "acme".into(),
+            version: version.into(),
+            seq,
+            pattern: format!("acme-{seq}"),
+            definitions: vec![definitions],
+            test_pattern: pattern_file,
+            post_install: None,
+            pre_uninstall: None,
+            platforms: vec!["linux".into()],
+        },
+        &out,
+    )
+    .unwrap();
+    (out, serde_json::to_value(&built.catalog_packages).unwrap())
+}
+
+/// Acme's feed with one release per `(version, seq, packages)`.
+pub fn feed(vendor: &str, releases: &[(&str, u64, &serde_json::Value)]) -> serde_json::Value {
+    serde_json::json!({
+        "format": "herd.catalog/v1",
+        "vendors": [{"id": vendor, "name": vendor}],
+        "products": [{"id": format!("{vendor}-av"), "vendor": vendor, "name": "AV",
+                      "platforms": ["linux"]}],
+        "releases": releases.iter().map(|(version, seq, packages)| serde_json::json!({
+            "product": format!("{vendor}-av"), "version": version, "pattern": format!("{vendor}-{seq}"),
+            "seq": seq, "published": format!("2000-01-{seq:02}T00:00:00Z"), "packages": packages,
+        })).collect::<Vec<_>>(),
+        "threats": [],
+        "coverage": [],
+    })
 }

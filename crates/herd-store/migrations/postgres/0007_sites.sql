@@ -17,6 +17,15 @@ CREATE TABLE sites (
 
 ALTER TABLE terminals ADD COLUMN site TEXT;
 
+-- Every site that has served a terminal (enrolled it, or adopted it when it failed over there):
+-- each may relay what the terminal reported through it, including what it queued before the
+-- terminal moved on.
+CREATE TABLE site_terminals (
+    site TEXT NOT NULL,
+    terminal TEXT NOT NULL REFERENCES terminals (id) ON DELETE CASCADE,
+    PRIMARY KEY (site, terminal)
+);
+
 -- Sites run on SQLite; the table exists here so that both schemas stay one.
 CREATE TABLE site_queue (
     seq BIGSERIAL PRIMARY KEY,

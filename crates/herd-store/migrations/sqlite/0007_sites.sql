@@ -22,6 +22,15 @@ CREATE TABLE sites (
 -- its own terminals.
 ALTER TABLE terminals ADD COLUMN site TEXT;
 
+-- Every site that has served a terminal (enrolled it, or adopted it when it failed over there):
+-- each may relay what the terminal reported through it, including what it queued before the
+-- terminal moved on.
+CREATE TABLE site_terminals (
+    site TEXT NOT NULL,
+    terminal TEXT NOT NULL REFERENCES terminals (id) ON DELETE CASCADE,
+    PRIMARY KEY (site, terminal)
+);
+
 -- On a site: what it must send to the center, in order. A check-in is state, so a terminal has
 -- at most one check-in waiting (checkin_of, unique, replaced by the newer one); events are
 -- kept each, in order.

@@ -1,0 +1,692 @@
+//! Site servers end to end (SPEC §2, §3.5): a real center and real `herd serve --role site`
+//! processes; terminals (herd-client with their own certificates, speaking the agent's
+//! protocol) enrol, check in and download through their site; the center stopped while the
+//! site keeps serving and queuing; everything queued arriving once and in order; a site that
+//! tries to act as the center or as another site; bad input on the site endpoints; kill -9 of
+//! the site and of the center during a stream of reports.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use herd_client::{Client, ClientError};
+use herd_proto::api::{CheckinRequest, EnrolRequest, EventBatch, EventDoc};
+use herd_proto::plan::{Action, Step};
+use herd_proto::site::{RelayBatch, RelayBody, RelayItem, SiteChanges, SiteEnrolRequest};
+use herd_proto::terminal::HardwareDoc;
+use herd_tls::KeyPairPem;
+use support::{TestCenter, build_package, code, enrolment_token, feed, free_port, vendor_client};
+
+/// A running site server.
+struct TestSite {
+    process: TestCenter,
+    metrics_port: u16,
+    data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl TestSite {
+    /// Enrols and starts site `id` of `center` in `dir`.
+    fn start(center: &TestCenter, dir: &Path, id: &str) -> TestSite {
+        let token = center.operator().new_site_token(id).unwrap().token;
+        let ca = dir.join(format!("{id}-center-ca.pem"));
+        std::fs::write(&ca, center.ca_pem()).unwrap();
+        let metrics_port = free_port();
+        let extra = vec![
+            "--role".to_owned(),
+            "site".to_owned(),
+            "--upstream".to_owned(),
+            center.url.clone(),
+            "--upstream-ca".to_owned(),
+            ca.display().to_string(),
+            "--site-id".to_owned(),
+            id.to_owned(),
+            "--site-token".to_owned(),
+            token,
+            "--plaintext-listen".to_owned(),
+            format!("127.0.0.1:{metrics_port}"),
+            "--config".to_owned(),
+            site_config(dir, id).display().to_string(),
+        ];
+        let data_dir = dir.join(id);
+        let process = TestCenter::spawn(
+            &data_dir,
+            &extra.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        TestSite {
+            process,
+            metrics_port,
+            data_dir,
+            extra,
+        }
+    }
+
+    /// Starts the site again on its data (after a stop or a kill).
+    fn restart(&mut self) {
+        let listen = format!("127.0.0.1:{}", self.process.port);
+        let mut extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        extra.extend(["--listen", &listen]);
+        self.process = TestCenter::spawn(&self.data_dir, &extra);
+    }
+
+    fn url(&self) -> &str {
+        &self.process.url
+    }
+
+    /// A metric of the site (plaintext loopback listener), 0 when absent.
+    fn metric(&self, name: &str) -> u64 {
+        metric(self.metrics_port, name)
+    }
+}
+
+/// A short pull, so tests need not wait for a held request to end.
+fn site_config(dir: &Path, id: &str) -> PathBuf {
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &path,
+        "site_poll_secs = 5\nmax_events_per_terminal = 1000000\n",
+    )
+    .unwrap();
+    path
+}
+
+fn metric(port: u16, name: &str) -> u64 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_until(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Enrols terminal `id` (platform linux) through `server` (a site or the center).
+fn enrol_at(server: &str, ca_pem: &str, token: &str, id: &str) -> (KeyPairPem, Vec<String>) {
+    let (key_pem, csr_pem) = herd_tls::new_key_and_csr(id).unwrap();
+    let enrolled = Client::new(server, ca_pem, None)
+        .unwrap()
+        .enrol(&EnrolRequest {
+            token: token.to_owned(),
+            csr_pem,
+            id: Some(id.to_owned()),
+            user: None,
+            hardware: HardwareDoc {
+                kind: "pc".into(),
+                platform: "linux".into(),
+                model: None,
+            },
+            tz: None,
+        })
+        .unwrap();
+    (
+        KeyPairPem {
+            cert_pem: enrolled.certificate_pem,
+            key_pem,
+        },
+        enrolled.upstreams,
+    )
+}
+
+fn checkin() -> CheckinRequest {
+    CheckinRequest {
+        terminal: None,
+        installed: None,
+        hardware: None,
+        tz: None,
+        agent_version: Some("test".into()),
+        interfaces: None,
+    }
+}
+
+fn events(from: u64, count: u64) -> EventBatch {
+    EventBatch {
+        events: (from..from + count)
+            .map(|seq| EventDoc {
+                seq,
+                at: "2026-12-06T00:00:00Z".into(),
+                kind: "test.report".into(),
+                data: serde_json::json!({ "n": seq }),
+            })
+            .collect(),
+    }
+}
+
+/// The seqs of `terminal`'s events in the center's SQLite database, in the order the center
+/// stored them (its rowid), with the center stopped.
+fn stored_seqs(center_data: &Path, terminal: &str) -> Vec<u64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = format!("sqlite://{}", center_data.join("herd.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let seqs: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM events WHERE terminal = $1 ORDER BY rowid")
+                .bind(terminal)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        seqs.into_iter().map(|s| s as u64).collect()
+    })
+}
+
+#[test]
+fn terminals_are_served_by_their_site_while_the_center_is_down_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let center_data = dir.path().join("center");
+    let mut center = TestCenter::spawn(&center_data, &[]);
+    let ca = center.ca_pem();
+    let acme = vendor_client(&center, "acme");
+    let (package, packages) = build_package(dir.path(), "1.0", 1);
+    acme.upload_package(&package).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed("acme", &[("1.0", 1, &packages)])).unwrap(),
+    )
+    .unwrap();
+    let site1 = TestSite::start(&center, dir.path(), "office-1");
+    let site2 = TestSite::start(&center, dir.path(), "office-2");
+    let token = enrolment_token(&center, 10);
+
+    // Enrolment through a site: the center issues the certificate, the site keeps the
+    // terminal and names itself first, the center second.
+    let (t1, upstreams) = enrol_at(site1.url(), &ca, &token, "t1");
+    assert_eq!(upstreams.len(), 2, "{upstreams:?}");
+    assert!(upstreams[0].ends_with(&format!(":{}", site1.process.port)));
+    assert_eq!(upstreams[1], center.url);
+    let (t2, _) = enrol_at(site1.url(), &ca, &token, "t2");
+    let (t3, _) = enrol_at(site2.url(), &ca, &token, "t3");
+
+    // The site plans with the replicated catalog.
+    let at_site = |identity: &KeyPairPem, site: &TestSite| {
+        Client::new(site.url(), &ca, Some(identity)).unwrap()
+    };
+    let answer = at_site(&t1, &site1).checkin(&checkin()).unwrap();
+    assert_eq!(answer.plan.action, Action::Switch, "{:?}", answer.plan);
+    let (sha256, size) = answer
+        .plan
+        .steps
+        .iter()
+        .find_map(|step| match step {
+            Step::Fetch { sha256, size, .. } => Some((sha256.clone(), *size)),
+            _ => None,
+        })
+        .expect("a fetch step");
+
+    // Each package crosses the center→site link once per site, whoever asks and how often.
+    let bytes = std::fs::read(&package).unwrap();
+    for (identity, site, name) in [(&t1, &site1, "a"), (&t2, &site1, "b"), (&t3, &site2, "c")] {
+        let dest = dir.path().join(format!("download-{name}"));
+        at_site(identity, site)
+            .download_package(&sha256, size, &dest)
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    }
+    wait_until("site 1 counted its upstream bytes", 10, || {
+        site1.metric("herd_site_upstream_bytes_total") > 0
+    });
+    assert_eq!(site1.metric("herd_site_upstream_bytes_total"), size);
+    assert_eq!(site2.metric("herd_site_upstream_bytes_total"), size);
+    // Packages only for terminals: without a certificate the site refuses.
+    let anonymous = Client::new(site1.url(), &ca, None).unwrap();
+    assert!(
+        anonymous
+            .download_package(&sha256, size, &dir.path().join("nope"))
+            .is_err()
+    );
+
+    // The center sees what the site's terminals reported.
+    wait_until("t1's check-in relayed to the center", 20, || {
+        center
+            .operator()
+            .terminal("t1")
+            .is_ok_and(|detail| detail.summary.last_checkin.is_some())
+    });
+
+    // The center goes down: the site keeps planning, serving and queuing.
+    center.stop();
+    let mut sent = 0;
+    for batch in 0..20 {
+        let ack = at_site(&t1, &site1)
+            .send_events(&events(1 + batch * 50, 50))
+            .unwrap();
+        sent += 50;
+        assert_eq!(ack.acked_through, sent);
+    }
+    let again = at_site(&t1, &site1).checkin(&checkin()).unwrap();
+    assert_eq!(again.plan.action, Action::Switch);
+    let dest = dir.path().join("download-offline");
+    at_site(&t2, &site1)
+        .download_package(&sha256, size, &dest)
+        .unwrap();
+    wait_until("the site reports its queue", 10, || {
+        site1.metric("herd_site_queue_depth") >= 21
+    });
+    assert_eq!(site1.metric("herd_site_upstream_up"), 0);
+
+    // The center comes back: everything queued arrives, once, in order.
+    let center_port = center.port;
+    let mut center = TestCenter::spawn(
+        &center_data,
+        &["--listen", &format!("127.0.0.1:{center_port}")],
+    );
+    wait_until("the site's queue drained", 60, || {
+        site1.metric("herd_site_queue_depth") == 0 && site1.metric("herd_site_upstream_up") == 1
+    });
+    let sites = center.operator().sites().unwrap();
+    let office1 = sites.iter().find(|s| s.id == "office-1").unwrap();
+    assert_eq!(office1.terminals, 2);
+    assert!(office1.relay_applied > 0);
+    center.stop();
+    let seqs = stored_seqs(&center_data, "t1");
+    assert_eq!(
+        seqs,
+        (1..=sent).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    drop(site2);
+}
+
+#[test]
+fn a_site_acts_only_as_itself_and_for_its_own_terminals() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let site1 = TestSite::start(&center, dir.path(), "office-1");
+    let site2 = TestSite::start(&center, dir.path(), "office-2");
+    let token = enrolment_token(&center, 10);
+    let (t1, _) = enrol_at(site1.url(), &ca, &token, "t1");
+    let (t2, _) = enrol_at(site2.url(), &ca, &token, "t2");
+    let site_identity = |site: &TestSite| KeyPairPem {
+        cert_pem: std::fs::read_to_string(site.data_dir.join("site/cert.pem")).unwrap(),
+        key_pem: std::fs::read_to_string(site.data_dir.join("site/key.pem")).unwrap(),
+    };
+    let as_site1 = Client::new(&center.url, &ca, Some(&site_identity(&site1))).unwrap();
+
+    // Not a terminal, not an operator.
+    let (status, error) = code(as_site1.checkin(&checkin()).unwrap_err());
+    assert_eq!(
+        (status, error.as_str()),
+        (403, "client_certificate_required"),
+        "{error}"
+    );
+    assert_eq!(
+        code(as_site1.terminals(None, None, None, 10).unwrap_err()).0,
+        401
+    );
+    // Not another site's relay: t2 enrolled through office-2.
+    let relay = |terminal: &str, seq: u64| RelayBatch {
+        items: vec![RelayItem {
+            seq,
+            terminal: terminal.to_owned(),
+            body: RelayBody::Events {
+                batch: events(1, 1),
+            },
+        }],
+    };
+    let (status, error) = code(as_site1.relay(&relay("t2", 1_000_000)).unwrap_err());
+    assert_eq!((status, error.as_str()), (403, "forbidden"));
+    // A terminal is not a site.
+    let as_t1 = Client::new(&center.url, &ca, Some(&t1)).unwrap();
+    let (status, _) = code(as_t1.relay(&relay("t1", 1_000_001)).unwrap_err());
+    assert_eq!(status, 403);
+    // Only the center notifies a site: not a site, at the center or at another site.
+    let (status, error) = code(as_site1.site_notify(&SiteChanges::default()).unwrap_err());
+    assert_eq!((status, error.as_str()), (403, "forbidden"));
+    let at_site2 = Client::new(site2.url(), &ca, Some(&site_identity(&site1))).unwrap();
+    assert_eq!(
+        code(at_site2.site_notify(&SiteChanges::default()).unwrap_err()).0,
+        403
+    );
+    // A site does not do what only the center does.
+    let site_operator = Client::new(site1.url(), &ca, None)
+        .unwrap()
+        .with_token(&std::fs::read_to_string(site1.data_dir.join("operator.token")).unwrap());
+    let (status, error) = code(site_operator.new_site_token("x").unwrap_err());
+    assert_eq!((status, error.as_str()), (421, "wrong_role"));
+    assert_eq!(
+        code(site_operator.publish_feed("acme", b"{}").unwrap_err()).1,
+        "wrong_role"
+    );
+    // A used site token does not enrol another site.
+    let (_, csr_pem) = herd_tls::new_key_and_csr("office-3").unwrap();
+    let used = center.operator().new_site_token("once").unwrap().token;
+    let enrol = |token: &str, id: &str, url: &str, names: Vec<String>, csr: &str| {
+        center.anonymous().enrol_site(&SiteEnrolRequest {
+            token: token.to_owned(),
+            csr_pem: csr.to_owned(),
+            id: id.to_owned(),
+            url: url.to_owned(),
+            server_names: names,
+        })
+    };
+    enrol(
+        &used,
+        "office-3",
+        "https://127.0.0.1:1",
+        vec!["127.0.0.1".into()],
+        &csr_pem,
+    )
+    .unwrap();
+    let (status, error) =
+        code(enrol(&used, "office-3", "https://127.0.0.1:1", vec![], &csr_pem).unwrap_err());
+    assert_eq!((status, error.as_str()), (403, "enrolment_token_invalid"));
+    // A terminal token does not enrol a site, nor a site token a terminal.
+    let (status, _) =
+        code(enrol(&token, "office-4", "https://x.example", vec![], &csr_pem).unwrap_err());
+    assert_eq!(status, 403);
+    let site_token = center.operator().new_site_token("site").unwrap().token;
+    let (_, csr) = herd_tls::new_key_and_csr("t9").unwrap();
+    let refused = center.anonymous().enrol(&EnrolRequest {
+        token: site_token.clone(),
+        csr_pem: csr,
+        id: Some("t9".into()),
+        user: None,
+        hardware: HardwareDoc {
+            kind: "pc".into(),
+            platform: "linux".into(),
+            model: None,
+        },
+        tz: None,
+    });
+    assert_eq!(code(refused.unwrap_err()).1, "enrolment_token_invalid");
+    // Bad input on the site endpoints, each named.
+    for (id, url, names, csr, expected) in [
+        (
+            "bad id",
+            "https://x.example",
+            vec![],
+            csr_pem.as_str(),
+            "$.id",
+        ),
+        ("ok", "http://x.example", vec![], csr_pem.as_str(), "$.url"),
+        (
+            "ok",
+            "https://x.example",
+            vec!["a/b".to_owned()],
+            csr_pem.as_str(),
+            "$.server_names[0]",
+        ),
+        (
+            "ok",
+            "https://x.example",
+            vec![],
+            "not a csr",
+            "certificate request",
+        ),
+    ] {
+        let err = enrol(&site_token, id, url, names, csr).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    let out_of_order = RelayBatch {
+        items: vec![
+            RelayItem {
+                seq: 5,
+                terminal: "t1".into(),
+                body: RelayBody::Events {
+                    batch: events(1, 1),
+                },
+            },
+            RelayItem {
+                seq: 5,
+                terminal: "t1".into(),
+                body: RelayBody::Events {
+                    batch: events(2, 1),
+                },
+            },
+        ],
+    };
+    let as_site1 = Client::new(&center.url, &ca, Some(&site_identity(&site1))).unwrap();
+    let err = as_site1.relay(&out_of_order).unwrap_err().to_string();
+    assert!(err.contains("$.items[1].seq"), "{err}");
+    let too_many = RelayBatch {
+        items: (1..=501)
+            .map(|seq| RelayItem {
+                seq,
+                terminal: "t1".into(),
+                body: RelayBody::Events {
+                    batch: events(seq, 1),
+                },
+            })
+            .collect(),
+    };
+    assert_eq!(code(as_site1.relay(&too_many).unwrap_err()).0, 413);
+    let _ = (t2, ClientError::Invalid(String::new()));
+}
+
+/// SPEC §8's durability bar across the site tier: a terminal streams 100,000 reports to its
+/// site, sending again whatever was not acknowledged (as the agent's outbox does), while the
+/// site and the center are each killed with SIGKILL at random moments and started again.
+/// Every report reaches the center, once, in order.
+#[test]
+fn kill_9_of_the_site_and_the_center_during_100000_reports_loses_nothing_and_applies_nothing_twice()
+{
+    use rand::{Rng, SeedableRng};
+    const REPORTS: u64 = 100_000;
+    const BATCH: u64 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let center_data = dir.path().join("center");
+    let center_config = dir.path().join("center.toml");
+    std::fs::write(&center_config, "max_events_per_terminal = 1000000\n").unwrap();
+    let center_args = ["--config", center_config.to_str().unwrap()];
+    let mut center = TestCenter::spawn(&center_data, &center_args);
+    let center_listen = format!("127.0.0.1:{}", center.port);
+    let ca = center.ca_pem();
+    let mut site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 1);
+    let (t1, _) = enrol_at(site.url(), &ca, &token, "t1");
+
+    // A killer thread sends SIGKILL at random moments — to the site 4 times, to the center 3
+    // times — whatever either is doing (storing a batch, forwarding the queue, applying it);
+    // the sender restarts whichever it finds dead.
+    let seed = rand::random::<u64>();
+    eprintln!("seed {seed}");
+    let pids = std::sync::Arc::new(std::sync::Mutex::new((site.process.pid(), center.pid())));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let pids = pids.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut kills = vec![true, true, true, true, false, false, false];
+            let mut made = 0;
+            while !kills.is_empty() && !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+                let site_next = kills.swap_remove(rng.random_range(0..kills.len()));
+                let (site_pid, center_pid) = *pids.lock().unwrap();
+                let pid = if site_next { site_pid } else { center_pid };
+                if let Some(pid) = pid {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    made += 1;
+                }
+            }
+            made
+        })
+    };
+    let mut next = 1;
+    let mut refused_sends = 0;
+    let mut restarts = 0;
+    while next <= REPORTS {
+        if !site.process.running() {
+            site.restart();
+            restarts += 1;
+            pids.lock().unwrap().0 = site.process.pid();
+        }
+        if !center.running() {
+            center = TestCenter::spawn(
+                &center_data,
+                &[center_args[0], center_args[1], "--listen", &center_listen],
+            );
+            restarts += 1;
+            pids.lock().unwrap().1 = center.pid();
+        }
+        let count = BATCH.min(REPORTS - next + 1);
+        let client = Client::new(site.url(), &ca, Some(&t1)).unwrap();
+        match client.send_events(&events(next, count)) {
+            Ok(ack) => {
+                assert!(ack.acked_through >= next - 1, "acknowledged backwards");
+                next = ack.acked_through + 1;
+            }
+            Err(_) => {
+                refused_sends += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killer.join().unwrap();
+    if !site.process.running() {
+        site.restart();
+    }
+    if !center.running() {
+        center = TestCenter::spawn(
+            &center_data,
+            &[center_args[0], center_args[1], "--listen", &center_listen],
+        );
+    }
+    wait_until("the site's queue drained", 300, || {
+        site.metric("herd_site_queue_depth") == 0 && site.metric("herd_site_upstream_up") == 1
+    });
+    center.stop();
+    let seqs = stored_seqs(&center_data, "t1");
+    assert_eq!(
+        seqs.len() as u64,
+        REPORTS,
+        "seed {seed}: every report stored once"
+    );
+    assert!(
+        seqs.iter().copied().eq(1..=REPORTS),
+        "seed {seed}: every report in order"
+    );
+    eprintln!(
+        "seed {seed}: {REPORTS} reports, {kills} kills, {restarts} restarts, {refused_sends} sends failed and repeated"
+    );
+}
+
+/// An agent whose site is unreachable checks in with the next upstream it was given: the
+/// center, or another site, which asks the center for the terminal and serves it from then on;
+/// its reports still reach the center.
+#[test]
+fn a_terminal_fails_over_to_the_center_and_to_another_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let mut site1 = TestSite::start(&center, dir.path(), "office-1");
+    let site2 = TestSite::start(&center, dir.path(), "office-2");
+    let token = enrolment_token(&center, 1);
+    let (t1, upstreams) = enrol_at(site1.url(), &ca, &token, "t1");
+    site1.process.kill();
+    // The next upstream in its list: the center knows the terminal.
+    let at_center = Client::new(&upstreams[1], &ca, Some(&t1)).unwrap();
+    at_center.checkin(&checkin()).unwrap();
+    at_center.send_events(&events(1, 10)).unwrap();
+    // Another site learns the terminal from the center and relays for it from then on.
+    let at_site2 = Client::new(site2.url(), &ca, Some(&t1)).unwrap();
+    at_site2.checkin(&checkin()).unwrap();
+    let ack = at_site2.send_events(&events(11, 10)).unwrap();
+    assert_eq!(ack.acked_through, 20);
+    wait_until("site 2's queue drained", 30, || {
+        site2.metric("herd_site_queue_depth") == 0
+            && site2.metric("herd_site_forwarded_items_total") >= 2
+    });
+    let sites = center.operator().sites().unwrap();
+    let office2 = sites.iter().find(|s| s.id == "office-2").unwrap();
+    assert_eq!(office2.terminals, 1, "t1 is office-2's now");
+    // Its old site, back, still serves it (it kept the terminal).
+    site1.restart();
+    Client::new(site1.url(), &ca, Some(&t1))
+        .unwrap()
+        .checkin(&checkin())
+        .unwrap();
+}
+
+/// Pull first, push behind it (seed 001 S109–S111): a publish reaches a site holding its pull
+/// at once; a site that cannot pull (it is down) is pushed to after `site_push_after_secs`, the
+/// push fails and is counted, and the site catches up by pulling when it returns.
+#[test]
+fn a_change_reaches_a_pulling_site_at_once_and_a_site_that_missed_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("center.toml");
+    std::fs::write(&config, "site_push_after_secs = 1\n").unwrap();
+    let metrics_port = free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let center = TestCenter::spawn(
+        &dir.path().join("center"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--plaintext-listen",
+            &metrics_listen,
+        ],
+    );
+    let ca = center.ca_pem();
+    let mut site = TestSite::start(&center, dir.path(), "office-1");
+    let site_catalog = |site: &TestSite| {
+        let token = std::fs::read_to_string(site.data_dir.join("operator.token")).unwrap();
+        Client::new(site.url(), &ca, None)
+            .unwrap()
+            .with_token(&token)
+            .catalog()
+            .ok()
+            .and_then(|doc| doc["releases"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let acme = vendor_client(&center, "acme");
+    let (package, packages) = build_package(dir.path(), "1.0", 1);
+    acme.upload_package(&package).unwrap();
+    let published = Instant::now();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed("acme", &[("1.0", 1, &packages)])).unwrap(),
+    )
+    .unwrap();
+    wait_until("the site has the new release", 5, || {
+        site_catalog(&site) == 1
+    });
+    let took = published.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Down, the site misses the next release; the center pushes, fails, counts it.
+    site.process.kill();
+    let (second, packages2) = build_package(dir.path(), "2.0", 2);
+    acme.upload_package(&second).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed(
+            "acme",
+            &[("1.0", 1, &packages), ("2.0", 2, &packages2)],
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    wait_until("the center tried to push to the silent site", 30, || {
+        metric(metrics_port, "herd_site_pushes_failed_total") >= 1
+    });
+    // Back, it pulls what it missed.
+    site.restart();
+    wait_until("the site caught up", 10, || site_catalog(&site) == 2);
+    let sites = center.operator().sites().unwrap();
+    assert_eq!(sites[0].state, "ok");
+}
