@@ -662,10 +662,7 @@ impl Terminal {
             )
         };
         let timeout = Duration::from_secs(wait_secs) + REQUEST_TIMEOUT;
-        let (status, body) = self
-            .send(sim, Method::GET, &path, None, timeout)
-            .await
-            .map_err(|kind| format!("{kind}"))?;
+        let (status, body) = self.send(sim, Method::GET, &path, None, timeout).await?;
         // An upstream without the endpoint (404, 405) or a site that sends it elsewhere (421).
         if matches!(
             status,
