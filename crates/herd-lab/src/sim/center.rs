@@ -25,6 +25,15 @@ impl SpawnedCenter {
     /// temporary directory when `None`) and `worker_threads` tokio workers (its default when
     /// `None`), and waits until it answers.
     pub fn start(data_dir: Option<&Path>, worker_threads: Option<usize>) -> anyhow::Result<Self> {
+        SpawnedCenter::start_with(data_dir, worker_threads, &[])
+    }
+
+    /// Like [`SpawnedCenter::start`], with more arguments for `herd serve` (`-c FILE`).
+    pub fn start_with(
+        data_dir: Option<&Path>,
+        worker_threads: Option<usize>,
+        more_args: &[String],
+    ) -> anyhow::Result<Self> {
         let (data_dir, remove_data_dir) = match data_dir {
             Some(dir) => (dir.to_owned(), false),
             None => (temporary_directory()?, true),
@@ -34,6 +43,7 @@ impl SpawnedCenter {
         let threads = worker_threads.map(|n| n.to_string());
         let spec = CenterSpec::new(&exe, &data_dir)
             .args(["--log-format", "json", "--log", "warn,herd_center=info"])
+            .args(more_args)
             .env("TOKIO_WORKER_THREADS", threads.as_deref())
             .env("RUST_LOG", None);
         let started = CenterProcess::start(&spec);
@@ -84,7 +94,7 @@ impl Drop for SpawnedCenter {
 }
 
 /// A new, empty directory under the system's temporary directory.
-fn temporary_directory() -> anyhow::Result<PathBuf> {
+pub(super) fn temporary_directory() -> anyhow::Result<PathBuf> {
     let base = std::env::temp_dir();
     for _ in 0..16 {
         let dir = base.join(format!(

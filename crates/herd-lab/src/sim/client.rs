@@ -6,7 +6,7 @@
 //! an operator's presents none and sends a bearer token.
 
 use std::future::{Future, poll_fn};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
@@ -22,7 +22,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -138,10 +138,34 @@ impl std::fmt::Debug for Https {
 
 impl Https {
     pub async fn connect(endpoint: &Endpoint, tls: Arc<ClientConfig>) -> Result<Https, ConnError> {
+        Https::connect_from(endpoint, tls, None).await
+    }
+
+    /// Connects from the local address `source` (any port) when given: one loopback source
+    /// address has only so many ephemeral ports towards one destination, so `herd sim
+    /// protect`'s workers each use their own (127.0.0.2, 127.0.0.3, …).
+    pub async fn connect_from(
+        endpoint: &Endpoint,
+        tls: Arc<ClientConfig>,
+        source: Option<IpAddr>,
+    ) -> Result<Https, ConnError> {
         let connecting = async {
-            let tcp = TcpStream::connect(endpoint.addr)
-                .await
-                .map_err(ConnError::Connect)?;
+            let tcp = match source {
+                None => TcpStream::connect(endpoint.addr).await,
+                Some(source) => {
+                    let socket = if source.is_ipv4() {
+                        TcpSocket::new_v4()
+                    } else {
+                        TcpSocket::new_v6()
+                    }
+                    .map_err(ConnError::Connect)?;
+                    socket
+                        .bind(SocketAddr::new(source, 0))
+                        .map_err(ConnError::Connect)?;
+                    socket.connect(endpoint.addr).await
+                }
+            }
+            .map_err(ConnError::Connect)?;
             // Requests are small and answered before the next one: never wait for more bytes.
             tcp.set_nodelay(true).map_err(ConnError::Connect)?;
             let stream = TlsConnector::from(tls)

@@ -1,5 +1,6 @@
 //! `herd sim`: a fleet of simulated terminals speaking the real protocol to a real center
-//! (SPEC §7), for load measurements (SPEC §8: check-ins per second end to end).
+//! (SPEC §7), for load measurements (SPEC §8: check-ins per second end to end, and time to
+//! protection with `herd sim protect`, see `protect`).
 //!
 //! `herd sim checkins` starts a `herd serve` child (or targets an existing center), publishes a
 //! generated catalog, enrols terminals with their own keys and certificates, has each check in
@@ -10,6 +11,11 @@
 mod center;
 mod client;
 mod fleet;
+mod protect;
+mod protect_report;
+mod protect_sites;
+mod protect_wire;
+mod protect_worker;
 mod report;
 
 use std::io::IsTerminal as _;
@@ -43,6 +49,10 @@ pub struct SimArgs {
 #[derive(Debug, Subcommand)]
 enum SimCommand {
     Checkins(CheckinArgs),
+    Protect(protect::ProtectArgs),
+    /// One worker process of `herd sim protect` (started by it; orders on stdin).
+    #[command(hide = true)]
+    ProtectWorker,
 }
 
 /// Measure check-ins per second, end to end.
@@ -165,6 +175,8 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
     match args.command {
         SimCommand::Checkins(args) => checkins(args),
+        SimCommand::Protect(args) => protect::run(args),
+        SimCommand::ProtectWorker => protect_worker::run(),
     }
 }
 
