@@ -63,25 +63,25 @@ impl Center {
     pub async fn enrol_site(&self, request: SiteEnrolRequest) -> CenterResult<SiteEnrolResponse> {
         self.refuse_at_site("sites enrol with the center")?;
         if !herd_tls::is_valid_terminal_id(&request.id) {
-            return Err(CenterError::bad_request(format!(
+            return Err(invalid(format!(
                 "the site enrolment: $.id: {:?} is not 1 to 128 characters of [A-Za-z0-9._-]",
                 request.id
             )));
         }
         if !request.url.starts_with("https://") || request.url.len() > 2048 {
-            return Err(CenterError::bad_request(format!(
+            return Err(invalid(format!(
                 "the site enrolment: $.url: {:?} is not an https:// URL",
                 request.url
             )));
         }
         if request.server_names.len() > 32 {
-            return Err(CenterError::bad_request(
+            return Err(invalid(
                 "the site enrolment: $.server_names: at most 32 names",
             ));
         }
         for (i, name) in request.server_names.iter().enumerate() {
             if !herd_tls::is_valid_server_name(name) {
-                return Err(CenterError::bad_request(format!(
+                return Err(invalid(format!(
                     "the site enrolment: $.server_names[{i}]: {name:?} is neither a DNS name nor an IP address"
                 )));
             }
@@ -617,4 +617,9 @@ fn site_state(row: &SiteRow, now: i64, late_after: i64) -> &'static str {
         Some(at) if now - at <= late_after * 10 => "late",
         _ => "unreachable",
     }
+}
+
+/// Content the schema cannot express, refused as such (422), as API v1 answers elsewhere.
+fn invalid(message: impl Into<String>) -> CenterError {
+    CenterError::new(ErrorKind::DocumentInvalid, message.into())
 }

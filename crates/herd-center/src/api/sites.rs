@@ -48,7 +48,7 @@ pub async fn list_sites(
     responses(
         (status = 201, body = SiteEnrolResponse),
         (status = 403, body = ErrorBody, description = "`enrolment_token_invalid`"),
-        (status = 422, body = ErrorBody, description = "`csr_invalid`"),
+        (status = 422, body = ErrorBody, description = "`csr_invalid`; or `bad_request`: an id, URL or server name that is not one"),
         (status = 421, body = ErrorBody, description = "`wrong_role`: asked of a site server"),
     ))]
 pub async fn enrol_site(
