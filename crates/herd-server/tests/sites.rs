@@ -557,18 +557,29 @@ fn kill_9_of_the_site_and_the_center_during_100000_reports_loses_nothing_and_app
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let kills = killer.join().unwrap();
-    if !site.process.running() {
-        site.restart();
-    }
-    if !center.running() {
-        center = TestCenter::spawn(
-            &center_data,
-            &[center_args[0], center_args[1], "--listen", &center_listen],
+    // The killer's last SIGKILL may land after the loop, and a process it just killed can
+    // still look alive for a moment: keep restarting whichever is found dead until the queue
+    // has drained.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if !site.process.running() {
+            site.restart();
+        }
+        if !center.running() {
+            center = TestCenter::spawn(
+                &center_data,
+                &[center_args[0], center_args[1], "--listen", &center_listen],
+            );
+        }
+        if site.metric("herd_site_queue_depth") == 0 && site.metric("herd_site_upstream_up") == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the site's queue did not drain"
         );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    wait_until("the site's queue drained", 300, || {
-        site.metric("herd_site_queue_depth") == 0 && site.metric("herd_site_upstream_up") == 1
-    });
     center.stop();
     let seqs = stored_seqs(&center_data, "t1");
     assert_eq!(
