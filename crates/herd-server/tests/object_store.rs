@@ -11,12 +11,11 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use herd_client::Client;
-use herd_core::Timestamp;
 use herd_proto::distribution::{consistent_target_name, package_target};
-use herd_tuf::{TargetFile, TargetSearch, TrustedSet, verify_target};
+use herd_tuf::verify_target;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{HERD, TestCenter};
+use support::{HERD, TestCenter, refresh_and_find};
 
 const ACCESS_KEY: &str = "herd-test-access";
 const SECRET_KEY: &str = "herd-test-secret-key-of-forty-characters";
@@ -209,38 +208,6 @@ fn publish(client: &Client, feed: &Value) -> Value {
     serde_json::to_value(answer).unwrap()
 }
 
-/// A refresh from `root` as an agent makes it, down to the role that lists `path`.
-fn refresh_and_find(center: &TestCenter, root: &[u8], path: &str) -> TargetFile {
-    let now = Timestamp::from_unix_seconds(herd_center::unix_now());
-    let mut set = TrustedSet::new(root, now).unwrap();
-    set.root_update_finished().unwrap();
-    set.update_timestamp(&get(center, "/tuf/metadata/timestamp.json"), None)
-        .unwrap();
-    let snapshot = set.snapshot_meta().unwrap().version;
-    set.update_snapshot(
-        &get(center, &format!("/tuf/metadata/{snapshot}.snapshot.json")),
-        None,
-    )
-    .unwrap();
-    let targets = set.targets_meta("targets").unwrap().version;
-    set.update_targets(&get(
-        center,
-        &format!("/tuf/metadata/{targets}.targets.json"),
-    ))
-    .unwrap();
-    loop {
-        match set.find_target(path) {
-            TargetSearch::Found { file, .. } => return file,
-            TargetSearch::NeedRole { role, delegator } => {
-                let version = set.targets_meta(&role).unwrap().version;
-                let bytes = get(center, &format!("/tuf/metadata/{version}.{role}.json"));
-                set.update_delegated(&role, &delegator, &bytes).unwrap();
-            }
-            other => panic!("{path}: {other:?}"),
-        }
-    }
-}
-
 /// Fetches acme-av `version`'s package from `center` as a terminal would: the signed target
 /// verified from `root`, then the bytes under their consistent name checked against it.
 fn fetch_signed_package(center: &TestCenter, root: &[u8], version: &str, bytes: &[u8]) {
@@ -250,7 +217,7 @@ fn fetch_signed_package(center: &TestCenter, root: &[u8], version: &str, bytes: 
     // The signed metadata follows the publish within a sign round.
     let deadline = Instant::now() + Duration::from_secs(20);
     let target = loop {
-        let found = std::panic::catch_unwind(|| refresh_and_find(center, root, &path));
+        let found = std::panic::catch_unwind(|| refresh_and_find(|p| get(center, p), root, &path));
         match found {
             Ok(target) => break target,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),

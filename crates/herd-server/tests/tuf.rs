@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use herd_client::Client;
 use herd_core::Timestamp;
 use herd_proto::distribution::{PackageCustom, package_target, read_custom};
-use herd_tuf::{TargetFile, TargetSearch, TrustedSet, verify_target};
+use herd_tuf::{TargetFile, TrustedSet, verify_target};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{TestCenter, build_package, enrolment_token, feed, vendor_client};
+use support::{TestCenter, build_package, enrolment_token, feed, refresh_and_find, vendor_client};
 
 /// `GET path` with curl, trusting the center's CA: (status, headers, body).
 fn fetch(center: &TestCenter, path: &str) -> (u16, String, Vec<u8>) {
@@ -110,39 +110,6 @@ fn publish(client: &Client, vendor: &str, feed: &Value) {
         .expect("publish");
 }
 
-/// A full refresh as an agent does it, from `root`, up to the role that lists `path`; returns
-/// what the metadata says of it.
-fn refresh_and_find(center: &TestCenter, root: &[u8], path: &str) -> TargetFile {
-    let now = Timestamp::from_unix_seconds(herd_center::unix_now());
-    let mut set = TrustedSet::new(root, now).unwrap();
-    set.root_update_finished().unwrap();
-    set.update_timestamp(&get(center, "/tuf/metadata/timestamp.json"), None)
-        .unwrap();
-    let snapshot = set.snapshot_meta().unwrap().version;
-    set.update_snapshot(
-        &get(center, &format!("/tuf/metadata/{snapshot}.snapshot.json")),
-        None,
-    )
-    .unwrap();
-    let targets = set.targets_meta("targets").unwrap().version;
-    set.update_targets(&get(
-        center,
-        &format!("/tuf/metadata/{targets}.targets.json"),
-    ))
-    .unwrap();
-    loop {
-        match set.find_target(path) {
-            TargetSearch::Found { file, .. } => return file,
-            TargetSearch::NeedRole { role, delegator } => {
-                let version = set.targets_meta(&role).unwrap().version;
-                let bytes = get(center, &format!("/tuf/metadata/{version}.{role}.json"));
-                set.update_delegated(&role, &delegator, &bytes).unwrap();
-            }
-            other => panic!("{path}: {other:?}"),
-        }
-    }
-}
-
 /// The SHA-256 (hex) and length of the tar inside a package.
 fn content_of(package: &[u8]) -> (String, u64) {
     let mut tar = Vec::new();
@@ -202,7 +169,7 @@ fn a_published_package_is_listed_signed_and_verifies_from_the_root() {
     let bytes = std::fs::read(&package).unwrap();
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let (path, url) = acme_paths("1.0", &sha256);
-    let file = refresh_and_find(&center, &root, &path);
+    let file = refresh_and_find(|p| get(&center, p), &root, &path);
     assert_eq!(file.length, bytes.len() as u64);
     assert_eq!(
         file.hashes.keys().collect::<Vec<_>>(),
@@ -819,7 +786,7 @@ fn a_vendor_signs_its_own_role_and_the_center_serves_only_that() {
     let bytes = std::fs::read(&package).unwrap();
     let (path, url) = acme_paths("1.0", &hex::encode(Sha256::digest(&bytes)));
     let root = get(&center, "/tuf/metadata/root.json");
-    let file = refresh_and_find(&center, &root, &path);
+    let file = refresh_and_find(|p| get(&center, p), &root, &path);
     verify_target(&path, &file, &get(&center, &url)).unwrap();
 
     // A republish and an expiry refresh never put a center-signed acme role back.
@@ -1022,6 +989,6 @@ fn two_centers_on_one_database_serve_one_repository() {
     assert_eq!(versions(&one), versions(&two));
     let bytes = std::fs::read(&package).unwrap();
     let (path, url) = acme_paths("1.0", &hex::encode(Sha256::digest(&bytes)));
-    let file = refresh_and_find(&two, &root, &path);
+    let file = refresh_and_find(|p| get(&two, p), &root, &path);
     verify_target(&path, &file, &get(&two, &url)).unwrap();
 }

@@ -310,3 +310,39 @@ pub fn feed(vendor: &str, releases: &[(&str, u64, &serde_json::Value)]) -> serde
         "coverage": [],
     })
 }
+
+/// A refresh from `root` as an agent makes it — root chain done, then timestamp, snapshot,
+/// targets and the delegated roles down to the one that lists `path` — reading each metadata
+/// file with `get`; returns what the metadata says of `path`.
+pub fn refresh_and_find(
+    get: impl Fn(&str) -> Vec<u8>,
+    root: &[u8],
+    path: &str,
+) -> herd_tuf::TargetFile {
+    use herd_tuf::{TargetSearch, TrustedSet};
+    let now = herd_core::Timestamp::from_unix_seconds(herd_center::unix_now());
+    let mut set = TrustedSet::new(root, now).unwrap();
+    set.root_update_finished().unwrap();
+    set.update_timestamp(&get("/tuf/metadata/timestamp.json"), None)
+        .unwrap();
+    let snapshot = set.snapshot_meta().unwrap().version;
+    set.update_snapshot(
+        &get(&format!("/tuf/metadata/{snapshot}.snapshot.json")),
+        None,
+    )
+    .unwrap();
+    let targets = set.targets_meta("targets").unwrap().version;
+    set.update_targets(&get(&format!("/tuf/metadata/{targets}.targets.json")))
+        .unwrap();
+    loop {
+        match set.find_target(path) {
+            TargetSearch::Found { file, .. } => return file,
+            TargetSearch::NeedRole { role, delegator } => {
+                let version = set.targets_meta(&role).unwrap().version;
+                let bytes = get(&format!("/tuf/metadata/{version}.{role}.json"));
+                set.update_delegated(&role, &delegator, &bytes).unwrap();
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+}
