@@ -150,6 +150,28 @@ where
         Ok(())
     }
 
+    /// Why an enrolment token of `kind` (`terminal` or `site`) gave no use: unknown (or of the
+    /// other kind), expired, or used up.
+    async fn token_refusal(
+        tx: &mut Transaction<'static, DB>,
+        token_hash: &str,
+        now: i64,
+        kind: &str,
+    ) -> EnrolError {
+        let expires_at: Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar("SELECT expires_at FROM enrol_tokens WHERE hash = $1 AND kind = $2")
+                .bind(token_hash)
+                .bind(kind)
+                .fetch_optional(&mut **tx)
+                .await;
+        match expires_at {
+            Err(err) => StoreError::from(err).into(),
+            Ok(None) => EnrolError::TokenUnknown,
+            Ok(Some(expires_at)) if expires_at <= now => EnrolError::TokenExpired,
+            Ok(Some(_)) => EnrolError::TokenUsedUp,
+        }
+    }
+
     /// Makes `site` the site a terminal came through last, and one that may relay for it.
     async fn record_site_terminal(
         tx: &mut Transaction<'static, DB>,
@@ -1191,19 +1213,7 @@ where
         .await
         .map_err(StoreError::from)?;
         if consumed.is_none() {
-            let expires_at: i64 = sqlx::query_scalar(
-                "SELECT expires_at FROM enrol_tokens WHERE hash = $1 AND kind = 'terminal'",
-            )
-            .bind(token_hash)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or(EnrolError::TokenUnknown)?;
-            return Err(if expires_at <= now {
-                EnrolError::TokenExpired
-            } else {
-                EnrolError::TokenUsedUp
-            });
+            return Err(Self::token_refusal(&mut tx, token_hash, now, "terminal").await);
         }
         if let Some(Some(bound)) = consumed {
             return Self::reenrol(tx, bound, terminal).await;
@@ -1704,19 +1714,7 @@ where
         .await
         .map_err(StoreError::from)?;
         if consumed.is_none() {
-            let expires_at: i64 = sqlx::query_scalar(
-                "SELECT expires_at FROM enrol_tokens WHERE hash = $1 AND kind = 'site'",
-            )
-            .bind(token_hash)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or(EnrolError::TokenUnknown)?;
-            return Err(if expires_at <= now {
-                EnrolError::TokenExpired
-            } else {
-                EnrolError::TokenUsedUp
-            });
+            return Err(Self::token_refusal(&mut tx, token_hash, now, "site").await);
         }
         sqlx::query(
             "INSERT INTO sites (id, url, cert_sha256, enrolled_at, relay_applied) \
