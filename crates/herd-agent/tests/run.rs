@@ -97,26 +97,44 @@ struct Center {
 
 impl Center {
     fn start(data_dir: &Path, checkin_interval: u64) -> Center {
-        let port = free_port().expect("a free port");
-        let plain_port = free_port().expect("a free port");
-        let spec = CenterSpec::new(herd_binary(), data_dir)
-            .log(&data_dir.with_extension("log"))
-            .listen(&format!("127.0.0.1:{port}"))
-            // The plaintext loopback listener serves `/metrics` without TLS.
-            .arg("--plaintext-listen")
-            .arg(format!("127.0.0.1:{plain_port}"))
-            .arg("--checkin-interval")
-            .arg(checkin_interval.to_string())
-            .env("RUST_LOG", Some("error"));
-        let mut center = Center {
-            process: None,
-            spec,
-            data_dir: data_dir.to_owned(),
-            url: format!("https://127.0.0.1:{port}"),
-            plain_port,
-        };
-        center.spawn();
-        center
+        Center::launch(data_dir, |spec| {
+            spec.arg("--checkin-interval")
+                .arg(checkin_interval.to_string())
+        })
+    }
+
+    /// Starts a center whose ports are chosen free at start: the harness picks the listening
+    /// port (and tries another if it is taken before the center binds it); the plaintext
+    /// port is picked here, and the whole start is tried again if that one was taken. The
+    /// address found is kept in the spec, so a restart comes back on the same ports.
+    fn launch(data_dir: &Path, configure: impl Fn(CenterSpec) -> CenterSpec) -> Center {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let plain_port = free_port().expect("a free port");
+            let spec = configure(
+                CenterSpec::new(herd_binary(), data_dir)
+                    .log(&data_dir.with_extension("log"))
+                    // The plaintext loopback listener serves `/metrics` without TLS.
+                    .arg("--plaintext-listen")
+                    .arg(format!("127.0.0.1:{plain_port}"))
+                    .env("RUST_LOG", Some("error")),
+            );
+            match CenterProcess::start(&spec) {
+                Ok(process) => {
+                    let spec = spec.listen(&process.listen);
+                    return Center {
+                        url: process.url.clone(),
+                        process: Some(process),
+                        spec,
+                        data_dir: data_dir.to_owned(),
+                        plain_port,
+                    };
+                }
+                Err(err) if attempt < ATTEMPTS && format!("{err:#}").contains("in use") => {}
+                Err(err) => panic!("herd serve starts: {err:#}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     fn spawn(&mut self) {
@@ -2422,14 +2440,8 @@ impl Center {
     /// A center process on a shared PostgreSQL database (`url`), with the shared blob
     /// directory and key-encryption key several processes of one database need.
     fn start_on_postgres(data_dir: &Path, url: &str, blobs: &Path) -> Center {
-        let port = free_port().expect("a free port");
-        let plain_port = free_port().expect("a free port");
-        let spec = CenterSpec::new(herd_binary(), data_dir)
-            .log(&data_dir.with_extension("log"))
-            .listen(&format!("127.0.0.1:{port}"))
-            .arg("--plaintext-listen")
-            .arg(format!("127.0.0.1:{plain_port}"))
-            .args([
+        Center::launch(data_dir, |spec| {
+            spec.args([
                 "--checkin-interval",
                 "3600",
                 "--database",
@@ -2438,16 +2450,7 @@ impl Center {
             ])
             .arg(blobs)
             .env("HERD_CA_KEK", Some("the fleet's key-encryption key"))
-            .env("RUST_LOG", Some("error"));
-        let mut center = Center {
-            process: None,
-            spec,
-            data_dir: data_dir.to_owned(),
-            url: format!("https://127.0.0.1:{port}"),
-            plain_port,
-        };
-        center.spawn();
-        center
+        })
     }
 }
 
