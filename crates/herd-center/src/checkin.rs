@@ -13,71 +13,53 @@ use herd_core::Timestamp;
 use herd_proto::api::CheckinResponse;
 use herd_proto::api::{CheckinRequest, MAX_INTERFACE_ADDRESSES, MAX_INTERFACES, NetworkInterface};
 use herd_proto::terminal::{PolicyDoc, TerminalDoc};
-use herd_store::{CheckinWrite, InterfaceSeen, PlanWrite, Store};
+use herd_store::{CheckinWrite, InterfaceSeen, PlanWrite, QueueItem, Store};
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::group_commit::{Closed, GroupCommit};
 use crate::metrics::Metrics;
 use crate::{Center, KnownTerminal, planners, rfc3339};
 
 /// The most check-ins one transaction stores.
 const MAX_BATCH: usize = 1024;
 
-struct Pending {
-    write: CheckinWrite,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
-/// The group-commit writer's queue.
+/// The group-commit writer of check-ins.
 #[derive(Debug)]
-pub struct CheckinWriter {
-    queue: std::sync::Mutex<Option<mpsc::Sender<Pending>>>,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("terminal", &self.write.terminal)
-            .finish()
-    }
-}
+pub struct CheckinWriter(GroupCommit<CheckinWrite, Result<(), String>>);
 
 impl CheckinWriter {
     pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> CheckinWriter {
-        let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
-        let task = tokio::spawn(write_batches(store, metrics, rx));
-        CheckinWriter {
-            queue: std::sync::Mutex::new(Some(tx)),
-            task: std::sync::Mutex::new(Some(task)),
-        }
+        CheckinWriter(GroupCommit::start(
+            MAX_BATCH,
+            Box::new(move |writes: Vec<CheckinWrite>| {
+                let (store, metrics) = (store.clone(), metrics.clone());
+                Box::pin(async move {
+                    metrics.checkin_batch_size.observe(writes.len() as f64);
+                    let result = store.record_checkins(&writes).await.map_err(|err| {
+                        tracing::error!(%err, batch = writes.len(), "storing check-ins failed");
+                        err.to_string()
+                    });
+                    vec![result; writes.len()]
+                })
+            }),
+        ))
     }
 
     /// Stores one check-in (with whatever else is waiting) and returns once it is committed.
     pub async fn write(&self, write: CheckinWrite) -> CenterResult<()> {
-        let queue = self.queue.lock().expect("writer queue").clone();
-        let queue = queue.ok_or_else(|| unavailable("the center is shutting down"))?;
-        let (done, answer) = oneshot::channel();
-        queue
-            .send(Pending { write, done })
-            .await
-            .map_err(|_| unavailable("the center is shutting down"))?;
-        match answer.await {
+        match self.0.write(write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(unavailable(&message)),
-            Err(_) => Err(unavailable("the check-in writer stopped")),
+            Err(Closed::ShuttingDown) => Err(unavailable("the center is shutting down")),
+            Err(Closed::Stopped) => Err(unavailable("the check-in writer stopped")),
         }
     }
 
     /// Stops accepting writes and waits until the queued ones are stored.
     pub async fn close(&self) {
-        self.queue.lock().expect("writer queue").take();
-        let task = self.task.lock().expect("writer task").take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.0.close().await;
     }
 }
 
@@ -88,49 +70,6 @@ fn unavailable(message: &str) -> CenterError {
     )
 }
 
-async fn write_batches(
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-    mut rx: mpsc::Receiver<Pending>,
-) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    let mut writes: Vec<CheckinWrite> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        writes.extend(
-            batch
-                .iter_mut()
-                .map(|p| std::mem::replace(&mut p.write, empty_write())),
-        );
-        metrics.checkin_batch_size.observe(writes.len() as f64);
-        let result = store.record_checkins(&writes).await.map_err(|err| {
-            tracing::error!(%err, batch = writes.len(), "storing check-ins failed");
-            err.to_string()
-        });
-        writes.clear();
-        for pending in batch.drain(..) {
-            let _ = pending.done.send(result.clone());
-        }
-    }
-}
-
-fn empty_write() -> CheckinWrite {
-    CheckinWrite {
-        terminal: String::new(),
-        at: 0,
-        address: String::new(),
-        installed: None,
-        hardware: None,
-        tz: None,
-        agent_version: None,
-        plan: PlanWrite {
-            id: String::new(),
-            action: String::new(),
-            uncovered: 0,
-            doc: String::new(),
-        },
-    }
-}
-
 impl Center {
     /// Plans for a terminal's reported inventory, stores the check-in, returns the answer.
     pub async fn check_in(
@@ -139,18 +78,21 @@ impl Center {
         request: CheckinRequest,
         address: String,
     ) -> CenterResult<CheckinAnswer> {
-        // On a site server, what the terminal reported goes to the center too: queued once the
-        // check-in is stored, before it is answered.
-        let relayed = self
+        // On a site server, what the terminal reported goes to the center too: queued in the
+        // transaction that stores the check-in, before it is answered.
+        let now = crate::unix_now();
+        let relay = self
             .config
             .site
             .is_some()
-            .then(|| (request.clone(), address.clone()));
-        let now = crate::unix_now();
-        let answer = self.check_in_at(terminal, request, address, now).await?;
-        if let Some((request, address)) = relayed {
-            self.queue_checkin(&terminal.id, request, address, now)
-                .await?;
+            .then(|| request.clone())
+            .and_then(|copy| self.checkin_relay(&terminal.id, copy, address.clone(), now));
+        let relayed = relay.is_some();
+        let answer = self
+            .check_in_at(terminal, request, address, now, relay)
+            .await?;
+        if relayed {
+            self.relay_queued();
         }
         Ok(answer)
     }
@@ -165,7 +107,7 @@ impl Center {
         address: String,
         at: i64,
     ) -> CenterResult<()> {
-        match self.check_in_at(terminal, request, address, at).await {
+        match self.check_in_at(terminal, request, address, at, None).await {
             Ok(_) => Ok(()),
             Err(err) if err.kind == ErrorKind::InventoryInvalid => {
                 tracing::warn!(terminal = %terminal.id, %err, "relayed check-in not recorded");
@@ -181,6 +123,7 @@ impl Center {
         request: CheckinRequest,
         address: String,
         at: i64,
+        relay: Option<QueueItem>,
     ) -> CenterResult<CheckinAnswer> {
         let started = Instant::now();
         if let Some(claimed) = &request.terminal
@@ -250,6 +193,7 @@ impl Center {
                 uncovered: plan.uncovered,
                 doc: plan.json,
             },
+            relay,
         };
         self.checkins.write(write).await?;
         if let Some(rows) = interfaces {

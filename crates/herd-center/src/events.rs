@@ -9,13 +9,79 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use herd_core::Timestamp;
 use herd_proto::api::{EventAck, EventBatch, PlanReport, TrustRefusal, events};
-use herd_store::EventRow;
+use std::sync::Arc;
+
+use herd_store::{AppendOutcome, EventRow, EventsWrite, Store, StoreError};
 
 use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::group_commit::{Closed, GroupCommit};
 use crate::{Center, KnownTerminal, unix_now};
 
 /// The most events one batch may carry.
 pub const MAX_EVENTS_PER_BATCH: usize = 1000;
+
+/// The most terminals' batches one transaction stores.
+const MAX_GROUP: usize = 256;
+
+/// The group-commit writer of event batches: batches of several terminals that arrive together
+/// are stored in one transaction.
+#[derive(Debug)]
+pub(crate) struct EventWriter(GroupCommit<EventsWrite, Result<AppendOutcome, StoreError>>);
+
+impl EventWriter {
+    pub(crate) fn start(store: Arc<dyn Store>) -> EventWriter {
+        EventWriter(GroupCommit::start(
+            MAX_GROUP,
+            Box::new(move |writes: Vec<EventsWrite>| {
+                let store = store.clone();
+                Box::pin(async move { append_together(&*store, &writes).await })
+            }),
+        ))
+    }
+
+    /// Stores one terminal's batch (with whatever else is waiting) once it is committed.
+    pub(crate) async fn write(&self, write: EventsWrite) -> CenterResult<AppendOutcome> {
+        match self.0.write(write).await {
+            Ok(outcome) => Ok(outcome?),
+            Err(closed) => Err(CenterError::new(
+                ErrorKind::Unavailable,
+                match closed {
+                    Closed::ShuttingDown => "the events were not stored: the process is stopping",
+                    Closed::Stopped => "the events were not stored: the event writer stopped",
+                },
+            )),
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        self.0.close().await;
+    }
+}
+
+/// Stores the batches in one transaction; if that fails, each alone, so one batch's failure
+/// (a terminal deleted meanwhile on PostgreSQL aborts the transaction) is only its own.
+async fn append_together(
+    store: &dyn Store,
+    writes: &[EventsWrite],
+) -> Vec<Result<AppendOutcome, StoreError>> {
+    match store.events_append_many(writes).await {
+        Ok(outcomes) => outcomes,
+        Err(err) if writes.len() == 1 => vec![Err(err)],
+        Err(err) => {
+            tracing::warn!(%err, batches = writes.len(), "storing event batches together failed; storing each alone");
+            let mut outcomes = Vec::with_capacity(writes.len());
+            for write in writes {
+                outcomes.push(
+                    match store.events_append_many(std::slice::from_ref(write)).await {
+                        Ok(mut one) => one.pop().unwrap_or(Ok(AppendOutcome::default())),
+                        Err(err) => Err(err),
+                    },
+                );
+            }
+            outcomes
+        }
+    }
+}
 
 impl Center {
     /// Validates and stores a terminal's batch of events.
@@ -24,8 +90,13 @@ impl Center {
         terminal: &KnownTerminal,
         batch: EventBatch,
     ) -> CenterResult<EventAck> {
-        // A site sends what it acknowledges to the center too (queued before it answers).
-        let relayed = self.site().is_some().then(|| batch.clone());
+        // A site sends what it acknowledges to the center too: queued in the transaction that
+        // stores the batch, before it is answered.
+        let relay = self
+            .site()
+            .is_some()
+            .then(|| batch.clone())
+            .and_then(|copy| self.events_relay(&terminal.id, copy));
         let rows = event_rows(&terminal.id, batch, unix_now())?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
@@ -43,7 +114,17 @@ impl Center {
                 ),
             ));
         }
-        let outcome = self.store.events_append(&rows).await?;
+        let relayed = relay.is_some();
+        let outcome = self
+            .events
+            .write(EventsWrite {
+                rows: rows.clone(),
+                relay,
+            })
+            .await?;
+        if relayed {
+            self.relay_queued();
+        }
         // An outbox sends its events oldest first and again until acknowledged, so the
         // duplicates of a batch are its oldest events: the refusals counted are those among
         // the newest `accepted`.
@@ -62,9 +143,6 @@ impl Center {
         self.metrics
             .events_duplicate
             .fetch_add(outcome.duplicates, Relaxed);
-        if let Some(batch) = relayed {
-            self.queue_events(&terminal.id, batch).await?;
-        }
         Ok(EventAck {
             acked_through: outcome.last_seq,
             accepted: outcome.accepted,

@@ -26,6 +26,7 @@ pub mod error;
 pub mod events;
 mod feeds;
 pub mod fleet;
+mod group_commit;
 mod groups;
 mod identity;
 pub mod keys;
@@ -94,6 +95,7 @@ pub struct Center {
     /// The server certificate the TLS listener serves, reissued before it expires.
     server_cert: identity::ServerCertificate,
     checkins: checkin::CheckinWriter,
+    events: events::EventWriter,
     /// Ticks of the revision follower left until freed memory is given back after a catalog
     /// change (the worker threads' planners drop the old catalog at their next check-in).
     release_memory_in: AtomicU64,
@@ -197,6 +199,7 @@ impl Center {
         let metrics = Arc::new(Metrics::default());
         metrics.catalog_revision.store(revision, Relaxed);
         let checkins = checkin::CheckinWriter::start(store.clone(), metrics.clone());
+        let events = events::EventWriter::start(store.clone());
         // Read before anything is cached, so no change made from here on is missed.
         let revisions = store.revisions().await?;
         let max_waits = config.max_waits;
@@ -213,6 +216,7 @@ impl Center {
             caches: cache::Caches::starting_at(revisions),
             server_cert,
             checkins,
+            events,
             release_memory_in: AtomicU64::new(0),
             package_reservations: Default::default(),
             blob_collection: tokio::sync::Mutex::new(()),
@@ -445,6 +449,7 @@ impl Center {
     /// Stops taking check-ins and waits until those queued are stored.
     pub async fn close(&self) {
         self.checkins.close().await;
+        self.events.close().await;
     }
 
     /// At first start there is no operator: create a token and leave it, readable only by

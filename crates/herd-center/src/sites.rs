@@ -7,6 +7,7 @@
 //! A site acts only as itself (its certificate's SHA-256 is the one stored at its enrolment)
 //! and only for the terminals enrolled through it.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -382,16 +383,16 @@ impl Center {
                 duplicates += 1;
                 continue;
             }
-            // Consecutive check-ins (one per terminal: the site's queue keeps only the latest)
-            // are applied together, so the group-commit writer stores them in one transaction;
-            // events one batch after another, in order.
+            // Consecutive items of distinct terminals are applied together, so the group-commit
+            // writers store their check-ins and event batches a transaction at a time; a
+            // terminal's own items stay in order (its next item starts the next run).
             let mut run = vec![item];
-            if matches!(run[0].body, RelayBody::Checkin { .. }) {
-                while let Some(next) = items.next_if(|next| {
-                    matches!(next.body, RelayBody::Checkin { .. }) && next.seq > applied_through
-                }) {
-                    run.push(next);
-                }
+            let mut terminals: HashSet<String> = HashSet::from([run[0].terminal.clone()]);
+            while let Some(next) = items
+                .next_if(|next| next.seq > applied_through && !terminals.contains(&next.terminal))
+            {
+                terminals.insert(next.terminal.clone());
+                run.push(next);
             }
             let last = run.last().map_or(applied_through, |item| item.seq);
             let count = run.len() as u64;

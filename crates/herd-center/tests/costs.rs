@@ -298,6 +298,13 @@ impl Store for Counting {
         self.count("events_append");
         self.inner.events_append(events).await
     }
+    async fn events_append_many(
+        &self,
+        batches: &[EventsWrite],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        self.count("events_append_many");
+        self.inner.events_append_many(batches).await
+    }
     async fn events_count(&self, terminal: &str) -> Result<u64, StoreError> {
         self.count("events_count");
         self.inner.events_count(terminal).await

@@ -95,6 +95,7 @@ impl Fleet {
             tz: None,
             agent_version: Some("1.4.2".to_owned()),
             plan: plan(i, *plan_version),
+            relay: None,
         }
     }
 }

@@ -399,6 +399,9 @@ pub struct CheckinWrite {
     pub agent_version: Option<String>,
     /// The plan computed, written only when its id differs from the stored one.
     pub plan: PlanWrite,
+    /// On a site: the check-in queued for the center, in the same transaction (so a check-in
+    /// answered is a check-in queued, for one commit).
+    pub relay: Option<QueueItem>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -479,6 +482,14 @@ pub struct EventRow {
     pub data: String,
     /// When the center received it (the caller's `now`; the store reads no clock).
     pub received_at: i64,
+}
+
+/// One terminal's batch of events for [`Store::events_append_many`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventsWrite {
+    pub rows: Vec<EventRow>,
+    /// On a site: the batch queued for the center, in the same transaction.
+    pub relay: Option<QueueItem>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -846,7 +857,26 @@ pub trait Store: Send + Sync + Debug {
     /// report with the highest seq). All events must belong to one terminal (`Conflict`
     /// otherwise); `NotFound` if it is not enrolled. An empty slice changes nothing and
     /// returns zeros.
-    async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError>;
+    async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError> {
+        let write = EventsWrite {
+            rows: events.to_vec(),
+            relay: None,
+        };
+        let mut outcomes = self
+            .events_append_many(std::slice::from_ref(&write))
+            .await?;
+        outcomes.pop().unwrap_or(Ok(AppendOutcome::default()))
+    }
+
+    /// Appends several terminals' batches in one transaction (the group commit of event
+    /// batches), each as [`Store::events_append`] would, with its relay item queued with it.
+    /// One outcome per batch, in order: a batch whose terminal is not enrolled (`NotFound`)
+    /// or that mixes terminals (`Conflict`) fails alone and the others are stored. `Err` when
+    /// the transaction failed: nothing was stored.
+    async fn events_append_many(
+        &self,
+        batches: &[EventsWrite],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError>;
     /// How many events are stored for `terminal` (0 for an unknown one), read without the
     /// writer: what the center's per-terminal quota is checked against.
     async fn events_count(&self, terminal: &str) -> Result<u64, StoreError>;

@@ -23,7 +23,8 @@ use tokio::sync::watch;
 use crate::common::{CheckinBatch, address_from_row, terminal_columns, to_json};
 use crate::sql::{Dialect, SqlStore};
 use crate::{
-    AddressRow, Backend, CheckinWrite, NewTerminal, REVISIONS_CHANNEL, RevisionChanges, StoreError,
+    AddressRow, Backend, CheckinWrite, NewTerminal, QueueItem, REVISIONS_CHANNEL, RevisionChanges,
+    StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -238,6 +239,11 @@ impl Dialect for Postgres {
         if batch.is_empty() {
             return Ok(());
         }
+        // On a site, each answered check-in is queued for the center in the same commit.
+        let relayed: Vec<QueueItem> = batch
+            .iter()
+            .filter_map(|write| write.relay.clone())
+            .collect();
         let batch = CheckinBatch::new(batch);
         // `[terminal, at, address, installed, hardware, tz, agent_version, plan_id]` per terminal.
         let checkins = to_json(
@@ -320,6 +326,7 @@ impl Dialect for Postgres {
         .bind(batch.addresses_json()?)
         .execute(&mut *tx)
         .await?;
+        SqlStore::<Self>::queue_items_in(&mut tx, &relayed).await?;
         tx.commit().await?;
         Ok(())
     }

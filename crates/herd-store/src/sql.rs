@@ -26,11 +26,11 @@ use crate::common::{
 };
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
-    EnrolError, EnrolTokenRow, EventRow, FeedClaims, GroupRow, InterfaceRow, InterfaceSeen,
-    NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome,
-    QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role,
-    RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
-    TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceRow,
+    InterfaceSeen, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow,
+    PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions,
+    RevokedToken, Role, RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT,
+    TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -170,6 +170,103 @@ where
             Ok(Some(expires_at)) if expires_at <= now => EnrolError::TokenExpired,
             Ok(Some(_)) => EnrolError::TokenUsedUp,
         }
+    }
+
+    /// Appends a site's queue items in `tx`, in order; a `checkin` replaces the terminal's
+    /// waiting one.
+    pub(crate) async fn queue_items_in(
+        tx: &mut Transaction<'static, DB>,
+        items: &[QueueItem],
+    ) -> Result<(), StoreError> {
+        for item in items {
+            let checkin_of = (item.kind == "checkin").then_some(item.terminal.as_str());
+            if let Some(terminal) = checkin_of {
+                sqlx::query("DELETE FROM site_queue WHERE checkin_of = $1")
+                    .bind(terminal)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO site_queue (terminal, kind, body, created_at, checkin_of) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(item.terminal.as_str())
+            .bind(item.kind.as_str())
+            .bind(item.body.as_str())
+            .bind(item.created_at)
+            .bind(checkin_of)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Appends one terminal's events in `tx` (see [`Store::events_append`]). The inner result
+    /// is this batch's refusal (not enrolled, mixed terminals), which leaves `tx` usable; the
+    /// outer one a failure of the transaction.
+    async fn append_events_in(
+        tx: &mut Transaction<'static, DB>,
+        events: &[EventRow],
+    ) -> Result<Result<AppendOutcome, StoreError>, StoreError> {
+        let (terminal, rows) = match events_json(events) {
+            Ok(parts) => parts,
+            Err(err) => return Ok(Err(err)),
+        };
+        if events.is_empty() {
+            return Ok(Ok(AppendOutcome::default()));
+        }
+        let not_enrolled = || {
+            StoreError::NotFound(format!(
+                "cannot store events of terminal {terminal:?}: it is not enrolled"
+            ))
+        };
+        let known: Option<String> = sqlx::query_scalar("SELECT id FROM terminals WHERE id = $1")
+            .bind(terminal)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if known.is_none() {
+            return Ok(Err(not_enrolled()));
+        }
+        // `WHERE true` tells SQLite's parser that `ON CONFLICT` is not a join constraint.
+        let accepted = sqlx::query(assembled(format!(
+            "INSERT INTO events (terminal, seq, at, kind, data, received_at) \
+             SELECT $1, CAST(r.value ->> 0 AS BIGINT), CAST(r.value ->> 1 AS BIGINT), \
+                    r.value ->> 2, r.value ->> 3, CAST(r.value ->> 4 AS BIGINT) \
+             FROM {} WHERE true \
+             ON CONFLICT (terminal, seq) DO NOTHING",
+            DB::json_rows("$2")
+        )))
+        .bind(terminal)
+        .bind(rows.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| {
+            // The terminal was deleted since the check above (PostgreSQL); the transaction
+            // is aborted, so this fails it whole.
+            if is_foreign_key_violation(&e) {
+                not_enrolled()
+            } else {
+                StoreError::Db(e)
+            }
+        })?;
+        let accepted = DB::rows_affected(&accepted);
+        if events.iter().any(|event| event.kind == PLAN_REPORT) {
+            // The report with the highest seq wins, whatever order reports arrive in.
+            sqlx::query(DB::UPDATE_LAST_REPORT)
+                .bind(terminal)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let last_seq: Option<i64> =
+            sqlx::query_scalar("SELECT max(seq) FROM events WHERE terminal = $1")
+                .bind(terminal)
+                .fetch_one(&mut **tx)
+                .await?;
+        Ok(Ok(AppendOutcome {
+            accepted,
+            duplicates: events.len() as u64 - accepted,
+            last_seq: from_db_int(last_seq.unwrap_or(0), "event seq")?,
+        }))
     }
 
     /// Makes `site` the site a terminal came through last, and one that may relay for it.
@@ -1575,64 +1672,29 @@ where
         Ok(())
     }
 
-    async fn events_append(&self, events: &[EventRow]) -> Result<AppendOutcome, StoreError> {
-        let (terminal, rows) = events_json(events)?;
-        if events.is_empty() {
-            return Ok(AppendOutcome::default());
+    async fn events_append_many(
+        &self,
+        batches: &[EventsWrite],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        if batches.iter().all(|batch| batch.rows.is_empty()) {
+            return Ok(batches
+                .iter()
+                .map(|_| Ok(AppendOutcome::default()))
+                .collect());
         }
-        let not_enrolled = || {
-            StoreError::NotFound(format!(
-                "cannot store events of terminal {terminal:?}: it is not enrolled"
-            ))
-        };
         let mut tx = self.write().await?;
-        let known: Option<String> = sqlx::query_scalar("SELECT id FROM terminals WHERE id = $1")
-            .bind(terminal)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if known.is_none() {
-            return Err(not_enrolled());
-        }
-        // `WHERE true` tells SQLite's parser that `ON CONFLICT` is not a join constraint.
-        let accepted = sqlx::query(assembled(format!(
-            "INSERT INTO events (terminal, seq, at, kind, data, received_at) \
-             SELECT $1, CAST(r.value ->> 0 AS BIGINT), CAST(r.value ->> 1 AS BIGINT), \
-                    r.value ->> 2, r.value ->> 3, CAST(r.value ->> 4 AS BIGINT) \
-             FROM {} WHERE true \
-             ON CONFLICT (terminal, seq) DO NOTHING",
-            DB::json_rows("$2")
-        )))
-        .bind(terminal)
-        .bind(rows.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            // The terminal was deleted since the check above (PostgreSQL).
-            if is_foreign_key_violation(&e) {
-                not_enrolled()
-            } else {
-                StoreError::Db(e)
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let outcome = Self::append_events_in(&mut tx, &batch.rows).await?;
+            if outcome.is_ok()
+                && let Some(item) = &batch.relay
+            {
+                Self::queue_items_in(&mut tx, std::slice::from_ref(item)).await?;
             }
-        })?;
-        let accepted = DB::rows_affected(&accepted);
-        if events.iter().any(|event| event.kind == PLAN_REPORT) {
-            // The report with the highest seq wins, whatever order reports arrive in.
-            sqlx::query(DB::UPDATE_LAST_REPORT)
-                .bind(terminal)
-                .execute(&mut *tx)
-                .await?;
+            outcomes.push(outcome);
         }
-        let last_seq: Option<i64> =
-            sqlx::query_scalar("SELECT max(seq) FROM events WHERE terminal = $1")
-                .bind(terminal)
-                .fetch_one(&mut *tx)
-                .await?;
         tx.commit().await?;
-        Ok(AppendOutcome {
-            accepted,
-            duplicates: events.len() as u64 - accepted,
-            last_seq: from_db_int(last_seq.unwrap_or(0), "event seq")?,
-        })
+        Ok(outcomes)
     }
 
     async fn events_count(&self, terminal: &str) -> Result<u64, StoreError> {
@@ -1974,26 +2036,7 @@ where
             return Ok(());
         }
         let mut tx = self.write().await?;
-        for item in items {
-            let checkin_of = (item.kind == "checkin").then_some(item.terminal.as_str());
-            if let Some(terminal) = checkin_of {
-                sqlx::query("DELETE FROM site_queue WHERE checkin_of = $1")
-                    .bind(terminal)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(
-                "INSERT INTO site_queue (terminal, kind, body, created_at, checkin_of) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(item.terminal.as_str())
-            .bind(item.kind.as_str())
-            .bind(item.body.as_str())
-            .bind(item.created_at)
-            .bind(checkin_of)
-            .execute(&mut *tx)
-            .await?;
-        }
+        Self::queue_items_in(&mut tx, items).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -30,7 +30,7 @@ use sqlx::{Row, Sqlite};
 
 use crate::common::{CheckinBatch, address_from_row, to_db_int, to_json};
 use crate::sql::{Dialect, SqlStore};
-use crate::{AddressRow, Backend, CheckinWrite, NewTerminal, StoreError};
+use crate::{AddressRow, Backend, CheckinWrite, NewTerminal, QueueItem, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -235,6 +235,11 @@ impl Dialect for Sqlite {
         if batch.is_empty() {
             return Ok(());
         }
+        // On a site, each answered check-in is queued for the center in the same commit.
+        let relayed: Vec<QueueItem> = batch
+            .iter()
+            .filter_map(|write| write.relay.clone())
+            .collect();
         let batch = CheckinBatch::new(batch);
         let final_address: HashMap<&str, &str> = batch
             .latest
@@ -456,6 +461,7 @@ impl Dialect for Sqlite {
             .execute(&mut *tx)
             .await?;
         }
+        SqlStore::<Self>::queue_items_in(&mut tx, &relayed).await?;
         tx.commit().await?;
         Ok(())
     }

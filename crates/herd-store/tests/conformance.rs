@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
     AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
-    EnrolTokenRow, EventRow, FeedClaims, GroupRow, InterfaceSeen, NewTerminal, OnlineKeyRow,
-    OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem, Registry, RenewError,
-    Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT,
-    TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument, TufSigned, UNKNOWN_GROUP,
-    VendorApprovalRow, VendorKeyRow, VendorRoleRow,
+    EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceSeen, NewTerminal,
+    OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem, QueuedItem,
+    Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed,
+    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument, TufSigned,
+    UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow, VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -116,6 +116,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_sites_writes_queue_their_relay_items_in_the_same_transaction,
     the_repository_is_initialised_once_even_when_processes_race,
     a_sign_round_stores_only_from_the_revision_it_read_and_prunes_old_versions,
     a_root_installs_and_activates_exactly_the_keys_it_names,
@@ -226,6 +227,7 @@ fn checkin(terminal: &str, at: i64, address: &str, plan: PlanWrite) -> CheckinWr
         tz: None,
         agent_version: Some("1.0.0".to_owned()),
         plan,
+        relay: None,
     }
 }
 
@@ -2946,4 +2948,79 @@ async fn a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_
     assert_eq!(rest, ["c2", "e2"]);
     store.queue_delete_through(u64::MAX >> 1).await.unwrap();
     assert_eq!(store.queue_stats().await.unwrap().depth, 0);
+}
+
+async fn a_sites_writes_queue_their_relay_items_in_the_same_transaction(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    let item = |terminal: &str, kind: &str, body: &str| QueueItem {
+        terminal: terminal.into(),
+        kind: kind.into(),
+        body: body.into(),
+        created_at: 60,
+    };
+    // Check-ins: each write's relay item is queued with the batch, in the batch's order, a
+    // later check-in of a terminal replacing its waiting one.
+    let mut first = checkin("t1", 100, "10.0.0.1", plan("p1", "none"));
+    first.relay = Some(item("t1", "checkin", "c1"));
+    let mut second = checkin("t2", 100, "10.0.0.2", plan("p2", "none"));
+    second.relay = Some(item("t2", "checkin", "d1"));
+    let mut third = checkin("t1", 101, "10.0.0.1", plan("p1", "none"));
+    third.relay = Some(item("t1", "checkin", "c2"));
+    store
+        .record_checkins(&[first, second, third])
+        .await
+        .unwrap();
+    let bodies = |queued: Vec<QueuedItem>| -> Vec<String> {
+        queued.into_iter().map(|q| q.item.body).collect()
+    };
+    assert_eq!(bodies(store.queue_peek(10).await.unwrap()), ["d1", "c2"]);
+
+    // Event batches of several terminals in one call: each batch stored and its item queued;
+    // an unknown terminal's batch fails alone and queues nothing.
+    let outcomes = store
+        .events_append_many(&[
+            EventsWrite {
+                rows: vec![event("t1", 1, "x"), event("t1", 2, "x")],
+                relay: Some(item("t1", "events", "e1")),
+            },
+            EventsWrite {
+                rows: vec![event("ghost", 1, "x")],
+                relay: Some(item("ghost", "events", "g1")),
+            },
+            EventsWrite {
+                rows: vec![event("t2", 1, "x")],
+                relay: Some(item("t2", "events", "f1")),
+            },
+            EventsWrite {
+                rows: vec![event("t1", 2, "x"), event("t2", 3, "x")],
+                relay: None,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 4);
+    let first = outcomes[0].as_ref().unwrap();
+    assert_eq!(
+        (first.accepted, first.duplicates, first.last_seq),
+        (2, 0, 2)
+    );
+    assert!(
+        matches!(outcomes[1], Err(StoreError::NotFound(_))),
+        "{:?}",
+        outcomes[1]
+    );
+    let third = outcomes[2].as_ref().unwrap();
+    assert_eq!((third.accepted, third.last_seq), (1, 1));
+    assert!(
+        matches!(outcomes[3], Err(StoreError::Conflict(_))),
+        "{:?}",
+        outcomes[3]
+    );
+    assert_eq!(
+        bodies(store.queue_peek(10).await.unwrap()),
+        ["d1", "c2", "e1", "f1"]
+    );
+    assert_eq!(store.events_count("t1").await.unwrap(), 2);
+    assert_eq!(store.events_count("t2").await.unwrap(), 1);
 }

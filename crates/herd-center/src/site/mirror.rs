@@ -302,6 +302,10 @@ struct Cache {
 type FetchResult = Option<Result<(), MirrorError>>;
 
 /// The site's mirror. Shared as `Arc<Mirror>` between the router and the sync loop.
+/// How many versioned metadata files are kept in memory (the current snapshot and targets
+/// roles, and some older ones); past it the memory starts again empty.
+const RECENT_METADATA_FILES: usize = 64;
+
 pub struct Mirror {
     metadata_dir: PathBuf,
     blobs_dir: PathBuf,
@@ -312,6 +316,9 @@ pub struct Mirror {
     served: RwLock<Arc<Served>>,
     sync_lock: tokio::sync::Mutex<()>,
     cache: Mutex<Cache>,
+    /// Versioned metadata files read from disk, kept in memory: they never change, and a
+    /// release wakes every terminal to read the same snapshot and targets.
+    recent_metadata: Mutex<HashMap<String, Arc<[u8]>>>,
     inflight: Mutex<HashMap<String, watch::Receiver<FetchResult>>>,
     prefetch_permits: Arc<Semaphore>,
     prefetch_pending: AtomicUsize,
@@ -447,6 +454,7 @@ impl Mirror {
             served: RwLock::default(),
             sync_lock: tokio::sync::Mutex::new(()),
             cache: Mutex::default(),
+            recent_metadata: Mutex::default(),
             inflight: Mutex::default(),
             prefetch_permits: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
             prefetch_pending: AtomicUsize::new(0),
@@ -637,12 +645,31 @@ impl Mirror {
             "root.json" => mutable(&served.root),
             "timestamp.json" => mutable(&served.timestamp),
             _ if served.files.contains(name) => {
+                let recent = self
+                    .recent_metadata
+                    .lock()
+                    .expect("metadata")
+                    .get(name)
+                    .cloned();
+                if let Some(bytes) = recent {
+                    return Ok(MetadataFile {
+                        bytes: bytes.to_vec(),
+                        mutable: false,
+                    });
+                }
                 let path = self.metadata_dir.join(name);
                 match tokio::fs::read(&path).await {
-                    Ok(bytes) => Ok(MetadataFile {
-                        bytes,
-                        mutable: false,
-                    }),
+                    Ok(bytes) => {
+                        let mut recent = self.recent_metadata.lock().expect("metadata");
+                        if recent.len() >= RECENT_METADATA_FILES {
+                            recent.clear();
+                        }
+                        recent.insert(name.to_owned(), Arc::from(bytes.as_slice()));
+                        Ok(MetadataFile {
+                            bytes,
+                            mutable: false,
+                        })
+                    }
                     Err(err) if err.kind() == io::ErrorKind::NotFound => Err(missing()),
                     Err(err) => Err(local(&path, err)),
                 }

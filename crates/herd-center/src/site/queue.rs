@@ -16,7 +16,6 @@ use herd_proto::site::{MAX_RELAY_ITEMS, RelayBatch, RelayBody, RelayItem};
 use herd_store::QueueItem;
 use tokio::sync::watch;
 
-use crate::error::{CenterError, CenterResult};
 use crate::{Center, unix_now};
 
 /// The longest pause between two attempts while the center does not answer.
@@ -30,44 +29,44 @@ const WARN_AGE_SECS: u64 = 3600;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
 impl Center {
-    /// Queues a check-in this site answered.
-    pub(crate) async fn queue_checkin(
+    /// The queue item of a check-in this site answered (`None` on a center), stored by the
+    /// check-in's own transaction.
+    pub(crate) fn checkin_relay(
         &self,
         terminal: &str,
         request: CheckinRequest,
         address: String,
         at: i64,
-    ) -> CenterResult<()> {
+    ) -> Option<QueueItem> {
         let body = RelayBody::Checkin {
             at,
             address,
             request,
         };
-        self.queue(terminal, "checkin", &body).await
+        self.relay_item(terminal, "checkin", &body)
     }
 
-    /// Queues a batch of events this site acknowledged.
-    pub(crate) async fn queue_events(&self, terminal: &str, batch: EventBatch) -> CenterResult<()> {
-        self.queue(terminal, "events", &RelayBody::Events { batch })
-            .await
+    /// The queue item of a batch of events this site acknowledged (`None` on a center),
+    /// stored by the batch's own transaction.
+    pub(crate) fn events_relay(&self, terminal: &str, batch: EventBatch) -> Option<QueueItem> {
+        self.relay_item(terminal, "events", &RelayBody::Events { batch })
     }
 
-    async fn queue(&self, terminal: &str, kind: &str, body: &RelayBody) -> CenterResult<()> {
-        let Some(site) = self.site() else {
-            return Ok(());
-        };
-        let body = serde_json::to_string(body).expect("a relay body serialises");
-        self.store
-            .queue_push(&[QueueItem {
-                terminal: terminal.to_owned(),
-                kind: kind.to_owned(),
-                body,
-                created_at: unix_now(),
-            }])
-            .await
-            .map_err(CenterError::from)?;
-        site.forward_wake.notify_one();
-        Ok(())
+    fn relay_item(&self, terminal: &str, kind: &str, body: &RelayBody) -> Option<QueueItem> {
+        self.site()?;
+        Some(QueueItem {
+            terminal: terminal.to_owned(),
+            kind: kind.to_owned(),
+            body: serde_json::to_string(body).expect("a relay body serialises"),
+            created_at: unix_now(),
+        })
+    }
+
+    /// Wakes the forwarder: something was queued.
+    pub(crate) fn relay_queued(&self) {
+        if let Some(site) = self.site() {
+            site.forward_wake.notify_one();
+        }
     }
 
     /// Sends the queue to the center, oldest first, for as long as the site runs.
