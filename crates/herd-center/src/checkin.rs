@@ -90,7 +90,10 @@ impl Center {
         let relayed = relay.is_some();
         let answer = self
             .check_in_at(terminal, request, address, now, relay)
-            .await?;
+            .await;
+        // Answered or refused, a woken terminal's turn is over: the next one may be woken.
+        self.waits.checked_in(&terminal.id);
+        let answer = answer?;
         if relayed {
             self.relay_queued();
         }

@@ -122,6 +122,12 @@ max_events_per_terminal = 100000
 # wait is one open connection too, so max_connections bounds them first.
 max_waits = 200000
 
+# Terminals a process wakes from their waits at once when something new arrives: a woken
+# terminal holds a slot until it has checked in (or 5 s passed), and the next ones are woken as
+# slots come back, in the order they waited. Waking 10,000 at once made every check-in slow
+# enough to time out and be sent again.
+wake_concurrency = 256
+
 # Whether what a vendor's feed introduces counts at once ("auto") or only once an operator
 # approves it ("operator": `herd threats pending|approve|reject`, `herd vendors pending|...`).
 # threat_approval covers threats nobody declared before; vendor_approval a vendor's first
@@ -217,6 +223,7 @@ pub struct ConfigFile {
     pub body_timeout_secs: Option<u64>,
     pub max_events_per_terminal: Option<u64>,
     pub max_waits: Option<u64>,
+    pub wake_concurrency: Option<usize>,
     pub threat_approval: Option<String>,
     pub vendor_approval: Option<String>,
     pub vendor_storage_quota_bytes: Option<u64>,
@@ -290,6 +297,8 @@ pub struct CenterConfig {
     pub max_events_per_terminal: u64,
     /// Push connections (`/v1/wait`) held at once by a process.
     pub max_waits: u64,
+    /// Woken terminals that have not checked in yet, at most, per process.
+    pub wake_concurrency: usize,
     /// What a vendor's feed introduces counts at once or awaits an operator.
     pub threat_approval: ApprovalMode,
     pub vendor_approval: ApprovalMode,
@@ -646,6 +655,14 @@ impl CenterConfig {
             Some(0) => bail!("max_waits: must be at least 1"),
             Some(n) => n,
         };
+        let wake_concurrency = match file.wake_concurrency {
+            None => 256,
+            Some(0) => bail!("wake_concurrency: must be at least 1"),
+            Some(n) if n > tokio::sync::Semaphore::MAX_PERMITS => {
+                bail!("wake_concurrency: {n} is more than a process can count")
+            }
+            Some(n) => n,
+        };
         let threat_approval =
             ApprovalMode::parse("threat_approval", file.threat_approval.as_deref())?;
         let vendor_approval =
@@ -782,6 +799,7 @@ impl CenterConfig {
             limits,
             max_events_per_terminal,
             max_waits,
+            wake_concurrency,
             threat_approval,
             vendor_approval,
             vendor_storage_quota_bytes,

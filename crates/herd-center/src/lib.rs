@@ -204,7 +204,7 @@ impl Center {
         let revisions = store.revisions().await?;
         let max_waits = config.max_waits;
         let center = Arc::new(Center {
-            waits: wait::Waits::new(max_waits, metrics.clone()),
+            waits: wait::Waits::new(max_waits, config.wake_concurrency, metrics.clone()),
             config,
             store,
             blobs,

@@ -149,12 +149,12 @@ pub struct WaitParams {
 )]
 pub async fn wait(
     State(center): State<Arc<Center>>,
-    TerminalIdentity(_terminal): TerminalIdentity,
+    TerminalIdentity(terminal): TerminalIdentity,
     Query(params): Query<WaitParams>,
 ) -> Response {
     let timeout = crate::wait::wait_timeout(params.timeout_secs);
     match center
-        .wait_for_change(params.after.as_deref(), timeout)
+        .wait_for_change(&terminal.id, params.after.as_deref(), timeout)
         .await
     {
         WaitOutcome::Answered(answer) => Json(answer).into_response(),
