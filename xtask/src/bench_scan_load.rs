@@ -109,7 +109,11 @@ fn target(dir: &Path, rng: &mut Rng) -> Result<(PathBuf, Vec<u8>, Vec<u8>)> {
 fn generate(o: &Options, dir: &Path) -> Result<Vec<Set>> {
     let mut rng = Rng(o.seed);
     let (target, hashed, marker) = target(dir, &mut rng)?;
-    let hashed_line = format!("{}:{}:Herd.Bench.HashHit", hex(&Md5::digest(&hashed)), hashed.len());
+    let hashed_line = format!(
+        "{}:{}:Herd.Bench.HashHit",
+        hex(&Md5::digest(&hashed)),
+        hashed.len()
+    );
     let mut sets = Vec::new();
 
     let hdb_dir = dir.join(format!("hdb-{}", o.hdb));
@@ -127,7 +131,11 @@ fn generate(o: &Options, dir: &Path) -> Result<Vec<Set>> {
                 }
                 let digest = r.bytes(16);
                 let size = log_uniform_size(&mut r);
-                s.push_str(&format!("{}:{size}:{}\n", hex(&digest), sig_name("Agent", i)));
+                s.push_str(&format!(
+                    "{}:{size}:{}\n",
+                    hex(&digest),
+                    sig_name("Agent", i)
+                ));
             },
             o.hdb,
         )?;
@@ -163,7 +171,11 @@ fn generate(o: &Options, dir: &Path) -> Result<Vec<Set>> {
                     }
                     let size = log_uniform_size(&mut r);
                     let digest = r.bytes(16);
-                    s.push_str(&format!("{}:{size}:{}\n", hex(&digest), sig_name("Agent", i)));
+                    s.push_str(&format!(
+                        "{}:{size}:{}\n",
+                        hex(&digest),
+                        sig_name("Agent", i)
+                    ));
                 },
                 md5s,
             )?;
@@ -172,7 +184,11 @@ fn generate(o: &Options, dir: &Path) -> Result<Vec<Set>> {
                 |i, s| {
                     let size = log_uniform_size(&mut r);
                     let digest = r.bytes(if i < sha1s { 20 } else { 32 });
-                    s.push_str(&format!("{}:{size}:{}\n", hex(&digest), sig_name("Downloader", i)));
+                    s.push_str(&format!(
+                        "{}:{size}:{}\n",
+                        hex(&digest),
+                        sig_name("Downloader", i)
+                    ));
                 },
                 sha1s + sha256s,
             )?;
@@ -254,7 +270,14 @@ fn clamscan(set: &Set) -> Result<(f64, f64, u64, usize)> {
 /// The agent's resident memory (total, anonymous, file-backed) once `watch` has loaded `set`.
 fn idle_memory(agent: &Path, set: &Set, index_dir: &Path) -> Result<(u64, u64, u64)> {
     let mut child = Command::new(agent)
-        .args(["watch", "--mode", "inotify", "--stop-after", "60", "--index-dir"])
+        .args([
+            "watch",
+            "--mode",
+            "inotify",
+            "--stop-after",
+            "60",
+            "--index-dir",
+        ])
         .arg(index_dir)
         .arg("-d")
         .arg(&set.sigs)

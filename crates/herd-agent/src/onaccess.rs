@@ -307,7 +307,10 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
         eprintln!("ERROR: {e}");
     }
     if !loaded.errors.is_empty() {
-        bail!("{} bad or unsupported signature line(s)", loaded.errors.len());
+        bail!(
+            "{} bad or unsupported signature line(s)",
+            loaded.errors.len()
+        );
     }
     let engine = loaded.engine;
     let stores = Stores::open(

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use herd_fs::FileId;
-use herd_scan::walk::{self, Event, ReadOutcome};
 use herd_scan::cvd::Keys;
+use herd_scan::walk::{self, Event, ReadOutcome};
 use herd_scan::{Detection, Limits, MatchOptions, Scanner, Scratch};
 use serde_json::json;
 
@@ -116,7 +116,10 @@ pub(crate) fn load_signatures(
     let loaded = signatures::load(databases, &index.place(prefix), &Keys::default())?;
     match &loaded.index {
         signatures::IndexOutcome::Built { path, why } if why != "no index yet" => {
-            eprintln!("herd-agent: rebuilt the signature index {} ({why})", path.display());
+            eprintln!(
+                "herd-agent: rebuilt the signature index {} ({why})",
+                path.display()
+            );
         }
         signatures::IndexOutcome::Unwritable { path, error } => {
             eprintln!(

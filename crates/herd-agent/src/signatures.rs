@@ -50,9 +50,15 @@ pub enum IndexOutcome {
     /// An up-to-date index was mapped.
     Mapped(PathBuf),
     /// The index was (re)built; `why` says what was wrong with the one there.
-    Built { path: PathBuf, why: String },
+    Built {
+        path: PathBuf,
+        why: String,
+    },
     /// The index could not be written; the set was compiled in memory.
-    Unwritable { path: PathBuf, error: String },
+    Unwritable {
+        path: PathBuf,
+        error: String,
+    },
 }
 
 #[derive(Debug)]
@@ -82,7 +88,8 @@ pub fn load(paths: &[PathBuf], place: &IndexPlace, keys: &Keys) -> Result<Loaded
     }
     let (builder, db, errors) = compile(&files, keys)?;
     let default = matches!(place, IndexPlace::Default(_));
-    let index_path = index_path.filter(|_| !default || builder.signature_count() >= DEFAULT_INDEX_FROM);
+    let index_path =
+        index_path.filter(|_| !default || builder.signature_count() >= DEFAULT_INDEX_FROM);
     let bytes = builder.finish(key);
     let mut engine = Engine::new(&db);
     let Some(path) = index_path else {
@@ -354,8 +361,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");
         std::fs::create_dir(&db).unwrap();
-        std::fs::write(db.join("a.hdb"), format!("{EICAR_MD5}:68:Eicar.A\nbad line\n")).unwrap();
-        std::fs::write(db.join("b.ndb"), "Eicar.B:0:*:58354f2150254041505b345c505a58\n").unwrap();
+        std::fs::write(
+            db.join("a.hdb"),
+            format!("{EICAR_MD5}:68:Eicar.A\nbad line\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            db.join("b.ndb"),
+            "Eicar.B:0:*:58354f2150254041505b345c505a58\n",
+        )
+        .unwrap();
         let place = IndexPlace::Dir(dir.path().join("index"));
         let keys = Keys::default();
         let paths = [db.clone()];
@@ -384,7 +399,9 @@ mod tests {
         // A database changed: rebuilt, and the new signature is what matches.
         std::fs::write(db.join("a.hdb"), format!("{EICAR_MD5}:68:Eicar.C\n")).unwrap();
         let third = load(&paths, &place, &keys).unwrap();
-        assert!(matches!(&third.index, IndexOutcome::Built { why, .. } if why == "the databases changed"));
+        assert!(
+            matches!(&third.index, IndexOutcome::Built { why, .. } if why == "the databases changed")
+        );
         assert_eq!(hits(&third), ["Eicar.C", "Eicar.B"]);
         assert!(third.errors.is_empty());
 
@@ -392,14 +409,22 @@ mod tests {
         let bytes = std::fs::read(&index).unwrap();
         std::fs::write(&index, &bytes[..bytes.len() - 10]).unwrap();
         let fourth = load(&paths, &place, &keys).unwrap();
-        assert!(matches!(&fourth.index, IndexOutcome::Built { why, .. } if why.contains("truncated")), "{:?}", fourth.index);
+        assert!(
+            matches!(&fourth.index, IndexOutcome::Built { why, .. } if why.contains("truncated")),
+            "{:?}",
+            fourth.index
+        );
         assert_eq!(hits(&fourth), ["Eicar.C", "Eicar.B"]);
         let mut corrupt = bytes.clone();
         let at = corrupt.len() - 20;
         corrupt[at] ^= 0x10;
         std::fs::write(&index, &corrupt).unwrap();
         let fifth = load(&paths, &place, &keys).unwrap();
-        assert!(matches!(&fifth.index, IndexOutcome::Built { why, .. } if why.contains("checksum")), "{:?}", fifth.index);
+        assert!(
+            matches!(&fifth.index, IndexOutcome::Built { why, .. } if why.contains("checksum")),
+            "{:?}",
+            fifth.index
+        );
         assert_eq!(hits(&fifth), ["Eicar.C", "Eicar.B"]);
 
         // In memory, no file.
@@ -414,7 +439,11 @@ mod tests {
         let db = dir.path().join("big.hdb");
         let mut text = String::new();
         for i in 0..20_000u32 {
-            text.push_str(&format!("{:032x}:{}:Sig.{i}\n", u128::from(i) * 7919, 1000 + i));
+            text.push_str(&format!(
+                "{:032x}:{}:Sig.{i}\n",
+                u128::from(i) * 7919,
+                1000 + i
+            ));
         }
         text.push_str(&format!("{EICAR_MD5}:68:Eicar.Big\n"));
         std::fs::write(&db, text).unwrap();
@@ -472,7 +501,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["local.ign2", "daily.cvd", "bytecode.cld", "bytecode.cvd", "main.cld"]
+            [
+                "local.ign2",
+                "daily.cvd",
+                "bytecode.cld",
+                "bytecode.cvd",
+                "main.cld"
+            ]
         );
         let loaded = load(&[dir.path().to_owned()], &IndexPlace::None, &keys).unwrap();
         assert_eq!(
@@ -485,9 +520,92 @@ mod tests {
 
         // A container ClamAV's key does not verify is refused whole, the others still load
         // through their own checks... none does here, since all are test-signed.
-        let refused = load(&[dir.path().to_owned()], &IndexPlace::None, &Keys::default()).unwrap();
+        let refused = load(
+            &[dir.path().to_owned()],
+            &IndexPlace::None,
+            &Keys::default(),
+        )
+        .unwrap();
         assert!(hits(&refused).is_empty());
         assert_eq!(refused.errors.len(), 5, "{:?}", refused.errors);
-        assert!(refused.errors.iter().any(|e| e.contains("daily.cvd: the digital signature does not verify")));
+        assert!(
+            refused
+                .errors
+                .iter()
+                .any(|e| e.contains("daily.cvd: the digital signature does not verify"))
+        );
+    }
+
+    /// clamscan (when installed) on the same directories: plain databases give the same
+    /// detections, and a container signed with another key than Talos's is refused by both.
+    /// (A directory of genuine containers cannot be compared here: only Talos can sign them,
+    /// and its `.info` signature is checked in a `.cld` as well.)
+    #[test]
+    fn clamscan_agrees_on_directories() {
+        if std::process::Command::new("clamscan")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            println!("skipped: clamscan is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).unwrap();
+        std::fs::write(db.join("a.hdb"), format!("{EICAR_MD5}:68:Eicar.A\n")).unwrap();
+        std::fs::write(
+            db.join("b.ndb"),
+            "Eicar.B:0:*:58354f2150254041505b345c505a58\n",
+        )
+        .unwrap();
+        std::fs::write(db.join("README"), "not a database\n").unwrap();
+        let sample = dir.path().join("eicar.com");
+        std::fs::write(&sample, herd_scan::EICAR).unwrap();
+        let clamscan = |db: &Path| {
+            std::process::Command::new("clamscan")
+                .args(["--no-summary", "--allmatch", "-d"])
+                .arg(db)
+                .arg(&sample)
+                .output()
+                .unwrap()
+        };
+        let out = clamscan(&db);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut clam: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_suffix(" FOUND"))
+            .filter_map(|l| {
+                l.rsplit_once(": ")
+                    .map(|(_, n)| n.trim_end_matches(".UNOFFICIAL").to_owned())
+            })
+            .collect();
+        clam.sort();
+        let loaded = load(&[db.clone()], &IndexPlace::None, &Keys::default()).unwrap();
+        let mut herd = hits(&loaded);
+        herd.sort();
+        assert_eq!(herd, clam);
+        assert!(loaded.errors.is_empty());
+
+        let key = PrivateKey::test_key();
+        let members: [(&str, &[u8]); 1] =
+            [("t.hdb", b"44d88612fea8a8f36de82e1278abb02f:68:Eicar.T\n")];
+        std::fs::write(
+            db.join("t.cld"),
+            container(ContainerKind::Cld, "t", &members, &Spec::new(1, 1), &key),
+        )
+        .unwrap();
+        let out = clamscan(&db);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "clamscan loads a container Talos did not sign"
+        );
+        let loaded = load(&[db.clone()], &IndexPlace::None, &Keys::default()).unwrap();
+        assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
+        assert!(
+            loaded.errors[0]
+                .contains("t.cld: the digital signature does not verify with the .info key")
+        );
     }
 }

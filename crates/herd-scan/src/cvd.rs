@@ -158,7 +158,9 @@ pub enum CvdErrorKind {
     BadNumber { field: &'static str, value: String },
     #[error("the header's MD5 {header:?} does not match the content's {content}")]
     Md5Mismatch { header: String, content: String },
-    #[error("the digital signature does not verify with the CVD key (a container not signed by that key, or tampered with)")]
+    #[error(
+        "the digital signature does not verify with the CVD key (a container not signed by that key, or tampered with)"
+    )]
     BadSignature,
     #[error("the container is not a gzip'd or plain tar: {0}")]
     Body(String),
@@ -249,12 +251,15 @@ pub fn parse_header_text(text: &str) -> Result<CvdHeader, CvdErrorKind> {
     };
     let stime = match fields.get(7) {
         None | Some(&"") => None,
-        Some(s) => Some(s.parse::<u64>().ok().filter(|_| s.bytes().all(|b| b.is_ascii_digit())).ok_or(
-            CvdErrorKind::BadNumber {
-                field: "build time in seconds",
-                value: (*s).to_owned(),
-            },
-        )?),
+        Some(s) => Some(
+            s.parse::<u64>()
+                .ok()
+                .filter(|_| s.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or(CvdErrorKind::BadNumber {
+                    field: "build time in seconds",
+                    value: (*s).to_owned(),
+                })?,
+        ),
     };
     Ok(CvdHeader {
         build_time: field(0)?.to_owned(),
@@ -362,9 +367,9 @@ fn hex_lower(bytes: &[u8]) -> String {
 /// YARA); other members (`COPYING`, the `.info`) are not databases and are passed over, as
 /// libclamav passes them over.
 pub const DATABASE_EXTENSIONS: &[&str] = &[
-    "db", "hdb", "hdu", "fp", "mdb", "mdu", "hsb", "hsu", "sfp", "msb", "msu", "ndb", "ndu",
-    "ldb", "ldu", "sdb", "zmd", "rmd", "pdb", "gdb", "wdb", "cbc", "ftm", "cfg", "cvd", "cld",
-    "cud", "cdb", "cat", "crb", "idb", "ioc", "yar", "yara", "pwdb", "ign", "ign2", "imp",
+    "db", "hdb", "hdu", "fp", "mdb", "mdu", "hsb", "hsu", "sfp", "msb", "msu", "ndb", "ndu", "ldb",
+    "ldu", "sdb", "zmd", "rmd", "pdb", "gdb", "wdb", "cbc", "ftm", "cfg", "cvd", "cld", "cud",
+    "cdb", "cat", "crb", "idb", "ioc", "yar", "yara", "pwdb", "ign", "ign2", "imp",
 ];
 
 /// Whether libclamav takes `name` for a database file (by its extension, case-insensitive).
@@ -638,9 +643,9 @@ fn parse_octal(field: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
-    digits
-        .iter()
-        .try_fold(0u64, |n, &d| n.checked_mul(8)?.checked_add(u64::from(d - b'0')))
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(8)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Signed containers made with a key of one's own: for tests, fuzzing seeds and benchmarks
@@ -801,7 +806,10 @@ pub mod build {
         let mut text = spec.line("X", "X");
         text.push('\n');
         for (name, data) in members {
-            let sha: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+            let sha: String = Sha256::digest(data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             text.push_str(&format!("{name}:{}:{sha}\n", data.len()));
         }
         let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
@@ -877,7 +885,11 @@ mod tests {
         assert!(!verify_md5_signature(&header.md5, "not base64!", &keys.cvd));
         // The test key does not verify Talos's signature either.
         let test = PrivateKey::test_key();
-        assert!(!verify_md5_signature(&header.md5, &header.dsig, &test.public));
+        assert!(!verify_md5_signature(
+            &header.md5,
+            &header.dsig,
+            &test.public
+        ));
     }
 
     #[test]
@@ -943,8 +955,14 @@ mod tests {
             // header, the .cld at its .info.
             let refused = load(kind, &good, &Keys::default()).unwrap_err();
             match kind {
-                ContainerKind::Cvd => assert!(refused.contains("does not verify with the CVD key"), "{refused}"),
-                ContainerKind::Cld => assert!(refused.contains("does not verify with the .info key"), "{refused}"),
+                ContainerKind::Cvd => assert!(
+                    refused.contains("does not verify with the CVD key"),
+                    "{refused}"
+                ),
+                ContainerKind::Cld => assert!(
+                    refused.contains("does not verify with the .info key"),
+                    "{refused}"
+                ),
             }
         }
         let good = container(ContainerKind::Cvd, "test", &members, &Spec::new(7, 2), &key);
@@ -959,15 +977,29 @@ mod tests {
             .assert_eq(&load(ContainerKind::Cvd, &header, &keys).unwrap_err());
         // Header: another MD5 (and a signature over it by someone else).
         let mut md5 = good.clone();
-        let at = good[..HEADER_LEN].windows(2).position(|w| w == b":2").unwrap() + 6;
+        let at = good[..HEADER_LEN]
+            .windows(2)
+            .position(|w| w == b":2")
+            .unwrap()
+            + 6;
         md5[at] = if md5[at] == b'0' { b'1' } else { b'0' };
-        assert!(load(ContainerKind::Cvd, &md5, &keys).unwrap_err().contains("does not match the content's"));
+        assert!(
+            load(ContainerKind::Cvd, &md5, &keys)
+                .unwrap_err()
+                .contains("does not match the content's")
+        );
         // Body: one byte of the gzip'd tar.
         let mut body = good.clone();
         *body.last_mut().unwrap() ^= 1;
-        assert!(load(ContainerKind::Cvd, &body, &keys).unwrap_err().contains("test.cvd: the header's MD5"));
+        assert!(
+            load(ContainerKind::Cvd, &body, &keys)
+                .unwrap_err()
+                .contains("test.cvd: the header's MD5")
+        );
         // Signature: a valid header MD5 with a signature for another MD5.
-        let header_text = String::from_utf8_lossy(&good[..HEADER_LEN]).trim_end().to_owned();
+        let header_text = String::from_utf8_lossy(&good[..HEADER_LEN])
+            .trim_end()
+            .to_owned();
         let parsed = parse_header_text(&header_text).unwrap();
         let other = build::sign_md5(&[7; 16], &key);
         let mut forged = padded(&header_text.replace(&parsed.dsig, &other));
@@ -993,22 +1025,71 @@ mod tests {
         };
         // A .cld's header MD5 and dsig are not checked (they describe the .cvd it came from).
         assert_eq!(
-            load(ContainerKind::Cld, &cld(&[("x.info", &info), ("x.hdb", hdb())]), &keys).unwrap(),
+            load(
+                ContainerKind::Cld,
+                &cld(&[("x.info", &info), ("x.hdb", hdb())]),
+                &keys
+            )
+            .unwrap(),
             ["x.hdb:51"]
         );
         let cases: [(&[(&str, &[u8])], &str); 6] = [
-            (&[("x.info", &info), ("x.hdb", b"44d88612fea8a8f36de82e1278abb02f:68:Eicar.Test.Hdx\n")], "test.cld: x.hdb: its SHA-256 does not match the .info's"),
-            (&[("x.info", &info), ("x.hdb", b"short\n")], "test.cld: x.hdb: 6 bytes, the .info says 51"),
-            (&[("x.info", &info), ("x.hdb", hdb()), ("y.ndb", b"A:0:*:4142\n")], "test.cld: y.ndb: not listed in the .info"),
-            (&[("x.hdb", hdb())], "test.cld: the container has no .info member"),
-            (&[("x.info", b"ClamAV-VDB:t:3:1:90:X:X:b:1796536800\nx.hdb:51:00\n"), ("x.hdb", hdb())], "test.cld: x.info:2: malformed SHA-256"),
-            (&[("x.info", b"ClamAV-VDB:t:3:1:90:X:X:b:1796536800\n"), ("x.hdb", hdb())], "test.cld: x.info: no DSIG line (the .info is not signed)"),
+            (
+                &[
+                    ("x.info", &info),
+                    (
+                        "x.hdb",
+                        b"44d88612fea8a8f36de82e1278abb02f:68:Eicar.Test.Hdx\n",
+                    ),
+                ],
+                "test.cld: x.hdb: its SHA-256 does not match the .info's",
+            ),
+            (
+                &[("x.info", &info), ("x.hdb", b"short\n")],
+                "test.cld: x.hdb: 6 bytes, the .info says 51",
+            ),
+            (
+                &[
+                    ("x.info", &info),
+                    ("x.hdb", hdb()),
+                    ("y.ndb", b"A:0:*:4142\n"),
+                ],
+                "test.cld: y.ndb: not listed in the .info",
+            ),
+            (
+                &[("x.hdb", hdb())],
+                "test.cld: the container has no .info member",
+            ),
+            (
+                &[
+                    (
+                        "x.info",
+                        b"ClamAV-VDB:t:3:1:90:X:X:b:1796536800\nx.hdb:51:00\n",
+                    ),
+                    ("x.hdb", hdb()),
+                ],
+                "test.cld: x.info:2: malformed SHA-256",
+            ),
+            (
+                &[
+                    ("x.info", b"ClamAV-VDB:t:3:1:90:X:X:b:1796536800\n"),
+                    ("x.hdb", hdb()),
+                ],
+                "test.cld: x.info: no DSIG line (the .info is not signed)",
+            ),
         ];
         for (members, error) in cases {
-            assert_eq!(load(ContainerKind::Cld, &cld(members), &keys).unwrap_err(), error);
+            assert_eq!(
+                load(ContainerKind::Cld, &cld(members), &keys).unwrap_err(),
+                error
+            );
         }
         let dir = cld(&[("x.info", &info), ("d/x.hdb", hdb())]);
-        assert!(load(ContainerKind::Cld, &dir, &keys).unwrap_err().contains("slash separators"));
+        assert!(
+            load(ContainerKind::Cld, &dir, &keys)
+                .unwrap_err()
+                .contains("slash separators")
+        );
     }
 
     #[test]
@@ -1016,13 +1097,21 @@ mod tests {
         let key = PrivateKey::test_key();
         let md5 = [0u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
         let sig = build::sign_md5(&md5, &key);
-        assert!(verify_md5_signature("000102030405060708090a0b0c0d0e0f", &sig, &key.public));
+        assert!(verify_md5_signature(
+            "000102030405060708090a0b0c0d0e0f",
+            &sig,
+            &key.public
+        ));
         let sha = [0xab; 32];
         let sig = build::sign_pss(&sha, &key);
         assert!(verify_pss_signature(&sha, &sig, &key.public));
         assert!(!verify_pss_signature(&[0xac; 32], &sig, &key.public));
         assert!(!verify_pss_signature(&sha, &sig[1..], &key.public));
         assert_eq!(ContainerKind::of("MAIN.CVD"), Some(ContainerKind::Cvd));
-        assert!(is_database_name("daily.IGN2") && !is_database_name("COPYING") && !is_database_name("main.info"));
+        assert!(
+            is_database_name("daily.IGN2")
+                && !is_database_name("COPYING")
+                && !is_database_name("main.info")
+        );
     }
 }

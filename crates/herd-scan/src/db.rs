@@ -277,7 +277,10 @@ pub fn parse_hash_line(line: &str, file_kind: HashKind) -> Result<HashSig, Parse
 }
 
 /// The fields of a hash signature line, checked as `parse_hash_line` checks them.
-pub fn parse_hash_fields(line: &str, file_kind: HashKind) -> Result<HashFields<'_>, ParseErrorKind> {
+pub fn parse_hash_fields(
+    line: &str,
+    file_kind: HashKind,
+) -> Result<HashFields<'_>, ParseErrorKind> {
     let mut fields = [""; 5];
     let mut count = 0;
     for field in line.split(':') {

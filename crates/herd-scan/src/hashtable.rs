@@ -525,8 +525,8 @@ impl HashTableBuilder {
         if name.len() > MAX_NAME {
             return Err(ParseErrorKind::NameTooLong(name.len()));
         }
-        let name_at = u32::try_from(self.names.len())
-            .map_err(|_| ParseErrorKind::NameTooLong(name.len()))?;
+        let name_at =
+            u32::try_from(self.names.len()).map_err(|_| ParseErrorKind::NameTooLong(name.len()))?;
         let size = size.unwrap_or(ANY_SIZE);
         let pushed = match kind {
             HashKind::Md5 => push(&mut self.md5, digest, size, name_at),
@@ -672,7 +672,9 @@ fn kind_sections<const N: usize>(mut entries: Vec<Entry<N>>, out: &mut Vec<Vec<u
         buckets.reserve((BUCKETS + 1) * 4);
         let mut i = 0;
         for b in 0..BUCKETS {
-            while i < exact.len() && (u16::from_be_bytes([exact[i].digest[0], exact[i].digest[1]]) as usize) < b {
+            while i < exact.len()
+                && (u16::from_be_bytes([exact[i].digest[0], exact[i].digest[1]]) as usize) < b
+            {
                 i += 1;
             }
             buckets.extend_from_slice(&(i as u32).to_le_bytes());
@@ -711,13 +713,21 @@ mod tests {
         for count in [3u32, 70_000] {
             let mut b = HashTableBuilder::new();
             for i in 0..count {
-                b.add(HashKind::Md5, &md5_of(i), Some(u64::from(i % 1000) + 1), &format!("Sig.{i}"))
-                    .unwrap();
+                b.add(
+                    HashKind::Md5,
+                    &md5_of(i),
+                    Some(u64::from(i % 1000) + 1),
+                    &format!("Sig.{i}"),
+                )
+                .unwrap();
             }
             b.add(HashKind::Md5, &md5_of(0), None, "Any.Size").unwrap();
-            b.add(HashKind::Sha1, &[7; 20], Some(5_000_000_000), "Huge.Sha1").unwrap();
-            b.add(HashKind::Sha256, &[9; 32], Some(68), "Sha256.A").unwrap();
-            b.add(HashKind::Sha256, &[9; 32], Some(68), "Sha256.B").unwrap();
+            b.add(HashKind::Sha1, &[7; 20], Some(5_000_000_000), "Huge.Sha1")
+                .unwrap();
+            b.add(HashKind::Sha256, &[9; 32], Some(68), "Sha256.A")
+                .unwrap();
+            b.add(HashKind::Sha256, &[9; 32], Some(68), "Sha256.B")
+                .unwrap();
             b.add_text("x.ndb", b"A:0:*:4142\n");
             b.add_note("x.hdb:3: bad");
             let bytes = b.finish([5; 32]);
@@ -735,15 +745,25 @@ mod tests {
                 // Near misses: another size, another digest.
                 assert_eq!(
                     names(&t, HashKind::Md5, &md5_of(i), size + 1000),
-                    if i == 0 { vec!["Any.Size".to_owned()] } else { vec![] }
+                    if i == 0 {
+                        vec!["Any.Size".to_owned()]
+                    } else {
+                        vec![]
+                    }
                 );
             }
             assert!(names(&t, HashKind::Md5, &md5_of(count + 1), 1).is_empty());
             assert!(t.wants(HashKind::Md5, 123_456_789), "`*` wants every size");
             assert!(t.wants(HashKind::Sha1, 5_000_000_000));
             assert!(!t.wants(HashKind::Sha1, 68));
-            assert_eq!(names(&t, HashKind::Sha1, &[7; 20], 5_000_000_000), ["Huge.Sha1"]);
-            assert_eq!(names(&t, HashKind::Sha256, &[9; 32], 68), ["Sha256.A", "Sha256.B"]);
+            assert_eq!(
+                names(&t, HashKind::Sha1, &[7; 20], 5_000_000_000),
+                ["Huge.Sha1"]
+            );
+            assert_eq!(
+                names(&t, HashKind::Sha256, &[9; 32], 68),
+                ["Sha256.A", "Sha256.B"]
+            );
             assert!(!t.wants(HashKind::Sha256, 69));
             assert_eq!(t.texts().unwrap(), [("x.ndb", &b"A:0:*:4142\n"[..])]);
             assert_eq!(t.notes().collect::<Vec<_>>(), ["x.hdb:3: bad"]);
@@ -832,11 +852,17 @@ mod tests {
             HashTable::from_storage(Storage::Owned(bytes), PayloadCheck::Verify).map(|_| ())
         };
         assert_eq!(open(good.clone()), Ok(()));
-        assert_eq!(open(good[..good.len() - 1].to_vec()), Err(TableError::Length {
-            expected: good.len() as u64,
-            found: good.len() as u64 - 1,
-        }));
-        assert!(matches!(open(good[..30].to_vec()), Err(TableError::Length { .. })));
+        assert_eq!(
+            open(good[..good.len() - 1].to_vec()),
+            Err(TableError::Length {
+                expected: good.len() as u64,
+                found: good.len() as u64 - 1,
+            })
+        );
+        assert!(matches!(
+            open(good[..30].to_vec()),
+            Err(TableError::Length { .. })
+        ));
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(open(flipped), Err(TableError::PayloadChecksum));

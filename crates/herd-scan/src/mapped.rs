@@ -163,14 +163,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.idx");
         let mut b = HashTableBuilder::new();
-        b.add(HashKind::Md5, &[1; 16], Some(68), "Mapped.A").unwrap();
+        b.add(HashKind::Md5, &[1; 16], Some(68), "Mapped.A")
+            .unwrap();
         std::fs::write(&path, b.finish([3; 32])).unwrap();
         let t = open_index(&path, Some([3; 32])).unwrap();
         assert!(t.is_mapped());
         let mut out = Vec::new();
         t.lookup(HashKind::Md5, &[1; 16], 68, &mut out);
         assert_eq!(&*out[0], "Mapped.A");
-        assert!(matches!(open_index(&path, Some([4; 32])), Err(OpenError::OtherKey)));
+        assert!(matches!(
+            open_index(&path, Some([4; 32])),
+            Err(OpenError::OtherKey)
+        ));
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         assert!(matches!(
