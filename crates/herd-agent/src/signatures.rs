@@ -604,8 +604,11 @@ mod tests {
         let loaded = load(&[db.clone()], &IndexPlace::None, &Keys::default()).unwrap();
         assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
         assert!(
-            loaded.errors[0]
-                .contains("t.cld: the digital signature does not verify with the .info key")
+            loaded.errors[0].contains(
+                "t.cld: t.info: the digital signature does not verify with the .info key"
+            ),
+            "{:?}",
+            loaded.errors
         );
     }
 }
