@@ -173,9 +173,38 @@ fn compile(files: &[PathBuf], keys: &Keys) -> Result<(HashTableBuilder, Database
         }
     };
     for file in files {
+        let name = file.display().to_string();
+        if is_hash_file(&name) {
+            // A block of whole lines at a time: 4,000,000 lines are 232 MB of text, which
+            // need not be held beside the table being built.
+            let f = std::fs::File::open(file).with_context(|| format!("database {name}"))?;
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
+            let (mut block, mut lines_before) = (Vec::with_capacity(8 << 20), 0);
+            loop {
+                block.clear();
+                while block.len() < 8 << 20 {
+                    let n = std::io::BufRead::read_until(&mut reader, b'\n', &mut block)
+                        .with_context(|| format!("database {name}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                if block.is_empty() {
+                    break;
+                }
+                let bad = builder
+                    .load_hash_lines(&name, lines_before, &block)
+                    .unwrap_or_default();
+                for e in bad {
+                    builder.add_note(&e.to_string());
+                    errors.push(e.to_string());
+                }
+                lines_before += block.iter().filter(|&&b| b == b'\n').count();
+            }
+            continue;
+        }
         let content =
             std::fs::read(file).with_context(|| format!("database {}", file.display()))?;
-        let name = file.display().to_string();
         if ContainerKind::of(&name).is_some() {
             let mut members = Vec::new();
             let read = cvd::read_container(&name, &content, keys, &mut |member, data| {
@@ -198,6 +227,11 @@ fn compile(files: &[PathBuf], keys: &Keys) -> Result<(HashTableBuilder, Database
         }
     }
     Ok((builder, db, errors))
+}
+
+fn is_hash_file(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".hdb") || lower.ends_with(".hsb")
 }
 
 /// libclamav's load order for a directory (`cli_loaddbdir`): `.ign`/`.ign2` first, then
@@ -288,6 +322,7 @@ fn set_key(files: &[PathBuf], keys: &Keys) -> Result<[u8; 32]> {
     h.update(format!("{keys:?}").as_bytes());
     for file in files {
         let m = std::fs::metadata(file).with_context(|| format!("database {}", file.display()))?;
+        let file = canonical(file);
         h.update(file.as_os_str().as_encoded_bytes());
         h.update([0]);
         for n in [
@@ -305,11 +340,16 @@ fn set_key(files: &[PathBuf], keys: &Keys) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
+/// The same file named by a relative or an absolute path is the same set member.
+fn canonical(file: &Path) -> PathBuf {
+    std::fs::canonicalize(file).unwrap_or_else(|_| file.to_owned())
+}
+
 /// One index file per set of database paths, so different sets do not evict each other.
 fn index_name(files: &[PathBuf]) -> String {
     let mut h = Sha256::new();
     for file in files {
-        h.update(file.as_os_str().as_encoded_bytes());
+        h.update(canonical(file).as_os_str().as_encoded_bytes());
         h.update([0]);
     }
     let digest = h.finalize();

@@ -550,6 +550,17 @@ impl HashTableBuilder {
     /// good line and returning one error per bad line, as `Database::load` does. `None` if the
     /// file is not a hash database (the caller loads it some other way).
     pub fn load_hash_file(&mut self, file_name: &str, content: &[u8]) -> Option<Vec<ParseError>> {
+        self.load_hash_lines(file_name, 0, content)
+    }
+
+    /// `load_hash_file` over a piece of a file made of whole lines, the first of which is line
+    /// `lines_before + 1`: a large file can be read and parsed a block at a time.
+    pub fn load_hash_lines(
+        &mut self,
+        file_name: &str,
+        lines_before: usize,
+        content: &[u8],
+    ) -> Option<Vec<ParseError>> {
         let ext = file_name
             .rsplit_once('.')
             .map(|(_, e)| e.to_ascii_lowercase())
@@ -576,7 +587,7 @@ impl HashTableBuilder {
             let added = parse_hash_fields(line, file_kind)
                 .and_then(|f| self.add(f.kind, f.digest(), f.size, f.name));
             if let Err(kind) = added {
-                errors.push(error(index + 1, kind));
+                errors.push(error(lines_before + index + 1, kind));
             }
         }
         Some(errors)
