@@ -548,12 +548,12 @@ fn parse_info(
     Err(CvdErrorKind::InfoUnsigned(member.to_owned()))
 }
 
+/// What `for_each_member` calls with each member's name and content; `Ok(false)` stops.
+type Visit<'a> = dyn FnMut(&str, &[u8]) -> Result<bool, CvdErrorKind> + 'a;
+
 /// Walks the tar in `body` (gzip'd or plain) as libclamav's `cli_tgzload` does, calling `visit`
 /// with each member until it returns `Ok(false)`.
-fn for_each_member(
-    body: &[u8],
-    visit: &mut dyn FnMut(&str, &[u8]) -> Result<bool, CvdErrorKind>,
-) -> Result<(), CvdErrorKind> {
+fn for_each_member(body: &[u8], visit: &mut Visit<'_>) -> Result<(), CvdErrorKind> {
     let reader: Box<dyn Read + '_> = if body.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(body))
     } else {
@@ -1033,7 +1033,8 @@ mod tests {
             .unwrap(),
             ["x.hdb:51"]
         );
-        let cases: [(&[(&str, &[u8])], &str); 6] = [
+        type Members<'a> = &'a [(&'a str, &'a [u8])];
+        let cases: [(Members<'_>, &str); 6] = [
             (
                 &[
                     ("x.info", &info),

@@ -59,7 +59,7 @@ pub enum HashKind {
 
 impl HashKind {
     /// The digest's length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             HashKind::Md5 => 16,
             HashKind::Sha1 => 20,
@@ -252,7 +252,7 @@ fn flevels(fields: &[&str]) -> Result<(), ParseErrorKind> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashFields<'a> {
     pub kind: HashKind,
-    /// The digest in its first `kind.len()` bytes.
+    /// The digest in its first `kind.digest_len()` bytes.
     pub digest: [u8; 32],
     pub size: Option<u64>,
     pub name: &'a str,
@@ -260,7 +260,7 @@ pub struct HashFields<'a> {
 
 impl HashFields<'_> {
     pub fn digest(&self) -> &[u8] {
-        &self.digest[..self.kind.len()]
+        &self.digest[..self.kind.digest_len()]
     }
 }
 
@@ -315,7 +315,7 @@ pub fn parse_hash_fields(
         }
     };
     let mut digest = [0u8; 32];
-    if !decode_hex_into(hash, &mut digest[..kind.len()]) {
+    if !decode_hex_into(hash, &mut digest[..kind.digest_len()]) {
         return Err(ParseErrorKind::BadHash {
             hash: hash.to_owned(),
             reason: "not hexadecimal",

@@ -239,7 +239,7 @@ impl HashTable {
         let bad = |section, what| TableError::Section { section, what };
         let mut kinds: [KindView; 3] = Default::default();
         for (k, kind) in KINDS.iter().enumerate() {
-            let width = kind.len();
+            let width = kind.digest_len();
             let base = k * PER_KIND;
             let records = ranges[base].clone();
             if records.len() % (width + 4) != 0 {
@@ -665,7 +665,7 @@ fn push<const N: usize>(v: &mut Vec<Entry<N>>, digest: &[u8], size: u64, name: u
 
 /// The five sections of one digest kind.
 fn kind_sections<const N: usize>(mut entries: Vec<Entry<N>>, out: &mut Vec<Vec<u8>>) {
-    entries.sort_unstable_by(|a, b| (a.digest, a.size, a.name).cmp(&(b.digest, b.size, b.name)));
+    entries.sort_unstable_by_key(|e| (e.digest, e.size, e.name));
     let (exact, wide): (Vec<_>, Vec<_>) = entries
         .into_iter()
         .partition(|e| e.size < u64::from(u32::MAX));

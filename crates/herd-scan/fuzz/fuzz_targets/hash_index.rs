@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let mut out = Vec::new();
         for kind in [HashKind::Md5, HashKind::Sha1, HashKind::Sha256] {
-            let digest = data.get(..kind.len()).unwrap_or(&[0; 32][..kind.len()]);
+            let digest = data.get(..kind.digest_len()).unwrap_or(&[0; 32][..kind.digest_len()]);
             let _ = table.wants(kind, data.len() as u64);
             table.lookup(kind, digest, 68, &mut out);
         }
