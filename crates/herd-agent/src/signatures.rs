@@ -491,12 +491,12 @@ mod tests {
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    let loaded = load(&[db.clone()], &place, &Keys::default()).unwrap();
+                    let loaded = load(std::slice::from_ref(&db), &place, &Keys::default()).unwrap();
                     assert_eq!(hits(&loaded), ["Eicar.Big"]);
                 });
             }
         });
-        let loaded = load(&[db.clone()], &place, &Keys::default()).unwrap();
+        let loaded = load(std::slice::from_ref(&db), &place, &Keys::default()).unwrap();
         assert!(matches!(loaded.index, IndexOutcome::Mapped(_)));
         assert_eq!(loaded.engine.signature_count(), 20_001);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("index"))
@@ -621,7 +621,12 @@ mod tests {
             })
             .collect();
         clam.sort();
-        let loaded = load(&[db.clone()], &IndexPlace::None, &Keys::default()).unwrap();
+        let loaded = load(
+            std::slice::from_ref(&db),
+            &IndexPlace::None,
+            &Keys::default(),
+        )
+        .unwrap();
         let mut herd = hits(&loaded);
         herd.sort();
         assert_eq!(herd, clam);
@@ -641,7 +646,12 @@ mod tests {
             Some(2),
             "clamscan loads a container Talos did not sign"
         );
-        let loaded = load(&[db.clone()], &IndexPlace::None, &Keys::default()).unwrap();
+        let loaded = load(
+            std::slice::from_ref(&db),
+            &IndexPlace::None,
+            &Keys::default(),
+        )
+        .unwrap();
         assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
         assert!(
             loaded.errors[0].contains(
