@@ -474,6 +474,41 @@ mod tests {
     }
 
     #[test]
+    fn large_hash_files_are_read_in_blocks_with_lines_counted_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("big.hdb");
+        let mut text = String::new();
+        let mut line = 0;
+        while text.len() < 9 << 20 {
+            line += 1;
+            text.push_str(&format!(
+                "{:032x}:{}:Sig.{line}\n",
+                u128::from(line as u32) * 31,
+                1000 + line
+            ));
+        }
+        text.push_str("not a signature\n");
+        text.push_str(&format!("{EICAR_MD5}:68:Eicar.After.The.First.Block\n"));
+        std::fs::write(&db, text).unwrap();
+        let loaded = load(
+            std::slice::from_ref(&db),
+            &IndexPlace::None,
+            &Keys::default(),
+        )
+        .unwrap();
+        assert_eq!(hits(&loaded), ["Eicar.After.The.First.Block"]);
+        assert_eq!(
+            loaded.errors,
+            [format!(
+                "{}:{}: expected 3 to 5 fields separated by ':', found 1",
+                db.display(),
+                line + 1
+            )]
+        );
+        assert_eq!(loaded.engine.signature_count(), line + 1);
+    }
+
+    #[test]
     fn concurrent_builders_leave_a_complete_index() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("big.hdb");
