@@ -302,7 +302,7 @@ fn corpus_size(corpus: &Path) -> Result<(usize, u64)> {
 }
 
 /// Runs a command to completion and returns its stdout, wall time and peak resident memory.
-fn timed(cmd: &mut Command) -> Result<(String, f64, u64)> {
+pub(crate) fn timed(cmd: &mut Command) -> Result<(String, f64, u64)> {
     let started = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())

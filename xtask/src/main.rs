@@ -9,6 +9,7 @@ mod bench_feed;
 mod bench_onaccess;
 mod bench_planner;
 mod bench_scan;
+mod bench_scan_load;
 mod bench_unpack;
 mod deb;
 
@@ -54,6 +55,9 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Loading databases of ClamAV's real size (4,000,000 hash signatures, and a mixed set):
+    /// herd-agent's mapped index against clamscan, load time and peak memory.
+    ScanLoad(bench_scan_load::Options),
     /// The latency on-access scanning adds to opening a file (`herd-agent watch`, fanotify;
     /// needs root): no watcher, first access, cached verdict, a file open for writing.
     Onaccess(bench_onaccess::Options),
@@ -67,6 +71,7 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Feed(options)) => bench_feed::run(options),
         Command::Bench(Bench::Scan { args }) => bench_scan::run(args),
         Command::Bench(Bench::Unpack(options)) => bench_unpack::run(options),
+        Command::Bench(Bench::ScanLoad(options)) => bench_scan_load::run(options),
         Command::Deb(options) => deb::run_deb(options),
     }
 }

@@ -11,6 +11,7 @@ mod outbox;
 mod quarantine;
 mod run;
 mod scan;
+mod signatures;
 mod trust;
 
 use std::process::ExitCode;

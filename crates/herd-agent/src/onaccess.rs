@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use herd_fs::FileId;
 use herd_scan::walk::{self, Event, ReadOutcome};
-use herd_scan::{Engine, Limits, MatchOptions, Scanner, Scratch, Verdict};
+use herd_scan::{Limits, MatchOptions, Scanner, Scratch, Verdict};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::fanotify::{
     EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags,
@@ -44,7 +44,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags as InotifyFlags, Inotify, Watch
 use serde_json::json;
 
 use crate::quarantine::{StoreResult, Stores};
-use crate::scan::{load_databases, parse_size};
+use crate::scan::{IndexArgs, load_signatures, parse_size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -70,6 +70,8 @@ pub struct WatchArgs {
     /// Directories to protect (recursively).
     #[arg(required = true, value_name = "DIR")]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    index: IndexArgs,
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     mode: Mode,
     /// Paths (prefixes) never scanned; repeatable.
@@ -300,15 +302,17 @@ fn directories(root: &Path, ctx: &Ctx<'_>) -> Vec<PathBuf> {
 }
 
 pub fn run(args: &WatchArgs) -> Result<u8> {
-    let (db, errors) = load_databases(&args.databases)?;
-    for e in &errors {
+    let loaded = load_signatures(&args.databases, &args.index, None)?;
+    for e in &loaded.errors {
         eprintln!("ERROR: {e}");
     }
-    if !errors.is_empty() {
-        bail!("{} bad or unsupported signature line(s)", errors.len());
+    if !loaded.errors.is_empty() {
+        bail!(
+            "{} bad or unsupported signature line(s)",
+            loaded.errors.len()
+        );
     }
-    let engine = Engine::new(&db);
-    drop(db);
+    let engine = loaded.engine;
     let stores = Stores::open(
         args.quarantine.as_deref(),
         args.samples.as_deref(),

@@ -19,16 +19,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use herd_fs::FileId;
+use herd_scan::cvd::Keys;
 use herd_scan::walk::{self, Event, ReadOutcome};
-use herd_scan::{Database, Detection, Engine, Limits, MatchOptions, Scanner, Scratch};
+use herd_scan::{Detection, Limits, MatchOptions, Scanner, Scratch};
 use serde_json::json;
 
 use crate::quarantine::Stores;
+use crate::signatures;
 
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
     /// A signature database file (.hdb, .hsb, .ndb, .ldb; .yar/.yara in builds with the `yara`
-    /// feature) or a directory of them; repeatable.
+    /// feature; ClamAV's signed .cvd and .cld containers of them) or a directory of them, read
+    /// as `clamscan -d` reads one; repeatable.
     #[arg(short = 'd', long = "database", value_name = "PATH")]
     databases: Vec<PathBuf>,
     /// Without -d: scan with the definitions of the product active in this prefix (the
@@ -38,6 +41,8 @@ pub struct ScanArgs {
     /// Files and directories to scan.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    index: IndexArgs,
     /// Print one JSON object per file and a summary object instead of clamscan's text.
     #[arg(long)]
     json: bool,
@@ -78,6 +83,55 @@ pub struct ScanArgs {
     quarantine: Option<PathBuf>,
 }
 
+/// Where the compiled hash signature index lives (shared by `scan` and `watch`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct IndexArgs {
+    /// Keep the compiled hash signature index here, so that later loads map it instead of
+    /// parsing [default: <prefix>/signature-index with --prefix, else
+    /// $XDG_CACHE_HOME/herd-agent/signatures or ~/.cache/herd-agent/signatures, for sets of
+    /// 100,000 hash signatures or more].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_index")]
+    index_dir: Option<PathBuf>,
+    /// Compile the signatures in memory at every load; write no index.
+    #[arg(long)]
+    no_index: bool,
+}
+
+impl IndexArgs {
+    pub(crate) fn place(&self, prefix: Option<&Path>) -> signatures::IndexPlace {
+        match (&self.index_dir, self.no_index) {
+            (_, true) => signatures::IndexPlace::None,
+            (Some(dir), false) => signatures::IndexPlace::Dir(dir.clone()),
+            (None, false) => signatures::default_index_dir(prefix),
+        }
+    }
+}
+
+/// Loads the databases, reporting how the index was used when it was (re)built or refused.
+pub(crate) fn load_signatures(
+    databases: &[PathBuf],
+    index: &IndexArgs,
+    prefix: Option<&Path>,
+) -> Result<signatures::Loaded> {
+    let loaded = signatures::load(databases, &index.place(prefix), &Keys::default())?;
+    match &loaded.index {
+        signatures::IndexOutcome::Built { path, why } if why != "no index yet" => {
+            eprintln!(
+                "herd-agent: rebuilt the signature index {} ({why})",
+                path.display()
+            );
+        }
+        signatures::IndexOutcome::Unwritable { path, error } => {
+            eprintln!(
+                "WARNING: cannot write the signature index {} ({error}); compiled in memory",
+                path.display()
+            );
+        }
+        _ => {}
+    }
+    Ok(loaded)
+}
+
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, unit) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
@@ -95,49 +149,6 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(scale)
         .ok_or_else(|| format!("{s:?} is too large"))
-}
-
-/// Database file types clamscan knows that this engine does not load: refused loudly when found
-/// in a database directory, rather than skipped.
-const UNSUPPORTED_DB_TYPES: &[&str] = &[
-    "cvd", "cld", "cud", "hdu", "hsu", "mdb", "msb", "mdu", "msu", "ndu", "ldu", "idb", "fp",
-    "sfp", "ign", "ign2", "cdb", "cbc", "pdb", "gdb", "wdb", "ftm", "crb", "pwdb",
-];
-
-/// Loads every database named on the command line; returns the database and the errors.
-pub(crate) fn load_databases(paths: &[PathBuf]) -> Result<(Database, Vec<String>)> {
-    let mut db = Database::new();
-    let mut errors = Vec::new();
-    for path in paths {
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("database {}", path.display()))?;
-        let files = if meta.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("database directory {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    let ext = p
-                        .extension()
-                        .and_then(|e| e.to_str())
-                        .unwrap_or_default()
-                        .to_ascii_lowercase();
-                    matches!(ext.as_str(), "hdb" | "hsb" | "ndb" | "ldb" | "yar" | "yara")
-                        || UNSUPPORTED_DB_TYPES.contains(&ext.as_str())
-                })
-                .collect();
-            files.sort();
-            files
-        } else {
-            vec![path.clone()]
-        };
-        for file in files {
-            let content =
-                std::fs::read(&file).with_context(|| format!("database {}", file.display()))?;
-            let name = file.display().to_string();
-            errors.extend(db.load(&name, &content).iter().map(ToString::to_string));
-        }
-    }
-    Ok((db, errors))
 }
 
 #[derive(Debug, Default)]
@@ -383,7 +394,8 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
         ),
     };
     let started = Instant::now();
-    let (db, errors) = load_databases(&databases)?;
+    let loaded = load_signatures(&databases, &args.index, args.prefix.as_deref())?;
+    let errors = loaded.errors;
     for e in &errors {
         eprintln!("ERROR: {e}");
     }
@@ -393,8 +405,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
             errors.len()
         );
     }
-    let engine = Engine::new(&db);
-    drop(db);
+    let engine = loaded.engine;
     let load_time = started.elapsed();
     let stores = Stores::open(
         args.quarantine.as_deref(),

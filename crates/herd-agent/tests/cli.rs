@@ -1200,3 +1200,67 @@ fn a_write_through_a_shared_mapping_after_a_clean_verdict_is_scanned_at_the_next
         "{text}"
     );
 }
+
+/// `scan -d` with ClamAV containers, end to end: a container not signed by Talos is refused by
+/// name (as clamscan refuses it) while the plain databases beside it still load with
+/// `--allow-bad-signatures`; the index is written where `--index-dir` says and reused.
+#[test]
+fn containers_and_the_index_through_the_command_line() {
+    use herd_scan::cvd::ContainerKind;
+    use herd_scan::cvd::build::{PrivateKey, Spec, container};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    std::fs::create_dir(&db).unwrap();
+    let md5 = "44d88612fea8a8f36de82e1278abb02f";
+    std::fs::write(db.join("local.hdb"), format!("{md5}:68:Eicar.Local\n")).unwrap();
+    let members = [("daily.hdb", format!("{md5}:68:Eicar.Daily\n"))];
+    let members: Vec<(&str, &[u8])> = members.iter().map(|(n, d)| (*n, d.as_bytes())).collect();
+    let cvd = container(
+        ContainerKind::Cvd,
+        "daily",
+        &members,
+        &Spec::new(9, 1),
+        &PrivateKey::test_key(),
+    );
+    std::fs::write(db.join("daily.cvd"), cvd).unwrap();
+    let sample = dir.path().join("eicar.com");
+    std::fs::write(&sample, EICAR).unwrap();
+    let index = dir.path().join("index");
+    let (db_s, sample_s, index_s) = (
+        db.to_str().unwrap(),
+        sample.to_str().unwrap(),
+        index.to_str().unwrap(),
+    );
+    let refused = run(&[
+        "scan",
+        "--no-summary",
+        "--index-dir",
+        index_s,
+        "-d",
+        db_s,
+        sample_s,
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused)
+            .contains("daily.cvd: the digital signature does not verify with the CVD key"),
+        "{}",
+        stderr(&refused)
+    );
+    for _ in 0..2 {
+        let out = run(&[
+            "scan",
+            "--no-summary",
+            "--allow-bad-signatures",
+            "--index-dir",
+            index_s,
+            "-d",
+            db_s,
+            sample_s,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{sample_s}: Eicar.Local FOUND\n"));
+    }
+    let written: Vec<_> = std::fs::read_dir(&index).unwrap().collect();
+    assert_eq!(written.len(), 1, "one index for the set");
+}

@@ -8,6 +8,7 @@
 //! <prefix>/products/<product>/<version>.herd-staging/   being unpacked
 //! <prefix>/current -> products/<product>/<version>      the active product
 //! <prefix>/current.herd-new                       the next link, renamed over `current`
+//! <prefix>/signature-index/                       the agent's compiled hash signature indexes
 //! ```
 //!
 //! Every name is plain `[A-Za-z0-9._-]`, so it is pasted into shell text unquoted.
@@ -23,6 +24,10 @@ pub const CURRENT_NEW: &str = "current.herd-new";
 
 /// Appended to a version directory while its package is unpacked into it.
 pub const STAGING_SUFFIX: &str = ".herd-staging";
+
+/// The agent's compiled indexes of the active product's hash signatures (a cache: scripts
+/// never touch it, and the agent rebuilds whatever is missing or stale).
+pub const SIGNATURE_INDEX_DIR: &str = "signature-index";
 
 /// The text of the [`CURRENT`] link for a product version: `products/<product>/<version>`.
 pub fn link_target(product: &str, version: &str) -> String {

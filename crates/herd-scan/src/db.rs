@@ -2,8 +2,8 @@
 //!
 //! Supported files and fields:
 //! - `.hdb`: `MD5:Size:Name[:MinFL[:MaxFL]]` — the MD5 of the whole file; `Size` may be `*`.
-//! - `.hsb`: `SHA256:Size:Name[:MinFL[:MaxFL]]` — the SHA-256 of the whole file; `*` allowed.
-//!   SHA-1 hashes (40 hex digits) are reported as unsupported.
+//! - `.hsb`: `HASH:Size:Name[:MinFL[:MaxFL]]` — the SHA-1 (40 hex digits) or SHA-256 (64) of
+//!   the whole file; `*` allowed. (`.mdb`/`.msb`, PE section hashes, are not supported.)
 //! - `.ndb`: `Name:Target:Offset:HexSig[:MinFL[:MaxFL]]`, target 0 (any file) only; offsets
 //!   `*`, `n`, `n,maxshift`, `EOF-n`, `EOF-n,maxshift` (the start of the match); hex syntax in
 //!   `hex`. Executable-relative offsets (`EP+n`, `Sx+n`, `SL+n`, `SEx`, `VI`) are unsupported.
@@ -53,7 +53,19 @@ impl Offset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashKind {
     Md5,
+    Sha1,
     Sha256,
+}
+
+impl HashKind {
+    /// The digest's length in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            HashKind::Md5 => 16,
+            HashKind::Sha1 => 20,
+            HashKind::Sha256 => 32,
+        }
+    }
 }
 
 /// A whole-file hash signature (`.hdb`, `.hsb`).
@@ -61,7 +73,7 @@ pub enum HashKind {
 pub struct HashSig {
     pub name: Arc<str>,
     pub kind: HashKind,
-    /// 16 bytes for MD5, 32 for SHA-256.
+    /// 16 bytes for MD5, 20 for SHA-1, 32 for SHA-256.
     pub digest: Vec<u8>,
     /// `None` for `*`: the file must be hashed whatever its size.
     pub size: Option<u64>,
@@ -170,6 +182,7 @@ impl Database {
             }
             let loaded = match ext.as_str() {
                 "hdb" => parse_hash_line(line, HashKind::Md5).map(|s| self.hashes.push(s)),
+                // `.hsb` holds SHA-1 and SHA-256 lines; the hash's length says which.
                 "hsb" => parse_hash_line(line, HashKind::Sha256).map(|s| self.hashes.push(s)),
                 "ndb" => parse_ndb_line(line).map(|s| self.bodies.push(s)),
                 _ => parse_ldb_line(line).map(|s| self.logicals.push(s)),
@@ -234,51 +247,80 @@ fn flevels(fields: &[&str]) -> Result<(), ParseErrorKind> {
     Ok(())
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
-        .collect()
+/// One hash signature line's fields, borrowed from the line (no allocation, so millions of
+/// lines can go straight into a compact `hashtable::HashTableBuilder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashFields<'a> {
+    pub kind: HashKind,
+    /// The digest in its first `kind.digest_len()` bytes.
+    pub digest: [u8; 32],
+    pub size: Option<u64>,
+    pub name: &'a str,
 }
 
-/// `HASH:SIZE:NAME[:MINFL[:MAXFL]]` for `.hdb` (MD5) and `.hsb` (SHA-256).
-pub fn parse_hash_line(line: &str, kind: HashKind) -> Result<HashSig, ParseErrorKind> {
-    let fields: Vec<&str> = line.split(':').collect();
-    if !(3..=5).contains(&fields.len()) {
+impl HashFields<'_> {
+    pub fn digest(&self) -> &[u8] {
+        &self.digest[..self.kind.digest_len()]
+    }
+}
+
+/// `HASH:SIZE:NAME[:MINFL[:MAXFL]]` for `.hdb` (`file_kind` MD5) and `.hsb` (`file_kind`
+/// SHA-256, where a 40-digit hash is SHA-1 as in ClamAV).
+pub fn parse_hash_line(line: &str, file_kind: HashKind) -> Result<HashSig, ParseErrorKind> {
+    let fields = parse_hash_fields(line, file_kind)?;
+    Ok(HashSig {
+        name: name(fields.name)?,
+        kind: fields.kind,
+        digest: fields.digest().to_vec(),
+        size: fields.size,
+    })
+}
+
+/// The fields of a hash signature line, checked as `parse_hash_line` checks them.
+pub fn parse_hash_fields(
+    line: &str,
+    file_kind: HashKind,
+) -> Result<HashFields<'_>, ParseErrorKind> {
+    let mut fields = [""; 5];
+    let mut count = 0;
+    for field in line.split(':') {
+        if count < fields.len() {
+            fields[count] = field;
+        }
+        count += 1;
+    }
+    if !(3..=5).contains(&count) {
         return Err(ParseErrorKind::FieldCount {
             expected: "3 to 5",
             separator: ':',
-            found: fields.len(),
+            found: count,
         });
     }
     let hash = fields[0];
-    let expected_len = match kind {
-        HashKind::Md5 => 32,
-        HashKind::Sha256 => 64,
+    let kind = match (file_kind, hash.len()) {
+        (HashKind::Md5, 32) => HashKind::Md5,
+        (HashKind::Md5, _) => {
+            return Err(ParseErrorKind::BadHash {
+                hash: hash.to_owned(),
+                reason: "an MD5 hash has 32 hex digits",
+            });
+        }
+        (_, 40) => HashKind::Sha1,
+        (_, 64) => HashKind::Sha256,
+        _ => {
+            return Err(ParseErrorKind::BadHash {
+                hash: hash.to_owned(),
+                reason: "a SHA-1 hash has 40 hex digits, a SHA-256 hash 64",
+            });
+        }
     };
-    if kind == HashKind::Sha256 && hash.len() == 40 {
+    let mut digest = [0u8; 32];
+    if !decode_hex_into(hash, &mut digest[..kind.digest_len()]) {
         return Err(ParseErrorKind::BadHash {
             hash: hash.to_owned(),
-            reason: "SHA-1 hashes are not supported",
+            reason: "not hexadecimal",
         });
     }
-    if hash.len() != expected_len {
-        let reason = match kind {
-            HashKind::Md5 => "an MD5 hash has 32 hex digits",
-            HashKind::Sha256 => "a SHA-256 hash has 64 hex digits",
-        };
-        return Err(ParseErrorKind::BadHash {
-            hash: hash.to_owned(),
-            reason,
-        });
-    }
-    let digest = decode_hex(hash).ok_or_else(|| ParseErrorKind::BadHash {
-        hash: hash.to_owned(),
-        reason: "not hexadecimal",
-    })?;
     let size = match fields[1] {
         "*" => None,
         s if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Some(
@@ -287,14 +329,39 @@ pub fn parse_hash_line(line: &str, kind: HashKind) -> Result<HashSig, ParseError
         ),
         s => return Err(ParseErrorKind::BadSize(s.to_owned())),
     };
-    let name = name(fields[2])?;
-    flevels(&fields[3..])?;
-    Ok(HashSig {
-        name,
+    if fields[2].is_empty() {
+        return Err(ParseErrorKind::EmptyName);
+    }
+    if fields[2].len() > crate::hashtable::MAX_NAME {
+        return Err(ParseErrorKind::NameTooLong(fields[2].len()));
+    }
+    flevels(&fields[3..count])?;
+    Ok(HashFields {
         kind,
         digest,
         size,
+        name: fields[2],
     })
+}
+
+fn decode_hex_into(s: &str, out: &mut [u8]) -> bool {
+    let s = s.as_bytes();
+    if s.len() != out.len() * 2 {
+        return false;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    for (i, byte) in out.iter_mut().enumerate() {
+        match (nibble(s[2 * i]), nibble(s[2 * i + 1])) {
+            (Some(h), Some(l)) => *byte = h << 4 | l,
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn parse_u64(s: &str) -> Option<u64> {
@@ -599,13 +666,14 @@ mod tests {
             bad.hdb:6: empty signature name
             bad.hdb:7: bad functionality level "x": expected a decimal number"#]]
         .assert_eq(&errors.join("\n"));
-        let (_, errors) = load(
+        let (db, errors) = load(
             "x.hsb",
             "3395856ce81f2b7382dee72602f798b642f14140:68:Sha1\nab:1:Short\n",
         );
+        assert_eq!(db.hashes[0].kind, HashKind::Sha1);
+        assert_eq!(db.hashes[0].digest.len(), 20);
         expect_test::expect![[r#"
-            x.hsb:1: bad hash "3395856ce81f2b7382dee72602f798b642f14140": SHA-1 hashes are not supported
-            x.hsb:2: bad hash "ab": a SHA-256 hash has 64 hex digits"#]]
+            x.hsb:2: bad hash "ab": a SHA-1 hash has 40 hex digits, a SHA-256 hash 64"#]]
         .assert_eq(&errors.join("\n"));
     }
 

@@ -16,11 +16,13 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, MatchKind};
 use md5::{Digest as _, Md5};
 use rustc_hash::{FxHashMap, FxHashSet};
+use sha1::Sha1;
 use sha2::Sha256;
 
 use crate::db::{Database, Expr, HashKind, Offset};
 use crate::error::ScanError;
 use crate::gram;
+use crate::hashtable::{HashTable, HashTableBuilder};
 use crate::hex::{Elem, HexPattern};
 use crate::verify::{self, Budget};
 
@@ -70,39 +72,31 @@ struct LogicalInfo {
     first_pattern: u32,
 }
 
-/// The signatures sharing one digest: their sizes (`None` for `*`) and names.
-type SameDigest = Vec<(Option<u64>, Arc<str>)>;
-
+/// The hash signatures of one digest kind (`N` bytes): the tables that hold any, searched in
+/// turn — the one compiled from the `Database`, and any added with `Engine::add_hash_table`
+/// (a mapped index). Stored compactly (`hashtable`), so millions of signatures fit a terminal.
 #[derive(Debug, Default)]
 struct HashIndex<const N: usize> {
-    sigs: FxHashMap<[u8; N], SameDigest>,
-    sizes: FxHashSet<u64>,
-    any_size: bool,
+    tables: Vec<Arc<HashTable>>,
 }
 
 impl<const N: usize> HashIndex<N> {
-    fn insert(&mut self, digest: &[u8], size: Option<u64>, name: Arc<str>) {
-        let Ok(key) = <[u8; N]>::try_from(digest) else {
-            return;
-        };
-        match size {
-            Some(s) => {
-                self.sizes.insert(s);
-            }
-            None => self.any_size = true,
+    const KIND: HashKind = match N {
+        16 => HashKind::Md5,
+        20 => HashKind::Sha1,
+        _ => HashKind::Sha256,
+    };
+    fn attach(&mut self, table: &Arc<HashTable>) {
+        if table.has_kind(Self::KIND) {
+            self.tables.push(table.clone());
         }
-        self.sigs.entry(key).or_default().push((size, name));
     }
     fn wanted(&self, size: u64) -> bool {
-        self.any_size || self.sizes.contains(&size)
+        self.tables.iter().any(|t| t.wants(Self::KIND, size))
     }
     fn lookup(&self, digest: [u8; N], size: u64, out: &mut Vec<Arc<str>>) {
-        if let Some(sigs) = self.sigs.get(&digest) {
-            out.extend(
-                sigs.iter()
-                    .filter(|(s, _)| s.is_none_or(|s| s == size))
-                    .map(|(_, n)| n.clone()),
-            );
+        for t in &self.tables {
+            t.lookup(Self::KIND, &digest, size, out);
         }
     }
 }
@@ -111,6 +105,7 @@ impl<const N: usize> HashIndex<N> {
 #[derive(Debug)]
 pub struct Engine {
     md5: HashIndex<16>,
+    sha1: HashIndex<20>,
     sha256: HashIndex<32>,
     body_names: Vec<Arc<str>>,
     logicals: Vec<LogicalInfo>,
@@ -161,13 +156,18 @@ impl Engine {
     }
 
     pub fn with_options(db: &Database, options: &EngineOptions) -> Engine {
-        let mut md5 = HashIndex::default();
-        let mut sha256 = HashIndex::default();
-        for h in &db.hashes {
-            match h.kind {
-                HashKind::Md5 => md5.insert(&h.digest, h.size, h.name.clone()),
-                HashKind::Sha256 => sha256.insert(&h.digest, h.size, h.name.clone()),
+        let (mut md5, mut sha1, mut sha256) = Default::default();
+        if !db.hashes.is_empty() {
+            let mut table = HashTableBuilder::new();
+            for h in &db.hashes {
+                // A `HashSig` was checked when parsed; a name too long for the table is the
+                // only refusal left, and the parser's limit is the same.
+                let _ = table.add(h.kind, &h.digest, h.size, &h.name);
             }
+            let table = Arc::new(table.build());
+            HashIndex::<16>::attach(&mut md5, &table);
+            HashIndex::<20>::attach(&mut sha1, &table);
+            HashIndex::<32>::attach(&mut sha256, &table);
         }
         let mut patterns = Vec::new();
         let mut add = |owner, offset, p: &HexPattern| {
@@ -247,6 +247,7 @@ impl Engine {
         });
         Engine {
             md5,
+            sha1,
             sha256,
             body_names: db.bodies.iter().map(|b| b.name.clone()).collect(),
             logicals,
@@ -272,10 +273,19 @@ impl Engine {
         self.signature_count
     }
 
+    /// Adds a table of hash signatures (typically a mapped index, `mapped::open_index`) to
+    /// those compiled from the `Database`.
+    pub fn add_hash_table(&mut self, table: Arc<HashTable>) {
+        self.md5.attach(&table);
+        self.sha1.attach(&table);
+        self.sha256.attach(&table);
+        self.signature_count += table.signature_count() as usize;
+    }
+
     /// Whether a file of `size` bytes needs hashing at all (cheap; lets callers skip reading
     /// for hash-only databases).
     pub fn wants_hash(&self, size: u64) -> bool {
-        self.md5.wanted(size) || self.sha256.wanted(size)
+        self.md5.wanted(size) || self.sha1.wanted(size) || self.sha256.wanted(size)
     }
 
     /// The hash signatures matching a stream of `size` bytes, digests computed in one pass.
@@ -287,10 +297,12 @@ impl Engine {
     ) -> std::io::Result<Vec<Arc<str>>> {
         let mut found = Vec::new();
         let (want_md5, want_sha) = (self.md5.wanted(size), self.sha256.wanted(size));
-        if !want_md5 && !want_sha {
+        let want_sha1 = self.sha1.wanted(size);
+        if !want_md5 && !want_sha && !want_sha1 {
             return Ok(found);
         }
         let (mut md5, mut sha) = (Md5::new(), Sha256::new());
+        let mut sha1 = Sha1::new();
         let mut block = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -307,10 +319,16 @@ impl Engine {
             if want_sha {
                 sha.update(&block[..n]);
             }
+            if want_sha1 {
+                sha1.update(&block[..n]);
+            }
         }
         // A file that changed size while being read is judged by what was read.
         if want_md5 && self.md5.wanted(total) {
             self.md5.lookup(md5.finalize().into(), total, &mut found);
+        }
+        if want_sha1 && self.sha1.wanted(total) {
+            self.sha1.lookup(sha1.finalize().into(), total, &mut found);
         }
         if want_sha && self.sha256.wanted(total) {
             self.sha256.lookup(sha.finalize().into(), total, &mut found);
@@ -334,10 +352,12 @@ impl Engine {
         let mut found = Vec::new();
         let size = data.len() as u64;
         let (want_md5, want_sha) = (self.md5.wanted(size), self.sha256.wanted(size));
-        if want_md5 || want_sha {
-            // One pass for both digests, a cache-sized block at a time, so a file wanted by
-            // both kinds is read from memory once.
+        let want_sha1 = self.sha1.wanted(size);
+        if want_md5 || want_sha || want_sha1 {
+            // One pass for every digest, a cache-sized block at a time, so a file wanted by
+            // several kinds is read from memory once.
             let (mut md5, mut sha) = (Md5::new(), Sha256::new());
+            let mut sha1 = Sha1::new();
             for block in data.chunks(64 * 1024) {
                 if want_md5 {
                     md5.update(block);
@@ -345,9 +365,15 @@ impl Engine {
                 if want_sha {
                     sha.update(block);
                 }
+                if want_sha1 {
+                    sha1.update(block);
+                }
             }
             if want_md5 {
                 self.md5.lookup(md5.finalize().into(), size, &mut found);
+            }
+            if want_sha1 {
+                self.sha1.lookup(sha1.finalize().into(), size, &mut found);
             }
             if want_sha {
                 self.sha256.lookup(sha.finalize().into(), size, &mut found);

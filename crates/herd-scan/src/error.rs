@@ -30,6 +30,8 @@ pub enum ParseErrorKind {
     },
     #[error("empty signature name")]
     EmptyName,
+    #[error("signature name of {0} bytes is too long (at most 65535)")]
+    NameTooLong(usize),
     #[error("bad hash {hash:?}: {reason}")]
     BadHash { hash: String, reason: &'static str },
     #[error("bad file size {0:?}: expected a decimal number or '*'")]

@@ -1,8 +1,10 @@
 //! The scan engine (issue 5): ClamAV signature formats, the matcher, archive walking.
 //!
-//! Pure apart from `walk`: signature text and file bytes go in, detections come out. `walk`
-//! is the one edge that touches the file system (directory walking without following
-//! symlinks, reading files into a reused buffer); everything else is testable on slices.
+//! Pure apart from `walk` and `mapped`: signature text and file bytes go in, detections come
+//! out. `walk` is the edge that walks and reads scanned files (directory walking without
+//! following symlinks, reading files into a reused buffer); `mapped` opens, checks and maps a
+//! hash signature index file (`hashtable` is its format, pure). Everything else is testable on
+//! slices, including `cvd` (ClamAV's signed `.cvd`/`.cld` containers).
 //!
 //! Pipeline: `Database::load` parses `.hdb`/`.hsb`/`.ndb`/`.ldb` text (and `.yar` with the
 //! `yara` feature) (one `ParseError` per
@@ -16,11 +18,14 @@
 //! bytes). Anchors shorter than 8 bytes still go to Aho-Corasick. Hash signatures only cost a digest when a file's size appears in them.
 
 pub mod archive;
+pub mod cvd;
 pub mod db;
 pub mod engine;
 pub mod error;
 pub mod gram;
+pub mod hashtable;
 pub mod hex;
+pub mod mapped;
 pub mod scan;
 pub mod verify;
 pub mod walk;

@@ -86,6 +86,36 @@ fn the_planner_reads_no_clock_and_touches_no_files() {
     }
 }
 
+/// herd-scan's edges: `walk` reads scanned files, `mapped` maps an index file; the rest of the
+/// engine takes bytes.
+const SCAN_EDGES: [&str; 2] = ["walk.rs", "mapped.rs"];
+
+#[test]
+fn the_scan_engine_touches_files_only_at_its_edges() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../herd-scan/src");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if SCAN_EDGES.contains(&name.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for banned in [
+            "std::fs",
+            "File::open",
+            "libc::open",
+            "libc::mmap",
+            "std::net",
+        ] {
+            assert!(
+                !text.contains(banned),
+                "{} uses {banned}; only {SCAN_EDGES:?} touch files in herd-scan",
+                path.display()
+            );
+        }
+    }
+}
+
 /// The center's HTTP layer: the only part of herd-center that may speak HTTP.
 const CENTER_HTTP_LAYER: &str = "api";
 
