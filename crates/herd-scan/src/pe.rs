@@ -153,7 +153,10 @@ pub fn build(entry_rva: u32, sections: &[(u32, u32, u32)], len: usize) -> Vec<u8
     d[opt + 16..opt + 20].copy_from_slice(&entry_rva.to_le_bytes());
     d[opt + 32..opt + 36].copy_from_slice(&0x1000u32.to_le_bytes());
     d[opt + 36..opt + 40].copy_from_slice(&0x200u32.to_le_bytes());
+    d[opt + 56..opt + 60].copy_from_slice(&0x10000u32.to_le_bytes()); // SizeOfImage
     d[opt + 60..opt + 64].copy_from_slice(&0x200u32.to_le_bytes());
+    d[opt + 68..opt + 70].copy_from_slice(&2u16.to_le_bytes()); // Subsystem: GUI
+    d[opt + 92..opt + 96].copy_from_slice(&16u32.to_le_bytes()); // NumberOfRvaAndSizes
     let table = opt + 0xe0;
     for (i, &(raw, rsz, rva)) in sections.iter().enumerate() {
         let at = table + i * 40;
@@ -182,7 +185,7 @@ mod tests {
             layout.sections,
             [
                 Section { raw: 0x200, raw_size: 0x200 },
-                // Raw sizes are rounded up to the file alignment, then cut at the end of file.
+                // Raw sizes are rounded up to the file alignment.
                 Section { raw: 0x400, raw_size: 0x200 },
             ]
         );
