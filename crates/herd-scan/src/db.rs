@@ -21,8 +21,10 @@
 //!   `Expr` uses subsignature indices, `&`, `|`, parentheses and match counts (`0=5`, `0>2`,
 //!   `0<3`, `(0|1)>2,1`: more than 2 matches in all from at least 1 distinct subsignature),
 //!   evaluated as ClamAV's `cli_ac_chklsig` does (`a&b|c` is `a&(b|c)`); each subsignature is
-//!   `[Offset:]HexSig`. Other TDB keys, subsignature modifiers (`::i`, `::w`, …), PCRE, byte
-//!   comparisons and macros are reported as unsupported.
+//!   `[Offset:]HexSig` or a PCRE subsignature `[Offset:]Trigger/Regex/[Flags]` (see
+//!   `parse_pcre` for the flags; what the `regex` crate cannot run is refused). Other TDB keys,
+//!   subsignature modifiers (`::i`, `::w`, …), byte comparisons and macros are reported as
+//!   unsupported.
 //!
 //! Functionality levels (`MinFL`, `MaxFL`) are checked for syntax and otherwise ignored: this
 //! engine behaves as a current ClamAV. Blank lines and lines starting with `#` are skipped.
@@ -269,7 +271,37 @@ pub enum ContainerType {
 pub enum Subsig {
     /// `[Offset:]HexSig`.
     Hex(Offset, HexPattern),
+    /// `[Offset:]Trigger/Regex/[Flags]`.
+    Pcre(Box<PcreSub>),
 }
+
+/// A PCRE subsignature: when `trigger` (an expression over the earlier subsignatures) holds,
+/// `regex` is searched from `offset`, as ClamAV's `cli_pcre_scanbuf` does.
+#[derive(Debug, Clone)]
+pub struct PcreSub {
+    pub offset: Offset,
+    pub trigger: Expr,
+    /// The expression and flags as written (what equality compares).
+    pub source: String,
+    /// Compiled as a byte regex without Unicode, as ClamAV runs PCRE without UTF mode.
+    pub regex: regex::bytes::Regex,
+    /// `g`: every match counts, searching on from the end of the last.
+    pub global: bool,
+    /// `r`: search from the offset onwards even when it is exact (otherwise anchored there).
+    pub rolling: bool,
+    /// `e`: the match must lie within offset and offset + maxshift.
+    pub encompass: bool,
+    /// `A`: the match must start at the offset.
+    pub anchored: bool,
+}
+
+impl PartialEq for PcreSub {
+    fn eq(&self, other: &Self) -> bool {
+        self.offset == other.offset && self.trigger == other.trigger && self.source == other.source
+    }
+}
+
+impl Eq for PcreSub {}
 
 /// A logical signature (`.ldb`, the subset described above).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -761,7 +793,7 @@ fn parse_subsig(index: usize, s: &str, target: Target) -> Result<Subsig, ParseEr
         return unsupported("modifiers (::i, ::w, ::a, ::f)");
     }
     if s.contains('/') {
-        return unsupported("PCRE subsignatures");
+        return parse_pcre(index, s, target).map(|p| Subsig::Pcre(Box::new(p)));
     }
     if s.contains('#') {
         return unsupported("byte comparison subsignatures");
@@ -784,6 +816,70 @@ fn parse_subsig(index: usize, s: &str, target: Target) -> Result<Subsig, ParseEr
         other => other,
     })?;
     Ok(Subsig::Hex(offset, pattern))
+}
+
+/// `[Offset:]Trigger/Regex/[Flags]` with the flags ClamAV accepts: PCRE's `i` (caseless),
+/// `s` (dot matches newline), `m` (multiline), `x` (extended), `U` (ungreedy), `A`
+/// (anchored), `E` (`$` only at the very end, which is the only `$` the regex crate has), and
+/// ClamAV's `g` (global), `r` (rolling), `e` (encompass). What the regex crate cannot run —
+/// backreferences, lookaround, atomic groups, possessive quantifiers, recursion — is refused.
+fn parse_pcre(index: usize, s: &str, target: Target) -> Result<PcreSub, ParseErrorKind> {
+    let bad = |why: String| ParseErrorKind::BadLogical(format!("subsignature {index}: {why}"));
+    let (first, last) = (s.find('/').unwrap_or(0), s.rfind('/').unwrap_or(0));
+    if first == last {
+        return Err(bad("a PCRE subsignature is Trigger/Regex/Flags".to_owned()));
+    }
+    let (prefix, pattern, flags) = (&s[..first], &s[first + 1..last], &s[last + 1..]);
+    let (offset, trigger) = match prefix.rsplit_once(':') {
+        Some((offset, trigger)) => {
+            let parsed = parse_offset(offset)?;
+            check_offset_target(parsed, target, offset)?;
+            (parsed, trigger)
+        }
+        None => (Offset::Any, prefix),
+    };
+    if trigger.is_empty() || pattern.is_empty() {
+        return Err(bad("a PCRE subsignature needs a trigger and a regex".to_owned()));
+    }
+    // The trigger may only refer to subsignatures before this one.
+    let trigger = parse_expr(trigger, index).map_err(|e| match e {
+        ParseErrorKind::BadLogical(why) => bad(format!("PCRE trigger: {why}")),
+        other => other,
+    })?;
+    // Flags go before the `-`: everything after it is switched off.
+    let mut inline = String::from("(?");
+    let mut sub = PcreSub {
+        offset,
+        trigger,
+        source: s.to_owned(),
+        regex: regex::bytes::Regex::new("^$").expect("a valid regex"),
+        global: false,
+        rolling: false,
+        encompass: false,
+        anchored: false,
+    };
+    for f in flags.chars() {
+        match f {
+            'i' | 's' | 'm' | 'x' | 'U' => inline.push(f),
+            'A' => sub.anchored = true,
+            'E' => {}
+            'g' => sub.global = true,
+            'r' => sub.rolling = true,
+            'e' => sub.encompass = true,
+            other => return Err(bad(format!("unknown PCRE flag {other:?}"))),
+        }
+    }
+    inline.push_str("-u)");
+    sub.regex = regex::bytes::RegexBuilder::new(&format!("{inline}{pattern}"))
+        .size_limit(1 << 22)
+        .build()
+        .map_err(|e| {
+            let first_line = e.to_string().lines().last().unwrap_or_default().to_owned();
+            ParseErrorKind::UnsupportedLogical(format!(
+                "subsignature {index}: PCRE that the regex crate cannot compile ({first_line})"
+            ))
+        })?;
+    Ok(sub)
 }
 
 /// The logical expression as ClamAV's `cli_ac_chklsig` reads it: an operand (an index or a
@@ -1095,7 +1191,9 @@ mod tests {
         let sig = &db.logicals[0];
         assert_eq!(sig.file_size, Some((10, 2000)));
         assert_eq!(sig.subsigs.len(), 3);
-        let Subsig::Hex(offset, _) = &sig.subsigs[1];
+        let Subsig::Hex(offset, _) = &sig.subsigs[1] else {
+            panic!("not hex")
+        };
         assert_eq!(
             *offset,
             Offset::At {
@@ -1136,7 +1234,14 @@ mod tests {
              T;Target:0;0>;4142\n\
              U;Target:0;(0|1)>2,;4142;4344\n\
              V;Target:7,NumberOfSections:1-2;0;4142\n\
-             W;Target:1,NumberOfSections:1-2,EntryPoint:0-100,Container:CL_TYPE_ZIP;(0|1)>2,1&0<3;SE0:4142;EP-2,4:4344\n",
+             W;Target:1,NumberOfSections:1-2,EntryPoint:0-100,Container:CL_TYPE_ZIP;(0|1)>2,1&0<3;SE0:4142;EP-2,4:4344\n\
+             X;Target:0;0&1;4142;0/(a)\\1/\n\
+             Y;Target:0;0&1;4142;0/(?<=a)b/\n\
+             Z;Target:0;0&1;4142;0/ab/q\n\
+             AA;Target:0;0&1;4142;1/ab/\n\
+             AB;Target:0;0&1;4142;/ab/\n\
+             AC;Target:0;0&1;4142;EP+0:0/ab/\n\
+             AD;Target:0;0&1&2;4142;0/a(b/;0/ab/gire\n",
         );
         let loaded: Vec<&str> = db.logicals.iter().map(|l| &*l.name).collect();
         assert_eq!(loaded, ["B", "E", "F", "W"]);
@@ -1147,7 +1252,7 @@ mod tests {
             bad.ldb:7: bad logical signature: expression "0&3": subsignature 3 does not exist (2 given)
             bad.ldb:8: bad logical signature: expression "(0&1": missing ')' at column 5
             bad.ldb:9: unsupported in logical signature: subsignature 0: modifiers (::i, ::w, ::a, ::f)
-            bad.ldb:10: unsupported in logical signature: subsignature 0: PCRE subsignatures
+            bad.ldb:10: bad logical signature: subsignature 0: PCRE trigger: expression "0": subsignature 0 does not exist (0 given)
             bad.ldb:11: unsupported in logical signature: subsignature 0: byte comparison subsignatures
             bad.ldb:12: bad logical signature: subsignature 0, column 3: "zz" is not a hex byte
             bad.ldb:13: bad logical signature: FileSize:9-2 is not a range a-b
@@ -1159,7 +1264,23 @@ mod tests {
             bad.ldb:19: unsupported in logical signature: target description key IconGroup1
             bad.ldb:20: bad logical signature: expression "0>": missing count at column 3
             bad.ldb:21: bad logical signature: expression "(0|1)>2,": missing distinct count at column 9
-            bad.ldb:22: bad logical signature: EntryPoint and NumberOfSections need Target:1 (PE), 6 or 9"#]]
-        .assert_eq(&errors.join("\n"));
+            bad.ldb:22: bad logical signature: EntryPoint and NumberOfSections need Target:1 (PE), 6 or 9
+            bad.ldb:24: unsupported in logical signature: subsignature 1: PCRE that the regex crate cannot compile (error: backreferences are not supported)
+            bad.ldb:25: unsupported in logical signature: subsignature 1: PCRE that the regex crate cannot compile (error: look-around, including look-ahead and look-behind, is not supported)
+            bad.ldb:26: bad logical signature: subsignature 1: unknown PCRE flag 'q'
+            bad.ldb:27: bad logical signature: subsignature 1: PCRE trigger: expression "1": subsignature 1 does not exist (1 given)
+            bad.ldb:28: bad logical signature: subsignature 1: a PCRE subsignature needs a trigger and a regex
+            bad.ldb:29: bad offset "EP+0": entry point and section offsets need target 1 (PE), 6 (ELF) or 9 (Mach-O)
+            bad.ldb:30: unsupported in logical signature: subsignature 1: PCRE that the regex crate cannot compile (error: unclosed group)"#]].assert_eq(&errors.join("\n"));
+        let (pcre, errors) = load(
+            "pcre.ldb",
+            "P;Target:0;0&1;4142;0/a[0-9]+b/gire\nQ;Target:1;0&1;4142;EP+4,8:0/x/\n",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        let Subsig::Pcre(p) = &pcre.logicals[1].subsigs[1] else {
+            panic!("not PCRE")
+        };
+        assert_eq!(p.offset, Offset::EntryPoint { delta: 4, shift: 8 });
+        assert!(p.regex.is_match(b"xx"));
     }
 }

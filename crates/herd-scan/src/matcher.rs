@@ -25,7 +25,7 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, MatchKind};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::db::{BodySig, ContainerType, Expr, LogicalSig, Offset, Subsig};
+use crate::db::{BodySig, ContainerType, Expr, LogicalSig, Offset, PcreSub, Subsig};
 use crate::engine::{EngineOptions, MatchOptions};
 use crate::error::ScanError;
 use crate::gram;
@@ -98,6 +98,8 @@ pub struct Matcher {
     mid_grams: Option<gram::Mid>,
     /// Patterns with a constrained start offset, verified directly.
     fixed: Vec<u32>,
+    /// PCRE subsignatures in signature order: (logical signature, slot in `patterns`).
+    pcres: Vec<(u32, u32, PcreSub)>,
 }
 
 /// Per-thread working memory for one matcher at a time, reused across buffers.
@@ -131,15 +133,31 @@ impl Matcher {
         }
         let mut infos = Vec::new();
         let mut always = Vec::new();
+        let mut pcres = Vec::new();
+        // PCRE subsignatures take a slot (for their counts) without a pattern to search.
+        let mut slots_only = FxHashSet::default();
         for (i, sig) in logicals.iter().enumerate() {
             let first_pattern = anchor_bytes.len() as u32;
             let counted = sig.expr.counts_matches();
+            let owner = Owner::Logical { sig: i as u32 };
+            let mut has_pcre = false;
             for sub in &sig.subsigs {
-                let Subsig::Hex(offset, p) = sub;
-                let owner = Owner::Logical { sig: i as u32 };
-                anchor_bytes.push(add(owner, *offset, p, counted));
+                match sub {
+                    Subsig::Hex(offset, p) => anchor_bytes.push(add(owner, *offset, p, counted)),
+                    Subsig::Pcre(pcre) => {
+                        let slot = anchor_bytes.len() as u32;
+                        let empty = HexPattern {
+                            elems: Vec::new(),
+                            anchor: (0, 0),
+                        };
+                        anchor_bytes.push(add(owner, Offset::Any, &empty, counted));
+                        slots_only.insert(slot);
+                        pcres.push((i as u32, slot, (**pcre).clone()));
+                        has_pcre = true;
+                    }
+                }
             }
-            if sig.expr.holds(&|_| 0) {
+            if has_pcre || sig.expr.holds(&|_| 0) {
                 always.push(i as u32);
             }
             infos.push(LogicalInfo {
@@ -157,6 +175,9 @@ impl Matcher {
         let mut anchors: Vec<Anchor> = Vec::new();
         let mut by_bytes: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
         for (i, bytes) in anchor_bytes.into_iter().enumerate() {
+            if slots_only.contains(&(i as u32)) {
+                continue;
+            }
             if patterns[i].offset != Offset::Any {
                 fixed.push(i as u32);
                 continue;
@@ -210,6 +231,7 @@ impl Matcher {
             long_grams,
             mid_grams,
             fixed,
+            pcres,
         }
     }
 
@@ -273,6 +295,9 @@ impl Matcher {
             }
         }
 
+        if !self.pcres.is_empty() {
+            state.run_pcres(view)?;
+        }
         let scratch = state.scratch;
         let mut logical_done = FxHashSet::default();
         let candidates = scratch
@@ -351,6 +376,27 @@ impl MatchState<'_> {
         }
     }
 
+    /// The PCRE subsignatures, in order, each when its trigger holds on the counts so far.
+    fn run_pcres(&mut self, view: &View<'_>) -> Result<(), ScanError> {
+        let matcher = self.matcher;
+        for (sig, slot, pcre) in &matcher.pcres {
+            let first = matcher.logicals[*sig as usize].first_pattern as usize;
+            let s = &*self.scratch;
+            let counted = |sub: usize| {
+                let p = first + sub;
+                if s.stamp[p] == s.generation { s.count[p] } else { 0 }
+            };
+            if !pcre.trigger.holds(&counted) {
+                continue;
+            }
+            let matches = pcre_matches(pcre, view, self.budget)?;
+            for _ in 0..matches {
+                self.record(*slot);
+            }
+        }
+        Ok(())
+    }
+
     /// An occurrence of anchor `a` starting at `start` (already compared byte for byte).
     fn on_anchor(&mut self, a: u32, start: usize) -> Result<bool, ScanError> {
         let anchor = &self.matcher.anchors[a as usize];
@@ -376,4 +422,49 @@ impl MatchState<'_> {
         }
         Ok(!self.stop)
     }
+}
+
+/// How many times `pcre` matches `view` as `cli_pcre_scanbuf` searches: from the offset
+/// (anchored there when it is exact and not rolling), a match starting past the maxshift
+/// ignored, or with `e` the search confined to offset..offset+maxshift; with `g` on from the
+/// end of each match.
+fn pcre_matches(pcre: &PcreSub, view: &View<'_>, budget: &mut Budget) -> Result<u32, ScanError> {
+    let data = view.data;
+    let Some((lo, hi)) = pcre.offset.range_in(data.len(), view.exe) else {
+        return Ok(0);
+    };
+    if lo >= data.len() {
+        return Ok(0);
+    }
+    let any = pcre.offset == Offset::Any;
+    let shift = if any { 0 } else { hi - lo };
+    let anchored = pcre.anchored || (!pcre.rolling && shift == 0 && !any);
+    let end = if pcre.encompass && shift != 0 {
+        (lo + shift).min(data.len())
+    } else {
+        data.len()
+    };
+    let haystack = &data[lo..end];
+    // The regex crate is linear in the haystack; charge it like verification work.
+    budget.spend(haystack.len() as u64 / 64 + 1)?;
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(m) = pcre.regex.find_at(haystack, at) {
+        if anchored && m.start() != at {
+            break;
+        }
+        if !pcre.encompass && shift != 0 && m.start() > shift {
+            break;
+        }
+        count += 1;
+        if !pcre.global {
+            break;
+        }
+        at = if m.end() > m.start() { m.end() } else { m.end() + 1 };
+        if at >= haystack.len() {
+            break;
+        }
+        budget.spend(1)?;
+    }
+    Ok(count)
 }

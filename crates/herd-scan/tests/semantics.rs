@@ -266,6 +266,42 @@ fn cases() -> Vec<Case> {
         ],
     ));
 
+    // PCRE subsignatures: triggered by subsignature 0, with flags, offsets and counts.
+    c.push(case(
+        "pcre.ldb",
+        (
+            format!("Herd.Pcre.Basic;Engine:81-255,Target:0;0&1;{};0/evil[0-9]{{3}}\\.exe/i", hex(b"pcre-anchor")),
+            "Herd.Pcre.Basic",
+        ),
+        vec![
+            ("pcre.bin", binary(b"pcre-anchor EVIL123.EXE"), true),
+            ("pcre-short.bin", binary(b"pcre-anchor evil12.exe"), false),
+            ("pcre-untriggered.bin", binary(b"pcre-anchr evil123.exe"), false),
+        ],
+    ));
+    c.push(case(
+        "pcre.ldb",
+        (
+            format!("Herd.Pcre.Offset;Engine:81-255,Target:0;0&1;{};11:0/pcre-at-eleven/", hex(b"pcre-at")),
+            "Herd.Pcre.Offset",
+        ),
+        vec![
+            ("pcre-at.bin", binary(b"pcre-at-eleven"), true),
+            ("pcre-not-at.bin", binary(b" pcre-at-eleven"), false),
+        ],
+    ));
+    c.push(case(
+        "pcre.ldb",
+        (
+            format!("Herd.Pcre.Global;Engine:81-255,Target:0;0&1>2;{};0/g[a-z]lob/g", hex(b"glob-trigger")),
+            "Herd.Pcre.Global",
+        ),
+        vec![
+            ("glob3.bin", binary(b"glob-trigger galob gblob gclob"), true),
+            ("glob2.bin", binary(b"glob-trigger galob gblob"), false),
+        ],
+    ));
+
     // Container: only when extracted from a zip.
     let member = cat(&[b"in-container-marker ", &[b'.'; 3000]]);
     c.push(case(
