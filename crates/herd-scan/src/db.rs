@@ -6,6 +6,11 @@
 //!   SHA-1 hashes (40 hex digits) are reported as unsupported.
 //! - `.fp` and `.sfp`: allow-lists in the `.hdb` and `.hsb` formats (MD5, SHA-256): a file or
 //!   archive member with that hash is clean, and so is everything inside it.
+//! - `.cdb`: container metadata, `Name:ContainerType:ContainerSize:NameRegex:SizeInContainer:
+//!   RealSize:IsEncrypted:FilePos:Res1:Res2[:MinFL[:MaxFL]]` — for zip and tar containers
+//!   (`CL_TYPE_ZIP`, `CL_TYPE_POSIX_TAR`, `CL_TYPE_OLD_TAR` or `*`), sizes and positions as `n`,
+//!   `a-b` or `*`, the name an extended regular expression searched in the member name,
+//!   `Res1`/`Res2` ignored as ClamAV ignores them; other container types are unsupported.
 //! - `.ign2`: one signature name a line; signatures of that name are not loaded. The
 //!   `Name:MD5` form (ignore only the signature line with that MD5) is unsupported.
 //! - `.ndb`: `Name:Target:Offset:HexSig[:MinFL[:MaxFL]]`, targets as in `filetype::Target`
@@ -340,6 +345,24 @@ pub struct Database {
     pub allowed: Vec<HashSig>,
     /// Signature names not to load (`.ign2`), applied when the engine is compiled.
     pub ignored: Vec<Arc<str>>,
+    /// Container metadata signatures (`.cdb`).
+    pub containers: Vec<ContainerSig>,
+}
+
+/// A container metadata signature (`.cdb`): matches a member as its container lists it.
+#[derive(Debug, Clone)]
+pub struct ContainerSig {
+    pub name: Arc<str>,
+    /// `None`: any container (`*`).
+    pub container: Option<ContainerType>,
+    /// Inclusive ranges; `None` is `*`.
+    pub container_size: Option<(u64, u64)>,
+    pub compressed: Option<(u64, u64)>,
+    pub size: Option<(u64, u64)>,
+    pub position: Option<(u64, u64)>,
+    pub encrypted: Option<bool>,
+    /// Searched anywhere in the member name (POSIX extended syntax, as ClamAV compiles it).
+    pub member_name: Option<regex::bytes::Regex>,
 }
 
 impl Database {
@@ -352,6 +375,7 @@ impl Database {
         self.hashes.len()
             + self.bodies.len()
             + self.logicals.len()
+            + self.containers.len()
             + self.yara.iter().map(|y| y.rules).sum::<usize>()
     }
 
@@ -378,7 +402,7 @@ impl Database {
         }
         if !matches!(
             ext.as_str(),
-            "hdb" | "hsb" | "ndb" | "ldb" | "fp" | "sfp" | "ign2"
+            "hdb" | "hsb" | "ndb" | "ldb" | "fp" | "sfp" | "ign2" | "cdb"
         ) {
             return whole_file(ParseErrorKind::UnsupportedDatabaseType(
                 file_name.to_owned(),
@@ -399,6 +423,7 @@ impl Database {
                 "fp" => parse_hash_line(line, HashKind::Md5).map(|s| self.allowed.push(s)),
                 "sfp" => parse_hash_line(line, HashKind::Sha256).map(|s| self.allowed.push(s)),
                 "ign2" => parse_ign2_line(line).map(|s| self.ignored.push(s)),
+                "cdb" => parse_cdb_line(line).map(|s| self.containers.push(s)),
                 "ndb" => parse_ndb_line(line).map(|s| self.bodies.push(s)),
                 _ => parse_ldb_line(line).map(|s| self.logicals.push(s)),
             };
@@ -624,6 +649,71 @@ fn parse_target(t: &str) -> Result<Target, ParseErrorKind> {
         return Err(ParseErrorKind::BadTarget(t.to_owned()));
     }
     Target::from_number(t).ok_or_else(|| ParseErrorKind::UnsupportedTarget(t.to_owned()))
+}
+
+/// `.cdb`: `Name:ContainerType:ContainerSize:NameRegex:SizeInContainer:RealSize:IsEncrypted:
+/// FilePos:Res1:Res2[:MinFL[:MaxFL]]`.
+pub fn parse_cdb_line(line: &str) -> Result<ContainerSig, ParseErrorKind> {
+    let fields: Vec<&str> = line.split(':').collect();
+    if !(10..=12).contains(&fields.len()) {
+        return Err(ParseErrorKind::FieldCount {
+            expected: "10 to 12",
+            separator: ':',
+            found: fields.len(),
+        });
+    }
+    let bad = ParseErrorKind::BadContainerSig;
+    let range = |field: &str, what: &str| -> Result<Option<(u64, u64)>, ParseErrorKind> {
+        if field == "*" {
+            return Ok(None);
+        }
+        let (a, b) = field.split_once('-').unwrap_or((field, field));
+        match (parse_u64(a), parse_u64(b)) {
+            (Some(a), Some(b)) if a <= b => Ok(Some((a, b))),
+            _ => Err(bad(format!("{what} {field:?} is not *, n or a-b"))),
+        }
+    };
+    let container = match fields[1] {
+        "*" => None,
+        "CL_TYPE_ZIP" => Some(ContainerType::Zip),
+        "CL_TYPE_POSIX_TAR" => Some(ContainerType::PosixTar),
+        "CL_TYPE_OLD_TAR" => Some(ContainerType::OldTar),
+        t if t.starts_with("CL_TYPE_") => {
+            return Err(ParseErrorKind::UnsupportedContainerSig(format!(
+                "container type {t} (zip and tar are listed)"
+            )));
+        }
+        t => return Err(bad(format!("container type {t:?} is not * or a CL_TYPE_ name"))),
+    };
+    let member_name = match fields[3] {
+        "*" => None,
+        re => Some(
+            regex::bytes::RegexBuilder::new(&format!("(?-u){re}"))
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    let why = e.to_string().lines().last().unwrap_or_default().to_owned();
+                    bad(format!("name regex {re:?}: {why}"))
+                })?,
+        ),
+    };
+    let encrypted = match fields[6] {
+        "*" => None,
+        "0" => Some(false),
+        "1" => Some(true),
+        e => return Err(bad(format!("IsEncrypted {e:?} is not 0, 1 or *"))),
+    };
+    flevels(&fields[10..])?;
+    Ok(ContainerSig {
+        name: name(fields[0])?,
+        container,
+        container_size: range(fields[2], "ContainerSize")?,
+        member_name,
+        compressed: range(fields[4], "SizeInContainer")?,
+        size: range(fields[5], "RealSize")?,
+        encrypted,
+        position: range(fields[7], "FilePos")?,
+    })
 }
 
 /// `.ign2`: a signature name; `Name:MD5` (only the line with that MD5) is not supported.
@@ -1206,6 +1296,34 @@ mod tests {
         assert!(sig.expr.holds(&once(&[2])));
         assert!(sig.expr.holds(&once(&[0, 1])));
         assert!(!sig.expr.holds(&once(&[0])));
+    }
+
+    #[test]
+    fn cdb_lines() {
+        let (db, errors) = load(
+            "t.cdb",
+            "A:CL_TYPE_ZIP:*:\\.exe$:10-20:*:1:3:*:*\n\
+             B:*:100:*:*:*:*:*:x:y:81:255\n\
+             C:CL_TYPE_RAR:*:*:*:*:*:*:*:*\n\
+             D:zip:*:*:*:*:*:*:*:*\n\
+             E:*:*:(:*:*:*:*:*:*\n\
+             F:*:*:*:9-2:*:*:*:*:*\n\
+             G:*:*:*:*:*:2:*:*:*\n\
+             H:*:*:*\n\
+             :*:*:*:*:*:*:*:*:*\n",
+        );
+        let a = &db.containers[0];
+        assert_eq!((a.compressed, a.position, a.encrypted), (Some((10, 20)), Some((3, 3)), Some(true)));
+        assert!(a.member_name.as_ref().unwrap().is_match(b"x.exe"));
+        assert_eq!(db.containers[1].container_size, Some((100, 100)));
+        expect_test::expect![[r#"
+            t.cdb:3: unsupported in container signature: container type CL_TYPE_RAR (zip and tar are listed)
+            t.cdb:4: bad container signature: container type "zip" is not * or a CL_TYPE_ name
+            t.cdb:5: bad container signature: name regex "(": error: unclosed group
+            t.cdb:6: bad container signature: SizeInContainer "9-2" is not *, n or a-b
+            t.cdb:7: bad container signature: IsEncrypted "2" is not 0, 1 or *
+            t.cdb:8: expected 10 to 12 fields separated by ':', found 4
+            t.cdb:9: empty signature name"#]].assert_eq(&errors.join("\n"));
     }
 
     #[test]

@@ -13,7 +13,8 @@ use md5::{Digest as _, Md5};
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::Sha256;
 
-use crate::db::{ContainerType, Database, HashKind};
+use crate::archive::MemberMeta;
+use crate::db::{ContainerSig, ContainerType, Database, HashKind};
 use crate::error::ScanError;
 use crate::filetype::{self, FileType, Target};
 use crate::matcher::{MatchScratch, Matcher, View};
@@ -82,6 +83,8 @@ pub struct Engine {
     /// `.fp` and `.sfp`: hashes of files known clean.
     allowed_md5: HashIndex<16>,
     allowed_sha256: HashIndex<32>,
+    /// `.cdb`: container metadata signatures.
+    containers: Vec<ContainerSig>,
     signature_count: usize,
     #[cfg(feature = "yara")]
     yara: Vec<yara_x::Rules>,
@@ -150,13 +153,20 @@ impl Engine {
         let signature_count = db.len()
             - db.hashes.iter().filter(|h| !kept(&h.name)).count()
             - db.bodies.iter().filter(|b| !kept(&b.name)).count()
-            - db.logicals.iter().filter(|l| !kept(&l.name)).count();
+            - db.logicals.iter().filter(|l| !kept(&l.name)).count()
+            - db.containers.iter().filter(|c| !kept(&c.name)).count();
         Engine {
             md5,
             sha256,
             roots,
             allowed_md5,
             allowed_sha256,
+            containers: db
+                .containers
+                .iter()
+                .filter(|c| kept(&c.name))
+                .cloned()
+                .collect(),
             signature_count,
             #[cfg(feature = "yara")]
             yara: db
@@ -221,6 +231,39 @@ impl Engine {
     /// Whether there are body or logical signatures (otherwise only hashes are checked).
     pub fn has_body_signatures(&self) -> bool {
         !self.roots.is_empty()
+    }
+
+    /// Whether there are container metadata signatures (`.cdb`).
+    pub fn has_container_signatures(&self) -> bool {
+        !self.containers.is_empty()
+    }
+
+    /// The container metadata signatures matching `member` as a container of type `kind` and
+    /// `container_size` bytes lists it (ClamAV's `cli_matchmeta`).
+    pub fn match_member_meta(
+        &self,
+        kind: ContainerType,
+        container_size: u64,
+        member: &MemberMeta,
+        found: &mut Vec<Arc<str>>,
+    ) {
+        let within = |r: Option<(u64, u64)>, v: u64| r.is_none_or(|(a, b)| (a..=b).contains(&v));
+        for c in &self.containers {
+            if c.container.is_some_and(|t| t != kind)
+                || c.encrypted.is_some_and(|e| e != member.encrypted)
+                || !within(c.container_size, container_size)
+                || !within(c.compressed, member.compressed)
+                || !within(c.size, member.size)
+                || !within(c.position, u64::from(member.index))
+                || c
+                    .member_name
+                    .as_ref()
+                    .is_some_and(|re| !re.is_match(member.name.as_bytes()))
+            {
+                continue;
+            }
+            found.push(c.name.clone());
+        }
     }
 
     /// Whether `data` is on an allow-list (`.fp`, `.sfp`): then neither it nor anything

@@ -66,6 +66,10 @@ pub enum ParseErrorKind {
     BadLogical(String),
     #[error("unsupported in logical signature: {0}")]
     UnsupportedLogical(String),
+    #[error("bad container signature: {0}")]
+    BadContainerSig(String),
+    #[error("unsupported in container signature: {0}")]
+    UnsupportedContainerSig(String),
     #[error("the file is not valid UTF-8 text")]
     NotText,
     #[error("YARA rules need herd-scan's `yara` cargo feature, which this build does not have")]

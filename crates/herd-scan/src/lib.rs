@@ -4,10 +4,12 @@
 //! is the one edge that touches the file system (directory walking without following
 //! symlinks, reading files into a reused buffer); everything else is testable on slices.
 //!
-//! Pipeline: `Database::load` parses `.hdb`/`.hsb`/`.ndb`/`.ldb` text (and `.yar` with the
-//! `yara` feature) (one `ParseError` per
-//! bad or unsupported line, the good lines kept), `Engine::new` compiles it, and
-//! `Scanner::scan` runs it over a buffer and the zip/tar/gzip members inside it.
+//! Pipeline: `Database::load` parses `.hdb`/`.hsb`/`.ndb`/`.ldb`/`.fp`/`.sfp`/`.ign2` text
+//! (and `.yar` with the `yara` feature) (one `ParseError` per bad or unsupported line, the
+//! good lines kept), `Engine::new` compiles it into one `Matcher` per signature target, and
+//! `Scanner::scan` runs it over a buffer and the zip/tar/gzip members inside it — each typed
+//! by `filetype` and matched raw and, for text and HTML, normalised (`normalise`), as ClamAV
+//! matches them.
 //!
 //! Why two prefilters: the `aho-corasick` crate is exact and fast for a few patterns but ran at
 //! 57 MB/s with 10,000 literals on this machine (DEPENDENCIES.md), far from the 1 GB/s target;

@@ -256,6 +256,24 @@ impl Scanner<'_> {
             archive::Kind::Tar if data.get(257..262) == Some(b"ustar") => ContainerType::PosixTar,
             archive::Kind::Tar => ContainerType::OldTar,
         };
+        if self.engine.has_container_signatures() {
+            // ClamAV matches what the container lists before extracting anything, and
+            // reports it on the container.
+            let mut found = Vec::new();
+            for member in archive::listing(kind, data) {
+                self.engine
+                    .match_member_meta(container, data.len() as u64, &member, &mut found);
+            }
+            let mut seen = std::collections::HashSet::new();
+            for name in found {
+                if seen.insert(name.clone()) {
+                    self.detect(name, path, walk);
+                    if walk.stop {
+                        return;
+                    }
+                }
+            }
+        }
         for entry in archive::members(kind, data) {
             let member = match entry {
                 Entry::Member(m) => m,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use herd_scan::archive::build::zip;
+use herd_scan::archive::build::{tar, zip};
 use herd_scan::pe;
 use herd_scan::{Database, Engine, Limits, MatchOptions, Scanner, Scratch};
 
@@ -299,6 +299,35 @@ fn cases() -> Vec<Case> {
         vec![
             ("glob3.bin", binary(b"glob-trigger galob gblob gclob"), true),
             ("glob2.bin", binary(b"glob-trigger galob gblob"), false),
+        ],
+    ));
+
+    // Container metadata (.cdb): what the zip's directory or the tar's headers list.
+    let doc = cat(&[b"quarterly figures ", &[b'.'; 1500]]);
+    let doc2 = cat(&[b"quarterly figures ", &[b'.'; 1600]]);
+    c.push(case(
+        "meta.cdb",
+        ("Herd.Cdb.DoubleExt:CL_TYPE_ZIP:*:\\.pdf\\.exe$:*:*:0:*:*:*".to_owned(), "Herd.Cdb.DoubleExt"),
+        vec![
+            ("double-ext.zip", zip(&[("readme.txt", b"hello", false), ("invoice.pdf.exe", &doc, true)]), true),
+            ("single-ext.zip", zip(&[("invoice.pdf", &doc, true)]), false),
+            ("double-ext.tar", tar("invoice.pdf.exe", &doc), false),
+        ],
+    ));
+    c.push(case(
+        "meta.cdb",
+        ("Herd.Cdb.Sizes:*:*:*:*:1618:*:2:*:*".to_owned(), "Herd.Cdb.Sizes"),
+        vec![
+            ("second.zip", zip(&[("a", b"x", false), ("b", &doc2, true)]), true),
+            ("first.zip", zip(&[("b", &doc2, true), ("a", b"x", false)]), false),
+        ],
+    ));
+    c.push(case(
+        "meta.cdb",
+        ("Herd.Cdb.Tar:CL_TYPE_POSIX_TAR:1000-4000:^payload[0-9]+\\.bin$:*:*:*:1:*:*".to_owned(), "Herd.Cdb.Tar"),
+        vec![
+            ("payload.tar", tar("payload42.bin", b"x"), true),
+            ("payload-name.tar", tar("my-payload42.bin", b"x"), false),
         ],
     ));
 
