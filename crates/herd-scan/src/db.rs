@@ -28,7 +28,8 @@
 //!   evaluated as ClamAV's `cli_ac_chklsig` does (`a&b|c` is `a&(b|c)`); each subsignature is
 //!   `[Offset:]HexSig` or a PCRE subsignature `[Offset:]Trigger/Regex/[Flags]` (see
 //!   `parse_pcre` for the flags; what the `regex` crate cannot run is refused). Other TDB keys,
-//!   subsignature modifiers (`::i`, `::w`, …), byte comparisons and macros are reported as
+//!   subsignature modifiers (`::i`, `::w`, …), byte comparisons of text values (`h`, `d`,
+//!   `a`; binary `i` ones are supported, see `parse_bytecmp`) and macros are reported as
 //!   unsupported.
 //!
 //! Functionality levels (`MinFL`, `MaxFL`) are checked for syntax and otherwise ignored: this
@@ -278,6 +279,49 @@ pub enum Subsig {
     Hex(Offset, HexPattern),
     /// `[Offset:]Trigger/Regex/[Flags]`.
     Pcre(Box<PcreSub>),
+    /// `Ref(Offset#Options#Comparisons)`, binary values only.
+    ByteCmp(ByteCmp),
+}
+
+/// A byte comparison subsignature in binary mode (`i`): the `width`-byte integer `offset`
+/// bytes after where subsignature `reference` last started to match, compared with every one
+/// of `comparisons` (ClamAV's `cli_bcomp_compare_check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByteCmp {
+    pub reference: usize,
+    pub offset: i64,
+    pub big_endian: bool,
+    /// 1, 2, 4 or 8.
+    pub width: u8,
+    pub comparisons: Vec<(CountOp, i64)>,
+}
+
+impl ByteCmp {
+    /// Whether the comparison holds on `data` for a reference match starting at `start`. As
+    /// in ClamAV, the value may not start at offset 0 and must lie wholly inside `data`.
+    pub fn holds(&self, data: &[u8], start: usize) -> bool {
+        let Some(at) = (start as i64).checked_add(self.offset) else {
+            return false;
+        };
+        let width = usize::from(self.width);
+        if at <= 0 || at as u64 + width as u64 > data.len() as u64 {
+            return false;
+        }
+        let bytes = &data[at as usize..at as usize + width];
+        let mut buf = [0u8; 8];
+        let value = if self.big_endian {
+            buf[8 - width..].copy_from_slice(bytes);
+            u64::from_be_bytes(buf)
+        } else {
+            buf[..width].copy_from_slice(bytes);
+            u64::from_le_bytes(buf)
+        } as i64;
+        self.comparisons.iter().all(|&(op, n)| match op {
+            CountOp::Eq => value == n,
+            CountOp::Gt => value > n,
+            CountOp::Lt => value < n,
+        })
+    }
 }
 
 /// A PCRE subsignature: when `trigger` (an expression over the earlier subsignatures) holds,
@@ -777,6 +821,25 @@ pub fn parse_ldb_line(line: &str) -> Result<LogicalSig, ParseErrorKind> {
             "more than 64 subsignatures".to_owned(),
         ));
     }
+    for (i, sub) in subsigs.iter().enumerate() {
+        if let Subsig::ByteCmp(b) = sub {
+            match subsigs.get(b.reference) {
+                Some(Subsig::Hex(_, p)) if hex::prefix_width(p).is_some() => {}
+                Some(Subsig::Hex(..)) => {
+                    return Err(ParseErrorKind::UnsupportedLogical(format!(
+                        "subsignature {i}: byte comparison on subsignature {}, whose start is not a fixed distance before its anchor",
+                        b.reference
+                    )));
+                }
+                _ => {
+                    return Err(ParseErrorKind::BadLogical(format!(
+                        "subsignature {i}: byte comparison refers to subsignature {}, which is not a hex subsignature",
+                        b.reference
+                    )));
+                }
+            }
+        }
+    }
     let expr = parse_expr(fields[2], subsigs.len())?;
     Ok(LogicalSig {
         name,
@@ -886,7 +949,7 @@ fn parse_subsig(index: usize, s: &str, target: Target) -> Result<Subsig, ParseEr
         return parse_pcre(index, s, target).map(|p| Subsig::Pcre(Box::new(p)));
     }
     if s.contains('#') {
-        return unsupported("byte comparison subsignatures");
+        return parse_bytecmp(index, s).map(Subsig::ByteCmp);
     }
     if s.starts_with("${") {
         return unsupported("macro subsignatures");
@@ -906,6 +969,103 @@ fn parse_subsig(index: usize, s: &str, target: Target) -> Result<Subsig, ParseEr
         other => other,
     })?;
     Ok(Subsig::Hex(offset, pattern))
+}
+
+/// C's `strtol` with base 0, as ClamAV reads byte comparison numbers: `0x` hex, `0` octal,
+/// otherwise decimal, with an optional sign.
+fn parse_c_integer(s: &str) -> Option<i64> {
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let value = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        i64::from_str_radix(&digits[1..], 8).ok()?
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()?
+    } else {
+        return None;
+    };
+    Some(if negative { -value } else { value })
+}
+
+/// `Ref(Offset#Options#Comparisons)`: `Offset` is `>>n`, `<<n` or `0`; `Options` a base
+/// (`i` binary; `h` hex, `d` decimal and `a` auto text are unsupported), an optional endianness
+/// (`l`, `b`), an optional `e` and the byte count (1, 2, 4 or 8 for binary); `Comparisons` one
+/// or two of `<n`, `>n`, `=n` separated by a comma, all of which must hold.
+fn parse_bytecmp(index: usize, s: &str) -> Result<ByteCmp, ParseErrorKind> {
+    let bad = |why: String| {
+        ParseErrorKind::BadLogical(format!("subsignature {index}: byte comparison {s:?}: {why}"))
+    };
+    let open = s.find('(').ok_or_else(|| bad("expected Ref(Offset#Options#Comparisons)".into()))?;
+    let inner = s[open + 1..]
+        .strip_suffix(')')
+        .ok_or_else(|| bad("missing ')' at the end".into()))?;
+    let reference: usize = parse_u64(&s[..open])
+        .ok_or_else(|| bad("the referenced subsignature is not a number".into()))?
+        .try_into()
+        .map_err(|_| bad("reference too large".into()))?;
+    let parts: Vec<&str> = inner.split('#').collect();
+    let [offset, options, comparisons] = parts[..] else {
+        return Err(bad(format!("expected 3 parts separated by '#', found {}", parts.len())));
+    };
+    let offset = if let Some(n) = offset.strip_prefix(">>") {
+        parse_c_integer(n).ok_or_else(|| bad(format!("bad offset {offset:?}")))?
+    } else if let Some(n) = offset.strip_prefix("<<") {
+        -parse_c_integer(n).ok_or_else(|| bad(format!("bad offset {offset:?}")))?
+    } else if offset == "0" || offset.is_empty() {
+        0
+    } else {
+        return Err(bad(format!("offset {offset:?} is not >>n, <<n or 0")));
+    };
+    let digits = options.find(|c: char| c.is_ascii_digit()).unwrap_or(options.len());
+    let (flags, width) = options.split_at(digits);
+    let (mut binary, mut big_endian) = (false, None);
+    for f in flags.chars() {
+        match f {
+            'i' => binary = true,
+            'h' | 'd' | 'a' => {
+                return Err(ParseErrorKind::UnsupportedLogical(format!(
+                    "subsignature {index}: byte comparison of text values ({f}); only binary (i) is supported"
+                )));
+            }
+            'l' if big_endian.is_none() => big_endian = Some(false),
+            'b' if big_endian.is_none() => big_endian = Some(true),
+            'e' => {}
+            other => return Err(bad(format!("unknown or repeated option {other:?}"))),
+        }
+    }
+    if !binary {
+        return Err(bad("options need a base (i, h, d or a)".into()));
+    }
+    let width = match parse_c_integer(width) {
+        Some(w @ (1 | 2 | 4 | 8)) => w as u8,
+        _ => return Err(bad(format!("binary byte count {width:?} is not 1, 2, 4 or 8"))),
+    };
+    let comparisons = comparisons
+        .split(',')
+        .map(|c| {
+            let op = match c.as_bytes().first() {
+                Some(b'<') => CountOp::Lt,
+                Some(b'>') => CountOp::Gt,
+                Some(b'=') => CountOp::Eq,
+                _ => return Err(bad(format!("comparison {c:?} is not <n, >n or =n"))),
+            };
+            let n = parse_c_integer(&c[1..]).ok_or_else(|| bad(format!("bad number in {c:?}")))?;
+            Ok((op, n))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if comparisons.len() > 2 {
+        return Err(bad("at most two comparisons".into()));
+    }
+    Ok(ByteCmp {
+        reference,
+        offset,
+        big_endian: big_endian.unwrap_or(false),
+        width,
+        comparisons,
+    })
 }
 
 /// `[Offset:]Trigger/Regex/[Flags]` with the flags ClamAV accepts: PCRE's `i` (caseless),
@@ -1359,10 +1519,17 @@ mod tests {
              AA;Target:0;0&1;4142;1/ab/\n\
              AB;Target:0;0&1;4142;/ab/\n\
              AC;Target:0;0&1;4142;EP+0:0/ab/\n\
-             AD;Target:0;0&1&2;4142;0/a(b/;0/ab/gire\n",
+             AD;Target:0;0&1&2;4142;0/a(b/;0/ab/gire\n\
+             AE;Target:0;0&1;4142;0(>>2#hb2#=1)\n\
+             AF;Target:0;0&1;4142;0(>>2#ib3#=1)\n\
+             AG;Target:0;0&1;41{0-3}424344;0(>>2#ib2#=1)\n\
+             AH;Target:0;0&1;4142;0(>>2#ib2#~1)\n\
+             AI;Target:0;0&1;4142;0(>>2#ib2)\n\
+             AJ;Target:0;0&1;4142;2(>>2#ib2#=1)\n\
+             AK;Target:0;0&1;4142;0(>>2#ib2#=1)\n",
         );
         let loaded: Vec<&str> = db.logicals.iter().map(|l| &*l.name).collect();
-        assert_eq!(loaded, ["B", "E", "F", "W"]);
+        assert_eq!(loaded, ["B", "E", "F", "W", "AK"]);
         expect_test::expect![[r#"
             bad.ldb:1: expected at least 4 fields separated by ';', found 3
             bad.ldb:3: bad logical signature: the target description has no Target
@@ -1371,7 +1538,7 @@ mod tests {
             bad.ldb:8: bad logical signature: expression "(0&1": missing ')' at column 5
             bad.ldb:9: unsupported in logical signature: subsignature 0: modifiers (::i, ::w, ::a, ::f)
             bad.ldb:10: bad logical signature: subsignature 0: PCRE trigger: expression "0": subsignature 0 does not exist (0 given)
-            bad.ldb:11: unsupported in logical signature: subsignature 0: byte comparison subsignatures
+            bad.ldb:11: bad logical signature: subsignature 0: byte comparison refers to subsignature 0, which is not a hex subsignature
             bad.ldb:12: bad logical signature: subsignature 0, column 3: "zz" is not a hex byte
             bad.ldb:13: bad logical signature: FileSize:9-2 is not a range a-b
             bad.ldb:14: bad logical signature: target description item "Target" is not Key:Value
@@ -1389,7 +1556,13 @@ mod tests {
             bad.ldb:27: bad logical signature: subsignature 1: PCRE trigger: expression "1": subsignature 1 does not exist (1 given)
             bad.ldb:28: bad logical signature: subsignature 1: a PCRE subsignature needs a trigger and a regex
             bad.ldb:29: bad offset "EP+0": entry point and section offsets need target 1 (PE), 6 (ELF) or 9 (Mach-O)
-            bad.ldb:30: unsupported in logical signature: subsignature 1: PCRE that the regex crate cannot compile (error: unclosed group)"#]].assert_eq(&errors.join("\n"));
+            bad.ldb:30: unsupported in logical signature: subsignature 1: PCRE that the regex crate cannot compile (error: unclosed group)
+            bad.ldb:31: unsupported in logical signature: subsignature 1: byte comparison of text values (h); only binary (i) is supported
+            bad.ldb:32: bad logical signature: subsignature 1: byte comparison "0(>>2#ib3#=1)": binary byte count "3" is not 1, 2, 4 or 8
+            bad.ldb:33: unsupported in logical signature: subsignature 1: byte comparison on subsignature 0, whose start is not a fixed distance before its anchor
+            bad.ldb:34: bad logical signature: subsignature 1: byte comparison "0(>>2#ib2#~1)": comparison "~1" is not <n, >n or =n
+            bad.ldb:35: bad logical signature: subsignature 1: byte comparison "0(>>2#ib2)": expected 3 parts separated by '#', found 2
+            bad.ldb:36: bad logical signature: subsignature 1: byte comparison refers to subsignature 2, which is not a hex subsignature"#]].assert_eq(&errors.join("\n"));
         let (pcre, errors) = load(
             "pcre.ldb",
             "P;Target:0;0&1;4142;0/a[0-9]+b/gire\nQ;Target:1;0&1;4142;EP+4,8:0/x/\n",

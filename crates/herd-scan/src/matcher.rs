@@ -25,11 +25,11 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, MatchKind};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::db::{BodySig, ContainerType, Expr, LogicalSig, Offset, PcreSub, Subsig};
+use crate::db::{BodySig, ByteCmp, ContainerType, Expr, LogicalSig, Offset, PcreSub, Subsig};
 use crate::engine::{EngineOptions, MatchOptions};
 use crate::error::ScanError;
 use crate::gram;
-use crate::hex::{Elem, HexPattern};
+use crate::hex::{self, Elem, HexPattern};
 use crate::pe::ExeLayout;
 use crate::verify::{self, Budget};
 
@@ -51,6 +51,10 @@ struct Pattern {
     after: usize,
     /// Every occurrence counts (the logical expression has match counts).
     counted: bool,
+    /// A byte comparison needs where the last match started.
+    track_start: bool,
+    /// Bytes from the match's start to its anchor, when fixed.
+    prefix_width: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -100,6 +104,8 @@ pub struct Matcher {
     fixed: Vec<u32>,
     /// PCRE subsignatures in signature order: (logical signature, slot in `patterns`).
     pcres: Vec<(u32, u32, PcreSub)>,
+    /// Byte comparisons: (slot, slot of the referenced subsignature, comparison).
+    bytecmps: Vec<(u32, u32, ByteCmp)>,
 }
 
 /// Per-thread working memory for one matcher at a time, reused across buffers.
@@ -107,8 +113,9 @@ pub struct Matcher {
 pub struct MatchScratch {
     /// `stamp[p] == generation` when pattern `p` matched in the current buffer…
     stamp: Vec<u32>,
-    /// …and then `count[p]` times.
+    /// …and then `count[p]` times, the last (furthest) starting at `last_start[p]`.
     count: Vec<u32>,
+    last_start: Vec<usize>,
     generation: u32,
     matched: Vec<u32>,
 }
@@ -116,48 +123,64 @@ pub struct MatchScratch {
 impl Matcher {
     pub fn new(bodies: &[&BodySig], logicals: &[&LogicalSig], options: &EngineOptions) -> Matcher {
         let mut patterns = Vec::new();
-        let mut add = |owner, offset, p: &HexPattern, counted| {
+        let mut add = |owner, offset, p: &HexPattern, counted, track_start| {
             patterns.push(Pattern {
                 owner,
                 offset,
                 elems: p.elems.clone(),
                 before: verify::reverse(&p.elems[..p.anchor.0]),
                 after: p.anchor.1,
-                counted,
+                counted: counted || track_start,
+                track_start,
+                prefix_width: hex::prefix_width(p),
             });
             p.anchor_bytes()
         };
         let mut anchor_bytes = Vec::new();
         for (i, sig) in bodies.iter().enumerate() {
-            anchor_bytes.push(add(Owner::Body(i as u32), sig.offset, &sig.pattern, false));
+            anchor_bytes.push(add(Owner::Body(i as u32), sig.offset, &sig.pattern, false, false));
         }
         let mut infos = Vec::new();
         let mut always = Vec::new();
         let mut pcres = Vec::new();
+        let mut bytecmps = Vec::new();
         // PCRE subsignatures take a slot (for their counts) without a pattern to search.
         let mut slots_only = FxHashSet::default();
         for (i, sig) in logicals.iter().enumerate() {
             let first_pattern = anchor_bytes.len() as u32;
             let counted = sig.expr.counts_matches();
             let owner = Owner::Logical { sig: i as u32 };
-            let mut has_pcre = false;
-            for sub in &sig.subsigs {
+            let mut evaluated_always = false;
+            let referenced = |sub: usize| {
+                sig.subsigs
+                    .iter()
+                    .any(|s| matches!(s, Subsig::ByteCmp(b) if b.reference == sub))
+            };
+            let empty = HexPattern {
+                elems: Vec::new(),
+                anchor: (0, 0),
+            };
+            for (j, sub) in sig.subsigs.iter().enumerate() {
+                let slot = anchor_bytes.len() as u32;
                 match sub {
-                    Subsig::Hex(offset, p) => anchor_bytes.push(add(owner, *offset, p, counted)),
+                    Subsig::Hex(offset, p) => {
+                        anchor_bytes.push(add(owner, *offset, p, counted, referenced(j)));
+                    }
                     Subsig::Pcre(pcre) => {
-                        let slot = anchor_bytes.len() as u32;
-                        let empty = HexPattern {
-                            elems: Vec::new(),
-                            anchor: (0, 0),
-                        };
-                        anchor_bytes.push(add(owner, Offset::Any, &empty, counted));
+                        anchor_bytes.push(add(owner, Offset::Any, &empty, counted, false));
                         slots_only.insert(slot);
                         pcres.push((i as u32, slot, (**pcre).clone()));
-                        has_pcre = true;
+                        evaluated_always = true;
+                    }
+                    Subsig::ByteCmp(b) => {
+                        anchor_bytes.push(add(owner, Offset::Any, &empty, counted, false));
+                        slots_only.insert(slot);
+                        bytecmps.push((slot, first_pattern + b.reference as u32, b.clone()));
+                        evaluated_always = true;
                     }
                 }
             }
-            if has_pcre || sig.expr.holds(&|_| 0) {
+            if evaluated_always || sig.expr.holds(&|_| 0) {
                 always.push(i as u32);
             }
             infos.push(LogicalInfo {
@@ -232,6 +255,7 @@ impl Matcher {
             mid_grams,
             fixed,
             pcres,
+            bytecmps,
         }
     }
 
@@ -248,6 +272,7 @@ impl Matcher {
         let data = view.data;
         scratch.stamp.resize(self.patterns.len(), 0);
         scratch.count.resize(self.patterns.len(), 0);
+        scratch.last_start.resize(self.patterns.len(), 0);
         scratch.generation = scratch.generation.wrapping_add(1);
         if scratch.generation == 0 {
             scratch.stamp.fill(0);
@@ -268,7 +293,16 @@ impl Matcher {
             if let Some((lo, hi)) = pat.offset.range_in(data.len(), view.exe)
                 && verify::matches_from(&pat.elems, data, lo, hi, state.budget)?
             {
-                state.record(p);
+                let mut start = lo;
+                if pat.track_start && lo < hi {
+                    // Where in the window it starts: only byte comparisons need it.
+                    while start < hi
+                        && !verify::matches_from(&pat.elems, data, start, start, state.budget)?
+                    {
+                        start += 1;
+                    }
+                }
+                state.record(p, start);
                 if state.stop {
                     break;
                 }
@@ -295,6 +329,13 @@ impl Matcher {
             }
         }
 
+        for (slot, reference, cmp) in &self.bytecmps {
+            let s = &*state.scratch;
+            let r = *reference as usize;
+            if s.stamp[r] == s.generation && cmp.holds(data, s.last_start[r]) {
+                state.record(*slot, 0);
+            }
+        }
         if !self.pcres.is_empty() {
             state.run_pcres(view)?;
         }
@@ -358,14 +399,18 @@ struct MatchState<'a> {
 }
 
 impl MatchState<'_> {
-    fn record(&mut self, p: u32) {
+    /// Pattern `p` matched, starting at `start` (used only for patterns byte comparisons
+    /// refer to, which always know it).
+    fn record(&mut self, p: u32, start: usize) {
         let s = &mut *self.scratch;
         if s.stamp[p as usize] == s.generation {
             s.count[p as usize] = s.count[p as usize].saturating_add(1);
+            s.last_start[p as usize] = s.last_start[p as usize].max(start);
             return;
         }
         s.stamp[p as usize] = s.generation;
         s.count[p as usize] = 1;
+        s.last_start[p as usize] = start;
         s.matched.push(p);
         // A plain body signature is a detection on its own; a logical one needs the rest of
         // its expression, so the scan goes on.
@@ -391,7 +436,7 @@ impl MatchState<'_> {
             }
             let matches = pcre_matches(pcre, view, self.budget)?;
             for _ in 0..matches {
-                self.record(*slot);
+                self.record(*slot, 0);
             }
         }
         Ok(())
@@ -414,7 +459,7 @@ impl MatchState<'_> {
                 end,
                 self.budget,
             )? {
-                self.record(p);
+                self.record(p, start.saturating_sub(pat.prefix_width.unwrap_or(0)));
                 if self.stop {
                     break;
                 }

@@ -302,6 +302,41 @@ fn cases() -> Vec<Case> {
         ],
     ));
 
+    // Byte comparisons (binary values) after where a subsignature matched.
+    c.push(case(
+        "bcmp.ldb",
+        (
+            format!("Herd.Bcmp.Le;Engine:81-255,Target:0;0&1;{};0(>>9#il2#=0x1234)", hex(b"bcmp-le-h")),
+            "Herd.Bcmp.Le",
+        ),
+        vec![
+            ("bcmp-le.bin", binary(b"bcmp-le-h\x34\x12"), true),
+            ("bcmp-le-miss.bin", binary(b"bcmp-le-h\x35\x12"), false),
+        ],
+    ));
+    c.push(case(
+        "bcmp.ldb",
+        (
+            format!("Herd.Bcmp.Be;Engine:81-255,Target:0;0&1;{};0(>>9#ib4#>1000,<2000)", hex(b"bcmp-be-h")),
+            "Herd.Bcmp.Be",
+        ),
+        vec![
+            ("bcmp-be.bin", binary(b"bcmp-be-h\x00\x00\x05\xdc"), true),
+            ("bcmp-be-miss.bin", binary(b"bcmp-be-h\x00\x00\x07\xd0"), false),
+        ],
+    ));
+    c.push(case(
+        "bcmp.ldb",
+        (
+            format!("Herd.Bcmp.Back;Engine:81-255,Target:0;0&1;{};0(<<2#ib1#=65)", hex(b"bcmp-back")),
+            "Herd.Bcmp.Back",
+        ),
+        vec![
+            ("bcmp-back.bin", binary(b"A.bcmp-back"), true),
+            ("bcmp-back-miss.bin", binary(b"B.bcmp-back"), false),
+        ],
+    ));
+
     // Container metadata (.cdb): what the zip's directory or the tar's headers list.
     let doc = cat(&[b"quarterly figures ", &[b'.'; 1500]]);
     let doc2 = cat(&[b"quarterly figures ", &[b'.'; 1600]]);
