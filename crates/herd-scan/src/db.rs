@@ -97,7 +97,10 @@ impl Offset {
             }
             Offset::WholeSection { index, shift } => {
                 let s = exe?.sections.get(index as usize)?;
-                (s.raw, s.raw.saturating_add(s.raw_size).saturating_add(shift))
+                (
+                    s.raw,
+                    s.raw.saturating_add(s.raw_size).saturating_add(shift),
+                )
             }
         };
         if lo > len {
@@ -727,7 +730,11 @@ pub fn parse_cdb_line(line: &str) -> Result<ContainerSig, ParseErrorKind> {
                 "container type {t} (zip and tar are listed)"
             )));
         }
-        t => return Err(bad(format!("container type {t:?} is not * or a CL_TYPE_ name"))),
+        t => {
+            return Err(bad(format!(
+                "container type {t:?} is not * or a CL_TYPE_ name"
+            )));
+        }
     };
     let member_name = match fields[3] {
         "*" => None,
@@ -920,8 +927,7 @@ fn parse_tdb(tdb: &str) -> Result<Tdb, ParseErrorKind> {
     out.target = target.ok_or_else(|| {
         ParseErrorKind::BadLogical("the target description has no Target".to_owned())
     })?;
-    if (out.entry_point.is_some() || out.sections.is_some())
-        && !out.target.has_executable_layout()
+    if (out.entry_point.is_some() || out.sections.is_some()) && !out.target.has_executable_layout()
     {
         return Err(if matches!(out.target, Target::Elf | Target::MachO) {
             ParseErrorKind::UnsupportedLogical(
@@ -978,7 +984,10 @@ fn parse_c_integer(s: &str) -> Option<i64> {
         Some(d) => (true, d),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let value = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let value = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         i64::from_str_radix(hex, 16).ok()?
     } else if digits.len() > 1 && digits.starts_with('0') {
         i64::from_str_radix(&digits[1..], 8).ok()?
@@ -996,9 +1005,13 @@ fn parse_c_integer(s: &str) -> Option<i64> {
 /// or two of `<n`, `>n`, `=n` separated by a comma, all of which must hold.
 fn parse_bytecmp(index: usize, s: &str) -> Result<ByteCmp, ParseErrorKind> {
     let bad = |why: String| {
-        ParseErrorKind::BadLogical(format!("subsignature {index}: byte comparison {s:?}: {why}"))
+        ParseErrorKind::BadLogical(format!(
+            "subsignature {index}: byte comparison {s:?}: {why}"
+        ))
     };
-    let open = s.find('(').ok_or_else(|| bad("expected Ref(Offset#Options#Comparisons)".into()))?;
+    let open = s
+        .find('(')
+        .ok_or_else(|| bad("expected Ref(Offset#Options#Comparisons)".into()))?;
     let inner = s[open + 1..]
         .strip_suffix(')')
         .ok_or_else(|| bad("missing ')' at the end".into()))?;
@@ -1008,7 +1021,10 @@ fn parse_bytecmp(index: usize, s: &str) -> Result<ByteCmp, ParseErrorKind> {
         .map_err(|_| bad("reference too large".into()))?;
     let parts: Vec<&str> = inner.split('#').collect();
     let [offset, options, comparisons] = parts[..] else {
-        return Err(bad(format!("expected 3 parts separated by '#', found {}", parts.len())));
+        return Err(bad(format!(
+            "expected 3 parts separated by '#', found {}",
+            parts.len()
+        )));
     };
     let offset = if let Some(n) = offset.strip_prefix(">>") {
         parse_c_integer(n).ok_or_else(|| bad(format!("bad offset {offset:?}")))?
@@ -1019,7 +1035,9 @@ fn parse_bytecmp(index: usize, s: &str) -> Result<ByteCmp, ParseErrorKind> {
     } else {
         return Err(bad(format!("offset {offset:?} is not >>n, <<n or 0")));
     };
-    let digits = options.find(|c: char| c.is_ascii_digit()).unwrap_or(options.len());
+    let digits = options
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(options.len());
     let (flags, width) = options.split_at(digits);
     let (mut binary, mut big_endian) = (false, None);
     for f in flags.chars() {
@@ -1041,7 +1059,11 @@ fn parse_bytecmp(index: usize, s: &str) -> Result<ByteCmp, ParseErrorKind> {
     }
     let width = match parse_c_integer(width) {
         Some(w @ (1 | 2 | 4 | 8)) => w as u8,
-        _ => return Err(bad(format!("binary byte count {width:?} is not 1, 2, 4 or 8"))),
+        _ => {
+            return Err(bad(format!(
+                "binary byte count {width:?} is not 1, 2, 4 or 8"
+            )));
+        }
     };
     let comparisons = comparisons
         .split(',')
@@ -1089,7 +1111,9 @@ fn parse_pcre(index: usize, s: &str, target: Target) -> Result<PcreSub, ParseErr
         None => (Offset::Any, prefix),
     };
     if trigger.is_empty() || pattern.is_empty() {
-        return Err(bad("a PCRE subsignature needs a trigger and a regex".to_owned()));
+        return Err(bad(
+            "a PCRE subsignature needs a trigger and a regex".to_owned()
+        ));
     }
     // The trigger may only refer to subsignatures before this one.
     let trigger = parse_expr(trigger, index).map_err(|e| match e {
@@ -1190,8 +1214,8 @@ fn parse_operand(s: &[u8], pos: &mut usize, n: usize, depth: usize) -> Result<Ex
         }
         Some(c) if c.is_ascii_digit() => {
             let column = *pos + 1;
-            let i = parse_number(s, pos)
-                .ok_or_else(|| format!("bad index at column {column}"))? as usize;
+            let i = parse_number(s, pos).ok_or_else(|| format!("bad index at column {column}"))?
+                as usize;
             if i >= n {
                 return Err(format!("subsignature {i} does not exist ({n} given)"));
             }
@@ -1349,9 +1373,28 @@ mod tests {
             })
         );
         let ok = |s| parse_offset(s).unwrap();
-        assert_eq!(ok("EP+10"), Offset::EntryPoint { delta: 10, shift: 0 });
-        assert_eq!(ok("EP-3,7"), Offset::EntryPoint { delta: -3, shift: 7 });
-        assert_eq!(ok("S2+4"), Offset::Section { index: 2, n: 4, shift: 0 });
+        assert_eq!(
+            ok("EP+10"),
+            Offset::EntryPoint {
+                delta: 10,
+                shift: 0
+            }
+        );
+        assert_eq!(
+            ok("EP-3,7"),
+            Offset::EntryPoint {
+                delta: -3,
+                shift: 7
+            }
+        );
+        assert_eq!(
+            ok("S2+4"),
+            Offset::Section {
+                index: 2,
+                n: 4,
+                shift: 0
+            }
+        );
         assert_eq!(ok("SL+4,2"), Offset::LastSection { n: 4, shift: 2 });
         assert_eq!(ok("SE1"), Offset::WholeSection { index: 1, shift: 0 });
         let e = |s| parse_offset(s).unwrap_err().to_string();
@@ -1473,7 +1516,10 @@ mod tests {
              :*:*:*:*:*:*:*:*:*\n",
         );
         let a = &db.containers[0];
-        assert_eq!((a.compressed, a.position, a.encrypted), (Some((10, 20)), Some((3, 3)), Some(true)));
+        assert_eq!(
+            (a.compressed, a.position, a.encrypted),
+            (Some((10, 20)), Some((3, 3)), Some(true))
+        );
         assert!(a.member_name.as_ref().unwrap().is_match(b"x.exe"));
         assert_eq!(db.containers[1].container_size, Some((100, 100)));
         expect_test::expect![[r#"

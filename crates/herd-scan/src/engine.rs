@@ -94,6 +94,8 @@ pub struct Engine {
 #[derive(Debug, Default)]
 pub struct Scratch {
     matcher: MatchScratch,
+    /// Normalised text, reused across buffers.
+    text: Vec<u8>,
 }
 
 /// Options for one buffer scan.
@@ -255,8 +257,7 @@ impl Engine {
                 || !within(c.compressed, member.compressed)
                 || !within(c.size, member.size)
                 || !within(c.position, u64::from(member.index))
-                || c
-                    .member_name
+                || c.member_name
                     .as_ref()
                     .is_some_and(|re| !re.is_match(member.name.as_bytes()))
             {
@@ -395,19 +396,36 @@ impl Engine {
             exe: exe.as_ref(),
             container,
         };
-        if !self.run(file_type.raw_target(), &raw, scratch, options, &mut budget, found)? {
+        if !self.run(
+            file_type.raw_target(),
+            &raw,
+            scratch,
+            options,
+            &mut budget,
+            found,
+        )? {
             return Ok(());
         }
         // The normalised views are layers of their own to ClamAV, not inside the archive.
         if file_type.is_text() && data.len() <= normalise::MAX_SCRIPT_NORMALIZE {
-            let text = normalise::text(data);
+            let mut text = std::mem::take(&mut scratch.text);
+            normalise::text_into(data, &mut text);
             let view = View {
                 data: &text,
                 file_size: data.len() as u64,
                 exe: None,
                 container: None,
             };
-            self.run(Some(Target::Ascii), &view, scratch, options, &mut budget, found)?;
+            let ran = self.run(
+                Some(Target::Ascii),
+                &view,
+                scratch,
+                options,
+                &mut budget,
+                found,
+            );
+            scratch.text = text;
+            ran?;
         } else if file_type.is_html() && data.len() <= normalise::MAX_HTML_NORMALIZE {
             let html = normalise::html(data);
             let mut views = vec![&html.nocomment];
@@ -421,7 +439,14 @@ impl Engine {
                     exe: None,
                     container: None,
                 };
-                if !self.run(Some(Target::Html), &view, scratch, options, &mut budget, found)? {
+                if !self.run(
+                    Some(Target::Html),
+                    &view,
+                    scratch,
+                    options,
+                    &mut budget,
+                    found,
+                )? {
                     break;
                 }
             }

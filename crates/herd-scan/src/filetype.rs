@@ -122,7 +122,10 @@ impl FileType {
     pub fn is_text(self) -> bool {
         matches!(
             self,
-            FileType::TextAscii | FileType::TextUtf8 | FileType::TextUtf16Le | FileType::TextUtf16Be
+            FileType::TextAscii
+                | FileType::TextUtf8
+                | FileType::TextUtf16Le
+                | FileType::TextUtf16Be
         )
     }
 }
@@ -201,12 +204,7 @@ const MAGIC: &[(&[u8], FileType)] = &[
 
 /// ClamAV's `text_chars` classes: `false` for bytes that never appear in text.
 const fn text_byte(b: u8) -> bool {
-    match b {
-        7..=10 | 12 | 13 | 27 => true,
-        0x20..=0x7e => true,
-        0x80..=0xff => true,
-        _ => false,
-    }
+    matches!(b, 7..=10 | 12 | 13 | 27 | 0x20..=0x7e | 0x80..=0xff)
 }
 
 /// Plain ASCII text in the strict sense (`T` in `text_chars`), which UTF-8 and UTF-16
@@ -323,9 +321,9 @@ pub fn has_html_marker(data: &[u8]) -> bool {
         }
         for m in DELIMITED {
             if at.starts_with(m)
-                && at
-                    .get(m.len())
-                    .is_some_and(|c| matches!(c, b'>' | b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b'/'))
+                && at.get(m.len()).is_some_and(|c| {
+                    matches!(c, b'>' | b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b'/')
+                })
             {
                 return true;
             }
@@ -355,8 +353,7 @@ pub fn detect(data: &[u8]) -> FileType {
     }
     // 0xcafebabe is both Java and a Mach-O universal binary; the next word tells them apart
     // (a universal binary's architecture count is small, a class file's version is not).
-    if sample.starts_with(b"\xca\xfe\xba\xbe") && sample.len() >= 8 && sample[4..7] == [0, 0, 0]
-    {
+    if sample.starts_with(b"\xca\xfe\xba\xbe") && sample.len() >= 8 && sample[4..7] == [0, 0, 0] {
         match sample[7] >> 4 {
             0 | 1 => return FileType::MachO,
             2 | 3 => return FileType::Java,
@@ -385,7 +382,10 @@ mod tests {
         assert_eq!(detect(b"GIF89a"), FileType::Graphics);
         assert_eq!(detect(b"\xca\xfe\xba\xbe\x00\x00\x00\x34"), FileType::Java);
         assert_eq!(detect(b"\xca\xfe\xba\xbe\x00\x00\x00\x02"), FileType::MachO);
-        assert_eq!(detect(b"\xca\xfe\xba\xbe\x00\x01\x00\x02"), FileType::BinaryData);
+        assert_eq!(
+            detect(b"\xca\xfe\xba\xbe\x00\x01\x00\x02"),
+            FileType::BinaryData
+        );
         assert_eq!(detect(b"Received: from x\n"), FileType::Mail);
         assert_eq!(detect(b"PK\x03\x04rest"), FileType::Other);
         // Near misses: a magic number not at offset 0, or cut short.

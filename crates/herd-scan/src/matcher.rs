@@ -138,7 +138,13 @@ impl Matcher {
         };
         let mut anchor_bytes = Vec::new();
         for (i, sig) in bodies.iter().enumerate() {
-            anchor_bytes.push(add(Owner::Body(i as u32), sig.offset, &sig.pattern, false, false));
+            anchor_bytes.push(add(
+                Owner::Body(i as u32),
+                sig.offset,
+                &sig.pattern,
+                false,
+                false,
+            ));
         }
         let mut infos = Vec::new();
         let mut always = Vec::new();
@@ -429,7 +435,11 @@ impl MatchState<'_> {
             let s = &*self.scratch;
             let counted = |sub: usize| {
                 let p = first + sub;
-                if s.stamp[p] == s.generation { s.count[p] } else { 0 }
+                if s.stamp[p] == s.generation {
+                    s.count[p]
+                } else {
+                    0
+                }
             };
             if !pcre.trigger.holds(&counted) {
                 continue;
@@ -505,7 +515,11 @@ fn pcre_matches(pcre: &PcreSub, view: &View<'_>, budget: &mut Budget) -> Result<
         if !pcre.global {
             break;
         }
-        at = if m.end() > m.start() { m.end() } else { m.end() + 1 };
+        at = if m.end() > m.start() {
+            m.end()
+        } else {
+            m.end() + 1
+        };
         if at >= haystack.len() {
             break;
         }

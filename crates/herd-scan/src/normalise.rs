@@ -26,27 +26,52 @@ pub const MAX_SCRIPT_NORMALIZE: usize = 20 << 20;
 pub const MAX_HTML_NORMALIZE: usize = 40 << 20;
 pub const MAX_HTML_NOTAGS: usize = 8 << 20;
 
+/// What `textnorm.c` does with each byte: 0 drops it, `b' '` is whitespace, anything else is
+/// the byte written (upper-case ASCII lower-cased).
+const TEXT_ACTION: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0x21;
+    while c <= 0x7f {
+        t[c] = (c as u8).to_ascii_lowercase();
+        c += 1;
+    }
+    t[b'\t' as usize] = b' ';
+    t[b'\n' as usize] = b' ';
+    t[0x0b] = b' ';
+    t[0x0c] = b' ';
+    t[b'\r' as usize] = b' ';
+    t[b' ' as usize] = b' ';
+    t
+};
+
 /// `textnorm.c`: lower-case, whitespace runs to one space, other control and 8-bit bytes
 /// dropped.
 pub fn text(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
+    let mut out = Vec::new();
+    text_into(data, &mut out);
+    out
+}
+
+/// `text`, into a buffer reused across calls (cleared first).
+pub fn text_into(data: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(data.len());
     let mut space_written = false;
     for &c in data {
-        match c {
-            b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' => {
+        match TEXT_ACTION[usize::from(c)] {
+            0 => {}
+            b' ' => {
                 if !space_written {
                     out.push(b' ');
                 }
                 space_written = true;
             }
-            0x21..=0x7f => {
-                out.push(c.to_ascii_lowercase());
+            l => {
+                out.push(l);
                 space_written = false;
             }
-            _ => {}
         }
     }
-    out
 }
 
 /// The normalised views of one HTML file.
@@ -455,9 +480,7 @@ pub fn html(data: &[u8]) -> Html {
             State::ProcessTag => {
                 state = State::SkipWs;
                 next_state = State::Norm;
-                if tag == b"/script" {
-                    in_tag = InTag::DontExtract;
-                } else if tag == b"/style" && in_tag == InTag::Style {
+                if tag == b"/script" || (tag == b"/style" && in_tag == InTag::Style) {
                     in_tag = InTag::DontExtract;
                 } else if tag == b"script" {
                     in_tag = InTag::Script;
@@ -591,7 +614,8 @@ mod tests {
 
     #[test]
     fn html_views() {
-        let h = html(b"<HTML>\n<Body   BGCOLOR='Red'>Hello   <B>World</B>&amp;&#65;&#x42;&zz;</body>");
+        let h =
+            html(b"<HTML>\n<Body   BGCOLOR='Red'>Hello   <B>World</B>&amp;&#65;&#x42;&zz;</body>");
         assert_eq!(
             s(&h.nocomment),
             "<html><body bgcolor=\"red\">hello <b>world</b>&ab&zz;</body>"
@@ -602,10 +626,7 @@ mod tests {
     #[test]
     fn comments_and_scripts() {
         let h = html(b"a<!-- hidden -->b<script>var X = 'Y';\n if (a<b) {}</script>c");
-        assert_eq!(
-            s(&h.nocomment),
-            "ab<script>varx=\"y\";if(a<b){}</script>c"
-        );
+        assert_eq!(s(&h.nocomment), "ab<script>varx=\"y\";if(a<b){}</script>c");
         // The text view has a space for every tag or comment.
         assert_eq!(s(&h.notags), "a b c");
         // A comment ends at the first '>', as in ClamAV.

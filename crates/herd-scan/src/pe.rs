@@ -27,16 +27,20 @@ pub struct ExeLayout {
 }
 
 fn u16_at(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(at..at.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        d.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 
 fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        d.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// Rounds down to a multiple of `a` (`PEALIGN`); `a == 0` leaves `o` alone.
 fn align_down(o: u32, a: u32) -> u32 {
-    if a == 0 { o } else { o / a * a }
+    o.checked_div(a).map_or(o, |q| q * a)
 }
 
 /// Rounds up to a multiple of `a` (`PESALIGN`), saturating.
@@ -89,9 +93,9 @@ pub fn parse(data: &[u8]) -> Option<ExeLayout> {
     // ClamAV's "file alignment fallback": a raw pointer that is a multiple of 512 but not of
     // the declared alignment makes 512 the alignment.
     if file_align != 0x200
-        && headers
-            .iter()
-            .any(|&(_, _, rsz, raw)| file_align != 0 && rsz != 0 && raw % file_align != 0 && raw % 0x200 == 0)
+        && headers.iter().any(|&(_, _, rsz, raw)| {
+            file_align != 0 && rsz != 0 && raw % file_align != 0 && raw % 0x200 == 0
+        })
     {
         file_align = 0x200;
     }
@@ -116,7 +120,13 @@ pub fn parse(data: &[u8]) -> Option<ExeLayout> {
         sections.push(section);
         rvas.push(u64::from(align_down(rva, section_align)));
     }
-    let entry_point = raw_address(u64::from(entry_rva), &sections, &rvas, file_size, header_size)?;
+    let entry_point = raw_address(
+        u64::from(entry_rva),
+        &sections,
+        &rvas,
+        file_size,
+        header_size,
+    )?;
     Some(ExeLayout {
         entry_point,
         sections,
@@ -125,7 +135,13 @@ pub fn parse(data: &[u8]) -> Option<ExeLayout> {
 
 /// `cli_rawaddr`: an RVA in the headers is its own file offset; otherwise the last section
 /// whose raw bytes cover it decides.
-fn raw_address(rva: u64, sections: &[Section], rvas: &[u64], file_size: u64, header_size: u64) -> Option<u64> {
+fn raw_address(
+    rva: u64,
+    sections: &[Section],
+    rvas: &[u64],
+    file_size: u64,
+    header_size: u64,
+) -> Option<u64> {
     if rva < header_size {
         return (rva < file_size).then_some(rva);
     }
@@ -178,19 +194,34 @@ mod tests {
 
     #[test]
     fn entry_point_and_sections() {
-        let d = build(0x1010, &[(0x200, 0x200, 0x1000), (0x400, 0x100, 0x2000)], 0x600);
+        let d = build(
+            0x1010,
+            &[(0x200, 0x200, 0x1000), (0x400, 0x100, 0x2000)],
+            0x600,
+        );
         let layout = parse(&d).unwrap();
         assert_eq!(layout.entry_point, 0x210);
         assert_eq!(
             layout.sections,
             [
-                Section { raw: 0x200, raw_size: 0x200 },
+                Section {
+                    raw: 0x200,
+                    raw_size: 0x200
+                },
                 // Raw sizes are rounded up to the file alignment.
-                Section { raw: 0x400, raw_size: 0x200 },
+                Section {
+                    raw: 0x400,
+                    raw_size: 0x200
+                },
             ]
         );
         // An entry point in the headers is its own offset.
-        assert_eq!(parse(&build(0x40, &[(0x200, 0x200, 0x1000)], 0x400)).unwrap().entry_point, 0x40);
+        assert_eq!(
+            parse(&build(0x40, &[(0x200, 0x200, 0x1000)], 0x400))
+                .unwrap()
+                .entry_point,
+            0x40
+        );
     }
 
     #[test]
@@ -203,7 +234,10 @@ mod tests {
         d[0x80] = b'X';
         assert_eq!(parse(&d), None);
         assert_eq!(parse(&build(0x1010, &[], 0x400)), None);
-        assert_eq!(parse(&build(0x9000, &[(0x200, 0x200, 0x1000)], 0x400)), None);
+        assert_eq!(
+            parse(&build(0x9000, &[(0x200, 0x200, 0x1000)], 0x400)),
+            None
+        );
         // e_lfanew pointing past the end, and every truncation of a good header.
         let mut d = good.clone();
         d[0x3c..0x40].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -212,7 +246,11 @@ mod tests {
             let _ = parse(&good[..len]);
         }
         // A section past the end of the file keeps its index with no bytes.
-        let d = build(0x1010, &[(0x200, 0x200, 0x1000), (0x10000, 0x200, 0x2000)], 0x400);
+        let d = build(
+            0x1010,
+            &[(0x200, 0x200, 0x1000), (0x10000, 0x200, 0x2000)],
+            0x400,
+        );
         assert_eq!(parse(&d).unwrap().sections[1].raw_size, 0);
     }
 }

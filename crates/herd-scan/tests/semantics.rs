@@ -38,7 +38,11 @@ fn ndb(name: &'static str, target: u8, offset: &str, pattern: &[u8]) -> (String,
     (format!("{name}:{target}:{offset}:{}", hex(pattern)), name)
 }
 
-fn case(db: &'static str, (line, name): (String, &'static str), files: Vec<(&'static str, Vec<u8>, bool)>) -> Case {
+fn case(
+    db: &'static str,
+    (line, name): (String, &'static str),
+    files: Vec<(&'static str, Vec<u8>, bool)>,
+) -> Case {
     Case {
         db,
         line,
@@ -59,7 +63,11 @@ fn pe_file() -> Vec<u8> {
 
 /// The same PE image without the markers, for cases about other signatures.
 fn pe_plain() -> Vec<u8> {
-    pe::build(0x1010, &[(0x200, 0x200, 0x1000), (0x400, 0x200, 0x2000)], 0x600)
+    pe::build(
+        0x1010,
+        &[(0x200, 0x200, 0x1000), (0x400, 0x200, 0x2000)],
+        0x600,
+    )
 }
 
 fn cases() -> Vec<Case> {
@@ -70,7 +78,11 @@ fn cases() -> Vec<Case> {
         "t.ndb",
         ndb("Herd.Text.Lower", 0, "*", b"eval(unescape(payload"),
         vec![
-            ("upper.txt", b"var x = EVAL(UNESCAPE(PAYLOAD));\n".to_vec(), true),
+            (
+                "upper.txt",
+                b"var x = EVAL(UNESCAPE(PAYLOAD));\n".to_vec(),
+                true,
+            ),
             ("lower.txt", b"eval(unescape(payload".to_vec(), true),
             // Not text: no normalisation, and the raw bytes differ in case.
             ("upper.bin", binary(b"EVAL(UNESCAPE(PAYLOAD"), false),
@@ -80,7 +92,11 @@ fn cases() -> Vec<Case> {
         "t.ndb",
         ndb("Herd.Text.Spaces", 0, "*", b"collapse these words"),
         vec![
-            ("spaces.txt", b"Collapse \t\r\n  THESE\n\nwords".to_vec(), true),
+            (
+                "spaces.txt",
+                b"Collapse \t\r\n  THESE\n\nwords".to_vec(),
+                true,
+            ),
             ("spaces.bin", binary(b"collapse  these words"), false),
         ],
     ));
@@ -91,7 +107,11 @@ fn cases() -> Vec<Case> {
         vec![
             ("ascii.txt", b"Document.Write(ShellCode)".to_vec(), true),
             ("ascii-raw.bin", binary(b"document.write(shellcode"), false),
-            ("ascii.exe", cat(&[&pe_plain(), b"document.write(shellcode"]), false),
+            (
+                "ascii.exe",
+                cat(&[&pe_plain(), b"document.write(shellcode"]),
+                false,
+            ),
         ],
     ));
 
@@ -113,24 +133,48 @@ fn cases() -> Vec<Case> {
         "t.ndb",
         ndb("Herd.Html.Comment", 3, "*", b"malwarepayloadjoined"),
         vec![
-            ("comment.html", b"<html>malware<!-- split -->payload<!---->joined</html>".to_vec(), true),
-            ("comment2.html", b"<html>malware payload joined</html>".to_vec(), false),
+            (
+                "comment.html",
+                b"<html>malware<!-- split -->payload<!---->joined</html>".to_vec(),
+                true,
+            ),
+            (
+                "comment2.html",
+                b"<html>malware payload joined</html>".to_vec(),
+                false,
+            ),
         ],
     ));
     c.push(case(
         "t.ndb",
         ndb("Herd.Html.Notags", 3, "*", b"hello brave new world"),
         vec![
-            ("notags.html", b"<html><p>Hello</p> <b>BRAVE</b> <i>new</i>\n\n<u>World</u></html>".to_vec(), true),
-            ("notags2.html", b"<html><p>Hello</p> <b>BRAVE</b> <i>old</i> world</html>".to_vec(), false),
+            (
+                "notags.html",
+                b"<html><p>Hello</p> <b>BRAVE</b> <i>new</i>\n\n<u>World</u></html>".to_vec(),
+                true,
+            ),
+            (
+                "notags2.html",
+                b"<html><p>Hello</p> <b>BRAVE</b> <i>old</i> world</html>".to_vec(),
+                false,
+            ),
         ],
     ));
     c.push(case(
         "t.ndb",
         ndb("Herd.Html.Entities", 3, "*", b"abc<script>x"),
         vec![
-            ("entities.html", b"<html>&#x41;&#66;c&lt;script&gt;x</html>".to_vec(), true),
-            ("entities2.html", b"<html>&#x41;&#66;d&lt;script&gt;x</html>".to_vec(), false),
+            (
+                "entities.html",
+                b"<html>&#x41;&#66;c&lt;script&gt;x</html>".to_vec(),
+                true,
+            ),
+            (
+                "entities2.html",
+                b"<html>&#x41;&#66;d&lt;script&gt;x</html>".to_vec(),
+                false,
+            ),
         ],
     ));
     // Target 3 is matched against the normalised views only, never the raw bytes; HTML
@@ -139,35 +183,95 @@ fn cases() -> Vec<Case> {
         "t.ndb",
         ndb("Herd.Html.Raw", 3, "*", b"RAW-CASE-Marker"),
         vec![
-            ("early.html", b"<html>RAW-CASE-Marker</html>".to_vec(), false),
-            ("late.html", cat(&[&[b' '; 1100], b"RAW-CASE-Marker <SCRIPT>y</SCRIPT>"]), false),
+            (
+                "early.html",
+                b"<html>RAW-CASE-Marker</html>".to_vec(),
+                false,
+            ),
+            (
+                "late.html",
+                cat(&[&[b' '; 1100], b"RAW-CASE-Marker <SCRIPT>y</SCRIPT>"]),
+                false,
+            ),
         ],
     ));
     c.push(case(
         "t.ndb",
         ndb("Herd.Html.Late", 3, "*", b"late-marker <script>x</script>"),
-        vec![("late2.html", cat(&[&[b' '; 1100], b"LATE-Marker <SCRIPT>x</SCRIPT>"]), true)],
+        vec![(
+            "late2.html",
+            cat(&[&[b' '; 1100], b"LATE-Marker <SCRIPT>x</SCRIPT>"]),
+            true,
+        )],
     ));
     // A logical signature that holds with no match at all is still evaluated.
     c.push(case(
         "counts.ldb",
         (
-            format!("Herd.Count.Zero;Engine:81-255,Target:0,FileSize:15-15;0<1;{}", hex(b"never-present")),
+            format!(
+                "Herd.Count.Zero;Engine:81-255,Target:0,FileSize:15-15;0<1;{}",
+                hex(b"never-present")
+            ),
             "Herd.Count.Zero",
         ),
-        vec![("size15.bin", binary(b"xy"), true), ("size16.bin", binary(b"xyz"), false)],
+        vec![
+            ("size15.bin", binary(b"xy"), true),
+            ("size16.bin", binary(b"xyz"), false),
+        ],
     ));
 
     // Targets by file type: a hit on the type, a miss on the same bytes elsewhere.
     let typed: [(&str, u8, &str, &[u8], &str); 8] = [
-        ("Herd.Type.Elf", 6, "t.elf", b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00", "t-elf.bin"),
-        ("Herd.Type.Pdf", 10, "t.pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "t-pdf.bin"),
-        ("Herd.Type.Java", 12, "t.class", b"\xca\xfe\xba\xbe\x00\x00\x00\x34", "t-java.bin"),
-        ("Herd.Type.MachO", 9, "t.macho", b"\xcf\xfa\xed\xfe\x07\x00\x00\x01", "t-macho.bin"),
-        ("Herd.Type.Gif", 5, "t.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00", "t-gif.bin"),
-        ("Herd.Type.Mail", 4, "t.eml", b"From: a@example.com\nTo: b@example.com\nSubject: hi\n\n", "t-mail.bin"),
+        (
+            "Herd.Type.Elf",
+            6,
+            "t.elf",
+            b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+            "t-elf.bin",
+        ),
+        (
+            "Herd.Type.Pdf",
+            10,
+            "t.pdf",
+            b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n",
+            "t-pdf.bin",
+        ),
+        (
+            "Herd.Type.Java",
+            12,
+            "t.class",
+            b"\xca\xfe\xba\xbe\x00\x00\x00\x34",
+            "t-java.bin",
+        ),
+        (
+            "Herd.Type.MachO",
+            9,
+            "t.macho",
+            b"\xcf\xfa\xed\xfe\x07\x00\x00\x01",
+            "t-macho.bin",
+        ),
+        (
+            "Herd.Type.Gif",
+            5,
+            "t.gif",
+            b"GIF89a\x01\x00\x01\x00\x00\x00\x00",
+            "t-gif.bin",
+        ),
+        (
+            "Herd.Type.Mail",
+            4,
+            "t.eml",
+            b"From: a@example.com\nTo: b@example.com\nSubject: hi\n\n",
+            "t-mail.bin",
+        ),
         ("Herd.Type.Pe", 1, "t.exe", &[], "t-pe.bin"),
-        ("Herd.Type.Swf", 11, "t.swf", b"FWS\x0a\x40\x00\x00\x00", "t-swf.bin"),
+        (
+            "Herd.Type.Swf",
+            11,
+            "t.swf",
+            b"FWS\x0a\x40\x00\x00\x00",
+            "t-swf.bin",
+        ),
     ];
     for (name, target, file, header, other) in typed {
         let marker = format!("typed-marker-for-{name}");
@@ -196,7 +300,11 @@ fn cases() -> Vec<Case> {
     ];
     for (i, (name, offset, pattern, hit)) in pe_sigs.into_iter().enumerate() {
         // The first case carries the image; the others name the same file.
-        let files = if i == 0 { vec![("pe.exe", pe_file(), hit)] } else { vec![("pe.exe", Vec::new(), hit)] };
+        let files = if i == 0 {
+            vec![("pe.exe", pe_file(), hit)]
+        } else {
+            vec![("pe.exe", Vec::new(), hit)]
+        };
         c.push(case("pe.ndb", ndb(name, 1, offset, pattern), files));
     }
     c.push(case(
@@ -227,7 +335,10 @@ fn cases() -> Vec<Case> {
     c.push(case(
         "counts.ldb",
         (
-            format!("Herd.Count.Gt;Engine:81-255,Target:0;0>2;{}", hex(b"count-me!")),
+            format!(
+                "Herd.Count.Gt;Engine:81-255,Target:0;0>2;{}",
+                hex(b"count-me!")
+            ),
             "Herd.Count.Gt",
         ),
         vec![
@@ -247,7 +358,11 @@ fn cases() -> Vec<Case> {
         ),
         vec![
             ("eq2.bin", binary(b"twice-exact twice-exact and-this"), true),
-            ("eq3.bin", binary(b"twice-exact twice-exact twice-exact and-this"), false),
+            (
+                "eq3.bin",
+                binary(b"twice-exact twice-exact twice-exact and-this"),
+                false,
+            ),
         ],
     ));
     c.push(case(
@@ -261,8 +376,16 @@ fn cases() -> Vec<Case> {
             "Herd.Count.Distinct",
         ),
         vec![
-            ("distinct.bin", binary(b"alpha-part alpha-part beta-part"), true),
-            ("same.bin", binary(b"alpha-part alpha-part alpha-part"), false),
+            (
+                "distinct.bin",
+                binary(b"alpha-part alpha-part beta-part"),
+                true,
+            ),
+            (
+                "same.bin",
+                binary(b"alpha-part alpha-part alpha-part"),
+                false,
+            ),
         ],
     ));
 
@@ -270,19 +393,29 @@ fn cases() -> Vec<Case> {
     c.push(case(
         "pcre.ldb",
         (
-            format!("Herd.Pcre.Basic;Engine:81-255,Target:0;0&1;{};0/evil[0-9]{{3}}\\.exe/i", hex(b"pcre-anchor")),
+            format!(
+                "Herd.Pcre.Basic;Engine:81-255,Target:0;0&1;{};0/evil[0-9]{{3}}\\.exe/i",
+                hex(b"pcre-anchor")
+            ),
             "Herd.Pcre.Basic",
         ),
         vec![
             ("pcre.bin", binary(b"pcre-anchor EVIL123.EXE"), true),
             ("pcre-short.bin", binary(b"pcre-anchor evil12.exe"), false),
-            ("pcre-untriggered.bin", binary(b"pcre-anchr evil123.exe"), false),
+            (
+                "pcre-untriggered.bin",
+                binary(b"pcre-anchr evil123.exe"),
+                false,
+            ),
         ],
     ));
     c.push(case(
         "pcre.ldb",
         (
-            format!("Herd.Pcre.Offset;Engine:81-255,Target:0;0&1;{};11:0/pcre-at-eleven/", hex(b"pcre-at")),
+            format!(
+                "Herd.Pcre.Offset;Engine:81-255,Target:0;0&1;{};11:0/pcre-at-eleven/",
+                hex(b"pcre-at")
+            ),
             "Herd.Pcre.Offset",
         ),
         vec![
@@ -293,7 +426,10 @@ fn cases() -> Vec<Case> {
     c.push(case(
         "pcre.ldb",
         (
-            format!("Herd.Pcre.Global;Engine:81-255,Target:0;0&1>2;{};0/g[a-z]lob/g", hex(b"glob-trigger")),
+            format!(
+                "Herd.Pcre.Global;Engine:81-255,Target:0;0&1>2;{};0/g[a-z]lob/g",
+                hex(b"glob-trigger")
+            ),
             "Herd.Pcre.Global",
         ),
         vec![
@@ -306,7 +442,10 @@ fn cases() -> Vec<Case> {
     c.push(case(
         "bcmp.ldb",
         (
-            format!("Herd.Bcmp.Le;Engine:81-255,Target:0;0&1;{};0(>>9#il2#=0x1234)", hex(b"bcmp-le-h")),
+            format!(
+                "Herd.Bcmp.Le;Engine:81-255,Target:0;0&1;{};0(>>9#il2#=0x1234)",
+                hex(b"bcmp-le-h")
+            ),
             "Herd.Bcmp.Le",
         ),
         vec![
@@ -317,18 +456,28 @@ fn cases() -> Vec<Case> {
     c.push(case(
         "bcmp.ldb",
         (
-            format!("Herd.Bcmp.Be;Engine:81-255,Target:0;0&1;{};0(>>9#ib4#>1000,<2000)", hex(b"bcmp-be-h")),
+            format!(
+                "Herd.Bcmp.Be;Engine:81-255,Target:0;0&1;{};0(>>9#ib4#>1000,<2000)",
+                hex(b"bcmp-be-h")
+            ),
             "Herd.Bcmp.Be",
         ),
         vec![
             ("bcmp-be.bin", binary(b"bcmp-be-h\x00\x00\x05\xdc"), true),
-            ("bcmp-be-miss.bin", binary(b"bcmp-be-h\x00\x00\x07\xd0"), false),
+            (
+                "bcmp-be-miss.bin",
+                binary(b"bcmp-be-h\x00\x00\x07\xd0"),
+                false,
+            ),
         ],
     ));
     c.push(case(
         "bcmp.ldb",
         (
-            format!("Herd.Bcmp.Back;Engine:81-255,Target:0;0&1;{};0(<<2#ib1#=65)", hex(b"bcmp-back")),
+            format!(
+                "Herd.Bcmp.Back;Engine:81-255,Target:0;0&1;{};0(<<2#ib1#=65)",
+                hex(b"bcmp-back")
+            ),
             "Herd.Bcmp.Back",
         ),
         vec![
@@ -342,24 +491,48 @@ fn cases() -> Vec<Case> {
     let doc2 = cat(&[b"quarterly figures ", &[b'.'; 1600]]);
     c.push(case(
         "meta.cdb",
-        ("Herd.Cdb.DoubleExt:CL_TYPE_ZIP:*:\\.pdf\\.exe$:*:*:0:*:*:*".to_owned(), "Herd.Cdb.DoubleExt"),
+        (
+            "Herd.Cdb.DoubleExt:CL_TYPE_ZIP:*:\\.pdf\\.exe$:*:*:0:*:*:*".to_owned(),
+            "Herd.Cdb.DoubleExt",
+        ),
         vec![
-            ("double-ext.zip", zip(&[("readme.txt", b"hello", false), ("invoice.pdf.exe", &doc, true)]), true),
+            (
+                "double-ext.zip",
+                zip(&[
+                    ("readme.txt", b"hello", false),
+                    ("invoice.pdf.exe", &doc, true),
+                ]),
+                true,
+            ),
             ("single-ext.zip", zip(&[("invoice.pdf", &doc, true)]), false),
             ("double-ext.tar", tar("invoice.pdf.exe", &doc), false),
         ],
     ));
     c.push(case(
         "meta.cdb",
-        ("Herd.Cdb.Sizes:*:*:*:*:1618:*:2:*:*".to_owned(), "Herd.Cdb.Sizes"),
+        (
+            "Herd.Cdb.Sizes:*:*:*:*:1618:*:2:*:*".to_owned(),
+            "Herd.Cdb.Sizes",
+        ),
         vec![
-            ("second.zip", zip(&[("a", b"x", false), ("b", &doc2, true)]), true),
-            ("first.zip", zip(&[("b", &doc2, true), ("a", b"x", false)]), false),
+            (
+                "second.zip",
+                zip(&[("a", b"x", false), ("b", &doc2, true)]),
+                true,
+            ),
+            (
+                "first.zip",
+                zip(&[("b", &doc2, true), ("a", b"x", false)]),
+                false,
+            ),
         ],
     ));
     c.push(case(
         "meta.cdb",
-        ("Herd.Cdb.Tar:CL_TYPE_POSIX_TAR:1000-4000:^payload[0-9]+\\.bin$:*:*:*:1:*:*".to_owned(), "Herd.Cdb.Tar"),
+        (
+            "Herd.Cdb.Tar:CL_TYPE_POSIX_TAR:1000-4000:^payload[0-9]+\\.bin$:*:*:*:1:*:*".to_owned(),
+            "Herd.Cdb.Tar",
+        ),
         vec![
             ("payload.tar", tar("payload42.bin", b"x"), true),
             ("payload-name.tar", tar("my-payload42.bin", b"x"), false),
@@ -385,9 +558,12 @@ fn cases() -> Vec<Case> {
     c
 }
 
+/// Database files (name, text) and the (file, signature) detections expected.
+type Allowances = (Vec<(&'static str, String)>, BTreeSet<(String, String)>);
+
 /// The allow-lists: an `.fp` hash makes a detected file (or a whole archive) clean, `.ign2`
 /// drops a signature by name.
-fn allow_cases(files: &mut Vec<(&'static str, Vec<u8>)>) -> (Vec<(&'static str, String)>, BTreeSet<(String, String)>) {
+fn allow_cases(files: &mut Vec<(&'static str, Vec<u8>)>) -> Allowances {
     let listed = binary(b"allow-listed-marker one");
     let other = binary(b"allow-listed-marker two");
     let archive = zip(&[("inner.bin", &binary(b"allow-listed-marker three"), false)]);
@@ -407,7 +583,13 @@ fn allow_cases(files: &mut Vec<(&'static str, Vec<u8>)>) -> (Vec<(&'static str, 
         ),
         (
             "allow.fp",
-            format!("{}:{}:Herd.Clean.File\n{}:{}:Herd.Clean.Zip", md5(&listed), listed.len(), md5(&archive), archive.len()),
+            format!(
+                "{}:{}:Herd.Clean.File\n{}:{}:Herd.Clean.Zip",
+                md5(&listed),
+                listed.len(),
+                md5(&archive),
+                archive.len()
+            ),
         ),
         ("allow.ign2", "Herd.Ignored".to_owned()),
     ];
@@ -416,14 +598,20 @@ fn allow_cases(files: &mut Vec<(&'static str, Vec<u8>)>) -> (Vec<(&'static str, 
     files.push(("listed.zip", archive));
     files.push(("ignored.bin", binary(b"ignored-marker")));
     files.push(("ignored-longer.bin", binary(b"ignored-longer-marker")));
-    let expected = [("other.bin", "Herd.Allow"), ("ignored-longer.bin", "Herd.Ignored.Longer")]
-        .iter()
-        .map(|(f, n)| (f.to_string(), n.to_string()))
-        .collect();
+    let expected = [
+        ("other.bin", "Herd.Allow"),
+        ("ignored-longer.bin", "Herd.Ignored.Longer"),
+    ]
+    .iter()
+    .map(|(f, n)| (f.to_string(), n.to_string()))
+    .collect();
     (dbs, expected)
 }
 
-fn herd_detections(dbs: &BTreeMap<String, String>, files: &[(&str, Vec<u8>)]) -> BTreeSet<(String, String)> {
+fn herd_detections(
+    dbs: &BTreeMap<String, String>,
+    files: &[(&str, Vec<u8>)],
+) -> BTreeSet<(String, String)> {
     let mut db = Database::new();
     for (name, text) in dbs {
         let errors = db.load(name, text.as_bytes());
@@ -452,7 +640,9 @@ fn herd_detections(dbs: &BTreeMap<String, String>, files: &[(&str, Vec<u8>)]) ->
 fn clamscan_detections(dir: &Path) -> Option<BTreeSet<(String, String)>> {
     let version = Command::new("clamscan").arg("--version").output();
     if !version.is_ok_and(|o| o.status.success()) {
-        println!("skipped the clamscan comparison: clamscan is not on PATH (apt-get install clamav)");
+        println!(
+            "skipped the clamscan comparison: clamscan is not on PATH (apt-get install clamav)"
+        );
         return None;
     }
     let out = Command::new("clamscan")
@@ -473,7 +663,11 @@ fn clamscan_detections(dir: &Path) -> Option<BTreeSet<(String, String)>> {
             .filter_map(|l| l.strip_suffix(" FOUND"))
             .filter_map(|l| l.rsplit_once(": "))
             .map(|(path, name)| {
-                let file = Path::new(path).file_name().unwrap().to_string_lossy().into_owned();
+                let file = Path::new(path)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 // clamscan marks signatures outside its official databases.
                 (file, name.trim_end_matches(".UNOFFICIAL").to_owned())
             })
