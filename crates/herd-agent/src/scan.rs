@@ -100,8 +100,8 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 /// Database file types clamscan knows that this engine does not load: refused loudly when found
 /// in a database directory, rather than skipped.
 const UNSUPPORTED_DB_TYPES: &[&str] = &[
-    "cvd", "cld", "cud", "hdu", "hsu", "mdb", "msb", "mdu", "msu", "ndu", "ldu", "idb", "fp",
-    "sfp", "ign", "ign2", "cdb", "cbc", "pdb", "gdb", "wdb", "ftm", "crb", "pwdb",
+    "cvd", "cld", "cud", "hdu", "hsu", "mdb", "msb", "mdu", "msu", "ndu", "ldu", "idb", "ign",
+    "cbc", "pdb", "gdb", "wdb", "ftm", "crb", "pwdb",
 ];
 
 /// Loads every database named on the command line; returns the database and the errors.
@@ -121,8 +121,19 @@ pub(crate) fn load_databases(paths: &[PathBuf]) -> Result<(Database, Vec<String>
                         .and_then(|e| e.to_str())
                         .unwrap_or_default()
                         .to_ascii_lowercase();
-                    matches!(ext.as_str(), "hdb" | "hsb" | "ndb" | "ldb" | "yar" | "yara")
-                        || UNSUPPORTED_DB_TYPES.contains(&ext.as_str())
+                    matches!(
+                        ext.as_str(),
+                        "hdb"
+                            | "hsb"
+                            | "ndb"
+                            | "ldb"
+                            | "fp"
+                            | "sfp"
+                            | "ign2"
+                            | "cdb"
+                            | "yar"
+                            | "yara"
+                    ) || UNSUPPORTED_DB_TYPES.contains(&ext.as_str())
                 })
                 .collect();
             files.sort();
