@@ -52,26 +52,24 @@ pub fn text(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `text`, into a buffer reused across calls (cleared first).
+/// `text`, into a buffer reused across calls (cleared first). Branch-free per byte: every
+/// byte is written and the length advanced only when it is kept, which ran several times
+/// faster here than pushing conditionally (normalisation is on the path of every text file).
 pub fn text_into(data: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.reserve(data.len());
+    out.resize(data.len(), 0);
+    let mut n = 0;
     let mut space_written = false;
     for &c in data {
-        match TEXT_ACTION[usize::from(c)] {
-            0 => {}
-            b' ' => {
-                if !space_written {
-                    out.push(b' ');
-                }
-                space_written = true;
-            }
-            l => {
-                out.push(l);
-                space_written = false;
-            }
-        }
+        let a = TEXT_ACTION[usize::from(c)];
+        let is_space = a == b' ';
+        let keep = a != 0 && !(is_space && space_written);
+        // `n` never passes the bytes read so far, so the write is in bounds.
+        out[n] = a;
+        n += usize::from(keep);
+        space_written = if a == 0 { space_written } else { is_space };
     }
+    out.truncate(n);
 }
 
 /// The normalised views of one HTML file.
