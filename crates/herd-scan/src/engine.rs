@@ -78,8 +78,13 @@ impl<const N: usize> HashIndex<N> {
 pub struct Engine {
     md5: HashIndex<16>,
     sha256: HashIndex<32>,
-    /// One matcher per target that has signatures, in target order.
+    /// One matcher per target that has signatures, in target order. Target 7's holds only
+    /// signatures that can match normalised text (`normalise::can_match_text`): it never
+    /// meets anything else.
     roots: Vec<(Target, Matcher)>,
+    /// Target 0's signatures that can match normalised text, for that view; `None` when
+    /// there are none (and no target 7 either, then text is not normalised at all).
+    text_any: Option<Matcher>,
     /// `.fp` and `.sfp`: hashes of files known clean.
     allowed_md5: HashIndex<16>,
     allowed_sha256: HashIndex<32>,
@@ -142,8 +147,27 @@ impl Engine {
         }
         let mut by_target: FxHashMap<Target, (Vec<_>, Vec<_>)> = FxHashMap::default();
         for b in db.bodies.iter().filter(|b| kept(&b.name)) {
+            if b.target == Target::Ascii && !normalise::can_match_text(&b.pattern) {
+                continue;
+            }
             by_target.entry(b.target).or_default().0.push(b);
         }
+        let text_any = {
+            let bodies: Vec<_> = db
+                .bodies
+                .iter()
+                .filter(|b| b.target == Target::Any && kept(&b.name))
+                .filter(|b| normalise::can_match_text(&b.pattern))
+                .collect();
+            // Logical signatures stay whole: one may hold with only some subsignatures.
+            let logicals: Vec<_> = db
+                .logicals
+                .iter()
+                .filter(|l| l.target == Target::Any && kept(&l.name))
+                .collect();
+            (!bodies.is_empty() || !logicals.is_empty())
+                .then(|| Matcher::new(&bodies, &logicals, options))
+        };
         for l in db.logicals.iter().filter(|l| kept(&l.name)) {
             by_target.entry(l.target).or_default().1.push(l);
         }
@@ -161,6 +185,7 @@ impl Engine {
             md5,
             sha256,
             roots,
+            text_any,
             allowed_md5,
             allowed_sha256,
             containers: db
@@ -363,12 +388,23 @@ impl Engine {
         budget: &mut Budget,
         found: &mut Vec<Arc<str>>,
     ) -> Result<bool, ScanError> {
-        for t in [Some(Target::Any), target].into_iter().flatten() {
-            if let Some(m) = self.root(t) {
-                m.scan(view, &mut scratch.matcher, options, budget, found)?;
-                if !options.all_matches && !found.is_empty() {
-                    return Ok(false);
-                }
+        let matchers = [self.root(Target::Any), target.and_then(|t| self.root(t))];
+        self.run_matchers(matchers, view, scratch, options, budget, found)
+    }
+
+    fn run_matchers(
+        &self,
+        matchers: [Option<&Matcher>; 2],
+        view: &View<'_>,
+        scratch: &mut Scratch,
+        options: MatchOptions,
+        budget: &mut Budget,
+        found: &mut Vec<Arc<str>>,
+    ) -> Result<bool, ScanError> {
+        for m in matchers.into_iter().flatten() {
+            m.scan(view, &mut scratch.matcher, options, budget, found)?;
+            if !options.all_matches && !found.is_empty() {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -407,7 +443,11 @@ impl Engine {
             return Ok(());
         }
         // The normalised views are layers of their own to ClamAV, not inside the archive.
-        if file_type.is_text() && data.len() <= normalise::MAX_SCRIPT_NORMALIZE {
+        let text_matchers = [self.text_any.as_ref(), self.root(Target::Ascii)];
+        if file_type.is_text()
+            && data.len() <= normalise::MAX_SCRIPT_NORMALIZE
+            && text_matchers.iter().any(Option::is_some)
+        {
             let mut text = std::mem::take(&mut scratch.text);
             normalise::text_into(data, &mut text);
             let view = View {

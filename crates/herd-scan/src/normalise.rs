@@ -72,6 +72,25 @@ pub fn text_into(data: &[u8], out: &mut Vec<u8>) {
     out.truncate(n);
 }
 
+/// Whether `b` can appear in `text`'s output: a space, or a byte from 0x21 to 0x7f other
+/// than an upper-case letter.
+pub fn in_text_alphabet(b: u8) -> bool {
+    b != 0 && TEXT_ACTION[usize::from(b)] == b
+}
+
+/// Whether a body pattern could match normalised text at all: not if it requires a byte
+/// `text` never writes. Lets the engine leave binary signatures out of the normalised pass
+/// (and skip normalising when none is left) without changing what matches.
+pub fn can_match_text(p: &crate::hex::HexPattern) -> bool {
+    use crate::hex::Elem;
+    p.elems.iter().all(|e| match e {
+        Elem::Byte { value, mask: 0xff } => in_text_alphabet(*value),
+        Elem::Alt(alts) => alts.iter().any(|a| a.iter().all(|&b| in_text_alphabet(b))),
+        Elem::Set(set) => (0..=255).any(|b| set.contains(b) && in_text_alphabet(b)),
+        _ => true,
+    })
+}
+
 /// The normalised views of one HTML file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Html {
@@ -608,6 +627,19 @@ mod tests {
         assert_eq!(text(b"  a  "), b" a ");
         assert_eq!(text(b""), b"");
         assert_eq!(text(b"\x00\x7f"), b"\x7f");
+    }
+
+    #[test]
+    fn text_alphabet() {
+        let p = |s| crate::hex::parse(s).unwrap();
+        assert!(can_match_text(&p("6576616c28")));
+        assert!(!can_match_text(&p("4556414c28")));
+        assert!(!can_match_text(&p("6576616c00")));
+        assert!(can_match_text(&p("65??(41|61)2020")));
+        assert!(!can_match_text(&p("6576(41|0a)")));
+        for b in 0..=255u8 {
+            assert_eq!(in_text_alphabet(b), text(&[b, b'x']).first() == Some(&b));
+        }
     }
 
     #[test]

@@ -88,7 +88,11 @@ fn cases() -> Vec<Case> {
             ("upper.bin", binary(b"EVAL(UNESCAPE(PAYLOAD"), false),
             // Control bytes but no NUL where a UTF-16 character would be < 0x80: ClamAV's
             // UTF-16 check (without byte-order mark) calls this text, so it is normalised.
-            ("upper-utf16ish.bin", b"\x01\x02EVAL(UNESCAPE(PAYLOAD\x01\x02".to_vec(), true),
+            (
+                "upper-utf16ish.bin",
+                b"\x01\x02EVAL(UNESCAPE(PAYLOAD\x01\x02".to_vec(),
+                true,
+            ),
         ],
     ));
     c.push(case(
