@@ -21,7 +21,8 @@ pub const PACKAGE_FORMAT: &str = "herd.package/v1";
 pub const ENGINE: &str = "herd-scan/1";
 
 /// Definition file types `herd-scan` loads without the `yara` feature.
-pub const DEFINITION_EXTENSIONS: [&str; 4] = ["hdb", "hsb", "ndb", "ldb"];
+pub const DEFINITION_EXTENSIONS: [&str; 8] =
+    ["hdb", "hsb", "ndb", "ldb", "cdb", "fp", "sfp", "ign2"];
 
 /// Longest path accepted inside a package (bytes): what one tar header's name field holds, so
 /// no extended header (which tar readers apply differently) is ever needed for a name.
@@ -168,7 +169,7 @@ impl Manifest {
                 add(
                     &at,
                     format!(
-                        "{path:?} is not a definition file {ENGINE} loads (.hdb, .hsb, .ndb or .ldb)"
+                        "{path:?} is not a definition file {ENGINE} loads (.hdb, .hsb, .ndb, .ldb, .cdb, .fp, .sfp or .ign2)"
                     ),
                 );
             }

@@ -249,7 +249,8 @@ fn build_refuses_bad_inputs_with_clear_errors() {
     spec.definitions = vec![inputs.file("src/b.cvd", b"", false)];
     let err = build(&spec, &inputs.dir.path().join("x.tar.gz")).unwrap_err();
     assert!(
-        err.to_string().contains(".hdb, .hsb, .ndb or .ldb"),
+        err.to_string()
+            .contains(".hdb, .hsb, .ndb, .ldb, .cdb, .fp, .sfp or .ign2"),
         "{err}"
     );
 

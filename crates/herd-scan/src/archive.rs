@@ -195,6 +195,64 @@ pub fn members(kind: Kind, data: &[u8]) -> Vec<Entry<'_>> {
     }
 }
 
+/// What a container says about one member, for ClamAV's container metadata signatures
+/// (`.cdb`): what its headers declare, before anything is extracted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberMeta {
+    pub name: String,
+    /// Bytes the member takes in the container.
+    pub compressed: u64,
+    /// Bytes it declares once extracted.
+    pub size: u64,
+    pub encrypted: bool,
+    /// 1-based position in the listing.
+    pub index: u32,
+}
+
+/// The members a zip's central directory lists, or a tar's headers, as ClamAV hands them to
+/// `cli_matchmeta` (gzip has none). A zip without a readable central directory lists nothing:
+/// ClamAV's local-header walk is not mirrored here.
+pub fn listing(kind: Kind, data: &[u8]) -> Vec<MemberMeta> {
+    let mut out = Vec::new();
+    match kind {
+        Kind::Zip => {
+            let Ok(Some(end)) = zip_end(data) else {
+                return out;
+            };
+            let mut at = end.cd_start;
+            while at_sig(data, at, CENTRAL_SIG) {
+                let Some((central, next)) = central_entry(data, at) else {
+                    break;
+                };
+                at = next;
+                out.push(MemberMeta {
+                    name: lossy(central.name),
+                    compressed: central.csize,
+                    size: central.usize,
+                    encrypted: central.encrypted(),
+                    index: out.len() as u32 + 1,
+                });
+            }
+        }
+        Kind::Tar => {
+            for entry in tar_members(data) {
+                if let Entry::Member(m) = entry {
+                    let len = m.content.compressed_len() as u64;
+                    out.push(MemberMeta {
+                        name: m.name,
+                        compressed: len,
+                        size: len,
+                        encrypted: false,
+                        index: out.len() as u32 + 1,
+                    });
+                }
+            }
+        }
+        Kind::Gzip => {}
+    }
+    out
+}
+
 fn u16_at(d: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_le_bytes(
         d.get(i..i.checked_add(2)?)?.try_into().ok()?,

@@ -1,30 +1,28 @@
-//! The compiled matcher: hash signatures by lookup, body and logical signatures by a
-//! multi-pattern prefilter over each signature's longest fixed anchor, then exact verification.
+//! The compiled engine: hash signatures by lookup, then body and logical signatures by one
+//! `Matcher` per signature target, run over the views of each file ClamAV matches — its raw
+//! bytes (target 0 and the file type's target), normalised text (targets 0 and 7) for text
+//! files, normalised HTML (targets 0 and 3) for HTML files (`filetype`, `normalise`).
 //!
-//! Two prefilters share the anchors (see ARCHITECTURE notes in `lib.rs`):
-//! - anchors of at least 16 bytes go to a sampled 8-byte-gram filter that reads one gram
-//!   every 9 bytes, so its cost barely depends on the signature count, and anchors of 8 to 15
-//!   bytes to the same kind of filter with 4-byte grams every 5 bytes (`gram`);
-//! - shorter anchors go to an Aho-Corasick automaton (the `aho-corasick` crate), which is
-//!   exact but slows down with thousands of patterns (57 MB/s with 10,000 was measured here).
-//!
-//! Signatures with a fixed start offset (`n`, `EOF-n`, `n,maxshift`) skip the prefilter and
-//! are verified directly at their offsets.
+//! Allow-lists: a buffer whose hash is in `.fp`/`.sfp` is not matched at all (the caller,
+//! `Scanner`, skips it and everything inside it, as ClamAV trusts the layer and the layers it
+//! contains); `.ign2` names are left out when the engine is compiled.
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use md5::{Digest as _, Md5};
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha1::Sha1;
 use sha2::Sha256;
 
-use crate::db::{Database, Expr, HashKind, Offset};
+use crate::archive::MemberMeta;
+use crate::db::{ContainerSig, ContainerType, Database, HashKind};
 use crate::error::ScanError;
-use crate::gram;
+use crate::filetype::{self, FileType, Target};
 use crate::hashtable::{HashTable, HashTableBuilder};
-use crate::hex::{Elem, HexPattern};
-use crate::verify::{self, Budget};
+use crate::matcher::{MatchScratch, Matcher, View};
+use crate::normalise;
+use crate::pe;
+use crate::verify::Budget;
 
 /// How the engine is built; the defaults are what the agent uses.
 #[derive(Debug, Clone)]
@@ -38,38 +36,6 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions { gram_filter: true }
     }
-}
-
-/// Which signature a body pattern belongs to.
-#[derive(Debug, Clone, Copy)]
-enum Owner {
-    Body(u32),
-    Logical { sig: u32 },
-}
-
-#[derive(Debug)]
-struct Pattern {
-    owner: Owner,
-    offset: Offset,
-    elems: Vec<Elem>,
-    /// The elements before the anchor, reversed (for `Offset::Any` patterns).
-    before: Vec<Elem>,
-    /// Index in `elems` just after the anchor.
-    after: usize,
-}
-
-#[derive(Debug)]
-struct Anchor {
-    bytes: Vec<u8>,
-    patterns: Vec<u32>,
-}
-
-#[derive(Debug)]
-struct LogicalInfo {
-    name: Arc<str>,
-    file_size: Option<(u64, u64)>,
-    expr: Expr,
-    first_pattern: u32,
 }
 
 /// The hash signatures of one digest kind (`N` bytes): the tables that hold any, searched in
@@ -107,17 +73,19 @@ pub struct Engine {
     md5: HashIndex<16>,
     sha1: HashIndex<20>,
     sha256: HashIndex<32>,
-    body_names: Vec<Arc<str>>,
-    logicals: Vec<LogicalInfo>,
-    patterns: Vec<Pattern>,
-    anchors: Vec<Anchor>,
-    /// Indices into `anchors` searched by `ac` (pattern i of the automaton is `ac_anchors[i]`).
-    ac_anchors: Vec<u32>,
-    ac: Option<AhoCorasick>,
-    long_grams: Option<gram::Long>,
-    mid_grams: Option<gram::Mid>,
-    /// Patterns with a constrained start offset, verified directly.
-    fixed: Vec<u32>,
+    /// One matcher per target that has signatures, in target order. Target 7's holds only
+    /// signatures that can match normalised text (`normalise::can_match_text`): it never
+    /// meets anything else.
+    roots: Vec<(Target, Matcher)>,
+    /// Target 0's signatures that can match normalised text, for that view; `None` when
+    /// there are none (and no target 7 either, then text is not normalised at all).
+    text_any: Option<Matcher>,
+    /// `.fp` and `.sfp`: hashes of files known clean.
+    allowed_md5: HashIndex<16>,
+    allowed_sha1: HashIndex<20>,
+    allowed_sha256: HashIndex<32>,
+    /// `.cdb`: container metadata signatures.
+    containers: Vec<ContainerSig>,
     signature_count: usize,
     #[cfg(feature = "yara")]
     yara: Vec<yara_x::Rules>,
@@ -126,10 +94,9 @@ pub struct Engine {
 /// Per-thread working memory for scans, reused across buffers to avoid allocation.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    /// `stamp[p] == generation` when pattern `p` matched in the current buffer.
-    stamp: Vec<u32>,
-    generation: u32,
-    matched: Vec<u32>,
+    matcher: MatchScratch,
+    /// Normalised text, reused across buffers.
+    text: Vec<u8>,
 }
 
 /// Options for one buffer scan.
@@ -156,10 +123,12 @@ impl Engine {
     }
 
     pub fn with_options(db: &Database, options: &EngineOptions) -> Engine {
+        let ignored: FxHashSet<&str> = db.ignored.iter().map(|n| &**n).collect();
+        let kept = |name: &str| !ignored.contains(name);
         let (mut md5, mut sha1, mut sha256) = Default::default();
         if !db.hashes.is_empty() {
             let mut table = HashTableBuilder::new();
-            for h in &db.hashes {
+            for h in db.hashes.iter().filter(|h| kept(&h.name)) {
                 // A `HashSig` was checked when parsed; a name too long for the table is the
                 // only refusal left, and the parser's limit is the same.
                 let _ = table.add(h.kind, &h.digest, h.size, &h.name);
@@ -169,96 +138,69 @@ impl Engine {
             HashIndex::<20>::attach(&mut sha1, &table);
             HashIndex::<32>::attach(&mut sha256, &table);
         }
-        let mut patterns = Vec::new();
-        let mut add = |owner, offset, p: &HexPattern| {
-            patterns.push(Pattern {
-                owner,
-                offset,
-                elems: p.elems.clone(),
-                before: verify::reverse(&p.elems[..p.anchor.0]),
-                after: p.anchor.1,
-            });
-            p.anchor_bytes()
-        };
-        let mut anchor_bytes = Vec::new();
-        for (i, sig) in db.bodies.iter().enumerate() {
-            anchor_bytes.push(add(Owner::Body(i as u32), sig.offset, &sig.pattern));
-        }
-        let mut logicals = Vec::new();
-        for (i, sig) in db.logicals.iter().enumerate() {
-            let first_pattern = anchor_bytes.len() as u32;
-            for (offset, p) in &sig.subsigs {
-                let owner = Owner::Logical { sig: i as u32 };
-                anchor_bytes.push(add(owner, *offset, p));
+        let (mut allowed_md5, mut allowed_sha1, mut allowed_sha256) = Default::default();
+        if !db.allowed.is_empty() {
+            let mut table = HashTableBuilder::new();
+            for h in &db.allowed {
+                let _ = table.add(h.kind, &h.digest, h.size, &h.name);
             }
-            logicals.push(LogicalInfo {
-                name: sig.name.clone(),
-                file_size: sig.file_size,
-                expr: sig.expr.clone(),
-                first_pattern,
-            });
+            let table = Arc::new(table.build());
+            HashIndex::<16>::attach(&mut allowed_md5, &table);
+            HashIndex::<20>::attach(&mut allowed_sha1, &table);
+            HashIndex::<32>::attach(&mut allowed_sha256, &table);
         }
-
-        let mut fixed = Vec::new();
-        let mut anchors: Vec<Anchor> = Vec::new();
-        let mut by_bytes: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
-        for (i, bytes) in anchor_bytes.into_iter().enumerate() {
-            if patterns[i].offset != Offset::Any {
-                fixed.push(i as u32);
+        let mut by_target: FxHashMap<Target, (Vec<_>, Vec<_>)> = FxHashMap::default();
+        for b in db.bodies.iter().filter(|b| kept(&b.name)) {
+            if b.target == Target::Ascii && !normalise::can_match_text(&b.pattern) {
                 continue;
             }
-            let id = *by_bytes.entry(bytes.clone()).or_insert_with(|| {
-                anchors.push(Anchor {
-                    bytes,
-                    patterns: Vec::new(),
-                });
-                anchors.len() as u32 - 1
-            });
-            anchors[id as usize].patterns.push(i as u32);
+            by_target.entry(b.target).or_default().0.push(b);
         }
-        let tier = |a: &u32| {
-            let len = anchors[*a as usize].bytes.len();
-            match options.gram_filter {
-                true if len >= gram::Long::WINDOW => 2,
-                true if len >= gram::Mid::WINDOW => 1,
-                _ => 0,
-            }
+        let text_any = {
+            let bodies: Vec<_> = db
+                .bodies
+                .iter()
+                .filter(|b| b.target == Target::Any && kept(&b.name))
+                .filter(|b| normalise::can_match_text(&b.pattern))
+                .collect();
+            // Logical signatures stay whole: one may hold with only some subsignatures.
+            let logicals: Vec<_> = db
+                .logicals
+                .iter()
+                .filter(|l| l.target == Target::Any && kept(&l.name))
+                .collect();
+            (!bodies.is_empty() || !logicals.is_empty())
+                .then(|| Matcher::new(&bodies, &logicals, options))
         };
-        let all: Vec<u32> = (0..anchors.len() as u32).collect();
-        let pick = |t| {
-            all.iter()
-                .copied()
-                .filter(|a| tier(a) == t)
-                .collect::<Vec<u32>>()
-        };
-        let (short, mid, long) = (pick(0), pick(1), pick(2));
-        let bytes_of = |ids: &[u32]| {
-            ids.iter()
-                .map(|&a| (a, &anchors[a as usize].bytes[..]))
-                .collect::<Vec<_>>()
-        };
-        let long_grams = (!long.is_empty()).then(|| gram::Long::new(bytes_of(&long).into_iter()));
-        let mid_grams = (!mid.is_empty()).then(|| gram::Mid::new(bytes_of(&mid).into_iter()));
-        let ac = (!short.is_empty()).then(|| {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .build(short.iter().map(|&a| &anchors[a as usize].bytes))
-                .expect("anchors are non-empty byte strings, which always build")
-        });
+        for l in db.logicals.iter().filter(|l| kept(&l.name)) {
+            by_target.entry(l.target).or_default().1.push(l);
+        }
+        let mut roots: Vec<(Target, Matcher)> = by_target
+            .into_iter()
+            .map(|(t, (bodies, logicals))| (t, Matcher::new(&bodies, &logicals, options)))
+            .collect();
+        roots.sort_by_key(|(t, _)| *t);
+        let signature_count = db.len()
+            - db.hashes.iter().filter(|h| !kept(&h.name)).count()
+            - db.bodies.iter().filter(|b| !kept(&b.name)).count()
+            - db.logicals.iter().filter(|l| !kept(&l.name)).count()
+            - db.containers.iter().filter(|c| !kept(&c.name)).count();
         Engine {
             md5,
             sha1,
             sha256,
-            body_names: db.bodies.iter().map(|b| b.name.clone()).collect(),
-            logicals,
-            patterns,
-            anchors,
-            ac_anchors: short,
-            ac,
-            long_grams,
-            mid_grams,
-            fixed,
-            signature_count: db.len(),
+            roots,
+            text_any,
+            allowed_md5,
+            allowed_sha1,
+            allowed_sha256,
+            containers: db
+                .containers
+                .iter()
+                .filter(|c| kept(&c.name))
+                .cloned()
+                .collect(),
+            signature_count,
             #[cfg(feature = "yara")]
             yara: db
                 .yara
@@ -338,14 +280,79 @@ impl Engine {
 
     /// Whether there are body or logical signatures (otherwise only hashes are checked).
     pub fn has_body_signatures(&self) -> bool {
-        !self.patterns.is_empty()
+        !self.roots.is_empty()
+    }
+
+    /// Whether there are container metadata signatures (`.cdb`).
+    pub fn has_container_signatures(&self) -> bool {
+        !self.containers.is_empty()
+    }
+
+    /// The container metadata signatures matching `member` as a container of type `kind` and
+    /// `container_size` bytes lists it (ClamAV's `cli_matchmeta`).
+    pub fn match_member_meta(
+        &self,
+        kind: ContainerType,
+        container_size: u64,
+        member: &MemberMeta,
+        found: &mut Vec<Arc<str>>,
+    ) {
+        let within = |r: Option<(u64, u64)>, v: u64| r.is_none_or(|(a, b)| (a..=b).contains(&v));
+        for c in &self.containers {
+            if c.container.is_some_and(|t| t != kind)
+                || c.encrypted.is_some_and(|e| e != member.encrypted)
+                || !within(c.container_size, container_size)
+                || !within(c.compressed, member.compressed)
+                || !within(c.size, member.size)
+                || !within(c.position, u64::from(member.index))
+                || c.member_name
+                    .as_ref()
+                    .is_some_and(|re| !re.is_match(member.name.as_bytes()))
+            {
+                continue;
+            }
+            found.push(c.name.clone());
+        }
+    }
+
+    /// Whether `data` is on an allow-list (`.fp`, `.sfp`): then neither it nor anything
+    /// inside it is reported. Hashes only when the size appears in the allow-list.
+    pub fn is_allowed(&self, data: &[u8]) -> bool {
+        let size = data.len() as u64;
+        let mut names = Vec::new();
+        if self.allowed_md5.wanted(size) {
+            self.allowed_md5
+                .lookup(Md5::digest(data).into(), size, &mut names);
+        }
+        if names.is_empty() && self.allowed_sha1.wanted(size) {
+            self.allowed_sha1
+                .lookup(Sha1::digest(data).into(), size, &mut names);
+        }
+        if names.is_empty() && self.allowed_sha256.wanted(size) {
+            self.allowed_sha256
+                .lookup(Sha256::digest(data).into(), size, &mut names);
+        }
+        !names.is_empty()
     }
 
     /// The names of the signatures matching `data`, hash signatures first (as ClamAV checks
-    /// them first); with `all_matches` false, at most the first one found.
+    /// them first); with `all_matches` false, at most the first one found. `data` is taken as
+    /// a file of its own, not extracted from an archive (see `match_layer`).
     pub fn match_bytes(
         &self,
         data: &[u8],
+        scratch: &mut Scratch,
+        options: MatchOptions,
+    ) -> Result<Vec<Arc<str>>, ScanError> {
+        self.match_layer(data, None, scratch, options)
+    }
+
+    /// As `match_bytes`, for `data` extracted from an archive of type `container` (what
+    /// logical signatures' `Container:` compares).
+    pub fn match_layer(
+        &self,
+        data: &[u8],
+        container: Option<ContainerType>,
         scratch: &mut Scratch,
         options: MatchOptions,
     ) -> Result<Vec<Arc<str>>, ScanError> {
@@ -383,8 +390,8 @@ impl Engine {
             found.truncate(1);
             return Ok(found);
         }
-        if !self.patterns.is_empty() {
-            self.match_body(data, scratch, options, &mut found)?;
+        if !self.roots.is_empty() {
+            self.match_views(data, container, scratch, options, &mut found)?;
         }
         #[cfg(feature = "yara")]
         for rules in &self.yara {
@@ -399,140 +406,129 @@ impl Engine {
         Ok(found)
     }
 
-    fn match_body(
+    fn root(&self, target: Target) -> Option<&Matcher> {
+        self.roots
+            .binary_search_by_key(&target, |(t, _)| *t)
+            .ok()
+            .map(|i| &self.roots[i].1)
+    }
+
+    /// Runs target 0's matcher and `target`'s over `view`; false once the scan should stop.
+    fn run(
+        &self,
+        target: Option<Target>,
+        view: &View<'_>,
+        scratch: &mut Scratch,
+        options: MatchOptions,
+        budget: &mut Budget,
+        found: &mut Vec<Arc<str>>,
+    ) -> Result<bool, ScanError> {
+        let matchers = [self.root(Target::Any), target.and_then(|t| self.root(t))];
+        self.run_matchers(matchers, view, scratch, options, budget, found)
+    }
+
+    fn run_matchers(
+        &self,
+        matchers: [Option<&Matcher>; 2],
+        view: &View<'_>,
+        scratch: &mut Scratch,
+        options: MatchOptions,
+        budget: &mut Budget,
+        found: &mut Vec<Arc<str>>,
+    ) -> Result<bool, ScanError> {
+        for m in matchers.into_iter().flatten() {
+            m.scan(view, &mut scratch.matcher, options, budget, found)?;
+            if !options.all_matches && !found.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The views ClamAV matches for a file of `data`'s type (module docs).
+    fn match_views(
         &self,
         data: &[u8],
+        container: Option<ContainerType>,
         scratch: &mut Scratch,
         options: MatchOptions,
         found: &mut Vec<Arc<str>>,
     ) -> Result<(), ScanError> {
-        scratch.stamp.resize(self.patterns.len(), 0);
-        scratch.generation = scratch.generation.wrapping_add(1);
-        if scratch.generation == 0 {
-            scratch.stamp.fill(0);
-            scratch.generation = 1;
-        }
-        scratch.matched.clear();
         let mut budget = Budget::new(options.verify_budget);
-        let mut state = MatchState {
-            engine: self,
-            data,
-            scratch,
-            budget: &mut budget,
-            stop: false,
-            options,
+        let file_type = filetype::detect(data);
+        let exe = if file_type == FileType::MsExe && self.root(Target::Pe).is_some() {
+            pe::parse(data)
+        } else {
+            None
         };
-
-        for &p in &self.fixed {
-            let pat = &self.patterns[p as usize];
-            if let Some((lo, hi)) = pat.offset.range(data.len())
-                && verify::matches_from(&pat.elems, data, lo, hi, state.budget)?
-            {
-                state.record(p);
-                if state.stop {
+        let raw = View {
+            data,
+            file_size: data.len() as u64,
+            exe: exe.as_ref(),
+            container,
+        };
+        if !self.run(
+            file_type.raw_target(),
+            &raw,
+            scratch,
+            options,
+            &mut budget,
+            found,
+        )? {
+            return Ok(());
+        }
+        // The normalised views are layers of their own to ClamAV, not inside the archive.
+        let text_matchers = [self.text_any.as_ref(), self.root(Target::Ascii)];
+        if file_type.is_text()
+            && data.len() <= normalise::MAX_SCRIPT_NORMALIZE
+            && text_matchers.iter().any(Option::is_some)
+        {
+            let mut text = std::mem::take(&mut scratch.text);
+            normalise::text_into(data, &mut text);
+            let view = View {
+                data: &text,
+                file_size: data.len() as u64,
+                exe: None,
+                container: None,
+            };
+            let ran = self.run(
+                Some(Target::Ascii),
+                &view,
+                scratch,
+                options,
+                &mut budget,
+                found,
+            );
+            scratch.text = text;
+            ran?;
+        } else if file_type.is_html() && data.len() <= normalise::MAX_HTML_NORMALIZE {
+            let html = normalise::html(data);
+            let mut views = vec![&html.nocomment];
+            if data.len() <= normalise::MAX_HTML_NOTAGS {
+                views.push(&html.notags);
+            }
+            for bytes in views {
+                let view = View {
+                    data: bytes,
+                    file_size: bytes.len() as u64,
+                    exe: None,
+                    container: None,
+                };
+                if !self.run(
+                    Some(Target::Html),
+                    &view,
+                    scratch,
+                    options,
+                    &mut budget,
+                    found,
+                )? {
                     break;
                 }
             }
         }
-        if !state.stop
-            && let Some(grams) = &self.long_grams
-        {
-            grams.scan(data, |anchor, start| state.on_anchor(anchor, start))?;
-        }
-        if !state.stop
-            && let Some(grams) = &self.mid_grams
-        {
-            grams.scan(data, |anchor, start| state.on_anchor(anchor, start))?;
-        }
-        if !state.stop
-            && let Some(ac) = &self.ac
-        {
-            for m in ac.find_overlapping_iter(data) {
-                state.on_anchor(self.ac_anchors[m.pattern().as_usize()], m.start())?;
-                if state.stop {
-                    break;
-                }
-            }
-        }
-
-        let scratch = state.scratch;
-        let mut logical_done = FxHashSet::default();
-        for &p in &scratch.matched {
-            match self.patterns[p as usize].owner {
-                Owner::Body(i) => found.push(self.body_names[i as usize].clone()),
-                Owner::Logical { sig, .. } => {
-                    if !logical_done.insert(sig) {
-                        continue;
-                    }
-                    let info = &self.logicals[sig as usize];
-                    let size = data.len() as u64;
-                    let size_ok = info
-                        .file_size
-                        .is_none_or(|(lo, hi)| (lo..=hi).contains(&size));
-                    let stamp = &scratch.stamp;
-                    let generation = scratch.generation;
-                    let matched =
-                        |sub: usize| stamp[info.first_pattern as usize + sub] == generation;
-                    if size_ok && info.expr.eval(&matched) {
-                        found.push(info.name.clone());
-                    }
-                }
-            }
-            if !options.all_matches && !found.is_empty() {
-                found.truncate(1);
-                break;
-            }
-        }
+        // A signature found in several views is one detection.
+        let mut seen = FxHashSet::default();
+        found.retain(|n| seen.insert(n.clone()));
         Ok(())
-    }
-}
-
-/// The state of one buffer's body match, shared by the prefilters' callbacks.
-struct MatchState<'a> {
-    engine: &'a Engine,
-    data: &'a [u8],
-    scratch: &'a mut Scratch,
-    budget: &'a mut Budget,
-    stop: bool,
-    options: MatchOptions,
-}
-
-impl MatchState<'_> {
-    fn record(&mut self, p: u32) {
-        self.scratch.stamp[p as usize] = self.scratch.generation;
-        self.scratch.matched.push(p);
-        // A plain body signature is a detection on its own; a logical one needs the rest of
-        // its expression, so the scan goes on.
-        if !self.options.all_matches
-            && matches!(self.engine.patterns[p as usize].owner, Owner::Body(_))
-        {
-            self.stop = true;
-        }
-    }
-
-    /// An occurrence of anchor `a` starting at `start` (already compared byte for byte).
-    fn on_anchor(&mut self, a: u32, start: usize) -> Result<bool, ScanError> {
-        let anchor = &self.engine.anchors[a as usize];
-        let end = start + anchor.bytes.len();
-        for &p in &anchor.patterns {
-            if self.scratch.stamp[p as usize] == self.scratch.generation {
-                continue;
-            }
-            let pat = &self.engine.patterns[p as usize];
-            if verify::matches_around(
-                &pat.before,
-                &pat.elems[pat.after..],
-                self.data,
-                start,
-                end,
-                self.budget,
-            )? {
-                self.record(p);
-                if self.stop {
-                    break;
-                }
-            }
-        }
-        Ok(!self.stop)
     }
 }

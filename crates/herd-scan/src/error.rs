@@ -20,7 +20,9 @@ pub struct ParseError {
 /// implement; the others are malformed input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseErrorKind {
-    #[error("unsupported database type {0:?} (supported: .hdb, .hsb, .ndb, .ldb, .yar, .yara)")]
+    #[error(
+        "unsupported database type {0:?} (supported: .hdb, .hsb, .ndb, .ldb, .fp, .sfp, .ign2, .yar, .yara)"
+    )]
     UnsupportedDatabaseType(String),
     #[error("expected {expected} fields separated by '{separator}', found {found}")]
     FieldCount {
@@ -43,10 +45,16 @@ pub enum ParseErrorKind {
         offset: String,
         reason: &'static str,
     },
-    #[error("unsupported offset {0:?} (supported: *, n, EOF-n, n,maxshift, EOF-n,maxshift)")]
+    #[error(
+        "unsupported offset {0:?} (supported: *, n, EOF-n, and EP+n, EP-n, Sx+n, SL+n, SEx for target 1, each with an optional ,maxshift)"
+    )]
     UnsupportedOffset(String),
-    #[error("unsupported target type {0} (only 0, any file, is supported)")]
+    #[error(
+        "unsupported target type {0} (supported: 0 any, 1 PE, 3 HTML, 4 mail, 5 graphics, 6 ELF, 7 ASCII text, 9 Mach-O, 10 PDF, 11 Flash, 12 Java)"
+    )]
     UnsupportedTarget(String),
+    #[error("bad target type {0:?}: expected a decimal number")]
+    BadTarget(String),
     #[error("bad hex signature at column {column}: {reason}")]
     BadHex { column: usize, reason: String },
     #[error("unsupported construct in hex signature at column {column}: {construct}")]
@@ -60,6 +68,10 @@ pub enum ParseErrorKind {
     BadLogical(String),
     #[error("unsupported in logical signature: {0}")]
     UnsupportedLogical(String),
+    #[error("bad container signature: {0}")]
+    BadContainerSig(String),
+    #[error("unsupported in container signature: {0}")]
+    UnsupportedContainerSig(String),
     #[error("the file is not valid UTF-8 text")]
     NotText,
     #[error("YARA rules need herd-scan's `yara` cargo feature, which this build does not have")]

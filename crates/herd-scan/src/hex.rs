@@ -62,6 +62,26 @@ pub struct HexPattern {
     pub anchor: (usize, usize),
 }
 
+/// The number of bytes before the anchor when that is fixed (no `*`, no ranged gap, no
+/// alternatives of different lengths), so a match's start follows from its anchor's.
+pub fn prefix_width(p: &HexPattern) -> Option<usize> {
+    p.elems[..p.anchor.0].iter().try_fold(0usize, |w, e| {
+        let n = match e {
+            Elem::Byte { .. } | Elem::Set(_) => 1,
+            Elem::Alt(alts) => {
+                let n = alts.first().map_or(0, Vec::len);
+                if alts.iter().any(|a| a.len() != n) {
+                    return None;
+                }
+                n
+            }
+            Elem::Gap { min, max } if Some(*min) == *max => *min as usize,
+            Elem::Gap { .. } => return None,
+        };
+        w.checked_add(n)
+    })
+}
+
 impl HexPattern {
     pub fn anchor_bytes(&self) -> Vec<u8> {
         self.elems[self.anchor.0..self.anchor.1]

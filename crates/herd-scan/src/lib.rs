@@ -6,10 +6,12 @@
 //! hash signature index file (`hashtable` is its format, pure). Everything else is testable on
 //! slices, including `cvd` (ClamAV's signed `.cvd`/`.cld` containers).
 //!
-//! Pipeline: `Database::load` parses `.hdb`/`.hsb`/`.ndb`/`.ldb` text (and `.yar` with the
-//! `yara` feature) (one `ParseError` per
-//! bad or unsupported line, the good lines kept), `Engine::new` compiles it, and
-//! `Scanner::scan` runs it over a buffer and the zip/tar/gzip members inside it.
+//! Pipeline: `Database::load` parses `.hdb`/`.hsb`/`.ndb`/`.ldb`/`.fp`/`.sfp`/`.ign2` text
+//! (and `.yar` with the `yara` feature) (one `ParseError` per bad or unsupported line, the
+//! good lines kept), `Engine::new` compiles it into one `Matcher` per signature target, and
+//! `Scanner::scan` runs it over a buffer and the zip/tar/gzip members inside it — each typed
+//! by `filetype` and matched raw and, for text and HTML, normalised (`normalise`), as ClamAV
+//! matches them.
 //!
 //! Why two prefilters: the `aho-corasick` crate is exact and fast for a few patterns but ran at
 //! 57 MB/s with 10,000 literals on this machine (DEPENDENCIES.md), far from the 1 GB/s target;
@@ -22,10 +24,14 @@ pub mod cvd;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod filetype;
 pub mod gram;
 pub mod hashtable;
 pub mod hex;
 pub mod mapped;
+pub mod matcher;
+pub mod normalise;
+pub mod pe;
 pub mod scan;
 pub mod verify;
 pub mod walk;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::archive::{self, Entry, InflateError};
+use crate::db::ContainerType;
 use crate::engine::{Engine, MatchOptions, Scratch};
 use crate::error::{ArchivePath, ScanError};
 
@@ -164,7 +165,7 @@ impl Scanner<'_> {
             stop: false,
         };
         let mut path = Vec::new();
-        self.scan_level(data, 0, &mut path, &mut walk);
+        self.scan_level(data, None, 0, &mut path, &mut walk);
         walk.report
     }
 
@@ -197,8 +198,23 @@ impl Scanner<'_> {
         });
     }
 
-    fn scan_level(&self, data: &[u8], depth: u32, path: &mut Vec<String>, walk: &mut Walk<'_>) {
-        match self.engine.match_bytes(data, walk.scratch, self.options) {
+    /// Scans `data`, found in a container of type `container` (`None`: the file itself).
+    fn scan_level(
+        &self,
+        data: &[u8],
+        container: Option<ContainerType>,
+        depth: u32,
+        path: &mut Vec<String>,
+        walk: &mut Walk<'_>,
+    ) {
+        // Known clean (`.fp`, `.sfp`): ClamAV trusts the layer and every layer inside it.
+        if self.engine.is_allowed(data) {
+            return;
+        }
+        match self
+            .engine
+            .match_layer(data, container, walk.scratch, self.options)
+        {
             Ok(names) => {
                 for name in names {
                     self.detect(name, path, walk);
@@ -234,6 +250,30 @@ impl Scanner<'_> {
         path: &mut Vec<String>,
         walk: &mut Walk<'_>,
     ) {
+        let container = match kind {
+            archive::Kind::Zip => ContainerType::Zip,
+            archive::Kind::Gzip => ContainerType::Gzip,
+            archive::Kind::Tar if data.get(257..262) == Some(b"ustar") => ContainerType::PosixTar,
+            archive::Kind::Tar => ContainerType::OldTar,
+        };
+        if self.engine.has_container_signatures() {
+            // ClamAV matches what the container lists before extracting anything, and
+            // reports it on the container.
+            let mut found = Vec::new();
+            for member in archive::listing(kind, data) {
+                self.engine
+                    .match_member_meta(container, data.len() as u64, &member, &mut found);
+            }
+            let mut seen = std::collections::HashSet::new();
+            for name in found {
+                if seen.insert(name.clone()) {
+                    self.detect(name, path, walk);
+                    if walk.stop {
+                        return;
+                    }
+                }
+            }
+        }
         for entry in archive::members(kind, data) {
             let member = match entry {
                 Entry::Member(m) => m,
@@ -290,7 +330,7 @@ impl Scanner<'_> {
                             );
                         }
                     }
-                    self.scan_level(&buf, depth + 1, path, walk);
+                    self.scan_level(&buf, Some(container), depth + 1, path, walk);
                     if let archive::Content::Gzip(stream) = member.content
                         && inflated.trailing > 0
                         && !walk.stop
@@ -298,7 +338,7 @@ impl Scanner<'_> {
                         // What follows the gzip stream: gzip ignores it, unzip may not.
                         let after = &stream[stream.len() - inflated.trailing..];
                         path.push(TRAILING_NAME.to_owned());
-                        self.scan_level(after, depth + 1, path, walk);
+                        self.scan_level(after, Some(container), depth + 1, path, walk);
                         path.pop();
                     }
                 }
@@ -313,7 +353,7 @@ impl Scanner<'_> {
                     // stops: scanned, and the member still reported as not wholly read.
                     self.note(NoteKind::CorruptMember(why), path, walk);
                     walk.total += buf.len() as u64;
-                    self.scan_level(&buf, depth + 1, path, walk);
+                    self.scan_level(&buf, Some(container), depth + 1, path, walk);
                 }
             }
             walk.buffers.push(buf);

@@ -25,7 +25,7 @@ impl Budget {
             limit,
         }
     }
-    fn spend(&mut self, steps: u64) -> Result<(), ScanError> {
+    pub fn spend(&mut self, steps: u64) -> Result<(), ScanError> {
         match self.remaining.checked_sub(steps) {
             Some(r) => {
                 self.remaining = r;
