@@ -567,6 +567,7 @@ mod tests {
         write("bytecode.cld", ContainerKind::Cld, 1, "Bytecode.Cld");
         write("bytecode.cvd", ContainerKind::Cvd, 2, "Bytecode.Cvd");
         std::fs::write(dir.path().join("local.ign2"), "Nothing\n").unwrap();
+        std::fs::write(dir.path().join("local.pdb"), "H:example.com\n").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not a database\n").unwrap();
         std::fs::write(dir.path().join("COPYING"), "not a database\n").unwrap();
         let files = database_files(&[dir.path().to_owned()]).unwrap();
@@ -581,6 +582,7 @@ mod tests {
                 "daily.cvd",
                 "bytecode.cld",
                 "bytecode.cvd",
+                "local.pdb",
                 "main.cld"
             ]
         );
@@ -589,9 +591,13 @@ mod tests {
             hits(&loaded),
             ["Daily.Cvd.New", "Bytecode.Cld", "Bytecode.Cvd", "Main.Cld"]
         );
-        // The .ign2 is a file this engine cannot load: reported, the rest loaded.
+        // The .pdb is a file this engine cannot load: reported, the rest loaded.
         assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
-        assert!(loaded.errors[0].contains("local.ign2:0: unsupported database type"));
+        assert!(
+            loaded.errors[0].contains("local.pdb:0: unsupported database type"),
+            "{:?}",
+            loaded.errors
+        );
 
         // A container ClamAV's key does not verify is refused whole, the others still load
         // through their own checks... none does here, since all are test-signed.
