@@ -13,6 +13,7 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use herd_scan::{Database, Detection, Engine, Limits, MatchOptions, Scanner, Scra
 use serde_json::json;
 
 use crate::quarantine::Stores;
+use crate::scan_cache::{FileStamp, SETTLE, ScanCache, SetKey, ignore_lease_breaks, nobody_writes};
 
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
@@ -36,8 +38,19 @@ pub struct ScanArgs {
     #[arg(long, value_name = "DIR")]
     prefix: Option<PathBuf>,
     /// Files and directories to scan.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "file_list", value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Also scan the paths listed in this file, one per line (clamscan's --file-list).
+    #[arg(short = 'f', long, value_name = "FILE")]
+    file_list: Option<PathBuf>,
+    /// Remember files found clean in this cache file, and do not read them again while their
+    /// device, inode, size, modification and change times and the signature set are unchanged
+    /// (see ARCHITECTURE.md, "The persistent scan cache"). Off unless given.
+    #[arg(long, value_name = "FILE")]
+    cache: Option<PathBuf>,
+    /// At most this many files are remembered in --cache (44 bytes each on disk).
+    #[arg(long, value_name = "N", default_value_t = crate::scan_cache::DEFAULT_MAX_ENTRIES)]
+    cache_max_entries: usize,
     /// Print one JSON object per file and a summary object instead of clamscan's text.
     #[arg(long)]
     json: bool,
@@ -104,10 +117,12 @@ const UNSUPPORTED_DB_TYPES: &[&str] = &[
     "sfp", "ign", "ign2", "cdb", "cbc", "pdb", "gdb", "wdb", "ftm", "crb", "pwdb",
 ];
 
-/// Loads every database named on the command line; returns the database and the errors.
-pub(crate) fn load_databases(paths: &[PathBuf]) -> Result<(Database, Vec<String>)> {
+/// Loads every database named on the command line; returns the database, the errors, and the
+/// signature set's key for the scan cache (a digest of every file loaded, in order).
+pub(crate) fn load_databases(paths: &[PathBuf]) -> Result<(Database, Vec<String>, [u8; 32])> {
     let mut db = Database::new();
     let mut errors = Vec::new();
+    let mut key = SetKey::default();
     for path in paths {
         let meta =
             std::fs::metadata(path).with_context(|| format!("database {}", path.display()))?;
@@ -134,10 +149,11 @@ pub(crate) fn load_databases(paths: &[PathBuf]) -> Result<(Database, Vec<String>
             let content =
                 std::fs::read(&file).with_context(|| format!("database {}", file.display()))?;
             let name = file.display().to_string();
+            key.add(&name, &content);
             errors.extend(db.load(&name, &content).iter().map(ToString::to_string));
         }
     }
-    Ok((db, errors))
+    Ok((db, errors, key.finish()))
 }
 
 #[derive(Debug, Default)]
@@ -219,6 +235,8 @@ enum Outcome {
         quarantined: Option<Result<String, String>>,
         sample: Option<Result<String, String>>,
     },
+    /// Found clean by an earlier scan with the same signatures, and unchanged since: not read.
+    Cached,
     Empty,
     TooLarge(u64),
     Symlink,
@@ -256,6 +274,10 @@ impl Printer {
                 self.warn(&format!("{}: Not supported file type", path.display()));
             }
             Outcome::Empty => self.line(path, "empty", "Empty file", json!({})),
+            Outcome::Cached => {
+                totals.files += 1;
+                self.line(path, "ok", "OK", json!({ "cached": true }));
+            }
             Outcome::Symlink => self.line(path, "symlink", "Symbolic link", json!({})),
             Outcome::Gone => {}
             Outcome::TooLarge(max) => {
@@ -383,7 +405,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
         ),
     };
     let started = Instant::now();
-    let (db, errors) = load_databases(&databases)?;
+    let (db, errors, set_key) = load_databases(&databases)?;
     for e in &errors {
         eprintln!("ERROR: {e}");
     }
@@ -413,6 +435,28 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
             ..MatchOptions::default()
         },
     };
+    let cache = args.cache.as_ref().map(|path| {
+        let (cache, discarded) = ScanCache::open(path, set_key, args.cache_max_entries);
+        match discarded {
+            // Signatures change all the time; that the cache starts over is not news.
+            None | Some(crate::scan_cache::Discarded::OtherSignatureSet) => {}
+            Some(why) => eprintln!(
+                "WARNING: scan cache {}: {why}; starting it over",
+                path.display()
+            ),
+        }
+        // The cache probes for writers with a lease (see `nobody_writes`).
+        ignore_lease_breaks();
+        Mutex::new(cache)
+    });
+    let cache = cache.as_ref();
+    let mut roots = args.paths.clone();
+    if let Some(list) = &args.file_list {
+        let text = std::fs::read_to_string(list)
+            .with_context(|| format!("file list {}", list.display()))?;
+        roots.extend(text.lines().filter(|l| !l.is_empty()).map(PathBuf::from));
+    }
+    let roots = &roots;
     let mut printer = Printer {
         json: args.json,
         infected_only: args.infected,
@@ -432,7 +476,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     };
     if args.threads <= 1 {
         let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
-        for root in &args.paths {
+        for root in roots {
             walk::walk(root, recursive, &mut |event| {
                 let mut scan = |path: PathBuf, walked: Walked| {
                     Some(Message::File(scan_file(
@@ -443,6 +487,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
                         &mut scratch,
                         &mut buf,
                         &stores,
+                        cache,
                     )))
                 };
                 if let Some(m) = event_message(event, root, &mut scan) {
@@ -467,8 +512,16 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
                             .map_err(|_| ())
                             .and_then(|rx| rx.recv().map_err(|_| ()));
                         let Ok((path, walked)) = next else { break };
-                        let r =
-                            scan_file(path, walked, args, scanner, &mut scratch, &mut buf, stores);
+                        let r = scan_file(
+                            path,
+                            walked,
+                            args,
+                            scanner,
+                            &mut scratch,
+                            &mut buf,
+                            stores,
+                            cache,
+                        );
                         if tx.send(Message::File(r)).is_err() {
                             break;
                         }
@@ -476,7 +529,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
                 });
             }
             s.spawn(move || {
-                for root in &args.paths {
+                for root in roots {
                     walk::walk(root, recursive, &mut |event| {
                         let mut scan = |path: PathBuf, walked: Walked| {
                             let _ = path_tx.send((path, walked));
@@ -494,6 +547,13 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
         });
     }
     printer.clear_progress();
+    if let Some(cache) = cache {
+        let saved = cache.lock().map_err(|_| ()).map(|mut c| c.save());
+        if let Ok(Err(e)) = saved {
+            // The scan itself is complete; only the next one will be slower.
+            eprintln!("WARNING: scan cache not saved: {e}");
+        }
+    }
 
     if !args.no_summary {
         // Written with errors ignored: a closed stdout (`| head`) must not turn into a panic.
@@ -615,6 +675,7 @@ fn scan_file(
     scratch: &mut Scratch,
     buf: &mut Vec<u8>,
     stores: &Stores,
+    cache: Option<&Mutex<ScanCache>>,
 ) -> FileResult {
     let result = |path, outcome| FileResult {
         path,
@@ -622,17 +683,29 @@ fn scan_file(
         notes: Vec::new(),
         bytes: 0,
     };
-    // The (device, inode) of the descriptor read: quarantine acts on that file only.
-    let scanned = match walk::read_file_identified(&path, args.max_filesize, buf) {
+    buf.clear();
+    let (file, meta) = match walk::open_regular(&path) {
         Err(error) => return result(path, Outcome::Error(error.to_string())),
-        Ok((ReadOutcome::NotRegular, _)) => return result(path, Outcome::Gone),
-        Ok((ReadOutcome::TooLarge, _)) => return large_file(path, args, scanner, stores),
-        Ok((ReadOutcome::Read, id)) => id.map(|(dev, ino)| FileId { dev, ino }),
+        Ok(None) => return result(path, Outcome::Gone),
+        Ok(Some(opened)) => opened,
     };
-    let Some(scanned) = scanned.filter(|id| walked.is_none_or(|w| w == *id)) else {
-        buf.clear();
+    // The (device, inode) of the descriptor read: quarantine acts on that file only.
+    let scanned = FileId::of_metadata(&meta);
+    if walked.is_some_and(|w| w != scanned) {
         return result(path, Outcome::Gone);
-    };
+    }
+    let before = FileStamp::of(&meta);
+    let clean_before = || cache.and_then(|c| c.lock().ok()).is_some_and(|mut c| c.is_clean(&before));
+    if meta.len() > 0 && clean_before() {
+        return result(path, Outcome::Cached);
+    }
+    let read_started = std::time::SystemTime::now();
+    match walk::read_opened(&file, &meta, args.max_filesize, buf) {
+        Err(error) => return result(path, Outcome::Error(error.to_string())),
+        Ok(ReadOutcome::NotRegular) => return result(path, Outcome::Gone),
+        Ok(ReadOutcome::TooLarge) => return large_file(path, args, scanner, stores),
+        Ok(ReadOutcome::Read) => {}
+    }
     if buf.is_empty() {
         return result(path, Outcome::Empty);
     }
@@ -643,6 +716,23 @@ fn scan_file(
         .map(|n| format!("{}: {}", n.path, n.kind))
         .collect();
     let names: Vec<Arc<str>> = report.detections.iter().map(|d| d.name.clone()).collect();
+    if let Some(cache) = cache
+        && let Ok(mut cache) = cache.lock()
+    {
+        // Remembered only when clean, settled long enough that a later write must change
+        // ctime, unchanged while it was read and scanned, and with no writer that could change
+        // it through a mapping without touching its stamps (see `nobody_writes`).
+        let unchanged = file.metadata().is_ok_and(|m| FileStamp::of(&m) == before);
+        if report.verdict() == herd_scan::Verdict::Clean
+            && unchanged
+            && before.settled_before(read_started, SETTLE)
+            && nobody_writes(file.as_fd())
+        {
+            cache.record_clean(&before);
+        } else {
+            cache.forget(before.dev, before.ino);
+        }
+    }
     let (quarantined, sample) = stores.handle(&path, scanned, buf, &names);
     FileResult {
         path,
