@@ -171,7 +171,14 @@ impl Ctx<'_> {
     /// Records a scan's outcome in the persistent cache: a clean file is remembered only when
     /// nobody writes it, its ctime is settled (older than the read by `SETTLE`) and its stamps
     /// did not move during the scan (`after`); anything else is forgotten.
-    fn remember(&self, fd: BorrowedFd<'_>, before: FileStamp, after: FileStamp, read_started: SystemTime, clean: bool) {
+    fn remember(
+        &self,
+        fd: BorrowedFd<'_>,
+        before: FileStamp,
+        after: FileStamp,
+        read_started: SystemTime,
+        clean: bool,
+    ) {
         let Some(Ok(mut cache)) = self.cache.as_ref().map(|c| c.lock()) else {
             return;
         };
@@ -386,7 +393,10 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
     let cache = args.cache.as_ref().map(|path| {
         let (cache, discarded) = ScanCache::open(path, set_key, args.cache_max_entries);
         if let Some(why) = discarded {
-            eprintln!("herd-agent watch: scan cache {}: {why}; starting it over", path.display());
+            eprintln!(
+                "herd-agent watch: scan cache {}: {why}; starting it over",
+                path.display()
+            );
         }
         Mutex::new(cache)
     });

@@ -695,7 +695,11 @@ fn scan_file(
         return result(path, Outcome::Gone);
     }
     let before = FileStamp::of(&meta);
-    let clean_before = || cache.and_then(|c| c.lock().ok()).is_some_and(|mut c| c.is_clean(&before));
+    let clean_before = || {
+        cache
+            .and_then(|c| c.lock().ok())
+            .is_some_and(|mut c| c.is_clean(&before))
+    };
     if meta.len() > 0 && clean_before() {
         return result(path, Outcome::Cached);
     }

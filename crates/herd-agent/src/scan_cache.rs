@@ -23,8 +23,8 @@
 
 use std::collections::HashMap;
 use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -253,16 +253,11 @@ impl ScanCache {
             return Ok(());
         }
         if self.entries.len() > self.max_entries {
-            let mut uses: Vec<u32> = self.entries.values().map(|e| e.used).collect();
-            let cut = uses.len() - self.max_entries;
-            // Generations wrap only after four billion runs; ordering by them is good enough.
-            let (_, &mut nth, _) = uses.select_nth_unstable(cut);
-            let mut over = self.entries.len() - self.max_entries;
-            self.entries.retain(|_, e| {
-                let drop = over > 0 && e.used <= nth;
-                over -= usize::from(drop);
-                !drop
-            });
+            // Most recently used first; generations wrap only after four billion runs.
+            let mut all: Vec<((u64, u64), Entry)> = self.entries.drain().collect();
+            all.sort_unstable_by_key(|(_, e)| std::cmp::Reverse(e.used));
+            all.truncate(self.max_entries);
+            self.entries = all.into_iter().collect();
         }
         let bytes = encode(&self.key, self.generation, &self.entries);
         herd_fs::write_atomic(&self.path, &bytes, 0o600)?;
@@ -423,12 +418,18 @@ mod tests {
             ("truncated mid-record", good[..good.len() - 50].to_vec()),
             ("one bit flipped", flipped),
             ("empty", Vec::new()),
-            ("another format", b"not a cache at all, but long enough to have a header......".repeat(2)),
+            (
+                "another format",
+                b"not a cache at all, but long enough to have a header......".repeat(2),
+            ),
         ];
         for (what, bytes) in cases {
             std::fs::write(&path, &bytes).unwrap();
             let (mut cache, why) = ScanCache::open(&path, [1; 32], 10);
-            assert!(matches!(why, Some(Discarded::Corrupt(_))), "{what}: {why:?}");
+            assert!(
+                matches!(why, Some(Discarded::Corrupt(_))),
+                "{what}: {why:?}"
+            );
             assert_eq!(cache.len(), 0, "{what}");
             // The next save replaces the bad file even when nothing new was recorded.
             cache.save().unwrap();

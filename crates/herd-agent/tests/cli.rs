@@ -3,7 +3,7 @@
 //! hit or narrowly miss each one, and bad input (malformed signatures, huge, unreadable and
 //! hostile files, symlink loops).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -1199,4 +1199,160 @@ fn a_write_through_a_shared_mapping_after_a_clean_verdict_is_scanned_at_the_next
         text.contains("mapped.bin: access denied (fanotify)"),
         "{text}"
     );
+}
+
+/// Each file's state in a `scan --json --cache` run: `cached` (not read), `ok` (read, clean) or
+/// `found`; and the process's stderr.
+fn cached_scan(db: &str, cache: &Path, files: &Path) -> (BTreeMap<String, String>, String) {
+    let o = run(&[
+        "scan",
+        "--json",
+        "--cache",
+        cache.to_str().unwrap(),
+        "-d",
+        db,
+        files.to_str().unwrap(),
+    ]);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    let states = stdout(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let name = Path::new(v["path"].as_str()?)
+                .file_name()?
+                .to_str()?
+                .to_owned();
+            let state = match (v["status"].as_str()?, v["cached"].as_bool()) {
+                ("ok", Some(true)) => "cached",
+                (status, _) => status,
+            };
+            Some((name, state.to_owned()))
+        })
+        .collect();
+    (states, stderr(&o))
+}
+
+fn states(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_scan_cache_skips_only_unchanged_clean_files_of_the_same_signature_set() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    for name in ["content", "size", "mtime", "chmod", "renamed", "same"] {
+        std::fs::write(files.join(name), format!("{name}: clean text\n")).unwrap();
+    }
+    std::fs::write(files.join("infected"), EICAR).unwrap();
+    let db = eicar_db(dir.path());
+    let cache = dir.path().join("scan.cache");
+    let all = |state: &str| {
+        let mut s = states(&[("infected", "found")]);
+        for name in ["content", "size", "mtime", "chmod", "renamed", "same"] {
+            s.insert(name.to_owned(), state.to_owned());
+        }
+        s
+    };
+
+    // Racy clean: files changed less than the settle time (2 s) before they were read are
+    // never remembered, as a write in the same timestamp tick could go unseen.
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("ok"));
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("ok"));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("ok"));
+    // Unchanged clean files are not read again; a detection is never remembered as clean.
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"));
+
+    // Every kind of change is seen: content at the same size, size, mtime set back by a tool
+    // (ctime still moves), a mode change (ctime only), and a file replaced by rename with the
+    // same content, size and times (a new inode).
+    std::fs::write(files.join("content"), "CONTENT: clean text\n").unwrap();
+    std::fs::write(files.join("size"), "size: clean text, longer\n").unwrap();
+    let mtime = std::fs::metadata(files.join("mtime"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(files.join("mtime"))
+        .unwrap();
+    f.set_modified(mtime + std::time::Duration::from_secs(1))
+        .unwrap();
+    drop(f);
+    let mut mode = std::fs::metadata(files.join("chmod"))
+        .unwrap()
+        .permissions();
+    mode.set_mode(0o600);
+    std::fs::set_permissions(files.join("chmod"), mode).unwrap();
+    let old = std::fs::metadata(files.join("renamed")).unwrap();
+    std::fs::write(dir.path().join("renamed.new"), "renamed: clean text\n").unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("renamed.new"))
+        .unwrap();
+    f.set_modified(old.modified().unwrap()).unwrap();
+    drop(f);
+    std::fs::rename(dir.path().join("renamed.new"), files.join("renamed")).unwrap();
+    let mut expected = all("ok");
+    expected.insert("same".to_owned(), "cached".to_owned());
+    assert_eq!(cached_scan(&db, &cache, &files).0, expected);
+
+    // The changed files settle, are read once more and then remembered.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(cached_scan(&db, &cache, &files).0, expected);
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"));
+
+    // A new signature set rescans everything.
+    let other = dir.path().join("other.hdb");
+    std::fs::write(&other, format!("{}:5:Other.Set\n", md5_hex(b"12345"))).unwrap();
+    let other_db = other.to_str().unwrap();
+    let two = |cache: &Path| {
+        let o = run(&[
+            "scan",
+            "--json",
+            "--cache",
+            cache.to_str().unwrap(),
+            "-d",
+            &db,
+            "-d",
+            other_db,
+            files.to_str().unwrap(),
+        ]);
+        stdout(&o).matches("\"cached\":true").count()
+    };
+    assert_eq!(two(&cache), 0);
+    assert_eq!(two(&cache), 6);
+    // Changed content in a database file is a new set too, even at the same path.
+    std::fs::write(
+        &other,
+        format!("{}:5:Other.Set.Renamed\n", md5_hex(b"12345")),
+    )
+    .unwrap();
+    assert_eq!(two(&cache), 0);
+
+    // A crash while writing the cache (a torn file) or any damage loses nothing but the cache:
+    // it is discarded with a warning, every file is read, and it is rebuilt.
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("ok"));
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"));
+    let good = std::fs::read(&cache).unwrap();
+    let mut flipped = good.clone();
+    flipped[70] ^= 0x40;
+    for (what, bytes) in [
+        ("torn", good[..good.len() / 2].to_vec()),
+        ("flipped", flipped),
+    ] {
+        std::fs::write(&cache, bytes).unwrap();
+        let (states, err) = cached_scan(&db, &cache, &files);
+        assert_eq!(states, all("ok"), "{what}");
+        assert!(
+            err.contains("scan cache") && err.contains("corrupt"),
+            "{what}: {err}"
+        );
+        assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"), "{what}");
+    }
 }
