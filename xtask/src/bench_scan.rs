@@ -9,6 +9,8 @@
 //!   reporting medians with and without database load time, peak memory and detections;
 //! - the engine alone over the corpus held in memory with only the 10,000 body signatures
 //!   (the "1 GB/s on cached data" bar), and the same with Aho-Corasick only, on a sample.
+//!
+//! With `--real [DIR…]` it benchmarks real files instead (see `bench_scan_real`).
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -55,6 +57,14 @@ struct Options {
     no_clamscan: bool,
     #[arg(long, default_value_t = 5)]
     seed: u64,
+    /// Benchmark on real files instead of a generated corpus: these directories, or with none
+    /// the system's library, binary and documentation directories (/usr/lib /usr/bin
+    /// /usr/share/doc). Signatures are generated from the files (see `bench_scan_real`).
+    #[arg(long, num_args = 0.., value_name = "DIR")]
+    real: Option<Vec<PathBuf>>,
+    /// With --real: at most this many MB (10^6 bytes) of files, sampled by --seed.
+    #[arg(long, default_value_t = 1000)]
+    limit_mb: u64,
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -302,7 +312,7 @@ fn corpus_size(corpus: &Path) -> Result<(usize, u64)> {
 }
 
 /// Runs a command to completion and returns its stdout, wall time and peak resident memory.
-fn timed(cmd: &mut Command) -> Result<(String, f64, u64)> {
+pub(crate) fn timed(cmd: &mut Command) -> Result<(String, f64, u64)> {
     let started = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -384,6 +394,27 @@ pub fn run(args: Vec<String>) -> Result<()> {
         .dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("herd-bench-scan"));
+    if let Some(dirs) = &o.real {
+        let dirs = match dirs.is_empty() {
+            true => crate::bench_scan_real::DEFAULT_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|d| d.is_dir())
+                .collect(),
+            false => dirs.clone(),
+        };
+        return crate::bench_scan_real::run(&crate::bench_scan_real::RealOptions {
+            dirs,
+            dir,
+            limit_mb: o.limit_mb,
+            hdb: o.hdb,
+            ndb: o.ndb,
+            runs: o.runs,
+            anchor_min: o.anchor_min,
+            no_clamscan: o.no_clamscan,
+            seed: o.seed,
+        });
+    }
     let g = generate(&o, &dir)?;
     let gb = g.bytes as f64 / 1e9;
     println!(

@@ -9,6 +9,7 @@ mod bench_feed;
 mod bench_onaccess;
 mod bench_planner;
 mod bench_scan;
+mod bench_scan_real;
 mod bench_unpack;
 mod deb;
 

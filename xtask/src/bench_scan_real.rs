@@ -1,0 +1,462 @@
+//! `cargo xtask bench scan --real [DIR…]`: herd-agent scan against clamscan on real files (the
+//! system's libraries, binaries and documentation by default), with signatures shaped by them.
+//!
+//! The corpus is a deterministic sample (by `--seed`) of the regular files under the
+//! directories, walked without following symlinks, unreadable files skipped, bounded by
+//! `--limit-mb` (default 1000 MB; clamscan takes about 20 s a GB here, per run). The signatures
+//! are generated under `--dir`:
+//! - `--hdb` (default 100,000) `.hdb` lines whose sizes are drawn from the sampled files' own
+//!   sizes, so nearly every file must be hashed as with a real database, 20 of them the real
+//!   MD5 of real files (hits);
+//! - `--ndb` (default 10,000) `.ndb` lines, random like the generated benchmark's, 20 of them
+//!   cut from the real files' bytes (hits), some with a `??` in the middle.
+//!
+//! Then, with the page cache warm and one thread: both tools on the same file list (`-f`),
+//! medians over `--runs`; detections compared file by file (every file clamscan detects must be
+//! detected by herd; each file only herd detects is listed and checked against its raw bytes);
+//! `herd-agent scan --cache` twice (the first run fills the cache, the second reads nothing
+//! unchanged); and the engine alone in memory on the same files, to show where time goes
+//! (MD5, SHA-256, the body matcher).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use herd_lab::world::Rng;
+use herd_scan::walk::{self, Event};
+use herd_scan::{Database, Engine, MatchOptions, Scratch};
+use md5::{Digest, Md5};
+
+use crate::bench_scan::{body_signatures, build_agent, hex, timed, warm};
+use crate::median;
+
+/// What `--real` needs from the scan benchmark's options.
+pub(crate) struct RealOptions {
+    pub(crate) dirs: Vec<PathBuf>,
+    pub(crate) dir: PathBuf,
+    pub(crate) limit_mb: u64,
+    pub(crate) hdb: usize,
+    pub(crate) ndb: usize,
+    pub(crate) runs: usize,
+    pub(crate) anchor_min: usize,
+    pub(crate) no_clamscan: bool,
+    pub(crate) seed: u64,
+}
+
+/// The directories scanned when `--real` names none: libraries, binaries, documentation.
+pub(crate) const DEFAULT_DIRS: &[&str] = &["/usr/lib", "/usr/bin", "/usr/share/doc"];
+
+/// Files larger than this are left out: both tools skip them by default (`--max-filesize`).
+const MAX_FILE: u64 = 100 << 20;
+
+/// Signatures that hit, of each kind.
+const PLANTED: usize = 20;
+
+/// A body signature cut from a real file: the `.ndb` line and how to check it on raw bytes.
+struct Cut {
+    name: String,
+    /// The bytes, `None` where the signature has `??`.
+    pattern: Vec<Option<u8>>,
+}
+
+impl Cut {
+    fn line(&self) -> String {
+        let body: String = self
+            .pattern
+            .iter()
+            .map(|b| b.map_or_else(|| "??".to_owned(), |b| format!("{b:02x}")))
+            .collect();
+        format!("{}:0:*:{body}\n", self.name)
+    }
+    fn occurs_in(&self, data: &[u8]) -> bool {
+        data.windows(self.pattern.len()).any(|w| {
+            w.iter()
+                .zip(&self.pattern)
+                .all(|(b, p)| p.is_none_or(|p| p == *b))
+        })
+    }
+}
+
+/// The sampled corpus: paths (sorted) and sizes.
+fn sample_corpus(o: &RealOptions) -> Result<Vec<(PathBuf, u64)>> {
+    let mut all = Vec::new();
+    for root in &o.dirs {
+        walk::walk(root, true, &mut |event| {
+            if let Event::File { path, size, .. } = event
+                && (1..=MAX_FILE).contains(&size)
+                && std::fs::File::open(&path).is_ok()
+                && path.to_str().is_some_and(|p| !p.contains('\n'))
+            {
+                all.push((path, size));
+            }
+        });
+    }
+    if all.is_empty() {
+        bail!("no readable files under {:?}", o.dirs);
+    }
+    // Fisher–Yates with the benchmark's seed: the same sample for the same directories.
+    let mut rng = Rng(o.seed);
+    for i in (1..all.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        all.swap(i, j);
+    }
+    let limit = o.limit_mb * 1_000_000;
+    let mut total = 0;
+    let mut picked: Vec<(PathBuf, u64)> = all
+        .into_iter()
+        .take_while(|(_, size)| {
+            total += size;
+            total <= limit
+        })
+        .collect();
+    picked.sort();
+    Ok(picked)
+}
+
+/// A run of at least 24 bytes from `data` that is not mostly one value (so it does not
+/// match everywhere), with `??` in the middle for every other signature.
+fn cut_from(data: &[u8], i: usize, rng: &mut Rng) -> Option<Cut> {
+    let len = 24 + rng.below(17) as usize;
+    if data.len() < len {
+        return None;
+    }
+    for _ in 0..50 {
+        let at = rng.below((data.len() - len + 1) as u64) as usize;
+        let bytes = &data[at..at + len];
+        let distinct: BTreeSet<u8> = bytes.iter().copied().collect();
+        if distinct.len() >= 12 {
+            let mut pattern: Vec<Option<u8>> = bytes.iter().copied().map(Some).collect();
+            if i % 2 == 1 {
+                pattern[len / 2] = None;
+            }
+            return Some(Cut {
+                name: format!("Herd.Real.Cut-{i}"),
+                pattern,
+            });
+        }
+    }
+    None
+}
+
+struct Signatures {
+    dir: PathBuf,
+    /// Hash hits: name → (MD5, size).
+    hashes: BTreeMap<String, ([u8; 16], u64)>,
+    cuts: Vec<Cut>,
+}
+
+fn generate(o: &RealOptions, corpus: &[(PathBuf, u64)]) -> Result<Signatures> {
+    let dir = o.dir.join("real-sigs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut rng = Rng(o.seed ^ 0x5eed);
+    let pick = |rng: &mut Rng| &corpus[rng.below(corpus.len() as u64) as usize];
+
+    let mut hashes = BTreeMap::new();
+    let mut hdb = String::new();
+    for i in 0..o.hdb {
+        let (path, size) = pick(&mut rng);
+        if i < PLANTED {
+            let digest: [u8; 16] = Md5::digest(std::fs::read(path)?).into();
+            let name = format!("Herd.Real.Hash-{i}");
+            hdb.push_str(&format!("{}:{size}:{name}\n", hex(&digest)));
+            hashes.insert(name, (digest, *size));
+        } else {
+            // A size a real file has, a digest none has.
+            hdb.push_str(&format!(
+                "{}:{size}:Herd.Real.Hash-{i}\n",
+                hex(&rng.bytes(16))
+            ));
+        }
+    }
+    std::fs::write(dir.join("real.hdb"), hdb)?;
+
+    let mut cuts = Vec::new();
+    let mut tries = 0;
+    while cuts.len() < PLANTED.min(o.ndb) && tries < 1000 {
+        tries += 1;
+        let (path, _) = pick(&mut rng);
+        if let Some(cut) = cut_from(&std::fs::read(path)?, cuts.len(), &mut rng) {
+            cuts.push(cut);
+        }
+    }
+    let mut ndb: String = cuts.iter().map(Cut::line).collect();
+    let random = body_signatures(o.ndb - cuts.len(), o.anchor_min, &mut rng);
+    for b in &random {
+        ndb.push_str(&b.line);
+        ndb.push('\n');
+    }
+    std::fs::write(dir.join("real.ndb"), ndb)?;
+    Ok(Signatures { dir, hashes, cuts })
+}
+
+/// `path: NAME FOUND` lines of clamscan (its `.UNOFFICIAL` suffix removed), by file.
+fn clamscan_found(output: &str) -> BTreeMap<String, String> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_suffix(" FOUND"))
+        .filter_map(|l| l.rsplit_once(": "))
+        .map(|(p, n)| (p.to_owned(), n.trim_end_matches(".UNOFFICIAL").to_owned()))
+        .collect()
+}
+
+/// Detections in herd-agent's JSON lines, by file: (signature, member path).
+fn herd_found(output: &str) -> BTreeMap<String, (String, String)> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["status"] == "found")
+        .filter_map(|v| {
+            let d = &v["detections"][0];
+            Some((
+                v["path"].as_str()?.to_owned(),
+                (
+                    d["signature"].as_str()?.to_owned(),
+                    d["member"].as_str().unwrap_or("").to_owned(),
+                ),
+            ))
+        })
+        .collect()
+}
+
+fn herd_summary(output: &str) -> Result<serde_json::Value> {
+    let last = output
+        .lines()
+        .last()
+        .context("no summary from herd-agent")?;
+    Ok(serde_json::from_str::<serde_json::Value>(last)?["summary"].clone())
+}
+
+pub(crate) fn run(o: &RealOptions) -> Result<()> {
+    std::fs::create_dir_all(&o.dir)?;
+    let corpus = sample_corpus(o)?;
+    let bytes: u64 = corpus.iter().map(|(_, s)| s).sum();
+    let list = o.dir.join("real-files.txt");
+    let text: String = corpus
+        .iter()
+        .map(|(p, _)| format!("{}\n", p.display()))
+        .collect();
+    std::fs::write(&list, text)?;
+    let sigs = generate(o, &corpus)?;
+    println!(
+        "real corpus: {:.2} GB in {} files sampled from {:?} (--limit-mb {}); signatures: {} .hdb (sizes drawn from the files', {PLANTED} real digests) + {} .ndb ({} cut from the files)",
+        bytes as f64 / 1e9,
+        corpus.len(),
+        o.dirs,
+        o.limit_mb,
+        o.hdb,
+        o.ndb,
+        sigs.cuts.len()
+    );
+    let paths: Vec<PathBuf> = corpus.iter().map(|(p, _)| p.clone()).collect();
+    warm(&paths)?;
+    let agent = build_agent()?;
+    let sig_dir = sigs.dir.to_str().context("signature path is not UTF-8")?;
+    let list_arg = list.to_str().context("list path is not UTF-8")?;
+    let cache = o.dir.join("real-scan.cache");
+    let cache_arg = cache.to_str().context("cache path is not UTF-8")?;
+
+    // herd-agent: scan time = total − load (from its JSON summary); then the cached pair.
+    let herd = |extra: &[&str]| -> Result<(String, f64, f64)> {
+        let mut cmd = Command::new(&agent);
+        cmd.args(["scan", "--json", "-d", sig_dir, "-f", list_arg])
+            .args(extra);
+        let (out, secs, _) = timed(&mut cmd)?;
+        let load = herd_summary(&out)?["database_load_seconds"]
+            .as_f64()
+            .context("no load time")?;
+        Ok((out, secs, load))
+    };
+    let (mut total, mut scan, mut first, mut second) = (vec![], vec![], vec![], vec![]);
+    let mut herd_out = String::new();
+    for _ in 0..o.runs {
+        let (out, secs, load) = herd(&[])?;
+        total.push(secs);
+        scan.push(secs - load);
+        herd_out = out;
+        let _ = std::fs::remove_file(&cache);
+        first.push(herd(&["--cache", cache_arg])?.1);
+        let (out, secs, _) = herd(&["--cache", cache_arg])?;
+        let cached = out.matches("\"cached\":true").count();
+        if cached * 10 < corpus.len() * 9 {
+            println!(
+                "warning: only {cached} of {} files were taken from the cache",
+                corpus.len()
+            );
+        }
+        second.push(secs);
+    }
+    let herd_scan = median(scan);
+    let found_herd = herd_found(&herd_out);
+    println!(
+        "herd-agent scan: total {:.2} s, scan {:.2} s = {:.0} MB/s; {} files detected",
+        median(total.clone()),
+        herd_scan,
+        bytes as f64 / 1e6 / herd_scan,
+        found_herd.len()
+    );
+    let (first, second) = (median(first), median(second));
+    println!(
+        "herd-agent scan --cache: first run (fills the cache) {first:.2} s, second run {second:.2} s: {:.1}× faster (target ≥ 10×)",
+        first / second
+    );
+
+    if o.no_clamscan {
+        println!("clamscan: skipped (--no-clamscan)");
+    } else if Command::new("clamscan").arg("--version").output().is_err() {
+        println!("clamscan: skipped, not on PATH (apt-get install clamav)");
+    } else {
+        let empty = o.dir.join("empty.txt");
+        std::fs::write(&empty, b"x")?;
+        let empty = empty.to_str().context("path is not UTF-8")?;
+        let mut load = Vec::new();
+        for _ in 0..o.runs {
+            load.push(
+                timed(Command::new("clamscan").args(["--no-summary", "-d", sig_dir, empty]))?.1,
+            );
+        }
+        let (mut clam_total, mut clam_out) = (Vec::new(), String::new());
+        for _ in 0..o.runs {
+            let (out, secs, _) = timed(Command::new("clamscan").args([
+                "--no-summary",
+                "-i",
+                "-d",
+                sig_dir,
+                "-f",
+                list_arg,
+            ]))?;
+            clam_total.push(secs);
+            clam_out = out;
+        }
+        let clam_scan = median(clam_total.clone()) - median(load);
+        let found_clam = clamscan_found(&clam_out);
+        println!(
+            "clamscan:        total {:.2} s, scan {:.2} s = {:.0} MB/s; {} files detected",
+            median(clam_total.clone()),
+            clam_scan,
+            bytes as f64 / 1e6 / clam_scan,
+            found_clam.len()
+        );
+        println!(
+            "throughput ratio herd/clamscan on real files: {:.1}× excluding database load, {:.1}× including it (target ≥ 10×); cached second scan {:.0}× clamscan",
+            clam_scan / herd_scan,
+            median(clam_total.clone()) / median(total),
+            median(clam_total) / second
+        );
+        agreement(&found_clam, &found_herd, &sigs)?;
+    }
+
+    in_memory(o, &paths, &sigs)
+}
+
+/// Detections compared file by file; each file only herd detects is checked on its raw bytes.
+fn agreement(
+    clam: &BTreeMap<String, String>,
+    herd: &BTreeMap<String, (String, String)>,
+    sigs: &Signatures,
+) -> Result<()> {
+    let (mut missed, mut both) = (0, 0);
+    for (path, name) in clam {
+        match herd.get(path) {
+            Some((h, _)) => {
+                // The first few as a sample; every disagreement is listed below.
+                both += 1;
+                if both <= 10 {
+                    println!("  both     {path}: clamscan {name}, herd {h}");
+                }
+            }
+            None => {
+                missed += 1;
+                println!("  MISSED   {path}: clamscan {name}, herd nothing");
+            }
+        }
+    }
+    for (path, (name, member)) in herd.iter().filter(|(p, _)| !clam.contains_key(*p)) {
+        let data = std::fs::read(path)?;
+        let why = if let Some((digest, size)) = sigs.hashes.get(name) {
+            let raw: [u8; 16] = Md5::digest(&data).into();
+            if raw == *digest && data.len() as u64 == *size {
+                "the file's raw MD5 and size are the signature's".to_owned()
+            } else {
+                "UNEXPLAINED: the raw MD5 differs".to_owned()
+            }
+        } else if let Some(cut) = sigs.cuts.iter().find(|c| &c.name == name) {
+            if cut.occurs_in(&data) {
+                "its raw bytes contain the signature".to_owned()
+            } else if !member.is_empty() {
+                format!("inside container member {member}, which clamscan did not open")
+            } else {
+                "UNEXPLAINED: not in the raw bytes".to_owned()
+            }
+        } else {
+            format!("a random signature ({member}): UNEXPLAINED")
+        };
+        println!("  herd     {path}: herd {name}, clamscan nothing: {why}");
+    }
+    let only_herd = herd.keys().filter(|p| !clam.contains_key(*p)).count();
+    println!(
+        "agreement: clamscan {} files, herd {} files, both {both} (first 10 listed); missed by herd {missed}; only herd {only_herd} (explained above)",
+        clam.len(),
+        herd.len()
+    );
+    Ok(())
+}
+
+/// Where the time goes: the engine alone over the files held in memory.
+fn in_memory(o: &RealOptions, paths: &[PathBuf], sigs: &Signatures) -> Result<()> {
+    let mut data = Vec::with_capacity(paths.len());
+    for p in paths {
+        let mut buf = Vec::new();
+        std::fs::File::open(p)?.read_to_end(&mut buf)?;
+        data.push(buf);
+    }
+    let bytes: usize = data.iter().map(Vec::len).sum();
+    let rate = |f: &mut dyn FnMut(&[u8])| {
+        let mut rates = Vec::new();
+        for _ in 0..o.runs {
+            let started = Instant::now();
+            for d in &data {
+                f(d);
+            }
+            rates.push(bytes as f64 / 1e9 / started.elapsed().as_secs_f64());
+        }
+        median(rates)
+    };
+    let md5 = rate(&mut |d| {
+        std::hint::black_box(Md5::digest(d));
+    });
+    let sha256 = rate(&mut |d| {
+        use sha2::Sha256;
+        std::hint::black_box(<Sha256 as sha2::Digest>::digest(d));
+    });
+    let mut engines = Vec::new();
+    for (label, files) in [
+        ("hash + body signatures", &["real.hdb", "real.ndb"][..]),
+        ("body signatures only", &["real.ndb"][..]),
+        ("hash signatures only", &["real.hdb"][..]),
+    ] {
+        let mut db = Database::new();
+        for f in files {
+            let errors = db.load(f, &std::fs::read(sigs.dir.join(f))?);
+            if let Some(e) = errors.first() {
+                bail!("generated signatures failed to load: {e}");
+            }
+        }
+        engines.push((label, Engine::new(&db)));
+    }
+    println!(
+        "in memory, one thread: MD5 {md5:.2} GB/s, SHA-256 {sha256:.2} GB/s (median of {})",
+        o.runs
+    );
+    for (label, engine) in &engines {
+        let mut scratch = Scratch::default();
+        let r = rate(&mut |d| {
+            let _ = engine.match_bytes(d, &mut scratch, MatchOptions::default());
+        });
+        println!("in memory, engine with {label}: {r:.2} GB/s");
+    }
+    Ok(())
+}
