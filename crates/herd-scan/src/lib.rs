@@ -21,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod gram;
 pub mod hex;
+pub mod md5x;
 pub mod scan;
 pub mod verify;
 pub mod walk;
@@ -28,7 +29,7 @@ pub mod walk;
 pub mod yara;
 
 pub use db::Database;
-pub use engine::{Engine, EngineOptions, MatchOptions, Scratch};
+pub use engine::{Engine, EngineOptions, KnownDigests, MatchOptions, Scratch};
 pub use error::{ParseError, ParseErrorKind, ScanError};
 pub use scan::{Detection, Limits, Note, NoteKind, Report, Scanner, Verdict};
 

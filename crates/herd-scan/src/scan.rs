@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::archive::{self, Entry, InflateError};
-use crate::engine::{Engine, MatchOptions, Scratch};
+use crate::engine::{Engine, KnownDigests, MatchOptions, Scratch};
 use crate::error::{ArchivePath, ScanError};
 
 /// The name reported for a member whose compression ratio exceeds the limit. Zip bombs are
@@ -155,6 +155,11 @@ struct Walk<'s> {
 impl Scanner<'_> {
     /// Scans `data` and the containers in it.
     pub fn scan(&self, data: &[u8], scratch: &mut Scratch) -> Report {
+        self.scan_known(data, KnownDigests::default(), scratch)
+    }
+
+    /// [`Scanner::scan`] with digests of `data` (the top level only) the caller already has.
+    pub fn scan_known(&self, data: &[u8], known: KnownDigests, scratch: &mut Scratch) -> Report {
         let mut walk = Walk {
             scratch,
             report: Report::default(),
@@ -164,7 +169,7 @@ impl Scanner<'_> {
             stop: false,
         };
         let mut path = Vec::new();
-        self.scan_level(data, 0, &mut path, &mut walk);
+        self.scan_level(data, known, 0, &mut path, &mut walk);
         walk.report
     }
 
@@ -197,8 +202,18 @@ impl Scanner<'_> {
         });
     }
 
-    fn scan_level(&self, data: &[u8], depth: u32, path: &mut Vec<String>, walk: &mut Walk<'_>) {
-        match self.engine.match_bytes(data, walk.scratch, self.options) {
+    fn scan_level(
+        &self,
+        data: &[u8],
+        known: KnownDigests,
+        depth: u32,
+        path: &mut Vec<String>,
+        walk: &mut Walk<'_>,
+    ) {
+        let matched = self
+            .engine
+            .match_bytes_known(data, known, walk.scratch, self.options);
+        match matched {
             Ok(names) => {
                 for name in names {
                     self.detect(name, path, walk);
@@ -290,7 +305,7 @@ impl Scanner<'_> {
                             );
                         }
                     }
-                    self.scan_level(&buf, depth + 1, path, walk);
+                    self.scan_level(&buf, KnownDigests::default(), depth + 1, path, walk);
                     if let archive::Content::Gzip(stream) = member.content
                         && inflated.trailing > 0
                         && !walk.stop
@@ -298,7 +313,7 @@ impl Scanner<'_> {
                         // What follows the gzip stream: gzip ignores it, unzip may not.
                         let after = &stream[stream.len() - inflated.trailing..];
                         path.push(TRAILING_NAME.to_owned());
-                        self.scan_level(after, depth + 1, path, walk);
+                        self.scan_level(after, KnownDigests::default(), depth + 1, path, walk);
                         path.pop();
                     }
                 }
@@ -313,7 +328,7 @@ impl Scanner<'_> {
                     // stops: scanned, and the member still reported as not wholly read.
                     self.note(NoteKind::CorruptMember(why), path, walk);
                     walk.total += buf.len() as u64;
-                    self.scan_level(&buf, depth + 1, path, walk);
+                    self.scan_level(&buf, KnownDigests::default(), depth + 1, path, walk);
                 }
             }
             walk.buffers.push(buf);
