@@ -1356,3 +1356,148 @@ fn the_scan_cache_skips_only_unchanged_clean_files_of_the_same_signature_set() {
         assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"), "{what}");
     }
 }
+
+/// Up to `count` regular files (1 B to 2 MB) under `dirs`, spread evenly over the sorted list,
+/// walked without following symlinks; unreadable files are left out.
+fn real_files(dirs: &[&str], count: usize) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut all = Vec::new();
+    for dir in dirs {
+        herd_scan::walk::walk(Path::new(dir), true, &mut |event| {
+            if let herd_scan::walk::Event::File { path, size, .. } = event
+                && (1..=2 << 20).contains(&size)
+                && path.to_str().is_some_and(|p| !p.contains('\n'))
+            {
+                all.push(path);
+            }
+        });
+    }
+    all.sort();
+    let step = (all.len() / count).max(1);
+    all.into_iter()
+        .step_by(step)
+        .filter_map(|p| std::fs::read(&p).ok().map(|d| (p, d)))
+        .take(count)
+        .collect()
+}
+
+#[test]
+fn agreement_with_clamscan_on_real_system_files() {
+    if !clamscan_available() {
+        eprintln!(
+            "skipped the real-file comparison: clamscan is not on PATH (apt-get install clamav)"
+        );
+        return;
+    }
+    let files = real_files(
+        &["/usr/bin", "/usr/share/doc", "/usr/lib/x86_64-linux-gnu"],
+        300,
+    );
+    if files.len() < 20 {
+        eprintln!("skipped the real-file comparison: too few system files");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Hash signatures with the files' own sizes (every file is hashed), a few of them the real
+    // digests; body signatures cut from the files' bytes (distinctive runs), and random ones.
+    let mut hdb = String::new();
+    let mut ndb = String::new();
+    let mut rng = herd_lab::world::Rng(15);
+    for (i, (_, data)) in files.iter().enumerate() {
+        let digest = match i % 40 {
+            0 => md5_hex(data),
+            _ => hex(&rng.bytes(16)),
+        };
+        hdb.push_str(&format!("{digest}:{}:Real.Hash-{i}\n", data.len()));
+        if i % 25 == 7 && data.len() > 200 {
+            for _ in 0..20 {
+                let at = rng.below((data.len() - 40) as u64) as usize;
+                let cut = &data[at..at + 32];
+                if cut.iter().collect::<BTreeSet<_>>().len() >= 12 {
+                    let (head, tail) = cut.split_at(16);
+                    ndb.push_str(&format!(
+                        "Real.Cut-{i}:0:*:{}??{}\n",
+                        hex(head),
+                        hex(&tail[1..])
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    for i in 0..200 {
+        ndb.push_str(&format!("Real.Random-{i}:0:*:{}\n", hex(&rng.bytes(24))));
+    }
+    std::fs::write(dir.path().join("real.hdb"), &hdb).unwrap();
+    std::fs::write(dir.path().join("real.ndb"), &ndb).unwrap();
+    let list = dir.path().join("files.txt");
+    let text: String = files
+        .iter()
+        .map(|(p, _)| format!("{}\n", p.display()))
+        .collect();
+    std::fs::write(&list, text).unwrap();
+    let (db, list) = (dir.path().to_str().unwrap(), list.to_str().unwrap());
+
+    let clam = Command::new("clamscan")
+        .args(["--no-summary", "-i", "-d", db, "-f", list])
+        .output()
+        .unwrap();
+    assert!(
+        matches!(clam.status.code(), Some(0 | 1)),
+        "clamscan: {}",
+        stderr(&clam)
+    );
+    let herd = run(&["scan", "--no-summary", "-i", "-d", db, "-f", list]);
+    assert!(
+        matches!(herd.status.code(), Some(0 | 1)),
+        "herd: {}",
+        stderr(&herd)
+    );
+    let by_file = |out: &str| -> BTreeMap<String, String> {
+        out.lines()
+            .filter_map(|l| l.strip_suffix(" FOUND")?.rsplit_once(": "))
+            .map(|(f, n)| (f.to_owned(), n.trim_end_matches(".UNOFFICIAL").to_owned()))
+            .collect()
+    };
+    let (clam, herd) = (by_file(&stdout(&clam)), by_file(&stdout(&herd)));
+    let missed: Vec<_> = clam.keys().filter(|f| !herd.contains_key(*f)).collect();
+    assert!(
+        missed.is_empty(),
+        "clamscan detects, herd does not: {missed:?}"
+    );
+    // Every file only herd detects is explained by its raw bytes: the digest is the file's, or
+    // the cut occurs in it (clamscan may have judged it by a file type it gives it).
+    for (file, name) in herd.iter().filter(|(f, _)| !clam.contains_key(*f)) {
+        let data = std::fs::read(file).unwrap();
+        let raw = if name.starts_with("Real.Hash-") {
+            hdb.contains(&format!("{}:{}:{name}\n", md5_hex(&data), data.len()))
+        } else {
+            let line = ndb
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}:")))
+                .unwrap();
+            let sig = line.rsplit(':').next().unwrap();
+            let (head, tail) = sig.split_once("??").unwrap();
+            let (head, tail) = (unhex(head), unhex(tail));
+            data.windows(head.len() + 1 + tail.len())
+                .any(|w| w.starts_with(&head) && w.ends_with(&tail))
+        };
+        assert!(
+            raw,
+            "{file}: herd found {name}, clamscan nothing, and the raw bytes do not explain it"
+        );
+    }
+    assert!(clam.len() >= 5, "too few hits to compare: {clam:?}");
+    eprintln!(
+        "clamscan and herd agree on {} of {} real files ({} detected by herd only, each checked raw)",
+        clam.len(),
+        files.len(),
+        herd.len() - clam.len()
+    );
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
