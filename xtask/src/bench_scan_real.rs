@@ -9,7 +9,8 @@
 //!   sizes, so nearly every file must be hashed as with a real database, 20 of them the real
 //!   MD5 of real files (hits);
 //! - `--ndb` (default 10,000) `.ndb` lines, random like the generated benchmark's, 20 of them
-//!   cut from the real files' bytes (hits), some with a `??` in the middle.
+//!   cut from the real files' bytes (hits; the rarest of 200 candidates, so each singles out
+//!   a few files as real signatures do), half with a `??` in the middle.
 //!
 //! Then, with the page cache warm and one thread: both tools on the same file list (`-f`),
 //! medians over `--runs`; detections compared file by file (every file clamscan detects must be
@@ -175,15 +176,7 @@ fn generate(o: &RealOptions, corpus: &[(PathBuf, u64)]) -> Result<Signatures> {
     }
     std::fs::write(dir.join("real.hdb"), hdb)?;
 
-    let mut cuts = Vec::new();
-    let mut tries = 0;
-    while cuts.len() < PLANTED.min(o.ndb) && tries < 1000 {
-        tries += 1;
-        let (path, _) = pick(&mut rng);
-        if let Some(cut) = cut_from(&std::fs::read(path)?, cuts.len(), &mut rng) {
-            cuts.push(cut);
-        }
-    }
+    let cuts = rare_cuts(corpus, PLANTED.min(o.ndb), &mut rng)?;
     let mut ndb: String = cuts.iter().map(Cut::line).collect();
     let random = body_signatures(o.ndb - cuts.len(), o.anchor_min, &mut rng);
     for b in &random {
@@ -192,6 +185,51 @@ fn generate(o: &RealOptions, corpus: &[(PathBuf, u64)]) -> Result<Signatures> {
     }
     std::fs::write(dir.join("real.ndb"), ndb)?;
     Ok(Signatures { dir, hashes, cuts })
+}
+
+/// `count` body signatures cut from the corpus that each match as few of its files as
+/// possible: real signatures single out a few files, and a cut that is common (a compiler's
+/// boilerplate, a bytecode header) would detect thousands, which neither tells much about
+/// agreement nor leaves the scan cache anything to skip. Ten candidates per wanted cut are
+/// counted in one pass over the corpus with the engine itself.
+fn rare_cuts(corpus: &[(PathBuf, u64)], count: usize, rng: &mut Rng) -> Result<Vec<Cut>> {
+    let mut candidates = Vec::new();
+    let mut tries = 0;
+    while candidates.len() < count * 10 && tries < count * 100 {
+        tries += 1;
+        let (path, _) = &corpus[rng.below(corpus.len() as u64) as usize];
+        if let Some(cut) = cut_from(&std::fs::read(path)?, candidates.len(), rng) {
+            candidates.push(cut);
+        }
+    }
+    let mut db = Database::new();
+    let lines: String = candidates.iter().map(Cut::line).collect();
+    if let Some(e) = db.load("candidates.ndb", lines.as_bytes()).first() {
+        bail!("a cut signature failed to load: {e}");
+    }
+    let engine = Engine::new(&db);
+    let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+    let mut scratch = Scratch::default();
+    let options = MatchOptions {
+        all_matches: true,
+        ..MatchOptions::default()
+    };
+    for (path, _) in corpus {
+        let data = std::fs::read(path)?;
+        let names = engine
+            .match_bytes(&data, &mut scratch, options)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for name in names {
+            *hits.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    let files = |c: &Cut| hits.get(&c.name).copied().unwrap_or(usize::MAX);
+    candidates.sort_by_key(|c| files(c));
+    candidates.truncate(count);
+    for (i, cut) in candidates.iter_mut().enumerate() {
+        cut.name = format!("Herd.Real.Cut-{i}");
+    }
+    Ok(candidates)
 }
 
 /// `path: NAME FOUND` lines of clamscan (its `.UNOFFICIAL` suffix removed), by file.
