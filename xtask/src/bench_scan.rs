@@ -313,6 +313,12 @@ fn corpus_size(corpus: &Path) -> Result<(usize, u64)> {
 
 /// Runs a command to completion and returns its stdout, wall time and peak resident memory.
 pub(crate) fn timed(cmd: &mut Command) -> Result<(String, f64, u64)> {
+    timed_cpu(cmd).map(|(out, secs, rss, _)| (out, secs, rss))
+}
+
+/// [`timed`], also returning the CPU seconds (user + system) the command used: on a machine
+/// shared with other work, wall time measures the neighbours as much as the command.
+pub(crate) fn timed_cpu(cmd: &mut Command) -> Result<(String, f64, u64, f64)> {
     let started = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -325,17 +331,17 @@ pub(crate) fn timed(cmd: &mut Command) -> Result<(String, f64, u64)> {
         .take()
         .expect("piped")
         .read_to_string(&mut out)?;
-    let (status, maxrss_kib) = wait_with_rusage(child.id())?;
+    let (status, maxrss_kib, cpu) = wait_with_rusage(child.id())?;
     let secs = started.elapsed().as_secs_f64();
     if !matches!(status, 0 | 1) {
         bail!("{cmd:?} exited with {status}");
     }
-    Ok((out, secs, maxrss_kib * 1024))
+    Ok((out, secs, maxrss_kib * 1024, cpu))
 }
 
 /// `wait4` gives the child's own peak RSS, which `std::process` does not expose.
 #[allow(unsafe_code)]
-fn wait_with_rusage(pid: u32) -> Result<(i32, u64)> {
+fn wait_with_rusage(pid: u32) -> Result<(i32, u64, f64)> {
     let mut status = 0;
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -344,7 +350,9 @@ fn wait_with_rusage(pid: u32) -> Result<(i32, u64)> {
     if r < 0 {
         return Err(std::io::Error::last_os_error().into());
     }
-    Ok((libc::WEXITSTATUS(status), usage.ru_maxrss as u64))
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    Ok((libc::WEXITSTATUS(status), usage.ru_maxrss as u64, cpu))
 }
 
 /// Files reported infected in clamscan-style output.
