@@ -939,9 +939,11 @@ impl Batch {
                 }
             }
         }
-        for buf in &mut self.buffers {
-            // A few large files must not pin their memory for the rest of the scan.
-            if buf.capacity() > 4 << 20 {
+        // Large files of earlier batches must not pin their memory for the rest of the scan:
+        // what the buffers keep stays within one batch's bytes.
+        let kept: usize = self.buffers.iter().map(Vec::capacity).sum();
+        if kept as u64 > Self::BYTES {
+            for buf in self.buffers.iter_mut().filter(|b| b.capacity() > 256 << 10) {
                 *buf = Vec::new();
             }
         }
