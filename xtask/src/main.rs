@@ -10,6 +10,7 @@ mod bench_onaccess;
 mod bench_planner;
 mod bench_scan;
 mod bench_scan_load;
+mod bench_scan_real;
 mod bench_unpack;
 mod deb;
 

@@ -11,6 +11,7 @@ mod outbox;
 mod quarantine;
 mod run;
 mod scan;
+mod scan_cache;
 mod signatures;
 mod trust;
 

@@ -45,6 +45,7 @@ use serde_json::json;
 
 use crate::quarantine::{StoreResult, Stores};
 use crate::scan::{IndexArgs, load_signatures, parse_size};
+use crate::scan_cache::{FileStamp, ScanCache, SetKey, ignore_lease_breaks, nobody_writes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -111,6 +112,14 @@ pub struct WatchArgs {
     /// Also scan all roots every day at this UTC time.
     #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
     daily_scan: Option<u32>,
+    /// Remember files found clean in this cache file across runs (see `herd-agent scan --cache`):
+    /// scheduled scans and opens of unchanged files then skip reading them. Saved after each
+    /// scheduled scan, every five minutes when it changed, and at exit.
+    #[arg(long, value_name = "FILE")]
+    cache: Option<PathBuf>,
+    /// At most this many files are remembered in --cache.
+    #[arg(long, value_name = "N", default_value_t = crate::scan_cache::DEFAULT_MAX_ENTRIES)]
+    cache_max_entries: usize,
     /// Stop after this many seconds (for trials and tests); by default run until killed.
     #[arg(long, value_name = "SECONDS")]
     stop_after: Option<u64>,
@@ -146,11 +155,52 @@ struct Ctx<'e> {
     args: &'e WatchArgs,
     excludes: Vec<PathBuf>,
     stores: Stores,
+    /// The persistent cache of clean files (`--cache`), shared by every scanning thread.
+    cache: Option<Mutex<ScanCache>>,
 }
 
 impl Ctx<'_> {
     fn excluded(&self, path: &Path) -> bool {
         self.excludes.iter().any(|e| path.starts_with(e))
+    }
+
+    /// Whether the persistent cache knows this file, as stamped, to be clean.
+    fn cached_clean(&self, stamp: &FileStamp) -> bool {
+        let cache = self.cache.as_ref().and_then(|c| c.lock().ok());
+        cache.is_some_and(|mut c| c.is_clean(stamp))
+    }
+
+    /// Records a scan's outcome in the persistent cache: a clean file is remembered only when
+    /// nobody writes it, its ctime is settled (older than the read by `SETTLE`) and its stamps
+    /// did not move during the scan (`after`); anything else is forgotten.
+    fn remember(
+        &self,
+        fd: BorrowedFd<'_>,
+        before: FileStamp,
+        after: FileStamp,
+        read_started: SystemTime,
+        clean: bool,
+    ) {
+        let Some(Ok(mut cache)) = self.cache.as_ref().map(|c| c.lock()) else {
+            return;
+        };
+        if clean
+            && before == after
+            && before.settled_before(read_started, crate::scan_cache::SETTLE)
+            && nobody_writes(fd)
+        {
+            cache.record_clean(&before);
+        } else {
+            cache.forget(before.dev, before.ino);
+        }
+    }
+
+    fn save_cache(&self) {
+        if let Some(Ok(mut cache)) = self.cache.as_ref().map(|c| c.lock())
+            && let Err(e) = cache.save()
+        {
+            eprintln!("WARNING: scan cache not saved: {e}");
+        }
     }
 
     /// Prints a detection and quarantines or samples the file as configured. `action` says
@@ -245,17 +295,34 @@ impl Ctx<'_> {
             return;
         }
         let mut scanned = None;
-        let verdict = match walk::read_file_identified(path, self.args.max_filesize, buf) {
-            Ok((ReadOutcome::Read, id)) if !buf.is_empty() => {
-                scanned = id.map(|(dev, ino)| FileId { dev, ino });
-                if walked.is_some_and(|w| Some(w) != scanned) {
+        buf.clear();
+        let verdict = match walk::open_regular(path) {
+            Ok(None) => return,
+            Err(e) => Verdict::Undecidable(format!("cannot be read: {e}")),
+            Ok(Some((file, meta))) => {
+                let id = FileId::of_metadata(&meta);
+                if walked.is_some_and(|w| w != id) || meta.len() == 0 {
                     return;
                 }
-                self.scanner.scan(buf, scratch).verdict()
+                scanned = Some(id);
+                let before = FileStamp::of(&meta);
+                if self.cached_clean(&before) {
+                    return;
+                }
+                let read_started = SystemTime::now();
+                let verdict = match walk::read_opened(&file, &meta, self.args.max_filesize, buf) {
+                    Ok(ReadOutcome::Read) if !buf.is_empty() => {
+                        self.scanner.scan(buf, scratch).verdict()
+                    }
+                    Ok(ReadOutcome::TooLarge) => Verdict::Undecidable(self.too_large()),
+                    Ok(_) => return,
+                    Err(e) => Verdict::Undecidable(format!("cannot be read: {e}")),
+                };
+                let after = file.metadata().map_or(before, |m| FileStamp::of(&m));
+                let clean = verdict == Verdict::Clean;
+                self.remember(file.as_fd(), before, after, read_started, clean);
+                verdict
             }
-            Ok((ReadOutcome::TooLarge, _)) => Verdict::Undecidable(self.too_large()),
-            Ok(_) => return,
-            Err(e) => Verdict::Undecidable(format!("cannot be read: {e}")),
         };
         match (verdict, scanned) {
             (Verdict::Clean, _) => {}
@@ -285,6 +352,7 @@ impl Ctx<'_> {
                 }
             });
         }
+        self.save_cache();
     }
 }
 
@@ -303,6 +371,7 @@ fn directories(root: &Path, ctx: &Ctx<'_>) -> Vec<PathBuf> {
 
 pub fn run(args: &WatchArgs) -> Result<u8> {
     let loaded = load_signatures(&args.databases, &args.index, None)?;
+    let set_key = SetKey::of_loaded(&loaded.set_key);
     for e in &loaded.errors {
         eprintln!("ERROR: {e}");
     }
@@ -326,6 +395,19 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
     for dir in [&args.quarantine, &args.samples].into_iter().flatten() {
         excludes.push(std::fs::canonicalize(dir)?);
     }
+    let cache = args.cache.as_ref().map(|path| {
+        let (cache, discarded) = ScanCache::open(path, set_key, args.cache_max_entries);
+        if let Some(why) = discarded {
+            eprintln!(
+                "herd-agent watch: scan cache {}: {why}; starting it over",
+                path.display()
+            );
+        }
+        Mutex::new(cache)
+    });
+    if cache.is_some() {
+        ignore_lease_breaks();
+    }
     let ctx = Ctx {
         scanner: Scanner {
             engine: &engine,
@@ -341,6 +423,7 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
         args,
         excludes,
         stores,
+        cache,
     };
     let deadline = args
         .stop_after
@@ -350,7 +433,8 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
         Mode::Fanotify => Some(init_fanotify().context("fanotify (needs root / CAP_SYS_ADMIN)")?),
         Mode::Auto => init_fanotify().ok(),
     };
-    std::thread::scope(|s| -> Result<()> {
+    let mut last_save = Instant::now();
+    let watched = std::thread::scope(|s| -> Result<()> {
         let mut next_scan = args.daily_scan.map(|m| next_daily(unix_now(), m));
         let mut scheduled: Option<std::thread::ScopedJoinHandle<'_, ()>> = None;
         let mut tick = || -> bool {
@@ -362,13 +446,19 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
                 scheduled = Some(s.spawn(move || ctx.full_scan()));
                 next_scan = args.daily_scan.map(|m| next_daily(unix_now(), m));
             }
+            if last_save.elapsed() >= Duration::from_secs(300) {
+                ctx.save_cache();
+                last_save = Instant::now();
+            }
             deadline.is_none_or(|d| Instant::now() < d)
         };
         match &fanotify {
             Some(group) => watch_fanotify(group, &ctx, &mut tick),
             None => watch_inotify(&ctx, &mut tick),
         }
-    })?;
+    });
+    ctx.save_cache();
+    watched?;
     Ok(0)
 }
 
@@ -595,36 +685,6 @@ impl VerdictCache {
     }
 }
 
-/// True when no one has the file open for writing (a shared writable mapping included), as
-/// far as the kernel says; false when someone has or when it cannot tell.
-///
-/// A read lease can be taken only when the inode has no writers (`i_writecount` is zero), so
-/// taking one and dropping it at once is a two-syscall probe. Root may take a lease on any
-/// regular file; file systems without lease support answer an error, and then nothing of
-/// theirs is cached.
-fn nobody_writes(fd: BorrowedFd<'_>) -> bool {
-    #[allow(unsafe_code)]
-    // SAFETY: `fd` is a valid open descriptor for the duration of the borrow, and F_SETLEASE
-    // takes an integer argument; no memory is passed to the kernel.
-    unsafe {
-        let raw = fd.as_raw_fd();
-        if nix::libc::fcntl(raw, nix::libc::F_SETLEASE, nix::libc::F_RDLCK) != 0 {
-            return false;
-        }
-        nix::libc::fcntl(raw, nix::libc::F_SETLEASE, nix::libc::F_UNLCK) == 0
-    }
-}
-
-/// A writer opening the file during the instant a probe lease is held breaks it, and the
-/// kernel then signals the lease holder with SIGIO, whose default action ends the process.
-/// The lease is dropped right after, so the signal carries nothing to act on.
-fn ignore_lease_breaks() {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    #[allow(unsafe_code)]
-    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety question arises.
-    let _ = unsafe { signal(Signal::SIGIO, SigHandler::SigIgn) };
-}
-
 /// The verdict on one permission event: read through the event's own descriptor (no new open,
 /// so no new event), scan, report. What cannot be decided is reported and answered by
 /// `--undecidable`, never taken for clean.
@@ -662,7 +722,10 @@ fn decide(
         cache.forget(id);
     } else if let Some(response) = cache.get(id, before) {
         return response;
+    } else if ctx.cached_clean(&FileStamp::of_stat(&st)) {
+        return Response::FAN_ALLOW;
     }
+    let read_started = SystemTime::now();
     let verdict = if st.st_size as u64 > ctx.args.max_filesize {
         Verdict::Undecidable(ctx.too_large())
     } else {
@@ -695,10 +758,14 @@ fn decide(
         .checked_sub(SETTLE)
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .is_some_and(|t| before.ctime.0 < t.as_secs() as i64);
-    let unchanged = nix::sys::stat::fstat(fd).is_ok_and(|st| Stamp::of(&st) == before);
+    let after = nix::sys::stat::fstat(fd).ok();
+    let unchanged = after.is_some_and(|st| Stamp::of(&st) == before);
     if settled && unchanged && nobody_writes(fd) {
         cache.insert(id, before, response);
     }
+    let after = after.map_or(FileStamp::of_stat(&st), |a| FileStamp::of_stat(&a));
+    let clean = verdict == Verdict::Clean && unchanged;
+    ctx.remember(fd, FileStamp::of_stat(&st), after, read_started, clean);
     response
 }
 

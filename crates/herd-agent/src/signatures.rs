@@ -67,6 +67,9 @@ pub struct Loaded {
     /// Bad or unsupported lines and files, one message each (`file:line: reason`).
     pub errors: Vec<String>,
     pub index: IndexOutcome,
+    /// What identifies the set: the database files (path, device, inode, size, times), the
+    /// verifying keys and the index format — the index file's key.
+    pub set_key: [u8; 32],
 }
 
 /// Loads `paths` (files and directories) with hashes indexed in `place`.
@@ -80,7 +83,7 @@ pub fn load(paths: &[PathBuf], place: &IndexPlace, keys: &Keys) -> Result<Loaded
     let mut why = "no index yet".to_owned();
     if let Some(path) = &index_path {
         match mapped::open_index(path, Some(key)) {
-            Ok(table) => return from_index(table, path),
+            Ok(table) => return from_index(table, path, key),
             Err(OpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(OpenError::OtherKey) => why = "the databases changed".to_owned(),
             Err(e) => why = format!("the index was unusable ({e})"),
@@ -99,6 +102,7 @@ pub fn load(paths: &[PathBuf], place: &IndexPlace, keys: &Keys) -> Result<Loaded
             engine,
             errors,
             index: IndexOutcome::InMemory,
+            set_key: key,
         });
     };
     let written = path
@@ -128,11 +132,12 @@ pub fn load(paths: &[PathBuf], place: &IndexPlace, keys: &Keys) -> Result<Loaded
         engine,
         errors,
         index,
+        set_key: key,
     })
 }
 
 /// An up-to-date index: its stored texts compiled, its notes reported, its hashes mapped.
-fn from_index(table: HashTable, path: &Path) -> Result<Loaded> {
+fn from_index(table: HashTable, path: &Path, set_key: [u8; 32]) -> Result<Loaded> {
     let mut db = Database::new();
     let mut errors: Vec<String> = table.notes().map(str::to_owned).collect();
     for (name, content) in table
@@ -147,6 +152,7 @@ fn from_index(table: HashTable, path: &Path) -> Result<Loaded> {
         engine,
         errors,
         index: IndexOutcome::Mapped(path.to_owned()),
+        set_key,
     })
 }
 

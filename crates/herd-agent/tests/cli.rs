@@ -3,7 +3,7 @@
 //! hit or narrowly miss each one, and bad input (malformed signatures, huge, unreadable and
 //! hostile files, symlink loops).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -1265,4 +1265,305 @@ fn containers_and_the_index_through_the_command_line() {
     }
     let written: Vec<_> = std::fs::read_dir(&index).unwrap().collect();
     assert_eq!(written.len(), 1, "one index for the set");
+}
+
+/// Each file's state in a `scan --json --cache` run: `cached` (not read), `ok` (read, clean) or
+/// `found`; and the process's stderr.
+fn cached_scan(db: &str, cache: &Path, files: &Path) -> (BTreeMap<String, String>, String) {
+    let o = run(&[
+        "scan",
+        "--json",
+        "--cache",
+        cache.to_str().unwrap(),
+        "-d",
+        db,
+        files.to_str().unwrap(),
+    ]);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    let states = stdout(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let name = Path::new(v["path"].as_str()?)
+                .file_name()?
+                .to_str()?
+                .to_owned();
+            let state = match (v["status"].as_str()?, v["cached"].as_bool()) {
+                ("ok", Some(true)) => "cached",
+                (status, _) => status,
+            };
+            Some((name, state.to_owned()))
+        })
+        .collect();
+    (states, stderr(&o))
+}
+
+fn states(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_scan_cache_skips_only_unchanged_clean_files_of_the_same_signature_set() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    for name in ["content", "size", "mtime", "chmod", "renamed", "same"] {
+        std::fs::write(files.join(name), format!("{name}: clean text\n")).unwrap();
+    }
+    std::fs::write(files.join("infected"), EICAR).unwrap();
+    let db = eicar_db(dir.path());
+    let cache = dir.path().join("scan.cache");
+    let all = |state: &str| {
+        let mut s = states(&[("infected", "found")]);
+        for name in ["content", "size", "mtime", "chmod", "renamed", "same"] {
+            s.insert(name.to_owned(), state.to_owned());
+        }
+        s
+    };
+
+    // Racy clean: files changed less than the settle time (2 s) before they were read are
+    // never remembered, as a write in the same timestamp tick could go unseen.
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("ok"));
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("ok"));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("ok"));
+    // Unchanged clean files are not read again; a detection is never remembered as clean.
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"));
+
+    // Every kind of change is seen: content at the same size, size, mtime set back by a tool
+    // (ctime still moves), a mode change (ctime only), and a file replaced by rename with the
+    // same content, size and times (a new inode).
+    std::fs::write(files.join("content"), "CONTENT: clean text\n").unwrap();
+    std::fs::write(files.join("size"), "size: clean text, longer\n").unwrap();
+    let mtime = std::fs::metadata(files.join("mtime"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(files.join("mtime"))
+        .unwrap();
+    f.set_modified(mtime + std::time::Duration::from_secs(1))
+        .unwrap();
+    drop(f);
+    let mut mode = std::fs::metadata(files.join("chmod"))
+        .unwrap()
+        .permissions();
+    mode.set_mode(0o600);
+    std::fs::set_permissions(files.join("chmod"), mode).unwrap();
+    let old = std::fs::metadata(files.join("renamed")).unwrap();
+    std::fs::write(dir.path().join("renamed.new"), "renamed: clean text\n").unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("renamed.new"))
+        .unwrap();
+    f.set_modified(old.modified().unwrap()).unwrap();
+    drop(f);
+    std::fs::rename(dir.path().join("renamed.new"), files.join("renamed")).unwrap();
+    let mut expected = all("ok");
+    expected.insert("same".to_owned(), "cached".to_owned());
+    assert_eq!(cached_scan(&db, &cache, &files).0, expected);
+
+    // The changed files settle, are read once more and then remembered.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(cached_scan(&db, &cache, &files).0, expected);
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"));
+
+    // A new signature set rescans everything.
+    let other = dir.path().join("other.hdb");
+    std::fs::write(&other, format!("{}:5:Other.Set\n", md5_hex(b"12345"))).unwrap();
+    let other_db = other.to_str().unwrap();
+    let two = |cache: &Path| {
+        let o = run(&[
+            "scan",
+            "--json",
+            "--cache",
+            cache.to_str().unwrap(),
+            "-d",
+            &db,
+            "-d",
+            other_db,
+            files.to_str().unwrap(),
+        ]);
+        stdout(&o).matches("\"cached\":true").count()
+    };
+    assert_eq!(two(&cache), 0);
+    assert_eq!(two(&cache), 6);
+    // Changed content in a database file is a new set too, even at the same path.
+    std::fs::write(
+        &other,
+        format!("{}:5:Other.Set.Renamed\n", md5_hex(b"12345")),
+    )
+    .unwrap();
+    assert_eq!(two(&cache), 0);
+
+    // A crash while writing the cache (a torn file) or any damage loses nothing but the cache:
+    // it is discarded with a warning, every file is read, and it is rebuilt.
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("ok"));
+    assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"));
+    let good = std::fs::read(&cache).unwrap();
+    let mut flipped = good.clone();
+    flipped[70] ^= 0x40;
+    for (what, bytes) in [
+        ("torn", good[..good.len() / 2].to_vec()),
+        ("flipped", flipped),
+    ] {
+        std::fs::write(&cache, bytes).unwrap();
+        let (states, err) = cached_scan(&db, &cache, &files);
+        assert_eq!(states, all("ok"), "{what}");
+        assert!(
+            err.contains("scan cache") && err.contains("corrupt"),
+            "{what}: {err}"
+        );
+        assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"), "{what}");
+    }
+}
+
+/// Up to `count` regular files (1 B to 2 MB) under `dirs`, spread evenly over the sorted list,
+/// walked without following symlinks; unreadable files are left out.
+fn real_files(dirs: &[&str], count: usize) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut all = Vec::new();
+    for dir in dirs {
+        herd_scan::walk::walk(Path::new(dir), true, &mut |event| {
+            if let herd_scan::walk::Event::File { path, size, .. } = event
+                && (1..=2 << 20).contains(&size)
+                && path.to_str().is_some_and(|p| !p.contains('\n'))
+            {
+                all.push(path);
+            }
+        });
+    }
+    all.sort();
+    let step = (all.len() / count).max(1);
+    all.into_iter()
+        .step_by(step)
+        .filter_map(|p| std::fs::read(&p).ok().map(|d| (p, d)))
+        .take(count)
+        .collect()
+}
+
+#[test]
+fn agreement_with_clamscan_on_real_system_files() {
+    if !clamscan_available() {
+        eprintln!(
+            "skipped the real-file comparison: clamscan is not on PATH (apt-get install clamav)"
+        );
+        return;
+    }
+    let files = real_files(
+        &["/usr/bin", "/usr/share/doc", "/usr/lib/x86_64-linux-gnu"],
+        300,
+    );
+    if files.len() < 20 {
+        eprintln!("skipped the real-file comparison: too few system files");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Hash signatures with the files' own sizes (every file is hashed), a few of them the real
+    // digests; body signatures cut from the files' bytes (distinctive runs), and random ones.
+    let mut hdb = String::new();
+    let mut ndb = String::new();
+    let mut rng = herd_lab::world::Rng(15);
+    for (i, (_, data)) in files.iter().enumerate() {
+        let digest = match i % 40 {
+            0 => md5_hex(data),
+            _ => hex(&rng.bytes(16)),
+        };
+        hdb.push_str(&format!("{digest}:{}:Real.Hash-{i}\n", data.len()));
+        if i % 25 == 7 && data.len() > 200 {
+            for _ in 0..20 {
+                let at = rng.below((data.len() - 40) as u64) as usize;
+                let cut = &data[at..at + 32];
+                if cut.iter().collect::<BTreeSet<_>>().len() >= 12 {
+                    let (head, tail) = cut.split_at(16);
+                    ndb.push_str(&format!(
+                        "Real.Cut-{i}:0:*:{}??{}\n",
+                        hex(head),
+                        hex(&tail[1..])
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    for i in 0..200 {
+        ndb.push_str(&format!("Real.Random-{i}:0:*:{}\n", hex(&rng.bytes(24))));
+    }
+    std::fs::write(dir.path().join("real.hdb"), &hdb).unwrap();
+    std::fs::write(dir.path().join("real.ndb"), &ndb).unwrap();
+    let list = dir.path().join("files.txt");
+    let text: String = files
+        .iter()
+        .map(|(p, _)| format!("{}\n", p.display()))
+        .collect();
+    std::fs::write(&list, text).unwrap();
+    let (db, list) = (dir.path().to_str().unwrap(), list.to_str().unwrap());
+
+    let clam = Command::new("clamscan")
+        .args(["--no-summary", "-i", "-d", db, "-f", list])
+        .output()
+        .unwrap();
+    assert!(
+        matches!(clam.status.code(), Some(0 | 1)),
+        "clamscan: {}",
+        stderr(&clam)
+    );
+    let herd = run(&["scan", "--no-summary", "-i", "-d", db, "-f", list]);
+    assert!(
+        matches!(herd.status.code(), Some(0 | 1)),
+        "herd: {}",
+        stderr(&herd)
+    );
+    let by_file = |out: &str| -> BTreeMap<String, String> {
+        out.lines()
+            .filter_map(|l| l.strip_suffix(" FOUND")?.rsplit_once(": "))
+            .map(|(f, n)| (f.to_owned(), n.trim_end_matches(".UNOFFICIAL").to_owned()))
+            .collect()
+    };
+    let (clam, herd) = (by_file(&stdout(&clam)), by_file(&stdout(&herd)));
+    let missed: Vec<_> = clam.keys().filter(|f| !herd.contains_key(*f)).collect();
+    assert!(
+        missed.is_empty(),
+        "clamscan detects, herd does not: {missed:?}"
+    );
+    // Every file only herd detects is explained by its raw bytes: the digest is the file's, or
+    // the cut occurs in it (clamscan may have judged it by a file type it gives it).
+    for (file, name) in herd.iter().filter(|(f, _)| !clam.contains_key(*f)) {
+        let data = std::fs::read(file).unwrap();
+        let raw = if name.starts_with("Real.Hash-") {
+            hdb.contains(&format!("{}:{}:{name}\n", md5_hex(&data), data.len()))
+        } else {
+            let line = ndb
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}:")))
+                .unwrap();
+            let sig = line.rsplit(':').next().unwrap();
+            let (head, tail) = sig.split_once("??").unwrap();
+            let (head, tail) = (unhex(head), unhex(tail));
+            data.windows(head.len() + 1 + tail.len())
+                .any(|w| w.starts_with(&head) && w.ends_with(&tail))
+        };
+        assert!(
+            raw,
+            "{file}: herd found {name}, clamscan nothing, and the raw bytes do not explain it"
+        );
+    }
+    assert!(clam.len() >= 5, "too few hits to compare: {clam:?}");
+    eprintln!(
+        "clamscan and herd agree on {} of {} real files ({} detected by herd only, each checked raw)",
+        clam.len(),
+        files.len(),
+        herd.len() - clam.len()
+    );
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }

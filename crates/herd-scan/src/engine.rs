@@ -91,6 +91,14 @@ pub struct Engine {
     yara: Vec<yara_x::Rules>,
 }
 
+/// Digests of a buffer that the caller already computed, so the engine does not compute them
+/// again: the agent hashes many files at once (`md5x::md5_many`), which is several times
+/// faster than one file after another.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KnownDigests {
+    pub md5: Option<[u8; 16]>,
+}
+
 /// Per-thread working memory for scans, reused across buffers to avoid allocation.
 #[derive(Debug, Default)]
 pub struct Scratch {
@@ -230,6 +238,11 @@ impl Engine {
         self.md5.wanted(size) || self.sha1.wanted(size) || self.sha256.wanted(size)
     }
 
+    /// Whether a buffer of `size` bytes needs its MD5 (so a caller can compute it in bulk).
+    pub fn wants_md5(&self, size: u64) -> bool {
+        self.md5.wanted(size)
+    }
+
     /// The hash signatures matching a stream of `size` bytes, digests computed in one pass.
     /// For files too large to hold in memory: body signatures are not checked on them.
     pub fn match_hashes_stream(
@@ -344,7 +357,19 @@ impl Engine {
         scratch: &mut Scratch,
         options: MatchOptions,
     ) -> Result<Vec<Arc<str>>, ScanError> {
-        self.match_layer(data, None, scratch, options)
+        self.match_layer_known(data, None, KnownDigests::default(), scratch, options)
+    }
+
+    /// [`Engine::match_bytes`] with digests of `data` the caller already has (they must be
+    /// of `data`: they are trusted, not checked).
+    pub fn match_bytes_known(
+        &self,
+        data: &[u8],
+        known: KnownDigests,
+        scratch: &mut Scratch,
+        options: MatchOptions,
+    ) -> Result<Vec<Arc<str>>, ScanError> {
+        self.match_layer_known(data, None, known, scratch, options)
     }
 
     /// As `match_bytes`, for `data` extracted from an archive of type `container` (what
@@ -356,10 +381,26 @@ impl Engine {
         scratch: &mut Scratch,
         options: MatchOptions,
     ) -> Result<Vec<Arc<str>>, ScanError> {
+        self.match_layer_known(data, container, KnownDigests::default(), scratch, options)
+    }
+
+    /// As `match_layer`, with digests of `data` the caller already has.
+    pub fn match_layer_known(
+        &self,
+        data: &[u8],
+        container: Option<ContainerType>,
+        known: KnownDigests,
+        scratch: &mut Scratch,
+        options: MatchOptions,
+    ) -> Result<Vec<Arc<str>>, ScanError> {
         let mut found = Vec::new();
         let size = data.len() as u64;
         let (want_md5, want_sha) = (self.md5.wanted(size), self.sha256.wanted(size));
         let want_sha1 = self.sha1.wanted(size);
+        if let (true, Some(digest)) = (want_md5, known.md5) {
+            self.md5.lookup(digest, size, &mut found);
+        }
+        let want_md5 = want_md5 && known.md5.is_none();
         if want_md5 || want_sha || want_sha1 {
             // One pass for every digest, a cache-sized block at a time, so a file wanted by
             // several kinds is read from memory once.

@@ -30,6 +30,7 @@ pub mod hashtable;
 pub mod hex;
 pub mod mapped;
 pub mod matcher;
+pub mod md5x;
 pub mod normalise;
 pub mod pe;
 pub mod scan;
@@ -39,7 +40,7 @@ pub mod walk;
 pub mod yara;
 
 pub use db::Database;
-pub use engine::{Engine, EngineOptions, MatchOptions, Scratch};
+pub use engine::{Engine, EngineOptions, KnownDigests, MatchOptions, Scratch};
 pub use error::{ParseError, ParseErrorKind, ScanError};
 pub use scan::{Detection, Limits, Note, NoteKind, Report, Scanner, Verdict};
 

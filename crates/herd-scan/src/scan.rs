@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::archive::{self, Entry, InflateError};
 use crate::db::ContainerType;
-use crate::engine::{Engine, MatchOptions, Scratch};
+use crate::engine::{Engine, KnownDigests, MatchOptions, Scratch};
 use crate::error::{ArchivePath, ScanError};
 
 /// The name reported for a member whose compression ratio exceeds the limit. Zip bombs are
@@ -156,6 +156,11 @@ struct Walk<'s> {
 impl Scanner<'_> {
     /// Scans `data` and the containers in it.
     pub fn scan(&self, data: &[u8], scratch: &mut Scratch) -> Report {
+        self.scan_known(data, KnownDigests::default(), scratch)
+    }
+
+    /// [`Scanner::scan`] with digests of `data` (the top level only) the caller already has.
+    pub fn scan_known(&self, data: &[u8], known: KnownDigests, scratch: &mut Scratch) -> Report {
         let mut walk = Walk {
             scratch,
             report: Report::default(),
@@ -165,7 +170,7 @@ impl Scanner<'_> {
             stop: false,
         };
         let mut path = Vec::new();
-        self.scan_level(data, None, 0, &mut path, &mut walk);
+        self.scan_level(data, None, known, 0, &mut path, &mut walk);
         walk.report
     }
 
@@ -198,11 +203,13 @@ impl Scanner<'_> {
         });
     }
 
-    /// Scans `data`, found in a container of type `container` (`None`: the file itself).
+    /// Scans `data`, found in a container of type `container` (`None`: the file itself),
+    /// with the digests of it the caller already has.
     fn scan_level(
         &self,
         data: &[u8],
         container: Option<ContainerType>,
+        known: KnownDigests,
         depth: u32,
         path: &mut Vec<String>,
         walk: &mut Walk<'_>,
@@ -213,7 +220,7 @@ impl Scanner<'_> {
         }
         match self
             .engine
-            .match_layer(data, container, walk.scratch, self.options)
+            .match_layer_known(data, container, known, walk.scratch, self.options)
         {
             Ok(names) => {
                 for name in names {
@@ -330,7 +337,14 @@ impl Scanner<'_> {
                             );
                         }
                     }
-                    self.scan_level(&buf, Some(container), depth + 1, path, walk);
+                    self.scan_level(
+                        &buf,
+                        Some(container),
+                        KnownDigests::default(),
+                        depth + 1,
+                        path,
+                        walk,
+                    );
                     if let archive::Content::Gzip(stream) = member.content
                         && inflated.trailing > 0
                         && !walk.stop
@@ -338,7 +352,14 @@ impl Scanner<'_> {
                         // What follows the gzip stream: gzip ignores it, unzip may not.
                         let after = &stream[stream.len() - inflated.trailing..];
                         path.push(TRAILING_NAME.to_owned());
-                        self.scan_level(after, Some(container), depth + 1, path, walk);
+                        self.scan_level(
+                            after,
+                            Some(container),
+                            KnownDigests::default(),
+                            depth + 1,
+                            path,
+                            walk,
+                        );
                         path.pop();
                     }
                 }
@@ -353,7 +374,14 @@ impl Scanner<'_> {
                     // stops: scanned, and the member still reported as not wholly read.
                     self.note(NoteKind::CorruptMember(why), path, walk);
                     walk.total += buf.len() as u64;
-                    self.scan_level(&buf, Some(container), depth + 1, path, walk);
+                    self.scan_level(
+                        &buf,
+                        Some(container),
+                        KnownDigests::default(),
+                        depth + 1,
+                        path,
+                        walk,
+                    );
                 }
             }
             walk.buffers.push(buf);

@@ -166,16 +166,29 @@ pub fn read_file_identified(
         return Ok((ReadOutcome::NotRegular, None));
     };
     let id = Some((meta.dev(), meta.ino()));
+    Ok((read_opened(&file, &meta, max, buf)?, id))
+}
+
+/// Reads a file already opened with [`open_regular`] (whose metadata is `meta`) into `buf`
+/// (cleared first): for callers that look at the metadata before deciding to read, such as a
+/// scan cache, and must read the very file they looked at.
+pub fn read_opened(
+    mut file: &File,
+    meta: &Metadata,
+    max: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<ReadOutcome> {
+    buf.clear();
     if meta.len() > max {
-        return Ok((ReadOutcome::TooLarge, id));
+        return Ok(ReadOutcome::TooLarge);
     }
     buf.reserve(meta.len() as usize);
-    let n = file.take(max + 1).read_to_end(buf)?;
+    let n = (&mut file).take(max + 1).read_to_end(buf)?;
     if n as u64 > max {
         buf.clear();
-        return Ok((ReadOutcome::TooLarge, id));
+        return Ok(ReadOutcome::TooLarge);
     }
-    Ok((ReadOutcome::Read, id))
+    Ok(ReadOutcome::Read)
 }
 
 #[cfg(test)]
