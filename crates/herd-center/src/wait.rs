@@ -12,7 +12,8 @@
 //! Wakes are paced: when something new arrives, held waits are answered at most
 //! `wake_concurrency` at a time, in the order they waited; a woken terminal holds its slot until
 //! its check-in is answered ([`Waits::checked_in`]) or [`WAKE_LEASE`] passes, and the next wait
-//! is answered as a slot comes back. Woken all at once, 10,000 terminals behind one site made
+//! is answered as a slot comes back (or when its own timeout comes, whichever is first: an
+//! agent whose request times out asks again on a new connection). Woken all at once, 10,000 terminals behind one site made
 //! every check-in slow enough to time out and be sent again (`herd sim protect` at 100,000
 //! terminals: 73,000 check-ins timed out, 6 % protected within a minute); paced, each
 //! check-in stays fast and the woken ones are done soonest.
@@ -203,8 +204,16 @@ impl Center {
                     }
                     let token = changes.borrow_and_update().clone();
                     if token != current {
-                        if !self.waits.wake(terminal, &mut stopping).await {
-                            return unchanged(current);
+                        tokio::select! {
+                            woken = self.waits.wake(terminal, &mut stopping) => {
+                                if !woken {
+                                    return unchanged(current);
+                                }
+                            }
+                            // In line past its own timeout: answered anyway, before the agent
+                            // gives up on the request and asks again on a new connection.
+                            // Those come due at the times their waits began, spread out.
+                            _ = &mut deadline => {}
                         }
                         // The newest token: more may have changed while this wait was in line.
                         let token = changes.borrow_and_update().clone();
