@@ -81,22 +81,14 @@ impl Center {
         // On a site server, what the terminal reported goes to the center too: queued in the
         // transaction that stores the check-in, before it is answered.
         let now = crate::unix_now();
-        let relay = self
-            .config
-            .site
-            .is_some()
-            .then(|| request.clone())
-            .and_then(|copy| self.checkin_relay(&terminal.id, copy, address.clone(), now));
-        let relayed = relay.is_some();
+        let relay = self.checkin_relay(&terminal.id, &request, &address, now);
         let answer = self
             .check_in_at(terminal, request, address, now, relay)
             .await;
         // Answered or refused, a woken terminal's turn is over: the next one may be woken.
         self.waits.checked_in(&terminal.id);
         let answer = answer?;
-        if relayed {
-            self.relay_queued();
-        }
+        self.relay_queued();
         Ok(answer)
     }
 

@@ -92,11 +92,7 @@ impl Center {
     ) -> CenterResult<EventAck> {
         // A site sends what it acknowledges to the center too: queued in the transaction that
         // stores the batch, before it is answered.
-        let relay = self
-            .site()
-            .is_some()
-            .then(|| batch.clone())
-            .and_then(|copy| self.events_relay(&terminal.id, copy));
+        let relay = self.events_relay(&terminal.id, &batch);
         let rows = event_rows(&terminal.id, batch, unix_now())?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
@@ -114,28 +110,27 @@ impl Center {
                 ),
             ));
         }
-        let relayed = relay.is_some();
-        let outcome = self
-            .events
-            .write(EventsWrite {
-                rows: rows.clone(),
-                relay,
-            })
-            .await?;
-        if relayed {
-            self.relay_queued();
-        }
-        // An outbox sends its events oldest first and again until acknowledged, so the
-        // duplicates of a batch are its oldest events: the refusals counted are those among
-        // the newest `accepted`.
-        let stored = rows.len().saturating_sub(outcome.accepted as usize);
-        for row in &rows[stored..] {
-            if row.kind == events::TRUST_REFUSED {
+        // The trust refusals' kinds, read before the rows go to the writer.
+        let refusals: Vec<(usize, String)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row.kind == events::TRUST_REFUSED)
+            .map(|(i, row)| {
                 let kind = serde_json::from_str::<TrustRefusal>(&row.data)
                     .map(|refusal| refusal.kind)
                     .unwrap_or_default();
-                self.metrics.count_trust_refusal(&kind);
-            }
+                (i, kind)
+            })
+            .collect();
+        let count = rows.len();
+        let outcome = self.events.write(EventsWrite { rows, relay }).await?;
+        self.relay_queued();
+        // An outbox sends its events oldest first and again until acknowledged, so the
+        // duplicates of a batch are its oldest events: the refusals counted are those among
+        // the newest `accepted`.
+        let stored = count.saturating_sub(outcome.accepted as usize);
+        for (_, kind) in refusals.iter().filter(|(i, _)| *i >= stored) {
+            self.metrics.count_trust_refusal(kind);
         }
         self.metrics
             .events_accepted

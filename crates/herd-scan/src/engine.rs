@@ -350,7 +350,7 @@ impl Engine {
 
     /// The names of the signatures matching `data`, hash signatures first (as ClamAV checks
     /// them first); with `all_matches` false, at most the first one found. `data` is taken as
-    /// a file of its own, not extracted from an archive (see `match_layer`).
+    /// a file of its own, not extracted from an archive (see `match_layer_known`).
     pub fn match_bytes(
         &self,
         data: &[u8],
@@ -360,31 +360,9 @@ impl Engine {
         self.match_layer_known(data, None, KnownDigests::default(), scratch, options)
     }
 
-    /// [`Engine::match_bytes`] with digests of `data` the caller already has (they must be
-    /// of `data`: they are trusted, not checked).
-    pub fn match_bytes_known(
-        &self,
-        data: &[u8],
-        known: KnownDigests,
-        scratch: &mut Scratch,
-        options: MatchOptions,
-    ) -> Result<Vec<Arc<str>>, ScanError> {
-        self.match_layer_known(data, None, known, scratch, options)
-    }
-
     /// As `match_bytes`, for `data` extracted from an archive of type `container` (what
-    /// logical signatures' `Container:` compares).
-    pub fn match_layer(
-        &self,
-        data: &[u8],
-        container: Option<ContainerType>,
-        scratch: &mut Scratch,
-        options: MatchOptions,
-    ) -> Result<Vec<Arc<str>>, ScanError> {
-        self.match_layer_known(data, container, KnownDigests::default(), scratch, options)
-    }
-
-    /// As `match_layer`, with digests of `data` the caller already has.
+    /// logical signatures' `Container:` compares; `None` for a file of its own), with the
+    /// digests of `data` the caller already has (trusted, not checked).
     pub fn match_layer_known(
         &self,
         data: &[u8],

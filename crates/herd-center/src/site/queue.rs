@@ -28,41 +28,45 @@ const WARN_AGE_SECS: u64 = 3600;
 /// The most queue bytes one relay batch carries (the center reads at most 20 MiB).
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
+fn relay_item(terminal: &str, kind: &str, body: &RelayBody) -> QueueItem {
+    QueueItem {
+        terminal: terminal.to_owned(),
+        kind: kind.to_owned(),
+        body: serde_json::to_string(body).expect("a relay body serialises"),
+        created_at: unix_now(),
+    }
+}
+
 impl Center {
     /// The queue item of a check-in this site answered (`None` on a center), stored by the
     /// check-in's own transaction.
     pub(crate) fn checkin_relay(
         &self,
         terminal: &str,
-        request: CheckinRequest,
-        address: String,
+        request: &CheckinRequest,
+        address: &str,
         at: i64,
     ) -> Option<QueueItem> {
+        self.site()?;
         let body = RelayBody::Checkin {
             at,
-            address,
-            request,
+            address: address.to_owned(),
+            request: request.clone(),
         };
-        self.relay_item(terminal, "checkin", &body)
+        Some(relay_item(terminal, "checkin", &body))
     }
 
     /// The queue item of a batch of events this site acknowledged (`None` on a center),
     /// stored by the batch's own transaction.
-    pub(crate) fn events_relay(&self, terminal: &str, batch: EventBatch) -> Option<QueueItem> {
-        self.relay_item(terminal, "events", &RelayBody::Events { batch })
-    }
-
-    fn relay_item(&self, terminal: &str, kind: &str, body: &RelayBody) -> Option<QueueItem> {
+    pub(crate) fn events_relay(&self, terminal: &str, batch: &EventBatch) -> Option<QueueItem> {
         self.site()?;
-        Some(QueueItem {
-            terminal: terminal.to_owned(),
-            kind: kind.to_owned(),
-            body: serde_json::to_string(body).expect("a relay body serialises"),
-            created_at: unix_now(),
-        })
+        let body = RelayBody::Events {
+            batch: batch.clone(),
+        };
+        Some(relay_item(terminal, "events", &body))
     }
 
-    /// Wakes the forwarder: something was queued.
+    /// Wakes the forwarder (on a site): something was queued.
     pub(crate) fn relay_queued(&self) {
         if let Some(site) = self.site() {
             site.forward_wake.notify_one();
