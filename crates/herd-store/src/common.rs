@@ -260,6 +260,7 @@ generic_row_decoder! {
         let role = match role.as_str() {
             "operator" => Role::Operator,
             "vendor" => Role::Vendor,
+            "viewer" => Role::Viewer,
             other => {
                 return Err(StoreError::Corrupt(format!("API token {hash}: unknown role {other:?}")))
             }

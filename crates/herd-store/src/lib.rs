@@ -240,6 +240,8 @@ pub struct PackageRow {
 pub enum Role {
     Operator,
     Vendor,
+    /// Reads what operators read (the console's and the API's views); changes nothing.
+    Viewer,
 }
 
 impl Role {
@@ -247,6 +249,7 @@ impl Role {
         match self {
             Role::Operator => "operator",
             Role::Vendor => "vendor",
+            Role::Viewer => "viewer",
         }
     }
 }
@@ -412,6 +415,103 @@ pub struct PlanWrite {
     pub doc: String,
 }
 
+/// A signed-in console browser, stored by the SHA-256 (hex) of its cookie's secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleSessionRow {
+    pub hash: String,
+    /// The API token it was opened with (its SHA-256): the session has the token's role, read
+    /// at every request, and ends when the token is revoked or expires.
+    pub token_hash: String,
+    pub label: String,
+    /// The token every form of this session carries (CSRF).
+    pub csrf: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+}
+
+/// A one-time console sign-in link, stored by the SHA-256 (hex) of its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleLinkRow {
+    pub hash: String,
+    /// The API token of the operator who made it: the session it opens acts as that token.
+    pub token_hash: String,
+    pub label: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What taking a one-time link found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkTaken {
+    /// Taken now, by this request only.
+    Taken(ConsoleLinkRow),
+    /// Taken before (at this time).
+    Used(i64),
+    /// Never taken, but past its expiry (at this time).
+    Expired(i64),
+    Unknown,
+}
+
+/// How long ago a terminal last checked in, as the fleet overview counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Recency {
+    Never,
+    WithinHour,
+    WithinDay,
+    WithinWeek,
+    Older,
+}
+
+impl Recency {
+    pub const ALL: [Recency; 5] = [
+        Recency::WithinHour,
+        Recency::WithinDay,
+        Recency::WithinWeek,
+        Recency::Older,
+        Recency::Never,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Recency::Never => "never",
+            Recency::WithinHour => "within an hour",
+            Recency::WithinDay => "within a day",
+            Recency::WithinWeek => "within a week",
+            Recency::Older => "over a week ago",
+        }
+    }
+
+    fn from_code(code: i64) -> Option<Recency> {
+        Some(match code {
+            0 => Recency::Never,
+            1 => Recency::WithinHour,
+            2 => Recency::WithinDay,
+            3 => Recency::WithinWeek,
+            4 => Recency::Older,
+            _ => return None,
+        })
+    }
+}
+
+/// One cell of the fleet overview: how many terminals of a group, through a site (`None`:
+/// enrolled with the center itself), with a plan action (`None`: not planned yet), last seen
+/// at a recency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetCountRow {
+    pub group: String,
+    pub site: Option<String>,
+    pub action: Option<String>,
+    pub recency: Recency,
+    pub count: u64,
+}
+
+impl FleetCountRow {
+    pub(crate) fn recency_from_code(code: i64) -> Result<Recency, StoreError> {
+        Recency::from_code(code)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown recency code {code}")))
+    }
+}
+
 /// Listing filter for [`Store::terminals`]; results are ordered by id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TerminalQuery {
@@ -422,6 +522,8 @@ pub struct TerminalQuery {
     pub after: Option<String>,
     /// At most this many rows; 0 means no limit.
     pub limit: u32,
+    /// Only terminals whose id or user contains this text (case-insensitively for ASCII).
+    pub search: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -944,4 +1046,20 @@ pub trait Store: Send + Sync + Debug {
     /// Deletes every item up to `through` (what the center acknowledged).
     async fn queue_delete_through(&self, through: u64) -> Result<u64, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+
+    // The console (SPEC §3.6).
+    async fn console_session_insert(&self, session: &ConsoleSessionRow) -> Result<(), StoreError>;
+    async fn console_session_find(
+        &self,
+        hash: &str,
+    ) -> Result<Option<ConsoleSessionRow>, StoreError>;
+    async fn console_session_touch(&self, hash: &str, at: i64) -> Result<(), StoreError>;
+    async fn console_session_delete(&self, hash: &str) -> Result<bool, StoreError>;
+    /// Deletes the sessions last seen before `idle_before`; returns how many.
+    async fn console_sessions_expire(&self, idle_before: i64) -> Result<u64, StoreError>;
+    async fn console_link_insert(&self, link: &ConsoleLinkRow) -> Result<(), StoreError>;
+    /// Takes a one-time link: exactly one caller ever gets [`LinkTaken::Taken`] for it.
+    async fn console_link_take(&self, hash: &str, now: i64) -> Result<LinkTaken, StoreError>;
+    /// The fleet counted by group, site, plan action and check-in recency (as of `now`).
+    async fn fleet_counts(&self, now: i64) -> Result<Vec<FleetCountRow>, StoreError>;
 }

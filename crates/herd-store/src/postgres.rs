@@ -194,6 +194,7 @@ impl Dialect for Postgres {
     // Locking the group row waits for enrolments into it that are still in flight (they hold
     // a key-share lock on it), so the terminal count that follows includes them.
     const SELECT_GROUP_TO_DELETE: &'static str = "SELECT id FROM groups WHERE id = $1 FOR UPDATE";
+    const TERMINAL_USER_NAME: &'static str = "t.user_name";
     const SELECT_TERMINALS: &'static str =
         concat!("SELECT ", terminal_columns!(), " FROM terminals AS t");
     const UPDATE_CERT_FROM: &'static str =

@@ -26,6 +26,7 @@ use crate::common::{
 };
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
+    ConsoleLinkRow, ConsoleSessionRow, FleetCountRow, LinkTaken,
     EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceRow,
     InterfaceSeen, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow,
     PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions,
@@ -52,6 +53,8 @@ pub trait Dialect: Database {
     /// `SELECT` of the columns `terminal_from_row` reads `FROM terminals AS t` (and whatever
     /// else holds them); callers append conditions on `t.id`, `t.group_id`, `t.plan_action`.
     const SELECT_TERMINALS: &'static str;
+    /// The user-name column in [`Dialect::SELECT_TERMINALS`]'s tables.
+    const TERMINAL_USER_NAME: &'static str;
     /// Sets terminal `$1`'s `last_report` to the data of its plan report with the highest seq.
     const UPDATE_LAST_REPORT: &'static str;
     /// Sets terminal `$1`'s current certificate to `$2` where it is `$3`, changing one row or
@@ -1392,13 +1395,26 @@ where
     async fn terminals(&self, query: &TerminalQuery) -> Result<Vec<TerminalRow>, StoreError> {
         let after = query.after.as_deref().unwrap_or("");
         let limit = limit_or_all(query.limit);
-        // One statement per filter combination, each able to use its index.
-        let condition = match (&query.group, &query.action) {
-            (None, None) => "",
-            (Some(_), None) => "t.group_id = $3 AND",
-            (None, Some(_)) => "t.plan_action = $3 AND",
-            (Some(_), Some(_)) => "t.group_id = $3 AND t.plan_action = $4 AND",
-        };
+        // One statement per filter combination, each able to use its index; a search scans
+        // in id order and stops at the page's end.
+        let pattern = query.search.as_deref().map(like_contains);
+        let mut condition = String::new();
+        let mut next = 3;
+        if query.group.is_some() {
+            condition.push_str(&format!("t.group_id = ${next} AND "));
+            next += 1;
+        }
+        if query.action.is_some() {
+            condition.push_str(&format!("t.plan_action = ${next} AND "));
+            next += 1;
+        }
+        if query.search.is_some() {
+            condition.push_str(&format!(
+                "(lower(t.id) LIKE ${next} ESCAPE '\\' \
+                 OR lower(coalesce({user}, '')) LIKE ${next} ESCAPE '\\') AND ",
+                user = DB::TERMINAL_USER_NAME
+            ));
+        }
         let statement = sqlx::query(assembled(format!(
             "{} WHERE {condition} t.id > $1 ORDER BY t.id LIMIT $2",
             DB::SELECT_TERMINALS
@@ -1411,6 +1427,10 @@ where
         };
         let statement = match &query.action {
             Some(action) => statement.bind(action.as_str()),
+            None => statement,
+        };
+        let statement = match &pattern {
+            Some(pattern) => statement.bind(pattern.as_str()),
             None => statement,
         };
         statement
@@ -2082,6 +2102,170 @@ where
             oldest_at: row.try_get("oldest")?,
         })
     }
+
+    async fn console_session_insert(&self, session: &ConsoleSessionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_sessions (hash, token_hash, label, csrf, created_at, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(session.hash.as_str())
+        .bind(session.token_hash.as_str())
+        .bind(session.label.as_str())
+        .bind(session.csrf.as_str())
+        .bind(session.created_at)
+        .bind(session.last_seen)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| conflict_on_unique(e, || "a console session with this hash exists".into()))?;
+        Ok(())
+    }
+
+    async fn console_session_find(
+        &self,
+        hash: &str,
+    ) -> Result<Option<ConsoleSessionRow>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT hash, token_hash, label, csrf, created_at, last_seen FROM console_sessions \
+             WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ConsoleSessionRow {
+            hash: row.try_get("hash")?,
+            token_hash: row.try_get("token_hash")?,
+            label: row.try_get("label")?,
+            csrf: row.try_get("csrf")?,
+            created_at: row.try_get("created_at")?,
+            last_seen: row.try_get("last_seen")?,
+        }))
+    }
+
+    async fn console_session_touch(&self, hash: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE console_sessions SET last_seen = $2 WHERE hash = $1 AND last_seen < $2")
+            .bind(hash)
+            .bind(at)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn console_session_delete(&self, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE hash = $1")
+            .bind(hash)
+            .execute(&self.writer)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn console_sessions_expire(&self, idle_before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE last_seen < $1")
+            .bind(idle_before)
+            .execute(&self.writer)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn console_link_insert(&self, link: &ConsoleLinkRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_links (hash, token_hash, label, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(link.hash.as_str())
+        .bind(link.token_hash.as_str())
+        .bind(link.label.as_str())
+        .bind(link.created_at)
+        .bind(link.expires_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| conflict_on_unique(e, || "a console link with this hash exists".into()))?;
+        Ok(())
+    }
+
+    async fn console_link_take(&self, hash: &str, now: i64) -> Result<LinkTaken, StoreError> {
+        let mut tx = self.write().await?;
+        // The UPDATE is the claim: of two concurrent requests, one changes the row.
+        let claimed = sqlx::query(
+            "UPDATE console_links SET used_at = $2 \
+             WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT hash, token_hash, label, created_at, expires_at, used_at FROM console_links \
+             WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Ok(LinkTaken::Unknown);
+        };
+        let link = ConsoleLinkRow {
+            hash: row.try_get("hash")?,
+            token_hash: row.try_get("token_hash")?,
+            label: row.try_get("label")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+        };
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        Ok(if DB::rows_affected(&claimed) > 0 {
+            LinkTaken::Taken(link)
+        } else if let Some(used_at) = used_at {
+            LinkTaken::Used(used_at)
+        } else {
+            LinkTaken::Expired(link.expires_at)
+        })
+    }
+
+    async fn fleet_counts(&self, now: i64) -> Result<Vec<FleetCountRow>, StoreError> {
+        // One scan of terminals, grouped; the recency is a code (see `Recency`).
+        let rows = sqlx::query(
+            "SELECT group_id, site, plan_action, \
+             CAST(CASE WHEN last_checkin IS NULL THEN 0 \
+                  WHEN last_checkin >= $1 - 3600 THEN 1 \
+                  WHEN last_checkin >= $1 - 86400 THEN 2 \
+                  WHEN last_checkin >= $1 - 604800 THEN 3 \
+                  ELSE 4 END AS BIGINT) AS recency, \
+             count(*) AS n \
+             FROM terminals GROUP BY group_id, site, plan_action, recency",
+        )
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let recency: i64 = row.try_get("recency")?;
+                Ok(FleetCountRow {
+                    group: row.try_get("group_id")?,
+                    site: row.try_get("site")?,
+                    action: row.try_get("plan_action")?,
+                    recency: FleetCountRow::recency_from_code(recency)?,
+                    count: from_db_int(row.try_get("n")?, "terminal count")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A LIKE pattern matching `text` anywhere, lower-cased, its wildcards escaped with `\`.
+fn like_contains(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 const SITE_SELECT: &str = "SELECT s.id, s.url, s.cert_sha256, s.enrolled_at, s.last_contact, \

@@ -177,6 +177,7 @@ impl Dialect for Sqlite {
     // `BEGIN IMMEDIATE` already commits terminal changes one after the other, in id order.
     const LOCK_TERMINAL_CHANGES: Option<&'static str> = None;
     const SELECT_GROUP_TO_DELETE: &'static str = "SELECT id FROM groups WHERE id = $1";
+    const TERMINAL_USER_NAME: &'static str = "d.user_name";
     const SELECT_TERMINALS: &'static str = concat!(
         "SELECT ",
         sqlite_terminal_columns!(),

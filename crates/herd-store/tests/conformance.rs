@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
-    AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
+    AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, ConsoleLinkRow,
+    ConsoleSessionRow, EnrolError, LinkTaken, Recency,
     EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceSeen, NewTerminal,
     OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem, QueuedItem,
     Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed,
@@ -138,6 +139,7 @@ conformance!(
     the_network_map_follows_a_terminal_that_moves,
     concurrent_checkin_batches_from_two_processes_all_count,
     terminals_are_listed_by_pages_and_filters,
+    console_sessions_links_search_and_fleet_counts,
     groups_put_list_and_delete,
     rules_replace_is_atomic_and_checks_groups,
     events_are_idempotent_and_ordered,
@@ -1311,6 +1313,7 @@ async fn terminals_are_listed_by_pages_and_filters(fixture: &Fixture) {
             action: Some("exposed".into()),
             after: Some("term-00".into()),
             limit: 2,
+            search: None,
         })
         .await
         .unwrap();
@@ -3024,3 +3027,133 @@ async fn a_sites_writes_queue_their_relay_items_in_the_same_transaction(fixture:
     assert_eq!(store.events_count("t1").await.unwrap(), 2);
     assert_eq!(store.events_count("t2").await.unwrap(), 1);
 }
+
+async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
+    let store = &*fixture.store;
+    // A viewer token is stored and read back with its role (the migration widened the CHECK).
+    store
+        .api_token_insert(ApiTokenRow {
+            hash: "viewer-hash".into(),
+            role: Role::Viewer,
+            vendor: None,
+            label: "auditor".into(),
+            created_at: 1,
+            expires_at: 10_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.api_token_find("viewer-hash").await.unwrap().unwrap().role,
+        Role::Viewer
+    );
+
+    // Sessions: inserted, found, touched forward only, expired by idleness, deleted.
+    let session = |hash: &str, last_seen| ConsoleSessionRow {
+        hash: hash.into(),
+        token_hash: "viewer-hash".into(),
+        label: "auditor".into(),
+        csrf: format!("csrf-{hash}"),
+        created_at: 100,
+        last_seen,
+    };
+    store.console_session_insert(&session("s1", 100)).await.unwrap();
+    store.console_session_insert(&session("s2", 100)).await.unwrap();
+    assert!(store.console_session_insert(&session("s1", 100)).await.is_err());
+    assert_eq!(
+        store.console_session_find("s1").await.unwrap(),
+        Some(session("s1", 100))
+    );
+    store.console_session_touch("s1", 500).await.unwrap();
+    store.console_session_touch("s1", 400).await.unwrap();
+    assert_eq!(
+        store.console_session_find("s1").await.unwrap().unwrap().last_seen,
+        500
+    );
+    assert_eq!(store.console_sessions_expire(300).await.unwrap(), 1);
+    assert_eq!(store.console_session_find("s2").await.unwrap(), None);
+    assert!(store.console_session_delete("s1").await.unwrap());
+    assert!(!store.console_session_delete("s1").await.unwrap());
+    assert_eq!(store.console_session_find("s1").await.unwrap(), None);
+
+    // Links: taken once, however many ask at once; expired ones and unknown ones are named.
+    let link = ConsoleLinkRow {
+        hash: "l1".into(),
+        token_hash: "viewer-hash".into(),
+        label: "auditor".into(),
+        created_at: 100,
+        expires_at: 700,
+    };
+    store.console_link_insert(&link).await.unwrap();
+    store
+        .console_link_insert(&ConsoleLinkRow {
+            hash: "l2".into(),
+            expires_at: 150,
+            ..link.clone()
+        })
+        .await
+        .unwrap();
+    let takes = join_all((0..8).map(|_| store.console_link_take("l1", 200))).await;
+    let taken = takes
+        .iter()
+        .filter(|take| matches!(take, Ok(LinkTaken::Taken(_))))
+        .count();
+    assert_eq!(taken, 1, "{takes:?}");
+    assert!(
+        takes
+            .iter()
+            .all(|take| matches!(take, Ok(LinkTaken::Taken(_)) | Ok(LinkTaken::Used(200))))
+    );
+    assert_eq!(
+        store.console_link_take("l2", 200).await.unwrap(),
+        LinkTaken::Expired(150)
+    );
+    assert_eq!(
+        store.console_link_take("nope", 200).await.unwrap(),
+        LinkTaken::Unknown
+    );
+
+    // Search by id or user, wildcards taken literally; and the fleet counted.
+    enrol_all(store, UNKNOWN_GROUP, &["pc-Alpha", "pc-beta", "phone_1", "phone-2"]).await;
+    let found = |text: &str| {
+        let text = text.to_owned();
+        async move {
+            store
+                .terminals(&TerminalQuery {
+                    search: Some(text),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|row| row.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("ALPHA").await, ["pc-Alpha"]);
+    assert_eq!(found("pc-").await, ["pc-Alpha", "pc-beta"]);
+    assert_eq!(found("phone_").await, ["phone_1"], "_ is not a wildcard");
+    assert_eq!(found("%").await, Vec::<String>::new(), "% is not a wildcard");
+    store
+        .record_checkins(&[
+            checkin("pc-Alpha", 10_000, "192.0.2.1", plan("p1", "exposed")),
+            checkin("pc-beta", 10_000 - 7200, "192.0.2.2", plan("p2", "none")),
+        ])
+        .await
+        .unwrap();
+    let mut counts = store.fleet_counts(10_000).await.unwrap();
+    counts.sort_by_key(|row| (row.recency, row.action.clone()));
+    let summary: Vec<(Option<&str>, Recency, u64)> = counts
+        .iter()
+        .map(|row| (row.action.as_deref(), row.recency, row.count))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (None, Recency::Never, 2),
+            (Some("exposed"), Recency::WithinHour, 1),
+            (Some("none"), Recency::WithinDay, 1),
+        ]
+    );
+    assert!(counts.iter().all(|row| row.group == UNKNOWN_GROUP && row.site.is_none()));
+}
+

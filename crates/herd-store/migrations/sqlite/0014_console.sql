@@ -1,0 +1,40 @@
+-- The web console (SPEC §3.6): sign-in sessions, one-time sign-in links, and the token roles
+-- the console distinguishes (a viewer reads; an analyst judges samples).
+
+-- SQLite cannot change a CHECK constraint in place: the table is rebuilt with the wider one.
+CREATE TABLE api_tokens_new (
+    hash TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('operator', 'vendor', 'analyst', 'viewer')),
+    vendor TEXT,
+    label TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+INSERT INTO api_tokens_new (hash, role, vendor, label, created_at, expires_at)
+    SELECT hash, role, vendor, label, created_at, expires_at FROM api_tokens;
+DROP TABLE api_tokens;
+ALTER TABLE api_tokens_new RENAME TO api_tokens;
+
+-- A signed-in browser: stored by the SHA-256 of its cookie's secret, bound to the API token it
+-- was opened with (its role is the token's, read at every request, so revoking the token ends
+-- the session). csrf: the token every form of the session carries.
+CREATE TABLE console_sessions (
+    hash TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    label TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+CREATE INDEX console_sessions_by_last_seen ON console_sessions (last_seen);
+
+-- A one-time sign-in link (`herd console link`): stored by the SHA-256 of its secret; used_at
+-- is set by the one request that takes it.
+CREATE TABLE console_links (
+    hash TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
