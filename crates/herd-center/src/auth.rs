@@ -73,6 +73,11 @@ impl Center {
                     "a vendor token without a vendor id is stored",
                 )),
             },
+            Role::Viewer => Err(CenterError::forbidden(format!(
+                "the token {:?} is a viewer's: it signs in to the console (/console/) and reads \
+                 there; the API needs an operator or vendor token",
+                row.label
+            ))),
         }
     }
 

@@ -191,6 +191,14 @@ impl Center {
             relay,
         };
         self.checkins.write(write).await?;
+        if self.live.watched() {
+            self.live.publish(crate::live::Happening {
+                kind: "checkin".to_owned(),
+                terminal: terminal.id.clone(),
+                at: crate::rfc3339(now),
+                summary: format!("plan: {}", plan.action.as_str()),
+            });
+        }
         if let Some(rows) = interfaces {
             self.record_interfaces(terminal, now, &rows).await?;
         }

@@ -128,6 +128,10 @@ max_waits = 200000
 # enough to time out and be sent again.
 wake_concurrency = 256
 
+# The web console (/console/): a signed-in browser that does nothing for this long is signed
+# out (a session never outlives 12 hours, nor the API token it was opened with).
+console_idle_secs = 1800
+
 # Whether what a vendor's feed introduces counts at once ("auto") or only once an operator
 # approves it ("operator": `herd threats pending|approve|reject`, `herd vendors pending|...`).
 # threat_approval covers threats nobody declared before; vendor_approval a vendor's first
@@ -224,6 +228,7 @@ pub struct ConfigFile {
     pub max_events_per_terminal: Option<u64>,
     pub max_waits: Option<u64>,
     pub wake_concurrency: Option<usize>,
+    pub console_idle_secs: Option<u64>,
     pub threat_approval: Option<String>,
     pub vendor_approval: Option<String>,
     pub vendor_storage_quota_bytes: Option<u64>,
@@ -299,6 +304,8 @@ pub struct CenterConfig {
     pub max_waits: u64,
     /// Woken terminals that have not checked in yet, at most, per process.
     pub wake_concurrency: usize,
+    /// A console session idle this long is signed out.
+    pub console_idle_secs: u64,
     /// What a vendor's feed introduces counts at once or awaits an operator.
     pub threat_approval: ApprovalMode,
     pub vendor_approval: ApprovalMode,
@@ -663,6 +670,13 @@ impl CenterConfig {
             }
             Some(n) => n,
         };
+        let console_idle_secs = match file.console_idle_secs {
+            None => 1800,
+            Some(n) if !(60..=86_400).contains(&n) => {
+                bail!("console_idle_secs: {n} is outside 60..=86400 (a minute to a day)")
+            }
+            Some(n) => n,
+        };
         let threat_approval =
             ApprovalMode::parse("threat_approval", file.threat_approval.as_deref())?;
         let vendor_approval =
@@ -800,6 +814,7 @@ impl CenterConfig {
             max_events_per_terminal,
             max_waits,
             wake_concurrency,
+            console_idle_secs,
             threat_approval,
             vendor_approval,
             vendor_storage_quota_bytes,

@@ -123,7 +123,31 @@ impl Center {
             })
             .collect();
         let count = rows.len();
+        // What the live view shows of the batch, taken before the rows go to the writer.
+        let happenings: Vec<(String, String, i64)> = if self.live.watched() {
+            rows.iter()
+                .map(|row| {
+                    (
+                        row.kind.clone(),
+                        crate::live::summarise_event(&row.kind, &row.data),
+                        row.received_at,
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let outcome = self.events.write(EventsWrite { rows, relay }).await?;
+        // Duplicates are a batch's oldest events: the newest `accepted` are new.
+        let fresh = happenings.len().saturating_sub(outcome.accepted as usize);
+        for (kind, summary, at) in happenings.into_iter().skip(fresh) {
+            self.live.publish(crate::live::Happening {
+                kind,
+                terminal: terminal.id.clone(),
+                at: crate::rfc3339(at),
+                summary,
+            });
+        }
         self.relay_queued();
         // An outbox sends its events oldest first and again until acknowledged, so the
         // duplicates of a batch are its oldest events: the refusals counted are those among

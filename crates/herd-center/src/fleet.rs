@@ -1,6 +1,7 @@
-//! The fleet as operators see it: terminals a page at a time (optionally only a group's, or
-//! only those whose plan has an action, such as the exposed ones), one terminal in detail with
-//! its plan, last report and network map, and removing a terminal.
+//! The fleet as operators see it: terminals a page at a time (optionally only a group's, only
+//! those whose plan has an action, such as the exposed ones, or those whose id or user
+//! matches), one terminal in detail with its plan, last report and network map, and removing a
+//! terminal.
 
 use herd_proto::api::{
     AddressSeen, InterfaceSeen, PlanReport, TerminalDetail, TerminalGap, TerminalList,
@@ -29,6 +30,8 @@ pub struct FleetQuery {
     pub after: Option<String>,
     /// The page size (within [`PAGE_LIMITS`]; [`DEFAULT_PAGE`] when absent).
     pub limit: Option<u32>,
+    /// Only terminals whose id or user contains this text.
+    pub search: Option<String>,
 }
 
 impl Center {
@@ -55,6 +58,7 @@ impl Center {
                 action: query.action,
                 after: query.after,
                 limit: limit + 1,
+                search: query.search.filter(|text| !text.is_empty()),
             })
             .await?;
         let more = rows.len() > limit as usize;

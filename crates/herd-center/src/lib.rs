@@ -14,6 +14,7 @@
 //! HTTP serving, the TLS listener and [`run`].
 
 pub mod api;
+pub mod console;
 mod auth;
 pub mod blobs;
 mod cache;
@@ -30,6 +31,7 @@ mod group_commit;
 mod groups;
 mod identity;
 pub mod keys;
+pub mod live;
 mod memory;
 pub mod metrics;
 mod packages;
@@ -116,6 +118,8 @@ pub struct Center {
     center_client: std::sync::Mutex<Option<herd_tls::KeyPairPem>>,
     /// The push connections held now (`/v1/wait`), their cap and their shutdown.
     pub waits: wait::Waits,
+    /// What happens, for whoever watches (the console's live view).
+    pub live: live::Live,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -224,6 +228,7 @@ impl Center {
             changes: watch::Sender::new(String::new()),
             site,
             center_client: std::sync::Mutex::new(None),
+            live: live::Live::default(),
         });
         center.note_server_cert_expiry();
         center.bootstrap_operator_token().await?;

@@ -136,7 +136,7 @@ impl Center {
         })
     }
 
-    /// A new API token for an operator or a vendor.
+    /// A new API token for an operator, a vendor or a viewer (who reads in the console).
     pub async fn new_api_token(&self, request: NewApiToken) -> CenterResult<TokenCreated> {
         let (role, vendor) = match (request.role.as_str(), request.vendor) {
             ("operator", None) => (Role::Operator, None),
@@ -158,9 +158,17 @@ impl Center {
                     "the token request: $.vendor: a vendor token needs the vendor id",
                 ));
             }
+            ("viewer", None) => (Role::Viewer, None),
+            ("viewer", Some(_)) => {
+                return Err(CenterError::new(
+                    ErrorKind::DocumentInvalid,
+                    "the token request: $.vendor: viewer tokens have no vendor",
+                ));
+            }
             (other, _) => {
                 return Err(CenterError::bad_request(format!(
-                    "the token request: $.role: {other:?} is neither \"operator\" nor \"vendor\""
+                    "the token request: $.role: {other:?} is not one of \"operator\", \
+                     \"vendor\", \"viewer\""
                 )));
             }
         };

@@ -404,6 +404,48 @@ impl Store for Counting {
         self.count("queue_stats");
         self.inner.queue_stats().await
     }
+    async fn console_session_insert(&self, session: &ConsoleSessionRow) -> Result<(), StoreError> {
+        self.count("console_session_insert");
+        self.inner.console_session_insert(session).await
+    }
+    async fn console_session_find(
+        &self,
+        hash: &str,
+    ) -> Result<Option<ConsoleSessionRow>, StoreError> {
+        self.count("console_session_find");
+        self.inner.console_session_find(hash).await
+    }
+    async fn console_session_touch(&self, hash: &str, at: i64) -> Result<(), StoreError> {
+        self.count("console_session_touch");
+        self.inner.console_session_touch(hash, at).await
+    }
+    async fn console_session_delete(&self, hash: &str) -> Result<bool, StoreError> {
+        self.count("console_session_delete");
+        self.inner.console_session_delete(hash).await
+    }
+    async fn console_sessions_expire(&self, idle_before: i64) -> Result<u64, StoreError> {
+        self.count("console_sessions_expire");
+        self.inner.console_sessions_expire(idle_before).await
+    }
+    async fn console_link_insert(&self, link: &ConsoleLinkRow) -> Result<(), StoreError> {
+        self.count("console_link_insert");
+        self.inner.console_link_insert(link).await
+    }
+    async fn console_link_take(&self, hash: &str, now: i64) -> Result<LinkTaken, StoreError> {
+        self.count("console_link_take");
+        self.inner.console_link_take(hash, now).await
+    }
+    async fn fleet_counts(&self, now: i64) -> Result<Vec<FleetCountRow>, StoreError> {
+        self.count("fleet_counts");
+        self.inner.fleet_counts(now).await
+    }
+    async fn plan_reports_by_hour(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        self.count("plan_reports_by_hour");
+        self.inner.plan_reports_by_hour(since).await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

@@ -787,13 +787,38 @@ pub struct NewEnrolmentToken {
     pub reenrol_terminal: Option<String>,
 }
 
+/// `POST /v1/console/links` (operator): a one-time link that signs a browser in to the web
+/// console as the caller's token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewConsoleLink {
+    /// Shown as who is signed in (default: the token's label).
+    #[serde(default)]
+    pub label: String,
+    /// Seconds until the link expires, 60..=86400 (default 600).
+    #[serde(default, deserialize_with = "whole_number::option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 86400))]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A one-time console sign-in link: open `path` on this server once, before `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsoleLink {
+    /// `/console/link/<secret>`: the secret is shown only now.
+    pub path: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
 /// `POST /v1/tokens` (operator): an API token for an operator or a vendor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApiToken {
-    /// `operator` or `vendor`.
-    #[cfg_attr(feature = "openapi", schema(pattern = r"^(operator|vendor)$"))]
+    /// `operator`, `vendor`, or `viewer` (reads in the console, changes nothing).
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^(operator|vendor|viewer)$"))]
     pub role: String,
     /// Required for `vendor`, refused for `operator`: the vendor id the token may publish for.
     #[serde(default)]

@@ -1062,4 +1062,8 @@ pub trait Store: Send + Sync + Debug {
     async fn console_link_take(&self, hash: &str, now: i64) -> Result<LinkTaken, StoreError>;
     /// The fleet counted by group, site, plan action and check-in recency (as of `now`).
     async fn fleet_counts(&self, now: i64) -> Result<Vec<FleetCountRow>, StoreError>;
+    /// Plan reports received since `since`, counted by hour (the Unix seconds it starts at)
+    /// and outcome (`succeeded`, `rolled_back`, `declined`, or `other`), oldest hour first.
+    async fn plan_reports_by_hour(&self, since: i64)
+    -> Result<Vec<(i64, String, u64)>, StoreError>;
 }

@@ -2252,6 +2252,36 @@ where
             })
             .collect()
     }
+
+    async fn plan_reports_by_hour(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        // The report's JSON is the center's own serialisation (compact, keys sorted), so its
+        // outcome reads with LIKE on both backends; the partial index keeps this to reports.
+        let rows = sqlx::query(
+            "SELECT CAST(received_at / 3600 AS BIGINT) * 3600 AS hour, \
+             CASE WHEN data LIKE '%\"outcome\":\"succeeded\"%' THEN 'succeeded' \
+                  WHEN data LIKE '%\"outcome\":\"rolled_back\"%' THEN 'rolled_back' \
+                  WHEN data LIKE '%\"outcome\":\"declined\"%' THEN 'declined' \
+                  ELSE 'other' END AS outcome, \
+             count(*) AS n \
+             FROM events WHERE kind = 'plan.report' AND received_at >= $1 \
+             GROUP BY hour, outcome ORDER BY hour, outcome",
+        )
+        .bind(since)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("hour")?,
+                    row.try_get("outcome")?,
+                    from_db_int(row.try_get("n")?, "report count")?,
+                ))
+            })
+            .collect()
+    }
 }
 
 /// A LIKE pattern matching `text` anywhere, lower-cased, its wildcards escaped with `\`.

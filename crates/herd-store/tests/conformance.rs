@@ -3155,5 +3155,38 @@ async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
         ]
     );
     assert!(counts.iter().all(|row| row.group == UNKNOWN_GROUP && row.site.is_none()));
+
+    // Plan reports by the hour they arrived, by outcome; other events are not counted.
+    let report = |seq, outcome: &str, received_at| EventRow {
+        terminal: "pc-beta".into(),
+        seq,
+        at: received_at,
+        kind: "plan.report".into(),
+        data: format!(r#"{{"outcome":"{outcome}","plan_id":"p2","steps":[]}}"#),
+        received_at,
+    };
+    store
+        .events_append(&[
+            report(1, "succeeded", 7200 + 5),
+            report(2, "succeeded", 7200 + 3000),
+            report(3, "rolled_back", 7200 + 3599),
+            report(4, "succeeded", 10_800),
+            report(5, "succeeded", 100),
+            EventRow {
+                kind: "detection".into(),
+                data: r#"{"outcome":"succeeded"}"#.into(),
+                ..report(6, "succeeded", 7300)
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.plan_reports_by_hour(3600).await.unwrap(),
+        [
+            (7200, "rolled_back".to_owned(), 1),
+            (7200, "succeeded".to_owned(), 2),
+            (10_800, "succeeded".to_owned(), 1),
+        ]
+    );
 }
 

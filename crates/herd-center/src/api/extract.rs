@@ -90,6 +90,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnInfo {
     }
 }
 
+/// An operator's request, with the token it came with (what a one-time console link acts as).
+#[derive(Debug, Clone)]
+pub struct OperatorToken(pub String);
+
+impl FromRequestParts<Arc<Center>> for OperatorToken {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        center: &Arc<Center>,
+    ) -> CenterResult<OperatorToken> {
+        let token = bearer(parts)?;
+        center.operator(token).await?;
+        Ok(OperatorToken(token.to_owned()))
+    }
+}
+
 impl FromRequestParts<Arc<Center>> for TerminalIdentity {
     type Rejection = CenterError;
 
@@ -150,6 +167,10 @@ impl JsonRequest for PlacementRules {
 impl JsonRequest for NewEnrolmentToken {
     const WHAT: &'static str = "the token request";
 }
+impl JsonRequest for herd_proto::api::NewConsoleLink {
+    const WHAT: &'static str = "the link request";
+}
+
 impl JsonRequest for NewApiToken {
     const WHAT: &'static str = "the token request";
 }

@@ -85,6 +85,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(operators::new_enrolment_token))
         .routes(routes!(operators::new_api_token, operators::list_tokens))
         .routes(routes!(operators::revoke_token))
+        .routes(routes!(operators::new_console_link))
         .routes(routes!(registry::list_threats))
         .routes(routes!(registry::approve_threat))
         .routes(routes!(registry::reject_threat))
@@ -131,6 +132,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
             }),
         )
         .merge(tuf::router(center.clone()))
+        .merge(crate::console::router(center.clone()))
         .merge(if center.config.metrics_listen.is_some() {
             Router::new()
         } else {
@@ -180,7 +182,8 @@ fn site_router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
     );
     let router = router
         .merge(site_mirror::tuf_router(mirror))
-        .merge(packages);
+        .merge(packages)
+        .merge(crate::console::router(center.clone()));
     let upstream = center
         .site()
         .map(|site| site.identity.upstream.clone())

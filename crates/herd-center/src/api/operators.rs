@@ -7,14 +7,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderName, StatusCode, header};
 use herd_proto::api::{
-    CaInfo, CaInstall, CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken,
-    NewEnrolmentToken, PlacementRules, TerminalDetail, TerminalGap, TerminalList, TokenCreated,
+    CaInfo, CaInstall, ConsoleLink, CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken,
+    NewConsoleLink, NewEnrolmentToken, PlacementRules, TerminalDetail, TerminalGap, TerminalList, TokenCreated,
     TokenList, TokenRevoked,
 };
 use herd_proto::catalog::CatalogDoc;
 use serde::Deserialize;
 
-use super::extract::{JsonBody, Operator, Path, Query};
+use super::extract::{JsonBody, Operator, OperatorToken, Path, Query};
 use crate::fleet::FleetQuery;
 use crate::{Center, CenterResult};
 
@@ -75,6 +75,7 @@ impl From<ExposedParams> for FleetQuery {
             action: None,
             after: params.after,
             limit: params.limit,
+            search: None,
         }
     }
 }
@@ -86,6 +87,7 @@ impl From<ListParams> for FleetQuery {
             action: params.action,
             after: params.after,
             limit: params.limit,
+            search: None,
         }
     }
 }
@@ -247,6 +249,29 @@ pub async fn new_api_token(
 ) -> CenterResult<(StatusCode, Json<TokenCreated>)> {
     let created = center.new_api_token(request).await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A one-time link that signs a browser in to the web console as the caller's token (shown
+/// once; open it on this server before it expires). `herd console link` prints one.
+#[utoipa::path(post, path = "/v1/console/links", tag = "operators",
+    request_body = NewConsoleLink,
+    responses((status = 201, body = ConsoleLink), (status = 401, body = ErrorBody), (status = 400, body = ErrorBody, description = "`bad_request`: a lifetime outside 60..=86400 seconds"), (status = 422, body = ErrorBody, description = "`document_invalid`: an unknown field")))]
+pub async fn new_console_link(
+    State(center): State<Arc<Center>>,
+    OperatorToken(token): OperatorToken,
+    JsonBody(request): JsonBody<NewConsoleLink>,
+) -> CenterResult<(StatusCode, Json<ConsoleLink>)> {
+    let ttl = request.ttl_secs.map(|secs| secs.min(i64::MAX as u64) as i64);
+    let (secret, expires_at) = center
+        .console_link_create(&token, &request.label, ttl)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ConsoleLink {
+            path: format!("/console/link/{secret}"),
+            expires_at: crate::rfc3339(expires_at),
+        }),
+    ))
 }
 
 /// The center's CA: its trust anchors, the issuing CA and when it expires, whether it is an

@@ -28,3 +28,6 @@ CREATE TABLE console_links (
     expires_at BIGINT NOT NULL,
     used_at BIGINT
 );
+
+-- The console's chart of plan reports by hour reads reports by when they arrived.
+CREATE INDEX events_plan_reports_by_arrival ON events (received_at) WHERE kind = 'plan.report';

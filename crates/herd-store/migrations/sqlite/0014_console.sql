@@ -38,3 +38,6 @@ CREATE TABLE console_links (
     expires_at INTEGER NOT NULL,
     used_at INTEGER
 );
+
+-- The console's chart of plan reports by hour reads reports by when they arrived.
+CREATE INDEX events_plan_reports_by_arrival ON events (received_at) WHERE kind = 'plan.report';

@@ -1,0 +1,483 @@
+//! The web console through the center's real router (in process, no socket): sign-in with a
+//! token and with a one-time link, every page, and the refusals — no session, a forged, an
+//! expired or a signed-out session, a revoked token, a viewer acting, a missing or wrong CSRF
+//! token, another site's origin — and untrusted names (a terminal's user, a threat's name)
+//! never rendered as markup.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use herd_center::Center;
+use herd_center::config::{CenterConfig, ConfigFile};
+use herd_proto::api::{NewApiToken, PlacementRule};
+use herd_store::{ConsoleSessionRow, EnrolTokenRow, NewTerminal, UNKNOWN_GROUP};
+use http_body_util::BodyExt as _;
+use sha2::{Digest as _, Sha256};
+use tower::ServiceExt as _;
+
+const EVIL_USER: &str = "<script>alert('user')</script>";
+const EVIL_THREAT: &str = "<img src=x onerror=alert('threat')>";
+
+struct Console {
+    center: Arc<Center>,
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    location: Option<String>,
+    cookie: Option<String>,
+    csp: Option<String>,
+    body: String,
+}
+
+impl Console {
+    async fn start() -> Console {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("data_dir = {:?}\n", dir.path().join("data").display().to_string());
+        let config = CenterConfig::from_file(ConfigFile::parse("test", &text).unwrap()).unwrap();
+        let center = Center::open(config).await.unwrap();
+        let (router, _) = herd_center::api::router(center.clone());
+        Console {
+            center,
+            router,
+            _dir: dir,
+        }
+    }
+
+    async fn token(&self, role: &str) -> String {
+        self.center
+            .new_api_token(NewApiToken {
+                role: role.into(),
+                vendor: (role == "vendor").then(|| "maker-a".to_owned()),
+                label: format!("a {role}"),
+                ttl_secs: None,
+            })
+            .await
+            .unwrap()
+            .token
+    }
+
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let header_text = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let status = response.status();
+        let location = header_text(header::LOCATION);
+        let cookie = header_text(header::SET_COOKIE);
+        let csp = header_text(header::CONTENT_SECURITY_POLICY);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            location,
+            cookie,
+            csp,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str, session: Option<&str>) -> Answer {
+        let mut request = Request::get(path);
+        if let Some(secret) = session {
+            request = request.header(header::COOKIE, format!("herd_console={secret}"));
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(&self, path: &str, session: Option<&str>, form: &[(&str, &str)]) -> Answer {
+        let body: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", herd_center::console::url_encode(k), herd_center::console::url_encode(v)))
+            .collect();
+        let mut request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::HOST, "center.test:8443")
+            .header(header::ORIGIN, "https://center.test:8443");
+        if let Some(secret) = session {
+            request = request.header(header::COOKIE, format!("herd_console={secret}"));
+        }
+        self.send(request.body(Body::from(body.join("&"))).unwrap())
+            .await
+    }
+
+    /// Signs in with `token`; returns the session cookie's secret.
+    async fn sign_in(&self, token: &str) -> String {
+        let answer = self.post("/console/login", None, &[("token", token)]).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        assert_eq!(answer.location.as_deref(), Some("/console/"));
+        session_of(&answer)
+    }
+
+    /// The CSRF token the pages of `session` carry.
+    async fn csrf(&self, session: &str) -> String {
+        let page = self.get("/console/groups", Some(session)).await;
+        let marker = "name=\"csrf\" value=\"";
+        let start = page.body.find(marker).expect("a form with a CSRF token") + marker.len();
+        page.body[start..start + page.body[start..].find('"').unwrap()].to_owned()
+    }
+}
+
+fn session_of(answer: &Answer) -> String {
+    let cookie = answer.cookie.as_deref().expect("a session cookie");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    cookie
+        .strip_prefix("herd_console=")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned()
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A terminal whose user name is markup, and a threat whose name is.
+async fn hostile_names(console: &Console) {
+    let store = &console.center.store;
+    store
+        .enrol_token_insert(EnrolTokenRow {
+            hash: "e".repeat(64),
+            label: "test".into(),
+            uses_left: 1,
+            created_at: 0,
+            expires_at: i64::MAX,
+            reenrol_terminal: None,
+        })
+        .await
+        .unwrap();
+    store
+        .enrol(
+            &"e".repeat(64),
+            1,
+            NewTerminal {
+                id: "pc-evil".into(),
+                user: Some(EVIL_USER.into()),
+                hardware: r#"{"kind":"pc","platform":"pc"}"#.into(),
+                tz: None,
+                group: UNKNOWN_GROUP.into(),
+                cert_sha256: "c".repeat(64),
+                enrolled_at: 1,
+                address: "127.0.0.1".into(),
+                site: None,
+            },
+        )
+        .await
+        .unwrap();
+    let feed = serde_json::json!({
+        "format": "herd.catalog/v1",
+        "vendors": [{"id": "maker-a", "name": "Maker A"}],
+        "products": [{"id": "vaccine-a", "vendor": "maker-a", "name": "Vaccine A", "platforms": ["pc"]}],
+        "releases": [],
+        "threats": [{"id": "virus-x", "name": EVIL_THREAT, "danger": "high", "discovered": "2026-01-01"}],
+        "coverage": [{"product": "vaccine-a", "threat": "virus-x", "since_seq": null, "covered_on": null, "expected": "2026-02-01"}],
+    });
+    console
+        .center
+        .publish_feed(
+            &herd_center::Caller::Vendor("maker-a".into()),
+            "maker-a",
+            feed.to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sign_in_pages_and_sign_out() {
+    let console = Console::start().await;
+    hostile_names(&console).await;
+
+    // Without a session every page sends the reader to sign in, saying why.
+    let page = console.get("/console/", None).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/console/login?why=absent"));
+    let login = console.get("/console/login?why=absent", None).await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert!(login.body.contains("Sign in to see the fleet."));
+    assert!(login.csp.unwrap().contains("script-src 'self'"));
+
+    // Wrong, vendor and empty tokens are refused with the reason, and no cookie.
+    for (token, says) in [
+        ("herd_nope", "not known here"),
+        (&console.token("vendor").await, "vendor tokens"),
+        ("", "paste an API token"),
+    ] {
+        let answer = console.post("/console/login", None, &[("token", token)]).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{token}");
+        assert!(answer.body.contains(says), "{token}: {}", answer.body);
+        assert!(answer.cookie.is_none());
+    }
+
+    let session = console.sign_in(&console.token("operator").await).await;
+    for (path, shows) in [
+        ("/console/", "Fleet overview"),
+        ("/console/terminals", "pc-evil"),
+        ("/console/terminals?q=EVIL", "pc-evil"),
+        ("/console/terminals/pc-evil", "Terminal pc-evil"),
+        ("/console/exposed", "Exposed terminals"),
+        ("/console/coverage", "virus-x"),
+        ("/console/coverage?danger=high&gaps=on&sort=name", "virus-x"),
+        ("/console/groups", "Placement rules"),
+        ("/console/sites", "No site server is enrolled"),
+        ("/console/live", "Live"),
+    ] {
+        let page = console.get(path, Some(&session)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert!(page.body.contains(shows), "{path} does not show {shows:?}");
+        // Untrusted names are text, never markup.
+        for raw in [EVIL_USER, EVIL_THREAT, "<script>alert", "<img src=x"] {
+            assert!(!page.body.contains(raw), "{path} renders {raw:?} unescaped");
+        }
+    }
+    let terminals = console.get("/console/terminals", Some(&session)).await;
+    assert!(terminals.body.contains("&lt;script&gt;alert('user')&lt;/script&gt;"));
+    let coverage = console.get("/console/coverage", Some(&session)).await;
+    assert!(coverage.body.contains("&lt;img src=x onerror=alert('threat')&gt;"));
+    let missing = console.get("/console/terminals/nobody", Some(&session)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Sign-out ends the session everywhere and clears the cookie.
+    let csrf = console.csrf(&session).await;
+    let out = console
+        .post("/console/logout", Some(&session), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(out.cookie.unwrap().contains("Max-Age=0"));
+    let after = console.get("/console/", Some(&session)).await;
+    assert_eq!(after.location.as_deref(), Some("/console/login?why=unknown"));
+}
+
+#[tokio::test]
+async fn actions_need_an_operators_session_and_its_csrf_token() {
+    let console = Console::start().await;
+    let operator = console.sign_in(&console.token("operator").await).await;
+    let csrf = console.csrf(&operator).await;
+    let rule = [("csrf", csrf.as_str()), ("rule0_group", UNKNOWN_GROUP), ("rule0_kind", "pc")];
+    let rules_now = || async { console.center.rules().await.unwrap().rules };
+
+    // No session, a forged one: refused, nothing changed.
+    let none = console.post("/console/rules", None, &rule).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    let forged = console.post("/console/rules", Some("herd_forged"), &rule).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    // The operator's session without the token, with a wrong one, or from another site.
+    let without = console
+        .post("/console/rules", Some(&operator), &rule[1..])
+        .await;
+    assert_eq!(without.status, StatusCode::FORBIDDEN);
+    assert!(without.body.contains("CSRF"));
+    let wrong = console
+        .post(
+            "/console/rules",
+            Some(&operator),
+            &[("csrf", "herd_wrong"), ("rule0_group", UNKNOWN_GROUP)],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let cross_site = console
+        .send(
+            Request::post("/console/logout")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::HOST, "center.test:8443")
+                .header(header::ORIGIN, "https://evil.example")
+                .header(header::COOKIE, format!("herd_console={operator}"))
+                .body(Body::from(format!("csrf={csrf}")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    // A viewer reads, with the right token for its own session, but may not act.
+    let viewer = console.sign_in(&console.token("viewer").await).await;
+    let viewer_csrf = console.csrf(&viewer).await;
+    let groups = console.get("/console/groups", Some(&viewer)).await;
+    assert!(!groups.body.contains("Save rules"), "a viewer sees no edit form");
+    let refused = console
+        .post(
+            "/console/rules",
+            Some(&viewer),
+            &[("csrf", &viewer_csrf), ("rule0_group", UNKNOWN_GROUP)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("viewer"));
+    // One session's token does not work for another session.
+    let swapped = console
+        .post(
+            "/console/rules",
+            Some(&operator),
+            &[("csrf", &viewer_csrf), ("rule0_group", UNKNOWN_GROUP)],
+        )
+        .await;
+    assert_eq!(swapped.status, StatusCode::FORBIDDEN);
+    assert!(rules_now().await.is_empty(), "nothing refused changed the rules");
+
+    // The operator with its token: saved; a rule naming no group is named in the page.
+    let saved = console.post("/console/rules", Some(&operator), &rule).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    assert!(saved.body.contains("Saved 1 rule(s)."));
+    assert_eq!(
+        rules_now().await,
+        [PlacementRule {
+            group: UNKNOWN_GROUP.into(),
+            kind: Some("pc".into()),
+            platform: None,
+            address: None,
+            user: None,
+        }]
+    );
+    let bad = console
+        .post(
+            "/console/rules",
+            Some(&operator),
+            &[("csrf", &csrf), ("rule0_group", "no-such-group")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::OK);
+    assert!(bad.body.contains("role=\"alert\""), "{}", bad.body);
+    let junk = console
+        .post("/console/rules", Some(&operator), &[("csrf", &csrf), ("evil", "1")])
+        .await;
+    assert_eq!(junk.status, StatusCode::BAD_REQUEST);
+    assert_eq!(rules_now().await.len(), 1);
+}
+
+#[tokio::test]
+async fn sessions_end_when_idle_too_long_or_when_their_token_is_revoked() {
+    let console = Console::start().await;
+    let token = console.token("operator").await;
+    // A session last used two hours ago (the default idle limit is 30 minutes).
+    let now = herd_center::unix_now();
+    console
+        .center
+        .store
+        .console_session_insert(&ConsoleSessionRow {
+            hash: hash("herd_idle"),
+            token_hash: hash(&token),
+            label: "idle".into(),
+            csrf: "c".into(),
+            created_at: now - 7200,
+            last_seen: now - 7200,
+        })
+        .await
+        .unwrap();
+    let idle = console.get("/console/", Some("herd_idle")).await;
+    assert_eq!(idle.location.as_deref(), Some("/console/login?why=expired"));
+    let idle_action = console
+        .post("/console/rules", Some("herd_idle"), &[("csrf", "c")])
+        .await;
+    assert_eq!(idle_action.status, StatusCode::UNAUTHORIZED);
+
+    let session = console.sign_in(&token).await;
+    assert_eq!(console.get("/console/", Some(&session)).await.status, StatusCode::OK);
+    let revoked = console
+        .center
+        .revoke_token(&hash(&token)[..12], true)
+        .await
+        .unwrap();
+    assert_eq!(revoked.token.kind, "operator");
+    let ended = console.get("/console/", Some(&session)).await;
+    assert_eq!(ended.location.as_deref(), Some("/console/login?why=token"));
+}
+
+#[tokio::test]
+async fn a_one_time_link_signs_in_once() {
+    let console = Console::start().await;
+    let token = console.token("operator").await;
+    let made = console
+        .send(
+            Request::post("/v1/console/links")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"label":"alice's laptop"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let link: serde_json::Value = serde_json::from_str(&made.body).unwrap();
+    let path = link["path"].as_str().unwrap().to_owned();
+    assert!(path.starts_with("/console/link/herd_"));
+
+    // Opening it only asks (a preview cannot spend it); posting signs in, once.
+    let ask = console.get(&path, None).await;
+    assert_eq!(ask.status, StatusCode::OK);
+    assert!(ask.cookie.is_none());
+    let first = console.post(&path, None, &[]).await;
+    let session = session_of(&first);
+    let overview = console.get("/console/", Some(&session)).await;
+    assert!(overview.body.contains("alice&#39;s laptop") || overview.body.contains("alice's laptop"));
+    let again = console.post(&path, None, &[]).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert!(again.body.contains("was used at"), "{}", again.body);
+    let forged = console.post("/console/link/herd_forged", None, &[]).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+
+    // Links are an operator's to make, within bounds.
+    let viewer = console.token("viewer").await;
+    for (token, body, status) in [
+        (viewer.as_str(), "{}", StatusCode::FORBIDDEN),
+        (token.as_str(), r#"{"ttl_secs": 5}"#, StatusCode::BAD_REQUEST),
+        (token.as_str(), r#"{"nope": 1}"#, StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let refused = console
+            .send(
+                Request::post("/v1/console/links")
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(refused.status, status, "{body}: {}", refused.body);
+    }
+}
+
+#[tokio::test]
+async fn the_live_stream_needs_a_session_and_carries_what_happens() {
+    let console = Console::start().await;
+    let refused = console.get("/console/live/stream", None).await;
+    assert_ne!(refused.status, StatusCode::OK);
+    let session = console.sign_in(&console.token("viewer").await).await;
+    let response = console
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/console/live/stream")
+                .header(header::COOKIE, format!("herd_console={session}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert!(console.center.live.watched());
+    console.center.live.publish(herd_center::live::Happening {
+        kind: "checkin".into(),
+        terminal: "pc-1".into(),
+        at: "2026-12-06T10:00:00Z".into(),
+        summary: "plan: none".into(),
+    });
+    let mut body = response.into_body();
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.contains("event: happening"), "{text}");
+    assert!(text.contains("\"terminal\":\"pc-1\""), "{text}");
+}
