@@ -255,7 +255,7 @@ pub async fn new_api_token(
 /// once; open it on this server before it expires). `herd console link` prints one.
 #[utoipa::path(post, path = "/v1/console/links", tag = "operators",
     request_body = NewConsoleLink,
-    responses((status = 201, body = ConsoleLink), (status = 401, body = ErrorBody), (status = 400, body = ErrorBody, description = "`bad_request`: a lifetime outside 60..=86400 seconds"), (status = 422, body = ErrorBody, description = "`document_invalid`: an unknown field")))]
+    responses((status = 201, body = ConsoleLink), (status = 401, body = ErrorBody), (status = 400, body = ErrorBody, description = "`bad_request`: a lifetime outside 60..=86400 seconds, or an unknown field")))]
 pub async fn new_console_link(
     State(center): State<Arc<Center>>,
     OperatorToken(token): OperatorToken,
