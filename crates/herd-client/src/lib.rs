@@ -350,6 +350,15 @@ impl Client {
         self.send_json(Method::POST, "/v1/tokens", request)
     }
 
+    /// A one-time web console sign-in link for this client's token (`POST /v1/console/links`);
+    /// its secret is shown once.
+    pub fn new_console_link(
+        &self,
+        request: &herd_proto::api::NewConsoleLink,
+    ) -> Result<herd_proto::api::ConsoleLink, ClientError> {
+        self.send_json(Method::POST, "/v1/console/links", request)
+    }
+
     /// The center's CA: trust anchors, issuer, expiry (`GET /v1/ca`).
     pub fn ca(&self) -> Result<CaInfo, ClientError> {
         self.get_json("/v1/ca", &[], MAX_JSON_ANSWER)

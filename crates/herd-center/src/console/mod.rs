@@ -367,7 +367,7 @@ async fn asset(Path(file): Path<String>) -> Response {
 }
 
 /// Every console response: no framing, no inline script, no other origin, no sniffing, no
-/// referrer (a one-time link's secret is in its path), and pages are not cached.
+/// referrer to other sites (a one-time link's secret is in its path), and pages are not cached.
 async fn security_headers(request: Request, next: Next) -> Response {
     let is_asset = request.uri().path().starts_with("/console/static/");
     let mut response = next.run(request).await;
@@ -383,7 +383,9 @@ async fn security_headers(request: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: with it a browser sends `Origin: null` with its form posts, which
+    // the origin check must refuse.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !is_asset {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -128,6 +128,7 @@ pub async fn overview(State(center): State<Arc<Center>>, user: SignedIn) -> Page
                     title: format!("{}: {}", recency.label(), by_recency.get(recency).copied().unwrap_or(0)),
                 }).collect::<Vec<_>>(),
                 &[("ok", "terminals")],
+                48,
             ))
         }
         section {
@@ -264,6 +265,7 @@ fn reports_chart(reports: &[(i64, String, u64)], now: i64) -> Markup {
                 "Plans carried out per hour over the last 24 hours (UTC): after each release, the wave of terminals it protected",
                 &bars,
                 &[("ok", "succeeded"), ("bad", "rolled back"), ("muted", "declined or other")],
+                22,
             ))
         }
     }
@@ -636,7 +638,7 @@ pub async fn coverage(
         h1 { "Coverage" }
         p.muted { (matrix.threats.len()) " threats × " (matrix.products.len()) " products, catalog revision " (matrix.revision) ". A cell says since which definitions a product covers the threat, or when its vendor expects to." }
         form.filters method="get" action="/console/coverage" role="search" {
-            label { "Threat " input type="search" name="q" value=(query.q.as_deref().unwrap_or("")); }
+            label { "Threat id or name " input type="search" name="q" value=(query.q.as_deref().unwrap_or("")); }
             label { "Danger "
                 select name="danger" {
                     option value="" { "any" }

@@ -63,6 +63,8 @@ pub fn page(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · " (product) }
                 link rel="stylesheet" href="/console/static/console.css";
+                // No icon to fetch (the browser would ask the API's /favicon.ico).
+                link rel="icon" href="data:,";
                 script src="/console/static/console.js" defer {}
             }
             body {
@@ -154,16 +156,21 @@ pub struct Bar {
 
 /// A stacked bar chart as inline SVG (no script), with a text table beside it for screen
 /// readers and for copying numbers.
-pub fn bar_chart(caption: &str, bars: &[Bar], legend: &[(&'static str, &str)]) -> Markup {
+pub fn bar_chart(
+    caption: &str,
+    bars: &[Bar],
+    legend: &[(&'static str, &str)],
+    bar_width: usize,
+) -> Markup {
     const HEIGHT: u64 = 120;
-    const WIDTH: usize = 18;
+    let width_of_bar = bar_width;
     let peak = bars
         .iter()
         .map(|bar| bar.parts.iter().map(|(_, v)| v).sum::<u64>())
         .max()
         .unwrap_or(0)
         .max(1);
-    let width = bars.len().max(1) * (WIDTH + 4);
+    let width = bars.len().max(1) * (width_of_bar + 4);
     html! {
         figure.chart {
             figcaption { (caption) }
@@ -176,12 +183,12 @@ pub fn bar_chart(caption: &str, bars: &[Bar], legend: &[(&'static str, &str)]) -
                         @for (class, value) in &bar.parts {
                             @let h = value * HEIGHT / peak;
                             @if h > 0 {
-                                rect class=(class) x=(i * (WIDTH + 4)) y=(top - h)
-                                    width=(WIDTH) height=(h) {}
+                                rect class=(class) x=(i * (width_of_bar + 4)) y=(top - h)
+                                    width=(width_of_bar) height=(h) {}
                             }
                             @let _ = { top -= h; };
                         }
-                        text x=(i * (WIDTH + 4) + WIDTH / 2) y=(HEIGHT + 14) text-anchor="middle" {
+                        text x=(i * (width_of_bar + 4) + width_of_bar / 2) y=(HEIGHT + 14) text-anchor="middle" {
                             (bar.label)
                         }
                     }
@@ -227,7 +234,7 @@ mod tests {
             Tier::Center,
             Some(&user),
             Some(Section::Overview),
-            bar_chart("<u>", &bars, &[("ok", "<em>")]),
+            bar_chart("<u>", &bars, &[("ok", "<em>")], 18),
         )
         .into_string();
         for raw in ["<script>alert", "<img src=x", "<i>title", "<b>", "<u>", "<em>", "</title><script>"] {

@@ -8,7 +8,7 @@
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
 //! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
-//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `trust.rs` (the signed repository's status),
+//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `console.rs` (console links), `trust.rs` (the signed repository's status),
 //! `ca.rs` (the CA: offline root, intermediates, KEKs), `keys.rs` (signed distribution's root
 //! keys, a vendor's signing key) with `vendor_role.rs` (the role a vendor signs itself on
 //! `herd publish --key`).
@@ -19,6 +19,7 @@ mod ca;
 mod catalog;
 mod config;
 mod connect;
+mod console;
 mod fleet;
 mod keys;
 mod output;
@@ -37,6 +38,7 @@ use crate::Outcome;
 use ca::CaCommand;
 use catalog::CoverageArgs;
 use config::{GroupsCommand, RulesCommand};
+use console::ConsoleCommand;
 use fleet::{TerminalArgs, TerminalsArgs};
 use keys::KeysCommand;
 use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
@@ -106,6 +108,9 @@ pub enum AdminCommand {
     /// for new ones.
     #[command(subcommand, visible_alias = "site")]
     Sites(SitesCommand),
+    /// The web console (/console/): a one-time sign-in link.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -138,6 +143,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Blobs(command) => registry::blobs(command),
         AdminCommand::Trust(command) => trust::run(command),
         AdminCommand::Keys(command) => keys::run(command),
+        AdminCommand::Console(command) => console::run(command),
         AdminCommand::Sites(command) => sites::run(command),
     }
 }
