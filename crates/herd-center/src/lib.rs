@@ -14,7 +14,6 @@
 //! HTTP serving, the TLS listener and [`run`].
 
 pub mod api;
-pub mod console;
 mod auth;
 pub mod blobs;
 mod cache;
@@ -38,6 +37,7 @@ mod packages;
 mod placement;
 pub mod planners;
 mod registry;
+pub mod sessions;
 pub mod site;
 mod sites;
 mod tokens;

@@ -37,7 +37,10 @@ struct Answer {
 impl Console {
     async fn start() -> Console {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!("data_dir = {:?}\n", dir.path().join("data").display().to_string());
+        let text = format!(
+            "data_dir = {:?}\n",
+            dir.path().join("data").display().to_string()
+        );
         let config = CenterConfig::from_file(ConfigFile::parse("test", &text).unwrap()).unwrap();
         let center = Center::open(config).await.unwrap();
         let (router, _) = herd_center::api::router(center.clone());
@@ -94,7 +97,13 @@ impl Console {
     async fn post(&self, path: &str, session: Option<&str>, form: &[(&str, &str)]) -> Answer {
         let body: Vec<String> = form
             .iter()
-            .map(|(k, v)| format!("{}={}", herd_center::console::url_encode(k), herd_center::console::url_encode(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    herd_center::api::console::url_encode(k),
+                    herd_center::api::console::url_encode(v)
+                )
+            })
             .collect();
         let mut request = Request::post(path)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -211,7 +220,9 @@ async fn sign_in_pages_and_sign_out() {
         (&console.token("vendor").await, "vendor tokens"),
         ("", "paste an API token"),
     ] {
-        let answer = console.post("/console/login", None, &[("token", token)]).await;
+        let answer = console
+            .post("/console/login", None, &[("token", token)])
+            .await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{token}");
         assert!(answer.body.contains(says), "{token}: {}", answer.body);
         assert!(answer.cookie.is_none());
@@ -239,10 +250,20 @@ async fn sign_in_pages_and_sign_out() {
         }
     }
     let terminals = console.get("/console/terminals", Some(&session)).await;
-    assert!(terminals.body.contains("&lt;script&gt;alert('user')&lt;/script&gt;"));
+    assert!(
+        terminals
+            .body
+            .contains("&lt;script&gt;alert('user')&lt;/script&gt;")
+    );
     let coverage = console.get("/console/coverage", Some(&session)).await;
-    assert!(coverage.body.contains("&lt;img src=x onerror=alert('threat')&gt;"));
-    let missing = console.get("/console/terminals/nobody", Some(&session)).await;
+    assert!(
+        coverage
+            .body
+            .contains("&lt;img src=x onerror=alert('threat')&gt;")
+    );
+    let missing = console
+        .get("/console/terminals/nobody", Some(&session))
+        .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 
     // Sign-out ends the session everywhere and clears the cookie.
@@ -253,7 +274,10 @@ async fn sign_in_pages_and_sign_out() {
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert!(out.cookie.unwrap().contains("Max-Age=0"));
     let after = console.get("/console/", Some(&session)).await;
-    assert_eq!(after.location.as_deref(), Some("/console/login?why=unknown"));
+    assert_eq!(
+        after.location.as_deref(),
+        Some("/console/login?why=unknown")
+    );
 }
 
 #[tokio::test]
@@ -261,13 +285,19 @@ async fn actions_need_an_operators_session_and_its_csrf_token() {
     let console = Console::start().await;
     let operator = console.sign_in(&console.token("operator").await).await;
     let csrf = console.csrf(&operator).await;
-    let rule = [("csrf", csrf.as_str()), ("rule0_group", UNKNOWN_GROUP), ("rule0_kind", "pc")];
+    let rule = [
+        ("csrf", csrf.as_str()),
+        ("rule0_group", UNKNOWN_GROUP),
+        ("rule0_kind", "pc"),
+    ];
     let rules_now = || async { console.center.rules().await.unwrap().rules };
 
     // No session, a forged one: refused, nothing changed.
     let none = console.post("/console/rules", None, &rule).await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
-    let forged = console.post("/console/rules", Some("herd_forged"), &rule).await;
+    let forged = console
+        .post("/console/rules", Some("herd_forged"), &rule)
+        .await;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
     // The operator's session without the token, with a wrong one, or from another site.
     let without = console
@@ -299,7 +329,10 @@ async fn actions_need_an_operators_session_and_its_csrf_token() {
     let viewer = console.sign_in(&console.token("viewer").await).await;
     let viewer_csrf = console.csrf(&viewer).await;
     let groups = console.get("/console/groups", Some(&viewer)).await;
-    assert!(!groups.body.contains("Save rules"), "a viewer sees no edit form");
+    assert!(
+        !groups.body.contains("Save rules"),
+        "a viewer sees no edit form"
+    );
     let refused = console
         .post(
             "/console/rules",
@@ -318,7 +351,10 @@ async fn actions_need_an_operators_session_and_its_csrf_token() {
         )
         .await;
     assert_eq!(swapped.status, StatusCode::FORBIDDEN);
-    assert!(rules_now().await.is_empty(), "nothing refused changed the rules");
+    assert!(
+        rules_now().await.is_empty(),
+        "nothing refused changed the rules"
+    );
 
     // The operator with its token: saved; a rule naming no group is named in the page.
     let saved = console.post("/console/rules", Some(&operator), &rule).await;
@@ -344,7 +380,11 @@ async fn actions_need_an_operators_session_and_its_csrf_token() {
     assert_eq!(bad.status, StatusCode::OK);
     assert!(bad.body.contains("role=\"alert\""), "{}", bad.body);
     let junk = console
-        .post("/console/rules", Some(&operator), &[("csrf", &csrf), ("evil", "1")])
+        .post(
+            "/console/rules",
+            Some(&operator),
+            &[("csrf", &csrf), ("evil", "1")],
+        )
         .await;
     assert_eq!(junk.status, StatusCode::BAD_REQUEST);
     assert_eq!(rules_now().await.len(), 1);
@@ -377,7 +417,10 @@ async fn sessions_end_when_idle_too_long_or_when_their_token_is_revoked() {
     assert_eq!(idle_action.status, StatusCode::UNAUTHORIZED);
 
     let session = console.sign_in(&token).await;
-    assert_eq!(console.get("/console/", Some(&session)).await.status, StatusCode::OK);
+    assert_eq!(
+        console.get("/console/", Some(&session)).await.status,
+        StatusCode::OK
+    );
     let revoked = console
         .center
         .revoke_token(&hash(&token)[..12], true)
@@ -413,7 +456,9 @@ async fn a_one_time_link_signs_in_once() {
     let first = console.post(&path, None, &[]).await;
     let session = session_of(&first);
     let overview = console.get("/console/", Some(&session)).await;
-    assert!(overview.body.contains("alice&#39;s laptop") || overview.body.contains("alice's laptop"));
+    assert!(
+        overview.body.contains("alice&#39;s laptop") || overview.body.contains("alice's laptop")
+    );
     let again = console.post(&path, None, &[]).await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED);
     assert!(again.body.contains("was used at"), "{}", again.body);
@@ -424,7 +469,11 @@ async fn a_one_time_link_signs_in_once() {
     let viewer = console.token("viewer").await;
     for (token, body, status) in [
         (viewer.as_str(), "{}", StatusCode::FORBIDDEN),
-        (token.as_str(), r#"{"ttl_secs": 5}"#, StatusCode::BAD_REQUEST),
+        (
+            token.as_str(),
+            r#"{"ttl_secs": 5}"#,
+            StatusCode::BAD_REQUEST,
+        ),
         (token.as_str(), r#"{"nope": 1}"#, StatusCode::BAD_REQUEST),
     ] {
         let refused = console

@@ -34,7 +34,10 @@ fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
         return Err(format!("no Chromium at {}", chromium.display()));
     }
     if !dir.join("node_modules/playwright-core").exists() {
-        return Err(format!("playwright-core is not installed (npm ci in {})", dir.display()));
+        return Err(format!(
+            "playwright-core is not installed (npm ci in {})",
+            dir.display()
+        ));
     }
     match Command::new("node").arg("--version").output() {
         Ok(out) if out.status.success() => Ok((dir, chromium)),
@@ -115,15 +118,29 @@ fn the_console_in_chromium() {
 
     // A one-time sign-in link, as an operator makes one.
     let link = Command::new(support::HERD)
-        .args(["console", "link", "--label", "browser test", "--server", &center.url])
+        .args([
+            "console",
+            "link",
+            "--label",
+            "browser test",
+            "--server",
+            &center.url,
+        ])
         .arg("--ca")
         .arg(center.data_dir.join("ca.pem"))
         .env("HERD_TOKEN", center.operator_token())
         .output()
         .unwrap();
-    assert!(link.status.success(), "{}", String::from_utf8_lossy(&link.stderr));
+    assert!(
+        link.status.success(),
+        "{}",
+        String::from_utf8_lossy(&link.stderr)
+    );
     let link = String::from_utf8(link.stdout).unwrap().trim().to_owned();
-    assert!(link.starts_with(&format!("{}/console/link/herd_", center.url)), "{link}");
+    assert!(
+        link.starts_with(&format!("{}/console/link/herd_", center.url)),
+        "{link}"
+    );
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
     let mut script = Command::new("node")
@@ -173,7 +190,10 @@ fn the_console_in_chromium() {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
                 let _ = script.kill();
-                panic!("the browser run took over 3 minutes:\n{}", output.join("\n"));
+                panic!(
+                    "the browser run took over 3 minutes:\n{}",
+                    output.join("\n")
+                );
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }

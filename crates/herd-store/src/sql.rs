@@ -26,12 +26,12 @@ use crate::common::{
 };
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
-    ConsoleLinkRow, ConsoleSessionRow, FleetCountRow, LinkTaken,
-    EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceRow,
-    InterfaceSeen, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow,
-    PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions,
-    RevokedToken, Role, RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT,
-    TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite,
+    FeedClaims, FleetCountRow, GroupRow, InterfaceRow, InterfaceSeen, LinkTaken, NewTerminal,
+    OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem,
+    QueueStats, QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, SiteRow,
+    Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument,
+    TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2145,11 +2145,13 @@ where
     }
 
     async fn console_session_touch(&self, hash: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE console_sessions SET last_seen = $2 WHERE hash = $1 AND last_seen < $2")
-            .bind(hash)
-            .bind(at)
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(
+            "UPDATE console_sessions SET last_seen = $2 WHERE hash = $1 AND last_seen < $2",
+        )
+        .bind(hash)
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 

@@ -10,12 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
     AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, ConsoleLinkRow,
-    ConsoleSessionRow, EnrolError, LinkTaken, Recency,
-    EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceSeen, NewTerminal,
-    OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem, QueuedItem,
-    Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed,
-    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument, TufSigned,
-    UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow, VendorRoleRow,
+    ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow,
+    InterfaceSeen, LinkTaken, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
+    PackageRow, PlanWrite, QueueItem, QueuedItem, Recency, Registry, RenewError, Revisions,
+    RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
+    TerminalRow, ThreatOwnerRow, TufDocument, TufSigned, UNKNOWN_GROUP, VendorApprovalRow,
+    VendorKeyRow, VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -3043,7 +3043,12 @@ async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
         .await
         .unwrap();
     assert_eq!(
-        store.api_token_find("viewer-hash").await.unwrap().unwrap().role,
+        store
+            .api_token_find("viewer-hash")
+            .await
+            .unwrap()
+            .unwrap()
+            .role,
         Role::Viewer
     );
 
@@ -3056,9 +3061,20 @@ async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
         created_at: 100,
         last_seen,
     };
-    store.console_session_insert(&session("s1", 100)).await.unwrap();
-    store.console_session_insert(&session("s2", 100)).await.unwrap();
-    assert!(store.console_session_insert(&session("s1", 100)).await.is_err());
+    store
+        .console_session_insert(&session("s1", 100))
+        .await
+        .unwrap();
+    store
+        .console_session_insert(&session("s2", 100))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .console_session_insert(&session("s1", 100))
+            .await
+            .is_err()
+    );
     assert_eq!(
         store.console_session_find("s1").await.unwrap(),
         Some(session("s1", 100))
@@ -3066,7 +3082,12 @@ async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
     store.console_session_touch("s1", 500).await.unwrap();
     store.console_session_touch("s1", 400).await.unwrap();
     assert_eq!(
-        store.console_session_find("s1").await.unwrap().unwrap().last_seen,
+        store
+            .console_session_find("s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen,
         500
     );
     assert_eq!(store.console_sessions_expire(300).await.unwrap(), 1);
@@ -3113,7 +3134,12 @@ async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
     );
 
     // Search by id or user, wildcards taken literally; and the fleet counted.
-    enrol_all(store, UNKNOWN_GROUP, &["pc-Alpha", "pc-beta", "phone_1", "phone-2"]).await;
+    enrol_all(
+        store,
+        UNKNOWN_GROUP,
+        &["pc-Alpha", "pc-beta", "phone_1", "phone-2"],
+    )
+    .await;
     let found = |text: &str| {
         let text = text.to_owned();
         async move {
@@ -3132,7 +3158,11 @@ async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
     assert_eq!(found("ALPHA").await, ["pc-Alpha"]);
     assert_eq!(found("pc-").await, ["pc-Alpha", "pc-beta"]);
     assert_eq!(found("phone_").await, ["phone_1"], "_ is not a wildcard");
-    assert_eq!(found("%").await, Vec::<String>::new(), "% is not a wildcard");
+    assert_eq!(
+        found("%").await,
+        Vec::<String>::new(),
+        "% is not a wildcard"
+    );
     store
         .record_checkins(&[
             checkin("pc-Alpha", 10_000, "192.0.2.1", plan("p1", "exposed")),
@@ -3154,7 +3184,11 @@ async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
             (Some("none"), Recency::WithinDay, 1),
         ]
     );
-    assert!(counts.iter().all(|row| row.group == UNKNOWN_GROUP && row.site.is_none()));
+    assert!(
+        counts
+            .iter()
+            .all(|row| row.group == UNKNOWN_GROUP && row.site.is_none())
+    );
 
     // Plan reports by the hour they arrived, by outcome; other events are not counted.
     let report = |seq, outcome: &str, received_at| EventRow {
@@ -3189,4 +3223,3 @@ async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
         ]
     );
 }
-

@@ -5,6 +5,7 @@
 //! [`Center`](crate::Center), and answer; failures answer through `error.rs`.
 
 pub mod blobs;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod listener;
@@ -132,7 +133,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
             }),
         )
         .merge(tuf::router(center.clone()))
-        .merge(crate::console::router(center.clone()))
+        .merge(console::router(center.clone()))
         .merge(if center.config.metrics_listen.is_some() {
             Router::new()
         } else {
@@ -183,7 +184,7 @@ fn site_router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
     let router = router
         .merge(site_mirror::tuf_router(mirror))
         .merge(packages)
-        .merge(crate::console::router(center.clone()));
+        .merge(console::router(center.clone()));
     let upstream = center
         .site()
         .map(|site| site.identity.upstream.clone())

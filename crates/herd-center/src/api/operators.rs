@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderName, StatusCode, header};
 use herd_proto::api::{
     CaInfo, CaInstall, ConsoleLink, CoverageMatrix, ErrorBody, GroupDoc, GroupList, NewApiToken,
-    NewConsoleLink, NewEnrolmentToken, PlacementRules, TerminalDetail, TerminalGap, TerminalList, TokenCreated,
-    TokenList, TokenRevoked,
+    NewConsoleLink, NewEnrolmentToken, PlacementRules, TerminalDetail, TerminalGap, TerminalList,
+    TokenCreated, TokenList, TokenRevoked,
 };
 use herd_proto::catalog::CatalogDoc;
 use serde::Deserialize;
@@ -255,13 +255,15 @@ pub async fn new_api_token(
 /// once; open it on this server before it expires). `herd console link` prints one.
 #[utoipa::path(post, path = "/v1/console/links", tag = "operators",
     request_body = NewConsoleLink,
-    responses((status = 201, body = ConsoleLink), (status = 401, body = ErrorBody), (status = 400, body = ErrorBody, description = "`bad_request`: a lifetime outside 60..=86400 seconds, or an unknown field")))]
+    responses((status = 201, body = ConsoleLink), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "`forbidden`: not an operator's token"), (status = 400, body = ErrorBody, description = "`bad_request`: a lifetime outside 60..=86400 seconds, or an unknown field")))]
 pub async fn new_console_link(
     State(center): State<Arc<Center>>,
     OperatorToken(token): OperatorToken,
     JsonBody(request): JsonBody<NewConsoleLink>,
 ) -> CenterResult<(StatusCode, Json<ConsoleLink>)> {
-    let ttl = request.ttl_secs.map(|secs| secs.min(i64::MAX as u64) as i64);
+    let ttl = request
+        .ttl_secs
+        .map(|secs| secs.min(i64::MAX as u64) as i64);
     let (secret, expires_at) = center
         .console_link_create(&token, &request.label, ttl)
         .await?;

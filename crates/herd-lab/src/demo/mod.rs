@@ -262,6 +262,38 @@ impl Demo {
             "The center is still running at {}. Look around (in another terminal):",
             center.url
         ));
+        // The web console, with a one-time sign-in link so nobody pastes a token.
+        let link = std::process::Command::new(&self.herd)
+            .args([
+                "console",
+                "link",
+                "--label",
+                "demo",
+                "--ttl-mins",
+                "60",
+                "--server",
+            ])
+            .arg(&center.url)
+            .arg("--ca")
+            .arg(center.ca_path())
+            .arg("--token-file")
+            .arg(center.operator_token_path())
+            .output();
+        match link {
+            Ok(out) if out.status.success() => {
+                let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                self.show.line(&format!(
+                    "  the web console: {}/console/ (its certificate is from the center's own \
+                     CA, so the browser warns); sign in once with {link}",
+                    center.url
+                ));
+            }
+            _ => self.show.line(&format!(
+                "  the web console: {}/console/ (sign in with the token in {})",
+                center.url,
+                center.operator_token_path().display()
+            )),
+        }
         self.show.line(&format!(
             "  export HERD_SERVER={} HERD_CA={} HERD_TOKEN_FILE={}",
             center.url,

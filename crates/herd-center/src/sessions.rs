@@ -95,9 +95,13 @@ impl NoSession {
     pub fn explain(self) -> &'static str {
         match self {
             NoSession::Absent => "Sign in to see the fleet.",
-            NoSession::Unknown => "That session is not known here (signed out, or not issued by this center). Sign in again.",
+            NoSession::Unknown => {
+                "That session is not known here (signed out, or not issued by this center). Sign in again."
+            }
             NoSession::Expired => "Your session expired. Sign in again.",
-            NoSession::TokenEnded => "The token this session was opened with was revoked or expired. Sign in with a current one.",
+            NoSession::TokenEnded => {
+                "The token this session was opened with was revoked or expired. Sign in with a current one."
+            }
         }
     }
 }
@@ -113,7 +117,9 @@ impl Center {
     pub async fn console_sign_in(&self, token: &str) -> CenterResult<Opened> {
         let token = token.trim();
         if token.is_empty() {
-            return Err(CenterError::unauthenticated("paste an API token to sign in"));
+            return Err(CenterError::unauthenticated(
+                "paste an API token to sign in",
+            ));
         }
         let hash = secret_hash(token);
         let row = self
@@ -180,7 +186,11 @@ impl Center {
     /// Trades a one-time link's secret for a session: once, before it expires.
     pub async fn console_link_take(&self, secret: &str) -> CenterResult<Opened> {
         let now = unix_now();
-        match self.store.console_link_take(&secret_hash(secret), now).await? {
+        match self
+            .store
+            .console_link_take(&secret_hash(secret), now)
+            .await?
+        {
             LinkTaken::Taken(link) => self.open_session(&link.token_hash, &link.label, now).await,
             LinkTaken::Used(at) => Err(CenterError::unauthenticated(format!(
                 "this sign-in link was used at {}; ask for a new one (`herd console link`)",
@@ -258,8 +268,7 @@ impl Center {
 /// Compares two secrets in time independent of where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0

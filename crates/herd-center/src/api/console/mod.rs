@@ -3,7 +3,7 @@
 //! live view (`assets/console.js`, server-sent events from `live_stream.rs`); every asset is
 //! compiled into the binary, so the console works on a machine with no internet.
 //!
-//! Sign-in (`session.rs`) trades an API token or a one-time link for a session cookie
+//! Sign-in (`crate::sessions`, the domain side) trades an API token or a one-time link for a session cookie
 //! (HttpOnly, Secure, SameSite=Strict). Every page needs a session; every action (a POST) also
 //! needs an operator's session and the session's CSRF token in the form, and a request whose
 //! `Origin` is another site is refused. Pages are sent with a content security policy that
@@ -11,7 +11,6 @@
 
 mod live_stream;
 mod pages;
-pub mod session;
 mod view;
 
 use std::sync::Arc;
@@ -28,9 +27,9 @@ use axum::routing::{get, post};
 use maud::html;
 use serde::de::DeserializeOwned;
 
-use crate::error::{CenterError, ErrorKind};
 use crate::Center;
-use session::{COOKIE, ConsoleRole, NoSession, SignedIn, same_secret};
+use crate::error::{CenterError, ErrorKind};
+use crate::sessions::{COOKIE, ConsoleRole, NoSession, SignedIn, same_secret};
 use view::Tier;
 
 pub use pages::url_encode;
@@ -38,10 +37,16 @@ pub use pages::url_encode;
 /// The console's routes, for a center or a site server.
 pub fn router(center: Arc<Center>) -> Router {
     Router::new()
-        .route("/console", get(|| async { Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
         .route("/console/", get(pages::overview))
         .route("/console/login", get(pages::login_form).post(sign_in))
-        .route("/console/link/{secret}", get(pages::link_confirm).post(take_link))
+        .route(
+            "/console/link/{secret}",
+            get(pages::link_confirm).post(take_link),
+        )
         .route("/console/logout", post(sign_out))
         .route("/console/terminals", get(pages::terminals))
         .route("/console/terminals/{id}", get(pages::terminal))
@@ -232,7 +237,10 @@ where
 }
 
 fn form_refused(rejection: FormRejection) -> PageError {
-    PageError::new(rejection.status(), format!("the form: {}", rejection.body_text()))
+    PageError::new(
+        rejection.status(),
+        format!("the form: {}", rejection.body_text()),
+    )
 }
 
 /// Requests that change something must come from this console's own pages: a browser sends
@@ -274,7 +282,11 @@ async fn sign_in(
                 ErrorKind::Internal | ErrorKind::Unavailable => crate::api::error::status(err.kind),
                 _ => StatusCode::UNAUTHORIZED,
             };
-            (status, pages::login_page(tier(&center), None, Some(&err.message))).into_response()
+            (
+                status,
+                pages::login_page(tier(&center), None, Some(&err.message)),
+            )
+                .into_response()
         }
     }
 }
@@ -305,7 +317,9 @@ async fn sign_out(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     if !same_origin(&headers) {
-        return Err(PageError::forbidden("sign-out must come from this console's own page"));
+        return Err(PageError::forbidden(
+            "sign-out must come from this console's own page",
+        ));
     }
     let token = form
         .iter()
@@ -385,7 +399,10 @@ async fn security_headers(request: Request, next: Next) -> Response {
     );
     // Not `no-referrer`: with it a browser sends `Origin: null` with its form posts, which
     // the origin check must refuse.
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !is_asset {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -414,7 +431,10 @@ mod tests {
         assert_eq!(session_cookie(&h), Some("abc"));
         let h = headers(&[("cookie", "a=1"), ("cookie", "herd_console=def")]);
         assert_eq!(session_cookie(&h), Some("def"));
-        assert_eq!(session_cookie(&headers(&[("cookie", "herd_consolex=1")])), None);
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "herd_consolex=1")])),
+            None
+        );
         assert_eq!(session_cookie(&HeaderMap::new()), None);
     }
 

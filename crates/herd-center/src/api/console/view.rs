@@ -5,7 +5,7 @@
 
 use maud::{DOCTYPE, Markup, html};
 
-use super::session::{ConsoleRole, SignedIn};
+use crate::sessions::{ConsoleRole, SignedIn};
 
 /// Which part of the console a page belongs to (its navigation entry is marked).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,8 +237,19 @@ mod tests {
             bar_chart("<u>", &bars, &[("ok", "<em>")], 18),
         )
         .into_string();
-        for raw in ["<script>alert", "<img src=x", "<i>title", "<b>", "<u>", "<em>", "</title><script>"] {
-            assert!(!html.contains(raw), "{raw} is in the page unescaped:\n{html}");
+        for raw in [
+            "<script>alert",
+            "<img src=x",
+            "<i>title",
+            "<b>",
+            "<u>",
+            "<em>",
+            "</title><script>",
+        ] {
+            assert!(
+                !html.contains(raw),
+                "{raw} is in the page unescaped:\n{html}"
+            );
         }
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     }

@@ -13,8 +13,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::session::SignedIn;
 use crate::Center;
+use crate::sessions::SignedIn;
 
 pub async fn stream(State(center): State<Arc<Center>>, _user: SignedIn) -> impl IntoResponse {
     let receiver = center.live.subscribe();
@@ -24,9 +24,9 @@ pub async fn stream(State(center): State<Arc<Center>>, _user: SignedIn) -> impl 
                 .event("happening")
                 .json_data(&happening)
                 .unwrap_or_else(|_| Event::default().comment("unserialisable")),
-            Err(RecvError::Lagged(missed)) => Event::default()
-                .event("missed")
-                .data(missed.to_string()),
+            Err(RecvError::Lagged(missed)) => {
+                Event::default().event("missed").data(missed.to_string())
+            }
             Err(RecvError::Closed) => return None,
         };
         Some((Ok::<Event, Infallible>(event), receiver))

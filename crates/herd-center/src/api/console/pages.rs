@@ -13,10 +13,10 @@ use herd_store::{FleetCountRow, Recency};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::session::{NoSession, SignedIn};
 use super::view::{self, Bar, Section, Tier, action_badge, ago, csrf_field, may_act, page};
 use super::{Form, PageError, PageResult, tier};
 use crate::fleet::FleetQuery;
+use crate::sessions::{NoSession, SignedIn};
 use crate::{Center, rfc3339, unix_now};
 
 /// Rows of the coverage matrix one page shows (filter to see others).
@@ -65,10 +65,7 @@ pub fn login_page(tier: Tier, notice: Option<&str>, error: Option<&str>) -> Mark
 }
 
 /// A one-time link asks before it is used, so a link preview or prefetch cannot spend it.
-pub async fn link_confirm(
-    State(center): State<Arc<Center>>,
-    Path(secret): Path<String>,
-) -> Markup {
+pub async fn link_confirm(State(center): State<Arc<Center>>, Path(secret): Path<String>) -> Markup {
     page(
         "Sign in",
         tier(&center),
@@ -338,7 +335,14 @@ pub async fn terminals(
             p { a rel="next" href=(next) { "Next page →" } }
         }
     };
-    Ok(page("Terminals", tier(&center), Some(&user), Some(Section::Terminals), body).into_response())
+    Ok(page(
+        "Terminals",
+        tier(&center),
+        Some(&user),
+        Some(Section::Terminals),
+        body,
+    )
+    .into_response())
 }
 
 fn terminal_table(terminals: &[TerminalSummary], now: i64) -> Markup {
@@ -468,7 +472,14 @@ pub async fn terminal(
         }
     };
     let title = format!("Terminal {}", t.id);
-    Ok(page(&title, tier(&center), Some(&user), Some(Section::Terminals), body).into_response())
+    Ok(page(
+        &title,
+        tier(&center),
+        Some(&user),
+        Some(Section::Terminals),
+        body,
+    )
+    .into_response())
 }
 
 fn step_words(step: &herd_proto::plan::Step) -> String {
@@ -569,7 +580,14 @@ pub async fn exposed(
             p { a rel="next" href={"/console/exposed?group=" (url_encode(query.group.as_deref().unwrap_or(""))) "&after=" (url_encode(next))} { "Next page →" } }
         }
     };
-    Ok(page("Exposed", tier(&center), Some(&user), Some(Section::Exposed), body).into_response())
+    Ok(page(
+        "Exposed",
+        tier(&center),
+        Some(&user),
+        Some(Section::Exposed),
+        body,
+    )
+    .into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -616,8 +634,11 @@ pub async fn coverage(
                 .then(b.discovered.cmp(&a.discovered))
         }),
     }
-    let dangers: std::collections::BTreeSet<&str> =
-        matrix.threats.iter().map(|row| row.danger.as_str()).collect();
+    let dangers: std::collections::BTreeSet<&str> = matrix
+        .threats
+        .iter()
+        .map(|row| row.danger.as_str())
+        .collect();
     let page_index = query.page.unwrap_or(0);
     let pages = rows.len().div_ceil(COVERAGE_PAGE).max(1);
     let shown: Vec<_> = rows
@@ -684,7 +705,14 @@ pub async fn coverage(
             }
         }
     };
-    Ok(page("Coverage", tier(&center), Some(&user), Some(Section::Coverage), body).into_response())
+    Ok(page(
+        "Coverage",
+        tier(&center),
+        Some(&user),
+        Some(Section::Coverage),
+        body,
+    )
+    .into_response())
 }
 
 fn danger_rank(danger: &str) -> u8 {
@@ -714,10 +742,8 @@ async fn groups_page(
     let rules = center.rules().await?;
     let editable = may_act(user) && tier(center) == Tier::Center;
     let counts = center.store.groups().await?;
-    let members: BTreeMap<String, u64> = counts
-        .into_iter()
-        .map(|(group, n)| (group.id, n))
-        .collect();
+    let members: BTreeMap<String, u64> =
+        counts.into_iter().map(|(group, n)| (group.id, n)).collect();
     let body = html! {
         h1 { "Groups and placement rules" }
         @if let Some(notice) = notice { p.notice role="status" { (notice) } }
@@ -753,10 +779,21 @@ async fn groups_page(
             @if tier(center) == Tier::Site { p.muted { "Rules are edited on the center." } }
         }
     };
-    Ok(page("Groups", tier(center), Some(user), Some(Section::Groups), body).into_response())
+    Ok(page(
+        "Groups",
+        tier(center),
+        Some(user),
+        Some(Section::Groups),
+        body,
+    )
+    .into_response())
 }
 
-fn rule_row(i: usize, rule: Option<&PlacementRule>, groups: &[herd_proto::api::GroupDoc]) -> Markup {
+fn rule_row(
+    i: usize,
+    rule: Option<&PlacementRule>,
+    groups: &[herd_proto::api::GroupDoc],
+) -> Markup {
     let field = |name: &str| format!("rule{i}_{name}");
     let value = |get: fn(&PlacementRule) -> Option<&String>| {
         rule.and_then(get).cloned().unwrap_or_default()
@@ -812,7 +849,9 @@ fn rules_from_form(form: &[(String, String)]) -> Result<Vec<PlacementRule>, Page
             .and_then(|rest| rest.split_once('_'))
             .and_then(|(i, field)| Some((i.parse::<usize>().ok()?, field)));
         let Some((i, field)) = parsed else {
-            return Err(PageError::bad_request(format!("unexpected form field {name:?}")));
+            return Err(PageError::bad_request(format!(
+                "unexpected form field {name:?}"
+            )));
         };
         if i > 10_000 {
             return Err(PageError::bad_request("at most 10,000 rules"));
@@ -847,9 +886,16 @@ pub async fn sites(State(center): State<Arc<Center>>, user: SignedIn) -> PageRes
     let body = if let Some(site) = center.site() {
         let queue = center.store.queue_stats().await?;
         let site_metrics = &center.metrics.sites;
-        let up = site_metrics.upstream_up.load(std::sync::atomic::Ordering::Relaxed) == 1;
-        let forwarded = site_metrics.forwarded.load(std::sync::atomic::Ordering::Relaxed);
-        let syncs = site_metrics.syncs.load(std::sync::atomic::Ordering::Relaxed);
+        let up = site_metrics
+            .upstream_up
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1;
+        let forwarded = site_metrics
+            .forwarded
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let syncs = site_metrics
+            .syncs
+            .load(std::sync::atomic::Ordering::Relaxed);
         html! {
             h1 { "This site" }
             dl.facts {
@@ -879,7 +925,14 @@ pub async fn sites(State(center): State<Arc<Center>>, user: SignedIn) -> PageRes
             }
         }
     };
-    Ok(page("Sites", tier(&center), Some(&user), Some(Section::Sites), body).into_response())
+    Ok(page(
+        "Sites",
+        tier(&center),
+        Some(&user),
+        Some(Section::Sites),
+        body,
+    )
+    .into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -894,7 +947,14 @@ pub async fn live(State(center): State<Arc<Center>>, user: SignedIn) -> PageResu
             tbody #live-rows {}
         }
     };
-    Ok(page("Live", tier(&center), Some(&user), Some(Section::Live), body).into_response())
+    Ok(page(
+        "Live",
+        tier(&center),
+        Some(&user),
+        Some(Section::Live),
+        body,
+    )
+    .into_response())
 }
 
 /// Percent-encodes a query or path component.
