@@ -188,6 +188,82 @@ fn stored_seqs(center_data: &Path, terminal: &str) -> Vec<u64> {
     })
 }
 
+/// One request over the site's plaintext loopback listener: (status, headers, body).
+fn plain_request(port: u16, request: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// A site serves its own console: its operators sign in with the site's token and see its
+/// terminals and its link and queue to the center; it edits nothing the center owns.
+#[test]
+fn a_site_serves_its_own_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 1);
+    let (t1, _) = enrol_at(site.url(), &ca, &token, "t1");
+    Client::new(site.url(), &ca, Some(&t1))
+        .unwrap()
+        .checkin(&checkin())
+        .unwrap();
+    let site_token = std::fs::read_to_string(site.data_dir.join("operator.token")).unwrap();
+    let port = site.metrics_port;
+    let form = format!("token={}", site_token.trim());
+    let (status, head, _body) = plain_request(
+        port,
+        &format!(
+            "POST /console/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert_eq!(status, 303, "{head}\n{_body}");
+    let cookie = head
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: herd_console="))
+        .and_then(|rest| rest.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let get = |path: &str| {
+        plain_request(
+            port,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: herd_console={cookie}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    let (status, _, overview) = get("/console/");
+    assert_eq!(status, 200);
+    assert!(overview.contains("Herd site"), "{overview}");
+    let (_, _, terminals) = get("/console/terminals");
+    assert!(terminals.contains(">t1<"), "the site lists its terminal");
+    let (_, _, this_site) = get("/console/sites");
+    assert!(this_site.contains("office-1"), "{this_site}");
+    assert!(this_site.contains("Queue to the center"), "{this_site}");
+    let (_, _, groups) = get("/console/groups");
+    assert!(groups.contains("Rules are edited on the center."));
+    assert!(!groups.contains("Save rules"));
+    let (status, head, page) = get("/console/nothing-here");
+    assert_eq!(status, 404, "{head}");
+    assert!(
+        page.contains("no such page"),
+        "the console's own page, not the API's error"
+    );
+}
+
 #[test]
 fn terminals_are_served_by_their_site_while_the_center_is_down_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();

@@ -58,7 +58,11 @@ pub fn router(center: Arc<Center>) -> Router {
         .route("/console/live", get(pages::live))
         .route("/console/live/stream", get(live_stream::stream))
         .route("/console/static/{file}", get(asset))
-        .fallback(|| async { PageError::not_found("no such page") })
+        // A route, not a fallback: the API router this is merged into has its own fallback.
+        .route(
+            "/console/{*rest}",
+            get(|| async { PageError::not_found("no such page") }),
+        )
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(center)
 }
