@@ -765,6 +765,22 @@ fn read_for_scan(
         })
     };
     buf.clear();
+    // A remembered file is answered from its stamps alone, without opening it: one lstat
+    // instead of open, fstat and close. The stamps are those of whatever the path names now,
+    // as they would be through a descriptor opened now (a symlink or another inode is not a
+    // hit, and is opened below as any file is).
+    if let Some(cache) = cache
+        && let Ok(meta) = std::fs::symlink_metadata(&path)
+        && meta.is_file()
+        && meta.len() > 0
+        && walked.is_none_or(|w| w == FileId::of_metadata(&meta))
+        && let Some(what) = cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.lookup(&FileStamp::of(&meta)))
+    {
+        return Prepared::Done(cached_result(path, what));
+    }
     let (file, meta) = match walk::open_regular(&path) {
         Err(error) => return result(path, Outcome::Error(error.to_string())),
         Ok(None) => return result(path, Outcome::Gone),
@@ -776,19 +792,8 @@ fn read_for_scan(
     }
     let before = FileStamp::of(&meta);
     let remembered = || cache.and_then(|c| c.lock().ok()?.lookup(&before));
-    match (meta.len() > 0).then(remembered).flatten() {
-        None => {}
-        Some(Remembered::Clean) => return result(path, Outcome::Cached { error: None }),
-        Some(Remembered::Undecidable(u)) => {
-            return Prepared::Done(FileResult {
-                path,
-                outcome: Outcome::Cached {
-                    error: u.error.clone(),
-                },
-                notes: u.notes.clone(),
-                bytes: 0,
-            });
-        }
+    if let Some(what) = (meta.len() > 0).then(remembered).flatten() {
+        return Prepared::Done(cached_result(path, what));
     }
     let read_started = std::time::SystemTime::now();
     match walk::read_opened(&file, &meta, args.max_filesize, buf) {
@@ -809,6 +814,21 @@ fn read_for_scan(
         before,
         read_started,
     })
+}
+
+/// What a scan printed of a file the cache remembers: OK, or the notes and error of an
+/// undecidable one, as the scan that remembered it reported them.
+fn cached_result(path: PathBuf, what: Remembered) -> FileResult {
+    let (error, notes) = match what {
+        Remembered::Clean => (None, Vec::new()),
+        Remembered::Undecidable(u) => (u.error.clone(), u.notes.clone()),
+    };
+    FileResult {
+        path,
+        outcome: Outcome::Cached { error },
+        notes,
+        bytes: 0,
+    }
 }
 
 /// The second half of `scan_file`: scans what `read_for_scan` read into `buf`, with digests
