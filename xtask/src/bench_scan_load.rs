@@ -70,7 +70,7 @@ struct Set {
 }
 
 /// A hash signature name about as long as ClamAV's (`Win.Trojan.Agent-1234567-0`).
-fn sig_name(family: &str, i: usize) -> String {
+pub(crate) fn sig_name(family: &str, i: usize) -> String {
     format!("Win.Trojan.{family}-{}-0", 1_000_000 + i)
 }
 
@@ -80,7 +80,11 @@ fn log_uniform_size(rng: &mut Rng) -> u64 {
     2f64.powf(exp) as u64
 }
 
-fn write_lines(path: &Path, mut line: impl FnMut(usize, &mut String), count: usize) -> Result<()> {
+pub(crate) fn write_lines(
+    path: &Path,
+    mut line: impl FnMut(usize, &mut String),
+    count: usize,
+) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut s = String::new();
     for i in 0..count {
@@ -207,15 +211,7 @@ fn generate(o: &Options, dir: &Path) -> Result<Vec<Set>> {
             )?;
             write_lines(
                 &mixed.join("generated.ldb"),
-                |i, s| {
-                    let (a, b) = (r.bytes(12), r.bytes(10));
-                    s.push_str(&format!(
-                        "Win.Trojan.Logical-{}-0;Engine:51-255,Target:0;0&1;{};{}\n",
-                        2_000_000 + i,
-                        hex(&a),
-                        hex(&b)
-                    ));
-                },
+                |i, s| s.push_str(&ldb_line(i, &mut r)),
                 o.mixed_ldb,
             )?;
             std::fs::write(&done, "")?;
@@ -228,6 +224,17 @@ fn generate(o: &Options, dir: &Path) -> Result<Vec<Set>> {
         });
     }
     Ok(sets)
+}
+
+/// A generated `.ldb` signature: two random subsignatures, both needed.
+pub(crate) fn ldb_line(i: usize, r: &mut Rng) -> String {
+    let (a, b) = (r.bytes(12), r.bytes(10));
+    format!(
+        "Win.Trojan.Logical-{}-0;Engine:51-255,Target:0;0&1;{};{}\n",
+        2_000_000 + i,
+        hex(&a),
+        hex(&b)
+    )
 }
 
 fn mb(bytes: u64) -> f64 {

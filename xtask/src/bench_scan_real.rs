@@ -12,12 +12,18 @@
 //!   cut from the real files' bytes (hits; the rarest of 200 candidates, so each singles out
 //!   a few files as real signatures do), half with a `??` in the middle.
 //!
+//! With `--clamav-size` the set has ClamAV's real size and composition instead (about what
+//! `main.cvd` and `daily.cvd` hold): 3,200,000 `.hdb` MD5 and 400,000 each `.hsb` SHA-1 and
+//! SHA-256 hashes, all with sizes drawn from the files' (so nearly every file is hashed three
+//! ways), 100,000 `.ndb` (the 20 cuts among them) and 20,000 `.ldb` signatures; the engine's
+//! in-memory rates are then left out (they would hold the whole set as parsed text).
+//!
 //! Then, with the page cache warm and one thread: both tools on the same file list (`-f`),
 //! medians over `--runs`; detections compared file by file (every file clamscan detects must be
 //! detected by herd; each file only herd detects is listed and checked against its raw bytes);
 //! `herd-agent scan --cache` twice over the files found clean (the first run fills the cache,
 //! the second reads nothing unchanged; detections are never cached, so they are left out); and the engine alone in memory on the same files, to show where time goes
-//! (MD5 one file at a time and sixteen at a time, SHA-256, the body matcher; the engine's
+//! (MD5 one file at a time and many at a time (`md5x`), SHA-256, the body matcher; the engine's
 //! rates there hash one file at a time, as `match_bytes` does without known digests).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +39,7 @@ use herd_scan::{Database, Engine, MatchOptions, Scratch};
 use md5::{Digest, Md5};
 
 use crate::bench_scan::{body_signatures, build_agent, hex, timed_cpu, warm};
+use crate::bench_scan_load::{ldb_line, sig_name, write_lines};
 use crate::median;
 
 /// What `--real` needs from the scan benchmark's options.
@@ -46,7 +53,15 @@ pub(crate) struct RealOptions {
     pub(crate) anchor_min: usize,
     pub(crate) no_clamscan: bool,
     pub(crate) seed: u64,
+    pub(crate) clamav_size: bool,
 }
+
+/// ClamAV's composition (`--clamav-size`): hashes by kind, body and logical signatures.
+const CLAMAV_MD5: usize = 3_200_000;
+const CLAMAV_SHA1: usize = 400_000;
+const CLAMAV_SHA256: usize = 400_000;
+const CLAMAV_NDB: usize = 100_000;
+const CLAMAV_LDB: usize = 20_000;
 
 /// The directories scanned when `--real` names none: libraries, binaries, documentation.
 pub(crate) const DEFAULT_DIRS: &[&str] = &["/usr/lib", "/usr/bin", "/usr/share/doc"];
@@ -157,28 +172,56 @@ fn generate(o: &RealOptions, corpus: &[(PathBuf, u64)]) -> Result<Signatures> {
     let mut rng = Rng(o.seed ^ 0x5eed);
     let pick = |rng: &mut Rng| &corpus[rng.below(corpus.len() as u64) as usize];
 
-    let mut hashes = BTreeMap::new();
-    let mut hdb = String::new();
-    for i in 0..o.hdb {
+    let (hdb_count, ndb_count) = match o.clamav_size {
+        true => (CLAMAV_MD5, CLAMAV_NDB),
+        false => (o.hdb, o.ndb),
+    };
+    let mut planted = Vec::new();
+    for i in 0..PLANTED.min(hdb_count) {
         let (path, size) = pick(&mut rng);
-        if i < PLANTED {
-            let digest: [u8; 16] = Md5::digest(std::fs::read(path)?).into();
-            let name = format!("Herd.Real.Hash-{i}");
-            hdb.push_str(&format!("{}:{size}:{name}\n", hex(&digest)));
-            hashes.insert(name, (digest, *size));
-        } else {
-            // A size a real file has, a digest none has.
-            hdb.push_str(&format!(
-                "{}:{size}:Herd.Real.Hash-{i}\n",
-                hex(&rng.bytes(16))
-            ));
-        }
+        let digest: [u8; 16] = Md5::digest(std::fs::read(path)?).into();
+        planted.push((format!("Herd.Real.Hash-{i}"), digest, *size));
     }
-    std::fs::write(dir.join("real.hdb"), hdb)?;
+    // Streamed: ClamAV's size is 230 MB of text.
+    write_lines(
+        &dir.join("real.hdb"),
+        |i, line| match planted.get(i) {
+            Some((name, digest, size)) => {
+                line.push_str(&format!("{}:{size}:{name}\n", hex(digest)));
+            }
+            None => {
+                // A size a real file has, a digest none has.
+                let (_, size) = pick(&mut rng);
+                let digest = hex(&rng.bytes(16));
+                line.push_str(&format!("{digest}:{size}:{}\n", sig_name("Real", i)));
+            }
+        },
+        hdb_count,
+    )?;
+    let hashes = planted
+        .into_iter()
+        .map(|(name, digest, size)| (name, (digest, size)))
+        .collect();
+    if o.clamav_size {
+        write_lines(
+            &dir.join("real.hsb"),
+            |i, line| {
+                let (_, size) = pick(&mut rng);
+                let digest = hex(&rng.bytes(if i < CLAMAV_SHA1 { 20 } else { 32 }));
+                line.push_str(&format!("{digest}:{size}:{}\n", sig_name("Downloader", i)));
+            },
+            CLAMAV_SHA1 + CLAMAV_SHA256,
+        )?;
+        write_lines(
+            &dir.join("real.ldb"),
+            |i, line| line.push_str(&ldb_line(i, &mut rng)),
+            CLAMAV_LDB,
+        )?;
+    }
 
-    let cuts = rare_cuts(corpus, PLANTED.min(o.ndb), &mut rng)?;
+    let cuts = rare_cuts(corpus, PLANTED.min(ndb_count), &mut rng)?;
     let mut ndb: String = cuts.iter().map(Cut::line).collect();
-    let random = body_signatures(o.ndb - cuts.len(), o.anchor_min, &mut rng);
+    let random = body_signatures(ndb_count - cuts.len(), o.anchor_min, &mut rng);
     for b in &random {
         ndb.push_str(&b.line);
         ndb.push('\n');
@@ -280,15 +323,24 @@ pub(crate) fn run(o: &RealOptions) -> Result<()> {
         .collect();
     std::fs::write(&list, text)?;
     let sigs = generate(o, &corpus)?;
+    let set = match o.clamav_size {
+        true => format!(
+            "ClamAV's size: {CLAMAV_MD5} .hdb MD5 ({PLANTED} real digests) + {CLAMAV_SHA1} SHA-1 and {CLAMAV_SHA256} SHA-256 .hsb (sizes drawn from the files') + {CLAMAV_NDB} .ndb ({} cut from the files) + {CLAMAV_LDB} .ldb",
+            sigs.cuts.len()
+        ),
+        false => format!(
+            "{} .hdb (sizes drawn from the files', {PLANTED} real digests) + {} .ndb ({} cut from the files)",
+            o.hdb,
+            o.ndb,
+            sigs.cuts.len()
+        ),
+    };
     println!(
-        "real corpus: {:.2} GB in {} files sampled from {:?} (--limit-mb {}); signatures: {} .hdb (sizes drawn from the files', {PLANTED} real digests) + {} .ndb ({} cut from the files)",
+        "real corpus: {:.2} GB in {} files sampled from {:?} (--limit-mb {}); signatures: {set}",
         bytes as f64 / 1e9,
         corpus.len(),
         o.dirs,
         o.limit_mb,
-        o.hdb,
-        o.ndb,
-        sigs.cuts.len()
     );
     let paths: Vec<PathBuf> = corpus.iter().map(|(p, _)| p.clone()).collect();
     warm(&paths)?;
@@ -447,6 +499,10 @@ pub(crate) fn run(o: &RealOptions) -> Result<()> {
         agreement(&found_clam, &found_herd, &sigs)?;
     }
 
+    if o.clamav_size {
+        println!("in memory: left out with --clamav-size");
+        return Ok(());
+    }
     in_memory(o, &paths, &sigs)
 }
 
@@ -565,7 +621,7 @@ fn in_memory(o: &RealOptions, paths: &[PathBuf], sigs: &Signatures) -> Result<()
     let md5 = rate(&mut |d| {
         std::hint::black_box(Md5::digest(d));
     });
-    // Sixteen lanes, fed about as herd-agent scan feeds them: batches of 128 files.
+    // Many files at once (`md5x`), fed about as herd-agent scan feeds them: batches of 128 files.
     let md5_lanes = {
         let mut rates = Vec::new();
         for _ in 0..o.runs {
@@ -598,7 +654,7 @@ fn in_memory(o: &RealOptions, paths: &[PathBuf], sigs: &Signatures) -> Result<()
         engines.push((label, Engine::new(&db)));
     }
     println!(
-        "in memory, one thread: MD5 one file at a time {md5:.2} GB/s, sixteen at a time (md5x, batches of 128 files) {md5_lanes:.2} GB/s, SHA-256 {sha256:.2} GB/s (median of {})",
+        "in memory, one thread: MD5 one file at a time {md5:.2} GB/s, many at a time (md5x: 16 lanes with AVX-512, 8 with AVX2; batches of 128 files) {md5_lanes:.2} GB/s, SHA-256 {sha256:.2} GB/s (median of {})",
         o.runs
     );
     for (label, engine) in &engines {

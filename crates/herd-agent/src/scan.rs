@@ -26,7 +26,9 @@ use herd_scan::{Detection, KnownDigests, Limits, MatchOptions, Scanner, Scratch}
 use serde_json::json;
 
 use crate::quarantine::Stores;
-use crate::scan_cache::{FileStamp, SETTLE, ScanCache, SetKey, ignore_lease_breaks, nobody_writes};
+use crate::scan_cache::{
+    FileStamp, Remembered, SETTLE, ScanCache, SetKey, Undecided, ignore_lease_breaks, nobody_writes,
+};
 use crate::signatures;
 
 #[derive(Debug, clap::Args)]
@@ -48,9 +50,10 @@ pub struct ScanArgs {
     /// Also scan the paths listed in this file, one per line (clamscan's --file-list).
     #[arg(short = 'f', long, value_name = "FILE")]
     file_list: Option<PathBuf>,
-    /// Remember files found clean in this cache file, and do not read them again while their
-    /// device, inode, size, modification and change times and the signature set are unchanged
-    /// (see ARCHITECTURE.md, "The persistent scan cache"). Off unless given.
+    /// Remember files found clean (or undecidable, with their reasons) in this cache file, and
+    /// do not read them again while their device, inode, size, modification and change times,
+    /// the signature set and the scan's limits are unchanged (see ARCHITECTURE.md, "The
+    /// persistent scan cache"). Off unless given.
     #[arg(long, value_name = "FILE")]
     cache: Option<PathBuf>,
     /// At most this many files are remembered in --cache (44 bytes each on disk).
@@ -243,8 +246,11 @@ enum Outcome {
         quarantined: Option<Result<String, String>>,
         sample: Option<Result<String, String>>,
     },
-    /// Found clean by an earlier scan with the same signatures, and unchanged since: not read.
-    Cached,
+    /// Scanned by an earlier scan with the same signatures and limits, and unchanged since:
+    /// not read. Clean, or undecidable with its notes (in `FileResult::notes`) and error.
+    Cached {
+        error: Option<String>,
+    },
     Empty,
     TooLarge(u64),
     Symlink,
@@ -282,9 +288,15 @@ impl Printer {
                 self.warn(&format!("{}: Not supported file type", path.display()));
             }
             Outcome::Empty => self.line(path, "empty", "Empty file", json!({})),
-            Outcome::Cached => {
+            Outcome::Cached { error: None } => {
                 totals.files += 1;
                 self.line(path, "ok", "OK", json!({ "cached": true }));
+            }
+            Outcome::Cached { error: Some(e) } => {
+                totals.files += 1;
+                totals.errors += 1;
+                let extra = json!({ "error": e, "cached": true });
+                self.line(path, "error", &format!("{e} ERROR"), extra);
             }
             Outcome::Symlink => self.line(path, "symlink", "Symbolic link", json!({})),
             Outcome::Gone => {}
@@ -416,7 +428,6 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
     let started = Instant::now();
     let loaded = load_signatures(&databases, &args.index, args.prefix.as_deref())?;
     let errors = loaded.errors;
-    let set_key = SetKey::of_loaded(&loaded.set_key);
     for e in &errors {
         eprintln!("ERROR: {e}");
     }
@@ -445,6 +456,8 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
             ..MatchOptions::default()
         },
     };
+    // Keyed by the limits too: the cache remembers undecidable files as well as clean ones.
+    let set_key = SetKey::of_scan(&loaded.set_key, &scanner.limits, &scanner.options);
     let cache = args.cache.as_ref().map(|path| {
         let (cache, discarded) = ScanCache::open(path, set_key, args.cache_max_entries);
         match discarded {
@@ -752,6 +765,22 @@ fn read_for_scan(
         })
     };
     buf.clear();
+    // A remembered file is answered from its stamps alone, without opening it: one lstat
+    // instead of open, fstat and close. The stamps are those of whatever the path names now,
+    // as they would be through a descriptor opened now (a symlink or another inode is not a
+    // hit, and is opened below as any file is).
+    if let Some(cache) = cache
+        && let Ok(meta) = std::fs::symlink_metadata(&path)
+        && meta.is_file()
+        && meta.len() > 0
+        && walked.is_none_or(|w| w == FileId::of_metadata(&meta))
+        && let Some(what) = cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.lookup(&FileStamp::of(&meta)))
+    {
+        return Prepared::Done(cached_result(path, what));
+    }
     let (file, meta) = match walk::open_regular(&path) {
         Err(error) => return result(path, Outcome::Error(error.to_string())),
         Ok(None) => return result(path, Outcome::Gone),
@@ -762,13 +791,9 @@ fn read_for_scan(
         return result(path, Outcome::Gone);
     }
     let before = FileStamp::of(&meta);
-    let clean_before = || {
-        cache
-            .and_then(|c| c.lock().ok())
-            .is_some_and(|mut c| c.is_clean(&before))
-    };
-    if meta.len() > 0 && clean_before() {
-        return result(path, Outcome::Cached);
+    let remembered = || cache.and_then(|c| c.lock().ok()?.lookup(&before));
+    if let Some(what) = (meta.len() > 0).then(remembered).flatten() {
+        return Prepared::Done(cached_result(path, what));
     }
     let read_started = std::time::SystemTime::now();
     match walk::read_opened(&file, &meta, args.max_filesize, buf) {
@@ -791,6 +816,21 @@ fn read_for_scan(
     })
 }
 
+/// What a scan printed of a file the cache remembers: OK, or the notes and error of an
+/// undecidable one, as the scan that remembered it reported them.
+fn cached_result(path: PathBuf, what: Remembered) -> FileResult {
+    let (error, notes) = match what {
+        Remembered::Clean => (None, Vec::new()),
+        Remembered::Undecidable(u) => (u.error.clone(), u.notes.clone()),
+    };
+    FileResult {
+        path,
+        outcome: Outcome::Cached { error },
+        notes,
+        bytes: 0,
+    }
+}
+
 /// The second half of `scan_file`: scans what `read_for_scan` read into `buf`, with digests
 /// already computed (`known`), records the result in the scan cache, quarantines.
 fn scan_read(
@@ -810,7 +850,7 @@ fn scan_read(
         read_started,
     } = read;
     let report = scanner.scan_known(buf, known, scratch);
-    let notes = report
+    let notes: Vec<String> = report
         .notes
         .iter()
         .map(|n| format!("{}: {}", n.path, n.kind))
@@ -819,16 +859,27 @@ fn scan_read(
     if let Some(cache) = cache
         && let Ok(mut cache) = cache.lock()
     {
-        // Remembered only when clean, settled long enough that a later write must change
-        // ctime, unchanged while it was read and scanned, and with no writer that could change
-        // it through a mapping without touching its stamps (see `nobody_writes`).
-        let unchanged = file.metadata().is_ok_and(|m| FileStamp::of(&m) == before);
-        if report.verdict() == herd_scan::Verdict::Clean
-            && unchanged
+        // Remembered only when nothing was found (clean, or undecidable with its reasons),
+        // settled long enough that a later write must change ctime, unchanged while it was
+        // read and scanned, and with no writer that could change it through a mapping without
+        // touching its stamps (see `nobody_writes`).
+        let what = match report.verdict() {
+            herd_scan::Verdict::Clean => Some(Remembered::Clean),
+            herd_scan::Verdict::Undecidable(_) => {
+                Some(Remembered::Undecidable(Arc::new(Undecided {
+                    notes: notes.clone(),
+                    error: report.error.as_ref().map(ToString::to_string),
+                })))
+            }
+            herd_scan::Verdict::Infected(_) => None,
+        };
+        let unchanged = || file.metadata().is_ok_and(|m| FileStamp::of(&m) == before);
+        if let Some(what) = what
+            && unchanged()
             && before.settled_before(read_started, SETTLE)
             && nobody_writes(file.as_fd())
         {
-            cache.record_clean(&before);
+            cache.record(&before, what);
         } else {
             cache.forget(before.dev, before.ino);
         }

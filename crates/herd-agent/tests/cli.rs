@@ -1270,15 +1270,27 @@ fn containers_and_the_index_through_the_command_line() {
 /// Each file's state in a `scan --json --cache` run: `cached` (not read), `ok` (read, clean) or
 /// `found`; and the process's stderr.
 fn cached_scan(db: &str, cache: &Path, files: &Path) -> (BTreeMap<String, String>, String) {
-    let o = run(&[
+    cached_scan_with(db, cache, files, &[])
+}
+
+/// `cached_scan` with more options.
+fn cached_scan_with(
+    db: &str,
+    cache: &Path,
+    files: &Path,
+    extra: &[&str],
+) -> (BTreeMap<String, String>, String) {
+    let mut args = vec![
         "scan",
         "--json",
         "--cache",
         cache.to_str().unwrap(),
         "-d",
         db,
-        files.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    args.push(files.to_str().unwrap());
+    let o = run(&args);
     assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
     let states = stdout(&o)
         .lines()
@@ -1421,6 +1433,51 @@ fn the_scan_cache_skips_only_unchanged_clean_files_of_the_same_signature_set() {
         );
         assert_eq!(cached_scan(&db, &cache, &files).0, all("cached"), "{what}");
     }
+}
+
+/// A file the scan cannot decide (a gzip whose member is over the member limit) is remembered
+/// with its reasons: the next scan does not read it yet reports it as the first did; another
+/// limit is another cache key, so a change of limits rescans everything.
+#[test]
+fn the_scan_cache_remembers_undecidable_files_with_their_reasons_under_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("big.gz"), gzip(&[b'a'; 100_000])).unwrap();
+    std::fs::write(files.join("clean"), "clean text\n").unwrap();
+    let db = eicar_db(dir.path());
+    let cache = dir.path().join("scan.cache");
+    let scan = |max: &str| cached_scan_with(&db, &cache, &files, &["--max-filesize", max]);
+    let both = |state: &str| states(&[("big.gz", state), ("clean", state)]);
+    let warned = |stderr: &str| {
+        stderr
+            .lines()
+            .filter(|l| {
+                l.starts_with("WARNING: ")
+                    && l.contains("big.gz")
+                    && l.contains("archive member larger than the limit")
+            })
+            .count()
+    };
+    // Past the settle time, so the first scan may remember what it finds.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for (max, undecidable) in [("50K", true), ("200K", false), ("50K", true)] {
+        let (first, err) = scan(max);
+        assert_eq!(first, both("ok"), "--max-filesize {max}, first scan");
+        assert_eq!(warned(&err), usize::from(undecidable), "{max}: {err}");
+        let (second, err) = scan(max);
+        assert_eq!(second, both("cached"), "--max-filesize {max}, second scan");
+        assert_eq!(
+            warned(&err),
+            usize::from(undecidable),
+            "{max}, cached: {err}"
+        );
+    }
+    // A changed file is read again, and its new verdict remembered.
+    std::fs::write(files.join("big.gz"), gzip(&[b'b'; 10_000])).unwrap();
+    let (states, err) = scan("50K");
+    assert_eq!(states.get("big.gz").map(String::as_str), Some("ok"));
+    assert_eq!(warned(&err), 0, "{err}");
 }
 
 /// Up to `count` regular files (1 B to 2 MB) under `dirs`, spread evenly over the sorted list,

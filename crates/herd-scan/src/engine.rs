@@ -510,14 +510,9 @@ impl Engine {
                 exe: None,
                 container: None,
             };
-            let ran = self.run(
-                Some(Target::Ascii),
-                &view,
-                scratch,
-                options,
-                &mut budget,
-                found,
-            );
+            // Only the signatures that can match normalised text: target 0's others were
+            // matched against the raw bytes already and cannot match here.
+            let ran = self.run_matchers(text_matchers, &view, scratch, options, &mut budget, found);
             scratch.text = text;
             ran?;
         } else if file_type.is_html() && data.len() <= normalise::MAX_HTML_NORMALIZE {
