@@ -36,6 +36,7 @@ mod packages;
 mod placement;
 pub mod planners;
 mod registry;
+pub mod rollouts;
 pub mod site;
 mod sites;
 mod tokens;
@@ -116,6 +117,8 @@ pub struct Center {
     center_client: std::sync::Mutex<Option<herd_tls::KeyPairPem>>,
     /// The push connections held now (`/v1/wait`), their cap and their shutdown.
     pub waits: wait::Waits,
+    /// The rollouts this process read last (see `rollouts`).
+    rollouts: rollouts::RolloutCache,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -224,7 +227,10 @@ impl Center {
             changes: watch::Sender::new(String::new()),
             site,
             center_client: std::sync::Mutex::new(None),
+            rollouts: Default::default(),
         });
+        // Before anything is planned: a release under rollout is never offered beyond its ring.
+        center.load_rollouts().await?;
         center.note_server_cert_expiry();
         center.bootstrap_operator_token().await?;
         center.reload_groups().await?;
@@ -320,6 +326,8 @@ impl Center {
     /// Makes `snapshot` the catalog this process plans with, unless a newer one is installed.
     pub(crate) fn install_catalog(&self, snapshot: CatalogSnapshot) {
         let revision = snapshot.revision;
+        // Gated before anyone plans with it: a release it adds starts in its first ring.
+        self.gate_snapshot(&snapshot);
         {
             let mut current = self.catalog.write().expect("catalog lock");
             if revision <= current.revision {
@@ -335,8 +343,8 @@ impl Center {
         self.announce_changes();
     }
 
-    /// The change token: the catalog revision, the groups revision and the version of the
-    /// served `timestamp.json`, as `C.G.T`. It moves whenever a terminal's plan may differ or
+    /// The change token: the catalog revision, the groups revision, the version of the
+    /// served `timestamp.json` and the generation of the rollout gates, as `C.G.T.R`. It moves whenever a terminal's plan may differ or
     /// new signed metadata is there.
     pub fn change_token(&self) -> String {
         let timestamp = match self.site() {
@@ -344,10 +352,11 @@ impl Center {
             None => self.trust.timestamp_version(),
         };
         format!(
-            "{}.{}.{}",
+            "{}.{}.{}.{}",
             self.catalog().revision,
             self.caches.groups_revision(),
-            timestamp
+            timestamp,
+            self.rollouts.generation()
         )
     }
 

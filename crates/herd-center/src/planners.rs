@@ -57,7 +57,14 @@ fn with_thread_planner<R>(
                 rendered: RenderedPlans::default(),
             });
         }
-        f(slot.as_mut().expect("just filled"))
+        let state = slot.as_mut().expect("just filled");
+        // Rollout gates change without the catalog: plans made under others are forgotten.
+        let gates = snapshot.gates();
+        if !Arc::ptr_eq(state.planner.gates(), &gates) {
+            state.planner.set_gates(gates);
+            state.rendered = RenderedPlans::default();
+        }
+        f(state)
     })
 }
 
@@ -123,6 +130,8 @@ impl RenderedPlans {
 const MAX_RENDERED_PLANS: usize = 4096;
 
 struct RenderedEntry {
+    /// The releases under rollout withheld from the terminal the entry was made for.
+    withheld: u64,
     /// The terminal the entry was made for, standing for its inputs (id and user ignored).
     inputs: Terminal,
     /// The plan's JSON after `{"terminal":"<id>"`; `None` when the plan depends on the id.
@@ -176,12 +185,15 @@ pub fn render_plan(
     terminal: &Terminal,
 ) -> RenderedPlan {
     with_thread_planner(snapshot, now, |state| {
-        let hash = inputs_hash(terminal);
-        let known = state
-            .rendered
-            .by_hash
-            .get(&hash)
-            .and_then(|entries| entries.iter().find(|e| same_inputs(&e.inputs, terminal)));
+        // Under rollout rings the plan depends on the terminal's rings too (its id, hashed
+        // per release), which the mask of withheld releases stands for.
+        let withheld = state.planner.withheld_mask(terminal);
+        let hash = inputs_hash(terminal) ^ withheld.rotate_left(17);
+        let known = state.rendered.by_hash.get(&hash).and_then(|entries| {
+            entries
+                .iter()
+                .find(|e| e.withheld == withheld && same_inputs(&e.inputs, terminal))
+        });
         if let Some(entry) = known {
             if let Some(rest) = &entry.rest {
                 let mut json =
@@ -202,7 +214,10 @@ pub fn render_plan(
             // The same inputs under another id: equal remainders show the id is only echoed.
             let mut other = terminal.clone();
             other.id.push_str("-x");
-            let other_json = render_uncached(&mut state.planner, &other).json;
+            // Another id may fall in other rings: then it says nothing of this entry.
+            let other_json = (state.planner.withheld_mask(&other) == withheld)
+                .then(|| render_uncached(&mut state.planner, &other).json)
+                .unwrap_or_default();
             let rest = split_after_id(&rendered.json, &terminal.id)
                 .filter(|&rest| split_after_id(&other_json, &other.id) == Some(rest))
                 .map(str::to_owned);
@@ -213,6 +228,7 @@ pub fn render_plan(
                 .entry(hash)
                 .or_default()
                 .push(RenderedEntry {
+                    withheld,
                     inputs: terminal.clone(),
                     rest,
                     action: rendered.action,
