@@ -22,11 +22,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use herd_core::{Catalog, ReleaseIdx};
 use herd_planner::rings::{
-    Counts, FULL_REACH, Gate, Phase, Policy, RingGates, RingSpec, RolloutState, Step, Thresholds,
-    release_key,
+    Counts, FULL_REACH, Gate, Phase, Policy, RingGates, RolloutState, Step, Thresholds,
+    parse_rings, release_key,
 };
 use herd_proto::api::{PlanReport, ReportOutcome, RolloutSummary, rollout_actions};
 use herd_store::{RolloutCounts, RolloutRow, StoreError};
@@ -53,7 +53,7 @@ impl RolloutSettings {
         min_reports: Option<u64>,
         check_secs: Option<u64>,
     ) -> anyhow::Result<Option<RolloutSettings>> {
-        let rings = parse_rings(rings).context("rollout_rings")?;
+        let rings = parse_rings(rings).map_err(|err| anyhow::anyhow!("rollout_rings: {err}"))?;
         if rings.is_empty() {
             return Ok(None);
         }
@@ -81,112 +81,6 @@ impl RolloutSettings {
             check_every: Duration::from_secs(check_secs),
         }))
     }
-}
-
-/// Parses `name=PERCENT%/SOAKs/MIN_SUCCESSES` rings separated by commas, e.g.
-/// `canary=1%/600s/5, early=10%/1800s/50, broad=100%/0s/0`: reaches strictly increasing, the
-/// last one 100 %, each percentage with at most two decimals.
-pub fn parse_rings(text: &str) -> anyhow::Result<Vec<RingSpec>> {
-    let mut rings: Vec<RingSpec> = Vec::new();
-    for (i, part) in text.split(',').map(str::trim).enumerate() {
-        if part.is_empty() {
-            if text.trim().is_empty() {
-                break;
-            }
-            bail!(
-                "ring {}: empty (rings are separated by single commas)",
-                i + 1
-            );
-        }
-        let shape = || {
-            format!(
-                "ring {} ({part:?}): write name=PERCENT%/SOAKs/MIN_SUCCESSES, e.g. canary=1%/600s/5",
-                i + 1
-            )
-        };
-        let (name, rest) = part.split_once('=').with_context(shape)?;
-        let name = name.trim();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-        {
-            bail!(
-                "ring {}: {name:?} is not a ring name (letters, digits, - and _)",
-                i + 1
-            );
-        }
-        let mut fields = rest.split('/').map(str::trim);
-        let (Some(percent), Some(soak), Some(min), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            bail!("{}", shape());
-        };
-        let reach = parse_percent(percent)
-            .with_context(|| format!("ring {} ({name}): {percent:?}", i + 1))?;
-        let soak_secs: u64 = soak
-            .strip_suffix('s')
-            .and_then(|s| s.parse().ok())
-            .with_context(|| {
-                format!(
-                    "ring {} ({name}): soak {soak:?} is not seconds like 600s",
-                    i + 1
-                )
-            })?;
-        let min_successes: u64 = min.parse().with_context(|| {
-            format!(
-                "ring {} ({name}): {min:?} is not a number of successes",
-                i + 1
-            )
-        })?;
-        if let Some(previous) = rings.last()
-            && reach <= previous.reach
-        {
-            bail!(
-                "ring {} ({name}): its reach must be larger than ring {}'s ({})",
-                i + 1,
-                i,
-                previous.name
-            );
-        }
-        if rings.iter().any(|r| r.name == name) {
-            bail!("ring {} ({name}): named twice", i + 1);
-        }
-        rings.push(RingSpec {
-            name: name.to_owned(),
-            reach,
-            soak_secs,
-            min_successes,
-        });
-    }
-    if let Some(last) = rings.last()
-        && last.reach != FULL_REACH
-    {
-        bail!(
-            "the last ring ({}) must reach 100 % of the fleet",
-            last.name
-        );
-    }
-    Ok(rings)
-}
-
-/// `1%`, `0.5%`, `100%` as basis points.
-fn parse_percent(text: &str) -> anyhow::Result<u32> {
-    let number = text.strip_suffix('%').context("a percentage ends with %")?;
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() || fraction.len() > 2 || !whole.bytes().all(|b| b.is_ascii_digit()) {
-        bail!("not a percentage with at most two decimals");
-    }
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        bail!("not a percentage with at most two decimals");
-    }
-    let whole: u32 = whole.parse().context("too large")?;
-    let fraction: u32 = format!("{fraction:0<2}").parse().unwrap_or(0);
-    let bp = whole.saturating_mul(100).saturating_add(fraction);
-    if bp == 0 || bp > FULL_REACH {
-        bail!("a ring reaches more than 0 % and at most 100 %");
-    }
-    Ok(bp)
 }
 
 /// What a process knows of the rollouts: the rows it read last, and a generation that moves
@@ -610,18 +504,9 @@ impl Center {
         Ok(counted.then_some(key))
     }
 
-    /// Adds to a release's rollout counters while it is rolling or paused.
+    /// Adds to a release's rollout counters while it is rolling or paused (the store checks
+    /// the phase in the same statement).
     async fn count_for_rollout(&self, release: &str, add: RolloutCounts) -> CenterResult<bool> {
-        let active = {
-            let rows = self.rollouts.rows.lock().expect("rollout rows");
-            rows.iter().any(|r| {
-                r.release == release
-                    && matches!(Phase::parse(&r.phase), Some(Phase::Rolling | Phase::Paused))
-            })
-        };
-        if !active {
-            return Ok(false);
-        }
         Ok(self.store.rollout_count(release, add).await?)
     }
 
@@ -693,41 +578,6 @@ fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rings_parse_and_bad_ones_are_named() {
-        let rings =
-            parse_rings("canary=1%/600s/5, early=10.5%/1800s/50, broad=100%/0s/0").expect("rings");
-        assert_eq!(
-            rings
-                .iter()
-                .map(|r| (r.name.as_str(), r.reach, r.soak_secs, r.min_successes))
-                .collect::<Vec<_>>(),
-            [
-                ("canary", 100, 600, 5),
-                ("early", 1050, 1800, 50),
-                ("broad", 10_000, 0, 0)
-            ]
-        );
-        assert!(parse_rings("").expect("no rings").is_empty());
-        for (bad, says) in [
-            ("canary=1%/600s/5", "must reach 100 %"),
-            ("canary=1%/600/5, broad=100%/0s/0", "soak \"600\""),
-            ("canary=1%/600s, broad=100%/0s/0", "name=PERCENT%"),
-            (
-                "canary=10%/1s/1, early=5%/1s/1, broad=100%/0s/0",
-                "larger than ring 1",
-            ),
-            ("canary=0%/1s/1, broad=100%/0s/0", "more than 0 %"),
-            ("canary=1.234%/1s/1, broad=100%/0s/0", "two decimals"),
-            ("a b=1%/1s/1, broad=100%/0s/0", "not a ring name"),
-            ("canary=1%/1s/1,, broad=100%/0s/0", "empty"),
-            ("x=1%/1s/1, x=100%/0s/0", "named twice"),
-        ] {
-            let err = format!("{:#}", parse_rings(bad).expect_err(bad));
-            assert!(err.contains(says), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn settings_are_off_without_rings_and_check_their_thresholds() {

@@ -43,6 +43,112 @@ pub fn release_key(catalog: &Catalog, release: ReleaseIdx) -> String {
     )
 }
 
+/// Parses `name=PERCENT%/SOAKs/MIN_SUCCESSES` rings separated by commas, e.g.
+/// `canary=1%/600s/5, early=10%/1800s/50, broad=100%/0s/0`: reaches strictly increasing, the
+/// last one 100 %, each percentage with at most two decimals.
+pub fn parse_rings(text: &str) -> Result<Vec<RingSpec>, String> {
+    let mut rings: Vec<RingSpec> = Vec::new();
+    for (i, part) in text.split(',').map(str::trim).enumerate() {
+        if part.is_empty() {
+            if text.trim().is_empty() {
+                break;
+            }
+            return Err(format!(
+                "ring {}: empty (rings are separated by single commas)",
+                i + 1
+            ));
+        }
+        let shape = || {
+            format!(
+                "ring {} ({part:?}): write name=PERCENT%/SOAKs/MIN_SUCCESSES, e.g. canary=1%/600s/5",
+                i + 1
+            )
+        };
+        let (name, rest) = part.split_once('=').ok_or_else(shape)?;
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err(format!(
+                "ring {}: {name:?} is not a ring name (letters, digits, - and _)",
+                i + 1
+            ));
+        }
+        let mut fields = rest.split('/').map(str::trim);
+        let (Some(percent), Some(soak), Some(min), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(shape());
+        };
+        let reach = parse_percent(percent)
+            .map_err(|err| format!("ring {} ({name}): {percent:?}: {err}", i + 1))?;
+        let soak_secs: u64 = soak
+            .strip_suffix('s')
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "ring {} ({name}): soak {soak:?} is not seconds like 600s",
+                    i + 1
+                )
+            })?;
+        let min_successes: u64 = min.parse().map_err(|_| {
+            format!(
+                "ring {} ({name}): {min:?} is not a number of successes",
+                i + 1
+            )
+        })?;
+        if let Some(previous) = rings.last()
+            && reach <= previous.reach
+        {
+            return Err(format!(
+                "ring {} ({name}): its reach must be larger than ring {}'s ({})",
+                i + 1,
+                i,
+                previous.name
+            ));
+        }
+        if rings.iter().any(|r| r.name == name) {
+            return Err(format!("ring {} ({name}): named twice", i + 1));
+        }
+        rings.push(RingSpec {
+            name: name.to_owned(),
+            reach,
+            soak_secs,
+            min_successes,
+        });
+    }
+    if let Some(last) = rings.last()
+        && last.reach != FULL_REACH
+    {
+        return Err(format!(
+            "the last ring ({}) must reach 100 % of the fleet",
+            last.name
+        ));
+    }
+    Ok(rings)
+}
+
+/// `1%`, `0.5%`, `100%` as basis points.
+fn parse_percent(text: &str) -> Result<u32, String> {
+    let number = text.strip_suffix('%').ok_or("a percentage ends with %")?;
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.len() > 2 || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a percentage with at most two decimals".to_owned());
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a percentage with at most two decimals".to_owned());
+    }
+    let whole: u32 = whole.parse().map_err(|_| "too large".to_owned())?;
+    let fraction: u32 = format!("{fraction:0<2}").parse().unwrap_or(0);
+    let bp = whole.saturating_mul(100).saturating_add(fraction);
+    if bp == 0 || bp > FULL_REACH {
+        return Err("a ring reaches more than 0 % and at most 100 %".to_owned());
+    }
+    Ok(bp)
+}
+
 /// What the planner may do with one release under rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Offer {
@@ -353,6 +459,41 @@ mod tests {
             ring,
             ring_started: 1000,
             counts,
+        }
+    }
+
+    #[test]
+    fn rings_parse_and_bad_ones_are_named() {
+        let rings =
+            parse_rings("canary=1%/600s/5, early=10.5%/1800s/50, broad=100%/0s/0").expect("rings");
+        assert_eq!(
+            rings
+                .iter()
+                .map(|r| (r.name.as_str(), r.reach, r.soak_secs, r.min_successes))
+                .collect::<Vec<_>>(),
+            [
+                ("canary", 100, 600, 5),
+                ("early", 1050, 1800, 50),
+                ("broad", 10_000, 0, 0)
+            ]
+        );
+        assert!(parse_rings("").expect("no rings").is_empty());
+        for (bad, says) in [
+            ("canary=1%/600s/5", "must reach 100 %"),
+            ("canary=1%/600/5, broad=100%/0s/0", "soak \"600\""),
+            ("canary=1%/600s, broad=100%/0s/0", "name=PERCENT%"),
+            (
+                "canary=10%/1s/1, early=5%/1s/1, broad=100%/0s/0",
+                "larger than ring 1",
+            ),
+            ("canary=0%/1s/1, broad=100%/0s/0", "more than 0 %"),
+            ("canary=1.234%/1s/1, broad=100%/0s/0", "two decimals"),
+            ("a b=1%/1s/1, broad=100%/0s/0", "not a ring name"),
+            ("canary=1%/1s/1,, broad=100%/0s/0", "empty"),
+            ("x=1%/1s/1, x=100%/0s/0", "named twice"),
+        ] {
+            let err = parse_rings(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 

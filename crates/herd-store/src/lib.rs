@@ -959,8 +959,8 @@ pub trait Store: Send + Sync + Debug {
         row: &RolloutRow,
         reset_counts: bool,
     ) -> Result<bool, StoreError>;
-    /// Adds to a rollout's counters in place (no version change); unknown releases are
-    /// ignored (`false`).
+    /// Adds to a rollout's counters in place (no version change) while it is `rolling` or
+    /// `paused`; other phases and unknown releases are left alone (`false`).
     async fn rollout_count(&self, release: &str, add: RolloutCounts) -> Result<bool, StoreError>;
 }
 

@@ -2153,7 +2153,8 @@ where
     async fn rollout_count(&self, release: &str, add: RolloutCounts) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "UPDATE rollouts SET succeeded = succeeded + $2, failed = failed + $3, \
-             faults = faults + $4, silent = silent + $5 WHERE release = $1",
+             faults = faults + $4, silent = silent + $5 \
+             WHERE release = $1 AND phase IN ('rolling', 'paused')",
         )
         .bind(release)
         .bind(to_db_int(add.succeeded, "rollout count")?)

@@ -3141,4 +3141,23 @@ async fn rollouts_start_once_move_only_from_the_version_read_and_count_in_place(
         ("rolling", 3, RolloutCounts::default())
     );
     assert_eq!(resumed.reason.as_deref(), Some("resumed by an operator"));
+    // Only a rolling or paused rollout counts: a complete or reverted one has decided.
+    let mut done = resumed.clone();
+    done.phase = "complete".to_owned();
+    assert!(
+        store
+            .rollout_transition(&done, false)
+            .await
+            .expect("complete")
+    );
+    assert!(
+        !store
+            .rollout_count(&first.release, add)
+            .await
+            .expect("count")
+    );
+    assert_eq!(
+        store.rollouts().await.expect("rollouts")[0].counts,
+        RolloutCounts::default()
+    );
 }

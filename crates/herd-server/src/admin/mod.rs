@@ -24,6 +24,7 @@ mod keys;
 mod output;
 mod plan;
 mod registry;
+mod rollouts;
 mod sites;
 mod table;
 mod tokens;
@@ -40,6 +41,7 @@ use config::{GroupsCommand, RulesCommand};
 use fleet::{TerminalArgs, TerminalsArgs};
 use keys::KeysCommand;
 use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
+use rollouts::RolloutsCommand;
 use sites::SitesCommand;
 use tokens::{EnrolTokenCommand, TokenCommand};
 use trust::TrustCommand;
@@ -106,6 +108,9 @@ pub enum AdminCommand {
     /// for new ones.
     #[command(subcommand, visible_alias = "site")]
     Sites(SitesCommand),
+    /// Releases rolling out in rings: list, show, pause, resume, promote, revert.
+    #[command(subcommand, visible_alias = "rollout")]
+    Rollouts(RolloutsCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -139,5 +144,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Trust(command) => trust::run(command),
         AdminCommand::Keys(command) => keys::run(command),
         AdminCommand::Sites(command) => sites::run(command),
+        AdminCommand::Rollouts(command) => rollouts::run(command),
     }
 }
