@@ -253,6 +253,10 @@ enum Event {
 
 #[derive(Clone, Copy, Debug, Default)]
 struct TerminalState {
+    /// The center's change token (its generation) at the terminal's last check-in: a terminal
+    /// that was busy installing when the token moved sees the move at its next wait, once the
+    /// install is done, and checks in at once (push).
+    seen: u32,
     /// Runs the bad release.
     on_bad: bool,
     /// An install is under way (a plan is being carried out).
@@ -310,6 +314,8 @@ fn simulate(args: &RolloutArgs, policy: &Policy, seed: u64) -> anyhow::Result<Ro
         terminals: args.terminals,
         ..RolloutRun::default()
     };
+    // Moves with every change of the gates (the publication is generation 0).
+    let mut generation: u32 = 0;
     let mut first_fault: Option<u64> = None;
     let mut halt: Option<u64> = None;
     let wake_all = |queue: &mut BinaryHeap<Reverse<(u64, Event)>>, rng: &mut Rng, at: u64| {
@@ -354,6 +360,7 @@ fn simulate(args: &RolloutArgs, policy: &Policy, seed: u64) -> anyhow::Result<Ro
                         }
                     }
                     planner.set_gates(gates_of(&state));
+                    generation += 1;
                     wake_all(&mut queue, &mut rng, at);
                 }
                 let settled = halt.is_some() && terminals.iter().all(|t| !t.on_bad && !t.busy);
@@ -371,6 +378,15 @@ fn simulate(args: &RolloutArgs, policy: &Policy, seed: u64) -> anyhow::Result<Ro
                 let t = &mut terminals[terminal as usize];
                 t.busy = false;
                 t.on_bad = bad;
+                if args.wake == RolloutWake::Push && t.seen != generation {
+                    queue.push(Reverse((
+                        at,
+                        Event::CheckIn {
+                            terminal,
+                            periodic: false,
+                        },
+                    )));
+                }
                 if bad {
                     queue.push(Reverse((
                         at + (args.fault_secs + args.report_secs) * 1000,
@@ -395,6 +411,7 @@ fn simulate(args: &RolloutArgs, policy: &Policy, seed: u64) -> anyhow::Result<Ro
                     continue;
                 }
                 run.check_ins += 1;
+                terminals[terminal as usize].seen = generation;
                 let mut asking = if t.on_bad {
                     on_bad.clone()
                 } else {
