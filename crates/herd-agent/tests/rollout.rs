@@ -221,6 +221,16 @@ impl Terminal {
     }
 }
 
+/// The agent runs `version` of vaccine-r (`out`: what its last run said, for the message).
+fn assert_active(t: &Terminal, version: &str, out: &str) {
+    assert_eq!(
+        t.active(),
+        Some(format!("products/vaccine-r/{version}")),
+        "{}: {out}",
+        t.id
+    );
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -272,12 +282,7 @@ fn a_crashing_definitions_release_stops_in_its_canary_ring_and_is_undone_there()
     center.wait_for_phase("maker-r/vaccine-r/1.0", "complete");
     for t in canary.iter().chain(&others) {
         let out = stdout(&t.once(&center, &token));
-        assert_eq!(
-            t.active().as_deref(),
-            Some("products/vaccine-r/1.0"),
-            "{}: {out}",
-            t.id
-        );
+        assert_active(t, "1.0", &out);
     }
 
     // 1.2 cannot load its definitions: the canary ring installs it, verify fails, every canary
@@ -294,12 +299,7 @@ fn a_crashing_definitions_release_stops_in_its_canary_ring_and_is_undone_there()
     for t in &canary {
         let out = stdout(&t.once(&center, &token));
         assert!(out.contains("1.2"), "{}: offered 1.2: {out}", t.id);
-        assert_eq!(
-            t.active().as_deref(),
-            Some("products/vaccine-r/1.0"),
-            "{}: {out}",
-            t.id
-        );
+        assert_active(t, "1.0", &out);
         assert!(
             !t.has_version("1.2"),
             "{}: the failed install is cleaned up",
@@ -319,12 +319,7 @@ fn a_crashing_definitions_release_stops_in_its_canary_ring_and_is_undone_there()
             "{} outside the ring saw 1.2: {out}",
             t.id
         );
-        assert_eq!(
-            t.active().as_deref(),
-            Some("products/vaccine-r/1.0"),
-            "{}",
-            t.id
-        );
+        assert_active(t, "1.0", "");
     }
 
     // 1.1 installs fine on the canary ring once resumed; reverted, each canary agent goes back
@@ -335,21 +330,11 @@ fn a_crashing_definitions_release_stops_in_its_canary_ring_and_is_undone_there()
         .unwrap();
     for t in &canary {
         let out = stdout(&t.once(&center, &token));
-        assert_eq!(
-            t.active().as_deref(),
-            Some("products/vaccine-r/1.1"),
-            "{}: {out}",
-            t.id
-        );
+        assert_active(t, "1.1", &out);
     }
     for t in &others {
         t.once(&center, &token);
-        assert_eq!(
-            t.active().as_deref(),
-            Some("products/vaccine-r/1.0"),
-            "{}",
-            t.id
-        );
+        assert_active(t, "1.0", "");
     }
     center
         .operator()
@@ -359,12 +344,7 @@ fn a_crashing_definitions_release_stops_in_its_canary_ring_and_is_undone_there()
     for t in &canary {
         let out = stdout(&t.once(&center, &token));
         assert!(out.contains("withdrawn"), "{}: {out}", t.id);
-        assert_eq!(
-            t.active().as_deref(),
-            Some("products/vaccine-r/1.0"),
-            "{}: {out}",
-            t.id
-        );
+        assert_active(t, "1.0", &out);
         assert!(!t.has_version("1.1"), "{}: 1.1 removed", t.id);
     }
     assert!(
