@@ -25,6 +25,9 @@ use serde_json::{Value, json};
 /// The canary ring's reach (basis points) in the center's configuration below.
 const CANARY: u32 = 3000;
 const AGENTS_PER_SIDE: usize = 3;
+/// The center's check-in interval: a reverted release must be gone from every canary agent
+/// within one.
+const CHECKIN_INTERVAL_SECS: u64 = 60;
 
 fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_herd-agent"))
@@ -130,7 +133,7 @@ impl Center {
             .arg("--config")
             .arg(config.to_str().unwrap())
             .arg("--checkin-interval")
-            .arg("5")
+            .arg(CHECKIN_INTERVAL_SECS.to_string())
             .env("RUST_LOG", Some("warn"));
         let process = CenterProcess::start(&spec).expect("herd serve starts");
         Center {
@@ -348,7 +351,7 @@ fn a_crashing_definitions_release_stops_in_its_canary_ring_and_is_undone_there()
         assert!(!t.has_version("1.1"), "{}: 1.1 removed", t.id);
     }
     assert!(
-        reverting.elapsed() < Duration::from_secs(5 * AGENTS_PER_SIDE as u64),
+        reverting.elapsed() < Duration::from_secs(CHECKIN_INTERVAL_SECS),
         "every canary agent back within its check-in interval: {:?}",
         reverting.elapsed()
     );

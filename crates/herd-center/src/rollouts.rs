@@ -12,9 +12,8 @@
 //! ring in the instant before the task has seen it.
 //!
 //! Counting: plan reports feed successes and failed installs ([`Center::count_plan_reports`]),
-//! and fault intake calls [`Center::on_fault`]. Terminals that stop checking in after receiving
-//! a release are not counted yet (the `silent` counter stays 0): that needs a sweep over the
-//! terminals that received it, left for later.
+//! and fault intake calls [`Center::on_fault`]; terminals planned the release that stopped
+//! checking in for [`SILENT_AFTER_INTERVALS`] intervals count as silent.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -82,6 +81,10 @@ impl RolloutSettings {
         }))
     }
 }
+
+/// A terminal planned a release under rollout that has not checked in for this many check-in
+/// intervals counts as silent (it may have crashed for good on the release).
+pub const SILENT_AFTER_INTERVALS: u64 = 3;
 
 /// What a process knows of the rollouts: the rows it read last, and a generation that moves
 /// whenever the gates it plans with change (part of the change token, so a halt wakes the
@@ -260,9 +263,30 @@ impl Center {
         if changed > 0 {
             rows = self.store.rollouts().await?;
         }
+        let silent = if rows.iter().any(|r| r.phase == Phase::Rolling.as_str()) {
+            self.silent_by_release(now).await?
+        } else {
+            HashMap::new()
+        };
         let mut transitions = 0;
         for row in &rows {
-            let Some(step) = policy.step(&state_of(row), now) else {
+            let mut state = state_of(row);
+            // Terminals gone silent since they were planned the release: counted from the
+            // store each time (a terminal that comes back stops counting), recorded as the
+            // highest seen.
+            if state.phase == Phase::Rolling
+                && let Some(&now_silent) = silent.get(row.release.as_str())
+            {
+                state.counts.silent = state.counts.silent.max(now_silent);
+                if now_silent > row.counts.silent {
+                    let add = RolloutCounts {
+                        silent: now_silent - row.counts.silent,
+                        ..RolloutCounts::default()
+                    };
+                    self.store.rollout_count(&row.release, add).await?;
+                }
+            }
+            let Some(step) = policy.step(&state, now) else {
                 continue;
             };
             let mut next = row.clone();
@@ -294,6 +318,57 @@ impl Center {
         }
         self.install_rollout_rows(rows);
         Ok(changed + transitions)
+    }
+
+    /// Per release key, the terminals whose current plan installs it and that have not
+    /// checked in for [`SILENT_AFTER_INTERVALS`] check-in intervals since: they may have
+    /// received it and crashed for good. Reads the terminals whose plan is an update or a
+    /// switch (few outside a rollout's rings), page by page.
+    async fn silent_by_release(&self, now: i64) -> Result<HashMap<String, u64>, StoreError> {
+        let before =
+            now.saturating_sub((SILENT_AFTER_INTERVALS * self.config.checkin_interval_secs) as i64);
+        let snapshot = self.catalog();
+        let mut silent: HashMap<String, u64> = HashMap::new();
+        for action in [
+            herd_proto::plan::Action::Update,
+            herd_proto::plan::Action::Switch,
+        ] {
+            let mut after = None;
+            loop {
+                let page = self
+                    .store
+                    .terminals(&herd_store::TerminalQuery {
+                        group: None,
+                        action: Some(action.as_str().to_owned()),
+                        after: after.clone(),
+                        limit: 1000,
+                    })
+                    .await?;
+                for row in &page {
+                    if row.planned_at.is_none_or(|at| at >= before)
+                        || row.last_checkin.is_none_or(|at| at >= before)
+                    {
+                        continue;
+                    }
+                    let Some(to) = row
+                        .plan
+                        .as_deref()
+                        .and_then(|doc| serde_json::from_str::<herd_proto::plan::PlanDoc>(doc).ok())
+                        .and_then(|plan| plan.to)
+                    else {
+                        continue;
+                    };
+                    if let Some(key) = key_of(&snapshot.catalog, &to.product, &to.version) {
+                        *silent.entry(key).or_default() += 1;
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => after = Some(last.id.clone()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(silent)
     }
 
     /// Plans with these rows from now on; wakes the waiting terminals if the gates changed.

@@ -94,7 +94,10 @@ async fn faults_attributed_to_a_rolling_release_halt_it_and_plan_it_back() {
         .await
         .unwrap();
     center.rollout_tick(now).await.unwrap();
-    assert_eq!(center.rollout_summary(RELEASE).await.unwrap().phase, "rolling");
+    assert_eq!(
+        center.rollout_summary(RELEASE).await.unwrap().phase,
+        "rolling"
+    );
 
     store
         .enrol_token_insert(EnrolTokenRow {
@@ -162,4 +165,86 @@ async fn faults_attributed_to_a_rolling_release_halt_it_and_plan_it_back() {
     assert_eq!(stays.plan.action, Action::None, "{}", stays.plan.reason);
     // A halted rollout counts nothing more.
     assert_eq!(center.on_fault("t-2", now).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn terminals_that_go_silent_after_receiving_a_release_halt_it() {
+    herd_tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("herd.db"))
+            .await
+            .unwrap(),
+    );
+    let file = ConfigFile::parse(
+        "test",
+        &format!(
+            "data_dir = {:?}\nrollout_rings = \"all=100%/0s/1000\"\nrollout_max_bad = 2\n\
+             checkin_interval_secs = 60\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let center = Center::open_with_store(CenterConfig::from_file(file).unwrap(), store.clone())
+        .await
+        .unwrap();
+    let now = herd_center::unix_now();
+    center
+        .publish_feed(&Caller::Operator, "acme", &feed(&[("1.0", 1)]))
+        .await
+        .unwrap();
+    center.rollout_tick(now).await.unwrap();
+    center
+        .publish_feed(&Caller::Operator, "acme", &feed(&[("1.0", 1), ("2.0", 2)]))
+        .await
+        .unwrap();
+    center.rollout_tick(now).await.unwrap();
+    store
+        .enrol_token_insert(EnrolTokenRow {
+            hash: "s".repeat(64),
+            label: "silent".to_owned(),
+            uses_left: 3,
+            created_at: 0,
+            expires_at: i64::MAX,
+            reenrol_terminal: None,
+        })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        store
+            .enrol(
+                &"s".repeat(64),
+                1,
+                NewTerminal {
+                    id: format!("s-{i}"),
+                    user: None,
+                    hardware: r#"{"kind":"linux","platform":"linux"}"#.to_owned(),
+                    tz: None,
+                    group: UNKNOWN_GROUP.to_owned(),
+                    cert_sha256: format!("{:064x}", 100 + i),
+                    enrolled_at: 1,
+                    address: "127.0.0.1".to_owned(),
+                    site: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    center.follow_terminal_changes().await.unwrap();
+    // Three terminals are planned 2.0; s-2 comes back on it, the other two are never heard of.
+    for i in 0..3 {
+        let plan = check_in(&center, &format!("s-{i}"), on("1.0", 1))
+            .await
+            .plan;
+        assert_eq!(plan.to.unwrap().version, "2.0");
+    }
+    check_in(&center, "s-2", on("2.0", 2)).await;
+    // Within three intervals nobody is silent yet.
+    center.rollout_tick(now + 120).await.unwrap();
+    let quiet = center.rollout_summary(RELEASE).await.unwrap();
+    assert_eq!((quiet.phase.as_str(), quiet.silent), ("rolling", 0));
+    center.rollout_tick(now + 181).await.unwrap();
+    let halted = center.rollout_summary(RELEASE).await.unwrap();
+    assert_eq!((halted.phase.as_str(), halted.silent), ("reverted", 2));
+    assert!(halted.reason.unwrap().contains("2 silent"));
 }
