@@ -61,8 +61,14 @@ async fn check_in(center: &Center, id: &str, installed: InstalledDoc) -> Checkin
     serde_json::from_str(&answer.into_json()).unwrap()
 }
 
-#[tokio::test]
-async fn faults_attributed_to_a_rolling_release_halt_it_and_plan_it_back() {
+/// A center library over a fresh SQLite store with one ring reaching everyone that never
+/// promotes by itself (`extra_config` added), acme-av 1.0 complete and 2.0 rolling, and
+/// `terminals` terminals `<prefix>-<i>` enrolled straight into the store.
+async fn started(
+    extra_config: &str,
+    prefix: &str,
+    terminals: u64,
+) -> (tempfile::TempDir, Arc<Center>, i64) {
     herd_tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
@@ -70,11 +76,10 @@ async fn faults_attributed_to_a_rolling_release_halt_it_and_plan_it_back() {
             .await
             .unwrap(),
     );
-    // One ring reaching everyone that never promotes by itself: only faults move it here.
     let file = ConfigFile::parse(
         "test",
         &format!(
-            "data_dir = {:?}\nrollout_rings = \"all=100%/0s/1000\"\nrollout_max_bad = 2\n",
+            "data_dir = {:?}\nrollout_rings = \"all=100%/0s/1000\"\nrollout_max_bad = 2\n{extra_config}",
             dir.path().join("data").display().to_string()
         ),
     )
@@ -83,7 +88,6 @@ async fn faults_attributed_to_a_rolling_release_halt_it_and_plan_it_back() {
         .await
         .unwrap();
     let now = herd_center::unix_now();
-
     center
         .publish_feed(&Caller::Operator, "acme", &feed(&[("1.0", 1)]))
         .await
@@ -94,43 +98,44 @@ async fn faults_attributed_to_a_rolling_release_halt_it_and_plan_it_back() {
         .await
         .unwrap();
     center.rollout_tick(now).await.unwrap();
-    assert_eq!(
-        center.rollout_summary(RELEASE).await.unwrap().phase,
-        "rolling"
-    );
-
+    let hash = "h".repeat(64);
     store
         .enrol_token_insert(EnrolTokenRow {
-            hash: "h".repeat(64),
+            hash: hash.clone(),
             label: "rollouts".to_owned(),
-            uses_left: 4,
+            uses_left: terminals,
             created_at: 0,
             expires_at: i64::MAX,
             reenrol_terminal: None,
         })
         .await
         .unwrap();
-    for i in 0..4 {
-        store
-            .enrol(
-                &"h".repeat(64),
-                1,
-                NewTerminal {
-                    id: format!("t-{i}"),
-                    user: None,
-                    hardware: r#"{"kind":"linux","platform":"linux"}"#.to_owned(),
-                    tz: None,
-                    group: UNKNOWN_GROUP.to_owned(),
-                    cert_sha256: format!("{i:064x}"),
-                    enrolled_at: 1,
-                    address: "127.0.0.1".to_owned(),
-                    site: None,
-                },
-            )
-            .await
-            .unwrap();
+    for i in 0..terminals {
+        let terminal = NewTerminal {
+            id: format!("{prefix}-{i}"),
+            user: None,
+            hardware: r#"{"kind":"linux","platform":"linux"}"#.to_owned(),
+            tz: None,
+            group: UNKNOWN_GROUP.to_owned(),
+            cert_sha256: format!("{i:064x}"),
+            enrolled_at: 1,
+            address: "127.0.0.1".to_owned(),
+            site: None,
+        };
+        store.enrol(&hash, 1, terminal).await.unwrap();
     }
     center.follow_terminal_changes().await.unwrap();
+    (dir, center, now)
+}
+
+#[tokio::test]
+async fn faults_attributed_to_a_rolling_release_halt_it_and_plan_it_back() {
+    // One ring reaching everyone that never promotes by itself: only faults move it here.
+    let (_dir, center, now) = started("", "t", 4).await;
+    assert_eq!(
+        center.rollout_summary(RELEASE).await.unwrap().phase,
+        "rolling"
+    );
     for i in 0..3 {
         check_in(&center, &format!("t-{i}"), on("2.0", 2)).await;
     }
@@ -169,68 +174,7 @@ async fn faults_attributed_to_a_rolling_release_halt_it_and_plan_it_back() {
 
 #[tokio::test]
 async fn terminals_that_go_silent_after_receiving_a_release_halt_it() {
-    herd_tls::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("herd.db"))
-            .await
-            .unwrap(),
-    );
-    let file = ConfigFile::parse(
-        "test",
-        &format!(
-            "data_dir = {:?}\nrollout_rings = \"all=100%/0s/1000\"\nrollout_max_bad = 2\n\
-             checkin_interval_secs = 60\n",
-            dir.path().join("data").display().to_string()
-        ),
-    )
-    .unwrap();
-    let center = Center::open_with_store(CenterConfig::from_file(file).unwrap(), store.clone())
-        .await
-        .unwrap();
-    let now = herd_center::unix_now();
-    center
-        .publish_feed(&Caller::Operator, "acme", &feed(&[("1.0", 1)]))
-        .await
-        .unwrap();
-    center.rollout_tick(now).await.unwrap();
-    center
-        .publish_feed(&Caller::Operator, "acme", &feed(&[("1.0", 1), ("2.0", 2)]))
-        .await
-        .unwrap();
-    center.rollout_tick(now).await.unwrap();
-    store
-        .enrol_token_insert(EnrolTokenRow {
-            hash: "s".repeat(64),
-            label: "silent".to_owned(),
-            uses_left: 3,
-            created_at: 0,
-            expires_at: i64::MAX,
-            reenrol_terminal: None,
-        })
-        .await
-        .unwrap();
-    for i in 0..3 {
-        store
-            .enrol(
-                &"s".repeat(64),
-                1,
-                NewTerminal {
-                    id: format!("s-{i}"),
-                    user: None,
-                    hardware: r#"{"kind":"linux","platform":"linux"}"#.to_owned(),
-                    tz: None,
-                    group: UNKNOWN_GROUP.to_owned(),
-                    cert_sha256: format!("{:064x}", 100 + i),
-                    enrolled_at: 1,
-                    address: "127.0.0.1".to_owned(),
-                    site: None,
-                },
-            )
-            .await
-            .unwrap();
-    }
-    center.follow_terminal_changes().await.unwrap();
+    let (_dir, center, now) = started("checkin_interval_secs = 60\n", "s", 3).await;
     // Three terminals are planned 2.0; s-2 comes back on it, the other two are never heard of.
     for i in 0..3 {
         let plan = check_in(&center, &format!("s-{i}"), on("1.0", 1))
