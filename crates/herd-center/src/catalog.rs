@@ -26,6 +26,8 @@ pub struct CatalogSnapshot {
     /// The planner tables built for this catalog, which every worker thread's planner shares
     /// (see `planners`), for the span of time they hold.
     pub(crate) planner_tables: std::sync::Mutex<Option<herd_planner::Planner<Arc<Catalog>>>>,
+    /// The releases of this catalog under rollout, as the planners take them (`rollouts`).
+    gates: std::sync::RwLock<Arc<herd_planner::rings::RingGates>>,
 }
 
 impl CatalogSnapshot {
@@ -72,7 +74,18 @@ impl CatalogSnapshot {
             revision,
             catalog,
             planner_tables: std::sync::Mutex::new(None),
+            gates: Default::default(),
         }
+    }
+
+    /// The rollout gates planners of this catalog plan under.
+    pub fn gates(&self) -> Arc<herd_planner::rings::RingGates> {
+        self.gates.read().expect("gates lock").clone()
+    }
+
+    /// Plans from now on under `gates` (which must name this catalog's releases).
+    pub fn set_gates(&self, gates: Arc<herd_planner::rings::RingGates>) {
+        *self.gates.write().expect("gates lock") = gates;
     }
 
     /// The merged `herd.catalog/v1` document this catalog was built from.

@@ -187,6 +187,23 @@ site_cache_bytes = 10737418240
 # Center only: a site that has not pulled for this many seconds after a change is pushed to
 # (the center calls the site's URL, which then pulls at once).
 site_push_after_secs = 90
+
+# Rollout rings (SPEC §3.4): empty offers every release to every terminal at once. Otherwise
+# each new release of a product reaches the fleet ring by ring, as
+# "name=PERCENT%/SOAKs/MIN_SUCCESSES" separated by commas, e.g.
+# "canary=1%/600s/5, early=10%/1800s/50, broad=100%/0s/0": a terminal is in a ring by a
+# stable hash of its id and the release; a ring is promoted once it ran SOAK seconds and MIN
+# successful installs were reported; the last ring reaches 100 %. A product's first release
+# is not gated, nor are the releases a center had when rings were switched on.
+rollout_rings = ""
+# A rollout is halted, its release withdrawn and planned back to the last good release on the
+# terminals that took it, once this many failed installs and faults attributed to it arrived…
+rollout_max_bad = 5
+# …or once they are over this percentage of its reports, counted from rollout_min_reports on.
+rollout_max_bad_percent = 20
+rollout_min_reports = 20
+# How often each center process looks at the rollouts (promotions and halts are this late).
+rollout_check_secs = 2
 "#;
 
 /// The file's keys, as written; every field optional so flags can fill the gaps.
@@ -246,6 +263,11 @@ pub struct ConfigFile {
     pub site_poll_secs: Option<u64>,
     pub site_cache_bytes: Option<u64>,
     pub site_push_after_secs: Option<u64>,
+    pub rollout_rings: Option<String>,
+    pub rollout_max_bad: Option<u64>,
+    pub rollout_max_bad_percent: Option<u64>,
+    pub rollout_min_reports: Option<u64>,
+    pub rollout_check_secs: Option<u64>,
 }
 
 impl ConfigFile {
@@ -322,6 +344,8 @@ pub struct CenterConfig {
     pub site: Option<SiteConfig>,
     /// A center pushes to a site that has not pulled for this long after a change.
     pub site_push_after: std::time::Duration,
+    /// Rollout rings and thresholds; `None`: every release is offered to everyone at once.
+    pub rollouts: Option<crate::rollouts::RolloutSettings>,
 }
 
 /// A site server's settings (`role = "site"`).
@@ -786,7 +810,15 @@ impl CenterConfig {
             Some(0) => bail!("site_push_after_secs: must be at least 1"),
             Some(secs) => std::time::Duration::from_secs(secs),
         };
+        let rollouts = crate::rollouts::RolloutSettings::from_keys(
+            file.rollout_rings.as_deref().unwrap_or(""),
+            file.rollout_max_bad,
+            file.rollout_max_bad_percent,
+            file.rollout_min_reports,
+            file.rollout_check_secs,
+        )?;
         Ok(CenterConfig {
+            rollouts,
             site,
             site_push_after,
             tuf_lifetimes,

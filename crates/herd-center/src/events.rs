@@ -122,6 +122,13 @@ impl Center {
                 (i, kind)
             })
             .collect();
+        // Plan reports count for the rollouts of the releases they concern (`rollouts`).
+        let reports: Vec<(usize, PlanReport)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row.kind == events::PLAN_REPORT)
+            .filter_map(|(i, row)| Some((i, serde_json::from_str(&row.data).ok()?)))
+            .collect();
         let count = rows.len();
         // What the live view shows of the batch, taken before the rows go to the writer.
         let happenings: Vec<(String, String, i64)> = if self.live.watched() {
@@ -156,6 +163,12 @@ impl Center {
         for (_, kind) in refusals.iter().filter(|(i, _)| *i >= stored) {
             self.metrics.count_trust_refusal(kind);
         }
+        let new_reports: Vec<PlanReport> = reports
+            .into_iter()
+            .filter(|(i, _)| *i >= stored)
+            .map(|(_, report)| report)
+            .collect();
+        self.count_plan_reports(&terminal.id, &new_reports).await;
         self.metrics
             .events_accepted
             .fetch_add(outcome.accepted, Relaxed);

@@ -37,6 +37,7 @@ mod packages;
 mod placement;
 pub mod planners;
 mod registry;
+pub mod rollouts;
 pub mod sessions;
 pub mod site;
 mod sites;
@@ -120,6 +121,8 @@ pub struct Center {
     pub waits: wait::Waits,
     /// What happens, for whoever watches (the console's live view).
     pub live: live::Live,
+    /// The rollouts this process read last (see `rollouts`).
+    rollouts: rollouts::RolloutCache,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -229,7 +232,10 @@ impl Center {
             site,
             center_client: std::sync::Mutex::new(None),
             live: live::Live::default(),
+            rollouts: Default::default(),
         });
+        // Before anything is planned: a release under rollout is never offered beyond its ring.
+        center.load_rollouts().await?;
         center.note_server_cert_expiry();
         center.bootstrap_operator_token().await?;
         center.reload_groups().await?;
@@ -325,6 +331,8 @@ impl Center {
     /// Makes `snapshot` the catalog this process plans with, unless a newer one is installed.
     pub(crate) fn install_catalog(&self, snapshot: CatalogSnapshot) {
         let revision = snapshot.revision;
+        // Gated before anyone plans with it: a release it adds starts in its first ring.
+        self.gate_snapshot(&snapshot);
         {
             let mut current = self.catalog.write().expect("catalog lock");
             if revision <= current.revision {
@@ -340,8 +348,8 @@ impl Center {
         self.announce_changes();
     }
 
-    /// The change token: the catalog revision, the groups revision and the version of the
-    /// served `timestamp.json`, as `C.G.T`. It moves whenever a terminal's plan may differ or
+    /// The change token: the catalog revision, the groups revision, the version of the
+    /// served `timestamp.json` and the generation of the rollout gates, as `C.G.T.R`. It moves whenever a terminal's plan may differ or
     /// new signed metadata is there.
     pub fn change_token(&self) -> String {
         let timestamp = match self.site() {
@@ -349,10 +357,11 @@ impl Center {
             None => self.trust.timestamp_version(),
         };
         format!(
-            "{}.{}.{}",
+            "{}.{}.{}.{}",
             self.catalog().revision,
             self.caches.groups_revision(),
-            timestamp
+            timestamp,
+            self.rollouts.generation()
         )
     }
 

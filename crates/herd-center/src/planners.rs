@@ -57,7 +57,14 @@ fn with_thread_planner<R>(
                 rendered: RenderedPlans::default(),
             });
         }
-        f(slot.as_mut().expect("just filled"))
+        let state = slot.as_mut().expect("just filled");
+        // Rollout gates change without the catalog: plans made under others are forgotten.
+        let gates = snapshot.gates();
+        if !Arc::ptr_eq(state.planner.gates(), &gates) {
+            state.planner.set_gates(gates);
+            state.rendered = RenderedPlans::default();
+        }
+        f(state)
     })
 }
 
@@ -123,6 +130,8 @@ impl RenderedPlans {
 const MAX_RENDERED_PLANS: usize = 4096;
 
 struct RenderedEntry {
+    /// The releases under rollout withheld from the terminal the entry was made for.
+    withheld: u64,
     /// The terminal the entry was made for, standing for its inputs (id and user ignored).
     inputs: Terminal,
     /// The plan's JSON after `{"terminal":"<id>"`; `None` when the plan depends on the id.
@@ -176,12 +185,15 @@ pub fn render_plan(
     terminal: &Terminal,
 ) -> RenderedPlan {
     with_thread_planner(snapshot, now, |state| {
-        let hash = inputs_hash(terminal);
-        let known = state
-            .rendered
-            .by_hash
-            .get(&hash)
-            .and_then(|entries| entries.iter().find(|e| same_inputs(&e.inputs, terminal)));
+        // Under rollout rings the plan depends on the terminal's rings too (its id, hashed
+        // per release), which the mask of withheld releases stands for.
+        let withheld = state.planner.withheld_mask(terminal);
+        let hash = inputs_hash(terminal) ^ withheld.rotate_left(17);
+        let known = state.rendered.by_hash.get(&hash).and_then(|entries| {
+            entries
+                .iter()
+                .find(|e| e.withheld == withheld && same_inputs(&e.inputs, terminal))
+        });
         if let Some(entry) = known {
             if let Some(rest) = &entry.rest {
                 let mut json =
@@ -200,9 +212,19 @@ pub fn render_plan(
         let rendered = render_uncached(&mut state.planner, terminal);
         if state.rendered.entries < MAX_RENDERED_PLANS {
             // The same inputs under another id: equal remainders show the id is only echoed.
+            // Under rollout rings the other id must fall in the same rings, or its plan says
+            // nothing of this entry: a few are tried (a ring of 1 % rarely has one, and its
+            // terminals are then rendered one by one, which costs 1 % of check-ins).
             let mut other = terminal.clone();
-            other.id.push_str("-x");
-            let other_json = render_uncached(&mut state.planner, &other).json;
+            let mut other_json = String::new();
+            for suffix in ["-x", "-y", "-z", "-w", "-v", "-u", "-t", "-s"] {
+                other.id.truncate(terminal.id.len());
+                other.id.push_str(suffix);
+                if state.planner.withheld_mask(&other) == withheld {
+                    other_json = render_uncached(&mut state.planner, &other).json;
+                    break;
+                }
+            }
             let rest = split_after_id(&rendered.json, &terminal.id)
                 .filter(|&rest| split_after_id(&other_json, &other.id) == Some(rest))
                 .map(str::to_owned);
@@ -213,6 +235,7 @@ pub fn render_plan(
                 .entry(hash)
                 .or_default()
                 .push(RenderedEntry {
+                    withheld,
                     inputs: terminal.clone(),
                     rest,
                     action: rendered.action,
@@ -327,6 +350,42 @@ mod tests {
                     .all(|entry| entry.rest.is_some())
             );
         });
+    }
+
+    #[test]
+    fn under_rollout_rings_each_terminal_gets_the_plan_of_its_own_rings() {
+        use herd_planner::rings::{Gate, Offer, RingGates, release_key, ring_bucket};
+        let snapshot = seed_snapshot();
+        let now = Timestamp::parse("2000-11-13T08:00:00+09:00").expect("a time");
+        let catalog = &snapshot.catalog;
+        let b = (0..catalog.releases.len() as u32)
+            .map(herd_core::ReleaseIdx)
+            .find(|&r| catalog.product(catalog.release(r).product).id == "vaccine-b")
+            .expect("vaccine-b 7.0");
+        let key = release_key(catalog, b);
+        let gates = Arc::new(RingGates::new(vec![Gate {
+            release: b,
+            key: key.clone(),
+            offer: Offer::Ring { reach: 5000 },
+        }]));
+        snapshot.set_gates(gates.clone());
+        let (mut inside, mut outside) = (0, 0);
+        for i in 0..80 {
+            let id = format!("ringed-{i}");
+            let terminal = terminal(&snapshot, &id, "phone", r#"{"apply": "latest-any-vendor"}"#);
+            let mut fresh = Planner::new(snapshot.catalog.clone(), now);
+            fresh.set_gates(gates.clone());
+            let expected = serde_json::to_string(&fresh.plan_doc(&terminal)).expect("json");
+            let rendered = render_plan(&snapshot, now, &terminal);
+            assert_eq!(rendered.json, expected, "{id}");
+            let switched = rendered.action == Action::Switch;
+            assert_eq!(switched, ring_bucket(&key, &id) < 5000, "{id}");
+            if switched { inside += 1 } else { outside += 1 }
+        }
+        assert!(
+            inside > 10 && outside > 10,
+            "{inside} inside, {outside} outside"
+        );
     }
 
     #[test]

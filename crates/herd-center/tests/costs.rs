@@ -446,6 +446,26 @@ impl Store for Counting {
         self.count("plan_reports_by_hour");
         self.inner.plan_reports_by_hour(since).await
     }
+    async fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError> {
+        self.count("rollouts");
+        self.inner.rollouts().await
+    }
+    async fn rollout_insert(&self, row: &RolloutRow) -> Result<bool, StoreError> {
+        self.count("rollout_insert");
+        self.inner.rollout_insert(row).await
+    }
+    async fn rollout_transition(
+        &self,
+        row: &RolloutRow,
+        reset_counts: bool,
+    ) -> Result<bool, StoreError> {
+        self.count("rollout_transition");
+        self.inner.rollout_transition(row, reset_counts).await
+    }
+    async fn rollout_count(&self, release: &str, add: RolloutCounts) -> Result<bool, StoreError> {
+        self.count("rollout_count");
+        self.inner.rollout_count(release, add).await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

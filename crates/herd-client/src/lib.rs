@@ -15,6 +15,7 @@
 
 mod error;
 mod repository;
+mod rollouts;
 mod site;
 mod tls;
 mod transfer;

@@ -258,24 +258,25 @@ impl Index {
                             })
                         })
                         .collect();
-                    ranked.sort_by(|a, b| {
-                        a.severity
-                            .cmp(&b.severity)
-                            .then_with(|| {
-                                index.track[a.product.get()].cmp(&index.track[b.product.get()])
-                            })
-                            .then_with(|| {
-                                catalog
-                                    .product(a.product)
-                                    .id
-                                    .cmp(&catalog.product(b.product).id)
-                            })
-                    });
+                    ranked.sort_by(|a, b| index.rank_order(catalog, a, b));
                     ranked
                 })
             })
             .collect();
         index
+    }
+
+    /// The order of candidates, best first: by severity, then track record, then product id.
+    pub fn rank_order(&self, catalog: &Catalog, a: &Ranked, b: &Ranked) -> Ordering {
+        a.severity
+            .cmp(&b.severity)
+            .then_with(|| self.track[a.product.get()].cmp(&self.track[b.product.get()]))
+            .then_with(|| {
+                catalog
+                    .product(a.product)
+                    .id
+                    .cmp(&catalog.product(b.product).id)
+            })
     }
 
     /// The gap severity of `product` at definitions `seq` (no product: every required threat is a gap).

@@ -17,6 +17,7 @@
 
 mod index;
 mod render;
+pub mod rings;
 pub mod script;
 
 use std::ops::Deref;
@@ -31,6 +32,7 @@ use rustc_hash::FxHashMap;
 pub use herd_proto::plan::LISTED_THREATS;
 use index::{GapIter, Index};
 pub use index::{Ranked, Severity, TrackRecord};
+use rings::RingGates;
 
 /// What a plan does (SPEC §4 `action`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,6 +94,8 @@ pub struct Decision {
     pub update: Option<Ranked>,
     /// The release the plan installs, with its gap severity.
     pub chosen: Option<Ranked>,
+    /// The installed release was halted and reverted: `update` goes back to an earlier one.
+    pub reverting: bool,
     /// The words of the plan (bounded threat lists, reason), written the first time a plan
     /// with this decision is rendered and shared by every later one: they depend on the
     /// decision and the tables only, never on the terminal or the exact `now`.
@@ -159,6 +163,9 @@ struct DecisionKey {
     /// The group's vendor allow-list: it changes which switches and alternatives exist. A
     /// shared set, so a key of a restricted group costs a reference count, not a copy.
     vendors: Option<AllowedVendors>,
+    /// The releases under rollout withheld from the terminal ([`RingGates::withheld_mask`]):
+    /// the decision is made as if they did not exist yet.
+    withheld: u64,
 }
 
 /// Uninstall scripts depend on the installed version too; it is matched within the entry so
@@ -208,6 +215,9 @@ pub struct Planner<C: Deref<Target = Catalog> = &'static Catalog> {
     decisions: FxHashMap<DecisionKey, Arc<Decision>>,
     install_scripts: FxHashMap<(ReleaseIdx, usize), Arc<str>>,
     uninstall_scripts: FxHashMap<UninstallKey, Vec<(String, Uninstall)>>,
+    /// The releases under rollout and how far each is offered (empty: every release is
+    /// offered to every terminal, as before rings).
+    gates: Arc<RingGates>,
 }
 
 impl<C: Deref<Target = Catalog>> Planner<C> {
@@ -220,6 +230,31 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             decisions: FxHashMap::default(),
             install_scripts: FxHashMap::default(),
             uninstall_scripts: FxHashMap::default(),
+            gates: Arc::default(),
+        }
+    }
+
+    /// Plans from now on under these rollouts (of this planner's catalog: gates name its
+    /// release indices). The memoised decisions are forgotten when the gates differ; the
+    /// tables and scripts are kept.
+    pub fn set_gates(&mut self, gates: Arc<RingGates>) {
+        if *self.gates != *gates {
+            self.decisions.clear();
+        }
+        self.gates = gates;
+    }
+
+    pub fn gates(&self) -> &Arc<RingGates> {
+        &self.gates
+    }
+
+    /// The releases under rollout withheld from `terminal`, as a mask over the gates: two
+    /// terminals with the same inputs and mask get the same plan.
+    pub fn withheld_mask(&self, terminal: &Terminal) -> u64 {
+        if self.gates.is_empty() {
+            0
+        } else {
+            self.gates.withheld_mask(&terminal.id)
         }
     }
 
@@ -245,6 +280,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             decisions: FxHashMap::default(),
             install_scripts: FxHashMap::default(),
             uninstall_scripts: FxHashMap::default(),
+            gates: self.gates.clone(),
         }
     }
 
@@ -304,6 +340,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             min_danger: policy.min_danger,
             apply: policy.apply,
             vendors: policy.vendors.clone(),
+            withheld: self.withheld_mask(terminal),
         };
         let decision = match self.decisions.get(&key) {
             Some(decision) => decision.clone(),
@@ -347,9 +384,58 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             severity: index.severity(product, seq, key.min_danger),
         };
         let current = gap_of(installed_product, installed_seq);
-        let ranked = key
+        let gates = &*self.gates;
+        let now = self.now;
+        // Under rollout rings a withheld release does not exist for this terminal: each
+        // product's candidate is its newest release the terminal may be offered.
+        let withheld = |release: ReleaseIdx| gates.withholds(key.withheld, release);
+        let offered = |product: ProductIdx, platform: PlatformIdx| -> Option<ReleaseIdx> {
+            let newest = index.candidate(product, platform)?;
+            if !withheld(newest) {
+                return Some(newest);
+            }
+            catalog.releases_of(product).rev().find(|&r| {
+                let release = catalog.release(r);
+                release.published <= now
+                    && !withheld(r)
+                    && release.packages.iter().any(|p| p.platform == platform)
+            })
+        };
+        let all_ranked = key
             .platform
             .map_or(&[][..], |platform| index.ranked(platform, key.min_danger));
+        let regated: Vec<Ranked>;
+        let ranked = match key.platform {
+            Some(platform) if all_ranked.iter().any(|r| withheld(r.release)) => {
+                let mut list: Vec<Ranked> = all_ranked
+                    .iter()
+                    .filter_map(|r| {
+                        if !withheld(r.release) {
+                            return Some(*r);
+                        }
+                        let release = offered(r.product, platform)?;
+                        Some(Ranked {
+                            product: r.product,
+                            release,
+                            severity: index.severity(
+                                Some(r.product),
+                                catalog.release(release).seq,
+                                key.min_danger,
+                            ),
+                        })
+                    })
+                    .collect();
+                list.sort_by(|a, b| index.rank_order(catalog, a, b));
+                regated = list;
+                &regated[..]
+            }
+            _ => all_ranked,
+        };
+        // A release halted and reverted: a terminal running it goes back to the newest
+        // release of its product it may be offered, even an older one.
+        let reverting = installed_product
+            .and_then(|product| catalog.release_by_seq(product, installed_seq))
+            .is_some_and(|release| gates.reverts(release));
         // A group's allow-list removes other vendors' products from what a terminal may switch
         // to and from the alternatives it is shown; the installed product's updates stay.
         let allowed = |candidate: &Ranked| match &key.vendors {
@@ -359,9 +445,8 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
 
         // Rule 5: a newer release of the installed product for this platform.
         let update = match (installed_product, key.platform) {
-            (Some(product), Some(platform)) => index
-                .candidate(product, platform)
-                .filter(|&r| catalog.release(r).seq > installed_seq)
+            (Some(product), Some(platform)) => offered(product, platform)
+                .filter(|&r| reverting || catalog.release(r).seq > installed_seq)
                 .map(|release| Ranked {
                     product,
                     release,
@@ -438,6 +523,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
             installed: key.installed,
             update,
             chosen,
+            reverting: reverting && chosen.is_some_and(|c| Some(c.product) == installed_product),
             text: TextCache::default(),
         }
     }
@@ -595,6 +681,7 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
                 chosen: decision.chosen.as_ref(),
                 after: &decision.uncovered_after,
                 alternatives: &decision.alternatives,
+                reverting: decision.reverting,
             },
         )
     }

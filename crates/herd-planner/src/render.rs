@@ -88,6 +88,8 @@ pub(crate) struct ReasonFacts<'a> {
     pub chosen: Option<&'a Ranked>,
     pub after: &'a Gap,
     pub alternatives: &'a [Ranked],
+    /// The installed release was halted and reverted (rollout rings): the plan goes back.
+    pub reverting: bool,
 }
 
 /// `vaccine-a 5.1 (a-1101)`, or `vaccine-a at definitions seq 1105` for a seq the catalog does not list.
@@ -221,6 +223,17 @@ pub(crate) fn reason(
         (Action::Update | Action::Switch, _) => {
             let target = f.chosen.expect("update and switch have a target");
             let to = describe_ranked(planner, target);
+            if let (true, Some(from)) = (f.reverting, &from) {
+                return format!(
+                    "{from} was withdrawn: its rollout was halted after failures on the terminals \
+                     that received it; going back to {to}, which {}; {policy}",
+                    if f.after.severity.is_empty() {
+                        "covers every required threat".to_owned()
+                    } else {
+                        format!("leaves {} uncovered", list_gap(planner, f.after))
+                    }
+                );
+            }
             let lead = match &from {
                 Some(from) if f.current.severity.is_empty() => {
                     return format!("{to} is newer than {from}; {policy}");

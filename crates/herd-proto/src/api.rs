@@ -1144,6 +1144,49 @@ pub struct RoleAccepted {
     pub snapshot_version: u64,
 }
 
+/// `GET /v1/rollouts` (operator): one release's rollout in rings (SPEC §3.4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RolloutSummary {
+    /// `vendor/product/version`.
+    pub release: String,
+    pub product: String,
+    pub version: String,
+    pub seq: u64,
+    /// `rolling`, `paused`, `complete` or `reverted` (halted, withdrawn and planned back on
+    /// the terminals that took it).
+    pub phase: String,
+    /// The current ring's name (`canary`…) and index among the configured rings.
+    pub ring: String,
+    pub ring_index: u32,
+    /// How much of the fleet the current ring reaches, in basis points (10,000: everyone).
+    pub reach_bp: u32,
+    /// RFC 3339.
+    pub started_at: String,
+    pub ring_started_at: String,
+    pub updated_at: String,
+    /// Why it was halted, or what an operator said.
+    pub reason: Option<String>,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub faults: u64,
+    pub silent: u64,
+}
+
+/// What an operator does to a rollout (`POST /v1/rollouts/{vendor}/{product}/{version}/{action}`).
+pub mod rollout_actions {
+    /// Hold it at its current ring (still offered within it).
+    pub const PAUSE: &str = "pause";
+    /// Let a paused or reverted rollout go on from its current ring, counting afresh.
+    pub const RESUME: &str = "resume";
+    /// Move it to its next ring now (or complete it from the last).
+    pub const PROMOTE: &str = "promote";
+    /// Halt it and plan the terminals that took it back to the last good release.
+    pub const REVERT: &str = "revert";
+    pub const ALL: [&str; 4] = [PAUSE, RESUME, PROMOTE, REVERT];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

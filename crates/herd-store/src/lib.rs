@@ -1066,4 +1066,53 @@ pub trait Store: Send + Sync + Debug {
     /// and outcome (`succeeded`, `rolled_back`, `declined`, or `other`), oldest hour first.
     async fn plan_reports_by_hour(&self, since: i64)
     -> Result<Vec<(i64, String, u64)>, StoreError>;
+    // Rollout rings (migration 0013).
+    /// Every release under rollout (or that went through one), by release key.
+    async fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError>;
+    /// Starts a rollout unless the release has one already (then nothing changes: `false`).
+    async fn rollout_insert(&self, row: &RolloutRow) -> Result<bool, StoreError>;
+    /// A transition (phase, ring, when, why), written only if the stored row is still at
+    /// `row.row_version` (which then moves one up); `reset_counts` zeroes the counters (an
+    /// operator resuming a halted rollout starts counting again). `false`: someone else
+    /// moved it first, or it is gone.
+    async fn rollout_transition(
+        &self,
+        row: &RolloutRow,
+        reset_counts: bool,
+    ) -> Result<bool, StoreError>;
+    /// Adds to a rollout's counters in place (no version change) while it is `rolling` or
+    /// `paused`; other phases and unknown releases are left alone (`false`).
+    async fn rollout_count(&self, release: &str, add: RolloutCounts) -> Result<bool, StoreError>;
+}
+
+/// What a rollout counted: successful and failed installs, faults attributed to the release,
+/// terminals that stopped checking in after receiving it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RolloutCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub faults: u64,
+    pub silent: u64,
+}
+
+/// One release's rollout (migration 0013).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutRow {
+    /// `vendor/product/version`.
+    pub release: String,
+    pub product: String,
+    pub version: String,
+    pub seq: u64,
+    /// `rolling`, `paused`, `complete` or `reverted`.
+    pub phase: String,
+    /// Index into the configured rings.
+    pub ring: u32,
+    pub ring_started: i64,
+    pub started_at: i64,
+    pub updated_at: i64,
+    /// Why it was last halted, paused or moved by an operator.
+    pub reason: Option<String>,
+    pub counts: RolloutCounts,
+    /// Moves one up with every transition.
+    pub row_version: u64,
 }

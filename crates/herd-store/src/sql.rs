@@ -29,9 +29,9 @@ use crate::{
     ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite,
     FeedClaims, FleetCountRow, GroupRow, InterfaceRow, InterfaceSeen, LinkTaken, NewTerminal,
     OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem,
-    QueueStats, QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, SiteRow,
-    Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument,
-    TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    QueueStats, QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role, RolloutCounts,
+    RolloutRow, RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
+    TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2284,6 +2284,87 @@ where
             })
             .collect()
     }
+    async fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError> {
+        sqlx::query(
+            "SELECT release, product, version, seq, phase, ring, ring_started, started_at, \
+             updated_at, reason, succeeded, failed, faults, silent, row_version \
+             FROM rollouts ORDER BY started_at, release",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(rollout_from_row)
+        .collect()
+    }
+
+    async fn rollout_insert(&self, row: &RolloutRow) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO rollouts (release, product, version, seq, phase, ring, ring_started, \
+             started_at, updated_at, reason, succeeded, failed, faults, silent, row_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1) \
+             ON CONFLICT (release) DO NOTHING",
+        )
+        .bind(row.release.as_str())
+        .bind(row.product.as_str())
+        .bind(row.version.as_str())
+        .bind(to_db_int(row.seq, "rollout seq")?)
+        .bind(row.phase.as_str())
+        .bind(i64::from(row.ring))
+        .bind(row.ring_started)
+        .bind(row.started_at)
+        .bind(row.updated_at)
+        .bind(row.reason.as_deref())
+        .bind(to_db_int(row.counts.succeeded, "rollout count")?)
+        .bind(to_db_int(row.counts.failed, "rollout count")?)
+        .bind(to_db_int(row.counts.faults, "rollout count")?)
+        .bind(to_db_int(row.counts.silent, "rollout count")?)
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&result) == 1)
+    }
+
+    async fn rollout_transition(
+        &self,
+        row: &RolloutRow,
+        reset_counts: bool,
+    ) -> Result<bool, StoreError> {
+        let reset = if reset_counts {
+            ", succeeded = 0, failed = 0, faults = 0, silent = 0"
+        } else {
+            ""
+        };
+        let result = sqlx::query(assembled(format!(
+            "UPDATE rollouts SET phase = $2, ring = $3, ring_started = $4, updated_at = $5, \
+             reason = $6, row_version = row_version + 1{reset} \
+             WHERE release = $1 AND row_version = $7"
+        )))
+        .bind(row.release.as_str())
+        .bind(row.phase.as_str())
+        .bind(i64::from(row.ring))
+        .bind(row.ring_started)
+        .bind(row.updated_at)
+        .bind(row.reason.as_deref())
+        .bind(to_db_int(row.row_version, "rollout version")?)
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&result) == 1)
+    }
+
+    async fn rollout_count(&self, release: &str, add: RolloutCounts) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE rollouts SET succeeded = succeeded + $2, failed = failed + $3, \
+             faults = faults + $4, silent = silent + $5 \
+             WHERE release = $1 AND phase IN ('rolling', 'paused')",
+        )
+        .bind(release)
+        .bind(to_db_int(add.succeeded, "rollout count")?)
+        .bind(to_db_int(add.failed, "rollout count")?)
+        .bind(to_db_int(add.faults, "rollout count")?)
+        .bind(to_db_int(add.silent, "rollout count")?)
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&result) == 1)
+    }
 }
 
 /// A LIKE pattern matching `text` anywhere, lower-cased, its wildcards escaped with `\`.
@@ -2298,6 +2379,38 @@ fn like_contains(text: &str) -> String {
     }
     pattern.push('%');
     pattern
+}
+
+fn rollout_from_row<R: Row>(row: &R) -> Result<RolloutRow, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    let count = |column: &'static str| -> Result<u64, StoreError> {
+        from_db_int(row.try_get(column)?, "rollout count")
+    };
+    Ok(RolloutRow {
+        release: row.try_get("release")?,
+        product: row.try_get("product")?,
+        version: row.try_get("version")?,
+        seq: from_db_int(row.try_get("seq")?, "rollout seq")?,
+        phase: row.try_get("phase")?,
+        ring: u32::try_from(row.try_get::<i64, _>("ring")?)
+            .map_err(|_| StoreError::Corrupt("a rollout's ring is out of range".to_owned()))?,
+        ring_started: row.try_get("ring_started")?,
+        started_at: row.try_get("started_at")?,
+        updated_at: row.try_get("updated_at")?,
+        reason: row.try_get("reason")?,
+        counts: RolloutCounts {
+            succeeded: count("succeeded")?,
+            failed: count("failed")?,
+            faults: count("faults")?,
+            silent: count("silent")?,
+        },
+        row_version: from_db_int(row.try_get("row_version")?, "rollout version")?,
+    })
 }
 
 const SITE_SELECT: &str = "SELECT s.id, s.url, s.cert_sha256, s.enrolled_at, s.last_contact, \

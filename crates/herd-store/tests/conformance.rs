@@ -13,9 +13,9 @@ use herd_store::{
     ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow,
     InterfaceSeen, LinkTaken, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
     PackageRow, PlanWrite, QueueItem, QueuedItem, Recency, Registry, RenewError, Revisions,
-    RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
-    TerminalRow, ThreatOwnerRow, TufDocument, TufSigned, UNKNOWN_GROUP, VendorApprovalRow,
-    VendorKeyRow, VendorRoleRow,
+    RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow, Store, StoreError, StoredFeed,
+    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument, TufSigned,
+    UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow, VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -161,6 +161,7 @@ conformance!(
     sites_enrol_with_site_tokens_and_relay_only_for_terminals_they_served,
     a_site_replicates_catalog_and_groups_at_the_centers_revisions,
     a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_an_ack,
+    rollouts_start_once_move_only_from_the_version_read_and_count_in_place,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -3221,5 +3222,140 @@ async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {
             (7200, "succeeded".to_owned(), 2),
             (10_800, "succeeded".to_owned(), 1),
         ]
+    );
+}
+// --- rollout rings (migration 0013) ---------------------------------------------------------
+
+fn rollout(release: &str, seq: u64, started_at: i64) -> RolloutRow {
+    RolloutRow {
+        release: release.to_owned(),
+        product: "vaccine-a".to_owned(),
+        version: release.rsplit('/').next().unwrap_or_default().to_owned(),
+        seq,
+        phase: "rolling".to_owned(),
+        ring: 0,
+        ring_started: started_at,
+        started_at,
+        updated_at: started_at,
+        reason: None,
+        counts: RolloutCounts::default(),
+        row_version: 1,
+    }
+}
+
+async fn rollouts_start_once_move_only_from_the_version_read_and_count_in_place(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let other = fixture.another().await;
+    assert!(store.rollouts().await.expect("rollouts").is_empty());
+    let first = rollout("maker-a/vaccine-a/5.2", 1102, 100);
+    assert!(store.rollout_insert(&first).await.expect("insert"));
+    // A second process starting the same rollout changes nothing.
+    let mut again = rollout("maker-a/vaccine-a/5.2", 1102, 200);
+    again.phase = "complete".to_owned();
+    assert!(!other.rollout_insert(&again).await.expect("insert again"));
+    assert!(
+        store
+            .rollout_insert(&rollout("maker-a/vaccine-a/5.3", 1103, 150))
+            .await
+            .expect("insert")
+    );
+    let rows = other.rollouts().await.expect("rollouts");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0], first, "ordered by start, read back as written");
+
+    // Counters move in place, from any process, and leave the version alone.
+    let add = RolloutCounts {
+        succeeded: 3,
+        failed: 1,
+        faults: 2,
+        silent: 0,
+    };
+    assert!(
+        store
+            .rollout_count(&first.release, add)
+            .await
+            .expect("count")
+    );
+    assert!(
+        other
+            .rollout_count(&first.release, add)
+            .await
+            .expect("count")
+    );
+    assert!(
+        !store
+            .rollout_count("maker-a/vaccine-a/9.9", add)
+            .await
+            .expect("count of an unknown release")
+    );
+    let counted = &store.rollouts().await.expect("rollouts")[0];
+    assert_eq!(
+        counted.counts,
+        RolloutCounts {
+            succeeded: 6,
+            failed: 2,
+            faults: 4,
+            silent: 0
+        }
+    );
+    assert_eq!(counted.row_version, 1);
+
+    // Two processes halt from the same version: exactly one transition is stored.
+    let mut halt = counted.clone();
+    halt.phase = "reverted".to_owned();
+    halt.reason = Some("6 bad reports".to_owned());
+    halt.updated_at = 300;
+    let mut promote = counted.clone();
+    promote.ring = 1;
+    promote.ring_started = 300;
+    let (a, b) = tokio::join!(
+        store.rollout_transition(&halt, false),
+        other.rollout_transition(&promote, false)
+    );
+    assert!(
+        a.expect("halt") ^ b.expect("promote"),
+        "one of two racing transitions"
+    );
+    let moved = &store.rollouts().await.expect("rollouts")[0];
+    assert_eq!(moved.row_version, 2);
+    assert_eq!(
+        moved.counts, counted.counts,
+        "a transition keeps the counts"
+    );
+    // A stale version is refused; resuming from the current one may reset the counts.
+    assert!(!store.rollout_transition(&halt, true).await.expect("stale"));
+    let mut resume = moved.clone();
+    resume.phase = "rolling".to_owned();
+    resume.reason = Some("resumed by an operator".to_owned());
+    assert!(
+        store
+            .rollout_transition(&resume, true)
+            .await
+            .expect("resume")
+    );
+    let resumed = &store.rollouts().await.expect("rollouts")[0];
+    assert_eq!(
+        (resumed.phase.as_str(), resumed.row_version, resumed.counts),
+        ("rolling", 3, RolloutCounts::default())
+    );
+    assert_eq!(resumed.reason.as_deref(), Some("resumed by an operator"));
+    // Only a rolling or paused rollout counts: a complete or reverted one has decided.
+    let mut done = resumed.clone();
+    done.phase = "complete".to_owned();
+    assert!(
+        store
+            .rollout_transition(&done, false)
+            .await
+            .expect("complete")
+    );
+    assert!(
+        !store
+            .rollout_count(&first.release, add)
+            .await
+            .expect("count")
+    );
+    assert_eq!(
+        store.rollouts().await.expect("rollouts")[0].counts,
+        RolloutCounts::default()
     );
 }

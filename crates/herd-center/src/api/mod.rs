@@ -11,6 +11,7 @@ pub mod extract;
 pub mod listener;
 mod operators;
 mod registry;
+mod rollouts;
 pub mod site_mirror;
 mod sites;
 mod terminals;
@@ -48,7 +49,8 @@ use crate::{Center, CenterError};
         (name = "vendors", description = "Catalog feeds and packages (vendor or operator token)."),
         (name = "operators", description = "The fleet, the catalog, groups and tokens (operator token)."),
         (name = "sites", description = "Site servers: operators make site tokens and list sites; a site enrols, pulls, replicates and relays with its certificate; the center pushes to a site."),
-        (name = "public", description = "Health, the CA certificate, this document.")
+        (name = "public", description = "Health, the CA certificate, this document."),
+        (name = "rollouts", description = "Releases rolling out in rings: list, show, pause, resume, promote, revert (operator token).")
     )
 )]
 struct ApiDoc;
@@ -111,6 +113,9 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::site_terminal))
         .routes(routes!(sites::relay))
         .routes(routes!(sites::notify))
+        .routes(routes!(rollouts::list_rollouts))
+        .routes(routes!(rollouts::show_rollout))
+        .routes(routes!(rollouts::act_on_rollout))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
@@ -381,6 +386,7 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         );
         tokio::spawn(center.clone().collect_blobs_periodically(stop_rx.clone()));
         tokio::spawn(center.clone().push_to_late_sites(stop_rx.clone()));
+        tokio::spawn(center.clone().follow_rollouts(stop_rx.clone()));
     }
     let local = tls_listener.local_addr()?;
     let mut servers = vec![tokio::spawn(listener::serve(

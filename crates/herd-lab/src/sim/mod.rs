@@ -17,6 +17,7 @@ mod protect_sites;
 mod protect_wire;
 mod protect_worker;
 mod report;
+mod rollout;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ pub struct SimArgs {
 enum SimCommand {
     Checkins(CheckinArgs),
     Protect(protect::ProtectArgs),
+    Rollout(rollout::RolloutArgs),
     /// One worker process of `herd sim protect` (started by it; orders on stdin).
     #[command(hide = true)]
     ProtectWorker,
@@ -176,6 +178,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     match args.command {
         SimCommand::Checkins(args) => checkins(args),
         SimCommand::Protect(args) => protect::run(args),
+        SimCommand::Rollout(args) => rollout::run(args),
         SimCommand::ProtectWorker => protect_worker::run(),
     }
 }

@@ -9,4 +9,5 @@
 
 mod cases;
 mod properties;
+mod rings;
 mod scripts;

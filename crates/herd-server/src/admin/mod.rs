@@ -25,6 +25,7 @@ mod keys;
 mod output;
 mod plan;
 mod registry;
+mod rollouts;
 mod sites;
 mod table;
 mod tokens;
@@ -42,6 +43,7 @@ use console::ConsoleCommand;
 use fleet::{TerminalArgs, TerminalsArgs};
 use keys::KeysCommand;
 use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
+use rollouts::RolloutsCommand;
 use sites::SitesCommand;
 use tokens::{EnrolTokenCommand, TokenCommand};
 use trust::TrustCommand;
@@ -111,6 +113,9 @@ pub enum AdminCommand {
     /// The web console (/console/): a one-time sign-in link.
     #[command(subcommand)]
     Console(ConsoleCommand),
+    /// Releases rolling out in rings: list, show, pause, resume, promote, revert.
+    #[command(subcommand, visible_alias = "rollout")]
+    Rollouts(RolloutsCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -145,5 +150,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Keys(command) => keys::run(command),
         AdminCommand::Console(command) => console::run(command),
         AdminCommand::Sites(command) => sites::run(command),
+        AdminCommand::Rollouts(command) => rollouts::run(command),
     }
 }

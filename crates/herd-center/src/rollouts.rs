@@ -1,0 +1,671 @@
+//! Rollout rings at the center (SPEC §3.4, §3.3.5): every new release of a product reaches the
+//! fleet ring by ring (canary, early, broad: by a stable hash of terminal and release), is
+//! promoted when its ring soaked without crossing the error threshold, and is halted and
+//! reverted when failed installs or faults attributed to it cross it.
+//!
+//! The state lives in the store (`rollouts`, migration 0013) and every center process drives it
+//! with the same task ([`Center::follow_rollouts`]): it starts a rollout for each release the
+//! catalog gained, asks the pure policy (`herd_planner::rings::Policy`) what each rolling one
+//! calls for, stores a transition only from the version it read (so two processes never both
+//! promote or halt), and gives the planner the resulting gates. A release no row describes yet
+//! is gated as if it were in its first ring, so a publish is never offered beyond the canary
+//! ring in the instant before the task has seen it.
+//!
+//! Counting: plan reports feed successes and failed installs ([`Center::count_plan_reports`]),
+//! and fault intake calls [`Center::on_fault`]; terminals planned the release that stopped
+//! checking in for [`SILENT_AFTER_INTERVALS`] intervals count as silent.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::bail;
+use herd_core::{Catalog, ReleaseIdx};
+use herd_planner::rings::{
+    Counts, FULL_REACH, Gate, Phase, Policy, RingGates, RolloutState, Step, Thresholds,
+    parse_rings, release_key,
+};
+use herd_proto::api::{PlanReport, ReportOutcome, RolloutSummary, rollout_actions};
+use herd_store::{RolloutCounts, RolloutRow, StoreError};
+use tokio::sync::watch;
+
+use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::{Center, rfc3339, unix_now};
+
+/// The rings and thresholds rollouts follow (`rollout_*` keys); `None` in the configuration
+/// when `rollout_rings` is empty: every release is offered to every terminal at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutSettings {
+    pub policy: Policy,
+    /// How often each process looks at the rollouts.
+    pub check_every: Duration,
+}
+
+impl RolloutSettings {
+    /// From the configuration's keys; `rings` empty means no rollouts.
+    pub fn from_keys(
+        rings: &str,
+        max_bad: Option<u64>,
+        max_bad_percent: Option<u64>,
+        min_reports: Option<u64>,
+        check_secs: Option<u64>,
+    ) -> anyhow::Result<Option<RolloutSettings>> {
+        let rings = parse_rings(rings).map_err(|err| anyhow::anyhow!("rollout_rings: {err}"))?;
+        if rings.is_empty() {
+            return Ok(None);
+        }
+        let max_bad = max_bad.unwrap_or(5);
+        if max_bad == 0 {
+            bail!("rollout_max_bad: must be at least 1");
+        }
+        let max_bad_percent = max_bad_percent.unwrap_or(20);
+        if max_bad_percent > 100 {
+            bail!("rollout_max_bad_percent: {max_bad_percent} is over 100");
+        }
+        let check_secs = check_secs.unwrap_or(2);
+        if check_secs == 0 {
+            bail!("rollout_check_secs: must be at least 1");
+        }
+        Ok(Some(RolloutSettings {
+            policy: Policy {
+                rings,
+                thresholds: Thresholds {
+                    max_bad,
+                    max_bad_percent,
+                    min_reports: min_reports.unwrap_or(20),
+                },
+            },
+            check_every: Duration::from_secs(check_secs),
+        }))
+    }
+}
+
+/// A terminal planned a release under rollout that has not checked in for this many check-in
+/// intervals counts as silent (it may have crashed for good on the release).
+pub const SILENT_AFTER_INTERVALS: u64 = 3;
+
+/// What a process knows of the rollouts: the rows it read last, and a generation that moves
+/// whenever the gates it plans with change (part of the change token, so a halt wakes the
+/// terminals waiting on `/v1/wait`).
+#[derive(Debug, Default)]
+pub(crate) struct RolloutCache {
+    rows: Mutex<Vec<RolloutRow>>,
+    generation: AtomicU64,
+}
+
+impl RolloutCache {
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+}
+
+/// The state the policy reads from a stored row (an unknown phase reads as paused: held, not
+/// moved, until an operator says).
+fn state_of(row: &RolloutRow) -> RolloutState {
+    RolloutState {
+        phase: Phase::parse(&row.phase).unwrap_or(Phase::Paused),
+        ring: row.ring as usize,
+        ring_started: row.ring_started,
+        counts: Counts {
+            succeeded: row.counts.succeeded,
+            failed: row.counts.failed,
+            faults: row.counts.faults,
+            silent: row.counts.silent,
+        },
+    }
+}
+
+/// Whether the release has an earlier one of its product in the catalog: a product's first
+/// release has nothing to fall back to and no installed base to protect, so it is not gated.
+fn has_earlier_release(catalog: &Catalog, release: ReleaseIdx) -> bool {
+    let r = catalog.release(release);
+    catalog
+        .product_releases(r.product)
+        .first()
+        .is_some_and(|first| first.seq < r.seq)
+}
+
+/// The planner's gates for `catalog` under the stored rows. Releases without a row are gated
+/// in the first ring (a rollout not started yet), except a product's first release, and
+/// except before any rollout was ever recorded (the releases a center had when rollouts were
+/// switched on are not rolled out again: the task records them as complete).
+pub(crate) fn gates_for(catalog: &Catalog, rows: &[RolloutRow], policy: &Policy) -> RingGates {
+    let by_key: HashMap<&str, &RolloutRow> = rows.iter().map(|r| (r.release.as_str(), r)).collect();
+    let first_ring = policy.rings.first().map_or(FULL_REACH, |r| r.reach);
+    let mut gates = Vec::new();
+    for i in 0..catalog.releases.len() {
+        let release = ReleaseIdx(i as u32);
+        let key = release_key(catalog, release);
+        let offer = match by_key.get(key.as_str()) {
+            Some(row) => policy.offer(&state_of(row)),
+            None if rows.is_empty() || !has_earlier_release(catalog, release) => None,
+            None => Some(herd_planner::rings::Offer::Ring { reach: first_ring }),
+        };
+        if let Some(offer) = offer {
+            gates.push(Gate {
+                release,
+                key,
+                offer,
+            });
+        }
+    }
+    RingGates::new(gates)
+}
+
+impl Center {
+    /// The rollout settings, when rings are configured.
+    fn rollout_settings(&self) -> Option<&RolloutSettings> {
+        self.config.rollouts.as_ref()
+    }
+
+    /// Gives `snapshot`'s planners the gates of the rows this process read last (called for
+    /// every snapshot before it is installed).
+    pub(crate) fn gate_snapshot(&self, snapshot: &crate::catalog::CatalogSnapshot) {
+        let Some(settings) = self.rollout_settings() else {
+            return;
+        };
+        let rows = self.rollouts.rows.lock().expect("rollout rows").clone();
+        let gates = gates_for(&snapshot.catalog, &rows, &settings.policy);
+        snapshot.set_gates(Arc::new(gates));
+    }
+
+    /// Reads the stored rollouts into this process (at start, before anything is planned).
+    pub(crate) async fn load_rollouts(&self) -> Result<(), StoreError> {
+        if self.rollout_settings().is_none() {
+            return Ok(());
+        }
+        let rows = self.store.rollouts().await?;
+        *self.rollouts.rows.lock().expect("rollout rows") = rows;
+        self.gate_snapshot(&self.catalog());
+        Ok(())
+    }
+
+    /// The rollout task of every center process: each `check_every`, [`Center::rollout_tick`].
+    pub(crate) async fn follow_rollouts(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
+        let Some(every) = self.rollout_settings().map(|s| s.check_every) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(err) = self.rollout_tick(unix_now()).await {
+                tracing::error!(%err, "cannot drive the rollouts");
+            }
+        }
+    }
+
+    /// Starts rollouts for new releases, promotes, completes or halts the rolling ones as the
+    /// policy says at `now`, and plans with the result. Returns how many transitions this
+    /// process stored.
+    pub async fn rollout_tick(&self, now: i64) -> Result<usize, StoreError> {
+        let Some(settings) = self.rollout_settings() else {
+            return Ok(0);
+        };
+        let policy = &settings.policy;
+        let snapshot = self.catalog();
+        let catalog = &*snapshot.catalog;
+        let mut rows = self.store.rollouts().await?;
+        let mut changed = 0;
+        let known: std::collections::HashSet<String> =
+            rows.iter().map(|r| r.release.clone()).collect();
+        let first_pass = rows.is_empty();
+        for i in 0..catalog.releases.len() {
+            let idx = ReleaseIdx(i as u32);
+            let key = release_key(catalog, idx);
+            if known.contains(&key) {
+                continue;
+            }
+            let release = catalog.release(idx);
+            let gated = !first_pass && has_earlier_release(catalog, idx);
+            let row = RolloutRow {
+                release: key.clone(),
+                product: catalog.product(release.product).id.clone(),
+                version: release.version.clone(),
+                seq: release.seq,
+                phase: if gated {
+                    Phase::Rolling
+                } else {
+                    Phase::Complete
+                }
+                .as_str()
+                .to_owned(),
+                ring: if gated {
+                    0
+                } else {
+                    policy.rings.len().saturating_sub(1) as u32
+                },
+                ring_started: now,
+                started_at: now,
+                updated_at: now,
+                reason: (!gated).then(|| {
+                    if first_pass {
+                        "released before rollouts were recorded".to_owned()
+                    } else {
+                        "the product's first release: nothing to fall back to".to_owned()
+                    }
+                }),
+                counts: RolloutCounts::default(),
+                row_version: 1,
+            };
+            if self.store.rollout_insert(&row).await? {
+                changed += 1;
+                if gated {
+                    tracing::info!(release = %key, ring = %policy.rings[0].name, "rollout started");
+                }
+            }
+        }
+        if changed > 0 {
+            rows = self.store.rollouts().await?;
+        }
+        let silent = if rows.iter().any(|r| r.phase == Phase::Rolling.as_str()) {
+            self.silent_by_release(now).await?
+        } else {
+            HashMap::new()
+        };
+        let mut transitions = 0;
+        for row in &rows {
+            let mut state = state_of(row);
+            // Terminals gone silent since they were planned the release: counted from the
+            // store each time (a terminal that comes back stops counting), recorded as the
+            // highest seen.
+            if state.phase == Phase::Rolling
+                && let Some(&now_silent) = silent.get(row.release.as_str())
+            {
+                state.counts.silent = state.counts.silent.max(now_silent);
+                if now_silent > row.counts.silent {
+                    let add = RolloutCounts {
+                        silent: now_silent - row.counts.silent,
+                        ..RolloutCounts::default()
+                    };
+                    self.store.rollout_count(&row.release, add).await?;
+                }
+            }
+            let Some(step) = policy.step(&state, now) else {
+                continue;
+            };
+            let mut next = row.clone();
+            next.updated_at = now;
+            match &step {
+                Step::Promote { ring } => {
+                    next.ring = *ring as u32;
+                    next.ring_started = now;
+                }
+                Step::Complete => next.phase = Phase::Complete.as_str().to_owned(),
+                Step::Halt { reason } => {
+                    next.phase = Phase::Reverted.as_str().to_owned();
+                    next.reason = Some(reason.clone());
+                }
+            }
+            if self.store.rollout_transition(&next, false).await? {
+                transitions += 1;
+                match &step {
+                    Step::Halt { reason } => tracing::warn!(
+                        release = %row.release, ring = %ring_name(policy, row.ring), %reason,
+                        "rollout halted and reverted"
+                    ),
+                    _ => tracing::info!(release = %row.release, step = ?step, "rollout moved"),
+                }
+            }
+        }
+        if transitions > 0 {
+            rows = self.store.rollouts().await?;
+        }
+        self.install_rollout_rows(rows);
+        Ok(changed + transitions)
+    }
+
+    /// Per release key, the terminals whose current plan installs it and that have not
+    /// checked in for [`SILENT_AFTER_INTERVALS`] check-in intervals since: they may have
+    /// received it and crashed for good. Reads the terminals whose plan is an update or a
+    /// switch (few outside a rollout's rings), page by page.
+    async fn silent_by_release(&self, now: i64) -> Result<HashMap<String, u64>, StoreError> {
+        let before =
+            now.saturating_sub((SILENT_AFTER_INTERVALS * self.config.checkin_interval_secs) as i64);
+        let snapshot = self.catalog();
+        let mut silent: HashMap<String, u64> = HashMap::new();
+        for action in [
+            herd_proto::plan::Action::Update,
+            herd_proto::plan::Action::Switch,
+        ] {
+            let mut after = None;
+            loop {
+                let page = self
+                    .store
+                    .terminals(&herd_store::TerminalQuery {
+                        group: None,
+                        action: Some(action.as_str().to_owned()),
+                        after: after.clone(),
+                        limit: 1000,
+                    })
+                    .await?;
+                for row in &page {
+                    if row.planned_at.is_none_or(|at| at >= before)
+                        || row.last_checkin.is_none_or(|at| at >= before)
+                    {
+                        continue;
+                    }
+                    let Some(to) = row
+                        .plan
+                        .as_deref()
+                        .and_then(|doc| serde_json::from_str::<herd_proto::plan::PlanDoc>(doc).ok())
+                        .and_then(|plan| plan.to)
+                    else {
+                        continue;
+                    };
+                    if let Some(key) = key_of(&snapshot.catalog, &to.product, &to.version) {
+                        *silent.entry(key).or_default() += 1;
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => after = Some(last.id.clone()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(silent)
+    }
+
+    /// Plans with these rows from now on; wakes the waiting terminals if the gates changed.
+    fn install_rollout_rows(&self, rows: Vec<RolloutRow>) {
+        let Some(settings) = self.rollout_settings() else {
+            return;
+        };
+        let snapshot = self.catalog();
+        let gates = gates_for(&snapshot.catalog, &rows, &settings.policy);
+        *self.rollouts.rows.lock().expect("rollout rows") = rows;
+        if *snapshot.gates() != gates {
+            snapshot.set_gates(Arc::new(gates));
+            self.rollouts.generation.fetch_add(1, Relaxed);
+            self.announce_changes();
+        }
+    }
+
+    /// Every rollout, oldest first.
+    pub async fn rollout_summaries(&self) -> CenterResult<Vec<RolloutSummary>> {
+        let policy = self.rollout_policy()?;
+        let rows = self.store.rollouts().await?;
+        Ok(rows.iter().map(|row| summary(policy, row)).collect())
+    }
+
+    /// One release's rollout.
+    pub async fn rollout_summary(&self, release: &str) -> CenterResult<RolloutSummary> {
+        let policy = self.rollout_policy()?;
+        let rows = self.store.rollouts().await?;
+        rows.iter()
+            .find(|r| r.release == release)
+            .map(|row| summary(policy, row))
+            .ok_or_else(|| no_rollout(release))
+    }
+
+    fn rollout_policy(&self) -> CenterResult<&Policy> {
+        self.rollout_settings().map(|s| &s.policy).ok_or_else(|| {
+            CenterError::new(
+                ErrorKind::Conflict,
+                "this center rolls releases out to every terminal at once: set rollout_rings \
+                     in its configuration to roll them out in rings",
+            )
+        })
+    }
+
+    /// An operator's `pause`, `resume`, `promote` or `revert` of `release`'s rollout, stored
+    /// from the version read and applied to this process's plans at once.
+    pub async fn rollout_act(&self, release: &str, action: &str) -> CenterResult<RolloutSummary> {
+        let policy = self.rollout_policy()?;
+        let rows = self.store.rollouts().await?;
+        let row = rows
+            .iter()
+            .find(|r| r.release == release)
+            .ok_or_else(|| no_rollout(release))?;
+        let now = unix_now();
+        let phase = Phase::parse(&row.phase).unwrap_or(Phase::Paused);
+        let mut next = row.clone();
+        next.updated_at = now;
+        let refused = |why: &str| {
+            Err(CenterError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "cannot {action} the rollout of {release}: it is {}{why}",
+                    row.phase
+                ),
+            ))
+        };
+        let mut reset = false;
+        match action {
+            rollout_actions::PAUSE => {
+                if phase != Phase::Rolling {
+                    return refused("; only a rolling rollout pauses");
+                }
+                next.phase = Phase::Paused.as_str().to_owned();
+                next.reason = Some("paused by an operator".to_owned());
+            }
+            rollout_actions::RESUME => {
+                if !matches!(phase, Phase::Paused | Phase::Reverted) {
+                    return refused("; only a paused or reverted rollout resumes");
+                }
+                next.phase = Phase::Rolling.as_str().to_owned();
+                next.ring_started = now;
+                next.reason = Some("resumed by an operator".to_owned());
+                reset = true;
+            }
+            rollout_actions::PROMOTE => {
+                if !matches!(phase, Phase::Rolling | Phase::Paused) {
+                    return refused("; only a rolling or paused rollout is promoted");
+                }
+                if (row.ring as usize) + 1 < policy.rings.len() {
+                    next.ring += 1;
+                    next.ring_started = now;
+                    next.phase = Phase::Rolling.as_str().to_owned();
+                } else {
+                    next.phase = Phase::Complete.as_str().to_owned();
+                }
+                next.reason = Some("promoted by an operator".to_owned());
+            }
+            rollout_actions::REVERT => {
+                if phase == Phase::Reverted {
+                    return refused("");
+                }
+                next.phase = Phase::Reverted.as_str().to_owned();
+                next.reason = Some("reverted by an operator".to_owned());
+            }
+            other => {
+                return Err(CenterError::bad_request(format!(
+                    "{other:?} is not a rollout action: use one of {}",
+                    rollout_actions::ALL.join(", ")
+                )));
+            }
+        }
+        if !self.store.rollout_transition(&next, reset).await? {
+            return Err(CenterError::new(
+                ErrorKind::Conflict,
+                format!("the rollout of {release} changed meanwhile; look again and retry"),
+            ));
+        }
+        tracing::info!(%release, %action, "rollout changed by an operator");
+        let rows = self.store.rollouts().await?;
+        self.install_rollout_rows(rows.clone());
+        rows.iter()
+            .find(|r| r.release == release)
+            .map(|row| summary(policy, row))
+            .ok_or_else(|| no_rollout(release))
+    }
+
+    /// Counts a terminal's newly stored plan reports for the rollouts of the releases they
+    /// concern: a success for the release now installed, a failed install (rolled back) for
+    /// the release its plan was to install.
+    pub(crate) async fn count_plan_reports(&self, terminal: &str, reports: &[PlanReport]) {
+        if self.rollout_settings().is_none() || reports.is_empty() {
+            return;
+        }
+        let snapshot = self.catalog();
+        for report in reports {
+            let (release, add) = match report.outcome {
+                ReportOutcome::Succeeded => {
+                    let Some(installed) = &report.installed else {
+                        continue;
+                    };
+                    let Some(key) =
+                        key_of(&snapshot.catalog, &installed.product, &installed.version)
+                    else {
+                        continue;
+                    };
+                    (
+                        key,
+                        RolloutCounts {
+                            succeeded: 1,
+                            ..RolloutCounts::default()
+                        },
+                    )
+                }
+                ReportOutcome::RolledBack => {
+                    let Some(key) = self.planned_release(terminal, &report.plan_id).await else {
+                        continue;
+                    };
+                    (
+                        key,
+                        RolloutCounts {
+                            failed: 1,
+                            ..RolloutCounts::default()
+                        },
+                    )
+                }
+                ReportOutcome::Declined | ReportOutcome::Deferred => continue,
+            };
+            if let Err(err) = self.count_for_rollout(&release, add).await {
+                tracing::warn!(%err, %release, "cannot count a plan report for its rollout");
+            }
+        }
+    }
+
+    /// The hook of fault intake (SPEC §3.3.5): a fault on `terminal` is attributed to the
+    /// release it runs while that release is still rolling out (or paused), and counts towards
+    /// halting it. Returns the release it was attributed to.
+    pub async fn on_fault(&self, terminal: &str, at: i64) -> CenterResult<Option<String>> {
+        if self.rollout_settings().is_none() {
+            return Ok(None);
+        }
+        let Some(row) = self.store.terminal(terminal).await? else {
+            return Err(CenterError::new(
+                ErrorKind::NotFound,
+                format!("terminal {terminal:?} is not enrolled"),
+            ));
+        };
+        let Some(installed) = row
+            .installed
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<herd_proto::terminal::InstalledDoc>(json).ok())
+        else {
+            return Ok(None);
+        };
+        let snapshot = self.catalog();
+        let Some(key) = key_of(&snapshot.catalog, &installed.product, &installed.version) else {
+            return Ok(None);
+        };
+        let counted = self
+            .count_for_rollout(
+                &key,
+                RolloutCounts {
+                    faults: 1,
+                    ..RolloutCounts::default()
+                },
+            )
+            .await?;
+        tracing::info!(%terminal, release = %key, at, counted, "fault attributed to a release");
+        Ok(counted.then_some(key))
+    }
+
+    /// Adds to a release's rollout counters while it is rolling or paused (the store checks
+    /// the phase in the same statement).
+    async fn count_for_rollout(&self, release: &str, add: RolloutCounts) -> CenterResult<bool> {
+        Ok(self.store.rollout_count(release, add).await?)
+    }
+
+    /// The release a terminal's stored plan `plan_id` was to install, if that is its current plan.
+    async fn planned_release(&self, terminal: &str, plan_id: &str) -> Option<String> {
+        let row = self.store.terminal(terminal).await.ok()??;
+        if row.plan_id.as_deref() != Some(plan_id) {
+            return None;
+        }
+        let plan: herd_proto::plan::PlanDoc = serde_json::from_str(row.plan.as_deref()?).ok()?;
+        let to = plan.to?;
+        key_of(&self.catalog().catalog, &to.product, &to.version)
+    }
+}
+
+/// `vendor/product/version` of a release the catalog lists.
+fn key_of(catalog: &Catalog, product: &str, version: &str) -> Option<String> {
+    let p = catalog.products.iter().position(|p| p.id == product)?;
+    let product = herd_core::ProductIdx(p as u32);
+    let release = catalog
+        .releases_of(product)
+        .find(|&r| catalog.release(r).version == version)?;
+    Some(release_key(catalog, release))
+}
+
+fn ring_name(policy: &Policy, ring: u32) -> &str {
+    policy
+        .rings
+        .get(ring as usize)
+        .map_or("?", |r| r.name.as_str())
+}
+
+fn no_rollout(release: &str) -> CenterError {
+    CenterError::new(
+        ErrorKind::NotFound,
+        format!("no rollout of {release:?} (releases are named vendor/product/version)"),
+    )
+}
+
+fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
+    let reach_bp = match Phase::parse(&row.phase) {
+        Some(Phase::Complete) => FULL_REACH,
+        Some(Phase::Reverted) => 0,
+        _ => policy
+            .rings
+            .get(row.ring as usize)
+            .map_or(FULL_REACH, |r| r.reach),
+    };
+    RolloutSummary {
+        release: row.release.clone(),
+        product: row.product.clone(),
+        version: row.version.clone(),
+        seq: row.seq,
+        phase: row.phase.clone(),
+        ring: ring_name(policy, row.ring).to_owned(),
+        ring_index: row.ring,
+        reach_bp,
+        started_at: rfc3339(row.started_at),
+        ring_started_at: rfc3339(row.ring_started),
+        updated_at: rfc3339(row.updated_at),
+        reason: row.reason.clone(),
+        succeeded: row.counts.succeeded,
+        failed: row.counts.failed,
+        faults: row.counts.faults,
+        silent: row.counts.silent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_off_without_rings_and_check_their_thresholds() {
+        assert_eq!(
+            RolloutSettings::from_keys("", None, None, None, None).unwrap(),
+            None
+        );
+        let on = RolloutSettings::from_keys("all=100%/0s/0", None, None, None, None)
+            .unwrap()
+            .expect("on");
+        assert_eq!(on.policy.thresholds.max_bad, 5);
+        assert!(RolloutSettings::from_keys("all=100%/0s/0", Some(0), None, None, None).is_err());
+        assert!(RolloutSettings::from_keys("all=100%/0s/0", None, Some(101), None, None).is_err());
+        assert!(RolloutSettings::from_keys("all=100%/0s/0", None, None, None, Some(0)).is_err());
+    }
+}
