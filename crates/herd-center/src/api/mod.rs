@@ -7,6 +7,7 @@
 pub mod blobs;
 pub mod error;
 pub mod extract;
+mod faults;
 pub mod listener;
 mod operators;
 mod registry;
@@ -109,6 +110,13 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::site_terminal))
         .routes(routes!(sites::relay))
         .routes(routes!(sites::notify))
+        .routes(routes!(faults::verdicts))
+        .routes(routes!(faults::list))
+        .routes(routes!(faults::show))
+        .routes(routes!(faults::list_rules))
+        .routes(routes!(faults::put_rule, faults::delete_rule))
+        .routes(routes!(faults::list_replacements))
+        .routes(routes!(faults::put_replacement, faults::delete_replacement))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
