@@ -17,6 +17,8 @@
 pub mod collect;
 pub mod config;
 mod replace;
+#[cfg(test)]
+mod tests;
 pub(crate) mod verdicts;
 mod watch;
 
