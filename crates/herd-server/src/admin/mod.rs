@@ -8,7 +8,8 @@
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
 //! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
-//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `trust.rs` (the signed repository's status),
+//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `faults.rs` (faults,
+//! fault rules, replacements), `trust.rs` (the signed repository's status),
 //! `ca.rs` (the CA: offline root, intermediates, KEKs), `keys.rs` (signed distribution's root
 //! keys, a vendor's signing key) with `vendor_role.rs` (the role a vendor signs itself on
 //! `herd publish --key`).
@@ -19,6 +20,7 @@ mod ca;
 mod catalog;
 mod config;
 mod connect;
+mod faults;
 mod fleet;
 mod keys;
 mod output;
@@ -106,6 +108,15 @@ pub enum AdminCommand {
     /// for new ones.
     #[command(subcommand, visible_alias = "site")]
     Sites(SitesCommand),
+    /// Faults of supervised programs, bucketed by signature, with the center's decisions.
+    #[command(subcommand)]
+    Faults(faults::FaultsCommand),
+    /// The fault database: rules naming a fault's cause and remedy.
+    #[command(subcommand, name = "fault-rules")]
+    FaultRules(faults::FaultRulesCommand),
+    /// The replacement table: approved alternatives of a failing program.
+    #[command(subcommand)]
+    Replacements(faults::ReplacementsCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -139,5 +150,8 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Trust(command) => trust::run(command),
         AdminCommand::Keys(command) => keys::run(command),
         AdminCommand::Sites(command) => sites::run(command),
+        AdminCommand::Faults(command) => faults::faults(command),
+        AdminCommand::FaultRules(command) => faults::fault_rules(command),
+        AdminCommand::Replacements(command) => faults::replacements(command),
     }
 }
