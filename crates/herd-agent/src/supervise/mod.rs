@@ -11,8 +11,8 @@
 //! failure. `herd-agent fault report` is how a program reports its own fault.
 //!
 //! Blocking and single-threaded like the rest of the agent: one loop looks at every program
-//! each tick (`waitpid` without blocking, a stat of the heartbeat file) and sleeps in a
-//! `poll` on a signalfd, so SIGTERM or SIGINT stops the programs it started and ends it.
+//! each tick (`waitpid` without blocking, a stat of the heartbeat file) and sleeps between
+//! ticks; SIGTERM or SIGINT stops the programs it started and ends it.
 
 pub mod collect;
 pub mod config;
@@ -23,14 +23,13 @@ pub(crate) mod verdicts;
 mod watch;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use herd_proto::api::events;
 use herd_proto::fault::{Decision, FaultKind, FaultReport, FaultVerdict};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 use crate::outbox::Outbox;
 use config::{SuperviseConfig, default_platform};
@@ -253,12 +252,18 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
     }
 }
 
-/// SIGTERM and SIGINT, read through a signalfd while the loop sleeps (blocked only then, so
-/// the programs it starts never inherit a blocked mask).
-struct StopSignals {
-    fd: SignalFd,
-    mask: SigSet,
+/// Set by SIGTERM and SIGINT: the loop stops the programs it started and ends at its next
+/// turn, whatever it was doing when the signal came (a replacement finishes first).
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
 }
+
+/// SIGTERM and SIGINT set [`STOP`] instead of ending the process (a handler, not a blocked
+/// mask: the programs it starts must not inherit blocked signals, and `exec` resets handlers
+/// to their defaults).
+struct StopSignals;
 
 impl std::fmt::Debug for StopSignals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -268,31 +273,26 @@ impl std::fmt::Debug for StopSignals {
 
 impl StopSignals {
     fn new() -> Result<StopSignals> {
-        let mut mask = SigSet::empty();
-        mask.add(Signal::SIGTERM);
-        mask.add(Signal::SIGINT);
-        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .context("cannot create a signalfd")?;
-        Ok(StopSignals { fd, mask })
+        let action = SigAction::new(
+            SigHandler::Handler(request_stop),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for signal in [Signal::SIGTERM, Signal::SIGINT] {
+            #[allow(unsafe_code)]
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe { sigaction(signal, &action) }
+                .with_context(|| format!("cannot handle {signal}"))?;
+        }
+        Ok(StopSignals)
     }
 
-    /// Sleeps for `tick`; true if a stop signal arrived (or was pending).
+    /// Sleeps for `tick`; true once a stop signal arrived.
     fn wait(&self, tick: Duration) -> Result<bool> {
-        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&self.mask), None)
-            .context("cannot block signals")?;
-        let timeout = PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(
-            std::os::fd::AsFd::as_fd(&self.fd),
-            PollFlags::POLLIN,
-        )];
-        let polled = poll(&mut fds, timeout);
-        let stopped = matches!(self.fd.read_signal(), Ok(Some(_)));
-        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&self.mask), None)
-            .context("cannot unblock signals")?;
-        match polled {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(stopped),
-            Err(err) => bail!("poll failed while supervising: {err}"),
+        if !STOP.load(Ordering::SeqCst) {
+            std::thread::sleep(tick);
         }
+        Ok(STOP.load(Ordering::SeqCst))
     }
 }
 
