@@ -135,7 +135,11 @@ pub fn fetch(client: &Client, dirs: &FaultDirs) -> Result<usize> {
     save_json(&dirs.verdicts(), &verdicts)?;
     let _lock = LockFile::acquire(&dirs.lock()).context("cannot lock the fault state")?;
     let mut awaited: Vec<u64> = load_json(&dirs.awaited())?.unwrap_or_default();
-    awaited.retain(|seq| !verdicts.verdicts.iter().any(|v| v.seq == *seq));
+    // The center decides a report when it stores it, and reports are sent in order: one at
+    // or below the newest answered seq that has no verdict never will (the center refused
+    // it), so it is awaited no longer.
+    let answered = verdicts.verdicts.iter().map(|v| v.seq).max().unwrap_or(0);
+    awaited.retain(|seq| *seq > answered);
     save_json(&dirs.awaited(), &awaited)?;
     Ok(verdicts.verdicts.len())
 }
