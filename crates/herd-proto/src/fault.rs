@@ -8,7 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Problem, ValidationError};
+use crate::ValidationError;
+use crate::error::Problems;
 
 /// The most stack frames a report carries (top first); the bucket uses the first
 /// [`SIGNATURE_FRAMES`].
@@ -118,43 +119,42 @@ impl FaultReport {
     /// Checks bounds and identifiers; every problem with its JSON path. Excerpts are not
     /// refused for secrets: the center redacts them again ([`FaultReport::redacted`]).
     pub fn validate(&self, document: &str) -> Result<(), ValidationError> {
-        let mut problems = Vec::new();
-        let mut add = |path: String, message: String| problems.push(Problem { path, message });
+        let mut problems = Problems::default();
         for (field, value) in [
             ("program", &self.program),
             ("vendor", &self.vendor),
             ("platform", &self.platform),
         ] {
             if let Err(why) = herd_core::check_identifier(value) {
-                add(format!("$.{field}"), why);
+                problems.add(format!("$.{field}"), why);
             }
         }
         if let Err(why) = herd_core::check_version(&self.version) {
-            add("$.version".into(), why);
+            problems.add("$.version", why);
         }
         if let Some(terminal) = &self.terminal
             && let Err(why) = herd_core::check_identifier(terminal)
         {
-            add("$.terminal".into(), why);
+            problems.add("$.terminal", why);
         }
         if self.kind == FaultKind::Crash && self.signal.is_none() {
-            add("$.signal".into(), "a crash names the signal".into());
+            problems.add("$.signal", "a crash names the signal");
         }
         if self.frames.len() > MAX_FRAMES {
-            add(
-                "$.frames".into(),
+            problems.add(
+                "$.frames",
                 format!("{} frames; at most {MAX_FRAMES}", self.frames.len()),
             );
         }
         for (i, frame) in self.frames.iter().enumerate() {
-            check_text(&mut add, format!("$.frames[{i}]"), frame, MAX_TEXT);
+            check_text(&mut problems, format!("$.frames[{i}]"), frame, MAX_TEXT);
         }
         if let Some(digest) = &self.dump_sha256 {
-            check_sha256(&mut add, "$.dump_sha256".into(), digest);
+            check_sha256(&mut problems, "$.dump_sha256".into(), digest);
         }
         if self.definitions.len() > MAX_DEFINITIONS {
-            add(
-                "$.definitions".into(),
+            problems.add(
+                "$.definitions",
                 format!(
                     "{} files; at most {MAX_DEFINITIONS}",
                     self.definitions.len()
@@ -163,49 +163,39 @@ impl FaultReport {
         }
         for (i, file) in self.definitions.iter().enumerate() {
             check_text(
-                &mut add,
+                &mut problems,
                 format!("$.definitions[{i}].path"),
                 &file.path,
                 MAX_TEXT,
             );
             if file.path.is_empty() {
-                add(
-                    format!("$.definitions[{i}].path"),
-                    "must not be empty".into(),
-                );
+                problems.add(format!("$.definitions[{i}].path"), "must not be empty");
             }
             if let Some(digest) = &file.sha256 {
-                check_sha256(&mut add, format!("$.definitions[{i}].sha256"), digest);
+                check_sha256(&mut problems, format!("$.definitions[{i}].sha256"), digest);
             }
             if file.excerpt.len() > MAX_EXCERPT {
-                add(
+                problems.add(
                     format!("$.definitions[{i}].excerpt"),
                     format!("{} bytes; at most {MAX_EXCERPT}", file.excerpt.len()),
                 );
             }
         }
         if let Some(message) = &self.message {
-            check_text(&mut add, "$.message".into(), message, MAX_TEXT);
+            check_text(&mut problems, "$.message".into(), message, MAX_TEXT);
         }
         if self.alternatives_present.len() > MAX_ALTERNATIVES {
-            add(
-                "$.alternatives_present".into(),
+            problems.add(
+                "$.alternatives_present",
                 format!("at most {MAX_ALTERNATIVES}"),
             );
         }
         for (i, name) in self.alternatives_present.iter().enumerate() {
             if let Err(why) = herd_core::check_identifier(name) {
-                add(format!("$.alternatives_present[{i}]"), why);
+                problems.add(format!("$.alternatives_present[{i}]"), why);
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ValidationError {
-                document: document.to_owned(),
-                problems,
-            })
-        }
+        problems.finish(document, || ())
     }
 
     /// The report with every excerpt redacted (again) and cut to [`MAX_EXCERPT`].
@@ -334,21 +324,21 @@ pub fn excerpt_of(text: &str) -> (String, bool) {
     (redacted, true)
 }
 
-fn check_text(add: &mut impl FnMut(String, String), path: String, text: &str, max: usize) {
+fn check_text(problems: &mut Problems, path: String, text: &str, max: usize) {
     if text.len() > max {
-        add(path, format!("{} bytes; at most {max}", text.len()));
+        problems.add(path, format!("{} bytes; at most {max}", text.len()));
     } else if text.chars().any(|c| c.is_control() && c != '\t') {
-        add(path, "contains control characters".into());
+        problems.add(path, "contains control characters");
     }
 }
 
-fn check_sha256(add: &mut impl FnMut(String, String), path: String, digest: &str) {
+fn check_sha256(problems: &mut Problems, path: String, digest: &str) {
     if digest.len() != 64
         || !digest
             .bytes()
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     {
-        add(
+        problems.add(
             path,
             format!("{digest:?} is not a SHA-256 (64 lowercase hex digits)"),
         );
@@ -414,13 +404,12 @@ pub struct FaultRule {
 
 impl FaultRule {
     pub fn validate(&self, document: &str) -> Result<(), ValidationError> {
-        let mut problems = Vec::new();
-        let mut add = |path: String, message: String| problems.push(Problem { path, message });
+        let mut problems = Problems::default();
         if let Err(why) = herd_core::check_identifier(&self.id) {
-            add("$.id".into(), why);
+            problems.add("$.id", why);
         }
         if let Err(why) = herd_core::check_identifier(&self.program) {
-            add("$.program".into(), why);
+            problems.add("$.program", why);
         }
         for (field, version) in [
             ("version_from", &self.version_from),
@@ -429,14 +418,14 @@ impl FaultRule {
             if let Some(version) = version
                 && let Err(why) = herd_core::check_version(version)
             {
-                add(format!("$.{field}"), why);
+                problems.add(format!("$.{field}"), why);
             }
         }
         for (field, text) in [("cause", &self.cause), ("remedy", &self.remedy)] {
             if text.trim().is_empty() {
-                add(format!("$.{field}"), "must not be empty".into());
+                problems.add(format!("$.{field}"), "must not be empty");
             }
-            check_text(&mut add, format!("$.{field}"), text, MAX_TEXT);
+            check_text(&mut problems, format!("$.{field}"), text, MAX_TEXT);
         }
         for (field, pattern) in [
             ("frame_pattern", &self.frame_pattern),
@@ -444,19 +433,12 @@ impl FaultRule {
         ] {
             if let Some(pattern) = pattern {
                 if pattern.is_empty() {
-                    add(format!("$.{field}"), "must not be empty".into());
+                    problems.add(format!("$.{field}"), "must not be empty");
                 }
-                check_text(&mut add, format!("$.{field}"), pattern, MAX_TEXT);
+                check_text(&mut problems, format!("$.{field}"), pattern, MAX_TEXT);
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ValidationError {
-                document: document.to_owned(),
-                problems,
-            })
-        }
+        problems.finish(document, || ())
     }
 
     /// Whether the rule recognises `report`.
@@ -522,16 +504,15 @@ pub struct ReplacementEntry {
 
 impl ReplacementEntry {
     pub fn validate(&self, document: &str) -> Result<(), ValidationError> {
-        let mut problems = Vec::new();
-        let mut add = |path: String, message: String| problems.push(Problem { path, message });
+        let mut problems = Problems::default();
         for (field, value) in [("program", &self.program), ("platform", &self.platform)] {
             if let Err(why) = herd_core::check_identifier(value) {
-                add(format!("$.{field}"), why);
+                problems.add(format!("$.{field}"), why);
             }
         }
         if self.alternatives.is_empty() || self.alternatives.len() > MAX_ALTERNATIVES {
-            add(
-                "$.alternatives".into(),
+            problems.add(
+                "$.alternatives",
                 format!("list 1 to {MAX_ALTERNATIVES} alternatives"),
             );
         }
@@ -541,34 +522,27 @@ impl ReplacementEntry {
                 ("vendor", &alternative.vendor),
             ] {
                 if let Err(why) = herd_core::check_identifier(value) {
-                    add(format!("$.alternatives[{i}].{field}"), why);
+                    problems.add(format!("$.alternatives[{i}].{field}"), why);
                 }
             }
             if let Err(why) = herd_core::check_version(&alternative.version) {
-                add(format!("$.alternatives[{i}].version"), why);
+                problems.add(format!("$.alternatives[{i}].version"), why);
             }
             if alternative.program == self.program {
-                add(
+                problems.add(
                     format!("$.alternatives[{i}].program"),
-                    "a program is not its own alternative".into(),
+                    "a program is not its own alternative",
                 );
             }
             if let Some(digest) = &alternative.package_sha256 {
                 check_sha256(
-                    &mut add,
+                    &mut problems,
                     format!("$.alternatives[{i}].package_sha256"),
                     digest,
                 );
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ValidationError {
-                document: document.to_owned(),
-                problems,
-            })
-        }
+        problems.finish(document, || ())
     }
 }
 
