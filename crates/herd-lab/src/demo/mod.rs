@@ -7,7 +7,7 @@
 //! virus a is proven undetected on the phone before the switch and detected after. Before the
 //! switch, an attacker's mirror serves the phone a tampered vaccine b, which it refuses. At the
 //! end the center goes down: the site keeps answering its terminals and queues what they
-//! report, and the center, restarted, receives it all once and in order. Before that, a
+//! report, and the center, restarted, receives it all once and in order. Last, a
 //! server in the data center supervises company A's middleware (SPEC §3.3): a known fault gets
 //! its cause and remedy, an unknown crash has the middleware replaced by company B's.
 //!
@@ -185,14 +185,14 @@ fn story_steps(exit: bool) -> Vec<(&'static str, StepFn)> {
         ),
         ("The phone now detects virus a", Demo::scan_after_switch),
         (
-            "A supervised middleware fails: a known cause, and an unknown one replaced",
-            Demo::supervised_middleware_fails,
-        ),
-        (
             "The center goes down; the site keeps serving",
             Demo::center_goes_down,
         ),
         ("The center's view of the fleet", Demo::center_view),
+        (
+            "A supervised middleware fails: a known cause, and an unknown one replaced",
+            Demo::supervised_middleware_fails,
+        ),
     ];
     if exit {
         steps.push(("The site server and the center stop", Demo::stop_center));
