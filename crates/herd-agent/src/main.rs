@@ -1,6 +1,6 @@
 //! `herd-agent`, the program on each terminal: a thin dispatcher to one module per command —
 //! `run` (enrolment, check-ins, plans, the outbox), `status`, `consent`, `scan`, `watch`,
-//! `quarantine`, `apply`, and `completions` and `man` (from herd-cli-docs). The exit code is
+//! `quarantine`, `apply`, `supervise`, `fault`, and `completions` and `man` (from herd-cli-docs). The exit code is
 //! decided here, in one place, from what each command returns.
 
 #[cfg(test)]
@@ -13,6 +13,7 @@ mod run;
 mod scan;
 mod scan_cache;
 mod signatures;
+mod supervise;
 mod trust;
 
 use std::process::ExitCode;
@@ -56,6 +57,13 @@ enum Command {
     Apply(execute::ApplyArgs),
     Completions(herd_cli_docs::CompletionsArgs),
     Man(herd_cli_docs::ManArgs),
+    /// Start and watch designated programs: crashes, abnormal exits, restart loops and hangs
+    /// are reported through the outbox, and the center's verdicts acted on (a known cause
+    /// shown, a failing program replaced by an approved alternative), until stopped.
+    Supervise(supervise::SuperviseArgs),
+    /// Report a program's fault (for programs that detect their own).
+    #[command(subcommand)]
+    Fault(supervise::FaultCommand),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +81,8 @@ fn main() -> ExitCode {
         Some(Command::Watch(args)) => onaccess::run(&args),
         Some(Command::Quarantine(command)) => quarantine::run(&command).map(|()| 0),
         Some(Command::Apply(args)) => execute::run_apply(&args),
+        Some(Command::Supervise(args)) => supervise::run(&args),
+        Some(Command::Fault(command)) => supervise::run_fault(&command),
         Some(Command::Completions(args)) => herd_cli_docs::completions(Args::command(), &args)
             .map(|()| 0)
             .map_err(Into::into),

@@ -144,6 +144,15 @@ impl Center {
         } else {
             Vec::new()
         };
+        // Fault reports are decided once stored; their rows, kept before the writer takes them.
+        let faults: Vec<EventRow> = if self.site().is_none() {
+            rows.iter()
+                .filter(|row| row.kind == events::FAULT_REPORT)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let outcome = self.events.write(EventsWrite { rows, relay }).await?;
         // Duplicates are a batch's oldest events: the newest `accepted` are new.
         let fresh = happenings.len().saturating_sub(outcome.accepted as usize);
@@ -155,6 +164,7 @@ impl Center {
                 summary,
             });
         }
+        self.take_faults(&terminal.id, &faults).await?;
         self.relay_queued();
         // An outbox sends its events oldest first and again until acknowledged, so the
         // duplicates of a batch are its oldest events: the refusals counted are those among
@@ -227,6 +237,9 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
                 at_path("kind"),
                 event.kind
             )));
+        }
+        if event.kind == events::FAULT_REPORT {
+            crate::faults::check_report(terminal, &event.data, &at_path)?;
         }
         if event.kind == events::PLAN_REPORT {
             let report: Result<PlanReport, _> = serde_json::from_value(event.data.clone());

@@ -466,6 +466,47 @@ impl Store for Counting {
         self.count("rollout_count");
         self.inner.rollout_count(release, add).await
     }
+    async fn fault_record(&self, fault: &herd_store::FaultWrite) -> Result<bool, StoreError> {
+        self.count("fault_record");
+        self.inner.fault_record(fault).await
+    }
+    async fn fault_buckets(&self) -> Result<Vec<herd_store::FaultBucketRow>, StoreError> {
+        self.count("fault_buckets");
+        self.inner.fault_buckets().await
+    }
+    async fn faults(
+        &self,
+        terminal: Option<&str>,
+        bucket: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<herd_store::FaultRow>, StoreError> {
+        self.count("faults");
+        self.inner.faults(terminal, bucket, limit).await
+    }
+    async fn fault_rules(&self) -> Result<Vec<herd_store::FaultRuleRow>, StoreError> {
+        self.count("fault_rules");
+        self.inner.fault_rules().await
+    }
+    async fn fault_rule_put(&self, rule: &herd_store::FaultRuleRow) -> Result<(), StoreError> {
+        self.count("fault_rule_put");
+        self.inner.fault_rule_put(rule).await
+    }
+    async fn fault_rule_delete(&self, id: &str) -> Result<bool, StoreError> {
+        self.count("fault_rule_delete");
+        self.inner.fault_rule_delete(id).await
+    }
+    async fn replacements(&self) -> Result<Vec<herd_store::ReplacementRow>, StoreError> {
+        self.count("replacements");
+        self.inner.replacements().await
+    }
+    async fn replacement_put(&self, entry: &herd_store::ReplacementRow) -> Result<(), StoreError> {
+        self.count("replacement_put");
+        self.inner.replacement_put(entry).await
+    }
+    async fn replacement_delete(&self, program: &str, platform: &str) -> Result<bool, StoreError> {
+        self.count("replacement_delete");
+        self.inner.replacement_delete(program, platform).await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

@@ -14,6 +14,7 @@
 //! are not what was asked for, …) so callers decide on the kind, never on the wording.
 
 mod error;
+mod faults;
 mod repository;
 mod rollouts;
 mod site;

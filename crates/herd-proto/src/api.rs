@@ -353,6 +353,12 @@ pub mod events {
     pub const TRUST_REFUSED: &str = "trust.refused";
     /// Filler events `herd-agent run --emit-test-events N` queues to exercise the outbox.
     pub const TEST_EVENT: &str = "test.event";
+    /// A supervised program failed, or reported its own fault (`data`: a
+    /// [`crate::fault::FaultReport`]); the center buckets it and decides (`fault.rs`).
+    pub const FAULT_REPORT: &str = "fault.report";
+    /// The agent replaced a failing program, or tried to and restored it (`data`: program,
+    /// alternative, outcome, message).
+    pub const FAULT_REPLACED: &str = "fault.replaced";
 }
 
 /// Why an agent refused metadata or a target (`trust.refused` events): `kind` is one of

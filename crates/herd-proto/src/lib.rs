@@ -9,6 +9,7 @@
 pub mod api;
 pub mod catalog;
 pub mod distribution;
+pub mod fault;
 pub mod layout;
 pub mod merge;
 pub mod plan;

@@ -715,6 +715,77 @@ pub const TUF_VERSIONS_KEPT: u64 = 4;
 /// (the migrations create it with the default policy) and cannot be deleted.
 pub const UNKNOWN_GROUP: &str = "unknown";
 
+// --- fault recovery (migration 0012) -----------------------------------------------------
+
+/// What identifies a fault bucket: faults with the same signature share it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultBucketKey {
+    /// A prefix of the signature's SHA-256 (hex).
+    pub id: String,
+    pub program: String,
+    pub version: String,
+    pub kind: String,
+    /// The signature itself, one line per part.
+    pub signature: String,
+}
+
+/// One fault report to record with the center's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultWrite {
+    pub terminal: String,
+    /// The `fault.report` event's seq: a report is recorded once per (terminal, seq).
+    pub seq: u64,
+    pub at: i64,
+    pub bucket: FaultBucketKey,
+    /// The verdict's decision (`known`, `replace`, `use_alternative`, `escalated`).
+    pub decision: String,
+    /// The report and the verdict, JSON.
+    pub report: String,
+    pub verdict: String,
+}
+
+/// The decision that marks a bucket escalated (its first time is kept in `escalated_at`).
+pub const FAULT_ESCALATED: &str = "escalated";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultBucketRow {
+    pub key: FaultBucketKey,
+    pub faults: u64,
+    /// Distinct terminals with a fault in the bucket.
+    pub terminals: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// The decision on its latest recorded fault.
+    pub decision: String,
+    pub escalated_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultRow {
+    pub terminal: String,
+    pub seq: u64,
+    pub at: i64,
+    pub bucket: String,
+    pub decision: String,
+    pub report: String,
+    pub verdict: String,
+}
+
+/// A rule of the fault database, as its validated JSON document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultRuleRow {
+    pub id: String,
+    pub doc: String,
+}
+
+/// An entry of the replacement table, as its validated JSON document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplacementRow {
+    pub program: String,
+    pub platform: String,
+    pub doc: String,
+}
+
 /// The center's storage, in domain terms. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
@@ -1083,6 +1154,36 @@ pub trait Store: Send + Sync + Debug {
     /// Adds to a rollout's counters in place (no version change) while it is `rolling` or
     /// `paused`; other phases and unknown releases are left alone (`false`).
     async fn rollout_count(&self, release: &str, add: RolloutCounts) -> Result<bool, StoreError>;
+
+    // --- fault recovery (migration 0012) -------------------------------------------------
+
+    /// Records a fault report with its verdict, once per (terminal, seq): creates its bucket
+    /// if new, counts the fault in it (first and last seen, the latest decision, the first
+    /// escalation). Returns false (and changes nothing) for a report recorded before or a
+    /// terminal that is not enrolled.
+    async fn fault_record(&self, fault: &FaultWrite) -> Result<bool, StoreError>;
+    /// Every bucket, most recently seen first.
+    async fn fault_buckets(&self) -> Result<Vec<FaultBucketRow>, StoreError>;
+    /// Faults, newest first (by time, then seq): of one terminal and/or one bucket, or all;
+    /// at most `limit` (0 means no limit).
+    async fn faults(
+        &self,
+        terminal: Option<&str>,
+        bucket: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FaultRow>, StoreError>;
+    /// The fault database, ordered by rule id.
+    async fn fault_rules(&self) -> Result<Vec<FaultRuleRow>, StoreError>;
+    /// Adds or replaces a rule by id.
+    async fn fault_rule_put(&self, rule: &FaultRuleRow) -> Result<(), StoreError>;
+    /// Deletes a rule; false if there was none.
+    async fn fault_rule_delete(&self, id: &str) -> Result<bool, StoreError>;
+    /// The replacement table, ordered by program and platform.
+    async fn replacements(&self) -> Result<Vec<ReplacementRow>, StoreError>;
+    /// Adds or replaces the entry of (program, platform).
+    async fn replacement_put(&self, entry: &ReplacementRow) -> Result<(), StoreError>;
+    /// Deletes an entry; false if there was none.
+    async fn replacement_delete(&self, program: &str, platform: &str) -> Result<bool, StoreError>;
 }
 
 /// What a rollout counted: successful and failed installs, faults attributed to the release,

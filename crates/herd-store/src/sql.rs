@@ -27,11 +27,12 @@ use crate::common::{
 use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
     ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite,
-    FeedClaims, FleetCountRow, GroupRow, InterfaceRow, InterfaceSeen, LinkTaken, NewTerminal,
-    OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem,
-    QueueStats, QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role, RolloutCounts,
-    RolloutRow, RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
-    TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    FaultBucketKey, FaultBucketRow, FaultRow, FaultRuleRow, FaultWrite, FeedClaims, FleetCountRow,
+    GroupRow, InterfaceRow, InterfaceSeen, LinkTaken, NewTerminal, OnlineKeyRow, OnlineKeyState,
+    PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry,
+    RenewError, ReplacementRow, Revisions, RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow,
+    SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
+    TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2365,6 +2366,185 @@ where
         .await?;
         Ok(DB::rows_affected(&result) == 1)
     }
+
+    // --- fault recovery (migration 0012) -------------------------------------------------
+
+    async fn fault_record(&self, fault: &FaultWrite) -> Result<bool, StoreError> {
+        let seq = to_db_int(fault.seq, "fault seq")?;
+        let mut tx = self.write().await?;
+        let known = sqlx::query("SELECT 1 FROM terminals WHERE id = $1")
+            .bind(fault.terminal.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Ok(false);
+        }
+        let key = &fault.bucket;
+        sqlx::query(
+            "INSERT INTO fault_buckets \
+                 (id, program, version, kind, signature, faults, first_seen, last_seen, decision) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $7) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(key.id.as_str())
+        .bind(key.program.as_str())
+        .bind(key.version.as_str())
+        .bind(key.kind.as_str())
+        .bind(key.signature.as_str())
+        .bind(fault.at)
+        .bind(fault.decision.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO faults (terminal, seq, at, bucket, decision, report, verdict) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (terminal, seq) DO NOTHING",
+        )
+        .bind(fault.terminal.as_str())
+        .bind(seq)
+        .bind(fault.at)
+        .bind(key.id.as_str())
+        .bind(fault.decision.as_str())
+        .bind(fault.report.as_str())
+        .bind(fault.verdict.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&inserted) == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE fault_buckets SET faults = faults + 1, \
+                 first_seen = CASE WHEN first_seen > $2 THEN $2 ELSE first_seen END, \
+                 last_seen = CASE WHEN last_seen < $2 THEN $2 ELSE last_seen END, \
+                 decision = $3, \
+                 escalated_at = COALESCE(escalated_at, CASE WHEN $3 = $4 THEN $2 END) \
+             WHERE id = $1",
+        )
+        .bind(key.id.as_str())
+        .bind(fault.at)
+        .bind(fault.decision.as_str())
+        .bind(crate::FAULT_ESCALATED)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn fault_buckets(&self) -> Result<Vec<FaultBucketRow>, StoreError> {
+        sqlx::query(
+            "SELECT b.id, b.program, b.version, b.kind, b.signature, b.faults, b.first_seen, \
+                 b.last_seen, b.decision, b.escalated_at, \
+                 (SELECT count(DISTINCT f.terminal) FROM faults f WHERE f.bucket = b.id) \
+                     AS terminals \
+             FROM fault_buckets b ORDER BY b.last_seen DESC, b.id",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(fault_bucket_from_row)
+        .collect()
+    }
+
+    async fn faults(
+        &self,
+        terminal: Option<&str>,
+        bucket: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FaultRow>, StoreError> {
+        // Absent filters match everything: '' is no terminal id and no bucket id.
+        sqlx::query(
+            "SELECT terminal, seq, at, bucket, decision, report, verdict FROM faults \
+             WHERE ($1 = '' OR terminal = $1) AND ($2 = '' OR bucket = $2) \
+             ORDER BY at DESC, seq DESC LIMIT $3",
+        )
+        .bind(terminal.unwrap_or(""))
+        .bind(bucket.unwrap_or(""))
+        .bind(limit_or_all(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(FaultRow {
+                terminal: row.try_get("terminal")?,
+                seq: from_db_int(row.try_get("seq")?, "fault seq")?,
+                at: row.try_get("at")?,
+                bucket: row.try_get("bucket")?,
+                decision: row.try_get("decision")?,
+                report: row.try_get("report")?,
+                verdict: row.try_get("verdict")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn fault_rules(&self) -> Result<Vec<FaultRuleRow>, StoreError> {
+        sqlx::query("SELECT id, doc FROM fault_rules ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(FaultRuleRow {
+                    id: row.try_get("id")?,
+                    doc: row.try_get("doc")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fault_rule_put(&self, rule: &FaultRuleRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO fault_rules (id, doc) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+        )
+        .bind(rule.id.as_str())
+        .bind(rule.doc.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn fault_rule_delete(&self, id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM fault_rules WHERE id = $1")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(DB::rows_affected(&result) > 0)
+    }
+
+    async fn replacements(&self) -> Result<Vec<ReplacementRow>, StoreError> {
+        sqlx::query("SELECT program, platform, doc FROM replacements ORDER BY program, platform")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(ReplacementRow {
+                    program: row.try_get("program")?,
+                    platform: row.try_get("platform")?,
+                    doc: row.try_get("doc")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replacement_put(&self, entry: &ReplacementRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO replacements (program, platform, doc) VALUES ($1, $2, $3) \
+             ON CONFLICT (program, platform) DO UPDATE SET doc = excluded.doc",
+        )
+        .bind(entry.program.as_str())
+        .bind(entry.platform.as_str())
+        .bind(entry.doc.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn replacement_delete(&self, program: &str, platform: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM replacements WHERE program = $1 AND platform = $2")
+            .bind(program)
+            .bind(platform)
+            .execute(&self.writer)
+            .await?;
+        Ok(DB::rows_affected(&result) > 0)
+    }
 }
 
 /// A LIKE pattern matching `text` anywhere, lower-cased, its wildcards escaped with `\`.
@@ -2439,5 +2619,29 @@ where
         status: row.try_get("status")?,
         pushed_at: row.try_get("pushed_at")?,
         terminals: from_db_int(row.try_get("terminals")?, "terminal count")?,
+    })
+}
+
+fn fault_bucket_from_row<R: Row>(row: &R) -> Result<FaultBucketRow, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    Ok(FaultBucketRow {
+        key: FaultBucketKey {
+            id: row.try_get("id")?,
+            program: row.try_get("program")?,
+            version: row.try_get("version")?,
+            kind: row.try_get("kind")?,
+            signature: row.try_get("signature")?,
+        },
+        faults: from_db_int(row.try_get("faults")?, "bucket fault count")?,
+        terminals: from_db_int(row.try_get("terminals")?, "bucket terminal count")?,
+        first_seen: row.try_get("first_seen")?,
+        last_seen: row.try_get("last_seen")?,
+        decision: row.try_get("decision")?,
+        escalated_at: row.try_get("escalated_at")?,
     })
 }

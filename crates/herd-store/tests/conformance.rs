@@ -162,6 +162,8 @@ conformance!(
     a_site_replicates_catalog_and_groups_at_the_centers_revisions,
     a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_an_ack,
     rollouts_start_once_move_only_from_the_version_read_and_count_in_place,
+    faults_are_recorded_once_and_counted_in_their_bucket,
+    fault_rules_and_replacements_are_put_listed_and_deleted,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -3358,4 +3360,135 @@ async fn rollouts_start_once_move_only_from_the_version_read_and_count_in_place(
         store.rollouts().await.expect("rollouts")[0].counts,
         RolloutCounts::default()
     );
+}
+// --- fault recovery (migration 0012) --------------------------------------------------------
+
+fn fault(
+    terminal: &str,
+    seq: u64,
+    at: i64,
+    bucket: &str,
+    decision: &str,
+) -> herd_store::FaultWrite {
+    herd_store::FaultWrite {
+        terminal: terminal.into(),
+        seq,
+        at,
+        bucket: herd_store::FaultBucketKey {
+            id: bucket.into(),
+            program: "middleware-a".into(),
+            version: "1.0".into(),
+            kind: "crash".into(),
+            signature: format!("signature of {bucket}"),
+        },
+        decision: decision.into(),
+        report: format!(r#"{{"seq":{seq}}}"#),
+        verdict: format!(r#"{{"decision":"{decision}"}}"#),
+    }
+}
+
+async fn faults_are_recorded_once_and_counted_in_their_bucket(fixture: &Fixture) {
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["t1", "t2"]).await;
+    assert!(
+        store
+            .fault_record(&fault("t1", 1, 100, "b1", "replace"))
+            .await
+            .unwrap()
+    );
+    // The same report again (an outbox resending): recorded once.
+    assert!(
+        !store
+            .fault_record(&fault("t1", 1, 100, "b1", "replace"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .fault_record(&fault("t2", 7, 90, "b1", "escalated"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .fault_record(&fault("t2", 8, 120, "b1", "known"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .fault_record(&fault("t1", 2, 110, "b2", "known"))
+            .await
+            .unwrap()
+    );
+    // An unknown terminal records nothing.
+    assert!(
+        !store
+            .fault_record(&fault("nobody", 1, 100, "b3", "known"))
+            .await
+            .unwrap()
+    );
+    let buckets = store.fault_buckets().await.unwrap();
+    assert_eq!(buckets.len(), 2, "{buckets:?}");
+    let b1 = &buckets[0];
+    assert_eq!(b1.key.id, "b1");
+    assert_eq!((b1.faults, b1.terminals), (3, 2));
+    assert_eq!((b1.first_seen, b1.last_seen), (90, 120));
+    assert_eq!(b1.decision, "known");
+    assert_eq!(b1.escalated_at, Some(90));
+    assert_eq!(buckets[1].escalated_at, None);
+    let all = store.faults(None, None, 0).await.unwrap();
+    let keys: Vec<(&str, u64)> = all.iter().map(|f| (f.terminal.as_str(), f.seq)).collect();
+    assert_eq!(keys, [("t2", 8), ("t1", 2), ("t1", 1), ("t2", 7)]);
+    let of_t1_in_b1 = store.faults(Some("t1"), Some("b1"), 0).await.unwrap();
+    assert_eq!(of_t1_in_b1.len(), 1);
+    assert_eq!(of_t1_in_b1[0].verdict, r#"{"decision":"replace"}"#);
+    assert_eq!(store.faults(None, Some("b1"), 2).await.unwrap().len(), 2);
+    // Faults go with their terminal.
+    assert!(store.terminal_delete("t2").await.unwrap());
+    assert_eq!(store.faults(None, Some("b1"), 0).await.unwrap().len(), 1);
+}
+
+async fn fault_rules_and_replacements_are_put_listed_and_deleted(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let rule = |id: &str, doc: &str| herd_store::FaultRuleRow {
+        id: id.into(),
+        doc: doc.into(),
+    };
+    store.fault_rule_put(&rule("r2", "two")).await.unwrap();
+    store.fault_rule_put(&rule("r1", "one")).await.unwrap();
+    store
+        .fault_rule_put(&rule("r2", "two again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.fault_rules().await.unwrap(),
+        [rule("r1", "one"), rule("r2", "two again")]
+    );
+    assert!(store.fault_rule_delete("r1").await.unwrap());
+    assert!(!store.fault_rule_delete("r1").await.unwrap());
+    let entry = |program: &str, platform: &str, doc: &str| herd_store::ReplacementRow {
+        program: program.into(),
+        platform: platform.into(),
+        doc: doc.into(),
+    };
+    store
+        .replacement_put(&entry("a", "linux", "1"))
+        .await
+        .unwrap();
+    store
+        .replacement_put(&entry("a", "darwin", "2"))
+        .await
+        .unwrap();
+    store
+        .replacement_put(&entry("a", "linux", "3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.replacements().await.unwrap(),
+        [entry("a", "darwin", "2"), entry("a", "linux", "3")]
+    );
+    assert!(store.replacement_delete("a", "linux").await.unwrap());
+    assert!(!store.replacement_delete("a", "linux").await.unwrap());
+    assert_eq!(store.replacements().await.unwrap().len(), 1);
 }

@@ -359,6 +359,11 @@ impl Agent {
             self.save_progress();
             let acted = acted?;
             flushed?;
+            // The verdicts on fault reports just sent, for the supervisor and the status.
+            let faults = crate::supervise::verdicts::FaultDirs::new(self.state_root());
+            if let Err(err) = crate::supervise::verdicts::fetch(self.client(), &faults) {
+                eprintln!("herd-agent: warning: {err:#}");
+            }
             // The center's interval is a hint from a party the agent does not fully trust.
             let (after, clamped) = clock::checkin_interval(response.next_checkin_secs);
             if let Some(note) = clamped {

@@ -22,7 +22,7 @@ mod fetcher;
 mod identity;
 mod interfaces;
 mod push;
-mod state;
+pub(crate) mod state;
 mod status;
 mod upstreams;
 mod volumes;

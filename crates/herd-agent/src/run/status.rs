@@ -65,6 +65,9 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             Err(e) => format!("unreadable: {e:#}"),
         });
 
+    let faults =
+        crate::supervise::verdicts::load(&crate::supervise::verdicts::FaultDirs::new(&paths.root))?;
+
     if args.json {
         let (installed_json, installed_error) = match &installed {
             Ok(doc) => (json!(doc), None),
@@ -89,6 +92,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
                 "decided_at": c.decided_at,
             })),
             "outbox": outbox,
+            "faults": faults.verdicts,
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(0);
@@ -236,6 +240,10 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
                     .unwrap_or_default()
             ),
         );
+    }
+    // The center's verdicts on this terminal's faults, newest first, a line each.
+    for verdict in faults.verdicts.iter().take(5) {
+        line("fault", crate::supervise::describe_verdict(verdict));
     }
     if let Some(refresh) = &progress.trust.last_refresh {
         line(

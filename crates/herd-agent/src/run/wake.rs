@@ -152,10 +152,12 @@ impl Waker {
             }
             if ready(&fds[1]) {
                 let events = self.inotify.read_events().unwrap_or_default();
-                if events
-                    .iter()
-                    .any(|e| e.name.as_deref() == Some(std::ffi::OsStr::new(CONSENT_FILE)))
-                {
+                if events.iter().any(|e| {
+                    // A consent answer, or a fault report whose verdict is awaited.
+                    [CONSENT_FILE, crate::supervise::verdicts::AWAITED_FILE]
+                        .iter()
+                        .any(|name| e.name.as_deref() == Some(std::ffi::OsStr::new(name)))
+                }) {
                     return Ok(Wake::Consent);
                 }
             }

@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod console;
 pub mod error;
 pub mod extract;
+mod faults;
 pub mod listener;
 mod operators;
 mod registry;
@@ -116,6 +117,13 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(rollouts::list_rollouts))
         .routes(routes!(rollouts::show_rollout))
         .routes(routes!(rollouts::act_on_rollout))
+        .routes(routes!(faults::verdicts))
+        .routes(routes!(faults::list))
+        .routes(routes!(faults::show))
+        .routes(routes!(faults::list_rules))
+        .routes(routes!(faults::put_rule, faults::delete_rule))
+        .routes(routes!(faults::list_replacements))
+        .routes(routes!(faults::put_replacement, faults::delete_replacement))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;

@@ -7,7 +7,9 @@
 //! virus a is proven undetected on the phone before the switch and detected after. Before the
 //! switch, an attacker's mirror serves the phone a tampered vaccine b, which it refuses. At the
 //! end the center goes down: the site keeps answering its terminals and queues what they
-//! report, and the center, restarted, receives it all once and in order.
+//! report, and the center, restarted, receives it all once and in order. Last, a
+//! server in the data center supervises company A's middleware (SPEC §3.3): a known fault gets
+//! its cause and remedy, an unknown crash has the middleware replaced by company B's.
 //!
 //! Every step states what it expects and checks it against what really happened (the
 //! agents' exit codes, the center's API, the files in each agent's product prefix); `--exit`
@@ -16,6 +18,7 @@
 //!
 //! - `attack`: the malicious mirror the phone refuses before it switches;
 //! - `site`: the site server, waiting for it, and the center's outage;
+//! - `faults`: supervised programs failing, the fault database and a replacement;
 //! - `story`: the cast (vendors, packages, feeds, terminals), pure data;
 //! - `steps`: the story's steps, each printing what happens and checking what it expects;
 //! - `describe`: the expectations of one check, and the phrases for plans and reports;
@@ -25,6 +28,7 @@
 
 mod attack;
 mod describe;
+mod faults;
 mod procs;
 mod show;
 mod signals;
@@ -185,6 +189,10 @@ fn story_steps(exit: bool) -> Vec<(&'static str, StepFn)> {
             Demo::center_goes_down,
         ),
         ("The center's view of the fleet", Demo::center_view),
+        (
+            "A supervised middleware fails: a known cause, and an unknown one replaced",
+            Demo::supervised_middleware_fails,
+        ),
     ];
     if exit {
         steps.push(("The site server and the center stop", Demo::stop_center));

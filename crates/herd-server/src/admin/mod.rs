@@ -9,6 +9,8 @@
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
 //! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
 //! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `console.rs` (console links), `trust.rs` (the signed repository's status),
+//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `faults.rs` (faults,
+//! fault rules, replacements), `trust.rs` (the signed repository's status),
 //! `ca.rs` (the CA: offline root, intermediates, KEKs), `keys.rs` (signed distribution's root
 //! keys, a vendor's signing key) with `vendor_role.rs` (the role a vendor signs itself on
 //! `herd publish --key`).
@@ -20,6 +22,7 @@ mod catalog;
 mod config;
 mod connect;
 mod console;
+mod faults;
 mod fleet;
 mod keys;
 mod output;
@@ -116,6 +119,15 @@ pub enum AdminCommand {
     /// Releases rolling out in rings: list, show, pause, resume, promote, revert.
     #[command(subcommand, visible_alias = "rollout")]
     Rollouts(RolloutsCommand),
+    /// Faults of supervised programs, bucketed by signature, with the center's decisions.
+    #[command(subcommand)]
+    Faults(faults::FaultsCommand),
+    /// The fault database: rules naming a fault's cause and remedy.
+    #[command(subcommand, name = "fault-rules")]
+    FaultRules(faults::FaultRulesCommand),
+    /// The replacement table: approved alternatives of a failing program.
+    #[command(subcommand)]
+    Replacements(faults::ReplacementsCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -151,5 +163,8 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Console(command) => console::run(command),
         AdminCommand::Sites(command) => sites::run(command),
         AdminCommand::Rollouts(command) => rollouts::run(command),
+        AdminCommand::Faults(command) => faults::faults(command),
+        AdminCommand::FaultRules(command) => faults::fault_rules(command),
+        AdminCommand::Replacements(command) => faults::replacements(command),
     }
 }

@@ -1,0 +1,188 @@
+//! The supervision configuration (`herd.supervise/v1`, a JSON file): the programs the agent
+//! watches, how (started by the agent from a command, or watched through a pid file), their
+//! definition (configuration) files, where their crash reports appear, their heartbeat, how
+//! often they may restart, their health check, and the approved alternatives installed beside
+//! them (which the center may tell the agent to switch to without distributing anything).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+pub const SUPERVISE_FORMAT: &str = "herd.supervise/v1";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuperviseConfig {
+    pub format: String,
+    /// The platform reported with faults [default: `<os>-<arch>`, like `linux-x86_64`].
+    #[serde(default)]
+    pub platform: Option<String>,
+    pub programs: Vec<ProgramConfig>,
+}
+
+/// One program: what identifies it in fault reports, and how it is run and watched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramConfig {
+    pub name: String,
+    pub vendor: String,
+    pub version: String,
+    /// Started (and restarted) by the agent: the program and its arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Watched only (another service manager starts it): the file holding its pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
+    /// Its definition (configuration) files, digested and excerpted (secrets redacted) into
+    /// fault reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub definitions: Vec<PathBuf>,
+    /// Where it (or its crash handler) writes crash reports, `<pid>.crash` (see `collect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Heartbeat>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Approved alternatives already installed here (claim 17), by the name the replacement
+    /// table gives them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternatives: Vec<ProgramConfig>,
+}
+
+/// The program touches `file` while it makes progress; no touch within `limit_secs` is a hang.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub file: PathBuf,
+    pub limit_secs: u64,
+}
+
+/// More than `max` failures within `window_secs` is a restart loop: reported, and the program
+/// is not restarted again until the agent's supervision restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    pub max: u32,
+    pub window_secs: u64,
+    /// The pause before a restart.
+    pub delay_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> RestartPolicy {
+        RestartPolicy {
+            max: 3,
+            window_secs: 60,
+            delay_ms: 500,
+        }
+    }
+}
+
+/// A command that must exit with `expect_exit` (and print `expect_output`, when given) within
+/// `timeout_secs` for the program to count as working: the replacement's verify step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub command: Vec<String>,
+    #[serde(default = "default_health_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default)]
+    pub expect_exit: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_output: Option<String>,
+}
+
+fn default_health_timeout() -> u64 {
+    10
+}
+
+impl SuperviseConfig {
+    pub fn load(path: &Path) -> Result<SuperviseConfig> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let config: SuperviseConfig = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a supervision configuration", path.display()))?;
+        config
+            .check()
+            .with_context(|| format!("{}: refused", path.display()))?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.format != SUPERVISE_FORMAT {
+            bail!(
+                "$.format: {:?}; this agent reads {SUPERVISE_FORMAT:?}",
+                self.format
+            );
+        }
+        if let Some(platform) = &self.platform {
+            herd_core::check_identifier(platform)
+                .map_err(|m| anyhow::anyhow!("$.platform: {m}"))?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, program) in self.programs.iter().enumerate() {
+            program.check(&format!("$.programs[{i}]"))?;
+            if !names.insert(&program.name) {
+                bail!("$.programs[{i}].name: {:?} is listed twice", program.name);
+            }
+            for (j, alternative) in program.alternatives.iter().enumerate() {
+                let at = format!("$.programs[{i}].alternatives[{j}]");
+                alternative.check(&at)?;
+                if alternative.command.is_none() {
+                    bail!("{at}: an alternative is started by the agent: give its command");
+                }
+                if !alternative.alternatives.is_empty() {
+                    bail!("{at}.alternatives: an alternative lists no alternatives of its own");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn platform(&self) -> String {
+        self.platform.clone().unwrap_or_else(default_platform)
+    }
+}
+
+/// `<os>-<arch>`, as terminals report their platform by default.
+pub fn default_platform() -> String {
+    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+impl ProgramConfig {
+    fn check(&self, at: &str) -> Result<()> {
+        herd_core::check_identifier(&self.name).map_err(|m| anyhow::anyhow!("{at}.name: {m}"))?;
+        herd_core::check_identifier(&self.vendor)
+            .map_err(|m| anyhow::anyhow!("{at}.vendor: {m}"))?;
+        herd_core::check_version(&self.version)
+            .map_err(|m| anyhow::anyhow!("{at}.version: {m}"))?;
+        match (&self.command, &self.pid_file) {
+            (Some(command), None) if command.is_empty() => {
+                bail!("{at}.command: name the program to start")
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => bail!("{at}: give either command (started by the agent) or pid_file (watched)"),
+        }
+        if self.definitions.len() > herd_proto::fault::MAX_DEFINITIONS {
+            bail!(
+                "{at}.definitions: at most {}",
+                herd_proto::fault::MAX_DEFINITIONS
+            );
+        }
+        if let Some(heartbeat) = &self.heartbeat
+            && heartbeat.limit_secs == 0
+        {
+            bail!("{at}.heartbeat.limit_secs: at least 1");
+        }
+        if let Some(check) = &self.health_check
+            && check.command.is_empty()
+        {
+            bail!("{at}.health_check.command: name the command");
+        }
+        Ok(())
+    }
+}

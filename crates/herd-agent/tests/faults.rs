@@ -1,0 +1,372 @@
+//! Fault recovery end to end (SPEC §3.3), with real processes on loopback: a real `herd serve`
+//! center with a fault rule and a replacement table, an enrolled agent, and `herd-agent
+//! supervise` running four supervised programs (`sh` scripts) that fail — one exits with a
+//! status a rule knows (cause and remedy delivered, shown in `herd-agent status`), one crashes
+//! with SIGSEGV (unknown cause: replaced by company B's program, distributed by the center),
+//! one hangs (replaced by an alternative already installed), one exits with no rule and no
+//! alternative (escalated, visible in `herd faults`). A report naming another terminal is
+//! refused by the center and set aside by the outbox.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use herd_client::Client;
+use herd_lab::harness::{CenterProcess, CenterSpec};
+use herd_proto::api::NewEnrolmentToken;
+use herd_proto::fault::{Alternative, Decision, FaultKind, FaultRule, ReplacementEntry};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+fn agent() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_herd-agent"))
+}
+
+/// The `herd` binary beside the agent's (built if missing, as `tests/run.rs` does).
+fn herd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HERD_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_BIN_EXE_herd-agent"))
+        .parent()
+        .unwrap()
+        .join("herd");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "herd-server", "--bin", "herd"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    path
+}
+
+fn script(path: &Path, body: &str) -> PathBuf {
+    fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let mut permissions = fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    fs::set_permissions(path, permissions).unwrap();
+    path.to_owned()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Waits until `check` holds, or panics naming `what` after 20 s.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A pid file naming a live process.
+fn running(pid_file: &Path) -> bool {
+    fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .is_some_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
+}
+
+fn awaited(state: &Path) -> Vec<u64> {
+    fs::read(state.join("faults-awaited.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+struct Supervisor(Child);
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let status = self.0.wait().unwrap();
+        if !std::thread::panicking() {
+            assert!(status.success(), "the supervisor ended with {status}");
+        }
+    }
+}
+
+#[test]
+fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
+    herd_tls::install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("center");
+    let center = CenterProcess::start(
+        &CenterSpec::new(&herd_binary(), &data)
+            .log(&root.join("center.log"))
+            .env("RUST_LOG", Some("warn")),
+    )
+    .expect("herd serve starts");
+    let ca = fs::read_to_string(data.join("ca.pem")).unwrap();
+    let token = fs::read_to_string(data.join("operator.token")).unwrap();
+    let operator = Client::new(&center.url, &ca, None)
+        .unwrap()
+        .with_token(token.trim());
+
+    // The fault database knows mw-known's exit status 3.
+    operator
+        .put_fault_rule(&FaultRule {
+            id: "mw-known-licence".into(),
+            program: "mw-known".into(),
+            version_from: Some("1.0".into()),
+            version_below: Some("1.5".into()),
+            kinds: vec![],
+            exit_codes: vec![3],
+            signals: vec![],
+            frame_pattern: None,
+            definition_pattern: Some("licence = trial".into()),
+            cause: "The trial licence has expired.".into(),
+            remedy: "Install the site licence in /etc/mw-known.conf.".into(),
+        })
+        .unwrap();
+    // Company B's middleware: one executable, distributed by the center.
+    let b_pid = root.join("mw-b.pid");
+    let b_program = script(
+        &root.join("mw-b-package"),
+        &format!(
+            "[ \"$1\" = --herd-health-check ] && exit 0\necho $$ > {}\nexec sleep 1000",
+            b_pid.display()
+        ),
+    );
+    let b_package = operator.upload_package(&b_program).unwrap();
+    let platform = "linux-x86_64";
+    let alternative = |program: &str, package: Option<String>| Alternative {
+        program: program.into(),
+        vendor: "company-b".into(),
+        version: "2.0".into(),
+        package_sha256: package,
+        package_size: None,
+    };
+    for (program, alternatives) in [
+        (
+            "mw-a",
+            vec![alternative("mw-b", Some(b_package.sha256.clone()))],
+        ),
+        ("mw-c", vec![alternative("mw-d", None)]),
+    ] {
+        operator
+            .put_replacement(&ReplacementEntry {
+                program: program.into(),
+                platform: platform.into(),
+                alternatives,
+            })
+            .unwrap();
+    }
+    // A package the center does not have is refused, naming the field.
+    let err = operator
+        .put_replacement(&ReplacementEntry {
+            program: "mw-x".into(),
+            platform: platform.into(),
+            alternatives: vec![alternative("mw-y", Some("0".repeat(64)))],
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("$.alternatives[0].package_sha256: no package"),
+        "{err}"
+    );
+
+    // Enrol the terminal.
+    let enrol = operator
+        .new_enrolment_token(&NewEnrolmentToken {
+            label: "tests".into(),
+            uses: Some(1),
+            ttl_secs: None,
+            reenrol_terminal: None,
+        })
+        .unwrap()
+        .token;
+    let state = root.join("agent");
+    let once = || {
+        agent()
+            .arg("run")
+            .arg("--once")
+            .arg("--server")
+            .arg(&center.url)
+            .arg("--ca")
+            .arg(data.join("ca.pem"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args([
+                "--enrol-token",
+                &enrol,
+                "--id",
+                "t1",
+                "--platform",
+                platform,
+            ])
+            .output()
+            .unwrap()
+    };
+    let output = once();
+    assert!(
+        text(&output).contains("enrolled as terminal t1"),
+        "{}",
+        text(&output)
+    );
+
+    // Four supervised programs, each failing its own way; restarts are slow, so each fails
+    // once during the test.
+    let crashes = root.join("crashes");
+    fs::create_dir(&crashes).unwrap();
+    let known_conf = root.join("mw-known.conf");
+    fs::write(&known_conf, "licence = trial\nlicence_key = SECRET-123\n").unwrap();
+    let restart = json!({"max": 5, "window_secs": 60, "delay_ms": 600000});
+    let d_pid = root.join("mw-d.pid");
+    let config = json!({
+        "format": "herd.supervise/v1",
+        "platform": platform,
+        "programs": [
+            {"name": "mw-known", "vendor": "company-a", "version": "1.2",
+             "command": [script(&root.join("known.sh"), "exit 3")],
+             "definitions": [known_conf], "restart": restart},
+            {"name": "mw-a", "vendor": "company-a", "version": "3.1",
+             "command": [script(&root.join("a.sh"), &format!(
+                 "printf 'herd-crash/1\\nframe: mw_parse_request at 0x55d0\\nframe: main\\n' > {}/$$.crash\nkill -SEGV $$",
+                 crashes.display()))],
+             "crash_dir": crashes, "restart": restart},
+            {"name": "mw-c", "vendor": "company-a", "version": "1.0",
+             "command": [script(&root.join("c.sh"), "exec sleep 1000")],
+             "heartbeat": {"file": root.join("c.beat"), "limit_secs": 1},
+             "restart": restart,
+             "alternatives": [
+                 {"name": "mw-d", "vendor": "company-b", "version": "2.0",
+                  "command": [script(&root.join("d.sh"), &format!("echo $$ > {}\nexec sleep 1000", d_pid.display()))],
+                  "health_check": {"command": ["true"]}}
+             ]},
+            {"name": "mw-e", "vendor": "company-e", "version": "0.9",
+             "command": [script(&root.join("e.sh"), "exit 1")], "restart": restart},
+        ]
+    });
+    let config_file = root.join("supervise.json");
+    fs::write(&config_file, config.to_string()).unwrap();
+    let supervisor = Supervisor(
+        agent()
+            .arg("supervise")
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--config")
+            .arg(&config_file)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("four fault reports queued", || awaited(&state).len() >= 4);
+
+    // A report for another terminal, slipped into the outbox: refused, set aside.
+    let output = agent()
+        .args([
+            "fault",
+            "report",
+            "--program",
+            "mw-known",
+            "--vendor",
+            "company-a",
+        ])
+        .args(["--version", "1.2", "--exit-code", "3", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let outbox = state.join("outbox");
+    let forged = fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max()
+        .unwrap();
+    let mut event: Value = serde_json::from_slice(&fs::read(&forged).unwrap()).unwrap();
+    event["data"]["terminal"] = json!("t2");
+    fs::write(&forged, event.to_string()).unwrap();
+
+    // The next check-in sends the reports and reads the verdicts (and the package of B).
+    let output = once();
+    let out = text(&output);
+    assert!(
+        out.contains("a terminal reports only its own faults"),
+        "{out}"
+    );
+    assert!(fs::read_dir(outbox.join("refused")).unwrap().count() > 0);
+
+    // The supervisor acts: B (distributed) replaces A, D (already here) replaces C.
+    wait_until("mw-b running", || running(&b_pid));
+    wait_until("mw-d running", || running(&d_pid));
+    assert!(state.join("faults/programs/mw-b/2.0/mw-b").exists());
+
+    // The center's buckets: one per failing program, each with its decision.
+    let buckets = operator.fault_buckets().unwrap().buckets;
+    let decision = |program: &str| {
+        let bucket = buckets
+            .iter()
+            .find(|b| b.program == program)
+            .unwrap_or_else(|| panic!("no bucket of {program} in {buckets:?}"));
+        (bucket.kind, bucket.decision, bucket.escalated_at.is_some())
+    };
+    assert_eq!(
+        decision("mw-known"),
+        (FaultKind::Exit, Decision::Known, false)
+    );
+    assert_eq!(
+        decision("mw-a"),
+        (FaultKind::Crash, Decision::Replace, false)
+    );
+    assert_eq!(
+        decision("mw-c"),
+        (FaultKind::Hang, Decision::UseAlternative, false)
+    );
+    assert_eq!(
+        decision("mw-e"),
+        (FaultKind::Exit, Decision::Escalated, true)
+    );
+    let a = buckets.iter().find(|b| b.program == "mw-a").unwrap();
+    let detail = operator.fault_bucket(&a.id[..8]).unwrap();
+    assert_eq!(detail.faults.len(), 1);
+    assert_eq!(detail.faults[0].terminal, "t1");
+    assert_eq!(
+        detail.faults[0].report.frames[0],
+        "mw_parse_request at 0x55d0"
+    );
+    assert!(detail.bucket.signature.contains("mw_parse_request at ?"));
+    // The secret in mw-known's configuration never left the terminal.
+    let known = buckets.iter().find(|b| b.program == "mw-known").unwrap();
+    let detail = operator.fault_bucket(&known.id).unwrap();
+    let excerpt = &detail.faults[0].report.definitions[0].excerpt;
+    assert_eq!(excerpt, "licence = trial\nlicence_key = [redacted]\n");
+
+    // The terminal shows the known cause with its remedy, and the rest.
+    let output = agent()
+        .args(["status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let out = text(&output);
+    assert!(
+        out.contains("mw-known")
+            && out.contains("The trial licence has expired.")
+            && out.contains("Install the site licence"),
+        "{out}"
+    );
+    assert!(out.contains("escalated to the operators"), "{out}");
+    assert!(out.contains("mw-b 2.0 (company-b)"), "{out}");
+
+    // Stopping the supervisor stops what it started.
+    drop(supervisor);
+    wait_until("mw-b stopped", || !running(&b_pid));
+    wait_until("mw-d stopped", || !running(&d_pid));
+}

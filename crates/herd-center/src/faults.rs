@@ -1,0 +1,402 @@
+//! Fault intake and investigation (SPEC §3.3.1–4, seed 002 S13–S20): a terminal's
+//! `fault.report` events are checked with the rest of their batch (a terminal reports only
+//! for itself; oversized or malformed reports refuse the batch), and once stored each is
+//! bucketed by its signature and decided: a rule of the fault database names the cause and
+//! remedy (`known`); else the replacement table's first usable alternative for the program and
+//! platform — one the terminal already has (`use_alternative`, claim 17) before one to
+//! distribute (`replace`, claim 16), in the table's order of preference; else `escalated`,
+//! recorded on the bucket for operators. The terminal reads its verdicts
+//! (`GET /v1/fault-verdicts`) and acts on them. The decision is [`decide`], a pure function.
+//!
+//! Simplification: a rule added later does not re-decide faults already recorded; the next
+//! fault of the bucket gets the new decision.
+
+use herd_proto::api::events;
+use herd_proto::fault::{
+    Alternative, Decision, FaultBucket, FaultBucketDetail, FaultBucketList, FaultEntry, FaultKind,
+    FaultReport, FaultRule, FaultVerdict, FaultVerdicts, MAX_REPORT_BYTES, ReplacementEntry,
+};
+use herd_store::{EventRow, FaultBucketKey, FaultBucketRow, FaultWrite};
+use sha2::{Digest, Sha256};
+
+use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::{Center, rfc3339};
+
+/// How many verdicts a terminal reads at once (its newest).
+pub const VERDICTS_LISTED: u32 = 20;
+/// How many faults `herd faults show` lists for a bucket (its newest).
+pub const FAULTS_SHOWN: u32 = 50;
+
+/// Checks the data of a `fault.report` event sent by `terminal`; `at_path` names the event's
+/// fields in errors.
+pub(crate) fn check_report(
+    terminal: &str,
+    data: &serde_json::Value,
+    at_path: &dyn Fn(&str) -> String,
+) -> CenterResult<FaultReport> {
+    let size = data.to_string().len();
+    if size > MAX_REPORT_BYTES {
+        return Err(CenterError::new(
+            ErrorKind::TooLarge,
+            format!(
+                "{}: the fault report takes {size} bytes; at most {MAX_REPORT_BYTES}",
+                at_path("data")
+            ),
+        ));
+    }
+    let report: FaultReport = serde_json::from_value(data.clone()).map_err(|err| {
+        CenterError::new(
+            ErrorKind::DocumentInvalid,
+            format!("{}: not a fault report: {err}", at_path("data")),
+        )
+    })?;
+    if let Err(err) = report.validate(&at_path("data")) {
+        return Err(CenterError::invalid(
+            ErrorKind::DocumentInvalid,
+            err.to_string(),
+            &err,
+        ));
+    }
+    if let Some(named) = &report.terminal
+        && named != terminal
+    {
+        return Err(CenterError::new(
+            ErrorKind::DocumentInvalid,
+            format!(
+                "{}: the report is for terminal {named:?} but terminal {terminal:?} sent it; a \
+                 terminal reports only its own faults",
+                at_path("data.terminal")
+            ),
+        ));
+    }
+    Ok(report)
+}
+
+/// The bucket a report falls in: its signature and the signature's SHA-256 prefix.
+pub fn bucket_of(report: &FaultReport) -> FaultBucketKey {
+    let signature = report.signature();
+    let digest = hex::encode(Sha256::digest(signature.as_bytes()));
+    FaultBucketKey {
+        id: digest[..16].to_owned(),
+        program: report.program.clone(),
+        version: report.version.clone(),
+        kind: report.kind.as_str().to_owned(),
+        signature,
+    }
+}
+
+/// What the center decides about a report: the decision, the rule that named the cause,
+/// and the alternative to switch to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided<'a> {
+    pub decision: Decision,
+    pub rule: Option<&'a FaultRule>,
+    pub alternative: Option<&'a Alternative>,
+}
+
+/// Decides a report against the fault database (rules in id order, the first that matches)
+/// and the replacement table. Pure.
+pub fn decide<'a>(
+    report: &FaultReport,
+    rules: &'a [FaultRule],
+    replacements: &'a [ReplacementEntry],
+) -> Decided<'a> {
+    if let Some(rule) = rules.iter().find(|rule| rule.matches(report)) {
+        return Decided {
+            decision: Decision::Known,
+            rule: Some(rule),
+            alternative: None,
+        };
+    }
+    let alternatives = replacements
+        .iter()
+        .find(|entry| entry.program == report.program && entry.platform == report.platform)
+        .map(|entry| entry.alternatives.as_slice())
+        .unwrap_or_default();
+    for alternative in alternatives {
+        if report.alternatives_present.contains(&alternative.program) {
+            return Decided {
+                decision: Decision::UseAlternative,
+                rule: None,
+                alternative: Some(alternative),
+            };
+        }
+        if alternative.package_sha256.is_some() {
+            return Decided {
+                decision: Decision::Replace,
+                rule: None,
+                alternative: Some(alternative),
+            };
+        }
+    }
+    Decided {
+        decision: Decision::Escalated,
+        rule: None,
+        alternative: None,
+    }
+}
+
+impl Center {
+    /// Buckets and decides the fault reports among stored events (all of them, duplicates
+    /// included: recording is idempotent by (terminal, seq), so a report whose batch was
+    /// stored but not decided — a crash between the two — is decided when it is sent again).
+    pub(crate) async fn take_faults(&self, terminal: &str, rows: &[EventRow]) -> CenterResult<()> {
+        let reports: Vec<(&EventRow, FaultReport)> = rows
+            .iter()
+            .filter(|row| row.kind == events::FAULT_REPORT)
+            .filter_map(|row| {
+                // Checked by `check_report` before the batch was stored.
+                let report: FaultReport = serde_json::from_str(&row.data).ok()?;
+                Some((row, report.redacted()))
+            })
+            .collect();
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let rules = self.fault_rule_docs().await?;
+        let replacements = self.replacement_docs().await?;
+        for (row, report) in reports {
+            let decided = decide(&report, &rules, &replacements);
+            let bucket = bucket_of(&report);
+            let verdict = FaultVerdict {
+                seq: row.seq,
+                at: rfc3339(row.at),
+                program: report.program.clone(),
+                bucket: bucket.id.clone(),
+                decision: decided.decision,
+                rule: decided.rule.map(|rule| rule.id.clone()),
+                cause: decided.rule.map(|rule| rule.cause.clone()),
+                remedy: decided.rule.map(|rule| rule.remedy.clone()),
+                alternative: decided.alternative.cloned(),
+            };
+            let recorded = self
+                .store
+                .fault_record(&FaultWrite {
+                    terminal: terminal.to_owned(),
+                    seq: row.seq,
+                    at: row.at,
+                    bucket: bucket.clone(),
+                    decision: decided.decision.as_str().to_owned(),
+                    report: serde_json::to_string(&report).expect("a report serialises"),
+                    verdict: serde_json::to_string(&verdict).expect("a verdict serialises"),
+                })
+                .await?;
+            if !recorded {
+                continue;
+            }
+            self.on_fault(terminal, &report.program, row.at);
+            if decided.decision == Decision::Escalated {
+                // The lead wires this to alerts; until then it is the bucket's `escalated_at`
+                // (`herd faults list|show`) and this log line.
+                tracing::warn!(
+                    bucket = %bucket.id, program = %report.program, version = %report.version,
+                    terminal, kind = report.kind.as_str(),
+                    "fault escalated: no rule of the fault database names its cause and the \
+                     replacement table has no usable alternative"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The hook rollout rings call on each accepted fault (a no-op until they are wired):
+    /// faults on terminals that recently received a release are attributed to it there.
+    pub(crate) fn on_fault(&self, _terminal: &str, _program: &str, _at: i64) {}
+
+    /// The calling terminal's latest verdicts, newest first.
+    pub async fn fault_verdicts(&self, terminal: &str) -> CenterResult<FaultVerdicts> {
+        let verdicts = self
+            .store
+            .faults(Some(terminal), None, VERDICTS_LISTED)
+            .await?
+            .into_iter()
+            .map(|row| parse_stored::<FaultVerdict>(&row.verdict, "verdict"))
+            .collect::<CenterResult<_>>()?;
+        Ok(FaultVerdicts { verdicts })
+    }
+
+    /// Every bucket, most recently seen first.
+    pub async fn fault_buckets(&self) -> CenterResult<FaultBucketList> {
+        let buckets = self
+            .store
+            .fault_buckets()
+            .await?
+            .into_iter()
+            .map(bucket_doc)
+            .collect::<CenterResult<_>>()?;
+        Ok(FaultBucketList { buckets })
+    }
+
+    /// One bucket (by its id or an unambiguous prefix of it) with its latest faults.
+    pub async fn fault_bucket(&self, id: &str) -> CenterResult<FaultBucketDetail> {
+        let mut found: Vec<FaultBucketRow> = self
+            .store
+            .fault_buckets()
+            .await?
+            .into_iter()
+            .filter(|bucket| !id.is_empty() && bucket.key.id.starts_with(id))
+            .collect();
+        let row = match found.len() {
+            0 => return Err(CenterError::not_found(format!("no fault bucket {id:?}"))),
+            1 => found.remove(0),
+            n => {
+                return Err(CenterError::new(
+                    ErrorKind::Conflict,
+                    format!("{n} fault buckets start with {id:?}; give more of the id"),
+                ));
+            }
+        };
+        let faults = self
+            .store
+            .faults(None, Some(&row.key.id), FAULTS_SHOWN)
+            .await?
+            .into_iter()
+            .map(|fault| {
+                Ok(FaultEntry {
+                    terminal: fault.terminal,
+                    report: parse_stored(&fault.report, "report")?,
+                    verdict: parse_stored(&fault.verdict, "verdict")?,
+                })
+            })
+            .collect::<CenterResult<_>>()?;
+        Ok(FaultBucketDetail {
+            bucket: bucket_doc(row)?,
+            faults,
+        })
+    }
+}
+
+fn bucket_doc(row: FaultBucketRow) -> CenterResult<FaultBucket> {
+    let kind: FaultKind = serde_json::from_value(serde_json::Value::String(row.key.kind.clone()))
+        .map_err(|_| {
+        CenterError::internal(format!(
+            "fault bucket {} has an unknown kind {:?}",
+            row.key.id, row.key.kind
+        ))
+    })?;
+    let decision = Decision::parse(&row.decision).ok_or_else(|| {
+        CenterError::internal(format!(
+            "fault bucket {} has an unknown decision {:?}",
+            row.key.id, row.decision
+        ))
+    })?;
+    Ok(FaultBucket {
+        id: row.key.id,
+        program: row.key.program,
+        version: row.key.version,
+        kind,
+        signature: row.key.signature,
+        faults: row.faults,
+        terminals: row.terminals,
+        first_seen: rfc3339(row.first_seen),
+        last_seen: rfc3339(row.last_seen),
+        decision,
+        escalated_at: row.escalated_at.map(rfc3339),
+    })
+}
+
+/// A JSON document the center stored itself; unreadable means the database is damaged.
+pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> CenterResult<T> {
+    serde_json::from_str(text)
+        .map_err(|err| CenterError::internal(format!("a stored fault {what} is corrupt: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_proto::fault::FaultKind;
+
+    fn report(program: &str, present: &[&str]) -> FaultReport {
+        FaultReport {
+            terminal: None,
+            program: program.into(),
+            vendor: "company-a".into(),
+            version: "1.0".into(),
+            platform: "linux-x86_64".into(),
+            kind: FaultKind::Exit,
+            exit_code: Some(3),
+            signal: None,
+            frames: vec![],
+            dump_sha256: None,
+            definitions: vec![],
+            restarts: 0,
+            message: None,
+            alternatives_present: present.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn alternative(program: &str, package: bool) -> Alternative {
+        Alternative {
+            program: program.into(),
+            vendor: "company-b".into(),
+            version: "2.0".into(),
+            package_sha256: package.then(|| "a".repeat(64)),
+            package_size: None,
+        }
+    }
+
+    #[test]
+    fn known_before_alternatives_present_before_distributed_else_escalated() {
+        let rule = FaultRule {
+            id: "exit-3".into(),
+            program: "mw-a".into(),
+            version_from: None,
+            version_below: None,
+            kinds: vec![],
+            exit_codes: vec![3],
+            signals: vec![],
+            frame_pattern: None,
+            definition_pattern: None,
+            cause: "c".into(),
+            remedy: "r".into(),
+        };
+        let table = vec![ReplacementEntry {
+            program: "mw-a".into(),
+            platform: "linux-x86_64".into(),
+            alternatives: vec![
+                alternative("mw-c", false),
+                alternative("mw-b", true),
+                alternative("mw-d", false),
+            ],
+        }];
+        let rules = [rule];
+        assert_eq!(
+            decide(&report("mw-a", &[]), &rules, &table).decision,
+            Decision::Known
+        );
+        let none: [FaultRule; 0] = [];
+        let distributed = decide(&report("mw-a", &[]), &none, &table);
+        assert_eq!(distributed.decision, Decision::Replace);
+        assert_eq!(distributed.alternative.unwrap().program, "mw-b");
+        // Present and preferred over the distributed one.
+        let present = decide(&report("mw-a", &["mw-c"]), &none, &table);
+        assert_eq!(present.decision, Decision::UseAlternative);
+        assert_eq!(present.alternative.unwrap().program, "mw-c");
+        // Present but less preferred than a distributable one: the table's order wins.
+        let later = decide(&report("mw-a", &["mw-d"]), &none, &table);
+        assert_eq!(later.alternative.unwrap().program, "mw-b");
+        assert_eq!(
+            decide(&report("mw-x", &[]), &none, &table).decision,
+            Decision::Escalated
+        );
+    }
+
+    #[test]
+    fn a_report_for_another_terminal_or_oversized_is_refused() {
+        let path = |field: &str| format!("$.events[0].{field}");
+        let mut other = report("mw-a", &[]);
+        other.terminal = Some("t2".into());
+        let data = serde_json::to_value(&other).unwrap();
+        let err = check_report("t1", &data, &path).unwrap_err();
+        assert!(err.to_string().contains("reports only its own"), "{err}");
+        let mut big = report("mw-a", &[]);
+        big.message = Some("x".repeat(MAX_REPORT_BYTES));
+        let err = check_report("t1", &serde_json::to_value(&big).unwrap(), &path).unwrap_err();
+        assert_eq!(err.code(), "too_large");
+        let err = check_report("t1", &serde_json::json!({"program": 1}), &path).unwrap_err();
+        assert!(err.to_string().contains("$.events[0].data"), "{err}");
+    }
+}
