@@ -122,6 +122,13 @@ impl Center {
                 (i, kind)
             })
             .collect();
+        // Detections, for Herd immunity's automatic verdicts once they are stored.
+        let detections: Vec<(usize, EventRow)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row.kind == events::SCAN_DETECTION)
+            .map(|(i, row)| (i, row.clone()))
+            .collect();
         let count = rows.len();
         let outcome = self.events.write(EventsWrite { rows, relay }).await?;
         self.relay_queued();
@@ -131,6 +138,16 @@ impl Center {
         let stored = count.saturating_sub(outcome.accepted as usize);
         for (_, kind) in refusals.iter().filter(|(i, _)| *i >= stored) {
             self.metrics.count_trust_refusal(kind);
+        }
+        let detections: Vec<EventRow> = detections
+            .into_iter()
+            .filter(|(i, _)| *i >= stored)
+            .map(|(_, row)| row)
+            .collect();
+        // At the center only: a site relays the events there, where the set is signed.
+        if !detections.is_empty() && self.site().is_none() {
+            self.immunity_from_detections(&terminal.id, &detections)
+                .await;
         }
         self.metrics
             .events_accepted
@@ -190,6 +207,10 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
                 at_path("kind"),
                 event.kind
             )));
+        }
+        if event.kind == events::SCAN_DETECTION {
+            crate::herd_set::check_detection(&event.data)
+                .map_err(|why| invalid(format!("{}: {why}", at_path("data"))))?;
         }
         if event.kind == events::PLAN_REPORT {
             let report: Result<PlanReport, _> = serde_json::from_value(event.data.clone());

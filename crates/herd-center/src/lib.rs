@@ -28,6 +28,7 @@ mod feeds;
 pub mod fleet;
 mod group_commit;
 mod groups;
+pub mod herd_set;
 mod identity;
 pub mod keys;
 mod memory;

@@ -320,6 +320,20 @@ impl Client {
         Ok(served.into())
     }
 
+    /// A verdict on a file (`POST /v1/verdicts`): `malicious` publishes its signature in
+    /// Herd's own set, `benign` removes it.
+    pub fn verdict(
+        &self,
+        verdict: &herd_proto::api::VerdictDoc,
+    ) -> Result<herd_proto::api::VerdictOutcome, ClientError> {
+        self.send_json(Method::POST, "/v1/verdicts", verdict)
+    }
+
+    /// Herd's own signature set (`GET /v1/herd-set`).
+    pub fn herd_set(&self) -> Result<Vec<herd_proto::api::HerdSignatureDoc>, ClientError> {
+        self.get_json("/v1/herd-set", &[], MAX_JSON_ANSWER)
+    }
+
     /// Deletes a group no terminal and no rule uses (`DELETE /v1/groups/{id}`).
     pub fn delete_group(&self, id: &str) -> Result<(), ClientError> {
         let path = format!("/v1/groups/{}", segment(id));

@@ -45,6 +45,9 @@ pub(crate) enum Wake {
     Push,
     /// A volume was mounted or unmounted.
     Volumes,
+    /// The hosted scanner told the user of a detection (`detections.json`), whose event waits
+    /// in the outbox.
+    Detection,
 }
 
 #[derive(Debug)]
@@ -157,6 +160,11 @@ impl Waker {
                     .any(|e| e.name.as_deref() == Some(std::ffi::OsStr::new(CONSENT_FILE)))
                 {
                     return Ok(Wake::Consent);
+                }
+                if events.iter().any(|e| {
+                    e.name.as_deref() == Some(std::ffi::OsStr::new(super::scanner::DETECTIONS_FILE))
+                }) {
+                    return Ok(Wake::Detection);
                 }
             }
             if push.is_some() && fds.get(2).is_some_and(ready) && push.is_some_and(Push::take_wakes)

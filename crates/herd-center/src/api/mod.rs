@@ -7,6 +7,7 @@
 pub mod blobs;
 pub mod error;
 pub mod extract;
+mod immunity;
 pub mod listener;
 mod operators;
 mod registry;
@@ -109,6 +110,8 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::site_terminal))
         .routes(routes!(sites::relay))
         .routes(routes!(sites::notify))
+        .routes(routes!(immunity::post_verdict))
+        .routes(routes!(immunity::list_herd_set))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
