@@ -133,6 +133,8 @@ pub struct WatchArgs {
 pub(crate) struct Hosted {
     pub stop: std::sync::atomic::AtomicBool,
     pub on_detection: Box<dyn Fn(&HostedDetection<'_>) + Send + Sync>,
+    /// Called once every root is watched (with the number of directories).
+    pub on_watching: Box<dyn Fn(usize) + Send + Sync>,
 }
 
 impl std::fmt::Debug for Hosted {
@@ -600,6 +602,9 @@ fn watch_fanotify(group: &Fanotify, ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> boo
     eprintln!(
         "herd-agent watch: watching {marked} directories (fanotify, opens of infected files are denied)"
     );
+    if let Some(hosted) = &ctx.args.hosted {
+        (hosted.on_watching)(marked);
+    }
     let own_pid = std::process::id() as i32;
     let cache = VerdictCache::default();
     // Bounded: when every worker is busy and the queue is full, the reader waits rather than
@@ -825,6 +830,9 @@ fn watch_inotify(ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> bool) -> Result<()> {
     eprintln!(
         "herd-agent watch: watching {count} directories (inotify, files are scanned after writing)"
     );
+    if let Some(hosted) = &ctx.args.hosted {
+        (hosted.on_watching)(count);
+    }
     let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
     while tick() {
         wait_readable(&[watches.inotify.as_fd()]);

@@ -185,21 +185,7 @@ impl ScanHost {
             .and_then(|rel| rel.strip_prefix("products").ok())
             .map(|rel| rel.display().to_string())
             .unwrap_or_default();
-        let hosted = Arc::new(Hosted {
-            stop: Default::default(),
-            on_detection: Box::new(detection_sink(&self.config, product)?),
-        });
-        let mut args = self.watch_args(&databases)?;
-        args.hosted = Some(hosted.clone());
-        let handle = std::thread::Builder::new()
-            .name("scanner".into())
-            .spawn(move || {
-                if let Err(e) = crate::onaccess::run(&args) {
-                    eprintln!("herd-agent: the scanner stopped: {e:#}");
-                }
-            })
-            .context("cannot start the scanner thread")?;
-        println!(
+        let said = format!(
             "herd-agent: scanning {} with {} definition file(s){}",
             self.config
                 .roots
@@ -214,6 +200,23 @@ impl ScanHost {
                 ""
             }
         );
+        let hosted = Arc::new(Hosted {
+            stop: Default::default(),
+            on_detection: Box::new(detection_sink(&self.config, product)?),
+            // Said once the directories are watched, not before: a file written earlier
+            // than that is found by the daily scan only.
+            on_watching: Box::new(move |_| println!("{said}")),
+        });
+        let mut args = self.watch_args(&databases)?;
+        args.hosted = Some(hosted.clone());
+        let handle = std::thread::Builder::new()
+            .name("scanner".into())
+            .spawn(move || {
+                if let Err(e) = crate::onaccess::run(&args) {
+                    eprintln!("herd-agent: the scanner stopped: {e:#}");
+                }
+            })
+            .context("cannot start the scanner thread")?;
         self.running = Some((wanted, hosted, handle));
         Ok(())
     }
