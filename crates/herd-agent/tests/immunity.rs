@@ -440,4 +440,49 @@ fn a_vendors_detection_protects_terminals_of_every_vendor_within_seconds() {
     phone.drop_file("tool.exe", &suspect);
     let told = phone.wait_for("is infected");
     assert!(told.contains("Herd.Immunity."), "{told}");
+
+    // `herd immunity` lists the set and judges files through the same API.
+    let herd = |args: &[&str]| {
+        Command::new(herd_binary())
+            .args(args)
+            .arg("--server")
+            .arg(&center.url)
+            .arg("--ca")
+            .arg(center.ca_path())
+            .arg("--token-file")
+            .arg(center.operator_token_path())
+            .output()
+            .unwrap()
+    };
+    let listed = herd(&["immunity", "list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{text}");
+    assert!(
+        text.contains(&suspect_sha) && text.contains("rule:suspect-terminals"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&other_sha) && text.contains("operator"),
+        "{text}"
+    );
+    let judged = herd(&["immunity", "verdict", "benign", &other_sha]);
+    let text = String::from_utf8_lossy(&judged.stdout);
+    assert!(judged.status.success(), "{text}");
+    assert!(
+        text.contains("removed from Herd's set; the set has 1 signature(s)"),
+        "{text}"
+    );
+    let refused = herd(&[
+        "immunity",
+        "verdict",
+        "malicious",
+        "not-a-digest",
+        "--size",
+        "3",
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("$.sha256"),
+        "{refused:?}"
+    );
 }

@@ -20,6 +20,7 @@ mod catalog;
 mod config;
 mod connect;
 mod fleet;
+mod immunity;
 mod keys;
 mod output;
 mod plan;
@@ -106,6 +107,9 @@ pub enum AdminCommand {
     /// for new ones.
     #[command(subcommand, visible_alias = "site")]
     Sites(SitesCommand),
+    /// Herd immunity: Herd's own signature set, and verdicts on files by SHA-256.
+    #[command(subcommand)]
+    Immunity(immunity::ImmunityCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -139,5 +143,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Trust(command) => trust::run(command),
         AdminCommand::Keys(command) => keys::run(command),
         AdminCommand::Sites(command) => sites::run(command),
+        AdminCommand::Immunity(command) => immunity::run(command),
     }
 }
