@@ -10,6 +10,7 @@ mod onaccess;
 mod outbox;
 mod quarantine;
 mod run;
+mod samples;
 mod scan;
 mod scan_cache;
 mod signatures;
@@ -56,6 +57,8 @@ enum Command {
     Apply(execute::ApplyArgs),
     Completions(herd_cli_docs::CompletionsArgs),
     Man(herd_cli_docs::ManArgs),
+    /// Send a file to the center's analysts as a sample (neutralised, through the outbox).
+    Submit(samples::SubmitArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Some(Command::Man(args)) => herd_cli_docs::man(Args::command(), &args)
             .map(|()| 0)
             .map_err(Into::into),
+        Some(Command::Submit(args)) => samples::run_submit(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -441,6 +441,99 @@ fn a_vendors_detection_protects_terminals_of_every_vendor_within_seconds() {
     let told = phone.wait_for("is infected");
     assert!(told.contains("Herd.Immunity."), "{told}");
 
+    // Samples: the suspicious hit went to the sample store by itself; a user submits a file.
+    wait_until("the suspicious sample to be stored", || {
+        operator
+            .samples()
+            .unwrap()
+            .iter()
+            .any(|s| s.sha256 == suspect_sha)
+    });
+    let submitted = root.join("strange.bin");
+    let strange = format!("strange {NEW_VIRUS} bytes\n");
+    fs::write(&submitted, &strange).unwrap();
+    let strange_sha = sha256_hex(strange.as_bytes());
+    let submit = |file: &Path| {
+        agent()
+            .args(["submit", "--state-dir"])
+            .arg(root.join("phone"))
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = submit(&submitted);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("queued"),
+        "{out:?}"
+    );
+    wait_until("the submitted sample to be stored", || {
+        operator
+            .samples()
+            .unwrap()
+            .iter()
+            .any(|s| s.sha256 == strange_sha)
+    });
+    let samples = operator.samples().unwrap();
+    let sample = samples.iter().find(|s| s.sha256 == strange_sha).unwrap();
+    assert_eq!(
+        (
+            sample.reason.as_str(),
+            sample.first_terminal.as_str(),
+            sample.size
+        ),
+        ("submitted", "phone", strange.len() as u64)
+    );
+    assert!(
+        samples
+            .iter()
+            .find(|s| s.sha256 == suspect_sha)
+            .unwrap()
+            .in_herd_set
+    );
+    // Kept neutralised: not the bytes, no signature matches them at rest, not runnable.
+    let stored = data.join("samples").join(format!("{strange_sha}.bin"));
+    let at_rest = fs::read(&stored).unwrap();
+    assert_ne!(at_rest, strange.as_bytes());
+    assert_eq!(
+        fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let scanned = agent()
+        .args(["scan", "--no-summary", "--prefix"])
+        .arg(root.join("pc/prefix"))
+        .arg(&stored)
+        .output()
+        .unwrap();
+    assert_eq!(scanned.status.code(), Some(0), "{scanned:?}");
+    assert_eq!(operator.sample(&strange_sha, 1 << 20).unwrap(), at_rest);
+    // Restored with the keystream of its SHA-256, it is the file.
+    let mut restored = at_rest.clone();
+    for (block, chunk) in restored.chunks_mut(32).enumerate() {
+        let key = Sha256::new()
+            .chain_update(strange_sha.as_bytes())
+            .chain_update((block as u64).to_le_bytes())
+            .finalize();
+        chunk.iter_mut().zip(key).for_each(|(b, k)| *b ^= k);
+    }
+    assert_eq!(restored, strange.as_bytes());
+    // Sent once; too large is refused with nothing queued.
+    let again = submit(&submitted);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("was sent before"),
+        "{again:?}"
+    );
+    let large = root.join("large.bin");
+    fs::write(&large, vec![b'x'; (1 << 20) + 1]).unwrap();
+    let refused = submit(&large);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("nothing was queued"),
+        "{refused:?}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(operator.samples().unwrap().len(), 2);
+
     // `herd immunity` lists the set and judges files through the same API.
     let herd = |args: &[&str]| {
         Command::new(herd_binary())

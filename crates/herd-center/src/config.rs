@@ -166,6 +166,8 @@ require_vendor_signatures = false
 # terminals is judged malicious (0 turns the rule off).
 immunity_cross_vendor = true
 immunity_suspect_terminals = 3
+# The largest sample (original bytes) a terminal may send to the sample store.
+max_sample_bytes = 1048576
 
 # The role of this process: "center" (the default), or "site" — a site server (SPEC §2): it
 # enrols with the center at `upstream`, replicates the catalog and the groups, mirrors the
@@ -243,6 +245,7 @@ pub struct ConfigFile {
     pub require_vendor_signatures: Option<bool>,
     pub immunity_cross_vendor: Option<bool>,
     pub immunity_suspect_terminals: Option<u64>,
+    pub max_sample_bytes: Option<u64>,
     pub role: Option<String>,
     pub upstream: Option<String>,
     pub upstream_ca: Option<PathBuf>,
@@ -327,6 +330,9 @@ pub struct CenterConfig {
     /// (0: never) does too.
     pub immunity_cross_vendor: bool,
     pub immunity_suspect_terminals: u64,
+    /// The largest sample a terminal may send (original bytes; sent hex-encoded in an event,
+    /// so at most 3 MiB fits a batch).
+    pub max_sample_bytes: u64,
     /// `Some` when this process is a site server.
     pub site: Option<SiteConfig>,
     /// A center pushes to a site that has not pulled for this long after a change.
@@ -795,6 +801,11 @@ impl CenterConfig {
             require_vendor_signatures: file.require_vendor_signatures.unwrap_or(false),
             immunity_cross_vendor: file.immunity_cross_vendor.unwrap_or(true),
             immunity_suspect_terminals: file.immunity_suspect_terminals.unwrap_or(3),
+            max_sample_bytes: match file.max_sample_bytes {
+                None => 1 << 20,
+                Some(n) if (1..=3 << 20).contains(&n) => n,
+                Some(_) => bail!("max_sample_bytes: must be between 1 and 3145728"),
+            },
             listen,
             data_dir,
             database,

@@ -88,11 +88,13 @@ impl Center {
     pub async fn append_events(
         &self,
         terminal: &KnownTerminal,
-        batch: EventBatch,
+        mut batch: EventBatch,
     ) -> CenterResult<EventAck> {
         // A site sends what it acknowledges to the center too: queued in the transaction that
         // stores the batch, before it is answered.
         let relay = self.events_relay(&terminal.id, &batch);
+        // Samples are checked whole and their bytes taken out before anything is stored.
+        let samples = crate::samples::take_samples(&mut batch, self.config.max_sample_bytes)?;
         let rows = event_rows(&terminal.id, batch, unix_now())?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
@@ -144,6 +146,9 @@ impl Center {
             .filter(|(i, _)| *i >= stored)
             .map(|(_, row)| row)
             .collect();
+        if !samples.is_empty() && self.site().is_none() {
+            self.keep_samples(&terminal.id, samples).await;
+        }
         // At the center only: a site relays the events there, where the set is signed.
         if !detections.is_empty() && self.site().is_none() {
             self.immunity_from_detections(&terminal.id, &detections)

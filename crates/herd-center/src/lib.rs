@@ -37,6 +37,7 @@ mod packages;
 mod placement;
 pub mod planners;
 mod registry;
+pub mod samples;
 pub mod site;
 mod sites;
 mod tokens;

@@ -432,6 +432,14 @@ impl Store for Counting {
             .herd_suspect_record(sha256, terminal, size, signature, at)
             .await
     }
+    async fn sample_add(&self, row: &herd_store::SampleRow) -> Result<bool, StoreError> {
+        self.count("sample_add");
+        self.inner.sample_add(row).await
+    }
+    async fn samples(&self) -> Result<Vec<herd_store::SampleRow>, StoreError> {
+        self.count("samples");
+        self.inner.samples().await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

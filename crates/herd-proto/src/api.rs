@@ -355,6 +355,9 @@ pub mod events {
     pub const TEST_EVENT: &str = "test.event";
     /// The agent's scanner detected a file (`data`: a [`super::Detection`]).
     pub const SCAN_DETECTION: &str = "scan.detection";
+    /// A sample for the center's analysts (`data`: a [`super::SampleUpload`]); the center
+    /// keeps the bytes in its sample store and the event without them.
+    pub const SAMPLE_UPLOAD: &str = "sample.upload";
 }
 
 /// A detection by the scanner `herd-agent run` hosts (`scan.detection` events, issue 13): the
@@ -392,6 +395,43 @@ impl Detection {
             .iter()
             .all(|s| s.starts_with(crate::distribution::HERD_SIGNATURE_PREFIX))
     }
+}
+
+/// A file sent to the center's sample store (`sample.upload` events, issue 13), neutralised:
+/// its bytes XOR-ed with a keystream of SHA-256(`sha256` ‖ block number as u64 LE), one 32-byte
+/// block at a time (the agent's quarantine scheme), so the upload and the stored copy can
+/// neither run nor match a signature; then hex-encoded. The center checks `size` against its
+/// limit and `sha256` against the restored bytes before keeping anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SampleUpload {
+    /// Lower-case hex SHA-256 of the original bytes.
+    pub sha256: String,
+    pub size: u64,
+    /// The file's path on the terminal.
+    pub path: String,
+    /// Why it is sent: `submitted` (by the user), `suspicious`, `not-quarantinable`.
+    pub reason: String,
+    /// The neutralised bytes, hex; absent from the event as the center stores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neutralised: Option<String>,
+}
+
+/// One sample in the center's store (`GET /v1/samples`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SampleDoc {
+    pub sha256: String,
+    pub size: u64,
+    pub reason: String,
+    pub path: String,
+    pub first_terminal: String,
+    /// RFC 3339.
+    pub received_at: String,
+    /// Whether Herd's set holds its signature now.
+    pub in_herd_set: bool,
 }
 
 /// `POST /v1/verdicts` (operator): a judgement on a file by its SHA-256 (issue 13). `malicious`

@@ -465,6 +465,17 @@ pub struct HerdSignatureRow {
     pub created_at: i64,
 }
 
+/// One sample in the center's sample store (migration 0010).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleRow {
+    pub sha256: String,
+    pub size: u64,
+    pub reason: String,
+    pub path: String,
+    pub first_terminal: String,
+    pub received_at: i64,
+}
+
 /// One (interface, MAC, address) a terminal reports holding now.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InterfaceSeen {
@@ -982,4 +993,8 @@ pub trait Store: Send + Sync + Debug {
         signature: &str,
         at: i64,
     ) -> Result<u64, StoreError>;
+    /// Records a sample; false (and nothing changes) when one with its SHA-256 is known.
+    async fn sample_add(&self, row: &SampleRow) -> Result<bool, StoreError>;
+    /// Every sample, newest first.
+    async fn samples(&self) -> Result<Vec<SampleRow>, StoreError>;
 }

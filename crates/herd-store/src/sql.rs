@@ -29,8 +29,9 @@ use crate::{
     EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, HerdSignatureRow,
     InterfaceRow, InterfaceSeen, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
     PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions,
-    RevokedToken, Role, RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT,
-    TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    RevokedToken, Role, RuleRow, SampleRow, SiteRow, Store, StoreError, StoredFeed,
+    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP,
+    VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2164,6 +2165,45 @@ where
         let count = from_db_int(row.try_get("n")?, "suspect count")?;
         tx.commit().await?;
         Ok(count)
+    }
+
+    async fn sample_add(&self, row: &SampleRow) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO samples (sha256, size, reason, path, first_terminal, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(row.sha256.as_str())
+        .bind(to_db_int(row.size, "sample size")?)
+        .bind(row.reason.as_str())
+        .bind(row.path.as_str())
+        .bind(row.first_terminal.as_str())
+        .bind(row.received_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DB::rows_affected(&inserted) == 1)
+    }
+
+    async fn samples(&self) -> Result<Vec<SampleRow>, StoreError> {
+        sqlx::query(
+            "SELECT sha256, size, reason, path, first_terminal, received_at FROM samples \
+             ORDER BY received_at DESC, sha256",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(SampleRow {
+                sha256: row.try_get("sha256")?,
+                size: from_db_int(row.try_get("size")?, "sample size")?,
+                reason: row.try_get("reason")?,
+                path: row.try_get("path")?,
+                first_terminal: row.try_get("first_terminal")?,
+                received_at: row.try_get("received_at")?,
+            })
+        })
+        .collect()
     }
 }
 

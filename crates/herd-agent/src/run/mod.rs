@@ -42,6 +42,13 @@ use agent::{Agent, CycleError};
 use clock::Backoff;
 use wake::{Wake, Waker};
 
+/// The outbox directory of the agent whose state directory is `state_root`.
+pub(crate) fn outbox_dir(state_root: &std::path::Path) -> PathBuf {
+    state::StatePaths::new(state_root).outbox()
+}
+
+pub(crate) use state::save_json;
+
 /// The agent's version, reported at check-in.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -283,6 +283,7 @@ fn detection_sink(
 ) -> Result<impl Fn(&HostedDetection<'_>) + Send + Sync + 'static> {
     let outbox = Outbox::open(&config.outbox)?;
     let notice = config.state_root.join(DETECTIONS_FILE);
+    let state_root = config.state_root.clone();
     let recent: Mutex<Vec<serde_json::Value>> = Mutex::new(
         crate::run::state::load_json(&notice)
             .ok()
@@ -318,6 +319,19 @@ fn detection_sink(
         let data = serde_json::to_value(&detection).expect("a detection serialises");
         if let Err(e) = outbox.push(events::SCAN_DETECTION, data.clone()) {
             eprintln!("herd-agent: warning: a detection was not queued for the center: {e}");
+        }
+        // What the analysts should look at: a suspicious-only hit, a file left in place.
+        let reason = match action {
+            "reported" => Some("suspicious"),
+            "not-quarantined" => Some("not-quarantinable"),
+            _ => None,
+        };
+        if let Some(reason) = reason
+            && (hit.content.len() as u64) <= crate::samples::DEFAULT_MAX_SAMPLE
+            && let Err(e) =
+                crate::samples::queue(&state_root, &outbox, hit.path, hit.content, reason)
+        {
+            eprintln!("herd-agent: warning: a sample was not queued for the center: {e:#}");
         }
         println!(
             "herd-agent: {} is infected ({}); {}",

@@ -45,8 +45,8 @@ pub(crate) enum Wake {
     Push,
     /// A volume was mounted or unmounted.
     Volumes,
-    /// The hosted scanner told the user of a detection (`detections.json`), whose event waits
-    /// in the outbox.
+    /// The hosted scanner told the user of a detection (`detections.json`), or `submit` queued
+    /// a sample (`submitted.json`): an event waits in the outbox.
     Detection,
 }
 
@@ -161,8 +161,14 @@ impl Waker {
                 {
                     return Ok(Wake::Consent);
                 }
+                let queued = [
+                    super::scanner::DETECTIONS_FILE,
+                    crate::samples::SUBMITTED_FILE,
+                ];
                 if events.iter().any(|e| {
-                    e.name.as_deref() == Some(std::ffi::OsStr::new(super::scanner::DETECTIONS_FILE))
+                    queued
+                        .iter()
+                        .any(|q| e.name.as_deref() == Some(std::ffi::OsStr::new(q)))
                 }) {
                     return Ok(Wake::Detection);
                 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use herd_proto::api::{ErrorBody, HerdSignatureDoc, VerdictDoc, VerdictOutcome};
+use herd_proto::api::{ErrorBody, HerdSignatureDoc, SampleDoc, VerdictDoc, VerdictOutcome};
 
-use super::extract::{JsonBody, JsonRequest, Operator};
+use super::extract::{JsonBody, JsonRequest, Operator, Path};
 use crate::{Center, CenterResult};
 
 impl JsonRequest for VerdictDoc {
@@ -35,4 +35,27 @@ pub async fn list_herd_set(
     _: Operator,
 ) -> CenterResult<Json<Vec<HerdSignatureDoc>>> {
     center.herd_signatures().await.map(Json)
+}
+
+/// The sample store: every file terminals sent for the analysts, newest first.
+#[utoipa::path(get, path = "/v1/samples", tag = "operators",
+    responses((status = 200, body = Vec<SampleDoc>), (status = 401, body = ErrorBody)))]
+pub async fn list_samples(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+) -> CenterResult<Json<Vec<SampleDoc>>> {
+    center.samples().await.map(Json)
+}
+
+/// A sample's bytes, still neutralised (XOR-ed with the keystream of its SHA-256, see
+/// `SampleUpload`): they can neither run nor match a signature until restored.
+#[utoipa::path(get, path = "/v1/samples/{sha256}", tag = "operators",
+    params(("sha256" = String, Path, description = "The sample's SHA-256.")),
+    responses((status = 200, description = "The neutralised bytes.", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
+pub async fn download_sample(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+    Path(sha256): Path<String>,
+) -> CenterResult<Vec<u8>> {
+    center.sample_bytes(&sha256).await
 }

@@ -112,6 +112,8 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::notify))
         .routes(routes!(immunity::post_verdict))
         .routes(routes!(immunity::list_herd_set))
+        .routes(routes!(immunity::list_samples))
+        .routes(routes!(immunity::download_sample))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;

@@ -1,6 +1,6 @@
 //! `herd immunity` (issue 13): Herd's own signature set — list it, and judge a file by its
 //! SHA-256 (`verdict malicious` publishes its signature to every scanning terminal at once,
-//! `verdict benign` removes it).
+//! `verdict benign` removes it); `herd samples`: the sample store terminals send files to.
 
 use clap::{Args, Subcommand, ValueEnum};
 use herd_proto::api::VerdictDoc;
@@ -123,6 +123,95 @@ pub(super) fn run(command: ImmunityCommand) -> anyhow::Result<Outcome> {
                     args.sha256, outcome.signatures
                 ))?;
             }
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+/// The sample store: files terminals sent (submitted by users, suspicious hits, files that
+/// could not be quarantined), kept neutralised.
+#[derive(Debug, Subcommand)]
+pub enum SamplesCommand {
+    /// List the samples, newest first, and whether Herd's set holds each.
+    #[command(after_long_help = "Examples:
+  herd samples list
+  herd samples list --json")]
+    List {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Save a sample's bytes, still neutralised (XOR-ed with the keystream of its SHA-256:
+    /// they cannot run or match a signature until restored by an analysis tool).
+    #[command(after_long_help = "Examples:
+  herd samples download 9f86d0…0a08 --out sample.neutralised")]
+    Download {
+        /// The sample's SHA-256.
+        sha256: String,
+        /// Where to write the neutralised bytes.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// The largest sample downloaded (the center's max_sample_bytes is at most 3 MiB).
+const MAX_SAMPLE_DOWNLOAD: u64 = 3 << 20;
+
+pub(super) fn samples(command: SamplesCommand) -> anyhow::Result<Outcome> {
+    match command {
+        SamplesCommand::List { json, server } => {
+            let session = Session::open(&server)?;
+            let list = match session.client.samples() {
+                Ok(list) => list,
+                Err(err) => return session.failed("listing samples", err),
+            };
+            if json {
+                print_json(&list)?;
+                return Ok(Outcome::Success);
+            }
+            let mut table = Table::new([
+                "SHA256",
+                "SIZE",
+                "REASON",
+                "FROM",
+                "RECEIVED",
+                "IN HERD SET",
+                "PATH",
+            ]);
+            for s in &list {
+                table.row([
+                    s.sha256.clone(),
+                    s.size.to_string(),
+                    s.reason.clone(),
+                    s.first_terminal.clone(),
+                    s.received_at.clone(),
+                    if s.in_herd_set { "yes" } else { "no" }.to_owned(),
+                    s.path.clone(),
+                ]);
+            }
+            print_out(&table.render())?;
+            Ok(Outcome::Success)
+        }
+        SamplesCommand::Download {
+            sha256,
+            out,
+            server,
+        } => {
+            let session = Session::open(&server)?;
+            let bytes = match session.client.sample(&sha256, MAX_SAMPLE_DOWNLOAD) {
+                Ok(bytes) => bytes,
+                Err(err) => return session.failed(&format!("downloading sample {sha256}"), err),
+            };
+            herd_fs::write_atomic(&out, &bytes, 0o600)?;
+            print_out(&format!(
+                "wrote sample {sha256} ({} bytes, neutralised) to {}\n",
+                bytes.len(),
+                out.display()
+            ))?;
             Ok(Outcome::Success)
         }
     }

@@ -110,6 +110,9 @@ pub enum AdminCommand {
     /// Herd immunity: Herd's own signature set, and verdicts on files by SHA-256.
     #[command(subcommand)]
     Immunity(immunity::ImmunityCommand),
+    /// The sample store: files terminals sent for the analysts, kept neutralised.
+    #[command(subcommand)]
+    Samples(immunity::SamplesCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -144,5 +147,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Keys(command) => keys::run(command),
         AdminCommand::Sites(command) => sites::run(command),
         AdminCommand::Immunity(command) => immunity::run(command),
+        AdminCommand::Samples(command) => immunity::samples(command),
     }
 }

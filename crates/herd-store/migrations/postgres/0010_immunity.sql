@@ -28,3 +28,14 @@ CREATE TABLE herd_suspects (
     seen_at BIGINT NOT NULL,
     PRIMARY KEY (sha256, terminal)
 );
+
+-- The sample store's index (the neutralised bytes are files in <data-dir>/samples/): one row
+-- per file, by SHA-256 of its original bytes, kept once whoever sends it again.
+CREATE TABLE samples (
+    sha256 TEXT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    path TEXT NOT NULL,
+    first_terminal TEXT NOT NULL,
+    received_at BIGINT NOT NULL
+);
