@@ -25,6 +25,7 @@
 
 mod attack;
 mod describe;
+mod immunity;
 mod procs;
 mod show;
 mod signals;
@@ -183,6 +184,10 @@ fn story_steps(exit: bool) -> Vec<(&'static str, StepFn)> {
         (
             "The center goes down; the site keeps serving",
             Demo::center_goes_down,
+        ),
+        (
+            "Herd immunity: the PC's vendor names a new worm; the phone's vendor learns it from Herd's set",
+            Demo::herd_immunity,
         ),
         ("The center's view of the fleet", Demo::center_view),
     ];
