@@ -7,7 +7,9 @@
 //! virus a is proven undetected on the phone before the switch and detected after. Before the
 //! switch, an attacker's mirror serves the phone a tampered vaccine b, which it refuses. At the
 //! end the center goes down: the site keeps answering its terminals and queues what they
-//! report, and the center, restarted, receives it all once and in order.
+//! report, and the center, restarted, receives it all once and in order. Then herd immunity
+//! (`immunity`): a worm only the PC's vendor names is detected there, its hash becomes a
+//! Herd signature, and the phone, of another vendor, detects it a moment later.
 //!
 //! Every step states what it expects and checks it against what really happened (the
 //! agents' exit codes, the center's API, the files in each agent's product prefix); `--exit`
