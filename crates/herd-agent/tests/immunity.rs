@@ -325,6 +325,17 @@ fn a_vendors_detection_protects_terminals_of_every_vendor_within_seconds() {
     assert_eq!(notice[0]["sha256"], sha256.as_str());
     assert_eq!(notice[0]["action"], "quarantined");
     assert_eq!(notice[0]["product"], "vaccine-a/1.0");
+    // `herd-agent status` tells the user too.
+    let status = agent()
+        .args(["status", "--state-dir"])
+        .arg(root.join("pc"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("invoice.pdf.exe is infected (vaccine-a.NewVirus): quarantined as "),
+        "{text}"
+    );
 
     // The detection reached the center, whose cross-vendor rule published the hash.
     let detected_at = Instant::now();

@@ -33,6 +33,8 @@ use crate::outbox::Outbox;
 pub(crate) const HERD_SET_DIR: &str = "herd-set";
 /// The set's file name in [`HERD_SET_DIR`] (the `.hsb` suffix tells the loader its format).
 pub(crate) const HERD_SET_FILE: &str = "herd-set.hsb";
+/// Where the hosted scanner quarantines, under the state directory.
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 /// The file the latest detections are told to the user in (its write wakes the agent).
 pub(crate) const DETECTIONS_FILE: &str = "detections.json";
 /// Detections kept in [`DETECTIONS_FILE`].
@@ -250,7 +252,7 @@ impl ScanHost {
                 .display()
                 .to_string(),
             "--quarantine".into(),
-            config.state_root.join("quarantine").display().to_string(),
+            config.state_root.join(QUARANTINE_DIR).display().to_string(),
         ]);
         for exclude in &config.excludes {
             argv.extend(["--exclude".into(), exclude.display().to_string()]);
