@@ -377,9 +377,9 @@ pub struct Detection {
     pub product: String,
     /// `on-access`, `scheduled` or `submitted`.
     pub mode: String,
-    /// What was done: `quarantined` (with `quarantine_id`), `cured` (a definition marks the
-    /// signature repairable; the file was quarantined and the user told it can be restored
-    /// clean), `not-quarantined` (with the reason in `detail`), `reported` (suspicious only).
+    /// What was done: `quarantined` (with `quarantine_id`), `not-quarantined` (with the
+    /// reason in `detail`), `reported` (suspicious only: left in place). Never `cured`: no
+    /// definition format the agent loads says a file can be repaired.
     pub action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine_id: Option<String>,
