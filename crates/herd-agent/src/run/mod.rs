@@ -250,6 +250,7 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     );
     loop {
         let now = SystemTime::now();
+        let detections = scanner.as_ref().map(|s| s.detections());
         let outcome = agent.cycle();
         let healthy = outcome.is_ok();
         let deadline = match outcome {
@@ -307,6 +308,10 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         waker.drain();
         // An answer written while the agent worked was drained with its own writes.
         if healthy && agent.consent_answer_waiting() {
+            continue;
+        }
+        // Likewise a detection queued while the agent worked: sent now, not at the deadline.
+        if healthy && scanner.as_ref().map(|s| s.detections()) != detections {
             continue;
         }
         loop {

@@ -18,7 +18,7 @@
 //! `reported` (suspicious only).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -64,6 +64,8 @@ struct Definitions {
 pub(crate) struct ScanHost {
     config: ScanConfig,
     running: Option<(Definitions, Arc<Hosted>, JoinHandle<()>)>,
+    /// Detections queued since start (across restarts of the watcher).
+    detections: Arc<AtomicU64>,
 }
 
 /// `HH:MM` in a zone `offset_minutes` east of UTC, as minutes after UTC midnight.
@@ -149,7 +151,14 @@ impl ScanHost {
         ScanHost {
             config,
             running: None,
+            detections: Arc::default(),
         }
+    }
+
+    /// How many detections were queued so far: the daemon compares it around its work, since
+    /// the write that wakes it is drained with its own when it lands during a cycle.
+    pub(crate) fn detections(&self) -> u64 {
+        self.detections.load(Ordering::Relaxed)
     }
 
     fn definitions(&self) -> Definitions {
@@ -204,7 +213,11 @@ impl ScanHost {
         );
         let hosted = Arc::new(Hosted {
             stop: Default::default(),
-            on_detection: Box::new(detection_sink(&self.config, product)?),
+            on_detection: Box::new(detection_sink(
+                &self.config,
+                product,
+                self.detections.clone(),
+            )?),
             // Said once the directories are watched, not before: a file written earlier
             // than that is found by the daily scan only.
             on_watching: Box::new(move |_| println!("{said}")),
@@ -282,6 +295,7 @@ impl Drop for ScanHost {
 fn detection_sink(
     config: &ScanConfig,
     product: String,
+    count: Arc<AtomicU64>,
 ) -> Result<impl Fn(&HostedDetection<'_>) + Send + Sync + 'static> {
     let outbox = Outbox::open(&config.outbox)?;
     let notice = config.state_root.join(DETECTIONS_FILE);
@@ -322,6 +336,7 @@ fn detection_sink(
         if let Err(e) = outbox.push(events::SCAN_DETECTION, data.clone()) {
             eprintln!("herd-agent: warning: a detection was not queued for the center: {e}");
         }
+        count.fetch_add(1, Ordering::Relaxed);
         // What the analysts should look at: a suspicious-only hit, a file left in place.
         let reason = match action {
             "reported" => Some("suspicious"),
