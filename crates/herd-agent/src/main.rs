@@ -10,6 +10,7 @@ mod onaccess;
 mod outbox;
 mod quarantine;
 mod run;
+mod samples;
 mod scan;
 mod scan_cache;
 mod signatures;
@@ -64,6 +65,8 @@ enum Command {
     /// Report a program's fault (for programs that detect their own).
     #[command(subcommand)]
     Fault(supervise::FaultCommand),
+    /// Send a file to the center's analysts as a sample (neutralised, through the outbox).
+    Submit(samples::SubmitArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Some(Command::Man(args)) => herd_cli_docs::man(Args::command(), &args)
             .map(|()| 0)
             .map_err(Into::into),
+        Some(Command::Submit(args)) => samples::run_submit(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

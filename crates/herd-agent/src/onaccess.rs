@@ -123,6 +123,36 @@ pub struct WatchArgs {
     /// Stop after this many seconds (for trials and tests); by default run until killed.
     #[arg(long, value_name = "SECONDS")]
     stop_after: Option<u64>,
+    /// Set when `herd-agent run` hosts the watcher (see [`Hosted`]).
+    #[arg(skip)]
+    pub(crate) hosted: Option<Arc<Hosted>>,
+}
+
+/// What `herd-agent run` hooks into a watcher it hosts (`run/scanner.rs`): a stop request
+/// (honoured within the watcher's 200 ms poll), and where each detection goes besides stdout.
+pub(crate) struct Hosted {
+    pub stop: std::sync::atomic::AtomicBool,
+    pub on_detection: Box<dyn Fn(&HostedDetection<'_>) + Send + Sync>,
+    /// Called once every root is watched (with the number of directories).
+    pub on_watching: Box<dyn Fn(usize) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Hosted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosted").field("stop", &self.stop).finish()
+    }
+}
+
+/// One detection, as the watcher handled it.
+pub(crate) struct HostedDetection<'a> {
+    /// `fanotify`, `inotify` or `scheduled`.
+    pub mode: &'a str,
+    pub path: &'a Path,
+    pub content: &'a [u8],
+    pub names: &'a [Arc<str>],
+    /// What happened to the access (`access denied`, `reported`).
+    pub action: &'a str,
+    pub quarantined: &'a StoreResult,
 }
 
 /// `HH:MM` as minutes after midnight.
@@ -216,6 +246,16 @@ impl Ctx<'_> {
         action: &str,
     ) {
         let (quarantined, sample) = self.stores.handle(path, scanned, content, names);
+        if let Some(hosted) = &self.args.hosted {
+            (hosted.on_detection)(&HostedDetection {
+                mode,
+                path,
+                content,
+                names,
+                action,
+                quarantined: &quarantined,
+            });
+        }
         let to_json = |r: &StoreResult| match r {
             Some(Ok(id)) => json!({ "id": id }),
             Some(Err(e)) => json!({ "error": e }),
@@ -450,7 +490,11 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
                 ctx.save_cache();
                 last_save = Instant::now();
             }
-            deadline.is_none_or(|d| Instant::now() < d)
+            let stopped = args
+                .hosted
+                .as_ref()
+                .is_some_and(|h| h.stop.load(std::sync::atomic::Ordering::Relaxed));
+            !stopped && deadline.is_none_or(|d| Instant::now() < d)
         };
         match &fanotify {
             Some(group) => watch_fanotify(group, &ctx, &mut tick),
@@ -558,6 +602,9 @@ fn watch_fanotify(group: &Fanotify, ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> boo
     eprintln!(
         "herd-agent watch: watching {marked} directories (fanotify, opens of infected files are denied)"
     );
+    if let Some(hosted) = &ctx.args.hosted {
+        (hosted.on_watching)(marked);
+    }
     let own_pid = std::process::id() as i32;
     let cache = VerdictCache::default();
     // Bounded: when every worker is busy and the queue is full, the reader waits rather than
@@ -783,6 +830,9 @@ fn watch_inotify(ctx: &Ctx<'_>, tick: &mut dyn FnMut() -> bool) -> Result<()> {
     eprintln!(
         "herd-agent watch: watching {count} directories (inotify, files are scanned after writing)"
     );
+    if let Some(hosted) = &ctx.args.hosted {
+        (hosted.on_watching)(count);
+    }
     let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
     while tick() {
         wait_readable(&[watches.inotify.as_fd()]);

@@ -146,7 +146,7 @@ impl Meta {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -158,7 +158,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// XORs `data` with the keystream of `id`; applying it twice restores the data.
-fn neutralise(id: &str, data: &mut [u8]) {
+pub(crate) fn neutralise(id: &str, data: &mut [u8]) {
     for (block, chunk) in data.chunks_mut(32).enumerate() {
         let key = Sha256::new()
             .chain_update(id.as_bytes())

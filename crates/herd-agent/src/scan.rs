@@ -401,7 +401,7 @@ fn event_message(
 }
 
 /// The definition files of the product active in `prefix`, as its manifest lists them.
-fn active_definitions(prefix: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn active_definitions(prefix: &Path) -> Result<Vec<PathBuf>> {
     let dir = herd_package::active_dir(prefix)
         .with_context(|| format!("cannot read {}/current", prefix.display()))?
         .with_context(|| {

@@ -162,6 +162,17 @@ tuf_targets_lifetime_secs = 604800
 # its feed is accepted, and the center never signs a vendor's packages itself.
 require_vendor_signatures = false
 
+# Herd immunity (issue 13): automatic verdicts that publish a file's exact-hash signature in
+# Herd's own signature set, which every scanning agent loads beside its vendor's definitions.
+# immunity_cross_vendor: a terminal's vendor product detects a file by name (a scan.detection
+# event naming a signature other than Herd's own) -> its hash protects the whole fleet.
+# immunity_suspect_terminals: the same suspicious-only hash reported by this many distinct
+# terminals is judged malicious (0 turns the rule off).
+immunity_cross_vendor = true
+immunity_suspect_terminals = 3
+# The largest sample (original bytes) a terminal may send to the sample store.
+max_sample_bytes = 1048576
+
 # The role of this process: "center" (the default), or "site" — a site server (SPEC §2): it
 # enrols with the center at `upstream`, replicates the catalog and the groups, mirrors the
 # signed metadata and packages, answers its terminals' check-ins itself and relays what they
@@ -254,6 +265,9 @@ pub struct ConfigFile {
     pub tuf_snapshot_lifetime_secs: Option<u64>,
     pub tuf_targets_lifetime_secs: Option<u64>,
     pub require_vendor_signatures: Option<bool>,
+    pub immunity_cross_vendor: Option<bool>,
+    pub immunity_suspect_terminals: Option<u64>,
+    pub max_sample_bytes: Option<u64>,
     pub role: Option<String>,
     pub upstream: Option<String>,
     pub upstream_ca: Option<PathBuf>,
@@ -340,6 +354,14 @@ pub struct CenterConfig {
     pub tuf_lifetimes: herd_tuf::repository::Lifetimes,
     /// Vendors must sign their own roles; the center never signs one for them.
     pub require_vendor_signatures: bool,
+    /// Herd immunity's automatic verdicts (issue 13): a vendor's detection publishes the
+    /// file's hash in Herd's set; the same suspicious hash from this many distinct terminals
+    /// (0: never) does too.
+    pub immunity_cross_vendor: bool,
+    pub immunity_suspect_terminals: u64,
+    /// The largest sample a terminal may send (original bytes; sent hex-encoded in an event,
+    /// so at most 3 MiB fits a batch).
+    pub max_sample_bytes: u64,
     /// `Some` when this process is a site server.
     pub site: Option<SiteConfig>,
     /// A center pushes to a site that has not pulled for this long after a change.
@@ -823,6 +845,13 @@ impl CenterConfig {
             site_push_after,
             tuf_lifetimes,
             require_vendor_signatures: file.require_vendor_signatures.unwrap_or(false),
+            immunity_cross_vendor: file.immunity_cross_vendor.unwrap_or(true),
+            immunity_suspect_terminals: file.immunity_suspect_terminals.unwrap_or(3),
+            max_sample_bytes: match file.max_sample_bytes {
+                None => 1 << 20,
+                Some(n) if (1..=3 << 20).contains(&n) => n,
+                Some(_) => bail!("max_sample_bytes: must be between 1 and 3145728"),
+            },
             listen,
             data_dir,
             database,

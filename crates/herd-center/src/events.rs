@@ -88,11 +88,13 @@ impl Center {
     pub async fn append_events(
         &self,
         terminal: &KnownTerminal,
-        batch: EventBatch,
+        mut batch: EventBatch,
     ) -> CenterResult<EventAck> {
         // A site sends what it acknowledges to the center too: queued in the transaction that
         // stores the batch, before it is answered.
         let relay = self.events_relay(&terminal.id, &batch);
+        // Samples are checked whole and their bytes taken out before anything is stored.
+        let samples = crate::samples::take_samples(&mut batch, self.config.max_sample_bytes)?;
         let rows = event_rows(&terminal.id, batch, unix_now())?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
@@ -128,6 +130,13 @@ impl Center {
             .enumerate()
             .filter(|(_, row)| row.kind == events::PLAN_REPORT)
             .filter_map(|(i, row)| Some((i, serde_json::from_str(&row.data).ok()?)))
+            .collect();
+        // Detections, for Herd immunity's automatic verdicts once they are stored.
+        let detections: Vec<(usize, EventRow)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row.kind == events::SCAN_DETECTION)
+            .map(|(i, row)| (i, row.clone()))
             .collect();
         let count = rows.len();
         // What the live view shows of the batch, taken before the rows go to the writer.
@@ -179,6 +188,19 @@ impl Center {
             .map(|(_, report)| report)
             .collect();
         self.count_plan_reports(&terminal.id, &new_reports).await;
+        let detections: Vec<EventRow> = detections
+            .into_iter()
+            .filter(|(i, _)| *i >= stored)
+            .map(|(_, row)| row)
+            .collect();
+        if !samples.is_empty() && self.site().is_none() {
+            self.keep_samples(&terminal.id, samples).await;
+        }
+        // At the center only: a site relays the events there, where the set is signed.
+        if !detections.is_empty() && self.site().is_none() {
+            self.immunity_from_detections(&terminal.id, &detections)
+                .await;
+        }
         self.metrics
             .events_accepted
             .fetch_add(outcome.accepted, Relaxed);
@@ -240,6 +262,10 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
         }
         if event.kind == events::FAULT_REPORT {
             crate::faults::check_report(terminal, &event.data, &at_path)?;
+        }
+        if event.kind == events::SCAN_DETECTION {
+            crate::herd_set::check_detection(&event.data)
+                .map_err(|why| invalid(format!("{}: {why}", at_path("data"))))?;
         }
         if event.kind == events::PLAN_REPORT {
             let report: Result<PlanReport, _> = serde_json::from_value(event.data.clone());

@@ -574,9 +574,15 @@ impl Center {
             }
             let snapshot = self.catalog();
             let contents = self.archive_contents(&snapshot.catalog).await?;
-            let deltas = self
+            let mut deltas = self
                 .delta_targets(&snapshot.catalog, &contents, &state)
                 .await;
+            // Herd's own signature set (issue 13) is listed by the same role.
+            deltas.extend(
+                self.herd_set_targets(&state)
+                    .await
+                    .map_err(SignError::Center)?,
+            );
             let keys = self.online_keys(&state).map_err(SignError::Center)?;
             let now = unix_now();
             // Listing a large catalog and signing its roles takes a good part of a second:

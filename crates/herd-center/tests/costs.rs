@@ -507,6 +507,42 @@ impl Store for Counting {
         self.count("replacement_delete");
         self.inner.replacement_delete(program, platform).await
     }
+    async fn herd_signatures(&self) -> Result<Vec<herd_store::HerdSignatureRow>, StoreError> {
+        self.count("herd_signatures");
+        self.inner.herd_signatures().await
+    }
+    async fn herd_signature_add(
+        &self,
+        row: &herd_store::HerdSignatureRow,
+    ) -> Result<bool, StoreError> {
+        self.count("herd_signature_add");
+        self.inner.herd_signature_add(row).await
+    }
+    async fn herd_signature_remove(&self, sha256: &str) -> Result<bool, StoreError> {
+        self.count("herd_signature_remove");
+        self.inner.herd_signature_remove(sha256).await
+    }
+    async fn herd_suspect_record(
+        &self,
+        sha256: &str,
+        terminal: &str,
+        size: u64,
+        signature: &str,
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        self.count("herd_suspect_record");
+        self.inner
+            .herd_suspect_record(sha256, terminal, size, signature, at)
+            .await
+    }
+    async fn sample_add(&self, row: &herd_store::SampleRow) -> Result<bool, StoreError> {
+        self.count("sample_add");
+        self.inner.sample_add(row).await
+    }
+    async fn samples(&self) -> Result<Vec<herd_store::SampleRow>, StoreError> {
+        self.count("samples");
+        self.inner.samples().await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

@@ -322,6 +322,32 @@ impl Client {
         Ok(served.into())
     }
 
+    /// A verdict on a file (`POST /v1/verdicts`): `malicious` publishes its signature in
+    /// Herd's own set, `benign` removes it.
+    pub fn verdict(
+        &self,
+        verdict: &herd_proto::api::VerdictDoc,
+    ) -> Result<herd_proto::api::VerdictOutcome, ClientError> {
+        self.send_json(Method::POST, "/v1/verdicts", verdict)
+    }
+
+    /// Herd's own signature set (`GET /v1/herd-set`).
+    pub fn herd_set(&self) -> Result<Vec<herd_proto::api::HerdSignatureDoc>, ClientError> {
+        self.get_json("/v1/herd-set", &[], MAX_JSON_ANSWER)
+    }
+
+    /// The sample store (`GET /v1/samples`).
+    pub fn samples(&self) -> Result<Vec<herd_proto::api::SampleDoc>, ClientError> {
+        self.get_json("/v1/samples", &[], MAX_JSON_ANSWER)
+    }
+
+    /// A sample's bytes, still neutralised (`GET /v1/samples/{sha256}`), at most `limit`.
+    pub fn sample(&self, sha256: &str, limit: u64) -> Result<Vec<u8>, ClientError> {
+        let path = format!("/v1/samples/{}", segment(sha256));
+        let response = self.call(Method::GET, &path, &[], Payload::None, false)?;
+        self.read_body(response, limit, &format!("GET {path}"))
+    }
+
     /// Deletes a group no terminal and no rule uses (`DELETE /v1/groups/{id}`).
     pub fn delete_group(&self, id: &str) -> Result<(), ClientError> {
         let path = format!("/v1/groups/{}", segment(id));

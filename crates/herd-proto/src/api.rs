@@ -359,6 +359,133 @@ pub mod events {
     /// The agent replaced a failing program, or tried to and restored it (`data`: program,
     /// alternative, outcome, message).
     pub const FAULT_REPLACED: &str = "fault.replaced";
+    /// The agent's scanner detected a file (`data`: a [`super::Detection`]).
+    pub const SCAN_DETECTION: &str = "scan.detection";
+    /// A sample for the center's analysts (`data`: a [`super::SampleUpload`]); the center
+    /// keeps the bytes in its sample store and the event without them.
+    pub const SAMPLE_UPLOAD: &str = "sample.upload";
+}
+
+/// A detection by the scanner `herd-agent run` hosts (`scan.detection` events, issue 13): the
+/// file, its digest and size (what a Herd signature is made of), every signature that matched,
+/// the product whose definitions (or Herd's own set) named it, and what the agent did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Detection {
+    pub path: String,
+    /// Lower-case hex SHA-256 of the content scanned.
+    pub sha256: String,
+    pub size: u64,
+    /// At least one signature name.
+    pub signatures: Vec<String>,
+    /// The product active on the terminal (`product/version`), "" when none is installed.
+    pub product: String,
+    /// `on-access`, `scheduled` or `submitted`.
+    pub mode: String,
+    /// What was done: `quarantined` (with `quarantine_id`), `not-quarantined` (with the
+    /// reason in `detail`), `reported` (suspicious only: left in place). Never `cured`: no
+    /// definition format the agent loads says a file can be repaired.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Detection {
+    /// Whether every signature that matched is one of Herd's own (`Herd.Immunity.…`): such a
+    /// detection is the set at work, not a vendor's new finding.
+    pub fn only_herd(&self) -> bool {
+        self.signatures
+            .iter()
+            .all(|s| s.starts_with(crate::distribution::HERD_SIGNATURE_PREFIX))
+    }
+}
+
+/// A file sent to the center's sample store (`sample.upload` events, issue 13), neutralised:
+/// its bytes XOR-ed with a keystream of SHA-256(`sha256` ‖ block number as u64 LE), one 32-byte
+/// block at a time (the agent's quarantine scheme), so the upload and the stored copy can
+/// neither run nor match a signature; then hex-encoded. The center checks `size` against its
+/// limit and `sha256` against the restored bytes before keeping anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SampleUpload {
+    /// Lower-case hex SHA-256 of the original bytes.
+    pub sha256: String,
+    pub size: u64,
+    /// The file's path on the terminal.
+    pub path: String,
+    /// Why it is sent: `submitted` (by the user), `suspicious`, `not-quarantinable`.
+    pub reason: String,
+    /// The neutralised bytes, hex; absent from the event as the center stores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neutralised: Option<String>,
+}
+
+/// One sample in the center's store (`GET /v1/samples`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SampleDoc {
+    pub sha256: String,
+    pub size: u64,
+    pub reason: String,
+    pub path: String,
+    pub first_terminal: String,
+    /// RFC 3339.
+    pub received_at: String,
+    /// Whether Herd's set holds its signature now.
+    pub in_herd_set: bool,
+}
+
+/// `POST /v1/verdicts` (operator): a judgement on a file by its SHA-256 (issue 13). `malicious`
+/// publishes its exact-hash signature in Herd's own set at once; `benign` (also a
+/// false-positive report) removes it the same way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerdictDoc {
+    /// Lower-case hex SHA-256 (64 digits).
+    pub sha256: String,
+    /// The file's size in bytes (needed for `malicious`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// `malicious` or `benign`.
+    pub verdict: String,
+    /// The catalog threat it is (an id), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threat: Option<String>,
+}
+
+/// One signature of Herd's own set, as `GET /v1/herd-set` lists it and a verdict answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HerdSignatureDoc {
+    pub sha256: String,
+    pub size: u64,
+    pub name: String,
+    pub threat: String,
+    pub source: String,
+    pub first_terminal: String,
+    pub first_signature: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// What a verdict changed (`POST /v1/verdicts`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerdictOutcome {
+    /// Whether Herd's set changed (false: the signature was already there, or already gone).
+    pub changed: bool,
+    /// The set's SHA-256 as now listed in the signed `herd` role ("" when it lists none).
+    pub set_sha256: String,
+    /// Signatures in the set now.
+    pub signatures: u64,
 }
 
 /// Why an agent refused metadata or a target (`trust.refused` events): `kind` is one of

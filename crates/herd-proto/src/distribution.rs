@@ -38,10 +38,21 @@ pub fn vendor_paths(vendor: &str) -> Vec<String> {
     vec![format!("{PACKAGES_DIR}/{vendor}/*/*/*")]
 }
 
-/// The delegation patterns of [`HERD_ROLE`]: deltas (`herd/deltas/<vendor>/<product>/<version>/<file>`).
+/// The delegation patterns of [`HERD_ROLE`]: deltas (`herd/deltas/<vendor>/<product>/<version>/<file>`)
+/// and Herd's own signature set (`herd/signatures/<file>`, see [`HERD_SET_TARGET`]).
 pub fn herd_paths() -> Vec<String> {
-    vec![format!("{HERD_CONTENT_DIR}/deltas/*/*/*/*")]
+    vec![
+        format!("{HERD_CONTENT_DIR}/deltas/*/*/*/*"),
+        format!("{HERD_CONTENT_DIR}/signatures/*"),
+    ]
 }
+
+/// Herd's own signature set (issue 13, SPEC §3.2): one ClamAV `.hsb` file (SHA-256 hash
+/// signatures, `sha256:size:name`, sorted by SHA-256) of every malicious verdict, listed by
+/// [`HERD_ROLE`] and loaded by every agent that scans, beside its vendor product's definitions.
+pub const HERD_SET_TARGET: &str = "herd/signatures/herd-set.hsb";
+/// The prefix of every signature name in Herd's own set.
+pub const HERD_SIGNATURE_PREFIX: &str = "Herd.Immunity.";
 
 /// The target path of a package: `packages/<vendor>/<product>/<version>/<platform>.<format>`.
 pub fn package_target(

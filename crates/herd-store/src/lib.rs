@@ -548,6 +548,36 @@ pub struct InterfaceRow {
     pub current: bool,
 }
 
+/// One signature of Herd's own set (migration 0010, issue 13): an exact-hash signature a
+/// malicious verdict published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HerdSignatureRow {
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+    pub size: u64,
+    /// The signature name agents report.
+    pub name: String,
+    /// The catalog threat it stands for ("" when none).
+    pub threat: String,
+    /// Who or what judged it (`analyst:<label>`, `rule:cross-vendor`, `rule:uploads`).
+    pub source: String,
+    /// The terminal and signature whose detection led to it ("" for a manual verdict).
+    pub first_terminal: String,
+    pub first_signature: String,
+    pub created_at: i64,
+}
+
+/// One sample in the center's sample store (migration 0010).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleRow {
+    pub sha256: String,
+    pub size: u64,
+    pub reason: String,
+    pub path: String,
+    pub first_terminal: String,
+    pub received_at: i64,
+}
+
 /// One (interface, MAC, address) a terminal reports holding now.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InterfaceSeen {
@@ -1184,6 +1214,29 @@ pub trait Store: Send + Sync + Debug {
     async fn replacement_put(&self, entry: &ReplacementRow) -> Result<(), StoreError>;
     /// Deletes an entry; false if there was none.
     async fn replacement_delete(&self, program: &str, platform: &str) -> Result<bool, StoreError>;
+
+    // --- Herd's own signature set (issue 13) --------------------------------------------
+
+    /// Every signature of Herd's set, ordered by SHA-256.
+    async fn herd_signatures(&self) -> Result<Vec<HerdSignatureRow>, StoreError>;
+    /// Adds a signature; false (and nothing changes) when one for its SHA-256 exists.
+    async fn herd_signature_add(&self, row: &HerdSignatureRow) -> Result<bool, StoreError>;
+    /// Removes the signature for `sha256`; false when there was none.
+    async fn herd_signature_remove(&self, sha256: &str) -> Result<bool, StoreError>;
+    /// Records that `terminal` reported `sha256` as suspicious (once per pair) and returns how
+    /// many distinct terminals have.
+    async fn herd_suspect_record(
+        &self,
+        sha256: &str,
+        terminal: &str,
+        size: u64,
+        signature: &str,
+        at: i64,
+    ) -> Result<u64, StoreError>;
+    /// Records a sample; false (and nothing changes) when one with its SHA-256 is known.
+    async fn sample_add(&self, row: &SampleRow) -> Result<bool, StoreError>;
+    /// Every sample, newest first.
+    async fn samples(&self) -> Result<Vec<SampleRow>, StoreError>;
 }
 
 /// What a rollout counted: successful and failed installs, faults attributed to the release,

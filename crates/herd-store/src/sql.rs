@@ -28,11 +28,11 @@ use crate::{
     AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
     ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite,
     FaultBucketKey, FaultBucketRow, FaultRow, FaultRuleRow, FaultWrite, FeedClaims, FleetCountRow,
-    GroupRow, InterfaceRow, InterfaceSeen, LinkTaken, NewTerminal, OnlineKeyRow, OnlineKeyState,
-    PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry,
-    RenewError, ReplacementRow, Revisions, RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow,
-    SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
-    TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    GroupRow, HerdSignatureRow, InterfaceRow, InterfaceSeen, LinkTaken, NewTerminal, OnlineKeyRow,
+    OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem,
+    Registry, RenewError, ReplacementRow, Revisions, RevokedToken, Role, RolloutCounts, RolloutRow,
+    RuleRow, SampleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
+    TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2102,6 +2102,128 @@ where
             depth: from_db_int(row.try_get("depth")?, "queue depth")?,
             oldest_at: row.try_get("oldest")?,
         })
+    }
+
+    async fn herd_signatures(&self) -> Result<Vec<HerdSignatureRow>, StoreError> {
+        sqlx::query(
+            "SELECT sha256, size, name, threat, source, first_terminal, first_signature, \
+             created_at FROM herd_signatures ORDER BY sha256",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(HerdSignatureRow {
+                sha256: row.try_get("sha256")?,
+                size: from_db_int(row.try_get("size")?, "signature size")?,
+                name: row.try_get("name")?,
+                threat: row.try_get("threat")?,
+                source: row.try_get("source")?,
+                first_terminal: row.try_get("first_terminal")?,
+                first_signature: row.try_get("first_signature")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn herd_signature_add(&self, row: &HerdSignatureRow) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO herd_signatures (sha256, size, name, threat, source, first_terminal, \
+             first_signature, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(row.sha256.as_str())
+        .bind(to_db_int(row.size, "signature size")?)
+        .bind(row.name.as_str())
+        .bind(row.threat.as_str())
+        .bind(row.source.as_str())
+        .bind(row.first_terminal.as_str())
+        .bind(row.first_signature.as_str())
+        .bind(row.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DB::rows_affected(&inserted) == 1)
+    }
+
+    async fn herd_signature_remove(&self, sha256: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query("DELETE FROM herd_signatures WHERE sha256 = $1")
+            .bind(sha256)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DB::rows_affected(&deleted) == 1)
+    }
+
+    async fn herd_suspect_record(
+        &self,
+        sha256: &str,
+        terminal: &str,
+        size: u64,
+        signature: &str,
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO herd_suspects (sha256, terminal, size, signature, seen_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256, terminal) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(terminal)
+        .bind(to_db_int(size, "suspect size")?)
+        .bind(signature)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT count(*) AS n FROM herd_suspects WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_one(&mut *tx)
+            .await?;
+        let count = from_db_int(row.try_get("n")?, "suspect count")?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn sample_add(&self, row: &SampleRow) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO samples (sha256, size, reason, path, first_terminal, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(row.sha256.as_str())
+        .bind(to_db_int(row.size, "sample size")?)
+        .bind(row.reason.as_str())
+        .bind(row.path.as_str())
+        .bind(row.first_terminal.as_str())
+        .bind(row.received_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DB::rows_affected(&inserted) == 1)
+    }
+
+    async fn samples(&self) -> Result<Vec<SampleRow>, StoreError> {
+        sqlx::query(
+            "SELECT sha256, size, reason, path, first_terminal, received_at FROM samples \
+             ORDER BY received_at DESC, sha256",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(SampleRow {
+                sha256: row.try_get("sha256")?,
+                size: from_db_int(row.try_get("size")?, "sample size")?,
+                reason: row.try_get("reason")?,
+                path: row.try_get("path")?,
+                first_terminal: row.try_get("first_terminal")?,
+                received_at: row.try_get("received_at")?,
+            })
+        })
+        .collect()
     }
 
     async fn console_session_insert(&self, session: &ConsoleSessionRow) -> Result<(), StoreError> {

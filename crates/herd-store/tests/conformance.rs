@@ -117,6 +117,8 @@ macro_rules! conformance {
 }
 
 conformance!(
+    herd_signatures_are_added_once_listed_by_digest_and_removed,
+    suspects_are_counted_once_per_terminal,
     a_sites_writes_queue_their_relay_items_in_the_same_transaction,
     the_repository_is_initialised_once_even_when_processes_race,
     a_sign_round_stores_only_from_the_revision_it_read_and_prunes_old_versions,
@@ -3029,6 +3031,76 @@ async fn a_sites_writes_queue_their_relay_items_in_the_same_transaction(fixture:
     );
     assert_eq!(store.events_count("t1").await.unwrap(), 2);
     assert_eq!(store.events_count("t2").await.unwrap(), 1);
+}
+
+// --- Herd's own signature set (migration 0010) ----------------------------------------------
+
+fn herd_signature(sha: char, size: u64, source: &str) -> herd_store::HerdSignatureRow {
+    herd_store::HerdSignatureRow {
+        sha256: std::iter::repeat_n(sha, 64).collect(),
+        size,
+        name: format!("Herd.Immunity.{sha}"),
+        threat: String::new(),
+        source: source.into(),
+        first_terminal: "t1".into(),
+        first_signature: "Vendor.Sig".into(),
+        created_at: 1_000 + size as i64,
+    }
+}
+
+async fn herd_signatures_are_added_once_listed_by_digest_and_removed(fixture: &Fixture) {
+    let store = &fixture.store;
+    assert!(store.herd_signatures().await.unwrap().is_empty());
+    let b = herd_signature('b', 20, "rule:cross-vendor");
+    let a = herd_signature('a', 10, "operator");
+    assert!(store.herd_signature_add(&b).await.unwrap());
+    assert!(store.herd_signature_add(&a).await.unwrap());
+    // The first verdict stays: a second add of the same digest changes nothing.
+    let again = herd_signature('a', 99, "rule:suspect-terminals");
+    assert!(!store.herd_signature_add(&again).await.unwrap());
+    let other = fixture.another().await;
+    assert_eq!(
+        other.herd_signatures().await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert!(store.herd_signature_remove(&a.sha256).await.unwrap());
+    assert!(!store.herd_signature_remove(&a.sha256).await.unwrap());
+    assert_eq!(store.herd_signatures().await.unwrap(), vec![b]);
+}
+
+async fn suspects_are_counted_once_per_terminal(fixture: &Fixture) {
+    let store = &fixture.store;
+    let sha: String = "c".repeat(64);
+    assert_eq!(
+        store
+            .herd_suspect_record(&sha, "t1", 5, "Suspicious.X", 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .herd_suspect_record(&sha, "t1", 5, "Suspicious.X", 2)
+            .await
+            .unwrap(),
+        1,
+        "the same terminal again"
+    );
+    assert_eq!(
+        store
+            .herd_suspect_record(&sha, "t2", 5, "Suspicious.X", 3)
+            .await
+            .unwrap(),
+        2
+    );
+    let other: String = "d".repeat(64);
+    assert_eq!(
+        store
+            .herd_suspect_record(&other, "t2", 5, "Suspicious.X", 3)
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 async fn console_sessions_links_search_and_fleet_counts(fixture: &Fixture) {

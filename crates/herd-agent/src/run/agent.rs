@@ -354,6 +354,7 @@ impl Agent {
         let mut follow_ups = 0;
         loop {
             let response = self.check_in()?;
+            self.refresh_herd_set();
             let acted = self.act(&response);
             let flushed = self.flush();
             self.save_progress();
@@ -1273,6 +1274,76 @@ impl Agent {
         ));
         self.progress.last_report = Some(ReportSummary::of(&report, at));
         Ok(())
+    }
+
+    /// The scanner `run` hosts (`--scan`), if asked for and not `--once`.
+    pub(crate) fn scan_host(&self) -> Result<Option<super::scanner::ScanHost>> {
+        if self.args.scan_dirs.is_empty() || self.args.once {
+            return Ok(None);
+        }
+        let absolute = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        let mut excludes: Vec<PathBuf> = self.args.scan_excludes.iter().map(absolute).collect();
+        excludes.push(absolute(&self.paths().root));
+        excludes.push(absolute(&self.prefix));
+        excludes.extend(self.fixed_download_dirs.iter().map(absolute));
+        let daily_utc_minute = match &self.args.daily_scan {
+            None => None,
+            Some(local) => {
+                let tz = enrol::tz(
+                    &self.declared,
+                    self.identity.as_ref().and_then(|i| i.tz.as_deref()),
+                );
+                let offset = tz
+                    .as_deref()
+                    .and_then(|tz| herd_core::TzOffset::parse(tz).ok())
+                    .unwrap_or(herd_core::TzOffset::UTC);
+                Some(
+                    super::scanner::local_to_utc_minute(local, offset.minutes())
+                        .map_err(|e| anyhow::anyhow!("--daily-scan: {e}"))?,
+                )
+            }
+        };
+        for dir in &self.args.scan_dirs {
+            if !dir.is_dir() {
+                anyhow::bail!("--scan {}: not a directory", dir.display());
+            }
+        }
+        Ok(Some(super::scanner::ScanHost::new(
+            super::scanner::ScanConfig {
+                roots: self.args.scan_dirs.iter().map(absolute).collect(),
+                excludes,
+                daily_utc_minute,
+                state_root: self.paths().root.clone(),
+                prefix: self.prefix.clone(),
+                outbox: self.paths().outbox(),
+            },
+        )))
+    }
+
+    /// Fetches Herd's own signature set when the signed `herd` role lists another one than the
+    /// terminal holds (only where the agent scans). A failure is said and tried again at the
+    /// next cycle: the scanner keeps the set it has.
+    fn refresh_herd_set(&mut self) {
+        if self.args.scan_dirs.is_empty() || self.args.once {
+            return;
+        }
+        let now = herd_core::Timestamp::from_unix_seconds(clock::unix_seconds(SystemTime::now()));
+        if let Err(refusal) = self.ensure_trust(now) {
+            eprintln!(
+                "herd-agent: warning: Herd's signature set: {}",
+                refusal.detail
+            );
+            return;
+        }
+        let dest = super::scanner::herd_set_path(&self.paths().root);
+        let trust = self.trust.as_mut().expect("made just above");
+        match super::scanner::fetch_herd_set(trust, now, &dest) {
+            Ok(Some(signatures)) => self.say(&format!(
+                "Herd's own signature set updated ({signatures} signature(s))"
+            )),
+            Ok(None) => {}
+            Err(why) => eprintln!("herd-agent: warning: Herd's signature set: {why}"),
+        }
     }
 
     /// Prints a notice once per plan in a running agent, every time with `--once`.

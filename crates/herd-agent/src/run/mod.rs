@@ -22,7 +22,9 @@ mod fetcher;
 mod identity;
 mod interfaces;
 mod push;
+mod scanner;
 pub(crate) mod state;
+mod state;
 mod status;
 mod upstreams;
 mod volumes;
@@ -40,6 +42,13 @@ use crate::scan::parse_size;
 use agent::{Agent, CycleError};
 use clock::Backoff;
 use wake::{Wake, Waker};
+
+/// The outbox directory of the agent whose state directory is `state_root`.
+pub(crate) fn outbox_dir(state_root: &std::path::Path) -> PathBuf {
+    state::StatePaths::new(state_root).outbox()
+}
+
+pub(crate) use state::save_json;
 
 /// The agent's version, reported at check-in.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -148,6 +157,20 @@ pub struct RunArgs {
     /// the usual third of its lifetime or 30 days).
     #[arg(long, hide = true, value_name = "SECONDS")]
     renew_when_left: Option<u64>,
+    /// Scan files in this directory (recursively) as they are opened or written (repeatable;
+    /// fanotify as root, which denies opening an infected file, else inotify), with the active
+    /// product's definitions plus Herd's own signature set. Detections are quarantined into
+    /// <state-dir>/quarantine and reported to the center. Off unless given.
+    #[arg(long = "scan", value_name = "DIR")]
+    scan_dirs: Vec<PathBuf>,
+    /// Also scan every --scan directory in full every day at this time, in the terminal's
+    /// time zone (--tz).
+    #[arg(long, value_name = "HH:MM", requires = "scan_dirs")]
+    daily_scan: Option<String>,
+    /// A path (prefix) the scanner never looks at (repeatable); the state directory, the
+    /// product prefix and the download directories are always excluded.
+    #[arg(long = "scan-exclude", value_name = "PATH", requires = "scan_dirs")]
+    scan_excludes: Vec<PathBuf>,
 }
 
 /// Enrol this terminal again, keeping its id and history, with a re-enrolment token from the
@@ -221,12 +244,14 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         };
     }
     let waker = Waker::new(agent.state_root())?;
+    let mut scanner = agent.scan_host()?;
     let mut backoff = Backoff::new(
         Duration::from_secs(args.retry_min.max(1)),
         Duration::from_secs(args.retry_max.max(1)),
     );
     loop {
         let now = SystemTime::now();
+        let detections = scanner.as_ref().map(|s| s.detections());
         let outcome = agent.cycle();
         let healthy = outcome.is_ok();
         let deadline = match outcome {
@@ -276,14 +301,25 @@ pub fn run(args: &RunArgs) -> Result<u8> {
             }
         };
         agent.set_next_checkin(deadline);
+        if let Some(scanner) = scanner.as_mut()
+            && let Err(e) = scanner.keep_current()
+        {
+            eprintln!("herd-agent: warning: the scanner: {e:#}");
+        }
         waker.drain();
         // An answer written while the agent worked was drained with its own writes.
         if healthy && agent.consent_answer_waiting() {
             continue;
         }
+        // Likewise a detection queued while the agent worked: sent now, not at the deadline.
+        if healthy && scanner.as_ref().map(|s| s.detections()) != detections {
+            continue;
+        }
         loop {
             match waker.sleep_until(deadline, agent.push(), agent.mounts())? {
                 Wake::Deadline | Wake::Consent => break,
+                // The scanner queued a detection: send it now.
+                Wake::Detection => break,
                 Wake::Push => {
                     agent.say("the upstream announced a change; checking in now");
                     break;

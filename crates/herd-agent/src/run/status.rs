@@ -43,6 +43,9 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         .unwrap_or_else(|| paths.default_prefix());
     let installed = herd_package::installed_product(&prefix);
     let running = state::running_pid(&paths);
+    // What the hosted scanner found lately (`run --scan`), newest last.
+    let detections: Vec<herd_proto::api::Detection> =
+        state::load_json(&paths.root.join(super::scanner::DETECTIONS_FILE))?.unwrap_or_default();
     // What `status` says about the certificate: when it expires, or that it has and how to
     // recover; nothing before enrolment.
     let certificate = agent
@@ -93,6 +96,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             })),
             "outbox": outbox,
             "faults": faults.verdicts,
+            "detections": detections,
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(0);
@@ -273,6 +277,24 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
                     .map(|p| format!(" (plan {})", short(p)))
                     .unwrap_or_default(),
                 super::agent::printable(&refusal.detail)
+            ),
+        );
+    }
+    for d in &detections {
+        line(
+            "detection",
+            format!(
+                "{} is infected ({}): {}{}",
+                super::agent::printable(&d.path),
+                d.signatures.join(", "),
+                d.action,
+                d.quarantine_id
+                    .as_deref()
+                    .map(|id| format!(
+                        " as {id} (herd-agent quarantine restore {id} --dir {})",
+                        paths.root.join(super::scanner::QUARANTINE_DIR).display()
+                    ))
+                    .unwrap_or_default()
             ),
         );
     }

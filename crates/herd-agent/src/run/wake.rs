@@ -45,6 +45,9 @@ pub(crate) enum Wake {
     Push,
     /// A volume was mounted or unmounted.
     Volumes,
+    /// The hosted scanner told the user of a detection (`detections.json`), or `submit` queued
+    /// a sample (`submitted.json`): an event waits in the outbox.
+    Detection,
 }
 
 #[derive(Debug)]
@@ -159,6 +162,17 @@ impl Waker {
                         .any(|name| e.name.as_deref() == Some(std::ffi::OsStr::new(name)))
                 }) {
                     return Ok(Wake::Consent);
+                }
+                let queued = [
+                    super::scanner::DETECTIONS_FILE,
+                    crate::samples::SUBMITTED_FILE,
+                ];
+                if events.iter().any(|e| {
+                    queued
+                        .iter()
+                        .any(|q| e.name.as_deref() == Some(std::ffi::OsStr::new(q)))
+                }) {
+                    return Ok(Wake::Detection);
                 }
             }
             if push.is_some() && fds.get(2).is_some_and(ready) && push.is_some_and(Push::take_wakes)

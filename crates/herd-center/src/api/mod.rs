@@ -9,6 +9,7 @@ pub mod console;
 pub mod error;
 pub mod extract;
 mod faults;
+mod immunity;
 pub mod listener;
 mod operators;
 mod registry;
@@ -124,6 +125,10 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(faults::put_rule, faults::delete_rule))
         .routes(routes!(faults::list_replacements))
         .routes(routes!(faults::put_replacement, faults::delete_replacement))
+        .routes(routes!(immunity::post_verdict))
+        .routes(routes!(immunity::list_herd_set))
+        .routes(routes!(immunity::list_samples))
+        .routes(routes!(immunity::download_sample))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;

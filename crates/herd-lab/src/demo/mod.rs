@@ -7,7 +7,9 @@
 //! virus a is proven undetected on the phone before the switch and detected after. Before the
 //! switch, an attacker's mirror serves the phone a tampered vaccine b, which it refuses. At the
 //! end the center goes down: the site keeps answering its terminals and queues what they
-//! report, and the center, restarted, receives it all once and in order. Last, a
+//! report, and the center, restarted, receives it all once and in order. Then herd immunity
+//! (`immunity`): a worm only the PC's vendor names is detected there, its hash becomes a
+//! Herd signature, and the phone, of another vendor, detects it a moment later. Last, a
 //! server in the data center supervises company A's middleware (SPEC §3.3): a known fault gets
 //! its cause and remedy, an unknown crash has the middleware replaced by company B's.
 //!
@@ -19,6 +21,7 @@
 //! - `attack`: the malicious mirror the phone refuses before it switches;
 //! - `site`: the site server, waiting for it, and the center's outage;
 //! - `faults`: supervised programs failing, the fault database and a replacement;
+//! - `immunity`: a vendor's detection becoming Herd's signature on every terminal;
 //! - `story`: the cast (vendors, packages, feeds, terminals), pure data;
 //! - `steps`: the story's steps, each printing what happens and checking what it expects;
 //! - `describe`: the expectations of one check, and the phrases for plans and reports;
@@ -29,6 +32,7 @@
 mod attack;
 mod describe;
 mod faults;
+mod immunity;
 mod procs;
 mod show;
 mod signals;
@@ -187,6 +191,10 @@ fn story_steps(exit: bool) -> Vec<(&'static str, StepFn)> {
         (
             "The center goes down; the site keeps serving",
             Demo::center_goes_down,
+        ),
+        (
+            "Herd immunity: the PC's vendor names a new worm; the phone's vendor learns it from Herd's set",
+            Demo::herd_immunity,
         ),
         ("The center's view of the fleet", Demo::center_view),
         (

@@ -23,6 +23,16 @@ pub fn sample_content() -> String {
     )
 }
 
+/// Worm b's body (the herd-immunity step): only maker A's definitions name it.
+pub const WORM_B_BODY: &str = "HERD-DEMO-WORM-B-BODY";
+pub const WORM_B_SIGNATURE: &str = "MakerA.WormB";
+pub const WORM_B_NAME: &str = "holiday-photos.scr";
+
+/// A file carrying worm b.
+pub fn worm_content() -> String {
+    format!("Holiday photos, it says. It carries worm b:\n{WORM_B_BODY}\n")
+}
+
 pub const THREAT: &str = "virus-a";
 pub const THREAT_DISCOVERED: &str = "2000-11-10";
 /// Maker A's announced date for covering virus a (SPEC §4's example feed).
@@ -92,6 +102,9 @@ impl Vaccine {
             }
         );
         let mut ndb = ndb_line(&own, self.test_pattern);
+        if self.vendor == "maker-a" {
+            ndb.push_str(&ndb_line(WORM_B_SIGNATURE, WORM_B_BODY));
+        }
         if self.detects_virus_a {
             ndb.push_str(&ndb_line(VIRUS_A_SIGNATURE, VIRUS_A_BODY));
         }

@@ -24,6 +24,7 @@ mod connect;
 mod console;
 mod faults;
 mod fleet;
+mod immunity;
 mod keys;
 mod output;
 mod plan;
@@ -128,6 +129,12 @@ pub enum AdminCommand {
     /// The replacement table: approved alternatives of a failing program.
     #[command(subcommand)]
     Replacements(faults::ReplacementsCommand),
+    /// Herd immunity: Herd's own signature set, and verdicts on files by SHA-256.
+    #[command(subcommand)]
+    Immunity(immunity::ImmunityCommand),
+    /// The sample store: files terminals sent for the analysts, kept neutralised.
+    #[command(subcommand)]
+    Samples(immunity::SamplesCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -166,5 +173,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Faults(command) => faults::faults(command),
         AdminCommand::FaultRules(command) => faults::fault_rules(command),
         AdminCommand::Replacements(command) => faults::replacements(command),
+        AdminCommand::Immunity(command) => immunity::run(command),
+        AdminCommand::Samples(command) => immunity::samples(command),
     }
 }

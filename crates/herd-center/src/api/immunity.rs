@@ -1,0 +1,61 @@
+//! Herd immunity's operator endpoints (issue 13): verdicts on files by SHA-256, which publish
+//! or remove their signature in Herd's own set at once, and the set's listing.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use herd_proto::api::{ErrorBody, HerdSignatureDoc, SampleDoc, VerdictDoc, VerdictOutcome};
+
+use super::extract::{JsonBody, JsonRequest, Operator, Path};
+use crate::{Center, CenterResult};
+
+impl JsonRequest for VerdictDoc {
+    const WHAT: &'static str = "the verdict";
+}
+
+/// Judge a file: `malicious` publishes its exact-hash signature in Herd's own signature set
+/// (signed and pushed at once), `benign` removes it.
+#[utoipa::path(post, path = "/v1/verdicts", tag = "operators",
+    request_body = VerdictDoc,
+    responses((status = 200, body = VerdictOutcome), (status = 400, body = ErrorBody, description = "`bad_request`: the SHA-256, size, threat or verdict is not valid")))]
+pub async fn post_verdict(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+    JsonBody(verdict): JsonBody<VerdictDoc>,
+) -> CenterResult<Json<VerdictOutcome>> {
+    center.verdict(verdict, "operator").await.map(Json)
+}
+
+/// Herd's own signature set: every signature, by SHA-256.
+#[utoipa::path(get, path = "/v1/herd-set", tag = "operators",
+    responses((status = 200, body = Vec<HerdSignatureDoc>), (status = 401, body = ErrorBody)))]
+pub async fn list_herd_set(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+) -> CenterResult<Json<Vec<HerdSignatureDoc>>> {
+    center.herd_signatures().await.map(Json)
+}
+
+/// The sample store: every file terminals sent for the analysts, newest first.
+#[utoipa::path(get, path = "/v1/samples", tag = "operators",
+    responses((status = 200, body = Vec<SampleDoc>), (status = 401, body = ErrorBody)))]
+pub async fn list_samples(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+) -> CenterResult<Json<Vec<SampleDoc>>> {
+    center.samples().await.map(Json)
+}
+
+/// A sample's bytes, still neutralised (XOR-ed with the keystream of its SHA-256, see
+/// `SampleUpload`): they can neither run nor match a signature until restored.
+#[utoipa::path(get, path = "/v1/samples/{sha256}", tag = "operators",
+    params(("sha256" = String, Path, description = "The sample's SHA-256.")),
+    responses((status = 200, description = "The neutralised bytes.", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
+pub async fn download_sample(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+    Path(sha256): Path<String>,
+) -> CenterResult<Vec<u8>> {
+    center.sample_bytes(&sha256).await
+}

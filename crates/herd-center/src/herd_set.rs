@@ -1,0 +1,356 @@
+//! Herd's own signature set (issue 13, SPEC §3.2): exact-hash signatures published by verdicts
+//! — an operator's (`POST /v1/verdicts`) or an automatic rule's on the terminals' detections —
+//! kept in the store (`herd_signatures`, migration 0010), written as one ClamAV `.hsb` file
+//! (`sha256:size:name`, sorted by SHA-256, so the same set is the same bytes) and listed in
+//! the signed `herd` role as [`HERD_SET_TARGET`]. A verdict signs the repository at once, so
+//! the timestamp moves, every held push connection is woken, and each scanning agent fetches
+//! the new set with its next refresh. A benign verdict removes the signature the same way.
+//!
+//! The automatic rules ([`Center::immunity_from_detections`]), each a configuration key:
+//! `immunity_cross_vendor` (a vendor's product detected a file on one terminal: its hash now
+//! protects every terminal, whichever vendor it runs) and `immunity_suspect_terminals` (the
+//! same suspicious-only hash reported by N distinct terminals).
+//!
+//! Simplified for now: the set is shipped whole (a SHA-256 signature is about 100 bytes, so
+//! 10,000 of them are 1 MB), not as a delta; another center process serves the new set's
+//! bytes from its next sign round (at most a minute later), since only the signing process
+//! updates its index of downloadable targets at once.
+
+use std::collections::BTreeMap;
+
+use herd_proto::api::{
+    Detection, HerdSignatureDoc, VerdictDoc, VerdictOutcome, events as event_kinds,
+};
+use herd_proto::distribution::{HERD_ROLE, HERD_SET_TARGET, HERD_SIGNATURE_PREFIX};
+use herd_store::{EventRow, HerdSignatureRow, TufState};
+use herd_tuf::TargetFile;
+use herd_tuf::metadata::Envelope;
+use sha2::{Digest, Sha256};
+
+use crate::error::{CenterError, CenterResult, ErrorKind};
+use crate::tuf::SignError;
+use crate::{Center, rfc3339, unix_now};
+
+/// The verdict that publishes a signature.
+pub const MALICIOUS: &str = "malicious";
+/// The verdict that removes one.
+pub const BENIGN: &str = "benign";
+/// `source` of the automatic rules' signatures.
+pub const RULE_CROSS_VENDOR: &str = "rule:cross-vendor";
+pub const RULE_SUSPECT_TERMINALS: &str = "rule:suspect-terminals";
+
+/// The `.hsb` text of the set: one `sha256:size:name` line per signature, in the order given
+/// (the store's, by SHA-256).
+pub fn set_text(rows: &[HerdSignatureRow]) -> String {
+    let mut text = String::with_capacity(rows.len() * 100);
+    for row in rows {
+        text.push_str(&format!("{}:{}:{}\n", row.sha256, row.size, row.name));
+    }
+    text
+}
+
+/// The name agents report for a file of Herd's set: `Herd.Immunity.<threat>.<first 16 hex
+/// digits>`, or without the threat when none was named.
+pub fn signature_name(threat: &str, sha256: &str) -> String {
+    let short = &sha256[..16.min(sha256.len())];
+    match threat {
+        "" => format!("{HERD_SIGNATURE_PREFIX}{short}"),
+        threat => format!("{HERD_SIGNATURE_PREFIX}{threat}.{short}"),
+    }
+}
+
+/// Checks a SHA-256 as text: 64 lower-case hex digits. `what` names where it came from.
+pub fn check_sha256(sha256: &str, what: &str) -> Result<(), String> {
+    if sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {sha256:?} is not a SHA-256 (64 lower-case hex digits)"
+        ))
+    }
+}
+
+/// Checks a `scan.detection` event's data: a [`Detection`] with a SHA-256 and a signature.
+pub fn check_detection(data: &serde_json::Value) -> Result<(), String> {
+    let detection: Detection =
+        serde_json::from_value(data.clone()).map_err(|err| format!("not a detection: {err}"))?;
+    check_sha256(&detection.sha256, "$.sha256")?;
+    if detection.signatures.is_empty() {
+        return Err("$.signatures: a detection names at least one signature".into());
+    }
+    Ok(())
+}
+
+/// A threat id usable inside a signature name: 1-64 of A-Z, a-z, 0-9, '-', '_'.
+fn check_threat(threat: &str) -> Result<(), String> {
+    let ok = !threat.is_empty()
+        && threat.len() <= 64
+        && threat
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the verdict: $.threat: {threat:?} is not a threat id (1-64 of A-Z, a-z, 0-9, '-', '_')"
+        ))
+    }
+}
+
+/// Whether the stored `herd` role lists the set (then it is listed on, even empty, so agents
+/// drop what a benign verdict removed).
+fn listed_before(state: &TufState) -> bool {
+    state
+        .latest
+        .iter()
+        .find(|doc| doc.role == HERD_ROLE)
+        .and_then(|doc| Envelope::<herd_tuf::Targets>::parse(HERD_ROLE, doc.doc.as_bytes()).ok())
+        .is_some_and(|envelope| envelope.signed.targets.contains_key(HERD_SET_TARGET))
+}
+
+fn signature_doc(row: HerdSignatureRow) -> HerdSignatureDoc {
+    HerdSignatureDoc {
+        sha256: row.sha256,
+        size: row.size,
+        name: row.name,
+        threat: row.threat,
+        source: row.source,
+        first_terminal: row.first_terminal,
+        first_signature: row.first_signature,
+        created_at: rfc3339(row.created_at),
+    }
+}
+
+impl Center {
+    /// What the `herd` role lists for Herd's set: the `.hsb` built from the store, stored as a
+    /// blob (by SHA-256, like packages) so `/tuf/targets/` serves it. Nothing while the set
+    /// was never published.
+    pub(crate) async fn herd_set_targets(
+        &self,
+        state: &TufState,
+    ) -> CenterResult<BTreeMap<String, TargetFile>> {
+        let rows = self.store.herd_signatures().await?;
+        if rows.is_empty() && !listed_before(state) {
+            return Ok(BTreeMap::new());
+        }
+        let text = set_text(&rows);
+        let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+        let length = text.len() as u64;
+        let store_error = |err: crate::blobs::BlobError| {
+            CenterError::internal(format!("storing Herd's set: {err}"))
+        };
+        let mut upload = self
+            .blobs
+            .begin(&sha256, Some(length), length)
+            .await
+            .map_err(store_error)?;
+        upload.write(text.as_bytes()).await.map_err(store_error)?;
+        upload.commit().await.map_err(store_error)?;
+        let target = TargetFile {
+            length,
+            hashes: BTreeMap::from([("sha256".to_owned(), sha256)]),
+            custom: None,
+        };
+        Ok(BTreeMap::from([(HERD_SET_TARGET.to_owned(), target)]))
+    }
+
+    /// Every signature of Herd's set, by SHA-256.
+    pub async fn herd_signatures(&self) -> CenterResult<Vec<HerdSignatureDoc>> {
+        let rows = self.store.herd_signatures().await?;
+        Ok(rows.into_iter().map(signature_doc).collect())
+    }
+
+    /// An operator's verdict (`source` names the operator's token): `malicious` publishes the
+    /// file's signature, `benign` removes it; either signs the repository at once when the
+    /// set changed.
+    pub async fn verdict(&self, doc: VerdictDoc, source: &str) -> CenterResult<VerdictOutcome> {
+        check_sha256(&doc.sha256, "the verdict: $.sha256").map_err(CenterError::bad_request)?;
+        if let Some(threat) = &doc.threat {
+            check_threat(threat).map_err(CenterError::bad_request)?;
+        }
+        let changed = match doc.verdict.as_str() {
+            MALICIOUS => {
+                let size = match doc.size {
+                    Some(size) if size > 0 => size,
+                    _ => {
+                        return Err(CenterError::bad_request(
+                            "the verdict: $.size: a malicious verdict needs the file's size \
+                             (at least 1 byte)",
+                        ));
+                    }
+                };
+                let threat = doc.threat.clone().unwrap_or_default();
+                let row = HerdSignatureRow {
+                    name: signature_name(&threat, &doc.sha256),
+                    sha256: doc.sha256.clone(),
+                    size,
+                    threat,
+                    source: source.to_owned(),
+                    first_terminal: String::new(),
+                    first_signature: String::new(),
+                    created_at: unix_now(),
+                };
+                self.store.herd_signature_add(&row).await?
+            }
+            BENIGN => self.store.herd_signature_remove(&doc.sha256).await?,
+            other => {
+                return Err(CenterError::bad_request(format!(
+                    "the verdict: $.verdict: {other:?} is neither {MALICIOUS:?} nor {BENIGN:?}"
+                )));
+            }
+        };
+        if changed {
+            tracing::info!(sha256 = %doc.sha256, verdict = %doc.verdict, %source, "verdict on a file");
+            self.sign_herd_set().await?;
+        }
+        let signatures = self.store.herd_signatures().await?.len() as u64;
+        Ok(VerdictOutcome {
+            changed,
+            set_sha256: self.herd_set_sha256().unwrap_or_default(),
+            signatures,
+        })
+    }
+
+    /// The SHA-256 of Herd's set as this process serves it, if it lists one.
+    pub fn herd_set_sha256(&self) -> Option<String> {
+        self.trust.served().targets.get(HERD_SET_TARGET).cloned()
+    }
+
+    /// Signs the repository so the set's change is served (and pushed) now.
+    async fn sign_herd_set(&self) -> CenterResult<()> {
+        match self.sign_repository(None).await {
+            Ok(_) => Ok(()),
+            Err(SignError::Center(err)) => Err(err),
+            Err(SignError::Refused(why)) => Err(CenterError::new(
+                ErrorKind::Conflict,
+                format!("Herd's set changed but the repository could not be signed: {why}"),
+            )),
+        }
+    }
+
+    /// The automatic verdicts on newly stored `scan.detection` events of `terminal` (see the
+    /// module documentation). A detection by Herd's own signatures changes nothing. Failures
+    /// are logged: the events are stored already, and an operator can still judge by hand.
+    pub(crate) async fn immunity_from_detections(&self, terminal: &str, rows: &[EventRow]) {
+        let mut changed = false;
+        for row in rows
+            .iter()
+            .filter(|r| r.kind == event_kinds::SCAN_DETECTION)
+        {
+            let Ok(detection) = serde_json::from_str::<Detection>(&row.data) else {
+                continue;
+            };
+            if detection.only_herd() || detection.size == 0 {
+                continue;
+            }
+            let first_signature = detection
+                .signatures
+                .iter()
+                .find(|s| !s.starts_with(HERD_SIGNATURE_PREFIX))
+                .cloned()
+                .unwrap_or_default();
+            let suspicious = detection.action == "reported";
+            let source = if suspicious {
+                let threshold = self.config.immunity_suspect_terminals;
+                if threshold == 0 {
+                    continue;
+                }
+                let seen = self
+                    .store
+                    .herd_suspect_record(
+                        &detection.sha256,
+                        terminal,
+                        detection.size,
+                        &first_signature,
+                        row.at,
+                    )
+                    .await;
+                match seen {
+                    Ok(count) if count >= threshold => RULE_SUSPECT_TERMINALS,
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::error!(%err, "cannot record a suspicious detection");
+                        continue;
+                    }
+                }
+            } else if self.config.immunity_cross_vendor {
+                RULE_CROSS_VENDOR
+            } else {
+                continue;
+            };
+            let signature = HerdSignatureRow {
+                name: signature_name("", &detection.sha256),
+                sha256: detection.sha256.clone(),
+                size: detection.size,
+                threat: String::new(),
+                source: source.to_owned(),
+                first_terminal: terminal.to_owned(),
+                first_signature,
+                created_at: unix_now(),
+            };
+            match self.store.herd_signature_add(&signature).await {
+                Ok(added) => {
+                    if added {
+                        tracing::info!(sha256 = %signature.sha256, terminal, rule = source, "Herd's set covers a new file");
+                    }
+                    changed |= added;
+                }
+                Err(err) => tracing::error!(%err, "cannot add to Herd's set"),
+            }
+        }
+        if changed && let Err(err) = self.sign_herd_set().await {
+            tracing::error!(%err, "cannot sign Herd's set");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(sha: char, size: u64) -> HerdSignatureRow {
+        let sha256: String = std::iter::repeat_n(sha, 64).collect();
+        HerdSignatureRow {
+            name: signature_name("", &sha256),
+            sha256,
+            size,
+            threat: String::new(),
+            source: "test".into(),
+            first_terminal: String::new(),
+            first_signature: String::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_set_is_one_hsb_line_per_signature() {
+        let text = set_text(&[row('a', 10), row('b', 20)]);
+        assert_eq!(
+            text,
+            format!(
+                "{a}:10:Herd.Immunity.aaaaaaaaaaaaaaaa\n{b}:20:Herd.Immunity.bbbbbbbbbbbbbbbb\n",
+                a = "a".repeat(64),
+                b = "b".repeat(64)
+            )
+        );
+    }
+
+    #[test]
+    fn names_and_digests_are_checked() {
+        assert_eq!(
+            signature_name("virus-a", &"c".repeat(64)),
+            "Herd.Immunity.virus-a.cccccccccccccccc"
+        );
+        assert!(check_sha256(&"a".repeat(64), "x").is_ok());
+        let err = check_sha256(&"A".repeat(64), "the verdict: $.sha256").unwrap_err();
+        assert!(err.starts_with("the verdict: $.sha256: "), "{err}");
+        assert!(check_sha256("abc", "x").is_err());
+        assert!(check_threat("virus-a").is_ok());
+        assert!(check_threat("a b").is_err());
+        assert!(check_threat("").is_err());
+    }
+}
