@@ -13,6 +13,7 @@
 //! handlers, the extractors, the one mapping of [`ErrorKind`] to a status, the blob store's
 //! HTTP serving, the TLS listener and [`run`].
 
+pub mod alerts;
 pub mod api;
 mod auth;
 pub mod blobs;
@@ -116,6 +117,8 @@ pub struct Center {
     center_client: std::sync::Mutex<Option<herd_tls::KeyPairPem>>,
     /// The push connections held now (`/v1/wait`), their cap and their shutdown.
     pub waits: wait::Waits,
+    /// Alerts: raise one with `center.alerts.raise(AlertEvent::new(kind, subject, detail))`.
+    pub alerts: alerts::Alerts,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -203,7 +206,9 @@ impl Center {
         // Read before anything is cached, so no change made from here on is missed.
         let revisions = store.revisions().await?;
         let max_waits = config.max_waits;
+        let alerts = alerts::Alerts::start(config.alerts.clone(), store.clone());
         let center = Arc::new(Center {
+            alerts,
             waits: wait::Waits::new(max_waits, config.wake_concurrency, metrics.clone()),
             config,
             store,

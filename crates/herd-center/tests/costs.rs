@@ -404,6 +404,36 @@ impl Store for Counting {
         self.count("queue_stats");
         self.inner.queue_stats().await
     }
+    async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError> {
+        self.count("alert_enqueue");
+        self.inner.alert_enqueue(deliveries).await
+    }
+    async fn alert_claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError> {
+        self.count("alert_claim");
+        self.inner.alert_claim(now, lease_until, limit).await
+    }
+    async fn alert_attempted(
+        &self,
+        id: u64,
+        at: i64,
+        outcome: &AlertAttempt,
+    ) -> Result<(), StoreError> {
+        self.count("alert_attempted");
+        self.inner.alert_attempted(id, at, outcome).await
+    }
+    async fn alert_deliveries(
+        &self,
+        before_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError> {
+        self.count("alert_deliveries");
+        self.inner.alert_deliveries(before_id, limit).await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

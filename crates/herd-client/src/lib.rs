@@ -18,6 +18,7 @@ mod repository;
 mod site;
 mod tls;
 mod transfer;
+pub mod web;
 mod trust;
 mod tuf;
 

@@ -6,6 +6,7 @@
 //! document into the indexed model, or into a [`ValidationError`] that names the document,
 //! the JSON path and what is wrong, and lists every problem found, not just the first.
 
+pub mod alerts;
 pub mod api;
 pub mod catalog;
 pub mod distribution;

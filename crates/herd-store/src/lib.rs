@@ -15,11 +15,13 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+mod alerts;
 mod common;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use alerts::{AlertAttempt, AlertDeliveryRow, NewAlertDelivery};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -944,4 +946,31 @@ pub trait Store: Send + Sync + Debug {
     /// Deletes every item up to `through` (what the center acknowledged).
     async fn queue_delete_through(&self, through: u64) -> Result<u64, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+
+    // Alerts (migration 0011): the durable queue of deliveries, one row per alert and channel.
+
+    /// Queues deliveries, due at once (`created_at`), in one transaction.
+    async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError>;
+    /// Claims up to `limit` deliveries due at `now` (oldest first): each one's attempts grow
+    /// by one and its next attempt moves to `lease_until`, so no other process sends it
+    /// meanwhile; a worker that dies mid-attempt leaves it to be retried after the lease.
+    async fn alert_claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError>;
+    /// Records how a claimed delivery's attempt ended.
+    async fn alert_attempted(
+        &self,
+        id: u64,
+        at: i64,
+        outcome: &AlertAttempt,
+    ) -> Result<(), StoreError>;
+    /// Deliveries newest first, those before `before_id` (all when `None`); `limit` 0 is all.
+    async fn alert_deliveries(
+        &self,
+        before_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError>;
 }

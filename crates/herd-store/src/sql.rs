@@ -25,7 +25,7 @@ use crate::common::{
     vendor_role_from_row,
 };
 use crate::{
-    AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
+    AddressRow, AlertAttempt, AlertDeliveryRow, NewAlertDelivery, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
     EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceRow,
     InterfaceSeen, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow,
     PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions,
@@ -2081,6 +2081,36 @@ where
             depth: from_db_int(row.try_get("depth")?, "queue depth")?,
             oldest_at: row.try_get("oldest")?,
         })
+    }
+
+    async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError> {
+        self.alert_enqueue_impl(deliveries).await
+    }
+
+    async fn alert_claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError> {
+        self.alert_claim_impl(now, lease_until, limit).await
+    }
+
+    async fn alert_attempted(
+        &self,
+        id: u64,
+        at: i64,
+        outcome: &AlertAttempt,
+    ) -> Result<(), StoreError> {
+        self.alert_attempted_impl(id, at, outcome).await
+    }
+
+    async fn alert_deliveries(
+        &self,
+        before_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError> {
+        self.alert_deliveries_impl(before_id, limit).await
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
-    AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
+    AddressRow, AlertAttempt, NewAlertDelivery, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
     EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceSeen, NewTerminal,
     OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem, QueuedItem,
     Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed,
@@ -159,6 +159,7 @@ conformance!(
     sites_enrol_with_site_tokens_and_relay_only_for_terminals_they_served,
     a_site_replicates_catalog_and_groups_at_the_centers_revisions,
     a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_an_ack,
+    alert_deliveries_are_claimed_once_retried_and_recorded,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -3023,4 +3024,98 @@ async fn a_sites_writes_queue_their_relay_items_in_the_same_transaction(fixture:
     );
     assert_eq!(store.events_count("t1").await.unwrap(), 2);
     assert_eq!(store.events_count("t2").await.unwrap(), 1);
+}
+
+// --- alerts (migration 0011) ---------------------------------------------------------------
+
+fn alert(channel: &str, subject: &str, at: i64) -> NewAlertDelivery {
+    NewAlertDelivery {
+        channel: channel.to_owned(),
+        kind: "detection".to_owned(),
+        subject: subject.to_owned(),
+        text: format!("detection on {subject}"),
+        payload: format!(r#"{{"text":"detection on {subject}"}}"#),
+        created_at: at,
+    }
+}
+
+async fn alert_deliveries_are_claimed_once_retried_and_recorded(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let other = fixture.another().await;
+    store
+        .alert_enqueue(&[alert("hook", "t1", 100), alert("mail", "t1", 100)])
+        .await
+        .unwrap();
+    store.alert_enqueue(&[alert("hook", "t2", 200)]).await.unwrap();
+    // Not due yet before its time.
+    assert!(store.alert_claim(99, 160, 10).await.unwrap().is_empty());
+    // Two processes claiming at once take each due row once between them.
+    let (a, b) = tokio::join!(store.alert_claim(150, 160, 10), other.alert_claim(150, 160, 10));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut claimed: Vec<u64> = a.iter().chain(&b).map(|row| row.id).collect();
+    claimed.sort();
+    assert_eq!(claimed.len(), 2, "{a:?} {b:?}");
+    claimed.dedup();
+    assert_eq!(claimed.len(), 2);
+    let first = a.iter().chain(&b).find(|row| row.delivery.channel == "hook").unwrap();
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.next_attempt_at, 160);
+    assert_eq!(first.delivery.subject, "t1");
+    // Leased: not claimed again until the lease ends.
+    assert!(store.alert_claim(155, 170, 10).await.unwrap().is_empty());
+    store
+        .alert_attempted(
+            first.id,
+            151,
+            &AlertAttempt::Retry {
+                next_attempt_at: 180,
+                error: "connection refused".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let mail = a.iter().chain(&b).find(|row| row.delivery.channel == "mail").unwrap();
+    store
+        .alert_attempted(mail.id, 152, &AlertAttempt::Delivered)
+        .await
+        .unwrap();
+    // At 200 the retried one and the third are due; the delivered one never again.
+    let again = store.alert_claim(200, 230, 10).await.unwrap();
+    let ids: Vec<u64> = again.iter().map(|row| row.id).collect();
+    assert_eq!(ids.len(), 2, "{again:?}");
+    assert!(ids.contains(&first.id) && !ids.contains(&mail.id));
+    let retried = again.iter().find(|row| row.id == first.id).unwrap();
+    assert_eq!(retried.attempts, 2);
+    assert_eq!(retried.last_error.as_deref(), Some("connection refused"));
+    store
+        .alert_attempted(
+            first.id,
+            201,
+            &AlertAttempt::GaveUp {
+                error: "still refused".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store.alert_claim(10_000, 10_001, 10).await.unwrap().len() == 1);
+    // The record, newest first, paged.
+    let all = store.alert_deliveries(None, 0).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    let gave_up = all.iter().find(|row| row.id == first.id).unwrap();
+    assert_eq!(gave_up.failed_at, Some(201));
+    assert_eq!(gave_up.last_error.as_deref(), Some("still refused"));
+    assert_eq!(
+        all.iter().find(|row| row.id == mail.id).unwrap().delivered_at,
+        Some(152)
+    );
+    let page = store.alert_deliveries(Some(all[0].id), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, all[1].id);
+    // An unknown delivery is named.
+    let err = store
+        .alert_attempted(9_999_999, 1, &AlertAttempt::Delivered)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("9999999"), "{err}");
 }

@@ -4,6 +4,7 @@
 //! extractors authenticate and parse, they call a domain service of the
 //! [`Center`](crate::Center), and answer; failures answer through `error.rs`.
 
+mod alerts;
 pub mod blobs;
 pub mod error;
 pub mod extract;
@@ -109,6 +110,9 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::site_terminal))
         .routes(routes!(sites::relay))
         .routes(routes!(sites::notify))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::alert_setup))
+        .routes(routes!(alerts::test_channel))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
@@ -377,6 +381,9 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         );
         tokio::spawn(center.clone().collect_blobs_periodically(stop_rx.clone()));
         tokio::spawn(center.clone().push_to_late_sites(stop_rx.clone()));
+        if !center.alerts.config().channels.is_empty() {
+            tokio::spawn(center.clone().deliver_alerts(stop_rx.clone()));
+        }
     }
     let local = tls_listener.local_addr()?;
     let mut servers = vec![tokio::spawn(listener::serve(
