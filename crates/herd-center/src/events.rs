@@ -122,6 +122,13 @@ impl Center {
                 (i, kind)
             })
             .collect();
+        // The events some alert rule listens to, read likewise (none unless configured).
+        let alerting: Vec<(usize, String, String)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| self.alerts.wants_terminal_event(&row.kind))
+            .map(|(i, row)| (i, row.kind.clone(), row.data.clone()))
+            .collect();
         let count = rows.len();
         let outcome = self.events.write(EventsWrite { rows, relay }).await?;
         self.relay_queued();
@@ -131,6 +138,10 @@ impl Center {
         let stored = count.saturating_sub(outcome.accepted as usize);
         for (_, kind) in refusals.iter().filter(|(i, _)| *i >= stored) {
             self.metrics.count_trust_refusal(kind);
+        }
+        for (_, kind, data) in alerting.into_iter().filter(|(i, _, _)| *i >= stored) {
+            self.alerts
+                .raise(crate::alerts::terminal_event(&terminal.id, &kind, &data));
         }
         self.metrics
             .events_accepted

@@ -13,14 +13,15 @@
 //! other variants say what kind of failure it was (no answer, an answer cut short, bytes that
 //! are not what was asked for, …) so callers decide on the kind, never on the wording.
 
+mod alerts;
 mod error;
 mod repository;
 mod site;
 mod tls;
 mod transfer;
-pub mod web;
 mod trust;
 mod tuf;
+pub mod web;
 
 use std::fmt;
 use std::io::{self, Read as _};

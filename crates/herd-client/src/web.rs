@@ -101,9 +101,7 @@ impl WebClient {
     pub fn send(&self, request: &WebRequest<'_>) -> Result<WebAnswer, WebError> {
         let url = request.url;
         check_url(url)?;
-        let mut builder = http::Request::builder()
-            .method(request.method)
-            .uri(url);
+        let mut builder = http::Request::builder().method(request.method).uri(url);
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }

@@ -43,9 +43,14 @@ pub struct AlertDeliveryRow {
 pub enum AlertAttempt {
     Delivered,
     /// Failed; try again at `next_attempt_at`.
-    Retry { next_attempt_at: i64, error: String },
+    Retry {
+        next_attempt_at: i64,
+        error: String,
+    },
     /// Failed for the last time.
-    GaveUp { error: String },
+    GaveUp {
+        error: String,
+    },
 }
 
 const COLUMNS: &str = "id, channel, kind, subject, text, payload, created_at, attempts, \

@@ -25,12 +25,13 @@ use crate::common::{
     vendor_role_from_row,
 };
 use crate::{
-    AddressRow, AlertAttempt, AlertDeliveryRow, NewAlertDelivery, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
-    EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceRow,
-    InterfaceSeen, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow,
-    PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions,
-    RevokedToken, Role, RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT,
-    TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    AddressRow, AlertAttempt, AlertDeliveryRow, ApiTokenRow, AppendOutcome, Approval, Backend,
+    CaMaterial, CheckinWrite, EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims,
+    GroupRow, InterfaceRow, InterfaceSeen, NewAlertDelivery, NewTerminal, OnlineKeyRow,
+    OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem,
+    Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, SiteRow, Store, StoreError,
+    StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState,
+    UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and

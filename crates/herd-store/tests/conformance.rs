@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
-    AddressRow, AlertAttempt, NewAlertDelivery, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
-    EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceSeen, NewTerminal,
-    OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem, QueuedItem,
-    Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed,
-    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument, TufSigned,
-    UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow, VendorRoleRow,
+    AddressRow, AlertAttempt, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
+    EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceSeen, NewAlertDelivery,
+    NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem,
+    QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError,
+    StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument,
+    TufSigned, UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow, VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -3046,18 +3046,28 @@ async fn alert_deliveries_are_claimed_once_retried_and_recorded(fixture: &Fixtur
         .alert_enqueue(&[alert("hook", "t1", 100), alert("mail", "t1", 100)])
         .await
         .unwrap();
-    store.alert_enqueue(&[alert("hook", "t2", 200)]).await.unwrap();
+    store
+        .alert_enqueue(&[alert("hook", "t2", 200)])
+        .await
+        .unwrap();
     // Not due yet before its time.
     assert!(store.alert_claim(99, 160, 10).await.unwrap().is_empty());
     // Two processes claiming at once take each due row once between them.
-    let (a, b) = tokio::join!(store.alert_claim(150, 160, 10), other.alert_claim(150, 160, 10));
+    let (a, b) = tokio::join!(
+        store.alert_claim(150, 160, 10),
+        other.alert_claim(150, 160, 10)
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     let mut claimed: Vec<u64> = a.iter().chain(&b).map(|row| row.id).collect();
     claimed.sort();
     assert_eq!(claimed.len(), 2, "{a:?} {b:?}");
     claimed.dedup();
     assert_eq!(claimed.len(), 2);
-    let first = a.iter().chain(&b).find(|row| row.delivery.channel == "hook").unwrap();
+    let first = a
+        .iter()
+        .chain(&b)
+        .find(|row| row.delivery.channel == "hook")
+        .unwrap();
     assert_eq!(first.attempts, 1);
     assert_eq!(first.next_attempt_at, 160);
     assert_eq!(first.delivery.subject, "t1");
@@ -3074,7 +3084,11 @@ async fn alert_deliveries_are_claimed_once_retried_and_recorded(fixture: &Fixtur
         )
         .await
         .unwrap();
-    let mail = a.iter().chain(&b).find(|row| row.delivery.channel == "mail").unwrap();
+    let mail = a
+        .iter()
+        .chain(&b)
+        .find(|row| row.delivery.channel == "mail")
+        .unwrap();
     store
         .alert_attempted(mail.id, 152, &AlertAttempt::Delivered)
         .await
@@ -3106,7 +3120,10 @@ async fn alert_deliveries_are_claimed_once_retried_and_recorded(fixture: &Fixtur
     assert_eq!(gave_up.failed_at, Some(201));
     assert_eq!(gave_up.last_error.as_deref(), Some("still refused"));
     assert_eq!(
-        all.iter().find(|row| row.id == mail.id).unwrap().delivered_at,
+        all.iter()
+            .find(|row| row.id == mail.id)
+            .unwrap()
+            .delivered_at,
         Some(152)
     );
     let page = store.alert_deliveries(Some(all[0].id), 1).await.unwrap();

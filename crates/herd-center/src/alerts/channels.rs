@@ -11,7 +11,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
 
-use super::config::{Email, SmtpTls, Sms, Target};
+use super::config::{Email, Sms, SmtpTls, Target};
 
 /// How long one delivery may take, connection to answer.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,14 +34,17 @@ pub fn send(target: &Target, outgoing: &Outgoing<'_>) -> Result<(), String> {
     match target {
         Target::Webhook { url, ca_pem } => {
             let client = WebClient::new(ca_pem.as_deref()).map_err(|e| e.to_string())?;
-            answered_ok(&client, &WebRequest {
-                method: "POST",
-                url,
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: outgoing.payload.as_bytes().to_vec(),
-                max_answer_bytes: MAX_ANSWER_BYTES,
-                timeout: SEND_TIMEOUT,
-            })
+            answered_ok(
+                &client,
+                &WebRequest {
+                    method: "POST",
+                    url,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: outgoing.payload.as_bytes().to_vec(),
+                    max_answer_bytes: MAX_ANSWER_BYTES,
+                    timeout: SEND_TIMEOUT,
+                },
+            )
         }
         Target::Sms(sms) => send_sms(sms, outgoing),
         Target::Email(email) => send_email(email, outgoing),
@@ -233,7 +236,11 @@ mod tests {
             String::from_utf8(request.body.clone()).unwrap(),
             r#"{"to": "+81", "text": "EICAR \"test\" & {text} on pc-7", "n": {count}}"#
         );
-        assert!(request.headers.contains(&("content-type".into(), "application/json".into())));
+        assert!(
+            request
+                .headers
+                .contains(&("content-type".into(), "application/json".into()))
+        );
         sms.content_type = Some("application/x-www-form-urlencoded".into());
         sms.body = "text={text}".into();
         let request = sms_request(&sms, &outgoing(), &mut url);

@@ -90,10 +90,7 @@ pub struct Channel {
 /// Where a channel delivers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    Webhook {
-        url: String,
-        ca_pem: Option<String>,
-    },
+    Webhook { url: String, ca_pem: Option<String> },
     Email(Email),
     Sms(Sms),
 }
@@ -159,8 +156,8 @@ impl AlertsConfig {
         }
         let mut channels: Vec<Channel> = Vec::with_capacity(file.channels.len());
         for (i, channel) in file.channels.into_iter().enumerate() {
-            let checked = check_channel(channel)
-                .with_context(|| format!("alerts.channels[{i}]"))?;
+            let checked =
+                check_channel(channel).with_context(|| format!("alerts.channels[{i}]"))?;
             if channels.iter().any(|c| c.name == checked.name) {
                 bail!(
                     "alerts.channels[{i}].name: {:?} names two channels",
@@ -313,7 +310,9 @@ fn check_channel(file: ChannelFile) -> anyhow::Result<Channel> {
                 let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
                 if name.is_empty()
                     || !name.bytes().all(token)
-                    || !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+                    || !value
+                        .bytes()
+                        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
                 {
                     bail!("headers: {name:?} is not a header name and value");
                 }

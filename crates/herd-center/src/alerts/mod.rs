@@ -121,6 +121,47 @@ impl AlertEvent {
     }
 }
 
+/// The alert for a terminal event a rule listens to: its kind and data, cut short.
+pub fn terminal_event(terminal: &str, kind: &str, data: &str) -> AlertEvent {
+    const SHOWN: usize = 300;
+    let mut shown: String = data.chars().take(SHOWN).collect();
+    if shown.len() < data.len() {
+        shown.push('…');
+    }
+    AlertEvent {
+        kind: AlertKind::TerminalEvent,
+        subject: terminal.to_owned(),
+        detail: format!("event {kind}: {shown}"),
+        event: Some(kind.to_owned()),
+    }
+}
+
+/// The new threats a catalog change brought: one alert each (an outbreak of them is
+/// aggregated like any other).
+pub fn new_threats<'a>(
+    before: &herd_core::Catalog,
+    after: impl IntoIterator<Item = &'a herd_core::Threat>,
+    vendor: &str,
+) -> Vec<AlertEvent> {
+    let known: HashSet<&str> = before.threats.iter().map(|t| t.id.as_str()).collect();
+    after
+        .into_iter()
+        .filter(|threat| !known.contains(threat.id.as_str()))
+        .map(|threat| {
+            AlertEvent::new(
+                AlertKind::NewThreat,
+                threat.id.clone(),
+                format!(
+                    "{} ({} danger, discovered {}), first published by {vendor}",
+                    threat.name,
+                    threat.danger.as_str(),
+                    threat.discovered
+                ),
+            )
+        })
+        .collect()
+}
+
 /// The center's alerting: rules, throttle, and the hand-off to the durable queue.
 #[derive(Debug)]
 pub struct Alerts {
@@ -182,7 +223,12 @@ impl Alerts {
     /// [`Alerts::raise`] at `now` (Unix seconds).
     pub fn raise_at(&self, event: AlertEvent, now: i64) {
         self.raised.fetch_add(1, Relaxed);
-        let text = format!("[{}] {}: {}", event.kind.as_str(), event.subject, event.detail);
+        let text = format!(
+            "[{}] {}: {}",
+            event.kind.as_str(),
+            event.subject,
+            event.detail
+        );
         let mut deliveries = Vec::new();
         {
             let mut throttle = self.throttle.lock().expect("alert throttle");
@@ -359,7 +405,9 @@ impl Center {
                 let at = unix_now();
                 let outcome = match result {
                     Ok(()) => AlertAttempt::Delivered,
-                    Err(error) if !configured || row.attempts >= self.alerts.config.max_attempts => {
+                    Err(error)
+                        if !configured || row.attempts >= self.alerts.config.max_attempts =>
+                    {
                         tracing::error!(id = row.id, channel = %row.delivery.channel, %error, "alert given up");
                         AlertAttempt::GaveUp { error }
                     }
@@ -496,6 +544,33 @@ impl Center {
                     events: r.events.clone(),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl Center {
+    /// What a site's pull says for alerts: it is reachable again, and whether its queue to
+    /// the center is over `site_queue_threshold` (each condition alerts once per onset).
+    pub(crate) fn site_alerts(&self, site: &str, status: Option<&herd_proto::site::SiteStatus>) {
+        self.alerts
+            .condition_off(&format!("site_unreachable:{site}"));
+        let threshold = self.alerts.config.site_queue_threshold;
+        let key = format!("site_queue_growing:{site}");
+        match status {
+            Some(status) if threshold > 0 && status.queue_depth > threshold => {
+                self.alerts.raise_condition(
+                    &key,
+                    AlertEvent::new(
+                        AlertKind::SiteQueueGrowing,
+                        site,
+                        format!(
+                            "site {site} has {} items queued for the center (threshold {threshold}),                              the oldest {} s old",
+                            status.queue_depth, status.queue_oldest_secs
+                        ),
+                    ),
+                );
+            }
+            _ => self.alerts.condition_off(&key),
         }
     }
 }

@@ -104,11 +104,7 @@ impl Throttle {
                 text: format!(
                     "Outbreak ({rule}): more than {} alerts within {} s, the latest {}: {}. \
                      Further alerts of this rule are collected into a digest every {} s.",
-                    limits.burst,
-                    limits.window_secs,
-                    alert.kind,
-                    alert.text,
-                    limits.window_secs
+                    limits.burst, limits.window_secs, alert.kind, alert.text, limits.window_secs
                 ),
                 count: 1,
             });
@@ -243,7 +239,9 @@ mod tests {
             digest.text
         );
         assert!(
-            digest.text.contains("and 990 more subjects (plus 4997 alerts"),
+            digest
+                .text
+                .contains("and 990 more subjects (plus 4997 alerts"),
             "{}",
             digest.text
         );
@@ -293,7 +291,9 @@ mod tests {
         assert_eq!(digest.count, (MAX_DIGEST_SUBJECTS + 50) as u64);
         let more = MAX_DIGEST_SUBJECTS - LISTED_SUBJECTS;
         assert!(
-            digest.text.contains(&format!("and {more} more subjects (plus 50 alerts")),
+            digest
+                .text
+                .contains(&format!("and {more} more subjects (plus 50 alerts")),
             "{}",
             digest.text
         );

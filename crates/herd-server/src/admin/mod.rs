@@ -8,13 +8,14 @@
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
 //! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
-//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `trust.rs` (the signed repository's status),
+//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `alerts.rs` (alerts), `trust.rs` (the signed repository's status),
 //! `ca.rs` (the CA: offline root, intermediates, KEKs), `keys.rs` (signed distribution's root
 //! keys, a vendor's signing key) with `vendor_role.rs` (the role a vendor signs itself on
 //! `herd publish --key`).
 //! What they share: `connect.rs` (finding the center and the credentials, and what a failed
 //! call prints), `output.rs` (stdout and JSON) and `table.rs` (the one table renderer).
 
+mod alerts;
 mod ca;
 mod catalog;
 mod config;
@@ -34,6 +35,7 @@ mod vendor_role;
 use clap::Subcommand;
 
 use crate::Outcome;
+use alerts::AlertsCommand;
 use ca::CaCommand;
 use catalog::CoverageArgs;
 use config::{GroupsCommand, RulesCommand};
@@ -106,6 +108,10 @@ pub enum AdminCommand {
     /// for new ones.
     #[command(subcommand, visible_alias = "site")]
     Sites(SitesCommand),
+    /// Alerts: what was sent to which channel (webhook, e-mail, SMS), the channels and rules
+    /// configured, and a test alert.
+    #[command(subcommand, visible_alias = "alert")]
+    Alerts(AlertsCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -139,5 +145,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Trust(command) => trust::run(command),
         AdminCommand::Keys(command) => keys::run(command),
         AdminCommand::Sites(command) => sites::run(command),
+        AdminCommand::Alerts(command) => alerts::run(command),
     }
 }
