@@ -380,28 +380,38 @@ impl Center {
                 return Ok(attempted);
             }
             attempted += claimed.len();
-            let mut sends = tokio::task::JoinSet::new();
+            // Channels are sent to concurrently, each channel's deliveries in order (a summary
+            // after the alerts it follows).
+            let mut by_channel: Vec<(String, Vec<AlertDeliveryRow>)> = Vec::new();
             for row in claimed {
-                let target = self
-                    .alerts
-                    .config
-                    .channel(&row.delivery.channel)
-                    .map(|c| c.target.clone());
+                match by_channel
+                    .iter_mut()
+                    .find(|(name, _)| *name == row.delivery.channel)
+                {
+                    Some((_, rows)) => rows.push(row),
+                    None => by_channel.push((row.delivery.channel.clone(), vec![row])),
+                }
+            }
+            let mut sends = tokio::task::JoinSet::new();
+            for (name, rows) in by_channel {
+                let target = self.alerts.config.channel(&name).map(|c| c.target.clone());
                 sends.spawn_blocking(move || {
-                    let result = match &target {
-                        Some(target) => channels::send(target, &outgoing(&row)),
-                        None => Err(format!(
-                            "channel {:?} is no longer configured",
-                            row.delivery.channel
-                        )),
-                    };
-                    (row, target.is_some(), result)
+                    rows.into_iter()
+                        .map(|row| {
+                            let result = match &target {
+                                Some(target) => channels::send(target, &outgoing(&row)),
+                                None => Err(format!("channel {name:?} is no longer configured")),
+                            };
+                            (row, target.is_some(), result)
+                        })
+                        .collect::<Vec<_>>()
                 });
             }
+            let mut results = Vec::new();
             while let Some(joined) = sends.join_next().await {
-                let Ok((row, configured, result)) = joined else {
-                    continue;
-                };
+                results.extend(joined.unwrap_or_default());
+            }
+            for (row, configured, result) in results {
                 let at = unix_now();
                 let outcome = match result {
                     Ok(()) => AlertAttempt::Delivered,
