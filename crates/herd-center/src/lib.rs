@@ -25,6 +25,7 @@ mod deltas;
 mod enrol;
 pub mod error;
 pub mod events;
+mod feed_poll;
 mod feeds;
 pub mod fleet;
 mod group_commit;
@@ -119,6 +120,8 @@ pub struct Center {
     pub waits: wait::Waits,
     /// Alerts: raise one with `center.alerts.raise(AlertEvent::new(kind, subject, detail))`.
     pub alerts: alerts::Alerts,
+    /// Wakes the vendor feed poller (see `feed_poll`, [`Center::poke_feeds`]).
+    feed_poller: feed_poll::FeedPoller,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -209,6 +212,7 @@ impl Center {
         let alerts = alerts::Alerts::start(config.alerts.clone(), store.clone());
         let center = Arc::new(Center {
             alerts,
+            feed_poller: Default::default(),
             waits: wait::Waits::new(max_waits, config.wake_concurrency, metrics.clone()),
             config,
             store,

@@ -434,6 +434,27 @@ impl Store for Counting {
         self.count("alert_deliveries");
         self.inner.alert_deliveries(before_id, limit).await
     }
+    async fn feed_source_put(&self, source: &FeedSourceRow) -> Result<(), StoreError> {
+        self.count("feed_source_put");
+        self.inner.feed_source_put(source).await
+    }
+    async fn feed_source_delete(&self, vendor: &str) -> Result<bool, StoreError> {
+        self.count("feed_source_delete");
+        self.inner.feed_source_delete(vendor).await
+    }
+    async fn feed_sources(&self) -> Result<Vec<FeedSourceRow>, StoreError> {
+        self.count("feed_sources");
+        self.inner.feed_sources().await
+    }
+    async fn feed_source_polled(
+        &self,
+        vendor: &str,
+        url: &str,
+        polled: &FeedPolled<'_>,
+    ) -> Result<bool, StoreError> {
+        self.count("feed_source_polled");
+        self.inner.feed_source_polled(vendor, url, polled).await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

@@ -15,6 +15,7 @@
 
 mod alerts;
 mod error;
+mod feed_sources;
 mod repository;
 mod site;
 mod tls;

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod api;
 pub mod catalog;
 pub mod distribution;
+pub mod feed_sources;
 pub mod layout;
 pub mod merge;
 pub mod plan;

@@ -17,11 +17,13 @@ use async_trait::async_trait;
 
 mod alerts;
 mod common;
+mod feed_sources;
 mod postgres;
 mod sql;
 mod sqlite;
 
 pub use alerts::{AlertAttempt, AlertDeliveryRow, NewAlertDelivery};
+pub use feed_sources::{FeedPolled, FeedSourceRow};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -973,4 +975,21 @@ pub trait Store: Send + Sync + Debug {
         before_id: Option<u64>,
         limit: u32,
     ) -> Result<Vec<AlertDeliveryRow>, StoreError>;
+
+    // Vendor feed sources (migration 0011): URLs the center polls.
+
+    /// Registers (or replaces) a vendor's feed URL; a replaced one starts over.
+    async fn feed_source_put(&self, source: &FeedSourceRow) -> Result<(), StoreError>;
+    /// Forgets a vendor's feed URL; false if it had none.
+    async fn feed_source_delete(&self, vendor: &str) -> Result<bool, StoreError>;
+    /// Every feed source, by vendor.
+    async fn feed_sources(&self) -> Result<Vec<FeedSourceRow>, StoreError>;
+    /// Records a poll of `vendor`'s source at `url`; false if the source changed meanwhile
+    /// (nothing recorded).
+    async fn feed_source_polled(
+        &self,
+        vendor: &str,
+        url: &str,
+        polled: &FeedPolled<'_>,
+    ) -> Result<bool, StoreError>;
 }

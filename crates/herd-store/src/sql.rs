@@ -27,11 +27,11 @@ use crate::common::{
 use crate::{
     AddressRow, AlertAttempt, AlertDeliveryRow, ApiTokenRow, AppendOutcome, Approval, Backend,
     CaMaterial, CheckinWrite, EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims,
-    GroupRow, InterfaceRow, InterfaceSeen, NewAlertDelivery, NewTerminal, OnlineKeyRow,
-    OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem,
-    Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, SiteRow, Store, StoreError,
-    StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState,
-    UNKNOWN_GROUP, VendorKeyRow,
+    FeedPolled, FeedSourceRow, GroupRow, InterfaceRow, InterfaceSeen, NewAlertDelivery,
+    NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome,
+    QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role,
+    RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
+    TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2112,6 +2112,27 @@ where
         limit: u32,
     ) -> Result<Vec<AlertDeliveryRow>, StoreError> {
         self.alert_deliveries_impl(before_id, limit).await
+    }
+
+    async fn feed_source_put(&self, source: &FeedSourceRow) -> Result<(), StoreError> {
+        self.feed_source_put_impl(source).await
+    }
+
+    async fn feed_source_delete(&self, vendor: &str) -> Result<bool, StoreError> {
+        self.feed_source_delete_impl(vendor).await
+    }
+
+    async fn feed_sources(&self) -> Result<Vec<FeedSourceRow>, StoreError> {
+        self.feed_sources_impl().await
+    }
+
+    async fn feed_source_polled(
+        &self,
+        vendor: &str,
+        url: &str,
+        polled: &FeedPolled<'_>,
+    ) -> Result<bool, StoreError> {
+        self.feed_source_polled_impl(vendor, url, polled).await
     }
 }
 

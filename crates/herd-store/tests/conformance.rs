@@ -10,11 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
     AddressRow, AlertAttempt, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
-    EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow, InterfaceSeen, NewAlertDelivery,
-    NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem,
-    QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError,
-    StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument,
-    TufSigned, UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow, VendorRoleRow,
+    EnrolTokenRow, EventRow, EventsWrite, FeedClaims, FeedPolled, FeedSourceRow, GroupRow,
+    InterfaceSeen, NewAlertDelivery, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
+    PackageRow, PlanWrite, QueueItem, QueuedItem, Registry, RenewError, Revisions, RevokedToken,
+    Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
+    ThreatOwnerRow, TufDocument, TufSigned, UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow,
+    VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -160,6 +161,7 @@ conformance!(
     a_site_replicates_catalog_and_groups_at_the_centers_revisions,
     a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_an_ack,
     alert_deliveries_are_claimed_once_retried_and_recorded,
+    feed_sources_keep_their_validators_until_replaced,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -3135,4 +3137,70 @@ async fn alert_deliveries_are_claimed_once_retried_and_recorded(fixture: &Fixtur
         .await
         .unwrap_err();
     assert!(err.to_string().contains("9999999"), "{err}");
+}
+
+async fn feed_sources_keep_their_validators_until_replaced(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let source = |url: &str| FeedSourceRow {
+        vendor: "maker-a".into(),
+        url: url.into(),
+        interval_secs: 300,
+        registered_at: 10,
+        etag: None,
+        last_modified: None,
+        last_polled_at: None,
+        last_status: None,
+    };
+    store
+        .feed_source_put(&source("https://a.example/feed.json"))
+        .await
+        .unwrap();
+    let polled = FeedPolled {
+        at: 20,
+        validators: Some((Some("\"v1\""), Some("Sun, 06 Dec 2026 09:00:00 GMT"))),
+        status: "applied",
+    };
+    assert!(
+        store
+            .feed_source_polled("maker-a", "https://a.example/feed.json", &polled)
+            .await
+            .unwrap()
+    );
+    // A 304 keeps the validators.
+    let unchanged = FeedPolled {
+        at: 30,
+        validators: None,
+        status: "not modified",
+    };
+    assert!(
+        store
+            .feed_source_polled("maker-a", "https://a.example/feed.json", &unchanged)
+            .await
+            .unwrap()
+    );
+    let rows = store.feed_sources().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].etag.as_deref(), Some("\"v1\""));
+    assert_eq!(rows[0].last_polled_at, Some(30));
+    assert_eq!(rows[0].last_status.as_deref(), Some("not modified"));
+    // A poll of a URL replaced meanwhile records nothing; the new URL starts over.
+    store
+        .feed_source_put(&source("https://b.example/feed.json"))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .feed_source_polled("maker-a", "https://a.example/feed.json", &polled)
+            .await
+            .unwrap()
+    );
+    let rows = fixture.another().await.feed_sources().await.unwrap();
+    assert_eq!(rows[0].url, "https://b.example/feed.json");
+    assert_eq!(
+        (rows[0].etag.as_ref(), rows[0].last_polled_at),
+        (None, None)
+    );
+    assert!(store.feed_source_delete("maker-a").await.unwrap());
+    assert!(!store.feed_source_delete("maker-a").await.unwrap());
+    assert!(store.feed_sources().await.unwrap().is_empty());
 }

@@ -8,6 +8,7 @@ mod alerts;
 pub mod blobs;
 pub mod error;
 pub mod extract;
+mod feed_sources;
 pub mod listener;
 mod operators;
 mod registry;
@@ -113,6 +114,12 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(alerts::list_alerts))
         .routes(routes!(alerts::alert_setup))
         .routes(routes!(alerts::test_channel))
+        .routes(routes!(
+            feed_sources::put_source,
+            feed_sources::delete_source
+        ))
+        .routes(routes!(feed_sources::poll_source))
+        .routes(routes!(feed_sources::list_sources))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
@@ -381,6 +388,7 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         );
         tokio::spawn(center.clone().collect_blobs_periodically(stop_rx.clone()));
         tokio::spawn(center.clone().push_to_late_sites(stop_rx.clone()));
+        tokio::spawn(center.clone().poll_feeds(stop_rx.clone()));
         if !center.alerts.config().channels.is_empty() {
             tokio::spawn(center.clone().deliver_alerts(stop_rx.clone()));
         }

@@ -8,7 +8,7 @@
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
 //! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
-//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `alerts.rs` (alerts), `trust.rs` (the signed repository's status),
+//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `alerts.rs` (alerts), `feed_sources.rs` (feed URLs the center polls), `trust.rs` (the signed repository's status),
 //! `ca.rs` (the CA: offline root, intermediates, KEKs), `keys.rs` (signed distribution's root
 //! keys, a vendor's signing key) with `vendor_role.rs` (the role a vendor signs itself on
 //! `herd publish --key`).
@@ -20,6 +20,7 @@ mod ca;
 mod catalog;
 mod config;
 mod connect;
+mod feed_sources;
 mod fleet;
 mod keys;
 mod output;
@@ -39,6 +40,7 @@ use alerts::AlertsCommand;
 use ca::CaCommand;
 use catalog::CoverageArgs;
 use config::{GroupsCommand, RulesCommand};
+use feed_sources::FeedSourcesCommand;
 use fleet::{TerminalArgs, TerminalsArgs};
 use keys::KeysCommand;
 use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
@@ -112,6 +114,9 @@ pub enum AdminCommand {
     /// configured, and a test alert.
     #[command(subcommand, visible_alias = "alert")]
     Alerts(AlertsCommand),
+    /// Vendor feed URLs the center fetches itself: register, list, poll now, forget.
+    #[command(subcommand, name = "feed-sources", visible_alias = "feed-source")]
+    FeedSources(FeedSourcesCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -146,5 +151,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Keys(command) => keys::run(command),
         AdminCommand::Sites(command) => sites::run(command),
         AdminCommand::Alerts(command) => alerts::run(command),
+        AdminCommand::FeedSources(command) => feed_sources::run(command),
     }
 }
