@@ -52,8 +52,6 @@ impl Center {
         doc: FeedSourceDoc,
     ) -> CenterResult<FeedSource> {
         self.may_publish(caller, vendor)?;
-        herd_core::check_identifier(vendor)
-            .map_err(|err| CenterError::bad_request(format!("vendor: {err}")))?;
         check_feed_url(&doc.url)?;
         let interval_secs = doc.interval_secs.unwrap_or(DEFAULT_INTERVAL_SECS);
         if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&interval_secs) {
