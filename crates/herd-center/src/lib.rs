@@ -33,6 +33,7 @@ mod groups;
 mod identity;
 pub mod keys;
 mod memory;
+pub mod messages;
 pub mod metrics;
 mod packages;
 mod placement;

@@ -455,6 +455,14 @@ impl Store for Counting {
         self.count("feed_source_polled");
         self.inner.feed_source_polled(vendor, url, polled).await
     }
+    async fn message_insert(&self, message: &NewMessage) -> Result<MessageRow, StoreError> {
+        self.count("message_insert");
+        self.inner.message_insert(message).await
+    }
+    async fn messages(&self, query: &MessageQuery<'_>) -> Result<Vec<MessageRow>, StoreError> {
+        self.count("messages");
+        self.inner.messages(query).await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

@@ -16,6 +16,7 @@
 mod alerts;
 mod error;
 mod feed_sources;
+mod messages;
 mod repository;
 mod site;
 mod tls;

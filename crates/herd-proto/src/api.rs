@@ -353,6 +353,9 @@ pub mod events {
     pub const TRUST_REFUSED: &str = "trust.refused";
     /// Filler events `herd-agent run --emit-test-events N` queues to exercise the outbox.
     pub const TEST_EVENT: &str = "test.event";
+    /// The user's answer or status to operators (`data`: a
+    /// [`crate::messages::MessageAnswer`]); the center stores it as a message.
+    pub const MESSAGE_SENT: &str = "message.sent";
 }
 
 /// Why an agent refused metadata or a target (`trust.refused` events): `kind` is one of

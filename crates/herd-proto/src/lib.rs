@@ -13,6 +13,7 @@ pub mod distribution;
 pub mod feed_sources;
 pub mod layout;
 pub mod merge;
+pub mod messages;
 pub mod plan;
 pub mod site;
 pub mod terminal;

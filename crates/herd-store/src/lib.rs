@@ -18,12 +18,14 @@ use async_trait::async_trait;
 mod alerts;
 mod common;
 mod feed_sources;
+mod messages;
 mod postgres;
 mod sql;
 mod sqlite;
 
 pub use alerts::{AlertAttempt, AlertDeliveryRow, NewAlertDelivery};
 pub use feed_sources::{FeedPolled, FeedSourceRow};
+pub use messages::{MessageQuery, MessageRow, NewMessage};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -992,4 +994,11 @@ pub trait Store: Send + Sync + Debug {
         url: &str,
         polled: &FeedPolled<'_>,
     ) -> Result<bool, StoreError>;
+
+    // Messages (migration 0011).
+
+    /// Stores a message; its site is the site of the terminal it is to or from.
+    async fn message_insert(&self, message: &NewMessage) -> Result<MessageRow, StoreError>;
+    /// Messages oldest first, as `query` selects.
+    async fn messages(&self, query: &MessageQuery<'_>) -> Result<Vec<MessageRow>, StoreError>;
 }

@@ -27,11 +27,11 @@ use crate::common::{
 use crate::{
     AddressRow, AlertAttempt, AlertDeliveryRow, ApiTokenRow, AppendOutcome, Approval, Backend,
     CaMaterial, CheckinWrite, EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims,
-    FeedPolled, FeedSourceRow, GroupRow, InterfaceRow, InterfaceSeen, NewAlertDelivery,
-    NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome,
-    QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions, RevokedToken, Role,
-    RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
-    TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    FeedPolled, FeedSourceRow, GroupRow, InterfaceRow, InterfaceSeen, MessageQuery, MessageRow,
+    NewAlertDelivery, NewMessage, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
+    PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry, RenewError, Revisions,
+    RevokedToken, Role, RuleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT,
+    TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2133,6 +2133,14 @@ where
         polled: &FeedPolled<'_>,
     ) -> Result<bool, StoreError> {
         self.feed_source_polled_impl(vendor, url, polled).await
+    }
+
+    async fn message_insert(&self, message: &NewMessage) -> Result<MessageRow, StoreError> {
+        self.message_insert_impl(message).await
+    }
+
+    async fn messages(&self, query: &MessageQuery<'_>) -> Result<Vec<MessageRow>, StoreError> {
+        self.messages_impl(query).await
     }
 }
 

@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use herd_store::{
     AddressRow, AlertAttempt, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, EnrolError,
     EnrolTokenRow, EventRow, EventsWrite, FeedClaims, FeedPolled, FeedSourceRow, GroupRow,
-    InterfaceSeen, NewAlertDelivery, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
-    PackageRow, PlanWrite, QueueItem, QueuedItem, Registry, RenewError, Revisions, RevokedToken,
-    Role, RuleRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
-    ThreatOwnerRow, TufDocument, TufSigned, UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow,
-    VendorRoleRow,
+    InterfaceSeen, MessageQuery, NewAlertDelivery, NewMessage, NewTerminal, OnlineKeyRow,
+    OnlineKeyState, PackageContent, PackageRow, PlanWrite, QueueItem, QueuedItem, Registry,
+    RenewError, Revisions, RevokedToken, Role, RuleRow, Store, StoreError, StoredFeed,
+    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument, TufSigned,
+    UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow, VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -162,6 +162,7 @@ conformance!(
     a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_an_ack,
     alert_deliveries_are_claimed_once_retried_and_recorded,
     feed_sources_keep_their_validators_until_replaced,
+    messages_reach_their_audience_and_keep_the_sites_thread,
 );
 
 // --- helpers ------------------------------------------------------------------------------
@@ -3203,4 +3204,88 @@ async fn feed_sources_keep_their_validators_until_replaced(fixture: &Fixture) {
     assert!(store.feed_source_delete("maker-a").await.unwrap());
     assert!(!store.feed_source_delete("maker-a").await.unwrap());
     assert!(store.feed_sources().await.unwrap().is_empty());
+}
+
+async fn messages_reach_their_audience_and_keep_the_sites_thread(fixture: &Fixture) {
+    let store = &*fixture.store;
+    store.group_put(group("office")).await.unwrap();
+    enrol_all(store, "office", &["m1"]).await;
+    enrol_all(store, UNKNOWN_GROUP, &["m2"]).await;
+    let message = |audience: &str, target: &str, body: &str| NewMessage {
+        at: 100,
+        sender: "operator".into(),
+        audience: audience.into(),
+        target: target.into(),
+        body: body.into(),
+        reply_to: None,
+    };
+    let all = store
+        .message_insert(&message("all", "", "to all"))
+        .await
+        .unwrap();
+    store
+        .message_insert(&message("group", "office", "to office"))
+        .await
+        .unwrap();
+    let to_m2 = store
+        .message_insert(&message("terminal", "m2", "to m2"))
+        .await
+        .unwrap();
+    assert!(to_m2.id > all.id);
+    let mut answer = message("center", "m2", "done");
+    answer.sender = "terminal:m2".into();
+    answer.reply_to = Some(to_m2.id);
+    let answer = store.message_insert(&answer).await.unwrap();
+    assert_eq!(answer.message.reply_to, Some(to_m2.id));
+    let bodies = |rows: Vec<herd_store::MessageRow>| -> Vec<String> {
+        rows.into_iter().map(|r| r.message.body).collect()
+    };
+    let inbox = |terminal, group, after| MessageQuery {
+        after_id: after,
+        inbox_of: Some((terminal, group)),
+        ..MessageQuery::default()
+    };
+    assert_eq!(
+        bodies(store.messages(&inbox("m1", "office", 0)).await.unwrap()),
+        ["to all", "to office"]
+    );
+    assert_eq!(
+        bodies(
+            store
+                .messages(&inbox("m2", UNKNOWN_GROUP, 0))
+                .await
+                .unwrap()
+        ),
+        ["to all", "to m2"]
+    );
+    assert_eq!(
+        bodies(
+            store
+                .messages(&inbox("m2", UNKNOWN_GROUP, all.id))
+                .await
+                .unwrap()
+        ),
+        ["to m2"]
+    );
+    let thread = MessageQuery {
+        terminal: Some("m2"),
+        ..MessageQuery::default()
+    };
+    assert_eq!(
+        bodies(fixture.another().await.messages(&thread).await.unwrap()),
+        ["to m2", "done"]
+    );
+    let everything = store.messages(&MessageQuery::default()).await.unwrap();
+    assert_eq!(everything.len(), 4);
+    // Terminals enrolled directly have no site: no site's thread holds them.
+    let site = MessageQuery {
+        site: Some("osaka"),
+        ..MessageQuery::default()
+    };
+    assert!(store.messages(&site).await.unwrap().is_empty());
+    let page = MessageQuery {
+        limit: 1,
+        ..MessageQuery::default()
+    };
+    assert_eq!(bodies(store.messages(&page).await.unwrap()), ["to all"]);
 }

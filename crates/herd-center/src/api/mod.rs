@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 mod feed_sources;
 pub mod listener;
+mod messages;
 mod operators;
 mod registry;
 pub mod site_mirror;
@@ -120,6 +121,8 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(feed_sources::poll_source))
         .routes(routes!(feed_sources::list_sources))
+        .routes(routes!(messages::send, messages::list))
+        .routes(routes!(messages::inbox))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;

@@ -8,7 +8,7 @@
 //! This file is the command list and its dispatch; each command lives with its kind:
 //! `vendor.rs` (publish, upload), `fleet.rs` (terminals, terminal) with `plan.rs` (a plan and
 //! its report in words), `catalog.rs` (coverage), `tokens.rs`, `config.rs` (groups, rules),
-//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `alerts.rs` (alerts), `feed_sources.rs` (feed URLs the center polls), `trust.rs` (the signed repository's status),
+//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `alerts.rs` (alerts), `feed_sources.rs` (feed URLs the center polls), `messages.rs` (messages to users), `trust.rs` (the signed repository's status),
 //! `ca.rs` (the CA: offline root, intermediates, KEKs), `keys.rs` (signed distribution's root
 //! keys, a vendor's signing key) with `vendor_role.rs` (the role a vendor signs itself on
 //! `herd publish --key`).
@@ -23,6 +23,7 @@ mod connect;
 mod feed_sources;
 mod fleet;
 mod keys;
+mod messages;
 mod output;
 mod plan;
 mod registry;
@@ -43,6 +44,7 @@ use config::{GroupsCommand, RulesCommand};
 use feed_sources::FeedSourcesCommand;
 use fleet::{TerminalArgs, TerminalsArgs};
 use keys::KeysCommand;
+use messages::MessagesCommand;
 use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
 use sites::SitesCommand;
 use tokens::{EnrolTokenCommand, TokenCommand};
@@ -117,6 +119,9 @@ pub enum AdminCommand {
     /// Vendor feed URLs the center fetches itself: register, list, poll now, forget.
     #[command(subcommand, name = "feed-sources", visible_alias = "feed-source")]
     FeedSources(FeedSourcesCommand),
+    /// Messages between operators and device users: send to all, a group or a terminal; list.
+    #[command(subcommand, visible_alias = "message")]
+    Messages(MessagesCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -152,5 +157,6 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Sites(command) => sites::run(command),
         AdminCommand::Alerts(command) => alerts::run(command),
         AdminCommand::FeedSources(command) => feed_sources::run(command),
+        AdminCommand::Messages(command) => messages::run(command),
     }
 }

@@ -1,4 +1,4 @@
--- Alerts and the vendor feeds the center polls (SPEC §3.6; seed 000 claim 3).
+-- Alerts, the vendor feeds the center polls, and messages (SPEC §3.6; seed 000 claim 3; seed 001 ¶0044).
 
 -- The durable queue of alert deliveries: one row per (alert, channel). A row is due while it is
 -- neither delivered nor given up and its next_attempt_at has come; a process claims it by
@@ -33,3 +33,19 @@ CREATE TABLE feed_sources (
     last_polled_at BIGINT,
     last_status TEXT
 );
+
+-- Messages between operators and device users (seed 001 ¶0044): audience 'all', 'group'
+-- (target: the group), 'terminal' (target: the terminal), or 'center' (a terminal's answer or
+-- status; target: the terminal). site: the site of the terminal a message is to or from, so a
+-- per-site thread keeps the center-site record.
+CREATE TABLE messages (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    sender TEXT NOT NULL,
+    audience TEXT NOT NULL CHECK (audience IN ('all', 'group', 'terminal', 'center')),
+    target TEXT NOT NULL,
+    site TEXT,
+    body TEXT NOT NULL,
+    reply_to BIGINT
+);
+CREATE INDEX messages_audience ON messages (audience, target, id);
