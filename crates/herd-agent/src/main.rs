@@ -56,6 +56,11 @@ enum Command {
     Apply(execute::ApplyArgs),
     Completions(herd_cli_docs::CompletionsArgs),
     Man(herd_cli_docs::ManArgs),
+    /// Show the messages the operators sent to this terminal's user.
+    Messages(run::MessagesArgs),
+    /// Send your answer or status to the operators (through the outbox: it leaves at the next
+    /// check-in, or when the center is reachable again).
+    Message(run::MessageArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,8 @@ fn main() -> ExitCode {
         Some(Command::Man(args)) => herd_cli_docs::man(Args::command(), &args)
             .map(|()| 0)
             .map_err(Into::into),
+        Some(Command::Messages(args)) => run::run_messages(&args),
+        Some(Command::Message(args)) => run::run_message(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
