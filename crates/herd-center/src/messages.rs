@@ -21,6 +21,9 @@ impl Center {
     /// Stores an operator's message to its audience; the group or terminal must exist.
     pub async fn send_message(&self, request: MessageToSend) -> CenterResult<Message> {
         check_text("the message: $.text", &request.text)?;
+        if let Some(target) = &request.target {
+            no_nul("the message: $.target", target)?;
+        }
         let target = match (request.audience.as_str(), request.target) {
             ("all", None) => String::new(),
             ("all", Some(_)) => {
@@ -80,10 +83,15 @@ impl Center {
         site: Option<&str>,
     ) -> CenterResult<MessageList> {
         let limit = check_limit(limit)?;
+        for (what, value) in [("terminal", terminal), ("site", site)] {
+            if let Some(value) = value {
+                no_nul(what, value)?;
+            }
+        }
         let rows = self
             .store
             .messages(&MessageQuery {
-                after_id: after.unwrap_or(0),
+                after_id: after_id(after),
                 limit,
                 inbox_of: None,
                 terminal,
@@ -106,7 +114,7 @@ impl Center {
         let rows = self
             .store
             .messages(&MessageQuery {
-                after_id: after.unwrap_or(0),
+                after_id: after_id(after),
                 limit,
                 inbox_of: Some((&terminal.id, &terminal.group)),
                 terminal: None,
@@ -152,7 +160,23 @@ pub(crate) fn answer_problem(kind: &str, data: &serde_json::Value) -> Option<Str
     }
 }
 
+/// Ids are below 2^63: a larger `after` is past every message.
+fn after_id(after: Option<u64>) -> u64 {
+    after.unwrap_or(0).min(i64::MAX as u64)
+}
+
+/// A NUL byte is no text a database keeps (PostgreSQL refuses it).
+fn no_nul(at: &str, value: &str) -> CenterResult<()> {
+    if value.contains('\0') {
+        return Err(CenterError::bad_request(format!(
+            "{at}: a NUL character is not allowed"
+        )));
+    }
+    Ok(())
+}
+
 fn check_text(at: &str, text: &str) -> CenterResult<()> {
+    no_nul(at, text)?;
     let chars = text.chars().count();
     if text.trim().is_empty() || chars > MAX_MESSAGE_CHARS {
         return Err(CenterError::new(

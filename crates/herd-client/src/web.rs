@@ -76,24 +76,8 @@ impl WebClient {
                 })?;
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| WebError::Invalid(format!("cannot set up TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = ().chain(TcpConnector::default()).chain(tls::TlsConnector {
-            config: Arc::new(config),
-        });
-        let config = ureq::Agent::config_builder()
-            .https_only(false)
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .user_agent(concat!("herd/", env!("CARGO_PKG_VERSION")))
-            .build();
         Ok(WebClient {
-            agent: ureq::Agent::with_parts(config, connector, DefaultResolver::default()),
+            agent: agent_trusting(roots).map_err(WebError::Invalid)?,
         })
     }
 
@@ -161,6 +145,32 @@ impl WebClient {
             body,
         })
     }
+}
+
+/// A ureq agent for `http://` and `https://` URLs outside the API, trusting `roots`: no
+/// redirects followed, every status answered (not turned into an error), a bounded connect.
+pub(crate) fn agent_trusting(roots: rustls::RootCertStore) -> Result<ureq::Agent, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = ().chain(TcpConnector::default()).chain(tls::TlsConnector {
+        config: Arc::new(config),
+    });
+    let config = ureq::Agent::config_builder()
+        .https_only(false)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .user_agent(concat!("herd-client/", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(ureq::Agent::with_parts(
+        config,
+        connector,
+        DefaultResolver::default(),
+    ))
 }
 
 /// `http://` or `https://` with a host: what an operator may configure.

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use support::{HERD, TestCenter, free_port};
+use support::{TestCenter, free_port};
 
 /// A webhook receiver on loopback answering 200: the bodies it got.
 fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -46,14 +46,7 @@ fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
 }
 
 fn herd(center: &TestCenter, args: &[&str]) -> Output {
-    Command::new(HERD)
-        .args(args)
-        .env("HERD_SERVER", &center.url)
-        .env("HERD_CA", center.data_dir.join("ca.pem"))
-        .env("HERD_TOKEN_FILE", center.data_dir.join("operator.token"))
-        .env_remove("HERD_TOKEN")
-        .output()
-        .expect("herd runs")
+    support::herd_as_operator(center, args)
 }
 
 /// `METHOD path` with curl and the operator's token (unless `token` is None): (status, body).

@@ -6,20 +6,13 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use herd_proto::api::{EventBatch, EventDoc};
-use support::{HERD, TestCenter, code, enrol, enrolment_token};
+use support::{TestCenter, code, enrol, enrolment_token};
 
 fn herd(center: &TestCenter, args: &[&str]) -> Output {
-    Command::new(HERD)
-        .args(args)
-        .env("HERD_SERVER", &center.url)
-        .env("HERD_CA", center.data_dir.join("ca.pem"))
-        .env("HERD_TOKEN_FILE", center.data_dir.join("operator.token"))
-        .env_remove("HERD_TOKEN")
-        .output()
-        .expect("herd runs")
+    support::herd_as_operator(center, args)
 }
 
 fn ok(output: &Output) -> String {

@@ -15,17 +15,16 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-mod alerts;
 mod common;
-mod feed_sources;
-mod messages;
+mod operations;
 mod postgres;
 mod sql;
 mod sqlite;
 
-pub use alerts::{AlertAttempt, AlertDeliveryRow, NewAlertDelivery};
-pub use feed_sources::{FeedPolled, FeedSourceRow};
-pub use messages::{MessageQuery, MessageRow, NewMessage};
+pub use operations::{
+    AlertAttempt, AlertDeliveryRow, FeedPolled, FeedSourceRow, MessageQuery, MessageRow,
+    NewAlertDelivery, NewMessage,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

@@ -504,6 +504,8 @@ impl Center {
                 "limit: {limit} is outside 1..={MAX_LISTED}"
             )));
         }
+        // Ids are below 2^63: a larger `before` is past every delivery.
+        let before = before.map(|id| id.min(i64::MAX as u64));
         let rows = self.store.alert_deliveries(before, limit).await?;
         let next_before = (rows.len() == limit as usize)
             .then(|| rows.last().map(|r| r.id))
