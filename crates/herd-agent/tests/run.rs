@@ -2577,6 +2577,8 @@ fn an_agent_shows_its_operators_messages_and_sends_its_users_answer_through_the_
     let shown = stdout(&shown);
     assert!(shown.contains("Maintenance at 22:00"), "{shown}");
     assert!(shown.contains("Your phone has an infected file"), "{shown}");
+    let status = phone.status();
+    assert_eq!(status["messages"].as_array().unwrap().len(), 2, "{status}");
     // Not shown again at the next cycle.
     let again = phone.once(&center, &token, &[]);
     assert!(!String::from_utf8_lossy(&again.stderr).contains("from the operators"));

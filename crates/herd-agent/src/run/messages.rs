@@ -31,13 +31,18 @@ fn path(paths: &StatePaths) -> PathBuf {
     paths.root.join(MESSAGES_FILE)
 }
 
-/// Reads the messages after the last one kept, keeps them, and returns them. An upstream
-/// without messages (a site server) answers 404: nothing new.
+/// The messages kept (none before the first).
+pub(crate) fn load(paths: &StatePaths) -> Result<MessagesFile> {
+    Ok(state::load_json(&path(paths))?.unwrap_or_default())
+}
+
+/// Reads the messages after the last one kept, keeps them, and returns them. A site server
+/// does not relay messages yet (it answers 421, `wrong_role`; an older center 404): nothing new.
 pub(crate) fn receive(client: &Client, paths: &StatePaths) -> Result<Vec<Message>> {
-    let mut file: MessagesFile = state::load_json(&path(paths))?.unwrap_or_default();
+    let mut file = load(paths)?;
     let new = match client.terminal_messages(file.last_id) {
         Ok(list) => list.messages,
-        Err(err) if err.status() == Some(404) => return Ok(Vec::new()),
+        Err(err) if matches!(err.status(), Some(404 | 421)) => return Ok(Vec::new()),
         Err(err) => return Err(err.into()),
     };
     if new.is_empty() {
@@ -102,7 +107,7 @@ fn enrolled(state_dir: &std::path::Path) -> Result<StatePaths> {
 /// `herd-agent messages`: the messages received, oldest first.
 pub fn run_messages(args: &MessagesArgs) -> Result<u8> {
     let paths = enrolled(&args.state_dir)?;
-    let file: MessagesFile = state::load_json(&path(&paths))?.unwrap_or_default();
+    let file = load(&paths)?;
     if file.messages.is_empty() {
         println!("no messages from the operators");
     }
