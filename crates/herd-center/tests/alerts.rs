@@ -130,6 +130,7 @@ channels = ["ops"]
         center.alerts.raise(detection(&format!("pc-{}", i % 700)));
     }
     let raising = started.elapsed();
+    eprintln!("raising 10,000 alerts took {raising:?}");
     assert!(raising < Duration::from_secs(1), "raising took {raising:?}");
     // Three alerts one by one, one summary, then (when the window ends) one digest.
     wait_for("the digest", Duration::from_secs(20), || {
@@ -430,4 +431,116 @@ channels = ["mail"]
     drop(smtp.stdin.take());
     let _ = smtp.kill();
     let _ = smtp.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_exposed_terminals_than_the_threshold_alert_once() {
+    use herd_store::{CheckinWrite, EnrolTokenRow, NewTerminal, PlanWrite};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = receiver(listener).await;
+    let center = center(
+        dir.path(),
+        &format!(
+            r#"
+[alerts]
+exposed_threshold = 2
+[[alerts.channels]]
+name = "ops"
+type = "webhook"
+url = "http://{addr}/hook"
+[[alerts.rules]]
+name = "exposure"
+kinds = ["exposed"]
+channels = ["ops"]
+"#
+        ),
+    )
+    .await;
+    // Terminals as the store keeps them after check-ins whose plans were `exposed`.
+    let expose = |ids: &'static [&'static str]| {
+        let store = center.store.clone();
+        async move {
+            for id in ids {
+                store
+                    .enrol_token_insert(EnrolTokenRow {
+                        hash: format!("token-{id}"),
+                        label: String::new(),
+                        uses_left: 1,
+                        created_at: 1,
+                        expires_at: i64::MAX,
+                        reenrol_terminal: None,
+                    })
+                    .await
+                    .unwrap();
+                store
+                    .enrol(
+                        &format!("token-{id}"),
+                        2,
+                        NewTerminal {
+                            id: id.to_string(),
+                            user: None,
+                            hardware: r#"{"kind":"pc","platform":"pc"}"#.into(),
+                            tz: None,
+                            group: "unknown".into(),
+                            cert_sha256: format!("cert-{id}"),
+                            enrolled_at: 2,
+                            address: "192.0.2.1".into(),
+                            site: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+            let writes: Vec<CheckinWrite> = ids
+                .iter()
+                .map(|id| CheckinWrite {
+                    terminal: id.to_string(),
+                    at: 3,
+                    address: "192.0.2.1".into(),
+                    installed: None,
+                    hardware: None,
+                    tz: None,
+                    agent_version: None,
+                    plan: PlanWrite {
+                        id: format!("plan-{id}"),
+                        action: "exposed".into(),
+                        uncovered: 1,
+                        doc: "{}".into(),
+                    },
+                    relay: None,
+                })
+                .collect();
+            store.record_checkins(&writes).await.unwrap();
+        }
+    };
+    expose(&["pc-1", "pc-2"]).await;
+    center.check_exposed().await;
+    // At the threshold: nothing.
+    assert!(
+        center
+            .alert_deliveries(None, None)
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty()
+    );
+    expose(&["pc-3"]).await;
+    center.check_exposed().await;
+    center.check_exposed().await;
+    let _worker = deliver(&center);
+    wait_for("the exposed alert", Duration::from_secs(20), || {
+        !received.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "once per onset: {received:#?}");
+    assert!(
+        received[0].1.contains("more than 2 terminals are exposed")
+            && received[0].1.contains("pc-1, pc-2, pc-3"),
+        "{}",
+        received[0].1
+    );
 }

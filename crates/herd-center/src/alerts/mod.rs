@@ -34,6 +34,8 @@ use throttle::{Notice, Offered, Throttle};
 const LEASE_SECS: i64 = 2 * channels::SEND_TIMEOUT.as_secs() as i64 + 30;
 /// Deliveries claimed (and sent concurrently) at once.
 const CLAIM_BATCH: u32 = 16;
+/// Seconds between two counts of the exposed terminals.
+const EXPOSED_CHECK_TICKS: u64 = 60;
 /// The most deliveries one listing returns.
 pub const MAX_LISTED: u32 = 500;
 
@@ -354,16 +356,62 @@ impl Center {
     /// second (retries coming due, digests of windows that ended), until `shutdown`.
     pub async fn deliver_alerts(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tick.tick() => ticks += 1,
                 _ = self.alerts.queued.notified() => {}
                 _ = shutdown.changed() => return,
+            }
+            if ticks % EXPOSED_CHECK_TICKS == 1 {
+                self.check_exposed().await;
             }
             self.alerts.flush_digests(unix_now());
             if let Err(err) = self.deliver_due_alerts().await {
                 tracing::warn!(%err, "cannot read the alert queue");
             }
+        }
+    }
+
+    /// Raises `exposed` when more terminals than `exposed_threshold` have an `exposed` plan
+    /// (plans change at check-in, so after a catalog change the count rises as terminals check
+    /// in); once per onset. Reads at most threshold + 1 rows.
+    pub async fn check_exposed(&self) {
+        let threshold = self.alerts.config.exposed_threshold;
+        let wanted = self
+            .alerts
+            .config
+            .rules
+            .iter()
+            .any(|rule| rule.kinds.contains(&AlertKind::Exposed));
+        if threshold == 0 || !wanted {
+            return;
+        }
+        let query = herd_store::TerminalQuery {
+            action: Some("exposed".to_owned()),
+            limit: u32::try_from(threshold.saturating_add(1)).unwrap_or(u32::MAX),
+            ..Default::default()
+        };
+        match self.store.terminals(&query).await {
+            Ok(rows) if rows.len() as u64 > threshold => self.alerts.raise_condition(
+                "exposed",
+                AlertEvent::new(
+                    AlertKind::Exposed,
+                    "fleet",
+                    format!(
+                        "more than {threshold} terminals are exposed (no product they may \
+                         switch to covers what they lack), for example {}; \
+                         `herd terminals --exposed` lists them",
+                        rows.iter()
+                            .take(5)
+                            .map(|r| r.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+            ),
+            Ok(_) => self.alerts.condition_off("exposed"),
+            Err(err) => tracing::warn!(%err, "cannot count the exposed terminals"),
         }
     }
 
