@@ -37,8 +37,9 @@ pub struct ListParams {
 #[utoipa::path(post, path = "/v1/messages", tag = "operators", request_body = MessageToSend,
     responses(
         (status = 201, body = Message),
-        (status = 400, body = ErrorBody, description = "`bad_request`: an audience or target that is not one, an empty or overlong text"),
+        (status = 400, body = ErrorBody, description = "`bad_request`: an audience or target that is not one"),
         (status = 404, body = ErrorBody, description = "`not_found`: no such group or terminal"),
+        (status = 422, body = ErrorBody, description = "`bad_request`: an empty or overlong text"),
     ))]
 pub async fn send(
     State(center): State<Arc<Center>>,
@@ -81,7 +82,7 @@ pub struct InboxParams {
 
 /// The calling terminal's messages: to all, to its group, to it.
 #[utoipa::path(get, path = "/v1/terminal/messages", tag = "terminals", params(InboxParams),
-    responses((status = 200, body = MessageList), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = MessageList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn inbox(
     State(center): State<Arc<Center>>,
     TerminalIdentity(terminal): TerminalIdentity,
