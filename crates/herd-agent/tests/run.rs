@@ -2548,17 +2548,16 @@ fn an_agent_shows_its_operators_messages_and_sends_its_users_answer_through_the_
     let phone = Terminal::new(root, "47m", "user-m");
     assert_exit(&phone.once(&center, &token, &[]), 0);
     let operator = center.operator();
-    let send = |audience: &str, target: Option<&str>, text: &str| {
+    let send = |to: &str, text: &str| {
         operator
             .send_message(&herd_proto::messages::MessageToSend {
-                audience: audience.into(),
-                target: target.map(str::to_owned),
+                to: to.into(),
                 text: text.into(),
             })
             .unwrap()
     };
-    send("all", None, "Maintenance at 22:00");
-    let to_phone = send("terminal", Some("47m"), "Your phone has an infected file");
+    send("all", "Maintenance at 22:00");
+    let to_phone = send("terminal:47m", "Your phone has an infected file");
     // The next cycle shows them (a notice; notify-send where there is one) and keeps them.
     let run = phone.once(&center, &token, &[]);
     assert_exit(&run, 0);

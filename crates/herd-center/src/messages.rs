@@ -21,42 +21,30 @@ impl Center {
     /// Stores an operator's message to its audience; the group or terminal must exist.
     pub async fn send_message(&self, request: MessageToSend) -> CenterResult<Message> {
         check_text("the message: $.text", &request.text)?;
-        if let Some(target) = &request.target {
-            no_nul("the message: $.target", target)?;
-        }
-        let target = match (request.audience.as_str(), request.target) {
-            ("all", None) => String::new(),
-            ("all", Some(_)) => {
-                return Err(CenterError::bad_request(
-                    "the message: $.target: a message to all names no target",
-                ));
-            }
-            ("group" | "terminal", None) => {
-                return Err(CenterError::bad_request(format!(
-                    "the message: $.target: name the {} it is for",
-                    request.audience
-                )));
-            }
-            ("group", Some(group)) => {
+        no_nul("the message: $.to", &request.to)?;
+        let (audience, target) = match request.to.split_once(':') {
+            None if request.to == "all" => ("all", String::new()),
+            Some(("group", group)) if !group.is_empty() => {
                 let groups = self.store.group_policies().await?;
                 if !groups.iter().any(|g| g.id == group) {
                     return Err(CenterError::not_found(format!(
-                        "the message: $.target: there is no group {group:?}"
+                        "the message: $.to: there is no group {group:?}"
                     )));
                 }
-                group
+                ("group", group.to_owned())
             }
-            ("terminal", Some(terminal)) => {
-                if self.store.terminal(&terminal).await?.is_none() {
+            Some(("terminal", terminal)) if !terminal.is_empty() => {
+                if self.store.terminal(terminal).await?.is_none() {
                     return Err(CenterError::not_found(format!(
-                        "the message: $.target: there is no terminal {terminal:?}"
+                        "the message: $.to: there is no terminal {terminal:?}"
                     )));
                 }
-                terminal
+                ("terminal", terminal.to_owned())
             }
-            (other, _) => {
+            _ => {
                 return Err(CenterError::bad_request(format!(
-                    "the message: $.audience: {other:?} is none of \"all\", \"group\", \"terminal\""
+                    "the message: $.to: {:?} is none of \"all\", \"group:ID\", \"terminal:ID\"",
+                    request.to
                 )));
             }
         };
@@ -65,7 +53,7 @@ impl Center {
             .message_insert(&NewMessage {
                 at: unix_now(),
                 sender: OPERATOR.to_owned(),
-                audience: request.audience,
+                audience: audience.to_owned(),
                 target,
                 body: request.text,
                 reply_to: None,
@@ -91,7 +79,7 @@ impl Center {
         let rows = self
             .store
             .messages(&MessageQuery {
-                after_id: after_id(after),
+                after_id: after_id(after)?,
                 limit,
                 inbox_of: None,
                 terminal,
@@ -114,7 +102,7 @@ impl Center {
         let rows = self
             .store
             .messages(&MessageQuery {
-                after_id: after_id(after),
+                after_id: after_id(after)?,
                 limit,
                 inbox_of: Some((&terminal.id, &terminal.group)),
                 terminal: None,
@@ -160,9 +148,15 @@ pub(crate) fn answer_problem(kind: &str, data: &serde_json::Value) -> Option<Str
     }
 }
 
-/// Ids are below 2^63: a larger `after` is past every message.
-fn after_id(after: Option<u64>) -> u64 {
-    after.unwrap_or(0).min(i64::MAX as u64)
+/// Ids are below 2^63, as the API's `int64` says.
+fn after_id(after: Option<u64>) -> CenterResult<u64> {
+    match after.unwrap_or(0) {
+        id if id > i64::MAX as u64 => Err(CenterError::bad_request(format!(
+            "after: {id} is beyond the largest id, {}",
+            i64::MAX
+        ))),
+        id => Ok(id),
+    }
 }
 
 /// A NUL byte is no text a database keeps (PostgreSQL refuses it).

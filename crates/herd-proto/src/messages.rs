@@ -11,12 +11,21 @@ pub const MAX_MESSAGE_CHARS: usize = 4096;
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageToSend {
-    /// `all`, `group` or `terminal`.
-    pub audience: String,
-    /// The group or terminal id (absent for `all`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    /// 1 to 4096 characters.
+    /// `all`, `group:<group id>` or `terminal:<terminal id>`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^(all|group:[^\u0000]+|terminal:[^\u0000]+)$")
+    )]
+    pub to: String,
+    /// 1 to 4096 characters, not only spaces.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 4096,
+            pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+        )
+    )]
     pub text: String,
 }
 

@@ -552,8 +552,13 @@ impl Center {
                 "limit: {limit} is outside 1..={MAX_LISTED}"
             )));
         }
-        // Ids are below 2^63: a larger `before` is past every delivery.
-        let before = before.map(|id| id.min(i64::MAX as u64));
+        // Ids are below 2^63, as the API's `int64` says.
+        if let Some(id) = before.filter(|&id| id > i64::MAX as u64) {
+            return Err(CenterError::bad_request(format!(
+                "before: {id} is beyond the largest id, {}",
+                i64::MAX
+            )));
+        }
         let rows = self.store.alert_deliveries(before, limit).await?;
         let next_before = (rows.len() == limit as usize)
             .then(|| rows.last().map(|r| r.id))

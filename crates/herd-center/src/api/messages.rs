@@ -37,7 +37,7 @@ pub struct ListParams {
 #[utoipa::path(post, path = "/v1/messages", tag = "operators", request_body = MessageToSend,
     responses(
         (status = 201, body = Message),
-        (status = 400, body = ErrorBody, description = "`bad_request`: an audience or target that is not one"),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a `to` that is none of all, group:ID, terminal:ID"),
         (status = 404, body = ErrorBody, description = "`not_found`: no such group or terminal"),
         (status = 422, body = ErrorBody, description = "`bad_request`: an empty or overlong text"),
     ))]

@@ -72,15 +72,14 @@ pub(super) fn run(command: MessagesCommand) -> anyhow::Result<Outcome> {
 }
 
 fn send(args: SendArgs) -> anyhow::Result<Outcome> {
-    let (audience, target) = match (args.all, args.group, args.terminal) {
-        (true, _, _) => ("all", None),
-        (_, Some(group), _) => ("group", Some(group)),
-        (_, _, terminal) => ("terminal", terminal),
+    let to = match (args.all, args.group, args.terminal) {
+        (true, _, _) => "all".to_owned(),
+        (_, Some(group), _) => format!("group:{group}"),
+        (_, _, terminal) => format!("terminal:{}", terminal.unwrap_or_default()),
     };
     let session = Session::open(&args.server)?;
     let request = MessageToSend {
-        audience: audience.to_owned(),
-        target,
+        to,
         text: args.text,
     };
     match session.client.send_message(&request) {
