@@ -67,6 +67,11 @@ enum Command {
     Fault(supervise::FaultCommand),
     /// Send a file to the center's analysts as a sample (neutralised, through the outbox).
     Submit(samples::SubmitArgs),
+    /// Show the messages the operators sent to this terminal's user.
+    Messages(run::MessagesArgs),
+    /// Send your answer or status to the operators (through the outbox: it leaves at the next
+    /// check-in, or when the center is reachable again).
+    Message(run::MessageArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +98,8 @@ fn main() -> ExitCode {
             .map(|()| 0)
             .map_err(Into::into),
         Some(Command::Submit(args)) => samples::run_submit(&args),
+        Some(Command::Messages(args)) => run::run_messages(&args),
+        Some(Command::Message(args)) => run::run_message(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -2538,3 +2538,76 @@ fn a_probe_brings_the_agent_back_to_its_preferred_upstream() {
     );
     drop(b);
 }
+
+#[test]
+fn an_agent_shows_its_operators_messages_and_sends_its_users_answer_through_the_outbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let phone = Terminal::new(root, "47m", "user-m");
+    assert_exit(&phone.once(&center, &token, &[]), 0);
+    let operator = center.operator();
+    let send = |to: &str, text: &str| {
+        operator
+            .send_message(&herd_proto::messages::MessageToSend {
+                to: to.into(),
+                text: text.into(),
+            })
+            .unwrap()
+    };
+    send("all", "Maintenance at 22:00");
+    let to_phone = send("terminal:47m", "Your phone has an infected file");
+    // The next cycle shows them (a notice; notify-send where there is one) and keeps them.
+    let run = phone.once(&center, &token, &[]);
+    assert_exit(&run, 0);
+    let notices = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(
+        notices.contains("message 2 from the operators")
+            && notices.contains("Your phone has an infected file"),
+        "{notices}"
+    );
+    let shown = agent()
+        .args(["messages", "--state-dir"])
+        .arg(&phone.state)
+        .output()
+        .unwrap();
+    assert_exit(&shown, 0);
+    let shown = stdout(&shown);
+    assert!(shown.contains("Maintenance at 22:00"), "{shown}");
+    assert!(shown.contains("Your phone has an infected file"), "{shown}");
+    let status = phone.status();
+    assert_eq!(status["messages"].as_array().unwrap().len(), 2, "{status}");
+    // Not shown again at the next cycle.
+    let again = phone.once(&center, &token, &[]);
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("from the operators"));
+
+    // The user's answer waits in the outbox, then reaches the terminal's thread.
+    let answer = agent()
+        .args(["message", "--state-dir"])
+        .arg(&phone.state)
+        .args(["--reply-to", &to_phone.id.to_string(), "Removed it, thanks"])
+        .output()
+        .unwrap();
+    assert_exit(&answer, 0);
+    assert!(stdout(&answer).contains("queued"), "{}", text(&answer));
+    assert_exit(&phone.once(&center, &token, &[]), 0);
+    let thread = operator.messages(0, 100, Some("47m"), None).unwrap();
+    let last = thread.messages.last().unwrap();
+    assert_eq!(last.from, "terminal:47m");
+    assert_eq!(last.text, "Removed it, thanks");
+    assert_eq!(last.reply_to, Some(to_phone.id));
+    // An empty message is refused before it is queued.
+    let empty = agent()
+        .args(["message", "--state-dir"])
+        .arg(&phone.state)
+        .arg(" ")
+        .output()
+        .unwrap();
+    assert_exit(&empty, 2);
+    assert!(
+        text(&empty).contains("1 to 4096 characters"),
+        "{}",
+        text(&empty)
+    );
+}

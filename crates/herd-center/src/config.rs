@@ -199,6 +199,60 @@ site_cache_bytes = 10737418240
 # (the center calls the site's URL, which then pulls at once).
 site_push_after_secs = 90
 
+# Alerts (SPEC §3.6): rules send alerts of some kinds to channels. Kinds: new_threat,
+# detection, sample_waiting, exposed, site_unreachable, site_queue_growing, rollout_halted,
+# fault_escalated, terminal_event (terminal events whose kind a rule lists in `events`).
+# Deliveries wait in the database and are retried with back-off until delivered, so a sink
+# that is down receives them once it is back. `herd alerts test CHANNEL` sends a test alert.
+[alerts]
+# Per rule, the first `burst` alerts of a window of `window_secs` go out one by one; the next
+# sends one summary and the rest of the window is collected into a digest sent when it ends
+# (and every window after it while alerts keep coming).
+window_secs = 300
+burst = 5
+# Retries: after base * 2^(attempt-1) seconds, at most retry_max_secs apart, given up after
+# max_attempts.
+retry_base_secs = 10
+retry_max_secs = 3600
+max_attempts = 20
+# `exposed` alerts when more terminals than this are exposed after a catalog change (0: never).
+exposed_threshold = 0
+# `site_queue_growing` when a site reports more queued items than this (0: never).
+site_queue_threshold = 10000
+
+# [[alerts.channels]]
+# name = "ops"
+# type = "webhook"             # a POST of JSON with a Slack-compatible "text" field
+# url = "https://hooks.slack.com/services/…"
+# ca_file = ""                 # PEM certificates to trust besides the public web roots
+#
+# [[alerts.channels]]
+# name = "oncall-mail"
+# type = "email"
+# smtp_host = "mail.example"
+# smtp_port = 587
+# smtp_tls = "starttls"        # "starttls" (required), "tls" (port 465), or "none" (loopback only)
+# smtp_username = ""
+# smtp_password_file = ""      # a file holding the password (readable by the center only)
+# from = "herd@example.org"
+# to = ["oncall@example.org"]
+# ca_file = ""
+#
+# [[alerts.channels]]
+# name = "sms"
+# type = "sms"                 # an HTTP request made from templates: {text}, {kind}, {subject}
+# url = "https://sms.example/send?to=%2B8190000000&message={text}"   # values URL-encoded
+# method = "POST"
+# content_type = "application/json"   # {…} in the body: JSON-escaped for JSON, form-encoded for
+# body = '{"text": "{text}"}'         # application/x-www-form-urlencoded, as is otherwise
+# headers = { "X-Api-Key" = "…" }
+#
+# [[alerts.rules]]
+# name = "outbreaks"
+# kinds = ["new_threat", "detection", "exposed"]
+# channels = ["ops", "oncall-mail"]
+# events = []                  # terminal event kinds, for the kind terminal_event
+
 # Rollout rings (SPEC §3.4): empty offers every release to every terminal at once. Otherwise
 # each new release of a product reaches the fleet ring by ring, as
 # "name=PERCENT%/SOAKs/MIN_SUCCESSES" separated by commas, e.g.
@@ -277,6 +331,8 @@ pub struct ConfigFile {
     pub site_poll_secs: Option<u64>,
     pub site_cache_bytes: Option<u64>,
     pub site_push_after_secs: Option<u64>,
+    /// `[alerts]`: channels, rules, throttling (see `alerts::config`).
+    pub alerts: Option<crate::alerts::config::AlertsFile>,
     pub rollout_rings: Option<String>,
     pub rollout_max_bad: Option<u64>,
     pub rollout_max_bad_percent: Option<u64>,
@@ -366,6 +422,8 @@ pub struct CenterConfig {
     pub site: Option<SiteConfig>,
     /// A center pushes to a site that has not pulled for this long after a change.
     pub site_push_after: std::time::Duration,
+    /// Alert channels, rules, throttling and retries (`[alerts]`).
+    pub alerts: std::sync::Arc<crate::alerts::config::AlertsConfig>,
     /// Rollout rings and thresholds; `None`: every release is offered to everyone at once.
     pub rollouts: Option<crate::rollouts::RolloutSettings>,
 }
@@ -832,6 +890,9 @@ impl CenterConfig {
             Some(0) => bail!("site_push_after_secs: must be at least 1"),
             Some(secs) => std::time::Duration::from_secs(secs),
         };
+        let alerts = std::sync::Arc::new(crate::alerts::config::AlertsConfig::from_file(
+            file.alerts.unwrap_or_default(),
+        )?);
         let rollouts = crate::rollouts::RolloutSettings::from_keys(
             file.rollout_rings.as_deref().unwrap_or(""),
             file.rollout_max_bad,
@@ -840,6 +901,7 @@ impl CenterConfig {
             file.rollout_check_secs,
         )?;
         Ok(CenterConfig {
+            alerts,
             rollouts,
             site,
             site_push_after,

@@ -124,6 +124,20 @@ impl Center {
                 (i, kind)
             })
             .collect();
+        // Users' messages, stored as messages once the events are.
+        let answers: Vec<(usize, i64, String)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row.kind == events::MESSAGE_SENT)
+            .map(|(i, row)| (i, row.at, row.data.clone()))
+            .collect();
+        // The events some alert rule listens to, read likewise (none unless configured).
+        let alerting: Vec<(usize, String, String)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| self.alerts.wants_terminal_event(&row.kind))
+            .map(|(i, row)| (i, row.kind.clone(), row.data.clone()))
+            .collect();
         // Plan reports count for the rollouts of the releases they concern (`rollouts`).
         let reports: Vec<(usize, PlanReport)> = rows
             .iter()
@@ -181,6 +195,13 @@ impl Center {
         let stored = count.saturating_sub(outcome.accepted as usize);
         for (_, kind) in refusals.iter().filter(|(i, _)| *i >= stored) {
             self.metrics.count_trust_refusal(kind);
+        }
+        for (_, at, data) in answers.into_iter().filter(|(i, _, _)| *i >= stored) {
+            self.store_answer(&terminal.id, at, &data).await;
+        }
+        for (_, kind, data) in alerting.into_iter().filter(|(i, _, _)| *i >= stored) {
+            self.alerts
+                .raise(crate::alerts::terminal_event(&terminal.id, &kind, &data));
         }
         let new_reports: Vec<PlanReport> = reports
             .into_iter()
@@ -259,6 +280,9 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
                 at_path("kind"),
                 event.kind
             )));
+        }
+        if let Some(problem) = crate::messages::answer_problem(&event.kind, &event.data) {
+            return Err(invalid(format!("{}: {problem}", at_path("data"))));
         }
         if event.kind == events::FAULT_REPORT {
             crate::faults::check_report(terminal, &event.data, &at_path)?;

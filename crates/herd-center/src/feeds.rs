@@ -146,6 +146,7 @@ impl Center {
         let mut warnings = Vec::new();
         if outcome.changed {
             center.metrics.feeds_published.fetch_add(1, Relaxed);
+            let before = center.catalog();
             match built.into_inner().expect("built catalog") {
                 Some((mut snapshot, scope_warnings)) => {
                     snapshot.revision = outcome.revision;
@@ -159,6 +160,11 @@ impl Center {
                 })?,
             }
             tracing::info!(%vendor, revision = outcome.revision, "feed published");
+            let after = center.catalog();
+            for alert in crate::alerts::new_threats(&before.catalog, &after.catalog.threats, vendor)
+            {
+                center.alerts.raise(alert);
+            }
             // The publish answers once signed metadata lists what the new catalog plans, so
             // a terminal planned from it finds its targets (a sign round that fails is logged
             // and retried by the follower within a second).

@@ -13,6 +13,7 @@
 //! handlers, the extractors, the one mapping of [`ErrorKind`] to a status, the blob store's
 //! HTTP serving, the TLS listener and [`run`].
 
+pub mod alerts;
 pub mod api;
 mod auth;
 pub mod blobs;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod events;
 pub mod fault_rules;
 pub mod faults;
+mod feed_poll;
 mod feeds;
 pub mod fleet;
 mod group_commit;
@@ -35,6 +37,7 @@ mod identity;
 pub mod keys;
 pub mod live;
 mod memory;
+pub mod messages;
 pub mod metrics;
 mod packages;
 mod placement;
@@ -128,6 +131,10 @@ pub struct Center {
     pub live: live::Live,
     /// The rollouts this process read last (see `rollouts`).
     rollouts: rollouts::RolloutCache,
+    /// Alerts: raise one with `center.alerts.raise(AlertEvent::new(kind, subject, detail))`.
+    pub alerts: alerts::Alerts,
+    /// Wakes the vendor feed poller (see `feed_poll`, [`Center::poke_feeds`]).
+    feed_poller: feed_poll::FeedPoller,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -215,7 +222,10 @@ impl Center {
         // Read before anything is cached, so no change made from here on is missed.
         let revisions = store.revisions().await?;
         let max_waits = config.max_waits;
+        let alerts = alerts::Alerts::start(config.alerts.clone(), store.clone());
         let center = Arc::new(Center {
+            alerts,
+            feed_poller: Default::default(),
             waits: wait::Waits::new(max_waits, config.wake_concurrency, metrics.clone()),
             config,
             store,

@@ -163,6 +163,7 @@ impl Center {
         timeout: Duration,
         status: Option<SiteStatus>,
     ) -> CenterResult<SiteChanges> {
+        self.site_alerts(site, status.as_ref());
         let status = status.map(|s| serde_json::to_string(&s).expect("status serialises"));
         self.store
             .site_contact(site, unix_now(), status.as_deref())
@@ -594,6 +595,17 @@ impl Center {
             }
             Ok(Err(err)) => {
                 self.metrics.sites.pushes_failed.fetch_add(1, Relaxed);
+                self.alerts.raise_condition(
+                    &format!("site_unreachable:{}", site.id),
+                    crate::alerts::AlertEvent::new(
+                        crate::alerts::AlertKind::SiteUnreachable,
+                        site.id.clone(),
+                        format!(
+                            "site {} at {} has not pulled since a change and did not answer a push: {err}",
+                            site.id, site.url
+                        ),
+                    ),
+                );
                 tracing::warn!(site = %site.id, url = %site.url, %err, "site unreachable: it neither pulled nor answered a push");
             }
             Err(err) => tracing::warn!(%err, "the push task failed"),

@@ -543,6 +543,65 @@ impl Store for Counting {
         self.count("samples");
         self.inner.samples().await
     }
+    async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError> {
+        self.count("alert_enqueue");
+        self.inner.alert_enqueue(deliveries).await
+    }
+    async fn alert_claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError> {
+        self.count("alert_claim");
+        self.inner.alert_claim(now, lease_until, limit).await
+    }
+    async fn alert_attempted(
+        &self,
+        id: u64,
+        at: i64,
+        outcome: &AlertAttempt,
+    ) -> Result<(), StoreError> {
+        self.count("alert_attempted");
+        self.inner.alert_attempted(id, at, outcome).await
+    }
+    async fn alert_deliveries(
+        &self,
+        before_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError> {
+        self.count("alert_deliveries");
+        self.inner.alert_deliveries(before_id, limit).await
+    }
+    async fn feed_source_put(&self, source: &FeedSourceRow) -> Result<(), StoreError> {
+        self.count("feed_source_put");
+        self.inner.feed_source_put(source).await
+    }
+    async fn feed_source_delete(&self, vendor: &str) -> Result<bool, StoreError> {
+        self.count("feed_source_delete");
+        self.inner.feed_source_delete(vendor).await
+    }
+    async fn feed_sources(&self) -> Result<Vec<FeedSourceRow>, StoreError> {
+        self.count("feed_sources");
+        self.inner.feed_sources().await
+    }
+    async fn feed_source_polled(
+        &self,
+        vendor: &str,
+        url: &str,
+        polled: &FeedPolled<'_>,
+    ) -> Result<bool, StoreError> {
+        self.count("feed_source_polled");
+        self.inner.feed_source_polled(vendor, url, polled).await
+    }
+    async fn message_insert(&self, message: &NewMessage) -> Result<MessageRow, StoreError> {
+        self.count("message_insert");
+        self.inner.message_insert(message).await
+    }
+    async fn messages(&self, query: &MessageQuery<'_>) -> Result<Vec<MessageRow>, StoreError> {
+        self.count("messages");
+        self.inner.messages(query).await
+    }
 }
 
 /// Methods whose cost grows with the fleet: they count or list terminals.

@@ -13,8 +13,11 @@
 //! other variants say what kind of failure it was (no answer, an answer cut short, bytes that
 //! are not what was asked for, …) so callers decide on the kind, never on the wording.
 
+mod alerts;
 mod error;
 mod faults;
+mod feed_sources;
+mod messages;
 mod repository;
 mod rollouts;
 mod site;
@@ -22,6 +25,7 @@ mod tls;
 mod transfer;
 mod trust;
 mod tuf;
+pub mod web;
 
 use std::fmt;
 use std::io::{self, Read as _};

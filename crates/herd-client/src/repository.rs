@@ -15,10 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ureq::http::{self, StatusCode, header};
-use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{Connector as _, TcpConnector};
 
-use crate::{CONNECT_TIMEOUT, Client, tls};
+use crate::Client;
 
 /// How long one metadata read may take, connection to last byte, unless told otherwise.
 pub const METADATA_DEADLINE: Duration = Duration::from_secs(30);
@@ -142,24 +140,8 @@ impl Repository {
         }
         let roots =
             rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(&format!("cannot set up TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = ().chain(TcpConnector::default()).chain(tls::TlsConnector {
-            config: Arc::new(config),
-        });
-        let config = ureq::Agent::config_builder()
-            .https_only(false)
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .user_agent(concat!("herd-client/", env!("CARGO_PKG_VERSION")))
-            .build();
         Ok(Repository {
-            agent: ureq::Agent::with_parts(config, connector, DefaultResolver::default()),
+            agent: crate::web::agent_trusting(roots).map_err(|e| bad(&e))?,
             base: trimmed.to_owned(),
             received: Arc::default(),
             requests: Arc::default(),

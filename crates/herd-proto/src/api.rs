@@ -364,6 +364,10 @@ pub mod events {
     /// A sample for the center's analysts (`data`: a [`super::SampleUpload`]); the center
     /// keeps the bytes in its sample store and the event without them.
     pub const SAMPLE_UPLOAD: &str = "sample.upload";
+
+    /// The user's answer or status to operators (`data`: a
+    /// [`crate::messages::MessageAnswer`]); the center stores it as a message.
+    pub const MESSAGE_SENT: &str = "message.sent";
 }
 
 /// A detection by the scanner `herd-agent run` hosts (`scan.detection` events, issue 13): the

@@ -6,12 +6,15 @@
 //! document into the indexed model, or into a [`ValidationError`] that names the document,
 //! the JSON path and what is wrong, and lists every problem found, not just the first.
 
+pub mod alerts;
 pub mod api;
 pub mod catalog;
 pub mod distribution;
 pub mod fault;
+pub mod feed_sources;
 pub mod layout;
 pub mod merge;
+pub mod messages;
 pub mod plan;
 pub mod site;
 pub mod terminal;

@@ -16,10 +16,15 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 mod common;
+mod operations;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use operations::{
+    AlertAttempt, AlertDeliveryRow, FeedPolled, FeedSourceRow, MessageQuery, MessageRow,
+    NewAlertDelivery, NewMessage,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -1147,6 +1152,57 @@ pub trait Store: Send + Sync + Debug {
     /// Deletes every item up to `through` (what the center acknowledged).
     async fn queue_delete_through(&self, through: u64) -> Result<u64, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+
+    // Alerts (migration 0011): the durable queue of deliveries, one row per alert and channel.
+
+    /// Queues deliveries, due at once (`created_at`), in one transaction.
+    async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError>;
+    /// Claims up to `limit` deliveries due at `now` (oldest first): each one's attempts grow
+    /// by one and its next attempt moves to `lease_until`, so no other process sends it
+    /// meanwhile; a worker that dies mid-attempt leaves it to be retried after the lease.
+    async fn alert_claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError>;
+    /// Records how a claimed delivery's attempt ended.
+    async fn alert_attempted(
+        &self,
+        id: u64,
+        at: i64,
+        outcome: &AlertAttempt,
+    ) -> Result<(), StoreError>;
+    /// Deliveries newest first, those before `before_id` (all when `None`); `limit` 0 is all.
+    async fn alert_deliveries(
+        &self,
+        before_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError>;
+
+    // Vendor feed sources (migration 0011): URLs the center polls.
+
+    /// Registers (or replaces) a vendor's feed URL; a replaced one starts over.
+    async fn feed_source_put(&self, source: &FeedSourceRow) -> Result<(), StoreError>;
+    /// Forgets a vendor's feed URL; false if it had none.
+    async fn feed_source_delete(&self, vendor: &str) -> Result<bool, StoreError>;
+    /// Every feed source, by vendor.
+    async fn feed_sources(&self) -> Result<Vec<FeedSourceRow>, StoreError>;
+    /// Records a poll of `vendor`'s source at `url`; false if the source changed meanwhile
+    /// (nothing recorded).
+    async fn feed_source_polled(
+        &self,
+        vendor: &str,
+        url: &str,
+        polled: &FeedPolled<'_>,
+    ) -> Result<bool, StoreError>;
+
+    // Messages (migration 0011).
+
+    /// Stores a message; its site is the site of the terminal it is to or from.
+    async fn message_insert(&self, message: &NewMessage) -> Result<MessageRow, StoreError>;
+    /// Messages oldest first, as `query` selects.
+    async fn messages(&self, query: &MessageQuery<'_>) -> Result<Vec<MessageRow>, StoreError>;
 
     // The console (SPEC §3.6).
     async fn console_session_insert(&self, session: &ConsoleSessionRow) -> Result<(), StoreError>;

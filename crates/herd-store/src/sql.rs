@@ -25,14 +25,16 @@ use crate::common::{
     vendor_role_from_row,
 };
 use crate::{
-    AddressRow, ApiTokenRow, AppendOutcome, Approval, Backend, CaMaterial, CheckinWrite,
-    ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite,
-    FaultBucketKey, FaultBucketRow, FaultRow, FaultRuleRow, FaultWrite, FeedClaims, FleetCountRow,
-    GroupRow, HerdSignatureRow, InterfaceRow, InterfaceSeen, LinkTaken, NewTerminal, OnlineKeyRow,
-    OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem,
-    Registry, RenewError, ReplacementRow, Revisions, RevokedToken, Role, RolloutCounts, RolloutRow,
-    RuleRow, SampleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
-    TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    AddressRow, AlertAttempt, AlertDeliveryRow, ApiTokenRow, AppendOutcome, Approval, Backend,
+    CaMaterial, CheckinWrite, ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow,
+    EventRow, EventsWrite, FaultBucketKey, FaultBucketRow, FaultRow, FaultRuleRow, FaultWrite,
+    FeedClaims, FeedPolled, FeedSourceRow, FleetCountRow, GroupRow, HerdSignatureRow, InterfaceRow,
+    InterfaceSeen, LinkTaken, MessageQuery, MessageRow, NewAlertDelivery, NewMessage, NewTerminal,
+    OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem,
+    QueueStats, QueuedItem, Registry, RenewError, ReplacementRow, Revisions, RevokedToken, Role,
+    RolloutCounts, RolloutRow, RuleRow, SampleRow, SiteRow, Store, StoreError, StoredFeed,
+    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP,
+    VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2102,6 +2104,65 @@ where
             depth: from_db_int(row.try_get("depth")?, "queue depth")?,
             oldest_at: row.try_get("oldest")?,
         })
+    }
+
+    async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError> {
+        self.alert_enqueue_impl(deliveries).await
+    }
+
+    async fn alert_claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError> {
+        self.alert_claim_impl(now, lease_until, limit).await
+    }
+
+    async fn alert_attempted(
+        &self,
+        id: u64,
+        at: i64,
+        outcome: &AlertAttempt,
+    ) -> Result<(), StoreError> {
+        self.alert_attempted_impl(id, at, outcome).await
+    }
+
+    async fn alert_deliveries(
+        &self,
+        before_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AlertDeliveryRow>, StoreError> {
+        self.alert_deliveries_impl(before_id, limit).await
+    }
+
+    async fn feed_source_put(&self, source: &FeedSourceRow) -> Result<(), StoreError> {
+        self.feed_source_put_impl(source).await
+    }
+
+    async fn feed_source_delete(&self, vendor: &str) -> Result<bool, StoreError> {
+        self.feed_source_delete_impl(vendor).await
+    }
+
+    async fn feed_sources(&self) -> Result<Vec<FeedSourceRow>, StoreError> {
+        self.feed_sources_impl().await
+    }
+
+    async fn feed_source_polled(
+        &self,
+        vendor: &str,
+        url: &str,
+        polled: &FeedPolled<'_>,
+    ) -> Result<bool, StoreError> {
+        self.feed_source_polled_impl(vendor, url, polled).await
+    }
+
+    async fn message_insert(&self, message: &NewMessage) -> Result<MessageRow, StoreError> {
+        self.message_insert_impl(message).await
+    }
+
+    async fn messages(&self, query: &MessageQuery<'_>) -> Result<Vec<MessageRow>, StoreError> {
+        self.messages_impl(query).await
     }
 
     async fn herd_signatures(&self) -> Result<Vec<HerdSignatureRow>, StoreError> {

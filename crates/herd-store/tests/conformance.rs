@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_store::{
-    AddressRow, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite, ConsoleLinkRow,
-    ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite, FeedClaims, GroupRow,
-    InterfaceSeen, LinkTaken, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
+    AddressRow, AlertAttempt, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite,
+    ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite,
+    FeedClaims, FeedPolled, FeedSourceRow, GroupRow, InterfaceSeen, LinkTaken, MessageQuery,
+    NewAlertDelivery, NewMessage, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
     PackageRow, PlanWrite, QueueItem, QueuedItem, Recency, Registry, RenewError, Revisions,
     RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow, Store, StoreError, StoredFeed,
     TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument, TufSigned,
@@ -163,6 +164,9 @@ conformance!(
     sites_enrol_with_site_tokens_and_relay_only_for_terminals_they_served,
     a_site_replicates_catalog_and_groups_at_the_centers_revisions,
     a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_an_ack,
+    alert_deliveries_are_claimed_once_retried_and_recorded,
+    feed_sources_keep_their_validators_until_replaced,
+    messages_reach_their_audience_and_keep_the_sites_thread,
     rollouts_start_once_move_only_from_the_version_read_and_count_in_place,
     faults_are_recorded_once_and_counted_in_their_bucket,
     fault_rules_and_replacements_are_put_listed_and_deleted,
@@ -3031,6 +3035,267 @@ async fn a_sites_writes_queue_their_relay_items_in_the_same_transaction(fixture:
     );
     assert_eq!(store.events_count("t1").await.unwrap(), 2);
     assert_eq!(store.events_count("t2").await.unwrap(), 1);
+}
+
+// --- alerts (migration 0011) ---------------------------------------------------------------
+
+fn alert(channel: &str, subject: &str, at: i64) -> NewAlertDelivery {
+    NewAlertDelivery {
+        channel: channel.to_owned(),
+        kind: "detection".to_owned(),
+        subject: subject.to_owned(),
+        text: format!("detection on {subject}"),
+        payload: format!(r#"{{"text":"detection on {subject}"}}"#),
+        created_at: at,
+    }
+}
+
+async fn alert_deliveries_are_claimed_once_retried_and_recorded(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let other = fixture.another().await;
+    store
+        .alert_enqueue(&[alert("hook", "t1", 100), alert("mail", "t1", 100)])
+        .await
+        .unwrap();
+    store
+        .alert_enqueue(&[alert("hook", "t2", 200)])
+        .await
+        .unwrap();
+    // Not due yet before its time.
+    assert!(store.alert_claim(99, 160, 10).await.unwrap().is_empty());
+    // Two processes claiming at once take each due row once between them.
+    let (a, b) = tokio::join!(
+        store.alert_claim(150, 160, 10),
+        other.alert_claim(150, 160, 10)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut claimed: Vec<u64> = a.iter().chain(&b).map(|row| row.id).collect();
+    claimed.sort();
+    assert_eq!(claimed.len(), 2, "{a:?} {b:?}");
+    claimed.dedup();
+    assert_eq!(claimed.len(), 2);
+    let first = a
+        .iter()
+        .chain(&b)
+        .find(|row| row.delivery.channel == "hook")
+        .unwrap();
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.next_attempt_at, 160);
+    assert_eq!(first.delivery.subject, "t1");
+    // Leased: not claimed again until the lease ends.
+    assert!(store.alert_claim(155, 170, 10).await.unwrap().is_empty());
+    store
+        .alert_attempted(
+            first.id,
+            151,
+            &AlertAttempt::Retry {
+                next_attempt_at: 180,
+                error: "connection refused".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let mail = a
+        .iter()
+        .chain(&b)
+        .find(|row| row.delivery.channel == "mail")
+        .unwrap();
+    store
+        .alert_attempted(mail.id, 152, &AlertAttempt::Delivered)
+        .await
+        .unwrap();
+    // At 200 the retried one and the third are due; the delivered one never again.
+    let again = store.alert_claim(200, 230, 10).await.unwrap();
+    let ids: Vec<u64> = again.iter().map(|row| row.id).collect();
+    assert_eq!(ids.len(), 2, "{again:?}");
+    assert!(ids.contains(&first.id) && !ids.contains(&mail.id));
+    let retried = again.iter().find(|row| row.id == first.id).unwrap();
+    assert_eq!(retried.attempts, 2);
+    assert_eq!(retried.last_error.as_deref(), Some("connection refused"));
+    store
+        .alert_attempted(
+            first.id,
+            201,
+            &AlertAttempt::GaveUp {
+                error: "still refused".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store.alert_claim(10_000, 10_001, 10).await.unwrap().len() == 1);
+    // The record, newest first, paged.
+    let all = store.alert_deliveries(None, 0).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    let gave_up = all.iter().find(|row| row.id == first.id).unwrap();
+    assert_eq!(gave_up.failed_at, Some(201));
+    assert_eq!(gave_up.last_error.as_deref(), Some("still refused"));
+    assert_eq!(
+        all.iter()
+            .find(|row| row.id == mail.id)
+            .unwrap()
+            .delivered_at,
+        Some(152)
+    );
+    let page = store.alert_deliveries(Some(all[0].id), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, all[1].id);
+    // An unknown delivery is named.
+    let err = store
+        .alert_attempted(9_999_999, 1, &AlertAttempt::Delivered)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("9999999"), "{err}");
+}
+
+async fn feed_sources_keep_their_validators_until_replaced(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let source = |url: &str| FeedSourceRow {
+        vendor: "maker-a".into(),
+        url: url.into(),
+        interval_secs: 300,
+        registered_at: 10,
+        etag: None,
+        last_modified: None,
+        last_polled_at: None,
+        last_status: None,
+    };
+    store
+        .feed_source_put(&source("https://a.example/feed.json"))
+        .await
+        .unwrap();
+    let polled = FeedPolled {
+        at: 20,
+        validators: Some((Some("\"v1\""), Some("Sun, 06 Dec 2026 09:00:00 GMT"))),
+        status: "applied",
+    };
+    assert!(
+        store
+            .feed_source_polled("maker-a", "https://a.example/feed.json", &polled)
+            .await
+            .unwrap()
+    );
+    // A 304 keeps the validators.
+    let unchanged = FeedPolled {
+        at: 30,
+        validators: None,
+        status: "not modified",
+    };
+    assert!(
+        store
+            .feed_source_polled("maker-a", "https://a.example/feed.json", &unchanged)
+            .await
+            .unwrap()
+    );
+    let rows = store.feed_sources().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].etag.as_deref(), Some("\"v1\""));
+    assert_eq!(rows[0].last_polled_at, Some(30));
+    assert_eq!(rows[0].last_status.as_deref(), Some("not modified"));
+    // A poll of a URL replaced meanwhile records nothing; the new URL starts over.
+    store
+        .feed_source_put(&source("https://b.example/feed.json"))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .feed_source_polled("maker-a", "https://a.example/feed.json", &polled)
+            .await
+            .unwrap()
+    );
+    let rows = fixture.another().await.feed_sources().await.unwrap();
+    assert_eq!(rows[0].url, "https://b.example/feed.json");
+    assert_eq!(
+        (rows[0].etag.as_ref(), rows[0].last_polled_at),
+        (None, None)
+    );
+    assert!(store.feed_source_delete("maker-a").await.unwrap());
+    assert!(!store.feed_source_delete("maker-a").await.unwrap());
+    assert!(store.feed_sources().await.unwrap().is_empty());
+}
+
+async fn messages_reach_their_audience_and_keep_the_sites_thread(fixture: &Fixture) {
+    let store = &*fixture.store;
+    store.group_put(group("office")).await.unwrap();
+    enrol_all(store, "office", &["m1"]).await;
+    enrol_all(store, UNKNOWN_GROUP, &["m2"]).await;
+    let message = |audience: &str, target: &str, body: &str| NewMessage {
+        at: 100,
+        sender: "operator".into(),
+        audience: audience.into(),
+        target: target.into(),
+        body: body.into(),
+        reply_to: None,
+    };
+    let all = store
+        .message_insert(&message("all", "", "to all"))
+        .await
+        .unwrap();
+    store
+        .message_insert(&message("group", "office", "to office"))
+        .await
+        .unwrap();
+    let to_m2 = store
+        .message_insert(&message("terminal", "m2", "to m2"))
+        .await
+        .unwrap();
+    assert!(to_m2.id > all.id);
+    let mut answer = message("center", "m2", "done");
+    answer.sender = "terminal:m2".into();
+    answer.reply_to = Some(to_m2.id);
+    let answer = store.message_insert(&answer).await.unwrap();
+    assert_eq!(answer.message.reply_to, Some(to_m2.id));
+    let bodies = |rows: Vec<herd_store::MessageRow>| -> Vec<String> {
+        rows.into_iter().map(|r| r.message.body).collect()
+    };
+    let inbox = |terminal, group, after| MessageQuery {
+        after_id: after,
+        inbox_of: Some((terminal, group)),
+        ..MessageQuery::default()
+    };
+    assert_eq!(
+        bodies(store.messages(&inbox("m1", "office", 0)).await.unwrap()),
+        ["to all", "to office"]
+    );
+    assert_eq!(
+        bodies(
+            store
+                .messages(&inbox("m2", UNKNOWN_GROUP, 0))
+                .await
+                .unwrap()
+        ),
+        ["to all", "to m2"]
+    );
+    assert_eq!(
+        bodies(
+            store
+                .messages(&inbox("m2", UNKNOWN_GROUP, all.id))
+                .await
+                .unwrap()
+        ),
+        ["to m2"]
+    );
+    let thread = MessageQuery {
+        terminal: Some("m2"),
+        ..MessageQuery::default()
+    };
+    assert_eq!(
+        bodies(fixture.another().await.messages(&thread).await.unwrap()),
+        ["to m2", "done"]
+    );
+    let everything = store.messages(&MessageQuery::default()).await.unwrap();
+    assert_eq!(everything.len(), 4);
+    // Terminals enrolled directly have no site: no site's thread holds them.
+    let site = MessageQuery {
+        site: Some("osaka"),
+        ..MessageQuery::default()
+    };
+    assert!(store.messages(&site).await.unwrap().is_empty());
+    let page = MessageQuery {
+        limit: 1,
+        ..MessageQuery::default()
+    };
+    assert_eq!(bodies(store.messages(&page).await.unwrap()), ["to all"]);
 }
 
 // --- Herd's own signature set (migration 0010) ----------------------------------------------

@@ -351,6 +351,7 @@ impl Agent {
         self.keep_identity()?;
         // What queued up while the center was away goes first, in the order it happened.
         self.flush()?;
+        self.receive_messages();
         let mut follow_ups = 0;
         loop {
             let response = self.check_in()?;
@@ -614,6 +615,15 @@ impl Agent {
             identity.terminal, identity.group, identity.server
         ));
         Ok(identity)
+    }
+
+    /// Operators' messages since the last cycle, shown to the user; a failure is only noted
+    /// (messages wait on the center for the next cycle).
+    fn receive_messages(&mut self) {
+        match super::messages::receive(self.client(), &self.state.paths) {
+            Ok(new) => super::messages::notify(&new),
+            Err(err) => eprintln!("herd-agent: warning: cannot read messages: {err:#}"),
+        }
     }
 
     fn client(&self) -> &Client {

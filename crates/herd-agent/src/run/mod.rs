@@ -11,7 +11,8 @@
 //! 0 when all went well (including a plan that waits for consent or a window), 1 when a plan
 //! was rolled back, 2 on errors (the center unreachable, enrolment refused, …).
 //!
-//! Also here: `herd-agent status` ([`status`]) and `herd-agent consent` ([`consent`]).
+//! Also here: `herd-agent status` ([`status`]), `herd-agent consent` ([`consent`]) and
+//! `herd-agent messages|message` ([`messages`]).
 
 mod agent;
 pub(crate) mod clock;
@@ -21,6 +22,7 @@ mod enrol;
 mod fetcher;
 mod identity;
 mod interfaces;
+mod messages;
 mod push;
 mod scanner;
 pub(crate) mod state;
@@ -36,6 +38,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Result, anyhow};
 
 pub use consent::{ConsentCommand, run as run_consent};
+pub use messages::{MessageArgs, MessagesArgs, run_message, run_messages};
 pub use status::{StatusArgs, run as run_status};
 
 use crate::scan::parse_size;

@@ -32,6 +32,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
     let agent: Option<AgentFile> = state::load_json(&paths.agent())?;
     let progress: Progress = state::load_json(&paths.status())?.unwrap_or_default();
     let consent = consent::load(&paths)?;
+    let messages = super::messages::load(&paths)?;
     let outbox = if paths.outbox().is_dir() {
         Some(Outbox::open(&paths.outbox())?.stats()?)
     } else {
@@ -97,6 +98,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             "outbox": outbox,
             "faults": faults.verdicts,
             "detections": detections,
+            "messages": messages.messages,
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(0);
@@ -169,6 +171,17 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
     }
     if let Some(downloads) = &progress.downloads {
         line("downloads", downloads.clone());
+    }
+    if let Some(latest) = messages.messages.last() {
+        line(
+            "messages",
+            format!(
+                "{} from the operators, the latest at {}: {} (`herd-agent messages`)",
+                messages.messages.len(),
+                latest.at,
+                super::agent::printable(&latest.text)
+            ),
+        );
     }
     line(
         "last check-in",

@@ -4,13 +4,16 @@
 //! extractors authenticate and parse, they call a domain service of the
 //! [`Center`](crate::Center), and answer; failures answer through `error.rs`.
 
+mod alerts;
 pub mod blobs;
 pub mod console;
 pub mod error;
 pub mod extract;
 mod faults;
+mod feed_sources;
 mod immunity;
 pub mod listener;
+mod messages;
 mod operators;
 mod registry;
 mod rollouts;
@@ -129,6 +132,17 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(immunity::list_herd_set))
         .routes(routes!(immunity::list_samples))
         .routes(routes!(immunity::download_sample))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::alert_setup))
+        .routes(routes!(alerts::test_channel))
+        .routes(routes!(
+            feed_sources::put_source,
+            feed_sources::delete_source
+        ))
+        .routes(routes!(feed_sources::poll_source))
+        .routes(routes!(feed_sources::list_sources))
+        .routes(routes!(messages::send, messages::list))
+        .routes(routes!(messages::inbox))
         .with_state(center.clone())
         .split_for_parts();
     let mut openapi = openapi;
@@ -400,6 +414,10 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
         tokio::spawn(center.clone().collect_blobs_periodically(stop_rx.clone()));
         tokio::spawn(center.clone().push_to_late_sites(stop_rx.clone()));
         tokio::spawn(center.clone().follow_rollouts(stop_rx.clone()));
+        tokio::spawn(center.clone().poll_feeds(stop_rx.clone()));
+        if !center.alerts.config().channels.is_empty() {
+            tokio::spawn(center.clone().deliver_alerts(stop_rx.clone()));
+        }
     }
     let local = tls_listener.local_addr()?;
     let mut servers = vec![tokio::spawn(listener::serve(

@@ -11,21 +11,25 @@
 //! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `console.rs` (console links), `trust.rs` (the signed repository's status),
 //! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `faults.rs` (faults,
 //! fault rules, replacements), `trust.rs` (the signed repository's status),
+//! `registry.rs` (threats, vendors, blobs), `sites.rs` (site servers), `alerts.rs` (alerts), `feed_sources.rs` (feed URLs the center polls), `messages.rs` (messages to users), `trust.rs` (the signed repository's status),
 //! `ca.rs` (the CA: offline root, intermediates, KEKs), `keys.rs` (signed distribution's root
 //! keys, a vendor's signing key) with `vendor_role.rs` (the role a vendor signs itself on
 //! `herd publish --key`).
 //! What they share: `connect.rs` (finding the center and the credentials, and what a failed
 //! call prints), `output.rs` (stdout and JSON) and `table.rs` (the one table renderer).
 
+mod alerts;
 mod ca;
 mod catalog;
 mod config;
 mod connect;
 mod console;
 mod faults;
+mod feed_sources;
 mod fleet;
 mod immunity;
 mod keys;
+mod messages;
 mod output;
 mod plan;
 mod registry;
@@ -40,12 +44,15 @@ mod vendor_role;
 use clap::Subcommand;
 
 use crate::Outcome;
+use alerts::AlertsCommand;
 use ca::CaCommand;
 use catalog::CoverageArgs;
 use config::{GroupsCommand, RulesCommand};
 use console::ConsoleCommand;
+use feed_sources::FeedSourcesCommand;
 use fleet::{TerminalArgs, TerminalsArgs};
 use keys::KeysCommand;
+use messages::MessagesCommand;
 use registry::{BlobsCommand, ThreatsCommand, VendorsCommand};
 use rollouts::RolloutsCommand;
 use sites::SitesCommand;
@@ -135,6 +142,16 @@ pub enum AdminCommand {
     /// The sample store: files terminals sent for the analysts, kept neutralised.
     #[command(subcommand)]
     Samples(immunity::SamplesCommand),
+    /// Alerts: what was sent to which channel (webhook, e-mail, SMS), the channels and rules
+    /// configured, and a test alert.
+    #[command(subcommand, visible_alias = "alert")]
+    Alerts(AlertsCommand),
+    /// Vendor feed URLs the center fetches itself: register, list, poll now, forget.
+    #[command(subcommand, name = "feed-sources", visible_alias = "feed-source")]
+    FeedSources(FeedSourcesCommand),
+    /// Messages between operators and device users: send to all, a group or a terminal; list.
+    #[command(subcommand, visible_alias = "message")]
+    Messages(MessagesCommand),
 }
 
 pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
@@ -175,5 +192,8 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Replacements(command) => faults::replacements(command),
         AdminCommand::Immunity(command) => immunity::run(command),
         AdminCommand::Samples(command) => immunity::samples(command),
+        AdminCommand::Alerts(command) => alerts::run(command),
+        AdminCommand::FeedSources(command) => feed_sources::run(command),
+        AdminCommand::Messages(command) => messages::run(command),
     }
 }

@@ -346,3 +346,15 @@ pub fn refresh_and_find(
         }
     }
 }
+
+/// Runs `herd ARGS` against `center` as its operator (the token file of its data directory).
+pub fn herd_as_operator(center: &TestCenter, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(HERD)
+        .args(args)
+        .env("HERD_SERVER", &center.url)
+        .env("HERD_CA", center.data_dir.join("ca.pem"))
+        .env("HERD_TOKEN_FILE", center.data_dir.join("operator.token"))
+        .env_remove("HERD_TOKEN")
+        .output()
+        .expect("herd runs")
+}
