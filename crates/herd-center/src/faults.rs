@@ -184,10 +184,23 @@ impl Center {
             if !recorded {
                 continue;
             }
-            self.on_fault(terminal, &report.program, row.at);
+            // Rollout rings: a fault on a terminal running a release still rolling out counts
+            // towards halting that release.
+            if let Err(err) = self.on_fault(terminal, row.at).await {
+                tracing::warn!(%err, terminal, "cannot attribute a fault to a rollout");
+            }
             if decided.decision == Decision::Escalated {
-                // The lead wires this to alerts; until then it is the bucket's `escalated_at`
-                // (`herd faults list|show`) and this log line.
+                self.alerts.raise(crate::alerts::AlertEvent::new(
+                    crate::alerts::AlertKind::FaultEscalated,
+                    bucket.id.clone(),
+                    format!(
+                        "{} {} ({}) fails with no known cause and no usable replacement, \
+                         first on terminal {terminal}",
+                        report.program,
+                        report.version,
+                        report.kind.as_str()
+                    ),
+                ));
                 tracing::warn!(
                     bucket = %bucket.id, program = %report.program, version = %report.version,
                     terminal, kind = report.kind.as_str(),
@@ -198,10 +211,6 @@ impl Center {
         }
         Ok(())
     }
-
-    /// The hook rollout rings call on each accepted fault (a no-op until they are wired):
-    /// faults on terminals that recently received a release are attributed to it there.
-    pub(crate) fn on_fault(&self, _terminal: &str, _program: &str, _at: i64) {}
 
     /// The calling terminal's latest verdicts, newest first.
     pub async fn fault_verdicts(&self, terminal: &str) -> CenterResult<FaultVerdicts> {

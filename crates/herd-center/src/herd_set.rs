@@ -244,6 +244,34 @@ impl Center {
             let Ok(detection) = serde_json::from_str::<Detection>(&row.data) else {
                 continue;
             };
+            self.alerts.raise(crate::alerts::AlertEvent::new(
+                crate::alerts::AlertKind::Detection,
+                terminal.to_owned(),
+                format!(
+                    "{} detected {} ({}), {}",
+                    if detection.product.is_empty() {
+                        "Herd"
+                    } else {
+                        &detection.product
+                    },
+                    detection.path,
+                    detection.signatures.join(", "),
+                    detection.action
+                ),
+            ));
+            // A name no threat of the catalog has: a vendor may already describe it in a feed
+            // the center polls, so poll now rather than at the feed's interval.
+            let snapshot = self.catalog();
+            let named = |signature: &String| {
+                snapshot
+                    .catalog
+                    .threats
+                    .iter()
+                    .any(|t| t.id == *signature || t.name == *signature)
+            };
+            if !detection.only_herd() && !detection.signatures.iter().any(named) {
+                self.poke_feeds();
+            }
             if detection.only_herd() || detection.size == 0 {
                 continue;
             }

@@ -305,10 +305,20 @@ impl Center {
             if self.store.rollout_transition(&next, false).await? {
                 transitions += 1;
                 match &step {
-                    Step::Halt { reason } => tracing::warn!(
-                        release = %row.release, ring = %ring_name(policy, row.ring), %reason,
-                        "rollout halted and reverted"
-                    ),
+                    Step::Halt { reason } => {
+                        tracing::warn!(
+                            release = %row.release, ring = %ring_name(policy, row.ring), %reason,
+                            "rollout halted and reverted"
+                        );
+                        self.alerts.raise(crate::alerts::AlertEvent::new(
+                            crate::alerts::AlertKind::RolloutHalted,
+                            row.release.clone(),
+                            format!(
+                                "halted in ring {} and reverted: {reason}",
+                                ring_name(policy, row.ring)
+                            ),
+                        ));
+                    }
                     _ => tracing::info!(release = %row.release, step = ?step, "rollout moved"),
                 }
             }
@@ -342,6 +352,7 @@ impl Center {
                         action: Some(action.as_str().to_owned()),
                         after: after.clone(),
                         limit: 1000,
+                        search: None,
                     })
                     .await?;
                 for row in &page {

@@ -148,7 +148,15 @@ impl Center {
             };
             match self.store.sample_add(&row).await {
                 Ok(true) => {
-                    tracing::info!(sha256 = %row.sha256, terminal, reason = %row.reason, "a sample waits for an analyst")
+                    tracing::info!(sha256 = %row.sha256, terminal, reason = %row.reason, "a sample waits for an analyst");
+                    self.alerts.raise(crate::alerts::AlertEvent::new(
+                        crate::alerts::AlertKind::SampleWaiting,
+                        row.sha256.clone(),
+                        format!(
+                            "{} ({} bytes, {}) from terminal {terminal} waits for a verdict",
+                            row.path, row.size, row.reason
+                        ),
+                    ));
                 }
                 Ok(false) => {}
                 Err(err) => tracing::error!(%err, "cannot record a sample"),

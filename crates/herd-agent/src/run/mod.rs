@@ -26,7 +26,6 @@ mod messages;
 mod push;
 mod scanner;
 pub(crate) mod state;
-mod state;
 mod status;
 mod upstreams;
 mod volumes;
