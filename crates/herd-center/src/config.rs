@@ -199,6 +199,23 @@ site_cache_bytes = 10737418240
 # (the center calls the site's URL, which then pulls at once).
 site_push_after_secs = 90
 
+# Rollout rings (SPEC §3.4): empty offers every release to every terminal at once. Otherwise
+# each new release of a product reaches the fleet ring by ring, as
+# "name=PERCENT%/SOAKs/MIN_SUCCESSES" separated by commas, e.g.
+# "canary=1%/600s/5, early=10%/1800s/50, broad=100%/0s/0": a terminal is in a ring by a
+# stable hash of its id and the release; a ring is promoted once it ran SOAK seconds and MIN
+# successful installs were reported; the last ring reaches 100 %. A product's first release
+# is not gated, nor are the releases a center had when rings were switched on.
+rollout_rings = ""
+# A rollout is halted, its release withdrawn and planned back to the last good release on the
+# terminals that took it, once this many failed installs and faults attributed to it arrived…
+rollout_max_bad = 5
+# …or once they are over this percentage of its reports, counted from rollout_min_reports on.
+rollout_max_bad_percent = 20
+rollout_min_reports = 20
+# How often each center process looks at the rollouts (promotions and halts are this late).
+rollout_check_secs = 2
+
 # Alerts (SPEC §3.6): rules send alerts of some kinds to channels. Kinds: new_threat,
 # detection, sample_waiting, exposed, site_unreachable, site_queue_growing, rollout_halted,
 # fault_escalated, terminal_event (terminal events whose kind a rule lists in `events`).
@@ -252,23 +269,6 @@ site_queue_threshold = 10000
 # kinds = ["new_threat", "detection", "exposed"]
 # channels = ["ops", "oncall-mail"]
 # events = []                  # terminal event kinds, for the kind terminal_event
-
-# Rollout rings (SPEC §3.4): empty offers every release to every terminal at once. Otherwise
-# each new release of a product reaches the fleet ring by ring, as
-# "name=PERCENT%/SOAKs/MIN_SUCCESSES" separated by commas, e.g.
-# "canary=1%/600s/5, early=10%/1800s/50, broad=100%/0s/0": a terminal is in a ring by a
-# stable hash of its id and the release; a ring is promoted once it ran SOAK seconds and MIN
-# successful installs were reported; the last ring reaches 100 %. A product's first release
-# is not gated, nor are the releases a center had when rings were switched on.
-rollout_rings = ""
-# A rollout is halted, its release withdrawn and planned back to the last good release on the
-# terminals that took it, once this many failed installs and faults attributed to it arrived…
-rollout_max_bad = 5
-# …or once they are over this percentage of its reports, counted from rollout_min_reports on.
-rollout_max_bad_percent = 20
-rollout_min_reports = 20
-# How often each center process looks at the rollouts (promotions and halts are this late).
-rollout_check_secs = 2
 "#;
 
 /// The file's keys, as written; every field optional so flags can fill the gaps.
