@@ -154,7 +154,7 @@ fn the_worked_example_plays_through_and_every_step_holds() {
          started)",
         "✓ the known fault's cause and remedy are shown on server-1",
         "✓ the center's fault buckets: licence-server-a known, middleware-a replaced",
-        "16/16 steps as expected",
+        "17/17 steps as expected",
     ] {
         assert!(
             stdout.contains(expected),
@@ -183,11 +183,11 @@ fn an_agent_that_does_nothing_fails_the_demo_and_stops_the_center() {
     let (output, stdout) = demo(&["--exit", "--dir", work.to_str().unwrap()], &fake);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("[6/16] Four terminals enrol through the site and get a product"),
+        stdout.contains("[6/17] Four terminals enrol through the site and get a product"),
         "{stdout}"
     );
     assert!(stdout.contains("✗ this step could not go on"), "{stdout}");
-    assert!(stdout.contains("5/16 steps as expected"), "{stdout}");
+    assert!(stdout.contains("5/17 steps as expected"), "{stdout}");
     assert!(
         stdout.contains("Site server stopped (exit status: 0)"),
         "the site server was not stopped cleanly:\n{stdout}"
