@@ -168,16 +168,18 @@ impl Center {
     /// file's signature, `benign` removes it; either signs the repository at once when the
     /// set changed.
     pub async fn verdict(&self, doc: VerdictDoc, source: &str) -> CenterResult<VerdictOutcome> {
-        check_sha256(&doc.sha256, "the verdict: $.sha256").map_err(CenterError::bad_request)?;
+        check_sha256(&doc.sha256, "the verdict: $.sha256")
+            .map_err(|m| CenterError::new(ErrorKind::DocumentInvalid, m))?;
         if let Some(threat) = &doc.threat {
-            check_threat(threat).map_err(CenterError::bad_request)?;
+            check_threat(threat).map_err(|m| CenterError::new(ErrorKind::DocumentInvalid, m))?;
         }
         let changed = match doc.verdict.as_str() {
             MALICIOUS => {
                 let size = match doc.size {
                     Some(size) if size > 0 => size,
                     _ => {
-                        return Err(CenterError::bad_request(
+                        return Err(CenterError::new(
+                            ErrorKind::DocumentInvalid,
                             "the verdict: $.size: a malicious verdict needs the file's size \
                              (at least 1 byte)",
                         ));
@@ -198,9 +200,12 @@ impl Center {
             }
             BENIGN => self.store.herd_signature_remove(&doc.sha256).await?,
             other => {
-                return Err(CenterError::bad_request(format!(
-                    "the verdict: $.verdict: {other:?} is neither {MALICIOUS:?} nor {BENIGN:?}"
-                )));
+                return Err(CenterError::new(
+                    ErrorKind::DocumentInvalid,
+                    format!(
+                        "the verdict: $.verdict: {other:?} is neither {MALICIOUS:?} nor {BENIGN:?}"
+                    ),
+                ));
             }
         };
         if changed {

@@ -54,7 +54,7 @@ fn group_policy_schema() -> utoipa::openapi::schema::Object {
 /// Integers in request bodies: JSON Schema counts `5.0` as the integer 5, so the center does
 /// too (serde alone would refuse it); and the document calls them `int64`, so nothing above
 /// `i64::MAX` is taken.
-mod whole_number {
+pub(crate) mod whole_number {
     use serde::{Deserialize, Deserializer, de::Error as _};
 
     fn from_f64<E: serde::de::Error>(value: f64) -> Result<u64, E> {
@@ -452,14 +452,22 @@ pub struct SampleDoc {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerdictDoc {
     /// Lower-case hex SHA-256 (64 digits).
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: String,
     /// The file's size in bytes (needed for `malicious`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub size: Option<u64>,
     /// `malicious` or `benign`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^(malicious|benign)$"))]
     pub verdict: String,
     /// The catalog threat it is (an id), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub threat: Option<String>,
 }
 

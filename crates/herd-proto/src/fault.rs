@@ -368,6 +368,29 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
+/// A list of 32-bit whole numbers, written as JSON integers or as floats with no fraction
+/// (`13209.0`), as JSON Schema's `integer` allows.
+fn whole_i32s<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<i32>, D::Error> {
+    use serde::de::Error as _;
+    Vec::<serde_json::Number>::deserialize(d)?
+        .iter()
+        .map(|n| {
+            let whole = match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => i32::try_from(i).ok(),
+                (None, Some(f))
+                    if f.fract() == 0.0 && (i32::MIN as f64..=i32::MAX as f64).contains(&f) =>
+                {
+                    Some(f as i32)
+                }
+                _ => None,
+            };
+            whole.ok_or_else(|| {
+                D::Error::custom(format!("{n} is not a whole number from -2^31 to 2^31 - 1"))
+            })
+        })
+        .collect()
+}
+
 /// A rule of the fault database: which faults it recognises and what it says of them. Every
 /// condition given must hold; patterns are plain substrings (case-sensitive), not regular
 /// expressions.
@@ -387,10 +410,18 @@ pub struct FaultRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kinds: Vec<FaultKind>,
     /// Exit statuses (any when empty).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "whole_i32s"
+    )]
     pub exit_codes: Vec<i32>,
     /// Signals (any when empty).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "whole_i32s"
+    )]
     pub signals: Vec<i32>,
     /// A substring one of the top frames contains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -487,7 +518,11 @@ pub struct Alternative {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package_sha256: Option<String>,
     /// The package's size in bytes: filled in by the center from the stored package.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::api::whole_number::option"
+    )]
     pub package_size: Option<u64>,
 }
 

@@ -64,7 +64,7 @@ pub async fn list_rules(
 #[utoipa::path(put, path = "/v1/fault-rules/{id}", tag = "operators",
     params(("id" = String, Path, description = "The rule id.")),
     request_body = FaultRule,
-    responses((status = 200, body = FaultRule), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = FaultRule), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody, description = "`bad_request`: the rule does not validate, or its id differs from the path's")))]
 pub async fn put_rule(
     State(center): State<Arc<Center>>,
     _: Operator,
@@ -102,7 +102,7 @@ pub async fn list_replacements(
     params(("program" = String, Path, description = "The failing program."),
         ("platform" = String, Path, description = "The platform.")),
     request_body = ReplacementEntry,
-    responses((status = 200, body = ReplacementEntry), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ReplacementEntry), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody, description = "`bad_request`: the entry does not validate, or its program and platform differ from the path's")))]
 pub async fn put_replacement(
     State(center): State<Arc<Center>>,
     _: Operator,

@@ -18,7 +18,7 @@ impl JsonRequest for VerdictDoc {
 /// (signed and pushed at once), `benign` removes it.
 #[utoipa::path(post, path = "/v1/verdicts", tag = "operators",
     request_body = VerdictDoc,
-    responses((status = 200, body = VerdictOutcome), (status = 400, body = ErrorBody, description = "`bad_request`: the SHA-256, size, threat or verdict is not valid")))]
+    responses((status = 200, body = VerdictOutcome), (status = 422, body = ErrorBody, description = "`document_invalid`: the SHA-256, size, threat or verdict is not valid")))]
 pub async fn post_verdict(
     State(center): State<Arc<Center>>,
     _: Operator,
@@ -50,7 +50,7 @@ pub async fn list_samples(
 /// A sample's bytes, still neutralised (XOR-ed with the keystream of its SHA-256, see
 /// `SampleUpload`): they can neither run nor match a signature until restored.
 #[utoipa::path(get, path = "/v1/samples/{sha256}", tag = "operators",
-    params(("sha256" = String, Path, description = "The sample's SHA-256.")),
+    params(("sha256" = String, Path, description = "The sample's SHA-256.", pattern = r"^[0-9a-f]{64}$")),
     responses((status = 200, description = "The neutralised bytes.", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
 pub async fn download_sample(
     State(center): State<Arc<Center>>,

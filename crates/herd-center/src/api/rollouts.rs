@@ -24,7 +24,7 @@ pub async fn list_rollouts(
 /// One release's rollout.
 #[utoipa::path(get, path = "/v1/rollouts/{vendor}/{product}/{version}", tag = "rollouts",
     params(("vendor" = String, Path), ("product" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = RolloutSummary), (status = 404, body = ErrorBody, description = "No rollout of this release.")))]
+    responses((status = 200, body = RolloutSummary), (status = 404, body = ErrorBody, description = "No rollout of this release."), (status = 409, body = ErrorBody, description = "`conflict`: this center does not roll releases out in rings (`rollout_rings` is empty).")))]
 pub async fn show_rollout(
     State(center): State<Arc<Center>>,
     _: Operator,
