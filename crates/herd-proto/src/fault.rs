@@ -796,6 +796,22 @@ mod tests {
     }
 
     #[test]
+    fn exit_codes_and_signals_may_be_whole_floats_but_nothing_else() {
+        let rule = |numbers: &str| {
+            serde_json::from_str::<FaultRule>(&format!(
+                r#"{{"id":"r","program":"p","cause":"c","remedy":"r","signals":{numbers},"exit_codes":{numbers}}}"#
+            ))
+        };
+        let parsed = rule("[11, 13209.0, -6]").unwrap();
+        assert_eq!(parsed.signals, [11, 13209, -6]);
+        assert_eq!(parsed.exit_codes, [11, 13209, -6]);
+        for bad in ["[1.5]", "[2147483648]", "[3e12]", "[\"9\"]"] {
+            let err = rule(bad).unwrap_err().to_string();
+            assert!(!err.is_empty(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
     fn bad_reports_are_refused_naming_the_field() {
         let mut bad = report();
         bad.program = "../x".into();
