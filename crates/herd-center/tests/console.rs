@@ -100,8 +100,8 @@ impl Console {
             .map(|(k, v)| {
                 format!(
                     "{}={}",
-                    herd_center::api::console::url_encode(k),
-                    herd_center::api::console::url_encode(v)
+                    herd_client::percent_encode(k),
+                    herd_client::percent_encode(v)
                 )
             })
             .collect();

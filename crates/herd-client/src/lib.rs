@@ -876,7 +876,10 @@ fn query_component(value: &str) -> String {
     percent_encode(value)
 }
 
-fn percent_encode(value: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters: a path segment or a query
+/// component that can add neither a component nor a parameter. The one encoder of Herd's
+/// programs (the console's links, alert templates, the simulator's queries use it too).
+pub fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

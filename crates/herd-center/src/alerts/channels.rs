@@ -71,7 +71,9 @@ fn answered_ok(client: &WebClient, request: &WebRequest<'_>) -> Result<(), Strin
 /// The SMS gateway's request: `{text}`, `{kind}` and `{subject}` in the URL percent-encoded,
 /// in the body escaped for its content type.
 pub fn sms_request<'a>(sms: &Sms, outgoing: &Outgoing<'_>, url: &'a mut String) -> WebRequest<'a> {
-    *url = fill(&sms.url, outgoing, &|value| percent_encode(value));
+    *url = fill(&sms.url, outgoing, &|value| {
+        herd_client::percent_encode(value)
+    });
     let content_type = sms.content_type.as_deref().unwrap_or("");
     let essence = content_type
         .split(';')
@@ -84,7 +86,9 @@ pub fn sms_request<'a>(sms: &Sms, outgoing: &Outgoing<'_>, url: &'a mut String) 
             let quoted = serde_json::to_string(value).unwrap_or_default();
             quoted[1..quoted.len() - 1].to_owned()
         }),
-        "application/x-www-form-urlencoded" => fill(&sms.body, outgoing, &percent_encode),
+        "application/x-www-form-urlencoded" => {
+            fill(&sms.body, outgoing, &herd_client::percent_encode)
+        }
         _ => fill(&sms.body, outgoing, &|value| value.to_owned()),
     };
     let mut headers = sms.headers.clone();
@@ -139,18 +143,6 @@ fn fill(template: &str, outgoing: &Outgoing<'_>, escape: &dyn Fn(&str) -> String
         }
     }
     out.push_str(rest);
-    out
-}
-
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
     out
 }
 

@@ -658,7 +658,7 @@ impl Terminal {
         } else {
             format!(
                 "{WAIT}?after={}&timeout_secs={wait_secs}",
-                percent_encode(&self.token)
+                herd_client::percent_encode(&self.token)
             )
         };
         let timeout = Duration::from_secs(wait_secs) + REQUEST_TIMEOUT;
@@ -989,28 +989,18 @@ fn refusal_kind(status: StatusCode, body: &[u8]) -> String {
     format!("{} {code}", status.as_u16())
 }
 
-/// A query value with everything but RFC 3986's unreserved characters percent-encoded.
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn tokens_are_percent_encoded_in_the_wait_query() {
-        assert_eq!(percent_encode("12.3.45"), "12.3.45");
-        assert_eq!(percent_encode(""), "");
-        assert_eq!(percent_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(herd_client::percent_encode("12.3.45"), "12.3.45");
+        assert_eq!(herd_client::percent_encode(""), "");
+        assert_eq!(
+            herd_client::percent_encode("a b&c=d/é"),
+            "a%20b%26c%3Dd%2F%C3%A9"
+        );
     }
 
     #[test]

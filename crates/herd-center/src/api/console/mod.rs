@@ -32,8 +32,6 @@ use crate::error::{CenterError, ErrorKind};
 use crate::sessions::{COOKIE, ConsoleRole, NoSession, SignedIn, same_secret};
 use view::Tier;
 
-pub use pages::url_encode;
-
 /// The console's routes, for a center or a site server.
 pub fn router(center: Arc<Center>) -> Router {
     Router::new()

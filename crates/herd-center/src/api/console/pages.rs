@@ -18,6 +18,7 @@ use super::{Form, PageError, PageResult, tier};
 use crate::fleet::FleetQuery;
 use crate::sessions::{NoSession, SignedIn};
 use crate::{Center, rfc3339, unix_now};
+use herd_client::percent_encode;
 
 /// Rows of the coverage matrix one page shows (filter to see others).
 const COVERAGE_PAGE: usize = 200;
@@ -130,7 +131,7 @@ pub async fn overview(State(center): State<Arc<Center>>, user: SignedIn) -> Page
         }
         section {
             h2 { "By group" }
-            (count_table("Group", &by_group, &actions, |group| format!("/console/terminals?group={}", url_encode(group))))
+            (count_table("Group", &by_group, &actions, |group| format!("/console/terminals?group={}", percent_encode(group))))
         }
         @if tier == Tier::Center {
             section {
@@ -299,10 +300,10 @@ pub async fn terminals(
     let next = list.next.as_ref().map(|after| {
         format!(
             "/console/terminals?q={}&group={}&action={}&after={}",
-            url_encode(query.q.as_deref().unwrap_or("")),
-            url_encode(query.group.as_deref().unwrap_or("")),
-            url_encode(query.action.as_deref().unwrap_or("")),
-            url_encode(after)
+            percent_encode(query.q.as_deref().unwrap_or("")),
+            percent_encode(query.group.as_deref().unwrap_or("")),
+            percent_encode(query.action.as_deref().unwrap_or("")),
+            percent_encode(after)
         )
     });
     let body = html! {
@@ -359,7 +360,7 @@ fn terminal_table(terminals: &[TerminalSummary], now: i64) -> Markup {
                 tbody {
                     @for t in terminals {
                         tr {
-                            td { a href={"/console/terminals/" (url_encode(&t.id))} { (t.id) } }
+                            td { a href={"/console/terminals/" (percent_encode(&t.id))} { (t.id) } }
                             td { (t.user.as_deref().unwrap_or("")) }
                             td { (t.group) }
                             td { (t.hardware.kind) " · " (t.hardware.platform) }
@@ -397,7 +398,7 @@ pub async fn terminal(
         h1 { "Terminal " (t.id) }
         dl.facts {
             dt { "User" } dd { (t.user.as_deref().unwrap_or("—")) }
-            dt { "Group" } dd { a href={"/console/terminals?group=" (url_encode(&t.group))} { (t.group) } }
+            dt { "Group" } dd { a href={"/console/terminals?group=" (percent_encode(&t.group))} { (t.group) } }
             dt { "Device" } dd { (t.hardware.kind) " · " (t.hardware.platform) @if let Some(m) = &t.hardware.model { " · " (m) } }
             dt { "Installed" } dd { @if let Some(i) = &t.installed { (i.product) " " (i.version) " (definitions " (i.seq) ", " (i.pattern) ")" } @else { "nothing" } }
             dt { "Time zone" } dd { (t.tz.as_deref().unwrap_or("—")) }
@@ -564,7 +565,7 @@ pub async fn exposed(
                 th scope="col" { "Uncovered" } th scope="col" { "Why" } th scope="col" { "Would cover it" } th scope="col" { "Last check-in" }
             } }
             tbody { @for (t, plan) in &rows { tr {
-                td { a href={"/console/terminals/" (url_encode(&t.id))} { (t.id) } }
+                td { a href={"/console/terminals/" (percent_encode(&t.id))} { (t.id) } }
                 td { (t.group) }
                 td { @if let Some(i) = &t.installed { (i.product) " " (i.version) } @else { "none" } }
                 td.num { (t.uncovered) }
@@ -577,7 +578,7 @@ pub async fn exposed(
             } } } }
         }
         @if let Some(next) = &list.next {
-            p { a rel="next" href={"/console/exposed?group=" (url_encode(query.group.as_deref().unwrap_or(""))) "&after=" (url_encode(next))} { "Next page →" } }
+            p { a rel="next" href={"/console/exposed?group=" (percent_encode(query.group.as_deref().unwrap_or(""))) "&after=" (percent_encode(next))} { "Next page →" } }
         }
     };
     Ok(page(
@@ -649,9 +650,9 @@ pub async fn coverage(
     let link = |sort: &str, page: usize| {
         format!(
             "/console/coverage?q={}&danger={}&sort={}&gaps={}&page={page}",
-            url_encode(query.q.as_deref().unwrap_or("")),
-            url_encode(danger),
-            url_encode(sort),
+            percent_encode(query.q.as_deref().unwrap_or("")),
+            percent_encode(danger),
+            percent_encode(sort),
             if gaps_only { "on" } else { "" }
         )
     };
@@ -751,7 +752,7 @@ async fn groups_page(
         h2 { "Groups" }
         table { thead { tr { th { "Group" } th { "Description" } th { "Terminals" } th { "Policy" } } }
             tbody { @for g in &groups.groups { tr {
-                th scope="row" { a href={"/console/terminals?group=" (url_encode(&g.id))} { (g.id) } }
+                th scope="row" { a href={"/console/terminals?group=" (percent_encode(&g.id))} { (g.id) } }
                 td { (g.description) }
                 td.num { (members.get(&g.id).copied().unwrap_or(0)) }
                 td { code { (serde_json::to_string(&g.policy).unwrap_or_default()) } }
@@ -957,19 +958,6 @@ pub async fn live(State(center): State<Arc<Center>>, user: SignedIn) -> PageResu
     .into_response())
 }
 
-/// Percent-encodes a query or path component.
-pub fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1026,7 +1014,7 @@ mod tests {
 
     #[test]
     fn components_are_percent_encoded() {
-        assert_eq!(url_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-        assert_eq!(url_encode("pc-1_x.y~"), "pc-1_x.y~");
+        assert_eq!(percent_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(percent_encode("pc-1_x.y~"), "pc-1_x.y~");
     }
 }
