@@ -78,6 +78,27 @@ impl Center {
                  there; the API needs an operator or vendor token",
                 row.label
             ))),
+            Role::Analyst => Err(CenterError::forbidden(format!(
+                "the token {:?} is an analyst's: it judges samples (/v1/samples, /v1/verdicts, \
+                 /v1/herd-set) and reads the console; this endpoint needs an operator or vendor \
+                 token",
+                row.label
+            ))),
+        }
+    }
+
+    /// Who may judge files: an operator's or an analyst's token. Answers the role's name, which
+    /// verdicts record as their author.
+    pub async fn judge(&self, token: &str) -> CenterResult<&'static str> {
+        let row = self
+            .store
+            .api_token_find(&secret_hash(token))
+            .await?
+            .ok_or_else(|| CenterError::unauthenticated("unknown API token"))?;
+        match row.role {
+            Role::Analyst if row.expires_at > unix_now() => Ok("analyst"),
+            // The operator's path keeps its expiry and vendor messages in one place.
+            _ => self.operator(token).await.map(|()| "operator"),
         }
     }
 

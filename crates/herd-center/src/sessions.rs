@@ -25,7 +25,10 @@ pub const LINK_MAX_SECS: i64 = 24 * 3600;
 pub enum ConsoleRole {
     /// Reads every page; changes nothing.
     Viewer,
-    /// Reads, and changes the fleet's configuration (groups, rules, rollouts, messages).
+    /// Reads, and judges samples (verdicts); changes nothing of the fleet's configuration.
+    Analyst,
+    /// Reads, judges samples, and changes the fleet's configuration (groups, rules, rollouts,
+    /// messages).
     Operator,
 }
 
@@ -34,6 +37,7 @@ impl ConsoleRole {
         match role {
             Role::Operator => Some(ConsoleRole::Operator),
             Role::Viewer => Some(ConsoleRole::Viewer),
+            Role::Analyst => Some(ConsoleRole::Analyst),
             Role::Vendor => None,
         }
     }
@@ -41,6 +45,7 @@ impl ConsoleRole {
     pub fn as_str(self) -> &'static str {
         match self {
             ConsoleRole::Viewer => "viewer",
+            ConsoleRole::Analyst => "analyst",
             ConsoleRole::Operator => "operator",
         }
     }

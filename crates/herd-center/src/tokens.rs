@@ -159,6 +159,13 @@ impl Center {
                 ));
             }
             ("viewer", None) => (Role::Viewer, None),
+            ("analyst", None) => (Role::Analyst, None),
+            ("analyst", Some(_)) => {
+                return Err(CenterError::new(
+                    ErrorKind::DocumentInvalid,
+                    "the token request: $.vendor: analyst tokens have no vendor",
+                ));
+            }
             ("viewer", Some(_)) => {
                 return Err(CenterError::new(
                     ErrorKind::DocumentInvalid,
@@ -168,7 +175,7 @@ impl Center {
             (other, _) => {
                 return Err(CenterError::bad_request(format!(
                     "the token request: $.role: {other:?} is not one of \"operator\", \
-                     \"vendor\", \"viewer\""
+                     \"vendor\", \"analyst\", \"viewer\""
                 )));
             }
         };

@@ -962,8 +962,12 @@ pub struct ConsoleLink {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApiToken {
-    /// `operator`, `vendor`, or `viewer` (reads in the console, changes nothing).
-    #[cfg_attr(feature = "openapi", schema(pattern = r"^(operator|vendor|viewer)$"))]
+    /// `operator`, `vendor`, `analyst` (judges samples, reads the console) or `viewer` (reads in the
+    /// console, changes nothing).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^(operator|vendor|analyst|viewer)$")
+    )]
     pub role: String,
     /// Required for `vendor`, refused for `operator`: the vendor id the token may publish for.
     #[serde(default)]

@@ -261,6 +261,7 @@ generic_row_decoder! {
             "operator" => Role::Operator,
             "vendor" => Role::Vendor,
             "viewer" => Role::Viewer,
+            "analyst" => Role::Analyst,
             other => {
                 return Err(StoreError::Corrupt(format!("API token {hash}: unknown role {other:?}")))
             }

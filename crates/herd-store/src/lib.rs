@@ -247,6 +247,8 @@ pub enum Role {
     Vendor,
     /// Reads what operators read (the console's and the API's views); changes nothing.
     Viewer,
+    /// Judges samples and files (verdicts, Herd's own signature set) and reads the console.
+    Analyst,
 }
 
 impl Role {
@@ -255,6 +257,7 @@ impl Role {
             Role::Operator => "operator",
             Role::Vendor => "vendor",
             Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
         }
     }
 }

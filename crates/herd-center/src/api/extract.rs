@@ -77,6 +77,18 @@ impl FromRequestParts<Arc<Center>> for Operator {
     }
 }
 
+/// An operator's or an analyst's request (judging samples and files): the role's name.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge(pub &'static str);
+
+impl FromRequestParts<Arc<Center>> for Judge {
+    type Rejection = CenterError;
+
+    async fn from_request_parts(parts: &mut Parts, center: &Arc<Center>) -> CenterResult<Judge> {
+        center.judge(bearer(parts)?).await.map(Judge)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for ConnInfo {
     type Rejection = CenterError;
 

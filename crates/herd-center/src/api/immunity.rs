@@ -1,5 +1,6 @@
-//! Herd immunity's operator endpoints (issue 13): verdicts on files by SHA-256, which publish
-//! or remove their signature in Herd's own set at once, and the set's listing.
+//! Herd immunity's endpoints for operators and analysts (issue 13): verdicts on files by
+//! SHA-256, which publish or remove their signature in Herd's own set at once, the set's listing,
+//! and the sample store.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use herd_proto::api::{ErrorBody, HerdSignatureDoc, SampleDoc, VerdictDoc, VerdictOutcome};
 
-use super::extract::{JsonBody, JsonRequest, Operator, Path};
+use super::extract::{JsonBody, JsonRequest, Judge, Path};
 use crate::{Center, CenterResult};
 
 impl JsonRequest for VerdictDoc {
@@ -21,10 +22,10 @@ impl JsonRequest for VerdictDoc {
     responses((status = 200, body = VerdictOutcome), (status = 422, body = ErrorBody, description = "`document_invalid`: the SHA-256, size, threat or verdict is not valid")))]
 pub async fn post_verdict(
     State(center): State<Arc<Center>>,
-    _: Operator,
+    Judge(by): Judge,
     JsonBody(verdict): JsonBody<VerdictDoc>,
 ) -> CenterResult<Json<VerdictOutcome>> {
-    center.verdict(verdict, "operator").await.map(Json)
+    center.verdict(verdict, by).await.map(Json)
 }
 
 /// Herd's own signature set: every signature, by SHA-256.
@@ -32,7 +33,7 @@ pub async fn post_verdict(
     responses((status = 200, body = Vec<HerdSignatureDoc>), (status = 401, body = ErrorBody)))]
 pub async fn list_herd_set(
     State(center): State<Arc<Center>>,
-    _: Operator,
+    _: Judge,
 ) -> CenterResult<Json<Vec<HerdSignatureDoc>>> {
     center.herd_signatures().await.map(Json)
 }
@@ -42,7 +43,7 @@ pub async fn list_herd_set(
     responses((status = 200, body = Vec<SampleDoc>), (status = 401, body = ErrorBody)))]
 pub async fn list_samples(
     State(center): State<Arc<Center>>,
-    _: Operator,
+    _: Judge,
 ) -> CenterResult<Json<Vec<SampleDoc>>> {
     center.samples().await.map(Json)
 }
@@ -54,7 +55,7 @@ pub async fn list_samples(
     responses((status = 200, description = "The neutralised bytes.", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
 pub async fn download_sample(
     State(center): State<Arc<Center>>,
-    _: Operator,
+    _: Judge,
     Path(sha256): Path<String>,
 ) -> CenterResult<Vec<u8>> {
     center.sample_bytes(&sha256).await

@@ -53,10 +53,12 @@ pub struct TokenRevokeArgs {
 #[command(after_long_help = "Examples:
   herd token create --role vendor --vendor maker-a --label 'maker-a CI' > maker-a.token
   herd token create --role operator --label alice --ttl-days 30
-  herd token create --role viewer --label 'help desk'")]
+  herd token create --role viewer --label 'help desk'
+  herd token create --role analyst --label 'malware lab'")]
 pub struct TokenCreateArgs {
-    /// Who the token is for (a viewer signs in to the web console and reads; changes nothing).
-    #[arg(long, value_parser = ["operator", "vendor", "viewer"])]
+    /// Who the token is for: an analyst judges samples (verdicts) and reads the console; a
+    /// viewer signs in to the web console and reads, changing nothing.
+    #[arg(long, value_parser = ["operator", "vendor", "analyst", "viewer"])]
     role: String,
     /// The vendor id (required for --role vendor).
     #[arg(long, value_name = "VENDOR", required_if_eq("role", "vendor"))]
