@@ -208,6 +208,14 @@ impl Center {
                 ));
             }
         };
+        self.store
+            .file_verdict_record(&herd_store::FileVerdictRow {
+                sha256: doc.sha256.clone(),
+                verdict: doc.verdict.clone(),
+                judged_by: source.to_owned(),
+                judged_at: unix_now(),
+            })
+            .await?;
         if changed {
             tracing::info!(sha256 = %doc.sha256, verdict = %doc.verdict, %source, "verdict on a file");
             self.sign_herd_set().await?;

@@ -173,19 +173,31 @@ impl Center {
             .into_iter()
             .map(|s| s.sha256)
             .collect();
+        let mut verdicts: std::collections::HashMap<String, herd_store::FileVerdictRow> = self
+            .store
+            .file_verdicts()
+            .await?
+            .into_iter()
+            .map(|v| (v.sha256.clone(), v))
+            .collect();
         Ok(self
             .store
             .samples()
             .await?
             .into_iter()
-            .map(|row| SampleDoc {
-                in_herd_set: judged.contains(&row.sha256),
-                sha256: row.sha256,
-                size: row.size,
-                reason: row.reason,
-                path: row.path,
-                first_terminal: row.first_terminal,
-                received_at: rfc3339(row.received_at),
+            .map(|row| {
+                let verdict = verdicts.remove(&row.sha256);
+                SampleDoc {
+                    in_herd_set: judged.contains(&row.sha256),
+                    verdict: verdict.as_ref().map(|v| v.verdict.clone()),
+                    judged_by: verdict.map(|v| v.judged_by),
+                    sha256: row.sha256,
+                    size: row.size,
+                    reason: row.reason,
+                    path: row.path,
+                    first_terminal: row.first_terminal,
+                    received_at: rfc3339(row.received_at),
+                }
             })
             .collect())
     }

@@ -36,9 +36,14 @@ struct Answer {
 
 impl Console {
     async fn start() -> Console {
+        Console::start_with("").await
+    }
+
+    /// A center with `extra` configuration lines.
+    async fn start_with(extra: &str) -> Console {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "data_dir = {:?}\n",
+            "data_dir = {:?}\n{extra}",
             dir.path().join("data").display().to_string()
         );
         let config = CenterConfig::from_file(ConfigFile::parse("test", &text).unwrap()).unwrap();
@@ -529,4 +534,387 @@ async fn the_live_stream_needs_a_session_and_carries_what_happens() {
     let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
     assert!(text.contains("event: happening"), "{text}");
     assert!(text.contains("\"terminal\":\"pc-1\""), "{text}");
+}
+
+/// Acme's feed with `versions` of its product (each a release with one package).
+fn acme_feed(versions: &[(&str, u64)]) -> Vec<u8> {
+    let releases: Vec<_> = versions
+        .iter()
+        .map(|(version, seq)| {
+            serde_json::json!({"product": "acme-av", "version": version, "pattern": format!("acme-{seq}"),
+                   "seq": seq, "published": format!("2000-01-0{seq}T00:00:00Z"),
+                   "packages": [{"platform": "linux", "format": "archive",
+                                 "sha256": format!("{seq:064x}"), "size": 1000}]})
+        })
+        .collect();
+    serde_json::json!({
+        "format": "herd.catalog/v1",
+        "vendors": [{"id": "acme", "name": "Acme"}],
+        "products": [{"id": "acme-av", "vendor": "acme", "name": "AV", "platforms": ["linux"]}],
+        "releases": releases, "threats": [], "coverage": []
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn an_operator_pauses_resumes_promotes_and_reverts_a_rollout() {
+    let console =
+        Console::start_with("rollout_rings = \"canary=10%/3600s/1000, broad=100%/0s/0\"\n").await;
+    let center = &console.center;
+    let now = herd_center::unix_now();
+    let operator = herd_center::Caller::Operator;
+    center
+        .publish_feed(&operator, "acme", &acme_feed(&[("1.0", 1)]))
+        .await
+        .unwrap();
+    center.rollout_tick(now).await.unwrap();
+    center
+        .publish_feed(&operator, "acme", &acme_feed(&[("1.0", 1), ("2.0", 2)]))
+        .await
+        .unwrap();
+    center.rollout_tick(now).await.unwrap();
+    let release = "acme/acme-av/2.0";
+    let phase = || async { center.rollout_summary(release).await.unwrap().phase };
+
+    let session = console.sign_in(&console.token("operator").await).await;
+    let page = console.get("/console/rollouts", Some(&session)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for shows in [
+        "acme-av 2.0",
+        "rolling",
+        "canary",
+        "10 %",
+        "Pause",
+        "Revert",
+    ] {
+        assert!(
+            page.body.contains(shows),
+            "the rollouts page lacks {shows:?}"
+        );
+    }
+    let csrf = console.csrf(&session).await;
+    let act = |action: &'static str| {
+        let csrf = csrf.clone();
+        let session = session.clone();
+        let console = &console;
+        async move {
+            console
+                .post(
+                    "/console/rollouts",
+                    Some(&session),
+                    &[("csrf", &csrf), ("release", release), ("action", action)],
+                )
+                .await
+        }
+    };
+    let paused = act("pause").await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    assert!(paused.body.contains("the rollout is now paused"));
+    assert_eq!(phase().await, "paused");
+    // Pausing twice is refused with the reason, on the page.
+    let again = act("pause").await;
+    assert!(
+        again.body.contains("only a rolling rollout pauses"),
+        "{}",
+        again.body
+    );
+    assert_eq!(act("resume").await.status, StatusCode::OK);
+    assert_eq!(phase().await, "rolling");
+    let promoted = act("promote").await;
+    assert!(promoted.body.contains("in ring broad"), "{}", promoted.body);
+    let unknown = act("explode").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+
+    // Viewers and analysts see the page without buttons, and their posts are refused.
+    for role in ["viewer", "analyst"] {
+        let other = console.sign_in(&console.token(role).await).await;
+        let page = console.get("/console/rollouts", Some(&other)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(
+            !page.body.contains(">Revert<"),
+            "{role} is offered an action"
+        );
+        let other_csrf = console.csrf(&other).await;
+        let refused = console
+            .post(
+                "/console/rollouts",
+                Some(&other),
+                &[
+                    ("csrf", &other_csrf),
+                    ("release", release),
+                    ("action", "revert"),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{role}");
+    }
+    // Without the CSRF token, or a session, nothing happens either.
+    let no_csrf = console
+        .post(
+            "/console/rollouts",
+            Some(&session),
+            &[("release", release), ("action", "revert")],
+        )
+        .await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    let no_session = console
+        .post(
+            "/console/rollouts",
+            None,
+            &[("csrf", &csrf), ("release", release), ("action", "revert")],
+        )
+        .await;
+    assert_eq!(no_session.status, StatusCode::UNAUTHORIZED);
+    assert_ne!(phase().await, "reverted");
+    let reverted = act("revert").await;
+    assert_eq!(reverted.status, StatusCode::OK);
+    assert_eq!(phase().await, "reverted");
+}
+
+#[tokio::test]
+async fn rollouts_say_how_to_turn_rings_on_when_they_are_off() {
+    let console = Console::start().await;
+    let session = console.sign_in(&console.token("operator").await).await;
+    let page = console.get("/console/rollouts", Some(&session)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("rollout_rings"));
+}
+
+#[tokio::test]
+async fn analysts_judge_samples_and_viewers_cannot() {
+    let console = Console::start().await;
+    let store = &console.center.store;
+    let evil_path = "/home/u/<script>alert('sample')</script>.exe";
+    let sha = "ab".repeat(32);
+    store
+        .sample_add(&herd_store::SampleRow {
+            sha256: sha.clone(),
+            size: 4096,
+            reason: "submitted by the user".into(),
+            path: evil_path.into(),
+            first_terminal: "pc-1".into(),
+            received_at: 1,
+        })
+        .await
+        .unwrap();
+    let analyst = console.sign_in(&console.token("analyst").await).await;
+    let page = console.get("/console/samples", Some(&analyst)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("awaiting a verdict"));
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert('sample')&lt;/script&gt;")
+    );
+    assert!(!page.body.contains("<script>alert('sample')"));
+    assert!(page.body.contains(">Malicious<"));
+
+    // A viewer sees it but may not judge.
+    let viewer = console.sign_in(&console.token("viewer").await).await;
+    let seen = console.get("/console/samples", Some(&viewer)).await;
+    assert!(seen.body.contains(&sha[..16]) && !seen.body.contains(">Malicious<"));
+    let viewer_csrf = console.csrf(&viewer).await;
+    let refused = console
+        .post(
+            "/console/samples",
+            Some(&viewer),
+            &[
+                ("csrf", &viewer_csrf),
+                ("sha256", &sha),
+                ("size", "4096"),
+                ("verdict", "malicious"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(store.herd_signatures().await.unwrap().is_empty());
+
+    // The analyst's malicious verdict publishes the signature at once.
+    let csrf = console.csrf(&analyst).await;
+    let judged = console
+        .post(
+            "/console/samples",
+            Some(&analyst),
+            &[
+                ("csrf", &csrf),
+                ("sha256", &sha),
+                ("size", "4096"),
+                ("threat", "dropper-x"),
+                ("verdict", "malicious"),
+            ],
+        )
+        .await;
+    assert_eq!(judged.status, StatusCode::OK, "{}", judged.body);
+    assert!(judged.body.contains("judged malicious"), "{}", judged.body);
+    assert!(judged.body.contains("No sample awaits a verdict."));
+    let set = store.herd_signatures().await.unwrap();
+    assert_eq!((set.len(), set[0].threat.as_str()), (1, "dropper-x"));
+    let all = console
+        .get("/console/samples?show=all", Some(&analyst))
+        .await;
+    assert!(all.body.contains("malicious — in Herd's set"));
+
+    // A bad threat id is refused with the reason on the page, and nothing changes.
+    let bad = console
+        .post(
+            "/console/samples",
+            Some(&analyst),
+            &[
+                ("csrf", &csrf),
+                ("sha256", &sha),
+                ("threat", "no spaces"),
+                ("verdict", "malicious"),
+                ("size", "1"),
+            ],
+        )
+        .await;
+    assert!(bad.body.contains("role=\"alert\""), "{}", bad.body);
+
+    // Benign removes it, and the sample stays judged (not awaiting again).
+    let benign = console
+        .post(
+            "/console/samples",
+            Some(&analyst),
+            &[("csrf", &csrf), ("sha256", &sha), ("verdict", "benign")],
+        )
+        .await;
+    assert!(benign.body.contains("judged benign"), "{}", benign.body);
+    assert!(store.herd_signatures().await.unwrap().is_empty());
+    assert!(benign.body.contains("No sample awaits a verdict."));
+    let docs = console.center.samples().await.unwrap();
+    assert_eq!(
+        (docs[0].verdict.as_deref(), docs[0].judged_by.as_deref()),
+        (Some("benign"), Some("analyst"))
+    );
+    // The analyst may not change the fleet's configuration.
+    let rules = console
+        .post(
+            "/console/rules",
+            Some(&analyst),
+            &[("csrf", &csrf), ("rule0_group", UNKNOWN_GROUP)],
+        )
+        .await;
+    assert_eq!(rules.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn faults_rules_replacements_alerts_and_messages() {
+    let console = Console::start().await;
+    hostile_names(&console).await;
+    let center = &console.center;
+    center
+        .put_fault_rule(
+            "mw-null-config",
+            serde_json::from_value(serde_json::json!({
+                "id": "mw-null-config", "program": "middleware-a", "version_below": "2.5",
+                "kinds": ["crash"], "signals": [11], "frame_pattern": "parse_config",
+                "cause": "a null entry in mw.conf", "remedy": "remove the empty entry"
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // A crash of middleware-a on pc-evil, with a frame that is markup.
+    let known = center.known_terminal("pc-evil").await.unwrap();
+    let report = serde_json::json!({
+        "program": "middleware-a", "vendor": "company-a", "version": "2.4.1",
+        "platform": "linux-x86_64", "kind": "crash", "signal": 11,
+        "frames": ["parse_config+0x1c", "<script>alert('frame')</script>"]
+    });
+    center
+        .append_events(
+            &known,
+            serde_json::from_value(serde_json::json!({"events": [
+                {"seq": 1, "at": "2026-12-06T10:00:00Z", "kind": "fault.report", "data": report}
+            ]}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let session = console.sign_in(&console.token("operator").await).await;
+    let faults = console.get("/console/faults", Some(&session)).await;
+    assert_eq!(faults.status, StatusCode::OK, "{}", faults.body);
+    for shows in [
+        "middleware-a 2.4.1",
+        "known cause",
+        "mw-null-config",
+        "a null entry in mw.conf",
+        "below 2.5",
+    ] {
+        assert!(
+            faults.body.contains(shows),
+            "the faults page lacks {shows:?}"
+        );
+    }
+    let bucket = center.fault_buckets().await.unwrap().buckets[0].id.clone();
+    let detail = console
+        .get(&format!("/console/faults/{bucket}"), Some(&session))
+        .await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
+    assert!(detail.body.contains("pc-evil") && detail.body.contains("remove the empty entry"));
+    assert!(!detail.body.contains("<script>alert('frame')"));
+    let missing = console.get("/console/faults/0000", Some(&session)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Messages: sent from the form to a terminal, shown in the thread, escaped.
+    let csrf = console.csrf(&session).await;
+    let sent = console
+        .post(
+            "/console/messages",
+            Some(&session),
+            &[
+                ("csrf", &csrf),
+                ("to", "all"),
+                ("terminal", "pc-evil"),
+                ("text", "<b>Reboot</b> tonight"),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+    assert!(
+        sent.body.contains("sent to terminal pc-evil"),
+        "{}",
+        sent.body
+    );
+    assert!(sent.body.contains("&lt;b&gt;Reboot&lt;/b&gt; tonight"));
+    let nobody = console
+        .post(
+            "/console/messages",
+            Some(&session),
+            &[("csrf", &csrf), ("terminal", "nobody"), ("text", "hello")],
+        )
+        .await;
+    assert!(
+        nobody.body.contains("there is no terminal"),
+        "{}",
+        nobody.body
+    );
+    let empty = console
+        .post(
+            "/console/messages",
+            Some(&session),
+            &[("csrf", &csrf), ("to", "all"), ("text", "  ")],
+        )
+        .await;
+    assert!(empty.body.contains("role=\"alert\""), "{}", empty.body);
+    let viewer = console.sign_in(&console.token("viewer").await).await;
+    let viewer_csrf = console.csrf(&viewer).await;
+    let refused = console
+        .post(
+            "/console/messages",
+            Some(&viewer),
+            &[("csrf", &viewer_csrf), ("to", "all"), ("text", "hi")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let messages = center
+        .messages(None, None, None, None)
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(messages.len(), 1);
+
+    let alerts = console.get("/console/alerts", Some(&viewer)).await;
+    assert_eq!(alerts.status, StatusCode::OK);
+    assert!(alerts.body.contains("Channels and rules") && !alerts.body.contains("Send message"));
 }

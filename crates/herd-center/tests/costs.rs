@@ -543,6 +543,17 @@ impl Store for Counting {
         self.count("samples");
         self.inner.samples().await
     }
+    async fn file_verdict_record(
+        &self,
+        row: &herd_store::FileVerdictRow,
+    ) -> Result<(), StoreError> {
+        self.count("file_verdict_record");
+        self.inner.file_verdict_record(row).await
+    }
+    async fn file_verdicts(&self) -> Result<Vec<herd_store::FileVerdictRow>, StoreError> {
+        self.count("file_verdicts");
+        self.inner.file_verdicts().await
+    }
     async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError> {
         self.count("alert_enqueue");
         self.inner.alert_enqueue(deliveries).await

@@ -442,6 +442,12 @@ pub struct SampleDoc {
     pub received_at: String,
     /// Whether Herd's set holds its signature now.
     pub in_herd_set: bool,
+    /// The latest verdict a person gave on it (`malicious` or `benign`), and who (`operator`
+    /// or `analyst`); absent while it awaits one. A rule's verdict shows as `in_herd_set`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_by: Option<String>,
 }
 
 /// `POST /v1/verdicts` (operator): a judgement on a file by its SHA-256 (issue 13). `malicious`

@@ -2,7 +2,8 @@
 //! example (phone 45a can switch, phone 45b is exposed), and runs `tests/browser/
 //! console.spec.mjs` (playwright-core driving Debian's Chromium): sign in, find the exposed
 //! terminal and read why, search, edit a placement rule, filter the coverage matrix, see a
-//! live event arrive (sent from here when the script is ready), sign out, and sign in again
+//! live event arrive (sent from here when the script is ready), pause and resume a rollout,
+//! give a sample a verdict (its signature then in Herd's set), sign out, and sign in again
 //! with a one-time link `herd console link` printed, which works once. Screenshots of the
 //! main pages go to `target/console-screenshots/` for a person to look at.
 //!
@@ -68,7 +69,16 @@ fn the_console_in_chromium() {
             return;
         }
     };
-    let center = TestCenter::start();
+    // Rings whose canary never promotes by itself, so that the rollouts page has a release
+    // rolling to pause and resume (vaccine-a 5.2, published below).
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("center.toml");
+    std::fs::write(
+        &config,
+        "rollout_rings = \"canary=1%/3600s/1000, broad=100%/0s/0\"\nrollout_check_secs = 1\n",
+    )
+    .unwrap();
+    let center = TestCenter::start_with(&["--config", config.to_str().unwrap()]);
     let catalog = seed_catalog();
     for vendor in ["maker-a", "maker-b"] {
         let feed = serde_json::to_vec(&vendor_feed(&catalog, vendor)).unwrap();
@@ -77,6 +87,28 @@ fn the_console_in_chromium() {
             .unwrap();
     }
     let operator = center.operator();
+    // The seed's releases are recorded as complete; a later one of vaccine-a rolls out.
+    let wait_for = |what: &str, done: &dyn Fn(&[herd_proto::api::RolloutSummary]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(&operator.rollouts().unwrap()) {
+            assert!(Instant::now() < deadline, "{what} within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("the seed's releases recorded", &|r| r.len() == 2);
+    let mut feed = vendor_feed(&catalog, "maker-a");
+    let mut next = feed["releases"][0].clone();
+    next["version"] = "5.2".into();
+    next["seq"] = 1102.into();
+    next["pattern"] = "a-1102".into();
+    next["published"] = "2000-11-20T00:00:00Z".into();
+    feed["releases"].as_array_mut().unwrap().push(next);
+    vendor_client(&center, "maker-a")
+        .publish_feed("maker-a", &serde_json::to_vec(&feed).unwrap())
+        .unwrap();
+    wait_for("vaccine-a 5.2 rolling", &|r| {
+        r.iter().any(|r| r.version == "5.2" && r.phase == "rolling")
+    });
     operator
         .put_group(&GroupDoc {
             id: "same-vendor".into(),
@@ -115,6 +147,28 @@ fn the_console_in_chromium() {
     };
     phone_a.checkin(&checkin(vaccine_a.clone())).unwrap();
     phone_b.checkin(&checkin(vaccine_a)).unwrap();
+
+    // A sample the user of 45a sent (its file name is markup), awaiting an analyst's verdict.
+    let sample = b"MZ not really a dropper, but a sample all the same".to_vec();
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sample));
+    let mut neutralised = sample.clone();
+    herd_center::samples::neutralise(&sha256, &mut neutralised);
+    phone_a
+        .send_events(&EventBatch {
+            events: vec![EventDoc {
+                seq: 100,
+                at: "2026-12-06T09:00:00Z".into(),
+                kind: herd_proto::api::events::SAMPLE_UPLOAD.into(),
+                data: serde_json::json!({
+                    "sha256": sha256,
+                    "size": sample.len(),
+                    "path": "/home/user-a/<b>dropper</b>.exe",
+                    "reason": "submitted",
+                    "neutralised": hex::encode(&neutralised),
+                }),
+            }],
+        })
+        .unwrap();
 
     // A one-time sign-in link, as an operator makes one.
     let link = Command::new(support::HERD)
@@ -208,4 +262,11 @@ fn the_console_in_chromium() {
     );
     println!("{}", output.join("\n"));
     println!("screenshots: {}", shots.display());
+    // The verdict given in the browser published the sample's signature in Herd's set.
+    let set = operator.herd_set().unwrap();
+    assert!(
+        set.iter()
+            .any(|s| s.sha256 == sha256 && s.threat == "dropper-x"),
+        "{set:?}"
+    );
 }

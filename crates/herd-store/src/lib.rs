@@ -586,6 +586,17 @@ pub struct SampleRow {
     pub received_at: i64,
 }
 
+/// The latest verdict a person gave on a file (`file_verdicts`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileVerdictRow {
+    pub sha256: String,
+    /// `malicious` or `benign`.
+    pub verdict: String,
+    /// `operator` or `analyst`.
+    pub judged_by: String,
+    pub judged_at: i64,
+}
+
 /// One (interface, MAC, address) a terminal reports holding now.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InterfaceSeen {
@@ -1296,6 +1307,10 @@ pub trait Store: Send + Sync + Debug {
     async fn sample_add(&self, row: &SampleRow) -> Result<bool, StoreError>;
     /// Every sample, newest first.
     async fn samples(&self) -> Result<Vec<SampleRow>, StoreError>;
+    /// Records a person's verdict on a file, replacing any earlier one.
+    async fn file_verdict_record(&self, row: &FileVerdictRow) -> Result<(), StoreError>;
+    /// The latest verdict people gave on each file judged.
+    async fn file_verdicts(&self) -> Result<Vec<FileVerdictRow>, StoreError>;
 }
 
 /// What a rollout counted: successful and failed installs, faults attributed to the release,

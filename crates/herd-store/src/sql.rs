@@ -28,13 +28,13 @@ use crate::{
     AddressRow, AlertAttempt, AlertDeliveryRow, ApiTokenRow, AppendOutcome, Approval, Backend,
     CaMaterial, CheckinWrite, ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow,
     EventRow, EventsWrite, FaultBucketKey, FaultBucketRow, FaultRow, FaultRuleRow, FaultWrite,
-    FeedClaims, FeedPolled, FeedSourceRow, FleetCountRow, GroupRow, HerdSignatureRow, InterfaceRow,
-    InterfaceSeen, LinkTaken, MessageQuery, MessageRow, NewAlertDelivery, NewMessage, NewTerminal,
-    OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem,
-    QueueStats, QueuedItem, Registry, RenewError, ReplacementRow, Revisions, RevokedToken, Role,
-    RolloutCounts, RolloutRow, RuleRow, SampleRow, SiteRow, Store, StoreError, StoredFeed,
-    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP,
-    VendorKeyRow,
+    FeedClaims, FeedPolled, FeedSourceRow, FileVerdictRow, FleetCountRow, GroupRow,
+    HerdSignatureRow, InterfaceRow, InterfaceSeen, LinkTaken, MessageQuery, MessageRow,
+    NewAlertDelivery, NewMessage, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
+    PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry, RenewError,
+    ReplacementRow, Revisions, RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow, SampleRow,
+    SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
+    TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2282,6 +2282,42 @@ where
                 path: row.try_get("path")?,
                 first_terminal: row.try_get("first_terminal")?,
                 received_at: row.try_get("received_at")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn file_verdict_record(&self, row: &FileVerdictRow) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO file_verdicts (sha256, verdict, judged_by, judged_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO UPDATE SET \
+             verdict = excluded.verdict, judged_by = excluded.judged_by, \
+             judged_at = excluded.judged_at",
+        )
+        .bind(row.sha256.as_str())
+        .bind(row.verdict.as_str())
+        .bind(row.judged_by.as_str())
+        .bind(row.judged_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn file_verdicts(&self) -> Result<Vec<FileVerdictRow>, StoreError> {
+        sqlx::query(
+            "SELECT sha256, verdict, judged_by, judged_at FROM file_verdicts ORDER BY sha256",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(FileVerdictRow {
+                sha256: row.try_get("sha256")?,
+                verdict: row.try_get("verdict")?,
+                judged_by: row.try_get("judged_by")?,
+                judged_at: row.try_get("judged_at")?,
             })
         })
         .collect()

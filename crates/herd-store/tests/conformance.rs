@@ -11,12 +11,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use herd_store::{
     AddressRow, AlertAttempt, ApiTokenRow, Approval, Backend, CaMaterial, CheckinWrite,
     ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow, EventRow, EventsWrite,
-    FeedClaims, FeedPolled, FeedSourceRow, GroupRow, InterfaceSeen, LinkTaken, MessageQuery,
-    NewAlertDelivery, NewMessage, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
-    PackageRow, PlanWrite, QueueItem, QueuedItem, Recency, Registry, RenewError, Revisions,
-    RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow, Store, StoreError, StoredFeed,
-    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument, TufSigned,
-    UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow, VendorRoleRow,
+    FeedClaims, FeedPolled, FeedSourceRow, FileVerdictRow, GroupRow, InterfaceSeen, LinkTaken,
+    MessageQuery, NewAlertDelivery, NewMessage, NewTerminal, OnlineKeyRow, OnlineKeyState,
+    PackageContent, PackageRow, PlanWrite, QueueItem, QueuedItem, Recency, Registry, RenewError,
+    Revisions, RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow, Store, StoreError,
+    StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, ThreatOwnerRow, TufDocument,
+    TufSigned, UNKNOWN_GROUP, VendorApprovalRow, VendorKeyRow, VendorRoleRow,
 };
 
 // --- fixtures -----------------------------------------------------------------------------
@@ -143,6 +143,7 @@ conformance!(
     concurrent_checkin_batches_from_two_processes_all_count,
     terminals_are_listed_by_pages_and_filters,
     console_sessions_links_search_and_fleet_counts,
+    file_verdicts_keep_the_latest_per_file,
     groups_put_list_and_delete,
     rules_replace_is_atomic_and_checks_groups,
     events_are_idempotent_and_ordered,
@@ -3365,6 +3366,44 @@ async fn suspects_are_counted_once_per_terminal(fixture: &Fixture) {
             .await
             .unwrap(),
         1
+    );
+}
+
+async fn file_verdicts_keep_the_latest_per_file(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let verdict = |sha: char, verdict: &str, by: &str, at| FileVerdictRow {
+        sha256: sha.to_string().repeat(64),
+        verdict: verdict.into(),
+        judged_by: by.into(),
+        judged_at: at,
+    };
+    assert!(store.file_verdicts().await.unwrap().is_empty());
+    store
+        .file_verdict_record(&verdict('b', "malicious", "analyst", 10))
+        .await
+        .unwrap();
+    store
+        .file_verdict_record(&verdict('a', "malicious", "operator", 11))
+        .await
+        .unwrap();
+    // A later verdict on the same file replaces the earlier one.
+    store
+        .file_verdict_record(&verdict('b', "benign", "operator", 12))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.file_verdicts().await.unwrap(),
+        vec![
+            verdict('a', "malicious", "operator", 11),
+            verdict('b', "benign", "operator", 12)
+        ]
+    );
+    // Only the two verdicts are stored (the table's CHECK).
+    assert!(
+        store
+            .file_verdict_record(&verdict('c', "maybe", "operator", 13))
+            .await
+            .is_err()
     );
 }
 

@@ -106,12 +106,49 @@ try {
   expect((await row.innerText()).includes("45a"), "the live event names its terminal");
   await shot("08-live");
 
+  // Pause and resume a rollout.
+  await page.getByRole("link", { name: "Rollouts", exact: true }).click();
+  await page.getByRole("heading", { name: "Rollouts" }).waitFor();
+  await page.getByRole("button", { name: /^Pause / }).first().click();
+  await page.getByText("the rollout is now paused").waitFor();
+  expect(await page.locator("table.rollouts").getByText("paused", { exact: true }).first().isVisible(), "a rollout is paused");
+  await shot("09-rollout-paused");
+  await page.getByRole("button", { name: /^Resume / }).first().click();
+  await page.getByText("the rollout is now rolling").waitFor();
+  expect(true, "the paused rollout resumed");
+  await shot("10-rollouts");
+
+  // Give a sample a verdict: its signature goes into Herd's set.
+  await page.getByRole("link", { name: "Samples", exact: true }).click();
+  await page.getByRole("heading", { name: "Samples" }).waitFor();
+  const sampleRow = page.locator("table.samples tbody tr", { hasText: "<b>dropper</b>.exe" });
+  expect((await sampleRow.count()) === 1, "the sample awaits a verdict, its markup name shown as text");
+  await shot("11-samples");
+  await sampleRow.getByLabel(/^Threat id for /).fill("dropper-x");
+  await sampleRow.getByRole("button", { name: /^Malicious: / }).click();
+  await page.getByText("judged malicious").waitFor();
+  expect(await page.getByText("No sample awaits a verdict.").isVisible(), "no sample awaits a verdict any more");
+  await page.getByRole("link", { name: "All samples" }).click();
+  expect(await page.getByText("malicious — in Herd's set").isVisible(), "the sample's signature is in Herd's set");
+
+  // Faults, alerts and messages: send a message to the exposed terminal.
+  await page.getByRole("link", { name: "Faults", exact: true }).click();
+  await page.getByRole("heading", { name: "Faults" }).waitFor();
+  await shot("12-faults");
+  await page.getByRole("link", { name: "Alerts & messages" }).click();
+  await page.getByLabel("or terminal").fill("45b");
+  await page.getByLabel("Message", { exact: true }).fill("Your phone is exposed: please install vaccine-b.");
+  await page.getByRole("button", { name: "Send message" }).click();
+  await page.getByText("sent to terminal 45b").waitFor();
+  expect(await page.locator("table.messages").getByText("please install vaccine-b").isVisible(), "the message is in the thread");
+  await shot("13-alerts-messages");
+
   // Sign out: the session is gone.
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.waitForURL(/\/console\/login/);
   await page.goto(`${url}/console/terminals`);
   expect(page.url().includes("/console/login"), "after sign-out the console asks to sign in again");
-  await shot("09-signed-out");
+  await shot("14-signed-out");
 
   // A one-time link from `herd console link`: opening it asks, its button signs in, once.
   await page.goto(link);
@@ -126,7 +163,6 @@ try {
   expect(true, "a used link is refused, saying when it was used");
 
   expect(errors.length === 0, `no script errors (${errors.join("; ")})`);
-  console.log("rollouts and samples: their pages come with the issues that build them");
 } finally {
   await browser.close();
 }

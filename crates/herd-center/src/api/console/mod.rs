@@ -3,14 +3,19 @@
 //! live view (`assets/console.js`, server-sent events from `live_stream.rs`); every asset is
 //! compiled into the binary, so the console works on a machine with no internet.
 //!
-//! Sign-in (`crate::sessions`, the domain side) trades an API token or a one-time link for a session cookie
-//! (HttpOnly, Secure, SameSite=Strict). Every page needs a session; every action (a POST) also
-//! needs an operator's session and the session's CSRF token in the form, and a request whose
-//! `Origin` is another site is refused. Pages are sent with a content security policy that
+//! Sign-in (`crate::sessions`, the domain side) trades an API token or a one-time link for a
+//! session cookie (HttpOnly, Secure, SameSite=Strict). Every page needs a session; every action
+//! (a POST) also needs the session's CSRF token in the form and a role that may take it (an
+//! analyst's or operator's to judge samples, an operator's for everything else), and a request
+//! whose `Origin` is another site is refused. Pages are sent with a content security policy that
 //! allows no inline script and no other origin.
 
+mod alerts;
+mod faults;
 mod live_stream;
 mod pages;
+mod rollouts;
+mod samples;
 mod view;
 
 use std::sync::Arc;
@@ -53,6 +58,18 @@ pub fn router(center: Arc<Center>) -> Router {
         .route("/console/groups", get(pages::groups))
         .route("/console/rules", post(pages::save_rules))
         .route("/console/sites", get(pages::sites))
+        .route(
+            "/console/rollouts",
+            get(rollouts::rollouts).post(rollouts::act),
+        )
+        .route(
+            "/console/samples",
+            get(samples::samples).post(samples::judge),
+        )
+        .route("/console/faults", get(faults::faults))
+        .route("/console/faults/{id}", get(faults::bucket))
+        .route("/console/alerts", get(alerts::alerts))
+        .route("/console/messages", post(alerts::send))
         .route("/console/live", get(pages::live))
         .route("/console/live/stream", get(live_stream::stream))
         .route("/console/static/{file}", get(asset))
@@ -197,26 +214,46 @@ impl FromRequestParts<Arc<Center>> for SignedIn {
     }
 }
 
-/// An action needs an operator's session and the session's CSRF token in its form.
-pub fn authorise_action(user: &SignedIn, form: &[(String, String)]) -> Result<(), PageError> {
-    let token = form
-        .iter()
-        .find(|(name, _)| name == "csrf")
-        .map(|(_, value)| value.as_str())
-        .unwrap_or("");
+/// An action needs a session of at least role `needs`, the session's CSRF token in its form, and
+/// (when the browser sends one) an `Origin` that is this console's.
+pub fn authorise_action(
+    user: &SignedIn,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+    needs: ConsoleRole,
+) -> Result<(), PageError> {
+    if !same_origin(headers) {
+        return Err(PageError::forbidden(
+            "this action came from another site's page; it must come from this console's own",
+        ));
+    }
+    let token = form_field(form, "csrf").unwrap_or("");
     if !same_secret(token, &user.csrf) {
         return Err(PageError::forbidden(
             "this form is out of date or was not sent by this console (its CSRF token does \
              not match your session); reload the page and try again",
         ));
     }
-    if user.role < ConsoleRole::Operator {
-        return Err(PageError::forbidden(format!(
-            "a {} may look but not change anything; ask an operator",
-            user.role.as_str()
-        )));
+    if user.role < needs {
+        return Err(PageError::forbidden(match needs {
+            ConsoleRole::Analyst => format!(
+                "a {} may look but not judge samples; ask an analyst or an operator",
+                user.role.as_str()
+            ),
+            _ => format!(
+                "a {} may look but not change the fleet's configuration; ask an operator",
+                user.role.as_str()
+            ),
+        }));
     }
     Ok(())
+}
+
+/// A form field's first value.
+pub fn form_field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(field, _)| field == name)
+        .map(|(_, value)| value.as_str())
 }
 
 /// `application/x-www-form-urlencoded` fields, with a refusal shown as a page.
@@ -323,11 +360,7 @@ async fn sign_out(
             "sign-out must come from this console's own page",
         ));
     }
-    let token = form
-        .iter()
-        .find(|(name, _)| name == "csrf")
-        .map(|(_, value)| value.as_str())
-        .unwrap_or("");
+    let token = form_field(&form, "csrf").unwrap_or("");
     if !same_secret(token, &user.csrf) {
         return Err(PageError::forbidden(
             "this form was not sent by this console (its CSRF token does not match)",
@@ -452,7 +485,7 @@ mod tests {
     }
 
     #[test]
-    fn actions_need_the_csrf_token_and_an_operator() {
+    fn actions_need_the_csrf_token_the_role_and_this_origin() {
         let operator = SignedIn {
             hash: "h".into(),
             label: "alice".into(),
@@ -460,14 +493,29 @@ mod tests {
             csrf: "right".into(),
         };
         let form = |token: &str| vec![("csrf".to_owned(), token.to_owned())];
-        assert!(authorise_action(&operator, &form("right")).is_ok());
-        assert!(authorise_action(&operator, &form("wrong")).is_err());
-        assert!(authorise_action(&operator, &[]).is_err());
+        let here = headers(&[("host", "center:8443"), ("origin", "https://center:8443")]);
+        let elsewhere = headers(&[("host", "center:8443"), ("origin", "https://evil.example")]);
+        let act = |user: &SignedIn, h: &HeaderMap, f: &[(String, String)], needs| {
+            authorise_action(user, h, f, needs)
+        };
+        assert!(act(&operator, &here, &form("right"), ConsoleRole::Operator).is_ok());
+        assert!(act(&operator, &here, &form("wrong"), ConsoleRole::Operator).is_err());
+        assert!(act(&operator, &here, &[], ConsoleRole::Operator).is_err());
+        assert!(act(&operator, &elsewhere, &form("right"), ConsoleRole::Operator).is_err());
+        let analyst = SignedIn {
+            role: ConsoleRole::Analyst,
+            ..operator.clone()
+        };
+        assert!(act(&analyst, &here, &form("right"), ConsoleRole::Analyst).is_ok());
+        let err = act(&analyst, &here, &form("right"), ConsoleRole::Operator).unwrap_err();
+        assert_eq!(err.status, StatusCode::FORBIDDEN);
         let viewer = SignedIn {
             role: ConsoleRole::Viewer,
             ..operator
         };
-        let err = authorise_action(&viewer, &form("right")).unwrap_err();
-        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        for needs in [ConsoleRole::Analyst, ConsoleRole::Operator] {
+            let err = act(&viewer, &here, &form("right"), needs).unwrap_err();
+            assert_eq!(err.status, StatusCode::FORBIDDEN);
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use herd_proto::api::{PlacementRule, PlacementRules, TerminalSummary};
 use herd_proto::plan::Action;
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use super::view::{self, Bar, Section, Tier, action_badge, ago, csrf_field, may_act, page};
 use super::{Form, PageError, PageResult, tier};
 use crate::fleet::FleetQuery;
-use crate::sessions::{NoSession, SignedIn};
+use crate::sessions::{ConsoleRole, NoSession, SignedIn};
 use crate::{Center, rfc3339, unix_now};
 use herd_client::percent_encode;
 
@@ -818,10 +819,11 @@ fn rule_row(
 /// `POST /console/rules`: the form's rows, in order, replace the placement rules.
 pub async fn save_rules(
     State(center): State<Arc<Center>>,
+    headers: HeaderMap,
     user: SignedIn,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    super::authorise_action(&user, &form)?;
+    super::authorise_action(&user, &headers, &form, ConsoleRole::Operator)?;
     if tier(&center) == Tier::Site {
         return Err(PageError::forbidden(
             "placement rules are edited on the center",

@@ -16,6 +16,10 @@ pub enum Section {
     Coverage,
     Groups,
     Sites,
+    Rollouts,
+    Samples,
+    Faults,
+    Alerts,
     Live,
 }
 
@@ -49,8 +53,23 @@ pub fn page(
                 Tier::Site => "This site",
             },
         ),
+        (Section::Rollouts, "/console/rollouts", "Rollouts"),
+        (Section::Samples, "/console/samples", "Samples"),
+        (Section::Faults, "/console/faults", "Faults"),
+        (Section::Alerts, "/console/alerts", "Alerts & messages"),
         (Section::Live, "/console/live", "Live"),
     ];
+    // A site's console shows its own terminals, distribution and queue; rollouts, samples,
+    // faults and alerts are the center's.
+    let center_only = [
+        Section::Rollouts,
+        Section::Samples,
+        Section::Faults,
+        Section::Alerts,
+    ];
+    let nav = nav
+        .iter()
+        .filter(|(entry, _, _)| tier == Tier::Center || !center_only.contains(entry));
     let product = match tier {
         Tier::Center => "Herd center",
         Tier::Site => "Herd site",
@@ -109,6 +128,19 @@ pub fn csrf_field(user: &SignedIn) -> Markup {
 /// Whether the user may change things (the pages show actions only to those who may).
 pub fn may_act(user: &SignedIn) -> bool {
     user.role >= ConsoleRole::Operator
+}
+
+/// Whether the user may judge samples (analysts and operators).
+pub fn may_judge(user: &SignedIn) -> bool {
+    user.role >= ConsoleRole::Analyst
+}
+
+/// A notice or an error after an action, announced to screen readers.
+pub fn outcome(notice: Option<&str>, error: Option<&str>) -> Markup {
+    html! {
+        @if let Some(notice) = notice { p.notice role="status" { (notice) } }
+        @if let Some(error) = error { p.error role="alert" { (error) } }
+    }
 }
 
 /// A plan action as a coloured badge (text first: colour is never the only signal).
