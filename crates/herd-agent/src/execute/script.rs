@@ -228,21 +228,27 @@ fn seconds(duration: Duration) -> String {
     }
 }
 
-/// The first `held` bytes a reader yields; the rest is read and dropped, so the writer never
-/// blocks on a full pipe.
-fn head(mut reader: impl Read, held: usize) -> Vec<u8> {
-    let mut out = Vec::new();
+/// Reads `reader` to its end (or its first error), handing each chunk to `each`: the writer
+/// never blocks on a full pipe, whatever the caller keeps.
+fn read_chunks(mut reader: impl Read, mut each: impl FnMut(&[u8])) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
-        let n = match reader.read(&mut buf) {
+        match reader.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(n) => each(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
-        };
-        let room = held.saturating_sub(out.len());
-        out.extend_from_slice(&buf[..n.min(room)]);
+        }
     }
+}
+
+/// The first `held` bytes a reader yields; the rest is read and dropped.
+fn head(reader: impl Read, held: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    read_chunks(reader, |chunk| {
+        let room = held.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    });
     out
 }
 
@@ -254,26 +260,19 @@ struct Tail {
     total: u64,
 }
 
-/// Reads `reader` to its end, keeping only its last `held` bytes: memory stays bounded and the
-/// writer never blocks on a full pipe, however much it writes.
-fn tail(mut reader: impl Read, held: usize) -> Tail {
+/// Reads `reader` to its end, keeping only its last `held` bytes: memory stays bounded however
+/// much it writes.
+fn tail(reader: impl Read, held: usize) -> Tail {
     let mut out = Tail::default();
-    let mut buf = vec![0u8; 16 << 10];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        out.total = out.total.saturating_add(n as u64);
-        out.kept.extend_from_slice(&buf[..n]);
+    read_chunks(reader, |chunk| {
+        out.total = out.total.saturating_add(chunk.len() as u64);
+        out.kept.extend_from_slice(chunk);
         // Trimming only once twice the limit is held moves each byte at most once more.
         if out.kept.len() > 2 * held {
             let excess = out.kept.len() - held;
             out.kept.drain(..excess);
         }
-    }
+    });
     if out.kept.len() > held {
         let excess = out.kept.len() - held;
         out.kept.drain(..excess);

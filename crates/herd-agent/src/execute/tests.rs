@@ -490,7 +490,7 @@ fn a_journal_write_killed_before_its_rename_leaves_the_previous_journal_and_reco
 /// A package with a post-install hook that writes the uid it runs as into `<dir>/ids/<version>`
 /// (a directory anyone may write), and, when `root`, a manifest saying its hooks need root.
 fn package_with_id_hook(setup: &Setup, version: &str, root: bool) -> BuiltPackage {
-    use herd_package::archive::{FileEntry, encode};
+    use herd_package::archive::FileEntry;
     use herd_package::{ENGINE, HooksRunAs, Manifest, PACKAGE_FORMAT};
     let marker = format!("TEST-PATTERN-hooked-{version}");
     let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
@@ -526,7 +526,17 @@ fn package_with_id_hook(setup: &Setup, version: &str, root: bool) -> BuiltPackag
     .into_iter()
     .map(|(path, e)| (path.to_owned(), e))
     .collect();
-    let bytes = encode(&manifest, &files).unwrap();
+    publish(setup, manifest, &files)
+}
+
+/// Encodes a package made by hand (what `herd_package::build` would refuse to make) and puts
+/// it where the test's fetcher finds it.
+fn publish(
+    setup: &Setup,
+    manifest: herd_package::Manifest,
+    files: &std::collections::BTreeMap<String, herd_package::archive::FileEntry>,
+) -> BuiltPackage {
+    let bytes = herd_package::archive::encode(&manifest, files).unwrap();
     let sha256 = hex_digest(&bytes);
     fs::write(setup.path("packages").join(&sha256), &bytes).unwrap();
     BuiltPackage {
@@ -673,7 +683,7 @@ fn a_download_directory_a_local_user_can_write_is_refused() {
 /// running `bin/middleware --health` from the installed directory with `timeout_ms`, expecting
 /// exit status 0 and "ready" on its output. `body` is the shell the program runs for `--health`.
 fn program_package(setup: &Setup, version: &str, body: &str, timeout_ms: u64) -> BuiltPackage {
-    use herd_package::archive::{FileEntry, encode};
+    use herd_package::archive::FileEntry;
     use herd_package::{HealthCheck, Manifest, PACKAGE_FORMAT};
     let manifest = Manifest {
         format: PACKAGE_FORMAT.into(),
@@ -720,15 +730,7 @@ fn program_package(setup: &Setup, version: &str, body: &str, timeout_ms: u64) ->
     .into_iter()
     .map(|(path, e)| (path.to_owned(), e))
     .collect();
-    let bytes = encode(&manifest, &files).unwrap();
-    let sha256 = hex_digest(&bytes);
-    fs::write(setup.path("packages").join(&sha256), &bytes).unwrap();
-    BuiltPackage {
-        sha256,
-        size: bytes.len() as u64,
-        manifest,
-        catalog_packages: vec![],
-    }
+    publish(setup, manifest, &files)
 }
 
 /// Installs middleware 1.0 (healthy), then tries `version` with the health check `body`: the
