@@ -370,3 +370,87 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
     wait_until("mw-b stopped", || !running(&b_pid));
     wait_until("mw-d stopped", || !running(&d_pid));
 }
+
+/// `herd-agent supervise` with `programs`: refused at once (it would run forever otherwise).
+fn supervise_refused(programs: Value) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("supervise.json");
+    let doc = json!({"format": "herd.supervise/v1", "programs": programs});
+    fs::write(&config, doc.to_string()).unwrap();
+    let output = agent()
+        .arg("supervise")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn watched_programs_are_named_one_way_and_checked() {
+    let base = || json!({"name": "mw", "vendor": "company-a", "version": "1.0"});
+    let with = |field: &str, value: Value| {
+        let mut program = base();
+        program[field] = value;
+        json!([program])
+    };
+    for (programs, expected) in [
+        (
+            json!([base()]),
+            "$.programs[0]: give one of command (started by the agent), pid_file, process_name or service_unit (watched)",
+        ),
+        (
+            {
+                let mut program = base();
+                program["process_name"] = json!("mw");
+                program["pid_file"] = json!("/run/mw.pid");
+                json!([program])
+            },
+            "$.programs[0]: give one of command",
+        ),
+        (
+            with("process_name", json!("")),
+            "$.programs[0].process_name: name the process to watch",
+        ),
+        (
+            with("process_name", json!("bin/mw")),
+            "$.programs[0].process_name: \"bin/mw\" is not a process name",
+        ),
+        (
+            with("service_unit", json!("mw")),
+            "$.programs[0].service_unit: \"mw\" is not a service unit name",
+        ),
+        (
+            with("service_unit", json!("--root=/.service")),
+            "$.programs[0].service_unit: \"--root=/.service\" is not a service unit name",
+        ),
+        (
+            with("service_unit", json!("mw;reboot.service")),
+            "is not a service unit name",
+        ),
+    ] {
+        let stderr = supervise_refused(programs);
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_service_unit_without_systemd_is_refused_saying_why() {
+    if Path::new("/run/systemd/system").is_dir() {
+        eprintln!("skipped: systemd runs here, so a service unit can be watched");
+        return;
+    }
+    let mut program = json!({"name": "mw", "vendor": "company-a", "version": "1.0"});
+    program["service_unit"] = json!("middleware.service");
+    let stderr = supervise_refused(json!([program]));
+    assert!(
+        stderr.contains(
+            "mw is watched through its service unit, but systemd is not running here (no \
+             /run/systemd/system); watch it by pid_file or process_name instead"
+        ),
+        "{stderr}"
+    );
+}

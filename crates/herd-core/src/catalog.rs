@@ -58,6 +58,51 @@ pub struct Product {
     pub name: String,
     /// Sorted, without duplicates.
     pub platforms: Vec<PlatformIdx>,
+    /// A vaccine product (what the planner switches terminals between) or another program.
+    pub kind: ProductKind,
+}
+
+/// What a catalog product (and its packages' manifests) describes (SPEC §2 "Programs").
+///
+/// Fault recovery applies to any program a terminal runs, so the catalog describes programs as
+/// well as vaccine products. Only vaccine products cover threats and are candidates of the
+/// planner's coverage rules; a program is installed, health-checked and replaced by the same
+/// transaction, but never chosen to protect a terminal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ProductKind {
+    /// An antivirus product: a scan engine and its definitions (the default, and what every
+    /// catalog and package written before programs existed describes).
+    #[default]
+    Vaccine,
+    /// Any other program (the seed's example: company A's middleware).
+    Program,
+}
+
+impl ProductKind {
+    pub const ALL: [ProductKind; 2] = [ProductKind::Vaccine, ProductKind::Program];
+
+    pub fn parse(text: &str) -> Result<ProductKind, String> {
+        match text {
+            "vaccine" => Ok(ProductKind::Vaccine),
+            "program" => Ok(ProductKind::Program),
+            _ => Err(format!(
+                "unknown product kind {text:?}; expected \"vaccine\" or \"program\""
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProductKind::Vaccine => "vaccine",
+            ProductKind::Program => "program",
+        }
+    }
+}
+
+impl std::fmt::Display for ProductKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -11,8 +11,8 @@ mod time;
 mod vocab;
 
 pub use catalog::{
-    Catalog, Coverage, Hooks, Package, PlatformIdx, Product, ProductIdx, Release, ReleaseIdx,
-    Threat, ThreatIdx, Vendor, VendorIdx,
+    Catalog, Coverage, Hooks, Package, PlatformIdx, Product, ProductIdx, ProductKind, Release,
+    ReleaseIdx, Threat, ThreatIdx, Vendor, VendorIdx,
 };
 pub use terminal::{AllowedVendors, Apply, Consent, Hardware, Installed, Policy, Terminal};
 pub use time::{DailyWindow, Date, Timestamp, TzOffset};

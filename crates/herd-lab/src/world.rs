@@ -103,6 +103,7 @@ pub fn catalog(shape: &Shape, prefix: &str) -> CatalogDoc {
                 vendor: format!("{prefix}maker-{:02}", p / 2),
                 name: format!("Vaccine {p:02}"),
                 platforms,
+                kind: None,
             }
         })
         .collect();

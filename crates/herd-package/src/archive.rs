@@ -421,7 +421,10 @@ pub fn check_members(
         {
             return Err(InspectError::Package {
                 document: document.to_owned(),
-                why: format!("the hook {hook:?} is not executable (mode without x bits)"),
+                why: format!(
+                    "the hook {hook:?} is not executable (mode without x bits); hooks and the \
+                     health check's program are run by the agent"
+                ),
             });
         }
     }
@@ -465,9 +468,11 @@ pub(crate) mod tests {
             version: "5.1".to_owned(),
             seq: 1101,
             pattern: "a-1101".to_owned(),
-            engine: ENGINE.to_owned(),
+            kind: None,
+            engine: Some(ENGINE.to_owned()),
             definitions: vec!["defs/a.ndb".to_owned()],
-            test_pattern: "test/a.txt".to_owned(),
+            test_pattern: Some("test/a.txt".to_owned()),
+            health_check: None,
             post_install: Some("bin/post-install".to_owned()),
             pre_uninstall: None,
             hooks_run_as: None,

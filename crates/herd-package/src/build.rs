@@ -143,9 +143,11 @@ pub fn build_with(
         version: spec.version.clone(),
         seq: spec.seq,
         pattern: spec.pattern.clone(),
-        engine: ENGINE.to_owned(),
+        kind: None,
+        engine: Some(ENGINE.to_owned()),
         definitions,
-        test_pattern,
+        test_pattern: Some(test_pattern),
+        health_check: None,
         post_install,
         pre_uninstall,
         // A spec builds packages whose hooks run unprivileged; a vendor whose hooks need root
@@ -269,13 +271,18 @@ fn check_detection(
             ))
         })
     };
+    // A program without definitions has nothing to detect: its health check runs on the
+    // terminal, from the installed files.
+    let Some(test_pattern) = &manifest.test_pattern else {
+        return Ok(());
+    };
     let definition_paths: Vec<PathBuf> = manifest.definitions.iter().map(|d| source(d)).collect();
     let mut definitions = Vec::with_capacity(definition_paths.len());
     for (path, relative) in definition_paths.iter().zip(&manifest.definitions) {
         definitions.push((path.as_path(), file(relative)?));
     }
-    let test_pattern = source(&manifest.test_pattern);
-    let test_bytes = file(&manifest.test_pattern)?;
+    let test_bytes = file(test_pattern)?;
+    let test_pattern = source(test_pattern);
     installed::detect(
         Path::new(document),
         &definitions,

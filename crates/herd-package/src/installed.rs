@@ -105,14 +105,16 @@ pub struct Expected<'a> {
     pub pattern: &'a str,
 }
 
-/// A product that loaded its definitions and detected its own test pattern.
+/// A product that is the one expected and, when it carries definitions, loaded them and
+/// detected its own test pattern. A program without a test pattern is proved by its health
+/// check, which the agent runs ([`VerifyOutcome::detected_as`] is then `None`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyOutcome {
     pub manifest: Manifest,
-    /// Signatures loaded from the definition files.
+    /// Signatures loaded from the definition files (0 for a program without definitions).
     pub signatures: usize,
-    /// The name the test pattern was detected as.
-    pub detected_as: String,
+    /// The name the test pattern was detected as; `None` when the package has no test pattern.
+    pub detected_as: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +173,8 @@ pub fn installed_manifest(dir: &Path) -> Result<Manifest, VerifyError> {
 }
 
 /// Checks that the product unpacked in `dir` is the one expected, that its definitions load
-/// with `herd-scan`'s loader, and that they detect its test pattern.
+/// with `herd-scan`'s loader, and that they detect its test pattern (when it has one: a
+/// program without definitions is proved by its health check, which the agent runs).
 pub fn verify_installed(dir: &Path, expected: &Expected<'_>) -> Result<VerifyOutcome, VerifyError> {
     let manifest = installed_manifest(dir)?;
     let seq = manifest.seq.to_string();
@@ -190,6 +193,13 @@ pub fn verify_installed(dir: &Path, expected: &Expected<'_>) -> Result<VerifyOut
             });
         }
     }
+    let Some(test_pattern) = manifest.test_pattern.clone() else {
+        return Ok(VerifyOutcome {
+            manifest,
+            signatures: 0,
+            detected_as: None,
+        });
+    };
     let mut definitions = Vec::with_capacity(manifest.definitions.len());
     for relative in &manifest.definitions {
         let path = dir.join(relative);
@@ -210,7 +220,7 @@ pub fn verify_installed(dir: &Path, expected: &Expected<'_>) -> Result<VerifyOut
         }
         definitions.push((path, buf));
     }
-    let test_pattern = dir.join(&manifest.test_pattern);
+    let test_pattern = dir.join(test_pattern);
     let mut buf = Vec::new();
     match walk::read_file(&test_pattern, MAX_TEST_PATTERN, &mut buf) {
         Ok(ReadOutcome::Read) => {}
@@ -241,7 +251,7 @@ pub fn verify_installed(dir: &Path, expected: &Expected<'_>) -> Result<VerifyOut
     Ok(VerifyOutcome {
         manifest,
         signatures,
-        detected_as,
+        detected_as: Some(detected_as),
     })
 }
 

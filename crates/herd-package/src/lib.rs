@@ -1,7 +1,8 @@
-//! Vaccine packages in the `archive` format (SPEC §3.1, §6): a tar stream, gzip- or
-//! zstd-compressed, with a manifest `herd-package.json` at its root naming the product, its
-//! vendor, version, definitions `seq` and pattern name, the engine and definition files it
-//! carries, the test pattern those definitions must detect, and optional hooks.
+//! Vaccine and program packages in the `archive` format (SPEC §3.1, §6): a tar stream, gzip-
+//! or zstd-compressed, with a manifest `herd-package.json` at its root naming the product, its
+//! kind, vendor, version, definitions `seq` and pattern name, the engine and definition files it
+//! carries, the test pattern those definitions must detect, a program's health check, and
+//! optional hooks.
 //!
 //! - [`manifest`]: the manifest format and its validation (pure).
 //! - [`archive`]: deterministic encoding and checked reading of the tar stream (pure).
@@ -33,7 +34,7 @@ pub use installed::{
     Expected, InstalledError, VerifyError, VerifyOutcome, active_dir, current_target, inspect_file,
     installed_manifest, installed_product, read_manifest, verify_installed,
 };
-pub use manifest::{ENGINE, HooksRunAs, MANIFEST_FILE, Manifest, PACKAGE_FORMAT};
+pub use manifest::{ENGINE, HealthCheck, HooksRunAs, MANIFEST_FILE, Manifest, PACKAGE_FORMAT};
 pub use unpack::{UnpackError, unpack_file, unpack_tar};
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ fn a_built_package_is_deterministic_unpacks_and_verifies() {
         "hooks stay executable"
     );
     let outcome = verify_installed(&dir, &expected()).unwrap();
-    assert_eq!(outcome.detected_as, "Herd.Test.VaccineB");
+    assert_eq!(outcome.detected_as.as_deref(), Some("Herd.Test.VaccineB"));
     assert_eq!(outcome.signatures, 1);
 }
 
@@ -463,4 +463,70 @@ fn the_content_of_a_package_is_bounded_and_refuses_what_it_cannot_read() {
         content_of(&zstd[..], u64::MAX),
         Err(ContentError::Zstd)
     ));
+}
+
+/// A program package directory: company A's middleware, whose health check is itself run with
+/// `--health`.
+fn program_dir(inputs: &Inputs, executable: bool) -> PathBuf {
+    inputs.file(
+        "middleware/bin/middleware",
+        b"#!/bin/sh\necho ready\n",
+        executable,
+    );
+    inputs.file(
+        "middleware/herd-package.json",
+        br#"{"format": "herd.package/v1", "kind": "program", "product": "middleware-a",
+            "vendor": "maker-a", "version": "2.0", "seq": 20, "pattern": "middleware-a 2.0",
+            "health_check": {"command": ["bin/middleware", "--health"], "timeout_ms": 2000,
+                             "exit_status": 0, "output_contains": "ready"},
+            "post_install": null, "pre_uninstall": null}"#,
+        false,
+    );
+    inputs.dir.path().join("middleware")
+}
+
+#[test]
+fn a_program_package_builds_unpacks_and_verifies_without_definitions() {
+    let inputs = Inputs::new();
+    let dir = program_dir(&inputs, true);
+    let out = inputs.dir.path().join("middleware-a-2.0.tar.gz");
+    let built = build_dir(&dir, &["pc".into()], &out, Detection::Required).unwrap();
+    assert_eq!(built.manifest.kind(), herd_core::ProductKind::Program);
+    let unpacked = inputs.dir.path().join("unpacked");
+    fs::create_dir(&unpacked).unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let outcome = verify_installed(
+        &unpacked,
+        &Expected {
+            product: "middleware-a",
+            version: "2.0",
+            seq: 20,
+            pattern: "middleware-a 2.0",
+        },
+    )
+    .unwrap();
+    // The health check is the agent's to run; the package proves only what it is.
+    assert_eq!(outcome.detected_as, None);
+    assert_eq!(outcome.signatures, 0);
+}
+
+#[test]
+fn a_health_check_program_that_is_not_executable_is_refused_at_build() {
+    let inputs = Inputs::new();
+    let dir = program_dir(&inputs, false);
+    let out = inputs.dir.path().join("middleware-a-2.0.tar.gz");
+    let err = build_dir(&dir, &["pc".into()], &out, Detection::Required).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the hook \"bin/middleware\" is not executable"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }

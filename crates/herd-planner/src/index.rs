@@ -7,7 +7,9 @@
 
 use std::cmp::Ordering;
 
-use herd_core::{Catalog, Danger, Date, PlatformIdx, ProductIdx, ReleaseIdx, ThreatIdx, Timestamp};
+use herd_core::{
+    Catalog, Danger, Date, PlatformIdx, ProductIdx, ProductKind, ReleaseIdx, ThreatIdx, Timestamp,
+};
 
 /// Counts of uncovered threats by danger level, indexed by [`Danger::index`].
 /// Ordered as SPEC §5 rule 2 says: fewer critical is better, then fewer high, and so on;
@@ -212,8 +214,14 @@ impl Index {
         let candidates: Vec<Vec<Option<ReleaseIdx>>> = (0..catalog.products.len() as u32)
             .map(|p| {
                 let product = ProductIdx(p);
+                // A program is installed and replaced by fault recovery, never chosen to
+                // protect a terminal: it is nobody's candidate.
+                let vaccine = catalog.product(product).kind == ProductKind::Vaccine;
                 (0..catalog.platforms.len() as u32)
                     .map(|platform| {
+                        if !vaccine {
+                            return None;
+                        }
                         catalog.releases_of(product).rev().find(|&r| {
                             let release = catalog.release(r);
                             release.published <= now

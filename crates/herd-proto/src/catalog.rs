@@ -4,8 +4,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use herd_core::{
     Catalog, Coverage, Danger, Date, Hooks, Package, PackageFormat, PlatformIdx, Product,
-    ProductIdx, Release, Sha256, Threat, ThreatIdx, Timestamp, Vendor, VendorIdx, check_identifier,
-    check_version,
+    ProductIdx, ProductKind, Release, Sha256, Threat, ThreatIdx, Timestamp, Vendor, VendorIdx,
+    check_identifier, check_version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,11 @@ pub struct ProductDoc {
     pub vendor: String,
     pub name: String,
     pub platforms: Vec<String>,
+    /// `"vaccine"` (absent: the default, as in every catalog written before programs existed)
+    /// or `"program"`: any other program a terminal runs, which fault recovery installs and
+    /// replaces but the planner never chooses to protect a terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +162,7 @@ impl CatalogDoc {
                         .iter()
                         .map(|&q| catalog.platforms[q.get()].clone())
                         .collect(),
+                    kind: (p.kind != ProductKind::Vaccine).then(|| p.kind.to_string()),
                 })
                 .collect(),
             releases: catalog
@@ -294,11 +300,18 @@ impl CatalogDoc {
                 .collect();
             product_platforms.sort();
             product_platforms.dedup();
+            let kind = match &pr.kind {
+                Some(kind) => p
+                    .check(|| at("kind"), ProductKind::parse(kind))
+                    .unwrap_or_default(),
+                None => ProductKind::Vaccine,
+            };
             products.push(Product {
                 id: pr.id.clone(),
                 vendor: vendor.unwrap_or(VendorIdx(0)),
                 name: pr.name.clone(),
                 platforms: product_platforms,
+                kind,
             });
         }
 
@@ -425,6 +438,18 @@ impl CatalogDoc {
                 p.add(
                     at("product"),
                     format!("unknown product {:?} (not in $.products)", c.product),
+                );
+            }
+            if let Some(product) = product
+                && products[product.get()].kind == ProductKind::Program
+            {
+                p.add(
+                    at("product"),
+                    format!(
+                        "{:?} is a program, not a vaccine product: only vaccine products state \
+                         coverage",
+                        c.product
+                    ),
                 );
             }
             let threat = threat_by_id.get(c.threat.as_str()).copied();

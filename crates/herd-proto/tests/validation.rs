@@ -494,3 +494,40 @@ fn a_catalog_made_back_into_a_document_validates_to_the_same_catalog() {
     let twice = herd_proto::catalog::CatalogDoc::from_model(&again.validate("again").unwrap());
     assert_eq!(twice, again);
 }
+
+#[test]
+fn a_product_is_a_vaccine_unless_it_says_it_is_a_program() {
+    let catalog = parse_catalog("feed.json", &good_catalog().to_string()).unwrap();
+    assert!(
+        catalog
+            .products
+            .iter()
+            .all(|p| p.kind == herd_core::ProductKind::Vaccine)
+    );
+    let mut doc = good_catalog();
+    doc["products"].as_array_mut().unwrap().push(json!(
+        {"id": "middleware-a", "vendor": "maker-a", "name": "Middleware a", "platforms": ["pc"], "kind": "program"}
+    ));
+    doc["products"][0]["kind"] = json!("vaccine");
+    let catalog = parse_catalog("feed.json", &doc.to_string()).unwrap();
+    let kinds: Vec<_> = catalog.products.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["vaccine", "vaccine", "program"]);
+    // Written back, a vaccine says nothing (old readers see the document they know).
+    let back = serde_json::to_value(herd_proto::catalog::CatalogDoc::from_model(&catalog)).unwrap();
+    assert!(back["products"][0].get("kind").is_none(), "{back}");
+    assert_eq!(back["products"][2]["kind"], "program");
+}
+
+#[test]
+fn a_product_kind_is_vaccine_or_program_and_programs_state_no_coverage() {
+    refused(
+        |c| c["products"][0]["kind"] = json!("middleware"),
+        &[
+            "$.products[0].kind: unknown product kind \"middleware\"; expected \"vaccine\" or \"program\"",
+        ],
+    );
+    refused(
+        |c| c["products"][1]["kind"] = json!("program"),
+        &["$.coverage[1].product: \"vaccine-b\" is a program, not a vaccine product"],
+    );
+}

@@ -53,6 +53,28 @@ started with --allow-root-hooks, and refuses to install the package otherwise. B
 is written, the definitions are loaded and must detect the test pattern, as every agent checks
 after installing.
 
+A program (fault recovery's middleware, say) is a package of "kind": "program". It carries no
+engine, definitions or test pattern; its health check, run by the agent's verify step from the
+installed directory (as the hooks are), proves it works, or the install is rolled back:
+
+  {
+    "format": "herd.package/v1",
+    "kind": "program",
+    "product": "middleware-b",
+    "vendor": "maker-b",
+    "version": "2.0",
+    "seq": 20,
+    "pattern": "middleware-b 2.0",
+    "health_check": {"command": ["bin/middleware", "--health"], "timeout_ms": 5000,
+                     "exit_status": 0, "output_contains": "ready"},
+    "post_install": null,
+    "pre_uninstall": null
+  }
+
+The command's program is an executable file of the package (no shell); the check must say the
+exit status (0-255), a text its output contains, or both; it is killed after timeout_ms
+(1-600000).
+
 Examples:
   herd package build --from-dir vaccine-b --platform phone,pc --out vaccine-b-7.0.tar.gz
   herd package build --product vaccine-b --vendor maker-b --version 7.0 --seq 1112 \
@@ -300,11 +322,35 @@ fn describe(i: &Inspected<'_>) -> String {
         "  product      {} {} by {}",
         m.product, m.version, m.vendor
     );
-    let _ = writeln!(
-        text,
-        "  definitions  seq {} ({}), engine {}",
-        m.seq, m.pattern, m.engine
-    );
+    let _ = writeln!(text, "  kind         {}", m.kind());
+    match &m.engine {
+        Some(engine) => {
+            let _ = writeln!(
+                text,
+                "  definitions  seq {} ({}), engine {engine}",
+                m.seq, m.pattern
+            );
+        }
+        None => {
+            let _ = writeln!(text, "  release      seq {} ({})", m.seq, m.pattern);
+        }
+    }
+    if let Some(check) = &m.health_check {
+        let mut gives = Vec::new();
+        if let Some(status) = check.exit_status {
+            gives.push(format!("exit status {status}"));
+        }
+        if let Some(output) = &check.output_contains {
+            gives.push(format!("output containing {output:?}"));
+        }
+        let _ = writeln!(
+            text,
+            "  health check `{}` within {} ms: {}",
+            check.command.join(" "),
+            check.timeout_ms,
+            gives.join(" and ")
+        );
+    }
     let _ = writeln!(text, "  sha256       {}", i.sha256);
     let _ = writeln!(
         text,
@@ -347,8 +393,10 @@ fn role(m: &Manifest, path: &str) -> Option<&'static str> {
         Some("manifest")
     } else if m.definitions.iter().any(|d| d == path) {
         Some("definitions")
-    } else if m.test_pattern == path {
+    } else if m.test_pattern.as_deref() == Some(path) {
         Some("test pattern")
+    } else if m.health_check.as_ref().and_then(|c| c.program()) == Some(path) {
+        Some("health check")
     } else if m.post_install.as_deref() == Some(path) {
         Some("post-install hook")
     } else if m.pre_uninstall.as_deref() == Some(path) {

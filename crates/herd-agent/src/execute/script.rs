@@ -24,14 +24,22 @@ const STDERR_KEPT: usize = 2000;
 /// blocks on a full pipe.
 const STDERR_HELD: usize = 64 << 10;
 
+/// How much of a health check's standard output is kept to look for its expected text.
+pub(super) const STDOUT_KEPT: usize = 64 << 10;
+
 /// How a script ended.
 #[derive(Debug)]
 pub(super) struct ScriptRun {
     pub success: bool,
     /// `exit status 0`, `killed after 600 s`, ...
     pub status: String,
+    /// The exit code, when it exited (not killed, not timed out).
+    pub code: Option<i32>,
+    pub timed_out: bool,
     /// The tail of what it wrote on stderr, trimmed.
     pub stderr: String,
+    /// The first [`STDOUT_KEPT`] bytes of its standard output, when captured (health checks).
+    pub stdout: Vec<u8>,
 }
 
 impl ScriptRun {
@@ -91,11 +99,30 @@ pub(super) fn run_hook(
     timeout: Duration,
     run_as: RunAs,
 ) -> std::io::Result<ScriptRun> {
+    run_program(hook, &[], cwd, env, timeout, run_as, false)
+}
+
+/// Runs an executable file of a package as [`run_hook`] does, with `args`, and captures the
+/// start of its standard output when `capture_stdout` (a health check's expected text).
+pub(super) fn run_program(
+    hook: &Path,
+    args: &[String],
+    cwd: &Path,
+    env: &[(&str, &OsStr)],
+    timeout: Duration,
+    run_as: RunAs,
+    capture_stdout: bool,
+) -> std::io::Result<ScriptRun> {
     let mut command = Command::new(hook);
     command
+        .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(if capture_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .process_group(0)
         .env_remove("HERD_AGENT_FAULT");
@@ -136,6 +163,13 @@ fn wait(mut child: Child, timeout: Duration) -> std::io::Result<ScriptRun> {
     std::thread::spawn(move || {
         let _ = sender.send(tail(stderr, STDERR_HELD));
     });
+    let stdout = child.stdout.take().map(|stdout| {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(head(stdout, STDOUT_KEPT));
+        });
+        receiver
+    });
     let started = Instant::now();
     let mut timed_out = false;
     let status = loop {
@@ -167,16 +201,55 @@ fn wait(mut child: Child, timeout: Duration) -> std::io::Result<ScriptRun> {
     } else {
         text.to_owned()
     };
+    let stdout = stdout
+        .and_then(|receiver| receiver.recv_timeout(Duration::from_secs(2)).ok())
+        .unwrap_or_default();
     let status_text = if timed_out {
-        format!("killed after {} s (time limit)", timeout.as_secs())
+        format!("killed after {} (time limit)", seconds(timeout))
     } else {
         status.to_string()
     };
     Ok(ScriptRun {
         success: status.success() && !timed_out,
         status: status_text,
+        code: status.code().filter(|_| !timed_out),
+        timed_out,
         stderr: stderr.replace('\n', " | "),
+        stdout,
     })
+}
+
+/// `600 s`, or `0.3 s` for a limit under ten seconds (health checks have short ones).
+fn seconds(duration: Duration) -> String {
+    if duration < Duration::from_secs(10) {
+        format!("{:.1} s", duration.as_secs_f64())
+    } else {
+        format!("{} s", duration.as_secs())
+    }
+}
+
+/// Reads `reader` to its end (or its first error), handing each chunk to `each`: the writer
+/// never blocks on a full pipe, whatever the caller keeps.
+fn read_chunks(mut reader: impl Read, mut each: impl FnMut(&[u8])) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => each(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+/// The first `held` bytes a reader yields; the rest is read and dropped.
+fn head(reader: impl Read, held: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    read_chunks(reader, |chunk| {
+        let room = held.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    });
+    out
 }
 
 /// The end of what a reader yields, and how much it yielded in all.
@@ -187,26 +260,19 @@ struct Tail {
     total: u64,
 }
 
-/// Reads `reader` to its end, keeping only its last `held` bytes: memory stays bounded and the
-/// writer never blocks on a full pipe, however much it writes.
-fn tail(mut reader: impl Read, held: usize) -> Tail {
+/// Reads `reader` to its end, keeping only its last `held` bytes: memory stays bounded however
+/// much it writes.
+fn tail(reader: impl Read, held: usize) -> Tail {
     let mut out = Tail::default();
-    let mut buf = vec![0u8; 16 << 10];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        out.total = out.total.saturating_add(n as u64);
-        out.kept.extend_from_slice(&buf[..n]);
+    read_chunks(reader, |chunk| {
+        out.total = out.total.saturating_add(chunk.len() as u64);
+        out.kept.extend_from_slice(chunk);
         // Trimming only once twice the limit is held moves each byte at most once more.
         if out.kept.len() > 2 * held {
             let excess = out.kept.len() - held;
             out.kept.drain(..excess);
         }
-    }
+    });
     if out.kept.len() > held {
         let excess = out.kept.len() - held;
         out.kept.drain(..excess);

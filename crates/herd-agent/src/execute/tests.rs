@@ -490,7 +490,7 @@ fn a_journal_write_killed_before_its_rename_leaves_the_previous_journal_and_reco
 /// A package with a post-install hook that writes the uid it runs as into `<dir>/ids/<version>`
 /// (a directory anyone may write), and, when `root`, a manifest saying its hooks need root.
 fn package_with_id_hook(setup: &Setup, version: &str, root: bool) -> BuiltPackage {
-    use herd_package::archive::{FileEntry, encode};
+    use herd_package::archive::FileEntry;
     use herd_package::{ENGINE, HooksRunAs, Manifest, PACKAGE_FORMAT};
     let marker = format!("TEST-PATTERN-hooked-{version}");
     let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
@@ -501,9 +501,11 @@ fn package_with_id_hook(setup: &Setup, version: &str, root: bool) -> BuiltPackag
         version: version.into(),
         seq: 1,
         pattern: "p-1".into(),
-        engine: ENGINE.into(),
+        kind: None,
+        engine: Some(ENGINE.into()),
         definitions: vec!["defs/defs.ndb".into()],
-        test_pattern: "test/test.txt".into(),
+        test_pattern: Some("test/test.txt".into()),
+        health_check: None,
         post_install: Some("bin/post-install".into()),
         pre_uninstall: None,
         hooks_run_as: root.then_some(HooksRunAs::Root),
@@ -524,7 +526,17 @@ fn package_with_id_hook(setup: &Setup, version: &str, root: bool) -> BuiltPackag
     .into_iter()
     .map(|(path, e)| (path.to_owned(), e))
     .collect();
-    let bytes = encode(&manifest, &files).unwrap();
+    publish(setup, manifest, &files)
+}
+
+/// Encodes a package made by hand (what `herd_package::build` would refuse to make) and puts
+/// it where the test's fetcher finds it.
+fn publish(
+    setup: &Setup,
+    manifest: herd_package::Manifest,
+    files: &std::collections::BTreeMap<String, herd_package::archive::FileEntry>,
+) -> BuiltPackage {
+    let bytes = herd_package::archive::encode(&manifest, files).unwrap();
     let sha256 = hex_digest(&bytes);
     fs::write(setup.path("packages").join(&sha256), &bytes).unwrap();
     BuiltPackage {
@@ -665,4 +677,189 @@ fn a_download_directory_a_local_user_can_write_is_refused() {
         .unwrap();
     assert_eq!(report.outcome, ReportOutcome::Deferred, "{report:?}");
     assert!(report.message.unwrap().contains("symbolic link"));
+}
+
+/// Company A's middleware `version` as a program package: no definitions, a health check
+/// running `bin/middleware --health` from the installed directory with `timeout_ms`, expecting
+/// exit status 0 and "ready" on its output. `body` is the shell the program runs for `--health`.
+fn program_package(setup: &Setup, version: &str, body: &str, timeout_ms: u64) -> BuiltPackage {
+    use herd_package::archive::FileEntry;
+    use herd_package::{HealthCheck, Manifest, PACKAGE_FORMAT};
+    let manifest = Manifest {
+        format: PACKAGE_FORMAT.into(),
+        product: "middleware-a".into(),
+        vendor: "maker-a".into(),
+        version: version.into(),
+        seq: version.replace('.', "").parse().unwrap(),
+        pattern: format!("middleware-a {version}"),
+        kind: Some("program".into()),
+        engine: None,
+        definitions: vec![],
+        test_pattern: None,
+        health_check: Some(HealthCheck {
+            command: vec!["bin/middleware".into(), "--health".into()],
+            timeout_ms,
+            exit_status: Some(0),
+            output_contains: Some("ready".into()),
+        }),
+        post_install: None,
+        pre_uninstall: None,
+        hooks_run_as: None,
+    };
+    let program = format!(
+        "#!/bin/sh\n# middleware-a {version}\n[ \"$1\" = --health ] || exec sleep 3600\n\
+         # The check reads the program's own configuration, as a real one would.\n\
+         . ./etc/middleware.conf\n{body}\n"
+    );
+    let files = [
+        (
+            "bin/middleware",
+            FileEntry {
+                data: program.into_bytes(),
+                executable: true,
+            },
+        ),
+        (
+            "etc/middleware.conf",
+            FileEntry {
+                data: format!("VERSION={version}\n").into_bytes(),
+                executable: false,
+            },
+        ),
+    ]
+    .into_iter()
+    .map(|(path, e)| (path.to_owned(), e))
+    .collect();
+    publish(setup, manifest, &files)
+}
+
+/// Installs middleware 1.0 (healthy), then tries `version` with the health check `body`: the
+/// report of the second plan, which removes 1.0 once `version` is verified.
+fn update_middleware(setup: &Setup, version: &str, body: &str, timeout_ms: u64) -> PlanReport {
+    let healthy = program_package(setup, "1.0", "echo \"middleware $VERSION ready\"", 2000);
+    setup.install(&healthy);
+    assert_eq!(setup.current(), Path::new("products/middleware-a/1.0"));
+    let next = program_package(setup, version, body, timeout_ms);
+    let plan = setup.plan(
+        &next,
+        Some(("middleware-a", "1.0", "archive", String::new())),
+    );
+    setup
+        .executor
+        .execute(&plan_id(&plan), &plan, &setup.fetcher())
+        .unwrap()
+}
+
+/// What a failed health check must leave: 1.0 active and whole, `version` gone, the verify step
+/// failed for `why`, the report saying the plan was rolled back.
+fn assert_rolled_back(setup: &Setup, report: &PlanReport, version: &str, why: &str) {
+    assert_eq!(report.outcome, ReportOutcome::RolledBack, "{report:?}");
+    let verify = report.steps.iter().find(|s| s.kind == "verify").unwrap();
+    assert_eq!(verify.status, StepStatus::Failed);
+    let detail = verify.detail.as_deref().unwrap();
+    assert!(detail.contains(why), "{detail}");
+    assert_eq!(setup.current(), Path::new("products/middleware-a/1.0"));
+    assert!(
+        setup
+            .path("prefix/products/middleware-a/1.0/bin/middleware")
+            .is_file()
+    );
+    assert!(
+        !setup
+            .path(&format!("prefix/products/middleware-a/{version}"))
+            .exists()
+    );
+    let message = report.message.as_deref().unwrap();
+    assert!(
+        message.contains("middleware-a 1.0 (middleware-a 1.0) is active, as before the plan"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_program_whose_health_check_passes_replaces_the_old_version() {
+    let setup = Setup::new();
+    let report = update_middleware(&setup, "2.0", "echo \"middleware $VERSION ready\"", 2000);
+    assert_eq!(report.outcome, ReportOutcome::Succeeded, "{report:?}");
+    let verify = report.steps.iter().find(|s| s.kind == "verify").unwrap();
+    let detail = verify.detail.as_deref().unwrap();
+    assert!(
+        detail.starts_with("middleware-a 2.0 (middleware-a 2.0, a program); its health check `bin/middleware --health` passed"),
+        "{detail}"
+    );
+    assert!(
+        detail.ends_with("exit status 0 and output containing \"ready\""),
+        "{detail}"
+    );
+    assert_eq!(setup.current(), Path::new("products/middleware-a/2.0"));
+    assert!(!setup.path("prefix/products/middleware-a/1.0").exists());
+    let installed = setup.executor.installed().unwrap();
+    assert_eq!(
+        (installed.product.as_str(), installed.version.as_str()),
+        ("middleware-a", "2.0")
+    );
+}
+
+#[test]
+fn a_health_check_failing_by_its_exit_status_rolls_back() {
+    let setup = Setup::new();
+    let report = update_middleware(
+        &setup,
+        "2.0",
+        "echo \"middleware $VERSION ready\"; echo 'cannot bind port 8080' >&2; exit 3",
+        2000,
+    );
+    assert_rolled_back(
+        &setup,
+        &report,
+        "2.0",
+        "the health check `bin/middleware --health` failed",
+    );
+    let verify = report.steps.iter().find(|s| s.kind == "verify").unwrap();
+    let detail = verify.detail.as_deref().unwrap();
+    assert!(
+        detail.contains(
+            "it ended with exit status: 3, not exit status 0; stderr: cannot bind port 8080"
+        ),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_health_check_failing_by_its_output_rolls_back() {
+    let setup = Setup::new();
+    let report = update_middleware(&setup, "2.0", "echo \"middleware $VERSION degraded\"", 2000);
+    assert_rolled_back(
+        &setup,
+        &report,
+        "2.0",
+        "its output does not contain \"ready\" (it printed \"middleware 2.0 degraded\"; exit status: 0)",
+    );
+}
+
+#[test]
+fn a_health_check_that_hangs_is_killed_at_its_limit_and_rolls_back() {
+    let setup = Setup::new();
+    let started = std::time::Instant::now();
+    // The hang has a child too: the whole process group goes at the limit.
+    let report = update_middleware(&setup, "2.0", "sleep 60 & sleep 60; echo ready", 300);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_rolled_back(
+        &setup,
+        &report,
+        "2.0",
+        "it did not finish within its 300 ms limit and was killed",
+    );
+}
+
+#[test]
+fn a_health_check_program_missing_from_the_install_rolls_back() {
+    let setup = Setup::new();
+    // The program exists in the package but fails to start: its interpreter is not there.
+    let report = update_middleware(&setup, "2.0", "exec ./no-such-interpreter", 2000);
+    assert_rolled_back(&setup, &report, "2.0", "not exit status 0");
 }

@@ -1,5 +1,6 @@
 //! The supervision configuration (`herd.supervise/v1`, a JSON file): the programs the agent
-//! watches, how (started by the agent from a command, or watched through a pid file), their
+//! watches, how (started by the agent from a command, or watched: by pid file, process name or
+//! systemd service unit), their
 //! definition (configuration) files, where their crash reports appear, their heartbeat, how
 //! often they may restart, their health check, and the approved alternatives installed beside
 //! them (which the center may tell the agent to switch to without distributing anything).
@@ -34,6 +35,14 @@ pub struct ProgramConfig {
     /// Watched only (another service manager starts it): the file holding its pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
+    /// Watched only: the name of its process (`/proc/<pid>/comm`, or the file name of the
+    /// program it runs); the oldest process of that name is the one watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_name: Option<String>,
+    /// Watched only: the systemd service unit that runs it (`name.service`), whose main pid
+    /// `systemctl show` gives. Needs systemd running on the terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_unit: Option<String>,
     /// Its definition (configuration) files, digested and excerpted (secrets redacted) into
     /// fault reports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -160,12 +169,26 @@ impl ProgramConfig {
             .map_err(|m| anyhow::anyhow!("{at}.vendor: {m}"))?;
         herd_core::check_version(&self.version)
             .map_err(|m| anyhow::anyhow!("{at}.version: {m}"))?;
-        match (&self.command, &self.pid_file) {
-            (Some(command), None) if command.is_empty() => {
-                bail!("{at}.command: name the program to start")
-            }
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => bail!("{at}: give either command (started by the agent) or pid_file (watched)"),
+        let ways = [
+            self.command.is_some(),
+            self.pid_file.is_some(),
+            self.process_name.is_some(),
+            self.service_unit.is_some(),
+        ];
+        if ways.iter().filter(|&&way| way).count() != 1 {
+            bail!(
+                "{at}: give one of command (started by the agent), pid_file, process_name or \
+                 service_unit (watched)"
+            );
+        }
+        if self.command.as_ref().is_some_and(Vec::is_empty) {
+            bail!("{at}.command: name the program to start");
+        }
+        if let Some(name) = &self.process_name {
+            check_process_name(name).map_err(|m| anyhow::anyhow!("{at}.process_name: {m}"))?;
+        }
+        if let Some(unit) = &self.service_unit {
+            check_service_unit(unit).map_err(|m| anyhow::anyhow!("{at}.service_unit: {m}"))?;
         }
         if self.definitions.len() > herd_proto::fault::MAX_DEFINITIONS {
             bail!(
@@ -185,4 +208,32 @@ impl ProgramConfig {
         }
         Ok(())
     }
+}
+
+/// A process name: what `/proc/<pid>/comm` or a program's file name can be (no `/`, no NUL,
+/// not empty, at most 255 bytes).
+fn check_process_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("name the process to watch".to_owned());
+    }
+    if name.len() > 255 || name.contains(['/', '\0', '\n']) {
+        return Err(format!(
+            "{name:?} is not a process name (at most 255 bytes, without '/', NUL or newline)"
+        ));
+    }
+    Ok(())
+}
+
+/// A systemd service unit name: `name.service` (or `name@instance.service`) in the characters
+/// systemd allows, so it is one argument to `systemctl` and never an option.
+fn check_service_unit(unit: &str) -> Result<(), String> {
+    let stem = unit.strip_suffix(".service").unwrap_or("");
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ":_.\\@-".contains(c);
+    if stem.is_empty() || unit.len() > 256 || unit.starts_with('-') || !stem.chars().all(allowed) {
+        return Err(format!(
+            "{unit:?} is not a service unit name (like \"middleware.service\": letters, digits \
+             and :_.\\@- before .service, at most 256 bytes)"
+        ));
+    }
+    Ok(())
 }

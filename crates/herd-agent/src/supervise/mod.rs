@@ -1,5 +1,6 @@
 //! Supervision of designated programs (SPEC §3.3, seed 002 S11–S20): `herd-agent supervise`
-//! starts the configured programs (or watches them through a pid file), and detects a crash
+//! starts the configured programs (or watches ones it did not start, found by pid file,
+//! process name or systemd service unit), and detects a crash
 //! (killed by a signal), an abnormal exit (a non-zero status, or a watched process that
 //! vanished), a restart loop (more failures than the restart policy allows in its window: the
 //! program is then left stopped) and a hang (no heartbeat within its limit: the program is
@@ -151,6 +152,19 @@ fn push_report(outbox: &Outbox, dirs: &FaultDirs, report: &FaultReport) -> Resul
 /// `herd-agent supervise`: runs until SIGTERM or SIGINT.
 pub fn run(args: &SuperviseArgs) -> Result<u8> {
     let config = SuperviseConfig::load(&args.config)?;
+    if let Some(program) = config
+        .programs
+        .iter()
+        .find(|program| program.service_unit.is_some())
+        && !watch::systemd_running()
+    {
+        anyhow::bail!(
+            "{}: {} is watched through its service unit, but systemd is not running here (no \
+             /run/systemd/system); watch it by pid_file or process_name instead",
+            args.config.display(),
+            program.name
+        );
+    }
     let platform = config.platform();
     let dirs = FaultDirs::new(&args.state_dir);
     dirs.create()?;

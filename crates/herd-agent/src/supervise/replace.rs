@@ -185,6 +185,8 @@ fn install(
             version: alternative.version.clone(),
             command: Some(vec![path.clone()]),
             pid_file: None,
+            process_name: None,
+            service_unit: None,
             definitions: Vec::new(),
             crash_dir: None,
             heartbeat: None,

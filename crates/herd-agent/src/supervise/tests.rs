@@ -28,6 +28,8 @@ fn program(name: &str, command: &Path) -> ProgramConfig {
         version: "1.0".into(),
         command: Some(vec![command.display().to_string()]),
         pid_file: None,
+        process_name: None,
+        service_unit: None,
         definitions: vec![],
         crash_dir: None,
         heartbeat: None,
@@ -159,6 +161,150 @@ fn a_watched_process_that_vanishes_is_an_exit() {
     assert_eq!((fault.kind, fault.pid), (FaultKind::Exit, child.id()));
     // Reported once.
     assert_eq!(watched.poll(), None);
+}
+
+/// A copy of `sleep` named `name` in `dir` (a process name no other test uses), started for
+/// `secs` seconds.
+fn named_process(dir: &Path, name: &str, secs: &str) -> std::process::Child {
+    let program = dir.join(name);
+    if !program.exists() {
+        std::fs::copy("/bin/sleep", &program).unwrap();
+    }
+    std::process::Command::new(&program)
+        .arg(secs)
+        .spawn()
+        .unwrap()
+}
+
+fn watched_by_name(name: &str) -> Watched {
+    let mut config = program("mw-by-name", Path::new("unused"));
+    config.command = None;
+    config.process_name = Some(name.into());
+    Watched::new(config, None)
+}
+
+#[test]
+fn a_process_watched_by_name_that_dies_is_an_exit_even_before_it_is_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("hmw-{}", std::process::id() % 100_000);
+    let mut watched = watched_by_name(&name);
+    // Nothing of that name runs yet: nothing to report.
+    assert_eq!(watched.poll(), None);
+    let mut child = named_process(dir.path(), &name, "1000");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while super::watch::find_by_name(&name) != Some(child.id()) {
+        assert!(Instant::now() < deadline, "{name} never found");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(watched.poll(), None);
+    // Killed by a signal and not reaped yet: a zombie is not a running program.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGSEGV,
+    )
+    .unwrap();
+    let fault = next_fault(&mut watched);
+    assert_eq!((fault.kind, fault.pid), (FaultKind::Exit, child.id()));
+    assert_eq!(fault.exit_code, None, "not the agent's child: no status");
+    child.wait().unwrap();
+    assert_eq!(watched.poll(), None, "reported once");
+}
+
+#[test]
+fn a_process_watched_by_name_restarted_between_two_looks_is_still_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("hmr-{}", std::process::id() % 100_000);
+    let mut first = named_process(dir.path(), &name, "1000");
+    let mut watched = watched_by_name(&name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while watched.poll().is_none() && super::watch::find_by_name(&name) != Some(first.id()) {
+        assert!(Instant::now() < deadline, "{name} never found");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(watched.poll(), None);
+    // Its manager restarts it before the agent looks again: the first one's end is a fault,
+    // and the new one is watched from then on.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = named_process(dir.path(), &name, "1000");
+    let fault = next_fault(&mut watched);
+    assert_eq!((fault.kind, fault.pid), (FaultKind::Exit, first.id()));
+    assert_eq!(watched.poll(), None);
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let fault = next_fault(&mut watched);
+    assert_eq!((fault.kind, fault.pid), (FaultKind::Exit, second.id()));
+}
+
+#[test]
+fn a_process_watched_by_name_that_stops_its_heartbeat_is_a_hang_and_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("hmh-{}", std::process::id() % 100_000);
+    let mut child = named_process(dir.path(), &name, "1000");
+    let mut watched = watched_by_name(&name);
+    watched.active.heartbeat = Some(Heartbeat {
+        file: dir.path().join("heartbeat"),
+        limit_secs: 1,
+    });
+    let fault = next_fault(&mut watched);
+    assert_eq!((fault.kind, fault.pid), (FaultKind::Hang, child.id()));
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+}
+
+#[test]
+fn a_pid_file_rewritten_by_a_restart_between_two_looks_still_reports_the_end() {
+    // The process the pid file named ended and its manager started another before the agent
+    // looked again: the end is reported (the process is followed by pid and start time, which
+    // also tells a reused pid apart), and the newcomer watched from then on.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("mw.pid");
+    std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    let mut config = program("mw-watched", Path::new("unused"));
+    config.command = None;
+    config.pid_file = Some(pid_file.clone());
+    let mut watched = Watched::new(config, None);
+    assert_eq!(watched.poll(), None);
+    let start = super::watch::process_start(child.id()).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(super::watch::process_start(child.id()), None);
+    // Another process under a pid file rewritten by the manager.
+    let mut next = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    std::fs::write(&pid_file, next.id().to_string()).unwrap();
+    let fault = next_fault(&mut watched);
+    assert_eq!((fault.kind, fault.pid), (FaultKind::Exit, child.id()));
+    assert!(super::watch::process_start(next.id()).is_some_and(|s| s >= start));
+    assert_eq!(watched.poll(), None);
+    next.kill().unwrap();
+    next.wait().unwrap();
+}
+
+#[test]
+fn a_service_unit_is_watched_through_systemctl_when_systemd_runs() {
+    if !super::watch::systemd_running() {
+        eprintln!(
+            "skipped: systemd is not running here (no /run/systemd/system), so there is no \
+             service unit to watch; `herd-agent supervise` refuses such a configuration \
+             (tests/faults.rs checks the refusal)"
+        );
+        return;
+    }
+    // systemd runs: a unit that does not exist has no main pid, and is not an error.
+    assert_eq!(
+        super::watch::unit_main_pid("herd-test-no-such-unit.service"),
+        Ok(None)
+    );
 }
 
 /// A program A that writes its pid to `a.pid` and runs, with alternatives that write theirs.

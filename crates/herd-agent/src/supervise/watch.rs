@@ -1,6 +1,13 @@
-//! One supervised program: started and restarted by the agent (`command`), or watched through
-//! its pid file; what `poll` detects (crash, abnormal exit, restart loop, hang) and the fault
+//! One supervised program: started and restarted by the agent (`command`), or watched (a
+//! process it did not start, found through its pid file, its process name or its systemd
+//! service unit); what `poll` detects (crash, abnormal exit, restart loop, hang) and the fault
 //! report it makes of it.
+//!
+//! A watched process is not the agent's child, so its exit status is not the agent's to read:
+//! its end is an `exit` fault without a status (a crash report in its `crash_dir` still gives
+//! frames). It is followed by pid and start time (`/proc/<pid>/stat`), so a pid reused by
+//! another process, or a zombie its parent has not reaped yet, is not taken for it, and an end
+//! is reported even when its manager started a new one before the next look.
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
@@ -54,8 +61,10 @@ pub struct Watched {
     pub active: ProgramConfig,
     child: Option<Child>,
     started_at: SystemTime,
-    /// A watched (pid-file) process: the pid seen alive, and the last pid reported gone.
+    /// A watched process: the pid seen alive (with its start time, against pid reuse), and the
+    /// last pid reported gone.
     watched_pid: Option<u32>,
+    watched_start: Option<u64>,
     reported_pid: Option<u32>,
     failures: VecDeque<Instant>,
     /// When to start the program again; `None` after a restart loop, which leaves it stopped.
@@ -70,6 +79,7 @@ impl Watched {
             child: None,
             started_at: SystemTime::now(),
             watched_pid: None,
+            watched_start: None,
             reported_pid: None,
             failures: VecDeque::new(),
             restart_at: None,
@@ -157,38 +167,83 @@ impl Watched {
     }
 
     fn poll_watched(&mut self) -> Option<Fault> {
-        let pid_file = self.active.pid_file.as_ref()?;
-        let pid = std::fs::read_to_string(pid_file)
-            .ok()
-            .and_then(|text| text.trim().parse::<u32>().ok());
-        let alive = |pid: u32| {
-            i32::try_from(pid)
-                .ok()
-                .is_some_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
-        };
-        match pid {
-            Some(pid) if alive(pid) => {
+        // The process seen before ended (or its pid is another process's now): that is the
+        // fault, even if its manager already started a new one.
+        if let Some(old) = self.watched_pid
+            && process_start(old) != self.watched_start
+        {
+            self.watched_pid = None;
+            self.watched_start = None;
+            return self.gone(old);
+        }
+        match self.locate() {
+            Located::Running(pid) => {
                 if self.watched_pid != Some(pid) {
                     self.watched_pid = Some(pid);
+                    self.watched_start = process_start(pid);
                     self.started_at = SystemTime::now();
                 }
                 if self.hung() {
                     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
                     self.watched_pid = None;
+                    self.watched_start = None;
                     self.reported_pid = Some(pid);
                     return Some(self.failed(FaultKind::Hang, pid, None, None));
                 }
                 None
             }
-            _ => {
-                // Gone: reported once per pid (its manager may restart it under a new one).
-                let gone = self.watched_pid.take().or(pid)?;
-                if self.reported_pid == Some(gone) {
-                    return None;
-                }
-                self.reported_pid = Some(gone);
-                Some(self.failed(FaultKind::Exit, gone, None, None))
+            // A pid file naming a process that is gone (it ended before the agent looked).
+            Located::Ended(pid) => self.gone(pid),
+            Located::Nothing => None,
+        }
+    }
+
+    /// A watched process ended: reported once per pid (its manager may restart it under a
+    /// new one).
+    fn gone(&mut self, pid: u32) -> Option<Fault> {
+        if self.reported_pid == Some(pid) {
+            return None;
+        }
+        self.reported_pid = Some(pid);
+        Some(self.failed(FaultKind::Exit, pid, None, None))
+    }
+
+    /// Where the watched process is now, by the way the configuration names it.
+    fn locate(&mut self) -> Located {
+        let program = &self.active;
+        let pid = if let Some(pid_file) = &program.pid_file {
+            let Some(pid) = std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+            else {
+                return Located::Nothing;
+            };
+            pid
+        } else if let Some(name) = &program.process_name {
+            // The one already watched while it runs, else the oldest of that name.
+            if let Some(pid) = self.watched_pid {
+                return Located::Running(pid);
             }
+            match find_by_name(name) {
+                Some(pid) => pid,
+                None => return Located::Nothing,
+            }
+        } else if let Some(unit) = &program.service_unit {
+            match unit_main_pid(unit) {
+                Ok(Some(pid)) => pid,
+                Ok(None) => return Located::Nothing,
+                Err(why) => {
+                    eprintln!("herd-agent: {}: {why}", program.name);
+                    return Located::Nothing;
+                }
+            }
+        } else {
+            return Located::Nothing;
+        };
+        if process_start(pid).is_some() {
+            Located::Running(pid)
+        } else {
+            Located::Ended(pid)
         }
     }
 
@@ -321,6 +376,99 @@ impl Watched {
         super::is_inside(path, programs)
             .then(|| path.parent())
             .flatten()
+    }
+}
+
+/// Where a watched process is.
+enum Located {
+    Running(u32),
+    /// Its pid is known but no process runs under it.
+    Ended(u32),
+    /// Nothing names a process (no pid file yet, no process of that name, the unit stopped).
+    Nothing,
+}
+
+/// The start time of process `pid` (clock ticks after boot, `/proc/<pid>/stat` field 22), or
+/// `None` when no process runs under that pid (none at all, or a zombie: ended, not reaped).
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces and parentheses itself: the fields
+    // that follow start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (the state), so field 22 (start time) is fields[19].
+    if matches!(fields.first(), Some(&"Z") | Some(&"X") | None) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// The oldest running process (not this one) whose name is `name`: its `comm` (which the
+/// kernel cuts at 15 bytes) or the file name of its `argv[0]`.
+pub fn find_by_name(name: &str) -> Option<u32> {
+    let own = std::process::id();
+    let mut best: Option<(u64, u32)> = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own || !process_named(pid, name) {
+            continue;
+        }
+        let Some(start) = process_start(pid) else {
+            continue;
+        };
+        if best.is_none_or(|b| (start, pid) < b) {
+            best = Some((start, pid));
+        }
+    }
+    best.map(|(_, pid)| pid)
+}
+
+fn process_named(pid: u32, name: &str) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end_matches('\n') == name {
+        return true;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    let file_name = argv0.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    file_name == name.as_bytes()
+}
+
+/// Whether systemd runs this system (what `sd_booted` checks).
+pub fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// The main pid of a systemd service unit (`None` while it is not running), from
+/// `systemctl show --property MainPID --value`.
+pub fn unit_main_pid(unit: &str) -> Result<Option<u32>, String> {
+    let output = Command::new("systemctl")
+        .args(["show", "--property", "MainPID", "--value", "--", unit])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run systemctl: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "systemctl show {unit} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    match text.trim().parse::<u32>() {
+        Ok(0) => Ok(None),
+        Ok(pid) => Ok(Some(pid)),
+        Err(_) => Err(format!(
+            "systemctl show {unit} gave {:?}, not a pid",
+            text.trim()
+        )),
     }
 }
 

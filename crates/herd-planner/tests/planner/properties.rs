@@ -53,7 +53,7 @@ prop_compose! {
         let mut seqs_of = Vec::new();
         for (p, (platforms, rels)) in products.iter().enumerate() {
             let id = format!("prod-{p}");
-            product_docs.push(ProductDoc { id: id.clone(), vendor: format!("vendor-{}", p % 2), name: id.clone(), platforms: platforms.iter().map(|s| s.to_string()).collect() });
+            product_docs.push(ProductDoc { id: id.clone(), vendor: format!("vendor-{}", p % 2), name: id.clone(), platforms: platforms.iter().map(|s| s.to_string()).collect(), kind: None });
             let (mut seq, mut published) = (100u64, 0i64);
             let mut seqs = Vec::new();
             for (step, gap_days, pkg_platforms) in rels {

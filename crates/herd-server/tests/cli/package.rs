@@ -429,3 +429,60 @@ fn the_help_shows_a_manifest_and_an_example() {
         }
     }
 }
+
+#[test]
+fn a_program_package_builds_with_its_health_check_and_inspects() {
+    let ws = Workspace::new();
+    // Company A's middleware: no definitions, a health check instead.
+    for file in ["defs", "test"] {
+        let _ = fs::remove_dir_all(ws.path(&format!("src/{file}")));
+    }
+    ws.write("src/bin/middleware", "#!/bin/sh\necho ready\n");
+    fs::set_permissions(
+        ws.path("src/bin/middleware"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    ws.edit_manifest(|m| {
+        let m = m.as_object_mut().unwrap();
+        for field in ["engine", "definitions", "test_pattern"] {
+            m.remove(field);
+        }
+        m.insert("kind".into(), "program".into());
+        m.insert("product".into(), "middleware-a".into());
+        m.insert(
+            "health_check".into(),
+            serde_json::json!({"command": ["bin/middleware", "--health"], "timeout_ms": 5000,
+                               "exit_status": 0, "output_contains": "ready"}),
+        );
+    });
+    let built = ws.build();
+    assert_eq!(built.status.code(), Some(0), "{}", stderr(&built));
+    let text = herd_in(ws.dir.path(), &["package", "inspect", "out/b.tar.gz"]);
+    assert_eq!(text.status.code(), Some(0), "{}", stderr(&text));
+    let text = String::from_utf8(text.stdout).unwrap();
+    for expected in [
+        "kind         program",
+        "release      seq 1112 (b-1112)",
+        "health check `bin/middleware --health` within 5000 ms: exit status 0 and output containing \"ready\"",
+        "(health check)",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+
+    // Without its health check a program has nothing to prove it works: refused, named.
+    ws.edit_manifest(|m| {
+        m.as_object_mut().unwrap().remove("health_check");
+    });
+    let refused = ws.build();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused)
+            .contains("$.health_check: a program without a test pattern declares a health check"),
+        "{}",
+        stderr(&refused)
+    );
+}
