@@ -83,6 +83,10 @@ async fn main() {
         "/console/exposed",
         "/console/terminals/terminal-0000042",
         "/console/coverage",
+        "/console/rollouts",
+        "/console/samples?show=all",
+        "/console/faults",
+        "/console/alerts",
     ] {
         let mut times = Vec::with_capacity(runs);
         let mut bytes = 0;
