@@ -126,13 +126,14 @@ impl Center {
                 "the client certificate does not name a terminal",
             )
         })?;
-        let mut known = self.known_terminal(id).await?;
+        let presented = Some(peer.sha256.as_str());
+        let mut known = self.known_terminal_presenting(id, presented).await?;
         if known.cert_sha256 != peer.sha256 {
             // This process's copy may predate a renewal or re-enrolment made through another
             // center process (the change log reaches it within a second): the certificate is
             // refused only once the store says so too. A mismatch is rare, so one more read.
             self.forget_terminal(id);
-            known = self.known_terminal(id).await?;
+            known = self.known_terminal_presenting(id, presented).await?;
         }
         if known.cert_sha256 != peer.sha256 {
             return Err(CenterError::new(

@@ -60,6 +60,16 @@ impl Caches {
 impl Center {
     /// A terminal's identity, from the cache or the store (one row).
     pub async fn known_terminal(&self, id: &str) -> CenterResult<Arc<KnownTerminal>> {
+        self.known_terminal_presenting(id, None).await
+    }
+
+    /// [`Center::known_terminal`] for a terminal that presented the certificate whose SHA-256 is
+    /// `presented`: a site that does not know the terminal asks the center for it.
+    pub async fn known_terminal_presenting(
+        &self,
+        id: &str,
+        presented: Option<&str>,
+    ) -> CenterResult<Arc<KnownTerminal>> {
         if let Some(known) = self
             .caches
             .terminals
@@ -73,7 +83,11 @@ impl Center {
         let mut row = self.store.terminal(id).await?;
         // A site that does not know a terminal (one failing over from another site) asks the
         // center, whose CA issued the certificate the terminal presented.
-        if row.is_none() && self.site().is_some() && self.site_adopt_terminal(id).await? {
+        if row.is_none()
+            && self.site().is_some()
+            && let Some(presented) = presented
+            && self.site_adopt_terminal(id, presented).await?
+        {
             row = self.store.terminal(id).await?;
         }
         let row = row.ok_or_else(|| {

@@ -290,12 +290,26 @@ impl Center {
     /// What a site needs to serve terminal `id` (one that failed over to it from another
     /// site, or that it lost): the terminal is the asking site's from now on, so that site
     /// relays for it (a terminal belongs to the site it last came through).
-    pub async fn site_terminal(&self, site: &str, id: &str) -> CenterResult<SiteTerminal> {
+    pub async fn site_terminal(
+        &self,
+        site: &str,
+        id: &str,
+        presented_cert_sha256: &str,
+    ) -> CenterResult<SiteTerminal> {
         let row = self
             .store
             .terminal(id)
             .await?
             .ok_or_else(|| CenterError::not_found(format!("no terminal {id:?} is enrolled")))?;
+        // A site hands over only a terminal that presented it the certificate this center
+        // issued (a site cannot claim terminals it never saw). Answered like an unknown
+        // terminal, so a site learns nothing about a certificate it guesses.
+        if !crate::sessions::same_secret(presented_cert_sha256, &row.cert_sha256) {
+            return Err(CenterError::not_found(format!(
+                "no terminal {id:?} is enrolled with the certificate the site names \
+                 (re-enrolled or renewed since?)"
+            )));
+        }
         let hardware = serde_json::from_str(&row.hardware).map_err(|err| {
             CenterError::internal(format!(
                 "terminal {id:?} has a corrupt hardware record: {err}"

@@ -68,10 +68,11 @@ impl Client {
         self.send_json(Method::POST, wire::SITE_TERMINAL_RENEW, relayed)
     }
 
-    /// A terminal the site does not know (`GET /v1/sites/terminals/{id}`).
-    pub fn site_terminal(&self, id: &str) -> Result<SiteTerminal, ClientError> {
+    /// A terminal the site does not know, which presented it the certificate whose SHA-256
+    /// is `cert_sha256` (`GET /v1/sites/terminals/{id}`).
+    pub fn site_terminal(&self, id: &str, cert_sha256: &str) -> Result<SiteTerminal, ClientError> {
         let path = format!("{}/{}", wire::SITE_TERMINALS, segment(id));
-        self.get_json(&path, &[], MAX_JSON_ANSWER)
+        self.get_json(&path, &[("cert_sha256", cert_sha256)], MAX_JSON_ANSWER)
     }
 
     /// A batch of the site's queue (`POST /v1/sites/relay`).

@@ -420,6 +420,15 @@ fn a_site_acts_only_as_itself_and_for_its_own_terminals() {
     };
     let (status, error) = code(as_site1.relay(&relay("t2", 1_000_000)).unwrap_err());
     assert_eq!((status, error.as_str()), (403, "forbidden"));
+    // Nor can it claim t2, which never presented itself there: the center hands a terminal
+    // over only to a site naming the certificate the terminal presented to it.
+    let (status, error) = code(as_site1.site_terminal("t2", &"0".repeat(64)).unwrap_err());
+    assert_eq!((status, error.as_str()), (404, "not_found"));
+    let office2 = |center: &TestCenter| {
+        let sites = center.operator().sites().unwrap();
+        sites.iter().find(|s| s.id == "office-2").unwrap().terminals
+    };
+    assert_eq!(office2(&center), 1, "t2 is still office-2's");
     // A terminal is not a site.
     let as_t1 = Client::new(&center.url, &ca, Some(&t1)).unwrap();
     let (status, _) = code(as_t1.relay(&relay("t1", 1_000_001)).unwrap_err());

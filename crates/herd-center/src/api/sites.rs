@@ -148,16 +148,31 @@ pub async fn relay_renew(
     center.relay_renew(&site, relayed).await.map(Json)
 }
 
-/// A terminal the site does not know (one failing over to it): it serves it from now on.
+/// Which certificate the terminal presented to the site.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PresentedCertificate {
+    /// The SHA-256 (lower-case hex) of the client certificate the terminal presented to the
+    /// site: the center hands the terminal over only if it is the one it issued.
+    #[param(pattern = r"^[0-9a-f]{64}$")]
+    cert_sha256: String,
+}
+
+/// A terminal the site does not know (one failing over to it, presenting the certificate the
+/// center issued it): the site serves it from now on.
 #[utoipa::path(get, path = "/v1/sites/terminals/{id}", tag = "sites",
-    params(("id" = String, Path, description = "The terminal's id")),
-    responses((status = 200, body = SiteTerminal), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "The terminal's id"), PresentedCertificate),
+    responses((status = 200, body = SiteTerminal), (status = 400, body = ErrorBody, description = "`bad_request`: the certificate's SHA-256 is missing"), (status = 404, body = ErrorBody, description = "`not_found`: no such terminal, or not with that certificate")))]
 pub async fn site_terminal(
     State(center): State<Arc<Center>>,
     SiteCaller(site): SiteCaller,
     Path(id): Path<String>,
+    Query(presented): Query<PresentedCertificate>,
 ) -> CenterResult<Json<SiteTerminal>> {
-    center.site_terminal(&site, &id).await.map(Json)
+    center
+        .site_terminal(&site, &id, &presented.cert_sha256)
+        .await
+        .map(Json)
 }
 
 /// A batch of the site's queue, oldest first; each seq is applied once.

@@ -341,15 +341,23 @@ impl Center {
     }
 
     /// A terminal this site does not know, asked of the center (one that failed over from
-    /// another site): adopted, so this site serves it from now on. `None` when the center does
-    /// not know it either, or cannot be asked.
-    pub(crate) async fn site_adopt_terminal(&self, id: &str) -> CenterResult<bool> {
+    /// another site, presenting the certificate whose SHA-256 is `cert_sha256`): adopted, so
+    /// this site serves it from now on. `false` when the center does not know it with that
+    /// certificate, or cannot be asked.
+    pub(crate) async fn site_adopt_terminal(
+        &self,
+        id: &str,
+        cert_sha256: &str,
+    ) -> CenterResult<bool> {
         let Some(site) = self.site() else {
             return Ok(false);
         };
         let client = site.client.clone();
         let wanted = id.to_owned();
-        let found = match tokio::task::spawn_blocking(move || client.site_terminal(&wanted)).await {
+        let cert = cert_sha256.to_owned();
+        let found = match tokio::task::spawn_blocking(move || client.site_terminal(&wanted, &cert))
+            .await
+        {
             Ok(Ok(found)) => found,
             Ok(Err(herd_client::ClientError::Refused { status: 404, .. })) => return Ok(false),
             Ok(Err(err)) => {
