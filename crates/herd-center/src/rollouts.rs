@@ -27,7 +27,7 @@ use herd_planner::rings::{
     Counts, FULL_REACH, Gate, Phase, Policy, RingGates, RolloutState, Step, Thresholds,
     parse_rings, release_key,
 };
-use herd_proto::api::{PlanReport, ReportOutcome, RolloutSummary, rollout_actions};
+use herd_proto::api::{PlanReport, ReportOutcome, RolloutSummary, SelfProtection, rollout_actions};
 use herd_store::{RolloutCounts, RolloutRow, StoreError};
 use tokio::sync::watch;
 
@@ -553,6 +553,36 @@ impl Center {
         }
     }
 
+    /// Counts agents' self-protections (`rollout.self_protected`: the agent undid a release it
+    /// had activated because it kept failing) as failed installs of the release's rollout.
+    pub(crate) async fn count_self_protections(
+        &self,
+        terminal: &str,
+        protections: &[SelfProtection],
+    ) {
+        if self.rollout_settings().is_none() || protections.is_empty() {
+            return;
+        }
+        let snapshot = self.catalog();
+        for protection in protections {
+            let Some(key) = key_of(&snapshot.catalog, &protection.product, &protection.version)
+            else {
+                continue;
+            };
+            tracing::warn!(
+                %terminal, release = %key, faults = protection.faults,
+                restored = %protection.restored_version, "an agent undid a release by itself"
+            );
+            let add = RolloutCounts {
+                failed: 1,
+                ..RolloutCounts::default()
+            };
+            if let Err(err) = self.count_for_rollout(&key, add).await {
+                tracing::warn!(%err, release = %key, "cannot count a self-protection for its rollout");
+            }
+        }
+    }
+
     /// The hook of fault intake (SPEC §3.3.5): a fault on `terminal` is attributed to the
     /// release it runs while that release is still rolling out (or paused), and counts towards
     /// halting it. Returns the release it was attributed to.
@@ -607,6 +637,35 @@ impl Center {
         key_of(&self.catalog().catalog, &to.product, &to.version)
     }
 }
+
+/// Checks a `rollout.self_protected` event's data: a [`SelfProtection`] naming products and
+/// versions as the catalog spells them, with a bounded reason.
+pub(crate) fn check_self_protection(data: &serde_json::Value) -> Result<(), String> {
+    let protection: SelfProtection = serde_json::from_value(data.clone())
+        .map_err(|err| format!("not a self-protection report: {err}"))?;
+    for (field, id) in [
+        ("product", &protection.product),
+        ("restored_product", &protection.restored_product),
+    ] {
+        herd_core::check_identifier(id).map_err(|why| format!("{field}: {why}"))?;
+    }
+    for (field, version) in [
+        ("version", &protection.version),
+        ("restored_version", &protection.restored_version),
+    ] {
+        herd_core::check_version(version).map_err(|why| format!("{field}: {why}"))?;
+    }
+    if protection.reason.len() > MAX_SELF_PROTECTION_REASON {
+        return Err(format!(
+            "reason: {} bytes; at most {MAX_SELF_PROTECTION_REASON}",
+            protection.reason.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The longest reason a self-protection report may give.
+pub const MAX_SELF_PROTECTION_REASON: usize = 2048;
 
 /// `vendor/product/version` of a release the catalog lists.
 fn key_of(catalog: &Catalog, product: &str, version: &str) -> Option<String> {
@@ -664,6 +723,42 @@ fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn self_protection_reports_are_checked() {
+        let good = serde_json::json!({"product": "vaccine-r", "version": "1.1",
+            "restored_product": "vaccine-r", "restored_version": "1.0", "faults": 3,
+            "window_secs": 600, "reason": "it crashed"});
+        check_self_protection(&good).unwrap();
+        let mut unknown = good.clone();
+        unknown["extra"] = serde_json::json!(1);
+        assert!(
+            check_self_protection(&unknown)
+                .unwrap_err()
+                .contains("not a self-protection")
+        );
+        let mut bad_product = good.clone();
+        bad_product["product"] = serde_json::json!("../x");
+        assert!(
+            check_self_protection(&bad_product)
+                .unwrap_err()
+                .starts_with("product:")
+        );
+        let mut bad_version = good.clone();
+        bad_version["restored_version"] = serde_json::json!("");
+        assert!(
+            check_self_protection(&bad_version)
+                .unwrap_err()
+                .starts_with("restored_version:")
+        );
+        let mut long = good.clone();
+        long["reason"] = serde_json::json!("x".repeat(MAX_SELF_PROTECTION_REASON + 1));
+        assert!(
+            check_self_protection(&long)
+                .unwrap_err()
+                .starts_with("reason:")
+        );
+    }
 
     #[test]
     fn settings_are_off_without_rings_and_check_their_thresholds() {
