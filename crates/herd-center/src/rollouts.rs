@@ -327,6 +327,8 @@ impl Center {
             rows = self.store.rollouts().await?;
         }
         self.install_rollout_rows(rows);
+        // A halt (or a resume) changes what the signed metadata lists.
+        self.sign_if_due().await;
         Ok(changed + transitions)
     }
 
@@ -380,6 +382,22 @@ impl Center {
             }
         }
         Ok(silent)
+    }
+
+    /// The releases this process holds withdrawn (their rollout reverted), sorted: a sign round
+    /// takes their targets out of the signed metadata ([`withdraw_targets`]).
+    pub(crate) fn withdrawn_releases(&self) -> Vec<String> {
+        if self.rollout_settings().is_none() {
+            return Vec::new();
+        }
+        let rows = self.rollouts.rows.lock().expect("rollout rows");
+        let mut keys: Vec<String> = rows
+            .iter()
+            .filter(|row| row.phase == Phase::Reverted.as_str())
+            .map(|row| row.release.clone())
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// Plans with these rows from now on; wakes the waiting terminals if the gates changed.
@@ -500,6 +518,7 @@ impl Center {
         tracing::info!(%release, %action, "rollout changed by an operator");
         let rows = self.store.rollouts().await?;
         self.install_rollout_rows(rows.clone());
+        self.sign_if_due().await;
         rows.iter()
             .find(|r| r.release == release)
             .map(|row| summary(policy, row))
@@ -667,6 +686,65 @@ pub(crate) fn check_self_protection(data: &serde_json::Value) -> Result<(), Stri
 /// The longest reason a self-protection report may give.
 pub const MAX_SELF_PROTECTION_REASON: usize = 2048;
 
+/// Takes the withdrawn releases' `archive` package targets (`packages/<vendor>/<product>/
+/// <version>/<platform>.archive`, `withdrawn` holding release keys) out of what a sign round
+/// lists, with the deltas that rebuild them: such a halted release is then in no signed
+/// metadata the center writes, so no terminal and no site mirror can fetch it. Its revert
+/// still verifies: it fetches the release before, and the agent removes an `archive` version
+/// with its own code, checked against what it installed rather than the live metadata.
+///
+/// Other formats (deb, rpm, msi, apk) stay listed: the agent generates their uninstall script
+/// from the signed target, so the revert needs it. The center does not serve them any more
+/// ([`is_withdrawn_target`] filters what `/tuf/targets/` serves), but a site that cached one
+/// before the halt may still serve it. Returns how many targets were taken out.
+pub fn withdraw_targets(
+    withdrawn: &[String],
+    targets: &mut std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, herd_tuf::TargetFile>,
+    >,
+    deltas: &mut std::collections::BTreeMap<String, herd_tuf::TargetFile>,
+) -> usize {
+    if withdrawn.is_empty() {
+        return 0;
+    }
+    let dirs: Vec<String> = withdrawn
+        .iter()
+        .map(|key| release_targets_dir(key))
+        .collect();
+    let is_withdrawn = |path: &str| dirs.iter().any(|dir| path.starts_with(dir.as_str()));
+    let mut taken = 0;
+    for listed in targets.values_mut() {
+        let before = listed.len();
+        listed.retain(|path, _| !(is_withdrawn(path) && path.ends_with(ARCHIVE_SUFFIX)));
+        taken += before - listed.len();
+    }
+    let before = deltas.len();
+    deltas.retain(|path, file| {
+        herd_proto::distribution::read_custom::<herd_proto::distribution::DeltaCustom>(
+            path,
+            file.custom.as_ref(),
+        )
+        .map_or(true, |delta| !is_withdrawn(&delta.result))
+    });
+    taken + (before - deltas.len())
+}
+
+/// How an `archive` package's target path ends.
+const ARCHIVE_SUFFIX: &str = ".archive";
+
+/// Whether a target path belongs to one of the withdrawn releases.
+pub fn is_withdrawn_target(withdrawn: &[String], path: &str) -> bool {
+    withdrawn
+        .iter()
+        .any(|key| path.starts_with(release_targets_dir(key).as_str()))
+}
+
+/// The directory of a release's package targets.
+fn release_targets_dir(key: &str) -> String {
+    format!("{}/{key}/", herd_proto::distribution::PACKAGES_DIR)
+}
+
 /// `vendor/product/version` of a release the catalog lists.
 fn key_of(catalog: &Catalog, product: &str, version: &str) -> Option<String> {
     let p = catalog.products.iter().position(|p| p.id == product)?;
@@ -723,6 +801,66 @@ fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(path: &str, custom: Option<serde_json::Value>) -> (String, herd_tuf::TargetFile) {
+        let file = herd_tuf::TargetFile {
+            length: 1,
+            hashes: std::collections::BTreeMap::from([("sha256".to_owned(), "0".repeat(64))]),
+            custom,
+        };
+        (path.to_owned(), file)
+    }
+
+    #[test]
+    fn withdrawn_releases_leave_the_signed_targets_but_what_their_reverts_need() {
+        let withdrawn = vec!["acme/av/1.1".to_owned()];
+        let mut targets = std::collections::BTreeMap::from([(
+            "acme".to_owned(),
+            std::collections::BTreeMap::from([
+                target("packages/acme/av/1.0/linux.archive", None),
+                target("packages/acme/av/1.1/linux.archive", None),
+                target("packages/acme/av/1.1/linux.deb", None),
+                target("packages/acme/av/1.10/linux.archive", None),
+            ]),
+        )]);
+        let delta = |result: &str| {
+            Some(herd_proto::distribution::custom_value(
+                &herd_proto::distribution::DeltaCustom {
+                    result: result.to_owned(),
+                    base_sha256: "1".repeat(64),
+                },
+            ))
+        };
+        let mut deltas = std::collections::BTreeMap::from([
+            target("deltas/a", delta("packages/acme/av/1.1/linux.archive")),
+            target("deltas/b", delta("packages/acme/av/1.10/linux.archive")),
+            target("herd/set", None),
+        ]);
+        assert_eq!(withdraw_targets(&withdrawn, &mut targets, &mut deltas), 2);
+        let left: Vec<&str> = targets["acme"].keys().map(String::as_str).collect();
+        assert_eq!(
+            left,
+            [
+                "packages/acme/av/1.0/linux.archive",
+                "packages/acme/av/1.1/linux.deb",
+                "packages/acme/av/1.10/linux.archive"
+            ]
+        );
+        assert_eq!(
+            deltas.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["deltas/b", "herd/set"]
+        );
+        // Never served, whatever the format; 1.10 is another release.
+        assert!(is_withdrawn_target(
+            &withdrawn,
+            "packages/acme/av/1.1/linux.deb"
+        ));
+        assert!(!is_withdrawn_target(
+            &withdrawn,
+            "packages/acme/av/1.10/linux.archive"
+        ));
+        assert_eq!(withdraw_targets(&[], &mut targets, &mut deltas), 0);
+    }
 
     #[test]
     fn self_protection_reports_are_checked() {

@@ -14,7 +14,9 @@ use herd_proto::api::{
 };
 use herd_proto::plan::Action;
 use herd_proto::terminal::InstalledDoc;
-use support::{TestCenter, build_package, code, enrol, enrolment_token, feed, vendor_client};
+use support::{
+    TestCenter, build_package, code, enrol, enrolment_token, feed, find, tuf_fetch, vendor_client,
+};
 
 const TERMINALS: usize = 40;
 const RELEASE: &str = "acme/acme-av/1.1";
@@ -98,6 +100,27 @@ fn wait_for_phase(operator: &Client, release: &str, phase: &str) -> (RolloutSumm
     }
 }
 
+/// Waits (at most 20 s) until no signed role lists `path`.
+fn wait_unlisted(center: &TestCenter, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while find(center, path).is_some() {
+        assert!(Instant::now() < deadline, "{path} is still listed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (at most 20 s) until a signed role lists `path`.
+fn wait_listed(center: &TestCenter, path: &str) -> herd_tuf::TargetFile {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(file) = find(center, path) {
+            return file;
+        }
+        assert!(Instant::now() < deadline, "{path} is never listed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_failing_release_stays_in_its_canary_ring_and_is_reverted_there() {
     let center = center();
@@ -162,6 +185,9 @@ fn a_failing_release_stays_in_its_canary_ring_and_is_reverted_there() {
         plans.push((id.clone(), answer.plan_id));
     }
     let (rolling, _) = wait_for_phase(&operator, RELEASE, "rolling");
+    let target =
+        herd_proto::distribution::package_target("acme", "acme-av", "1.1", "linux", "archive");
+    let listed = wait_listed(&center, &target);
     assert_eq!(
         (rolling.ring.as_str(), rolling.reach_bp),
         ("canary", CANARY)
@@ -202,6 +228,25 @@ fn a_failing_release_stays_in_its_canary_ring_and_is_reverted_there() {
     let (answer, woken_at) = woken.join().unwrap();
     assert!(answer.unwrap().changed, "the halt moved the change token");
     assert!(woken_at.elapsed() < Duration::from_secs(20));
+
+    // The halt withdraws 1.1 from the signed metadata: no role lists it and the center does
+    // not serve it, so no terminal and no site mirror can fetch it; 1.0 stays.
+    wait_unlisted(&center, &target);
+    assert!(
+        find(
+            &center,
+            &herd_proto::distribution::package_target("acme", "acme-av", "1.0", "linux", "archive")
+        )
+        .is_some()
+    );
+    let (status, _) = tuf_fetch(
+        &center,
+        &format!(
+            "/tuf/targets/{}",
+            herd_proto::distribution::consistent_target_name(&target, &listed.hashes["sha256"])
+        ),
+    );
+    assert_eq!(status, 404, "the withdrawn package is not served");
 
     // Every terminal that took it is planned back to 1.0; nobody is offered 1.1 any more.
     for (id, terminal) in took {
@@ -261,8 +306,13 @@ fn a_failing_release_stays_in_its_canary_ring_and_is_reverted_there() {
     for (id, terminal) in &terminals {
         assert!(offered_now(terminal), "{id} after the promotion to broad");
     }
+    assert!(
+        wait_listed(&center, &target).hashes == listed.hashes,
+        "resumed, 1.1 is listed again"
+    );
     let reverted = operator.rollout_act(RELEASE, "revert").unwrap();
     assert_eq!(reverted.phase, "reverted");
+    wait_unlisted(&center, &target);
     for (id, terminal) in &terminals {
         assert!(!offered_now(terminal), "{id} after the revert");
     }
