@@ -134,20 +134,29 @@ fn has_earlier_release(catalog: &Catalog, release: ReleaseIdx) -> bool {
 pub(crate) fn gates_for(catalog: &Catalog, rows: &[RolloutRow], policy: &Policy) -> RingGates {
     let by_key: HashMap<&str, &RolloutRow> = rows.iter().map(|r| (r.release.as_str(), r)).collect();
     let first_ring = policy.rings.first().map_or(FULL_REACH, |r| r.reach);
+    let first_groups = policy
+        .rings
+        .first()
+        .map(|r| r.groups.clone())
+        .unwrap_or_default();
     let mut gates = Vec::new();
     for i in 0..catalog.releases.len() {
         let release = ReleaseIdx(i as u32);
         let key = release_key(catalog, release);
-        let offer = match by_key.get(key.as_str()) {
-            Some(row) => policy.offer(&state_of(row)),
-            None if rows.is_empty() || !has_earlier_release(catalog, release) => None,
-            None => Some(herd_planner::rings::Offer::Ring { reach: first_ring }),
+        let (offer, groups) = match by_key.get(key.as_str()) {
+            Some(row) => (policy.offer(&state_of(row)), policy.groups(&state_of(row))),
+            None if rows.is_empty() || !has_earlier_release(catalog, release) => (None, Vec::new()),
+            None => (
+                Some(herd_planner::rings::Offer::Ring { reach: first_ring }),
+                first_groups.clone(),
+            ),
         };
         if let Some(offer) = offer {
             gates.push(Gate {
                 release,
                 key,
                 offer,
+                groups,
             });
         }
     }

@@ -333,3 +333,95 @@ fn without_rings_a_center_offers_every_release_at_once_and_says_so() {
     let (status, code_) = code(center.operator().rollouts().unwrap_err());
     assert_eq!((status, code_.as_str()), (409, "conflict"));
 }
+
+/// A canary ring by group (`canary=group:it-staff`): a new release reaches exactly the
+/// terminals the placement rules put in `it-staff`, whatever their bucket, and everyone once
+/// promoted to the broad ring.
+#[test]
+fn a_group_canary_ring_reaches_its_group_and_nobody_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("center.toml");
+    std::fs::write(
+        &config,
+        "rollout_rings = \"canary=group:it-staff/1s/1000, broad=100%/0s/0\"\n\
+         rollout_check_secs = 1\n",
+    )
+    .unwrap();
+    let center = TestCenter::start_with(&["--config", config.to_str().unwrap()]);
+    let operator = center.operator();
+    operator
+        .put_group(&herd_proto::api::GroupDoc {
+            id: "it-staff".into(),
+            description: "the first to get every release".into(),
+            policy: herd_proto::terminal::PolicyDoc {
+                apply: "latest-same-vendor".into(),
+                min_danger: None,
+                consent: None,
+                window: None,
+                tz: None,
+                vendors: None,
+            },
+            terminals: 0,
+        })
+        .unwrap();
+    operator
+        .put_rules(&herd_proto::api::PlacementRules {
+            rules: vec![herd_proto::api::PlacementRule {
+                group: "it-staff".into(),
+                kind: None,
+                platform: None,
+                address: None,
+                user: Some("admin".into()),
+            }],
+        })
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let acme = vendor_client(&center, "acme");
+    let (first, first_packages) = build_package(work.path(), "1.0", 1);
+    acme.upload_package(&first).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed("acme", &[("1.0", 1, &first_packages)])).unwrap(),
+    )
+    .unwrap();
+    wait_for_phase(&operator, "acme/acme-av/1.0", "complete");
+    let token = enrolment_token(&center, 20);
+    let terminals: Vec<(bool, Client)> = (0..20)
+        .map(|i| {
+            let staff = i % 5 == 0;
+            let user = if staff { "admin" } else { "user" };
+            let identity = enrol(&center, &token, &format!("desk-{i:02}"), user, "linux");
+            (staff, center.terminal_client(&identity))
+        })
+        .collect();
+    let (second, second_packages) = build_package(work.path(), "1.1", 2);
+    acme.upload_package(&second).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed(
+            "acme",
+            &[("1.0", 1, &first_packages), ("1.1", 2, &second_packages)],
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let old = installed("1.0", 1);
+    let offered = |terminal: &Client| {
+        check_in(terminal, &old)
+            .plan
+            .to
+            .is_some_and(|to| to.version == "1.1")
+    };
+    // At once (before the rollout task saw it) and once it rolls: the group only.
+    for round in 0..2 {
+        for (i, (staff, terminal)) in terminals.iter().enumerate() {
+            assert_eq!(offered(terminal), *staff, "round {round}, terminal {i}");
+        }
+        wait_for_phase(&operator, RELEASE, "rolling");
+    }
+    let promoted = operator.rollout_act(RELEASE, "promote").unwrap();
+    assert_eq!(promoted.ring, "broad");
+    for (i, (_, terminal)) in terminals.iter().enumerate() {
+        assert!(offered(terminal), "terminal {i} after the promotion");
+    }
+}
