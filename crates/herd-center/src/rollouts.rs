@@ -93,6 +93,8 @@ pub const SILENT_AFTER_INTERVALS: u64 = 3;
 pub(crate) struct RolloutCache {
     rows: Mutex<Vec<RolloutRow>>,
     generation: AtomicU64,
+    /// On a site: the center's rings, replicated with the rollouts (`site_rollouts`).
+    site_policy: Mutex<Option<Policy>>,
 }
 
 impl RolloutCache {
@@ -169,19 +171,109 @@ impl Center {
         self.config.rollouts.as_ref()
     }
 
+    /// The policy this process plans with: its own `rollout_rings`, or on a site the
+    /// center's, replicated.
+    fn gating_policy(&self) -> Option<Policy> {
+        match self.rollout_settings() {
+            Some(settings) => Some(settings.policy.clone()),
+            None => self
+                .rollouts
+                .site_policy
+                .lock()
+                .expect("site policy")
+                .clone(),
+        }
+    }
+
     /// Gives `snapshot`'s planners the gates of the rows this process read last (called for
     /// every snapshot before it is installed).
     pub(crate) fn gate_snapshot(&self, snapshot: &crate::catalog::CatalogSnapshot) {
-        let Some(settings) = self.rollout_settings() else {
+        let Some(policy) = self.gating_policy() else {
             return;
         };
         let rows = self.rollouts.rows.lock().expect("rollout rows").clone();
-        let gates = gates_for(&snapshot.catalog, &rows, &settings.policy);
+        let gates = gates_for(&snapshot.catalog, &rows, &policy);
         snapshot.set_gates(Arc::new(gates));
+    }
+
+    /// What a site needs to plan under the same gates (`GET /v1/sites/rollouts`).
+    pub async fn site_rollouts(&self) -> CenterResult<herd_proto::site::SiteRollouts> {
+        let Some(settings) = self.rollout_settings() else {
+            return Ok(herd_proto::site::SiteRollouts::default());
+        };
+        let rows = self.store.rollouts().await?;
+        Ok(herd_proto::site::SiteRollouts {
+            rings: settings
+                .policy
+                .rings
+                .iter()
+                .map(|ring| herd_proto::site::SiteRing {
+                    name: ring.name.clone(),
+                    reach_bp: ring.reach,
+                    groups: ring.groups.clone(),
+                })
+                .collect(),
+            rollouts: rows
+                .iter()
+                .map(|row| herd_proto::site::SiteRollout {
+                    release: row.release.clone(),
+                    phase: row.phase.clone(),
+                    ring: row.ring,
+                })
+                .collect(),
+        })
+    }
+
+    /// Where a site keeps the center's rollouts, for a restart without the center.
+    fn site_rollouts_file(&self) -> std::path::PathBuf {
+        self.config.data_dir.join("site").join(SITE_ROLLOUTS_FILE)
+    }
+
+    /// On a site: plans under the center's rings and rollouts from now on (kept on disk first,
+    /// so a restart before the next pull plans the same). Refuses rings it cannot use.
+    pub(crate) fn install_site_rollouts(
+        &self,
+        rollouts: &herd_proto::site::SiteRollouts,
+    ) -> anyhow::Result<()> {
+        let policy = site_policy(rollouts)?;
+        let bytes = serde_json::to_vec(rollouts)?;
+        let path = self.site_rollouts_file();
+        if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+            herd_fs::write_atomic(&path, &bytes, 0o600)
+                .map_err(|err| anyhow::anyhow!("cannot keep the center's rollouts: {err}"))?;
+        }
+        let rows = rollouts.rollouts.iter().map(site_row).collect();
+        let off = policy.is_none();
+        *self.rollouts.site_policy.lock().expect("site policy") = policy;
+        if off {
+            // The center rolls releases out at once: nothing gated any more.
+            *self.rollouts.rows.lock().expect("rollout rows") = Vec::new();
+            let snapshot = self.catalog();
+            if !snapshot.gates().is_empty() {
+                snapshot.set_gates(Arc::new(RingGates::default()));
+                self.rollouts.generation.fetch_add(1, Relaxed);
+                self.announce_changes();
+            }
+            return Ok(());
+        }
+        self.install_rollout_rows(rows);
+        Ok(())
     }
 
     /// Reads the stored rollouts into this process (at start, before anything is planned).
     pub(crate) async fn load_rollouts(&self) -> Result<(), StoreError> {
+        if self.site().is_some() && self.rollout_settings().is_none() {
+            // A site plans under what it last replicated from the center.
+            let kept = std::fs::read(self.site_rollouts_file())
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            if let Some(rollouts) = kept
+                && let Err(err) = self.install_site_rollouts(&rollouts)
+            {
+                tracing::warn!(err = %format!("{err:#}"), "cannot plan under the rollouts kept");
+            }
+            return Ok(());
+        }
         if self.rollout_settings().is_none() {
             return Ok(());
         }
@@ -411,11 +503,11 @@ impl Center {
 
     /// Plans with these rows from now on; wakes the waiting terminals if the gates changed.
     fn install_rollout_rows(&self, rows: Vec<RolloutRow>) {
-        let Some(settings) = self.rollout_settings() else {
+        let Some(policy) = self.gating_policy() else {
             return;
         };
         let snapshot = self.catalog();
-        let gates = gates_for(&snapshot.catalog, &rows, &settings.policy);
+        let gates = gates_for(&snapshot.catalog, &rows, &policy);
         *self.rollouts.rows.lock().expect("rollout rows") = rows;
         if *snapshot.gates() != gates {
             snapshot.set_gates(Arc::new(gates));
@@ -663,6 +755,64 @@ impl Center {
         let plan: herd_proto::plan::PlanDoc = serde_json::from_str(row.plan.as_deref()?).ok()?;
         let to = plan.to?;
         key_of(&self.catalog().catalog, &to.product, &to.version)
+    }
+}
+
+/// The file, under `<data>/site/`, where a site keeps the center's rollouts.
+const SITE_ROLLOUTS_FILE: &str = "rollouts.json";
+
+/// The policy a site plans with, from the center's rings (`None`: no rings); rings that do not
+/// end at 100 % or reach beyond it are refused.
+fn site_policy(rollouts: &herd_proto::site::SiteRollouts) -> anyhow::Result<Option<Policy>> {
+    if rollouts.rings.is_empty() {
+        return Ok(None);
+    }
+    let mut rings = Vec::with_capacity(rollouts.rings.len());
+    for ring in &rollouts.rings {
+        if ring.reach_bp > FULL_REACH {
+            bail!(
+                "the center's ring {} reaches {} basis points",
+                ring.name,
+                ring.reach_bp
+            );
+        }
+        rings.push(herd_planner::rings::RingSpec {
+            name: ring.name.clone(),
+            reach: ring.reach_bp,
+            groups: ring.groups.clone(),
+            soak_secs: 0,
+            min_successes: 0,
+        });
+    }
+    if rings.last().is_some_and(|r| r.reach != FULL_REACH) {
+        bail!("the center's last ring does not reach the whole fleet");
+    }
+    // A site never decides a rollout's step: the thresholds are the center's business.
+    Ok(Some(Policy {
+        rings,
+        thresholds: Thresholds {
+            max_bad: u64::MAX,
+            max_bad_percent: 100,
+            min_reports: u64::MAX,
+        },
+    }))
+}
+
+/// A rollout as the site's gates need it (phase and ring; the counts stay at the center).
+fn site_row(rollout: &herd_proto::site::SiteRollout) -> RolloutRow {
+    RolloutRow {
+        release: rollout.release.clone(),
+        product: String::new(),
+        version: String::new(),
+        seq: 0,
+        phase: rollout.phase.clone(),
+        ring: rollout.ring,
+        ring_started: 0,
+        started_at: 0,
+        updated_at: 0,
+        reason: None,
+        counts: RolloutCounts::default(),
+        row_version: 0,
     }
 }
 

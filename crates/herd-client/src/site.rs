@@ -53,6 +53,11 @@ impl Client {
         self.get_json(wire::SITE_CATALOG, &[], MAX_CATALOG_ANSWER)
     }
 
+    /// The center's rollout rings and states (`GET /v1/sites/rollouts`).
+    pub fn site_rollouts(&self) -> Result<herd_proto::site::SiteRollouts, ClientError> {
+        self.get_json(wire::SITE_ROLLOUTS, &[], MAX_CATALOG_ANSWER)
+    }
+
     /// Groups and placement rules (`GET /v1/sites/groups`).
     pub fn site_groups(&self) -> Result<GroupInputs, ClientError> {
         self.get_json(wire::SITE_GROUPS, &[], MAX_JSON_ANSWER)

@@ -112,6 +112,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::enrol_site))
         .routes(routes!(sites::site_changes))
         .routes(routes!(sites::site_catalog))
+        .routes(routes!(sites::site_rollouts))
         .routes(routes!(sites::site_groups))
         .routes(routes!(sites::relay_enrol))
         .routes(routes!(sites::relay_renew))

@@ -114,6 +114,17 @@ pub async fn site_catalog(
     Ok(with_etag(inputs.revision, Json(inputs)))
 }
 
+/// The center's rollout rings and where every rollout stands, so the site plans under the
+/// same ring gates (no rings: the center rolls releases out to everyone at once).
+#[utoipa::path(get, path = "/v1/sites/rollouts", tag = "sites",
+    responses((status = 200, body = herd_proto::site::SiteRollouts)))]
+pub async fn site_rollouts(
+    State(center): State<Arc<Center>>,
+    _: SiteCaller,
+) -> CenterResult<Json<herd_proto::site::SiteRollouts>> {
+    Ok(Json(center.site_rollouts().await?))
+}
+
 /// Groups and placement rules. `ETag` is the groups revision.
 #[utoipa::path(get, path = "/v1/sites/groups", tag = "sites",
     responses((status = 200, body = GroupInputs)))]
