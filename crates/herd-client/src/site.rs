@@ -79,6 +79,16 @@ impl Client {
         self.get_json(&path, &[], MAX_JSON_ANSWER)
     }
 
+    /// The fault verdicts of a terminal the site serves
+    /// (`GET /v1/sites/terminals/{id}/fault-verdicts`).
+    pub fn site_fault_verdicts(
+        &self,
+        id: &str,
+    ) -> Result<herd_proto::fault::FaultVerdicts, ClientError> {
+        let path = format!("{}/{}/fault-verdicts", wire::SITE_TERMINALS, segment(id));
+        self.get_json(&path, &[], MAX_JSON_ANSWER)
+    }
+
     /// A batch of the site's queue (`POST /v1/sites/relay`).
     pub fn relay(&self, batch: &RelayBatch) -> Result<RelayAck, ClientError> {
         self.send_json(Method::POST, wire::SITE_RELAY, batch)

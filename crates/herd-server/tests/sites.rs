@@ -912,3 +912,53 @@ fn a_site_offers_a_release_only_in_its_ring_and_withdraws_it_with_the_center() {
         assert!(!offered(&site, identity), "{id} at the restarted site");
     }
 }
+
+/// A fault a terminal reports through its site is decided at the center, and the verdict
+/// reaches the terminal at its site (issue 14), and at the site it fails over to.
+#[test]
+fn a_fault_verdict_reaches_a_terminal_behind_its_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 2);
+    let (identity, _) = enrol_at(site.url(), &ca, &token, "pc-1");
+    let at_site = Client::new(site.url(), &ca, Some(&identity)).unwrap();
+    assert!(at_site.fault_verdicts().unwrap().verdicts.is_empty());
+    let report = serde_json::json!({"program": "middleware", "vendor": "company-a",
+        "version": "2.0", "platform": "linux-x86_64", "kind": "crash", "signal": 11});
+    at_site
+        .send_events(&EventBatch {
+            events: vec![EventDoc {
+                seq: 1,
+                at: "2026-12-06T12:00:00Z".into(),
+                kind: herd_proto::api::events::FAULT_REPORT.into(),
+                data: report,
+            }],
+        })
+        .unwrap();
+    let mut verdicts = Vec::new();
+    wait_until(
+        "the center's verdict reaches the site's terminal",
+        20,
+        || {
+            verdicts = at_site.fault_verdicts().unwrap().verdicts;
+            !verdicts.is_empty()
+        },
+    );
+    assert_eq!(verdicts[0].program, "middleware");
+    assert_eq!(
+        verdicts,
+        center
+            .terminal_client(&identity)
+            .fault_verdicts()
+            .unwrap()
+            .verdicts,
+        "the same verdicts as at the center"
+    );
+
+    // Failing over to another site (which adopts the terminal), it reads them there too.
+    let other = TestSite::start(&center, dir.path(), "office-2");
+    let there = Client::new(other.url(), &ca, Some(&identity)).unwrap();
+    assert_eq!(there.fault_verdicts().unwrap().verdicts, verdicts);
+}

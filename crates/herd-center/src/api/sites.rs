@@ -171,6 +171,19 @@ pub async fn site_terminal(
     center.site_terminal(&site, &id).await.map(Json)
 }
 
+/// The fault verdicts of a terminal the site serves: a site's terminals read their verdicts
+/// at the site, which asks here (faults are decided at the center only).
+#[utoipa::path(get, path = "/v1/sites/terminals/{id}/fault-verdicts", tag = "sites",
+    params(("id" = String, Path, description = "The terminal's id")),
+    responses((status = 200, body = herd_proto::fault::FaultVerdicts), (status = 403, body = ErrorBody, description = "Not a terminal this site serves"), (status = 404, body = ErrorBody)))]
+pub async fn site_fault_verdicts(
+    State(center): State<Arc<Center>>,
+    SiteCaller(site): SiteCaller,
+    Path(id): Path<String>,
+) -> CenterResult<Json<herd_proto::fault::FaultVerdicts>> {
+    center.site_fault_verdicts(&site, &id).await.map(Json)
+}
+
 /// A batch of the site's queue, oldest first; each seq is applied once.
 #[utoipa::path(post, path = "/v1/sites/relay", tag = "sites", request_body = RelayBatch,
     responses((status = 200, body = RelayAck, description = "Applied through `acked_through`: delete it from the queue."), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody, description = "`quota_exceeded`: keep the batch and send it later")))]
