@@ -194,6 +194,29 @@ impl Outbox {
         })
     }
 
+    /// The waiting events of `kind` whose seq is above `after`, oldest first: read, not sent
+    /// (the agent's self-protection counts its product's fault reports before they leave).
+    /// Files that cannot be read back are skipped; the next flush sets them aside.
+    pub fn pending_of_kind(&self, kind: &str, after: u64) -> Result<Vec<EventDoc>, OutboxError> {
+        let _lock = self.lock()?;
+        let mut found = Vec::new();
+        for seq in self.pending_seqs()?.into_iter().filter(|&seq| seq > after) {
+            let path = self.dir.join(file_name(seq));
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(OutboxError::Io { path, source }),
+            };
+            if let Ok(event) = serde_json::from_slice::<EventDoc>(&bytes)
+                && event.seq == seq
+                && event.kind == kind
+            {
+                found.push(event);
+            }
+        }
+        Ok(found)
+    }
+
     /// Sends every waiting event, oldest first, in batches of at most `batch_limit` (capped at
     /// [`MAX_BATCH`]) through `send`, deleting each batch once the center acknowledged it.
     ///

@@ -8,7 +8,11 @@
 //! - a release that installed on the canary ring and is then reverted (by an operator here;
 //!   the fault hook is the automatic path) is planned back on every canary agent, which
 //!   carries the plan out at its next check-in: the previous version active again and the
-//!   withdrawn one removed.
+//!   withdrawn one removed;
+//! - a release that installs and verifies but whose engine crashes on loading its definitions
+//!   (a real `herd-agent supervise` running it) is undone by the agent itself: the previous
+//!   version restored without the center, the release declined when offered again, the
+//!   center told why (a failed install of its rollout), and the next release taken again.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -59,6 +63,15 @@ struct Package {
 /// vaccine-r `version` for phones; a `broken` one's definitions do not detect its own test
 /// pattern, so the agent's verify step fails after installing it beside the old one.
 fn package(root: &Path, version: &str, seq: u64, broken: bool) -> Package {
+    package_with(root, version, seq, broken, false)
+}
+
+/// The signature name the engine of [`ENGINE`] crashes on when it loads it.
+const CRASHES_ENGINE: &str = "vaccine-r.Engine.CrashOnLoad";
+
+/// As [`package`]; with `crashing`, the definitions also carry [`CRASHES_ENGINE`]: they
+/// detect their test pattern (the install verifies), but the engine crashes on loading them.
+fn package_with(root: &Path, version: &str, seq: u64, broken: bool, crashing: bool) -> Package {
     let src = root.join("src").join(version);
     fs::create_dir_all(&src).unwrap();
     let hex = |text: &str| -> String { text.bytes().map(|b| format!("{b:02x}")).collect() };
@@ -69,11 +82,14 @@ fn package(root: &Path, version: &str, seq: u64, broken: bool) -> Package {
         own.as_str()
     };
     let definitions = src.join(format!("r-{version}.ndb"));
-    fs::write(
-        &definitions,
-        format!("vaccine-r.Test.Pattern:0:*:{}\n", hex(detected)),
-    )
-    .unwrap();
+    let mut lines = format!("vaccine-r.Test.Pattern:0:*:{}\n", hex(detected));
+    if crashing {
+        lines.push_str(&format!(
+            "{CRASHES_ENGINE}:0:*:{}\n",
+            hex("NEVER-IN-ANY-FILE")
+        ));
+    }
+    fs::write(&definitions, lines).unwrap();
     let test_pattern = src.join("test.txt");
     fs::write(&test_pattern, format!("== {own} ==\n")).unwrap();
     let spec = PackageSpec {
@@ -120,12 +136,19 @@ struct Center {
 
 impl Center {
     fn start(root: &Path) -> Center {
+        Center::start_with(root, 2)
+    }
+
+    /// With `max_bad` failures or faults halting a rollout.
+    fn start_with(root: &Path, max_bad: u64) -> Center {
         let data_dir = root.join("center");
         let config = root.join("center.toml");
         fs::write(
             &config,
-            "rollout_rings = \"canary=30%/1s/1000, broad=100%/0s/0\"\n\
-             rollout_max_bad = 2\nrollout_check_secs = 1\n",
+            format!(
+                "rollout_rings = \"canary=30%/1s/1000, broad=100%/0s/0\"\n\
+                 rollout_max_bad = {max_bad}\nrollout_check_secs = 1\n"
+            ),
         )
         .unwrap();
         let spec = CenterSpec::new(&herd_binary(), &data_dir)
@@ -355,4 +378,131 @@ fn a_crashing_definitions_release_stops_in_its_canary_ring_and_is_undone_there()
         "every canary agent back within its check-in interval: {:?}",
         reverting.elapsed()
     );
+}
+
+/// The product's engine, supervised: it loads the active definitions and crashes (SIGSEGV)
+/// on the ones that carry [`CRASHES_ENGINE`]; otherwise it runs.
+const ENGINE: &str = "for f in \"$1\"/current/defs/*; do \
+    if grep -q CrashOnLoad \"$f\"; then kill -SEGV $$; fi; done; exec sleep 600";
+
+/// The `fault.report` events waiting in an agent's outbox.
+fn queued_faults(state: &Path) -> usize {
+    fs::read_dir(state.join("outbox"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| {
+                    fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"fault.report\""))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_agent_undoes_a_release_whose_engine_keeps_crashing_and_refuses_it_until_another_comes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start_with(root, 100);
+    let token = center
+        .operator()
+        .new_enrolment_token(&NewEnrolmentToken {
+            label: "protect".into(),
+            uses: Some(5),
+            ttl_secs: None,
+            reenrol_terminal: None,
+        })
+        .unwrap()
+        .token;
+    let good = package(root, "1.0", 1, false);
+    let crashing = package_with(root, "1.1", 2, false, true);
+    let next = package(root, "1.2", 3, false);
+    let (canary, _) = fleet(root, &["maker-r/vaccine-r/1.1", "maker-r/vaccine-r/1.2"]);
+    let t = &canary[0];
+
+    center.publish(&[&good], &good);
+    center.wait_for_phase("maker-r/vaccine-r/1.0", "complete");
+    let out = stdout(&t.once(&center, &token));
+    assert_active(t, "1.0", &out);
+
+    // 1.1 verifies (its definitions detect their test pattern) and becomes active.
+    center.publish(&[&good, &crashing], &crashing);
+    center.wait_for_phase("maker-r/vaccine-r/1.1", "rolling");
+    let out = stdout(&t.once(&center, &token));
+    assert_active(t, "1.1", &out);
+    assert!(!t.has_version("1.0"), "the executor removed 1.0: {out}");
+
+    // Its engine, supervised, crashes on loading the definitions, again and again.
+    let config = root.join("supervise.json");
+    let prefix = t.state.join("prefix");
+    fs::write(
+        &config,
+        json!({"format": "herd.supervise/v1", "programs": [{
+            "name": "vaccine-r", "vendor": "maker-r", "version": "1.1",
+            "command": ["/bin/sh", "-c", ENGINE, "engine", prefix.to_str().unwrap()],
+            "restart": {"max": 5, "window_secs": 60, "delay_ms": 50}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut supervisor = agent()
+        .arg("supervise")
+        .arg("--state-dir")
+        .arg(&t.state)
+        .arg("--config")
+        .arg(&config)
+        .args(["--tick-ms", "20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(root.join("supervise.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while queued_faults(&t.state) < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the engine's crashes are reported: {} queued; {}",
+            queued_faults(&t.state),
+            fs::read_to_string(root.join("supervise.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
+
+    // The next cycle undoes 1.1 before anything else, then declines it when offered again.
+    let out = stdout(&t.once(&center, &token));
+    assert!(out.contains("restored vaccine-r 1.0"), "{out}");
+    assert!(
+        out.contains("signal 11"),
+        "the reason names the crashes: {out}"
+    );
+    assert!(out.contains("not installing vaccine-r 1.1 again"), "{out}");
+    assert_active(t, "1.0", &out);
+    assert!(!t.has_version("1.1"), "the failing version is removed");
+    assert!(!prefix.join(".herd-kept").exists());
+
+    // The center counts it against the release (besides the crashes themselves) and shows why.
+    let rollout = center.operator().rollout("maker-r/vaccine-r/1.1").unwrap();
+    assert!(rollout.failed >= 1, "{rollout:?}");
+    assert!(rollout.faults >= 3, "{rollout:?}");
+    let detail = center.operator().terminal(&t.id).unwrap();
+    let report = detail.last_report.expect("the decline is reported");
+    assert_eq!(report.outcome, herd_proto::api::ReportOutcome::Declined);
+    assert!(
+        report
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("restored vaccine-r 1.0"),
+        "{report:?}"
+    );
+
+    // Offered again, still refused, and said only once per plan.
+    let out = stdout(&t.once(&center, &token));
+    assert!(!out.contains("not installing"), "{out}");
+    assert_active(t, "1.0", &out);
+
+    // Another release ends the refusal.
+    center.publish(&[&good, &crashing, &next], &next);
+    center.wait_for_phase("maker-r/vaccine-r/1.2", "rolling");
+    let out = stdout(&t.once(&center, &token));
+    assert_active(t, "1.2", &out);
 }

@@ -156,7 +156,7 @@ impl Center {
             },
         };
         let snapshot = self.catalog();
-        let model = doc.validate("check-in", &snapshot.catalog).map_err(|err| {
+        let mut model = doc.validate("check-in", &snapshot.catalog).map_err(|err| {
             CenterError::invalid(
                 ErrorKind::InventoryInvalid,
                 format!(
@@ -171,6 +171,8 @@ impl Center {
             Some(reported) => Some(interface_rows(&terminal.id, reported)?),
             None => None,
         };
+        // Rollout rings may reach terminals by group.
+        model.group = Some(terminal.group.clone());
         let plan = planners::render_plan(&snapshot, Timestamp::from_unix_seconds(now), &model);
         let plan_id = hex::encode(Sha256::digest(plan.json.as_bytes()));
         let answer = answer_json(&plan_id, &plan.json, self.next_checkin_secs(), now);

@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use herd_core::Timestamp;
-use herd_proto::api::{EventAck, EventBatch, PlanReport, TrustRefusal, events};
+use herd_proto::api::{EventAck, EventBatch, PlanReport, SelfProtection, TrustRefusal, events};
 use std::sync::Arc;
 
 use herd_store::{AppendOutcome, EventRow, EventsWrite, Store, StoreError};
@@ -145,6 +145,13 @@ impl Center {
             .filter(|(_, row)| row.kind == events::PLAN_REPORT)
             .filter_map(|(i, row)| Some((i, serde_json::from_str(&row.data).ok()?)))
             .collect();
+        // Agents that undid a release by themselves count against its rollout too.
+        let protections: Vec<(usize, SelfProtection)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row.kind == events::SELF_PROTECTED)
+            .filter_map(|(i, row)| Some((i, serde_json::from_str(&row.data).ok()?)))
+            .collect();
         // Detections, for Herd immunity's automatic verdicts once they are stored.
         let detections: Vec<(usize, EventRow)> = rows
             .iter()
@@ -209,6 +216,13 @@ impl Center {
             .map(|(_, report)| report)
             .collect();
         self.count_plan_reports(&terminal.id, &new_reports).await;
+        let protections: Vec<SelfProtection> = protections
+            .into_iter()
+            .filter(|(i, _)| *i >= stored)
+            .map(|(_, protection)| protection)
+            .collect();
+        self.count_self_protections(&terminal.id, &protections)
+            .await;
         let detections: Vec<EventRow> = detections
             .into_iter()
             .filter(|(i, _)| *i >= stored)
@@ -289,6 +303,10 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
         }
         if event.kind == events::SCAN_DETECTION {
             crate::herd_set::check_detection(&event.data)
+                .map_err(|why| invalid(format!("{}: {why}", at_path("data"))))?;
+        }
+        if event.kind == events::SELF_PROTECTED {
+            crate::rollouts::check_self_protection(&event.data)
                 .map_err(|why| invalid(format!("{}: {why}", at_path("data"))))?;
         }
         if event.kind == events::PLAN_REPORT {

@@ -214,6 +214,10 @@ impl Center {
 
     /// The calling terminal's latest verdicts, newest first.
     pub async fn fault_verdicts(&self, terminal: &str) -> CenterResult<FaultVerdicts> {
+        // A site decides no fault: its terminals' verdicts are the center's.
+        if let Some(site) = self.site() {
+            return site.fault_verdicts_of(terminal).await;
+        }
         let verdicts = self
             .store
             .faults(Some(terminal), None, VERDICTS_LISTED)

@@ -367,6 +367,7 @@ mod tests {
             release: b,
             key: key.clone(),
             offer: Offer::Ring { reach: 5000 },
+            groups: Vec::new(),
         }]));
         snapshot.set_gates(gates.clone());
         let (mut inside, mut outside) = (0, 0);

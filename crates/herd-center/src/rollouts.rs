@@ -27,7 +27,7 @@ use herd_planner::rings::{
     Counts, FULL_REACH, Gate, Phase, Policy, RingGates, RolloutState, Step, Thresholds,
     parse_rings, release_key,
 };
-use herd_proto::api::{PlanReport, ReportOutcome, RolloutSummary, rollout_actions};
+use herd_proto::api::{PlanReport, ReportOutcome, RolloutSummary, SelfProtection, rollout_actions};
 use herd_store::{RolloutCounts, RolloutRow, StoreError};
 use tokio::sync::watch;
 
@@ -93,6 +93,8 @@ pub const SILENT_AFTER_INTERVALS: u64 = 3;
 pub(crate) struct RolloutCache {
     rows: Mutex<Vec<RolloutRow>>,
     generation: AtomicU64,
+    /// On a site: the center's rings, replicated with the rollouts (`site_rollouts`).
+    site_policy: Mutex<Option<Policy>>,
 }
 
 impl RolloutCache {
@@ -134,20 +136,29 @@ fn has_earlier_release(catalog: &Catalog, release: ReleaseIdx) -> bool {
 pub(crate) fn gates_for(catalog: &Catalog, rows: &[RolloutRow], policy: &Policy) -> RingGates {
     let by_key: HashMap<&str, &RolloutRow> = rows.iter().map(|r| (r.release.as_str(), r)).collect();
     let first_ring = policy.rings.first().map_or(FULL_REACH, |r| r.reach);
+    let first_groups = policy
+        .rings
+        .first()
+        .map(|r| r.groups.clone())
+        .unwrap_or_default();
     let mut gates = Vec::new();
     for i in 0..catalog.releases.len() {
         let release = ReleaseIdx(i as u32);
         let key = release_key(catalog, release);
-        let offer = match by_key.get(key.as_str()) {
-            Some(row) => policy.offer(&state_of(row)),
-            None if rows.is_empty() || !has_earlier_release(catalog, release) => None,
-            None => Some(herd_planner::rings::Offer::Ring { reach: first_ring }),
+        let (offer, groups) = match by_key.get(key.as_str()) {
+            Some(row) => (policy.offer(&state_of(row)), policy.groups(&state_of(row))),
+            None if rows.is_empty() || !has_earlier_release(catalog, release) => (None, Vec::new()),
+            None => (
+                Some(herd_planner::rings::Offer::Ring { reach: first_ring }),
+                first_groups.clone(),
+            ),
         };
         if let Some(offer) = offer {
             gates.push(Gate {
                 release,
                 key,
                 offer,
+                groups,
             });
         }
     }
@@ -160,19 +171,109 @@ impl Center {
         self.config.rollouts.as_ref()
     }
 
+    /// The policy this process plans with: its own `rollout_rings`, or on a site the
+    /// center's, replicated.
+    fn gating_policy(&self) -> Option<Policy> {
+        match self.rollout_settings() {
+            Some(settings) => Some(settings.policy.clone()),
+            None => self
+                .rollouts
+                .site_policy
+                .lock()
+                .expect("site policy")
+                .clone(),
+        }
+    }
+
     /// Gives `snapshot`'s planners the gates of the rows this process read last (called for
     /// every snapshot before it is installed).
     pub(crate) fn gate_snapshot(&self, snapshot: &crate::catalog::CatalogSnapshot) {
-        let Some(settings) = self.rollout_settings() else {
+        let Some(policy) = self.gating_policy() else {
             return;
         };
         let rows = self.rollouts.rows.lock().expect("rollout rows").clone();
-        let gates = gates_for(&snapshot.catalog, &rows, &settings.policy);
+        let gates = gates_for(&snapshot.catalog, &rows, &policy);
         snapshot.set_gates(Arc::new(gates));
+    }
+
+    /// What a site needs to plan under the same gates (`GET /v1/sites/rollouts`).
+    pub async fn site_rollouts(&self) -> CenterResult<herd_proto::site::SiteRollouts> {
+        let Some(settings) = self.rollout_settings() else {
+            return Ok(herd_proto::site::SiteRollouts::default());
+        };
+        let rows = self.store.rollouts().await?;
+        Ok(herd_proto::site::SiteRollouts {
+            rings: settings
+                .policy
+                .rings
+                .iter()
+                .map(|ring| herd_proto::site::SiteRing {
+                    name: ring.name.clone(),
+                    reach_bp: ring.reach,
+                    groups: ring.groups.clone(),
+                })
+                .collect(),
+            rollouts: rows
+                .iter()
+                .map(|row| herd_proto::site::SiteRollout {
+                    release: row.release.clone(),
+                    phase: row.phase.clone(),
+                    ring: row.ring,
+                })
+                .collect(),
+        })
+    }
+
+    /// Where a site keeps the center's rollouts, for a restart without the center.
+    fn site_rollouts_file(&self) -> std::path::PathBuf {
+        self.config.data_dir.join("site").join(SITE_ROLLOUTS_FILE)
+    }
+
+    /// On a site: plans under the center's rings and rollouts from now on (kept on disk first,
+    /// so a restart before the next pull plans the same). Refuses rings it cannot use.
+    pub(crate) fn install_site_rollouts(
+        &self,
+        rollouts: &herd_proto::site::SiteRollouts,
+    ) -> anyhow::Result<()> {
+        let policy = site_policy(rollouts)?;
+        let bytes = serde_json::to_vec(rollouts)?;
+        let path = self.site_rollouts_file();
+        if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+            herd_fs::write_atomic(&path, &bytes, 0o600)
+                .map_err(|err| anyhow::anyhow!("cannot keep the center's rollouts: {err}"))?;
+        }
+        let rows = rollouts.rollouts.iter().map(site_row).collect();
+        let off = policy.is_none();
+        *self.rollouts.site_policy.lock().expect("site policy") = policy;
+        if off {
+            // The center rolls releases out at once: nothing gated any more.
+            *self.rollouts.rows.lock().expect("rollout rows") = Vec::new();
+            let snapshot = self.catalog();
+            if !snapshot.gates().is_empty() {
+                snapshot.set_gates(Arc::new(RingGates::default()));
+                self.rollouts.generation.fetch_add(1, Relaxed);
+                self.announce_changes();
+            }
+            return Ok(());
+        }
+        self.install_rollout_rows(rows);
+        Ok(())
     }
 
     /// Reads the stored rollouts into this process (at start, before anything is planned).
     pub(crate) async fn load_rollouts(&self) -> Result<(), StoreError> {
+        if self.site().is_some() && self.rollout_settings().is_none() {
+            // A site plans under what it last replicated from the center.
+            let kept = std::fs::read(self.site_rollouts_file())
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            if let Some(rollouts) = kept
+                && let Err(err) = self.install_site_rollouts(&rollouts)
+            {
+                tracing::warn!(err = %format!("{err:#}"), "cannot plan under the rollouts kept");
+            }
+            return Ok(());
+        }
         if self.rollout_settings().is_none() {
             return Ok(());
         }
@@ -327,6 +428,8 @@ impl Center {
             rows = self.store.rollouts().await?;
         }
         self.install_rollout_rows(rows);
+        // A halt (or a resume) changes what the signed metadata lists.
+        self.sign_if_due().await;
         Ok(changed + transitions)
     }
 
@@ -382,13 +485,29 @@ impl Center {
         Ok(silent)
     }
 
+    /// The releases this process holds withdrawn (their rollout reverted), sorted: a sign round
+    /// takes their targets out of the signed metadata ([`withdraw_targets`]).
+    pub(crate) fn withdrawn_releases(&self) -> Vec<String> {
+        if self.rollout_settings().is_none() {
+            return Vec::new();
+        }
+        let rows = self.rollouts.rows.lock().expect("rollout rows");
+        let mut keys: Vec<String> = rows
+            .iter()
+            .filter(|row| row.phase == Phase::Reverted.as_str())
+            .map(|row| row.release.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Plans with these rows from now on; wakes the waiting terminals if the gates changed.
     fn install_rollout_rows(&self, rows: Vec<RolloutRow>) {
-        let Some(settings) = self.rollout_settings() else {
+        let Some(policy) = self.gating_policy() else {
             return;
         };
         let snapshot = self.catalog();
-        let gates = gates_for(&snapshot.catalog, &rows, &settings.policy);
+        let gates = gates_for(&snapshot.catalog, &rows, &policy);
         *self.rollouts.rows.lock().expect("rollout rows") = rows;
         if *snapshot.gates() != gates {
             snapshot.set_gates(Arc::new(gates));
@@ -500,6 +619,7 @@ impl Center {
         tracing::info!(%release, %action, "rollout changed by an operator");
         let rows = self.store.rollouts().await?;
         self.install_rollout_rows(rows.clone());
+        self.sign_if_due().await;
         rows.iter()
             .find(|r| r.release == release)
             .map(|row| summary(policy, row))
@@ -549,6 +669,36 @@ impl Center {
             };
             if let Err(err) = self.count_for_rollout(&release, add).await {
                 tracing::warn!(%err, %release, "cannot count a plan report for its rollout");
+            }
+        }
+    }
+
+    /// Counts agents' self-protections (`rollout.self_protected`: the agent undid a release it
+    /// had activated because it kept failing) as failed installs of the release's rollout.
+    pub(crate) async fn count_self_protections(
+        &self,
+        terminal: &str,
+        protections: &[SelfProtection],
+    ) {
+        if self.rollout_settings().is_none() || protections.is_empty() {
+            return;
+        }
+        let snapshot = self.catalog();
+        for protection in protections {
+            let Some(key) = key_of(&snapshot.catalog, &protection.product, &protection.version)
+            else {
+                continue;
+            };
+            tracing::warn!(
+                %terminal, release = %key, faults = protection.faults,
+                restored = %protection.restored_version, "an agent undid a release by itself"
+            );
+            let add = RolloutCounts {
+                failed: 1,
+                ..RolloutCounts::default()
+            };
+            if let Err(err) = self.count_for_rollout(&key, add).await {
+                tracing::warn!(%err, release = %key, "cannot count a self-protection for its rollout");
             }
         }
     }
@@ -608,6 +758,152 @@ impl Center {
     }
 }
 
+/// The file, under `<data>/site/`, where a site keeps the center's rollouts.
+const SITE_ROLLOUTS_FILE: &str = "rollouts.json";
+
+/// The policy a site plans with, from the center's rings (`None`: no rings); rings that do not
+/// end at 100 % or reach beyond it are refused.
+fn site_policy(rollouts: &herd_proto::site::SiteRollouts) -> anyhow::Result<Option<Policy>> {
+    if rollouts.rings.is_empty() {
+        return Ok(None);
+    }
+    let mut rings = Vec::with_capacity(rollouts.rings.len());
+    for ring in &rollouts.rings {
+        if ring.reach_bp > FULL_REACH {
+            bail!(
+                "the center's ring {} reaches {} basis points",
+                ring.name,
+                ring.reach_bp
+            );
+        }
+        rings.push(herd_planner::rings::RingSpec {
+            name: ring.name.clone(),
+            reach: ring.reach_bp,
+            groups: ring.groups.clone(),
+            soak_secs: 0,
+            min_successes: 0,
+        });
+    }
+    if rings.last().is_some_and(|r| r.reach != FULL_REACH) {
+        bail!("the center's last ring does not reach the whole fleet");
+    }
+    // A site never decides a rollout's step: the thresholds are the center's business.
+    Ok(Some(Policy {
+        rings,
+        thresholds: Thresholds {
+            max_bad: u64::MAX,
+            max_bad_percent: 100,
+            min_reports: u64::MAX,
+        },
+    }))
+}
+
+/// A rollout as the site's gates need it (phase and ring; the counts stay at the center).
+fn site_row(rollout: &herd_proto::site::SiteRollout) -> RolloutRow {
+    RolloutRow {
+        release: rollout.release.clone(),
+        product: String::new(),
+        version: String::new(),
+        seq: 0,
+        phase: rollout.phase.clone(),
+        ring: rollout.ring,
+        ring_started: 0,
+        started_at: 0,
+        updated_at: 0,
+        reason: None,
+        counts: RolloutCounts::default(),
+        row_version: 0,
+    }
+}
+
+/// Checks a `rollout.self_protected` event's data: a [`SelfProtection`] naming products and
+/// versions as the catalog spells them, with a bounded reason.
+pub(crate) fn check_self_protection(data: &serde_json::Value) -> Result<(), String> {
+    let protection: SelfProtection = serde_json::from_value(data.clone())
+        .map_err(|err| format!("not a self-protection report: {err}"))?;
+    for (field, id) in [
+        ("product", &protection.product),
+        ("restored_product", &protection.restored_product),
+    ] {
+        herd_core::check_identifier(id).map_err(|why| format!("{field}: {why}"))?;
+    }
+    for (field, version) in [
+        ("version", &protection.version),
+        ("restored_version", &protection.restored_version),
+    ] {
+        herd_core::check_version(version).map_err(|why| format!("{field}: {why}"))?;
+    }
+    if protection.reason.len() > MAX_SELF_PROTECTION_REASON {
+        return Err(format!(
+            "reason: {} bytes; at most {MAX_SELF_PROTECTION_REASON}",
+            protection.reason.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The longest reason a self-protection report may give.
+pub const MAX_SELF_PROTECTION_REASON: usize = 2048;
+
+/// Takes the withdrawn releases' `archive` package targets (`packages/<vendor>/<product>/
+/// <version>/<platform>.archive`, `withdrawn` holding release keys) out of what a sign round
+/// lists, with the deltas that rebuild them: such a halted release is then in no signed
+/// metadata the center writes, so no terminal and no site mirror can fetch it. Its revert
+/// still verifies: it fetches the release before, and the agent removes an `archive` version
+/// with its own code, checked against what it installed rather than the live metadata.
+///
+/// Other formats (deb, rpm, msi, apk) stay listed: the agent generates their uninstall script
+/// from the signed target, so the revert needs it. The center does not serve them any more
+/// ([`is_withdrawn_target`] filters what `/tuf/targets/` serves), but a site that cached one
+/// before the halt may still serve it. Returns how many targets were taken out.
+pub fn withdraw_targets(
+    withdrawn: &[String],
+    targets: &mut std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, herd_tuf::TargetFile>,
+    >,
+    deltas: &mut std::collections::BTreeMap<String, herd_tuf::TargetFile>,
+) -> usize {
+    if withdrawn.is_empty() {
+        return 0;
+    }
+    let dirs: Vec<String> = withdrawn
+        .iter()
+        .map(|key| release_targets_dir(key))
+        .collect();
+    let is_withdrawn = |path: &str| dirs.iter().any(|dir| path.starts_with(dir.as_str()));
+    let mut taken = 0;
+    for listed in targets.values_mut() {
+        let before = listed.len();
+        listed.retain(|path, _| !(is_withdrawn(path) && path.ends_with(ARCHIVE_SUFFIX)));
+        taken += before - listed.len();
+    }
+    let before = deltas.len();
+    deltas.retain(|path, file| {
+        herd_proto::distribution::read_custom::<herd_proto::distribution::DeltaCustom>(
+            path,
+            file.custom.as_ref(),
+        )
+        .map_or(true, |delta| !is_withdrawn(&delta.result))
+    });
+    taken + (before - deltas.len())
+}
+
+/// How an `archive` package's target path ends.
+const ARCHIVE_SUFFIX: &str = ".archive";
+
+/// Whether a target path belongs to one of the withdrawn releases.
+pub fn is_withdrawn_target(withdrawn: &[String], path: &str) -> bool {
+    withdrawn
+        .iter()
+        .any(|key| path.starts_with(release_targets_dir(key).as_str()))
+}
+
+/// The directory of a release's package targets.
+fn release_targets_dir(key: &str) -> String {
+    format!("{}/{key}/", herd_proto::distribution::PACKAGES_DIR)
+}
+
 /// `vendor/product/version` of a release the catalog lists.
 fn key_of(catalog: &Catalog, product: &str, version: &str) -> Option<String> {
     let p = catalog.products.iter().position(|p| p.id == product)?;
@@ -664,6 +960,102 @@ fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(path: &str, custom: Option<serde_json::Value>) -> (String, herd_tuf::TargetFile) {
+        let file = herd_tuf::TargetFile {
+            length: 1,
+            hashes: std::collections::BTreeMap::from([("sha256".to_owned(), "0".repeat(64))]),
+            custom,
+        };
+        (path.to_owned(), file)
+    }
+
+    #[test]
+    fn withdrawn_releases_leave_the_signed_targets_but_what_their_reverts_need() {
+        let withdrawn = vec!["acme/av/1.1".to_owned()];
+        let mut targets = std::collections::BTreeMap::from([(
+            "acme".to_owned(),
+            std::collections::BTreeMap::from([
+                target("packages/acme/av/1.0/linux.archive", None),
+                target("packages/acme/av/1.1/linux.archive", None),
+                target("packages/acme/av/1.1/linux.deb", None),
+                target("packages/acme/av/1.10/linux.archive", None),
+            ]),
+        )]);
+        let delta = |result: &str| {
+            Some(herd_proto::distribution::custom_value(
+                &herd_proto::distribution::DeltaCustom {
+                    result: result.to_owned(),
+                    base_sha256: "1".repeat(64),
+                },
+            ))
+        };
+        let mut deltas = std::collections::BTreeMap::from([
+            target("deltas/a", delta("packages/acme/av/1.1/linux.archive")),
+            target("deltas/b", delta("packages/acme/av/1.10/linux.archive")),
+            target("herd/set", None),
+        ]);
+        assert_eq!(withdraw_targets(&withdrawn, &mut targets, &mut deltas), 2);
+        let left: Vec<&str> = targets["acme"].keys().map(String::as_str).collect();
+        assert_eq!(
+            left,
+            [
+                "packages/acme/av/1.0/linux.archive",
+                "packages/acme/av/1.1/linux.deb",
+                "packages/acme/av/1.10/linux.archive"
+            ]
+        );
+        assert_eq!(
+            deltas.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["deltas/b", "herd/set"]
+        );
+        // Never served, whatever the format; 1.10 is another release.
+        assert!(is_withdrawn_target(
+            &withdrawn,
+            "packages/acme/av/1.1/linux.deb"
+        ));
+        assert!(!is_withdrawn_target(
+            &withdrawn,
+            "packages/acme/av/1.10/linux.archive"
+        ));
+        assert_eq!(withdraw_targets(&[], &mut targets, &mut deltas), 0);
+    }
+
+    #[test]
+    fn self_protection_reports_are_checked() {
+        let good = serde_json::json!({"product": "vaccine-r", "version": "1.1",
+            "restored_product": "vaccine-r", "restored_version": "1.0", "faults": 3,
+            "window_secs": 600, "reason": "it crashed"});
+        check_self_protection(&good).unwrap();
+        let mut unknown = good.clone();
+        unknown["extra"] = serde_json::json!(1);
+        assert!(
+            check_self_protection(&unknown)
+                .unwrap_err()
+                .contains("not a self-protection")
+        );
+        let mut bad_product = good.clone();
+        bad_product["product"] = serde_json::json!("../x");
+        assert!(
+            check_self_protection(&bad_product)
+                .unwrap_err()
+                .starts_with("product:")
+        );
+        let mut bad_version = good.clone();
+        bad_version["restored_version"] = serde_json::json!("");
+        assert!(
+            check_self_protection(&bad_version)
+                .unwrap_err()
+                .starts_with("restored_version:")
+        );
+        let mut long = good.clone();
+        long["reason"] = serde_json::json!("x".repeat(MAX_SELF_PROTECTION_REASON + 1));
+        assert!(
+            check_self_protection(&long)
+                .unwrap_err()
+                .starts_with("reason:")
+        );
+    }
 
     #[test]
     fn settings_are_off_without_rings_and_check_their_thresholds() {

@@ -342,6 +342,16 @@ impl Center {
     }
 
     /// Refuses unless `site` has served terminal `id` (enrolled it, or adopted it).
+    /// The fault verdicts of terminal `id`, for the site that serves it.
+    pub async fn site_fault_verdicts(
+        &self,
+        site: &str,
+        id: &str,
+    ) -> CenterResult<herd_proto::fault::FaultVerdicts> {
+        self.terminal_of_site(site, id).await?;
+        self.fault_verdicts(id).await
+    }
+
     async fn terminal_of_site(&self, site: &str, id: &str) -> CenterResult<Arc<KnownTerminal>> {
         match self.store.site_serves(site, id).await? {
             None => Err(CenterError::not_found(format!(

@@ -81,6 +81,8 @@ pub struct Trust {
 struct RoundMemo {
     catalog_revision: Option<u64>,
     at: i64,
+    /// The releases withdrawn (rollouts reverted) when it signed.
+    withdrawn: Vec<String>,
 }
 
 /// The repository as this process serves it, as of one `tuf` revision.
@@ -529,9 +531,11 @@ impl Center {
     /// repository changed (another process or an operator), or the interval passed.
     pub(crate) async fn sign_if_due(&self) {
         let catalog_revision = self.catalog().revision;
+        let withdrawn = self.withdrawn_releases();
         let due = {
             let memo = self.trust.rounds.lock().await;
             memo.catalog_revision != Some(catalog_revision)
+                || memo.withdrawn != withdrawn
                 || unix_now() - memo.at >= self.sign_interval_secs()
         };
         if due && let Err(err) = self.sign_repository(None).await {
@@ -585,17 +589,25 @@ impl Center {
             );
             let keys = self.online_keys(&state).map_err(SignError::Center)?;
             let now = unix_now();
+            // Halted releases are listed nowhere (`rollouts::withdraw_targets`).
+            let withdrawn = self.withdrawn_releases();
             // Listing a large catalog and signing its roles takes a good part of a second:
             // off the threads that answer requests.
             let round = {
-                let (state, catalog, upload) =
-                    (state.clone(), snapshot.catalog.clone(), upload.cloned());
+                let (state, catalog, upload, withdrawn) = (
+                    state.clone(),
+                    snapshot.catalog.clone(),
+                    upload.cloned(),
+                    withdrawn.clone(),
+                );
+                let mut deltas = deltas;
                 let (lifetimes, require) = (
                     self.config.tuf_lifetimes,
                     self.config.require_vendor_signatures,
                 );
                 move || -> Result<_, SignError> {
-                    let targets = package_targets(&catalog, &contents);
+                    let mut targets = package_targets(&catalog, &contents);
+                    crate::rollouts::withdraw_targets(&withdrawn, &mut targets, &mut deltas);
                     let (mut repository, desired) = prepare(
                         &state,
                         &targets,
@@ -606,7 +618,9 @@ impl Center {
                         require,
                     )
                     .map_err(SignError::Center)?;
-                    let index = listed_targets(&desired);
+                    let mut index = listed_targets(&desired);
+                    // A vendor's own document may still list them: never served all the same.
+                    index.retain(|path, _| !crate::rollouts::is_withdrawn_target(&withdrawn, path));
                     let files = repository
                         .update(&desired, Timestamp::from_unix_seconds(now))
                         .map_err(|err| SignError::Refused(err.to_string()))?;
@@ -620,6 +634,7 @@ impl Center {
             if files.is_empty() {
                 memo.catalog_revision = Some(snapshot.revision);
                 memo.at = now;
+                memo.withdrawn = withdrawn.clone();
                 self.observe_expiries(&state);
                 self.trust.serve(&state, Some((snapshot.revision, index)));
                 self.announce_changes();
@@ -651,6 +666,7 @@ impl Center {
                     }
                     memo.catalog_revision = Some(snapshot.revision);
                     memo.at = now;
+                    memo.withdrawn = withdrawn.clone();
                     let state = self.store.tuf_state().await?;
                     self.observe_expiries(&state);
                     self.trust.serve(&state, Some((snapshot.revision, index)));

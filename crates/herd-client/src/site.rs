@@ -53,6 +53,11 @@ impl Client {
         self.get_json(wire::SITE_CATALOG, &[], MAX_CATALOG_ANSWER)
     }
 
+    /// The center's rollout rings and states (`GET /v1/sites/rollouts`).
+    pub fn site_rollouts(&self) -> Result<herd_proto::site::SiteRollouts, ClientError> {
+        self.get_json(wire::SITE_ROLLOUTS, &[], MAX_CATALOG_ANSWER)
+    }
+
     /// Groups and placement rules (`GET /v1/sites/groups`).
     pub fn site_groups(&self) -> Result<GroupInputs, ClientError> {
         self.get_json(wire::SITE_GROUPS, &[], MAX_JSON_ANSWER)
@@ -73,6 +78,16 @@ impl Client {
     pub fn site_terminal(&self, id: &str, cert_sha256: &str) -> Result<SiteTerminal, ClientError> {
         let path = format!("{}/{}", wire::SITE_TERMINALS, segment(id));
         self.get_json(&path, &[("cert_sha256", cert_sha256)], MAX_JSON_ANSWER)
+    }
+
+    /// The fault verdicts of a terminal the site serves
+    /// (`GET /v1/sites/terminals/{id}/fault-verdicts`).
+    pub fn site_fault_verdicts(
+        &self,
+        id: &str,
+    ) -> Result<herd_proto::fault::FaultVerdicts, ClientError> {
+        let path = format!("{}/{}/fault-verdicts", wire::SITE_TERMINALS, segment(id));
+        self.get_json(&path, &[], MAX_JSON_ANSWER)
     }
 
     /// A batch of the site's queue (`POST /v1/sites/relay`).

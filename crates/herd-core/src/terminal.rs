@@ -115,4 +115,7 @@ pub struct Terminal {
     /// `None` for a terminal that runs no vaccine product yet.
     pub installed: Option<Installed>,
     pub policy: Policy,
+    /// The center's group the terminal is in, when known: rollout rings may reach it by group
+    /// (not part of the terminal record; the center sets it after validation).
+    pub group: Option<String>,
 }

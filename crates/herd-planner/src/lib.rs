@@ -254,7 +254,8 @@ impl<C: Deref<Target = Catalog>> Planner<C> {
         if self.gates.is_empty() {
             0
         } else {
-            self.gates.withheld_mask(&terminal.id)
+            self.gates
+                .withheld_mask(&terminal.id, terminal.group.as_deref())
         }
     }
 

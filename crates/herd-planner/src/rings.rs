@@ -2,9 +2,11 @@
 //! and `herd sim rollout` drive: which releases a terminal may be offered now, and when a
 //! rollout moves to its next ring, completes, or is halted and reverted.
 //!
-//! Pure like the rest of the planner: ring membership is a function of the terminal id, the
-//! release and the rollout's state ([`RingGates`]), passed in; no clock, no randomness (the
-//! bucket is a stable hash, the same on every machine and in every version).
+//! Pure like the rest of the planner: ring membership is a function of the terminal id, its
+//! group, the release and the rollout's state ([`RingGates`], [`in_ring`]), passed in; no
+//! clock, no randomness (the bucket is a stable hash, the same on every machine and in every
+//! version). A ring reaches a percentage of the fleet, a list of groups, or both; rings are
+//! cumulative (a terminal in a ring is in every later one).
 
 use herd_core::{Catalog, ReleaseIdx};
 use rustc_hash::FxHashMap;
@@ -43,9 +45,26 @@ pub fn release_key(catalog: &Catalog, release: ReleaseIdx) -> String {
     )
 }
 
-/// Parses `name=PERCENT%/SOAKs/MIN_SUCCESSES` rings separated by commas, e.g.
-/// `canary=1%/600s/5, early=10%/1800s/50, broad=100%/0s/0`: reaches strictly increasing, the
-/// last one 100 %, each percentage with at most two decimals.
+/// Whether a terminal (`terminal` id, in `group` if any) is in a ring that reaches `reach`
+/// basis points of the fleet and the terminals of `groups`, for the release `release_key`.
+pub fn in_ring(
+    reach: u32,
+    groups: &[String],
+    release_key: &str,
+    terminal: &str,
+    group: Option<&str>,
+) -> bool {
+    reach >= FULL_REACH
+        || group.is_some_and(|g| groups.iter().any(|r| r == g))
+        || (reach > 0 && ring_bucket(release_key, terminal) < reach)
+}
+
+/// Parses `name=REACH/SOAKs/MIN_SUCCESSES` rings separated by commas, where REACH is a
+/// percentage, `group:NAME` terms, or both joined by `+`, e.g.
+/// `canary=group:it-staff/600s/5, early=group:it-staff+10%/1800s/50, broad=100%/0s/0`: each
+/// ring reaches more than the one before (a larger percentage, or more groups: rings are
+/// cumulative, so a ring's groups include the earlier rings'), the last one 100 %, each
+/// percentage with at most two decimals.
 pub fn parse_rings(text: &str) -> Result<Vec<RingSpec>, String> {
     let mut rings: Vec<RingSpec> = Vec::new();
     for (i, part) in text.split(',').map(str::trim).enumerate() {
@@ -60,7 +79,8 @@ pub fn parse_rings(text: &str) -> Result<Vec<RingSpec>, String> {
         }
         let shape = || {
             format!(
-                "ring {} ({part:?}): write name=PERCENT%/SOAKs/MIN_SUCCESSES, e.g. canary=1%/600s/5",
+                "ring {} ({part:?}): write name=PERCENT%/SOAKs/MIN_SUCCESSES, e.g. canary=1%/600s/5 \
+                 or canary=group:it-staff/600s/5",
                 i + 1
             )
         };
@@ -82,7 +102,7 @@ pub fn parse_rings(text: &str) -> Result<Vec<RingSpec>, String> {
         else {
             return Err(shape());
         };
-        let reach = parse_percent(percent)
+        let (reach, mut groups) = parse_reach(percent)
             .map_err(|err| format!("ring {} ({name}): {percent:?}: {err}", i + 1))?;
         let soak_secs: u64 = soak
             .strip_suffix('s')
@@ -99,15 +119,24 @@ pub fn parse_rings(text: &str) -> Result<Vec<RingSpec>, String> {
                 i + 1
             )
         })?;
-        if let Some(previous) = rings.last()
-            && reach <= previous.reach
-        {
-            return Err(format!(
-                "ring {} ({name}): its reach must be larger than ring {}'s ({})",
-                i + 1,
-                i,
-                previous.name
-            ));
+        if let Some(previous) = rings.last() {
+            // Cumulative: the earlier rings' groups are this one's too.
+            let added = groups.iter().any(|g| !previous.groups.contains(g));
+            for group in &previous.groups {
+                if !groups.contains(group) {
+                    groups.push(group.clone());
+                }
+            }
+            groups.sort();
+            if reach < previous.reach || (reach == previous.reach && !added) {
+                return Err(format!(
+                    "ring {} ({name}): its reach must be larger than ring {}'s ({}): a larger \
+                     percentage or more groups",
+                    i + 1,
+                    i,
+                    previous.name
+                ));
+            }
         }
         if rings.iter().any(|r| r.name == name) {
             return Err(format!("ring {} ({name}): named twice", i + 1));
@@ -115,6 +144,7 @@ pub fn parse_rings(text: &str) -> Result<Vec<RingSpec>, String> {
         rings.push(RingSpec {
             name: name.to_owned(),
             reach,
+            groups,
             soak_secs,
             min_successes,
         });
@@ -128,6 +158,33 @@ pub fn parse_rings(text: &str) -> Result<Vec<RingSpec>, String> {
         ));
     }
     Ok(rings)
+}
+
+/// A ring's reach: `10%`, `group:it-staff`, or terms joined by `+` (at most one percentage):
+/// basis points (0 without a percentage) and the groups, sorted.
+fn parse_reach(text: &str) -> Result<(u32, Vec<String>), String> {
+    let mut reach = None;
+    let mut groups: Vec<String> = Vec::new();
+    for term in text.split('+').map(str::trim) {
+        if let Some(group) = term.strip_prefix("group:") {
+            let group = group.trim();
+            herd_core::check_identifier(group).map_err(|why| format!("group {group:?}: {why}"))?;
+            if groups.iter().any(|g| g == group) {
+                return Err(format!("group {group:?} is named twice"));
+            }
+            groups.push(group.to_owned());
+        } else if reach.is_some() {
+            return Err("give at most one percentage".to_owned());
+        } else if term.ends_with('%') {
+            reach = Some(parse_percent(term)?);
+        } else {
+            return Err(format!(
+                "{term:?} is neither a percentage like 10% nor a group like group:it-staff"
+            ));
+        }
+    }
+    groups.sort();
+    Ok((reach.unwrap_or(0), groups))
 }
 
 /// `1%`, `0.5%`, `100%` as basis points.
@@ -166,6 +223,9 @@ pub struct Gate {
     /// [`release_key`] of the release, what its buckets are drawn from.
     pub key: String,
     pub offer: Offer,
+    /// With [`Offer::Ring`]: the groups whose terminals are offered the release whatever
+    /// their bucket (the rings reached so far).
+    pub groups: Vec<String>,
 }
 
 /// The rollouts of one catalog as planner input: at most [`RingGates::MAX`] releases under
@@ -221,13 +281,12 @@ impl RingGates {
         &self.gates
     }
 
-    /// Bit `i` is set when gate `i`'s release is not offered to `terminal`.
-    pub fn withheld_mask(&self, terminal: &str) -> u64 {
+    /// Bit `i` is set when gate `i`'s release is not offered to `terminal` (in `group`).
+    pub fn withheld_mask(&self, terminal: &str, group: Option<&str>) -> u64 {
         let mut mask = 0u64;
         for (i, gate) in self.gates.iter().enumerate() {
             let withheld = match gate.offer {
-                Offer::Ring { reach } if reach >= FULL_REACH => false,
-                Offer::Ring { reach } => ring_bucket(&gate.key, terminal) >= reach,
+                Offer::Ring { reach } => !in_ring(reach, &gate.groups, &gate.key, terminal, group),
                 Offer::Withdrawn { .. } => true,
             };
             mask |= u64::from(withheld) << i;
@@ -260,8 +319,10 @@ impl RingGates {
 pub struct RingSpec {
     pub name: String,
     /// How much of the fleet has been offered the release once this ring is reached
-    /// (cumulative, basis points; the last ring is [`FULL_REACH`]).
+    /// (cumulative, basis points; the last ring is [`FULL_REACH`]; 0 for groups only).
     pub reach: u32,
+    /// The groups offered the release once this ring is reached (cumulative, sorted).
+    pub groups: Vec<String>,
     /// How long the ring must run without crossing the error threshold before promotion.
     pub soak_secs: u64,
     /// Successful installs (all rings so far) needed before promotion.
@@ -407,6 +468,19 @@ impl Policy {
         }
     }
 
+    /// The groups a rollout in this state is offered to (its ring's, which include the
+    /// earlier rings').
+    pub fn groups(&self, state: &RolloutState) -> Vec<String> {
+        match state.phase {
+            Phase::Rolling | Phase::Paused => self
+                .rings
+                .get(state.ring)
+                .map(|r| r.groups.clone())
+                .unwrap_or_default(),
+            Phase::Complete | Phase::Reverted => Vec::new(),
+        }
+    }
+
     /// What the planner is told of a rollout in this state.
     pub fn offer(&self, state: &RolloutState) -> Option<Offer> {
         match state.phase {
@@ -429,18 +503,21 @@ mod tests {
                 RingSpec {
                     name: "canary".into(),
                     reach: 100,
+                    groups: Vec::new(),
                     soak_secs: 60,
                     min_successes: 2,
                 },
                 RingSpec {
                     name: "early".into(),
                     reach: 1000,
+                    groups: Vec::new(),
                     soak_secs: 60,
                     min_successes: 5,
                 },
                 RingSpec {
                     name: "broad".into(),
                     reach: FULL_REACH,
+                    groups: Vec::new(),
                     soak_secs: 60,
                     min_successes: 5,
                 },
@@ -495,6 +572,122 @@ mod tests {
             let err = parse_rings(bad).expect_err(bad);
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn rings_by_group_parse_cumulatively_and_bad_ones_are_named() {
+        let rings = parse_rings(
+            "canary=group:it-staff/600s/5, early=group:qa + 10%/1800s/50, broad=100%/0s/0",
+        )
+        .expect("rings");
+        assert_eq!(
+            rings
+                .iter()
+                .map(|r| (r.name.as_str(), r.reach, r.groups.clone()))
+                .collect::<Vec<_>>(),
+            [
+                ("canary", 0, vec!["it-staff".to_owned()]),
+                ("early", 1000, vec!["it-staff".to_owned(), "qa".to_owned()]),
+                (
+                    "broad",
+                    FULL_REACH,
+                    vec!["it-staff".to_owned(), "qa".to_owned()]
+                ),
+            ]
+        );
+        // More groups at the same percentage is a larger ring.
+        parse_rings("a=group:x/1s/1, b=group:y/1s/1, c=100%/0s/0").expect("groups only");
+        for (bad, says) in [
+            ("canary=group:/1s/1, broad=100%/0s/0", "group \"\""),
+            ("canary=group:a b/1s/1, broad=100%/0s/0", "group \"a b\""),
+            (
+                "canary=group:x+group:x/1s/1, broad=100%/0s/0",
+                "named twice",
+            ),
+            (
+                "canary=1%+2%/1s/1, broad=100%/0s/0",
+                "at most one percentage",
+            ),
+            ("canary=staff/1s/1, broad=100%/0s/0", "neither a percentage"),
+            (
+                "canary=group:x+5%/1s/1, early=group:x+5%/1s/1, broad=100%/0s/0",
+                "larger than ring 1",
+            ),
+            (
+                "canary=group:x/1s/1, early=group:x/1s/1, broad=100%/0s/0",
+                "more groups",
+            ),
+            ("canary=group:x/1s/1", "must reach 100 %"),
+        ] {
+            let err = parse_rings(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Membership is a function of id, group, release and reach: a group ring holds
+        /// exactly its groups' terminals (plus the percentage's), growing a ring never drops a
+        /// terminal, and the whole fleet is in a full ring.
+        #[test]
+        fn ring_membership_by_group_is_exact_and_only_grows(
+            id in "[a-z0-9-]{1,16}",
+            group in proptest::option::of("[a-c]"),
+            groups in proptest::collection::vec("[a-d]", 0..3),
+            reach in 0u32..=FULL_REACH,
+            more in 0u32..=FULL_REACH,
+            extra in "[a-d]",
+        ) {
+            let key = "maker/p/2.0";
+            let inside = in_ring(reach, &groups, key, &id, group.as_deref());
+            let by_group = group.as_ref().is_some_and(|g| groups.contains(g));
+            let by_bucket = reach > 0 && ring_bucket(key, &id) < reach;
+            proptest::prop_assert_eq!(inside, by_group || by_bucket || reach == FULL_REACH);
+            if group.is_none() {
+                proptest::prop_assert_eq!(inside, in_ring(reach, &[], key, &id, None));
+            }
+            let mut wider = groups.clone();
+            wider.push(extra);
+            if inside {
+                proptest::prop_assert!(in_ring(reach.max(more), &wider, key, &id, group.as_deref()));
+            }
+            proptest::prop_assert!(in_ring(FULL_REACH, &[], key, &id, group.as_deref()));
+            // The gates agree with the function.
+            let gates = RingGates::new(vec![Gate {
+                release: ReleaseIdx(0),
+                key: key.to_owned(),
+                offer: Offer::Ring { reach },
+                groups: groups.clone(),
+            }]);
+            proptest::prop_assert_eq!(gates.withheld_mask(&id, group.as_deref()) == 0, inside);
+        }
+    }
+
+    #[test]
+    fn a_group_ring_offers_the_release_to_its_group_only() {
+        let p = Policy {
+            rings: parse_rings("canary=group:it-staff/60s/1, broad=100%/0s/0").expect("rings"),
+            ..policy()
+        };
+        let state = rolling(0, Counts::default());
+        assert_eq!(p.offer(&state), Some(Offer::Ring { reach: 0 }));
+        assert_eq!(p.groups(&state), ["it-staff"]);
+        let gates = RingGates::new(vec![Gate {
+            release: ReleaseIdx(0),
+            key: "m/p/1".into(),
+            offer: p.offer(&state).expect("gated"),
+            groups: p.groups(&state),
+        }]);
+        for i in 0..200 {
+            let id = format!("t-{i}");
+            assert_eq!(gates.withheld_mask(&id, Some("it-staff")), 0, "{id}");
+            assert_eq!(gates.withheld_mask(&id, Some("sales")), 1, "{id}");
+            assert_eq!(gates.withheld_mask(&id, None), 1, "{id}");
+        }
+        let done = RolloutState {
+            phase: Phase::Complete,
+            ..state
+        };
+        assert!(p.groups(&done).is_empty());
     }
 
     #[test]

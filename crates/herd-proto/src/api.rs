@@ -368,6 +368,29 @@ pub mod events {
     /// The user's answer or status to operators (`data`: a
     /// [`crate::messages::MessageAnswer`]); the center stores it as a message.
     pub const MESSAGE_SENT: &str = "message.sent";
+    /// The agent put back the product it had before because the one it had just activated
+    /// kept failing (`data`: a [`super::SelfProtection`]); the center counts it as a failed
+    /// install of that release's rollout.
+    pub const SELF_PROTECTED: &str = "rollout.self_protected";
+}
+
+/// Why an agent undid a release by itself (`rollout.self_protected` events, issue 14): the
+/// release it had activated (`product`, `version`) failed `faults` times within `window_secs`
+/// of its activation, so the agent restored `restored_version` of `restored_product` and will
+/// not install that release again until its upstream offers another one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SelfProtection {
+    pub product: String,
+    pub version: String,
+    pub restored_product: String,
+    pub restored_version: String,
+    /// Fault reports about the product counted since its activation.
+    pub faults: u32,
+    pub window_secs: u64,
+    /// What the faults were and what the agent did, in a sentence.
+    pub reason: String,
 }
 
 /// A detection by the scanner `herd-agent run` hosts (`scan.detection` events, issue 13): the

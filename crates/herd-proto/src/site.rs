@@ -36,6 +36,9 @@ pub const SITE_TERMINAL_RENEW: &str = "/v1/sites/terminals/renew";
 /// `GET /v1/sites/terminals/{id}` (site certificate) — a terminal the site does not know yet
 /// (one failing over from another site): [`SiteTerminal`].
 pub const SITE_TERMINALS: &str = "/v1/sites/terminals";
+/// `GET` (site certificate) — the center's rollout rings and where every rollout stands:
+/// [`SiteRollouts`], so the site plans under the same ring gates.
+pub const SITE_ROLLOUTS: &str = "/v1/sites/rollouts";
 /// `POST` (site certificate) — the site's queue, oldest first: [`RelayBatch`] → [`RelayAck`].
 pub const SITE_RELAY: &str = "/v1/sites/relay";
 /// `POST` on a site, called by the center (center certificate) when the site has not pulled
@@ -170,6 +173,42 @@ pub struct GroupInputs {
     pub revision: u64,
     pub groups: Vec<GroupInput>,
     pub rules: Vec<RuleInput>,
+}
+
+/// `GET /v1/sites/rollouts`: the center's rings (none: it rolls releases out to everyone at
+/// once) and every rollout's phase and ring, from which a site computes the same ring gates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SiteRollouts {
+    pub rings: Vec<SiteRing>,
+    pub rollouts: Vec<SiteRollout>,
+}
+
+/// One ring of the center's `rollout_rings`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SiteRing {
+    pub name: String,
+    /// Basis points of the fleet (cumulative; 10,000 is everyone).
+    #[cfg_attr(feature = "openapi", schema(maximum = 10000))]
+    pub reach_bp: u32,
+    /// Groups reached whatever their terminals' buckets (cumulative).
+    pub groups: Vec<String>,
+}
+
+/// One release's rollout, as far as planning goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SiteRollout {
+    /// `vendor/product/version`.
+    pub release: String,
+    /// `rolling`, `paused`, `complete` or `reverted`.
+    pub phase: String,
+    /// Index into `rings`.
+    pub ring: u32,
 }
 
 /// `POST /v1/sites/terminals/enrol`: a terminal's enrolment as the site received it.

@@ -191,6 +191,7 @@ impl TerminalDoc {
                 model: self.hardware.model.clone(),
             },
             installed,
+            group: None,
             policy: Policy {
                 apply: apply.expect("checked"),
                 min_danger: min_danger.expect("checked"),

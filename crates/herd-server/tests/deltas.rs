@@ -12,41 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use herd_client::Client;
-use herd_core::Timestamp;
 use herd_proto::distribution::{
     DeltaCustom, PackageCustom, delta_target, package_target, read_custom,
 };
-use herd_tuf::{TargetFile, TargetSearch, TrustedSet, verify_target};
+use herd_tuf::{TargetFile, verify_target};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{TestCenter, vendor_client};
-
-/// `GET path` with curl, trusting the center's CA: (status, body).
-fn fetch(center: &TestCenter, path: &str) -> (u16, Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
-    let body = dir.path().join("body");
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-g", "--path-as-is", "-w", "%{http_code}", "--cacert"])
-        .arg(center.data_dir.join("ca.pem"))
-        .arg("-o")
-        .arg(&body)
-        .arg(format!("{}{path}", center.url))
-        .output()
-        .expect("curl runs");
-    let status = String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0);
-    (status, std::fs::read(&body).unwrap_or_default())
-}
-
-fn get(center: &TestCenter, path: &str) -> Vec<u8> {
-    let (status, body) = fetch(center, path);
-    assert_eq!(
-        status,
-        200,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    body
-}
+use support::{TestCenter, find, get, tuf_fetch as fetch, vendor_client};
 
 /// Signature lines of a definitions file: deterministic, incompressible-looking hex, so the
 /// full package is large and only a delta is small.
@@ -122,40 +94,6 @@ fn publish(client: &Client, feed: &Value) {
     client
         .publish_feed("acme", &serde_json::to_vec(feed).unwrap())
         .expect("publish");
-}
-
-/// A full refresh from the served root, up to the role that lists `path`: what it says of it,
-/// or `None` when no role lists it.
-fn find(center: &TestCenter, path: &str) -> Option<TargetFile> {
-    let root = get(center, "/tuf/metadata/root.json");
-    let now = Timestamp::from_unix_seconds(herd_center::unix_now());
-    let mut set = TrustedSet::new(&root, now).unwrap();
-    set.root_update_finished().unwrap();
-    set.update_timestamp(&get(center, "/tuf/metadata/timestamp.json"), None)
-        .unwrap();
-    let snapshot = set.snapshot_meta().unwrap().version;
-    set.update_snapshot(
-        &get(center, &format!("/tuf/metadata/{snapshot}.snapshot.json")),
-        None,
-    )
-    .unwrap();
-    let targets = set.targets_meta("targets").unwrap().version;
-    set.update_targets(&get(
-        center,
-        &format!("/tuf/metadata/{targets}.targets.json"),
-    ))
-    .unwrap();
-    loop {
-        match set.find_target(path) {
-            TargetSearch::Found { file, .. } => return Some(file),
-            TargetSearch::NeedRole { role, delegator } => {
-                let version = set.targets_meta(&role).unwrap().version;
-                let bytes = get(center, &format!("/tuf/metadata/{version}.{role}.json"));
-                set.update_delegated(&role, &delegator, &bytes).unwrap();
-            }
-            _ => return None,
-        }
-    }
 }
 
 /// Waits (at most 30 s) until the signed metadata lists `path`.

@@ -14,7 +14,9 @@ use herd_proto::api::{
 };
 use herd_proto::plan::Action;
 use herd_proto::terminal::InstalledDoc;
-use support::{TestCenter, build_package, code, enrol, enrolment_token, feed, vendor_client};
+use support::{
+    TestCenter, build_package, code, enrol, enrolment_token, feed, find, tuf_fetch, vendor_client,
+};
 
 const TERMINALS: usize = 40;
 const RELEASE: &str = "acme/acme-av/1.1";
@@ -98,6 +100,27 @@ fn wait_for_phase(operator: &Client, release: &str, phase: &str) -> (RolloutSumm
     }
 }
 
+/// Waits (at most 20 s) until no signed role lists `path`.
+fn wait_unlisted(center: &TestCenter, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while find(center, path).is_some() {
+        assert!(Instant::now() < deadline, "{path} is still listed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (at most 20 s) until a signed role lists `path`.
+fn wait_listed(center: &TestCenter, path: &str) -> herd_tuf::TargetFile {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(file) = find(center, path) {
+            return file;
+        }
+        assert!(Instant::now() < deadline, "{path} is never listed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_failing_release_stays_in_its_canary_ring_and_is_reverted_there() {
     let center = center();
@@ -162,6 +185,9 @@ fn a_failing_release_stays_in_its_canary_ring_and_is_reverted_there() {
         plans.push((id.clone(), answer.plan_id));
     }
     let (rolling, _) = wait_for_phase(&operator, RELEASE, "rolling");
+    let target =
+        herd_proto::distribution::package_target("acme", "acme-av", "1.1", "linux", "archive");
+    let listed = wait_listed(&center, &target);
     assert_eq!(
         (rolling.ring.as_str(), rolling.reach_bp),
         ("canary", CANARY)
@@ -202,6 +228,25 @@ fn a_failing_release_stays_in_its_canary_ring_and_is_reverted_there() {
     let (answer, woken_at) = woken.join().unwrap();
     assert!(answer.unwrap().changed, "the halt moved the change token");
     assert!(woken_at.elapsed() < Duration::from_secs(20));
+
+    // The halt withdraws 1.1 from the signed metadata: no role lists it and the center does
+    // not serve it, so no terminal and no site mirror can fetch it; 1.0 stays.
+    wait_unlisted(&center, &target);
+    assert!(
+        find(
+            &center,
+            &herd_proto::distribution::package_target("acme", "acme-av", "1.0", "linux", "archive")
+        )
+        .is_some()
+    );
+    let (status, _) = tuf_fetch(
+        &center,
+        &format!(
+            "/tuf/targets/{}",
+            herd_proto::distribution::consistent_target_name(&target, &listed.hashes["sha256"])
+        ),
+    );
+    assert_eq!(status, 404, "the withdrawn package is not served");
 
     // Every terminal that took it is planned back to 1.0; nobody is offered 1.1 any more.
     for (id, terminal) in took {
@@ -261,8 +306,13 @@ fn a_failing_release_stays_in_its_canary_ring_and_is_reverted_there() {
     for (id, terminal) in &terminals {
         assert!(offered_now(terminal), "{id} after the promotion to broad");
     }
+    assert!(
+        wait_listed(&center, &target).hashes == listed.hashes,
+        "resumed, 1.1 is listed again"
+    );
     let reverted = operator.rollout_act(RELEASE, "revert").unwrap();
     assert_eq!(reverted.phase, "reverted");
+    wait_unlisted(&center, &target);
     for (id, terminal) in &terminals {
         assert!(!offered_now(terminal), "{id} after the revert");
     }
@@ -282,4 +332,96 @@ fn without_rings_a_center_offers_every_release_at_once_and_says_so() {
     let center = TestCenter::start();
     let (status, code_) = code(center.operator().rollouts().unwrap_err());
     assert_eq!((status, code_.as_str()), (409, "conflict"));
+}
+
+/// A canary ring by group (`canary=group:it-staff`): a new release reaches exactly the
+/// terminals the placement rules put in `it-staff`, whatever their bucket, and everyone once
+/// promoted to the broad ring.
+#[test]
+fn a_group_canary_ring_reaches_its_group_and_nobody_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("center.toml");
+    std::fs::write(
+        &config,
+        "rollout_rings = \"canary=group:it-staff/1s/1000, broad=100%/0s/0\"\n\
+         rollout_check_secs = 1\n",
+    )
+    .unwrap();
+    let center = TestCenter::start_with(&["--config", config.to_str().unwrap()]);
+    let operator = center.operator();
+    operator
+        .put_group(&herd_proto::api::GroupDoc {
+            id: "it-staff".into(),
+            description: "the first to get every release".into(),
+            policy: herd_proto::terminal::PolicyDoc {
+                apply: "latest-same-vendor".into(),
+                min_danger: None,
+                consent: None,
+                window: None,
+                tz: None,
+                vendors: None,
+            },
+            terminals: 0,
+        })
+        .unwrap();
+    operator
+        .put_rules(&herd_proto::api::PlacementRules {
+            rules: vec![herd_proto::api::PlacementRule {
+                group: "it-staff".into(),
+                kind: None,
+                platform: None,
+                address: None,
+                user: Some("admin".into()),
+            }],
+        })
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let acme = vendor_client(&center, "acme");
+    let (first, first_packages) = build_package(work.path(), "1.0", 1);
+    acme.upload_package(&first).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed("acme", &[("1.0", 1, &first_packages)])).unwrap(),
+    )
+    .unwrap();
+    wait_for_phase(&operator, "acme/acme-av/1.0", "complete");
+    let token = enrolment_token(&center, 20);
+    let terminals: Vec<(bool, Client)> = (0..20)
+        .map(|i| {
+            let staff = i % 5 == 0;
+            let user = if staff { "admin" } else { "user" };
+            let identity = enrol(&center, &token, &format!("desk-{i:02}"), user, "linux");
+            (staff, center.terminal_client(&identity))
+        })
+        .collect();
+    let (second, second_packages) = build_package(work.path(), "1.1", 2);
+    acme.upload_package(&second).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed(
+            "acme",
+            &[("1.0", 1, &first_packages), ("1.1", 2, &second_packages)],
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let old = installed("1.0", 1);
+    let offered = |terminal: &Client| {
+        check_in(terminal, &old)
+            .plan
+            .to
+            .is_some_and(|to| to.version == "1.1")
+    };
+    // At once (before the rollout task saw it) and once it rolls: the group only.
+    for round in 0..2 {
+        for (i, (staff, terminal)) in terminals.iter().enumerate() {
+            assert_eq!(offered(terminal), *staff, "round {round}, terminal {i}");
+        }
+        wait_for_phase(&operator, RELEASE, "rolling");
+    }
+    let promoted = operator.rollout_act(RELEASE, "promote").unwrap();
+    assert_eq!(promoted.ring, "broad");
+    for (i, (_, terminal)) in terminals.iter().enumerate() {
+        assert!(offered(terminal), "terminal {i} after the promotion");
+    }
 }

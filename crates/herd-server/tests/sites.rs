@@ -3,7 +3,8 @@
 //! protocol) enrol, check in and download through their site; the center stopped while the
 //! site keeps serving and queuing; everything queued arriving once and in order; a site that
 //! tries to act as the center or as another site; bad input on the site endpoints; kill -9 of
-//! the site and of the center during a stream of reports.
+//! the site and of the center during a stream of reports; a site planning under the center's
+//! rollout rings.
 
 mod support;
 
@@ -785,4 +786,188 @@ fn a_change_reaches_a_pulling_site_at_once_and_a_site_that_missed_it_catches_up(
     wait_until("the site caught up", 10, || site_catalog(&site) == 2);
     let sites = center.operator().sites().unwrap();
     assert_eq!(sites[0].state, "ok");
+}
+
+/// A site plans under the center's ring gates (issue 14): a new release reaches the site's
+/// terminals in its canary ring only, a halt at the center withdraws it there too (the
+/// terminal that took it planned back), and a site restarted without the center keeps the
+/// gates it replicated.
+#[test]
+fn a_site_offers_a_release_only_in_its_ring_and_withdraws_it_with_the_center() {
+    const RELEASE: &str = "acme/acme-av/1.1";
+    const CANARY: u32 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("center.toml");
+    std::fs::write(
+        &config,
+        "rollout_rings = \"canary=30%/1s/1000, broad=100%/0s/0\"\n\
+         rollout_max_bad = 100\nrollout_check_secs = 1\n",
+    )
+    .unwrap();
+    let center = TestCenter::spawn(
+        &dir.path().join("center"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let ca = center.ca_pem();
+    let acme = vendor_client(&center, "acme");
+    let (first, first_packages) = build_package(dir.path(), "1.0", 1);
+    acme.upload_package(&first).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed("acme", &[("1.0", 1, &first_packages)])).unwrap(),
+    )
+    .unwrap();
+    let operator = center.operator();
+    // Recorded as complete (a product's first release): rollouts are on from now.
+    wait_until("1.0 is recorded", 10, || {
+        operator
+            .rollout("acme/acme-av/1.0")
+            .is_ok_and(|r| r.phase == "complete")
+    });
+    let mut site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 20);
+    let ids: Vec<String> = (0..12).map(|i| format!("pc-{i:02}")).collect();
+    let inside = ids
+        .iter()
+        .filter(|id| herd_planner::rings::ring_bucket(RELEASE, id) < CANARY)
+        .count();
+    assert!((1..12).contains(&inside), "{inside} of 12 in a 30 % ring");
+    let identities: Vec<KeyPairPem> = ids
+        .iter()
+        .map(|id| enrol_at(site.url(), &ca, &token, id).0)
+        .collect();
+    let on = |version: &str, seq: u64| CheckinRequest {
+        installed: Some(herd_proto::terminal::InstalledDoc {
+            product: "acme-av".into(),
+            version: version.into(),
+            seq,
+            pattern: format!("acme-{seq}"),
+            format: "archive".into(),
+        }),
+        ..checkin()
+    };
+    let plan_at_site = |site: &TestSite, identity: &KeyPairPem, version: &str, seq: u64| {
+        Client::new(site.url(), &ca, Some(identity))
+            .unwrap()
+            .checkin(&on(version, seq))
+            .unwrap()
+            .plan
+    };
+    let (second, second_packages) = build_package(dir.path(), "1.1", 2);
+    acme.upload_package(&second).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed(
+            "acme",
+            &[("1.0", 1, &first_packages), ("1.1", 2, &second_packages)],
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let site_has_release = |site: &TestSite| {
+        let token = std::fs::read_to_string(site.data_dir.join("operator.token")).unwrap();
+        Client::new(site.url(), &ca, None)
+            .unwrap()
+            .with_token(&token)
+            .catalog()
+            .ok()
+            .and_then(|doc| doc["releases"].as_array().map(Vec::len))
+            == Some(2)
+    };
+    wait_until("the site has 1.1", 10, || site_has_release(&site));
+    let offered = |site: &TestSite, identity: &KeyPairPem| {
+        plan_at_site(site, identity, "1.0", 1)
+            .to
+            .is_some_and(|to| to.version == "1.1")
+    };
+    for (id, identity) in ids.iter().zip(&identities) {
+        let in_ring = herd_planner::rings::ring_bucket(RELEASE, id) < CANARY;
+        assert_eq!(
+            offered(&site, identity),
+            in_ring,
+            "{id} at the site: {}",
+            std::fs::read_to_string(site.data_dir.with_extension("log")).unwrap_or_default()
+        );
+    }
+
+    // The center halts it: the site withdraws it at once and plans the terminal back.
+    wait_until("1.1 rolls", 10, || {
+        operator
+            .rollout(RELEASE)
+            .is_ok_and(|r| r.phase == "rolling")
+    });
+    operator.rollout_act(RELEASE, "revert").unwrap();
+    let (canary_id, canary) = ids
+        .iter()
+        .zip(&identities)
+        .find(|(id, _)| herd_planner::rings::ring_bucket(RELEASE, id) < CANARY)
+        .unwrap();
+    wait_until("the site withdraws 1.1", 10, || {
+        let back = plan_at_site(&site, canary, "1.1", 2);
+        back.to.is_some_and(|to| to.version == "1.0") && back.reason.contains("withdrawn")
+    });
+    for (id, identity) in ids.iter().zip(&identities) {
+        assert!(
+            !offered(&site, identity),
+            "{id} after the halt ({canary_id} reverted)"
+        );
+    }
+
+    // Restarted while the center is away, the site plans under what it replicated.
+    site.process.kill();
+    drop(center);
+    site.restart();
+    for (id, identity) in ids.iter().zip(&identities) {
+        assert!(!offered(&site, identity), "{id} at the restarted site");
+    }
+}
+
+/// A fault a terminal reports through its site is decided at the center, and the verdict
+/// reaches the terminal at its site (issue 14), and at the site it fails over to.
+#[test]
+fn a_fault_verdict_reaches_a_terminal_behind_its_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 2);
+    let (identity, _) = enrol_at(site.url(), &ca, &token, "pc-1");
+    let at_site = Client::new(site.url(), &ca, Some(&identity)).unwrap();
+    assert!(at_site.fault_verdicts().unwrap().verdicts.is_empty());
+    let report = serde_json::json!({"program": "middleware", "vendor": "company-a",
+        "version": "2.0", "platform": "linux-x86_64", "kind": "crash", "signal": 11});
+    at_site
+        .send_events(&EventBatch {
+            events: vec![EventDoc {
+                seq: 1,
+                at: "2026-12-06T12:00:00Z".into(),
+                kind: herd_proto::api::events::FAULT_REPORT.into(),
+                data: report,
+            }],
+        })
+        .unwrap();
+    let mut verdicts = Vec::new();
+    wait_until(
+        "the center's verdict reaches the site's terminal",
+        20,
+        || {
+            verdicts = at_site.fault_verdicts().unwrap().verdicts;
+            !verdicts.is_empty()
+        },
+    );
+    assert_eq!(verdicts[0].program, "middleware");
+    assert_eq!(
+        verdicts,
+        center
+            .terminal_client(&identity)
+            .fault_verdicts()
+            .unwrap()
+            .verdicts,
+        "the same verdicts as at the center"
+    );
+
+    // Failing over to another site (which adopts the terminal), it reads them there too.
+    let other = TestSite::start(&center, dir.path(), "office-2");
+    let there = Client::new(other.url(), &ca, Some(&identity)).unwrap();
+    assert_eq!(there.fault_verdicts().unwrap().verdicts, verdicts);
 }

@@ -21,6 +21,7 @@ use super::enrol::{self, Declared};
 use super::fetcher::CenterFetcher;
 use super::identity;
 use super::interfaces;
+use super::protect::{self, Look, Protection, Restore};
 use super::push::Push;
 use super::state::{
     self, AgentFile, PlanState, Progress, RefreshSummary, RefusalSummary, ReportSummary, StateDir,
@@ -150,6 +151,9 @@ pub(crate) struct Agent {
     mounts: Option<MountWatch>,
     /// The download directories that do not depend on a volume being mounted.
     fixed_download_dirs: Vec<PathBuf>,
+    /// Self-protection: the product on probation and the release refused (`protect`).
+    protection: Protection,
+    limits: protect::Limits,
 }
 
 impl Agent {
@@ -217,6 +221,11 @@ impl Agent {
             push: None,
             mounts: None,
             fixed_download_dirs,
+            protection: Protection::load(&paths.root),
+            limits: protect::Limits {
+                faults: args.self_protect_after,
+                window_secs: args.self_protect_window,
+            },
         };
         if !args.once && !args.download_volumes.is_empty() {
             match MountWatch::open() {
@@ -349,6 +358,9 @@ impl Agent {
     fn cycle_with_identity(&mut self) -> Result<Next, CycleError> {
         self.ensure_enrolled()?;
         self.keep_identity()?;
+        // A just-activated product that keeps failing is undone before anything else, its
+        // faults counted before the outbox sends them.
+        self.protect_self();
         // What queued up while the center was away goes first, in the order it happened.
         self.flush()?;
         self.receive_messages();
@@ -884,7 +896,10 @@ impl Agent {
                 self.notify(plan_id, &exposed_notice(plan));
                 Ok(Acted::Nothing)
             }
-            Action::Update | Action::Switch => self.carry_out(plan_id, plan),
+            Action::Update | Action::Switch => match self.refuse_again(plan_id, plan)? {
+                Some(acted) => Ok(acted),
+                None => self.carry_out(plan_id, plan),
+            },
         }
     }
 
@@ -982,6 +997,7 @@ impl Agent {
         let mirror = mirror_fetcher(from_mirror, verified.as_ref(), self.trust.as_ref());
         let inner = mirror.as_ref().map_or(&center as &dyn Fetcher, |m| m);
         let deltas = delta_fetcher(inner, self.trust.as_ref(), &offers, &content_dir);
+        let kept = self.keep_previous(plan);
         let first = self
             .executor
             .execute(plan_id, plan, deltas.as_ref().map_or(inner, |d| d));
@@ -999,16 +1015,23 @@ impl Agent {
             other => other,
         };
         let report = match report {
-            Ok(report) => report,
+            Ok(report) => {
+                self.begin_probation(plan, report.outcome, kept);
+                report
+            }
             Err(ExecError::Busy { path }) => {
                 eprintln!(
                     "herd-agent: warning: another herd-agent process is carrying out a plan \
                      (it holds {}); trying again later",
                     path.display()
                 );
+                self.begin_probation(plan, ReportOutcome::Deferred, kept);
                 return Ok(Acted::RetrySoon);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                self.begin_probation(plan, ReportOutcome::Deferred, kept);
+                return Err(e.into());
+            }
         };
         // Which way each package came, in the log as in the report: a definitions delta (and
         // the bytes it saved), or the full package and why not a delta.
@@ -1048,6 +1071,165 @@ impl Agent {
             ReportOutcome::Deferred => Acted::RetrySoon,
             ReportOutcome::Declined => Acted::Nothing,
         })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Self-protection (`protect`).
+
+    /// Before a plan that installs a release: keeps the active product, so that it can be put
+    /// back without the center if the new one keeps failing. Returns `current`'s link text.
+    fn keep_previous(&self, plan: &PlanDoc) -> Option<String> {
+        if !self.limits.enabled() || plan.to.is_none() || plan.steps.is_empty() {
+            return None;
+        }
+        match protect::keep_previous(&self.prefix) {
+            Ok(kept) => kept,
+            Err(e) => {
+                eprintln!(
+                    "herd-agent: warning: {e:#}; the product this plan replaces cannot be \
+                     restored without the center"
+                );
+                let _ = protect::discard_kept(&self.prefix);
+                None
+            }
+        }
+    }
+
+    /// After a plan: a release now active puts itself on probation (when the product before
+    /// it was kept); otherwise the kept copy goes.
+    fn begin_probation(&mut self, plan: &PlanDoc, outcome: ReportOutcome, kept: Option<String>) {
+        let Some(previous) = kept else {
+            return;
+        };
+        let installed = self.executor.installed();
+        let target = herd_package::current_target(&self.prefix).ok().flatten();
+        let activated = match (&plan.to, &installed, &target) {
+            (Some(to), Some(now), Some(target))
+                if outcome == ReportOutcome::Succeeded
+                    && to.product == now.product
+                    && to.version == now.version
+                    && target.as_os_str() != previous.as_str() =>
+            {
+                Some(target.display().to_string())
+            }
+            _ => None,
+        };
+        let outbox_after = self.outbox.stats().map(|s| s.next_seq.saturating_sub(1));
+        match (activated, outbox_after, &plan.to) {
+            (Some(target), Ok(outbox_after), Some(to)) => {
+                self.protection.probation = Some(protect::Probation {
+                    product: to.product.clone(),
+                    version: to.version.clone(),
+                    target,
+                    previous,
+                    activated_at: clock::unix_seconds(SystemTime::now()),
+                    outbox_after,
+                    faults: Vec::new(),
+                    seen: Vec::new(),
+                });
+            }
+            _ => {
+                if let Err(e) = protect::discard_kept(&self.prefix) {
+                    eprintln!("herd-agent: warning: {e:#}");
+                }
+                return;
+            }
+        }
+        if let Err(e) = self.protection.save(self.state_root()) {
+            eprintln!("herd-agent: warning: {e:#}");
+        }
+    }
+
+    /// Counts the faults of the product on probation and undoes it when they reach the limit.
+    fn protect_self(&mut self) {
+        if let Err(e) = self.try_protect_self() {
+            eprintln!("herd-agent: warning: self-protection: {e:#}");
+        }
+    }
+
+    fn try_protect_self(&mut self) -> Result<()> {
+        let Some(after) = self.protection.probation.as_ref().map(|p| p.outbox_after) else {
+            return Ok(());
+        };
+        let pending = self.outbox.pending_of_kind(events::FAULT_REPORT, after)?;
+        let now = clock::unix_seconds(SystemTime::now());
+        match self.protection.look(&pending, self.limits, now) {
+            Look::Nothing => {}
+            Look::Trusted { product, version } => {
+                protect::discard_kept(&self.prefix)?;
+                self.say(&format!(
+                    "{product} {version} ran {} s without failing {} times: trusted",
+                    self.limits.window_secs, self.limits.faults
+                ));
+            }
+            Look::Failing => {
+                let probation = self
+                    .protection
+                    .probation
+                    .clone()
+                    .expect("failing means on probation");
+                match protect::restore(&self.prefix, self.state_root(), &probation)? {
+                    Restore::Busy => {}
+                    Restore::Stale(why) => {
+                        eprintln!(
+                            "herd-agent: warning: {} {} keeps failing, but it cannot be undone \
+                             here: {why}",
+                            probation.product, probation.version
+                        );
+                        self.protection.probation = None;
+                        protect::discard_kept(&self.prefix)?;
+                    }
+                    Restore::Done => {
+                        let restored = self.executor.installed();
+                        let (product, version) = restored
+                            .as_ref()
+                            .map_or(("?", "?"), |r| (r.product.as_str(), r.version.as_str()));
+                        let event = protect::event(&probation, (product, version), self.limits);
+                        self.say(&event.reason);
+                        self.outbox.push(
+                            events::SELF_PROTECTED,
+                            serde_json::to_value(&event)
+                                .context("cannot encode a self-protection event")?,
+                        )?;
+                        self.protection.probation = None;
+                        self.protection.refused = Some(protect::Refused {
+                            product: probation.product,
+                            version: probation.version,
+                            at: clock::now_rfc3339(),
+                            reason: event.reason,
+                            declined_plan: None,
+                        });
+                    }
+                }
+            }
+        }
+        self.protection.save(self.state_root())
+    }
+
+    /// A plan that installs the release this agent undid is declined (reported once per
+    /// plan); a plan offering another release ends the refusal.
+    fn refuse_again(&mut self, plan_id: &str, plan: &PlanDoc) -> Result<Option<Acted>> {
+        let Some(refused) = self.protection.refused.as_ref() else {
+            return Ok(None);
+        };
+        if !refused.is(plan.to.as_ref()) {
+            self.protection.refused = None;
+            self.protection.save(self.state_root())?;
+            return Ok(None);
+        }
+        if refused.declined_plan.as_deref() != Some(plan_id) {
+            let message = format!(
+                "not installing {} {} again: {}",
+                refused.product, refused.version, refused.reason
+            );
+            self.say(&message);
+            self.report(self.unexecuted(plan_id, ReportOutcome::Declined, message))?;
+            if let Some(refused) = self.protection.refused.as_mut() {
+                refused.declined_plan = Some(plan_id.to_owned());
+            }
+            self.protection.save(self.state_root())?;
+        }
+        Ok(Some(Acted::Nothing))
     }
 
     // -----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ mod fetcher;
 mod identity;
 mod interfaces;
 mod messages;
+mod protect;
 mod push;
 mod scanner;
 pub(crate) mod state;
@@ -173,6 +174,16 @@ pub struct RunArgs {
     /// product prefix and the download directories are always excluded.
     #[arg(long = "scan-exclude", value_name = "PATH", requires = "scan_dirs")]
     scan_excludes: Vec<PathBuf>,
+    /// Put the previous product back by itself when the one just activated fails this many
+    /// times (fault reports about it, from `herd-agent supervise` or `herd-agent fault
+    /// report`, whose program is the product's id) within --self-protect-window, and refuse
+    /// that release until another is offered; 0 turns self-protection off.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    self_protect_after: u32,
+    /// Seconds after an activation during which the product's faults are counted; a product
+    /// that passes them is trusted and the previous one's kept copy removed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    self_protect_window: u64,
 }
 
 /// Enrol this terminal again, keeping its id and history, with a re-enrolment token from the

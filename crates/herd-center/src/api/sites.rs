@@ -114,6 +114,17 @@ pub async fn site_catalog(
     Ok(with_etag(inputs.revision, Json(inputs)))
 }
 
+/// The center's rollout rings and where every rollout stands, so the site plans under the
+/// same ring gates (no rings: the center rolls releases out to everyone at once).
+#[utoipa::path(get, path = "/v1/sites/rollouts", tag = "sites",
+    responses((status = 200, body = herd_proto::site::SiteRollouts)))]
+pub async fn site_rollouts(
+    State(center): State<Arc<Center>>,
+    _: SiteCaller,
+) -> CenterResult<Json<herd_proto::site::SiteRollouts>> {
+    Ok(Json(center.site_rollouts().await?))
+}
+
 /// Groups and placement rules. `ETag` is the groups revision.
 #[utoipa::path(get, path = "/v1/sites/groups", tag = "sites",
     responses((status = 200, body = GroupInputs)))]
@@ -173,6 +184,19 @@ pub async fn site_terminal(
         .site_terminal(&site, &id, &presented.cert_sha256)
         .await
         .map(Json)
+}
+
+/// The fault verdicts of a terminal the site serves: a site's terminals read their verdicts
+/// at the site, which asks here (faults are decided at the center only).
+#[utoipa::path(get, path = "/v1/sites/terminals/{id}/fault-verdicts", tag = "sites",
+    params(("id" = String, Path, description = "The terminal's id")),
+    responses((status = 200, body = herd_proto::fault::FaultVerdicts), (status = 403, body = ErrorBody, description = "Not a terminal this site serves"), (status = 404, body = ErrorBody)))]
+pub async fn site_fault_verdicts(
+    State(center): State<Arc<Center>>,
+    SiteCaller(site): SiteCaller,
+    Path(id): Path<String>,
+) -> CenterResult<Json<herd_proto::fault::FaultVerdicts>> {
+    center.site_fault_verdicts(&site, &id).await.map(Json)
 }
 
 /// A batch of the site's queue, oldest first; each seq is applied once.

@@ -21,6 +21,26 @@ pub use link::SiteIdentity;
 
 use crate::Center;
 
+impl SiteLink {
+    /// A terminal's fault verdicts, asked of the center (faults are decided there).
+    pub(crate) async fn fault_verdicts_of(
+        &self,
+        terminal: &str,
+    ) -> crate::CenterResult<herd_proto::fault::FaultVerdicts> {
+        let client = self.client.clone();
+        let id = terminal.to_owned();
+        tokio::task::spawn_blocking(move || client.site_fault_verdicts(&id))
+            .await
+            .map_err(|err| crate::CenterError::internal(format!("the verdict task failed: {err}")))?
+            .map_err(|err| {
+                crate::CenterError::new(
+                    crate::error::ErrorKind::Unavailable,
+                    format!("cannot read the terminal's fault verdicts from the center: {err}"),
+                )
+            })
+    }
+}
+
 /// What a site process holds of its link to the center.
 #[derive(Debug)]
 pub struct SiteLink {

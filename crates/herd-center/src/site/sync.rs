@@ -122,6 +122,15 @@ impl Center {
         .await??;
         // The signed metadata first: a terminal woken by the new catalog must find it.
         self.sync_mirror(changes.timestamp_version).await?;
+        // The center's ring gates before its catalog, so no new release is offered here
+        // beyond its ring (a release without a rollout yet is gated in the first ring).
+        let client = site.client.clone();
+        match tokio::task::spawn_blocking(move || client.site_rollouts()).await? {
+            Ok(rollouts) => self.install_site_rollouts(&rollouts)?,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the center's rollouts; planning under the last ones")
+            }
+        }
         if let Some(groups) = groups {
             let rows: Vec<GroupRow> = groups
                 .groups

@@ -66,6 +66,10 @@ pub struct RolloutArgs {
         default_value = "canary=1%/600s/5, early=10%/1800s/50, broad=100%/0s/0"
     )]
     rings: String,
+    /// Puts this share of the terminals in a group, for rings by group (`NAME=PERCENT%`,
+    /// repeatable; by a stable hash of the terminal id, the groups' shares side by side).
+    #[arg(long = "group", value_name = "NAME=PERCENT%")]
+    groups: Vec<String>,
     /// Bad reports that halt a rollout (`rollout_max_bad`).
     #[arg(long, default_value_t = 5, value_name = "N")]
     max_bad: u64,
@@ -123,6 +127,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
         bail!("--interval-secs, --check-secs and --wake-rate must be at least 1");
     }
     let rings = parse_rings(&args.rings).map_err(|err| anyhow::anyhow!("--rings: {err}"))?;
+    parse_groups(&args.groups).map_err(|err| anyhow::anyhow!("--group: {err}"))?;
     let policy = Policy {
         rings,
         thresholds: Thresholds {
@@ -239,6 +244,45 @@ fn terminal(catalog: &Catalog, version: &str, seq: u64) -> anyhow::Result<Termin
         .context("the simulated terminal")
 }
 
+/// `--group NAME=PERCENT%` values: each group's name and share in basis points, in order;
+/// the shares add up to at most 100 %.
+fn parse_groups(values: &[String]) -> Result<Vec<(String, u32)>, String> {
+    let mut shares: Vec<(String, u32)> = Vec::new();
+    for value in values {
+        let (name, percent) = value
+            .split_once('=')
+            .ok_or_else(|| format!("{value:?}: write NAME=PERCENT%, e.g. it-staff=2%"))?;
+        // A one-ring policy parses the share with the rings' own rules.
+        let rings = parse_rings(&format!("g=group:{name}+{percent}/0s/0, all=100%/0s/0"))
+            .map_err(|err| format!("{value:?}: {err}"))?;
+        let share = rings[0].reach;
+        if share == 0 || shares.iter().any(|(n, _)| n == name) {
+            return Err(format!(
+                "{value:?}: give each group once, with a share above 0 %"
+            ));
+        }
+        shares.push((name.to_owned(), share));
+    }
+    if shares.iter().map(|(_, s)| s).sum::<u32>() > herd_planner::rings::FULL_REACH {
+        return Err("the groups' shares add up to more than 100 %".to_owned());
+    }
+    Ok(shares)
+}
+
+/// The group of terminal `id` under these shares: by its bucket of a fixed key, the groups'
+/// shares side by side from 0.
+fn group_of(shares: &[(String, u32)], id: &str) -> Option<String> {
+    let bucket = herd_planner::rings::ring_bucket("sim/groups", id);
+    let mut upto = 0;
+    for (name, share) in shares {
+        upto += share;
+        if bucket < upto {
+            return Some(name.clone());
+        }
+    }
+    None
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     /// The center looks at its rollouts.
@@ -275,6 +319,8 @@ fn simulate(args: &RolloutArgs, policy: &Policy, seed: u64) -> anyhow::Result<Ro
     let ids: Vec<String> = (0..args.terminals)
         .map(|i| format!("t-{seed}-{i}"))
         .collect();
+    let shares = parse_groups(&args.groups).map_err(|err| anyhow::anyhow!("--group: {err}"))?;
+    let groups: Vec<Option<String>> = ids.iter().map(|id| group_of(&shares, id)).collect();
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let interval = args.interval_secs * 1000;
     let mut queue: BinaryHeap<Reverse<(u64, Event)>> = BinaryHeap::new();
@@ -303,6 +349,7 @@ fn simulate(args: &RolloutArgs, policy: &Policy, seed: u64) -> anyhow::Result<Ro
                     release: bad,
                     key: key.clone(),
                     offer,
+                    groups: policy.groups(state),
                 })
                 .into_iter()
                 .collect(),
@@ -418,6 +465,7 @@ fn simulate(args: &RolloutArgs, policy: &Policy, seed: u64) -> anyhow::Result<Ro
                     on_good.clone()
                 };
                 asking.id.clone_from(&ids[terminal as usize]);
+                asking.group.clone_from(&groups[terminal as usize]);
                 let plan = planner.plan(&asking);
                 let Some(target) = plan.decision.target else {
                     continue;
@@ -457,6 +505,7 @@ mod tests {
             wake,
             wake_rate: 5000,
             rings: "canary=1%/600s/5, early=10%/1800s/50, broad=100%/0s/0".into(),
+            groups: Vec::new(),
             max_bad: 5,
             max_bad_percent: 20,
             min_reports: 20,
@@ -477,6 +526,37 @@ mod tests {
                 max_bad_percent: args.max_bad_percent,
                 min_reports: args.min_reports,
             },
+        }
+    }
+
+    /// A canary ring of one group: the bad release reaches that group's terminals only (2 % of
+    /// the fleet here) before it is halted, and is gone from them within an interval.
+    #[test]
+    fn a_crashing_release_in_a_group_ring_stays_in_the_group() {
+        let mut args = args(RolloutWake::Push);
+        args.rings = "canary=group:it-staff/600s/5, broad=100%/0s/0".into();
+        args.groups = vec!["it-staff=2%".into(), "sales=50%".into()];
+        let run = simulate(&args, &policy(&args), 7).expect("simulated");
+        let staff = (0..args.terminals)
+            .filter(|i| {
+                group_of(&parse_groups(&args.groups).unwrap(), &format!("t-7-{i}")).as_deref()
+                    == Some("it-staff")
+            })
+            .count() as u32;
+        assert!(
+            (50..=150).contains(&staff),
+            "{staff} of 5000 in a 2 % group"
+        );
+        assert!(run.received >= 5 && run.received <= staff, "{run:?}");
+        assert_eq!(run.not_reverted, 0, "{run:?}");
+        for bad in [
+            vec!["staff".to_owned()],
+            vec!["a=0%".to_owned()],
+            vec!["a=60%".to_owned(), "b=50%".to_owned()],
+            vec!["a=1%".to_owned(), "a=2%".to_owned()],
+            vec!["a b=1%".to_owned()],
+        ] {
+            assert!(parse_groups(&bad).is_err(), "{bad:?}");
         }
     }
 

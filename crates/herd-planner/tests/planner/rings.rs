@@ -77,6 +77,7 @@ fn gated(catalog: &Catalog, offer: Offer) -> Arc<RingGates> {
         release,
         key: release_key(catalog, release),
         offer,
+        groups: Vec::new(),
     }]))
 }
 

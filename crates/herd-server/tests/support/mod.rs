@@ -358,3 +358,64 @@ pub fn herd_as_operator(center: &TestCenter, args: &[&str]) -> std::process::Out
         .output()
         .expect("herd runs")
 }
+
+/// `GET path` with curl, trusting the center's CA: (status, body).
+pub fn tuf_fetch(center: &TestCenter, path: &str) -> (u16, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-g", "--path-as-is", "-w", "%{http_code}", "--cacert"])
+        .arg(center.data_dir.join("ca.pem"))
+        .arg("-o")
+        .arg(&body)
+        .arg(format!("{}{path}", center.url))
+        .output()
+        .expect("curl runs");
+    let status = String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0);
+    (status, std::fs::read(&body).unwrap_or_default())
+}
+
+pub fn get(center: &TestCenter, path: &str) -> Vec<u8> {
+    let (status, body) = tuf_fetch(center, path);
+    assert_eq!(
+        status,
+        200,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    body
+}
+
+/// A full refresh from the served root, up to the role that lists `path`: what it says of it,
+/// or `None` when no role lists it.
+pub fn find(center: &TestCenter, path: &str) -> Option<herd_tuf::TargetFile> {
+    let root = get(center, "/tuf/metadata/root.json");
+    let now = herd_core::Timestamp::from_unix_seconds(herd_center::unix_now());
+    let mut set = herd_tuf::TrustedSet::new(&root, now).unwrap();
+    set.root_update_finished().unwrap();
+    set.update_timestamp(&get(center, "/tuf/metadata/timestamp.json"), None)
+        .unwrap();
+    let snapshot = set.snapshot_meta().unwrap().version;
+    set.update_snapshot(
+        &get(center, &format!("/tuf/metadata/{snapshot}.snapshot.json")),
+        None,
+    )
+    .unwrap();
+    let targets = set.targets_meta("targets").unwrap().version;
+    set.update_targets(&get(
+        center,
+        &format!("/tuf/metadata/{targets}.targets.json"),
+    ))
+    .unwrap();
+    loop {
+        match set.find_target(path) {
+            herd_tuf::TargetSearch::Found { file, .. } => return Some(file),
+            herd_tuf::TargetSearch::NeedRole { role, delegator } => {
+                let version = set.targets_meta(&role).unwrap().version;
+                let bytes = get(center, &format!("/tuf/metadata/{version}.{role}.json"));
+                set.update_delegated(&role, &delegator, &bytes).unwrap();
+            }
+            _ => return None,
+        }
+    }
+}
