@@ -41,7 +41,7 @@ async fn main() {
                     id: (*group).into(),
                     description: String::new(),
                     policy: PolicyDoc {
-                        apply: "latest".into(),
+                        apply: "latest-any-vendor".into(),
                         min_danger: None,
                         consent: None,
                         window: None,
