@@ -494,3 +494,22 @@ fn a_catalog_made_back_into_a_document_validates_to_the_same_catalog() {
     let twice = herd_proto::catalog::CatalogDoc::from_model(&again.validate("again").unwrap());
     assert_eq!(twice, again);
 }
+
+#[test]
+fn threat_aliases_and_herd_coverage_are_checked() {
+    refused(
+        |c| c["threats"][0]["aliases"] = json!(["sha256:ABC"]),
+        &[
+            "$.threats[0].aliases[0]",
+            "a file alias is \"sha256:\" and 64 lower-case hex digits",
+        ],
+    );
+    refused(
+        |c| c["threats"][0]["aliases"] = json!(["virus b"]),
+        &["$.threats[0].aliases[0]", "alias \"virus b\""],
+    );
+    refused(
+        |c| c["threats"][0]["herd_since"] = json!("2000-11-10"),
+        &["$.threats[0].herd_since", "expected 'T'"],
+    );
+}
