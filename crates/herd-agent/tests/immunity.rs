@@ -370,6 +370,8 @@ fn a_vendors_detection_protects_terminals_of_every_vendor_within_seconds() {
             size: None,
             verdict: "benign".into(),
             threat: None,
+            danger: None,
+            name: None,
         })
         .unwrap();
     assert!(outcome.changed);
@@ -393,6 +395,8 @@ fn a_vendors_detection_protects_terminals_of_every_vendor_within_seconds() {
             size: Some(other.len() as u64),
             verdict: "malicious".into(),
             threat: Some("new-worm".into()),
+            danger: None,
+            name: None,
         })
         .unwrap();
     assert!(outcome.changed);
