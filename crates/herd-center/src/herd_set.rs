@@ -113,6 +113,17 @@ fn herd_feed_text(signatures: &[HerdSignatureRow], threats: &[HerdThreatRow]) ->
     (text, sha256)
 }
 
+/// Coalesced rebuilds of Herd's threats in the catalog ([`Center::rebuild_herd_feed`]).
+#[derive(Debug, Default)]
+pub(crate) struct HerdFeedRebuilds {
+    /// A change was made that no rebuild has read yet.
+    wanted: std::sync::atomic::AtomicBool,
+    /// One rebuild at a time per process.
+    turn: tokio::sync::Mutex<()>,
+    /// Rebuilds made ([`Center::herd_feed_rebuilds`]).
+    rebuilds: std::sync::atomic::AtomicU64,
+}
+
 /// The `.hsb` text of the set: one `sha256:size:name` line per signature, in the order given
 /// (the store's, by SHA-256).
 pub fn set_text(rows: &[HerdSignatureRow]) -> String {
@@ -338,8 +349,20 @@ impl Center {
     }
 
     /// Writes the catalog document of Herd's own threats from the store (in one transaction)
-    /// and, when it changed, plans with the new catalog at once.
+    /// and, when it changed, plans with the new catalog at once; returns once a rebuild that
+    /// read the store after the caller's change has been installed. Rebuilding merges the
+    /// whole catalog (seconds for SPEC §8's), so concurrent callers — event batches of an
+    /// outbreak — share rebuilds: each marks one as wanted and waits for the turn; the first
+    /// in turn rebuilds for everyone who marked before it read the store, and the others find
+    /// nothing left to do.
     pub(crate) async fn rebuild_herd_feed(&self) -> CenterResult<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.herd_feed.wanted.store(true, SeqCst);
+        let _turn = self.herd_feed.turn.lock().await;
+        if !self.herd_feed.wanted.swap(false, SeqCst) {
+            return Ok(());
+        }
+        self.herd_feed.rebuilds.fetch_add(1, SeqCst);
         let revision = self
             .store
             .herd_feed_rebuild(&herd_feed_text, unix_now())
@@ -353,6 +376,13 @@ impl Center {
             })?;
         }
         Ok(())
+    }
+
+    /// How many times this process rebuilt Herd's threats in the catalog.
+    pub fn herd_feed_rebuilds(&self) -> u64 {
+        self.herd_feed
+            .rebuilds
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The SHA-256 of Herd's set as this process serves it, if it lists one.

@@ -212,3 +212,40 @@ async fn verdicts_and_feeds_that_claim_herds_coverage_wrongly_are_refused() {
     assert!(center.herd_signatures().await.unwrap().is_empty());
     assert!(center.catalog().catalog.threats.is_empty());
 }
+
+/// Concurrent verdicts (an outbreak's event batches): each call returns only once its own
+/// threat is in the catalog, and there is never more than one rebuild per verdict (they
+/// share rebuilds when one takes longer than verdicts arrive, i.e. with a large catalog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_verdicts_each_see_their_threat_in_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = center(dir.path()).await;
+    let calls = (0..20u32).map(|i| {
+        let center = center.clone();
+        tokio::spawn(async move {
+            let sha256 = format!("{i:02x}{}", "a".repeat(62));
+            center
+                .verdict(
+                    VerdictDoc {
+                        sha256: sha256.clone(),
+                        ..verdict("malicious", None)
+                    },
+                    "operator",
+                )
+                .await
+                .unwrap();
+            let id = format!("herd-{}", &sha256[..16]);
+            assert!(
+                center.catalog().catalog.threats.iter().any(|t| t.id == id),
+                "{id} is in the catalog when its verdict returns"
+            );
+        })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        call.await.unwrap();
+    }
+    assert_eq!(center.catalog().catalog.threats.len(), 20);
+    let rebuilds = center.herd_feed_rebuilds();
+    eprintln!("20 concurrent verdicts, {rebuilds} catalog rebuilds");
+    assert!((1..=20).contains(&rebuilds), "{rebuilds}");
+}
