@@ -306,17 +306,26 @@ pub fn address_allowed(host: &str, ip: IpAddr, allowed: &[String]) -> bool {
         })
 }
 
+/// The host of a URL that `check_url` accepted, without brackets, user or port.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or("").to_owned(),
+        None => authority.split(':').next().unwrap_or("").to_owned(),
+    }
+}
+
 /// `https://` with a host; plain `http://` only to a loopback address (a feed is applied with
 /// the vendor's authority: anyone on the path could otherwise write it); a literal internal
 /// address, or `localhost`, only when `allowed` lists it.
 fn check_feed_url(url: &str, allowed: &[String]) -> CenterResult<()> {
     herd_client::web::check_url(url)
         .map_err(|err| CenterError::bad_request(format!("the feed source: $.url: {err}")))?;
-    let host = url
-        .parse::<hyper::Uri>()
-        .ok()
-        .and_then(|uri| uri.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
-        .unwrap_or_default();
+    let host = url_host(url);
     let named_local =
         host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost");
     let literal = match host.parse::<IpAddr>() {
@@ -385,5 +394,11 @@ mod tests {
         assert!(address_allowed("other", ip("fd00::7"), &listed));
         assert!(!address_allowed("other", ip("fd00::8"), &listed));
         assert!(address_allowed("other", ip("8.8.8.8"), &[]));
+        assert_eq!(url_host("https://user:pw@[fe80::1]:8443/x"), "fe80::1");
+        assert_eq!(
+            url_host("http://Feeds.Example:80/feed?x=1"),
+            "Feeds.Example"
+        );
+        assert_eq!(url_host("https://10.0.0.1#frag"), "10.0.0.1");
     }
 }
