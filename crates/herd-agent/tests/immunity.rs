@@ -347,6 +347,19 @@ fn a_vendors_detection_protects_terminals_of_every_vendor_within_seconds() {
     assert_eq!(signature.first_terminal, "pc");
     assert_eq!(signature.first_signature, "vaccine-a.NewVirus");
     assert_eq!(signature.size, body.len() as u64);
+    // The file is a threat of the catalog now, covered by Herd's set (SPEC §3.2.5), named
+    // after the vendor's signature.
+    let herd_threat = || {
+        let coverage = operator.coverage().unwrap();
+        coverage
+            .threats
+            .into_iter()
+            .find(|t| t.threat == format!("herd-{}", &sha256[..16]))
+    };
+    wait_until("the file to enter the catalog", || herd_threat().is_some());
+    let threat = herd_threat().unwrap();
+    assert_eq!(threat.name, "vaccine-a.NewVirus");
+    assert!(threat.herd_since.is_some(), "{threat:?}");
 
     // The phone (vendor B, which does not know the file) gets the set pushed and detects it.
     phone.wait_for("Herd's own signature set updated (1 signature(s))");
@@ -370,6 +383,8 @@ fn a_vendors_detection_protects_terminals_of_every_vendor_within_seconds() {
             size: None,
             verdict: "benign".into(),
             threat: None,
+            danger: None,
+            name: None,
         })
         .unwrap();
     assert!(outcome.changed);
@@ -393,6 +408,8 @@ fn a_vendors_detection_protects_terminals_of_every_vendor_within_seconds() {
             size: Some(other.len() as u64),
             verdict: "malicious".into(),
             threat: Some("new-worm".into()),
+            danger: None,
+            name: None,
         })
         .unwrap();
     assert!(outcome.changed);

@@ -11,7 +11,7 @@ use herd_core::Catalog;
 use herd_proto::ValidationError;
 use herd_proto::api::{CoverageCell, CoverageMatrix, CoverageProduct, CoverageRow};
 use herd_proto::catalog::CatalogDoc;
-use herd_proto::merge::{Scope, merge_scoped};
+use herd_proto::merge::{HERD_FEED_VENDOR, Scope, merge_herd, merge_scoped};
 use herd_store::{Approval, Registry, StoredFeed};
 
 /// One consistent catalog: its validated model and the store's revision it was built from.
@@ -55,13 +55,21 @@ impl CatalogSnapshot {
             .map_err(|err| err.to_string())
     }
 
-    /// Merges and validates vendors' documents, `(vendor, feed)`, under `scope`.
+    /// Merges and validates vendors' documents, `(vendor, feed)`, under `scope`. The document
+    /// stored as [`HERD_FEED_VENDOR`] is Herd's own threats (`herd_set`), folded in last with
+    /// [`merge_herd`] so a vendor's threat of the same id or alias is one threat with them.
     pub fn from_docs(
         revision: u64,
         docs: Vec<(String, CatalogDoc)>,
         scope: &Scope,
     ) -> Result<CatalogSnapshot, ValidationError> {
-        let merged = merge_scoped(docs, scope);
+        let (herd, vendors): (Vec<_>, Vec<_>) = docs
+            .into_iter()
+            .partition(|(vendor, _)| vendor == HERD_FEED_VENDOR);
+        let mut merged = merge_scoped(vendors, scope);
+        for (_, doc) in herd {
+            merge_herd(&mut merged, doc.threats);
+        }
         let catalog = merged.validate("merged catalog")?;
         drop(merged);
         // The documents were many small allocations; give their pages back to the system.
@@ -137,6 +145,7 @@ impl CatalogSnapshot {
                     name: threat.name.clone(),
                     danger: threat.danger.to_string(),
                     discovered: threat.discovered.to_string(),
+                    herd_since: threat.herd_since.map(|at| at.to_string()),
                     cells: products
                         .iter()
                         .enumerate()
@@ -202,6 +211,16 @@ pub fn check_vendor_scope(
             path: "$.vendors".to_owned(),
             message: format!("the feed must describe its own vendor {vendor:?}"),
         });
+    }
+    for (i, t) in doc.threats.iter().enumerate() {
+        if t.herd_since.is_some() {
+            problems.push(herd_proto::Problem {
+                path: format!("$.threats[{i}].herd_since"),
+                message: format!(
+                    "only the center says since when Herd's own set covers a threat; vendor {vendor:?} may not"
+                ),
+            });
+        }
     }
     for (i, p) in doc.products.iter().enumerate() {
         if p.vendor != vendor {

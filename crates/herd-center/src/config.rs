@@ -172,6 +172,11 @@ immunity_cross_vendor = true
 immunity_suspect_terminals = 3
 # The largest sample (original bytes) a terminal may send to the sample store.
 max_sample_bytes = 1048576
+# Vendor feed URLs the center polls (issue 13) are fetched only from public addresses:
+# loopback, private, link-local and other internal addresses are refused, at registration
+# and at every fetch, unless this lists the URL's host name or the address (against request
+# forgery). Example: ["feeds.internal.example", "10.0.0.5"].
+feed_allowed_hosts = []
 
 # The role of this process: "center" (the default), or "site" — a site server (SPEC §2): it
 # enrols with the center at `upstream`, replicates the catalog and the groups, mirrors the
@@ -322,6 +327,7 @@ pub struct ConfigFile {
     pub immunity_cross_vendor: Option<bool>,
     pub immunity_suspect_terminals: Option<u64>,
     pub max_sample_bytes: Option<u64>,
+    pub feed_allowed_hosts: Option<Vec<String>>,
     pub role: Option<String>,
     pub upstream: Option<String>,
     pub upstream_ca: Option<PathBuf>,
@@ -418,6 +424,9 @@ pub struct CenterConfig {
     /// The largest sample a terminal may send (original bytes; sent hex-encoded in an event,
     /// so at most 3 MiB fits a batch).
     pub max_sample_bytes: u64,
+    /// Host names and addresses vendor feeds may be fetched from although internal
+    /// (`feed_poll::internal_address`); every other internal address is refused.
+    pub feed_allowed_hosts: Vec<String>,
     /// `Some` when this process is a site server.
     pub site: Option<SiteConfig>,
     /// A center pushes to a site that has not pulled for this long after a change.
@@ -913,6 +922,18 @@ impl CenterConfig {
                 None => 1 << 20,
                 Some(n) if (1..=3 << 20).contains(&n) => n,
                 Some(_) => bail!("max_sample_bytes: must be between 1 and 3145728"),
+            },
+            feed_allowed_hosts: {
+                let hosts = file.feed_allowed_hosts.unwrap_or_default();
+                if let Some(bad) = hosts.iter().find(|h| {
+                    h.is_empty()
+                        || !h
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                }) {
+                    bail!("feed_allowed_hosts: {bad:?} is neither a host name nor an IP address");
+                }
+                hosts
             },
             listen,
             data_dir,

@@ -11,6 +11,17 @@
 //! protects every terminal, whichever vendor it runs) and `immunity_suspect_terminals` (the
 //! same suspicious-only hash reported by N distinct terminals).
 //!
+//! A malicious verdict also makes the file a threat of the catalog (SPEC §3.2.5): a row of
+//! `herd_threats` (migration 0015) — the verdict's threat, a catalog threat the detection
+//! named, or `herd-<first 16 hex digits>` — whose files are the signatures naming it; the
+//! center writes these threats as one catalog document ([`herd_feed`], each with `herd_since`,
+//! the first signature's time, and its files as `sha256:` aliases) under the feed key
+//! `herd:immunity`, which every process and site merges after the vendors' feeds
+//! (`herd_proto::merge::merge_herd`: a vendor's threat of the same id or alias is the same
+//! threat). The planner then counts it in no gap, and the coverage matrix shows since when
+//! Herd's set covers it. A benign verdict removes the file, and a threat left without files
+//! leaves the catalog.
+//!
 //! Simplified for now: the set is shipped whole (a SHA-256 signature is about 100 bytes, so
 //! 10,000 of them are 1 MB), not as a delta; another center process serves the new set's
 //! bytes from its next sign round (at most a minute later), since only the signing process
@@ -18,11 +29,13 @@
 
 use std::collections::BTreeMap;
 
+use herd_core::{Danger, Timestamp};
 use herd_proto::api::{
     Detection, HerdSignatureDoc, VerdictDoc, VerdictOutcome, events as event_kinds,
 };
+use herd_proto::catalog::{CATALOG_FORMAT, CatalogDoc, ThreatDoc};
 use herd_proto::distribution::{HERD_ROLE, HERD_SET_TARGET, HERD_SIGNATURE_PREFIX};
-use herd_store::{EventRow, HerdSignatureRow, TufState};
+use herd_store::{EventRow, HerdSignatureRow, HerdThreatRow, TufState};
 use herd_tuf::TargetFile;
 use herd_tuf::metadata::Envelope;
 use sha2::{Digest, Sha256};
@@ -38,6 +51,78 @@ pub const BENIGN: &str = "benign";
 /// `source` of the automatic rules' signatures.
 pub const RULE_CROSS_VENDOR: &str = "rule:cross-vendor";
 pub const RULE_SUSPECT_TERMINALS: &str = "rule:suspect-terminals";
+
+/// The danger of a threat a verdict makes when nobody said.
+pub const DEFAULT_DANGER: &str = "high";
+
+/// The id of the threat a file is when no verdict or catalog threat named one.
+pub fn file_threat_id(sha256: &str) -> String {
+    format!("herd-{}", &sha256[..16.min(sha256.len())])
+}
+
+/// The catalog document of Herd's own threats: each threat with at least one file in the set,
+/// covered since its first file's signature, discovered when first seen (or at that first
+/// signature, when earlier), its files as `sha256:` aliases. A signature naming no threat row
+/// (made before migration 0015) is a threat of its own, [`file_threat_id`]. Pure; the same
+/// rows give the same bytes.
+pub fn herd_feed(signatures: &[HerdSignatureRow], threats: &[HerdThreatRow]) -> CatalogDoc {
+    let known: BTreeMap<&str, &HerdThreatRow> =
+        threats.iter().map(|t| (t.id.as_str(), t)).collect();
+    // Threat id -> (earliest signature, files).
+    let mut files: BTreeMap<String, (i64, Vec<String>)> = BTreeMap::new();
+    for signature in signatures {
+        let id = if signature.threat.is_empty() {
+            file_threat_id(&signature.sha256)
+        } else {
+            signature.threat.clone()
+        };
+        let entry = files
+            .entry(id)
+            .or_insert((signature.created_at, Vec::new()));
+        entry.0 = entry.0.min(signature.created_at);
+        entry.1.push(format!("sha256:{}", signature.sha256));
+    }
+    let threats = files
+        .into_iter()
+        .map(|(id, (since, mut aliases))| {
+            aliases.sort();
+            let row = known.get(id.as_str());
+            let first_seen = row.map_or(since, |r| r.first_seen.min(since));
+            ThreatDoc {
+                name: row.map_or_else(|| id.clone(), |r| r.name.clone()),
+                danger: row.map_or_else(|| DEFAULT_DANGER.to_owned(), |r| r.danger.clone()),
+                discovered: Timestamp::from_unix_seconds(first_seen).date().to_string(),
+                herd_since: Some(Timestamp::from_unix_seconds(since).to_string()),
+                aliases,
+                id,
+            }
+        })
+        .collect();
+    CatalogDoc {
+        format: CATALOG_FORMAT.to_owned(),
+        threats,
+        ..CatalogDoc::default()
+    }
+}
+
+/// [`herd_feed`] as the stored text and its SHA-256.
+fn herd_feed_text(signatures: &[HerdSignatureRow], threats: &[HerdThreatRow]) -> (String, String) {
+    let text = serde_json::to_string(&herd_feed(signatures, threats))
+        .expect("a catalog document serialises");
+    let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+    (text, sha256)
+}
+
+/// Coalesced rebuilds of Herd's threats in the catalog ([`Center::rebuild_herd_feed`]).
+#[derive(Debug, Default)]
+pub(crate) struct HerdFeedRebuilds {
+    /// A change was made that no rebuild has read yet.
+    wanted: std::sync::atomic::AtomicBool,
+    /// One rebuild at a time per process.
+    turn: tokio::sync::Mutex<()>,
+    /// Rebuilds made ([`Center::herd_feed_rebuilds`]).
+    rebuilds: std::sync::atomic::AtomicU64,
+}
 
 /// The `.hsb` text of the set: one `sha256:size:name` line per signature, in the order given
 /// (the store's, by SHA-256).
@@ -185,9 +270,50 @@ impl Center {
                         ));
                     }
                 };
-                let threat = doc.threat.clone().unwrap_or_default();
+                let named = doc.threat.clone().unwrap_or_default();
+                let threat = doc
+                    .threat
+                    .clone()
+                    .unwrap_or_else(|| file_threat_id(&doc.sha256));
+                let danger = match &doc.danger {
+                    Some(danger) => {
+                        Danger::parse(danger).map_err(|m| {
+                            CenterError::new(
+                                ErrorKind::DocumentInvalid,
+                                format!("the verdict: $.danger: {m}"),
+                            )
+                        })?;
+                        danger.clone()
+                    }
+                    None => DEFAULT_DANGER.to_owned(),
+                };
+                let name = match &doc.name {
+                    Some(name) if name.trim().is_empty() || name.chars().count() > 200 => {
+                        return Err(CenterError::new(
+                            ErrorKind::DocumentInvalid,
+                            "the verdict: $.name: a threat's name has 1 to 200 characters, \
+                             not only spaces",
+                        ));
+                    }
+                    Some(name) => name.clone(),
+                    None => threat.clone(),
+                };
+                // A verdict that names the danger or the name says what the threat is;
+                // without either it does not overwrite what an earlier verdict said.
+                let replace = doc.danger.is_some() || doc.name.is_some();
+                self.store
+                    .herd_threat_put(
+                        &HerdThreatRow {
+                            id: threat.clone(),
+                            name,
+                            danger,
+                            first_seen: unix_now(),
+                        },
+                        replace,
+                    )
+                    .await?;
                 let row = HerdSignatureRow {
-                    name: signature_name(&threat, &doc.sha256),
+                    name: signature_name(&named, &doc.sha256),
                     sha256: doc.sha256.clone(),
                     size,
                     threat,
@@ -220,12 +346,51 @@ impl Center {
             tracing::info!(sha256 = %doc.sha256, verdict = %doc.verdict, %source, "verdict on a file");
             self.sign_herd_set().await?;
         }
+        // Also when the set did not change: the verdict may have renamed or re-rated the threat.
+        self.rebuild_herd_feed().await?;
         let signatures = self.store.herd_signatures().await?.len() as u64;
         Ok(VerdictOutcome {
             changed,
             set_sha256: self.herd_set_sha256().unwrap_or_default(),
             signatures,
         })
+    }
+
+    /// Writes the catalog document of Herd's own threats from the store (in one transaction)
+    /// and, when it changed, plans with the new catalog at once; returns once a rebuild that
+    /// read the store after the caller's change has been installed. Rebuilding merges the
+    /// whole catalog (seconds for SPEC §8's), so concurrent callers — event batches of an
+    /// outbreak — share rebuilds: each marks one as wanted and waits for the turn; the first
+    /// in turn rebuilds for everyone who marked before it read the store, and the others find
+    /// nothing left to do.
+    pub(crate) async fn rebuild_herd_feed(&self) -> CenterResult<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.herd_feed.wanted.store(true, SeqCst);
+        let _turn = self.herd_feed.turn.lock().await;
+        if !self.herd_feed.wanted.swap(false, SeqCst) {
+            return Ok(());
+        }
+        self.herd_feed.rebuilds.fetch_add(1, SeqCst);
+        let revision = self
+            .store
+            .herd_feed_rebuild(&herd_feed_text, unix_now())
+            .await?;
+        if let Some(revision) = revision {
+            tracing::info!(revision, "Herd's own threats changed the catalog");
+            self.refresh_catalog().await.map_err(|err| {
+                CenterError::internal(format!(
+                    "Herd's threats are stored but the catalog did not reload: {err:#}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// How many times this process rebuilt Herd's threats in the catalog.
+    pub fn herd_feed_rebuilds(&self) -> u64 {
+        self.herd_feed
+            .rebuilds
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The SHA-256 of Herd's set as this process serves it, if it lists one.
@@ -323,11 +488,42 @@ impl Center {
             } else {
                 continue;
             };
+            // The threat: a catalog threat the vendor's signature names (then the catalog
+            // has one threat, now covered by Herd's set too), or the file's own.
+            let catalog_threat = detection.signatures.iter().find_map(|s| {
+                snapshot
+                    .catalog
+                    .threats
+                    .iter()
+                    .find(|t| t.id == *s || t.name == *s)
+            });
+            let threat = match catalog_threat {
+                Some(known) => HerdThreatRow {
+                    id: known.id.clone(),
+                    name: known.name.clone(),
+                    danger: known.danger.to_string(),
+                    first_seen: row.at,
+                },
+                None => HerdThreatRow {
+                    id: file_threat_id(&detection.sha256),
+                    name: if first_signature.is_empty() {
+                        file_threat_id(&detection.sha256)
+                    } else {
+                        first_signature.clone()
+                    },
+                    danger: DEFAULT_DANGER.to_owned(),
+                    first_seen: row.at,
+                },
+            };
+            if let Err(err) = self.store.herd_threat_put(&threat, false).await {
+                tracing::error!(%err, "cannot record Herd's threat");
+                continue;
+            }
             let signature = HerdSignatureRow {
                 name: signature_name("", &detection.sha256),
                 sha256: detection.sha256.clone(),
                 size: detection.size,
-                threat: String::new(),
+                threat: threat.id,
                 source: source.to_owned(),
                 first_terminal: terminal.to_owned(),
                 first_signature,
@@ -345,6 +541,9 @@ impl Center {
         }
         if changed && let Err(err) = self.sign_herd_set().await {
             tracing::error!(%err, "cannot sign Herd's set");
+        }
+        if changed && let Err(err) = self.rebuild_herd_feed().await {
+            tracing::error!(%err, "cannot write Herd's threats into the catalog");
         }
     }
 }
@@ -377,6 +576,75 @@ mod tests {
                 a = "a".repeat(64),
                 b = "b".repeat(64)
             )
+        );
+    }
+
+    #[test]
+    fn the_feed_has_one_threat_per_named_threat_with_its_files() {
+        let mut a = row('a', 10);
+        a.threat = "worm-x".into();
+        a.created_at = 2_000_000_000;
+        let mut b = row('b', 20);
+        b.threat = "worm-x".into();
+        b.created_at = 1_900_000_000;
+        // Made before threats were recorded: a threat of its own.
+        let c = row('c', 30);
+        let threats = [HerdThreatRow {
+            id: "worm-x".into(),
+            name: "Worm X".into(),
+            danger: "critical".into(),
+            first_seen: 1_800_000_000,
+        }];
+        let doc = herd_feed(&[a, b, c], &threats);
+        assert_eq!(
+            doc.vendors.len() + doc.products.len() + doc.coverage.len(),
+            0
+        );
+        let summary: Vec<_> = doc
+            .threats
+            .iter()
+            .map(|t| {
+                (
+                    t.id.as_str(),
+                    t.name.as_str(),
+                    t.danger.as_str(),
+                    t.discovered.as_str(),
+                    t.herd_since.as_deref().unwrap(),
+                    t.aliases.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    "herd-cccccccccccccccc",
+                    "herd-cccccccccccccccc",
+                    "high",
+                    "1970-01-01",
+                    "1970-01-01T00:00:00Z",
+                    1
+                ),
+                (
+                    "worm-x",
+                    "Worm X",
+                    "critical",
+                    "2027-01-15",
+                    "2030-03-17T17:46:40Z",
+                    2
+                ),
+            ]
+        );
+        assert_eq!(
+            doc.threats[1].aliases[0],
+            format!("sha256:{}", "a".repeat(64))
+        );
+        // The document validates as a catalog on its own.
+        doc.validate("Herd's threats").unwrap();
+        // The same rows, the same bytes.
+        assert_eq!(
+            herd_feed_text(&[row('c', 30)], &[]),
+            herd_feed_text(&[row('c', 30)], &[])
         );
     }
 

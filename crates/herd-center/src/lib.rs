@@ -135,6 +135,8 @@ pub struct Center {
     pub alerts: alerts::Alerts,
     /// Wakes the vendor feed poller (see `feed_poll`, [`Center::poke_feeds`]).
     feed_poller: feed_poll::FeedPoller,
+    /// Rebuilds of Herd's own threats in the catalog, coalesced (`herd_set`).
+    herd_feed: herd_set::HerdFeedRebuilds,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -226,6 +228,7 @@ impl Center {
         let center = Arc::new(Center {
             alerts,
             feed_poller: Default::default(),
+            herd_feed: Default::default(),
             waits: wait::Waits::new(max_waits, config.wake_concurrency, metrics.clone()),
             config,
             store,

@@ -522,6 +522,26 @@ impl Store for Counting {
         self.count("herd_signature_remove");
         self.inner.herd_signature_remove(sha256).await
     }
+    async fn herd_threat_put(
+        &self,
+        row: &herd_store::HerdThreatRow,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        self.count("herd_threat_put");
+        self.inner.herd_threat_put(row, replace).await
+    }
+    async fn herd_threats(&self) -> Result<Vec<herd_store::HerdThreatRow>, StoreError> {
+        self.count("herd_threats");
+        self.inner.herd_threats().await
+    }
+    async fn herd_feed_rebuild(
+        &self,
+        build: &herd_store::HerdFeedBuild,
+        at: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.count("herd_feed_rebuild");
+        self.inner.herd_feed_rebuild(build, at).await
+    }
     async fn herd_suspect_record(
         &self,
         sha256: &str,

@@ -1,7 +1,9 @@
 //! Vendor feeds the center fetches itself, from a real HTTP server on loopback that honours
 //! `If-None-Match`: an unchanged feed costs a 304 and applies nothing, a changed one is applied
 //! like a pushed one (and alerts its new threat), an invalid one is refused with nothing
-//! applied, a poke polls at once; bad registrations are refused naming the field.
+//! applied, a poke polls at once; bad registrations are refused naming the field; internal
+//! addresses are refused unless `feed_allowed_hosts` lists them, at registration and when a
+//! name resolves to one at fetch time (nothing is sent to it).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -79,9 +81,17 @@ fn feed(threats: &[&str]) -> String {
     .to_string()
 }
 
+/// A center whose feeds may come from this machine's loopback (the test's feed server).
 async fn center(dir: &std::path::Path) -> Arc<Center> {
+    center_allowing(dir, "[\"127.0.0.1\"]").await
+}
+
+async fn center_allowing(dir: &std::path::Path, allowed: &str) -> Arc<Center> {
     herd_tls::install_crypto_provider();
-    let text = format!("data_dir = {:?}\n", dir.join("data").display().to_string());
+    let text = format!(
+        "data_dir = {:?}\nfeed_allowed_hosts = {allowed}\n",
+        dir.join("data").display().to_string()
+    );
     let config = CenterConfig::from_file(ConfigFile::parse("test", &text).unwrap()).unwrap();
     Center::open(config).await.unwrap()
 }
@@ -242,4 +252,115 @@ async fn bad_feed_sources_are_refused_naming_the_field() {
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
     assert!(center.feed_sources().await.unwrap().sources.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_addresses_are_refused_unless_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = center_allowing(dir.path(), "[\"feeds.internal.example\", \"10.0.0.5\"]").await;
+    let maker_a = Caller::Vendor("maker-a".into());
+    for (url, why) in [
+        ("http://127.0.0.1:8080/feed.json", "a loopback address"),
+        ("https://localhost/feed.json", "a loopback address"),
+        ("https://[::1]/feed.json", "a loopback address"),
+        ("https://10.1.2.3/feed.json", "a private address"),
+        ("https://192.168.1.1/feed.json", "a private address"),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "a link-local address",
+        ),
+        ("https://[fe80::1]/feed.json", "a link-local address"),
+        ("https://[fd00::1]/feed.json", "unique local"),
+        ("https://[::ffff:127.0.0.1]/feed.json", "a loopback address"),
+        ("https://100.64.0.1/feed.json", "carrier-grade NAT"),
+        ("https://0.0.0.0/feed.json", "unspecified"),
+        ("https://user@10.1.2.3/feed.json", "a private address"),
+    ] {
+        let doc = FeedSourceDoc {
+            url: url.into(),
+            interval_secs: None,
+        };
+        let err = center
+            .put_feed_source(&maker_a, "maker-a", doc)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::DocumentInvalid, "{url}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(why) && text.contains("feed_allowed_hosts"),
+            "{url}: {text}"
+        );
+    }
+    // Listed by name or by address: accepted; a public address needs no listing.
+    for url in [
+        "https://feeds.internal.example/feed.json",
+        "https://10.0.0.5/feed.json",
+        "https://203.0.113.7/feed.json",
+    ] {
+        let doc = FeedSourceDoc {
+            url: url.into(),
+            interval_secs: None,
+        };
+        center
+            .put_feed_source(&maker_a, "maker-a", doc)
+            .await
+            .unwrap_or_else(|err| panic!("{url}: {err}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_to_an_internal_address_is_not_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listed: the feed server on loopback may not be reached.
+    let center = center_allowing(dir.path(), "[]").await;
+    let served = Arc::new(Mutex::new(Served {
+        body: feed(&["virus-a"]),
+        etag: "\"v1\"".into(),
+        seen: Vec::new(),
+    }));
+    let url = feed_server(served.clone()).await;
+    // Registered before the allow-list existed (or a name re-pointed since): stored as it is.
+    let port = url.split(':').nth(2).unwrap().split('/').next().unwrap();
+    let by_name = format!("http://localhost:{port}/herd/feed.json");
+    center
+        .store
+        .feed_source_put(&herd_store::FeedSourceRow {
+            vendor: "maker-a".into(),
+            url: by_name.clone(),
+            interval_secs: 600,
+            registered_at: 0,
+            etag: None,
+            last_modified: None,
+            last_polled_at: None,
+            last_status: None,
+        })
+        .await
+        .unwrap();
+    let polled = center
+        .poll_feed(&Caller::Operator, "maker-a")
+        .await
+        .unwrap();
+    assert!(!polled.applied, "{polled:?}");
+    assert!(
+        polled.status.starts_with("failed:")
+            && polled.status.contains("may not connect to")
+            && polled.status.contains("127.0.0.1"),
+        "{polled:?}"
+    );
+    assert!(
+        served.lock().unwrap().seen.is_empty(),
+        "nothing reached the server"
+    );
+    assert!(!has_threat(&center, "virus-a"));
+}
+
+#[test]
+fn a_bad_allowed_host_is_refused_naming_the_key() {
+    let text = "data_dir = \"/tmp/unused\"\nfeed_allowed_hosts = [\"feeds example\"]\n";
+    let err = CenterConfig::from_file(ConfigFile::parse("test", text).unwrap()).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("feed_allowed_hosts") && text.contains("\"feeds example\""),
+        "{text}"
+    );
 }

@@ -3,6 +3,8 @@
 //! polls (a conditional `GET` with `If-None-Match` / `If-Modified-Since`). `https://` is
 //! verified against the public web roots plus, when given, a private CA's certificates.
 //! Every request is bounded in time and its answer in bytes; redirects are not followed.
+//! [`WebClient::with_policy`] connects only to the addresses a policy allows (the center's
+//! feed polling refuses private networks unless listed, against request forgery).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -58,26 +60,74 @@ pub struct WebClient {
     agent: ureq::Agent,
 }
 
-impl WebClient {
-    /// A client trusting the public web roots and the certificates in `extra_ca_pem`.
-    pub fn new(extra_ca_pem: Option<&str>) -> Result<WebClient, WebError> {
-        let mut roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(pem) = extra_ca_pem {
-            let certs = rustls_pemfile_certs(pem)?;
-            if certs.is_empty() {
-                return Err(WebError::Invalid(
-                    "the CA file holds no PEM certificate".into(),
-                ));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    WebError::Invalid(format!("a certificate of the CA file is unusable: {e}"))
-                })?;
+/// Which addresses a client may connect to, asked with the URL's host and each address it
+/// resolves to; the client connects only to allowed ones, so a name that resolves to a
+/// refused address (a private network, say, by DNS rebinding) is never reached.
+pub type AddressPolicy = Arc<dyn Fn(&str, std::net::IpAddr) -> bool + Send + Sync>;
+
+/// The system resolver, keeping only the addresses an [`AddressPolicy`] allows.
+struct PolicyResolver {
+    inner: DefaultResolver,
+    policy: AddressPolicy,
+}
+
+impl std::fmt::Debug for PolicyResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyResolver").finish_non_exhaustive()
+    }
+}
+
+impl ureq::unversioned::resolver::Resolver for PolicyResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or("").trim_matches(['[', ']']);
+        let resolved = self.inner.resolve(uri, config, timeout)?;
+        let mut kept = self.empty();
+        let mut refused = Vec::new();
+        for address in resolved.iter() {
+            if (self.policy)(host, address.ip()) {
+                kept.push(*address);
+            } else {
+                refused.push(address.ip().to_string());
             }
         }
+        if kept.is_empty() {
+            return Err(ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{host} resolves only to addresses this client may not connect to ({})",
+                    refused.join(", ")
+                ),
+            )));
+        }
+        Ok(kept)
+    }
+}
+
+impl WebClient {
+    /// [`WebClient::new`], connecting only to the addresses `policy` allows.
+    pub fn with_policy(
+        extra_ca_pem: Option<&str>,
+        policy: AddressPolicy,
+    ) -> Result<WebClient, WebError> {
+        let resolver = PolicyResolver {
+            inner: DefaultResolver::default(),
+            policy,
+        };
         Ok(WebClient {
-            agent: agent_trusting(roots).map_err(WebError::Invalid)?,
+            agent: agent_resolving(roots_with(extra_ca_pem)?, resolver)
+                .map_err(WebError::Invalid)?,
+        })
+    }
+
+    /// A client trusting the public web roots and the certificates in `extra_ca_pem`.
+    pub fn new(extra_ca_pem: Option<&str>) -> Result<WebClient, WebError> {
+        Ok(WebClient {
+            agent: agent_trusting(roots_with(extra_ca_pem)?).map_err(WebError::Invalid)?,
         })
     }
 
@@ -147,9 +197,37 @@ impl WebClient {
     }
 }
 
+/// The public web roots plus the certificates in `extra_ca_pem`.
+fn roots_with(extra_ca_pem: Option<&str>) -> Result<rustls::RootCertStore, WebError> {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        let certs = rustls_pemfile_certs(pem)?;
+        if certs.is_empty() {
+            return Err(WebError::Invalid(
+                "the CA file holds no PEM certificate".into(),
+            ));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| {
+                WebError::Invalid(format!("a certificate of the CA file is unusable: {e}"))
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
 /// A ureq agent for `http://` and `https://` URLs outside the API, trusting `roots`: no
 /// redirects followed, every status answered (not turned into an error), a bounded connect.
 pub(crate) fn agent_trusting(roots: rustls::RootCertStore) -> Result<ureq::Agent, String> {
+    agent_resolving(roots, DefaultResolver::default())
+}
+
+/// [`agent_trusting`] with its own resolver.
+fn agent_resolving(
+    roots: rustls::RootCertStore,
+    resolver: impl ureq::unversioned::resolver::Resolver,
+) -> Result<ureq::Agent, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -166,11 +244,7 @@ pub(crate) fn agent_trusting(roots: rustls::RootCertStore) -> Result<ureq::Agent
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .user_agent(concat!("herd-client/", env!("CARGO_PKG_VERSION")))
         .build();
-    Ok(ureq::Agent::with_parts(
-        config,
-        connector,
-        DefaultResolver::default(),
-    ))
+    Ok(ureq::Agent::with_parts(config, connector, resolver))
 }
 
 /// `http://` or `https://` with a host: what an operator may configure.

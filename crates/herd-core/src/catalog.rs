@@ -142,6 +142,20 @@ pub struct Threat {
     pub name: String,
     pub danger: Danger,
     pub discovered: Date,
+    /// Other names of the same threat: other threat ids, or `sha256:<hex>` of files that are it
+    /// (how a vendor's threat and one Herd's own set covers are recognised as one).
+    pub aliases: Vec<String>,
+    /// Since when Herd's own signature set covers it (SPEC §3.2.5). Herd's set is loaded on
+    /// every terminal beside its vendor product, so from then on the threat is in no
+    /// product's gap.
+    pub herd_since: Option<Timestamp>,
+}
+
+impl Threat {
+    /// Whether Herd's own set covers the threat at `now`.
+    pub fn herd_covers(&self, now: Timestamp) -> bool {
+        self.herd_since.is_some_and(|since| since <= now)
+    }
 }
 
 /// What a vendor says about one product and one threat.

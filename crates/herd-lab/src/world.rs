@@ -155,6 +155,8 @@ pub fn catalog(shape: &Shape, prefix: &str) -> CatalogDoc {
                 name: format!("threat {t}"),
                 danger: danger.into(),
                 discovered: Timestamp::from_unix_seconds(discovered).date().to_string(),
+                aliases: Vec::new(),
+                herd_since: None,
             }
         })
         .collect();

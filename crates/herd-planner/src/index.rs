@@ -112,6 +112,8 @@ pub struct Index {
     /// `required_end[d]`: threats with danger ≥ `d` are `required_order[..required_end[d]]`.
     required_end: [usize; 4],
     required_totals: [u32; 4],
+    /// Threats discovered by `today` that Herd's own set covers at `now`, by danger (not required).
+    herd_totals: [u32; 4],
     coverage: Vec<ProductCoverage>,
     pub track: Vec<TrackRecord>,
     /// `candidates[product][platform]`: its newest release published by `now` with a package for the platform.
@@ -121,14 +123,16 @@ pub struct Index {
 }
 
 impl Index {
-    /// The tables depend on `now` in exactly two ways, so they stay the same between two
+    /// The tables depend on `now` in exactly three ways, so they stay the same between two
     /// consecutive instants where either changes:
     /// - through the releases published by `now` (candidates, rule 3): they change at each
     ///   release's `published` instant;
     /// - through `today`, the UTC date of `now`: required threats are those discovered by
     ///   `today` (rule 1), track records count days up to `today` over the 365 days before it
     ///   and coverage shipped by `today` (rule 8), and reasons say "discovered by `today`";
-    ///   they change at each UTC midnight.
+    ///   they change at each UTC midnight;
+    /// - through Herd's own set: a threat it covers since `herd_since` is not required from
+    ///   that instant on.
     ///
     /// Nothing else reads `now` at precompute time, and per-plan values that do (a window's
     /// `not_before`) are computed per plan from the current `now`.
@@ -145,9 +149,22 @@ impl Index {
             }
         }
 
+        // Herd's own set is loaded on every terminal beside its vendor product: a threat it
+        // covers by `now` is in no product's gap (rule 1 as Herd's set extends it), so the
+        // tables also change when such coverage starts.
+        for threat in threats {
+            match threat.herd_since {
+                Some(since) if since <= now => valid_from = valid_from.max(since),
+                Some(since) => valid_until = valid_until.min(since),
+                None => {}
+            }
+        }
         let mut required_order: Vec<ThreatIdx> = (0..threats.len() as u32)
             .map(ThreatIdx)
-            .filter(|&t| catalog.threat(t).discovered <= today)
+            .filter(|&t| {
+                let threat = catalog.threat(t);
+                threat.discovered <= today && !threat.herd_covers(now)
+            })
             .collect();
         required_order.sort_unstable_by(|&a, &b| {
             let (ta, tb) = (catalog.threat(a), catalog.threat(b));
@@ -156,6 +173,12 @@ impl Index {
                 .then_with(|| tb.discovered.cmp(&ta.discovered))
                 .then_with(|| ta.id.cmp(&tb.id))
         });
+        let mut herd_totals = [0u32; 4];
+        for threat in threats {
+            if threat.discovered <= today && threat.herd_covers(now) {
+                herd_totals[threat.danger.index()] += 1;
+            }
+        }
         let mut required_totals = [0u32; 4];
         for &t in &required_order {
             required_totals[catalog.threat(t).danger.index()] += 1;
@@ -243,6 +266,7 @@ impl Index {
             position,
             required_end,
             required_totals,
+            herd_totals,
             coverage,
             track,
             candidates,
@@ -285,6 +309,16 @@ impl Index {
                     .id
                     .cmp(&catalog.product(b.product).id)
             })
+    }
+
+    /// How many threats with danger `min_danger` or above Herd's own set covers (and so are
+    /// not required).
+    pub fn herd_covered(&self, min_danger: Danger) -> u32 {
+        Danger::ALL
+            .iter()
+            .filter(|d| **d >= min_danger)
+            .map(|d| self.herd_totals[d.index()])
+            .sum()
     }
 
     /// The gap severity of `product` at definitions `seq` (no product: every required threat is a gap).

@@ -199,16 +199,26 @@ pub(crate) fn reason(
     let uncovered = || list_gap(planner, f.current);
     let min = f.current.min_danger;
     let today = planner.index.today;
+    // Threats Herd's own set covers are in no gap; say so where the reason counts threats.
+    let herd = match planner.index.herd_covered(min) {
+        0 => String::new(),
+        1 => " but the one Herd's own set covers".to_owned(),
+        n => format!(" but the {} Herd's own set covers", grouped(n.into())),
+    };
+    let herd_more = match planner.index.herd_covered(min) {
+        0 => String::new(),
+        n => format!(" (Herd's own set covers {} more)", grouped(n.into())),
+    };
     match (f.action, &from) {
         (Action::None, Some(from)) if f.current.severity.is_empty() => {
             let required = planner.index.severity(None, 0, min).total();
             if required == 0 {
                 format!(
-                    "{from} is installed and no threat with danger {min} or above has been discovered by {today}; {policy}"
+                    "{from} is installed and no threat with danger {min} or above has been discovered by {today}{herd}; {policy}"
                 )
             } else {
                 format!(
-                    "{from} covers {} with danger {min} or above discovered by {today}; {policy}",
+                    "{from} covers {} with danger {min} or above discovered by {today}{herd_more}; {policy}",
                     if required == 1 {
                         "the one threat".to_string()
                     } else {
@@ -218,7 +228,7 @@ pub(crate) fn reason(
             }
         }
         (Action::None, _) => format!(
-            "no vaccine product is installed and no threat with danger {min} or above has been discovered by {today}; {policy}"
+            "no vaccine product is installed and no threat with danger {min} or above has been discovered by {today}{herd}; {policy}"
         ),
         (Action::Update | Action::Switch, _) => {
             let target = f.chosen.expect("update and switch have a target");

@@ -498,6 +498,15 @@ pub struct VerdictDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub threat: Option<String>,
+    /// For `malicious`: the danger of the catalog threat the verdict makes (`high` unless
+    /// given; a vendor's threat of the same id or file keeps its vendor's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^(low|medium|high|critical)$"))]
+    pub danger: Option<String>,
+    /// For `malicious`: the threat's name in the catalog (its id unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    pub name: Option<String>,
 }
 
 /// One signature of Herd's own set, as `GET /v1/herd-set` lists it and a verdict answers.
@@ -858,6 +867,10 @@ pub struct CoverageRow {
     pub discovered: String,
     /// One cell per product, in the order of `products`.
     pub cells: Vec<CoverageCell>,
+    /// RFC 3339: since when Herd's own signature set covers the threat (on every terminal,
+    /// whatever its product), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub herd_since: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,6 +92,15 @@ pub struct ThreatDoc {
     pub danger: String,
     /// `YYYY-MM-DD`.
     pub discovered: String,
+    /// Other names of the same threat: other threat ids, or `sha256:<64 hex digits>` of files
+    /// that are it. A threat of Herd's own set (from a verdict) whose id or file a vendor's
+    /// threat lists here is that threat, not a second one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// RFC 3339: since when Herd's own signature set covers the threat. Only the center sets
+    /// it (from verdicts); a vendor's feed may not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub herd_since: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +114,22 @@ pub struct CoverageDoc {
     pub covered_on: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<String>,
+}
+
+/// Checks a threat alias: another threat id, or `sha256:` and 64 lower-case hex digits.
+pub fn check_alias(alias: &str) -> Result<(), String> {
+    match alias.strip_prefix("sha256:") {
+        Some(hex) => {
+            if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "alias {alias:?}: a file alias is \"sha256:\" and 64 lower-case hex digits"
+                ))
+            }
+        }
+        None => check_identifier(alias).map_err(|err| format!("alias {alias:?}: {err}")),
+    }
 }
 
 /// Only the `format` field, read before anything else so that a document of another format
@@ -198,6 +223,8 @@ impl CatalogDoc {
                     name: t.name.clone(),
                     danger: t.danger.to_string(),
                     discovered: t.discovered.to_string(),
+                    aliases: t.aliases.clone(),
+                    herd_since: t.herd_since.map(|at| at.to_string()),
                 })
                 .collect(),
             coverage: catalog
@@ -420,11 +447,23 @@ impl CatalogDoc {
             }
             let danger = p.check(|| at("danger"), Danger::parse(&t.danger));
             let discovered = p.check(|| at("discovered"), Date::parse(&t.discovered));
+            for (k, alias) in t.aliases.iter().enumerate() {
+                p.check(
+                    || format!("$.threats[{i}].aliases[{k}]"),
+                    check_alias(alias),
+                );
+            }
+            let herd_since = t
+                .herd_since
+                .as_deref()
+                .and_then(|at_text| p.check(|| at("herd_since"), Timestamp::parse(at_text)));
             threats.push(Threat {
                 id: t.id.clone(),
                 name: t.name.clone(),
                 danger: danger.unwrap_or(Danger::Low),
                 discovered: discovered.unwrap_or(Date::from_days_since_epoch(0)),
+                aliases: t.aliases.clone(),
+                herd_since,
             });
         }
 

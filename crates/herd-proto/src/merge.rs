@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::catalog::{CATALOG_FORMAT, CatalogDoc};
+use crate::catalog::{CATALOG_FORMAT, CatalogDoc, ThreatDoc};
 
 /// Merges vendors' feeds into one catalog document, unscoped: vendors, products, releases
 /// and coverage are each vendor's own and are concatenated; a threat several feeds list keeps
@@ -94,6 +94,61 @@ pub fn merge_scoped(
     merged
 }
 
+/// The `feeds` key under which the center stores Herd's own threats (from verdicts, SPEC
+/// §3.2.5) beside the vendors' feeds, so they are revisioned, replicated to sites and merged
+/// with them. A `:` is in no vendor id, so no vendor can publish under it.
+pub const HERD_FEED_VENDOR: &str = "herd:immunity";
+
+/// Folds Herd's own threats (each with `herd_since`, and its files as `sha256:` aliases) into
+/// a merged catalog: a Herd threat that a merged threat names — the same id, or that threat's
+/// aliases list the Herd threat's id or one of its aliases — is that threat, which takes
+/// Herd's coverage (the earliest `herd_since`), the earlier discovery date and Herd's aliases;
+/// it keeps its owner's name and danger. Any other Herd threat is added as it is.
+/// Linear in the threats and aliases.
+pub fn merge_herd(merged: &mut CatalogDoc, herd: Vec<ThreatDoc>) {
+    let mut known: HashMap<String, usize> = HashMap::new();
+    for (i, threat) in merged.threats.iter().enumerate() {
+        known.insert(threat.id.clone(), i);
+    }
+    for (i, threat) in merged.threats.iter().enumerate() {
+        for alias in &threat.aliases {
+            known.entry(alias.clone()).or_insert(i);
+        }
+    }
+    for threat in herd {
+        let same = std::iter::once(&threat.id)
+            .chain(&threat.aliases)
+            .find_map(|name| known.get(name).copied());
+        match same {
+            Some(at) => {
+                let into = &mut merged.threats[at];
+                // Both are RFC 3339 in UTC and `YYYY-MM-DD`: their text orders as their time.
+                into.herd_since = match (into.herd_since.take(), threat.herd_since) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if threat.discovered < into.discovered {
+                    into.discovered = threat.discovered;
+                }
+                for alias in threat.aliases {
+                    if alias != into.id && !into.aliases.contains(&alias) {
+                        known.entry(alias.clone()).or_insert(at);
+                        into.aliases.push(alias);
+                    }
+                }
+            }
+            None => {
+                let at = merged.threats.len();
+                known.insert(threat.id.clone(), at);
+                for alias in &threat.aliases {
+                    known.entry(alias.clone()).or_insert(at);
+                }
+                merged.threats.push(threat);
+            }
+        }
+    }
+}
+
 /// Orders danger names for display and merging (unknown names rank lowest).
 pub fn danger_rank(danger: &str) -> u8 {
     match danger {
@@ -166,4 +221,97 @@ pub fn split_by_vendor(doc: &CatalogDoc) -> Vec<(String, CatalogDoc)> {
         .map(|v| v.id.clone())
         .zip(feeds)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threat(id: &str, discovered: &str, aliases: &[&str], herd_since: Option<&str>) -> ThreatDoc {
+        ThreatDoc {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            danger: "high".to_owned(),
+            discovered: discovered.to_owned(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            herd_since: herd_since.map(str::to_owned),
+        }
+    }
+
+    fn merged(threats: Vec<ThreatDoc>) -> CatalogDoc {
+        CatalogDoc {
+            format: CATALOG_FORMAT.to_owned(),
+            threats,
+            ..CatalogDoc::default()
+        }
+    }
+
+    const FILE: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    #[test]
+    fn a_herd_threat_no_vendor_knows_is_added() {
+        let mut doc = merged(vec![threat("virus-a", "2026-11-10", &[], None)]);
+        let herd = threat(
+            "herd-aaaa",
+            "2026-12-06",
+            &[FILE],
+            Some("2026-12-06T10:00:00Z"),
+        );
+        merge_herd(&mut doc, vec![herd.clone()]);
+        assert_eq!(doc.threats.len(), 2);
+        assert_eq!(doc.threats[1], herd);
+    }
+
+    #[test]
+    fn a_vendor_threat_of_the_same_id_or_file_is_one_threat() {
+        for vendor in [
+            threat("virus-x", "2026-12-07", &[], None),
+            threat("virus-y", "2026-12-07", &[FILE], None),
+            threat("virus-z", "2026-12-07", &["virus-x"], None),
+        ] {
+            let mut doc = merged(vec![vendor.clone()]);
+            let herd = threat(
+                "virus-x",
+                "2026-12-06",
+                &[FILE],
+                Some("2026-12-06T10:00:00Z"),
+            );
+            merge_herd(&mut doc, vec![herd]);
+            assert_eq!(doc.threats.len(), 1, "{vendor:?}");
+            let one = &doc.threats[0];
+            assert_eq!(one.id, vendor.id);
+            assert_eq!(one.herd_since.as_deref(), Some("2026-12-06T10:00:00Z"));
+            assert_eq!(one.discovered, "2026-12-06", "Herd saw it first");
+            assert!(one.aliases.iter().any(|a| a == FILE), "{one:?}");
+        }
+    }
+
+    #[test]
+    fn two_herd_threats_of_one_vendor_threat_keep_the_earliest_coverage() {
+        let other = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        let mut doc = merged(vec![threat("virus-y", "2026-12-01", &[FILE, other], None)]);
+        merge_herd(
+            &mut doc,
+            vec![
+                threat(
+                    "herd-bbbb",
+                    "2026-12-06",
+                    &[other],
+                    Some("2026-12-06T11:00:00Z"),
+                ),
+                threat(
+                    "herd-aaaa",
+                    "2026-12-05",
+                    &[FILE],
+                    Some("2026-12-05T09:00:00Z"),
+                ),
+            ],
+        );
+        assert_eq!(doc.threats.len(), 1);
+        assert_eq!(
+            doc.threats[0].herd_since.as_deref(),
+            Some("2026-12-05T09:00:00Z")
+        );
+        assert_eq!(doc.threats[0].discovered, "2026-12-01");
+    }
 }

@@ -531,3 +531,22 @@ fn a_product_kind_is_vaccine_or_program_and_programs_state_no_coverage() {
         &["$.coverage[1].product: \"vaccine-b\" is a program, not a vaccine product"],
     );
 }
+
+#[test]
+fn threat_aliases_and_herd_coverage_are_checked() {
+    refused(
+        |c| c["threats"][0]["aliases"] = json!(["sha256:ABC"]),
+        &[
+            "$.threats[0].aliases[0]",
+            "a file alias is \"sha256:\" and 64 lower-case hex digits",
+        ],
+    );
+    refused(
+        |c| c["threats"][0]["aliases"] = json!(["virus b"]),
+        &["$.threats[0].aliases[0]", "alias \"virus b\""],
+    );
+    refused(
+        |c| c["threats"][0]["herd_since"] = json!("2000-11-10"),
+        &["$.threats[0].herd_since", "expected 'T'"],
+    );
+}

@@ -575,6 +575,24 @@ pub struct HerdSignatureRow {
     pub created_at: i64,
 }
 
+/// One threat of Herd's own (migration 0015, issue 13): what a malicious verdict made its
+/// file; the files are the [`HerdSignatureRow`]s naming it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HerdThreatRow {
+    pub id: String,
+    pub name: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub danger: String,
+    /// Unix seconds.
+    pub first_seen: i64,
+}
+
+/// Builds the catalog document of Herd's own threats, and its SHA-256 in hex, from the set and
+/// the threats, both ordered (signatures by SHA-256, threats by id); see
+/// [`Store::herd_feed_rebuild`].
+pub type HerdFeedBuild =
+    dyn Fn(&[HerdSignatureRow], &[HerdThreatRow]) -> (String, String) + Send + Sync;
+
 /// One sample in the center's sample store (migration 0010).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SampleRow {
@@ -1303,6 +1321,20 @@ pub trait Store: Send + Sync + Debug {
         signature: &str,
         at: i64,
     ) -> Result<u64, StoreError>;
+    /// Adds a threat of Herd's own; with `replace`, an existing one takes the new name and
+    /// danger (keeping the earlier `first_seen`), else it is left as it is.
+    async fn herd_threat_put(&self, row: &HerdThreatRow, replace: bool) -> Result<(), StoreError>;
+    /// Every threat of Herd's own, by id.
+    async fn herd_threats(&self) -> Result<Vec<HerdThreatRow>, StoreError>;
+    /// In one write transaction: reads the set and Herd's threats, builds the catalog
+    /// document of Herd's threats with `build`, and stores it as the feed
+    /// `herd_proto::merge::HERD_FEED_VENDOR` ("herd:immunity") with a catalog revision bump
+    /// when its text changed. Returns the new catalog revision, `None` when nothing changed.
+    async fn herd_feed_rebuild(
+        &self,
+        build: &HerdFeedBuild,
+        at: i64,
+    ) -> Result<Option<u64>, StoreError>;
     /// Records a sample; false (and nothing changes) when one with its SHA-256 is known.
     async fn sample_add(&self, row: &SampleRow) -> Result<bool, StoreError>;
     /// Every sample, newest first.

@@ -28,13 +28,13 @@ use crate::{
     AddressRow, AlertAttempt, AlertDeliveryRow, ApiTokenRow, AppendOutcome, Approval, Backend,
     CaMaterial, CheckinWrite, ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow,
     EventRow, EventsWrite, FaultBucketKey, FaultBucketRow, FaultRow, FaultRuleRow, FaultWrite,
-    FeedClaims, FeedPolled, FeedSourceRow, FileVerdictRow, FleetCountRow, GroupRow,
-    HerdSignatureRow, InterfaceRow, InterfaceSeen, LinkTaken, MessageQuery, MessageRow,
-    NewAlertDelivery, NewMessage, NewTerminal, OnlineKeyRow, OnlineKeyState, PackageContent,
-    PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry, RenewError,
-    ReplacementRow, Revisions, RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow, SampleRow,
-    SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow,
-    TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    FeedClaims, FeedPolled, FeedSourceRow, FileVerdictRow, FleetCountRow, GroupRow, HerdFeedBuild,
+    HerdSignatureRow, HerdThreatRow, InterfaceRow, InterfaceSeen, LinkTaken, MessageQuery,
+    MessageRow, NewAlertDelivery, NewMessage, NewTerminal, OnlineKeyRow, OnlineKeyState,
+    PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry,
+    RenewError, ReplacementRow, Revisions, RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow,
+    SampleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
+    TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -499,6 +499,49 @@ where
         .await
         .map_err(|err| conflict_on_unique(err, || format!("online key {} exists", key.keyid)))?;
         Ok(())
+    }
+
+    async fn herd_signatures_in(
+        connection: &mut DB::Connection,
+    ) -> Result<Vec<HerdSignatureRow>, StoreError> {
+        sqlx::query(
+            "SELECT sha256, size, name, threat, source, first_terminal, first_signature, \
+             created_at FROM herd_signatures ORDER BY sha256",
+        )
+        .fetch_all(connection)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(HerdSignatureRow {
+                sha256: row.try_get("sha256")?,
+                size: from_db_int(row.try_get("size")?, "signature size")?,
+                name: row.try_get("name")?,
+                threat: row.try_get("threat")?,
+                source: row.try_get("source")?,
+                first_terminal: row.try_get("first_terminal")?,
+                first_signature: row.try_get("first_signature")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn herd_threats_in(
+        connection: &mut DB::Connection,
+    ) -> Result<Vec<HerdThreatRow>, StoreError> {
+        sqlx::query("SELECT id, name, danger, first_seen FROM herd_threats ORDER BY id")
+            .fetch_all(connection)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(HerdThreatRow {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    danger: row.try_get("danger")?,
+                    first_seen: row.try_get("first_seen")?,
+                })
+            })
+            .collect()
     }
 
     async fn feeds_in(
@@ -2166,26 +2209,72 @@ where
     }
 
     async fn herd_signatures(&self) -> Result<Vec<HerdSignatureRow>, StoreError> {
+        Self::herd_signatures_in(&mut *self.reader.acquire().await?).await
+    }
+
+    async fn herd_threat_put(&self, row: &HerdThreatRow, replace: bool) -> Result<(), StoreError> {
+        let on_conflict = if replace {
+            "ON CONFLICT (id) DO UPDATE SET name = excluded.name, danger = excluded.danger, \
+             first_seen = CASE WHEN excluded.first_seen < herd_threats.first_seen \
+             THEN excluded.first_seen ELSE herd_threats.first_seen END"
+        } else {
+            "ON CONFLICT (id) DO NOTHING"
+        };
+        let mut tx = self.write().await?;
+        sqlx::query(assembled(format!(
+            "INSERT INTO herd_threats (id, name, danger, first_seen) VALUES ($1, $2, $3, $4) \
+             {on_conflict}"
+        )))
+        .bind(row.id.as_str())
+        .bind(row.name.as_str())
+        .bind(row.danger.as_str())
+        .bind(row.first_seen)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn herd_threats(&self) -> Result<Vec<HerdThreatRow>, StoreError> {
+        Self::herd_threats_in(&mut *self.reader.acquire().await?).await
+    }
+
+    async fn herd_feed_rebuild(
+        &self,
+        build: &HerdFeedBuild,
+        at: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.write().await?;
+        // Serialised with vendors' publishes, whose check merges this feed too.
+        if let Some(lock) = DB::LOCK_PUBLISHES {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
+        let signatures = Self::herd_signatures_in(&mut *tx).await?;
+        let threats = Self::herd_threats_in(&mut *tx).await?;
+        let (doc, sha256) = build(&signatures, &threats);
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT sha256 FROM feeds WHERE vendor = $1")
+                .bind(herd_proto::merge::HERD_FEED_VENDOR)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.as_deref() == Some(sha256.as_str()) {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         sqlx::query(
-            "SELECT sha256, size, name, threat, source, first_terminal, first_signature, \
-             created_at FROM herd_signatures ORDER BY sha256",
+            "INSERT INTO feeds (vendor, doc, sha256, published_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (vendor) DO UPDATE SET doc = excluded.doc, sha256 = excluded.sha256, \
+             published_at = excluded.published_at",
         )
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(HerdSignatureRow {
-                sha256: row.try_get("sha256")?,
-                size: from_db_int(row.try_get("size")?, "signature size")?,
-                name: row.try_get("name")?,
-                threat: row.try_get("threat")?,
-                source: row.try_get("source")?,
-                first_terminal: row.try_get("first_terminal")?,
-                first_signature: row.try_get("first_signature")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .collect()
+        .bind(herd_proto::merge::HERD_FEED_VENDOR)
+        .bind(doc.as_str())
+        .bind(sha256.as_str())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let catalog = Self::bump_catalog(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(catalog))
     }
 
     async fn herd_signature_add(&self, row: &HerdSignatureRow) -> Result<bool, StoreError> {

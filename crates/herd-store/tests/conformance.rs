@@ -119,6 +119,7 @@ macro_rules! conformance {
 
 conformance!(
     herd_signatures_are_added_once_listed_by_digest_and_removed,
+    herd_threats_and_their_feed_follow_the_set,
     suspects_are_counted_once_per_terminal,
     a_sites_writes_queue_their_relay_items_in_the_same_transaction,
     the_repository_is_initialised_once_even_when_processes_race,
@@ -3332,6 +3333,107 @@ async fn herd_signatures_are_added_once_listed_by_digest_and_removed(fixture: &F
     assert!(store.herd_signature_remove(&a.sha256).await.unwrap());
     assert!(!store.herd_signature_remove(&a.sha256).await.unwrap());
     assert_eq!(store.herd_signatures().await.unwrap(), vec![b]);
+}
+
+// --- Herd's own threats (migration 0015) ----------------------------------------------------
+
+/// A stand-in for the center's document builder: one line per signature and threat.
+fn herd_feed_of(
+    signatures: &[herd_store::HerdSignatureRow],
+    threats: &[herd_store::HerdThreatRow],
+) -> (String, String) {
+    let mut text = String::new();
+    for s in signatures {
+        text.push_str(&format!("{} {}\n", s.sha256, s.threat));
+    }
+    for t in threats {
+        text.push_str(&format!(
+            "{} {} {} {}\n",
+            t.id, t.name, t.danger, t.first_seen
+        ));
+    }
+    let sha = format!(
+        "{:064x}",
+        text.len() as u128 * 7919 + text.bytes().map(u128::from).sum::<u128>()
+    );
+    (text, sha)
+}
+
+async fn herd_threats_and_their_feed_follow_the_set(fixture: &Fixture) {
+    let store = &fixture.store;
+    assert!(store.herd_threats().await.unwrap().is_empty());
+    let threat = |name: &str, danger: &str, first_seen: i64| herd_store::HerdThreatRow {
+        id: "worm-x".into(),
+        name: name.into(),
+        danger: danger.into(),
+        first_seen,
+    };
+    store
+        .herd_threat_put(&threat("Worm X", "high", 100), false)
+        .await
+        .unwrap();
+    // Without `replace` a known threat stays as it is; with it, the name and danger change
+    // and the earlier first sighting stays.
+    store
+        .herd_threat_put(&threat("Other", "low", 50), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.herd_threats().await.unwrap(),
+        vec![threat("Worm X", "high", 100)]
+    );
+    store
+        .herd_threat_put(&threat("Worm X2", "critical", 200), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.herd_threats().await.unwrap(),
+        vec![threat("Worm X2", "critical", 100)]
+    );
+    store
+        .herd_threat_put(&threat("Worm X2", "critical", 40), true)
+        .await
+        .unwrap();
+    assert_eq!(store.herd_threats().await.unwrap()[0].first_seen, 40);
+
+    let mut signature = herd_signature('d', 30, "operator");
+    signature.threat = "worm-x".into();
+    assert!(store.herd_signature_add(&signature).await.unwrap());
+    let (before, _, _) = store.catalog_inputs().await.unwrap();
+    let revision = store.herd_feed_rebuild(&herd_feed_of, 500).await.unwrap();
+    assert_eq!(
+        revision,
+        Some(before + 1),
+        "a new document bumps the catalog revision"
+    );
+    // The same rows give the same document: nothing is written.
+    assert_eq!(
+        store.herd_feed_rebuild(&herd_feed_of, 600).await.unwrap(),
+        None
+    );
+    let other = fixture.another().await;
+    let (after, feeds, _) = other.catalog_inputs().await.unwrap();
+    assert_eq!(after, before + 1);
+    let feed = feeds
+        .iter()
+        .find(|f| f.vendor == herd_proto::merge::HERD_FEED_VENDOR)
+        .expect("Herd's threats are stored among the feeds");
+    let (text, sha) = herd_feed_of(&[signature.clone()], &store.herd_threats().await.unwrap());
+    assert_eq!(
+        (feed.doc.as_str(), feed.sha256.as_str(), feed.published_at),
+        (text.as_str(), sha.as_str(), 500)
+    );
+    // A removed file changes the document again.
+    assert!(
+        store
+            .herd_signature_remove(&signature.sha256)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.herd_feed_rebuild(&herd_feed_of, 700).await.unwrap(),
+        Some(before + 2)
+    );
 }
 
 async fn suspects_are_counted_once_per_terminal(fixture: &Fixture) {

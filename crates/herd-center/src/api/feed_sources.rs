@@ -23,7 +23,8 @@ impl JsonRequest for FeedSourceDoc {
     request_body = FeedSourceDoc,
     responses(
         (status = 200, body = FeedSource),
-        (status = 400, body = ErrorBody, description = "`bad_request`: a URL or interval that is not one, plain http off loopback"),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a URL or interval that is not one"),
+        (status = 422, body = ErrorBody, description = "`document_invalid`: plain http off loopback, or a loopback, private or link-local host the center's `feed_allowed_hosts` does not list"),
         (status = 403, body = ErrorBody, description = "`forbidden_vendor`: another vendor's source"),
     ))]
 pub async fn put_source(

@@ -221,3 +221,24 @@ fn plans_are_byte_identical_across_planners_and_orders() {
         assert_eq!(String::from_utf8(direct).unwrap(), a, "{}", path.display());
     }
 }
+
+/// Herd's own set starting to cover a threat changes the plan at that instant: the tables
+/// hold until then and a planner moved past it is refused (and a new one plans `none`).
+#[test]
+fn herd_set_coverage_starts_at_its_instant() {
+    let (catalog, terminal, now) =
+        load_case(&cases_dir().join("herd-set-coverage-after-now-still-switches.json"));
+    let since = catalog.threats[0]
+        .herd_since
+        .expect("the case sets herd_since");
+    let mut planner = Planner::new(&catalog, now);
+    assert_eq!(planner.valid_until(), since);
+    assert!(planner.set_now(since).is_err());
+    let mut later = Planner::new(&catalog, since);
+    let plan = later.plan_doc(&terminal);
+    assert_eq!(
+        serde_json::to_value(plan.action).unwrap(),
+        json!("none"),
+        "{plan:?}"
+    );
+}

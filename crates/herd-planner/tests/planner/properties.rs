@@ -72,7 +72,7 @@ prop_compose! {
             seqs_of.push(seqs);
         }
         let threat_docs: Vec<ThreatDoc> = threats.iter().enumerate().map(|(t, &(d, disc))| ThreatDoc {
-            id: format!("threat-{t}"), name: format!("threat {t}"), danger: DANGERS[d].into(), discovered: day(disc).date().to_string() }).collect();
+            id: format!("threat-{t}"), name: format!("threat {t}"), danger: DANGERS[d].into(), discovered: day(disc).date().to_string(), aliases: Vec::new(), herd_since: None }).collect();
         let mut coverage = Vec::new();
         let mut bits = coverage_bits.iter();
         for (p, seqs) in seqs_of.iter().enumerate() {

@@ -12,7 +12,9 @@ use crate::Outcome;
 ///
 /// Rows are threats (most dangerous first), columns are products. A cell reads `since SEQ`
 /// when the product's definitions release SEQ covers the threat, `exp. DATE` when the vendor
-/// expects to cover it by then, and `-` when it does not cover it.
+/// expects to cover it by then, and `-` when it does not cover it. When Herd's own signature
+/// set covers threats (from verdicts), a last column `herd's set` says since when: on every
+/// terminal, whatever its product.
 #[derive(Debug, Args)]
 #[command(after_long_help = "Examples:
   herd coverage
@@ -58,6 +60,10 @@ fn coverage_table(matrix: &CoverageMatrix) -> String {
         "DISCOVERED".to_owned(),
     ];
     header.extend(matrix.products.iter().map(|p| p.id.clone()));
+    let herd_column = matrix.threats.iter().any(|row| row.herd_since.is_some());
+    if herd_column {
+        header.push("herd's set".to_owned());
+    }
     let mut table = Table::new(header);
     for row in &matrix.threats {
         let mut cells = vec![
@@ -72,6 +78,12 @@ fn coverage_table(matrix: &CoverageMatrix) -> String {
                 (Some(seq), false, _) => format!("from {seq} (unreleased)"),
                 (None, _, Some(date)) => format!("exp. {date}"),
                 (None, _, None) => "-".to_owned(),
+            });
+        }
+        if herd_column {
+            cells.push(match &row.herd_since {
+                Some(since) => format!("since {since}"),
+                None => "-".to_owned(),
             });
         }
         table.row(cells);
@@ -126,6 +138,7 @@ mod tests {
                         cell(false, None, Some("2000-11-15")),
                         cell(true, Some(1112), None),
                     ],
+                    herd_since: None,
                 },
                 CoverageRow {
                     threat: "worm-z".to_owned(),
@@ -133,6 +146,7 @@ mod tests {
                     danger: "low".to_owned(),
                     discovered: "2000-11-11".to_owned(),
                     cells: vec![cell(false, None, None), cell(false, Some(1200), None)],
+                    herd_since: None,
                 },
             ],
         };

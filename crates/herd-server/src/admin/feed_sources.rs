@@ -21,6 +21,9 @@ pub enum FeedSourcesCommand {
         server: ServerArgs,
     },
     /// Register (or replace) a vendor's feed URL; the center polls it at once.
+    ///
+    /// The center fetches feeds only from public addresses: a loopback, private or link-local
+    /// host is refused unless the center's `feed_allowed_hosts` lists it.
     #[command(after_long_help = "Examples:
   herd feed-sources set maker-a https://updates.maker-a.example/herd/feed.json
   herd feed-sources set maker-b https://maker-b.example/feed.json --interval-secs 300")]

@@ -24,10 +24,12 @@ pub enum ImmunityCommand {
         server: ServerArgs,
     },
     /// Judge a file by its SHA-256: malicious publishes its signature in Herd's set at once
-    /// (every scanning terminal, whatever its vendor, detects it within seconds); benign (a
-    /// false positive) removes it the same way.
+    /// (every scanning terminal, whatever its vendor, detects it within seconds) and makes it
+    /// a threat of the catalog covered by Herd's set (`herd coverage` shows it); benign (a
+    /// false positive) removes both the same way.
     #[command(after_long_help = "Examples:
   herd immunity verdict malicious 9f86d0…0a08 --size 4096 --threat worm-x
+  herd immunity verdict malicious 9f86d0…0a08 --size 4096 --threat worm-x --danger critical --name 'Worm X'
   herd immunity verdict benign 9f86d0…0a08")]
     Verdict(VerdictArgs),
 }
@@ -49,6 +51,13 @@ pub struct VerdictArgs {
     /// The catalog threat the file is, if known (named in the signature).
     #[arg(long)]
     threat: Option<String>,
+    /// The danger of the catalog threat a malicious verdict makes: low, medium, high
+    /// (the default) or critical. A vendor's threat of the same id or file keeps its own.
+    #[arg(long)]
+    danger: Option<String>,
+    /// The threat's name in the catalog (its id unless given).
+    #[arg(long)]
+    name: Option<String>,
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
@@ -104,6 +113,8 @@ pub(super) fn run(command: ImmunityCommand) -> anyhow::Result<Outcome> {
                 size: args.size,
                 verdict: verdict.to_owned(),
                 threat: args.threat,
+                danger: args.danger,
+                name: args.name,
             };
             let outcome = match session.client.verdict(&doc) {
                 Ok(outcome) => outcome,

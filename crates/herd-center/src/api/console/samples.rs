@@ -128,6 +128,11 @@ fn sample_row(user: &SignedIn, s: &SampleDoc, now: i64) -> Markup {
                         input name="threat" size="14" pattern="[A-Za-z0-9_\\-]{1,64}" placeholder="optional id"
                             aria-label={"Threat id for " (s.path)}; }
                     " "
+                    label { span.muted { "Danger " }
+                        select name="danger" aria-label={"Danger of " (s.path)} {
+                            @for d in ["low", "medium", "high", "critical"] { option value=(d) selected[d == "high"] { (d) } }
+                        } }
+                    " "
                     button.danger type="submit" name="verdict" value="malicious" aria-label={"Malicious: " (s.path)} { "Malicious" }
                     " "
                     button type="submit" name="verdict" value="benign" aria-label={"Benign: " (s.path)} { "Benign" }
@@ -157,11 +162,16 @@ pub async fn judge(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(str::to_owned);
+    let danger = form_field(&form, "danger")
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
     let doc = VerdictDoc {
         sha256,
         size,
         verdict,
         threat,
+        danger,
+        name: None,
     };
     let by = user.role.as_str();
     match center.verdict(doc.clone(), by).await {
