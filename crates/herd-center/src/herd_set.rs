@@ -258,6 +258,24 @@ impl Center {
         if let Some(threat) = &doc.threat {
             check_threat(threat).map_err(|m| CenterError::new(ErrorKind::DocumentInvalid, m))?;
         }
+        // Checked whatever the verdict (a benign one ignores them, but says nothing invalid).
+        if let Some(danger) = &doc.danger {
+            Danger::parse(danger).map_err(|m| {
+                CenterError::new(
+                    ErrorKind::DocumentInvalid,
+                    format!("the verdict: $.danger: {m}"),
+                )
+            })?;
+        }
+        if let Some(name) = &doc.name
+            && (name.trim().is_empty() || name.chars().count() > 200 || name.contains('\0'))
+        {
+            return Err(CenterError::new(
+                ErrorKind::DocumentInvalid,
+                "the verdict: $.name: a threat's name has 1 to 200 characters, not only spaces, \
+                 and no NUL",
+            ));
+        }
         let changed = match doc.verdict.as_str() {
             MALICIOUS => {
                 let size = match doc.size {
@@ -275,29 +293,11 @@ impl Center {
                     .threat
                     .clone()
                     .unwrap_or_else(|| file_threat_id(&doc.sha256));
-                let danger = match &doc.danger {
-                    Some(danger) => {
-                        Danger::parse(danger).map_err(|m| {
-                            CenterError::new(
-                                ErrorKind::DocumentInvalid,
-                                format!("the verdict: $.danger: {m}"),
-                            )
-                        })?;
-                        danger.clone()
-                    }
-                    None => DEFAULT_DANGER.to_owned(),
-                };
-                let name = match &doc.name {
-                    Some(name) if name.trim().is_empty() || name.chars().count() > 200 => {
-                        return Err(CenterError::new(
-                            ErrorKind::DocumentInvalid,
-                            "the verdict: $.name: a threat's name has 1 to 200 characters, \
-                             not only spaces",
-                        ));
-                    }
-                    Some(name) => name.clone(),
-                    None => threat.clone(),
-                };
+                let danger = doc
+                    .danger
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_DANGER.to_owned());
+                let name = doc.name.clone().unwrap_or_else(|| threat.clone());
                 // A verdict that names the danger or the name says what the threat is;
                 // without either it does not overwrite what an earlier verdict said.
                 let replace = doc.danger.is_some() || doc.name.is_some();

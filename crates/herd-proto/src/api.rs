@@ -503,9 +503,17 @@ pub struct VerdictDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(pattern = r"^(low|medium|high|critical)$"))]
     pub danger: Option<String>,
-    /// For `malicious`: the threat's name in the catalog (its id unless given).
+    /// For `malicious`: the threat's name in the catalog (its id unless given): 1 to 200
+    /// characters, not only spaces, no NUL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+        )
+    )]
     pub name: Option<String>,
 }
 
