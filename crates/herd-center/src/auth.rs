@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use herd_proto::terminal::HardwareDoc;
-use herd_store::Role;
+use herd_store::{ApiTokenRow, Role};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
@@ -50,6 +50,26 @@ impl Center {
     /// indexed read, without the writer): a revoked token is refused at once by every center
     /// process, which a cache would delay.
     pub async fn caller(&self, token: &str) -> CenterResult<Caller> {
+        caller_of(self.live_token(token).await?)
+    }
+
+    /// Who may judge files: an operator's or an analyst's token. Answers the role's name, which
+    /// verdicts record as their author.
+    pub async fn judge(&self, token: &str) -> CenterResult<&'static str> {
+        let row = self.live_token(token).await?;
+        if row.role == Role::Analyst {
+            return Ok("analyst");
+        }
+        operator_only(caller_of(row)?).map(|()| "operator")
+    }
+
+    /// Succeeds for an operator's token only.
+    pub async fn operator(&self, token: &str) -> CenterResult<()> {
+        operator_only(self.caller(token).await?)
+    }
+
+    /// The stored row of API token `token`, refused when unknown or expired.
+    async fn live_token(&self, token: &str) -> CenterResult<ApiTokenRow> {
         let row = self
             .store
             .api_token_find(&secret_hash(token))
@@ -65,51 +85,7 @@ impl Center {
                 ),
             ));
         }
-        match row.role {
-            Role::Operator => Ok(Caller::Operator),
-            Role::Vendor => match row.vendor {
-                Some(vendor) => Ok(Caller::Vendor(vendor)),
-                None => Err(CenterError::internal(
-                    "a vendor token without a vendor id is stored",
-                )),
-            },
-            Role::Viewer => Err(CenterError::forbidden(format!(
-                "the token {:?} is a viewer's: it signs in to the console (/console/) and reads \
-                 there; the API needs an operator or vendor token",
-                row.label
-            ))),
-            Role::Analyst => Err(CenterError::forbidden(format!(
-                "the token {:?} is an analyst's: it judges samples (/v1/samples, /v1/verdicts, \
-                 /v1/herd-set) and reads the console; this endpoint needs an operator or vendor \
-                 token",
-                row.label
-            ))),
-        }
-    }
-
-    /// Who may judge files: an operator's or an analyst's token. Answers the role's name, which
-    /// verdicts record as their author.
-    pub async fn judge(&self, token: &str) -> CenterResult<&'static str> {
-        let row = self
-            .store
-            .api_token_find(&secret_hash(token))
-            .await?
-            .ok_or_else(|| CenterError::unauthenticated("unknown API token"))?;
-        match row.role {
-            Role::Analyst if row.expires_at > unix_now() => Ok("analyst"),
-            // The operator's path keeps its expiry and vendor messages in one place.
-            _ => self.operator(token).await.map(|()| "operator"),
-        }
-    }
-
-    /// Succeeds for an operator's token only.
-    pub async fn operator(&self, token: &str) -> CenterResult<()> {
-        match self.caller(token).await? {
-            Caller::Operator => Ok(()),
-            Caller::Vendor(vendor) => Err(CenterError::forbidden(format!(
-                "this endpoint is for operators; the token is vendor {vendor:?}'s"
-            ))),
-        }
+        Ok(row)
     }
 
     /// The terminal behind a connection's client certificate (`None`: it presented none).
@@ -163,4 +139,38 @@ pub struct KnownTerminal {
     /// A digest of the network interfaces this process last stored for the terminal (0:
     /// none yet), so a set reported again is not written again (see `checkin`).
     pub interfaces_digest: std::sync::atomic::AtomicU64,
+}
+
+/// The API caller a live token stands for; viewers and analysts are told what their token is for.
+fn caller_of(row: ApiTokenRow) -> CenterResult<Caller> {
+    match row.role {
+        Role::Operator => Ok(Caller::Operator),
+        Role::Vendor => match row.vendor {
+            Some(vendor) => Ok(Caller::Vendor(vendor)),
+            None => Err(CenterError::internal(
+                "a vendor token without a vendor id is stored",
+            )),
+        },
+        Role::Viewer => Err(CenterError::forbidden(format!(
+            "the token {:?} is a viewer's: it signs in to the console (/console/) and reads \
+             there; the API needs an operator or vendor token",
+            row.label
+        ))),
+        Role::Analyst => Err(CenterError::forbidden(format!(
+            "the token {:?} is an analyst's: it judges samples (/v1/samples, /v1/verdicts, \
+             /v1/herd-set) and reads the console; this endpoint needs an operator or vendor \
+             token",
+            row.label
+        ))),
+    }
+}
+
+/// Refuses a vendor where only operators may act.
+fn operator_only(caller: Caller) -> CenterResult<()> {
+    match caller {
+        Caller::Operator => Ok(()),
+        Caller::Vendor(vendor) => Err(CenterError::forbidden(format!(
+            "this endpoint is for operators; the token is vendor {vendor:?}'s"
+        ))),
+    }
 }

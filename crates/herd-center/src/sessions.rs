@@ -141,8 +141,8 @@ impl Center {
         }
         if ConsoleRole::of(row.role).is_none() {
             return Err(CenterError::forbidden(
-                "vendor tokens publish feeds and packages; the console is for operator and \
-                 viewer tokens",
+                "vendor tokens publish feeds and packages; the console is for operator, \
+                 analyst and viewer tokens",
             ));
         }
         self.open_session(&hash, &row.label, now).await

@@ -918,3 +918,50 @@ async fn faults_rules_replacements_alerts_and_messages() {
     assert_eq!(alerts.status, StatusCode::OK);
     assert!(alerts.body.contains("Channels and rules") && !alerts.body.contains("Send message"));
 }
+
+#[tokio::test]
+async fn an_analyst_token_judges_through_the_api_and_nothing_else() {
+    let console = Console::start().await;
+    let analyst = console.token("analyst").await;
+    let api = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {analyst}"));
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        request
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap()
+    };
+    let sha = "cd".repeat(32);
+    let judged = console
+        .send(api(
+            "POST",
+            "/v1/verdicts",
+            Some(serde_json::json!({"sha256": sha, "size": 10, "verdict": "malicious"})),
+        ))
+        .await;
+    assert_eq!(judged.status, StatusCode::OK, "{}", judged.body);
+    let set = console.center.store.herd_signatures().await.unwrap();
+    assert_eq!((set.len(), set[0].source.as_str()), (1, "analyst"));
+    for path in ["/v1/samples", "/v1/herd-set"] {
+        let answer = console.send(api("GET", path, None)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
+    }
+    // Everything else refuses it, saying what it is for.
+    let refused = console.send(api("GET", "/v1/groups", None)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("an analyst's"), "{}", refused.body);
+    // A viewer may not judge.
+    let viewer = console.token("viewer").await;
+    let request = Request::post("/v1/verdicts")
+        .header(header::AUTHORIZATION, format!("Bearer {viewer}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            serde_json::json!({"sha256": sha, "verdict": "benign"}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(console.send(request).await.status, StatusCode::FORBIDDEN);
+}

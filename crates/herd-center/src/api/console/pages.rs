@@ -51,10 +51,9 @@ pub fn login_page(tier: Tier, notice: Option<&str>, error: Option<&str>) -> Mark
         None,
         html! {
             h1 { "Sign in" }
-            @if let Some(notice) = notice { p.notice role="status" { (notice) } }
-            @if let Some(error) = error { p.error role="alert" { (error) } }
+            (view::outcome(notice, error))
             form.signin method="post" action="/console/login" {
-                label for="token" { "API token (operator or viewer)" }
+                label for="token" { "API token (operator, analyst or viewer)" }
                 input #token type="password" name="token" autocomplete="off" required autofocus;
                 button type="submit" { "Sign in" }
             }
@@ -748,8 +747,7 @@ async fn groups_page(
         counts.into_iter().map(|(group, n)| (group.id, n)).collect();
     let body = html! {
         h1 { "Groups and placement rules" }
-        @if let Some(notice) = notice { p.notice role="status" { (notice) } }
-        @if let Some(error) = error { p.error role="alert" { (error) } }
+        (view::outcome(notice, error))
         h2 { "Groups" }
         table { thead { tr { th { "Group" } th { "Description" } th { "Terminals" } th { "Policy" } } }
             tbody { @for g in &groups.groups { tr {
