@@ -385,11 +385,18 @@ fn a_crashing_definitions_release_stops_in_its_canary_ring_and_is_undone_there()
 const ENGINE: &str = "for f in \"$1\"/current/defs/*; do \
     if grep -q CrashOnLoad \"$f\"; then kill -SEGV $$; fi; done; exec sleep 600";
 
-/// The `fault.report` events waiting in an agent's outbox.
+/// The `fault.report` events waiting in an agent's outbox: committed event files only
+/// (`<seq>.json`), not the hidden temporaries of a write in progress — the supervisor is killed
+/// at any moment, and a temporary it leaves behind is never an event.
 fn queued_faults(state: &Path) -> usize {
     fs::read_dir(state.join("outbox"))
         .map(|dir| {
             dir.flatten()
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    !name.starts_with('.') && name.ends_with(".json")
+                })
                 .filter(|e| {
                     fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"fault.report\""))
                 })
@@ -468,8 +475,13 @@ fn an_agent_undoes_a_release_whose_engine_keeps_crashing_and_refuses_it_until_an
     supervisor.wait().unwrap();
 
     // The next cycle undoes 1.1 before anything else, then declines it when offered again.
-    let out = stdout(&t.once(&center, &token));
-    assert!(out.contains("restored vaccine-r 1.0"), "{out}");
+    let output = t.once(&center, &token);
+    let out = stdout(&output);
+    assert!(
+        out.contains("restored vaccine-r 1.0"),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(
         out.contains("signal 11"),
         "the reason names the crashes: {out}"
