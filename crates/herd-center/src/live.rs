@@ -1,21 +1,44 @@
-//! What happens in the fleet as it happens: check-ins, plans and events this process stores,
+//! What happens in the fleet as it happens: check-ins, plans and events the center stores,
 //! broadcast to whoever watches (the console's live view, over server-sent events). Nothing is
 //! built or sent while nobody watches, so the check-in path pays one atomic read.
 //!
-//! Per process: with several center processes behind a load balancer, a console sees what the
-//! process serving it stored (what arrives through sites reaches the process applying the
-//! relay). A shared feed through PostgreSQL `LISTEN/NOTIFY` is the way to widen it.
+//! Across processes: several center processes on one PostgreSQL database each see only what
+//! they store themselves, so a console would miss what another process stored. They share it
+//! through the store's live channel ([`Store::live_messages`], `LISTEN/NOTIFY`), and only
+//! while somebody watches: a process whose console has a watcher announces it every
+//! [`ANNOUNCE_EVERY`] (and at once when the first arrives); a process that heard an
+//! announcement within [`WATCHED_FOR`] counts as watched, gathers what it stores and sends
+//! it every [`FLUSH_EVERY`] in messages small enough for a notification. What a process sends
+//! comes back to it too; it recognises its own messages by its random `from` and skips them.
+//! Best effort, as a live view is: at most [`FLUSH_MAX`] happenings a flush travel, and the
+//! watchers are told how many were left out. On SQLite (one process per database file) the
+//! store has no such channel and none of this runs.
+//!
+//! [`Store::live_messages`]: herd_store::Store::live_messages
 
-use serde::Serialize;
-use tokio::sync::broadcast;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
+
+use herd_store::{LIVE_PAYLOAD_MAX, Store};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast, watch};
 
 /// How many happenings a slow watcher may fall behind before it skips ahead (and is told).
 const BACKLOG: usize = 1024;
+/// How often a process with a watcher says so to the others.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(10);
+/// How long an announcement counts: three announcements may be lost before it lapses.
+pub const WATCHED_FOR: Duration = Duration::from_secs(30);
+/// How often happenings gathered for the other processes are sent.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// At most this many happenings travel per flush; the rest are counted as left out.
+pub const FLUSH_MAX: usize = 500;
 
 /// One thing that happened, as the console shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Happening {
-    /// `checkin`, or the event's kind (`plan.report`, `detection`, …).
+    /// `checkin`, or the event's kind (`plan.report`, `detection`, …); `missed` when
+    /// happenings of another process were left out (the summary says how many).
     pub kind: String,
     pub terminal: String,
     /// RFC 3339, when the center stored it.
@@ -24,33 +47,228 @@ pub struct Happening {
     pub summary: String,
 }
 
-/// The broadcast of [`Happening`]s.
+/// What one center process sends the others on the live channel.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LiveMessage {
+    /// The sending process ([`Live::process`]).
+    from: String,
+    /// The sender has a watcher: send it what you store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    watching: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    happenings: Vec<Happening>,
+    /// Happenings the sender stored but left out (over [`FLUSH_MAX`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    left_out: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Happenings gathered for the other processes, and how many did not fit.
+#[derive(Debug, Default)]
+struct Outgoing {
+    happenings: Vec<Happening>,
+    left_out: u64,
+}
+
+/// The broadcast of [`Happening`]s, and what this process shares with the others.
 #[derive(Debug)]
 pub struct Live {
     sender: broadcast::Sender<Happening>,
+    /// This process on the live channel: random, so its own messages are recognised.
+    process: String,
+    /// Until when (Unix milliseconds) another process has a watcher; 0: none heard of.
+    others_watch_until: AtomicI64,
+    outgoing: std::sync::Mutex<Outgoing>,
+    /// Woken when this process gets its first watcher, to announce it at once.
+    first_watcher: Notify,
 }
 
 impl Default for Live {
     fn default() -> Live {
         Live {
             sender: broadcast::Sender::new(BACKLOG),
+            process: format!("{:016x}", rand::random::<u64>()),
+            others_watch_until: AtomicI64::new(0),
+            outgoing: Default::default(),
+            first_watcher: Notify::new(),
         }
     }
 }
 
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 impl Live {
-    /// Whether anyone watches: callers build a happening only then.
+    /// Whether anyone watches, here or in another process: callers build a happening only
+    /// then.
     pub fn watched(&self) -> bool {
-        self.sender.receiver_count() > 0
+        self.sender.receiver_count() > 0 || self.others_watch()
+    }
+
+    fn others_watch(&self) -> bool {
+        now_millis() < self.others_watch_until.load(Relaxed)
     }
 
     pub fn publish(&self, happening: Happening) {
-        // No watcher left between `watched` and here: nothing to do.
+        if self.others_watch() {
+            let mut outgoing = self.outgoing.lock().unwrap_or_else(|e| e.into_inner());
+            if outgoing.happenings.len() < FLUSH_MAX {
+                outgoing.happenings.push(happening.clone());
+            } else {
+                outgoing.left_out += 1;
+            }
+        }
+        // No watcher here, or none left between `watched` and here: nothing to do.
         let _ = self.sender.send(happening);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Happening> {
-        self.sender.subscribe()
+        let first = self.sender.receiver_count() == 0;
+        let receiver = self.sender.subscribe();
+        if first {
+            self.first_watcher.notify_one();
+        }
+        receiver
+    }
+
+    /// Takes what was gathered for the other processes, as messages that each fit a
+    /// notification.
+    fn take_outgoing(&self) -> Vec<String> {
+        let taken = std::mem::take(&mut *self.outgoing.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut left_out = taken.left_out;
+        let mut messages = Vec::new();
+        let mut current = LiveMessage {
+            from: self.process.clone(),
+            ..LiveMessage::default()
+        };
+        // The message without happenings, plus room for the `left_out` count and brackets.
+        let overhead = serde_json::to_string(&current).map_or(64, |t| t.len()) + 64;
+        let mut size = overhead;
+        for happening in taken.happenings {
+            let length = serde_json::to_string(&happening).map_or(usize::MAX, |t| t.len()) + 1;
+            if overhead + length > LIVE_PAYLOAD_MAX {
+                left_out += 1;
+                continue;
+            }
+            if size + length > LIVE_PAYLOAD_MAX {
+                messages.push(std::mem::take(&mut current.happenings));
+                size = overhead;
+            }
+            size += length;
+            current.happenings.push(happening);
+        }
+        if !current.happenings.is_empty() {
+            messages.push(current.happenings);
+        }
+        let count = messages.len();
+        let mut texts: Vec<String> = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, happenings)| LiveMessage {
+                from: self.process.clone(),
+                happenings,
+                left_out: if i + 1 == count { left_out } else { 0 },
+                ..LiveMessage::default()
+            })
+            .filter_map(|m| serde_json::to_string(&m).ok())
+            .collect();
+        if count == 0 && left_out > 0 {
+            texts.extend(
+                serde_json::to_string(&LiveMessage {
+                    from: self.process.clone(),
+                    left_out,
+                    ..LiveMessage::default()
+                })
+                .ok(),
+            );
+        }
+        texts
+    }
+
+    /// Applies a message from the live channel: another process's announcement or
+    /// happenings (this process's own are skipped).
+    fn receive(&self, text: &str) {
+        let Ok(message) = serde_json::from_str::<LiveMessage>(text) else {
+            tracing::debug!("an unreadable message on the live channel, skipped");
+            return;
+        };
+        if message.from == self.process {
+            return;
+        }
+        if message.watching {
+            let until = now_millis() + WATCHED_FOR.as_millis() as i64;
+            self.others_watch_until.fetch_max(until, Relaxed);
+        }
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
+        for happening in message.happenings {
+            let _ = self.sender.send(happening);
+        }
+        if message.left_out > 0 {
+            let _ = self.sender.send(Happening {
+                kind: "missed".into(),
+                terminal: String::new(),
+                at: crate::rfc3339(crate::unix_now()),
+                summary: format!(
+                    "{} happenings on another center process were left out (too many at once)",
+                    message.left_out
+                ),
+            });
+        }
+    }
+
+    fn announcement(&self) -> String {
+        serde_json::to_string(&LiveMessage {
+            from: self.process.clone(),
+            watching: true,
+            ..LiveMessage::default()
+        })
+        .expect("a message serialises")
+    }
+
+    /// Shares the live view with the other processes on `store` until `shutdown`; returns at
+    /// once where the store has no live channel.
+    pub async fn share(&self, store: &dyn Store, mut shutdown: watch::Receiver<bool>) {
+        let Some(mut incoming) = store.live_messages() else {
+            return;
+        };
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut send = Vec::new();
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = flush.tick() => send = self.take_outgoing(),
+                _ = announce.tick() => {
+                    if self.sender.receiver_count() > 0 {
+                        send.push(self.announcement());
+                    }
+                }
+                _ = self.first_watcher.notified() => send.push(self.announcement()),
+                received = incoming.recv() => match received {
+                    Ok(text) => self.receive(&text),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "the live channel ran ahead of this process");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+            for text in send {
+                if let Err(err) = store.live_send(&text).await {
+                    tracing::warn!(%err, "cannot share the live view with other center processes");
+                }
+            }
+        }
     }
 }
 
@@ -106,6 +324,71 @@ mod tests {
         let long = format!(r#"{{"blob":"{}"}}"#, "é".repeat(200));
         let summary = summarise_event("other", &long);
         assert!(summary.ends_with('…') && summary.len() <= 160, "{summary}");
+    }
+
+    fn happening(n: usize) -> Happening {
+        Happening {
+            kind: "checkin".into(),
+            terminal: format!("pc-{n}"),
+            at: "2026-12-06T10:00:00Z".into(),
+            summary: "é".repeat(n % 80),
+        }
+    }
+
+    #[test]
+    fn what_goes_to_other_processes_fits_notifications_and_counts_what_is_left_out() {
+        let live = Live::default();
+        // Nobody elsewhere watches: nothing is gathered.
+        live.publish(happening(0));
+        assert!(live.take_outgoing().is_empty());
+        let other = Live::default();
+        live.receive(&other.announcement());
+        assert!(live.watched(), "another process's watcher counts");
+        for n in 0..FLUSH_MAX + 7 {
+            live.publish(happening(n));
+        }
+        let texts = live.take_outgoing();
+        assert!(
+            texts.len() > 1,
+            "{} happenings in one notification",
+            FLUSH_MAX
+        );
+        let mut received = 0;
+        let mut left_out = 0;
+        for text in &texts {
+            assert!(text.len() <= LIVE_PAYLOAD_MAX, "{} bytes", text.len());
+            let message: LiveMessage = serde_json::from_str(text).unwrap();
+            assert_eq!(message.from, live.process);
+            received += message.happenings.len();
+            left_out += message.left_out;
+        }
+        assert_eq!((received, left_out), (FLUSH_MAX, 7));
+        assert!(live.take_outgoing().is_empty(), "taken once");
+
+        // The other process shows them, and says how many were left out; its own echo it skips.
+        let mut watcher = other.subscribe();
+        for text in &texts {
+            other.receive(text);
+        }
+        let mut shown = 0;
+        let mut missed = None;
+        while let Ok(h) = watcher.try_recv() {
+            match h.kind.as_str() {
+                "missed" => missed = Some(h.summary),
+                _ => shown += 1,
+            }
+        }
+        assert_eq!(shown, FLUSH_MAX);
+        assert!(missed.is_some_and(|m| m.starts_with("7 happenings")));
+        other.receive(&other.announcement());
+        live.receive(&texts[0].replace(&live.process, &other.process));
+        other.receive(&texts[0].replace(&live.process, &other.process));
+        assert!(
+            watcher.try_recv().is_err(),
+            "a process skips its own messages"
+        );
+        other.receive("not json");
+        assert!(watcher.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -536,6 +536,139 @@ async fn the_live_stream_needs_a_session_and_carries_what_happens() {
     assert!(text.contains("\"terminal\":\"pc-1\""), "{text}");
 }
 
+/// A fresh schema on the server `HERD_TEST_POSTGRES_URL` names, as a database URL whose
+/// connections use it; `None` skips the test.
+async fn postgres_schema(prefix: &str) -> Option<String> {
+    use sqlx::Connection as _;
+    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
+    let schema = format!("{prefix}_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    for statement in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+}
+
+/// Two center processes on one PostgreSQL database (two `Center`s with pools and listeners of
+/// their own, as two `herd serve` would have): a console signed in to one sees, live, the
+/// events a terminal stores through the other; a third center on another schema of the same
+/// database (another fleet) sees none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_view_spans_the_center_processes_of_one_database() {
+    let (Some(url), Some(other_url)) = (
+        postgres_schema("herd_live_fleet").await,
+        postgres_schema("herd_live_other").await,
+    ) else {
+        eprintln!("skipped: HERD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str, url: &str| {
+        let text = format!(
+            "data_dir = {:?}\ndatabase = {url:?}\nblob_dir = {:?}\nca_kek_file = {:?}\n",
+            dir.path().join(name).display().to_string(),
+            dir.path().join("blobs").display().to_string(),
+            dir.path().join("ca.kek").display().to_string(),
+        );
+        CenterConfig::from_file(ConfigFile::parse("test", &text).unwrap()).unwrap()
+    };
+    std::fs::write(dir.path().join("ca.kek"), "the fleet's key-encryption key").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let owner_only = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(dir.path().join("ca.kek"), owner_only).unwrap();
+    }
+    let one = Center::open(open("one", &url)).await.unwrap();
+    let two = Center::open(open("two", &url)).await.unwrap();
+    let other = Center::open(open("other", &other_url)).await.unwrap();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    for center in [&one, &two, &other] {
+        let (center, stop_rx) = (center.clone(), stop_rx.clone());
+        tokio::spawn(async move { center.live.share(&*center.store, stop_rx).await });
+    }
+    for center in [&one, &other] {
+        let hash = "f".repeat(64);
+        center
+            .store
+            .enrol_token_insert(EnrolTokenRow {
+                hash: hash.clone(),
+                label: "live".into(),
+                uses_left: 1,
+                created_at: 0,
+                expires_at: i64::MAX,
+                reenrol_terminal: None,
+            })
+            .await
+            .unwrap();
+        center
+            .store
+            .enrol(
+                &hash,
+                1,
+                NewTerminal {
+                    id: "pc-live".into(),
+                    user: None,
+                    hardware: r#"{"kind":"pc","platform":"pc"}"#.into(),
+                    tz: None,
+                    group: UNKNOWN_GROUP.into(),
+                    cert_sha256: "d".repeat(64),
+                    enrolled_at: 1,
+                    address: "127.0.0.1".into(),
+                    site: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let mut watching_two = two.live.subscribe();
+    let mut watching_other = other.live.subscribe();
+    // Each watcher's process announces itself at once; `one` stores only once it heard.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !one.live.watched() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "center one never heard of the watcher on center two"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let known = one.known_terminal("pc-live").await.unwrap();
+    let sent = std::time::Instant::now();
+    one.append_events(
+        &known,
+        serde_json::from_value(serde_json::json!({"events": [
+            {"seq": 1, "at": "2026-12-06T10:00:00Z", "kind": "agent.started",
+             "data": {"message": "started on one"}}
+        ]}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), watching_two.recv())
+        .await
+        .expect("the happening reaches center two within 10 s")
+        .unwrap();
+    eprintln!(
+        "stored on one → live on two in {:.1} ms",
+        sent.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(seen.terminal, "pc-live");
+    assert_eq!(seen.kind, "agent.started");
+    assert_eq!(seen.summary, "started on one");
+    // Another fleet's watcher hears nothing of it (nor of its own process's echo).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        watching_other.try_recv().is_err(),
+        "another schema's center saw this fleet's happening"
+    );
+}
+
 /// Acme's feed with `versions` of its product (each a release with one package).
 fn acme_feed(versions: &[(&str, u64)]) -> Vec<u8> {
     let releases: Vec<_> = versions

@@ -134,6 +134,14 @@ pub struct Revisions {
 /// triggers of migration 0009 spell it in SQL; the conformance suite holds them to this).
 pub const REVISIONS_CHANNEL: &str = "herd_revisions";
 
+/// The PostgreSQL notification channel that carries the console's live view between center
+/// processes ([`Store::live_messages`]), followed by `.` and the store's schema.
+pub const LIVE_CHANNEL: &str = "herd_live";
+
+/// The longest payload [`Store::live_send`] takes: PostgreSQL refuses a notification of 8,000
+/// bytes or more.
+pub const LIVE_PAYLOAD_MAX: usize = 7_900;
+
 /// Wake-ups when another process may have moved a revision ([`Store::revision_changes`]).
 #[derive(Clone, Debug)]
 pub struct RevisionChanges(tokio::sync::watch::Receiver<u64>);
@@ -883,6 +891,23 @@ pub trait Store: Send + Sync + Debug {
     /// is woken once, and it should still poll now and then.
     fn revision_changes(&self) -> Option<RevisionChanges> {
         None
+    }
+
+    /// Short texts other processes on this store sent with [`Store::live_send`] (and this
+    /// one's own), as they arrive: PostgreSQL's `LISTEN` on [`LIVE_CHANNEL`] (of the store's
+    /// schema) on a connection
+    /// of its own, started at the first call. `None` where processes cannot reach each other
+    /// through the store (SQLite; a wrapper). Best effort: a dropped connection loses what
+    /// was sent meanwhile, and a receiver that falls behind skips ahead.
+    fn live_messages(&self) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>> {
+        None
+    }
+
+    /// Sends `payload` (at most [`LIVE_PAYLOAD_MAX`] bytes) to every process listening with
+    /// [`Store::live_messages`]; nothing where the store has no such channel.
+    async fn live_send(&self, payload: &str) -> Result<(), StoreError> {
+        let _ = payload;
+        Ok(())
     }
 
     // --- catalog -------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -18,13 +19,13 @@ use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgQueryResult,
 };
 use sqlx::{Connection, Postgres};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::common::{CheckinBatch, address_from_row, terminal_columns, to_json};
 use crate::sql::{Dialect, SqlStore};
 use crate::{
-    AddressRow, Backend, CheckinWrite, NewTerminal, QueueItem, REVISIONS_CHANNEL, RevisionChanges,
-    StoreError,
+    AddressRow, Backend, CheckinWrite, LIVE_CHANNEL, NewTerminal, QueueItem, REVISIONS_CHANNEL,
+    RevisionChanges, StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -71,6 +72,7 @@ impl SqlStore<Postgres> {
             writer: pool.clone(),
             reader: pool,
             revision_changes: Default::default(),
+            live_messages: Default::default(),
         })
     }
 }
@@ -132,6 +134,53 @@ async fn listen_for_revisions(pool: PgPool, wake: watch::Sender<u64>) {
     }
 }
 
+/// How many live messages a slow receiver may fall behind before it skips ahead.
+const LIVE_BACKLOG: usize = 256;
+
+/// [`LIVE_CHANNEL`] and the schema the store's tables are in: notifications reach every
+/// session of a database, and fleets in other schemas of the same database must not see
+/// each other's.
+async fn live_channel(pool: &PgPool) -> Result<String, sqlx::Error> {
+    let schema: String = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(pool)
+        .await?;
+    Ok(format!("{LIVE_CHANNEL}.{schema}"))
+}
+
+/// Listens on [`live_channel`] on a connection of its own and hands each payload to `out`'s
+/// receivers, for as long as the process runs (listening again after a failure).
+async fn listen_for_live(pool: PgPool, out: broadcast::Sender<Arc<str>>) {
+    loop {
+        let listening = async {
+            let channel = live_channel(&pool).await?;
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listening.await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for the live view of other processes");
+                tokio::time::sleep(RELISTEN_AFTER).await;
+                continue;
+            }
+        };
+        loop {
+            match listener.try_recv().await {
+                // Nobody receiving right now is fine: the live view is for whoever watches.
+                Ok(Some(notification)) => drop(out.send(Arc::from(notification.payload()))),
+                // The connection dropped; the next `try_recv` reconnects and listens again.
+                Ok(None) => tracing::warn!("the live listener's connection dropped; reconnecting"),
+                Err(err) => {
+                    tracing::warn!(%err, "the live listener failed; listening again");
+                    tokio::time::sleep(RELISTEN_AFTER).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// `url` with its password (in the authority or as a `password=` parameter) replaced by `***`,
 /// fit for error messages and logs.
 fn redact_password(url: &str) -> String {
@@ -174,6 +223,16 @@ impl Dialect for Postgres {
             RevisionChanges::new(receiver)
         });
         Some(changes.clone())
+    }
+
+    /// Started at the first call: one listening connection per store, whoever asks.
+    fn live_messages(store: &SqlStore<Postgres>) -> Option<broadcast::Receiver<Arc<str>>> {
+        let sender = store.live_messages.get_or_init(|| {
+            let sender = broadcast::Sender::new(LIVE_BACKLOG);
+            tokio::spawn(listen_for_live(store.reader.clone(), sender.clone()));
+            sender
+        });
+        Some(sender.subscribe())
     }
 
     // READ COMMITTED: where processes could interleave, the statements below impose the order.

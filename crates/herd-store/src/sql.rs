@@ -69,6 +69,13 @@ pub trait Dialect: Database {
         None
     }
 
+    /// The live messages of other processes, where the backend carries them.
+    fn live_messages(
+        _store: &SqlStore<Self>,
+    ) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>> {
+        None
+    }
+
     /// A table expression over the elements of the JSON array in parameter `param`, named `r`
     /// with one column `value` (so `r.value ->> 0` is the first field of an element).
     fn json_rows(param: &str) -> String;
@@ -105,6 +112,9 @@ pub struct SqlStore<DB: Database> {
     pub(crate) reader: Pool<DB>,
     /// The revision wake-ups, once asked for (PostgreSQL's listener task feeds them).
     pub(crate) revision_changes: std::sync::OnceLock<crate::RevisionChanges>,
+    /// The live messages' broadcast, once asked for (PostgreSQL's live listener feeds it).
+    pub(crate) live_messages:
+        std::sync::OnceLock<tokio::sync::broadcast::Sender<std::sync::Arc<str>>>,
 }
 
 impl<DB: Dialect> SqlStore<DB> {
@@ -582,6 +592,24 @@ where
 
     fn revision_changes(&self) -> Option<crate::RevisionChanges> {
         DB::revision_changes(self)
+    }
+
+    fn live_messages(&self) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>> {
+        DB::live_messages(self)
+    }
+
+    async fn live_send(&self, payload: &str) -> Result<(), StoreError> {
+        if DB::live_messages(self).is_none() {
+            return Ok(());
+        }
+        // A longer payload is refused by PostgreSQL itself ("payload string too long").
+        // The channel of this schema's fleet (see `postgres::live_channel`).
+        sqlx::query("SELECT pg_notify($1 || '.' || current_schema(), $2)")
+            .bind(crate::LIVE_CHANNEL)
+            .bind(payload)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn ca_get_or_insert(&self, candidate: CaMaterial) -> Result<CaMaterial, StoreError> {

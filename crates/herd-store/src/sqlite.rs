@@ -161,6 +161,7 @@ impl SqlStore<Sqlite> {
             writer,
             reader,
             revision_changes: Default::default(),
+            live_messages: Default::default(),
         })
     }
 }

@@ -405,6 +405,10 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(center.clone().follow_revisions(stop_rx.clone()));
+    tokio::spawn({
+        let (center, stop_rx) = (center.clone(), stop_rx.clone());
+        async move { center.live.share(&*center.store, stop_rx).await }
+    });
     if center.site().is_some() {
         // A site's certificate is the center's to issue; it enrols again to replace it.
         center.start_site_tasks(stop_rx.clone());

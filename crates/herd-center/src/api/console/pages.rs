@@ -942,7 +942,7 @@ pub async fn sites(State(center): State<Arc<Center>>, user: SignedIn) -> PageRes
 pub async fn live(State(center): State<Arc<Center>>, user: SignedIn) -> PageResult {
     let body = html! {
         h1 { "Live" }
-        p.muted { "Check-ins, plan reports and events appear here as this server stores them. " span #live-state role="status" { "Connecting…" } }
+        p.muted { "Check-ins, plan reports and events appear here as they are stored (on PostgreSQL, by any of the center's processes). " span #live-state role="status" { "Connecting…" } }
         table.live data-live="200" {
             thead { tr { th { "When" } th { "Terminal" } th { "What" } th { "Detail" } } }
             tbody #live-rows {}
