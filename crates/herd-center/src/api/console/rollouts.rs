@@ -45,7 +45,7 @@ async fn rollouts_page(
                 (outcome(notice, error))
                 p.muted {
                     "Rings: " @for (i, ring) in rings.iter().enumerate() {
-                        @if i > 0 { " → " } (ring.name) " " (percent(ring.reach))
+                        @if i > 0 { " → " } (ring.name) " " (reach(ring))
                     }
                     ". A rollout halts by itself after " (t.max_bad) " bad reports, or when more than "
                     (t.max_bad_percent) " % of at least " (t.min_reports) " reports are bad (failed installs, faults after it, terminals gone silent)."
@@ -80,6 +80,15 @@ async fn rollouts_page(
     .into_response())
 }
 
+/// Whom a ring reaches: its groups, its share of the fleet, or both (`group it-staff + 10 %`).
+fn reach(ring: &RingSpec) -> String {
+    match (ring.groups.is_empty(), ring.reach) {
+        (true, share) => percent(share),
+        (false, 0) => format!("group {}", ring.groups.join(", ")),
+        (false, share) => format!("group {} + {}", ring.groups.join(", "), percent(share)),
+    }
+}
+
 fn percent(reach_bp: u32) -> String {
     let whole = reach_bp / 100;
     match reach_bp % 100 {
@@ -106,7 +115,7 @@ fn ring_progress(rings: &[RingSpec], rollout: &RolloutSummary) -> Markup {
             @for (i, ring) in rings.iter().enumerate() {
                 @let state = if rollout.phase == "complete" || i < current { "done" } else if i == current { "current" } else { "next" };
                 li class=(state) aria-current=[(state == "current").then_some("step")] {
-                    (ring.name) " " span.muted { (percent(ring.reach)) }
+                    (ring.name) " " span.muted { (reach(ring)) }
                 }
             }
         }
@@ -173,6 +182,23 @@ pub async fn act(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rings_reach_names_its_groups() {
+        let ring = |reach, groups: &[&str]| RingSpec {
+            name: "canary".into(),
+            reach,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            soak_secs: 0,
+            min_successes: 0,
+        };
+        assert_eq!(reach(&ring(100, &[])), "1 %");
+        assert_eq!(reach(&ring(0, &["it-staff"])), "group it-staff");
+        assert_eq!(
+            reach(&ring(1_000, &["it-staff", "lab"])),
+            "group it-staff, lab + 10 %"
+        );
+    }
 
     #[test]
     fn reach_reads_as_a_percentage() {
