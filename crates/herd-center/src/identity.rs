@@ -54,6 +54,14 @@ impl ServerCertificate {
         })
     }
 
+    /// Serves `pair` to every connection from now on (open connections keep theirs).
+    pub fn replace(&self, pair: &KeyPairPem) -> anyhow::Result<()> {
+        let validity = herd_tls::cert_validity(&pair.cert_pem)?;
+        self.slot.replace(pair)?;
+        *self.validity.lock().expect("server certificate validity") = validity;
+        Ok(())
+    }
+
     pub fn validity(&self) -> (SystemTime, SystemTime) {
         *self.validity.lock().expect("server certificate validity")
     }

@@ -17,8 +17,8 @@ use herd_proto::api::{CertificateRenewed, EnrolResponse, EventBatch, TokenCreate
 use herd_proto::site::{
     CatalogInputs, FeedInput, GroupInput, GroupInputs, MAX_RELAY_ITEMS, MAX_WAIT_SECS, RelayAck,
     RelayBatch, RelayBody, RelayedEnrol, RelayedRenewal, RuleInput, SiteChanges, SiteEnrolRequest,
-    SiteEnrolResponse, SiteStatus, SiteSummary, SiteTerminal, ThreatOwnerInput,
-    VendorApprovalInput,
+    SiteEnrolResponse, SiteRenewRequest, SiteRenewed, SiteStatus, SiteSummary, SiteTerminal,
+    ThreatOwnerInput, VendorApprovalInput,
 };
 use herd_store::{EnrolError, EnrolTokenRow, NewTerminal, SiteRow};
 use tokio::sync::watch;
@@ -75,18 +75,7 @@ impl Center {
                 request.url
             )));
         }
-        if request.server_names.len() > 32 {
-            return Err(invalid(
-                "the site enrolment: $.server_names: at most 32 names",
-            ));
-        }
-        for (i, name) in request.server_names.iter().enumerate() {
-            if !herd_tls::is_valid_server_name(name) {
-                return Err(invalid(format!(
-                    "the site enrolment: $.server_names[{i}]: {name:?} is neither a DNS name nor an IP address"
-                )));
-            }
-        }
+        check_server_names("the site enrolment", &request.server_names)?;
         let token_hash = secret_hash(&request.token);
         let now = unix_now();
         // Refused before the CA signs anything (and again, atomically, by the store).
@@ -122,6 +111,72 @@ impl Center {
             ca_pem: self.ca().trust_pem().to_owned(),
             tuf_root: self.tuf_root_text().await?.unwrap_or_default(),
             poll_secs: 30,
+        })
+    }
+
+    /// Renews the certificate of the site behind `peer`, presented as its current certificate
+    /// or the one it last renewed from (whose renewal answer it may have lost): a certificate
+    /// for the CSR's new key, valid [`SITE_CERT_DAYS`], after which only it acts as the site.
+    /// A refused renewal changes nothing.
+    pub async fn renew_site(
+        &self,
+        peer: Option<&PeerIdentity>,
+        request: SiteRenewRequest,
+    ) -> CenterResult<SiteRenewed> {
+        self.refuse_at_site("a site renews with the center")?;
+        let peer = peer.ok_or_else(|| {
+            CenterError::new(
+                ErrorKind::ClientCertRequired,
+                "a site renews with the certificate it has",
+            )
+        })?;
+        let id = peer.site.as_deref().ok_or_else(|| {
+            CenterError::forbidden(
+                "site renewal is for site servers; this certificate is not a site's",
+            )
+        })?;
+        let id = id.to_owned();
+        let revoked = {
+            let id = id.clone();
+            move || {
+                CenterError::new(
+                    ErrorKind::CertRevoked,
+                    format!(
+                        "this certificate is neither site {id:?}'s current one nor the one it \
+                         renewed from: enrol the site again with a site enrolment token"
+                    ),
+                )
+            }
+        };
+        let site = self.store.site(&id).await?.ok_or_else(&revoked)?;
+        if site.cert_sha256 != peer.sha256
+            && site.previous_cert_sha256.as_deref() != Some(peer.sha256.as_str())
+        {
+            return Err(revoked());
+        }
+        check_server_names("the site renewal", &request.server_names)?;
+        let issued = self
+            .ca()
+            .sign_site_csr(&request.csr_pem, &id, &request.server_names, SITE_CERT_DAYS)
+            .map_err(|err| CenterError::new(ErrorKind::CsrInvalid, err.to_string()))?;
+        // Compared with the certificate presented again: a racing renewal from the same one
+        // wins once, the other is refused.
+        if !self
+            .store
+            .site_renew(&id, &peer.sha256, &issued.cert_sha256)
+            .await?
+        {
+            return Err(revoked());
+        }
+        let (_, not_after) = herd_tls::cert_validity(&issued.cert_pem)
+            .map_err(|err| CenterError::internal(format!("the issued certificate: {err}")))?;
+        let expires_at = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        tracing::info!(site = %id, expires_at = %rfc3339(expires_at), "site certificate renewed");
+        Ok(SiteRenewed {
+            certificate_pem: issued.cert_pem,
+            expires_at: rfc3339(expires_at),
         })
     }
 
@@ -168,14 +223,39 @@ impl Center {
         self.store
             .site_contact(site, unix_now(), status.as_deref())
             .await?;
+        // A renewal an operator asked for is answered at once, not after the hold.
+        let renew_certificate = self
+            .store
+            .site(site)
+            .await?
+            .is_some_and(|row| row.renew_requested_at.is_some());
         let timeout = timeout.min(Duration::from_secs(MAX_WAIT_SECS));
         let mut changes = self.subscribe_changes();
-        if after.is_some_and(|after| *changes.borrow_and_update() == after) {
+        if !renew_certificate && after.is_some_and(|after| *changes.borrow_and_update() == after) {
             // The contact is recorded when a pull starts, not when it is answered: whether the
             // answer reached the site is known only when it pulls again, after applying it.
             let _ = tokio::time::timeout(timeout, changes.changed()).await;
         }
-        Ok(self.site_change_numbers())
+        Ok(SiteChanges {
+            renew_certificate,
+            ..self.site_change_numbers()
+        })
+    }
+
+    /// Asks site `id` to renew its certificate at its next pull (within its poll interval):
+    /// a rotation an operator forces, say after its host was exposed. Its current certificate
+    /// keeps working until it has renewed.
+    pub async fn request_site_renewal(&self, id: &str) -> CenterResult<()> {
+        self.refuse_at_site("sites renew with the center")?;
+        if self.store.site_request_renewal(id, unix_now()).await? {
+            tracing::info!(site = %id, "site asked to renew its certificate");
+            Ok(())
+        } else {
+            Err(CenterError::new(
+                ErrorKind::NotFound,
+                format!("no site {id:?} is enrolled"),
+            ))
+        }
     }
 
     /// The change token and its parts.
@@ -185,6 +265,7 @@ impl Center {
             catalog_revision: self.catalog().revision,
             groups_revision: self.caches.groups_revision(),
             timestamp_version: self.trust.timestamp_version(),
+            renew_certificate: false,
         }
     }
 
@@ -654,6 +735,21 @@ fn site_state(row: &SiteRow, now: i64, late_after: i64) -> &'static str {
         Some(at) if now - at <= late_after * 10 => "late",
         _ => "unreachable",
     }
+}
+
+/// At most 32 names, each a DNS name or an IP address; `what` names the document.
+fn check_server_names(what: &str, names: &[String]) -> CenterResult<()> {
+    if names.len() > 32 {
+        return Err(invalid(format!("{what}: $.server_names: at most 32 names")));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if !herd_tls::is_valid_server_name(name) {
+            return Err(invalid(format!(
+                "{what}: $.server_names[{i}]: {name:?} is neither a DNS name nor an IP address"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Content the schema cannot express, refused as such (422), as API v1 answers elsewhere.

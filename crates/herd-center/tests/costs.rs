@@ -356,6 +356,21 @@ impl Store for Counting {
         self.count("site_relay_advance");
         self.inner.site_relay_advance(id, through).await
     }
+    async fn site_renew(
+        &self,
+        id: &str,
+        presented_sha256: &str,
+        new_sha256: &str,
+    ) -> Result<bool, StoreError> {
+        self.count("site_renew");
+        self.inner
+            .site_renew(id, presented_sha256, new_sha256)
+            .await
+    }
+    async fn site_request_renewal(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        self.count("site_request_renewal");
+        self.inner.site_request_renewal(id, at).await
+    }
     async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError> {
         self.count("site_pushed");
         self.inner.site_pushed(id, at).await

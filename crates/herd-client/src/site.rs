@@ -6,7 +6,8 @@ use std::time::Duration;
 use herd_proto::api::{CertificateRenewed, EnrolResponse, TokenCreated};
 use herd_proto::site::{
     self as wire, CatalogInputs, GroupInputs, RelayAck, RelayBatch, RelayedEnrol, RelayedRenewal,
-    SiteChanges, SiteEnrolRequest, SiteEnrolResponse, SiteStatus, SiteSummary, SiteTerminal,
+    SiteChanges, SiteEnrolRequest, SiteEnrolResponse, SiteRenewRequest, SiteRenewed, SiteStatus,
+    SiteSummary, SiteTerminal,
 };
 use ureq::http::Method;
 
@@ -16,6 +17,17 @@ impl Client {
     /// Enrols a site with a site enrolment token (`POST /v1/sites/enrol`).
     pub fn enrol_site(&self, request: &SiteEnrolRequest) -> Result<SiteEnrolResponse, ClientError> {
         self.send_json(Method::POST, wire::SITE_ENROL, request)
+    }
+
+    /// The site's own certificate renewed (`POST /v1/sites/renew`), called with its current
+    /// certificate or the one it renewed from last.
+    pub fn renew_site(&self, request: &SiteRenewRequest) -> Result<SiteRenewed, ClientError> {
+        self.send_json(Method::POST, wire::SITE_RENEW, request)
+    }
+
+    /// Asks site `id` to renew its certificate at its next pull (`POST /v1/sites/{id}/renewal`).
+    pub fn request_site_renewal(&self, id: &str) -> Result<(), ClientError> {
+        self.post_empty(&format!("{}/{}/renewal", wire::SITES, segment(id)))
     }
 
     /// The site's pull (`GET /v1/sites/changes`): held by the center until its change token

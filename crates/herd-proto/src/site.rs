@@ -33,6 +33,9 @@ pub const SITE_TERMINAL_ENROL: &str = "/v1/sites/terminals/enrol";
 /// `POST` (site certificate) — a terminal renewing through the site: [`RelayedRenewal`] →
 /// `CertificateRenewed`.
 pub const SITE_TERMINAL_RENEW: &str = "/v1/sites/terminals/renew";
+/// `POST` (site certificate, the current one or the one it last renewed from) — the site's
+/// own certificate renewed: [`SiteRenewRequest`] → [`SiteRenewed`].
+pub const SITE_RENEW: &str = "/v1/sites/renew";
 /// `GET /v1/sites/terminals/{id}` (site certificate) — a terminal the site does not know yet
 /// (one failing over from another site): [`SiteTerminal`].
 pub const SITE_TERMINALS: &str = "/v1/sites/terminals";
@@ -83,6 +86,27 @@ pub struct SiteEnrolRequest {
     pub server_names: Vec<String>,
 }
 
+/// `POST /v1/sites/renew`: a new key's CSR, for the same site.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SiteRenewRequest {
+    /// PKCS#10 CSR in PEM of a new key; the key stays on the site.
+    pub csr_pem: String,
+    /// DNS names and IP addresses the new certificate must carry for its terminals.
+    pub server_names: Vec<String>,
+}
+
+/// The answer to a site's renewal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SiteRenewed {
+    /// The site's new certificate (PEM): from now on only it acts as the site.
+    pub certificate_pem: String,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+}
+
 /// The answer to a site enrolment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -108,6 +132,9 @@ pub struct SiteChanges {
     pub groups_revision: u64,
     /// The version of the center's current `timestamp.json`.
     pub timestamp_version: u64,
+    /// An operator asked this site to renew its certificate now (`herd sites renew`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub renew_certificate: bool,
 }
 
 /// One vendor's feed as stored (the document as published, byte for byte).

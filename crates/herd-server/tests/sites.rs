@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use herd_client::{Client, ClientError};
 use herd_proto::api::{CheckinRequest, EnrolRequest, EventBatch, EventDoc};
 use herd_proto::plan::{Action, Step};
-use herd_proto::site::{RelayBatch, RelayBody, RelayItem, SiteChanges, SiteEnrolRequest};
+use herd_proto::site::{
+    RelayBatch, RelayBody, RelayItem, SiteChanges, SiteEnrolRequest, SiteRenewRequest, SiteStatus,
+};
 use herd_proto::terminal::HardwareDoc;
 use herd_tls::KeyPairPem;
 use support::{TestCenter, build_package, code, enrolment_token, feed, free_port, vendor_client};
@@ -970,4 +972,109 @@ fn a_fault_verdict_reaches_a_terminal_behind_its_site() {
     let other = TestSite::start(&center, dir.path(), "office-2");
     let there = Client::new(other.url(), &ca, Some(&identity)).unwrap();
     assert_eq!(there.fault_verdicts().unwrap().verdicts, verdicts);
+}
+
+#[test]
+fn a_site_renews_its_certificate_when_an_operator_asks_and_only_the_new_one_acts_as_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let mut site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 10);
+    let (t1, _) = enrol_at(site.url(), &ca, &token, "t1");
+    let identity = |site: &TestSite| KeyPairPem {
+        cert_pem: std::fs::read_to_string(site.data_dir.join("site/cert.pem")).unwrap(),
+        key_pem: std::fs::read_to_string(site.data_dir.join("site/key.pem")).unwrap(),
+    };
+    let old = identity(&site);
+
+    // Unknown sites are named; the operator's command asks the real one.
+    let (status, error) = code(
+        center
+            .operator()
+            .request_site_renewal("nowhere")
+            .unwrap_err(),
+    );
+    assert_eq!((status, error.as_str()), (404, "not_found"));
+    let asked = support::herd_as_operator(&center, &["sites", "renew", "office-1"]);
+    assert!(
+        asked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    // At its next pull (site_poll_secs = 5) the site renews: a new key, a new certificate.
+    wait_until("the site's renewed certificate on disk", 30, || {
+        identity(&site).cert_pem != old.cert_pem
+    });
+    let new = identity(&site);
+    assert_ne!(new.key_pem, old.key_pem, "a renewal makes a new key");
+    assert!(!site.data_dir.join("site/renewed.json").exists());
+    let status = |pair: &KeyPairPem| {
+        Client::new(&center.url, &ca, Some(pair))
+            .unwrap()
+            .site_changes(None, Duration::ZERO, &SiteStatus::default())
+    };
+    status(&new).expect("the new certificate acts as the site");
+    let (code_old, error) = code(status(&old).unwrap_err());
+    assert_eq!(
+        (code_old, error.as_str()),
+        (401, "certificate_revoked"),
+        "{error}"
+    );
+
+    // The site serves on with it: a terminal enrols through it (relayed to the center with the
+    // new certificate) and t1's check-in is answered there.
+    let (_t2, _) = enrol_at(site.url(), &ca, &token, "t2");
+    Client::new(site.url(), &ca, Some(&t1))
+        .unwrap()
+        .checkin(&checkin())
+        .expect("a check-in at the renewed site");
+    wait_until("t2 at the center", 30, || {
+        center.operator().terminal("t2").is_ok()
+    });
+
+    // The old certificate may renew once more (its answer could have been lost), for the
+    // same site only; after that renewal the lost one (`new`) is refused too.
+    let (key_pem, csr_pem) = herd_tls::new_key_and_csr("office-1").unwrap();
+    let again = Client::new(&center.url, &ca, Some(&old))
+        .unwrap()
+        .renew_site(&SiteRenewRequest {
+            csr_pem,
+            server_names: vec!["127.0.0.1".into()],
+        })
+        .expect("the previous certificate renews again");
+    let renewed = KeyPairPem {
+        cert_pem: again.certificate_pem,
+        key_pem,
+    };
+    status(&renewed).expect("the certificate of the repeated renewal acts as the site");
+    assert_eq!(code(status(&new).unwrap_err()).0, 401);
+    // A terminal's certificate renews no site.
+    let (_, csr_pem) = herd_tls::new_key_and_csr("office-1").unwrap();
+    let (code_t1, error) = code(
+        Client::new(&center.url, &ca, Some(&t1))
+            .unwrap()
+            .renew_site(&SiteRenewRequest {
+                csr_pem,
+                server_names: vec![],
+            })
+            .unwrap_err(),
+    );
+    assert_eq!((code_t1, error.as_str()), (403, "forbidden"), "{error}");
+
+    // The site itself still holds `new`, refused now: it gets the pair this test renewed
+    // (as an operator restoring a site would), is restarted, comes back with the pair on
+    // disk, and asked again, renews again.
+    site.process.stop();
+    std::fs::write(site.data_dir.join("site/cert.pem"), &renewed.cert_pem).unwrap();
+    std::fs::write(site.data_dir.join("site/key.pem"), &renewed.key_pem).unwrap();
+    site.restart();
+    center.operator().request_site_renewal("office-1").unwrap();
+    wait_until("the restarted site renews", 30, || {
+        identity(&site).cert_pem != renewed.cert_pem
+    });
+    Client::new(site.url(), &ca, Some(&t1))
+        .unwrap()
+        .checkin(&checkin())
+        .expect("a check-in at the site after its second renewal");
 }

@@ -363,8 +363,15 @@ pub struct TerminalRow {
 pub struct SiteRow {
     pub id: String,
     pub url: String,
-    /// SHA-256 (hex) of the DER certificate issued at its enrolment: only it acts as the site.
+    /// SHA-256 (hex) of the DER certificate issued at its enrolment or last renewal: only it
+    /// acts as the site.
     pub cert_sha256: String,
+    /// The certificate it last renewed from: it may renew once more (a lost answer), nothing
+    /// else.
+    pub previous_cert_sha256: Option<String>,
+    /// When an operator asked it to renew its certificate at its next pull (cleared by the
+    /// renewal).
+    pub renew_requested_at: Option<i64>,
     pub enrolled_at: i64,
     pub last_contact: Option<i64>,
     /// The highest queue seq of the site applied here.
@@ -1176,6 +1183,18 @@ pub trait Store: Send + Sync + Debug {
     -> Result<(), StoreError>;
     /// Raises a site's applied queue seq to `through` (never lowers it).
     async fn site_relay_advance(&self, id: &str, through: u64) -> Result<(), StoreError>;
+    /// Replaces site `id`'s certificate by `new_sha256` when `presented_sha256` is its current
+    /// or previous one (see [`SiteRow::previous_cert_sha256`]); false (nothing changed) for
+    /// any other certificate or an unknown site.
+    async fn site_renew(
+        &self,
+        id: &str,
+        presented_sha256: &str,
+        new_sha256: &str,
+    ) -> Result<bool, StoreError>;
+    /// Asks site `id` to renew its certificate at its next pull (a request already pending
+    /// keeps its time); false for an unknown site.
+    async fn site_request_renewal(&self, id: &str, at: i64) -> Result<bool, StoreError>;
     async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError>;
     /// Whether `site` has served `terminal` (enrolled it, or adopted it when it failed over
     /// there) and so may relay for it; `None` for an unknown terminal.

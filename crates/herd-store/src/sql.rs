@@ -1877,7 +1877,8 @@ where
              VALUES ($1, $2, $3, $4, 0) \
              ON CONFLICT (id) DO UPDATE SET url = excluded.url, \
              cert_sha256 = excluded.cert_sha256, enrolled_at = excluded.enrolled_at, \
-             relay_applied = 0, status = NULL, pushed_at = NULL",
+             relay_applied = 0, status = NULL, pushed_at = NULL, \
+             previous_cert_sha256 = NULL, renew_requested_at = NULL",
         )
         .bind(id)
         .bind(url)
@@ -1940,6 +1941,41 @@ where
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn site_renew(
+        &self,
+        id: &str,
+        presented_sha256: &str,
+        new_sha256: &str,
+    ) -> Result<bool, StoreError> {
+        // Renewed from the current certificate: it becomes the previous one. Renewed again
+        // from the previous one (the answer was lost): the certificate issued then, which the
+        // site never received, is replaced and the previous one stays.
+        let result = sqlx::query(
+            "UPDATE sites SET \
+                 previous_cert_sha256 = CASE WHEN cert_sha256 = $2 THEN cert_sha256 \
+                                             ELSE previous_cert_sha256 END, \
+                 cert_sha256 = $3, renew_requested_at = NULL \
+             WHERE id = $1 AND (cert_sha256 = $2 OR previous_cert_sha256 = $2)",
+        )
+        .bind(id)
+        .bind(presented_sha256)
+        .bind(new_sha256)
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&result) == 1)
+    }
+
+    async fn site_request_renewal(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE sites SET renew_requested_at = COALESCE(renew_requested_at, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&result) == 1)
     }
 
     async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError> {
@@ -2929,11 +2965,13 @@ where
     })
 }
 
-const SITE_SELECT: &str = "SELECT s.id, s.url, s.cert_sha256, s.enrolled_at, s.last_contact, \
-     s.relay_applied, s.status, s.pushed_at, \
+const SITE_SELECT: &str = "SELECT s.id, s.url, s.cert_sha256, s.previous_cert_sha256, \
+     s.renew_requested_at, \
+     s.enrolled_at, s.last_contact, s.relay_applied, s.status, s.pushed_at, \
      (SELECT count(*) FROM terminals t WHERE t.site = s.id) AS terminals FROM sites s";
-const SITE_SELECT_ONE: &str = "SELECT s.id, s.url, s.cert_sha256, s.enrolled_at, \
-     s.last_contact, s.relay_applied, s.status, s.pushed_at, \
+const SITE_SELECT_ONE: &str = "SELECT s.id, s.url, s.cert_sha256, s.previous_cert_sha256, \
+     s.renew_requested_at, \
+     s.enrolled_at, s.last_contact, s.relay_applied, s.status, s.pushed_at, \
      (SELECT count(*) FROM terminals t WHERE t.site = s.id) AS terminals FROM sites s \
      WHERE s.id = $1";
 
@@ -2949,6 +2987,8 @@ where
         id: row.try_get("id")?,
         url: row.try_get("url")?,
         cert_sha256: row.try_get("cert_sha256")?,
+        previous_cert_sha256: row.try_get("previous_cert_sha256")?,
+        renew_requested_at: row.try_get("renew_requested_at")?,
         enrolled_at: row.try_get("enrolled_at")?,
         last_contact: row.try_get("last_contact")?,
         relay_applied: from_db_int(row.try_get("relay_applied")?, "queue seq")?,

@@ -2857,6 +2857,77 @@ async fn sites_enrol_with_site_tokens_and_relay_only_for_terminals_they_served(f
         .await
         .unwrap();
     assert_eq!((again.relay_applied, again.cert_sha256.as_str()), (0, "c3"));
+
+    // Renewal: from the current certificate, which becomes the previous one; once more from
+    // the previous one (a lost answer), which stays; from nothing else.
+    assert!(
+        !store.site_renew("s1", "c1", "c4").await.unwrap(),
+        "c1 was s1's before it enrolled again"
+    );
+    assert!(!store.site_renew("nowhere", "c3", "c4").await.unwrap());
+    assert!(!store.site_request_renewal("nowhere", 500).await.unwrap());
+    assert!(store.site_request_renewal("s1", 500).await.unwrap());
+    assert!(store.site_request_renewal("s1", 600).await.unwrap());
+    let asked = store.site("s1").await.unwrap().unwrap();
+    assert_eq!(
+        asked.renew_requested_at,
+        Some(500),
+        "the first request's time is kept"
+    );
+    assert!(store.site_renew("s1", "c3", "c4").await.unwrap());
+    assert_eq!(
+        store.site("s1").await.unwrap().unwrap().renew_requested_at,
+        None,
+        "a renewal answers the request"
+    );
+    let renewed = store.site("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            renewed.cert_sha256.as_str(),
+            renewed.previous_cert_sha256.as_deref()
+        ),
+        ("c4", Some("c3"))
+    );
+    assert!(
+        store.site_renew("s1", "c3", "c5").await.unwrap(),
+        "again from the previous one"
+    );
+    let renewed = store.site("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            renewed.cert_sha256.as_str(),
+            renewed.previous_cert_sha256.as_deref()
+        ),
+        ("c5", Some("c3"))
+    );
+    assert!(
+        !store.site_renew("s1", "c4", "c6").await.unwrap(),
+        "c4 never reached the site"
+    );
+    assert!(store.site_renew("s1", "c5", "c6").await.unwrap());
+    assert!(
+        !store.site_renew("s1", "c3", "c7").await.unwrap(),
+        "two renewals ago"
+    );
+    // Enrolling again forgets the previous certificate.
+    store
+        .site_token_insert(enrol_token("site-tok-4", 1, 10_000))
+        .await
+        .unwrap();
+    store
+        .site_enrol("site-tok-4", 400, "s1", "https://s1b", "c8")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .site("s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .previous_cert_sha256,
+        None
+    );
+    assert!(!store.site_renew("s1", "c6", "c9").await.unwrap());
 }
 
 async fn a_site_replicates_catalog_and_groups_at_the_centers_revisions(fixture: &Fixture) {

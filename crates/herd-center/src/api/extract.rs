@@ -392,6 +392,9 @@ impl FromRequestParts<Arc<Center>> for CenterCaller {
     }
 }
 
+impl JsonRequest for herd_proto::site::SiteRenewRequest {
+    const WHAT: &'static str = "the site renewal";
+}
 impl JsonRequest for herd_proto::site::SiteEnrolRequest {
     const WHAT: &'static str = "the site enrolment";
 }

@@ -116,6 +116,8 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::site_groups))
         .routes(routes!(sites::relay_enrol))
         .routes(routes!(sites::relay_renew))
+        .routes(routes!(sites::renew_site))
+        .routes(routes!(sites::request_site_renewal))
         .routes(routes!(sites::site_terminal))
         .routes(routes!(sites::site_fault_verdicts))
         .routes(routes!(sites::relay))

@@ -12,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use herd_proto::api::{CertificateRenewed, EnrolResponse, ErrorBody, NewSiteToken, TokenCreated};
 use herd_proto::site::{
     CatalogInputs, GroupInputs, RelayAck, RelayBatch, RelayedEnrol, RelayedRenewal, SiteChanges,
-    SiteEnrolRequest, SiteEnrolResponse, SiteStatus, SiteSummary, SiteTerminal,
+    SiteEnrolRequest, SiteEnrolResponse, SiteRenewRequest, SiteRenewed, SiteStatus, SiteSummary,
+    SiteTerminal,
 };
 use serde::Deserialize;
 
 use super::extract::{CenterCaller, JsonBody, Operator, Path, Query, SiteCaller};
+use super::listener::ConnInfo;
 use crate::{Center, CenterResult};
 
 /// A site enrolment token (one site, valid 7 days); shown once.
@@ -146,6 +148,46 @@ pub async fn relay_enrol(
 ) -> CenterResult<(StatusCode, Json<EnrolResponse>)> {
     let enrolled = center.relay_enrol(&site, relayed).await?;
     Ok((StatusCode::CREATED, Json(enrolled)))
+}
+
+/// A site renewing its own certificate, with its current certificate or the one it renewed
+/// from last (a renewal whose answer was lost is asked again). A refused renewal changes
+/// nothing.
+#[utoipa::path(post, path = "/v1/sites/renew", tag = "sites", request_body = SiteRenewRequest,
+    responses(
+        (status = 200, body = SiteRenewed, description = "Renewed; use the new certificate, with the key the CSR was made from, from the next connection."),
+        (status = 401, body = ErrorBody, description = "`client_certificate_required` or `certificate_revoked`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: not a site's certificate"),
+        (status = 422, body = ErrorBody, description = "`csr_invalid`; or `document_invalid`: a server name that is not one"),
+        (status = 421, body = ErrorBody, description = "`wrong_role`: asked of a site server"),
+    ))]
+pub async fn renew_site(
+    State(center): State<Arc<Center>>,
+    conn: ConnInfo,
+    JsonBody(request): JsonBody<SiteRenewRequest>,
+) -> CenterResult<Json<SiteRenewed>> {
+    center
+        .renew_site(conn.peer.as_deref(), request)
+        .await
+        .map(Json)
+}
+
+/// Asks a site to renew its certificate at its next pull (within its poll interval); its
+/// current certificate works until then.
+#[utoipa::path(post, path = "/v1/sites/{id}/renewal", tag = "sites",
+    params(("id" = String, Path, description = "The site's id")),
+    responses(
+        (status = 202, description = "Asked; the site renews at its next pull."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such site"),
+        (status = 421, body = ErrorBody, description = "`wrong_role`: asked of a site server"),
+    ))]
+pub async fn request_site_renewal(
+    State(center): State<Arc<Center>>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> CenterResult<StatusCode> {
+    center.request_site_renewal(&id).await?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 /// A terminal of the site renewing its certificate through it.

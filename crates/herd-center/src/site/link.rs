@@ -3,7 +3,10 @@
 //! the site's terminals and calls the center), `ca.pem` (the center's anchors: terminals' and
 //! the center's certificates are verified against them), `root.json` (the center's TUF root at
 //! enrolment) and `site.json` (id, upstream, URL). Written key first and `site.json` last, so a
-//! start that finds `site.json` finds the rest.
+//! start that finds `site.json` finds the rest. A renewal (`renew.rs`) replaces the key and
+//! the certificate as a pair: both go to `renewed.json` first, then to `key.pem` and
+//! `cert.pem`, and `renewed.json` is removed last; a start that finds `renewed.json` finishes
+//! the replacement, so the key and the certificate on disk always belong together.
 
 use std::path::{Path, PathBuf};
 
@@ -129,7 +132,57 @@ pub(super) async fn open_or_enrol(
     Ok(identity)
 }
 
+/// The journal of a renewal in progress: the new key and certificate, together.
+const RENEWED: &str = "renewed.json";
+
+/// Stores a renewed key and certificate in place of the site's (see the module's note).
+pub(super) fn store_renewed(data_dir: &Path, pair: &KeyPairPem) -> anyhow::Result<()> {
+    let dir = site_dir(data_dir);
+    let journal = serde_json::to_vec(&serde_json::json!({
+        "cert_pem": pair.cert_pem,
+        "key_pem": pair.key_pem,
+    }))
+    .expect("a key pair serialises");
+    herd_fs::write_atomic(&dir.join(RENEWED), &journal, 0o600)?;
+    finish_renewal(&dir, pair)
+}
+
+fn finish_renewal(dir: &Path, pair: &KeyPairPem) -> anyhow::Result<()> {
+    herd_fs::write_atomic(&dir.join("key.pem"), pair.key_pem.as_bytes(), 0o600)?;
+    herd_fs::write_atomic(&dir.join("cert.pem"), pair.cert_pem.as_bytes(), 0o600)?;
+    let journal = dir.join(RENEWED);
+    std::fs::remove_file(&journal)
+        .with_context(|| format!("cannot remove {}", journal.display()))?;
+    herd_fs::sync_dir(dir)?;
+    Ok(())
+}
+
+/// Finishes a renewal a stop interrupted, if any.
+fn recover_renewal(dir: &Path) -> anyhow::Result<()> {
+    let journal = dir.join(RENEWED);
+    let text = match std::fs::read_to_string(&journal) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", journal.display())),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a renewed key pair", journal.display()))?;
+    let field = |name: &str| {
+        value[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{}: no {name}", journal.display()))
+    };
+    let pair = KeyPairPem {
+        cert_pem: field("cert_pem")?,
+        key_pem: field("key_pem")?,
+    };
+    tracing::info!("finishing the site certificate's renewal a stop interrupted");
+    finish_renewal(dir, &pair)
+}
+
 fn read(dir: &Path) -> anyhow::Result<SiteIdentity> {
+    recover_renewal(dir)?;
     let text = |name: &str| {
         let path = dir.join(name);
         std::fs::read_to_string(&path)

@@ -310,7 +310,8 @@ pub struct Mirror {
     metadata_dir: PathBuf,
     blobs_dir: PathBuf,
     limit: u64,
-    upstream: Repository,
+    /// The center's repository, read with the site's certificate (replaced when it renews).
+    upstream: RwLock<Repository>,
     /// The root the site was given (enrolment); the chain is walked from it on open.
     trusted_root: Vec<u8>,
     served: RwLock<Arc<Served>>,
@@ -331,7 +332,7 @@ impl std::fmt::Debug for Mirror {
         f.debug_struct("Mirror")
             .field("metadata_dir", &self.metadata_dir)
             .field("limit", &self.limit)
-            .field("upstream", &self.upstream.base())
+            .field("upstream", &self.upstream().base())
             .finish_non_exhaustive()
     }
 }
@@ -449,7 +450,7 @@ impl Mirror {
             metadata_dir,
             blobs_dir,
             limit: limit_bytes,
-            upstream,
+            upstream: RwLock::new(upstream),
             trusted_root: trusted_root.to_vec(),
             served: RwLock::default(),
             sync_lock: tokio::sync::Mutex::new(()),
@@ -464,6 +465,23 @@ impl Mirror {
         mirror.load_metadata()?;
         mirror.load_cache()?;
         Ok(Arc::new(mirror))
+    }
+
+    /// The center's repository as the mirror reads it now.
+    fn upstream(&self) -> Repository {
+        self.upstream
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Reads the center's repository through `upstream` from now on (the site renewed its
+    /// certificate); downloads in progress finish with the one they started with.
+    pub fn replace_upstream(&self, upstream: Repository) {
+        *self
+            .upstream
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = upstream;
     }
 
     /// The stored set, verified again as of when it was first verified.
@@ -858,7 +876,7 @@ impl Mirror {
         self.counters.upstream_requests.fetch_add(1, Relaxed);
         let written = herd_fs::write_atomic_with(&final_path, FILE_MODE, |file| {
             let result =
-                self.upstream
+                self.upstream()
                     .download(&url_path, ReadLimits::target(listed.length), 0, file);
             let received = file.stream_position().unwrap_or(0);
             self.counters.upstream_bytes.fetch_add(received, Relaxed);
@@ -1256,7 +1274,7 @@ impl<'a> UpstreamSource<'a> {
         counters.metadata_requests.fetch_add(1, Relaxed);
         let bytes = self
             .mirror
-            .upstream
+            .upstream()
             .get(&format!("{METADATA_PATH}{name}"), ReadLimits::metadata(max))?;
         counters
             .metadata_bytes

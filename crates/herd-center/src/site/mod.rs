@@ -9,6 +9,7 @@
 mod link;
 pub mod mirror;
 mod queue;
+mod renew;
 mod sync;
 
 use std::sync::Arc;
@@ -27,7 +28,7 @@ impl SiteLink {
         &self,
         terminal: &str,
     ) -> crate::CenterResult<herd_proto::fault::FaultVerdicts> {
-        let client = self.client.clone();
+        let client = self.client();
         let id = terminal.to_owned();
         tokio::task::spawn_blocking(move || client.site_fault_verdicts(&id))
             .await
@@ -41,16 +42,27 @@ impl SiteLink {
     }
 }
 
+/// The site's certificate and key, and the center's client that presents them.
+#[derive(Debug)]
+struct Credentials {
+    key_pair: KeyPairPem,
+    client: herd_client::Client,
+}
+
 /// What a site process holds of its link to the center.
 #[derive(Debug)]
 pub struct SiteLink {
+    /// As enrolled; its certificate and key as of the start (see `credentials` since).
     pub identity: SiteIdentity,
-    /// The center, with this site's certificate (blocking: called off the async threads).
-    client: herd_client::Client,
+    /// The site's certificate and key now, and the center's client with them (blocking:
+    /// called off the async threads); replaced when the site renews (`renew.rs`).
+    credentials: std::sync::RwLock<Credentials>,
     /// Wakes the forwarder when something was queued.
     forward_wake: Notify,
     /// One sync at a time (the pull loop's and a push's).
     syncing: Mutex<()>,
+    /// One renewal of the site's certificate at a time.
+    renewing: Mutex<()>,
     /// The change token of the center as of the last sync.
     last_token: std::sync::Mutex<Option<String>>,
     /// The center's `timestamp.json` version as of the last sync.
@@ -84,18 +96,33 @@ impl SiteLink {
         .map_err(|err| anyhow::anyhow!("cannot open the site's mirror: {err}"))?;
         Ok(SiteLink {
             mirror,
+            credentials: std::sync::RwLock::new(Credentials {
+                key_pair: identity.key_pair(),
+                client,
+            }),
             identity,
-            client,
             forward_wake: Notify::new(),
             syncing: Mutex::new(()),
+            renewing: Mutex::new(()),
             last_token: std::sync::Mutex::new(None),
             timestamp_version: AtomicU64::new(0),
         })
     }
 
-    /// The site's certificate and key, which its listener serves.
+    /// The site's certificate and key now, which its listener serves.
     pub fn key_pair(&self) -> KeyPairPem {
-        self.identity.key_pair()
+        self.credentials().key_pair.clone()
+    }
+
+    /// The center, called with the site's certificate now.
+    pub(crate) fn client(&self) -> herd_client::Client {
+        self.credentials().client.clone()
+    }
+
+    fn credentials(&self) -> std::sync::RwLockReadGuard<'_, Credentials> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The version of the center's `timestamp.json` this site mirrors.
@@ -116,6 +143,7 @@ impl Center {
             return;
         }
         tokio::spawn(self.clone().pull_loop(shutdown.clone()));
+        tokio::spawn(self.clone().renew_when_due(shutdown.clone()));
         tokio::spawn(self.clone().forward_loop(shutdown));
     }
 }

@@ -166,7 +166,7 @@ impl Center {
             return Ok(0);
         };
         let batch = RelayBatch { items };
-        let client = site.client.clone();
+        let client = site.client();
         let ack = tokio::task::spawn_blocking(move || client.relay(&batch)).await??;
         self.metrics.sites.upstream_up.store(1, Relaxed);
         // Never beyond what was sent: an acknowledgement cannot delete what the center has not

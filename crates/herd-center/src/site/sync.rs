@@ -60,7 +60,7 @@ impl Center {
     async fn pull(&self, after: Option<String>) -> anyhow::Result<()> {
         let site = self.site().expect("a site's task");
         let status = self.site_status().await;
-        let client = site.client.clone();
+        let client = site.client();
         let hold = self
             .config
             .site
@@ -73,6 +73,12 @@ impl Center {
         self.metrics.sites.upstream_up.store(1, Relaxed);
         // The center answers again: the queue need not wait for its sender's back-off.
         site.forward_wake.notify_one();
+        if changes.renew_certificate {
+            // Before the changes are applied: the renewal is what the operator is waiting for.
+            if let Err(err) = self.renew_site_certificate("an operator asked").await {
+                tracing::warn!(err = %format!("{err:#}"), "cannot renew the site's certificate; the center asks again at the next pull");
+            }
+        }
         self.apply_changes(&changes).await
     }
 
@@ -89,7 +95,7 @@ impl Center {
         if current.as_deref() == Some(changes.token.as_str()) {
             return Ok(());
         }
-        let client = site.client.clone();
+        let client = site.client();
         let status = self.site_status().await;
         let fresh =
             tokio::task::spawn_blocking(move || client.site_changes(None, Duration::ZERO, &status))
@@ -111,7 +117,7 @@ impl Center {
         let site = self.site().expect("a site");
         let _one = site.syncing.lock().await;
         let revisions = self.store.revisions().await?;
-        let client = site.client.clone();
+        let client = site.client();
         let need_catalog = changes.catalog_revision != revisions.catalog;
         let need_groups = changes.groups_revision != revisions.groups;
         let (catalog, groups) = tokio::task::spawn_blocking(move || {
@@ -124,7 +130,7 @@ impl Center {
         self.sync_mirror(changes.timestamp_version).await?;
         // The center's ring gates before its catalog, so no new release is offered here
         // beyond its ring (a release without a rollout yet is gated in the first ring).
-        let client = site.client.clone();
+        let client = site.client();
         match tokio::task::spawn_blocking(move || client.site_rollouts()).await? {
             Ok(rollouts) => self.install_site_rollouts(&rollouts)?,
             Err(err) => {
@@ -267,7 +273,7 @@ impl Center {
         address: IpAddr,
     ) -> CenterResult<EnrolResponse> {
         let site = self.site().expect("a site");
-        let client = site.client.clone();
+        let client = site.client();
         let relayed = RelayedEnrol {
             request: request.clone(),
             address: address.to_string(),
@@ -324,7 +330,7 @@ impl Center {
             presented_cert_sha256: peer.sha256.clone(),
             request,
         };
-        let client = site.client.clone();
+        let client = site.client();
         let renewed = tokio::task::spawn_blocking(move || client.relay_renew(&relayed))
             .await
             .map_err(|err| CenterError::internal(format!("the renewal task failed: {err}")))?
@@ -361,7 +367,7 @@ impl Center {
         let Some(site) = self.site() else {
             return Ok(false);
         };
-        let client = site.client.clone();
+        let client = site.client();
         let wanted = id.to_owned();
         let cert = cert_sha256.to_owned();
         let found = match tokio::task::spawn_blocking(move || client.site_terminal(&wanted, &cert))

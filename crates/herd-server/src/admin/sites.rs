@@ -1,7 +1,8 @@
 //! `herd sites`: the site servers of a center — each one's state (`ok`, `late`: it has not
 //! pulled for a while and the center pushes to it, `unreachable`), last contact, the queue it
-//! reported (depth, oldest), its cache, its terminals and the last queue seq applied — and
-//! `herd sites token create`, the one-site enrolment token a new site starts with.
+//! reported (depth, oldest), its cache, its terminals and the last queue seq applied —,
+//! `herd sites token create`, the one-site enrolment token a new site starts with, and
+//! `herd sites renew`, a site's certificate rotated at once.
 
 use clap::{Args, Subcommand};
 
@@ -27,6 +28,22 @@ pub enum SitesCommand {
     /// Site enrolment tokens.
     #[command(subcommand)]
     Token(SiteTokenCommand),
+    /// Ask a site to renew its certificate now (a new key) at its next pull.
+    ///
+    /// Sites renew by themselves when a third of their certificate's year is left; this
+    /// rotates one at once, for instance after its host was exposed. The old certificate works
+    /// until the site has renewed (within its poll interval, 30 s by default); then only the
+    /// new one acts as the site.
+    #[command(after_long_help = "Examples:
+  herd sites renew osaka
+  herd sites list   # the site renewed once its last contact moves")]
+    Renew {
+        /// The site's id.
+        #[arg(value_name = "SITE")]
+        site: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +70,20 @@ pub(super) fn run(command: SitesCommand) -> anyhow::Result<Outcome> {
     match command {
         SitesCommand::List { json, server } => list(&server, json),
         SitesCommand::Token(SiteTokenCommand::Create(args)) => token_create(args),
+        SitesCommand::Renew { site, server } => renew(&server, &site),
+    }
+}
+
+fn renew(server: &ServerArgs, site: &str) -> anyhow::Result<Outcome> {
+    let session = Session::open(server)?;
+    match session.client.request_site_renewal(site) {
+        Ok(()) => {
+            print_out(&format!(
+                "site {site} renews its certificate at its next pull\n"
+            ))?;
+            Ok(Outcome::Success)
+        }
+        Err(err) => session.failed(&format!("asking site {site} to renew"), err),
     }
 }
 
