@@ -212,3 +212,49 @@ fn write(dir: &Path, identity: &SiteIdentity) -> anyhow::Result<()> {
     herd_fs::write_atomic(&dir.join("site.json"), &json, 0o600)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_a_stop_interrupted_is_finished_at_the_next_start() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = site_dir(data.path());
+        let identity = SiteIdentity {
+            id: "office-1".into(),
+            upstream: "https://center.test:8443".into(),
+            url: "https://office-1.test:8443".into(),
+            cert_pem: "old cert".into(),
+            key_pem: "old key".into(),
+            ca_pem: "ca".into(),
+            tuf_root: "{}".into(),
+        };
+        write(&dir, &identity).unwrap();
+        // Stopped after the journal and the key were written, before the certificate.
+        let journal = serde_json::json!({"cert_pem": "new cert", "key_pem": "new key"});
+        herd_fs::write_atomic(&dir.join(RENEWED), journal.to_string().as_bytes(), 0o600).unwrap();
+        herd_fs::write_atomic(&dir.join("key.pem"), b"new key", 0o600).unwrap();
+        let read_back = read(&dir).unwrap();
+        assert_eq!(
+            (read_back.cert_pem.as_str(), read_back.key_pem.as_str()),
+            ("new cert", "new key"),
+            "the key and the certificate on disk belong together"
+        );
+        assert!(!dir.join(RENEWED).exists());
+        // A journal that is not one is an error naming the file, not a silent mismatch.
+        herd_fs::write_atomic(&dir.join(RENEWED), b"{\"cert_pem\": 1}", 0o600).unwrap();
+        let err = format!("{:#}", read(&dir).unwrap_err());
+        assert!(err.contains("renewed.json"), "{err}");
+        // A completed renewal through `store_renewed` leaves no journal.
+        std::fs::remove_file(dir.join(RENEWED)).unwrap();
+        let pair = KeyPairPem {
+            cert_pem: "third cert".into(),
+            key_pem: "third key".into(),
+        };
+        store_renewed(data.path(), &pair).unwrap();
+        let read_back = read(&dir).unwrap();
+        assert_eq!(read_back.key_pair(), pair);
+        assert!(!dir.join(RENEWED).exists());
+    }
+}
