@@ -69,8 +69,9 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             Err(e) => format!("unreadable: {e:#}"),
         });
 
-    let faults =
-        crate::supervise::verdicts::load(&crate::supervise::verdicts::FaultDirs::new(&paths.root))?;
+    let fault_dirs = crate::supervise::verdicts::FaultDirs::new(&paths.root);
+    let faults = crate::supervise::verdicts::load(&fault_dirs)?;
+    let replacements = crate::supervise::verdicts::load_outcomes(&fault_dirs)?;
 
     if args.json {
         let (installed_json, installed_error) = match &installed {
@@ -97,6 +98,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             })),
             "outbox": outbox,
             "faults": faults.verdicts,
+            "replacements": replacements,
             "detections": detections,
             "messages": messages.messages,
         });
@@ -261,6 +263,9 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
     // The center's verdicts on this terminal's faults, newest first, a line each.
     for verdict in faults.verdicts.iter().take(5) {
         line("fault", crate::supervise::describe_verdict(verdict));
+        if let Some(outcome) = replacements.get(&verdict.seq) {
+            line("replacement", outcome.message.clone());
+        }
     }
     if let Some(refresh) = &progress.trust.last_refresh {
         line(

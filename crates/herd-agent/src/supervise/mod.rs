@@ -240,8 +240,22 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
             verdict.program
         ),
         (Decision::Replace | Decision::UseAlternative, Some(alternative)) => {
-            let outcome = replace::replace(program, alternative, dirs);
+            let fetched = match verdicts::load_fetched(dirs) {
+                Ok(fetched) => fetched.get(&verdict.seq).cloned(),
+                Err(err) => {
+                    eprintln!("herd-agent: warning: {err:#}");
+                    None
+                }
+            };
+            let outcome = replace::replace(program, alternative, fetched.as_ref(), dirs);
             eprintln!("herd-agent: {}: {}", verdict.program, outcome.message);
+            let record = verdicts::ReplacementOutcome {
+                replaced: outcome.replaced,
+                message: outcome.message.clone(),
+            };
+            if let Err(err) = verdicts::record_outcome(dirs, verdict.seq, record) {
+                eprintln!("herd-agent: warning: the outcome is not kept for the status: {err:#}");
+            }
             if outcome.replaced
                 && let Err(err) = verdicts::Selected::record(dirs, &verdict.program, program)
             {

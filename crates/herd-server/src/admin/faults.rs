@@ -69,7 +69,9 @@ pub enum ReplacementsCommand {
         server: ServerArgs,
     },
     /// Add or replace an entry from a JSON file (`{"program", "platform", "alternatives":
-    /// [{"program", "vendor", "version", "package_sha256"}]}`, in order of preference).
+    /// [{"program", "vendor", "version"}]}`, in order of preference). An alternative the
+    /// catalog has as a program release for the platform is distributed as its signed target;
+    /// any other is used only where a terminal already has it.
     Put {
         file: PathBuf,
         #[command(flatten)]
@@ -257,18 +259,14 @@ pub(super) fn replacements(command: ReplacementsCommand) -> anyhow::Result<Outco
                 let alternatives: Vec<String> = entry
                     .alternatives
                     .iter()
-                    .map(|a| {
-                        format!(
-                            "{} {} ({}{})",
-                            a.program,
-                            a.version,
-                            a.vendor,
-                            if a.package_sha256.is_some() {
-                                ", distributed"
-                            } else {
-                                ", where present"
-                            }
-                        )
+                    .map(|a| match &a.target {
+                        Some(target) => format!(
+                            "{} {} ({}, distributed as {target})",
+                            a.program, a.version, a.vendor
+                        ),
+                        None => {
+                            format!("{} {} ({}, where present)", a.program, a.version, a.vendor)
+                        }
                     })
                     .collect();
                 table.row([

@@ -186,6 +186,6 @@ fn conditions(rule: &FaultRule) -> Markup {
 fn alternative(a: &Alternative) -> Markup {
     html! {
         (a.program) " " (a.version) " " span.muted { "(" (a.vendor) ", "
-            @if a.package_sha256.is_some() { "distributed" } @else { "only where already installed" } ")" }
+            @if a.target.is_some() { "distributed as a signed target" } @else { "only where already installed" } ")" }
     }
 }
