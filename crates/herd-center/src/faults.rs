@@ -16,7 +16,8 @@ use herd_proto::api::events;
 use herd_proto::distribution::package_target;
 use herd_proto::fault::{
     Alternative, Decision, FaultBucket, FaultBucketDetail, FaultBucketList, FaultEntry, FaultKind,
-    FaultReport, FaultRule, FaultVerdict, FaultVerdicts, MAX_REPORT_BYTES, ReplacementEntry,
+    FaultReplaced, FaultReport, FaultRule, FaultVerdict, FaultVerdicts, MAX_REPORT_BYTES,
+    ReplacementEntry,
 };
 use herd_store::{EventRow, FaultBucketKey, FaultBucketRow, FaultWrite};
 use sha2::{Digest, Sha256};
@@ -72,6 +73,23 @@ pub(crate) fn check_report(
         ));
     }
     Ok(report)
+}
+
+/// Checks the data of a `fault.replaced` event; `at_path` names the event's fields in errors.
+pub(crate) fn check_replaced(
+    data: &serde_json::Value,
+    at_path: &dyn Fn(&str) -> String,
+) -> CenterResult<FaultReplaced> {
+    let replaced: FaultReplaced = serde_json::from_value(data.clone()).map_err(|err| {
+        CenterError::new(
+            ErrorKind::DocumentInvalid,
+            format!("{}: not a replacement's outcome: {err}", at_path("data")),
+        )
+    })?;
+    replaced
+        .validate(&at_path("data"))
+        .map_err(|err| CenterError::invalid(ErrorKind::DocumentInvalid, err.to_string(), &err))?;
+    Ok(replaced)
 }
 
 /// The bucket a report falls in: its signature and the signature's SHA-256 prefix.
@@ -272,6 +290,27 @@ impl Center {
         Ok(())
     }
 
+    /// Keeps what a terminal did with a replacement verdict on the fault it answers (checked
+    /// with its batch); a fault the center does not know (deleted since) is left alone.
+    pub(crate) async fn take_replaced(&self, terminal: &str, row: &EventRow) {
+        let Ok(replaced) = serde_json::from_str::<FaultReplaced>(&row.data) else {
+            return;
+        };
+        match self
+            .store
+            .fault_outcome(terminal, replaced.seq, &row.data)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                terminal,
+                seq = replaced.seq,
+                "a replacement's outcome names no recorded fault"
+            ),
+            Err(err) => tracing::warn!(%err, terminal, "cannot keep a replacement's outcome"),
+        }
+    }
+
     /// The calling terminal's latest verdicts, newest first.
     pub async fn fault_verdicts(&self, terminal: &str) -> CenterResult<FaultVerdicts> {
         // A site decides no fault: its terminals' verdicts are the center's.
@@ -329,6 +368,11 @@ impl Center {
                     terminal: fault.terminal,
                     report: parse_stored(&fault.report, "report")?,
                     verdict: parse_stored(&fault.verdict, "verdict")?,
+                    outcome: fault
+                        .outcome
+                        .as_deref()
+                        .map(|outcome| parse_stored(outcome, "outcome"))
+                        .transpose()?,
                 })
             })
             .collect::<CenterResult<_>>()?;
@@ -542,6 +586,38 @@ mod tests {
         assert_eq!(
             program_target(&catalog, &withdrawn, &b, "linux-x86_64"),
             None
+        );
+    }
+
+    #[test]
+    fn a_replacements_outcome_is_checked_naming_the_field() {
+        let path = |field: &str| format!("$.events[2].{field}");
+        let good = serde_json::json!({"program": "mw-a", "alternative": "mw-b", "seq": 4,
+            "replaced": false, "failed_step": "fetch", "message": "refused"});
+        assert_eq!(check_replaced(&good, &path).unwrap().seq, 4);
+        // As agents sent it before the type: an explicit null for no failed step.
+        let older = serde_json::json!({"program": "mw-a", "alternative": "mw-b", "seq": 4,
+            "replaced": true, "failed_step": null, "message": "replaced by mw-b 2.0"});
+        assert!(check_replaced(&older, &path).is_ok());
+        let mut bad = good.clone();
+        bad["failed_step"] = "reboot".into();
+        let err = check_replaced(&bad, &path).unwrap_err();
+        assert!(
+            err.to_string().contains("$.events[2].data: $.failed_step"),
+            "{err}"
+        );
+        let mut bad = good.clone();
+        bad["replaced"] = true.into();
+        let err = check_replaced(&bad, &path).unwrap_err();
+        assert!(err.to_string().contains("exactly when"), "{err}");
+        let mut bad = good.clone();
+        bad["message"] = "x".repeat(2000).into();
+        let err = check_replaced(&bad, &path).unwrap_err();
+        assert!(err.to_string().contains("$.message: 2000 bytes"), "{err}");
+        let err = check_replaced(&serde_json::json!({"seq": "x"}), &path).unwrap_err();
+        assert!(
+            err.to_string().contains("not a replacement's outcome"),
+            "{err}"
         );
     }
 

@@ -698,7 +698,8 @@ pub struct FaultBucketList {
     pub buckets: Vec<FaultBucket>,
 }
 
-/// One fault as stored: which terminal, the report and the verdict.
+/// One fault as stored: which terminal, the report, the verdict, and what the terminal did
+/// with a `replace` or `use_alternative` verdict (once it said).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -706,6 +707,64 @@ pub struct FaultEntry {
     pub terminal: String,
     pub report: FaultReport,
     pub verdict: FaultVerdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<FaultReplaced>,
+}
+
+/// What a terminal did with a replacement verdict: the data of a `fault.replaced` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FaultReplaced {
+    /// The program that failed.
+    pub program: String,
+    /// The alternative it was to be replaced by.
+    pub alternative: String,
+    /// The seq of the `fault.report` event whose verdict this carries out.
+    pub seq: u64,
+    /// Whether the alternative runs now; false: the old program was restored.
+    pub replaced: bool,
+    /// The step that failed: `fetch`, `install`, `health_check` or `switch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// What happened, in words (at most [`MAX_TEXT`] bytes).
+    pub message: String,
+}
+
+impl FaultReplaced {
+    /// Checks what serde cannot; `document` names the event's data in errors.
+    pub fn validate(&self, document: &str) -> Result<(), ValidationError> {
+        let mut problems = Problems::default();
+        for (field, value) in [
+            ("program", &self.program),
+            ("alternative", &self.alternative),
+        ] {
+            if let Err(why) = herd_core::check_identifier(value) {
+                problems.add(format!("$.{field}"), why);
+            }
+        }
+        if let Some(step) = &self.failed_step
+            && !["fetch", "install", "health_check", "switch"].contains(&step.as_str())
+        {
+            problems.add(
+                "$.failed_step",
+                format!("{step:?} is not a step (fetch, install, health_check, switch)"),
+            );
+        }
+        if self.replaced == self.failed_step.is_some() {
+            problems.add(
+                "$.failed_step",
+                "name the failed step exactly when the replacement failed",
+            );
+        }
+        if self.message.len() > MAX_TEXT {
+            problems.add(
+                "$.message",
+                format!("{} bytes; at most {MAX_TEXT}", self.message.len()),
+            );
+        }
+        problems.finish(document, || ())
+    }
 }
 
 /// A bucket with its latest faults (`herd faults show`).

@@ -260,8 +260,14 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             ),
         );
     }
-    // The center's verdicts on this terminal's faults, newest first, a line each.
-    for verdict in faults.verdicts.iter().take(5) {
+    // The center's newest verdict on each program's faults, newest first, a line each (a
+    // program failing again and again does not hide the others).
+    let mut shown = std::collections::BTreeSet::new();
+    let newest_of_each = faults
+        .verdicts
+        .iter()
+        .filter(|verdict| shown.insert(verdict.program.as_str()));
+    for verdict in newest_of_each.take(8) {
         line("fault", crate::supervise::describe_verdict(verdict));
         if let Some(outcome) = replacements.get(&verdict.seq) {
             line("replacement", outcome.message.clone());

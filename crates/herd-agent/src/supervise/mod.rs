@@ -261,14 +261,18 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
             {
                 eprintln!("herd-agent: warning: the replacement is not remembered: {err:#}");
             }
-            let event = serde_json::json!({
-                "program": verdict.program,
-                "alternative": alternative.program,
-                "seq": verdict.seq,
-                "replaced": outcome.replaced,
-                "failed_step": outcome.failed_step,
-                "message": outcome.message,
-            });
+            let event = herd_proto::fault::FaultReplaced {
+                program: verdict.program.clone(),
+                alternative: alternative.program.clone(),
+                seq: verdict.seq,
+                replaced: outcome.replaced,
+                failed_step: outcome
+                    .failed_step
+                    .map(|step| serde_json::to_value(step).expect("a step serialises"))
+                    .and_then(|step| step.as_str().map(str::to_owned)),
+                message: collect::bounded(&outcome.message),
+            };
+            let event = serde_json::to_value(event).expect("an outcome serialises");
             if let Err(err) = outbox.push(events::FAULT_REPLACED, event) {
                 eprintln!("herd-agent: warning: the replacement is not reported: {err:#}");
             }

@@ -177,8 +177,22 @@ pub(super) fn faults(command: FaultsCommand) -> anyhow::Result<Outcome> {
                         " → {} {} ({})",
                         alternative.program, alternative.version, alternative.vendor
                     ));
+                    if let Some(target) = &alternative.target {
+                        text.push_str(&format!(" as signed target {target}"));
+                    }
                 }
                 text.push('\n');
+                if let Some(outcome) = &entry.outcome {
+                    text.push_str(&format!(
+                        "  {}: {}\n",
+                        if outcome.replaced {
+                            "replaced"
+                        } else {
+                            "not replaced, old program restored"
+                        },
+                        outcome.message
+                    ));
+                }
             }
             print_out(&text)?;
             Ok(Outcome::Success)
