@@ -1116,9 +1116,13 @@ impl Agent {
         let outbox_after = self.outbox.stats().map(|s| s.next_seq.saturating_sub(1));
         match (activated, outbox_after, &plan.to) {
             (Some(target), Ok(outbox_after), Some(to)) => {
+                let vendor = herd_package::installed_manifest(&self.prefix.join(&target))
+                    .ok()
+                    .map(|manifest| manifest.vendor);
                 self.protection.probation = Some(protect::Probation {
                     product: to.product.clone(),
                     version: to.version.clone(),
+                    vendor,
                     target,
                     previous,
                     activated_at: clock::unix_seconds(SystemTime::now()),
