@@ -929,13 +929,13 @@ fn no_rollout(release: &str) -> CenterError {
 }
 
 fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
-    let reach_bp = match Phase::parse(&row.phase) {
-        Some(Phase::Complete) => FULL_REACH,
-        Some(Phase::Reverted) => 0,
+    let (reach_bp, groups) = match Phase::parse(&row.phase) {
+        Some(Phase::Complete) => (FULL_REACH, Vec::new()),
+        Some(Phase::Reverted) => (0, Vec::new()),
         _ => policy
             .rings
             .get(row.ring as usize)
-            .map_or(FULL_REACH, |r| r.reach),
+            .map_or((FULL_REACH, Vec::new()), |r| (r.reach, r.groups.clone())),
     };
     RolloutSummary {
         release: row.release.clone(),
@@ -946,6 +946,7 @@ fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
         ring: ring_name(policy, row.ring).to_owned(),
         ring_index: row.ring,
         reach_bp,
+        groups,
         started_at: rfc3339(row.started_at),
         ring_started_at: rfc3339(row.ring_started),
         updated_at: rfc3339(row.updated_at),

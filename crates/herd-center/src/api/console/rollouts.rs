@@ -106,7 +106,11 @@ fn ring_progress(rings: &[RingSpec], rollout: &RolloutSummary) -> Markup {
             @for (i, ring) in rings.iter().enumerate() {
                 @let state = if rollout.phase == "complete" || i < current { "done" } else if i == current { "current" } else { "next" };
                 li class=(state) aria-current=[(state == "current").then_some("step")] {
-                    (ring.name) " " span.muted { (percent(ring.reach)) }
+                    (ring.name) " " span.muted {
+                        @if ring.reach > 0 || ring.groups.is_empty() { (percent(ring.reach)) }
+                        @if ring.reach > 0 && !ring.groups.is_empty() { " + " }
+                        @if !ring.groups.is_empty() { "group " (ring.groups.join(", ")) }
+                    }
                 }
             }
         }
