@@ -389,7 +389,14 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
         out.contains("refused mw-g 2.0 as a replacement") && out.contains("mismatch"),
         "{out}"
     );
-    // The next check-in tells the center how each replacement went.
+    // The next check-in tells the center how each replacement went (queued before the
+    // status keeps them).
+    wait_until("three replacements' outcomes", || {
+        fs::read(state.join("faults/outcomes.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok())
+            .is_some_and(|outcomes| outcomes.len() >= 3)
+    });
     let output = once();
     assert!(output.status.success(), "{}", text(&output));
 

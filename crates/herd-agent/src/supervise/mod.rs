@@ -249,13 +249,6 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
             };
             let outcome = replace::replace(program, alternative, fetched.as_ref(), dirs);
             eprintln!("herd-agent: {}: {}", verdict.program, outcome.message);
-            let record = verdicts::ReplacementOutcome {
-                replaced: outcome.replaced,
-                message: outcome.message.clone(),
-            };
-            if let Err(err) = verdicts::record_outcome(dirs, verdict.seq, record) {
-                eprintln!("herd-agent: warning: the outcome is not kept for the status: {err:#}");
-            }
             if outcome.replaced
                 && let Err(err) = verdicts::Selected::record(dirs, &verdict.program, program)
             {
@@ -275,6 +268,14 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
             let event = serde_json::to_value(event).expect("an outcome serialises");
             if let Err(err) = outbox.push(events::FAULT_REPLACED, event) {
                 eprintln!("herd-agent: warning: the replacement is not reported: {err:#}");
+            }
+            // Kept for the status last: once it shows there, the center's copy is queued.
+            let record = verdicts::ReplacementOutcome {
+                replaced: outcome.replaced,
+                message: outcome.message.clone(),
+            };
+            if let Err(err) = verdicts::record_outcome(dirs, verdict.seq, record) {
+                eprintln!("herd-agent: warning: the outcome is not kept for the status: {err:#}");
             }
         }
         (Decision::Replace | Decision::UseAlternative, None) => eprintln!(

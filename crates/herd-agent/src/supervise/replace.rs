@@ -277,12 +277,17 @@ fn install(
     };
     // A version directory a failed earlier attempt left is replaced.
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&staged, &dir)
-        .and_then(|()| std::fs::File::open(&parent)?.sync_all())
-        .map_err(|err| {
-            let _ = std::fs::remove_dir_all(&staged);
-            install_failed(format!("cannot move it into {}: {err}", dir.display()))
-        })?;
+    let moved = std::fs::rename(&staged, &dir)
+        .map_err(|err| err.to_string())
+        .and_then(|()| herd_fs::sync_dir(&parent).map_err(|err| err.to_string()));
+    if let Err(err) = moved {
+        let _ = std::fs::remove_dir_all(&staged);
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(install_failed(format!(
+            "cannot move it into {}: {err}",
+            dir.display()
+        )));
+    }
     Ok((program, dir))
 }
 
