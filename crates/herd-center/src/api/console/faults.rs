@@ -120,7 +120,10 @@ pub async fn bucket(
             td { (decision_badge(f.verdict.decision))
                 @if let Some(cause) = &f.verdict.cause { div { "Cause: " (cause) } }
                 @if let Some(remedy) = &f.verdict.remedy { div { "Remedy: " (remedy) } }
-                @if let Some(a) = &f.verdict.alternative { div { "Alternative: " (alternative(a)) } } }
+                @if let Some(a) = &f.verdict.alternative { div { "Alternative: " (alternative(a)) } }
+                @if let Some(o) = &f.outcome {
+                    div { @if o.replaced { "Replaced: " } @else { "Not replaced, the old program restored: " } (o.message) }
+                } }
         } } } }
     };
     Ok(page(
