@@ -2,10 +2,12 @@
 //! center with a fault rule and a replacement table, an enrolled agent, and `herd-agent
 //! supervise` running four supervised programs (`sh` scripts) that fail — one exits with a
 //! status a rule knows (cause and remedy delivered, shown in `herd-agent status`), one crashes
-//! with SIGSEGV (unknown cause: replaced by company B's program, distributed by the center),
-//! one hangs (replaced by an alternative already installed), one exits with no rule and no
-//! alternative (escalated, visible in `herd faults`). A report naming another terminal is
-//! refused by the center and set aside by the outbox.
+//! with SIGSEGV (unknown cause: replaced by company B's program, a program release the center
+//! signs as a TUF target), one hangs (replaced by an alternative already installed), one exits
+//! with no rule and no alternative (escalated, visible in `herd faults`), and one reports its
+//! own fault and is to be replaced by a program whose package a mirror tampers with (refused;
+//! the old program runs again, and `herd faults show` says so). A report naming another
+//! terminal is refused by the center and set aside by the outbox.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use herd_client::Client;
 use herd_lab::harness::{CenterProcess, CenterSpec};
+use herd_lab::programs::{Behaviour, program_feed, program_package};
 use herd_proto::api::NewEnrolmentToken;
+use herd_proto::distribution::{TARGETS_PATH, consistent_target_name};
 use herd_proto::fault::{Alternative, Decision, FaultKind, FaultRule, ReplacementEntry};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -135,30 +139,50 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
             remedy: "Install the site licence in /etc/mw-known.conf.".into(),
         })
         .unwrap();
-    // Company B's middleware: one executable, distributed by the center.
-    let b_pid = root.join("mw-b.pid");
-    let b_program = script(
-        &root.join("mw-b-package"),
-        &format!(
-            "[ \"$1\" = --herd-health-check ] && exit 0\necho $$ > {}\nexec sleep 1000",
-            b_pid.display()
-        ),
-    );
-    let b_package = operator.upload_package(&b_program).unwrap();
+    // Company B's middleware mw-b, and mw-g: program releases of company B's feed, which the
+    // center signs as TUF targets like any package.
     let platform = "linux-x86_64";
-    let alternative = |program: &str, package: Option<String>| Alternative {
+    let b_pid = root.join("mw-b.pid");
+    let g_pid = root.join("mw-g.pid");
+    let mut packages = Vec::new();
+    for (program, pid) in [("mw-b", &b_pid), ("mw-g", &g_pid)] {
+        let out = root.join(format!("{program}.tar.gz"));
+        let built = program_package(
+            &out,
+            program,
+            "company-b",
+            "2.0",
+            platform,
+            pid,
+            Behaviour::Serves,
+        )
+        .unwrap();
+        packages.push((out, built));
+    }
+    let mut feed = program_feed("company-b", &packages[0].1);
+    let g_feed = program_feed("company-b", &packages[1].1);
+    for key in ["products", "releases"] {
+        let more = g_feed[key].as_array().unwrap().clone();
+        feed[key].as_array_mut().unwrap().extend(more);
+    }
+    operator
+        .publish_feed("company-b", feed.to_string().as_bytes())
+        .unwrap();
+    for (out, _) in &packages {
+        operator.upload_package(out).unwrap();
+    }
+    let alternative = |program: &str| Alternative {
         program: program.into(),
         vendor: "company-b".into(),
         version: "2.0".into(),
-        package_sha256: package,
+        package_sha256: None,
         package_size: None,
+        target: None,
     };
     for (program, alternatives) in [
-        (
-            "mw-a",
-            vec![alternative("mw-b", Some(b_package.sha256.clone()))],
-        ),
-        ("mw-c", vec![alternative("mw-d", None)]),
+        ("mw-a", vec![alternative("mw-b")]),
+        ("mw-c", vec![alternative("mw-d")]),
+        ("mw-f", vec![alternative("mw-g")]),
     ] {
         operator
             .put_replacement(&ReplacementEntry {
@@ -168,18 +192,54 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
             })
             .unwrap();
     }
-    // A package the center does not have is refused, naming the field.
+    // The table as listed says which alternatives are distributed, as which signed target.
+    let listed = operator.replacements().unwrap();
+    let targets: Vec<Option<&str>> = listed
+        .entries
+        .iter()
+        .map(|e| e.alternatives[0].target.as_deref())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            Some("packages/company-b/mw-b/2.0/linux-x86_64.archive"),
+            None,
+            Some("packages/company-b/mw-g/2.0/linux-x86_64.archive")
+        ]
+    );
+    // An unsigned blob is no longer accepted as an alternative's package, naming the field.
     let err = operator
         .put_replacement(&ReplacementEntry {
             program: "mw-x".into(),
             platform: platform.into(),
-            alternatives: vec![alternative("mw-y", Some("0".repeat(64)))],
+            alternatives: vec![Alternative {
+                package_sha256: Some(packages[0].1.sha256.clone()),
+                ..alternative("mw-y")
+            }],
         })
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("$.alternatives[0].package_sha256: no package"),
+            .contains("$.alternatives[0].package_sha256: an unsigned package is no longer"),
         "{err}"
+    );
+
+    // The terminal reads the signed metadata through a mirror that passes the center's
+    // repository through, but serves other bytes for mw-g's package.
+    let mirror = herd_lab::mirror::Mirror::start().unwrap();
+    mirror.proxy(Client::new(&center.url, &ca, None).unwrap().repository());
+    let g = &packages[1].1;
+    let mut evil = fs::read(&packages[1].0).unwrap();
+    evil[20] ^= 0xff;
+    mirror.set(
+        &format!(
+            "{TARGETS_PATH}{}",
+            consistent_target_name(
+                "packages/company-b/mw-g/2.0/linux-x86_64.archive",
+                &g.sha256
+            )
+        ),
+        herd_lab::mirror::Behaviour::Replace(evil),
     );
 
     // Enrol the terminal.
@@ -203,6 +263,8 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
             .arg(data.join("ca.pem"))
             .arg("--state-dir")
             .arg(&state)
+            .arg("--mirror")
+            .arg(mirror.url())
             .args([
                 "--enrol-token",
                 &enrol,
@@ -229,6 +291,7 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
     fs::write(&known_conf, "licence = trial\nlicence_key = SECRET-123\n").unwrap();
     let restart = json!({"max": 5, "window_secs": 60, "delay_ms": 600000});
     let d_pid = root.join("mw-d.pid");
+    let f_pid = root.join("mw-f.pid");
     let config = json!({
         "format": "herd.supervise/v1",
         "platform": platform,
@@ -252,6 +315,13 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
              ]},
             {"name": "mw-e", "vendor": "company-e", "version": "0.9",
              "command": [script(&root.join("e.sh"), "exit 1")], "restart": restart},
+            // Reports its own fault and keeps running.
+            {"name": "mw-f", "vendor": "company-a", "version": "1.0",
+             "command": [script(&root.join("f.sh"), &format!(
+                 "echo $$ > {}\n{} fault report --state-dir {} --program mw-f --vendor company-a \
+                  --version 1.0 --platform {platform} --message 'queue stuck'\nexec sleep 1000",
+                 f_pid.display(), env!("CARGO_BIN_EXE_herd-agent"), state.display()))],
+             "restart": restart},
         ]
     });
     let config_file = root.join("supervise.json");
@@ -267,7 +337,8 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
             .spawn()
             .unwrap(),
     );
-    wait_until("four fault reports queued", || awaited(&state).len() >= 4);
+    wait_until("five fault reports queued", || awaited(&state).len() >= 5);
+    let f_before = fs::read_to_string(&f_pid).unwrap();
 
     // A report for another terminal, slipped into the outbox: refused, set aside.
     let output = agent()
@@ -304,10 +375,30 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
     );
     assert!(fs::read_dir(outbox.join("refused")).unwrap().count() > 0);
 
-    // The supervisor acts: B (distributed) replaces A, D (already here) replaces C.
+    // The supervisor acts: B (a signed target) replaces A, D (already here) replaces C; G,
+    // tampered with on the way, is refused and F runs again.
     wait_until("mw-b running", || running(&b_pid));
     wait_until("mw-d running", || running(&d_pid));
-    assert!(state.join("faults/programs/mw-b/2.0/mw-b").exists());
+    assert!(state.join("faults/programs/mw-b/2.0/bin/mw-b").exists());
+    wait_until("mw-f restarted", || {
+        fs::read_to_string(&f_pid).is_ok_and(|pid| pid != f_before) && running(&f_pid)
+    });
+    assert!(!g_pid.exists(), "the tampered mw-g never ran");
+    assert!(!state.join("faults/programs/mw-g").join("2.0").exists());
+    assert!(
+        out.contains("refused mw-g 2.0 as a replacement") && out.contains("mismatch"),
+        "{out}"
+    );
+    // The next check-in tells the center how each replacement went (queued before the
+    // status keeps them).
+    wait_until("three replacements' outcomes", || {
+        fs::read(state.join("faults/outcomes.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok())
+            .is_some_and(|outcomes| outcomes.len() >= 3)
+    });
+    let output = once();
+    assert!(output.status.success(), "{}", text(&output));
 
     // The center's buckets: one per failing program, each with its decision.
     let buckets = operator.fault_buckets().unwrap().buckets;
@@ -334,9 +425,40 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
         decision("mw-e"),
         (FaultKind::Exit, Decision::Escalated, true)
     );
+    assert_eq!(
+        decision("mw-f"),
+        (FaultKind::Reported, Decision::Replace, false)
+    );
+    let f = buckets.iter().find(|b| b.program == "mw-f").unwrap();
+    let detail = operator.fault_bucket(&f.id).unwrap();
+    // F, run again, reported again (newest first): the first report's fault has the outcome.
+    let outcome = detail
+        .faults
+        .last()
+        .and_then(|fault| fault.outcome.as_ref())
+        .expect("mw-f's outcome");
+    assert!(!outcome.replaced);
+    assert_eq!(outcome.failed_step.as_deref(), Some("fetch"));
+    assert!(
+        outcome.message.contains("the old program was restored"),
+        "{outcome:?}"
+    );
     let a = buckets.iter().find(|b| b.program == "mw-a").unwrap();
     let detail = operator.fault_bucket(&a.id[..8]).unwrap();
     assert_eq!(detail.faults.len(), 1);
+    assert_eq!(
+        detail.faults[0]
+            .verdict
+            .alternative
+            .as_ref()
+            .unwrap()
+            .target
+            .as_deref(),
+        Some("packages/company-b/mw-b/2.0/linux-x86_64.archive")
+    );
+    let outcome = detail.faults[0].outcome.as_ref().expect("mw-a's outcome");
+    assert!(outcome.replaced, "{outcome:?}");
+    assert!(outcome.message.contains("signed target"), "{outcome:?}");
     assert_eq!(detail.faults[0].terminal, "t1");
     assert_eq!(
         detail.faults[0].report.frames[0],
@@ -364,11 +486,17 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
     );
     assert!(out.contains("escalated to the operators"), "{out}");
     assert!(out.contains("mw-b 2.0 (company-b)"), "{out}");
+    assert!(
+        out.contains("replaced by mw-b 2.0 (vendor company-b, installed from the signed target"),
+        "{out}"
+    );
+    assert!(out.contains("last refusal"), "{out}");
 
     // Stopping the supervisor stops what it started.
     drop(supervisor);
     wait_until("mw-b stopped", || !running(&b_pid));
     wait_until("mw-d stopped", || !running(&d_pid));
+    wait_until("mw-f stopped", || !running(&f_pid));
 }
 
 /// `herd-agent supervise` with `programs`: refused at once (it would run forever otherwise).

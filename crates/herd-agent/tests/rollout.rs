@@ -388,6 +388,17 @@ const ENGINE: &str = "for f in \"$1\"/current/defs/*; do \
 /// The `fault.report` events waiting in an agent's outbox: committed event files only
 /// (`<seq>.json`), not the hidden temporaries of a write in progress — the supervisor is killed
 /// at any moment, and a temporary it leaves behind is never an event.
+/// `herd-agent status`'s text.
+fn agent_status(state: &Path) -> String {
+    let output = agent()
+        .args(["status", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn queued_faults(state: &Path) -> usize {
     fs::read_dir(state.join("outbox"))
         .map(|dir| {
@@ -437,6 +448,11 @@ fn an_agent_undoes_a_release_whose_engine_keeps_crashing_and_refuses_it_until_an
     let out = stdout(&t.once(&center, &token));
     assert_active(t, "1.1", &out);
     assert!(!t.has_version("1.0"), "the executor removed 1.0: {out}");
+    let status = agent_status(&t.state);
+    assert!(
+        status.contains("probation:") && status.contains("vaccine-r 1.1 since"),
+        "{status}"
+    );
 
     // Its engine, supervised, crashes on loading the definitions, again and again.
     let config = root.join("supervise.json");
@@ -490,6 +506,17 @@ fn an_agent_undoes_a_release_whose_engine_keeps_crashing_and_refuses_it_until_an
     assert_active(t, "1.0", &out);
     assert!(!t.has_version("1.1"), "the failing version is removed");
     assert!(!prefix.join(".herd-kept").exists());
+    // `herd-agent status` says which release it refuses and why.
+    let status = agent_status(&t.state);
+    assert!(!status.contains("probation:"), "{status}");
+    let refused = status
+        .lines()
+        .find(|l| l.starts_with("refused:"))
+        .unwrap_or_else(|| panic!("no refused line: {status}"));
+    assert!(
+        refused.contains("vaccine-r 1.1") && refused.contains("signal 11"),
+        "{refused}"
+    );
 
     // The center counts it against the release (besides the crashes themselves) and shows why.
     let rollout = center.operator().rollout("maker-r/vaccine-r/1.1").unwrap();

@@ -152,6 +152,13 @@ impl Center {
             .filter(|(_, row)| row.kind == events::SELF_PROTECTED)
             .filter_map(|(i, row)| Some((i, serde_json::from_str(&row.data).ok()?)))
             .collect();
+        // What terminals did with replacement verdicts, kept on the faults they answer.
+        let replaced: Vec<(usize, EventRow)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row.kind == events::FAULT_REPLACED)
+            .map(|(i, row)| (i, row.clone()))
+            .collect();
         // Detections, for Herd immunity's automatic verdicts once they are stored.
         let detections: Vec<(usize, EventRow)> = rows
             .iter()
@@ -209,6 +216,12 @@ impl Center {
         for (_, kind, data) in alerting.into_iter().filter(|(i, _, _)| *i >= stored) {
             self.alerts
                 .raise(crate::alerts::terminal_event(&terminal.id, &kind, &data));
+        }
+        // At the center only, where faults are recorded (a site relays the events there).
+        if self.site().is_none() {
+            for (_, row) in replaced.iter().filter(|(i, _)| *i >= stored) {
+                self.take_replaced(&terminal.id, row).await;
+            }
         }
         let new_reports: Vec<PlanReport> = reports
             .into_iter()
@@ -304,6 +317,9 @@ fn event_rows(terminal: &str, batch: EventBatch, received_at: i64) -> CenterResu
         if event.kind == events::SCAN_DETECTION {
             crate::herd_set::check_detection(&event.data)
                 .map_err(|why| invalid(format!("{}: {why}", at_path("data"))))?;
+        }
+        if event.kind == events::FAULT_REPLACED {
+            crate::faults::check_replaced(&event.data, &at_path)?;
         }
         if event.kind == events::SELF_PROTECTED {
             crate::rollouts::check_self_protection(&event.data)

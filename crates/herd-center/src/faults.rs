@@ -11,10 +11,13 @@
 //! Simplification: a rule added later does not re-decide faults already recorded; the next
 //! fault of the bucket gets the new decision.
 
+use herd_core::{Catalog, PackageFormat, ProductKind};
 use herd_proto::api::events;
+use herd_proto::distribution::package_target;
 use herd_proto::fault::{
     Alternative, Decision, FaultBucket, FaultBucketDetail, FaultBucketList, FaultEntry, FaultKind,
-    FaultReport, FaultRule, FaultVerdict, FaultVerdicts, MAX_REPORT_BYTES, ReplacementEntry,
+    FaultReplaced, FaultReport, FaultRule, FaultVerdict, FaultVerdicts, MAX_REPORT_BYTES,
+    ReplacementEntry,
 };
 use herd_store::{EventRow, FaultBucketKey, FaultBucketRow, FaultWrite};
 use sha2::{Digest, Sha256};
@@ -72,6 +75,23 @@ pub(crate) fn check_report(
     Ok(report)
 }
 
+/// Checks the data of a `fault.replaced` event; `at_path` names the event's fields in errors.
+pub(crate) fn check_replaced(
+    data: &serde_json::Value,
+    at_path: &dyn Fn(&str) -> String,
+) -> CenterResult<FaultReplaced> {
+    let replaced: FaultReplaced = serde_json::from_value(data.clone()).map_err(|err| {
+        CenterError::new(
+            ErrorKind::DocumentInvalid,
+            format!("{}: not a replacement's outcome: {err}", at_path("data")),
+        )
+    })?;
+    replaced
+        .validate(&at_path("data"))
+        .map_err(|err| CenterError::invalid(ErrorKind::DocumentInvalid, err.to_string(), &err))?;
+    Ok(replaced)
+}
+
 /// The bucket a report falls in: its signature and the signature's SHA-256 prefix.
 pub fn bucket_of(report: &FaultReport) -> FaultBucketKey {
     let signature = report.signature();
@@ -86,20 +106,23 @@ pub fn bucket_of(report: &FaultReport) -> FaultBucketKey {
 }
 
 /// What the center decides about a report: the decision, the rule that named the cause,
-/// and the alternative to switch to.
+/// and the alternative to switch to (for `replace`, with the signed target that installs it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decided<'a> {
     pub decision: Decision,
     pub rule: Option<&'a FaultRule>,
-    pub alternative: Option<&'a Alternative>,
+    pub alternative: Option<Alternative>,
 }
 
 /// Decides a report against the fault database (rules in id order, the first that matches)
-/// and the replacement table. Pure.
+/// and the replacement table; `signed_target` gives the signed target that installs an
+/// alternative on a platform, if the catalog has it as a program release (see
+/// [`program_target`]). Pure.
 pub fn decide<'a>(
     report: &FaultReport,
     rules: &'a [FaultRule],
     replacements: &'a [ReplacementEntry],
+    signed_target: &dyn Fn(&Alternative, &str) -> Option<String>,
 ) -> Decided<'a> {
     if let Some(rule) = rules.iter().find(|rule| rule.matches(report)) {
         return Decided {
@@ -118,14 +141,17 @@ pub fn decide<'a>(
             return Decided {
                 decision: Decision::UseAlternative,
                 rule: None,
-                alternative: Some(alternative),
+                alternative: Some(alternative.clone()),
             };
         }
-        if alternative.package_sha256.is_some() {
+        if let Some(target) = signed_target(alternative, &report.platform) {
             return Decided {
                 decision: Decision::Replace,
                 rule: None,
-                alternative: Some(alternative),
+                alternative: Some(Alternative {
+                    target: Some(target),
+                    ..alternative.clone()
+                }),
             };
         }
     }
@@ -134,6 +160,53 @@ pub fn decide<'a>(
         rule: None,
         alternative: None,
     }
+}
+
+/// The signed target of the program release an alternative names (its `vendor`, `program` and
+/// `version`) for `platform`: an `archive` package of a catalog product of kind `program`,
+/// unless the release's rollout was reverted (`withdrawn`, release keys), which takes its
+/// archive targets out of the signed metadata. `None`: the alternative can only be used where
+/// a terminal already has it.
+pub fn program_target(
+    catalog: &Catalog,
+    withdrawn: &[String],
+    alternative: &Alternative,
+    platform: &str,
+) -> Option<String> {
+    let product = catalog.product(catalog.product_by_id(&alternative.program)?);
+    if product.kind != ProductKind::Program
+        || catalog.vendors[product.vendor.get()].id != alternative.vendor
+    {
+        return None;
+    }
+    let key = format!(
+        "{}/{}/{}",
+        alternative.vendor, alternative.program, alternative.version
+    );
+    if withdrawn.binary_search(&key).is_ok() {
+        return None;
+    }
+    let platform_idx = catalog.platform_by_name(platform)?;
+    let product_idx = catalog.product_by_id(&alternative.program)?;
+    let release = catalog
+        .product_releases(product_idx)
+        .iter()
+        .find(|release| release.version == alternative.version)?;
+    release
+        .packages
+        .iter()
+        .find(|package| {
+            package.platform == platform_idx && package.format == PackageFormat::Archive
+        })
+        .map(|_| {
+            package_target(
+                &alternative.vendor,
+                &alternative.program,
+                &alternative.version,
+                platform,
+                PackageFormat::Archive.as_str(),
+            )
+        })
 }
 
 impl Center {
@@ -155,8 +228,13 @@ impl Center {
         }
         let rules = self.fault_rule_docs().await?;
         let replacements = self.replacement_docs().await?;
+        let catalog = self.catalog();
+        let withdrawn = self.withdrawn_releases();
+        let signed_target = |alternative: &Alternative, platform: &str| {
+            program_target(&catalog.catalog, &withdrawn, alternative, platform)
+        };
         for (row, report) in reports {
-            let decided = decide(&report, &rules, &replacements);
+            let decided = decide(&report, &rules, &replacements, &signed_target);
             let bucket = bucket_of(&report);
             let verdict = FaultVerdict {
                 seq: row.seq,
@@ -167,7 +245,7 @@ impl Center {
                 rule: decided.rule.map(|rule| rule.id.clone()),
                 cause: decided.rule.map(|rule| rule.cause.clone()),
                 remedy: decided.rule.map(|rule| rule.remedy.clone()),
-                alternative: decided.alternative.cloned(),
+                alternative: decided.alternative,
             };
             let recorded = self
                 .store
@@ -210,6 +288,27 @@ impl Center {
             }
         }
         Ok(())
+    }
+
+    /// Keeps what a terminal did with a replacement verdict on the fault it answers (checked
+    /// with its batch); a fault the center does not know (deleted since) is left alone.
+    pub(crate) async fn take_replaced(&self, terminal: &str, row: &EventRow) {
+        let Ok(replaced) = serde_json::from_str::<FaultReplaced>(&row.data) else {
+            return;
+        };
+        match self
+            .store
+            .fault_outcome(terminal, replaced.seq, &row.data)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                terminal,
+                seq = replaced.seq,
+                "a replacement's outcome names no recorded fault"
+            ),
+            Err(err) => tracing::warn!(%err, terminal, "cannot keep a replacement's outcome"),
+        }
     }
 
     /// The calling terminal's latest verdicts, newest first.
@@ -269,6 +368,11 @@ impl Center {
                     terminal: fault.terminal,
                     report: parse_stored(&fault.report, "report")?,
                     verdict: parse_stored(&fault.verdict, "verdict")?,
+                    outcome: fault
+                        .outcome
+                        .as_deref()
+                        .map(|outcome| parse_stored(outcome, "outcome"))
+                        .transpose()?,
                 })
             })
             .collect::<CenterResult<_>>()?;
@@ -341,14 +445,21 @@ mod tests {
         }
     }
 
-    fn alternative(program: &str, package: bool) -> Alternative {
+    fn alternative(program: &str) -> Alternative {
         Alternative {
             program: program.into(),
             vendor: "company-b".into(),
             version: "2.0".into(),
-            package_sha256: package.then(|| "a".repeat(64)),
+            package_sha256: None,
             package_size: None,
+            target: None,
         }
+    }
+
+    /// Only mw-b is published as a signed program release, for linux-x86_64.
+    fn signed(alternative: &Alternative, platform: &str) -> Option<String> {
+        (alternative.program == "mw-b" && platform == "linux-x86_64")
+            .then(|| "packages/company-b/mw-b/2.0/linux-x86_64.archive".to_owned())
     }
 
     #[test]
@@ -370,30 +481,143 @@ mod tests {
             program: "mw-a".into(),
             platform: "linux-x86_64".into(),
             alternatives: vec![
-                alternative("mw-c", false),
-                alternative("mw-b", true),
-                alternative("mw-d", false),
+                alternative("mw-c"),
+                alternative("mw-b"),
+                alternative("mw-d"),
             ],
         }];
         let rules = [rule];
         assert_eq!(
-            decide(&report("mw-a", &[]), &rules, &table).decision,
+            decide(&report("mw-a", &[]), &rules, &table, &signed).decision,
             Decision::Known
         );
         let none: [FaultRule; 0] = [];
-        let distributed = decide(&report("mw-a", &[]), &none, &table);
+        let distributed = decide(&report("mw-a", &[]), &none, &table, &signed);
         assert_eq!(distributed.decision, Decision::Replace);
-        assert_eq!(distributed.alternative.unwrap().program, "mw-b");
-        // Present and preferred over the distributed one.
-        let present = decide(&report("mw-a", &["mw-c"]), &none, &table);
-        assert_eq!(present.decision, Decision::UseAlternative);
-        assert_eq!(present.alternative.unwrap().program, "mw-c");
-        // Present but less preferred than a distributable one: the table's order wins.
-        let later = decide(&report("mw-a", &["mw-d"]), &none, &table);
-        assert_eq!(later.alternative.unwrap().program, "mw-b");
+        let b = distributed.alternative.unwrap();
+        assert_eq!(b.program, "mw-b");
         assert_eq!(
-            decide(&report("mw-x", &[]), &none, &table).decision,
+            b.target.as_deref(),
+            Some("packages/company-b/mw-b/2.0/linux-x86_64.archive")
+        );
+        // Present and preferred over the distributed one: nothing to download.
+        let present = decide(&report("mw-a", &["mw-c"]), &none, &table, &signed);
+        assert_eq!(present.decision, Decision::UseAlternative);
+        let c = present.alternative.unwrap();
+        assert_eq!((c.program.as_str(), c.target), ("mw-c", None));
+        // Present but less preferred than a distributable one: the table's order wins.
+        let later = decide(&report("mw-a", &["mw-d"]), &none, &table, &signed);
+        assert_eq!(later.alternative.unwrap().program, "mw-b");
+        // No signed release for the terminal's platform: nothing to distribute, escalated.
+        let mut elsewhere = report("mw-a", &[]);
+        elsewhere.platform = "phone".into();
+        let table_elsewhere = vec![ReplacementEntry {
+            platform: "phone".into(),
+            ..table[0].clone()
+        }];
+        assert_eq!(
+            decide(&elsewhere, &none, &table_elsewhere, &signed).decision,
             Decision::Escalated
+        );
+        assert_eq!(
+            decide(&report("mw-x", &[]), &none, &table, &signed).decision,
+            Decision::Escalated
+        );
+    }
+
+    #[test]
+    fn an_alternative_is_distributed_only_as_a_program_release_of_its_vendor() {
+        let doc = serde_json::json!({
+            "format": "herd.catalog/v1",
+            "vendors": [{"id": "company-b", "name": "B"}, {"id": "maker-v", "name": "V"}],
+            "products": [
+                {"id": "mw-b", "vendor": "company-b", "name": "Middleware B",
+                 "platforms": ["linux-x86_64"], "kind": "program"},
+                {"id": "vaccine-v", "vendor": "maker-v", "name": "Vaccine V",
+                 "platforms": ["linux-x86_64"]}
+            ],
+            "releases": [
+                {"product": "mw-b", "version": "2.0", "pattern": "mw-b 2.0", "seq": 20,
+                 "published": "2026-01-01T00:00:00Z",
+                 "packages": [{"platform": "linux-x86_64", "format": "archive",
+                               "sha256": "a".repeat(64), "size": 10}]},
+                {"product": "vaccine-v", "version": "1.0", "pattern": "v-1", "seq": 1,
+                 "published": "2026-01-01T00:00:00Z",
+                 "packages": [{"platform": "linux-x86_64", "format": "archive",
+                               "sha256": "b".repeat(64), "size": 10}]}
+            ],
+            "threats": [], "coverage": []
+        });
+        let catalog = herd_proto::catalog::parse_catalog("c", &doc.to_string()).unwrap();
+        let b = alternative("mw-b");
+        assert_eq!(
+            program_target(&catalog, &[], &b, "linux-x86_64").as_deref(),
+            Some("packages/company-b/mw-b/2.0/linux-x86_64.archive")
+        );
+        // Another platform, version or vendor, a vaccine, a withdrawn release: not distributed.
+        assert_eq!(program_target(&catalog, &[], &b, "phone"), None);
+        let other_version = Alternative {
+            version: "2.1".into(),
+            ..b.clone()
+        };
+        assert_eq!(
+            program_target(&catalog, &[], &other_version, "linux-x86_64"),
+            None
+        );
+        let other_vendor = Alternative {
+            vendor: "maker-v".into(),
+            ..b.clone()
+        };
+        assert_eq!(
+            program_target(&catalog, &[], &other_vendor, "linux-x86_64"),
+            None
+        );
+        let vaccine = Alternative {
+            program: "vaccine-v".into(),
+            vendor: "maker-v".into(),
+            version: "1.0".into(),
+            ..b.clone()
+        };
+        assert_eq!(
+            program_target(&catalog, &[], &vaccine, "linux-x86_64"),
+            None
+        );
+        let withdrawn = ["company-b/mw-b/2.0".to_owned()];
+        assert_eq!(
+            program_target(&catalog, &withdrawn, &b, "linux-x86_64"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_replacements_outcome_is_checked_naming_the_field() {
+        let path = |field: &str| format!("$.events[2].{field}");
+        let good = serde_json::json!({"program": "mw-a", "alternative": "mw-b", "seq": 4,
+            "replaced": false, "failed_step": "fetch", "message": "refused"});
+        assert_eq!(check_replaced(&good, &path).unwrap().seq, 4);
+        // As agents sent it before the type: an explicit null for no failed step.
+        let older = serde_json::json!({"program": "mw-a", "alternative": "mw-b", "seq": 4,
+            "replaced": true, "failed_step": null, "message": "replaced by mw-b 2.0"});
+        assert!(check_replaced(&older, &path).is_ok());
+        let mut bad = good.clone();
+        bad["failed_step"] = "reboot".into();
+        let err = check_replaced(&bad, &path).unwrap_err();
+        assert!(
+            err.to_string().contains("$.events[2].data: $.failed_step"),
+            "{err}"
+        );
+        let mut bad = good.clone();
+        bad["replaced"] = true.into();
+        let err = check_replaced(&bad, &path).unwrap_err();
+        assert!(err.to_string().contains("exactly when"), "{err}");
+        let mut bad = good.clone();
+        bad["message"] = "x".repeat(2000).into();
+        let err = check_replaced(&bad, &path).unwrap_err();
+        assert!(err.to_string().contains("$.message: 2000 bytes"), "{err}");
+        let err = check_replaced(&serde_json::json!({"seq": "x"}), &path).unwrap_err();
+        assert!(
+            err.to_string().contains("not a replacement's outcome"),
+            "{err}"
         );
     }
 

@@ -1,6 +1,7 @@
 //! The replacement table (SPEC §3.3.4, seed 002 S16–S20): for a program on a platform, the
-//! approved alternatives in order of preference, each with the package that installs it (a
-//! blob already uploaded to the center) or none, when it is used only where a terminal
+//! approved alternatives in order of preference, each named by program, vendor and version.
+//! An alternative the catalog has as a program release with an `archive` package for the
+//! platform is distributed as that signed target; any other is used only where a terminal
 //! already has it. `faults::decide` consults it when no rule names a fault's cause.
 
 use herd_proto::fault::{ReplacementEntry, ReplacementList};
@@ -8,14 +9,22 @@ use herd_store::ReplacementRow;
 
 use crate::Center;
 use crate::error::{CenterError, CenterResult, ErrorKind};
-use crate::faults::parse_stored;
+use crate::faults::{parse_stored, program_target};
 
 impl Center {
-    /// The table, by program and platform.
+    /// The table, by program and platform, each alternative with the signed target it is
+    /// distributed as today (none: used only where a terminal has it).
     pub async fn replacements(&self) -> CenterResult<ReplacementList> {
-        Ok(ReplacementList {
-            entries: self.replacement_docs().await?,
-        })
+        let catalog = self.catalog();
+        let withdrawn = self.withdrawn_releases();
+        let mut entries = self.replacement_docs().await?;
+        for entry in &mut entries {
+            for alternative in &mut entry.alternatives {
+                alternative.target =
+                    program_target(&catalog.catalog, &withdrawn, alternative, &entry.platform);
+            }
+        }
+        Ok(ReplacementList { entries })
     }
 
     pub(crate) async fn replacement_docs(&self) -> CenterResult<Vec<ReplacementEntry>> {
@@ -27,13 +36,14 @@ impl Center {
             .collect()
     }
 
-    /// Adds or replaces the entry of (`program`, `platform`); every package it names must
-    /// be stored at the center already.
+    /// Adds or replaces the entry of (`program`, `platform`). Whether an alternative can be
+    /// distributed is decided at each fault, from the catalog of the moment (a release
+    /// published or withdrawn later counts).
     pub async fn put_replacement(
         &self,
         program: &str,
         platform: &str,
-        mut entry: ReplacementEntry,
+        entry: ReplacementEntry,
     ) -> CenterResult<ReplacementEntry> {
         if entry.program != program || entry.platform != platform {
             return Err(CenterError::new(
@@ -48,23 +58,6 @@ impl Center {
         entry.validate("the replacement entry").map_err(|err| {
             CenterError::invalid(ErrorKind::DocumentInvalid, err.to_string(), &err)
         })?;
-        for (i, alternative) in entry.alternatives.iter_mut().enumerate() {
-            let Some(sha256) = &alternative.package_sha256 else {
-                alternative.package_size = None;
-                continue;
-            };
-            if let Some(package) = self.store.package_get(sha256).await? {
-                alternative.package_size = Some(package.size);
-            } else {
-                return Err(CenterError::new(
-                    ErrorKind::DocumentInvalid,
-                    format!(
-                        "the replacement entry: $.alternatives[{i}].package_sha256: no package \
-                         {sha256} is stored at the center; upload it first"
-                    ),
-                ));
-            }
-        }
         self.store
             .replacement_put(&ReplacementRow {
                 program: program.to_owned(),

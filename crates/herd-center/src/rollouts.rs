@@ -845,17 +845,19 @@ pub(crate) fn check_self_protection(data: &serde_json::Value) -> Result<(), Stri
 /// The longest reason a self-protection report may give.
 pub const MAX_SELF_PROTECTION_REASON: usize = 2048;
 
-/// Takes the withdrawn releases' `archive` package targets (`packages/<vendor>/<product>/
-/// <version>/<platform>.archive`, `withdrawn` holding release keys) out of what a sign round
-/// lists, with the deltas that rebuild them: such a halted release is then in no signed
-/// metadata the center writes, so no terminal and no site mirror can fetch it. Its revert
-/// still verifies: it fetches the release before, and the agent removes an `archive` version
-/// with its own code, checked against what it installed rather than the live metadata.
-///
-/// Other formats (deb, rpm, msi, apk) stay listed: the agent generates their uninstall script
-/// from the signed target, so the revert needs it. The center does not serve them any more
-/// ([`is_withdrawn_target`] filters what `/tuf/targets/` serves), but a site that cached one
-/// before the halt may still serve it. Returns how many targets were taken out.
+/// Takes the withdrawn releases' package targets, whatever their format
+/// (`packages/<vendor>/<product>/<version>/<platform>.<format>`, `withdrawn` holding release
+/// keys), out of what a sign round lists, with the deltas that rebuild them: such a halted
+/// release is then in no signed metadata the center writes, so no terminal and no site mirror
+/// (which serves only what its verified metadata lists) can fetch it. Its revert still
+/// verifies: it fetches the release before, and it removes the withdrawn version with the
+/// agent's own code, which needs no target: the agent installs `archive` packages only (its
+/// executor carries out a plan with one `archive` install, `execute/shape.rs`), so the version
+/// a terminal runs and must give up is always an `archive` one, removed as the agent unpacked
+/// it. An uninstall step of another format names a target only for the uninstall script the
+/// agent generates from it; such a step can only concern a product this agent did not
+/// install, and a withdrawn one is refused as unlisted. Returns how many targets were taken
+/// out.
 pub fn withdraw_targets(
     withdrawn: &[String],
     targets: &mut std::collections::BTreeMap<
@@ -875,7 +877,7 @@ pub fn withdraw_targets(
     let mut taken = 0;
     for listed in targets.values_mut() {
         let before = listed.len();
-        listed.retain(|path, _| !(is_withdrawn(path) && path.ends_with(ARCHIVE_SUFFIX)));
+        listed.retain(|path, _| !is_withdrawn(path));
         taken += before - listed.len();
     }
     let before = deltas.len();
@@ -888,9 +890,6 @@ pub fn withdraw_targets(
     });
     taken + (before - deltas.len())
 }
-
-/// How an `archive` package's target path ends.
-const ARCHIVE_SUFFIX: &str = ".archive";
 
 /// Whether a target path belongs to one of the withdrawn releases.
 pub fn is_withdrawn_target(withdrawn: &[String], path: &str) -> bool {
@@ -929,13 +928,13 @@ fn no_rollout(release: &str) -> CenterError {
 }
 
 fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
-    let reach_bp = match Phase::parse(&row.phase) {
-        Some(Phase::Complete) => FULL_REACH,
-        Some(Phase::Reverted) => 0,
+    let (reach_bp, groups) = match Phase::parse(&row.phase) {
+        Some(Phase::Complete) => (FULL_REACH, Vec::new()),
+        Some(Phase::Reverted) => (0, Vec::new()),
         _ => policy
             .rings
             .get(row.ring as usize)
-            .map_or(FULL_REACH, |r| r.reach),
+            .map_or((FULL_REACH, Vec::new()), |r| (r.reach, r.groups.clone())),
     };
     RolloutSummary {
         release: row.release.clone(),
@@ -946,6 +945,7 @@ fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
         ring: ring_name(policy, row.ring).to_owned(),
         ring_index: row.ring,
         reach_bp,
+        groups,
         started_at: rfc3339(row.started_at),
         ring_started_at: rfc3339(row.ring_started),
         updated_at: rfc3339(row.updated_at),
@@ -971,7 +971,7 @@ mod tests {
     }
 
     #[test]
-    fn withdrawn_releases_leave_the_signed_targets_but_what_their_reverts_need() {
+    fn withdrawn_releases_leave_the_signed_targets_whatever_their_format() {
         let withdrawn = vec!["acme/av/1.1".to_owned()];
         let mut targets = std::collections::BTreeMap::from([(
             "acme".to_owned(),
@@ -995,13 +995,12 @@ mod tests {
             target("deltas/b", delta("packages/acme/av/1.10/linux.archive")),
             target("herd/set", None),
         ]);
-        assert_eq!(withdraw_targets(&withdrawn, &mut targets, &mut deltas), 2);
+        assert_eq!(withdraw_targets(&withdrawn, &mut targets, &mut deltas), 3);
         let left: Vec<&str> = targets["acme"].keys().map(String::as_str).collect();
         assert_eq!(
             left,
             [
                 "packages/acme/av/1.0/linux.archive",
-                "packages/acme/av/1.1/linux.deb",
                 "packages/acme/av/1.10/linux.archive"
             ]
         );

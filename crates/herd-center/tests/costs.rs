@@ -518,6 +518,15 @@ impl Store for Counting {
         self.count("replacement_put");
         self.inner.replacement_put(entry).await
     }
+    async fn fault_outcome(
+        &self,
+        terminal: &str,
+        seq: u64,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        self.count("fault_outcome");
+        self.inner.fault_outcome(terminal, seq, outcome).await
+    }
     async fn replacement_delete(&self, program: &str, platform: &str) -> Result<bool, StoreError> {
         self.count("replacement_delete");
         self.inner.replacement_delete(program, platform).await

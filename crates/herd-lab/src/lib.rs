@@ -9,5 +9,6 @@
 pub mod demo;
 pub mod harness;
 pub mod mirror;
+pub mod programs;
 pub mod sim;
 pub mod world;

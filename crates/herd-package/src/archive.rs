@@ -428,6 +428,18 @@ pub fn check_members(
             });
         }
     }
+    if let Some(program) = manifest.run_program()
+        && let Some(MemberKind::File {
+            executable: false, ..
+        }) = members.get(program)
+    {
+        return Err(InspectError::Package {
+            document: document.to_owned(),
+            why: format!(
+                "the program {program:?} that $.run starts is not executable (mode without x bits)"
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -476,6 +488,7 @@ pub(crate) mod tests {
             post_install: Some("bin/post-install".to_owned()),
             pre_uninstall: None,
             hooks_run_as: None,
+            run: None,
         }
     }
 

@@ -153,6 +153,7 @@ pub fn build_with(
         // A spec builds packages whose hooks run unprivileged; a vendor whose hooks need root
         // says so in a spec directory's own manifest (`build_dir`).
         hooks_run_as: None,
+        run: None,
     };
     let document = "the package being built";
     manifest.validate(document)?;

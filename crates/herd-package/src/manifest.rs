@@ -70,6 +70,12 @@ pub struct Manifest {
     /// What the verify step runs to prove the installed program works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// A program only: how a supervisor starts it — an executable file of the package
+    /// (relative to its root) and its arguments, run from the installed directory with no
+    /// shell. What fault recovery's replacement switches to (`herd-agent supervise`); a program
+    /// without it can be installed by a plan but not swapped in for a failing one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Vec<String>>,
     /// Run from the version directory after unpacking, before the product becomes active.
     pub post_install: Option<String>,
     /// Run from the version directory before it is removed.
@@ -330,6 +336,40 @@ impl Manifest {
                 add(&path, message);
             }
         }
+        if let Some(run) = &self.run {
+            if kind == Some(ProductKind::Vaccine) {
+                add(
+                    "$.run",
+                    "only a program (\"kind\": \"program\") says how it is run".to_owned(),
+                );
+            }
+            match run.split_first() {
+                None => add(
+                    "$.run",
+                    "name the program to start (a file of the package) and its arguments"
+                        .to_owned(),
+                ),
+                Some((program, args)) => {
+                    if let Err(why) = check_package_path(program) {
+                        add("$.run[0]", why);
+                    }
+                    if args.len() > MAX_HEALTH_CHECK_ARGS {
+                        add(
+                            "$.run",
+                            format!(
+                                "at most {MAX_HEALTH_CHECK_ARGS} arguments; found {}",
+                                args.len()
+                            ),
+                        );
+                    }
+                    for (i, arg) in args.iter().enumerate() {
+                        if let Err(why) = check_text(arg) {
+                            add(&format!("$.run[{}]", i + 1), why);
+                        }
+                    }
+                }
+            }
+        }
         for (i, path) in self.definitions.iter().enumerate() {
             let at = format!("$.definitions[{i}]");
             if let Err(why) = check_package_path(path) {
@@ -413,7 +453,20 @@ impl Manifest {
         if let Some(hook) = &self.pre_uninstall {
             files.push(("$.pre_uninstall", hook));
         }
+        if let Some(program) = self.run_program()
+            && check_package_path(program).is_ok()
+        {
+            files.push(("$.run[0]", program));
+        }
         files
+    }
+
+    /// The file a supervisor starts (`run[0]`), relative to the package root.
+    pub fn run_program(&self) -> Option<&str> {
+        self.run
+            .as_ref()
+            .and_then(|run| run.first())
+            .map(String::as_str)
     }
 
     /// The hooks and the health check's program: executable files in the package, run under
@@ -517,6 +570,7 @@ mod tests {
             post_install: Some("bin/post-install".to_owned()),
             pre_uninstall: None,
             hooks_run_as: None,
+            run: None,
         }
     }
 
@@ -643,6 +697,13 @@ mod tests {
         let files: Vec<_> = m.files().into_iter().map(|(_, path)| path).collect();
         assert_eq!(files, ["bin/middleware"]);
         assert_eq!(m.hooks().collect::<Vec<_>>(), ["bin/middleware"]);
+        // The program a supervisor starts is a file of the package too, but no hook.
+        let mut m = m;
+        m.run = Some(vec!["bin/middleware".to_owned(), "--serve".to_owned()]);
+        m.validate("m").unwrap();
+        assert_eq!(m.run_program(), Some("bin/middleware"));
+        let files: Vec<_> = m.files().into_iter().map(|(field, _)| field).collect();
+        assert_eq!(files, ["$.health_check.command[0]", "$.run[0]"]);
     }
 
     #[test]
@@ -715,6 +776,24 @@ mod tests {
                 "$.health_check.command: at most 32 arguments; found 42",
                 "$.health_check.command[42]: at most 1024 bytes",
             ],
+        );
+        refused(
+            &|m| m.run = Some(vec![]),
+            &["$.run: name the program to start"],
+        );
+        refused(
+            &|m| m.run = Some(vec!["/usr/bin/mw".to_owned(), "a\0b".to_owned()]),
+            &[
+                "$.run[0]: a package path is relative",
+                "$.run[1]: may not contain a NUL",
+            ],
+        );
+        refused(
+            &|m| {
+                *m = manifest();
+                m.run = Some(vec!["bin/hook".to_owned()]);
+            },
+            &["$.run: only a program (\"kind\": \"program\") says how it is run"],
         );
         refused(
             &|m| m.health_check.as_mut().unwrap().timeout_ms = 0,

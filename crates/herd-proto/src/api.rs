@@ -1361,6 +1361,10 @@ pub struct RolloutSummary {
     pub ring_index: u32,
     /// How much of the fleet the current ring reaches, in basis points (10,000: everyone).
     pub reach_bp: u32,
+    /// The groups the current ring reaches whatever their terminals' buckets (cumulative,
+    /// sorted; none once complete or reverted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// RFC 3339.
     pub started_at: String,
     pub ring_started_at: String,

@@ -513,17 +513,27 @@ pub struct Alternative {
     pub program: String,
     pub vendor: String,
     pub version: String,
-    /// The package (a blob uploaded to the center) that installs it; absent, the alternative
-    /// is used only where the terminal already has it.
+    /// Superseded: an unsigned blob uploaded to the center. Entries stored before signed
+    /// replacement still parse (their alternative is then used only where a terminal has it);
+    /// the center refuses new ones. An alternative is distributed when `program`, `vendor` and
+    /// `version` name a program release of the catalog (see `target`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package_sha256: Option<String>,
-    /// The package's size in bytes: filled in by the center from the stored package.
+    /// Superseded with `package_sha256`.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "crate::api::whole_number::option"
     )]
     pub package_size: Option<u64>,
+    /// Set by the center, never in an entry put: in a `replace` verdict (and in the table as
+    /// listed, where the catalog has the release today), the signed TUF target that installs
+    /// the alternative on the faulting terminal's platform, `packages/<vendor>/<program>/
+    /// <version>/<platform>.archive`, of the catalog's program release named by `vendor`,
+    /// `program` and `version`. The agent installs nothing the verified metadata does not list
+    /// under this name with a matching `custom.herd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// An entry of the replacement table: for a program on a platform, the approved alternatives
@@ -569,11 +579,19 @@ impl ReplacementEntry {
                     "a program is not its own alternative",
                 );
             }
-            if let Some(digest) = &alternative.package_sha256 {
-                check_sha256(
-                    &mut problems,
+            if alternative.package_sha256.is_some() || alternative.package_size.is_some() {
+                problems.add(
                     format!("$.alternatives[{i}].package_sha256"),
-                    digest,
+                    "an unsigned package is no longer distributed: publish the alternative as \
+                     a program release of its vendor's catalog feed (a signed target), and name \
+                     it here by program, vendor and version",
+                );
+            }
+            if alternative.target.is_some() {
+                problems.add(
+                    format!("$.alternatives[{i}].target"),
+                    "the center names the signed target in its verdicts; the table names the \
+                     release by program, vendor and version",
                 );
             }
         }
@@ -588,7 +606,8 @@ impl ReplacementEntry {
 pub enum Decision {
     /// A rule of the fault database names the cause and the remedy.
     Known,
-    /// Unknown cause: replace the program with the alternative, distributed (claim 16).
+    /// Unknown cause: replace the program with the alternative, distributed as a signed
+    /// target (claim 16).
     Replace,
     /// Unknown cause: switch to the alternative the terminal already has (claim 17).
     UseAlternative,
@@ -679,7 +698,8 @@ pub struct FaultBucketList {
     pub buckets: Vec<FaultBucket>,
 }
 
-/// One fault as stored: which terminal, the report and the verdict.
+/// One fault as stored: which terminal, the report, the verdict, and what the terminal did
+/// with a `replace` or `use_alternative` verdict (once it said).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -687,6 +707,64 @@ pub struct FaultEntry {
     pub terminal: String,
     pub report: FaultReport,
     pub verdict: FaultVerdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<FaultReplaced>,
+}
+
+/// What a terminal did with a replacement verdict: the data of a `fault.replaced` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FaultReplaced {
+    /// The program that failed.
+    pub program: String,
+    /// The alternative it was to be replaced by.
+    pub alternative: String,
+    /// The seq of the `fault.report` event whose verdict this carries out.
+    pub seq: u64,
+    /// Whether the alternative runs now; false: the old program was restored.
+    pub replaced: bool,
+    /// The step that failed: `fetch`, `install`, `health_check` or `switch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// What happened, in words (at most [`MAX_TEXT`] bytes).
+    pub message: String,
+}
+
+impl FaultReplaced {
+    /// Checks what serde cannot; `document` names the event's data in errors.
+    pub fn validate(&self, document: &str) -> Result<(), ValidationError> {
+        let mut problems = Problems::default();
+        for (field, value) in [
+            ("program", &self.program),
+            ("alternative", &self.alternative),
+        ] {
+            if let Err(why) = herd_core::check_identifier(value) {
+                problems.add(format!("$.{field}"), why);
+            }
+        }
+        if let Some(step) = &self.failed_step
+            && !["fetch", "install", "health_check", "switch"].contains(&step.as_str())
+        {
+            problems.add(
+                "$.failed_step",
+                format!("{step:?} is not a step (fetch, install, health_check, switch)"),
+            );
+        }
+        if self.replaced == self.failed_step.is_some() {
+            problems.add(
+                "$.failed_step",
+                "name the failed step exactly when the replacement failed",
+            );
+        }
+        if self.message.len() > MAX_TEXT {
+            problems.add(
+                "$.message",
+                format!("{} bytes; at most {MAX_TEXT}", self.message.len()),
+            );
+        }
+        problems.finish(document, || ())
+    }
 }
 
 /// A bucket with its latest faults (`herd faults show`).

@@ -150,8 +150,8 @@ fn the_worked_example_plays_through_and_every_step_holds() {
         "✓ each package crossed the center→site link once",
         "✓ the site server stopped cleanly on SIGTERM",
         "✓ the center stopped cleanly on SIGTERM",
-        "✓ middleware-a replaced by company B's middleware-b 2.0 (downloaded, health-checked, \
-         started)",
+        "✓ middleware-a replaced by company B's middleware-b 2.0 (verified as a signed target, \
+         downloaded, installed beside, health-checked, started)",
         "✓ the known fault's cause and remedy are shown on server-1",
         "✓ the center's fault buckets: licence-server-a known, middleware-a replaced",
         "17/17 steps as expected",

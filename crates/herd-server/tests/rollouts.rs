@@ -419,6 +419,18 @@ fn a_group_canary_ring_reaches_its_group_and_nobody_else() {
         }
         wait_for_phase(&operator, RELEASE, "rolling");
     }
+    // The API and `herd rollouts list|show` say which groups the ring reaches.
+    let rolling = rollout(&operator, RELEASE);
+    assert_eq!(
+        (rolling.reach_bp, rolling.groups.as_slice()),
+        (0, ["it-staff".to_owned()].as_slice())
+    );
+    for command in [&["rollouts", "list"][..], &["rollouts", "show", RELEASE]] {
+        let output = support::herd_as_operator(&center, command);
+        let out = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{output:?}");
+        assert!(out.contains("group it-staff"), "{out}");
+    }
     let promoted = operator.rollout_act(RELEASE, "promote").unwrap();
     assert_eq!(promoted.ring, "broad");
     for (i, (_, terminal)) in terminals.iter().enumerate() {

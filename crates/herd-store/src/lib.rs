@@ -851,6 +851,9 @@ pub struct FaultRow {
     pub decision: String,
     pub report: String,
     pub verdict: String,
+    /// What the terminal did with the verdict (a `fault.replaced` event's data, JSON), once
+    /// it said (migration 0019).
+    pub outcome: Option<String>,
 }
 
 /// A rule of the fault database, as its validated JSON document.
@@ -1334,6 +1337,14 @@ pub trait Store: Send + Sync + Debug {
         bucket: Option<&str>,
         limit: u32,
     ) -> Result<Vec<FaultRow>, StoreError>;
+    /// Keeps what the terminal did with the verdict on its fault `seq` (JSON, migration
+    /// 0019); false when no such fault is recorded.
+    async fn fault_outcome(
+        &self,
+        terminal: &str,
+        seq: u64,
+        outcome: &str,
+    ) -> Result<bool, StoreError>;
     /// The fault database, ordered by rule id.
     async fn fault_rules(&self) -> Result<Vec<FaultRuleRow>, StoreError>;
     /// Adds or replaces a rule by id.

@@ -2823,7 +2823,7 @@ where
     ) -> Result<Vec<FaultRow>, StoreError> {
         // Absent filters match everything: '' is no terminal id and no bucket id.
         sqlx::query(
-            "SELECT terminal, seq, at, bucket, decision, report, verdict FROM faults \
+            "SELECT terminal, seq, at, bucket, decision, report, verdict, outcome FROM faults \
              WHERE ($1 = '' OR terminal = $1) AND ($2 = '' OR bucket = $2) \
              ORDER BY at DESC, seq DESC LIMIT $3",
         )
@@ -2842,9 +2842,26 @@ where
                 decision: row.try_get("decision")?,
                 report: row.try_get("report")?,
                 verdict: row.try_get("verdict")?,
+                outcome: row.try_get("outcome")?,
             })
         })
         .collect()
+    }
+
+    async fn fault_outcome(
+        &self,
+        terminal: &str,
+        seq: u64,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let seq = to_db_int(seq, "fault seq")?;
+        let result = sqlx::query("UPDATE faults SET outcome = $3 WHERE terminal = $1 AND seq = $2")
+            .bind(terminal)
+            .bind(seq)
+            .bind(outcome)
+            .execute(&self.writer)
+            .await?;
+        Ok(DB::rows_affected(&result) > 0)
     }
 
     async fn fault_rules(&self) -> Result<Vec<FaultRuleRow>, StoreError> {

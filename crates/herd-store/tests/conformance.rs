@@ -3993,6 +3993,24 @@ async fn faults_are_recorded_once_and_counted_in_their_bucket(fixture: &Fixture)
     assert_eq!(of_t1_in_b1.len(), 1);
     assert_eq!(of_t1_in_b1[0].verdict, r#"{"decision":"replace"}"#);
     assert_eq!(store.faults(None, Some("b1"), 2).await.unwrap().len(), 2);
+    // What the terminal did with the verdict is kept on its fault, the latest word counting.
+    assert_eq!(of_t1_in_b1[0].outcome, None);
+    assert!(
+        store
+            .fault_outcome("t1", 1, r#"{"replaced":false}"#)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .fault_outcome("t1", 1, r#"{"replaced":true}"#)
+            .await
+            .unwrap()
+    );
+    assert!(!store.fault_outcome("t1", 99, "{}").await.unwrap());
+    assert!(!store.fault_outcome("t2", 1, "{}").await.unwrap());
+    let answered = store.faults(Some("t1"), Some("b1"), 0).await.unwrap();
+    assert_eq!(answered[0].outcome.as_deref(), Some(r#"{"replaced":true}"#));
     // Faults go with their terminal.
     assert!(store.terminal_delete("t2").await.unwrap());
     assert_eq!(store.faults(None, Some("b1"), 0).await.unwrap().len(), 1);

@@ -509,6 +509,7 @@ fn package_with_id_hook(setup: &Setup, version: &str, root: bool) -> BuiltPackag
         post_install: Some("bin/post-install".into()),
         pre_uninstall: None,
         hooks_run_as: root.then_some(HooksRunAs::Root),
+        run: None,
     };
     let entry = |data: Vec<u8>, executable| FileEntry { data, executable };
     let hook = format!(
@@ -705,6 +706,7 @@ fn program_package(setup: &Setup, version: &str, body: &str, timeout_ms: u64) ->
         post_install: None,
         pre_uninstall: None,
         hooks_run_as: None,
+        run: None,
     };
     let program = format!(
         "#!/bin/sh\n# middleware-a {version}\n[ \"$1\" = --health ] || exec sleep 3600\n\

@@ -374,8 +374,7 @@ impl Agent {
             let acted = acted?;
             flushed?;
             // The verdicts on fault reports just sent, for the supervisor and the status.
-            let faults = crate::supervise::verdicts::FaultDirs::new(self.state_root());
-            if let Err(err) = crate::supervise::verdicts::fetch(self.client(), &faults) {
+            if let Err(err) = self.take_verdicts() {
                 eprintln!("herd-agent: warning: {err:#}");
             }
             // The center's interval is a hint from a party the agent does not fully trust.
@@ -1117,9 +1116,13 @@ impl Agent {
         let outbox_after = self.outbox.stats().map(|s| s.next_seq.saturating_sub(1));
         match (activated, outbox_after, &plan.to) {
             (Some(target), Ok(outbox_after), Some(to)) => {
+                let vendor = herd_package::installed_manifest(&self.prefix.join(&target))
+                    .ok()
+                    .map(|manifest| manifest.vendor);
                 self.protection.probation = Some(protect::Probation {
                     product: to.product.clone(),
                     version: to.version.clone(),
+                    vendor,
                     target,
                     previous,
                     activated_at: clock::unix_seconds(SystemTime::now()),
@@ -1230,6 +1233,72 @@ impl Agent {
             self.protection.save(self.state_root())?;
         }
         Ok(Some(Acted::Nothing))
+    }
+
+    /// Reads the verdicts on the fault reports just sent (when some are awaited), fetches the
+    /// signed packages of the replacements they name, and saves both for the supervisor.
+    fn take_verdicts(&mut self) -> Result<()> {
+        use crate::supervise::verdicts;
+        let faults = verdicts::FaultDirs::new(self.state_root());
+        let Some(read) = verdicts::read(self.client(), &faults)? else {
+            return Ok(());
+        };
+        let fetched = verdicts::fetch_programs(&faults, &read, &mut |alternative, incoming| {
+            self.fetch_program(alternative, incoming)
+        })?;
+        verdicts::save(&faults, &read, &fetched)?;
+        Ok(())
+    }
+
+    /// A replacement program's package: verified as the signed target its verdict names, then
+    /// downloaded into `incoming` under its signed SHA-256. A refusal is reported as any other
+    /// (`trust.refused`, the status's last refusal) and said to the supervisor.
+    fn fetch_program(
+        &mut self,
+        alternative: &herd_proto::fault::Alternative,
+        incoming: &std::path::Path,
+    ) -> std::result::Result<crate::trust::SignedProgram, String> {
+        let now = herd_core::Timestamp::from_unix_seconds(clock::unix_seconds(SystemTime::now()));
+        let platform = self
+            .identity
+            .as_ref()
+            .expect("ensure_enrolled runs first in every cycle")
+            .hardware
+            .platform
+            .clone();
+        let result = (|| {
+            self.ensure_trust(now)?;
+            let trust = self.trust.as_mut().expect("made just above");
+            trust.refresh(now)?;
+            let signed = crate::trust::verify_program(trust, alternative, &platform)?;
+            let dest = incoming.join(&signed.sha256);
+            if !dest.exists() {
+                crate::trust::download_program(trust.upstream(), &signed, &dest)?;
+            }
+            Ok::<_, Refusal>(signed)
+        })();
+        result.map_err(|refusal| {
+            if let Ok(event) = serde_json::to_value(refusal.event(None))
+                && let Err(err) = self.outbox.push(events::TRUST_REFUSED, event)
+            {
+                eprintln!("herd-agent: warning: cannot queue the refusal: {err:#}");
+            }
+            self.progress.trust.last_refusal = Some(RefusalSummary {
+                at: clock::now_rfc3339(),
+                kind: refusal.kind.to_owned(),
+                subject: refusal.subject.clone(),
+                detail: refusal.detail.clone(),
+                plan_id: None,
+            });
+            let said = format!(
+                "refused {} {} as a replacement: {}",
+                alternative.program,
+                alternative.version,
+                printable(&refusal.to_string())
+            );
+            eprintln!("herd-agent: warning: {said}");
+            said
+        })
     }
 
     // -----------------------------------------------------------------------------------------

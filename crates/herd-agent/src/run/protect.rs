@@ -72,6 +72,9 @@ pub(crate) struct Protection {
 pub(crate) struct Probation {
     pub product: String,
     pub version: String,
+    /// The product's vendor (from its installed manifest; absent in a state written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
     /// `current`'s link text for it.
     pub target: String,
     /// `current`'s link text before it; that directory is kept under [`KEPT_DIR`].
@@ -152,7 +155,7 @@ impl Protection {
             let Ok(report) = serde_json::from_value::<FaultReport>(event.data.clone()) else {
                 continue;
             };
-            if report.program != probation.product {
+            if !probation.attributes(&report) {
                 continue;
             }
             probation.faults.push(event.seq);
@@ -175,6 +178,21 @@ impl Protection {
             };
         }
         Look::Nothing
+    }
+}
+
+impl Probation {
+    /// Whether a fault report is about the release on probation: it names the product as
+    /// its program (by id, or as `vendor/product`), or it comes from a program of the
+    /// product's vendor at the release's version (an engine or helper process the product
+    /// runs under another name).
+    fn attributes(&self, report: &FaultReport) -> bool {
+        let Some(vendor) = &self.vendor else {
+            return report.program == self.product;
+        };
+        report.program == self.product
+            || report.program == format!("{vendor}/{}", self.product)
+            || (report.vendor == *vendor && report.version == self.version)
     }
 }
 
@@ -402,6 +420,7 @@ mod tests {
             probation: Some(Probation {
                 product: "engine".into(),
                 version: "2".into(),
+                vendor: None,
                 target: "products/engine/2".into(),
                 previous: "products/engine/1".into(),
                 activated_at: 1000,
@@ -432,6 +451,29 @@ mod tests {
             "{}",
             event.reason
         );
+    }
+
+    #[test]
+    fn faults_attributed_to_the_release_by_vendor_count_too() {
+        let mut p = on_probation();
+        p.probation.as_mut().unwrap().vendor = Some("v".into());
+        let report = |seq: u64, program: &str, vendor: &str, version: &str| EventDoc {
+            data: json!({"program": program, "vendor": vendor, "version": version,
+                         "platform": "linux-x86_64", "kind": "exit", "exit_code": 2}),
+            ..fault(seq, program)
+        };
+        let pending = [
+            // Named by vendor/product id.
+            report(11, "v/engine", "v", "9"),
+            // The vendor's helper process at the release's version.
+            report(12, "engine-scanner", "v", "2"),
+            // Another vendor's program of the same version, and the vendor's other release.
+            report(13, "engine-scanner", "w", "2"),
+            report(14, "engine-scanner", "v", "1"),
+        ];
+        assert_eq!(p.look(&pending, LIMITS, 1001), Look::Nothing);
+        assert_eq!(p.probation.as_ref().unwrap().faults, vec![11, 12]);
+        assert_eq!(p.look(&[fault(15, "engine")], LIMITS, 1002), Look::Failing);
     }
 
     #[test]

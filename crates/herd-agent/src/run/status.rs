@@ -69,8 +69,11 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             Err(e) => format!("unreadable: {e:#}"),
         });
 
-    let faults =
-        crate::supervise::verdicts::load(&crate::supervise::verdicts::FaultDirs::new(&paths.root))?;
+    let fault_dirs = crate::supervise::verdicts::FaultDirs::new(&paths.root);
+    let faults = crate::supervise::verdicts::load(&fault_dirs)?;
+    let replacements = crate::supervise::verdicts::load_outcomes(&fault_dirs)?;
+    // Self-protection: the release on probation, and the one undone and refused.
+    let protection = super::protect::Protection::load(&paths.root);
 
     if args.json {
         let (installed_json, installed_error) = match &installed {
@@ -97,6 +100,8 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             })),
             "outbox": outbox,
             "faults": faults.verdicts,
+            "replacements": replacements,
+            "self_protection": protection,
             "detections": detections,
             "messages": messages.messages,
         });
@@ -139,6 +144,36 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             Err(e) => format!("broken: {e}"),
         },
     );
+    if let Some(probation) = &protection.probation {
+        line(
+            "probation",
+            format!(
+                "{} {} since {}: {} fault(s) attributed to it so far{}; the previous product \
+                 is kept to be put back",
+                probation.product,
+                probation.version,
+                super::clock::rfc3339(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(probation.activated_at.max(0) as u64)
+                ),
+                probation.faults.len(),
+                if probation.seen.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", probation.seen.join(", "))
+                }
+            ),
+        );
+    }
+    if let Some(refused) = &protection.refused {
+        line(
+            "refused",
+            format!(
+                "{} {} since {}, undone by the agent itself: {}",
+                refused.product, refused.version, refused.at, refused.reason
+            ),
+        );
+    }
     if let Some(upstream) = &progress.upstream {
         let others: Vec<&str> = progress
             .upstreams
@@ -258,9 +293,18 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             ),
         );
     }
-    // The center's verdicts on this terminal's faults, newest first, a line each.
-    for verdict in faults.verdicts.iter().take(5) {
+    // The center's newest verdict on each program's faults, newest first, a line each (a
+    // program failing again and again does not hide the others).
+    let mut shown = std::collections::BTreeSet::new();
+    let newest_of_each = faults
+        .verdicts
+        .iter()
+        .filter(|verdict| shown.insert(verdict.program.as_str()));
+    for verdict in newest_of_each.take(8) {
         line("fault", crate::supervise::describe_verdict(verdict));
+        if let Some(outcome) = replacements.get(&verdict.seq) {
+            line("replacement", outcome.message.clone());
+        }
     }
     if let Some(refresh) = &progress.trust.last_refresh {
         line(

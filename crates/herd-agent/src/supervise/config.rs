@@ -32,6 +32,10 @@ pub struct ProgramConfig {
     /// Started (and restarted) by the agent: the program and its arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// The directory the command and the health check run in [default: the supervisor's]; a
+    /// program a replacement installed runs in its installed directory, as its package says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
     /// Watched only (another service manager starts it): the file holding its pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
@@ -99,14 +103,20 @@ pub struct HealthCheck {
     pub command: Vec<String>,
     #[serde(default = "default_health_timeout")]
     pub timeout_secs: u64,
-    #[serde(default)]
-    pub expect_exit: i32,
+    /// The exit status it must end with [default: 0]; `null`: any, when `expect_output` is
+    /// what proves it (a package's health check may say only that).
+    #[serde(default = "default_expect_exit")]
+    pub expect_exit: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_output: Option<String>,
 }
 
 fn default_health_timeout() -> u64 {
     10
+}
+
+fn default_expect_exit() -> Option<i32> {
+    Some(0)
 }
 
 impl SuperviseConfig {
@@ -201,10 +211,13 @@ impl ProgramConfig {
         {
             bail!("{at}.heartbeat.limit_secs: at least 1");
         }
-        if let Some(check) = &self.health_check
-            && check.command.is_empty()
-        {
-            bail!("{at}.health_check.command: name the command");
+        if let Some(check) = &self.health_check {
+            if check.command.is_empty() {
+                bail!("{at}.health_check.command: name the command");
+            }
+            if check.expect_exit.is_none() && check.expect_output.is_none() {
+                bail!("{at}.health_check: expect an exit status, an output, or both");
+            }
         }
         Ok(())
     }

@@ -240,23 +240,42 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
             verdict.program
         ),
         (Decision::Replace | Decision::UseAlternative, Some(alternative)) => {
-            let outcome = replace::replace(program, alternative, dirs);
+            let fetched = match verdicts::load_fetched(dirs) {
+                Ok(fetched) => fetched.get(&verdict.seq).cloned(),
+                Err(err) => {
+                    eprintln!("herd-agent: warning: {err:#}");
+                    None
+                }
+            };
+            let outcome = replace::replace(program, alternative, fetched.as_ref(), dirs);
             eprintln!("herd-agent: {}: {}", verdict.program, outcome.message);
             if outcome.replaced
                 && let Err(err) = verdicts::Selected::record(dirs, &verdict.program, program)
             {
                 eprintln!("herd-agent: warning: the replacement is not remembered: {err:#}");
             }
-            let event = serde_json::json!({
-                "program": verdict.program,
-                "alternative": alternative.program,
-                "seq": verdict.seq,
-                "replaced": outcome.replaced,
-                "failed_step": outcome.failed_step,
-                "message": outcome.message,
-            });
+            let event = herd_proto::fault::FaultReplaced {
+                program: verdict.program.clone(),
+                alternative: alternative.program.clone(),
+                seq: verdict.seq,
+                replaced: outcome.replaced,
+                failed_step: outcome
+                    .failed_step
+                    .map(|step| serde_json::to_value(step).expect("a step serialises"))
+                    .and_then(|step| step.as_str().map(str::to_owned)),
+                message: collect::bounded(&outcome.message),
+            };
+            let event = serde_json::to_value(event).expect("an outcome serialises");
             if let Err(err) = outbox.push(events::FAULT_REPLACED, event) {
                 eprintln!("herd-agent: warning: the replacement is not reported: {err:#}");
+            }
+            // Kept for the status last: once it shows there, the center's copy is queued.
+            let record = verdicts::ReplacementOutcome {
+                replaced: outcome.replaced,
+                message: outcome.message.clone(),
+            };
+            if let Err(err) = verdicts::record_outcome(dirs, verdict.seq, record) {
+                eprintln!("herd-agent: warning: the outcome is not kept for the status: {err:#}");
             }
         }
         (Decision::Replace | Decision::UseAlternative, None) => eprintln!(

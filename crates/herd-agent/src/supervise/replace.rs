@@ -1,19 +1,20 @@
 //! Replacing a failing program with an approved alternative, as a transaction (SPEC §3.3.4,
 //! seed 002 S16–S20, the transaction rules of §3.1): fetch (an alternative the terminal
-//! already has, claim 17, or the package `herd-agent run` downloaded, checked again by
-//! SHA-256, claim 16), install beside (`faults/programs/<program>/<version>/<program>`),
-//! health-check, switch (stop the old program, start the new one, which must stay up for a
-//! grace period), uninstall the old one when a replacement installed it. Any failure restores
-//! the old program running and removes what was installed.
+//! already has, claim 17, or the signed package `herd-agent run` verified and downloaded,
+//! claim 16), install beside (unpacked with the executor's own checks into
+//! `faults/programs/<program>/<version>/`), health-check (the package manifest's), switch (stop
+//! the old program, start the new one with the manifest's `run` command, which must stay up
+//! for a grace period), uninstall the old one when a replacement installed it. Any failure
+//! restores the old program running and removes what was installed.
 //!
-//! Simplification: a distributed alternative is one executable file (the package's bytes),
-//! started without arguments, whose health check is running it with `--herd-health-check`
-//! (exit 0 within 10 s); an archive with a manifest-declared health check (issue 14's
-//! "programs, not only vaccines") is not done yet. The package is checked against the SHA-256
-//! in the center's verdict, received over mutual TLS, not against signed TUF metadata.
+//! The package is trusted only as the signed target `herd-agent run` verified it as
+//! (`verdicts::Fetched`): its bytes are checked again against the signed SHA-256 here, never
+//! against the verdict's word. Simplification: a replacement package's hooks are not run (the
+//! supervisor unpacks, it does not run the executor's hook policy), so a package declaring a
+//! post-install or pre-uninstall hook is refused at the install step.
 
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,11 @@ use serde::Serialize;
 
 use super::collect::sha256_file;
 use super::config::{HealthCheck, ProgramConfig, RestartPolicy};
-use super::verdicts::FaultDirs;
+use super::verdicts::{FaultDirs, Fetched};
 use super::watch::Watched;
 
 /// How long a new program must stay up after the switch.
 const SWITCH_GRACE: Duration = Duration::from_millis(1500);
-
-/// The argument a distributed alternative's health check runs it with.
-pub const HEALTH_CHECK_ARG: &str = "--herd-health-check";
 
 /// The most output a health check may print (the rest is ignored).
 const MAX_HEALTH_OUTPUT: u64 = 64 * 1024;
@@ -43,6 +41,17 @@ pub enum Step {
     Switch,
 }
 
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Fetch => "fetch",
+            Step::Install => "install",
+            Step::HealthCheck => "health check",
+            Step::Switch => "switch",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub replaced: bool,
@@ -51,7 +60,13 @@ pub struct Outcome {
 }
 
 /// Replaces what `watched` runs with `alternative`; on failure the old program runs again.
-pub fn replace(watched: &mut Watched, alternative: &Alternative, dirs: &FaultDirs) -> Outcome {
+/// `fetched` is what `herd-agent run` found of the verdict's signed package, if any.
+pub fn replace(
+    watched: &mut Watched,
+    alternative: &Alternative,
+    fetched: Option<&Fetched>,
+    dirs: &FaultDirs,
+) -> Outcome {
     let old = watched.active.clone();
     let old_install = watched.installed_in(&dirs.programs()).map(Path::to_owned);
     let mut installed = None;
@@ -65,13 +80,14 @@ pub fn replace(watched: &mut Watched, alternative: &Alternative, dirs: &FaultDir
         {
             Some(present) => present.clone(),
             None => {
-                let (program, dir) = install(alternative, dirs)?;
+                let (program, dir) = install(alternative, fetched, dirs)?;
                 installed = Some(dir);
                 program
             }
         };
         if let Some(check) = &new.health_check {
-            health_check(check).map_err(|why| (Step::HealthCheck, why))?;
+            health_check(check, new.working_dir.as_deref())
+                .map_err(|why| (Step::HealthCheck, why))?;
         }
         watched.stop();
         watched.active = new;
@@ -98,14 +114,22 @@ pub fn replace(watched: &mut Watched, alternative: &Alternative, dirs: &FaultDir
         Ok(()) => {
             // The old program is uninstalled only if a replacement installed it; a program
             // the terminal had before is no longer run, and left in place.
-            if let Some(dir) = old_install {
+            if let Some(dir) = old_install
+                && Some(&dir) != installed.as_ref()
+            {
                 let _ = std::fs::remove_dir_all(&dir);
             }
+            let how = match fetched {
+                Some(Fetched::Signed(signed)) if installed.is_some() => {
+                    format!(", installed from the signed target {}", signed.target)
+                }
+                _ => ", already here".to_owned(),
+            };
             Outcome {
                 replaced: true,
                 failed_step: None,
                 message: format!(
-                    "replaced by {} {} (vendor {})",
+                    "replaced by {} {} (vendor {}{how})",
                     alternative.program, alternative.version, alternative.vendor
                 ),
             }
@@ -125,65 +149,109 @@ pub fn replace(watched: &mut Watched, alternative: &Alternative, dirs: &FaultDir
                 replaced: false,
                 failed_step: Some(step),
                 message: format!(
-                    "replacing it by {} failed at {step:?}: {why}; {restored}",
-                    alternative.program
+                    "replacing it by {} failed at {}: {why}; {restored}",
+                    alternative.program,
+                    step.as_str()
                 ),
             }
         }
     }
 }
 
-/// Installs a distributed alternative beside the old program from the downloaded package.
+/// Installs a distributed alternative beside the old program from its signed package: the
+/// bytes checked again against the signed SHA-256, unpacked by `herd_package` (the checks the
+/// executor makes: paths, member kinds, modes, owners) into `<version>.herd-staging`, its
+/// manifest matched against the alternative, then moved into place.
 fn install(
     alternative: &Alternative,
+    fetched: Option<&Fetched>,
     dirs: &FaultDirs,
-) -> Result<(ProgramConfig, std::path::PathBuf), (Step, String)> {
-    let Some(sha256) = &alternative.package_sha256 else {
-        return Err((
-            Step::Fetch,
-            format!(
-                "{} is not installed here and the center named no package for it",
+) -> Result<(ProgramConfig, PathBuf), (Step, String)> {
+    let fetch_failed = |why: String| (Step::Fetch, why);
+    let signed = match fetched {
+        Some(Fetched::Signed(signed)) => signed,
+        Some(Fetched::Refused(why)) => return Err(fetch_failed(why.clone())),
+        None => {
+            return Err(fetch_failed(format!(
+                "{} is not installed here and no signed package of it was fetched",
                 alternative.program
-            ),
-        ));
+            )));
+        }
     };
-    let blob = dirs.incoming().join(sha256);
+    let blob = dirs.incoming().join(&signed.sha256);
     match sha256_file(&blob) {
-        Ok(digest) if digest == *sha256 => {}
+        Ok(digest) if digest == signed.sha256 => {}
         Ok(digest) => {
             let _ = std::fs::remove_file(&blob);
-            return Err((
-                Step::Fetch,
-                format!("the package has SHA-256 {digest}, not {sha256}"),
-            ));
+            return Err(fetch_failed(format!(
+                "the package has SHA-256 {digest}, not the signed {} of {}",
+                signed.sha256, signed.target
+            )));
         }
         Err(err) => {
-            return Err((
-                Step::Fetch,
-                format!("the package {} is not here: {err}", blob.display()),
-            ));
+            return Err(fetch_failed(format!(
+                "the package {} is not here: {err}",
+                blob.display()
+            )));
         }
     }
-    let dir = dirs
-        .programs()
-        .join(&alternative.program)
-        .join(&alternative.version);
-    let install_failed = |what: &str, err: &dyn std::fmt::Display| {
-        (Step::Install, format!("{what} {}: {err}", dir.display()))
-    };
-    std::fs::create_dir_all(&dir).map_err(|err| install_failed("cannot create", &err))?;
-    let bytes =
-        std::fs::read(&blob).map_err(|err| install_failed("cannot read the package for", &err))?;
-    let program = dir.join(&alternative.program);
-    herd_fs::write_atomic(&program, &bytes, 0o755)
-        .map_err(|err| install_failed("cannot install into", &err))?;
-    let path = program.display().to_string();
-    Ok((
-        ProgramConfig {
+    let parent = dirs.programs().join(&alternative.program);
+    let dir = parent.join(&alternative.version);
+    let install_failed = |why: String| (Step::Install, why);
+    std::fs::create_dir_all(&parent)
+        .map_err(|err| install_failed(format!("cannot create {}: {err}", parent.display())))?;
+    let handle = herd_fs::Dir::open_followed(&parent)
+        .map_err(|err| install_failed(format!("cannot open {}: {err}", parent.display())))?;
+    let staging = format!("{}.herd-staging", alternative.version);
+    let inspection = herd_package::unpack_file(&blob, &handle, &staging)
+        .map_err(|err| install_failed(format!("the package of {}: {err}", signed.target)))?;
+    let staged = parent.join(&staging);
+    let program = (|| {
+        let manifest = &inspection.manifest;
+        if (&manifest.product, &manifest.vendor, &manifest.version)
+            != (
+                &alternative.program,
+                &alternative.vendor,
+                &alternative.version,
+            )
+        {
+            return Err(format!(
+                "the package's manifest is {} {} of {}, not the {} {} of {} the signed target \
+                 names",
+                manifest.product,
+                manifest.version,
+                manifest.vendor,
+                alternative.program,
+                alternative.version,
+                alternative.vendor
+            ));
+        }
+        if manifest.kind() != herd_core::ProductKind::Program {
+            return Err(format!("{} is not a program", manifest.product));
+        }
+        if manifest.post_install.is_some() || manifest.pre_uninstall.is_some() {
+            return Err(format!(
+                "{} declares install hooks, which a replacement does not run",
+                manifest.product
+            ));
+        }
+        let run = manifest.run.as_ref().ok_or_else(|| {
+            format!(
+                "{}'s manifest says nothing to run ($.run): it cannot stand in for a program",
+                manifest.product
+            )
+        })?;
+        let in_dir = |command: &[String]| -> Vec<String> {
+            let mut command = command.to_vec();
+            command[0] = dir.join(&command[0]).display().to_string();
+            command
+        };
+        Ok(ProgramConfig {
             name: alternative.program.clone(),
             vendor: alternative.vendor.clone(),
             version: alternative.version.clone(),
-            command: Some(vec![path.clone()]),
+            command: Some(in_dir(run)),
+            working_dir: Some(dir.clone()),
             pid_file: None,
             process_name: None,
             service_unit: None,
@@ -191,22 +259,46 @@ fn install(
             crash_dir: None,
             heartbeat: None,
             restart: RestartPolicy::default(),
-            health_check: Some(HealthCheck {
-                command: vec![path, HEALTH_CHECK_ARG.to_owned()],
-                timeout_secs: 10,
-                expect_exit: 0,
-                expect_output: None,
+            health_check: manifest.health_check.as_ref().map(|check| HealthCheck {
+                command: in_dir(&check.command),
+                timeout_secs: check.timeout_ms.div_ceil(1000),
+                expect_exit: check.exit_status,
+                expect_output: check.output_contains.clone(),
             }),
             alternatives: Vec::new(),
-        },
-        dir,
-    ))
+        })
+    })();
+    let program = match program {
+        Ok(program) => program,
+        Err(why) => {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(install_failed(why));
+        }
+    };
+    // A version directory a failed earlier attempt left is replaced.
+    let _ = std::fs::remove_dir_all(&dir);
+    let moved = std::fs::rename(&staged, &dir)
+        .map_err(|err| err.to_string())
+        .and_then(|()| herd_fs::sync_dir(&parent).map_err(|err| err.to_string()));
+    if let Err(err) = moved {
+        let _ = std::fs::remove_dir_all(&staged);
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(install_failed(format!(
+            "cannot move it into {}: {err}",
+            dir.display()
+        )));
+    }
+    Ok((program, dir))
 }
 
 /// Runs a health check: it must exit with the expected status (and print the expected
 /// output) within its timeout.
-pub fn health_check(check: &HealthCheck) -> Result<(), String> {
-    let mut child = Command::new(&check.command[0])
+pub fn health_check(check: &HealthCheck, dir: Option<&Path>) -> Result<(), String> {
+    let mut command = Command::new(&check.command[0]);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut child = command
         .args(&check.command[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -243,10 +335,11 @@ pub fn health_check(check: &HealthCheck) -> Result<(), String> {
         }
     };
     let output = reader.join().unwrap_or_default();
-    if status.code() != Some(check.expect_exit) {
+    if let Some(expected) = check.expect_exit
+        && status.code() != Some(expected)
+    {
         return Err(format!(
-            "the health check ended with {status}, not exit status {}",
-            check.expect_exit
+            "the health check ended with {status}, not exit status {expected}"
         ));
     }
     if let Some(expected) = &check.expect_output

@@ -9,8 +9,10 @@ use herd_proto::fault::{Alternative, FaultKind};
 
 use super::config::{HealthCheck, Heartbeat, ProgramConfig, RestartPolicy};
 use super::replace::{Step, replace};
-use super::verdicts::FaultDirs;
+use super::verdicts::{FaultDirs, Fetched};
 use super::watch::{Fault, Watched};
+use crate::trust::SignedProgram;
+use herd_lab::programs::Behaviour;
 
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
@@ -27,6 +29,7 @@ fn program(name: &str, command: &Path) -> ProgramConfig {
         vendor: "company-a".into(),
         version: "1.0".into(),
         command: Some(vec![command.display().to_string()]),
+        working_dir: None,
         pid_file: None,
         process_name: None,
         service_unit: None,
@@ -332,7 +335,7 @@ impl Replacement {
             alternative.health_check = check.map(|check| HealthCheck {
                 command: vec!["sh".into(), "-c".into(), check.into()],
                 timeout_secs: 2,
-                expect_exit: 0,
+                expect_exit: Some(0),
                 expect_output: Some("ok".into()),
             });
             config.alternatives.push(alternative);
@@ -348,23 +351,55 @@ impl Replacement {
         self.dir.path().join(format!("{name}.pid"))
     }
 
-    fn alternative(name: &str, package: Option<&[u8]>) -> Alternative {
+    fn alternative(name: &str) -> Alternative {
         Alternative {
             program: name.into(),
             vendor: "company-b".into(),
             version: "2.0".into(),
-            package_sha256: package.map(|bytes| {
-                use sha2::Digest;
-                herd_core::Sha256(sha2::Sha256::digest(bytes).into()).to_string()
-            }),
-            package_size: package.map(|bytes| bytes.len() as u64),
+            package_sha256: None,
+            package_size: None,
+            target: None,
         }
     }
 
+    /// A signed program package of `name` 2.0 (company B) as `herd-agent run` leaves it:
+    /// downloaded into `incoming/<sha256>` and recorded as the signed target it verified.
+    fn fetched(&self, name: &str, behaviour: Behaviour) -> (Alternative, Fetched) {
+        let out = self.dir.path().join(format!("{name}.tar.gz"));
+        let pid_file = self.pid_file(name);
+        let built = herd_lab::programs::program_package(
+            &out,
+            name,
+            "company-b",
+            "2.0",
+            "pc",
+            &pid_file,
+            behaviour,
+        )
+        .unwrap();
+        std::fs::copy(&out, self.dirs.incoming().join(&built.sha256)).unwrap();
+        let target = format!("packages/company-b/{name}/2.0/pc.archive");
+        let alternative = Alternative {
+            target: Some(target.clone()),
+            ..Replacement::alternative(name)
+        };
+        let signed = SignedProgram {
+            target,
+            sha256: built.sha256,
+            length: built.size,
+        };
+        (alternative, Fetched::Signed(signed))
+    }
+
     /// Replaces A with `alternative` and checks that it failed at `step` with A running again.
-    fn fails_at(&mut self, alternative: &Alternative, step: Step) {
+    fn fails_at(
+        &mut self,
+        alternative: &Alternative,
+        fetched: Option<&Fetched>,
+        step: Step,
+    ) -> String {
         let before = std::fs::read_to_string(self.pid_file("a")).unwrap();
-        let outcome = replace(&mut self.watched, alternative, &self.dirs);
+        let outcome = replace(&mut self.watched, alternative, fetched, &self.dirs);
         assert!(!outcome.replaced, "{}", outcome.message);
         assert_eq!(outcome.failed_step, Some(step), "{}", outcome.message);
         assert!(
@@ -374,12 +409,14 @@ impl Replacement {
         );
         assert_eq!(self.watched.active_name(), "mw-a");
         assert!(self.watched.running());
-        if step != Step::Fetch && step != Step::HealthCheck {
+        if step != Step::Fetch && step != Step::HealthCheck && step != Step::Install {
             // Stopped for the switch and started again.
             wait_for_pid(&self.pid_file("a"), Some(before.trim()));
         }
         let installed = self.dirs.programs().join(&alternative.program);
         assert!(!installed.join(&alternative.version).exists());
+        assert!(!installed.join("2.0.herd-staging").exists());
+        outcome.message
     }
 }
 
@@ -388,7 +425,8 @@ fn an_alternative_already_here_replaces_the_program() {
     let mut r = Replacement::new(&[("mw-b", "RUN", Some("echo ok"))]);
     let outcome = replace(
         &mut r.watched,
-        &Replacement::alternative("mw-b", None),
+        &Replacement::alternative("mw-b"),
+        None,
         &r.dirs,
     );
     assert!(outcome.replaced, "{}", outcome.message);
@@ -402,24 +440,23 @@ fn an_alternative_already_here_replaces_the_program() {
 }
 
 #[test]
-fn a_distributed_alternative_is_installed_checked_and_switched_to() {
+fn a_signed_program_package_is_installed_beside_checked_and_switched_to() {
     let mut r = Replacement::new(&[]);
-    let body = format!(
-        "#!/bin/sh\n[ \"$1\" = --herd-health-check ] && exit 0\necho $$ > {}/mw-b.pid\nexec sleep 1000\n",
-        r.dir.path().display()
-    );
-    let alternative = Replacement::alternative("mw-b", Some(body.as_bytes()));
-    std::fs::write(
-        r.dirs
-            .incoming()
-            .join(alternative.package_sha256.as_ref().unwrap()),
-        &body,
-    )
-    .unwrap();
-    let outcome = replace(&mut r.watched, &alternative, &r.dirs);
+    let (alternative, fetched) = r.fetched("mw-b", Behaviour::Serves);
+    let outcome = replace(&mut r.watched, &alternative, Some(&fetched), &r.dirs);
     assert!(outcome.replaced, "{}", outcome.message);
+    assert!(
+        outcome
+            .message
+            .contains("signed target packages/company-b/mw-b/2.0/pc.archive"),
+        "{}",
+        outcome.message
+    );
     wait_for_pid(&r.pid_file("mw-b"), None);
-    assert!(r.dirs.programs().join("mw-b/2.0/mw-b").exists());
+    let dir = r.dirs.programs().join("mw-b/2.0");
+    assert!(dir.join("bin/mw-b").exists() && dir.join("herd-package.json").exists());
+    // It runs from its installed directory, where its configuration is.
+    assert_eq!(r.watched.active.working_dir.as_deref(), Some(dir.as_path()));
 }
 
 #[test]
@@ -428,34 +465,39 @@ fn a_replacement_failing_at_each_step_restores_the_old_program() {
         ("mw-sick", "RUN", Some("echo not well; exit 1")),
         ("mw-dies", "exit 4", Some("echo ok")),
     ]);
-    // Fetch: not here, and no package.
-    r.fails_at(&Replacement::alternative("mw-nowhere", None), Step::Fetch);
-    // Fetch: the downloaded package is not the one named.
-    let alternative = Replacement::alternative("mw-b", Some(b"the real one"));
-    std::fs::write(
-        r.dirs
-            .incoming()
-            .join(alternative.package_sha256.as_ref().unwrap()),
-        b"tampered",
-    )
-    .unwrap();
-    r.fails_at(&alternative, Step::Fetch);
-    // Health check: fails, before anything is switched.
+    // Fetch: not here, and no signed package fetched.
+    r.fails_at(&Replacement::alternative("mw-nowhere"), None, Step::Fetch);
+    // Fetch: `herd-agent run` refused the target (unsigned, tampered, wrong software).
+    let refused = Fetched::Refused("no role delegated for it lists it".into());
+    let message = r.fails_at(
+        &Replacement::alternative("mw-b"),
+        Some(&refused),
+        Step::Fetch,
+    );
+    assert!(message.contains("no role delegated"), "{message}");
+    // Fetch: the bytes kept are not the signed ones (changed on disk since).
+    let (alternative, fetched) = r.fetched("mw-b", Behaviour::Serves);
+    let Fetched::Signed(signed) = &fetched else {
+        unreachable!()
+    };
+    std::fs::write(r.dirs.incoming().join(&signed.sha256), b"tampered").unwrap();
+    let message = r.fails_at(&alternative, Some(&fetched), Step::Fetch);
+    assert!(message.contains("not the signed"), "{message}");
+    // Install: a signed package whose manifest is another program than the verdict's.
+    let (_, other) = r.fetched("mw-x", Behaviour::Serves);
+    r.fails_at(&alternative, Some(&other), Step::Install);
+    // Health check: an alternative here that fails it, before anything is switched.
     r.fails_at(
-        &Replacement::alternative("mw-sick", None),
+        &Replacement::alternative("mw-sick"),
+        None,
         Step::HealthCheck,
     );
+    // Health check: a signed package whose own check fails is removed again.
+    let (alternative, fetched) = r.fetched("mw-ill", Behaviour::Unhealthy);
+    let message = r.fails_at(&alternative, Some(&fetched), Step::HealthCheck);
+    assert!(message.contains("not exit status 0"), "{message}");
     // Switch: the new program dies at once; the old one is started again.
-    r.fails_at(&Replacement::alternative("mw-dies", None), Step::Switch);
-    // A distributed one whose health check fails is removed again.
-    let body = b"#!/bin/sh\nexit 1\n";
-    let alternative = Replacement::alternative("mw-c", Some(body));
-    std::fs::write(
-        r.dirs
-            .incoming()
-            .join(alternative.package_sha256.as_ref().unwrap()),
-        body,
-    )
-    .unwrap();
-    r.fails_at(&alternative, Step::HealthCheck);
+    r.fails_at(&Replacement::alternative("mw-dies"), None, Step::Switch);
+    let (alternative, fetched) = r.fetched("mw-gone", Behaviour::DiesAtStart);
+    r.fails_at(&alternative, Some(&fetched), Step::Switch);
 }

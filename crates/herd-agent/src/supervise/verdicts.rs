@@ -5,10 +5,16 @@
 //!   been read yet, added by whoever queues a report (the supervisor, `herd-agent fault
 //!   report`);
 //! - `verdicts.json`: the center's latest verdicts for this terminal, written by
-//!   `herd-agent run` after it sent the outbox, while verdicts are awaited ([`fetch`]), once
-//!   the packages of the replacements they name are downloaded to `incoming/<sha256>`; read
-//!   by the supervisor and `herd-agent status`;
+//!   `herd-agent run` after it sent the outbox, while verdicts are awaited ([`read`],
+//!   [`save`]), once the packages of the replacements they name are downloaded; read by the
+//!   supervisor and `herd-agent status`;
+//! - `fetched.json`: for each `replace` verdict (by seq), the signed target its package was
+//!   verified as and downloaded from to `incoming/<sha256>` (the signed SHA-256, never the
+//!   verdict's word), or why it was refused; written before `verdicts.json`, so the supervisor
+//!   woken by the verdicts finds it;
 //! - `acted.json`: the verdicts the supervisor acted on (so a restart acts on none twice);
+//! - `outcomes.json`: what each replacement it carried out gave (by the verdict's seq), for
+//!   `herd-agent status`;
 //! - `selected.json`: which alternative now runs in place of a configured program;
 //! - `programs/<program>/<version>/`: alternatives installed by a replacement.
 //!
@@ -22,13 +28,14 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use herd_client::Client;
 use herd_fs::LockFile;
-use herd_proto::fault::{Decision, FaultVerdicts};
+use herd_proto::fault::{Alternative, Decision, FaultVerdicts};
 use serde::{Deserialize, Serialize};
 
 use super::config::ProgramConfig;
 use super::watch::Watched;
 use crate::run::durable::{self, PRIVATE_DIR};
 use crate::run::state::{load_json, save_json};
+use crate::trust::SignedProgram;
 
 /// The file of awaited verdicts, in the state directory: its change wakes `herd-agent run`.
 pub const AWAITED_FILE: &str = "faults-awaited.json";
@@ -57,8 +64,14 @@ impl FaultDirs {
     pub fn verdicts(&self) -> PathBuf {
         self.root().join("verdicts.json")
     }
+    fn fetched(&self) -> PathBuf {
+        self.root().join("fetched.json")
+    }
     fn acted(&self) -> PathBuf {
         self.root().join("acted.json")
+    }
+    fn outcomes(&self) -> PathBuf {
+        self.root().join("outcomes.json")
     }
     fn selected(&self) -> PathBuf {
         self.root().join("selected.json")
@@ -97,17 +110,38 @@ pub fn await_verdict(dirs: &FaultDirs, seq: u64) -> Result<()> {
     save_json(&dirs.awaited(), &awaited)
 }
 
-/// Called by `herd-agent run` after it sent the outbox: if verdicts are awaited, reads them,
-/// downloads the packages of the replacements they name, saves them, and forgets the awaited
-/// seqs they answer. Returns how many verdicts were saved (0 when none was awaited).
-pub fn fetch(client: &Client, dirs: &FaultDirs) -> Result<usize> {
+/// A `replace` verdict's package as `herd-agent run` found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fetched {
+    /// Verified against the signed metadata and downloaded to `incoming/<sha256>`.
+    Signed(SignedProgram),
+    /// Not installed: the signed metadata does not vouch for it (or it could not be had).
+    Refused(String),
+}
+
+/// Called by `herd-agent run` after it sent the outbox: if verdicts are awaited, reads them
+/// (`None` when none was awaited).
+pub fn read(client: &Client, dirs: &FaultDirs) -> Result<Option<FaultVerdicts>> {
     let awaited: Vec<u64> = load_json(&dirs.awaited())?.unwrap_or_default();
     if awaited.is_empty() {
-        return Ok(0);
+        return Ok(None);
     }
     let verdicts = client
         .fault_verdicts()
         .map_err(|err| anyhow::anyhow!("cannot read the fault verdicts: {err}"))?;
+    Ok(Some(verdicts))
+}
+
+/// The packages of the `replace` verdicts not fetched yet, each through `fetch_program`
+/// (which verifies the named target against the signed metadata and downloads it into the
+/// directory it is given); a refusal is kept too, so the supervisor says why.
+pub fn fetch_programs(
+    dirs: &FaultDirs,
+    verdicts: &FaultVerdicts,
+    fetch_program: &mut dyn FnMut(&Alternative, &Path) -> Result<SignedProgram, String>,
+) -> Result<BTreeMap<u64, Fetched>> {
+    let mut fetched = load_fetched(dirs)?;
     for verdict in &verdicts.verdicts {
         if verdict.decision != Decision::Replace {
             continue;
@@ -115,24 +149,32 @@ pub fn fetch(client: &Client, dirs: &FaultDirs) -> Result<usize> {
         let Some(alternative) = &verdict.alternative else {
             continue;
         };
-        let (Some(sha256), Some(size)) = (&alternative.package_sha256, alternative.package_size)
-        else {
-            continue;
-        };
-        let dest = dirs.incoming().join(sha256);
-        if dest.exists() {
+        if let Some(Fetched::Signed(signed)) = fetched.get(&verdict.seq)
+            && dirs.incoming().join(&signed.sha256).exists()
+        {
             continue;
         }
-        // Downloaded beside, renamed once the client verified size and SHA-256.
-        let part = dirs.incoming().join(format!("{sha256}.part"));
-        client
-            .download_package(sha256, size, &part)
-            .map_err(|err| anyhow::anyhow!("cannot download {}: {err}", alternative.program))?;
-        std::fs::rename(&part, &dest)
-            .with_context(|| format!("cannot rename {}", part.display()))?;
-        herd_fs::sync_dir(&dirs.incoming())?;
+        let outcome = match fetch_program(alternative, &dirs.incoming()) {
+            Ok(signed) => Fetched::Signed(signed),
+            Err(why) => Fetched::Refused(why),
+        };
+        fetched.insert(verdict.seq, outcome);
     }
-    save_json(&dirs.verdicts(), &verdicts)?;
+    // Only the seqs of the verdicts listed now matter.
+    fetched.retain(|seq, _| verdicts.verdicts.iter().any(|v| v.seq == *seq));
+    Ok(fetched)
+}
+
+/// Saves what [`read`] and [`fetch_programs`] found (the fetched packages first: the
+/// supervisor acts when the verdicts change), and forgets the awaited seqs they answer.
+/// Returns how many verdicts were saved.
+pub fn save(
+    dirs: &FaultDirs,
+    verdicts: &FaultVerdicts,
+    fetched: &BTreeMap<u64, Fetched>,
+) -> Result<usize> {
+    save_json(&dirs.fetched(), fetched)?;
+    save_json(&dirs.verdicts(), verdicts)?;
     let _lock = LockFile::acquire(&dirs.lock()).context("cannot lock the fault state")?;
     let mut awaited: Vec<u64> = load_json(&dirs.awaited())?.unwrap_or_default();
     // The center decides a report when it stores it, and reports are sent in order: one at
@@ -142,6 +184,11 @@ pub fn fetch(client: &Client, dirs: &FaultDirs) -> Result<usize> {
     awaited.retain(|seq| *seq > answered);
     save_json(&dirs.awaited(), &awaited)?;
     Ok(verdicts.verdicts.len())
+}
+
+/// What was fetched for each `replace` verdict, by seq.
+pub fn load_fetched(dirs: &FaultDirs) -> Result<BTreeMap<u64, Fetched>> {
+    Ok(load_json(&dirs.fetched())?.unwrap_or_default())
 }
 
 /// The saved verdicts (none yet: empty).
@@ -198,4 +245,26 @@ impl Selected {
             .insert(watched.original.name.clone(), watched.active.clone());
         save_json(&dirs.selected(), &selected)
     }
+}
+
+/// What a replacement gave, kept for `herd-agent status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacementOutcome {
+    pub replaced: bool,
+    pub message: String,
+}
+
+/// The outcomes of the replacements carried out, by the verdict's seq.
+pub fn load_outcomes(dirs: &FaultDirs) -> Result<BTreeMap<u64, ReplacementOutcome>> {
+    Ok(load_json(&dirs.outcomes())?.unwrap_or_default())
+}
+
+/// Records the outcome of the replacement of verdict `seq` (the newest 50 are kept).
+pub fn record_outcome(dirs: &FaultDirs, seq: u64, outcome: ReplacementOutcome) -> Result<()> {
+    let mut outcomes = load_outcomes(dirs)?;
+    outcomes.insert(seq, outcome);
+    while outcomes.len() > 50 {
+        outcomes.pop_first();
+    }
+    save_json(&dirs.outcomes(), &outcomes)
 }

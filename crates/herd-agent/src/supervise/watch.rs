@@ -101,9 +101,12 @@ impl Watched {
         let Some(command) = &self.active.command else {
             return Ok(());
         };
-        let child = Command::new(&command[0])
-            .args(&command[1..])
-            .stdin(Stdio::null())
+        let mut child = Command::new(&command[0]);
+        child.args(&command[1..]).stdin(Stdio::null());
+        if let Some(dir) = &self.active.working_dir {
+            child.current_dir(dir);
+        }
+        let child = child
             .spawn()
             .with_context(|| format!("cannot start {} ({})", self.active.name, command[0]))?;
         self.started_at = SystemTime::now();
@@ -371,6 +374,12 @@ impl Watched {
 
     /// The directory the active program was installed in by a replacement, if it was.
     pub fn installed_in<'a>(&'a self, programs: &Path) -> Option<&'a Path> {
+        // A package installed by a replacement runs in its version directory.
+        if let Some(dir) = &self.active.working_dir
+            && super::is_inside(dir, programs)
+        {
+            return Some(dir);
+        }
         let command = self.active.command.as_ref()?;
         let path = Path::new(&command[0]);
         super::is_inside(path, programs)

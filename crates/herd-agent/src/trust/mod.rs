@@ -11,6 +11,8 @@
 //! - `plan.rs`: a plan's steps checked against the verified targets, and the scripts the agent
 //!   generates itself from signed metadata (only those are ever run);
 //! - `fetcher.rs`: packages from a mirror's `/tuf/targets/…` (consistent-snapshot names);
+//! - `program.rs`: a replacement program a fault verdict names, checked as a signed target
+//!   and downloaded bounded by it;
 //! - `deltas.rs`: definition deltas from the content the terminal keeps, looked up in the
 //!   verified metadata and checked against the package's signed content digest;
 //! - `refusal.rs`: what a refusal is reported as (`trust.refused`), its kind decided in one
@@ -27,6 +29,7 @@
 mod deltas;
 mod fetcher;
 mod plan;
+mod program;
 mod refusal;
 mod store;
 #[cfg(test)]
@@ -45,6 +48,7 @@ use herd_tuf::{Snapshot, TargetFile, TargetSearch, Targets, TimestampRole, Trust
 pub use deltas::{DeltaFetcher, Offers, find_offers};
 pub use fetcher::MirrorFetcher;
 pub use plan::{Ours, VerifiedPlan, verify_plan};
+pub use program::{SignedProgram, download_program, verify_program};
 pub use refusal::Refusal;
 pub use store::{StoreError, TrustStore};
 

@@ -1236,3 +1236,85 @@ fn a_mirror_in_front_of_a_repository_tampers_with_what_passes_through() {
     let refusal = client("tampered").refresh(now()).unwrap_err();
     assert_eq!(refusal.kind, kinds::SIGNATURE, "{refusal}");
 }
+
+/// The alternative a `replace` verdict names, with the target the center filled in.
+fn replacement(program: &str, version: &str, target: &str) -> herd_proto::fault::Alternative {
+    herd_proto::fault::Alternative {
+        program: program.into(),
+        vendor: "company-b".into(),
+        version: version.into(),
+        package_sha256: None,
+        package_size: None,
+        target: Some(target.into()),
+    }
+}
+
+#[test]
+fn a_replacement_program_is_installed_only_as_the_signed_target_its_verdict_names() {
+    let mut f = Fixture::new();
+    let b = f.package("company-b", "mw-b", "2.0", 20, PLATFORM);
+    let phone = f.package("company-b", "mw-b", "2.0", 20, "phone");
+    f.publish();
+    let mut client = f.client();
+    client.refresh(now()).unwrap();
+    let incoming = f.path("incoming");
+    fs::create_dir_all(&incoming).unwrap();
+
+    // Honest: listed, described as the verdict says, for this platform; downloaded whole.
+    let signed =
+        verify_program(&mut client, &replacement("mw-b", "2.0", &b.path), PLATFORM).unwrap();
+    assert_eq!(signed.target, b.path);
+    assert_eq!(signed.sha256, hashes_of(&b.bytes)["sha256"]);
+    let dest = incoming.join(&signed.sha256);
+    download_program(client.upstream(), &signed, &dest).unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), b.bytes);
+
+    // Arbitrary installation: a target no role lists (the center's verdict alone).
+    let unlisted = "packages/company-b/mw-evil/1.0/pc.archive";
+    let refusal = verify_program(
+        &mut client,
+        &replacement("mw-evil", "1.0", unlisted),
+        PLATFORM,
+    )
+    .unwrap_err();
+    assert_eq!(refusal.kind, kinds::UNLISTED, "{refusal}");
+    assert!(refusal.detail.contains("never installed"), "{refusal}");
+    // No target at all: a verdict written before signed replacement.
+    let mut unsigned = replacement("mw-b", "2.0", &b.path);
+    unsigned.target = None;
+    unsigned.package_sha256 = Some(hashes_of(&b.bytes)["sha256"].clone());
+    let refusal = verify_program(&mut client, &unsigned, PLATFORM).unwrap_err();
+    assert!(
+        refusal.detail.contains("names no signed target"),
+        "{refusal}"
+    );
+    // Wrong software: the signed target is another version, or for another platform.
+    let refusal =
+        verify_program(&mut client, &replacement("mw-b", "2.1", &b.path), PLATFORM).unwrap_err();
+    assert!(refusal.detail.contains("(wrong software)"), "{refusal}");
+    let refusal = verify_program(
+        &mut client,
+        &replacement("mw-b", "2.0", &phone.path),
+        PLATFORM,
+    )
+    .unwrap_err();
+    assert!(refusal.detail.contains("built for phone"), "{refusal}");
+
+    // Tampered on the way: other bytes under the signed name are not kept.
+    let sha = hashes_of(&b.bytes)["sha256"].clone();
+    let mut evil = b.bytes.clone();
+    evil[10] ^= 0xff;
+    f.mirror.set(
+        &format!("{TARGETS_PATH}{}", consistent_target_name(&b.path, &sha)),
+        Behaviour::Replace(evil),
+    );
+    fs::remove_file(&dest).unwrap();
+    let refusal = download_program(client.upstream(), &signed, &dest).unwrap_err();
+    assert_eq!(refusal.kind, kinds::MISMATCH, "{refusal}");
+    assert!(!dest.exists());
+    assert_eq!(
+        fs::read_dir(&incoming).unwrap().count(),
+        0,
+        "nothing half-written"
+    );
+}

@@ -25,7 +25,8 @@ impl Demo {
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         self.show.say(
             "Operators teach the fault database one cause, and approve company B's middleware as\n\
-             the replacement of company A's, which the center distributes as a package.",
+             the replacement of company A's. Company B publishes it as a program release, which\n\
+             the center signs as a TUF target like any package.",
         );
         operator
             .put_fault_rule(&FaultRule {
@@ -43,15 +44,21 @@ impl Demo {
             })
             .context("PUT /v1/fault-rules/licence-a-trial")?;
         let b_pid = dir.join("middleware-b.pid");
-        let package = script(
-            &dir.join("middleware-b-2.0"),
-            &format!(
-                "[ \"$1\" = --herd-health-check ] && exit 0\necho $$ > {}\nexec sleep 3600",
-                b_pid.display()
-            ),
+        let package = crate::programs::program_package(
+            &dir.join("middleware-b-2.0.tar.gz"),
+            "middleware-b",
+            "company-b",
+            "2.0",
+            PLATFORM,
+            &b_pid,
+            crate::programs::Behaviour::Serves,
         )?;
-        let uploaded = operator
-            .upload_package(&package)
+        let feed = crate::programs::program_feed("company-b", &package);
+        operator
+            .publish_feed("company-b", feed.to_string().as_bytes())
+            .context("PUT /v1/feeds/company-b")?;
+        operator
+            .upload_package(&dir.join("middleware-b-2.0.tar.gz"))
             .context("PUT /v1/packages")?;
         operator
             .put_replacement(&ReplacementEntry {
@@ -61,8 +68,9 @@ impl Demo {
                     program: "middleware-b".into(),
                     vendor: "company-b".into(),
                     version: "2.0".into(),
-                    package_sha256: Some(uploaded.sha256.clone()),
+                    package_sha256: None,
                     package_size: None,
+                    target: None,
                 }],
             })
             .context("PUT /v1/replacements/middleware-a")?;
@@ -165,7 +173,8 @@ impl Demo {
         let replaced = wait_for(Duration::from_secs(20), || running(&b_pid));
         self.show.check(
             replaced,
-            "middleware-a replaced by company B's middleware-b 2.0 (downloaded, health-checked, started)",
+            "middleware-a replaced by company B's middleware-b 2.0 (verified as a signed target, \
+             downloaded, installed beside, health-checked, started)",
         );
         let status = Command::new(&self.agent.exe)
             .args(["status", "--state-dir"])
@@ -173,7 +182,10 @@ impl Demo {
             .output()
             .context("cannot run herd-agent status")?;
         let status = String::from_utf8_lossy(&status.stdout).into_owned();
-        for line in status.lines().filter(|l| l.starts_with("fault:")) {
+        for line in status
+            .lines()
+            .filter(|l| l.starts_with("fault:") || l.starts_with("replacement:"))
+        {
             self.show.detail(line);
         }
         self.show.check(

@@ -69,7 +69,9 @@ pub enum ReplacementsCommand {
         server: ServerArgs,
     },
     /// Add or replace an entry from a JSON file (`{"program", "platform", "alternatives":
-    /// [{"program", "vendor", "version", "package_sha256"}]}`, in order of preference).
+    /// [{"program", "vendor", "version"}]}`, in order of preference). An alternative the
+    /// catalog has as a program release for the platform is distributed as its signed target;
+    /// any other is used only where a terminal already has it.
     Put {
         file: PathBuf,
         #[command(flatten)]
@@ -175,8 +177,22 @@ pub(super) fn faults(command: FaultsCommand) -> anyhow::Result<Outcome> {
                         " → {} {} ({})",
                         alternative.program, alternative.version, alternative.vendor
                     ));
+                    if let Some(target) = &alternative.target {
+                        text.push_str(&format!(" as signed target {target}"));
+                    }
                 }
                 text.push('\n');
+                if let Some(outcome) = &entry.outcome {
+                    text.push_str(&format!(
+                        "  {}: {}\n",
+                        if outcome.replaced {
+                            "replaced"
+                        } else {
+                            "not replaced, old program restored"
+                        },
+                        outcome.message
+                    ));
+                }
             }
             print_out(&text)?;
             Ok(Outcome::Success)
@@ -257,18 +273,14 @@ pub(super) fn replacements(command: ReplacementsCommand) -> anyhow::Result<Outco
                 let alternatives: Vec<String> = entry
                     .alternatives
                     .iter()
-                    .map(|a| {
-                        format!(
-                            "{} {} ({}{})",
-                            a.program,
-                            a.version,
-                            a.vendor,
-                            if a.package_sha256.is_some() {
-                                ", distributed"
-                            } else {
-                                ", where present"
-                            }
-                        )
+                    .map(|a| match &a.target {
+                        Some(target) => format!(
+                            "{} {} ({}, distributed as {target})",
+                            a.program, a.version, a.vendor
+                        ),
+                        None => {
+                            format!("{} {} ({}, where present)", a.program, a.version, a.vendor)
+                        }
                     })
                     .collect();
                 table.row([

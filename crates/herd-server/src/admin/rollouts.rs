@@ -109,7 +109,7 @@ fn table(rollouts: &[RolloutSummary]) -> String {
             r.release.clone(),
             r.phase.clone(),
             r.ring.clone(),
-            format!("{}.{:02} %", r.reach_bp / 100, r.reach_bp % 100),
+            reach(r),
             r.succeeded.to_string(),
             r.failed.to_string(),
             r.faults.to_string(),
@@ -118,6 +118,16 @@ fn table(rollouts: &[RolloutSummary]) -> String {
         ]);
     }
     table.render()
+}
+
+/// A ring's reach: its share of the fleet, and the groups it reaches whatever their buckets.
+fn reach(r: &RolloutSummary) -> String {
+    let share = format!("{}.{:02} %", r.reach_bp / 100, r.reach_bp % 100);
+    match (r.reach_bp, r.groups.as_slice()) {
+        (_, []) => share,
+        (0, groups) => format!("group {}", groups.join(", ")),
+        (_, groups) => format!("{share} + group {}", groups.join(", ")),
+    }
 }
 
 fn show(server: &ServerArgs, release: &str, json: bool) -> anyhow::Result<Outcome> {

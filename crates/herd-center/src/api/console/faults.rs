@@ -120,7 +120,10 @@ pub async fn bucket(
             td { (decision_badge(f.verdict.decision))
                 @if let Some(cause) = &f.verdict.cause { div { "Cause: " (cause) } }
                 @if let Some(remedy) = &f.verdict.remedy { div { "Remedy: " (remedy) } }
-                @if let Some(a) = &f.verdict.alternative { div { "Alternative: " (alternative(a)) } } }
+                @if let Some(a) = &f.verdict.alternative { div { "Alternative: " (alternative(a)) } }
+                @if let Some(o) = &f.outcome {
+                    div { @if o.replaced { "Replaced: " } @else { "Not replaced, the old program restored: " } (o.message) }
+                } }
         } } } }
     };
     Ok(page(
@@ -186,6 +189,6 @@ fn conditions(rule: &FaultRule) -> Markup {
 fn alternative(a: &Alternative) -> Markup {
     html! {
         (a.program) " " (a.version) " " span.muted { "(" (a.vendor) ", "
-            @if a.package_sha256.is_some() { "distributed" } @else { "only where already installed" } ")" }
+            @if a.target.is_some() { "distributed as a signed target" } @else { "only where already installed" } ")" }
     }
 }
