@@ -94,6 +94,7 @@ fn bench(options: &Options, work: &Path) -> Result<()> {
         definitions,
         test_pattern: Some("test/test.txt".to_owned()),
         health_check: None,
+        run: None,
         post_install: None,
         pre_uninstall: None,
         hooks_run_as: None,
