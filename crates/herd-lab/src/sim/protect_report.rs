@@ -23,6 +23,8 @@ pub struct Input {
     pub sites: usize,
     pub processes: usize,
     pub wake: &'static str,
+    /// What each run measures from: a vendor's `release` or an analyst's `verdict`.
+    pub path: &'static str,
     pub definitions_kib: usize,
     /// Enrolling the fleet until every terminal held its connection.
     pub settle_secs: f64,
@@ -232,7 +234,8 @@ impl ProtectReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "herd sim protect: {} terminals ({} enrolled, {} polling), {} sites, {} worker processes, wake by {}, {} KiB definitions; fleet settled in {:.1} s; {} cores",
+            "herd sim protect ({} path): {} terminals ({} enrolled, {} polling), {} sites, {} worker processes, wake by {}, {} KiB definitions; fleet settled in {:.1} s; {} cores",
+            input.path,
             input.terminals,
             input.enrolled,
             input.polling,
@@ -259,7 +262,7 @@ impl ProtectReport {
                 run.verifications,
                 match run.upstream_bytes {
                     Some(bytes) => format!(
-                        "{bytes} B (one package per site: {} B)",
+                        "{bytes} B (one copy per site: {} B)",
                         run.one_copy_per_site_bytes
                     ),
                     None if input.sites == 0 => "– (no sites)".to_owned(),
@@ -340,6 +343,7 @@ mod tests {
             errors: BTreeMap::new(),
             bytes: Bytes::default(),
             verifications: 1,
+            target_bytes: 1000,
             silent_workers: 0,
         };
         let published = Published {
