@@ -117,8 +117,11 @@ const PRODUCT: &str = "sim-defs";
 const PLATFORM: &str = "pc";
 /// How long the fleet must take to enrol and settle before the simulation gives up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(1800);
-/// A quiet moment between runs, so that no terminal is still busy with the last one.
+/// A quiet moment between runs, once no terminal is busy with the last one.
 const BETWEEN_RUNS: Duration = Duration::from_secs(3);
+/// How long the fleet and the sites may take to finish a run's work before the next starts
+/// anyway (said on stderr).
+const QUIET_TIMEOUT: Duration = Duration::from_secs(900);
 
 pub fn run(args: ProtectArgs) -> anyhow::Result<()> {
     if args.terminals == 0 {
@@ -272,6 +275,17 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
 
     let mut runs = Vec::new();
     for run in 1..=args.runs {
+        // Each run starts from an idle fleet, as a publication finds one: the previous run's
+        // stragglers (past `--run-timeout`) and the sites' relaying of its reports are done.
+        let quiet_secs = if run > 1 {
+            let started = Instant::now();
+            fleet.quiet(&sites, &ca_pem, QUIET_TIMEOUT)?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!("fleet and sites quiet again after {secs:.1} s");
+            Some(secs)
+        } else {
+            None
+        };
         std::thread::sleep(BETWEEN_RUNS);
         let upstream_before = upstream_bytes(&sites, &ca_pem)?;
         let (goal, version) = match &analyst {
@@ -326,7 +340,7 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
         let upstream = upstream_before
             .zip(upstream_after)
             .map(|(before, after)| after.saturating_sub(before));
-        let run_report = RunReport::new(
+        let mut run_report = RunReport::new(
             run,
             version,
             settled.enrolled,
@@ -336,6 +350,7 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
             upstream,
             args.sites,
         );
+        run_report.quiet_before_secs = quiet_secs;
         eprintln!("{}", run_report.line());
         runs.push(run_report);
     }
@@ -366,6 +381,18 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
 /// The sum of the sites' `herd_site_upstream_bytes_total` now; `None` without sites or when
 /// a site does not export it.
 fn upstream_bytes(sites: &[Site], ca_pem: &str) -> anyhow::Result<Option<u64>> {
+    site_metric_sum(sites, ca_pem, "herd_site_upstream_bytes_total")
+}
+
+/// What the sites still queue for the center (`herd_site_queue_depth`, summed; 0 without
+/// sites).
+fn queue_depth(sites: &[Site], ca_pem: &str) -> anyhow::Result<u64> {
+    Ok(site_metric_sum(sites, ca_pem, "herd_site_queue_depth")?.unwrap_or(0))
+}
+
+/// The sum over the sites of metric `name`; `None` without sites or when a site does not
+/// export it.
+fn site_metric_sum(sites: &[Site], ca_pem: &str, name: &str) -> anyhow::Result<Option<u64>> {
     if sites.is_empty() {
         return Ok(None);
     }
@@ -376,11 +403,8 @@ fn upstream_bytes(sites: &[Site], ca_pem: &str) -> anyhow::Result<Option<u64>> {
             .repository()
             .get("/metrics", herd_client::ReadLimits::metadata(16 << 20))
             .with_context(|| format!("GET https://{}/metrics ({})", site.addr, site.id))?;
-        match report::metric_sum(
-            &String::from_utf8_lossy(&metrics),
-            "herd_site_upstream_bytes_total",
-        ) {
-            Some(bytes) => total += bytes as u64,
+        match report::metric_sum(&String::from_utf8_lossy(&metrics), name) {
+            Some(value) => total += value as u64,
             None => return Ok(None),
         }
     }
@@ -759,6 +783,7 @@ impl Fleet {
                     ready[worker] = Some((enrolled, errors, polling));
                 }
                 WorkerNews::Done { .. } => bail!("worker {worker} finished a run before any"),
+                WorkerNews::Quiet => {}
             }
             if last_print.elapsed() > Duration::from_secs(5) {
                 last_print = Instant::now();
@@ -855,6 +880,43 @@ impl Fleet {
             }
         }
         Ok(gathered)
+    }
+
+    /// Waits until no terminal is in the middle of a cycle and every site has sent its queue
+    /// to the center (`herd_site_queue_depth` 0), at most `limit`; past it, says so and
+    /// returns.
+    fn quiet(&mut self, sites: &[Site], ca_pem: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        self.command(&WorkerCommand::Quiet)?;
+        let mut quiet = vec![false; self.workers.len()];
+        while quiet.iter().any(|q| !q) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.news.recv_timeout(left) {
+                Ok((worker, news)) => {
+                    if matches!(news?, WorkerNews::Quiet) {
+                        quiet[worker] = true;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    eprintln!("warning: terminals still busy after {limit:?}; next run anyway");
+                    return Ok(());
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("every worker is gone"),
+            }
+        }
+        loop {
+            let depth = queue_depth(sites, ca_pem)?;
+            if depth == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "warning: the sites still queue {depth} items for the center; next run anyway"
+                );
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn stop(&mut self) {

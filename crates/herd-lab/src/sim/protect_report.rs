@@ -58,6 +58,9 @@ pub struct RunReport {
     pub verifications: u64,
     pub errors: BTreeMap<String, u64>,
     pub silent_workers: usize,
+    /// How long the previous run's work (stragglers, the sites' relaying) took to finish
+    /// before this run started (`None` for the first).
+    pub quiet_before_secs: Option<f64>,
 }
 
 impl RunReport {
@@ -110,6 +113,7 @@ impl RunReport {
             verifications: gathered.verifications,
             errors: gathered.errors,
             silent_workers: gathered.silent_workers,
+            quiet_before_secs: None,
         }
     }
 

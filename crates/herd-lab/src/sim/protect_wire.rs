@@ -58,6 +58,8 @@ pub enum WorkerCommand {
     Run { run: u32, goal: Goal },
     /// Send `done` for `run` now with what you have.
     Finish { run: u32 },
+    /// Say `quiet` once no terminal is in the middle of a cycle.
+    Quiet,
 }
 
 /// What protects a terminal in a run.
@@ -101,6 +103,8 @@ pub enum WorkerNews {
         /// terminals found it; 0 when none did.
         target_bytes: u64,
     },
+    /// No terminal of the worker is in the middle of a cycle (after `quiet`).
+    Quiet,
 }
 
 /// Bytes the terminals downloaded (bodies), by kind.

@@ -138,6 +138,8 @@ struct Sim {
     enrolled: AtomicUsize,
     holding: AtomicUsize,
     polling: AtomicUsize,
+    /// Terminals in the middle of a cycle (woken, checking in, fetching, reporting).
+    busy: AtomicUsize,
     protected_now: tokio::sync::Notify,
 }
 
@@ -373,6 +375,7 @@ async fn work(orders: WorkerOrders) -> anyhow::Result<()> {
         enrolled: AtomicUsize::new(0),
         holding: AtomicUsize::new(0),
         polling: AtomicUsize::new(0),
+        busy: AtomicUsize::new(0),
         protected_now: tokio::sync::Notify::new(),
     });
 
@@ -416,8 +419,17 @@ async fn work(orders: WorkerOrders) -> anyhow::Result<()> {
     });
 
     let mut finishing = None;
+    // Asked whether the fleet is quiet: looked at every 100 ms until no terminal is busy.
+    let mut quiet_asked = false;
+    let mut quiet_tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
+            _ = quiet_tick.tick(), if quiet_asked => {
+                if sim.busy.load(Relaxed) == 0 {
+                    quiet_asked = false;
+                    say(&WorkerNews::Quiet);
+                }
+            }
             command = commands.recv() => match command {
                 None => return Ok(()),
                 Some(WorkerCommand::Run { run, goal }) => {
@@ -434,6 +446,7 @@ async fn work(orders: WorkerOrders) -> anyhow::Result<()> {
                     });
                 }
                 Some(WorkerCommand::Finish { run }) => finishing = Some(run),
+                Some(WorkerCommand::Quiet) => quiet_asked = true,
             },
             () = sim.protected_now.notified() => {}
         }
@@ -678,15 +691,17 @@ impl Terminal {
     }
 
     async fn cycle_with_retries(&mut self, sim: &Sim) {
+        sim.busy.fetch_add(1, Relaxed);
         for _ in 0..CYCLE_ATTEMPTS {
             match self.cycle(sim).await {
-                Ok(()) | Err(Stop::NotSigned) => return,
+                Ok(()) | Err(Stop::NotSigned) => break,
                 Err(Stop::Failed(kind)) => {
                     sim.error(&kind);
                     pause().await;
                 }
             }
         }
+        sim.busy.fetch_sub(1, Relaxed);
     }
 
     /// Holds `GET /v1/wait` until the change token moves (true) or the wait times out.
