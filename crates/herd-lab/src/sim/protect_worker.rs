@@ -1196,6 +1196,24 @@ mod tests {
     }
 
     #[test]
+    fn a_set_lists_a_file_by_its_whole_hash_in_any_case() {
+        let one = "ab".repeat(32);
+        let set = FetchedSet {
+            updated: HerdSetUpdated {
+                sha256: "0".repeat(64),
+                signatures: 1,
+            },
+            text: format!("{one}:42:Herd.Immunity.x\n"),
+            length: 0,
+        };
+        assert!(set.lists(&one));
+        assert!(set.lists(&one.to_ascii_uppercase()));
+        // A prefix of a listed hash, or another hash, is not listed.
+        assert!(!set.lists(&one[..63]));
+        assert!(!set.lists(&"cd".repeat(32)));
+    }
+
+    #[test]
     fn a_chain_without_metadata_is_refused_not_found() {
         let verdict = verify_chain(b"{}", &Chain::default(), "packages/v/p/1/pc.archive");
         assert!(matches!(verdict, Verdict::Refused(_)), "{verdict:?}");
