@@ -221,6 +221,28 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The `herd_set.updated` events the center stored for `terminal`, read with the sqlite3 tool.
+fn herd_set_events(data: &Path, terminal: &str) -> Vec<Value> {
+    let output = Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(data.join("herd.db"))
+        .arg(format!(
+            "SELECT data FROM events WHERE terminal = '{terminal}' \
+             AND kind = 'herd_set.updated' ORDER BY seq"
+        ))
+        .output()
+        .expect("the sqlite3 tool runs (apt-get install sqlite3)");
+    assert!(
+        output.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 fn group(operator: &Client, id: &str, vendor: &str) {
     operator
         .put_group(&GroupDoc {
@@ -365,6 +387,14 @@ fn a_vendors_detection_protects_terminals_of_every_vendor_within_seconds() {
     phone.wait_for("Herd's own signature set updated (1 signature(s))");
     phone.wait_for("Herd's own set included");
     let protected = detected_at.elapsed();
+    // The phone told the center which set it holds now (`herd_set.updated`, in the cycle's
+    // flush): the set's SHA-256 and its one signature.
+    let held = sha256_hex(&fs::read(root.join("phone/herd-set/herd-set.hsb")).unwrap());
+    wait_until("the phone's herd_set.updated event at the center", || {
+        herd_set_events(&data, "phone")
+            .iter()
+            .any(|event| event["sha256"] == held.as_str() && event["signatures"] == 1)
+    });
     eprintln!("PC's detection -> phone protected by Herd's set: {protected:?}");
     let on_phone = phone.drop_file("invoice.pdf.exe", &body);
     let told = phone.wait_for("is infected");

@@ -1195,6 +1195,7 @@ fn checkin_as(
         tz: None,
         agent_version: None,
         interfaces: None,
+        tuf_timestamp_version: None,
     })
 }
 

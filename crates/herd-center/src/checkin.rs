@@ -81,15 +81,34 @@ impl Center {
         // On a site server, what the terminal reported goes to the center too: queued in the
         // transaction that stores the check-in, before it is answered.
         let now = crate::unix_now();
+        let held_timestamp = request.tuf_timestamp_version;
         let relay = self.checkin_relay(&terminal.id, &request, &address, now);
         let answer = self
             .check_in_at(terminal, request, address, now, relay)
             .await;
         // Answered or refused, a woken terminal's turn is over: the next one may be woken.
         self.waits.checked_in(&terminal.id);
-        let answer = answer?;
+        let mut answer = answer?;
         self.relay_queued();
+        if let Some(held) = held_timestamp
+            && let Some((version, document)) = self.served_timestamp()
+            && version != held
+        {
+            answer.add_timestamp(&document);
+        }
         Ok(answer)
+    }
+
+    /// The signed `timestamp.json` this process serves and its version: the center's own, or
+    /// a site's verified mirror of it (`None` before there is one).
+    pub(crate) fn served_timestamp(&self) -> Option<(u64, std::sync::Arc<[u8]>)> {
+        match self.site() {
+            Some(site) => site.mirror.timestamp(),
+            None => {
+                let timestamp = self.trust.served().timestamp.clone()?;
+                Some((timestamp.version, timestamp.doc.as_bytes().into()))
+            }
+        }
     }
 
     /// A check-in a site answered at `at`, relayed by it: stored as the terminal's latest
@@ -341,6 +360,17 @@ impl CheckinAnswer {
     pub fn into_json(self) -> String {
         self.0
     }
+
+    /// Adds `tuf_timestamp`, the signed document as a JSON string, as the last field.
+    fn add_timestamp(&mut self, document: &[u8]) {
+        let text = String::from_utf8_lossy(document);
+        let quoted = serde_json::to_string(&*text).expect("a string serialises");
+        debug_assert!(self.0.ends_with('}'));
+        self.0.pop();
+        self.0.push_str(",\"tuf_timestamp\":");
+        self.0.push_str(&quoted);
+        self.0.push('}');
+    }
 }
 
 /// `CheckinResponse` as JSON, byte for byte what serde_json makes of it (fields in declaration
@@ -447,14 +477,28 @@ mod tests {
         let plan_id = hex::encode(Sha256::digest(plan_json.as_bytes()));
         let expected = serde_json::to_string(&CheckinResponse {
             plan_id: plan_id.clone(),
-            plan,
+            plan: plan.clone(),
             next_checkin_secs: 3517,
             server_time: rfc3339(975_000_000),
+            tuf_timestamp: None,
         })
         .expect("serialises");
         assert_eq!(
             answer_json(&plan_id, &plan_json, 3517, 975_000_000),
             expected
         );
+        // With the signed timestamp added: still what serde makes, the document byte for byte.
+        let timestamp = r#"{"signed":{"_type":"timestamp","version":7},"signatures":[]}"#;
+        let mut answer = CheckinAnswer(answer_json(&plan_id, &plan_json, 3517, 975_000_000));
+        answer.add_timestamp(timestamp.as_bytes());
+        let expected = serde_json::to_string(&CheckinResponse {
+            plan_id: plan_id.clone(),
+            plan,
+            next_checkin_secs: 3517,
+            server_time: rfc3339(975_000_000),
+            tuf_timestamp: Some(timestamp.to_owned()),
+        })
+        .expect("serialises");
+        assert_eq!(answer.into_json(), expected);
     }
 }

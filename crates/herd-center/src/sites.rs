@@ -568,7 +568,7 @@ impl Center {
                 address,
                 request,
             } => {
-                self.record_relayed_checkin(&known, request, address, at)
+                self.record_relayed_checkin(&known, *request, address, at)
                     .await
             }
             RelayBody::Events { batch } => self.append_relayed_events(&known, batch).await,

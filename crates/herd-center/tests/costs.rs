@@ -745,6 +745,7 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
             tz: None,
             agent_version: None,
             interfaces: None,
+            tuf_timestamp_version: None,
         };
         center
             .check_in(&known, request, "127.0.0.1".to_owned())
@@ -783,6 +784,7 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
                 addresses: vec![a.into()],
             }]
         }),
+        tuf_timestamp_version: None,
     };
     for (request, writes) in [
         (with(Some("192.0.2.10")), 1),

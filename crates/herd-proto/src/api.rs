@@ -293,6 +293,11 @@ pub struct CheckinRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub interfaces: Option<Vec<NetworkInterface>>,
+    /// The version of the signed `timestamp.json` the terminal holds: the answer then carries
+    /// the upstream's own when it is another (`CheckinResponse::tuf_timestamp`), which saves
+    /// the refresh that follows a check-in its first request. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuf_timestamp_version: Option<u64>,
 }
 
 /// One network interface as the agent saw it.
@@ -321,6 +326,12 @@ pub struct CheckinResponse {
     pub next_checkin_secs: u64,
     /// The center's clock, RFC 3339 UTC.
     pub server_time: String,
+    /// When the request named a `tuf_timestamp_version` other than the one this upstream
+    /// serves: its signed `timestamp.json`, byte for byte as `/tuf/metadata/timestamp.json`
+    /// serves it. The agent verifies it exactly as if it had fetched it; absent, with a
+    /// version named, the terminal's own is the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuf_timestamp: Option<String>,
 }
 
 /// `POST /v1/events` (client certificate): a batch from the agent's outbox, in order.
@@ -372,6 +383,20 @@ pub mod events {
     /// kept failing (`data`: a [`super::SelfProtection`]); the center counts it as a failed
     /// install of that release's rollout.
     pub const SELF_PROTECTED: &str = "rollout.self_protected";
+    /// A scanning agent fetched and verified a new Herd signature set and its scanner uses it
+    /// from now on (`data`: a [`super::HerdSetUpdated`]): what tells the center, and `herd sim
+    /// protect --verdict`, that a verdict reached the terminal.
+    pub const HERD_SET_UPDATED: &str = "herd_set.updated";
+}
+
+/// The data of a `herd_set.updated` event: which Herd signature set the terminal holds now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HerdSetUpdated {
+    /// Lower-case hex SHA-256 of the set's bytes, as its signed target lists it.
+    pub sha256: String,
+    /// Signatures in the set.
+    pub signatures: u64,
 }
 
 /// Why an agent undid a release by itself (`rollout.self_protected` events, issue 14): the

@@ -357,13 +357,12 @@ impl CatalogDoc {
             }
             if p.check(|| at("version"), check_version(&r.version))
                 .is_some()
+                && let Some(first) = versions.insert((r.product.as_str(), r.version.as_str()), i)
             {
-                if let Some(first) = versions.insert((r.product.as_str(), r.version.as_str()), i) {
-                    p.add(at("version"), format!(
-                        "product {:?} has version {:?} twice (also $.releases[{first}]); each release needs its own version",
-                        r.product, r.version
-                    ));
-                }
+                p.add(at("version"), format!(
+                    "product {:?} has version {:?} twice (also $.releases[{first}]); each release needs its own version",
+                    r.product, r.version
+                ));
             }
             if r.pattern.is_empty() {
                 p.add(at("pattern"), "the pattern name must not be empty");

@@ -295,7 +295,7 @@ pub enum RelayBody {
         at: i64,
         address: String,
         #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-        request: CheckinRequest,
+        request: Box<CheckinRequest>,
     },
     /// A batch of the terminal's outbox the site acknowledged.
     Events {

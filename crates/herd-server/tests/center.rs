@@ -47,6 +47,7 @@ fn checkin(installed: Option<InstalledDoc>) -> CheckinRequest {
         tz: None,
         agent_version: Some("test".into()),
         interfaces: None,
+        tuf_timestamp_version: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn checkin(installed: InstalledDoc) -> CheckinRequest {
         tz: None,
         agent_version: Some("test".into()),
         interfaces: None,
+        tuf_timestamp_version: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn check_in(terminal: &Client, on: &InstalledDoc) -> herd_proto::api::CheckinRes
             tz: None,
             agent_version: None,
             interfaces: None,
+            tuf_timestamp_version: None,
         })
         .expect("check-in")
 }

@@ -280,6 +280,7 @@ fn checks_in(center: &TestCenter, identity: &KeyPairPem) -> bool {
             tz: None,
             agent_version: Some("test".into()),
             interfaces: None,
+            tuf_timestamp_version: None,
         })
         .is_ok()
 }

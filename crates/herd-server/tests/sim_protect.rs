@@ -1,9 +1,9 @@
 //! `herd sim protect` end to end, small: a real center (and two real sites), simulated
 //! terminals in two worker processes enrolled with real certificates, two releases published;
-//! every terminal must be
-//! protected in every run (checked in, verified the signed metadata, downloaded and checked
-//! the package, reported) and the report's numbers must agree with each other. Asserts no
-//! timings beyond the run's own limit.
+//! every terminal must be protected in every run (checked in, verified the signed metadata,
+//! downloaded and checked the package, reported) and the report's numbers must agree with each
+//! other; and the same from an analyst's verdict (`--verdict`) to Herd's signature set on every
+//! terminal. Asserts no timings beyond the run's own limit.
 
 use std::process::Command;
 
@@ -125,6 +125,57 @@ fn every_terminal_behind_two_sites_is_protected_and_each_package_crosses_once_pe
             "{upstream} bytes for a {package}-byte package: {run:#}"
         );
     }
+}
+
+#[test]
+fn every_terminal_behind_two_sites_gets_each_verdict_in_herds_set_once_per_site() {
+    let report = protect(&[
+        "--verdict",
+        "--terminals",
+        "200",
+        "--sites",
+        "2",
+        "--processes",
+        "2",
+        "--definitions-kib",
+        "8",
+    ]);
+    assert_eq!(report["input"]["path"], "verdict", "{report:#}");
+    assert_eq!(report["input"]["enrolled"], 200, "{report:#}");
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{report:#}");
+    let mut set_sizes = Vec::new();
+    for run in runs {
+        // Each run judges another file: the run's goal is its SHA-256.
+        let sha256 = run["version"].as_str().expect("the judged file's SHA-256");
+        assert!(
+            sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{run:#}"
+        );
+        assert_eq!(run["protected"], 200, "{run:#}");
+        assert_eq!(run["never"], 0, "{run:#}");
+        let max = run["max_secs"].as_f64().expect("a max");
+        assert!(0.0 < max && max <= 30.0, "{run:#}");
+        // Every terminal downloaded the new set once: its signed length each, and the set
+        // crossed the center→site link once per site.
+        let set = run["package_bytes"].as_u64().expect("the set's size");
+        assert!(set > 64, "{run:#}");
+        assert_eq!(
+            run["downloaded"]["packages"].as_u64(),
+            Some(set * 200),
+            "{run:#}"
+        );
+        assert_eq!(run["one_copy_per_site_bytes"], set * 2, "{run:#}");
+        let upstream = run["upstream_bytes"].as_u64().expect("upstream bytes");
+        assert!(
+            (set * 2..set * 4).contains(&upstream),
+            "{upstream}: {run:#}"
+        );
+        set_sizes.push(set);
+    }
+    assert_ne!(runs[0]["version"], runs[1]["version"], "{report:#}");
+    // The second verdict adds a signature: the set grew.
+    assert!(set_sizes[1] > set_sizes[0], "{set_sizes:?}");
 }
 
 #[test]

@@ -154,6 +154,7 @@ fn checkin() -> CheckinRequest {
         tz: None,
         agent_version: Some("test".into()),
         interfaces: None,
+        tuf_timestamp_version: None,
     }
 }
 

@@ -886,6 +886,45 @@ fn trust_refusals_terminals_report_are_counted_by_kind_once() {
     );
 }
 
+/// A check-in naming the timestamp version it holds gets the served `timestamp.json` byte for
+/// byte when it holds another, nothing when it holds that one, and nothing when it names none
+/// (older agents, whose answers stay as they were).
+#[test]
+fn a_checkin_carries_the_signed_timestamp_only_to_a_terminal_that_holds_another() {
+    let center = TestCenter::start();
+    let token = enrolment_token(&center, 1);
+    let identity = support::enrol(&center, &token, "t1", "alice", "linux");
+    let terminal = center.terminal_client(&identity);
+    let served = get(&center, "/tuf/metadata/timestamp.json");
+    let version = signed(&served)["version"].as_u64().expect("a version");
+    let check_in = |held: Option<u64>| {
+        terminal
+            .checkin(&herd_proto::api::CheckinRequest {
+                terminal: None,
+                installed: None,
+                hardware: None,
+                tz: None,
+                agent_version: None,
+                interfaces: None,
+                tuf_timestamp_version: held,
+            })
+            .unwrap()
+    };
+    let behind = check_in(Some(version - 1));
+    assert_eq!(
+        behind.tuf_timestamp.as_deref().map(str::as_bytes),
+        Some(&served[..])
+    );
+    // What it carries verifies as the fetched document does.
+    let root = get(&center, "/tuf/metadata/root.json");
+    let mut set =
+        TrustedSet::new(&root, Timestamp::from_unix_seconds(herd_center::unix_now())).unwrap();
+    set.update_timestamp(behind.tuf_timestamp.unwrap().as_bytes(), None)
+        .unwrap();
+    assert_eq!(check_in(Some(version)).tuf_timestamp, None);
+    assert_eq!(check_in(None).tuf_timestamp, None);
+}
+
 #[test]
 fn herd_trust_status_prints_the_repository() {
     let center = TestCenter::start();

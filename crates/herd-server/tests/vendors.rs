@@ -136,6 +136,7 @@ fn plan_of(terminal: &Client, installed: Option<InstalledDoc>) -> herd_proto::pl
             tz: None,
             agent_version: Some("test".into()),
             interfaces: None,
+            tuf_timestamp_version: None,
         })
         .expect("check-in")
         .plan

@@ -715,10 +715,17 @@ impl Agent {
             tz: identity.tz.clone(),
             agent_version: Some(VERSION.to_owned()),
             interfaces: interfaces.as_ref().map(|(list, _)| list.clone()),
+            tuf_timestamp_version: self.timestamp_to_offer(),
         };
         let server = self.server();
         match self.client().checkin(&request) {
-            Ok(response) => {
+            Ok(mut response) => {
+                // The refresh that follows uses the answer's timestamp instead of fetching one.
+                if request.tuf_timestamp_version.is_some()
+                    && let Some(trust) = self.trust.as_mut()
+                {
+                    trust.offer_timestamp(response.tuf_timestamp.take().map(String::into_bytes));
+                }
                 if let Some((_, digest)) = interfaces {
                     self.progress.interfaces_reported = Some(digest);
                 }
@@ -733,6 +740,16 @@ impl Agent {
             ),
             Err(err) => Err(CycleError::Failed(enrol::explain(err, "check in", &server))),
         }
+    }
+
+    /// The version of the trusted `timestamp.json`, for the check-in to name, when the
+    /// metadata comes from the check-in's own upstream (with `--mirror` it does not: the
+    /// mirror may lag behind the upstream's timestamp).
+    fn timestamp_to_offer(&self) -> Option<u64> {
+        if self.args.mirror.is_some() {
+            return None;
+        }
+        self.trust.as_ref()?.stored_timestamp_version()
     }
 
     /// The center no longer accepts this terminal's certificate: retrying cannot help, so
@@ -1599,9 +1616,18 @@ impl Agent {
         let dest = super::scanner::herd_set_path(&self.paths().root);
         let trust = self.trust.as_mut().expect("made just above");
         match super::scanner::fetch_herd_set(trust, now, &dest) {
-            Ok(Some(signatures)) => self.say(&format!(
-                "Herd's own signature set updated ({signatures} signature(s))"
-            )),
+            Ok(Some(updated)) => {
+                self.say(&format!(
+                    "Herd's own signature set updated ({} signature(s))",
+                    updated.signatures
+                ));
+                // Told upstream with this cycle's flush: the center (and `herd sim protect
+                // --verdict`) learns which set protects the terminal.
+                let data = serde_json::to_value(&updated).expect("the event serialises");
+                if let Err(err) = self.outbox.push(events::HERD_SET_UPDATED, data) {
+                    eprintln!("herd-agent: warning: cannot queue the set's event: {err}");
+                }
+            }
             Ok(None) => {}
             Err(why) => eprintln!("herd-agent: warning: Herd's signature set: {why}"),
         }

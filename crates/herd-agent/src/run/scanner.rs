@@ -95,12 +95,13 @@ pub(crate) fn file_sha256(path: &Path) -> Option<String> {
 /// holds: the metadata refreshed (TUF's workflow), the target found in the `herd` role only,
 /// its bytes read from the upstream's consistent-snapshot name, bounded by the signed length,
 /// and checked against the signed length and SHA-256 before they replace `dest` (atomically).
-/// `Ok(Some(n))` when it changed (`n` signatures), `Ok(None)` when there is nothing new.
+/// `Ok(Some(updated))` when it changed (its SHA-256 and signatures), `Ok(None)` when there is
+/// nothing new.
 pub(crate) fn fetch_herd_set(
     trust: &mut crate::trust::TrustClient,
     now: herd_core::Timestamp,
     dest: &Path,
-) -> Result<Option<usize>, String> {
+) -> Result<Option<herd_proto::api::HerdSetUpdated>, String> {
     use herd_proto::distribution::{
         HERD_ROLE, HERD_SET_TARGET, TARGETS_PATH, consistent_target_name,
     };
@@ -143,7 +144,10 @@ pub(crate) fn fetch_herd_set(
     let dir = dest.parent().expect("the set's path has a directory");
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     herd_fs::write_atomic(dest, &bytes, 0o600).map_err(|e| e.to_string())?;
-    Ok(Some(bytes.iter().filter(|b| **b == b'\n').count()))
+    Ok(Some(herd_proto::api::HerdSetUpdated {
+        sha256: actual,
+        signatures: bytes.iter().filter(|b| **b == b'\n').count() as u64,
+    }))
 }
 
 impl ScanHost {

@@ -99,6 +99,10 @@ pub struct TrustClient {
     trusted: Option<TrustedSet>,
     /// When the next root was last probed for (in this process).
     root_probed_at: Option<Timestamp>,
+    /// A `timestamp.json` the check-in's answer carried (or the stored one, when the answer
+    /// said it is current), used by the next refresh instead of fetching it: verified the
+    /// same way, since a signed document is as good from one channel as from another.
+    offered_timestamp: Option<Vec<u8>>,
 }
 
 impl TrustClient {
@@ -109,7 +113,25 @@ impl TrustClient {
             metadata_deadline: ReadLimits::metadata(0).deadline,
             trusted: None,
             root_probed_at: None,
+            offered_timestamp: None,
         }
+    }
+
+    /// The version of the `timestamp.json` trusted last (`None` before the first refresh or
+    /// when the stored one does not parse).
+    pub fn stored_timestamp_version(&self) -> Option<u64> {
+        let bytes = self.store.load("timestamp").ok()??;
+        version_of::<TimestampRole>("timestamp", &bytes)
+    }
+
+    /// What the check-in's answer said of the timestamp: a newer document (`Some`), or, with
+    /// `None`, that the one stored is current. The next refresh uses it instead of asking the
+    /// upstream; it is verified exactly as a fetched one (signature, no rollback, expiry).
+    pub fn offer_timestamp(&mut self, document: Option<Vec<u8>>) {
+        self.offered_timestamp = match document {
+            Some(bytes) => Some(bytes),
+            None => self.store.load("timestamp").ok().flatten(),
+        };
     }
 
     pub fn upstream(&self) -> &Repository {
@@ -238,7 +260,10 @@ impl TrustClient {
             .as_deref()
             .and_then(|b| Envelope::<TimestampRole>::parse("timestamp", b).ok())
             .map(|e| e.signed);
-        let bytes = self.fetch("timestamp.json", MAX_TIMESTAMP_BYTES)?;
+        let bytes = match self.offered_timestamp.take() {
+            Some(offered) if offered.len() as u64 <= MAX_TIMESTAMP_BYTES => offered,
+            _ => self.fetch("timestamp.json", MAX_TIMESTAMP_BYTES)?,
+        };
         if let Err(e) = set.update_timestamp(&bytes, stored.as_ref()) {
             let refusal = Refusal::of_trust(&e);
             return Err(if probe_root {

@@ -604,6 +604,15 @@ impl Mirror {
         }
     }
 
+    /// The verified `timestamp.json` served now and its version.
+    pub fn timestamp(&self) -> Option<(u64, Arc<[u8]>)> {
+        let served = self.served();
+        Some((
+            served.timestamp_signed.as_ref()?.version,
+            served.timestamp.clone()?,
+        ))
+    }
+
     /// Whether blob `sha256` is in the cache.
     pub fn is_cached(&self, sha256: &str) -> bool {
         self.cache

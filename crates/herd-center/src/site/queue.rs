@@ -51,7 +51,7 @@ impl Center {
         let body = RelayBody::Checkin {
             at,
             address: address.to_owned(),
-            request: request.clone(),
+            request: Box::new(request.clone()),
         };
         Some(relay_item(terminal, "checkin", &body))
     }

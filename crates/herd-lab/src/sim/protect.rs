@@ -21,14 +21,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use herd_client::Client;
-use herd_proto::api::{NewApiToken, NewEnrolmentToken};
+use herd_proto::api::{NewApiToken, NewEnrolmentToken, VerdictDoc};
 use herd_proto::terminal::InstalledDoc;
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 
 use super::center::SpawnedCenter;
 use super::protect_report::{self as report, ProtectReport, RunReport};
 use super::protect_sites::{self, Site};
-use super::protect_wire::{Wake, WorkerCommand, WorkerNews, WorkerOrders};
+use super::protect_wire::{Goal, Wake, WorkerCommand, WorkerNews, WorkerOrders};
 
 /// Measure time to protection: from a vendor publishing a new definitions release at the
 /// center until each terminal has fetched, verified and reported it.
@@ -45,6 +46,12 @@ use super::protect_wire::{Wake, WorkerCommand, WorkerNews, WorkerOrders};
 /// the terminals never protected within `--run-timeout`, and the bytes that crossed the
 /// center→site link against one copy of the package per site; the summary is the median over
 /// the runs.
+///
+/// With `--verdict` each run measures Herd immunity's path instead (issue 13): an analyst
+/// judges a new file malicious (`POST /v1/verdicts`), which publishes its exact-hash signature
+/// in Herd's own signature set; a terminal is protected once it has fetched that set, checked
+/// it against the signed `herd` role, found the file's hash in it, and its `herd_set.updated`
+/// event is acknowledged. Times count from the start of the verdict's request.
 ///
 /// Everything started is killed when the simulation ends, also on an error.
 #[derive(Debug, Args)]
@@ -65,6 +72,10 @@ pub struct ProtectArgs {
     /// about this size, as gzip cannot shrink them).
     #[arg(long, default_value_t = 16, value_name = "KIB")]
     definitions_kib: usize,
+    /// Measure from an analyst's verdict to Herd's signature set on every terminal, instead of
+    /// from a vendor's release.
+    #[arg(long)]
+    verdict: bool,
     /// How terminals learn of a release: `push` (holding `GET /v1/wait`) or `poll`.
     #[arg(long, value_enum, default_value_t = WakeMode::Push)]
     wake: WakeMode,
@@ -106,8 +117,11 @@ const PRODUCT: &str = "sim-defs";
 const PLATFORM: &str = "pc";
 /// How long the fleet must take to enrol and settle before the simulation gives up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(1800);
-/// A quiet moment between runs, so that no terminal is still busy with the last one.
+/// A quiet moment between runs, once no terminal is busy with the last one.
 const BETWEEN_RUNS: Duration = Duration::from_secs(3);
+/// How long the fleet and the sites may take to finish a run's work before the next starts
+/// anyway (said on stderr).
+const QUIET_TIMEOUT: Duration = Duration::from_secs(900);
 
 pub fn run(args: ProtectArgs) -> anyhow::Result<()> {
     if args.terminals == 0 {
@@ -197,6 +211,19 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
         })
         .context("POST /v1/tokens (the vendor's token)")?;
     let vendor = Client::new(&center_url, &ca_pem, None)?.with_token(&vendor_token.token);
+    let analyst = if args.verdict {
+        let token = operator
+            .new_api_token(&NewApiToken {
+                role: "analyst".to_owned(),
+                vendor: None,
+                label: "herd sim protect --verdict".to_owned(),
+                ttl_secs: Some(86_400),
+            })
+            .context("POST /v1/tokens (the analyst's token)")?;
+        Some(Client::new(&center_url, &ca_pem, None)?.with_token(&token.token))
+    } else {
+        None
+    };
 
     // Release 1 is what every terminal runs at the start.
     let mut publisher = Publisher::new(&work.path.join("packages"), args.definitions_kib)?;
@@ -248,27 +275,72 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
 
     let mut runs = Vec::new();
     for run in 1..=args.runs {
+        // Each run starts from an idle fleet, as a publication finds one: the previous run's
+        // stragglers (past `--run-timeout`) and the sites' relaying of its reports are done.
+        let quiet_secs = if run > 1 {
+            let started = Instant::now();
+            fleet.quiet(&sites, &ca_pem, QUIET_TIMEOUT)?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!("fleet and sites quiet again after {secs:.1} s");
+            Some(secs)
+        } else {
+            None
+        };
         std::thread::sleep(BETWEEN_RUNS);
         let upstream_before = upstream_bytes(&sites, &ca_pem)?;
-        let version = publisher.next_version();
-        fleet.command(&WorkerCommand::Run {
-            run,
-            version: version.clone(),
-        })?;
+        let (goal, version) = match &analyst {
+            Some(_) => {
+                let file = judged_file(run);
+                let sha256 = hex::encode(Sha256::digest(&file));
+                (
+                    Goal::HerdSignature {
+                        sha256: sha256.clone(),
+                    },
+                    sha256,
+                )
+            }
+            None => {
+                let version = publisher.next_version();
+                (
+                    Goal::Release {
+                        version: version.clone(),
+                    },
+                    version,
+                )
+            }
+        };
+        fleet.command(&WorkerCommand::Run { run, goal })?;
         let t0 = unix_micros();
-        let published = publisher.publish(&vendor)?;
-        eprintln!(
-            "run {run}: release {version} published ({} bytes package) in {:.2} s",
-            published.package_bytes, published.secs
-        );
+        let mut published = match &analyst {
+            Some(analyst) => {
+                let published = judge(analyst, run)?;
+                eprintln!(
+                    "run {run}: file {version} judged malicious in {:.2} s",
+                    published.secs
+                );
+                published
+            }
+            None => {
+                let published = publisher.publish(&vendor)?;
+                eprintln!(
+                    "run {run}: release {version} published ({} bytes package) in {:.2} s",
+                    published.package_bytes, published.secs
+                );
+                published
+            }
+        };
         let gathered = fleet.gather(run, t0, Duration::from_secs(args.run_timeout))?;
+        if analyst.is_some() {
+            // The set's size is known once terminals found it in the signed metadata.
+            published.package_bytes = gathered.target_bytes;
+        }
         // Sites count what they fetched from the center once the fetch is done: by the time
         // terminals are protected it is.
         let upstream_after = upstream_bytes(&sites, &ca_pem)?;
         let upstream = upstream_before
             .zip(upstream_after)
             .map(|(before, after)| after.saturating_sub(before));
-        let run_report = RunReport::new(
+        let mut run_report = RunReport::new(
             run,
             version,
             settled.enrolled,
@@ -278,6 +350,7 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
             upstream,
             args.sites,
         );
+        run_report.quiet_before_secs = quiet_secs;
         eprintln!("{}", run_report.line());
         runs.push(run_report);
     }
@@ -296,6 +369,7 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
                 WakeMode::Push => "push",
                 WakeMode::Poll => "poll",
             },
+            path: if args.verdict { "verdict" } else { "release" },
             definitions_kib: args.definitions_kib,
             settle_secs,
             cores: std::thread::available_parallelism().map_or(1, usize::from),
@@ -307,6 +381,18 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
 /// The sum of the sites' `herd_site_upstream_bytes_total` now; `None` without sites or when
 /// a site does not export it.
 fn upstream_bytes(sites: &[Site], ca_pem: &str) -> anyhow::Result<Option<u64>> {
+    site_metric_sum(sites, ca_pem, "herd_site_upstream_bytes_total")
+}
+
+/// What the sites still queue for the center (`herd_site_queue_depth`, summed; 0 without
+/// sites).
+fn queue_depth(sites: &[Site], ca_pem: &str) -> anyhow::Result<u64> {
+    Ok(site_metric_sum(sites, ca_pem, "herd_site_queue_depth")?.unwrap_or(0))
+}
+
+/// The sum over the sites of metric `name`; `None` without sites or when a site does not
+/// export it.
+fn site_metric_sum(sites: &[Site], ca_pem: &str, name: &str) -> anyhow::Result<Option<u64>> {
     if sites.is_empty() {
         return Ok(None);
     }
@@ -317,11 +403,8 @@ fn upstream_bytes(sites: &[Site], ca_pem: &str) -> anyhow::Result<Option<u64>> {
             .repository()
             .get("/metrics", herd_client::ReadLimits::metadata(16 << 20))
             .with_context(|| format!("GET https://{}/metrics ({})", site.addr, site.id))?;
-        match report::metric_sum(
-            &String::from_utf8_lossy(&metrics),
-            "herd_site_upstream_bytes_total",
-        ) {
-            Some(bytes) => total += bytes as u64,
+        match report::metric_sum(&String::from_utf8_lossy(&metrics), name) {
+            Some(value) => total += value as u64,
             None => return Ok(None),
         }
     }
@@ -508,6 +591,41 @@ impl Publisher {
     }
 }
 
+/// The file an analyst judges malicious in run `run` of `--verdict`: new in every run and
+/// every simulation, so each verdict changes Herd's set.
+fn judged_file(run: u32) -> Vec<u8> {
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let nonce = NONCE.get_or_init(rand::random::<u64>);
+    format!("herd sim protect: a new malicious file, run {run} of simulation {nonce:016x}\n")
+        .into_bytes()
+}
+
+/// The analyst's verdict of run `run`: the file judged malicious, which publishes its
+/// signature in Herd's set (signed and pushed by the center at once).
+fn judge(analyst: &Client, run: u32) -> anyhow::Result<Published> {
+    let file = judged_file(run);
+    let sha256 = hex::encode(Sha256::digest(&file));
+    let started = Instant::now();
+    let outcome = analyst
+        .verdict(&VerdictDoc {
+            sha256: sha256.clone(),
+            size: Some(file.len() as u64),
+            verdict: "malicious".to_owned(),
+            threat: None,
+            danger: None,
+            name: Some(format!("herd sim protect run {run}")),
+        })
+        .with_context(|| format!("POST /v1/verdicts (run {run}, {sha256})"))?;
+    let secs = started.elapsed().as_secs_f64();
+    if !outcome.changed {
+        bail!("the verdict on {sha256} changed nothing: {outcome:?}");
+    }
+    Ok(Published {
+        secs,
+        package_bytes: 0,
+    })
+}
+
 /// `kib` KiB of ClamAV body signatures (`.ndb`), random but the same for the same release,
 /// with the test pattern's own signature first.
 fn definitions_text(seq: u64, kib: usize, test_text: &str) -> String {
@@ -558,6 +676,8 @@ pub struct Gathered {
     pub errors: BTreeMap<String, u64>,
     pub bytes: super::protect_wire::Bytes,
     pub verifications: u64,
+    /// The signed length of the run's target (the largest any worker saw).
+    pub target_bytes: u64,
     /// Workers that did not answer in time.
     pub silent_workers: usize,
 }
@@ -663,6 +783,7 @@ impl Fleet {
                     ready[worker] = Some((enrolled, errors, polling));
                 }
                 WorkerNews::Done { .. } => bail!("worker {worker} finished a run before any"),
+                WorkerNews::Quiet => {}
             }
             if last_print.elapsed() > Duration::from_secs(5) {
                 last_print = Instant::now();
@@ -708,6 +829,7 @@ impl Fleet {
             errors: BTreeMap::new(),
             bytes: Default::default(),
             verifications: 0,
+            target_bytes: 0,
             silent_workers: 0,
         };
         let t0_instant = Instant::now() - Duration::from_micros(unix_micros().saturating_sub(t0));
@@ -739,6 +861,7 @@ impl Fleet {
                     errors,
                     bytes,
                     verifications,
+                    target_bytes,
                 } if finished == run => {
                     done[worker] = true;
                     gathered
@@ -751,11 +874,49 @@ impl Fleet {
                     gathered.bytes.packages += bytes.packages;
                     gathered.bytes.requests += bytes.requests;
                     gathered.verifications += verifications;
+                    gathered.target_bytes = gathered.target_bytes.max(target_bytes);
                 }
                 _ => {}
             }
         }
         Ok(gathered)
+    }
+
+    /// Waits until no terminal is in the middle of a cycle and every site has sent its queue
+    /// to the center (`herd_site_queue_depth` 0), at most `limit`; past it, says so and
+    /// returns.
+    fn quiet(&mut self, sites: &[Site], ca_pem: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        self.command(&WorkerCommand::Quiet)?;
+        let mut quiet = vec![false; self.workers.len()];
+        while quiet.iter().any(|q| !q) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.news.recv_timeout(left) {
+                Ok((worker, news)) => {
+                    if matches!(news?, WorkerNews::Quiet) {
+                        quiet[worker] = true;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    eprintln!("warning: terminals still busy after {limit:?}; next run anyway");
+                    return Ok(());
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("every worker is gone"),
+            }
+        }
+        loop {
+            let depth = queue_depth(sites, ca_pem)?;
+            if depth == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "warning: the sites still queue {depth} items for the center; next run anyway"
+                );
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn stop(&mut self) {

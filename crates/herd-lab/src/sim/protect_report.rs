@@ -23,6 +23,8 @@ pub struct Input {
     pub sites: usize,
     pub processes: usize,
     pub wake: &'static str,
+    /// What each run measures from: a vendor's `release` or an analyst's `verdict`.
+    pub path: &'static str,
     pub definitions_kib: usize,
     /// Enrolling the fleet until every terminal held its connection.
     pub settle_secs: f64,
@@ -56,6 +58,9 @@ pub struct RunReport {
     pub verifications: u64,
     pub errors: BTreeMap<String, u64>,
     pub silent_workers: usize,
+    /// How long the previous run's work (stragglers, the sites' relaying) took to finish
+    /// before this run started (`None` for the first).
+    pub quiet_before_secs: Option<f64>,
 }
 
 impl RunReport {
@@ -108,6 +113,7 @@ impl RunReport {
             verifications: gathered.verifications,
             errors: gathered.errors,
             silent_workers: gathered.silent_workers,
+            quiet_before_secs: None,
         }
     }
 
@@ -232,7 +238,8 @@ impl ProtectReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "herd sim protect: {} terminals ({} enrolled, {} polling), {} sites, {} worker processes, wake by {}, {} KiB definitions; fleet settled in {:.1} s; {} cores",
+            "herd sim protect ({} path): {} terminals ({} enrolled, {} polling), {} sites, {} worker processes, wake by {}, {} KiB definitions; fleet settled in {:.1} s; {} cores",
+            input.path,
             input.terminals,
             input.enrolled,
             input.polling,
@@ -259,7 +266,7 @@ impl ProtectReport {
                 run.verifications,
                 match run.upstream_bytes {
                     Some(bytes) => format!(
-                        "{bytes} B (one package per site: {} B)",
+                        "{bytes} B (one copy per site: {} B)",
                         run.one_copy_per_site_bytes
                     ),
                     None if input.sites == 0 => "– (no sites)".to_owned(),
@@ -340,6 +347,7 @@ mod tests {
             errors: BTreeMap::new(),
             bytes: Bytes::default(),
             verifications: 1,
+            target_bytes: 1000,
             silent_workers: 0,
         };
         let published = Published {

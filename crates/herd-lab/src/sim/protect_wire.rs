@@ -53,11 +53,26 @@ pub enum Wake {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerCommand {
-    /// Run `run` begins: a terminal whose plan takes it to `version` and who reported it
-    /// counts as protected for this run.
-    Run { run: u32, version: String },
+    /// Run `run` begins: a terminal that reached `goal` and reported it counts as protected
+    /// for this run.
+    Run { run: u32, goal: Goal },
     /// Send `done` for `run` now with what you have.
     Finish { run: u32 },
+    /// Say `quiet` once no terminal is in the middle of a cycle.
+    Quiet,
+}
+
+/// What protects a terminal in a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Goal {
+    /// A vendor's release: its plan took the terminal to `version`, which it reported
+    /// (`plan.report`).
+    Release { version: String },
+    /// An analyst's verdict: the terminal holds Herd's signature set listing the file with
+    /// this SHA-256, verified against the signed `herd` role, and reported it
+    /// (`herd_set.updated`).
+    HerdSignature { sha256: String },
 }
 
 /// A line on a worker's stdout.
@@ -84,7 +99,12 @@ pub enum WorkerNews {
         /// Distinct signed-metadata chains this process verified during the run (each
         /// verified once, then reused by every terminal that fetched the same documents).
         verifications: u64,
+        /// The signed length of the goal's target (the package, or Herd's set) as the
+        /// terminals found it; 0 when none did.
+        target_bytes: u64,
     },
+    /// No terminal of the worker is in the middle of a cycle (after `quiet`).
+    Quiet,
 }
 
 /// Bytes the terminals downloaded (bodies), by kind.

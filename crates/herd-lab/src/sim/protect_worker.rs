@@ -36,12 +36,14 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::client::{Endpoint, Https};
-use super::protect_wire::{self as wire, Wake, WorkerCommand, WorkerNews, WorkerOrders};
+use super::protect_wire::{self as wire, Goal, Wake, WorkerCommand, WorkerNews, WorkerOrders};
 use herd_proto::api::{
     CheckinRequest, CheckinResponse, EnrolRequest, EnrolResponse, EventAck, EventBatch, EventDoc,
-    PlanReport, ReportOutcome, StepResult, StepStatus, events,
+    HerdSetUpdated, PlanReport, ReportOutcome, StepResult, StepStatus, events,
 };
-use herd_proto::distribution::{METADATA_PATH, TARGETS_PATH, consistent_target_name};
+use herd_proto::distribution::{
+    HERD_ROLE, HERD_SET_TARGET, METADATA_PATH, TARGETS_PATH, consistent_target_name,
+};
 use herd_proto::plan::{Action, Step};
 use herd_proto::site::{WAIT, WaitResponse};
 use herd_proto::terminal::{HardwareDoc, InstalledDoc};
@@ -136,13 +138,17 @@ struct Sim {
     enrolled: AtomicUsize,
     holding: AtomicUsize,
     polling: AtomicUsize,
+    /// Terminals in the middle of a cycle (woken, checking in, fetching, reporting).
+    busy: AtomicUsize,
     protected_now: tokio::sync::Notify,
 }
 
 struct RunState {
     run: u32,
-    version: String,
+    goal: Goal,
     protected: Vec<(u32, u64)>,
+    /// The signed length of the goal's target, once a terminal found it.
+    target_bytes: u64,
 }
 
 impl Sim {
@@ -172,12 +178,15 @@ impl Sim {
             .clone()
     }
 
-    fn protected(&self, index: u32, version: &str) {
+    /// Terminal `index` reached what `reached` says of the run's goal (its report
+    /// acknowledged), through a target of `target_bytes`.
+    fn protected(&self, index: u32, reached: impl Fn(&Goal) -> bool, target_bytes: u64) {
         let mut run = self.run.lock().expect("run lock");
         if let Some(state) = run.as_mut()
-            && state.version == version
+            && reached(&state.goal)
         {
             state.protected.push((index, unix_micros()));
+            state.target_bytes = target_bytes;
             self.protected_now.notify_one();
         }
     }
@@ -266,7 +275,8 @@ struct Chain {
 
 #[derive(Clone, Debug)]
 enum Verdict {
-    Found(TargetFile),
+    /// Listed by this role.
+    Found(String, TargetFile),
     NeedRole(String),
     NotFound,
     Refused(String),
@@ -299,7 +309,7 @@ fn verify_chain(root: &[u8], chain: &Chain, target: &str) -> Verdict {
     }
     for _ in 0..=herd_tuf::client::MAX_DELEGATIONS {
         match set.find_target(target) {
-            TargetSearch::Found { file, .. } => return Verdict::Found(file),
+            TargetSearch::Found { role, file } => return Verdict::Found(role, file),
             TargetSearch::NotFound => return Verdict::NotFound,
             TargetSearch::NeedRole { role, delegator } => match chain.roles.get(&role) {
                 Some(doc) => {
@@ -365,6 +375,7 @@ async fn work(orders: WorkerOrders) -> anyhow::Result<()> {
         enrolled: AtomicUsize::new(0),
         holding: AtomicUsize::new(0),
         polling: AtomicUsize::new(0),
+        busy: AtomicUsize::new(0),
         protected_now: tokio::sync::Notify::new(),
     });
 
@@ -408,11 +419,20 @@ async fn work(orders: WorkerOrders) -> anyhow::Result<()> {
     });
 
     let mut finishing = None;
+    // Asked whether the fleet is quiet: looked at every 100 ms until no terminal is busy.
+    let mut quiet_asked = false;
+    let mut quiet_tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
+            _ = quiet_tick.tick(), if quiet_asked => {
+                if sim.busy.load(Relaxed) == 0 {
+                    quiet_asked = false;
+                    say(&WorkerNews::Quiet);
+                }
+            }
             command = commands.recv() => match command {
                 None => return Ok(()),
-                Some(WorkerCommand::Run { run, version }) => {
+                Some(WorkerCommand::Run { run, goal }) => {
                     std::mem::take(&mut *sim.errors.lock().expect("errors lock"));
                     sim.metadata_bytes.store(0, Relaxed);
                     sim.package_bytes.store(0, Relaxed);
@@ -420,11 +440,13 @@ async fn work(orders: WorkerOrders) -> anyhow::Result<()> {
                     sim.verifications.store(0, Relaxed);
                     *sim.run.lock().expect("run lock") = Some(RunState {
                         run,
-                        version,
+                        goal,
                         protected: Vec::with_capacity(enrolled),
+                        target_bytes: 0,
                     });
                 }
                 Some(WorkerCommand::Finish { run }) => finishing = Some(run),
+                Some(WorkerCommand::Quiet) => quiet_asked = true,
             },
             () = sim.protected_now.notified() => {}
         }
@@ -447,6 +469,7 @@ async fn work(orders: WorkerOrders) -> anyhow::Result<()> {
                     requests: sim.requests.load(Relaxed),
                 },
                 verifications: sim.verifications.load(Relaxed),
+                target_bytes: state.target_bytes,
             });
         }
     }
@@ -562,6 +585,7 @@ async fn enrol_one(
         installed: orders.installed.clone(),
         token: String::new(),
         seq: 0,
+        herd_set: None,
         connection: None,
         chain: Chain::default(),
         polling: false,
@@ -579,12 +603,40 @@ struct Terminal {
     token: String,
     /// The last event seq it used.
     seq: u64,
+    /// The SHA-256 of the Herd signature set it holds.
+    herd_set: Option<String>,
     connection: Option<Https>,
     chain: Chain,
     /// `/v1/wait` was refused: it polls instead.
     polling: bool,
     /// Counted in `holding` once settled.
     counted: bool,
+}
+
+/// A plan carried out, to report.
+struct CarriedOut {
+    report: PlanReport,
+    /// The signed length of the package fetched.
+    package_bytes: u64,
+}
+
+/// A Herd signature set downloaded and checked.
+struct FetchedSet {
+    updated: HerdSetUpdated,
+    text: String,
+    length: u64,
+}
+
+impl FetchedSet {
+    /// Whether the set has the exact-hash signature of the file with this SHA-256 (`.hsb`
+    /// lines: `sha256:size:name`).
+    fn lists(&self, sha256: &str) -> bool {
+        self.text.lines().any(|line| {
+            line.split(':')
+                .next()
+                .is_some_and(|hash| hash.eq_ignore_ascii_case(sha256))
+        })
+    }
 }
 
 /// Why a cycle stopped early.
@@ -639,15 +691,17 @@ impl Terminal {
     }
 
     async fn cycle_with_retries(&mut self, sim: &Sim) {
+        sim.busy.fetch_add(1, Relaxed);
         for _ in 0..CYCLE_ATTEMPTS {
             match self.cycle(sim).await {
-                Ok(()) | Err(Stop::NotSigned) => return,
+                Ok(()) | Err(Stop::NotSigned) => break,
                 Err(Stop::Failed(kind)) => {
                     sim.error(&kind);
                     pause().await;
                 }
             }
         }
+        sim.busy.fetch_sub(1, Relaxed);
     }
 
     /// Holds `GET /v1/wait` until the change token moves (true) or the wait times out.
@@ -687,7 +741,9 @@ impl Terminal {
         Ok(changed)
     }
 
-    /// What an agent does when woken: check in, refresh the metadata, carry out the plan.
+    /// What an agent does when woken: check in, refresh the metadata, fetch Herd's signature
+    /// set when the signed `herd` role lists another one (as a scanning agent does), carry out
+    /// the plan, and report both in one batch of events.
     async fn cycle(&mut self, sim: &Sim) -> Result<(), Stop> {
         let request = CheckinRequest {
             terminal: None,
@@ -696,6 +752,12 @@ impl Terminal {
             tz: None,
             agent_version: Some(concat!("herd-sim/", env!("CARGO_PKG_VERSION")).to_owned()),
             interfaces: None,
+            tuf_timestamp_version: self
+                .chain
+                .timestamp
+                .as_ref()
+                .and_then(|doc| doc.nav("timestamp"))
+                .map(|nav| nav.version),
         };
         let body = serde_json::to_vec(&request).expect("a check-in serialises");
         let (status, answer) = self
@@ -711,15 +773,74 @@ impl Terminal {
         if status != StatusCode::OK {
             return Err(format!("checkin: {}", refusal_kind(status, &answer)).into());
         }
-        let answer: CheckinResponse =
+        let mut answer: CheckinResponse =
             serde_json::from_slice(&answer).map_err(|_| "checkin: unreadable answer".to_owned())?;
-        self.refresh(sim).await?;
-        if !matches!(answer.plan.action, Action::Update | Action::Switch) {
-            return Ok(());
+        // As the agent: the answer's timestamp (or, with none, the one held, which the
+        // upstream says is current) stands for the refresh's first request.
+        let offered = match answer.tuf_timestamp.take() {
+            Some(document) => {
+                sim.metadata_bytes.fetch_add(document.len() as u64, Relaxed);
+                Some(sim.intern(Bytes::from(document)))
+            }
+            None if request.tuf_timestamp_version.is_some() => self.chain.timestamp.clone(),
+            None => None,
+        };
+        self.refresh(sim, offered).await?;
+        let herd_set = self.fetch_herd_set(sim).await?;
+        let plan = if matches!(answer.plan.action, Action::Update | Action::Switch) {
+            Some(self.carry_out(sim, &answer).await)
+        } else {
+            None
+        };
+        // The set's event goes even when the plan stopped: the agent queues it before acting.
+        let mut batch = Vec::new();
+        if let Some(set) = &herd_set {
+            batch.push((events::HERD_SET_UPDATED, serde_json::to_value(&set.updated)));
         }
+        let (carried_out, stopped) = match plan {
+            Some(Ok(done)) => {
+                batch.push((events::PLAN_REPORT, serde_json::to_value(&done.report)));
+                (Some(done), None)
+            }
+            Some(Err(stop)) => (None, Some(stop)),
+            None => (None, None),
+        };
+        if !batch.is_empty() {
+            self.report(sim, batch).await?;
+        }
+        if let Some(set) = herd_set {
+            sim.protected(
+                self.index,
+                |goal| matches!(goal, Goal::HerdSignature { sha256 } if set.lists(sha256)),
+                set.length,
+            );
+            self.herd_set = Some(set.updated.sha256);
+        }
+        if let Some(done) = carried_out {
+            let installed = done
+                .report
+                .installed
+                .expect("a report of an update says it");
+            sim.protected(
+                self.index,
+                |goal| matches!(goal, Goal::Release { version } if *version == installed.version),
+                done.package_bytes,
+            );
+            self.installed = installed;
+        }
+        match stopped {
+            Some(stop) => Err(stop),
+            None => Ok(()),
+        }
+    }
+
+    /// Carries out an `update` or `switch` plan: each fetch step checked against the verified
+    /// target, downloaded and checked; the rest simulated.
+    async fn carry_out(&mut self, sim: &Sim, answer: &CheckinResponse) -> Result<CarriedOut, Stop> {
         let mut results = Vec::new();
         let mut format = None;
         let mut pattern = None;
+        let mut package_bytes = 0;
         for (step, planned) in answer.plan.steps.iter().enumerate() {
             let (kind, detail) = match planned {
                 Step::Fetch {
@@ -732,7 +853,10 @@ impl Terminal {
                     let target = target
                         .as_deref()
                         .ok_or_else(|| "plan: a fetch step without a target".to_owned())?;
-                    let file = self.find_target(sim, target).await?;
+                    let (_, file) = self
+                        .find_target(sim, target)
+                        .await?
+                        .ok_or(Stop::NotSigned)?;
                     if file.length != *size
                         || file.hashes.get("sha256").map(String::as_str) != Some(sha256.as_str())
                     {
@@ -740,20 +864,9 @@ impl Terminal {
                             .to_owned()
                             .into());
                     }
-                    let path = format!(
-                        "{TARGETS_PATH}{}",
-                        consistent_target_name(target, &sha256.to_ascii_lowercase())
-                    );
-                    let (status, package) = self
-                        .send(sim, Method::GET, &path, None, REQUEST_TIMEOUT)
-                        .await
-                        .map_err(|kind| format!("download: {kind}"))?;
-                    if status != StatusCode::OK {
-                        return Err(format!("download: {}", refusal_kind(status, &package)).into());
-                    }
+                    let package = self.download(sim, target, &file).await?;
                     sim.package_bytes.fetch_add(package.len() as u64, Relaxed);
-                    herd_tuf::verify_target(target, &file, &package)
-                        .map_err(|err| format!("download: refused: {err}"))?;
+                    package_bytes = file.length;
                     format = Some(fetched_format.clone());
                     ("fetch", format!("{} bytes, sha256 checked", package.len()))
                 }
@@ -785,23 +898,96 @@ impl Terminal {
             pattern: pattern.unwrap_or_else(|| self.installed.pattern.clone()),
             format: format.unwrap_or_else(|| self.installed.format.clone()),
         };
-        let report = PlanReport {
-            plan_id: answer.plan_id.clone(),
-            outcome: ReportOutcome::Succeeded,
-            steps: results,
-            installed: Some(installed.clone()),
-            message: None,
+        Ok(CarriedOut {
+            report: PlanReport {
+                plan_id: answer.plan_id.clone(),
+                outcome: ReportOutcome::Succeeded,
+                steps: results,
+                installed: Some(installed),
+                message: None,
+            },
+            package_bytes,
+        })
+    }
+
+    /// Herd's signature set when the signed `herd` role lists another one than the terminal
+    /// holds: downloaded, checked against the signed length and SHA-256 (as the agent's
+    /// `fetch_herd_set`); `None` when there is nothing new.
+    async fn fetch_herd_set(&mut self, sim: &Sim) -> Result<Option<FetchedSet>, Stop> {
+        let Some((role, file)) = self.find_target(sim, HERD_SET_TARGET).await? else {
+            return Ok(None);
         };
-        self.seq += 1;
-        let batch = EventBatch {
-            events: vec![EventDoc {
+        if role != HERD_ROLE {
+            return Err(format!("herd set: listed by {role}, not {HERD_ROLE}").into());
+        }
+        let sha256 = file
+            .hashes
+            .get("sha256")
+            .ok_or_else(|| "herd set: listed without a SHA-256".to_owned())?
+            .to_ascii_lowercase();
+        if self.herd_set.as_ref() == Some(&sha256) {
+            return Ok(None);
+        }
+        let bytes = self.download(sim, HERD_SET_TARGET, &file).await?;
+        sim.package_bytes.fetch_add(bytes.len() as u64, Relaxed);
+        let text =
+            String::from_utf8(bytes.to_vec()).map_err(|_| "herd set: not UTF-8 text".to_owned())?;
+        Ok(Some(FetchedSet {
+            updated: HerdSetUpdated {
+                sha256,
+                signatures: text.lines().count() as u64,
+            },
+            text,
+            length: file.length,
+        }))
+    }
+
+    /// Downloads `target` by its consistent-snapshot name and checks it against its verified
+    /// description (length and SHA-256), as the agent does with everything it fetches.
+    async fn download(
+        &mut self,
+        sim: &Sim,
+        target: &str,
+        file: &TargetFile,
+    ) -> Result<Bytes, Stop> {
+        let sha256 = file
+            .hashes
+            .get("sha256")
+            .ok_or_else(|| format!("download: {target} is listed without a SHA-256"))?;
+        let path = format!(
+            "{TARGETS_PATH}{}",
+            consistent_target_name(target, &sha256.to_ascii_lowercase())
+        );
+        let (status, bytes) = self
+            .send(sim, Method::GET, &path, None, REQUEST_TIMEOUT)
+            .await
+            .map_err(|kind| format!("download: {kind}"))?;
+        if status != StatusCode::OK {
+            return Err(format!("download: {}", refusal_kind(status, &bytes)).into());
+        }
+        herd_tuf::verify_target(target, file, &bytes)
+            .map_err(|err| format!("download: refused: {err}"))?;
+        Ok(bytes)
+    }
+
+    /// Sends events (kind, data) as one batch and waits for their acknowledgement.
+    async fn report(
+        &mut self,
+        sim: &Sim,
+        batch: Vec<(&str, serde_json::Result<serde_json::Value>)>,
+    ) -> Result<(), Stop> {
+        let at = herd_core::Timestamp::from_unix_seconds(unix_seconds()).to_string();
+        let mut events = Vec::with_capacity(batch.len());
+        for (kind, data) in batch {
+            self.seq += 1;
+            events.push(EventDoc {
                 seq: self.seq,
-                at: herd_core::Timestamp::from_unix_seconds(unix_seconds()).to_string(),
-                kind: events::PLAN_REPORT.to_owned(),
-                data: serde_json::to_value(&report).expect("a report serialises"),
-            }],
-        };
-        let body = serde_json::to_vec(&batch).expect("a batch serialises");
+                at: at.clone(),
+                kind: kind.to_owned(),
+                data: data.expect("an event serialises"),
+            });
+        }
+        let body = serde_json::to_vec(&EventBatch { events }).expect("a batch serialises");
         let (status, answer) = self
             .send(sim, Method::POST, "/v1/events", Some(body), REQUEST_TIMEOUT)
             .await
@@ -814,16 +1000,17 @@ impl Terminal {
         if ack.acked_through < self.seq {
             return Err("report: not acknowledged".to_owned().into());
         }
-        sim.protected(self.index, &installed.version);
-        self.installed = installed;
         Ok(())
     }
 
-    /// TUF's refresh as the agent makes it: the timestamp always, the snapshot when the
-    /// timestamp names another, each loaded targets role when the snapshot names another
-    /// version of it (roles it no longer lists are dropped).
-    async fn refresh(&mut self, sim: &Sim) -> Result<(), Stop> {
-        let timestamp = self.metadata(sim, "timestamp.json").await?;
+    /// TUF's refresh as the agent makes it: the timestamp (`offered` by the check-in's answer,
+    /// else fetched), the snapshot when the timestamp names another, each loaded targets role
+    /// when the snapshot names another version of it (roles it no longer lists are dropped).
+    async fn refresh(&mut self, sim: &Sim, offered: Option<Arc<Doc>>) -> Result<(), Stop> {
+        let timestamp = match offered {
+            Some(timestamp) => timestamp,
+            None => self.metadata(sim, "timestamp.json").await?,
+        };
         let snapshot_version = timestamp
             .nav("timestamp")
             .and_then(|nav| nav.meta.get("snapshot.json").copied())
@@ -876,12 +1063,17 @@ impl Terminal {
         Ok(())
     }
 
-    /// The verified description of `target`, loading the delegated roles the search needs.
-    async fn find_target(&mut self, sim: &Sim, target: &str) -> Result<TargetFile, Stop> {
+    /// The verified description of `target` and the role listing it (`None` when no role
+    /// does), loading the delegated roles the search needs.
+    async fn find_target(
+        &mut self,
+        sim: &Sim,
+        target: &str,
+    ) -> Result<Option<(String, TargetFile)>, Stop> {
         for _ in 0..=herd_tuf::client::MAX_DELEGATIONS {
             match sim.verify(&self.chain, target) {
-                Verdict::Found(file) => return Ok(file),
-                Verdict::NotFound => return Err(Stop::NotSigned),
+                Verdict::Found(role, file) => return Ok(Some((role, file))),
+                Verdict::NotFound => return Ok(None),
                 Verdict::Refused(why) => return Err(format!("refresh: refused: {why}").into()),
                 Verdict::NeedRole(role) => {
                     let version = self
@@ -1001,6 +1193,24 @@ mod tests {
             herd_client::percent_encode("a b&c=d/é"),
             "a%20b%26c%3Dd%2F%C3%A9"
         );
+    }
+
+    #[test]
+    fn a_set_lists_a_file_by_its_whole_hash_in_any_case() {
+        let one = "ab".repeat(32);
+        let set = FetchedSet {
+            updated: HerdSetUpdated {
+                sha256: "0".repeat(64),
+                signatures: 1,
+            },
+            text: format!("{one}:42:Herd.Immunity.x\n"),
+            length: 0,
+        };
+        assert!(set.lists(&one));
+        assert!(set.lists(&one.to_ascii_uppercase()));
+        // A prefix of a listed hash, or another hash, is not listed.
+        assert!(!set.lists(&one[..63]));
+        assert!(!set.lists(&"cd".repeat(32)));
     }
 
     #[test]
