@@ -124,6 +124,20 @@ impl Center {
                 (i, kind)
             })
             .collect();
+        // Consent questions and answers, for consent by e-mail (at the center).
+        let consents: Vec<(usize, String, String)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| {
+                [
+                    events::CONSENT_REQUESTED,
+                    events::CONSENT_ACCEPTED,
+                    events::CONSENT_DECLINED,
+                ]
+                .contains(&row.kind.as_str())
+            })
+            .map(|(i, row)| (i, row.kind.clone(), row.data.clone()))
+            .collect();
         // Users' messages, stored as messages once the events are.
         let answers: Vec<(usize, i64, String)> = rows
             .iter()
@@ -203,8 +217,20 @@ impl Center {
         for (_, kind) in refusals.iter().filter(|(i, _)| *i >= stored) {
             self.metrics.count_trust_refusal(kind);
         }
-        for (_, at, data) in answers.into_iter().filter(|(i, _, _)| *i >= stored) {
-            self.store_answer(&terminal.id, at, &data).await;
+        // At the center only: a site relays the events there, where messages and consent
+        // requests are kept (a site's own copy would have ids of its own).
+        if self.site().is_none() {
+            for (_, at, data) in answers.into_iter().filter(|(i, _, _)| *i >= stored) {
+                self.store_answer(&terminal.id, at, &data).await;
+            }
+            for (_, kind, data) in consents.into_iter().filter(|(i, _, _)| *i >= stored) {
+                if kind == events::CONSENT_REQUESTED {
+                    self.consent_requested(&terminal.id, &data).await;
+                } else {
+                    self.consent_answered_on_device(&terminal.id, &kind, &data)
+                        .await;
+                }
+            }
         }
         for (_, kind, data) in alerting.into_iter().filter(|(i, _, _)| *i >= stored) {
             self.alerts

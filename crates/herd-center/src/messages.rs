@@ -59,6 +59,9 @@ impl Center {
                 reply_to: None,
             })
             .await?;
+        self.newest_message
+            .id
+            .fetch_max(row.id, std::sync::atomic::Ordering::Relaxed);
         Ok(wire_message(row))
     }
 
@@ -138,6 +141,78 @@ impl Center {
             .await;
         if let Err(err) = stored {
             tracing::error!(%terminal, %err, "a terminal's message was not stored");
+        }
+    }
+}
+
+/// The newest message id as of `read_at` (Unix seconds; 0: never read).
+#[derive(Debug, Default)]
+pub(crate) struct NewestMessage {
+    id: std::sync::atomic::AtomicU64,
+    read_at: std::sync::atomic::AtomicI64,
+}
+
+impl Center {
+    /// The newest message id, from the store at most once a second per process. A message
+    /// sent through this process counts at once ([`Center::send_message`] raises it).
+    async fn newest_message_id(&self) -> CenterResult<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = unix_now();
+        let cached = &self.newest_message;
+        if cached.read_at.load(Relaxed) == now {
+            return Ok(cached.id.load(Relaxed));
+        }
+        let newest = self.store.message_newest_id().await?;
+        cached.id.fetch_max(newest, Relaxed);
+        cached.read_at.store(now, Relaxed);
+        Ok(cached.id.load(Relaxed))
+    }
+
+    /// The messages a check-in answer carries for a terminal that has those up to `after`,
+    /// and the id it may keep from now on. Its inbox is read only when a message newer than
+    /// `after` exists (for anyone): most check-ins cost one atomic read. A store that fails
+    /// gives nothing this time (the check-in itself still counts).
+    pub(crate) async fn checkin_messages(
+        &self,
+        terminal: &KnownTerminal,
+        after: u64,
+    ) -> (Vec<Message>, Option<u64>) {
+        let newest = match self.newest_message_id().await {
+            Ok(newest) => newest,
+            Err(err) => {
+                tracing::warn!(terminal = %terminal.id, %err, "cannot read the newest message id");
+                return (Vec::new(), None);
+            }
+        };
+        if after >= newest || after > i64::MAX as u64 {
+            return (Vec::new(), Some(newest.max(after.min(i64::MAX as u64))));
+        }
+        let limit = herd_proto::api::MAX_CHECKIN_MESSAGES;
+        let rows = self
+            .store
+            .messages(&MessageQuery {
+                after_id: after,
+                limit: limit as u32,
+                inbox_of: Some((&terminal.id, &terminal.group)),
+                terminal: None,
+                site: None,
+            })
+            .await;
+        match rows {
+            Ok(rows) => {
+                let last = rows.last().map(|r| r.id).unwrap_or(after);
+                // A full page may have more after it: the terminal takes the rest next time.
+                let through = if rows.len() == limit {
+                    last
+                } else {
+                    last.max(newest)
+                };
+                (rows.into_iter().map(wire_message).collect(), Some(through))
+            }
+            Err(err) => {
+                tracing::warn!(terminal = %terminal.id, %err, "cannot read a terminal's inbox");
+                (Vec::new(), None)
+            }
         }
     }
 }

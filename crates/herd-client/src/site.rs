@@ -90,6 +90,16 @@ impl Client {
         self.get_json(&path, &[], MAX_JSON_ANSWER)
     }
 
+    /// The e-mailed consent answer of a terminal the site serves, for plan `plan_id`.
+    pub fn site_consent(
+        &self,
+        id: &str,
+        plan_id: &str,
+    ) -> Result<herd_proto::consent::SiteConsent, ClientError> {
+        let path = format!("{}/{}/consent", wire::SITE_TERMINALS, segment(id));
+        self.get_json(&path, &[("plan_id", plan_id)], MAX_JSON_ANSWER)
+    }
+
     /// A batch of the site's queue (`POST /v1/sites/relay`).
     pub fn relay(&self, batch: &RelayBatch) -> Result<RelayAck, ClientError> {
         self.send_json(Method::POST, wire::SITE_RELAY, batch)

@@ -293,6 +293,14 @@ pub struct CheckinRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub interfaces: Option<Vec<NetworkInterface>>,
+    /// The plan whose consent question the terminal is waiting on, unanswered on the device:
+    /// the answer carries the user's answer if it was given by e-mail. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_waiting: Option<String>,
+    /// The newest message id the terminal has from its operators: the answer carries the
+    /// newer ones (`CheckinResponse::messages`). Absent from agents that fetch them apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_after: Option<u64>,
 }
 
 /// One network interface as the agent saw it.
@@ -321,7 +329,23 @@ pub struct CheckinResponse {
     pub next_checkin_secs: u64,
     /// The center's clock, RFC 3339 UTC.
     pub server_time: String,
+    /// The user's answer to the plan named in the request's `consent_waiting`, when it was
+    /// given by e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<crate::consent::ConsentAnswer>,
+    /// Messages to this terminal newer than the request's `messages_after`, oldest first (at
+    /// most `MAX_CHECKIN_MESSAGES`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<crate::messages::Message>,
+    /// The message id the terminal may keep as its `messages_after` from now on: every
+    /// message for it up to this one is in `messages` or was sent before. Absent when the
+    /// request had no `messages_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_through: Option<u64>,
 }
+
+/// The most messages one check-in answer carries; more wait for the next check-in.
+pub const MAX_CHECKIN_MESSAGES: usize = 20;
 
 /// `POST /v1/events` (client certificate): a batch from the agent's outbox, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -346,8 +370,10 @@ pub mod events {
     pub const PLAN_REPORT: &str = "plan.report";
     /// The agent asked the user for consent to a plan.
     pub const CONSENT_REQUESTED: &str = "consent.requested";
-    /// The user declined a plan.
+    /// The user declined a plan (`data`: plan id, change, and `by`: `device` or `email`).
     pub const CONSENT_DECLINED: &str = "consent.declined";
+    /// The user accepted a plan (`data`: plan id, change, and `by`: `device` or `email`).
+    pub const CONSENT_ACCEPTED: &str = "consent.accepted";
     /// The agent refused what its upstream served because the signed metadata does not vouch
     /// for it (`data`: a [`super::TrustRefusal`]): tampered, rolled back, expired, unsigned.
     pub const TRUST_REFUSED: &str = "trust.refused";

@@ -458,6 +458,8 @@ fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
             tz: None,
             agent_version: None,
             interfaces: None,
+            consent_waiting: None,
+            messages_after: None,
         })
         .unwrap();
     assert_eq!(checkin.plan.action, herd_proto::plan::Action::Switch);

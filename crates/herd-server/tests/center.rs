@@ -47,6 +47,8 @@ fn checkin(installed: Option<InstalledDoc>) -> CheckinRequest {
         tz: None,
         agent_version: Some("test".into()),
         interfaces: None,
+        consent_waiting: None,
+        messages_after: None,
     }
 }
 

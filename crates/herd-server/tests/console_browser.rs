@@ -54,6 +54,8 @@ fn checkin(installed: InstalledDoc) -> CheckinRequest {
         tz: None,
         agent_version: Some("test".into()),
         interfaces: None,
+        consent_waiting: None,
+        messages_after: None,
     }
 }
 

@@ -55,6 +55,8 @@ fn check_in(terminal: &Client, on: &InstalledDoc) -> herd_proto::api::CheckinRes
             tz: None,
             agent_version: None,
             interfaces: None,
+            consent_waiting: None,
+            messages_after: None,
         })
         .expect("check-in")
 }

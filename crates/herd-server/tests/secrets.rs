@@ -280,6 +280,8 @@ fn checks_in(center: &TestCenter, identity: &KeyPairPem) -> bool {
             tz: None,
             agent_version: Some("test".into()),
             interfaces: None,
+            consent_waiting: None,
+            messages_after: None,
         })
         .is_ok()
 }

@@ -152,6 +152,8 @@ fn checkin() -> CheckinRequest {
         tz: None,
         agent_version: Some("test".into()),
         interfaces: None,
+        consent_waiting: None,
+        messages_after: None,
     }
 }
 

@@ -136,6 +136,8 @@ fn plan_of(terminal: &Client, installed: Option<InstalledDoc>) -> herd_proto::pl
             tz: None,
             agent_version: Some("test".into()),
             interfaces: None,
+            consent_waiting: None,
+            messages_after: None,
         })
         .expect("check-in")
         .plan

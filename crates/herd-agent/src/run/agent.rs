@@ -12,6 +12,7 @@ use herd_client::Client;
 use herd_proto::api::{
     CertificateRenewal, CheckinRequest, CheckinResponse, PlanReport, ReportOutcome, codes, events,
 };
+use herd_proto::consent::{ConsentAnswer, ConsentDecision, answered_by};
 use herd_proto::plan::{Action, PlanDoc};
 use serde_json::json;
 
@@ -424,6 +425,48 @@ impl Agent {
         }
     }
 
+    /// The plan whose consent question is unanswered on this terminal, which the check-in
+    /// names so the center can answer with what the user said by e-mail.
+    fn consent_waiting(&self) -> Option<String> {
+        match consent::load(self.paths()) {
+            Ok(Some(ConsentFile {
+                plan_id,
+                decision: None,
+                ..
+            })) => Some(plan_id),
+            _ => None,
+        }
+    }
+
+    /// Records the user's answer given by e-mail, unless the question was answered on the
+    /// device first: whichever answer comes first wins.
+    fn take_remote_consent(&mut self, answer: &ConsentAnswer) -> Result<()> {
+        let paths = self.paths().clone();
+        let _lock = consent::lock(&paths)?;
+        let Some(mut file) = consent::load(&paths)? else {
+            return Ok(());
+        };
+        if file.plan_id != answer.plan_id || file.decision.is_some() {
+            return Ok(());
+        }
+        let decision = match answer.decision {
+            ConsentDecision::Accepted => Decision::Accepted,
+            ConsentDecision::Declined => Decision::Declined,
+        };
+        file.decision = Some(decision);
+        file.decided_at = Some(answer.decided_at.clone());
+        file.by = Some(answer.by.clone());
+        consent::save(&paths, &file)?;
+        self.say(&format!(
+            "the user {} by {} to {} (plan {})",
+            answer.decision.as_str(),
+            printable(&answer.by),
+            consent::describe_change(&file.plan),
+            short(&file.plan_id)
+        ));
+        Ok(())
+    }
+
     /// Whether the user answered the consent question the agent is waiting on.
     pub(crate) fn consent_answer_waiting(&self) -> bool {
         let Some(plan) = &self.progress.plan else {
@@ -716,6 +759,8 @@ impl Agent {
             tz: identity.tz.clone(),
             agent_version: Some(VERSION.to_owned()),
             interfaces: interfaces.as_ref().map(|(list, _)| list.clone()),
+            consent_waiting: self.consent_waiting(),
+            messages_after: None,
         };
         let server = self.server();
         match self.client().checkin(&request) {
@@ -726,6 +771,11 @@ impl Agent {
                 self.progress.last_checkin = Some(clock::now_rfc3339());
                 self.progress.last_error = None;
                 self.progress.last_error_at = None;
+                if let Some(answer) = &response.consent {
+                    self.take_remote_consent(answer).map_err(|e| {
+                        CycleError::Failed(e.context("recording the e-mailed consent"))
+                    })?;
+                }
                 Ok(response)
             }
             Err(err) if err.is_retryable() => Err(retry_later(err, "check in", &server)),
@@ -870,6 +920,7 @@ impl Agent {
                 waiting: None,
                 deferral_reported: false,
                 decline_reported: false,
+                accept_reported: false,
             });
             self.outbox.push(
                 events::PLAN_RECEIVED,
@@ -907,15 +958,24 @@ impl Agent {
         let change = consent::describe_change(plan);
         if plan.consent_required {
             match self.consent_for(plan_id, plan)? {
-                Some(Decision::Accepted) => {}
-                Some(Decision::Declined) => {
+                Some((Decision::Accepted, by)) => {
+                    let state = self.plan_state();
+                    if !state.accept_reported {
+                        state.accept_reported = true;
+                        self.outbox.push(
+                            events::CONSENT_ACCEPTED,
+                            json!({ "plan_id": plan_id, "change": change, "by": by }),
+                        )?;
+                    }
+                }
+                Some((Decision::Declined, by)) => {
                     let state = self.plan_state();
                     state.waiting = None;
                     if !state.decline_reported {
                         state.decline_reported = true;
                         self.outbox.push(
                             events::CONSENT_DECLINED,
-                            json!({ "plan_id": plan_id, "change": change }),
+                            json!({ "plan_id": plan_id, "change": change, "by": by }),
                         )?;
                         self.report(self.unexecuted(
                             plan_id,
@@ -1367,11 +1427,21 @@ impl Agent {
 
     /// The user's answer for this plan, asking (writing `consent.json`, queuing
     /// `consent.requested`) when the question is new.
-    fn consent_for(&mut self, plan_id: &str, plan: &PlanDoc) -> Result<Option<Decision>> {
+    fn consent_for(
+        &mut self,
+        plan_id: &str,
+        plan: &PlanDoc,
+    ) -> Result<Option<(Decision, &'static str)>> {
         let paths = self.paths().clone();
         let _lock = consent::lock(&paths)?;
         match consent::load(&paths) {
-            Ok(Some(consent)) if consent.plan_id == plan_id => return Ok(consent.decision),
+            Ok(Some(consent)) if consent.plan_id == plan_id => {
+                let by = match consent.by.as_deref() {
+                    Some(answered_by::EMAIL) => answered_by::EMAIL,
+                    _ => answered_by::DEVICE,
+                };
+                return Ok(consent.decision.map(|d| (d, by)));
+            }
             Ok(_) => {}
             Err(e) => eprintln!("herd-agent: warning: {e:#}; asking again"),
         }
@@ -1383,6 +1453,7 @@ impl Agent {
                 requested_at: clock::now_rfc3339(),
                 decision: None,
                 decided_at: None,
+                by: None,
             },
         )?;
         self.outbox.push(

@@ -6,6 +6,7 @@
 
 mod alerts;
 pub mod blobs;
+mod consent;
 pub mod console;
 pub mod error;
 pub mod extract;
@@ -118,6 +119,7 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::relay_renew))
         .routes(routes!(sites::site_terminal))
         .routes(routes!(sites::site_fault_verdicts))
+        .routes(routes!(sites::site_consent))
         .routes(routes!(sites::relay))
         .routes(routes!(sites::notify))
         .routes(routes!(rollouts::list_rollouts))
@@ -143,6 +145,8 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(feed_sources::poll_source))
         .routes(routes!(feed_sources::list_sources))
+        .routes(routes!(consent::put_email))
+        .routes(routes!(consent::list_consents))
         .routes(routes!(messages::send, messages::list))
         .routes(routes!(messages::inbox))
         .with_state(center.clone())

@@ -199,6 +199,28 @@ pub async fn site_fault_verdicts(
     center.site_fault_verdicts(&site, &id).await.map(Json)
 }
 
+/// Which plan's consent a site asks about.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsentOf {
+    /// The plan the terminal waits for consent to.
+    pub plan_id: String,
+}
+
+/// The e-mailed consent answer of a terminal the site serves: a site's terminals ask at their
+/// check-in, and the site asks here (consent requests live at the center).
+#[utoipa::path(get, path = "/v1/sites/terminals/{id}/consent", tag = "sites",
+    params(("id" = String, Path, description = "The terminal's id"), ConsentOf),
+    responses((status = 200, body = herd_proto::consent::SiteConsent), (status = 403, body = ErrorBody, description = "Not a terminal this site serves"), (status = 404, body = ErrorBody)))]
+pub async fn site_consent(
+    State(center): State<Arc<Center>>,
+    SiteCaller(site): SiteCaller,
+    Path(id): Path<String>,
+    Query(of): Query<ConsentOf>,
+) -> CenterResult<Json<herd_proto::consent::SiteConsent>> {
+    center.site_consent(&site, &id, &of.plan_id).await.map(Json)
+}
+
 /// A batch of the site's queue, oldest first; each seq is applied once.
 #[utoipa::path(post, path = "/v1/sites/relay", tag = "sites", request_body = RelayBatch,
     responses((status = 200, body = RelayAck, description = "Applied through `acked_through`: delete it from the queue."), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody, description = "`quota_exceeded`: keep the batch and send it later")))]

@@ -41,6 +41,29 @@ impl SiteLink {
     }
 }
 
+impl SiteLink {
+    /// A terminal's e-mailed consent answer, asked of the center (consent requests live
+    /// there); none when the center does not answer within a few seconds, so a check-in at
+    /// the site never waits long for it.
+    pub(crate) async fn consent_of(
+        &self,
+        terminal: &str,
+        plan_id: &str,
+    ) -> Option<herd_proto::consent::ConsentAnswer> {
+        let client = self.client.clone();
+        let (id, plan) = (terminal.to_owned(), plan_id.to_owned());
+        let asked = tokio::task::spawn_blocking(move || client.site_consent(&id, &plan));
+        match tokio::time::timeout(std::time::Duration::from_secs(3), asked).await {
+            Ok(Ok(Ok(answer))) => answer.consent,
+            Ok(Ok(Err(err))) => {
+                tracing::warn!(%terminal, %err, "cannot read a consent answer from the center");
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What a site process holds of its link to the center.
 #[derive(Debug)]
 pub struct SiteLink {

@@ -181,6 +181,8 @@ pub fn checkin_body(terminal: &TerminalDoc) -> Vec<u8> {
         tz: None,
         agent_version: Some(concat!("herd-sim/", env!("CARGO_PKG_VERSION")).to_owned()),
         interfaces: None,
+        consent_waiting: None,
+        messages_after: None,
     };
     serde_json::to_vec(&request).expect("a check-in request serialises")
 }

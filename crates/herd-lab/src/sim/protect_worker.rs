@@ -696,6 +696,8 @@ impl Terminal {
             tz: None,
             agent_version: Some(concat!("herd-sim/", env!("CARGO_PKG_VERSION")).to_owned()),
             interfaces: None,
+            consent_waiting: None,
+            messages_after: None,
         };
         let body = serde_json::to_vec(&request).expect("a check-in serialises");
         let (status, answer) = self
