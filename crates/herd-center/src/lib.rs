@@ -380,11 +380,12 @@ impl Center {
             None => self.trust.timestamp_version(),
         };
         format!(
-            "{}.{}.{}.{}",
+            "{}.{}.{}.{}.{}",
             self.catalog().revision,
             self.caches.groups_revision(),
             timestamp,
-            self.rollouts.generation()
+            self.rollouts.generation(),
+            self.newest_message_known()
         )
     }
 

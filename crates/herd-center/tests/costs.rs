@@ -574,6 +574,19 @@ impl Store for Counting {
         self.count("file_verdicts");
         self.inner.file_verdicts().await
     }
+    async fn messages_for_site(
+        &self,
+        site: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<herd_store::MessageRow>, StoreError> {
+        self.count("messages_for_site");
+        self.inner.messages_for_site(site, after_id, limit).await
+    }
+    async fn messages_replicate(&self, rows: &[herd_store::MessageRow]) -> Result<(), StoreError> {
+        self.count("messages_replicate");
+        self.inner.messages_replicate(rows).await
+    }
     async fn message_newest_id(&self) -> Result<u64, StoreError> {
         self.count("message_newest_id");
         self.inner.message_newest_id().await

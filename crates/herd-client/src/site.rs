@@ -58,6 +58,16 @@ impl Client {
         self.get_json(wire::SITE_ROLLOUTS, &[], MAX_CATALOG_ANSWER)
     }
 
+    /// The messages for the site's terminals after id `after`, oldest first, at most 500
+    /// (`GET /v1/sites/messages`).
+    pub fn site_messages(
+        &self,
+        after: u64,
+    ) -> Result<herd_proto::messages::MessageList, ClientError> {
+        let after = after.to_string();
+        self.get_json(wire::SITE_MESSAGES, &[("after", &after)], MAX_JSON_ANSWER)
+    }
+
     /// Groups and placement rules (`GET /v1/sites/groups`).
     pub fn site_groups(&self) -> Result<GroupInputs, ClientError> {
         self.get_json(wire::SITE_GROUPS, &[], MAX_JSON_ANSWER)

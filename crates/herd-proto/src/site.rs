@@ -41,6 +41,8 @@ pub const SITE_TERMINALS: &str = "/v1/sites/terminals";
 pub const SITE_ROLLOUTS: &str = "/v1/sites/rollouts";
 /// `POST` (site certificate) — the site's queue, oldest first: [`RelayBatch`] → [`RelayAck`].
 pub const SITE_RELAY: &str = "/v1/sites/relay";
+/// The operators' messages a site relays to its terminals (`GET`, `?after=` the newest id it has).
+pub const SITE_MESSAGES: &str = "/v1/sites/messages";
 /// `POST` on a site, called by the center (center certificate) when the site has not pulled
 /// for a few of its poll intervals: the site pulls at once. Body: [`SiteChanges`].
 pub const SITE_NOTIFY: &str = "/v1/site/notify";

@@ -1239,6 +1239,16 @@ pub trait Store: Send + Sync + Debug {
     async fn messages(&self, query: &MessageQuery<'_>) -> Result<Vec<MessageRow>, StoreError>;
     /// The newest message's id (0 when there is none).
     async fn message_newest_id(&self) -> Result<u64, StoreError>;
+    /// What a site replicates, oldest first after `after_id`: messages to all, to a group,
+    /// and to the terminals the site ever served.
+    async fn messages_for_site(
+        &self,
+        site: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError>;
+    /// On a site: stores the center's messages under the center's ids (a known id is kept).
+    async fn messages_replicate(&self, rows: &[MessageRow]) -> Result<(), StoreError>;
 
     // The console (SPEC §3.6).
     async fn console_session_insert(&self, session: &ConsoleSessionRow) -> Result<(), StoreError>;

@@ -437,6 +437,62 @@ where
         message_from_row(&row)
     }
 
+    pub(crate) async fn messages_for_site_impl(
+        &self,
+        site: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let after = to_db_int(after_id, "message id")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $1 \
+             AND (audience IN ('all', 'group') \
+                  OR (audience = 'terminal' AND target IN \
+                      (SELECT st.terminal FROM site_terminals st WHERE st.site = $2))) \
+             ORDER BY id LIMIT $3"
+        )))
+        .bind(after)
+        .bind(site)
+        .bind(limit_or_all(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(message_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn messages_replicate_impl(
+        &self,
+        rows: &[MessageRow],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for row in rows {
+            let message = &row.message;
+            sqlx::query(
+                "INSERT INTO messages (id, at, sender, audience, target, site, body, reply_to) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, 0)) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(to_db_int(row.id, "message id")?)
+            .bind(message.at)
+            .bind(message.sender.as_str())
+            .bind(message.audience.as_str())
+            .bind(message.target.as_str())
+            .bind(row.site.as_deref())
+            .bind(message.body.as_str())
+            .bind(to_db_int(
+                message.reply_to.unwrap_or(0),
+                "message reply_to",
+            )?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(crate) async fn message_newest_id_impl(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS newest FROM messages")
             .fetch_one(&self.reader)

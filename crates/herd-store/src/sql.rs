@@ -2212,6 +2212,19 @@ where
         self.message_newest_id_impl().await
     }
 
+    async fn messages_for_site(
+        &self,
+        site: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        self.messages_for_site_impl(site, after_id, limit).await
+    }
+
+    async fn messages_replicate(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
+        self.messages_replicate_impl(rows).await
+    }
+
     async fn herd_signatures(&self) -> Result<Vec<HerdSignatureRow>, StoreError> {
         Self::herd_signatures_in(&mut *self.reader.acquire().await?).await
     }

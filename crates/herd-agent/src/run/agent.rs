@@ -364,10 +364,12 @@ impl Agent {
         self.protect_self();
         // What queued up while the center was away goes first, in the order it happened.
         self.flush()?;
-        self.receive_messages();
         let mut follow_ups = 0;
         loop {
             let response = self.check_in()?;
+            if follow_ups == 0 {
+                self.receive_messages(&response);
+            }
             self.refresh_herd_set();
             let acted = self.act(&response);
             let flushed = self.flush();
@@ -674,8 +676,14 @@ impl Agent {
 
     /// Operators' messages since the last cycle, shown to the user; a failure is only noted
     /// (messages wait on the center for the next cycle).
-    fn receive_messages(&mut self) {
-        match super::messages::receive(self.client(), &self.state.paths) {
+    /// The operators' new messages: those the check-in answer carried, or, from an upstream
+    /// whose answers do not carry them (`messages_through` absent), read apart.
+    fn receive_messages(&mut self, response: &CheckinResponse) {
+        let received = match response.messages_through {
+            Some(through) => super::messages::keep(&self.state.paths, &response.messages, through),
+            None => super::messages::receive(self.client(), &self.state.paths),
+        };
+        match received {
             Ok(new) => super::messages::notify(&new),
             Err(err) => eprintln!("herd-agent: warning: cannot read messages: {err:#}"),
         }
@@ -760,7 +768,9 @@ impl Agent {
             agent_version: Some(VERSION.to_owned()),
             interfaces: interfaces.as_ref().map(|(list, _)| list.clone()),
             consent_waiting: self.consent_waiting(),
-            messages_after: None,
+            messages_after: super::messages::load(self.paths())
+                .map(|file| file.last_id)
+                .ok(),
         };
         let server = self.server();
         match self.client().checkin(&request) {

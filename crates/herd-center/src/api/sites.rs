@@ -199,6 +199,27 @@ pub async fn site_fault_verdicts(
     center.site_fault_verdicts(&site, &id).await.map(Json)
 }
 
+/// From which message on a site asks.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesAfter {
+    /// The newest message id the site has.
+    pub after: Option<u64>,
+}
+
+/// The operators' messages a site relays to its terminals, oldest first, at most 500: to all,
+/// to a group, and to the terminals it ever served. The site keeps them under these ids and
+/// answers its terminals' check-ins with them.
+#[utoipa::path(get, path = "/v1/sites/messages", tag = "sites", params(MessagesAfter),
+    responses((status = 200, body = herd_proto::messages::MessageList), (status = 400, body = ErrorBody)))]
+pub async fn site_messages(
+    State(center): State<Arc<Center>>,
+    SiteCaller(site): SiteCaller,
+    Query(after): Query<MessagesAfter>,
+) -> CenterResult<Json<herd_proto::messages::MessageList>> {
+    center.site_messages(&site, after.after).await.map(Json)
+}
+
 /// Which plan's consent a site asks about.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
