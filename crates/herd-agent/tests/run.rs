@@ -3075,3 +3075,59 @@ ca_file = {:?}
         );
     }
 }
+
+/// "Have you got this sample" (seed 001 S104–S106): the second terminal that submits a file
+/// the center already has asks first and sends only a report, so the bytes cross the network
+/// once (counted at the center).
+#[test]
+fn a_sample_the_center_has_is_not_uploaded_again_by_another_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let first = Terminal::new(root, "49a", "user-a");
+    let second = Terminal::new(root, "49b", "user-b");
+    let file = root.join("invoice.pdf.exe");
+    let content = format!("MZ a strange program {}\n", "x".repeat(3000));
+    fs::write(&file, &content).unwrap();
+    let submit = |terminal: &Terminal| {
+        let out = agent()
+            .args(["submit", "--state-dir"])
+            .arg(&terminal.state)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+    };
+    for terminal in [&first, &second] {
+        assert_exit(&terminal.once(&center, &token, &[]), 0);
+    }
+    submit(&first);
+    assert_exit(&first.once(&center, &token, &[]), 0);
+    assert_eq!(center.metric("herd_samples_uploaded_total"), 1);
+    assert_eq!(
+        center.metric("herd_sample_bytes_uploaded_total"),
+        content.len() as u64
+    );
+    submit(&second);
+    assert_exit(&second.once(&center, &token, &[]), 0);
+    assert_eq!(center.metric("herd_samples_uploaded_total"), 1, "not again");
+    assert_eq!(
+        center.metric("herd_sample_bytes_uploaded_total"),
+        content.len() as u64
+    );
+    assert_eq!(center.metric("herd_samples_held_already_total"), 1);
+    let samples = center.operator().samples().unwrap();
+    assert_eq!(samples.len(), 1);
+    assert_eq!(samples[0].first_terminal, "49a");
+    // Asking is a terminal's right only, with a well-formed digest.
+    let identity = identity_of(&second.state);
+    let client = terminal_client(&center, &identity);
+    let sha = sha256_hex(content.as_bytes());
+    assert!(client.sample_held(&sha).unwrap().held);
+    assert!(!client.sample_held(&"0".repeat(64)).unwrap().held);
+    assert_eq!(
+        client.sample_held("not-a-digest").unwrap_err().status(),
+        Some(400)
+    );
+}

@@ -95,6 +95,11 @@ impl Center {
         let relay = self.events_relay(&terminal.id, &batch);
         // Samples are checked whole and their bytes taken out before anything is stored.
         let samples = crate::samples::take_samples(&mut batch, self.config.max_sample_bytes)?;
+        let held_already = batch
+            .events
+            .iter()
+            .filter(|e| e.kind == events::SAMPLE_UPLOAD && e.data["held"] == true)
+            .count() as u64;
         let rows = event_rows(&terminal.id, batch, unix_now())?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
@@ -254,6 +259,19 @@ impl Center {
             .filter(|(i, _)| *i >= stored)
             .map(|(_, row)| row)
             .collect();
+        if self.site().is_none() {
+            // What arrived at the center, for the dedup's accounting (duplicates included:
+            // they crossed the network too).
+            self.metrics
+                .samples_held_already
+                .fetch_add(held_already, Relaxed);
+            for sample in &samples {
+                self.metrics.samples_uploaded.fetch_add(1, Relaxed);
+                self.metrics
+                    .sample_bytes_uploaded
+                    .fetch_add(sample.neutralised.len() as u64, Relaxed);
+            }
+        }
         if !samples.is_empty() && self.site().is_none() {
             self.keep_samples(&terminal.id, samples).await;
         }

@@ -289,6 +289,16 @@ impl Client {
         self.drain(response, &format!("DELETE {path}"))
     }
 
+    /// Whether the center has a sample, asked by a terminal before uploading it
+    /// (`GET /v1/terminal/samples/{sha256}`).
+    pub fn sample_held(
+        &self,
+        sha256: &str,
+    ) -> Result<herd_proto::api::SamplePresence, ClientError> {
+        let path = format!("/v1/terminal/samples/{}", segment(sha256));
+        self.get_json(&path, &[], MAX_JSON_ANSWER)
+    }
+
     /// Sets or removes the address a terminal's user gets consent notices at
     /// (`PUT /v1/terminals/{id}/email`).
     pub fn set_terminal_email(&self, id: &str, email: Option<&str>) -> Result<(), ClientError> {

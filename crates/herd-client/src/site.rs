@@ -110,6 +110,15 @@ impl Client {
         self.get_json(&path, &[("plan_id", plan_id)], MAX_JSON_ANSWER)
     }
 
+    /// Whether the center has a sample (`GET /v1/sites/samples/{sha256}`).
+    pub fn site_sample_held(
+        &self,
+        sha256: &str,
+    ) -> Result<herd_proto::api::SamplePresence, ClientError> {
+        let path = format!("/v1/sites/samples/{}", segment(sha256));
+        self.get_json(&path, &[], MAX_JSON_ANSWER)
+    }
+
     /// A batch of the site's queue (`POST /v1/sites/relay`).
     pub fn relay(&self, batch: &RelayBatch) -> Result<RelayAck, ClientError> {
         self.send_json(Method::POST, wire::SITE_RELAY, batch)

@@ -472,9 +472,24 @@ pub struct SampleUpload {
     pub path: String,
     /// Why it is sent: `submitted` (by the user), `suspicious`, `not-quarantinable`.
     pub reason: String,
-    /// The neutralised bytes, hex; absent from the event as the center stores it.
+    /// The neutralised bytes, hex; absent from the event as the center stores it, and when
+    /// `held` says the center has the sample already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neutralised: Option<String>,
+    /// The center (asked through `GET /v1/terminal/samples/{sha256}` before sending) said it
+    /// has this sample: the event reports it without its bytes (seed 001 S104–S106).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+}
+
+/// `GET /v1/terminal/samples/{sha256}`: whether the center has a sample, asked by a terminal
+/// before it uploads one (through its site too).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SamplePresence {
+    pub sha256: String,
+    pub held: bool,
 }
 
 /// One sample in the center's store (`GET /v1/samples`).

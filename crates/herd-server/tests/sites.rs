@@ -1096,3 +1096,44 @@ fn messages_reach_terminals_behind_their_site_in_the_check_in_answer_and_answers
             .all(|m| m.from == "operator")
     );
 }
+
+/// "Have you got this sample" through a site: a terminal behind a site asks its site, which
+/// asks the center; a digest that is none is refused.
+#[test]
+fn a_terminal_behind_a_site_asks_whether_the_center_has_a_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 2);
+    let (identity, _) = enrol_at(site.url(), &ca, &token, "pc-1");
+    let at_site = Client::new(site.url(), &ca, Some(&identity)).unwrap();
+    let direct = center.terminal_client(&support::enrol(&center, &token, "pc-2", "user-b", "pc"));
+    // A sample the center keeps, sent by the terminal at the center.
+    let content = b"MZ a strange program";
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(content))
+    };
+    assert!(!at_site.sample_held(&sha).unwrap().held);
+    let mut neutralised = content.to_vec();
+    herd_center::samples::neutralise(&sha, &mut neutralised);
+    direct
+        .send_events(&EventBatch {
+            events: vec![EventDoc {
+                seq: 1,
+                at: "2026-12-06T12:00:00Z".into(),
+                kind: herd_proto::api::events::SAMPLE_UPLOAD.into(),
+                data: serde_json::json!({"sha256": sha, "size": content.len(), "path": "/x.exe",
+                    "reason": "submitted", "neutralised": hex::encode(&neutralised)}),
+            }],
+        })
+        .unwrap();
+    assert!(direct.sample_held(&sha).unwrap().held);
+    assert!(
+        at_site.sample_held(&sha).unwrap().held,
+        "asked of the center"
+    );
+    assert!(!at_site.sample_held(&"1".repeat(64)).unwrap().held);
+    assert_eq!(at_site.sample_held("ABC").unwrap_err().status(), Some(400));
+}

@@ -706,8 +706,19 @@ impl Agent {
     fn flush(&mut self) -> Result<(), CycleError> {
         let client = self.client().clone();
         let server = self.server();
+        // Samples the center already has go as reports without their bytes.
         let flushed = self.outbox.flush(
-            &mut |batch| client.send_events(batch),
+            &mut |batch| {
+                let mut held = |sha256: &str| {
+                    client
+                        .sample_held(sha256)
+                        .is_ok_and(|presence| presence.held)
+                };
+                match crate::samples::without_held_bytes(batch, &mut held) {
+                    Some(lighter) => client.send_events(&lighter),
+                    None => client.send_events(batch),
+                }
+            },
             self.args.flush_batch,
         );
         match flushed {

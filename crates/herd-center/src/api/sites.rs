@@ -220,6 +220,18 @@ pub async fn site_messages(
     center.site_messages(&site, after.after).await.map(Json)
 }
 
+/// Whether the center has a sample: a site asks for its terminals before they upload one.
+#[utoipa::path(get, path = "/v1/sites/samples/{sha256}", tag = "sites",
+    params(("sha256" = String, Path, description = "The sample's SHA-256.", pattern = r"^[0-9a-f]{64}$")),
+    responses((status = 200, body = herd_proto::api::SamplePresence), (status = 400, body = ErrorBody)))]
+pub async fn site_sample_held(
+    State(center): State<Arc<Center>>,
+    _: SiteCaller,
+    Path(sha256): Path<String>,
+) -> CenterResult<Json<herd_proto::api::SamplePresence>> {
+    center.sample_held(&sha256).await.map(Json)
+}
+
 /// Which plan's consent a site asks about.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

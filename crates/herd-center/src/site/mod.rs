@@ -64,6 +64,20 @@ impl SiteLink {
     }
 }
 
+impl SiteLink {
+    /// Whether the center has sample `sha256`; `false` when it does not answer within a few
+    /// seconds (the terminal then uploads, and the center keeps the sample once anyway).
+    pub(crate) async fn sample_held(&self, sha256: &str) -> bool {
+        let client = self.client.clone();
+        let sha256 = sha256.to_owned();
+        let asked = tokio::task::spawn_blocking(move || client.site_sample_held(&sha256));
+        match tokio::time::timeout(std::time::Duration::from_secs(3), asked).await {
+            Ok(Ok(Ok(presence))) => presence.held,
+            _ => false,
+        }
+    }
+}
+
 /// What a site process holds of its link to the center.
 #[derive(Debug)]
 pub struct SiteLink {
