@@ -4,7 +4,9 @@
 //! SHA-256, hex-encoded, at most `--max-size` bytes — so they reach the center (through a site's
 //! relay too) like every other event, and survive the center being away. A file already sent
 //! from this terminal (a marker per SHA-256 in `<state>/samples-sent/`) is not queued again;
-//! the center keeps each SHA-256 once whoever sends it.
+//! when the batch is sent, the agent first asks its upstream whether the center has the
+//! sample ([`without_held_bytes`]) and sends only a report, without the bytes, if it does; the
+//! center keeps each SHA-256 once whoever sends it.
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +72,7 @@ pub fn queue(
         path: path.display().to_string(),
         reason: reason.to_owned(),
         neutralised: Some(hex(&neutralised)),
+        held: false,
     };
     let seq = outbox.push(
         events::SAMPLE_UPLOAD,
@@ -119,4 +122,74 @@ pub fn run_submit(args: &SubmitArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `batch` with the bytes left out of every sample the center says it has (asked through
+/// `GET /v1/terminal/samples/{sha256}`, at the terminal's site too), marked `held`; `None`
+/// when nothing changes. A question that fails leaves the sample as it is: it is uploaded, and
+/// the center keeps it once anyway.
+pub fn without_held_bytes(
+    batch: &herd_proto::api::EventBatch,
+    held: &mut dyn FnMut(&str) -> bool,
+) -> Option<herd_proto::api::EventBatch> {
+    let mut changed = None::<herd_proto::api::EventBatch>;
+    for (i, event) in batch.events.iter().enumerate() {
+        if event.kind != events::SAMPLE_UPLOAD {
+            continue;
+        }
+        let Ok(mut upload) = serde_json::from_value::<SampleUpload>(event.data.clone()) else {
+            continue;
+        };
+        if upload.held || upload.neutralised.is_none() || !held(&upload.sha256) {
+            continue;
+        }
+        upload.neutralised = None;
+        upload.held = true;
+        let copy = changed.get_or_insert_with(|| batch.clone());
+        copy.events[i].data = serde_json::to_value(&upload).expect("a sample serialises");
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_proto::api::{EventBatch, EventDoc};
+
+    fn event(seq: u64, kind: &str, data: serde_json::Value) -> EventDoc {
+        EventDoc {
+            seq,
+            at: "2026-12-06T00:00:00Z".into(),
+            kind: kind.into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn samples_the_center_has_are_sent_without_their_bytes() {
+        let sample = |sha: &str| {
+            serde_json::json!({"sha256": sha, "size": 3, "path": "/x", "reason": "submitted",
+                               "neutralised": "aabbcc"})
+        };
+        let batch = EventBatch {
+            events: vec![
+                event(1, events::SAMPLE_UPLOAD, sample("known")),
+                event(2, "test.event", serde_json::json!({})),
+                event(3, events::SAMPLE_UPLOAD, sample("new")),
+            ],
+        };
+        let mut asked = Vec::new();
+        let sent = without_held_bytes(&batch, &mut |sha| {
+            asked.push(sha.to_owned());
+            sha == "known"
+        })
+        .expect("one sample changed");
+        assert_eq!(asked, ["known", "new"]);
+        assert_eq!(sent.events[0].data["held"], true);
+        assert!(sent.events[0].data.get("neutralised").is_none());
+        assert_eq!(sent.events[1], batch.events[1]);
+        assert_eq!(sent.events[2], batch.events[2]);
+        // Nothing held: the batch goes as it is.
+        assert!(without_held_bytes(&batch, &mut |_| false).is_none());
+    }
 }

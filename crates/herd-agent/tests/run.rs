@@ -1196,6 +1196,8 @@ fn checkin_as(
         agent_version: None,
         interfaces: None,
         tuf_timestamp_version: None,
+        consent_waiting: None,
+        messages_after: None,
     })
 }
 
@@ -2610,5 +2612,523 @@ fn an_agent_shows_its_operators_messages_and_sends_its_users_answer_through_the_
         text(&empty).contains("1 to 4096 characters"),
         "{}",
         text(&empty)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consent by e-mail.
+
+/// aiosmtpd with STARTTLS required: each message's recipients and decoded text body are
+/// appended to `out`, then a line `.` (the e-mail's MIME encoding undone, so links are whole).
+const SMTP_SERVER: &str = r#"
+import email, email.policy, ssl, sys
+from aiosmtpd.controller import Controller
+cert, key, out, port = sys.argv[1:5]
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(cert, key)
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with open(out, "a") as f:
+            f.write("RCPT TO " + ",".join(envelope.rcpt_tos) + "\n")
+            f.write("Subject: " + str(message["subject"]) + "\n")
+            f.write(message.get_body().get_content() + "\n.\n")
+        return "250 OK"
+controller = Controller(Handler(), hostname="127.0.0.1", port=int(port),
+                        tls_context=context, require_starttls=True)
+controller.start()
+print("ready", flush=True)
+sys.stdin.read()
+controller.stop()
+"#;
+
+/// A real SMTP server on loopback (stopped when dropped) and the file it writes mail to.
+struct SmtpServer {
+    process: std::process::Child,
+    out: PathBuf,
+    port: u16,
+    ca_file: PathBuf,
+}
+
+impl SmtpServer {
+    fn start(python: &str, dir: &Path) -> SmtpServer {
+        fs::create_dir_all(dir).unwrap();
+        let (ca_cert, ca_key) = herd_tls::CertificateAuthority::generate("smtp test CA").unwrap();
+        let ca = herd_tls::CertificateAuthority::from_pem(&ca_cert, &ca_key).unwrap();
+        let server = ca.issue_server(&["127.0.0.1".to_owned()]).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            fs::write(&path, text).unwrap();
+            path
+        };
+        let cert = write("smtp.pem", &server.cert_pem);
+        let key = write("smtp.key", &server.key_pem);
+        let ca_file = write("ca.pem", &ca_cert);
+        let script = write("smtp.py", SMTP_SERVER);
+        let out = dir.join("mail.txt");
+        let port = free_port().unwrap();
+        let mut process = Command::new(python)
+            .arg(&script)
+            .args([&cert, &key, &out])
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(process.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
+        SmtpServer {
+            process,
+            out,
+            port,
+            ca_file,
+        }
+    }
+
+    /// Every mail received so far: (recipients, subject line and body).
+    fn mails(&self) -> Vec<(String, String)> {
+        let text = fs::read_to_string(&self.out).unwrap_or_default();
+        text.split("\n.\n")
+            .filter(|m| m.starts_with("RCPT TO "))
+            .map(|m| {
+                let (to, rest) = m["RCPT TO ".len()..].split_once('\n').unwrap();
+                (to.to_owned(), rest.to_owned())
+            })
+            .collect()
+    }
+
+    /// The latest mail to `to` that says `about`, once it arrived.
+    fn mail_to(&self, to: &str, about: &str) -> String {
+        let mut found = None;
+        wait_until(&format!("a mail to {to} about {about}"), || {
+            found = self
+                .mails()
+                .into_iter()
+                .rev()
+                .find(|(rcpt, mail)| rcpt == to && mail.contains(about));
+            found.is_some()
+        });
+        found.unwrap().1
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        drop(self.process.stdin.take());
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A child process killed if the test ends early (a failed assertion), so no agent outlives it.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The accept and decline links of a consent mail, pointed at the center's loopback address.
+fn consent_links(mail: &str, center: &Center) -> (String, String) {
+    let links: Vec<String> = mail
+        .split_whitespace()
+        .filter(|word| word.contains("/consent/"))
+        .map(|url| {
+            let path = &url[url.find("/consent/").unwrap()..];
+            format!("{}{path}", center.url)
+        })
+        .collect();
+    assert_eq!(links.len(), 2, "{mail}");
+    (links[0].clone(), links[1].clone())
+}
+
+/// A browser's request: HTTPS trusting the center's CA, no client certificate.
+fn browse(center: &Center, method: &'static str, url: &str) -> (u16, String) {
+    let client =
+        herd_client::web::WebClient::new(Some(&fs::read_to_string(center.ca()).unwrap())).unwrap();
+    let answer = client
+        .send(&herd_client::web::WebRequest {
+            method,
+            url,
+            headers: vec![],
+            body: vec![],
+            max_answer_bytes: 1 << 20,
+            timeout: Duration::from_secs(30),
+        })
+        .unwrap();
+    (answer.status, String::from_utf8(answer.body).unwrap())
+}
+
+/// Consent by e-mail (SPEC §3.1.6, seed 002 ¶0080): a plan that asks for consent is mailed to
+/// the terminal's user through a real SMTP server; following the accept link once (open, then
+/// confirm) lets the agent carry the plan out at its next check-in, a running agent at once
+/// (pushed); decline works the same way; a reused, forged or expired link is refused with a
+/// page that says so; an answer on the device first wins over the e-mail's.
+#[test]
+fn consent_by_e_mail_answers_once_and_reaches_the_agent() {
+    let Ok(python) = std::env::var("HERD_TEST_SMTP_PYTHON") else {
+        eprintln!("skipped: HERD_TEST_SMTP_PYTHON does not name a python with aiosmtpd");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let smtp = SmtpServer::start(&python, &root.join("smtp"));
+    let link_secs = 20;
+    let config = root.join("center.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"
+[alerts]
+consent_channel = "mail"
+consent_link_secs = {link_secs}
+[[alerts.channels]]
+name = "mail"
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {}
+from = "herd@example.org"
+to = ["unused@example.org"]
+ca_file = {:?}
+"#,
+            smtp.port,
+            smtp.ca_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let center = Center::launch(&root.join("center"), |spec| {
+        spec.arg("--checkin-interval")
+            .arg("3600")
+            .arg("--config")
+            .arg(&config)
+    });
+    let token = center.enrolment_token();
+    let a51 = package(root, "vaccine-a", "5.1", 1101, false);
+    let b70 = package(root, "vaccine-b", "7.0", 1112, true);
+    center.group(
+        "ask",
+        json!({"apply": "latest-any-vendor", "consent": "ask"}),
+    );
+    let ids = ["48e", "48f", "48g", "48h", "48i"];
+    let users: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| (format!("user-{id}"), "ask".to_owned()))
+        .collect();
+    let rules: Vec<(&str, &str)> = users
+        .iter()
+        .map(|(u, g)| (u.as_str(), g.as_str()))
+        .collect();
+    center.rules(&rules);
+    let terminals: Vec<Terminal> = ids
+        .iter()
+        .zip(["user-48e", "user-48f", "user-48g", "user-48h", "user-48i"])
+        .map(|(id, user)| Terminal::new(root, id, user))
+        .collect();
+    let [accepts, declines, on_device, pushed, expires] = &terminals[..] else {
+        unreachable!()
+    };
+    // Enrolled with nothing to do; then each user gets an address.
+    let operator = center.operator();
+    for terminal in &terminals {
+        if terminal.id != "48h" {
+            assert_exit(&terminal.once(&center, &token, &[]), 0);
+        }
+    }
+    let mut daemon = KilledOnDrop(
+        pushed
+            .run_command(&center, &token, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = lines_of(daemon.0.stdout.take().unwrap());
+    wait_until("the running agent to enrol", || {
+        center
+            .operator()
+            .terminal("48h")
+            .is_ok_and(|d| d.summary.last_checkin.is_some())
+    });
+    for terminal in &terminals {
+        operator
+            .set_terminal_email(terminal.id, Some(&format!("{}@example.org", terminal.user)))
+            .unwrap();
+    }
+    // An address that is none is refused, naming the field; so is an unknown terminal.
+    let err = operator
+        .set_terminal_email("48e", Some("not an address"))
+        .unwrap_err();
+    assert!(err.to_string().contains("$.email"), "{err}");
+    assert_eq!(
+        operator
+            .set_terminal_email("nobody", Some("a@example.org"))
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
+
+    // A switch to vaccine-b needs consent: every terminal asks, every user gets a mail.
+    center.publish(
+        "maker-a",
+        &feed_a(&[(&a51, "2000-11-01T00:00:00Z")]),
+        &[&a51],
+    );
+    center.publish("maker-b", &feed_b(&b70), &[&b70]);
+    for terminal in [accepts, declines, on_device, expires] {
+        let output = terminal.once(&center, &token, &[]);
+        assert_exit(&output, 0);
+        assert!(
+            stdout(&output).contains("NOTICE: your operator wants to install vaccine-b 7.0"),
+            "{}",
+            text(&output)
+        );
+    }
+    wait_for_line(
+        &lines,
+        "NOTICE: your operator wants to install vaccine-b 7.0",
+    );
+    let mail = smtp.mail_to("user-48e@example.org", "vaccine-b");
+    assert!(
+        mail.contains("Subject: [herd] consent: install vaccine-b 7.0 on terminal 48e"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("Your operator wants to install vaccine-b 7.0 on terminal 48e"),
+        "{mail}"
+    );
+    let (accept, decline) = consent_links(&mail, &center);
+    assert!(
+        accept.contains("-a-") && decline.contains("-d-"),
+        "{accept} {decline}"
+    );
+
+    // Opening the link asks to confirm and answers nothing; confirming answers once.
+    let (status, page) = browse(&center, "GET", &accept);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Accept this change"), "{page}");
+    assert!(page.contains("install vaccine-b 7.0"), "{page}");
+    assert_eq!(accepts.status()["consent"]["decision"], Value::Null);
+    let (status, page) = browse(&center, "POST", &accept);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Accepted"), "{page}");
+    // Reused, or the other link after it: refused, nothing changes.
+    for link in [&accept, &decline] {
+        for method in ["GET", "POST"] {
+            let (status, page) = browse(&center, method, link);
+            assert_eq!(status, 409, "{method} {link}: {page}");
+            assert!(
+                page.contains("already answered: accepted with a link of the e-mail"),
+                "{page}"
+            );
+        }
+    }
+    // Forged: another request, another answer, a later expiry, a changed MAC.
+    let tail = accept.rsplit('/').next().unwrap().to_owned();
+    let parts: Vec<&str> = tail.split('-').collect();
+    let expiry: i64 = parts[2].parse().unwrap();
+    let mac = parts[3];
+    let flipped = format!(
+        "{}{}",
+        &mac[..63],
+        if mac.ends_with('0') { '1' } else { '0' }
+    );
+    for forged in [
+        format!("{}-a-{expiry}-{mac}", parts[0].parse::<u64>().unwrap() + 1),
+        format!("{}-d-{expiry}-{mac}", parts[0]),
+        format!("{}-a-{}-{mac}", parts[0], expiry + 3600),
+        format!("{}-a-{expiry}-{flipped}", parts[0]),
+        "garbage".to_owned(),
+    ] {
+        let url = format!("{}/consent/{forged}", center.url);
+        for method in ["GET", "POST"] {
+            let (status, page) = browse(&center, method, &url);
+            assert_eq!(status, 403, "{method} {forged}: {page}");
+            assert!(page.contains("This link is not valid"), "{page}");
+            assert!(page.contains("nothing was recorded"), "{page}");
+        }
+    }
+    // The agent carries the plan out at its next check-in, and says the user answered by mail.
+    let output = accepts.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("the user accepted by email to install vaccine-b 7.0"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(accepts.active().as_deref(), Some("products/vaccine-b/7.0"));
+    assert_eq!(
+        last_outcome(&center.detail("48e")),
+        Some(ReportOutcome::Succeeded)
+    );
+    let consents = operator.terminal_consents("48e").unwrap().requests;
+    assert_eq!(consents.len(), 1, "{consents:?}");
+    assert_eq!(
+        consents[0].decision,
+        Some(herd_proto::consent::ConsentDecision::Accepted)
+    );
+    assert_eq!(consents[0].by.as_deref(), Some("email"));
+    assert_eq!(consents[0].email, "user-48e@example.org");
+
+    // Declined by e-mail: the agent reports it and installs nothing.
+    let (_, decline) = consent_links(&smtp.mail_to("user-48f@example.org", "vaccine-b"), &center);
+    let (status, page) = browse(&center, "POST", &decline);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Declined"), "{page}");
+    let output = declines.once(&center, &token, &[]);
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("declined: the user declined to install vaccine-b 7.0"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(declines.active(), None);
+    assert_eq!(
+        last_outcome(&center.detail("48f")),
+        Some(ReportOutcome::Declined)
+    );
+
+    // Answered on the device first: that answer wins, and the e-mail's link says so.
+    let (accept_g, _) = consent_links(&smtp.mail_to("user-48g@example.org", "vaccine-b"), &center);
+    assert_exit(&on_device.consent("accept"), 0);
+    assert_exit(&on_device.once(&center, &token, &[]), 0);
+    assert_eq!(
+        on_device.active().as_deref(),
+        Some("products/vaccine-b/7.0")
+    );
+    let (status, page) = browse(&center, "POST", &accept_g);
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("accepted on the terminal"), "{page}");
+    let consents = operator.terminal_consents("48g").unwrap().requests;
+    assert_eq!(consents[0].by.as_deref(), Some("device"));
+
+    // A running agent holding its push connection acts at once, not at its next check-in an
+    // hour away.
+    let (accept_h, _) = consent_links(
+        &smtp.mail_to("user-48h@example.org", "install vaccine-b"),
+        &center,
+    );
+    wait_until("the running agent to wait for consent", || {
+        pushed.status()["progress"]["plan"]["waiting"] == "consent"
+    });
+    let answered = Instant::now();
+    assert_eq!(browse(&center, "POST", &accept_h).0, 200);
+    wait_for_line(&lines, "succeeded: vaccine-b 7.0 (b-1112) is active");
+    eprintln!(
+        "a running agent carried out a plan {:.1} s after its user accepted by e-mail",
+        answered.elapsed().as_secs_f64()
+    );
+    assert!(answered.elapsed() < Duration::from_secs(60));
+    assert_eq!(pushed.active().as_deref(), Some("products/vaccine-b/7.0"));
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    daemon.0.wait().unwrap();
+
+    // Expired: refused, nothing recorded; the device can still answer.
+    let (accept_i, _) = consent_links(&smtp.mail_to("user-48i@example.org", "vaccine-b"), &center);
+    let expiry: i64 = accept_i
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('-')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    assert!(expiry - now() <= link_secs);
+    while now() < expiry {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for method in ["GET", "POST"] {
+        let (status, page) = browse(&center, method, &accept_i);
+        assert_eq!(status, 410, "{page}");
+        assert!(page.contains("This link has expired"), "{page}");
+        assert!(page.contains("nothing was recorded"), "{page}");
+    }
+    assert_eq!(
+        operator.terminal_consents("48i").unwrap().requests[0].decision,
+        None
+    );
+    assert_exit(&expires.once(&center, &token, &[]), 0);
+    assert_eq!(expires.active(), None);
+    // One mail per plan, however often an agent asked: the terminals that ran once per step
+    // got one each (the running agent also got one for the plan it had between the two
+    // vendors' publications, which needs its own consent).
+    for user in ["user-48e", "user-48f", "user-48g", "user-48i"] {
+        let to = format!("{user}@example.org");
+        let mails = smtp.mails();
+        assert_eq!(
+            mails.iter().filter(|(rcpt, _)| *rcpt == to).count(),
+            1,
+            "{mails:?}"
+        );
+    }
+}
+
+/// "Have you got this sample" (seed 001 S104–S106): the second terminal that submits a file
+/// the center already has asks first and sends only a report, so the bytes cross the network
+/// once (counted at the center).
+#[test]
+fn a_sample_the_center_has_is_not_uploaded_again_by_another_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let center = Center::start(&root.join("center"), 3600);
+    let token = center.enrolment_token();
+    let first = Terminal::new(root, "49a", "user-a");
+    let second = Terminal::new(root, "49b", "user-b");
+    let file = root.join("invoice.pdf.exe");
+    let content = format!("MZ a strange program {}\n", "x".repeat(3000));
+    fs::write(&file, &content).unwrap();
+    let submit = |terminal: &Terminal| {
+        let out = agent()
+            .args(["submit", "--state-dir"])
+            .arg(&terminal.state)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+    };
+    for terminal in [&first, &second] {
+        assert_exit(&terminal.once(&center, &token, &[]), 0);
+    }
+    submit(&first);
+    assert_exit(&first.once(&center, &token, &[]), 0);
+    assert_eq!(center.metric("herd_samples_uploaded_total"), 1);
+    assert_eq!(
+        center.metric("herd_sample_bytes_uploaded_total"),
+        content.len() as u64
+    );
+    submit(&second);
+    assert_exit(&second.once(&center, &token, &[]), 0);
+    assert_eq!(center.metric("herd_samples_uploaded_total"), 1, "not again");
+    assert_eq!(
+        center.metric("herd_sample_bytes_uploaded_total"),
+        content.len() as u64
+    );
+    assert_eq!(center.metric("herd_samples_held_already_total"), 1);
+    let samples = center.operator().samples().unwrap();
+    assert_eq!(samples.len(), 1);
+    assert_eq!(samples[0].first_terminal, "49a");
+    // Asking is a terminal's right only, with a well-formed digest.
+    let identity = identity_of(&second.state);
+    let client = terminal_client(&center, &identity);
+    let sha = sha256_hex(content.as_bytes());
+    assert!(client.sample_held(&sha).unwrap().held);
+    assert!(!client.sample_held(&"0".repeat(64)).unwrap().held);
+    assert_eq!(
+        client.sample_held("not-a-digest").unwrap_err().status(),
+        Some(400)
     );
 }

@@ -83,8 +83,9 @@ impl Center {
         let now = crate::unix_now();
         let held_timestamp = request.tuf_timestamp_version;
         let relay = self.checkin_relay(&terminal.id, &request, &address, now);
+        let extras = self.answer_extras(terminal, &request).await;
         let answer = self
-            .check_in_at(terminal, request, address, now, relay)
+            .check_in_at(terminal, request, address, now, relay, extras)
             .await;
         // Answered or refused, a woken terminal's turn is over: the next one may be woken.
         self.waits.checked_in(&terminal.id);
@@ -121,7 +122,17 @@ impl Center {
         address: String,
         at: i64,
     ) -> CenterResult<()> {
-        match self.check_in_at(terminal, request, address, at, None).await {
+        match self
+            .check_in_at(
+                terminal,
+                request,
+                address,
+                at,
+                None,
+                AnswerExtras::default(),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) if err.kind == ErrorKind::InventoryInvalid => {
                 tracing::warn!(terminal = %terminal.id, %err, "relayed check-in not recorded");
@@ -138,6 +149,7 @@ impl Center {
         address: String,
         at: i64,
         relay: Option<QueueItem>,
+        extras: AnswerExtras,
     ) -> CenterResult<CheckinAnswer> {
         let started = Instant::now();
         if let Some(claimed) = &request.terminal
@@ -194,7 +206,7 @@ impl Center {
         model.group = Some(terminal.group.clone());
         let plan = planners::render_plan(&snapshot, Timestamp::from_unix_seconds(now), &model);
         let plan_id = hex::encode(Sha256::digest(plan.json.as_bytes()));
-        let answer = answer_json(&plan_id, &plan.json, self.next_checkin_secs(), now);
+        let answer = answer_json(&plan_id, &plan.json, self.next_checkin_secs(), now, &extras);
         let write = CheckinWrite {
             terminal: terminal.id.clone(),
             at,
@@ -229,6 +241,29 @@ impl Center {
             .checkin_seconds
             .observe_duration(started.elapsed());
         Ok(CheckinAnswer(answer))
+    }
+
+    /// What a check-in answer carries besides the plan, looked up only when the request asks:
+    /// the e-mailed consent answer for the plan the terminal waits on, and the operators'
+    /// messages newer than the terminal's.
+    async fn answer_extras(
+        &self,
+        terminal: &KnownTerminal,
+        request: &CheckinRequest,
+    ) -> AnswerExtras {
+        let consent = match &request.consent_waiting {
+            Some(plan_id) => self.consent_answer(&terminal.id, plan_id).await,
+            None => None,
+        };
+        let (messages, messages_through) = match request.messages_after {
+            Some(after) => self.checkin_messages(terminal, after).await,
+            None => (Vec::new(), None),
+        };
+        AnswerExtras {
+            consent,
+            messages,
+            messages_through,
+        }
     }
 
     /// Stores the reported interfaces unless they are what this process stored last for the
@@ -373,9 +408,23 @@ impl CheckinAnswer {
     }
 }
 
+/// The optional fields of a check-in answer (`CheckinResponse`'s last three).
+#[derive(Debug, Default)]
+pub(crate) struct AnswerExtras {
+    pub consent: Option<herd_proto::consent::ConsentAnswer>,
+    pub messages: Vec<herd_proto::messages::Message>,
+    pub messages_through: Option<u64>,
+}
+
 /// `CheckinResponse` as JSON, byte for byte what serde_json makes of it (fields in declaration
-/// order; a hex digest and an RFC 3339 time need no escaping).
-fn answer_json(plan_id: &str, plan_json: &str, next_checkin_secs: u64, now: i64) -> String {
+/// order; a hex digest and an RFC 3339 time need no escaping; the rare extras through serde).
+fn answer_json(
+    plan_id: &str,
+    plan_json: &str,
+    next_checkin_secs: u64,
+    now: i64,
+    extras: &AnswerExtras,
+) -> String {
     let server_time = rfc3339(now);
     let mut out = String::with_capacity(plan_json.len() + plan_id.len() + server_time.len() + 80);
     out.push_str("{\"plan_id\":\"");
@@ -386,7 +435,20 @@ fn answer_json(plan_id: &str, plan_json: &str, next_checkin_secs: u64, now: i64)
     out.push_str(&next_checkin_secs.to_string());
     out.push_str(",\"server_time\":\"");
     out.push_str(&server_time);
-    out.push_str("\"}");
+    out.push('"');
+    if let Some(consent) = &extras.consent {
+        out.push_str(",\"consent\":");
+        out.push_str(&serde_json::to_string(consent).expect("a consent answer serialises"));
+    }
+    if !extras.messages.is_empty() {
+        out.push_str(",\"messages\":");
+        out.push_str(&serde_json::to_string(&extras.messages).expect("messages serialise"));
+    }
+    if let Some(through) = extras.messages_through {
+        out.push_str(",\"messages_through\":");
+        out.push_str(&through.to_string());
+    }
+    out.push('}');
     out
 }
 
@@ -475,30 +537,82 @@ mod tests {
         .expect("a plan");
         let plan_json = serde_json::to_string(&plan).expect("serialises");
         let plan_id = hex::encode(Sha256::digest(plan_json.as_bytes()));
-        let expected = serde_json::to_string(&CheckinResponse {
+        let mut response = CheckinResponse {
             plan_id: plan_id.clone(),
             plan: plan.clone(),
             next_checkin_secs: 3517,
             server_time: rfc3339(975_000_000),
             tuf_timestamp: None,
-        })
-        .expect("serialises");
+            consent: None,
+            messages: Vec::new(),
+            messages_through: None,
+        };
+        let expected = serde_json::to_string(&response).expect("serialises");
         assert_eq!(
-            answer_json(&plan_id, &plan_json, 3517, 975_000_000),
+            answer_json(
+                &plan_id,
+                &plan_json,
+                3517,
+                975_000_000,
+                &AnswerExtras::default()
+            ),
             expected
         );
         // With the signed timestamp added: still what serde makes, the document byte for byte.
         let timestamp = r#"{"signed":{"_type":"timestamp","version":7},"signatures":[]}"#;
-        let mut answer = CheckinAnswer(answer_json(&plan_id, &plan_json, 3517, 975_000_000));
+        let mut answer = CheckinAnswer(answer_json(
+            &plan_id,
+            &plan_json,
+            3517,
+            975_000_000,
+            &AnswerExtras::default(),
+        ));
         answer.add_timestamp(timestamp.as_bytes());
-        let expected = serde_json::to_string(&CheckinResponse {
-            plan_id: plan_id.clone(),
-            plan,
-            next_checkin_secs: 3517,
-            server_time: rfc3339(975_000_000),
-            tuf_timestamp: Some(timestamp.to_owned()),
-        })
-        .expect("serialises");
-        assert_eq!(answer.into_json(), expected);
+        let mut with_timestamp = response.clone();
+        with_timestamp.tuf_timestamp = Some(timestamp.to_owned());
+        assert_eq!(
+            answer.into_json(),
+            serde_json::to_string(&with_timestamp).expect("serialises")
+        );
+        // With every extra, and the timestamp last (where `add_timestamp` puts it).
+        let extras = AnswerExtras {
+            consent: Some(herd_proto::consent::ConsentAnswer {
+                plan_id: "p1".into(),
+                decision: herd_proto::consent::ConsentDecision::Accepted,
+                decided_at: rfc3339(975_000_001),
+                by: "email".into(),
+            }),
+            messages: vec![herd_proto::messages::Message {
+                id: 7,
+                at: rfc3339(975_000_002),
+                from: "operator".into(),
+                audience: "all".into(),
+                target: None,
+                site: None,
+                text: "a \"quoted\" message".into(),
+                reply_to: None,
+            }],
+            messages_through: Some(9),
+        };
+        response.consent = extras.consent.clone();
+        response.messages = extras.messages.clone();
+        response.messages_through = extras.messages_through;
+        assert_eq!(
+            answer_json(&plan_id, &plan_json, 3517, 975_000_000, &extras),
+            serde_json::to_string(&response).expect("serialises")
+        );
+        let mut answer = CheckinAnswer(answer_json(
+            &plan_id,
+            &plan_json,
+            3517,
+            975_000_000,
+            &extras,
+        ));
+        answer.add_timestamp(timestamp.as_bytes());
+        response.tuf_timestamp = Some(timestamp.to_owned());
+        assert_eq!(
+            answer.into_json(),
+            serde_json::to_string(&response).expect("serialises")
+        );
     }
 }

@@ -200,6 +200,10 @@ site_url = ""
 site_poll_secs = 30
 site_cache_bytes = 10737418240
 
+# The URL people's browsers reach this center at, for the links of consent e-mails (empty:
+# https:// the first server name and the listen port).
+public_url = ""
+
 # Center only: a site that has not pulled for this many seconds after a change is pushed to
 # (the center calls the site's URL, which then pulls at once).
 site_push_after_secs = 90
@@ -241,6 +245,12 @@ max_attempts = 20
 exposed_threshold = 0
 # `site_queue_growing` when a site reports more queued items than this (0: never).
 site_queue_threshold = 10000
+# Consent by e-mail (SPEC §3.1.6): the e-mail channel through which a terminal's user (the
+# address `herd terminals set-email` gives) is asked to accept or decline a plan that needs
+# consent, with signed links that work once for consent_link_secs (empty: no e-mails; the
+# user answers on the terminal). The channel's own `to` is not used for these notices.
+consent_channel = ""
+consent_link_secs = 259200
 
 # [[alerts.channels]]
 # name = "ops"
@@ -334,6 +344,7 @@ pub struct ConfigFile {
     pub site_id: Option<String>,
     pub site_token: Option<String>,
     pub site_url: Option<String>,
+    pub public_url: Option<String>,
     pub site_poll_secs: Option<u64>,
     pub site_cache_bytes: Option<u64>,
     pub site_push_after_secs: Option<u64>,
@@ -431,6 +442,8 @@ pub struct CenterConfig {
     pub site: Option<SiteConfig>,
     /// A center pushes to a site that has not pulled for this long after a change.
     pub site_push_after: std::time::Duration,
+    /// The URL people's browsers reach this center at (consent links).
+    pub public_url: String,
     /// Alert channels, rules, throttling and retries (`[alerts]`).
     pub alerts: std::sync::Arc<crate::alerts::config::AlertsConfig>,
     /// Rollout rings and thresholds; `None`: every release is offered to everyone at once.
@@ -560,6 +573,17 @@ impl BlobBackend {
             other => bail!("blob_store: {other:?} is neither \"fs\" nor \"s3\""),
         }
     }
+}
+
+/// `https://<first server name>:<listen port>`: how this process names itself by default.
+fn own_url(server_names: &[String], listen: SocketAddr) -> String {
+    let host = &server_names[0];
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    format!("https://{host}:{}", listen.port())
 }
 
 /// Plain http only to a loopback host: over a network, the object store's answers would be
@@ -855,15 +879,7 @@ impl CenterConfig {
                 let url = match file.site_url.filter(|u| !u.is_empty()) {
                     Some(url) if url.starts_with("https://") => url,
                     Some(url) => bail!("site_url: {url:?} is not an https:// URL"),
-                    None => {
-                        let host = &server_names[0];
-                        let host = if host.contains(':') {
-                            format!("[{host}]")
-                        } else {
-                            host.clone()
-                        };
-                        format!("https://{host}:{}", listen.port())
-                    }
+                    None => own_url(&server_names, listen),
                 };
                 let poll_secs = file.site_poll_secs.unwrap_or(30);
                 if !(1..=crate::SITE_MAX_POLL_SECS).contains(&poll_secs) {
@@ -899,6 +915,11 @@ impl CenterConfig {
             Some(0) => bail!("site_push_after_secs: must be at least 1"),
             Some(secs) => std::time::Duration::from_secs(secs),
         };
+        let public_url = match file.public_url.filter(|u| !u.is_empty()) {
+            Some(url) if url.starts_with("https://") => url.trim_end_matches('/').to_owned(),
+            Some(url) => bail!("public_url: {url:?} is not an https:// URL"),
+            None => own_url(&server_names, listen),
+        };
         let alerts = std::sync::Arc::new(crate::alerts::config::AlertsConfig::from_file(
             file.alerts.unwrap_or_default(),
         )?);
@@ -910,6 +931,7 @@ impl CenterConfig {
             file.rollout_check_secs,
         )?;
         Ok(CenterConfig {
+            public_url,
             alerts,
             rollouts,
             site,

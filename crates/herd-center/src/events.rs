@@ -95,6 +95,11 @@ impl Center {
         let relay = self.events_relay(&terminal.id, &batch);
         // Samples are checked whole and their bytes taken out before anything is stored.
         let samples = crate::samples::take_samples(&mut batch, self.config.max_sample_bytes)?;
+        let held_already = batch
+            .events
+            .iter()
+            .filter(|e| e.kind == events::SAMPLE_UPLOAD && e.data["held"] == true)
+            .count() as u64;
         let rows = event_rows(&terminal.id, batch, unix_now())?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
@@ -123,6 +128,20 @@ impl Center {
                     .unwrap_or_default();
                 (i, kind)
             })
+            .collect();
+        // Consent questions and answers, for consent by e-mail (at the center).
+        let consents: Vec<(usize, String, String)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| {
+                [
+                    events::CONSENT_REQUESTED,
+                    events::CONSENT_ACCEPTED,
+                    events::CONSENT_DECLINED,
+                ]
+                .contains(&row.kind.as_str())
+            })
+            .map(|(i, row)| (i, row.kind.clone(), row.data.clone()))
             .collect();
         // Users' messages, stored as messages once the events are.
         let answers: Vec<(usize, i64, String)> = rows
@@ -210,8 +229,20 @@ impl Center {
         for (_, kind) in refusals.iter().filter(|(i, _)| *i >= stored) {
             self.metrics.count_trust_refusal(kind);
         }
-        for (_, at, data) in answers.into_iter().filter(|(i, _, _)| *i >= stored) {
-            self.store_answer(&terminal.id, at, &data).await;
+        // At the center only: a site relays the events there, where messages and consent
+        // requests are kept (a site's own copy would have ids of its own).
+        if self.site().is_none() {
+            for (_, at, data) in answers.into_iter().filter(|(i, _, _)| *i >= stored) {
+                self.store_answer(&terminal.id, at, &data).await;
+            }
+            for (_, kind, data) in consents.into_iter().filter(|(i, _, _)| *i >= stored) {
+                if kind == events::CONSENT_REQUESTED {
+                    self.consent_requested(&terminal.id, &data).await;
+                } else {
+                    self.consent_answered_on_device(&terminal.id, &kind, &data)
+                        .await;
+                }
+            }
         }
         for (_, kind, data) in alerting.into_iter().filter(|(i, _, _)| *i >= stored) {
             self.alerts
@@ -241,6 +272,19 @@ impl Center {
             .filter(|(i, _)| *i >= stored)
             .map(|(_, row)| row)
             .collect();
+        if self.site().is_none() {
+            // What arrived at the center, for the dedup's accounting (duplicates included:
+            // they crossed the network too).
+            self.metrics
+                .samples_held_already
+                .fetch_add(held_already, Relaxed);
+            for sample in &samples {
+                self.metrics.samples_uploaded.fetch_add(1, Relaxed);
+                self.metrics
+                    .sample_bytes_uploaded
+                    .fetch_add(sample.neutralised.len() as u64, Relaxed);
+            }
+        }
         if !samples.is_empty() && self.site().is_none() {
             self.keep_samples(&terminal.id, samples).await;
         }

@@ -21,6 +21,7 @@ mod cache;
 pub mod catalog;
 mod checkin;
 pub mod config;
+pub mod consent;
 mod deltas;
 mod enrol;
 pub mod error;
@@ -137,6 +138,9 @@ pub struct Center {
     feed_poller: feed_poll::FeedPoller,
     /// Rebuilds of Herd's own threats in the catalog, coalesced (`herd_set`).
     herd_feed: herd_set::HerdFeedRebuilds,
+    /// The newest message id, read at most once a second (`messages`): a check-in whose
+    /// terminal has it needs no read of its inbox.
+    newest_message: messages::NewestMessage,
 }
 
 /// Seconds since the Unix epoch: the center's one clock.
@@ -229,6 +233,7 @@ impl Center {
             alerts,
             feed_poller: Default::default(),
             herd_feed: Default::default(),
+            newest_message: Default::default(),
             waits: wait::Waits::new(max_waits, config.wake_concurrency, metrics.clone()),
             config,
             store,
@@ -375,11 +380,12 @@ impl Center {
             None => self.trust.timestamp_version(),
         };
         format!(
-            "{}.{}.{}.{}",
+            "{}.{}.{}.{}.{}",
             self.catalog().revision,
             self.caches.groups_revision(),
             timestamp,
-            self.rollouts.generation()
+            self.rollouts.generation(),
+            self.newest_message_known()
         )
     }
 

@@ -59,6 +59,11 @@ impl Center {
                 reply_to: None,
             })
             .await?;
+        self.newest_message
+            .id
+            .fetch_max(row.id, std::sync::atomic::Ordering::Relaxed);
+        // Held waits (terminals, sites) are answered: they fetch it now.
+        self.announce_changes();
         Ok(wire_message(row))
     }
 
@@ -138,6 +143,146 @@ impl Center {
             .await;
         if let Err(err) = stored {
             tracing::error!(%terminal, %err, "a terminal's message was not stored");
+        }
+    }
+}
+
+/// The newest message id as of `read_at` (Unix seconds; 0: never read).
+#[derive(Debug, Default)]
+pub(crate) struct NewestMessage {
+    id: std::sync::atomic::AtomicU64,
+    read_at: std::sync::atomic::AtomicI64,
+}
+
+impl Center {
+    /// The newest message id this process knows of, part of the change token.
+    pub(crate) fn newest_message_known(&self) -> u64 {
+        self.newest_message
+            .id
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The newest message id, from the store at most once a second per process. A message
+    /// sent through this process counts at once ([`Center::send_message`] raises it).
+    async fn newest_message_id(&self) -> CenterResult<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = unix_now();
+        let cached = &self.newest_message;
+        if cached.read_at.load(Relaxed) == now {
+            return Ok(cached.id.load(Relaxed));
+        }
+        let newest = self.store.message_newest_id().await?;
+        cached.id.fetch_max(newest, Relaxed);
+        cached.read_at.store(now, Relaxed);
+        Ok(cached.id.load(Relaxed))
+    }
+
+    /// The messages a check-in answer carries for a terminal that has those up to `after`,
+    /// and the id it may keep from now on. Its inbox is read only when a message newer than
+    /// `after` exists (for anyone): most check-ins cost one atomic read. A store that fails
+    /// gives nothing this time (the check-in itself still counts).
+    pub(crate) async fn checkin_messages(
+        &self,
+        terminal: &KnownTerminal,
+        after: u64,
+    ) -> (Vec<Message>, Option<u64>) {
+        let newest = match self.newest_message_id().await {
+            Ok(newest) => newest,
+            Err(err) => {
+                tracing::warn!(terminal = %terminal.id, %err, "cannot read the newest message id");
+                return (Vec::new(), None);
+            }
+        };
+        if after >= newest || after > i64::MAX as u64 {
+            return (Vec::new(), Some(newest.max(after.min(i64::MAX as u64))));
+        }
+        let limit = herd_proto::api::MAX_CHECKIN_MESSAGES;
+        let rows = self
+            .store
+            .messages(&MessageQuery {
+                after_id: after,
+                limit: limit as u32,
+                inbox_of: Some((&terminal.id, &terminal.group)),
+                terminal: None,
+                site: None,
+            })
+            .await;
+        match rows {
+            Ok(rows) => {
+                let last = rows.last().map(|r| r.id).unwrap_or(after);
+                // A full page may have more after it: the terminal takes the rest next time.
+                let through = if rows.len() == limit {
+                    last
+                } else {
+                    last.max(newest)
+                };
+                (rows.into_iter().map(wire_message).collect(), Some(through))
+            }
+            Err(err) => {
+                tracing::warn!(terminal = %terminal.id, %err, "cannot read a terminal's inbox");
+                (Vec::new(), None)
+            }
+        }
+    }
+}
+
+/// The most messages one site pull returns.
+pub const SITE_BATCH: u32 = 500;
+
+impl Center {
+    /// What site `site` relays, after id `after`: messages to all, to a group, and to the
+    /// terminals it ever served (at most [`SITE_BATCH`]).
+    pub async fn site_messages(&self, site: &str, after: Option<u64>) -> CenterResult<MessageList> {
+        let rows = self
+            .store
+            .messages_for_site(site, after_id(after)?, SITE_BATCH)
+            .await?;
+        Ok(MessageList {
+            messages: rows.into_iter().map(wire_message).collect(),
+        })
+    }
+
+    /// On a site: copies the center's new messages, under the center's ids, so the site's
+    /// check-ins carry them to its terminals as the center's do. Returns how many came.
+    pub(crate) async fn replicate_messages(
+        &self,
+        client: &herd_client::Client,
+    ) -> anyhow::Result<usize> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut copied = 0;
+        loop {
+            let after = self.store.message_newest_id().await?;
+            let fetch = client.clone();
+            let list = tokio::task::spawn_blocking(move || fetch.site_messages(after)).await??;
+            let count = list.messages.len();
+            let mut rows = Vec::with_capacity(count);
+            for message in list.messages {
+                let at = herd_core::Timestamp::parse(&message.at)
+                    .map_err(|e| {
+                        anyhow::anyhow!("the center sent message {}: at: {e}", message.id)
+                    })?
+                    .unix_seconds();
+                rows.push(MessageRow {
+                    id: message.id,
+                    site: message.site,
+                    message: NewMessage {
+                        at,
+                        sender: message.from,
+                        audience: message.audience,
+                        target: message.target.unwrap_or_default(),
+                        body: message.text,
+                        reply_to: message.reply_to,
+                    },
+                });
+            }
+            if let Some(newest) = rows.last().map(|r| r.id) {
+                self.store.messages_replicate(&rows).await?;
+                self.newest_message.id.fetch_max(newest, Relaxed);
+            }
+            copied += count;
+            if count < SITE_BATCH as usize {
+                return Ok(copied);
+            }
         }
     }
 }

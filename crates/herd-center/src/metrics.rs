@@ -91,6 +91,12 @@ pub struct Metrics {
     pub bodies_timed_out: AtomicU64,
     /// Event batches refused because the terminal had `max_events_per_terminal` stored.
     pub events_over_quota: AtomicU64,
+    /// Samples that arrived with their bytes, and how many bytes they were (decoded; the
+    /// wire carries them hex-encoded, twice as many).
+    pub samples_uploaded: AtomicU64,
+    pub sample_bytes_uploaded: AtomicU64,
+    /// Samples reported without their bytes because the center said it had them.
+    pub samples_held_already: AtomicU64,
     /// Push connections (`/v1/wait`) held now; `wait::Waits` counts its cap on it.
     pub waits_held: AtomicU64,
     /// Waits refused because `max_waits` were held.
@@ -141,6 +147,9 @@ impl Default for Metrics {
             connections_timed_out: AtomicU64::new(0),
             bodies_timed_out: AtomicU64::new(0),
             events_over_quota: AtomicU64::new(0),
+            samples_uploaded: AtomicU64::new(0),
+            sample_bytes_uploaded: AtomicU64::new(0),
+            samples_held_already: AtomicU64::new(0),
             waits_held: AtomicU64::new(0),
             waits_refused: AtomicU64::new(0),
             server_cert_expiry: AtomicU64::new(0),
@@ -388,6 +397,24 @@ impl Metrics {
             "herd_events_over_quota_total",
             "Event batches refused because the terminal had max_events_per_terminal events stored.",
             &self.events_over_quota,
+        );
+        counter(
+            &mut out,
+            "herd_samples_uploaded_total",
+            "Samples that arrived with their bytes (sample.upload events).",
+            &self.samples_uploaded,
+        );
+        counter(
+            &mut out,
+            "herd_sample_bytes_uploaded_total",
+            "Bytes of the samples that arrived with their bytes.",
+            &self.sample_bytes_uploaded,
+        );
+        counter(
+            &mut out,
+            "herd_samples_held_already_total",
+            "Samples a terminal reported without their bytes because this center said it had them.",
+            &self.samples_held_already,
         );
         gauge(
             &mut out,

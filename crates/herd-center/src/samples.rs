@@ -8,13 +8,14 @@
 //! still neutralised, as `<data-dir>/samples/<sha256>.bin` (mode 0600: neither runnable nor
 //! matched by a scanner of the center's disk), indexed by the `samples` table.
 //!
-//! Simplified for now: deduplication is at the center (a sample it has is not stored again)
-//! and on the terminal (a file it sent is not queued again); the agent does not ask the
-//! center first, so a sample another terminal sent is still uploaded once by each terminal.
+//! Deduplicated three times: on the terminal (a file it sent is not queued again), before the
+//! upload (the agent asks `GET /v1/terminal/samples/{sha256}` — at its site, which asks here —
+//! and sends an event marked `held`, without the bytes, when the center has it), and at the
+//! center (a sample it has is not stored again).
 
 use std::path::PathBuf;
 
-use herd_proto::api::{EventBatch, SampleDoc, SampleUpload, events};
+use herd_proto::api::{EventBatch, SampleDoc, SamplePresence, SampleUpload, events};
 use herd_store::SampleRow;
 use sha2::{Digest, Sha256};
 
@@ -61,6 +62,16 @@ pub fn take_samples(batch: &mut EventBatch, max_bytes: u64) -> CenterResult<Vec<
                 CenterError::bad_request(format!("{}: not a sample upload: {err}", at("")))
             })?;
         check_sha256(&upload.sha256, &at(".sha256")).map_err(CenterError::bad_request)?;
+        if upload.held {
+            // The terminal was told the center has it: a report, without bytes.
+            if upload.neutralised.is_some() {
+                return Err(CenterError::bad_request(format!(
+                    "{}: a sample marked held carries no bytes",
+                    at(".neutralised")
+                )));
+            }
+            continue;
+        }
         if upload.size == 0 || upload.size > max_bytes {
             return Err(CenterError::new(
                 ErrorKind::TooLarge,
@@ -110,6 +121,23 @@ pub fn take_samples(batch: &mut EventBatch, max_bytes: u64) -> CenterResult<Vec<
 }
 
 impl Center {
+    /// Whether the center has the sample `sha256` (a terminal asks before uploading). On a
+    /// site, the center is asked; a center that does not answer counts as not having it, so
+    /// the terminal uploads (and the center still keeps it once).
+    pub async fn sample_held(&self, sha256: &str) -> CenterResult<SamplePresence> {
+        check_sha256(sha256, "the sample").map_err(CenterError::bad_request)?;
+        let held = match self.site() {
+            Some(site) => site.sample_held(sha256).await,
+            None => tokio::fs::try_exists(self.sample_path(sha256))
+                .await
+                .unwrap_or(false),
+        };
+        Ok(SamplePresence {
+            sha256: sha256.to_owned(),
+            held,
+        })
+    }
+
     fn sample_path(&self, sha256: &str) -> PathBuf {
         self.config
             .data_dir
@@ -249,6 +277,25 @@ mod tests {
         assert_eq!(restored, content);
         assert!(batch.events[0].data.get("neutralised").is_none());
         assert_eq!(batch.events[0].data["size"], content.len());
+    }
+
+    #[test]
+    fn a_sample_the_center_holds_is_a_report_without_bytes() {
+        let content = b"MZ already here";
+        let mut data = upload(content);
+        data.as_object_mut().unwrap().remove("neutralised");
+        data["held"] = json!(true);
+        let mut held = batch(data.clone());
+        assert!(take_samples(&mut held, 1024).unwrap().is_empty());
+        assert_eq!(held.events[0].data, data, "stored as sent");
+        // Held and with bytes is one or the other, not both.
+        let mut both = upload(content);
+        both["held"] = json!(true);
+        let err = take_samples(&mut batch(both), 1024).unwrap_err();
+        assert!(
+            err.to_string().contains("marked held carries no bytes"),
+            "{err}"
+        );
     }
 
     #[test]

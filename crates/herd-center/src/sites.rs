@@ -433,6 +433,19 @@ impl Center {
         self.fault_verdicts(id).await
     }
 
+    /// The e-mailed consent answer of a terminal `site` serves, for its plan `plan_id`.
+    pub async fn site_consent(
+        &self,
+        site: &str,
+        id: &str,
+        plan_id: &str,
+    ) -> CenterResult<herd_proto::consent::SiteConsent> {
+        self.terminal_of_site(site, id).await?;
+        Ok(herd_proto::consent::SiteConsent {
+            consent: self.consent_answer(id, plan_id).await,
+        })
+    }
+
     async fn terminal_of_site(&self, site: &str, id: &str) -> CenterResult<Arc<KnownTerminal>> {
         match self.store.site_serves(site, id).await? {
             None => Err(CenterError::not_found(format!(

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herd_proto::site::{MAX_WAIT_SECS, WaitResponse};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::Center;
 use crate::metrics::Metrics;
@@ -37,6 +37,9 @@ pub const DEFAULT_WAIT_SECS: u64 = 240;
 /// How long a refused agent is asked to keep to pull before it tries to wait again, in
 /// seconds (`Retry-After`).
 pub const WAIT_RETRY_AFTER_SECS: u64 = 300;
+
+/// Nudges kept for terminals not waiting when they came, before they are dropped.
+const MAX_PENDING_NUDGES: usize = 10_000;
 
 /// The longest a woken terminal holds its wake slot without checking in.
 pub const WAKE_LEASE: Duration = Duration::from_secs(5);
@@ -50,6 +53,9 @@ pub struct Waits {
     max: u64,
     stopping: watch::Sender<bool>,
     wakes: Arc<WakeSlots>,
+    /// Terminal → (waits it holds here, what wakes them): one terminal's news (an answer by
+    /// e-mail to its consent question) wakes it alone.
+    nudges: Mutex<HashMap<String, (usize, Arc<Notify>)>>,
 }
 
 /// The wake slots: taken by a wait answered `changed`, given back by the terminal's check-in
@@ -82,6 +88,38 @@ impl Waits {
                 woken: Mutex::default(),
                 leases: AtomicU64::new(0),
             }),
+            nudges: Mutex::default(),
+        }
+    }
+
+    /// Wakes `terminal`'s wait if this process holds one; if none is held right now (the
+    /// agent is between two waits), its next wait here is answered at once. A terminal that
+    /// waits elsewhere learns at its next check-in. Returns whether a wait was held.
+    pub fn nudge(&self, terminal: &str) -> bool {
+        let mut nudges = self.nudges.lock().expect("nudges");
+        // Nudges nobody took (terminals that never waited again) are not kept for ever.
+        if nudges.len() > MAX_PENDING_NUDGES {
+            nudges.retain(|_, (held, _)| *held > 0);
+        }
+        let (held, notify) = nudges
+            .entry(terminal.to_owned())
+            .or_insert_with(|| (0, Arc::new(Notify::new())));
+        // With no waiter, `notify_one` keeps a permit for the next one.
+        notify.notify_one();
+        *held > 0
+    }
+
+    /// Registers a wait of `terminal` for [`Waits::nudge`] until the guard is dropped.
+    fn nudged(&self, terminal: &str) -> NudgeGuard<'_> {
+        let mut nudges = self.nudges.lock().expect("nudges");
+        let entry = nudges
+            .entry(terminal.to_owned())
+            .or_insert_with(|| (0, Arc::new(Notify::new())));
+        entry.0 += 1;
+        NudgeGuard {
+            waits: self,
+            terminal: terminal.to_owned(),
+            notify: entry.1.clone(),
         }
     }
 
@@ -135,6 +173,25 @@ impl Waits {
             })
             .ok()
             .map(|_| HeldSlot(self))
+    }
+}
+
+/// A wait's registration for nudges, removed with the last wait of its terminal.
+struct NudgeGuard<'a> {
+    waits: &'a Waits,
+    terminal: String,
+    notify: Arc<Notify>,
+}
+
+impl Drop for NudgeGuard<'_> {
+    fn drop(&mut self) {
+        let mut nudges = self.waits.nudges.lock().expect("nudges");
+        if let Some(entry) = nudges.get_mut(&self.terminal) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0 {
+                nudges.remove(&self.terminal);
+            }
+        }
     }
 }
 
@@ -194,10 +251,15 @@ impl Center {
         if *stopping.borrow_and_update() {
             return unchanged(current);
         }
+        let nudge = self.waits.nudged(terminal);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
+                // News for this terminal alone: it checks in at once, past the wake pacing.
+                _ = nudge.notify.notified() => {
+                    return WaitOutcome::Answered(WaitResponse { token: current, changed: true });
+                }
                 moved = changes.changed() => {
                     if moved.is_err() {
                         return unchanged(current);
@@ -261,6 +323,34 @@ mod tests {
         let third = waits.enter().expect("a slot came back");
         drop((second, third));
         assert_eq!(waits.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_nudge_wakes_its_terminal_or_waits_for_its_next_wait() {
+        let waits = Waits::new(10, 1, Arc::new(Metrics::default()));
+        // Held: woken.
+        let held = waits.nudged("t1");
+        assert!(waits.nudge("t1"));
+        tokio::time::timeout(Duration::from_secs(5), held.notify.notified())
+            .await
+            .expect("the held wait was woken");
+        drop(held);
+        // Between two waits: the next wait is answered at once.
+        assert!(!waits.nudge("t2"));
+        let next = waits.nudged("t2");
+        tokio::time::timeout(Duration::from_secs(5), next.notify.notified())
+            .await
+            .expect("the next wait was answered");
+        drop(next);
+        assert!(waits.nudges.lock().unwrap().is_empty());
+        // Another terminal's wait is not woken.
+        let other = waits.nudged("t3");
+        waits.nudge("t4");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), other.notify.notified())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -598,6 +598,75 @@ impl Store for Counting {
         self.count("file_verdicts");
         self.inner.file_verdicts().await
     }
+    async fn messages_for_site(
+        &self,
+        site: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<herd_store::MessageRow>, StoreError> {
+        self.count("messages_for_site");
+        self.inner.messages_for_site(site, after_id, limit).await
+    }
+    async fn messages_replicate(&self, rows: &[herd_store::MessageRow]) -> Result<(), StoreError> {
+        self.count("messages_replicate");
+        self.inner.messages_replicate(rows).await
+    }
+    async fn message_newest_id(&self) -> Result<u64, StoreError> {
+        self.count("message_newest_id");
+        self.inner.message_newest_id().await
+    }
+    async fn terminal_email_set(
+        &self,
+        terminal: &str,
+        email: Option<&str>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        self.count("terminal_email_set");
+        self.inner.terminal_email_set(terminal, email, at).await
+    }
+    async fn terminal_email(&self, terminal: &str) -> Result<Option<String>, StoreError> {
+        self.count("terminal_email");
+        self.inner.terminal_email(terminal).await
+    }
+    async fn consent_request_open(
+        &self,
+        request: &herd_store::NewConsentRequest,
+    ) -> Result<Option<herd_store::ConsentRequestRow>, StoreError> {
+        self.count("consent_request_open");
+        self.inner.consent_request_open(request).await
+    }
+    async fn consent_request(
+        &self,
+        id: u64,
+    ) -> Result<Option<herd_store::ConsentRequestRow>, StoreError> {
+        self.count("consent_request");
+        self.inner.consent_request(id).await
+    }
+    async fn consent_request_of(
+        &self,
+        terminal: &str,
+        plan_id: &str,
+    ) -> Result<Option<herd_store::ConsentRequestRow>, StoreError> {
+        self.count("consent_request_of");
+        self.inner.consent_request_of(terminal, plan_id).await
+    }
+    async fn consent_requests_of(
+        &self,
+        terminal: &str,
+    ) -> Result<Vec<herd_store::ConsentRequestRow>, StoreError> {
+        self.count("consent_requests_of");
+        self.inner.consent_requests_of(terminal).await
+    }
+    async fn consent_decide(
+        &self,
+        id: u64,
+        decision: &str,
+        at: i64,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        self.count("consent_decide");
+        self.inner.consent_decide(id, decision, at, by).await
+    }
     async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError> {
         self.count("alert_enqueue");
         self.inner.alert_enqueue(deliveries).await
@@ -746,6 +815,8 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
             agent_version: None,
             interfaces: None,
             tuf_timestamp_version: None,
+            consent_waiting: None,
+            messages_after: None,
         };
         center
             .check_in(&known, request, "127.0.0.1".to_owned())
@@ -785,6 +856,8 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
             }]
         }),
         tuf_timestamp_version: None,
+        consent_waiting: None,
+        messages_after: None,
     };
     for (request, writes) in [
         (with(Some("192.0.2.10")), 1),

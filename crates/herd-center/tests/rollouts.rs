@@ -54,6 +54,8 @@ async fn check_in(center: &Center, id: &str, installed: InstalledDoc) -> Checkin
         agent_version: None,
         interfaces: None,
         tuf_timestamp_version: None,
+        consent_waiting: None,
+        messages_after: None,
     };
     let answer = center
         .check_in(&known, request, "127.0.0.1".to_owned())

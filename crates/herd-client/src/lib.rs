@@ -289,6 +289,39 @@ impl Client {
         self.drain(response, &format!("DELETE {path}"))
     }
 
+    /// Whether the center has a sample, asked by a terminal before uploading it
+    /// (`GET /v1/terminal/samples/{sha256}`).
+    pub fn sample_held(
+        &self,
+        sha256: &str,
+    ) -> Result<herd_proto::api::SamplePresence, ClientError> {
+        let path = format!("/v1/terminal/samples/{}", segment(sha256));
+        self.get_json(&path, &[], MAX_JSON_ANSWER)
+    }
+
+    /// Sets or removes the address a terminal's user gets consent notices at
+    /// (`PUT /v1/terminals/{id}/email`).
+    pub fn set_terminal_email(&self, id: &str, email: Option<&str>) -> Result<(), ClientError> {
+        let path = format!("/v1/terminals/{}/email", segment(id));
+        let body = herd_proto::consent::TerminalEmail {
+            email: email.map(str::to_owned),
+        };
+        let bytes = serde_json::to_vec(&body).map_err(|err| {
+            ClientError::Invalid(format!("PUT {path}: cannot encode the request: {err}"))
+        })?;
+        let response = self.call(Method::PUT, &path, &[], Payload::Json(bytes), false)?;
+        self.drain(response, &format!("PUT {path}"))
+    }
+
+    /// The consent questions mailed for a terminal (`GET /v1/terminals/{id}/consents`).
+    pub fn terminal_consents(
+        &self,
+        id: &str,
+    ) -> Result<herd_proto::consent::ConsentRequestList, ClientError> {
+        let path = format!("/v1/terminals/{}/consents", segment(id));
+        self.get_json(&path, &[], MAX_JSON_ANSWER)
+    }
+
     /// Threats × products: who covers what since when (`GET /v1/coverage`).
     pub fn coverage(&self) -> Result<CoverageMatrix, ClientError> {
         self.get_json("/v1/coverage", &[], MAX_CATALOG_ANSWER)

@@ -70,6 +70,16 @@ impl Client {
         self.get_json(wire::SITE_ROLLOUTS, &[], MAX_CATALOG_ANSWER)
     }
 
+    /// The messages for the site's terminals after id `after`, oldest first, at most 500
+    /// (`GET /v1/sites/messages`).
+    pub fn site_messages(
+        &self,
+        after: u64,
+    ) -> Result<herd_proto::messages::MessageList, ClientError> {
+        let after = after.to_string();
+        self.get_json(wire::SITE_MESSAGES, &[("after", &after)], MAX_JSON_ANSWER)
+    }
+
     /// Groups and placement rules (`GET /v1/sites/groups`).
     pub fn site_groups(&self) -> Result<GroupInputs, ClientError> {
         self.get_json(wire::SITE_GROUPS, &[], MAX_JSON_ANSWER)
@@ -99,6 +109,25 @@ impl Client {
         id: &str,
     ) -> Result<herd_proto::fault::FaultVerdicts, ClientError> {
         let path = format!("{}/{}/fault-verdicts", wire::SITE_TERMINALS, segment(id));
+        self.get_json(&path, &[], MAX_JSON_ANSWER)
+    }
+
+    /// The e-mailed consent answer of a terminal the site serves, for plan `plan_id`.
+    pub fn site_consent(
+        &self,
+        id: &str,
+        plan_id: &str,
+    ) -> Result<herd_proto::consent::SiteConsent, ClientError> {
+        let path = format!("{}/{}/consent", wire::SITE_TERMINALS, segment(id));
+        self.get_json(&path, &[("plan_id", plan_id)], MAX_JSON_ANSWER)
+    }
+
+    /// Whether the center has a sample (`GET /v1/sites/samples/{sha256}`).
+    pub fn site_sample_held(
+        &self,
+        sha256: &str,
+    ) -> Result<herd_proto::api::SamplePresence, ClientError> {
+        let path = format!("/v1/sites/samples/{}", segment(sha256));
         self.get_json(&path, &[], MAX_JSON_ANSWER)
     }
 

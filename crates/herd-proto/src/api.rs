@@ -298,6 +298,14 @@ pub struct CheckinRequest {
     /// the refresh that follows a check-in its first request. Absent from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuf_timestamp_version: Option<u64>,
+    /// The plan whose consent question the terminal is waiting on, unanswered on the device:
+    /// the answer carries the user's answer if it was given by e-mail. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_waiting: Option<String>,
+    /// The newest message id the terminal has from its operators: the answer carries the
+    /// newer ones (`CheckinResponse::messages`). Absent from agents that fetch them apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_after: Option<u64>,
 }
 
 /// One network interface as the agent saw it.
@@ -326,13 +334,29 @@ pub struct CheckinResponse {
     pub next_checkin_secs: u64,
     /// The center's clock, RFC 3339 UTC.
     pub server_time: String,
-    /// When the request named a `tuf_timestamp_version` other than the one this upstream
+    /// The user's answer to the plan named in the request's `consent_waiting`, when it was
+    /// given by e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<crate::consent::ConsentAnswer>,
+    /// Messages to this terminal newer than the request's `messages_after`, oldest first (at
+    /// most `MAX_CHECKIN_MESSAGES`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<crate::messages::Message>,
+    /// The message id the terminal may keep as its `messages_after` from now on: every
+    /// message for it up to this one is in `messages` or was sent before. Absent when the
+    /// request had no `messages_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_through: Option<u64>,
+    /// Last (the center appends it to an answer already made). When the request named a `tuf_timestamp_version` other than the one this upstream
     /// serves: its signed `timestamp.json`, byte for byte as `/tuf/metadata/timestamp.json`
     /// serves it. The agent verifies it exactly as if it had fetched it; absent, with a
     /// version named, the terminal's own is the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuf_timestamp: Option<String>,
 }
+
+/// The most messages one check-in answer carries; more wait for the next check-in.
+pub const MAX_CHECKIN_MESSAGES: usize = 20;
 
 /// `POST /v1/events` (client certificate): a batch from the agent's outbox, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -357,8 +381,10 @@ pub mod events {
     pub const PLAN_REPORT: &str = "plan.report";
     /// The agent asked the user for consent to a plan.
     pub const CONSENT_REQUESTED: &str = "consent.requested";
-    /// The user declined a plan.
+    /// The user declined a plan (`data`: plan id, change, and `by`: `device` or `email`).
     pub const CONSENT_DECLINED: &str = "consent.declined";
+    /// The user accepted a plan (`data`: plan id, change, and `by`: `device` or `email`).
+    pub const CONSENT_ACCEPTED: &str = "consent.accepted";
     /// The agent refused what its upstream served because the signed metadata does not vouch
     /// for it (`data`: a [`super::TrustRefusal`]): tampered, rolled back, expired, unsigned.
     pub const TRUST_REFUSED: &str = "trust.refused";
@@ -471,9 +497,24 @@ pub struct SampleUpload {
     pub path: String,
     /// Why it is sent: `submitted` (by the user), `suspicious`, `not-quarantinable`.
     pub reason: String,
-    /// The neutralised bytes, hex; absent from the event as the center stores it.
+    /// The neutralised bytes, hex; absent from the event as the center stores it, and when
+    /// `held` says the center has the sample already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neutralised: Option<String>,
+    /// The center (asked through `GET /v1/terminal/samples/{sha256}` before sending) said it
+    /// has this sample: the event reports it without its bytes (seed 001 S104–S106).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+}
+
+/// `GET /v1/terminal/samples/{sha256}`: whether the center has a sample, asked by a terminal
+/// before it uploads one (through its site too).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SamplePresence {
+    pub sha256: String,
+    pub held: bool,
 }
 
 /// One sample in the center's store (`GET /v1/samples`).

@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod api;
 pub mod catalog;
+pub mod consent;
 pub mod distribution;
 pub mod fault;
 pub mod feed_sources;

@@ -44,6 +44,8 @@ pub const SITE_TERMINALS: &str = "/v1/sites/terminals";
 pub const SITE_ROLLOUTS: &str = "/v1/sites/rollouts";
 /// `POST` (site certificate) — the site's queue, oldest first: [`RelayBatch`] → [`RelayAck`].
 pub const SITE_RELAY: &str = "/v1/sites/relay";
+/// The operators' messages a site relays to its terminals (`GET`, `?after=` the newest id it has).
+pub const SITE_MESSAGES: &str = "/v1/sites/messages";
 /// `POST` on a site, called by the center (center certificate) when the site has not pulled
 /// for a few of its poll intervals: the site pulls at once. Body: [`SiteChanges`].
 pub const SITE_NOTIFY: &str = "/v1/site/notify";
@@ -286,6 +288,9 @@ pub struct RelayItem {
     pub body: RelayBody,
 }
 
+// A check-in is the common item and is built, queued as JSON and dropped: boxing it would buy
+// nothing but an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -48,6 +48,8 @@ fn checkin(installed: Option<InstalledDoc>) -> CheckinRequest {
         agent_version: Some("test".into()),
         interfaces: None,
         tuf_timestamp_version: None,
+        consent_waiting: None,
+        messages_after: None,
     }
 }
 

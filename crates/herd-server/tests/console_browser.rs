@@ -55,6 +55,8 @@ fn checkin(installed: InstalledDoc) -> CheckinRequest {
         agent_version: Some("test".into()),
         interfaces: None,
         tuf_timestamp_version: None,
+        consent_waiting: None,
+        messages_after: None,
     }
 }
 

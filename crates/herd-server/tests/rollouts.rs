@@ -56,6 +56,8 @@ fn check_in(terminal: &Client, on: &InstalledDoc) -> herd_proto::api::CheckinRes
             agent_version: None,
             interfaces: None,
             tuf_timestamp_version: None,
+            consent_waiting: None,
+            messages_after: None,
         })
         .expect("check-in")
 }

@@ -281,6 +281,8 @@ fn checks_in(center: &TestCenter, identity: &KeyPairPem) -> bool {
             agent_version: Some("test".into()),
             interfaces: None,
             tuf_timestamp_version: None,
+            consent_waiting: None,
+            messages_after: None,
         })
         .is_ok()
 }

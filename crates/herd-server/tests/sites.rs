@@ -155,6 +155,8 @@ fn checkin() -> CheckinRequest {
         agent_version: Some("test".into()),
         interfaces: None,
         tuf_timestamp_version: None,
+        consent_waiting: None,
+        messages_after: None,
     }
 }
 
@@ -1078,4 +1080,168 @@ fn a_site_renews_its_certificate_when_an_operator_asks_and_only_the_new_one_acts
         .unwrap()
         .checkin(&checkin())
         .expect("a check-in at the site after its second renewal");
+}
+
+/// Messages through a site (seed 001 ¶0044, ¶0022): an operator's message to a terminal behind
+/// a site reaches it in its check-in answer at the site (the site relays the center's messages,
+/// under the center's ids), a held wait at the site is answered when one arrives, the user's
+/// answer travels back through the site's queue, and `herd sites messages SITE` is the site's
+/// thread. A terminal at the center gets them in its check-in answer the same way.
+#[test]
+fn messages_reach_terminals_behind_their_site_in_the_check_in_answer_and_answers_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 3);
+    let (identity, _) = enrol_at(site.url(), &ca, &token, "pc-1");
+    let at_site = Client::new(site.url(), &ca, Some(&identity)).unwrap();
+    let direct = center.terminal_client(&support::enrol(&center, &token, "pc-2", "user-b", "pc"));
+    let with_cursor = |after: u64| CheckinRequest {
+        messages_after: Some(after),
+        ..checkin()
+    };
+    let first = at_site.checkin(&with_cursor(0)).unwrap();
+    assert!(first.messages.is_empty());
+    let cursor = first
+        .messages_through
+        .expect("a site answers with a cursor");
+    // A wait held at the site is answered when the message arrives there.
+    let held = at_site.wait(None, Duration::from_secs(5)).unwrap();
+    let waiter = {
+        let client = at_site.clone();
+        let token = held.token.clone();
+        std::thread::spawn(move || client.wait(Some(&token), Duration::from_secs(60)))
+    };
+    let operator = center.operator();
+    let to_pc1 = operator
+        .send_message(&herd_proto::messages::MessageToSend {
+            to: "terminal:pc-1".into(),
+            text: "Your PC has an infected file".into(),
+        })
+        .unwrap();
+    operator
+        .send_message(&herd_proto::messages::MessageToSend {
+            to: "all".into(),
+            text: "Maintenance at 22:00".into(),
+        })
+        .unwrap();
+    let woken = waiter.join().unwrap().unwrap();
+    assert!(woken.changed, "{woken:?}");
+    let mut answer = at_site.checkin(&with_cursor(cursor)).unwrap();
+    wait_until("the site to relay both messages", 20, || {
+        answer = at_site.checkin(&with_cursor(cursor)).unwrap();
+        answer.messages.len() == 2
+    });
+    let texts: Vec<&str> = answer.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["Your PC has an infected file", "Maintenance at 22:00"]
+    );
+    assert_eq!(answer.messages[0].id, to_pc1.id, "the center's ids");
+    let through = answer.messages_through.unwrap();
+    assert!(through >= answer.messages[1].id);
+    // Nothing new after the cursor the answer gave.
+    assert!(
+        at_site
+            .checkin(&with_cursor(through))
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    // The terminal at the center: only the message to all, in its own check-in answer.
+    let answer = direct.checkin(&with_cursor(0)).unwrap();
+    let texts: Vec<&str> = answer.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["Maintenance at 22:00"]);
+    // An agent that does not send a cursor gets no messages in the answer (it reads them apart).
+    let plain = direct.checkin(&checkin()).unwrap();
+    assert!(plain.messages.is_empty() && plain.messages_through.is_none());
+
+    // The user's answer goes through the site's queue to the center: the site's thread.
+    at_site
+        .send_events(&EventBatch {
+            events: vec![EventDoc {
+                seq: 1,
+                at: "2026-12-06T12:00:00Z".into(),
+                kind: herd_proto::api::events::MESSAGE_SENT.into(),
+                data: serde_json::json!({"text": "Removed it, thanks", "reply_to": to_pc1.id}),
+            }],
+        })
+        .unwrap();
+    let mut thread = Vec::new();
+    wait_until("the answer to reach the center's thread", 20, || {
+        thread = operator
+            .messages(0, 100, None, Some("office-1"))
+            .unwrap()
+            .messages;
+        thread.iter().any(|m| m.from == "terminal:pc-1")
+    });
+    let texts: Vec<&str> = thread.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["Your PC has an infected file", "Removed it, thanks"]
+    );
+    assert_eq!(thread[1].reply_to, Some(to_pc1.id));
+    let out = support::herd_as_operator(&center, &["sites", "messages", "office-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("Your PC has an infected file") && out.contains("Removed it, thanks"),
+        "{out}"
+    );
+    assert!(!out.contains("Maintenance"), "{out}");
+    // The site keeps no copy of its own of the answer (the center's thread is the record).
+    assert!(
+        at_site
+            .terminal_messages(0)
+            .unwrap()
+            .messages
+            .iter()
+            .all(|m| m.from == "operator")
+    );
+}
+
+/// "Have you got this sample" through a site: a terminal behind a site asks its site, which
+/// asks the center; a digest that is none is refused.
+#[test]
+fn a_terminal_behind_a_site_asks_whether_the_center_has_a_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 2);
+    let (identity, _) = enrol_at(site.url(), &ca, &token, "pc-1");
+    let at_site = Client::new(site.url(), &ca, Some(&identity)).unwrap();
+    let direct = center.terminal_client(&support::enrol(&center, &token, "pc-2", "user-b", "pc"));
+    // A sample the center keeps, sent by the terminal at the center.
+    let content = b"MZ a strange program";
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(content))
+    };
+    assert!(!at_site.sample_held(&sha).unwrap().held);
+    let mut neutralised = content.to_vec();
+    herd_center::samples::neutralise(&sha, &mut neutralised);
+    direct
+        .send_events(&EventBatch {
+            events: vec![EventDoc {
+                seq: 1,
+                at: "2026-12-06T12:00:00Z".into(),
+                kind: herd_proto::api::events::SAMPLE_UPLOAD.into(),
+                data: serde_json::json!({"sha256": sha, "size": content.len(), "path": "/x.exe",
+                    "reason": "submitted", "neutralised": hex::encode(&neutralised)}),
+            }],
+        })
+        .unwrap();
+    assert!(direct.sample_held(&sha).unwrap().held);
+    assert!(
+        at_site.sample_held(&sha).unwrap().held,
+        "asked of the center"
+    );
+    assert!(!at_site.sample_held(&"1".repeat(64)).unwrap().held);
+    assert_eq!(at_site.sample_held("ABC").unwrap_err().status(), Some(400));
 }

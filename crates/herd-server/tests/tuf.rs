@@ -907,6 +907,8 @@ fn a_checkin_carries_the_signed_timestamp_only_to_a_terminal_that_holds_another(
                 agent_version: None,
                 interfaces: None,
                 tuf_timestamp_version: held,
+                consent_waiting: None,
+                messages_after: None,
             })
             .unwrap()
     };

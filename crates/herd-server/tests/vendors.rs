@@ -137,6 +137,8 @@ fn plan_of(terminal: &Client, installed: Option<InstalledDoc>) -> herd_proto::pl
             agent_version: Some("test".into()),
             interfaces: None,
             tuf_timestamp_version: None,
+            consent_waiting: None,
+            messages_after: None,
         })
         .expect("check-in")
         .plan

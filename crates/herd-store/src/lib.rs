@@ -16,11 +16,13 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 mod common;
+mod consent;
 mod operations;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use consent::{ConsentRequestRow, NewConsentRequest};
 pub use operations::{
     AlertAttempt, AlertDeliveryRow, FeedPolled, FeedSourceRow, MessageQuery, MessageRow,
     NewAlertDelivery, NewMessage,
@@ -1282,6 +1284,18 @@ pub trait Store: Send + Sync + Debug {
     async fn message_insert(&self, message: &NewMessage) -> Result<MessageRow, StoreError>;
     /// Messages oldest first, as `query` selects.
     async fn messages(&self, query: &MessageQuery<'_>) -> Result<Vec<MessageRow>, StoreError>;
+    /// The newest message's id (0 when there is none).
+    async fn message_newest_id(&self) -> Result<u64, StoreError>;
+    /// What a site replicates, oldest first after `after_id`: messages to all, to a group,
+    /// and to the terminals the site ever served.
+    async fn messages_for_site(
+        &self,
+        site: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError>;
+    /// On a site: stores the center's messages under the center's ids (a known id is kept).
+    async fn messages_replicate(&self, rows: &[MessageRow]) -> Result<(), StoreError>;
 
     // The console (SPEC §3.6).
     async fn console_session_insert(&self, session: &ConsoleSessionRow) -> Result<(), StoreError>;
@@ -1398,6 +1412,47 @@ pub trait Store: Send + Sync + Debug {
     async fn file_verdict_record(&self, row: &FileVerdictRow) -> Result<(), StoreError>;
     /// The latest verdict people gave on each file judged.
     async fn file_verdicts(&self) -> Result<Vec<FileVerdictRow>, StoreError>;
+
+    // Consent by e-mail (migration 0020).
+
+    /// Sets (or with `None` removes) the address consent notices for `terminal` go to; false
+    /// when there is no such terminal.
+    async fn terminal_email_set(
+        &self,
+        terminal: &str,
+        email: Option<&str>,
+        at: i64,
+    ) -> Result<bool, StoreError>;
+    /// The address consent notices for `terminal` go to.
+    async fn terminal_email(&self, terminal: &str) -> Result<Option<String>, StoreError>;
+    /// Records a consent request; `None` (and nothing changes) when one for the same terminal
+    /// and plan exists.
+    async fn consent_request_open(
+        &self,
+        request: &NewConsentRequest,
+    ) -> Result<Option<ConsentRequestRow>, StoreError>;
+    /// A consent request by id (read from the writer: it decides whether a link still works).
+    async fn consent_request(&self, id: u64) -> Result<Option<ConsentRequestRow>, StoreError>;
+    /// The consent request of a terminal's plan.
+    async fn consent_request_of(
+        &self,
+        terminal: &str,
+        plan_id: &str,
+    ) -> Result<Option<ConsentRequestRow>, StoreError>;
+    /// A terminal's latest 100 consent requests, newest first.
+    async fn consent_requests_of(
+        &self,
+        terminal: &str,
+    ) -> Result<Vec<ConsentRequestRow>, StoreError>;
+    /// Records the answer to a request that has none; false when it was answered already (or
+    /// does not exist), so only the first answer counts.
+    async fn consent_decide(
+        &self,
+        id: u64,
+        decision: &str,
+        at: i64,
+        by: &str,
+    ) -> Result<bool, StoreError>;
 }
 
 /// What a rollout counted: successful and failed installs, faults attributed to the release,

@@ -27,6 +27,9 @@ pub struct NewAlertDelivery {
     /// The JSON document a webhook receives.
     pub payload: String,
     pub created_at: i64,
+    /// For an e-mail channel, the one address to send to instead of the channel's `to` (a
+    /// consent notice to a terminal's user); `None` for alerts.
+    pub recipient: Option<String>,
 }
 
 /// A queued or finished delivery.
@@ -59,7 +62,7 @@ pub enum AlertAttempt {
 }
 
 const DELIVERY_COLUMNS: &str = "id, channel, kind, subject, text, payload, created_at, attempts, \
-     next_attempt_at, delivered_at, failed_at, last_error";
+     next_attempt_at, delivered_at, failed_at, last_error, recipient";
 
 fn delivery_from_row<R: Row>(row: &R) -> Result<AlertDeliveryRow, StoreError>
 where
@@ -77,6 +80,7 @@ where
             text: row.try_get("text")?,
             payload: row.try_get("payload")?,
             created_at: row.try_get("created_at")?,
+            recipient: row.try_get("recipient")?,
         },
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         next_attempt_at: row.try_get("next_attempt_at")?,
@@ -222,8 +226,8 @@ where
         for delivery in deliveries {
             sqlx::query(
                 "INSERT INTO alert_deliveries \
-                 (channel, kind, subject, text, payload, created_at, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                 (channel, kind, subject, text, payload, created_at, next_attempt_at, recipient) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
             )
             .bind(delivery.channel.as_str())
             .bind(delivery.kind.as_str())
@@ -231,6 +235,7 @@ where
             .bind(delivery.text.as_str())
             .bind(delivery.payload.as_str())
             .bind(delivery.created_at)
+            .bind(delivery.recipient.as_deref())
             .execute(&mut *tx)
             .await?;
         }
@@ -430,6 +435,69 @@ where
         .fetch_one(&self.writer)
         .await?;
         message_from_row(&row)
+    }
+
+    pub(crate) async fn messages_for_site_impl(
+        &self,
+        site: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let after = to_db_int(after_id, "message id")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $1 \
+             AND (audience IN ('all', 'group') \
+                  OR (audience = 'terminal' AND target IN \
+                      (SELECT st.terminal FROM site_terminals st WHERE st.site = $2))) \
+             ORDER BY id LIMIT $3"
+        )))
+        .bind(after)
+        .bind(site)
+        .bind(limit_or_all(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(message_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn messages_replicate_impl(
+        &self,
+        rows: &[MessageRow],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for row in rows {
+            let message = &row.message;
+            sqlx::query(
+                "INSERT INTO messages (id, at, sender, audience, target, site, body, reply_to) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, 0)) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(to_db_int(row.id, "message id")?)
+            .bind(message.at)
+            .bind(message.sender.as_str())
+            .bind(message.audience.as_str())
+            .bind(message.target.as_str())
+            .bind(row.site.as_deref())
+            .bind(message.body.as_str())
+            .bind(to_db_int(
+                message.reply_to.unwrap_or(0),
+                "message reply_to",
+            )?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn message_newest_id_impl(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS newest FROM messages")
+            .fetch_one(&self.reader)
+            .await?;
+        from_db_int(row.try_get("newest")?, "message id")
     }
 
     pub(crate) async fn messages_impl(

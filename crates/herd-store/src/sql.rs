@@ -2272,6 +2272,23 @@ where
         self.messages_impl(query).await
     }
 
+    async fn message_newest_id(&self) -> Result<u64, StoreError> {
+        self.message_newest_id_impl().await
+    }
+
+    async fn messages_for_site(
+        &self,
+        site: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        self.messages_for_site_impl(site, after_id, limit).await
+    }
+
+    async fn messages_replicate(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
+        self.messages_replicate_impl(rows).await
+    }
+
     async fn herd_signatures(&self) -> Result<Vec<HerdSignatureRow>, StoreError> {
         Self::herd_signatures_in(&mut *self.reader.acquire().await?).await
     }
@@ -2474,6 +2491,58 @@ where
             })
         })
         .collect()
+    }
+
+    async fn terminal_email_set(
+        &self,
+        terminal: &str,
+        email: Option<&str>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        self.terminal_email_set_impl(terminal, email, at).await
+    }
+
+    async fn terminal_email(&self, terminal: &str) -> Result<Option<String>, StoreError> {
+        self.terminal_email_impl(terminal).await
+    }
+
+    async fn consent_request_open(
+        &self,
+        request: &crate::NewConsentRequest,
+    ) -> Result<Option<crate::ConsentRequestRow>, StoreError> {
+        self.consent_request_open_impl(request).await
+    }
+
+    async fn consent_request(
+        &self,
+        id: u64,
+    ) -> Result<Option<crate::ConsentRequestRow>, StoreError> {
+        self.consent_request_impl(id).await
+    }
+
+    async fn consent_request_of(
+        &self,
+        terminal: &str,
+        plan_id: &str,
+    ) -> Result<Option<crate::ConsentRequestRow>, StoreError> {
+        self.consent_request_of_impl(terminal, plan_id).await
+    }
+
+    async fn consent_requests_of(
+        &self,
+        terminal: &str,
+    ) -> Result<Vec<crate::ConsentRequestRow>, StoreError> {
+        self.consent_requests_of_impl(terminal).await
+    }
+
+    async fn consent_decide(
+        &self,
+        id: u64,
+        decision: &str,
+        at: i64,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        self.consent_decide_impl(id, decision, at, by).await
     }
 
     async fn console_session_insert(&self, session: &ConsoleSessionRow) -> Result<(), StoreError> {

@@ -145,6 +145,7 @@ conformance!(
     terminals_are_listed_by_pages_and_filters,
     console_sessions_links_search_and_fleet_counts,
     file_verdicts_keep_the_latest_per_file,
+    consent_requests_open_once_decide_once_and_go_with_their_terminal,
     groups_put_list_and_delete,
     rules_replace_is_atomic_and_checks_groups,
     events_are_idempotent_and_ordered,
@@ -3120,6 +3121,7 @@ fn alert(channel: &str, subject: &str, at: i64) -> NewAlertDelivery {
         text: format!("detection on {subject}"),
         payload: format!(r#"{{"text":"detection on {subject}"}}"#),
         created_at: at,
+        recipient: None,
     }
 }
 
@@ -4058,4 +4060,138 @@ async fn fault_rules_and_replacements_are_put_listed_and_deleted(fixture: &Fixtu
     assert!(store.replacement_delete("a", "linux").await.unwrap());
     assert!(!store.replacement_delete("a", "linux").await.unwrap());
     assert_eq!(store.replacements().await.unwrap().len(), 1);
+}
+
+// --- consent by e-mail (migration 0020) ----------------------------------------------------
+
+async fn consent_requests_open_once_decide_once_and_go_with_their_terminal(fixture: &Fixture) {
+    use herd_store::NewConsentRequest;
+    let store = &*fixture.store;
+    enrol_all(store, UNKNOWN_GROUP, &["c1", "c2"]).await;
+    // Addresses: set, replaced, removed; none for a terminal that does not exist.
+    assert_eq!(store.terminal_email("c1").await.unwrap(), None);
+    assert!(
+        store
+            .terminal_email_set("c1", Some("a@example.org"), 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .terminal_email_set("c1", Some("b@example.org"), 11)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.terminal_email("c1").await.unwrap().as_deref(),
+        Some("b@example.org")
+    );
+    assert!(
+        !store
+            .terminal_email_set("nobody", Some("x@example.org"), 12)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .terminal_email_set("c2", Some("c@example.org"), 12)
+            .await
+            .unwrap()
+    );
+    assert!(store.terminal_email_set("c2", None, 13).await.unwrap());
+    assert_eq!(store.terminal_email("c2").await.unwrap(), None);
+
+    let request = |terminal: &str, plan: &str| NewConsentRequest {
+        terminal: terminal.to_owned(),
+        plan_id: plan.to_owned(),
+        change: "switch from vaccine-a 5.1 to vaccine-b 7.0".to_owned(),
+        email: "b@example.org".to_owned(),
+        requested_at: 100,
+        expires_at: 200,
+    };
+    let opened = store
+        .consent_request_open(&request("c1", "p1"))
+        .await
+        .unwrap()
+        .expect("a new request");
+    assert_eq!(opened.request, request("c1", "p1"));
+    assert_eq!(opened.decision, None);
+    // The same plan's question is recorded once.
+    assert_eq!(
+        store
+            .consent_request_open(&request("c1", "p1"))
+            .await
+            .unwrap(),
+        None
+    );
+    let other = store
+        .consent_request_open(&request("c1", "p2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(other.id, opened.id);
+    assert_eq!(
+        store
+            .consent_request_of("c1", "p1")
+            .await
+            .unwrap()
+            .map(|r| r.id),
+        Some(opened.id)
+    );
+    assert_eq!(store.consent_request_of("c2", "p1").await.unwrap(), None);
+    let listed: Vec<u64> = store
+        .consent_requests_of("c1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, vec![other.id, opened.id]);
+
+    // The first answer counts, from whichever process; later ones change nothing.
+    let another = fixture.another().await;
+    let (first, second) = tokio::join!(
+        store.consent_decide(opened.id, "accepted", 150, "email"),
+        another.consent_decide(opened.id, "declined", 150, "device"),
+    );
+    assert!(first.unwrap() ^ second.unwrap(), "exactly one answer wins");
+    let decided = store.consent_request(opened.id).await.unwrap().unwrap();
+    assert!(decided.decision.is_some() && decided.decided_at == Some(150));
+    assert!(
+        !store
+            .consent_decide(opened.id, "accepted", 160, "email")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.consent_request(opened.id).await.unwrap().unwrap(),
+        decided
+    );
+    assert!(
+        !store
+            .consent_decide(999_999, "accepted", 160, "email")
+            .await
+            .unwrap()
+    );
+    // Neither a decision outside the two nor an unknown id is stored.
+    assert!(
+        store
+            .consent_decide(other.id, "maybe", 160, "email")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .consent_request(other.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .decision,
+        None
+    );
+
+    // Deleting the terminal takes its address and requests.
+    store.terminal_delete("c1").await.unwrap();
+    assert_eq!(store.terminal_email("c1").await.unwrap(), None);
+    assert_eq!(store.consent_request(opened.id).await.unwrap(), None);
 }

@@ -184,6 +184,43 @@ impl KeyEncryptionKey {
     }
 }
 
+/// A key for signing links (HMAC-SHA256), derived from the KEK for one purpose: every process
+/// that shares the KEK signs and checks the same links, and the key is in no database.
+pub struct LinkKey(ring::hmac::Key);
+
+impl fmt::Debug for LinkKey {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinkKey([elided])")
+    }
+}
+
+impl LinkKey {
+    /// The MAC of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.0, message);
+        tag.as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
+    }
+
+    /// Whether `tag` is `message`'s MAC (compared in constant time).
+    pub fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
+        ring::hmac::verify(&self.0, message, tag).is_ok()
+    }
+}
+
+impl KeyEncryptionKey {
+    /// The link-signing key for `purpose` (HMAC-SHA256 of the purpose under the secret):
+    /// different purposes give unrelated keys, and none reveals the secret.
+    pub fn link_key(&self, purpose: &str) -> LinkKey {
+        let master = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.secret);
+        let derived = ring::hmac::sign(&master, format!("herd link key\0{purpose}").as_bytes());
+        LinkKey(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            derived.as_ref(),
+        ))
+    }
+}
+
 fn certificate_binding(cert_pem: &str) -> Result<[u8; 32], SealError> {
     use sha2::{Digest, Sha256};
     Ok(Sha256::digest(crate::cert_der_from_pem(cert_pem)?).into())
@@ -197,6 +234,22 @@ pub fn is_sealed(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_keys_differ_by_purpose_and_kek_and_verify_their_own_tags() {
+        let kek = KeyEncryptionKey::from_secret(b"0123456789abcdef0123").unwrap();
+        let other = KeyEncryptionKey::from_secret(b"another secret of 20!").unwrap();
+        let tag = kek.link_key("consent").sign(b"request 1");
+        assert!(kek.link_key("consent").verify(b"request 1", &tag));
+        assert!(!kek.link_key("consent").verify(b"request 2", &tag));
+        assert!(!kek.link_key("other").verify(b"request 1", &tag));
+        assert!(!other.link_key("consent").verify(b"request 1", &tag));
+        assert!(!kek.link_key("consent").verify(b"request 1", &tag[..31]));
+        assert_eq!(
+            format!("{:?}", kek.link_key("consent")),
+            "LinkKey([elided])"
+        );
+    }
 
     fn kek(secret: &str) -> KeyEncryptionKey {
         KeyEncryptionKey::from_secret(secret.as_bytes()).unwrap()

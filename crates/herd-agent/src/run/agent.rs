@@ -12,6 +12,7 @@ use herd_client::Client;
 use herd_proto::api::{
     CertificateRenewal, CheckinRequest, CheckinResponse, PlanReport, ReportOutcome, codes, events,
 };
+use herd_proto::consent::{ConsentAnswer, ConsentDecision, answered_by};
 use herd_proto::plan::{Action, PlanDoc};
 use serde_json::json;
 
@@ -363,10 +364,12 @@ impl Agent {
         self.protect_self();
         // What queued up while the center was away goes first, in the order it happened.
         self.flush()?;
-        self.receive_messages();
         let mut follow_ups = 0;
         loop {
             let response = self.check_in()?;
+            if follow_ups == 0 {
+                self.receive_messages(&response);
+            }
             self.refresh_herd_set();
             let acted = self.act(&response);
             let flushed = self.flush();
@@ -421,6 +424,48 @@ impl Agent {
             ),
             _ => error,
         }
+    }
+
+    /// The plan whose consent question is unanswered on this terminal, which the check-in
+    /// names so the center can answer with what the user said by e-mail.
+    fn consent_waiting(&self) -> Option<String> {
+        match consent::load(self.paths()) {
+            Ok(Some(ConsentFile {
+                plan_id,
+                decision: None,
+                ..
+            })) => Some(plan_id),
+            _ => None,
+        }
+    }
+
+    /// Records the user's answer given by e-mail, unless the question was answered on the
+    /// device first: whichever answer comes first wins.
+    fn take_remote_consent(&mut self, answer: &ConsentAnswer) -> Result<()> {
+        let paths = self.paths().clone();
+        let _lock = consent::lock(&paths)?;
+        let Some(mut file) = consent::load(&paths)? else {
+            return Ok(());
+        };
+        if file.plan_id != answer.plan_id || file.decision.is_some() {
+            return Ok(());
+        }
+        let decision = match answer.decision {
+            ConsentDecision::Accepted => Decision::Accepted,
+            ConsentDecision::Declined => Decision::Declined,
+        };
+        file.decision = Some(decision);
+        file.decided_at = Some(answer.decided_at.clone());
+        file.by = Some(answer.by.clone());
+        consent::save(&paths, &file)?;
+        self.say(&format!(
+            "the user {} by {} to {} (plan {})",
+            answer.decision.as_str(),
+            printable(&answer.by),
+            consent::describe_change(&file.plan),
+            short(&file.plan_id)
+        ));
+        Ok(())
     }
 
     /// Whether the user answered the consent question the agent is waiting on.
@@ -630,8 +675,14 @@ impl Agent {
 
     /// Operators' messages since the last cycle, shown to the user; a failure is only noted
     /// (messages wait on the center for the next cycle).
-    fn receive_messages(&mut self) {
-        match super::messages::receive(self.client(), &self.state.paths) {
+    /// The operators' new messages: those the check-in answer carried, or, from an upstream
+    /// whose answers do not carry them (`messages_through` absent), read apart.
+    fn receive_messages(&mut self, response: &CheckinResponse) {
+        let received = match response.messages_through {
+            Some(through) => super::messages::keep(&self.state.paths, &response.messages, through),
+            None => super::messages::receive(self.client(), &self.state.paths),
+        };
+        match received {
             Ok(new) => super::messages::notify(&new),
             Err(err) => eprintln!("herd-agent: warning: cannot read messages: {err:#}"),
         }
@@ -654,8 +705,19 @@ impl Agent {
     fn flush(&mut self) -> Result<(), CycleError> {
         let client = self.client().clone();
         let server = self.server();
+        // Samples the center already has go as reports without their bytes.
         let flushed = self.outbox.flush(
-            &mut |batch| client.send_events(batch),
+            &mut |batch| {
+                let mut held = |sha256: &str| {
+                    client
+                        .sample_held(sha256)
+                        .is_ok_and(|presence| presence.held)
+                };
+                match crate::samples::without_held_bytes(batch, &mut held) {
+                    Some(lighter) => client.send_events(&lighter),
+                    None => client.send_events(batch),
+                }
+            },
             self.args.flush_batch,
         );
         match flushed {
@@ -716,6 +778,10 @@ impl Agent {
             agent_version: Some(VERSION.to_owned()),
             interfaces: interfaces.as_ref().map(|(list, _)| list.clone()),
             tuf_timestamp_version: self.timestamp_to_offer(),
+            consent_waiting: self.consent_waiting(),
+            messages_after: super::messages::load(self.paths())
+                .map(|file| file.last_id)
+                .ok(),
         };
         let server = self.server();
         match self.client().checkin(&request) {
@@ -732,6 +798,11 @@ impl Agent {
                 self.progress.last_checkin = Some(clock::now_rfc3339());
                 self.progress.last_error = None;
                 self.progress.last_error_at = None;
+                if let Some(answer) = &response.consent {
+                    self.take_remote_consent(answer).map_err(|e| {
+                        CycleError::Failed(e.context("recording the e-mailed consent"))
+                    })?;
+                }
                 Ok(response)
             }
             Err(err) if err.is_retryable() => Err(retry_later(err, "check in", &server)),
@@ -886,6 +957,7 @@ impl Agent {
                 waiting: None,
                 deferral_reported: false,
                 decline_reported: false,
+                accept_reported: false,
             });
             self.outbox.push(
                 events::PLAN_RECEIVED,
@@ -923,15 +995,24 @@ impl Agent {
         let change = consent::describe_change(plan);
         if plan.consent_required {
             match self.consent_for(plan_id, plan)? {
-                Some(Decision::Accepted) => {}
-                Some(Decision::Declined) => {
+                Some((Decision::Accepted, by)) => {
+                    let state = self.plan_state();
+                    if !state.accept_reported {
+                        state.accept_reported = true;
+                        self.outbox.push(
+                            events::CONSENT_ACCEPTED,
+                            json!({ "plan_id": plan_id, "change": change, "by": by }),
+                        )?;
+                    }
+                }
+                Some((Decision::Declined, by)) => {
                     let state = self.plan_state();
                     state.waiting = None;
                     if !state.decline_reported {
                         state.decline_reported = true;
                         self.outbox.push(
                             events::CONSENT_DECLINED,
-                            json!({ "plan_id": plan_id, "change": change }),
+                            json!({ "plan_id": plan_id, "change": change, "by": by }),
                         )?;
                         self.report(self.unexecuted(
                             plan_id,
@@ -1453,11 +1534,21 @@ impl Agent {
 
     /// The user's answer for this plan, asking (writing `consent.json`, queuing
     /// `consent.requested`) when the question is new.
-    fn consent_for(&mut self, plan_id: &str, plan: &PlanDoc) -> Result<Option<Decision>> {
+    fn consent_for(
+        &mut self,
+        plan_id: &str,
+        plan: &PlanDoc,
+    ) -> Result<Option<(Decision, &'static str)>> {
         let paths = self.paths().clone();
         let _lock = consent::lock(&paths)?;
         match consent::load(&paths) {
-            Ok(Some(consent)) if consent.plan_id == plan_id => return Ok(consent.decision),
+            Ok(Some(consent)) if consent.plan_id == plan_id => {
+                let by = match consent.by.as_deref() {
+                    Some(answered_by::EMAIL) => answered_by::EMAIL,
+                    _ => answered_by::DEVICE,
+                };
+                return Ok(consent.decision.map(|d| (d, by)));
+            }
             Ok(_) => {}
             Err(e) => eprintln!("herd-agent: warning: {e:#}; asking again"),
         }
@@ -1469,6 +1560,7 @@ impl Agent {
                 requested_at: clock::now_rfc3339(),
                 decision: None,
                 decided_at: None,
+                by: None,
             },
         )?;
         self.outbox.push(

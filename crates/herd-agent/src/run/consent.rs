@@ -26,6 +26,10 @@ pub(crate) struct ConsentFile {
     pub decision: Option<Decision>,
     #[serde(default)]
     pub decided_at: Option<String>,
+    /// Where the answer was given: `device` (absent: the device, as before e-mail answers
+    /// existed) or `email` (the center's signed link, carried by a check-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +136,7 @@ pub fn run(command: &ConsentCommand) -> Result<u8> {
     };
     let previous = consent.decision.replace(decision);
     consent.decided_at = Some(clock::now_rfc3339());
+    consent.by = Some(herd_proto::consent::answered_by::DEVICE.to_owned());
     save(&paths, &consent)?;
     let running = state::running_pid(&paths);
     let when = match (decision, running) {

@@ -1,5 +1,6 @@
-//! Messages from operators (seed 001 ¶0044): at each cycle the agent reads its inbox
-//! (`/v1/terminal/messages` after the last id it has), keeps the latest in
+//! Messages from operators (seed 001 ¶0044): each check-in says the last message id the agent
+//! has and its answer carries the newer ones (from an older upstream the agent reads its inbox,
+//! `/v1/terminal/messages`, apart), through the terminal's site too; the agent keeps the latest in
 //! `<state>/messages.json`, and tells the user — a notice on its output and a desktop
 //! notification through `notify-send` where the system has one. `herd-agent messages` shows
 //! them; `herd-agent message TEXT` sends the user's answer or status through the outbox (a
@@ -36,8 +37,9 @@ pub(crate) fn load(paths: &StatePaths) -> Result<MessagesFile> {
     Ok(state::load_json(&path(paths))?.unwrap_or_default())
 }
 
-/// Reads the messages after the last one kept, keeps them, and returns them. A site server
-/// does not relay messages yet (it answers 421, `wrong_role`; an older center 404): nothing new.
+/// Reads the messages after the last one kept, keeps them, and returns them: for an upstream
+/// whose check-in answers do not carry them. An older site answers 421 (`wrong_role`) and an
+/// older center 404: nothing new.
 pub(crate) fn receive(client: &Client, paths: &StatePaths) -> Result<Vec<Message>> {
     let mut file = load(paths)?;
     let new = match client.terminal_messages(file.last_id) {
@@ -49,6 +51,32 @@ pub(crate) fn receive(client: &Client, paths: &StatePaths) -> Result<Vec<Message
         return Ok(new);
     }
     file.last_id = new.iter().map(|m| m.id).max().unwrap_or(file.last_id);
+    file.messages.extend(new.iter().cloned());
+    let drop = file.messages.len().saturating_sub(KEPT);
+    file.messages.drain(..drop);
+    state::save_json(&path(paths), &file)?;
+    Ok(new)
+}
+
+/// Keeps the messages a check-in answer carried; `through` is the id the center says the
+/// terminal has everything up to. Returns those not kept before.
+pub(crate) fn keep(paths: &StatePaths, carried: &[Message], through: u64) -> Result<Vec<Message>> {
+    let mut file = load(paths)?;
+    let new: Vec<Message> = carried
+        .iter()
+        .filter(|m| m.id > file.last_id)
+        .cloned()
+        .collect();
+    let last_id = new
+        .iter()
+        .map(|m| m.id)
+        .chain([through, file.last_id])
+        .max()
+        .unwrap_or(file.last_id);
+    if new.is_empty() && last_id == file.last_id {
+        return Ok(new);
+    }
+    file.last_id = last_id;
     file.messages.extend(new.iter().cloned());
     let drop = file.messages.len().saturating_sub(KEPT);
     file.messages.drain(..drop);

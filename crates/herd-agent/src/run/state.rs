@@ -275,6 +275,9 @@ pub(crate) struct PlanState {
     /// The `declined` report was sent.
     #[serde(default)]
     pub decline_reported: bool,
+    /// The `consent.accepted` event was queued.
+    #[serde(default)]
+    pub accept_reported: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

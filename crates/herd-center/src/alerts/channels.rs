@@ -27,6 +27,8 @@ pub struct Outgoing<'a> {
     pub subject: &'a str,
     pub text: &'a str,
     pub payload: &'a str,
+    /// For an e-mail channel: the one address to send to instead of the channel's `to`.
+    pub recipient: Option<&'a str>,
 }
 
 /// Sends `outgoing` to `target`; the error says what the sink answered or why none did.
@@ -156,7 +158,11 @@ fn send_email(email: &Email, outgoing: &Outgoing<'_>) -> Result<(), String> {
         )
         .subject(format!("[herd] {}: {}", outgoing.kind, outgoing.subject))
         .header(ContentType::TEXT_PLAIN);
-    for to in &email.to {
+    let recipients: Vec<&str> = match outgoing.recipient {
+        Some(recipient) => vec![recipient],
+        None => email.to.iter().map(String::as_str).collect(),
+    };
+    for to in recipients {
         message = message.to(to.parse().map_err(|e| format!("to {to:?}: {e}"))?);
     }
     let message = message
@@ -205,6 +211,7 @@ mod tests {
             subject: "pc-7",
             text: "EICAR \"test\" & {text} on pc-7",
             payload: "{}",
+            recipient: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct AlertsFile {
     pub max_attempts: Option<u32>,
     pub exposed_threshold: Option<u64>,
     pub site_queue_threshold: Option<u64>,
+    pub consent_channel: Option<String>,
+    pub consent_link_secs: Option<u64>,
     #[serde(default)]
     pub channels: Vec<ChannelFile>,
     #[serde(default)]
@@ -71,6 +73,10 @@ pub struct AlertsConfig {
     pub max_attempts: u32,
     pub exposed_threshold: u64,
     pub site_queue_threshold: u64,
+    /// The e-mail channel consent notices go out through (`crate::consent`), if any.
+    pub consent_channel: Option<String>,
+    /// How long a consent notice's links work, in seconds.
+    pub consent_link_secs: u64,
     pub channels: Vec<Channel>,
     pub rules: Vec<Rule>,
 }
@@ -197,7 +203,28 @@ impl AlertsConfig {
                 events: rule.events,
             });
         }
+        let consent_channel = match file.consent_channel.filter(|name| !name.is_empty()) {
+            None => None,
+            Some(name) => match channels.iter().find(|c| c.name == name) {
+                Some(Channel {
+                    target: Target::Email(_),
+                    ..
+                }) => Some(name),
+                Some(_) => bail!(
+                    "alerts.consent_channel: {name:?} is not an e-mail channel (type = \"email\")"
+                ),
+                None => bail!(
+                    "alerts.consent_channel: {name:?} is not a channel in [[alerts.channels]]"
+                ),
+            },
+        };
+        let consent_link_secs = file.consent_link_secs.unwrap_or(3 * 86_400);
+        if !(1..=30 * 86_400).contains(&consent_link_secs) {
+            bail!("alerts.consent_link_secs: {consent_link_secs} is outside 1..=2592000 (30 days)");
+        }
         Ok(AlertsConfig {
+            consent_channel,
+            consent_link_secs,
             limits: Limits {
                 window_secs,
                 burst: file.burst.unwrap_or(5),
@@ -446,6 +473,11 @@ events = ["trust.refused"]
 "#;
         let config = parse(good).unwrap();
         assert_eq!(config.rules[0].channels, vec![0, 1]);
+        assert_eq!(config.consent_channel, None);
+        let consent =
+            parse(&good.replace("[alerts]\n", "[alerts]\nconsent_channel = \"mail\"\n")).unwrap();
+        assert_eq!(consent.consent_channel.as_deref(), Some("mail"));
+        assert_eq!(consent.consent_link_secs, 3 * 86_400);
         for (bad, expected) in [
             (
                 good.replace("type = \"webhook\"", "type = \"pager\""),
@@ -482,6 +514,21 @@ events = ["trust.refused"]
             (
                 good.replace("type = \"webhook\"", "type = \"webhook\"\nsmtp_port = 25"),
                 "alerts.channels[0]: smtp_port: not a key of a webhook channel",
+            ),
+            (
+                good.replace("[alerts]\n", "[alerts]\nconsent_channel = \"ops\"\n"),
+                "alerts.consent_channel: \"ops\" is not an e-mail channel",
+            ),
+            (
+                good.replace("[alerts]\n", "[alerts]\nconsent_channel = \"post\"\n"),
+                "alerts.consent_channel: \"post\" is not a channel",
+            ),
+            (
+                good.replace(
+                    "[alerts]\n",
+                    "[alerts]\nconsent_channel = \"mail\"\nconsent_link_secs = 0\n",
+                ),
+                "alerts.consent_link_secs: 0 is outside",
             ),
         ] {
             let err = format!("{:#}", parse(&bad).unwrap_err());

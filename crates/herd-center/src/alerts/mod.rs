@@ -291,6 +291,25 @@ impl Alerts {
         }
     }
 
+    /// Queues `text` for `recipient` alone through the e-mail channel `channel`, past rules
+    /// and throttle (a consent notice is for one person, not an alert): delivered and retried
+    /// like every alert.
+    pub fn send_to(&self, channel: &str, recipient: &str, kind: &str, subject: &str, text: &str) {
+        let delivery = NewAlertDelivery {
+            channel: channel.to_owned(),
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            text: text.to_owned(),
+            payload:
+                serde_json::json!({ "text": text, "herd": { "kind": kind, "subject": subject } })
+                    .to_string(),
+            created_at: unix_now(),
+            recipient: Some(recipient.to_owned()),
+        };
+        // The receiving task lives as long as the center.
+        let _ = self.queue.send(vec![delivery]);
+    }
+
     fn rules_for<'a>(&'a self, event: &'a AlertEvent) -> impl Iterator<Item = &'a Rule> + 'a {
         self.config.rules.iter().filter(move |rule| {
             rule.kinds.contains(&event.kind)
@@ -313,6 +332,7 @@ impl Alerts {
                 text: notice.text.clone(),
                 payload: payload.clone(),
                 created_at: now,
+                recipient: None,
             })
             .collect()
     }
@@ -523,6 +543,7 @@ impl Center {
                 text: notice.text.clone(),
                 payload: payload("test", &notice, now),
                 created_at: now,
+                recipient: None,
             },
             attempts: 1,
             next_attempt_at: now,
@@ -646,6 +667,7 @@ fn outgoing(row: &AlertDeliveryRow) -> channels::Outgoing<'_> {
         subject: &row.delivery.subject,
         text: &row.delivery.text,
         payload: &row.delivery.payload,
+        recipient: row.delivery.recipient.as_deref(),
     }
 }
 
@@ -670,7 +692,12 @@ fn wire_delivery(row: AlertDeliveryRow) -> AlertDelivery {
         channel: row.delivery.channel,
         kind: row.delivery.kind,
         subject: row.delivery.subject,
-        text: row.delivery.text,
+        // A notice to one person (consent by e-mail) carries links that answer for them:
+        // operators see whom it went to, not the links.
+        text: match &row.delivery.recipient {
+            Some(recipient) => format!("a notice to {recipient} (its links are not shown)"),
+            None => row.delivery.text,
+        },
         created_at: rfc3339(row.delivery.created_at),
         state: state.to_owned(),
         attempts: row.attempts,

@@ -60,3 +60,16 @@ pub async fn download_sample(
 ) -> CenterResult<Vec<u8>> {
     center.sample_bytes(&sha256).await
 }
+
+/// Whether the center has a sample: a terminal asks before uploading one and, when it does,
+/// reports it without its bytes. At a site, the site asks the center.
+#[utoipa::path(get, path = "/v1/terminal/samples/{sha256}", tag = "terminals",
+    params(("sha256" = String, Path, description = "The sample's SHA-256.", pattern = r"^[0-9a-f]{64}$")),
+    responses((status = 200, body = herd_proto::api::SamplePresence), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn sample_held(
+    State(center): State<Arc<Center>>,
+    _: super::extract::TerminalIdentity,
+    super::extract::Path(sha256): super::extract::Path<String>,
+) -> CenterResult<Json<herd_proto::api::SamplePresence>> {
+    center.sample_held(&sha256).await.map(Json)
+}

@@ -6,6 +6,7 @@
 
 mod alerts;
 pub mod blobs;
+mod consent;
 pub mod console;
 pub mod error;
 pub mod extract;
@@ -120,6 +121,10 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::request_site_renewal))
         .routes(routes!(sites::site_terminal))
         .routes(routes!(sites::site_fault_verdicts))
+        .routes(routes!(sites::site_consent))
+        .routes(routes!(sites::site_messages))
+        .routes(routes!(sites::site_sample_held))
+        .routes(routes!(immunity::sample_held))
         .routes(routes!(sites::relay))
         .routes(routes!(sites::notify))
         .routes(routes!(rollouts::list_rollouts))
@@ -145,6 +150,8 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(feed_sources::poll_source))
         .routes(routes!(feed_sources::list_sources))
+        .routes(routes!(consent::put_email))
+        .routes(routes!(consent::list_consents))
         .routes(routes!(messages::send, messages::list))
         .routes(routes!(messages::inbox))
         .with_state(center.clone())
@@ -199,6 +206,8 @@ fn site_router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(terminals::wait))
         .routes(routes!(sites::notify))
         .routes(routes!(faults::verdicts))
+        .routes(routes!(messages::inbox))
+        .routes(routes!(immunity::sample_held))
         .routes(routes!(operators::catalog))
         .routes(routes!(operators::coverage))
         .routes(routes!(operators::list_terminals))

@@ -241,6 +241,61 @@ pub async fn site_fault_verdicts(
     center.site_fault_verdicts(&site, &id).await.map(Json)
 }
 
+/// From which message on a site asks.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesAfter {
+    /// The newest message id the site has.
+    pub after: Option<u64>,
+}
+
+/// The operators' messages a site relays to its terminals, oldest first, at most 500: to all,
+/// to a group, and to the terminals it ever served. The site keeps them under these ids and
+/// answers its terminals' check-ins with them.
+#[utoipa::path(get, path = "/v1/sites/messages", tag = "sites", params(MessagesAfter),
+    responses((status = 200, body = herd_proto::messages::MessageList), (status = 400, body = ErrorBody)))]
+pub async fn site_messages(
+    State(center): State<Arc<Center>>,
+    SiteCaller(site): SiteCaller,
+    Query(after): Query<MessagesAfter>,
+) -> CenterResult<Json<herd_proto::messages::MessageList>> {
+    center.site_messages(&site, after.after).await.map(Json)
+}
+
+/// Whether the center has a sample: a site asks for its terminals before they upload one.
+#[utoipa::path(get, path = "/v1/sites/samples/{sha256}", tag = "sites",
+    params(("sha256" = String, Path, description = "The sample's SHA-256.", pattern = r"^[0-9a-f]{64}$")),
+    responses((status = 200, body = herd_proto::api::SamplePresence), (status = 400, body = ErrorBody)))]
+pub async fn site_sample_held(
+    State(center): State<Arc<Center>>,
+    _: SiteCaller,
+    Path(sha256): Path<String>,
+) -> CenterResult<Json<herd_proto::api::SamplePresence>> {
+    center.sample_held(&sha256).await.map(Json)
+}
+
+/// Which plan's consent a site asks about.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsentOf {
+    /// The plan the terminal waits for consent to.
+    pub plan_id: String,
+}
+
+/// The e-mailed consent answer of a terminal the site serves: a site's terminals ask at their
+/// check-in, and the site asks here (consent requests live at the center).
+#[utoipa::path(get, path = "/v1/sites/terminals/{id}/consent", tag = "sites",
+    params(("id" = String, Path, description = "The terminal's id"), ConsentOf),
+    responses((status = 200, body = herd_proto::consent::SiteConsent), (status = 403, body = ErrorBody, description = "Not a terminal this site serves"), (status = 404, body = ErrorBody)))]
+pub async fn site_consent(
+    State(center): State<Arc<Center>>,
+    SiteCaller(site): SiteCaller,
+    Path(id): Path<String>,
+    Query(of): Query<ConsentOf>,
+) -> CenterResult<Json<herd_proto::consent::SiteConsent>> {
+    center.site_consent(&site, &id, &of.plan_id).await.map(Json)
+}
+
 /// A batch of the site's queue, oldest first; each seq is applied once.
 #[utoipa::path(post, path = "/v1/sites/relay", tag = "sites", request_body = RelayBatch,
     responses((status = 200, body = RelayAck, description = "Applied through `acked_through`: delete it from the queue."), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody, description = "`quota_exceeded`: keep the batch and send it later")))]

@@ -42,6 +42,43 @@ impl SiteLink {
     }
 }
 
+impl SiteLink {
+    /// A terminal's e-mailed consent answer, asked of the center (consent requests live
+    /// there); none when the center does not answer within a few seconds, so a check-in at
+    /// the site never waits long for it.
+    pub(crate) async fn consent_of(
+        &self,
+        terminal: &str,
+        plan_id: &str,
+    ) -> Option<herd_proto::consent::ConsentAnswer> {
+        let client = self.client();
+        let (id, plan) = (terminal.to_owned(), plan_id.to_owned());
+        let asked = tokio::task::spawn_blocking(move || client.site_consent(&id, &plan));
+        match tokio::time::timeout(std::time::Duration::from_secs(3), asked).await {
+            Ok(Ok(Ok(answer))) => answer.consent,
+            Ok(Ok(Err(err))) => {
+                tracing::warn!(%terminal, %err, "cannot read a consent answer from the center");
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+impl SiteLink {
+    /// Whether the center has sample `sha256`; `false` when it does not answer within a few
+    /// seconds (the terminal then uploads, and the center keeps the sample once anyway).
+    pub(crate) async fn sample_held(&self, sha256: &str) -> bool {
+        let client = self.client();
+        let sha256 = sha256.to_owned();
+        let asked = tokio::task::spawn_blocking(move || client.site_sample_held(&sha256));
+        match tokio::time::timeout(std::time::Duration::from_secs(3), asked).await {
+            Ok(Ok(Ok(presence))) => presence.held,
+            _ => false,
+        }
+    }
+}
+
 /// The site's certificate and key, and the center's client that presents them.
 #[derive(Debug)]
 struct Credentials {

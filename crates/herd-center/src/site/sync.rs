@@ -222,6 +222,14 @@ impl Center {
             self.metrics.sites.syncs.fetch_add(1, Relaxed);
             tracing::info!(revision, "catalog replicated from the center");
         }
+        // The operators' messages for this site's terminals (usually none new: one request).
+        match self.replicate_messages(&site.client()).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "messages replicated from the center"),
+            Err(err) => {
+                tracing::warn!(err = %format!("{err:#}"), "cannot replicate messages; trying at the next pull")
+            }
+        }
         *site.last_token.lock().expect("token") = Some(changes.token.clone());
         self.announce_changes();
         Ok(())

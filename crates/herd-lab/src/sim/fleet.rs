@@ -182,6 +182,8 @@ pub fn checkin_body(terminal: &TerminalDoc) -> Vec<u8> {
         agent_version: Some(concat!("herd-sim/", env!("CARGO_PKG_VERSION")).to_owned()),
         interfaces: None,
         tuf_timestamp_version: None,
+        consent_waiting: None,
+        messages_after: None,
     };
     serde_json::to_vec(&request).expect("a check-in request serialises")
 }

@@ -758,6 +758,8 @@ impl Terminal {
                 .as_ref()
                 .and_then(|doc| doc.nav("timestamp"))
                 .map(|nav| nav.version),
+            consent_waiting: None,
+            messages_after: None,
         };
         let body = serde_json::to_vec(&request).expect("a check-in serialises");
         let (status, answer) = self

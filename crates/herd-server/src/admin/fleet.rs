@@ -21,8 +21,13 @@ use crate::Outcome;
 #[command(after_long_help = "Examples:
   herd terminals
   herd terminals --exposed
-  herd terminals --group shop-floor --action switch --json | jq -r '.[].id'")]
+  herd terminals --group shop-floor --action switch --json | jq -r '.[].id'
+  herd terminals set-email 45a user-a@example.org
+  herd terminals consents 45a")]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct TerminalsArgs {
+    #[command(subcommand)]
+    command: Option<super::consent::ConsentCommand>,
     /// Only terminals of this group.
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
@@ -71,6 +76,9 @@ pub struct TerminalArgs {
 }
 
 pub(super) fn terminals(args: TerminalsArgs) -> anyhow::Result<Outcome> {
+    if let Some(command) = args.command {
+        return super::consent::run(command);
+    }
     let session = Session::open(&args.server)?;
     let action = if args.exposed {
         Some(Action::Exposed.as_str())

@@ -48,20 +48,20 @@ pub struct SendArgs {
 pub struct ListArgs {
     /// Only messages after this id.
     #[arg(long, default_value_t = 0)]
-    after: u64,
+    pub(super) after: u64,
     /// At most this many (1 to 500).
     #[arg(long, default_value_t = 100)]
-    limit: u32,
+    pub(super) limit: u32,
     /// Only the thread with this terminal.
     #[arg(long)]
-    terminal: Option<String>,
+    pub(super) terminal: Option<String>,
     /// Only this site's thread.
     #[arg(long)]
-    site: Option<String>,
+    pub(super) site: Option<String>,
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     #[command(flatten)]
-    server: ServerArgs,
+    pub(super) server: ServerArgs,
 }
 
 pub(super) fn run(command: MessagesCommand) -> anyhow::Result<Outcome> {
@@ -91,7 +91,7 @@ fn send(args: SendArgs) -> anyhow::Result<Outcome> {
     }
 }
 
-fn list(args: ListArgs) -> anyhow::Result<Outcome> {
+pub(super) fn list(args: ListArgs) -> anyhow::Result<Outcome> {
     let session = Session::open(&args.server)?;
     let list = match session.client.messages(
         args.after,

@@ -23,6 +23,7 @@ mod ca;
 mod catalog;
 mod config;
 mod connect;
+mod consent;
 mod console;
 mod faults;
 mod feed_sources;

@@ -44,6 +44,25 @@ pub enum SitesCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// One site's message thread, oldest first: the operators' messages to its terminals and
+    /// their users' answers, relayed through the site (the center–site record).
+    #[command(after_long_help = "Examples:
+  herd sites messages osaka
+  herd sites messages osaka --after 120 --json")]
+    Messages {
+        /// The site id.
+        site: String,
+        /// Only messages after this id.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many (1 to 500).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +90,20 @@ pub(super) fn run(command: SitesCommand) -> anyhow::Result<Outcome> {
         SitesCommand::List { json, server } => list(&server, json),
         SitesCommand::Token(SiteTokenCommand::Create(args)) => token_create(args),
         SitesCommand::Renew { site, server } => renew(&server, &site),
+        SitesCommand::Messages {
+            site,
+            after,
+            limit,
+            json,
+            server,
+        } => super::messages::list(super::messages::ListArgs {
+            after,
+            limit,
+            terminal: None,
+            site: Some(site),
+            json,
+            server,
+        }),
     }
 }
 

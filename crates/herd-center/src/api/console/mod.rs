@@ -11,6 +11,7 @@
 //! allows no inline script and no other origin.
 
 mod alerts;
+mod consent;
 mod faults;
 mod live_stream;
 mod pages;
@@ -39,7 +40,14 @@ use view::Tier;
 
 /// The console's routes, for a center or a site server.
 pub fn router(center: Arc<Center>) -> Router {
+    // Consent links answer at the center, where consent requests live.
+    let consent = if center.site().is_none() {
+        Router::new().route("/consent/{token}", get(consent::open).post(consent::answer))
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(consent)
         .route(
             "/console",
             get(|| async { Redirect::permanent("/console/") }),
