@@ -34,7 +34,10 @@ use herd_proto::api::{
     Detection, HerdSignatureDoc, VerdictDoc, VerdictOutcome, events as event_kinds,
 };
 use herd_proto::catalog::{CATALOG_FORMAT, CatalogDoc, ThreatDoc};
-use herd_proto::distribution::{HERD_ROLE, HERD_SET_TARGET, HERD_SIGNATURE_PREFIX};
+use herd_proto::distribution::{
+    DeltaCustom, HERD_ROLE, HERD_SET_FILES, HERD_SET_TARGET, HERD_SIGNATURE_PREFIX, HerdSetCustom,
+    custom_value, herd_set_delta_target, read_custom,
+};
 use herd_store::{EventRow, HerdSignatureRow, HerdThreatRow, TufState};
 use herd_tuf::TargetFile;
 use herd_tuf::metadata::Envelope;
@@ -186,6 +189,26 @@ fn check_threat(threat: &str) -> Result<(), String> {
     }
 }
 
+/// The previous versions a file of Herd's set names when its content is `now`: unchanged when
+/// it was `before` already, else `before` first, then the versions `before` named, without
+/// `now`, at most [`crate::deltas::MAX_DELTA_BASES`]. Pure.
+pub fn next_previous(before: Option<&str>, before_previous: Vec<String>, now: &str) -> Vec<String> {
+    match before {
+        None => Vec::new(),
+        Some(before) if before == now => before_previous,
+        Some(before) => {
+            let mut previous: Vec<String> = Vec::new();
+            for sha256 in std::iter::once(before.to_owned()).chain(before_previous) {
+                if sha256 != now && !previous.contains(&sha256) {
+                    previous.push(sha256);
+                }
+            }
+            previous.truncate(crate::deltas::MAX_DELTA_BASES);
+            previous
+        }
+    }
+}
+
 /// Whether the stored `herd` role lists the set (then it is listed on, even empty, so agents
 /// drop what a benign verdict removed).
 fn listed_before(state: &TufState) -> bool {
@@ -211,36 +234,200 @@ fn signature_doc(row: HerdSignatureRow) -> HerdSignatureDoc {
 }
 
 impl Center {
-    /// What the `herd` role lists for Herd's set: the `.hsb` built from the store, stored as a
-    /// blob (by SHA-256, like packages) so `/tuf/targets/` serves it. Nothing while the set
-    /// was never published.
+    /// What the `herd` role lists for Herd's set: each of its files ([`HERD_SET_FILES`]: the
+    /// `.hsb` of exact hashes and the analysts' `.ndb`, `.ldb` and YARA files) built from the
+    /// store and stored as a blob (by SHA-256, like packages) so `/tuf/targets/` serves it,
+    /// with the deltas to it from its previous versions ([`Center::herd_set_file`]). A file is
+    /// listed once it has content, and from then on even empty, so agents drop what was
+    /// removed; nothing while the set was never published.
     pub(crate) async fn herd_set_targets(
         &self,
         state: &TufState,
     ) -> CenterResult<BTreeMap<String, TargetFile>> {
-        let rows = self.store.herd_signatures().await?;
-        if rows.is_empty() && !listed_before(state) {
-            return Ok(BTreeMap::new());
+        let stored = crate::deltas::stored_herd_targets(state);
+        let hashes = self.store.herd_signatures().await?;
+        let bodies = self.store.herd_body_signatures().await?;
+        let mut listed = BTreeMap::new();
+        for target in HERD_SET_FILES {
+            let text = match crate::body_signatures::format_of_target(target) {
+                Some(format) => crate::body_signatures::file_text(&bodies, format),
+                None => set_text(&hashes),
+            };
+            let was_listed =
+                stored.contains_key(target) || (target == HERD_SET_TARGET && listed_before(state));
+            if text.is_empty() && !was_listed {
+                continue;
+            }
+            listed.extend(
+                self.herd_set_file(target, text.into_bytes(), &stored)
+                    .await?,
+            );
         }
-        let text = set_text(&rows);
-        let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
-        let length = text.len() as u64;
+        Ok(listed)
+    }
+
+    /// One file of Herd's set as targets: the file, whose `custom` names its previous versions
+    /// (newest first, at most [`crate::deltas::MAX_DELTA_BASES`], read back from the stored
+    /// role), and a delta from each previous version whose blob is still there, when the delta
+    /// is smaller than half the file. A delta is computed once per (base, result) pair, in the
+    /// round that lists the new version; later rounds take it from the stored role.
+    async fn herd_set_file(
+        &self,
+        target: &str,
+        bytes: Vec<u8>,
+        stored: &BTreeMap<String, TargetFile>,
+    ) -> CenterResult<BTreeMap<String, TargetFile>> {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let length = bytes.len() as u64;
         let store_error = |err: crate::blobs::BlobError| {
-            CenterError::internal(format!("storing Herd's set: {err}"))
+            CenterError::internal(format!("storing Herd's set ({target}): {err}"))
         };
         let mut upload = self
             .blobs
             .begin(&sha256, Some(length), length)
             .await
             .map_err(store_error)?;
-        upload.write(text.as_bytes()).await.map_err(store_error)?;
+        upload.write(&bytes).await.map_err(store_error)?;
         upload.commit().await.map_err(store_error)?;
-        let target = TargetFile {
-            length,
-            hashes: BTreeMap::from([("sha256".to_owned(), sha256)]),
-            custom: None,
+
+        let before = stored.get(target);
+        let before_sha256 = before.and_then(|t| t.hashes.get("sha256")).cloned();
+        let before_previous = before
+            .and_then(|t| read_custom::<HerdSetCustom>(target, t.custom.as_ref()).ok())
+            .map(|custom| custom.previous)
+            .unwrap_or_default();
+        let previous = next_previous(before_sha256.as_deref(), before_previous, &sha256);
+        let custom = (!previous.is_empty()).then(|| {
+            custom_value(&HerdSetCustom {
+                previous: previous.clone(),
+            })
+        });
+        let mut listed = BTreeMap::from([(
+            target.to_owned(),
+            TargetFile {
+                length,
+                hashes: BTreeMap::from([("sha256".to_owned(), sha256.clone())]),
+                custom,
+            },
+        )]);
+        let unchanged = before_sha256.as_deref() == Some(sha256.as_str());
+        let bytes = std::sync::Arc::new(bytes);
+        for base in previous {
+            let path = herd_set_delta_target(target, &base);
+            let made = match stored.get(&path) {
+                Some(known)
+                    if unchanged
+                        && self
+                            .blobs
+                            .contains(known.hashes.get("sha256").map_or("", String::as_str))
+                            .await
+                            == Some(known.length) =>
+                {
+                    Some(known.clone())
+                }
+                _ => self
+                    .herd_set_delta(&base, &sha256, bytes.clone())
+                    .await
+                    .map(|made| TargetFile {
+                        length: made.length,
+                        hashes: BTreeMap::from([("sha256".to_owned(), made.sha256)]),
+                        custom: Some(custom_value(&DeltaCustom {
+                            result: target.to_owned(),
+                            base_sha256: base.clone(),
+                        })),
+                    }),
+            };
+            if let Some(made) = made {
+                listed.insert(path, made);
+            }
+        }
+        Ok(listed)
+    }
+
+    /// The delta from the set file `base` (a blob) to `result` (whose SHA-256 is
+    /// `result_sha256`), made now (off the request threads) and stored as a blob, or as this
+    /// process made it before; `None` when the base's blob is gone or the delta is not smaller
+    /// than half the file (the log says why once).
+    async fn herd_set_delta(
+        &self,
+        base: &str,
+        result_sha256: &str,
+        result: std::sync::Arc<Vec<u8>>,
+    ) -> Option<crate::deltas::MadeDelta> {
+        use crate::deltas::DeltaOutcome;
+        let pair = (base.to_owned(), result_sha256.to_owned());
+        match self.trust.delta_outcome(&pair) {
+            Some(DeltaOutcome::Made(made))
+                if self.blobs.contains(&made.sha256).await == Some(made.length) =>
+            {
+                return Some(made);
+            }
+            Some(DeltaOutcome::Skipped) => return None,
+            _ => {}
+        }
+        let outcome = match self.make_herd_set_delta(base, result).await {
+            Ok(Some(made)) => {
+                tracing::info!(
+                    base,
+                    result = result_sha256,
+                    bytes = made.length,
+                    "made a delta of Herd's set"
+                );
+                DeltaOutcome::Made(made)
+            }
+            Ok(None) => DeltaOutcome::Skipped,
+            Err(why) => {
+                tracing::warn!(base, result = result_sha256, %why, "no delta of Herd's set from this version");
+                DeltaOutcome::Skipped
+            }
         };
-        Ok(BTreeMap::from([(HERD_SET_TARGET.to_owned(), target)]))
+        self.trust.remember_delta(pair, outcome.clone());
+        match outcome {
+            DeltaOutcome::Made(made) => Some(made),
+            DeltaOutcome::Skipped => None,
+        }
+    }
+
+    async fn make_herd_set_delta(
+        &self,
+        base: &str,
+        result: std::sync::Arc<Vec<u8>>,
+    ) -> Result<Option<crate::deltas::MadeDelta>, String> {
+        use tokio::io::AsyncReadExt;
+        let blob = self
+            .blobs
+            .read(base)
+            .await
+            .map_err(|err| format!("the previous version's blob: {err}"))?;
+        let mut old = Vec::with_capacity(blob.size as usize);
+        blob.file
+            .take(crate::deltas::MAX_DELTA_CONTENT_BYTES)
+            .read_to_end(&mut old)
+            .await
+            .map_err(|err| format!("reading the previous version: {err}"))?;
+        if hex::encode(Sha256::digest(&old)) != base {
+            return Err("the previous version's blob does not have its SHA-256".into());
+        }
+        let delta = tokio::task::spawn_blocking(move || {
+            let delta = herd_delta::diff(&old, &result);
+            ((delta.len() as u64).saturating_mul(2) < result.len() as u64).then_some(delta)
+        })
+        .await
+        .map_err(|err| format!("computing the delta failed: {err}"))?;
+        let Some(delta) = delta else {
+            return Ok(None);
+        };
+        let sha256 = hex::encode(Sha256::digest(&delta));
+        let length = delta.len() as u64;
+        let stored = async {
+            let mut upload = self.blobs.begin(&sha256, Some(length), length).await?;
+            upload.write(&delta).await?;
+            upload.commit().await
+        };
+        stored
+            .await
+            .map_err(|err| format!("storing the delta: {err}"))?;
+        Ok(Some(crate::deltas::MadeDelta { sha256, length }))
     }
 
     /// Every signature of Herd's set, by SHA-256.
@@ -399,7 +586,7 @@ impl Center {
     }
 
     /// Signs the repository so the set's change is served (and pushed) now.
-    async fn sign_herd_set(&self) -> CenterResult<()> {
+    pub(crate) async fn sign_herd_set(&self) -> CenterResult<()> {
         match self.sign_repository(None).await {
             Ok(_) => Ok(()),
             Err(SignError::Center(err)) => Err(err),
@@ -646,6 +833,22 @@ mod tests {
             herd_feed_text(&[row('c', 30)], &[]),
             herd_feed_text(&[row('c', 30)], &[])
         );
+    }
+
+    #[test]
+    fn a_changed_file_names_its_previous_versions_newest_first() {
+        let v = |s: &str| s.to_owned();
+        // First listed: no previous version.
+        assert!(next_previous(None, vec![], "a").is_empty());
+        // Unchanged: the same list, so a sign round that changes nothing lists the same.
+        assert_eq!(next_previous(Some("b"), vec![v("a")], "b"), [v("a")]);
+        // Changed: the version listed before first, at most MAX_DELTA_BASES.
+        assert_eq!(
+            next_previous(Some("d"), vec![v("c"), v("b"), v("a")], "e"),
+            [v("d"), v("c"), v("b")]
+        );
+        // Back to an earlier version: it is not its own base.
+        assert_eq!(next_previous(Some("b"), vec![v("a")], "a"), [v("b")]);
     }
 
     #[test]

@@ -1527,12 +1527,18 @@ impl Agent {
             );
             return;
         }
-        let dest = super::scanner::herd_set_path(&self.paths().root);
+        let dir = super::scanner::herd_set_dir(&self.paths().root);
         let trust = self.trust.as_mut().expect("made just above");
-        match super::scanner::fetch_herd_set(trust, now, &dest) {
-            Ok(Some(signatures)) => self.say(&format!(
-                "Herd's own signature set updated ({signatures} signature(s))"
-            )),
+        match super::scanner::fetch_herd_set(trust, now, &dir) {
+            Ok(Some(update)) => {
+                for why in &update.delta_failures {
+                    eprintln!(
+                        "herd-agent: warning: Herd's signature set: a delta was not used, the \
+                         whole file was downloaded: {why}"
+                    );
+                }
+                self.say(&update.said())
+            }
             Ok(None) => {}
             Err(why) => eprintln!("herd-agent: warning: Herd's signature set: {why}"),
         }
