@@ -209,6 +209,47 @@ pub fn next_previous(before: Option<&str>, before_previous: Vec<String>, now: &s
     }
 }
 
+/// Checks a verdict document (`POST /v1/verdicts`) before anything is written: the SHA-256,
+/// the threat id, danger and name, the verdict, and a malicious verdict's size. Pure; the
+/// fuzz target `crates/herd-center/fuzz` drives it.
+pub fn check_verdict(doc: &VerdictDoc) -> CenterResult<()> {
+    check_sha256(&doc.sha256, "the verdict: $.sha256")
+        .map_err(|m| CenterError::new(ErrorKind::DocumentInvalid, m))?;
+    if let Some(threat) = &doc.threat {
+        check_threat(threat).map_err(|m| CenterError::new(ErrorKind::DocumentInvalid, m))?;
+    }
+    // Checked whatever the verdict (a benign one ignores them, but says nothing invalid).
+    if let Some(danger) = &doc.danger {
+        Danger::parse(danger).map_err(|m| {
+            CenterError::new(
+                ErrorKind::DocumentInvalid,
+                format!("the verdict: $.danger: {m}"),
+            )
+        })?;
+    }
+    if let Some(name) = &doc.name
+        && (name.trim().is_empty() || name.chars().count() > 200 || name.contains('\0'))
+    {
+        return Err(CenterError::new(
+            ErrorKind::DocumentInvalid,
+            "the verdict: $.name: a threat's name has 1 to 200 characters, not only spaces, \
+             and no NUL",
+        ));
+    }
+    match doc.verdict.as_str() {
+        MALICIOUS if doc.size.is_some_and(|size| size > 0) => Ok(()),
+        MALICIOUS => Err(CenterError::new(
+            ErrorKind::DocumentInvalid,
+            "the verdict: $.size: a malicious verdict needs the file's size (at least 1 byte)",
+        )),
+        BENIGN => Ok(()),
+        other => Err(CenterError::new(
+            ErrorKind::DocumentInvalid,
+            format!("the verdict: $.verdict: {other:?} is neither {MALICIOUS:?} nor {BENIGN:?}"),
+        )),
+    }
+}
+
 /// Whether the stored `herd` role lists the set (then it is listed on, even empty, so agents
 /// drop what a benign verdict removed).
 fn listed_before(state: &TufState) -> bool {
@@ -440,41 +481,12 @@ impl Center {
     /// file's signature, `benign` removes it; either signs the repository at once when the
     /// set changed.
     pub async fn verdict(&self, doc: VerdictDoc, source: &str) -> CenterResult<VerdictOutcome> {
-        check_sha256(&doc.sha256, "the verdict: $.sha256")
-            .map_err(|m| CenterError::new(ErrorKind::DocumentInvalid, m))?;
-        if let Some(threat) = &doc.threat {
-            check_threat(threat).map_err(|m| CenterError::new(ErrorKind::DocumentInvalid, m))?;
-        }
-        // Checked whatever the verdict (a benign one ignores them, but says nothing invalid).
-        if let Some(danger) = &doc.danger {
-            Danger::parse(danger).map_err(|m| {
-                CenterError::new(
-                    ErrorKind::DocumentInvalid,
-                    format!("the verdict: $.danger: {m}"),
-                )
-            })?;
-        }
-        if let Some(name) = &doc.name
-            && (name.trim().is_empty() || name.chars().count() > 200 || name.contains('\0'))
-        {
-            return Err(CenterError::new(
-                ErrorKind::DocumentInvalid,
-                "the verdict: $.name: a threat's name has 1 to 200 characters, not only spaces, \
-                 and no NUL",
-            ));
-        }
+        check_verdict(&doc)?;
         let changed = match doc.verdict.as_str() {
             MALICIOUS => {
-                let size = match doc.size {
-                    Some(size) if size > 0 => size,
-                    _ => {
-                        return Err(CenterError::new(
-                            ErrorKind::DocumentInvalid,
-                            "the verdict: $.size: a malicious verdict needs the file's size \
-                             (at least 1 byte)",
-                        ));
-                    }
-                };
+                let size = doc
+                    .size
+                    .expect("check_verdict: a malicious verdict has a size");
                 let named = doc.threat.clone().unwrap_or_default();
                 let threat = doc
                     .threat
@@ -511,15 +523,7 @@ impl Center {
                 };
                 self.store.herd_signature_add(&row).await?
             }
-            BENIGN => self.store.herd_signature_remove(&doc.sha256).await?,
-            other => {
-                return Err(CenterError::new(
-                    ErrorKind::DocumentInvalid,
-                    format!(
-                        "the verdict: $.verdict: {other:?} is neither {MALICIOUS:?} nor {BENIGN:?}"
-                    ),
-                ));
-            }
+            _ => self.store.herd_signature_remove(&doc.sha256).await?,
         };
         self.store
             .file_verdict_record(&herd_store::FileVerdictRow {
