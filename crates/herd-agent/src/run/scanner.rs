@@ -1,9 +1,11 @@
 //! The scanner `herd-agent run` hosts (issue 13, SPEC §3.2): on-access scanning of the
 //! directories given with `--scan` and, with `--daily-scan HH:MM`, a full scan of them every
 //! day at that time in the terminal's time zone — with the definitions of the active vendor
-//! product plus Herd's own signature set (`<state>/herd-set/herd-set.hsb`, fetched through
-//! TUF by the agent). Both are looked at after every cycle; when either changed, the watcher
-//! is stopped and started again with the new definitions.
+//! product plus Herd's own signature set (`<state>/herd-set/`: the `herd-set.hsb` of exact
+//! hashes and the analysts' `herd.ndb`, `herd.ldb`, `herd.yar`, fetched through TUF by the
+//! agent, each as a delta from the version held when one is listed). Both are looked at after
+//! every cycle; when either changed, the watcher is stopped and started again with the new
+//! definitions.
 //!
 //! The watcher is `herd-agent watch`'s (`onaccess.rs`), run on a thread of this process.
 //! Excluded always: the state directory (outbox, downloads, quarantine, Herd's set), the
