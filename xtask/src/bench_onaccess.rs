@@ -5,9 +5,10 @@
 //! `/usr/share/doc`, picked evenly from each sorted tree, at most 16 MB each) under
 //! `--dir`/`herd-bench-onaccess` (default `$TMPDIR`, removed at the end), and generates the
 //! signatures `bench scan` generates (100,000 `.hdb` with random sizes up to 5 MB, 10,000 `.ndb`
-//! body signatures) plus the hash of one planted file, whose denied open shows that the
-//! watcher is answering. Then, in each of several runs, it times from this process, on one
-//! thread, open + read of the whole file + close of every corpus file:
+//! body signatures; `--hsb` writes the hashes as SHA-256 `.hsb`, the format of Herd's own set)
+//! plus the hash of one planted file, whose denied open shows that the watcher is answering.
+//! Then, in each of several runs, it times from this process, on one thread, open + read of
+//! the whole file + close of every corpus file:
 //! - with no watcher (the baseline);
 //! - with a fresh release `herd-agent watch --mode fanotify` on the corpus: the first access
 //!   (each file scanned before its open returns) and the second (the verdict cached);
@@ -18,8 +19,9 @@
 //! not dropped, because this machine is shared and dropping them slows every other process on
 //! it; so the figures are the scanning cost, not disk latency.
 //! Reported: per state, the median over the runs of each run's median and 99th percentile,
-//! their ratio to the same run's baseline, medians by file size, and the watcher's peak
-//! resident memory. Needs root, as fanotify permission events do; refuses otherwise.
+//! their ratio to the same run's baseline, medians by file size, and the watcher's resident
+//! memory: idle (signatures loaded, before the timed opens) and peak. Needs root, as fanotify
+//! permission events do; refuses otherwise.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read};
@@ -32,6 +34,7 @@ use anyhow::{Context, Result, bail};
 use herd_lab::world::Rng;
 use herd_scan::walk::{self, Event};
 use md5::{Digest, Md5};
+use sha2::Sha256;
 
 use crate::bench_scan::{body_signatures, build_agent, hdb_text, hex, ndb_text, warm};
 use crate::{median, process_peak_rss_bytes};
@@ -58,9 +61,13 @@ pub struct Options {
     /// The watcher's `--workers`.
     #[arg(long, default_value_t = 4)]
     workers: u8,
-    /// `.hdb` signatures.
+    /// Hash signatures (`.hdb` MD5, or `.hsb` SHA-256 with `--hsb`).
     #[arg(long, default_value_t = 100_000)]
     hdb: usize,
+    /// Write the hash signatures as SHA-256 (`.hsb`, the format of Herd's own set, which every
+    /// scanning agent loads) instead of MD5 (`.hdb`).
+    #[arg(long)]
+    hsb: bool,
     /// `.ndb` signatures.
     #[arg(long, default_value_t = 10_000)]
     ndb: usize,
@@ -85,6 +92,9 @@ const FILES_PER_DIR: usize = 50;
 /// The watcher caches a verdict only for a file whose ctime is more than 2 s old, compared in
 /// whole seconds; a corpus this much older than the first watched access is cacheable.
 const SETTLE: Duration = Duration::from_millis(3500);
+
+/// How long the watcher is left alone after it answered, before its idle memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
 /// How long a watcher may take to load its signatures and mark the corpus.
 const WATCHER_START_LIMIT: Duration = Duration::from_secs(120);
@@ -178,10 +188,31 @@ fn write_signatures(o: &Options, dir: &Path, planted: &Path, rng: &mut Rng) -> R
     let bodies = body_signatures(o.ndb, 16, rng);
     std::fs::write(dir.join("bench.ndb"), ndb_text(&bodies))?;
     let data = std::fs::read(planted)?;
-    let planted_hash = (hex(&Md5::digest(&data)), data.len());
-    let hdb = hdb_text(o.hdb.max(1), &[planted_hash], rng);
-    std::fs::write(dir.join("bench.hdb"), hdb)?;
+    if o.hsb {
+        let planted_hash = (hex(&Sha256::digest(&data)), data.len());
+        let hsb = hsb_text(o.hdb.max(1), &planted_hash, rng);
+        std::fs::write(dir.join("bench.hsb"), hsb)?;
+    } else {
+        let planted_hash = (hex(&Md5::digest(&data)), data.len());
+        let hdb = hdb_text(o.hdb.max(1), &[planted_hash], rng);
+        std::fs::write(dir.join("bench.hdb"), hdb)?;
+    }
     Ok(())
+}
+
+/// An `.hsb` file of `count` SHA-256 signatures, shaped as Herd's own set writes them
+/// (`sha256:size:name`): the planted file's first, then random digests with sizes from 1 B to
+/// 5 MB, as `hdb_text` draws them.
+fn hsb_text(count: usize, planted: &(String, usize), rng: &mut Rng) -> String {
+    let mut hsb = format!("{}:{}:Herd.Immunity.bench-planted\n", planted.0, planted.1);
+    for i in 1..count {
+        let size = 1 + rng.below(5_000_000);
+        hsb.push_str(&format!(
+            "{}:{size}:Herd.Immunity.bench-{i}\n",
+            hex(&rng.bytes(32))
+        ));
+    }
+    hsb
 }
 
 /// A child process killed and reaped when this value is dropped, and killed by the kernel if
@@ -364,6 +395,19 @@ struct Run {
     denied: usize,
     undecidable: usize,
     watcher_peak_rss: Option<u64>,
+    /// The watcher's resident memory once it has loaded its signatures and marked the corpus,
+    /// before the timed opens: (VmRSS, RssAnon, RssFile) in bytes.
+    watcher_idle: Option<(u64, u64, u64)>,
+}
+
+/// A process's (VmRSS, RssAnon, RssFile) in bytes, from `/proc/<pid>/status`.
+fn resident(pid: u32) -> Option<(u64, u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    Some((field("VmRSS:")?, field("RssAnon:")?, field("RssFile:")?))
 }
 
 /// Picks one state's measurements out of a run.
@@ -399,6 +443,9 @@ fn one_run(
         bail!("{no_watcher_denied} corpus files cannot be opened even without a watcher");
     }
     let watcher = start_watcher(agent, sigs, corpus, o.workers, logs)?;
+    // Idle: signatures loaded, directories marked, one file (the planted one) scanned.
+    std::thread::sleep(IDLE_SETTLE);
+    let watcher_idle = resident(watcher.id());
     let (cold, cold_denied) = time_opens(&paths)?;
     let (cached, cached_denied) = time_opens(&paths)?;
     let holder = hold_open_for_writing(&held_paths)?;
@@ -420,6 +467,7 @@ fn one_run(
         denied: cold_denied + cached_denied + held_denied,
         undecidable,
         watcher_peak_rss,
+        watcher_idle,
     })
 }
 
@@ -487,8 +535,13 @@ pub fn run(o: Options) -> Result<()> {
         root.0.display()
     );
     println!(
-        "signatures: {} .hdb (random sizes up to 5 MB, one planted) + {} .ndb, as `bench scan` generates them (seed {})",
+        "signatures: {} {} (random sizes up to 5 MB, one planted) + {} .ndb, as `bench scan` generates them (seed {})",
         o.hdb.max(1),
+        if o.hsb {
+            ".hsb (SHA-256)"
+        } else {
+            ".hdb (MD5)"
+        },
         o.ndb,
         o.seed
     );
@@ -621,6 +674,21 @@ pub fn run(o: Options) -> Result<()> {
             b as f64 / 1e6
         ))
     );
+    let idle: Vec<(u64, u64, u64)> = runs.iter().filter_map(|r| r.watcher_idle).collect();
+    if idle.is_empty() {
+        println!("watcher idle RSS: unknown");
+    } else {
+        let mb = |f: fn(&(u64, u64, u64)) -> u64| {
+            median(idle.iter().map(|r| f(r) as f64 / 1e6).collect())
+        };
+        println!(
+            "watcher idle RSS (signatures loaded, corpus marked, before the timed opens; median of {} runs): {:.1} MB, of which {:.1} MB anonymous and {:.1} MB mapped files",
+            idle.len(),
+            mb(|r| r.0),
+            mb(|r| r.1),
+            mb(|r| r.2)
+        );
+    }
     let denied: usize = runs.iter().map(|r| r.denied).sum();
     let undecidable: usize = runs.iter().map(|r| r.undecidable).sum();
     println!(

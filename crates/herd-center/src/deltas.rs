@@ -21,7 +21,8 @@ use std::io::Read;
 
 use herd_core::{Catalog, PackageFormat};
 use herd_proto::distribution::{
-    ContentDigest, DeltaCustom, HERD_ROLE, custom_value, delta_target, package_target,
+    ContentDigest, DeltaCustom, HERD_ROLE, HERD_SET_FILES, HerdSetCustom, custom_value,
+    delta_target, package_target, read_custom,
 };
 use herd_store::TufState;
 use herd_tuf::metadata::Envelope;
@@ -203,7 +204,7 @@ fn gzip_content(gzip: impl Read, max: u64) -> Result<Vec<u8>, String> {
 }
 
 /// The targets the stored `herd` role lists, by path.
-fn stored_herd_targets(state: &TufState) -> BTreeMap<String, TargetFile> {
+pub(crate) fn stored_herd_targets(state: &TufState) -> BTreeMap<String, TargetFile> {
     state
         .latest
         .iter()
@@ -213,16 +214,23 @@ fn stored_herd_targets(state: &TufState) -> BTreeMap<String, TargetFile> {
         .unwrap_or_default()
 }
 
-/// The SHA-256 of every target a stored `herd` role document lists: blobs to keep.
+/// The SHA-256 of every target a stored `herd` role document lists, and of the previous
+/// versions of Herd's set it names (the bases of the set's next deltas): blobs to keep.
 pub(crate) fn herd_role_blobs(doc: &str) -> Vec<String> {
     Envelope::<Targets>::parse(HERD_ROLE, doc.as_bytes())
         .map(|envelope| {
-            envelope
-                .signed
-                .targets
+            let targets = &envelope.signed.targets;
+            let listed = targets
                 .values()
-                .filter_map(|t| t.hashes.get("sha256").cloned())
-                .collect()
+                .filter_map(|t| t.hashes.get("sha256").cloned());
+            let previous = HERD_SET_FILES.iter().flat_map(|file| {
+                targets
+                    .get(*file)
+                    .and_then(|t| read_custom::<HerdSetCustom>(file, t.custom.as_ref()).ok())
+                    .map(|custom| custom.previous)
+                    .unwrap_or_default()
+            });
+            listed.chain(previous).collect()
         })
         .unwrap_or_default()
 }

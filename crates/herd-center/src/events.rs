@@ -88,19 +88,22 @@ impl Center {
     pub async fn append_events(
         &self,
         terminal: &KnownTerminal,
-        mut batch: EventBatch,
+        batch: EventBatch,
     ) -> CenterResult<EventAck> {
         // A site sends what it acknowledges to the center too: queued in the transaction that
         // stores the batch, before it is answered.
         let relay = self.events_relay(&terminal.id, &batch);
-        // Samples are checked whole and their bytes taken out before anything is stored.
-        let samples = crate::samples::take_samples(&mut batch, self.config.max_sample_bytes)?;
         let held_already = batch
             .events
             .iter()
             .filter(|e| e.kind == events::SAMPLE_UPLOAD && e.data["held"] == true)
             .count() as u64;
-        let rows = event_rows(&terminal.id, batch, unix_now())?;
+        let (samples, rows) = received_batch(
+            &terminal.id,
+            batch,
+            self.config.max_sample_bytes,
+            unix_now(),
+        )?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
         let limit = self.config.max_events_per_terminal;
@@ -305,6 +308,22 @@ impl Center {
             duplicates: outcome.duplicates,
         })
     }
+}
+
+/// What the center makes of a terminal's event batch before it stores anything: the samples
+/// checked and taken out of their events, then the rows to store; or the first problem, named
+/// with its JSON path. Pure (`received_at` is the caller's clock): the fuzz target
+/// `crates/herd-center/fuzz` and `tests/received.rs` drive it with what a terminal may send.
+pub fn received_batch(
+    terminal: &str,
+    mut batch: EventBatch,
+    max_sample_bytes: u64,
+    received_at: i64,
+) -> CenterResult<(Vec<crate::samples::Received>, Vec<EventRow>)> {
+    // Samples are checked whole and their bytes taken out before anything is stored.
+    let samples = crate::samples::take_samples(&mut batch, max_sample_bytes)?;
+    let rows = event_rows(terminal, batch, received_at)?;
+    Ok((samples, rows))
 }
 
 /// The rows a batch stores, or the first problem, named with its JSON path.

@@ -17,6 +17,7 @@ pub mod alerts;
 pub mod api;
 mod auth;
 pub mod blobs;
+pub mod body_signatures;
 mod cache;
 pub mod catalog;
 mod checkin;

@@ -113,6 +113,10 @@ pub struct Metrics {
     /// Unreferenced blobs and abandoned uploads the collection deleted.
     pub blobs_collected: AtomicU64,
     pub blob_bytes_collected: AtomicU64,
+    /// Bytes of Herd's set served whole, and as deltas from a version a terminal has
+    /// (`/tuf/targets/herd/signatures/…`, as announced by each answer's length).
+    pub herd_set_bytes_served_whole: AtomicU64,
+    pub herd_set_bytes_served_delta: AtomicU64,
     /// The signed repository's revision this process last read.
     pub tuf_revision: AtomicU64,
     /// Documents this process signed, by role (roles are per vendor, so not a fixed set).
@@ -160,6 +164,8 @@ impl Default for Metrics {
             blob_bytes_stored: AtomicU64::new(0),
             blobs_collected: AtomicU64::new(0),
             blob_bytes_collected: AtomicU64::new(0),
+            herd_set_bytes_served_whole: AtomicU64::new(0),
+            herd_set_bytes_served_delta: AtomicU64::new(0),
             tuf_revision: AtomicU64::new(0),
             tuf_signatures: Mutex::new(BTreeMap::new()),
             tuf_expiries: Mutex::new(BTreeMap::new()),
@@ -469,6 +475,18 @@ impl Metrics {
             "herd_blobs_collected_total",
             "Unreferenced blobs and abandoned uploads deleted after the grace period.",
             &self.blobs_collected,
+        );
+        counter(
+            &mut out,
+            "herd_set_bytes_served_whole_total",
+            "Bytes of Herd's own signature set served as whole files.",
+            &self.herd_set_bytes_served_whole,
+        );
+        counter(
+            &mut out,
+            "herd_set_bytes_served_delta_total",
+            "Bytes of Herd's own signature set served as deltas from a version the terminal had.",
+            &self.herd_set_bytes_served_delta,
         );
         counter(
             &mut out,

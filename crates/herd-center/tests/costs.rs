@@ -546,6 +546,23 @@ impl Store for Counting {
         self.count("herd_signature_remove");
         self.inner.herd_signature_remove(sha256).await
     }
+    async fn herd_body_signatures(
+        &self,
+    ) -> Result<Vec<herd_store::HerdBodySignatureRow>, StoreError> {
+        self.count("herd_body_signatures");
+        self.inner.herd_body_signatures().await
+    }
+    async fn herd_body_signatures_add(
+        &self,
+        rows: &[herd_store::HerdBodySignatureRow],
+    ) -> Result<(), StoreError> {
+        self.count("herd_body_signatures_add");
+        self.inner.herd_body_signatures_add(rows).await
+    }
+    async fn herd_body_signature_remove(&self, name: &str) -> Result<bool, StoreError> {
+        self.count("herd_body_signature_remove");
+        self.inner.herd_body_signature_remove(name).await
+    }
     async fn herd_threat_put(
         &self,
         row: &herd_store::HerdThreatRow,

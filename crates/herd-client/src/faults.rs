@@ -72,7 +72,7 @@ impl Client {
         ))
     }
 
-    fn delete(&self, path: &str) -> Result<(), ClientError> {
+    pub(crate) fn delete(&self, path: &str) -> Result<(), ClientError> {
         let response = self.call(Method::DELETE, path, &[], Payload::None, false)?;
         self.drain(response, &format!("DELETE {path}"))
     }

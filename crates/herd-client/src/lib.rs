@@ -373,6 +373,24 @@ impl Client {
         self.get_json("/v1/herd-set", &[], MAX_JSON_ANSWER)
     }
 
+    /// The analysts' body signatures of Herd's set (`GET /v1/herd-set/body-signatures`).
+    pub fn body_signatures(&self) -> Result<Vec<herd_proto::api::BodySignatureDoc>, ClientError> {
+        self.get_json("/v1/herd-set/body-signatures", &[], MAX_JSON_ANSWER)
+    }
+
+    /// Adds body signatures to Herd's set (`POST /v1/herd-set/body-signatures`).
+    pub fn add_body_signatures(
+        &self,
+        doc: &herd_proto::api::BodySignaturesDoc,
+    ) -> Result<herd_proto::api::BodySignaturesOutcome, ClientError> {
+        self.send_json(Method::POST, "/v1/herd-set/body-signatures", doc)
+    }
+
+    /// Removes a body signature from Herd's set (`DELETE /v1/herd-set/body-signatures/{name}`).
+    pub fn remove_body_signature(&self, name: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/herd-set/body-signatures/{}", segment(name)))
+    }
+
     /// The sample store (`GET /v1/samples`).
     pub fn samples(&self) -> Result<Vec<herd_proto::api::SampleDoc>, ClientError> {
         self.get_json("/v1/samples", &[], MAX_JSON_ANSWER)

@@ -599,6 +599,52 @@ pub struct HerdSignatureDoc {
     pub created_at: String,
 }
 
+/// Body signatures an analyst adds to Herd's own set (`POST /v1/herd-set/body-signatures`,
+/// issue 13): the text of one ClamAV `.ndb` or `.ldb` file (a signature per line, each named
+/// `Herd.Immunity.…`) or of one YARA file. Every line is checked with the scan engine's own
+/// parser; any refused line refuses the whole document, each named by its line number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BodySignaturesDoc {
+    /// `ndb`, `ldb` or `yar`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^(ndb|ldb|yar)$"))]
+    pub format: String,
+    /// The file's text.
+    pub text: String,
+    /// For `yar` only: the name the file's rules are listed and removed by (1-64 of A-Z, a-z,
+    /// 0-9, '.', '-', '_'); an `.ndb` or `.ldb` line is named by its own first field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One analyst's body signature of Herd's set (`GET /v1/herd-set/body-signatures`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BodySignatureDoc {
+    pub name: String,
+    /// `ndb`, `ldb` or `yar`.
+    pub format: String,
+    /// The signature's line (`ndb`, `ldb`) or the file's rules (`yar`), as written into the set.
+    pub text: String,
+    /// The role that added it: `analyst` or `operator`.
+    pub added_by: String,
+    /// RFC 3339.
+    pub added_at: String,
+}
+
+/// What adding body signatures changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BodySignaturesOutcome {
+    /// The names added, in the document's order.
+    pub added: Vec<String>,
+    /// Body signatures in the set now.
+    pub body_signatures: u64,
+}
+
 /// What a verdict changed (`POST /v1/verdicts`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

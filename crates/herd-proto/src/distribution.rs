@@ -53,6 +53,37 @@ pub fn herd_paths() -> Vec<String> {
 pub const HERD_SET_TARGET: &str = "herd/signatures/herd-set.hsb";
 /// The prefix of every signature name in Herd's own set.
 pub const HERD_SIGNATURE_PREFIX: &str = "Herd.Immunity.";
+/// Analysts' body signatures in Herd's own set (issue 13), one file per format beside
+/// [`HERD_SET_TARGET`], listed by [`HERD_ROLE`] once the first one is added.
+pub const HERD_NDB_TARGET: &str = "herd/signatures/herd.ndb";
+pub const HERD_LDB_TARGET: &str = "herd/signatures/herd.ldb";
+pub const HERD_YARA_TARGET: &str = "herd/signatures/herd.yar";
+/// Every file of Herd's own set, in the order the center lists and the agent loads them.
+pub const HERD_SET_FILES: [&str; 4] = [
+    HERD_SET_TARGET,
+    HERD_NDB_TARGET,
+    HERD_LDB_TARGET,
+    HERD_YARA_TARGET,
+];
+
+/// The target path of the delta that turns the file of Herd's set whose SHA-256 is
+/// `base_sha256` into the file listed at `set_target` now: `<set_target>.from-<base sha256>`
+/// (under `herd/signatures/`, so [`herd_paths`] delegates it to [`HERD_ROLE`]). Its `custom`
+/// is a [`DeltaCustom`] whose `result` is `set_target`; the result is checked against
+/// `set_target`'s own signed length and SHA-256.
+pub fn herd_set_delta_target(set_target: &str, base_sha256: &str) -> String {
+    format!("{set_target}.from-{base_sha256}")
+}
+
+/// What the signed metadata says of a file of Herd's set (`custom.herd`): the SHA-256s of its
+/// previous versions, newest first, from each of which a delta is listed
+/// ([`herd_set_delta_target`]) when it is worth it. The center reads it back from the signed
+/// role it stored to know what came before, so no other state says it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HerdSetCustom {
+    pub previous: Vec<String>,
+}
 
 /// The target path of a package: `packages/<vendor>/<product>/<version>/<platform>.<format>`.
 pub fn package_target(

@@ -592,6 +592,22 @@ pub struct HerdSignatureRow {
     pub created_at: i64,
 }
 
+/// One analyst's body signature of Herd's own set (migration 0022, issue 13): an `.ndb` or
+/// `.ldb` line, or a YARA file, already checked with the scan engine's parser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HerdBodySignatureRow {
+    /// The signature's name (an `.ndb`/`.ldb` line's first field, a YARA file's given name),
+    /// unique across formats.
+    pub name: String,
+    /// `ndb`, `ldb` or `yar`.
+    pub format: String,
+    /// The line without its line break, or the YARA file's text.
+    pub body: String,
+    /// The role that added it (`analyst`, `operator`).
+    pub added_by: String,
+    pub added_at: i64,
+}
+
 /// One threat of Herd's own (migration 0015, issue 13): what a malicious verdict made its
 /// file; the files are the [`HerdSignatureRow`]s naming it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1380,6 +1396,16 @@ pub trait Store: Send + Sync + Debug {
     async fn herd_signature_add(&self, row: &HerdSignatureRow) -> Result<bool, StoreError>;
     /// Removes the signature for `sha256`; false when there was none.
     async fn herd_signature_remove(&self, sha256: &str) -> Result<bool, StoreError>;
+    /// Analysts' body signatures of Herd's set, ordered by format, then name.
+    async fn herd_body_signatures(&self) -> Result<Vec<HerdBodySignatureRow>, StoreError>;
+    /// Adds body signatures in one transaction: a name already stored (or given twice) is a
+    /// `Conflict` naming it, and then nothing is added.
+    async fn herd_body_signatures_add(
+        &self,
+        rows: &[HerdBodySignatureRow],
+    ) -> Result<(), StoreError>;
+    /// Removes the body signature `name`; false when there was none.
+    async fn herd_body_signature_remove(&self, name: &str) -> Result<bool, StoreError>;
     /// Records that `terminal` reported `sha256` as suspicious (once per pair) and returns how
     /// many distinct terminals have.
     async fn herd_suspect_record(

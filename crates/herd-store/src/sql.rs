@@ -28,13 +28,14 @@ use crate::{
     AddressRow, AlertAttempt, AlertDeliveryRow, ApiTokenRow, AppendOutcome, Approval, Backend,
     CaMaterial, CheckinWrite, ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow,
     EventRow, EventsWrite, FaultBucketKey, FaultBucketRow, FaultRow, FaultRuleRow, FaultWrite,
-    FeedClaims, FeedPolled, FeedSourceRow, FileVerdictRow, FleetCountRow, GroupRow, HerdFeedBuild,
-    HerdSignatureRow, HerdThreatRow, InterfaceRow, InterfaceSeen, LinkTaken, MessageQuery,
-    MessageRow, NewAlertDelivery, NewMessage, NewTerminal, OnlineKeyRow, OnlineKeyState,
-    PackageContent, PackageRow, PublishOutcome, QueueItem, QueueStats, QueuedItem, Registry,
-    RenewError, ReplacementRow, Revisions, RevokedToken, Role, RolloutCounts, RolloutRow, RuleRow,
-    SampleRow, SiteRow, Store, StoreError, StoredFeed, TUF_VERSIONS_KEPT, TerminalQuery,
-    TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP, VendorKeyRow,
+    FeedClaims, FeedPolled, FeedSourceRow, FileVerdictRow, FleetCountRow, GroupRow,
+    HerdBodySignatureRow, HerdFeedBuild, HerdSignatureRow, HerdThreatRow, InterfaceRow,
+    InterfaceSeen, LinkTaken, MessageQuery, MessageRow, NewAlertDelivery, NewMessage, NewTerminal,
+    OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem,
+    QueueStats, QueuedItem, Registry, RenewError, ReplacementRow, Revisions, RevokedToken, Role,
+    RolloutCounts, RolloutRow, RuleRow, SampleRow, SiteRow, Store, StoreError, StoredFeed,
+    TUF_VERSIONS_KEPT, TerminalQuery, TerminalRow, TufDocument, TufSigned, TufState, UNKNOWN_GROUP,
+    VendorKeyRow,
 };
 
 /// What sets one database apart; implemented by `sqlx::Sqlite` (`sqlite.rs`) and
@@ -2377,6 +2378,67 @@ where
         .await?;
         tx.commit().await?;
         Ok(DB::rows_affected(&inserted) == 1)
+    }
+
+    async fn herd_body_signatures(&self) -> Result<Vec<HerdBodySignatureRow>, StoreError> {
+        sqlx::query(
+            "SELECT name, format, body, added_by, added_at FROM herd_body_signatures \
+             ORDER BY format, name",
+        )
+        .fetch_all(&mut *self.reader.acquire().await?)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(HerdBodySignatureRow {
+                name: row.try_get("name")?,
+                format: row.try_get("format")?,
+                body: row.try_get("body")?,
+                added_by: row.try_get("added_by")?,
+                added_at: row.try_get("added_at")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn herd_body_signatures_add(
+        &self,
+        rows: &[HerdBodySignatureRow],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO herd_body_signatures (name, format, body, added_by, added_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(row.name.as_str())
+            .bind(row.format.as_str())
+            .bind(row.body.as_str())
+            .bind(row.added_by.as_str())
+            .bind(row.added_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| {
+                conflict_on_unique(err, || {
+                    format!(
+                        "Herd's set already has a body signature named {:?}; remove it first \
+                         or choose another name",
+                        row.name
+                    )
+                })
+            })?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn herd_body_signature_remove(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query("DELETE FROM herd_body_signatures WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DB::rows_affected(&deleted) == 1)
     }
 
     async fn herd_signature_remove(&self, sha256: &str) -> Result<bool, StoreError> {

@@ -119,6 +119,7 @@ macro_rules! conformance {
 
 conformance!(
     herd_signatures_are_added_once_listed_by_digest_and_removed,
+    body_signatures_are_added_all_or_none_listed_by_format_and_removed,
     herd_threats_and_their_feed_follow_the_set,
     suspects_are_counted_once_per_terminal,
     a_sites_writes_queue_their_relay_items_in_the_same_transaction,
@@ -3406,6 +3407,52 @@ async fn herd_signatures_are_added_once_listed_by_digest_and_removed(fixture: &F
     assert!(store.herd_signature_remove(&a.sha256).await.unwrap());
     assert!(!store.herd_signature_remove(&a.sha256).await.unwrap());
     assert_eq!(store.herd_signatures().await.unwrap(), vec![b]);
+}
+
+// --- Analysts' body signatures in Herd's set (migration 0022) -------------------------------
+
+fn body_signature(name: &str, format: &str) -> herd_store::HerdBodySignatureRow {
+    herd_store::HerdBodySignatureRow {
+        name: name.into(),
+        format: format.into(),
+        body: format!("{name}:0:*:6162636465666768"),
+        added_by: "analyst".into(),
+        added_at: 1_000,
+    }
+}
+
+async fn body_signatures_are_added_all_or_none_listed_by_format_and_removed(fixture: &Fixture) {
+    let store = &fixture.store;
+    assert!(store.herd_body_signatures().await.unwrap().is_empty());
+    let b = body_signature("Herd.Immunity.B", "ndb");
+    let a = body_signature("Herd.Immunity.A", "ndb");
+    let l = body_signature("Herd.Immunity.0", "ldb");
+    store
+        .herd_body_signatures_add(&[b.clone(), a.clone(), l.clone()])
+        .await
+        .unwrap();
+    // One name already stored refuses the whole batch: the new one before it is not kept.
+    let c = body_signature("Herd.Immunity.C", "ndb");
+    let taken = body_signature("Herd.Immunity.A", "ldb");
+    expect_conflict(
+        store.herd_body_signatures_add(&[c.clone(), taken]).await,
+        &["Herd.Immunity.A"],
+    );
+    // So does a name given twice in one batch.
+    expect_conflict(
+        store
+            .herd_body_signatures_add(&[c.clone(), c.clone()])
+            .await,
+        &["Herd.Immunity.C"],
+    );
+    let other = fixture.another().await;
+    assert_eq!(
+        other.herd_body_signatures().await.unwrap(),
+        vec![l.clone(), a.clone(), b.clone()]
+    );
+    assert!(store.herd_body_signature_remove(&a.name).await.unwrap());
+    assert!(!store.herd_body_signature_remove(&a.name).await.unwrap());
+    assert_eq!(store.herd_body_signatures().await.unwrap(), vec![l, b]);
 }
 
 // --- Herd's own threats (migration 0015) ----------------------------------------------------

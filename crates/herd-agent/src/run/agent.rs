@@ -1705,16 +1705,23 @@ impl Agent {
             );
             return;
         }
-        let dest = super::scanner::herd_set_path(&self.paths().root);
+        let dir = super::scanner::herd_set_dir(&self.paths().root);
         let trust = self.trust.as_mut().expect("made just above");
-        match super::scanner::fetch_herd_set(trust, now, &dest) {
-            Ok(Some(updated)) => {
-                self.say(&format!(
-                    "Herd's own signature set updated ({} signature(s))",
-                    updated.signatures
-                ));
+        match super::scanner::fetch_herd_set(trust, now, &dir) {
+            Ok(Some(update)) => {
+                for why in &update.delta_failures {
+                    eprintln!(
+                        "herd-agent: warning: Herd's signature set: a delta was not used, the \
+                         whole file was downloaded: {why}"
+                    );
+                }
+                self.say(&update.said());
                 // Told upstream with this cycle's flush: the center (and `herd sim protect
                 // --verdict`) learns which set protects the terminal.
+                let updated = herd_proto::api::HerdSetUpdated {
+                    sha256: update.hash_set_sha256.clone().unwrap_or_default(),
+                    signatures: update.signatures as u64,
+                };
                 let data = serde_json::to_value(&updated).expect("the event serialises");
                 if let Err(err) = self.outbox.push(events::HERD_SET_UPDATED, data) {
                     eprintln!("herd-agent: warning: cannot queue the set's event: {err}");

@@ -1,9 +1,11 @@
 //! The scanner `herd-agent run` hosts (issue 13, SPEC §3.2): on-access scanning of the
 //! directories given with `--scan` and, with `--daily-scan HH:MM`, a full scan of them every
 //! day at that time in the terminal's time zone — with the definitions of the active vendor
-//! product plus Herd's own signature set (`<state>/herd-set/herd-set.hsb`, fetched through
-//! TUF by the agent). Both are looked at after every cycle; when either changed, the watcher
-//! is stopped and started again with the new definitions.
+//! product plus Herd's own signature set (`<state>/herd-set/`: the `herd-set.hsb` of exact
+//! hashes and the analysts' `herd.ndb`, `herd.ldb`, `herd.yar`, fetched through TUF by the
+//! agent, each as a delta from the version held when one is listed). Both are looked at after
+//! every cycle; when either changed, the watcher is stopped and started again with the new
+//! definitions.
 //!
 //! The watcher is `herd-agent watch`'s (`onaccess.rs`), run on a thread of this process.
 //! Excluded always: the state directory (outbox, downloads, quarantine, Herd's set), the
@@ -29,10 +31,10 @@ use sha2::{Digest, Sha256};
 use crate::onaccess::{Hosted, HostedDetection, WatchArgs};
 use crate::outbox::Outbox;
 
-/// Where the agent keeps Herd's own signature set, under the state directory.
+/// Where the agent keeps Herd's own signature set, under the state directory: a file per
+/// target of the set, by the target's file name (`herd-set.hsb`, `herd.ndb`, `herd.ldb`,
+/// `herd.yar`: the suffix tells the loader its format).
 pub(crate) const HERD_SET_DIR: &str = "herd-set";
-/// The set's file name in [`HERD_SET_DIR`] (the `.hsb` suffix tells the loader its format).
-pub(crate) const HERD_SET_FILE: &str = "herd-set.hsb";
 /// Where the hosted scanner quarantines, under the state directory.
 pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 /// The file the latest detections are told to the user in (its write wakes the agent).
@@ -52,11 +54,12 @@ pub(crate) struct ScanConfig {
     pub outbox: PathBuf,
 }
 
-/// The definitions a watcher runs with: the active product's directory and the set's digest.
+/// The definitions a watcher runs with: the active product's directory and the digests of
+/// the set's files held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Definitions {
     product_dir: Option<PathBuf>,
-    herd_set_sha256: Option<String>,
+    herd_set: Vec<(PathBuf, Option<String>)>,
 }
 
 /// The hosted watcher and what it was started with.
@@ -79,9 +82,19 @@ pub(crate) fn local_to_utc_minute(local: &str, offset_minutes: i32) -> Result<u3
     Ok((h * 60 + m - i64::from(offset_minutes)).rem_euclid(1440) as u32)
 }
 
-/// The path of Herd's set under `state_root`.
-pub(crate) fn herd_set_path(state_root: &Path) -> PathBuf {
-    state_root.join(HERD_SET_DIR).join(HERD_SET_FILE)
+/// The directory of Herd's set under `state_root`.
+pub(crate) fn herd_set_dir(state_root: &Path) -> PathBuf {
+    state_root.join(HERD_SET_DIR)
+}
+
+/// The files of Herd's set held under `state_root`, in [`HERD_SET_FILES`]' order.
+pub(crate) fn herd_set_files(state_root: &Path) -> Vec<PathBuf> {
+    let dir = herd_set_dir(state_root);
+    HERD_SET_FILES
+        .iter()
+        .map(|target| herd_set_file(&dir, target))
+        .filter(|path| path.is_file())
+        .collect()
 }
 
 /// The SHA-256 of a file, `None` when it cannot be read.
@@ -91,43 +104,182 @@ pub(crate) fn file_sha256(path: &Path) -> Option<String> {
         .map(|bytes| crate::quarantine::hex(&Sha256::digest(&bytes)))
 }
 
-/// Fetches Herd's set into `dest` when the signed `herd` role lists one other than `dest`
-/// holds: the metadata refreshed (TUF's workflow), the target found in the `herd` role only,
-/// its bytes read from the upstream's consistent-snapshot name, bounded by the signed length,
-/// and checked against the signed length and SHA-256 before they replace `dest` (atomically).
-/// `Ok(Some(updated))` when it changed (its SHA-256 and signatures), `Ok(None)` when there is
-/// nothing new.
+/// What [`fetch_herd_set`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct SetUpdate {
+    /// Signatures in the set's files now: `.hsb`, `.ndb` and `.ldb` lines, and YARA rules.
+    pub signatures: usize,
+    /// Files replaced or removed.
+    pub files: usize,
+    /// Bytes downloaded, and how many of them were deltas.
+    pub downloaded: u64,
+    pub delta_bytes: u64,
+    /// Why a delta that was listed could not be used (the whole file was downloaded instead).
+    pub delta_failures: Vec<String>,
+    /// The signed SHA-256 of the exact-hash file (`HERD_SET_TARGET`) the terminal holds now,
+    /// when the `herd` role lists one: what `herd_set.updated` names.
+    pub hash_set_sha256: Option<String>,
+}
+
+impl SetUpdate {
+    /// How the update was told to the user.
+    pub(crate) fn said(&self) -> String {
+        let how = if self.delta_bytes > 0 && self.delta_bytes == self.downloaded {
+            format!("{} bytes downloaded, as deltas", self.downloaded)
+        } else if self.delta_bytes > 0 {
+            format!(
+                "{} bytes downloaded, {} of them as deltas",
+                self.downloaded, self.delta_bytes
+            )
+        } else {
+            format!("{} bytes downloaded", self.downloaded)
+        };
+        format!(
+            "Herd's own signature set updated ({} signature(s)), {how}",
+            self.signatures
+        )
+    }
+}
+
+/// The signatures in one file of the set (a line each, a YARA rule each).
+fn signatures_in(path: &Path) -> usize {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return 0;
+    };
+    if path.extension().is_some_and(|e| e == "yar") {
+        // A rule is declared by `rule NAME`, after its modifiers, at the start of a line.
+        return text
+            .lines()
+            .filter(|line| {
+                line.split_whitespace()
+                    .find(|word| !matches!(*word, "private" | "global"))
+                    == Some("rule")
+            })
+            .count();
+    }
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+/// The local path of the set's file at `target` in `dir`.
+pub(crate) fn herd_set_file(dir: &Path, target: &str) -> PathBuf {
+    dir.join(
+        target
+            .rsplit('/')
+            .next()
+            .expect("a target path has a file name"),
+    )
+}
+
+/// Fetches Herd's set into `dir` (one file per target of [`HERD_SET_FILES`]) where the
+/// signed `herd` role lists other files than `dir` holds: the metadata refreshed (TUF's
+/// workflow), each target found in the `herd` role only and checked against its signed length
+/// and SHA-256 before it replaces the local file (atomically); a file the role no longer
+/// lists is removed. A file is rebuilt from a delta when the role lists one from the version
+/// held ([`herd_set_delta_target`]): downloaded under the delta's signed length, checked
+/// against its signed SHA-256, applied bounded by the file's signed length, and the result
+/// checked against the file's own signed length and SHA-256; anything wrong with it downloads
+/// the whole file. `Ok(None)` when nothing changed.
 pub(crate) fn fetch_herd_set(
     trust: &mut crate::trust::TrustClient,
     now: herd_core::Timestamp,
-    dest: &Path,
-) -> Result<Option<herd_proto::api::HerdSetUpdated>, String> {
-    use herd_proto::distribution::{
-        HERD_ROLE, HERD_SET_TARGET, TARGETS_PATH, consistent_target_name,
-    };
+    dir: &Path,
+) -> Result<Option<SetUpdate>, String> {
     trust.refresh(now).map_err(|r| r.to_string())?;
-    let Some((role, file)) = trust
-        .find_target(HERD_SET_TARGET)
-        .map_err(|r| r.to_string())?
-    else {
+    let mut update = SetUpdate::default();
+    for target in HERD_SET_FILES {
+        let local = herd_set_file(dir, target);
+        let Some(file) = herd_role_target(trust, target)? else {
+            if local.exists() {
+                std::fs::remove_file(&local).map_err(|e| format!("{}: {e}", local.display()))?;
+                update.files += 1;
+            }
+            continue;
+        };
+        let sha256 = file
+            .hashes
+            .get("sha256")
+            .ok_or_else(|| format!("{target} is listed without a SHA-256"))?;
+        if target == HERD_SET_TARGET {
+            update.hash_set_sha256 = Some(sha256.clone());
+        }
+        let held = std::fs::read(&local).ok();
+        let held_sha256 = held
+            .as_ref()
+            .map(|bytes| crate::quarantine::hex(&Sha256::digest(bytes)));
+        if held_sha256.as_ref() == Some(sha256) {
+            continue;
+        }
+        let from_delta = match (&held, &held_sha256) {
+            (Some(held), Some(held_sha256)) => {
+                match rebuild_from_delta(trust, target, &file, held, held_sha256) {
+                    Ok(Some((bytes, delta_length))) => {
+                        update.downloaded += delta_length;
+                        update.delta_bytes += delta_length;
+                        Some(bytes)
+                    }
+                    Ok(None) => None,
+                    Err(why) => {
+                        update.delta_failures.push(why);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let bytes = match from_delta {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = download(trust, target, &file)?;
+                update.downloaded += bytes.len() as u64;
+                bytes
+            }
+        };
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        herd_fs::write_atomic(&local, &bytes, 0o600).map_err(|e| e.to_string())?;
+        update.files += 1;
+    }
+    if update.files == 0 {
+        return Ok(None);
+    }
+    update.signatures = HERD_SET_FILES
+        .iter()
+        .map(|target| signatures_in(&herd_set_file(dir, target)))
+        .sum();
+    Ok(Some(update))
+}
+
+use herd_proto::distribution::{HERD_SET_FILES, HERD_SET_TARGET, herd_set_delta_target};
+
+/// The signed description of `target`, which only the `herd` role may list.
+fn herd_role_target(
+    trust: &mut crate::trust::TrustClient,
+    target: &str,
+) -> Result<Option<herd_tuf::TargetFile>, String> {
+    use herd_proto::distribution::HERD_ROLE;
+    let Some((role, file)) = trust.find_target(target).map_err(|r| r.to_string())? else {
         return Ok(None);
     };
     if role != HERD_ROLE {
-        return Err(format!(
-            "{HERD_SET_TARGET} is listed by {role}, not {HERD_ROLE}"
-        ));
+        return Err(format!("{target} is listed by {role}, not {HERD_ROLE}"));
     }
+    Ok(Some(file))
+}
+
+/// `target`'s bytes from the upstream's consistent-snapshot name, read under the signed length
+/// and checked against the signed length and SHA-256.
+fn download(
+    trust: &crate::trust::TrustClient,
+    target: &str,
+    file: &herd_tuf::TargetFile,
+) -> Result<Vec<u8>, String> {
+    use herd_proto::distribution::{TARGETS_PATH, consistent_target_name};
     let sha256 = file
         .hashes
         .get("sha256")
-        .ok_or_else(|| format!("{HERD_SET_TARGET} is listed without a SHA-256"))?;
-    if file_sha256(dest).as_ref() == Some(sha256) {
-        return Ok(None);
-    }
-    let path = format!(
-        "{TARGETS_PATH}{}",
-        consistent_target_name(HERD_SET_TARGET, sha256)
-    );
+        .ok_or_else(|| format!("{target} is listed without a SHA-256"))?;
+    let path = format!("{TARGETS_PATH}{}", consistent_target_name(target, sha256));
     let bytes = trust
         .upstream()
         .get(&path, herd_client::ReadLimits::target(file.length))
@@ -141,13 +293,36 @@ pub(crate) fn fetch_herd_set(
             file.length
         ));
     }
-    let dir = dest.parent().expect("the set's path has a directory");
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    herd_fs::write_atomic(dest, &bytes, 0o600).map_err(|e| e.to_string())?;
-    Ok(Some(herd_proto::api::HerdSetUpdated {
-        sha256: actual,
-        signatures: bytes.iter().filter(|b| **b == b'\n').count() as u64,
-    }))
+    Ok(bytes)
+}
+
+/// The file at `target` rebuilt from the version held and the delta the `herd` role lists
+/// from it, with the delta's length; `Ok(None)` when none is listed.
+fn rebuild_from_delta(
+    trust: &mut crate::trust::TrustClient,
+    target: &str,
+    file: &herd_tuf::TargetFile,
+    held: &[u8],
+    held_sha256: &str,
+) -> Result<Option<(Vec<u8>, u64)>, String> {
+    let delta_target = herd_set_delta_target(target, held_sha256);
+    let Some(delta_file) = herd_role_target(trust, &delta_target)? else {
+        return Ok(None);
+    };
+    let delta = download(trust, &delta_target, &delta_file)?;
+    let rebuilt =
+        herd_delta::apply(held, &delta, file.length).map_err(|e| format!("{delta_target}: {e}"))?;
+    let actual = crate::quarantine::hex(&Sha256::digest(&rebuilt));
+    let signed = file.hashes.get("sha256").map_or("", String::as_str);
+    if rebuilt.len() as u64 != file.length || actual != signed {
+        return Err(format!(
+            "{delta_target}: the rebuilt {target} has {} bytes with SHA-256 {actual}, but the \
+             signed metadata says {} bytes with SHA-256 {signed}",
+            rebuilt.len(),
+            file.length
+        ));
+    }
+    Ok(Some((rebuilt, delta.len() as u64)))
 }
 
 impl ScanHost {
@@ -168,7 +343,13 @@ impl ScanHost {
     fn definitions(&self) -> Definitions {
         Definitions {
             product_dir: herd_package::active_dir(&self.config.prefix).ok().flatten(),
-            herd_set_sha256: file_sha256(&herd_set_path(&self.config.state_root)),
+            herd_set: herd_set_files(&self.config.state_root)
+                .into_iter()
+                .map(|path| {
+                    let sha256 = file_sha256(&path);
+                    (path, sha256)
+                })
+                .collect(),
         }
     }
 
@@ -187,9 +368,7 @@ impl ScanHost {
             Some(_) => crate::scan::active_definitions(&self.config.prefix)?,
             None => Vec::new(),
         };
-        if wanted.herd_set_sha256.is_some() {
-            databases.push(herd_set_path(&self.config.state_root));
-        }
+        databases.extend(wanted.herd_set.iter().map(|(path, _)| path.clone()));
         if databases.is_empty() {
             return Ok(());
         }
@@ -209,7 +388,7 @@ impl ScanHost {
                 .collect::<Vec<_>>()
                 .join(", "),
             databases.len(),
-            if wanted.herd_set_sha256.is_some() {
+            if !wanted.herd_set.is_empty() {
                 " (Herd's own set included)"
             } else {
                 ""

@@ -6,13 +6,21 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use herd_proto::api::{ErrorBody, HerdSignatureDoc, SampleDoc, VerdictDoc, VerdictOutcome};
+use axum::http::StatusCode;
+use herd_proto::api::{
+    BodySignatureDoc, BodySignaturesDoc, BodySignaturesOutcome, ErrorBody, HerdSignatureDoc,
+    SampleDoc, VerdictDoc, VerdictOutcome,
+};
 
 use super::extract::{JsonBody, JsonRequest, Judge, Path};
 use crate::{Center, CenterResult};
 
 impl JsonRequest for VerdictDoc {
     const WHAT: &'static str = "the verdict";
+}
+
+impl JsonRequest for BodySignaturesDoc {
+    const WHAT: &'static str = "the body signatures";
 }
 
 /// Judge a file: `malicious` publishes its exact-hash signature in Herd's own signature set
@@ -36,6 +44,45 @@ pub async fn list_herd_set(
     _: Judge,
 ) -> CenterResult<Json<Vec<HerdSignatureDoc>>> {
     center.herd_signatures().await.map(Json)
+}
+
+/// The analysts' body signatures of Herd's own set (`.ndb`, `.ldb` lines and YARA files), by
+/// format, then name.
+#[utoipa::path(get, path = "/v1/herd-set/body-signatures", tag = "operators",
+    responses((status = 200, body = Vec<BodySignatureDoc>), (status = 401, body = ErrorBody)))]
+pub async fn list_body_signatures(
+    State(center): State<Arc<Center>>,
+    _: Judge,
+) -> CenterResult<Json<Vec<BodySignatureDoc>>> {
+    center.body_signatures().await.map(Json)
+}
+
+/// Add body signatures to Herd's own set: an `.ndb` or `.ldb` file's lines (each named
+/// `Herd.Immunity.…`) or a YARA file, checked with the scan engine's parser, published to
+/// every scanning terminal at once. Any refused line refuses the document, naming each line.
+#[utoipa::path(post, path = "/v1/herd-set/body-signatures", tag = "operators",
+    request_body = BodySignaturesDoc,
+    responses((status = 200, body = BodySignaturesOutcome), (status = 409, body = ErrorBody, description = "`conflict`: a name the set already has"), (status = 422, body = ErrorBody, description = "`document_invalid`: lines the scan engine refuses, each in `problems` with its line number")))]
+pub async fn add_body_signatures(
+    State(center): State<Arc<Center>>,
+    Judge(by): Judge,
+    JsonBody(doc): JsonBody<BodySignaturesDoc>,
+) -> CenterResult<Json<BodySignaturesOutcome>> {
+    center.add_body_signatures(doc, by).await.map(Json)
+}
+
+/// Remove a body signature (or a YARA file's rules) from Herd's own set, at once on every
+/// scanning terminal.
+#[utoipa::path(delete, path = "/v1/herd-set/body-signatures/{name}", tag = "operators",
+    params(("name" = String, Path, description = "The signature's name, or the YARA file's.")),
+    responses((status = 204, description = "Removed."), (status = 404, body = ErrorBody)))]
+pub async fn remove_body_signature(
+    State(center): State<Arc<Center>>,
+    _: Judge,
+    Path(name): Path<String>,
+) -> CenterResult<StatusCode> {
+    center.remove_body_signature(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The sample store: every file terminals sent for the analysts, newest first.

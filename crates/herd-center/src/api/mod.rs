@@ -139,6 +139,11 @@ pub fn router(center: Arc<Center>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(faults::put_replacement, faults::delete_replacement))
         .routes(routes!(immunity::post_verdict))
         .routes(routes!(immunity::list_herd_set))
+        .routes(routes!(
+            immunity::list_body_signatures,
+            immunity::add_body_signatures
+        ))
+        .routes(routes!(immunity::remove_body_signature))
         .routes(routes!(immunity::list_samples))
         .routes(routes!(immunity::download_sample))
         .routes(routes!(alerts::list_alerts))

@@ -54,5 +54,24 @@ async fn target(
     headers: HeaderMap,
 ) -> CenterResult<Response> {
     let sha256 = center.tuf_target_blob(&path)?;
-    Ok(blobs::serve(&center.blobs, &sha256, &headers).await?)
+    let response = blobs::serve(&center.blobs, &sha256, &headers).await?;
+    // What terminals download of Herd's set, whole or as deltas (`crate::herd_set`).
+    if path.starts_with(HERD_SET_DIR) {
+        let served = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let counter = if path.contains(".from-") {
+            &center.metrics.herd_set_bytes_served_delta
+        } else {
+            &center.metrics.herd_set_bytes_served_whole
+        };
+        counter.fetch_add(served, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(response)
 }
+
+/// Where Herd's set's files and their deltas are served, under `/tuf/targets/`.
+const HERD_SET_DIR: &str = "herd/signatures/";

@@ -35,6 +35,7 @@ mod output;
 mod plan;
 mod registry;
 mod rollouts;
+mod signatures;
 mod sites;
 mod table;
 mod tokens;
@@ -143,6 +144,9 @@ pub enum AdminCommand {
     /// The sample store: files terminals sent for the analysts, kept neutralised.
     #[command(subcommand)]
     Samples(immunity::SamplesCommand),
+    /// Analysts' body signatures (.ndb, .ldb, YARA) in Herd's own set: add, list, remove.
+    #[command(subcommand, visible_alias = "signature")]
+    Signatures(signatures::SignaturesCommand),
     /// Alerts: what was sent to which channel (webhook, e-mail, SMS), the channels and rules
     /// configured, and a test alert.
     #[command(subcommand, visible_alias = "alert")]
@@ -193,6 +197,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<Outcome> {
         AdminCommand::Replacements(command) => faults::replacements(command),
         AdminCommand::Immunity(command) => immunity::run(command),
         AdminCommand::Samples(command) => immunity::samples(command),
+        AdminCommand::Signatures(command) => signatures::run(command),
         AdminCommand::Alerts(command) => alerts::run(command),
         AdminCommand::FeedSources(command) => feed_sources::run(command),
         AdminCommand::Messages(command) => messages::run(command),
