@@ -28,7 +28,7 @@ use herd_proto::consent::{
 use herd_store::{ConsentRequestRow, NewConsentRequest};
 use herd_tls::seal::LinkKey;
 
-use crate::error::{CenterError, CenterResult};
+use crate::error::{CenterError, CenterResult, ErrorKind};
 use crate::{Center, rfc3339, unix_now};
 
 /// The link key's purpose (see [`herd_tls::seal::KeyEncryptionKey::link_key`]).
@@ -144,12 +144,15 @@ impl Center {
             None | Some("") => None,
             Some(address) => {
                 if address.chars().count() > MAX_ADDRESS_CHARS {
-                    return Err(CenterError::bad_request(format!(
-                        "$.email: an address has at most {MAX_ADDRESS_CHARS} characters"
-                    )));
+                    return Err(CenterError::new(
+                        ErrorKind::DocumentInvalid,
+                        format!("$.email: an address has at most {MAX_ADDRESS_CHARS} characters"),
+                    ));
                 }
-                crate::alerts::config::check_address(address)
-                    .map_err(|e| CenterError::bad_request(format!("$.email: {e:#}")))?;
+                // Content the schema cannot express: refused as such (422), as API v1 does.
+                crate::alerts::config::check_address(address).map_err(|e| {
+                    CenterError::new(ErrorKind::DocumentInvalid, format!("$.email: {e:#}"))
+                })?;
                 Some(address)
             }
         };

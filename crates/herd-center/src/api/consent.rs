@@ -24,7 +24,7 @@ impl JsonRequest for TerminalEmail {
     request_body = TerminalEmail,
     responses(
         (status = 204, description = "Set."),
-        (status = 400, body = ErrorBody, description = "`bad_request`: not an e-mail address"),
+        (status = 422, body = ErrorBody, description = "`document_invalid`: not an e-mail address, or longer than one"),
         (status = 404, body = ErrorBody)))]
 pub async fn put_email(
     State(center): State<Arc<Center>>,
