@@ -8,8 +8,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use herd_proto::api::{ErrorBody, PackageInfo, PublishResponse};
 
 use super::blobs;
@@ -35,18 +35,27 @@ pub async fn publish_feed(
     caller: Caller,
     headers: HeaderMap,
     body: Body,
-) -> CenterResult<Json<PublishResponse>> {
-    center.may_publish(&caller, &vendor)?;
-    let bytes = async {
-        check_json_content_type(&headers, "the feed")?;
-        read_body(body, center.config.max_feed_bytes, "the feed").await
+) -> Result<Json<PublishResponse>, Response> {
+    if let Err(err) = center.may_publish(&caller, &vendor) {
+        // Refused before the body is read: the server closes the connection after answering,
+        // so it says so — a client would otherwise send its next request on a connection
+        // being closed (seen as "peer disconnected").
+        let mut response = err.into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Err(response);
     }
-    .await
-    .inspect_err(|_| center.feed_refused())?;
-    center
-        .publish_feed(&caller, &vendor, &bytes)
+    let publish = async {
+        let bytes = async {
+            check_json_content_type(&headers, "the feed")?;
+            read_body(body, center.config.max_feed_bytes, "the feed").await
+        }
         .await
-        .map(Json)
+        .inspect_err(|_| center.feed_refused())?;
+        center.publish_feed(&caller, &vendor, &bytes).await
+    };
+    publish.await.map(Json).map_err(IntoResponse::into_response)
 }
 
 /// Upload a package by its SHA-256; the body is the package, streamed and verified.
