@@ -248,6 +248,13 @@ pub fn check_verdict(doc: &VerdictDoc) -> CenterResult<()> {
              and no NUL",
         ));
     }
+    // A size given is at least 1 byte whatever the verdict (the schema's `minimum`).
+    if doc.size == Some(0) {
+        return Err(CenterError::new(
+            ErrorKind::DocumentInvalid,
+            "the verdict: $.size: a file's size is at least 1 byte",
+        ));
+    }
     match doc.verdict.as_str() {
         MALICIOUS if doc.size.is_some_and(|size| size > 0) => Ok(()),
         MALICIOUS => Err(CenterError::new(
