@@ -1150,13 +1150,7 @@ impl Agent {
                 short(plan_id),
                 printable(&refusal.to_string())
             );
-            self.progress.trust.last_refusal = Some(RefusalSummary {
-                at: clock::now_rfc3339(),
-                kind: refusal.kind.to_owned(),
-                subject: refusal.subject.clone(),
-                detail: refusal.detail.clone(),
-                plan_id: Some(plan_id.to_owned()),
-            });
+            self.progress.trust.last_refusal = Some(RefusalSummary::now(&refusal, Some(plan_id)));
         }
         self.report(report)?;
         Ok(match outcome {
@@ -1357,13 +1351,7 @@ impl Agent {
         incoming: &std::path::Path,
     ) -> std::result::Result<crate::trust::SignedProgram, String> {
         let now = herd_core::Timestamp::from_unix_seconds(clock::unix_seconds(SystemTime::now()));
-        let platform = self
-            .identity
-            .as_ref()
-            .expect("ensure_enrolled runs first in every cycle")
-            .hardware
-            .platform
-            .clone();
+        let platform = self.platform();
         let result = (|| {
             self.ensure_trust(now)?;
             let trust = self.trust.as_mut().expect("made just above");
@@ -1381,13 +1369,7 @@ impl Agent {
             {
                 eprintln!("herd-agent: warning: cannot queue the refusal: {err:#}");
             }
-            self.progress.trust.last_refusal = Some(RefusalSummary {
-                at: clock::now_rfc3339(),
-                kind: refusal.kind.to_owned(),
-                subject: refusal.subject.clone(),
-                detail: refusal.detail.clone(),
-                plan_id: None,
-            });
+            self.progress.trust.last_refusal = Some(RefusalSummary::now(&refusal, None));
             let said = format!(
                 "refused {} {} as a replacement: {}",
                 alternative.program,
@@ -1402,16 +1384,20 @@ impl Agent {
     // -----------------------------------------------------------------------------------------
     // Signed distribution.
 
-    /// Refreshes the signed metadata from the upstream and checks the plan against it.
-    fn verify(&mut self, plan: &PlanDoc) -> Result<VerifiedPlan, Refusal> {
-        let now = herd_core::Timestamp::from_unix_seconds(clock::unix_seconds(SystemTime::now()));
-        let platform = self
-            .identity
+    /// The platform the terminal enrolled with (what signed targets must be for).
+    fn platform(&self) -> String {
+        self.identity
             .as_ref()
             .expect("ensure_enrolled runs first in every cycle")
             .hardware
             .platform
-            .clone();
+            .clone()
+    }
+
+    /// Refreshes the signed metadata from the upstream and checks the plan against it.
+    fn verify(&mut self, plan: &PlanDoc) -> Result<VerifiedPlan, Refusal> {
+        let now = herd_core::Timestamp::from_unix_seconds(clock::unix_seconds(SystemTime::now()));
+        let platform = self.platform();
         let installed = self.executor.installed();
         self.ensure_trust(now)?;
         let trust = self.trust.as_mut().expect("made just above");
@@ -1496,13 +1482,7 @@ impl Agent {
                 .context("cannot encode a trust refusal")?;
             self.outbox.push(events::TRUST_REFUSED, event)?;
         }
-        self.progress.trust.last_refusal = Some(RefusalSummary {
-            at: clock::now_rfc3339(),
-            kind: refusal.kind.to_owned(),
-            subject: refusal.subject.clone(),
-            detail: refusal.detail.clone(),
-            plan_id: Some(plan_id.to_owned()),
-        });
+        self.progress.trust.last_refusal = Some(RefusalSummary::now(refusal, Some(plan_id)));
         eprintln!(
             "herd-agent: warning: refused plan {}: {}",
             short(plan_id),

@@ -257,6 +257,19 @@ pub(crate) struct RefusalSummary {
     pub plan_id: Option<String>,
 }
 
+impl RefusalSummary {
+    /// `refusal` as `status` shows it, refused now (of `plan_id`, when a plan's).
+    pub(crate) fn now(refusal: &crate::trust::Refusal, plan_id: Option<&str>) -> RefusalSummary {
+        RefusalSummary {
+            at: super::clock::now_rfc3339(),
+            kind: refusal.kind.to_owned(),
+            subject: refusal.subject.clone(),
+            detail: refusal.detail.clone(),
+            plan_id: plan_id.map(str::to_owned),
+        }
+    }
+}
+
 /// The current plan and what the agent did about it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PlanState {
