@@ -1198,6 +1198,7 @@ fn checkin_as(
         tuf_timestamp_version: None,
         consent_waiting: None,
         messages_after: None,
+        tuf_held: None,
     })
 }
 

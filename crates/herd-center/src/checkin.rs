@@ -4,6 +4,7 @@
 //! so every answered check-in is stored, and the store sees one transaction per batch instead
 //! of one per terminal.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -11,7 +12,10 @@ use std::time::Instant;
 use herd_core::Timestamp;
 #[cfg(test)]
 use herd_proto::api::CheckinResponse;
-use herd_proto::api::{CheckinRequest, MAX_INTERFACE_ADDRESSES, MAX_INTERFACES, NetworkInterface};
+use herd_proto::api::{
+    CheckinRequest, MAX_CHECKIN_METADATA_BYTES, MAX_INTERFACE_ADDRESSES, MAX_INTERFACES,
+    MAX_TUF_HELD, NetworkInterface,
+};
 use herd_proto::terminal::{PolicyDoc, TerminalDoc};
 use herd_store::{CheckinWrite, InterfaceSeen, PlanWrite, QueueItem, Store};
 use rand::Rng as _;
@@ -82,6 +86,18 @@ impl Center {
         // transaction that stores the check-in, before it is answered.
         let now = crate::unix_now();
         let held_timestamp = request.tuf_timestamp_version;
+        let held_roles = request.tuf_held.clone();
+        if let Some(held) = &held_roles
+            && held.len() > MAX_TUF_HELD
+        {
+            return Err(CenterError::new(
+                ErrorKind::DocumentInvalid,
+                format!(
+                    "the check-in: $.tuf_held names {} roles; name at most {MAX_TUF_HELD}",
+                    held.len()
+                ),
+            ));
+        }
         let relay = self.checkin_relay(&terminal.id, &request, &address, now);
         let extras = self.answer_extras(terminal, &request).await;
         let answer = self
@@ -97,7 +113,68 @@ impl Center {
         {
             answer.add_timestamp(&document);
         }
+        if let Some(held) = &held_roles {
+            let documents = self.newer_metadata(held).await;
+            if !documents.is_empty() {
+                answer.add_metadata(&documents);
+            }
+        }
         Ok(answer)
+    }
+
+    /// The signed metadata documents this process serves in another version than `held`
+    /// (role → version) names, by the name `/tuf/metadata/` serves each under: the snapshot
+    /// first, then the targets roles, while they fit in [`MAX_CHECKIN_METADATA_BYTES`]. Roles
+    /// this process does not serve are ignored; the agent fetches whatever is missing.
+    async fn newer_metadata(&self, held: &BTreeMap<String, u64>) -> BTreeMap<String, String> {
+        let snapshot_first =
+            held.iter()
+                .filter(|(role, _)| role.as_str() == "snapshot")
+                .chain(held.iter().filter(|(role, _)| {
+                    !matches!(role.as_str(), "snapshot" | "timestamp" | "root")
+                }));
+        let mut documents = BTreeMap::new();
+        let mut total = 0;
+        let mut add = |name: String, text: String| {
+            if total + text.len() <= MAX_CHECKIN_METADATA_BYTES {
+                total += text.len();
+                documents.insert(name, text);
+            }
+        };
+        match self.site() {
+            Some(site) => {
+                let current = site.mirror.current_versions();
+                for (role, &have) in snapshot_first {
+                    let Some(&now) = current.get(role.as_str()) else {
+                        continue;
+                    };
+                    if now == have {
+                        continue;
+                    }
+                    let name = format!("{now}.{role}.json");
+                    if let Ok(file) = site.mirror.metadata(&name).await
+                        && let Ok(text) = String::from_utf8(file.bytes)
+                    {
+                        add(name, text);
+                    }
+                }
+            }
+            None => {
+                let served = self.trust.served();
+                for (role, &have) in snapshot_first {
+                    let (Some(&(now, _)), Some(document)) = (
+                        served.latest.get(role.as_str()),
+                        served.documents.get(role.as_str()),
+                    ) else {
+                        continue;
+                    };
+                    if now != have {
+                        add(format!("{now}.{role}.json"), document.to_string());
+                    }
+                }
+            }
+        }
+        documents
     }
 
     /// The signed `timestamp.json` this process serves and its version: the center's own, or
@@ -396,6 +473,16 @@ impl CheckinAnswer {
         self.0
     }
 
+    /// Adds `tuf_metadata` (name → signed document), as the last field.
+    fn add_metadata(&mut self, documents: &BTreeMap<String, String>) {
+        let object = serde_json::to_string(documents).expect("a map of strings serialises");
+        debug_assert!(self.0.ends_with('}'));
+        self.0.pop();
+        self.0.push_str(",\"tuf_metadata\":");
+        self.0.push_str(&object);
+        self.0.push('}');
+    }
+
     /// Adds `tuf_timestamp`, the signed document as a JSON string, as the last field.
     fn add_timestamp(&mut self, document: &[u8]) {
         let text = String::from_utf8_lossy(document);
@@ -543,6 +630,7 @@ mod tests {
             next_checkin_secs: 3517,
             server_time: rfc3339(975_000_000),
             tuf_timestamp: None,
+            tuf_metadata: None,
             consent: None,
             messages: Vec::new(),
             messages_through: None,
@@ -614,5 +702,41 @@ mod tests {
             answer.into_json(),
             serde_json::to_string(&response).expect("serialises")
         );
+        // With newer metadata after the timestamp (documents with quotes and escapes), and
+        // with metadata alone.
+        let documents = BTreeMap::from([
+            (
+                "8.snapshot.json".to_owned(),
+                r#"{"signed":{"_type":"snapshot","version":8},"signatures":[]}"#.to_owned(),
+            ),
+            (
+                "3.vendor-b.json".to_owned(),
+                "{\"signed\":{\"x\":\"tab\\there\"}}\n".to_owned(),
+            ),
+        ]);
+        let with_extras = || {
+            CheckinAnswer(answer_json(
+                &plan_id,
+                &plan_json,
+                3517,
+                975_000_000,
+                &extras,
+            ))
+        };
+        let mut answer = with_extras();
+        answer.add_timestamp(timestamp.as_bytes());
+        answer.add_metadata(&documents);
+        response.tuf_metadata = Some(documents.clone());
+        assert_eq!(
+            answer.into_json(),
+            serde_json::to_string(&response).expect("serialises")
+        );
+        let mut answer = with_extras();
+        answer.add_metadata(&documents);
+        response.tuf_timestamp = None;
+        let json = answer.into_json();
+        assert_eq!(json, serde_json::to_string(&response).expect("serialises"));
+        let parsed: CheckinResponse = serde_json::from_str(&json).expect("parses");
+        assert_eq!(parsed.tuf_metadata, Some(documents));
     }
 }

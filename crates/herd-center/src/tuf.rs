@@ -94,6 +94,9 @@ pub struct Served {
     pub timestamp: Option<TufDocument>,
     /// The newest version and expiry (Unix seconds) of every role.
     pub latest: BTreeMap<String, (u64, i64)>,
+    /// The newest signed document of every role but root and timestamp, by role (what a
+    /// check-in's answer carries to a terminal that holds an older one).
+    pub documents: BTreeMap<String, Arc<str>>,
     /// Every target listed for the catalog of `catalog_revision`: path → SHA-256.
     pub targets: Arc<HashMap<String, String>>,
     pub catalog_revision: Option<u64>,
@@ -168,6 +171,12 @@ impl Trust {
                 .into_iter()
                 .chain(&state.latest)
                 .map(|d| (d.role.clone(), (d.version, d.expires_at)))
+                .collect(),
+            documents: state
+                .latest
+                .iter()
+                .filter(|d| d.role != "timestamp" && d.role != "root")
+                .map(|d| (d.role.clone(), Arc::from(d.doc.as_str())))
                 .collect(),
             targets,
             catalog_revision,

@@ -834,6 +834,7 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
             tuf_timestamp_version: None,
             consent_waiting: None,
             messages_after: None,
+            tuf_held: None,
         };
         center
             .check_in(&known, request, "127.0.0.1".to_owned())
@@ -875,6 +876,7 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
         tuf_timestamp_version: None,
         consent_waiting: None,
         messages_after: None,
+        tuf_held: None,
     };
     for (request, writes) in [
         (with(Some("192.0.2.10")), 1),

@@ -56,6 +56,7 @@ async fn check_in(center: &Center, id: &str, installed: InstalledDoc) -> Checkin
         tuf_timestamp_version: None,
         consent_waiting: None,
         messages_after: None,
+        tuf_held: None,
     };
     let answer = center
         .check_in(&known, request, "127.0.0.1".to_owned())

@@ -5,6 +5,8 @@
 //! Requests refuse unknown fields (a typo is an error, not a silently dropped setting);
 //! responses may grow fields, so clients must ignore what they do not know.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::plan::PlanDoc;
@@ -270,7 +272,8 @@ pub struct EnrolResponse {
 }
 
 /// `POST /v1/checkin` (client certificate): the terminal's inventory; the answer is its plan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` is a check-in that reports nothing (every field absent).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckinRequest {
@@ -306,7 +309,22 @@ pub struct CheckinRequest {
     /// newer ones (`CheckinResponse::messages`). Absent from agents that fetch them apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_after: Option<u64>,
+    /// The versions of the signed metadata the terminal holds besides the timestamp:
+    /// `snapshot` and each targets role it has loaded (`targets` and the delegated roles its
+    /// searches needed). The answer then carries the documents the upstream serves in another
+    /// version (`CheckinResponse::tuf_metadata`), which saves the refresh after a check-in a
+    /// request per document. At most [`MAX_TUF_HELD`] roles; names the upstream does not
+    /// serve are ignored. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuf_held: Option<BTreeMap<String, u64>>,
 }
+
+/// The most roles a check-in's `tuf_held` names.
+pub const MAX_TUF_HELD: usize = 64;
+
+/// The most bytes of signed metadata one check-in answer carries in `tuf_metadata`; the
+/// agent fetches what did not fit.
+pub const MAX_CHECKIN_METADATA_BYTES: usize = 512 * 1024;
 
 /// One network interface as the agent saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,6 +371,14 @@ pub struct CheckinResponse {
     /// version named, the terminal's own is the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuf_timestamp: Option<String>,
+    /// Last (appended after `tuf_timestamp`). The signed metadata documents the upstream
+    /// serves in another version than the request's `tuf_held` names, keyed by the name
+    /// `/tuf/metadata/` serves each under (`N.snapshot.json`, `N.<role>.json`), byte for byte:
+    /// a release wakes a terminal to one request instead of one per changed document. At most
+    /// [`MAX_CHECKIN_METADATA_BYTES`] in all; the agent fetches what is missing, and verifies
+    /// what is here exactly as if it had fetched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuf_metadata: Option<BTreeMap<String, String>>,
 }
 
 /// The most messages one check-in answer carries; more wait for the next check-in.

@@ -461,6 +461,7 @@ fn operators_and_vendors_drive_a_real_center_with_the_admin_commands() {
             tuf_timestamp_version: None,
             consent_waiting: None,
             messages_after: None,
+            tuf_held: None,
         })
         .unwrap();
     assert_eq!(checkin.plan.action, herd_proto::plan::Action::Switch);

@@ -50,6 +50,7 @@ fn checkin(installed: Option<InstalledDoc>) -> CheckinRequest {
         tuf_timestamp_version: None,
         consent_waiting: None,
         messages_after: None,
+        tuf_held: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn checkin(installed: InstalledDoc) -> CheckinRequest {
         tuf_timestamp_version: None,
         consent_waiting: None,
         messages_after: None,
+        tuf_held: None,
     }
 }
 

@@ -58,6 +58,7 @@ fn check_in(terminal: &Client, on: &InstalledDoc) -> herd_proto::api::CheckinRes
             tuf_timestamp_version: None,
             consent_waiting: None,
             messages_after: None,
+            tuf_held: None,
         })
         .expect("check-in")
 }

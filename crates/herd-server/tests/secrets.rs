@@ -283,6 +283,7 @@ fn checks_in(center: &TestCenter, identity: &KeyPairPem) -> bool {
             tuf_timestamp_version: None,
             consent_waiting: None,
             messages_after: None,
+            tuf_held: None,
         })
         .is_ok()
 }

@@ -157,6 +157,7 @@ fn checkin() -> CheckinRequest {
         tuf_timestamp_version: None,
         consent_waiting: None,
         messages_after: None,
+        tuf_held: None,
     }
 }
 
@@ -1244,4 +1245,75 @@ fn a_terminal_behind_a_site_asks_whether_the_center_has_a_sample() {
     );
     assert!(!at_site.sample_held(&"1".repeat(64)).unwrap().held);
     assert_eq!(at_site.sample_held("ABC").unwrap_err().status(), Some(400));
+}
+
+/// A terminal behind a site names the metadata versions it holds and gets the newer
+/// documents in its check-in's answer, from the site's verified mirror, byte for byte what the
+/// site serves under those names (a release's refresh then needs no request of its own).
+#[test]
+fn a_site_carries_the_newer_metadata_in_its_check_in_answers() {
+    use herd_client::ReadLimits;
+    use herd_proto::distribution::{METADATA_PATH, vendor_role};
+    let dir = tempfile::tempdir().unwrap();
+    let center = TestCenter::spawn(&dir.path().join("center"), &[]);
+    let ca = center.ca_pem();
+    let acme = vendor_client(&center, "acme");
+    let (first, packages) = build_package(dir.path(), "1.0", 1);
+    acme.upload_package(&first).unwrap();
+    acme.publish_feed(
+        "acme",
+        &serde_json::to_vec(&feed("acme", &[("1.0", 1, &packages)])).unwrap(),
+    )
+    .unwrap();
+    let site = TestSite::start(&center, dir.path(), "office-1");
+    let token = enrolment_token(&center, 1);
+    let (identity, _) = enrol_at(site.url(), &ca, &token, "pc-1");
+    let terminal = Client::new(site.url(), &ca, Some(&identity)).unwrap();
+    let repository = terminal.repository();
+    let get = |name: &str| {
+        repository.get(
+            &format!("{METADATA_PATH}{name}"),
+            ReadLimits::metadata(1 << 20),
+        )
+    };
+    let signed = |bytes: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["signed"].clone()
+    };
+    let role = vendor_role("acme");
+    let mut snapshot = Vec::new();
+    wait_until("the site mirrors acme's role", 30, || {
+        let Ok(timestamp) = get("timestamp.json") else {
+            return false;
+        };
+        let version = signed(&timestamp)["meta"]["snapshot.json"]["version"].clone();
+        snapshot = get(&format!("{version}.snapshot.json")).unwrap_or_default();
+        !snapshot.is_empty() && signed(&snapshot)["meta"][format!("{role}.json")].is_object()
+    });
+    let listed = signed(&snapshot);
+    let version_of = |name: &str| listed["meta"][name]["version"].as_u64().unwrap();
+    let snapshot_version = listed["version"].as_u64().unwrap();
+    let held = std::collections::BTreeMap::from([
+        ("snapshot".to_owned(), snapshot_version - 1),
+        ("targets".to_owned(), version_of("targets.json")),
+        (role.clone(), version_of(&format!("{role}.json")) + 1),
+    ]);
+    let answer = terminal
+        .checkin(&CheckinRequest {
+            tuf_held: Some(held),
+            ..checkin()
+        })
+        .unwrap();
+    let carried = answer.tuf_metadata.expect("the newer documents");
+    let expected = [
+        format!("{snapshot_version}.snapshot.json"),
+        format!("{}.{role}.json", version_of(&format!("{role}.json"))),
+    ];
+    assert_eq!(carried.keys().cloned().collect::<Vec<_>>(), {
+        let mut sorted = expected.to_vec();
+        sorted.sort();
+        sorted
+    });
+    for name in &expected {
+        assert_eq!(carried[name].as_bytes(), &get(name).unwrap()[..], "{name}");
+    }
 }

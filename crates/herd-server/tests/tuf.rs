@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -900,15 +901,8 @@ fn a_checkin_carries_the_signed_timestamp_only_to_a_terminal_that_holds_another(
     let check_in = |held: Option<u64>| {
         terminal
             .checkin(&herd_proto::api::CheckinRequest {
-                terminal: None,
-                installed: None,
-                hardware: None,
-                tz: None,
-                agent_version: None,
-                interfaces: None,
                 tuf_timestamp_version: held,
-                consent_waiting: None,
-                messages_after: None,
+                ..Default::default()
             })
             .unwrap()
     };
@@ -925,6 +919,77 @@ fn a_checkin_carries_the_signed_timestamp_only_to_a_terminal_that_holds_another(
         .unwrap();
     assert_eq!(check_in(Some(version)).tuf_timestamp, None);
     assert_eq!(check_in(None).tuf_timestamp, None);
+}
+
+/// A check-in naming the metadata versions it holds (`tuf_held`) gets the documents served in
+/// other versions, byte for byte under the names `/tuf/metadata/` serves them by; nothing for
+/// what is current or unknown; and a `tuf_held` naming too many roles is refused.
+#[test]
+fn a_checkin_carries_the_newer_metadata_the_terminal_names() {
+    let center = TestCenter::start();
+    let token = enrolment_token(&center, 1);
+    let identity = support::enrol(&center, &token, "t1", "alice", "linux");
+    let terminal = center.terminal_client(&identity);
+    let timestamp = get(&center, "/tuf/metadata/timestamp.json");
+    let snapshot_version = signed(&timestamp)["meta"]["snapshot.json"]["version"]
+        .as_u64()
+        .expect("the timestamp names the snapshot");
+    let snapshot_name = format!("{snapshot_version}.snapshot.json");
+    let snapshot = get(&center, &format!("/tuf/metadata/{snapshot_name}"));
+    let targets_version = signed(&snapshot)["meta"]["targets.json"]["version"]
+        .as_u64()
+        .expect("the snapshot names targets");
+    let targets_name = format!("{targets_version}.targets.json");
+    let targets = get(&center, &format!("/tuf/metadata/{targets_name}"));
+    let check_in = |held: Option<BTreeMap<String, u64>>| {
+        terminal.checkin(&herd_proto::api::CheckinRequest {
+            tuf_held: held,
+            ..Default::default()
+        })
+    };
+    let held = |snapshot: u64, targets: u64| {
+        BTreeMap::from([
+            ("snapshot".to_owned(), snapshot),
+            ("targets".to_owned(), targets),
+            ("no-such-role".to_owned(), 1),
+            ("timestamp".to_owned(), 0),
+        ])
+    };
+    let behind = check_in(Some(held(snapshot_version - 1, targets_version + 7)))
+        .unwrap()
+        .tuf_metadata
+        .expect("the newer documents");
+    assert_eq!(
+        behind.keys().collect::<Vec<_>>(),
+        [&snapshot_name, &targets_name]
+    );
+    assert_eq!(behind[&snapshot_name].as_bytes(), &snapshot[..]);
+    assert_eq!(behind[&targets_name].as_bytes(), &targets[..]);
+    // What it carries verifies as the fetched documents do.
+    let root = get(&center, "/tuf/metadata/root.json");
+    let mut set =
+        TrustedSet::new(&root, Timestamp::from_unix_seconds(herd_center::unix_now())).unwrap();
+    set.update_timestamp(&timestamp, None).unwrap();
+    set.update_snapshot(behind[&snapshot_name].as_bytes(), None)
+        .unwrap();
+    set.update_targets(behind[&targets_name].as_bytes())
+        .unwrap();
+    // Only what differs; nothing when everything is current or nothing is named.
+    let one = check_in(Some(held(snapshot_version, targets_version - 1)))
+        .unwrap()
+        .tuf_metadata
+        .expect("the newer targets");
+    assert_eq!(one.keys().collect::<Vec<_>>(), [&targets_name]);
+    let current = check_in(Some(held(snapshot_version, targets_version))).unwrap();
+    assert_eq!(current.tuf_metadata, None);
+    assert_eq!(check_in(None).unwrap().tuf_metadata, None);
+    // At most 64 roles.
+    let many = (0..65).map(|i| (format!("role-{i}"), 1)).collect();
+    let err = check_in(Some(many)).unwrap_err();
+    assert!(
+        err.to_string().contains("$.tuf_held names 65 roles"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -139,6 +139,7 @@ fn plan_of(terminal: &Client, installed: Option<InstalledDoc>) -> herd_proto::pl
             tuf_timestamp_version: None,
             consent_waiting: None,
             messages_after: None,
+            tuf_held: None,
         })
         .expect("check-in")
         .plan

@@ -782,6 +782,7 @@ impl Agent {
             messages_after: super::messages::load(self.paths())
                 .map(|file| file.last_id)
                 .ok(),
+            tuf_held: self.metadata_to_offer(),
         };
         let server = self.server();
         match self.client().checkin(&request) {
@@ -791,6 +792,7 @@ impl Agent {
                     && let Some(trust) = self.trust.as_mut()
                 {
                     trust.offer_timestamp(response.tuf_timestamp.take().map(String::into_bytes));
+                    trust.offer_metadata(response.tuf_metadata.take());
                 }
                 if let Some((_, digest)) = interfaces {
                     self.progress.interfaces_reported = Some(digest);
@@ -821,6 +823,16 @@ impl Agent {
             return None;
         }
         self.trust.as_ref()?.stored_timestamp_version()
+    }
+
+    /// The metadata versions the check-in names so that its answer carries the newer
+    /// documents (`None` where the timestamp is not asked for either: a separate mirror).
+    fn metadata_to_offer(&self) -> Option<std::collections::BTreeMap<String, u64>> {
+        if self.args.mirror.is_some() {
+            return None;
+        }
+        let held = self.trust.as_ref()?.held_versions();
+        (!held.is_empty()).then_some(held)
     }
 
     /// The center no longer accepts this terminal's certificate: retrying cannot help, so

@@ -35,6 +35,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+use std::collections::{BTreeMap, HashMap};
+
 use herd_client::{ReadLimits, Repository, RepositoryError};
 use herd_core::Timestamp;
 use herd_proto::api::trust_refusals as kinds;
@@ -103,6 +105,10 @@ pub struct TrustClient {
     /// said it is current), used by the next refresh instead of fetching it: verified the
     /// same way, since a signed document is as good from one channel as from another.
     offered_timestamp: Option<Vec<u8>>,
+    /// Versioned metadata documents (`N.snapshot.json`, `N.<role>.json`) the check-in's
+    /// answer carried: read instead of fetching a document of that name, and verified the same
+    /// way. Replaced by the next answer's.
+    offered: HashMap<String, Vec<u8>>,
 }
 
 impl TrustClient {
@@ -114,7 +120,48 @@ impl TrustClient {
             trusted: None,
             root_probed_at: None,
             offered_timestamp: None,
+            offered: HashMap::new(),
         }
+    }
+
+    /// The versions of the signed documents the store holds besides root and timestamp
+    /// (`snapshot`, `targets`, the delegated roles searches loaded): a check-in names them
+    /// (`tuf_held`) so that its answer carries the newer ones. Documents that do not parse
+    /// are left out (they are fetched again).
+    pub fn held_versions(&self) -> BTreeMap<String, u64> {
+        let mut held = BTreeMap::new();
+        if let Some(version) = self
+            .load("snapshot")
+            .ok()
+            .flatten()
+            .and_then(|bytes| version_of::<Snapshot>("snapshot", &bytes))
+        {
+            held.insert("snapshot".to_owned(), version);
+        }
+        for role in self.store.roles().unwrap_or_default() {
+            if matches!(role.as_str(), "root" | "timestamp" | "snapshot") {
+                continue;
+            }
+            if let Some(version) = self
+                .load(&role)
+                .ok()
+                .flatten()
+                .and_then(|bytes| version_of::<Targets>(&role, &bytes))
+            {
+                held.insert(role, version);
+            }
+        }
+        held
+    }
+
+    /// The documents the check-in's answer carried (`tuf_metadata`: name → document), used by
+    /// the refreshes and searches that follow instead of fetching them.
+    pub fn offer_metadata(&mut self, documents: Option<BTreeMap<String, String>>) {
+        self.offered = documents
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, text)| (name, text.into_bytes()))
+            .collect();
     }
 
     /// The version of the `timestamp.json` trusted last (`None` before the first refresh or
@@ -157,6 +204,11 @@ impl TrustClient {
     }
 
     fn fetch(&self, name: &str, max_bytes: u64) -> Result<Vec<u8>, Refusal> {
+        if let Some(offered) = self.offered.get(name)
+            && offered.len() as u64 <= max_bytes
+        {
+            return Ok(offered.clone());
+        }
         self.get(name, max_bytes)
             .map_err(|e| Refusal::of_read(&e, name))
     }

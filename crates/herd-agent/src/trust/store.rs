@@ -94,6 +94,38 @@ impl TrustStore {
         Ok(())
     }
 
+    /// The roles the store has a document of: the top-level ones present, then the delegated
+    /// ones (sorted). Files whose names are not role names are left out.
+    pub fn roles(&self) -> Result<Vec<String>, StoreError> {
+        let mut roles: Vec<String> = TOP_LEVEL
+            .iter()
+            .filter(|role| self.dir.join(format!("{role}.json")).exists())
+            .map(|role| (*role).to_owned())
+            .collect();
+        let delegated = self.dir.join("delegated");
+        let entries = match std::fs::read_dir(&delegated) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(roles),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    doing: "list",
+                    path: delegated,
+                    source,
+                });
+            }
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                let role = name.strip_suffix(".json")?;
+                is_role_name(role).then(|| role.to_owned())
+            })
+            .collect();
+        names.sort();
+        roles.extend(names);
+        Ok(roles)
+    }
+
     /// Forgets a document (after a key rotation made it worthless, TUF §5.3.11).
     pub fn remove(&self, role: &str) -> Result<(), StoreError> {
         let path = self.path(role)?;

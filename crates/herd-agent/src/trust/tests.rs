@@ -1119,6 +1119,70 @@ fn a_refresh_after_a_plan_keeps_delegated_roles_in_the_store() {
     assert_eq!(f.mirror.take_requests().len(), 2);
 }
 
+/// What a check-in's answer carries (`tuf_held` → `tuf_metadata`) stands for the requests a
+/// refresh would make: after a release the refresh and the plan's search read nothing from the
+/// mirror. An offered document that is not the one the signed metadata names is refused as a
+/// fetched one would be.
+#[test]
+fn documents_a_checkin_carried_are_used_instead_of_fetched_and_verified_the_same() {
+    let mut f = Fixture::new();
+    let v1 = f.package("acme", "av", "1.0", 1, PLATFORM);
+    f.publish();
+    let mut client = f.client();
+    check_plan(&mut client, &f.plan(&v1, None), &ours(), now()).unwrap();
+    let held = client.held_versions();
+    assert_eq!(
+        held.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["snapshot", "targets", vendor_role("acme").as_str()]
+    );
+    let v2 = f.package("acme", "av", "2.0", 2, PLATFORM);
+    f.publish();
+    // What an upstream answers: the timestamp, and each held document in another version.
+    let metadata = |name: &str| f.mirror.get(&format!("{METADATA_PATH}{name}")).unwrap();
+    let timestamp = metadata("timestamp.json");
+    let snapshot_version = Envelope::<TimestampRole>::parse("timestamp", &timestamp)
+        .unwrap()
+        .signed
+        .meta["snapshot.json"]
+        .version;
+    let snapshot_name = format!("{snapshot_version}.snapshot.json");
+    let snapshot = metadata(&snapshot_name);
+    let listed = Envelope::<Snapshot>::parse("snapshot", &snapshot)
+        .unwrap()
+        .signed
+        .meta;
+    let mut carried = BTreeMap::from([(snapshot_name.clone(), snapshot.clone())]);
+    for (role, version) in &held {
+        let now_version = listed.get(&format!("{role}.json")).map(|m| m.version);
+        if role != "snapshot" && now_version.is_some_and(|v| v != *version) {
+            let name = format!("{}.{role}.json", now_version.unwrap());
+            carried.insert(name.clone(), metadata(&name));
+        }
+    }
+    assert!(
+        carried.len() >= 2,
+        "the snapshot and acme's role moved: {carried:?}"
+    );
+    let as_text = |docs: &BTreeMap<String, Vec<u8>>| {
+        docs.iter()
+            .map(|(name, bytes)| (name.clone(), String::from_utf8(bytes.clone()).unwrap()))
+            .collect()
+    };
+    // An earlier snapshot offered under the new one's name: refused, as if the mirror served it.
+    let mut tampered = carried.clone();
+    tampered.insert(snapshot_name, metadata("1.snapshot.json"));
+    client.offer_timestamp(Some(timestamp.clone()));
+    client.offer_metadata(Some(as_text(&tampered)));
+    let refusal = check_plan(&mut client, &f.plan(&v2, None), &ours(), now()).unwrap_err();
+    // The honest documents: nothing is read from the mirror.
+    f.mirror.take_requests();
+    client.offer_timestamp(Some(timestamp));
+    client.offer_metadata(Some(as_text(&carried)));
+    check_plan(&mut client, &f.plan(&v2, None), &ours(), now()).unwrap();
+    assert_eq!(f.mirror.take_requests(), Vec::<String>::new());
+    assert_eq!(refusal.kind, kinds::MISMATCH, "{refusal}");
+}
+
 #[test]
 fn a_terminal_without_a_root_is_told_where_it_comes_from() {
     let f = Fixture::new();

@@ -50,7 +50,7 @@ pub async fn enrol(
         (status = 400, body = ErrorBody, description = "`bad_request`"),
         (status = 401, body = ErrorBody, description = "`client_certificate_required` or `certificate_revoked`"),
         (status = 403, body = ErrorBody, description = "`identity_mismatch`"),
-        (status = 422, body = ErrorBody, description = "`inventory_invalid`"),
+        (status = 422, body = ErrorBody, description = "`inventory_invalid`, or `document_invalid` (`tuf_held` names more than 64 roles)"),
     )
 )]
 pub async fn checkin(

@@ -613,6 +613,23 @@ impl Mirror {
         ))
     }
 
+    /// The version of `snapshot` and of each targets role that the verified metadata served
+    /// now names (what a check-in's answer compares with what a terminal holds); empty before
+    /// the first sync.
+    pub fn current_versions(&self) -> BTreeMap<String, u64> {
+        let served = self.served();
+        let Some(snapshot) = served.snapshot_signed.as_ref() else {
+            return BTreeMap::new();
+        };
+        let mut versions: BTreeMap<String, u64> = snapshot
+            .meta
+            .iter()
+            .filter_map(|(name, meta)| Some((name.strip_suffix(".json")?.to_owned(), meta.version)))
+            .collect();
+        versions.insert("snapshot".to_owned(), snapshot.version);
+        versions
+    }
+
     /// Whether blob `sha256` is in the cache.
     pub fn is_cached(&self, sha256: &str) -> bool {
         self.cache

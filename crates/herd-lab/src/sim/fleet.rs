@@ -184,6 +184,7 @@ pub fn checkin_body(terminal: &TerminalDoc) -> Vec<u8> {
         tuf_timestamp_version: None,
         consent_waiting: None,
         messages_after: None,
+        tuf_held: None,
     };
     serde_json::to_vec(&request).expect("a check-in request serialises")
 }

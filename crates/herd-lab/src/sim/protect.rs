@@ -27,7 +27,7 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use super::center::SpawnedCenter;
-use super::protect_report::{self as report, ProtectReport, RunReport};
+use super::protect_report::{self as report, CpuUse, ProtectReport, RunReport};
 use super::protect_sites::{self, Site};
 use super::protect_wire::{Goal, Wake, WorkerCommand, WorkerNews, WorkerOrders};
 
@@ -274,6 +274,12 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
     }
 
     let mut runs = Vec::new();
+    // The processes of each tier (center, sites, simulated terminals), for CPU accounting.
+    let tier_pids: [Vec<u32>; 3] = [
+        vec![center.pid()],
+        sites.iter().filter_map(Site::pid).collect(),
+        fleet.pids(),
+    ];
     for run in 1..=args.runs {
         // Each run starts from an idle fleet, as a publication finds one: the previous run's
         // stragglers (past `--run-timeout`) and the sites' relaying of its reports are done.
@@ -310,6 +316,15 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
             }
         };
         fleet.command(&WorkerCommand::Run { run, goal })?;
+        let cpu_now = || -> Option<[f64; 3]> {
+            Some([
+                CpuUse::seconds_of(&tier_pids[0])?,
+                CpuUse::seconds_of(&tier_pids[1])?,
+                CpuUse::seconds_of(&tier_pids[2])?,
+            ])
+        };
+        let cpu_before = cpu_now();
+        let started = Instant::now();
         let t0 = unix_micros();
         let mut published = match &analyst {
             Some(analyst) => {
@@ -330,6 +345,12 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
             }
         };
         let gathered = fleet.gather(run, t0, Duration::from_secs(args.run_timeout))?;
+        let cpu = cpu_before.zip(cpu_now()).map(|(before, after)| CpuUse {
+            wall_secs: started.elapsed().as_secs_f64(),
+            center_secs: after[0] - before[0],
+            sites_secs: after[1] - before[1],
+            terminals_secs: after[2] - before[2],
+        });
         if analyst.is_some() {
             // The set's size is known once terminals found it in the signed metadata.
             published.package_bytes = gathered.target_bytes;
@@ -351,7 +372,11 @@ fn simulate(args: &ProtectArgs, processes: usize) -> anyhow::Result<ProtectRepor
             args.sites,
         );
         run_report.quiet_before_secs = quiet_secs;
+        run_report.cpu = cpu;
         eprintln!("{}", run_report.line());
+        if let Some(cpu) = &run_report.cpu {
+            eprintln!("run {run}: {}", cpu.line(run_report.protected));
+        }
         runs.push(run_report);
     }
     fleet.stop();
@@ -683,6 +708,14 @@ pub struct Gathered {
 }
 
 impl Fleet {
+    /// The worker processes' ids.
+    fn pids(&self) -> Vec<u32> {
+        self.workers
+            .iter()
+            .map(|worker| worker.child.id())
+            .collect()
+    }
+
     fn start(
         args: &ProtectArgs,
         processes: usize,

@@ -61,6 +61,60 @@ pub struct RunReport {
     /// How long the previous run's work (stragglers, the sites' relaying) took to finish
     /// before this run started (`None` for the first).
     pub quiet_before_secs: Option<f64>,
+    /// The CPU each tier used from the publication to the end of the run (`None` where the
+    /// processes' CPU times cannot be read).
+    pub cpu: Option<CpuUse>,
+}
+
+/// CPU seconds each tier of the simulation used during a run, and the run's wall time: on one
+/// machine the tiers share its cores, which a deployment spreads over a machine per site.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CpuUse {
+    pub wall_secs: f64,
+    pub center_secs: f64,
+    pub sites_secs: f64,
+    /// The simulated terminals (their TLS, JSON and checks), all worker processes together.
+    pub terminals_secs: f64,
+}
+
+impl CpuUse {
+    /// The CPU seconds processes `pids` have used so far, together (Linux: `/proc/PID/stat`'s
+    /// user and system times); `None` when one cannot be read.
+    pub fn seconds_of(pids: &[u32]) -> Option<f64> {
+        // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
+        const TICKS: f64 = 100.0;
+        let mut total = 0.0;
+        for pid in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command, which is in parentheses and may hold spaces.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            total += (utime + stime) / TICKS;
+        }
+        Some(total)
+    }
+
+    /// One line for the report.
+    pub fn line(&self, protected: usize) -> String {
+        let per_terminal = |secs: f64| {
+            if protected == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.2} ms", secs * 1000.0 / protected as f64)
+            }
+        };
+        format!(
+            "cpu over {:.1} s: center {:.1} s, sites {:.1} s, simulated terminals {:.1} s; \
+             per protected terminal: sites {}, terminals {}",
+            self.wall_secs,
+            self.center_secs,
+            self.sites_secs,
+            self.terminals_secs,
+            per_terminal(self.sites_secs),
+            per_terminal(self.terminals_secs),
+        )
+    }
 }
 
 impl RunReport {
@@ -114,6 +168,7 @@ impl RunReport {
             errors: gathered.errors,
             silent_workers: gathered.silent_workers,
             quiet_before_secs: None,
+            cpu: None,
         }
     }
 
@@ -273,6 +328,9 @@ impl ProtectReport {
                     None => "not exported by the sites".to_owned(),
                 }
             );
+            if let Some(cpu) = &run.cpu {
+                let _ = writeln!(out, "  {}", cpu.line(run.protected));
+            }
         }
         let m = &self.median;
         let share = |s: Option<f64>| s.map_or("–".to_owned(), |s| format!("{:.1} %", s * 100.0));

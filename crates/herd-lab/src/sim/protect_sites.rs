@@ -22,6 +22,13 @@ pub struct Site {
     process: CenterProcess,
 }
 
+impl Site {
+    /// The process id of the site's `herd serve` while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+}
+
 impl Drop for Site {
     fn drop(&mut self) {
         self.process.kill();

@@ -588,6 +588,7 @@ async fn enrol_one(
         herd_set: None,
         connection: None,
         chain: Chain::default(),
+        offered: HashMap::new(),
         polling: false,
         counted: false,
     })
@@ -607,6 +608,8 @@ struct Terminal {
     herd_set: Option<String>,
     connection: Option<Https>,
     chain: Chain,
+    /// The documents the last check-in's answer carried, by name (for its cycle only).
+    offered: HashMap<String, Arc<Doc>>,
     /// `/v1/wait` was refused: it polls instead.
     polling: bool,
     /// Counted in `holding` once settled.
@@ -760,6 +763,7 @@ impl Terminal {
                 .map(|nav| nav.version),
             consent_waiting: None,
             messages_after: None,
+            tuf_held: self.held(),
         };
         let body = serde_json::to_vec(&request).expect("a check-in serialises");
         let (status, answer) = self
@@ -787,8 +791,22 @@ impl Terminal {
             None if request.tuf_timestamp_version.is_some() => self.chain.timestamp.clone(),
             None => None,
         };
-        self.refresh(sim, offered).await?;
-        let herd_set = self.fetch_herd_set(sim).await?;
+        // … and the newer documents it carried stand for the requests that would fetch them.
+        self.offered = answer
+            .tuf_metadata
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, text)| {
+                sim.metadata_bytes.fetch_add(text.len() as u64, Relaxed);
+                (name, sim.intern(Bytes::from(text)))
+            })
+            .collect();
+        let herd_set = match self.refresh(sim, offered).await {
+            Ok(()) => self.fetch_herd_set(sim).await,
+            Err(stop) => Err(stop),
+        }
+        .inspect_err(|_| self.offered.clear())?;
         let plan = if matches!(answer.plan.action, Action::Update | Action::Switch) {
             Some(self.carry_out(sim, &answer).await)
         } else {
@@ -807,6 +825,7 @@ impl Terminal {
             Some(Err(stop)) => (None, Some(stop)),
             None => (None, None),
         };
+        self.offered.clear();
         if !batch.is_empty() {
             self.report(sim, batch).await?;
         }
@@ -972,7 +991,9 @@ impl Terminal {
         Ok(bytes)
     }
 
-    /// Sends events (kind, data) as one batch and waits for their acknowledgement.
+    /// Sends events (kind, data) as one batch and waits for their acknowledgement; a batch
+    /// that was not acknowledged is sent again, as the agent's outbox does, up to
+    /// `CYCLE_ATTEMPTS` times (the plan is carried out: only its report is missing).
     async fn report(
         &mut self,
         sim: &Sim,
@@ -990,17 +1011,32 @@ impl Terminal {
             });
         }
         let body = serde_json::to_vec(&EventBatch { events }).expect("a batch serialises");
+        let mut attempt = 1;
+        loop {
+            match self.send_report(sim, body.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(kind) if attempt >= CYCLE_ATTEMPTS => return Err(kind.into()),
+                Err(kind) => {
+                    sim.error(&kind);
+                    attempt += 1;
+                    pause().await;
+                }
+            }
+        }
+    }
+
+    async fn send_report(&mut self, sim: &Sim, body: Vec<u8>) -> Result<(), String> {
         let (status, answer) = self
             .send(sim, Method::POST, "/v1/events", Some(body), REQUEST_TIMEOUT)
             .await
             .map_err(|kind| format!("report: {kind}"))?;
         if status != StatusCode::OK {
-            return Err(format!("report: {}", refusal_kind(status, &answer)).into());
+            return Err(format!("report: {}", refusal_kind(status, &answer)));
         }
         let ack: EventAck =
             serde_json::from_slice(&answer).map_err(|_| "report: unreadable ack".to_owned())?;
         if ack.acked_through < self.seq {
-            return Err("report: not acknowledged".to_owned().into());
+            return Err("report: not acknowledged".to_owned());
         }
         Ok(())
     }
@@ -1095,8 +1131,25 @@ impl Terminal {
         Err("refresh: too many delegations".to_owned().into())
     }
 
-    /// Downloads one metadata document from the terminal's upstream.
+    /// What the terminal holds besides the timestamp, as a check-in's `tuf_held` names it:
+    /// the snapshot's version and each loaded targets role's.
+    fn held(&self) -> Option<BTreeMap<String, u64>> {
+        let snapshot = self.chain.snapshot.as_ref()?.nav("snapshot")?.version;
+        let mut held = BTreeMap::from([("snapshot".to_owned(), snapshot)]);
+        for (role, doc) in &self.chain.roles {
+            if let Some(nav) = doc.nav(role) {
+                held.insert(role.clone(), nav.version);
+            }
+        }
+        Some(held)
+    }
+
+    /// One metadata document: the one the check-in's answer carried under this name, else
+    /// downloaded from the terminal's upstream.
     async fn metadata(&mut self, sim: &Sim, name: &str) -> Result<Arc<Doc>, String> {
+        if let Some(doc) = self.offered.get(name) {
+            return Ok(doc.clone());
+        }
         let path = format!("{METADATA_PATH}{name}");
         let (status, body) = self
             .send(sim, Method::GET, &path, None, REQUEST_TIMEOUT)
