@@ -591,7 +591,12 @@ async fn the_live_view_spans_the_center_processes_of_one_database() {
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     for center in [&one, &two, &other] {
         let (center, stop_rx) = (center.clone(), stop_rx.clone());
-        tokio::spawn(async move { center.live.share(&*center.store, stop_rx).await });
+        tokio::spawn(async move {
+            center
+                .live
+                .share(&*center.store, &center.waits, stop_rx)
+                .await
+        });
     }
     for center in [&one, &other] {
         let hash = "f".repeat(64);
