@@ -336,8 +336,9 @@ impl Center {
         })
     }
 
-    /// Answers with the link `token` at `now`, if it may; the terminal is woken when it holds
-    /// its push connection here.
+    /// Answers with the link `token` at `now`, if it may; the terminal is woken wherever it
+    /// holds its push connection: here, or in another center process on the same database
+    /// (told through the store's live channel, [`crate::live::Live::send_nudge`]).
     pub async fn consent_follow_link(&self, token: &str, now: i64) -> CenterResult<LinkState> {
         let (link, request) = match self.consent_link(token, now).await? {
             LinkState::Open { link, request } => (link, request),
@@ -356,7 +357,15 @@ impl Center {
         if decided {
             tracing::info!(terminal = %request.request.terminal, request = request.id,
                 decision = link.decision.as_str(), "consent answered by e-mail");
-            self.waits.nudge(&request.request.terminal);
+            if !self.waits.nudge(&request.request.terminal)
+                && let Err(err) = self
+                    .live
+                    .send_nudge(&*self.store, &request.request.terminal)
+                    .await
+            {
+                // The answer is stored: the terminal still gets it at its next check-in.
+                tracing::warn!(%err, "cannot wake the terminal through the other center processes");
+            }
         }
         Ok(LinkState::Answered {
             request,

@@ -413,7 +413,7 @@ impl Center {
     /// this one: at once where the store wakes it ([`Store::revision_changes`], PostgreSQL's
     /// LISTEN/NOTIFY), with a poll every `REVISIONS_FALLBACK_POLL_TICKS` seconds in case a
     /// notification was lost; else by reading them every second.
-    pub(crate) async fn follow_revisions(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn follow_revisions(self: Arc<Center>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 1;
         let mut changes = self.store.revision_changes();

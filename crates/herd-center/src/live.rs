@@ -14,14 +14,20 @@
 //! watchers are told how many were left out. On SQLite (one process per database file) the
 //! store has no such channel and none of this runs.
 //!
+//! The same channel carries nudges ([`Live::send_nudge`]): news for one terminal alone (an
+//! answer by e-mail to its consent question) that wakes its push connection
+//! ([`crate::wait::Waits::nudge_held`]) in whichever process holds it.
+//!
 //! [`Store::live_messages`]: herd_store::Store::live_messages
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
-use herd_store::{LIVE_PAYLOAD_MAX, Store};
+use herd_store::{LIVE_PAYLOAD_MAX, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
+
+use crate::wait::Waits;
 
 /// How many happenings a slow watcher may fall behind before it skips ahead (and is told).
 const BACKLOG: usize = 1024;
@@ -60,6 +66,9 @@ struct LiveMessage {
     /// Happenings the sender stored but left out (over [`FLUSH_MAX`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     left_out: u64,
+    /// Terminals whose held waits are to be woken, wherever they wait.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    nudge: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -192,15 +201,39 @@ impl Live {
         texts
     }
 
-    /// Applies a message from the live channel: another process's announcement or
-    /// happenings (this process's own are skipped).
-    fn receive(&self, text: &str) {
+    /// Asks every other process on `store` to wake `terminal`'s held waits (see the module
+    /// documentation); nothing where the store has no live channel (one process).
+    pub async fn send_nudge(&self, store: &dyn Store, terminal: &str) -> Result<(), StoreError> {
+        if store.live_messages().is_none() {
+            return Ok(());
+        }
+        let text = serde_json::to_string(&LiveMessage {
+            from: self.process.clone(),
+            nudge: vec![terminal.to_owned()],
+            ..LiveMessage::default()
+        })
+        .expect("a message serialises");
+        if text.len() > LIVE_PAYLOAD_MAX {
+            // Terminal ids are far shorter; one that is not cannot be woken from afar.
+            return Ok(());
+        }
+        store.live_send(&text).await
+    }
+
+    /// Applies a message from the live channel: another process's announcement, happenings
+    /// or nudges (this process's own are skipped).
+    fn receive(&self, text: &str, waits: &Waits) {
         let Ok(message) = serde_json::from_str::<LiveMessage>(text) else {
             tracing::debug!("an unreadable message on the live channel, skipped");
             return;
         };
         if message.from == self.process {
             return;
+        }
+        for terminal in &message.nudge {
+            if waits.nudge_held(terminal) {
+                tracing::debug!(%terminal, "woken on another center process's word");
+            }
         }
         if message.watching {
             let until = now_millis() + WATCHED_FOR.as_millis() as i64;
@@ -234,9 +267,14 @@ impl Live {
         .expect("a message serialises")
     }
 
-    /// Shares the live view with the other processes on `store` until `shutdown`; returns at
-    /// once where the store has no live channel.
-    pub async fn share(&self, store: &dyn Store, mut shutdown: watch::Receiver<bool>) {
+    /// Shares the live view with the other processes on `store` until `shutdown`, and wakes
+    /// the `waits` they nudge; returns at once where the store has no live channel.
+    pub async fn share(
+        &self,
+        store: &dyn Store,
+        waits: &Waits,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let Some(mut incoming) = store.live_messages() else {
             return;
         };
@@ -256,7 +294,7 @@ impl Live {
                 }
                 _ = self.first_watcher.notified() => send.push(self.announcement()),
                 received = incoming.recv() => match received {
-                    Ok(text) => self.receive(&text),
+                    Ok(text) => self.receive(&text, waits),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "the live channel ran ahead of this process");
                     }
@@ -326,6 +364,44 @@ mod tests {
         assert!(summary.ends_with('…') && summary.len() <= 160, "{summary}");
     }
 
+    fn waits() -> Waits {
+        Waits::new(
+            10,
+            1,
+            std::sync::Arc::new(crate::metrics::Metrics::default()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_nudge_from_another_process_wakes_only_a_wait_held_here() {
+        let waits = waits();
+        let (here, elsewhere) = (Live::default(), Live::default());
+        let message = |terminal: &str| {
+            serde_json::to_string(&LiveMessage {
+                from: elsewhere.process.clone(),
+                nudge: vec![terminal.to_owned()],
+                ..LiveMessage::default()
+            })
+            .unwrap()
+        };
+        let held = waits.nudged("pc-1");
+        here.receive(&message("pc-1"), &waits);
+        tokio::time::timeout(std::time::Duration::from_secs(5), held.notify.notified())
+            .await
+            .expect("the wait held here was woken");
+        // Its own echo is skipped, and a terminal waiting nowhere here leaves nothing behind.
+        elsewhere.receive(&message("pc-1"), &waits);
+        here.receive(&message("pc-2"), &waits);
+        assert!(
+            tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                held.notify.notified()
+            )
+            .await
+            .is_err()
+        );
+    }
+
     fn happening(n: usize) -> Happening {
         Happening {
             kind: "checkin".into(),
@@ -337,12 +413,13 @@ mod tests {
 
     #[test]
     fn what_goes_to_other_processes_fits_notifications_and_counts_what_is_left_out() {
+        let waits = waits();
         let live = Live::default();
         // Nobody elsewhere watches: nothing is gathered.
         live.publish(happening(0));
         assert!(live.take_outgoing().is_empty());
         let other = Live::default();
-        live.receive(&other.announcement());
+        live.receive(&other.announcement(), &waits);
         assert!(live.watched(), "another process's watcher counts");
         for n in 0..FLUSH_MAX + 7 {
             live.publish(happening(n));
@@ -368,7 +445,7 @@ mod tests {
         // The other process shows them, and says how many were left out; its own echo it skips.
         let mut watcher = other.subscribe();
         for text in &texts {
-            other.receive(text);
+            other.receive(text, &waits);
         }
         let mut shown = 0;
         let mut missed = None;
@@ -380,14 +457,14 @@ mod tests {
         }
         assert_eq!(shown, FLUSH_MAX);
         assert!(missed.is_some_and(|m| m.starts_with("7 happenings")));
-        other.receive(&other.announcement());
-        live.receive(&texts[0].replace(&live.process, &other.process));
-        other.receive(&texts[0].replace(&live.process, &other.process));
+        other.receive(&other.announcement(), &waits);
+        live.receive(&texts[0].replace(&live.process, &other.process), &waits);
+        other.receive(&texts[0].replace(&live.process, &other.process), &waits);
         assert!(
             watcher.try_recv().is_err(),
             "a process skips its own messages"
         );
-        other.receive("not json");
+        other.receive("not json", &waits);
         assert!(watcher.try_recv().is_err());
     }
 

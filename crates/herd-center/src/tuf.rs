@@ -560,11 +560,18 @@ impl Center {
     }
 
     /// Reads what the store holds and serves it (another process, or an operator through
-    /// another process, changed the repository).
+    /// another process, changed the repository), with the files of Herd's set it lists
+    /// (`herd_set::with_stored_set`), so a terminal woken by another process's verdict
+    /// downloads the new set from this one too.
     pub(crate) async fn reload_repository(&self) -> CenterResult<()> {
         let state = self.store.tuf_state().await?;
         self.observe_expiries(&state);
-        self.trust.serve(&state, None);
+        let served = self.trust.served();
+        let targets = served.catalog_revision.map(|revision| {
+            let index = crate::herd_set::with_stored_set(&served.targets, &state);
+            (revision, Arc::new(index))
+        });
+        self.trust.serve(&state, targets);
         self.announce_changes();
         Ok(())
     }

@@ -109,8 +109,24 @@ impl Waits {
         *held > 0
     }
 
+    /// Wakes `terminal`'s waits held by this process, and only those: another process's
+    /// news ([`crate::live`]'s nudges), which the process the terminal waits on acts on. A
+    /// pending nudge for every terminal in every process would answer its next wait anywhere
+    /// at once for nothing. Returns whether a wait was held.
+    pub fn nudge_held(&self, terminal: &str) -> bool {
+        let nudges = self.nudges.lock().expect("nudges");
+        match nudges.get(terminal) {
+            Some((held, notify)) if *held > 0 => {
+                // A permit if the wait is between two polls; dropped with its last guard.
+                notify.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Registers a wait of `terminal` for [`Waits::nudge`] until the guard is dropped.
-    fn nudged(&self, terminal: &str) -> NudgeGuard<'_> {
+    pub(crate) fn nudged(&self, terminal: &str) -> NudgeGuard<'_> {
         let mut nudges = self.nudges.lock().expect("nudges");
         let entry = nudges
             .entry(terminal.to_owned())
@@ -177,10 +193,10 @@ impl Waits {
 }
 
 /// A wait's registration for nudges, removed with the last wait of its terminal.
-struct NudgeGuard<'a> {
+pub(crate) struct NudgeGuard<'a> {
     waits: &'a Waits,
     terminal: String,
-    notify: Arc<Notify>,
+    pub(crate) notify: Arc<Notify>,
 }
 
 impl Drop for NudgeGuard<'_> {
@@ -342,6 +358,15 @@ mod tests {
             .await
             .expect("the next wait was answered");
         drop(next);
+        assert!(waits.nudges.lock().unwrap().is_empty());
+        // From another process: a held wait is woken, and nothing is kept for a later one.
+        let held = waits.nudged("t5");
+        assert!(waits.nudge_held("t5"));
+        tokio::time::timeout(Duration::from_secs(5), held.notify.notified())
+            .await
+            .expect("the held wait was woken from elsewhere");
+        drop(held);
+        assert!(!waits.nudge_held("t6"));
         assert!(waits.nudges.lock().unwrap().is_empty());
         // Another terminal's wait is not woken.
         let other = waits.nudged("t3");

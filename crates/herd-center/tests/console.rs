@@ -591,7 +591,12 @@ async fn the_live_view_spans_the_center_processes_of_one_database() {
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     for center in [&one, &two, &other] {
         let (center, stop_rx) = (center.clone(), stop_rx.clone());
-        tokio::spawn(async move { center.live.share(&*center.store, stop_rx).await });
+        tokio::spawn(async move {
+            center
+                .live
+                .share(&*center.store, &center.waits, stop_rx)
+                .await
+        });
     }
     for center in [&one, &other] {
         let hash = "f".repeat(64);
@@ -928,6 +933,82 @@ async fn analysts_judge_samples_and_viewers_cannot() {
         )
         .await;
     assert_eq!(rules.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn herds_set_shows_the_analysts_body_signatures_and_the_published_hashes() {
+    let console = Console::start().await;
+    let viewer = console.sign_in(&console.token("viewer").await).await;
+    let empty = console.get("/console/signatures", Some(&viewer)).await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
+    assert!(
+        empty
+            .body
+            .contains("No analyst has added a body signature.")
+    );
+    assert!(
+        empty
+            .body
+            .contains("No verdict has published a signature yet.")
+    );
+    assert!(
+        empty
+            .body
+            .contains(r#"<a href="/console/signatures" aria-current="page">Herd's set</a>"#),
+        "{}",
+        empty.body
+    );
+
+    // An analyst adds a body signature (through the API) and judges a file malicious.
+    let ndb = "Herd.Immunity.WormX.Loader:0:*:3c7363726970743e616c65727428";
+    console
+        .center
+        .add_body_signatures(
+            herd_proto::api::BodySignaturesDoc {
+                format: "ndb".into(),
+                text: format!("{ndb}\n"),
+                name: None,
+            },
+            "analyst",
+        )
+        .await
+        .unwrap();
+    let sha = "cd".repeat(32);
+    console
+        .center
+        .verdict(
+            herd_proto::api::VerdictDoc {
+                sha256: sha.clone(),
+                size: Some(4096),
+                verdict: "malicious".into(),
+                threat: Some("worm-x".into()),
+                danger: None,
+                name: None,
+            },
+            "analyst",
+        )
+        .await
+        .unwrap();
+    let page = console.get("/console/signatures", Some(&viewer)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains(ndb),
+        "the signature's text: {}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(r#"data-name="Herd.Immunity.WormX.Loader""#)
+    );
+    assert!(page.body.contains(&format!(r#"data-sha256="{sha}""#)));
+    assert!(page.body.contains("Herd.Immunity.worm-x."), "{}", page.body);
+    assert!(!page.body.contains("No analyst has added"));
+    // The samples page links here.
+    let samples = console.get("/console/samples", Some(&viewer)).await;
+    assert!(samples.body.contains(r#"<a href="/console/signatures">"#));
+    // Without a session: to sign-in, like every page.
+    let anonymous = console.get("/console/signatures", None).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
 }
 
 #[tokio::test]

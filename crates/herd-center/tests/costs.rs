@@ -688,6 +688,26 @@ impl Store for Counting {
         self.count("alert_enqueue");
         self.inner.alert_enqueue(deliveries).await
     }
+    async fn alert_window(&self, rule: &str) -> Result<Option<AlertWindowRow>, StoreError> {
+        self.count("alert_window");
+        self.inner.alert_window(rule).await
+    }
+    async fn alert_windows(&self) -> Result<Vec<AlertWindowRow>, StoreError> {
+        self.count("alert_windows");
+        self.inner.alert_windows().await
+    }
+    async fn alert_window_replace(
+        &self,
+        rule: &str,
+        expected_version: u64,
+        state: &str,
+        deliveries: &[NewAlertDelivery],
+    ) -> Result<bool, StoreError> {
+        self.count("alert_window_replace");
+        self.inner
+            .alert_window_replace(rule, expected_version, state, deliveries)
+            .await
+    }
     async fn alert_claim(
         &self,
         now: i64,

@@ -24,8 +24,8 @@ mod sqlite;
 
 pub use consent::{ConsentRequestRow, NewConsentRequest};
 pub use operations::{
-    AlertAttempt, AlertDeliveryRow, FeedPolled, FeedSourceRow, MessageQuery, MessageRow,
-    NewAlertDelivery, NewMessage,
+    AlertAttempt, AlertDeliveryRow, AlertWindowRow, FeedPolled, FeedSourceRow, MessageQuery,
+    MessageRow, NewAlertDelivery, NewMessage,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -1254,6 +1254,20 @@ pub trait Store: Send + Sync + Debug {
 
     /// Queues deliveries, due at once (`created_at`), in one transaction.
     async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError>;
+    /// The throttle window of the alert rule `rule`, `None` before its first alert.
+    async fn alert_window(&self, rule: &str) -> Result<Option<AlertWindowRow>, StoreError>;
+    /// Every rule's throttle window, by rule.
+    async fn alert_windows(&self) -> Result<Vec<AlertWindowRow>, StoreError>;
+    /// Writes `rule`'s window as `state` if it is still at `expected_version` (0: none yet),
+    /// and queues `deliveries` in the same transaction; false, writing nothing, when another
+    /// process wrote it first (read it again and decide again).
+    async fn alert_window_replace(
+        &self,
+        rule: &str,
+        expected_version: u64,
+        state: &str,
+        deliveries: &[NewAlertDelivery],
+    ) -> Result<bool, StoreError>;
     /// Claims up to `limit` deliveries due at `now` (oldest first): each one's attempts grow
     /// by one and its next attempt moves to `lease_until`, so no other process sends it
     /// meanwhile; a worker that dies mid-attempt leaves it to be retried after the lease.

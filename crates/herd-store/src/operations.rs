@@ -32,6 +32,16 @@ pub struct NewAlertDelivery {
     pub recipient: Option<String>,
 }
 
+/// One alert rule's throttle window as stored ([`crate::Store::alert_window_replace`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertWindowRow {
+    pub rule: String,
+    /// Moved by every write: a process writes only over the version it read.
+    pub version: u64,
+    /// The throttle's window as the center wrote it (JSON); the store does not read it.
+    pub state: String,
+}
+
 /// A queued or finished delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlertDeliveryRow {
@@ -178,6 +188,51 @@ pub struct MessageQuery<'a> {
 
 const MESSAGE_COLUMNS: &str = "id, at, sender, audience, target, site, body, reply_to";
 
+/// Queues `deliveries` in `tx`, due at once (`created_at`).
+async fn insert_deliveries<DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    deliveries: &[NewAlertDelivery],
+) -> Result<(), StoreError>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    for delivery in deliveries {
+        sqlx::query(
+            "INSERT INTO alert_deliveries \
+             (channel, kind, subject, text, payload, created_at, next_attempt_at, recipient) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+        )
+        .bind(delivery.channel.as_str())
+        .bind(delivery.kind.as_str())
+        .bind(delivery.subject.as_str())
+        .bind(delivery.text.as_str())
+        .bind(delivery.payload.as_str())
+        .bind(delivery.created_at)
+        .bind(delivery.recipient.as_deref())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn alert_window_from_row<R: Row>(row: &R) -> Result<AlertWindowRow, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    Ok(AlertWindowRow {
+        rule: row.try_get("rule")?,
+        version: from_db_int(row.try_get("version")?, "alert window version")?,
+        state: row.try_get("state")?,
+    })
+}
+
 fn message_from_row<R: Row>(row: &R) -> Result<MessageRow, StoreError>
 where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
@@ -223,24 +278,64 @@ where
             return Ok(());
         }
         let mut tx = self.write().await?;
-        for delivery in deliveries {
-            sqlx::query(
-                "INSERT INTO alert_deliveries \
-                 (channel, kind, subject, text, payload, created_at, next_attempt_at, recipient) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
-            )
-            .bind(delivery.channel.as_str())
-            .bind(delivery.kind.as_str())
-            .bind(delivery.subject.as_str())
-            .bind(delivery.text.as_str())
-            .bind(delivery.payload.as_str())
-            .bind(delivery.created_at)
-            .bind(delivery.recipient.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_deliveries(&mut tx, deliveries).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(crate) async fn alert_window_impl(
+        &self,
+        rule: &str,
+    ) -> Result<Option<AlertWindowRow>, StoreError> {
+        let row = sqlx::query("SELECT rule, version, state FROM alert_windows WHERE rule = $1")
+            .bind(rule)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.map(|row| alert_window_from_row(&row)).transpose()
+    }
+
+    pub(crate) async fn alert_windows_impl(&self) -> Result<Vec<AlertWindowRow>, StoreError> {
+        let rows = sqlx::query("SELECT rule, version, state FROM alert_windows ORDER BY rule")
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(alert_window_from_row).collect()
+    }
+
+    pub(crate) async fn alert_window_replace_impl(
+        &self,
+        rule: &str,
+        expected_version: u64,
+        state: &str,
+        deliveries: &[NewAlertDelivery],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let done = if expected_version == 0 {
+            sqlx::query(
+                "INSERT INTO alert_windows (rule, version, state) VALUES ($1, 1, $2) \
+                 ON CONFLICT (rule) DO NOTHING",
+            )
+            .bind(rule)
+            .bind(state)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE alert_windows SET version = version + 1, state = $3 \
+                 WHERE rule = $1 AND version = $2",
+            )
+            .bind(rule)
+            .bind(to_db_int(expected_version, "alert window version")?)
+            .bind(state)
+            .execute(&mut *tx)
+            .await?
+        };
+        if DB::rows_affected(&done) == 0 {
+            // Another process wrote first; the transaction rolls back when dropped.
+            return Ok(false);
+        }
+        insert_deliveries(&mut tx, deliveries).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub(crate) async fn alert_claim_impl(

@@ -25,10 +25,10 @@ use crate::common::{
     vendor_role_from_row,
 };
 use crate::{
-    AddressRow, AlertAttempt, AlertDeliveryRow, ApiTokenRow, AppendOutcome, Approval, Backend,
-    CaMaterial, CheckinWrite, ConsoleLinkRow, ConsoleSessionRow, EnrolError, EnrolTokenRow,
-    EventRow, EventsWrite, FaultBucketKey, FaultBucketRow, FaultRow, FaultRuleRow, FaultWrite,
-    FeedClaims, FeedPolled, FeedSourceRow, FileVerdictRow, FleetCountRow, GroupRow,
+    AddressRow, AlertAttempt, AlertDeliveryRow, AlertWindowRow, ApiTokenRow, AppendOutcome,
+    Approval, Backend, CaMaterial, CheckinWrite, ConsoleLinkRow, ConsoleSessionRow, EnrolError,
+    EnrolTokenRow, EventRow, EventsWrite, FaultBucketKey, FaultBucketRow, FaultRow, FaultRuleRow,
+    FaultWrite, FeedClaims, FeedPolled, FeedSourceRow, FileVerdictRow, FleetCountRow, GroupRow,
     HerdBodySignatureRow, HerdFeedBuild, HerdSignatureRow, HerdThreatRow, InterfaceRow,
     InterfaceSeen, LinkTaken, MessageQuery, MessageRow, NewAlertDelivery, NewMessage, NewTerminal,
     OnlineKeyRow, OnlineKeyState, PackageContent, PackageRow, PublishOutcome, QueueItem,
@@ -2216,6 +2216,25 @@ where
 
     async fn alert_enqueue(&self, deliveries: &[NewAlertDelivery]) -> Result<(), StoreError> {
         self.alert_enqueue_impl(deliveries).await
+    }
+
+    async fn alert_window(&self, rule: &str) -> Result<Option<AlertWindowRow>, StoreError> {
+        self.alert_window_impl(rule).await
+    }
+
+    async fn alert_windows(&self) -> Result<Vec<AlertWindowRow>, StoreError> {
+        self.alert_windows_impl().await
+    }
+
+    async fn alert_window_replace(
+        &self,
+        rule: &str,
+        expected_version: u64,
+        state: &str,
+        deliveries: &[NewAlertDelivery],
+    ) -> Result<bool, StoreError> {
+        self.alert_window_replace_impl(rule, expected_version, state, deliveries)
+            .await
     }
 
     async fn alert_claim(

@@ -169,6 +169,7 @@ conformance!(
     a_site_replicates_catalog_and_groups_at_the_centers_revisions,
     a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_an_ack,
     alert_deliveries_are_claimed_once_retried_and_recorded,
+    an_alert_window_is_written_only_over_the_version_read,
     feed_sources_keep_their_validators_until_replaced,
     messages_reach_their_audience_and_keep_the_sites_thread,
     rollouts_start_once_move_only_from_the_version_read_and_count_in_place,
@@ -3124,6 +3125,65 @@ fn alert(channel: &str, subject: &str, at: i64) -> NewAlertDelivery {
         created_at: at,
         recipient: None,
     }
+}
+
+async fn an_alert_window_is_written_only_over_the_version_read(fixture: &Fixture) {
+    let store = &*fixture.store;
+    let other = fixture.another().await;
+    assert_eq!(store.alert_window("outbreak").await.unwrap(), None);
+    // Two processes create the window at once: one wins, with its deliveries; the other
+    // writes nothing, its summary included.
+    let (summary_a, summary_b) = (
+        [alert("hook", "summary a", 10)],
+        [alert("hook", "summary b", 10)],
+    );
+    let (a, b) = tokio::join!(
+        store.alert_window_replace("outbreak", 0, "a", &summary_a),
+        other.alert_window_replace("outbreak", 0, "b", &summary_b),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a != b, "exactly one creates the window ({a}, {b})");
+    let window = other.alert_window("outbreak").await.unwrap().unwrap();
+    assert_eq!(window.version, 1);
+    assert_eq!(window.state, if a { "a" } else { "b" });
+    let queued = store.alert_deliveries(None, 0).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        queued[0].delivery.subject,
+        if a { "summary a" } else { "summary b" }
+    );
+    // A write over the version read moves it; one over an older version is refused.
+    assert!(
+        store
+            .alert_window_replace("outbreak", 1, "digest sent", &[alert("hook", "digest", 20)])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other
+            .alert_window_replace("outbreak", 1, "digest again", &[alert("hook", "again", 20)])
+            .await
+            .unwrap()
+    );
+    store
+        .alert_window_replace("calm", 0, "{}", &[])
+        .await
+        .unwrap();
+    let windows = other.alert_windows().await.unwrap();
+    let listed: Vec<(&str, u64, &str)> = windows
+        .iter()
+        .map(|w| (w.rule.as_str(), w.version, w.state.as_str()))
+        .collect();
+    assert_eq!(listed, [("calm", 1, "{}"), ("outbreak", 2, "digest sent")]);
+    let subjects: Vec<String> = store
+        .alert_deliveries(None, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.delivery.subject)
+        .collect();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert_eq!(subjects[0], "digest");
 }
 
 async fn alert_deliveries_are_claimed_once_retried_and_recorded(fixture: &Fixture) {

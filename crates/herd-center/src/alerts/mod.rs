@@ -6,8 +6,15 @@
 //! (`channels.rs`: webhook, e-mail, SMS gateway) and records each attempt, retrying with
 //! back-off, so a sink that was down receives what it missed once it is back.
 //!
-//! Simplification: the throttle's windows live in each center process's memory, so with
-//! several processes on one database each throttles what it raised itself.
+//! Several center processes on one PostgreSQL database throttle together: each rule's window
+//! lives in the store (`alert_windows`, migration 0025), and the queueing task decides a
+//! batch of raised alerts with the same pure throttle over the window it read, writing the
+//! window back with the deliveries in one transaction only if no other process wrote it
+//! meanwhile (else it reads again and decides again). So two processes each raising half an
+//! outbreak send `burst` alerts, one summary and one digest per window between them, never
+//! one per process; digests are flushed the same way, by whichever process sees the window
+//! end first. On SQLite (one process per database file) the windows stay in memory and the
+//! decision is taken at once, in [`Alerts::raise`].
 
 pub mod channels;
 pub mod config;
@@ -21,13 +28,13 @@ use std::time::Duration;
 use herd_proto::alerts::{
     AlertChannelInfo, AlertDelivery, AlertList, AlertRuleInfo, AlertSetup, AlertTestResult,
 };
-use herd_store::{AlertAttempt, AlertDeliveryRow, NewAlertDelivery, Store, StoreError};
+use herd_store::{AlertAttempt, AlertDeliveryRow, Backend, NewAlertDelivery, Store, StoreError};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::error::{CenterError, CenterResult};
 use crate::{Center, rfc3339, unix_now};
 use config::{AlertsConfig, Rule, Target};
-use throttle::{Notice, Offered, Throttle};
+use throttle::{Notice, Offered, Throttle, Window};
 
 /// How long a claimed delivery is leased to the process sending it (more than a send's
 /// timeout): a process that dies mid-send leaves it to be retried after this.
@@ -164,13 +171,36 @@ pub fn new_threats<'a>(
         .collect()
 }
 
+/// What [`Alerts`] hands to its queueing task.
+#[derive(Debug)]
+enum Queued {
+    /// Decided already: to be stored as they are.
+    Deliveries(Vec<NewAlertDelivery>),
+    /// Alerts for the throttle shared through the store, to be decided there.
+    Offers(Vec<SharedOffer>),
+}
+
+/// One alert for one rule, waiting for the shared throttle.
+#[derive(Debug)]
+struct SharedOffer {
+    /// Index into the configuration's rules.
+    rule: usize,
+    kind: &'static str,
+    subject: String,
+    text: String,
+    now: i64,
+}
+
 /// The center's alerting: rules, throttle, and the hand-off to the durable queue.
 #[derive(Debug)]
 pub struct Alerts {
     config: Arc<AlertsConfig>,
+    /// The windows of a process alone on its database; unused when `shared`.
     throttle: Mutex<Throttle>,
+    /// Other processes may raise alerts on the same database: the windows live in the store.
+    shared: bool,
     /// To the task that queues deliveries in the store.
-    queue: mpsc::UnboundedSender<Vec<NewAlertDelivery>>,
+    queue: mpsc::UnboundedSender<Queued>,
     /// Wakes the delivery worker when something was queued.
     queued: Arc<Notify>,
     /// Conditions that are on (a site unreachable…), so a condition alerts once per onset.
@@ -184,15 +214,28 @@ impl Alerts {
     /// Starts the task that queues deliveries in `store` (it stores nothing until an alert
     /// matches a rule).
     pub(crate) fn start(config: Arc<AlertsConfig>, store: Arc<dyn Store>) -> Alerts {
-        let (queue, mut incoming) = mpsc::unbounded_channel::<Vec<NewAlertDelivery>>();
+        let (queue, mut incoming) = mpsc::unbounded_channel::<Queued>();
         let queued = Arc::new(Notify::new());
         let wake = queued.clone();
+        let shared = store.backend() == Backend::Postgres;
+        let rules = config.clone();
         tokio::spawn(async move {
-            while let Some(mut batch) = incoming.recv().await {
+            while let Some(first) = incoming.recv().await {
+                let (mut batch, mut offers) = (Vec::new(), Vec::new());
+                let mut take = |queued: Queued| match queued {
+                    Queued::Deliveries(deliveries) => batch.extend(deliveries),
+                    Queued::Offers(more) => offers.extend(more),
+                };
+                take(first);
                 while let Ok(more) = incoming.try_recv() {
-                    batch.extend(more);
+                    take(more);
                 }
-                store_deliveries(&*store, &batch).await;
+                if !offers.is_empty() {
+                    throttle_shared(&*store, &rules, offers).await;
+                }
+                if !batch.is_empty() {
+                    store_deliveries(&*store, &batch).await;
+                }
                 wake.notify_one();
             }
         });
@@ -203,6 +246,7 @@ impl Alerts {
             .collect();
         Alerts {
             throttle: Mutex::new(Throttle::new(config.limits)),
+            shared,
             config,
             queue,
             queued,
@@ -231,23 +275,39 @@ impl Alerts {
             event.subject,
             event.detail
         );
+        if self.shared {
+            let offers: Vec<SharedOffer> = self
+                .rules_for(&event)
+                .map(|(rule, _)| SharedOffer {
+                    rule,
+                    kind: event.kind.as_str(),
+                    subject: event.subject.clone(),
+                    text: text.clone(),
+                    now,
+                })
+                .collect();
+            if !offers.is_empty() {
+                // The receiver lives as long as the runtime; a send after it is gone is moot.
+                let _ = self.queue.send(Queued::Offers(offers));
+            }
+            return;
+        }
         let mut deliveries = Vec::new();
         {
             let mut throttle = self.throttle.lock().expect("alert throttle");
-            for rule in self.rules_for(&event) {
+            for (_, rule) in self.rules_for(&event) {
                 let offered = Offered {
                     kind: event.kind.as_str(),
                     subject: &event.subject,
                     text: &text,
                 };
                 for notice in throttle.offer(&rule.name, &offered, now) {
-                    deliveries.extend(self.deliveries(rule, &notice, now));
+                    deliveries.extend(deliveries_of(&self.config, rule, &notice, now));
                 }
             }
         }
         if !deliveries.is_empty() {
-            // The receiver lives as long as the runtime; a send after it is gone is moot.
-            let _ = self.queue.send(deliveries);
+            let _ = self.queue.send(Queued::Deliveries(deliveries));
         }
     }
 
@@ -277,17 +337,22 @@ impl Alerts {
         self.event_kinds.contains(kind)
     }
 
-    /// Queues the digests of outbreak windows that ended by `now`.
-    pub fn flush_digests(&self, now: i64) {
+    /// Queues the digests of outbreak windows that ended by `now`: this process's own, or
+    /// (when shared) those in `store` no other process has flushed.
+    pub async fn flush_digests(&self, store: &dyn Store, now: i64) {
+        if self.shared {
+            flush_shared_digests(store, &self.config, now).await;
+            return;
+        }
         let due = self.throttle.lock().expect("alert throttle").due(now);
         let mut deliveries = Vec::new();
         for (rule_name, notice) in due {
             if let Some(rule) = self.config.rules.iter().find(|r| r.name == rule_name) {
-                deliveries.extend(self.deliveries(rule, &notice, now));
+                deliveries.extend(deliveries_of(&self.config, rule, &notice, now));
             }
         }
         if !deliveries.is_empty() {
-            let _ = self.queue.send(deliveries);
+            let _ = self.queue.send(Queued::Deliveries(deliveries));
         }
     }
 
@@ -307,34 +372,163 @@ impl Alerts {
             recipient: Some(recipient.to_owned()),
         };
         // The receiving task lives as long as the center.
-        let _ = self.queue.send(vec![delivery]);
+        let _ = self.queue.send(Queued::Deliveries(vec![delivery]));
     }
 
-    fn rules_for<'a>(&'a self, event: &'a AlertEvent) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.config.rules.iter().filter(move |rule| {
-            rule.kinds.contains(&event.kind)
-                && (event.kind != AlertKind::TerminalEvent
-                    || event
-                        .event
-                        .as_ref()
-                        .is_some_and(|kind| rule.events.contains(kind)))
-        })
-    }
-
-    fn deliveries(&self, rule: &Rule, notice: &Notice, now: i64) -> Vec<NewAlertDelivery> {
-        let payload = payload(&rule.name, notice, now);
-        rule.channels
+    /// The rules that take `event`, with their index in the configuration.
+    fn rules_for<'a>(
+        &'a self,
+        event: &'a AlertEvent,
+    ) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
+        self.config
+            .rules
             .iter()
-            .map(|&i| NewAlertDelivery {
-                channel: self.config.channels[i].name.clone(),
-                kind: notice.kind.clone(),
-                subject: notice.subject.clone(),
-                text: notice.text.clone(),
-                payload: payload.clone(),
-                created_at: now,
-                recipient: None,
+            .enumerate()
+            .filter(move |(_, rule)| {
+                rule.kinds.contains(&event.kind)
+                    && (event.kind != AlertKind::TerminalEvent
+                        || event
+                            .event
+                            .as_ref()
+                            .is_some_and(|kind| rule.events.contains(kind)))
             })
-            .collect()
+    }
+}
+
+/// What `notice` of `rule` sends: one delivery per channel of the rule.
+fn deliveries_of(
+    config: &AlertsConfig,
+    rule: &Rule,
+    notice: &Notice,
+    now: i64,
+) -> Vec<NewAlertDelivery> {
+    let payload = payload(&rule.name, notice, now);
+    rule.channels
+        .iter()
+        .map(|&i| NewAlertDelivery {
+            channel: config.channels[i].name.clone(),
+            kind: notice.kind.clone(),
+            subject: notice.subject.clone(),
+            text: notice.text.clone(),
+            payload: payload.clone(),
+            created_at: now,
+            recipient: None,
+        })
+        .collect()
+}
+
+/// Times a shared window is read and written again while the store fails (a write another
+/// process got in first is no failure: it is decided again at once).
+const SHARED_STORE_ATTEMPTS: u32 = 5;
+
+/// A rule's window as stored: `None` when it has none or its text cannot be read (a window
+/// written by a later version: it starts over, which sends at most `burst` alerts again).
+fn stored_window(rule: &str, state: &str) -> Option<Window> {
+    match serde_json::from_str::<Option<Window>>(state) {
+        Ok(window) => window,
+        Err(err) => {
+            tracing::warn!(rule, %err, "an unreadable alert window in the store; starting it over");
+            None
+        }
+    }
+}
+
+/// Decides `offers` with the shared windows: per rule, reads its window, offers every alert
+/// to the pure throttle over it, and writes the window back with what is to be sent, unless
+/// another process wrote it first (then all over again, from what that process left).
+async fn throttle_shared(store: &dyn Store, config: &AlertsConfig, offers: Vec<SharedOffer>) {
+    let mut by_rule: std::collections::BTreeMap<usize, Vec<SharedOffer>> = Default::default();
+    for offer in offers {
+        by_rule.entry(offer.rule).or_default().push(offer);
+    }
+    for (index, offers) in by_rule {
+        let rule = &config.rules[index];
+        let mut failures = 0;
+        loop {
+            let written = match store.alert_window(&rule.name).await {
+                Ok(row) => {
+                    let (version, window) = match row {
+                        Some(row) => (row.version, stored_window(&rule.name, &row.state)),
+                        None => (0, None),
+                    };
+                    let mut throttle = Throttle::new(config.limits);
+                    if let Some(window) = window {
+                        throttle.set_window(&rule.name, window);
+                    }
+                    let mut deliveries = Vec::new();
+                    for offer in &offers {
+                        let offered = Offered {
+                            kind: offer.kind,
+                            subject: &offer.subject,
+                            text: &offer.text,
+                        };
+                        for notice in throttle.offer(&rule.name, &offered, offer.now) {
+                            deliveries.extend(deliveries_of(config, rule, &notice, offer.now));
+                        }
+                    }
+                    let state = serde_json::to_string(&throttle.take_window(&rule.name))
+                        .expect("a window serialises");
+                    store
+                        .alert_window_replace(&rule.name, version, &state, &deliveries)
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            match written {
+                Ok(true) => break,
+                // Another process moved the window since it was read: decide again.
+                Ok(false) => continue,
+                Err(err) if failures + 1 < SHARED_STORE_ATTEMPTS => {
+                    failures += 1;
+                    tracing::warn!(%err, rule = %rule.name, failures, "cannot throttle alerts in the store; trying again");
+                    tokio::time::sleep(Duration::from_secs(u64::from(failures))).await;
+                }
+                Err(err) => {
+                    tracing::error!(%err, rule = %rule.name, alerts = offers.len(), "alerts lost: the store kept failing");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Flushes the shared windows that ended by `now`: each one's digest is queued by the process
+/// that writes the window first; the others find it written and leave it.
+async fn flush_shared_digests(store: &dyn Store, config: &AlertsConfig, now: i64) {
+    let windows = match store.alert_windows().await {
+        Ok(windows) => windows,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the alert windows");
+            return;
+        }
+    };
+    for row in windows {
+        let Some(rule) = config.rules.iter().find(|r| r.name == row.rule) else {
+            continue;
+        };
+        let Some(window) = stored_window(&rule.name, &row.state) else {
+            continue;
+        };
+        let mut throttle = Throttle::new(config.limits);
+        throttle.set_window(&rule.name, window.clone());
+        let due = throttle.due(now);
+        let after = throttle.take_window(&rule.name);
+        if due.is_empty() && after.as_ref() == Some(&window) {
+            continue;
+        }
+        let deliveries: Vec<NewAlertDelivery> = due
+            .iter()
+            .flat_map(|(_, notice)| deliveries_of(config, rule, notice, now))
+            .collect();
+        let state = serde_json::to_string(&after).expect("a window serialises");
+        // Written by another process since it was read (its digest, or new alerts): that
+        // process's word stands, and the next tick looks again.
+        if let Err(err) = store
+            .alert_window_replace(&rule.name, row.version, &state, &deliveries)
+            .await
+        {
+            tracing::warn!(%err, rule = %rule.name, "cannot flush an alert window");
+        }
     }
 }
 
@@ -386,7 +580,7 @@ impl Center {
             if ticks % EXPOSED_CHECK_TICKS == 1 {
                 self.check_exposed().await;
             }
-            self.alerts.flush_digests(unix_now());
+            self.alerts.flush_digests(&*self.store, unix_now()).await;
             if let Err(err) = self.deliver_due_alerts().await {
                 tracing::warn!(%err, "cannot read the alert queue");
             }

@@ -8,8 +8,13 @@
 //! go on); a window that ends without aggregating returns the rule to calm. So 10,000
 //! detections in five minutes make `burst` alerts, one summary and one digest per window,
 //! whatever their number.
+//!
+//! A rule's [`Window`] is data (serde): center processes sharing a database keep it in the
+//! store and decide with this same code over the window they read (`alerts/mod.rs`).
 
 use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
 
 /// The distinct subjects a digest counts; beyond it they are counted as "others".
 pub const MAX_DIGEST_SUBJECTS: usize = 1000;
@@ -44,8 +49,9 @@ pub struct Limits {
     pub burst: u32,
 }
 
-#[derive(Debug, Default)]
-struct Window {
+/// One rule's current window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
     start: i64,
     sent: u32,
     /// Aggregating: counting, not sending.
@@ -72,6 +78,16 @@ impl Throttle {
             },
             rules: HashMap::new(),
         }
+    }
+
+    /// `rule`'s current window, as another process left it.
+    pub fn set_window(&mut self, rule: &str, window: Window) {
+        self.rules.insert(rule.to_owned(), window);
+    }
+
+    /// Takes `rule`'s current window out, `None` when it has none.
+    pub fn take_window(&mut self, rule: &str) -> Option<Window> {
+        self.rules.remove(rule)
     }
 
     /// An alert for `rule` at `now`: what to send at once (nothing while aggregating). A
@@ -276,6 +292,41 @@ mod tests {
         assert_eq!(late[0].kind, DIGEST);
         assert_eq!(late[0].count, 2);
         assert!(late[0].text.contains("y (2)"), "{}", late[0].text);
+    }
+
+    #[test]
+    fn a_window_taken_out_and_put_back_decides_as_if_it_had_stayed() {
+        // Two processes taking turns through a stored window send what one would have.
+        let mut one = Throttle::new(LIMITS);
+        let mut turns = Throttle::new(LIMITS);
+        let mut stored: Option<Window> = None;
+        let (mut sent_one, mut sent_turns) = (Vec::new(), Vec::new());
+        for i in 0..50i64 {
+            let subject = format!("t{}", i % 7);
+            sent_one.extend(one.offer("r", &alert(&subject), 1000 + i));
+            if let Some(window) = stored.take() {
+                let text = serde_json::to_string(&window).unwrap();
+                turns.set_window("r", serde_json::from_str(&text).unwrap());
+            }
+            sent_turns.extend(turns.offer("r", &alert(&subject), 1000 + i));
+            stored = turns.take_window("r");
+        }
+        turns.set_window("r", stored.take().unwrap());
+        sent_one.extend(one.due(1400).into_iter().map(|(_, n)| n));
+        sent_turns.extend(turns.due(1400).into_iter().map(|(_, n)| n));
+        assert_eq!(sent_one, sent_turns);
+        let kinds: Vec<&str> = sent_turns.iter().map(|n| n.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["detection", "detection", "detection", SUMMARY, DIGEST]
+        );
+        // A calm window that ended sends nothing, and the next one stored counts nothing.
+        let mut calm = Throttle::new(LIMITS);
+        calm.offer("r", &alert("t1"), 0);
+        assert!(calm.due(LIMITS.window_secs).is_empty());
+        let next = calm.take_window("r").unwrap();
+        assert_eq!((next.start, next.sent, next.counted), (LIMITS.window_secs, 0, 0));
+        assert!(!next.outbreak);
     }
 
     #[test]

@@ -423,7 +423,12 @@ pub async fn run(config: CenterConfig) -> anyhow::Result<()> {
     tokio::spawn(center.clone().follow_revisions(stop_rx.clone()));
     tokio::spawn({
         let (center, stop_rx) = (center.clone(), stop_rx.clone());
-        async move { center.live.share(&*center.store, stop_rx).await }
+        async move {
+            center
+                .live
+                .share(&*center.store, &center.waits, stop_rx)
+                .await
+        }
     });
     if center.site().is_some() {
         // A site's certificate is the center's to issue; it enrols again to replace it.

@@ -130,6 +130,11 @@ try {
   expect(await page.getByText("No sample awaits a verdict.").isVisible(), "no sample awaits a verdict any more");
   await page.getByRole("link", { name: "All samples" }).click();
   expect(await page.getByText("malicious — in Herd's set").isVisible(), "the sample's signature is in Herd's set");
+  await page.getByRole("link", { name: "Herd's set", exact: true }).click();
+  await page.getByRole("heading", { name: "Herd's set", level: 1 }).waitFor();
+  const published = page.locator("table.signatures tbody tr", { hasText: "Herd.Immunity.dropper-x." });
+  expect((await published.count()) === 1, "Herd's set page lists the signature the verdict published");
+  await shot("11b-herds-set");
 
   // Faults, alerts and messages: send a message to the exposed terminal.
   await page.getByRole("link", { name: "Faults", exact: true }).click();

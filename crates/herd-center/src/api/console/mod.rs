@@ -17,6 +17,7 @@ mod live_stream;
 mod pages;
 mod rollouts;
 mod samples;
+mod signatures;
 mod view;
 
 use std::sync::Arc;
@@ -74,6 +75,7 @@ pub fn router(center: Arc<Center>) -> Router {
             "/console/samples",
             get(samples::samples).post(samples::judge),
         )
+        .route("/console/signatures", get(signatures::signatures))
         .route("/console/faults", get(faults::faults))
         .route("/console/faults/{id}", get(faults::bucket))
         .route("/console/alerts", get(alerts::alerts))

@@ -75,7 +75,7 @@ async fn samples_page(
         div.cards {
             div.card { div.big { (waiting) } "awaiting a verdict" }
             div.card { div.big { (samples.len()) } "in the sample store" }
-            div.card { div.big { (set.len()) } "signatures in Herd's set" }
+            div.card { div.big { (set.len()) } a href="/console/signatures" { "signatures in Herd's set" } }
         }
         p.muted {
             "Files terminals could not handle, or their users sent. A malicious verdict publishes the file's signature in Herd's own set, which every terminal loads beside its vendor's product within seconds; benign removes it. The stored bytes are neutralised."

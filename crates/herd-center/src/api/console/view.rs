@@ -18,6 +18,7 @@ pub enum Section {
     Sites,
     Rollouts,
     Samples,
+    Signatures,
     Faults,
     Alerts,
     Live,
@@ -55,6 +56,7 @@ pub fn page(
         ),
         (Section::Rollouts, "/console/rollouts", "Rollouts"),
         (Section::Samples, "/console/samples", "Samples"),
+        (Section::Signatures, "/console/signatures", "Herd's set"),
         (Section::Faults, "/console/faults", "Faults"),
         (Section::Alerts, "/console/alerts", "Alerts & messages"),
         (Section::Live, "/console/live", "Live"),
@@ -64,6 +66,7 @@ pub fn page(
     let center_only = [
         Section::Rollouts,
         Section::Samples,
+        Section::Signatures,
         Section::Faults,
         Section::Alerts,
     ];
