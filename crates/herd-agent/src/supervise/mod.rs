@@ -180,6 +180,8 @@ pub fn run(args: &SuperviseArgs) -> Result<u8> {
     }
     let stop = StopSignals::new()?;
     let mut acted = verdicts::Acted::load(&dirs)?;
+    // Held verdicts already shown (by seq): shown once, never marked acted on.
+    let mut held_shown: Vec<u64> = Vec::new();
     let mut seen_verdicts = None;
     let tick = Duration::from_millis(args.tick_ms.max(10));
     loop {
@@ -204,6 +206,15 @@ pub fn run(args: &SuperviseArgs) -> Result<u8> {
             seen_verdicts = stamp;
             for verdict in verdicts::load(&dirs)?.verdicts {
                 if acted.contains(verdict.seq) {
+                    continue;
+                }
+                if verdict.decision == Decision::Held {
+                    // Not the last word on this fault: the center decides it again when the
+                    // replacement's rollout reaches this terminal, under the same seq.
+                    if !held_shown.contains(&verdict.seq) {
+                        held_shown.push(verdict.seq);
+                        eprintln!("herd-agent: {}", describe_verdict(&verdict));
+                    }
                     continue;
                 }
                 act(&verdict, &mut watched, &dirs, &outbox);
@@ -234,6 +245,8 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
             verdict.cause.as_deref().unwrap_or("?"),
             verdict.remedy.as_deref().unwrap_or("?")
         ),
+        // Never acted on (`run` skips it); here for completeness.
+        (Decision::Held, _) => eprintln!("herd-agent: {}", describe_verdict(verdict)),
         (Decision::Escalated, _) => eprintln!(
             "herd-agent: {}: the cause of its fault is unknown and no alternative is approved; \
              escalated to the operators",
@@ -358,6 +371,15 @@ pub fn describe_verdict(verdict: &FaultVerdict) -> String {
         Decision::Escalated => {
             "cause unknown and no approved alternative; escalated to the operators".to_owned()
         }
+        Decision::Held => format!(
+            "cause unknown; replacement by {} rolling out, this terminal's ring opens later \
+             (held: nothing done yet)",
+            verdict
+                .alternative
+                .as_ref()
+                .map(|a| format!("{} {} ({})", a.program, a.version, a.vendor))
+                .unwrap_or_else(|| "?".to_owned())
+        ),
     };
     format!(
         "{} at {} (bucket {}): {what}",
