@@ -720,7 +720,10 @@ mod tests {
         let b = held.alternative.unwrap();
         assert_eq!(
             (b.program.as_str(), b.target.as_deref()),
-            ("mw-b", Some("packages/company-b/mw-b/2.0/linux-x86_64.archive"))
+            (
+                "mw-b",
+                Some("packages/company-b/mw-b/2.0/linux-x86_64.archive")
+            )
         );
         // A less preferred alternative already on the terminal ends the fault now.
         let here = decide(&report("mw-a", &["mw-d"]), &none, &table, &signed, &closed);
@@ -776,7 +779,10 @@ mod tests {
         assert!(replacement_reaches(&staff, &b, "t1", Some("it-staff")));
         assert!(!replacement_reaches(&staff, &b, "t1", Some("others")));
         let withdrawn = gate(Offer::Withdrawn { revert: true }, &[]);
-        assert!(ids.iter().all(|id| !replacement_reaches(&withdrawn, &b, id, None)));
+        assert!(
+            ids.iter()
+                .all(|id| !replacement_reaches(&withdrawn, &b, id, None))
+        );
         // Another release's gate says nothing about this one.
         assert!(replacement_reaches(
             &withdrawn,

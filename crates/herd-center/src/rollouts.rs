@@ -821,7 +821,9 @@ impl Center {
                 release = %key, replaced = replaced.replaced, counted,
                 "a replacement's outcome counted for its rollout"
             ),
-            Err(err) => tracing::warn!(%err, release = %key, "cannot count a replacement's outcome"),
+            Err(err) => {
+                tracing::warn!(%err, release = %key, "cannot count a replacement's outcome")
+            }
         }
     }
 

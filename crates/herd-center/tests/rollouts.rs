@@ -6,8 +6,8 @@
 use herd_center::config::{CenterConfig, ConfigFile};
 use herd_center::{Caller, Center, ErrorKind};
 use herd_planner::rings::ring_bucket;
-use herd_proto::fault::{Alternative, Decision, ReplacementEntry};
 use herd_proto::api::{CheckinRequest, CheckinResponse};
+use herd_proto::fault::{Alternative, Decision, ReplacementEntry};
 use herd_proto::plan::Action;
 use herd_proto::terminal::InstalledDoc;
 use herd_store::{EnrolTokenRow, NewTerminal, SqliteStore, Store, UNKNOWN_GROUP};
@@ -157,10 +157,7 @@ async fn faults_attributed_to_a_rolling_release_halt_it_and_plan_it_back() {
     check_in(&center, "t-3", on("1.0", 1)).await;
 
     // A fault counts against the rolling release the terminal runs, and only that.
-    assert_eq!(
-        center.on_fault("t-0", None, now).await.unwrap(),
-        [RELEASE]
-    );
+    assert_eq!(center.on_fault("t-0", None, now).await.unwrap(), [RELEASE]);
     assert_eq!(
         center.on_fault("t-3", None, now).await.unwrap(),
         Vec::<String>::new(),
@@ -257,7 +254,14 @@ async fn fault(center: &Center, terminal: &str, seq: u64, program: &str) {
     };
     let report = json!({"program": program, "vendor": vendor, "version": version,
                         "platform": "linux", "kind": "exit", "exit_code": 1});
-    send(center, terminal, seq, herd_proto::api::events::FAULT_REPORT, report).await;
+    send(
+        center,
+        terminal,
+        seq,
+        herd_proto::api::events::FAULT_REPORT,
+        report,
+    )
+    .await;
 }
 
 /// The decision of `terminal`'s verdict on its report `seq`, with the alternative it names.
@@ -301,7 +305,11 @@ async fn replacements_roll_out_in_rings_and_held_faults_are_decided_again() {
     for key in [MW_B, MW_H] {
         let rollout = center.rollout_summary(key).await.unwrap();
         assert_eq!(
-            (rollout.phase.as_str(), rollout.ring.as_str(), rollout.replacement),
+            (
+                rollout.phase.as_str(),
+                rollout.ring.as_str(),
+                rollout.replacement
+            ),
             ("rolling", "canary", true),
             "{key}"
         );
@@ -354,7 +362,14 @@ async fn replacements_roll_out_in_rings_and_held_faults_are_decided_again() {
     for id in &canary {
         let outcome = json!({"program": "mw-a", "alternative": "mw-b", "seq": 1,
                              "replaced": true, "message": "replaced by mw-b 2.0"});
-        send(&center, id, 2, herd_proto::api::events::FAULT_REPLACED, outcome).await;
+        send(
+            &center,
+            id,
+            2,
+            herd_proto::api::events::FAULT_REPLACED,
+            outcome,
+        )
+        .await;
     }
     let rollout = center.rollout_summary(MW_B).await.unwrap();
     assert_eq!(
@@ -385,7 +400,14 @@ async fn replacements_roll_out_in_rings_and_held_faults_are_decided_again() {
     let failed = json!({"program": "mw-x", "alternative": "mw-h", "seq": 3, "replaced": false,
                         "failed_step": "health_check",
                         "message": "the health check failed; the old program was restored"});
-    send(&center, first, 4, herd_proto::api::events::FAULT_REPLACED, failed).await;
+    send(
+        &center,
+        first,
+        4,
+        herd_proto::api::events::FAULT_REPLACED,
+        failed,
+    )
+    .await;
     assert_eq!(center.rollout_summary(MW_H).await.unwrap().failed, 1);
     center.rollout_tick(now).await.unwrap();
     let halted = center.rollout_summary(MW_H).await.unwrap();
@@ -399,12 +421,20 @@ async fn replacements_roll_out_in_rings_and_held_faults_are_decided_again() {
         } else {
             (Decision::Escalated, None)
         };
-        assert_eq!(verdict(&center, id, 3).await, expected, "{id} after the halt");
+        assert_eq!(
+            verdict(&center, id, 3).await,
+            expected,
+            "{id} after the halt"
+        );
     }
     // A fault after the halt is not sent it, whatever the terminal's ring.
     for id in [first, ids.iter().find(|id| !in_canary(MW_H, id)).unwrap()] {
         fault(&center, id, 5, "mw-x").await;
-        assert_eq!(verdict(&center, id, 5).await, (Decision::Escalated, None), "{id}");
+        assert_eq!(
+            verdict(&center, id, 5).await,
+            (Decision::Escalated, None),
+            "{id}"
+        );
     }
     let bucket = center
         .fault_buckets()
@@ -421,14 +451,23 @@ async fn replacements_roll_out_in_rings_and_held_faults_are_decided_again() {
     // last ring): it halts mw-b too.
     assert_eq!(
         center
-            .on_fault(first, Some(&serde_json::from_value(json!({
+            .on_fault(
+                first,
+                Some(
+                    &serde_json::from_value(json!({
                 "program": "mw-b", "vendor": "company-b", "version": "2.0",
-                "platform": "linux", "kind": "crash", "signal": 11})).unwrap()), now)
+                "platform": "linux", "kind": "crash", "signal": 11}))
+                    .unwrap()
+                ),
+                now
+            )
             .await
             .unwrap(),
         [MW_B]
     );
     center.rollout_tick(now).await.unwrap();
-    assert_eq!(center.rollout_summary(MW_B).await.unwrap().phase, "reverted");
+    assert_eq!(
+        center.rollout_summary(MW_B).await.unwrap().phase,
+        "reverted"
+    );
 }
-

@@ -4070,7 +4070,9 @@ async fn faults_are_recorded_once_and_counted_in_their_bucket(fixture: &Fixture)
     );
     let held = store.faults_held(0).await.unwrap();
     assert_eq!(
-        held.iter().map(|f| (f.terminal.as_str(), f.seq)).collect::<Vec<_>>(),
+        held.iter()
+            .map(|f| (f.terminal.as_str(), f.seq))
+            .collect::<Vec<_>>(),
         [("t1", 3)]
     );
     assert!(
@@ -4085,11 +4087,19 @@ async fn faults_are_recorded_once_and_counted_in_their_bucket(fixture: &Fixture)
             .await
             .unwrap()
     );
-    assert!(!store.fault_redecide("t1", 1, "replace", "{}").await.unwrap());
+    assert!(
+        !store
+            .fault_redecide("t1", 1, "replace", "{}")
+            .await
+            .unwrap()
+    );
     assert!(store.faults_held(0).await.unwrap().is_empty());
     let redecided = store.faults(Some("t1"), Some("b2"), 1).await.unwrap();
     assert_eq!(
-        (redecided[0].decision.as_str(), redecided[0].verdict.as_str()),
+        (
+            redecided[0].decision.as_str(),
+            redecided[0].verdict.as_str()
+        ),
         ("escalated", r#"{"decision":"escalated"}"#)
     );
     let b2 = store
@@ -4099,7 +4109,10 @@ async fn faults_are_recorded_once_and_counted_in_their_bucket(fixture: &Fixture)
         .into_iter()
         .find(|b| b.key.id == "b2")
         .unwrap();
-    assert_eq!((b2.decision.as_str(), b2.escalated_at), ("escalated", Some(130)));
+    assert_eq!(
+        (b2.decision.as_str(), b2.escalated_at),
+        ("escalated", Some(130))
+    );
     // Faults go with their terminal.
     assert!(store.terminal_delete("t2").await.unwrap());
     assert_eq!(store.faults(None, Some("b1"), 0).await.unwrap().len(), 1);

@@ -48,6 +48,9 @@ pub struct SuperviseArgs {
     /// How often the programs are looked at, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     tick_ms: u64,
+    /// Who the hooks of a replacement's package run as (as for `herd-agent run`).
+    #[command(flatten)]
+    hooks: crate::execute::HookArgs,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -166,8 +169,17 @@ pub fn run(args: &SuperviseArgs) -> Result<u8> {
         );
     }
     let platform = config.platform();
+    let policy = args.hooks.policy().map_err(|why| anyhow::anyhow!(why))?;
     let dirs = FaultDirs::new(&args.state_dir);
     dirs.create()?;
+    let programs = dirs.programs();
+    // A replacement's package hooks run as an install's do (the same runner and policy),
+    // told the directory replacements are installed under.
+    let hooks = crate::execute::HookRunner {
+        policy: &policy,
+        timeout: crate::execute::DEFAULT_SCRIPT_TIMEOUT,
+        prefix: &programs,
+    };
     let outbox = Outbox::open(&dirs.outbox())?;
     let selected = verdicts::Selected::load(&dirs)?;
     let mut watched: Vec<Watched> = config
@@ -217,7 +229,7 @@ pub fn run(args: &SuperviseArgs) -> Result<u8> {
                     }
                     continue;
                 }
-                act(&verdict, &mut watched, &dirs, &outbox);
+                act(&verdict, &mut watched, &dirs, &outbox, &hooks);
                 acted.add(&dirs, verdict.seq)?;
             }
         }
@@ -231,7 +243,13 @@ pub fn run(args: &SuperviseArgs) -> Result<u8> {
 }
 
 /// Acts on one new verdict about a program this supervisor runs.
-fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox: &Outbox) {
+fn act(
+    verdict: &FaultVerdict,
+    watched: &mut [Watched],
+    dirs: &FaultDirs,
+    outbox: &Outbox,
+    hooks: &crate::execute::HookRunner<'_>,
+) {
     let Some(program) = watched
         .iter_mut()
         .find(|w| w.active_name() == verdict.program)
@@ -260,7 +278,7 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
                     None
                 }
             };
-            let outcome = replace::replace(program, alternative, fetched.as_ref(), dirs);
+            let outcome = replace::replace(program, alternative, fetched.as_ref(), dirs, hooks);
             eprintln!("herd-agent: {}: {}", verdict.program, outcome.message);
             if outcome.replaced
                 && let Err(err) = verdicts::Selected::record(dirs, &verdict.program, program)
