@@ -290,7 +290,9 @@ const MW_H_TARGET: &str = "packages/company-b/mw-h/2.0/linux.archive";
 #[tokio::test]
 async fn replacements_roll_out_in_rings_and_held_faults_are_decided_again() {
     let (_dir, center, now) = started_with_rings(
-        "canary=50%/0s/1000, broad=100%/0s/0",
+        // Neither ring moves by itself (a complete rollout counts nothing more): only the
+        // operator and the threshold move them here.
+        "canary=50%/3600s/1000, broad=100%/3600s/1000",
         "rollout_max_bad = 1\n",
         "r",
         16,
