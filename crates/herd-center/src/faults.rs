@@ -398,9 +398,8 @@ impl Center {
         if held.is_empty() {
             return Ok(0);
         }
-        let Some(gates) = self.replacement_gates(rows) else {
-            return Ok(0);
-        };
+        // Rings off: every release, a replacement included, reaches everyone at once.
+        let gates = self.replacement_gates(rows).unwrap_or_default();
         let rules = self.fault_rule_docs().await?;
         let replacements = self.replacement_docs().await?;
         let catalog = self.catalog();
@@ -486,20 +485,28 @@ impl Center {
         }
     }
 
-    /// The calling terminal's latest verdicts, newest first.
-    pub async fn fault_verdicts(&self, terminal: &str) -> CenterResult<FaultVerdicts> {
+    /// The calling terminal's latest verdicts, newest first; `held` ones only when the reader
+    /// asks for them (an agent older than the decision would refuse the whole answer).
+    pub async fn fault_verdicts(&self, terminal: &str, held: bool) -> CenterResult<FaultVerdicts> {
         // A site decides no fault: its terminals' verdicts are the center's.
-        if let Some(site) = self.site() {
-            return site.fault_verdicts_of(terminal).await;
+        let mut verdicts = match self.site() {
+            Some(site) => site.fault_verdicts_of(terminal).await?,
+            None => FaultVerdicts {
+                verdicts: self
+                    .store
+                    .faults(Some(terminal), None, VERDICTS_LISTED)
+                    .await?
+                    .into_iter()
+                    .map(|row| parse_stored::<FaultVerdict>(&row.verdict, "verdict"))
+                    .collect::<CenterResult<_>>()?,
+            },
+        };
+        if !held {
+            verdicts
+                .verdicts
+                .retain(|verdict| verdict.decision != Decision::Held);
         }
-        let verdicts = self
-            .store
-            .faults(Some(terminal), None, VERDICTS_LISTED)
-            .await?
-            .into_iter()
-            .map(|row| parse_stored::<FaultVerdict>(&row.verdict, "verdict"))
-            .collect::<CenterResult<_>>()?;
-        Ok(FaultVerdicts { verdicts })
+        Ok(verdicts)
     }
 
     /// Every bucket, most recently seen first.

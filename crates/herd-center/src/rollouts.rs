@@ -288,6 +288,11 @@ impl Center {
             return Ok(());
         }
         if self.rollout_settings().is_none() {
+            // Faults held while rings were configured would wait for a rollout nobody drives
+            // any more: with rings off, their replacements reach everyone.
+            if self.site().is_none() {
+                self.redecide_held(&[]).await;
+            }
             return Ok(());
         }
         let rows = self.store.rollouts().await?;

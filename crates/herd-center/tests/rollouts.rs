@@ -266,7 +266,11 @@ async fn fault(center: &Center, terminal: &str, seq: u64, program: &str) {
 
 /// The decision of `terminal`'s verdict on its report `seq`, with the alternative it names.
 async fn verdict(center: &Center, terminal: &str, seq: u64) -> (Decision, Option<String>) {
-    let verdicts = center.fault_verdicts(terminal).await.unwrap().verdicts;
+    let verdicts = center
+        .fault_verdicts(terminal, true)
+        .await
+        .unwrap()
+        .verdicts;
     let v = verdicts
         .iter()
         .find(|v| v.seq == seq)
@@ -359,6 +363,17 @@ async fn replacements_roll_out_in_rings_and_held_faults_are_decided_again() {
             "{id}"
         );
     }
+    // An agent that does not ask for held verdicts (older than them: it would refuse the
+    // whole answer for a decision it does not know) is not sent them.
+    let outside = ids.iter().find(|id| !in_canary(MW_B, id)).unwrap();
+    assert!(
+        center
+            .fault_verdicts(outside, false)
+            .await
+            .unwrap()
+            .verdicts
+            .is_empty()
+    );
     // The canary's replacements took: successes of the rollout.
     let canary: Vec<&String> = ids.iter().filter(|id| in_canary(MW_B, id)).collect();
     for id in &canary {
@@ -472,4 +487,66 @@ async fn replacements_roll_out_in_rings_and_held_faults_are_decided_again() {
         center.rollout_summary(MW_B).await.unwrap().phase,
         "reverted"
     );
+}
+
+/// Faults held while rings were configured are not left waiting for a rollout nobody drives
+/// once an operator turns rings off: the next start decides them again, as `replace`.
+#[tokio::test]
+async fn held_faults_are_sent_their_replacement_when_rings_are_turned_off() {
+    let (dir, center, now) =
+        started_with_rings("canary=1%/3600s/1000, broad=100%/3600s/1000", "", "o", 4).await;
+    center
+        .publish_feed(&Caller::Operator, "company-b", &programs_feed())
+        .await
+        .unwrap();
+    center.rollout_tick(now).await.unwrap();
+    center
+        .put_replacement(
+            "mw-a",
+            "linux",
+            ReplacementEntry {
+                program: "mw-a".into(),
+                platform: "linux".into(),
+                alternatives: vec![Alternative {
+                    program: "mw-b".into(),
+                    vendor: "company-b".into(),
+                    version: "2.0".into(),
+                    package_sha256: None,
+                    package_size: None,
+                    target: None,
+                }],
+            },
+        )
+        .await
+        .unwrap();
+    let held: Vec<String> = (0..4)
+        .map(|i| format!("o-{i}"))
+        .filter(|id| ring_bucket(MW_B, id) >= 100)
+        .collect();
+    assert!(!held.is_empty());
+    for id in &held {
+        fault(&center, id, 1, "mw-a").await;
+        assert_eq!(verdict(&center, id, 1).await.0, Decision::Held, "{id}");
+    }
+    // The same database, opened by a center without rings.
+    let store = center.store.clone();
+    drop(center);
+    let file = ConfigFile::parse(
+        "test",
+        &format!(
+            "data_dir = {:?}\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let center = Center::open_with_store(CenterConfig::from_file(file).unwrap(), store)
+        .await
+        .unwrap();
+    for id in &held {
+        assert_eq!(
+            verdict(&center, id, 1).await,
+            (Decision::Replace, Some(MW_B_TARGET.to_owned())),
+            "{id}"
+        );
+    }
 }

@@ -616,7 +616,8 @@ pub enum Decision {
     /// have not reached this terminal (SPEC §3.4): nothing to do yet. The center decides the
     /// fault again when the replacement's rollout moves, and the verdict of the same `seq`
     /// then becomes `replace` (its ring opened) or `escalated` (the replacement was halted
-    /// and withdrawn), which the terminal acts on then.
+    /// and withdrawn), which the terminal acts on then. Listed only to readers that ask
+    /// (`GET /v1/fault-verdicts?held=true`): an older agent would refuse the whole answer.
     Held,
 }
 
