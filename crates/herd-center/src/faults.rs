@@ -36,9 +36,6 @@ use crate::{Center, rfc3339};
 pub const VERDICTS_LISTED: u32 = 20;
 /// How many faults `herd faults show` lists for a bucket (its newest).
 pub const FAULTS_SHOWN: u32 = 50;
-/// How many held faults one round of the rollout task decides again (the oldest first; the
-/// rest at its next round).
-const HELD_PER_ROUND: u32 = 1000;
 
 /// The verdict on report `seq` (at `at`, in `bucket`) for what [`decide`] decided.
 fn verdict_of(
@@ -340,6 +337,11 @@ impl Center {
             if !recorded {
                 continue;
             }
+            if decided.decision == Decision::Held {
+                // Decided under the gates this process has installed, which a rollout round
+                // may be replacing right now: the next round looks at the held faults again.
+                *self.rollouts.held_decided_under.lock().expect("held gates") = None;
+            }
             // Rollout rings: a fault on a terminal running a release still rolling out counts
             // towards halting that release, and so does a fault of a program release (a
             // replacement) still rolling out.
@@ -381,25 +383,36 @@ impl Center {
     /// replacement was halted and withdrawn becomes `escalated` — the replacement is known to
     /// fail, so waiting (`held`) would promise what will not come, and operators must look at
     /// the fault (the alert says so) — unless the table names another usable alternative.
-    /// Each is written only while still held, so processes racing write one verdict. Returns
+    /// Each is written only while still held, so processes racing write one verdict. The
+    /// held faults are read only when the gates moved since this process last did, or a
+    /// fault was held since (it may have been decided under the gates being replaced). Returns
     /// how many changed.
     pub(crate) async fn redecide_held(&self, rows: &[herd_store::RolloutRow]) -> usize {
         match self.try_redecide_held(rows).await {
             Ok(changed) => changed,
             Err(err) => {
                 tracing::warn!(%err, "cannot decide the held faults again");
+                // Tried again at the next round.
+                *self.rollouts.held_decided_under.lock().expect("held gates") = None;
                 0
             }
         }
     }
 
     async fn try_redecide_held(&self, rows: &[herd_store::RolloutRow]) -> CenterResult<usize> {
-        let held: Vec<FaultRow> = self.store.faults_held(HELD_PER_ROUND).await?;
+        // Rings off: every release, a replacement included, reaches everyone at once.
+        let gates = self.replacement_gates(rows).unwrap_or_default();
+        // Only when the gates moved (or a fault was held since the last time, possibly under
+        // the gates before): a held fault's decision depends on nothing else that moves here.
+        let under = &self.rollouts.held_decided_under;
+        if under.lock().expect("held gates").as_ref() == Some(&gates) {
+            return Ok(0);
+        }
+        *under.lock().expect("held gates") = Some(gates.clone());
+        let held: Vec<FaultRow> = self.store.faults_held(0).await?;
         if held.is_empty() {
             return Ok(0);
         }
-        // Rings off: every release, a replacement included, reaches everyone at once.
-        let gates = self.replacement_gates(rows).unwrap_or_default();
         let rules = self.fault_rule_docs().await?;
         let replacements = self.replacement_docs().await?;
         let catalog = self.catalog();

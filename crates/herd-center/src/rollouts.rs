@@ -104,6 +104,9 @@ pub(crate) struct RolloutCache {
     generation: AtomicU64,
     /// On a site: the center's rings, replicated with the rollouts (`site_rollouts`).
     site_policy: Mutex<Option<Policy>>,
+    /// The gates this process last decided the held faults again under (`None`: not yet, or
+    /// a fault was held since): the held faults are read again only when they changed.
+    pub(crate) held_decided_under: Mutex<Option<RingGates>>,
 }
 
 impl RolloutCache {
