@@ -582,3 +582,265 @@ fn a_service_unit_without_systemd_is_refused_saying_why() {
         "{stderr}"
     );
 }
+
+/// Rings as the center runs them for replacements: the first ring by a stable hash of the
+/// release key and the terminal id reaches half the fleet; neither promotes nor completes by
+/// itself (a complete rollout counts no more outcomes).
+const REPLACEMENT_RINGS: &str = "canary=50%/3600s/1000, broad=100%/3600s/1000";
+const MW_B: &str = "company-b/mw-b/2.0";
+const MW_H: &str = "company-b/mw-h/2.0";
+
+/// A terminal id in (or out of) the canary ring of both replacements.
+fn terminal_id(in_canary: bool) -> String {
+    (0..)
+        .map(|i| format!("ring-{i}"))
+        .find(|id| {
+            [MW_B, MW_H]
+                .iter()
+                .all(|key| (herd_planner::rings::ring_bucket(key, id) < 5000) == in_canary)
+        })
+        .unwrap()
+}
+
+/// What a terminal did with its replacement verdicts (`faults/outcomes.json`), by seq.
+fn outcomes(state: &Path) -> serde_json::Map<String, Value> {
+    fs::read(state.join("faults/outcomes.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Replacements roll out in rings, with real processes: two terminals whose middleware mw-a
+/// and mw-x fail; the one in the canary ring of company B's mw-b is replaced at once, the
+/// other is told `held` (shown, nothing done) until an operator promotes the rollout, and
+/// then acts on the new verdict of the same fault exactly once. mw-h, which fails its health
+/// check on the canary terminal, is halted by that one failure and withdrawn: the held
+/// terminal's fault is escalated and mw-h never reaches it.
+#[test]
+fn replacements_roll_out_in_rings_and_held_terminals_act_once_their_ring_opens() {
+    herd_tls::install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("center");
+    let config = root.join("center.toml");
+    fs::write(
+        &config,
+        format!(
+            "rollout_rings = \"{REPLACEMENT_RINGS}\"\nrollout_max_bad = 1\n\
+             rollout_check_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    let center = CenterProcess::start(
+        &CenterSpec::new(&herd_binary(), &data)
+            .log(&root.join("center.log"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", Some("warn")),
+    )
+    .expect("herd serve starts");
+    let ca = fs::read_to_string(data.join("ca.pem")).unwrap();
+    let token = fs::read_to_string(data.join("operator.token")).unwrap();
+    let operator = Client::new(&center.url, &ca, None)
+        .unwrap()
+        .with_token(token.trim());
+    let platform = "linux-x86_64";
+    let build = |program: &str, behaviour: Behaviour| {
+        let out = root.join(format!("{program}.tar.gz"));
+        let pid = root.join(format!("{program}.pid"));
+        let built =
+            program_package(&out, program, "company-b", "2.0", platform, &pid, behaviour).unwrap();
+        (out, built, pid)
+    };
+    // Rollouts are recorded from the first release on: what a center had before is complete.
+    let (_, z, _) = build("mw-z", Behaviour::Serves);
+    operator
+        .publish_feed(
+            "company-b",
+            program_feed("company-b", &z).to_string().as_bytes(),
+        )
+        .unwrap();
+    wait_until("the first rollout recorded", || {
+        operator.rollouts().is_ok_and(|r| !r.is_empty())
+    });
+    let (b_out, b, b_pid) = build("mw-b", Behaviour::Serves);
+    let (h_out, h, h_pid) = build("mw-h", Behaviour::Unhealthy);
+    let mut feed = program_feed("company-b", &b);
+    let h_feed = program_feed("company-b", &h);
+    for key in ["products", "releases"] {
+        let more = h_feed[key].as_array().unwrap().clone();
+        feed[key].as_array_mut().unwrap().extend(more);
+    }
+    operator
+        .publish_feed("company-b", feed.to_string().as_bytes())
+        .unwrap();
+    operator.upload_package(&b_out).unwrap();
+    operator.upload_package(&h_out).unwrap();
+    wait_until("both replacements rolling in their canary ring", || {
+        [MW_B, MW_H].iter().all(|key| {
+            operator
+                .rollout(key)
+                .is_ok_and(|r| r.phase == "rolling" && r.ring == "canary" && r.replacement)
+        })
+    });
+    for (program, alternative) in [("mw-a", "mw-b"), ("mw-x", "mw-h")] {
+        operator
+            .put_replacement(&ReplacementEntry {
+                program: program.into(),
+                platform: platform.into(),
+                alternatives: vec![Alternative {
+                    program: alternative.into(),
+                    vendor: "company-b".into(),
+                    version: "2.0".into(),
+                    package_sha256: None,
+                    package_size: None,
+                    target: None,
+                }],
+            })
+            .unwrap();
+    }
+
+    // Two terminals, each supervising mw-a and mw-x, which fail once (restarts are slow).
+    let enrol = operator
+        .new_enrolment_token(&NewEnrolmentToken {
+            label: "rings".into(),
+            uses: Some(2),
+            ttl_secs: None,
+            reenrol_terminal: None,
+        })
+        .unwrap()
+        .token;
+    let once = |state: &Path, id: &str| {
+        agent()
+            .arg("run")
+            .arg("--once")
+            .arg("--server")
+            .arg(&center.url)
+            .arg("--ca")
+            .arg(data.join("ca.pem"))
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--enrol-token", &enrol, "--id", id, "--platform", platform])
+            .output()
+            .unwrap()
+    };
+    let restart = json!({"max": 5, "window_secs": 60, "delay_ms": 600000});
+    let mut terminals = Vec::new();
+    for in_canary in [true, false] {
+        let id = terminal_id(in_canary);
+        let state = root.join(&id);
+        let output = once(&state, &id);
+        assert!(output.status.success(), "{}", text(&output));
+        let config = json!({
+            "format": "herd.supervise/v1",
+            "platform": platform,
+            "programs": [
+                {"name": "mw-a", "vendor": "company-a", "version": "3.1",
+                 "command": [script(&root.join(format!("{id}-a.sh")), "exit 1")],
+                 "restart": restart},
+                {"name": "mw-x", "vendor": "company-a", "version": "1.0",
+                 "command": [script(&root.join(format!("{id}-x.sh")), "exit 2")],
+                 "restart": restart},
+            ]
+        });
+        let config_file = root.join(format!("{id}-supervise.json"));
+        fs::write(&config_file, config.to_string()).unwrap();
+        let supervisor = Supervisor(
+            agent()
+                .arg("supervise")
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--config")
+                .arg(&config_file)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_until("two fault reports queued", || awaited(&state).len() >= 2);
+        terminals.push((id, state, supervisor));
+    }
+    let (canary_id, canary, _canary_supervisor) = &terminals[0];
+    let (held_id, held, _held_supervisor) = &terminals[1];
+
+    // The canary terminal is sent both replacements: mw-b runs; mw-h fails its health check
+    // and mw-x is restored.
+    let output = once(canary, canary_id);
+    assert!(output.status.success(), "{}", text(&output));
+    wait_until("mw-b running on the canary terminal", || running(&b_pid));
+    wait_until("both replacements' outcomes", || {
+        outcomes(canary).len() >= 2
+    });
+    assert!(!h_pid.exists(), "the unhealthy mw-h never ran");
+
+    // The other terminal is held for both: shown, nothing done, still awaited.
+    let b_on_canary = fs::read_to_string(&b_pid).unwrap();
+    let output = once(held, held_id);
+    assert!(output.status.success(), "{}", text(&output));
+    let status = agent()
+        .args(["status", "--state-dir"])
+        .arg(held)
+        .output()
+        .unwrap();
+    let out = text(&status);
+    assert!(
+        out.contains("replacement by mw-b 2.0 (company-b) rolling out")
+            && out.contains("this terminal's ring opens later"),
+        "{out}"
+    );
+    assert_eq!(awaited(held).len(), 2, "held verdicts stay awaited");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(outcomes(held).is_empty(), "a held verdict is not acted on");
+    assert!(!held.join("faults/programs/mw-b").exists());
+
+    // The canary's outcomes reach the center: mw-b took (a success), mw-h failed (a failed
+    // install), which halts mw-h's rollout and withdraws it.
+    let output = once(canary, canary_id);
+    assert!(output.status.success(), "{}", text(&output));
+    wait_until("mw-h halted", || {
+        operator
+            .rollout(MW_H)
+            .is_ok_and(|r| r.phase == "reverted" && r.failed >= 1)
+    });
+    let b_rollout = operator.rollout(MW_B).unwrap();
+    assert_eq!((b_rollout.succeeded, b_rollout.failed), (1, 0));
+
+    // The operator promotes mw-b: the held terminal's next check-in finds its fault decided
+    // again (same seq) and the supervisor replaces mw-a, once; mw-x's held fault was
+    // escalated with the halt, and mw-h never reaches this terminal.
+    let promoted = operator.rollout_act(MW_B, "promote").unwrap();
+    assert_eq!(promoted.ring, "broad");
+    let output = once(held, held_id);
+    assert!(output.status.success(), "{}", text(&output));
+    wait_until("mw-b running on the held terminal", || {
+        fs::read_to_string(&b_pid).is_ok_and(|pid| pid != b_on_canary) && running(&b_pid)
+    });
+    wait_until("the held terminal's outcome", || !outcomes(held).is_empty());
+    assert!(awaited(held).is_empty(), "nothing is awaited any more");
+    let status = agent()
+        .args(["status", "--state-dir"])
+        .arg(held)
+        .output()
+        .unwrap();
+    let out = text(&status);
+    assert!(out.contains("escalated to the operators"), "{out}");
+    assert!(out.contains("replaced by mw-b 2.0"), "{out}");
+    // Checking in again reads the same verdicts: nothing is done twice.
+    let output = once(held, held_id);
+    assert!(output.status.success(), "{}", text(&output));
+    std::thread::sleep(Duration::from_millis(800));
+    let done = outcomes(held);
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done.values().all(|o| o["replaced"] == true), "{done:?}");
+    assert!(!held.join("faults/programs/mw-h").exists());
+    let b_rollout = operator.rollout(MW_B).unwrap();
+    assert_eq!((b_rollout.succeeded, b_rollout.failed), (2, 0));
+    let buckets = operator.fault_buckets().unwrap().buckets;
+    let x = buckets.iter().find(|b| b.program == "mw-x").unwrap();
+    let detail = operator.fault_bucket(&x.id).unwrap();
+    let of_held = detail
+        .faults
+        .iter()
+        .find(|f| &f.terminal == held_id)
+        .unwrap();
+    assert_eq!(of_held.verdict.decision, Decision::Escalated);
+}

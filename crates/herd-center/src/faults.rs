@@ -8,10 +8,17 @@
 //! recorded on the bucket for operators. The terminal reads its verdicts
 //! (`GET /v1/fault-verdicts`) and acts on them. The decision is [`decide`], a pure function.
 //!
+//! A replacement rolls out in rings like any release (SPEC §3.4, issue 14): the rollout of the
+//! alternative's program release (`vendor/program/version`, the rollouts table's key, see
+//! `rollouts.rs`) decides which faulting terminals may be sent it now; the others are told
+//! `held` and decided again whenever the rollouts move ([`Center::redecide_held`]): `replace`
+//! once their ring opens, `escalated` if the replacement was halted and withdrawn.
+//!
 //! Simplification: a rule added later does not re-decide faults already recorded; the next
 //! fault of the bucket gets the new decision.
 
 use herd_core::{Catalog, PackageFormat, ProductKind};
+use herd_planner::rings::{Offer, RingGates, in_ring};
 use herd_proto::api::events;
 use herd_proto::distribution::package_target;
 use herd_proto::fault::{
@@ -19,7 +26,7 @@ use herd_proto::fault::{
     FaultReplaced, FaultReport, FaultRule, FaultVerdict, FaultVerdicts, MAX_REPORT_BYTES,
     ReplacementEntry,
 };
-use herd_store::{EventRow, FaultBucketKey, FaultBucketRow, FaultWrite};
+use herd_store::{EventRow, FaultBucketKey, FaultBucketRow, FaultRow, FaultWrite};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CenterError, CenterResult, ErrorKind};
@@ -29,6 +36,27 @@ use crate::{Center, rfc3339};
 pub const VERDICTS_LISTED: u32 = 20;
 /// How many faults `herd faults show` lists for a bucket (its newest).
 pub const FAULTS_SHOWN: u32 = 50;
+
+/// The verdict on report `seq` (at `at`, in `bucket`) for what [`decide`] decided.
+fn verdict_of(
+    seq: u64,
+    at: i64,
+    report: &FaultReport,
+    bucket: &str,
+    decided: Decided<'_>,
+) -> FaultVerdict {
+    FaultVerdict {
+        seq,
+        at: rfc3339(at),
+        program: report.program.clone(),
+        bucket: bucket.to_owned(),
+        decision: decided.decision,
+        rule: decided.rule.map(|rule| rule.id.clone()),
+        cause: decided.rule.map(|rule| rule.cause.clone()),
+        remedy: decided.rule.map(|rule| rule.remedy.clone()),
+        alternative: decided.alternative,
+    }
+}
 
 /// Checks the data of a `fault.report` event sent by `terminal`; `at_path` names the event's
 /// fields in errors.
@@ -117,12 +145,22 @@ pub struct Decided<'a> {
 /// Decides a report against the fault database (rules in id order, the first that matches)
 /// and the replacement table; `signed_target` gives the signed target that installs an
 /// alternative on a platform, if the catalog has it as a program release (see
-/// [`program_target`]). Pure.
+/// [`program_target`]), and `ring_open` whether the rollout of that release has reached the
+/// faulting terminal. Pure.
+///
+/// The first alternative, in the table's order, that the terminal has already (`use_alternative`)
+/// or can be sent (`replace`) is chosen. When that alternative's rings have not reached the
+/// terminal, the fault is `held` for it rather than sent a less preferred one (which would
+/// make the less preferred program the one most faulting terminals get while the preferred
+/// one rolls out) — unless a later alternative is already on the terminal: switching to it
+/// distributes nothing, so no ring is at stake, and it ends the fault now rather than after
+/// the rollout.
 pub fn decide<'a>(
     report: &FaultReport,
     rules: &'a [FaultRule],
     replacements: &'a [ReplacementEntry],
     signed_target: &dyn Fn(&Alternative, &str) -> Option<String>,
+    ring_open: &dyn Fn(&Alternative) -> bool,
 ) -> Decided<'a> {
     if let Some(rule) = rules.iter().find(|rule| rule.matches(report)) {
         return Decided {
@@ -136,6 +174,7 @@ pub fn decide<'a>(
         .find(|entry| entry.program == report.program && entry.platform == report.platform)
         .map(|entry| entry.alternatives.as_slice())
         .unwrap_or_default();
+    let mut held: Option<Alternative> = None;
     for alternative in alternatives {
         if report.alternatives_present.contains(&alternative.program) {
             return Decided {
@@ -144,21 +183,64 @@ pub fn decide<'a>(
                 alternative: Some(alternative.clone()),
             };
         }
+        if held.is_some() {
+            continue;
+        }
         if let Some(target) = signed_target(alternative, &report.platform) {
+            let alternative = Alternative {
+                target: Some(target),
+                ..alternative.clone()
+            };
+            if !ring_open(&alternative) {
+                held = Some(alternative);
+                continue;
+            }
             return Decided {
                 decision: Decision::Replace,
                 rule: None,
-                alternative: Some(Alternative {
-                    target: Some(target),
-                    ..alternative.clone()
-                }),
+                alternative: Some(alternative),
             };
         }
+    }
+    if let Some(alternative) = held {
+        return Decided {
+            decision: Decision::Held,
+            rule: None,
+            alternative: Some(alternative),
+        };
     }
     Decided {
         decision: Decision::Escalated,
         rule: None,
         alternative: None,
+    }
+}
+
+/// The rollout key of an alternative's program release: `vendor/program/version`, what
+/// [`herd_planner::rings::release_key`] gives for it, so its ring buckets are the release's.
+pub fn alternative_key(alternative: &Alternative) -> String {
+    format!(
+        "{}/{}/{}",
+        alternative.vendor, alternative.program, alternative.version
+    )
+}
+
+/// Whether the rollout of `alternative`'s release, as `gates` say, reaches `terminal` (in
+/// `group`): a release under no gate (complete, or rings off) reaches everyone; one
+/// withdrawn reaches nobody. Pure: membership is the planner's [`in_ring`].
+pub fn replacement_reaches(
+    gates: &RingGates,
+    alternative: &Alternative,
+    terminal: &str,
+    group: Option<&str>,
+) -> bool {
+    let key = alternative_key(alternative);
+    match gates.gates().iter().find(|gate| gate.key == key) {
+        None => true,
+        Some(gate) => match gate.offer {
+            Offer::Ring { reach } => in_ring(reach, &gate.groups, &key, terminal, group),
+            Offer::Withdrawn { .. } => false,
+        },
     }
 }
 
@@ -179,10 +261,7 @@ pub fn program_target(
     {
         return None;
     }
-    let key = format!(
-        "{}/{}/{}",
-        alternative.vendor, alternative.program, alternative.version
-    );
+    let key = alternative_key(alternative);
     if withdrawn.binary_search(&key).is_ok() {
         return None;
     }
@@ -233,20 +312,16 @@ impl Center {
         let signed_target = |alternative: &Alternative, platform: &str| {
             program_target(&catalog.catalog, &withdrawn, alternative, platform)
         };
+        // Rollout rings may reach a terminal by its group.
+        let group = self.store.terminal(terminal).await?.map(|row| row.group);
+        let gates = catalog.gates();
+        let ring_open = |alternative: &Alternative| {
+            replacement_reaches(&gates, alternative, terminal, group.as_deref())
+        };
         for (row, report) in reports {
-            let decided = decide(&report, &rules, &replacements, &signed_target);
+            let decided = decide(&report, &rules, &replacements, &signed_target, &ring_open);
             let bucket = bucket_of(&report);
-            let verdict = FaultVerdict {
-                seq: row.seq,
-                at: rfc3339(row.at),
-                program: report.program.clone(),
-                bucket: bucket.id.clone(),
-                decision: decided.decision,
-                rule: decided.rule.map(|rule| rule.id.clone()),
-                cause: decided.rule.map(|rule| rule.cause.clone()),
-                remedy: decided.rule.map(|rule| rule.remedy.clone()),
-                alternative: decided.alternative,
-            };
+            let verdict = verdict_of(row.seq, row.at, &report, &bucket.id, decided.clone());
             let recorded = self
                 .store
                 .fault_record(&FaultWrite {
@@ -262,32 +337,131 @@ impl Center {
             if !recorded {
                 continue;
             }
+            if decided.decision == Decision::Held {
+                // Decided under the gates this process has installed, which a rollout round
+                // may be replacing right now: the next round looks at the held faults again.
+                *self.rollouts.held_decided_under.lock().expect("held gates") = None;
+            }
             // Rollout rings: a fault on a terminal running a release still rolling out counts
-            // towards halting that release.
-            if let Err(err) = self.on_fault(terminal, row.at).await {
+            // towards halting that release, and so does a fault of a program release (a
+            // replacement) still rolling out.
+            if let Err(err) = self.on_fault(terminal, Some(&report), row.at).await {
                 tracing::warn!(%err, terminal, "cannot attribute a fault to a rollout");
             }
             if decided.decision == Decision::Escalated {
-                self.alerts.raise(crate::alerts::AlertEvent::new(
-                    crate::alerts::AlertKind::FaultEscalated,
-                    bucket.id.clone(),
-                    format!(
-                        "{} {} ({}) fails with no known cause and no usable replacement, \
-                         first on terminal {terminal}",
-                        report.program,
-                        report.version,
-                        report.kind.as_str()
-                    ),
-                ));
-                tracing::warn!(
-                    bucket = %bucket.id, program = %report.program, version = %report.version,
-                    terminal, kind = report.kind.as_str(),
-                    "fault escalated: no rule of the fault database names its cause and the \
-                     replacement table has no usable alternative"
-                );
+                self.escalated(terminal, &bucket.id, &report);
             }
         }
         Ok(())
+    }
+
+    /// Tells operators about an escalated fault (an alert, and the log).
+    fn escalated(&self, terminal: &str, bucket: &str, report: &FaultReport) {
+        self.alerts.raise(crate::alerts::AlertEvent::new(
+            crate::alerts::AlertKind::FaultEscalated,
+            bucket.to_owned(),
+            format!(
+                "{} {} ({}) fails with no known cause and no usable replacement, \
+                 first on terminal {terminal}",
+                report.program,
+                report.version,
+                report.kind.as_str()
+            ),
+        ));
+        tracing::warn!(
+            bucket, program = %report.program, version = %report.version,
+            terminal, kind = report.kind.as_str(),
+            "fault escalated: no rule of the fault database names its cause and the \
+             replacement table has no usable alternative"
+        );
+    }
+
+    /// Decides the held faults again under the rollouts `rows` (called by the rollout task
+    /// and an operator's action after they stored a transition and before the gates are
+    /// installed and the terminals woken, so a woken terminal finds its new verdict): a fault
+    /// whose replacement's ring now reaches its terminal becomes `replace`; one whose
+    /// replacement was halted and withdrawn becomes `escalated` — the replacement is known to
+    /// fail, so waiting (`held`) would promise what will not come, and operators must look at
+    /// the fault (the alert says so) — unless the table names another usable alternative.
+    /// Each is written only while still held, so processes racing write one verdict. The
+    /// held faults are read only when the gates moved since this process last did, or a
+    /// fault was held since (it may have been decided under the gates being replaced). Returns
+    /// how many changed.
+    pub(crate) async fn redecide_held(&self, rows: &[herd_store::RolloutRow]) -> usize {
+        match self.try_redecide_held(rows).await {
+            Ok(changed) => changed,
+            Err(err) => {
+                tracing::warn!(%err, "cannot decide the held faults again");
+                // Tried again at the next round.
+                *self.rollouts.held_decided_under.lock().expect("held gates") = None;
+                0
+            }
+        }
+    }
+
+    async fn try_redecide_held(&self, rows: &[herd_store::RolloutRow]) -> CenterResult<usize> {
+        // Rings off: every release, a replacement included, reaches everyone at once.
+        let gates = self.replacement_gates(rows).unwrap_or_default();
+        // Only when the gates moved (or a fault was held since the last time, possibly under
+        // the gates before): a held fault's decision depends on nothing else that moves here.
+        let under = &self.rollouts.held_decided_under;
+        if under.lock().expect("held gates").as_ref() == Some(&gates) {
+            return Ok(0);
+        }
+        *under.lock().expect("held gates") = Some(gates.clone());
+        let held: Vec<FaultRow> = self.store.faults_held(0).await?;
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let rules = self.fault_rule_docs().await?;
+        let replacements = self.replacement_docs().await?;
+        let catalog = self.catalog();
+        let mut withdrawn: Vec<String> = rows
+            .iter()
+            .filter(|row| row.phase == herd_planner::rings::Phase::Reverted.as_str())
+            .map(|row| row.release.clone())
+            .collect();
+        withdrawn.sort();
+        let signed_target = |alternative: &Alternative, platform: &str| {
+            program_target(&catalog.catalog, &withdrawn, alternative, platform)
+        };
+        let mut groups: std::collections::HashMap<String, Option<String>> = Default::default();
+        let mut changed = 0;
+        for fault in held {
+            let report: FaultReport = parse_stored(&fault.report, "report")?;
+            let before: FaultVerdict = parse_stored(&fault.verdict, "verdict")?;
+            if !groups.contains_key(&fault.terminal) {
+                let group = self.store.terminal(&fault.terminal).await?.map(|t| t.group);
+                groups.insert(fault.terminal.clone(), group);
+            }
+            let group = groups[&fault.terminal].as_deref();
+            let ring_open = |alternative: &Alternative| {
+                replacement_reaches(&gates, alternative, &fault.terminal, group)
+            };
+            let decided = decide(&report, &rules, &replacements, &signed_target, &ring_open);
+            let verdict = verdict_of(fault.seq, fault.at, &report, &fault.bucket, decided);
+            if verdict == before {
+                continue;
+            }
+            let text = serde_json::to_string(&verdict).expect("a verdict serialises");
+            if !self
+                .store
+                .fault_redecide(&fault.terminal, fault.seq, verdict.decision.as_str(), &text)
+                .await?
+            {
+                continue;
+            }
+            changed += 1;
+            tracing::info!(
+                terminal = %fault.terminal, seq = fault.seq, program = %report.program,
+                decision = verdict.decision.as_str(),
+                "a held fault was decided again as its replacement's rollout moved"
+            );
+            if verdict.decision == Decision::Escalated {
+                self.escalated(&fault.terminal, &fault.bucket, &report);
+            }
+        }
+        Ok(changed)
     }
 
     /// Keeps what a terminal did with a replacement verdict on the fault it answers (checked
@@ -301,7 +475,20 @@ impl Center {
             .fault_outcome(terminal, replaced.seq, &row.data)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                // The verdict it answers is among the terminal's newest: those are the
+                // verdicts an agent reads and acts on.
+                let verdict = self
+                    .store
+                    .faults(Some(terminal), None, VERDICTS_LISTED)
+                    .await
+                    .ok()
+                    .and_then(|faults| faults.into_iter().find(|f| f.seq == replaced.seq))
+                    .and_then(|fault| serde_json::from_str::<FaultVerdict>(&fault.verdict).ok());
+                if let Some(verdict) = verdict {
+                    self.count_replaced(&replaced, &verdict).await;
+                }
+            }
             Ok(false) => tracing::warn!(
                 terminal,
                 seq = replaced.seq,
@@ -311,20 +498,28 @@ impl Center {
         }
     }
 
-    /// The calling terminal's latest verdicts, newest first.
-    pub async fn fault_verdicts(&self, terminal: &str) -> CenterResult<FaultVerdicts> {
+    /// The calling terminal's latest verdicts, newest first; `held` ones only when the reader
+    /// asks for them (an agent older than the decision would refuse the whole answer).
+    pub async fn fault_verdicts(&self, terminal: &str, held: bool) -> CenterResult<FaultVerdicts> {
         // A site decides no fault: its terminals' verdicts are the center's.
-        if let Some(site) = self.site() {
-            return site.fault_verdicts_of(terminal).await;
+        let mut verdicts = match self.site() {
+            Some(site) => site.fault_verdicts_of(terminal).await?,
+            None => FaultVerdicts {
+                verdicts: self
+                    .store
+                    .faults(Some(terminal), None, VERDICTS_LISTED)
+                    .await?
+                    .into_iter()
+                    .map(|row| parse_stored::<FaultVerdict>(&row.verdict, "verdict"))
+                    .collect::<CenterResult<_>>()?,
+            },
+        };
+        if !held {
+            verdicts
+                .verdicts
+                .retain(|verdict| verdict.decision != Decision::Held);
         }
-        let verdicts = self
-            .store
-            .faults(Some(terminal), None, VERDICTS_LISTED)
-            .await?
-            .into_iter()
-            .map(|row| parse_stored::<FaultVerdict>(&row.verdict, "verdict"))
-            .collect::<CenterResult<_>>()?;
-        Ok(FaultVerdicts { verdicts })
+        Ok(verdicts)
     }
 
     /// Every bucket, most recently seen first.
@@ -456,6 +651,11 @@ mod tests {
         }
     }
 
+    /// Every replacement's rings reach every terminal (no rollout, or a complete one).
+    fn open(_: &Alternative) -> bool {
+        true
+    }
+
     /// Only mw-b is published as a signed program release, for linux-x86_64.
     fn signed(alternative: &Alternative, platform: &str) -> Option<String> {
         (alternative.program == "mw-b" && platform == "linux-x86_64")
@@ -488,11 +688,11 @@ mod tests {
         }];
         let rules = [rule];
         assert_eq!(
-            decide(&report("mw-a", &[]), &rules, &table, &signed).decision,
+            decide(&report("mw-a", &[]), &rules, &table, &signed, &open).decision,
             Decision::Known
         );
         let none: [FaultRule; 0] = [];
-        let distributed = decide(&report("mw-a", &[]), &none, &table, &signed);
+        let distributed = decide(&report("mw-a", &[]), &none, &table, &signed, &open);
         assert_eq!(distributed.decision, Decision::Replace);
         let b = distributed.alternative.unwrap();
         assert_eq!(b.program, "mw-b");
@@ -501,12 +701,12 @@ mod tests {
             Some("packages/company-b/mw-b/2.0/linux-x86_64.archive")
         );
         // Present and preferred over the distributed one: nothing to download.
-        let present = decide(&report("mw-a", &["mw-c"]), &none, &table, &signed);
+        let present = decide(&report("mw-a", &["mw-c"]), &none, &table, &signed, &open);
         assert_eq!(present.decision, Decision::UseAlternative);
         let c = present.alternative.unwrap();
         assert_eq!((c.program.as_str(), c.target), ("mw-c", None));
         // Present but less preferred than a distributable one: the table's order wins.
-        let later = decide(&report("mw-a", &["mw-d"]), &none, &table, &signed);
+        let later = decide(&report("mw-a", &["mw-d"]), &none, &table, &signed, &open);
         assert_eq!(later.alternative.unwrap().program, "mw-b");
         // No signed release for the terminal's platform: nothing to distribute, escalated.
         let mut elsewhere = report("mw-a", &[]);
@@ -516,13 +716,101 @@ mod tests {
             ..table[0].clone()
         }];
         assert_eq!(
-            decide(&elsewhere, &none, &table_elsewhere, &signed).decision,
+            decide(&elsewhere, &none, &table_elsewhere, &signed, &open).decision,
             Decision::Escalated
         );
         assert_eq!(
-            decide(&report("mw-x", &[]), &none, &table, &signed).decision,
+            decide(&report("mw-x", &[]), &none, &table, &signed, &open).decision,
             Decision::Escalated
         );
+    }
+
+    #[test]
+    fn a_replacement_outside_its_open_rings_is_held_unless_an_alternative_is_here() {
+        let table = vec![ReplacementEntry {
+            program: "mw-a".into(),
+            platform: "linux-x86_64".into(),
+            alternatives: vec![alternative("mw-b"), alternative("mw-d")],
+        }];
+        let none: [FaultRule; 0] = [];
+        let closed = |_: &Alternative| false;
+        let held = decide(&report("mw-a", &[]), &none, &table, &signed, &closed);
+        assert_eq!(held.decision, Decision::Held);
+        // The verdict names what it waits for, with the signed target it will install.
+        let b = held.alternative.unwrap();
+        assert_eq!(
+            (b.program.as_str(), b.target.as_deref()),
+            (
+                "mw-b",
+                Some("packages/company-b/mw-b/2.0/linux-x86_64.archive")
+            )
+        );
+        // A less preferred alternative already on the terminal ends the fault now.
+        let here = decide(&report("mw-a", &["mw-d"]), &none, &table, &signed, &closed);
+        assert_eq!(here.decision, Decision::UseAlternative);
+        assert_eq!(here.alternative.unwrap().program, "mw-d");
+        // A known cause needs no replacement, whatever the rings.
+        let rule = FaultRule {
+            id: "any".into(),
+            program: "mw-a".into(),
+            version_from: None,
+            version_below: None,
+            kinds: vec![],
+            exit_codes: vec![],
+            signals: vec![],
+            frame_pattern: None,
+            definition_pattern: None,
+            cause: "c".into(),
+            remedy: "r".into(),
+        };
+        assert_eq!(
+            decide(&report("mw-a", &[]), &[rule], &table, &signed, &closed).decision,
+            Decision::Known
+        );
+    }
+
+    /// Ring membership for a replacement is the planner's: by the bucket of terminal and
+    /// release key, or the group; no gate reaches everyone, a withdrawn one nobody.
+    #[test]
+    fn a_replacement_reaches_the_terminals_of_its_rollouts_rings() {
+        let b = alternative("mw-b");
+        let key = alternative_key(&b);
+        assert_eq!(key, "company-b/mw-b/2.0");
+        let gate = |offer: Offer, groups: &[&str]| {
+            RingGates::new(vec![herd_planner::rings::Gate {
+                release: herd_core::ReleaseIdx(0),
+                key: key.clone(),
+                offer,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            }])
+        };
+        let ids: Vec<String> = (0..400).map(|i| format!("t{i}")).collect();
+        let half = gate(Offer::Ring { reach: 5000 }, &[]);
+        let reached: Vec<&String> = ids
+            .iter()
+            .filter(|id| replacement_reaches(&half, &b, id, None))
+            .collect();
+        assert!((150..250).contains(&reached.len()), "{}", reached.len());
+        for id in &ids {
+            let expected = herd_planner::rings::ring_bucket(&key, id) < 5000;
+            assert_eq!(replacement_reaches(&half, &b, id, None), expected, "{id}");
+        }
+        let staff = gate(Offer::Ring { reach: 0 }, &["it-staff"]);
+        assert!(replacement_reaches(&staff, &b, "t1", Some("it-staff")));
+        assert!(!replacement_reaches(&staff, &b, "t1", Some("others")));
+        let withdrawn = gate(Offer::Withdrawn { revert: true }, &[]);
+        assert!(
+            ids.iter()
+                .all(|id| !replacement_reaches(&withdrawn, &b, id, None))
+        );
+        // Another release's gate says nothing about this one.
+        assert!(replacement_reaches(
+            &withdrawn,
+            &alternative("mw-c"),
+            "t1",
+            None
+        ));
+        assert!(replacement_reaches(&RingGates::default(), &b, "t1", None));
     }
 
     #[test]

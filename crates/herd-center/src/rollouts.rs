@@ -14,6 +14,15 @@
 //! Counting: plan reports feed successes and failed installs ([`Center::count_plan_reports`]),
 //! and fault intake calls [`Center::on_fault`]; terminals planned the release that stopped
 //! checking in for [`SILENT_AFTER_INTERVALS`] intervals count as silent.
+//!
+//! A program release (a catalog product of kind `program`) is never planned: it reaches
+//! terminals as a replacement, through fault verdicts (`faults.rs`). Its rollout is the same
+//! row, keyed by the same `vendor/program/version` — the release is what may be bad, whichever
+//! fault bucket asked for it, and a revert withdraws its targets like any release's — and its
+//! rings decide which faulting terminals are sent it (the others are `held`). It rolls out in
+//! rings even as its product's first release: what it falls back to is the program it
+//! replaces. Its successes and failed installs are the replacements' outcomes
+//! ([`Center::count_replaced`]), its faults those reports of the program itself.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -95,6 +104,9 @@ pub(crate) struct RolloutCache {
     generation: AtomicU64,
     /// On a site: the center's rings, replicated with the rollouts (`site_rollouts`).
     site_policy: Mutex<Option<Policy>>,
+    /// The gates this process last decided the held faults again under (`None`: not yet, or
+    /// a fault was held since): the held faults are read again only when they changed.
+    pub(crate) held_decided_under: Mutex<Option<RingGates>>,
 }
 
 impl RolloutCache {
@@ -119,14 +131,18 @@ fn state_of(row: &RolloutRow) -> RolloutState {
     }
 }
 
-/// Whether the release has an earlier one of its product in the catalog: a product's first
-/// release has nothing to fall back to and no installed base to protect, so it is not gated.
-fn has_earlier_release(catalog: &Catalog, release: ReleaseIdx) -> bool {
+/// Whether the release rolls out in rings once rollouts are recorded: a vaccine release that
+/// has an earlier one of its product in the catalog (a product's first release has nothing
+/// to fall back to and no installed base to protect), and every program release (sent as a
+/// replacement onto terminals whose program faults: the fallback is that program, kept while
+/// the replacement is held).
+fn rolls_out(catalog: &Catalog, release: ReleaseIdx) -> bool {
     let r = catalog.release(release);
-    catalog
-        .product_releases(r.product)
-        .first()
-        .is_some_and(|first| first.seq < r.seq)
+    catalog.product(r.product).kind == herd_core::ProductKind::Program
+        || catalog
+            .product_releases(r.product)
+            .first()
+            .is_some_and(|first| first.seq < r.seq)
 }
 
 /// The planner's gates for `catalog` under the stored rows. Releases without a row are gated
@@ -147,7 +163,7 @@ pub(crate) fn gates_for(catalog: &Catalog, rows: &[RolloutRow], policy: &Policy)
         let key = release_key(catalog, release);
         let (offer, groups) = match by_key.get(key.as_str()) {
             Some(row) => (policy.offer(&state_of(row)), policy.groups(&state_of(row))),
-            None if rows.is_empty() || !has_earlier_release(catalog, release) => (None, Vec::new()),
+            None if rows.is_empty() || !rolls_out(catalog, release) => (None, Vec::new()),
             None => (
                 Some(herd_planner::rings::Offer::Ring { reach: first_ring }),
                 first_groups.clone(),
@@ -275,6 +291,11 @@ impl Center {
             return Ok(());
         }
         if self.rollout_settings().is_none() {
+            // Faults held while rings were configured would wait for a rollout nobody drives
+            // any more: with rings off, their replacements reach everyone.
+            if self.site().is_none() {
+                self.redecide_held(&[]).await;
+            }
             return Ok(());
         }
         let rows = self.store.rollouts().await?;
@@ -323,7 +344,7 @@ impl Center {
                 continue;
             }
             let release = catalog.release(idx);
-            let gated = !first_pass && has_earlier_release(catalog, idx);
+            let gated = !first_pass && rolls_out(catalog, idx);
             let row = RolloutRow {
                 release: key.clone(),
                 product: catalog.product(release.product).id.clone(),
@@ -427,6 +448,10 @@ impl Center {
         if transitions > 0 {
             rows = self.store.rollouts().await?;
         }
+        // Before the gates are installed and the terminals woken: a terminal woken by a
+        // promotion then finds the verdict its ring opened for. Every round, not only after
+        // this process's transitions: another process may have stored them.
+        self.redecide_held(&rows).await;
         self.install_rollout_rows(rows);
         // A halt (or a resume) changes what the signed metadata lists.
         self.sign_if_due().await;
@@ -501,6 +526,13 @@ impl Center {
         keys
     }
 
+    /// The gates `rows` give the current catalog (`None`: rings are off), for deciding which
+    /// faulting terminals a replacement reaches.
+    pub(crate) fn replacement_gates(&self, rows: &[RolloutRow]) -> Option<RingGates> {
+        let policy = self.gating_policy()?;
+        Some(gates_for(&self.catalog().catalog, rows, &policy))
+    }
+
     /// Plans with these rows from now on; wakes the waiting terminals if the gates changed.
     fn install_rollout_rows(&self, rows: Vec<RolloutRow>) {
         let Some(policy) = self.gating_policy() else {
@@ -520,7 +552,11 @@ impl Center {
     pub async fn rollout_summaries(&self) -> CenterResult<Vec<RolloutSummary>> {
         let policy = self.rollout_policy()?;
         let rows = self.store.rollouts().await?;
-        Ok(rows.iter().map(|row| summary(policy, row)).collect())
+        let catalog = self.catalog();
+        Ok(rows
+            .iter()
+            .map(|row| summary(policy, &catalog.catalog, row))
+            .collect())
     }
 
     /// One release's rollout.
@@ -529,7 +565,7 @@ impl Center {
         let rows = self.store.rollouts().await?;
         rows.iter()
             .find(|r| r.release == release)
-            .map(|row| summary(policy, row))
+            .map(|row| summary(policy, &self.catalog().catalog, row))
             .ok_or_else(|| no_rollout(release))
     }
 
@@ -618,11 +654,12 @@ impl Center {
         }
         tracing::info!(%release, %action, "rollout changed by an operator");
         let rows = self.store.rollouts().await?;
+        self.redecide_held(&rows).await;
         self.install_rollout_rows(rows.clone());
         self.sign_if_due().await;
         rows.iter()
             .find(|r| r.release == release)
-            .map(|row| summary(policy, row))
+            .map(|row| summary(policy, &self.catalog().catalog, row))
             .ok_or_else(|| no_rollout(release))
     }
 
@@ -704,11 +741,18 @@ impl Center {
     }
 
     /// The hook of fault intake (SPEC §3.3.5): a fault on `terminal` is attributed to the
-    /// release it runs while that release is still rolling out (or paused), and counts towards
-    /// halting it. Returns the release it was attributed to.
-    pub async fn on_fault(&self, terminal: &str, at: i64) -> CenterResult<Option<String>> {
+    /// release it runs while that release is still rolling out (or paused), and a fault of a
+    /// program release (the `report` names its program, vendor and version: a replacement
+    /// the terminal took, or that program installed otherwise) to that release's rollout;
+    /// each counts towards halting it. Returns the releases it was attributed to.
+    pub async fn on_fault(
+        &self,
+        terminal: &str,
+        report: Option<&herd_proto::fault::FaultReport>,
+        at: i64,
+    ) -> CenterResult<Vec<String>> {
         if self.rollout_settings().is_none() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let Some(row) = self.store.terminal(terminal).await? else {
             return Err(CenterError::new(
@@ -716,28 +760,79 @@ impl Center {
                 format!("terminal {terminal:?} is not enrolled"),
             ));
         };
-        let Some(installed) = row
+        let snapshot = self.catalog();
+        let mut keys = Vec::new();
+        if let Some(installed) = row
             .installed
             .as_deref()
             .and_then(|json| serde_json::from_str::<herd_proto::terminal::InstalledDoc>(json).ok())
-        else {
-            return Ok(None);
+            && let Some(key) = key_of(&snapshot.catalog, &installed.product, &installed.version)
+        {
+            keys.push(key);
+        }
+        if let Some(report) = report
+            && let Some(key) = program_key_of(&snapshot.catalog, report)
+            && !keys.contains(&key)
+        {
+            keys.push(key);
+        }
+        let mut counted_for = Vec::new();
+        for key in keys {
+            let counted = self
+                .count_for_rollout(
+                    &key,
+                    RolloutCounts {
+                        faults: 1,
+                        ..RolloutCounts::default()
+                    },
+                )
+                .await?;
+            tracing::info!(%terminal, release = %key, at, counted, "fault attributed to a release");
+            if counted {
+                counted_for.push(key);
+            }
+        }
+        Ok(counted_for)
+    }
+
+    /// Counts a replacement's outcome (a newly stored `fault.replaced` event answering a
+    /// `replace` verdict) for the rollout of the program release it distributed: a success,
+    /// or a failed install (the terminal restored the old program). A switch to an
+    /// alternative the terminal already had distributed nothing and counts for no rollout.
+    pub(crate) async fn count_replaced(
+        &self,
+        replaced: &herd_proto::fault::FaultReplaced,
+        verdict: &herd_proto::fault::FaultVerdict,
+    ) {
+        if self.rollout_settings().is_none()
+            || verdict.decision != herd_proto::fault::Decision::Replace
+        {
+            return;
+        }
+        let Some(alternative) = &verdict.alternative else {
+            return;
         };
-        let snapshot = self.catalog();
-        let Some(key) = key_of(&snapshot.catalog, &installed.product, &installed.version) else {
-            return Ok(None);
+        let key = crate::faults::alternative_key(alternative);
+        let add = if replaced.replaced {
+            RolloutCounts {
+                succeeded: 1,
+                ..RolloutCounts::default()
+            }
+        } else {
+            RolloutCounts {
+                failed: 1,
+                ..RolloutCounts::default()
+            }
         };
-        let counted = self
-            .count_for_rollout(
-                &key,
-                RolloutCounts {
-                    faults: 1,
-                    ..RolloutCounts::default()
-                },
-            )
-            .await?;
-        tracing::info!(%terminal, release = %key, at, counted, "fault attributed to a release");
-        Ok(counted.then_some(key))
+        match self.count_for_rollout(&key, add).await {
+            Ok(counted) => tracing::info!(
+                release = %key, replaced = replaced.replaced, counted,
+                "a replacement's outcome counted for its rollout"
+            ),
+            Err(err) => {
+                tracing::warn!(%err, release = %key, "cannot count a replacement's outcome")
+            }
+        }
     }
 
     /// Adds to a release's rollout counters while it is rolling or paused (the store checks
@@ -913,6 +1008,18 @@ fn key_of(catalog: &Catalog, product: &str, version: &str) -> Option<String> {
     Some(release_key(catalog, release))
 }
 
+/// `vendor/program/version` of the program release a fault report names, if the catalog lists
+/// it as a program of that vendor.
+fn program_key_of(catalog: &Catalog, report: &herd_proto::fault::FaultReport) -> Option<String> {
+    let product = catalog.product(catalog.product_by_id(&report.program)?);
+    if product.kind != herd_core::ProductKind::Program
+        || catalog.vendors[product.vendor.get()].id != report.vendor
+    {
+        return None;
+    }
+    key_of(catalog, &report.program, &report.version)
+}
+
 fn ring_name(policy: &Policy, ring: u32) -> &str {
     policy
         .rings
@@ -927,7 +1034,7 @@ fn no_rollout(release: &str) -> CenterError {
     )
 }
 
-fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
+fn summary(policy: &Policy, catalog: &Catalog, row: &RolloutRow) -> RolloutSummary {
     let (reach_bp, groups) = match Phase::parse(&row.phase) {
         Some(Phase::Complete) => (FULL_REACH, Vec::new()),
         Some(Phase::Reverted) => (0, Vec::new()),
@@ -941,6 +1048,9 @@ fn summary(policy: &Policy, row: &RolloutRow) -> RolloutSummary {
         product: row.product.clone(),
         version: row.version.clone(),
         seq: row.seq,
+        replacement: catalog
+            .product_by_id(&row.product)
+            .is_some_and(|p| catalog.product(p).kind == herd_core::ProductKind::Program),
         phase: row.phase.clone(),
         ring: ring_name(policy, row.ring).to_owned(),
         ring_index: row.ring,

@@ -428,9 +428,10 @@ impl Center {
         &self,
         site: &str,
         id: &str,
+        held: bool,
     ) -> CenterResult<herd_proto::fault::FaultVerdicts> {
         self.terminal_of_site(site, id).await?;
-        self.fault_verdicts(id).await
+        self.fault_verdicts(id, held).await
     }
 
     /// The e-mailed consent answer of a terminal `site` serves, for its plan `plan_id`.

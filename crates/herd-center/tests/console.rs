@@ -695,6 +695,55 @@ fn acme_feed(versions: &[(&str, u64)]) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A program release rolls out as a replacement (to faulting terminals, by fault verdicts):
+/// the rollouts page lists it among the releases, marked as such.
+#[tokio::test]
+async fn the_rollouts_page_marks_a_replacements_rollout() {
+    let console =
+        Console::start_with("rollout_rings = \"canary=10%/3600s/1000, broad=100%/0s/0\"\n").await;
+    let center = &console.center;
+    let now = herd_center::unix_now();
+    let operator = herd_center::Caller::Operator;
+    center
+        .publish_feed(&operator, "acme", &acme_feed(&[("1.0", 1)]))
+        .await
+        .unwrap();
+    center.rollout_tick(now).await.unwrap();
+    let program = serde_json::json!({
+        "format": "herd.catalog/v1",
+        "vendors": [{"id": "company-b", "name": "Company B"}],
+        "products": [{"id": "mw-b", "vendor": "company-b", "name": "Middleware B",
+                      "kind": "program", "platforms": ["linux"]}],
+        "releases": [{"product": "mw-b", "version": "2.0", "pattern": "mw-b 2.0", "seq": 1,
+                      "published": "2000-01-01T00:00:00Z",
+                      "packages": [{"platform": "linux", "format": "archive",
+                                    "sha256": "b".repeat(64), "size": 1000}]}],
+        "threats": [], "coverage": []
+    });
+    center
+        .publish_feed(&operator, "company-b", program.to_string().as_bytes())
+        .await
+        .unwrap();
+    center.rollout_tick(now).await.unwrap();
+    let session = console.sign_in(&console.token("operator").await).await;
+    let page = console.get("/console/rollouts", Some(&session)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let row = |release: &str| {
+        let start = page
+            .body
+            .find(&format!("data-release=\"{release}\""))
+            .unwrap_or_else(|| panic!("no row of {release}: {}", page.body));
+        let end = page.body[start..].find("</tr>").unwrap() + start;
+        page.body[start..end].to_owned()
+    };
+    let replacement = row("company-b/mw-b/2.0");
+    assert!(
+        replacement.contains("rolling") && replacement.contains(">replacement<"),
+        "{replacement}"
+    );
+    assert!(!row("acme/acme-av/1.0").contains(">replacement<"));
+}
+
 #[tokio::test]
 async fn an_operator_pauses_resumes_promotes_and_reverts_a_rollout() {
     let console =

@@ -518,6 +518,22 @@ impl Store for Counting {
         self.count("replacement_put");
         self.inner.replacement_put(entry).await
     }
+    async fn faults_held(&self, limit: u32) -> Result<Vec<herd_store::FaultRow>, StoreError> {
+        self.count("faults_held");
+        self.inner.faults_held(limit).await
+    }
+    async fn fault_redecide(
+        &self,
+        terminal: &str,
+        seq: u64,
+        decision: &str,
+        verdict: &str,
+    ) -> Result<bool, StoreError> {
+        self.count("fault_redecide");
+        self.inner
+            .fault_redecide(terminal, seq, decision, verdict)
+            .await
+    }
     async fn fault_outcome(
         &self,
         terminal: &str,

@@ -12,7 +12,8 @@ use crate::{Client, ClientError, MAX_JSON_ANSWER, Payload, segment};
 impl Client {
     /// This terminal's latest fault verdicts (`GET /v1/fault-verdicts`).
     pub fn fault_verdicts(&self) -> Result<FaultVerdicts, ClientError> {
-        self.get_json("/v1/fault-verdicts", &[], MAX_JSON_ANSWER)
+        // This client knows the `held` decision, so it asks for those verdicts too.
+        self.get_json("/v1/fault-verdicts", &[("held", "true")], MAX_JSON_ANSWER)
     }
 
     /// Fault buckets, most recently seen first (`GET /v1/faults`).

@@ -21,6 +21,10 @@ pub enum Behaviour {
     DiesAtStart,
     /// Serves, but its health check exits 1 (the health check step fails).
     Unhealthy,
+    /// Serves, and its package has a post-install and a pre-uninstall hook (both succeed).
+    Hooked,
+    /// Serves, but its package's post-install hook exits 3 (the install step fails).
+    HookFails,
 }
 
 /// A program package: `program` `version` of `vendor` for `platform`, written to `out`
@@ -57,6 +61,23 @@ pub fn program_package(
         ),
     )?;
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))?;
+    let hooks = match behaviour {
+        Behaviour::Hooked => vec![("post-install", "exit 0"), ("pre-uninstall", "exit 0")],
+        Behaviour::HookFails => vec![("post-install", "echo cannot set up >&2; exit 3")],
+        _ => Vec::new(),
+    };
+    for (name, body) in hooks {
+        let hook = src.join("bin").join(name);
+        fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh
+{body}
+"
+            ),
+        )?;
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755))?;
+    }
     let conf = src.join("etc").join(format!("{program}.conf"));
     fs::write(&conf, format!("NAME={program}\nVERSION={version}\n"))?;
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o644))?;
@@ -77,8 +98,9 @@ pub fn program_package(
             exit_status: Some(0),
             output_contains: Some("ready".into()),
         }),
-        post_install: None,
-        pre_uninstall: None,
+        post_install: matches!(behaviour, Behaviour::Hooked | Behaviour::HookFails)
+            .then(|| "bin/post-install".to_owned()),
+        pre_uninstall: (behaviour == Behaviour::Hooked).then(|| "bin/pre-uninstall".to_owned()),
         hooks_run_as: None,
         run: Some(vec![format!("bin/{program}")]),
     };

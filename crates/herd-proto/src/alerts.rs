@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 
 /// One alert sent (or to be sent) to one channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertDelivery {
     pub id: u64,
@@ -34,7 +33,6 @@ pub struct AlertDelivery {
 
 /// A page of deliveries, newest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertList {
     pub deliveries: Vec<AlertDelivery>,
@@ -45,7 +43,6 @@ pub struct AlertList {
 
 /// A configured channel, without its secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertChannelInfo {
     pub name: String,
@@ -58,7 +55,6 @@ pub struct AlertChannelInfo {
 
 /// A configured rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertRuleInfo {
     pub name: String,
@@ -70,7 +66,6 @@ pub struct AlertRuleInfo {
 
 /// The alert configuration in force (`GET /v1/alerts/setup`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertSetup {
     pub window_secs: u64,
@@ -81,7 +76,6 @@ pub struct AlertSetup {
 
 /// What a test alert did (`POST /v1/alerts/channels/{name}/test`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertTestResult {
     pub channel: String,

@@ -545,7 +545,6 @@ pub struct SamplePresence {
 
 /// One sample in the center's store (`GET /v1/samples`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SampleDoc {
     pub sha256: String,
@@ -611,7 +610,6 @@ pub struct VerdictDoc {
 
 /// One signature of Herd's own set, as `GET /v1/herd-set` lists it and a verdict answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HerdSignatureDoc {
     pub sha256: String,
@@ -646,7 +644,6 @@ pub struct BodySignaturesDoc {
 
 /// One analyst's body signature of Herd's set (`GET /v1/herd-set/body-signatures`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BodySignatureDoc {
     pub name: String,
@@ -662,7 +659,6 @@ pub struct BodySignatureDoc {
 
 /// What adding body signatures changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BodySignaturesOutcome {
     /// The names added, in the document's order.
@@ -673,7 +669,6 @@ pub struct BodySignaturesOutcome {
 
 /// What a verdict changed (`POST /v1/verdicts`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerdictOutcome {
     /// Whether Herd's set changed (false: the signature was already there, or already gone).
@@ -1365,7 +1360,6 @@ pub struct BlobCollection {
 /// The signed repository as the center serves it (`GET /v1/trust`): what an operator checks
 /// before and after a key ceremony, and what `herd keys` builds the next root from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustStatus {
     pub root: TrustRoot,
@@ -1385,7 +1379,6 @@ pub struct TrustStatus {
 
 /// The newest root.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustRoot {
     pub version: u64,
@@ -1402,7 +1395,6 @@ pub struct TrustRoot {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustRoleKeys {
     pub role: String,
@@ -1411,7 +1403,6 @@ pub struct TrustRoleKeys {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustRoleStatus {
     pub role: String,
@@ -1421,7 +1412,6 @@ pub struct TrustRoleStatus {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustDelegation {
     pub role: String,
@@ -1434,7 +1424,6 @@ pub struct TrustDelegation {
 
 /// An online key (`POST /v1/trust/online-keys/{role}` answers the one it generated).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OnlineKey {
     /// `timestamp`, `snapshot` or `targets`.
@@ -1459,7 +1448,6 @@ pub struct VendorSigningKey {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VendorSigningKeyInfo {
     pub vendor: String,
@@ -1472,7 +1460,6 @@ pub struct VendorSigningKeyInfo {
 
 /// What the center did with a vendor's signed role (`PUT /v1/tuf/roles/{role}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoleAccepted {
     pub role: String,
@@ -1482,8 +1469,10 @@ pub struct RoleAccepted {
 }
 
 /// `GET /v1/rollouts` (operator): one release's rollout in rings (SPEC §3.4).
+///
+/// Answers read by clients accept fields they do not know (no `deny_unknown_fields`), so a
+/// center that adds one does not break older CLIs and agents; requests stay strict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutSummary {
     /// `vendor/product/version`.
@@ -1491,6 +1480,13 @@ pub struct RolloutSummary {
     pub product: String,
     pub version: String,
     pub seq: u64,
+    /// A program release (a catalog product of kind `program`): it rolls out as a
+    /// replacement, to the faulting terminals whose fault verdict names it, ring by ring
+    /// (terminals outside the open rings are told `held`); its successes and failed installs
+    /// are the replacements' outcomes, its faults those the new program reports. Absent
+    /// (false) for a vaccine release, which rolls out through plans.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replacement: bool,
     /// `rolling`, `paused`, `complete` or `reverted` (halted, withdrawn and planned back on
     /// the terminals that took it).
     pub phase: String,

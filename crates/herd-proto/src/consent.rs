@@ -64,7 +64,6 @@ pub struct TerminalEmail {
 
 /// One consent request the center mailed (`GET /v1/terminals/{id}/consents`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsentRequestDoc {
     pub id: u64,
@@ -89,7 +88,6 @@ pub struct ConsentRequestDoc {
 
 /// A terminal's consent requests, newest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsentRequestList {
     pub requests: Vec<ConsentRequestDoc>,
@@ -98,7 +96,6 @@ pub struct ConsentRequestList {
 /// `GET /v1/sites/terminals/{id}/consent?plan_id=`: a site asks the center for the e-mailed
 /// answer of a terminal it serves that waits for consent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SiteConsent {
     pub consent: Option<ConsentAnswer>,

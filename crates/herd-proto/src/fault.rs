@@ -507,7 +507,6 @@ impl FaultRule {
 
 /// An approved alternative to a program.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Alternative {
     pub program: String,
@@ -613,6 +612,13 @@ pub enum Decision {
     UseAlternative,
     /// Unknown cause and no approved alternative: escalated to operators.
     Escalated,
+    /// Unknown cause, and the alternative to distribute is still rolling out in rings that
+    /// have not reached this terminal (SPEC §3.4): nothing to do yet. The center decides the
+    /// fault again when the replacement's rollout moves, and the verdict of the same `seq`
+    /// then becomes `replace` (its ring opened) or `escalated` (the replacement was halted
+    /// and withdrawn), which the terminal acts on then. Listed only to readers that ask
+    /// (`GET /v1/fault-verdicts?held=true`): an older agent would refuse the whole answer.
+    Held,
 }
 
 impl Decision {
@@ -622,6 +628,7 @@ impl Decision {
             Decision::Replace => "replace",
             Decision::UseAlternative => "use_alternative",
             Decision::Escalated => "escalated",
+            Decision::Held => "held",
         }
     }
 
@@ -631,6 +638,7 @@ impl Decision {
             Decision::Replace,
             Decision::UseAlternative,
             Decision::Escalated,
+            Decision::Held,
         ]
         .into_iter()
         .find(|d| d.as_str() == text)
@@ -639,7 +647,6 @@ impl Decision {
 
 /// The center's verdict on one fault report, for the terminal and for operators.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultVerdict {
     /// The seq of the `fault.report` event.
@@ -656,14 +663,14 @@ pub struct FaultVerdict {
     pub cause: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remedy: Option<String>,
-    /// The alternative to replace the program with (`replace`, `use_alternative`).
+    /// The alternative to replace the program with (`replace`, `use_alternative`), or the one
+    /// whose rollout the terminal waits for (`held`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alternative: Option<Alternative>,
 }
 
 /// A terminal's latest verdicts, newest first (`GET /v1/faults/verdicts`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultVerdicts {
     pub verdicts: Vec<FaultVerdict>,
@@ -671,7 +678,6 @@ pub struct FaultVerdicts {
 
 /// A bucket as operators see it (`herd faults list`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultBucket {
     pub id: String,
@@ -692,7 +698,6 @@ pub struct FaultBucket {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultBucketList {
     pub buckets: Vec<FaultBucket>,
@@ -701,7 +706,6 @@ pub struct FaultBucketList {
 /// One fault as stored: which terminal, the report, the verdict, and what the terminal did
 /// with a `replace` or `use_alternative` verdict (once it said).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultEntry {
     pub terminal: String,
@@ -769,7 +773,6 @@ impl FaultReplaced {
 
 /// A bucket with its latest faults (`herd faults show`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultBucketDetail {
     pub bucket: FaultBucket,
@@ -777,14 +780,12 @@ pub struct FaultBucketDetail {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultRuleList {
     pub rules: Vec<FaultRule>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplacementList {
     pub entries: Vec<ReplacementEntry>,
@@ -900,5 +901,37 @@ mod tests {
         for path in ["$.program", "$.signal", "$.frames", "$.dump_sha256"] {
             assert!(err.contains(path), "{err}");
         }
+    }
+
+    /// Verdicts and listings are answers: a field a newer center adds (to an alternative, a
+    /// verdict, a rollout) must not make an older agent or CLI refuse the whole answer.
+    #[test]
+    fn answers_accept_fields_a_newer_center_adds() {
+        let verdicts = serde_json::json!({"verdicts": [{
+            "seq": 3, "at": "2026-12-06T20:00:00Z", "program": "mw-a", "bucket": "0123",
+            "decision": "held", "ring_opens": "later",
+            "alternative": {"program": "mw-b", "vendor": "company-b", "version": "2.0",
+                            "rollout": "company-b/mw-b/2.0"}}],
+            "next": null});
+        let read: FaultVerdicts = serde_json::from_value(verdicts).unwrap();
+        assert_eq!(read.verdicts[0].decision, Decision::Held);
+        assert_eq!(
+            read.verdicts[0].alternative.as_ref().unwrap().program,
+            "mw-b"
+        );
+        let summary = serde_json::json!({
+            "release": "company-b/mw-b/2.0", "product": "mw-b", "version": "2.0", "seq": 20,
+            "phase": "rolling", "ring": "canary", "ring_index": 0, "reach_bp": 100,
+            "started_at": "x", "ring_started_at": "x", "updated_at": "x", "reason": null,
+            "succeeded": 0, "failed": 0, "faults": 0, "silent": 0, "replacement": true,
+            "added_later": {"a": 1}});
+        let read: crate::api::RolloutSummary = serde_json::from_value(summary).unwrap();
+        assert!(read.replacement);
+        // A request stays strict: a report with a field the center does not know is refused.
+        let mut sent = serde_json::to_value(report()).unwrap();
+        sent["surprise"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<FaultReport>(sent).is_err());
+        assert_eq!(Decision::parse("held"), Some(Decision::Held));
+        assert_eq!(Decision::Held.as_str(), "held");
     }
 }

@@ -17,7 +17,6 @@ pub struct FeedSourceDoc {
 
 /// A registered feed source and what its last poll did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedSource {
     pub vendor: String,
@@ -36,7 +35,6 @@ pub struct FeedSource {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedSourceList {
     pub sources: Vec<FeedSource>,
@@ -44,7 +42,6 @@ pub struct FeedSourceList {
 
 /// What one poll did (`POST /v1/vendors/{vendor}/feed-source/poll`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedPollResult {
     pub vendor: String,

@@ -207,7 +207,6 @@ pub struct GroupInputs {
 /// `GET /v1/sites/rollouts`: the center's rings (none: it rolls releases out to everyone at
 /// once) and every rollout's phase and ring, from which a site computes the same ring gates.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SiteRollouts {
     pub rings: Vec<SiteRing>,
@@ -216,7 +215,6 @@ pub struct SiteRollouts {
 
 /// One ring of the center's `rollout_rings`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SiteRing {
     pub name: String,
@@ -229,7 +227,6 @@ pub struct SiteRing {
 
 /// One release's rollout, as far as planning goes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SiteRollout {
     /// `vendor/product/version`.

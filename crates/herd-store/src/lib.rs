@@ -846,6 +846,10 @@ pub struct FaultWrite {
 
 /// The decision that marks a bucket escalated (its first time is kept in `escalated_at`).
 pub const FAULT_ESCALATED: &str = "escalated";
+/// The decision of a fault whose replacement rolls out in rings that have not reached its
+/// terminal yet: decided again when the rollout moves (`faults_held`, `fault_redecide`). The
+/// partial index of migration 0024 spells it as an SQL literal.
+pub const FAULT_HELD: &str = "held";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultBucketRow {
@@ -1388,6 +1392,20 @@ pub trait Store: Send + Sync + Debug {
         terminal: &str,
         seq: u64,
         outcome: &str,
+    ) -> Result<bool, StoreError>;
+    /// The faults whose decision is `held` ([`FAULT_HELD`]), oldest first, at most `limit`
+    /// (0 means no limit).
+    async fn faults_held(&self, limit: u32) -> Result<Vec<FaultRow>, StoreError>;
+    /// Decides a held fault again: its decision and verdict become these, only while it is
+    /// still `held` (so two processes deciding it again both write the same, or one of them
+    /// nothing); its bucket's decision too (and its first escalation). False when the fault
+    /// is not held (any more), or unknown.
+    async fn fault_redecide(
+        &self,
+        terminal: &str,
+        seq: u64,
+        decision: &str,
+        verdict: &str,
     ) -> Result<bool, StoreError>;
     /// The fault database, ordered by rule id.
     async fn fault_rules(&self) -> Result<Vec<FaultRuleRow>, StoreError>;

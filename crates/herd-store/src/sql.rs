@@ -2983,18 +2983,7 @@ where
         .fetch_all(&self.reader)
         .await?
         .iter()
-        .map(|row| {
-            Ok(FaultRow {
-                terminal: row.try_get("terminal")?,
-                seq: from_db_int(row.try_get("seq")?, "fault seq")?,
-                at: row.try_get("at")?,
-                bucket: row.try_get("bucket")?,
-                decision: row.try_get("decision")?,
-                report: row.try_get("report")?,
-                verdict: row.try_get("verdict")?,
-                outcome: row.try_get("outcome")?,
-            })
-        })
+        .map(fault_from_row)
         .collect()
     }
 
@@ -3012,6 +3001,59 @@ where
             .execute(&self.writer)
             .await?;
         Ok(DB::rows_affected(&result) > 0)
+    }
+
+    async fn faults_held(&self, limit: u32) -> Result<Vec<FaultRow>, StoreError> {
+        // The literal matches migration 0024's partial index (`FAULT_HELD`).
+        sqlx::query(
+            "SELECT terminal, seq, at, bucket, decision, report, verdict, outcome FROM faults \
+             WHERE decision = 'held' ORDER BY at, terminal, seq LIMIT $1",
+        )
+        .bind(limit_or_all(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(fault_from_row)
+        .collect()
+    }
+
+    async fn fault_redecide(
+        &self,
+        terminal: &str,
+        seq: u64,
+        decision: &str,
+        verdict: &str,
+    ) -> Result<bool, StoreError> {
+        let seq = to_db_int(seq, "fault seq")?;
+        let mut tx = self.write().await?;
+        let Some(row) = sqlx::query(
+            "UPDATE faults SET decision = $3, verdict = $4 \
+             WHERE terminal = $1 AND seq = $2 AND decision = 'held' RETURNING bucket, at",
+        )
+        .bind(terminal)
+        .bind(seq)
+        .bind(decision)
+        .bind(verdict)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(false);
+        };
+        let bucket: String = row.try_get("bucket")?;
+        let at: i64 = row.try_get("at")?;
+        sqlx::query(
+            "UPDATE fault_buckets SET decision = $2, \
+                 escalated_at = COALESCE(escalated_at, CASE WHEN $2 = $3 THEN $4 END) \
+             WHERE id = $1",
+        )
+        .bind(bucket.as_str())
+        .bind(decision)
+        .bind(crate::FAULT_ESCALATED)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn fault_rules(&self) -> Result<Vec<FaultRuleRow>, StoreError> {
@@ -3162,6 +3204,25 @@ where
         status: row.try_get("status")?,
         pushed_at: row.try_get("pushed_at")?,
         terminals: from_db_int(row.try_get("terminals")?, "terminal count")?,
+    })
+}
+
+fn fault_from_row<R: Row>(row: &R) -> Result<FaultRow, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    Ok(FaultRow {
+        terminal: row.try_get("terminal")?,
+        seq: from_db_int(row.try_get("seq")?, "fault seq")?,
+        at: row.try_get("at")?,
+        bucket: row.try_get("bucket")?,
+        decision: row.try_get("decision")?,
+        report: row.try_get("report")?,
+        verdict: row.try_get("verdict")?,
+        outcome: row.try_get("outcome")?,
     })
 }
 

@@ -4120,6 +4120,59 @@ async fn faults_are_recorded_once_and_counted_in_their_bucket(fixture: &Fixture)
     assert!(!store.fault_outcome("t2", 1, "{}").await.unwrap());
     let answered = store.faults(Some("t1"), Some("b1"), 0).await.unwrap();
     assert_eq!(answered[0].outcome.as_deref(), Some(r#"{"replaced":true}"#));
+    // A held fault (its replacement's ring has not reached the terminal) is listed as held
+    // and decided again once, only while it is still held; its bucket follows.
+    assert!(
+        store
+            .fault_record(&fault("t1", 3, 130, "b2", "held"))
+            .await
+            .unwrap()
+    );
+    let held = store.faults_held(0).await.unwrap();
+    assert_eq!(
+        held.iter()
+            .map(|f| (f.terminal.as_str(), f.seq))
+            .collect::<Vec<_>>(),
+        [("t1", 3)]
+    );
+    assert!(
+        store
+            .fault_redecide("t1", 3, "escalated", r#"{"decision":"escalated"}"#)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .fault_redecide("t1", 3, "replace", r#"{"decision":"replace"}"#)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .fault_redecide("t1", 1, "replace", "{}")
+            .await
+            .unwrap()
+    );
+    assert!(store.faults_held(0).await.unwrap().is_empty());
+    let redecided = store.faults(Some("t1"), Some("b2"), 1).await.unwrap();
+    assert_eq!(
+        (
+            redecided[0].decision.as_str(),
+            redecided[0].verdict.as_str()
+        ),
+        ("escalated", r#"{"decision":"escalated"}"#)
+    );
+    let b2 = store
+        .fault_buckets()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.key.id == "b2")
+        .unwrap();
+    assert_eq!(
+        (b2.decision.as_str(), b2.escalated_at),
+        ("escalated", Some(130))
+    );
     // Faults go with their terminal.
     assert!(store.terminal_delete("t2").await.unwrap());
     assert_eq!(store.faults(None, Some("b1"), 0).await.unwrap().len(), 1);

@@ -8,7 +8,7 @@
 //! plan's scripts (`install.rs`).
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use herd_fs::{Dir, DirError};
 use herd_package::Manifest;
@@ -16,7 +16,7 @@ use herd_proto::layout;
 
 use super::Executor;
 use super::content::Source;
-use super::script::{self, RunAs};
+use super::script::RunAs;
 
 impl Executor {
     /// Opens `<prefix>/products/<product>`, creating it (and `products`) when `create` is set;
@@ -179,12 +179,18 @@ impl Executor {
             .ok()
     }
 
+    /// How this executor runs package hooks.
+    pub(super) fn hooks(&self) -> super::HookRunner<'_> {
+        super::HookRunner {
+            policy: &self.config.hooks,
+            timeout: self.config.script_timeout,
+            prefix: &self.config.prefix,
+        }
+    }
+
     /// Who the hooks of `manifest` run as under this agent's policy, or why they may not run.
     pub(super) fn hook_run_as(&self, manifest: &Manifest) -> Result<RunAs, String> {
-        if manifest.hooks().next().is_none() {
-            return Ok(RunAs::Agent);
-        }
-        self.config.hooks.run_as(manifest)
+        self.hooks().run_as(manifest)
     }
 
     /// Runs `hook` (a path inside `dir`, checked by the manifest's validation) from `dir`;
@@ -195,19 +201,6 @@ impl Executor {
         hook: &str,
         run_as: RunAs,
     ) -> Result<String, String> {
-        // Relative to the working directory, which is entered before privileges are dropped:
-        // an unprivileged hook user needs no access to the directories above the product
-        // (the default prefix lies inside the agent's private state directory).
-        let path: PathBuf = Path::new(".").join(hook);
-        let env = [("HERD_PREFIX", self.config.prefix.as_os_str())];
-        let who = self.config.hooks.describe(run_as);
-        match script::run_hook(&path, dir, &env, self.config.script_timeout, run_as) {
-            Ok(run) if run.success => Ok(who),
-            Ok(run) => Err(format!(
-                "the hook {hook} failed ({who}): {}",
-                run.describe()
-            )),
-            Err(e) => Err(format!("the hook {hook} could not run ({who}): {e}")),
-        }
+        self.hooks().run(dir, hook, run_as)
     }
 }

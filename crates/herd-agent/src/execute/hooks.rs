@@ -5,10 +5,13 @@
 //! refused otherwise (the plan rolls back, saying why). An agent that is not root runs hooks as
 //! itself: it has nothing to give away.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use herd_package::{HooksRunAs, Manifest};
 use nix::unistd::{User, geteuid};
 
-use super::script::RunAs;
+use super::script::{self, RunAs};
 
 /// The user hooks run as by default when the agent is root.
 pub const DEFAULT_HOOK_USER: &str = "nobody";
@@ -123,5 +126,56 @@ impl HookPolicy {
             (RunAs::Agent, _) if geteuid().is_root() => "as root".to_owned(),
             (RunAs::Agent, _) => format!("as the agent's user (uid {})", geteuid()),
         }
+    }
+}
+
+/// How package hooks are run: under the agent's policy, bounded in time, told the prefix
+/// they were installed under (`HERD_PREFIX`). The executor's installs and removals and fault
+/// recovery's replacements (`supervise/replace.rs`) run hooks through it alike.
+#[derive(Clone, Copy, Debug)]
+pub struct HookRunner<'a> {
+    pub policy: &'a HookPolicy,
+    pub timeout: Duration,
+    pub prefix: &'a Path,
+}
+
+impl HookRunner<'_> {
+    /// Who the hooks of `manifest` run as under the policy, or why they may not run (a
+    /// package declaring no hook needs no permission).
+    pub(super) fn run_as(&self, manifest: &Manifest) -> Result<RunAs, String> {
+        if manifest.hooks().next().is_none() {
+            return Ok(RunAs::Agent);
+        }
+        self.policy.run_as(manifest)
+    }
+
+    /// Runs `hook` (a path inside `dir`, checked by the manifest's validation) from `dir`;
+    /// `Ok` with who it ran as, or the failure.
+    pub(super) fn run(&self, dir: &Path, hook: &str, run_as: RunAs) -> Result<String, String> {
+        // Relative to the working directory, which is entered before privileges are dropped:
+        // an unprivileged hook user needs no access to the directories above the product
+        // (the default prefix lies inside the agent's private state directory).
+        let path: PathBuf = Path::new(".").join(hook);
+        let env = [("HERD_PREFIX", self.prefix.as_os_str())];
+        let who = self.policy.describe(run_as);
+        match script::run_hook(&path, dir, &env, self.timeout, run_as) {
+            Ok(run) if run.success => Ok(who),
+            Ok(run) => Err(format!(
+                "the hook {hook} failed ({who}): {}",
+                run.describe()
+            )),
+            Err(e) => Err(format!("the hook {hook} could not run ({who}): {e}")),
+        }
+    }
+
+    /// Whether the policy lets the hooks of `manifest` run (why not, if it does not).
+    pub fn allowed(&self, manifest: &Manifest) -> Result<(), String> {
+        self.run_as(manifest).map(|_| ())
+    }
+
+    /// Runs `hook` of the package with `manifest`, installed in `dir`, as the policy says.
+    pub fn run_of(&self, manifest: &Manifest, dir: &Path, hook: &str) -> Result<String, String> {
+        let run_as = self.run_as(manifest)?;
+        self.run(dir, hook, run_as)
     }
 }

@@ -71,7 +71,7 @@ use sha2::{Digest, Sha256};
 pub use cli::{ApplyArgs, run as run_apply};
 pub use content::MAX_KEPT_CONTENT;
 pub use fetch::{DirFetcher, FetchError, Fetcher, Rebuilt, content_file_name};
-pub use hooks::{HookArgs, HookPolicy};
+pub use hooks::{HookArgs, HookPolicy, HookRunner};
 
 use activate::activate;
 use journal::{Journal, Phase};

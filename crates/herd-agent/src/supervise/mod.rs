@@ -48,6 +48,9 @@ pub struct SuperviseArgs {
     /// How often the programs are looked at, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     tick_ms: u64,
+    /// Who the hooks of a replacement's package run as (as for `herd-agent run`).
+    #[command(flatten)]
+    hooks: crate::execute::HookArgs,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -166,8 +169,17 @@ pub fn run(args: &SuperviseArgs) -> Result<u8> {
         );
     }
     let platform = config.platform();
+    let policy = args.hooks.policy().map_err(|why| anyhow::anyhow!(why))?;
     let dirs = FaultDirs::new(&args.state_dir);
     dirs.create()?;
+    let programs = dirs.programs();
+    // A replacement's package hooks run as an install's do (the same runner and policy),
+    // told the directory replacements are installed under.
+    let hooks = crate::execute::HookRunner {
+        policy: &policy,
+        timeout: crate::execute::DEFAULT_SCRIPT_TIMEOUT,
+        prefix: &programs,
+    };
     let outbox = Outbox::open(&dirs.outbox())?;
     let selected = verdicts::Selected::load(&dirs)?;
     let mut watched: Vec<Watched> = config
@@ -180,6 +192,8 @@ pub fn run(args: &SuperviseArgs) -> Result<u8> {
     }
     let stop = StopSignals::new()?;
     let mut acted = verdicts::Acted::load(&dirs)?;
+    // Held verdicts already shown (by seq): shown once, never marked acted on.
+    let mut held_shown: Vec<u64> = Vec::new();
     let mut seen_verdicts = None;
     let tick = Duration::from_millis(args.tick_ms.max(10));
     loop {
@@ -206,7 +220,16 @@ pub fn run(args: &SuperviseArgs) -> Result<u8> {
                 if acted.contains(verdict.seq) {
                     continue;
                 }
-                act(&verdict, &mut watched, &dirs, &outbox);
+                if verdict.decision == Decision::Held {
+                    // Not the last word on this fault: the center decides it again when the
+                    // replacement's rollout reaches this terminal, under the same seq.
+                    if !held_shown.contains(&verdict.seq) {
+                        held_shown.push(verdict.seq);
+                        eprintln!("herd-agent: {}", describe_verdict(&verdict));
+                    }
+                    continue;
+                }
+                act(&verdict, &mut watched, &dirs, &outbox, &hooks);
                 acted.add(&dirs, verdict.seq)?;
             }
         }
@@ -220,7 +243,13 @@ pub fn run(args: &SuperviseArgs) -> Result<u8> {
 }
 
 /// Acts on one new verdict about a program this supervisor runs.
-fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox: &Outbox) {
+fn act(
+    verdict: &FaultVerdict,
+    watched: &mut [Watched],
+    dirs: &FaultDirs,
+    outbox: &Outbox,
+    hooks: &crate::execute::HookRunner<'_>,
+) {
     let Some(program) = watched
         .iter_mut()
         .find(|w| w.active_name() == verdict.program)
@@ -234,6 +263,8 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
             verdict.cause.as_deref().unwrap_or("?"),
             verdict.remedy.as_deref().unwrap_or("?")
         ),
+        // Never acted on (`run` skips it); here for completeness.
+        (Decision::Held, _) => eprintln!("herd-agent: {}", describe_verdict(verdict)),
         (Decision::Escalated, _) => eprintln!(
             "herd-agent: {}: the cause of its fault is unknown and no alternative is approved; \
              escalated to the operators",
@@ -247,7 +278,7 @@ fn act(verdict: &FaultVerdict, watched: &mut [Watched], dirs: &FaultDirs, outbox
                     None
                 }
             };
-            let outcome = replace::replace(program, alternative, fetched.as_ref(), dirs);
+            let outcome = replace::replace(program, alternative, fetched.as_ref(), dirs, hooks);
             eprintln!("herd-agent: {}: {}", verdict.program, outcome.message);
             if outcome.replaced
                 && let Err(err) = verdicts::Selected::record(dirs, &verdict.program, program)
@@ -358,6 +389,15 @@ pub fn describe_verdict(verdict: &FaultVerdict) -> String {
         Decision::Escalated => {
             "cause unknown and no approved alternative; escalated to the operators".to_owned()
         }
+        Decision::Held => format!(
+            "cause unknown; replacement by {} rolling out, this terminal's ring opens later \
+             (held: nothing done yet)",
+            verdict
+                .alternative
+                .as_ref()
+                .map(|a| format!("{} {} ({})", a.program, a.version, a.vendor))
+                .unwrap_or_else(|| "?".to_owned())
+        ),
     };
     format!(
         "{} at {} (bucket {}): {what}",

@@ -9,9 +9,10 @@
 //!
 //! The package is trusted only as the signed target `herd-agent run` verified it as
 //! (`verdicts::Fetched`): its bytes are checked again against the signed SHA-256 here, never
-//! against the verdict's word. Simplification: a replacement package's hooks are not run (the
-//! supervisor unpacks, it does not run the executor's hook policy), so a package declaring a
-//! post-install or pre-uninstall hook is refused at the install step.
+//! against the verdict's word. Its hooks run as an install's do, through the executor's
+//! `HookRunner` under the agent's hook policy: the post-install hook once it is in place (a
+//! failure fails the install step), the pre-uninstall hook before a replacement-installed
+//! program is removed — the old one after a switch, or the new one when a later step fails.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use super::collect::sha256_file;
 use super::config::{HealthCheck, ProgramConfig, RestartPolicy};
 use super::verdicts::{FaultDirs, Fetched};
 use super::watch::Watched;
+use crate::execute::HookRunner;
 
 /// How long a new program must stay up after the switch.
 const SWITCH_GRACE: Duration = Duration::from_millis(1500);
@@ -66,10 +68,13 @@ pub fn replace(
     alternative: &Alternative,
     fetched: Option<&Fetched>,
     dirs: &FaultDirs,
+    hooks: &HookRunner<'_>,
 ) -> Outcome {
     let old = watched.active.clone();
     let old_install = watched.installed_in(&dirs.programs()).map(Path::to_owned);
     let mut installed = None;
+    // What the installed package's hooks did, for the outcome's message.
+    let mut notes: Vec<String> = Vec::new();
     let result = (|| -> Result<(), (Step, String)> {
         let new = match watched
             .original
@@ -80,8 +85,9 @@ pub fn replace(
         {
             Some(present) => present.clone(),
             None => {
-                let (program, dir) = install(alternative, fetched, dirs)?;
+                let (program, dir, ran) = install(alternative, fetched, dirs, hooks)?;
                 installed = Some(dir);
+                notes.extend(ran);
                 program
             }
         };
@@ -117,7 +123,16 @@ pub fn replace(
             if let Some(dir) = old_install
                 && Some(&dir) != installed.as_ref()
             {
-                let _ = std::fs::remove_dir_all(&dir);
+                match pre_uninstall(hooks, &dir) {
+                    Some(Err(why)) => notes.push(format!(
+                        "the old program is left in {}: its pre-uninstall hook failed: {why}",
+                        dir.display()
+                    )),
+                    ran => {
+                        notes.extend(ran.and_then(Result::ok));
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
             }
             let how = match fetched {
                 Some(Fetched::Signed(signed)) if installed.is_some() => {
@@ -125,11 +140,12 @@ pub fn replace(
                 }
                 _ => ", already here".to_owned(),
             };
+            let notes: String = notes.iter().map(|note| format!("; {note}")).collect();
             Outcome {
                 replaced: true,
                 failed_step: None,
                 message: format!(
-                    "replaced by {} {} (vendor {}{how})",
+                    "replaced by {} {} (vendor {}{how}){notes}",
                     alternative.program, alternative.version, alternative.vendor
                 ),
             }
@@ -138,7 +154,14 @@ pub fn replace(
             watched.stop();
             watched.active = old;
             let restarted = watched.start();
+            let mut undone = String::new();
             if let Some(dir) = installed {
+                // The package's chance to undo its post-install hook, as a rollback gives it.
+                match pre_uninstall(hooks, &dir) {
+                    Some(Ok(note)) => undone = format!("; {note}"),
+                    Some(Err(why)) => undone = format!("; {why}"),
+                    None => {}
+                }
                 let _ = std::fs::remove_dir_all(&dir);
             }
             let restored = match restarted {
@@ -149,7 +172,7 @@ pub fn replace(
                 replaced: false,
                 failed_step: Some(step),
                 message: format!(
-                    "replacing it by {} failed at {}: {why}; {restored}",
+                    "replacing it by {} failed at {}: {why}; {restored}{undone}",
                     alternative.program,
                     step.as_str()
                 ),
@@ -162,11 +185,27 @@ pub fn replace(
 /// bytes checked again against the signed SHA-256, unpacked by `herd_package` (the checks the
 /// executor makes: paths, member kinds, modes, owners) into `<version>.herd-staging`, its
 /// manifest matched against the alternative, then moved into place.
+/// Runs the pre-uninstall hook of the program installed in `dir`, if its manifest declares
+/// one: what it did (`Ok`: who it ran as), or why it failed; `None` without a hook.
+fn pre_uninstall(hooks: &HookRunner<'_>, dir: &Path) -> Option<Result<String, String>> {
+    let manifest = herd_package::installed_manifest(dir).ok()?;
+    let hook = manifest.pre_uninstall.clone()?;
+    Some(
+        hooks
+            .run_of(&manifest, dir, &hook)
+            .map(|who| format!("its pre-uninstall hook {hook} ran {who}"))
+            .map_err(|why| format!("its pre-uninstall hook: {why}")),
+    )
+}
+
+/// Installs a distributed alternative, then runs its post-install hook (what it did is
+/// returned for the outcome's message).
 fn install(
     alternative: &Alternative,
     fetched: Option<&Fetched>,
     dirs: &FaultDirs,
-) -> Result<(ProgramConfig, PathBuf), (Step, String)> {
+    hooks: &HookRunner<'_>,
+) -> Result<(ProgramConfig, PathBuf, Option<String>), (Step, String)> {
     let fetch_failed = |why: String| (Step::Fetch, why);
     let signed = match fetched {
         Some(Fetched::Signed(signed)) => signed,
@@ -229,11 +268,11 @@ fn install(
         if manifest.kind() != herd_core::ProductKind::Program {
             return Err(format!("{} is not a program", manifest.product));
         }
-        if manifest.post_install.is_some() || manifest.pre_uninstall.is_some() {
-            return Err(format!(
-                "{} declares install hooks, which a replacement does not run",
-                manifest.product
-            ));
+        // Refused before anything runs, as an install is: hooks the policy does not allow.
+        if manifest.hooks().next().is_some() {
+            hooks
+                .allowed(manifest)
+                .map_err(|why| format!("its hooks may not run: {why}"))?;
         }
         let run = manifest.run.as_ref().ok_or_else(|| {
             format!(
@@ -288,7 +327,17 @@ fn install(
             dir.display()
         )));
     }
-    Ok((program, dir))
+    let mut ran = None;
+    if let Some(hook) = &inspection.manifest.post_install {
+        match hooks.run_of(&inspection.manifest, &dir, hook) {
+            Ok(who) => ran = Some(format!("post-install hook {hook} ran {who}")),
+            Err(why) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(install_failed(format!("its post-install hook: {why}")));
+            }
+        }
+    }
+    Ok((program, dir, ran))
 }
 
 /// Runs a health check: it must exit with the expected status (and print the expected

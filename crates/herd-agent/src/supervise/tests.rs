@@ -11,6 +11,7 @@ use super::config::{HealthCheck, Heartbeat, ProgramConfig, RestartPolicy};
 use super::replace::{Step, replace};
 use super::verdicts::{FaultDirs, Fetched};
 use super::watch::{Fault, Watched};
+use crate::execute::{HookPolicy, HookRunner};
 use crate::trust::SignedProgram;
 use herd_lab::programs::Behaviour;
 
@@ -315,6 +316,18 @@ struct Replacement {
     dir: tempfile::TempDir,
     dirs: FaultDirs,
     watched: Watched,
+    /// The hook policy replacements run packages' hooks under (the default one).
+    policy: HookPolicy,
+    programs: PathBuf,
+}
+
+/// How a replacement runs packages' hooks: as the executor does, under `policy`.
+fn runner<'a>(policy: &'a HookPolicy, programs: &'a Path) -> HookRunner<'a> {
+    HookRunner {
+        policy,
+        timeout: std::time::Duration::from_secs(10),
+        prefix: programs,
+    }
 }
 
 impl Replacement {
@@ -342,7 +355,14 @@ impl Replacement {
         }
         let mut watched = Watched::new(config, None);
         watched.start().unwrap();
-        let replacement = Replacement { dir, dirs, watched };
+        let programs = dirs.programs();
+        let replacement = Replacement {
+            dir,
+            dirs,
+            watched,
+            policy: HookPolicy::least_privilege(),
+            programs,
+        };
         wait_for_pid(&replacement.pid_file("a"), None);
         replacement
     }
@@ -399,7 +419,8 @@ impl Replacement {
         step: Step,
     ) -> String {
         let before = std::fs::read_to_string(self.pid_file("a")).unwrap();
-        let outcome = replace(&mut self.watched, alternative, fetched, &self.dirs);
+        let hooks = runner(&self.policy, &self.programs);
+        let outcome = replace(&mut self.watched, alternative, fetched, &self.dirs, &hooks);
         assert!(!outcome.replaced, "{}", outcome.message);
         assert_eq!(outcome.failed_step, Some(step), "{}", outcome.message);
         assert!(
@@ -428,6 +449,7 @@ fn an_alternative_already_here_replaces_the_program() {
         &Replacement::alternative("mw-b"),
         None,
         &r.dirs,
+        &runner(&r.policy, &r.programs),
     );
     assert!(outcome.replaced, "{}", outcome.message);
     assert_eq!(r.watched.active_name(), "mw-b");
@@ -443,7 +465,13 @@ fn an_alternative_already_here_replaces_the_program() {
 fn a_signed_program_package_is_installed_beside_checked_and_switched_to() {
     let mut r = Replacement::new(&[]);
     let (alternative, fetched) = r.fetched("mw-b", Behaviour::Serves);
-    let outcome = replace(&mut r.watched, &alternative, Some(&fetched), &r.dirs);
+    let outcome = replace(
+        &mut r.watched,
+        &alternative,
+        Some(&fetched),
+        &r.dirs,
+        &runner(&r.policy, &r.programs),
+    );
     assert!(outcome.replaced, "{}", outcome.message);
     assert!(
         outcome
@@ -500,4 +528,46 @@ fn a_replacement_failing_at_each_step_restores_the_old_program() {
     r.fails_at(&Replacement::alternative("mw-dies"), None, Step::Switch);
     let (alternative, fetched) = r.fetched("mw-gone", Behaviour::DiesAtStart);
     r.fails_at(&alternative, Some(&fetched), Step::Switch);
+}
+
+/// A replacement's package hooks run as an install's do (the executor's runner, under the
+/// agent's hook policy): the post-install hook once it is in place, the pre-uninstall hook
+/// before a program a replacement installed is replaced in turn; a failing post-install hook
+/// fails the install step and the old program runs again.
+#[test]
+fn a_replacements_package_hooks_run_under_the_hook_policy() {
+    let mut r = Replacement::new(&[]);
+    let (hooked, fetched) = r.fetched("mw-h", Behaviour::Hooked);
+    let hooks = runner(&r.policy, &r.programs);
+    let outcome = replace(&mut r.watched, &hooked, Some(&fetched), &r.dirs, &hooks);
+    assert!(outcome.replaced, "{}", outcome.message);
+    assert!(
+        outcome
+            .message
+            .contains("post-install hook bin/post-install ran as "),
+        "{}",
+        outcome.message
+    );
+    wait_for_pid(&r.pid_file("mw-h"), None);
+    // mw-h, installed by a replacement, is replaced in turn: its pre-uninstall hook runs
+    // before it is removed.
+    let (b, fetched) = r.fetched("mw-b", Behaviour::Serves);
+    let outcome = replace(&mut r.watched, &b, Some(&fetched), &r.dirs, &hooks);
+    assert!(outcome.replaced, "{}", outcome.message);
+    assert!(
+        outcome
+            .message
+            .contains("its pre-uninstall hook bin/pre-uninstall ran as "),
+        "{}",
+        outcome.message
+    );
+    assert!(!r.dirs.programs().join("mw-h/2.0").exists());
+    // A post-install hook that fails: the install step fails, nothing stays installed.
+    let mut r = Replacement::new(&[]);
+    let (failing, fetched) = r.fetched("mw-f", Behaviour::HookFails);
+    let message = r.fails_at(&failing, Some(&fetched), Step::Install);
+    assert!(
+        message.contains("its post-install hook: the hook bin/post-install failed"),
+        "{message}"
+    );
 }

@@ -12,7 +12,9 @@
 //!   verified as and downloaded from to `incoming/<sha256>` (the signed SHA-256, never the
 //!   verdict's word), or why it was refused; written before `verdicts.json`, so the supervisor
 //!   woken by the verdicts finds it;
-//! - `acted.json`: the verdicts the supervisor acted on (so a restart acts on none twice);
+//! - `acted.json`: the verdicts the supervisor acted on (so a restart acts on none twice); a
+//!   `held` verdict is shown, not acted on, so the verdict that later replaces it under the
+//!   same seq (`replace`, `escalated`) is acted on once;
 //! - `outcomes.json`: what each replacement it carried out gave (by the verdict's seq), for
 //!   `herd-agent status`;
 //! - `selected.json`: which alternative now runs in place of a configured program;
@@ -181,7 +183,21 @@ pub fn save(
     // or below the newest answered seq that has no verdict never will (the center refused
     // it), so it is awaited no longer.
     let answered = verdicts.verdicts.iter().map(|v| v.seq).max().unwrap_or(0);
-    awaited.retain(|seq| *seq > answered);
+    // A `held` verdict is not the last word: the center decides it again when the
+    // replacement's rollout reaches this terminal (or is halted), so it stays awaited and the
+    // verdicts are read again at each check-in until it changes.
+    let held: Vec<u64> = verdicts
+        .verdicts
+        .iter()
+        .filter(|v| v.decision == Decision::Held)
+        .map(|v| v.seq)
+        .collect();
+    awaited.retain(|seq| *seq > answered || held.contains(seq));
+    for seq in held {
+        if !awaited.contains(&seq) {
+            awaited.push(seq);
+        }
+    }
     save_json(&dirs.awaited(), &awaited)?;
     Ok(verdicts.verdicts.len())
 }

@@ -13,18 +13,39 @@ use herd_proto::fault::{
     ReplacementList,
 };
 
-use super::extract::{JsonBody, Operator, Path, TerminalIdentity};
+use super::extract::{JsonBody, Operator, Path, Query, TerminalIdentity};
 use crate::{Center, CenterResult};
+
+/// Which verdicts a reader understands.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerdictParams {
+    /// List `held` verdicts too (a replacement rolling out in rings that have not reached the
+    /// terminal). Agents that know the decision ask for them; an older agent, which would
+    /// refuse the whole answer for a decision it does not know, is not sent them.
+    held: Option<bool>,
+}
+
+impl VerdictParams {
+    pub(super) fn held(&self) -> bool {
+        self.held.unwrap_or(false)
+    }
+}
 
 /// The calling terminal's latest fault verdicts, newest first: the cause and remedy of a
 /// known fault, or the alternative to replace a failing program with.
-#[utoipa::path(get, path = "/v1/fault-verdicts", tag = "terminals",
-    responses((status = 200, body = FaultVerdicts), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/fault-verdicts", tag = "terminals", params(VerdictParams),
+    responses((status = 200, body = FaultVerdicts), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn verdicts(
     State(center): State<Arc<Center>>,
     TerminalIdentity(terminal): TerminalIdentity,
+    Query(params): Query<VerdictParams>,
 ) -> CenterResult<Json<FaultVerdicts>> {
-    center.fault_verdicts(&terminal.id).await.map(Json)
+    center
+        .fault_verdicts(&terminal.id, params.held())
+        .await
+        .map(Json)
 }
 
 /// Fault buckets (faults with the same signature), most recently seen first.

@@ -231,14 +231,18 @@ pub async fn site_terminal(
 /// The fault verdicts of a terminal the site serves: a site's terminals read their verdicts
 /// at the site, which asks here (faults are decided at the center only).
 #[utoipa::path(get, path = "/v1/sites/terminals/{id}/fault-verdicts", tag = "sites",
-    params(("id" = String, Path, description = "The terminal's id")),
+    params(("id" = String, Path, description = "The terminal's id"), super::faults::VerdictParams),
     responses((status = 200, body = herd_proto::fault::FaultVerdicts), (status = 403, body = ErrorBody, description = "Not a terminal this site serves"), (status = 404, body = ErrorBody)))]
 pub async fn site_fault_verdicts(
     State(center): State<Arc<Center>>,
     SiteCaller(site): SiteCaller,
     Path(id): Path<String>,
+    super::extract::Query(params): super::extract::Query<super::faults::VerdictParams>,
 ) -> CenterResult<Json<herd_proto::fault::FaultVerdicts>> {
-    center.site_fault_verdicts(&site, &id).await.map(Json)
+    center
+        .site_fault_verdicts(&site, &id, params.held())
+        .await
+        .map(Json)
 }
 
 /// From which message on a site asks.

@@ -106,7 +106,12 @@ fn table(rollouts: &[RolloutSummary]) -> String {
     ]);
     for r in rollouts {
         table.row([
-            r.release.clone(),
+            // A program release rolls out as a replacement, to faulting terminals.
+            if r.replacement {
+                format!("{} (replacement)", r.release)
+            } else {
+                r.release.clone()
+            },
             r.phase.clone(),
             r.ring.clone(),
             reach(r),

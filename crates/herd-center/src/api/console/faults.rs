@@ -152,6 +152,7 @@ fn decision_badge(decision: Decision) -> Markup {
         Decision::Replace => ("replace", "badge update"),
         Decision::UseAlternative => ("use the alternative present", "badge update"),
         Decision::Escalated => ("escalated", "badge bad"),
+        Decision::Held => ("held: replacement rolling out", "badge"),
     };
     html! { span class=(class) { (words) } }
 }

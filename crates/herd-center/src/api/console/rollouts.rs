@@ -49,6 +49,7 @@ async fn rollouts_page(
                     }
                     ". A rollout halts by itself after " (t.max_bad) " bad reports, or when more than "
                     (t.max_bad_percent) " % of at least " (t.min_reports) " reports are bad (failed installs, faults after it, terminals gone silent)."
+                    " A replacement (a program release fault recovery sends) rolls out the same way to the terminals whose program faults: its successes and failures are the replacements' outcomes, its faults those of the new program."
                 }
                 @if list.is_empty() { p.muted { "No release has been rolled out yet." } } @else {
                     table.rollouts { thead { tr {
@@ -58,7 +59,12 @@ async fn rollouts_page(
                         @if may_act(user) { th scope="col" { "Action" } }
                     } }
                     tbody { @for r in &list { tr data-release=(r.release) {
-                        th scope="row" { (r.product) " " (r.version) div.muted { (r.release) } }
+                        th scope="row" {
+                            (r.product) " " (r.version) div.muted { (r.release) }
+                            @if r.replacement {
+                                div { span.badge title="A program release: sent as a replacement to the faulting terminals its rings reach; the others are held until their ring opens" { "replacement" } }
+                            }
+                        }
                         td { (phase_badge(&r.phase)) }
                         td { (ring_progress(rings, r)) }
                         td.num { (r.succeeded) } td.num { (r.failed) } td.num { (r.faults) } td.num { (r.silent) }
