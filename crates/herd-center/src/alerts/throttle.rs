@@ -325,7 +325,10 @@ mod tests {
         calm.offer("r", &alert("t1"), 0);
         assert!(calm.due(LIMITS.window_secs).is_empty());
         let next = calm.take_window("r").unwrap();
-        assert_eq!((next.start, next.sent, next.counted), (LIMITS.window_secs, 0, 0));
+        assert_eq!(
+            (next.start, next.sent, next.counted),
+            (LIMITS.window_secs, 0, 0)
+        );
         assert!(!next.outbreak);
     }
 
