@@ -24,29 +24,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+#[path = "support/herd.rs"]
+mod herd;
+
+use herd::herd_binary;
+
 fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_herd-agent"))
-}
-
-/// The `herd` binary beside the agent's (built if missing, as `tests/run.rs` does).
-fn herd_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("HERD_BIN") {
-        return PathBuf::from(path);
-    }
-    let path = Path::new(env!("CARGO_BIN_EXE_herd-agent"))
-        .parent()
-        .unwrap()
-        .join("herd");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "herd-server", "--bin", "herd"])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    path
 }
 
 fn script(path: &Path, body: &str) -> PathBuf {
@@ -112,7 +96,7 @@ fn faults_are_decided_at_the_center_and_acted_on_by_the_supervisor() {
     let root = tmp.path();
     let data = root.join("center");
     let center = CenterProcess::start(
-        &CenterSpec::new(&herd_binary(), &data)
+        &CenterSpec::new(herd_binary(), &data)
             .log(&root.join("center.log"))
             .env("RUST_LOG", Some("warn")),
     )
@@ -632,7 +616,7 @@ fn replacements_roll_out_in_rings_and_held_terminals_act_once_their_ring_opens()
     )
     .unwrap();
     let center = CenterProcess::start(
-        &CenterSpec::new(&herd_binary(), &data)
+        &CenterSpec::new(herd_binary(), &data)
             .log(&root.join("center.log"))
             .arg("--config")
             .arg(&config)

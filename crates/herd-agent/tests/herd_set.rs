@@ -10,12 +10,9 @@
 //!   whose copy matches no listed delta downloads the whole file.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use herd_client::{Client, ReadLimits};
 use herd_lab::harness::{CenterProcess, CenterSpec};
@@ -23,35 +20,19 @@ use herd_proto::api::{BodySignaturesDoc, NewApiToken, NewEnrolmentToken, Verdict
 use herd_proto::distribution::{HERD_SET_TARGET, TARGETS_PATH, consistent_target_name};
 use sha2::{Digest, Sha256};
 
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/herd.rs"]
+mod herd;
+
+use daemon::Daemon;
+use herd::herd_binary;
+
 /// The body the analyst's signature finds, and its hex.
 const WORM_BODY: &str = "WORM-X-LOADER-0xBADC0DE";
 
 fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_herd-agent"))
-}
-
-/// The `herd` binary beside `herd-agent` (built here if missing, as `tests/run.rs` does).
-fn herd_binary() -> &'static Path {
-    static HERD: OnceLock<PathBuf> = OnceLock::new();
-    HERD.get_or_init(|| {
-        if let Some(path) = std::env::var_os("HERD_BIN") {
-            return PathBuf::from(path);
-        }
-        let path = Path::new(env!("CARGO_BIN_EXE_herd-agent"))
-            .parent()
-            .unwrap()
-            .join("herd");
-        if !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "herd-server", "--bin", "herd"])
-                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the herd binary failed");
-        }
-        path
-    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -62,21 +43,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// A running agent daemon scanning one directory, and the lines it prints.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    files: PathBuf,
-    state: PathBuf,
-}
-
 impl Daemon {
     fn start(root: &Path, center: &CenterProcess, token: &str, id: &str) -> Daemon {
-        let files = root.join(format!("{id}-files"));
-        let state = root.join(id);
-        fs::create_dir_all(&files).unwrap();
-        let mut child = agent()
+        let (files, state) = daemon::dirs(root, id);
+        let mut command = agent();
+        command
             .arg("run")
             .arg("--server")
             .arg(&center.url)
@@ -87,82 +58,8 @@ impl Daemon {
             .args(["--enrol-token", token, "--id", id])
             .args(["--kind", "pc", "--platform", "pc"])
             .arg("--scan")
-            .arg(&files)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon {
-            child,
-            lines,
-            seen: Vec::new(),
-            files,
-            state,
-        }
-    }
-
-    /// Waits for a line containing `wanted` (after those already consumed), returning it.
-    #[track_caller]
-    fn wait_for(&mut self, wanted: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(wanted) => return line,
-                Ok(line) => self.seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no line with {wanted:?} in 30 s; saw:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// Lines printed within `within` that contain `wanted`.
-    fn lines_with(&mut self, wanted: &str, within: Duration) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let mut found = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(wanted) => found.push(line),
-                Ok(line) => self.seen.push(line),
-                Err(_) => break,
-            }
-        }
-        found
-    }
-
-    /// Writes a file into the scanned directory and opens it as a user would (an open that
-    /// fanotify may deny, so the result is not looked at).
-    fn drop_file(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.files.join(name);
-        fs::write(&path, content).unwrap();
-        let _ = fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut Vec::new()));
-        path
-    }
-
-    /// The agent's copy of a file of Herd's set.
-    fn set_file(&self, name: &str) -> Vec<u8> {
-        fs::read(self.state.join("herd-set").join(name)).unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+            .arg(&files);
+        Daemon::spawn(command, files, state)
     }
 }
 

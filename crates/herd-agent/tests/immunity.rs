@@ -9,12 +9,9 @@
 //! publishes it by the second rule.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use herd_client::Client;
@@ -24,6 +21,14 @@ use herd_proto::api::{GroupDoc, NewEnrolmentToken, PlacementRule, PlacementRules
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/herd.rs"]
+mod herd;
+
+use daemon::Daemon;
+use herd::herd_binary;
+
 /// A body vendor A's product detects by name and vendor B's does not.
 const NEW_VIRUS: &str = "NEW-VIRUS-BODY-0xFEEDFACE";
 /// A body vendor A's product only finds suspicious (`Suspicious.` signatures).
@@ -31,30 +36,6 @@ const SUSPECT: &str = "SUSPECT-PACKER-BODY-0xC0FFEE";
 
 fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_herd-agent"))
-}
-
-/// The `herd` binary beside `herd-agent` (built here if missing, as `tests/run.rs` does).
-fn herd_binary() -> &'static Path {
-    static HERD: OnceLock<PathBuf> = OnceLock::new();
-    HERD.get_or_init(|| {
-        if let Some(path) = std::env::var_os("HERD_BIN") {
-            return PathBuf::from(path);
-        }
-        let path = Path::new(env!("CARGO_BIN_EXE_herd-agent"))
-            .parent()
-            .unwrap()
-            .join("herd");
-        if !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "herd-server", "--bin", "herd"])
-                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the herd binary failed");
-        }
-        path
-    })
 }
 
 fn hex(text: &str) -> String {
@@ -110,105 +91,29 @@ fn package(root: &Path, product: &str, vendor: &str, extra: &[(&str, &str)]) -> 
     (path, feed)
 }
 
-/// A running agent daemon and the lines it prints.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    files: PathBuf,
-}
-
 impl Daemon {
     fn start(root: &Path, center: &CenterProcess, token: &str, id: &str, user: &str) -> Daemon {
-        let files = root.join(format!("{id}-files"));
-        fs::create_dir_all(&files).unwrap();
+        let (files, state) = daemon::dirs(root, id);
         let kind = if id.starts_with("phone") {
             "phone"
         } else {
             "pc"
         };
-        let mut child = agent()
+        let mut command = agent();
+        command
             .arg("run")
             .arg("--server")
             .arg(&center.url)
             .arg("--ca")
             .arg(center.ca_path())
             .arg("--state-dir")
-            .arg(root.join(id))
+            .arg(&state)
             .args(["--enrol-token", token, "--id", id, "--user", user])
             .args(["--kind", kind, "--platform", kind, "--tz", "+09:00"])
             .arg("--scan")
             .arg(&files)
-            .args(["--daily-scan", "03:00"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon {
-            child,
-            lines,
-            seen: Vec::new(),
-            files,
-        }
-    }
-
-    /// Waits for a line containing `wanted` (after those already consumed), returning it.
-    #[track_caller]
-    fn wait_for(&mut self, wanted: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(wanted) => return line,
-                Ok(line) => self.seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no line with {wanted:?} in 30 s; saw:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// Lines printed within `within` that contain `wanted`.
-    fn lines_with(&mut self, wanted: &str, within: Duration) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let mut found = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(wanted) => found.push(line),
-                Ok(line) => self.seen.push(line),
-                Err(_) => break,
-            }
-        }
-        found
-    }
-
-    /// Writes a file into the scanned directory and opens it as a user would (an open that
-    /// fanotify may deny, so the result is not looked at).
-    fn drop_file(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.files.join(name);
-        fs::write(&path, content).unwrap();
-        let _ = fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut Vec::new()));
-        path
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+            .args(["--daily-scan", "03:00"]);
+        Daemon::spawn(command, files, state)
     }
 }
 

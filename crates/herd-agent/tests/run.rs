@@ -24,7 +24,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +36,12 @@ use herd_proto::api::{
 use herd_proto::terminal::PolicyDoc;
 use serde_json::{Value, json};
 
+#[path = "support/herd.rs"]
+mod herd;
 #[path = "support/mirror.rs"]
 mod mirror;
+
+use herd::herd_binary;
 
 /// The agent under test: this build's, or `$HERD_AGENT_BIN` (to measure a release build's
 /// footprint with the same scenario).
@@ -54,35 +57,6 @@ const VIRUS_A: &str = "VIRUS-A-BODY-0xDEADBEEF";
 
 // ---------------------------------------------------------------------------------------------
 // The center.
-
-/// The `herd` binary: `$HERD_BIN` if set, else the one beside `herd-agent` in the target directory, built
-/// here if it is missing (binaries of other packages are not built for this package's tests;
-/// `cargo test --workspace` builds it, so does `cargo build -p herd-server`).
-fn herd_binary() -> &'static Path {
-    static HERD: OnceLock<PathBuf> = OnceLock::new();
-    HERD.get_or_init(|| {
-        if let Some(path) = std::env::var_os("HERD_BIN") {
-            return PathBuf::from(path);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        // Beside this package's own binary, so a CARGO_TARGET_DIR outside the checkout works.
-        let path = Path::new(env!("CARGO_BIN_EXE_herd-agent"))
-            .parent()
-            .expect("the agent binary has a directory")
-            .join("herd");
-        if !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "herd-server", "--bin", "herd"])
-                .current_dir(&root)
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the herd binary failed");
-            assert!(path.exists(), "{} was not built", path.display());
-        }
-        path
-    })
-}
 
 /// A running `herd serve` (the lab's process harness), stopped when dropped; restartable on
 /// the same data and ports.

@@ -4,61 +4,20 @@
 //! outbreak of 10,000 alerts gives a bounded number of messages; a sink that is down receives
 //! its alert once it is back, exactly once.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herd_center::Center;
 use herd_center::alerts::{AlertEvent, AlertKind};
 use herd_center::config::{CenterConfig, ConfigFile};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// What the receiver got: (path and query, body).
-type Received = Arc<Mutex<Vec<(String, String)>>>;
+mod support;
 
-/// An HTTP receiver answering 200 to everything, recording each request.
-async fn receiver(listener: TcpListener) -> Received {
-    let received: Received = Arc::default();
-    let log = received.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let target = request
-                            .uri()
-                            .path_and_query()
-                            .map(|p| p.to_string())
-                            .unwrap_or_default();
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        log.lock()
-                            .unwrap()
-                            .push((target, String::from_utf8_lossy(&body).into_owned()));
-                        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from_static(b"ok"),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    received
-}
+use support::receiver;
 
 async fn center(dir: &Path, alerts: &str) -> Arc<Center> {
     herd_tls::install_crypto_provider();

@@ -17,6 +17,10 @@ use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
 use tower::ServiceExt as _;
 
+mod support;
+
+use support::postgres_schema;
+
 const EVIL_USER: &str = "<script>alert('user')</script>";
 const EVIL_THREAT: &str = "<img src=x onerror=alert('threat')>";
 
@@ -534,26 +538,6 @@ async fn the_live_stream_needs_a_session_and_carries_what_happens() {
     let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
     assert!(text.contains("event: happening"), "{text}");
     assert!(text.contains("\"terminal\":\"pc-1\""), "{text}");
-}
-
-/// A fresh schema on the server `HERD_TEST_POSTGRES_URL` names, as a database URL whose
-/// connections use it; `None` skips the test.
-async fn postgres_schema(prefix: &str) -> Option<String> {
-    use sqlx::Connection as _;
-    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
-    let schema = format!("{prefix}_{}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-    for statement in [
-        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-        format!("CREATE SCHEMA {schema}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
 }
 
 /// Two center processes on one PostgreSQL database (two `Center`s with pools and listeners of

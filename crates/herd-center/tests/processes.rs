@@ -6,8 +6,7 @@
 //! one process makes Herd's set downloadable from the other as soon as it serves the new
 //! metadata. Skipped unless HERD_TEST_POSTGRES_URL names a server.
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herd_center::Center;
@@ -19,32 +18,12 @@ use herd_proto::api::VerdictDoc;
 use herd_proto::consent::TerminalEmail;
 use herd_proto::distribution::{HERD_SET_TARGET, consistent_target_name};
 use herd_store::{EnrolTokenRow, NewTerminal, UNKNOWN_GROUP};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// A fresh schema on the server `HERD_TEST_POSTGRES_URL` names, as a database URL whose
-/// connections use it; `None` skips the test.
-async fn postgres_schema(prefix: &str) -> Option<String> {
-    use sqlx::Connection as _;
-    let base = std::env::var("HERD_TEST_POSTGRES_URL").ok()?;
-    let schema = format!("{prefix}_{}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-    for statement in [
-        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-        format!("CREATE SCHEMA {schema}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
-}
+mod support;
+
+use support::{postgres_schema, receiver};
 
 /// Two centers on one fresh schema, sharing blobs and the key-encryption key, each configured
 /// with `extra`; `None` skips the test.
@@ -81,41 +60,6 @@ async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> b
         assert!(start.elapsed() < within, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// What the webhook sink got: request bodies.
-type Received = Arc<Mutex<Vec<String>>>;
-
-/// An HTTP receiver answering 200 to everything, recording each request's body.
-async fn receiver(listener: TcpListener) -> Received {
-    let received: Received = Arc::default();
-    let log = received.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        log.lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&body).into_owned());
-                        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from_static(b"ok"),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    received
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +124,7 @@ channels = ["ops"]
         .lock()
         .unwrap()
         .iter()
-        .map(|body| serde_json::from_str(body).unwrap())
+        .map(|(_, body)| serde_json::from_str(body).unwrap())
         .collect();
     let mut kinds: Vec<&str> = bodies
         .iter()
