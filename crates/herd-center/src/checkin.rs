@@ -135,43 +135,39 @@ impl Center {
                 }));
         let mut documents = BTreeMap::new();
         let mut total = 0;
-        let mut add = |name: String, text: String| {
-            if total + text.len() <= MAX_CHECKIN_METADATA_BYTES {
+        // What this process serves: a site's mirror, or the center's repository as served now
+        // (read once, so versions and documents agree).
+        let served = self.trust.served();
+        let current: BTreeMap<String, u64> = match self.site() {
+            Some(site) => site.mirror.current_versions(),
+            None => served
+                .latest
+                .iter()
+                .map(|(role, &(version, _))| (role.clone(), version))
+                .collect(),
+        };
+        for (role, &have) in snapshot_first {
+            let Some(&now) = current.get(role.as_str()).filter(|&&now| now != have) else {
+                continue;
+            };
+            let name = format!("{now}.{role}.json");
+            let text = match self.site() {
+                Some(site) => site
+                    .mirror
+                    .metadata(&name)
+                    .await
+                    .ok()
+                    .and_then(|file| String::from_utf8(file.bytes).ok()),
+                None => served
+                    .documents
+                    .get(role.as_str())
+                    .map(|document| document.to_string()),
+            };
+            if let Some(text) = text
+                && total + text.len() <= MAX_CHECKIN_METADATA_BYTES
+            {
                 total += text.len();
                 documents.insert(name, text);
-            }
-        };
-        match self.site() {
-            Some(site) => {
-                let current = site.mirror.current_versions();
-                for (role, &have) in snapshot_first {
-                    let Some(&now) = current.get(role.as_str()) else {
-                        continue;
-                    };
-                    if now == have {
-                        continue;
-                    }
-                    let name = format!("{now}.{role}.json");
-                    if let Ok(file) = site.mirror.metadata(&name).await
-                        && let Ok(text) = String::from_utf8(file.bytes)
-                    {
-                        add(name, text);
-                    }
-                }
-            }
-            None => {
-                let served = self.trust.served();
-                for (role, &have) in snapshot_first {
-                    let (Some(&(now, _)), Some(document)) = (
-                        served.latest.get(role.as_str()),
-                        served.documents.get(role.as_str()),
-                    ) else {
-                        continue;
-                    };
-                    if now != have {
-                        add(format!("{now}.{role}.json"), document.to_string());
-                    }
-                }
             }
         }
         documents
