@@ -439,32 +439,22 @@ impl<'a> CheckinBatch<'a> {
     }
 }
 
-/// Events of one terminal as `[seq, at, kind, data, received_at]` arrays, and that terminal.
-pub(crate) fn events_json(events: &[EventRow]) -> Result<(&str, String), StoreError> {
+/// Checks that a batch of events is one terminal's (a store appends a terminal's batch as a
+/// whole) and that its seqs fit the database's integers.
+pub(crate) fn events_of_one_terminal(events: &[EventRow]) -> Result<(), StoreError> {
     let Some(first) = events.first() else {
-        return Ok(("", "[]".to_owned()));
+        return Ok(());
     };
-    let terminal = first.terminal.as_str();
-    let rows = events
-        .iter()
-        .map(|event| {
-            if event.terminal != terminal {
-                return Err(StoreError::Conflict(format!(
-                    "events of several terminals in one append ({terminal:?} and {:?})",
-                    event.terminal
-                )));
-            }
-            let seq = to_db_int(event.seq, "event seq")?;
-            Ok((
-                seq,
-                event.at,
-                event.kind.as_str(),
-                event.data.as_str(),
-                event.received_at,
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok((terminal, to_json(&rows)?))
+    for event in events {
+        if event.terminal != first.terminal {
+            return Err(StoreError::Conflict(format!(
+                "events of several terminals in one append ({:?} and {:?})",
+                first.terminal, event.terminal
+            )));
+        }
+        to_db_int(event.seq, "event seq")?;
+    }
+    Ok(())
 }
 
 /// Placement rules as `[position, group, rule]` arrays.

@@ -259,9 +259,9 @@ impl Dialect for Postgres {
     const UPDATE_CERT_FROM: &'static str =
         "UPDATE terminals SET cert_sha256 = $2 WHERE id = $1 AND cert_sha256 = $3";
     const UPDATE_LAST_REPORT: &'static str = "UPDATE terminals SET last_report = \
-         (SELECT data FROM events WHERE terminal = $1 AND kind = 'plan.report' \
+         (SELECT data FROM events WHERE terminal = terminals.id AND kind = 'plan.report' \
           ORDER BY seq DESC LIMIT 1) \
-         WHERE id = $1";
+         WHERE id IN (SELECT r.value ->> 0 FROM jsonb_array_elements($1::jsonb) AS r(value))";
 
     fn json_rows(param: &str) -> String {
         format!("jsonb_array_elements({param}::jsonb) AS r(value)")

@@ -8,6 +8,7 @@
 //!
 //! It is not where rows are decoded or batches encoded: that is `common.rs`.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use async_trait::async_trait;
@@ -18,7 +19,7 @@ use sqlx::{
 
 use crate::common::{
     ENROL_TOKEN_COLUMNS, PLAN_REPORT, api_token_from_row, ca_material, conflict_on_unique,
-    enrol_token_from_row, event_from_row, events_json, feed_from_row, from_db_int, group_from_row,
+    enrol_token_from_row, event_from_row, events_of_one_terminal, feed_from_row, from_db_int, group_from_row,
     group_with_count_from_row, limit_or_all, online_key_from_row, package_content_from_row,
     package_from_row, rule_from_row, rules_json, terminal_from_row, threat_owner_from_row,
     to_db_int, to_json, tuf_document_from_row, vendor_approval_from_row, vendor_key_from_row,
@@ -59,7 +60,8 @@ pub trait Dialect: Database {
     const SELECT_TERMINALS: &'static str;
     /// The user-name column in [`Dialect::SELECT_TERMINALS`]'s tables.
     const TERMINAL_USER_NAME: &'static str;
-    /// Sets terminal `$1`'s `last_report` to the data of its plan report with the highest seq.
+    /// Sets the `last_report` of the terminals `$1` names (a JSON array of `[id]` arrays) to the
+    /// data of each one's plan report with the highest seq.
     const UPDATE_LAST_REPORT: &'static str;
     /// Sets terminal `$1`'s current certificate to `$2` where it is `$3`, changing one row or
     /// none (the schemas keep `cert_sha256` in different tables).
@@ -141,6 +143,40 @@ fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
         .is_some_and(|db| db.is_foreign_key_violation())
 }
 
+/// The most rows one multi-row statement of the site's queue writes.
+const QUEUE_CHUNK: usize = 64;
+
+/// Sizes that add up to `n`: as many [`QUEUE_CHUNK`]s as fit, then powers of two, so the
+/// statements of every size stay few enough for each connection's statement cache.
+fn chunk_sizes(n: usize) -> impl Iterator<Item = usize> {
+    let full = std::iter::repeat_n(QUEUE_CHUNK, n / QUEUE_CHUNK);
+    let rest = n % QUEUE_CHUNK;
+    full.chain(
+        (0..usize::BITS)
+            .rev()
+            .map(|bit| 1usize << bit)
+            .filter(move |size| rest & size != 0),
+    )
+}
+
+/// `$first, $first+1, …`: `count` numbered placeholders.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The outcome of every batch, each decided by [`SqlStore::append_events_many_in`].
+fn decided(
+    outcomes: Vec<Option<Result<AppendOutcome, StoreError>>>,
+) -> Vec<Result<AppendOutcome, StoreError>> {
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|| Err(StoreError::Conflict("a batch of events was left undecided".to_owned()))))
+        .collect()
+}
+
 /// The helpers of the transactions below. (The bounds say what the shared SQL needs of a
 /// database; they are repeated on the `Store` impl because Rust does not infer them from
 /// `Dialect`.)
@@ -190,100 +226,224 @@ where
     }
 
     /// Appends a site's queue items in `tx`, in order; a `checkin` replaces the terminal's
-    /// waiting one.
+    /// waiting one. A few statements for the whole list, not two per item: on SQLite every
+    /// statement is a round trip to the connection's thread, and a site queues one check-in
+    /// and one batch of events per terminal it serves.
     pub(crate) async fn queue_items_in(
         tx: &mut Transaction<'static, DB>,
         items: &[QueueItem],
     ) -> Result<(), StoreError> {
-        for item in items {
-            let checkin_of = (item.kind == "checkin").then_some(item.terminal.as_str());
-            if let Some(terminal) = checkin_of {
-                sqlx::query("DELETE FROM site_queue WHERE checkin_of = $1")
-                    .bind(terminal)
-                    .execute(&mut **tx)
-                    .await?;
+        // Of several check-ins of one terminal only the last stays (each replaces the one
+        // before), in its own place.
+        let mut last_checkin: HashMap<&str, usize> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            if item.kind == "checkin" {
+                last_checkin.insert(item.terminal.as_str(), i);
             }
-            sqlx::query(
-                "INSERT INTO site_queue (terminal, kind, body, created_at, checkin_of) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(item.terminal.as_str())
-            .bind(item.kind.as_str())
-            .bind(item.body.as_str())
-            .bind(item.created_at)
-            .bind(checkin_of)
-            .execute(&mut **tx)
-            .await?;
+        }
+        let kept: Vec<(&QueueItem, Option<&str>)> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, item)| item.kind != "checkin" || last_checkin[item.terminal.as_str()] == *i)
+            .map(|(_, item)| {
+                let checkin_of = (item.kind == "checkin").then_some(item.terminal.as_str());
+                (item, checkin_of)
+            })
+            .collect();
+        let replaced: Vec<&str> = kept.iter().filter_map(|(_, of)| *of).collect();
+        let mut rest = replaced.as_slice();
+        for size in chunk_sizes(replaced.len()) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let mut statement = sqlx::query(assembled(format!(
+                "DELETE FROM site_queue WHERE checkin_of IN ({})",
+                placeholders(1, chunk.len())
+            )));
+            for terminal in chunk {
+                statement = statement.bind(*terminal);
+            }
+            statement.execute(&mut **tx).await?;
+        }
+        // Rows are numbered in the order of the VALUES list.
+        let mut rest = kept.as_slice();
+        for size in chunk_sizes(kept.len()) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let values = (0..chunk.len())
+                .map(|row| format!("({})", placeholders(5 * row + 1, 5)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut statement = sqlx::query(assembled(format!(
+                "INSERT INTO site_queue (terminal, kind, body, created_at, checkin_of) VALUES {values}"
+            )));
+            for (item, checkin_of) in chunk {
+                statement = statement
+                    .bind(item.terminal.as_str())
+                    .bind(item.kind.as_str())
+                    .bind(item.body.as_str())
+                    .bind(item.created_at)
+                    .bind(*checkin_of);
+            }
+            statement.execute(&mut **tx).await?;
         }
         Ok(())
     }
 
-    /// Appends one terminal's events in `tx` (see [`Store::events_append`]). The inner result
-    /// is this batch's refusal (not enrolled, mixed terminals), which leaves `tx` usable; the
-    /// outer one a failure of the transaction.
-    async fn append_events_in(
+    /// Appends several terminals' batches of events in `tx` (see [`Store::events_append_many`])
+    /// with a fixed number of statements, whatever the number of batches: on SQLite every
+    /// statement is a round trip to the connection's thread. Each inner result is one batch's
+    /// outcome or refusal (not enrolled, mixed terminals), which leaves `tx` usable; the outer
+    /// one a failure of the transaction. A batch's relay item is queued only when it is
+    /// stored.
+    async fn append_events_many_in(
         tx: &mut Transaction<'static, DB>,
-        events: &[EventRow],
-    ) -> Result<Result<AppendOutcome, StoreError>, StoreError> {
-        let (terminal, rows) = match events_json(events) {
-            Ok(parts) => parts,
-            Err(err) => return Ok(Err(err)),
-        };
-        if events.is_empty() {
-            return Ok(Ok(AppendOutcome::default()));
-        }
-        let not_enrolled = || {
+        batches: &[EventsWrite],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        let not_enrolled = |terminal: &str| {
             StoreError::NotFound(format!(
                 "cannot store events of terminal {terminal:?}: it is not enrolled"
             ))
         };
-        let known: Option<String> = sqlx::query_scalar("SELECT id FROM terminals WHERE id = $1")
-            .bind(terminal)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if known.is_none() {
-            return Ok(Err(not_enrolled()));
+        // Each batch's terminal, or its refusal; empty batches change nothing.
+        let mut outcomes: Vec<Option<Result<AppendOutcome, StoreError>>> = Vec::new();
+        let mut terminals: Vec<&str> = Vec::new();
+        for batch in batches {
+            match batch.rows.first() {
+                None => outcomes.push(Some(Ok(AppendOutcome::default()))),
+                Some(first) => match events_of_one_terminal(&batch.rows) {
+                    Ok(()) => {
+                        terminals.push(first.terminal.as_str());
+                        outcomes.push(None);
+                    }
+                    Err(err) => outcomes.push(Some(Err(err))),
+                },
+            }
         }
-        // `WHERE true` tells SQLite's parser that `ON CONFLICT` is not a join constraint.
-        let accepted = sqlx::query(assembled(format!(
-            "INSERT INTO events (terminal, seq, at, kind, data, received_at) \
-             SELECT $1, CAST(r.value ->> 0 AS BIGINT), CAST(r.value ->> 1 AS BIGINT), \
-                    r.value ->> 2, r.value ->> 3, CAST(r.value ->> 4 AS BIGINT) \
-             FROM {} WHERE true \
-             ON CONFLICT (terminal, seq) DO NOTHING",
-            DB::json_rows("$2")
+        terminals.sort_unstable();
+        terminals.dedup();
+        if terminals.is_empty() {
+            return Ok(decided(outcomes));
+        }
+        let terminals_json = to_json(&terminals.iter().map(|t| [*t]).collect::<Vec<_>>())?;
+        let known: HashSet<String> = sqlx::query_scalar(assembled(format!(
+            "SELECT id FROM terminals WHERE id IN (SELECT r.value ->> 0 FROM {})",
+            DB::json_rows("$1")
         )))
-        .bind(terminal)
-        .bind(rows.as_str())
-        .execute(&mut **tx)
+        .bind(terminals_json.as_str())
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+        // `[terminal, seq, at, kind, data, received_at]` of every batch stored.
+        let mut rows = Vec::new();
+        let mut reporting: Vec<&str> = Vec::new();
+        for (batch, outcome) in batches.iter().zip(outcomes.iter_mut()) {
+            if outcome.is_some() {
+                continue;
+            }
+            let terminal = batch.rows[0].terminal.as_str();
+            if !known.contains(terminal) {
+                *outcome = Some(Err(not_enrolled(terminal)));
+                continue;
+            }
+            for event in &batch.rows {
+                rows.push((
+                    terminal,
+                    to_db_int(event.seq, "event seq")?,
+                    event.at,
+                    event.kind.as_str(),
+                    event.data.as_str(),
+                    event.received_at,
+                ));
+            }
+            if batch.rows.iter().any(|event| event.kind == PLAN_REPORT) {
+                reporting.push(terminal);
+            }
+        }
+        let storing: Vec<&str> = terminals
+            .iter()
+            .copied()
+            .filter(|terminal| known.contains(*terminal))
+            .collect();
+        if storing.is_empty() {
+            return Ok(decided(outcomes));
+        }
+        // `WHERE true` tells SQLite's parser that `ON CONFLICT` is not a join constraint. The
+        // rows returned are those stored: an event already stored (or twice in these batches)
+        // counts as stored for the first batch that carries it, as if appended one by one.
+        let inserted: HashSet<(String, i64)> = sqlx::query(assembled(format!(
+            "INSERT INTO events (terminal, seq, at, kind, data, received_at) \
+             SELECT r.value ->> 0, CAST(r.value ->> 1 AS BIGINT), CAST(r.value ->> 2 AS BIGINT), \
+                    r.value ->> 3, r.value ->> 4, CAST(r.value ->> 5 AS BIGINT) \
+             FROM {} WHERE true \
+             ON CONFLICT (terminal, seq) DO NOTHING \
+             RETURNING terminal, seq",
+            DB::json_rows("$1")
+        )))
+        .bind(to_json(&rows)?.as_str())
+        .fetch_all(&mut **tx)
         .await
         .map_err(|e| {
-            // The terminal was deleted since the check above (PostgreSQL); the transaction
-            // is aborted, so this fails it whole.
-            if is_foreign_key_violation(&e) {
-                not_enrolled()
+            // A terminal was deleted since the check above (PostgreSQL); the transaction is
+            // aborted, so this fails it whole (and the caller stores each batch alone).
+            if is_foreign_key_violation(&e) && storing.len() == 1 {
+                not_enrolled(storing[0])
             } else {
                 StoreError::Db(e)
             }
-        })?;
-        let accepted = DB::rows_affected(&accepted);
-        if events.iter().any(|event| event.kind == PLAN_REPORT) {
+        })?
+        .iter()
+        .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        if !reporting.is_empty() {
+            reporting.sort_unstable();
+            reporting.dedup();
             // The report with the highest seq wins, whatever order reports arrive in.
+            let reporting_json = to_json(&reporting.iter().map(|t| [*t]).collect::<Vec<_>>())?;
             sqlx::query(DB::UPDATE_LAST_REPORT)
-                .bind(terminal)
+                .bind(reporting_json.as_str())
                 .execute(&mut **tx)
                 .await?;
         }
-        let last_seq: Option<i64> =
-            sqlx::query_scalar("SELECT max(seq) FROM events WHERE terminal = $1")
-                .bind(terminal)
-                .fetch_one(&mut **tx)
-                .await?;
-        Ok(Ok(AppendOutcome {
-            accepted,
-            duplicates: events.len() as u64 - accepted,
-            last_seq: from_db_int(last_seq.unwrap_or(0), "event seq")?,
-        }))
+        let storing_json = to_json(&storing.iter().map(|t| [*t]).collect::<Vec<_>>())?;
+        let last_seqs: HashMap<String, i64> = sqlx::query(assembled(format!(
+            "SELECT terminal, max(seq) AS last_seq FROM events \
+             WHERE terminal IN (SELECT r.value ->> 0 FROM {}) GROUP BY terminal",
+            DB::json_rows("$1")
+        )))
+        .bind(storing_json.as_str())
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        let mut counted: HashSet<(&str, i64)> = HashSet::new();
+        let mut relayed = Vec::new();
+        for (batch, outcome) in batches.iter().zip(outcomes.iter_mut()) {
+            if outcome.is_some() {
+                continue;
+            }
+            let terminal = batch.rows[0].terminal.as_str();
+            let mut accepted = 0;
+            for event in &batch.rows {
+                let seq = to_db_int(event.seq, "event seq")?;
+                if inserted.contains(&(terminal.to_owned(), seq)) && counted.insert((terminal, seq))
+                {
+                    accepted += 1;
+                }
+            }
+            let last_seq = last_seqs.get(terminal).copied().unwrap_or(0);
+            *outcome = Some(Ok(AppendOutcome {
+                accepted,
+                duplicates: batch.rows.len() as u64 - accepted,
+                last_seq: from_db_int(last_seq, "event seq")?,
+            }));
+            if let Some(item) = &batch.relay {
+                relayed.push(item.clone());
+            }
+        }
+        Self::queue_items_in(tx, &relayed).await?;
+        Ok(decided(outcomes))
     }
 
     /// Makes `site` the site a terminal came through last, and one that may relay for it.
@@ -1778,16 +1938,7 @@ where
                 .collect());
         }
         let mut tx = self.write().await?;
-        let mut outcomes = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let outcome = Self::append_events_in(&mut tx, &batch.rows).await?;
-            if outcome.is_ok()
-                && let Some(item) = &batch.relay
-            {
-                Self::queue_items_in(&mut tx, std::slice::from_ref(item)).await?;
-            }
-            outcomes.push(outcome);
-        }
+        let outcomes = Self::append_events_many_in(&mut tx, batches).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

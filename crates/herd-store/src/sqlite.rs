@@ -187,9 +187,9 @@ impl Dialect for Sqlite {
     const UPDATE_CERT_FROM: &'static str =
         "UPDATE terminal_docs SET cert_sha256 = $2 WHERE id = $1 AND cert_sha256 = $3";
     const UPDATE_LAST_REPORT: &'static str = "UPDATE terminal_docs SET last_report = \
-         (SELECT data FROM events WHERE terminal = $1 AND kind = 'plan.report' \
+         (SELECT data FROM events WHERE terminal = terminal_docs.id AND kind = 'plan.report' \
           ORDER BY seq DESC LIMIT 1) \
-         WHERE id = $1";
+         WHERE id IN (SELECT r.value ->> 0 FROM jsonb_each($1) AS r)";
 
     fn json_rows(param: &str) -> String {
         format!("jsonb_each({param}) AS r")

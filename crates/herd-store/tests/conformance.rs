@@ -3036,6 +3036,32 @@ async fn a_sites_queue_keeps_order_one_checkin_per_terminal_and_deletes_through_
     assert_eq!(rest, ["c2", "e2"]);
     store.queue_delete_through(u64::MAX >> 1).await.unwrap();
     assert_eq!(store.queue_stats().await.unwrap().depth, 0);
+
+    // Many items in one push (written several rows a statement): still in order, and a
+    // terminal's later check-in replaces its earlier one of the same push.
+    let many: Vec<QueueItem> = (0..150)
+        .map(|i| match i % 3 {
+            0 => item(&format!("m{}", i % 7), "checkin", &format!("c{i}")),
+            _ => item("m", "events", &format!("e{i}")),
+        })
+        .collect();
+    store.queue_push(&many).await.unwrap();
+    let expected: Vec<&str> = many
+        .iter()
+        .enumerate()
+        .filter(|(i, it)| {
+            it.kind != "checkin"
+                || !many[i + 1..]
+                    .iter()
+                    .any(|later| later.kind == "checkin" && later.terminal == it.terminal)
+        })
+        .map(|(_, it)| it.body.as_str())
+        .collect();
+    let queued = store.queue_peek(500).await.unwrap();
+    let bodies: Vec<&str> = queued.iter().map(|q| q.item.body.as_str()).collect();
+    assert_eq!(bodies, expected);
+    assert_eq!(bodies.len(), 100 + 7);
+    store.queue_delete_through(u64::MAX >> 1).await.unwrap();
 }
 
 async fn a_sites_writes_queue_their_relay_items_in_the_same_transaction(fixture: &Fixture) {
@@ -3111,6 +3137,31 @@ async fn a_sites_writes_queue_their_relay_items_in_the_same_transaction(fixture:
     );
     assert_eq!(store.events_count("t1").await.unwrap(), 2);
     assert_eq!(store.events_count("t2").await.unwrap(), 1);
+
+    // Two batches of one terminal in one call: an event both carry counts as stored for the
+    // first, as if they were appended one after the other; both see the same last seq.
+    let outcomes = store
+        .events_append_many(&[
+            EventsWrite {
+                rows: vec![event("t2", 2, "x"), event("t2", 3, "x")],
+                relay: None,
+            },
+            EventsWrite {
+                rows: vec![event("t2", 3, "x"), event("t2", 4, "x")],
+                relay: None,
+            },
+        ])
+        .await
+        .unwrap();
+    let counts: Vec<(u64, u64, u64)> = outcomes
+        .iter()
+        .map(|o| {
+            let o = o.as_ref().unwrap();
+            (o.accepted, o.duplicates, o.last_seq)
+        })
+        .collect();
+    assert_eq!(counts, [(2, 0, 4), (1, 1, 4)]);
+    assert_eq!(store.events_count("t2").await.unwrap(), 4);
 }
 
 // --- alerts (migration 0011) ---------------------------------------------------------------

@@ -22,6 +22,8 @@ use crate::{Center, unix_now};
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the queue is looked at when nothing wakes the forwarder (and its gauges updated).
 const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// How often the queue's gauges are updated while batches flow.
+const NOTE_EVERY: Duration = Duration::from_secs(1);
 /// A queue this deep, or this old, is warned about in the log (and shows in the metrics).
 const WARN_DEPTH: u64 = 100_000;
 const WARN_AGE_SECS: u64 = 3600;
@@ -78,6 +80,7 @@ impl Center {
         let site = self.site().expect("a site's task");
         let mut backoff = Duration::from_secs(1);
         let mut warned = false;
+        let mut noted = std::time::Instant::now();
         loop {
             let sent = match self.forward_once().await {
                 Ok(sent) => {
@@ -98,7 +101,11 @@ impl Center {
                     0
                 }
             };
-            self.note_queue_size(&mut warned).await;
+            // Counting the queue reads all of it: while batches flow, once a second is enough.
+            if sent == 0 || noted.elapsed() >= NOTE_EVERY {
+                self.note_queue_size(&mut warned).await;
+                noted = std::time::Instant::now();
+            }
             if sent == 0 {
                 tokio::select! {
                     _ = site.forward_wake.notified() => {}
