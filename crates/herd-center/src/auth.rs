@@ -139,6 +139,10 @@ pub struct KnownTerminal {
     /// A digest of the network interfaces this process last stored for the terminal (0:
     /// none yet), so a set reported again is not written again (see `checkin`).
     pub interfaces_digest: std::sync::atomic::AtomicU64,
+    /// At most how many events of the terminal are stored ([`u64::MAX`]: not known yet): the
+    /// count read last plus what this process appended since (deletions only lower the true
+    /// count), so a batch that fits under the quota needs no count (see `events`).
+    pub events_at_most: std::sync::atomic::AtomicU64,
 }
 
 /// The API caller a live token stands for; viewers and analysts are told what their token is for.

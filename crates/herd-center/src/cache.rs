@@ -107,6 +107,7 @@ impl Center {
             group: row.group,
             cert_sha256: row.cert_sha256,
             interfaces_digest: Default::default(),
+            events_at_most: u64::MAX.into(),
         });
         // Cache it only if no terminal change was applied while the row was read: that
         // change may be this terminal's, and the row then already stale.

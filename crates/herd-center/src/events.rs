@@ -106,8 +106,19 @@ impl Center {
         )?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
+        // The events are counted only when what this process knows of the terminal does not
+        // show that the batch fits (`KnownTerminal::events_at_most`).
         let limit = self.config.max_events_per_terminal;
-        let stored = self.store.events_count(&terminal.id).await?;
+        let at_most = terminal.events_at_most.load(Relaxed);
+        let fits = at_most != u64::MAX && at_most.saturating_add(rows.len() as u64) <= limit;
+        let stored = match fits {
+            true => at_most,
+            false => {
+                let stored = self.store.events_count(&terminal.id).await?;
+                terminal.events_at_most.store(stored, Relaxed);
+                stored
+            }
+        };
         if stored.saturating_add(rows.len() as u64) > limit {
             self.metrics.events_over_quota.fetch_add(1, Relaxed);
             return Err(CenterError::new(
@@ -213,6 +224,11 @@ impl Center {
             Vec::new()
         };
         let outcome = self.events.write(EventsWrite { rows, relay }).await?;
+        let _ = terminal
+            .events_at_most
+            .fetch_update(Relaxed, Relaxed, |n| {
+                (n != u64::MAX).then(|| n.saturating_add(outcome.accepted))
+            });
         // Duplicates are a batch's oldest events: the newest `accepted` are new.
         let fresh = happenings.len().saturating_sub(outcome.accepted as usize);
         for (kind, summary, at) in happenings.into_iter().skip(fresh) {

@@ -448,7 +448,18 @@ impl Center {
     }
 
     async fn terminal_of_site(&self, site: &str, id: &str) -> CenterResult<Arc<KnownTerminal>> {
-        match self.store.site_serves(site, id).await? {
+        let serves = self.store.site_serves(site, id).await?;
+        self.served_terminal(site, serves, id).await
+    }
+
+    /// Terminal `id`, if `site` serves it (`serves`, as the store says; `None`: unknown).
+    async fn served_terminal(
+        &self,
+        site: &str,
+        serves: Option<bool>,
+        id: &str,
+    ) -> CenterResult<Arc<KnownTerminal>> {
+        match serves {
             None => Err(CenterError::not_found(format!(
                 "no terminal {id:?} is enrolled"
             ))),
@@ -495,6 +506,11 @@ impl Center {
             .await?
             .ok_or_else(|| CenterError::not_found(format!("site {site:?} is not enrolled")))?;
         let mut applied_through = row.relay_applied;
+        // Which of the batch's terminals this site may relay for, read once for the batch.
+        let mut named: Vec<&str> = batch.items.iter().map(|i| i.terminal.as_str()).collect();
+        named.sort_unstable();
+        named.dedup();
+        let serves = Arc::new(self.store.site_serves_many(site, &named).await?);
         let (mut applied, mut duplicates) = (0u64, 0u64);
         let mut outcome = Ok(());
         let mut items = batch.items.into_iter().peekable();
@@ -520,8 +536,11 @@ impl Center {
             for item in run {
                 let center = self.clone();
                 let site = site.to_owned();
+                let serves = serves.clone();
                 tasks.spawn(async move {
-                    let result = center.apply_relayed(&site, &item.terminal, item.body).await;
+                    let result = center
+                        .apply_relayed(&site, serves.get(&item.terminal).copied(), &item.terminal, item.body)
+                        .await;
                     (item.terminal, item.seq, result)
                 });
             }
@@ -574,8 +593,16 @@ impl Center {
         }
     }
 
-    async fn apply_relayed(&self, site: &str, terminal: &str, body: RelayBody) -> CenterResult<()> {
-        let known = self.terminal_of_site(site, terminal).await?;
+    /// Applies one relayed item of `terminal`, which `site` serves if `serves` says so (`None`:
+    /// no such terminal).
+    async fn apply_relayed(
+        &self,
+        site: &str,
+        serves: Option<bool>,
+        terminal: &str,
+        body: RelayBody,
+    ) -> CenterResult<()> {
+        let known = self.served_terminal(site, serves, terminal).await?;
         match body {
             RelayBody::Checkin {
                 at,

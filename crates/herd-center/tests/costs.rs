@@ -379,6 +379,14 @@ impl Store for Counting {
         self.count("site_serves");
         self.inner.site_serves(site, terminal).await
     }
+    async fn site_serves_many(
+        &self,
+        site: &str,
+        terminals: &[&str],
+    ) -> Result<std::collections::HashMap<String, bool>, StoreError> {
+        self.count("site_serves_many");
+        self.inner.site_serves_many(site, terminals).await
+    }
     async fn replicate_catalog(
         &self,
         revision: u64,

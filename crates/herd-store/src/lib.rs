@@ -11,6 +11,7 @@
 //! Times are Unix seconds (`i64`, UTC). JSON-shaped parts (inventory, plans, policies, event
 //! data) are stored as JSON text: the center validates them before they get here.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 
 use async_trait::async_trait;
@@ -1224,6 +1225,13 @@ pub trait Store: Send + Sync + Debug {
     /// Whether `site` has served `terminal` (enrolled it, or adopted it when it failed over
     /// there) and so may relay for it; `None` for an unknown terminal.
     async fn site_serves(&self, site: &str, terminal: &str) -> Result<Option<bool>, StoreError>;
+    /// [`Store::site_serves`] for many terminals at once (a relay batch's): each known terminal
+    /// of `terminals` with whether `site` has served it; an unknown terminal is left out.
+    async fn site_serves_many(
+        &self,
+        site: &str,
+        terminals: &[&str],
+    ) -> Result<HashMap<String, bool>, StoreError>;
 
     // Site servers, a site's side.
 

@@ -2155,6 +2155,30 @@ where
         })
     }
 
+    async fn site_serves_many(
+        &self,
+        site: &str,
+        terminals: &[&str],
+    ) -> Result<HashMap<String, bool>, StoreError> {
+        if terminals.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let wanted = to_json(&terminals.iter().map(|t| [*t]).collect::<Vec<_>>())?;
+        sqlx::query(assembled(format!(
+            "SELECT t.id AS id, (SELECT count(*) FROM site_terminals s \
+                     WHERE s.site = $1 AND s.terminal = t.id) AS serves \
+             FROM terminals t WHERE t.id IN (SELECT r.value ->> 0 FROM {})",
+            DB::json_rows("$2")
+        )))
+        .bind(site)
+        .bind(wanted.as_str())
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get::<i64, _>("serves")? > 0)))
+        .collect()
+    }
+
     async fn replicate_catalog(
         &self,
         revision: u64,
