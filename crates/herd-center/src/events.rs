@@ -224,11 +224,9 @@ impl Center {
             Vec::new()
         };
         let outcome = self.events.write(EventsWrite { rows, relay }).await?;
-        let _ = terminal
-            .events_at_most
-            .fetch_update(Relaxed, Relaxed, |n| {
-                (n != u64::MAX).then(|| n.saturating_add(outcome.accepted))
-            });
+        let _ = terminal.events_at_most.fetch_update(Relaxed, Relaxed, |n| {
+            (n != u64::MAX).then(|| n.saturating_add(outcome.accepted))
+        });
         // Duplicates are a batch's oldest events: the newest `accepted` are new.
         let fresh = happenings.len().saturating_sub(outcome.accepted as usize);
         for (kind, summary, at) in happenings.into_iter().skip(fresh) {

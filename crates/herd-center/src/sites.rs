@@ -539,7 +539,12 @@ impl Center {
                 let serves = serves.clone();
                 tasks.spawn(async move {
                     let result = center
-                        .apply_relayed(&site, serves.get(&item.terminal).copied(), &item.terminal, item.body)
+                        .apply_relayed(
+                            &site,
+                            serves.get(&item.terminal).copied(),
+                            &item.terminal,
+                            item.body,
+                        )
                         .await;
                     (item.terminal, item.seq, result)
                 });
@@ -649,7 +654,7 @@ impl Center {
                     enrolled_at: rfc3339(row.enrolled_at),
                     last_contact: row.last_contact.map(rfc3339),
                     relay_applied: row.relay_applied,
-                    terminals: row.terminals,
+                    terminals: row.terminals.unwrap_or_default(),
                     state: state.to_owned(),
                 }
             })

@@ -383,8 +383,9 @@ pub struct SiteRow {
     pub status: Option<String>,
     /// When the center last pushed to it (it had not pulled for a while).
     pub pushed_at: Option<i64>,
-    /// Terminals enrolled through it.
-    pub terminals: u64,
+    /// Terminals enrolled through it: counted (reading their index entries) by `sites` and
+    /// `site_enrol`; `None` from `site`, which the center reads at every request of a site.
+    pub terminals: Option<u64>,
 }
 
 /// One item of a site's queue to its center ([`Store::queue_push`]).

@@ -19,11 +19,11 @@ use sqlx::{
 
 use crate::common::{
     ENROL_TOKEN_COLUMNS, PLAN_REPORT, api_token_from_row, ca_material, conflict_on_unique,
-    enrol_token_from_row, event_from_row, events_of_one_terminal, feed_from_row, from_db_int, group_from_row,
-    group_with_count_from_row, limit_or_all, online_key_from_row, package_content_from_row,
-    package_from_row, rule_from_row, rules_json, terminal_from_row, threat_owner_from_row,
-    to_db_int, to_json, tuf_document_from_row, vendor_approval_from_row, vendor_key_from_row,
-    vendor_role_from_row,
+    enrol_token_from_row, event_from_row, events_of_one_terminal, feed_from_row, from_db_int,
+    group_from_row, group_with_count_from_row, limit_or_all, online_key_from_row,
+    package_content_from_row, package_from_row, rule_from_row, rules_json, terminal_from_row,
+    threat_owner_from_row, to_db_int, to_json, tuf_document_from_row, vendor_approval_from_row,
+    vendor_key_from_row, vendor_role_from_row,
 };
 use crate::{
     AddressRow, AlertAttempt, AlertDeliveryRow, AlertWindowRow, ApiTokenRow, AppendOutcome,
@@ -173,7 +173,13 @@ fn decided(
 ) -> Vec<Result<AppendOutcome, StoreError>> {
     outcomes
         .into_iter()
-        .map(|outcome| outcome.unwrap_or_else(|| Err(StoreError::Conflict("a batch of events was left undecided".to_owned()))))
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| {
+                Err(StoreError::Conflict(
+                    "a batch of events was left undecided".to_owned(),
+                ))
+            })
+        })
         .collect()
 }
 
@@ -244,7 +250,9 @@ where
         let kept: Vec<(&QueueItem, Option<&str>)> = items
             .iter()
             .enumerate()
-            .filter(|(i, item)| item.kind != "checkin" || last_checkin[item.terminal.as_str()] == *i)
+            .filter(|(i, item)| {
+                item.kind != "checkin" || last_checkin[item.terminal.as_str()] == *i
+            })
             .map(|(_, item)| {
                 let checkin_of = (item.kind == "checkin").then_some(item.terminal.as_str());
                 (item, checkin_of)
@@ -2050,7 +2058,7 @@ where
     }
 
     async fn site(&self, id: &str) -> Result<Option<SiteRow>, StoreError> {
-        sqlx::query(SITE_SELECT_ONE)
+        sqlx::query(SITE_SELECT_ONE_UNCOUNTED)
             .bind(id)
             .fetch_optional(&self.reader)
             .await?
@@ -3359,6 +3367,13 @@ const SITE_SELECT_ONE: &str = "SELECT s.id, s.url, s.cert_sha256, s.previous_cer
      (SELECT count(*) FROM terminals t WHERE t.site = s.id) AS terminals FROM sites s \
      WHERE s.id = $1";
 
+/// [`SITE_SELECT_ONE`] without the count of the site's terminals, which reads an index entry
+/// per terminal: what the center reads at every request of a site.
+const SITE_SELECT_ONE_UNCOUNTED: &str = "SELECT s.id, s.url, s.cert_sha256, \
+     s.previous_cert_sha256, s.renew_requested_at, \
+     s.enrolled_at, s.last_contact, s.relay_applied, s.status, s.pushed_at, \
+     CAST(NULL AS BIGINT) AS terminals FROM sites s WHERE s.id = $1";
+
 fn site_from_row<R: Row>(row: &R) -> Result<SiteRow, StoreError>
 where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
@@ -3378,7 +3393,10 @@ where
         relay_applied: from_db_int(row.try_get("relay_applied")?, "queue seq")?,
         status: row.try_get("status")?,
         pushed_at: row.try_get("pushed_at")?,
-        terminals: from_db_int(row.try_get("terminals")?, "terminal count")?,
+        terminals: row
+            .try_get::<Option<i64>, _>("terminals")?
+            .map(|n| from_db_int(n, "terminal count"))
+            .transpose()?,
     })
 }
 

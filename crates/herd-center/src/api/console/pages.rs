@@ -918,7 +918,7 @@ pub async fn sites(State(center): State<Arc<Center>>, user: SignedIn) -> PageRes
             @if sites.is_empty() { p.muted { "No site server is enrolled. " code { "herd sites token create" } " makes a token for one." } } @else {
                 table { thead { tr { th { "Site" } th { "URL" } th { "Terminals" } th { "Last contact" } th { "Relayed through" } th { "Status" } } }
                     tbody { @for s in &sites { tr {
-                        th scope="row" { (s.id) } td { (s.url) } td.num { (s.terminals) }
+                        th scope="row" { (s.id) } td { (s.url) } td.num { (s.terminals.unwrap_or_default()) }
                         td { (ago(s.last_contact.map(rfc3339).as_deref(), now)) }
                         td.num { (s.relay_applied) }
                         td { code { (s.status.as_deref().unwrap_or("")) } }
