@@ -58,8 +58,8 @@ pub struct RunReport {
     pub verifications: u64,
     pub errors: BTreeMap<String, u64>,
     pub silent_workers: usize,
-    /// How long the previous run's work (stragglers, the sites' relaying) took to finish
-    /// before this run started (`None` for the first).
+    /// How long the work before this run (the previous run's stragglers, the sites' relaying;
+    /// before the first, the relaying of the fleet's enrolment) took to finish.
     pub quiet_before_secs: Option<f64>,
     /// The CPU each tier used from the publication to the end of the run (`None` where the
     /// processes' CPU times cannot be read).
