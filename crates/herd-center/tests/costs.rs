@@ -1129,8 +1129,86 @@ async fn events_beyond_a_terminals_quota_are_refused_and_nothing_is_stored() {
             .contains("herd_events_over_quota_total 1")
     );
 
-    // What still fits is stored.
+    // What still fits is stored, without counting again: the process knows the terminal has at
+    // most the 2 it counted, plus nothing appended since.
     let ack = center.append_events(&known, batch(3..=3)).await.unwrap();
     assert_eq!((ack.accepted, ack.acked_through), (1, 3));
+    assert_eq!(counting.take(), BTreeMap::from([("events_append_many", 1)]));
+    // Full now by that bound: the next batch is counted before it is refused.
+    let err = center
+        .append_events(&known, batch(4..=4))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), codes::QUOTA_EXCEEDED, "{err}");
+    assert_eq!(counting.take(), BTreeMap::from([("events_count", 1)]));
     center.close().await;
+}
+
+#[tokio::test]
+async fn a_sites_relay_batch_asks_which_terminals_it_serves_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (center, counting, inner) = counting_center(dir.path(), "").await;
+    inner
+        .site_token_insert(EnrolTokenRow {
+            hash: "s".repeat(64),
+            label: "site".to_owned(),
+            uses_left: 1,
+            created_at: 0,
+            expires_at: i64::MAX,
+            reenrol_terminal: None,
+        })
+        .await
+        .unwrap();
+    inner
+        .site_enrol(&"s".repeat(64), 1, "s1", "https://s1", &"c".repeat(64))
+        .await
+        .unwrap();
+    inner
+        .enrol_token_insert(EnrolTokenRow {
+            hash: "h".repeat(64),
+            label: "fleet".to_owned(),
+            uses_left: 10,
+            created_at: 0,
+            expires_at: i64::MAX,
+            reenrol_terminal: None,
+        })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        inner
+            .enrol(
+                &"h".repeat(64),
+                1,
+                NewTerminal {
+                    id: format!("t{i}"),
+                    user: None,
+                    hardware: r#"{"kind":"phone","platform":"phone"}"#.to_owned(),
+                    tz: None,
+                    group: UNKNOWN_GROUP.to_owned(),
+                    cert_sha256: "0".repeat(64),
+                    enrolled_at: 1,
+                    address: "127.0.0.1".to_owned(),
+                    site: Some("s1".to_owned()),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let batch: herd_proto::site::RelayBatch = serde_json::from_value(serde_json::json!({
+        "items": (0..3).map(|i| serde_json::json!({
+            "seq": i + 1,
+            "terminal": format!("t{i}"),
+            "body": {"kind": "events", "batch": {"events": [
+                {"seq": 1, "at": "2026-01-01T00:00:00Z", "kind": "scan.hit"}
+            ]}},
+        })).collect::<Vec<_>>()
+    }))
+    .unwrap();
+    counting.take();
+    let ack = center.relay("s1", batch).await.unwrap();
+    assert_eq!((ack.acked_through, ack.applied), (3, 3));
+    let calls = counting.take();
+    assert_eq!(calls.get("site_serves_many"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("site_serves"), None, "{calls:?}");
+    assert_eq!(inner.events_count("t1").await.unwrap(), 1);
 }

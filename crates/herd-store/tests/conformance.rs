@@ -2815,6 +2815,15 @@ async fn sites_enrol_with_site_tokens_and_relay_only_for_terminals_they_served(f
     assert_eq!(store.site_serves("s1", "t1").await.unwrap(), Some(true));
     assert_eq!(store.site_serves("s1", "t2").await.unwrap(), Some(false));
     assert_eq!(store.site_serves("s1", "nobody").await.unwrap(), None);
+    // The same for a relay batch's terminals at once: unknown ones are left out.
+    assert_eq!(
+        store
+            .site_serves_many("s1", &["t1", "t2", "nobody"])
+            .await
+            .unwrap(),
+        std::collections::HashMap::from([("t1".to_owned(), true), ("t2".to_owned(), false)])
+    );
+    assert!(store.site_serves_many("s1", &[]).await.unwrap().is_empty());
     // Applied seqs only rise.
     store.site_relay_advance("s1", 10).await.unwrap();
     store.site_relay_advance("s1", 7).await.unwrap();
