@@ -141,7 +141,8 @@ pub struct KnownTerminal {
     pub interfaces_digest: std::sync::atomic::AtomicU64,
     /// At most how many events of the terminal are stored ([`u64::MAX`]: not known yet): the
     /// count read last plus what this process appended since (deletions only lower the true
-    /// count), so a batch that fits under the quota needs no count (see `events`).
+    /// count), so a batch that fits under the quota needs no count (see `events`; SQLite only,
+    /// where one process sees every append).
     pub events_at_most: std::sync::atomic::AtomicU64,
 }
 

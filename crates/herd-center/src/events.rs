@@ -106,10 +106,15 @@ impl Center {
         )?;
         // Checked on the reader before the writer is taken. Concurrent batches of one terminal
         // may pass together, so the quota can be passed by at most a batch per connection.
-        // The events are counted only when what this process knows of the terminal does not
-        // show that the batch fits (`KnownTerminal::events_at_most`).
+        // On SQLite the events are counted only when what this process knows of the terminal
+        // does not show that the batch fits (`KnownTerminal::events_at_most`): one process
+        // owns the database, so it has seen every append. Processes sharing PostgreSQL do not
+        // see each other's appends, so there every batch is counted.
         let limit = self.config.max_events_per_terminal;
-        let at_most = terminal.events_at_most.load(Relaxed);
+        let at_most = match self.store.backend() {
+            herd_store::Backend::Sqlite => terminal.events_at_most.load(Relaxed),
+            herd_store::Backend::Postgres => u64::MAX,
+        };
         let fits = at_most != u64::MAX && at_most.saturating_add(rows.len() as u64) <= limit;
         let stored = match fits {
             true => at_most,
