@@ -831,37 +831,8 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
         .unwrap();
 
     // A fleet in the default group, enrolled straight into the store.
-    inner
-        .enrol_token_insert(EnrolTokenRow {
-            hash: "h".repeat(64),
-            label: "costs".to_owned(),
-            uses_left: TERMINALS as u64,
-            created_at: 0,
-            expires_at: i64::MAX,
-            reenrol_terminal: None,
-        })
-        .await
-        .unwrap();
-    for i in 0..TERMINALS {
-        inner
-            .enrol(
-                &"h".repeat(64),
-                1,
-                NewTerminal {
-                    id: format!("t-{i:04}"),
-                    user: None,
-                    hardware: r#"{"kind":"phone","platform":"phone"}"#.to_owned(),
-                    tz: None,
-                    group: UNKNOWN_GROUP.to_owned(),
-                    cert_sha256: format!("{i:064x}"),
-                    enrolled_at: 1,
-                    address: "127.0.0.1".to_owned(),
-                    site: None,
-                },
-            )
-            .await
-            .unwrap();
-    }
+    let ids: Vec<String> = (0..TERMINALS).map(|i| format!("t-{i:04}")).collect();
+    enrol_in_store(&*inner, &ids, None).await;
     center.follow_terminal_changes().await.unwrap();
     counting.take();
 
@@ -1014,6 +985,42 @@ async fn a_cache_miss_reads_one_row_and_a_group_change_reads_no_terminal() {
     center.close().await;
 }
 
+/// Enrols terminals `ids` in the default group straight into `store` (through `site`, if
+/// any), with a token made for them.
+async fn enrol_in_store(store: &dyn Store, ids: &[String], site: Option<&str>) {
+    store
+        .enrol_token_insert(EnrolTokenRow {
+            hash: "h".repeat(64),
+            label: "costs".to_owned(),
+            uses_left: ids.len() as u64,
+            created_at: 0,
+            expires_at: i64::MAX,
+            reenrol_terminal: None,
+        })
+        .await
+        .unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .enrol(
+                &"h".repeat(64),
+                1,
+                NewTerminal {
+                    id: id.clone(),
+                    user: None,
+                    hardware: r#"{"kind":"phone","platform":"phone"}"#.to_owned(),
+                    tz: None,
+                    group: UNKNOWN_GROUP.to_owned(),
+                    cert_sha256: format!("{i:064x}"),
+                    enrolled_at: 1,
+                    address: "127.0.0.1".to_owned(),
+                    site: site.map(str::to_owned),
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// A center on a counting SQLite store in `dir`, with `extra` appended to its configuration.
 async fn counting_center(
     dir: &std::path::Path,
@@ -1073,35 +1080,7 @@ async fn events_beyond_a_terminals_quota_are_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let (center, counting, inner) =
         counting_center(dir.path(), "max_events_per_terminal = 3\n").await;
-    inner
-        .enrol_token_insert(EnrolTokenRow {
-            hash: "h".repeat(64),
-            label: "quota".to_owned(),
-            uses_left: 1,
-            created_at: 0,
-            expires_at: i64::MAX,
-            reenrol_terminal: None,
-        })
-        .await
-        .unwrap();
-    inner
-        .enrol(
-            &"h".repeat(64),
-            1,
-            NewTerminal {
-                id: "t-noisy".to_owned(),
-                user: None,
-                hardware: r#"{"kind":"phone","platform":"phone"}"#.to_owned(),
-                tz: None,
-                group: UNKNOWN_GROUP.to_owned(),
-                cert_sha256: "0".repeat(64),
-                enrolled_at: 1,
-                address: "127.0.0.1".to_owned(),
-                site: None,
-            },
-        )
-        .await
-        .unwrap();
+    enrol_in_store(&*inner, &["t-noisy".to_owned()], None).await;
     let known = center.known_terminal("t-noisy").await.unwrap();
     let batch = |seqs: std::ops::RangeInclusive<u64>| -> EventBatch {
         let events: Vec<_> = seqs
@@ -1163,37 +1142,8 @@ async fn a_sites_relay_batch_asks_which_terminals_it_serves_once() {
         .site_enrol(&"s".repeat(64), 1, "s1", "https://s1", &"c".repeat(64))
         .await
         .unwrap();
-    inner
-        .enrol_token_insert(EnrolTokenRow {
-            hash: "h".repeat(64),
-            label: "fleet".to_owned(),
-            uses_left: 10,
-            created_at: 0,
-            expires_at: i64::MAX,
-            reenrol_terminal: None,
-        })
-        .await
-        .unwrap();
-    for i in 0..3 {
-        inner
-            .enrol(
-                &"h".repeat(64),
-                1,
-                NewTerminal {
-                    id: format!("t{i}"),
-                    user: None,
-                    hardware: r#"{"kind":"phone","platform":"phone"}"#.to_owned(),
-                    tz: None,
-                    group: UNKNOWN_GROUP.to_owned(),
-                    cert_sha256: "0".repeat(64),
-                    enrolled_at: 1,
-                    address: "127.0.0.1".to_owned(),
-                    site: Some("s1".to_owned()),
-                },
-            )
-            .await
-            .unwrap();
-    }
+    let ids: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
+    enrol_in_store(&*inner, &ids, Some("s1")).await;
     let batch: herd_proto::site::RelayBatch = serde_json::from_value(serde_json::json!({
         "items": (0..3).map(|i| serde_json::json!({
             "seq": i + 1,

@@ -471,6 +471,11 @@ pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String,
     serde_json::to_string(value).map_err(|error| StoreError::Db(sqlx::Error::Encode(error.into())))
 }
 
+/// Ids as `[[id], …]`: the rows a dialect's `json_rows` gives, each id read as `r.value ->> 0`.
+pub(crate) fn ids_json(ids: &[&str]) -> Result<String, StoreError> {
+    to_json(&ids.iter().map(|id| [*id]).collect::<Vec<_>>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::PLAN_REPORT;

@@ -1225,7 +1225,13 @@ pub trait Store: Send + Sync + Debug {
     async fn site_pushed(&self, id: &str, at: i64) -> Result<(), StoreError>;
     /// Whether `site` has served `terminal` (enrolled it, or adopted it when it failed over
     /// there) and so may relay for it; `None` for an unknown terminal.
-    async fn site_serves(&self, site: &str, terminal: &str) -> Result<Option<bool>, StoreError>;
+    async fn site_serves(&self, site: &str, terminal: &str) -> Result<Option<bool>, StoreError> {
+        Ok(self
+            .site_serves_many(site, &[terminal])
+            .await?
+            .get(terminal)
+            .copied())
+    }
     /// [`Store::site_serves`] for many terminals at once (a relay batch's): each known terminal
     /// of `terminals` with whether `site` has served it; an unknown terminal is left out.
     async fn site_serves_many(

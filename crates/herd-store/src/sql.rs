@@ -20,7 +20,7 @@ use sqlx::{
 use crate::common::{
     ENROL_TOKEN_COLUMNS, PLAN_REPORT, api_token_from_row, ca_material, conflict_on_unique,
     enrol_token_from_row, event_from_row, events_of_one_terminal, feed_from_row, from_db_int,
-    group_from_row, group_with_count_from_row, limit_or_all, online_key_from_row,
+    group_from_row, group_with_count_from_row, ids_json, limit_or_all, online_key_from_row,
     package_content_from_row, package_from_row, rule_from_row, rules_json, terminal_from_row,
     threat_owner_from_row, to_db_int, to_json, tuf_document_from_row, vendor_approval_from_row,
     vendor_key_from_row, vendor_role_from_row,
@@ -332,7 +332,7 @@ where
         if terminals.is_empty() {
             return Ok(decided(outcomes));
         }
-        let terminals_json = to_json(&terminals.iter().map(|t| [*t]).collect::<Vec<_>>())?;
+        let terminals_json = ids_json(&terminals)?;
         let known: HashSet<String> = sqlx::query_scalar(assembled(format!(
             "SELECT id FROM terminals WHERE id IN (SELECT r.value ->> 0 FROM {})",
             DB::json_rows("$1")
@@ -407,13 +407,13 @@ where
             reporting.sort_unstable();
             reporting.dedup();
             // The report with the highest seq wins, whatever order reports arrive in.
-            let reporting_json = to_json(&reporting.iter().map(|t| [*t]).collect::<Vec<_>>())?;
+            let reporting_json = ids_json(&reporting)?;
             sqlx::query(DB::UPDATE_LAST_REPORT)
                 .bind(reporting_json.as_str())
                 .execute(&mut **tx)
                 .await?;
         }
-        let storing_json = to_json(&storing.iter().map(|t| [*t]).collect::<Vec<_>>())?;
+        let storing_json = ids_json(&storing)?;
         let last_seqs: HashMap<String, i64> = sqlx::query(assembled(format!(
             "SELECT terminal, max(seq) AS last_seq FROM events \
              WHERE terminal IN (SELECT r.value ->> 0 FROM {}) GROUP BY terminal",
@@ -2147,22 +2147,6 @@ where
         Ok(())
     }
 
-    async fn site_serves(&self, site: &str, terminal: &str) -> Result<Option<bool>, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT count(*) FROM site_terminals s \
-                     WHERE s.site = $1 AND s.terminal = t.id) AS serves \
-             FROM terminals t WHERE t.id = $2",
-        )
-        .bind(site)
-        .bind(terminal)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(match row {
-            Some(row) => Some(row.try_get::<i64, _>("serves")? > 0),
-            None => None,
-        })
-    }
-
     async fn site_serves_many(
         &self,
         site: &str,
@@ -2171,7 +2155,7 @@ where
         if terminals.is_empty() {
             return Ok(HashMap::new());
         }
-        let wanted = to_json(&terminals.iter().map(|t| [*t]).collect::<Vec<_>>())?;
+        let wanted = ids_json(terminals)?;
         sqlx::query(assembled(format!(
             "SELECT t.id AS id, (SELECT count(*) FROM site_terminals s \
                      WHERE s.site = $1 AND s.terminal = t.id) AS serves \
